@@ -1,0 +1,138 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// serveConfig is everything `mediator serve` is configured with. Each field
+// has a flag and a MEDIATOR_* environment variable (README, "Configuration");
+// a flag wins over the variable, which wins over the default.
+type serveConfig struct {
+	Addr            string
+	DatabaseURL     string
+	VaultAddr       string
+	VaultToken      string
+	VaultTokenFile  string
+	VaultRoleID     string
+	VaultSecretID   string
+	VaultSecretFile string
+	JWTIssuer       string
+	JWTAudience     string
+	JWKS            string
+	PolicyDir       string
+	LogLevel        string
+	ShutdownTimeout time.Duration
+}
+
+// env returns the first non-empty environment variable of names, or def.
+func env(def string, names ...string) string {
+	for _, n := range names {
+		if v := os.Getenv(n); v != "" {
+			return v
+		}
+	}
+	return def
+}
+
+func envDuration(def time.Duration, name string) time.Duration {
+	if v := os.Getenv(name); v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+	}
+	return def
+}
+
+// bindServeFlags declares the serve flags on fs, with defaults from the
+// environment.
+func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
+	fs.StringVar(&c.Addr, "addr", env("127.0.0.1:8080", "MEDIATOR_ADDR"), "listen address, host:port (an http:// URL is accepted) [MEDIATOR_ADDR]")
+	fs.StringVar(&c.DatabaseURL, "database-url", env("", "MEDIATOR_DATABASE_URL", "DATABASE_URL"), "PostgreSQL URL [MEDIATOR_DATABASE_URL, DATABASE_URL]")
+	fs.StringVar(&c.VaultAddr, "vault-addr", env("", "MEDIATOR_VAULT_ADDR", "VAULT_ADDR"), "Vault address [MEDIATOR_VAULT_ADDR, VAULT_ADDR]")
+	fs.StringVar(&c.VaultToken, "vault-token", "", "Vault token; prefer the environment or --vault-token-file, since flags are visible to other users [MEDIATOR_VAULT_TOKEN, VAULT_TOKEN]")
+	fs.StringVar(&c.VaultTokenFile, "vault-token-file", env("", "MEDIATOR_VAULT_TOKEN_FILE"), "file holding the Vault token [MEDIATOR_VAULT_TOKEN_FILE]")
+	fs.StringVar(&c.VaultRoleID, "vault-role-id", env("", "MEDIATOR_VAULT_ROLE_ID"), "Vault AppRole role id [MEDIATOR_VAULT_ROLE_ID]")
+	fs.StringVar(&c.VaultSecretFile, "vault-secret-id-file", env("", "MEDIATOR_VAULT_SECRET_ID_FILE"), "file holding the Vault AppRole secret id [MEDIATOR_VAULT_SECRET_ID_FILE; or the secret itself in MEDIATOR_VAULT_SECRET_ID]")
+	fs.StringVar(&c.JWTIssuer, "jwt-issuer", env("", "MEDIATOR_JWT_ISSUER"), "required JWT iss [MEDIATOR_JWT_ISSUER]")
+	fs.StringVar(&c.JWTAudience, "jwt-audience", env("", "MEDIATOR_JWT_AUDIENCE"), "required JWT aud [MEDIATOR_JWT_AUDIENCE]")
+	fs.StringVar(&c.JWKS, "jwt-jwks", env("", "MEDIATOR_JWT_JWKS"), "JWKS file path or https:// URL with the token signing keys [MEDIATOR_JWT_JWKS]")
+	fs.StringVar(&c.PolicyDir, "policy-dir", env("", "MEDIATOR_POLICY_DIR"), "directory of Rego policies replacing the embedded ones [MEDIATOR_POLICY_DIR]")
+	fs.StringVar(&c.LogLevel, "log-level", env("info", "MEDIATOR_LOG_LEVEL"), "debug, info, warn or error [MEDIATOR_LOG_LEVEL]")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", envDuration(30*time.Second, "MEDIATOR_SHUTDOWN_TIMEOUT"), "how long to drain in-flight requests on SIGTERM [MEDIATOR_SHUTDOWN_TIMEOUT]")
+}
+
+// resolveSecrets fills the token and secret id from the environment or
+// files, after flags are parsed.
+func (c *serveConfig) resolveSecrets() error {
+	if c.VaultToken == "" {
+		c.VaultToken = env("", "MEDIATOR_VAULT_TOKEN")
+	}
+	if c.VaultToken == "" && c.VaultTokenFile != "" {
+		b, err := os.ReadFile(c.VaultTokenFile)
+		if err != nil {
+			return fmt.Errorf("read --vault-token-file: %w", err)
+		}
+		c.VaultToken = strings.TrimSpace(string(b))
+	}
+	if c.VaultSecretID == "" {
+		c.VaultSecretID = env("", "MEDIATOR_VAULT_SECRET_ID")
+	}
+	if c.VaultSecretID == "" && c.VaultSecretFile != "" {
+		b, err := os.ReadFile(c.VaultSecretFile)
+		if err != nil {
+			return fmt.Errorf("read --vault-secret-id-file: %w", err)
+		}
+		c.VaultSecretID = strings.TrimSpace(string(b))
+	}
+	// VAULT_TOKEN is the Vault CLI's own variable: used only when no AppRole
+	// is configured, so an operator's shell token never overrides the role.
+	if c.VaultToken == "" && c.VaultRoleID == "" {
+		c.VaultToken = env("", "VAULT_TOKEN")
+	}
+	return nil
+}
+
+// validate reports every missing or malformed setting at once.
+func (c *serveConfig) validate() error {
+	var errs []error
+	if c.DatabaseURL == "" {
+		errs = append(errs, errors.New("--database-url (or MEDIATOR_DATABASE_URL / DATABASE_URL) is required"))
+	}
+	if c.VaultAddr == "" {
+		errs = append(errs, errors.New("--vault-addr (or MEDIATOR_VAULT_ADDR / VAULT_ADDR) is required"))
+	}
+	if c.JWTIssuer == "" || c.JWTAudience == "" || c.JWKS == "" {
+		errs = append(errs, errors.New("--jwt-issuer, --jwt-audience and --jwt-jwks are all required"))
+	}
+	if _, err := listenAddr(c.Addr); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// secrets lists the configured secret values, for the log mask.
+func (c *serveConfig) secrets() []string {
+	return append([]string{c.VaultToken, c.VaultSecretID}, dsnSecrets(c.DatabaseURL)...)
+}
+
+// listenAddr accepts host:port or an http:// URL (the form `mediator dev env`
+// exports, so one MEDIATOR_ADDR serves clients and the server alike).
+func listenAddr(s string) (string, error) {
+	if strings.HasPrefix(s, "http://") {
+		u, err := url.Parse(s)
+		if err != nil || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return "", fmt.Errorf("bad listen address %q", s)
+		}
+		return u.Host, nil
+	}
+	if strings.Contains(s, "://") || !strings.Contains(s, ":") {
+		return "", fmt.Errorf("bad listen address %q: want host:port", s)
+	}
+	return s, nil
+}

@@ -1,0 +1,120 @@
+// Command mediator is the mediator service and its operator tools, in one
+// binary. Each subcommand has --help.
+//
+//	mediator serve            run the service
+//	mediator migrate          apply the embedded SQL migrations
+//	mediator dev              run everything locally (PostgreSQL, Vault, the service)
+//	mediator dev token        print a bearer token the running dev instance accepts
+//	mediator dev env          print export lines for reaching the dev instance
+//	mediator vault bootstrap  prepare a Vault server for the mediator
+//	mediator vault build      build (or find in the cache) the pinned Vault server
+//	mediator version          print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at link time (-ldflags "-X main.version=...").
+var version = "dev"
+
+const usage = `mediator — compliance service for end-to-end-encrypted messaging
+
+Usage:
+  mediator serve [flags]            run the service
+  mediator migrate [flags]          apply the embedded SQL migrations
+  mediator dev [flags]              run PostgreSQL, Vault and the service locally
+  mediator dev token --sub NAME --roles r1,r2 [--ttl 1h]
+                                    print a bearer token the running dev instance accepts
+  mediator dev env                  print export lines for the running dev instance
+  mediator vault bootstrap [flags]  prepare a Vault server (mounts, policy, AppRole)
+  mediator vault build              build or find the pinned Vault server; print its path
+  mediator version                  print the version
+
+Run "mediator COMMAND --help" for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "mediator:", err)
+		}
+		var ec exitCode
+		if errors.As(err, &ec) {
+			os.Exit(int(ec))
+		}
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		os.Exit(1)
+	}
+}
+
+// exitCode lets a command choose its exit status.
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitCode(2)
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return serveCmd(ctx, rest, stderr)
+	case "migrate":
+		return migrateCmd(ctx, rest, stderr)
+	case "dev":
+		if len(rest) > 0 {
+			switch rest[0] {
+			case "token":
+				return devTokenCmd(rest[1:], stdout, stderr)
+			case "env":
+				return devEnvCmd(rest[1:], stdout, stderr)
+			}
+		}
+		return devCmd(ctx, rest, stdout, stderr)
+	case "vault":
+		if len(rest) > 0 {
+			switch rest[0] {
+			case "bootstrap":
+				return vaultBootstrapCmd(ctx, rest[1:], stdout, stderr)
+			case "build":
+				return vaultBuildCmd(ctx, rest[1:], stdout, stderr)
+			}
+		}
+		fmt.Fprint(stderr, "usage: mediator vault bootstrap|build [--help]\n")
+		return exitCode(2)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "mediator", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "unknown command %q\n\n%s", cmd, usage)
+	return exitCode(2)
+}
+
+// newFlagSet returns a FlagSet whose --help prints the synopsis and flags.
+func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}

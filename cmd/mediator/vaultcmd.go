@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	vaultapi "github.com/hashicorp/vault/api"
+
+	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
+	"github.com/mediatorhq/mediator/test/harness"
+)
+
+// vaultBootstrapCmd prepares a Vault server with an operator's token. The
+// AppRole secret id goes to a file (0600), never to the terminal or a log.
+func vaultBootstrapCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("vault bootstrap", "mediator vault bootstrap --secret-id-file FILE [--vault-addr URL]", stderr)
+	addr := fs.String("vault-addr", env("", "VAULT_ADDR"), "Vault address [VAULT_ADDR]")
+	secretFile := fs.String("secret-id-file", "", "file to write the mediator's AppRole secret id to (created 0600)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	token := os.Getenv("VAULT_TOKEN")
+	if *addr == "" || token == "" {
+		return errors.New("vault bootstrap: set VAULT_ADDR and VAULT_TOKEN (a token allowed to manage mounts, policies and auth methods)")
+	}
+	if *secretFile == "" {
+		return errors.New("vault bootstrap: --secret-id-file is required")
+	}
+	client, err := vaultapi.NewClient(&vaultapi.Config{Address: *addr})
+	if err != nil {
+		return fmt.Errorf("vault bootstrap: %w", err)
+	}
+	client.SetToken(token)
+	creds, err := vaultsetup.Bootstrap(ctx, client)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(*secretFile, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("vault bootstrap: secret id file: %w", err)
+	}
+	if _, err := fmt.Fprintln(f, creds.SecretID); err != nil {
+		f.Close()
+		return fmt.Errorf("vault bootstrap: write secret id: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("vault bootstrap: write secret id: %w", err)
+	}
+	fmt.Fprintf(stdout, "export MEDIATOR_VAULT_ADDR=%s\nexport MEDIATOR_VAULT_ROLE_ID=%s\nexport MEDIATOR_VAULT_SECRET_ID_FILE=%s\n",
+		shellQuote(*addr), shellQuote(creds.RoleID), shellQuote(*secretFile))
+	return nil
+}
+
+// vaultBuildCmd prints the path of the pinned Vault binary, building it
+// first if the cache lacks it. `make test` runs it before the tests so the
+// one slow build never happens inside a test's timeout.
+func vaultBuildCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("vault build", "mediator vault build", stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	bin, err := harness.EnsureVaultBinary(ctx, newLogger(stderr, "info", nil))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, bin)
+	return nil
+}

@@ -1,0 +1,95 @@
+package vault
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/mediatorhq/mediator/test/harness"
+	"github.com/mediatorhq/mediator/vaultclient"
+)
+
+var env *harness.Env
+
+func TestMain(m *testing.M) { harness.Main(m, &env) }
+
+func TestBootstrapIsIdempotentAndLeastPrivilege(t *testing.T) {
+	ctx := context.Background()
+	admin, err := vaultapi.NewClient(&vaultapi.Config{Address: env.Vault.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin.SetToken(env.Vault.Token)
+	first, err := Bootstrap(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := Bootstrap(ctx, admin)
+	if err != nil {
+		t.Fatalf("second bootstrap: %v", err)
+	}
+	if first.RoleID != second.RoleID || first.SecretID == second.SecretID {
+		t.Fatalf("bootstrap should keep the role and mint a new secret id")
+	}
+	mounts, err := admin.Sys().ListMounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mounts[TransitMount+"/"] == nil || mounts[TransitMount+"/"].Type != "transit" {
+		t.Fatalf("transit mount missing: %v", mounts)
+	}
+	if kv := mounts[KVMount+"/"]; kv == nil || kv.Type != "kv" || kv.Options["version"] != "2" {
+		t.Fatalf("kv v2 mount missing: %+v", kv)
+	}
+
+	// The service logs in with AppRole and gets only the mediator policy.
+	c, err := vaultclient.Connect(ctx, env.Log, vaultclient.Config{Addr: env.Vault.Addr, RoleID: second.RoleID, SecretID: second.SecretID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := c.Auth().Token().LookupSelf()
+	if err != nil {
+		t.Fatalf("lookup-self: %v", err)
+	}
+	policies, _ := self.TokenPolicies()
+	if strings.Join(policies, ",") != "default,mediator" {
+		t.Fatalf("token policies = %v", policies)
+	}
+	if _, err := c.Sys().ListMounts(); err == nil {
+		t.Fatal("the mediator token may list mounts")
+	}
+	if err := c.Sys().PutPolicy("evil", `path "*" { capabilities = ["sudo"] }`); err == nil {
+		t.Fatal("the mediator token may write policies")
+	}
+	if _, err := c.Logical().Write("auth/approle/role/mediator/secret-id", nil); err == nil {
+		t.Fatal("the mediator token may mint its own secret ids")
+	}
+	if err := vaultclient.Ready(ctx, c); err != nil {
+		t.Fatalf("ready: %v", err)
+	}
+
+	// A wrong secret id is refused, and the error does not echo it.
+	_, err = vaultclient.Connect(ctx, env.Log, vaultclient.Config{Addr: env.Vault.Addr, RoleID: second.RoleID, SecretID: "wrong-secret-canary"})
+	if err == nil || strings.Contains(err.Error(), "wrong-secret-canary") {
+		t.Fatalf("bad secret id: %v", err)
+	}
+}
+
+func TestBootstrapRefusesAMountOfTheWrongType(t *testing.T) {
+	ctx := context.Background()
+	v, err := harness.StartVault(ctx, nil, harness.VaultOptions{IgnoreEnv: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Stop()
+	admin, _ := vaultapi.NewClient(&vaultapi.Config{Address: v.Addr})
+	admin.SetToken(v.Token)
+	if err := admin.Sys().Mount(KVMount, &vaultapi.MountInput{Type: "transit"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Bootstrap(ctx, admin); err == nil || !strings.Contains(err.Error(), KVMount) {
+		t.Fatalf("bootstrap over a wrong-typed mount: %v", err)
+	}
+}

@@ -1,0 +1,95 @@
+package migrations
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+
+	"github.com/mediatorhq/mediator/test/harness"
+)
+
+var env *harness.Env
+
+func TestMain(m *testing.M) { harness.MainPostgres(m, &env) }
+
+func TestUpCheckAndAppendOnlyGuard(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(env.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+
+	if err := Check(ctx, db); !errors.Is(err, ErrBehind) {
+		t.Fatalf("fresh database: Check = %v, want ErrBehind", err)
+	}
+	applied, err := Up(ctx, db, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(applied) == 0 || applied[0] != 1 {
+		t.Fatalf("applied = %v", applied)
+	}
+	if err := Check(ctx, db); err != nil {
+		t.Fatalf("after Up: %v", err)
+	}
+	// Up again is a no-op.
+	if again, err := Up(ctx, db, slog.New(slog.DiscardHandler)); err != nil || len(again) != 0 {
+		t.Fatalf("second Up applied %v, %v", again, err)
+	}
+
+	// The guard function refuses changes on a table it is attached to.
+	for _, q := range []string{
+		"CREATE TABLE t (x int)",
+		"CREATE TRIGGER t_guard BEFORE UPDATE OR DELETE ON t FOR EACH ROW EXECUTE FUNCTION mediator_refuse_change()",
+		"INSERT INTO t VALUES (1)",
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if _, err := db.ExecContext(ctx, "UPDATE t SET x = 2"); err == nil {
+		t.Fatal("UPDATE on a guarded table succeeded")
+	}
+	if _, err := db.ExecContext(ctx, "DELETE FROM t"); err == nil {
+		t.Fatal("DELETE on a guarded table succeeded")
+	}
+
+	// A database migrated by a newer binary is refused too.
+	if _, err := db.ExecContext(ctx, "INSERT INTO goose_db_version (version_id, is_applied) VALUES (999999, true)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(ctx, db); !errors.Is(err, ErrAhead) {
+		t.Fatalf("Check on a newer schema = %v, want ErrAhead", err)
+	}
+}
+
+func TestConcurrentUpAppliesOnce(t *testing.T) {
+	ctx := context.Background()
+	dsn := env.NewDatabase(t)
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			db, err := Open(dsn)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer db.Close()
+			_, err = Up(ctx, db, slog.New(slog.DiscardHandler))
+			errs <- err
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("concurrent Up: %v", err)
+		}
+	}
+	db, _ := Open(dsn)
+	defer db.Close()
+	var n int
+	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM goose_db_version WHERE version_id = 1").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("migration 1 recorded %d times (%v)", n, err)
+	}
+}

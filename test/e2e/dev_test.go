@@ -1,0 +1,129 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// TestDevAllInOne is `make run` as a developer uses it: start `mediator dev`,
+// get a token from `mediator dev token`, call the API, use `mediator dev env`
+// to reach the database, press Ctrl-C, and find nothing left running.
+func TestDevAllInOne(t *testing.T) {
+	state := t.TempDir()
+	addr := freeAddr(t)
+	// With no DATABASE_URL or VAULT_ADDR, dev finds or starts both itself.
+	p := start(t, nil, "dev", "--addr", addr, "--state-dir", state)
+	base := "http://" + addr
+	waitStatus(t, p, base+"/readyz", 200, 3*time.Minute)
+	if out := p.Output(); !strings.Contains(out, base) || !strings.Contains(out, "dev token") || !strings.Contains(out, "curl") {
+		t.Fatalf("dev banner lacks the URL or examples:\n%s", out)
+	}
+
+	tok, stderr, err := runCmd(t, nil, "dev", "token", "--state-dir", state, "--sub", "dana", "--roles", "admin", "--ttl", "10m")
+	if err != nil {
+		t.Fatalf("dev token: %v %s", err, stderr)
+	}
+	code, body, _ := call(t, "GET", base+"/v1/whoami", strings.TrimSpace(tok))
+	if code != 200 || body["subject"] != "dana" {
+		t.Fatalf("whoami with dev token: %d %v", code, body)
+	}
+
+	envOut, stderr, err := runCmd(t, nil, "dev", "env", "--state-dir", state)
+	if err != nil {
+		t.Fatalf("dev env: %v %s", err, stderr)
+	}
+	vars := parseExports(t, envOut)
+	for _, k := range []string{"DATABASE_URL", "VAULT_ADDR", "VAULT_TOKEN", "MEDIATOR_ADDR"} {
+		if vars[k] == "" {
+			t.Fatalf("dev env lacks %s:\n%s", k, envOut)
+		}
+	}
+	if vars["MEDIATOR_ADDR"] != base {
+		t.Fatalf("MEDIATOR_ADDR = %q, want %q", vars["MEDIATOR_ADDR"], base)
+	}
+	// The exported DATABASE_URL reaches the migrated dev database.
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, vars["DATABASE_URL"])
+	if err != nil {
+		t.Fatalf("connect with dev env DATABASE_URL: %v", err)
+	}
+	var version int64
+	err = conn.QueryRow(ctx, "SELECT max(version_id) FROM goose_db_version").Scan(&version)
+	conn.Close(ctx)
+	if err != nil || version < 1 {
+		t.Fatalf("dev database not migrated: version %d, %v", version, err)
+	}
+	// The exported Vault token works on the exported Vault.
+	req, _ := http.NewRequest("GET", vars["VAULT_ADDR"]+"/v1/auth/token/lookup-self", nil)
+	req.Header.Set("X-Vault-Token", vars["VAULT_TOKEN"])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("dev env VAULT_TOKEN does not work: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	// The dev Vault has the bootstrap's mounts.
+	req, _ = http.NewRequest("GET", vars["VAULT_ADDR"]+"/v1/sys/mounts/mediator-transit", nil)
+	req.Header.Set("X-Vault-Token", vars["VAULT_TOKEN"])
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("dev Vault lacks the transit mount: %v %v", err, resp)
+	} else {
+		resp.Body.Close()
+	}
+
+	// A second dev on the same state dir refuses to start.
+	if _, stderr, err := runCmd(t, nil, "dev", "--addr", freeAddr(t), "--state-dir", state); err == nil || !strings.Contains(stderr, "another dev instance") {
+		t.Fatalf("second dev instance: %v %s", err, stderr)
+	}
+
+	// Ctrl-C stops everything dev started.
+	if err := p.stop(t, syscall.SIGINT); err != nil {
+		t.Fatalf("dev exit after Ctrl-C: %v\n%s", err, p.Output())
+	}
+	if _, err := http.Get(vars["VAULT_ADDR"] + "/v1/sys/health"); err == nil {
+		t.Fatal("the dev Vault still answers after Ctrl-C")
+	}
+	if _, err := http.Get(base + "/healthz"); err == nil {
+		t.Fatal("the service still answers after Ctrl-C")
+	}
+	if pids := processesWith("-dev-listen-address=" + strings.TrimPrefix(vars["VAULT_ADDR"], "http://")); len(pids) > 0 {
+		t.Fatalf("a vault process is left running: %v", pids)
+	}
+	if _, _, err := runCmd(t, nil, "dev", "env", "--state-dir", state); err == nil {
+		t.Fatal("dev env still answers after the instance stopped")
+	}
+}
+
+func parseExports(t *testing.T, s string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(s), "\n") {
+		rest, ok := strings.CutPrefix(line, "export ")
+		if !ok {
+			t.Fatalf("not an export line: %q", line)
+		}
+		k, v, _ := strings.Cut(rest, "=")
+		out[k] = strings.Trim(v, "'")
+	}
+	return out
+}
+
+// processesWith returns the pids whose command line contains arg.
+func processesWith(arg string) []string {
+	var pids []string
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range cmdlines {
+		b, err := os.ReadFile(f)
+		if err == nil && strings.Contains(strings.ReplaceAll(string(b), "\x00", " "), arg) {
+			pids = append(pids, filepath.Base(filepath.Dir(f)))
+		}
+	}
+	return pids
+}

@@ -1,0 +1,355 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	vaultapi "github.com/hashicorp/vault/api"
+	"github.com/jackc/pgx/v5"
+
+	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
+	"github.com/mediatorhq/mediator/identity"
+	"github.com/mediatorhq/mediator/test/harness"
+)
+
+// TestRealDependencies states, in the test output, which real servers this
+// run talks to.
+func TestRealDependencies(t *testing.T) {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, env.PG.AdminURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var pgVersion string
+	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&pgVersion); err != nil {
+		t.Fatal(err)
+	}
+	vc := adminVault(t, env.Vault)
+	h, err := vc.Sys().Health()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(pgVersion, "PostgreSQL ") || h.Version == "" || h.Sealed {
+		t.Fatalf("unexpected dependencies: %q, vault %+v", pgVersion, h)
+	}
+	t.Logf("PostgreSQL in use (%s): %s", env.PG.Source, pgVersion)
+	t.Logf("Vault in use (%s): %s at %s", env.Vault.Source, h.Version, env.Vault.Addr)
+}
+
+func adminVault(t *testing.T, v *harness.Vault) *vaultapi.Client {
+	t.Helper()
+	c, err := vaultapi.NewClient(&vaultapi.Config{Address: v.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken(v.Token)
+	return c
+}
+
+// instance is a `mediator serve` process with everything it was given.
+type instance struct {
+	proc   *process
+	base   string
+	issuer *identity.Issuer
+	state  string
+	dsn    string
+}
+
+// serveOpts say how to start an instance.
+type serveOpts struct {
+	pg       *harness.Postgres // nil: a fresh database on the shared server
+	vault    *harness.Vault    // nil: the shared Vault
+	useToken bool              // authenticate to Vault with the root token instead of AppRole
+	extraEnv []string
+	migrate  *bool // nil: migrate first
+}
+
+// startServe prepares a database and Vault the way an operator would
+// (`mediator migrate`, vault bootstrap) and starts `mediator serve`.
+func startServe(t *testing.T, o serveOpts) *instance {
+	t.Helper()
+	ctx := context.Background()
+	var dsn string
+	if o.pg == nil {
+		dsn = env.NewDatabase(t)
+	} else {
+		var err error
+		if dsn, err = o.pg.CreateDatabase(ctx, "mediator_e2e"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v := o.vault
+	if v == nil {
+		v = env.Vault
+	}
+	if o.migrate == nil || *o.migrate {
+		if _, stderr, err := runCmd(t, []string{"DATABASE_URL=" + dsn}, "migrate"); err != nil {
+			t.Fatalf("migrate: %v\n%s", err, stderr)
+		}
+	}
+	state := t.TempDir()
+	iss, err := identity.LoadOrCreateDevIssuer(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	environ := []string{
+		"MEDIATOR_ADDR=" + addr,
+		"MEDIATOR_DATABASE_URL=" + dsn,
+		"MEDIATOR_VAULT_ADDR=" + v.Addr,
+		"MEDIATOR_JWT_ISSUER=" + identity.DevIssuer,
+		"MEDIATOR_JWT_AUDIENCE=" + identity.DevAudience,
+		"MEDIATOR_JWT_JWKS=" + identity.DevJWKSPath(state),
+		"MEDIATOR_SHUTDOWN_TIMEOUT=5s",
+	}
+	if o.useToken {
+		environ = append(environ, "MEDIATOR_VAULT_TOKEN="+v.Token)
+	} else {
+		creds, err := vaultsetup.Bootstrap(ctx, adminVault(t, v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		environ = append(environ, "MEDIATOR_VAULT_ROLE_ID="+creds.RoleID, "MEDIATOR_VAULT_SECRET_ID="+creds.SecretID)
+	}
+	environ = append(environ, o.extraEnv...)
+	p := start(t, environ, "serve")
+	return &instance{proc: p, base: "http://" + addr, issuer: iss, state: state, dsn: dsn}
+}
+
+func TestWhoamiTokens(t *testing.T) {
+	in := startServe(t, serveOpts{})
+	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+
+	code, body, hdr := call(t, "GET", in.base+"/v1/whoami", "")
+	if code != 401 || errorCode(body) != "unauthenticated" || hdr.Get("WWW-Authenticate") == "" {
+		t.Fatalf("no token: %d %v", code, body)
+	}
+
+	// A token minted by the CLI from the state directory is accepted.
+	stdout, stderr, err := runCmd(t, nil, "dev", "token", "--state-dir", in.state, "--sub", "alice", "--roles", "officer,auditor")
+	if err != nil {
+		t.Fatalf("dev token: %v\n%s", err, stderr)
+	}
+	tok := strings.TrimSpace(stdout)
+	code, body, _ = call(t, "GET", in.base+"/v1/whoami", tok)
+	if code != 200 || body["subject"] != "alice" || fmt.Sprint(body["roles"]) != "[officer auditor]" {
+		t.Fatalf("dev token: %d %v", code, body)
+	}
+
+	devKey := readDevKey(t, in.state)
+	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
+	now := time.Now()
+	valid := jwt.Claims{Issuer: identity.DevIssuer, Audience: jwt.Audience{identity.DevAudience}, Subject: "mallory",
+		Expiry: jwt.NewNumericDate(now.Add(time.Hour)), IssuedAt: jwt.NewNumericDate(now)}
+	bad := map[string]string{
+		"signed by another key": signToken(t, jose.JSONWebKey{Key: otherKey, KeyID: devKey.KeyID}, valid),
+		"expired": signToken(t, devKey, func() jwt.Claims {
+			c := valid
+			c.Expiry = jwt.NewNumericDate(now.Add(-time.Hour))
+			return c
+		}()),
+		"wrong audience": signToken(t, devKey, func() jwt.Claims { c := valid; c.Audience = jwt.Audience{"someone-else"}; return c }()),
+		"wrong issuer":   signToken(t, devKey, func() jwt.Claims { c := valid; c.Issuer = "https://evil.example"; return c }()),
+		"alg none":       noneToken(devKey.KeyID, valid),
+	}
+	for name, tok := range bad {
+		code, body, _ := call(t, "GET", in.base+"/v1/whoami", tok)
+		if code != 401 || errorCode(body) != "unauthenticated" {
+			t.Errorf("%s: %d %v", name, code, body)
+		}
+	}
+
+	// SIGTERM drains and exits cleanly.
+	if err := in.proc.stop(t, syscall.SIGTERM); err != nil {
+		t.Fatalf("serve exit after SIGTERM: %v\n%s", err, in.proc.Output())
+	}
+	if !strings.Contains(in.proc.Output(), "shut down cleanly") {
+		t.Fatalf("no clean shutdown in log:\n%s", in.proc.Output())
+	}
+	for _, line := range strings.Split(strings.TrimSpace(in.proc.Output()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line is not JSON: %q", line)
+		}
+	}
+}
+
+func readDevKey(t *testing.T, state string) jose.JSONWebKey {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(state, "dev-issuer.jwk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k jose.JSONWebKey
+	if err := json.Unmarshal(b, &k); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func signToken(t *testing.T, key jose.JSONWebKey, c jwt.Claims) string {
+	t.Helper()
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: key}, (&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jwt.Signed(s).Claims(c).Claims(map[string]any{"roles": []string{"admin"}}).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func noneToken(kid string, c jwt.Claims) string {
+	h, _ := json.Marshal(map[string]string{"alg": "none", "typ": "JWT", "kid": kid})
+	body, _ := json.Marshal(map[string]any{"iss": c.Issuer, "aud": []string(c.Audience), "sub": c.Subject,
+		"exp": c.Expiry.Time().Unix(), "roles": []string{"admin"}})
+	enc := base64.RawURLEncoding.EncodeToString
+	return enc(h) + "." + enc(body) + "."
+}
+
+// TestReadyzNamesTheDependencyThatIsDown stops a real PostgreSQL and a real
+// Vault under a running mediator.
+func TestReadyzNamesTheDependencyThatIsDown(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pg, err := harness.StartPostgres(ctx, nil, harness.PostgresOptions{NoLocal: true, IgnoreEnv: true})
+	if err != nil {
+		t.Fatalf("private postgres: %v", err)
+	}
+	defer pg.Stop()
+	vault, err := harness.StartVault(ctx, nil, harness.VaultOptions{IgnoreEnv: true})
+	if err != nil {
+		t.Fatalf("private vault: %v", err)
+	}
+	defer vault.Stop()
+
+	in := startServe(t, serveOpts{pg: pg, vault: vault})
+	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+
+	pg.Stop()
+	code, body, hdr := call(t, "GET", in.base+"/readyz", "")
+	msg := fmt.Sprint(body["error"])
+	if code != 503 || errorCode(body) != "not_ready" || !strings.Contains(msg, "postgres") || strings.Contains(msg, "vault") || hdr.Get("Retry-After") == "" {
+		t.Fatalf("postgres stopped: %d %v", code, body)
+	}
+	vault.Stop()
+	code, body, _ = call(t, "GET", in.base+"/readyz", "")
+	msg = fmt.Sprint(body["error"])
+	if code != 503 || !strings.Contains(msg, "postgres") || !strings.Contains(msg, "vault") {
+		t.Fatalf("both stopped: %d %v", code, body)
+	}
+	// Liveness is not readiness: the process is up.
+	if code, _, _ := call(t, "GET", in.base+"/healthz", ""); code != 200 {
+		t.Fatalf("healthz = %d", code)
+	}
+}
+
+// TestServeRefusesABehindSchema: a database that was never migrated is not
+// served, and the message says what to do.
+func TestServeRefusesABehindSchema(t *testing.T) {
+	no := false
+	in := startServe(t, serveOpts{migrate: &no})
+	select {
+	case <-in.proc.exited:
+	case <-time.After(60 * time.Second):
+		t.Fatal("serve did not refuse an unmigrated database")
+	}
+	if in.proc.err == nil {
+		t.Fatal("serve exited 0 on an unmigrated database")
+	}
+	if out := in.proc.Output(); !strings.Contains(out, "mediator migrate") || !strings.Contains(out, "behind") {
+		t.Fatalf("refusal does not explain itself:\n%s", out)
+	}
+}
+
+// TestNoSecretsInLogs gives the service canary secrets through every
+// channel it reads them from, exercises success and failure paths, and
+// checks that none reaches the log.
+func TestNoSecretsInLogs(t *testing.T) {
+	ctx := context.Background()
+	canaryPW := "pwcanary" + randomToken(t)
+	dsn := env.NewDatabase(t)
+	u, _ := url.Parse(dsn)
+	u.User = url.UserPassword(u.User.Username(), canaryPW) // trust auth ignores it; the log must too
+	withPW := u.String()
+	if _, stderr, err := runCmd(t, []string{"DATABASE_URL=" + withPW}, "migrate"); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, stderr)
+	}
+
+	for _, useToken := range []bool{false, true} {
+		t.Run(fmt.Sprintf("vault-token=%v", useToken), func(t *testing.T) {
+			creds, err := vaultsetup.Bootstrap(ctx, adminVault(t, env.Vault))
+			if err != nil {
+				t.Fatal(err)
+			}
+			state := t.TempDir()
+			iss, _ := identity.LoadOrCreateDevIssuer(state)
+			addr := freeAddr(t)
+			environ := []string{
+				"MEDIATOR_ADDR=" + addr, "DATABASE_URL=" + withPW, "VAULT_ADDR=" + env.Vault.Addr,
+				"MEDIATOR_JWT_ISSUER=" + identity.DevIssuer, "MEDIATOR_JWT_AUDIENCE=" + identity.DevAudience,
+				"MEDIATOR_JWT_JWKS=" + identity.DevJWKSPath(state), "MEDIATOR_LOG_LEVEL=debug",
+			}
+			secrets := []string{canaryPW}
+			if useToken {
+				environ = append(environ, "VAULT_TOKEN="+env.Vault.Token)
+				secrets = append(secrets, env.Vault.Token)
+			} else {
+				environ = append(environ, "MEDIATOR_VAULT_ROLE_ID="+creds.RoleID, "MEDIATOR_VAULT_SECRET_ID="+creds.SecretID)
+				secrets = append(secrets, creds.SecretID)
+			}
+			p := start(t, environ, "serve")
+			base := "http://" + addr
+			waitStatus(t, p, base+"/readyz", 200, 60*time.Second)
+			tok, _ := iss.Issue("alice", []string{"auditor"}, time.Hour)
+			secrets = append(secrets, tok)
+			call(t, "GET", base+"/v1/whoami", tok)
+			call(t, "GET", base+"/v1/whoami", tok+"x") // refused: logs a failure
+			call(t, "GET", base+"/v1/whoami?token="+tok, "")
+			metrics := rawGet(t, base+"/metrics")
+			if !strings.Contains(metrics, "mediator_http_requests_total") {
+				t.Fatal("metrics not served")
+			}
+			for _, s := range secrets {
+				if strings.Contains(metrics, s) {
+					t.Errorf("a secret appears in /metrics")
+				}
+			}
+			if err := p.stop(t, syscall.SIGTERM); err != nil {
+				t.Fatalf("serve: %v\n%s", err, p.Output())
+			}
+			logs := p.Output()
+			if !strings.Contains(logs, `"route":"/v1/whoami"`) {
+				t.Fatalf("requests were not logged; the check would prove nothing:\n%s", logs)
+			}
+			for _, s := range secrets {
+				if strings.Contains(logs, s) {
+					t.Errorf("a secret (%d chars, starting %q) appears in the log", len(s), s[:4])
+				}
+			}
+		})
+	}
+}
+
+func randomToken(t *testing.T) string {
+	b := make([]byte, 9)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}

@@ -1,0 +1,283 @@
+package harness
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// VaultVersion is the pinned Vault server. tools/vault/go.mod must require the
+// same version. Later patch releases of 1.18–1.21 do not compile from the
+// module proxy (their in-tree sdk differs from every published vault/sdk);
+// v1.21.0 does. See docs/vault.md.
+const VaultVersion = "v1.21.0"
+
+// Vault is a reachable Vault server and a token with root-level rights on it
+// (the dev server's root token, or the VAULT_TOKEN given to us).
+type Vault struct {
+	Addr  string
+	Token string
+	// Source says how it was found: "VAULT_ADDR", "PATH", "built".
+	Source string
+
+	cmd    *exec.Cmd
+	exited chan struct{}
+	dir    string
+	log    *slog.Logger
+}
+
+// VaultOptions tune StartVault.
+type VaultOptions struct {
+	// IgnoreEnv skips VAULT_ADDR/VAULT_TOKEN and always starts a server.
+	IgnoreEnv bool
+	// RootToken is the dev server's root token; random when empty.
+	RootToken string
+}
+
+// StartVault finds or starts Vault as the package comment describes. A server
+// it starts runs in dev mode (in memory, unsealed) on a free loopback port
+// and is killed if this process dies.
+func StartVault(ctx context.Context, log *slog.Logger, opts VaultOptions) (*Vault, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if addr, tok := os.Getenv("VAULT_ADDR"), os.Getenv("VAULT_TOKEN"); addr != "" && tok != "" && !opts.IgnoreEnv {
+		if err := vaultHealthy(ctx, addr); err != nil {
+			return nil, fmt.Errorf("harness: VAULT_ADDR is set but Vault is not ready: %w", err)
+		}
+		log.Info("vault: using VAULT_ADDR", "addr", addr)
+		return &Vault{Addr: addr, Token: tok, Source: "VAULT_ADDR", log: log}, nil
+	}
+	bin, source := "", "PATH"
+	if p, err := exec.LookPath("vault"); err == nil {
+		bin = p
+	} else {
+		source = "built"
+		if bin, err = EnsureVaultBinary(ctx, log); err != nil {
+			return nil, err
+		}
+	}
+	token := opts.RootToken
+	if token == "" {
+		token = "root-" + randomHex(16)
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "mediator-vault-")
+	if err != nil {
+		return nil, fmt.Errorf("harness: vault temp dir: %w", err)
+	}
+	logFile, err := os.Create(filepath.Join(dir, "vault.log"))
+	if err != nil {
+		return nil, fmt.Errorf("harness: vault log: %w", err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	cmd := exec.Command(bin, "server", "-dev",
+		"-dev-listen-address="+addr,
+		"-dev-root-token-id="+token,
+		"-dev-no-store-token",
+	)
+	// HOME points into the temp dir so the server writes nothing of ours
+	// anywhere else; the root token goes only to our caller.
+	cmd.Env = append(os.Environ(), "HOME="+dir, "VAULT_ADDR=", "VAULT_TOKEN=")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("harness: start vault %s: %w", bin, err)
+	}
+	logFile.Close()
+	v := &Vault{Addr: "http://" + addr, Token: token, Source: source, cmd: cmd, exited: make(chan struct{}), dir: dir, log: log}
+	go func() { _ = cmd.Wait(); close(v.exited) }()
+	deadline := time.Now().Add(startTimeout)
+	for vaultHealthy(ctx, v.Addr) != nil {
+		select {
+		case <-v.exited:
+			b, _ := os.ReadFile(filepath.Join(dir, "vault.log"))
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("harness: vault exited at start: %s", tail(b, 2000))
+		case <-ctx.Done():
+			v.Stop()
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			v.Stop()
+			return nil, fmt.Errorf("harness: vault did not become ready within %s", startTimeout)
+		}
+	}
+	log.Info("vault: started a dev server", "addr", v.Addr, "binary", bin)
+	return v, nil
+}
+
+// Pid returns the process id of a server StartVault started, or 0.
+func (v *Vault) Pid() int {
+	if v.cmd == nil || v.cmd.Process == nil {
+		return 0
+	}
+	return v.cmd.Process.Pid
+}
+
+// Stop stops a server StartVault started. It does nothing for one found
+// through VAULT_ADDR.
+func (v *Vault) Stop() {
+	if v.cmd == nil || v.cmd.Process == nil {
+		return
+	}
+	_ = syscall.Kill(-v.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-v.exited:
+	case <-time.After(15 * time.Second):
+		_ = syscall.Kill(-v.cmd.Process.Pid, syscall.SIGKILL)
+		<-v.exited
+	}
+	v.cmd = nil
+	_ = os.RemoveAll(v.dir)
+	v.log.Info("vault: stopped the dev server")
+}
+
+// vaultHealthy reports nil when Vault at addr answers its health endpoint as
+// initialized, unsealed and active.
+func vaultHealthy(ctx context.Context, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, addr+"/v1/sys/health", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("vault health status %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// VaultCacheDir is where built Vault binaries are kept: outside the git tree,
+// shared by every checkout on the machine. MEDIATOR_CACHE_DIR overrides it.
+func VaultCacheDir() (string, error) {
+	if d := os.Getenv("MEDIATOR_CACHE_DIR"); d != "" {
+		return d, nil
+	}
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("harness: cache dir: %w", err)
+	}
+	return filepath.Join(d, "mediator"), nil
+}
+
+// EnsureVaultBinary returns the path of the pinned Vault binary, building it
+// from tools/vault when the cache does not hold one built from the current
+// pin. The cache key is the version plus a hash of tools/vault/go.sum, so a
+// changed pin builds again and an unchanged one never does. Concurrent callers
+// (parallel test packages) wait for one build.
+func EnsureVaultBinary(ctx context.Context, log *slog.Logger) (string, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cacheDir, err := VaultCacheDir()
+	if err != nil {
+		return "", err
+	}
+	toolsDir, err := findToolsDir()
+	if err != nil {
+		return "", err
+	}
+	sum, err := os.ReadFile(filepath.Join(toolsDir, "go.sum"))
+	if err != nil {
+		return "", fmt.Errorf("harness: read tools/vault/go.sum: %w", err)
+	}
+	h := sha256.Sum256(sum)
+	bin := filepath.Join(cacheDir, "vault-"+VaultVersion+"-"+hex.EncodeToString(h[:6]))
+	if isExecutable(bin) {
+		return bin, nil
+	}
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		return "", fmt.Errorf("harness: cache dir: %w", err)
+	}
+	unlock, err := lockFile(filepath.Join(cacheDir, "vault-build.lock"))
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if isExecutable(bin) { // another process built it while we waited
+		return bin, nil
+	}
+	log.Info("vault: building the pinned Vault server from the Go module proxy; the first build takes about 10 minutes on 2 cores",
+		"version", VaultVersion, "cache", bin)
+	start := time.Now()
+	tmp := bin + ".tmp"
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", tmp, "github.com/hashicorp/vault")
+	cmd.Dir = toolsDir
+	cmd.Env = append(os.Environ(), "GONOSUMDB=github.com/hashicorp/vault-plugin-*")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("harness: build vault %s: %w: %s", VaultVersion, err, tail(out, 4000))
+	}
+	if err := os.Rename(tmp, bin); err != nil {
+		return "", fmt.Errorf("harness: cache vault: %w", err)
+	}
+	log.Info("vault: built", "version", VaultVersion, "took", time.Since(start).Round(time.Second).String())
+	return bin, nil
+}
+
+// findToolsDir walks up from the working directory to the checkout's
+// tools/vault module.
+func findToolsDir() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("harness: %w", err)
+	}
+	for {
+		candidate := filepath.Join(dir, "tools", "vault")
+		if _, err := os.Stat(filepath.Join(candidate, "go.mod")); err == nil {
+			return candidate, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("harness: no vault on PATH, VAULT_ADDR unset, and tools/vault not found above the working directory: run from the mediator checkout so the pinned Vault can be built")
+		}
+		dir = parent
+	}
+}
+
+// lockFile takes an exclusive flock on path, blocking until it is free.
+func lockFile(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("harness: lock %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("harness: lock %s: %w", path, err)
+	}
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic("harness: crypto/rand failed: " + err.Error())
+	}
+	return hex.EncodeToString(b)
+}
