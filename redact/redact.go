@@ -1,0 +1,335 @@
+package redact
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Profile is the minimization profile: how much of each event is kept. The
+// zero value is not useful; start from DefaultProfile.
+type Profile struct {
+	// Granularity truncates occurred_at (default 1 minute).
+	Granularity Duration `json:"granularity"`
+	// MaxFutureSkew refuses events dated further ahead than this.
+	MaxFutureSkew Duration `json:"max_future_skew"`
+	// KeepMNC keeps carrier.mnc; dropped by default since MCC+MNC+time
+	// narrows a person down.
+	KeepMNC bool `json:"keep_mnc"`
+	// MaxRecipients bounds recipients per event.
+	MaxRecipients int `json:"max_recipients"`
+}
+
+// Duration is a time.Duration written as "1m" in profile files.
+type Duration struct{ time.Duration }
+
+// UnmarshalJSON reads a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"1m\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalJSON writes a Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// DefaultProfile keeps the architecture's defaults.
+func DefaultProfile() Profile {
+	return Profile{
+		Granularity:   Duration{time.Minute},
+		MaxFutureSkew: Duration{5 * time.Minute},
+		MaxRecipients: 1024,
+	}
+}
+
+// LoadProfile reads a profile file (JSON, fields as in Profile); fields it
+// omits keep their defaults.
+func LoadProfile(path string) (Profile, error) {
+	p := DefaultProfile()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return p, fmt.Errorf("redact: profile: %w", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return p, fmt.Errorf("redact: profile %s: %w", path, err)
+	}
+	if p.Granularity.Duration <= 0 || p.MaxFutureSkew.Duration < 0 || p.MaxRecipients <= 0 {
+		return p, fmt.Errorf("redact: profile %s: granularity and max_recipients must be positive", path)
+	}
+	return p, nil
+}
+
+// PseudonymKey is a versioned HMAC-SHA-256 key. Key is secret: never log it.
+type PseudonymKey struct {
+	Version int
+	Key     []byte
+}
+
+// Record is what the log keeps of an event: no raw identifier, coarse time.
+type Record struct {
+	EventID        string         `json:"event_id"`
+	Kind           string         `json:"kind"`
+	ConversationID string         `json:"conversation_id"`
+	MessageHash    string         `json:"message_hash"`
+	CEKHash        string         `json:"cek_hash,omitempty"`
+	Sender         string         `json:"sender"`
+	Recipients     []string       `json:"recipients"`
+	Transport      string         `json:"transport"`
+	Status         string         `json:"status"`
+	OccurredAt     string         `json:"occurred_at"`
+	Carrier        *RecordCarrier `json:"carrier,omitempty"`
+	Downgrade      *Downgrade     `json:"downgrade,omitempty"`
+	Client         *Client        `json:"client,omitempty"`
+}
+
+// RecordCarrier is the carrier as kept: MNC only when the profile says so.
+type RecordCarrier struct {
+	MCC string `json:"mcc"`
+	MNC string `json:"mnc,omitempty"`
+}
+
+// Allowed values.
+var (
+	Kinds      = set("message", "receipt", "downgrade", "key_change", "membership_change")
+	Transports = set("rcs-e2ee", "rcs", "sms", "mms", "app-e2ee", "imessage")
+	Statuses   = set("sent", "delivered", "read", "failed")
+	Platforms  = set("android", "ios", "web")
+)
+
+func set(vs ...string) map[string]bool {
+	m := make(map[string]bool, len(vs))
+	for _, v := range vs {
+		m[v] = true
+	}
+	return m
+}
+
+const (
+	maxIDLen      = 128
+	maxReasonLen  = 200
+	maxVersionLen = 64
+	redactedMark  = "[redacted]"
+)
+
+var (
+	hashPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+	mccPattern  = regexp.MustCompile(`^[0-9]{3}$`)
+	mncPattern  = regexp.MustCompile(`^[0-9]{2,3}$`)
+	// Things in a free-text reason that could identify someone.
+	emailPattern = regexp.MustCompile(`[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}`)
+	urlPattern   = regexp.MustCompile(`(?i)\b(?:https?|ftp|sms|tel|mailto):[^\s]*|\bwww\.[^\s]+`)
+	phonePattern = regexp.MustCompile(`\+?[0-9][0-9 ()\-.]{5,}[0-9]`)
+)
+
+// Minimize validates ev and returns the record to keep, or the problems
+// that refuse it. now is the ingest time (for the future-skew bound).
+func Minimize(index int, ev *Event, p Profile, key PseudonymKey, now time.Time) (*Record, []Problem) {
+	var probs []Problem
+	bad := func(path, code, msg string) {
+		probs = append(probs, Problem{Index: index, Path: path, Code: code, Message: msg})
+	}
+	opaque := func(path, v string, required bool) {
+		switch {
+		case v == "" && required:
+			bad(path, CodeMissingField, "required")
+		case len(v) > maxIDLen:
+			bad(path, CodeInvalidField, fmt.Sprintf("longer than %d bytes", maxIDLen))
+		case !printable(v):
+			bad(path, CodeInvalidField, "must be printable text without control characters")
+		}
+	}
+	oneOf := func(path, v string, allowed map[string]bool) {
+		if v == "" {
+			bad(path, CodeMissingField, "required")
+		} else if !allowed[v] {
+			bad(path, CodeInvalidField, "not an allowed value")
+		}
+	}
+	opaque("$.event_id", ev.EventID, true)
+	opaque("$.conversation_id", ev.ConversationID, true)
+	oneOf("$.kind", ev.Kind, Kinds)
+	oneOf("$.transport", ev.Transport, Transports)
+	oneOf("$.status", ev.Status, Statuses)
+	if ev.MessageHash == "" {
+		bad("$.message_hash", CodeMissingField, "required")
+	} else if !hashPattern.MatchString(ev.MessageHash) {
+		bad("$.message_hash", CodeInvalidField, `must be "sha256:" and 64 lowercase hex digits`)
+	}
+	if ev.CEKHash != "" && !hashPattern.MatchString(ev.CEKHash) {
+		bad("$.cek_hash", CodeInvalidField, `must be "sha256:" and 64 lowercase hex digits`)
+	}
+
+	rec := &Record{
+		EventID: ev.EventID, Kind: ev.Kind, ConversationID: ev.ConversationID,
+		MessageHash: ev.MessageHash, CEKHash: ev.CEKHash,
+		Transport: ev.Transport, Status: ev.Status,
+		Recipients: make([]string, 0, len(ev.Recipients)),
+	}
+	if ev.Sender == "" {
+		bad("$.sender", CodeMissingField, "required")
+	} else if ps, ok := Pseudonym(key, ev.Sender); ok {
+		rec.Sender = ps
+	} else {
+		bad("$.sender", CodeInvalidField, "must be an E.164 number or an opaque id of at most 128 printable bytes")
+	}
+	if len(ev.Recipients) > p.MaxRecipients {
+		bad("$.recipients", CodeInvalidField, fmt.Sprintf("more than %d recipients", p.MaxRecipients))
+	} else {
+		for i, r := range ev.Recipients {
+			if ps, ok := Pseudonym(key, r); ok {
+				rec.Recipients = append(rec.Recipients, ps)
+			} else {
+				bad("$.recipients["+strconv.Itoa(i)+"]", CodeInvalidField, "must be an E.164 number or an opaque id of at most 128 printable bytes")
+			}
+		}
+	}
+
+	if ev.OccurredAt == "" {
+		bad("$.occurred_at", CodeMissingField, "required")
+	} else if t, err := time.Parse(time.RFC3339Nano, ev.OccurredAt); err != nil {
+		bad("$.occurred_at", CodeInvalidField, "must be an RFC 3339 timestamp")
+	} else if t.After(now.Add(p.MaxFutureSkew.Duration)) {
+		bad("$.occurred_at", CodeInvalidField, "is in the future")
+	} else {
+		rec.OccurredAt = t.UTC().Truncate(p.Granularity.Duration).Format(time.RFC3339)
+	}
+
+	if c := ev.Carrier; c != nil {
+		if !mccPattern.MatchString(c.MCC) {
+			bad("$.carrier.mcc", CodeInvalidField, "must be 3 digits")
+		}
+		if c.MNC != "" && !mncPattern.MatchString(c.MNC) {
+			bad("$.carrier.mnc", CodeInvalidField, "must be 2 or 3 digits")
+		}
+		rec.Carrier = &RecordCarrier{MCC: c.MCC}
+		if p.KeepMNC {
+			rec.Carrier.MNC = c.MNC
+		}
+	}
+	if d := ev.Downgrade; d != nil {
+		oneOf("$.downgrade.from", d.From, Transports)
+		oneOf("$.downgrade.to", d.To, Transports)
+		if utf8.RuneCountInString(d.Reason) > maxReasonLen {
+			bad("$.downgrade.reason", CodeInvalidField, fmt.Sprintf("longer than %d characters", maxReasonLen))
+		} else if !printable(d.Reason) {
+			bad("$.downgrade.reason", CodeInvalidField, "must be printable text without control characters")
+		}
+		rec.Downgrade = &Downgrade{From: d.From, To: d.To, Reason: RedactText(d.Reason)}
+	}
+	if c := ev.Client; c != nil {
+		oneOf("$.client.platform", c.Platform, Platforms)
+		if len(c.Version) > maxVersionLen || !printable(c.Version) {
+			bad("$.client.version", CodeInvalidField, fmt.Sprintf("must be printable and at most %d bytes", maxVersionLen))
+		}
+		rec.Client = &Client{Platform: c.Platform, Version: c.Version}
+	}
+	if len(probs) > 0 {
+		return nil, probs
+	}
+	return rec, nil
+}
+
+// Pseudonym returns "hmac-sha256:<version>:<hex>" for an identifier: E.164
+// numbers are normalized first (so "+1 415-555-0100" and "+14155550100" map to
+// one pseudonym), anything else is used as an opaque id. The two spaces are
+// domain-separated so a number and an id with the same text never collide.
+// ok is false for an empty, over-long or non-printable identifier.
+func Pseudonym(key PseudonymKey, id string) (string, bool) {
+	if id == "" || len(id) > maxIDLen || !printable(id) {
+		return "", false
+	}
+	input := "id:" + id
+	if n, ok := NormalizeE164(id); ok {
+		input = "e164:" + n
+	}
+	m := hmac.New(sha256.New, key.Key)
+	m.Write([]byte(input))
+	return "hmac-sha256:" + strconv.Itoa(key.Version) + ":" + hex.EncodeToString(m.Sum(nil)), true
+}
+
+// NormalizeE164 returns "+" and the digits of s when s is written as an
+// E.164 number ("+", 8 to 15 digits, optionally separated by spaces, dashes,
+// dots or parentheses).
+func NormalizeE164(s string) (string, bool) {
+	if !strings.HasPrefix(s, "+") {
+		return "", false
+	}
+	var b strings.Builder
+	b.WriteByte('+')
+	digits := 0
+	for _, r := range s[1:] {
+		switch {
+		case r >= '0' && r <= '9':
+			b.WriteRune(r)
+			digits++
+		case r == ' ' || r == '-' || r == '.' || r == '(' || r == ')':
+		default:
+			return "", false
+		}
+	}
+	if digits < 8 || digits > 15 || b.String()[1] == '0' {
+		return "", false
+	}
+	return b.String(), true
+}
+
+// RedactText replaces phone numbers, email addresses and URLs in free text
+// with "[redacted]".
+func RedactText(s string) string {
+	if s == "" {
+		return s
+	}
+	// Cheap pre-checks keep the common reason ("peer offline") off the
+	// regular expressions.
+	if strings.Contains(s, ":") || strings.Contains(s, "www.") {
+		s = urlPattern.ReplaceAllString(s, redactedMark)
+	}
+	if strings.Contains(s, "@") {
+		s = emailPattern.ReplaceAllString(s, redactedMark)
+	}
+	if !strings.ContainsAny(s, "0123456789") {
+		return s
+	}
+	return phonePattern.ReplaceAllStringFunc(s, func(m string) string {
+		digits := 0
+		for _, r := range m {
+			if r >= '0' && r <= '9' {
+				digits++
+			}
+		}
+		if digits >= 7 {
+			return redactedMark
+		}
+		return m
+	})
+}
+
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,242 @@
+package redact
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+var (
+	testKey = PseudonymKey{Version: 3, Key: []byte("0123456789abcdef0123456789abcdef")}
+	testNow = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	hashA   = "sha256:" + strings.Repeat("ab", 32)
+)
+
+func validEvent() map[string]any {
+	return map[string]any{
+		"event_id":        "ev-1",
+		"kind":            "message",
+		"conversation_id": "conv-1",
+		"message_hash":    hashA,
+		"sender":          "+1 415-555-0100",
+		"recipients":      []any{"+14155550101", "user-opaque-7"},
+		"transport":       "rcs-e2ee",
+		"status":          "delivered",
+		"occurred_at":     "2026-11-25T11:58:42.123Z",
+		"carrier":         map[string]any{"mcc": "310", "mnc": "260"},
+		"downgrade":       map[string]any{"from": "rcs-e2ee", "to": "sms", "reason": "peer +1 (415) 555-0199 offline, mail bob@example.com or see https://x.example/y"},
+		"client":          map[string]any{"platform": "android", "version": "1.2.3"},
+	}
+}
+
+func process(t *testing.T, raw string) (*Record, []Problem) {
+	t.Helper()
+	ev, probs := DecodeEvent(0, []byte(raw))
+	if probs != nil {
+		return nil, probs
+	}
+	return Minimize(0, ev, DefaultProfile(), testKey, testNow)
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func TestMinimizeValidEvent(t *testing.T) {
+	rec, probs := process(t, mustJSON(validEvent()))
+	if probs != nil {
+		t.Fatalf("problems: %+v", probs)
+	}
+	if rec.OccurredAt != "2026-11-25T11:58:00Z" {
+		t.Errorf("occurred_at = %q, want truncated to the minute", rec.OccurredAt)
+	}
+	if rec.Carrier.MCC != "310" || rec.Carrier.MNC != "" {
+		t.Errorf("carrier = %+v, want MNC dropped", rec.Carrier)
+	}
+	if !strings.HasPrefix(rec.Sender, "hmac-sha256:3:") || len(rec.Sender) != len("hmac-sha256:3:")+64 {
+		t.Errorf("sender = %q", rec.Sender)
+	}
+	want := "peer [redacted] offline, mail [redacted] or see [redacted]"
+	if rec.Downgrade.Reason != want {
+		t.Errorf("reason = %q, want %q", rec.Downgrade.Reason, want)
+	}
+	out := mustJSON(rec)
+	for _, raw := range []string{"415", "0100", "bob@", "example.com", "user-opaque-7", "11:58:42"} {
+		if strings.Contains(out, raw) {
+			t.Errorf("record keeps %q: %s", raw, out)
+		}
+	}
+}
+
+func TestPseudonymNormalizesE164(t *testing.T) {
+	a, _ := Pseudonym(testKey, "+1 415-555-0100")
+	b, _ := Pseudonym(testKey, "+14155550100")
+	c, _ := Pseudonym(testKey, "+1 (415) 555.0100")
+	if a != b || b != c {
+		t.Fatalf("one number, several pseudonyms: %s %s %s", a, b, c)
+	}
+	d, _ := Pseudonym(testKey, "14155550100") // not E.164: an opaque id
+	if d == a {
+		t.Fatal("an opaque id collides with the number's pseudonym")
+	}
+	other, _ := Pseudonym(PseudonymKey{Version: 4, Key: []byte("another key of thirty-two bytes!")}, "+14155550100")
+	if other == a || !strings.HasPrefix(other, "hmac-sha256:4:") {
+		t.Fatalf("rotated key gives %s", other)
+	}
+}
+
+func TestDecodeRefuses(t *testing.T) {
+	with := func(f func(m map[string]any)) string { m := validEvent(); f(m); return mustJSON(m) }
+	cases := []struct {
+		name, raw, code, path string
+	}{
+		{"body", with(func(m map[string]any) { m["body"] = "hello" }), CodeContentNotAccepted, "$.body"},
+		{"text nested", with(func(m map[string]any) { m["client"].(map[string]any)["text"] = "hi" }), CodeContentNotAccepted, "$.client.text"},
+		{"attachment_url deep", with(func(m map[string]any) {
+			m["x"] = map[string]any{"y": []any{map[string]any{"attachment_url": "https://a"}}}
+		}), CodeContentNotAccepted, "$.x.y[0].attachment_url"},
+		{"Plaintext any case", with(func(m map[string]any) { m["PlainText"] = "x" }), CodeContentNotAccepted, "$.PlainText"},
+		{"cyrillic look-alike", with(func(m map[string]any) { m["b\u043edy"] = "hello" }), CodeUnknownField, `$.["b\u043edy"]`},
+		{"case variant of a real field", with(func(m map[string]any) { delete(m, "event_id"); m["Event_ID"] = "x" }), CodeUnknownField, "$.Event_ID"},
+		{"unknown field", with(func(m map[string]any) { m["color"] = "red" }), CodeUnknownField, "$.color"},
+		{"duplicate key", `{"event_id":"a","event_id":"b"}`, CodeDuplicateKey, "$.event_id"},
+		{"bad hash", with(func(m map[string]any) { m["message_hash"] = "sha256:ABC" }), CodeInvalidField, "$.message_hash"},
+		{"uppercase hash", with(func(m map[string]any) { m["message_hash"] = "sha256:" + strings.Repeat("AB", 32) }), CodeInvalidField, "$.message_hash"},
+		{"bad kind", with(func(m map[string]any) { m["kind"] = "chat" }), CodeInvalidField, "$.kind"},
+		{"missing sender", with(func(m map[string]any) { delete(m, "sender") }), CodeMissingField, "$.sender"},
+		{"future", with(func(m map[string]any) { m["occurred_at"] = "2026-11-25T13:00:00Z" }), CodeInvalidField, "$.occurred_at"},
+		{"not rfc3339", with(func(m map[string]any) { m["occurred_at"] = "yesterday" }), CodeInvalidField, "$.occurred_at"},
+		{"wrong type", with(func(m map[string]any) { m["recipients"] = "x" }), CodeInvalidField, "$.recipients"},
+		{"long reason", with(func(m map[string]any) { m["downgrade"].(map[string]any)["reason"] = strings.Repeat("x", 201) }), CodeInvalidField, "$.downgrade.reason"},
+		{"control char id", with(func(m map[string]any) { m["conversation_id"] = "a\u0000b" }), CodeInvalidField, "$.conversation_id"},
+		{"long id", with(func(m map[string]any) { m["event_id"] = strings.Repeat("e", 129) }), CodeInvalidField, "$.event_id"},
+		{"bad recipient", with(func(m map[string]any) { m["recipients"] = []any{"ok", ""} }), CodeInvalidField, "$.recipients[1]"},
+		{"not an object", `[1,2]`, CodeMalformed, "$"},
+		{"trailing", mustJSON(validEvent()) + "{}", CodeMalformed, "$"},
+		{"deep", strings.Repeat(`{"a":`, 20) + "1" + strings.Repeat("}", 20), CodeTooDeep, ""},
+		{"invalid utf8", "{\"event_id\":\"\xff\"}", CodeMalformed, "$"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rec, probs := process(t, c.raw)
+			if rec != nil {
+				t.Fatalf("accepted: %+v", rec)
+			}
+			found := false
+			for _, p := range probs {
+				if p.Code == c.code && (c.path == "" || p.Path == c.path) {
+					found = true
+				}
+				if strings.Contains(p.Message, "hello") || strings.Contains(p.Message, "https://a") {
+					t.Errorf("problem echoes the value: %+v", p)
+				}
+			}
+			if !found {
+				t.Fatalf("want %s at %s, got %+v", c.code, c.path, probs)
+			}
+		})
+	}
+}
+
+func TestSplitBatch(t *testing.T) {
+	evs, p := SplitBatch([]byte(`{"events":[{"a":1},{"b":2}]}`), false, 10)
+	if p != nil || len(evs) != 2 {
+		t.Fatalf("json batch: %v %+v", evs, p)
+	}
+	evs, p = SplitBatch([]byte("{\"a\":1}\n\n{\"b\":2}\n"), true, 10)
+	if p != nil || len(evs) != 2 {
+		t.Fatalf("ndjson batch: %v %+v", evs, p)
+	}
+	for name, body := range map[string]string{
+		"too many":        `{"events":[1,2,3]}`,
+		"content at top":  `{"events":[],"body":"x"}`,
+		"no events":       `{}`,
+		"duplicate":       `{"events":[],"events":[]}`,
+		"not object":      `[]`,
+		"trailing":        `{"events":[]} x`,
+		"events not list": `{"events":{}}`,
+	} {
+		if _, p := SplitBatch([]byte(body), false, 2); p == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if _, p := SplitBatch([]byte("1\n2\n3\n"), true, 2); p == nil {
+		t.Error("ndjson over the limit accepted")
+	}
+}
+
+func TestLoadProfile(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/p.json"
+	if err := writeFile(path, `{"granularity":"1h","keep_mnc":true}`); err != nil {
+		t.Fatal(err)
+	}
+	p, err := LoadProfile(path)
+	if err != nil || p.Granularity.Duration != time.Hour || !p.KeepMNC || p.MaxRecipients != 1024 {
+		t.Fatalf("profile = %+v, %v", p, err)
+	}
+	if err := writeFile(path, `{"granularity":"1h","keep_everything":true}`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadProfile(path); err == nil {
+		t.Fatal("unknown profile field accepted")
+	}
+	ev, _ := DecodeEvent(0, []byte(mustJSON(validEvent())))
+	rec, _ := Minimize(0, ev, Profile{Granularity: Duration{time.Hour}, MaxFutureSkew: Duration{time.Minute}, KeepMNC: true, MaxRecipients: 5}, testKey, testNow)
+	if rec.OccurredAt != "2026-11-25T11:00:00Z" || rec.Carrier.MNC != "260" {
+		t.Fatalf("profile not applied: %+v", rec)
+	}
+}
+
+func FuzzDecodeAndMinimize(f *testing.F) {
+	f.Add(mustJSON(validEvent()))
+	f.Add(`{"event_id":"a","body":"secret"}`)
+	f.Add(`{"events":[]}`)
+	f.Add(`{"event_id":"a","event_id":"b"}`)
+	f.Add(strings.Repeat("[", 50))
+	f.Fuzz(func(t *testing.T, raw string) {
+		ev, probs := DecodeEvent(0, []byte(raw))
+		if (ev == nil) == (probs == nil) {
+			t.Fatalf("exactly one of event and problems must be set: %v %v", ev, probs)
+		}
+		if ev == nil {
+			return
+		}
+		rec, probs := Minimize(0, ev, DefaultProfile(), testKey, testNow)
+		if rec == nil {
+			if len(probs) == 0 {
+				t.Fatal("refused without a problem")
+			}
+			return
+		}
+		// An accepted record never keeps a raw sender or recipient.
+		out := mustJSON(rec)
+		if strings.Contains(out, `"sender":"`+ev.Sender+`"`) {
+			t.Fatalf("raw sender kept: %s", out)
+		}
+		if strings.Contains(raw, `"body"`) {
+			t.Fatalf("an event with a body field was accepted: %q", raw)
+		}
+	})
+}
+
+func BenchmarkDecodeAndMinimize(b *testing.B) {
+	raw := []byte(mustJSON(validEvent()))
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	for b.Loop() {
+		ev, probs := DecodeEvent(0, raw)
+		if probs != nil {
+			b.Fatal(probs)
+		}
+		if _, probs := Minimize(0, ev, DefaultProfile(), testKey, testNow); probs != nil {
+			b.Fatal(fmt.Sprint(probs))
+		}
+	}
+}
+
+func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o644) }
