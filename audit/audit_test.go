@@ -1,0 +1,393 @@
+package audit
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/mediatorhq/mediator/migrations"
+	"github.com/mediatorhq/mediator/test/harness"
+)
+
+var env *harness.Env
+
+func TestMain(m *testing.M) { harness.MainPostgres(m, &env) }
+
+const testOrigin = "mediator.test/audit"
+
+type fixture struct {
+	pool     *pgxpool.Pool
+	store    *Store
+	signer   note.Signer
+	verifier note.Verifier
+	cp       *Checkpointer
+}
+
+func newFixture(t testing.TB) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	dsn := env.NewDatabase(t)
+	db, err := migrations.Open(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := migrations.Up(ctx, db, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	skey, vkey, err := note.GenerateKey(rand.Reader, testOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, _ := note.NewSigner(skey)
+	verifier, _ := note.NewVerifier(vkey)
+	store := NewStore(pool)
+	return &fixture{pool: pool, store: store, signer: signer, verifier: verifier,
+		cp: &Checkpointer{Store: store, Signer: signer, Origin: testOrigin, Interval: time.Second, Log: slog.New(slog.DiscardHandler)}}
+}
+
+type rec struct {
+	Kind           string `json:"kind"`
+	EventID        string `json:"event_id,omitempty"`
+	ConversationID string `json:"conversation_id,omitempty"`
+	Note           string `json:"note"`
+}
+
+func entries(from, n int, convo string) []Entry {
+	out := make([]Entry, n)
+	for i := range out {
+		id := fmt.Sprintf("ev-%d", from+i)
+		out[i] = Entry{Kind: "message", EventID: id, ConversationID: convo,
+			OccurredAt: time.Date(2026, 11, 25, 10, i%60, 0, 0, time.UTC),
+			Record:     rec{Kind: "message", EventID: id, ConversationID: convo, Note: "n" + id}}
+	}
+	return out
+}
+
+func (f *fixture) append(t testing.TB, es []Entry) []Appended {
+	t.Helper()
+	out, err := f.store.Append(context.Background(), es)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func (f *fixture) verify(t *testing.T) *Report {
+	t.Helper()
+	rep, err := f.store.Verify(context.Background(), f.verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+func TestAppendIsGaplessIdempotentAndProvable(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	a := f.append(t, entries(0, 5, "c1"))
+	for i, x := range a {
+		if x.Seq != int64(i) || x.Duplicate {
+			t.Fatalf("first batch: %+v", a)
+		}
+	}
+	// A batch with two resends and an in-batch duplicate.
+	batch := append(entries(3, 4, "c1"), entries(6, 1, "c1")...)
+	b := f.append(t, batch)
+	want := []Appended{{3, true}, {4, true}, {5, false}, {6, false}, {6, true}}
+	if fmt.Sprint(b) != fmt.Sprint(want) {
+		t.Fatalf("second batch = %v, want %v", b, want)
+	}
+	size, _ := f.store.Size(ctx)
+	if size != 7 {
+		t.Fatalf("size = %d", size)
+	}
+	if ok, err := f.cp.Once(ctx); err != nil || !ok {
+		t.Fatalf("checkpoint: %v %v", ok, err)
+	}
+	cp, err := f.store.LatestCheckpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The checkpoint verifies with golang.org/x/mod/sumdb/note.
+	n, err := note.Open([]byte(cp.Note), note.VerifierList(f.verifier))
+	if err != nil || !strings.HasPrefix(n.Text, testOrigin+"\n7\n") {
+		t.Fatalf("checkpoint note: %v %q", err, cp.Note)
+	}
+	// Inclusion proofs check with tlog.CheckRecord against the signed root.
+	for seq := range int64(7) {
+		e, err := f.store.Entry(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := f.store.InclusionProof(ctx, seq, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tlog.CheckRecord(p, 7, cp.Root, seq, tlog.RecordHash(e.Leaf)); err != nil {
+			t.Fatalf("inclusion of %d: %v", seq, err)
+		}
+	}
+	// Consistency from an older tree to the checkpoint.
+	old, _ := f.store.TreeHash(ctx, 3)
+	p, err := f.store.ConsistencyProof(ctx, 3, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tlog.CheckTree(p, 7, cp.Root, 3, old); err != nil {
+		t.Fatalf("consistency: %v", err)
+	}
+	if _, err := f.store.InclusionProof(ctx, 7, 8); err == nil {
+		t.Fatal("proof for a tree larger than the log")
+	}
+	rep := f.verify(t)
+	if !rep.OK() || rep.Entries != 7 || rep.Checkpoints != 1 {
+		t.Fatalf("verify: %+v", rep)
+	}
+}
+
+func TestLeafIsCanonical(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC)
+	leaf, err := EncodeLeaf(map[string]any{"z": 1, "a": "x\u2028", "kind": "k"}, 9, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"a":"x` + "\u2028" + `","ingested_at":"2026-01-02T03:04:05.123456Z","kind":"k","seq":9,"z":1}`
+	if string(leaf) != want {
+		t.Fatalf("leaf = %s\nwant   %s", leaf, want)
+	}
+	if _, err := EncodeLeaf(map[string]any{"seq": 1}, 9, at); err == nil {
+		t.Fatal("a record setting seq was accepted")
+	}
+	if _, err := EncodeLeaf([]int{1}, 9, at); err == nil {
+		t.Fatal("a non-object record was accepted")
+	}
+}
+
+// TestVerifyDetectsTampering: each kind of tampering a superuser could do
+// behind the triggers is named by `audit verify`.
+func TestVerifyDetectsTampering(t *testing.T) {
+	cases := []struct {
+		name    string
+		tamper  []string
+		badSeq  int64
+		problem string
+	}{
+		{"leaf edited", []string{
+			"ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only",
+			`UPDATE audit_entries SET leaf = convert_to(replace(convert_from(leaf, 'UTF8'), '"nev-4"', '"nev-X"'), 'UTF8') WHERE seq = 4`,
+		}, 4, "stored hash"},
+		{"entry deleted", []string{
+			"ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only",
+			"DELETE FROM audit_entries WHERE seq = 5",
+		}, 5, "entry missing"},
+		{"entries swapped", []string{
+			"ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only",
+			"UPDATE audit_entries SET seq = seq + 1000000 WHERE seq IN (2, 3)",
+			"UPDATE audit_entries SET seq = 3 WHERE seq = 1000002",
+			"UPDATE audit_entries SET seq = 2 WHERE seq = 1000003",
+		}, 2, "leaf says seq"},
+		{"stored hash edited", []string{
+			"ALTER TABLE audit_hashes DISABLE TRIGGER audit_hashes_append_only",
+			"UPDATE audit_hashes SET hash = sha256('x') WHERE idx = 7",
+		}, 4, "stored hash 7"}, // stored hash 7 is seq 4's leaf hash
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t)
+			ctx := context.Background()
+			f.append(t, entries(0, 10, "c"))
+			if _, err := f.cp.Once(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if rep := f.verify(t); !rep.OK() {
+				t.Fatalf("clean log fails: %v", rep.Problems)
+			}
+			for _, q := range c.tamper {
+				if _, err := f.pool.Exec(ctx, q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			rep := f.verify(t)
+			if rep.OK() || rep.FirstBadSeq != c.badSeq || !strings.Contains(strings.Join(rep.Problems, "\n"), c.problem) {
+				t.Fatalf("want first bad seq %d mentioning %q, got %d: %v", c.badSeq, c.problem, rep.FirstBadSeq, rep.Problems)
+			}
+		})
+	}
+}
+
+func TestVerifyDetectsReplacedCheckpoints(t *testing.T) {
+	for _, kind := range []string{"older", "forked"} {
+		t.Run(kind, func(t *testing.T) {
+			f := newFixture(t)
+			ctx := context.Background()
+			f.append(t, entries(0, 4, "c"))
+			f.cp.Once(ctx)
+			older, _ := f.store.LatestCheckpoint(ctx)
+			f.append(t, entries(4, 4, "c"))
+			f.cp.Once(ctx)
+			var replacement string
+			if kind == "older" {
+				replacement = older.Note
+			} else {
+				// Signed with the real key, over a root the log never had.
+				forked, err := SignCheckpoint(testOrigin, 8, tlog.RecordHash([]byte("fork")), f.signer)
+				if err != nil {
+					t.Fatal(err)
+				}
+				replacement = forked
+			}
+			for _, q := range []string{
+				"ALTER TABLE audit_checkpoints DISABLE TRIGGER audit_checkpoints_append_only",
+				"UPDATE audit_checkpoints SET note = $1 WHERE tree_size = 8",
+			} {
+				args := []any{}
+				if strings.Contains(q, "$1") {
+					args = append(args, replacement)
+				}
+				if _, err := f.pool.Exec(ctx, q, args...); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rep := f.verify(t)
+			if rep.OK() || !strings.Contains(strings.Join(rep.Problems, "\n"), "checkpoint 8") {
+				t.Fatalf("replaced checkpoint not detected: %v", rep.Problems)
+			}
+		})
+	}
+}
+
+func TestAppendOnlyForEveryone(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.append(t, entries(0, 2, "c"))
+	if _, err := f.cp.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		"UPDATE audit_entries SET kind = 'x'",
+		"DELETE FROM audit_entries",
+		"TRUNCATE audit_entries",
+		"UPDATE audit_hashes SET hash = hash",
+		"TRUNCATE audit_hashes",
+		"DELETE FROM audit_checkpoints",
+	} {
+		if _, err := f.pool.Exec(ctx, q); err == nil || !strings.Contains(err.Error(), "append-only") {
+			t.Errorf("%s: %v", q, err)
+		}
+	}
+	// The runtime role may insert and select, nothing more, even with the
+	// triggers gone.
+	login := "mediator_rt_" + strings.ToLower(rand.Text()[:8])
+	for _, q := range []string{
+		"CREATE ROLE " + login + " LOGIN IN ROLE mediator_runtime",
+		"ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only",
+	} {
+		if _, err := f.pool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { f.pool.Exec(context.Background(), "DROP OWNED BY "+login+"; DROP ROLE "+login) })
+	cfg := f.pool.Config().ConnConfig.Copy()
+	cfg.User = login
+	conn, err := pgxpool.New(ctx, cfg.ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rcfg := f.pool.Config().Copy()
+	rcfg.ConnConfig.User = login
+	rt, err := pgxpool.NewWithConfig(ctx, rcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	if _, err := rt.Exec(ctx, "SELECT count(*) FROM audit_entries"); err != nil {
+		t.Fatalf("runtime role cannot select: %v", err)
+	}
+	if _, err := NewStore(rt).Append(ctx, entries(2, 1, "c")); err != nil {
+		t.Fatalf("runtime role cannot append: %v", err)
+	}
+	if _, err := rt.Exec(ctx, "UPDATE audit_entries SET kind = 'x'"); err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("runtime role may update: %v", err)
+	}
+	if _, err := rt.Exec(ctx, "DELETE FROM audit_entries"); err == nil {
+		t.Fatal("runtime role may delete")
+	}
+}
+
+// TestConcurrentAppendersKeepOneTree runs several stores (as several
+// mediator processes would) on one database at once.
+func TestConcurrentAppendersKeepOneTree(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for w := range 4 {
+		pool, err := pgxpool.New(ctx, f.pool.Config().ConnString())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pool.Close()
+		s := NewStore(pool)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range 10 {
+				if _, err := s.Append(ctx, entries(w*1000+b*20, 20, "c")); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	f.cp.Once(ctx)
+	rep := f.verify(t)
+	if !rep.OK() || rep.Entries != 800 {
+		t.Fatalf("verify after concurrent appends: %d entries, %v", rep.Entries, rep.Problems)
+	}
+}
+
+func BenchmarkAppend1000(b *testing.B) {
+	f := newFixture(b)
+	ctx := context.Background()
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := f.store.Append(ctx, entries(i, 1000, "bench")); err != nil {
+			b.Fatal(err)
+		}
+		i += 1000
+	}
+	b.ReportMetric(float64(i)/b.Elapsed().Seconds(), "entries/s")
+}
+
+func BenchmarkEncodeLeaf(b *testing.B) {
+	r := rec{Kind: "message", EventID: "ev-123456", ConversationID: "conv-1", Note: strings.Repeat("x", 200)}
+	at := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := EncodeLeaf(r, 123456, at); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

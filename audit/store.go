@@ -1,0 +1,415 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// sequencerLock is the PostgreSQL advisory lock key that serialises appends
+// across every mediator process on one database, which is what keeps seq
+// gapless and the stored tree consistent. ("mediator" in ASCII.)
+const sequencerLock int64 = 0x6d65646961746f72
+
+// Store is the log in PostgreSQL. It is safe for concurrent use; appends
+// from any number of goroutines and processes are serialised by the
+// sequencer lock.
+type Store struct {
+	pool *pgxpool.Pool
+	now  func() time.Time
+}
+
+// NewStore returns a Store on pool. The schema comes from migrations.
+func NewStore(pool *pgxpool.Pool) *Store {
+	return &Store{pool: pool, now: time.Now}
+}
+
+// Appended reports where an entry is in the log.
+type Appended struct {
+	Seq       int64
+	Duplicate bool // the EventID was already in the log (or earlier in the batch)
+}
+
+// Append writes entries as one transaction: their leaves and every new
+// stored tree hash commit together or not at all. It returns only after the
+// commit, so an Appended seq is durable. Entries whose EventID is already
+// logged are not appended; they report the original seq.
+//
+// Cost: one lock, four reads of at most O(log n + len(entries)) rows, and
+// two COPYs.
+func (s *Store) Append(ctx context.Context, entries []Entry) ([]Appended, error) {
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("audit: begin: %w", err)
+	}
+	defer tx.Rollback(ctx) // no-op after commit
+
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", sequencerLock); err != nil {
+		return nil, fmt.Errorf("audit: sequencer lock: %w", err)
+	}
+	var size int64
+	if err := tx.QueryRow(ctx, "SELECT coalesce(max(seq) + 1, 0) FROM audit_entries").Scan(&size); err != nil {
+		return nil, fmt.Errorf("audit: tree size: %w", err)
+	}
+
+	out := make([]Appended, len(entries))
+	existing, err := existingEventIDs(ctx, tx, entries)
+	if err != nil {
+		return nil, err
+	}
+	// The batch's own timestamp: the moment the sequencer was ours.
+	ingestedAt := s.now().UTC().Truncate(time.Microsecond)
+
+	hashes, err := newBatchHashes(ctx, tx, size)
+	if err != nil {
+		return nil, err
+	}
+	var entryRows, hashRows [][]any
+	next := size
+	for i, e := range entries {
+		if e.EventID != "" {
+			if seq, ok := existing[e.EventID]; ok {
+				out[i] = Appended{Seq: seq, Duplicate: true}
+				continue
+			}
+		}
+		leaf, err := EncodeLeaf(e.Record, next, ingestedAt)
+		if err != nil {
+			return nil, err
+		}
+		stored, err := tlog.StoredHashes(next, leaf, hashes)
+		if err != nil {
+			return nil, fmt.Errorf("audit: hash entry %d: %w", next, err)
+		}
+		base := tlog.StoredHashIndex(0, next)
+		for j, h := range stored {
+			hashes.put(base+int64(j), h)
+			hashRows = append(hashRows, []any{base + int64(j), h[:]})
+		}
+		entryRows = append(entryRows, []any{next, leaf, e.Kind, nullable(e.EventID), nullable(e.ConversationID), nullableTime(e.OccurredAt), ingestedAt})
+		if e.EventID != "" {
+			existing[e.EventID] = next
+		}
+		out[i] = Appended{Seq: next}
+		next++
+	}
+	if len(entryRows) > 0 {
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_entries"},
+			[]string{"seq", "leaf", "kind", "event_id", "conversation_id", "occurred_at", "ingested_at"},
+			pgx.CopyFromRows(entryRows)); err != nil {
+			return nil, fmt.Errorf("audit: write entries: %w", err)
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_hashes"}, []string{"idx", "hash"},
+			pgx.CopyFromRows(hashRows)); err != nil {
+			return nil, fmt.Errorf("audit: write hashes: %w", err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("audit: commit: %w", err)
+	}
+	return out, nil
+}
+
+func existingEventIDs(ctx context.Context, tx pgx.Tx, entries []Entry) (map[string]int64, error) {
+	ids := make([]string, 0, len(entries))
+	for _, e := range entries {
+		if e.EventID != "" {
+			ids = append(ids, e.EventID)
+		}
+	}
+	found := make(map[string]int64, len(ids))
+	if len(ids) == 0 {
+		return found, nil
+	}
+	rows, err := tx.Query(ctx, "SELECT event_id, seq FROM audit_entries WHERE event_id = ANY($1)", ids)
+	if err != nil {
+		return nil, fmt.Errorf("audit: look up event ids: %w", err)
+	}
+	for rows.Next() {
+		var id string
+		var seq int64
+		if err := rows.Scan(&id, &seq); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("audit: look up event ids: %w", err)
+		}
+		found[id] = seq
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("audit: look up event ids: %w", err)
+	}
+	return found, nil
+}
+
+// batchHashes is the HashReader an append uses: hashes written earlier in
+// this batch, the right edge of the tree preloaded in one query, and, should
+// the tree code ever ask for anything else, a read from the database.
+type batchHashes struct {
+	ctx context.Context
+	q   querier
+	m   map[int64]tlog.Hash
+}
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// newBatchHashes preloads the roots of the complete subtrees of a tree of
+// size n: exactly the hashes that appending records n, n+1, … reads from
+// before the batch's own.
+func newBatchHashes(ctx context.Context, q querier, n int64) (*batchHashes, error) {
+	b := &batchHashes{ctx: ctx, q: q, m: make(map[int64]tlog.Hash)}
+	var edge []int64
+	for l := 0; n>>l > 0; l++ {
+		if (n>>l)&1 == 1 {
+			edge = append(edge, tlog.StoredHashIndex(l, (n>>l)-1))
+		}
+	}
+	if len(edge) == 0 {
+		return b, nil
+	}
+	hs, err := readHashes(ctx, q, edge)
+	if err != nil {
+		return nil, err
+	}
+	for i, idx := range edge {
+		b.m[idx] = hs[i]
+	}
+	return b, nil
+}
+
+func (b *batchHashes) put(idx int64, h tlog.Hash) { b.m[idx] = h }
+
+// ReadHashes implements tlog.HashReader.
+func (b *batchHashes) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	var missing []int64
+	for i, idx := range indexes {
+		if h, ok := b.m[idx]; ok {
+			out[i] = h
+		} else {
+			missing = append(missing, idx)
+		}
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	hs, err := readHashes(b.ctx, b.q, missing)
+	if err != nil {
+		return nil, err
+	}
+	for i, idx := range missing {
+		b.m[idx] = hs[i]
+	}
+	for i, idx := range indexes {
+		out[i] = b.m[idx]
+	}
+	return out, nil
+}
+
+// readHashes reads stored hashes by index in one query, in the order asked.
+func readHashes(ctx context.Context, q querier, indexes []int64) ([]tlog.Hash, error) {
+	rows, err := q.Query(ctx, "SELECT idx, hash FROM audit_hashes WHERE idx = ANY($1)", indexes)
+	if err != nil {
+		return nil, fmt.Errorf("audit: read hashes: %w", err)
+	}
+	got := make(map[int64]tlog.Hash, len(indexes))
+	for rows.Next() {
+		var idx int64
+		var b []byte
+		if err := rows.Scan(&idx, &b); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("audit: read hashes: %w", err)
+		}
+		if len(b) != tlog.HashSize {
+			rows.Close()
+			return nil, fmt.Errorf("audit: stored hash %d has %d bytes", idx, len(b))
+		}
+		got[idx] = tlog.Hash(b)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("audit: read hashes: %w", err)
+	}
+	out := make([]tlog.Hash, len(indexes))
+	for i, idx := range indexes {
+		h, ok := got[idx]
+		if !ok {
+			return nil, fmt.Errorf("audit: stored hash %d is missing", idx)
+		}
+		out[i] = h
+	}
+	return out, nil
+}
+
+// HashReader returns a tlog.HashReader over the stored hashes. Each
+// ReadHashes call is one query.
+func (s *Store) HashReader(ctx context.Context) tlog.HashReader {
+	return tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
+		return readHashes(ctx, s.pool, indexes)
+	})
+}
+
+// Size returns the number of entries in the log.
+func (s *Store) Size(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.pool.QueryRow(ctx, "SELECT coalesce(max(seq) + 1, 0) FROM audit_entries").Scan(&n); err != nil {
+		return 0, fmt.Errorf("audit: size: %w", err)
+	}
+	return n, nil
+}
+
+// ErrNotFound is returned for a seq or tree size the log does not have.
+var ErrNotFound = errors.New("audit: not found")
+
+// ErrBadRange is returned for proof arguments that describe no proof.
+var ErrBadRange = errors.New("audit: bad range")
+
+// StoredEntry is an entry as stored.
+type StoredEntry struct {
+	Seq  int64
+	Leaf []byte
+}
+
+// Entry returns the entry at seq.
+func (s *Store) Entry(ctx context.Context, seq int64) (StoredEntry, error) {
+	var e StoredEntry
+	err := s.pool.QueryRow(ctx, "SELECT seq, leaf FROM audit_entries WHERE seq = $1", seq).Scan(&e.Seq, &e.Leaf)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return e, ErrNotFound
+	}
+	if err != nil {
+		return e, fmt.Errorf("audit: read entry %d: %w", seq, err)
+	}
+	return e, nil
+}
+
+// Query selects entries for officers. Zero values mean "any".
+type Query struct {
+	ConversationID string
+	Kind           string
+	From, To       time.Time // occurred_at bounds, inclusive from, exclusive to
+	AfterSeq       int64     // cursor: entries with seq > AfterSeq; -1 for the start
+	Limit          int
+}
+
+// MaxSearchLimit bounds one page of Search.
+const MaxSearchLimit = 1000
+
+// Search returns up to q.Limit entries matching q in seq order.
+func (s *Store) Search(ctx context.Context, q Query) ([]StoredEntry, error) {
+	if q.Limit <= 0 || q.Limit > MaxSearchLimit {
+		q.Limit = MaxSearchLimit
+	}
+	sql := "SELECT seq, leaf FROM audit_entries WHERE seq > $1"
+	args := []any{q.AfterSeq}
+	add := func(cond string, v any) {
+		args = append(args, v)
+		sql += fmt.Sprintf(" AND %s $%d", cond, len(args))
+	}
+	if q.ConversationID != "" {
+		add("conversation_id =", q.ConversationID)
+	}
+	if q.Kind != "" {
+		add("kind =", q.Kind)
+	}
+	if !q.From.IsZero() {
+		add("occurred_at >=", q.From)
+	}
+	if !q.To.IsZero() {
+		add("occurred_at <", q.To)
+	}
+	args = append(args, q.Limit)
+	sql += fmt.Sprintf(" ORDER BY seq LIMIT $%d", len(args))
+	rows, err := s.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("audit: search: %w", err)
+	}
+	defer rows.Close()
+	var out []StoredEntry
+	for rows.Next() {
+		var e StoredEntry
+		if err := rows.Scan(&e.Seq, &e.Leaf); err != nil {
+			return nil, fmt.Errorf("audit: search: %w", err)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// InclusionProof proves that the entry at seq is in the tree of size
+// treeSize. It makes one query for at most log₂ treeSize hashes.
+func (s *Store) InclusionProof(ctx context.Context, seq, treeSize int64) (tlog.RecordProof, error) {
+	if seq < 0 || treeSize <= seq {
+		return nil, ErrBadRange
+	}
+	if err := s.checkSize(ctx, treeSize); err != nil {
+		return nil, err
+	}
+	p, err := tlog.ProveRecord(treeSize, seq, s.HashReader(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("audit: inclusion proof: %w", err)
+	}
+	return p, nil
+}
+
+// ConsistencyProof proves that the tree of size from is a prefix of the
+// tree of size to.
+func (s *Store) ConsistencyProof(ctx context.Context, from, to int64) (tlog.TreeProof, error) {
+	if from < 1 || to < from {
+		return nil, ErrBadRange
+	}
+	if err := s.checkSize(ctx, to); err != nil {
+		return nil, err
+	}
+	p, err := tlog.ProveTree(to, from, s.HashReader(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("audit: consistency proof: %w", err)
+	}
+	return p, nil
+}
+
+// TreeHash returns the root hash of the tree of size n.
+func (s *Store) TreeHash(ctx context.Context, n int64) (tlog.Hash, error) {
+	if err := s.checkSize(ctx, n); err != nil {
+		return tlog.Hash{}, err
+	}
+	h, err := tlog.TreeHash(n, s.HashReader(ctx))
+	if err != nil {
+		return tlog.Hash{}, fmt.Errorf("audit: tree hash: %w", err)
+	}
+	return h, nil
+}
+
+func (s *Store) checkSize(ctx context.Context, n int64) error {
+	size, err := s.Size(ctx)
+	if err != nil {
+		return err
+	}
+	if n > size {
+		return fmt.Errorf("%w: tree size %d is beyond the log's %d entries", ErrNotFound, n, size)
+	}
+	return nil
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func nullableTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t
+}

@@ -1,0 +1,273 @@
+package audit
+
+import (
+	"context"
+	"fmt"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Report is the outcome of a verification. OK is true only when nothing at
+// all was wrong.
+type Report struct {
+	Entries     int64
+	Checkpoints int
+	// FirstBadSeq is the lowest seq found wrong (an edited, missing or
+	// misplaced entry, or one whose stored hashes differ), or -1.
+	FirstBadSeq int64
+	Problems    []string
+}
+
+// OK reports whether verification found nothing wrong.
+func (r *Report) OK() bool { return len(r.Problems) == 0 }
+
+func (r *Report) bad(seq int64, format string, args ...any) {
+	if seq >= 0 && (r.FirstBadSeq < 0 || seq < r.FirstBadSeq) {
+		r.FirstBadSeq = seq
+	}
+	const maxProblems = 100
+	if len(r.Problems) < maxProblems {
+		r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
+	}
+}
+
+// verifyPage is how many rows one read of the entry and hash streams takes.
+const verifyPage = 10000
+
+// Verify recomputes every leaf hash and stored hash from the entries in
+// PostgreSQL and compares them with what is stored; checks that seq is
+// gapless and that each leaf's seq, kind, event id and conversation id match
+// its row; checks every stored checkpoint's signature (with verifier, whose
+// name is the log's origin) and root against the recomputed tree; and checks
+// a consistency proof between consecutive checkpoints. It holds O(log n)
+// hashes in memory, whatever the log's size.
+func (s *Store) Verify(ctx context.Context, verifier note.Verifier) (*Report, error) {
+	rep := &Report{FirstBadSeq: -1}
+	checkpoints, err := s.allCheckpoints(ctx)
+	if err != nil {
+		return nil, err
+	}
+	roots := make(map[int64]tlog.Hash) // recomputed roots at checkpoint sizes
+	want := make(map[int64]bool, len(checkpoints))
+	for _, c := range checkpoints {
+		want[c.Size] = true
+	}
+
+	edge := newEdge()
+	hashes := &hashStream{s: s, ctx: ctx}
+	var expect int64
+	for {
+		rows, err := s.pool.Query(ctx,
+			"SELECT seq, leaf, kind, coalesce(event_id, ''), coalesce(conversation_id, '') FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
+			expect, verifyPage)
+		if err != nil {
+			return nil, fmt.Errorf("audit: verify: read entries: %w", err)
+		}
+		type row struct {
+			seq                  int64
+			leaf                 []byte
+			kind, eventID, convo string
+		}
+		var page []row
+		for rows.Next() {
+			var r row
+			if err := rows.Scan(&r.seq, &r.leaf, &r.kind, &r.eventID, &r.convo); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("audit: verify: read entries: %w", err)
+			}
+			page = append(page, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("audit: verify: read entries: %w", err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, r := range page {
+			if r.seq != expect {
+				// Entries between expect and r.seq are missing. The tree can
+				// no longer be recomputed past the gap.
+				rep.bad(expect, "seq %d: entry missing (next entry is seq %d)", expect, r.seq)
+				rep.Entries = expect
+				return s.finishVerify(ctx, rep, checkpoints, roots, verifier)
+			}
+			f, _, err := ParseLeaf(r.leaf)
+			switch {
+			case err != nil:
+				rep.bad(r.seq, "seq %d: leaf is not valid JSON", r.seq)
+			case f.Seq != r.seq:
+				rep.bad(r.seq, "seq %d: leaf says seq %d", r.seq, f.Seq)
+			case f.Kind != r.kind || f.EventID != r.eventID || f.ConversationID != r.convo:
+				rep.bad(r.seq, "seq %d: leaf does not match its row's kind, event id or conversation id", r.seq)
+			}
+			stored, err := tlog.StoredHashes(r.seq, r.leaf, edge)
+			if err != nil {
+				return nil, fmt.Errorf("audit: verify: hash seq %d: %w", r.seq, err)
+			}
+			base := tlog.StoredHashIndex(0, r.seq)
+			got, err := hashes.next(base, len(stored))
+			if err != nil {
+				return nil, err
+			}
+			for j, h := range stored {
+				edge.m[base+int64(j)] = h
+				if got[j] == nil {
+					rep.bad(r.seq, "seq %d: stored hash %d is missing", r.seq, base+int64(j))
+				} else if *got[j] != h {
+					rep.bad(r.seq, "seq %d: stored hash %d differs from the recomputed one", r.seq, base+int64(j))
+				}
+			}
+			size := r.seq + 1
+			edge.trim(size)
+			if want[size] {
+				root, err := tlog.TreeHash(size, edge)
+				if err != nil {
+					return nil, fmt.Errorf("audit: verify: root at %d: %w", size, err)
+				}
+				roots[size] = root
+			}
+			expect++
+		}
+	}
+	rep.Entries = expect
+	return s.finishVerify(ctx, rep, checkpoints, roots, verifier)
+}
+
+// finishVerify checks the checkpoints against the recomputed roots.
+func (s *Store) finishVerify(ctx context.Context, rep *Report, checkpoints []Checkpoint, roots map[int64]tlog.Hash, verifier note.Verifier) (*Report, error) {
+	rep.Checkpoints = len(checkpoints)
+	var prev *Checkpoint
+	for i := range checkpoints {
+		c := &checkpoints[i]
+		size, root, err := OpenCheckpoint([]byte(c.Note), verifier.Name(), verifier)
+		switch {
+		case err != nil:
+			rep.bad(-1, "checkpoint %d: %v", c.Size, err)
+			continue
+		case size != c.Size || root != c.Root:
+			rep.bad(-1, "checkpoint %d: its signed note is for tree size %d with another root (replaced)", c.Size, size)
+			continue
+		}
+		rec, ok := roots[c.Size]
+		if !ok {
+			rep.bad(-1, "checkpoint %d: the log has only %d entries", c.Size, rep.Entries)
+			continue
+		}
+		if rec != root {
+			rep.bad(-1, "checkpoint %d: signed root differs from the recomputed tree (forked or tampered)", c.Size)
+			continue
+		}
+		if prev != nil {
+			p, err := tlog.ProveTree(c.Size, prev.Size, s.HashReader(ctx))
+			if err != nil {
+				rep.bad(-1, "checkpoints %d→%d: no consistency proof: %v", prev.Size, c.Size, err)
+			} else if err := tlog.CheckTree(p, c.Size, root, prev.Size, prev.Root); err != nil {
+				rep.bad(-1, "checkpoints %d→%d: not consistent: %v", prev.Size, c.Size, err)
+			}
+		}
+		prev = c
+	}
+	return rep, nil
+}
+
+func (s *Store) allCheckpoints(ctx context.Context) ([]Checkpoint, error) {
+	rows, err := s.pool.Query(ctx, "SELECT tree_size, root_hash, note, created_at FROM audit_checkpoints ORDER BY tree_size")
+	if err != nil {
+		return nil, fmt.Errorf("audit: read checkpoints: %w", err)
+	}
+	defer rows.Close()
+	var out []Checkpoint
+	for rows.Next() {
+		var c Checkpoint
+		var root []byte
+		if err := rows.Scan(&c.Size, &root, &c.Note, &c.CreatedAt); err != nil {
+			return nil, fmt.Errorf("audit: read checkpoints: %w", err)
+		}
+		copy(c.Root[:], root)
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// edge holds recomputed stored hashes, trimmed to the right edge of the tree
+// so memory stays O(log n).
+type edge struct{ m map[int64]tlog.Hash }
+
+func newEdge() *edge { return &edge{m: make(map[int64]tlog.Hash)} }
+
+// trim keeps only the roots of the complete subtrees of a tree of size n.
+func (e *edge) trim(n int64) {
+	keep := make(map[int64]bool, 64)
+	for l := 0; n>>l > 0; l++ {
+		if (n>>l)&1 == 1 {
+			keep[tlog.StoredHashIndex(l, (n>>l)-1)] = true
+		}
+	}
+	for k := range e.m {
+		if !keep[k] {
+			delete(e.m, k)
+		}
+	}
+}
+
+// ReadHashes implements tlog.HashReader over the recomputed edge.
+func (e *edge) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, idx := range indexes {
+		h, ok := e.m[idx]
+		if !ok {
+			return nil, fmt.Errorf("audit: verify: hash %d not on the recomputed edge", idx)
+		}
+		out[i] = h
+	}
+	return out, nil
+}
+
+// hashStream reads audit_hashes in index order, a page at a time.
+type hashStream struct {
+	s    *Store
+	ctx  context.Context
+	buf  map[int64]tlog.Hash
+	from int64 // next index not yet read
+}
+
+// next returns the stored hashes at indexes base … base+n-1; nil where
+// none is stored.
+func (h *hashStream) next(base int64, n int) ([]*tlog.Hash, error) {
+	if h.buf == nil {
+		h.buf = make(map[int64]tlog.Hash)
+	}
+	for base+int64(n) > h.from {
+		rows, err := h.s.pool.Query(h.ctx, "SELECT idx, hash FROM audit_hashes WHERE idx >= $1 AND idx < $2", h.from, h.from+verifyPage*3)
+		if err != nil {
+			return nil, fmt.Errorf("audit: verify: read hashes: %w", err)
+		}
+		for rows.Next() {
+			var idx int64
+			var b []byte
+			if err := rows.Scan(&idx, &b); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("audit: verify: read hashes: %w", err)
+			}
+			if len(b) == tlog.HashSize {
+				h.buf[idx] = tlog.Hash(b)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("audit: verify: read hashes: %w", err)
+		}
+		h.from += verifyPage * 3
+	}
+	out := make([]*tlog.Hash, n)
+	for i := range n {
+		idx := base + int64(i)
+		if v, ok := h.buf[idx]; ok {
+			out[i] = &v
+			delete(h.buf, idx)
+		}
+	}
+	return out, nil
+}

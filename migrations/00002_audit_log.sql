@@ -1,0 +1,65 @@
+-- +goose Up
+-- The audit log. Rows are only ever inserted: triggers refuse UPDATE,
+-- DELETE and TRUNCATE, and the runtime role may only INSERT and SELECT.
+
+-- audit_entries: one row per leaf; seq is the leaf index, gapless from 0.
+CREATE TABLE audit_entries (
+    seq             bigint      PRIMARY KEY CHECK (seq >= 0),
+    leaf            bytea       NOT NULL,
+    kind            text        NOT NULL,
+    event_id        text        UNIQUE,
+    conversation_id text,
+    occurred_at     timestamptz,
+    ingested_at     timestamptz NOT NULL
+);
+CREATE INDEX audit_entries_conversation ON audit_entries (conversation_id, seq);
+CREATE INDEX audit_entries_kind ON audit_entries (kind, seq);
+CREATE INDEX audit_entries_occurred ON audit_entries (occurred_at, seq);
+
+-- audit_hashes: the RFC 6962 tree's stored hashes, indexed as in
+-- golang.org/x/mod/sumdb/tlog (StoredHashIndex).
+CREATE TABLE audit_hashes (
+    idx  bigint PRIMARY KEY CHECK (idx >= 0),
+    hash bytea  NOT NULL CHECK (length(hash) = 32)
+);
+
+-- audit_checkpoints: every signed checkpoint, as the signed note text.
+CREATE TABLE audit_checkpoints (
+    tree_size  bigint      PRIMARY KEY CHECK (tree_size >= 0),
+    root_hash  bytea       NOT NULL CHECK (length(root_hash) = 32),
+    note       text        NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TRIGGER audit_entries_append_only BEFORE UPDATE OR DELETE ON audit_entries
+    FOR EACH ROW EXECUTE FUNCTION mediator_refuse_change();
+CREATE TRIGGER audit_entries_no_truncate BEFORE TRUNCATE ON audit_entries
+    FOR EACH STATEMENT EXECUTE FUNCTION mediator_refuse_change();
+CREATE TRIGGER audit_hashes_append_only BEFORE UPDATE OR DELETE ON audit_hashes
+    FOR EACH ROW EXECUTE FUNCTION mediator_refuse_change();
+CREATE TRIGGER audit_hashes_no_truncate BEFORE TRUNCATE ON audit_hashes
+    FOR EACH STATEMENT EXECUTE FUNCTION mediator_refuse_change();
+CREATE TRIGGER audit_checkpoints_append_only BEFORE UPDATE OR DELETE ON audit_checkpoints
+    FOR EACH ROW EXECUTE FUNCTION mediator_refuse_change();
+CREATE TRIGGER audit_checkpoints_no_truncate BEFORE TRUNCATE ON audit_checkpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION mediator_refuse_change();
+
+-- mediator_runtime is the group role the service's login role joins. Roles
+-- are cluster-wide, so creating it tolerates another database (or a
+-- concurrent migration) having made it first.
+-- +goose StatementBegin
+DO $$
+BEGIN
+    CREATE ROLE mediator_runtime NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;
+END
+$$;
+-- +goose StatementEnd
+GRANT SELECT, INSERT ON audit_entries, audit_hashes, audit_checkpoints TO mediator_runtime;
+GRANT SELECT ON goose_db_version TO mediator_runtime;
+
+-- +goose Down
+DROP TABLE audit_checkpoints;
+DROP TABLE audit_hashes;
+DROP TABLE audit_entries;
