@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gowebpki/jcs"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -388,6 +389,28 @@ func BenchmarkEncodeLeaf(b *testing.B) {
 	for b.Loop() {
 		if _, err := EncodeLeaf(r, 123456, at); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestLeafMatchesIndependentJCS checks our canonical form against a second,
+// independent RFC 8785 implementation.
+func TestLeafMatchesIndependentJCS(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, r := range []any{
+		map[string]any{"kind": "k", "s": "é\u2028<>&\"\\\u0001", "n": 12345678901, "nested": map[string]any{"b": []any{1, "x", nil, true}, "a": false}},
+		rec{Kind: "message", EventID: "e", ConversationID: "c", Note: "ünïcödé 🙂"},
+	} {
+		leaf, err := EncodeLeaf(r, 42, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		other, err := jcs.Transform(leaf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(other) != string(leaf) {
+			t.Fatalf("not canonical:\nours %s\njcs  %s", leaf, other)
 		}
 	}
 }

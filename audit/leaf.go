@@ -20,7 +20,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/gowebpki/jcs"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // Entry is something to append. Record is the JSON object the leaf is made
@@ -65,22 +65,12 @@ func EncodeLeaf(record any, seq int64, ingestedAt time.Time) ([]byte, error) {
 		b.WriteByte(',')
 	}
 	b.Write(body[1:])
-	// jcs.Transform sorts members and normalizes strings and numbers. It
-	// would silently keep one of two duplicate members, so refuse a record
-	// that tries to set seq or ingested_at itself.
-	var probe map[string]json.RawMessage
-	if err := json.Unmarshal(body, &probe); err != nil {
-		return nil, fmt.Errorf("audit: record: %w", err)
-	}
-	if _, ok := probe["seq"]; ok {
-		return nil, errors.New("audit: record must not set seq")
-	}
-	if _, ok := probe["ingested_at"]; ok {
-		return nil, errors.New("audit: record must not set ingested_at")
-	}
-	leaf, err := jcs.Transform(b.Bytes())
-	if err != nil {
-		return nil, fmt.Errorf("audit: canonicalize leaf: %w", err)
+	// Canonicalize applies RFC 8785 (sorted members, normalized strings and
+	// numbers) and refuses duplicate member names, so a record that sets seq
+	// or ingested_at itself is an error, never a silent override.
+	leaf := jsontext.Value(b.Bytes())
+	if err := leaf.Canonicalize(); err != nil {
+		return nil, fmt.Errorf("audit: canonicalize leaf (a record must not set seq or ingested_at): %w", err)
 	}
 	return leaf, nil
 }
