@@ -25,6 +25,14 @@ const (
 	PolicyName   = "mediator"
 	AppRoleMount = "approle"
 	AppRoleName  = "mediator"
+
+	// CheckpointKey is the Transit ed25519 key that signs audit checkpoints;
+	// its private half never leaves Vault.
+	CheckpointKey = "mediator-checkpoint"
+	// PseudonymKey is the exportable Transit key whose HMAC key makes the
+	// keyed pseudonyms of phone numbers and ids. Rotate it with
+	// `vault write -f mediator-transit/keys/mediator-pseudonym/rotate`.
+	PseudonymKey = "mediator-pseudonym"
 )
 
 //go:embed mediator.hcl
@@ -64,6 +72,27 @@ func Bootstrap(ctx context.Context, client *vaultapi.Client) (Credentials, error
 		}
 		if err := client.Sys().MountWithContext(ctx, m.path, &m.in); err != nil {
 			return Credentials{}, fmt.Errorf("vault bootstrap: mount %s: %w", m.path, err)
+		}
+	}
+	for _, k := range []struct {
+		name   string
+		params map[string]any
+	}{
+		{CheckpointKey, map[string]any{"type": "ed25519"}},
+		{PseudonymKey, map[string]any{"type": "aes256-gcm96", "exportable": true}},
+	} {
+		existing, err := client.Logical().ReadWithContext(ctx, TransitMount+"/keys/"+k.name)
+		if err != nil {
+			return Credentials{}, fmt.Errorf("vault bootstrap: read transit key %s: %w", k.name, err)
+		}
+		if existing != nil {
+			if t, _ := existing.Data["type"].(string); t != k.params["type"] {
+				return Credentials{}, fmt.Errorf("vault bootstrap: transit key %s exists with type %q, want %q", k.name, t, k.params["type"])
+			}
+			continue
+		}
+		if _, err := client.Logical().WriteWithContext(ctx, TransitMount+"/keys/"+k.name, k.params); err != nil {
+			return Credentials{}, fmt.Errorf("vault bootstrap: create transit key %s: %w", k.name, err)
 		}
 	}
 	if err := client.Sys().PutPolicyWithContext(ctx, PolicyName, mediatorPolicy); err != nil {

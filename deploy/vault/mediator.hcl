@@ -10,3 +10,19 @@ path "auth/token/lookup-self" {
 path "auth/token/renew-self" {
   capabilities = ["update"]
 }
+
+# Sign audit checkpoints with the Transit ed25519 key, and read its public
+# half to publish the verifier key. The private key is not exportable.
+path "mediator-transit/sign/mediator-checkpoint" {
+  capabilities = ["update"]
+}
+
+path "mediator-transit/keys/mediator-checkpoint" {
+  capabilities = ["read"]
+}
+
+# Load the pseudonymization HMAC key (cached in memory, never stored or
+# logged). Rotation is an operator's action, not the service's.
+path "mediator-transit/export/hmac-key/mediator-pseudonym/*" {
+  capabilities = ["read"]
+}
