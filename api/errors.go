@@ -8,13 +8,17 @@ import (
 // Error codes are part of the API contract: clients match on them, so a code
 // once published keeps its meaning.
 const (
-	codeUnauthenticated  = "unauthenticated"
-	codeForbidden        = "forbidden"
-	codeNotFound         = "not_found"
-	codeMethodNotAllowed = "method_not_allowed"
-	codeNotReady         = "not_ready"
-	codeInternal         = "internal_error"
-	codeBodyTooLarge     = "body_too_large"
+	codeUnauthenticated      = "unauthenticated"
+	codeForbidden            = "forbidden"
+	codeNotFound             = "not_found"
+	codeMethodNotAllowed     = "method_not_allowed"
+	codeNotReady             = "not_ready"
+	codeInternal             = "internal_error"
+	codeBodyTooLarge         = "body_too_large"
+	codeUnsupportedMediaType = "unsupported_media_type"
+	codeBadRequest           = "bad_request"
+	codeValidationFailed     = "validation_failed"
+	codeUnavailable          = "dependency_unavailable"
 )
 
 // errorBody is the one error shape every endpoint returns:

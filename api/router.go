@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/mediatorhq/mediator/redact"
+
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -35,11 +37,18 @@ type Check struct {
 
 // Deps are what the router needs; cmd/mediator wires the real ones.
 type Deps struct {
-	Log     *slog.Logger
+	Logger  *slog.Logger
 	Authn   Authenticator
 	Authz   Authorizer
 	Metrics *Metrics
 	Ready   []Check
+
+	// The audit log and what ingest needs to write to it.
+	AuditLog   Log
+	Pseudonyms PseudonymSource
+	Profile    redact.Profile
+	// VerifierKey is the note verifier key for checkpoints.
+	VerifierKey string
 }
 
 // defaultBodyLimit bounds request bodies on routes that do not set their own.
@@ -51,15 +60,21 @@ type server struct {
 	authz   Authorizer
 	metrics *Metrics
 	ready   []Check
+
+	auditLog   Log
+	pseudonyms PseudonymSource
+	profile    redact.Profile
+	verifier   string
 }
 
 // NewRouter returns the handler for every endpoint. Each route is listed
 // here with the middleware it runs; which roles may call it is decided by
 // policy/authz.rego through guard.
 func NewRouter(d Deps) http.Handler {
-	s := &server{log: d.Log, authn: d.Authn, authz: d.Authz, metrics: d.Metrics, ready: d.Ready}
+	s := &server{log: d.Logger, authn: d.Authn, authz: d.Authz, metrics: d.Metrics, ready: d.Ready,
+		auditLog: d.AuditLog, pseudonyms: d.Pseudonyms, profile: d.Profile, verifier: d.VerifierKey}
 	r := chi.NewRouter()
-	r.Use(requestID, s.accessLog, s.recoverPanic, limitBody(defaultBodyLimit))
+	r.Use(requestID, s.accessLog, s.recoverPanic)
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, codeNotFound, "no such endpoint")
 	})
@@ -67,7 +82,8 @@ func NewRouter(d Deps) http.Handler {
 		writeError(w, http.StatusMethodNotAllowed, codeMethodNotAllowed, "method not allowed on this endpoint")
 	})
 
-	g := r.With(s.guard)
+	// Every route is guarded; bodies are capped after the caller is known.
+	g := r.With(s.guard, limitBody(defaultBodyLimit))
 
 	// Operations: public by policy.
 	g.Get("/healthz", s.healthz)
@@ -76,6 +92,18 @@ func NewRouter(d Deps) http.Handler {
 
 	// Identity.
 	g.Get("/v1/whoami", s.whoami)
+
+	// Ingest: delivery metadata into the audit log.
+	r.With(s.guard, limitBody(maxEventsBody)).Post("/v1/events", s.ingestEvents)
+
+	// The audit log, for auditors and officers.
+	g.Get("/v1/audit/checkpoint", s.checkpoint)
+	g.Get("/v1/audit/verifier-key", s.verifierKey)
+	g.Get("/v1/audit/entries", s.entries)
+	g.Get("/v1/audit/entries/{seq}", s.entry)
+	g.Get("/v1/audit/proof/inclusion", s.inclusionProof)
+	g.Get("/v1/audit/proof/consistency", s.consistencyProof)
+	g.Get("/v1/audit/export", s.export)
 
 	return r
 }

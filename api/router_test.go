@@ -49,7 +49,7 @@ func newFixture(t *testing.T) *fixture {
 	}
 	f := &fixture{issuer: iss, logs: &bytes.Buffer{}}
 	f.handler = NewRouter(Deps{
-		Log:     slog.New(slog.NewJSONHandler(f.logs, nil)),
+		Logger:  slog.New(slog.NewJSONHandler(f.logs, nil)),
 		Authn:   v,
 		Authz:   engine,
 		Metrics: NewMetrics("test"),

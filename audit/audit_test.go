@@ -414,3 +414,35 @@ func TestLeafMatchesIndependentJCS(t *testing.T) {
 		}
 	}
 }
+
+func TestBundleVerifiesOfflineAndCatchesEdits(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.append(t, entries(0, 6, "a"))
+	f.append(t, entries(6, 6, "b"))
+	f.cp.Once(ctx)
+	var buf strings.Builder
+	n, err := f.store.WriteBundle(ctx, &buf, Query{ConversationID: "b", AfterSeq: -1})
+	if err != nil || n != 6 {
+		t.Fatalf("bundle: %d entries, %v", n, err)
+	}
+	rep, err := VerifyBundle(strings.NewReader(buf.String()), f.verifier)
+	if err != nil || !rep.OK() || rep.Entries != 6 {
+		t.Fatalf("clean bundle: %+v %v", rep, err)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	edited := strings.Replace(lines[3], `"note":"nev-8"`, `"note":"nev-X"`, 1)
+	if edited == lines[3] {
+		t.Fatal("test did not edit the record")
+	}
+	tampered := strings.Join(append(append(append([]string{}, lines[:3]...), edited), lines[4:]...), "\n")
+	rep, err = VerifyBundle(strings.NewReader(tampered), f.verifier)
+	if err != nil || rep.OK() || rep.FirstBadSeq != 8 {
+		t.Fatalf("edited record: %+v %v", rep, err)
+	}
+	_, vkey, _ := note.GenerateKey(rand.Reader, testOrigin)
+	other, _ := note.NewVerifier(vkey)
+	if _, err := VerifyBundle(strings.NewReader(buf.String()), other); err == nil {
+		t.Fatal("bundle verified with another log's key")
+	}
+}

@@ -24,8 +24,20 @@ public := {
 
 all_roles := {"ingest", "depositor", "officer", "approver", "auditor", "admin"}
 
+audit_readers := {"auditor", "officer"}
+
 # routes maps "METHOD pattern" to the roles allowed to call it.
-routes := {"GET /v1/whoami": all_roles}
+routes := {
+	"GET /v1/whoami": all_roles,
+	"POST /v1/events": {"ingest"},
+	"GET /v1/audit/checkpoint": audit_readers,
+	"GET /v1/audit/verifier-key": audit_readers,
+	"GET /v1/audit/entries": audit_readers,
+	"GET /v1/audit/entries/{seq}": audit_readers,
+	"GET /v1/audit/proof/inclusion": audit_readers,
+	"GET /v1/audit/proof/consistency": audit_readers,
+	"GET /v1/audit/export": audit_readers,
+}
 
 allow if public[route_key]
 

@@ -12,6 +12,14 @@ matrix := {
 	"GET /readyz": {"anonymous", "ingest", "depositor", "officer", "approver", "auditor", "admin"},
 	"GET /metrics": {"anonymous", "ingest", "depositor", "officer", "approver", "auditor", "admin"},
 	"GET /v1/whoami": {"ingest", "depositor", "officer", "approver", "auditor", "admin"},
+	"POST /v1/events": {"ingest"},
+	"GET /v1/audit/checkpoint": {"auditor", "officer"},
+	"GET /v1/audit/verifier-key": {"auditor", "officer"},
+	"GET /v1/audit/entries": {"auditor", "officer"},
+	"GET /v1/audit/entries/{seq}": {"auditor", "officer"},
+	"GET /v1/audit/proof/inclusion": {"auditor", "officer"},
+	"GET /v1/audit/proof/consistency": {"auditor", "officer"},
+	"GET /v1/audit/export": {"auditor", "officer"},
 }
 
 request(key, role) := inp if {

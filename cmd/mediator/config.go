@@ -28,7 +28,16 @@ type serveConfig struct {
 	PolicyDir       string
 	LogLevel        string
 	ShutdownTimeout time.Duration
+
+	LogOrigin          string
+	CheckpointKeyFile  string
+	CheckpointInterval time.Duration
+	RedactionProfile   string
 }
+
+// defaultLogOrigin names the log in checkpoints and its verifier key. Give
+// each deployment its own (e.g. "mediator.example.com/audit").
+const defaultLogOrigin = "mediator/audit"
 
 // env returns the first non-empty environment variable of names, or def.
 func env(def string, names ...string) string {
@@ -64,6 +73,10 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.StringVar(&c.JWKS, "jwt-jwks", env("", "MEDIATOR_JWT_JWKS"), "JWKS file path or https:// URL with the token signing keys [MEDIATOR_JWT_JWKS]")
 	fs.StringVar(&c.PolicyDir, "policy-dir", env("", "MEDIATOR_POLICY_DIR"), "directory of Rego policies replacing the embedded ones [MEDIATOR_POLICY_DIR]")
 	fs.StringVar(&c.LogLevel, "log-level", env("info", "MEDIATOR_LOG_LEVEL"), "debug, info, warn or error [MEDIATOR_LOG_LEVEL]")
+	fs.StringVar(&c.LogOrigin, "log-origin", env(defaultLogOrigin, "MEDIATOR_LOG_ORIGIN"), "the audit log's origin line in checkpoints, also the checkpoint key name [MEDIATOR_LOG_ORIGIN]")
+	fs.StringVar(&c.CheckpointKeyFile, "checkpoint-key-file", env("", "MEDIATOR_CHECKPOINT_KEY_FILE"), "note signer key file for checkpoints; default: the Vault Transit key mediator-checkpoint [MEDIATOR_CHECKPOINT_KEY_FILE]")
+	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", envDuration(time.Second, "MEDIATOR_CHECKPOINT_INTERVAL"), "how often to sign a checkpoint when the log grew [MEDIATOR_CHECKPOINT_INTERVAL]")
+	fs.StringVar(&c.RedactionProfile, "redaction-profile", env("", "MEDIATOR_REDACTION_PROFILE"), "JSON minimization profile file; default: docs/redaction.md defaults [MEDIATOR_REDACTION_PROFILE]")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", envDuration(30*time.Second, "MEDIATOR_SHUTDOWN_TIMEOUT"), "how long to drain in-flight requests on SIGTERM [MEDIATOR_SHUTDOWN_TIMEOUT]")
 }
 
@@ -109,6 +122,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.JWTIssuer == "" || c.JWTAudience == "" || c.JWKS == "" {
 		errs = append(errs, errors.New("--jwt-issuer, --jwt-audience and --jwt-jwks are all required"))
+	}
+	if c.CheckpointInterval <= 0 {
+		errs = append(errs, errors.New("--checkpoint-interval must be positive"))
 	}
 	if _, err := listenAddr(c.Addr); err != nil {
 		errs = append(errs, err)

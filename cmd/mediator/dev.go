@@ -109,6 +109,9 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		JWKS:            identity.DevJWKSPath(*stateDir),
 		LogLevel:        *level,
 		ShutdownTimeout: 10 * time.Second,
+
+		LogOrigin:          defaultLogOrigin,
+		CheckpointInterval: time.Second,
 	}
 	ready := make(chan string, 1)
 	errc := make(chan error, 1)

@@ -6,6 +6,7 @@
 //	mediator dev              run everything locally (PostgreSQL, Vault, the service)
 //	mediator dev token        print a bearer token the running dev instance accepts
 //	mediator dev env          print export lines for reaching the dev instance
+//	mediator audit verify     check the audit log (or an evidence bundle)
 //	mediator vault bootstrap  prepare a Vault server for the mediator
 //	mediator vault build      build (or find in the cache) the pinned Vault server
 //	mediator version          print the version
@@ -34,7 +35,10 @@ Usage:
   mediator dev token --sub NAME --roles r1,r2 [--ttl 1h]
                                     print a bearer token the running dev instance accepts
   mediator dev env                  print export lines for the running dev instance
-  mediator vault bootstrap [flags]  prepare a Vault server (mounts, policy, AppRole)
+  mediator audit verify [flags]     recompute and check the whole log in the database
+  mediator audit verify --bundle FILE --key VKEY
+                                    check an evidence bundle offline
+  mediator vault bootstrap [flags]  prepare a Vault server (mounts, keys, policy, AppRole)
   mediator vault build              build or find the pinned Vault server; print its path
   mediator version                  print the version
 
@@ -96,6 +100,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 		}
 		fmt.Fprint(stderr, "usage: mediator vault bootstrap|build [--help]\n")
+		return exitCode(2)
+	case "audit":
+		if len(rest) > 0 && rest[0] == "verify" {
+			return auditVerifyCmd(ctx, rest[1:], stdout, stderr)
+		}
+		fmt.Fprint(stderr, "usage: mediator audit verify [--help]\n")
 		return exitCode(2)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "mediator", version)

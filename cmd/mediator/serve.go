@@ -2,19 +2,29 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"strings"
 	"time"
 
+	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/mediatorhq/mediator/api"
+	"github.com/mediatorhq/mediator/audit"
+	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
 	"github.com/mediatorhq/mediator/identity"
 	"github.com/mediatorhq/mediator/migrations"
 	"github.com/mediatorhq/mediator/policy"
+	"github.com/mediatorhq/mediator/redact"
 	"github.com/mediatorhq/mediator/vaultclient"
 )
 
@@ -67,6 +77,22 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 		return err
 	}
 
+	profile := redact.DefaultProfile()
+	if cfg.RedactionProfile != "" {
+		if profile, err = redact.LoadProfile(cfg.RedactionProfile); err != nil {
+			return err
+		}
+	}
+	signer, verifierKey, err := checkpointSigner(ctx, cfg, vault)
+	if err != nil {
+		return err
+	}
+	store := audit.NewStore(pool)
+	pseudonyms := vaultclient.NewPseudonymKeys(vault, vaultsetup.TransitMount, vaultsetup.PseudonymKey)
+	if _, err := pseudonyms.Current(ctx); err != nil {
+		return fmt.Errorf("pseudonym key: %w", err)
+	}
+
 	engine, err := policy.Load(ctx, cfg.PolicyDir)
 	if err != nil {
 		return err
@@ -81,11 +107,20 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 	}
 
 	metrics := api.NewMetrics(version)
+	checkpointer := &audit.Checkpointer{
+		Store: store, Signer: signer, Origin: cfg.LogOrigin, Interval: cfg.CheckpointInterval, Log: log,
+		OnCheckpoint: func(c audit.Checkpoint) { metrics.CheckpointSigned(c.Size, c.CreatedAt) },
+	}
+	go checkpointer.Run(ctx)
 	router := api.NewRouter(api.Deps{
-		Log:     log,
-		Authn:   verifier,
-		Authz:   engine,
-		Metrics: metrics,
+		AuditLog:    store,
+		Pseudonyms:  pseudonyms,
+		Profile:     profile,
+		VerifierKey: verifierKey,
+		Logger:      log,
+		Authn:       verifier,
+		Authz:       engine,
+		Metrics:     metrics,
 		Ready: []api.Check{
 			{Name: "postgres", Probe: pool.Ping},
 			{Name: "vault", Probe: func(ctx context.Context) error { return vaultclient.Ready(ctx, vault) }},
@@ -117,4 +152,46 @@ func checkSchema(ctx context.Context, pool *pgxpool.Pool) error {
 		return fmt.Errorf("refusing to serve: %w", err)
 	}
 	return nil
+}
+
+// checkpointSigner returns the checkpoint signer and its note verifier key:
+// from the key file if one is configured, else the Vault Transit key.
+func checkpointSigner(ctx context.Context, cfg serveConfig, vault *vaultapi.Client) (note.Signer, string, error) {
+	if cfg.CheckpointKeyFile != "" {
+		b, err := os.ReadFile(cfg.CheckpointKeyFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("checkpoint key file: %w", err)
+		}
+		return signerFromKey(strings.TrimSpace(string(b)), cfg.LogOrigin)
+	}
+	s, err := vaultclient.NewTransitSigner(ctx, vault, vaultsetup.TransitMount, vaultsetup.CheckpointKey, cfg.LogOrigin)
+	if err != nil {
+		return nil, "", err
+	}
+	return s, s.VerifierKey(), nil
+}
+
+// signerFromKey parses a note signer key ("PRIVATE+KEY+name+hash+data") and
+// derives its verifier key. The key's name must be the log origin, since
+// verifiers take the origin from the key name.
+func signerFromKey(skey, origin string) (note.Signer, string, error) {
+	signer, err := note.NewSigner(skey)
+	if err != nil {
+		return nil, "", errors.New("checkpoint key file: not a note signer key")
+	}
+	if signer.Name() != origin {
+		return nil, "", fmt.Errorf("checkpoint key file: key name %q must equal the log origin %q", signer.Name(), origin)
+	}
+	parts := strings.Split(skey, "+")
+	raw, err := base64.StdEncoding.DecodeString(parts[len(parts)-1])
+	if err != nil || len(raw) != 1+ed25519.SeedSize || raw[0] != 1 {
+		return nil, "", errors.New("checkpoint key file: only Ed25519 note keys are supported")
+	}
+	pub := ed25519.NewKeyFromSeed(raw[1:]).Public().(ed25519.PublicKey)
+	clear(raw)
+	vkey, err := note.NewEd25519VerifierKey(origin, pub)
+	if err != nil {
+		return nil, "", fmt.Errorf("checkpoint key file: %w", err)
+	}
+	return signer, vkey, nil
 }

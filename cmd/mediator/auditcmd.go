@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	vaultapi "github.com/hashicorp/vault/api"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/mediatorhq/mediator/audit"
+	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
+	"github.com/mediatorhq/mediator/vaultclient"
+)
+
+// auditVerifyCmd checks the log in the database, or an evidence bundle
+// offline. It exits 1 on any mismatch, naming the first bad seq.
+func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("audit verify", "mediator audit verify [--database-url URL] [--key VKEY] | --bundle FILE --key VKEY", stderr)
+	dsn := fs.String("database-url", env("", "MEDIATOR_DATABASE_URL", "DATABASE_URL"), "PostgreSQL URL [MEDIATOR_DATABASE_URL, DATABASE_URL]")
+	key := fs.String("key", env("", "MEDIATOR_VERIFIER_KEY"), "note verifier key (as GET /v1/audit/verifier-key returns it), or @FILE; without it, read from Vault Transit with VAULT_ADDR/VAULT_TOKEN [MEDIATOR_VERIFIER_KEY]")
+	origin := fs.String("log-origin", env(defaultLogOrigin, "MEDIATOR_LOG_ORIGIN"), "the log's origin, when the key is read from Vault [MEDIATOR_LOG_ORIGIN]")
+	bundle := fs.String("bundle", "", "verify this NDJSON evidence bundle offline instead of the database")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	verifier, err := loadVerifier(ctx, *key, *origin, *bundle != "")
+	if err != nil {
+		return err
+	}
+	var rep *audit.Report
+	if *bundle != "" {
+		f, err := os.Open(*bundle)
+		if err != nil {
+			return fmt.Errorf("audit verify: %w", err)
+		}
+		defer f.Close()
+		if rep, err = audit.VerifyBundle(f, verifier); err != nil {
+			fmt.Fprintln(stdout, "FAIL:", err)
+			return exitCode(1)
+		}
+	} else {
+		if *dsn == "" {
+			return errors.New("audit verify: --database-url (or DATABASE_URL) is required without --bundle")
+		}
+		pool, err := pgxpool.New(ctx, *dsn)
+		if err != nil {
+			return fmt.Errorf("audit verify: database: %w", err)
+		}
+		defer pool.Close()
+		if rep, err = audit.NewStore(pool).Verify(ctx, verifier); err != nil {
+			return fmt.Errorf("audit verify: %w", err)
+		}
+	}
+	for _, p := range rep.Problems {
+		fmt.Fprintln(stdout, "FAIL:", p)
+	}
+	if !rep.OK() {
+		if rep.FirstBadSeq >= 0 {
+			fmt.Fprintf(stdout, "first bad seq: %d\n", rep.FirstBadSeq)
+		}
+		fmt.Fprintf(stdout, "verification FAILED: %d problems in %d entries and %d checkpoints\n", len(rep.Problems), rep.Entries, rep.Checkpoints)
+		return exitCode(1)
+	}
+	fmt.Fprintf(stdout, "ok: %d entries and %d checkpoints verified\n", rep.Entries, rep.Checkpoints)
+	return nil
+}
+
+// loadVerifier reads a verifier key from the flag, a file, or Vault.
+func loadVerifier(ctx context.Context, key, origin string, offline bool) (note.Verifier, error) {
+	if strings.HasPrefix(key, "@") {
+		b, err := os.ReadFile(key[1:])
+		if err != nil {
+			return nil, fmt.Errorf("audit verify: key file: %w", err)
+		}
+		key = string(b)
+	}
+	key = strings.TrimSpace(key)
+	if key == "" {
+		if offline {
+			return nil, errors.New("audit verify: --key is required with --bundle: offline verification trusts only the key you give it")
+		}
+		addr, tok := os.Getenv("VAULT_ADDR"), os.Getenv("VAULT_TOKEN")
+		if addr == "" || tok == "" {
+			return nil, errors.New("audit verify: give --key, or set VAULT_ADDR and VAULT_TOKEN to read it from Vault")
+		}
+		client, err := vaultapi.NewClient(&vaultapi.Config{Address: addr})
+		if err != nil {
+			return nil, fmt.Errorf("audit verify: %w", err)
+		}
+		client.SetToken(tok)
+		s, err := vaultclient.NewTransitSigner(ctx, client, vaultsetup.TransitMount, vaultsetup.CheckpointKey, origin)
+		if err != nil {
+			return nil, fmt.Errorf("audit verify: %w", err)
+		}
+		key = s.VerifierKey()
+	}
+	v, err := note.NewVerifier(key)
+	if err != nil {
+		return nil, fmt.Errorf("audit verify: bad verifier key: %w", err)
+	}
+	return v, nil
+}
