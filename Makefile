@@ -33,7 +33,17 @@ unit: toolchain vault
 e2e: toolchain vault
 	$(GO) test -race -count=1 -timeout 20m -v ./test/e2e
 
-test: vet unit e2e
+# fuzz runs every fuzz target briefly; FUZZTIME=5m make fuzz for a long run.
+FUZZTIME ?= 4s
+FUZZ_TARGETS := ./redact:FuzzDecodeAndMinimize ./audit:FuzzOpenCheckpoint ./audit:FuzzVerifyBundle
+fuzz: toolchain
+	@for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; name=$${t##*:}; \
+	  echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
+
+test: vet unit e2e fuzz
 
 clean:
 	rm -rf bin

@@ -24,8 +24,8 @@ import (
 )
 
 var (
-	env       *harness.Env
-	mediator  string // path of the mediator binary built for this run
+	env      *harness.Env
+	mediator string // path of the mediator binary built for this run
 )
 
 func TestMain(m *testing.M) {
