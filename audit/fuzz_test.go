@@ -2,7 +2,11 @@ package audit
 
 import (
 	"bytes"
+	"encoding/json"
+	"time"
+
 	"crypto/rand"
+	"github.com/gowebpki/jcs"
 	"testing"
 
 	"golang.org/x/mod/sumdb/note"
@@ -50,5 +54,36 @@ func FuzzVerifyBundle(f *testing.F) {
 	f.Add([]byte(`{"type":"entry"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _ = VerifyBundle(bytes.NewReader(b), verifier)
+	})
+}
+
+// FuzzLeafCanonical: for any JSON object record, the spliced leaf is exactly
+// what an independent RFC 8785 implementation makes of it.
+func FuzzLeafCanonical(f *testing.F) {
+	f.Add(`{"kind":"message","z":1,"a":"x"}`)
+	f.Add(`{}`)
+	f.Add(`{"sep":1,"seq0":2,"ingested":3,"ingested_b":4,"é":5,"\u2028":"\ud83d\ude00"}`)
+	f.Fuzz(func(t *testing.T, raw string) {
+		var rec map[string]any
+		if json.Unmarshal([]byte(raw), &rec) != nil || rec == nil {
+			return
+		}
+		leaf, err := EncodeLeaf(rec, 123, time.Unix(1700000000, 123456000))
+		if err != nil {
+			if _, ok := rec["seq"]; ok {
+				return
+			}
+			if _, ok := rec["ingested_at"]; ok {
+				return
+			}
+			return // e.g. numbers JCS cannot represent
+		}
+		want, err := jcs.Transform(leaf)
+		if err != nil {
+			t.Fatalf("leaf is not JSON: %s", leaf)
+		}
+		if !bytes.Equal(want, leaf) {
+			t.Fatalf("not canonical:\nours %s\njcs  %s", leaf, want)
+		}
 	})
 }

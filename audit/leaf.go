@@ -47,32 +47,108 @@ const ingestedAtLayout = "2006-01-02T15:04:05.000000Z"
 // EncodeLeaf returns the leaf bytes for record at seq: the RFC 8785
 // canonical JSON of the record's members plus "seq" and "ingested_at".
 func EncodeLeaf(record any, seq int64, ingestedAt time.Time) ([]byte, error) {
+	p, err := prepareLeaf(record)
+	if err != nil {
+		return nil, err
+	}
+	return p.leaf(seq, ingestedAt), nil
+}
+
+// preparedLeaf is a record canonicalized before it has a seq, with the
+// offsets where the "ingested_at" and "seq" members belong in sorted order.
+// It lets the expensive canonicalization happen outside the sequencer lock;
+// inside it, making the leaf is a splice.
+type preparedLeaf struct {
+	canon       []byte
+	atIngested  int // offset of the member "ingested_at" precedes, or of the closing brace
+	atSeq       int // likewise for "seq"
+	emptyObject bool
+}
+
+// prepareLeaf canonicalizes record (RFC 8785) and finds where seq and
+// ingested_at go. The record must be a JSON object without those members.
+func prepareLeaf(record any) (preparedLeaf, error) {
 	body, err := json.Marshal(record)
 	if err != nil {
-		return nil, fmt.Errorf("audit: encode record: %w", err)
+		return preparedLeaf{}, fmt.Errorf("audit: encode record: %w", err)
 	}
-	body = bytes.TrimSpace(body)
-	if len(body) < 2 || body[0] != '{' {
-		return nil, errors.New("audit: a record must be a JSON object")
+	canon := jsontext.Value(body)
+	if err := canon.Canonicalize(); err != nil {
+		return preparedLeaf{}, fmt.Errorf("audit: canonicalize record: %w", err)
 	}
-	var b bytes.Buffer
-	b.Grow(len(body) + 64)
-	b.WriteString(`{"ingested_at":"`)
-	b.WriteString(ingestedAt.UTC().Format(ingestedAtLayout))
-	b.WriteString(`","seq":`)
-	b.WriteString(strconv.FormatInt(seq, 10))
-	if len(bytes.TrimSpace(body[1:len(body)-1])) > 0 {
-		b.WriteByte(',')
+	if canon.Kind() != '{' {
+		return preparedLeaf{}, errors.New("audit: a record must be a JSON object")
 	}
-	b.Write(body[1:])
-	// Canonicalize applies RFC 8785 (sorted members, normalized strings and
-	// numbers) and refuses duplicate member names, so a record that sets seq
-	// or ingested_at itself is an error, never a silent override.
-	leaf := jsontext.Value(b.Bytes())
-	if err := leaf.Canonicalize(); err != nil {
-		return nil, fmt.Errorf("audit: canonicalize leaf (a record must not set seq or ingested_at): %w", err)
+	p := preparedLeaf{canon: canon, atIngested: -1, atSeq: -1}
+	dec := jsontext.NewDecoder(bytes.NewReader(canon))
+	if _, err := dec.ReadToken(); err != nil { // '{'
+		return preparedLeaf{}, fmt.Errorf("audit: record: %w", err)
 	}
-	return leaf, nil
+	members := 0
+	for dec.PeekKind() != '}' {
+		off := int(dec.InputOffset())
+		if canon[off] == ',' {
+			off++
+		}
+		name, err := dec.ReadToken()
+		if err != nil {
+			return preparedLeaf{}, fmt.Errorf("audit: record: %w", err)
+		}
+		// JCS orders members by UTF-16 code units; against the ASCII names
+		// we insert, byte order of the UTF-8 name gives the same answer.
+		key := name.String()
+		if key == "ingested_at" || key == "seq" {
+			return preparedLeaf{}, fmt.Errorf("audit: a record must not set %q", key)
+		}
+		if p.atIngested < 0 && key > "ingested_at" {
+			p.atIngested = off
+		}
+		if p.atSeq < 0 && key > "seq" {
+			p.atSeq = off
+		}
+		if err := dec.SkipValue(); err != nil {
+			return preparedLeaf{}, fmt.Errorf("audit: record: %w", err)
+		}
+		members++
+	}
+	end := len(canon) - 1 // the closing brace
+	if p.atIngested < 0 {
+		p.atIngested = end
+	}
+	if p.atSeq < 0 {
+		p.atSeq = end
+	}
+	p.emptyObject = members == 0
+	return p, nil
+}
+
+// leaf splices seq and ingested_at into the prepared record.
+func (p preparedLeaf) leaf(seq int64, ingestedAt time.Time) []byte {
+	end := len(p.canon) - 1
+	ing := `"ingested_at":"` + ingestedAt.UTC().Format(ingestedAtLayout) + `"`
+	sq := `"seq":` + strconv.FormatInt(seq, 10)
+	out := make([]byte, 0, len(p.canon)+len(ing)+len(sq)+2)
+	// insert writes member m at offset at: before a member it is followed by
+	// a comma; at the closing brace it follows one, unless nothing precedes.
+	last := 0
+	wrote := !p.emptyObject
+	insert := func(at int, m string) {
+		out = append(out, p.canon[last:at]...)
+		last = at
+		if at == end {
+			if wrote {
+				out = append(out, ',')
+			}
+			out = append(out, m...)
+		} else {
+			out = append(out, m...)
+			out = append(out, ',')
+		}
+		wrote = true
+	}
+	insert(p.atIngested, ing)
+	insert(p.atSeq, sq)
+	return append(out, p.canon[last:]...)
 }
 
 // LeafFields are the members of a leaf that the log indexes on.

@@ -46,6 +46,16 @@ func (s *Store) Append(ctx context.Context, entries []Entry) ([]Appended, error)
 	if len(entries) == 0 {
 		return nil, nil
 	}
+	// Canonicalize every record before taking the sequencer, so the
+	// serialised section holds only splicing, hashing and I/O.
+	prepared := make([]preparedLeaf, len(entries))
+	for i, e := range entries {
+		p, err := prepareLeaf(e.Record)
+		if err != nil {
+			return nil, err
+		}
+		prepared[i] = p
+	}
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("audit: begin: %w", err)
@@ -72,7 +82,7 @@ func (s *Store) Append(ctx context.Context, entries []Entry) ([]Appended, error)
 	if err != nil {
 		return nil, err
 	}
-	var entryRows, hashRows [][]any
+	var entryRows [][]any
 	next := size
 	for i, e := range entries {
 		if e.EventID != "" {
@@ -81,20 +91,18 @@ func (s *Store) Append(ctx context.Context, entries []Entry) ([]Appended, error)
 				continue
 			}
 		}
-		leaf, err := EncodeLeaf(e.Record, next, ingestedAt)
-		if err != nil {
-			return nil, err
-		}
+		leaf := prepared[i].leaf(next, ingestedAt)
 		stored, err := tlog.StoredHashes(next, leaf, hashes)
 		if err != nil {
 			return nil, fmt.Errorf("audit: hash entry %d: %w", next, err)
 		}
 		base := tlog.StoredHashIndex(0, next)
+		packed := make([]byte, 0, len(stored)*tlog.HashSize)
 		for j, h := range stored {
 			hashes.put(base+int64(j), h)
-			hashRows = append(hashRows, []any{base + int64(j), h[:]})
+			packed = append(packed, h[:]...)
 		}
-		entryRows = append(entryRows, []any{next, leaf, e.Kind, nullable(e.EventID), nullable(e.ConversationID), nullableTime(e.OccurredAt), ingestedAt})
+		entryRows = append(entryRows, []any{next, leaf, packed, e.Kind, nullable(e.EventID), nullable(e.ConversationID), nullableTime(e.OccurredAt), ingestedAt})
 		if e.EventID != "" {
 			existing[e.EventID] = next
 		}
@@ -103,13 +111,9 @@ func (s *Store) Append(ctx context.Context, entries []Entry) ([]Appended, error)
 	}
 	if len(entryRows) > 0 {
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_entries"},
-			[]string{"seq", "leaf", "kind", "event_id", "conversation_id", "occurred_at", "ingested_at"},
+			[]string{"seq", "leaf", "hashes", "kind", "event_id", "conversation_id", "occurred_at", "ingested_at"},
 			pgx.CopyFromRows(entryRows)); err != nil {
 			return nil, fmt.Errorf("audit: write entries: %w", err)
-		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_hashes"}, []string{"idx", "hash"},
-			pgx.CopyFromRows(hashRows)); err != nil {
-			return nil, fmt.Errorf("audit: write hashes: %w", err)
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -215,25 +219,34 @@ func (b *batchHashes) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 	return out, nil
 }
 
+// hashOwner returns the seq of the entry whose hashes column holds stored
+// hash idx, and its position there. Appending record s stores the hashes
+// of levels 0…k at consecutive indexes from StoredHashIndex(0, s), and the
+// level-l node n is completed by record ((n+1)<<l) - 1.
+func hashOwner(idx int64) (seq int64, pos int) {
+	level, n := tlog.SplitStoredHashIndex(idx)
+	return ((n + 1) << level) - 1, level
+}
+
 // readHashes reads stored hashes by index in one query, in the order asked.
 func readHashes(ctx context.Context, q querier, indexes []int64) ([]tlog.Hash, error) {
-	rows, err := q.Query(ctx, "SELECT idx, hash FROM audit_hashes WHERE idx = ANY($1)", indexes)
+	seqs := make([]int64, len(indexes))
+	for i, idx := range indexes {
+		seqs[i], _ = hashOwner(idx)
+	}
+	rows, err := q.Query(ctx, "SELECT seq, hashes FROM audit_entries WHERE seq = ANY($1)", seqs)
 	if err != nil {
 		return nil, fmt.Errorf("audit: read hashes: %w", err)
 	}
-	got := make(map[int64]tlog.Hash, len(indexes))
+	packed := make(map[int64][]byte, len(seqs))
 	for rows.Next() {
-		var idx int64
+		var seq int64
 		var b []byte
-		if err := rows.Scan(&idx, &b); err != nil {
+		if err := rows.Scan(&seq, &b); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("audit: read hashes: %w", err)
 		}
-		if len(b) != tlog.HashSize {
-			rows.Close()
-			return nil, fmt.Errorf("audit: stored hash %d has %d bytes", idx, len(b))
-		}
-		got[idx] = tlog.Hash(b)
+		packed[seq] = b
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -241,11 +254,12 @@ func readHashes(ctx context.Context, q querier, indexes []int64) ([]tlog.Hash, e
 	}
 	out := make([]tlog.Hash, len(indexes))
 	for i, idx := range indexes {
-		h, ok := got[idx]
-		if !ok {
-			return nil, fmt.Errorf("audit: stored hash %d is missing", idx)
+		seq, pos := hashOwner(idx)
+		b := packed[seq]
+		if len(b) < (pos+1)*tlog.HashSize {
+			return nil, fmt.Errorf("audit: stored hash %d (entry %d) is missing", idx, seq)
 		}
-		out[i] = h
+		copy(out[i][:], b[pos*tlog.HashSize:])
 	}
 	return out, nil
 }

@@ -55,24 +55,23 @@ func (s *Store) Verify(ctx context.Context, verifier note.Verifier) (*Report, er
 	}
 
 	edge := newEdge()
-	hashes := &hashStream{s: s, ctx: ctx}
 	var expect int64
 	for {
 		rows, err := s.pool.Query(ctx,
-			"SELECT seq, leaf, kind, coalesce(event_id, ''), coalesce(conversation_id, '') FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
+			"SELECT seq, leaf, hashes, kind, coalesce(event_id, ''), coalesce(conversation_id, '') FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
 			expect, verifyPage)
 		if err != nil {
 			return nil, fmt.Errorf("audit: verify: read entries: %w", err)
 		}
 		type row struct {
 			seq                  int64
-			leaf                 []byte
+			leaf, hashes         []byte
 			kind, eventID, convo string
 		}
 		var page []row
 		for rows.Next() {
 			var r row
-			if err := rows.Scan(&r.seq, &r.leaf, &r.kind, &r.eventID, &r.convo); err != nil {
+			if err := rows.Scan(&r.seq, &r.leaf, &r.hashes, &r.kind, &r.eventID, &r.convo); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("audit: verify: read entries: %w", err)
 			}
@@ -107,15 +106,12 @@ func (s *Store) Verify(ctx context.Context, verifier note.Verifier) (*Report, er
 				return nil, fmt.Errorf("audit: verify: hash seq %d: %w", r.seq, err)
 			}
 			base := tlog.StoredHashIndex(0, r.seq)
-			got, err := hashes.next(base, len(stored))
-			if err != nil {
-				return nil, err
+			if len(r.hashes) != len(stored)*tlog.HashSize {
+				rep.bad(r.seq, "seq %d: holds %d bytes of stored hashes, want %d", r.seq, len(r.hashes), len(stored)*tlog.HashSize)
 			}
 			for j, h := range stored {
 				edge.m[base+int64(j)] = h
-				if got[j] == nil {
-					rep.bad(r.seq, "seq %d: stored hash %d is missing", r.seq, base+int64(j))
-				} else if *got[j] != h {
+				if len(r.hashes) >= (j+1)*tlog.HashSize && tlog.Hash(r.hashes[j*tlog.HashSize:]) != h {
 					rep.bad(r.seq, "seq %d: stored hash %d differs from the recomputed one", r.seq, base+int64(j))
 				}
 			}
@@ -221,53 +217,6 @@ func (e *edge) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 			return nil, fmt.Errorf("audit: verify: hash %d not on the recomputed edge", idx)
 		}
 		out[i] = h
-	}
-	return out, nil
-}
-
-// hashStream reads audit_hashes in index order, a page at a time.
-type hashStream struct {
-	s    *Store
-	ctx  context.Context
-	buf  map[int64]tlog.Hash
-	from int64 // next index not yet read
-}
-
-// next returns the stored hashes at indexes base … base+n-1; nil where
-// none is stored.
-func (h *hashStream) next(base int64, n int) ([]*tlog.Hash, error) {
-	if h.buf == nil {
-		h.buf = make(map[int64]tlog.Hash)
-	}
-	for base+int64(n) > h.from {
-		rows, err := h.s.pool.Query(h.ctx, "SELECT idx, hash FROM audit_hashes WHERE idx >= $1 AND idx < $2", h.from, h.from+verifyPage*3)
-		if err != nil {
-			return nil, fmt.Errorf("audit: verify: read hashes: %w", err)
-		}
-		for rows.Next() {
-			var idx int64
-			var b []byte
-			if err := rows.Scan(&idx, &b); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("audit: verify: read hashes: %w", err)
-			}
-			if len(b) == tlog.HashSize {
-				h.buf[idx] = tlog.Hash(b)
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("audit: verify: read hashes: %w", err)
-		}
-		h.from += verifyPage * 3
-	}
-	out := make([]*tlog.Hash, n)
-	for i := range n {
-		idx := base + int64(i)
-		if v, ok := h.buf[idx]; ok {
-			out[i] = &v
-			delete(h.buf, idx)
-		}
 	}
 	return out, nil
 }

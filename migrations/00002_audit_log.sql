@@ -3,9 +3,14 @@
 -- DELETE and TRUNCATE, and the runtime role may only INSERT and SELECT.
 
 -- audit_entries: one row per leaf; seq is the leaf index, gapless from 0.
+-- hashes holds the RFC 6962 tree hashes that appending this leaf completed,
+-- in the order golang.org/x/mod/sumdb/tlog.StoredHashes returns them (the
+-- leaf hash, then each subtree root the leaf closes), so the tree costs no
+-- rows of its own and any stored hash is one primary-key lookup away.
 CREATE TABLE audit_entries (
     seq             bigint      PRIMARY KEY CHECK (seq >= 0),
     leaf            bytea       NOT NULL,
+    hashes          bytea       NOT NULL CHECK (length(hashes) % 32 = 0 AND length(hashes) > 0),
     kind            text        NOT NULL,
     event_id        text        UNIQUE,
     conversation_id text,
@@ -15,13 +20,6 @@ CREATE TABLE audit_entries (
 CREATE INDEX audit_entries_conversation ON audit_entries (conversation_id, seq);
 CREATE INDEX audit_entries_kind ON audit_entries (kind, seq);
 CREATE INDEX audit_entries_occurred ON audit_entries (occurred_at, seq);
-
--- audit_hashes: the RFC 6962 tree's stored hashes, indexed as in
--- golang.org/x/mod/sumdb/tlog (StoredHashIndex).
-CREATE TABLE audit_hashes (
-    idx  bigint PRIMARY KEY CHECK (idx >= 0),
-    hash bytea  NOT NULL CHECK (length(hash) = 32)
-);
 
 -- audit_checkpoints: every signed checkpoint, as the signed note text.
 CREATE TABLE audit_checkpoints (
@@ -34,10 +32,6 @@ CREATE TABLE audit_checkpoints (
 CREATE TRIGGER audit_entries_append_only BEFORE UPDATE OR DELETE ON audit_entries
     FOR EACH ROW EXECUTE FUNCTION mediator_refuse_change();
 CREATE TRIGGER audit_entries_no_truncate BEFORE TRUNCATE ON audit_entries
-    FOR EACH STATEMENT EXECUTE FUNCTION mediator_refuse_change();
-CREATE TRIGGER audit_hashes_append_only BEFORE UPDATE OR DELETE ON audit_hashes
-    FOR EACH ROW EXECUTE FUNCTION mediator_refuse_change();
-CREATE TRIGGER audit_hashes_no_truncate BEFORE TRUNCATE ON audit_hashes
     FOR EACH STATEMENT EXECUTE FUNCTION mediator_refuse_change();
 CREATE TRIGGER audit_checkpoints_append_only BEFORE UPDATE OR DELETE ON audit_checkpoints
     FOR EACH ROW EXECUTE FUNCTION mediator_refuse_change();
@@ -56,10 +50,9 @@ EXCEPTION WHEN duplicate_object OR unique_violation THEN
 END
 $$;
 -- +goose StatementEnd
-GRANT SELECT, INSERT ON audit_entries, audit_hashes, audit_checkpoints TO mediator_runtime;
+GRANT SELECT, INSERT ON audit_entries, audit_checkpoints TO mediator_runtime;
 GRANT SELECT ON goose_db_version TO mediator_runtime;
 
 -- +goose Down
 DROP TABLE audit_checkpoints;
-DROP TABLE audit_hashes;
 DROP TABLE audit_entries;

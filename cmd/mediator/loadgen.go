@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/mediatorhq/mediator/identity"
+	"github.com/mediatorhq/mediator/test/load"
+)
+
+// loadgenCmd sends realistic events to a running mediator and reports what
+// it measured. Without tokens it mints them from the dev instance's issuer.
+func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("loadgen", "mediator loadgen [--url URL] [--rate N] [--duration 10s] [--batch 1000] [--copy-baseline]", stderr)
+	var cfg load.Config
+	fs.StringVar(&cfg.URL, "url", env("http://127.0.0.1:8080", "MEDIATOR_ADDR"), "the mediator to load (loopback only in tests) [MEDIATOR_ADDR]")
+	fs.StringVar(&cfg.IngestToken, "token", env("", "MEDIATOR_INGEST_TOKEN"), "bearer token with the ingest role; default: minted from the dev state dir [MEDIATOR_INGEST_TOKEN]")
+	fs.StringVar(&cfg.AuditorToken, "auditor-token", env("", "MEDIATOR_AUDITOR_TOKEN"), "auditor token, to measure checkpoint lag; default: minted from the dev state dir")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "events per second; 0 sends as fast as the server answers")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to send (at most 10m)")
+	fs.IntVar(&cfg.MaxEvents, "events", 0, "stop after this many events (0: only the duration limits)")
+	fs.IntVar(&cfg.Batch, "batch", 1000, "events per request (at most 10000)")
+	fs.IntVar(&cfg.Workers, "workers", 4, "concurrent requests")
+	stateDir := fs.String("state-dir", defaultStateDir(), "dev state dir to mint tokens from")
+	baseline := fs.Bool("copy-baseline", false, "afterwards, time a raw PostgreSQL COPY of the same rows (needs DATABASE_URL of a role that may create tables)")
+	dsn := fs.String("database-url", env("", "MEDIATOR_DATABASE_URL", "DATABASE_URL"), "PostgreSQL URL for --copy-baseline")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if cfg.Duration > 10*time.Minute {
+		return errors.New("loadgen: --duration is at most 10m")
+	}
+	if cfg.Batch < 1 || cfg.Batch > 10000 {
+		return errors.New("loadgen: --batch must be 1..10000")
+	}
+	cfg.URL = strings.TrimRight(cfg.URL, "/")
+	if !strings.Contains(cfg.URL, "://") {
+		cfg.URL = "http://" + cfg.URL
+	}
+	if cfg.IngestToken == "" || cfg.AuditorToken == "" {
+		iss, err := identity.LoadDevIssuer(*stateDir)
+		if err != nil {
+			return fmt.Errorf("loadgen: give --token (and --auditor-token), or run `mediator dev` so tokens can be minted: %w", err)
+		}
+		if cfg.IngestToken == "" {
+			if cfg.IngestToken, err = iss.Issue("loadgen", []string{"ingest"}, time.Hour); err != nil {
+				return err
+			}
+		}
+		if cfg.AuditorToken == "" {
+			if cfg.AuditorToken, err = iss.Issue("loadgen-auditor", []string{"auditor"}, time.Hour); err != nil {
+				return err
+			}
+		}
+	}
+	rep, err := load.Run(ctx, cfg, stderr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, rep.String())
+	if *baseline {
+		if *dsn == "" {
+			return errors.New("loadgen: --copy-baseline needs --database-url or DATABASE_URL")
+		}
+		rate, err := load.CopyBaseline(ctx, *dsn, int(rep.Events), cfg.Batch)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "raw COPY of the same %d rows: %.0f rows/s; mediator reached %.0f%% of it\n", rep.Events, rate, 100*rep.EventsPerSec/rate)
+	}
+	if rep.Errors > 0 {
+		return exitCode(1)
+	}
+	return nil
+}

@@ -1,0 +1,53 @@
+package load
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// CopyBaseline measures raw PostgreSQL COPY of the same rows the run wrote:
+// it reads back the last n audit entries and COPYs them, batch rows per
+// transaction as the mediator commits, into a scratch table with the same
+// columns, keys and indexes (but no triggers, and hashes copied rather than computed), then drops
+// it. It returns rows per second. It needs a role that may create tables.
+func CopyBaseline(ctx context.Context, dsn string, n, batch int) (float64, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return 0, fmt.Errorf("load: baseline: %w", err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT seq, leaf, hashes, kind, event_id, conversation_id, occurred_at, ingested_at
+		FROM audit_entries ORDER BY seq DESC LIMIT $1`, n)
+	if err != nil {
+		return 0, fmt.Errorf("load: baseline: read rows: %w", err)
+	}
+	data, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) ([]any, error) { return r.Values() })
+	if err != nil {
+		return 0, fmt.Errorf("load: baseline: read rows: %w", err)
+	}
+	const table = "loadgen_copy_baseline"
+	if _, err := conn.Exec(ctx, "DROP TABLE IF EXISTS "+table+"; CREATE TABLE "+table+" (LIKE audit_entries INCLUDING ALL)"); err != nil {
+		return 0, fmt.Errorf("load: baseline: create table: %w", err)
+	}
+	defer conn.Exec(context.Background(), "DROP TABLE IF EXISTS "+table)
+	cols := []string{"seq", "leaf", "hashes", "kind", "event_id", "conversation_id", "occurred_at", "ingested_at"}
+	start := time.Now()
+	for i := 0; i < len(data); i += batch {
+		end := min(i+batch, len(data))
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{table}, cols, pgx.CopyFromRows(data[i:end])); err != nil {
+			tx.Rollback(ctx)
+			return 0, fmt.Errorf("load: baseline: copy: %w", err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return 0, fmt.Errorf("load: baseline: commit: %w", err)
+		}
+	}
+	return float64(len(data)) / time.Since(start).Seconds(), nil
+}

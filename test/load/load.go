@@ -1,0 +1,302 @@
+// Package load generates realistic delivery-metadata traffic against a
+// running mediator over HTTP and reports throughput, batch latency,
+// checkpoint lag and the server's memory. `mediator loadgen` is its command.
+// Every run is bounded in events and time, and only ever targets the URL it
+// is given (loopback in tests and docs).
+package load
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config describes one run.
+type Config struct {
+	URL          string        // the mediator, e.g. http://127.0.0.1:8080
+	IngestToken  string        // bearer token with the ingest role
+	AuditorToken string        // optional: auditor token, to measure checkpoint lag
+	Batch        int           // events per request (default 1000)
+	Rate         float64       // events per second; 0 = as fast as the server answers
+	Duration     time.Duration // how long to send (default 10 s)
+	MaxEvents    int           // stop after this many events; 0 = no limit besides Duration
+	Workers      int           // concurrent requests (default 4)
+	RunID        string        // prefix of event ids; random when empty
+}
+
+// Report is what a run measured.
+type Report struct {
+	Events       int64
+	Batches      int64
+	Errors       int64
+	Elapsed      time.Duration
+	EventsPerSec float64
+	P50, P99     time.Duration // batch latency, request sent to response read
+	// CheckpointLag is the time from the last acknowledged batch to a signed
+	// checkpoint covering it; zero when not measured.
+	CheckpointLag time.Duration
+	// RSSStart and RSSEnd are the server's resident memory, if /metrics said.
+	RSSStart, RSSEnd float64
+	LastSeq          int64
+}
+
+// String formats r as the final report.
+func (r Report) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "events: %d in %d batches, %d errors, %.1fs\n", r.Events, r.Batches, r.Errors, r.Elapsed.Seconds())
+	fmt.Fprintf(&b, "throughput: %.0f events/s\n", r.EventsPerSec)
+	fmt.Fprintf(&b, "batch latency: p50 %s, p99 %s\n", r.P50.Round(time.Microsecond*100), r.P99.Round(time.Microsecond*100))
+	if r.CheckpointLag > 0 {
+		fmt.Fprintf(&b, "checkpoint lag: %s\n", r.CheckpointLag.Round(time.Millisecond))
+	}
+	if r.RSSStart > 0 {
+		fmt.Fprintf(&b, "server RSS: %.0f MiB at start, %.0f MiB at end\n", r.RSSStart/(1<<20), r.RSSEnd/(1<<20))
+	}
+	return b.String()
+}
+
+// Run sends load until Duration or MaxEvents is reached, writing a
+// progress line to progress every second.
+func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
+	if cfg.URL == "" || cfg.IngestToken == "" {
+		return Report{}, errors.New("load: URL and ingest token are required")
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 1000
+	}
+	if cfg.Duration <= 0 {
+		cfg.Duration = 10 * time.Second
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 4
+	}
+	if cfg.RunID == "" {
+		cfg.RunID = "load-" + strconv.FormatUint(rand.Uint64(), 36)
+	}
+	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Workers}}
+	var rep Report
+	rep.RSSStart = serverRSS(ctx, client, cfg.URL)
+
+	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
+	defer cancel()
+	var (
+		next      atomic.Int64 // next event number
+		events    atomic.Int64
+		batches   atomic.Int64
+		errs      atomic.Int64
+		lastSeq   atomic.Int64
+		mu        sync.Mutex // guards latencies and lastAck
+		latencies []time.Duration
+		lastAck   time.Time
+	)
+	lastSeq.Store(-1)
+	// A shared ticker paces batches when a rate is set.
+	var pace <-chan time.Time
+	if cfg.Rate > 0 {
+		t := time.NewTicker(time.Duration(float64(time.Second) * float64(cfg.Batch) / cfg.Rate))
+		defer t.Stop()
+		pace = t.C
+	}
+	start := time.Now()
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				el := time.Since(start).Seconds()
+				fmt.Fprintf(progress, "\r%6.0fs  %9d events  %7.0f events/s  %d errors   ", el, events.Load(), float64(events.Load())/el, errs.Load())
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for range cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var body bytes.Buffer
+			for ctx.Err() == nil {
+				if pace != nil {
+					select {
+					case <-ctx.Done():
+						return
+					case <-pace:
+					}
+				}
+				n := int64(cfg.Batch)
+				first := next.Add(n) - n
+				if cfg.MaxEvents > 0 && first >= int64(cfg.MaxEvents) {
+					return
+				}
+				if cfg.MaxEvents > 0 && first+n > int64(cfg.MaxEvents) {
+					n = int64(cfg.MaxEvents) - first
+				}
+				body.Reset()
+				writeBatch(&body, cfg.RunID, first, int(n))
+				t0 := time.Now()
+				seq, err := send(ctx, client, cfg, body.Bytes())
+				lat := time.Since(t0)
+				if err != nil {
+					if ctx.Err() == nil {
+						errs.Add(1)
+					}
+					continue
+				}
+				events.Add(n)
+				batches.Add(1)
+				for {
+					cur := lastSeq.Load()
+					if seq <= cur || lastSeq.CompareAndSwap(cur, seq) {
+						break
+					}
+				}
+				mu.Lock()
+				latencies = append(latencies, lat)
+				lastAck = time.Now()
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(done)
+	fmt.Fprintln(progress)
+	rep.Elapsed = time.Since(start)
+	rep.Events, rep.Batches, rep.Errors = events.Load(), batches.Load(), errs.Load()
+	rep.EventsPerSec = float64(rep.Events) / rep.Elapsed.Seconds()
+	rep.LastSeq = lastSeq.Load()
+	if len(latencies) > 0 {
+		slices.Sort(latencies)
+		rep.P50 = latencies[len(latencies)/2]
+		rep.P99 = latencies[min(len(latencies)-1, len(latencies)*99/100)]
+	}
+	if cfg.AuditorToken != "" && rep.LastSeq >= 0 {
+		lag, err := checkpointLag(context.Background(), client, cfg, rep.LastSeq+1, lastAck)
+		if err != nil {
+			return rep, err
+		}
+		rep.CheckpointLag = lag
+	}
+	rep.RSSEnd = serverRSS(context.Background(), client, cfg.URL)
+	return rep, nil
+}
+
+// send posts one batch and returns its last seq.
+func send(ctx context.Context, client *http.Client, cfg Config, body []byte) (int64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cfg.URL+"/v1/events", bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+cfg.IngestToken)
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("load: status %d: %.200s", resp.StatusCode, b)
+	}
+	var r struct {
+		LastSeq int64 `json:"last_seq"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return 0, err
+	}
+	return r.LastSeq, nil
+}
+
+var (
+	kinds      = []string{"message", "message", "message", "receipt", "receipt", "key_change", "membership_change", "downgrade"}
+	transports = []string{"rcs-e2ee", "rcs-e2ee", "app-e2ee", "app-e2ee", "rcs", "sms", "mms", "imessage"}
+	statuses   = []string{"sent", "delivered", "delivered", "read", "failed"}
+	platforms  = []string{"android", "ios", "web"}
+	mccs       = []string{"310", "311", "234", "262", "208"}
+)
+
+// writeBatch appends {"events":[...]} with n realistic events numbered from
+// first. It writes JSON by hand because the generator shares the machine
+// with the server under test and must stay cheap.
+func writeBatch(b *bytes.Buffer, runID string, first int64, n int) {
+	now := time.Now().UTC().Add(-30 * time.Second).Format(time.RFC3339Nano)
+	b.WriteString(`{"events":[`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		id := first + int64(i)
+		r := rand.Uint64()
+		kind := kinds[r%uint64(len(kinds))]
+		transport := transports[(r>>8)%uint64(len(transports))]
+		fmt.Fprintf(b, `{"event_id":"%s-%d","kind":"%s","conversation_id":"conv-%d","message_hash":"sha256:%016x%016x%016x%016x",`,
+			runID, id, kind, (r>>16)%5000, r, rand.Uint64(), rand.Uint64(), rand.Uint64())
+		fmt.Fprintf(b, `"sender":"+1415%07d","recipients":["+4420%08d"],"transport":"%s","status":"%s","occurred_at":"%s",`,
+			(r>>20)%10000000, (r>>28)%100000000, transport, statuses[(r>>36)%uint64(len(statuses))], now)
+		fmt.Fprintf(b, `"carrier":{"mcc":"%s","mnc":"%02d"},"client":{"platform":"%s","version":"5.%d"}`,
+			mccs[(r>>40)%uint64(len(mccs))], (r>>44)%100, platforms[(r>>50)%3], (r>>52)%20)
+		if kind == "downgrade" {
+			b.WriteString(`,"downgrade":{"from":"rcs-e2ee","to":"sms","reason":"peer not reachable over RCS"}`)
+		}
+		b.WriteByte('}')
+	}
+	b.WriteString("]}")
+}
+
+// checkpointLag polls the checkpoint until it covers size and returns how
+// long after lastAck that happened.
+func checkpointLag(ctx context.Context, client *http.Client, cfg Config, size int64, lastAck time.Time) (time.Duration, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, cfg.URL+"/v1/audit/checkpoint", nil)
+		req.Header.Set("Authorization", "Bearer "+cfg.AuditorToken)
+		resp, err := client.Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			lines := strings.SplitN(string(b), "\n", 3)
+			if resp.StatusCode == http.StatusOK && len(lines) == 3 {
+				if n, err := strconv.ParseInt(lines[1], 10, 64); err == nil && n >= size {
+					return time.Since(lastAck), nil
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("load: no checkpoint covering %d entries within 30s", size)
+}
+
+// serverRSS reads process_resident_memory_bytes from /metrics, or 0.
+func serverRSS(ctx context.Context, client *http.Client, url string) float64 {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/metrics", nil)
+	if err != nil {
+		return 0
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "process_resident_memory_bytes "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
+}
