@@ -77,12 +77,15 @@ func (s *Store) WriteBundle(ctx context.Context, w io.Writer, q Query) (int, err
 // maxBundleLine bounds one line of a bundle we read.
 const maxBundleLine = 16 << 20
 
-// VerifyBundle checks a bundle offline: the checkpoint's signature (by
-// verifier, whose name is the log's origin), and for each entry that its
+// VerifyBundle checks a bundle offline: the checkpoint's signature (by any
+// of verifiers, named by the log's origin), and for each entry that its
 // leaf is in the checkpoint's tree at its seq, that the leaf says that seq,
 // and that the record shown is exactly the leaf's. FirstBadSeq names the
 // first entry that fails.
-func VerifyBundle(r io.Reader, verifier note.Verifier) (*Report, error) {
+func VerifyBundle(r io.Reader, verifiers ...note.Verifier) (*Report, error) {
+	if len(verifiers) == 0 {
+		return nil, errors.New("audit: bundle: no verifier key")
+	}
 	rep := &Report{FirstBadSeq: -1}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), maxBundleLine)
@@ -104,7 +107,7 @@ func VerifyBundle(r io.Reader, verifier note.Verifier) (*Report, error) {
 				continue
 			}
 			var err error
-			size, root, err = OpenCheckpoint([]byte(l.Checkpoint), verifier.Name(), verifier)
+			size, root, err = OpenCheckpoint([]byte(l.Checkpoint), verifiers[0].Name(), verifiers...)
 			if err != nil {
 				return nil, fmt.Errorf("audit: bundle checkpoint: %w", err)
 			}

@@ -49,10 +49,19 @@ func SignCheckpoint(origin string, size int64, root tlog.Hash, signer note.Signe
 	return string(signed), nil
 }
 
-// OpenCheckpoint verifies a signed checkpoint note with verifier and parses
-// it. The origin must be the log's.
-func OpenCheckpoint(signed []byte, origin string, verifier note.Verifier) (size int64, root tlog.Hash, err error) {
-	cp, _, _, err := tlogfmt.ParseCheckpoint(signed, origin, verifier)
+// OpenCheckpoint verifies a signed checkpoint note with any one of
+// verifiers (the log's current and past keys, all named by its origin) and
+// parses it. The origin must be the log's.
+func OpenCheckpoint(signed []byte, origin string, verifiers ...note.Verifier) (size int64, root tlog.Hash, err error) {
+	if len(verifiers) == 0 {
+		return 0, root, errors.New("audit: checkpoint: no verifier key")
+	}
+	var cp *tlogfmt.Checkpoint
+	for _, v := range verifiers {
+		if cp, _, _, err = tlogfmt.ParseCheckpoint(signed, origin, v); err == nil {
+			break
+		}
+	}
 	if err != nil {
 		return 0, root, fmt.Errorf("audit: checkpoint: %w", err)
 	}

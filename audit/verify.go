@@ -38,11 +38,15 @@ const verifyPage = 10000
 // Verify recomputes every leaf hash and stored hash from the entries in
 // PostgreSQL and compares them with what is stored; checks that seq is
 // gapless and that each leaf's seq, kind, event id and conversation id match
-// its row; checks every stored checkpoint's signature (with verifier, whose
-// name is the log's origin) and root against the recomputed tree; and checks
+// its row; checks every stored checkpoint's signature (by any of verifiers,
+// the log's current and past keys, named by the log's origin) and root
+// against the recomputed tree; and checks
 // a consistency proof between consecutive checkpoints. It holds O(log n)
 // hashes in memory, whatever the log's size.
-func (s *Store) Verify(ctx context.Context, verifier note.Verifier) (*Report, error) {
+func (s *Store) Verify(ctx context.Context, verifiers ...note.Verifier) (*Report, error) {
+	if len(verifiers) == 0 {
+		return nil, fmt.Errorf("audit: verify: no verifier key")
+	}
 	rep := &Report{FirstBadSeq: -1}
 	checkpoints, err := s.allCheckpoints(ctx)
 	if err != nil {
@@ -90,7 +94,7 @@ func (s *Store) Verify(ctx context.Context, verifier note.Verifier) (*Report, er
 				// no longer be recomputed past the gap.
 				rep.bad(expect, "seq %d: entry missing (next entry is seq %d)", expect, r.seq)
 				rep.Entries = expect
-				return s.finishVerify(ctx, rep, checkpoints, roots, verifier)
+				return s.finishVerify(ctx, rep, checkpoints, roots, verifiers)
 			}
 			f, _, err := ParseLeaf(r.leaf)
 			switch {
@@ -128,16 +132,16 @@ func (s *Store) Verify(ctx context.Context, verifier note.Verifier) (*Report, er
 		}
 	}
 	rep.Entries = expect
-	return s.finishVerify(ctx, rep, checkpoints, roots, verifier)
+	return s.finishVerify(ctx, rep, checkpoints, roots, verifiers)
 }
 
 // finishVerify checks the checkpoints against the recomputed roots.
-func (s *Store) finishVerify(ctx context.Context, rep *Report, checkpoints []Checkpoint, roots map[int64]tlog.Hash, verifier note.Verifier) (*Report, error) {
+func (s *Store) finishVerify(ctx context.Context, rep *Report, checkpoints []Checkpoint, roots map[int64]tlog.Hash, verifiers []note.Verifier) (*Report, error) {
 	rep.Checkpoints = len(checkpoints)
 	var prev *Checkpoint
 	for i := range checkpoints {
 		c := &checkpoints[i]
-		size, root, err := OpenCheckpoint([]byte(c.Note), verifier.Name(), verifier)
+		size, root, err := OpenCheckpoint([]byte(c.Note), verifiers[0].Name(), verifiers...)
 		switch {
 		case err != nil:
 			rep.bad(-1, "checkpoint %d: %v", c.Size, err)

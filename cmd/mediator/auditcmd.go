@@ -22,15 +22,26 @@ import (
 func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("audit verify", "mediator audit verify [--database-url URL] [--key VKEY] | --bundle FILE --key VKEY", stderr)
 	dsn := fs.String("database-url", env("", "MEDIATOR_DATABASE_URL", "DATABASE_URL"), "PostgreSQL URL [MEDIATOR_DATABASE_URL, DATABASE_URL]")
-	key := fs.String("key", env("", "MEDIATOR_VERIFIER_KEY"), "note verifier key (as GET /v1/audit/verifier-key returns it), or @FILE; without it, read from Vault Transit with VAULT_ADDR/VAULT_TOKEN [MEDIATOR_VERIFIER_KEY]")
+	var keys keyList
+	fs.Var(&keys, "key", "note verifier key (as GET /v1/audit/verifier-key returns it), or @FILE; repeat for the log's past keys; without it, $MEDIATOR_VERIFIER_KEY, else read from Vault Transit with VAULT_ADDR/VAULT_TOKEN")
 	origin := fs.String("log-origin", env(defaultLogOrigin, "MEDIATOR_LOG_ORIGIN"), "the log's origin, when the key is read from Vault [MEDIATOR_LOG_ORIGIN]")
 	bundle := fs.String("bundle", "", "verify this NDJSON evidence bundle offline instead of the database")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	verifier, err := loadVerifier(ctx, *key, *origin, *bundle != "")
-	if err != nil {
-		return err
+	if len(keys) == 0 && os.Getenv("MEDIATOR_VERIFIER_KEY") != "" {
+		keys = keyList{os.Getenv("MEDIATOR_VERIFIER_KEY")}
+	}
+	if len(keys) == 0 {
+		keys = keyList{""}
+	}
+	var verifiers []note.Verifier
+	for _, k := range keys {
+		v, err := loadVerifier(ctx, k, *origin, *bundle != "")
+		if err != nil {
+			return err
+		}
+		verifiers = append(verifiers, v)
 	}
 	var rep *audit.Report
 	if *bundle != "" {
@@ -39,7 +50,7 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 			return fmt.Errorf("audit verify: %w", err)
 		}
 		defer f.Close()
-		if rep, err = audit.VerifyBundle(f, verifier); err != nil {
+		if rep, err = audit.VerifyBundle(f, verifiers...); err != nil {
 			fmt.Fprintln(stdout, "FAIL:", err)
 			return exitCode(1)
 		}
@@ -52,7 +63,7 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 			return fmt.Errorf("audit verify: database: %w", err)
 		}
 		defer pool.Close()
-		if rep, err = audit.NewStore(pool).Verify(ctx, verifier); err != nil {
+		if rep, err = audit.NewStore(pool).Verify(ctx, verifiers...); err != nil {
 			return fmt.Errorf("audit verify: %w", err)
 		}
 	}
@@ -105,3 +116,9 @@ func loadVerifier(ctx context.Context, key, origin string, offline bool) (note.V
 	}
 	return v, nil
 }
+
+// keyList collects repeated --key flags.
+type keyList []string
+
+func (k *keyList) String() string     { return strings.Join(*k, ",") }
+func (k *keyList) Set(v string) error { *k = append(*k, v); return nil }

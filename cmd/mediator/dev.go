@@ -3,6 +3,9 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +17,7 @@ import (
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
+	"golang.org/x/mod/sumdb/note"
 
 	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
 	"github.com/mediatorhq/mediator/identity"
@@ -70,7 +74,7 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer pg.Stop()
 	dsn := pg.AdminURL
 	if pg.Source != "DATABASE_URL" {
-		if dsn, err = pg.CreateDatabase(ctx, devDBName); err != nil {
+		if dsn, err = pg.CreateDatabase(ctx, devDatabase(*stateDir)); err != nil {
 			return fmt.Errorf("dev: %w", err)
 		}
 	}
@@ -97,6 +101,18 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if _, err := identity.LoadOrCreateDevIssuer(*stateDir); err != nil {
 		return fmt.Errorf("dev: %w", err)
 	}
+	checkpointKey, err := devCheckpointKey(*stateDir)
+	if err != nil {
+		return err
+	}
+	skey, err := os.ReadFile(checkpointKey)
+	if err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	_, verifierKey, err := signerFromKey(strings.TrimSpace(string(skey)), defaultLogOrigin)
+	if err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
 
 	cfg := serveConfig{
 		Addr:            *addr,
@@ -112,6 +128,11 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 		LogOrigin:          defaultLogOrigin,
 		CheckpointInterval: time.Second,
+		// The dev Vault lives in memory and forgets its keys on every
+		// start, but the dev database keeps its log: checkpoints are signed
+		// with a key kept beside the database so a restarted dev instance
+		// can still verify what it wrote before.
+		CheckpointKeyFile: checkpointKey,
 	}
 	ready := make(chan string, 1)
 	errc := make(chan error, 1)
@@ -126,6 +147,8 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			"VAULT_ADDR":    vault.Addr,
 			"VAULT_TOKEN":   vault.Token,
 			"MEDIATOR_ADDR": url,
+			// So `mediator audit verify` works after `eval "$(mediator dev env)"`.
+			"MEDIATOR_VERIFIER_KEY": verifierKey,
 		}); err != nil {
 			return err
 		}
@@ -152,7 +175,8 @@ Try:
   curl %[1]s/readyz
   TOKEN=$(%[2]s dev token%[5]s --sub alice --roles officer,auditor)
   curl -H "Authorization: Bearer $TOKEN" %[1]s/v1/whoami
-  eval "$(%[2]s dev env%[5]s)"   # DATABASE_URL, VAULT_ADDR, VAULT_TOKEN, MEDIATOR_ADDR
+  eval "$(%[2]s dev env%[5]s)"   # DATABASE_URL, VAULT_ADDR, VAULT_TOKEN, MEDIATOR_ADDR, MEDIATOR_VERIFIER_KEY
+  %[2]s loadgen --duration 10s    # realistic events; then: %[2]s audit verify
 
 Ctrl-C stops everything this command started.
 `, url, self, pgSource, vaultSource, stateFlag)
@@ -162,7 +186,7 @@ Ctrl-C stops everything this command started.
 // (0600, it holds the dev Vault's root token) and the pid file.
 func writeDevState(dir string, vars map[string]string) error {
 	var b strings.Builder
-	for _, k := range []string{"DATABASE_URL", "VAULT_ADDR", "VAULT_TOKEN", "MEDIATOR_ADDR"} {
+	for _, k := range []string{"DATABASE_URL", "VAULT_ADDR", "VAULT_TOKEN", "MEDIATOR_ADDR", "MEDIATOR_VERIFIER_KEY"} {
 		fmt.Fprintf(&b, "export %s=%s\n", k, shellQuote(vars[k]))
 	}
 	if err := os.WriteFile(filepath.Join(dir, devEnvFile), []byte(b.String()), 0o600); err != nil {
@@ -248,4 +272,32 @@ func devEnvCmd(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, sc.Text())
 	}
 	return sc.Err()
+}
+
+// devCheckpointKey returns the path of the dev checkpoint signing key in
+// dir, creating it (0600) on first use.
+func devCheckpointKey(dir string) (string, error) {
+	path := filepath.Join(dir, "dev-checkpoint.key")
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	skey, _, err := note.GenerateKey(rand.Reader, defaultLogOrigin)
+	if err != nil {
+		return "", fmt.Errorf("dev: checkpoint key: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(skey+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("dev: checkpoint key: %w", err)
+	}
+	return path, nil
+}
+
+// devDatabase names the dev database: mediator_dev for the default state
+// dir, and one per other state dir, since each state dir has its own
+// checkpoint key and the log in a database must match it.
+func devDatabase(stateDir string) string {
+	if stateDir == defaultStateDir() {
+		return devDBName
+	}
+	sum := sha256.Sum256([]byte(stateDir))
+	return devDBName + "_" + hex.EncodeToString(sum[:4])
 }

@@ -19,8 +19,9 @@ import (
 func TestDevAllInOne(t *testing.T) {
 	state := t.TempDir()
 	addr := freeAddr(t)
-	// With no DATABASE_URL or VAULT_ADDR, dev finds or starts both itself.
-	p := start(t, nil, "dev", "--addr", addr, "--state-dir", state)
+	// With no VAULT_ADDR, dev starts Vault itself; the database is this
+	// test's own, so the log holds only what this test writes.
+	p := start(t, []string{"DATABASE_URL=" + env.NewDatabase(t)}, "dev", "--addr", addr, "--state-dir", state)
 	base := "http://" + addr
 	waitStatus(t, p, base+"/readyz", 200, 3*time.Minute)
 	if out := p.Output(); !strings.Contains(out, base) || !strings.Contains(out, "dev token") || !strings.Contains(out, "curl") {
@@ -76,6 +77,19 @@ func TestDevAllInOne(t *testing.T) {
 		t.Fatalf("dev Vault lacks the transit mount: %v %v", err, resp)
 	} else {
 		resp.Body.Close()
+	}
+
+	// Load it, then verify the log with nothing but the dev env.
+	lg, stderr, err := runCmd(t, nil, "loadgen", "--url", base, "--state-dir", state, "--events", "3000", "--batch", "500", "--duration", "30s", "--proofs", "20")
+	if err != nil || !strings.Contains(lg, "events: 3000") || !strings.Contains(lg, "checkpoint lag") {
+		t.Fatalf("loadgen: %v\n%s\n%s", err, lg, stderr)
+	}
+	var devEnv []string
+	for k, v := range vars {
+		devEnv = append(devEnv, k+"="+v)
+	}
+	if out, stderr, err := runCmd(t, devEnv, "audit", "verify"); err != nil || !strings.Contains(out, "ok: 3000 entries") {
+		t.Fatalf("audit verify with the dev env: %v\n%s\n%s", err, out, stderr)
 	}
 
 	// A second dev on the same state dir refuses to start.

@@ -34,6 +34,9 @@ type Config struct {
 	MaxEvents    int           // stop after this many events; 0 = no limit besides Duration
 	Workers      int           // concurrent requests (default 4)
 	RunID        string        // prefix of event ids; random when empty
+	// Proofs is how many inclusion proofs to time after the run (needs
+	// AuditorToken); 0 skips it.
+	Proofs int
 }
 
 // Report is what a run measured.
@@ -50,6 +53,10 @@ type Report struct {
 	// RSSStart and RSSEnd are the server's resident memory, if /metrics said.
 	RSSStart, RSSEnd float64
 	LastSeq          int64
+	// ProofTreeSize is the checkpoint size inclusion proofs were timed at;
+	// ProofP50 and ProofP99 their latency, request to response read.
+	ProofTreeSize      int64
+	ProofP50, ProofP99 time.Duration
 }
 
 // String formats r as the final report.
@@ -60,6 +67,9 @@ func (r Report) String() string {
 	fmt.Fprintf(&b, "batch latency: p50 %s, p99 %s\n", r.P50.Round(time.Microsecond*100), r.P99.Round(time.Microsecond*100))
 	if r.CheckpointLag > 0 {
 		fmt.Fprintf(&b, "checkpoint lag: %s\n", r.CheckpointLag.Round(time.Millisecond))
+	}
+	if r.ProofTreeSize > 0 {
+		fmt.Fprintf(&b, "inclusion proofs at tree size %d: p50 %s, p99 %s\n", r.ProofTreeSize, r.ProofP50.Round(10*time.Microsecond), r.ProofP99.Round(10*time.Microsecond))
 	}
 	if r.RSSStart > 0 {
 		fmt.Fprintf(&b, "server RSS: %.0f MiB at start, %.0f MiB at end\n", r.RSSStart/(1<<20), r.RSSEnd/(1<<20))
@@ -191,8 +201,61 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 		}
 		rep.CheckpointLag = lag
 	}
+	if cfg.AuditorToken != "" && cfg.Proofs > 0 {
+		if err := timeProofs(context.Background(), client, cfg, &rep); err != nil {
+			return rep, err
+		}
+	}
 	rep.RSSEnd = serverRSS(context.Background(), client, cfg.URL)
 	return rep, nil
+}
+
+// timeProofs fetches cfg.Proofs inclusion proofs for random entries of the
+// latest checkpoint's tree, one at a time, and records their latency.
+func timeProofs(ctx context.Context, client *http.Client, cfg Config, rep *Report) error {
+	size, err := checkpointSize(ctx, client, cfg)
+	if err != nil {
+		return err
+	}
+	lat := make([]time.Duration, 0, cfg.Proofs)
+	for range cfg.Proofs {
+		seq := rand.Int64N(size)
+		url := fmt.Sprintf("%s/v1/audit/proof/inclusion?seq=%d&tree_size=%d", cfg.URL, seq, size)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		req.Header.Set("Authorization", "Bearer "+cfg.AuditorToken)
+		t0 := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			return fmt.Errorf("load: proof: %w", err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("load: proof: status %d", resp.StatusCode)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	slices.Sort(lat)
+	rep.ProofTreeSize = size
+	rep.ProofP50 = lat[len(lat)/2]
+	rep.ProofP99 = lat[min(len(lat)-1, len(lat)*99/100)]
+	return nil
+}
+
+func checkpointSize(ctx context.Context, client *http.Client, cfg Config) (int64, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, cfg.URL+"/v1/audit/checkpoint", nil)
+	req.Header.Set("Authorization", "Bearer "+cfg.AuditorToken)
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("load: checkpoint: %w", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	lines := strings.SplitN(string(b), "\n", 3)
+	if resp.StatusCode != http.StatusOK || len(lines) < 3 {
+		return 0, fmt.Errorf("load: checkpoint: status %d", resp.StatusCode)
+	}
+	return strconv.ParseInt(lines[1], 10, 64)
 }
 
 // send posts one batch and returns its last seq.
