@@ -445,3 +445,16 @@ func TestBundleVerifiesOfflineAndCatchesEdits(t *testing.T) {
 		t.Fatal("bundle verified with another log's key")
 	}
 }
+
+func BenchmarkAppend4000(b *testing.B) {
+	f := newFixture(b)
+	ctx := context.Background()
+	i := 0
+	for b.Loop() {
+		if _, err := f.store.Append(ctx, entries(i, 4000, "bench")); err != nil {
+			b.Fatal(err)
+		}
+		i += 4000
+	}
+	b.ReportMetric(float64(i)/b.Elapsed().Seconds(), "entries/s")
+}

@@ -3,11 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"log/slog"
 	"strings"
 	"testing"
+
+	"golang.org/x/mod/sumdb/note"
 )
 
 func TestMaskingHandler(t *testing.T) {
@@ -96,5 +99,26 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	if err := run(context.Background(), []string{"bogus"}, &stdout, &stderr); err == nil || !strings.Contains(stderr.String(), "unknown command") {
 		t.Errorf("unknown command: %v %q", err, stderr.String())
+	}
+}
+
+func TestSignerFromKey(t *testing.T) {
+	// Many keys, so some base64 key data contains '+'.
+	for range 50 {
+		skey, vkey, err := note.GenerateKey(rand.Reader, "mediator/audit")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, got, err := signerFromKey(skey, "mediator/audit")
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		if got != vkey {
+			t.Fatalf("verifier key %q, want %q", got, vkey)
+		}
+	}
+	skey, _, _ := note.GenerateKey(rand.Reader, "other")
+	if _, _, err := signerFromKey(skey, "mediator/audit"); err == nil {
+		t.Fatal("a key named for another origin was accepted")
 	}
 }

@@ -182,8 +182,12 @@ func signerFromKey(skey, origin string) (note.Signer, string, error) {
 	if signer.Name() != origin {
 		return nil, "", fmt.Errorf("checkpoint key file: key name %q must equal the log origin %q", signer.Name(), origin)
 	}
-	parts := strings.Split(skey, "+")
-	raw, err := base64.StdEncoding.DecodeString(parts[len(parts)-1])
+	// "PRIVATE+KEY+<name>+<hash>+<keydata>": the key data is base64 and may
+	// itself contain '+', so cut the fields off the front.
+	rest, _ := strings.CutPrefix(skey, "PRIVATE+KEY+")
+	_, rest, _ = strings.Cut(rest, "+") // name (names cannot contain '+')
+	_, data, _ := strings.Cut(rest, "+") // hash
+	raw, err := base64.StdEncoding.DecodeString(data)
 	if err != nil || len(raw) != 1+ed25519.SeedSize || raw[0] != 1 {
 		return nil, "", errors.New("checkpoint key file: only Ed25519 note keys are supported")
 	}
