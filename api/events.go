@@ -80,6 +80,7 @@ func (s *server) ingestEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
+	minimizer := redact.NewMinimizer(s.profile, key)
 	var problems []redact.Problem
 	entries := make([]audit.Entry, 0, len(raws))
 	records := make([]*redact.Record, 0, len(raws))
@@ -87,7 +88,7 @@ func (s *server) ingestEvents(w http.ResponseWriter, r *http.Request) {
 		ev, probs := redact.DecodeEvent(i, raw)
 		if probs == nil {
 			var rec *redact.Record
-			rec, probs = redact.Minimize(i, ev, s.profile, key, now)
+			rec, probs = minimizer.Minimize(i, ev, now)
 			if probs == nil {
 				occurred, _ := time.Parse(time.RFC3339, rec.OccurredAt)
 				entries = append(entries, audit.Entry{Kind: rec.Kind, EventID: rec.EventID,

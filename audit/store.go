@@ -43,11 +43,16 @@ type Appended struct {
 // Cost: one lock, four reads of at most O(log n + len(entries)) rows, and
 // two COPYs.
 func (s *Store) Append(ctx context.Context, entries []Entry) ([]Appended, error) {
-	if len(entries) == 0 {
-		return nil, nil
+	prepared, err := prepare(entries)
+	if err != nil {
+		return nil, err
 	}
-	// Canonicalize every record before taking the sequencer, so the
-	// serialised section holds only splicing, hashing and I/O.
+	return s.appendPrepared(ctx, entries, prepared)
+}
+
+// prepare canonicalizes every record, so that the serialised section of an
+// append holds only splicing, hashing and I/O.
+func prepare(entries []Entry) ([]preparedLeaf, error) {
 	prepared := make([]preparedLeaf, len(entries))
 	for i, e := range entries {
 		p, err := prepareLeaf(e.Record)
@@ -55,6 +60,13 @@ func (s *Store) Append(ctx context.Context, entries []Entry) ([]Appended, error)
 			return nil, err
 		}
 		prepared[i] = p
+	}
+	return prepared, nil
+}
+
+func (s *Store) appendPrepared(ctx context.Context, entries []Entry, prepared []preparedLeaf) ([]Appended, error) {
+	if len(entries) == 0 {
+		return nil, nil
 	}
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{})
 	if err != nil {

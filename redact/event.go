@@ -21,6 +21,7 @@ import (
 	"unicode/utf8"
 
 	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // Event is one delivery-metadata event as a gateway sends it.
@@ -289,19 +290,21 @@ func SplitBatch(body []byte, ndjson bool, maxEvents int) ([]json.RawMessage, *Pr
 		}
 		return out, nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	tok, err := dec.Token()
-	if d, ok := tok.(json.Delim); err != nil || !ok || d != '{' {
-		return nil, &Problem{Index: -1, Path: "$", Code: CodeMalformed, Message: `body must be a JSON object {"events":[...]}`}
+	// jsontext reads the envelope without decoding the events, and refuses
+	// duplicate names and invalid UTF-8 on its own.
+	malformed := &Problem{Index: -1, Path: "$", Code: CodeMalformed, Message: `body must be a JSON object {"events":[...]}`}
+	dec := jsontext.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
+		return nil, malformed
 	}
 	var events []json.RawMessage
 	seenEvents := false
-	for dec.More() {
-		tok, err := dec.Token()
+	for dec.PeekKind() == '"' {
+		tok, err := dec.ReadToken()
 		if err != nil {
-			return nil, &Problem{Index: -1, Path: "$", Code: CodeMalformed, Message: "body is not valid JSON"}
+			return nil, malformed
 		}
-		key, _ := tok.(string)
+		key := tok.String()
 		if key != "events" {
 			code := CodeUnknownField
 			if contentFields[strings.ToLower(key)] {
@@ -313,28 +316,31 @@ func SplitBatch(body []byte, ndjson bool, maxEvents int) ([]json.RawMessage, *Pr
 			return nil, &Problem{Index: -1, Path: "$.events", Code: CodeDuplicateKey, Message: "duplicate key"}
 		}
 		seenEvents = true
-		tok, err = dec.Token()
-		if d, ok := tok.(json.Delim); err != nil || !ok || d != '[' {
+		if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '[' {
 			return nil, &Problem{Index: -1, Path: "$.events", Code: CodeMalformed, Message: "events must be an array"}
 		}
-		for dec.More() {
+		for dec.PeekKind() != ']' {
 			if len(events) == maxEvents {
 				return nil, &Problem{Index: -1, Path: "$.events", Code: CodeInvalidField, Message: fmt.Sprintf("more than %d events", maxEvents)}
 			}
-			var raw json.RawMessage
-			if err := dec.Decode(&raw); err != nil {
+			raw, err := dec.ReadValue()
+			if err != nil {
 				return nil, &Problem{Index: -1, Path: "$.events", Code: CodeMalformed, Message: "body is not valid JSON"}
 			}
-			events = append(events, raw)
+			// ReadValue's bytes are only valid until the next read.
+			events = append(events, json.RawMessage(bytes.Clone(raw)))
 		}
-		if _, err := dec.Token(); err != nil {
-			return nil, &Problem{Index: -1, Path: "$.events", Code: CodeMalformed, Message: "body is not valid JSON"}
+		if _, err := dec.ReadToken(); err != nil {
+			return nil, malformed
 		}
 	}
-	if _, err := dec.Token(); err != nil {
-		return nil, &Problem{Index: -1, Path: "$", Code: CodeMalformed, Message: "body is not valid JSON"}
+	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '}' {
+		if err != nil && strings.Contains(err.Error(), "duplicate") {
+			return nil, &Problem{Index: -1, Path: "$.events", Code: CodeDuplicateKey, Message: "duplicate key"}
+		}
+		return nil, malformed
 	}
-	if _, err := dec.Token(); err != io.EOF {
+	if _, err := dec.ReadToken(); err != io.EOF {
 		return nil, &Problem{Index: -1, Path: "$", Code: CodeMalformed, Message: "trailing data after the body"}
 	}
 	if !seenEvents {

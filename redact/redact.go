@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"os"
 	"regexp"
 	"strconv"
@@ -130,7 +131,6 @@ const (
 )
 
 var (
-	hashPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 	mccPattern  = regexp.MustCompile(`^[0-9]{3}$`)
 	mncPattern  = regexp.MustCompile(`^[0-9]{2,3}$`)
 	// Things in a free-text reason that could identify someone.
@@ -139,9 +139,41 @@ var (
 	phonePattern = regexp.MustCompile(`\+?[0-9][0-9 ()\-.]{5,}[0-9]`)
 )
 
+// validHash reports whether s is "sha256:" and 64 lowercase hex digits.
+func validHash(s string) bool {
+	const prefix = "sha256:"
+	if len(s) != len(prefix)+64 || s[:len(prefix)] != prefix {
+		return false
+	}
+	for _, c := range []byte(s[len(prefix):]) {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Minimizer minimizes many events with one profile and key, reusing its
+// HMAC state. It is not safe for concurrent use: make one per request.
+type Minimizer struct {
+	profile Profile
+	ps      pseudonymizer
+}
+
+// NewMinimizer returns a Minimizer for p and key.
+func NewMinimizer(p Profile, key PseudonymKey) *Minimizer {
+	return &Minimizer{profile: p, ps: pseudonymizer{key: key, mac: hmac.New(sha256.New, key.Key)}}
+}
+
 // Minimize validates ev and returns the record to keep, or the problems
 // that refuse it. now is the ingest time (for the future-skew bound).
 func Minimize(index int, ev *Event, p Profile, key PseudonymKey, now time.Time) (*Record, []Problem) {
+	return NewMinimizer(p, key).Minimize(index, ev, now)
+}
+
+// Minimize is the package-level Minimize with m's profile and key.
+func (m *Minimizer) Minimize(index int, ev *Event, now time.Time) (*Record, []Problem) {
+	p := m.profile
 	var probs []Problem
 	bad := func(path, code, msg string) {
 		probs = append(probs, Problem{Index: index, Path: path, Code: code, Message: msg})
@@ -170,10 +202,10 @@ func Minimize(index int, ev *Event, p Profile, key PseudonymKey, now time.Time) 
 	oneOf("$.status", ev.Status, Statuses)
 	if ev.MessageHash == "" {
 		bad("$.message_hash", CodeMissingField, "required")
-	} else if !hashPattern.MatchString(ev.MessageHash) {
+	} else if !validHash(ev.MessageHash) {
 		bad("$.message_hash", CodeInvalidField, `must be "sha256:" and 64 lowercase hex digits`)
 	}
-	if ev.CEKHash != "" && !hashPattern.MatchString(ev.CEKHash) {
+	if ev.CEKHash != "" && !validHash(ev.CEKHash) {
 		bad("$.cek_hash", CodeInvalidField, `must be "sha256:" and 64 lowercase hex digits`)
 	}
 
@@ -185,7 +217,7 @@ func Minimize(index int, ev *Event, p Profile, key PseudonymKey, now time.Time) 
 	}
 	if ev.Sender == "" {
 		bad("$.sender", CodeMissingField, "required")
-	} else if ps, ok := Pseudonym(key, ev.Sender); ok {
+	} else if ps, ok := m.ps.pseudonym(ev.Sender); ok {
 		rec.Sender = ps
 	} else {
 		bad("$.sender", CodeInvalidField, "must be an E.164 number or an opaque id of at most 128 printable bytes")
@@ -194,7 +226,7 @@ func Minimize(index int, ev *Event, p Profile, key PseudonymKey, now time.Time) 
 		bad("$.recipients", CodeInvalidField, fmt.Sprintf("more than %d recipients", p.MaxRecipients))
 	} else {
 		for i, r := range ev.Recipients {
-			if ps, ok := Pseudonym(key, r); ok {
+			if ps, ok := m.ps.pseudonym(r); ok {
 				rec.Recipients = append(rec.Recipients, ps)
 			} else {
 				bad("$.recipients["+strconv.Itoa(i)+"]", CodeInvalidField, "must be an E.164 number or an opaque id of at most 128 printable bytes")
@@ -253,16 +285,31 @@ func Minimize(index int, ev *Event, p Profile, key PseudonymKey, now time.Time) 
 // domain-separated so a number and an id with the same text never collide.
 // ok is false for an empty, over-long or non-printable identifier.
 func Pseudonym(key PseudonymKey, id string) (string, bool) {
+	ps := pseudonymizer{key: key, mac: hmac.New(sha256.New, key.Key)}
+	return ps.pseudonym(id)
+}
+
+// pseudonymizer computes pseudonyms with one reusable HMAC.
+type pseudonymizer struct {
+	key PseudonymKey
+	mac hash.Hash
+	buf []byte
+}
+
+func (p *pseudonymizer) pseudonym(id string) (string, bool) {
 	if id == "" || len(id) > maxIDLen || !printable(id) {
 		return "", false
 	}
-	input := "id:" + id
+	p.mac.Reset()
 	if n, ok := NormalizeE164(id); ok {
-		input = "e164:" + n
+		p.mac.Write([]byte("e164:"))
+		p.mac.Write([]byte(n))
+	} else {
+		p.mac.Write([]byte("id:"))
+		p.mac.Write([]byte(id))
 	}
-	m := hmac.New(sha256.New, key.Key)
-	m.Write([]byte(input))
-	return "hmac-sha256:" + strconv.Itoa(key.Version) + ":" + hex.EncodeToString(m.Sum(nil)), true
+	p.buf = p.mac.Sum(p.buf[:0])
+	return "hmac-sha256:" + strconv.Itoa(p.key.Version) + ":" + hex.EncodeToString(p.buf), true
 }
 
 // NormalizeE164 returns "+" and the digits of s when s is written as an

@@ -88,6 +88,12 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 		return err
 	}
 	store := audit.NewStore(pool)
+	// The batcher outlives the HTTP server's shutdown so that requests
+	// being drained still get their appends committed and answered.
+	batcherCtx, stopBatcher := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBatcher()
+	batcher := audit.NewBatcher(store)
+	go batcher.Run(batcherCtx)
 	pseudonyms := vaultclient.NewPseudonymKeys(vault, vaultsetup.TransitMount, vaultsetup.PseudonymKey)
 	if _, err := pseudonyms.Current(ctx); err != nil {
 		return fmt.Errorf("pseudonym key: %w", err)
@@ -113,7 +119,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 	}
 	go checkpointer.Run(ctx)
 	router := api.NewRouter(api.Deps{
-		AuditLog:    store,
+		AuditLog:    batchedLog{Store: store, batcher: batcher},
 		Pseudonyms:  pseudonyms,
 		Profile:     profile,
 		VerifierKey: verifierKey,
@@ -198,4 +204,16 @@ func signerFromKey(skey, origin string) (note.Signer, string, error) {
 		return nil, "", fmt.Errorf("checkpoint key file: %w", err)
 	}
 	return signer, vkey, nil
+}
+
+// batchedLog is the audit store with appends going through the group-commit
+// batcher.
+type batchedLog struct {
+	*audit.Store
+	batcher *audit.Batcher
+}
+
+// Append group-commits entries with concurrent requests' entries.
+func (l batchedLog) Append(ctx context.Context, entries []audit.Entry) ([]audit.Appended, error) {
+	return l.batcher.Append(ctx, entries)
 }

@@ -157,7 +157,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 					n = int64(cfg.MaxEvents) - first
 				}
 				body.Reset()
-				writeBatch(&body, cfg.RunID, first, int(n))
+				WriteBatch(&body, cfg.RunID, first, int(n))
 				t0 := time.Now()
 				seq, err := send(ctx, client, cfg, body.Bytes())
 				lat := time.Since(t0)
@@ -292,10 +292,10 @@ var (
 	mccs       = []string{"310", "311", "234", "262", "208"}
 )
 
-// writeBatch appends {"events":[...]} with n realistic events numbered from
+// WriteBatch appends {"events":[...]} with n realistic events numbered from
 // first. It writes JSON by hand because the generator shares the machine
 // with the server under test and must stay cheap.
-func writeBatch(b *bytes.Buffer, runID string, first int64, n int) {
+func WriteBatch(b *bytes.Buffer, runID string, first int64, n int) {
 	now := time.Now().UTC().Add(-30 * time.Second).Format(time.RFC3339Nano)
 	b.WriteString(`{"events":[`)
 	for i := range n {
