@@ -131,8 +131,8 @@ const (
 )
 
 var (
-	mccPattern  = regexp.MustCompile(`^[0-9]{3}$`)
-	mncPattern  = regexp.MustCompile(`^[0-9]{2,3}$`)
+	mccPattern = regexp.MustCompile(`^[0-9]{3}$`)
+	mncPattern = regexp.MustCompile(`^[0-9]{2,3}$`)
 	// Things in a free-text reason that could identify someone.
 	emailPattern = regexp.MustCompile(`[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}`)
 	urlPattern   = regexp.MustCompile(`(?i)\b(?:https?|ftp|sms|tel|mailto):[^\s]*|\bwww\.[^\s]+`)

@@ -191,7 +191,7 @@ func signerFromKey(skey, origin string) (note.Signer, string, error) {
 	// "PRIVATE+KEY+<name>+<hash>+<keydata>": the key data is base64 and may
 	// itself contain '+', so cut the fields off the front.
 	rest, _ := strings.CutPrefix(skey, "PRIVATE+KEY+")
-	_, rest, _ = strings.Cut(rest, "+") // name (names cannot contain '+')
+	_, rest, _ = strings.Cut(rest, "+")  // name (names cannot contain '+')
 	_, data, _ := strings.Cut(rest, "+") // hash
 	raw, err := base64.StdEncoding.DecodeString(data)
 	if err != nil || len(raw) != 1+ed25519.SeedSize || raw[0] != 1 {
