@@ -73,7 +73,29 @@ func (s *Store) appendPrepared(ctx context.Context, entries []Entry, prepared []
 		return nil, fmt.Errorf("audit: begin: %w", err)
 	}
 	defer tx.Rollback(ctx) // no-op after commit
+	out, err := s.appendInTx(ctx, tx, entries, prepared)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("audit: commit: %w", err)
+	}
+	return out, nil
+}
 
+// AppendTx appends entries inside the caller's transaction, so that a
+// record elsewhere (an escrow row) and its audit entry commit together or
+// not at all. It takes the sequencer lock, which the transaction then holds
+// until it ends: keep such transactions short.
+func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, entries []Entry) ([]Appended, error) {
+	prepared, err := prepare(entries)
+	if err != nil {
+		return nil, err
+	}
+	return s.appendInTx(ctx, tx, entries, prepared)
+}
+
+func (s *Store) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, prepared []preparedLeaf) ([]Appended, error) {
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", sequencerLock); err != nil {
 		return nil, fmt.Errorf("audit: sequencer lock: %w", err)
 	}
@@ -127,9 +149,6 @@ func (s *Store) appendPrepared(ctx context.Context, entries []Entry, prepared []
 			pgx.CopyFromRows(entryRows)); err != nil {
 			return nil, fmt.Errorf("audit: write entries: %w", err)
 		}
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("audit: commit: %w", err)
 	}
 	return out, nil
 }

@@ -33,7 +33,17 @@ const (
 	// keyed pseudonyms of phone numbers and ids. Rotate it with
 	// `vault write -f mediator-transit/keys/mediator-pseudonym/rotate`.
 	PseudonymKey = "mediator-pseudonym"
+
+	// DefaultCustodians is how many custodian keys the bootstrap makes for a
+	// single-Vault deployment (and dev): escrow's default N.
+	DefaultCustodians = 5
+	// SharePrefix is where the KV mount keeps escrow shares.
+	SharePrefix = "shares"
 )
+
+// CustodianKey names custodian i's Transit key (1-based): aes256-gcm96,
+// derived, never exportable.
+func CustodianKey(i int) string { return fmt.Sprintf("custodian-%d", i) }
 
 //go:embed mediator.hcl
 var mediatorPolicy string
@@ -74,13 +84,20 @@ func Bootstrap(ctx context.Context, client *vaultapi.Client) (Credentials, error
 			return Credentials{}, fmt.Errorf("vault bootstrap: mount %s: %w", m.path, err)
 		}
 	}
-	for _, k := range []struct {
+	keys := []struct {
 		name   string
 		params map[string]any
 	}{
 		{CheckpointKey, map[string]any{"type": "ed25519"}},
 		{PseudonymKey, map[string]any{"type": "aes256-gcm96", "exportable": true}},
-	} {
+	}
+	for i := 1; i <= DefaultCustodians; i++ {
+		keys = append(keys, struct {
+			name   string
+			params map[string]any
+		}{CustodianKey(i), map[string]any{"type": "aes256-gcm96", "derived": true, "exportable": false}})
+	}
+	for _, k := range keys {
 		existing, err := client.Logical().ReadWithContext(ctx, TransitMount+"/keys/"+k.name)
 		if err != nil {
 			return Credentials{}, fmt.Errorf("vault bootstrap: read transit key %s: %w", k.name, err)

@@ -26,3 +26,28 @@ path "mediator-transit/keys/mediator-checkpoint" {
 path "mediator-transit/export/hmac-key/mediator-pseudonym/*" {
   capabilities = ["read"]
 }
+
+# Escrow: wrap, unwrap and rewrap shares with the custodian keys. The keys
+# are derived (per conversation and key id) and never exportable.
+path "mediator-transit/encrypt/custodian-*" {
+  capabilities = ["update"]
+}
+
+path "mediator-transit/decrypt/custodian-*" {
+  capabilities = ["update"]
+}
+
+path "mediator-transit/rewrap/custodian-*" {
+  capabilities = ["update"]
+}
+
+# Shares are written once: "create" without "update", so Vault itself
+# refuses a write over an existing share (and every write uses cas=0).
+path "mediator-kv/data/shares/*" {
+  capabilities = ["create", "read"]
+}
+
+# Destruction at retention end removes every version of a share.
+path "mediator-kv/metadata/shares/*" {
+  capabilities = ["delete"]
+}

@@ -1,0 +1,394 @@
+// Package escrow keeps conversation keys so that no single party, the
+// mediator included, can read one: a key is split with Shamir's scheme
+// (github.com/hashicorp/vault/shamir) into N shares, threshold K; share i is
+// wrapped by custodian i's Wrapper (a Vault Transit key, an HSM) and kept
+// write-once in custodian i's ShareStore. PostgreSQL holds only metadata:
+// ids, N, K, custodian names, a commitment to the key, and a hash of each
+// wrapped share. The plaintext key is never stored, logged or returned,
+// except by Reconstruct to the release path, which decides who may call it.
+package escrow
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/shamir"
+)
+
+// Wrapper encrypts and decrypts one custodian's shares. aad binds a wrapped
+// share to its conversation and key id: a share unwrapped under another
+// conversation's context fails.
+type Wrapper interface {
+	Wrap(ctx context.Context, aad, share []byte) ([]byte, error)
+	Unwrap(ctx context.Context, aad, wrapped []byte) ([]byte, error)
+}
+
+// ShareStore keeps one custodian's wrapped shares. Put never overwrites:
+// it returns ErrShareExists if path holds a share.
+type ShareStore interface {
+	Put(ctx context.Context, path string, wrapped []byte) error
+	Get(ctx context.Context, path string) ([]byte, error)
+	// Destroy removes every version of path irrecoverably. Destroying a
+	// path that holds nothing is not an error.
+	Destroy(ctx context.Context, path string) error
+}
+
+// ErrShareExists is returned by ShareStore.Put for an occupied path.
+var ErrShareExists = errors.New("escrow: a share already exists at that path")
+
+// Custodian is one share holder.
+type Custodian struct {
+	Name    string
+	Wrapper Wrapper
+	Store   ShareStore
+}
+
+// Key sizes the architecture accepts.
+const (
+	MinKeyLen = 16
+	MaxKeyLen = 64
+	maxIDLen  = 128
+)
+
+// commitmentDomain separates key commitments from every other SHA-256 use.
+const commitmentDomain = "mediator-key-commitment-v1"
+
+// Commitment returns "sha256:<hex>" over a domain-separated, length-prefixed
+// encoding of conversation id, key id and key, so that a rebuilt key can be
+// checked before release and no two (conversation, key id, key) triples
+// encode alike.
+func Commitment(conversationID, keyID string, key []byte) string {
+	h := sha256.New()
+	h.Write([]byte(commitmentDomain))
+	for _, part := range [][]byte{[]byte(conversationID), []byte(keyID), key} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
+		h.Write(n[:])
+		h.Write(part)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// aad is the wrapping context of a share: conversation and key id.
+func aad(conversationID, keyID string) []byte {
+	return []byte(conversationID + "\x00" + keyID)
+}
+
+// Receipt describes an escrowed key. It holds no key material.
+type Receipt struct {
+	EscrowID       string   `json:"escrow_id"`
+	ConversationID string   `json:"conversation_id"`
+	KeyID          string   `json:"key_id"`
+	Threshold      int      `json:"threshold"`
+	Shares         int      `json:"shares"`
+	Custodians     []string `json:"custodians"`
+	KeyCommitment  string   `json:"key_commitment"`
+	AuditSeq       int64    `json:"audit_seq"`
+	CreatedAt      time.Time `json:"created_at"`
+
+	shareHashes [][]byte
+	destroyed   bool
+}
+
+// Errors a caller maps to responses.
+var (
+	// ErrInvalid wraps a request that breaks a rule (422).
+	ErrInvalid = errors.New("escrow: invalid request")
+	// ErrConflict: the key id is escrowed with another key (409).
+	ErrConflict = errors.New("escrow: key id already escrowed with a different key")
+	// ErrUnavailable wraps a custodian or database failure; nothing was
+	// left behind (503).
+	ErrUnavailable = errors.New("escrow: a custodian or the database is unavailable")
+	// ErrNotFound: no such escrow (404).
+	ErrNotFound = errors.New("escrow: not found")
+	// ErrDestroyed: the escrow was destroyed; its key is unrecoverable.
+	ErrDestroyed = errors.New("escrow: destroyed")
+)
+
+// Service deposits and reconstructs keys.
+type Service struct {
+	custodians []Custodian
+	threshold  int
+	rows       Rows
+	log        *slog.Logger
+	metrics    *Metrics
+	pathPrefix string
+}
+
+// Config configures a Service.
+type Config struct {
+	Custodians []Custodian
+	Threshold  int
+	Rows       Rows
+	Log        *slog.Logger
+	Metrics    *Metrics // may be nil
+}
+
+// New returns a Service. It needs 2 ≤ K ≤ N ≤ 255 custodians with distinct
+// names.
+func New(cfg Config) (*Service, error) {
+	n, k := len(cfg.Custodians), cfg.Threshold
+	if k < 2 || k > n || n > 255 {
+		return nil, fmt.Errorf("escrow: need 2 ≤ threshold (%d) ≤ custodians (%d) ≤ 255", k, n)
+	}
+	seen := map[string]bool{}
+	for _, c := range cfg.Custodians {
+		if c.Name == "" || seen[c.Name] || c.Wrapper == nil || c.Store == nil {
+			return nil, fmt.Errorf("escrow: custodian %q: names must be distinct and non-empty, with a wrapper and a store", c.Name)
+		}
+		seen[c.Name] = true
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{custodians: cfg.Custodians, threshold: k, rows: cfg.Rows, log: log, metrics: cfg.Metrics}, nil
+}
+
+// DepositRequest is a key to escrow. Key is zeroed by Deposit.
+type DepositRequest struct {
+	ConversationID string
+	KeyID          string
+	Key            []byte
+}
+
+// Deposit escrows req.Key. It returns the receipt and whether this call
+// created it (false: the same key was already escrowed under that id). All
+// or nothing: if any custodian fails, every share already written is
+// destroyed, no row remains, and the error wraps ErrUnavailable.
+func (s *Service) Deposit(ctx context.Context, req DepositRequest) (Receipt, bool, error) {
+	start := time.Now()
+	rec, created, err := s.deposit(ctx, req)
+	clear(req.Key)
+	s.metrics.deposit(err, created, time.Since(start))
+	return rec, created, err
+}
+
+func (s *Service) deposit(ctx context.Context, req DepositRequest) (Receipt, bool, error) {
+	if err := validate(req); err != nil {
+		return Receipt{}, false, err
+	}
+	commitment := Commitment(req.ConversationID, req.KeyID, req.Key)
+	if existing, err := s.rows.ByKeyID(ctx, req.ConversationID, req.KeyID); err == nil {
+		return sameOrConflict(existing, commitment)
+	} else if !errors.Is(err, ErrNotFound) {
+		return Receipt{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+
+	id, err := newEscrowID()
+	if err != nil {
+		return Receipt{}, false, err
+	}
+	shares, err := shamir.Split(req.Key, len(s.custodians), s.threshold)
+	if err != nil {
+		return Receipt{}, false, fmt.Errorf("escrow: split: %w", err)
+	}
+	defer func() {
+		for _, sh := range shares {
+			clear(sh)
+		}
+	}()
+
+	// Wrap and store every share in parallel; custodians are independent.
+	hashes := make([][]byte, len(s.custodians))
+	errs := make([]error, len(s.custodians))
+	var wg sync.WaitGroup
+	for i, c := range s.custodians {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t0 := time.Now()
+			wrapped, err := c.Wrapper.Wrap(ctx, aad(req.ConversationID, req.KeyID), shares[i])
+			if err == nil {
+				err = c.Store.Put(ctx, sharePath(id, c.Name), wrapped)
+			}
+			s.metrics.custodian(c.Name, "deposit", err, time.Since(t0))
+			if err != nil {
+				errs[i] = fmt.Errorf("custodian %s: %w", c.Name, err)
+				return
+			}
+			h := sha256.Sum256(wrapped)
+			hashes[i] = h[:]
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		s.log.Error("escrow deposit failed; destroying the shares written", "escrow_id", id, "err", err)
+		s.destroyShares(ctx, id)
+		return Receipt{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+
+	rec := Receipt{
+		EscrowID: id, ConversationID: req.ConversationID, KeyID: req.KeyID,
+		Threshold: s.threshold, Shares: len(s.custodians), Custodians: s.names(),
+		KeyCommitment: commitment, shareHashes: hashes,
+	}
+	stored, err := s.rows.Insert(ctx, rec)
+	if err != nil {
+		s.destroyShares(ctx, id)
+		if errors.Is(err, errDuplicateKeyID) {
+			// A concurrent deposit of the same key id won the race.
+			existing, err := s.rows.ByKeyID(ctx, req.ConversationID, req.KeyID)
+			if err != nil {
+				return Receipt{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			}
+			return sameOrConflict(existing, commitment)
+		}
+		return Receipt{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return stored, true, nil
+}
+
+func sameOrConflict(existing Receipt, commitment string) (Receipt, bool, error) {
+	if subtle.ConstantTimeCompare([]byte(existing.KeyCommitment), []byte(commitment)) == 1 {
+		return existing, false, nil
+	}
+	return Receipt{}, false, ErrConflict
+}
+
+func validate(req DepositRequest) error {
+	for name, v := range map[string]string{"conversation_id": req.ConversationID, "key_id": req.KeyID} {
+		if v == "" || len(v) > maxIDLen || strings.ContainsAny(v, "\x00\n\r") {
+			return fmt.Errorf("%w: %s must be 1–%d bytes without control characters", ErrInvalid, name, maxIDLen)
+		}
+	}
+	if len(req.Key) < MinKeyLen || len(req.Key) > MaxKeyLen {
+		return fmt.Errorf("%w: key must be %d–%d bytes", ErrInvalid, MinKeyLen, MaxKeyLen)
+	}
+	return nil
+}
+
+// destroyShares removes every custodian's share of escrow id, best effort
+// and with a context of its own: cleanup must run even if the request's
+// context has ended.
+func (s *Service) destroyShares(ctx context.Context, id string) []error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	for _, c := range s.custodians {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.Store.Destroy(ctx, sharePath(id, c.Name)); err != nil {
+				s.log.Error("escrow: could not destroy a share; it remains in that custodian's store", "escrow_id", id, "custodian", c.Name, "err", err)
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("custodian %s: %w", c.Name, err))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+// Reconstruct rebuilds the key of escrow id from any K custodians whose
+// share is present, untampered (its hash matches the deposit's) and
+// unwraps; it checks the commitment in constant time. decisionRef names the
+// release decision that authorized it and is logged. The caller must zero
+// the key after use. Fewer than K good shares: an error naming each
+// custodian that failed and why.
+func (s *Service) Reconstruct(ctx context.Context, id, decisionRef string) ([]byte, Receipt, error) {
+	rec, err := s.rows.ByID(ctx, id)
+	if err != nil {
+		return nil, Receipt{}, err
+	}
+	if rec.destroyed {
+		return nil, rec, ErrDestroyed
+	}
+	byName := make(map[string]Custodian, len(s.custodians))
+	for _, c := range s.custodians {
+		byName[c.Name] = c
+	}
+	var (
+		parts    [][]byte
+		failures []string
+	)
+	defer func() {
+		for _, p := range parts {
+			clear(p)
+		}
+	}()
+	for i, name := range rec.Custodians {
+		if len(parts) == rec.Threshold {
+			break
+		}
+		c, ok := byName[name]
+		if !ok {
+			failures = append(failures, name+": not configured")
+			continue
+		}
+		t0 := time.Now()
+		share, err := s.readShare(ctx, c, rec, i)
+		s.metrics.custodian(c.Name, "reconstruct", err, time.Since(t0))
+		if err != nil {
+			failures = append(failures, name+": "+err.Error())
+			continue
+		}
+		parts = append(parts, share)
+	}
+	if len(parts) < rec.Threshold {
+		return nil, rec, fmt.Errorf("%w: only %d of the %d shares needed could be read (%s)",
+			ErrUnavailable, len(parts), rec.Threshold, strings.Join(failures, "; "))
+	}
+	key, err := shamir.Combine(parts)
+	if err != nil {
+		return nil, rec, fmt.Errorf("escrow: combine: %w", err)
+	}
+	if subtle.ConstantTimeCompare([]byte(Commitment(rec.ConversationID, rec.KeyID, key)), []byte(rec.KeyCommitment)) != 1 {
+		clear(key)
+		return nil, rec, errors.New("escrow: the rebuilt key does not match its commitment")
+	}
+	s.log.Info("escrow key reconstructed", "escrow_id", id, "decision_id", decisionRef, "custodians_failed", len(failures))
+	return key, rec, nil
+}
+
+func (s *Service) readShare(ctx context.Context, c Custodian, rec Receipt, i int) ([]byte, error) {
+	wrapped, err := c.Store.Get(ctx, sharePath(rec.EscrowID, c.Name))
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.Sum256(wrapped)
+	if i >= len(rec.shareHashes) || subtle.ConstantTimeCompare(h[:], rec.shareHashes[i]) != 1 {
+		return nil, errors.New("wrapped share does not match its deposit hash (tampered)")
+	}
+	share, err := c.Wrapper.Unwrap(ctx, aad(rec.ConversationID, rec.KeyID), wrapped)
+	if err != nil {
+		return nil, fmt.Errorf("unwrap: %w", err)
+	}
+	return share, nil
+}
+
+func (s *Service) names() []string {
+	out := make([]string, len(s.custodians))
+	for i, c := range s.custodians {
+		out[i] = c.Name
+	}
+	return out
+}
+
+// sharePath is where custodian name keeps its share of escrow id.
+func sharePath(id, custodian string) string { return id + "/" + custodian }
+
+// newEscrowID returns a random UUID (version 4).
+func newEscrowID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("escrow: id: %w", err)
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], nil
+}

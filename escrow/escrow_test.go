@@ -1,0 +1,387 @@
+package escrow
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+
+	vaultapi "github.com/hashicorp/vault/api"
+	"github.com/hashicorp/vault/shamir"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mediatorhq/mediator/audit"
+	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
+	"github.com/mediatorhq/mediator/migrations"
+	"github.com/mediatorhq/mediator/test/harness"
+	"github.com/mediatorhq/mediator/vaultclient"
+)
+
+var env *harness.Env
+
+func TestMain(m *testing.M) { harness.Main(m, &env) }
+
+// vaultPair is a bootstrapped Vault with an admin client and the service's
+// least-privilege AppRole client.
+type vaultPair struct {
+	admin, service *vaultapi.Client
+}
+
+func bootstrapped(t testing.TB, v *harness.Vault) vaultPair {
+	t.Helper()
+	ctx := context.Background()
+	admin, err := vaultapi.NewClient(&vaultapi.Config{Address: v.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin.SetToken(v.Token)
+	creds, err := vaultsetup.Bootstrap(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := vaultclient.Connect(ctx, env.Log, vaultclient.Config{Addr: v.Addr, RoleID: creds.RoleID, SecretID: creds.SecretID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vaultPair{admin: admin, service: svc}
+}
+
+func custodiansOn(c *vaultapi.Client, from, to int) []Custodian {
+	var out []Custodian
+	for i := from; i <= to; i++ {
+		out = append(out, Custodian{
+			Name:    vaultsetup.CustodianKey(i),
+			Wrapper: TransitWrapper{Client: c, Mount: vaultsetup.TransitMount, Key: vaultsetup.CustodianKey(i)},
+			Store:   KVStore{Client: c, Mount: vaultsetup.KVMount, Prefix: vaultsetup.SharePrefix + "/" + vaultsetup.CustodianKey(i)},
+		})
+	}
+	return out
+}
+
+type fixture struct {
+	pool *pgxpool.Pool
+	svc  *Service
+	logs *bytes.Buffer
+}
+
+func newFixture(t testing.TB, custodians []Custodian) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	dsn := env.NewDatabase(t)
+	db, err := migrations.Open(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := migrations.Up(ctx, db, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	logs := &bytes.Buffer{}
+	svc, err := New(Config{Custodians: custodians, Threshold: 3, Rows: PGRows{Pool: pool, Audit: audit.NewStore(pool)},
+		Log: slog.New(slog.NewJSONHandler(&lockedWriter{w: logs}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{pool: pool, svc: svc, logs: logs}
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
+
+func newKey(t testing.TB) []byte {
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestDepositReconstructAndIdempotence(t *testing.T) {
+	v := bootstrapped(t, env.Vault)
+	f := newFixture(t, custodiansOn(v.service, 1, 5))
+	ctx := context.Background()
+	key := newKey(t)
+	orig := bytes.Clone(key)
+	rec, created, err := f.svc.Deposit(ctx, DepositRequest{ConversationID: "conv-1", KeyID: "epoch-7", Key: key})
+	if err != nil || !created {
+		t.Fatalf("deposit: %v %v", created, err)
+	}
+	if !bytes.Equal(key, make([]byte, 32)) {
+		t.Fatal("the caller's key buffer was not zeroed")
+	}
+	if rec.Threshold != 3 || rec.Shares != 5 || len(rec.Custodians) != 5 || rec.KeyCommitment != Commitment("conv-1", "epoch-7", orig) {
+		t.Fatalf("receipt: %+v", rec)
+	}
+	got, _, err := f.svc.Reconstruct(ctx, rec.EscrowID, "test-decision")
+	if err != nil || !bytes.Equal(got, orig) {
+		t.Fatalf("reconstruct: %v", err)
+	}
+	// The same key again: the original receipt, not a new escrow.
+	again, created, err := f.svc.Deposit(ctx, DepositRequest{ConversationID: "conv-1", KeyID: "epoch-7", Key: bytes.Clone(orig)})
+	if err != nil || created || again.EscrowID != rec.EscrowID || again.AuditSeq != rec.AuditSeq {
+		t.Fatalf("same key again: %+v %v %v", again, created, err)
+	}
+	// Another key under the same id: conflict.
+	if _, _, err := f.svc.Deposit(ctx, DepositRequest{ConversationID: "conv-1", KeyID: "epoch-7", Key: newKey(t)}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("different key: %v", err)
+	}
+	// Bad requests.
+	for _, r := range []DepositRequest{
+		{ConversationID: "c", KeyID: "k", Key: make([]byte, 15)},
+		{ConversationID: "c", KeyID: "k", Key: make([]byte, 65)},
+		{ConversationID: "", KeyID: "k", Key: make([]byte, 16)},
+		{ConversationID: "c", KeyID: strings.Repeat("k", 129), Key: make([]byte, 16)},
+	} {
+		if _, _, err := f.svc.Deposit(ctx, r); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%d-byte key, ids %q/%q: %v", len(r.Key), r.ConversationID, r.KeyID, err)
+		}
+	}
+	// The deposit is in the audit log, without key material.
+	e, err := audit.NewStore(f.pool).Entry(ctx, rec.AuditSeq)
+	if err != nil || !strings.Contains(string(e.Leaf), `"kind":"escrow.deposit"`) || !strings.Contains(string(e.Leaf), rec.KeyCommitment) {
+		t.Fatalf("audit entry: %s %v", e.Leaf, err)
+	}
+	assertNoKeyMaterial(t, f, v, orig)
+}
+
+// assertNoKeyMaterial: the key never appears in PostgreSQL, the logs, or
+// Vault KV in clear.
+func assertNoKeyMaterial(t *testing.T, f *fixture, v vaultPair, key []byte) {
+	t.Helper()
+	forms := []string{base64.StdEncoding.EncodeToString(key), base64.RawURLEncoding.EncodeToString(key), hex.EncodeToString(key), string(key)}
+	ctx := context.Background()
+	var dump strings.Builder
+	for _, q := range []string{
+		"SELECT t::text FROM escrow_keys t", "SELECT t::text FROM audit_entries t",
+		"SELECT convert_from(leaf, 'UTF8') FROM audit_entries",
+	} {
+		rows, err := f.pool.Query(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		texts, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		dump.WriteString(strings.Join(texts, "\n"))
+	}
+	var kv strings.Builder
+	for i := 1; i <= 5; i++ {
+		list, err := v.admin.Logical().List(fmt.Sprintf("%s/metadata/%s/%s", vaultsetup.KVMount, vaultsetup.SharePrefix, vaultsetup.CustodianKey(i)))
+		if err != nil || list == nil {
+			continue
+		}
+		for _, id := range list.Data["keys"].([]any) {
+			sec, err := v.admin.Logical().Read(fmt.Sprintf("%s/data/%s/%s/%s%s", vaultsetup.KVMount, vaultsetup.SharePrefix, vaultsetup.CustodianKey(i), id, vaultsetup.CustodianKey(i)))
+			if err == nil && sec != nil {
+				fmt.Fprint(&kv, sec.Data)
+			}
+		}
+	}
+	if !strings.Contains(kv.String(), "vault:v1:") {
+		t.Fatal("read no wrapped shares from KV; the check would prove nothing")
+	}
+	for _, form := range forms {
+		for where, text := range map[string]string{"postgres": dump.String(), "logs": f.logs.String(), "vault kv": kv.String()} {
+			if strings.Contains(text, form) {
+				t.Errorf("key material found in %s", where)
+			}
+		}
+	}
+}
+
+func TestFewerThanKSharesCannotRebuild(t *testing.T) {
+	v := bootstrapped(t, env.Vault)
+	f := newFixture(t, custodiansOn(v.service, 1, 5))
+	ctx := context.Background()
+	key := newKey(t)
+	rec, _, err := f.svc.Deposit(ctx, DepositRequest{ConversationID: "c", KeyID: "k", Key: bytes.Clone(key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Shamir itself: K−1 shares combine to something that is not the key.
+	parts, _ := shamir.Split(key, 5, 3)
+	if wrong, err := shamir.Combine(parts[:2]); err == nil && bytes.Equal(wrong, key) {
+		t.Fatal("two shares rebuilt the key")
+	}
+	// Destroy three custodians' shares: only two remain.
+	for i := 1; i <= 3; i++ {
+		c := custodiansOn(v.admin, i, i)[0]
+		if err := c.Store.Destroy(ctx, sharePath(rec.EscrowID, c.Name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, _, err = f.svc.Reconstruct(ctx, rec.EscrowID, "d")
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "custodian-1") || !strings.Contains(err.Error(), "custodian-3") {
+		t.Fatalf("reconstruct with 2 shares: %v", err)
+	}
+}
+
+func TestTamperedShareIsSkipped(t *testing.T) {
+	v := bootstrapped(t, env.Vault)
+	f := newFixture(t, custodiansOn(v.service, 1, 5))
+	ctx := context.Background()
+	key := newKey(t)
+	rec, _, err := f.svc.Deposit(ctx, DepositRequest{ConversationID: "c", KeyID: "k", Key: bytes.Clone(key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An attacker with admin rights replaces custodian-1's share with a
+	// validly wrapped share of another key.
+	other, _ := shamir.Split(newKey(t), 5, 3)
+	c1 := custodiansOn(v.admin, 1, 1)[0]
+	forged, err := c1.Wrapper.Wrap(ctx, aad("c", "k"), other[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := fmt.Sprintf("%s/data/%s/%s/%s", vaultsetup.KVMount, vaultsetup.SharePrefix, c1.Name, sharePath(rec.EscrowID, c1.Name))
+	if _, err := v.admin.Logical().Write(path, map[string]any{"data": map[string]any{"wrapped": string(forged)}}); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := f.svc.Reconstruct(ctx, rec.EscrowID, "d")
+	if err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("reconstruct around a tampered share: %v", err)
+	}
+	if !strings.Contains(f.logs.String(), `"custodians_failed":1`) {
+		t.Fatalf("the skipped custodian is not recorded: %s", f.logs.String())
+	}
+}
+
+func TestVaultRefusesOverwritingAShare(t *testing.T) {
+	v := bootstrapped(t, env.Vault)
+	c := custodiansOn(v.service, 1, 1)[0]
+	ctx := context.Background()
+	p := "overwrite-test-" + hex.EncodeToString(newKey(t)[:4])
+	if err := c.Store.Put(ctx, p, []byte("vault:v1:first")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Store.Put(ctx, p, []byte("vault:v1:second")); !errors.Is(err, ErrShareExists) && (err == nil || !strings.Contains(err.Error(), "permission denied")) {
+		t.Fatalf("overwrite through the store: %v", err)
+	}
+	// Even without check-and-set, the service token may not update.
+	path := fmt.Sprintf("%s/data/%s/%s/%s", vaultsetup.KVMount, vaultsetup.SharePrefix, c.Name, p)
+	if _, err := v.service.Logical().Write(path, map[string]any{"data": map[string]any{"wrapped": "x"}}); err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("a raw overwrite by the service token was not refused by Vault: %v", err)
+	}
+	got, err := c.Store.Get(ctx, p)
+	if err != nil || string(got) != "vault:v1:first" {
+		t.Fatalf("share changed: %q %v", got, err)
+	}
+}
+
+// TestCustodiansOnTwoVaults: custodians 1–2 on a second Vault server. When
+// it stops, a deposit fails with nothing left behind anywhere, and an
+// earlier key still rebuilds from the three custodians on the first.
+func TestCustodiansOnTwoVaults(t *testing.T) {
+	ctx := context.Background()
+	second, err := harness.StartVault(ctx, nil, harness.VaultOptions{IgnoreEnv: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Stop()
+	a, b := bootstrapped(t, env.Vault), bootstrapped(t, second)
+	custodians := append(custodiansOn(b.service, 1, 2), custodiansOn(a.service, 3, 5)...)
+	f := newFixture(t, custodians)
+	key := newKey(t)
+	rec, _, err := f.svc.Deposit(ctx, DepositRequest{ConversationID: "two", KeyID: "k1", Key: bytes.Clone(key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := shareLists(t, a.admin)
+	second.Stop()
+	_, _, err = f.svc.Deposit(ctx, DepositRequest{ConversationID: "two", KeyID: "k2", Key: newKey(t)})
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("deposit with a custodian's Vault down: %v", err)
+	}
+	// Nothing left behind: no row, and the surviving Vault's shares are
+	// exactly what they were before the failed deposit.
+	var rows int
+	if err := f.pool.QueryRow(ctx, "SELECT count(*) FROM escrow_keys").Scan(&rows); err != nil || rows != 1 {
+		t.Fatalf("escrow rows = %d, %v", rows, err)
+	}
+	if after := shareLists(t, a.admin); after != before {
+		t.Fatalf("the failed deposit left shares behind:\nbefore %s\nafter  %s", before, after)
+	}
+	got, _, err := f.svc.Reconstruct(ctx, rec.EscrowID, "d")
+	if err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("reconstruct with one Vault down: %v", err)
+	}
+}
+
+// shareLists lists the escrow ids under custodians 3–5 in one Vault.
+func shareLists(t *testing.T, admin *vaultapi.Client) string {
+	t.Helper()
+	var b strings.Builder
+	for i := 3; i <= 5; i++ {
+		list, err := admin.Logical().List(fmt.Sprintf("%s/metadata/%s/%s", vaultsetup.KVMount, vaultsetup.SharePrefix, vaultsetup.CustodianKey(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if list != nil {
+			fmt.Fprintln(&b, list.Data["keys"])
+		}
+	}
+	return b.String()
+}
+
+func TestConcurrentDepositsOfOneKeyIDMakeOneEscrow(t *testing.T) {
+	v := bootstrapped(t, env.Vault)
+	f := newFixture(t, custodiansOn(v.service, 1, 5))
+	key := newKey(t)
+	var wg sync.WaitGroup
+	ids := make([]string, 6)
+	for i := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rec, _, err := f.svc.Deposit(context.Background(), DepositRequest{ConversationID: "race", KeyID: "k", Key: bytes.Clone(key)})
+			if err != nil {
+				t.Error(err)
+			}
+			ids[i] = rec.EscrowID
+		}()
+	}
+	wg.Wait()
+	for _, id := range ids {
+		if id != ids[0] {
+			t.Fatalf("concurrent deposits made several escrows: %v", ids)
+		}
+	}
+}
+
+func BenchmarkDeposit(b *testing.B) {
+	v := bootstrapped(b, env.Vault)
+	f := newFixture(b, custodiansOn(v.service, 1, 5))
+	ctx := context.Background()
+	b.SetParallelism(32) // deposits wait on Vault, not CPU
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			id := hex.EncodeToString(newKey(b)[:8])
+			if _, _, err := f.svc.Deposit(ctx, DepositRequest{ConversationID: "bench", KeyID: id, Key: newKey(b)}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "deposits/s")
+}

@@ -1,0 +1,115 @@
+package escrow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mediatorhq/mediator/audit"
+)
+
+// Rows keeps escrow metadata.
+type Rows interface {
+	// Insert records rec and its escrow.deposit audit entry in one
+	// transaction and returns rec with AuditSeq and CreatedAt set. It
+	// returns errDuplicateKeyID if the (conversation, key id) is taken.
+	Insert(ctx context.Context, rec Receipt) (Receipt, error)
+	ByKeyID(ctx context.Context, conversationID, keyID string) (Receipt, error)
+	ByID(ctx context.Context, id string) (Receipt, error)
+}
+
+var errDuplicateKeyID = errors.New("escrow: duplicate key id")
+
+// PGRows is Rows in PostgreSQL, with audit entries in the same transaction.
+type PGRows struct {
+	Pool  *pgxpool.Pool
+	Audit *audit.Store
+}
+
+// depositRecord is the audit record of a deposit: ids and the commitment,
+// never key material.
+type depositRecord struct {
+	Kind           string   `json:"kind"`
+	EscrowID       string   `json:"escrow_id"`
+	ConversationID string   `json:"conversation_id"`
+	KeyID          string   `json:"key_id"`
+	Threshold      int      `json:"threshold"`
+	Shares         int      `json:"shares"`
+	Custodians     []string `json:"custodians"`
+	KeyCommitment  string   `json:"key_commitment"`
+}
+
+// KindDeposit is the audit entry kind of a deposit.
+const KindDeposit = "escrow.deposit"
+
+// Insert implements Rows.
+func (r PGRows) Insert(ctx context.Context, rec Receipt) (Receipt, error) {
+	tx, err := r.Pool.Begin(ctx)
+	if err != nil {
+		return Receipt{}, fmt.Errorf("escrow: begin: %w", err)
+	}
+	defer tx.Rollback(ctx)
+	_, err = tx.Exec(ctx, `INSERT INTO escrow_keys
+		(escrow_id, conversation_id, key_id, threshold, shares, custodians, key_commitment, share_hashes)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		rec.EscrowID, rec.ConversationID, rec.KeyID, rec.Threshold, rec.Shares, rec.Custodians, rec.KeyCommitment, rec.shareHashes)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		return Receipt{}, errDuplicateKeyID
+	}
+	if err != nil {
+		return Receipt{}, fmt.Errorf("escrow: insert: %w", err)
+	}
+	appended, err := r.Audit.AppendTx(ctx, tx, []audit.Entry{{
+		Kind: KindDeposit, ConversationID: rec.ConversationID,
+		Record: depositRecord{Kind: KindDeposit, EscrowID: rec.EscrowID, ConversationID: rec.ConversationID, KeyID: rec.KeyID,
+			Threshold: rec.Threshold, Shares: rec.Shares, Custodians: rec.Custodians, KeyCommitment: rec.KeyCommitment},
+	}})
+	if err != nil {
+		return Receipt{}, err
+	}
+	rec.AuditSeq = appended[0].Seq
+	if err := tx.QueryRow(ctx, `INSERT INTO escrow_deposit_audit (escrow_id, audit_seq) VALUES ($1, $2) RETURNING created_at`,
+		rec.EscrowID, rec.AuditSeq).Scan(&rec.CreatedAt); err != nil {
+		return Receipt{}, fmt.Errorf("escrow: link audit entry: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return Receipt{}, fmt.Errorf("escrow: commit: %w", err)
+	}
+	return rec, nil
+}
+
+const selectReceipt = `SELECT k.escrow_id, k.conversation_id, k.key_id, k.threshold, k.shares, k.custodians,
+	k.key_commitment, k.share_hashes, a.audit_seq, a.created_at, d.escrow_id IS NOT NULL
+	FROM escrow_keys k JOIN escrow_deposit_audit a USING (escrow_id)
+	LEFT JOIN escrow_destructions d USING (escrow_id) `
+
+// ByKeyID implements Rows.
+func (r PGRows) ByKeyID(ctx context.Context, conversationID, keyID string) (Receipt, error) {
+	return scanReceipt(r.Pool.QueryRow(ctx, selectReceipt+"WHERE k.conversation_id = $1 AND k.key_id = $2", conversationID, keyID))
+}
+
+// ByID implements Rows.
+func (r PGRows) ByID(ctx context.Context, id string) (Receipt, error) {
+	return scanReceipt(r.Pool.QueryRow(ctx, selectReceipt+"WHERE k.escrow_id = $1", id))
+}
+
+func scanReceipt(row pgx.Row) (Receipt, error) {
+	var rec Receipt
+	var created time.Time
+	err := row.Scan(&rec.EscrowID, &rec.ConversationID, &rec.KeyID, &rec.Threshold, &rec.Shares, &rec.Custodians,
+		&rec.KeyCommitment, &rec.shareHashes, &rec.AuditSeq, &created, &rec.destroyed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Receipt{}, ErrNotFound
+	}
+	if err != nil {
+		return Receipt{}, fmt.Errorf("escrow: read: %w", err)
+	}
+	rec.CreatedAt = created
+	return rec, nil
+}

@@ -1,0 +1,107 @@
+package escrow
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+
+	vaultapi "github.com/hashicorp/vault/api"
+)
+
+// TransitWrapper wraps shares with a Vault Transit key of type aes256-gcm96,
+// not exportable, derived: each (conversation, key id) gets its own derived
+// key, so a wrapped share only unwraps under its own context.
+type TransitWrapper struct {
+	Client *vaultapi.Client
+	Mount  string
+	Key    string
+}
+
+// Wrap implements Wrapper. The result is Vault's ciphertext ("vault:vN:…").
+func (w TransitWrapper) Wrap(ctx context.Context, aad, share []byte) ([]byte, error) {
+	sec, err := w.Client.Logical().WriteWithContext(ctx, w.Mount+"/encrypt/"+w.Key, map[string]any{
+		"plaintext": base64.StdEncoding.EncodeToString(share),
+		"context":   base64.StdEncoding.EncodeToString(aad),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("transit encrypt: %w", err)
+	}
+	ct, _ := sec.Data["ciphertext"].(string)
+	if !strings.HasPrefix(ct, "vault:v") {
+		return nil, errors.New("transit encrypt: no ciphertext")
+	}
+	return []byte(ct), nil
+}
+
+// Unwrap implements Wrapper.
+func (w TransitWrapper) Unwrap(ctx context.Context, aad, wrapped []byte) ([]byte, error) {
+	sec, err := w.Client.Logical().WriteWithContext(ctx, w.Mount+"/decrypt/"+w.Key, map[string]any{
+		"ciphertext": string(wrapped),
+		"context":    base64.StdEncoding.EncodeToString(aad),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("transit decrypt: %w", err)
+	}
+	pt, _ := sec.Data["plaintext"].(string)
+	share, err := base64.StdEncoding.DecodeString(pt)
+	if err != nil || len(share) == 0 {
+		return nil, errors.New("transit decrypt: no plaintext")
+	}
+	return share, nil
+}
+
+// KVStore keeps shares in a Vault KV v2 mount under Prefix. Every share is
+// written with check-and-set 0, so Vault itself refuses to overwrite one;
+// the mediator's policy also grants create but not update.
+type KVStore struct {
+	Client *vaultapi.Client
+	Mount  string
+	Prefix string
+}
+
+func (s KVStore) path(kind, p string) string {
+	return s.Mount + "/" + kind + "/" + strings.Trim(s.Prefix, "/") + "/" + p
+}
+
+// Put implements ShareStore.
+func (s KVStore) Put(ctx context.Context, p string, wrapped []byte) error {
+	_, err := s.Client.Logical().WriteWithContext(ctx, s.path("data", p), map[string]any{
+		"options": map[string]any{"cas": 0},
+		"data":    map[string]any{"wrapped": string(wrapped)},
+	})
+	if err != nil {
+		if strings.Contains(err.Error(), "check-and-set") {
+			return ErrShareExists
+		}
+		return fmt.Errorf("kv put: %w", err)
+	}
+	return nil
+}
+
+// Get implements ShareStore.
+func (s KVStore) Get(ctx context.Context, p string) ([]byte, error) {
+	sec, err := s.Client.Logical().ReadWithContext(ctx, s.path("data", p))
+	if err != nil {
+		return nil, fmt.Errorf("kv get: %w", err)
+	}
+	if sec == nil || sec.Data == nil {
+		return nil, errors.New("kv get: no share")
+	}
+	data, _ := sec.Data["data"].(map[string]any)
+	w, _ := data["wrapped"].(string)
+	if w == "" {
+		return nil, errors.New("kv get: no share")
+	}
+	return []byte(w), nil
+}
+
+// Destroy implements ShareStore: deleting the metadata removes every
+// version and its data permanently.
+func (s KVStore) Destroy(ctx context.Context, p string) error {
+	if _, err := s.Client.Logical().DeleteWithContext(ctx, s.path("metadata", p)); err != nil {
+		return fmt.Errorf("kv destroy: %w", err)
+	}
+	return nil
+}
