@@ -19,6 +19,7 @@ const (
 	codeBadRequest           = "bad_request"
 	codeValidationFailed     = "validation_failed"
 	codeUnavailable          = "dependency_unavailable"
+	codeConflict             = "conflict"
 )
 
 // errorBody is the one error shape every endpoint returns:

@@ -49,6 +49,8 @@ type Deps struct {
 	Profile    redact.Profile
 	// VerifierKey is the note verifier key for checkpoints.
 	VerifierKey string
+
+	Escrow Escrower
 }
 
 // defaultBodyLimit bounds request bodies on routes that do not set their own.
@@ -65,6 +67,7 @@ type server struct {
 	pseudonyms PseudonymSource
 	profile    redact.Profile
 	verifier   string
+	escrow     Escrower
 }
 
 // NewRouter returns the handler for every endpoint. Each route is listed
@@ -72,7 +75,7 @@ type server struct {
 // policy/authz.rego through guard.
 func NewRouter(d Deps) http.Handler {
 	s := &server{log: d.Logger, authn: d.Authn, authz: d.Authz, metrics: d.Metrics, ready: d.Ready,
-		auditLog: d.AuditLog, pseudonyms: d.Pseudonyms, profile: d.Profile, verifier: d.VerifierKey}
+		auditLog: d.AuditLog, pseudonyms: d.Pseudonyms, profile: d.Profile, verifier: d.VerifierKey, escrow: d.Escrow}
 	r := chi.NewRouter()
 	r.Use(requestID, s.accessLog, s.recoverPanic)
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
@@ -104,6 +107,9 @@ func NewRouter(d Deps) http.Handler {
 	g.Get("/v1/audit/proof/inclusion", s.inclusionProof)
 	g.Get("/v1/audit/proof/consistency", s.consistencyProof)
 	g.Get("/v1/audit/export", s.export)
+
+	// Key escrow.
+	g.Post("/v1/escrow/keys", s.depositKey)
 
 	return r
 }

@@ -37,6 +37,7 @@ routes := {
 	"GET /v1/audit/proof/inclusion": audit_readers,
 	"GET /v1/audit/proof/consistency": audit_readers,
 	"GET /v1/audit/export": audit_readers,
+	"POST /v1/escrow/keys": {"depositor"},
 }
 
 allow if public[route_key]

@@ -20,6 +20,7 @@ matrix := {
 	"GET /v1/audit/proof/inclusion": {"auditor", "officer"},
 	"GET /v1/audit/proof/consistency": {"auditor", "officer"},
 	"GET /v1/audit/export": {"auditor", "officer"},
+	"POST /v1/escrow/keys": {"depositor"},
 }
 
 request(key, role) := inp if {

@@ -33,6 +33,7 @@ type serveConfig struct {
 	CheckpointKeyFile  string
 	CheckpointInterval time.Duration
 	RedactionProfile   string
+	Custodians         string
 }
 
 // defaultLogOrigin names the log in checkpoints and its verifier key. Give
@@ -77,6 +78,7 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.StringVar(&c.CheckpointKeyFile, "checkpoint-key-file", env("", "MEDIATOR_CHECKPOINT_KEY_FILE"), "note signer key file for checkpoints; default: the Vault Transit key mediator-checkpoint [MEDIATOR_CHECKPOINT_KEY_FILE]")
 	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", envDuration(time.Second, "MEDIATOR_CHECKPOINT_INTERVAL"), "how often to sign a checkpoint when the log grew [MEDIATOR_CHECKPOINT_INTERVAL]")
 	fs.StringVar(&c.RedactionProfile, "redaction-profile", env("", "MEDIATOR_REDACTION_PROFILE"), "JSON minimization profile file; default: docs/redaction.md defaults [MEDIATOR_REDACTION_PROFILE]")
+	fs.StringVar(&c.Custodians, "custodians", env("", "MEDIATOR_CUSTODIANS"), "escrow custodians file (docs/escrow.md); default: 5 custodian keys on the service's Vault, threshold 3 [MEDIATOR_CUSTODIANS]")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", envDuration(30*time.Second, "MEDIATOR_SHUTDOWN_TIMEOUT"), "how long to drain in-flight requests on SIGTERM [MEDIATOR_SHUTDOWN_TIMEOUT]")
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/mediatorhq/mediator/api"
 	"github.com/mediatorhq/mediator/audit"
 	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
+	"github.com/mediatorhq/mediator/escrow"
 	"github.com/mediatorhq/mediator/identity"
 	"github.com/mediatorhq/mediator/migrations"
 	"github.com/mediatorhq/mediator/policy"
@@ -113,6 +114,18 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 	}
 
 	metrics := api.NewMetrics(version)
+	custodians, threshold, err := loadCustodians(ctx, cfg, vault, log)
+	if err != nil {
+		return err
+	}
+	escrowSvc, err := escrow.New(escrow.Config{
+		Custodians: custodians, Threshold: threshold,
+		Rows: escrow.PGRows{Pool: pool, Audit: store}, Log: log,
+		Metrics: escrow.NewMetrics(metrics.Registry),
+	})
+	if err != nil {
+		return err
+	}
 	checkpointer := &audit.Checkpointer{
 		Store: store, Signer: signer, Origin: cfg.LogOrigin, Interval: cfg.CheckpointInterval, Log: log,
 		OnCheckpoint: func(c audit.Checkpoint) { metrics.CheckpointSigned(c.Size, c.CreatedAt) },
@@ -123,6 +136,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 		Pseudonyms:  pseudonyms,
 		Profile:     profile,
 		VerifierKey: verifierKey,
+		Escrow:      escrowSvc,
 		Logger:      log,
 		Authn:       verifier,
 		Authz:       engine,

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	vaultapi "github.com/hashicorp/vault/api"
+
+	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
+	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/vaultclient"
+)
+
+// custodianFile is the --custodians file: who holds the shares.
+// docs/escrow.md documents it.
+type custodianFile struct {
+	Threshold  int             `json:"threshold"`
+	Custodians []custodianSpec `json:"custodians"`
+}
+
+type custodianSpec struct {
+	Name    string    `json:"name"`
+	Wrapper vaultPart `json:"wrapper"`
+	Store   vaultPart `json:"store"`
+}
+
+// vaultPart is a wrapper or a store. An empty vault_addr means the
+// service's own Vault connection.
+type vaultPart struct {
+	Type         string `json:"type"` // "vault-transit" (wrapper) or "vault-kv" (store)
+	VaultAddr    string `json:"vault_addr"`
+	TokenFile    string `json:"token_file"`
+	RoleID       string `json:"role_id"`
+	SecretIDFile string `json:"secret_id_file"`
+	Mount        string `json:"mount"`
+	Key          string `json:"key"`    // transit key
+	Prefix       string `json:"prefix"` // kv path prefix
+}
+
+// defaultThreshold is K when nothing says otherwise (N is 5).
+const defaultThreshold = 3
+
+// loadCustodians builds the custodians from cfg.Custodians, or, without a
+// file, the bootstrap's five custodian keys on the service's own Vault.
+func loadCustodians(ctx context.Context, cfg serveConfig, own *vaultapi.Client, log *slog.Logger) ([]escrow.Custodian, int, error) {
+	if cfg.Custodians == "" {
+		var cs []escrow.Custodian
+		for i := 1; i <= vaultsetup.DefaultCustodians; i++ {
+			name := vaultsetup.CustodianKey(i)
+			cs = append(cs, escrow.Custodian{
+				Name:    name,
+				Wrapper: escrow.TransitWrapper{Client: own, Mount: vaultsetup.TransitMount, Key: name},
+				Store:   escrow.KVStore{Client: own, Mount: vaultsetup.KVMount, Prefix: vaultsetup.SharePrefix + "/" + name},
+			})
+		}
+		return cs, defaultThreshold, nil
+	}
+	b, err := os.ReadFile(cfg.Custodians)
+	if err != nil {
+		return nil, 0, fmt.Errorf("custodians: %w", err)
+	}
+	var f custodianFile
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return nil, 0, fmt.Errorf("custodians file %s: %w", cfg.Custodians, err)
+	}
+	if f.Threshold == 0 {
+		f.Threshold = defaultThreshold
+	}
+	clients := map[string]*vaultapi.Client{}
+	client := func(p vaultPart) (*vaultapi.Client, error) {
+		if p.VaultAddr == "" {
+			return own, nil
+		}
+		k := p.VaultAddr + "|" + p.TokenFile + "|" + p.RoleID
+		if c, ok := clients[k]; ok {
+			return c, nil
+		}
+		vc := vaultclient.Config{Addr: p.VaultAddr, RoleID: p.RoleID}
+		var err error
+		if p.TokenFile != "" {
+			vc.Token, err = readSecretFile(p.TokenFile)
+		} else if p.SecretIDFile != "" {
+			vc.SecretID, err = readSecretFile(p.SecretIDFile)
+		}
+		if err != nil {
+			return nil, err
+		}
+		c, err := vaultclient.Connect(ctx, log, vc)
+		if err != nil {
+			return nil, err
+		}
+		clients[k] = c
+		return c, nil
+	}
+	var cs []escrow.Custodian
+	for _, s := range f.Custodians {
+		if s.Wrapper.Type != "vault-transit" || s.Store.Type != "vault-kv" {
+			return nil, 0, fmt.Errorf("custodian %q: supported are wrapper \"vault-transit\" and store \"vault-kv\"", s.Name)
+		}
+		wc, err := client(s.Wrapper)
+		if err != nil {
+			return nil, 0, fmt.Errorf("custodian %q wrapper: %w", s.Name, err)
+		}
+		sc, err := client(s.Store)
+		if err != nil {
+			return nil, 0, fmt.Errorf("custodian %q store: %w", s.Name, err)
+		}
+		if s.Wrapper.Mount == "" || s.Wrapper.Key == "" || s.Store.Mount == "" || s.Store.Prefix == "" {
+			return nil, 0, fmt.Errorf("custodian %q: wrapper mount and key, store mount and prefix are required", s.Name)
+		}
+		cs = append(cs, escrow.Custodian{
+			Name:    s.Name,
+			Wrapper: escrow.TransitWrapper{Client: wc, Mount: s.Wrapper.Mount, Key: s.Wrapper.Key},
+			Store:   escrow.KVStore{Client: sc, Mount: s.Store.Mount, Prefix: s.Store.Prefix},
+		})
+	}
+	if len(cs) == 0 {
+		return nil, 0, errors.New("custodians file lists no custodians")
+	}
+	return cs, f.Threshold, nil
+}
+
+func readSecretFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
