@@ -86,14 +86,14 @@ func aad(conversationID, keyID string) []byte {
 
 // Receipt describes an escrowed key. It holds no key material.
 type Receipt struct {
-	EscrowID       string   `json:"escrow_id"`
-	ConversationID string   `json:"conversation_id"`
-	KeyID          string   `json:"key_id"`
-	Threshold      int      `json:"threshold"`
-	Shares         int      `json:"shares"`
-	Custodians     []string `json:"custodians"`
-	KeyCommitment  string   `json:"key_commitment"`
-	AuditSeq       int64    `json:"audit_seq"`
+	EscrowID       string    `json:"escrow_id"`
+	ConversationID string    `json:"conversation_id"`
+	KeyID          string    `json:"key_id"`
+	Threshold      int       `json:"threshold"`
+	Shares         int       `json:"shares"`
+	Custodians     []string  `json:"custodians"`
+	KeyCommitment  string    `json:"key_commitment"`
+	AuditSeq       int64     `json:"audit_seq"`
 	CreatedAt      time.Time `json:"created_at"`
 
 	shareHashes [][]byte
