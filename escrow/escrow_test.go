@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/hashicorp/vault/shamir"
@@ -384,4 +385,63 @@ func BenchmarkDeposit(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "deposits/s")
+}
+
+// TestDestroyAtRetentionEndRespectsLegalHolds: destroyed means the shares
+// are gone from every custodian and reconstruction fails; a held
+// conversation's key survives until the hold is released.
+func TestDestroyAtRetentionEndRespectsLegalHolds(t *testing.T) {
+	v := bootstrapped(t, env.Vault)
+	f := newFixture(t, custodiansOn(v.service, 1, 5))
+	rows := PGRows{Pool: f.pool, Audit: audit.NewStore(f.pool)}
+	ctx := context.Background()
+	a, _, err := f.svc.Deposit(ctx, DepositRequest{ConversationID: "free", KeyID: "k", Key: newKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := f.svc.Deposit(ctx, DepositRequest{ConversationID: "held", KeyID: "k", Key: newKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold, err := rows.PlaceHold(ctx, "held", "case 2026-117 preservation order", "counsel@example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing is due before the deposits.
+	if rep, err := f.svc.Destroy(ctx, a.CreatedAt.Add(-time.Hour)); err != nil || len(rep.Destroyed)+len(rep.Held) != 0 {
+		t.Fatalf("early run: %+v %v", rep, err)
+	}
+	rep, err := f.svc.Destroy(ctx, time.Now().Add(time.Minute))
+	if err != nil || len(rep.Destroyed) != 1 || rep.Destroyed[0] != a.EscrowID || len(rep.Held) != 1 || rep.Held[0] != b.EscrowID || len(rep.Failed) != 0 {
+		t.Fatalf("destroy run: %+v %v", rep, err)
+	}
+	if _, _, err := f.svc.Reconstruct(ctx, a.EscrowID, "d"); !errors.Is(err, ErrDestroyed) {
+		t.Fatalf("reconstruct after destruction: %v", err)
+	}
+	// Unrecoverable, not merely marked: no custodian has a share left.
+	for _, c := range custodiansOn(v.admin, 1, 5) {
+		if _, err := c.Store.Get(ctx, sharePath(a.EscrowID, c.Name)); err == nil {
+			t.Fatalf("%s still holds a share of a destroyed escrow", c.Name)
+		}
+	}
+	if _, _, err := f.svc.Reconstruct(ctx, b.EscrowID, "d"); err != nil {
+		t.Fatalf("held key lost: %v", err)
+	}
+	if err := rows.ReleaseHold(ctx, hold, "counsel@example"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rows.ReleaseHold(ctx, hold, "counsel@example"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second release: %v", err)
+	}
+	rep, err = f.svc.Destroy(ctx, time.Now().Add(time.Minute))
+	if err != nil || len(rep.Destroyed) != 1 || rep.Destroyed[0] != b.EscrowID {
+		t.Fatalf("after release: %+v %v", rep, err)
+	}
+	var kinds string
+	if err := f.pool.QueryRow(ctx, "SELECT string_agg(kind, ',' ORDER BY seq) FROM audit_entries").Scan(&kinds); err != nil {
+		t.Fatal(err)
+	}
+	if kinds != "escrow.deposit,escrow.deposit,escrow.legal_hold,escrow.destroy,escrow.legal_hold_release,escrow.destroy" {
+		t.Fatalf("audit trail: %s", kinds)
+	}
 }

@@ -21,6 +21,13 @@ type Rows interface {
 	Insert(ctx context.Context, rec Receipt) (Receipt, error)
 	ByKeyID(ctx context.Context, conversationID, keyID string) (Receipt, error)
 	ByID(ctx context.Context, id string) (Receipt, error)
+	// DueForDestruction returns live escrows deposited before `before`,
+	// split into those free to destroy and the ids of those whose
+	// conversation is under a legal hold.
+	DueForDestruction(ctx context.Context, before time.Time) ([]Receipt, []string, error)
+	// MarkDestroyed records that rec's shares are gone, with an
+	// escrow.destroy audit entry, in one transaction.
+	MarkDestroyed(ctx context.Context, rec Receipt) error
 }
 
 var errDuplicateKeyID = errors.New("escrow: duplicate key id")

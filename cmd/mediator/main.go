@@ -38,6 +38,10 @@ Usage:
   mediator audit verify [flags]     recompute and check the whole log in the database
   mediator audit verify --bundle FILE --key VKEY
                                     check an evidence bundle offline
+  mediator escrow destroy --before DATE
+                                    destroy escrowed keys past retention (legal holds respected)
+  mediator escrow hold --conversation ID --reason TEXT
+  mediator escrow release-hold --id HOLD
   mediator loadgen [flags]          send realistic events to a running mediator and report
   mediator vault bootstrap [flags]  prepare a Vault server (mounts, keys, policy, AppRole)
   mediator vault build              build or find the pinned Vault server; print its path
@@ -108,6 +112,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprint(stderr, "usage: mediator audit verify [--help]\n")
 		return exitCode(2)
+	case "escrow":
+		return escrowCmd(ctx, rest, stdout, stderr)
 	case "loadgen":
 		return loadgenCmd(ctx, rest, stdout, stderr)
 	case "version", "--version":

@@ -88,7 +88,7 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	for _, args := range [][]string{
 		{"serve", "--help"}, {"migrate", "--help"}, {"dev", "--help"}, {"dev", "token", "--help"},
 		{"dev", "env", "--help"}, {"vault", "bootstrap", "--help"}, {"vault", "build", "--help"},
-		{"audit", "verify", "--help"},
+		{"audit", "verify", "--help"}, {"escrow", "destroy", "--help"}, {"escrow", "hold", "--help"},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := run(context.Background(), args, &stdout, &stderr)

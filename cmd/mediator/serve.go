@@ -114,17 +114,12 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 	}
 
 	metrics := api.NewMetrics(version)
-	custodians, threshold, err := loadCustodians(ctx, cfg, vault, log)
+	escrowSvc, err := newEscrowService(ctx, cfg, vault, pool, log, escrow.NewMetrics(metrics.Registry))
 	if err != nil {
 		return err
 	}
-	escrowSvc, err := escrow.New(escrow.Config{
-		Custodians: custodians, Threshold: threshold,
-		Rows: escrow.PGRows{Pool: pool, Audit: store}, Log: log,
-		Metrics: escrow.NewMetrics(metrics.Registry),
-	})
-	if err != nil {
-		return err
+	if cfg.EscrowRetention > 0 {
+		go runRetention(ctx, escrowSvc, cfg.EscrowRetention, log)
 	}
 	checkpointer := &audit.Checkpointer{
 		Store: store, Signer: signer, Origin: cfg.LogOrigin, Interval: cfg.CheckpointInterval, Log: log,

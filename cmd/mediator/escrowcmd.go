@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mediatorhq/mediator/audit"
+	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/vaultclient"
+)
+
+// escrowCmd runs the escrow lifecycle commands an operator needs.
+func escrowCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, "usage: mediator escrow destroy|hold|release-hold [--help]\n")
+		return exitCode(2)
+	}
+	var cfg serveConfig
+	fs := newFlagSet("escrow "+args[0], "mediator escrow "+args[0]+" [flags] (plus the serve flags for the database, Vault and custodians)", stderr)
+	bindServeFlags(fs, &cfg)
+	var (
+		before       = fs.String("before", "", "destroy: escrows deposited before this RFC 3339 time or YYYY-MM-DD date")
+		conversation = fs.String("conversation", "", "hold: the conversation to hold")
+		reason       = fs.String("reason", "", "hold: why (case, order); kept in the audit log")
+		by           = fs.String("by", os.Getenv("USER"), "hold, release-hold: who acts")
+		holdID       = fs.String("id", "", "release-hold: the hold id")
+	)
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if err := cfg.resolveSecrets(); err != nil {
+		return err
+	}
+	if cfg.DatabaseURL == "" {
+		return errors.New("escrow: --database-url (or DATABASE_URL) is required")
+	}
+	log := newLogger(stderr, cfg.LogLevel, cfg.secrets())
+	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("escrow: database: %w", err)
+	}
+	defer pool.Close()
+	if err := checkSchema(ctx, pool); err != nil {
+		return err
+	}
+	rows := escrow.PGRows{Pool: pool, Audit: audit.NewStore(pool)}
+	switch args[0] {
+	case "hold":
+		id, err := rows.PlaceHold(ctx, *conversation, *reason, *by)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "legal hold %s placed on conversation %q\n", id, *conversation)
+		return nil
+	case "release-hold":
+		if err := rows.ReleaseHold(ctx, *holdID, *by); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "legal hold %s released\n", *holdID)
+		return nil
+	case "destroy":
+		t, err := parseDate(*before)
+		if err != nil {
+			return err
+		}
+		vault, err := vaultclient.Connect(ctx, log, vaultclient.Config{
+			Addr: cfg.VaultAddr, Token: cfg.VaultToken, RoleID: cfg.VaultRoleID, SecretID: cfg.VaultSecretID,
+		})
+		if err != nil {
+			return err
+		}
+		svc, err := newEscrowService(ctx, cfg, vault, pool, log, nil)
+		if err != nil {
+			return err
+		}
+		rep, err := svc.Destroy(ctx, t)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "destroyed %d, kept under legal hold %d, failed %d\n", len(rep.Destroyed), len(rep.Held), len(rep.Failed))
+		for id, why := range rep.Failed {
+			fmt.Fprintf(stdout, "FAIL %s: %s\n", id, why)
+		}
+		if len(rep.Failed) > 0 {
+			return exitCode(1)
+		}
+		return nil
+	}
+	return fmt.Errorf("escrow: unknown command %q", args[0])
+}
+
+// newEscrowService builds the escrow service on the configured custodians.
+func newEscrowService(ctx context.Context, cfg serveConfig, vault *vaultapi.Client, pool *pgxpool.Pool, log *slog.Logger, metrics *escrow.Metrics) (*escrow.Service, error) {
+	custodians, threshold, err := loadCustodians(ctx, cfg, vault, log)
+	if err != nil {
+		return nil, err
+	}
+	return escrow.New(escrow.Config{
+		Custodians: custodians, Threshold: threshold,
+		Rows: escrow.PGRows{Pool: pool, Audit: audit.NewStore(pool)}, Log: log, Metrics: metrics,
+	})
+}
+
+func parseDate(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, errors.New("escrow destroy: --before must be an RFC 3339 time or a YYYY-MM-DD date")
+}
+
+// retentionSweepInterval is how often serve looks for escrows past
+// retention: destruction is not urgent to the minute, only certain.
+const retentionSweepInterval = time.Hour
+
+// runRetention destroys escrows older than retention every sweep until ctx
+// ends.
+func runRetention(ctx context.Context, svc *escrow.Service, retention time.Duration, log *slog.Logger) {
+	t := time.NewTicker(retentionSweepInterval)
+	defer t.Stop()
+	for {
+		rep, err := svc.Destroy(ctx, time.Now().Add(-retention))
+		if err != nil {
+			log.Error("escrow retention sweep failed", "err", err)
+		} else if len(rep.Destroyed)+len(rep.Failed) > 0 {
+			log.Info("escrow retention sweep", "destroyed", len(rep.Destroyed), "held", len(rep.Held), "failed", len(rep.Failed))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
