@@ -359,15 +359,33 @@ func (s *Service) readShare(ctx context.Context, c Custodian, rec Receipt, i int
 	if err != nil {
 		return nil, err
 	}
-	h := sha256.Sum256(wrapped)
-	if i >= len(rec.shareHashes) || subtle.ConstantTimeCompare(h[:], rec.shareHashes[i]) != 1 {
-		return nil, errors.New("wrapped share does not match its deposit hash (tampered)")
+	if err := s.shareKnown(ctx, rec, i, wrapped); err != nil {
+		return nil, err
 	}
 	share, err := c.Wrapper.Unwrap(ctx, aad(rec.ConversationID, rec.KeyID), wrapped)
 	if err != nil {
 		return nil, fmt.Errorf("unwrap: %w", err)
 	}
 	return share, nil
+}
+
+// shareKnown checks that wrapped is the share deposited as share i of rec,
+// or a recorded rewrap of it, by hash: a substituted share is refused.
+func (s *Service) shareKnown(ctx context.Context, rec Receipt, i int, wrapped []byte) error {
+	h := sha256.Sum256(wrapped)
+	if i < len(rec.shareHashes) && subtle.ConstantTimeCompare(h[:], rec.shareHashes[i]) == 1 {
+		return nil
+	}
+	rewraps, err := s.rows.RewrapHashes(ctx, rec.EscrowID, i)
+	if err != nil {
+		return err
+	}
+	for _, rh := range rewraps {
+		if subtle.ConstantTimeCompare(h[:], rh) == 1 {
+			return nil
+		}
+	}
+	return errors.New("wrapped share matches neither its deposit hash nor a recorded rewrap (tampered)")
 }
 
 func (s *Service) names() []string {

@@ -445,3 +445,47 @@ func TestDestroyAtRetentionEndRespectsLegalHolds(t *testing.T) {
 		t.Fatalf("audit trail: %s", kinds)
 	}
 }
+
+// TestRewrapAfterRotation: after custodian-2's Transit key is rotated, an
+// operator's rewrap moves its shares to the new version inside Vault; the
+// key still rebuilds, and only from accepted shares.
+func TestRewrapAfterRotation(t *testing.T) {
+	v := bootstrapped(t, env.Vault)
+	f := newFixture(t, custodiansOn(v.service, 1, 5))
+	ctx := context.Background()
+	key := newKey(t)
+	rec, _, err := f.svc.Deposit(ctx, DepositRequest{ConversationID: "rot", KeyID: "k", Key: bytes.Clone(key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.admin.Logical().Write(vaultsetup.TransitMount+"/keys/"+vaultsetup.CustodianKey(2)+"/rotate", nil); err != nil {
+		t.Fatal(err)
+	}
+	// The operator's service instance: admin token (may update shares).
+	op, err := New(Config{Custodians: custodiansOn(v.admin, 1, 5), Threshold: 3, Rows: PGRows{Pool: f.pool, Audit: audit.NewStore(f.pool)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := op.Rewrap(ctx, map[string]bool{vaultsetup.CustodianKey(2): true})
+	if err != nil || rep.Rewrapped < 1 || len(rep.Failed) != 0 {
+		t.Fatalf("rewrap: %+v %v", rep, err)
+	}
+	c2 := custodiansOn(v.admin, 2, 2)[0]
+	share, err := c2.Store.Get(ctx, sharePath(rec.EscrowID, c2.Name))
+	if err != nil || bytes.HasPrefix(share, []byte("vault:v1:")) {
+		t.Fatalf("share not moved to the new key version: %.12s %v", share, err)
+	}
+	// Rebuild using custodian-2: make custodians 1 and 3 unavailable.
+	for _, i := range []int{1, 3} {
+		c := custodiansOn(v.admin, i, i)[0]
+		c.Store.Destroy(ctx, sharePath(rec.EscrowID, c.Name))
+	}
+	got, _, err := f.svc.Reconstruct(ctx, rec.EscrowID, "d")
+	if err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("reconstruct after rewrap: %v", err)
+	}
+	// A second run finds nothing to do.
+	if rep, err := op.Rewrap(ctx, map[string]bool{vaultsetup.CustodianKey(2): true}); err != nil || rep.Rewrapped != 0 {
+		t.Fatalf("second rewrap: %+v %v", rep, err)
+	}
+}

@@ -28,6 +28,12 @@ type Rows interface {
 	// MarkDestroyed records that rec's shares are gone, with an
 	// escrow.destroy audit entry, in one transaction.
 	MarkDestroyed(ctx context.Context, rec Receipt) error
+	// RecordRewrap records the hash of a re-wrapped share before the share
+	// is replaced; RewrapHashes returns the recorded hashes.
+	RecordRewrap(ctx context.Context, escrowID string, index int, hash []byte) error
+	RewrapHashes(ctx context.Context, escrowID string, index int) ([][]byte, error)
+	// Live returns every escrow not destroyed.
+	Live(ctx context.Context) ([]Receipt, error)
 }
 
 var errDuplicateKeyID = errors.New("escrow: duplicate key id")
@@ -119,4 +125,45 @@ func scanReceipt(row pgx.Row) (Receipt, error) {
 	}
 	rec.CreatedAt = created
 	return rec, nil
+}
+
+// RecordRewrap implements Rows.
+func (r PGRows) RecordRewrap(ctx context.Context, escrowID string, index int, hash []byte) error {
+	_, err := r.Pool.Exec(ctx, `INSERT INTO escrow_share_rewraps (escrow_id, share_index, share_hash) VALUES ($1, $2, $3)
+		ON CONFLICT DO NOTHING`, escrowID, index, hash)
+	if err != nil {
+		return fmt.Errorf("escrow: record rewrap: %w", err)
+	}
+	return nil
+}
+
+// RewrapHashes implements Rows.
+func (r PGRows) RewrapHashes(ctx context.Context, escrowID string, index int) ([][]byte, error) {
+	rows, err := r.Pool.Query(ctx, "SELECT share_hash FROM escrow_share_rewraps WHERE escrow_id = $1 AND share_index = $2", escrowID, index)
+	if err != nil {
+		return nil, fmt.Errorf("escrow: rewrap hashes: %w", err)
+	}
+	hs, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	if err != nil {
+		return nil, fmt.Errorf("escrow: rewrap hashes: %w", err)
+	}
+	return hs, nil
+}
+
+// Live implements Rows.
+func (r PGRows) Live(ctx context.Context) ([]Receipt, error) {
+	rows, err := r.Pool.Query(ctx, selectReceipt+"WHERE d.escrow_id IS NULL ORDER BY a.created_at")
+	if err != nil {
+		return nil, fmt.Errorf("escrow: live escrows: %w", err)
+	}
+	defer rows.Close()
+	var out []Receipt
+	for rows.Next() {
+		rec, err := scanReceipt(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rec)
+	}
+	return out, rows.Err()
 }

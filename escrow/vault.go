@@ -3,6 +3,7 @@ package escrow
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -104,4 +105,53 @@ func (s KVStore) Destroy(ctx context.Context, p string) error {
 		return fmt.Errorf("kv destroy: %w", err)
 	}
 	return nil
+}
+
+// Rewrap re-encrypts wrapped under the newest version of the Transit key,
+// inside Vault: the share never leaves it in clear.
+func (w TransitWrapper) Rewrap(ctx context.Context, aad, wrapped []byte) ([]byte, error) {
+	sec, err := w.Client.Logical().WriteWithContext(ctx, w.Mount+"/rewrap/"+w.Key, map[string]any{
+		"ciphertext": string(wrapped),
+		"context":    base64.StdEncoding.EncodeToString(aad),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("transit rewrap: %w", err)
+	}
+	ct, _ := sec.Data["ciphertext"].(string)
+	if !strings.HasPrefix(ct, "vault:v") {
+		return nil, errors.New("transit rewrap: no ciphertext")
+	}
+	return []byte(ct), nil
+}
+
+// Replace overwrites the share at p with check-and-set on the version it
+// holds now. The service's own token may not do this (its policy grants
+// create, not update): rewrap runs with an operator's token.
+func (s KVStore) Replace(ctx context.Context, p string, wrapped []byte) error {
+	meta, err := s.Client.Logical().ReadWithContext(ctx, s.path("metadata", p))
+	if err != nil || meta == nil {
+		return fmt.Errorf("kv replace: read version: %v", err)
+	}
+	version, err := jsonInt(meta.Data["current_version"])
+	if err != nil {
+		return fmt.Errorf("kv replace: %w", err)
+	}
+	_, err = s.Client.Logical().WriteWithContext(ctx, s.path("data", p), map[string]any{
+		"options": map[string]any{"cas": version},
+		"data":    map[string]any{"wrapped": string(wrapped)},
+	})
+	if err != nil {
+		return fmt.Errorf("kv replace: %w", err)
+	}
+	return nil
+}
+
+func jsonInt(v any) (int64, error) {
+	switch n := v.(type) {
+	case json.Number:
+		return n.Int64()
+	case float64:
+		return int64(n), nil
+	}
+	return 0, fmt.Errorf("not a number: %T", v)
 }

@@ -20,7 +20,7 @@ import (
 // escrowCmd runs the escrow lifecycle commands an operator needs.
 func escrowCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, "usage: mediator escrow destroy|hold|release-hold [--help]\n")
+		fmt.Fprint(stderr, "usage: mediator escrow destroy|hold|release-hold|rewrap [--help]\n")
 		return exitCode(2)
 	}
 	var cfg serveConfig
@@ -32,6 +32,7 @@ func escrowCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		reason       = fs.String("reason", "", "hold: why (case, order); kept in the audit log")
 		by           = fs.String("by", os.Getenv("USER"), "hold, release-hold: who acts")
 		holdID       = fs.String("id", "", "release-hold: the hold id")
+		custodian    = fs.String("custodian", "", "rewrap: only this custodian's shares (default: all)")
 	)
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -66,11 +67,7 @@ func escrowCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		fmt.Fprintf(stdout, "legal hold %s released\n", *holdID)
 		return nil
-	case "destroy":
-		t, err := parseDate(*before)
-		if err != nil {
-			return err
-		}
+	case "rewrap", "destroy":
 		vault, err := vaultclient.Connect(ctx, log, vaultclient.Config{
 			Addr: cfg.VaultAddr, Token: cfg.VaultToken, RoleID: cfg.VaultRoleID, SecretID: cfg.VaultSecretID,
 		})
@@ -78,6 +75,28 @@ func escrowCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		svc, err := newEscrowService(ctx, cfg, vault, pool, log, nil)
+		if err != nil {
+			return err
+		}
+		if args[0] == "rewrap" {
+			only := map[string]bool{}
+			if *custodian != "" {
+				only[*custodian] = true
+			}
+			rep, err := svc.Rewrap(ctx, only)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "rewrapped %d shares, %d already current, %d failed\n", rep.Rewrapped, rep.Unchanged, len(rep.Failed))
+			for what, why := range rep.Failed {
+				fmt.Fprintf(stdout, "FAIL %s: %s\n", what, why)
+			}
+			if len(rep.Failed) > 0 {
+				return exitCode(1)
+			}
+			return nil
+		}
+		t, err := parseDate(*before)
 		if err != nil {
 			return err
 		}

@@ -42,6 +42,8 @@ Usage:
                                     destroy escrowed keys past retention (legal holds respected)
   mediator escrow hold --conversation ID --reason TEXT
   mediator escrow release-hold --id HOLD
+  mediator escrow rewrap [--custodian NAME]
+                                    re-wrap shares after a custodian key rotation (operator token)
   mediator loadgen [flags]          send realistic events to a running mediator and report
   mediator vault bootstrap [flags]  prepare a Vault server (mounts, keys, policy, AppRole)
   mediator vault build              build or find the pinned Vault server; print its path

@@ -135,6 +135,15 @@ func TestEscrowLifecycleCLI(t *testing.T) {
 	if err != nil || !strings.Contains(out, "destroyed 1, kept under legal hold 1, failed 0") {
 		t.Fatalf("destroy: %v %s %s", err, out, stderr)
 	}
+	// After a custodian key rotation, the operator re-wraps; the held key's
+	// shares move to the new version.
+	if _, err := adminVault(t, env.Vault).Logical().Write("mediator-transit/keys/custodian-4/rotate", nil); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, err = runCmd(t, op, "escrow", "rewrap", "--custodian", "custodian-4")
+	if err != nil || !strings.Contains(out, "rewrapped") || !strings.Contains(out, "0 failed") || strings.Contains(out, "rewrapped 0 ") {
+		t.Fatalf("rewrap: %v %s %s", err, out, stderr)
+	}
 	// The log records it all and still verifies.
 	if out, _, err := runCmd(t, append(op, "MEDIATOR_LOG_ORIGIN=mediator/audit"), "audit", "verify"); err != nil {
 		t.Fatalf("audit verify: %v %s", err, out)
