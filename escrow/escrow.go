@@ -320,23 +320,47 @@ func (s *Service) Reconstruct(ctx context.Context, id, decisionRef string) ([]by
 			clear(p)
 		}
 	}()
-	for i, name := range rec.Custodians {
-		if len(parts) == rec.Threshold {
-			break
+	// Read shares in rounds: as many custodians in parallel as shares are
+	// still missing, so the usual case costs one round of K calls and a
+	// failed custodian costs one more round, not a full serial retry.
+	next := 0
+	for len(parts) < rec.Threshold && next < len(rec.Custodians) {
+		want := rec.Threshold - len(parts)
+		type result struct {
+			name  string
+			share []byte
+			err   error
 		}
-		c, ok := byName[name]
-		if !ok {
-			failures = append(failures, name+": not configured")
-			continue
+		var round []int
+		for ; next < len(rec.Custodians) && len(round) < want; next++ {
+			round = append(round, next)
 		}
-		t0 := time.Now()
-		share, err := s.readShare(ctx, c, rec, i)
-		s.metrics.custodian(c.Name, "reconstruct", err, time.Since(t0))
-		if err != nil {
-			failures = append(failures, name+": "+err.Error())
-			continue
+		results := make([]result, len(round))
+		var wg sync.WaitGroup
+		for j, i := range round {
+			name := rec.Custodians[i]
+			c, ok := byName[name]
+			if !ok {
+				results[j] = result{name: name, err: errors.New("not configured")}
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t0 := time.Now()
+				share, err := s.readShare(ctx, c, rec, i)
+				s.metrics.custodian(c.Name, "reconstruct", err, time.Since(t0))
+				results[j] = result{name: name, share: share, err: err}
+			}()
 		}
-		parts = append(parts, share)
+		wg.Wait()
+		for _, r := range results {
+			if r.err != nil {
+				failures = append(failures, r.name+": "+r.err.Error())
+				continue
+			}
+			parts = append(parts, r.share)
+		}
 	}
 	if len(parts) < rec.Threshold {
 		return nil, rec, fmt.Errorf("%w: only %d of the %d shares needed could be read (%s)",

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -488,4 +489,47 @@ func TestRewrapAfterRotation(t *testing.T) {
 	if rep, err := op.Rewrap(ctx, map[string]bool{vaultsetup.CustodianKey(2): true}); err != nil || rep.Rewrapped != 0 {
 		t.Fatalf("second rewrap: %+v %v", rep, err)
 	}
+}
+
+// BenchmarkReconstruct100 rebuilds 100 escrowed keys (N=5, K=3), one after
+// another, as a release of a 100-key scope would.
+func BenchmarkReconstruct100(b *testing.B) {
+	v := bootstrapped(b, env.Vault)
+	f := newFixture(b, custodiansOn(v.service, 1, 5))
+	ctx := context.Background()
+	var ids []string
+	for i := range 100 {
+		rec, _, err := f.svc.Deposit(ctx, DepositRequest{ConversationID: "scope", KeyID: fmt.Sprint(i), Key: newKey(b)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ids = append(ids, rec.EscrowID)
+	}
+	for b.Loop() {
+		for _, id := range ids {
+			k, _, err := f.svc.Reconstruct(ctx, id, "bench")
+			if err != nil {
+				b.Fatal(err)
+			}
+			clear(k)
+		}
+	}
+}
+
+// BenchmarkDepositLatency deposits one key at a time and reports p50/p99.
+func BenchmarkDepositLatency(b *testing.B) {
+	v := bootstrapped(b, env.Vault)
+	f := newFixture(b, custodiansOn(v.service, 1, 5))
+	ctx := context.Background()
+	var lat []time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		if _, _, err := f.svc.Deposit(ctx, DepositRequest{ConversationID: "lat", KeyID: hex.EncodeToString(newKey(b)[:8]), Key: newKey(b)}); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 }
