@@ -8,10 +8,12 @@ BIN := bin/mediator
 
 .PHONY: run test build vault toolchain vet unit e2e fuzz clean
 
-build:
+# The binary uses cgo for the PKCS#11 custodian, so it needs gcc too.
+build: toolchain
 	$(GO) build -o $(BIN) ./cmd/mediator
 
-# toolchain makes sure the C toolchain `go test -race` needs is present.
+# toolchain installs what is missing from Debian: gcc (race detector, cgo)
+# and SoftHSM2 (the PKCS#11 custodian's tests).
 toolchain:
 	@bash scripts/ensure-toolchain.sh
 

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ThalesGroup/crypto11"
 	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/hashicorp/vault/shamir"
 	"github.com/jackc/pgx/v5"
@@ -532,4 +533,60 @@ func BenchmarkDepositLatency(b *testing.B) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// TestSoftHSMCustodian: one custodian wraps with a non-extractable AES key
+// on a SoftHSM2 token; a key rebuilds with that custodian's share among
+// the K, and a share moved to another conversation does not unwrap.
+func TestSoftHSMCustodian(t *testing.T) {
+	ctx := context.Background()
+	module, err := harness.SoftHSMToken(ctx, env.Log, t.TempDir(), "mediator-test", "4711-pin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c11, err := crypto11.Configure(&crypto11.Config{Path: module, TokenLabel: "mediator-test", Pin: "4711-pin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c11.GenerateSecretKeyWithLabel([]byte{1}, []byte("custodian-hsm"), 256, crypto11.CipherAES); err != nil {
+		t.Fatal(err)
+	}
+	c11.Close()
+	hsm, err := OpenPKCS11(PKCS11Config{Module: module, TokenLabel: "mediator-test", PIN: "4711-pin", KeyLabel: "custodian-hsm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hsm.Close()
+
+	v := bootstrapped(t, env.Vault)
+	custodians := append(custodiansOn(v.service, 1, 4), Custodian{
+		Name:    "hsm",
+		Wrapper: hsm,
+		Store:   KVStore{Client: v.service, Mount: vaultsetup.KVMount, Prefix: vaultsetup.SharePrefix + "/hsm"},
+	})
+	f := newFixture(t, custodians)
+	key := newKey(t)
+	rec, _, err := f.svc.Deposit(ctx, DepositRequest{ConversationID: "hsm-conv", KeyID: "k", Key: bytes.Clone(key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Leave only custodians 4 and hsm plus one more: destroy 1 and 2.
+	for _, i := range []int{1, 2} {
+		c := custodiansOn(v.admin, i, i)[0]
+		c.Store.Destroy(ctx, sharePath(rec.EscrowID, c.Name))
+	}
+	got, _, err := f.svc.Reconstruct(ctx, rec.EscrowID, "d")
+	if err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("reconstruct with the HSM share: %v", err)
+	}
+	wrapped, err := hsm.Wrap(ctx, aad("a", "b"), []byte("share"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hsm.Unwrap(ctx, aad("other", "b"), wrapped); err == nil {
+		t.Fatal("an HSM share unwrapped under another conversation's context")
+	}
+	if bytes.Contains(wrapped, []byte("share")) {
+		t.Fatal("the wrapped share contains the share")
+	}
 }

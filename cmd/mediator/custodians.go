@@ -32,7 +32,7 @@ type custodianSpec struct {
 // vaultPart is a wrapper or a store. An empty vault_addr means the
 // service's own Vault connection.
 type vaultPart struct {
-	Type         string `json:"type"` // "vault-transit" (wrapper) or "vault-kv" (store)
+	Type         string `json:"type"` // "vault-transit" or "pkcs11" (wrapper), "vault-kv" (store)
 	VaultAddr    string `json:"vault_addr"`
 	TokenFile    string `json:"token_file"`
 	RoleID       string `json:"role_id"`
@@ -40,6 +40,14 @@ type vaultPart struct {
 	Mount        string `json:"mount"`
 	Key          string `json:"key"`    // transit key
 	Prefix       string `json:"prefix"` // kv path prefix
+
+	// pkcs11 wrapper: the module, token and key label; the PIN comes from
+	// pin_file or the environment variable named by pin_env, never the file.
+	Module     string `json:"module"`
+	TokenLabel string `json:"token_label"`
+	KeyLabel   string `json:"key_label"`
+	PINFile    string `json:"pin_file"`
+	PINEnv     string `json:"pin_env"`
 }
 
 // defaultThreshold is K when nothing says otherwise (N is 5).
@@ -101,23 +109,23 @@ func loadCustodians(ctx context.Context, cfg serveConfig, own *vaultapi.Client, 
 	}
 	var cs []escrow.Custodian
 	for _, s := range f.Custodians {
-		if s.Wrapper.Type != "vault-transit" || s.Store.Type != "vault-kv" {
-			return nil, 0, fmt.Errorf("custodian %q: supported are wrapper \"vault-transit\" and store \"vault-kv\"", s.Name)
-		}
-		wc, err := client(s.Wrapper)
-		if err != nil {
-			return nil, 0, fmt.Errorf("custodian %q wrapper: %w", s.Name, err)
+		if (s.Wrapper.Type != "vault-transit" && s.Wrapper.Type != "pkcs11") || s.Store.Type != "vault-kv" {
+			return nil, 0, fmt.Errorf("custodian %q: supported are wrappers \"vault-transit\" and \"pkcs11\", and store \"vault-kv\"", s.Name)
 		}
 		sc, err := client(s.Store)
 		if err != nil {
 			return nil, 0, fmt.Errorf("custodian %q store: %w", s.Name, err)
 		}
-		if s.Wrapper.Mount == "" || s.Wrapper.Key == "" || s.Store.Mount == "" || s.Store.Prefix == "" {
-			return nil, 0, fmt.Errorf("custodian %q: wrapper mount and key, store mount and prefix are required", s.Name)
+		if s.Store.Mount == "" || s.Store.Prefix == "" {
+			return nil, 0, fmt.Errorf("custodian %q: store mount and prefix are required", s.Name)
+		}
+		wrapper, err := custodianWrapper(s, client)
+		if err != nil {
+			return nil, 0, err
 		}
 		cs = append(cs, escrow.Custodian{
 			Name:    s.Name,
-			Wrapper: escrow.TransitWrapper{Client: wc, Mount: s.Wrapper.Mount, Key: s.Wrapper.Key},
+			Wrapper: wrapper,
 			Store:   escrow.KVStore{Client: sc, Mount: s.Store.Mount, Prefix: s.Store.Prefix},
 		})
 	}
@@ -125,6 +133,34 @@ func loadCustodians(ctx context.Context, cfg serveConfig, own *vaultapi.Client, 
 		return nil, 0, errors.New("custodians file lists no custodians")
 	}
 	return cs, f.Threshold, nil
+}
+
+// custodianWrapper builds a custodian's wrapper: Vault Transit, or a key on
+// a PKCS#11 token.
+func custodianWrapper(s custodianSpec, client func(vaultPart) (*vaultapi.Client, error)) (escrow.Wrapper, error) {
+	w := s.Wrapper
+	if w.Type == "pkcs11" {
+		pin := os.Getenv(w.PINEnv)
+		if w.PINFile != "" {
+			var err error
+			if pin, err = readSecretFile(w.PINFile); err != nil {
+				return nil, fmt.Errorf("custodian %q: %w", s.Name, err)
+			}
+		}
+		hsm, err := escrow.OpenPKCS11(escrow.PKCS11Config{Module: w.Module, TokenLabel: w.TokenLabel, PIN: pin, KeyLabel: w.KeyLabel})
+		if err != nil {
+			return nil, fmt.Errorf("custodian %q: %w", s.Name, err)
+		}
+		return hsm, nil
+	}
+	if w.Mount == "" || w.Key == "" {
+		return nil, fmt.Errorf("custodian %q: wrapper mount and key are required", s.Name)
+	}
+	wc, err := client(w)
+	if err != nil {
+		return nil, fmt.Errorf("custodian %q wrapper: %w", s.Name, err)
+	}
+	return escrow.TransitWrapper{Client: wc, Mount: w.Mount, Key: w.Key}, nil
 }
 
 func readSecretFile(path string) (string, error) {

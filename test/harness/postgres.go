@@ -124,27 +124,10 @@ func isExecutable(p string) bool {
 	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
 }
 
-// aptInstallPostgres installs Debian's postgresql package. It only runs as
-// root on a machine with apt-get, and never starts Debian's own cluster on
-// our behalf: we start a private one afterwards.
+// aptInstallPostgres installs Debian's postgresql package. It never starts
+// Debian's own cluster on our behalf: we start a private one afterwards.
 func aptInstallPostgres(ctx context.Context, log *slog.Logger) error {
-	if os.Geteuid() != 0 {
-		return errors.New("not root, so PostgreSQL cannot be installed; install postgresql or set DATABASE_URL")
-	}
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		return errors.New("apt-get not found; install PostgreSQL or set DATABASE_URL")
-	}
-	log.Info("postgres: installing Debian's postgresql package with apt-get (one time)")
-	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-	for _, args := range [][]string{{"update"}, {"install", "-y", "--no-install-recommends", "postgresql"}} {
-		cmd := exec.CommandContext(ctx, "apt-get", args...)
-		cmd.Env = env
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("apt-get %s: %w: %s", strings.Join(args, " "), err, tail(out, 2000))
-		}
-	}
-	return nil
+	return aptInstall(ctx, log, "postgresql")
 }
 
 // startCluster runs initdb (if needed) and a postmaster as our child process
