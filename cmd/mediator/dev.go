@@ -66,6 +66,7 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// Secrets are known only once the dependencies are up; a second logger
 	// with them masked serves from then on.
 	boot := newLogger(stderr, *level, nil)
+	setGCPercent(boot)
 
 	pg, err := harness.StartPostgres(ctx, boot, harness.PostgresOptions{DataDir: filepath.Join(*stateDir, "postgres")})
 	if err != nil {

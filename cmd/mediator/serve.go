@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -43,6 +44,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
 	log := newLogger(stderr, cfg.LogLevel, cfg.secrets())
+	setGCPercent(log)
 	if err := serve(ctx, cfg, log, nil); err != nil {
 		log.Error("serve failed", "err", err)
 		return err
@@ -225,4 +227,20 @@ type batchedLog struct {
 // Append group-commits entries with concurrent requests' entries.
 func (l batchedLog) Append(ctx context.Context, entries []audit.Entry) ([]audit.Appended, error) {
 	return l.batcher.Append(ctx, entries)
+}
+
+// defaultGCPercent is the garbage collector target the service runs with
+// unless GOGC says otherwise. Ingest allocates freely around a small live
+// heap (tens of MiB), so Go's default of 100 collects many times a second;
+// 400 measured 21,000 → 29,000 events/s on the 2-core reference machine for
+// about 50 MiB more resident memory (docs/performance.md).
+const defaultGCPercent = 400
+
+// setGCPercent applies defaultGCPercent when GOGC is not set.
+func setGCPercent(log *slog.Logger) {
+	if os.Getenv("GOGC") != "" {
+		return
+	}
+	debug.SetGCPercent(defaultGCPercent)
+	log.Debug("garbage collector target set", "gc_percent", defaultGCPercent)
 }
