@@ -1,8 +1,10 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/mediatorhq/mediator/migrations"
+	"github.com/mediatorhq/mediator/redact"
 	"github.com/mediatorhq/mediator/test/harness"
 )
 
@@ -499,5 +502,26 @@ func TestBatcherGroupsConcurrentAppends(t *testing.T) {
 	<-stopped
 	if _, err := b.Append(context.Background(), entries(1000, 1, "g")); err != ErrStopped {
 		t.Fatalf("append after stop: %v", err)
+	}
+}
+
+// TestRedactedRecordsTakeTheFastPath: a redact.Record's own canonical form
+// gives the same leaf as the generic marshal-and-canonicalize.
+func TestRedactedRecordsTakeTheFastPath(t *testing.T) {
+	r := &redact.Record{EventID: "e-1", Kind: "message", ConversationID: "c\u2028", MessageHash: "sha256:00",
+		Sender: "hmac-sha256:1:ab", Recipients: []string{"hmac-sha256:1:cd"}, Transport: "sms", Status: "sent",
+		OccurredAt: "2026-01-01T00:00:00Z", Carrier: &redact.RecordCarrier{MCC: "310"},
+		Downgrade: &redact.Downgrade{From: "rcs", To: "sms", Reason: "peer [redacted] \"offline\""}}
+	at := time.Now()
+	fast, err := EncodeLeaf(r, 99, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var generic map[string]any
+	b, _ := json.Marshal(r)
+	json.Unmarshal(b, &generic)
+	slow, err := EncodeLeaf(generic, 99, at)
+	if err != nil || !bytes.Equal(fast, slow) {
+		t.Fatalf("fast %s\nslow %s (%v)", fast, slow, err)
 	}
 }

@@ -65,9 +65,20 @@ type preparedLeaf struct {
 	emptyObject bool
 }
 
+// CanonicalRecord is a record that writes its own RFC 8785 canonical JSON
+// object, sparing the generic marshal-and-canonicalize. AppendCanonicalJSON
+// must append exactly what canonicalizing the record's encoding/json form
+// gives, with no "seq" or "ingested_at" member.
+type CanonicalRecord interface {
+	AppendCanonicalJSON(b []byte) []byte
+}
+
 // prepareLeaf canonicalizes record (RFC 8785) and finds where seq and
 // ingested_at go. The record must be a JSON object without those members.
 func prepareLeaf(record any) (preparedLeaf, error) {
+	if cr, ok := record.(CanonicalRecord); ok {
+		return prepareCanonical(cr.AppendCanonicalJSON(make([]byte, 0, 512)))
+	}
 	body, err := json.Marshal(record)
 	if err != nil {
 		return preparedLeaf{}, fmt.Errorf("audit: encode record: %w", err)
@@ -112,6 +123,76 @@ func prepareLeaf(record any) (preparedLeaf, error) {
 		members++
 	}
 	end := len(canon) - 1 // the closing brace
+	if p.atIngested < 0 {
+		p.atIngested = end
+	}
+	if p.atSeq < 0 {
+		p.atSeq = end
+	}
+	p.emptyObject = members == 0
+	return p, nil
+}
+
+// prepareCanonical finds the insertion points in an already canonical
+// object with a byte scan of its top-level member names. Comparing a name's
+// raw (escaped) bytes with "ingested_at" and "seq" orders it as its decoded
+// text would: an escape starts with '\' (0x5C) and stands for '"', '\' or
+// a control character, all of which, like 0x5C itself, sort below every
+// byte of those two names ([_a-z], 0x5F and up).
+func prepareCanonical(canon []byte) (preparedLeaf, error) {
+	if len(canon) < 2 || canon[0] != '{' || canon[len(canon)-1] != '}' {
+		return preparedLeaf{}, errors.New("audit: a record must be a JSON object")
+	}
+	p := preparedLeaf{canon: canon, atIngested: -1, atSeq: -1}
+	members := 0
+	depth, inString := 0, false
+	for i := 1; i < len(canon)-1; i++ {
+		c := canon[i]
+		if inString {
+			switch c {
+			case '\\':
+				i++
+			case '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			if depth == 0 && (i == 1 || canon[i-1] == ',') {
+				// A top-level member name starts here.
+				end := i + 1
+				for end < len(canon) && canon[end] != '"' {
+					if canon[end] == '\\' {
+						end++
+					}
+					end++
+				}
+				if end >= len(canon) {
+					return preparedLeaf{}, errors.New("audit: record is not canonical JSON")
+				}
+				name := string(canon[i+1 : end])
+				if name == "ingested_at" || name == "seq" {
+					return preparedLeaf{}, fmt.Errorf("audit: a record must not set %q", name)
+				}
+				if p.atIngested < 0 && name > "ingested_at" {
+					p.atIngested = i
+				}
+				if p.atSeq < 0 && name > "seq" {
+					p.atSeq = i
+				}
+				members++
+				i = end
+				continue
+			}
+			inString = true
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+		}
+	}
+	end := len(canon) - 1
 	if p.atIngested < 0 {
 		p.atIngested = end
 	}
