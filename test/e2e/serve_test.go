@@ -241,7 +241,18 @@ func TestReadyzNamesTheDependencyThatIsDown(t *testing.T) {
 	in := startServe(t, serveOpts{pg: pg, vault: vault})
 	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
 
+	// While both are up, ingest works.
+	gw, _ := in.issuer.Issue("gw", []string{"ingest"}, time.Hour)
+	if code, body := post(t, in.base+"/v1/events", "application/json", gw, batch(event("before", "c", nil))); code != 200 {
+		t.Fatalf("ingest while up: %d %v", code, body)
+	}
+
 	pg.Stop()
+	// Ingest with the database gone: 503 with Retry-After, never a 500.
+	code, body := post(t, in.base+"/v1/events", "application/json", gw, batch(event("during", "c", nil)))
+	if code != 503 || errorCode(body) != "dependency_unavailable" || strings.Contains(fmt.Sprint(body), "127.0.0.1") {
+		t.Fatalf("ingest with postgres down: %d %v", code, body)
+	}
 	code, body, hdr := call(t, "GET", in.base+"/readyz", "")
 	msg := fmt.Sprint(body["error"])
 	if code != 503 || errorCode(body) != "not_ready" || !strings.Contains(msg, "postgres") || strings.Contains(msg, "vault") || hdr.Get("Retry-After") == "" {
