@@ -171,7 +171,7 @@ func (p *PseudonymKeys) fetch(ctx context.Context) (redact.PseudonymKey, error) 
 		}
 		return redact.PseudonymKey{Version: version, Key: raw}, nil
 	}
-	panic("unreachable")
+	panic("vaultclient: PseudonymKeys.fetch: no key after checking there is one")
 }
 
 func intField(v any) (int, error) {
