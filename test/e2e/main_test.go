@@ -37,11 +37,23 @@ func TestMain(m *testing.M) {
 	mediator = filepath.Join(dir, "mediator")
 	out, err := exec.Command("go", "build", "-o", mediator, "github.com/mediatorhq/mediator/cmd/mediator").CombinedOutput()
 	if err != nil {
+		os.RemoveAll(dir)
 		fmt.Fprintf(os.Stderr, "FAIL: build mediator: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	defer os.RemoveAll(dir)
-	harness.Main(m, &env)
+	// harness.Main exits the process, so the binary's directory is removed
+	// here rather than in a defer.
+	e, err := harness.Start(true)
+	if err != nil {
+		os.RemoveAll(dir)
+		fmt.Fprintf(os.Stderr, "FAIL: test dependencies did not start: %v\n", err)
+		os.Exit(1)
+	}
+	env = e
+	code := m.Run()
+	e.Close()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 // process is a running mediator subcommand with its output captured.
