@@ -90,9 +90,8 @@ func (s *server) ingestEvents(w http.ResponseWriter, r *http.Request) {
 			var rec *redact.Record
 			rec, probs = minimizer.Minimize(i, ev, now)
 			if probs == nil {
-				occurred, _ := time.Parse(time.RFC3339, rec.OccurredAt)
 				entries = append(entries, audit.Entry{Kind: rec.Kind, EventID: rec.EventID,
-					ConversationID: rec.ConversationID, OccurredAt: occurred, Record: rec})
+					ConversationID: rec.ConversationID, OccurredAt: rec.Occurred, Record: rec})
 				records = append(records, rec)
 				continue
 			}
@@ -135,6 +134,9 @@ func (s *server) ingestEvents(w http.ResponseWriter, r *http.Request) {
 			if rec.Downgrade != nil {
 				s.metrics.downgrades.WithLabelValues(rec.Downgrade.From, rec.Downgrade.To).Inc()
 			}
+			// A new entry at seq n means the tree has at least n+1 leaves; a
+			// duplicate's seq says nothing about the tree now.
+			s.metrics.treeSizeSeen(a.Seq + 1)
 		}
 		if resp.FirstSeq == nil || a.Seq < *resp.FirstSeq {
 			seq := a.Seq
@@ -144,9 +146,6 @@ func (s *server) ingestEvents(w http.ResponseWriter, r *http.Request) {
 			seq := a.Seq
 			resp.LastSeq = &seq
 		}
-	}
-	if resp.LastSeq != nil {
-		s.metrics.treeSizeSeen(*resp.LastSeq + 1)
 	}
 	s.log.LogAttrs(r.Context(), slog.LevelDebug, "events ingested",
 		slog.String("request_id", RequestIDFrom(r.Context())),

@@ -2,6 +2,7 @@ package api
 
 import (
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,7 @@ type Metrics struct {
 	treeSize        prometheus.Gauge
 	checkpointTime  prometheus.Gauge
 	checkpointSize  prometheus.Gauge
+	maxTreeSize     atomic.Int64 // what treeSize shows
 }
 
 // NewMetrics registers the mediator's HTTP metrics, the Go runtime and
@@ -113,14 +115,24 @@ func NewMetrics(version string) *Metrics {
 	return m
 }
 
-// treeSizeSeen raises the tree size gauge to n.
+// treeSizeSeen raises the tree size gauge to n; it never lowers it, so
+// concurrent requests answering out of order cannot move it backwards.
 func (m *Metrics) treeSizeSeen(n int64) {
-	m.treeSize.Set(float64(n))
+	for {
+		cur := m.maxTreeSize.Load()
+		if n <= cur {
+			return
+		}
+		if m.maxTreeSize.CompareAndSwap(cur, n) {
+			m.treeSize.Set(float64(n))
+			return
+		}
+	}
 }
 
 // CheckpointSigned records a new checkpoint (the checkpointer calls it).
 func (m *Metrics) CheckpointSigned(size int64, at time.Time) {
 	m.checkpointSize.Set(float64(size))
 	m.checkpointTime.Set(float64(at.UnixNano()) / 1e9)
-	m.treeSize.Set(max(float64(size), 0))
+	m.treeSizeSeen(size)
 }

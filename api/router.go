@@ -7,6 +7,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 
@@ -119,7 +120,7 @@ func NewRouter(d Deps) http.Handler {
 func Routes(h http.Handler) ([]string, error) {
 	r, ok := h.(chi.Routes)
 	if !ok {
-		return nil, nil
+		return nil, errors.New("api: handler is not a chi router")
 	}
 	var out []string
 	err := chi.Walk(r, func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {

@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // Batcher merges concurrent appends into shared transactions: group commit.
@@ -36,6 +37,10 @@ type appendResult struct {
 // the commit, small enough that one group's latency stays well under a
 // second.
 const maxGroupEntries = 10000
+
+// groupCommitTimeout bounds one group transaction: far above a healthy
+// commit (tens of milliseconds), below the server's write timeout.
+const groupCommitTimeout = 30 * time.Second
 
 // ErrStopped is returned by Append after the batcher's Run has returned.
 var ErrStopped = errors.New("audit: batcher stopped")
@@ -113,8 +118,12 @@ func (b *Batcher) commit(ctx context.Context, group []*appendReq, n int) {
 		prepared = append(prepared, r.prepared...)
 	}
 	// The group's transaction is not tied to any one caller's context: a
-	// caller that goes away must not roll back the others' entries.
-	appended, err := b.store.appendPrepared(context.WithoutCancel(ctx), entries, prepared)
+	// caller that goes away must not roll back the others' entries. It has
+	// a deadline of its own, so a hung database turns into errors (503s)
+	// rather than requests that wait forever.
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), groupCommitTimeout)
+	defer cancel()
+	appended, err := b.store.appendPrepared(tctx, entries, prepared)
 	off := 0
 	for _, r := range group {
 		if err != nil {

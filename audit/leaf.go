@@ -13,7 +13,6 @@
 package audit
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,54 +82,12 @@ func prepareLeaf(record any) (preparedLeaf, error) {
 	if err != nil {
 		return preparedLeaf{}, fmt.Errorf("audit: encode record: %w", err)
 	}
+	// Canonicalize applies RFC 8785 and refuses duplicate member names.
 	canon := jsontext.Value(body)
 	if err := canon.Canonicalize(); err != nil {
 		return preparedLeaf{}, fmt.Errorf("audit: canonicalize record: %w", err)
 	}
-	if canon.Kind() != '{' {
-		return preparedLeaf{}, errors.New("audit: a record must be a JSON object")
-	}
-	p := preparedLeaf{canon: canon, atIngested: -1, atSeq: -1}
-	dec := jsontext.NewDecoder(bytes.NewReader(canon))
-	if _, err := dec.ReadToken(); err != nil { // '{'
-		return preparedLeaf{}, fmt.Errorf("audit: record: %w", err)
-	}
-	members := 0
-	for dec.PeekKind() != '}' {
-		off := int(dec.InputOffset())
-		if canon[off] == ',' {
-			off++
-		}
-		name, err := dec.ReadToken()
-		if err != nil {
-			return preparedLeaf{}, fmt.Errorf("audit: record: %w", err)
-		}
-		// JCS orders members by UTF-16 code units; against the ASCII names
-		// we insert, byte order of the UTF-8 name gives the same answer.
-		key := name.String()
-		if key == "ingested_at" || key == "seq" {
-			return preparedLeaf{}, fmt.Errorf("audit: a record must not set %q", key)
-		}
-		if p.atIngested < 0 && key > "ingested_at" {
-			p.atIngested = off
-		}
-		if p.atSeq < 0 && key > "seq" {
-			p.atSeq = off
-		}
-		if err := dec.SkipValue(); err != nil {
-			return preparedLeaf{}, fmt.Errorf("audit: record: %w", err)
-		}
-		members++
-	}
-	end := len(canon) - 1 // the closing brace
-	if p.atIngested < 0 {
-		p.atIngested = end
-	}
-	if p.atSeq < 0 {
-		p.atSeq = end
-	}
-	p.emptyObject = members == 0
-	return p, nil
+	return prepareCanonical(canon)
 }
 
 // prepareCanonical finds the insertion points in an already canonical

@@ -234,6 +234,22 @@ func (s *Service) deposit(ctx context.Context, req DepositRequest) (Receipt, boo
 		KeyCommitment: commitment, shareHashes: hashes,
 	}
 	stored, err := s.rows.Insert(ctx, rec)
+	if err != nil && !errors.Is(err, errDuplicateKeyID) {
+		// A commit whose answer was lost may still have committed: never
+		// destroy the shares of an escrow the database records.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		committed, lookErr := s.rows.ByID(cctx, id)
+		cancel()
+		if lookErr == nil {
+			return committed, true, nil
+		}
+		if !errors.Is(lookErr, ErrNotFound) {
+			// Unknown whether it committed. Orphaned wrapped shares are
+			// harmless; destroying a recorded escrow's shares loses its key.
+			s.log.Error("escrow deposit outcome unknown; keeping its wrapped shares", "escrow_id", id, "err", err, "lookup_err", lookErr)
+			return Receipt{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+	}
 	if err != nil {
 		s.destroyShares(ctx, id)
 		if errors.Is(err, errDuplicateKeyID) {

@@ -3,7 +3,6 @@ package escrow
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -62,16 +61,11 @@ type KVStore struct {
 	Prefix string
 }
 
-func (s KVStore) path(kind, p string) string {
-	return s.Mount + "/" + kind + "/" + strings.Trim(s.Prefix, "/") + "/" + p
-}
+func (s KVStore) path(p string) string { return strings.Trim(s.Prefix, "/") + "/" + p }
 
 // Put implements ShareStore.
 func (s KVStore) Put(ctx context.Context, p string, wrapped []byte) error {
-	_, err := s.Client.Logical().WriteWithContext(ctx, s.path("data", p), map[string]any{
-		"options": map[string]any{"cas": 0},
-		"data":    map[string]any{"wrapped": string(wrapped)},
-	})
+	_, err := s.Client.KVv2(s.Mount).Put(ctx, s.path(p), map[string]any{"wrapped": string(wrapped)}, vaultapi.WithCheckAndSet(0))
 	if err != nil {
 		if strings.Contains(err.Error(), "check-and-set") {
 			return ErrShareExists
@@ -83,15 +77,11 @@ func (s KVStore) Put(ctx context.Context, p string, wrapped []byte) error {
 
 // Get implements ShareStore.
 func (s KVStore) Get(ctx context.Context, p string) ([]byte, error) {
-	sec, err := s.Client.Logical().ReadWithContext(ctx, s.path("data", p))
+	sec, err := s.Client.KVv2(s.Mount).Get(ctx, s.path(p))
 	if err != nil {
 		return nil, fmt.Errorf("kv get: %w", err)
 	}
-	if sec == nil || sec.Data == nil {
-		return nil, errors.New("kv get: no share")
-	}
-	data, _ := sec.Data["data"].(map[string]any)
-	w, _ := data["wrapped"].(string)
+	w, _ := sec.Data["wrapped"].(string)
 	if w == "" {
 		return nil, errors.New("kv get: no share")
 	}
@@ -101,7 +91,7 @@ func (s KVStore) Get(ctx context.Context, p string) ([]byte, error) {
 // Destroy implements ShareStore: deleting the metadata removes every
 // version and its data permanently.
 func (s KVStore) Destroy(ctx context.Context, p string) error {
-	if _, err := s.Client.Logical().DeleteWithContext(ctx, s.path("metadata", p)); err != nil {
+	if err := s.Client.KVv2(s.Mount).DeleteMetadata(ctx, s.path(p)); err != nil {
 		return fmt.Errorf("kv destroy: %w", err)
 	}
 	return nil
@@ -128,30 +118,13 @@ func (w TransitWrapper) Rewrap(ctx context.Context, aad, wrapped []byte) ([]byte
 // holds now. The service's own token may not do this (its policy grants
 // create, not update): rewrap runs with an operator's token.
 func (s KVStore) Replace(ctx context.Context, p string, wrapped []byte) error {
-	meta, err := s.Client.Logical().ReadWithContext(ctx, s.path("metadata", p))
-	if err != nil || meta == nil {
-		return fmt.Errorf("kv replace: read version: %v", err)
-	}
-	version, err := jsonInt(meta.Data["current_version"])
+	kv := s.Client.KVv2(s.Mount)
+	meta, err := kv.GetMetadata(ctx, s.path(p))
 	if err != nil {
-		return fmt.Errorf("kv replace: %w", err)
+		return fmt.Errorf("kv replace: read version: %w", err)
 	}
-	_, err = s.Client.Logical().WriteWithContext(ctx, s.path("data", p), map[string]any{
-		"options": map[string]any{"cas": version},
-		"data":    map[string]any{"wrapped": string(wrapped)},
-	})
-	if err != nil {
+	if _, err := kv.Put(ctx, s.path(p), map[string]any{"wrapped": string(wrapped)}, vaultapi.WithCheckAndSet(meta.CurrentVersion)); err != nil {
 		return fmt.Errorf("kv replace: %w", err)
 	}
 	return nil
-}
-
-func jsonInt(v any) (int64, error) {
-	switch n := v.(type) {
-	case json.Number:
-		return n.Int64()
-	case float64:
-		return int64(n), nil
-	}
-	return 0, fmt.Errorf("not a number: %T", v)
 }

@@ -24,17 +24,6 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 )
 
-// Roles the architecture defines. A token may carry others; no policy grants
-// them anything.
-const (
-	RoleIngest    = "ingest"
-	RoleDepositor = "depositor"
-	RoleOfficer   = "officer"
-	RoleApprover  = "approver"
-	RoleAuditor   = "auditor"
-	RoleAdmin     = "admin"
-)
-
 // allowedAlgorithms are the only signature algorithms a token may use.
 // Symmetric algorithms are excluded so that a public key can never be used as
 // an HMAC secret, and "none" is never accepted.
@@ -163,12 +152,6 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
 	}
 	return Principal{Subject: reg.Subject, Roles: roles}, nil
 }
-
-// StaticKeys is a KeySource that never changes.
-type StaticKeys struct{ Set *jose.JSONWebKeySet }
-
-// KeySet returns s.Set.
-func (s StaticKeys) KeySet(context.Context) (*jose.JSONWebKeySet, error) { return s.Set, nil }
 
 // FileKeys reads a JWKS from a file and reads it again when its modification
 // time changes, so keys can be rotated without a restart.

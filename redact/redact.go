@@ -99,6 +99,9 @@ type Record struct {
 	Carrier        *RecordCarrier `json:"carrier,omitempty"`
 	Downgrade      *Downgrade     `json:"downgrade,omitempty"`
 	Client         *Client        `json:"client,omitempty"`
+
+	// Occurred is OccurredAt as a time, for indexing; not part of the record.
+	Occurred time.Time `json:"-"`
 }
 
 // RecordCarrier is the carrier as kept: MNC only when the profile says so.
@@ -241,7 +244,8 @@ func (m *Minimizer) Minimize(index int, ev *Event, now time.Time) (*Record, []Pr
 	} else if t.After(now.Add(p.MaxFutureSkew.Duration)) {
 		bad("$.occurred_at", CodeInvalidField, "is in the future")
 	} else {
-		rec.OccurredAt = t.UTC().Truncate(p.Granularity.Duration).Format(time.RFC3339)
+		rec.Occurred = t.UTC().Truncate(p.Granularity.Duration)
+		rec.OccurredAt = rec.Occurred.Format(time.RFC3339)
 	}
 
 	if c := ev.Carrier; c != nil {

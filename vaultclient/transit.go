@@ -112,9 +112,10 @@ type PseudonymKeys struct {
 	refresh  time.Duration
 	maxStale time.Duration
 
-	mu      sync.Mutex // guards the cache; held across a refresh so only one runs
-	cur     redact.PseudonymKey
-	fetched time.Time
+	mu         sync.Mutex // guards the fields below; never held across a Vault call
+	cur        redact.PseudonymKey
+	fetched    time.Time
+	refreshing bool // a background refresh is running
 }
 
 // Cache lifetimes for the pseudonym key.
@@ -130,24 +131,59 @@ func NewPseudonymKeys(client *vaultapi.Client, mount, key string) *PseudonymKeys
 		refresh: pseudonymRefresh, maxStale: pseudonymMaxStale}
 }
 
-// Current returns the key to pseudonymize with now.
+// Current returns the key to pseudonymize with now. Ingest calls it on
+// every request, so it never waits for Vault while it holds a usable key: a
+// due refresh runs in the background and the cached key serves meanwhile.
+// Only with no key at all (first use, or past maxStale) does it fetch
+// inline.
 func (p *PseudonymKeys) Current(ctx context.Context) (redact.PseudonymKey, error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	age := time.Since(p.fetched)
-	if p.cur.Key != nil && age < p.refresh {
-		return p.cur, nil
+	cur := p.cur
+	usable := cur.Key != nil && age < p.maxStale
+	if usable && (age < p.refresh || p.refreshing) {
+		p.mu.Unlock()
+		return cur, nil
 	}
+	if usable {
+		p.refreshing = true
+		p.mu.Unlock()
+		go p.refreshInBackground()
+		return cur, nil
+	}
+	p.mu.Unlock()
 	k, err := p.fetch(ctx)
 	if err != nil {
-		if p.cur.Key != nil && age < p.maxStale {
-			return p.cur, nil
-		}
 		return redact.PseudonymKey{}, err
 	}
-	clear(p.cur.Key)
-	p.cur, p.fetched = k, time.Now()
-	return p.cur, nil
+	p.store(k)
+	return k, nil
+}
+
+// refreshTimeout bounds a background refresh.
+const refreshTimeout = 10 * time.Second
+
+func (p *PseudonymKeys) refreshInBackground() {
+	ctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
+	defer cancel()
+	k, err := p.fetch(ctx)
+	if err != nil {
+		// Keep serving the cached key; Current fetches inline once it is
+		// older than maxStale, and fails closed if Vault is still away.
+		p.mu.Lock()
+		p.refreshing = false
+		p.mu.Unlock()
+		return
+	}
+	p.store(k)
+}
+
+func (p *PseudonymKeys) store(k redact.PseudonymKey) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// The replaced key is not zeroed: a request that got it may still be
+	// using it.
+	p.cur, p.fetched, p.refreshing = k, time.Now(), false
 }
 
 func (p *PseudonymKeys) fetch(ctx context.Context) (redact.PseudonymKey, error) {

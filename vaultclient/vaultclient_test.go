@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
 	"golang.org/x/mod/sumdb/note"
@@ -98,5 +99,64 @@ func TestConnectValidatesCredentials(t *testing.T) {
 		} else if strings.Contains(err.Error(), "secret") && c.SecretID != "" && strings.Contains(err.Error(), c.SecretID+"\"") {
 			t.Errorf("error echoes the secret id: %v", err)
 		}
+	}
+}
+
+// TestPseudonymKeysServeCachedThenFailClosed: a due refresh never blocks
+// ingest while the cached key is usable; with Vault gone the cached key
+// serves until it is too stale, then Current fails (ingest fails closed).
+func TestPseudonymKeysServeCachedThenFailClosed(t *testing.T) {
+	ctx := context.Background()
+	v, err := harness.StartVault(ctx, nil, harness.VaultOptions{IgnoreEnv: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Stop()
+	admin, _ := vaultapi.NewClient(&vaultapi.Config{Address: v.Addr})
+	admin.SetToken(v.Token)
+	creds, err := vaultsetup.Bootstrap(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Connect(ctx, env.Log, Config{Addr: v.Addr, RoleID: creds.RoleID, SecretID: creds.SecretID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewPseudonymKeys(c, vaultsetup.TransitMount, vaultsetup.PseudonymKey)
+	k1, err := p.Current(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Rotate; with the refresh due, Current answers from the cache at once
+	// and picks the new version up in the background.
+	if _, err := admin.Logical().Write(vaultsetup.TransitMount+"/keys/"+vaultsetup.PseudonymKey+"/rotate", nil); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.refresh = 0
+	p.mu.Unlock()
+	if k, err := p.Current(ctx); err != nil || k.Version != k1.Version {
+		t.Fatalf("due refresh: got v%d, %v; want the cached v%d at once", k.Version, err, k1.Version)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		k, err := p.Current(ctx)
+		if err == nil && k.Version == k1.Version+1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rotation not picked up in the background: v%d %v", k.Version, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	v.Stop()
+	if _, err := p.Current(ctx); err != nil {
+		t.Fatalf("cached key not served while Vault is down: %v", err)
+	}
+	p.mu.Lock()
+	p.maxStale = 0
+	p.mu.Unlock()
+	if _, err := p.Current(ctx); err == nil {
+		t.Fatal("a too-stale key was served with Vault down")
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"strings"
 
-	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/mod/sumdb/note"
 
@@ -99,11 +98,10 @@ func loadVerifier(ctx context.Context, key, origin string, offline bool) (note.V
 		if addr == "" || tok == "" {
 			return nil, errors.New("audit verify: give --key, or set VAULT_ADDR and VAULT_TOKEN to read it from Vault")
 		}
-		client, err := vaultapi.NewClient(&vaultapi.Config{Address: addr})
+		client, err := vaultclient.Connect(ctx, newLogger(io.Discard, "info", nil), vaultclient.Config{Addr: addr, Token: tok})
 		if err != nil {
 			return nil, fmt.Errorf("audit verify: %w", err)
 		}
-		client.SetToken(tok)
 		s, err := vaultclient.NewTransitSigner(ctx, client, vaultsetup.TransitMount, vaultsetup.CheckpointKey, origin)
 		if err != nil {
 			return nil, fmt.Errorf("audit verify: %w", err)

@@ -91,21 +91,21 @@ func (c *serveConfig) resolveSecrets() error {
 		c.VaultToken = env("", "MEDIATOR_VAULT_TOKEN")
 	}
 	if c.VaultToken == "" && c.VaultTokenFile != "" {
-		b, err := os.ReadFile(c.VaultTokenFile)
+		t, err := readSecretFile(c.VaultTokenFile)
 		if err != nil {
-			return fmt.Errorf("read --vault-token-file: %w", err)
+			return fmt.Errorf("--vault-token-file: %w", err)
 		}
-		c.VaultToken = strings.TrimSpace(string(b))
+		c.VaultToken = t
 	}
 	if c.VaultSecretID == "" {
 		c.VaultSecretID = env("", "MEDIATOR_VAULT_SECRET_ID")
 	}
 	if c.VaultSecretID == "" && c.VaultSecretFile != "" {
-		b, err := os.ReadFile(c.VaultSecretFile)
+		t, err := readSecretFile(c.VaultSecretFile)
 		if err != nil {
-			return fmt.Errorf("read --vault-secret-id-file: %w", err)
+			return fmt.Errorf("--vault-secret-id-file: %w", err)
 		}
-		c.VaultSecretID = strings.TrimSpace(string(b))
+		c.VaultSecretID = t
 	}
 	// VAULT_TOKEN is the Vault CLI's own variable: used only when no AppRole
 	// is configured, so an operator's shell token never overrides the role.

@@ -16,12 +16,12 @@ import (
 	"syscall"
 	"time"
 
-	vaultapi "github.com/hashicorp/vault/api"
 	"golang.org/x/mod/sumdb/note"
 
 	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
 	"github.com/mediatorhq/mediator/identity"
 	"github.com/mediatorhq/mediator/test/harness"
+	"github.com/mediatorhq/mediator/vaultclient"
 )
 
 // Files in the dev state directory.
@@ -85,11 +85,10 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("dev: vault: %w", err)
 	}
 	defer vault.Stop()
-	admin, err := vaultapi.NewClient(&vaultapi.Config{Address: vault.Addr})
+	admin, err := vaultclient.Connect(ctx, boot, vaultclient.Config{Addr: vault.Addr, Token: vault.Token})
 	if err != nil {
-		return fmt.Errorf("dev: vault client: %w", err)
+		return fmt.Errorf("dev: %w", err)
 	}
-	admin.SetToken(vault.Token)
 	creds, err := vaultsetup.Bootstrap(ctx, admin)
 	if err != nil {
 		return fmt.Errorf("dev: %w", err)

@@ -7,10 +7,9 @@ import (
 	"io"
 	"os"
 
-	vaultapi "github.com/hashicorp/vault/api"
-
 	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
 	"github.com/mediatorhq/mediator/test/harness"
+	"github.com/mediatorhq/mediator/vaultclient"
 )
 
 // vaultBootstrapCmd prepares a Vault server with an operator's token. The
@@ -29,11 +28,10 @@ func vaultBootstrapCmd(ctx context.Context, args []string, stdout, stderr io.Wri
 	if *secretFile == "" {
 		return errors.New("vault bootstrap: --secret-id-file is required")
 	}
-	client, err := vaultapi.NewClient(&vaultapi.Config{Address: *addr})
+	client, err := vaultclient.Connect(ctx, newLogger(io.Discard, "info", nil), vaultclient.Config{Addr: *addr, Token: token})
 	if err != nil {
 		return fmt.Errorf("vault bootstrap: %w", err)
 	}
-	client.SetToken(token)
 	creds, err := vaultsetup.Bootstrap(ctx, client)
 	if err != nil {
 		return err

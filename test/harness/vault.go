@@ -123,14 +123,6 @@ func StartVault(ctx context.Context, log *slog.Logger, opts VaultOptions) (*Vaul
 	return v, nil
 }
 
-// Pid returns the process id of a server StartVault started, or 0.
-func (v *Vault) Pid() int {
-	if v.cmd == nil || v.cmd.Process == nil {
-		return 0
-	}
-	return v.cmd.Process.Pid
-}
-
 // Stop stops a server StartVault started. It does nothing for one found
 // through VAULT_ADDR.
 func (v *Vault) Stop() {
