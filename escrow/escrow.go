@@ -18,6 +18,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -33,18 +36,24 @@ type Wrapper interface {
 	Unwrap(ctx context.Context, aad, wrapped []byte) ([]byte, error)
 }
 
-// ShareStore keeps one custodian's wrapped shares. Put never overwrites:
-// it returns ErrShareExists if path holds a share.
+// ShareStore keeps wrapped shares, one write-once entry per escrow holding
+// the shares of every custodian that uses the store. Custodians whose Store
+// values are equal share entries; the Service writes each store once per
+// deposit.
 type ShareStore interface {
-	Put(ctx context.Context, path string, wrapped []byte) error
-	Get(ctx context.Context, path string) ([]byte, error)
-	// Destroy removes every version of path irrecoverably. Destroying a
-	// path that holds nothing is not an error.
-	Destroy(ctx context.Context, path string) error
+	// Put writes the wrapped shares of escrow id, keyed by custodian name.
+	// It never overwrites: it returns ErrShareExists if id has an entry.
+	Put(ctx context.Context, id string, shares map[string][]byte) error
+	// Get returns the wrapped shares of escrow id, keyed by custodian name.
+	Get(ctx context.Context, id string) (map[string][]byte, error)
+	// Destroy removes every version of escrow id's entry irrecoverably.
+	// Destroying an entry that does not exist is not an error.
+	Destroy(ctx context.Context, id string) error
 }
 
-// ErrShareExists is returned by ShareStore.Put for an occupied path.
-var ErrShareExists = errors.New("escrow: a share already exists at that path")
+// ErrShareExists is returned by ShareStore.Put for an escrow that has an
+// entry.
+var ErrShareExists = errors.New("escrow: the store already holds shares of that escrow")
 
 // Custodian is one share holder.
 type Custodian struct {
@@ -122,7 +131,10 @@ type Service struct {
 	rows       Rows
 	log        *slog.Logger
 	metrics    *Metrics
-	pathPrefix string
+	// stores are the distinct share stores; storeOf[i] indexes custodian
+	// i's store in it.
+	stores  []ShareStore
+	storeOf []int
 }
 
 // Config configures a Service.
@@ -141,18 +153,31 @@ func New(cfg Config) (*Service, error) {
 	if k < 2 || k > n || n > 255 {
 		return nil, fmt.Errorf("escrow: need 2 ≤ threshold (%d) ≤ custodians (%d) ≤ 255", k, n)
 	}
+	s := &Service{custodians: cfg.Custodians, threshold: k, rows: cfg.Rows, log: cfg.Log, metrics: cfg.Metrics}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
 	seen := map[string]bool{}
 	for _, c := range cfg.Custodians {
 		if c.Name == "" || seen[c.Name] || c.Wrapper == nil || c.Store == nil {
 			return nil, fmt.Errorf("escrow: custodian %q: names must be distinct and non-empty, with a wrapper and a store", c.Name)
 		}
 		seen[c.Name] = true
+		idx := slices.IndexFunc(s.stores, func(st ShareStore) bool { return sameStore(st, c.Store) })
+		if idx < 0 {
+			idx = len(s.stores)
+			s.stores = append(s.stores, c.Store)
+		}
+		s.storeOf = append(s.storeOf, idx)
 	}
-	log := cfg.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Service{custodians: cfg.Custodians, threshold: k, rows: cfg.Rows, log: log, metrics: cfg.Metrics}, nil
+	return s, nil
+}
+
+// sameStore reports whether a and b are the same store: equal values of one
+// comparable type (for KVStore: one Vault client, mount and prefix).
+func sameStore(a, b ShareStore) bool {
+	t := reflect.TypeOf(a)
+	return t == reflect.TypeOf(b) && t.Comparable() && a == b
 }
 
 // DepositRequest is a key to escrow. Key is zeroed by Deposit.
@@ -199,30 +224,8 @@ func (s *Service) deposit(ctx context.Context, req DepositRequest) (Receipt, boo
 		}
 	}()
 
-	// Wrap and store every share in parallel; custodians are independent.
-	hashes := make([][]byte, len(s.custodians))
-	errs := make([]error, len(s.custodians))
-	var wg sync.WaitGroup
-	for i, c := range s.custodians {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t0 := time.Now()
-			wrapped, err := c.Wrapper.Wrap(ctx, aad(req.ConversationID, req.KeyID), shares[i])
-			if err == nil {
-				err = c.Store.Put(ctx, sharePath(id, c.Name), wrapped)
-			}
-			s.metrics.custodian(c.Name, "deposit", err, time.Since(t0))
-			if err != nil {
-				errs[i] = fmt.Errorf("custodian %s: %w", c.Name, err)
-				return
-			}
-			h := sha256.Sum256(wrapped)
-			hashes[i] = h[:]
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	hashes, err := s.wrapAndStore(ctx, id, aad(req.ConversationID, req.KeyID), shares)
+	if err != nil {
 		s.log.Error("escrow deposit failed; destroying the shares written", "escrow_id", id, "err", err)
 		s.destroyShares(ctx, id)
 		return Receipt{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
@@ -284,29 +287,96 @@ func validate(req DepositRequest) error {
 	return nil
 }
 
-// destroyShares removes every custodian's share of escrow id, best effort
-// and with a context of its own: cleanup must run even if the request's
-// context has ended.
+// wrapAndStore wraps share i with custodian i, all in parallel, then writes
+// each store's entry, all in parallel. It returns the SHA-256 of each wrapped
+// share, or the joined errors of every custodian that failed.
+func (s *Service) wrapAndStore(ctx context.Context, id string, aad []byte, shares [][]byte) ([][]byte, error) {
+	wrapped := make([][]byte, len(s.custodians))
+	errs := make([]error, len(s.custodians))
+	var wg sync.WaitGroup
+	for i, c := range s.custodians {
+		wg.Go(func() {
+			t0 := time.Now()
+			w, err := c.Wrapper.Wrap(ctx, aad, shares[i])
+			s.metrics.custodian(c.Name, "wrap", err, time.Since(t0))
+			if err != nil {
+				errs[i] = fmt.Errorf("custodian %s: wrap: %w", c.Name, err)
+				return
+			}
+			wrapped[i] = w
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	storeErrs := make([]error, len(s.stores))
+	for j, st := range s.stores {
+		entry := map[string][]byte{}
+		for i, c := range s.custodians {
+			if s.storeOf[i] == j {
+				entry[c.Name] = wrapped[i]
+			}
+		}
+		wg.Go(func() {
+			t0 := time.Now()
+			err := st.Put(ctx, id, entry)
+			for name := range entry {
+				s.metrics.custodian(name, "store", err, time.Since(t0))
+			}
+			if err != nil {
+				storeErrs[j] = fmt.Errorf("custodians %s: store: %w", strings.Join(slices.Sorted(maps.Keys(entry)), ", "), err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(storeErrs...); err != nil {
+		return nil, err
+	}
+	hashes := make([][]byte, len(wrapped))
+	for i, w := range wrapped {
+		h := sha256.Sum256(w)
+		hashes[i] = h[:]
+	}
+	return hashes, nil
+}
+
+// destroyShares removes escrow id's entry from every store, best effort and
+// with a context of its own: cleanup must run even if the request's context
+// has ended.
 func (s *Service) destroyShares(ctx context.Context, id string) []error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	var mu sync.Mutex
-	var errs []error
+	errs := make([]error, len(s.stores))
 	var wg sync.WaitGroup
-	for _, c := range s.custodians {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := c.Store.Destroy(ctx, sharePath(id, c.Name)); err != nil {
-				s.log.Error("escrow: could not destroy a share; it remains in that custodian's store", "escrow_id", id, "custodian", c.Name, "err", err)
-				mu.Lock()
-				errs = append(errs, fmt.Errorf("custodian %s: %w", c.Name, err))
-				mu.Unlock()
+	for j, st := range s.stores {
+		wg.Go(func() {
+			if err := st.Destroy(ctx, id); err != nil {
+				names := s.storeMembers(j)
+				s.log.Error("escrow: could not destroy shares; they remain in the custodians' store", "escrow_id", id, "custodians", names, "err", err)
+				errs[j] = fmt.Errorf("custodians %s: %w", strings.Join(names, ", "), err)
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	return errs
+	var out []error
+	for _, err := range errs {
+		if err != nil {
+			out = append(out, err)
+		}
+	}
+	return out
+}
+
+// storeMembers names the custodians that use store j.
+func (s *Service) storeMembers(j int) []string {
+	var names []string
+	for i, c := range s.custodians {
+		if s.storeOf[i] == j {
+			names = append(names, c.Name)
+		}
+	}
+	return names
 }
 
 // Reconstruct rebuilds the key of escrow id from any K custodians whose
@@ -323,10 +393,7 @@ func (s *Service) Reconstruct(ctx context.Context, id, decisionRef string) ([]by
 	if rec.destroyed {
 		return nil, rec, ErrDestroyed
 	}
-	byName := make(map[string]Custodian, len(s.custodians))
-	for _, c := range s.custodians {
-		byName[c.Name] = c
-	}
+	entries := s.entryReaders(ctx, rec.EscrowID)
 	var (
 		parts    [][]byte
 		failures []string
@@ -337,45 +404,33 @@ func (s *Service) Reconstruct(ctx context.Context, id, decisionRef string) ([]by
 		}
 	}()
 	// Read shares in rounds: as many custodians in parallel as shares are
-	// still missing, so the usual case costs one round of K calls and a
-	// failed custodian costs one more round, not a full serial retry.
+	// still missing, so the usual case costs one round (one read per store
+	// and K unwraps) and a failed custodian costs one more round, not a
+	// full serial retry.
 	next := 0
 	for len(parts) < rec.Threshold && next < len(rec.Custodians) {
 		want := rec.Threshold - len(parts)
-		type result struct {
-			name  string
-			share []byte
-			err   error
-		}
 		var round []int
 		for ; next < len(rec.Custodians) && len(round) < want; next++ {
 			round = append(round, next)
 		}
-		results := make([]result, len(round))
+		shares := make([][]byte, len(round))
+		errs := make([]error, len(round))
 		var wg sync.WaitGroup
 		for j, i := range round {
-			name := rec.Custodians[i]
-			c, ok := byName[name]
-			if !ok {
-				results[j] = result{name: name, err: errors.New("not configured")}
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				t0 := time.Now()
-				share, err := s.readShare(ctx, c, rec, i)
-				s.metrics.custodian(c.Name, "reconstruct", err, time.Since(t0))
-				results[j] = result{name: name, share: share, err: err}
-			}()
+				shares[j], errs[j] = s.readShare(ctx, rec, i, entries)
+				s.metrics.custodian(rec.Custodians[i], "reconstruct", errs[j], time.Since(t0))
+			})
 		}
 		wg.Wait()
-		for _, r := range results {
-			if r.err != nil {
-				failures = append(failures, r.name+": "+r.err.Error())
+		for j, i := range round {
+			if errs[j] != nil {
+				failures = append(failures, rec.Custodians[i]+": "+errs[j].Error())
 				continue
 			}
-			parts = append(parts, r.share)
+			parts = append(parts, shares[j])
 		}
 	}
 	if len(parts) < rec.Threshold {
@@ -394,15 +449,35 @@ func (s *Service) Reconstruct(ctx context.Context, id, decisionRef string) ([]by
 	return key, rec, nil
 }
 
-func (s *Service) readShare(ctx context.Context, c Custodian, rec Receipt, i int) ([]byte, error) {
-	wrapped, err := c.Store.Get(ctx, sharePath(rec.EscrowID, c.Name))
+// entryReaders returns, per store, a function that reads escrow id's entry
+// once, however many custodians ask for it.
+func (s *Service) entryReaders(ctx context.Context, id string) []func() (map[string][]byte, error) {
+	out := make([]func() (map[string][]byte, error), len(s.stores))
+	for j, st := range s.stores {
+		out[j] = sync.OnceValues(func() (map[string][]byte, error) { return st.Get(ctx, id) })
+	}
+	return out
+}
+
+// readShare reads, checks and unwraps share i of rec.
+func (s *Service) readShare(ctx context.Context, rec Receipt, i int, entries []func() (map[string][]byte, error)) ([]byte, error) {
+	name := rec.Custodians[i]
+	c := slices.IndexFunc(s.custodians, func(c Custodian) bool { return c.Name == name })
+	if c < 0 {
+		return nil, errors.New("not configured")
+	}
+	entry, err := entries[s.storeOf[c]]()
 	if err != nil {
 		return nil, err
+	}
+	wrapped, ok := entry[name]
+	if !ok {
+		return nil, errors.New("no share in its store")
 	}
 	if err := s.shareKnown(ctx, rec, i, wrapped); err != nil {
 		return nil, err
 	}
-	share, err := c.Wrapper.Unwrap(ctx, aad(rec.ConversationID, rec.KeyID), wrapped)
+	share, err := s.custodians[c].Wrapper.Unwrap(ctx, aad(rec.ConversationID, rec.KeyID), wrapped)
 	if err != nil {
 		return nil, fmt.Errorf("unwrap: %w", err)
 	}
@@ -435,9 +510,6 @@ func (s *Service) names() []string {
 	}
 	return out
 }
-
-// sharePath is where custodian name keeps its share of escrow id.
-func sharePath(id, custodian string) string { return id + "/" + custodian }
 
 // newEscrowID returns a random UUID (version 4).
 func newEscrowID() (string, error) {

@@ -57,13 +57,31 @@ func bootstrapped(t testing.TB, v *harness.Vault) vaultPair {
 	return vaultPair{admin: admin, service: svc}
 }
 
+// custodiansOn returns custodians from…to on c, each with a store of its
+// own (prefix shares/custodian-N), so tests can remove or replace one
+// custodian's share.
 func custodiansOn(c *vaultapi.Client, from, to int) []Custodian {
 	var out []Custodian
 	for i := from; i <= to; i++ {
 		out = append(out, Custodian{
 			Name:    vaultsetup.CustodianKey(i),
-			Wrapper: TransitWrapper{Client: c, Mount: vaultsetup.TransitMount, Key: vaultsetup.CustodianKey(i)},
+			Wrapper: NewTransitWrapper(c, vaultsetup.TransitMount, vaultsetup.CustodianKey(i)),
 			Store:   KVStore{Client: c, Mount: vaultsetup.KVMount, Prefix: vaultsetup.SharePrefix + "/" + vaultsetup.CustodianKey(i)},
+		})
+	}
+	return out
+}
+
+// sharedStoreCustodians is the default configuration: five custodian keys
+// on one Vault, their shares in one store (one KV entry per deposit).
+func sharedStoreCustodians(c *vaultapi.Client) []Custodian {
+	store := KVStore{Client: c, Mount: vaultsetup.KVMount, Prefix: vaultsetup.SharePrefix}
+	var out []Custodian
+	for i := 1; i <= 5; i++ {
+		out = append(out, Custodian{
+			Name:    vaultsetup.CustodianKey(i),
+			Wrapper: NewTransitWrapper(c, vaultsetup.TransitMount, vaultsetup.CustodianKey(i)),
+			Store:   store,
 		})
 	}
 	return out
@@ -93,7 +111,7 @@ func newFixture(t testing.TB, custodians []Custodian) *fixture {
 	}
 	t.Cleanup(pool.Close)
 	logs := &bytes.Buffer{}
-	svc, err := New(Config{Custodians: custodians, Threshold: 3, Rows: PGRows{Pool: pool, Audit: audit.NewStore(pool)},
+	svc, err := New(Config{Custodians: custodians, Threshold: 3, Rows: NewPGRows(pool, audit.NewStore(pool)),
 		Log: slog.New(slog.NewJSONHandler(&lockedWriter{w: logs}, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -189,28 +207,100 @@ func assertNoKeyMaterial(t *testing.T, f *fixture, v vaultPair, key []byte) {
 		}
 		dump.WriteString(strings.Join(texts, "\n"))
 	}
-	var kv strings.Builder
-	for i := 1; i <= 5; i++ {
-		list, err := v.admin.Logical().List(fmt.Sprintf("%s/metadata/%s/%s", vaultsetup.KVMount, vaultsetup.SharePrefix, vaultsetup.CustodianKey(i)))
-		if err != nil || list == nil {
-			continue
-		}
-		for _, id := range list.Data["keys"].([]any) {
-			sec, err := v.admin.Logical().Read(fmt.Sprintf("%s/data/%s/%s/%s%s", vaultsetup.KVMount, vaultsetup.SharePrefix, vaultsetup.CustodianKey(i), id, vaultsetup.CustodianKey(i)))
-			if err == nil && sec != nil {
-				fmt.Fprint(&kv, sec.Data)
-			}
-		}
-	}
-	if !strings.Contains(kv.String(), "vault:v1:") {
+	kv := dumpKV(t, v.admin, vaultsetup.SharePrefix)
+	if !strings.Contains(kv, "vault:v1:") {
 		t.Fatal("read no wrapped shares from KV; the check would prove nothing")
 	}
 	for _, form := range forms {
-		for where, text := range map[string]string{"postgres": dump.String(), "logs": f.logs.String(), "vault kv": kv.String()} {
+		for where, text := range map[string]string{"postgres": dump.String(), "logs": f.logs.String(), "vault kv": kv} {
 			if strings.Contains(text, form) {
 				t.Errorf("key material found in %s", where)
 			}
 		}
+	}
+}
+
+// dumpKV returns every secret under prefix in the share mount, read
+// recursively with an admin token.
+func dumpKV(t *testing.T, admin *vaultapi.Client, prefix string) string {
+	t.Helper()
+	var b strings.Builder
+	list, err := admin.Logical().List(vaultsetup.KVMount + "/metadata/" + prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if list == nil {
+		return ""
+	}
+	for _, k := range list.Data["keys"].([]any) {
+		name := k.(string)
+		if strings.HasSuffix(name, "/") {
+			b.WriteString(dumpKV(t, admin, prefix+"/"+strings.TrimSuffix(name, "/")))
+			continue
+		}
+		sec, err := admin.Logical().Read(vaultsetup.KVMount + "/data/" + prefix + "/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sec != nil {
+			fmt.Fprintln(&b, sec.Data)
+		}
+	}
+	return b.String()
+}
+
+// TestSharedStoreOneEntryPerDeposit: custodians sharing a store (the
+// default) write one KV entry per deposit, with one field per custodian,
+// each wrapped by its own custodian key; a substituted field is detected by
+// its hash, and destroying the entry leaves nothing.
+func TestSharedStoreOneEntryPerDeposit(t *testing.T) {
+	v := bootstrapped(t, env.Vault)
+	f := newFixture(t, sharedStoreCustodians(v.service))
+	ctx := context.Background()
+	key := newKey(t)
+	rec, _, err := f.svc.Deposit(ctx, DepositRequest{ConversationID: "shared", KeyID: "k", Key: bytes.Clone(key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec, err := v.admin.KVv2(vaultsetup.KVMount).Get(ctx, vaultsetup.SharePrefix+"/"+rec.EscrowID)
+	if err != nil || len(sec.Data) != 5 || sec.VersionMetadata.Version != 1 {
+		t.Fatalf("entry: %v %v", sec, err)
+	}
+	// Each field is a Transit ciphertext of its own custodian's key: it
+	// decrypts under that key and no other.
+	c1 := NewTransitWrapper(v.admin, vaultsetup.TransitMount, vaultsetup.CustodianKey(1))
+	if _, err := c1.Unwrap(ctx, aad("shared", "k"), []byte(sec.Data["custodian-1"].(string))); err != nil {
+		t.Fatalf("custodian-1's field does not unwrap with custodian-1's key: %v", err)
+	}
+	if _, err := c1.Unwrap(ctx, aad("shared", "k"), []byte(sec.Data["custodian-2"].(string))); err == nil {
+		t.Fatal("custodian-2's field unwrapped with custodian-1's key")
+	}
+	// Substitute custodian-1's share (an admin writes a new version).
+	other, _ := shamir.Split(newKey(t), 5, 3)
+	forged, err := c1.Wrap(ctx, aad("shared", "k"), other[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := sec.Data
+	data["custodian-1"] = string(forged)
+	if _, err := v.admin.KVv2(vaultsetup.KVMount).Put(ctx, vaultsetup.SharePrefix+"/"+rec.EscrowID, data); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := f.svc.Reconstruct(ctx, rec.EscrowID, "d")
+	if err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("reconstruct around a substituted share: %v", err)
+	}
+	if !strings.Contains(f.logs.String(), `"custodians_failed":1`) {
+		t.Fatalf("the substituted share was not skipped: %s", f.logs.String())
+	}
+	if errs := f.svc.destroyShares(ctx, rec.EscrowID); len(errs) != 0 {
+		t.Fatal(errs)
+	}
+	if meta, err := v.admin.KVv2(vaultsetup.KVMount).GetMetadata(ctx, vaultsetup.SharePrefix+"/"+rec.EscrowID); err == nil {
+		t.Fatalf("the entry survived destruction: %d versions", len(meta.Versions))
+	}
+	if _, _, err := f.svc.Reconstruct(ctx, rec.EscrowID, "d"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("reconstruct after the entry was destroyed: %v", err)
 	}
 }
 
@@ -231,7 +321,7 @@ func TestFewerThanKSharesCannotRebuild(t *testing.T) {
 	// Destroy three custodians' shares: only two remain.
 	for i := 1; i <= 3; i++ {
 		c := custodiansOn(v.admin, i, i)[0]
-		if err := c.Store.Destroy(ctx, sharePath(rec.EscrowID, c.Name)); err != nil {
+		if err := c.Store.Destroy(ctx, rec.EscrowID); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -258,8 +348,8 @@ func TestTamperedShareIsSkipped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := fmt.Sprintf("%s/data/%s/%s/%s", vaultsetup.KVMount, vaultsetup.SharePrefix, c1.Name, sharePath(rec.EscrowID, c1.Name))
-	if _, err := v.admin.Logical().Write(path, map[string]any{"data": map[string]any{"wrapped": string(forged)}}); err != nil {
+	path := fmt.Sprintf("%s/data/%s/%s/%s", vaultsetup.KVMount, vaultsetup.SharePrefix, c1.Name, rec.EscrowID)
+	if _, err := v.admin.Logical().Write(path, map[string]any{"data": map[string]any{c1.Name: string(forged)}}); err != nil {
 		t.Fatal(err)
 	}
 	got, _, err := f.svc.Reconstruct(ctx, rec.EscrowID, "d")
@@ -276,19 +366,19 @@ func TestVaultRefusesOverwritingAShare(t *testing.T) {
 	c := custodiansOn(v.service, 1, 1)[0]
 	ctx := context.Background()
 	p := "overwrite-test-" + hex.EncodeToString(newKey(t)[:4])
-	if err := c.Store.Put(ctx, p, []byte("vault:v1:first")); err != nil {
+	if err := c.Store.Put(ctx, p, map[string][]byte{c.Name: []byte("vault:v1:first")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Store.Put(ctx, p, []byte("vault:v1:second")); !errors.Is(err, ErrShareExists) && (err == nil || !strings.Contains(err.Error(), "permission denied")) {
+	if err := c.Store.Put(ctx, p, map[string][]byte{c.Name: []byte("vault:v1:second")}); !errors.Is(err, ErrShareExists) && (err == nil || !strings.Contains(err.Error(), "permission denied")) {
 		t.Fatalf("overwrite through the store: %v", err)
 	}
 	// Even without check-and-set, the service token may not update.
 	path := fmt.Sprintf("%s/data/%s/%s/%s", vaultsetup.KVMount, vaultsetup.SharePrefix, c.Name, p)
-	if _, err := v.service.Logical().Write(path, map[string]any{"data": map[string]any{"wrapped": "x"}}); err == nil || !strings.Contains(err.Error(), "permission denied") {
+	if _, err := v.service.Logical().Write(path, map[string]any{"data": map[string]any{c.Name: "x"}}); err == nil || !strings.Contains(err.Error(), "permission denied") {
 		t.Fatalf("a raw overwrite by the service token was not refused by Vault: %v", err)
 	}
 	got, err := c.Store.Get(ctx, p)
-	if err != nil || string(got) != "vault:v1:first" {
+	if err != nil || string(got[c.Name]) != "vault:v1:first" {
 		t.Fatalf("share changed: %q %v", got, err)
 	}
 }
@@ -375,7 +465,7 @@ func TestConcurrentDepositsOfOneKeyIDMakeOneEscrow(t *testing.T) {
 
 func BenchmarkDeposit(b *testing.B) {
 	v := bootstrapped(b, env.Vault)
-	f := newFixture(b, custodiansOn(v.service, 1, 5))
+	f := newFixture(b, sharedStoreCustodians(v.service))
 	ctx := context.Background()
 	b.SetParallelism(32) // deposits wait on Vault, not CPU
 	b.RunParallel(func(pb *testing.PB) {
@@ -395,7 +485,7 @@ func BenchmarkDeposit(b *testing.B) {
 func TestDestroyAtRetentionEndRespectsLegalHolds(t *testing.T) {
 	v := bootstrapped(t, env.Vault)
 	f := newFixture(t, custodiansOn(v.service, 1, 5))
-	rows := PGRows{Pool: f.pool, Audit: audit.NewStore(f.pool)}
+	rows := NewPGRows(f.pool, audit.NewStore(f.pool))
 	ctx := context.Background()
 	a, _, err := f.svc.Deposit(ctx, DepositRequest{ConversationID: "free", KeyID: "k", Key: newKey(t)})
 	if err != nil {
@@ -422,7 +512,7 @@ func TestDestroyAtRetentionEndRespectsLegalHolds(t *testing.T) {
 	}
 	// Unrecoverable, not merely marked: no custodian has a share left.
 	for _, c := range custodiansOn(v.admin, 1, 5) {
-		if _, err := c.Store.Get(ctx, sharePath(a.EscrowID, c.Name)); err == nil {
+		if _, err := c.Store.Get(ctx, a.EscrowID); err == nil {
 			t.Fatalf("%s still holds a share of a destroyed escrow", c.Name)
 		}
 	}
@@ -464,7 +554,7 @@ func TestRewrapAfterRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The operator's service instance: admin token (may update shares).
-	op, err := New(Config{Custodians: custodiansOn(v.admin, 1, 5), Threshold: 3, Rows: PGRows{Pool: f.pool, Audit: audit.NewStore(f.pool)}})
+	op, err := New(Config{Custodians: custodiansOn(v.admin, 1, 5), Threshold: 3, Rows: NewPGRows(f.pool, audit.NewStore(f.pool))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,14 +563,14 @@ func TestRewrapAfterRotation(t *testing.T) {
 		t.Fatalf("rewrap: %+v %v", rep, err)
 	}
 	c2 := custodiansOn(v.admin, 2, 2)[0]
-	share, err := c2.Store.Get(ctx, sharePath(rec.EscrowID, c2.Name))
-	if err != nil || bytes.HasPrefix(share, []byte("vault:v1:")) {
-		t.Fatalf("share not moved to the new key version: %.12s %v", share, err)
+	entry, err := c2.Store.Get(ctx, rec.EscrowID)
+	if err != nil || !bytes.HasPrefix(entry[c2.Name], []byte("vault:v2:")) {
+		t.Fatalf("share not moved to the new key version: %.12s %v", entry[c2.Name], err)
 	}
 	// Rebuild using custodian-2: make custodians 1 and 3 unavailable.
 	for _, i := range []int{1, 3} {
 		c := custodiansOn(v.admin, i, i)[0]
-		c.Store.Destroy(ctx, sharePath(rec.EscrowID, c.Name))
+		c.Store.Destroy(ctx, rec.EscrowID)
 	}
 	got, _, err := f.svc.Reconstruct(ctx, rec.EscrowID, "d")
 	if err != nil || !bytes.Equal(got, key) {
@@ -496,7 +586,7 @@ func TestRewrapAfterRotation(t *testing.T) {
 // another, as a release of a 100-key scope would.
 func BenchmarkReconstruct100(b *testing.B) {
 	v := bootstrapped(b, env.Vault)
-	f := newFixture(b, custodiansOn(v.service, 1, 5))
+	f := newFixture(b, sharedStoreCustodians(v.service))
 	ctx := context.Background()
 	var ids []string
 	for i := range 100 {
@@ -520,7 +610,7 @@ func BenchmarkReconstruct100(b *testing.B) {
 // BenchmarkDepositLatency deposits one key at a time and reports p50/p99.
 func BenchmarkDepositLatency(b *testing.B) {
 	v := bootstrapped(b, env.Vault)
-	f := newFixture(b, custodiansOn(v.service, 1, 5))
+	f := newFixture(b, sharedStoreCustodians(v.service))
 	ctx := context.Background()
 	var lat []time.Duration
 	for b.Loop() {
@@ -537,43 +627,48 @@ func BenchmarkDepositLatency(b *testing.B) {
 
 // TestSoftHSMCustodian: one custodian wraps with a non-extractable AES key
 // on a SoftHSM2 token; a key rebuilds with that custodian's share among
-// the K, and a share moved to another conversation does not unwrap.
+// the K, and a share moved to another conversation does not unwrap. After
+// the HSM key is rotated, rewrap moves the share to the new key, and the
+// key rebuilds with the old HSM key gone from the configuration.
 func TestSoftHSMCustodian(t *testing.T) {
 	ctx := context.Background()
 	module, err := harness.SoftHSMToken(ctx, env.Log, t.TempDir(), "mediator-test", "4711-pin")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c11, err := crypto11.Configure(&crypto11.Config{Path: module, TokenLabel: "mediator-test", Pin: "4711-pin"})
-	if err != nil {
-		t.Fatal(err)
+	newHSMKey := func(id byte, label string) {
+		t.Helper()
+		c11, err := crypto11.Configure(&crypto11.Config{Path: module, TokenLabel: "mediator-test", Pin: "4711-pin"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c11.Close()
+		if _, err := c11.GenerateSecretKeyWithLabel([]byte{id}, []byte(label), 256, crypto11.CipherAES); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if _, err := c11.GenerateSecretKeyWithLabel([]byte{1}, []byte("custodian-hsm"), 256, crypto11.CipherAES); err != nil {
-		t.Fatal(err)
-	}
-	c11.Close()
+	newHSMKey(1, "custodian-hsm")
 	hsm, err := OpenPKCS11(PKCS11Config{Module: module, TokenLabel: "mediator-test", PIN: "4711-pin", KeyLabel: "custodian-hsm"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer hsm.Close()
 
 	v := bootstrapped(t, env.Vault)
-	custodians := append(custodiansOn(v.service, 1, 4), Custodian{
-		Name:    "hsm",
-		Wrapper: hsm,
-		Store:   KVStore{Client: v.service, Mount: vaultsetup.KVMount, Prefix: vaultsetup.SharePrefix + "/hsm"},
-	})
-	f := newFixture(t, custodians)
+	hsmStore := KVStore{Client: v.service, Mount: vaultsetup.KVMount, Prefix: vaultsetup.SharePrefix + "/hsm"}
+	withHSM := func(c *vaultapi.Client, w Wrapper) []Custodian {
+		return append(custodiansOn(c, 1, 4), Custodian{Name: "hsm", Wrapper: w,
+			Store: KVStore{Client: c, Mount: hsmStore.Mount, Prefix: hsmStore.Prefix}})
+	}
+	f := newFixture(t, withHSM(v.service, hsm))
 	key := newKey(t)
 	rec, _, err := f.svc.Deposit(ctx, DepositRequest{ConversationID: "hsm-conv", KeyID: "k", Key: bytes.Clone(key)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Leave only custodians 4 and hsm plus one more: destroy 1 and 2.
+	// Leave only custodians 3, 4 and hsm: destroy 1 and 2.
 	for _, i := range []int{1, 2} {
 		c := custodiansOn(v.admin, i, i)[0]
-		c.Store.Destroy(ctx, sharePath(rec.EscrowID, c.Name))
+		c.Store.Destroy(ctx, rec.EscrowID)
 	}
 	got, _, err := f.svc.Reconstruct(ctx, rec.EscrowID, "d")
 	if err != nil || !bytes.Equal(got, key) {
@@ -588,5 +683,48 @@ func TestSoftHSMCustodian(t *testing.T) {
 	}
 	if bytes.Contains(wrapped, []byte("share")) {
 		t.Fatal("the wrapped share contains the share")
+	}
+	hsm.Close()
+
+	// Rotate: a new key on the token becomes current, the old one stays
+	// configured as previous until the operator's rewrap has run.
+	newHSMKey(2, "custodian-hsm-2")
+	rotated, err := OpenPKCS11(PKCS11Config{Module: module, TokenLabel: "mediator-test", PIN: "4711-pin",
+		KeyLabel: "custodian-hsm-2", PreviousKeyLabels: []string{"custodian-hsm"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := New(Config{Custodians: withHSM(v.admin, rotated), Threshold: 3, Rows: NewPGRows(f.pool, audit.NewStore(f.pool))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := op.Rewrap(ctx, map[string]bool{"hsm": true})
+	if err != nil || rep.Rewrapped != 1 || len(rep.Failed) != 0 {
+		t.Fatalf("rewrap: %+v %v", rep, err)
+	}
+	if rep, err := op.Rewrap(ctx, map[string]bool{"hsm": true}); err != nil || rep.Rewrapped != 0 || rep.Unchanged != 1 {
+		t.Fatalf("second rewrap: %+v %v", rep, err)
+	}
+	entry, err := hsmStore.Get(ctx, rec.EscrowID)
+	if err != nil || !bytes.HasPrefix(entry["hsm"], []byte("p11:v2:custodian-hsm-2:")) {
+		t.Fatalf("HSM share not moved to the new key: %.30s %v", entry["hsm"], err)
+	}
+	rotated.Close()
+	// The old key is no longer configured: the share still unwraps.
+	current, err := OpenPKCS11(PKCS11Config{Module: module, TokenLabel: "mediator-test", PIN: "4711-pin", KeyLabel: "custodian-hsm-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer current.Close()
+	after, err := New(Config{Custodians: withHSM(v.service, current), Threshold: 3, Rows: NewPGRows(f.pool, audit.NewStore(f.pool))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _, err = after.Reconstruct(ctx, rec.EscrowID, "d")
+	if err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("reconstruct with the rewrapped HSM share: %v", err)
+	}
+	if _, err := OpenPKCS11(PKCS11Config{Module: module, TokenLabel: "mediator-test", PIN: "4711-pin", KeyLabel: "bad:label"}); err == nil {
+		t.Fatal("a key label with ':' was accepted")
 	}
 }

@@ -54,8 +54,8 @@ func (s *Service) Destroy(ctx context.Context, before time.Time) (DestroyReport,
 }
 
 // DueForDestruction implements Rows.
-func (r PGRows) DueForDestruction(ctx context.Context, before time.Time) ([]Receipt, []string, error) {
-	rows, err := r.Pool.Query(ctx, selectReceipt+`WHERE a.created_at < $1 AND d.escrow_id IS NULL ORDER BY a.created_at`, before)
+func (r *PGRows) DueForDestruction(ctx context.Context, before time.Time) ([]Receipt, []string, error) {
+	rows, err := r.pool.Query(ctx, selectReceipt+`WHERE a.created_at < $1 AND d.escrow_id IS NULL ORDER BY a.created_at`, before)
 	if err != nil {
 		return nil, nil, fmt.Errorf("escrow: due for destruction: %w", err)
 	}
@@ -88,9 +88,9 @@ func (r PGRows) DueForDestruction(ctx context.Context, before time.Time) ([]Rece
 	return free, held, nil
 }
 
-func (r PGRows) onHold(ctx context.Context, conversationID string) (bool, error) {
+func (r *PGRows) onHold(ctx context.Context, conversationID string) (bool, error) {
 	var n int
-	err := r.Pool.QueryRow(ctx, `SELECT count(*) FROM legal_holds h LEFT JOIN legal_hold_releases x USING (hold_id)
+	err := r.pool.QueryRow(ctx, `SELECT count(*) FROM legal_holds h LEFT JOIN legal_hold_releases x USING (hold_id)
 		WHERE h.conversation_id = $1 AND x.hold_id IS NULL`, conversationID).Scan(&n)
 	if err != nil {
 		return false, fmt.Errorf("escrow: legal holds: %w", err)
@@ -99,7 +99,7 @@ func (r PGRows) onHold(ctx context.Context, conversationID string) (bool, error)
 }
 
 // MarkDestroyed implements Rows.
-func (r PGRows) MarkDestroyed(ctx context.Context, rec Receipt) error {
+func (r *PGRows) MarkDestroyed(ctx context.Context, rec Receipt) error {
 	return r.inTx(ctx, func(tx pgx.Tx) error {
 		seq, err := r.auditTx(ctx, tx, audit.Entry{Kind: KindDestroy, ConversationID: rec.ConversationID,
 			Record: map[string]any{"kind": KindDestroy, "escrow_id": rec.EscrowID, "conversation_id": rec.ConversationID,
@@ -113,7 +113,7 @@ func (r PGRows) MarkDestroyed(ctx context.Context, rec Receipt) error {
 }
 
 // PlaceHold puts conversationID under a legal hold and returns the hold id.
-func (r PGRows) PlaceHold(ctx context.Context, conversationID, reason, by string) (string, error) {
+func (r *PGRows) PlaceHold(ctx context.Context, conversationID, reason, by string) (string, error) {
 	if conversationID == "" || len(conversationID) > maxIDLen || reason == "" || len(reason) > 500 || by == "" {
 		return "", fmt.Errorf("%w: a hold needs a conversation id, a reason (≤ 500 chars) and who places it", ErrInvalid)
 	}
@@ -135,7 +135,7 @@ func (r PGRows) PlaceHold(ctx context.Context, conversationID, reason, by string
 }
 
 // ReleaseHold releases a legal hold.
-func (r PGRows) ReleaseHold(ctx context.Context, holdID, by string) error {
+func (r *PGRows) ReleaseHold(ctx context.Context, holdID, by string) error {
 	return r.inTx(ctx, func(tx pgx.Tx) error {
 		var convo string
 		err := tx.QueryRow(ctx, `SELECT h.conversation_id FROM legal_holds h LEFT JOIN legal_hold_releases x USING (hold_id)
@@ -156,8 +156,8 @@ func (r PGRows) ReleaseHold(ctx context.Context, holdID, by string) error {
 	})
 }
 
-func (r PGRows) inTx(ctx context.Context, f func(pgx.Tx) error) error {
-	tx, err := r.Pool.Begin(ctx)
+func (r *PGRows) inTx(ctx context.Context, f func(pgx.Tx) error) error {
+	tx, err := r.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("escrow: begin: %w", err)
 	}
@@ -174,8 +174,8 @@ func (r PGRows) inTx(ctx context.Context, f func(pgx.Tx) error) error {
 	return nil
 }
 
-func (r PGRows) auditTx(ctx context.Context, tx pgx.Tx, e audit.Entry) (int64, error) {
-	a, err := r.Audit.AppendTx(ctx, tx, []audit.Entry{e})
+func (r *PGRows) auditTx(ctx context.Context, tx pgx.Tx, e audit.Entry) (int64, error) {
+	a, err := r.audit.AppendTx(ctx, tx, []audit.Entry{e})
 	if err != nil {
 		return 0, err
 	}

@@ -30,7 +30,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		custodianCalls: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "mediator_escrow_custodian_seconds",
-			Help:    "Time for one custodian to wrap and store (deposit) or read and unwrap (reconstruct) a share.",
+			Help:    "Time for one custodian to wrap a share (op wrap), to write a deposit's entry to its store (op store), or to read and unwrap a share (op reconstruct).",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, 1},
 		}, []string{"custodian", "op"}),
 		custodianErrors: prometheus.NewCounterVec(prometheus.CounterOpts{

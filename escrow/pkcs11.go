@@ -8,37 +8,54 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"regexp"
 
 	"github.com/ThalesGroup/crypto11"
 )
 
-// PKCS11Config names a non-extractable AES key on a PKCS#11 token.
+// PKCS11Config names non-extractable AES keys on a PKCS#11 token.
 type PKCS11Config struct {
 	Module     string // path of the PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so
 	TokenLabel string
 	PIN        string // secret: never log it
-	KeyLabel   string
+	// KeyLabel is the key new shares are wrapped with.
+	KeyLabel string
+	// PreviousKeyLabels are keys rotated out: shares wrapped with them
+	// still unwrap, and Rewrap moves them to KeyLabel.
+	PreviousKeyLabels []string
 }
 
 // PKCS11Wrapper wraps shares with AES-256-GCM performed on a PKCS#11 token
-// (an HSM; SoftHSM2 in tests) under a key that never leaves it. A wrapped
-// share is "p11:v1:" and base64 of the 12-byte random nonce and the GCM
-// ciphertext; aad (conversation and key id) is GCM's additional data.
+// (an HSM; SoftHSM2 in tests) under keys that never leave it. A wrapped
+// share is "p11:v2:", the key's label, ":", and base64 of the 12-byte random
+// nonce and the GCM ciphertext; aad (conversation and key id) is GCM's
+// additional data. The label says which key to unwrap with, so keys can be
+// rotated.
 type PKCS11Wrapper struct {
-	ctx  *crypto11.Context
-	aead cipher.AEAD
+	ctx     *crypto11.Context
+	current string
+	keys    map[string]cipher.AEAD // by label
 }
 
 const (
-	pkcs11Prefix   = "p11:v1:"
+	pkcs11Prefix   = "p11:v2:"
 	pkcs11NonceLen = 12
 )
 
-// OpenPKCS11 logs in to the token and finds the key. Close the wrapper when
+// validKeyLabel keeps labels unambiguous inside a wrapped share.
+var validKeyLabel = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// OpenPKCS11 logs in to the token and finds the keys. Close the wrapper when
 // done.
 func OpenPKCS11(cfg PKCS11Config) (*PKCS11Wrapper, error) {
 	if cfg.Module == "" || cfg.TokenLabel == "" || cfg.KeyLabel == "" {
 		return nil, errors.New("escrow: pkcs11 needs a module, a token label and a key label")
+	}
+	labels := append([]string{cfg.KeyLabel}, cfg.PreviousKeyLabels...)
+	for _, l := range labels {
+		if !validKeyLabel.MatchString(l) {
+			return nil, fmt.Errorf("escrow: pkcs11 key label %q: use 1–64 of A–Z a–z 0–9 . _ -", l)
+		}
 	}
 	c, err := crypto11.Configure(&crypto11.Config{
 		Path: cfg.Module, TokenLabel: cfg.TokenLabel, Pin: cfg.PIN, GCMIVLength: pkcs11NonceLen,
@@ -47,63 +64,110 @@ func OpenPKCS11(cfg PKCS11Config) (*PKCS11Wrapper, error) {
 		// crypto11's errors name the module and token, not the PIN.
 		return nil, fmt.Errorf("escrow: pkcs11 token %q: %w", cfg.TokenLabel, err)
 	}
-	key, err := c.FindKey(nil, []byte(cfg.KeyLabel))
-	if err == nil && key == nil {
-		err = fmt.Errorf("no key labelled %q", cfg.KeyLabel)
+	w := &PKCS11Wrapper{ctx: c, current: cfg.KeyLabel, keys: map[string]cipher.AEAD{}}
+	for _, label := range labels {
+		key, err := c.FindKey(nil, []byte(label))
+		if err == nil && key == nil {
+			err = fmt.Errorf("no key labelled %q", label)
+		}
+		var aead cipher.AEAD
+		if err == nil {
+			aead, err = key.NewGCM()
+		}
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("escrow: pkcs11 key: %w", err)
+		}
+		w.keys[label] = aead
 	}
-	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("escrow: pkcs11 key: %w", err)
-	}
-	aead, err := key.NewGCM()
-	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("escrow: pkcs11 key: %w", err)
-	}
-	return &PKCS11Wrapper{ctx: c, aead: aead}, nil
+	return w, nil
 }
 
 // Close logs out and releases the token.
 func (w *PKCS11Wrapper) Close() error { return w.ctx.Close() }
 
-// Wrap implements Wrapper.
+// Wrap implements Wrapper, with the current key.
 func (w *PKCS11Wrapper) Wrap(_ context.Context, aad, share []byte) ([]byte, error) {
 	nonce := make([]byte, pkcs11NonceLen)
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, fmt.Errorf("pkcs11 wrap: nonce: %w", err)
 	}
-	ct, err := w.seal(nonce, share, aad)
+	ct, err := seal(w.keys[w.current], nonce, share, aad)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]byte, 0, len(pkcs11Prefix)+base64.StdEncoding.EncodedLen(len(nonce)+len(ct)))
+	out := make([]byte, 0, len(pkcs11Prefix)+len(w.current)+1+base64.StdEncoding.EncodedLen(len(nonce)+len(ct)))
 	out = append(out, pkcs11Prefix...)
+	out = append(out, w.current...)
+	out = append(out, ':')
 	return base64.StdEncoding.AppendEncode(out, append(nonce, ct...)), nil
 }
 
 // seal turns crypto11's panics (it has no error return) into errors.
-func (w *PKCS11Wrapper) seal(nonce, share, aad []byte) (ct []byte, err error) {
+func seal(aead cipher.AEAD, nonce, share, aad []byte) (ct []byte, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("pkcs11 wrap: %v", r)
 		}
 	}()
-	return w.aead.Seal(nil, nonce, share, aad), nil
+	return aead.Seal(nil, nonce, share, aad), nil
 }
 
-// Unwrap implements Wrapper.
+// Unwrap implements Wrapper, with whichever configured key the share names.
 func (w *PKCS11Wrapper) Unwrap(_ context.Context, aad, wrapped []byte) ([]byte, error) {
-	b64, ok := bytes.CutPrefix(wrapped, []byte(pkcs11Prefix))
+	label, raw, err := parsePKCS11Share(wrapped)
+	if err != nil {
+		return nil, err
+	}
+	aead, ok := w.keys[label]
 	if !ok {
-		return nil, errors.New("pkcs11 unwrap: not a pkcs11 share")
+		return nil, fmt.Errorf("pkcs11 unwrap: share wrapped with key %q, which is not configured", label)
 	}
-	raw, err := base64.StdEncoding.DecodeString(string(b64))
-	if err != nil || len(raw) < pkcs11NonceLen+16 {
-		return nil, errors.New("pkcs11 unwrap: malformed share")
-	}
-	share, err := w.aead.Open(nil, raw[:pkcs11NonceLen], raw[pkcs11NonceLen:], aad)
+	share, err := aead.Open(nil, raw[:pkcs11NonceLen], raw[pkcs11NonceLen:], aad)
 	if err != nil {
 		return nil, fmt.Errorf("pkcs11 unwrap: %w", err)
 	}
 	return share, nil
+}
+
+// Rewrap implements Rewrapper. The token holds no operation that re-wraps
+// data under another key, so the share is unwrapped and wrapped again on the
+// token; the plaintext share exists only in this process's memory, briefly,
+// and is zeroed.
+func (w *PKCS11Wrapper) Rewrap(ctx context.Context, aad, wrapped []byte) ([]byte, bool, error) {
+	label, _, err := parsePKCS11Share(wrapped)
+	if err != nil {
+		return nil, false, err
+	}
+	if label == w.current {
+		return nil, false, nil
+	}
+	share, err := w.Unwrap(ctx, aad, wrapped)
+	if err != nil {
+		return nil, false, err
+	}
+	defer clear(share)
+	fresh, err := w.Wrap(ctx, aad, share)
+	if err != nil {
+		return nil, false, err
+	}
+	return fresh, true, nil
+}
+
+// parsePKCS11Share splits a wrapped share into its key label and the nonce
+// and ciphertext.
+func parsePKCS11Share(wrapped []byte) (string, []byte, error) {
+	rest, ok := bytes.CutPrefix(wrapped, []byte(pkcs11Prefix))
+	if !ok {
+		return "", nil, errors.New("pkcs11 unwrap: not a pkcs11 share")
+	}
+	label, b64, ok := bytes.Cut(rest, []byte(":"))
+	if !ok || !validKeyLabel.Match(label) {
+		return "", nil, errors.New("pkcs11 unwrap: malformed share")
+	}
+	raw, err := base64.StdEncoding.DecodeString(string(b64))
+	if err != nil || len(raw) < pkcs11NonceLen+16 {
+		return "", nil, errors.New("pkcs11 unwrap: malformed share")
+	}
+	return string(label), raw, nil
 }

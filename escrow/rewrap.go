@@ -1,21 +1,25 @@
 package escrow
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"slices"
 )
 
-// Rewrapper is a Wrapper that can re-encrypt a wrapped share under its
-// newest key version without exposing it.
+// Rewrapper is a Wrapper that can move a wrapped share to its newest key
+// (a Transit key version, an HSM key label) after a rotation.
 type Rewrapper interface {
-	Rewrap(ctx context.Context, aad, wrapped []byte) ([]byte, error)
+	// Rewrap returns wrapped re-encrypted under the current key, and false
+	// (with no share) when it already is.
+	Rewrap(ctx context.Context, aad, wrapped []byte) (fresh []byte, changed bool, err error)
 }
 
-// Replacer is a ShareStore that can replace a share (operator rights).
+// Replacer is a ShareStore that can replace shares in an escrow's entry
+// (operator rights), keeping the other custodians' shares.
 type Replacer interface {
-	Replace(ctx context.Context, path string, wrapped []byte) error
+	Replace(ctx context.Context, id string, shares map[string][]byte) error
 }
 
 // RewrapReport says what a rewrap run did.
@@ -25,24 +29,20 @@ type RewrapReport struct {
 }
 
 // Rewrap re-wraps the shares of every live escrow held by the custodians
-// named in only (all when empty) to their Transit key's newest version,
-// after a rotation. The new share's hash is recorded before the share is
-// replaced, so a crash between the two leaves a share reconstruction still
-// accepts. No plaintext share leaves Vault.
+// named in only (all when empty) to their wrapper's current key, after a
+// rotation. The new share's hash is recorded before the share is replaced,
+// so a crash between the two leaves a share reconstruction still accepts.
+// Transit custodians re-wrap inside Vault; no plaintext share leaves it.
 func (s *Service) Rewrap(ctx context.Context, only map[string]bool) (RewrapReport, error) {
 	rep := RewrapReport{Failed: map[string]string{}}
 	live, err := s.rows.Live(ctx)
 	if err != nil {
 		return rep, err
 	}
-	byName := map[string]Custodian{}
-	for _, c := range s.custodians {
-		byName[c.Name] = c
-	}
 	for _, rec := range live {
 		for i, name := range rec.Custodians {
-			c, ok := byName[name]
-			if !ok || (len(only) > 0 && !only[name]) {
+			c := slices.IndexFunc(s.custodians, func(c Custodian) bool { return c.Name == name })
+			if c < 0 || (len(only) > 0 && !only[name]) {
 				continue
 			}
 			changed, err := s.rewrapOne(ctx, c, rec, i)
@@ -59,51 +59,39 @@ func (s *Service) Rewrap(ctx context.Context, only map[string]bool) (RewrapRepor
 	return rep, nil
 }
 
-func (s *Service) rewrapOne(ctx context.Context, c Custodian, rec Receipt, i int) (bool, error) {
-	rw, ok1 := c.Wrapper.(Rewrapper)
-	rp, ok2 := c.Store.(Replacer)
+// rewrapOne re-wraps share i of rec, held by custodian c.
+func (s *Service) rewrapOne(ctx context.Context, c int, rec Receipt, i int) (bool, error) {
+	cust := s.custodians[c]
+	store := s.stores[s.storeOf[c]]
+	rw, ok1 := cust.Wrapper.(Rewrapper)
+	rp, ok2 := store.(Replacer)
 	if !ok1 || !ok2 {
-		return false, fmt.Errorf("custodian %s cannot rewrap", c.Name)
+		return false, fmt.Errorf("custodian %s cannot rewrap", cust.Name)
 	}
-	path := sharePath(rec.EscrowID, c.Name)
-	old, err := c.Store.Get(ctx, path)
+	entry, err := store.Get(ctx, rec.EscrowID)
 	if err != nil {
 		return false, err
 	}
+	old, ok := entry[cust.Name]
+	if !ok {
+		return false, errors.New("no share in its store")
+	}
 	// Only a share reconstruction would accept is re-wrapped: rewrapping
-	// a substituted share would launder it. The check is by hash; the share
-	// is never unwrapped here.
+	// a substituted share would launder it. The check is by hash, before
+	// any unwrapping.
 	if err := s.shareKnown(ctx, rec, i, old); err != nil {
 		return false, err
 	}
-	fresh, err := rw.Rewrap(ctx, aad(rec.ConversationID, rec.KeyID), old)
-	if err != nil {
+	fresh, changed, err := rw.Rewrap(ctx, aad(rec.ConversationID, rec.KeyID), old)
+	if err != nil || !changed {
 		return false, err
-	}
-	// Transit re-encrypts with a fresh nonce every time; the share moved
-	// only if the key version ("vault:vN:") changed.
-	if bytes.Equal(keyVersion(fresh), keyVersion(old)) {
-		return false, nil
 	}
 	h := sha256.Sum256(fresh)
 	if err := s.rows.RecordRewrap(ctx, rec.EscrowID, i, h[:]); err != nil {
 		return false, err
 	}
-	if err := rp.Replace(ctx, path, fresh); err != nil {
+	if err := rp.Replace(ctx, rec.EscrowID, map[string][]byte{cust.Name: fresh}); err != nil {
 		return false, err
 	}
 	return true, nil
-}
-
-// keyVersion returns the "vault:vN:" prefix of a Transit ciphertext.
-func keyVersion(ct []byte) []byte {
-	first := bytes.IndexByte(ct, ':')
-	if first < 0 {
-		return nil
-	}
-	second := bytes.IndexByte(ct[first+1:], ':')
-	if second < 0 {
-		return nil
-	}
-	return ct[:first+1+second+1]
 }

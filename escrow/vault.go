@@ -6,38 +6,111 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/mediatorhq/mediator/batch"
 )
 
 // TransitWrapper wraps shares with a Vault Transit key of type aes256-gcm96,
 // not exportable, derived: each (conversation, key id) gets its own derived
 // key, so a wrapped share only unwraps under its own context.
+//
+// Concurrent Wrap calls are merged into one Transit batch_input call per key
+// (each item keeps its own context), so a burst of deposits costs the
+// custodian's Vault a few calls rather than one per deposit.
 type TransitWrapper struct {
-	Client *vaultapi.Client
-	Mount  string
-	Key    string
+	client *vaultapi.Client
+	mount  string
+	key    string
+	wraps  *batch.Queue[wrapItem, wrapResult]
+}
+
+type wrapItem struct{ plaintext, context string }
+
+type wrapResult struct {
+	ciphertext string
+	err        error
+}
+
+// transitBatchInterval spaces a key's batched encrypt calls under load, so
+// a custodian key costs its Vault at most 200 calls/s however many deposits
+// arrive, for at most 5 ms more latency. An idle key is called at once.
+const transitBatchInterval = 5 * time.Millisecond
+
+// transitBatchMax bounds one batch_input call's size (and its body: a share
+// of a 64-byte key and its context take well under 1 KiB).
+const transitBatchMax = 256
+
+// NewTransitWrapper returns the wrapper for Transit key key on mount.
+func NewTransitWrapper(client *vaultapi.Client, mount, key string) *TransitWrapper {
+	w := &TransitWrapper{client: client, mount: mount, key: key}
+	w.wraps = &batch.Queue[wrapItem, wrapResult]{
+		Fn: w.encryptBatch, Max: transitBatchMax, MinInterval: transitBatchInterval, Timeout: 10 * time.Second,
+	}
+	return w
 }
 
 // Wrap implements Wrapper. The result is Vault's ciphertext ("vault:vN:…").
-func (w TransitWrapper) Wrap(ctx context.Context, aad, share []byte) ([]byte, error) {
-	sec, err := w.Client.Logical().WriteWithContext(ctx, w.Mount+"/encrypt/"+w.Key, map[string]any{
-		"plaintext": base64.StdEncoding.EncodeToString(share),
-		"context":   base64.StdEncoding.EncodeToString(aad),
+func (w *TransitWrapper) Wrap(ctx context.Context, aad, share []byte) ([]byte, error) {
+	r, err := w.wraps.Do(ctx, wrapItem{
+		plaintext: base64.StdEncoding.EncodeToString(share),
+		context:   base64.StdEncoding.EncodeToString(aad),
 	})
+	if err != nil {
+		return nil, err
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	return []byte(r.ciphertext), nil
+}
+
+// encryptBatch encrypts items in one call. partial_failure_response_code
+// makes Vault answer 200 with per-item errors rather than fail them all.
+func (w *TransitWrapper) encryptBatch(ctx context.Context, items []wrapItem) ([]wrapResult, error) {
+	input := make([]map[string]any, len(items))
+	for i, it := range items {
+		input[i] = map[string]any{"plaintext": it.plaintext, "context": it.context}
+	}
+	sec, err := w.client.Logical().WriteWithContext(ctx, w.mount+"/encrypt/"+w.key, map[string]any{
+		"batch_input":                   input,
+		"partial_failure_response_code": 200,
+	})
+	for i := range input {
+		// The request body held the shares in base64; drop our references.
+		input[i] = nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("transit encrypt: %w", err)
 	}
-	ct, _ := sec.Data["ciphertext"].(string)
-	if !strings.HasPrefix(ct, "vault:v") {
-		return nil, errors.New("transit encrypt: no ciphertext")
+	if sec == nil {
+		return nil, errors.New("transit encrypt: empty response")
 	}
-	return []byte(ct), nil
+	results, _ := sec.Data["batch_results"].([]any)
+	if len(results) != len(items) {
+		return nil, fmt.Errorf("transit encrypt: %d results for %d items", len(results), len(items))
+	}
+	out := make([]wrapResult, len(items))
+	for i, r := range results {
+		m, _ := r.(map[string]any)
+		ct, _ := m["ciphertext"].(string)
+		switch msg, _ := m["error"].(string); {
+		case msg != "":
+			out[i].err = fmt.Errorf("transit encrypt: %s", msg)
+		case !strings.HasPrefix(ct, "vault:v"):
+			out[i].err = errors.New("transit encrypt: no ciphertext")
+		default:
+			out[i].ciphertext = ct
+		}
+	}
+	return out, nil
 }
 
 // Unwrap implements Wrapper.
-func (w TransitWrapper) Unwrap(ctx context.Context, aad, wrapped []byte) ([]byte, error) {
-	sec, err := w.Client.Logical().WriteWithContext(ctx, w.Mount+"/decrypt/"+w.Key, map[string]any{
+func (w *TransitWrapper) Unwrap(ctx context.Context, aad, wrapped []byte) ([]byte, error) {
+	sec, err := w.client.Logical().WriteWithContext(ctx, w.mount+"/decrypt/"+w.key, map[string]any{
 		"ciphertext": string(wrapped),
 		"context":    base64.StdEncoding.EncodeToString(aad),
 	})
@@ -52,20 +125,65 @@ func (w TransitWrapper) Unwrap(ctx context.Context, aad, wrapped []byte) ([]byte
 	return share, nil
 }
 
-// KVStore keeps shares in a Vault KV v2 mount under Prefix. Every share is
-// written with check-and-set 0, so Vault itself refuses to overwrite one;
-// the mediator's policy also grants create but not update.
+// Rewrap implements Rewrapper: Transit re-encrypts wrapped under the
+// newest version of the key, inside Vault, so the share never leaves it in
+// clear. Transit uses a fresh nonce every time; the share moved only if the
+// key version ("vault:vN:") changed.
+func (w *TransitWrapper) Rewrap(ctx context.Context, aad, wrapped []byte) ([]byte, bool, error) {
+	sec, err := w.client.Logical().WriteWithContext(ctx, w.mount+"/rewrap/"+w.key, map[string]any{
+		"ciphertext": string(wrapped),
+		"context":    base64.StdEncoding.EncodeToString(aad),
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("transit rewrap: %w", err)
+	}
+	ct, _ := sec.Data["ciphertext"].(string)
+	if !strings.HasPrefix(ct, "vault:v") {
+		return nil, false, errors.New("transit rewrap: no ciphertext")
+	}
+	if transitKeyVersion(ct) == transitKeyVersion(string(wrapped)) {
+		return nil, false, nil
+	}
+	return []byte(ct), true, nil
+}
+
+// transitKeyVersion returns the "vault:vN:" prefix of a Transit ciphertext.
+func transitKeyVersion(ct string) string {
+	first := strings.IndexByte(ct, ':')
+	if first < 0 {
+		return ""
+	}
+	second := strings.IndexByte(ct[first+1:], ':')
+	if second < 0 {
+		return ""
+	}
+	return ct[:first+1+second+1]
+}
+
+// KVStore keeps wrapped shares in a Vault KV v2 mount under Prefix, one
+// secret per escrow at Prefix/<escrow id>, with one field per custodian
+// that uses this store. Every secret is written once, with check-and-set 0,
+// so Vault itself refuses to overwrite it; the mediator's policy also
+// grants create but not update.
+//
+// Custodians configured with the same Vault connection, mount and prefix
+// share a store (and so one write per deposit); give each custodian a
+// prefix, or a Vault, of its own to keep their shares apart.
 type KVStore struct {
 	Client *vaultapi.Client
 	Mount  string
 	Prefix string
 }
 
-func (s KVStore) path(p string) string { return strings.Trim(s.Prefix, "/") + "/" + p }
+func (s KVStore) path(id string) string { return strings.Trim(s.Prefix, "/") + "/" + id }
 
 // Put implements ShareStore.
-func (s KVStore) Put(ctx context.Context, p string, wrapped []byte) error {
-	_, err := s.Client.KVv2(s.Mount).Put(ctx, s.path(p), map[string]any{"wrapped": string(wrapped)}, vaultapi.WithCheckAndSet(0))
+func (s KVStore) Put(ctx context.Context, id string, shares map[string][]byte) error {
+	data := make(map[string]any, len(shares))
+	for name, w := range shares {
+		data[name] = string(w)
+	}
+	_, err := s.Client.KVv2(s.Mount).Put(ctx, s.path(id), data, vaultapi.WithCheckAndSet(0))
 	if err != nil {
 		if strings.Contains(err.Error(), "check-and-set") {
 			return ErrShareExists
@@ -76,54 +194,50 @@ func (s KVStore) Put(ctx context.Context, p string, wrapped []byte) error {
 }
 
 // Get implements ShareStore.
-func (s KVStore) Get(ctx context.Context, p string) ([]byte, error) {
-	sec, err := s.Client.KVv2(s.Mount).Get(ctx, s.path(p))
+func (s KVStore) Get(ctx context.Context, id string) (map[string][]byte, error) {
+	sec, err := s.Client.KVv2(s.Mount).Get(ctx, s.path(id))
 	if err != nil {
 		return nil, fmt.Errorf("kv get: %w", err)
 	}
-	w, _ := sec.Data["wrapped"].(string)
-	if w == "" {
-		return nil, errors.New("kv get: no share")
+	out := make(map[string][]byte, len(sec.Data))
+	for name, v := range sec.Data {
+		if w, ok := v.(string); ok && w != "" {
+			out[name] = []byte(w)
+		}
 	}
-	return []byte(w), nil
+	return out, nil
 }
 
 // Destroy implements ShareStore: deleting the metadata removes every
 // version and its data permanently.
-func (s KVStore) Destroy(ctx context.Context, p string) error {
-	if err := s.Client.KVv2(s.Mount).DeleteMetadata(ctx, s.path(p)); err != nil {
+func (s KVStore) Destroy(ctx context.Context, id string) error {
+	if err := s.Client.KVv2(s.Mount).DeleteMetadata(ctx, s.path(id)); err != nil {
 		return fmt.Errorf("kv destroy: %w", err)
 	}
 	return nil
 }
 
-// Rewrap re-encrypts wrapped under the newest version of the Transit key,
-// inside Vault: the share never leaves it in clear.
-func (w TransitWrapper) Rewrap(ctx context.Context, aad, wrapped []byte) ([]byte, error) {
-	sec, err := w.Client.Logical().WriteWithContext(ctx, w.Mount+"/rewrap/"+w.Key, map[string]any{
-		"ciphertext": string(wrapped),
-		"context":    base64.StdEncoding.EncodeToString(aad),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("transit rewrap: %w", err)
-	}
-	ct, _ := sec.Data["ciphertext"].(string)
-	if !strings.HasPrefix(ct, "vault:v") {
-		return nil, errors.New("transit rewrap: no ciphertext")
-	}
-	return []byte(ct), nil
-}
-
-// Replace overwrites the share at p with check-and-set on the version it
-// holds now. The service's own token may not do this (its policy grants
+// Replace implements Replacer: it writes shares over the secret of escrow
+// id with check-and-set on the version read, keeping the other custodians'
+// fields. The service's own token may not do this (its policy grants
 // create, not update): rewrap runs with an operator's token.
-func (s KVStore) Replace(ctx context.Context, p string, wrapped []byte) error {
+func (s KVStore) Replace(ctx context.Context, id string, shares map[string][]byte) error {
 	kv := s.Client.KVv2(s.Mount)
-	meta, err := kv.GetMetadata(ctx, s.path(p))
+	cur, err := kv.Get(ctx, s.path(id))
 	if err != nil {
-		return fmt.Errorf("kv replace: read version: %w", err)
+		return fmt.Errorf("kv replace: read: %w", err)
 	}
-	if _, err := kv.Put(ctx, s.path(p), map[string]any{"wrapped": string(wrapped)}, vaultapi.WithCheckAndSet(meta.CurrentVersion)); err != nil {
+	if cur.VersionMetadata == nil {
+		return errors.New("kv replace: no version metadata")
+	}
+	data := make(map[string]any, len(cur.Data)+len(shares))
+	for k, v := range cur.Data {
+		data[k] = v
+	}
+	for name, w := range shares {
+		data[name] = string(w)
+	}
+	if _, err := kv.Put(ctx, s.path(id), data, vaultapi.WithCheckAndSet(cur.VersionMetadata.Version)); err != nil {
 		return fmt.Errorf("kv replace: %w", err)
 	}
 	return nil

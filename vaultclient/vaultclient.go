@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
@@ -24,6 +25,10 @@ type Config struct {
 	// AppRoleMount is the AppRole auth mount; "approle" when empty.
 	AppRoleMount string
 }
+
+// maxIdleConns is how many idle connections to Vault the client keeps: about
+// the number of Vault calls in flight under load.
+const maxIdleConns = 64
 
 // requestTimeout bounds every Vault call made through the client, so a hung
 // Vault turns into an error (and a 503) rather than a stuck request.
@@ -51,6 +56,11 @@ func Connect(ctx context.Context, log *slog.Logger, cfg Config) (*vaultapi.Clien
 	// The API client's own retries would hold a request for many seconds
 	// while Vault is down; we prefer a prompt 503.
 	vc.MaxRetries = 1
+	// The default keeps GOMAXPROCS+1 idle connections; concurrent deposits
+	// and ingest would otherwise open and close connections all the time.
+	if t, ok := vc.HttpClient.Transport.(*http.Transport); ok {
+		t.MaxIdleConnsPerHost = maxIdleConns
+	}
 	client, err := vaultapi.NewClient(vc)
 	if err != nil {
 		return nil, fmt.Errorf("vaultclient: %w", err)

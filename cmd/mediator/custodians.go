@@ -41,13 +41,15 @@ type vaultPart struct {
 	Key          string `json:"key"`    // transit key
 	Prefix       string `json:"prefix"` // kv path prefix
 
-	// pkcs11 wrapper: the module, token and key label; the PIN comes from
+	// pkcs11 wrapper: the module, token and key labels (current, then keys
+	// rotated out whose shares must still unwrap); the PIN comes from
 	// pin_file or the environment variable named by pin_env, never the file.
-	Module     string `json:"module"`
-	TokenLabel string `json:"token_label"`
-	KeyLabel   string `json:"key_label"`
-	PINFile    string `json:"pin_file"`
-	PINEnv     string `json:"pin_env"`
+	Module            string   `json:"module"`
+	TokenLabel        string   `json:"token_label"`
+	KeyLabel          string   `json:"key_label"`
+	PreviousKeyLabels []string `json:"previous_key_labels"`
+	PINFile           string   `json:"pin_file"`
+	PINEnv            string   `json:"pin_env"`
 }
 
 // defaultThreshold is K when nothing says otherwise (N is 5).
@@ -57,13 +59,16 @@ const defaultThreshold = 3
 // file, the bootstrap's five custodian keys on the service's own Vault.
 func loadCustodians(ctx context.Context, cfg serveConfig, own *vaultapi.Client, log *slog.Logger) ([]escrow.Custodian, int, error) {
 	if cfg.Custodians == "" {
+		// One Vault holds every custodian's key, so one store holds their
+		// shares: one write-once KV entry per deposit.
+		store := escrow.KVStore{Client: own, Mount: vaultsetup.KVMount, Prefix: vaultsetup.SharePrefix}
 		var cs []escrow.Custodian
 		for i := 1; i <= vaultsetup.DefaultCustodians; i++ {
 			name := vaultsetup.CustodianKey(i)
 			cs = append(cs, escrow.Custodian{
 				Name:    name,
-				Wrapper: escrow.TransitWrapper{Client: own, Mount: vaultsetup.TransitMount, Key: name},
-				Store:   escrow.KVStore{Client: own, Mount: vaultsetup.KVMount, Prefix: vaultsetup.SharePrefix + "/" + name},
+				Wrapper: escrow.NewTransitWrapper(own, vaultsetup.TransitMount, name),
+				Store:   store,
 			})
 		}
 		return cs, defaultThreshold, nil
@@ -147,7 +152,8 @@ func custodianWrapper(s custodianSpec, client func(vaultPart) (*vaultapi.Client,
 				return nil, fmt.Errorf("custodian %q: %w", s.Name, err)
 			}
 		}
-		hsm, err := escrow.OpenPKCS11(escrow.PKCS11Config{Module: w.Module, TokenLabel: w.TokenLabel, PIN: pin, KeyLabel: w.KeyLabel})
+		hsm, err := escrow.OpenPKCS11(escrow.PKCS11Config{Module: w.Module, TokenLabel: w.TokenLabel, PIN: pin,
+			KeyLabel: w.KeyLabel, PreviousKeyLabels: w.PreviousKeyLabels})
 		if err != nil {
 			return nil, fmt.Errorf("custodian %q: %w", s.Name, err)
 		}
@@ -160,7 +166,7 @@ func custodianWrapper(s custodianSpec, client func(vaultPart) (*vaultapi.Client,
 	if err != nil {
 		return nil, fmt.Errorf("custodian %q wrapper: %w", s.Name, err)
 	}
-	return escrow.TransitWrapper{Client: wc, Mount: w.Mount, Key: w.Key}, nil
+	return escrow.NewTransitWrapper(wc, w.Mount, w.Key), nil
 }
 
 func readSecretFile(path string) (string, error) {

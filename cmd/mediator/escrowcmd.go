@@ -52,7 +52,7 @@ func escrowCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := checkSchema(ctx, pool); err != nil {
 		return err
 	}
-	rows := escrow.PGRows{Pool: pool, Audit: audit.NewStore(pool)}
+	rows := escrow.NewPGRows(pool, audit.NewStore(pool))
 	switch args[0] {
 	case "hold":
 		id, err := rows.PlaceHold(ctx, *conversation, *reason, *by)
@@ -124,7 +124,7 @@ func newEscrowService(ctx context.Context, cfg serveConfig, vault *vaultapi.Clie
 	}
 	return escrow.New(escrow.Config{
 		Custodians: custodians, Threshold: threshold,
-		Rows: escrow.PGRows{Pool: pool, Audit: audit.NewStore(pool)}, Log: log, Metrics: metrics,
+		Rows: escrow.NewPGRows(pool, audit.NewStore(pool)), Log: log, Metrics: metrics,
 	})
 }
 
