@@ -15,7 +15,7 @@ import (
 // loadgenCmd sends realistic events to a running mediator and reports what
 // it measured. Without tokens it mints them from the dev instance's issuer.
 func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("loadgen", "mediator loadgen [--url URL] [--rate N] [--duration 10s] [--batch 1000] [--copy-baseline]", stderr)
+	fs := newFlagSet("loadgen", "mediator loadgen [--url URL] [--rate N] [--duration 10s] [--batch 1000] [--copy-baseline] | --deposits [--workers 32]", stderr)
 	var cfg load.Config
 	fs.StringVar(&cfg.URL, "url", env("http://127.0.0.1:8080", "MEDIATOR_ADDR"), "the mediator to load (loopback only in tests) [MEDIATOR_ADDR]")
 	fs.StringVar(&cfg.IngestToken, "token", env("", "MEDIATOR_INGEST_TOKEN"), "bearer token with the ingest role; default: minted from the dev state dir [MEDIATOR_INGEST_TOKEN]")
@@ -24,13 +24,17 @@ func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to send (at most 10m)")
 	fs.IntVar(&cfg.MaxEvents, "events", 0, "stop after this many events (0: only the duration limits)")
 	fs.IntVar(&cfg.Batch, "batch", 1000, "events per request (at most 10000)")
-	fs.IntVar(&cfg.Workers, "workers", 4, "concurrent requests")
+	fs.IntVar(&cfg.Workers, "workers", 0, "concurrent requests (0: 4 for events, 32 for deposits)")
 	fs.IntVar(&cfg.Proofs, "proofs", 0, "afterwards, time this many inclusion proofs against the latest checkpoint")
 	stateDir := fs.String("state-dir", defaultStateDir(), "dev state dir to mint tokens from")
 	baseline := fs.Bool("copy-baseline", false, "afterwards, time a raw PostgreSQL COPY of the same rows (needs DATABASE_URL of a role that may create tables)")
 	dsn := fs.String("database-url", env("", "MEDIATOR_DATABASE_URL", "DATABASE_URL"), "PostgreSQL URL for --copy-baseline")
+	deposits := fs.Bool("deposits", false, "escrow random keys (POST /v1/escrow/keys) instead of sending events; --token is then a depositor token")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *deposits {
+		return depositLoad(ctx, cfg, *stateDir, stdout)
 	}
 	if cfg.Duration > 10*time.Minute {
 		return errors.New("loadgen: --duration is at most 10m")
@@ -78,6 +82,35 @@ func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if rep.Errors > 0 {
 		return exitCode(1)
+	}
+	return nil
+}
+
+// depositLoad runs `mediator loadgen --deposits`: key deposits as fast as
+// the server answers, with cfg.Workers depositors (default 32).
+func depositLoad(ctx context.Context, cfg load.Config, stateDir string, stdout io.Writer) error {
+	if cfg.Duration > 10*time.Minute {
+		return errors.New("loadgen: --duration is at most 10m")
+	}
+	dc := load.DepositConfig{URL: strings.TrimRight(cfg.URL, "/"), Token: cfg.IngestToken, Duration: cfg.Duration,
+		Max: cfg.MaxEvents, Workers: cfg.Workers}
+	if !strings.Contains(dc.URL, "://") {
+		dc.URL = "http://" + dc.URL
+	}
+	if dc.Token == "" {
+		iss, err := identity.LoadDevIssuer(stateDir)
+		if err != nil {
+			return fmt.Errorf("loadgen: give --token, or run `mediator dev` so tokens can be minted: %w", err)
+		}
+		if dc.Token, err = iss.Issue("loadgen-depositor", []string{"depositor"}, time.Hour); err != nil {
+			return err
+		}
+	}
+	setGCPercent(newLogger(io.Discard, "info", nil))
+	rep, err := load.Deposits(ctx, dc)
+	fmt.Fprint(stdout, rep.String())
+	if err != nil {
+		return err
 	}
 	return nil
 }

@@ -1,0 +1,131 @@
+package load
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DepositConfig describes a run of key deposits (POST /v1/escrow/keys).
+type DepositConfig struct {
+	URL      string        // the mediator
+	Token    string        // bearer token with the depositor role
+	Duration time.Duration // how long to deposit (default 10 s)
+	Max      int           // stop after this many deposits; 0 = only Duration limits
+	Workers  int           // concurrent depositors (default 32)
+	RunID    string        // prefix of conversation ids; random when empty
+}
+
+// DepositReport is what a deposit run measured.
+type DepositReport struct {
+	Deposits, Errors int64
+	Elapsed          time.Duration
+	PerSec           float64
+	P50, P99         time.Duration // request sent to response read
+}
+
+// String formats r as the final report.
+func (r DepositReport) String() string {
+	return fmt.Sprintf("deposits: %d, %d errors, %.1fs\nthroughput: %.0f deposits/s\nlatency: p50 %s, p99 %s\n",
+		r.Deposits, r.Errors, r.Elapsed.Seconds(), r.PerSec, r.P50.Round(100*time.Microsecond), r.P99.Round(100*time.Microsecond))
+}
+
+// Deposits escrows fresh random 32-byte keys, each under a new key id,
+// until Duration or Max is reached. Only 201 answers count as deposits.
+func Deposits(ctx context.Context, cfg DepositConfig) (DepositReport, error) {
+	if cfg.URL == "" || cfg.Token == "" {
+		return DepositReport{}, errors.New("load: URL and depositor token are required")
+	}
+	if cfg.Duration <= 0 {
+		cfg.Duration = 10 * time.Second
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 32
+	}
+	if cfg.RunID == "" {
+		cfg.RunID = "deposit-" + strings.ToLower(rand.Text()[:10])
+	}
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Workers}}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
+	defer cancel()
+	var (
+		next, ok, errs atomic.Int64
+		mu             sync.Mutex
+		latencies      []time.Duration
+		lastErr        error
+	)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range cfg.Workers {
+		wg.Go(func() {
+			key := make([]byte, 32)
+			for ctx.Err() == nil {
+				n := next.Add(1)
+				if cfg.Max > 0 && n > int64(cfg.Max) {
+					return
+				}
+				rand.Read(key)
+				body := `{"conversation_id":"` + cfg.RunID + "-" + strconv.FormatInt(n%1000, 10) +
+					`","key_id":"k` + strconv.FormatInt(n, 10) + `","key":"` + base64.StdEncoding.EncodeToString(key) + `"}`
+				t0 := time.Now()
+				err := deposit(ctx, client, cfg, body)
+				lat := time.Since(t0)
+				if err != nil {
+					if ctx.Err() == nil {
+						errs.Add(1)
+						mu.Lock()
+						lastErr = err
+						mu.Unlock()
+					}
+					continue
+				}
+				ok.Add(1)
+				mu.Lock()
+				latencies = append(latencies, lat)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	rep := DepositReport{Deposits: ok.Load(), Errors: errs.Load(), Elapsed: time.Since(start)}
+	rep.PerSec = float64(rep.Deposits) / rep.Elapsed.Seconds()
+	if len(latencies) > 0 {
+		slices.Sort(latencies)
+		rep.P50 = latencies[len(latencies)/2]
+		rep.P99 = latencies[min(len(latencies)-1, len(latencies)*99/100)]
+	}
+	if rep.Errors > 0 {
+		return rep, fmt.Errorf("load: %d deposits failed; last: %w", rep.Errors, lastErr)
+	}
+	return rep, nil
+}
+
+func deposit(ctx context.Context, client *http.Client, cfg DepositConfig, body string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cfg.URL+"/v1/escrow/keys", bytes.NewReader([]byte(body)))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+cfg.Token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("status %d: %.200s", resp.StatusCode, b)
+	}
+	return nil
+}
