@@ -10,7 +10,6 @@ package escrow
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
@@ -25,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/hashicorp/vault/shamir"
 )
 
@@ -503,6 +503,13 @@ func (s *Service) shareKnown(ctx context.Context, rec Receipt, i int, wrapped []
 	return errors.New("wrapped share matches neither its deposit hash nor a recorded rewrap (tampered)")
 }
 
+// InScope returns the live escrowed keys of conversationIDs deposited
+// within [from, to]: the keys a lawful-access request with that scope
+// covers. It returns metadata only.
+func (s *Service) InScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]Receipt, error) {
+	return s.rows.InScope(ctx, conversationIDs, from, to)
+}
+
 func (s *Service) names() []string {
 	out := make([]string, len(s.custodians))
 	for i, c := range s.custodians {
@@ -513,12 +520,9 @@ func (s *Service) names() []string {
 
 // newEscrowID returns a random UUID (version 4).
 func newEscrowID() (string, error) {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
+	id, err := uuid.NewRandom()
+	if err != nil {
 		return "", fmt.Errorf("escrow: id: %w", err)
 	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], nil
+	return id.String(), nil
 }

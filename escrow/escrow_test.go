@@ -23,8 +23,8 @@ import (
 
 	"github.com/mediatorhq/mediator/audit"
 	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
-	"github.com/mediatorhq/mediator/migrations"
 	"github.com/mediatorhq/mediator/test/harness"
+	"github.com/mediatorhq/mediator/test/testdb"
 	"github.com/mediatorhq/mediator/vaultclient"
 )
 
@@ -95,21 +95,7 @@ type fixture struct {
 
 func newFixture(t testing.TB, custodians []Custodian) *fixture {
 	t.Helper()
-	ctx := context.Background()
-	dsn := env.NewDatabase(t)
-	db, err := migrations.Open(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := migrations.Up(ctx, db, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	pool, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := testdb.Pool(t, env)
 	logs := &bytes.Buffer{}
 	svc, err := New(Config{Custodians: custodians, Threshold: 3, Rows: NewPGRows(pool, audit.NewStore(pool)),
 		Log: slog.New(slog.NewJSONHandler(&lockedWriter{w: logs}, nil))})

@@ -55,21 +55,8 @@ func (s *Service) Destroy(ctx context.Context, before time.Time) (DestroyReport,
 
 // DueForDestruction implements Rows.
 func (r *PGRows) DueForDestruction(ctx context.Context, before time.Time) ([]Receipt, []string, error) {
-	rows, err := r.pool.Query(ctx, selectReceipt+`WHERE a.created_at < $1 AND d.escrow_id IS NULL ORDER BY a.created_at`, before)
+	due, err := r.receipts(ctx, selectReceipt+`WHERE a.created_at < $1 AND d.escrow_id IS NULL ORDER BY a.created_at`, before)
 	if err != nil {
-		return nil, nil, fmt.Errorf("escrow: due for destruction: %w", err)
-	}
-	var due []Receipt
-	for rows.Next() {
-		rec, err := scanReceipt(rows)
-		if err != nil {
-			rows.Close()
-			return nil, nil, err
-		}
-		due = append(due, rec)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, nil, err
 	}
 	var free []Receipt

@@ -34,6 +34,9 @@ type Rows interface {
 	RewrapHashes(ctx context.Context, escrowID string, index int) ([][]byte, error)
 	// Live returns every escrow not destroyed.
 	Live(ctx context.Context) ([]Receipt, error)
+	// InScope returns the live escrows of the given conversations
+	// deposited within [from, to].
+	InScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]Receipt, error)
 }
 
 var errDuplicateKeyID = errors.New("escrow: duplicate key id")
@@ -223,9 +226,19 @@ func (r *PGRows) RewrapHashes(ctx context.Context, escrowID string, index int) (
 
 // Live implements Rows.
 func (r *PGRows) Live(ctx context.Context) ([]Receipt, error) {
-	rows, err := r.pool.Query(ctx, selectReceipt+"WHERE d.escrow_id IS NULL ORDER BY a.created_at")
+	return r.receipts(ctx, selectReceipt+"WHERE d.escrow_id IS NULL ORDER BY a.created_at")
+}
+
+// InScope implements Rows.
+func (r *PGRows) InScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]Receipt, error) {
+	return r.receipts(ctx, selectReceipt+`WHERE d.escrow_id IS NULL AND k.conversation_id = ANY($1)
+		AND a.created_at BETWEEN $2 AND $3 ORDER BY k.conversation_id, a.created_at, k.key_id`, conversationIDs, from, to)
+}
+
+func (r *PGRows) receipts(ctx context.Context, query string, args ...any) ([]Receipt, error) {
+	rows, err := r.pool.Query(ctx, query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("escrow: live escrows: %w", err)
+		return nil, fmt.Errorf("escrow: list escrows: %w", err)
 	}
 	defer rows.Close()
 	var out []Receipt

@@ -187,7 +187,7 @@ func (m *Minimizer) Minimize(index int, ev *Event, now time.Time) (*Record, []Pr
 			bad(path, CodeMissingField, "required")
 		case len(v) > maxIDLen:
 			bad(path, CodeInvalidField, fmt.Sprintf("longer than %d bytes", maxIDLen))
-		case !printable(v):
+		case !Printable(v):
 			bad(path, CodeInvalidField, "must be printable text without control characters")
 		}
 	}
@@ -265,14 +265,14 @@ func (m *Minimizer) Minimize(index int, ev *Event, now time.Time) (*Record, []Pr
 		oneOf("$.downgrade.to", d.To, Transports)
 		if utf8.RuneCountInString(d.Reason) > maxReasonLen {
 			bad("$.downgrade.reason", CodeInvalidField, fmt.Sprintf("longer than %d characters", maxReasonLen))
-		} else if !printable(d.Reason) {
+		} else if !Printable(d.Reason) {
 			bad("$.downgrade.reason", CodeInvalidField, "must be printable text without control characters")
 		}
 		rec.Downgrade = &Downgrade{From: d.From, To: d.To, Reason: RedactText(d.Reason)}
 	}
 	if c := ev.Client; c != nil {
 		oneOf("$.client.platform", c.Platform, Platforms)
-		if len(c.Version) > maxVersionLen || !printable(c.Version) {
+		if len(c.Version) > maxVersionLen || !Printable(c.Version) {
 			bad("$.client.version", CodeInvalidField, fmt.Sprintf("must be printable and at most %d bytes", maxVersionLen))
 		}
 		rec.Client = &Client{Platform: c.Platform, Version: c.Version}
@@ -301,7 +301,7 @@ type pseudonymizer struct {
 }
 
 func (p *pseudonymizer) pseudonym(id string) (string, bool) {
-	if id == "" || len(id) > maxIDLen || !printable(id) {
+	if id == "" || len(id) > maxIDLen || !Printable(id) {
 		return "", false
 	}
 	p.mac.Reset()
@@ -373,7 +373,8 @@ func RedactText(s string) string {
 	})
 }
 
-func printable(s string) bool {
+// Printable reports whether s is valid UTF-8 without control characters.
+func Printable(s string) bool {
 	if !utf8.ValidString(s) {
 		return false
 	}
