@@ -26,6 +26,8 @@ all_roles := {"ingest", "depositor", "officer", "approver", "auditor", "admin"}
 
 audit_readers := {"auditor", "officer"}
 
+request_readers := {"officer", "approver", "auditor"}
+
 # routes maps "METHOD pattern" to the roles allowed to call it.
 routes := {
 	"GET /v1/whoami": all_roles,
@@ -38,6 +40,18 @@ routes := {
 	"GET /v1/audit/proof/consistency": audit_readers,
 	"GET /v1/audit/export": audit_readers,
 	"POST /v1/escrow/keys": {"depositor"},
+	"POST /v1/approvers": {"admin"},
+	"GET /v1/approvers": {"admin", "auditor"},
+	"POST /v1/approvers/{id}/keys": {"admin"},
+	"POST /v1/approvers/{id}/deactivate": {"admin"},
+	"POST /v1/access-requests": {"officer"},
+	"GET /v1/access-requests": request_readers,
+	"GET /v1/access-requests/{id}": request_readers,
+	"POST /v1/access-requests/{id}/approvals": {"approver"},
+	# Only the requesting officer may release or revoke; the handler checks
+	# that the caller filed the request.
+	"POST /v1/access-requests/{id}/release": {"officer"},
+	"POST /v1/access-requests/{id}/revoke": {"officer"},
 }
 
 allow if public[route_key]

@@ -21,6 +21,16 @@ matrix := {
 	"GET /v1/audit/proof/consistency": {"auditor", "officer"},
 	"GET /v1/audit/export": {"auditor", "officer"},
 	"POST /v1/escrow/keys": {"depositor"},
+	"POST /v1/approvers": {"admin"},
+	"GET /v1/approvers": {"admin", "auditor"},
+	"POST /v1/approvers/{id}/keys": {"admin"},
+	"POST /v1/approvers/{id}/deactivate": {"admin"},
+	"POST /v1/access-requests": {"officer"},
+	"GET /v1/access-requests": {"officer", "approver", "auditor"},
+	"GET /v1/access-requests/{id}": {"officer", "approver", "auditor"},
+	"POST /v1/access-requests/{id}/approvals": {"approver"},
+	"POST /v1/access-requests/{id}/release": {"officer"},
+	"POST /v1/access-requests/{id}/revoke": {"officer"},
 }
 
 request(key, role) := inp if {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/tester"
 )
@@ -56,9 +58,26 @@ func TestAuthorize(t *testing.T) {
 	}
 }
 
+// policyDir copies the embedded policies into a new directory, as an
+// operator starting from the defaults would.
+func policyDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, name := range []string{"authz.rego", "release.rego", "data.json"} {
+		b, err := embedded.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
 func TestLoadDirOverridesAndRefusesBroken(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
+	dir := policyDir(t)
 	// A stricter operator policy: nobody may call whoami.
 	strict := "package mediator.authz\nimport rego.v1\ndefault allow := false\npublic := {\"GET /healthz\"}\nroutes := {}\nallow if public[sprintf(\"%s %s\", [input.method, input.route])]\n"
 	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(strict), 0o644); err != nil {
@@ -89,6 +108,129 @@ func TestLoadDirOverridesAndRefusesBroken(t *testing.T) {
 	}
 	if _, err := Load(ctx, t.TempDir()); err == nil {
 		t.Fatal("an empty policy directory was loaded")
+	}
+}
+
+// TestLoadRefusesPermissivePolicies: the load-time probes keep a policy
+// that releases without approvals, or lets anyone call the release route,
+// from ever serving.
+func TestLoadRefusesPermissivePolicies(t *testing.T) {
+	ctx := context.Background()
+	for name, text := range map[string]string{
+		"release.rego": "package mediator.release\nimport rego.v1\ndecision := {\"allow\": true, \"reasons\": []}\n",
+		"authz.rego":   "package mediator.authz\nimport rego.v1\nallow := true\n",
+	} {
+		dir := policyDir(t)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(ctx, dir); err == nil || !strings.Contains(err.Error(), "refused") {
+			t.Errorf("a permissive %s loaded: %v", name, err)
+		}
+	}
+	dir := policyDir(t)
+	if err := os.WriteFile(filepath.Join(dir, "data.json"), []byte(`["not an object"]`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(ctx, dir); err == nil {
+		t.Error("a data document that is not an object loaded")
+	}
+}
+
+func releaseInput(approvers ...string) ReleaseInput {
+	now := time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
+	in := ReleaseInput{Now: now, Request: ReleaseRequest{ID: "r1", Requester: "olga", CaseID: "case", LegalBasis: "court_order",
+		Jurisdiction: "US", Scope: ReleaseScope{ConversationIDs: []string{"c1"}, From: now.Add(-48 * time.Hour), To: now},
+		CreatedAt: now.Add(-time.Hour), ExpiresAt: now.Add(time.Hour)}}
+	roles := map[string]string{"lena": "legal", "sam": "security"}
+	for _, a := range approvers {
+		in.Approvals = append(in.Approvals, ReleaseApproval{ApproverID: a, Roles: []string{roles[a]}, Decision: "approve",
+			ApprovedAt: now.Add(-time.Minute), SignatureVerified: true, ApproverActive: true})
+	}
+	return in
+}
+
+func TestDecideRelease(t *testing.T) {
+	ctx := context.Background()
+	e, err := Load(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, err := e.DecideRelease(ctx, releaseInput("lena"))
+	if err != nil || one.Allow || len(one.Reasons) != 2 || !strings.Contains(strings.Join(one.Reasons, ";"), "security role") {
+		t.Fatalf("one approval: %+v %v", one, err)
+	}
+	two, err := e.DecideRelease(ctx, releaseInput("lena", "sam"))
+	if err != nil || !two.Allow || len(two.Reasons) != 0 {
+		t.Fatalf("two approvals: %+v %v", two, err)
+	}
+	again, _ := e.DecideRelease(ctx, releaseInput("lena", "sam"))
+	if two.ID == again.ID || two.InputHash != again.InputHash || two.InputHash == one.InputHash {
+		t.Fatalf("ids must differ and input hashes follow the input: %s %s / %s %s / %s", two.ID, again.ID, two.InputHash, again.InputHash, one.InputHash)
+	}
+	if !strings.HasPrefix(two.InputHash, "sha256:") || two.PolicyRevision != e.Revision() {
+		t.Fatalf("decision record: %+v", two)
+	}
+}
+
+func TestReloaderKeepsWorkingPolicyAndFollowsEdits(t *testing.T) {
+	ctx := context.Background()
+	dir := policyDir(t)
+	r, err := NewReloader(ctx, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var outcomes []error
+	r.OnReload = func(_ string, err error) { outcomes = append(outcomes, err) }
+	before := r.Revision()
+	if d, _ := r.DecideRelease(ctx, releaseInput("lena", "sam")); !d.Allow {
+		t.Fatal("default policy denies a dual-controlled release")
+	}
+	// The operator raises the bar in the data document; SIGHUP reloads.
+	data, _ := os.ReadFile(filepath.Join(dir, "data.json"))
+	stricter := strings.Replace(string(data), `"min_approvals": 2`, `"min_approvals": 3`, 1)
+	if err := os.WriteFile(filepath.Join(dir, "data.json"), []byte(stricter), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := r.Reload(ctx); err != nil || !changed {
+		t.Fatalf("reload: %v %v", changed, err)
+	}
+	if d, _ := r.DecideRelease(ctx, releaseInput("lena", "sam")); d.Allow || d.PolicyRevision == before {
+		t.Fatalf("the edited data document is not in force: %+v", d)
+	}
+	working := r.Revision()
+	// A broken edit: the working policy keeps serving.
+	if err := os.WriteFile(filepath.Join(dir, "release.rego"), []byte("package mediator.release\ndecision := {"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Reload(ctx); err == nil {
+		t.Fatal("a broken policy reloaded")
+	}
+	if r.Revision() != working {
+		t.Fatal("a broken policy replaced the working one")
+	}
+	if len(outcomes) != 2 || outcomes[0] != nil || outcomes[1] == nil {
+		t.Fatalf("reload outcomes reported: %v", outcomes)
+	}
+	// Watch notices a fixed policy by itself (the working rules, with
+	// yet another number).
+	r.OnReload = nil
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go r.Watch(wctx, 10*time.Millisecond)
+	orig, _ := embedded.ReadFile("release.rego")
+	if err := os.WriteFile(filepath.Join(dir, "release.rego"), orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "data.json"), []byte(strings.Replace(stricter, `"min_approvals": 3`, `"min_approvals": 4`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Revision() == working && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if r.Revision() == working {
+		t.Fatal("Watch did not reload the fixed policy")
 	}
 }
 
