@@ -1,0 +1,413 @@
+package access
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/hpke"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mediatorhq/mediator/audit"
+	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
+	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/policy"
+	"github.com/mediatorhq/mediator/test/harness"
+	"github.com/mediatorhq/mediator/test/testdb"
+)
+
+var env *harness.Env
+
+func TestMain(m *testing.M) { harness.Main(m, &env) }
+
+// clock is a settable time source.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// world is the workflow on a fresh database, the shared real Vault (five
+// custodians) and the embedded policy.
+type world struct {
+	pool   *pgxpool.Pool
+	escrow *escrow.Service
+	svc    *Service
+	clock  *clock
+	keys   map[string]ed25519.PrivateKey // approver id → signing key
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	ctx := context.Background()
+	pool := testdb.Pool(t, env)
+	admin, err := vaultapi.NewClient(&vaultapi.Config{Address: env.Vault.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin.SetToken(env.Vault.Token)
+	if _, err := vaultsetup.Bootstrap(ctx, admin); err != nil {
+		t.Fatal(err)
+	}
+	store := escrow.KVStore{Client: admin, Mount: vaultsetup.KVMount, Prefix: vaultsetup.SharePrefix}
+	var custodians []escrow.Custodian
+	for i := 1; i <= 5; i++ {
+		name := vaultsetup.CustodianKey(i)
+		custodians = append(custodians, escrow.Custodian{Name: name, Store: store,
+			Wrapper: escrow.NewTransitWrapper(admin, vaultsetup.TransitMount, name)})
+	}
+	logStore := audit.NewStore(pool)
+	esc, err := escrow.New(escrow.Config{Custodians: custodians, Threshold: 3, Rows: escrow.NewPGRows(pool, logStore)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine, err := policy.NewReloader(ctx, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &clock{t: time.Now().UTC()}
+	w := &world{pool: pool, escrow: esc, clock: c, keys: map[string]ed25519.PrivateKey{}}
+	w.svc = New(Config{Store: NewPGStore(pool, logStore), Decider: engine, Escrow: esc, Now: c.now})
+	return w
+}
+
+// approver registers id with roles and remembers its signing key.
+func (w *world) approver(t *testing.T, id string, roles ...string) {
+	t.Helper()
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	if _, err := w.svc.RegisterApprover(context.Background(), "admin", id, roles, pub); err != nil {
+		t.Fatal(err)
+	}
+	w.keys[id] = priv
+}
+
+func (w *world) sign(r Request, decision, approverID string) []byte {
+	return ed25519.Sign(w.keys[approverID], ApprovalMessage(r.ID, r.Digest, decision, approverID))
+}
+
+func (w *world) vote(t *testing.T, r Request, approverID, decision string) error {
+	t.Helper()
+	_, err := w.svc.Approve(context.Background(), approverID, r.ID, decision, w.sign(r, decision, approverID))
+	return err
+}
+
+func (w *world) deposit(t *testing.T, convo, keyID string) []byte {
+	t.Helper()
+	key := make([]byte, 32)
+	rand.Read(key)
+	if _, _, err := w.escrow.Deposit(context.Background(), escrow.DepositRequest{ConversationID: convo, KeyID: keyID, Key: bytes.Clone(key)}); err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+func draft(t *testing.T, now time.Time, convos ...string) (Draft, hpke.PrivateKey) {
+	t.Helper()
+	kem := hpke.MLKEM768X25519()
+	priv, err := kem.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Draft{
+		CaseID: "case-2026-117", LegalBasis: "court_order", WarrantRef: "SDNY 26-MJ-0117", Jurisdiction: "US",
+		Justification: "Preservation and review ordered in the case file, exhibit 4.",
+		Scope:         Scope{ConversationIDs: convos, From: now.Add(-time.Hour), To: now.Add(time.Hour)},
+		Recipient:     RecipientKey{KEMID: KEMMLKEM768X25519, PublicKey: priv.PublicKey().Bytes()},
+		ExpiresAt:     now.Add(72 * time.Hour),
+	}, priv
+}
+
+func TestCanonicalRequestAndApprovalMessage(t *testing.T) {
+	now := time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
+	d, _ := draft(t, now, "c1", "c2")
+	r := Request{ID: "7c3f8a9e-0000-4000-8000-000000000001", Requester: "olga", Draft: d, CreatedAt: now}
+	c1, err := Canonical(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(c1, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["v"] != "mediator-access-request-v1" || m["requester"] != "olga" || m["expires_at"] != "2026-11-23T12:00:00Z" {
+		t.Fatalf("canonical request: %s", c1)
+	}
+	// RFC 8785: members sorted, no whitespace.
+	if !bytes.HasPrefix(c1, []byte(`{"case_id":"case-2026-117","created_at":`)) || bytes.Contains(c1, []byte(" :")) {
+		t.Fatalf("not canonical: %s", c1)
+	}
+	r2 := r
+	r2.Scope.ConversationIDs = []string{"c1", "c3"}
+	c2, _ := Canonical(r2)
+	if Digest(c1) == Digest(c2) || !strings.HasPrefix(Digest(c1), "sha256:") || len(Digest(c1)) != 71 {
+		t.Fatalf("digests: %s %s", Digest(c1), Digest(c2))
+	}
+	msg := ApprovalMessage("r1", "sha256:ab", "approve", "lena")
+	if string(msg) != "mediator-approval-v1\nr1\nsha256:ab\napprove\nlena\n" {
+		t.Fatalf("approval message: %q", msg)
+	}
+}
+
+func TestDraftValidation(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	now := w.clock.now()
+	bad := map[string]func(*Draft){
+		"no case":              func(d *Draft) { d.CaseID = "" },
+		"bad legal basis":      func(d *Draft) { d.LegalBasis = "Court Order" },
+		"bad jurisdiction":     func(d *Draft) { d.Jurisdiction = "us" },
+		"no conversations":     func(d *Draft) { d.Scope.ConversationIDs = nil },
+		"duplicate convo":      func(d *Draft) { d.Scope.ConversationIDs = []string{"a", "a"} },
+		"newline in convo":     func(d *Draft) { d.Scope.ConversationIDs = []string{"a\nb"} },
+		"backwards scope":      func(d *Draft) { d.Scope.From, d.Scope.To = d.Scope.To, d.Scope.From },
+		"expired already":      func(d *Draft) { d.ExpiresAt = now.Add(-time.Minute) },
+		"expires in a year":    func(d *Draft) { d.ExpiresAt = now.Add(365 * 24 * time.Hour) },
+		"unsupported KEM":      func(d *Draft) { d.Recipient.KEMID = 0x0010 },
+		"short recipient key":  func(d *Draft) { d.Recipient.PublicKey = d.Recipient.PublicKey[:10] },
+		"no justification":     func(d *Draft) { d.Justification = "  " },
+		"phone in text":        func(d *Draft) { d.Justification = "Suspect uses +1 415 555 0100 daily" },
+		"email in text":        func(d *Draft) { d.Justification = "Contact was a.b@example.com" },
+		"control char in case": func(d *Draft) { d.CaseID = "case\x07" },
+	}
+	for name, mutate := range bad {
+		d, _ := draft(t, now, "c1")
+		mutate(&d)
+		_, err := w.svc.Create(ctx, "olga", d)
+		if !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrIdentifierInText) {
+			t.Errorf("%s: %v", name, err)
+		}
+		if strings.Contains(name, "text") && !errors.Is(err, ErrIdentifierInText) {
+			t.Errorf("%s: want ErrIdentifierInText, got %v", name, err)
+		}
+	}
+	var n int
+	if err := w.pool.QueryRow(ctx, "SELECT count(*) FROM access_requests").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("refused drafts left %d rows (%v)", n, err)
+	}
+}
+
+func TestApprovalsAreVerifiedAndCountedOnce(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	w.approver(t, "lena", "legal")
+	w.approver(t, "olga", "security") // the requester is an approver too
+	d, _ := draft(t, w.clock.now(), "c1")
+	r, err := w.svc.Create(ctx, "olga", d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != StatusPending || r.Digest != Digest(r.Canonical) {
+		t.Fatalf("created: %+v", r)
+	}
+	// Not registered.
+	if _, err := w.svc.Approve(ctx, "mallory", r.ID, "approve", make([]byte, 64)); !errors.Is(err, ErrUnknownApprover) {
+		t.Fatalf("unknown approver: %v", err)
+	}
+	// A signature over another digest, another decision, by another key.
+	other := ed25519.Sign(w.keys["lena"], ApprovalMessage(r.ID, Digest([]byte("other")), "approve", "lena"))
+	flipped := w.sign(r, "deny", "lena")
+	_, stranger, _ := ed25519.GenerateKey(rand.Reader)
+	forged := ed25519.Sign(stranger, ApprovalMessage(r.ID, r.Digest, "approve", "lena"))
+	for name, sig := range map[string][]byte{"other digest": other, "other decision": flipped, "other key": forged, "short": forged[:10]} {
+		if _, err := w.svc.Approve(ctx, "lena", r.ID, "approve", sig); !errors.Is(err, ErrBadSignature) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := w.svc.Approve(ctx, "lena", r.ID, "maybe", w.sign(r, "maybe", "lena")); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad decision: %v", err)
+	}
+	// Self-approval: recorded, refused.
+	if err := w.vote(t, r, "olga", "approve"); !errors.Is(err, ErrSelfApproval) {
+		t.Fatalf("self approval: %v", err)
+	}
+	if err := w.vote(t, r, "lena", "approve"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.vote(t, r, "lena", "approve"); !errors.Is(err, ErrDuplicateApproval) {
+		t.Fatalf("same approver twice: %v", err)
+	}
+	_, approvals, err := w.svc.Get(ctx, r.ID)
+	if err != nil || len(approvals) != 2 || !approvals[0].ByRequester || approvals[1].ByRequester {
+		t.Fatalf("approvals recorded: %+v %v", approvals, err)
+	}
+	// The self-approval counted for nothing: the release is denied for
+	// want of a security approver.
+	_, err = w.svc.Release(ctx, "olga", r.ID)
+	var denied *DeniedError
+	if !errors.As(err, &denied) || !strings.Contains(strings.Join(denied.Reasons, ";"), "security role") || denied.DecisionID == "" {
+		t.Fatalf("release after a self-approval: %v", err)
+	}
+}
+
+func TestReleaseSealsOnlyTheKeysInScope(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	k1, k2 := w.deposit(t, "conv-a", "epoch-1"), w.deposit(t, "conv-b", "epoch-1")
+	k3 := w.deposit(t, "conv-c", "epoch-1")
+	w.approver(t, "lena", "legal")
+	w.approver(t, "sam", "security")
+	d, recipient := draft(t, w.clock.now(), "conv-a", "conv-b")
+	r, err := w.svc.Create(ctx, "olga", d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.vote(t, r, "lena", "approve"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.svc.Release(ctx, "sam", r.ID); !errors.Is(err, ErrNotRequester) {
+		t.Fatalf("release by another officer: %v", err)
+	}
+	if err := w.vote(t, r, "sam", "approve"); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := w.svc.Release(ctx, "olga", r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rel.Keys) != 2 || rel.DecisionID == "" || rel.AuditSeq <= 0 {
+		t.Fatalf("release: %+v", rel)
+	}
+	got := map[string][]byte{}
+	for _, sk := range rel.Keys {
+		key, err := Open(recipient, r.ID, sk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[sk.ConversationID] = key
+	}
+	if !bytes.Equal(got["conv-a"], k1) || !bytes.Equal(got["conv-b"], k2) {
+		t.Fatal("opened keys differ from the deposited ones")
+	}
+	for _, k := range got {
+		if bytes.Equal(k, k3) {
+			t.Fatal("a key outside the scope was released")
+		}
+	}
+	// Final: a second release, an approval or a revocation is refused.
+	var fe *FinalError
+	if _, err := w.svc.Release(ctx, "olga", r.ID); !errors.As(err, &fe) || fe.Status != StatusReleased {
+		t.Fatalf("second release: %v", err)
+	}
+	if _, err := w.svc.Revoke(ctx, "olga", r.ID); !errors.Is(err, ErrFinal) {
+		t.Fatalf("revoke after release: %v", err)
+	}
+	// The trail: request, two approvals, a decision, the release.
+	var kinds string
+	if err := w.pool.QueryRow(ctx, "SELECT string_agg(kind, ',' ORDER BY seq) FROM audit_entries WHERE kind LIKE 'access.%' AND kind NOT LIKE 'access.approver%'").Scan(&kinds); err != nil {
+		t.Fatal(err)
+	}
+	if kinds != "access.request,access.approval,access.approval,access.decision,access.release" {
+		t.Fatalf("audit trail: %s", kinds)
+	}
+	var allow bool
+	var revision string
+	if err := w.pool.QueryRow(ctx, "SELECT allow, policy_revision FROM access_decisions WHERE decision_id = $1", rel.DecisionID).Scan(&allow, &revision); err != nil || !allow || !strings.HasPrefix(revision, "sha256:") {
+		t.Fatalf("decision row: %v %s %v", allow, revision, err)
+	}
+}
+
+func TestDenyVoteAndTheDenialLock(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	w.approver(t, "lena", "legal")
+	w.approver(t, "sam", "security")
+	w.approver(t, "nina", "legal")
+	d, _ := draft(t, w.clock.now(), "c1")
+	r, _ := w.svc.Create(ctx, "olga", d)
+	for _, v := range [][2]string{{"lena", "approve"}, {"sam", "approve"}, {"nina", "deny"}} {
+		if err := w.vote(t, r, v[0], v[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var denied *DeniedError
+	for i := 1; i <= maxDeniedReleases; i++ {
+		_, err := w.svc.Release(ctx, "olga", r.ID)
+		if !errors.As(err, &denied) || !strings.Contains(strings.Join(denied.Reasons, ";"), "nina voted to deny") {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+		if denied.Locked != (i == maxDeniedReleases) {
+			t.Fatalf("attempt %d: locked = %v", i, denied.Locked)
+		}
+	}
+	var fe *FinalError
+	if _, err := w.svc.Release(ctx, "olga", r.ID); !errors.As(err, &fe) || fe.Status != StatusDenied {
+		t.Fatalf("after the lock: %v", err)
+	}
+	got, _, _ := w.svc.Get(ctx, r.ID)
+	if got.Status != StatusDenied || got.DeniedReleases != maxDeniedReleases {
+		t.Fatalf("locked request: %+v", got)
+	}
+}
+
+func TestExpiryRevocationAndRotation(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	w.approver(t, "lena", "legal")
+	d, _ := draft(t, w.clock.now(), "c1")
+	r, _ := w.svc.Create(ctx, "olga", d)
+	if _, err := w.svc.Revoke(ctx, "sam", r.ID); !errors.Is(err, ErrNotRequester) {
+		t.Fatalf("revoke by another: %v", err)
+	}
+	if got, err := w.svc.Revoke(ctx, "olga", r.ID); err != nil || got.Status != StatusRevoked {
+		t.Fatalf("revoke: %+v %v", got, err)
+	}
+	if err := w.vote(t, r, "lena", "approve"); !errors.Is(err, ErrFinal) {
+		t.Fatalf("approve a revoked request: %v", err)
+	}
+
+	// Expiry is recorded when the request is next touched.
+	r2, _ := w.svc.Create(ctx, "olga", d)
+	w.clock.add(73 * time.Hour)
+	if list, _ := w.svc.List(ctx, StatusExpired, 10); len(list) != 1 || list[0].ID != r2.ID {
+		t.Fatalf("expired list: %+v", list)
+	}
+	var fe *FinalError
+	if err := w.vote(t, r2, "lena", "approve"); !errors.As(err, &fe) || fe.Status != StatusExpired {
+		t.Fatalf("approve an expired request: %v", err)
+	}
+	var status string
+	if err := w.pool.QueryRow(ctx, "SELECT status FROM access_request_finals WHERE request_id = $1", r2.ID).Scan(&status); err != nil || status != "expired" {
+		t.Fatalf("expiry not recorded: %q %v", status, err)
+	}
+
+	// Rotation: the old key's future signatures are refused, the new key's
+	// accepted; deactivation refuses them all.
+	r3, _ := w.svc.Create(ctx, "olga", Draft(func() Draft { d, _ := draft(t, w.clock.now(), "c1"); return d }()))
+	oldKey := w.keys["lena"]
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	if _, err := w.svc.AddApproverKey(ctx, "admin", "lena", pub); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.svc.Approve(ctx, "lena", r3.ID, "approve", ed25519.Sign(oldKey, ApprovalMessage(r3.ID, r3.Digest, "approve", "lena"))); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("signature with the rotated-out key: %v", err)
+	}
+	w.keys["lena"] = priv
+	w.approver(t, "sam", "security")
+	if _, err := w.svc.DeactivateApprover(ctx, "admin", "sam", "left the company"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.vote(t, r3, "sam", "approve"); !errors.Is(err, ErrApproverInactive) {
+		t.Fatalf("deactivated approver: %v", err)
+	}
+	if err := w.vote(t, r3, "lena", "approve"); err != nil {
+		t.Fatalf("new key: %v", err)
+	}
+	as, err := w.svc.Approvers(ctx)
+	if err != nil || len(as) != 2 || len(as[0].Keys) != 2 || as[1].Active {
+		t.Fatalf("approvers: %+v %v", as, err)
+	}
+}

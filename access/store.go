@@ -1,0 +1,450 @@
+package access
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mediatorhq/mediator/audit"
+	"github.com/mediatorhq/mediator/policy"
+)
+
+// Store keeps the workflow's records. Every write also appends its audit
+// entry, in the same transaction, and fills in its AuditSeq.
+type Store interface {
+	InsertApprover(ctx context.Context, a Approver, by string) (Approver, error) // ErrApproverExists
+	AddApproverKey(ctx context.Context, approverID string, pub ed25519.PublicKey, by string) error
+	DeactivateApprover(ctx context.Context, approverID, by, reason string) error
+	// Approver returns the approver with every key; ErrNotFound.
+	Approver(ctx context.Context, id string) (Approver, error)
+	Approvers(ctx context.Context) ([]Approver, error)
+
+	InsertRequest(ctx context.Context, r Request) (Request, error)
+	// Request returns r with Final and DeniedReleases; ErrNotFound. Its
+	// Status is filled in by the Service.
+	Request(ctx context.Context, id string) (Request, error)
+	// Requests lists requests newest first, at most limit, filtered by
+	// final state (a final status) or by having none (pending: the caller
+	// splits off the expired).
+	Requests(ctx context.Context, final Status, limit int) ([]Request, error)
+
+	// InsertApproval records a verified approval of the request whose
+	// digest it signed; ErrDuplicateApproval.
+	InsertApproval(ctx context.Context, a Approval, digest string) (Approval, error)
+	Approvals(ctx context.Context, requestID string) ([]Approval, error)
+
+	// RecordDecision records a release decision. If it denies and the
+	// request then has lockAfter denials, the request becomes final
+	// (denied) in the same transaction, and locked is true.
+	RecordDecision(ctx context.Context, requestID string, d policy.Decision, lockAfter int) (locked bool, err error)
+	// Finish moves a pending request to a final state. record is the audit
+	// record of the transition. ErrFinal if it already has one.
+	Finish(ctx context.Context, requestID string, f Final, kind string, record any) (Final, error)
+}
+
+// PGStore is Store in PostgreSQL.
+type PGStore struct {
+	pool  *pgxpool.Pool
+	audit *audit.Store
+}
+
+// NewPGStore returns the workflow's store in pool, logging to log.
+func NewPGStore(pool *pgxpool.Pool, log *audit.Store) *PGStore {
+	return &PGStore{pool: pool, audit: log}
+}
+
+// Audit entry kinds of the workflow.
+const (
+	KindApproverRegister   = "access.approver_register"
+	KindApproverKey        = "access.approver_key"
+	KindApproverDeactivate = "access.approver_deactivate"
+	KindRequest            = "access.request"
+	KindApproval           = "access.approval"
+	KindDecision           = "access.decision"
+	KindRelease            = "access.release"
+	KindRevoke             = "access.revoke"
+	KindExpire             = "access.expire"
+	KindDenied             = "access.denied"
+)
+
+// inTx runs f in a transaction with an audit entry: f returns the entry
+// and a function that writes the rows given the entry's seq.
+func (s *PGStore) inTx(ctx context.Context, e audit.Entry, write func(tx pgx.Tx, seq int64) error) (int64, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("%w: begin: %v", ErrUnavailable, err)
+	}
+	defer tx.Rollback(ctx)
+	appended, err := s.audit.AppendTx(ctx, tx, []audit.Entry{e})
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	seq := appended[0].Seq
+	if err := write(tx, seq); err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, fmt.Errorf("%w: commit: %v", ErrUnavailable, err)
+	}
+	return seq, nil
+}
+
+// dbErr maps a write error: unique violations become conflict, anything
+// else a dependency failure.
+func dbErr(err error, conflict error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		return conflict
+	}
+	return fmt.Errorf("%w: %v", ErrUnavailable, err)
+}
+
+// InsertApprover implements Store.
+func (s *PGStore) InsertApprover(ctx context.Context, a Approver, by string) (Approver, error) {
+	key := a.Keys[0]
+	rec := map[string]any{"kind": KindApproverRegister, "approver_id": a.ID, "roles": a.Roles, "key_id": key.ID,
+		"public_key": base64.StdEncoding.EncodeToString(key.PublicKey), "registered_by": by}
+	seq, err := s.inTx(ctx, audit.Entry{Kind: KindApproverRegister, Record: rec}, func(tx pgx.Tx, seq int64) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO approvers (approver_id, roles, registered_by, audit_seq) VALUES ($1, $2, $3, $4)`,
+			a.ID, a.Roles, by, seq); err != nil {
+			return dbErr(err, ErrApproverExists)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO approver_keys (approver_id, key_id, public_key, added_by, audit_seq) VALUES ($1, $2, $3, $4, $5)`,
+			a.ID, key.ID, []byte(key.PublicKey), by, seq); err != nil {
+			return dbErr(err, ErrApproverExists)
+		}
+		return nil
+	})
+	if err != nil {
+		return Approver{}, err
+	}
+	a.AuditSeq = seq
+	return s.Approver(ctx, a.ID)
+}
+
+// AddApproverKey implements Store. Adding the current key again is a
+// conflict.
+func (s *PGStore) AddApproverKey(ctx context.Context, approverID string, pub ed25519.PublicKey, by string) error {
+	id := KeyID(pub)
+	rec := map[string]any{"kind": KindApproverKey, "approver_id": approverID, "key_id": id,
+		"public_key": base64.StdEncoding.EncodeToString(pub), "added_by": by}
+	_, err := s.inTx(ctx, audit.Entry{Kind: KindApproverKey, Record: rec}, func(tx pgx.Tx, seq int64) error {
+		_, err := tx.Exec(ctx, `INSERT INTO approver_keys (approver_id, key_id, public_key, added_by, audit_seq) VALUES ($1, $2, $3, $4, $5)`,
+			approverID, id, []byte(pub), by, seq)
+		if err != nil {
+			return dbErr(err, fmt.Errorf("%w: that key is already registered for %s", ErrInvalid, approverID))
+		}
+		return nil
+	})
+	return err
+}
+
+// DeactivateApprover implements Store.
+func (s *PGStore) DeactivateApprover(ctx context.Context, approverID, by, reason string) error {
+	rec := map[string]any{"kind": KindApproverDeactivate, "approver_id": approverID, "deactivated_by": by, "reason": reason}
+	_, err := s.inTx(ctx, audit.Entry{Kind: KindApproverDeactivate, Record: rec}, func(tx pgx.Tx, seq int64) error {
+		_, err := tx.Exec(ctx, `INSERT INTO approver_deactivations (approver_id, deactivated_by, reason, audit_seq) VALUES ($1, $2, $3, $4)`,
+			approverID, by, reason, seq)
+		if err != nil {
+			return dbErr(err, fmt.Errorf("%w: %s is already deactivated", ErrInvalid, approverID))
+		}
+		return nil
+	})
+	return err
+}
+
+const selectApprover = `SELECT a.approver_id, a.roles, a.registered_at, a.audit_seq, d.approver_id IS NULL,
+	k.key_id, k.public_key, k.added_at, k.audit_seq
+	FROM approvers a JOIN approver_keys k USING (approver_id)
+	LEFT JOIN approver_deactivations d USING (approver_id) `
+
+// Approver implements Store.
+func (s *PGStore) Approver(ctx context.Context, id string) (Approver, error) {
+	as, err := s.approvers(ctx, selectApprover+"WHERE a.approver_id = $1 ORDER BY k.added_at, k.audit_seq", id)
+	if err != nil {
+		return Approver{}, err
+	}
+	if len(as) == 0 {
+		return Approver{}, ErrNotFound
+	}
+	return as[0], nil
+}
+
+// Approvers implements Store.
+func (s *PGStore) Approvers(ctx context.Context) ([]Approver, error) {
+	return s.approvers(ctx, selectApprover+"ORDER BY a.approver_id, k.added_at, k.audit_seq")
+}
+
+func (s *PGStore) approvers(ctx context.Context, query string, args ...any) ([]Approver, error) {
+	rows, err := s.pool.Query(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: approvers: %v", ErrUnavailable, err)
+	}
+	defer rows.Close()
+	var out []Approver
+	for rows.Next() {
+		var a Approver
+		var k ApproverKey
+		var pub []byte
+		if err := rows.Scan(&a.ID, &a.Roles, &a.RegisteredAt, &a.AuditSeq, &a.Active, &k.ID, &pub, &k.AddedAt, &k.AuditSeq); err != nil {
+			return nil, fmt.Errorf("%w: approvers: %v", ErrUnavailable, err)
+		}
+		k.PublicKey = ed25519.PublicKey(pub)
+		if n := len(out); n > 0 && out[n-1].ID == a.ID {
+			out[n-1].Keys = append(out[n-1].Keys, k)
+			continue
+		}
+		a.Keys = []ApproverKey{k}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%w: approvers: %v", ErrUnavailable, err)
+	}
+	return out, nil
+}
+
+// requestRecord is the audit record of a filed request: its id, digest and
+// canonical form, from which every field can be read and the digest
+// recomputed.
+type requestRecord struct {
+	Kind      string `json:"kind"`
+	RequestID string `json:"request_id"`
+	Requester string `json:"requester"`
+	Digest    string `json:"digest"`
+	Canonical string `json:"canonical"` // base64 of the canonical JSON
+}
+
+// InsertRequest implements Store.
+func (s *PGStore) InsertRequest(ctx context.Context, r Request) (Request, error) {
+	rec := requestRecord{Kind: KindRequest, RequestID: r.ID, Requester: r.Requester, Digest: r.Digest,
+		Canonical: base64.StdEncoding.EncodeToString(r.Canonical)}
+	seq, err := s.inTx(ctx, audit.Entry{Kind: KindRequest, Record: rec}, func(tx pgx.Tx, seq int64) error {
+		_, err := tx.Exec(ctx, `INSERT INTO access_requests (request_id, requester, case_id, legal_basis, warrant_ref,
+			jurisdiction, justification, conversation_ids, scope_from, scope_to, recipient_kem_id, recipient_public_key,
+			created_at, expires_at, canonical, digest, audit_seq)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
+			r.ID, r.Requester, r.CaseID, r.LegalBasis, r.WarrantRef, r.Jurisdiction, r.Justification, r.Scope.ConversationIDs,
+			r.Scope.From, r.Scope.To, int(r.Recipient.KEMID), r.Recipient.PublicKey, r.CreatedAt, r.ExpiresAt, r.Canonical, r.Digest, seq)
+		if err != nil {
+			return dbErr(err, fmt.Errorf("%w: request id taken", ErrUnavailable))
+		}
+		return nil
+	})
+	if err != nil {
+		return Request{}, err
+	}
+	r.AuditSeq = seq
+	return r, nil
+}
+
+const selectRequest = `SELECT r.request_id, r.requester, r.case_id, r.legal_basis, r.warrant_ref, r.jurisdiction,
+	r.justification, r.conversation_ids, r.scope_from, r.scope_to, r.recipient_kem_id, r.recipient_public_key,
+	r.created_at, r.expires_at, r.canonical, r.digest, r.audit_seq,
+	f.status, f.decided_by, f.decision_id, f.audit_seq, f.finished_at,
+	(SELECT count(*) FROM access_decisions d WHERE d.request_id = r.request_id AND NOT d.allow)
+	FROM access_requests r LEFT JOIN access_request_finals f USING (request_id) `
+
+// Request implements Store.
+func (s *PGStore) Request(ctx context.Context, id string) (Request, error) {
+	rs, err := s.requests(ctx, selectRequest+"WHERE r.request_id = $1", id)
+	if err != nil {
+		return Request{}, err
+	}
+	if len(rs) == 0 {
+		return Request{}, ErrNotFound
+	}
+	return rs[0], nil
+}
+
+// Requests implements Store.
+func (s *PGStore) Requests(ctx context.Context, final Status, limit int) ([]Request, error) {
+	if final == StatusPending {
+		return s.requests(ctx, selectRequest+"WHERE f.request_id IS NULL ORDER BY r.created_at DESC, r.audit_seq DESC LIMIT $1", limit)
+	}
+	if final == "" {
+		return s.requests(ctx, selectRequest+"ORDER BY r.created_at DESC, r.audit_seq DESC LIMIT $1", limit)
+	}
+	return s.requests(ctx, selectRequest+"WHERE f.status = $2 ORDER BY r.created_at DESC, r.audit_seq DESC LIMIT $1", limit, string(final))
+}
+
+func (s *PGStore) requests(ctx context.Context, query string, args ...any) ([]Request, error) {
+	rows, err := s.pool.Query(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: requests: %v", ErrUnavailable, err)
+	}
+	defer rows.Close()
+	var out []Request
+	for rows.Next() {
+		var (
+			r          Request
+			kem        int
+			fStatus    *string
+			fBy        *string
+			fDecision  *string
+			fSeq       *int64
+			fAt        *time.Time
+			denied     int64
+			recipientK []byte
+		)
+		if err := rows.Scan(&r.ID, &r.Requester, &r.CaseID, &r.LegalBasis, &r.WarrantRef, &r.Jurisdiction, &r.Justification,
+			&r.Scope.ConversationIDs, &r.Scope.From, &r.Scope.To, &kem, &recipientK, &r.CreatedAt, &r.ExpiresAt,
+			&r.Canonical, &r.Digest, &r.AuditSeq, &fStatus, &fBy, &fDecision, &fSeq, &fAt, &denied); err != nil {
+			return nil, fmt.Errorf("%w: requests: %v", ErrUnavailable, err)
+		}
+		r.Recipient = RecipientKey{KEMID: uint16(kem), PublicKey: recipientK}
+		r.DeniedReleases = int(denied)
+		if fStatus != nil {
+			r.Final = &Final{Status: Status(*fStatus), By: *fBy, AuditSeq: *fSeq, At: *fAt}
+			if fDecision != nil {
+				r.Final.DecisionID = *fDecision
+			}
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%w: requests: %v", ErrUnavailable, err)
+	}
+	return out, nil
+}
+
+// approvalRecord is the audit record of an approval. It carries the
+// signature and key id, so anyone holding the log can verify it against
+// the approver's key as registered in the log.
+type approvalRecord struct {
+	Kind        string   `json:"kind"`
+	RequestID   string   `json:"request_id"`
+	ApproverID  string   `json:"approver_id"`
+	Decision    string   `json:"decision"`
+	Digest      string   `json:"digest"`
+	KeyID       string   `json:"key_id"`
+	Signature   string   `json:"signature"`
+	Roles       []string `json:"roles"`
+	ByRequester bool     `json:"by_requester"`
+}
+
+// InsertApproval implements Store.
+func (s *PGStore) InsertApproval(ctx context.Context, a Approval, digest string) (Approval, error) {
+	rec := approvalRecord{Kind: KindApproval, RequestID: a.RequestID, ApproverID: a.ApproverID, Decision: a.Decision,
+		Digest: digest, KeyID: a.KeyID, Signature: base64.StdEncoding.EncodeToString(a.Signature), Roles: a.Roles, ByRequester: a.ByRequester}
+	seq, err := s.inTx(ctx, audit.Entry{Kind: KindApproval, Record: rec}, func(tx pgx.Tx, seq int64) error {
+		err := tx.QueryRow(ctx, `INSERT INTO access_approvals (request_id, approver_id, decision, signature, key_id, roles, by_requester, audit_seq)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING approved_at`,
+			a.RequestID, a.ApproverID, a.Decision, a.Signature, a.KeyID, a.Roles, a.ByRequester, seq).Scan(&a.ApprovedAt)
+		if err != nil {
+			return dbErr(err, ErrDuplicateApproval)
+		}
+		return nil
+	})
+	if err != nil {
+		return Approval{}, err
+	}
+	a.AuditSeq = seq
+	return a, nil
+}
+
+// Approvals implements Store.
+func (s *PGStore) Approvals(ctx context.Context, requestID string) ([]Approval, error) {
+	rows, err := s.pool.Query(ctx, `SELECT request_id, approver_id, decision, signature, key_id, roles, by_requester, approved_at, audit_seq
+		FROM access_approvals WHERE request_id = $1 ORDER BY approved_at, audit_seq`, requestID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: approvals: %v", ErrUnavailable, err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Approval, error) {
+		var a Approval
+		err := row.Scan(&a.RequestID, &a.ApproverID, &a.Decision, &a.Signature, &a.KeyID, &a.Roles, &a.ByRequester, &a.ApprovedAt, &a.AuditSeq)
+		return a, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: approvals: %v", ErrUnavailable, err)
+	}
+	return out, nil
+}
+
+// decisionRecord is the audit record of a policy decision.
+type decisionRecord struct {
+	Kind           string   `json:"kind"`
+	DecisionID     string   `json:"decision_id"`
+	RequestID      string   `json:"request_id"`
+	Allow          bool     `json:"allow"`
+	Reasons        []string `json:"reasons"`
+	PolicyRevision string   `json:"policy_revision"`
+	InputHash      string   `json:"input_hash"`
+}
+
+// RecordDecision implements Store.
+func (s *PGStore) RecordDecision(ctx context.Context, requestID string, d policy.Decision, lockAfter int) (bool, error) {
+	rec := decisionRecord{Kind: KindDecision, DecisionID: d.ID, RequestID: requestID, Allow: d.Allow, Reasons: d.Reasons,
+		PolicyRevision: d.PolicyRevision, InputHash: d.InputHash}
+	var denials int
+	_, err := s.inTx(ctx, audit.Entry{Kind: KindDecision, Record: rec}, func(tx pgx.Tx, seq int64) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO access_decisions (decision_id, request_id, allow, reasons, policy_revision, input_hash, audit_seq, decided_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, d.ID, requestID, d.Allow, d.Reasons, d.PolicyRevision, d.InputHash, seq, d.DecidedAt); err != nil {
+			return dbErr(err, fmt.Errorf("%w: decision id taken", ErrUnavailable))
+		}
+		if d.Allow {
+			return nil
+		}
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM access_decisions WHERE request_id = $1 AND NOT allow`, requestID).Scan(&denials); err != nil {
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		return nil
+	})
+	if err != nil || d.Allow || denials < lockAfter {
+		return false, err
+	}
+	_, err = s.Finish(ctx, requestID, Final{Status: StatusDenied, By: "mediator", DecisionID: d.ID}, KindDenied,
+		map[string]any{"kind": KindDenied, "request_id": requestID, "decision_id": d.ID, "denied_releases": denials})
+	if errors.Is(err, ErrFinal) {
+		return false, nil // another call finished it meanwhile
+	}
+	return err == nil, err
+}
+
+// Finish implements Store.
+func (s *PGStore) Finish(ctx context.Context, requestID string, f Final, kind string, record any) (Final, error) {
+	seq, err := s.inTx(ctx, audit.Entry{Kind: kind, Record: record}, func(tx pgx.Tx, seq int64) error {
+		var decision *string
+		if f.DecisionID != "" {
+			decision = &f.DecisionID
+		}
+		err := tx.QueryRow(ctx, `INSERT INTO access_request_finals (request_id, status, decided_by, decision_id, audit_seq)
+			VALUES ($1, $2, $3, $4, $5) RETURNING finished_at`, requestID, string(f.Status), f.By, decision, seq).Scan(&f.At)
+		if err != nil {
+			return dbErr(err, ErrFinal)
+		}
+		return nil
+	})
+	if err != nil {
+		return Final{}, err
+	}
+	f.AuditSeq = seq
+	return f, nil
+}
+
+// CountByStatus returns how many requests are in each state now.
+func (s *PGStore) CountByStatus(ctx context.Context) (map[Status]int, error) {
+	rows, err := s.pool.Query(ctx, `SELECT CASE WHEN f.status IS NOT NULL THEN f.status
+			WHEN r.expires_at <= now() THEN 'expired' ELSE 'pending' END, count(*)
+		FROM access_requests r LEFT JOIN access_request_finals f USING (request_id) GROUP BY 1`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[Status]int{}
+	for rows.Next() {
+		var st string
+		var n int
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, err
+		}
+		out[Status(st)] = n
+	}
+	return out, rows.Err()
+}
