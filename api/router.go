@@ -52,6 +52,7 @@ type Deps struct {
 	VerifierKey string
 
 	Escrow Escrower
+	Access AccessWorkflow
 }
 
 // defaultBodyLimit bounds request bodies on routes that do not set their own.
@@ -69,6 +70,7 @@ type server struct {
 	profile    redact.Profile
 	verifier   string
 	escrow     Escrower
+	access     AccessWorkflow
 }
 
 // NewRouter returns the handler for every endpoint. Each route is listed
@@ -76,7 +78,7 @@ type server struct {
 // policy/authz.rego through guard.
 func NewRouter(d Deps) http.Handler {
 	s := &server{log: d.Logger, authn: d.Authn, authz: d.Authz, metrics: d.Metrics, ready: d.Ready,
-		auditLog: d.AuditLog, pseudonyms: d.Pseudonyms, profile: d.Profile, verifier: d.VerifierKey, escrow: d.Escrow}
+		auditLog: d.AuditLog, pseudonyms: d.Pseudonyms, profile: d.Profile, verifier: d.VerifierKey, escrow: d.Escrow, access: d.Access}
 	r := chi.NewRouter()
 	r.Use(requestID, s.accessLog, s.recoverPanic)
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
@@ -111,6 +113,19 @@ func NewRouter(d Deps) http.Handler {
 
 	// Key escrow.
 	g.Post("/v1/escrow/keys", s.depositKey)
+
+	// Lawful access: the approver registry (admin), requests (officers),
+	// signed approvals (approvers) and releases (the requesting officer).
+	g.Post("/v1/approvers", s.registerApprover)
+	g.Get("/v1/approvers", s.listApprovers)
+	g.Post("/v1/approvers/{id}/keys", s.rotateApproverKey)
+	g.Post("/v1/approvers/{id}/deactivate", s.deactivateApprover)
+	g.Post("/v1/access-requests", s.createRequest)
+	g.Get("/v1/access-requests", s.listRequests)
+	g.Get("/v1/access-requests/{id}", s.getRequest)
+	g.Post("/v1/access-requests/{id}/approvals", s.approveRequest)
+	g.Post("/v1/access-requests/{id}/release", s.releaseRequest)
+	g.Post("/v1/access-requests/{id}/revoke", s.revokeRequest)
 
 	return r
 }

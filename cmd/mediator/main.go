@@ -7,6 +7,8 @@
 //	mediator dev token        print a bearer token the running dev instance accepts
 //	mediator dev env          print export lines for reaching the dev instance
 //	mediator audit verify     check the audit log (or an evidence bundle)
+//	mediator request          lawful-access requests: create, show, list, approve, release, revoke
+//	mediator keygen           make an approver signing key or a recipient key pair
 //	mediator vault bootstrap  prepare a Vault server for the mediator
 //	mediator vault build      build (or find in the cache) the pinned Vault server
 //	mediator version          print the version
@@ -44,6 +46,10 @@ Usage:
   mediator escrow release-hold --id HOLD
   mediator escrow rewrap [--custodian NAME]
                                     re-wrap shares after a custodian key rotation (operator token)
+  mediator request create|show|list|approve|release|revoke [flags]
+                                    lawful-access requests against a running mediator
+  mediator keygen --approver|--recipient --out FILE
+                                    make an approver signing key or a recipient key pair
   mediator loadgen [flags]          send realistic events to a running mediator and report
   mediator vault bootstrap [flags]  prepare a Vault server (mounts, keys, policy, AppRole)
   mediator vault build              build or find the pinned Vault server; print its path
@@ -118,6 +124,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return escrowCmd(ctx, rest, stdout, stderr)
 	case "loadgen":
 		return loadgenCmd(ctx, rest, stdout, stderr)
+	case "request":
+		return requestCmd(ctx, rest, stdout, stderr)
+	case "keygen":
+		return keygenCmd(rest, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "mediator", version)
 		return nil

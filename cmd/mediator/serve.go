@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
@@ -19,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/mediatorhq/mediator/access"
 	"github.com/mediatorhq/mediator/api"
 	"github.com/mediatorhq/mediator/audit"
 	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
@@ -102,7 +105,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 		return fmt.Errorf("pseudonym key: %w", err)
 	}
 
-	engine, err := policy.Load(ctx, cfg.PolicyDir)
+	engine, err := policy.NewReloader(ctx, cfg.PolicyDir, log)
 	if err != nil {
 		return err
 	}
@@ -116,10 +119,16 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 	}
 
 	metrics := api.NewMetrics(version)
+	engine.OnReload = policy.ReloadMetrics(metrics.Registry, engine.Revision())
+	go engine.Watch(ctx, policyWatchInterval)
+	go reloadOnHangup(ctx, engine)
 	escrowSvc, err := newEscrowService(ctx, cfg, vault, pool, log, escrow.NewMetrics(metrics.Registry))
 	if err != nil {
 		return err
 	}
+	accessStore := access.NewPGStore(pool, store)
+	accessSvc := access.New(access.Config{Store: accessStore, Decider: engine, Escrow: escrowSvc, Log: log,
+		Metrics: access.NewMetrics(metrics.Registry, accessStore)})
 	if cfg.EscrowRetention > 0 {
 		go runRetention(ctx, escrowSvc, cfg.EscrowRetention, log)
 	}
@@ -134,6 +143,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 		Profile:     profile,
 		VerifierKey: verifierKey,
 		Escrow:      escrowSvc,
+		Access:      accessSvc,
 		Logger:      log,
 		Authn:       verifier,
 		Authz:       engine,
@@ -153,6 +163,27 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 		ready <- ln.Addr().String()
 	}
 	return api.Serve(ctx, api.NewServer(router, log), ln, cfg.ShutdownTimeout, log)
+}
+
+// policyWatchInterval is how often the policy directory is checked for
+// edits: fast enough that an operator sees a change take effect while
+// watching, slow enough to cost nothing.
+const policyWatchInterval = 5 * time.Second
+
+// reloadOnHangup reloads the policy directory on every SIGHUP until ctx
+// ends. A policy that fails to load is logged and the working one kept.
+func reloadOnHangup(ctx context.Context, engine *policy.Reloader) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			_, _ = engine.Reload(ctx)
+		}
+	}
 }
 
 // schemaCheckTimeout bounds the start-up schema check.
