@@ -26,7 +26,7 @@ type StatusCounter interface {
 }
 
 // NewMetrics registers the workflow's metrics on reg. If counts is not nil,
-// mediator_access_requests{status} reports how many requests are in each
+// mediator_access_requests_by_status{status} reports how many requests are in each
 // state when scraped.
 func NewMetrics(reg prometheus.Registerer, counts StatusCounter) *Metrics {
 	m := &Metrics{
@@ -55,7 +55,7 @@ func NewMetrics(reg prometheus.Registerer, counts StatusCounter) *Metrics {
 	}
 	reg.MustRegister(m.transitions, m.approvals, m.decisions, m.decisionLatency, m.releaseLatency)
 	if counts != nil {
-		reg.MustRegister(statusCollector{counts: counts, desc: prometheus.NewDesc("mediator_access_requests",
+		reg.MustRegister(statusCollector{counts: counts, desc: prometheus.NewDesc("mediator_access_requests_by_status",
 			"Requests in each state now, read from the database at scrape time.", []string{"status"}, nil)})
 	}
 	return m

@@ -251,7 +251,7 @@ func TestLawfulAccessStory(t *testing.T) {
 		}
 	}
 	for _, want := range []string{
-		`mediator_access_requests{status="released"} 1`,
+		`mediator_access_requests_by_status{status="released"} 1`,
 		`mediator_policy_decisions_total{result="allow"} 1`,
 		`mediator_policy_decisions_total{result="deny"} 1`,
 		`mediator_access_approvals_total{result="self_approval"} 1`,
