@@ -131,6 +131,9 @@ func (s *server) ingestEvents(w http.ResponseWriter, r *http.Request) {
 			resp.Accepted++
 			rec := records[i]
 			s.metrics.eventsAccepted.WithLabelValues(rec.Kind, rec.Transport, rec.Status).Inc()
+			if s.tally != nil {
+				s.tally.Count(rec)
+			}
 			if rec.Downgrade != nil {
 				s.metrics.downgrades.WithLabelValues(rec.Downgrade.From, rec.Downgrade.To).Inc()
 			}

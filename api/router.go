@@ -53,6 +53,12 @@ type Deps struct {
 
 	Escrow Escrower
 	Access AccessWorkflow
+
+	// The SOC view: counts of committed events, and the k below which
+	// nothing is reported.
+	Stats         StatsSource
+	Tally         Tally
+	StatsMinGroup int
 }
 
 // defaultBodyLimit bounds request bodies on routes that do not set their own.
@@ -71,6 +77,10 @@ type server struct {
 	verifier   string
 	escrow     Escrower
 	access     AccessWorkflow
+
+	stats         StatsSource
+	tally         Tally
+	statsMinGroup int
 }
 
 // NewRouter returns the handler for every endpoint. Each route is listed
@@ -78,7 +88,8 @@ type server struct {
 // policy/authz.rego through guard.
 func NewRouter(d Deps) http.Handler {
 	s := &server{log: d.Logger, authn: d.Authn, authz: d.Authz, metrics: d.Metrics, ready: d.Ready,
-		auditLog: d.AuditLog, pseudonyms: d.Pseudonyms, profile: d.Profile, verifier: d.VerifierKey, escrow: d.Escrow, access: d.Access}
+		auditLog: d.AuditLog, pseudonyms: d.Pseudonyms, profile: d.Profile, verifier: d.VerifierKey, escrow: d.Escrow, access: d.Access,
+		stats: d.Stats, tally: d.Tally, statsMinGroup: d.StatsMinGroup}
 	r := chi.NewRouter()
 	r.Use(requestID, s.accessLog, s.recoverPanic)
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
@@ -95,6 +106,7 @@ func NewRouter(d Deps) http.Handler {
 	g.Get("/healthz", s.healthz)
 	g.Get("/readyz", s.readyz)
 	g.Get("/metrics", promhttp.HandlerFor(d.Metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP)
+	g.Get("/openapi.yaml", s.openAPISpec)
 
 	// Identity.
 	g.Get("/v1/whoami", s.whoami)
@@ -126,6 +138,9 @@ func NewRouter(d Deps) http.Handler {
 	g.Post("/v1/access-requests/{id}/approvals", s.approveRequest)
 	g.Post("/v1/access-requests/{id}/release", s.releaseRequest)
 	g.Post("/v1/access-requests/{id}/revoke", s.revokeRequest)
+
+	// The SOC view: aggregate counts without identifiers.
+	g.Get("/v1/stats/transport", s.transportStats)
 
 	return r
 }

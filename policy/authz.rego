@@ -14,12 +14,13 @@ import rego.v1
 default allow := false
 
 # public lists the operational routes anyone may call without a token:
-# orchestrators probe them and Prometheus scrapes them. They reveal no
-# identifiers or secrets.
+# orchestrators probe them, Prometheus scrapes them, clients read the API
+# description. They reveal no identifiers or secrets.
 public := {
 	"GET /healthz",
 	"GET /readyz",
 	"GET /metrics",
+	"GET /openapi.yaml",
 }
 
 all_roles := {"ingest", "depositor", "officer", "approver", "auditor", "admin"}
@@ -52,6 +53,7 @@ routes := {
 	# that the caller filed the request.
 	"POST /v1/access-requests/{id}/release": {"officer"},
 	"POST /v1/access-requests/{id}/revoke": {"officer"},
+	"GET /v1/stats/transport": {"auditor"},
 }
 
 allow if public[route_key]

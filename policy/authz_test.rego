@@ -11,6 +11,7 @@ matrix := {
 	"GET /healthz": {"anonymous", "ingest", "depositor", "officer", "approver", "auditor", "admin"},
 	"GET /readyz": {"anonymous", "ingest", "depositor", "officer", "approver", "auditor", "admin"},
 	"GET /metrics": {"anonymous", "ingest", "depositor", "officer", "approver", "auditor", "admin"},
+	"GET /openapi.yaml": {"anonymous", "ingest", "depositor", "officer", "approver", "auditor", "admin"},
 	"GET /v1/whoami": {"ingest", "depositor", "officer", "approver", "auditor", "admin"},
 	"POST /v1/events": {"ingest"},
 	"GET /v1/audit/checkpoint": {"auditor", "officer"},
@@ -31,6 +32,7 @@ matrix := {
 	"POST /v1/access-requests/{id}/approvals": {"approver"},
 	"POST /v1/access-requests/{id}/release": {"officer"},
 	"POST /v1/access-requests/{id}/revoke": {"officer"},
+	"GET /v1/stats/transport": {"auditor"},
 }
 
 request(key, role) := inp if {

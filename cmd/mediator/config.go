@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mediatorhq/mediator/stats"
 )
 
 // serveConfig is everything `mediator serve` is configured with. Each field
@@ -35,6 +38,7 @@ type serveConfig struct {
 	RedactionProfile   string
 	Custodians         string
 	EscrowRetention    time.Duration
+	StatsMinGroup      int
 }
 
 // defaultLogOrigin names the log in checkpoints and its verifier key. Give
@@ -55,6 +59,15 @@ func envDuration(def time.Duration, name string) time.Duration {
 	if v := os.Getenv(name); v != "" {
 		if d, err := time.ParseDuration(v); err == nil {
 			return d
+		}
+	}
+	return def
+}
+
+func envInt(def int, name string) int {
+	if v := os.Getenv(name); v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
 		}
 	}
 	return def
@@ -81,6 +94,7 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.StringVar(&c.RedactionProfile, "redaction-profile", env("", "MEDIATOR_REDACTION_PROFILE"), "JSON minimization profile file; default: docs/redaction.md defaults [MEDIATOR_REDACTION_PROFILE]")
 	fs.StringVar(&c.Custodians, "custodians", env("", "MEDIATOR_CUSTODIANS"), "escrow custodians file (docs/escrow.md); default: 5 custodian keys on the service's Vault, threshold 3 [MEDIATOR_CUSTODIANS]")
 	fs.DurationVar(&c.EscrowRetention, "escrow-retention", envDuration(0, "MEDIATOR_ESCROW_RETENTION"), "destroy escrowed keys this long after deposit, hourly, except under legal hold; 0 keeps them [MEDIATOR_ESCROW_RETENTION]")
+	fs.IntVar(&c.StatsMinGroup, "stats-min-group", envInt(10, "MEDIATOR_STATS_MIN_GROUP"), "k: the SOC stats never report a group or count of fewer events [MEDIATOR_STATS_MIN_GROUP]")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", envDuration(30*time.Second, "MEDIATOR_SHUTDOWN_TIMEOUT"), "how long to drain in-flight requests on SIGTERM [MEDIATOR_SHUTDOWN_TIMEOUT]")
 }
 
@@ -126,6 +140,9 @@ func (c *serveConfig) validate() error {
 	}
 	if c.JWTIssuer == "" || c.JWTAudience == "" || c.JWKS == "" {
 		errs = append(errs, errors.New("--jwt-issuer, --jwt-audience and --jwt-jwks are all required"))
+	}
+	if c.StatsMinGroup < stats.MinK {
+		errs = append(errs, fmt.Errorf("--stats-min-group must be at least %d", stats.MinK))
 	}
 	if c.CheckpointInterval <= 0 {
 		errs = append(errs, errors.New("--checkpoint-interval must be positive"))

@@ -30,6 +30,7 @@ import (
 	"github.com/mediatorhq/mediator/migrations"
 	"github.com/mediatorhq/mediator/policy"
 	"github.com/mediatorhq/mediator/redact"
+	"github.com/mediatorhq/mediator/stats"
 	"github.com/mediatorhq/mediator/vaultclient"
 )
 
@@ -137,17 +138,26 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 		OnCheckpoint: func(c audit.Checkpoint) { metrics.CheckpointSigned(c.Size, c.CreatedAt) },
 	}
 	go checkpointer.Run(ctx)
+	// The SOC counts outlive the HTTP server's shutdown too, so a final
+	// flush covers every request answered.
+	tally := stats.NewTally(pool, log)
+	tallyDone := make(chan struct{})
+	go func() { tally.Run(batcherCtx, statsFlushInterval); close(tallyDone) }()
+	defer func() { stopBatcher(); <-tallyDone }()
 	router := api.NewRouter(api.Deps{
-		AuditLog:    batchedLog{Store: store, batcher: batcher},
-		Pseudonyms:  pseudonyms,
-		Profile:     profile,
-		VerifierKey: verifierKey,
-		Escrow:      escrowSvc,
-		Access:      accessSvc,
-		Logger:      log,
-		Authn:       verifier,
-		Authz:       engine,
-		Metrics:     metrics,
+		AuditLog:      batchedLog{Store: store, batcher: batcher},
+		Pseudonyms:    pseudonyms,
+		Profile:       profile,
+		VerifierKey:   verifierKey,
+		Escrow:        escrowSvc,
+		Access:        accessSvc,
+		Stats:         stats.NewStore(pool),
+		Tally:         tally,
+		StatsMinGroup: cfg.StatsMinGroup,
+		Logger:        log,
+		Authn:         verifier,
+		Authz:         engine,
+		Metrics:       metrics,
 		Ready: []api.Check{
 			{Name: "postgres", Probe: pool.Ping},
 			{Name: "vault", Probe: func(ctx context.Context) error { return vaultclient.Ready(ctx, vault) }},
@@ -164,6 +174,11 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 	}
 	return api.Serve(ctx, api.NewServer(router, log), ln, cfg.ShutdownTimeout, log)
 }
+
+// statsFlushInterval is how often the SOC counts are written: often enough
+// for a dashboard, rarely enough to cost nothing, and the most a crash can
+// lose from that view (never from the log).
+const statsFlushInterval = 5 * time.Second
 
 // policyWatchInterval is how often the policy directory is checked for
 // edits: fast enough that an operator sees a change take effect while

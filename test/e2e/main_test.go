@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mediatorhq/mediator/test/apispec"
 	"github.com/mediatorhq/mediator/test/harness"
 )
 
@@ -50,10 +51,46 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	env = e
+	// Every answer of the service to an operation of api/openapi.yaml, in
+	// every story, is checked against the description.
+	spec, err := apispec.Load(context.Background())
+	if err != nil {
+		e.Close()
+		os.RemoveAll(dir)
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		os.Exit(1)
+	}
+	http.DefaultClient.Transport = &apispec.Transport{Spec: spec, Fail: specMismatches.add}
 	code := m.Run()
+	if n := specMismatches.report(os.Stderr); n > 0 && code == 0 {
+		code = 1
+	}
 	e.Close()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// specMismatches collects answers that did not match the description.
+var specMismatches mismatches
+
+type mismatches struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (m *mismatches) add(err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.errs = append(m.errs, err)
+}
+
+func (m *mismatches) report(w io.Writer) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, err := range m.errs {
+		fmt.Fprintln(w, "FAIL: answer does not match api/openapi.yaml:", err)
+	}
+	return len(m.errs)
 }
 
 // process is a running mediator subcommand with its output captured.
