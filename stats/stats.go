@@ -233,10 +233,10 @@ func (s *Store) Transport(ctx context.Context, q Query, now time.Time) (Report, 
 	}
 	defer rows.Close()
 	type agg struct {
-		g      Group
-		cells  map[[2]string]int64
-		pairs  map[[2]string]int64
-		e2ee   int64
+		g     Group
+		cells map[[2]string]int64
+		pairs map[[2]string]int64
+		e2ee  int64
 	}
 	groups := map[string]*agg{}
 	for rows.Next() {
