@@ -29,7 +29,10 @@ type Metrics struct {
 	treeSize        prometheus.Gauge
 	checkpointTime  prometheus.Gauge
 	checkpointSize  prometheus.Gauge
+	inconsistent    prometheus.Counter
 	maxTreeSize     atomic.Int64 // what treeSize shows
+
+	collectors []prometheus.Collector
 }
 
 // NewMetrics registers the mediator's HTTP metrics, the Go runtime and
@@ -93,6 +96,10 @@ func NewMetrics(version string) *Metrics {
 		Name: "mediator_audit_checkpoint_tree_size",
 		Help: "Tree size of the latest checkpoint this process signed.",
 	})
+	m.inconsistent = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "mediator_audit_consistency_failures_total",
+		Help: "Checkpoints refused because the stored tree no longer extends the latest signed one (history rewritten in the database).",
+	})
 	goVersion, revision := "unknown", "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		goVersion = bi.GoVersion
@@ -108,12 +115,17 @@ func NewMetrics(version string) *Metrics {
 		ConstLabels: prometheus.Labels{"version": version, "goversion": goVersion, "revision": revision},
 	})
 	build.Set(1)
-	reg.MustRegister(m.requests, m.duration, m.inflight, m.authz, m.readiness, build,
+	m.collectors = []prometheus.Collector{m.requests, m.duration, m.inflight, m.authz, m.readiness, build,
 		m.eventsAccepted, m.eventsDuplicate, m.eventsRejected, m.downgrades, m.appendLatency,
-		m.treeSize, m.checkpointTime, m.checkpointSize,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.treeSize, m.checkpointTime, m.checkpointSize, m.inconsistent,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
+	reg.MustRegister(m.collectors...)
 	return m
 }
+
+// Collectors returns the collectors NewMetrics registered, so a test can
+// list every family the service exports (a registry cannot).
+func (m *Metrics) Collectors() []prometheus.Collector { return m.collectors }
 
 // treeSizeSeen raises the tree size gauge to n; it never lowers it, so
 // concurrent requests answering out of order cannot move it backwards.
@@ -136,3 +148,7 @@ func (m *Metrics) CheckpointSigned(size int64, at time.Time) {
 	m.checkpointTime.Set(float64(at.UnixNano()) / 1e9)
 	m.treeSizeSeen(size)
 }
+
+// CheckpointInconsistent counts a checkpoint refused over a rewritten
+// history (the checkpointer calls it).
+func (m *Metrics) CheckpointInconsistent() { m.inconsistent.Inc() }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -55,6 +56,37 @@ type rec struct {
 	EventID        string `json:"event_id,omitempty"`
 	ConversationID string `json:"conversation_id,omitempty"`
 	Note           string `json:"note"`
+}
+
+// TestCheckpointerRefusesARewrittenHistory: after a stored hash under a
+// signed checkpoint is changed, the checkpointer signs nothing more and
+// reports the inconsistency.
+func TestCheckpointerRefusesARewrittenHistory(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.append(t, entries(0, 10, "c"))
+	if ok, err := f.cp.Once(ctx); err != nil || !ok {
+		t.Fatalf("first checkpoint: %v %v", ok, err)
+	}
+	var reported error
+	f.cp.OnInconsistent = func(err error) { reported = err }
+	for _, q := range []string{
+		"ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only",
+		"UPDATE audit_entries SET hashes = overlay(hashes placing sha256('x') from 33 for 32) WHERE seq = 9",
+	} {
+		if _, err := f.pool.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.append(t, entries(10, 5, "c"))
+	ok, err := f.cp.Once(ctx)
+	if ok || !errors.Is(err, ErrInconsistent) || !errors.Is(reported, ErrInconsistent) {
+		t.Fatalf("checkpoint over a rewritten history: signed=%v err=%v reported=%v", ok, err, reported)
+	}
+	latest, _ := f.store.LatestCheckpoint(ctx)
+	if latest.Size != 10 {
+		t.Fatalf("latest checkpoint covers %d entries", latest.Size)
+	}
 }
 
 func entries(from, n int, convo string) []Entry {

@@ -83,7 +83,15 @@ type Checkpointer struct {
 	Log      *slog.Logger
 	// OnCheckpoint, if set, is called after each stored checkpoint (metrics).
 	OnCheckpoint func(Checkpoint)
+	// OnInconsistent, if set, is called when the tree no longer extends the
+	// latest signed checkpoint (metrics, alerts).
+	OnInconsistent func(error)
 }
+
+// ErrInconsistent means the stored tree does not extend the latest signed
+// checkpoint: stored entries or hashes were changed after it was signed.
+// No checkpoint is signed over such a tree.
+var ErrInconsistent = errors.New("audit: the stored tree does not extend the latest signed checkpoint")
 
 // checkpointTimeout bounds one round (tree hash, signature, insert); Vault
 // signing is the slow part.
@@ -108,7 +116,9 @@ func (c *Checkpointer) Run(ctx context.Context) {
 }
 
 // Once signs and stores a checkpoint if the tree has grown past the latest
-// one. It reports whether it stored one.
+// one, and only if the grown tree provably extends it: a consistency proof
+// from the stored hashes must check against the latest signed root, so the
+// service never signs a rewritten history. It reports whether it stored one.
 func (c *Checkpointer) Once(ctx context.Context) (bool, error) {
 	size, err := c.Store.Size(ctx)
 	if err != nil {
@@ -127,6 +137,19 @@ func (c *Checkpointer) Once(ctx context.Context) (bool, error) {
 	root, err := c.Store.TreeHash(ctx, size)
 	if err != nil {
 		return false, err
+	}
+	if latest.Size > 0 {
+		proof, err := c.Store.ConsistencyProof(ctx, latest.Size, size)
+		if err != nil {
+			return false, err
+		}
+		if err := tlog.CheckTree(proof, size, root, latest.Size, latest.Root); err != nil {
+			err = fmt.Errorf("%w (from %d to %d entries): %v", ErrInconsistent, latest.Size, size, err)
+			if c.OnInconsistent != nil {
+				c.OnInconsistent(err)
+			}
+			return false, err
+		}
 	}
 	signed, err := SignCheckpoint(c.Origin, size, root, c.Signer)
 	if err != nil {

@@ -24,6 +24,8 @@ type Config struct {
 	SecretID string
 	// AppRoleMount is the AppRole auth mount; "approle" when empty.
 	AppRoleMount string
+	// Metrics, if set, times every call to this Vault.
+	Metrics *Metrics
 }
 
 // maxIdleConns is how many idle connections to Vault the client keeps: about
@@ -60,6 +62,9 @@ func Connect(ctx context.Context, log *slog.Logger, cfg Config) (*vaultapi.Clien
 	// and ingest would otherwise open and close connections all the time.
 	if t, ok := vc.HttpClient.Transport.(*http.Transport); ok {
 		t.MaxIdleConnsPerHost = maxIdleConns
+	}
+	if cfg.Metrics != nil {
+		vc.HttpClient.Transport = instrumented{base: vc.HttpClient.Transport, m: cfg.Metrics}
 	}
 	client, err := vaultapi.NewClient(vc)
 	if err != nil {

@@ -2,11 +2,13 @@ package vaultclient
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/mod/sumdb/note"
 
 	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
@@ -158,5 +160,57 @@ func TestPseudonymKeysServeCachedThenFailClosed(t *testing.T) {
 	p.mu.Unlock()
 	if _, err := p.Current(ctx); err == nil {
 		t.Fatal("a too-stale key was served with Vault down")
+	}
+}
+
+// TestMetricsTimeEveryCallWithoutSecrets: calls are timed by server and
+// operation, failures counted, and no label carries a token or anything of
+// the path past the mount and endpoint.
+func TestMetricsTimeEveryCallWithoutSecrets(t *testing.T) {
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	c, err := Connect(ctx, env.Log, Config{Addr: env.Vault.Addr, Token: env.Vault.Token, Metrics: NewMetrics(reg)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Ready(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Logical().WriteWithContext(ctx, "no-such-mount/data/escrow-id-4711", map[string]any{"x": 1}); err == nil {
+		t.Fatal("a write to a mount that does not exist succeeded")
+	}
+	bad, err := Connect(ctx, env.Log, Config{Addr: env.Vault.Addr, Token: "hvs.not-a-token", Metrics: NewMetrics(prometheus.WrapRegistererWithPrefix("other_", reg))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Logical().ReadWithContext(ctx, "sys/mounts"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bad.Logical().ReadWithContext(ctx, "sys/mounts"); err == nil {
+		t.Fatal("a bad token read sys/mounts")
+	}
+	var text strings.Builder
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			fmt.Fprintf(&text, "%s", f.GetName())
+			for _, l := range m.GetLabel() {
+				fmt.Fprintf(&text, " %s=%s", l.GetName(), l.GetValue())
+			}
+			text.WriteString("\n")
+		}
+	}
+	out := text.String()
+	for _, want := range []string{"mediator_vault_request_seconds op=sys/health", "mediator_vault_request_seconds op=no-such-mount/data",
+		"other_mediator_vault_errors_total op=sys/mounts reason=403"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("metrics lack %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, env.Vault.Token) || strings.Contains(out, "escrow-id-4711") {
+		t.Fatalf("a token or a path id is in the metrics:\n%s", out)
 	}
 }

@@ -57,7 +57,7 @@ const defaultThreshold = 3
 
 // loadCustodians builds the custodians from cfg.Custodians, or, without a
 // file, the bootstrap's five custodian keys on the service's own Vault.
-func loadCustodians(ctx context.Context, cfg serveConfig, own *vaultapi.Client, log *slog.Logger) ([]escrow.Custodian, int, error) {
+func loadCustodians(ctx context.Context, cfg serveConfig, own *vaultapi.Client, log *slog.Logger, metrics *vaultclient.Metrics) ([]escrow.Custodian, int, error) {
 	if cfg.Custodians == "" {
 		// One Vault holds every custodian's key, so one store holds their
 		// shares: one write-once KV entry per deposit.
@@ -95,7 +95,7 @@ func loadCustodians(ctx context.Context, cfg serveConfig, own *vaultapi.Client, 
 		if c, ok := clients[k]; ok {
 			return c, nil
 		}
-		vc := vaultclient.Config{Addr: p.VaultAddr, RoleID: p.RoleID}
+		vc := vaultclient.Config{Addr: p.VaultAddr, RoleID: p.RoleID, Metrics: metrics}
 		var err error
 		if p.TokenFile != "" {
 			vc.Token, err = readSecretFile(p.TokenFile)

@@ -74,7 +74,7 @@ func escrowCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
-		svc, err := newEscrowService(ctx, cfg, vault, pool, log, nil)
+		svc, err := newEscrowService(ctx, cfg, vault, pool, log, nil, nil)
 		if err != nil {
 			return err
 		}
@@ -117,8 +117,9 @@ func escrowCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 // newEscrowService builds the escrow service on the configured custodians.
-func newEscrowService(ctx context.Context, cfg serveConfig, vault *vaultapi.Client, pool *pgxpool.Pool, log *slog.Logger, metrics *escrow.Metrics) (*escrow.Service, error) {
-	custodians, threshold, err := loadCustodians(ctx, cfg, vault, log)
+func newEscrowService(ctx context.Context, cfg serveConfig, vault *vaultapi.Client, pool *pgxpool.Pool, log *slog.Logger,
+	metrics *escrow.Metrics, vaultMetrics *vaultclient.Metrics) (*escrow.Service, error) {
+	custodians, threshold, err := loadCustodians(ctx, cfg, vault, log, vaultMetrics)
 	if err != nil {
 		return nil, err
 	}

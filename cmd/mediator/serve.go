@@ -28,6 +28,7 @@ import (
 	"github.com/mediatorhq/mediator/escrow"
 	"github.com/mediatorhq/mediator/identity"
 	"github.com/mediatorhq/mediator/migrations"
+	"github.com/mediatorhq/mediator/pgmetrics"
 	"github.com/mediatorhq/mediator/policy"
 	"github.com/mediatorhq/mediator/redact"
 	"github.com/mediatorhq/mediator/stats"
@@ -63,22 +64,27 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 	if err != nil {
 		return err
 	}
+	metrics := api.NewMetrics(version)
 	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 	if err != nil {
 		// pgx's parse errors can quote the URL; say only what is wrong.
 		return fmt.Errorf("database url: cannot be parsed")
 	}
+	poolCfg.ConnConfig.Tracer = pgmetrics.New(metrics.Registry)
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return fmt.Errorf("database: %w", err)
 	}
 	defer pool.Close()
+	metrics.Registry.MustRegister(pgmetrics.NewPoolCollector(pool))
+	vaultMetrics := vaultclient.NewMetrics(metrics.Registry)
 	if err := checkSchema(ctx, pool); err != nil {
 		return err
 	}
 
 	vault, err := vaultclient.Connect(ctx, log, vaultclient.Config{
 		Addr: cfg.VaultAddr, Token: cfg.VaultToken, RoleID: cfg.VaultRoleID, SecretID: cfg.VaultSecretID,
+		Metrics: vaultMetrics,
 	})
 	if err != nil {
 		return err
@@ -119,11 +125,10 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 		return err
 	}
 
-	metrics := api.NewMetrics(version)
 	engine.OnReload = policy.ReloadMetrics(metrics.Registry, engine.Revision())
 	go engine.Watch(ctx, policyWatchInterval)
 	go reloadOnHangup(ctx, engine)
-	escrowSvc, err := newEscrowService(ctx, cfg, vault, pool, log, escrow.NewMetrics(metrics.Registry))
+	escrowSvc, err := newEscrowService(ctx, cfg, vault, pool, log, escrow.NewMetrics(metrics.Registry), vaultMetrics)
 	if err != nil {
 		return err
 	}
@@ -135,7 +140,8 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 	}
 	checkpointer := &audit.Checkpointer{
 		Store: store, Signer: signer, Origin: cfg.LogOrigin, Interval: cfg.CheckpointInterval, Log: log,
-		OnCheckpoint: func(c audit.Checkpoint) { metrics.CheckpointSigned(c.Size, c.CreatedAt) },
+		OnCheckpoint:   func(c audit.Checkpoint) { metrics.CheckpointSigned(c.Size, c.CreatedAt) },
+		OnInconsistent: func(error) { metrics.CheckpointInconsistent() },
 	}
 	go checkpointer.Run(ctx)
 	// The SOC counts outlive the HTTP server's shutdown too, so a final
