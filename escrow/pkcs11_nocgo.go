@@ -1,0 +1,34 @@
+//go:build !cgo
+
+package escrow
+
+import (
+	"context"
+	"errors"
+)
+
+// PKCS11Wrapper is unavailable in this build: PKCS#11 needs cgo to load the
+// token's library. Build with CGO_ENABLED=1 for HSM custodians.
+type PKCS11Wrapper struct{}
+
+// errNoPKCS11 is what a build without cgo answers for PKCS#11.
+var errNoPKCS11 = errors.New("escrow: this mediator was built without cgo and cannot use PKCS#11 custodians; use the cgo build (docs/escrow.md)")
+
+// OpenPKCS11 fails in a build without cgo.
+func OpenPKCS11(PKCS11Config) (*PKCS11Wrapper, error) { return nil, errNoPKCS11 }
+
+// Close implements io.Closer.
+func (*PKCS11Wrapper) Close() error { return nil }
+
+// Wrap implements Wrapper; it always fails in this build.
+func (*PKCS11Wrapper) Wrap(context.Context, []byte, []byte) ([]byte, error) { return nil, errNoPKCS11 }
+
+// Unwrap implements Wrapper; it always fails in this build.
+func (*PKCS11Wrapper) Unwrap(context.Context, []byte, []byte) ([]byte, error) {
+	return nil, errNoPKCS11
+}
+
+// Rewrap implements Rewrapper; it always fails in this build.
+func (*PKCS11Wrapper) Rewrap(context.Context, []byte, []byte) ([]byte, bool, error) {
+	return nil, false, errNoPKCS11
+}
