@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -301,5 +302,191 @@ func TestQueriesNameExportedMetrics(t *testing.T) {
 		for _, r := range g.Rules {
 			check("alert "+r.Alert, r.Expr)
 		}
+	}
+}
+
+// documents splits a multi-document YAML file and decodes each document.
+func documents(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(b), -1) {
+		if strings.TrimSpace(regexp.MustCompile(`(?m)^#.*$`).ReplaceAllString(doc, "")) == "" {
+			continue
+		}
+		var m map[string]any
+		if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// dig walks nested maps by keys.
+func dig(v any, keys ...string) any {
+	for _, k := range keys {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
+}
+
+// secretName: an environment variable that must never have a literal
+// value in a deployment file.
+var secretName = regexp.MustCompile(`(?i)(password|secret|token|database_url|dsn|pin)$`)
+
+func TestKubernetesManifestsHaveTheEssentials(t *testing.T) {
+	docs := documents(t, "kubernetes/mediator.yaml")
+	kinds := map[string]map[string]any{}
+	for _, d := range docs {
+		kind, _ := d["kind"].(string)
+		kinds[kind] = d
+		if kind == "Secret" {
+			t.Error("a Secret is written in the manifests; secrets come from Vault")
+		}
+	}
+	for _, want := range []string{"ServiceAccount", "ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy", "CronJob"} {
+		if kinds[want] == nil {
+			t.Errorf("no %s", want)
+		}
+	}
+	checkPod := func(name string, pod any, needProbes bool) {
+		if dig(pod, "securityContext", "runAsNonRoot") != true {
+			t.Errorf("%s: pod securityContext.runAsNonRoot is not true", name)
+		}
+		var containers []any
+		for _, k := range []string{"initContainers", "containers"} {
+			cs, _ := dig(pod, k).([]any)
+			containers = append(containers, cs...)
+		}
+		for _, c := range containers {
+			cn := dig(c, "name")
+			if dig(c, "securityContext", "allowPrivilegeEscalation") != false || dig(c, "securityContext", "readOnlyRootFilesystem") != true {
+				t.Errorf("%s/%v: allowPrivilegeEscalation false and readOnlyRootFilesystem true are required", name, cn)
+			}
+			if dig(c, "resources", "limits", "memory") == nil || dig(c, "resources", "limits", "cpu") == nil {
+				t.Errorf("%s/%v: no resource limits", name, cn)
+			}
+			envs, _ := dig(c, "env").([]any)
+			for _, e := range envs {
+				if n, _ := dig(e, "name").(string); secretName.MatchString(n) && dig(e, "value") != nil && !strings.HasPrefix(dig(e, "value").(string), "/") {
+					t.Errorf("%s/%v: %s has a literal value", name, cn, n)
+				}
+			}
+		}
+		if needProbes {
+			c := dig(pod, "containers").([]any)[0]
+			for _, probe := range []string{"readinessProbe", "livenessProbe"} {
+				if dig(c, probe, "httpGet", "path") == nil {
+					t.Errorf("%s: no %s", name, probe)
+				}
+			}
+			if dig(c, "readinessProbe", "httpGet", "path") != "/readyz" || dig(c, "livenessProbe", "httpGet", "path") != "/healthz" {
+				t.Errorf("%s: readiness must probe /readyz and liveness /healthz", name)
+			}
+		}
+	}
+	checkPod("Deployment", dig(kinds["Deployment"], "spec", "template", "spec"), true)
+	checkPod("CronJob", dig(kinds["CronJob"], "spec", "jobTemplate", "spec", "template", "spec"), false)
+	if args := fmt.Sprint(dig(kinds["CronJob"], "spec", "jobTemplate", "spec", "template", "spec", "containers")); !strings.Contains(args, "audit verify") {
+		t.Errorf("the CronJob does not run audit verify: %s", args)
+	}
+	if dig(kinds["Deployment"], "spec", "template", "metadata", "annotations", "vault.hashicorp.com/agent-inject") != "true" {
+		t.Error("the Deployment does not get its Vault token from Vault Agent")
+	}
+	for k, v := range dig(kinds["ConfigMap"], "data").(map[string]any) {
+		if secretName.MatchString(k) {
+			t.Errorf("ConfigMap holds %s = %v", k, v)
+		}
+	}
+}
+
+func TestComposeHasNoSecretsAndRunsNonRoot(t *testing.T) {
+	docs := documents(t, "compose.yaml")
+	services, _ := dig(docs[0], "services").(map[string]any)
+	for _, want := range []string{"postgres", "vault", "bootstrap", "migrate", "mediator"} {
+		if services[want] == nil {
+			t.Errorf("no service %s", want)
+		}
+	}
+	literal := regexp.MustCompile(`^[^$]`)
+	for name, svc := range services {
+		env, _ := dig(svc, "environment").(map[string]any)
+		for k, v := range env {
+			s := fmt.Sprint(v)
+			if (secretName.MatchString(k) || strings.Contains(s, "@")) && literal.MatchString(s) && !strings.Contains(s, "${") && !strings.HasPrefix(s, "/") {
+				t.Errorf("%s: %s has a literal secret value", name, k)
+			}
+		}
+	}
+	m := services["mediator"]
+	if u := fmt.Sprint(dig(m, "user")); u == "" || strings.HasPrefix(u, "0") || u == "root" || u == "<nil>" {
+		t.Errorf("mediator runs as %q", u)
+	}
+	if dig(m, "read_only") != true {
+		t.Error("mediator's filesystem is not read-only")
+	}
+}
+
+func TestDockerfileIsStaticNonRootWithoutShell(t *testing.T) {
+	b, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	froms := regexp.MustCompile(`(?m)^FROM\s+(\S+)`).FindAllStringSubmatch(text, -1)
+	if len(froms) < 2 {
+		t.Fatal("not a multi-stage build")
+	}
+	final := froms[len(froms)-1][1]
+	if !strings.HasPrefix(final, "gcr.io/distroless/static") && final != "scratch" {
+		t.Errorf("final stage %s may have a shell; use distroless/static or scratch", final)
+	}
+	last := text[strings.LastIndex(text, "\nFROM"):]
+	user := regexp.MustCompile(`(?m)^USER\s+(\S+)`).FindStringSubmatch(last)
+	if user == nil || strings.HasPrefix(user[1], "0") || user[1] == "root" {
+		t.Errorf("final stage USER %v: must be non-root", user)
+	}
+	if !strings.Contains(text, "CGO_ENABLED=0") {
+		t.Error("the binary is not built static (CGO_ENABLED=0)")
+	}
+	if !regexp.MustCompile(`(?m)^ENTRYPOINT \[`).MatchString(last) {
+		t.Error("ENTRYPOINT is not in exec form (no shell to run it)")
+	}
+	// The Dockerfile's build command works on this tree: static, no cgo.
+	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(t.TempDir(), "mediator"), "../cmd/mediator")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := build.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+}
+
+func TestSystemdUnitIsHardened(t *testing.T) {
+	b, err := os.ReadFile("systemd/mediator.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			settings[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	for k, want := range map[string]string{"User": "mediator", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
+		"PrivateTmp": "yes", "ExecReload": "/bin/kill -HUP $MAINPID", "LimitCORE": "0", "CapabilityBoundingSet": ""} {
+		if got, ok := settings[k]; !ok || got != want {
+			t.Errorf("%s = %q, want %q", k, got, want)
+		}
+	}
+	if _, ok := settings["Environment"]; ok {
+		t.Error("Environment= in the unit: configuration belongs in the EnvironmentFile")
 	}
 }

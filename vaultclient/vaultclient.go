@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
@@ -24,8 +26,14 @@ type Config struct {
 	SecretID string
 	// AppRoleMount is the AppRole auth mount; "approle" when empty.
 	AppRoleMount string
+	// TokenFile, if set with Token, is where Token came from (a Vault Agent
+	// sink, say): the client re-reads it and switches to a new token when
+	// the file changes, until ctx ends.
+	TokenFile string
 	// Metrics, if set, times every call to this Vault.
 	Metrics *Metrics
+
+	tokenFileEvery time.Duration // tests; tokenFileInterval when zero
 }
 
 // maxIdleConns is how many idle connections to Vault the client keeps: about
@@ -75,6 +83,13 @@ func Connect(ctx context.Context, log *slog.Logger, cfg Config) (*vaultapi.Clien
 	client.ClearToken()
 	if useToken {
 		client.SetToken(cfg.Token)
+		if cfg.TokenFile != "" {
+			every := cfg.tokenFileEvery
+			if every <= 0 {
+				every = tokenFileInterval
+			}
+			go followTokenFile(ctx, log, client, cfg.TokenFile, cfg.Token, every)
+		}
 		return client, nil
 	}
 	mount := cfg.AppRoleMount
@@ -138,6 +153,36 @@ func keepRenewed(ctx context.Context, log *slog.Logger, client *vaultapi.Client,
 				return
 			case <-time.After(retryDelay):
 			}
+		}
+	}
+}
+
+// tokenFileInterval is how often a token file is re-read: well inside any
+// token's lifetime, so a renewed token from a Vault Agent is picked up
+// before the old one expires.
+const tokenFileInterval = 10 * time.Second
+
+// followTokenFile switches client to the token in path whenever it
+// changes, until ctx ends. A missing or empty file keeps the current token.
+func followTokenFile(ctx context.Context, log *slog.Logger, client *vaultapi.Client, path, current string, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			log.Warn("vault: token file unreadable; keeping the current token", "path", path, "err", err)
+			continue
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok != "" && tok != current {
+			client.SetToken(tok)
+			current = tok
+			log.Info("vault: token file changed; using the new token", "path", path)
 		}
 	}
 }

@@ -3,6 +3,8 @@ package vaultclient
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -212,5 +214,40 @@ func TestMetricsTimeEveryCallWithoutSecrets(t *testing.T) {
 	}
 	if strings.Contains(out, env.Vault.Token) || strings.Contains(out, "escrow-id-4711") {
 		t.Fatalf("a token or a path id is in the metrics:\n%s", out)
+	}
+}
+
+// TestTokenFileIsFollowed: a token from a file (a Vault Agent sink) is
+// replaced when the file changes, so an agent's re-issued token is used
+// before the old one expires.
+func TestTokenFileIsFollowed(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	admin, err := Connect(ctx, env.Log, Config{Addr: env.Vault.Addr, Token: env.Vault.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, err := admin.Auth().Token().Create(&vaultapi.TokenCreateRequest{Policies: []string{"default"}, TTL: "1h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(path, []byte(env.Vault.Token+"\n"), 0o600)
+	c, err := Connect(ctx, env.Log, Config{Addr: env.Vault.Addr, Token: env.Vault.Token, TokenFile: path, tokenFileEvery: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(path, []byte(short.Auth.ClientToken+"\n"), 0o600)
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Token() != short.Auth.ClientToken {
+		if time.Now().After(deadline) {
+			t.Fatal("the new token in the file was not picked up")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	os.WriteFile(path, nil, 0o600) // an empty file keeps the token
+	time.Sleep(50 * time.Millisecond)
+	if c.Token() != short.Auth.ClientToken {
+		t.Fatal("an empty token file replaced the token")
 	}
 }

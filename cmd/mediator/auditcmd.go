@@ -54,10 +54,14 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 			return exitCode(1)
 		}
 	} else {
-		if *dsn == "" {
-			return errors.New("audit verify: --database-url (or DATABASE_URL) is required without --bundle")
+		url, err := databaseURL(*dsn)
+		if err != nil {
+			return fmt.Errorf("audit verify: %w", err)
 		}
-		pool, err := pgxpool.New(ctx, *dsn)
+		if url == "" {
+			return errors.New("audit verify: --database-url (or DATABASE_URL, MEDIATOR_DATABASE_URL_FILE) is required without --bundle")
+		}
+		pool, err := pgxpool.New(ctx, url)
 		if err != nil {
 			return fmt.Errorf("audit verify: database: %w", err)
 		}
@@ -94,9 +98,16 @@ func loadVerifier(ctx context.Context, key, origin string, offline bool) (note.V
 		if offline {
 			return nil, errors.New("audit verify: --key is required with --bundle: offline verification trusts only the key you give it")
 		}
-		addr, tok := os.Getenv("VAULT_ADDR"), os.Getenv("VAULT_TOKEN")
+		addr, tok := env("", "VAULT_ADDR", "MEDIATOR_VAULT_ADDR"), env("", "VAULT_TOKEN", "MEDIATOR_VAULT_TOKEN")
+		if f := os.Getenv("MEDIATOR_VAULT_TOKEN_FILE"); tok == "" && f != "" {
+			t, err := readSecretFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("audit verify: MEDIATOR_VAULT_TOKEN_FILE: %w", err)
+			}
+			tok = t
+		}
 		if addr == "" || tok == "" {
-			return nil, errors.New("audit verify: give --key, or set VAULT_ADDR and VAULT_TOKEN to read it from Vault")
+			return nil, errors.New("audit verify: give --key, or set VAULT_ADDR and VAULT_TOKEN (or MEDIATOR_VAULT_ADDR and MEDIATOR_VAULT_TOKEN_FILE) to read it from Vault")
 		}
 		client, err := vaultclient.Connect(ctx, newLogger(io.Discard, "info", nil), vaultclient.Config{Addr: addr, Token: tok})
 		if err != nil {

@@ -19,10 +19,15 @@ import (
 type serveConfig struct {
 	Addr            string
 	DatabaseURL     string
+	DatabaseURLFile string
 	VaultAddr       string
 	VaultToken      string
 	VaultTokenFile  string
+	// tokenFromFile: VaultToken was read from VaultTokenFile, which the
+	// client then follows.
+	tokenFromFile   bool
 	VaultRoleID     string
+	VaultRoleIDFile string
 	VaultSecretID   string
 	VaultSecretFile string
 	JWTIssuer       string
@@ -64,6 +69,23 @@ func envDuration(def time.Duration, name string) time.Duration {
 	return def
 }
 
+// databaseURL is dsn, or when it is empty the content of the file named
+// by MEDIATOR_DATABASE_URL_FILE (how Vault Agent and Kubernetes hand it
+// over): the operator commands take the URL the way serve does.
+func databaseURL(dsn string) (string, error) {
+	if dsn != "" {
+		return dsn, nil
+	}
+	if f := os.Getenv("MEDIATOR_DATABASE_URL_FILE"); f != "" {
+		u, err := readSecretFile(f)
+		if err != nil {
+			return "", fmt.Errorf("MEDIATOR_DATABASE_URL_FILE: %w", err)
+		}
+		return u, nil
+	}
+	return "", nil
+}
+
 func envInt(def int, name string) int {
 	if v := os.Getenv(name); v != "" {
 		if n, err := strconv.Atoi(v); err == nil {
@@ -78,10 +100,12 @@ func envInt(def int, name string) int {
 func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.StringVar(&c.Addr, "addr", env("127.0.0.1:8080", "MEDIATOR_ADDR"), "listen address, host:port (an http:// URL is accepted) [MEDIATOR_ADDR]")
 	fs.StringVar(&c.DatabaseURL, "database-url", env("", "MEDIATOR_DATABASE_URL", "DATABASE_URL"), "PostgreSQL URL [MEDIATOR_DATABASE_URL, DATABASE_URL]")
+	fs.StringVar(&c.DatabaseURLFile, "database-url-file", env("", "MEDIATOR_DATABASE_URL_FILE"), "file holding the PostgreSQL URL, instead of --database-url (a Vault Agent or Kubernetes secret file) [MEDIATOR_DATABASE_URL_FILE]")
 	fs.StringVar(&c.VaultAddr, "vault-addr", env("", "MEDIATOR_VAULT_ADDR", "VAULT_ADDR"), "Vault address [MEDIATOR_VAULT_ADDR, VAULT_ADDR]")
 	fs.StringVar(&c.VaultToken, "vault-token", "", "Vault token; prefer the environment or --vault-token-file, since flags are visible to other users [MEDIATOR_VAULT_TOKEN, VAULT_TOKEN]")
 	fs.StringVar(&c.VaultTokenFile, "vault-token-file", env("", "MEDIATOR_VAULT_TOKEN_FILE"), "file holding the Vault token [MEDIATOR_VAULT_TOKEN_FILE]")
 	fs.StringVar(&c.VaultRoleID, "vault-role-id", env("", "MEDIATOR_VAULT_ROLE_ID"), "Vault AppRole role id [MEDIATOR_VAULT_ROLE_ID]")
+	fs.StringVar(&c.VaultRoleIDFile, "vault-role-id-file", env("", "MEDIATOR_VAULT_ROLE_ID_FILE"), "file holding the AppRole role id, instead of --vault-role-id [MEDIATOR_VAULT_ROLE_ID_FILE]")
 	fs.StringVar(&c.VaultSecretFile, "vault-secret-id-file", env("", "MEDIATOR_VAULT_SECRET_ID_FILE"), "file holding the Vault AppRole secret id [MEDIATOR_VAULT_SECRET_ID_FILE; or the secret itself in MEDIATOR_VAULT_SECRET_ID]")
 	fs.StringVar(&c.JWTIssuer, "jwt-issuer", env("", "MEDIATOR_JWT_ISSUER"), "required JWT iss [MEDIATOR_JWT_ISSUER]")
 	fs.StringVar(&c.JWTAudience, "jwt-audience", env("", "MEDIATOR_JWT_AUDIENCE"), "required JWT aud [MEDIATOR_JWT_AUDIENCE]")
@@ -101,6 +125,20 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 // resolveSecrets fills the token and secret id from the environment or
 // files, after flags are parsed.
 func (c *serveConfig) resolveSecrets() error {
+	if c.DatabaseURL == "" && c.DatabaseURLFile != "" {
+		u, err := readSecretFile(c.DatabaseURLFile)
+		if err != nil {
+			return fmt.Errorf("--database-url-file: %w", err)
+		}
+		c.DatabaseURL = u
+	}
+	if c.VaultRoleID == "" && c.VaultRoleIDFile != "" {
+		id, err := readSecretFile(c.VaultRoleIDFile)
+		if err != nil {
+			return fmt.Errorf("--vault-role-id-file: %w", err)
+		}
+		c.VaultRoleID = id
+	}
 	if c.VaultToken == "" {
 		c.VaultToken = env("", "MEDIATOR_VAULT_TOKEN")
 	}
@@ -110,6 +148,7 @@ func (c *serveConfig) resolveSecrets() error {
 			return fmt.Errorf("--vault-token-file: %w", err)
 		}
 		c.VaultToken = t
+		c.tokenFromFile = true
 	}
 	if c.VaultSecretID == "" {
 		c.VaultSecretID = env("", "MEDIATOR_VAULT_SECRET_ID")

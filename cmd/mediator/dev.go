@@ -226,13 +226,18 @@ func devTokenCmd(args []string, stdout, stderr io.Writer) error {
 	roles := fs.String("roles", "", "comma-separated roles: ingest, depositor, officer, approver, auditor, admin")
 	ttl := fs.Duration("ttl", time.Hour, "lifetime, at most 24h")
 	stateDir := fs.String("state-dir", defaultStateDir(), "the dev instance's state dir [MEDIATOR_DEV_STATE_DIR]")
+	initIssuer := fs.Bool("init", false, "create the dev issuer key (and its JWKS) in --state-dir if there is none, as deploy/compose does")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *sub == "" {
 		return errors.New("dev token: --sub is required")
 	}
-	iss, err := identity.LoadDevIssuer(*stateDir)
+	load := identity.LoadDevIssuer
+	if *initIssuer {
+		load = identity.LoadOrCreateDevIssuer
+	}
+	iss, err := load(*stateDir)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("dev token: no dev issuer key in %s: start `mediator dev` first", *stateDir)

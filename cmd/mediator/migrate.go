@@ -17,10 +17,14 @@ func migrateCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *dsn == "" {
-		return fmt.Errorf("--database-url (or MEDIATOR_DATABASE_URL / DATABASE_URL) is required")
+	url, err := databaseURL(*dsn)
+	if err != nil {
+		return err
 	}
-	return migrate(ctx, *dsn, newLogger(stderr, *level, dsnSecrets(*dsn)))
+	if url == "" {
+		return fmt.Errorf("--database-url (or MEDIATOR_DATABASE_URL / DATABASE_URL / MEDIATOR_DATABASE_URL_FILE) is required")
+	}
+	return migrate(ctx, url, newLogger(stderr, *level, dsnSecrets(url)))
 }
 
 // migrate applies every pending migration to dsn.

@@ -84,7 +84,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 
 	vault, err := vaultclient.Connect(ctx, log, vaultclient.Config{
 		Addr: cfg.VaultAddr, Token: cfg.VaultToken, RoleID: cfg.VaultRoleID, SecretID: cfg.VaultSecretID,
-		Metrics: vaultMetrics,
+		TokenFile: tokenFile(cfg), Metrics: vaultMetrics,
 	})
 	if err != nil {
 		return err
@@ -185,6 +185,15 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 // for a dashboard, rarely enough to cost nothing, and the most a crash can
 // lose from that view (never from the log).
 const statsFlushInterval = 5 * time.Second
+
+// tokenFile is the file the Vault token came from, if it came from one
+// (a flag or variable wins over the file).
+func tokenFile(cfg serveConfig) string {
+	if !cfg.tokenFromFile {
+		return ""
+	}
+	return cfg.VaultTokenFile
+}
 
 // policyWatchInterval is how often the policy directory is checked for
 // edits: fast enough that an operator sees a change take effect while

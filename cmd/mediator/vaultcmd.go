@@ -18,6 +18,7 @@ func vaultBootstrapCmd(ctx context.Context, args []string, stdout, stderr io.Wri
 	fs := newFlagSet("vault bootstrap", "mediator vault bootstrap --secret-id-file FILE [--vault-addr URL]", stderr)
 	addr := fs.String("vault-addr", env("", "VAULT_ADDR"), "Vault address [VAULT_ADDR]")
 	secretFile := fs.String("secret-id-file", "", "file to write the mediator's AppRole secret id to (created 0600)")
+	roleFile := fs.String("role-id-file", "", "also write the AppRole role id to this file (for MEDIATOR_VAULT_ROLE_ID_FILE)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -36,16 +37,13 @@ func vaultBootstrapCmd(ctx context.Context, args []string, stdout, stderr io.Wri
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(*secretFile, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
+	if err := writeNew(*secretFile, []byte(creds.SecretID+"\n"), 0o600); err != nil {
 		return fmt.Errorf("vault bootstrap: secret id file: %w", err)
 	}
-	if _, err := fmt.Fprintln(f, creds.SecretID); err != nil {
-		f.Close()
-		return fmt.Errorf("vault bootstrap: write secret id: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("vault bootstrap: write secret id: %w", err)
+	if *roleFile != "" {
+		if err := writeNew(*roleFile, []byte(creds.RoleID+"\n"), 0o644); err != nil {
+			return fmt.Errorf("vault bootstrap: role id file: %w", err)
+		}
 	}
 	fmt.Fprintf(stdout, "export MEDIATOR_VAULT_ADDR=%s\nexport MEDIATOR_VAULT_ROLE_ID=%s\nexport MEDIATOR_VAULT_SECRET_ID_FILE=%s\n",
 		shellQuote(*addr), shellQuote(creds.RoleID), shellQuote(*secretFile))
