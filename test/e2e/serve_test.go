@@ -75,7 +75,8 @@ type serveOpts struct {
 	vault    *harness.Vault    // nil: the shared Vault
 	useToken bool              // authenticate to Vault with the root token instead of AppRole
 	extraEnv []string
-	migrate  *bool // nil: migrate first
+	migrate  *bool  // nil: migrate first
+	dsn      string // a database to share with another instance; "" for a fresh one
 }
 
 // startServe prepares a database and Vault the way an operator would
@@ -83,10 +84,12 @@ type serveOpts struct {
 func startServe(t *testing.T, o serveOpts) *instance {
 	t.Helper()
 	ctx := context.Background()
-	var dsn string
-	if o.pg == nil {
+	dsn := o.dsn
+	switch {
+	case dsn != "":
+	case o.pg == nil:
 		dsn = env.NewDatabase(t)
-	} else {
+	default:
 		var err error
 		if dsn, err = o.pg.CreateDatabase(ctx, "mediator_e2e"); err != nil {
 			t.Fatal(err)
