@@ -168,7 +168,7 @@ func (s *Service) Create(ctx context.Context, requester string, d Draft) (Reques
 	}
 	r.Status = StatusPending
 	s.metrics.transition(StatusPending)
-	s.log.Info("access request filed", "request_id", r.ID, "requester", requester, "case_id", r.CaseID,
+	s.log.Info("access request filed", "access_request_id", r.ID, "requester", requester, "case_id", r.CaseID,
 		"conversations", len(d.Scope.ConversationIDs), "audit_seq", r.AuditSeq)
 	return r, nil
 }
@@ -304,7 +304,7 @@ func (s *Service) approve(ctx context.Context, approverID, requestID, decision s
 	key, ok := ap.CurrentKey()
 	if !ok || len(signature) != ed25519.SignatureSize ||
 		!ed25519.Verify(key.PublicKey, ApprovalMessage(r.ID, r.Digest, decision, ap.ID), signature) {
-		s.log.Warn("approval refused: bad signature", "request_id", r.ID, "approver_id", ap.ID)
+		s.log.Warn("approval refused: bad signature", "access_request_id", r.ID, "approver_id", ap.ID)
 		return Approval{}, ErrBadSignature
 	}
 	a := Approval{RequestID: r.ID, ApproverID: ap.ID, Decision: decision, Signature: slices.Clone(signature),
@@ -312,7 +312,7 @@ func (s *Service) approve(ctx context.Context, approverID, requestID, decision s
 	if a, err = s.store.InsertApproval(ctx, a, r.Digest); err != nil {
 		return Approval{}, err
 	}
-	s.log.Info("approval recorded", "request_id", r.ID, "approver_id", ap.ID, "decision", decision,
+	s.log.Info("approval recorded", "access_request_id", r.ID, "approver_id", ap.ID, "decision", decision,
 		"by_requester", a.ByRequester, "audit_seq", a.AuditSeq)
 	if a.ByRequester {
 		return a, ErrSelfApproval
@@ -341,7 +341,7 @@ func (s *Service) Revoke(ctx context.Context, caller, requestID string) (Request
 		return Request{}, s.finalOr(ctx, r.ID, err)
 	}
 	s.metrics.transition(StatusRevoked)
-	s.log.Info("access request revoked", "request_id", r.ID, "by", caller)
+	s.log.Info("access request revoked", "access_request_id", r.ID, "by", caller)
 	r.Final, r.Status = &f, StatusRevoked
 	return r, nil
 }
@@ -410,19 +410,19 @@ func (s *Service) release(ctx context.Context, caller, requestID string) (Releas
 	s.metrics.decision(d, err, s.now().Sub(t0))
 	if err != nil {
 		// Fail closed: no decision, no release.
-		s.log.Error("release decision failed", "request_id", r.ID, "err", err)
+		s.log.Error("release decision failed", "access_request_id", r.ID, "err", err)
 		return Release{}, fmt.Errorf("%w: policy: %v", ErrUnavailable, err)
 	}
 	locked, err := s.store.RecordDecision(ctx, r.ID, d, maxDeniedReleases)
 	if err != nil {
 		return Release{}, err
 	}
-	s.log.Info("release decided", "request_id", r.ID, "decision_id", d.ID, "allow", d.Allow,
+	s.log.Info("release decided", "access_request_id", r.ID, "decision_id", d.ID, "allow", d.Allow,
 		"reasons", d.Reasons, "policy_revision", d.PolicyRevision)
 	if !d.Allow {
 		if locked {
 			s.metrics.transition(StatusDenied)
-			s.log.Warn("access request locked as denied", "request_id", r.ID, "denied_releases", maxDeniedReleases)
+			s.log.Warn("access request locked as denied", "access_request_id", r.ID, "denied_releases", maxDeniedReleases)
 		}
 		return Release{}, &DeniedError{DecisionID: d.ID, Reasons: d.Reasons, Locked: locked}
 	}
@@ -450,7 +450,7 @@ func (s *Service) release(ctx context.Context, caller, requestID string) (Releas
 		return Release{}, s.finalOr(ctx, r.ID, err)
 	}
 	s.metrics.transition(StatusReleased)
-	s.log.Info("keys released", "request_id", r.ID, "decision_id", d.ID, "keys", len(out.Keys), "audit_seq", f.AuditSeq)
+	s.log.Info("keys released", "access_request_id", r.ID, "decision_id", d.ID, "keys", len(out.Keys), "audit_seq", f.AuditSeq)
 	out.AuditSeq = f.AuditSeq
 	return out, nil
 }
@@ -460,7 +460,7 @@ func (s *Service) release(ctx context.Context, caller, requestID string) (Releas
 func (s *Service) sealOne(ctx context.Context, r Request, rec escrow.Receipt, decisionID string) (SealedKey, error) {
 	key, _, err := s.escrow.Reconstruct(ctx, rec.EscrowID, decisionID)
 	if err != nil {
-		s.log.Error("release: a key in scope could not be rebuilt", "request_id", r.ID, "escrow_id", rec.EscrowID, "err", err)
+		s.log.Error("release: a key in scope could not be rebuilt", "access_request_id", r.ID, "escrow_id", rec.EscrowID, "err", err)
 		return SealedKey{}, fmt.Errorf("%w: escrow %s: %v", ErrUnavailable, rec.EscrowID, err)
 	}
 	defer clear(key)
@@ -496,7 +496,7 @@ func (s *Service) policyInput(ctx context.Context, r Request) (policy.ReleaseInp
 		key, known := ap.Key(a.KeyID)
 		verified := known && ed25519.Verify(key.PublicKey, ApprovalMessage(r.ID, r.Digest, a.Decision, a.ApproverID), a.Signature)
 		if !verified {
-			s.log.Error("a recorded approval no longer verifies; the policy will not count it", "request_id", r.ID, "approver_id", a.ApproverID)
+			s.log.Error("a recorded approval no longer verifies; the policy will not count it", "access_request_id", r.ID, "approver_id", a.ApproverID)
 		}
 		in.Approvals = append(in.Approvals, policy.ReleaseApproval{ApproverID: a.ApproverID, Roles: a.Roles, Decision: a.Decision,
 			ApprovedAt: a.ApprovedAt.UTC(), SignatureVerified: verified, ApproverActive: ap.Active})

@@ -46,6 +46,10 @@ type serveConfig struct {
 	StatsMinGroup      int
 }
 
+// defaultStatsMinGroup is k for the SOC stats: no group or count of fewer
+// events is reported.
+const defaultStatsMinGroup = 10
+
 // defaultLogOrigin names the log in checkpoints and its verifier key. Give
 // each deployment its own (e.g. "mediator.example.com/audit").
 const defaultLogOrigin = "mediator/audit"
@@ -118,7 +122,7 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.StringVar(&c.RedactionProfile, "redaction-profile", env("", "MEDIATOR_REDACTION_PROFILE"), "JSON minimization profile file; default: docs/redaction.md defaults [MEDIATOR_REDACTION_PROFILE]")
 	fs.StringVar(&c.Custodians, "custodians", env("", "MEDIATOR_CUSTODIANS"), "escrow custodians file (docs/escrow.md); default: 5 custodian keys on the service's Vault, threshold 3 [MEDIATOR_CUSTODIANS]")
 	fs.DurationVar(&c.EscrowRetention, "escrow-retention", envDuration(0, "MEDIATOR_ESCROW_RETENTION"), "destroy escrowed keys this long after deposit, hourly, except under legal hold; 0 keeps them [MEDIATOR_ESCROW_RETENTION]")
-	fs.IntVar(&c.StatsMinGroup, "stats-min-group", envInt(10, "MEDIATOR_STATS_MIN_GROUP"), "k: the SOC stats never report a group or count of fewer events [MEDIATOR_STATS_MIN_GROUP]")
+	fs.IntVar(&c.StatsMinGroup, "stats-min-group", envInt(defaultStatsMinGroup, "MEDIATOR_STATS_MIN_GROUP"), "k: the SOC stats never report a group or count of fewer events [MEDIATOR_STATS_MIN_GROUP]")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", envDuration(30*time.Second, "MEDIATOR_SHUTDOWN_TIMEOUT"), "how long to drain in-flight requests on SIGTERM [MEDIATOR_SHUTDOWN_TIMEOUT]")
 }
 

@@ -133,6 +133,7 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		// with a key kept beside the database so a restarted dev instance
 		// can still verify what it wrote before.
 		CheckpointKeyFile: checkpointKey,
+		StatsMinGroup:     defaultStatsMinGroup,
 	}
 	ready := make(chan string, 1)
 	errc := make(chan error, 1)
