@@ -20,6 +20,7 @@ const (
 	codeValidationFailed     = "validation_failed"
 	codeUnavailable          = "dependency_unavailable"
 	codeConflict             = "conflict"
+	codeRateLimited          = "rate_limited"
 )
 
 // errorBody is the one error shape every endpoint returns:

@@ -30,6 +30,7 @@ type Metrics struct {
 	checkpointTime  prometheus.Gauge
 	checkpointSize  prometheus.Gauge
 	inconsistent    prometheus.Counter
+	rateLimited     *prometheus.CounterVec
 	maxTreeSize     atomic.Int64 // what treeSize shows
 
 	collectors []prometheus.Collector
@@ -100,6 +101,10 @@ func NewMetrics(version string) *Metrics {
 		Name: "mediator_audit_consistency_failures_total",
 		Help: "Checkpoints refused because the stored tree no longer extends the latest signed one (history rewritten in the database).",
 	})
+	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mediator_rate_limited_total",
+		Help: "Requests refused with 429 because their identity exceeded its rate, by route pattern.",
+	}, []string{"route"})
 	goVersion, revision := "unknown", "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		goVersion = bi.GoVersion
@@ -117,7 +122,7 @@ func NewMetrics(version string) *Metrics {
 	build.Set(1)
 	m.collectors = []prometheus.Collector{m.requests, m.duration, m.inflight, m.authz, m.readiness, build,
 		m.eventsAccepted, m.eventsDuplicate, m.eventsRejected, m.downgrades, m.appendLatency,
-		m.treeSize, m.checkpointTime, m.checkpointSize, m.inconsistent,
+		m.treeSize, m.checkpointTime, m.checkpointSize, m.inconsistent, m.rateLimited,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
 	reg.MustRegister(m.collectors...)
 	return m

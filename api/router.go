@@ -59,6 +59,9 @@ type Deps struct {
 	Stats         StatsSource
 	Tally         Tally
 	StatsMinGroup int
+
+	// Limits are the per-identity request rates (zero: unlimited).
+	Limits Limits
 }
 
 // defaultBodyLimit bounds request bodies on routes that do not set their own.
@@ -111,8 +114,8 @@ func NewRouter(d Deps) http.Handler {
 	// Identity.
 	g.Get("/v1/whoami", s.whoami)
 
-	// Ingest: delivery metadata into the audit log.
-	r.With(s.guard, limitBody(maxEventsBody)).Post("/v1/events", s.ingestEvents)
+	// Ingest: delivery metadata into the audit log, rate-limited per caller.
+	r.With(s.guard, s.rateLimited(newLimiters(d.Limits.Ingest)), limitBody(maxEventsBody)).Post("/v1/events", s.ingestEvents)
 
 	// The audit log, for auditors and officers.
 	g.Get("/v1/audit/checkpoint", s.checkpoint)
@@ -128,16 +131,18 @@ func NewRouter(d Deps) http.Handler {
 
 	// Lawful access: the approver registry (admin), requests (officers),
 	// signed approvals (approvers) and releases (the requesting officer).
-	g.Post("/v1/approvers", s.registerApprover)
+	// Every write is rate-limited per caller.
+	aw := g.With(s.rateLimited(newLimiters(d.Limits.Access)))
+	aw.Post("/v1/approvers", s.registerApprover)
 	g.Get("/v1/approvers", s.listApprovers)
-	g.Post("/v1/approvers/{id}/keys", s.rotateApproverKey)
-	g.Post("/v1/approvers/{id}/deactivate", s.deactivateApprover)
-	g.Post("/v1/access-requests", s.createRequest)
+	aw.Post("/v1/approvers/{id}/keys", s.rotateApproverKey)
+	aw.Post("/v1/approvers/{id}/deactivate", s.deactivateApprover)
+	aw.Post("/v1/access-requests", s.createRequest)
 	g.Get("/v1/access-requests", s.listRequests)
 	g.Get("/v1/access-requests/{id}", s.getRequest)
-	g.Post("/v1/access-requests/{id}/approvals", s.approveRequest)
-	g.Post("/v1/access-requests/{id}/release", s.releaseRequest)
-	g.Post("/v1/access-requests/{id}/revoke", s.revokeRequest)
+	aw.Post("/v1/access-requests/{id}/approvals", s.approveRequest)
+	aw.Post("/v1/access-requests/{id}/release", s.releaseRequest)
+	aw.Post("/v1/access-requests/{id}/revoke", s.revokeRequest)
 
 	// The SOC view: aggregate counts without identifiers.
 	g.Get("/v1/stats/transport", s.transportStats)

@@ -131,6 +131,18 @@ func NewPseudonymKeys(client *vaultapi.Client, mount, key string) *PseudonymKeys
 		refresh: pseudonymRefresh, maxStale: pseudonymMaxStale}
 }
 
+// WithMaxAge sets how long the cached key keeps serving without Vault
+// (default 1 h); refreshes come at most every half of it. It returns p.
+func (p *PseudonymKeys) WithMaxAge(d time.Duration) *PseudonymKeys {
+	if d > 0 {
+		p.mu.Lock()
+		p.maxStale = d
+		p.refresh = min(pseudonymRefresh, d/2)
+		p.mu.Unlock()
+	}
+	return p
+}
+
 // Current returns the key to pseudonymize with now. Ingest calls it on
 // every request, so it never waits for Vault while it holds a usable key: a
 // due refresh runs in the background and the cached key serves meanwhile.

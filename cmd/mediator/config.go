@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mediatorhq/mediator/api"
 	"github.com/mediatorhq/mediator/stats"
 )
 
@@ -44,6 +45,8 @@ type serveConfig struct {
 	Custodians         string
 	EscrowRetention    time.Duration
 	StatsMinGroup      int
+	Limits             api.Limits
+	PseudonymKeyMaxAge time.Duration
 }
 
 // defaultStatsMinGroup is k for the SOC stats: no group or count of fewer
@@ -90,6 +93,24 @@ func databaseURL(dsn string) (string, error) {
 	return "", nil
 }
 
+// defaultLimits are the per-identity request rates. Ingest requests carry
+// up to 10,000 events each, so 200 requests/s per gateway is far above any
+// real gateway and still stops a flood of tiny requests; people file,
+// approve and release a few times a minute.
+var defaultLimits = api.Limits{
+	Ingest: api.Limit{Rate: 200, Burst: 400},
+	Access: api.Limit{Rate: 5, Burst: 20},
+}
+
+func envFloat(def float64, name string) float64 {
+	if v := os.Getenv(name); v != "" {
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			return f
+		}
+	}
+	return def
+}
+
 func envInt(def int, name string) int {
 	if v := os.Getenv(name); v != "" {
 		if n, err := strconv.Atoi(v); err == nil {
@@ -123,6 +144,11 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.StringVar(&c.Custodians, "custodians", env("", "MEDIATOR_CUSTODIANS"), "escrow custodians file (docs/escrow.md); default: 5 custodian keys on the service's Vault, threshold 3 [MEDIATOR_CUSTODIANS]")
 	fs.DurationVar(&c.EscrowRetention, "escrow-retention", envDuration(0, "MEDIATOR_ESCROW_RETENTION"), "destroy escrowed keys this long after deposit, hourly, except under legal hold; 0 keeps them [MEDIATOR_ESCROW_RETENTION]")
 	fs.IntVar(&c.StatsMinGroup, "stats-min-group", envInt(defaultStatsMinGroup, "MEDIATOR_STATS_MIN_GROUP"), "k: the SOC stats never report a group or count of fewer events [MEDIATOR_STATS_MIN_GROUP]")
+	fs.Float64Var(&c.Limits.Ingest.Rate, "rate-ingest", envFloat(defaultLimits.Ingest.Rate, "MEDIATOR_RATE_INGEST"), "ingest requests per second per identity; 0 for no limit [MEDIATOR_RATE_INGEST]")
+	fs.IntVar(&c.Limits.Ingest.Burst, "rate-ingest-burst", envInt(defaultLimits.Ingest.Burst, "MEDIATOR_RATE_INGEST_BURST"), "ingest requests one identity may send at once [MEDIATOR_RATE_INGEST_BURST]")
+	fs.Float64Var(&c.Limits.Access.Rate, "rate-access", envFloat(defaultLimits.Access.Rate, "MEDIATOR_RATE_ACCESS"), "lawful-access writes (requests, approvals, releases, approver changes) per second per identity; 0 for no limit [MEDIATOR_RATE_ACCESS]")
+	fs.IntVar(&c.Limits.Access.Burst, "rate-access-burst", envInt(defaultLimits.Access.Burst, "MEDIATOR_RATE_ACCESS_BURST"), "lawful-access writes one identity may send at once [MEDIATOR_RATE_ACCESS_BURST]")
+	fs.DurationVar(&c.PseudonymKeyMaxAge, "pseudonym-key-max-age", envDuration(time.Hour, "MEDIATOR_PSEUDONYM_KEY_MAX_AGE"), "how long ingest keeps pseudonymizing with the cached key while Vault is unreachable, then refuses (503) [MEDIATOR_PSEUDONYM_KEY_MAX_AGE]")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", envDuration(30*time.Second, "MEDIATOR_SHUTDOWN_TIMEOUT"), "how long to drain in-flight requests on SIGTERM [MEDIATOR_SHUTDOWN_TIMEOUT]")
 }
 

@@ -134,6 +134,7 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		// can still verify what it wrote before.
 		CheckpointKeyFile: checkpointKey,
 		StatsMinGroup:     defaultStatsMinGroup,
+		Limits:            defaultLimits,
 	}
 	ready := make(chan string, 1)
 	errc := make(chan error, 1)

@@ -107,7 +107,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 	defer stopBatcher()
 	batcher := audit.NewBatcher(store)
 	go batcher.Run(batcherCtx)
-	pseudonyms := vaultclient.NewPseudonymKeys(vault, vaultsetup.TransitMount, vaultsetup.PseudonymKey)
+	pseudonyms := vaultclient.NewPseudonymKeys(vault, vaultsetup.TransitMount, vaultsetup.PseudonymKey).WithMaxAge(cfg.PseudonymKeyMaxAge)
 	if _, err := pseudonyms.Current(ctx); err != nil {
 		return fmt.Errorf("pseudonym key: %w", err)
 	}
@@ -160,6 +160,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 		Stats:         stats.NewStore(pool),
 		Tally:         tally,
 		StatsMinGroup: cfg.StatsMinGroup,
+		Limits:        cfg.Limits,
 		Logger:        log,
 		Authn:         verifier,
 		Authz:         engine,

@@ -62,11 +62,20 @@ func adminVault(t *testing.T, v *harness.Vault) *vaultapi.Client {
 
 // instance is a `mediator serve` process with everything it was given.
 type instance struct {
-	proc   *process
-	base   string
-	issuer *identity.Issuer
-	state  string
-	dsn    string
+	proc    *process
+	base    string
+	issuer  *identity.Issuer
+	state   string
+	dsn     string
+	environ []string // what serve was started with, for restarts
+}
+
+// restart starts serve again with the same configuration, after the old
+// process is gone (killed or stopped), and waits until it is ready.
+func (in *instance) restart(t *testing.T) {
+	t.Helper()
+	in.proc = start(t, in.environ, "serve")
+	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
 }
 
 // serveOpts say how to start an instance.
@@ -130,7 +139,7 @@ func startServe(t *testing.T, o serveOpts) *instance {
 	}
 	environ = append(environ, o.extraEnv...)
 	p := start(t, environ, "serve")
-	return &instance{proc: p, base: "http://" + addr, issuer: iss, state: state, dsn: dsn}
+	return &instance{proc: p, base: "http://" + addr, issuer: iss, state: state, dsn: dsn, environ: environ}
 }
 
 func TestWhoamiTokens(t *testing.T) {

@@ -51,6 +51,8 @@ type Postgres struct {
 	dataDir string
 	ownData bool // remove dataDir on Stop
 	log     *slog.Logger
+	bin     string // the server binaries' directory
+	port    int
 }
 
 // PostgresOptions tune StartPostgres.
@@ -92,7 +94,7 @@ func StartPostgres(ctx context.Context, log *slog.Logger, opts PostgresOptions) 
 			return nil, fmt.Errorf("harness: PostgreSQL installed but not found: %w", err)
 		}
 	}
-	return startCluster(ctx, log, bin, opts.DataDir)
+	return startCluster(ctx, log, bin, opts.DataDir, 0)
 }
 
 // findPostgresBin returns the directory holding initdb and postgres, newest
@@ -133,7 +135,7 @@ func aptInstallPostgres(ctx context.Context, log *slog.Logger) error {
 // startCluster runs initdb (if needed) and a postmaster as our child process
 // on a free loopback port. The postmaster is killed if we die, so a crashed
 // test run leaves no server behind.
-func startCluster(ctx context.Context, log *slog.Logger, bin, dataDir string) (*Postgres, error) {
+func startCluster(ctx context.Context, log *slog.Logger, bin, dataDir string, port int) (*Postgres, error) {
 	own := dataDir == ""
 	if own {
 		d, err := os.MkdirTemp("", "mediator-pg-")
@@ -167,9 +169,10 @@ func startCluster(ctx context.Context, log *slog.Logger, bin, dataDir string) (*
 			return nil, fmt.Errorf("harness: initdb: %w: %s", err, tail(out, 2000))
 		}
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
+	if port == 0 {
+		if port, err = freePort(); err != nil {
+			return nil, err
+		}
 	}
 	logFile, err := os.OpenFile(filepath.Join(dataDir, "postmaster.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -196,6 +199,8 @@ func startCluster(ctx context.Context, log *slog.Logger, bin, dataDir string) (*
 		ownData:  own,
 		log:      log,
 		exited:   make(chan struct{}),
+		bin:      bin,
+		port:     port,
 	}
 	exited := pg.exited
 	go func() { _ = cmd.Wait(); close(exited) }()
@@ -254,12 +259,29 @@ func postgresCredential() (*syscall.Credential, error) {
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
-// Stop stops a server that StartPostgres started, and removes its files if
-// they were temporary. It does nothing for a server found running.
-func (p *Postgres) Stop() {
-	if p.cmd == nil || p.cmd.Process == nil {
-		return
+// Restart stops a private cluster (fast shutdown, files kept), waits down,
+// and starts it again on the same port and data, as an operator's restart
+// or a crash-and-recovery of the database would look to its clients.
+func (p *Postgres) Restart(ctx context.Context, down time.Duration) error {
+	if p.cmd == nil {
+		return errors.New("harness: Restart needs a cluster this harness started")
 	}
+	p.shutdown()
+	select {
+	case <-time.After(down):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	fresh, err := startCluster(ctx, p.log, p.bin, p.dataDir, p.port)
+	if err != nil {
+		return err
+	}
+	p.cmd, p.exited = fresh.cmd, fresh.exited
+	return nil
+}
+
+// shutdown stops the postmaster and its backends, keeping the files.
+func (p *Postgres) shutdown() {
 	// SIGINT is PostgreSQL's fast shutdown: roll back open transactions,
 	// checkpoint, exit. The process group takes the backends with it.
 	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGINT)
@@ -269,6 +291,15 @@ func (p *Postgres) Stop() {
 		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 		<-p.exited
 	}
+}
+
+// Stop stops a server that StartPostgres started, and removes its files if
+// they were temporary. It does nothing for a server found running.
+func (p *Postgres) Stop() {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	p.shutdown()
 	p.cmd = nil
 	if p.ownData {
 		_ = os.RemoveAll(filepath.Dir(p.dataDir))

@@ -7,12 +7,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -121,6 +124,46 @@ func StartVault(ctx context.Context, log *slog.Logger, opts VaultOptions) (*Vaul
 	}
 	log.Info("vault: started a dev server", "addr", v.Addr, "binary", bin)
 	return v, nil
+}
+
+// Seal seals a dev server this harness started: Vault then refuses every
+// request but health and unseal, as after a restart or an operator's seal.
+func (v *Vault) Seal(ctx context.Context) error {
+	return v.sys(ctx, "PUT", "/v1/sys/seal", "")
+}
+
+// Unseal unseals it with the dev server's unseal key.
+func (v *Vault) Unseal(ctx context.Context) error {
+	if v.dir == "" {
+		return errors.New("harness: Unseal needs a dev server this harness started")
+	}
+	b, err := os.ReadFile(filepath.Join(v.dir, "vault.log"))
+	if err != nil {
+		return fmt.Errorf("harness: vault log: %w", err)
+	}
+	m := regexp.MustCompile(`Unseal Key: (\S+)`).FindSubmatch(b)
+	if m == nil {
+		return errors.New("harness: no unseal key in the dev server's log")
+	}
+	return v.sys(ctx, "PUT", "/v1/sys/unseal", `{"key":"`+string(m[1])+`"}`)
+}
+
+func (v *Vault) sys(ctx context.Context, method, path, body string) error {
+	req, err := http.NewRequestWithContext(ctx, method, v.Addr+path, strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-Vault-Token", v.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("harness: vault %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		out, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("harness: vault %s: %s: %s", path, resp.Status, out)
+	}
+	return nil
 }
 
 // Stop stops a server StartVault started. It does nothing for one found

@@ -1,0 +1,398 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/mediatorhq/mediator/access"
+	"github.com/mediatorhq/mediator/test/harness"
+	"github.com/mediatorhq/mediator/test/load"
+)
+
+// ackingClient ingests batches with unique event ids and remembers every
+// id the service acknowledged. A batch that fails is sent again, unchanged,
+// until it is acknowledged or the client stops, as a gateway with a retry
+// queue would. It records every status it saw.
+type ackingClient struct {
+	base, token, runID string
+	batch            int
+
+	mu       sync.Mutex
+	acked    map[string]bool
+	statuses map[int]int
+	bad      []string // answers that break the contract: 500s, 503s without Retry-After, internals
+	http     *http.Client
+}
+
+func newAckingClient(base, token, run string, batch int) *ackingClient {
+	return &ackingClient{base: base, token: token, runID: run, batch: batch, acked: map[string]bool{}, statuses: map[int]int{},
+		http: &http.Client{Timeout: 40 * time.Second}}
+}
+
+// internals are words an error answer must never contain.
+var internals = []string{"pgx", "SQLSTATE", "goroutine", "panic", "runtime.", "dial tcp", "connection refused", "vault:"}
+
+// run sends batches from worker w until ctx ends.
+func (c *ackingClient) run(ctx context.Context, w int) {
+	var body bytes.Buffer
+	for n := 0; ctx.Err() == nil; n++ {
+		first := int64((w*1_000_000 + n) * c.batch)
+		body.Reset()
+		load.WriteBatch(&body, c.runID, first, c.batch)
+		payload := bytes.Clone(body.Bytes())
+		for ctx.Err() == nil {
+			if c.send(ctx, payload, first) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// send posts one batch; true when it was acknowledged.
+func (c *ackingClient) send(ctx context.Context, payload []byte, first int64) bool {
+	req, _ := http.NewRequestWithContext(ctx, "POST", c.base+"/v1/events", bytes.NewReader(payload))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	// Not http.DefaultClient: answers during an outage are checked here,
+	// and the description check would count a connection reset as an error.
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return false // the service is down or went down mid-request: resend
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.statuses[resp.StatusCode]++
+	switch {
+	case resp.StatusCode == 200:
+		var r struct{ Accepted, Duplicates int }
+		if json.Unmarshal(b, &r) != nil || r.Accepted+r.Duplicates != c.batch {
+			c.bad = append(c.bad, fmt.Sprintf("200 that does not account for the batch: %.200s", b))
+			return true
+		}
+		for i := range c.batch {
+			c.acked[fmt.Sprintf("%s-%d", c.runID, first+int64(i))] = true
+		}
+		return true
+	case resp.StatusCode == 503:
+		if resp.Header.Get("Retry-After") == "" || !strings.Contains(string(b), "dependency_unavailable") {
+			c.bad = append(c.bad, fmt.Sprintf("503 without Retry-After or code: %.200s", b))
+		}
+	default:
+		c.bad = append(c.bad, fmt.Sprintf("%d: %.300s", resp.StatusCode, b))
+	}
+	for _, word := range internals {
+		if strings.Contains(string(b), word) {
+			c.bad = append(c.bad, fmt.Sprintf("%d answer shows internals (%q): %.300s", resp.StatusCode, word, b))
+		}
+	}
+	return false
+}
+
+// checkLog asserts that every acknowledged event is in the log exactly
+// once, that seq has no gap, and that audit verify passes.
+func (c *ackingClient) checkLog(t *testing.T, dsn string, vaultEnv []string) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.bad) > 0 {
+		t.Fatalf("%d answers broke the contract; first: %s", len(c.bad), c.bad[0])
+	}
+	if len(c.acked) == 0 {
+		t.Fatal("nothing was acknowledged")
+	}
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ids := make([]string, 0, len(c.acked))
+	for id := range c.acked {
+		ids = append(ids, id)
+	}
+	var found, rows, maxSeq int64
+	if err := conn.QueryRow(ctx, "SELECT count(DISTINCT event_id), count(*) FROM audit_entries WHERE event_id = ANY($1)", ids).Scan(&found, &rows); err != nil {
+		t.Fatal(err)
+	}
+	if found != int64(len(ids)) || rows != found {
+		t.Fatalf("%d events acknowledged; %d found in the log in %d rows", len(ids), found, rows)
+	}
+	if err := conn.QueryRow(ctx, "SELECT count(*), coalesce(max(seq), -1) FROM audit_entries").Scan(&rows, &maxSeq); err != nil {
+		t.Fatal(err)
+	}
+	if rows != maxSeq+1 {
+		t.Fatalf("seq has gaps: %d rows, max seq %d", rows, maxSeq)
+	}
+	out, stderr, err := runCmd(t, append([]string{"DATABASE_URL=" + dsn, "MEDIATOR_LOG_ORIGIN=mediator/audit"}, vaultEnv...), "audit", "verify")
+	if err != nil || !strings.Contains(out, "ok: ") {
+		t.Fatalf("audit verify: %v\n%s\n%s", err, out, stderr)
+	}
+	t.Logf("%d events acknowledged, all in the log once; %d entries, gapless; statuses %v", len(ids), rows, c.statuses)
+}
+
+// TestCrashRestartLosesNothingAcknowledged: a gateway ingests without
+// pause while the mediator is killed with SIGKILL three times and started
+// again; every event it saw acknowledged is in the log exactly once, seq
+// has no gaps, and the log verifies.
+func TestCrashRestartLosesNothingAcknowledged(t *testing.T) {
+	in := startServe(t, serveOpts{})
+	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	tok, _ := in.issuer.Issue("gw-crash", []string{"ingest"}, time.Hour)
+	c := newAckingClient(in.base, tok, "crash", 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for w := range 3 {
+		wg.Go(func() { c.run(ctx, w) })
+	}
+	for range 3 {
+		time.Sleep(700 * time.Millisecond)
+		if err := in.proc.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-in.proc.exited
+		time.Sleep(200 * time.Millisecond)
+		in.restart(t)
+	}
+	time.Sleep(700 * time.Millisecond)
+	cancel()
+	wg.Wait()
+	aud, _ := in.issuer.Issue("aud", []string{"auditor"}, time.Hour)
+	var size int64
+	conn, _ := pgx.Connect(context.Background(), in.dsn)
+	conn.QueryRow(context.Background(), "SELECT count(*) FROM audit_entries").Scan(&size)
+	conn.Close(context.Background())
+	signedCheckpoint(t, in, aud, size)
+	c.checkLog(t, in.dsn, []string{"VAULT_ADDR=" + env.Vault.Addr, "VAULT_TOKEN=" + env.Vault.Token})
+}
+
+// TestDatabaseFaultsUnderLoad: PostgreSQL is restarted, and later every
+// connection of the mediator is cut, while a gateway ingests. Meanwhile the
+// mediator answers 503 with Retry-After (never 500 or internals), recovers
+// by itself, and loses nothing it acknowledged.
+func TestDatabaseFaultsUnderLoad(t *testing.T) {
+	ctx := context.Background()
+	pg, err := harness.StartPostgres(ctx, nil, harness.PostgresOptions{NoLocal: true, IgnoreEnv: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Stop()
+	in := startServe(t, serveOpts{pg: pg})
+	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	tok, _ := in.issuer.Issue("gw-db", []string{"ingest"}, time.Hour)
+	c := newAckingClient(in.base, tok, "dbfault", 100)
+	lctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for w := range 2 {
+		wg.Go(func() { c.run(lctx, w) })
+	}
+	acked := func() int { c.mu.Lock(); defer c.mu.Unlock(); return len(c.acked) }
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 30s (statuses %v)", what, c.statuses)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitFor("first acknowledgements", func() bool { return acked() > 0 })
+	if err := pg.Restart(ctx, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	before := acked()
+	waitFor("recovery after the restart", func() bool { return acked() > before })
+
+	// Cut every connection the mediator holds.
+	admin, err := pgx.Connect(ctx, pg.AdminURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbName := in.dsn[strings.LastIndex(in.dsn, "/")+1:]
+	dbName, _, _ = strings.Cut(dbName, "?")
+	var cut int
+	if err := admin.QueryRow(ctx, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", dbName).Scan(&cut); err != nil || cut == 0 {
+		t.Fatalf("cut connections: %d %v", cut, err)
+	}
+	admin.Close(ctx)
+	before = acked()
+	waitFor("recovery after the cut", func() bool { return acked() > before+200 })
+	cancel()
+	wg.Wait()
+	c.mu.Lock()
+	unavailable := c.statuses[503]
+	c.mu.Unlock()
+	if unavailable == 0 {
+		t.Fatalf("no 503 was answered while PostgreSQL was down (statuses %v)", c.statuses)
+	}
+	c.checkLog(t, in.dsn, []string{"VAULT_ADDR=" + env.Vault.Addr, "VAULT_TOKEN=" + env.Vault.Token})
+}
+
+// TestVaultSealedThenBack: with Vault sealed under a running mediator,
+// deposits answer 503 and leave nothing behind, a release allowed by the
+// policy fails closed and the request stays pending, ingest goes on while
+// the pseudonym key is cached and refuses (503) once it is too old; once
+// Vault is unsealed, everything recovers by itself.
+func TestVaultSealedThenBack(t *testing.T) {
+	ctx := context.Background()
+	v, err := harness.StartVault(ctx, nil, harness.VaultOptions{IgnoreEnv: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Stop()
+	in := startServe(t, serveOpts{vault: v, extraEnv: []string{"MEDIATOR_PSEUDONYM_KEY_MAX_AGE=3s"}})
+	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	tok := func(sub string, roles ...string) string { s, _ := in.issuer.Issue(sub, roles, time.Hour); return s }
+	gw, dep, admin := tok("gw", "ingest"), tok("gw", "depositor"), tok("ada", "admin")
+	olga, lena, sam := tok("olga", "officer"), tok("lena", "approver"), tok("sam", "approver")
+
+	// A request that the policy will allow, its key escrowed.
+	depositBody := func(keyID string) []byte {
+		b, _ := json.Marshal(map[string]string{"conversation_id": "conv-v", "key_id": keyID, "key": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="})
+		return b
+	}
+	if code, b := post(t, in.base+"/v1/escrow/keys", "application/json", dep, depositBody("k1")); code != 201 {
+		t.Fatalf("deposit: %d %v", code, b)
+	}
+	id := readyRequest(t, in, admin, olga, map[string]string{"lena": lena, "sam": sam}, "conv-v")
+
+	ingest := func(i int) (int, http.Header) {
+		var b bytes.Buffer
+		load.WriteBatch(&b, fmt.Sprintf("vault-%d", i), 0, 10)
+		req, _ := http.NewRequest("POST", in.base+"/v1/events", &b)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+gw)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header
+	}
+	if code, _ := ingest(0); code != 200 {
+		t.Fatalf("ingest before the seal: %d", code)
+	}
+	rowsBefore := countRows(t, in.dsn, "escrow_keys")
+
+	if err := v.Seal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Ingest goes on with the cached pseudonym key.
+	if code, _ := ingest(1); code != 200 {
+		t.Fatalf("ingest right after the seal: %d", code)
+	}
+	code, b := post(t, in.base+"/v1/escrow/keys", "application/json", dep, depositBody("k2"))
+	if code != 503 || errorCode(b) != "dependency_unavailable" || countRows(t, in.dsn, "escrow_keys") != rowsBefore {
+		t.Fatalf("deposit with Vault sealed: %d %v", code, b)
+	}
+	code, b = post(t, in.base+"/v1/access-requests/"+id+"/release", "application/json", olga, []byte(`{}`))
+	if code != 503 || b["keys"] != nil {
+		t.Fatalf("release with Vault sealed: %d %v", code, b)
+	}
+	if _, shown, _ := call(t, "GET", in.base+"/v1/access-requests/"+id, olga); shown["status"] != "pending" {
+		t.Fatalf("the request left pending although nothing was released: %v", shown["status"])
+	}
+	// Past the key's maximum age, ingest fails closed.
+	time.Sleep(3500 * time.Millisecond)
+	code, hdr := ingest(2)
+	if code != 503 || hdr.Get("Retry-After") == "" {
+		t.Fatalf("ingest with the pseudonym key too old and Vault sealed: %d", code)
+	}
+
+	if err := v.Unseal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if code, _ := ingest(3); code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ingest did not recover after the unseal")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if code, b := post(t, in.base+"/v1/escrow/keys", "application/json", dep, depositBody("k2")); code != 201 {
+		t.Fatalf("deposit after the unseal: %d %v", code, b)
+	}
+	// Both keys of the conversation fall in the request's window now.
+	if code, b := post(t, in.base+"/v1/access-requests/"+id+"/release", "application/json", olga, []byte(`{}`)); code != 200 || len(b["keys"].([]any)) != 2 {
+		t.Fatalf("release after the unseal: %d, %d keys", code, len(b["keys"].([]any)))
+	}
+	// Nothing half-written: the KV holds the shares of exactly the two
+	// escrows with rows.
+	kv := adminVault(t, v)
+	list, err := kv.Logical().List("mediator-kv/metadata/shares")
+	if err != nil || list == nil || len(list.Data["keys"].([]any)) != countRows(t, in.dsn, "escrow_keys") {
+		t.Fatalf("shares in KV vs escrow rows: %v %v", list, err)
+	}
+}
+
+func countRows(t *testing.T, dsn, table string) int {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{table}.Sanitize()).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// readyRequest registers lena (legal) and sam (security), files a request
+// by olga for convo and has both approve: the default policy allows its
+// release. It returns the request id.
+func readyRequest(t *testing.T, in *instance, admin, olga string, approvers map[string]string, convo string) string {
+	t.Helper()
+	roles := map[string]string{"lena": "legal", "sam": "security"}
+	keys := map[string]ed25519.PrivateKey{}
+	for who := range approvers {
+		pub, priv, _ := ed25519.GenerateKey(nil)
+		keys[who] = priv
+		b, _ := json.Marshal(map[string]any{"id": who, "roles": []string{roles[who]}, "public_key": pub})
+		if code, body := post(t, in.base+"/v1/approvers", "application/json", admin, b); code != 201 {
+			t.Fatalf("register %s: %d %v", who, code, body)
+		}
+	}
+	_, rk, err := access.NewRecipientKey(access.KEMMLKEM768X25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	b, _ := json.Marshal(map[string]any{"case_id": "case-1", "legal_basis": "court_order", "warrant_ref": "W-1", "jurisdiction": "US",
+		"justification": "See the case file.", "recipient_public_key": rk, "expires_at": now.Add(24 * time.Hour),
+		"scope": map[string]any{"conversation_ids": []string{convo}, "from": now.Add(-time.Hour), "to": now.Add(time.Hour)}})
+	code, created := post(t, in.base+"/v1/access-requests", "application/json", olga, b)
+	if code != 201 {
+		t.Fatalf("request: %d %v", code, created)
+	}
+	id, digest := created["id"].(string), created["digest"].(string)
+	for who, tok := range approvers {
+		sig := ed25519.Sign(keys[who], access.ApprovalMessage(id, digest, "approve", who))
+		b, _ := json.Marshal(map[string]any{"decision": "approve", "signature": sig})
+		if code, body := post(t, in.base+"/v1/access-requests/"+id+"/approvals", "application/json", tok, b); code != 201 {
+			t.Fatalf("approval by %s: %d %v", who, code, body)
+		}
+	}
+	return id
+}
