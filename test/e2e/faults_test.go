@@ -27,7 +27,7 @@ import (
 // queue would. It records every status it saw.
 type ackingClient struct {
 	base, token, runID string
-	batch            int
+	batch              int
 
 	mu       sync.Mutex
 	acked    map[string]bool
