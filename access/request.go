@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
 
@@ -143,6 +144,14 @@ func formatTime(t time.Time) string { return t.UTC().Truncate(time.Second).Forma
 // every field an approver must see, none that changes later (not the
 // status). The digest is SHA-256 of exactly these bytes.
 func Canonical(r Request) ([]byte, error) {
+	// encoding/json would replace invalid UTF-8 with U+FFFD, and the digest
+	// would then cover text other than the request's: refuse it instead.
+	for _, s := range append([]string{r.ID, r.Requester, r.CaseID, r.LegalBasis, r.WarrantRef, r.Jurisdiction, r.Justification},
+		r.Scope.ConversationIDs...) {
+		if !utf8.ValidString(s) {
+			return nil, fmt.Errorf("%w: text must be valid UTF-8", ErrInvalid)
+		}
+	}
 	raw, err := json.Marshal(canonicalRequest{
 		Version: requestVersion, ID: r.ID, Requester: r.Requester, CaseID: r.CaseID, LegalBasis: r.LegalBasis,
 		WarrantRef: r.WarrantRef, Jurisdiction: r.Jurisdiction, Justification: r.Justification,
@@ -178,6 +187,16 @@ const (
 // one decision by one person on one request as filed, and nothing else.
 func ApprovalMessage(requestID, digest, decision, approverID string) []byte {
 	return []byte("mediator-approval-v1\n" + requestID + "\n" + digest + "\n" + decision + "\n" + approverID + "\n")
+}
+
+// VerifyApproval reports whether sig is pub's Ed25519 signature over
+// ApprovalMessage(requestID, digest, decision, approverID). Malformed keys
+// and signatures are simply not valid.
+func VerifyApproval(pub ed25519.PublicKey, requestID, digest, decision, approverID string, sig []byte) bool {
+	if len(pub) != ed25519.PublicKeySize || len(sig) != ed25519.SignatureSize {
+		return false
+	}
+	return ed25519.Verify(pub, ApprovalMessage(requestID, digest, decision, approverID), sig)
 }
 
 // Approval is one approver's signed vote on a request.

@@ -302,8 +302,7 @@ func (s *Service) approve(ctx context.Context, approverID, requestID, decision s
 		return Approval{}, ErrApproverInactive
 	}
 	key, ok := ap.CurrentKey()
-	if !ok || len(signature) != ed25519.SignatureSize ||
-		!ed25519.Verify(key.PublicKey, ApprovalMessage(r.ID, r.Digest, decision, ap.ID), signature) {
+	if !ok || !VerifyApproval(key.PublicKey, r.ID, r.Digest, decision, ap.ID, signature) {
 		s.log.Warn("approval refused: bad signature", "access_request_id", r.ID, "approver_id", ap.ID)
 		return Approval{}, ErrBadSignature
 	}
@@ -494,7 +493,7 @@ func (s *Service) policyInput(ctx context.Context, r Request) (policy.ReleaseInp
 			approvers[a.ApproverID] = ap
 		}
 		key, known := ap.Key(a.KeyID)
-		verified := known && ed25519.Verify(key.PublicKey, ApprovalMessage(r.ID, r.Digest, a.Decision, a.ApproverID), a.Signature)
+		verified := known && VerifyApproval(key.PublicKey, r.ID, r.Digest, a.Decision, a.ApproverID, a.Signature)
 		if !verified {
 			s.log.Error("a recorded approval no longer verifies; the policy will not count it", "access_request_id", r.ID, "approver_id", a.ApproverID)
 		}

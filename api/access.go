@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -61,10 +64,47 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 			writeError(w, http.StatusRequestEntityTooLarge, codeBodyTooLarge, "request body too large")
 			return false
 		}
-		writeError(w, http.StatusBadRequest, codeBadRequest, "body is not the expected JSON object: "+strings.TrimPrefix(err.Error(), "json: "))
+		writeError(w, http.StatusBadRequest, codeBadRequest, "body is not the expected JSON object: "+jsonProblem(err))
 		return false
 	}
 	return true
+}
+
+// jsonProblem says what is wrong with a body in the client's terms: the
+// JSON field and the kind of value expected, never Go type names.
+func jsonProblem(err error) string {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &te):
+		want := "another kind of value"
+		switch te.Type.Kind() {
+		case reflect.String:
+			want = "a string"
+		case reflect.Bool:
+			want = "true or false"
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+			reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+			want = "an integer in range"
+		case reflect.Float32, reflect.Float64:
+			want = "a number"
+		case reflect.Slice, reflect.Array:
+			want = "an array (or, for bytes, a base64 string)"
+		case reflect.Struct, reflect.Map:
+			want = "an object"
+		}
+		if te.Field == "" {
+			return "the body must be a JSON object"
+		}
+		return fmt.Sprintf("field %s must be %s", te.Field, want)
+	case errors.As(err, &se):
+		return fmt.Sprintf("malformed JSON at byte %d", se.Offset)
+	case errors.Is(err, io.EOF):
+		return "the body is empty"
+	}
+	// Unknown fields, depth and trailing data: the decoder's words name
+	// only the field.
+	return strings.TrimPrefix(err.Error(), "json: ")
 }
 
 // caller is the authenticated subject; guard admits no one without one.

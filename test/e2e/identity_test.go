@@ -1,0 +1,229 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/mediatorhq/mediator/access"
+	"github.com/mediatorhq/mediator/api"
+	"github.com/mediatorhq/mediator/identity"
+	"github.com/mediatorhq/mediator/policy"
+)
+
+// TestEveryRouteAndRoleOverHTTP: for every route the router has and every
+// role (and no token), a real request is let through exactly when the
+// policy allows it: otherwise 401 without a token and 403 forbidden with
+// one. Allowed calls may still fail in the handler (a missing body, an
+// unknown id), but never on authorization.
+func TestEveryRouteAndRoleOverHTTP(t *testing.T) {
+	ctx := context.Background()
+	in := startServe(t, serveOpts{})
+	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	routes, err := api.Routes(api.NewRouter(api.Deps{Metrics: api.NewMetrics("test")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine, err := policy.Load(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	params := strings.NewReplacer("{id}", "00000000-0000-4000-8000-000000000000", "{seq}", "0")
+	client := &http.Client{Timeout: 30 * time.Second}
+	checked := 0
+	for _, route := range routes {
+		method, pattern, _ := strings.Cut(route, " ")
+		for _, role := range []string{"", "ingest", "depositor", "officer", "approver", "auditor", "admin"} {
+			in0 := policy.AuthzInput{Method: method, Route: pattern, Roles: []string{}}
+			token := ""
+			if role != "" {
+				in0 = policy.AuthzInput{Authenticated: true, Subject: "probe-" + role, Roles: []string{role}, Method: method, Route: pattern}
+				token, _ = in.issuer.Issue("probe-"+role, []string{role}, time.Hour)
+			}
+			allowed, err := engine.Authorize(ctx, in0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, _ := http.NewRequest(method, in.base+params.Replace(pattern), bytes.NewReader([]byte(`{}`)))
+			req.Header.Set("Content-Type", "application/json")
+			if token != "" {
+				req.Header.Set("Authorization", "Bearer "+token)
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			code := errorCode(decode(b))
+			switch {
+			case allowed && (resp.StatusCode == 401 || code == "forbidden"):
+				t.Errorf("%s as %q: allowed by the policy, refused: %d %s", route, role, resp.StatusCode, b)
+			case !allowed && role == "" && resp.StatusCode != 401:
+				t.Errorf("%s without a token: %d, want 401", route, resp.StatusCode)
+			case !allowed && role != "" && (resp.StatusCode != 403 || code != "forbidden"):
+				t.Errorf("%s as %q: denied by the policy, answered %d %s", route, role, resp.StatusCode, b)
+			}
+			checked++
+		}
+	}
+	if checked < 7*20 {
+		t.Fatalf("only %d route × role pairs checked", checked)
+	}
+}
+
+func decode(b []byte) map[string]any {
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	return m
+}
+
+// TestForgedTokensAndApprovals: tokens with alg none, HS256 keyed with the
+// public key, a wrong issuer or audience, expired, not yet valid, or an
+// unknown key are all 401; an approval signature replayed on another
+// request, and one by a deactivated approver, are refused.
+func TestForgedTokensAndApprovals(t *testing.T) {
+	in := startServe(t, serveOpts{})
+	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	raw, err := os.ReadFile(filepath.Join(in.state, "dev-issuer.jwk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var jwk jose.JSONWebKey
+	if err := jwk.UnmarshalJSON(raw); err != nil {
+		t.Fatal(err)
+	}
+	jwks, _ := os.ReadFile(identity.DevJWKSPath(in.state))
+	now := time.Now()
+	good := jwt.Claims{Issuer: identity.DevIssuer, Audience: jwt.Audience{identity.DevAudience}, Subject: "mallory",
+		Expiry: jwt.NewNumericDate(now.Add(time.Hour)), NotBefore: jwt.NewNumericDate(now.Add(-time.Minute))}
+	with := func(f func(*jwt.Claims)) jwt.Claims { c := good; f(&c); return c }
+	_, stranger, _ := ed25519.GenerateKey(nil)
+	pubJWK, _ := json.Marshal(jwk.Public())
+	forged := map[string]string{
+		"alg none":                   rawToken(t, map[string]string{"alg": "none", "typ": "JWT", "kid": jwk.KeyID}, good, nil),
+		"HS256 keyed with the JWKS":  rawToken(t, map[string]string{"alg": "HS256", "typ": "JWT", "kid": jwk.KeyID}, good, jwks),
+		"HS256 keyed with the JWK":   rawToken(t, map[string]string{"alg": "HS256", "typ": "JWT", "kid": jwk.KeyID}, good, pubJWK),
+		"HS256 keyed with raw bytes": rawToken(t, map[string]string{"alg": "HS256", "typ": "JWT", "kid": jwk.KeyID}, good, jwk.Public().Key.(ed25519.PublicKey)),
+		"wrong issuer":               signed(t, jwk.Key, jwk.KeyID, with(func(c *jwt.Claims) { c.Issuer = "https://evil.example" })),
+		"wrong audience":             signed(t, jwk.Key, jwk.KeyID, with(func(c *jwt.Claims) { c.Audience = jwt.Audience{"other"} })),
+		"expired":                    signed(t, jwk.Key, jwk.KeyID, with(func(c *jwt.Claims) { c.Expiry = jwt.NewNumericDate(now.Add(-time.Minute)) })),
+		"not yet valid":              signed(t, jwk.Key, jwk.KeyID, with(func(c *jwt.Claims) { c.NotBefore = jwt.NewNumericDate(now.Add(time.Hour)) })),
+		"unknown kid":                signed(t, stranger, "unknown-kid", good),
+		"known kid, another key":     signed(t, stranger, jwk.KeyID, good),
+	}
+	if code, body, _ := call(t, "GET", in.base+"/v1/whoami", signed(t, jwk.Key, jwk.KeyID, good)); code != 200 {
+		t.Fatalf("the well-formed control token was refused: %d %v", code, body)
+	}
+	for name, tok := range forged {
+		code, body, hdr := call(t, "GET", in.base+"/v1/whoami", tok)
+		if code != 401 || errorCode(body) != "unauthenticated" || hdr.Get("WWW-Authenticate") == "" {
+			t.Errorf("%s: %d %v", name, code, body)
+		}
+	}
+
+	// Approval signatures cannot be moved or used after deactivation.
+	tok := func(sub string, roles ...string) string { s, _ := in.issuer.Issue(sub, roles, time.Hour); return s }
+	admin, olga := tok("ada", "admin"), tok("olga", "officer")
+	lena, sam := tok("lena", "approver"), tok("sam", "approver")
+	first := readyRequestUnapproved(t, in, admin, olga, "conv-1")
+	second := readyRequestUnapproved(t, in, admin, olga, "conv-2")
+	sig := ed25519.Sign(first.keys["lena"], access.ApprovalMessage(first.id, first.digest, "approve", "lena"))
+	b, _ := json.Marshal(map[string]any{"decision": "approve", "signature": sig})
+	if code, body := post(t, in.base+"/v1/access-requests/"+second.id+"/approvals", "application/json", lena, b); code != 422 || errorCode(body) != "bad_signature" {
+		t.Fatalf("a signature replayed on another request: %d %v", code, body)
+	}
+	if code, body := post(t, in.base+"/v1/access-requests/"+first.id+"/approvals", "application/json", lena, b); code != 201 {
+		t.Fatalf("the signature on its own request: %d %v", code, body)
+	}
+	if code, body := post(t, in.base+"/v1/approvers/sam/deactivate", "application/json", admin, []byte(`{"reason":"left the company"}`)); code != 200 || body["active"] != false {
+		t.Fatalf("deactivate: %d %v", code, body)
+	}
+	sig = ed25519.Sign(first.keys["sam"], access.ApprovalMessage(first.id, first.digest, "approve", "sam"))
+	b, _ = json.Marshal(map[string]any{"decision": "approve", "signature": sig})
+	if code, body := post(t, in.base+"/v1/access-requests/"+first.id+"/approvals", "application/json", sam, b); code != 422 || errorCode(body) != "approver_inactive" {
+		t.Fatalf("an approval by a deactivated approver: %d %v", code, body)
+	}
+}
+
+// rawToken builds a JWT by hand (for algorithms no library will sign
+// with): HMAC-SHA256 with secret, or no signature when secret is nil.
+func rawToken(t *testing.T, header map[string]string, c jwt.Claims, secret []byte) string {
+	t.Helper()
+	h, _ := json.Marshal(header)
+	body, _ := json.Marshal(struct {
+		jwt.Claims
+		Roles []string `json:"roles"`
+	}{c, []string{"admin"}})
+	enc := base64.RawURLEncoding.EncodeToString
+	signing := enc(h) + "." + enc(body)
+	if secret == nil {
+		return signing + "."
+	}
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(signing))
+	return signing + "." + enc(m.Sum(nil))
+}
+
+func signed(t *testing.T, key any, kid string, c jwt.Claims) string {
+	t.Helper()
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: jose.JSONWebKey{Key: key, KeyID: kid}}, (&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jwt.Signed(s).Claims(c).Claims(map[string]any{"roles": []string{"admin"}}).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+type openRequest struct {
+	id, digest string
+	keys       map[string]ed25519.PrivateKey
+}
+
+// readyRequestUnapproved registers lena and sam (once per instance) and
+// files a request by olga for convo.
+func readyRequestUnapproved(t *testing.T, in *instance, admin, olga, convo string) openRequest {
+	t.Helper()
+	r := openRequest{keys: map[string]ed25519.PrivateKey{}}
+	for who, role := range map[string]string{"lena": "legal", "sam": "security"} {
+		seed := sha256.Sum256([]byte(in.base + who)) // the same key on every call for this instance
+		priv := ed25519.NewKeyFromSeed(seed[:])
+		r.keys[who] = priv
+		b, _ := json.Marshal(map[string]any{"id": who, "roles": []string{role}, "public_key": priv.Public()})
+		if code, body := post(t, in.base+"/v1/approvers", "application/json", admin, b); code != 201 && code != 409 {
+			t.Fatalf("register %s: %d %v", who, code, body)
+		}
+	}
+	_, rk, err := access.NewRecipientKey(access.KEMX25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	b, _ := json.Marshal(map[string]any{"case_id": "case-1", "legal_basis": "court_order", "warrant_ref": "W-1", "jurisdiction": "US",
+		"justification": "See the case file.", "recipient_public_key": rk, "expires_at": now.Add(24 * time.Hour),
+		"scope": map[string]any{"conversation_ids": []string{convo}, "from": now.Add(-time.Hour), "to": now.Add(time.Hour)}})
+	code, created := post(t, in.base+"/v1/access-requests", "application/json", olga, b)
+	if code != 201 {
+		t.Fatalf("request: %d %v", code, created)
+	}
+	r.id, r.digest = fmt.Sprint(created["id"]), fmt.Sprint(created["digest"])
+	return r
+}

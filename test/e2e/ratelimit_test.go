@@ -1,0 +1,99 @@
+package e2e
+
+import (
+	"bytes"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mediatorhq/mediator/test/load"
+)
+
+// TestRateLimitsPerIdentity: one gateway floods ingest and is refused with
+// 429 and Retry-After, while another gateway at its normal pace is never
+// refused; an officer hammering the request endpoint is limited the same
+// way.
+func TestRateLimitsPerIdentity(t *testing.T) {
+	in := startServe(t, serveOpts{extraEnv: []string{
+		"MEDIATOR_RATE_INGEST=20", "MEDIATOR_RATE_INGEST_BURST=10",
+		"MEDIATOR_RATE_ACCESS=1", "MEDIATOR_RATE_ACCESS_BURST=3",
+	}})
+	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	flooder, _ := in.issuer.Issue("gw-flood", []string{"ingest"}, time.Hour)
+	steady, _ := in.issuer.Issue("gw-steady", []string{"ingest"}, time.Hour)
+	send := func(tok, run string, n int) (int, string) {
+		var b bytes.Buffer
+		load.WriteBatch(&b, run, int64(n), 1)
+		req, _ := http.NewRequest("POST", in.base+"/v1/events", &b)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			return 0, ""
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Retry-After")
+	}
+	var limited, floodOK atomic.Int64
+	var badRetry atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var seq atomic.Int64
+	for range 6 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				code, retry := send(flooder, "flood", int(seq.Add(1)))
+				switch code {
+				case 429:
+					limited.Add(1)
+					if n, err := strconv.Atoi(retry); err != nil || n < 1 {
+						badRetry.Store(retry)
+					}
+				case 200:
+					floodOK.Add(1)
+				}
+			}
+		})
+	}
+	// The steady gateway sends 10 requests a second, under its own limit.
+	for i := range 20 {
+		if code, _ := send(steady, "steady", i); code != 200 {
+			t.Errorf("the steady gateway was refused (%d) while another flooded", code)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if limited.Load() == 0 {
+		t.Fatal("the flood was never limited")
+	}
+	if v := badRetry.Load(); v != nil {
+		t.Fatalf("429 with Retry-After %q", v)
+	}
+	// 2 s at 20/s plus the burst of 10: about 50 accepted, far fewer than sent.
+	if ok := floodOK.Load(); ok > 80 {
+		t.Fatalf("the flooder got %d requests through in 2 s at 20/s", ok)
+	}
+
+	officer, _ := in.issuer.Issue("olga", []string{"officer"}, time.Hour)
+	var codes []int
+	for range 6 {
+		code, _ := post(t, in.base+"/v1/access-requests", "application/json", officer, []byte(`{}`))
+		codes = append(codes, code)
+	}
+	if codes[0] == 429 || codes[len(codes)-1] != 429 {
+		t.Fatalf("access writes in a burst: %v", codes)
+	}
+	if m := rawGet(t, in.base+"/metrics"); !bytes.Contains([]byte(m), []byte(`mediator_rate_limited_total{route="/v1/events"}`)) {
+		t.Fatal("rate-limited requests are not counted")
+	}
+}
