@@ -7,7 +7,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -148,8 +151,18 @@ func (c *ackingClient) checkLog(t *testing.T, dsn string, vaultEnv []string) {
 // TestCrashRestartLosesNothingAcknowledged: a gateway ingests without
 // pause while the mediator is killed with SIGKILL three times and started
 // again; every event it saw acknowledged is in the log exactly once, seq
-// has no gaps, and the log verifies.
+// has no gaps, and the log verifies. The long form kills it more often:
+//
+//	MEDIATOR_CRASH_KILLS=25 go test -run TestCrashRestart -v ./test/e2e
 func TestCrashRestartLosesNothingAcknowledged(t *testing.T) {
+	kills := 3
+	if v := os.Getenv("MEDIATOR_CRASH_KILLS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("MEDIATOR_CRASH_KILLS=%q", v)
+		}
+		kills = n
+	}
 	in := startServe(t, serveOpts{})
 	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
 	tok, _ := in.issuer.Issue("gw-crash", []string{"ingest"}, time.Hour)
@@ -159,8 +172,8 @@ func TestCrashRestartLosesNothingAcknowledged(t *testing.T) {
 	for w := range 3 {
 		wg.Go(func() { c.run(ctx, w) })
 	}
-	for range 3 {
-		time.Sleep(700 * time.Millisecond)
+	for range kills {
+		time.Sleep(time.Duration(400+rand.IntN(800)) * time.Millisecond)
 		if err := in.proc.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
