@@ -372,40 +372,18 @@ func countRows(t *testing.T, dsn, table string) int {
 	return n
 }
 
-// readyRequest registers lena (legal) and sam (security), files a request
-// by olga for convo and has both approve: the default policy allows its
-// release. It returns the request id.
+// readyRequest files a request by olga for convo (registering lena and
+// sam) and has both approve: the default policy allows its release. It
+// returns the request id.
 func readyRequest(t *testing.T, in *instance, admin, olga string, approvers map[string]string, convo string) string {
 	t.Helper()
-	roles := map[string]string{"lena": "legal", "sam": "security"}
-	keys := map[string]ed25519.PrivateKey{}
-	for who := range approvers {
-		pub, priv, _ := ed25519.GenerateKey(nil)
-		keys[who] = priv
-		b, _ := json.Marshal(map[string]any{"id": who, "roles": []string{roles[who]}, "public_key": pub})
-		if code, body := post(t, in.base+"/v1/approvers", "application/json", admin, b); code != 201 {
-			t.Fatalf("register %s: %d %v", who, code, body)
-		}
-	}
-	_, rk, err := access.NewRecipientKey(access.KEMMLKEM768X25519)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now().UTC()
-	b, _ := json.Marshal(map[string]any{"case_id": "case-1", "legal_basis": "court_order", "warrant_ref": "W-1", "jurisdiction": "US",
-		"justification": "See the case file.", "recipient_public_key": rk, "expires_at": now.Add(24 * time.Hour),
-		"scope": map[string]any{"conversation_ids": []string{convo}, "from": now.Add(-time.Hour), "to": now.Add(time.Hour)}})
-	code, created := post(t, in.base+"/v1/access-requests", "application/json", olga, b)
-	if code != 201 {
-		t.Fatalf("request: %d %v", code, created)
-	}
-	id, digest := created["id"].(string), created["digest"].(string)
+	r := readyRequestUnapproved(t, in, admin, olga, convo)
 	for who, tok := range approvers {
-		sig := ed25519.Sign(keys[who], access.ApprovalMessage(id, digest, "approve", who))
+		sig := ed25519.Sign(r.keys[who], access.ApprovalMessage(r.id, r.digest, "approve", who))
 		b, _ := json.Marshal(map[string]any{"decision": "approve", "signature": sig})
-		if code, body := post(t, in.base+"/v1/access-requests/"+id+"/approvals", "application/json", tok, b); code != 201 {
+		if code, body := post(t, in.base+"/v1/access-requests/"+r.id+"/approvals", "application/json", tok, b); code != 201 {
 			t.Fatalf("approval by %s: %d %v", who, code, body)
 		}
 	}
-	return id
+	return r.id
 }
