@@ -53,8 +53,10 @@ const (
 )
 
 // Do queues req, waits for the batch that carries it, and returns its
-// result. If ctx ends first Do returns ctx.Err(); the request may still be
-// performed.
+// result. Once queued, it waits for the outcome even if ctx ends: the batch
+// may already be running, and a caller that gave up could not know whether
+// its request was performed (a transaction committed, say). The wait is
+// bounded by Timeout; ctx passes its values, not its cancellation, to Fn.
 func (q *Queue[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 	c := &call[Req, Res]{req: req, done: make(chan struct{})}
 	q.mu.Lock()
@@ -67,13 +69,8 @@ func (q *Queue[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 		// while there is queued work.
 		go q.flush(context.WithoutCancel(ctx))
 	}
-	select {
-	case <-c.done:
-		return c.res, c.err
-	case <-ctx.Done():
-		var zero Res
-		return zero, ctx.Err()
-	}
+	<-c.done
+	return c.res, c.err
 }
 
 // flush sends batches until nothing is queued.

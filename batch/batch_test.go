@@ -97,8 +97,10 @@ func TestMinIntervalSpacesBatches(t *testing.T) {
 		}
 	}
 	for i := 1; i < len(starts); i++ {
-		if gap := starts[i].Sub(starts[i-1]); gap < 30*time.Millisecond {
-			t.Fatalf("batches %d and %d started %v apart, want ≥ 30ms", i-1, i, gap)
+		// Fn starts a little after the queue notes the batch's start, by
+		// a varying scheduling delay; unspaced batches would be ~0 apart.
+		if gap := starts[i].Sub(starts[i-1]); gap < 25*time.Millisecond {
+			t.Fatalf("batches %d and %d started %v apart, want about 30ms", i-1, i, gap)
 		}
 	}
 }
@@ -116,16 +118,22 @@ func TestBatchErrorFailsEveryCaller(t *testing.T) {
 	}
 }
 
-func TestCallerContextEnds(t *testing.T) {
-	block := make(chan struct{})
-	q := &Queue[int, int]{Fn: func(_ context.Context, reqs []int) ([]int, error) {
-		<-block
+// TestOutcomeOutlivesTheCallersContext: a caller whose context ends while
+// its batch runs still learns the outcome, so it never takes a performed
+// request for a failed one.
+func TestOutcomeOutlivesTheCallersContext(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	q := &Queue[int, int]{Fn: func(ctx context.Context, reqs []int) ([]int, error) {
+		close(started)
+		<-release
+		if ctx.Err() != nil {
+			return nil, ctx.Err() // the batch must not inherit the caller's cancellation
+		}
 		return reqs, nil
 	}}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	defer cancel()
-	if _, err := q.Do(ctx, 1); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err = %v", err)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-started; cancel(); time.Sleep(20 * time.Millisecond); close(release) }()
+	if r, err := q.Do(ctx, 5); err != nil || r != 5 {
+		t.Fatalf("Do after the caller's context ended = %d, %v; want the batch's outcome", r, err)
 	}
-	close(block)
 }

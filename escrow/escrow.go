@@ -313,10 +313,8 @@ func (s *Service) wrapAndStore(ctx context.Context, id string, aad []byte, share
 	storeErrs := make([]error, len(s.stores))
 	for j, st := range s.stores {
 		entry := map[string][]byte{}
-		for i, c := range s.custodians {
-			if s.storeOf[i] == j {
-				entry[c.Name] = wrapped[i]
-			}
+		for _, i := range s.storeMembers(j) {
+			entry[s.custodians[i].Name] = wrapped[i]
 		}
 		wg.Go(func() {
 			t0 := time.Now()
@@ -352,31 +350,28 @@ func (s *Service) destroyShares(ctx context.Context, id string) []error {
 	for j, st := range s.stores {
 		wg.Go(func() {
 			if err := st.Destroy(ctx, id); err != nil {
-				names := s.storeMembers(j)
+				var names []string
+				for _, i := range s.storeMembers(j) {
+					names = append(names, s.custodians[i].Name)
+				}
 				s.log.Error("escrow: could not destroy shares; they remain in the custodians' store", "escrow_id", id, "custodians", names, "err", err)
 				errs[j] = fmt.Errorf("custodians %s: %w", strings.Join(names, ", "), err)
 			}
 		})
 	}
 	wg.Wait()
-	var out []error
-	for _, err := range errs {
-		if err != nil {
-			out = append(out, err)
+	return slices.DeleteFunc(errs, func(err error) bool { return err == nil })
+}
+
+// storeMembers returns the indexes of the custodians that use store j.
+func (s *Service) storeMembers(j int) []int {
+	var out []int
+	for i, st := range s.storeOf {
+		if st == j {
+			out = append(out, i)
 		}
 	}
 	return out
-}
-
-// storeMembers names the custodians that use store j.
-func (s *Service) storeMembers(j int) []string {
-	var names []string
-	for i, c := range s.custodians {
-		if s.storeOf[i] == j {
-			names = append(names, c.Name)
-		}
-	}
-	return names
 }
 
 // Reconstruct rebuilds the key of escrow id from any K custodians whose

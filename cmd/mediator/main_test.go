@@ -7,6 +7,8 @@ import (
 	"errors"
 	"flag"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -120,5 +122,25 @@ func TestSignerFromKey(t *testing.T) {
 	skey, _, _ := note.GenerateKey(rand.Reader, "other")
 	if _, _, err := signerFromKey(skey, "mediator/audit"); err == nil {
 		t.Fatal("a key named for another origin was accepted")
+	}
+}
+
+// TestReplaceFileKeepsSecretsPrivate: a re-run bootstrap replaces its
+// secret file whole, at mode 0600, while writeNew never overwrites.
+func TestReplaceFileKeepsSecretsPrivate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "secret-id")
+	if err := writeNew(path, []byte("first\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeNew(path, []byte("second\n"), 0o600); err == nil {
+		t.Fatal("writeNew overwrote a file")
+	}
+	if err := replaceFile(path, []byte("second\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	st, _ := os.Stat(path)
+	if string(b) != "second\n" || st.Mode().Perm() != 0o600 {
+		t.Fatalf("replaced file: %q %v", b, st.Mode())
 	}
 }

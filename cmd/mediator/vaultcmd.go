@@ -19,6 +19,7 @@ func vaultBootstrapCmd(ctx context.Context, args []string, stdout, stderr io.Wri
 	addr := fs.String("vault-addr", env("", "VAULT_ADDR"), "Vault address [VAULT_ADDR]")
 	secretFile := fs.String("secret-id-file", "", "file to write the mediator's AppRole secret id to (created 0600)")
 	roleFile := fs.String("role-id-file", "", "also write the AppRole role id to this file (for MEDIATOR_VAULT_ROLE_ID_FILE)")
+	replace := fs.Bool("replace", false, "replace the files if they exist (a re-run of the bootstrap, as deploy/compose.yaml does on every start); without it they must not exist")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -37,11 +38,15 @@ func vaultBootstrapCmd(ctx context.Context, args []string, stdout, stderr io.Wri
 	if err != nil {
 		return err
 	}
-	if err := writeNew(*secretFile, []byte(creds.SecretID+"\n"), 0o600); err != nil {
+	write := writeNew
+	if *replace {
+		write = replaceFile
+	}
+	if err := write(*secretFile, []byte(creds.SecretID+"\n"), 0o600); err != nil {
 		return fmt.Errorf("vault bootstrap: secret id file: %w", err)
 	}
 	if *roleFile != "" {
-		if err := writeNew(*roleFile, []byte(creds.RoleID+"\n"), 0o644); err != nil {
+		if err := write(*roleFile, []byte(creds.RoleID+"\n"), 0o644); err != nil {
 			return fmt.Errorf("vault bootstrap: role id file: %w", err)
 		}
 	}
@@ -63,5 +68,21 @@ func vaultBuildCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 	fmt.Fprintln(stdout, bin)
+	return nil
+}
+
+// replaceFile writes data to path through a new file renamed over it, so a
+// reader never sees a half-written secret and the mode is perm from the
+// start.
+func replaceFile(path string, data []byte, perm os.FileMode) error {
+	tmp := path + ".new"
+	_ = os.Remove(tmp)
+	if err := writeNew(tmp, data, perm); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
 	return nil
 }
