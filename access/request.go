@@ -2,19 +2,13 @@ package access
 
 import (
 	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
 	"strings"
 	"time"
-	"unicode/utf8"
 
-	"github.com/go-json-experiment/json/jsontext"
-
+	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/redact"
 )
 
@@ -40,31 +34,18 @@ func ParseStatus(s string) (Status, bool) {
 	return "", false
 }
 
-// Draft is a request as an officer files it.
-type Draft struct {
-	CaseID        string
-	LegalBasis    string
-	WarrantRef    string
-	Jurisdiction  string
-	Justification string
-	Scope         Scope
-	Recipient     RecipientKey
-	ExpiresAt     time.Time
-}
+// Draft is a request as an officer files it: Create fills in its ID,
+// Requester and CreatedAt.
+type Draft = approval.Request
 
 // Scope is what a request covers: the escrowed keys of these conversations
 // deposited within [From, To].
-type Scope struct {
-	ConversationIDs []string
-	From, To        time.Time
-}
+type Scope = approval.Scope
 
-// Request is a filed lawful-access request.
+// Request is a filed lawful-access request: the signed document (every
+// field approvers sign) and its state.
 type Request struct {
-	ID        string
-	Requester string // the filing officer's token subject
-	Draft
-	CreatedAt time.Time
+	approval.Request
 	// Canonical is the RFC 8785 JSON of the request (see Canonical); Digest
 	// is "sha256:" + hex SHA-256 of it, what approvers sign.
 	Canonical []byte
@@ -105,98 +86,16 @@ var (
 	jurisdictionPattern = regexp.MustCompile(`^[A-Z][A-Z0-9-]{1,15}$`)
 )
 
-// requestVersion names the canonical request format inside it, so that a
-// signature over one format can never be read as over another.
-const requestVersion = "mediator-access-request-v1"
-
-// canonicalRequest is the JSON the digest covers. Times are RFC 3339 in UTC
-// to the second.
-type canonicalRequest struct {
-	Version       string         `json:"v"`
-	ID            string         `json:"id"`
-	Requester     string         `json:"requester"`
-	CaseID        string         `json:"case_id"`
-	LegalBasis    string         `json:"legal_basis"`
-	WarrantRef    string         `json:"warrant_ref"`
-	Jurisdiction  string         `json:"jurisdiction"`
-	Justification string         `json:"justification"`
-	Scope         canonicalScope `json:"scope"`
-	Recipient     canonicalKey   `json:"recipient_public_key"`
-	CreatedAt     string         `json:"created_at"`
-	ExpiresAt     string         `json:"expires_at"`
-}
-
-type canonicalScope struct {
-	ConversationIDs []string `json:"conversation_ids"`
-	From            string   `json:"from"`
-	To              string   `json:"to"`
-}
-
-type canonicalKey struct {
-	KEMID     uint16 `json:"kem_id"`
-	PublicKey string `json:"public_key"`
-}
-
-// formatTime is how request times appear in the canonical JSON.
-func formatTime(t time.Time) string { return t.UTC().Truncate(time.Second).Format(time.RFC3339) }
-
-// Canonical returns the RFC 8785 canonical JSON of r's identity and content:
-// every field an approver must see, none that changes later (not the
-// status). The digest is SHA-256 of exactly these bytes.
+// Canonical returns the RFC 8785 canonical JSON of r's identity and content
+// (approval.Request.Canonical): every field an approver must see, none that
+// changes later (not the status). The digest is SHA-256 of exactly these
+// bytes.
 func Canonical(r Request) ([]byte, error) {
-	// encoding/json would replace invalid UTF-8 with U+FFFD, and the digest
-	// would then cover text other than the request's: refuse it instead.
-	for _, s := range append([]string{r.ID, r.Requester, r.CaseID, r.LegalBasis, r.WarrantRef, r.Jurisdiction, r.Justification},
-		r.Scope.ConversationIDs...) {
-		if !utf8.ValidString(s) {
-			return nil, fmt.Errorf("%w: text must be valid UTF-8", ErrInvalid)
-		}
+	c, err := r.Request.Canonical()
+	if errors.Is(err, approval.ErrNotUTF8) {
+		return nil, &ValidationError{Field: "request", Reason: "text must be valid UTF-8"}
 	}
-	raw, err := json.Marshal(canonicalRequest{
-		Version: requestVersion, ID: r.ID, Requester: r.Requester, CaseID: r.CaseID, LegalBasis: r.LegalBasis,
-		WarrantRef: r.WarrantRef, Jurisdiction: r.Jurisdiction, Justification: r.Justification,
-		Scope:     canonicalScope{ConversationIDs: r.Scope.ConversationIDs, From: formatTime(r.Scope.From), To: formatTime(r.Scope.To)},
-		Recipient: canonicalKey{KEMID: r.Recipient.KEMID, PublicKey: base64.StdEncoding.EncodeToString(r.Recipient.PublicKey)},
-		CreatedAt: formatTime(r.CreatedAt), ExpiresAt: formatTime(r.ExpiresAt),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("access: canonical request: %w", err)
-	}
-	v := jsontext.Value(raw)
-	if err := v.Canonicalize(); err != nil {
-		return nil, fmt.Errorf("access: canonical request: %w", err)
-	}
-	return v, nil
-}
-
-// Digest returns "sha256:" + hex SHA-256 of canonical.
-func Digest(canonical []byte) string {
-	sum := sha256.Sum256(canonical)
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
-
-// Approval decisions.
-const (
-	DecisionApprove = "approve"
-	DecisionDeny    = "deny"
-)
-
-// ApprovalMessage is exactly what an approver signs with Ed25519:
-// "mediator-approval-v1\n" + request id + "\n" + digest + "\n" + decision +
-// "\n" + approver id + "\n". Binding all four means a signature counts for
-// one decision by one person on one request as filed, and nothing else.
-func ApprovalMessage(requestID, digest, decision, approverID string) []byte {
-	return []byte("mediator-approval-v1\n" + requestID + "\n" + digest + "\n" + decision + "\n" + approverID + "\n")
-}
-
-// VerifyApproval reports whether sig is pub's Ed25519 signature over
-// ApprovalMessage(requestID, digest, decision, approverID). Malformed keys
-// and signatures are simply not valid.
-func VerifyApproval(pub ed25519.PublicKey, requestID, digest, decision, approverID string, sig []byte) bool {
-	if len(pub) != ed25519.PublicKeySize || len(sig) != ed25519.SignatureSize {
-		return false
-	}
-	return ed25519.Verify(pub, ApprovalMessage(requestID, digest, decision, approverID), sig)
+	return c, err
 }
 
 // Approval is one approver's signed vote on a request.
@@ -253,20 +152,13 @@ func (a Approver) Key(id string) (ApproverKey, bool) {
 	return ApproverKey{}, false
 }
 
-// KeyID names an Ed25519 public key: "ed25519:" and the first 16 bytes of
-// its SHA-256, in hex.
-func KeyID(pub ed25519.PublicKey) string {
-	sum := sha256.Sum256(pub)
-	return "ed25519:" + hex.EncodeToString(sum[:16])
-}
-
 var approverRolePattern = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
 
 // validID checks an id that is embedded in signed messages and info
 // strings: 1–128 bytes of printable UTF-8, no newline.
 func validID(name, v string) error {
 	if v == "" || len(v) > maxIDLen || !redact.Printable(v) {
-		return fmt.Errorf("%w: %s must be 1–%d printable characters", ErrInvalid, name, maxIDLen)
+		return invalid(name, fmt.Sprintf("must be 1–%d printable characters", maxIDLen))
 	}
 	return nil
 }
@@ -277,26 +169,26 @@ func validateDraft(d Draft, now time.Time) error {
 		return err
 	}
 	if !legalBasisPattern.MatchString(d.LegalBasis) {
-		return fmt.Errorf("%w: legal_basis must be 1–64 of a–z, 0–9 and _ (such as court_order)", ErrInvalid)
+		return invalid("legal_basis", "must be 1–64 of a–z, 0–9 and _ (such as court_order)")
 	}
 	if d.WarrantRef == "" || len(d.WarrantRef) > maxWarrantRefLen || !redact.Printable(d.WarrantRef) {
-		return fmt.Errorf("%w: warrant_ref must be 1–%d printable characters", ErrInvalid, maxWarrantRefLen)
+		return invalid("warrant_ref", fmt.Sprintf("must be 1–%d printable characters", maxWarrantRefLen))
 	}
 	if !jurisdictionPattern.MatchString(d.Jurisdiction) {
-		return fmt.Errorf("%w: jurisdiction must be an upper-case code such as US, EU or GB", ErrInvalid)
+		return invalid("jurisdiction", "must be an upper-case code such as US, EU or GB")
 	}
 	j := strings.TrimSpace(d.Justification)
 	if j == "" || len(d.Justification) > maxJustificationLen || !redact.Printable(strings.ReplaceAll(d.Justification, "\n", " ")) {
-		return fmt.Errorf("%w: justification must be 1–%d printable characters", ErrInvalid, maxJustificationLen)
+		return invalid("justification", fmt.Sprintf("must be 1–%d printable characters", maxJustificationLen))
 	}
 	// The request is kept and logged forever: identifiers of people belong
 	// in the case file it references, not here.
 	if redact.RedactText(d.Justification) != d.Justification {
-		return ErrIdentifierInText
+		return &ValidationError{Field: "justification", Reason: "contains a phone number, email address or URL; refer to the case file instead", Code: CodeIdentifierInText}
 	}
 	ids := d.Scope.ConversationIDs
 	if len(ids) == 0 || len(ids) > maxConversations {
-		return fmt.Errorf("%w: scope.conversation_ids must list 1–%d conversations", ErrInvalid, maxConversations)
+		return invalid("scope.conversation_ids", fmt.Sprintf("must list 1–%d conversations", maxConversations))
 	}
 	seen := make(map[string]bool, len(ids))
 	for _, id := range ids {
@@ -304,29 +196,26 @@ func validateDraft(d Draft, now time.Time) error {
 			return err
 		}
 		if seen[id] {
-			return fmt.Errorf("%w: scope.conversation_ids lists %q twice", ErrInvalid, id)
+			return invalid("scope.conversation_ids", fmt.Sprintf("lists %q twice", id))
 		}
 		seen[id] = true
 	}
 	if d.Scope.From.IsZero() || d.Scope.To.IsZero() || !d.Scope.From.Before(d.Scope.To) {
-		return fmt.Errorf("%w: scope.from must be before scope.to", ErrInvalid)
+		return invalid("scope.from", "must be before scope.to")
 	}
 	if err := d.Recipient.Validate(); err != nil {
-		return fmt.Errorf("%w: recipient_public_key: %v", ErrInvalid, err)
+		return invalid("recipient_public_key", err.Error())
 	}
 	if !d.ExpiresAt.After(now) || d.ExpiresAt.After(now.Add(maxRequestLifetime)) {
-		return fmt.Errorf("%w: expires_at must be in the future, at most %d days ahead", ErrInvalid, int(maxRequestLifetime.Hours()/24))
+		return invalid("expires_at", fmt.Sprintf("must be in the future, at most %d days ahead", int(maxRequestLifetime.Hours()/24)))
 	}
 	return nil
 }
 
 // Errors a caller maps to answers.
 var (
-	// ErrInvalid wraps a request that breaks a rule (422).
+	// ErrInvalid matches every *ValidationError (422).
 	ErrInvalid = errors.New("access: invalid request")
-	// ErrIdentifierInText: free text carries a phone number, an email
-	// address or a URL (422).
-	ErrIdentifierInText = errors.New("access: the justification contains a phone number, email address or URL; refer to the case file instead")
 	// ErrNotFound: no such request or approver (404).
 	ErrNotFound = errors.New("access: not found")
 	// ErrApproverExists: the approver id is registered (409).
@@ -352,6 +241,31 @@ var (
 	// ErrUnavailable wraps a database, escrow or policy failure (503).
 	ErrUnavailable = errors.New("access: a dependency is unavailable")
 )
+
+// ValidationError is a request that breaks a rule (422): the field at
+// fault, why, and a code when the rule has its own (else
+// validation_failed). It never quotes the offending value.
+type ValidationError struct {
+	Field  string
+	Reason string
+	Code   string
+}
+
+// CodeIdentifierInText: free text carries a phone number, an email address
+// or a URL.
+const CodeIdentifierInText = "identifier_in_text"
+
+func (e *ValidationError) Error() string {
+	return "access: invalid request: " + e.Field + " " + e.Reason
+}
+
+// Is makes a ValidationError match ErrInvalid.
+func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
+
+// Invalid returns the field at fault and why, for a client.
+func (e *ValidationError) Invalid() (field, reason string) { return e.Field, e.Reason }
+
+func invalid(field, reason string) error { return &ValidationError{Field: field, Reason: reason} }
 
 // FinalError says which final state a request is in.
 type FinalError struct{ Status Status }

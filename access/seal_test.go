@@ -5,9 +5,11 @@ import (
 	"crypto/hpke"
 	"errors"
 	"testing"
+
+	"github.com/mediatorhq/mediator/seal"
 )
 
-func newRecipient(t *testing.T, kemID uint16) (hpke.PrivateKey, RecipientKey) {
+func newRecipient(t *testing.T, kemID uint16) (hpke.PrivateKey, seal.PublicKey) {
 	t.Helper()
 	kem, err := hpke.NewKEM(kemID)
 	if err != nil {
@@ -18,12 +20,12 @@ func newRecipient(t *testing.T, kemID uint16) (hpke.PrivateKey, RecipientKey) {
 		t.Fatal(err)
 	}
 	pub := priv.PublicKey().Bytes()
-	return priv, RecipientKey{KEMID: kemID, PublicKey: pub}
+	return priv, seal.PublicKey{KEMID: kemID, PublicKey: pub}
 }
 
 func TestSealOpenBothKEMs(t *testing.T) {
 	key := bytes.Repeat([]byte{0x42}, 32)
-	for _, kemID := range []uint16{KEMMLKEM768X25519, KEMX25519} {
+	for _, kemID := range []uint16{seal.KEMMLKEM768X25519, seal.KEMX25519} {
 		priv, pub := newRecipient(t, kemID)
 		s, err := Seal(pub, "req-1", "conv-1", "epoch-7", key)
 		if err != nil {
@@ -52,7 +54,7 @@ func TestSealOpenBothKEMs(t *testing.T) {
 // and the architecture's exact info string, so any RFC 9180 implementation
 // can open them.
 func TestSealMatchesRFC9180Info(t *testing.T) {
-	priv, pub := newRecipient(t, KEMMLKEM768X25519)
+	priv, pub := newRecipient(t, seal.KEMMLKEM768X25519)
 	s, err := Seal(pub, "r", "c", "k", []byte("0123456789abcdef"))
 	if err != nil {
 		t.Fatal(err)
@@ -64,23 +66,23 @@ func TestSealMatchesRFC9180Info(t *testing.T) {
 }
 
 func TestRecipientKeyValidation(t *testing.T) {
-	_, good := newRecipient(t, KEMX25519)
+	_, good := newRecipient(t, seal.KEMX25519)
 	if err := good.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	for name, k := range map[string]RecipientKey{
+	for name, k := range map[string]seal.PublicKey{
 		"P-256 KEM":     {KEMID: 0x0010, PublicKey: good.PublicKey},
 		"unknown KEM":   {KEMID: 0x9999, PublicKey: good.PublicKey},
-		"short key":     {KEMID: KEMX25519, PublicKey: good.PublicKey[:10]},
-		"wrong-size pq": {KEMID: KEMMLKEM768X25519, PublicKey: good.PublicKey},
+		"short key":     {KEMID: seal.KEMX25519, PublicKey: good.PublicKey[:10]},
+		"wrong-size pq": {KEMID: seal.KEMMLKEM768X25519, PublicKey: good.PublicKey},
 	} {
 		if err := k.Validate(); err == nil {
 			t.Errorf("%s accepted", name)
-		} else if name == "P-256 KEM" && !errors.Is(err, ErrUnsupportedKEM) {
+		} else if name == "P-256 KEM" && !errors.Is(err, seal.ErrUnsupportedKEM) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	if _, err := ReleaseInfo("a\nb", "c", "k"); err == nil {
+	if _, err := seal.ReleaseInfo("a\nb", "c", "k"); err == nil {
 		t.Error("a newline in an id was accepted")
 	}
 }

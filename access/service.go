@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/escrow"
 	"github.com/mediatorhq/mediator/policy"
 	"github.com/mediatorhq/mediator/redact"
@@ -77,22 +78,22 @@ func (s *Service) RegisterApprover(ctx context.Context, by, id string, roles []s
 		return Approver{}, err
 	}
 	if len(roles) == 0 || len(roles) > 16 {
-		return Approver{}, fmt.Errorf("%w: roles must list 1–16 roles", ErrInvalid)
+		return Approver{}, invalid("roles", "must list 1–16 roles")
 	}
 	for i, r := range roles {
 		if !approverRolePattern.MatchString(r) || slices.Contains(roles[:i], r) {
-			return Approver{}, fmt.Errorf("%w: roles must be distinct lower-case names such as legal or security", ErrInvalid)
+			return Approver{}, invalid("roles", "must be distinct lower-case names such as legal or security")
 		}
 	}
 	if len(pub) != ed25519.PublicKeySize {
-		return Approver{}, fmt.Errorf("%w: public_key must be a 32-byte Ed25519 public key", ErrInvalid)
+		return Approver{}, invalid("public_key", "must be a 32-byte Ed25519 public key")
 	}
 	key := ed25519.PublicKey(slices.Clone(pub))
-	a, err := s.store.InsertApprover(ctx, Approver{ID: id, Roles: slices.Clone(roles), Keys: []ApproverKey{{ID: KeyID(key), PublicKey: key}}}, by)
+	a, err := s.store.InsertApprover(ctx, Approver{ID: id, Roles: slices.Clone(roles), Keys: []ApproverKey{{ID: approval.KeyID(key), PublicKey: key}}}, by)
 	if err != nil {
 		return Approver{}, err
 	}
-	s.log.Info("approver registered", "approver_id", id, "roles", roles, "key_id", KeyID(key), "by", by)
+	s.log.Info("approver registered", "approver_id", id, "roles", roles, "key_id", approval.KeyID(key), "by", by)
 	return a, nil
 }
 
@@ -111,12 +112,12 @@ func (s *Service) AddApproverKey(ctx context.Context, by, id string, pub []byte)
 		return Approver{}, ErrApproverInactive
 	}
 	if len(pub) != ed25519.PublicKeySize {
-		return Approver{}, fmt.Errorf("%w: public_key must be a 32-byte Ed25519 public key", ErrInvalid)
+		return Approver{}, invalid("public_key", "must be a 32-byte Ed25519 public key")
 	}
 	if err := s.store.AddApproverKey(ctx, id, ed25519.PublicKey(slices.Clone(pub)), by); err != nil {
 		return Approver{}, err
 	}
-	s.log.Info("approver key rotated", "approver_id", id, "key_id", KeyID(pub), "by", by)
+	s.log.Info("approver key rotated", "approver_id", id, "key_id", approval.KeyID(pub), "by", by)
 	return s.store.Approver(ctx, id)
 }
 
@@ -124,7 +125,7 @@ func (s *Service) AddApproverKey(ctx context.Context, by, id string, pub []byte)
 // approvals stay in the log; the default policy no longer counts them.
 func (s *Service) DeactivateApprover(ctx context.Context, by, id, reason string) (Approver, error) {
 	if reason == "" || len(reason) > 500 || !redact.Printable(reason) {
-		return Approver{}, fmt.Errorf("%w: reason must be 1–500 printable characters", ErrInvalid)
+		return Approver{}, invalid("reason", "must be 1–500 printable characters")
 	}
 	a, err := s.store.Approver(ctx, id)
 	if err != nil {
@@ -158,11 +159,12 @@ func (s *Service) Create(ctx context.Context, requester string, d Draft) (Reques
 	if err != nil {
 		return Request{}, fmt.Errorf("access: request id: %w", err)
 	}
-	r := Request{ID: id.String(), Requester: requester, Draft: d, CreatedAt: now}
+	d.ID, d.Requester, d.CreatedAt = id.String(), requester, now
+	r := Request{Request: d}
 	if r.Canonical, err = Canonical(r); err != nil {
 		return Request{}, err
 	}
-	r.Digest = Digest(r.Canonical)
+	r.Digest = approval.Digest(r.Canonical)
 	if r, err = s.store.InsertRequest(ctx, r); err != nil {
 		return Request{}, err
 	}
@@ -255,7 +257,7 @@ func (s *Service) requirePending(ctx context.Context, r *Request) error {
 	}
 	if r.Final == nil && r.Status == StatusExpired {
 		_, err := s.store.Finish(ctx, r.ID, Final{Status: StatusExpired, By: systemActor}, KindExpire,
-			map[string]any{"kind": KindExpire, "request_id": r.ID, "expires_at": formatTime(r.ExpiresAt)})
+			map[string]any{"kind": KindExpire, "request_id": r.ID, "expires_at": approval.FormatTime(r.ExpiresAt)})
 		if err != nil && !errors.Is(err, ErrFinal) {
 			return err
 		}
@@ -278,8 +280,8 @@ func (s *Service) Approve(ctx context.Context, approverID, requestID, decision s
 }
 
 func (s *Service) approve(ctx context.Context, approverID, requestID, decision string, signature []byte) (Approval, error) {
-	if decision != DecisionApprove && decision != DecisionDeny {
-		return Approval{}, fmt.Errorf("%w: decision must be approve or deny", ErrInvalid)
+	if decision != approval.Approve && decision != approval.Deny {
+		return Approval{}, invalid("decision", "must be approve or deny")
 	}
 	if _, err := uuid.Parse(requestID); err != nil {
 		return Approval{}, ErrNotFound
@@ -302,7 +304,7 @@ func (s *Service) approve(ctx context.Context, approverID, requestID, decision s
 		return Approval{}, ErrApproverInactive
 	}
 	key, ok := ap.CurrentKey()
-	if !ok || !VerifyApproval(key.PublicKey, r.ID, r.Digest, decision, ap.ID, signature) {
+	if !ok || !approval.Verify(key.PublicKey, r.ID, r.Digest, decision, ap.ID, signature) {
 		s.log.Warn("approval refused: bad signature", "access_request_id", r.ID, "approver_id", ap.ID)
 		return Approval{}, ErrBadSignature
 	}
@@ -493,7 +495,7 @@ func (s *Service) policyInput(ctx context.Context, r Request) (policy.ReleaseInp
 			approvers[a.ApproverID] = ap
 		}
 		key, known := ap.Key(a.KeyID)
-		verified := known && VerifyApproval(key.PublicKey, r.ID, r.Digest, a.Decision, a.ApproverID, a.Signature)
+		verified := known && approval.Verify(key.PublicKey, r.ID, r.Digest, a.Decision, a.ApproverID, a.Signature)
 		if !verified {
 			s.log.Error("a recorded approval no longer verifies; the policy will not count it", "access_request_id", r.ID, "approver_id", a.ApproverID)
 		}

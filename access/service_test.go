@@ -16,10 +16,12 @@ import (
 	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/audit"
 	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
 	"github.com/mediatorhq/mediator/escrow"
 	"github.com/mediatorhq/mediator/policy"
+	"github.com/mediatorhq/mediator/seal"
 	"github.com/mediatorhq/mediator/test/harness"
 	"github.com/mediatorhq/mediator/test/testdb"
 )
@@ -96,7 +98,7 @@ func (w *world) approver(t *testing.T, id string, roles ...string) {
 }
 
 func (w *world) sign(r Request, decision, approverID string) []byte {
-	return ed25519.Sign(w.keys[approverID], ApprovalMessage(r.ID, r.Digest, decision, approverID))
+	return ed25519.Sign(w.keys[approverID], approval.Message(r.ID, r.Digest, decision, approverID))
 }
 
 func (w *world) vote(t *testing.T, r Request, approverID, decision string) error {
@@ -126,7 +128,7 @@ func draft(t *testing.T, now time.Time, convos ...string) (Draft, hpke.PrivateKe
 		CaseID: "case-2026-117", LegalBasis: "court_order", WarrantRef: "SDNY 26-MJ-0117", Jurisdiction: "US",
 		Justification: "Preservation and review ordered in the case file, exhibit 4.",
 		Scope:         Scope{ConversationIDs: convos, From: now.Add(-time.Hour), To: now.Add(time.Hour)},
-		Recipient:     RecipientKey{KEMID: KEMMLKEM768X25519, PublicKey: priv.PublicKey().Bytes()},
+		Recipient:     seal.PublicKey{KEMID: seal.KEMMLKEM768X25519, PublicKey: priv.PublicKey().Bytes()},
 		ExpiresAt:     now.Add(72 * time.Hour),
 	}, priv
 }
@@ -134,7 +136,8 @@ func draft(t *testing.T, now time.Time, convos ...string) (Draft, hpke.PrivateKe
 func TestCanonicalRequestAndApprovalMessage(t *testing.T) {
 	now := time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
 	d, _ := draft(t, now, "c1", "c2")
-	r := Request{ID: "7c3f8a9e-0000-4000-8000-000000000001", Requester: "olga", Draft: d, CreatedAt: now}
+	d.ID, d.Requester, d.CreatedAt = "7c3f8a9e-0000-4000-8000-000000000001", "olga", now
+	r := Request{Request: d}
 	c1, err := Canonical(r)
 	if err != nil {
 		t.Fatal(err)
@@ -153,10 +156,10 @@ func TestCanonicalRequestAndApprovalMessage(t *testing.T) {
 	r2 := r
 	r2.Scope.ConversationIDs = []string{"c1", "c3"}
 	c2, _ := Canonical(r2)
-	if Digest(c1) == Digest(c2) || !strings.HasPrefix(Digest(c1), "sha256:") || len(Digest(c1)) != 71 {
-		t.Fatalf("digests: %s %s", Digest(c1), Digest(c2))
+	if approval.Digest(c1) == approval.Digest(c2) || !strings.HasPrefix(approval.Digest(c1), "sha256:") || len(approval.Digest(c1)) != 71 {
+		t.Fatalf("digests: %s %s", approval.Digest(c1), approval.Digest(c2))
 	}
-	msg := ApprovalMessage("r1", "sha256:ab", "approve", "lena")
+	msg := approval.Message("r1", "sha256:ab", "approve", "lena")
 	if string(msg) != "mediator-approval-v1\nr1\nsha256:ab\napprove\nlena\n" {
 		t.Fatalf("approval message: %q", msg)
 	}
@@ -187,11 +190,13 @@ func TestDraftValidation(t *testing.T) {
 		d, _ := draft(t, now, "c1")
 		mutate(&d)
 		_, err := w.svc.Create(ctx, "olga", d)
-		if !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrIdentifierInText) {
-			t.Errorf("%s: %v", name, err)
+		var ve *ValidationError
+		if !errors.As(err, &ve) || !errors.Is(err, ErrInvalid) || ve.Field == "" || ve.Reason == "" {
+			t.Errorf("%s: %v, want a *ValidationError naming a field and a reason", name, err)
+			continue
 		}
-		if strings.Contains(name, "text") && !errors.Is(err, ErrIdentifierInText) {
-			t.Errorf("%s: want ErrIdentifierInText, got %v", name, err)
+		if strings.Contains(name, "text") != (ve.Code == CodeIdentifierInText) {
+			t.Errorf("%s: code %q", name, ve.Code)
 		}
 	}
 	var n int
@@ -210,7 +215,7 @@ func TestApprovalsAreVerifiedAndCountedOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Status != StatusPending || r.Digest != Digest(r.Canonical) {
+	if r.Status != StatusPending || r.Digest != approval.Digest(r.Canonical) {
 		t.Fatalf("created: %+v", r)
 	}
 	// Not registered.
@@ -218,10 +223,10 @@ func TestApprovalsAreVerifiedAndCountedOnce(t *testing.T) {
 		t.Fatalf("unknown approver: %v", err)
 	}
 	// A signature over another digest, another decision, by another key.
-	other := ed25519.Sign(w.keys["lena"], ApprovalMessage(r.ID, Digest([]byte("other")), "approve", "lena"))
+	other := ed25519.Sign(w.keys["lena"], approval.Message(r.ID, approval.Digest([]byte("other")), "approve", "lena"))
 	flipped := w.sign(r, "deny", "lena")
 	_, stranger, _ := ed25519.GenerateKey(rand.Reader)
-	forged := ed25519.Sign(stranger, ApprovalMessage(r.ID, r.Digest, "approve", "lena"))
+	forged := ed25519.Sign(stranger, approval.Message(r.ID, r.Digest, "approve", "lena"))
 	for name, sig := range map[string][]byte{"other digest": other, "other decision": flipped, "other key": forged, "short": forged[:10]} {
 		if _, err := w.svc.Approve(ctx, "lena", r.ID, "approve", sig); !errors.Is(err, ErrBadSignature) {
 			t.Errorf("%s: %v", name, err)
@@ -392,7 +397,7 @@ func TestExpiryRevocationAndRotation(t *testing.T) {
 	if _, err := w.svc.AddApproverKey(ctx, "admin", "lena", pub); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.svc.Approve(ctx, "lena", r3.ID, "approve", ed25519.Sign(oldKey, ApprovalMessage(r3.ID, r3.Digest, "approve", "lena"))); !errors.Is(err, ErrBadSignature) {
+	if _, err := w.svc.Approve(ctx, "lena", r3.ID, "approve", ed25519.Sign(oldKey, approval.Message(r3.ID, r3.Digest, "approve", "lena"))); !errors.Is(err, ErrBadSignature) {
 		t.Fatalf("signature with the rotated-out key: %v", err)
 	}
 	w.keys["lena"] = priv

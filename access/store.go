@@ -12,8 +12,10 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/audit"
 	"github.com/mediatorhq/mediator/policy"
+	"github.com/mediatorhq/mediator/seal"
 )
 
 // Store keeps the workflow's records. Every write also appends its audit
@@ -132,14 +134,14 @@ func (s *PGStore) InsertApprover(ctx context.Context, a Approver, by string) (Ap
 // AddApproverKey implements Store. Adding the current key again is a
 // conflict.
 func (s *PGStore) AddApproverKey(ctx context.Context, approverID string, pub ed25519.PublicKey, by string) error {
-	id := KeyID(pub)
+	id := approval.KeyID(pub)
 	rec := map[string]any{"kind": KindApproverKey, "approver_id": approverID, "key_id": id,
 		"public_key": base64.StdEncoding.EncodeToString(pub), "added_by": by}
 	_, err := s.inTx(ctx, audit.Entry{Kind: KindApproverKey, Record: rec}, func(tx pgx.Tx, seq int64) error {
 		_, err := tx.Exec(ctx, `INSERT INTO approver_keys (approver_id, key_id, public_key, added_by, audit_seq) VALUES ($1, $2, $3, $4, $5)`,
 			approverID, id, []byte(pub), by, seq)
 		if err != nil {
-			return dbErr(err, fmt.Errorf("%w: that key is already registered for %s", ErrInvalid, approverID))
+			return dbErr(err, invalid("public_key", "is already registered for "+approverID))
 		}
 		return nil
 	})
@@ -153,7 +155,7 @@ func (s *PGStore) DeactivateApprover(ctx context.Context, approverID, by, reason
 		_, err := tx.Exec(ctx, `INSERT INTO approver_deactivations (approver_id, deactivated_by, reason, audit_seq) VALUES ($1, $2, $3, $4)`,
 			approverID, by, reason, seq)
 		if err != nil {
-			return dbErr(err, fmt.Errorf("%w: %s is already deactivated", ErrInvalid, approverID))
+			return dbErr(err, invalid("approver", approverID+" is already deactivated"))
 		}
 		return nil
 	})
@@ -279,39 +281,40 @@ func (s *PGStore) requests(ctx context.Context, query string, args ...any) ([]Re
 	if err != nil {
 		return nil, fmt.Errorf("%w: requests: %v", ErrUnavailable, err)
 	}
-	defer rows.Close()
-	var out []Request
-	for rows.Next() {
-		var (
-			r          Request
-			kem        int
-			fStatus    *string
-			fBy        *string
-			fDecision  *string
-			fSeq       *int64
-			fAt        *time.Time
-			denied     int64
-			recipientK []byte
-		)
-		if err := rows.Scan(&r.ID, &r.Requester, &r.CaseID, &r.LegalBasis, &r.WarrantRef, &r.Jurisdiction, &r.Justification,
-			&r.Scope.ConversationIDs, &r.Scope.From, &r.Scope.To, &kem, &recipientK, &r.CreatedAt, &r.ExpiresAt,
-			&r.Canonical, &r.Digest, &r.AuditSeq, &fStatus, &fBy, &fDecision, &fSeq, &fAt, &denied); err != nil {
-			return nil, fmt.Errorf("%w: requests: %v", ErrUnavailable, err)
-		}
-		r.Recipient = RecipientKey{KEMID: uint16(kem), PublicKey: recipientK}
-		r.DeniedReleases = int(denied)
-		if fStatus != nil {
-			r.Final = &Final{Status: Status(*fStatus), By: *fBy, AuditSeq: *fSeq, At: *fAt}
-			if fDecision != nil {
-				r.Final.DecisionID = *fDecision
-			}
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := pgx.CollectRows(rows, scanRequest)
+	if err != nil {
 		return nil, fmt.Errorf("%w: requests: %v", ErrUnavailable, err)
 	}
 	return out, nil
+}
+
+// scanRequest reads a row of selectRequest.
+func scanRequest(row pgx.CollectableRow) (Request, error) {
+	var (
+		r          Request
+		kem        int
+		fStatus    *string
+		fBy        *string
+		fDecision  *string
+		fSeq       *int64
+		fAt        *time.Time
+		denied     int64
+		recipientK []byte
+	)
+	if err := row.Scan(&r.ID, &r.Requester, &r.CaseID, &r.LegalBasis, &r.WarrantRef, &r.Jurisdiction, &r.Justification,
+		&r.Scope.ConversationIDs, &r.Scope.From, &r.Scope.To, &kem, &recipientK, &r.CreatedAt, &r.ExpiresAt,
+		&r.Canonical, &r.Digest, &r.AuditSeq, &fStatus, &fBy, &fDecision, &fSeq, &fAt, &denied); err != nil {
+		return r, err
+	}
+	r.Recipient = seal.PublicKey{KEMID: uint16(kem), PublicKey: recipientK}
+	r.DeniedReleases = int(denied)
+	if fStatus != nil {
+		r.Final = &Final{Status: Status(*fStatus), By: *fBy, AuditSeq: *fSeq, At: *fAt}
+		if fDecision != nil {
+			r.Final.DecisionID = *fDecision
+		}
+	}
+	return r, nil
 }
 
 // approvalRecord is the audit record of an approval. It carries the
@@ -436,15 +439,17 @@ func (s *PGStore) CountByStatus(ctx context.Context) (map[Status]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	out := map[Status]int{}
-	for rows.Next() {
-		var st string
-		var n int
-		if err := rows.Scan(&st, &n); err != nil {
-			return nil, err
-		}
-		out[Status(st)] = n
+	type statusCount struct {
+		Status string
+		N      int
 	}
-	return out, rows.Err()
+	counts, err := pgx.CollectRows(rows, pgx.RowToStructByPos[statusCount])
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[Status]int, len(counts))
+	for _, c := range counts {
+		out[Status(c.Status)] = c.N
+	}
+	return out, nil
 }

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,26 +9,13 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/go-chi/chi/v5"
 
 	"github.com/mediatorhq/mediator/access"
+	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/wire"
 )
-
-// AccessWorkflow is the lawful-access workflow (access.Service).
-type AccessWorkflow interface {
-	RegisterApprover(ctx context.Context, by, id string, roles []string, pub []byte) (access.Approver, error)
-	Approvers(ctx context.Context) ([]access.Approver, error)
-	AddApproverKey(ctx context.Context, by, id string, pub []byte) (access.Approver, error)
-	DeactivateApprover(ctx context.Context, by, id, reason string) (access.Approver, error)
-	Create(ctx context.Context, requester string, d access.Draft) (access.Request, error)
-	Get(ctx context.Context, id string) (access.Request, []access.Approval, error)
-	List(ctx context.Context, status access.Status, limit int) ([]access.Request, error)
-	Revoke(ctx context.Context, caller, id string) (access.Request, error)
-	Approve(ctx context.Context, approverID, requestID, decision string, signature []byte) (access.Approval, error)
-	Release(ctx context.Context, caller, requestID string) (access.Release, error)
-}
 
 // Error codes of the workflow.
 const (
@@ -41,7 +27,6 @@ const (
 	codeSelfApproval      = "self_approval"
 	codeDuplicateApproval = "duplicate_approval"
 	codePolicyDenied      = "policy_denied"
-	codeIdentifierInText  = "identifier_in_text"
 )
 
 // decodeJSON decodes a JSON body into v, refusing other content types,
@@ -117,17 +102,20 @@ func caller(r *http.Request) string {
 func (s *server) accessError(w http.ResponseWriter, r *http.Request, what string, err error) {
 	var fe *access.FinalError
 	var de *access.DeniedError
+	var ve *access.ValidationError
 	switch {
 	case errors.As(err, &de):
 		writeError(w, http.StatusForbidden, codePolicyDenied, "the release policy denied the release: "+strings.Join(de.Reasons, "; "),
-			map[string]any{"decision_id": de.DecisionID, "reasons": de.Reasons, "locked": de.Locked})
+			wire.Denial{DecisionID: de.DecisionID, Reasons: de.Reasons, Locked: de.Locked})
 	case errors.As(err, &fe):
 		writeError(w, http.StatusConflict, codeRequestFinal, "the request is "+string(fe.Status)+"; it can no longer change",
 			map[string]string{"status": string(fe.Status)})
-	case errors.Is(err, access.ErrIdentifierInText):
-		writeError(w, http.StatusUnprocessableEntity, codeIdentifierInText, strings.TrimPrefix(err.Error(), "access: "))
-	case errors.Is(err, access.ErrInvalid):
-		writeError(w, http.StatusUnprocessableEntity, codeValidationFailed, strings.TrimPrefix(err.Error(), "access: invalid request: "))
+	case errors.As(err, &ve):
+		code := ve.Code
+		if code == "" {
+			code = codeValidationFailed
+		}
+		writeError(w, http.StatusUnprocessableEntity, code, ve.Field+" "+ve.Reason, wire.FieldProblem{Field: ve.Field, Reason: ve.Reason})
 	case errors.Is(err, access.ErrNotFound):
 		writeError(w, http.StatusNotFound, codeNotFound, "no such request or approver")
 	case errors.Is(err, access.ErrApproverExists):
@@ -140,7 +128,7 @@ func (s *server) accessError(w http.ResponseWriter, r *http.Request, what string
 		writeError(w, http.StatusUnprocessableEntity, codeApproverInactive, "the approver is deactivated; their signatures are refused")
 	case errors.Is(err, access.ErrBadSignature):
 		writeError(w, http.StatusUnprocessableEntity, codeBadSignature,
-			`the signature does not verify with your registered key over "mediator-approval-v1\n" + id + "\n" + digest + "\n" + decision + "\n" + approver id + "\n"`)
+			"the signature does not verify with your registered key over "+approval.MessageFormat)
 	case errors.Is(err, access.ErrDuplicateApproval):
 		writeError(w, http.StatusConflict, codeDuplicateApproval, "you have already voted on this request")
 	case errors.Is(err, access.ErrUnavailable):
@@ -152,27 +140,10 @@ func (s *server) accessError(w http.ResponseWriter, r *http.Request, what string
 	}
 }
 
-type scopeJSON struct {
-	ConversationIDs []string  `json:"conversation_ids"`
-	From            time.Time `json:"from"`
-	To              time.Time `json:"to"`
-}
-
-type createRequestBody struct {
-	CaseID        string              `json:"case_id"`
-	LegalBasis    string              `json:"legal_basis"`
-	WarrantRef    string              `json:"warrant_ref"`
-	Jurisdiction  string              `json:"jurisdiction"`
-	Justification string              `json:"justification"`
-	Scope         scopeJSON           `json:"scope"`
-	Recipient     access.RecipientKey `json:"recipient_public_key"`
-	ExpiresAt     time.Time           `json:"expires_at"`
-}
-
 // createRequest is POST /v1/access-requests (officer): 201
 // {"id","status","digest","audit_seq"}.
 func (s *server) createRequest(w http.ResponseWriter, r *http.Request) {
-	var b createRequestBody
+	var b wire.CreateRequest
 	if !decodeJSON(w, r, &b) {
 		return
 	}
@@ -185,60 +156,20 @@ func (s *server) createRequest(w http.ResponseWriter, r *http.Request) {
 		s.accessError(w, r, "access request", err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"id": req.ID, "status": req.Status, "digest": req.Digest, "audit_seq": req.AuditSeq})
+	writeJSON(w, http.StatusCreated, wire.Created{ID: req.ID, Status: string(req.Status), Digest: req.Digest, AuditSeq: req.AuditSeq})
 }
 
-type finalJSON struct {
-	Status     access.Status `json:"status"`
-	By         string        `json:"by"`
-	DecisionID string        `json:"decision_id,omitempty"`
-	At         time.Time     `json:"at"`
-	AuditSeq   int64         `json:"audit_seq"`
-}
-
-type approvalJSON struct {
-	ApproverID  string    `json:"approver_id"`
-	Decision    string    `json:"decision"`
-	Roles       []string  `json:"roles"`
-	ByRequester bool      `json:"by_requester"`
-	KeyID       string    `json:"key_id"`
-	Signature   []byte    `json:"signature"`
-	ApprovedAt  time.Time `json:"approved_at"`
-	AuditSeq    int64     `json:"audit_seq"`
-}
-
-type requestJSON struct {
-	ID             string              `json:"id"`
-	Status         access.Status       `json:"status"`
-	Requester      string              `json:"requester"`
-	CaseID         string              `json:"case_id"`
-	LegalBasis     string              `json:"legal_basis"`
-	WarrantRef     string              `json:"warrant_ref"`
-	Jurisdiction   string              `json:"jurisdiction"`
-	Justification  string              `json:"justification"`
-	Scope          scopeJSON           `json:"scope"`
-	Recipient      access.RecipientKey `json:"recipient_public_key"`
-	CreatedAt      time.Time           `json:"created_at"`
-	ExpiresAt      time.Time           `json:"expires_at"`
-	Digest         string              `json:"digest"`
-	Canonical      []byte              `json:"canonical"` // base64 of exactly the bytes the digest covers
-	AuditSeq       int64               `json:"audit_seq"`
-	DeniedReleases int                 `json:"denied_releases"`
-	Final          *finalJSON          `json:"final,omitempty"`
-	Approvals      []approvalJSON      `json:"approvals,omitempty"`
-}
-
-func requestView(q access.Request, approvals []access.Approval) requestJSON {
-	out := requestJSON{ID: q.ID, Status: q.Status, Requester: q.Requester, CaseID: q.CaseID, LegalBasis: q.LegalBasis,
+func requestView(q access.Request, approvals []access.Approval) wire.Request {
+	out := wire.Request{ID: q.ID, Status: string(q.Status), Requester: q.Requester, CaseID: q.CaseID, LegalBasis: q.LegalBasis,
 		WarrantRef: q.WarrantRef, Jurisdiction: q.Jurisdiction, Justification: q.Justification,
-		Scope:     scopeJSON{ConversationIDs: q.Scope.ConversationIDs, From: q.Scope.From, To: q.Scope.To},
+		Scope:     wire.Scope{ConversationIDs: q.Scope.ConversationIDs, From: q.Scope.From, To: q.Scope.To},
 		Recipient: q.Recipient, CreatedAt: q.CreatedAt, ExpiresAt: q.ExpiresAt, Digest: q.Digest, Canonical: q.Canonical,
 		AuditSeq: q.AuditSeq, DeniedReleases: q.DeniedReleases}
 	if f := q.Final; f != nil {
-		out.Final = &finalJSON{Status: f.Status, By: f.By, DecisionID: f.DecisionID, At: f.At, AuditSeq: f.AuditSeq}
+		out.Final = &wire.Final{Status: string(f.Status), By: f.By, DecisionID: f.DecisionID, At: f.At, AuditSeq: f.AuditSeq}
 	}
 	for _, a := range approvals {
-		out.Approvals = append(out.Approvals, approvalJSON{ApproverID: a.ApproverID, Decision: a.Decision, Roles: a.Roles,
+		out.Approvals = append(out.Approvals, wire.Approval{ApproverID: a.ApproverID, Decision: a.Decision, Roles: a.Roles,
 			ByRequester: a.ByRequester, KeyID: a.KeyID, Signature: a.Signature, ApprovedAt: a.ApprovedAt, AuditSeq: a.AuditSeq})
 	}
 	return out
@@ -281,11 +212,11 @@ func (s *server) listRequests(w http.ResponseWriter, r *http.Request) {
 		s.accessError(w, r, "access request list", err)
 		return
 	}
-	out := make([]requestJSON, 0, len(qs))
+	out := make([]wire.Request, 0, len(qs))
 	for _, q := range qs {
 		out = append(out, requestView(q, nil))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"requests": out})
+	writeJSON(w, http.StatusOK, wire.RequestList{Requests: out})
 }
 
 // revokeRequest is POST /v1/access-requests/{id}/revoke (the requester).
@@ -298,16 +229,11 @@ func (s *server) revokeRequest(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, requestView(q, nil))
 }
 
-type approvalBody struct {
-	Decision  string `json:"decision"`
-	Signature []byte `json:"signature"` // standard base64
-}
-
 // approveRequest is POST /v1/access-requests/{id}/approvals (approver):
 // 201 when recorded; the requester's own approval is recorded but answered
 // 422 self_approval, since it counts for nothing.
 func (s *server) approveRequest(w http.ResponseWriter, r *http.Request) {
-	var b approvalBody
+	var b wire.ApprovalRequest
 	if !decodeJSON(w, r, &b) {
 		return
 	}
@@ -321,8 +247,8 @@ func (s *server) approveRequest(w http.ResponseWriter, r *http.Request) {
 		s.accessError(w, r, "approval", err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"request_id": a.RequestID, "approver_id": a.ApproverID,
-		"decision": a.Decision, "key_id": a.KeyID, "approved_at": a.ApprovedAt, "audit_seq": a.AuditSeq})
+	writeJSON(w, http.StatusCreated, wire.ApprovalRecorded{RequestID: a.RequestID, ApproverID: a.ApproverID,
+		Decision: a.Decision, KeyID: a.KeyID, ApprovedAt: a.ApprovedAt, AuditSeq: a.AuditSeq})
 }
 
 // releaseRequest is POST /v1/access-requests/{id}/release (the requester):
@@ -334,30 +260,17 @@ func (s *server) releaseRequest(w http.ResponseWriter, r *http.Request) {
 		s.accessError(w, r, "release", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"keys": rel.Keys, "decision_id": rel.DecisionID, "audit_seq": rel.AuditSeq})
+	keys := make([]wire.SealedKey, len(rel.Keys))
+	for i, k := range rel.Keys {
+		keys[i] = wire.SealedKey(k)
+	}
+	writeJSON(w, http.StatusOK, wire.Release{Keys: keys, DecisionID: rel.DecisionID, AuditSeq: rel.AuditSeq})
 }
 
-type approverKeyJSON struct {
-	KeyID     string    `json:"key_id"`
-	PublicKey []byte    `json:"public_key"`
-	AddedAt   time.Time `json:"added_at"`
-	AuditSeq  int64     `json:"audit_seq"`
-}
-
-type approverJSON struct {
-	ID           string            `json:"id"`
-	Roles        []string          `json:"roles"`
-	Active       bool              `json:"active"`
-	CurrentKeyID string            `json:"current_key_id"`
-	Keys         []approverKeyJSON `json:"keys"`
-	RegisteredAt time.Time         `json:"registered_at"`
-	AuditSeq     int64             `json:"audit_seq"`
-}
-
-func approverView(a access.Approver) approverJSON {
-	out := approverJSON{ID: a.ID, Roles: a.Roles, Active: a.Active, RegisteredAt: a.RegisteredAt, AuditSeq: a.AuditSeq}
+func approverView(a access.Approver) wire.Approver {
+	out := wire.Approver{ID: a.ID, Roles: a.Roles, Active: a.Active, RegisteredAt: a.RegisteredAt, AuditSeq: a.AuditSeq}
 	for _, k := range a.Keys {
-		out.Keys = append(out.Keys, approverKeyJSON{KeyID: k.ID, PublicKey: k.PublicKey, AddedAt: k.AddedAt, AuditSeq: k.AuditSeq})
+		out.Keys = append(out.Keys, wire.ApproverKey{KeyID: k.ID, PublicKey: k.PublicKey, AddedAt: k.AddedAt, AuditSeq: k.AuditSeq})
 	}
 	if k, ok := a.CurrentKey(); ok {
 		out.CurrentKeyID = k.ID
@@ -365,15 +278,9 @@ func approverView(a access.Approver) approverJSON {
 	return out
 }
 
-type approverBody struct {
-	ID        string   `json:"id"`
-	Roles     []string `json:"roles"`
-	PublicKey []byte   `json:"public_key"`
-}
-
 // registerApprover is POST /v1/approvers (admin).
 func (s *server) registerApprover(w http.ResponseWriter, r *http.Request) {
-	var b approverBody
+	var b wire.RegisterApprover
 	if !decodeJSON(w, r, &b) {
 		return
 	}
@@ -392,19 +299,17 @@ func (s *server) listApprovers(w http.ResponseWriter, r *http.Request) {
 		s.accessError(w, r, "approver list", err)
 		return
 	}
-	out := make([]approverJSON, 0, len(as))
+	out := make([]wire.Approver, 0, len(as))
 	for _, a := range as {
 		out = append(out, approverView(a))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"approvers": out})
+	writeJSON(w, http.StatusOK, wire.ApproverList{Approvers: out})
 }
 
 // rotateApproverKey is POST /v1/approvers/{id}/keys (admin): the new key
 // is the one future signatures must verify with.
 func (s *server) rotateApproverKey(w http.ResponseWriter, r *http.Request) {
-	var b struct {
-		PublicKey []byte `json:"public_key"`
-	}
+	var b wire.ApproverKeyRequest
 	if !decodeJSON(w, r, &b) {
 		return
 	}
@@ -418,9 +323,7 @@ func (s *server) rotateApproverKey(w http.ResponseWriter, r *http.Request) {
 
 // deactivateApprover is POST /v1/approvers/{id}/deactivate (admin).
 func (s *server) deactivateApprover(w http.ResponseWriter, r *http.Request) {
-	var b struct {
-		Reason string `json:"reason"`
-	}
+	var b wire.Deactivate
 	if !decodeJSON(w, r, &b) {
 		return
 	}

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/base64"
 	"errors"
 	"net/http"
 	"strconv"
@@ -10,6 +9,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/mediatorhq/mediator/audit"
+	"github.com/mediatorhq/mediator/wire"
 )
 
 // checkpoint is GET /v1/audit/checkpoint: the latest signed checkpoint note.
@@ -32,21 +32,15 @@ func (s *server) checkpoint(w http.ResponseWriter, r *http.Request) {
 // verifierKey is GET /v1/audit/verifier-key: the note verifier key.
 func (s *server) verifierKey(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	_, _ = w.Write([]byte(s.verifier + "\n"))
+	_, _ = w.Write([]byte(s.auditLog.VerifierKey() + "\n"))
 }
 
-type entryResponse struct {
-	Seq    int64          `json:"seq"`
-	Leaf   string         `json:"leaf"`
-	Record map[string]any `json:"record"`
-}
-
-func toEntryResponse(e audit.StoredEntry) (entryResponse, error) {
+func entryView(e audit.StoredEntry) (wire.Entry, error) {
 	_, rec, err := audit.ParseLeaf(e.Leaf)
 	if err != nil {
-		return entryResponse{}, err
+		return wire.Entry{}, err
 	}
-	return entryResponse{Seq: e.Seq, Leaf: base64.StdEncoding.EncodeToString(e.Leaf), Record: rec}, nil
+	return wire.Entry{Seq: e.Seq, Leaf: e.Leaf, Record: rec}, nil
 }
 
 // entry is GET /v1/audit/entries/{seq}.
@@ -65,7 +59,7 @@ func (s *server) entry(w http.ResponseWriter, r *http.Request) {
 		unavailable(w, "postgres", "the audit log is unavailable")
 		return
 	}
-	resp, err := toEntryResponse(e)
+	resp, err := entryView(e)
 	if err != nil {
 		s.logFailure(r, "parse stored leaf", err)
 		writeError(w, http.StatusInternalServerError, codeInternal, "stored leaf is unreadable; run `mediator audit verify`")
@@ -126,9 +120,9 @@ func (s *server) entries(w http.ResponseWriter, r *http.Request) {
 		unavailable(w, "postgres", "the audit log is unavailable")
 		return
 	}
-	out := make([]entryResponse, 0, len(page))
+	out := make([]wire.Entry, 0, len(page))
 	for _, e := range page {
-		resp, err := toEntryResponse(e)
+		resp, err := entryView(e)
 		if err != nil {
 			s.logFailure(r, "parse stored leaf", err)
 			writeError(w, http.StatusInternalServerError, codeInternal, "stored leaf is unreadable; run `mediator audit verify`")
@@ -141,7 +135,7 @@ func (s *server) entries(w http.ResponseWriter, r *http.Request) {
 		n := page[len(page)-1].Seq
 		next = &n
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"entries": out, "next_after_seq": next})
+	writeJSON(w, http.StatusOK, wire.EntryPage{Entries: out, NextAfterSeq: next})
 }
 
 // inclusionProof is GET /v1/audit/proof/inclusion?seq=N&tree_size=S.
@@ -158,7 +152,7 @@ func (s *server) inclusionProof(w http.ResponseWriter, r *http.Request) {
 	if !s.proofError(w, r, err) {
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"leaf_index": seq, "tree_size": size, "hashes": encodeHashes(p)})
+	writeJSON(w, http.StatusOK, wire.InclusionProof{LeafIndex: seq, TreeSize: size, Hashes: hashBytes(p)})
 }
 
 // consistencyProof is GET /v1/audit/proof/consistency?from=A&to=B.
@@ -175,7 +169,7 @@ func (s *server) consistencyProof(w http.ResponseWriter, r *http.Request) {
 	if !s.proofError(w, r, err) {
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"from": from, "to": to, "hashes": encodeHashes(p)})
+	writeJSON(w, http.StatusOK, wire.ConsistencyProof{From: from, To: to, Hashes: hashBytes(p)})
 }
 
 // proofError answers for a proof error and reports whether there was none.
@@ -213,10 +207,10 @@ func (s *server) export(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func encodeHashes[T ~[]H, H ~[32]byte](hs T) []string {
-	out := make([]string, len(hs))
+func hashBytes[T ~[]H, H ~[32]byte](hs T) [][]byte {
+	out := make([][]byte, len(hs))
 	for i, h := range hs {
-		out[i] = base64.StdEncoding.EncodeToString(h[:])
+		out[i] = h[:]
 	}
 	return out
 }

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -9,27 +8,8 @@ import (
 	"strings"
 
 	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/wire"
 )
-
-// Escrower deposits keys.
-type Escrower interface {
-	Deposit(ctx context.Context, req escrow.DepositRequest) (escrow.Receipt, bool, error)
-}
-
-type depositBody struct {
-	ConversationID string `json:"conversation_id"`
-	KeyID          string `json:"key_id"`
-	Key            string `json:"key"`
-}
-
-type depositResponse struct {
-	EscrowID      string   `json:"escrow_id"`
-	Threshold     int      `json:"threshold"`
-	Shares        int      `json:"shares"`
-	Custodians    []string `json:"custodians"`
-	KeyCommitment string   `json:"key_commitment"`
-	AuditSeq      int64    `json:"audit_seq"`
-}
 
 // depositKey is POST /v1/escrow/keys: 201 for a new escrow, 200 with the
 // same body for the same key again, 409 for another key under the same id,
@@ -39,7 +19,7 @@ func (s *server) depositKey(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnsupportedMediaType, codeUnsupportedMediaType, "Content-Type must be application/json")
 		return
 	}
-	var body depositBody
+	var body wire.DepositRequest
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&body); err != nil {
@@ -48,21 +28,22 @@ func (s *server) depositKey(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusRequestEntityTooLarge, codeBodyTooLarge, "request body too large")
 			return
 		}
+		var corrupt base64.CorruptInputError
+		if errors.As(err, &corrupt) {
+			writeError(w, http.StatusUnprocessableEntity, codeValidationFailed, "key must be standard base64",
+				wire.FieldProblem{Field: "key", Reason: "must be standard base64"})
+			return
+		}
 		// The decoder's message could quote the key; say only what is wrong.
-		writeError(w, http.StatusBadRequest, codeBadRequest, `body must be {"conversation_id","key_id","key"} with no other fields`)
+		writeError(w, http.StatusBadRequest, codeBadRequest, `body must be {"conversation_id","key_id","key"} with no other fields, the key in standard base64`)
 		return
 	}
-	key, err := base64.StdEncoding.DecodeString(body.Key)
-	body.Key = ""
-	if err != nil {
-		writeError(w, http.StatusUnprocessableEntity, codeValidationFailed, "key must be standard base64")
-		return
-	}
-	rec, created, err := s.escrow.Deposit(r.Context(), escrow.DepositRequest{ConversationID: body.ConversationID, KeyID: body.KeyID, Key: key})
-	clear(key)
+	rec, created, err := s.escrow.Deposit(r.Context(), escrow.DepositRequest{ConversationID: body.ConversationID, KeyID: body.KeyID, Key: body.Key})
+	clear(body.Key)
+	var ve *escrow.ValidationError
 	switch {
-	case errors.Is(err, escrow.ErrInvalid):
-		writeError(w, http.StatusUnprocessableEntity, codeValidationFailed, strings.TrimPrefix(err.Error(), "escrow: invalid request: "))
+	case errors.As(err, &ve):
+		writeError(w, http.StatusUnprocessableEntity, codeValidationFailed, ve.Field+" "+ve.Reason, wire.FieldProblem{Field: ve.Field, Reason: ve.Reason})
 		return
 	case errors.Is(err, escrow.ErrConflict):
 		writeError(w, http.StatusConflict, codeConflict, "this conversation and key id are escrowed with a different key")
@@ -80,6 +61,6 @@ func (s *server) depositKey(w http.ResponseWriter, r *http.Request) {
 	if created {
 		status = http.StatusCreated
 	}
-	writeJSON(w, status, depositResponse{EscrowID: rec.EscrowID, Threshold: rec.Threshold, Shares: rec.Shares,
+	writeJSON(w, status, wire.DepositResponse{EscrowID: rec.EscrowID, Threshold: rec.Threshold, Shares: rec.Shares,
 		Custodians: rec.Custodians, KeyCommitment: rec.KeyCommitment, AuditSeq: rec.AuditSeq})
 }

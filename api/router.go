@@ -11,13 +11,16 @@ import (
 	"log/slog"
 	"net/http"
 
-	"github.com/mediatorhq/mediator/redact"
-
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mediatorhq/mediator/access"
+	"github.com/mediatorhq/mediator/audit"
+	"github.com/mediatorhq/mediator/escrow"
 	"github.com/mediatorhq/mediator/identity"
+	"github.com/mediatorhq/mediator/ingest"
 	"github.com/mediatorhq/mediator/policy"
+	"github.com/mediatorhq/mediator/stats"
 )
 
 // Authenticator verifies a bearer token.
@@ -44,20 +47,17 @@ type Deps struct {
 	Metrics *Metrics
 	Ready   []Check
 
-	// The audit log and what ingest needs to write to it.
-	AuditLog   Log
-	Pseudonyms PseudonymSource
-	Profile    redact.Profile
-	// VerifierKey is the note verifier key for checkpoints.
-	VerifierKey string
+	// Ingest takes events into Log; Log answers for its entries, proofs,
+	// checkpoints and bundles.
+	Ingest Ingester
+	Log    *audit.Log
 
-	Escrow Escrower
-	Access AccessWorkflow
+	Escrow *escrow.Service
+	Access *access.Service
 
 	// The SOC view: counts of committed events, and the k below which
 	// nothing is reported.
-	Stats         StatsSource
-	Tally         Tally
+	Stats         *stats.Store
 	StatsMinGroup int
 
 	// Limits are the per-identity request rates (zero: unlimited).
@@ -74,15 +74,12 @@ type server struct {
 	metrics *Metrics
 	ready   []Check
 
-	auditLog   Log
-	pseudonyms PseudonymSource
-	profile    redact.Profile
-	verifier   string
-	escrow     Escrower
-	access     AccessWorkflow
+	ingest   Ingester
+	auditLog *audit.Log
+	escrow   *escrow.Service
+	access   *access.Service
 
-	stats         StatsSource
-	tally         Tally
+	stats         *stats.Store
 	statsMinGroup int
 }
 
@@ -91,8 +88,8 @@ type server struct {
 // policy/authz.rego through guard.
 func NewRouter(d Deps) http.Handler {
 	s := &server{log: d.Logger, authn: d.Authn, authz: d.Authz, metrics: d.Metrics, ready: d.Ready,
-		auditLog: d.AuditLog, pseudonyms: d.Pseudonyms, profile: d.Profile, verifier: d.VerifierKey, escrow: d.Escrow, access: d.Access,
-		stats: d.Stats, tally: d.Tally, statsMinGroup: d.StatsMinGroup}
+		ingest: d.Ingest, auditLog: d.Log, escrow: d.Escrow, access: d.Access,
+		stats: d.Stats, statsMinGroup: d.StatsMinGroup}
 	r := chi.NewRouter()
 	r.Use(requestID, s.accessLog, s.recoverPanic)
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
@@ -115,7 +112,7 @@ func NewRouter(d Deps) http.Handler {
 	g.Get("/v1/whoami", s.whoami)
 
 	// Ingest: delivery metadata into the audit log, rate-limited per caller.
-	r.With(s.guard, s.rateLimited(newLimiters(d.Limits.Ingest)), limitBody(maxEventsBody)).Post("/v1/events", s.ingestEvents)
+	r.With(s.guard, s.rateLimited(newLimiters(d.Limits.Ingest)), limitBody(ingest.MaxBodyBytes)).Post("/v1/events", s.ingestEvents)
 
 	// The audit log, for auditors and officers.
 	g.Get("/v1/audit/checkpoint", s.checkpoint)

@@ -14,13 +14,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/identity"
 	"github.com/mediatorhq/mediator/policy"
 )
 
 type fixture struct {
 	handler http.Handler
-	issuer  *identity.Issuer
+	issuer  *dev.Issuer
 	logs    *bytes.Buffer
 	pgDown  bool
 }
@@ -35,15 +36,15 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	iss, err := identity.LoadOrCreateDevIssuer(dir)
+	iss, err := dev.LoadOrCreateIssuer(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := identity.NewFileKeys(identity.DevJWKSPath(dir))
+	keys, err := identity.NewFileKeys(dev.JWKSPath(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := identity.NewVerifier(identity.DevIssuer, identity.DevAudience, keys)
+	v, err := identity.NewVerifier(dev.IssuerName, dev.Audience, keys)
 	if err != nil {
 		t.Fatal(err)
 	}

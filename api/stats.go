@@ -1,25 +1,13 @@
 package api
 
 import (
-	"context"
 	"errors"
 	"net/http"
-	"strings"
 	"time"
 
-	"github.com/mediatorhq/mediator/redact"
 	"github.com/mediatorhq/mediator/stats"
+	"github.com/mediatorhq/mediator/wire"
 )
-
-// StatsSource answers the SOC's aggregate questions (stats.Store).
-type StatsSource interface {
-	Transport(ctx context.Context, q stats.Query, now time.Time) (stats.Report, error)
-}
-
-// Tally counts committed records for the SOC view (stats.Tally).
-type Tally interface {
-	Count(r *redact.Record)
-}
 
 // transportStats is GET /v1/stats/transport?window=1h&group_by=mcc|platform|transport
 // (auditor): counts by transport and status, E2EE coverage and downgrades,
@@ -38,8 +26,9 @@ func (s *server) transportStats(w http.ResponseWriter, r *http.Request) {
 		q.GroupBy = v
 	}
 	rep, err := s.stats.Transport(r.Context(), q, time.Now())
-	if errors.Is(err, stats.ErrInvalid) {
-		writeError(w, http.StatusUnprocessableEntity, codeValidationFailed, strings.TrimPrefix(err.Error(), "stats: invalid query: "))
+	var ve *stats.ValidationError
+	if errors.As(err, &ve) {
+		writeError(w, http.StatusUnprocessableEntity, codeValidationFailed, ve.Field+" "+ve.Reason, wire.FieldProblem{Field: ve.Field, Reason: ve.Reason})
 		return
 	}
 	if err != nil {

@@ -15,6 +15,8 @@ import (
 
 	"github.com/gowebpki/jcs"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
@@ -480,28 +482,37 @@ func BenchmarkAppend4000(b *testing.B) {
 	b.ReportMetric(float64(i)/b.Elapsed().Seconds(), "entries/s")
 }
 
-// TestBatcherGroupsConcurrentAppends: many concurrent callers through one
-// batcher get their own seqs, duplicates across callers are appended once,
-// and the log verifies.
-func TestBatcherGroupsConcurrentAppends(t *testing.T) {
+// TestLogGroupsConcurrentAppends: many concurrent callers through one Log
+// get their own seqs, duplicates across callers are appended once, the
+// close function signs a checkpoint over everything appended, and appends
+// after close are refused.
+func TestLogGroupsConcurrentAppends(t *testing.T) {
 	f := newFixture(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	b := NewBatcher(f.store)
-	stopped := make(chan struct{})
-	go func() { b.Run(ctx); close(stopped) }()
+	skey, _, err := note.GenerateKey(rand.Reader, testOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ParseCheckpointKey(skey, testOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	l, closeLog, err := Open(context.Background(), Config{Pool: f.pool, Origin: testOrigin, Key: key,
+		CheckpointInterval: time.Hour, Metrics: NewMetrics(reg)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var wg sync.WaitGroup
 	results := make([][]Appended, 8)
 	for w := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			// Workers 0-3 and 4-7 send the same event ids.
-			res, err := b.Append(context.Background(), entries((w%4)*100, 100, "g"))
+			res, err := l.Append(context.Background(), entries((w%4)*100, 100, "g"))
 			if err != nil {
 				t.Error(err)
 			}
 			results[w] = res
-		}()
+		})
 	}
 	wg.Wait()
 	for w := range 4 {
@@ -512,14 +523,22 @@ func TestBatcherGroupsConcurrentAppends(t *testing.T) {
 			}
 		}
 	}
-	f.cp.Once(context.Background())
-	if rep := f.verify(t); !rep.OK() || rep.Entries != 400 {
-		t.Fatalf("after batched appends: %d entries, %v", rep.Entries, rep.Problems)
+	if err := closeLog(context.Background()); err != nil {
+		t.Fatal(err)
 	}
-	cancel()
-	<-stopped
-	if _, err := b.Append(context.Background(), entries(1000, 1, "g")); err != ErrStopped {
-		t.Fatalf("append after stop: %v", err)
+	cp, err := f.store.LatestCheckpoint(context.Background())
+	if err != nil || cp.Size != 400 {
+		t.Fatalf("close signed no checkpoint over the 400 entries: %+v, %v", cp, err)
+	}
+	v, _ := note.NewVerifier(key.VerifierKey())
+	if rep, err := f.store.Verify(context.Background(), v); err != nil || !rep.OK() || rep.Entries != 400 {
+		t.Fatalf("after batched appends: %v %+v", err, rep)
+	}
+	if got := testutil.ToFloat64(l.metrics.treeSize); got != 400 {
+		t.Fatalf("mediator_audit_tree_size = %v, want 400", got)
+	}
+	if _, err := l.Append(context.Background(), entries(1000, 1, "g")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("append after close: %v", err)
 	}
 }
 

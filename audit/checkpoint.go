@@ -24,17 +24,28 @@ type Checkpoint struct {
 // LatestCheckpoint returns the checkpoint of the largest tree, or
 // ErrNotFound when none has been signed yet.
 func (s *Store) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
-	var c Checkpoint
-	var root []byte
-	err := s.pool.QueryRow(ctx, "SELECT tree_size, root_hash, note, created_at FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1").
-		Scan(&c.Size, &root, &c.Note, &c.CreatedAt)
+	rows, err := s.pool.Query(ctx, "SELECT tree_size, root_hash, note, created_at FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1")
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("audit: latest checkpoint: %w", err)
+	}
+	c, err := pgx.CollectOneRow(rows, scanCheckpoint)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return c, ErrNotFound
 	}
 	if err != nil {
 		return c, fmt.Errorf("audit: latest checkpoint: %w", err)
 	}
-	copy(c.Root[:], root)
+	return c, nil
+}
+
+// scanCheckpoint reads a row of (tree_size, root_hash, note, created_at).
+func scanCheckpoint(row pgx.CollectableRow) (Checkpoint, error) {
+	var c Checkpoint
+	var root []byte
+	if err := row.Scan(&c.Size, &root, &c.Note, &c.CreatedAt); err != nil {
+		return c, err
+	}
+	copy(c.Root[:], root) // a wrong length shows as a root the signed note does not name
 	return c, nil
 }
 

@@ -168,18 +168,16 @@ func existingEventIDs(ctx context.Context, tx pgx.Tx, entries []Entry) (map[stri
 	if err != nil {
 		return nil, fmt.Errorf("audit: look up event ids: %w", err)
 	}
-	for rows.Next() {
-		var id string
-		var seq int64
-		if err := rows.Scan(&id, &seq); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("audit: look up event ids: %w", err)
-		}
-		found[id] = seq
+	type idSeq struct {
+		ID  string
+		Seq int64
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	have, err := pgx.CollectRows(rows, pgx.RowToStructByPos[idSeq])
+	if err != nil {
 		return nil, fmt.Errorf("audit: look up event ids: %w", err)
+	}
+	for _, h := range have {
+		found[h.ID] = h.Seq
 	}
 	return found, nil
 }
@@ -269,19 +267,17 @@ func readHashes(ctx context.Context, q querier, indexes []int64) ([]tlog.Hash, e
 	if err != nil {
 		return nil, fmt.Errorf("audit: read hashes: %w", err)
 	}
-	packed := make(map[int64][]byte, len(seqs))
-	for rows.Next() {
-		var seq int64
-		var b []byte
-		if err := rows.Scan(&seq, &b); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("audit: read hashes: %w", err)
-		}
-		packed[seq] = b
+	type seqHashes struct {
+		Seq    int64
+		Hashes []byte
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	stored, err := pgx.CollectRows(rows, pgx.RowToStructByPos[seqHashes])
+	if err != nil {
 		return nil, fmt.Errorf("audit: read hashes: %w", err)
+	}
+	packed := make(map[int64][]byte, len(stored))
+	for _, e := range stored {
+		packed[e.Seq] = e.Hashes
 	}
 	out := make([]tlog.Hash, len(indexes))
 	for i, idx := range indexes {
@@ -378,16 +374,11 @@ func (s *Store) Search(ctx context.Context, q Query) ([]StoredEntry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: search: %w", err)
 	}
-	defer rows.Close()
-	var out []StoredEntry
-	for rows.Next() {
-		var e StoredEntry
-		if err := rows.Scan(&e.Seq, &e.Leaf); err != nil {
-			return nil, fmt.Errorf("audit: search: %w", err)
-		}
-		out = append(out, e)
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[StoredEntry])
+	if err != nil {
+		return nil, fmt.Errorf("audit: search: %w", err)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // InclusionProof proves that the entry at seq is in the tree of size

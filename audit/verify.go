@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -177,18 +178,11 @@ func (s *Store) allCheckpoints(ctx context.Context) ([]Checkpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: read checkpoints: %w", err)
 	}
-	defer rows.Close()
-	var out []Checkpoint
-	for rows.Next() {
-		var c Checkpoint
-		var root []byte
-		if err := rows.Scan(&c.Size, &root, &c.Note, &c.CreatedAt); err != nil {
-			return nil, fmt.Errorf("audit: read checkpoints: %w", err)
-		}
-		copy(c.Root[:], root)
-		out = append(out, c)
+	out, err := pgx.CollectRows(rows, scanCheckpoint)
+	if err != nil {
+		return nil, fmt.Errorf("audit: read checkpoints: %w", err)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // edge holds recomputed stored hashes, trimmed to the right edge of the tree

@@ -137,3 +137,89 @@ func TestOutcomeOutlivesTheCallersContext(t *testing.T) {
 		t.Fatalf("Do after the caller's context ended = %d, %v; want the batch's outcome", r, err)
 	}
 }
+
+// TestWeightBoundsABatch: requests are packed by weight, a request heavier
+// than Max still goes (alone), and nothing is split or reordered.
+func TestWeightBoundsABatch(t *testing.T) {
+	var mu sync.Mutex
+	var batches [][]int
+	hold := make(chan struct{})
+	first := true
+	q := &Queue[int, int]{Max: 10, Weight: func(n int) int { return n }, Fn: func(_ context.Context, reqs []int) ([]int, error) {
+		mu.Lock()
+		wasFirst := first
+		first = false
+		batches = append(batches, append([]int(nil), reqs...))
+		mu.Unlock()
+		if wasFirst {
+			<-hold
+		}
+		return reqs, nil
+	}}
+	head := q.Add(context.Background(), 1)
+	for {
+		mu.Lock()
+		n := len(batches)
+		mu.Unlock()
+		if n == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	var fs []*Future[int, int]
+	for _, w := range []int{4, 5, 3, 25, 2} {
+		fs = append(fs, q.Add(context.Background(), w))
+	}
+	close(hold)
+	if _, err := head.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range fs {
+		if r, err := f.Wait(); err != nil || r != []int{4, 5, 3, 25, 2}[i] {
+			t.Fatalf("future %d = %d, %v", i, r, err)
+		}
+	}
+	want := [][]int{{1}, {4, 5}, {3}, {25}, {2}}
+	if len(batches) != len(want) {
+		t.Fatalf("batches %v, want %v", batches, want)
+	}
+	for i := range want {
+		if len(batches[i]) != len(want[i]) || batches[i][0] != want[i][0] {
+			t.Fatalf("batches %v, want %v", batches, want)
+		}
+	}
+}
+
+// TestCloseDrainsThenRefuses: Close waits for queued requests to be
+// performed and answered, and requests added after it fail with ErrClosed
+// without reaching Fn.
+func TestCloseDrainsThenRefuses(t *testing.T) {
+	release := make(chan struct{})
+	var performed atomic.Int64
+	q := &Queue[int, int]{Fn: func(_ context.Context, reqs []int) ([]int, error) {
+		<-release
+		performed.Add(int64(len(reqs)))
+		return reqs, nil
+	}}
+	f := q.Add(context.Background(), 1)
+	closed := make(chan error)
+	go func() { closed <- q.Close(context.Background()) }()
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while a batch was still running", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if _, err := q.Add(context.Background(), 2).Wait(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Add after Close: %v, want ErrClosed", err)
+	}
+	close(release)
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if r, err := f.Wait(); err != nil || r != 1 {
+		t.Fatalf("queued request = %d, %v", r, err)
+	}
+	if performed.Load() != 1 {
+		t.Fatalf("performed %d requests, want only the one queued before Close", performed.Load())
+	}
+}

@@ -25,7 +25,9 @@ import (
 
 	"github.com/mediatorhq/mediator/access"
 	"github.com/mediatorhq/mediator/api"
+	"github.com/mediatorhq/mediator/audit"
 	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/ingest"
 	"github.com/mediatorhq/mediator/pgmetrics"
 	"github.com/mediatorhq/mediator/policy"
 	"github.com/mediatorhq/mediator/vaultclient"
@@ -255,6 +257,8 @@ func exported() map[string]bool {
 	rec := &descRecorder{names: map[string]bool{}}
 	rec.MustRegister(api.NewMetrics("test").Collectors()...)
 	escrow.NewMetrics(rec)
+	audit.NewMetrics(rec)
+	ingest.NewMetrics(rec)
 	access.NewMetrics(rec, noCounts{})
 	policy.ReloadMetrics(rec, "sha256:test")
 	vaultclient.NewMetrics(rec)

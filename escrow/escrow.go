@@ -111,7 +111,7 @@ type Receipt struct {
 
 // Errors a caller maps to responses.
 var (
-	// ErrInvalid wraps a request that breaks a rule (422).
+	// ErrInvalid matches every *ValidationError (422).
 	ErrInvalid = errors.New("escrow: invalid request")
 	// ErrConflict: the key id is escrowed with another key (409).
 	ErrConflict = errors.New("escrow: key id already escrowed with a different key")
@@ -123,6 +123,23 @@ var (
 	// ErrDestroyed: the escrow was destroyed; its key is unrecoverable.
 	ErrDestroyed = errors.New("escrow: destroyed")
 )
+
+// ValidationError is a request that breaks a rule (422): the field at
+// fault and why. It never quotes the offending value.
+type ValidationError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ValidationError) Error() string {
+	return "escrow: invalid request: " + e.Field + " " + e.Reason
+}
+
+// Is makes a ValidationError match ErrInvalid.
+func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
+
+// Invalid returns the field at fault and why, for a client.
+func (e *ValidationError) Invalid() (field, reason string) { return e.Field, e.Reason }
 
 // Service deposits and reconstructs keys.
 type Service struct {
@@ -278,11 +295,11 @@ func sameOrConflict(existing Receipt, commitment string) (Receipt, bool, error) 
 func validate(req DepositRequest) error {
 	for name, v := range map[string]string{"conversation_id": req.ConversationID, "key_id": req.KeyID} {
 		if v == "" || len(v) > maxIDLen || strings.ContainsAny(v, "\x00\n\r") {
-			return fmt.Errorf("%w: %s must be 1–%d bytes without control characters", ErrInvalid, name, maxIDLen)
+			return &ValidationError{Field: name, Reason: fmt.Sprintf("must be 1–%d bytes without control characters", maxIDLen)}
 		}
 	}
 	if len(req.Key) < MinKeyLen || len(req.Key) > MaxKeyLen {
-		return fmt.Errorf("%w: key must be %d–%d bytes", ErrInvalid, MinKeyLen, MaxKeyLen)
+		return &ValidationError{Field: "key", Reason: fmt.Sprintf("must be %d–%d bytes", MinKeyLen, MaxKeyLen)}
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/mediatorhq/mediator/audit"
 	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
+	"github.com/mediatorhq/mediator/dev/servers"
 	"github.com/mediatorhq/mediator/test/harness"
 	"github.com/mediatorhq/mediator/test/testdb"
 	"github.com/mediatorhq/mediator/vaultclient"
@@ -37,7 +38,7 @@ type vaultPair struct {
 	admin, service *vaultapi.Client
 }
 
-func bootstrapped(t testing.TB, v *harness.Vault) vaultPair {
+func bootstrapped(t testing.TB, v *servers.Vault) vaultPair {
 	t.Helper()
 	ctx := context.Background()
 	admin, err := vaultapi.NewClient(&vaultapi.Config{Address: v.Addr})
@@ -373,7 +374,7 @@ func TestVaultRefusesOverwritingAShare(t *testing.T) {
 // earlier key still rebuilds from the three custodians on the first.
 func TestCustodiansOnTwoVaults(t *testing.T) {
 	ctx := context.Background()
-	second, err := harness.StartVault(ctx, nil, harness.VaultOptions{IgnoreEnv: true})
+	second, err := servers.StartVault(ctx, nil, servers.VaultOptions{IgnoreEnv: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -94,15 +93,17 @@ func (r *PGRows) MarkDestroyed(ctx context.Context, rec Receipt) error {
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, "INSERT INTO escrow_destructions (escrow_id, audit_seq) VALUES ($1, $2)", rec.EscrowID, seq)
-		return err
+		if _, err = tx.Exec(ctx, "INSERT INTO escrow_destructions (escrow_id, audit_seq) VALUES ($1, $2)", rec.EscrowID, seq); err != nil {
+			return fmt.Errorf("escrow: record destruction: %w", err)
+		}
+		return nil
 	})
 }
 
 // PlaceHold puts conversationID under a legal hold and returns the hold id.
 func (r *PGRows) PlaceHold(ctx context.Context, conversationID, reason, by string) (string, error) {
 	if conversationID == "" || len(conversationID) > maxIDLen || reason == "" || len(reason) > 500 || by == "" {
-		return "", fmt.Errorf("%w: a hold needs a conversation id, a reason (≤ 500 chars) and who places it", ErrInvalid)
+		return "", &ValidationError{Field: "hold", Reason: "needs a conversation id, a reason (≤ 500 chars) and who places it"}
 	}
 	id, err := newEscrowID()
 	if err != nil {
@@ -114,9 +115,11 @@ func (r *PGRows) PlaceHold(ctx context.Context, conversationID, reason, by strin
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, "INSERT INTO legal_holds (hold_id, conversation_id, reason, placed_by, audit_seq) VALUES ($1, $2, $3, $4, $5)",
-			id, conversationID, reason, by, seq)
-		return err
+		if _, err = tx.Exec(ctx, "INSERT INTO legal_holds (hold_id, conversation_id, reason, placed_by, audit_seq) VALUES ($1, $2, $3, $4, $5)",
+			id, conversationID, reason, by, seq); err != nil {
+			return fmt.Errorf("escrow: record legal hold: %w", err)
+		}
+		return nil
 	})
 	return id, err
 }
@@ -138,8 +141,10 @@ func (r *PGRows) ReleaseHold(ctx context.Context, holdID, by string) error {
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, "INSERT INTO legal_hold_releases (hold_id, released_by, audit_seq) VALUES ($1, $2, $3)", holdID, by, seq)
-		return err
+		if _, err = tx.Exec(ctx, "INSERT INTO legal_hold_releases (hold_id, released_by, audit_seq) VALUES ($1, $2, $3)", holdID, by, seq); err != nil {
+			return fmt.Errorf("escrow: record legal hold release: %w", err)
+		}
+		return nil
 	})
 }
 
@@ -150,10 +155,7 @@ func (r *PGRows) inTx(ctx context.Context, f func(pgx.Tx) error) error {
 	}
 	defer tx.Rollback(ctx)
 	if err := f(tx); err != nil {
-		if strings.HasPrefix(err.Error(), "escrow:") {
-			return err
-		}
-		return fmt.Errorf("escrow: %w", err)
+		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("escrow: commit: %w", err)
@@ -167,4 +169,28 @@ func (r *PGRows) auditTx(ctx context.Context, tx pgx.Tx, e audit.Entry) (int64, 
 		return 0, err
 	}
 	return a[0].Seq, nil
+}
+
+// RetentionSweepInterval is how often RunRetention looks for escrows past
+// retention: destruction is not urgent to the minute, only certain.
+const RetentionSweepInterval = time.Hour
+
+// RunRetention destroys the escrows older than retention now and then every
+// RetentionSweepInterval, until ctx ends, logging what each sweep did.
+func (s *Service) RunRetention(ctx context.Context, retention time.Duration) {
+	t := time.NewTicker(RetentionSweepInterval)
+	defer t.Stop()
+	for {
+		rep, err := s.Destroy(ctx, time.Now().Add(-retention))
+		if err != nil {
+			s.log.Error("escrow retention sweep failed", "err", err)
+		} else if len(rep.Destroyed)+len(rep.Failed) > 0 {
+			s.log.Info("escrow retention sweep", "destroyed", len(rep.Destroyed), "held", len(rep.Held), "failed", len(rep.Failed))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -12,7 +12,7 @@ import (
 
 	"github.com/mediatorhq/mediator/audit"
 	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
-	"github.com/mediatorhq/mediator/test/harness"
+	"github.com/mediatorhq/mediator/dev/servers"
 )
 
 // TestSoftHSMCustodian: one custodian wraps with a non-extractable AES key
@@ -22,7 +22,7 @@ import (
 // key rebuilds with the old HSM key gone from the configuration.
 func TestSoftHSMCustodian(t *testing.T) {
 	ctx := context.Background()
-	module, err := harness.SoftHSMToken(ctx, env.Log, t.TempDir(), "mediator-test", "4711-pin")
+	module, err := servers.SoftHSMToken(ctx, env.Log, t.TempDir(), "mediator-test", "4711-pin")
 	if err != nil {
 		t.Fatal(err)
 	}

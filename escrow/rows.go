@@ -240,14 +240,9 @@ func (r *PGRows) receipts(ctx context.Context, query string, args ...any) ([]Rec
 	if err != nil {
 		return nil, fmt.Errorf("escrow: list escrows: %w", err)
 	}
-	defer rows.Close()
-	var out []Receipt
-	for rows.Next() {
-		rec, err := scanReceipt(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, rec)
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Receipt, error) { return scanReceipt(row) })
+	if err != nil {
+		return nil, fmt.Errorf("escrow: list escrows: %w", err)
 	}
-	return out, rows.Err()
+	return out, nil
 }

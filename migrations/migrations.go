@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib" // also registers the "pgx" database/sql driver
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 )
@@ -98,4 +100,35 @@ func Check(ctx context.Context, db *sql.DB) error {
 		return fmt.Errorf("%w: database is at version %d, this binary knows up to %d; deploy the newer binary", ErrAhead, current, latest)
 	}
 	return nil
+}
+
+// Apply applies every pending migration to the database at dsn and logs
+// the version it is at afterwards: what `mediator migrate` and `mediator
+// dev` do.
+func Apply(ctx context.Context, dsn string, log *slog.Logger) error {
+	db, err := Open(dsn)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	applied, err := Up(ctx, db, log)
+	if err != nil {
+		return err
+	}
+	current, _, err := Versions(ctx, db)
+	if err != nil {
+		return err
+	}
+	log.Info("schema is current", "version", current, "applied_now", len(applied))
+	return nil
+}
+
+// CheckPool is Check over a pgx pool, bounded by timeout: the start-up
+// check of every command that reads or writes the schema.
+func CheckPool(ctx context.Context, pool *pgxpool.Pool, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	db := stdlib.OpenDBFromPool(pool)
+	defer db.Close()
+	return Check(ctx, db)
 }

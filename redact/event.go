@@ -16,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -83,23 +85,33 @@ const (
 	CodeTooDeep            = "too_deep"
 )
 
-// contentFields may carry message content and are refused wherever they
-// appear, whatever their value.
-var contentFields = map[string]bool{
-	"body": true, "text": true, "content": true, "plaintext": true,
-	"attachment": true, "attachment_url": true,
+// isContentField reports whether a field name (compared in lower case) may
+// carry message content; such fields are refused wherever they appear,
+// whatever their value.
+func isContentField(name string) bool {
+	switch strings.ToLower(name) {
+	case "body", "text", "content", "plaintext", "attachment", "attachment_url":
+		return true
+	}
+	return false
 }
 
-// schema lists the exact field names allowed in each object of an event.
-var schema = map[string]map[string]bool{
-	"$": {
-		"event_id": true, "kind": true, "conversation_id": true, "message_hash": true,
-		"cek_hash": true, "sender": true, "recipients": true, "transport": true,
-		"status": true, "occurred_at": true, "carrier": true, "downgrade": true, "client": true,
-	},
-	"carrier":   {"mcc": true, "mnc": true},
-	"downgrade": {"from": true, "to": true, "reason": true},
-	"client":    {"platform": true, "version": true},
+// objectFields returns the exact field names allowed in an object of an
+// event: "$" is the event itself, the others its nested objects. It
+// returns nil for a name that is not one of those objects.
+func objectFields(object string) []string {
+	switch object {
+	case "$":
+		return []string{"event_id", "kind", "conversation_id", "message_hash", "cek_hash", "sender", "recipients",
+			"transport", "status", "occurred_at", "carrier", "downgrade", "client"}
+	case "carrier":
+		return []string{"mcc", "mnc"}
+	case "downgrade":
+		return []string{"from", "to", "reason"}
+	case "client":
+		return []string{"platform", "version"}
+	}
+	return nil
 }
 
 // maxDepth bounds nesting; a valid event is three levels deep at most.
@@ -125,26 +137,53 @@ func DecodeEvent(index int, raw []byte) (*Event, []Problem) {
 	if len(w.problems) > 0 {
 		return nil, w.problems
 	}
+	// The walker found every name allowed: a value has the wrong type.
 	ev = Event{}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&ev); err != nil {
-		return nil, []Problem{typeProblem(index, err)}
+	err := jsonv2.Unmarshal(raw, &ev, jsonv2.RejectUnknownMembers(true))
+	if err == nil {
+		return &ev, nil
 	}
-	return &ev, nil
+	return nil, []Problem{typeProblem(index, err)}
 }
 
-// typeProblem turns a json type error into a Problem without the value.
+// typeProblem turns a decoding error into a Problem without the value.
 func typeProblem(index int, err error) Problem {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		path := "$"
-		if te.Field != "" {
-			path = "$." + te.Field
-		}
-		return Problem{Index: index, Path: path, Code: CodeInvalidField, Message: "wrong type: want " + te.Type.String()}
+	var se *jsonv2.SemanticError
+	if errors.As(err, &se) && se.GoType != nil {
+		return Problem{Index: index, Path: pointerPath(string(se.JSONPointer)), Code: CodeInvalidField,
+			Message: "wrong type: want " + kindName(se.GoType.Kind())}
 	}
 	return Problem{Index: index, Path: "$", Code: CodeMalformed, Message: "event is not a valid JSON object"}
+}
+
+// pointerPath renders a JSON pointer ("/recipients/1") as the problem path
+// style ("$.recipients[1]"), escaping names as pathName does.
+func pointerPath(ptr string) string {
+	path := "$"
+	if ptr == "" {
+		return path
+	}
+	for _, tok := range strings.Split(ptr[1:], "/") {
+		tok = strings.NewReplacer("~1", "/", "~0", "~").Replace(tok)
+		if _, err := strconv.Atoi(tok); err == nil {
+			path += "[" + tok + "]"
+		} else {
+			path += "." + pathName(tok)
+		}
+	}
+	return path
+}
+
+func kindName(k reflect.Kind) string {
+	switch k {
+	case reflect.String:
+		return "string"
+	case reflect.Slice, reflect.Array:
+		return "array"
+	case reflect.Struct, reflect.Map, reflect.Pointer:
+		return "object"
+	}
+	return k.String()
 }
 
 // walker checks the raw token stream before it is decoded into an Event:
@@ -191,7 +230,7 @@ func (w *walker) object(dec *json.Decoder, path, schemaKey string, depth int) er
 		w.add(path, CodeTooDeep, "nesting too deep")
 		return errTooDeep
 	}
-	allowed := schema[schemaKey]
+	allowed := objectFields(schemaKey)
 	seen := map[string]bool{}
 	for dec.More() {
 		tok, err := dec.Token()
@@ -203,14 +242,14 @@ func (w *walker) object(dec *json.Decoder, path, schemaKey string, depth int) er
 		switch {
 		case seen[key]:
 			w.add(child, CodeDuplicateKey, "duplicate key")
-		case contentFields[strings.ToLower(key)]:
+		case isContentField(key):
 			w.add(child, CodeContentNotAccepted, "message content is never accepted")
-		case allowed != nil && !allowed[key]:
+		case allowed != nil && !slices.Contains(allowed, key):
 			w.add(child, CodeUnknownField, "unknown field")
 		}
 		seen[key] = true
 		next := ""
-		if schemaKey == "$" && schema[key] != nil {
+		if schemaKey == "$" && key != "$" && objectFields(key) != nil {
 			next = key
 		}
 		if err := w.value(dec, child, next, depth); err != nil {
@@ -307,7 +346,7 @@ func SplitBatch(body []byte, ndjson bool, maxEvents int) ([]json.RawMessage, *Pr
 		key := tok.String()
 		if key != "events" {
 			code := CodeUnknownField
-			if contentFields[strings.ToLower(key)] {
+			if isContentField(key) {
 				code = CodeContentNotAccepted
 			}
 			return nil, &Problem{Index: -1, Path: "$." + pathName(key), Code: code, Message: `only "events" is allowed at the top level`}
@@ -347,4 +386,40 @@ func SplitBatch(body []byte, ndjson bool, maxEvents int) ([]json.RawMessage, *Pr
 		return nil, &Problem{Index: -1, Path: "$.events", Code: CodeMissingField, Message: "events is required"}
 	}
 	return events, nil
+}
+
+// DecodeBatch decodes the events of a request body: events[i] is event i,
+// or nil when it was refused, with the reasons in problems. A problem with
+// the body itself (not the envelope, too many events) refuses every event
+// and is returned alone, with Index -1.
+//
+// A body whose every event is valid is parsed once: the whole envelope is
+// decoded in one pass under the same strict rules. Only a body with a
+// problem pays for splitting and explaining it event by event.
+func DecodeBatch(body []byte, ndjson bool, maxEvents int) ([]*Event, []Problem, *Problem) {
+	if !ndjson {
+		var envelope struct {
+			Events []Event `json:"events"`
+		}
+		err := jsonv2.Unmarshal(body, &envelope, jsonv2.RejectUnknownMembers(true))
+		if err == nil && envelope.Events != nil && len(envelope.Events) <= maxEvents {
+			out := make([]*Event, len(envelope.Events))
+			for i := range envelope.Events {
+				out[i] = &envelope.Events[i]
+			}
+			return out, nil, nil
+		}
+	}
+	raws, bodyProblem := SplitBatch(body, ndjson, maxEvents)
+	if bodyProblem != nil {
+		return nil, nil, bodyProblem
+	}
+	out := make([]*Event, len(raws))
+	var problems []Problem
+	for i, raw := range raws {
+		ev, probs := DecodeEvent(i, raw)
+		out[i] = ev
+		problems = append(problems, probs...)
+	}
+	return out, problems, nil
 }

@@ -1,13 +1,13 @@
 package redact
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"hash"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -59,21 +59,17 @@ func DefaultProfile() Profile {
 	}
 }
 
-// LoadProfile reads a profile file (JSON, fields as in Profile); fields it
-// omits keep their defaults.
-func LoadProfile(path string) (Profile, error) {
+// ParseProfile reads a profile (JSON, fields as in Profile, unknown fields
+// refused); fields it omits keep their defaults. The caller reads the file.
+func ParseProfile(b []byte) (Profile, error) {
 	p := DefaultProfile()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return p, fmt.Errorf("redact: profile: %w", err)
-	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
-		return p, fmt.Errorf("redact: profile %s: %w", path, err)
+		return p, fmt.Errorf("redact: profile: %w", err)
 	}
 	if p.Granularity.Duration <= 0 || p.MaxFutureSkew.Duration < 0 || p.MaxRecipients <= 0 {
-		return p, fmt.Errorf("redact: profile %s: granularity and max_recipients must be positive", path)
+		return p, fmt.Errorf("redact: profile: granularity and max_recipients must be positive")
 	}
 	return p, nil
 }
@@ -110,20 +106,37 @@ type RecordCarrier struct {
 	MNC string `json:"mnc,omitempty"`
 }
 
-// Allowed values.
-var (
-	Kinds      = set("message", "receipt", "downgrade", "key_change", "membership_change")
-	Transports = set("rcs-e2ee", "rcs", "sms", "mms", "app-e2ee", "imessage")
-	Statuses   = set("sent", "delivered", "read", "failed")
-	Platforms  = set("android", "ios", "web")
-)
-
-func set(vs ...string) map[string]bool {
-	m := make(map[string]bool, len(vs))
-	for _, v := range vs {
-		m[v] = true
+// The allowed values of the enumerated fields (ARCHITECTURE.md, "Events in").
+func isKind(v string) bool {
+	switch v {
+	case "message", "receipt", "downgrade", "key_change", "membership_change":
+		return true
 	}
-	return m
+	return false
+}
+
+func isTransport(v string) bool {
+	switch v {
+	case "rcs-e2ee", "rcs", "sms", "mms", "app-e2ee", "imessage":
+		return true
+	}
+	return false
+}
+
+func isStatus(v string) bool {
+	switch v {
+	case "sent", "delivered", "read", "failed":
+		return true
+	}
+	return false
+}
+
+func isPlatform(v string) bool {
+	switch v {
+	case "android", "ios", "web":
+		return true
+	}
+	return false
 }
 
 const (
@@ -191,18 +204,18 @@ func (m *Minimizer) Minimize(index int, ev *Event, now time.Time) (*Record, []Pr
 			bad(path, CodeInvalidField, "must be printable text without control characters")
 		}
 	}
-	oneOf := func(path, v string, allowed map[string]bool) {
+	oneOf := func(path, v string, allowed func(string) bool) {
 		if v == "" {
 			bad(path, CodeMissingField, "required")
-		} else if !allowed[v] {
+		} else if !allowed(v) {
 			bad(path, CodeInvalidField, "not an allowed value")
 		}
 	}
 	opaque("$.event_id", ev.EventID, true)
 	opaque("$.conversation_id", ev.ConversationID, true)
-	oneOf("$.kind", ev.Kind, Kinds)
-	oneOf("$.transport", ev.Transport, Transports)
-	oneOf("$.status", ev.Status, Statuses)
+	oneOf("$.kind", ev.Kind, isKind)
+	oneOf("$.transport", ev.Transport, isTransport)
+	oneOf("$.status", ev.Status, isStatus)
 	if ev.MessageHash == "" {
 		bad("$.message_hash", CodeMissingField, "required")
 	} else if !validHash(ev.MessageHash) {
@@ -261,8 +274,8 @@ func (m *Minimizer) Minimize(index int, ev *Event, now time.Time) (*Record, []Pr
 		}
 	}
 	if d := ev.Downgrade; d != nil {
-		oneOf("$.downgrade.from", d.From, Transports)
-		oneOf("$.downgrade.to", d.To, Transports)
+		oneOf("$.downgrade.from", d.From, isTransport)
+		oneOf("$.downgrade.to", d.To, isTransport)
 		if utf8.RuneCountInString(d.Reason) > maxReasonLen {
 			bad("$.downgrade.reason", CodeInvalidField, fmt.Sprintf("longer than %d characters", maxReasonLen))
 		} else if !Printable(d.Reason) {
@@ -271,7 +284,7 @@ func (m *Minimizer) Minimize(index int, ev *Event, now time.Time) (*Record, []Pr
 		rec.Downgrade = &Downgrade{From: d.From, To: d.To, Reason: RedactText(d.Reason)}
 	}
 	if c := ev.Client; c != nil {
-		oneOf("$.client.platform", c.Platform, Platforms)
+		oneOf("$.client.platform", c.Platform, isPlatform)
 		if len(c.Version) > maxVersionLen || !Printable(c.Version) {
 			bad("$.client.version", CodeInvalidField, fmt.Sprintf("must be printable and at most %d bytes", maxVersionLen))
 		}

@@ -3,7 +3,7 @@ package redact
 import (
 	"encoding/json"
 	"fmt"
-	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -169,21 +169,16 @@ func TestSplitBatch(t *testing.T) {
 	}
 }
 
-func TestLoadProfile(t *testing.T) {
-	dir := t.TempDir()
-	path := dir + "/p.json"
-	if err := writeFile(path, `{"granularity":"1h","keep_mnc":true}`); err != nil {
-		t.Fatal(err)
-	}
-	p, err := LoadProfile(path)
+func TestParseProfile(t *testing.T) {
+	p, err := ParseProfile([]byte(`{"granularity":"1h","keep_mnc":true}`))
 	if err != nil || p.Granularity.Duration != time.Hour || !p.KeepMNC || p.MaxRecipients != 1024 {
 		t.Fatalf("profile = %+v, %v", p, err)
 	}
-	if err := writeFile(path, `{"granularity":"1h","keep_everything":true}`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := LoadProfile(path); err == nil {
+	if _, err := ParseProfile([]byte(`{"granularity":"1h","keep_everything":true}`)); err == nil {
 		t.Fatal("unknown profile field accepted")
+	}
+	if _, err := ParseProfile([]byte(`{"granularity":"0s"}`)); err == nil {
+		t.Fatal("zero granularity accepted")
 	}
 	ev, _ := DecodeEvent(0, []byte(mustJSON(validEvent())))
 	rec, _ := Minimize(0, ev, Profile{Granularity: Duration{time.Hour}, MaxFutureSkew: Duration{time.Minute}, KeepMNC: true, MaxRecipients: 5}, testKey, testNow)
@@ -239,4 +234,28 @@ func BenchmarkDecodeAndMinimize(b *testing.B) {
 	}
 }
 
-func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o644) }
+// TestDecodeBatch: a clean body takes the one-pass path and gives the same
+// events as decoding them one by one; a body with a bad event names it by
+// index and keeps the others; a wrong type is reported at its path.
+func TestDecodeBatch(t *testing.T) {
+	good := mustJSON(validEvent())
+	body := []byte(`{"events":[` + good + `,` + good + `]}`)
+	evs, probs, bp := DecodeBatch(body, false, 10)
+	one, _ := DecodeEvent(0, []byte(good))
+	if bp != nil || probs != nil || len(evs) != 2 || !reflect.DeepEqual(evs[1], one) {
+		t.Fatalf("clean batch: %v %v %v", evs, probs, bp)
+	}
+	bad := strings.Replace(good, `"recipients":[`, `"recipients":[7,`, 1)
+	evs, probs, bp = DecodeBatch([]byte(`{"events":[`+good+`,`+bad+`]}`), false, 10)
+	if bp != nil || evs[0] == nil || evs[1] != nil || len(probs) != 1 ||
+		probs[0].Index != 1 || probs[0].Path != "$.recipients[0]" || probs[0].Code != CodeInvalidField {
+		t.Fatalf("batch with a wrong type: %v %+v %v", evs, probs, bp)
+	}
+	if _, _, bp = DecodeBatch([]byte(`{"events":[`+good+`,`+good+`]}`), false, 1); bp == nil {
+		t.Fatal("a batch over the limit was accepted")
+	}
+	evs, probs, bp = DecodeBatch([]byte(good+"\n"+`{"body":"x"}`+"\n"), true, 10)
+	if bp != nil || evs[0] == nil || evs[1] != nil || probs[0].Code != CodeContentNotAccepted {
+		t.Fatalf("ndjson with content: %v %+v %v", evs, probs, bp)
+	}
+}

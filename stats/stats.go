@@ -27,7 +27,7 @@ import (
 
 // e2eeTransports are the transports that carry end-to-end-encrypted
 // content; coverage is their share of message events.
-var e2eeTransports = map[string]bool{"rcs-e2ee": true, "app-e2ee": true}
+func isE2EE(transport string) bool { return transport == "rcs-e2ee" || transport == "app-e2ee" }
 
 // key is one cell of the tally.
 type key struct {
@@ -134,7 +134,13 @@ func (t *Tally) Run(ctx context.Context, interval time.Duration) {
 }
 
 // Dimensions a report may group by.
-var groupColumns = map[string]string{"mcc": "mcc", "platform": "platform", "transport": "transport"}
+func groupColumn(groupBy string) (string, bool) {
+	switch groupBy {
+	case "mcc", "platform", "transport":
+		return groupBy, true
+	}
+	return "", false
+}
 
 // Query asks for a report.
 type Query struct {
@@ -153,8 +159,23 @@ const (
 	MinK = 2
 )
 
-// ErrInvalid wraps a query that breaks a rule.
+// ErrInvalid matches every *ValidationError.
 var ErrInvalid = errors.New("stats: invalid query")
+
+// ValidationError is a query that breaks a rule: the parameter at fault
+// and why.
+type ValidationError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ValidationError) Error() string { return "stats: invalid query: " + e.Field + " " + e.Reason }
+
+// Is makes a ValidationError match ErrInvalid.
+func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
+
+// Invalid returns the parameter at fault and why, for a client.
+func (e *ValidationError) Invalid() (field, reason string) { return e.Field, e.Reason }
 
 // Report is the answer: groups of at least k events, each with its cells
 // of at least k.
@@ -213,15 +234,15 @@ func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
 // Transport answers q for the window ending now.
 func (s *Store) Transport(ctx context.Context, q Query, now time.Time) (Report, error) {
-	col, ok := groupColumns[q.GroupBy]
+	col, ok := groupColumn(q.GroupBy)
 	if !ok {
-		return Report{}, fmt.Errorf("%w: group_by must be mcc, platform or transport", ErrInvalid)
+		return Report{}, &ValidationError{Field: "group_by", Reason: "must be mcc, platform or transport"}
 	}
 	if q.Window < MinWindow || q.Window > MaxWindow {
-		return Report{}, fmt.Errorf("%w: window must be between %s and %s", ErrInvalid, MinWindow, MaxWindow)
+		return Report{}, &ValidationError{Field: "window", Reason: fmt.Sprintf("must be between %s and %s", MinWindow, MaxWindow)}
 	}
 	if q.MinGroup < MinK {
-		return Report{}, fmt.Errorf("%w: k must be at least %d", ErrInvalid, MinK)
+		return Report{}, &ValidationError{Field: "k", Reason: fmt.Sprintf("must be at least %d", MinK)}
 	}
 	rep := Report{Window: q.Window.String(), To: now.UTC(), From: now.UTC().Add(-q.Window), GroupBy: q.GroupBy, MinGroup: q.MinGroup, Groups: []Group{}}
 	// col comes from the fixed map above, never from the request.
@@ -254,7 +275,7 @@ func (s *Store) Transport(ctx context.Context, q Query, now time.Time) (Report, 
 		case "message":
 			a.g.Messages += n
 			a.cells[[2]string{transport, status}] += n
-			if e2eeTransports[transport] {
+			if isE2EE(transport) {
 				a.e2ee += n
 			}
 		case "downgrade":
@@ -308,4 +329,16 @@ func (s *Store) Transport(ctx context.Context, q Query, now time.Time) (Report, 
 	}
 	sort.Slice(rep.Groups, func(i, j int) bool { return rep.Groups[i].Key < rep.Groups[j].Key })
 	return rep, nil
+}
+
+// StartTally returns a tally writing to pool every interval, and the
+// function that stops it after a final flush. The tally runs until that
+// function is called, not until ctx ends, so requests still being answered
+// during a shutdown are counted; call it once they are.
+func StartTally(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, interval time.Duration) (*Tally, func()) {
+	t := NewTally(pool, log)
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { t.Run(runCtx, interval); close(done) }()
+	return t, func() { stop(); <-done }
 }

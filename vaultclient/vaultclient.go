@@ -15,20 +15,25 @@ import (
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
+	"github.com/mediatorhq/mediator/secretfile"
 )
 
-// Config says where Vault is and how to authenticate. Exactly one of Token or
-// RoleID+SecretID must be set.
+// Config says where Vault is and how to authenticate: a token, or an
+// AppRole role id and secret id, each given as a value or as a file that
+// holds it (a value wins over its file).
 type Config struct {
-	Addr     string
-	Token    string
-	RoleID   string
-	SecretID string
+	Addr         string
+	Token        string
+	RoleID       string
+	RoleIDFile   string
+	SecretID     string
+	SecretIDFile string
 	// AppRoleMount is the AppRole auth mount; "approle" when empty.
 	AppRoleMount string
-	// TokenFile, if set with Token, is where Token came from (a Vault Agent
-	// sink, say): the client re-reads it and switches to a new token when
-	// the file changes, until ctx ends.
+	// TokenFile is where the token comes from (a Vault Agent sink, say):
+	// read when Token is empty, and followed either way: the client
+	// re-reads it and switches to a new token when the file changes, until
+	// ctx ends.
 	TokenFile string
 	// Metrics, if set, times every call to this Vault.
 	Metrics *Metrics
@@ -49,6 +54,19 @@ const requestTimeout = 10 * time.Second
 func Connect(ctx context.Context, log *slog.Logger, cfg Config) (*vaultapi.Client, error) {
 	if cfg.Addr == "" {
 		return nil, errors.New("vaultclient: Vault address is required (--vault-addr or MEDIATOR_VAULT_ADDR)")
+	}
+	for _, f := range []struct {
+		value *string
+		file  string
+	}{{&cfg.Token, cfg.TokenFile}, {&cfg.RoleID, cfg.RoleIDFile}, {&cfg.SecretID, cfg.SecretIDFile}} {
+		if *f.value != "" || f.file == "" {
+			continue
+		}
+		v, err := secretfile.Read(f.file)
+		if err != nil {
+			return nil, fmt.Errorf("vaultclient: %w", err)
+		}
+		*f.value = v
 	}
 	useToken := cfg.Token != ""
 	useRole := cfg.RoleID != "" || cfg.SecretID != ""

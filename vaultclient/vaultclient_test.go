@@ -14,6 +14,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
+	"github.com/mediatorhq/mediator/dev/servers"
 	"github.com/mediatorhq/mediator/test/harness"
 )
 
@@ -111,7 +112,7 @@ func TestConnectValidatesCredentials(t *testing.T) {
 // serves until it is too stale, then Current fails (ingest fails closed).
 func TestPseudonymKeysServeCachedThenFailClosed(t *testing.T) {
 	ctx := context.Background()
-	v, err := harness.StartVault(ctx, nil, harness.VaultOptions{IgnoreEnv: true})
+	v, err := servers.StartVault(ctx, nil, servers.VaultOptions{IgnoreEnv: true})
 	if err != nil {
 		t.Fatal(err)
 	}

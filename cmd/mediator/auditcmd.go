@@ -99,17 +99,15 @@ func loadVerifier(ctx context.Context, key, origin string, offline bool) (note.V
 			return nil, errors.New("audit verify: --key is required with --bundle: offline verification trusts only the key you give it")
 		}
 		addr, tok := env("", "VAULT_ADDR", "MEDIATOR_VAULT_ADDR"), env("", "VAULT_TOKEN", "MEDIATOR_VAULT_TOKEN")
-		if f := os.Getenv("MEDIATOR_VAULT_TOKEN_FILE"); tok == "" && f != "" {
-			t, err := readSecretFile(f)
-			if err != nil {
-				return nil, fmt.Errorf("audit verify: MEDIATOR_VAULT_TOKEN_FILE: %w", err)
-			}
-			tok = t
-		}
-		if addr == "" || tok == "" {
+		tokFile := os.Getenv("MEDIATOR_VAULT_TOKEN_FILE")
+		if addr == "" || (tok == "" && tokFile == "") {
 			return nil, errors.New("audit verify: give --key, or set VAULT_ADDR and VAULT_TOKEN (or MEDIATOR_VAULT_ADDR and MEDIATOR_VAULT_TOKEN_FILE) to read it from Vault")
 		}
-		client, err := vaultclient.Connect(ctx, newLogger(io.Discard, "info", nil), vaultclient.Config{Addr: addr, Token: tok})
+		vc := vaultclient.Config{Addr: addr, Token: tok}
+		if tok == "" {
+			vc.TokenFile = tokFile
+		}
+		client, err := vaultclient.Connect(ctx, newLogger(io.Discard, "info", nil), vc)
 		if err != nil {
 			return nil, fmt.Errorf("audit verify: %w", err)
 		}

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/mediatorhq/mediator/api"
+	"github.com/mediatorhq/mediator/secretfile"
 	"github.com/mediatorhq/mediator/stats"
+	"github.com/mediatorhq/mediator/vaultclient"
 )
 
 // serveConfig is everything `mediator serve` is configured with. Each field
@@ -24,9 +26,6 @@ type serveConfig struct {
 	VaultAddr       string
 	VaultToken      string
 	VaultTokenFile  string
-	// tokenFromFile: VaultToken was read from VaultTokenFile, which the
-	// client then follows.
-	tokenFromFile   bool
 	VaultRoleID     string
 	VaultRoleIDFile string
 	VaultSecretID   string
@@ -84,11 +83,7 @@ func databaseURL(dsn string) (string, error) {
 		return dsn, nil
 	}
 	if f := os.Getenv("MEDIATOR_DATABASE_URL_FILE"); f != "" {
-		u, err := readSecretFile(f)
-		if err != nil {
-			return "", fmt.Errorf("MEDIATOR_DATABASE_URL_FILE: %w", err)
-		}
-		return u, nil
+		return secretfile.Read(f)
 	}
 	return "", nil
 }
@@ -152,43 +147,37 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", envDuration(30*time.Second, "MEDIATOR_SHUTDOWN_TIMEOUT"), "how long to drain in-flight requests on SIGTERM [MEDIATOR_SHUTDOWN_TIMEOUT]")
 }
 
-// resolveSecrets fills the token and secret id from the environment or
-// files, after flags are parsed.
-func (c *serveConfig) resolveSecrets() error {
+// resolve completes the configuration after flags are parsed: the
+// database URL from its file, and the Vault credentials from the
+// environment. Vault credentials in files are read by vaultclient.
+func (c *serveConfig) resolve() error {
 	if c.DatabaseURL == "" && c.DatabaseURLFile != "" {
-		u, err := readSecretFile(c.DatabaseURLFile)
+		u, err := secretfile.Read(c.DatabaseURLFile)
 		if err != nil {
 			return fmt.Errorf("--database-url-file: %w", err)
 		}
 		c.DatabaseURL = u
 	}
-	if c.VaultRoleID == "" && c.VaultRoleIDFile != "" {
-		id, err := readSecretFile(c.VaultRoleIDFile)
-		if err != nil {
-			return fmt.Errorf("--vault-role-id-file: %w", err)
-		}
-		c.VaultRoleID = id
-	}
 	if c.VaultToken == "" {
 		c.VaultToken = env("", "MEDIATOR_VAULT_TOKEN")
-	}
-	if c.VaultToken == "" && c.VaultTokenFile != "" {
-		t, err := readSecretFile(c.VaultTokenFile)
-		if err != nil {
-			return fmt.Errorf("--vault-token-file: %w", err)
-		}
-		c.VaultToken = t
-		c.tokenFromFile = true
 	}
 	if c.VaultSecretID == "" {
 		c.VaultSecretID = env("", "MEDIATOR_VAULT_SECRET_ID")
 	}
-	if c.VaultSecretID == "" && c.VaultSecretFile != "" {
-		t, err := readSecretFile(c.VaultSecretFile)
-		if err != nil {
-			return fmt.Errorf("--vault-secret-id-file: %w", err)
+	// Secrets in files are read here, so the log mask knows them; the
+	// token file is also handed on, for vaultclient to follow.
+	for _, f := range []struct {
+		value      *string
+		file, flag string
+	}{{&c.VaultToken, c.VaultTokenFile, "--vault-token-file"}, {&c.VaultRoleID, c.VaultRoleIDFile, "--vault-role-id-file"},
+		{&c.VaultSecretID, c.VaultSecretFile, "--vault-secret-id-file"}} {
+		if *f.value == "" && f.file != "" {
+			v, err := secretfile.Read(f.file)
+			if err != nil {
+				return fmt.Errorf("%s: %w", f.flag, err)
+			}
+			*f.value = v
 		}
-		c.VaultSecretID = t
 	}
 	// VAULT_TOKEN is the Vault CLI's own variable: used only when no AppRole
 	// is configured, so an operator's shell token never overrides the role.
@@ -196,6 +185,15 @@ func (c *serveConfig) resolveSecrets() error {
 		c.VaultToken = env("", "VAULT_TOKEN")
 	}
 	return nil
+}
+
+// vault is the Vault connection's configuration.
+func (c *serveConfig) vault(metrics *vaultclient.Metrics) vaultclient.Config {
+	vc := vaultclient.Config{Addr: c.VaultAddr, Token: c.VaultToken, RoleID: c.VaultRoleID, SecretID: c.VaultSecretID, Metrics: metrics}
+	if c.VaultTokenFile != "" && c.VaultRoleID == "" {
+		vc.TokenFile = c.VaultTokenFile
+	}
+	return vc
 }
 
 // validate reports every missing or malformed setting at once.

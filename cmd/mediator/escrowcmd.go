@@ -5,15 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"time"
 
-	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mediatorhq/mediator/audit"
 	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/migrations"
 	"github.com/mediatorhq/mediator/vaultclient"
 )
 
@@ -37,7 +36,7 @@ func escrowCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	if err := cfg.resolveSecrets(); err != nil {
+	if err := cfg.resolve(); err != nil {
 		return err
 	}
 	if cfg.DatabaseURL == "" {
@@ -49,10 +48,11 @@ func escrowCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("escrow: database: %w", err)
 	}
 	defer pool.Close()
-	if err := checkSchema(ctx, pool); err != nil {
+	if err := migrations.CheckPool(ctx, pool, schemaCheckTimeout); err != nil {
 		return err
 	}
-	rows := escrow.NewPGRows(pool, audit.NewStore(pool))
+	store := audit.NewStore(pool)
+	rows := escrow.NewPGRows(pool, store)
 	switch args[0] {
 	case "hold":
 		id, err := rows.PlaceHold(ctx, *conversation, *reason, *by)
@@ -68,13 +68,11 @@ func escrowCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stdout, "legal hold %s released\n", *holdID)
 		return nil
 	case "rewrap", "destroy":
-		vault, err := vaultclient.Connect(ctx, log, vaultclient.Config{
-			Addr: cfg.VaultAddr, Token: cfg.VaultToken, RoleID: cfg.VaultRoleID, SecretID: cfg.VaultSecretID,
-		})
+		vault, err := vaultclient.Connect(ctx, log, cfg.vault(nil))
 		if err != nil {
 			return err
 		}
-		svc, err := newEscrowService(ctx, cfg, vault, pool, log, nil, nil)
+		svc, err := newEscrowService(ctx, cfg, vault, pool, store, log, nil, nil)
 		if err != nil {
 			return err
 		}
@@ -116,19 +114,6 @@ func escrowCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return fmt.Errorf("escrow: unknown command %q", args[0])
 }
 
-// newEscrowService builds the escrow service on the configured custodians.
-func newEscrowService(ctx context.Context, cfg serveConfig, vault *vaultapi.Client, pool *pgxpool.Pool, log *slog.Logger,
-	metrics *escrow.Metrics, vaultMetrics *vaultclient.Metrics) (*escrow.Service, error) {
-	custodians, threshold, err := loadCustodians(ctx, cfg, vault, log, vaultMetrics)
-	if err != nil {
-		return nil, err
-	}
-	return escrow.New(escrow.Config{
-		Custodians: custodians, Threshold: threshold,
-		Rows: escrow.NewPGRows(pool, audit.NewStore(pool)), Log: log, Metrics: metrics,
-	})
-}
-
 func parseDate(s string) (time.Time, error) {
 	if t, err := time.Parse(time.RFC3339, s); err == nil {
 		return t, nil
@@ -137,28 +122,4 @@ func parseDate(s string) (time.Time, error) {
 		return t, nil
 	}
 	return time.Time{}, errors.New("escrow destroy: --before must be an RFC 3339 time or a YYYY-MM-DD date")
-}
-
-// retentionSweepInterval is how often serve looks for escrows past
-// retention: destruction is not urgent to the minute, only certain.
-const retentionSweepInterval = time.Hour
-
-// runRetention destroys escrows older than retention every sweep until ctx
-// ends.
-func runRetention(ctx context.Context, svc *escrow.Service, retention time.Duration, log *slog.Logger) {
-	t := time.NewTicker(retentionSweepInterval)
-	defer t.Stop()
-	for {
-		rep, err := svc.Destroy(ctx, time.Now().Add(-retention))
-		if err != nil {
-			log.Error("escrow retention sweep failed", "err", err)
-		} else if len(rep.Destroyed)+len(rep.Failed) > 0 {
-			log.Info("escrow retention sweep", "destroyed", len(rep.Destroyed), "held", len(rep.Held), "failed", len(rep.Failed))
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }

@@ -5,18 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
-	"github.com/mediatorhq/mediator/identity"
-	"github.com/mediatorhq/mediator/test/load"
+	"github.com/mediatorhq/mediator/dev"
+	"github.com/mediatorhq/mediator/loadgen"
 )
 
 // loadgenCmd sends realistic events to a running mediator and reports what
 // it measured. Without tokens it mints them from the dev instance's issuer.
 func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("loadgen", "mediator loadgen [--url URL] [--rate N] [--duration 10s] [--batch 1000] [--copy-baseline] | --deposits [--workers 32]", stderr)
-	var cfg load.Config
+	var cfg loadgen.Config
 	fs.StringVar(&cfg.URL, "url", env("http://127.0.0.1:8080", "MEDIATOR_ADDR"), "the mediator to load (loopback only in tests) [MEDIATOR_ADDR]")
 	fs.StringVar(&cfg.IngestToken, "token", env("", "MEDIATOR_INGEST_TOKEN"), "bearer token with the ingest role; default: minted from the dev state dir [MEDIATOR_INGEST_TOKEN]")
 	fs.StringVar(&cfg.AuditorToken, "auditor-token", env("", "MEDIATOR_AUDITOR_TOKEN"), "auditor token, to measure checkpoint lag; default: minted from the dev state dir")
@@ -26,7 +25,7 @@ func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.IntVar(&cfg.Batch, "batch", 1000, "events per request (at most 10000)")
 	fs.IntVar(&cfg.Workers, "workers", 0, "concurrent requests (0: 4 for events, 32 for deposits)")
 	fs.IntVar(&cfg.Proofs, "proofs", 0, "afterwards, time this many inclusion proofs against the latest checkpoint")
-	stateDir := fs.String("state-dir", defaultStateDir(), "dev state dir to mint tokens from")
+	stateDir := fs.String("state-dir", dev.DefaultStateDir(), "dev state dir to mint tokens from")
 	baseline := fs.Bool("copy-baseline", false, "afterwards, time a raw PostgreSQL COPY of the same rows (needs DATABASE_URL of a role that may create tables)")
 	dsn := fs.String("database-url", env("", "MEDIATOR_DATABASE_URL", "DATABASE_URL"), "PostgreSQL URL for --copy-baseline")
 	deposits := fs.Bool("deposits", false, "escrow random keys (POST /v1/escrow/keys) instead of sending events; --token is then a depositor token")
@@ -42,12 +41,8 @@ func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if cfg.Batch < 1 || cfg.Batch > 10000 {
 		return errors.New("loadgen: --batch must be 1..10000")
 	}
-	cfg.URL = strings.TrimRight(cfg.URL, "/")
-	if !strings.Contains(cfg.URL, "://") {
-		cfg.URL = "http://" + cfg.URL
-	}
 	if cfg.IngestToken == "" || cfg.AuditorToken == "" {
-		iss, err := identity.LoadDevIssuer(*stateDir)
+		iss, err := dev.LoadIssuer(*stateDir)
 		if err != nil {
 			return fmt.Errorf("loadgen: give --token (and --auditor-token), or run `mediator dev` so tokens can be minted: %w", err)
 		}
@@ -65,7 +60,7 @@ func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	// The generator shares the machine with the server it measures: keep
 	// its own garbage collection cheap too.
 	setGCPercent(newLogger(io.Discard, "info", nil))
-	rep, err := load.Run(ctx, cfg, stderr)
+	rep, err := loadgen.Run(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
@@ -74,7 +69,7 @@ func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if *dsn == "" {
 			return errors.New("loadgen: --copy-baseline needs --database-url or DATABASE_URL")
 		}
-		rate, err := load.CopyBaseline(ctx, *dsn, int(rep.Events), cfg.Batch)
+		rate, err := loadgen.CopyBaseline(ctx, *dsn, int(rep.Events), cfg.Batch)
 		if err != nil {
 			return err
 		}
@@ -88,17 +83,14 @@ func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 // depositLoad runs `mediator loadgen --deposits`: key deposits as fast as
 // the server answers, with cfg.Workers depositors (default 32).
-func depositLoad(ctx context.Context, cfg load.Config, stateDir string, stdout io.Writer) error {
+func depositLoad(ctx context.Context, cfg loadgen.Config, stateDir string, stdout io.Writer) error {
 	if cfg.Duration > 10*time.Minute {
 		return errors.New("loadgen: --duration is at most 10m")
 	}
-	dc := load.DepositConfig{URL: strings.TrimRight(cfg.URL, "/"), Token: cfg.IngestToken, Duration: cfg.Duration,
+	dc := loadgen.DepositConfig{URL: cfg.URL, Token: cfg.IngestToken, Duration: cfg.Duration,
 		Max: cfg.MaxEvents, Workers: cfg.Workers}
-	if !strings.Contains(dc.URL, "://") {
-		dc.URL = "http://" + dc.URL
-	}
 	if dc.Token == "" {
-		iss, err := identity.LoadDevIssuer(stateDir)
+		iss, err := dev.LoadIssuer(stateDir)
 		if err != nil {
 			return fmt.Errorf("loadgen: give --token, or run `mediator dev` so tokens can be minted: %w", err)
 		}
@@ -107,7 +99,7 @@ func depositLoad(ctx context.Context, cfg load.Config, stateDir string, stdout i
 		}
 	}
 	setGCPercent(newLogger(io.Discard, "info", nil))
-	rep, err := load.Deposits(ctx, dc)
+	rep, err := loadgen.Deposits(ctx, dc)
 	fmt.Fprint(stdout, rep.String())
 	if err != nil {
 		return err

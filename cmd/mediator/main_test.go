@@ -3,16 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
 	"flag"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"golang.org/x/mod/sumdb/note"
 )
 
 func TestMaskingHandler(t *testing.T) {
@@ -68,7 +66,7 @@ func TestServeConfigFromEnvironment(t *testing.T) {
 	if err := fs.Parse([]string{"--addr", "127.0.0.1:7777"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.resolveSecrets(); err != nil {
+	if err := c.resolve(); err != nil {
 		t.Fatal(err)
 	}
 	if c.Addr != "127.0.0.1:7777" {
@@ -104,27 +102,6 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	}
 }
 
-func TestSignerFromKey(t *testing.T) {
-	// Many keys, so some base64 key data contains '+'.
-	for range 50 {
-		skey, vkey, err := note.GenerateKey(rand.Reader, "mediator/audit")
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, got, err := signerFromKey(skey, "mediator/audit")
-		if err != nil {
-			t.Fatalf("%v", err)
-		}
-		if got != vkey {
-			t.Fatalf("verifier key %q, want %q", got, vkey)
-		}
-	}
-	skey, _, _ := note.GenerateKey(rand.Reader, "other")
-	if _, _, err := signerFromKey(skey, "mediator/audit"); err == nil {
-		t.Fatal("a key named for another origin was accepted")
-	}
-}
-
 // TestReplaceFileKeepsSecretsPrivate: a re-run bootstrap replaces its
 // secret file whole, at mode 0600, while writeNew never overwrites.
 func TestReplaceFileKeepsSecretsPrivate(t *testing.T) {
@@ -142,5 +119,20 @@ func TestReplaceFileKeepsSecretsPrivate(t *testing.T) {
 	st, _ := os.Stat(path)
 	if string(b) != "second\n" || st.Mode().Perm() != 0o600 {
 		t.Fatalf("replaced file: %q %v", b, st.Mode())
+	}
+}
+
+// TestBinaryLinksNoTestCode: the production binary links neither the
+// testing package nor anything under test/ (dev orchestration lives in
+// package dev, which is not test code).
+func TestBinaryLinksNoTestCode(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		if pkg == "testing" || strings.HasPrefix(pkg, "testing/") || strings.Contains(pkg, "mediatorhq/mediator/test/") {
+			t.Errorf("cmd/mediator links %s", pkg)
+		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/url"
 
 	"github.com/mediatorhq/mediator/migrations"
@@ -24,26 +23,7 @@ func migrateCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if url == "" {
 		return fmt.Errorf("--database-url (or MEDIATOR_DATABASE_URL / DATABASE_URL / MEDIATOR_DATABASE_URL_FILE) is required")
 	}
-	return migrate(ctx, url, newLogger(stderr, *level, dsnSecrets(url)))
-}
-
-// migrate applies every pending migration to dsn.
-func migrate(ctx context.Context, dsn string, log *slog.Logger) error {
-	db, err := migrations.Open(dsn)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	applied, err := migrations.Up(ctx, db, log)
-	if err != nil {
-		return err
-	}
-	current, _, err := migrations.Versions(ctx, db)
-	if err != nil {
-		return err
-	}
-	log.Info("schema is current", "version", current, "applied_now", len(applied))
-	return nil
+	return migrations.Apply(ctx, url, newLogger(stderr, *level, dsnSecrets(url)))
 }
 
 // dsnSecrets returns the password in a PostgreSQL URL, for the log mask.

@@ -1,127 +1,39 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"time"
 
-	"github.com/mediatorhq/mediator/access"
+	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/client"
+	"github.com/mediatorhq/mediator/seal"
+	"github.com/mediatorhq/mediator/secretfile"
+	"github.com/mediatorhq/mediator/wire"
 )
-
-// apiClient is the officer CLI's connection to a running mediator.
-type apiClient struct {
-	base  string
-	token string
-	http  *http.Client
-}
 
 // bindClientFlags adds --url and --token. The token is read from
 // MEDIATOR_TOKEN by default: a flag value would show in ps.
-func bindClientFlags(fs *flag.FlagSet) (*string, *string) {
+func bindClientFlags(fs *flag.FlagSet) func() (*client.Client, error) {
 	u := fs.String("url", env("http://127.0.0.1:8080", "MEDIATOR_URL", "MEDIATOR_ADDR"), "the mediator [MEDIATOR_URL, MEDIATOR_ADDR]")
 	tok := fs.String("token", "", "bearer token (default: MEDIATOR_TOKEN; prefer the environment, flags show in ps)")
-	return u, tok
-}
-
-func newAPIClient(base, token string) (*apiClient, error) {
-	if token == "" {
-		token = os.Getenv("MEDIATOR_TOKEN")
-	}
-	if token == "" {
-		return nil, errors.New("no token: set MEDIATOR_TOKEN (for the dev instance: export MEDIATOR_TOKEN=$(mediator dev token --sub NAME --roles officer))")
-	}
-	base = strings.TrimRight(base, "/")
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	return &apiClient{base: base, token: token, http: &http.Client{Timeout: 2 * time.Minute}}, nil
-}
-
-// apiError is an error answer of the API, shown whole: status, code,
-// message and details (such as the policy's reasons).
-type apiError struct {
-	Status  int
-	Code    string
-	Message string
-	Details []json.RawMessage
-}
-
-func (e *apiError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%d %s: %s", e.Status, e.Code, e.Message)
-	for _, d := range e.Details {
-		var reasons struct {
-			Reasons []string `json:"reasons"`
+	return func() (*client.Client, error) {
+		t := *tok
+		if t == "" {
+			t = os.Getenv("MEDIATOR_TOKEN")
 		}
-		if json.Unmarshal(d, &reasons) == nil && len(reasons.Reasons) > 0 {
-			for _, r := range reasons.Reasons {
-				fmt.Fprintf(&b, "\n  - %s", r)
-			}
-			continue
+		if t == "" {
+			return nil, errors.New("no token: set MEDIATOR_TOKEN (for the dev instance: export MEDIATOR_TOKEN=$(mediator dev token --sub NAME --roles officer))")
 		}
-		fmt.Fprintf(&b, "\n  %s", d)
+		return client.New(*u, t, nil)
 	}
-	return b.String()
-}
-
-// do sends body (JSON, or nothing) and decodes a 2xx answer into out.
-func (c *apiClient) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("cannot reach the mediator at %s: %w", c.base, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		var env struct {
-			Error struct {
-				Code    string            `json:"code"`
-				Message string            `json:"message"`
-				Details []json.RawMessage `json:"details"`
-			} `json:"error"`
-		}
-		if json.Unmarshal(raw, &env) != nil || env.Error.Code == "" {
-			return &apiError{Status: resp.StatusCode, Code: "unexpected_answer", Message: http.StatusText(resp.StatusCode)}
-		}
-		return &apiError{Status: resp.StatusCode, Code: env.Error.Code, Message: env.Error.Message, Details: env.Error.Details}
-	}
-	if out == nil {
-		return nil
-	}
-	if err := json.Unmarshal(raw, out); err != nil {
-		return fmt.Errorf("unexpected answer from the mediator: %w", err)
-	}
-	return nil
 }
 
 // printJSON writes v indented.
@@ -138,7 +50,7 @@ const requestUsage = `usage: mediator request create|show|list|approve|release|r
   show ID  show a request, its digest and approvals
   list     list requests [--status S]
   approve ID --key FILE [--deny]
-           sign and submit your vote (approver); checks the digest first
+           check the request, show what you sign, sign and submit your vote (approver)
   release ID --key FILE --out FILE
            release the keys (the requesting officer) and open them locally
   revoke ID
@@ -157,8 +69,10 @@ func requestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	switch verb {
 	case "create":
 		return requestCreate(ctx, args, stdout, stderr)
-	case "show", "list", "revoke":
-		return requestSimple(ctx, verb, args, stdout, stderr)
+	case "show", "revoke":
+		return requestShow(ctx, verb, args, stdout, stderr)
+	case "list":
+		return requestList(ctx, args, stdout, stderr)
 	case "approve":
 		return requestApprove(ctx, args, stdout, stderr)
 	case "release":
@@ -186,7 +100,7 @@ func (l *stringList) Set(v string) error {
 
 func requestCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("request create", "mediator request create --case ID --legal-basis B --warrant REF --jurisdiction J --justification TEXT --conversation C [--conversation C2] --from T --to T --recipient FILE.pub [--expires 72h]", stderr)
-	base, token := bindClientFlags(fs)
+	connect := bindClientFlags(fs)
 	var convos stringList
 	caseID := fs.String("case", "", "case id")
 	basis := fs.String("legal-basis", "", "legal basis, such as court_order (the policy lists what each jurisdiction allows)")
@@ -201,7 +115,7 @@ func requestCreate(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c, err := newAPIClient(*base, *token)
+	c, err := connect()
 	if err != nil {
 		return err
 	}
@@ -220,49 +134,56 @@ func requestCreate(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return fmt.Errorf("request create: %w", err)
 	}
-	var rk access.RecipientKey
+	var rk seal.PublicKey
 	if err := json.Unmarshal(pubFile, &rk); err != nil || len(rk.PublicKey) == 0 {
 		return fmt.Errorf("request create: %s is not a recipient public key file", *recipient)
 	}
-	body := map[string]any{
-		"case_id": *caseID, "legal_basis": *basis, "warrant_ref": *warrant, "jurisdiction": *jurisdiction,
-		"justification": *justification, "scope": map[string]any{"conversation_ids": []string(convos), "from": f, "to": t},
-		"recipient_public_key": rk, "expires_at": time.Now().Add(*expires).UTC().Truncate(time.Second),
-	}
-	var out map[string]any
-	if err := c.do(ctx, http.MethodPost, "/v1/access-requests", body, &out); err != nil {
+	out, err := c.CreateRequest(ctx, wire.CreateRequest{CaseID: *caseID, LegalBasis: *basis, WarrantRef: *warrant,
+		Jurisdiction: *jurisdiction, Justification: *justification, Recipient: rk,
+		Scope:     wire.Scope{ConversationIDs: convos, From: f, To: t},
+		ExpiresAt: time.Now().Add(*expires).UTC().Truncate(time.Second)})
+	if err != nil {
 		return err
 	}
 	return printJSON(stdout, out)
 }
 
-// requestSimple runs show, list and revoke: one call, the answer printed.
-func requestSimple(ctx context.Context, verb string, args []string, stdout, stderr io.Writer) error {
-	synopsis := map[string]string{"show": "mediator request show ID", "list": "mediator request list [--status S]", "revoke": "mediator request revoke ID"}[verb]
-	fs := newFlagSet("request "+verb, synopsis, stderr)
-	base, token := bindClientFlags(fs)
-	status := fs.String("status", "", "list: only requests in this state (pending, released, denied, expired, revoked)")
-	id, err := parseWithID(fs, args, verb != "list")
+// requestShow runs show and revoke: one call on one request, printed.
+func requestShow(ctx context.Context, verb string, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("request "+verb, "mediator request "+verb+" ID", stderr)
+	connect := bindClientFlags(fs)
+	id, err := parseWithID(fs, args)
 	if err != nil {
 		return err
 	}
-	c, err := newAPIClient(*base, *token)
+	c, err := connect()
 	if err != nil {
 		return err
 	}
-	var out map[string]any
-	switch verb {
-	case "show":
-		err = c.do(ctx, http.MethodGet, "/v1/access-requests/"+url.PathEscape(id), nil, &out)
-	case "list":
-		q := ""
-		if *status != "" {
-			q = "?status=" + url.QueryEscape(*status)
-		}
-		err = c.do(ctx, http.MethodGet, "/v1/access-requests"+q, nil, &out)
-	case "revoke":
-		err = c.do(ctx, http.MethodPost, "/v1/access-requests/"+url.PathEscape(id)+"/revoke", map[string]any{}, &out)
+	var out wire.Request
+	if verb == "show" {
+		out, err = c.Request(ctx, id)
+	} else {
+		out, err = c.Revoke(ctx, id)
 	}
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, out)
+}
+
+func requestList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("request list", "mediator request list [--status S]", stderr)
+	connect := bindClientFlags(fs)
+	status := fs.String("status", "", "only requests in this state (pending, released, denied, expired, revoked)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, err := connect()
+	if err != nil {
+		return err
+	}
+	out, err := c.Requests(ctx, *status)
 	if err != nil {
 		return err
 	}
@@ -270,8 +191,8 @@ func requestSimple(ctx context.Context, verb string, args []string, stdout, stde
 }
 
 // parseWithID parses flags that may come before or after one positional
-// request id.
-func parseWithID(fs *flag.FlagSet, args []string, needID bool) (string, error) {
+// request id, which is required.
+func parseWithID(fs *flag.FlagSet, args []string) (string, error) {
 	if err := fs.Parse(args); err != nil {
 		return "", err
 	}
@@ -282,114 +203,87 @@ func parseWithID(fs *flag.FlagSet, args []string, needID bool) (string, error) {
 			return "", err
 		}
 	}
-	if needID && id == "" {
+	if id == "" {
 		fs.Usage()
 		return "", exitCode(2)
 	}
 	return id, nil
 }
 
-// shownRequest is what approve and release read of a request.
-type shownRequest struct {
-	ID        string              `json:"id"`
-	Status    string              `json:"status"`
-	Requester string              `json:"requester"`
-	CaseID    string              `json:"case_id"`
-	Digest    string              `json:"digest"`
-	Canonical []byte              `json:"canonical"`
-	Recipient access.RecipientKey `json:"recipient_public_key"`
-	Scope     struct {
-		ConversationIDs []string `json:"conversation_ids"`
-		From            string   `json:"from"`
-		To              string   `json:"to"`
-	} `json:"scope"`
-}
-
 func requestApprove(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("request approve", "mediator request approve ID --key FILE [--deny]", stderr)
-	base, token := bindClientFlags(fs)
+	connect := bindClientFlags(fs)
 	keyFile := fs.String("key", "", "your approver key file (from mediator keygen --approver)")
 	deny := fs.Bool("deny", false, "vote to deny instead of approve")
-	id, err := parseWithID(fs, args, true)
+	id, err := parseWithID(fs, args)
 	if err != nil {
 		return err
 	}
-	c, err := newAPIClient(*base, *token)
+	c, err := connect()
 	if err != nil {
 		return err
 	}
-	raw, err := os.ReadFile(*keyFile)
+	raw, err := secretfile.Read(*keyFile)
 	if err != nil {
 		return fmt.Errorf("request approve: --key: %w", err)
 	}
-	priv, err := access.ParseApproverKey(raw)
-	clear(raw)
+	priv, err := approval.ParseSigningKey([]byte(raw))
 	if err != nil {
 		return err
 	}
 	defer clear(priv)
-	var me struct {
-		Subject string `json:"subject"`
+	review, err := c.Review(ctx, id)
+	if err != nil {
+		return fmt.Errorf("request approve: %w", err)
 	}
-	if err := c.do(ctx, http.MethodGet, "/v1/whoami", nil, &me); err != nil {
-		return err
-	}
-	var req shownRequest
-	if err := c.do(ctx, http.MethodGet, "/v1/access-requests/"+url.PathEscape(id), nil, &req); err != nil {
-		return err
-	}
-	// Sign only what was checked here: the digest must be the hash of the
-	// canonical request, and that request must be this id.
-	var canon struct {
-		ID string `json:"id"`
-	}
-	if access.Digest(req.Canonical) != req.Digest || json.Unmarshal(req.Canonical, &canon) != nil || canon.ID != id {
-		return errors.New("request approve: the mediator's digest does not match the request it shows; not signing")
-	}
-	decision := access.DecisionApprove
+	decision := approval.Approve
 	if *deny {
-		decision = access.DecisionDeny
+		decision = approval.Deny
 	}
-	fmt.Fprintf(stderr, "signing %s of request %s (case %s, requester %s, %d conversations, %s to %s)\n  digest %s\n",
-		decision, id, req.CaseID, req.Requester, len(req.Scope.ConversationIDs), req.Scope.From, req.Scope.To, req.Digest)
-	sig := ed25519.Sign(priv, access.ApprovalMessage(id, req.Digest, decision, me.Subject))
-	var out map[string]any
-	if err := c.do(ctx, http.MethodPost, "/v1/access-requests/"+url.PathEscape(id)+"/approvals",
-		map[string]any{"decision": decision, "signature": base64.StdEncoding.EncodeToString(sig)}, &out); err != nil {
+	showReview(stderr, review, decision)
+	out, err := c.Sign(ctx, review, decision, priv)
+	if err != nil {
 		return err
 	}
 	return printJSON(stdout, out)
 }
 
-// openedKey is one line of release's output file.
-type openedKey struct {
-	ConversationID string `json:"conversation_id"`
-	KeyID          string `json:"key_id"`
-	Key            []byte `json:"key"`
+// showReview prints every field of the canonical request an approver is
+// about to sign, as parsed from the signed bytes.
+func showReview(w io.Writer, r client.Review, decision string) {
+	q := r.Request
+	fmt.Fprintf(w, "signing %s of request %s as %s\n", decision, q.ID, r.Approver)
+	fmt.Fprintf(w, "  requester      %s\n  case           %s\n  legal basis    %s (%s)\n  warrant        %s\n",
+		q.Requester, q.CaseID, q.LegalBasis, q.Jurisdiction, q.WarrantRef)
+	fmt.Fprintf(w, "  justification  %s\n", q.Justification)
+	fmt.Fprintf(w, "  conversations  %s\n", strings.Join(q.Scope.ConversationIDs, ", "))
+	fmt.Fprintf(w, "  window         %s to %s\n", approval.FormatTime(q.Scope.From), approval.FormatTime(q.Scope.To))
+	fmt.Fprintf(w, "  recipient key  %s (KEM %#04x)\n", q.Recipient.Fingerprint(), q.Recipient.KEMID)
+	fmt.Fprintf(w, "  filed          %s, expires %s\n", approval.FormatTime(q.CreatedAt), approval.FormatTime(q.ExpiresAt))
+	fmt.Fprintf(w, "  digest         %s\n", r.Digest)
 }
 
 func requestRelease(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("request release", "mediator request release ID --key FILE --out FILE", stderr)
-	base, token := bindClientFlags(fs)
+	connect := bindClientFlags(fs)
 	keyFile := fs.String("key", "", "your recipient key file (from mediator keygen --recipient)")
 	outFile := fs.String("out", "", "where to write the opened keys, one JSON object a line; created 0600, never overwritten")
-	id, err := parseWithID(fs, args, true)
+	id, err := parseWithID(fs, args)
 	if err != nil {
 		return err
 	}
 	if *outFile == "" {
 		return errors.New("request release: --out is required")
 	}
-	c, err := newAPIClient(*base, *token)
+	c, err := connect()
 	if err != nil {
 		return err
 	}
-	raw, err := os.ReadFile(*keyFile)
+	raw, err := secretfile.Read(*keyFile)
 	if err != nil {
 		return fmt.Errorf("request release: --key: %w", err)
 	}
-	priv, err := access.ParseRecipientKey(raw)
-	clear(raw)
+	priv, err := seal.ParseKey([]byte(raw))
 	if err != nil {
 		return err
 	}
@@ -399,41 +293,33 @@ func requestRelease(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return fmt.Errorf("request release: --out: %w (it must not exist yet)", err)
 	}
-	var rel struct {
-		Keys       []access.SealedKey `json:"keys"`
-		DecisionID string             `json:"decision_id"`
-		AuditSeq   int64              `json:"audit_seq"`
-	}
-	if err := c.do(ctx, http.MethodPost, "/v1/access-requests/"+url.PathEscape(id)+"/release", map[string]any{}, &rel); err != nil {
+	rel, err := c.Release(ctx, id)
+	if err != nil {
 		out.Close()
 		os.Remove(*outFile)
 		return err
 	}
-	enc := json.NewEncoder(out)
-	for _, sk := range rel.Keys {
-		key, err := access.Open(priv, id, sk)
-		if err != nil {
-			out.Close()
-			// The request is released now: keep the sealed keys rather
-			// than lose them to a wrong --key.
-			sealed, _ := json.Marshal(rel)
-			if werr := writeNew(*outFile+".sealed", sealed, 0o600); werr != nil {
-				return fmt.Errorf("request release: open the key of %s/%s: %w (and saving the sealed keys failed: %v)", sk.ConversationID, sk.KeyID, err, werr)
-			}
-			return fmt.Errorf("request release: open the key of %s/%s: %w; the sealed keys are saved in %s.sealed", sk.ConversationID, sk.KeyID, err, *outFile)
+	keys, err := client.Open(priv, id, rel)
+	if err != nil {
+		out.Close()
+		// The request is released now: keep the sealed keys rather than
+		// lose them to a wrong --key.
+		sealed, _ := json.Marshal(rel)
+		if werr := writeNew(*outFile+".sealed", sealed, 0o600); werr != nil {
+			return fmt.Errorf("request release: %w (and saving the sealed keys failed: %v)", err, werr)
 		}
-		err = enc.Encode(openedKey{ConversationID: sk.ConversationID, KeyID: sk.KeyID, Key: key})
-		clear(key)
-		if err != nil {
-			out.Close()
-			return fmt.Errorf("request release: write %s: %w", *outFile, err)
-		}
+		return fmt.Errorf("request release: %w; the sealed keys are saved in %s.sealed", err, *outFile)
 	}
-	if err := out.Close(); err != nil {
+	enc := json.NewEncoder(out)
+	for _, k := range keys {
+		err = errors.Join(err, enc.Encode(k))
+		clear(k.Key)
+	}
+	if err = errors.Join(err, out.Close()); err != nil {
 		return fmt.Errorf("request release: write %s: %w", *outFile, err)
 	}
 	fmt.Fprintf(stdout, "released %d keys of request %s into %s (decision %s, audit seq %d)\n",
-		len(rel.Keys), id, *outFile, rel.DecisionID, rel.AuditSeq)
+		len(keys), id, *outFile, rel.DecisionID, rel.AuditSeq)
 	return nil
 }
 
@@ -455,7 +341,7 @@ func keygenCmd(args []string, stdout, stderr io.Writer) error {
 	var priv, pub []byte
 	var shown string
 	if *approver {
-		file, pk, err := access.NewApproverKey()
+		file, pk, err := approval.NewSigningKey()
 		if err != nil {
 			return err
 		}
@@ -463,11 +349,16 @@ func keygenCmd(args []string, stdout, stderr io.Writer) error {
 		shown = base64.StdEncoding.EncodeToString(pk)
 		pub = []byte(shown + "\n")
 	} else {
-		kem := map[string]uint16{"mlkem768-x25519": access.KEMMLKEM768X25519, "x25519": access.KEMX25519}[*kemName]
-		if kem == 0 {
+		var kem uint16
+		switch *kemName {
+		case "mlkem768-x25519":
+			kem = seal.KEMMLKEM768X25519
+		case "x25519":
+			kem = seal.KEMX25519
+		default:
 			return errors.New("keygen: --kem must be mlkem768-x25519 or x25519")
 		}
-		file, pk, err := access.NewRecipientKey(kem)
+		file, pk, err := seal.NewKey(kem)
 		if err != nil {
 			return err
 		}

@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
-	"encoding/base64"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,14 +9,11 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strings"
 	"syscall"
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
-	"golang.org/x/mod/sumdb/note"
 
 	"github.com/mediatorhq/mediator/access"
 	"github.com/mediatorhq/mediator/api"
@@ -27,10 +21,12 @@ import (
 	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
 	"github.com/mediatorhq/mediator/escrow"
 	"github.com/mediatorhq/mediator/identity"
+	"github.com/mediatorhq/mediator/ingest"
 	"github.com/mediatorhq/mediator/migrations"
 	"github.com/mediatorhq/mediator/pgmetrics"
 	"github.com/mediatorhq/mediator/policy"
 	"github.com/mediatorhq/mediator/redact"
+	"github.com/mediatorhq/mediator/secretfile"
 	"github.com/mediatorhq/mediator/stats"
 	"github.com/mediatorhq/mediator/vaultclient"
 )
@@ -42,7 +38,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := cfg.resolveSecrets(); err != nil {
+	if err := cfg.resolve(); err != nil {
 		return err
 	}
 	if err := cfg.validate(); err != nil {
@@ -58,64 +54,59 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 // serve runs the service until ctx ends. If ready is not nil it receives the
-// listening address once requests are being accepted.
+// listening address once requests are being accepted. It only wires: each
+// piece it makes owns its own work and shutdown, and the deferred closes
+// run after the HTTP server has drained, newest first.
 func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- string) error {
 	addr, err := listenAddr(cfg.Addr)
 	if err != nil {
 		return err
 	}
 	metrics := api.NewMetrics(version)
-	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	pool, err := openPool(ctx, cfg.DatabaseURL, metrics)
 	if err != nil {
-		// pgx's parse errors can quote the URL; say only what is wrong.
-		return fmt.Errorf("database url: cannot be parsed")
-	}
-	poolCfg.ConnConfig.Tracer = pgmetrics.New(metrics.Registry)
-	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
-	if err != nil {
-		return fmt.Errorf("database: %w", err)
+		return err
 	}
 	defer pool.Close()
-	metrics.Registry.MustRegister(pgmetrics.NewPoolCollector(pool))
+	if err := migrations.CheckPool(ctx, pool, schemaCheckTimeout); err != nil {
+		return fmt.Errorf("refusing to serve: %w", err)
+	}
 	vaultMetrics := vaultclient.NewMetrics(metrics.Registry)
-	if err := checkSchema(ctx, pool); err != nil {
-		return err
-	}
-
-	vault, err := vaultclient.Connect(ctx, log, vaultclient.Config{
-		Addr: cfg.VaultAddr, Token: cfg.VaultToken, RoleID: cfg.VaultRoleID, SecretID: cfg.VaultSecretID,
-		TokenFile: tokenFile(cfg), Metrics: vaultMetrics,
-	})
+	vault, err := vaultclient.Connect(ctx, log, cfg.vault(vaultMetrics))
 	if err != nil {
 		return err
 	}
 
-	profile := redact.DefaultProfile()
-	if cfg.RedactionProfile != "" {
-		if profile, err = redact.LoadProfile(cfg.RedactionProfile); err != nil {
-			return err
-		}
-	}
-	signer, verifierKey, err := checkpointSigner(ctx, cfg, vault)
+	key, err := checkpointKey(ctx, cfg, vault)
 	if err != nil {
 		return err
 	}
-	store := audit.NewStore(pool)
-	// The batcher outlives the HTTP server's shutdown so that requests
-	// being drained still get their appends committed and answered.
-	batcherCtx, stopBatcher := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopBatcher()
-	batcher := audit.NewBatcher(store)
-	go batcher.Run(batcherCtx)
+	auditLog, closeLog, err := audit.Open(ctx, audit.Config{Pool: pool, Origin: cfg.LogOrigin, Key: key,
+		CheckpointInterval: cfg.CheckpointInterval, Logger: log, Metrics: audit.NewMetrics(metrics.Registry)})
+	if err != nil {
+		return err
+	}
+	defer closeLog(context.WithoutCancel(ctx))
+	tally, stopTally := stats.StartTally(ctx, pool, log, statsFlushInterval)
+	defer stopTally()
+	profile, err := redactionProfile(cfg.RedactionProfile)
+	if err != nil {
+		return err
+	}
 	pseudonyms := vaultclient.NewPseudonymKeys(vault, vaultsetup.TransitMount, vaultsetup.PseudonymKey).WithMaxAge(cfg.PseudonymKeyMaxAge)
 	if _, err := pseudonyms.Current(ctx); err != nil {
 		return fmt.Errorf("pseudonym key: %w", err)
 	}
+	ingester := ingest.New(ingest.Config{Log: auditLog, Keys: pseudonyms, Profile: profile, Tally: tally, Logger: log,
+		Metrics: ingest.NewMetrics(metrics.Registry)})
 
 	engine, err := policy.NewReloader(ctx, cfg.PolicyDir, log)
 	if err != nil {
 		return err
 	}
+	engine.OnReload = policy.ReloadMetrics(metrics.Registry, engine.Revision())
+	go engine.Watch(ctx, policyWatchInterval)
+	go reloadOnHangup(ctx, engine)
 	keys, err := identity.OpenKeySource(cfg.JWKS)
 	if err != nil {
 		return err
@@ -125,46 +116,29 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 		return err
 	}
 
-	engine.OnReload = policy.ReloadMetrics(metrics.Registry, engine.Revision())
-	go engine.Watch(ctx, policyWatchInterval)
-	go reloadOnHangup(ctx, engine)
-	escrowSvc, err := newEscrowService(ctx, cfg, vault, pool, log, escrow.NewMetrics(metrics.Registry), vaultMetrics)
+	escrowSvc, err := newEscrowService(ctx, cfg, vault, pool, auditLog.Store, log, escrow.NewMetrics(metrics.Registry), vaultMetrics)
 	if err != nil {
 		return err
 	}
-	accessStore := access.NewPGStore(pool, store)
+	if cfg.EscrowRetention > 0 {
+		go escrowSvc.RunRetention(ctx, cfg.EscrowRetention)
+	}
+	accessStore := access.NewPGStore(pool, auditLog.Store)
 	accessSvc := access.New(access.Config{Store: accessStore, Decider: engine, Escrow: escrowSvc, Log: log,
 		Metrics: access.NewMetrics(metrics.Registry, accessStore)})
-	if cfg.EscrowRetention > 0 {
-		go runRetention(ctx, escrowSvc, cfg.EscrowRetention, log)
-	}
-	checkpointer := &audit.Checkpointer{
-		Store: store, Signer: signer, Origin: cfg.LogOrigin, Interval: cfg.CheckpointInterval, Log: log,
-		OnCheckpoint:   func(c audit.Checkpoint) { metrics.CheckpointSigned(c.Size, c.CreatedAt) },
-		OnInconsistent: func(error) { metrics.CheckpointInconsistent() },
-	}
-	go checkpointer.Run(ctx)
-	// The SOC counts outlive the HTTP server's shutdown too, so a final
-	// flush covers every request answered.
-	tally := stats.NewTally(pool, log)
-	tallyDone := make(chan struct{})
-	go func() { tally.Run(batcherCtx, statsFlushInterval); close(tallyDone) }()
-	defer func() { stopBatcher(); <-tallyDone }()
+
 	router := api.NewRouter(api.Deps{
-		AuditLog:      batchedLog{Store: store, batcher: batcher},
-		Pseudonyms:    pseudonyms,
-		Profile:       profile,
-		VerifierKey:   verifierKey,
-		Escrow:        escrowSvc,
-		Access:        accessSvc,
-		Stats:         stats.NewStore(pool),
-		Tally:         tally,
-		StatsMinGroup: cfg.StatsMinGroup,
-		Limits:        cfg.Limits,
 		Logger:        log,
 		Authn:         verifier,
 		Authz:         engine,
 		Metrics:       metrics,
+		Ingest:        ingester,
+		Log:           auditLog,
+		Escrow:        escrowSvc,
+		Access:        accessSvc,
+		Stats:         stats.NewStore(pool),
+		StatsMinGroup: cfg.StatsMinGroup,
+		Limits:        cfg.Limits,
 		Ready: []api.Check{
 			{Name: "postgres", Probe: pool.Ping},
 			{Name: "vault", Probe: func(ctx context.Context) error { return vaultclient.Ready(ctx, vault) }},
@@ -182,24 +156,34 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 	return api.Serve(ctx, api.NewServer(router, log), ln, cfg.ShutdownTimeout, log)
 }
 
+// openPool connects the pgx pool with call metrics.
+func openPool(ctx context.Context, dsn string, metrics *api.Metrics) (*pgxpool.Pool, error) {
+	poolCfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// pgx's parse errors can quote the URL; say only what is wrong.
+		return nil, fmt.Errorf("database url: cannot be parsed")
+	}
+	poolCfg.ConnConfig.Tracer = pgmetrics.New(metrics.Registry)
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	metrics.Registry.MustRegister(pgmetrics.NewPoolCollector(pool))
+	return pool, nil
+}
+
 // statsFlushInterval is how often the SOC counts are written: often enough
 // for a dashboard, rarely enough to cost nothing, and the most a crash can
 // lose from that view (never from the log).
 const statsFlushInterval = 5 * time.Second
 
-// tokenFile is the file the Vault token came from, if it came from one
-// (a flag or variable wins over the file).
-func tokenFile(cfg serveConfig) string {
-	if !cfg.tokenFromFile {
-		return ""
-	}
-	return cfg.VaultTokenFile
-}
-
 // policyWatchInterval is how often the policy directory is checked for
 // edits: fast enough that an operator sees a change take effect while
 // watching, slow enough to cost nothing.
 const policyWatchInterval = 5 * time.Second
+
+// schemaCheckTimeout bounds the start-up schema check.
+const schemaCheckTimeout = 30 * time.Second
 
 // reloadOnHangup reloads the policy directory on every SIGHUP until ctx
 // ends. A policy that fails to load is logged and the working one kept.
@@ -217,78 +201,51 @@ func reloadOnHangup(ctx context.Context, engine *policy.Reloader) {
 	}
 }
 
-// schemaCheckTimeout bounds the start-up schema check.
-const schemaCheckTimeout = 30 * time.Second
-
-// checkSchema refuses to serve on a database whose schema is not exactly the
-// one this binary was built for.
-func checkSchema(ctx context.Context, pool *pgxpool.Pool) error {
-	ctx, cancel := context.WithTimeout(ctx, schemaCheckTimeout)
-	defer cancel()
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	if err := migrations.Check(ctx, db); err != nil {
-		return fmt.Errorf("refusing to serve: %w", err)
-	}
-	return nil
-}
-
-// checkpointSigner returns the checkpoint signer and its note verifier key:
-// from the key file if one is configured, else the Vault Transit key.
-func checkpointSigner(ctx context.Context, cfg serveConfig, vault *vaultapi.Client) (note.Signer, string, error) {
+// checkpointKey is the key file's key if one is configured, else the Vault
+// Transit key.
+func checkpointKey(ctx context.Context, cfg serveConfig, vault *vaultapi.Client) (audit.CheckpointKey, error) {
 	if cfg.CheckpointKeyFile != "" {
-		b, err := os.ReadFile(cfg.CheckpointKeyFile)
+		skey, err := secretfile.Read(cfg.CheckpointKeyFile)
 		if err != nil {
-			return nil, "", fmt.Errorf("checkpoint key file: %w", err)
+			return nil, fmt.Errorf("checkpoint key: %w", err)
 		}
-		return signerFromKey(strings.TrimSpace(string(b)), cfg.LogOrigin)
+		return audit.ParseCheckpointKey(skey, cfg.LogOrigin)
 	}
-	s, err := vaultclient.NewTransitSigner(ctx, vault, vaultsetup.TransitMount, vaultsetup.CheckpointKey, cfg.LogOrigin)
-	if err != nil {
-		return nil, "", err
-	}
-	return s, s.VerifierKey(), nil
+	return vaultclient.NewTransitSigner(ctx, vault, vaultsetup.TransitMount, vaultsetup.CheckpointKey, cfg.LogOrigin)
 }
 
-// signerFromKey parses a note signer key ("PRIVATE+KEY+name+hash+data") and
-// derives its verifier key. The key's name must be the log origin, since
-// verifiers take the origin from the key name.
-func signerFromKey(skey, origin string) (note.Signer, string, error) {
-	signer, err := note.NewSigner(skey)
+// redactionProfile reads the profile file, or gives the defaults.
+func redactionProfile(path string) (redact.Profile, error) {
+	if path == "" {
+		return redact.DefaultProfile(), nil
+	}
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, "", errors.New("checkpoint key file: not a note signer key")
+		return redact.Profile{}, fmt.Errorf("redaction profile: %w", err)
 	}
-	if signer.Name() != origin {
-		return nil, "", fmt.Errorf("checkpoint key file: key name %q must equal the log origin %q", signer.Name(), origin)
-	}
-	// "PRIVATE+KEY+<name>+<hash>+<keydata>": the key data is base64 and may
-	// itself contain '+', so cut the fields off the front.
-	rest, _ := strings.CutPrefix(skey, "PRIVATE+KEY+")
-	_, rest, _ = strings.Cut(rest, "+")  // name (names cannot contain '+')
-	_, data, _ := strings.Cut(rest, "+") // hash
-	raw, err := base64.StdEncoding.DecodeString(data)
-	if err != nil || len(raw) != 1+ed25519.SeedSize || raw[0] != 1 {
-		return nil, "", errors.New("checkpoint key file: only Ed25519 note keys are supported")
-	}
-	pub := ed25519.NewKeyFromSeed(raw[1:]).Public().(ed25519.PublicKey)
-	clear(raw)
-	vkey, err := note.NewEd25519VerifierKey(origin, pub)
-	if err != nil {
-		return nil, "", fmt.Errorf("checkpoint key file: %w", err)
-	}
-	return signer, vkey, nil
+	return redact.ParseProfile(b)
 }
 
-// batchedLog is the audit store with appends going through the group-commit
-// batcher.
-type batchedLog struct {
-	*audit.Store
-	batcher *audit.Batcher
-}
-
-// Append group-commits entries with concurrent requests' entries.
-func (l batchedLog) Append(ctx context.Context, entries []audit.Entry) ([]audit.Appended, error) {
-	return l.batcher.Append(ctx, entries)
+// newEscrowService builds the escrow service on the configured custodians:
+// the custodians file, or the bootstrap's five keys on the service's Vault.
+func newEscrowService(ctx context.Context, cfg serveConfig, vault *vaultapi.Client, pool *pgxpool.Pool, log *audit.Store,
+	logger *slog.Logger, metrics *escrow.Metrics, vaultMetrics *vaultclient.Metrics) (*escrow.Service, error) {
+	custodians, threshold := escrow.DefaultCustodians(vault)
+	if cfg.Custodians != "" {
+		b, err := os.ReadFile(cfg.Custodians)
+		if err != nil {
+			return nil, fmt.Errorf("custodians: %w", err)
+		}
+		f, err := escrow.ParseCustodians(b)
+		if err != nil {
+			return nil, err
+		}
+		if custodians, threshold, err = escrow.OpenCustodians(ctx, logger, f, vault, vaultMetrics); err != nil {
+			return nil, err
+		}
+	}
+	return escrow.New(escrow.Config{Custodians: custodians, Threshold: threshold,
+		Rows: escrow.NewPGRows(pool, log), Log: logger, Metrics: metrics})
 }
 
 // defaultGCPercent is the garbage collector target the service runs with

@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
-	"github.com/mediatorhq/mediator/test/harness"
+	"github.com/mediatorhq/mediator/dev/servers"
 	"github.com/mediatorhq/mediator/vaultclient"
 )
 
@@ -63,7 +64,7 @@ func vaultBuildCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	bin, err := harness.EnsureVaultBinary(ctx, newLogger(stderr, "info", nil))
+	bin, err := servers.EnsureVaultBinary(ctx, newLogger(stderr, "info", nil))
 	if err != nil {
 		return err
 	}
@@ -85,4 +86,9 @@ func replaceFile(path string, data []byte, perm os.FileMode) error {
 		return err
 	}
 	return nil
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

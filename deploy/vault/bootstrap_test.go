@@ -7,6 +7,7 @@ import (
 
 	vaultapi "github.com/hashicorp/vault/api"
 
+	"github.com/mediatorhq/mediator/dev/servers"
 	"github.com/mediatorhq/mediator/test/harness"
 	"github.com/mediatorhq/mediator/vaultclient"
 )
@@ -79,7 +80,7 @@ func TestBootstrapIsIdempotentAndLeastPrivilege(t *testing.T) {
 
 func TestBootstrapRefusesAMountOfTheWrongType(t *testing.T) {
 	ctx := context.Background()
-	v, err := harness.StartVault(ctx, nil, harness.VaultOptions{IgnoreEnv: true})
+	v, err := servers.StartVault(ctx, nil, servers.VaultOptions{IgnoreEnv: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,10 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mediatorhq/mediator/approval"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
-
-	"github.com/mediatorhq/mediator/access"
 )
 
 // TestLawfulAccessStory: keys are deposited for three conversations; an
@@ -104,7 +103,7 @@ func TestLawfulAccessStory(t *testing.T) {
 	// The digest is SHA-256 of the canonical request the API shows.
 	code, shown, _ := call(t, "GET", in.base+"/v1/access-requests/"+id, lena)
 	canonical, _ := base64.StdEncoding.DecodeString(fmt.Sprint(shown["canonical"]))
-	if code != 200 || access.Digest(canonical) != created["digest"] {
+	if code != 200 || approval.Digest(canonical) != created["digest"] {
 		t.Fatalf("show: %d %v", code, shown)
 	}
 	record(shown)
@@ -129,12 +128,12 @@ func TestLawfulAccessStory(t *testing.T) {
 	}
 	// Forged: sam's vote signed with lena's key, and sam's key over another digest.
 	lenaKeyFile, _ := os.ReadFile(filepath.Join(dir, "lena.key"))
-	lenaKey, _ := access.ParseApproverKey(lenaKeyFile)
+	lenaKey, _ := approval.ParseSigningKey(lenaKeyFile)
 	samKeyFile, _ := os.ReadFile(filepath.Join(dir, "sam.key"))
-	samKey, _ := access.ParseApproverKey(samKeyFile)
+	samKey, _ := approval.ParseSigningKey(samKeyFile)
 	for name, sig := range map[string][]byte{
-		"another's key":  ed25519.Sign(lenaKey, access.ApprovalMessage(id, created["digest"].(string), "approve", "sam")),
-		"another digest": ed25519.Sign(samKey, access.ApprovalMessage(id, access.Digest([]byte("forged")), "approve", "sam")),
+		"another's key":  ed25519.Sign(lenaKey, approval.Message(id, created["digest"].(string), "approve", "sam")),
+		"another digest": ed25519.Sign(samKey, approval.Message(id, approval.Digest([]byte("forged")), "approve", "sam")),
 	} {
 		b, _ := json.Marshal(map[string]any{"decision": "approve", "signature": sig})
 		code, body := post(t, in.base+"/v1/access-requests/"+id+"/approvals", "application/json", sam, b)

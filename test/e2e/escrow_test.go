@@ -11,8 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/mediatorhq/mediator/test/harness"
+	"github.com/mediatorhq/mediator/dev/servers"
 )
 
 // TestDepositStory: a gateway escrows a conversation key; the same key again
@@ -21,7 +20,7 @@ import (
 // refused with nothing kept.
 func TestDepositStory(t *testing.T) {
 	ctx := context.Background()
-	vault, err := harness.StartVault(ctx, nil, harness.VaultOptions{IgnoreEnv: true})
+	vault, err := servers.StartVault(ctx, nil, servers.VaultOptions{IgnoreEnv: true})
 	if err != nil {
 		t.Fatal(err)
 	}

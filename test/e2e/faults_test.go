@@ -19,9 +19,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/mediatorhq/mediator/access"
-	"github.com/mediatorhq/mediator/test/harness"
-	"github.com/mediatorhq/mediator/test/load"
+	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/dev/servers"
+	"github.com/mediatorhq/mediator/loadgen"
 )
 
 // ackingClient ingests batches with unique event ids and remembers every
@@ -53,7 +53,7 @@ func (c *ackingClient) run(ctx context.Context, w int) {
 	for n := 0; ctx.Err() == nil; n++ {
 		first := int64((w*1_000_000 + n) * c.batch)
 		body.Reset()
-		load.WriteBatch(&body, c.runID, first, c.batch)
+		loadgen.WriteBatch(&body, c.runID, first, c.batch)
 		payload := bytes.Clone(body.Bytes())
 		for ctx.Err() == nil {
 			if c.send(ctx, payload, first) {
@@ -199,7 +199,7 @@ func TestCrashRestartLosesNothingAcknowledged(t *testing.T) {
 // by itself, and loses nothing it acknowledged.
 func TestDatabaseFaultsUnderLoad(t *testing.T) {
 	ctx := context.Background()
-	pg, err := harness.StartPostgres(ctx, nil, harness.PostgresOptions{NoLocal: true, IgnoreEnv: true})
+	pg, err := servers.StartPostgres(ctx, nil, servers.PostgresOptions{NoLocal: true, IgnoreEnv: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func TestDatabaseFaultsUnderLoad(t *testing.T) {
 // Vault is unsealed, everything recovers by itself.
 func TestVaultSealedThenBack(t *testing.T) {
 	ctx := context.Background()
-	v, err := harness.StartVault(ctx, nil, harness.VaultOptions{IgnoreEnv: true})
+	v, err := servers.StartVault(ctx, nil, servers.VaultOptions{IgnoreEnv: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func TestVaultSealedThenBack(t *testing.T) {
 
 	ingest := func(i int) (int, http.Header) {
 		var b bytes.Buffer
-		load.WriteBatch(&b, fmt.Sprintf("vault-%d", i), 0, 10)
+		loadgen.WriteBatch(&b, fmt.Sprintf("vault-%d", i), 0, 10)
 		req, _ := http.NewRequest("POST", in.base+"/v1/events", &b)
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+gw)
@@ -379,7 +379,7 @@ func readyRequest(t *testing.T, in *instance, admin, olga string, approvers map[
 	t.Helper()
 	r := readyRequestUnapproved(t, in, admin, olga, convo)
 	for who, tok := range approvers {
-		sig := ed25519.Sign(r.keys[who], access.ApprovalMessage(r.id, r.digest, "approve", who))
+		sig := ed25519.Sign(r.keys[who], approval.Message(r.id, r.digest, "approve", who))
 		b, _ := json.Marshal(map[string]any{"decision": "approve", "signature": sig})
 		if code, body := post(t, in.base+"/v1/access-requests/"+r.id+"/approvals", "application/json", tok, b); code != 201 {
 			t.Fatalf("approval by %s: %d %v", who, code, body)

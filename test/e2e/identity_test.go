@@ -20,10 +20,11 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
-	"github.com/mediatorhq/mediator/access"
 	"github.com/mediatorhq/mediator/api"
-	"github.com/mediatorhq/mediator/identity"
+	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/policy"
+	"github.com/mediatorhq/mediator/seal"
 )
 
 // TestEveryRouteAndRoleOverHTTP: for every route the router has and every
@@ -108,9 +109,9 @@ func TestForgedTokensAndApprovals(t *testing.T) {
 	if err := jwk.UnmarshalJSON(raw); err != nil {
 		t.Fatal(err)
 	}
-	jwks, _ := os.ReadFile(identity.DevJWKSPath(in.state))
+	jwks, _ := os.ReadFile(dev.JWKSPath(in.state))
 	now := time.Now()
-	good := jwt.Claims{Issuer: identity.DevIssuer, Audience: jwt.Audience{identity.DevAudience}, Subject: "mallory",
+	good := jwt.Claims{Issuer: dev.IssuerName, Audience: jwt.Audience{dev.Audience}, Subject: "mallory",
 		Expiry: jwt.NewNumericDate(now.Add(time.Hour)), NotBefore: jwt.NewNumericDate(now.Add(-time.Minute))}
 	with := func(f func(*jwt.Claims)) jwt.Claims { c := good; f(&c); return c }
 	_, stranger, _ := ed25519.GenerateKey(nil)
@@ -143,7 +144,7 @@ func TestForgedTokensAndApprovals(t *testing.T) {
 	lena, sam := tok("lena", "approver"), tok("sam", "approver")
 	first := readyRequestUnapproved(t, in, admin, olga, "conv-1")
 	second := readyRequestUnapproved(t, in, admin, olga, "conv-2")
-	sig := ed25519.Sign(first.keys["lena"], access.ApprovalMessage(first.id, first.digest, "approve", "lena"))
+	sig := ed25519.Sign(first.keys["lena"], approval.Message(first.id, first.digest, "approve", "lena"))
 	b, _ := json.Marshal(map[string]any{"decision": "approve", "signature": sig})
 	if code, body := post(t, in.base+"/v1/access-requests/"+second.id+"/approvals", "application/json", lena, b); code != 422 || errorCode(body) != "bad_signature" {
 		t.Fatalf("a signature replayed on another request: %d %v", code, body)
@@ -154,7 +155,7 @@ func TestForgedTokensAndApprovals(t *testing.T) {
 	if code, body := post(t, in.base+"/v1/approvers/sam/deactivate", "application/json", admin, []byte(`{"reason":"left the company"}`)); code != 200 || body["active"] != false {
 		t.Fatalf("deactivate: %d %v", code, body)
 	}
-	sig = ed25519.Sign(first.keys["sam"], access.ApprovalMessage(first.id, first.digest, "approve", "sam"))
+	sig = ed25519.Sign(first.keys["sam"], approval.Message(first.id, first.digest, "approve", "sam"))
 	b, _ = json.Marshal(map[string]any{"decision": "approve", "signature": sig})
 	if code, body := post(t, in.base+"/v1/access-requests/"+first.id+"/approvals", "application/json", sam, b); code != 422 || errorCode(body) != "approver_inactive" {
 		t.Fatalf("an approval by a deactivated approver: %d %v", code, body)
@@ -212,7 +213,7 @@ func readyRequestUnapproved(t *testing.T, in *instance, admin, olga, convo strin
 			t.Fatalf("register %s: %d %v", who, code, body)
 		}
 	}
-	_, rk, err := access.NewRecipientKey(access.KEMX25519)
+	_, rk, err := seal.NewKey(seal.KEMX25519)
 	if err != nil {
 		t.Fatal(err)
 	}

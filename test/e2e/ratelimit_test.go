@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mediatorhq/mediator/test/load"
+	"github.com/mediatorhq/mediator/loadgen"
 )
 
 // TestRateLimitsPerIdentity: one gateway floods ingest and is refused with
@@ -26,7 +26,7 @@ func TestRateLimitsPerIdentity(t *testing.T) {
 	steady, _ := in.issuer.Issue("gw-steady", []string{"ingest"}, time.Hour)
 	send := func(tok, run string, n int) (int, string) {
 		var b bytes.Buffer
-		load.WriteBatch(&b, run, int64(n), 1)
+		loadgen.WriteBatch(&b, run, int64(n), 1)
 		req, _ := http.NewRequest("POST", in.base+"/v1/events", &b)
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+tok)

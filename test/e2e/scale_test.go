@@ -15,7 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/mediatorhq/mediator/test/load"
+	"github.com/mediatorhq/mediator/loadgen"
 )
 
 // TestTwoInstancesKeepOneLog: two mediator processes on one database, both
@@ -38,7 +38,7 @@ func TestTwoInstancesKeepOneLog(t *testing.T) {
 				var body bytes.Buffer
 				for n := 0; time.Now().Before(deadline); n++ {
 					body.Reset()
-					load.WriteBatch(&body, fmt.Sprintf("scale-%d-%d", i, w), int64(n*200), 200)
+					loadgen.WriteBatch(&body, fmt.Sprintf("scale-%d-%d", i, w), int64(n*200), 200)
 					code, resp := post(t, in.base+"/v1/events", "application/json", tok, body.Bytes())
 					if code != 200 {
 						t.Errorf("instance %d: ingest %d %v", i, code, resp)

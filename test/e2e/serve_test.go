@@ -21,8 +21,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
-	"github.com/mediatorhq/mediator/identity"
-	"github.com/mediatorhq/mediator/test/harness"
+	"github.com/mediatorhq/mediator/dev"
+	"github.com/mediatorhq/mediator/dev/servers"
 )
 
 // TestRealDependencies states, in the test output, which real servers this
@@ -50,7 +50,7 @@ func TestRealDependencies(t *testing.T) {
 	t.Logf("Vault in use (%s): %s at %s", env.Vault.Source, h.Version, env.Vault.Addr)
 }
 
-func adminVault(t *testing.T, v *harness.Vault) *vaultapi.Client {
+func adminVault(t *testing.T, v *servers.Vault) *vaultapi.Client {
 	t.Helper()
 	c, err := vaultapi.NewClient(&vaultapi.Config{Address: v.Addr})
 	if err != nil {
@@ -64,7 +64,7 @@ func adminVault(t *testing.T, v *harness.Vault) *vaultapi.Client {
 type instance struct {
 	proc    *process
 	base    string
-	issuer  *identity.Issuer
+	issuer  *dev.Issuer
 	state   string
 	dsn     string
 	environ []string // what serve was started with, for restarts
@@ -80,8 +80,8 @@ func (in *instance) restart(t *testing.T) {
 
 // serveOpts say how to start an instance.
 type serveOpts struct {
-	pg       *harness.Postgres // nil: a fresh database on the shared server
-	vault    *harness.Vault    // nil: the shared Vault
+	pg       *servers.Postgres // nil: a fresh database on the shared server
+	vault    *servers.Vault    // nil: the shared Vault
 	useToken bool              // authenticate to Vault with the root token instead of AppRole
 	extraEnv []string
 	migrate  *bool  // nil: migrate first
@@ -114,7 +114,7 @@ func startServe(t *testing.T, o serveOpts) *instance {
 		}
 	}
 	state := t.TempDir()
-	iss, err := identity.LoadOrCreateDevIssuer(state)
+	iss, err := dev.LoadOrCreateIssuer(state)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,9 +123,9 @@ func startServe(t *testing.T, o serveOpts) *instance {
 		"MEDIATOR_ADDR=" + addr,
 		"MEDIATOR_DATABASE_URL=" + dsn,
 		"MEDIATOR_VAULT_ADDR=" + v.Addr,
-		"MEDIATOR_JWT_ISSUER=" + identity.DevIssuer,
-		"MEDIATOR_JWT_AUDIENCE=" + identity.DevAudience,
-		"MEDIATOR_JWT_JWKS=" + identity.DevJWKSPath(state),
+		"MEDIATOR_JWT_ISSUER=" + dev.IssuerName,
+		"MEDIATOR_JWT_AUDIENCE=" + dev.Audience,
+		"MEDIATOR_JWT_JWKS=" + dev.JWKSPath(state),
 		"MEDIATOR_SHUTDOWN_TIMEOUT=5s",
 	}
 	if o.useToken {
@@ -165,7 +165,7 @@ func TestWhoamiTokens(t *testing.T) {
 	devKey := readDevKey(t, in.state)
 	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
 	now := time.Now()
-	valid := jwt.Claims{Issuer: identity.DevIssuer, Audience: jwt.Audience{identity.DevAudience}, Subject: "mallory",
+	valid := jwt.Claims{Issuer: dev.IssuerName, Audience: jwt.Audience{dev.Audience}, Subject: "mallory",
 		Expiry: jwt.NewNumericDate(now.Add(time.Hour)), IssuedAt: jwt.NewNumericDate(now)}
 	bad := map[string]string{
 		"signed by another key": signToken(t, jose.JSONWebKey{Key: otherKey, KeyID: devKey.KeyID}, valid),
@@ -239,12 +239,12 @@ func noneToken(kid string, c jwt.Claims) string {
 func TestReadyzNamesTheDependencyThatIsDown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	pg, err := harness.StartPostgres(ctx, nil, harness.PostgresOptions{NoLocal: true, IgnoreEnv: true})
+	pg, err := servers.StartPostgres(ctx, nil, servers.PostgresOptions{NoLocal: true, IgnoreEnv: true})
 	if err != nil {
 		t.Fatalf("private postgres: %v", err)
 	}
 	defer pg.Stop()
-	vault, err := harness.StartVault(ctx, nil, harness.VaultOptions{IgnoreEnv: true})
+	vault, err := servers.StartVault(ctx, nil, servers.VaultOptions{IgnoreEnv: true})
 	if err != nil {
 		t.Fatalf("private vault: %v", err)
 	}
@@ -321,12 +321,12 @@ func TestNoSecretsInLogs(t *testing.T) {
 				t.Fatal(err)
 			}
 			state := t.TempDir()
-			iss, _ := identity.LoadOrCreateDevIssuer(state)
+			iss, _ := dev.LoadOrCreateIssuer(state)
 			addr := freeAddr(t)
 			environ := []string{
 				"MEDIATOR_ADDR=" + addr, "DATABASE_URL=" + withPW, "VAULT_ADDR=" + env.Vault.Addr,
-				"MEDIATOR_JWT_ISSUER=" + identity.DevIssuer, "MEDIATOR_JWT_AUDIENCE=" + identity.DevAudience,
-				"MEDIATOR_JWT_JWKS=" + identity.DevJWKSPath(state), "MEDIATOR_LOG_LEVEL=debug",
+				"MEDIATOR_JWT_ISSUER=" + dev.IssuerName, "MEDIATOR_JWT_AUDIENCE=" + dev.Audience,
+				"MEDIATOR_JWT_JWKS=" + dev.JWKSPath(state), "MEDIATOR_LOG_LEVEL=debug",
 			}
 			secrets := []string{canaryPW}
 			if useToken {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mediatorhq/mediator/test/load"
+	"github.com/mediatorhq/mediator/loadgen"
 )
 
 // TestSoakStaysFlat ingests at a steady rate while sampling the server's
@@ -69,7 +69,7 @@ func TestSoakStaysFlat(t *testing.T) {
 			mu.Unlock()
 		}
 	}()
-	rep, err := load.Run(context.Background(), load.Config{URL: in.base, IngestToken: gw, Batch: 500, Rate: rate,
+	rep, err := loadgen.Run(context.Background(), loadgen.Config{URL: in.base, IngestToken: gw, Batch: 500, Rate: rate,
 		Duration: duration, Workers: 4, RunID: "soak"}, io.Discard)
 	cancel()
 	<-done

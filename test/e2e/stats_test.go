@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mediatorhq/mediator/test/load"
+	"github.com/mediatorhq/mediator/loadgen"
 )
 
 // TestSOCStatsWithoutIdentifiers: a SOC dashboard asks for transport
@@ -22,7 +22,7 @@ func TestSOCStatsWithoutIdentifiers(t *testing.T) {
 	officer, _ := in.issuer.Issue("olga", []string{"officer"}, time.Hour)
 
 	var b bytes.Buffer
-	load.WriteBatch(&b, "stats", 0, 3000)
+	loadgen.WriteBatch(&b, "stats", 0, 3000)
 	if code, body := post(t, in.base+"/v1/events", "application/json", gw, b.Bytes()); code != 200 || body["accepted"] != 3000.0 {
 		t.Fatalf("ingest: %d %v", code, body)
 	}

@@ -1,20 +1,25 @@
+// Package harness gives a test binary the real PostgreSQL and Vault that
+// package dev finds or starts, and a fresh database per test.
 package harness
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mediatorhq/mediator/dev/servers"
 )
 
 // Env is the real PostgreSQL and Vault that one test binary shares. Start it
 // in TestMain; each test then takes a fresh database of its own.
 type Env struct {
-	PG    *Postgres
-	Vault *Vault
+	PG    *servers.Postgres
+	Vault *servers.Vault
 	Log   *slog.Logger
 }
 
@@ -28,13 +33,13 @@ func Start(withVault bool) (*Env, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	pg, err := StartPostgres(ctx, log, PostgresOptions{})
+	pg, err := servers.StartPostgres(ctx, log, servers.PostgresOptions{})
 	if err != nil {
 		return nil, err
 	}
 	env := &Env{PG: pg, Log: log}
 	if withVault {
-		if env.Vault, err = StartVault(ctx, log, VaultOptions{}); err != nil {
+		if env.Vault, err = servers.StartVault(ctx, log, servers.VaultOptions{}); err != nil {
 			pg.Stop()
 			return nil, err
 		}
@@ -74,7 +79,7 @@ func (e *Env) Close() {
 // returns a URL that connects to it as a superuser.
 func (e *Env) NewDatabase(t testing.TB) string {
 	t.Helper()
-	name := "mediator_test_" + strings.ToLower(randomHex(8))
+	name := "mediator_test_" + strings.ToLower(rand.Text()[:12])
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	dsn, err := e.PG.CreateDatabase(ctx, name)

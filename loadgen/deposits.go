@@ -1,13 +1,10 @@
-package load
+package loadgen
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -15,6 +12,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mediatorhq/mediator/client"
+	"github.com/mediatorhq/mediator/wire"
 )
 
 // DepositConfig describes a run of key deposits (POST /v1/escrow/keys).
@@ -45,7 +45,7 @@ func (r DepositReport) String() string {
 // until Duration or Max is reached. Only 201 answers count as deposits.
 func Deposits(ctx context.Context, cfg DepositConfig) (DepositReport, error) {
 	if cfg.URL == "" || cfg.Token == "" {
-		return DepositReport{}, errors.New("load: URL and depositor token are required")
+		return DepositReport{}, errors.New("loadgen: URL and depositor token are required")
 	}
 	if cfg.Duration <= 0 {
 		cfg.Duration = 10 * time.Second
@@ -56,7 +56,10 @@ func Deposits(ctx context.Context, cfg DepositConfig) (DepositReport, error) {
 	if cfg.RunID == "" {
 		cfg.RunID = "deposit-" + strings.ToLower(rand.Text()[:10])
 	}
-	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Workers}}
+	c, err := client.New(cfg.URL, cfg.Token, &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Workers}})
+	if err != nil {
+		return DepositReport{}, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
 	var (
@@ -76,11 +79,13 @@ func Deposits(ctx context.Context, cfg DepositConfig) (DepositReport, error) {
 					return
 				}
 				rand.Read(key)
-				body := `{"conversation_id":"` + cfg.RunID + "-" + strconv.FormatInt(n%1000, 10) +
-					`","key_id":"k` + strconv.FormatInt(n, 10) + `","key":"` + base64.StdEncoding.EncodeToString(key) + `"}`
 				t0 := time.Now()
-				err := deposit(ctx, client, cfg, body)
+				_, created, err := c.Deposit(ctx, wire.DepositRequest{ConversationID: cfg.RunID + "-" + strconv.FormatInt(n%1000, 10),
+					KeyID: "k" + strconv.FormatInt(n, 10), Key: key})
 				lat := time.Since(t0)
+				if err == nil && !created {
+					err = errors.New("the mediator answered 200 (an existing escrow) for a new key id")
+				}
 				if err != nil {
 					if ctx.Err() == nil {
 						errs.Add(1)
@@ -106,26 +111,7 @@ func Deposits(ctx context.Context, cfg DepositConfig) (DepositReport, error) {
 		rep.P99 = latencies[min(len(latencies)-1, len(latencies)*99/100)]
 	}
 	if rep.Errors > 0 {
-		return rep, fmt.Errorf("load: %d deposits failed; last: %w", rep.Errors, lastErr)
+		return rep, fmt.Errorf("loadgen: %d deposits failed; last: %w", rep.Errors, lastErr)
 	}
 	return rep, nil
-}
-
-func deposit(ctx context.Context, client *http.Client, cfg DepositConfig, body string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cfg.URL+"/v1/escrow/keys", bytes.NewReader([]byte(body)))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+cfg.Token)
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("status %d: %.200s", resp.StatusCode, b)
-	}
-	return nil
 }

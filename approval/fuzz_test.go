@@ -1,4 +1,4 @@
-package access
+package approval
 
 import (
 	"bytes"
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
+	"github.com/mediatorhq/mediator/seal"
 )
 
 // FuzzApprovalSignature: only a genuine signature over exactly the four
@@ -25,29 +26,29 @@ func FuzzApprovalSignature(f *testing.F) {
 	priv := ed25519.NewKeyFromSeed(seed)
 	pub := priv.Public().(ed25519.PublicKey)
 	f.Fuzz(func(t *testing.T, id1, dg1, dec1, ap1, id2, dg2, dec2, ap2 string, junk []byte) {
-		sig := ed25519.Sign(priv, ApprovalMessage(id1, dg1, dec1, ap1))
-		if !VerifyApproval(pub, id1, dg1, dec1, ap1, sig) {
+		sig := ed25519.Sign(priv, Message(id1, dg1, dec1, ap1))
+		if !Verify(pub, id1, dg1, dec1, ap1, sig) {
 			t.Fatal("a genuine signature does not verify")
 		}
 		// Junk as a signature or a key never verifies and never panics.
-		if VerifyApproval(pub, id1, dg1, dec1, ap1, junk) && !bytes.Equal(junk, sig) {
+		if Verify(pub, id1, dg1, dec1, ap1, junk) && !bytes.Equal(junk, sig) {
 			t.Fatal("junk verified as a signature")
 		}
-		_ = VerifyApproval(ed25519.PublicKey(junk), id1, dg1, dec1, ap1, sig)
+		_ = Verify(ed25519.PublicKey(junk), id1, dg1, dec1, ap1, sig)
 		same := id1 == id2 && dg1 == dg2 && dec1 == dec2 && ap1 == ap2
 		valid := func(ss ...string) bool {
 			for _, s := range ss {
-				if validID("x", s) != nil {
+				if s == "" || strings.ContainsAny(s, "\n\x00") {
 					return false
 				}
 			}
 			return true
 		}
 		if !same && valid(id1, dg1, dec1, ap1, id2, dg2, dec2, ap2) {
-			if bytes.Equal(ApprovalMessage(id1, dg1, dec1, ap1), ApprovalMessage(id2, dg2, dec2, ap2)) {
-				t.Fatalf("two approvals sign the same message: %q", ApprovalMessage(id1, dg1, dec1, ap1))
+			if bytes.Equal(Message(id1, dg1, dec1, ap1), Message(id2, dg2, dec2, ap2)) {
+				t.Fatalf("two approvals sign the same message: %q", Message(id1, dg1, dec1, ap1))
 			}
-			if VerifyApproval(pub, id2, dg2, dec2, ap2, sig) {
+			if Verify(pub, id2, dg2, dec2, ap2, sig) {
 				t.Fatal("a signature over one approval verified for another")
 			}
 		}
@@ -63,14 +64,14 @@ func FuzzCanonicalRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, caseID, basis, warrant, juris, why, c1, c2 string, unix, span int64, kem uint16, pub []byte) {
 		at := time.Unix(unix%(1<<35), 0).UTC()
 		r := Request{ID: "7c3f8a9e-0000-4000-8000-000000000001", Requester: "olga", CreatedAt: at,
-			Draft: Draft{CaseID: caseID, LegalBasis: basis, WarrantRef: warrant, Jurisdiction: juris, Justification: why,
-				Scope:     Scope{ConversationIDs: []string{c1, c2}, From: at, To: at.Add(time.Duration(span%(1<<40)) * time.Second)},
-				Recipient: RecipientKey{KEMID: kem, PublicKey: pub}, ExpiresAt: at.Add(time.Hour)}}
-		c, err := Canonical(r)
+			CaseID: caseID, LegalBasis: basis, WarrantRef: warrant, Jurisdiction: juris, Justification: why,
+			Scope:     Scope{ConversationIDs: []string{c1, c2}, From: at, To: at.Add(time.Duration(span%(1<<40)) * time.Second)},
+			Recipient: seal.PublicKey{KEMID: kem, PublicKey: pub}, ExpiresAt: at.Add(time.Hour)}
+		c, err := r.Canonical()
 		if err != nil {
 			return // strings that are not valid UTF-8 cannot be canonical JSON
 		}
-		again, err := Canonical(r)
+		again, err := r.Canonical()
 		if err != nil || !bytes.Equal(c, again) {
 			t.Fatal("the canonical form is not deterministic")
 		}
@@ -87,6 +88,18 @@ func FuzzCanonicalRequest(f *testing.F) {
 		}
 		if Digest(c) != Digest(again) || !strings.HasPrefix(Digest(c), "sha256:") {
 			t.Fatal("digest")
+		}
+		// Parse reads back exactly the request, and refuses any other
+		// spelling of it.
+		parsed, err := Parse(c)
+		if err != nil {
+			t.Fatalf("Parse of a canonical request: %v\n%s", err, c)
+		}
+		if re, err := parsed.Canonical(); err != nil || !bytes.Equal(re, c) {
+			t.Fatalf("Parse did not read back the same request: %s", re)
+		}
+		if _, err := Parse(append([]byte(" "), c...)); err == nil {
+			t.Fatal("Parse accepted a non-canonical spelling")
 		}
 	})
 }

@@ -1,7 +1,9 @@
-// Package harness finds or starts the real PostgreSQL and HashiCorp Vault
-// that the mediator's tests and `mediator dev` run against. Nothing here is a
-// mock: when a dependency cannot be found or started, the caller gets an
-// error that says what was tried.
+// Package servers finds or starts the real servers the mediator runs
+// against on one machine, for `mediator dev` and for the tests
+// (test/harness): PostgreSQL and HashiCorp Vault (building the pinned Vault
+// when needed), and SoftHSM2 tokens. The service's own packages never
+// import it. Nothing here is a mock: when a server cannot be found or
+// started, the caller gets an error that says what was tried.
 //
 // PostgreSQL is found in this order: DATABASE_URL; a server answering on
 // 127.0.0.1:5432; a throwaway cluster made with the installed initdb; and, as
@@ -10,7 +12,7 @@
 // Vault is found in this order: VAULT_ADDR with VAULT_TOKEN; a vault binary on
 // PATH; the pinned Vault built from the Go module proxy by tools/vault and
 // cached outside the git tree.
-package harness
+package servers
 
 import (
 	"context"

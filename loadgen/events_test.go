@@ -1,4 +1,4 @@
-package load
+package loadgen
 
 import (
 	"bytes"
@@ -13,18 +13,14 @@ import (
 func TestWriteBatchMakesValidEvents(t *testing.T) {
 	var b bytes.Buffer
 	WriteBatch(&b, "run", 100, 200)
-	raws, p := redact.SplitBatch(b.Bytes(), false, 1000)
-	if p != nil || len(raws) != 200 {
-		t.Fatalf("split: %v %+v", len(raws), p)
+	events, probs, p := redact.DecodeBatch(b.Bytes(), false, 1000)
+	if p != nil || probs != nil || len(events) != 200 {
+		t.Fatalf("decode: %d events, %+v %+v", len(events), probs, p)
 	}
 	m := redact.NewMinimizer(redact.DefaultProfile(), redact.PseudonymKey{Version: 1, Key: make([]byte, 32)})
-	for i, raw := range raws {
-		ev, probs := redact.DecodeEvent(i, raw)
-		if probs == nil {
-			_, probs = m.Minimize(i, ev, time.Now())
-		}
-		if probs != nil {
-			t.Fatalf("event %d refused: %+v\n%s", i, probs, raw)
+	for i, ev := range events {
+		if _, probs := m.Minimize(i, ev, time.Now()); probs != nil {
+			t.Fatalf("event %d refused: %+v", i, probs)
 		}
 	}
 }

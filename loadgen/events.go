@@ -1,15 +1,14 @@
-// Package load generates realistic delivery-metadata traffic against a
-// running mediator over HTTP and reports throughput, batch latency,
-// checkpoint lag and the server's memory. `mediator loadgen` is its command.
-// Every run is bounded in events and time, and only ever targets the URL it
-// is given (loopback in tests and docs).
-package load
+// Package loadgen generates realistic traffic against a running mediator
+// through its Go client, delivery metadata or key deposits, and reports
+// throughput, latency, checkpoint lag and the server's memory. `mediator
+// loadgen` is its command. Every run is bounded in events and time, and
+// only ever targets the URL it is given (loopback in tests and docs).
+package loadgen
 
 import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +20,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mediatorhq/mediator/client"
 )
 
 // Config describes one run.
@@ -81,7 +82,7 @@ func (r Report) String() string {
 // progress line to progress every second.
 func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 	if cfg.URL == "" || cfg.IngestToken == "" {
-		return Report{}, errors.New("load: URL and ingest token are required")
+		return Report{}, errors.New("loadgen: URL and ingest token are required")
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = 1000
@@ -95,9 +96,19 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 	if cfg.RunID == "" {
 		cfg.RunID = "load-" + strconv.FormatUint(rand.Uint64(), 36)
 	}
-	client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Workers}}
+	hc := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Workers}}
+	ingest, err := client.New(cfg.URL, cfg.IngestToken, hc)
+	if err != nil {
+		return Report{}, err
+	}
+	var auditor *client.Client
+	if cfg.AuditorToken != "" {
+		if auditor, err = client.New(cfg.URL, cfg.AuditorToken, hc); err != nil {
+			return Report{}, err
+		}
+	}
 	var rep Report
-	rep.RSSStart = serverRSS(ctx, client, cfg.URL)
+	rep.RSSStart = serverRSS(ctx, hc, ingest.URL())
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
@@ -159,7 +170,11 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 				body.Reset()
 				WriteBatch(&body, cfg.RunID, first, int(n))
 				t0 := time.Now()
-				seq, err := send(ctx, client, cfg, body.Bytes())
+				res, err := ingest.SendEvents(ctx, body.Bytes(), false, false)
+				var seq int64 = -1
+				if err == nil && res.LastSeq != nil {
+					seq = *res.LastSeq
+				}
 				lat := time.Since(t0)
 				if err != nil {
 					if ctx.Err() == nil {
@@ -194,44 +209,34 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 		rep.P50 = latencies[len(latencies)/2]
 		rep.P99 = latencies[min(len(latencies)-1, len(latencies)*99/100)]
 	}
-	if cfg.AuditorToken != "" && rep.LastSeq >= 0 {
-		lag, err := checkpointLag(context.Background(), client, cfg, rep.LastSeq+1, lastAck)
+	if auditor != nil && rep.LastSeq >= 0 {
+		lag, err := checkpointLag(context.Background(), auditor, rep.LastSeq+1, lastAck)
 		if err != nil {
 			return rep, err
 		}
 		rep.CheckpointLag = lag
 	}
-	if cfg.AuditorToken != "" && cfg.Proofs > 0 {
-		if err := timeProofs(context.Background(), client, cfg, &rep); err != nil {
+	if auditor != nil && cfg.Proofs > 0 {
+		if err := timeProofs(context.Background(), auditor, cfg.Proofs, &rep); err != nil {
 			return rep, err
 		}
 	}
-	rep.RSSEnd = serverRSS(context.Background(), client, cfg.URL)
+	rep.RSSEnd = serverRSS(context.Background(), hc, ingest.URL())
 	return rep, nil
 }
 
-// timeProofs fetches cfg.Proofs inclusion proofs for random entries of the
-// latest checkpoint's tree, one at a time, and records their latency.
-func timeProofs(ctx context.Context, client *http.Client, cfg Config, rep *Report) error {
-	size, err := checkpointSize(ctx, client, cfg)
+// timeProofs fetches n inclusion proofs for random entries of the latest
+// checkpoint's tree, one at a time, and records their latency.
+func timeProofs(ctx context.Context, c *client.Client, n int, rep *Report) error {
+	size, err := checkpointSize(ctx, c)
 	if err != nil {
 		return err
 	}
-	lat := make([]time.Duration, 0, cfg.Proofs)
-	for range cfg.Proofs {
-		seq := rand.Int64N(size)
-		url := fmt.Sprintf("%s/v1/audit/proof/inclusion?seq=%d&tree_size=%d", cfg.URL, seq, size)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		req.Header.Set("Authorization", "Bearer "+cfg.AuditorToken)
+	lat := make([]time.Duration, 0, n)
+	for range n {
 		t0 := time.Now()
-		resp, err := client.Do(req)
-		if err != nil {
-			return fmt.Errorf("load: proof: %w", err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("load: proof: status %d", resp.StatusCode)
+		if _, err := c.InclusionProof(ctx, rand.Int64N(size), size); err != nil {
+			return fmt.Errorf("loadgen: proof: %w", err)
 		}
 		lat = append(lat, time.Since(t0))
 	}
@@ -242,46 +247,18 @@ func timeProofs(ctx context.Context, client *http.Client, cfg Config, rep *Repor
 	return nil
 }
 
-func checkpointSize(ctx context.Context, client *http.Client, cfg Config) (int64, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, cfg.URL+"/v1/audit/checkpoint", nil)
-	req.Header.Set("Authorization", "Bearer "+cfg.AuditorToken)
-	resp, err := client.Do(req)
+// checkpointSize reads the tree size of the latest checkpoint (unverified:
+// load measurement trusts the server it measures).
+func checkpointSize(ctx context.Context, c *client.Client) (int64, error) {
+	note, err := c.Checkpoint(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("load: checkpoint: %w", err)
+		return 0, fmt.Errorf("loadgen: checkpoint: %w", err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	lines := strings.SplitN(string(b), "\n", 3)
-	if resp.StatusCode != http.StatusOK || len(lines) < 3 {
-		return 0, fmt.Errorf("load: checkpoint: status %d", resp.StatusCode)
+	lines := strings.SplitN(note, "\n", 3)
+	if len(lines) < 3 {
+		return 0, errors.New("loadgen: checkpoint: not a checkpoint note")
 	}
 	return strconv.ParseInt(lines[1], 10, 64)
-}
-
-// send posts one batch and returns its last seq.
-func send(ctx context.Context, client *http.Client, cfg Config, body []byte) (int64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cfg.URL+"/v1/events", bytes.NewReader(body))
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+cfg.IngestToken)
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("load: status %d: %.200s", resp.StatusCode, b)
-	}
-	var r struct {
-		LastSeq int64 `json:"last_seq"`
-	}
-	if err := json.Unmarshal(b, &r); err != nil {
-		return 0, err
-	}
-	return r.LastSeq, nil
 }
 
 var (
@@ -367,25 +344,15 @@ func appendPadded(b []byte, v uint64, width int) []byte {
 
 // checkpointLag polls the checkpoint until it covers size and returns how
 // long after lastAck that happened.
-func checkpointLag(ctx context.Context, client *http.Client, cfg Config, size int64, lastAck time.Time) (time.Duration, error) {
+func checkpointLag(ctx context.Context, c *client.Client, size int64, lastAck time.Time) (time.Duration, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, cfg.URL+"/v1/audit/checkpoint", nil)
-		req.Header.Set("Authorization", "Bearer "+cfg.AuditorToken)
-		resp, err := client.Do(req)
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			lines := strings.SplitN(string(b), "\n", 3)
-			if resp.StatusCode == http.StatusOK && len(lines) == 3 {
-				if n, err := strconv.ParseInt(lines[1], 10, 64); err == nil && n >= size {
-					return time.Since(lastAck), nil
-				}
-			}
+		if n, err := checkpointSize(ctx, c); err == nil && n >= size {
+			return time.Since(lastAck), nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return 0, fmt.Errorf("load: no checkpoint covering %d entries within 30s", size)
+	return 0, fmt.Errorf("loadgen: no checkpoint covering %d entries within 30s", size)
 }
 
 // serverRSS reads process_resident_memory_bytes from /metrics, or 0.

@@ -1,0 +1,159 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mediatorhq/mediator/batch"
+)
+
+// Log is the audit log as the service runs it: the PostgreSQL Store, a
+// group-commit queue in front of its appends, and the job that signs a
+// checkpoint whenever the tree grows. Open starts it; the function Open
+// returns stops it. It is safe for concurrent use.
+type Log struct {
+	*Store
+	key     CheckpointKey
+	appends *batch.Queue[appendRequest, []Appended]
+	metrics *Metrics
+}
+
+// Config configures a Log.
+type Config struct {
+	Pool *pgxpool.Pool
+	// Origin names the log in its checkpoints; Key's name must be Origin.
+	Origin string
+	Key    CheckpointKey
+	// CheckpointInterval is how often the tree is checked for growth and,
+	// if it grew, a checkpoint signed.
+	CheckpointInterval time.Duration
+	Logger             *slog.Logger
+	// Metrics, if set, records the log's appends and checkpoints.
+	Metrics *Metrics
+}
+
+// maxGroupEntries bounds one group transaction: large enough to amortize
+// the commit, small enough that one group's latency stays well under a
+// second.
+const maxGroupEntries = 10000
+
+// groupCommitTimeout bounds one group transaction: far above a healthy
+// commit (tens of milliseconds), below the server's write timeout.
+const groupCommitTimeout = 30 * time.Second
+
+// finalCheckpointTimeout bounds the checkpoint Close signs over the last
+// entries appended before it.
+const finalCheckpointTimeout = 10 * time.Second
+
+// ErrClosed is returned by Append after the log was closed.
+var ErrClosed = errors.New("audit: log closed")
+
+// Open returns the log on cfg.Pool with its group commit ready and its
+// checkpoint job started, and the function that closes it. Close waits for
+// every append already queued to commit and be answered, stops the
+// checkpoint job, and signs a last checkpoint over what was appended; call
+// it after the HTTP server has drained, so that every request being served
+// is answered. Appends after Close fail with ErrClosed.
+func Open(ctx context.Context, cfg Config) (*Log, func(context.Context) error, error) {
+	if cfg.Key == nil || cfg.Key.Name() != cfg.Origin {
+		return nil, nil, fmt.Errorf("audit: open: the checkpoint key must be named by the log origin %q", cfg.Origin)
+	}
+	if cfg.CheckpointInterval <= 0 {
+		return nil, nil, errors.New("audit: open: the checkpoint interval must be positive")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	l := &Log{Store: NewStore(cfg.Pool), key: cfg.Key, metrics: cfg.Metrics}
+	l.appends = &batch.Queue[appendRequest, []Appended]{
+		Fn:      l.commitGroup,
+		Max:     maxGroupEntries,
+		Weight:  func(r appendRequest) int { return len(r.entries) },
+		Timeout: groupCommitTimeout,
+	}
+	cp := &Checkpointer{Store: l.Store, Signer: cfg.Key, Origin: cfg.Origin, Interval: cfg.CheckpointInterval, Log: log,
+		OnCheckpoint: l.metrics.checkpointSigned, OnInconsistent: func(error) { l.metrics.checkpointInconsistent() }}
+	cpCtx, stopCheckpoints := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { cp.Run(cpCtx) })
+	closeLog := func(ctx context.Context) error {
+		err := l.appends.Close(ctx)
+		stopCheckpoints()
+		wg.Wait()
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalCheckpointTimeout)
+		defer cancel()
+		if _, cerr := cp.Once(fctx); cerr != nil {
+			log.Error("final checkpoint failed", "err", cerr)
+		}
+		return err
+	}
+	return l, closeLog, nil
+}
+
+// VerifierKey is the note verifier key of the log's checkpoints.
+func (l *Log) VerifierKey() string { return l.key.VerifierKey() }
+
+// appendRequest is one caller's entries, canonicalized by the caller before
+// they queue, in parallel with other callers.
+type appendRequest struct {
+	entries  []Entry
+	prepared []preparedLeaf
+}
+
+// Append appends entries as Store.Append does, in one transaction with
+// whatever other callers' entries are queued with them (group commit): the
+// sequencer lock and the commit are paid once per group rather than once
+// per caller. It returns only after the transaction holding the entries has
+// committed; a failed transaction fails every caller in it, so nothing is
+// acknowledged that is not durable.
+func (l *Log) Append(ctx context.Context, entries []Entry) ([]Appended, error) {
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	start := time.Now()
+	prepared, err := prepare(entries)
+	if err != nil {
+		return nil, err
+	}
+	out, err := l.appends.Do(ctx, appendRequest{entries: entries, prepared: prepared})
+	if errors.Is(err, batch.ErrClosed) {
+		return nil, ErrClosed
+	}
+	if err != nil {
+		return nil, err
+	}
+	l.metrics.appended(out, time.Since(start))
+	return out, nil
+}
+
+// commitGroup appends every request's entries in one transaction.
+func (l *Log) commitGroup(ctx context.Context, reqs []appendRequest) ([][]Appended, error) {
+	n := 0
+	for _, r := range reqs {
+		n += len(r.entries)
+	}
+	entries := make([]Entry, 0, n)
+	prepared := make([]preparedLeaf, 0, n)
+	for _, r := range reqs {
+		entries = append(entries, r.entries...)
+		prepared = append(prepared, r.prepared...)
+	}
+	appended, err := l.Store.appendPrepared(ctx, entries, prepared)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]Appended, len(reqs))
+	off := 0
+	for i, r := range reqs {
+		out[i] = appended[off : off+len(r.entries) : off+len(r.entries)]
+		off += len(r.entries)
+	}
+	return out, nil
+}

@@ -1,0 +1,255 @@
+package dev
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/mediatorhq/mediator/audit"
+	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
+	"github.com/mediatorhq/mediator/dev/servers"
+	"github.com/mediatorhq/mediator/migrations"
+	"github.com/mediatorhq/mediator/vaultclient"
+)
+
+// LogOrigin is the dev instance's log origin (the service's default).
+const LogOrigin = "mediator/audit"
+
+// Files in a dev state directory.
+const (
+	envFile           = "dev.env"            // export lines for `mediator dev env`, 0600
+	pidFile           = "dev.pid"            // the running dev instance's pid
+	checkpointKeyFile = "dev-checkpoint.key" // the dev log's signing key, 0600
+	databaseName      = "mediator_dev"
+)
+
+// DefaultStateDir is $MEDIATOR_DEV_STATE_DIR, else
+// $XDG_STATE_HOME/mediator/dev, else ~/.local/state/mediator/dev.
+func DefaultStateDir() string {
+	if d := os.Getenv("MEDIATOR_DEV_STATE_DIR"); d != "" {
+		return d
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "mediator", "dev")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return filepath.Join(os.TempDir(), "mediator-dev")
+	}
+	return filepath.Join(home, ".local", "state", "mediator", "dev")
+}
+
+// Instance is a dev instance's dependencies, up and prepared: PostgreSQL
+// with a migrated database, a bootstrapped Vault, the token issuer and the
+// checkpoint key, everything `mediator serve` needs to run locally.
+type Instance struct {
+	StateDir string
+	Postgres *servers.Postgres
+	Vault    *servers.Vault
+	// DatabaseURL is the dev database, migrated.
+	DatabaseURL string
+	// AppRole is the service's Vault login.
+	AppRole vaultsetup.Credentials
+	// JWKSPath holds the issuer's public key; tokens name IssuerName and
+	// Audience.
+	JWKSPath string
+	// CheckpointKeyFile signs the dev log's checkpoints; VerifierKey checks
+	// them. The dev Vault lives in memory and forgets its keys on every
+	// start, but the dev database keeps its log, so the checkpoint key is
+	// kept beside the database.
+	CheckpointKeyFile string
+	VerifierKey       string
+}
+
+// ErrRunning is returned by Start when another dev instance uses the state
+// directory.
+var ErrRunning = errors.New("dev: another dev instance is running with this state directory")
+
+// Start finds or starts PostgreSQL (its data, if started here, in the state
+// directory) and Vault, creates and migrates the dev database, bootstraps
+// Vault, and makes the token issuer and checkpoint key if missing. Stop
+// stops what it started.
+func Start(ctx context.Context, log *slog.Logger, stateDir string) (*Instance, error) {
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("dev: state dir: %w", err)
+	}
+	if pid, alive := Running(stateDir); alive {
+		return nil, fmt.Errorf("%w (pid %d, %s); stop it first", ErrRunning, pid, stateDir)
+	}
+	in := &Instance{StateDir: stateDir, JWKSPath: JWKSPath(stateDir)}
+	ok := false
+	defer func() {
+		if !ok {
+			in.Stop()
+		}
+	}()
+	var err error
+	if in.Postgres, err = servers.StartPostgres(ctx, log, servers.PostgresOptions{DataDir: filepath.Join(stateDir, "postgres")}); err != nil {
+		return nil, fmt.Errorf("dev: postgres: %w", err)
+	}
+	in.DatabaseURL = in.Postgres.AdminURL
+	if in.Postgres.Source != "DATABASE_URL" {
+		if in.DatabaseURL, err = in.Postgres.CreateDatabase(ctx, databaseFor(stateDir)); err != nil {
+			return nil, fmt.Errorf("dev: %w", err)
+		}
+	}
+	if in.Vault, err = servers.StartVault(ctx, log, servers.VaultOptions{}); err != nil {
+		return nil, fmt.Errorf("dev: vault: %w", err)
+	}
+	admin, err := vaultclient.Connect(ctx, log, vaultclient.Config{Addr: in.Vault.Addr, Token: in.Vault.Token})
+	if err != nil {
+		return nil, fmt.Errorf("dev: %w", err)
+	}
+	if in.AppRole, err = vaultsetup.Bootstrap(ctx, admin); err != nil {
+		return nil, fmt.Errorf("dev: %w", err)
+	}
+	if err := migrations.Apply(ctx, in.DatabaseURL, log); err != nil {
+		return nil, fmt.Errorf("dev: %w", err)
+	}
+	if _, err := LoadOrCreateIssuer(stateDir); err != nil {
+		return nil, err
+	}
+	if in.CheckpointKeyFile, in.VerifierKey, err = checkpointKey(stateDir); err != nil {
+		return nil, err
+	}
+	ok = true
+	return in, nil
+}
+
+// Stop stops what Start started.
+func (in *Instance) Stop() {
+	if in.Vault != nil {
+		in.Vault.Stop()
+	}
+	if in.Postgres != nil {
+		in.Postgres.Stop()
+	}
+}
+
+// Secrets lists the instance's secret values, for a log mask: the Vault
+// root token, the AppRole secret id and any password in the database URL.
+func (in *Instance) Secrets() []string {
+	out := []string{in.AppRole.SecretID}
+	if in.Vault != nil {
+		out = append(out, in.Vault.Token)
+	}
+	if u, err := url.Parse(in.DatabaseURL); err == nil && u.User != nil {
+		if p, ok := u.User.Password(); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Publish records how to reach the running instance, serving at addr (an
+// http:// URL): the env file `mediator dev env` prints (0600: it holds the
+// dev Vault's root token) and the pid file. Unpublish removes both.
+func (in *Instance) Publish(addr string) error {
+	vars := [][2]string{
+		{"DATABASE_URL", in.DatabaseURL},
+		{"VAULT_ADDR", in.Vault.Addr},
+		{"VAULT_TOKEN", in.Vault.Token},
+		{"MEDIATOR_ADDR", addr},
+		// So `mediator audit verify` works after `eval "$(mediator dev env)"`.
+		{"MEDIATOR_VERIFIER_KEY", in.VerifierKey},
+	}
+	var b strings.Builder
+	for _, kv := range vars {
+		fmt.Fprintf(&b, "export %s=%s\n", kv[0], shellQuote(kv[1]))
+	}
+	if err := os.WriteFile(filepath.Join(in.StateDir, envFile), []byte(b.String()), 0o600); err != nil {
+		return fmt.Errorf("dev: write env file: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(in.StateDir, pidFile), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		return fmt.Errorf("dev: write pid file: %w", err)
+	}
+	return nil
+}
+
+// Unpublish removes what Publish wrote.
+func (in *Instance) Unpublish() {
+	os.Remove(filepath.Join(in.StateDir, envFile))
+	os.Remove(filepath.Join(in.StateDir, pidFile))
+}
+
+// Running returns the pid recorded in stateDir and whether it is alive.
+func Running(stateDir string) (int, bool) {
+	b, err := os.ReadFile(filepath.Join(stateDir, pidFile))
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, false
+	}
+	return pid, syscall.Kill(pid, 0) == nil
+}
+
+// EnvLines returns the export lines of the instance running with stateDir.
+func EnvLines(stateDir string) ([]string, error) {
+	if _, alive := Running(stateDir); !alive {
+		return nil, fmt.Errorf("dev: no running dev instance with state dir %s: start `mediator dev` first", stateDir)
+	}
+	b, err := os.ReadFile(filepath.Join(stateDir, envFile))
+	if err != nil {
+		return nil, fmt.Errorf("dev: %w", err)
+	}
+	var lines []string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	return lines, sc.Err()
+}
+
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// checkpointKey returns the path of the dev checkpoint signing key in dir,
+// creating it (0600) on first use, and its verifier key.
+func checkpointKey(dir string) (path, vkey string, err error) {
+	path = filepath.Join(dir, checkpointKeyFile)
+	skey, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		s, _, gerr := note.GenerateKey(rand.Reader, LogOrigin)
+		if gerr != nil {
+			return "", "", fmt.Errorf("dev: checkpoint key: %w", gerr)
+		}
+		skey = []byte(s + "\n")
+		err = os.WriteFile(path, skey, 0o600)
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("dev: checkpoint key: %w", err)
+	}
+	key, err := audit.ParseCheckpointKey(string(skey), LogOrigin)
+	if err != nil {
+		return "", "", fmt.Errorf("dev: %w", err)
+	}
+	return path, key.VerifierKey(), nil
+}
+
+// databaseFor names the dev database: mediator_dev for the default state
+// dir, and one per other state dir, since each state dir has its own
+// checkpoint key and the log in a database must match it.
+func databaseFor(stateDir string) string {
+	if stateDir == DefaultStateDir() {
+		return databaseName
+	}
+	sum := sha256.Sum256([]byte(stateDir))
+	return databaseName + "_" + hex.EncodeToString(sum[:4])
+}

@@ -1,0 +1,246 @@
+// Package ingest takes delivery metadata into the audit log. A request body
+// is decoded strictly and minimized with the current pseudonym key
+// (redact), the valid events are appended in one group-committed
+// transaction (audit), and once committed they are counted for the SOC view
+// and the metrics. Ingest answers only after the commit, so an event it
+// reports accepted is durable. Nothing here knows HTTP.
+package ingest
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"slices"
+	"time"
+
+	"github.com/mediatorhq/mediator/audit"
+	"github.com/mediatorhq/mediator/redact"
+)
+
+// Limits of one request (ARCHITECTURE.md: up to 10,000 events or 8 MiB).
+const (
+	MaxEvents    = 10000
+	MaxBodyBytes = 8 << 20
+)
+
+// Format is how a body carries its events.
+type Format int
+
+// The two formats.
+const (
+	// JSON is {"events":[...]} (application/json).
+	JSON Format = iota
+	// NDJSON is one event per line (application/x-ndjson).
+	NDJSON
+)
+
+// ErrUnsupportedType: the content type is neither format.
+var ErrUnsupportedType = errors.New("ingest: Content-Type must be application/json or application/x-ndjson")
+
+// ParseContentType returns the format a Content-Type header names.
+func ParseContentType(header string) (Format, error) {
+	mt, _, err := mime.ParseMediaType(header)
+	switch {
+	case err != nil:
+		return 0, ErrUnsupportedType
+	case mt == "application/json":
+		return JSON, nil
+	case mt == "application/x-ndjson":
+		return NDJSON, nil
+	}
+	return 0, ErrUnsupportedType
+}
+
+// Appender is the audit log as ingest uses it (audit.Log).
+type Appender interface {
+	Append(ctx context.Context, entries []audit.Entry) ([]audit.Appended, error)
+}
+
+// KeySource supplies the current pseudonymization key.
+type KeySource interface {
+	Current(ctx context.Context) (redact.PseudonymKey, error)
+}
+
+// Counter counts committed records for the SOC view (stats.Tally).
+type Counter interface {
+	Count(r *redact.Record)
+}
+
+// Config configures a Service.
+type Config struct {
+	Log     Appender
+	Keys    KeySource
+	Profile redact.Profile
+	// Tally, if set, counts every committed record.
+	Tally  Counter
+	Logger *slog.Logger
+	// Metrics, if set, counts accepted, duplicate and refused events.
+	Metrics *Metrics
+}
+
+// Service ingests request bodies. It is safe for concurrent use.
+type Service struct {
+	log     Appender
+	keys    KeySource
+	profile redact.Profile
+	tally   Counter
+	logger  *slog.Logger
+	metrics *Metrics
+	now     func() time.Time
+}
+
+// New returns a Service.
+func New(cfg Config) *Service {
+	s := &Service{log: cfg.Log, keys: cfg.Keys, profile: cfg.Profile, tally: cfg.Tally, logger: cfg.Logger,
+		metrics: cfg.Metrics, now: time.Now}
+	if s.logger == nil {
+		s.logger = slog.New(slog.DiscardHandler)
+	}
+	return s
+}
+
+// Result is what became of a request's events.
+type Result struct {
+	Accepted   int
+	Duplicates int
+	// FirstSeq and LastSeq bound the seqs of the accepted and duplicate
+	// events; nil when there were none.
+	FirstSeq, LastSeq *int64
+	// Rejected counts refused events; Problems says why, event by event.
+	Rejected int
+	Problems []redact.Problem
+}
+
+// RefusedError: nothing was written, because the body itself is unusable,
+// no event is valid, or the request was atomic and one event is not.
+type RefusedError struct {
+	// Code is content_not_accepted if any event carried content, else
+	// validation_failed.
+	Code     string
+	Message  string
+	Problems []redact.Problem
+}
+
+func (e *RefusedError) Error() string { return "ingest: " + e.Message }
+
+// The refusal codes.
+const (
+	CodeValidationFailed   = "validation_failed"
+	CodeContentNotAccepted = redact.CodeContentNotAccepted
+)
+
+// Errors of a dependency: nothing was acknowledged.
+var (
+	// ErrKeyUnavailable: the pseudonymization key cannot be had.
+	ErrKeyUnavailable = errors.New("ingest: the pseudonymization key is unavailable; nothing was written")
+	// ErrLogUnavailable: the append failed.
+	ErrLogUnavailable = errors.New("ingest: the audit log is unavailable; nothing was acknowledged")
+)
+
+// Ingest decodes body, minimizes its valid events and appends them in one
+// transaction, returning after the commit. atomic refuses the whole body if
+// any event is invalid. It returns a *RefusedError when nothing was
+// written for a reason in the body, and ErrKeyUnavailable or
+// ErrLogUnavailable (wrapping the cause) when a dependency failed.
+func (s *Service) Ingest(ctx context.Context, body []byte, format Format, atomic bool) (Result, error) {
+	events, problems, bodyProblem := redact.DecodeBatch(body, format == NDJSON, MaxEvents)
+	if bodyProblem != nil {
+		s.metrics.rejected(bodyProblem.Code)
+		return Result{}, refused([]redact.Problem{*bodyProblem}, bodyProblem.Message)
+	}
+	key, err := s.keys.Current(ctx)
+	if err != nil {
+		return Result{}, fmt.Errorf("%w: %v", ErrKeyUnavailable, err)
+	}
+	now := s.now()
+	minimizer := redact.NewMinimizer(s.profile, key)
+	entries := make([]audit.Entry, 0, len(events))
+	records := make([]*redact.Record, 0, len(events))
+	refusedAt := -1 // the index whose problems were counted last
+	for _, p := range problems {
+		if p.Index != refusedAt {
+			s.metrics.rejected(p.Code)
+			refusedAt = p.Index
+		}
+	}
+	for i, ev := range events {
+		if ev == nil {
+			continue
+		}
+		rec, probs := minimizer.Minimize(i, ev, now)
+		if probs != nil {
+			problems = append(problems, probs...)
+			s.metrics.rejected(probs[0].Code)
+			continue
+		}
+		entries = append(entries, audit.Entry{Kind: rec.Kind, EventID: rec.EventID,
+			ConversationID: rec.ConversationID, OccurredAt: rec.Occurred, Record: rec})
+		records = append(records, rec)
+	}
+	// Problems in the order of the events, as one pass would have found them.
+	slices.SortStableFunc(problems, func(a, b redact.Problem) int { return cmp.Compare(a.Index, b.Index) })
+	if len(problems) > 0 && (atomic || len(entries) == 0) {
+		msg := "no event was accepted"
+		if atomic {
+			msg = "atomic request refused: at least one event is invalid; nothing was written"
+		}
+		return Result{}, refused(problems, msg)
+	}
+	appended, err := s.log.Append(ctx, entries)
+	if err != nil {
+		return Result{}, fmt.Errorf("%w: %v", ErrLogUnavailable, err)
+	}
+	res := Result{Rejected: countEvents(problems), Problems: problems}
+	for i, a := range appended {
+		if a.Duplicate {
+			res.Duplicates++
+		} else {
+			res.Accepted++
+			s.counted(records[i])
+		}
+		if res.FirstSeq == nil || a.Seq < *res.FirstSeq {
+			res.FirstSeq = &a.Seq
+		}
+		if res.LastSeq == nil || a.Seq > *res.LastSeq {
+			res.LastSeq = &a.Seq
+		}
+	}
+	s.metrics.duplicates(res.Duplicates)
+	return res, nil
+}
+
+// counted records a newly committed record in the SOC tally and metrics.
+func (s *Service) counted(rec *redact.Record) {
+	s.metrics.accepted(rec)
+	if s.tally != nil {
+		s.tally.Count(rec)
+	}
+}
+
+// refused builds the refusal: content_not_accepted if any event carried
+// content, else validation_failed.
+func refused(problems []redact.Problem, msg string) *RefusedError {
+	code := CodeValidationFailed
+	for _, p := range problems {
+		if p.Code == redact.CodeContentNotAccepted {
+			code = CodeContentNotAccepted
+			break
+		}
+	}
+	return &RefusedError{Code: code, Message: msg, Problems: problems}
+}
+
+// countEvents counts the distinct events problems are about.
+func countEvents(ps []redact.Problem) int {
+	n, last := 0, -2
+	for _, p := range ps {
+		if p.Index != last {
+			n++
+			last = p.Index
+		}
+	}
+	return n
+}

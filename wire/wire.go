@@ -1,0 +1,268 @@
+// Package wire holds the JSON bodies of the mediator's REST API: what the
+// server (api) writes and reads, and what its Go client (client) sends and
+// decodes, as one set of types, so the two cannot drift apart. The field
+// names are the contract of ARCHITECTURE.md and api/openapi.yaml.
+//
+// Only pure packages are imported here, so that a gateway that links the
+// client links no server code.
+package wire
+
+import (
+	"time"
+
+	"github.com/mediatorhq/mediator/seal"
+)
+
+// Error is the one error shape every endpoint returns:
+// {"error":{"code":"...","message":"...","details":[...]}}.
+type Error struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail is the body of an Error. Code is stable and machine-readable;
+// Message is for people and never holds a secret; Details are specifics a
+// client may act on (a field and reason, a policy's reasons).
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Details []any  `json:"details"`
+}
+
+// FieldProblem is the detail of a validation error: the field at fault and
+// why, never the offending value.
+type FieldProblem struct {
+	Field  string `json:"field"`
+	Reason string `json:"reason"`
+}
+
+// Whoami is GET /v1/whoami.
+type Whoami struct {
+	Subject string   `json:"subject"`
+	Roles   []string `json:"roles"`
+}
+
+// Problem is one reason an event was refused.
+type Problem struct {
+	Index   int    `json:"index"`
+	Path    string `json:"path"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// IngestResponse is POST /v1/events: what became of the events, after the
+// commit.
+type IngestResponse struct {
+	Accepted   int       `json:"accepted"`
+	Duplicates int       `json:"duplicates"`
+	FirstSeq   *int64    `json:"first_seq"`
+	LastSeq    *int64    `json:"last_seq"`
+	Rejected   int       `json:"rejected"`
+	Problems   []Problem `json:"problems"`
+}
+
+// Entry is one log entry: GET /v1/audit/entries/{seq}, and a page's items.
+type Entry struct {
+	Seq    int64          `json:"seq"`
+	Leaf   []byte         `json:"leaf"` // base64 of the leaf bytes
+	Record map[string]any `json:"record"`
+}
+
+// EntryPage is GET /v1/audit/entries.
+type EntryPage struct {
+	Entries      []Entry `json:"entries"`
+	NextAfterSeq *int64  `json:"next_after_seq"`
+}
+
+// InclusionProof is GET /v1/audit/proof/inclusion.
+type InclusionProof struct {
+	LeafIndex int64    `json:"leaf_index"`
+	TreeSize  int64    `json:"tree_size"`
+	Hashes    [][]byte `json:"hashes"`
+}
+
+// ConsistencyProof is GET /v1/audit/proof/consistency.
+type ConsistencyProof struct {
+	From   int64    `json:"from"`
+	To     int64    `json:"to"`
+	Hashes [][]byte `json:"hashes"`
+}
+
+// DepositRequest is POST /v1/escrow/keys.
+type DepositRequest struct {
+	ConversationID string `json:"conversation_id"`
+	KeyID          string `json:"key_id"`
+	Key            []byte `json:"key"` // base64
+}
+
+// DepositResponse is POST /v1/escrow/keys: 201 for a new escrow, 200 for
+// the same key again.
+type DepositResponse struct {
+	EscrowID      string   `json:"escrow_id"`
+	Threshold     int      `json:"threshold"`
+	Shares        int      `json:"shares"`
+	Custodians    []string `json:"custodians"`
+	KeyCommitment string   `json:"key_commitment"`
+	AuditSeq      int64    `json:"audit_seq"`
+}
+
+// Scope is what a lawful-access request covers.
+type Scope struct {
+	ConversationIDs []string  `json:"conversation_ids"`
+	From            time.Time `json:"from"`
+	To              time.Time `json:"to"`
+}
+
+// CreateRequest is POST /v1/access-requests.
+type CreateRequest struct {
+	CaseID        string         `json:"case_id"`
+	LegalBasis    string         `json:"legal_basis"`
+	WarrantRef    string         `json:"warrant_ref"`
+	Jurisdiction  string         `json:"jurisdiction"`
+	Justification string         `json:"justification"`
+	Scope         Scope          `json:"scope"`
+	Recipient     seal.PublicKey `json:"recipient_public_key"`
+	ExpiresAt     time.Time      `json:"expires_at"`
+}
+
+// Created is POST /v1/access-requests: 201.
+type Created struct {
+	ID       string `json:"id"`
+	Status   string `json:"status"`
+	Digest   string `json:"digest"`
+	AuditSeq int64  `json:"audit_seq"`
+}
+
+// Final is a request's one transition out of pending.
+type Final struct {
+	Status     string    `json:"status"`
+	By         string    `json:"by"`
+	DecisionID string    `json:"decision_id,omitempty"`
+	At         time.Time `json:"at"`
+	AuditSeq   int64     `json:"audit_seq"`
+}
+
+// Approval is one recorded approval, as a request shows it.
+type Approval struct {
+	ApproverID  string    `json:"approver_id"`
+	Decision    string    `json:"decision"`
+	Roles       []string  `json:"roles"`
+	ByRequester bool      `json:"by_requester"`
+	KeyID       string    `json:"key_id"`
+	Signature   []byte    `json:"signature"`
+	ApprovedAt  time.Time `json:"approved_at"`
+	AuditSeq    int64     `json:"audit_seq"`
+}
+
+// Request is GET /v1/access-requests/{id}: the request, its canonical form
+// (base64 of exactly the bytes the digest covers, so an approver can check
+// what they sign) and its approvals.
+type Request struct {
+	ID             string         `json:"id"`
+	Status         string         `json:"status"`
+	Requester      string         `json:"requester"`
+	CaseID         string         `json:"case_id"`
+	LegalBasis     string         `json:"legal_basis"`
+	WarrantRef     string         `json:"warrant_ref"`
+	Jurisdiction   string         `json:"jurisdiction"`
+	Justification  string         `json:"justification"`
+	Scope          Scope          `json:"scope"`
+	Recipient      seal.PublicKey `json:"recipient_public_key"`
+	CreatedAt      time.Time      `json:"created_at"`
+	ExpiresAt      time.Time      `json:"expires_at"`
+	Digest         string         `json:"digest"`
+	Canonical      []byte         `json:"canonical"`
+	AuditSeq       int64          `json:"audit_seq"`
+	DeniedReleases int            `json:"denied_releases"`
+	Final          *Final         `json:"final,omitempty"`
+	Approvals      []Approval     `json:"approvals,omitempty"`
+}
+
+// RequestList is GET /v1/access-requests.
+type RequestList struct {
+	Requests []Request `json:"requests"`
+}
+
+// ApprovalRequest is POST /v1/access-requests/{id}/approvals.
+type ApprovalRequest struct {
+	Decision  string `json:"decision"`
+	Signature []byte `json:"signature"` // base64
+}
+
+// ApprovalRecorded is POST /v1/access-requests/{id}/approvals: 201.
+type ApprovalRecorded struct {
+	RequestID  string    `json:"request_id"`
+	ApproverID string    `json:"approver_id"`
+	Decision   string    `json:"decision"`
+	KeyID      string    `json:"key_id"`
+	ApprovedAt time.Time `json:"approved_at"`
+	AuditSeq   int64     `json:"audit_seq"`
+}
+
+// SealedKey is one released key: hpke.Seal's output (encapsulated key, then
+// ciphertext) under the suite named.
+type SealedKey struct {
+	ConversationID string `json:"conversation_id"`
+	KeyID          string `json:"key_id"`
+	KEMID          uint16 `json:"kem_id"`
+	KDFID          uint16 `json:"kdf_id"`
+	AEADID         uint16 `json:"aead_id"`
+	Sealed         []byte `json:"sealed"`
+}
+
+// Release is POST /v1/access-requests/{id}/release.
+type Release struct {
+	Keys       []SealedKey `json:"keys"`
+	DecisionID string      `json:"decision_id"`
+	AuditSeq   int64       `json:"audit_seq"`
+}
+
+// Denial is the detail of a 403 policy_denied.
+type Denial struct {
+	DecisionID string   `json:"decision_id"`
+	Reasons    []string `json:"reasons"`
+	Locked     bool     `json:"locked"`
+}
+
+// ApproverKey is one registered approver key.
+type ApproverKey struct {
+	KeyID     string    `json:"key_id"`
+	PublicKey []byte    `json:"public_key"`
+	AddedAt   time.Time `json:"added_at"`
+	AuditSeq  int64     `json:"audit_seq"`
+}
+
+// Approver is one registered approver.
+type Approver struct {
+	ID           string        `json:"id"`
+	Roles        []string      `json:"roles"`
+	Active       bool          `json:"active"`
+	CurrentKeyID string        `json:"current_key_id"`
+	Keys         []ApproverKey `json:"keys"`
+	RegisteredAt time.Time     `json:"registered_at"`
+	AuditSeq     int64         `json:"audit_seq"`
+}
+
+// ApproverList is GET /v1/approvers.
+type ApproverList struct {
+	Approvers []Approver `json:"approvers"`
+}
+
+// RegisterApprover is POST /v1/approvers.
+type RegisterApprover struct {
+	ID        string   `json:"id"`
+	Roles     []string `json:"roles"`
+	PublicKey []byte   `json:"public_key"`
+}
+
+// ApproverKeyRequest is POST /v1/approvers/{id}/keys.
+type ApproverKeyRequest struct {
+	PublicKey []byte `json:"public_key"`
+}
+
+// Deactivate is POST /v1/approvers/{id}/deactivate.
+type Deactivate struct {
+	Reason string `json:"reason"`
+}
+
+// Empty is a body with no fields (revoke, release).
+type Empty struct{}
