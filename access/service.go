@@ -3,12 +3,11 @@ package access
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -17,6 +16,8 @@ import (
 	"github.com/mediatorhq/mediator/escrow"
 	"github.com/mediatorhq/mediator/policy"
 	"github.com/mediatorhq/mediator/redact"
+	"github.com/mediatorhq/mediator/shares"
+	"github.com/mediatorhq/mediator/wire"
 )
 
 // Decider decides releases: the policy engine (policy.Reloader).
@@ -24,10 +25,11 @@ type Decider interface {
 	DecideRelease(ctx context.Context, in policy.ReleaseInput) (policy.Decision, error)
 }
 
-// KeyEscrow is what a release needs of the escrow (escrow.Service).
+// KeyEscrow is what a release needs of the escrow (escrow.Service): the
+// escrowed keys in a scope, and the custodians' answers to a release.
 type KeyEscrow interface {
-	InScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]escrow.Receipt, error)
-	Reconstruct(ctx context.Context, id, decisionRef string) ([]byte, escrow.Receipt, error)
+	InScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]escrow.Escrow, error)
+	Release(ctx context.Context, ask escrow.ReleaseAsk, escrows []escrow.Escrow, have map[string]map[string]bool) []escrow.CustodianAnswer
 }
 
 // maxDeniedReleases is how many denied release attempts lock a request as
@@ -358,29 +360,95 @@ func (s *Service) finalOr(ctx context.Context, id string, err error) error {
 	return err
 }
 
-// Release is what a successful release returns.
+// Release is what a release returns: every key in scope with the shares
+// custodians sealed to the request's recipient (at least the threshold of
+// each), and what custodians that gave nothing said.
 type Release struct {
 	RequestID  string
-	Keys       []SealedKey
 	DecisionID string
 	AuditSeq   int64
+	Keys       []ReleasedKey
+	Refusals   []*escrow.RefusedError
 }
 
-// releasedKey is one key of a release's audit record: which escrow, and a
-// hash of exactly what left sealed. Never the key.
-type releasedKey struct {
-	ConversationID string `json:"conversation_id"`
-	KeyID          string `json:"key_id"`
-	EscrowID       string `json:"escrow_id"`
-	KeyCommitment  string `json:"key_commitment"`
-	SealedSHA256   string `json:"sealed_sha256"`
+// ReleasedKey is one escrowed key of a release and its released shares.
+type ReleasedKey struct {
+	Escrow escrow.Escrow
+	Shares []ReleasedShare
+}
+
+// ReleasedShare is one custodian's share of a key, sealed by that custodian
+// to the request's recipient, with its signed release receipt. The mediator
+// cannot open it.
+type ReleasedShare struct {
+	EscrowID  string
+	Custodian string
+	Index     int
+	Sealed    []byte
+	Receipt   shares.SignedReceipt
+	AuditSeq  int64
+}
+
+// CustodiansError: the custodians did not release enough shares of every
+// key in scope. Refusals are the custodians whose own checks refused, with
+// their reasons; Unavailable the custodians that could not be reached;
+// Short the escrows still below their threshold. The shares that did come
+// are kept: a later release call asks only for the rest.
+type CustodiansError struct {
+	DecisionID  string
+	Refusals    []*escrow.RefusedError
+	Unavailable []string
+	Short       []string
+}
+
+func (e *CustodiansError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "access: %d keys lack shares:", len(e.Short))
+	if len(e.Unavailable) > 0 {
+		fmt.Fprintf(&b, " unavailable: %s;", strings.Join(e.Unavailable, ", "))
+	}
+	for _, r := range e.Refusals {
+		fmt.Fprintf(&b, " %s;", r.Error())
+	}
+	return b.String()
+}
+
+// releaseRecord is the audit record of a completed release: the request as
+// signed, the recipient, and for each key which custodians released which
+// share, by the hashes of their signed receipts.
+type releaseRecord struct {
+	Kind          string           `json:"kind"`
+	RequestID     string           `json:"request_id"`
+	RequestDigest string           `json:"request_digest"`
+	DecisionID    string           `json:"decision_id"`
+	ReleasedBy    string           `json:"released_by"`
+	RecipientKey  string           `json:"recipient_key"`
+	Keys          []releasedKeyLog `json:"keys"`
+}
+
+type releasedKeyLog struct {
+	EscrowID       string             `json:"escrow_id"`
+	ConversationID string             `json:"conversation_id"`
+	KeyID          string             `json:"key_id"`
+	KeyCommitment  string             `json:"key_commitment"`
+	Shares         []releasedShareLog `json:"shares"`
+}
+
+type releasedShareLog struct {
+	Custodian     string `json:"custodian"`
+	Index         int    `json:"index"`
+	ReceiptSHA256 string `json:"receipt_sha256"`
 }
 
 // Release asks the policy whether request requestID's keys may leave, with
 // every approval verified again now, and records the decision. Allowed:
-// each escrowed key in scope is rebuilt and sealed to the request's
-// recipient key, and the request becomes released. Denied: a *DeniedError;
-// the fifth denial locks the request as denied. Only the requester may ask.
+// every custodian holding a share in scope is handed the request as signed
+// and the approvals, checks them for itself, and seals its shares to the
+// request's recipient; the shares that come back are kept (each custodian's
+// answer logged), and once every key has its threshold the request becomes
+// released. Denied by the policy: a *DeniedError; the fifth denial locks
+// the request as denied. Not enough shares: a *CustodiansError. Only the
+// requester may ask.
 func (s *Service) Release(ctx context.Context, caller, requestID string) (Release, error) {
 	t0 := s.now()
 	rel, err := s.release(ctx, caller, requestID)
@@ -402,7 +470,13 @@ func (s *Service) release(ctx context.Context, caller, requestID string) (Releas
 	if err := s.requirePending(ctx, &r); err != nil {
 		return Release{}, err
 	}
-	in, err := s.policyInput(ctx, r)
+	// Work from the request as approvers signed it, never from its columns.
+	signed, err := approval.Parse(r.Canonical)
+	if err != nil || approval.Digest(r.Canonical) != r.Digest || signed.ID != r.ID {
+		s.log.Error("a stored request does not match its canonical form; nothing is released", "access_request_id", r.ID)
+		return Release{}, fmt.Errorf("%w: the stored request does not match what was signed", ErrUnavailable)
+	}
+	in, approvals, err := s.policyInput(ctx, r)
 	if err != nil {
 		return Release{}, err
 	}
@@ -427,27 +501,60 @@ func (s *Service) release(ctx context.Context, caller, requestID string) (Releas
 		}
 		return Release{}, &DeniedError{DecisionID: d.ID, Reasons: d.Reasons, Locked: locked}
 	}
-	receipts, err := s.escrow.InScope(ctx, r.Scope.ConversationIDs, r.Scope.From, r.Scope.To)
+	escrows, err := s.escrow.InScope(ctx, signed.Scope.ConversationIDs, signed.Scope.From, signed.Scope.To)
 	if err != nil {
 		return Release{}, fmt.Errorf("%w: keys in scope: %v", ErrUnavailable, err)
 	}
-	out := Release{RequestID: r.ID, DecisionID: d.ID, Keys: make([]SealedKey, 0, len(receipts))}
-	logged := make([]releasedKey, 0, len(receipts))
-	for _, rec := range receipts {
-		sk, err := s.sealOne(ctx, r, rec, d.ID)
-		if err != nil {
+	kept, err := s.store.ReleaseShares(ctx, r.ID)
+	if err != nil {
+		return Release{}, err
+	}
+	ask := escrow.ReleaseAsk{Canonical: r.Canonical, Approvals: approvals, RequestID: r.ID, RequestDigest: r.Digest,
+		RecipientKey: signed.Recipient.Fingerprint()}
+	byKey := groupShares(kept)
+	answers := s.escrow.Release(ctx, ask, escrows, haveShares(byKey))
+	var refusals []*escrow.RefusedError
+	var unavailable []string
+	for _, a := range answers {
+		switch {
+		case a.Refusal != nil:
+			refusals = append(refusals, a.Refusal)
+		case a.Err != nil:
+			unavailable = append(unavailable, a.Custodian)
+			s.log.Warn("a custodian is unavailable for a release", "access_request_id", r.ID, "custodian", a.Custodian, "err", a.Err)
+		}
+		if len(a.Shares) == 0 {
+			continue
+		}
+		got := make([]ReleasedShare, 0, len(a.Shares))
+		for _, sh := range a.Shares {
+			got = append(got, ReleasedShare{EscrowID: sh.EscrowID, Custodian: a.Custodian, Index: sh.Index, Sealed: sh.Sealed, Receipt: *sh.Receipt})
+		}
+		// What left a custodian is in the log before anything else happens.
+		if got, err = s.store.InsertReleaseShares(ctx, r.ID, r.Digest, ask.RecipientKey, a.Custodian, got); err != nil {
 			return Release{}, err
 		}
-		sum := sha256.Sum256(sk.Sealed)
-		out.Keys = append(out.Keys, sk)
-		logged = append(logged, releasedKey{ConversationID: rec.ConversationID, KeyID: rec.KeyID, EscrowID: rec.EscrowID,
-			KeyCommitment: rec.KeyCommitment, SealedSHA256: hex.EncodeToString(sum[:])})
+		for _, sh := range got {
+			byKey[sh.EscrowID] = append(byKey[sh.EscrowID], sh)
+		}
+	}
+	out := Release{RequestID: r.ID, DecisionID: d.ID, Refusals: refusals, Keys: make([]ReleasedKey, 0, len(escrows))}
+	var short []string
+	for _, e := range escrows {
+		if len(byKey[e.EscrowID]) < e.Threshold {
+			short = append(short, e.EscrowID)
+		}
+		out.Keys = append(out.Keys, ReleasedKey{Escrow: e, Shares: byKey[e.EscrowID]})
+	}
+	if len(short) > 0 {
+		s.log.Warn("release incomplete: keys below their threshold", "access_request_id", r.ID, "keys_short", len(short),
+			"custodians_refused", len(refusals), "custodians_unavailable", unavailable)
+		return Release{}, &CustodiansError{DecisionID: d.ID, Refusals: refusals, Unavailable: unavailable, Short: short}
 	}
 	f, err := s.store.Finish(ctx, r.ID, Final{Status: StatusReleased, By: caller, DecisionID: d.ID}, KindRelease,
-		map[string]any{"kind": KindRelease, "request_id": r.ID, "decision_id": d.ID, "released_by": caller,
-			"recipient_kem_id": int(r.Recipient.KEMID), "keys": logged})
+		releaseLog(r, d.ID, caller, ask.RecipientKey, out.Keys))
 	if err != nil {
-		// Another release won the race; these sealed keys never leave.
+		// Another release finished it meanwhile.
 		return Release{}, s.finalOr(ctx, r.ID, err)
 	}
 	s.metrics.transition(StatusReleased)
@@ -456,41 +563,103 @@ func (s *Service) release(ctx context.Context, caller, requestID string) (Releas
 	return out, nil
 }
 
-// sealOne rebuilds one escrowed key and seals it to the request's
-// recipient; the key is zeroed before returning.
-func (s *Service) sealOne(ctx context.Context, r Request, rec escrow.Receipt, decisionID string) (SealedKey, error) {
-	key, _, err := s.escrow.Reconstruct(ctx, rec.EscrowID, decisionID)
-	if err != nil {
-		s.log.Error("release: a key in scope could not be rebuilt", "access_request_id", r.ID, "escrow_id", rec.EscrowID, "err", err)
-		return SealedKey{}, fmt.Errorf("%w: escrow %s: %v", ErrUnavailable, rec.EscrowID, err)
+// releaseLog is the audit record of a completed release.
+func releaseLog(r Request, decisionID, by, recipientKey string, keys []ReleasedKey) releaseRecord {
+	rec := releaseRecord{Kind: KindRelease, RequestID: r.ID, RequestDigest: r.Digest, DecisionID: decisionID, ReleasedBy: by,
+		RecipientKey: recipientKey, Keys: make([]releasedKeyLog, 0, len(keys))}
+	for _, k := range keys {
+		kl := releasedKeyLog{EscrowID: k.Escrow.EscrowID, ConversationID: k.Escrow.ConversationID, KeyID: k.Escrow.KeyID,
+			KeyCommitment: k.Escrow.KeyCommitment}
+		for _, sh := range k.Shares {
+			kl.Shares = append(kl.Shares, releasedShareLog{Custodian: sh.Custodian, Index: sh.Index, ReceiptSHA256: sh.Receipt.Hash()})
+		}
+		rec.Keys = append(rec.Keys, kl)
 	}
-	defer clear(key)
-	sk, err := Seal(r.Recipient, r.ID, rec.ConversationID, rec.KeyID, key)
-	if err != nil {
-		return SealedKey{}, fmt.Errorf("access: seal escrow %s: %w", rec.EscrowID, err)
+	return rec
+}
+
+// groupShares groups released shares by escrow.
+func groupShares(kept []ReleasedShare) map[string][]ReleasedShare {
+	out := map[string][]ReleasedShare{}
+	for _, sh := range kept {
+		out[sh.EscrowID] = append(out[sh.EscrowID], sh)
 	}
-	return sk, nil
+	return out
+}
+
+// haveShares says which custodian's share of which escrow is already kept.
+func haveShares(byKey map[string][]ReleasedShare) map[string]map[string]bool {
+	out := make(map[string]map[string]bool, len(byKey))
+	for id, shs := range byKey {
+		out[id] = map[string]bool{}
+		for _, sh := range shs {
+			out[id][sh.Custodian] = true
+		}
+	}
+	return out
+}
+
+// Released returns a released request's keys again (its requester only):
+// the shares kept from the custodians, for an officer whose answer was
+// lost.
+func (s *Service) Released(ctx context.Context, caller, requestID string) (Release, error) {
+	if _, err := uuid.Parse(requestID); err != nil {
+		return Release{}, ErrNotFound
+	}
+	r, err := s.store.Request(ctx, requestID)
+	if err != nil {
+		return Release{}, err
+	}
+	if caller != r.Requester {
+		return Release{}, ErrNotRequester
+	}
+	s.settle(&r)
+	if r.Status != StatusReleased {
+		return Release{}, &FinalError{Status: r.Status}
+	}
+	signed, err := approval.Parse(r.Canonical)
+	if err != nil {
+		return Release{}, fmt.Errorf("%w: the stored request does not parse", ErrUnavailable)
+	}
+	kept, err := s.store.ReleaseShares(ctx, r.ID)
+	if err != nil {
+		return Release{}, err
+	}
+	byKey := groupShares(kept)
+	escrows, err := s.escrow.InScope(ctx, signed.Scope.ConversationIDs, signed.Scope.From, signed.Scope.To)
+	if err != nil {
+		return Release{}, fmt.Errorf("%w: keys in scope: %v", ErrUnavailable, err)
+	}
+	out := Release{RequestID: r.ID, DecisionID: r.Final.DecisionID, AuditSeq: r.Final.AuditSeq}
+	for _, e := range escrows {
+		if len(byKey[e.EscrowID]) > 0 {
+			out.Keys = append(out.Keys, ReleasedKey{Escrow: e, Shares: byKey[e.EscrowID]})
+		}
+	}
+	return out, nil
 }
 
 // policyInput builds the policy's input: the request and every approval,
 // each signature verified again now with the key it was made with, and
-// whether its approver is still active.
-func (s *Service) policyInput(ctx context.Context, r Request) (policy.ReleaseInput, error) {
+// whether its approver is still active. It also returns the approvals as
+// custodians are handed them, to verify for themselves.
+func (s *Service) policyInput(ctx context.Context, r Request) (policy.ReleaseInput, []wire.EvidenceApproval, error) {
 	approvals, err := s.store.Approvals(ctx, r.ID)
 	if err != nil {
-		return policy.ReleaseInput{}, err
+		return policy.ReleaseInput{}, nil, err
 	}
 	in := policy.ReleaseInput{Now: s.now().UTC(), Request: policy.ReleaseRequest{
 		ID: r.ID, Requester: r.Requester, CaseID: r.CaseID, LegalBasis: r.LegalBasis, Jurisdiction: r.Jurisdiction,
 		Scope:     policy.ReleaseScope{ConversationIDs: r.Scope.ConversationIDs, From: r.Scope.From, To: r.Scope.To},
 		CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt,
 	}}
+	evidence := make([]wire.EvidenceApproval, 0, len(approvals))
 	approvers := map[string]Approver{}
 	for _, a := range approvals {
 		ap, ok := approvers[a.ApproverID]
 		if !ok {
 			if ap, err = s.store.Approver(ctx, a.ApproverID); err != nil {
-				return policy.ReleaseInput{}, err
+				return policy.ReleaseInput{}, nil, err
 			}
 			approvers[a.ApproverID] = ap
 		}
@@ -501,6 +670,8 @@ func (s *Service) policyInput(ctx context.Context, r Request) (policy.ReleaseInp
 		}
 		in.Approvals = append(in.Approvals, policy.ReleaseApproval{ApproverID: a.ApproverID, Roles: a.Roles, Decision: a.Decision,
 			ApprovedAt: a.ApprovedAt.UTC(), SignatureVerified: verified, ApproverActive: ap.Active})
+		evidence = append(evidence, wire.EvidenceApproval{ApproverID: a.ApproverID, Decision: a.Decision, Signature: a.Signature,
+			ApprovedAt: a.ApprovedAt.UTC()})
 	}
-	return in, nil
+	return in, evidence, nil
 }

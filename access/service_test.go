@@ -8,21 +8,25 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/audit"
-	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
+	"github.com/mediatorhq/mediator/custodian"
+	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/escrow"
 	"github.com/mediatorhq/mediator/policy"
 	"github.com/mediatorhq/mediator/seal"
+	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/test/harness"
+	"github.com/mediatorhq/mediator/test/testcustodians"
 	"github.com/mediatorhq/mediator/test/testdb"
 )
 
@@ -43,58 +47,55 @@ func (c *clock) add(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// world is the workflow on a fresh database, the shared real Vault (five
-// custodians) and the embedded policy.
+// world is the workflow on a fresh database, five custodians running on
+// the shared real Vault, and the embedded policy.
 type world struct {
-	pool   *pgxpool.Pool
-	escrow *escrow.Service
-	svc    *Service
-	clock  *clock
-	keys   map[string]ed25519.PrivateKey // approver id → signing key
+	pool       *pgxpool.Pool
+	escrow     *escrow.Service
+	custodians *testcustodians.Set
+	svc        *Service
+	clock      *clock
+	keys       map[string]ed25519.PrivateKey // approver id → signing key
 }
+
+// trusted are the approvers the custodians of every world trust; a test
+// registers with the mediator those it uses.
+var trusted = map[string]string{"lena": "legal", "sam": "security", "nina": "legal", "olga": "security"}
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	ctx := context.Background()
 	pool := testdb.Pool(t, env)
-	admin, err := vaultapi.NewClient(&vaultapi.Config{Address: env.Vault.Addr})
-	if err != nil {
-		t.Fatal(err)
+	keys := map[string]ed25519.PrivateKey{}
+	var approvers []custodian.Approver
+	for id, role := range trusted {
+		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+		keys[id] = priv
+		approvers = append(approvers, custodian.Approver{ID: id, Roles: []string{role}, Keys: []ed25519.PublicKey{pub}, Active: true})
 	}
-	admin.SetToken(env.Vault.Token)
-	if _, err := vaultsetup.Bootstrap(ctx, admin); err != nil {
-		t.Fatal(err)
-	}
-	store := escrow.KVStore{Client: admin, Mount: vaultsetup.KVMount, Prefix: vaultsetup.SharePrefix}
-	var custodians []escrow.Custodian
-	for i := 1; i <= 5; i++ {
-		name := vaultsetup.CustodianKey(i)
-		custodians = append(custodians, escrow.Custodian{Name: name, Store: store,
-			Wrapper: escrow.NewTransitWrapper(admin, vaultsetup.TransitMount, name)})
-	}
+	cs := testcustodians.Start(t, env, dev.CustodianOptions{Approvers: approvers})
 	logStore := audit.NewStore(pool)
-	esc, err := escrow.New(escrow.Config{Custodians: custodians, Threshold: 3, Rows: escrow.NewPGRows(pool, logStore)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	esc := cs.Escrow(t, escrow.NewPGRows(pool, logStore))
 	engine, err := policy.NewReloader(ctx, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &clock{t: time.Now().UTC()}
-	w := &world{pool: pool, escrow: esc, clock: c, keys: map[string]ed25519.PrivateKey{}}
+	w := &world{pool: pool, escrow: esc, custodians: cs, clock: c, keys: keys}
 	w.svc = New(Config{Store: NewPGStore(pool, logStore), Decider: engine, Escrow: esc, Now: c.now})
 	return w
 }
 
-// approver registers id with roles and remembers its signing key.
+// approver registers id (one the custodians trust) with the mediator.
 func (w *world) approver(t *testing.T, id string, roles ...string) {
 	t.Helper()
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	if _, err := w.svc.RegisterApprover(context.Background(), "admin", id, roles, pub); err != nil {
+	priv, ok := w.keys[id]
+	if !ok {
+		t.Fatalf("approver %s is not one the custodians trust", id)
+	}
+	if _, err := w.svc.RegisterApprover(context.Background(), "admin", id, roles, priv.Public().(ed25519.PublicKey)); err != nil {
 		t.Fatal(err)
 	}
-	w.keys[id] = priv
 }
 
 func (w *world) sign(r Request, decision, approverID string) []byte {
@@ -107,14 +108,44 @@ func (w *world) vote(t *testing.T, r Request, approverID, decision string) error
 	return err
 }
 
+// deposit escrows a fresh key as a depositor does: split and sealed here.
 func (w *world) deposit(t *testing.T, convo, keyID string) []byte {
 	t.Helper()
 	key := make([]byte, 32)
 	rand.Read(key)
-	if _, _, err := w.escrow.Deposit(context.Background(), escrow.DepositRequest{ConversationID: convo, KeyID: keyID, Key: bytes.Clone(key)}); err != nil {
+	set := w.custodians.SharesSet()
+	commitment, sealed, err := shares.Split(set, convo, keyID, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := w.escrow.Deposit(context.Background(), escrow.DepositRequest{ConversationID: convo, KeyID: keyID,
+		Commitment: commitment, CustodianSet: w.custodians.Digest, Threshold: set.Threshold, Shares: sealed, Depositor: "gw"}); err != nil {
 		t.Fatal(err)
 	}
 	return key
+}
+
+// open opens and combines every key of a release, as the officer's client
+// does.
+func open(t *testing.T, priv hpke.PrivateKey, rel Release) map[string][]byte {
+	t.Helper()
+	got := map[string][]byte{}
+	for _, k := range rel.Keys {
+		var parts []shares.Part
+		for _, sh := range k.Shares {
+			share, err := shares.OpenReleased(priv, rel.RequestID, k.Escrow.ConversationID, k.Escrow.KeyID, sh.Custodian, sh.Index, sh.Sealed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			parts = append(parts, shares.Part{Custodian: sh.Custodian, Share: share})
+		}
+		key, bad, err := shares.Recover(k.Escrow.ConversationID, k.Escrow.KeyID, k.Escrow.KeyCommitment, k.Escrow.Threshold, parts)
+		if err != nil || bad != nil {
+			t.Fatalf("recover %s: %v %v", k.Escrow.ConversationID, bad, err)
+		}
+		got[k.Escrow.ConversationID] = key
+	}
+	return got
 }
 
 func draft(t *testing.T, now time.Time, convos ...string) (Draft, hpke.PrivateKey) {
@@ -286,14 +317,7 @@ func TestReleaseSealsOnlyTheKeysInScope(t *testing.T) {
 	if len(rel.Keys) != 2 || rel.DecisionID == "" || rel.AuditSeq <= 0 {
 		t.Fatalf("release: %+v", rel)
 	}
-	got := map[string][]byte{}
-	for _, sk := range rel.Keys {
-		key, err := Open(recipient, r.ID, sk)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got[sk.ConversationID] = key
-	}
+	got := open(t, recipient, rel)
 	if !bytes.Equal(got["conv-a"], k1) || !bytes.Equal(got["conv-b"], k2) {
 		t.Fatal("opened keys differ from the deposited ones")
 	}
@@ -315,7 +339,8 @@ func TestReleaseSealsOnlyTheKeysInScope(t *testing.T) {
 	if err := w.pool.QueryRow(ctx, "SELECT string_agg(kind, ',' ORDER BY seq) FROM audit_entries WHERE kind LIKE 'access.%' AND kind NOT LIKE 'access.approver%'").Scan(&kinds); err != nil {
 		t.Fatal(err)
 	}
-	if kinds != "access.request,access.approval,access.approval,access.decision,access.release" {
+	want := "access.request,access.approval,access.approval,access.decision," + strings.Repeat("access.custodian_release,", 5) + "access.release"
+	if kinds != want {
 		t.Fatalf("audit trail: %s", kinds)
 	}
 	var allow bool
@@ -414,5 +439,89 @@ func TestExpiryRevocationAndRotation(t *testing.T) {
 	as, err := w.svc.Approvers(ctx)
 	if err != nil || len(as) != 2 || len(as[0].Keys) != 2 || as[1].Active {
 		t.Fatalf("approvers: %+v %v", as, err)
+	}
+}
+
+// TestReleaseAcrossCustodians: with one custodian stricter than the others
+// (its own data.json wants three approvals) and one down, the release
+// still completes from the three that agree, and shows the refusal's
+// reasons; with only two custodians able to release, it is short of the
+// threshold, names the custodians that are unavailable, and keeps what it
+// got; once they are back, asking again completes it, asking only for the
+// shares still missing, and the kept shares can be fetched again.
+func TestReleaseAcrossCustodians(t *testing.T) {
+	ctx := context.Background()
+	strict := t.TempDir()
+	for _, name := range []string{"release.rego", "data.json"} {
+		b, err := os.ReadFile(filepath.Join("..", "policy", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name == "data.json" {
+			b = []byte(strings.Replace(string(b), `"min_approvals": 2`, `"min_approvals": 3`, 1))
+		}
+		os.WriteFile(filepath.Join(strict, name), b, 0o644)
+	}
+	keys := map[string]ed25519.PrivateKey{}
+	var approvers []custodian.Approver
+	for id, role := range trusted {
+		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+		keys[id] = priv
+		approvers = append(approvers, custodian.Approver{ID: id, Roles: []string{role}, Keys: []ed25519.PublicKey{pub}, Active: true})
+	}
+	w := newWorld(t)
+	// Replace the world's custodians with ones where custodian-2 is strict.
+	w.custodians = testcustodians.Start(t, env, dev.CustodianOptions{Approvers: approvers, PolicyDir: map[int]string{2: strict}})
+	w.keys = keys
+	w.escrow = w.custodians.Escrow(t, escrow.NewPGRows(w.pool, audit.NewStore(w.pool)))
+	engine, _ := policy.NewReloader(ctx, "", nil)
+	w.svc = New(Config{Store: NewPGStore(w.pool, audit.NewStore(w.pool)), Decider: engine, Escrow: w.escrow, Now: w.clock.now})
+	k1 := w.deposit(t, "conv-a", "e1")
+	w.approver(t, "lena", "legal")
+	w.approver(t, "sam", "security")
+	d, recipient := draft(t, w.clock.now(), "conv-a")
+	r, _ := w.svc.Create(ctx, "olga", d)
+	w.vote(t, r, "lena", "approve")
+	w.vote(t, r, "sam", "approve")
+
+	// custodian-2 refuses, custodian-4 and -5 are down: two shares, K = 3.
+	w.custodians.Stop(3)
+	w.custodians.Stop(4)
+	_, err := w.svc.Release(ctx, "olga", r.ID)
+	var ce *CustodiansError
+	if !errors.As(err, &ce) || len(ce.Short) != 1 || strings.Join(ce.Unavailable, ",") != "custodian-4,custodian-5" ||
+		len(ce.Refusals) != 1 || ce.Refusals[0].Custodian != "custodian-2" || !strings.Contains(strings.Join(ce.Refusals[0].Reasons, ";"), "at least 3") {
+		t.Fatalf("two of five: %+v", err)
+	}
+	var kept int
+	w.pool.QueryRow(ctx, "SELECT count(*) FROM access_release_shares WHERE request_id = $1", r.ID).Scan(&kept)
+	if kept != 2 {
+		t.Fatalf("kept %d shares, want the 2 released", kept)
+	}
+
+	// One comes back: three agree, the release completes.
+	w.custodians.Run(3)
+	rel, err := w.svc.Release(ctx, "olga", r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rel.Refusals) != 1 || rel.Refusals[0].Custodian != "custodian-2" || len(rel.Keys[0].Shares) != 3 {
+		t.Fatalf("release: %+v", rel)
+	}
+	if got := open(t, recipient, rel); !bytes.Equal(got["conv-a"], k1) {
+		t.Fatal("the released key differs from the deposited one")
+	}
+	// custodian-1 and -3 were asked once: they never released twice.
+	var releases int
+	w.pool.QueryRow(ctx, "SELECT count(*) FROM audit_entries WHERE kind = 'access.custodian_release'").Scan(&releases)
+	if releases != 3 {
+		t.Fatalf("%d custodian releases logged, want 3", releases)
+	}
+	again, err := w.svc.Released(ctx, "olga", r.ID)
+	if err != nil || len(again.Keys) != 1 || len(again.Keys[0].Shares) != 3 {
+		t.Fatalf("fetch again: %+v %v", again, err)
+	}
+	if _, err := w.svc.Released(ctx, "sam", r.ID); !errors.Is(err, ErrNotRequester) {
+		t.Fatalf("fetch by another: %v", err)
 	}
 }

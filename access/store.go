@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -49,6 +50,14 @@ type Store interface {
 	// Finish moves a pending request to a final state. record is the audit
 	// record of the transition. ErrFinal if it already has one.
 	Finish(ctx context.Context, requestID string, f Final, kind string, record any) (Final, error)
+
+	// InsertReleaseShares keeps the shares one custodian released for a
+	// request, with an access.custodian_release audit entry, in one
+	// transaction, and returns them with their AuditSeq. A share already
+	// kept is not kept twice.
+	InsertReleaseShares(ctx context.Context, requestID, digest, recipientKey, custodian string, shares []ReleasedShare) ([]ReleasedShare, error)
+	// ReleaseShares returns every share kept for a request.
+	ReleaseShares(ctx context.Context, requestID string) ([]ReleasedShare, error)
 }
 
 // PGStore is Store in PostgreSQL.
@@ -74,6 +83,9 @@ const (
 	KindRevoke             = "access.revoke"
 	KindExpire             = "access.expire"
 	KindDenied             = "access.denied"
+	// KindCustodianRelease records what one custodian released for a
+	// request: which shares, by the hashes of its signed receipts.
+	KindCustodianRelease = "access.custodian_release"
 )
 
 // inTx runs f in a transaction with an audit entry: f returns the entry
@@ -450,6 +462,79 @@ func (s *PGStore) CountByStatus(ctx context.Context) (map[Status]int, error) {
 	out := make(map[Status]int, len(counts))
 	for _, c := range counts {
 		out[Status(c.Status)] = c.N
+	}
+	return out, nil
+}
+
+// custodianReleaseRecord is the audit record of one custodian's answer to a
+// release: what left it, by the hash of each signed receipt.
+type custodianReleaseRecord struct {
+	Kind          string              `json:"kind"`
+	RequestID     string              `json:"request_id"`
+	RequestDigest string              `json:"request_digest"`
+	RecipientKey  string              `json:"recipient_key"`
+	Custodian     string              `json:"custodian"`
+	Shares        []custodianShareLog `json:"shares"`
+}
+
+type custodianShareLog struct {
+	EscrowID      string `json:"escrow_id"`
+	Index         int    `json:"index"`
+	SealedSHA256  string `json:"sealed_sha256"`
+	ReceiptSHA256 string `json:"receipt_sha256"`
+}
+
+// InsertReleaseShares implements Store.
+func (s *PGStore) InsertReleaseShares(ctx context.Context, requestID, digest, recipientKey, custodian string, got []ReleasedShare) ([]ReleasedShare, error) {
+	rec := custodianReleaseRecord{Kind: KindCustodianRelease, RequestID: requestID, RequestDigest: digest,
+		RecipientKey: recipientKey, Custodian: custodian}
+	for _, sh := range got {
+		rec.Shares = append(rec.Shares, custodianShareLog{EscrowID: sh.EscrowID, Index: sh.Index,
+			SealedSHA256: sh.Receipt.Receipt.SealedSHA256, ReceiptSHA256: sh.Receipt.Hash()})
+	}
+	seq, err := s.inTx(ctx, audit.Entry{Kind: KindCustodianRelease, Record: rec}, func(tx pgx.Tx, seq int64) error {
+		b := &pgx.Batch{}
+		for _, sh := range got {
+			receipt, err := json.Marshal(sh.Receipt)
+			if err != nil {
+				return err
+			}
+			b.Queue(`INSERT INTO access_release_shares (request_id, escrow_id, custodian, share_index, sealed, receipt, audit_seq)
+				VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`, requestID, sh.EscrowID, custodian, sh.Index, sh.Sealed, receipt, seq)
+		}
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("%w: keep released shares: %v", ErrUnavailable, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ReleasedShare, len(got))
+	for i, sh := range got {
+		sh.AuditSeq = seq
+		out[i] = sh
+	}
+	return out, nil
+}
+
+// ReleaseShares implements Store.
+func (s *PGStore) ReleaseShares(ctx context.Context, requestID string) ([]ReleasedShare, error) {
+	rows, err := s.pool.Query(ctx, `SELECT escrow_id::text, custodian, share_index, sealed, receipt, audit_seq
+		FROM access_release_shares WHERE request_id = $1 ORDER BY escrow_id, share_index`, requestID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: released shares: %v", ErrUnavailable, err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (ReleasedShare, error) {
+		var sh ReleasedShare
+		var receipt []byte
+		if err := row.Scan(&sh.EscrowID, &sh.Custodian, &sh.Index, &sh.Sealed, &receipt, &sh.AuditSeq); err != nil {
+			return sh, err
+		}
+		return sh, json.Unmarshal(receipt, &sh.Receipt)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: released shares: %v", ErrUnavailable, err)
 	}
 	return out, nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mediatorhq/mediator/access"
 	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/escrow"
 	"github.com/mediatorhq/mediator/wire"
 )
 
@@ -27,6 +28,8 @@ const (
 	codeSelfApproval      = "self_approval"
 	codeDuplicateApproval = "duplicate_approval"
 	codePolicyDenied      = "policy_denied"
+	codeCustodiansRefused = "custodians_refused"
+	codeCustodiansDown    = "custodians_unavailable"
 )
 
 // decodeJSON decodes a JSON body into v, refusing other content types,
@@ -103,7 +106,24 @@ func (s *server) accessError(w http.ResponseWriter, r *http.Request, what string
 	var fe *access.FinalError
 	var de *access.DeniedError
 	var ve *access.ValidationError
+	var ce *access.CustodiansError
 	switch {
+	case errors.As(err, &ce):
+		detail := wire.Shortfall{DecisionID: ce.DecisionID, Refusals: refusalsView(ce.Refusals), Unavailable: ce.Unavailable, KeysShort: len(ce.Short)}
+		if detail.Unavailable == nil {
+			detail.Unavailable = []string{}
+		}
+		if len(ce.Unavailable) > 0 {
+			s.logFailure(r, what, err)
+			unavailableCode(w, codeCustodiansDown, "custodian", fmt.Sprintf("%d keys lack shares: custodians unavailable: %s; the shares released so far are kept, ask again",
+				len(ce.Short), strings.Join(ce.Unavailable, ", ")), detail)
+			return
+		}
+		var reasons []string
+		for _, rf := range ce.Refusals {
+			reasons = append(reasons, rf.Custodian+": "+strings.Join(rf.Reasons, "; "))
+		}
+		writeError(w, http.StatusForbidden, codeCustodiansRefused, "the custodians refused the release: "+strings.Join(reasons, " | "), detail)
 	case errors.As(err, &de):
 		writeError(w, http.StatusForbidden, codePolicyDenied, "the release policy denied the release: "+strings.Join(de.Reasons, "; "),
 			wire.Denial{DecisionID: de.DecisionID, Reasons: de.Reasons, Locked: de.Locked})
@@ -252,19 +272,50 @@ func (s *server) approveRequest(w http.ResponseWriter, r *http.Request) {
 }
 
 // releaseRequest is POST /v1/access-requests/{id}/release (the requester):
-// 200 {"keys":[...],"decision_id","audit_seq"} with every key in scope
-// sealed to the request's recipient key, or 403 policy_denied.
+// 200 with every key in scope as shares its custodians sealed to the
+// request's recipient key; 403 policy_denied or custodians_refused; 503
+// custodians_unavailable.
 func (s *server) releaseRequest(w http.ResponseWriter, r *http.Request) {
 	rel, err := s.access.Release(r.Context(), caller(r), chi.URLParam(r, "id"))
 	if err != nil {
 		s.accessError(w, r, "release", err)
 		return
 	}
-	keys := make([]wire.SealedKey, len(rel.Keys))
-	for i, k := range rel.Keys {
-		keys[i] = wire.SealedKey(k)
+	writeJSON(w, http.StatusOK, releaseView(rel))
+}
+
+// releasedAgain is GET /v1/access-requests/{id}/release (the requester):
+// a completed release's shares again, for an officer whose answer was lost.
+func (s *server) releasedAgain(w http.ResponseWriter, r *http.Request) {
+	rel, err := s.access.Released(r.Context(), caller(r), chi.URLParam(r, "id"))
+	if err != nil {
+		s.accessError(w, r, "release", err)
+		return
 	}
-	writeJSON(w, http.StatusOK, wire.Release{Keys: keys, DecisionID: rel.DecisionID, AuditSeq: rel.AuditSeq})
+	writeJSON(w, http.StatusOK, releaseView(rel))
+}
+
+func releaseView(rel access.Release) wire.Release {
+	out := wire.Release{RequestID: rel.RequestID, DecisionID: rel.DecisionID, AuditSeq: rel.AuditSeq,
+		Keys: make([]wire.ReleasedKey, len(rel.Keys)), Refusals: refusalsView(rel.Refusals)}
+	for i, k := range rel.Keys {
+		e := k.Escrow
+		rk := wire.ReleasedKey{EscrowID: e.EscrowID, ConversationID: e.ConversationID, KeyID: e.KeyID,
+			KeyCommitment: e.KeyCommitment, Threshold: e.Threshold, Shares: make([]wire.ReleasedShare, len(k.Shares))}
+		for j, sh := range k.Shares {
+			rk.Shares[j] = wire.ReleasedShare{Custodian: sh.Custodian, Index: sh.Index, Sealed: sh.Sealed, Receipt: sh.Receipt}
+		}
+		out.Keys[i] = rk
+	}
+	return out
+}
+
+func refusalsView(rs []*escrow.RefusedError) []wire.CustodianRefusal {
+	out := make([]wire.CustodianRefusal, len(rs))
+	for i, r := range rs {
+		out[i] = wire.CustodianRefusal{Custodian: r.Custodian, Reasons: r.Reasons, PolicyRevision: r.PolicyRevision}
+	}
+	return out
 }
 
 func approverView(a access.Approver) wire.Approver {

@@ -1,66 +1,101 @@
 package api
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strings"
 
 	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/wire"
 )
 
+// Error codes of escrow.
+const (
+	codePlaintextKeyRefused = "plaintext_key_refused"
+	codeDestroyed           = "destroyed"
+	codeSetMismatch         = "custodian_set_mismatch"
+	codeNotConfigured       = "escrow_not_configured"
+)
+
+// custodianSet is GET /v1/escrow/custodians: the set depositors seal to and
+// its digest.
+func (s *server) custodianSet(w http.ResponseWriter, r *http.Request) {
+	set, digest, err := s.escrow.Set()
+	if err != nil {
+		s.escrowError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, wire.CustodianSet{Set: set, Digest: digest})
+}
+
+// depositBody is a deposit as sent. Key is declared only to recognise the
+// retired body, which carried the plaintext key, and refuse it by name.
+type depositBody struct {
+	wire.DepositRequest
+	Key json.RawMessage `json:"key"`
+}
+
 // depositKey is POST /v1/escrow/keys: 201 for a new escrow, 200 with the
-// same body for the same key again, 409 for another key under the same id,
-// 503 (nothing written) when a custodian or the database is down.
+// same body for the same commitment again, 409 for another key under the
+// same id or one destroyed, 503 (nothing kept) when a custodian or the
+// database is down.
 func (s *server) depositKey(w http.ResponseWriter, r *http.Request) {
-	if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
-		writeError(w, http.StatusUnsupportedMediaType, codeUnsupportedMediaType, "Content-Type must be application/json")
+	var b depositBody
+	if !decodeJSON(w, r, &b) {
 		return
 	}
-	var body wire.DepositRequest
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, codeBodyTooLarge, "request body too large")
-			return
-		}
-		var corrupt base64.CorruptInputError
-		if errors.As(err, &corrupt) {
-			writeError(w, http.StatusUnprocessableEntity, codeValidationFailed, "key must be standard base64",
-				wire.FieldProblem{Field: "key", Reason: "must be standard base64"})
-			return
-		}
-		// The decoder's message could quote the key; say only what is wrong.
-		writeError(w, http.StatusBadRequest, codeBadRequest, `body must be {"conversation_id","key_id","key"} with no other fields, the key in standard base64`)
+	if b.Key != nil {
+		clear(b.Key)
+		writeError(w, http.StatusUnprocessableEntity, codePlaintextKeyRefused,
+			"the mediator never takes a plaintext key: split and seal it on your side (client.Deposit, `mediator escrow deposit`) and send "+
+				`{"conversation_id","key_id","commitment","custodian_set","threshold","shares":[{"custodian","index","sealed"}]}`+
+				"; the custodian set is GET /v1/escrow/custodians",
+			wire.FieldProblem{Field: "key", Reason: "is retired: deposits carry sealed shares, never the key"})
 		return
 	}
-	rec, created, err := s.escrow.Deposit(r.Context(), escrow.DepositRequest{ConversationID: body.ConversationID, KeyID: body.KeyID, Key: body.Key})
-	clear(body.Key)
-	var ve *escrow.ValidationError
-	switch {
-	case errors.As(err, &ve):
-		writeError(w, http.StatusUnprocessableEntity, codeValidationFailed, ve.Field+" "+ve.Reason, wire.FieldProblem{Field: ve.Field, Reason: ve.Reason})
-		return
-	case errors.Is(err, escrow.ErrConflict):
-		writeError(w, http.StatusConflict, codeConflict, "this conversation and key id are escrowed with a different key")
-		return
-	case errors.Is(err, escrow.ErrUnavailable):
-		s.logFailure(r, "escrow deposit", err)
-		unavailable(w, "custodian", "a custodian or the database is unavailable; nothing was kept")
-		return
-	case err != nil:
-		s.logFailure(r, "escrow deposit", err)
-		writeError(w, http.StatusInternalServerError, codeInternal, "deposit failed; nothing was kept; quote request id "+RequestIDFrom(r.Context()))
+	d := b.DepositRequest
+	req := escrow.DepositRequest{ConversationID: d.ConversationID, KeyID: d.KeyID, Commitment: d.Commitment,
+		CustodianSet: d.CustodianSet, Threshold: d.Threshold, Depositor: caller(r)}
+	for _, sh := range d.Shares {
+		req.Shares = append(req.Shares, shares.SealedShare{Custodian: sh.Custodian, Index: sh.Index, Sealed: sh.Sealed})
+	}
+	rec, created, err := s.escrow.Deposit(r.Context(), req)
+	if err != nil {
+		s.escrowError(w, r, err)
 		return
 	}
 	status := http.StatusOK
 	if created {
 		status = http.StatusCreated
 	}
-	writeJSON(w, status, wire.DepositResponse{EscrowID: rec.EscrowID, Threshold: rec.Threshold, Shares: rec.Shares,
-		Custodians: rec.Custodians, KeyCommitment: rec.KeyCommitment, AuditSeq: rec.AuditSeq})
+	writeJSON(w, status, wire.DepositResponse{EscrowID: rec.EscrowID, Threshold: rec.Threshold, Shares: len(rec.Custodians),
+		Custodians: rec.Custodians, KeyCommitment: rec.KeyCommitment, AuditSeq: rec.AuditSeq, Receipts: rec.Shares})
+}
+
+// escrowError answers for an escrow error.
+func (s *server) escrowError(w http.ResponseWriter, r *http.Request, err error) {
+	var ve *escrow.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		code := ve.Code
+		if code == "" {
+			code = codeValidationFailed
+		}
+		writeError(w, http.StatusUnprocessableEntity, code, ve.Field+" "+ve.Reason, wire.FieldProblem{Field: ve.Field, Reason: ve.Reason})
+	case errors.Is(err, escrow.ErrConflict):
+		writeError(w, http.StatusConflict, codeConflict, "this conversation and key id are escrowed with a different key")
+	case errors.Is(err, escrow.ErrDestroyed):
+		writeError(w, http.StatusConflict, codeDestroyed, "this conversation and key id were escrowed and destroyed at retention end; the id cannot be used again")
+	case errors.Is(err, escrow.ErrSetMismatch):
+		writeError(w, http.StatusConflict, codeSetMismatch, "the shares were sealed for another custodian set; fetch GET /v1/escrow/custodians and check it against the digest you pinned")
+	case errors.Is(err, escrow.ErrNotConfigured):
+		unavailableCode(w, codeNotConfigured, "custodian", "this mediator has no custodians configured (--custodians); nothing was kept")
+	case errors.Is(err, escrow.ErrUnavailable):
+		s.logFailure(r, "escrow deposit", err)
+		unavailable(w, "custodian", "a custodian or the database is unavailable; nothing was kept")
+	default:
+		s.logFailure(r, "escrow deposit", err)
+		writeError(w, http.StatusInternalServerError, codeInternal, "deposit failed; nothing was kept; quote request id "+RequestIDFrom(r.Context()))
+	}
 }

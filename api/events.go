@@ -86,6 +86,11 @@ func wireProblem(p redact.Problem) wire.Problem {
 
 // unavailable answers 503 naming the dependency, with Retry-After.
 func unavailable(w http.ResponseWriter, dependency, msg string) {
+	unavailableCode(w, codeUnavailable, dependency, msg)
+}
+
+// unavailableCode is unavailable with a code of its own.
+func unavailableCode(w http.ResponseWriter, code, dependency, msg string, details ...any) {
 	w.Header().Set("Retry-After", "5")
-	writeError(w, http.StatusServiceUnavailable, codeUnavailable, msg, map[string]string{"dependency": dependency})
+	writeError(w, http.StatusServiceUnavailable, code, msg, append([]any{map[string]string{"dependency": dependency}}, details...)...)
 }

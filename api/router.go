@@ -124,6 +124,7 @@ func NewRouter(d Deps) http.Handler {
 	g.Get("/v1/audit/export", s.export)
 
 	// Key escrow.
+	g.Get("/v1/escrow/custodians", s.custodianSet)
 	g.Post("/v1/escrow/keys", s.depositKey)
 
 	// Lawful access: the approver registry (admin), requests (officers),
@@ -139,6 +140,7 @@ func NewRouter(d Deps) http.Handler {
 	g.Get("/v1/access-requests/{id}", s.getRequest)
 	aw.Post("/v1/access-requests/{id}/approvals", s.approveRequest)
 	aw.Post("/v1/access-requests/{id}/release", s.releaseRequest)
+	g.Get("/v1/access-requests/{id}/release", s.releasedAgain)
 	aw.Post("/v1/access-requests/{id}/revoke", s.revokeRequest)
 
 	// The SOC view: aggregate counts without identifiers.

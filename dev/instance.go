@@ -156,9 +156,9 @@ func (in *Instance) Secrets() []string {
 }
 
 // Publish records how to reach the running instance, serving at addr (an
-// http:// URL): the env file `mediator dev env` prints (0600: it holds the
+// http:// URL) with custodianSet the digest of its custodian set: the env file `mediator dev env` prints (0600: it holds the
 // dev Vault's root token) and the pid file. Unpublish removes both.
-func (in *Instance) Publish(addr string) error {
+func (in *Instance) Publish(addr, custodianSet string) error {
 	vars := [][2]string{
 		{"DATABASE_URL", in.DatabaseURL},
 		{"VAULT_ADDR", in.Vault.Addr},
@@ -166,6 +166,8 @@ func (in *Instance) Publish(addr string) error {
 		{"MEDIATOR_ADDR", addr},
 		// So `mediator audit verify` works after `eval "$(mediator dev env)"`.
 		{"MEDIATOR_VERIFIER_KEY", in.VerifierKey},
+		// So `mediator escrow deposit` seals to the dev custodians.
+		{"MEDIATOR_CUSTODIAN_SET", custodianSet},
 	}
 	var b strings.Builder
 	for _, kv := range vars {

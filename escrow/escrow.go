@@ -1,134 +1,58 @@
-// Package escrow keeps conversation keys so that no single party, the
-// mediator included, can read one: a key is split with Shamir's scheme
-// (github.com/hashicorp/vault/shamir) into N shares, threshold K; share i is
-// wrapped by custodian i's Wrapper (a Vault Transit key, an HSM) and kept
-// write-once in custodian i's ShareStore. PostgreSQL holds only metadata:
-// ids, N, K, custodian names, a commitment to the key, and a hash of each
-// wrapped share. The plaintext key is never stored, logged or returned,
-// except by Reconstruct to the release path, which decides who may call it.
+// Package escrow is the mediator's side of key escrow, and it holds no key
+// and no power to open one. A depositor splits a key itself (package
+// shares) and seals share i to custodian i; the mediator forwards each
+// sealed share to its custodian service, all or nothing, records which
+// custodian holds which share (with the custodian's signed receipt), and
+// logs the deposit. At release it hands the custodians the evidence they
+// check for themselves (package custodian), and collects what they seal to
+// the requester. It also coordinates destruction at retention end and
+// legal holds, which each custodian enforces on its own records.
 package escrow
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"reflect"
-	"slices"
-	"strings"
+	"regexp"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/hashicorp/vault/shamir"
+
+	"github.com/mediatorhq/mediator/shares"
+	"github.com/mediatorhq/mediator/wire"
 )
 
-// Wrapper encrypts and decrypts one custodian's shares. aad binds a wrapped
-// share to its conversation and key id: a share unwrapped under another
-// conversation's context fails.
-type Wrapper interface {
-	Wrap(ctx context.Context, aad, share []byte) ([]byte, error)
-	Unwrap(ctx context.Context, aad, wrapped []byte) ([]byte, error)
-}
-
-// ShareStore keeps wrapped shares, one write-once entry per escrow holding
-// the shares of every custodian that uses the store. Custodians whose Store
-// values are equal share entries; the Service writes each store once per
-// deposit.
-type ShareStore interface {
-	// Put writes the wrapped shares of escrow id, keyed by custodian name.
-	// It never overwrites: it returns ErrShareExists if id has an entry.
-	Put(ctx context.Context, id string, shares map[string][]byte) error
-	// Get returns the wrapped shares of escrow id, keyed by custodian name.
-	Get(ctx context.Context, id string) (map[string][]byte, error)
-	// Destroy removes every version of escrow id's entry irrecoverably.
-	// Destroying an entry that does not exist is not an error.
-	Destroy(ctx context.Context, id string) error
-}
-
-// ErrShareExists is returned by ShareStore.Put for an escrow that has an
-// entry.
-var ErrShareExists = errors.New("escrow: the store already holds shares of that escrow")
-
-// Custodian is one share holder.
-type Custodian struct {
-	Name    string
-	Wrapper Wrapper
-	Store   ShareStore
-}
-
-// Key sizes the architecture accepts.
-const (
-	MinKeyLen = 16
-	MaxKeyLen = 64
-	maxIDLen  = 128
-)
-
-// commitmentDomain separates key commitments from every other SHA-256 use.
-const commitmentDomain = "mediator-key-commitment-v1"
-
-// Commitment returns "sha256:<hex>" over a domain-separated, length-prefixed
-// encoding of conversation id, key id and key, so that a rebuilt key can be
-// checked before release and no two (conversation, key id, key) triples
-// encode alike.
-func Commitment(conversationID, keyID string, key []byte) string {
-	h := sha256.New()
-	h.Write([]byte(commitmentDomain))
-	for _, part := range [][]byte{[]byte(conversationID), []byte(keyID), key} {
-		var n [8]byte
-		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
-		h.Write(n[:])
-		h.Write(part)
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil))
-}
-
-// aad is the wrapping context of a share: conversation and key id.
-func aad(conversationID, keyID string) []byte {
-	return []byte(conversationID + "\x00" + keyID)
-}
-
-// Receipt describes an escrowed key. It holds no key material.
-type Receipt struct {
-	EscrowID       string    `json:"escrow_id"`
-	ConversationID string    `json:"conversation_id"`
-	KeyID          string    `json:"key_id"`
-	Threshold      int       `json:"threshold"`
-	Shares         int       `json:"shares"`
-	Custodians     []string  `json:"custodians"`
-	KeyCommitment  string    `json:"key_commitment"`
-	AuditSeq       int64     `json:"audit_seq"`
-	CreatedAt      time.Time `json:"created_at"`
-
-	shareHashes [][]byte
-	destroyed   bool
-}
-
-// Errors a caller maps to responses.
+// Errors a caller maps to answers.
 var (
 	// ErrInvalid matches every *ValidationError (422).
 	ErrInvalid = errors.New("escrow: invalid request")
 	// ErrConflict: the key id is escrowed with another key (409).
 	ErrConflict = errors.New("escrow: key id already escrowed with a different key")
+	// ErrDestroyed: the key id was escrowed and destroyed at retention
+	// end; it cannot be deposited again (409 destroyed).
+	ErrDestroyed = errors.New("escrow: key id escrowed before and destroyed")
+	// ErrSetMismatch: the deposit was sealed for another custodian set
+	// (409).
+	ErrSetMismatch = errors.New("escrow: the shares were sealed for another custodian set")
 	// ErrUnavailable wraps a custodian or database failure; nothing was
 	// left behind (503).
 	ErrUnavailable = errors.New("escrow: a custodian or the database is unavailable")
-	// ErrNotFound: no such escrow (404).
+	// ErrNotConfigured: this mediator has no custodians (503).
+	ErrNotConfigured = errors.New("escrow: no custodians are configured (--custodians)")
+	// ErrNotFound: no such escrow.
 	ErrNotFound = errors.New("escrow: not found")
-	// ErrDestroyed: the escrow was destroyed; its key is unrecoverable.
-	ErrDestroyed = errors.New("escrow: destroyed")
 )
 
 // ValidationError is a request that breaks a rule (422): the field at
-// fault and why. It never quotes the offending value.
+// fault, why, and a code when the rule has its own (else
+// validation_failed). It never quotes the offending value.
 type ValidationError struct {
 	Field  string
 	Reason string
+	Code   string
 }
 
 func (e *ValidationError) Error() string {
@@ -141,122 +65,142 @@ func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
 // Invalid returns the field at fault and why, for a client.
 func (e *ValidationError) Invalid() (field, reason string) { return e.Field, e.Reason }
 
-// Service deposits and reconstructs keys.
+// CodeShareInvalid: a custodian found that its share does not open as its
+// share of the key named; the depositor sealed it wrong (or for another
+// custodian set).
+const CodeShareInvalid = "share_invalid"
+
+// Escrow describes an escrowed key. It holds no key material.
+type Escrow struct {
+	EscrowID       string
+	ConversationID string
+	KeyID          string
+	Threshold      int
+	Custodians     []string
+	KeyCommitment  string
+	Depositor      string
+	CustodianSet   string
+	AuditSeq       int64
+	CreatedAt      time.Time
+	// Shares are the custodians' deposit receipts, in custodian order.
+	Shares    []shares.SignedReceipt
+	destroyed bool
+}
+
+// Service coordinates deposits, releases and destruction with the
+// custodians. It is safe for concurrent use.
 type Service struct {
-	custodians []Custodian
-	threshold  int
-	rows       Rows
-	log        *slog.Logger
-	metrics    *Metrics
-	// stores are the distinct share stores; storeOf[i] indexes custodian
-	// i's store in it.
-	stores  []ShareStore
-	storeOf []int
+	set     shares.Set
+	digest  string
+	remotes []*Remote // in set order
+	rows    Rows
+	log     *slog.Logger
+	metrics *Metrics
 }
 
 // Config configures a Service.
 type Config struct {
-	Custodians []Custodian
-	Threshold  int
-	Rows       Rows
-	Log        *slog.Logger
-	Metrics    *Metrics // may be nil
+	// Set and Remotes are the custodians, in the same order; empty when
+	// escrow is not configured.
+	Set     shares.Set
+	Remotes []*Remote
+	Rows    Rows
+	Log     *slog.Logger
+	Metrics *Metrics // may be nil
 }
 
-// New returns a Service. It needs 2 ≤ K ≤ N ≤ 255 custodians with distinct
-// names.
+// New returns a Service.
 func New(cfg Config) (*Service, error) {
-	n, k := len(cfg.Custodians), cfg.Threshold
-	if k < 2 || k > n || n > 255 {
-		return nil, fmt.Errorf("escrow: need 2 ≤ threshold (%d) ≤ custodians (%d) ≤ 255", k, n)
-	}
-	s := &Service{custodians: cfg.Custodians, threshold: k, rows: cfg.Rows, log: cfg.Log, metrics: cfg.Metrics}
+	s := &Service{set: cfg.Set, remotes: cfg.Remotes, rows: cfg.Rows, log: cfg.Log, metrics: cfg.Metrics}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	seen := map[string]bool{}
-	for _, c := range cfg.Custodians {
-		if c.Name == "" || seen[c.Name] || c.Wrapper == nil || c.Store == nil {
-			return nil, fmt.Errorf("escrow: custodian %q: names must be distinct and non-empty, with a wrapper and a store", c.Name)
+	if len(cfg.Remotes) == 0 {
+		return s, nil
+	}
+	if err := cfg.Set.Validate(); err != nil {
+		return nil, err
+	}
+	if len(cfg.Remotes) != len(cfg.Set.Custodians) {
+		return nil, errors.New("escrow: one remote per custodian of the set")
+	}
+	for i, r := range cfg.Remotes {
+		if r.Name != cfg.Set.Custodians[i].Name {
+			return nil, errors.New("escrow: remotes must follow the set's order")
 		}
-		seen[c.Name] = true
-		idx := slices.IndexFunc(s.stores, func(st ShareStore) bool { return sameStore(st, c.Store) })
-		if idx < 0 {
-			idx = len(s.stores)
-			s.stores = append(s.stores, c.Store)
-		}
-		s.storeOf = append(s.storeOf, idx)
+	}
+	var err error
+	if s.digest, err = cfg.Set.Digest(); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
 
-// sameStore reports whether a and b are the same store: equal values of one
-// comparable type (for KVStore: one Vault client, mount and prefix).
-func sameStore(a, b ShareStore) bool {
-	t := reflect.TypeOf(a)
-	return t == reflect.TypeOf(b) && t.Comparable() && a == b
+// Set returns the custodian set new deposits are sealed for, and its
+// digest (what depositors pin).
+func (s *Service) Set() (shares.Set, string, error) {
+	if len(s.remotes) == 0 {
+		return shares.Set{}, "", ErrNotConfigured
+	}
+	return s.set, s.digest, nil
 }
 
-// DepositRequest is a key to escrow. Key is zeroed by Deposit.
+// DepositRequest is a deposit as a depositor sends it: the key's
+// commitment and one sealed share per custodian of the set, never the key.
 type DepositRequest struct {
 	ConversationID string
 	KeyID          string
-	Key            []byte
+	Commitment     string
+	CustodianSet   string
+	Threshold      int
+	Shares         []shares.SealedShare
+	// Depositor is the authenticated caller.
+	Depositor string
 }
 
-// Deposit escrows req.Key. It returns the receipt and whether this call
-// created it (false: the same key was already escrowed under that id). All
-// or nothing: if any custodian fails, every share already written is
-// destroyed, no row remains, and the error wraps ErrUnavailable.
-func (s *Service) Deposit(ctx context.Context, req DepositRequest) (Receipt, bool, error) {
+var commitmentPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+
+// maxSealedShare bounds one sealed share: an ML-KEM-768+X25519
+// encapsulation (1,120 bytes), a share of a 64-byte key and the tag fit
+// well within it.
+const maxSealedShare = 4096
+
+// Deposit forwards each sealed share to its custodian and records the
+// escrow. It returns the escrow and whether this call created it (false:
+// the same commitment was already escrowed under that id). All or nothing:
+// if any custodian does not store its share, the shares stored are aborted
+// at their custodians, no row remains, and the error wraps ErrUnavailable
+// (or is a *ValidationError when a custodian found its share invalid).
+func (s *Service) Deposit(ctx context.Context, req DepositRequest) (Escrow, bool, error) {
 	start := time.Now()
 	rec, created, err := s.deposit(ctx, req)
-	clear(req.Key)
 	s.metrics.deposit(err, created, time.Since(start))
 	return rec, created, err
 }
 
-func (s *Service) deposit(ctx context.Context, req DepositRequest) (Receipt, bool, error) {
-	if err := validate(req); err != nil {
-		return Receipt{}, false, err
+func (s *Service) deposit(ctx context.Context, req DepositRequest) (Escrow, bool, error) {
+	if len(s.remotes) == 0 {
+		return Escrow{}, false, ErrNotConfigured
 	}
-	commitment := Commitment(req.ConversationID, req.KeyID, req.Key)
+	if err := s.validate(req); err != nil {
+		return Escrow{}, false, err
+	}
 	if existing, err := s.rows.ByKeyID(ctx, req.ConversationID, req.KeyID); err == nil {
-		return sameOrConflict(existing, commitment)
+		return sameOrConflict(existing, req.Commitment)
 	} else if !errors.Is(err, ErrNotFound) {
-		return Receipt{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return Escrow{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-
-	id, err := newEscrowID()
+	id := uuid.NewString()
+	receipts, err := s.forward(ctx, id, req)
 	if err != nil {
-		return Receipt{}, false, err
+		return Escrow{}, false, err
 	}
-	shares, err := shamir.Split(req.Key, len(s.custodians), s.threshold)
-	if err != nil {
-		return Receipt{}, false, fmt.Errorf("escrow: split: %w", err)
-	}
-	defer func() {
-		for _, sh := range shares {
-			clear(sh)
-		}
-	}()
-
-	hashes, err := s.wrapAndStore(ctx, id, aad(req.ConversationID, req.KeyID), shares)
-	if err != nil {
-		s.log.Error("escrow deposit failed; destroying the shares written", "escrow_id", id, "err", err)
-		s.destroyShares(ctx, id)
-		return Receipt{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-
-	rec := Receipt{
-		EscrowID: id, ConversationID: req.ConversationID, KeyID: req.KeyID,
-		Threshold: s.threshold, Shares: len(s.custodians), Custodians: s.names(),
-		KeyCommitment: commitment, shareHashes: hashes,
-	}
+	rec := Escrow{EscrowID: id, ConversationID: req.ConversationID, KeyID: req.KeyID, Threshold: s.set.Threshold,
+		Custodians: s.names(), KeyCommitment: req.Commitment, Depositor: req.Depositor, CustodianSet: s.digest, Shares: receipts}
 	stored, err := s.rows.Insert(ctx, rec)
 	if err != nil && !errors.Is(err, errDuplicateKeyID) {
 		// A commit whose answer was lost may still have committed: never
-		// destroy the shares of an escrow the database records.
+		// abort the shares of an escrow the database records.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		committed, lookErr := s.rows.ByID(cctx, id)
 		cancel()
@@ -264,277 +208,161 @@ func (s *Service) deposit(ctx context.Context, req DepositRequest) (Receipt, boo
 			return committed, true, nil
 		}
 		if !errors.Is(lookErr, ErrNotFound) {
-			// Unknown whether it committed. Orphaned wrapped shares are
-			// harmless; destroying a recorded escrow's shares loses its key.
-			s.log.Error("escrow deposit outcome unknown; keeping its wrapped shares", "escrow_id", id, "err", err, "lookup_err", lookErr)
-			return Receipt{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			s.log.Error("escrow deposit outcome unknown; keeping the custodians' shares", "escrow_id", id, "err", err, "lookup_err", lookErr)
+			return Escrow{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 	}
 	if err != nil {
-		s.destroyShares(ctx, id)
+		s.abort(ctx, id, receipts)
 		if errors.Is(err, errDuplicateKeyID) {
 			// A concurrent deposit of the same key id won the race.
 			existing, err := s.rows.ByKeyID(ctx, req.ConversationID, req.KeyID)
 			if err != nil {
-				return Receipt{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+				return Escrow{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 			}
-			return sameOrConflict(existing, commitment)
+			return sameOrConflict(existing, req.Commitment)
 		}
-		return Receipt{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return Escrow{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return stored, true, nil
 }
 
-func sameOrConflict(existing Receipt, commitment string) (Receipt, bool, error) {
+func sameOrConflict(existing Escrow, commitment string) (Escrow, bool, error) {
+	if existing.destroyed {
+		return Escrow{}, false, ErrDestroyed
+	}
 	if subtle.ConstantTimeCompare([]byte(existing.KeyCommitment), []byte(commitment)) == 1 {
 		return existing, false, nil
 	}
-	return Receipt{}, false, ErrConflict
+	return Escrow{}, false, ErrConflict
 }
 
-func validate(req DepositRequest) error {
-	for name, v := range map[string]string{"conversation_id": req.ConversationID, "key_id": req.KeyID} {
-		if v == "" || len(v) > maxIDLen || strings.ContainsAny(v, "\x00\n\r") {
-			return &ValidationError{Field: name, Reason: fmt.Sprintf("must be 1–%d bytes without control characters", maxIDLen)}
-		}
+// validate checks a deposit against the custodian set.
+func (s *Service) validate(req DepositRequest) error {
+	switch {
+	case !shares.ValidID(req.ConversationID):
+		return &ValidationError{Field: "conversation_id", Reason: "must be 1–128 printable bytes"}
+	case !shares.ValidID(req.KeyID):
+		return &ValidationError{Field: "key_id", Reason: "must be 1–128 printable bytes"}
+	case !commitmentPattern.MatchString(req.Commitment):
+		return &ValidationError{Field: "commitment", Reason: `must be "sha256:" and 64 lowercase hex digits`}
+	case req.CustodianSet != s.digest:
+		return ErrSetMismatch
+	case req.Threshold != s.set.Threshold:
+		return &ValidationError{Field: "threshold", Reason: fmt.Sprintf("must be the custodian set's threshold, %d", s.set.Threshold)}
+	case len(req.Shares) != len(s.set.Custodians):
+		return &ValidationError{Field: "shares", Reason: fmt.Sprintf("must hold one sealed share per custodian, %d", len(s.set.Custodians))}
 	}
-	if len(req.Key) < MinKeyLen || len(req.Key) > MaxKeyLen {
-		return &ValidationError{Field: "key", Reason: fmt.Sprintf("must be %d–%d bytes", MinKeyLen, MaxKeyLen)}
+	for i, sh := range req.Shares {
+		if sh.Custodian != s.set.Custodians[i].Name || sh.Index != i+1 {
+			return &ValidationError{Field: "shares", Reason: "must list the custodians in the set's order, share i to custodian i"}
+		}
+		if len(sh.Sealed) == 0 || len(sh.Sealed) > maxSealedShare {
+			return &ValidationError{Field: "shares", Reason: fmt.Sprintf("each sealed share is 1–%d bytes", maxSealedShare)}
+		}
 	}
 	return nil
 }
 
-// wrapAndStore wraps share i with custodian i, all in parallel, then writes
-// each store's entry, all in parallel. It returns the SHA-256 of each wrapped
-// share, or the joined errors of every custodian that failed.
-func (s *Service) wrapAndStore(ctx context.Context, id string, aad []byte, shares [][]byte) ([][]byte, error) {
-	wrapped := make([][]byte, len(s.custodians))
-	errs := make([]error, len(s.custodians))
+// forward has every custodian store its share, in parallel, and checks each
+// signed receipt against the custodian's key in the set. On any failure it
+// aborts the shares stored and returns the error.
+func (s *Service) forward(ctx context.Context, id string, req DepositRequest) ([]shares.SignedReceipt, error) {
+	receipts := make([]shares.SignedReceipt, len(s.remotes))
+	errs := make([]error, len(s.remotes))
 	var wg sync.WaitGroup
-	for i, c := range s.custodians {
+	for i, r := range s.remotes {
 		wg.Go(func() {
 			t0 := time.Now()
-			w, err := c.Wrapper.Wrap(ctx, aad, shares[i])
-			s.metrics.custodian(c.Name, "wrap", err, time.Since(t0))
-			if err != nil {
-				errs[i] = fmt.Errorf("custodian %s: wrap: %w", c.Name, err)
-				return
+			sh := req.Shares[i]
+			res, err := r.Store(ctx, wire.ShareToStore{EscrowID: id, ConversationID: req.ConversationID, KeyID: req.KeyID,
+				Index: sh.Index, Commitment: req.Commitment, Sealed: sh.Sealed, Depositor: req.Depositor})
+			switch {
+			case err != nil:
+			case res.Error != nil && res.Error.Code == CodeShareInvalid:
+				err = &ValidationError{Field: "shares", Code: CodeShareInvalid,
+					Reason: "custodian " + r.Name + " found its share does not open as its share of this key: " + res.Error.Message}
+			case res.Error != nil:
+				err = &UnavailableError{Custodian: r.Name, Err: errors.New(res.Error.Code + ": " + res.Error.Message)}
+			case res.Receipt == nil:
+				err = &UnavailableError{Custodian: r.Name, Err: errors.New("no receipt")}
+			default:
+				err = s.checkDepositReceipt(*res.Receipt, i, id, req)
+				receipts[i] = *res.Receipt
 			}
-			wrapped[i] = w
+			s.metrics.custodian(r.Name, "store", err, time.Since(t0))
+			errs[i] = err
 		})
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	storeErrs := make([]error, len(s.stores))
-	for j, st := range s.stores {
-		entry := map[string][]byte{}
-		for _, i := range s.storeMembers(j) {
-			entry[s.custodians[i].Name] = wrapped[i]
+	var invalid *ValidationError
+	for _, err := range errs {
+		if errors.As(err, &invalid) {
+			break
 		}
-		wg.Go(func() {
-			t0 := time.Now()
-			err := st.Put(ctx, id, entry)
-			for name := range entry {
-				s.metrics.custodian(name, "store", err, time.Since(t0))
-			}
-			if err != nil {
-				storeErrs[j] = fmt.Errorf("custodians %s: store: %w", strings.Join(slices.Sorted(maps.Keys(entry)), ", "), err)
-			}
-		})
 	}
-	wg.Wait()
-	if err := errors.Join(storeErrs...); err != nil {
-		return nil, err
+	if err := errors.Join(errs...); err != nil {
+		s.log.Error("escrow deposit failed; aborting the shares stored", "escrow_id", id, "err", err)
+		s.abort(ctx, id, receipts)
+		if invalid != nil {
+			return nil, invalid
+		}
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	hashes := make([][]byte, len(wrapped))
-	for i, w := range wrapped {
-		h := sha256.Sum256(w)
-		hashes[i] = h[:]
-	}
-	return hashes, nil
+	return receipts, nil
 }
 
-// destroyShares removes escrow id's entry from every store, best effort and
-// with a context of its own: cleanup must run even if the request's context
-// has ended.
-func (s *Service) destroyShares(ctx context.Context, id string) []error {
+// checkDepositReceipt checks that custodian i signed a receipt for exactly
+// the share it was given.
+func (s *Service) checkDepositReceipt(sr shares.SignedReceipt, i int, id string, req DepositRequest) error {
+	c := s.set.Custodians[i]
+	r := sr.Receipt
+	if err := sr.Verify(c.SigningKey); err != nil {
+		return &UnavailableError{Custodian: c.Name, Err: err}
+	}
+	if r.Kind != shares.ReceiptDeposit || r.Custodian != c.Name || r.EscrowID != id || r.Index != i+1 ||
+		r.ConversationID != req.ConversationID || r.KeyID != req.KeyID || r.Commitment != req.Commitment ||
+		r.SealedSHA256 != shares.SealedHash(req.Shares[i].Sealed) || r.Locator == "" {
+		return &UnavailableError{Custodian: c.Name, Err: errors.New("the receipt is not for the share it was given")}
+	}
+	return nil
+}
+
+// abort asks the custodians that stored a share of escrow id to drop it,
+// best effort and with a context of its own: cleanup must run even if the
+// request's context has ended.
+func (s *Service) abort(ctx context.Context, id string, receipts []shares.SignedReceipt) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	errs := make([]error, len(s.stores))
 	var wg sync.WaitGroup
-	for j, st := range s.stores {
+	for i, r := range s.remotes {
+		loc := receipts[i].Receipt.Locator
+		if loc == "" {
+			continue
+		}
 		wg.Go(func() {
-			if err := st.Destroy(ctx, id); err != nil {
-				var names []string
-				for _, i := range s.storeMembers(j) {
-					names = append(names, s.custodians[i].Name)
-				}
-				s.log.Error("escrow: could not destroy shares; they remain in the custodians' store", "escrow_id", id, "custodians", names, "err", err)
-				errs[j] = fmt.Errorf("custodians %s: %w", strings.Join(names, ", "), err)
+			res, err := r.Abort(ctx, []wire.ShareRef{{EscrowID: id, Locator: loc}})
+			if err == nil && res[0].Outcome != "aborted" && res[0].Outcome != "not_found" {
+				err = errors.New(res[0].Outcome)
+			}
+			if err != nil {
+				s.log.Error("escrow: a custodian kept a share of a failed deposit", "escrow_id", id, "custodian", r.Name, "err", err)
 			}
 		})
 	}
 	wg.Wait()
-	return slices.DeleteFunc(errs, func(err error) bool { return err == nil })
 }
 
-// storeMembers returns the indexes of the custodians that use store j.
-func (s *Service) storeMembers(j int) []int {
-	var out []int
-	for i, st := range s.storeOf {
-		if st == j {
-			out = append(out, i)
-		}
-	}
-	return out
-}
-
-// Reconstruct rebuilds the key of escrow id from any K custodians whose
-// share is present, untampered (its hash matches the deposit's) and
-// unwraps; it checks the commitment in constant time. decisionRef names the
-// release decision that authorized it and is logged. The caller must zero
-// the key after use. Fewer than K good shares: an error naming each
-// custodian that failed and why.
-func (s *Service) Reconstruct(ctx context.Context, id, decisionRef string) ([]byte, Receipt, error) {
-	rec, err := s.rows.ByID(ctx, id)
-	if err != nil {
-		return nil, Receipt{}, err
-	}
-	if rec.destroyed {
-		return nil, rec, ErrDestroyed
-	}
-	entries := s.entryReaders(ctx, rec.EscrowID)
-	var (
-		parts    [][]byte
-		failures []string
-	)
-	defer func() {
-		for _, p := range parts {
-			clear(p)
-		}
-	}()
-	// Read shares in rounds: as many custodians in parallel as shares are
-	// still missing, so the usual case costs one round (one read per store
-	// and K unwraps) and a failed custodian costs one more round, not a
-	// full serial retry.
-	next := 0
-	for len(parts) < rec.Threshold && next < len(rec.Custodians) {
-		want := rec.Threshold - len(parts)
-		var round []int
-		for ; next < len(rec.Custodians) && len(round) < want; next++ {
-			round = append(round, next)
-		}
-		shares := make([][]byte, len(round))
-		errs := make([]error, len(round))
-		var wg sync.WaitGroup
-		for j, i := range round {
-			wg.Go(func() {
-				t0 := time.Now()
-				shares[j], errs[j] = s.readShare(ctx, rec, i, entries)
-				s.metrics.custodian(rec.Custodians[i], "reconstruct", errs[j], time.Since(t0))
-			})
-		}
-		wg.Wait()
-		for j, i := range round {
-			if errs[j] != nil {
-				failures = append(failures, rec.Custodians[i]+": "+errs[j].Error())
-				continue
-			}
-			parts = append(parts, shares[j])
-		}
-	}
-	if len(parts) < rec.Threshold {
-		return nil, rec, fmt.Errorf("%w: only %d of the %d shares needed could be read (%s)",
-			ErrUnavailable, len(parts), rec.Threshold, strings.Join(failures, "; "))
-	}
-	key, err := shamir.Combine(parts)
-	if err != nil {
-		return nil, rec, fmt.Errorf("escrow: combine: %w", err)
-	}
-	if subtle.ConstantTimeCompare([]byte(Commitment(rec.ConversationID, rec.KeyID, key)), []byte(rec.KeyCommitment)) != 1 {
-		clear(key)
-		return nil, rec, errors.New("escrow: the rebuilt key does not match its commitment")
-	}
-	s.log.Info("escrow key reconstructed", "escrow_id", id, "decision_id", decisionRef, "custodians_failed", len(failures))
-	return key, rec, nil
-}
-
-// entryReaders returns, per store, a function that reads escrow id's entry
-// once, however many custodians ask for it.
-func (s *Service) entryReaders(ctx context.Context, id string) []func() (map[string][]byte, error) {
-	out := make([]func() (map[string][]byte, error), len(s.stores))
-	for j, st := range s.stores {
-		out[j] = sync.OnceValues(func() (map[string][]byte, error) { return st.Get(ctx, id) })
-	}
-	return out
-}
-
-// readShare reads, checks and unwraps share i of rec.
-func (s *Service) readShare(ctx context.Context, rec Receipt, i int, entries []func() (map[string][]byte, error)) ([]byte, error) {
-	name := rec.Custodians[i]
-	c := slices.IndexFunc(s.custodians, func(c Custodian) bool { return c.Name == name })
-	if c < 0 {
-		return nil, errors.New("not configured")
-	}
-	entry, err := entries[s.storeOf[c]]()
-	if err != nil {
-		return nil, err
-	}
-	wrapped, ok := entry[name]
-	if !ok {
-		return nil, errors.New("no share in its store")
-	}
-	if err := s.shareKnown(ctx, rec, i, wrapped); err != nil {
-		return nil, err
-	}
-	share, err := s.custodians[c].Wrapper.Unwrap(ctx, aad(rec.ConversationID, rec.KeyID), wrapped)
-	if err != nil {
-		return nil, fmt.Errorf("unwrap: %w", err)
-	}
-	return share, nil
-}
-
-// shareKnown checks that wrapped is the share deposited as share i of rec,
-// or a recorded rewrap of it, by hash: a substituted share is refused.
-func (s *Service) shareKnown(ctx context.Context, rec Receipt, i int, wrapped []byte) error {
-	h := sha256.Sum256(wrapped)
-	if i < len(rec.shareHashes) && subtle.ConstantTimeCompare(h[:], rec.shareHashes[i]) == 1 {
-		return nil
-	}
-	rewraps, err := s.rows.RewrapHashes(ctx, rec.EscrowID, i)
-	if err != nil {
-		return err
-	}
-	for _, rh := range rewraps {
-		if subtle.ConstantTimeCompare(h[:], rh) == 1 {
-			return nil
-		}
-	}
-	return errors.New("wrapped share matches neither its deposit hash nor a recorded rewrap (tampered)")
-}
-
-// InScope returns the live escrowed keys of conversationIDs deposited
-// within [from, to]: the keys a lawful-access request with that scope
-// covers. It returns metadata only.
-func (s *Service) InScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]Receipt, error) {
+// InScope returns the live escrows of conversationIDs deposited within
+// [from, to]: the keys a lawful-access request with that scope covers.
+func (s *Service) InScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]Escrow, error) {
 	return s.rows.InScope(ctx, conversationIDs, from, to)
 }
 
 func (s *Service) names() []string {
-	out := make([]string, len(s.custodians))
-	for i, c := range s.custodians {
+	out := make([]string, len(s.set.Custodians))
+	for i, c := range s.set.Custodians {
 		out[i] = c.Name
 	}
 	return out
-}
-
-// newEscrowID returns a random UUID (version 4).
-func newEscrowID() (string, error) {
-	id, err := uuid.NewRandom()
-	if err != nil {
-		return "", fmt.Errorf("escrow: id: %w", err)
-	}
-	return id.String(), nil
 }

@@ -4,11 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mediatorhq/mediator/audit"
+	"github.com/mediatorhq/mediator/shares"
+	"github.com/mediatorhq/mediator/wire"
 )
 
 // Audit entry kinds of the lifecycle.
@@ -20,52 +25,185 @@ const (
 
 // DestroyReport says what a destruction run did.
 type DestroyReport struct {
-	Destroyed []string          // escrow ids whose shares are gone everywhere
+	Destroyed []string          // escrow ids whose shares are gone at every custodian
 	Held      []string          // escrow ids kept because of a legal hold
-	Failed    map[string]string // escrow id → why (some custodian could not destroy); retried next run
+	Failed    map[string]string // escrow id → why (a custodian did not destroy); retried next run
 }
 
-// Destroy destroys, in every custodian, the shares of each escrow deposited
+// Destroy has every custodian destroy its share of each escrow deposited
 // before `before`, unless its conversation is under a legal hold, and marks
-// it destroyed with an escrow.destroy audit entry. An escrow is marked only
-// when every custodian confirmed; otherwise it is reported and left for the
-// next run. Destroyed means unrecoverable: Reconstruct fails.
+// it destroyed with an escrow.destroy audit entry once every custodian
+// confirmed; otherwise it is reported and left for the next run. The hold
+// is checked for each escrow right before its shares are destroyed, under a
+// per-conversation lock that placing a hold also takes, so a hold placed
+// while a run is going protects every escrow the run has not yet reached.
+// Each custodian also checks its own records: its own minimum retention,
+// and the holds it was told of (which are sent to it again first).
 func (s *Service) Destroy(ctx context.Context, before time.Time) (DestroyReport, error) {
 	rep := DestroyReport{Failed: map[string]string{}}
+	if len(s.remotes) == 0 {
+		return rep, nil
+	}
+	holds, err := s.rows.ActiveHolds(ctx)
+	if err != nil {
+		return rep, err
+	}
+	for _, h := range holds {
+		if err := s.tellHold(ctx, wire.Hold{HoldID: h.ID, ConversationID: h.ConversationID}); err != nil {
+			return rep, fmt.Errorf("%w: custodians must know every hold before anything is destroyed: %v", ErrUnavailable, err)
+		}
+	}
 	due, held, err := s.rows.DueForDestruction(ctx, before)
 	if err != nil {
 		return rep, err
 	}
 	rep.Held = held
 	for _, rec := range due {
-		if errs := s.destroyShares(ctx, rec.EscrowID); len(errs) > 0 {
-			rep.Failed[rec.EscrowID] = errors.Join(errs...).Error()
-			continue
-		}
-		if err := s.rows.MarkDestroyed(ctx, rec); err != nil {
+		err := s.rows.WithConversationLock(ctx, rec.ConversationID, func(onHold bool) error {
+			if onHold {
+				rep.Held = append(rep.Held, rec.EscrowID)
+				return errHeldNow
+			}
+			return s.destroyShares(ctx, rec)
+		}, rec)
+		switch {
+		case errors.Is(err, errHeldNow):
+		case err != nil:
 			rep.Failed[rec.EscrowID] = err.Error()
-			continue
+		default:
+			s.log.Info("escrow destroyed at retention end", "escrow_id", rec.EscrowID)
+			rep.Destroyed = append(rep.Destroyed, rec.EscrowID)
 		}
-		s.log.Info("escrow destroyed at retention end", "escrow_id", rec.EscrowID)
-		rep.Destroyed = append(rep.Destroyed, rec.EscrowID)
 	}
 	return rep, nil
 }
 
+// errHeldNow: a hold was placed after the run read the due escrows.
+var errHeldNow = errors.New("escrow: held")
+
+// destroyShares has every custodian destroy its share of rec; it succeeds
+// only when each says destroyed (or that it has none).
+func (s *Service) destroyShares(ctx context.Context, rec Escrow) error {
+	errs := make([]error, len(s.remotes))
+	var wg sync.WaitGroup
+	for i, r := range s.remotes {
+		loc := locatorOf(rec, r.Name)
+		if loc == "" {
+			continue
+		}
+		wg.Go(func() {
+			t0 := time.Now()
+			res, err := r.Destroy(ctx, []wire.ShareRef{{EscrowID: rec.EscrowID, Locator: loc}})
+			if err == nil && res[0].Outcome != "destroyed" && res[0].Outcome != "not_found" {
+				err = fmt.Errorf("custodian %s: %s", r.Name, res[0].Outcome)
+			}
+			s.metrics.custodian(r.Name, "destroy", err, time.Since(t0))
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// locatorOf returns where custodian keeps its share of rec, from its
+// deposit receipt.
+func locatorOf(rec Escrow, custodian string) string {
+	for _, s := range rec.Shares {
+		if s.Receipt.Custodian == custodian {
+			return s.Receipt.Locator
+		}
+	}
+	return ""
+}
+
+// Hold is an active legal hold.
+type Hold struct {
+	ID             string
+	ConversationID string
+}
+
+// PlaceHold puts conversationID under a legal hold, recorded with its
+// audit entry, and tells every custodian. It returns the hold id. A
+// custodian that cannot be told now is told again before the next
+// destruction run (which stops if it still cannot be).
+func (s *Service) PlaceHold(ctx context.Context, conversationID, reason, by string) (string, error) {
+	if !shares.ValidID(conversationID) || reason == "" || len(reason) > 500 || by == "" {
+		return "", &ValidationError{Field: "hold", Reason: "needs a conversation id, a reason (≤ 500 chars) and who places it"}
+	}
+	id := uuid.NewString()
+	if err := s.rows.PlaceHold(ctx, id, conversationID, reason, by); err != nil {
+		return "", err
+	}
+	if err := s.tellHold(ctx, wire.Hold{HoldID: id, ConversationID: conversationID}); err != nil {
+		s.log.Warn("legal hold recorded but not yet at every custodian; it is sent again before the next destruction run", "hold_id", id, "err", err)
+	}
+	return id, nil
+}
+
+// ReleaseHold releases a legal hold and tells every custodian.
+func (s *Service) ReleaseHold(ctx context.Context, holdID, by string) error {
+	if err := s.rows.ReleaseHold(ctx, holdID, by); err != nil {
+		return err
+	}
+	if err := s.tellHold(ctx, wire.Hold{HoldID: holdID, Released: true}); err != nil {
+		s.log.Warn("legal hold released but not yet at every custodian", "hold_id", holdID, "err", err)
+	}
+	return nil
+}
+
+// tellHold sends a hold to every custodian.
+func (s *Service) tellHold(ctx context.Context, h wire.Hold) error {
+	errs := make([]error, len(s.remotes))
+	var wg sync.WaitGroup
+	for i, r := range s.remotes {
+		wg.Go(func() { errs[i] = r.Hold(ctx, h) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// RetentionSweepInterval is how often RunRetention looks for escrows past
+// retention: destruction is not urgent to the minute, only certain.
+const RetentionSweepInterval = time.Hour
+
+// RunRetention destroys the escrows older than retention now and then every
+// RetentionSweepInterval, until ctx ends, logging what each sweep did.
+func (s *Service) RunRetention(ctx context.Context, retention time.Duration) {
+	t := time.NewTicker(RetentionSweepInterval)
+	defer t.Stop()
+	for {
+		rep, err := s.Destroy(ctx, time.Now().Add(-retention))
+		if err != nil {
+			s.log.Error("escrow retention sweep failed", "err", err)
+		} else if len(rep.Destroyed)+len(rep.Failed) > 0 {
+			s.log.Info("escrow retention sweep", "destroyed", len(rep.Destroyed), "held", len(rep.Held), "failed", len(rep.Failed))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // DueForDestruction implements Rows.
-func (r *PGRows) DueForDestruction(ctx context.Context, before time.Time) ([]Receipt, []string, error) {
-	due, err := r.receipts(ctx, selectReceipt+`WHERE a.created_at < $1 AND d.escrow_id IS NULL ORDER BY a.created_at`, before)
+func (r *PGRows) DueForDestruction(ctx context.Context, before time.Time) ([]Escrow, []string, error) {
+	due, err := r.escrows(ctx, selectEscrow+`WHERE a.created_at < $1 AND d.escrow_id IS NULL ORDER BY a.created_at`, before)
 	if err != nil {
 		return nil, nil, err
 	}
-	var free []Receipt
+	holds, err := r.ActiveHolds(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	onHold := make(map[string]bool, len(holds))
+	for _, h := range holds {
+		onHold[h.ConversationID] = true
+	}
+	var free []Escrow
 	var held []string
 	for _, rec := range due {
-		on, err := r.onHold(ctx, rec.ConversationID)
-		if err != nil {
-			return nil, nil, err
-		}
-		if on {
+		if onHold[rec.ConversationID] {
 			held = append(held, rec.EscrowID)
 		} else {
 			free = append(free, rec)
@@ -74,42 +212,75 @@ func (r *PGRows) DueForDestruction(ctx context.Context, before time.Time) ([]Rec
 	return free, held, nil
 }
 
-func (r *PGRows) onHold(ctx context.Context, conversationID string) (bool, error) {
-	var n int
-	err := r.pool.QueryRow(ctx, `SELECT count(*) FROM legal_holds h LEFT JOIN legal_hold_releases x USING (hold_id)
-		WHERE h.conversation_id = $1 AND x.hold_id IS NULL`, conversationID).Scan(&n)
+// ActiveHolds implements Rows.
+func (r *PGRows) ActiveHolds(ctx context.Context) ([]Hold, error) {
+	rows, err := r.pool.Query(ctx, `SELECT h.hold_id::text, h.conversation_id FROM legal_holds h
+		LEFT JOIN legal_hold_releases x USING (hold_id) WHERE x.hold_id IS NULL ORDER BY h.placed_at`)
 	if err != nil {
-		return false, fmt.Errorf("escrow: legal holds: %w", err)
+		return nil, fmt.Errorf("escrow: legal holds: %w", err)
 	}
-	return n > 0, nil
+	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Hold])
+	if err != nil {
+		return nil, fmt.Errorf("escrow: legal holds: %w", err)
+	}
+	return out, nil
 }
 
-// MarkDestroyed implements Rows.
-func (r *PGRows) MarkDestroyed(ctx context.Context, rec Receipt) error {
+// conversationLock is the advisory lock key of a conversation's holds and
+// destructions: both take it, so they serialise per conversation.
+func conversationLock(conversationID string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("mediator-escrow-conversation\x00" + conversationID))
+	return int64(h.Sum64())
+}
+
+// WithConversationLock runs destroy for rec in a transaction that holds
+// rec's conversation lock, telling it whether the conversation is under an
+// active hold as of now; if destroy succeeds, rec is marked destroyed
+// (escrow_destructions and its escrow.destroy audit entry) in the same
+// transaction.
+func (r *PGRows) WithConversationLock(ctx context.Context, conversationID string, destroy func(onHold bool) error, rec Escrow) error {
 	return r.inTx(ctx, func(tx pgx.Tx) error {
-		seq, err := r.auditTx(ctx, tx, audit.Entry{Kind: KindDestroy, ConversationID: rec.ConversationID,
-			Record: map[string]any{"kind": KindDestroy, "escrow_id": rec.EscrowID, "conversation_id": rec.ConversationID,
-				"key_id": rec.KeyID, "custodians": rec.Custodians}})
-		if err != nil {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", conversationLock(conversationID)); err != nil {
+			return fmt.Errorf("escrow: conversation lock: %w", err)
+		}
+		var held bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM legal_holds h LEFT JOIN legal_hold_releases x USING (hold_id)
+			WHERE h.conversation_id = $1 AND x.hold_id IS NULL)`, conversationID).Scan(&held); err != nil {
+			return fmt.Errorf("escrow: legal holds: %w", err)
+		}
+		if err := destroy(held); err != nil {
 			return err
 		}
-		if _, err = tx.Exec(ctx, "INSERT INTO escrow_destructions (escrow_id, audit_seq) VALUES ($1, $2)", rec.EscrowID, seq); err != nil {
-			return fmt.Errorf("escrow: record destruction: %w", err)
-		}
-		return nil
+		return r.markDestroyed(ctx, tx, rec)
 	})
 }
 
-// PlaceHold puts conversationID under a legal hold and returns the hold id.
-func (r *PGRows) PlaceHold(ctx context.Context, conversationID, reason, by string) (string, error) {
-	if conversationID == "" || len(conversationID) > maxIDLen || reason == "" || len(reason) > 500 || by == "" {
-		return "", &ValidationError{Field: "hold", Reason: "needs a conversation id, a reason (≤ 500 chars) and who places it"}
-	}
-	id, err := newEscrowID()
+// MarkDestroyed implements Rows.
+func (r *PGRows) MarkDestroyed(ctx context.Context, rec Escrow) error {
+	return r.inTx(ctx, func(tx pgx.Tx) error { return r.markDestroyed(ctx, tx, rec) })
+}
+
+func (r *PGRows) markDestroyed(ctx context.Context, tx pgx.Tx, rec Escrow) error {
+	seq, err := r.auditTx(ctx, tx, audit.Entry{Kind: KindDestroy, ConversationID: rec.ConversationID,
+		Record: map[string]any{"kind": KindDestroy, "escrow_id": rec.EscrowID, "conversation_id": rec.ConversationID,
+			"key_id": rec.KeyID, "custodians": rec.Custodians}})
 	if err != nil {
-		return "", err
+		return err
 	}
-	err = r.inTx(ctx, func(tx pgx.Tx) error {
+	if _, err = tx.Exec(ctx, "INSERT INTO escrow_destructions (escrow_id, audit_seq) VALUES ($1, $2)", rec.EscrowID, seq); err != nil {
+		return fmt.Errorf("escrow: record destruction: %w", err)
+	}
+	return nil
+}
+
+// PlaceHold records a hold on conversationID, under the conversation's
+// lock, with its audit entry.
+func (r *PGRows) PlaceHold(ctx context.Context, id, conversationID, reason, by string) error {
+	return r.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", conversationLock(conversationID)); err != nil {
+			return fmt.Errorf("escrow: conversation lock: %w", err)
+		}
 		seq, err := r.auditTx(ctx, tx, audit.Entry{Kind: KindHold, ConversationID: conversationID,
 			Record: map[string]any{"kind": KindHold, "hold_id": id, "conversation_id": conversationID, "reason": reason, "placed_by": by}})
 		if err != nil {
@@ -121,11 +292,13 @@ func (r *PGRows) PlaceHold(ctx context.Context, conversationID, reason, by strin
 		}
 		return nil
 	})
-	return id, err
 }
 
-// ReleaseHold releases a legal hold.
+// ReleaseHold records a hold's release with its audit entry.
 func (r *PGRows) ReleaseHold(ctx context.Context, holdID, by string) error {
+	if _, err := uuid.Parse(holdID); err != nil {
+		return fmt.Errorf("%w: no active hold %s", ErrNotFound, holdID)
+	}
 	return r.inTx(ctx, func(tx pgx.Tx) error {
 		var convo string
 		err := tx.QueryRow(ctx, `SELECT h.conversation_id FROM legal_holds h LEFT JOIN legal_hold_releases x USING (hold_id)
@@ -169,28 +342,4 @@ func (r *PGRows) auditTx(ctx context.Context, tx pgx.Tx, e audit.Entry) (int64, 
 		return 0, err
 	}
 	return a[0].Seq, nil
-}
-
-// RetentionSweepInterval is how often RunRetention looks for escrows past
-// retention: destruction is not urgent to the minute, only certain.
-const RetentionSweepInterval = time.Hour
-
-// RunRetention destroys the escrows older than retention now and then every
-// RetentionSweepInterval, until ctx ends, logging what each sweep did.
-func (s *Service) RunRetention(ctx context.Context, retention time.Duration) {
-	t := time.NewTicker(RetentionSweepInterval)
-	defer t.Stop()
-	for {
-		rep, err := s.Destroy(ctx, time.Now().Add(-retention))
-		if err != nil {
-			s.log.Error("escrow retention sweep failed", "err", err)
-		} else if len(rep.Destroyed)+len(rep.Failed) > 0 {
-			s.log.Info("escrow retention sweep", "destroyed", len(rep.Destroyed), "held", len(rep.Held), "failed", len(rep.Failed))
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }

@@ -25,12 +25,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"outcome"}),
 		depositLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "mediator_escrow_deposit_seconds",
-			Help:    "Time to escrow one key: split, wrap and store every share, record.",
+			Help:    "Time to escrow one key: every custodian stores its sealed share, the escrow is recorded.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}),
 		custodianCalls: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "mediator_escrow_custodian_seconds",
-			Help:    "Time for one custodian to wrap a share (op wrap), to write a deposit's entry to its store (op store), or to read and unwrap a share (op reconstruct).",
+			Help:    "Time for one custodian service to answer: store a deposit's share (op store), check a release and seal its shares (op release), destroy a share (op destroy).",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, 1},
 		}, []string{"custodian", "op"}),
 		custodianErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -50,7 +50,7 @@ func (m *Metrics) deposit(err error, created bool, d time.Duration) {
 	switch {
 	case err == nil && !created:
 		outcome = "existing"
-	case errors.Is(err, ErrConflict):
+	case errors.Is(err, ErrConflict), errors.Is(err, ErrDestroyed), errors.Is(err, ErrSetMismatch):
 		outcome = "conflict"
 	case errors.Is(err, ErrInvalid):
 		outcome = "invalid"

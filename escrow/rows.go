@@ -2,6 +2,8 @@ package escrow
 
 import (
 	"context"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -11,32 +13,38 @@ import (
 
 	"github.com/mediatorhq/mediator/audit"
 	"github.com/mediatorhq/mediator/batch"
+	"github.com/mediatorhq/mediator/shares"
 )
 
 // Rows keeps escrow metadata.
 type Rows interface {
-	// Insert records rec and its escrow.deposit audit entry in one
-	// transaction and returns rec with AuditSeq and CreatedAt set. It
-	// returns errDuplicateKeyID if the (conversation, key id) is taken.
-	Insert(ctx context.Context, rec Receipt) (Receipt, error)
-	ByKeyID(ctx context.Context, conversationID, keyID string) (Receipt, error)
-	ByID(ctx context.Context, id string) (Receipt, error)
+	// Insert records rec, its custodians' receipts and its escrow.deposit
+	// audit entry in one transaction and returns rec with AuditSeq and
+	// CreatedAt set. It returns errDuplicateKeyID if the (conversation,
+	// key id) is taken.
+	Insert(ctx context.Context, rec Escrow) (Escrow, error)
+	ByKeyID(ctx context.Context, conversationID, keyID string) (Escrow, error)
+	ByID(ctx context.Context, id string) (Escrow, error)
 	// DueForDestruction returns live escrows deposited before `before`,
 	// split into those free to destroy and the ids of those whose
 	// conversation is under a legal hold.
-	DueForDestruction(ctx context.Context, before time.Time) ([]Receipt, []string, error)
+	DueForDestruction(ctx context.Context, before time.Time) ([]Escrow, []string, error)
 	// MarkDestroyed records that rec's shares are gone, with an
 	// escrow.destroy audit entry, in one transaction.
-	MarkDestroyed(ctx context.Context, rec Receipt) error
-	// RecordRewrap records the hash of a re-wrapped share before the share
-	// is replaced; RewrapHashes returns the recorded hashes.
-	RecordRewrap(ctx context.Context, escrowID string, index int, hash []byte) error
-	RewrapHashes(ctx context.Context, escrowID string, index int) ([][]byte, error)
-	// Live returns every escrow not destroyed.
-	Live(ctx context.Context) ([]Receipt, error)
+	MarkDestroyed(ctx context.Context, rec Escrow) error
+	// WithConversationLock runs destroy under the conversation's lock,
+	// telling it whether the conversation is on hold now, and marks rec
+	// destroyed in the same transaction if destroy succeeds.
+	WithConversationLock(ctx context.Context, conversationID string, destroy func(onHold bool) error, rec Escrow) error
+	// PlaceHold and ReleaseHold record a legal hold and its release, with
+	// their audit entries; a hold takes the conversation's lock.
+	PlaceHold(ctx context.Context, id, conversationID, reason, by string) error
+	ReleaseHold(ctx context.Context, holdID, by string) error
 	// InScope returns the live escrows of the given conversations
 	// deposited within [from, to].
-	InScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]Receipt, error)
+	InScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]Escrow, error)
+	// ActiveHolds returns the legal holds not released.
+	ActiveHolds(ctx context.Context) ([]Hold, error)
 }
 
 var errDuplicateKeyID = errors.New("escrow: duplicate key id")
@@ -48,11 +56,11 @@ var errDuplicateKeyID = errors.New("escrow: duplicate key id")
 type PGRows struct {
 	pool    *pgxpool.Pool
 	audit   *audit.Store
-	inserts *batch.Queue[Receipt, insertResult]
+	inserts *batch.Queue[Escrow, insertResult]
 }
 
 type insertResult struct {
-	rec Receipt
+	rec Escrow
 	err error
 }
 
@@ -66,21 +74,30 @@ const depositCommitTimeout = 30 * time.Second
 // NewPGRows returns the escrow rows in pool, logging to store.
 func NewPGRows(pool *pgxpool.Pool, store *audit.Store) *PGRows {
 	r := &PGRows{pool: pool, audit: store}
-	r.inserts = &batch.Queue[Receipt, insertResult]{Fn: r.insertGroup, Max: depositGroupMax, Timeout: depositCommitTimeout}
+	r.inserts = &batch.Queue[Escrow, insertResult]{Fn: r.insertGroup, Max: depositGroupMax, Timeout: depositCommitTimeout}
 	return r
 }
 
-// depositRecord is the audit record of a deposit: ids and the commitment,
-// never key material.
+// depositRecord is the audit record of a deposit: ids, the commitment, the
+// depositor, and each custodian's share by the hash of what it was given
+// and of its signed receipt. Never key material.
 type depositRecord struct {
-	Kind           string   `json:"kind"`
-	EscrowID       string   `json:"escrow_id"`
-	ConversationID string   `json:"conversation_id"`
-	KeyID          string   `json:"key_id"`
-	Threshold      int      `json:"threshold"`
-	Shares         int      `json:"shares"`
-	Custodians     []string `json:"custodians"`
-	KeyCommitment  string   `json:"key_commitment"`
+	Kind           string         `json:"kind"`
+	EscrowID       string         `json:"escrow_id"`
+	ConversationID string         `json:"conversation_id"`
+	KeyID          string         `json:"key_id"`
+	Threshold      int            `json:"threshold"`
+	KeyCommitment  string         `json:"key_commitment"`
+	Depositor      string         `json:"depositor"`
+	CustodianSet   string         `json:"custodian_set"`
+	Shares         []shareLogItem `json:"shares"`
+}
+
+type shareLogItem struct {
+	Custodian     string `json:"custodian"`
+	Index         int    `json:"index"`
+	SealedSHA256  string `json:"sealed_sha256"`
+	ReceiptSHA256 string `json:"receipt_sha256"`
 }
 
 // KindDeposit is the audit entry kind of a deposit.
@@ -88,10 +105,10 @@ const KindDeposit = "escrow.deposit"
 
 // Insert implements Rows. It returns once the transaction holding rec has
 // committed.
-func (r *PGRows) Insert(ctx context.Context, rec Receipt) (Receipt, error) {
+func (r *PGRows) Insert(ctx context.Context, rec Escrow) (Escrow, error) {
 	res, err := r.inserts.Do(ctx, rec)
 	if err != nil {
-		return Receipt{}, err
+		return Escrow{}, err
 	}
 	return res.rec, res.err
 }
@@ -100,7 +117,7 @@ func (r *PGRows) Insert(ctx context.Context, rec Receipt) (Receipt, error) {
 // whose (conversation, key id) is taken, by an earlier deposit or earlier
 // in the group, gets errDuplicateKeyID and no audit entry; the others
 // commit. Any other failure fails the group.
-func (r *PGRows) insertGroup(ctx context.Context, recs []Receipt) ([]insertResult, error) {
+func (r *PGRows) insertGroup(ctx context.Context, recs []Escrow) ([]insertResult, error) {
 	tx, err := r.pool.Begin(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("escrow: begin: %w", err)
@@ -109,39 +126,52 @@ func (r *PGRows) insertGroup(ctx context.Context, recs []Receipt) ([]insertResul
 	// The rows first, before the sequencer lock is taken, in one round trip.
 	rows := &pgx.Batch{}
 	for _, rec := range recs {
+		hashes := make([][]byte, len(rec.Shares))
+		for i, s := range rec.Shares {
+			hashes[i] = hexBytes(s.Receipt.SealedSHA256)
+		}
 		rows.Queue(`INSERT INTO escrow_keys
-			(escrow_id, conversation_id, key_id, threshold, shares, custodians, key_commitment, share_hashes)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+			(escrow_id, conversation_id, key_id, threshold, shares, custodians, key_commitment, share_hashes, depositor, custodian_set)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 			ON CONFLICT (conversation_id, key_id) DO NOTHING`,
-			rec.EscrowID, rec.ConversationID, rec.KeyID, rec.Threshold, rec.Shares, rec.Custodians, rec.KeyCommitment, rec.shareHashes)
+			rec.EscrowID, rec.ConversationID, rec.KeyID, rec.Threshold, len(rec.Custodians), rec.Custodians, rec.KeyCommitment,
+			hashes, rec.Depositor, rec.CustodianSet)
 	}
-	br := tx.SendBatch(ctx, rows)
 	out := make([]insertResult, len(recs))
 	var kept []int
-	for i := range recs {
-		tag, err := br.Exec()
-		if err != nil {
-			br.Close()
-			return nil, fmt.Errorf("escrow: insert: %w", err)
-		}
-		if tag.RowsAffected() == 0 {
+	err = execBatch(ctx, tx, rows, func(i int, affected int64) {
+		if affected == 0 {
 			out[i].err = errDuplicateKeyID
-			continue
+		} else {
+			kept = append(kept, i)
 		}
-		kept = append(kept, i)
-	}
-	if err := br.Close(); err != nil {
+	})
+	if err != nil {
 		return nil, fmt.Errorf("escrow: insert: %w", err)
 	}
 	if len(kept) == 0 {
 		return out, nil
 	}
+	shareRows := &pgx.Batch{}
 	entries := make([]audit.Entry, len(kept))
 	for j, i := range kept {
 		rec := recs[i]
-		entries[j] = audit.Entry{Kind: KindDeposit, ConversationID: rec.ConversationID,
-			Record: depositRecord{Kind: KindDeposit, EscrowID: rec.EscrowID, ConversationID: rec.ConversationID, KeyID: rec.KeyID,
-				Threshold: rec.Threshold, Shares: rec.Shares, Custodians: rec.Custodians, KeyCommitment: rec.KeyCommitment}}
+		logged := depositRecord{Kind: KindDeposit, EscrowID: rec.EscrowID, ConversationID: rec.ConversationID, KeyID: rec.KeyID,
+			Threshold: rec.Threshold, KeyCommitment: rec.KeyCommitment, Depositor: rec.Depositor, CustodianSet: rec.CustodianSet}
+		for _, s := range rec.Shares {
+			receipt, err := json.Marshal(s)
+			if err != nil {
+				return nil, err
+			}
+			shareRows.Queue(`INSERT INTO escrow_custodian_shares (escrow_id, custodian, share_index, locator, receipt) VALUES ($1, $2, $3, $4, $5)`,
+				rec.EscrowID, s.Receipt.Custodian, s.Receipt.Index, s.Receipt.Locator, receipt)
+			logged.Shares = append(logged.Shares, shareLogItem{Custodian: s.Receipt.Custodian, Index: s.Receipt.Index,
+				SealedSHA256: s.Receipt.SealedSHA256, ReceiptSHA256: s.Hash()})
+		}
+		entries[j] = audit.Entry{Kind: KindDeposit, ConversationID: rec.ConversationID, Record: logged}
+	}
+	if err := execBatch(ctx, tx, shareRows, nil); err != nil {
+		return nil, fmt.Errorf("escrow: insert custodian shares: %w", err)
 	}
 	appended, err := r.audit.AppendTx(ctx, tx, entries)
 	if err != nil {
@@ -152,7 +182,7 @@ func (r *PGRows) insertGroup(ctx context.Context, recs []Receipt) ([]insertResul
 		links.Queue(`INSERT INTO escrow_deposit_audit (escrow_id, audit_seq) VALUES ($1, $2) RETURNING created_at`,
 			recs[i].EscrowID, appended[j].Seq)
 	}
-	br = tx.SendBatch(ctx, links)
+	br := tx.SendBatch(ctx, links)
 	for j, i := range kept {
 		rec := recs[i]
 		rec.AuditSeq = appended[j].Seq
@@ -171,76 +201,91 @@ func (r *PGRows) insertGroup(ctx context.Context, recs []Receipt) ([]insertResul
 	return out, nil
 }
 
-const selectReceipt = `SELECT k.escrow_id, k.conversation_id, k.key_id, k.threshold, k.shares, k.custodians,
-	k.key_commitment, k.share_hashes, a.audit_seq, a.created_at, d.escrow_id IS NOT NULL
+// execBatch sends b and calls each (if set) with each statement's index
+// and rows affected.
+func execBatch(ctx context.Context, tx pgx.Tx, b *pgx.Batch, each func(i int, affected int64)) error {
+	br := tx.SendBatch(ctx, b)
+	for i := range b.Len() {
+		tag, err := br.Exec()
+		if err != nil {
+			br.Close()
+			return err
+		}
+		if each != nil {
+			each(i, tag.RowsAffected())
+		}
+	}
+	return br.Close()
+}
+
+// hexBytes decodes a receipt's hex hash; a malformed one (which a checked
+// receipt never has) decodes to nothing.
+func hexBytes(h string) []byte {
+	b, _ := hex.DecodeString(h)
+	return b
+}
+
+const selectEscrow = `SELECT k.escrow_id, k.conversation_id, k.key_id, k.threshold, k.custodians, k.key_commitment,
+	coalesce(k.depositor, ''), coalesce(k.custodian_set, ''), a.audit_seq, a.created_at, d.escrow_id IS NOT NULL,
+	coalesce((SELECT array_agg(s.receipt ORDER BY s.share_index) FROM escrow_custodian_shares s WHERE s.escrow_id = k.escrow_id), '{}')
 	FROM escrow_keys k JOIN escrow_deposit_audit a USING (escrow_id)
 	LEFT JOIN escrow_destructions d USING (escrow_id) `
 
 // ByKeyID implements Rows.
-func (r *PGRows) ByKeyID(ctx context.Context, conversationID, keyID string) (Receipt, error) {
-	return scanReceipt(r.pool.QueryRow(ctx, selectReceipt+"WHERE k.conversation_id = $1 AND k.key_id = $2", conversationID, keyID))
+func (r *PGRows) ByKeyID(ctx context.Context, conversationID, keyID string) (Escrow, error) {
+	return r.one(ctx, selectEscrow+"WHERE k.conversation_id = $1 AND k.key_id = $2", conversationID, keyID)
 }
 
 // ByID implements Rows.
-func (r *PGRows) ByID(ctx context.Context, id string) (Receipt, error) {
-	return scanReceipt(r.pool.QueryRow(ctx, selectReceipt+"WHERE k.escrow_id = $1", id))
+func (r *PGRows) ByID(ctx context.Context, id string) (Escrow, error) {
+	return r.one(ctx, selectEscrow+"WHERE k.escrow_id = $1", id)
 }
 
-func scanReceipt(row pgx.Row) (Receipt, error) {
-	var rec Receipt
-	var created time.Time
-	err := row.Scan(&rec.EscrowID, &rec.ConversationID, &rec.KeyID, &rec.Threshold, &rec.Shares, &rec.Custodians,
-		&rec.KeyCommitment, &rec.shareHashes, &rec.AuditSeq, &created, &rec.destroyed)
+func (r *PGRows) one(ctx context.Context, query string, args ...any) (Escrow, error) {
+	rows, err := r.pool.Query(ctx, query, args...)
+	if err != nil {
+		return Escrow{}, fmt.Errorf("escrow: read: %w", err)
+	}
+	rec, err := pgx.CollectOneRow(rows, scanEscrow)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Receipt{}, ErrNotFound
+		return Escrow{}, ErrNotFound
 	}
 	if err != nil {
-		return Receipt{}, fmt.Errorf("escrow: read: %w", err)
+		return Escrow{}, fmt.Errorf("escrow: read: %w", err)
 	}
-	rec.CreatedAt = created
 	return rec, nil
 }
 
-// RecordRewrap implements Rows.
-func (r *PGRows) RecordRewrap(ctx context.Context, escrowID string, index int, hash []byte) error {
-	_, err := r.pool.Exec(ctx, `INSERT INTO escrow_share_rewraps (escrow_id, share_index, share_hash) VALUES ($1, $2, $3)
-		ON CONFLICT DO NOTHING`, escrowID, index, hash)
+func scanEscrow(row pgx.CollectableRow) (Escrow, error) {
+	var rec Escrow
+	var receipts [][]byte
+	err := row.Scan(&rec.EscrowID, &rec.ConversationID, &rec.KeyID, &rec.Threshold, &rec.Custodians, &rec.KeyCommitment,
+		&rec.Depositor, &rec.CustodianSet, &rec.AuditSeq, &rec.CreatedAt, &rec.destroyed, &receipts)
 	if err != nil {
-		return fmt.Errorf("escrow: record rewrap: %w", err)
+		return rec, err
 	}
-	return nil
-}
-
-// RewrapHashes implements Rows.
-func (r *PGRows) RewrapHashes(ctx context.Context, escrowID string, index int) ([][]byte, error) {
-	rows, err := r.pool.Query(ctx, "SELECT share_hash FROM escrow_share_rewraps WHERE escrow_id = $1 AND share_index = $2", escrowID, index)
-	if err != nil {
-		return nil, fmt.Errorf("escrow: rewrap hashes: %w", err)
+	for _, raw := range receipts {
+		var s shares.SignedReceipt
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return rec, fmt.Errorf("escrow %s: a stored receipt is unreadable: %w", rec.EscrowID, err)
+		}
+		rec.Shares = append(rec.Shares, s)
 	}
-	hs, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
-	if err != nil {
-		return nil, fmt.Errorf("escrow: rewrap hashes: %w", err)
-	}
-	return hs, nil
-}
-
-// Live implements Rows.
-func (r *PGRows) Live(ctx context.Context) ([]Receipt, error) {
-	return r.receipts(ctx, selectReceipt+"WHERE d.escrow_id IS NULL ORDER BY a.created_at")
+	return rec, nil
 }
 
 // InScope implements Rows.
-func (r *PGRows) InScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]Receipt, error) {
-	return r.receipts(ctx, selectReceipt+`WHERE d.escrow_id IS NULL AND k.conversation_id = ANY($1)
+func (r *PGRows) InScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]Escrow, error) {
+	return r.escrows(ctx, selectEscrow+`WHERE d.escrow_id IS NULL AND k.conversation_id = ANY($1)
 		AND a.created_at BETWEEN $2 AND $3 ORDER BY k.conversation_id, a.created_at, k.key_id`, conversationIDs, from, to)
 }
 
-func (r *PGRows) receipts(ctx context.Context, query string, args ...any) ([]Receipt, error) {
+func (r *PGRows) escrows(ctx context.Context, query string, args ...any) ([]Escrow, error) {
 	rows, err := r.pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("escrow: list escrows: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Receipt, error) { return scanReceipt(row) })
+	out, err := pgx.CollectRows(rows, scanEscrow)
 	if err != nil {
 		return nil, fmt.Errorf("escrow: list escrows: %w", err)
 	}

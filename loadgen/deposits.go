@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/mediatorhq/mediator/client"
-	"github.com/mediatorhq/mediator/wire"
 )
 
 // DepositConfig describes a run of key deposits (POST /v1/escrow/keys).
@@ -25,6 +24,10 @@ type DepositConfig struct {
 	Max      int           // stop after this many deposits; 0 = only Duration limits
 	Workers  int           // concurrent depositors (default 32)
 	RunID    string        // prefix of conversation ids; random when empty
+	// CustodianSet is the digest of the custodian set to seal to; empty
+	// takes the set the mediator serves (the generator trusts the server
+	// it measures).
+	CustodianSet string
 }
 
 // DepositReport is what a deposit run measured.
@@ -42,7 +45,9 @@ func (r DepositReport) String() string {
 }
 
 // Deposits escrows fresh random 32-byte keys, each under a new key id,
-// until Duration or Max is reached. Only 201 answers count as deposits.
+// until Duration or Max is reached, as a gateway does: each key is split
+// and sealed to the custodians here (client.DepositTo), and every
+// custodian's receipt checked. Only 201 answers count as deposits.
 func Deposits(ctx context.Context, cfg DepositConfig) (DepositReport, error) {
 	if cfg.URL == "" || cfg.Token == "" {
 		return DepositReport{}, errors.New("loadgen: URL and depositor token are required")
@@ -59,6 +64,15 @@ func Deposits(ctx context.Context, cfg DepositConfig) (DepositReport, error) {
 	c, err := client.New(cfg.URL, cfg.Token, &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Workers}})
 	if err != nil {
 		return DepositReport{}, err
+	}
+	set, digest, err := c.FetchCustodianSet(ctx)
+	if err != nil {
+		return DepositReport{}, err
+	}
+	if cfg.CustodianSet != "" {
+		if err := set.CheckPinned(cfg.CustodianSet); err != nil {
+			return DepositReport{}, err
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
@@ -80,10 +94,9 @@ func Deposits(ctx context.Context, cfg DepositConfig) (DepositReport, error) {
 				}
 				rand.Read(key)
 				t0 := time.Now()
-				_, created, err := c.Deposit(ctx, wire.DepositRequest{ConversationID: cfg.RunID + "-" + strconv.FormatInt(n%1000, 10),
-					KeyID: "k" + strconv.FormatInt(n, 10), Key: key})
+				d, err := c.DepositTo(ctx, set, digest, cfg.RunID+"-"+strconv.FormatInt(n%1000, 10), "k"+strconv.FormatInt(n, 10), key)
 				lat := time.Since(t0)
-				if err == nil && !created {
+				if err == nil && !d.Created {
 					err = errors.New("the mediator answered 200 (an existing escrow) for a new key id")
 				}
 				if err != nil {

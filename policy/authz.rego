@@ -41,6 +41,9 @@ routes := {
 	"GET /v1/audit/proof/consistency": audit_readers,
 	"GET /v1/audit/export": audit_readers,
 	"POST /v1/escrow/keys": {"depositor"},
+	# Depositors read the custodian set they seal shares to (and check it
+	# against the digest they pinned); auditors and officers may see it.
+	"GET /v1/escrow/custodians": {"depositor", "auditor", "officer"},
 	"POST /v1/approvers": {"admin"},
 	"GET /v1/approvers": {"admin", "auditor"},
 	"POST /v1/approvers/{id}/keys": {"admin"},
@@ -52,6 +55,7 @@ routes := {
 	# Only the requesting officer may release or revoke; the handler checks
 	# that the caller filed the request.
 	"POST /v1/access-requests/{id}/release": {"officer"},
+	"GET /v1/access-requests/{id}/release": {"officer"},
 	"POST /v1/access-requests/{id}/revoke": {"officer"},
 	"GET /v1/stats/transport": {"auditor"},
 }

@@ -22,6 +22,7 @@ matrix := {
 	"GET /v1/audit/proof/consistency": {"auditor", "officer"},
 	"GET /v1/audit/export": {"auditor", "officer"},
 	"POST /v1/escrow/keys": {"depositor"},
+	"GET /v1/escrow/custodians": {"depositor", "auditor", "officer"},
 	"POST /v1/approvers": {"admin"},
 	"GET /v1/approvers": {"admin", "auditor"},
 	"POST /v1/approvers/{id}/keys": {"admin"},
@@ -31,6 +32,7 @@ matrix := {
 	"GET /v1/access-requests/{id}": {"officer", "approver", "auditor"},
 	"POST /v1/access-requests/{id}/approvals": {"approver"},
 	"POST /v1/access-requests/{id}/release": {"officer"},
+	"GET /v1/access-requests/{id}/release": {"officer"},
 	"POST /v1/access-requests/{id}/revoke": {"officer"},
 	"GET /v1/stats/transport": {"auditor"},
 }

@@ -21,8 +21,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -66,17 +68,29 @@ type AuthzInput struct {
 type Engine struct {
 	authz    rego.PreparedEvalQuery
 	release  rego.PreparedEvalQuery
+	hasAuthz bool
 	modules  map[string]string
 	revision string
 }
 
 // Load compiles the policies and data document from dir, or the embedded
 // ones when dir is empty. It returns an error, and no engine, if any module
-// fails to parse or compile, if the data document is not a JSON object, or
-// if the policy fails its sanity probes (an anonymous call to a protected
-// route must be denied; a release with no approvals must be denied, with a
-// reason): a broken or permissive policy never serves.
+// fails to parse or compile, if the data document fails CheckReleaseData,
+// or if the policy fails its probes (ProbeRelease, and an anonymous call
+// to the release route must be denied): a broken or permissive policy
+// never serves.
 func Load(ctx context.Context, dir string) (*Engine, error) {
+	return load(ctx, dir, true)
+}
+
+// LoadRelease is Load for a custodian: only the release policy (and
+// data.json) of dir, or the embedded ones, with the same checks and
+// probes. Authorize is not available on the engine it returns.
+func LoadRelease(ctx context.Context, dir string) (*Engine, error) {
+	return load(ctx, dir, false)
+}
+
+func load(ctx context.Context, dir string, withAuthz bool) (*Engine, error) {
 	var fsys fs.FS = embedded
 	if dir != "" {
 		fsys = os.DirFS(dir)
@@ -84,6 +98,9 @@ func Load(ctx context.Context, dir string) (*Engine, error) {
 	files, err := readFiles(fsys)
 	if err != nil {
 		return nil, err
+	}
+	if !withAuthz {
+		delete(files, "authz.rego")
 	}
 	modules := make(map[string]string, len(files))
 	for name, text := range files {
@@ -102,6 +119,9 @@ func Load(ctx context.Context, dir string) (*Engine, error) {
 			return nil, fmt.Errorf("policy: %s: %w", dataFile, err)
 		}
 	}
+	if err := CheckReleaseData(data); err != nil {
+		return nil, err
+	}
 	prepare := func(query string) (rego.PreparedEvalQuery, error) {
 		opts := []func(*rego.Rego){rego.Query(query), rego.Store(inmem.NewFromObject(data))}
 		for _, name := range sortedKeys(modules) {
@@ -109,43 +129,182 @@ func Load(ctx context.Context, dir string) (*Engine, error) {
 		}
 		return rego.New(opts...).PrepareForEval(ctx)
 	}
-	authz, err := prepare(authzQuery)
-	if err != nil {
+	e := &Engine{modules: modules, revision: revision(files), hasAuthz: withAuthz}
+	if withAuthz {
+		if e.authz, err = prepare(authzQuery); err != nil {
+			return nil, fmt.Errorf("policy: compile: %w", err)
+		}
+	}
+	if e.release, err = prepare(releaseQuery); err != nil {
 		return nil, fmt.Errorf("policy: compile: %w", err)
 	}
-	release, err := prepare(releaseQuery)
-	if err != nil {
-		return nil, fmt.Errorf("policy: compile: %w", err)
-	}
-	e := &Engine{authz: authz, release: release, modules: modules, revision: revision(files)}
-	if err := e.probe(ctx); err != nil {
+	if err := e.probe(ctx, data); err != nil {
 		return nil, err
 	}
 	return e, nil
 }
 
+// ErrNoAuthz is returned by Authorize on an engine from LoadRelease.
+var ErrNoAuthz = errors.New("policy: this engine holds only the release policy")
+
+// DataError is a release data document that would weaken dual control or
+// leave it undefined; Problems lists every fault.
+type DataError struct{ Problems []string }
+
+func (e *DataError) Error() string {
+	return "policy: refused: data.json: " + strings.Join(e.Problems, "; ")
+}
+
+// CheckReleaseData checks data.release, the numbers and lists the release
+// policy uses: every setting present with the right type, min_approvals at
+// least 2, at least one required role, a positive approval window and scope
+// bound, and at least one jurisdiction with a legal basis. It returns a
+// *DataError listing every fault.
+func CheckReleaseData(data map[string]any) error {
+	var probs []string
+	rel, ok := data["release"].(map[string]any)
+	if !ok {
+		return &DataError{Problems: []string{"release is missing or not an object"}}
+	}
+	number := func(key string, least int64) {
+		v, present := rel[key]
+		if !present {
+			probs = append(probs, "release."+key+" is missing")
+			return
+		}
+		n, ok := v.(json.Number)
+		i, err := n.Int64()
+		if !ok || err != nil {
+			probs = append(probs, "release."+key+" must be a whole number")
+		} else if i < least {
+			probs = append(probs, fmt.Sprintf("release.%s must be at least %d", key, least))
+		}
+	}
+	number("min_approvals", 2)
+	number("approval_window_hours", 1)
+	number("max_scope_days", 1)
+	roles, ok := rel["required_roles"].([]any)
+	switch {
+	case !ok:
+		probs = append(probs, "release.required_roles must be a list of roles")
+	case len(roles) == 0:
+		probs = append(probs, "release.required_roles must name at least one role")
+	}
+	for _, r := range roles {
+		if s, ok := r.(string); !ok || s == "" {
+			probs = append(probs, "release.required_roles must hold role names")
+			break
+		}
+	}
+	bases, ok := rel["legal_bases"].(map[string]any)
+	if !ok || len(bases) == 0 {
+		probs = append(probs, "release.legal_bases must map at least one jurisdiction to its legal bases")
+	}
+	for j, v := range bases {
+		list, ok := v.([]any)
+		if !ok {
+			probs = append(probs, "release.legal_bases."+j+" must be a list")
+			continue
+		}
+		for _, b := range list {
+			if _, ok := b.(string); !ok {
+				probs = append(probs, "release.legal_bases."+j+" must hold names")
+				break
+			}
+		}
+	}
+	if len(probs) > 0 {
+		sort.Strings(probs)
+		return &DataError{Problems: probs}
+	}
+	return nil
+}
+
 // probe refuses a policy that would let an anonymous caller release keys,
-// or release keys without any approval.
-func (e *Engine) probe(ctx context.Context) error {
-	allowed, err := e.Authorize(ctx, AuthzInput{Method: "POST", Route: "/v1/access-requests/{id}/release"})
-	if err != nil {
-		return fmt.Errorf("policy: probe: %w", err)
+// or that any release probe gets through (ProbeRelease).
+func (e *Engine) probe(ctx context.Context, data map[string]any) error {
+	if e.hasAuthz {
+		allowed, err := e.Authorize(ctx, AuthzInput{Method: "POST", Route: "/v1/access-requests/{id}/release"})
+		if err != nil {
+			return fmt.Errorf("policy: probe: %w", err)
+		}
+		if allowed {
+			return errors.New("policy: refused: it lets an unauthenticated caller release keys")
+		}
 	}
-	if allowed {
-		return errors.New("policy: refused: it lets an unauthenticated caller release keys")
+	return e.ProbeRelease(ctx, data)
+}
+
+// ProbeError is a release policy that let a probe through: a release that
+// dual control must deny.
+type ProbeError struct{ Probes []string }
+
+func (e *ProbeError) Error() string {
+	return "policy: refused: it allows a release it must deny: " + strings.Join(e.Probes, "; ")
+}
+
+// ProbeRelease evaluates the release policy on requests it must deny, each
+// otherwise valid (a jurisdiction and legal basis the data allows, a short
+// scope, fresh approvals): zero approvals, one approval, the requester's
+// own approvals, approvers who together miss a required role, and an
+// expired request with full approval. A policy that allows any of them, or
+// denies without a reason, is refused with a *ProbeError naming them.
+func (e *Engine) ProbeRelease(ctx context.Context, data map[string]any) error {
+	rel, _ := data["release"].(map[string]any)
+	bases, _ := rel["legal_bases"].(map[string]any)
+	var jurisdiction, basis string
+	for _, j := range slices.Sorted(maps.Keys(bases)) {
+		if list, _ := bases[j].([]any); len(list) > 0 {
+			jurisdiction, basis = j, fmt.Sprint(list[0])
+			break
+		}
 	}
-	now := time.Now().UTC()
-	d, err := e.DecideRelease(ctx, ReleaseInput{
-		Now: now,
-		Request: ReleaseRequest{ID: "probe", Requester: "probe", CaseID: "probe", LegalBasis: "probe", Jurisdiction: "probe",
-			Scope:     ReleaseScope{ConversationIDs: []string{"probe"}, From: now.Add(-time.Hour), To: now},
-			CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
-	})
-	if err != nil {
-		return fmt.Errorf("policy: probe: %w", err)
+	var roles []string
+	list, _ := rel["required_roles"].([]any)
+	for _, r := range list {
+		roles = append(roles, fmt.Sprint(r))
 	}
-	if d.Allow || len(d.Reasons) == 0 {
-		return errors.New("policy: refused: it releases keys with no approvals, or denies without a reason")
+	if len(roles) == 0 {
+		roles = []string{"probe-role"}
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	request := ReleaseRequest{ID: "probe-request", Requester: "probe-officer", CaseID: "probe", LegalBasis: basis,
+		Jurisdiction: jurisdiction, Scope: ReleaseScope{ConversationIDs: []string{"probe"}, From: now.Add(-time.Hour), To: now},
+		CreatedAt: now.Add(-time.Minute), ExpiresAt: now.Add(time.Hour)}
+	approve := func(id string, rs ...string) ReleaseApproval {
+		return ReleaseApproval{ApproverID: id, Roles: rs, Decision: "approve", ApprovedAt: now.Add(-time.Minute),
+			SignatureVerified: true, ApproverActive: true}
+	}
+	// Every approver of a full approval holds every required role, so
+	// only the rule a probe breaks stands between it and a release.
+	full := []ReleaseApproval{approve("probe-a", roles...), approve("probe-b", roles...), approve("probe-c", roles...)}
+	expired := request
+	expired.CreatedAt, expired.ExpiresAt = now.Add(-2*time.Hour), now.Add(-time.Hour)
+	// Everyone without the first required role.
+	lacking := []ReleaseApproval{approve("probe-a", roles[1:]...), approve("probe-b", roles[1:]...), approve("probe-c", roles[1:]...)}
+	probes := []struct {
+		name      string
+		request   ReleaseRequest
+		approvals []ReleaseApproval
+	}{
+		{"no approval", request, nil},
+		{"one approval", request, full[:1]},
+		{"the requester's own approvals", request, []ReleaseApproval{approve(request.Requester, roles...), approve(request.Requester, roles...)}},
+		{"approvers without the " + roles[0] + " role", request, lacking},
+		{"an expired request", expired, full},
+	}
+	var through []string
+	for _, p := range probes {
+		d, err := e.DecideRelease(ctx, ReleaseInput{Now: now, Request: p.request, Approvals: p.approvals})
+		if err != nil {
+			return fmt.Errorf("policy: probe %s: %w", p.name, err)
+		}
+		if d.Allow || len(d.Reasons) == 0 {
+			through = append(through, p.name)
+		}
+	}
+	if len(through) > 0 {
+		return &ProbeError{Probes: through}
 	}
 	return nil
 }
@@ -160,6 +319,9 @@ func (e *Engine) Revision() string { return e.revision }
 // false and an error when the policy cannot be evaluated; callers must treat
 // that as a denial.
 func (e *Engine) Authorize(ctx context.Context, in AuthzInput) (bool, error) {
+	if !e.hasAuthz {
+		return false, ErrNoAuthz
+	}
 	if in.Roles == nil {
 		in.Roles = []string{}
 	}

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -252,5 +253,70 @@ func TestAuthzRoutes(t *testing.T) {
 		if !got[k] {
 			t.Errorf("policy lacks route %q (has %v)", k, keys)
 		}
+	}
+}
+
+// TestLoadRefusesPermissiveData: each data.json that would let a release
+// through with zero or one approver is refused at load, with its reasons,
+// by the service's engine and by a custodian's (LoadRelease).
+func TestLoadRefusesPermissiveData(t *testing.T) {
+	ctx := context.Background()
+	orig, _ := embedded.ReadFile("data.json")
+	for name, c := range map[string]struct{ old, new, reason string }{
+		"min_approvals 0":     {`"min_approvals": 2`, `"min_approvals": 0`, "min_approvals must be at least 2"},
+		"min_approvals 1":     {`"min_approvals": 2`, `"min_approvals": 1`, "min_approvals must be at least 2"},
+		"typo min_approval":   {`"min_approvals": 2`, `"min_approval": 2`, "min_approvals is missing"},
+		"no required roles":   {`"required_roles": ["legal", "security"]`, `"required_roles": []`, "required_roles must name at least one role"},
+		"missing roles key":   {`"required_roles": ["legal", "security"],`, ``, "required_roles must be a list"},
+		"no legal bases":      {`"legal_bases": {`, `"x": {`, "legal_bases must map"},
+		"window as a string":  {`"approval_window_hours": 72`, `"approval_window_hours": "72"`, "whole number"},
+		"no release document": {`"release"`, `"releases"`, "release is missing"},
+	} {
+		text := strings.Replace(string(orig), c.old, c.new, 1)
+		if text == string(orig) {
+			t.Fatalf("%s: the edit did not apply", name)
+		}
+		for loader, load := range map[string]func(context.Context, string) (*Engine, error){"Load": Load, "LoadRelease": LoadRelease} {
+			dir := policyDir(t)
+			if err := os.WriteFile(filepath.Join(dir, "data.json"), []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := load(ctx, dir)
+			var de *DataError
+			if !errors.As(err, &de) || !strings.Contains(err.Error(), c.reason) {
+				t.Errorf("%s, %s: %v, want a DataError saying %q", name, loader, err, c.reason)
+			}
+		}
+	}
+}
+
+// TestProbesCatchWeakRules: a release.rego that counts any one approval,
+// or ignores the requester, or never expires, loads with valid data but
+// is refused by the probes, naming what it let through.
+func TestProbesCatchWeakRules(t *testing.T) {
+	ctx := context.Background()
+	for name, c := range map[string]struct{ rego, probe string }{
+		"one approval is enough": {"package mediator.release\nimport rego.v1\ndecision := {\"allow\": count(input.approvals) >= 1, \"reasons\": [r | count(input.approvals) < 1; r := \"none\"]}\n", "one approval"},
+		"requester counts":       {"package mediator.release\nimport rego.v1\ndecision := {\"allow\": count(input.approvals) >= 2, \"reasons\": [r | count(input.approvals) < 2; r := \"few\"]}\n", "the requester's own approvals"},
+	} {
+		dir := policyDir(t)
+		if err := os.WriteFile(filepath.Join(dir, "release.rego"), []byte(c.rego), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadRelease(ctx, dir)
+		var pe *ProbeError
+		if !errors.As(err, &pe) || !strings.Contains(err.Error(), c.probe) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	e, err := LoadRelease(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Authorize(ctx, AuthzInput{}); !errors.Is(err, ErrNoAuthz) {
+		t.Fatalf("a release-only engine authorized: %v", err)
+	}
+	if d, err := e.DecideRelease(ctx, releaseInput("lena", "sam")); err != nil || !d.Allow {
+		t.Fatalf("a release-only engine: %+v %v", d, err)
 	}
 }

@@ -18,7 +18,40 @@ package mediator.release
 
 import rego.v1
 
+# cfg is data.release, or nothing: with no data at all, every rule that
+# reads a number or list below still runs, against the checks that deny.
+default cfg := {}
+
 cfg := data.release
+
+# The policy fails closed: data that lacks a setting, or sets one that
+# would weaken dual control, denies every release with a reason. (The
+# engine also refuses to load such data; these rules hold even if it did.)
+required_settings := {"min_approvals", "required_roles", "approval_window_hours", "max_scope_days", "legal_bases"}
+
+reasons contains msg if {
+	some k in required_settings
+	not k in object.keys(cfg)
+	msg := sprintf("the release policy's data lacks release.%s; nothing is released until it is set", [k])
+}
+
+reasons contains "the release policy's data sets min_approvals below 2" if {
+	not is_number(cfg.min_approvals)
+}
+
+reasons contains "the release policy's data sets min_approvals below 2" if {
+	is_number(cfg.min_approvals)
+	cfg.min_approvals < 2
+}
+
+reasons contains "the release policy's data requires no role" if {
+	not is_array(cfg.required_roles)
+}
+
+reasons contains "the release policy's data requires no role" if {
+	is_array(cfg.required_roles)
+	count(cfg.required_roles) == 0
+}
 
 now_ns := time.parse_rfc3339_ns(input.now)
 

@@ -142,3 +142,24 @@ test_every_reason_is_reported if {
 	d := release.decision with input as inp
 	count(d.reasons) == 5
 }
+
+# The policy fails closed on data that lacks a setting or weakens dual
+# control: each of these would otherwise allow one approval, or none.
+test_missing_data_denied if {
+	deny_reason(input_with([lena, sam]), "lacks release.min_approvals") with data.release as object.remove(data.release, ["min_approvals"])
+	deny_reason(input_with([lena, sam]), "lacks release.required_roles") with data.release as object.remove(data.release, ["required_roles"])
+	deny_reason(input_with([lena, sam]), "lacks release.legal_bases") with data.release as object.remove(data.release, ["legal_bases"])
+}
+
+test_no_data_at_all_denied if {
+	d := release.decision with input as input_with([lena, sam]) with data.release as {}
+	d.allow == false
+	count(d.reasons) >= 5
+}
+
+test_weakened_data_denied if {
+	deny_reason(input_with([lena]), "below 2") with data.release.min_approvals as 0
+	deny_reason(input_with([lena]), "below 2") with data.release.min_approvals as 1
+	deny_reason(input_with([lena, sam]), "requires no role") with data.release.required_roles as []
+	deny_reason(input_with([lena, sam]), "lacks release.min_approvals") with data.release as object.union(object.remove(data.release, ["min_approvals"]), {"min_approval": 0})
+}

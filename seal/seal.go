@@ -18,7 +18,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 )
 
 // The suite.
@@ -158,17 +157,4 @@ func ParseKey(file []byte) (hpke.PrivateKey, error) {
 // PublicKeyOf returns priv's public key in the API's form.
 func PublicKeyOf(priv hpke.PrivateKey) PublicKey {
 	return PublicKey{KEMID: priv.KEM().ID(), PublicKey: priv.PublicKey().Bytes()}
-}
-
-// ReleaseInfo is the info under which a released key is sealed to its
-// recipient: "mediator-release-v1\n" + request id + "\n" + conversation id +
-// "\n" + key id. Binding all three means a sealed key cannot be presented
-// as another request's, conversation's or key's.
-func ReleaseInfo(requestID, conversationID, keyID string) ([]byte, error) {
-	for _, s := range []string{requestID, conversationID, keyID} {
-		if s == "" || strings.Contains(s, "\n") {
-			return nil, errors.New("seal: release ids must be non-empty and contain no newline")
-		}
-	}
-	return []byte("mediator-release-v1\n" + requestID + "\n" + conversationID + "\n" + keyID), nil
 }

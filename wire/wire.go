@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mediatorhq/mediator/seal"
+	"github.com/mediatorhq/mediator/shares"
 )
 
 // Error is the one error shape every endpoint returns:
@@ -87,22 +88,45 @@ type ConsistencyProof struct {
 	Hashes [][]byte `json:"hashes"`
 }
 
-// DepositRequest is POST /v1/escrow/keys.
+// CustodianSet is GET /v1/escrow/custodians: who new deposits are sealed
+// for, in order, and the set's digest. A depositor checks the digest
+// against the one it pinned (shares.Set.CheckPinned) before sealing
+// anything.
+type CustodianSet struct {
+	shares.Set
+	Digest string `json:"digest"`
+}
+
+// DepositShare is one custodian's share of a deposit, sealed to it under
+// shares.DepositInfo.
+type DepositShare struct {
+	Custodian string `json:"custodian"`
+	Index     int    `json:"index"`
+	Sealed    []byte `json:"sealed"`
+}
+
+// DepositRequest is POST /v1/escrow/keys: the key's commitment and its
+// shares, split and sealed on the depositor's machine; never the key.
 type DepositRequest struct {
-	ConversationID string `json:"conversation_id"`
-	KeyID          string `json:"key_id"`
-	Key            []byte `json:"key"` // base64
+	ConversationID string         `json:"conversation_id"`
+	KeyID          string         `json:"key_id"`
+	Commitment     string         `json:"commitment"`
+	CustodianSet   string         `json:"custodian_set"`
+	Threshold      int            `json:"threshold"`
+	Shares         []DepositShare `json:"shares"`
 }
 
 // DepositResponse is POST /v1/escrow/keys: 201 for a new escrow, 200 for
-// the same key again.
+// the same key again. Receipts are the custodians' signed deposit receipts,
+// in custodian order, which a depositor checks against the set it pinned.
 type DepositResponse struct {
-	EscrowID      string   `json:"escrow_id"`
-	Threshold     int      `json:"threshold"`
-	Shares        int      `json:"shares"`
-	Custodians    []string `json:"custodians"`
-	KeyCommitment string   `json:"key_commitment"`
-	AuditSeq      int64    `json:"audit_seq"`
+	EscrowID      string                 `json:"escrow_id"`
+	Threshold     int                    `json:"threshold"`
+	Shares        int                    `json:"shares"`
+	Custodians    []string               `json:"custodians"`
+	KeyCommitment string                 `json:"key_commitment"`
+	AuditSeq      int64                  `json:"audit_seq"`
+	Receipts      []shares.SignedReceipt `json:"receipts"`
 }
 
 // Scope is what a lawful-access request covers.
@@ -198,22 +222,55 @@ type ApprovalRecorded struct {
 	AuditSeq   int64     `json:"audit_seq"`
 }
 
-// SealedKey is one released key: hpke.Seal's output (encapsulated key, then
-// ciphertext) under the suite named.
-type SealedKey struct {
-	ConversationID string `json:"conversation_id"`
-	KeyID          string `json:"key_id"`
-	KEMID          uint16 `json:"kem_id"`
-	KDFID          uint16 `json:"kdf_id"`
-	AEADID         uint16 `json:"aead_id"`
-	Sealed         []byte `json:"sealed"`
+// ReleasedShare is one custodian's share of a released key, sealed by that
+// custodian to the request's recipient under shares.ReleaseInfo, with its
+// signed release receipt.
+type ReleasedShare struct {
+	Custodian string               `json:"custodian"`
+	Index     int                  `json:"index"`
+	Sealed    []byte               `json:"sealed"`
+	Receipt   shares.SignedReceipt `json:"receipt"`
 }
 
-// Release is POST /v1/access-requests/{id}/release.
+// ReleasedKey is one escrowed key of a release: what to check it with, and
+// at least Threshold shares.
+type ReleasedKey struct {
+	EscrowID       string          `json:"escrow_id"`
+	ConversationID string          `json:"conversation_id"`
+	KeyID          string          `json:"key_id"`
+	KeyCommitment  string          `json:"key_commitment"`
+	Threshold      int             `json:"threshold"`
+	Shares         []ReleasedShare `json:"shares"`
+}
+
+// CustodianRefusal is a custodian whose own checks refused a release.
+type CustodianRefusal struct {
+	Custodian      string   `json:"custodian"`
+	Reasons        []string `json:"reasons"`
+	PolicyRevision string   `json:"policy_revision,omitempty"`
+}
+
+// Release is POST /v1/access-requests/{id}/release, and GET of the same
+// path to fetch a completed release again: every key in scope with its
+// released shares, never a key. Refusals lists custodians that refused
+// while enough others released.
 type Release struct {
-	Keys       []SealedKey `json:"keys"`
-	DecisionID string      `json:"decision_id"`
-	AuditSeq   int64       `json:"audit_seq"`
+	RequestID  string             `json:"request_id"`
+	DecisionID string             `json:"decision_id"`
+	AuditSeq   int64              `json:"audit_seq"`
+	Keys       []ReleasedKey      `json:"keys"`
+	Refusals   []CustodianRefusal `json:"refusals"`
+}
+
+// Shortfall is the detail of a release that custodians did not complete
+// (403 custodians_refused, 503 custodians_unavailable): who refused and
+// why, who could not be reached, and how many keys lack shares. The shares
+// that came are kept.
+type Shortfall struct {
+	DecisionID  string             `json:"decision_id"`
+	Refusals    []CustodianRefusal `json:"refusals"`
+	Unavailable []string           `json:"unavailable"`
+	KeysShort   int                `json:"keys_short"`
 }
 
 // Denial is the detail of a 403 policy_denied.

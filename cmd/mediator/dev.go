@@ -5,11 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/dev"
+	"github.com/mediatorhq/mediator/vaultclient"
+	"github.com/mediatorhq/mediator/wire"
 )
 
 // devCmd runs the whole service locally: package dev brings up and
@@ -33,6 +38,10 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer in.Stop()
 	log := newLogger(stderr, *level, in.Secrets())
+	custodiansFile, setDigest, approvers, err := startDevCustodians(ctx, in, log)
+	if err != nil {
+		return err
+	}
 	cfg := serveConfig{
 		Addr:               *addr,
 		DatabaseURL:        in.DatabaseURL,
@@ -49,6 +58,7 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		CheckpointKeyFile:  in.CheckpointKeyFile,
 		StatsMinGroup:      defaultStatsMinGroup,
 		Limits:             defaultLimits,
+		Custodians:         custodiansFile,
 	}
 	ready := make(chan string, 1)
 	errc := make(chan error, 1)
@@ -58,7 +68,10 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("dev: %w", err)
 	case listening := <-ready:
 		url := "http://" + listening
-		if err := in.Publish(url); err != nil {
+		if err := registerDevApprovers(ctx, url, *stateDir, approvers); err != nil {
+			return err
+		}
+		if err := in.Publish(url, setDigest); err != nil {
 			return err
 		}
 		defer in.Unpublish()
@@ -79,16 +92,18 @@ func printDevBanner(w io.Writer, url, stateDir, pgSource, vaultSource string) {
 	fmt.Fprintf(w, `
 mediator dev is serving on %[1]s
   PostgreSQL: %[3]s; Vault: %[4]s (dev server, in memory)
+  custodians: custodian-1 … custodian-5 (threshold 3), each with its own AppRole and key
+  approvers: dev-legal, dev-security (keys in %[6]s)
 
 Try:
   curl %[1]s/readyz
   TOKEN=$(%[2]s dev token%[5]s --sub alice --roles officer,auditor)
   curl -H "Authorization: Bearer $TOKEN" %[1]s/v1/whoami
-  eval "$(%[2]s dev env%[5]s)"   # DATABASE_URL, VAULT_ADDR, VAULT_TOKEN, MEDIATOR_ADDR, MEDIATOR_VERIFIER_KEY
+  eval "$(%[2]s dev env%[5]s)"   # DATABASE_URL, VAULT_ADDR, VAULT_TOKEN, MEDIATOR_ADDR, MEDIATOR_VERIFIER_KEY, MEDIATOR_CUSTODIAN_SET
   %[2]s loadgen --duration 10s    # realistic events; then: %[2]s audit verify
 
 Ctrl-C stops everything this command started.
-`, url, self, pgSource, vaultSource, stateFlag)
+`, url, self, pgSource, vaultSource, stateFlag, stateDir)
 }
 
 func devTokenCmd(args []string, stdout, stderr io.Writer) error {
@@ -137,6 +152,64 @@ func devEnvCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	for _, l := range lines {
 		fmt.Fprintln(stdout, l)
+	}
+	return nil
+}
+
+// startDevCustodians prepares the five dev custodians (trusting the dev
+// approvers) and runs each as a listener of this process, and writes the
+// mediator's custodians file. It returns the file, the set's digest and
+// the dev approvers.
+func startDevCustodians(ctx context.Context, in *dev.Instance, log *slog.Logger) (string, string, []dev.Approver, error) {
+	approvers, err := dev.Approvers(in.StateDir)
+	if err != nil {
+		return "", "", nil, err
+	}
+	admin, err := vaultclient.Connect(ctx, log, vaultclient.Config{Addr: in.Vault.Addr, Token: in.Vault.Token})
+	if err != nil {
+		return "", "", nil, fmt.Errorf("dev: %w", err)
+	}
+	dir := filepath.Join(in.StateDir, "custodians")
+	cs, err := dev.PrepareCustodians(ctx, admin, dev.CustodianOptions{Dir: dir, Approvers: dev.Trusted(approvers)})
+	if err != nil {
+		return "", "", nil, err
+	}
+	for _, c := range cs {
+		go func() {
+			if err := serveCustodian(ctx, c.Config, log.With("custodian", c.Name), nil); err != nil && ctx.Err() == nil {
+				log.Error("dev custodian stopped", "custodian", c.Name, "err", err)
+			}
+		}()
+	}
+	file := filepath.Join(dir, "mediator-custodians.json")
+	digest, err := dev.WaitCustodians(ctx, cs, file, time.Minute)
+	if err != nil {
+		return "", "", nil, err
+	}
+	return file, digest, approvers, nil
+}
+
+// registerDevApprovers registers the dev approvers with the running
+// mediator, as its administrator would; an approver already registered is
+// left as it is.
+func registerDevApprovers(ctx context.Context, url, stateDir string, approvers []dev.Approver) error {
+	iss, err := dev.LoadIssuer(stateDir)
+	if err != nil {
+		return err
+	}
+	tok, err := iss.Issue("dev-admin", []string{"admin"}, time.Minute)
+	if err != nil {
+		return err
+	}
+	c, err := client.New(url, tok, nil)
+	if err != nil {
+		return err
+	}
+	for _, a := range approvers {
+		_, err := c.RegisterApprover(ctx, wire.RegisterApprover{ID: a.ID, Roles: a.Roles, PublicKey: a.Public})
+		if err != nil && !client.IsCode(err, "conflict") {
+			return fmt.Errorf("dev: register approver %s: %w", a.ID, err)
+		}
 	}
 	return nil
 }

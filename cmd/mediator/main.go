@@ -7,6 +7,8 @@
 //	mediator dev token        print a bearer token the running dev instance accepts
 //	mediator dev env          print export lines for reaching the dev instance
 //	mediator audit verify     check the audit log (or an evidence bundle)
+//	mediator escrow           deposit a key (split and sealed here), the custodian set, destruction, legal holds
+//	mediator custodian serve  run one custodian service
 //	mediator request          lawful-access requests: create, show, list, approve, release, revoke
 //	mediator keygen           make an approver signing key or a recipient key pair
 //	mediator vault bootstrap  prepare a Vault server for the mediator
@@ -40,12 +42,15 @@ Usage:
   mediator audit verify [flags]     recompute and check the whole log in the database
   mediator audit verify --bundle FILE --key VKEY
                                     check an evidence bundle offline
+  mediator escrow deposit --conversation C --key-id K --key-file F
+                                    split and seal a key here and escrow it (depositor)
+  mediator escrow custodians        print the custodian set and the digest depositors pin
   mediator escrow destroy --before DATE
                                     destroy escrowed keys past retention (legal holds respected)
   mediator escrow hold --conversation ID --reason TEXT
   mediator escrow release-hold --id HOLD
-  mediator escrow rewrap [--custodian NAME]
-                                    re-wrap shares after a custodian key rotation (operator token)
+  mediator custodian serve --config FILE
+                                    run one custodian service, with its own credentials
   mediator request create|show|list|approve|release|revoke [flags]
                                     lawful-access requests against a running mediator
   mediator keygen --approver|--recipient --out FILE
@@ -122,6 +127,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return exitCode(2)
 	case "escrow":
 		return escrowCmd(ctx, rest, stdout, stderr)
+	case "custodian":
+		return custodianCmd(ctx, rest, stderr)
 	case "loadgen":
 		return loadgenCmd(ctx, rest, stdout, stderr)
 	case "request":

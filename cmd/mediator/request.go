@@ -299,27 +299,37 @@ func requestRelease(ctx context.Context, args []string, stdout, stderr io.Writer
 		os.Remove(*outFile)
 		return err
 	}
-	keys, err := client.Open(priv, id, rel)
-	if err != nil {
-		out.Close()
-		// The request is released now: keep the sealed keys rather than
-		// lose them to a wrong --key.
+	keys, openErr := client.Open(priv, id, rel)
+	if openErr != nil {
+		// The request is released now: keep the sealed shares rather than
+		// lose them to a wrong --key or a bad share.
 		sealed, _ := json.Marshal(rel)
 		if werr := writeNew(*outFile+".sealed", sealed, 0o600); werr != nil {
-			return fmt.Errorf("request release: %w (and saving the sealed keys failed: %v)", err, werr)
+			openErr = fmt.Errorf("%w (and saving the sealed shares failed: %v)", openErr, werr)
+		} else {
+			openErr = fmt.Errorf("%w; the sealed shares are saved in %s.sealed", openErr, *outFile)
 		}
-		return fmt.Errorf("request release: %w; the sealed keys are saved in %s.sealed", err, *outFile)
 	}
 	enc := json.NewEncoder(out)
 	for _, k := range keys {
 		err = errors.Join(err, enc.Encode(k))
 		clear(k.Key)
+		if len(k.BadShares) > 0 {
+			fmt.Fprintf(stderr, "warning: the key of %s/%s was recovered without the bad shares of: %s\n",
+				k.ConversationID, k.KeyID, strings.Join(k.BadShares, ", "))
+		}
 	}
 	if err = errors.Join(err, out.Close()); err != nil {
 		return fmt.Errorf("request release: write %s: %w", *outFile, err)
 	}
+	for _, r := range rel.Refusals {
+		fmt.Fprintf(stderr, "custodian %s refused: %s\n", r.Custodian, strings.Join(r.Reasons, "; "))
+	}
 	fmt.Fprintf(stdout, "released %d keys of request %s into %s (decision %s, audit seq %d)\n",
 		len(keys), id, *outFile, rel.DecisionID, rel.AuditSeq)
+	if openErr != nil {
+		return fmt.Errorf("request release: %w", openErr)
+	}
 	return nil
 }
 

@@ -116,7 +116,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 		return err
 	}
 
-	escrowSvc, err := newEscrowService(ctx, cfg, vault, pool, auditLog.Store, log, escrow.NewMetrics(metrics.Registry), vaultMetrics)
+	escrowSvc, err := newEscrowService(cfg, pool, auditLog.Store, log, escrow.NewMetrics(metrics.Registry))
 	if err != nil {
 		return err
 	}
@@ -224,28 +224,6 @@ func redactionProfile(path string) (redact.Profile, error) {
 		return redact.Profile{}, fmt.Errorf("redaction profile: %w", err)
 	}
 	return redact.ParseProfile(b)
-}
-
-// newEscrowService builds the escrow service on the configured custodians:
-// the custodians file, or the bootstrap's five keys on the service's Vault.
-func newEscrowService(ctx context.Context, cfg serveConfig, vault *vaultapi.Client, pool *pgxpool.Pool, log *audit.Store,
-	logger *slog.Logger, metrics *escrow.Metrics, vaultMetrics *vaultclient.Metrics) (*escrow.Service, error) {
-	custodians, threshold := escrow.DefaultCustodians(vault)
-	if cfg.Custodians != "" {
-		b, err := os.ReadFile(cfg.Custodians)
-		if err != nil {
-			return nil, fmt.Errorf("custodians: %w", err)
-		}
-		f, err := escrow.ParseCustodians(b)
-		if err != nil {
-			return nil, err
-		}
-		if custodians, threshold, err = escrow.OpenCustodians(ctx, logger, f, vault, vaultMetrics); err != nil {
-			return nil, err
-		}
-	}
-	return escrow.New(escrow.Config{Custodians: custodians, Threshold: threshold,
-		Rows: escrow.NewPGRows(pool, log), Log: logger, Metrics: metrics})
 }
 
 // defaultGCPercent is the garbage collector target the service runs with

@@ -1,7 +1,9 @@
-// Package vault bootstraps a HashiCorp Vault server for the mediator the way
-// production does it: a Transit mount for wrapping and signing, a KV v2 mount
-// for write-once share storage, the "mediator" policy from mediator.hcl, and an
-// AppRole whose tokens carry only that policy.
+// Package vault bootstraps a HashiCorp Vault server the way production does
+// it: for the mediator, a Transit mount for signing and pseudonyms, the
+// "mediator" policy from mediator.hcl and an AppRole whose tokens carry only
+// that policy; for each custodian that keeps its shares on this Vault, its
+// own Transit key, its own KV v2 prefix, a policy naming only those, and an
+// AppRole of its own (BootstrapCustodian).
 //
 // Bootstrap is idempotent and is the one code path used by `mediator dev`,
 // the tests, and operators (`mediator vault bootstrap`).
@@ -10,7 +12,6 @@ package vault
 import (
 	"context"
 	_ "embed"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -34,16 +35,13 @@ const (
 	// `vault write -f mediator-transit/keys/mediator-pseudonym/rotate`.
 	PseudonymKey = "mediator-pseudonym"
 
-	// DefaultCustodians is how many custodian keys the bootstrap makes for a
-	// single-Vault deployment (and dev): escrow's default N.
+	// DefaultCustodians is how many custodians `mediator dev` and the
+	// tests run: custodian-1 … custodian-5, threshold 3.
 	DefaultCustodians = 5
-	// SharePrefix is where the KV mount keeps escrow shares.
-	SharePrefix = "shares"
 )
 
-// CustodianKey names custodian i's Transit key (1-based): aes256-gcm96,
-// derived, never exportable.
-func CustodianKey(i int) string { return fmt.Sprintf("custodian-%d", i) }
+// CustodianName names dev custodian i (1-based).
+func CustodianName(i int) string { return fmt.Sprintf("custodian-%d", i) }
 
 //go:embed mediator.hcl
 var mediatorPolicy string
@@ -70,8 +68,8 @@ func Bootstrap(ctx context.Context, client *vaultapi.Client) (Credentials, error
 		path string
 		in   vaultapi.MountInput
 	}{
-		{TransitMount, vaultapi.MountInput{Type: "transit", Description: "mediator: share wrapping and checkpoint signing"}},
-		{KVMount, vaultapi.MountInput{Type: "kv", Options: map[string]string{"version": "2"}, Description: "mediator: write-once escrow shares"}},
+		{TransitMount, vaultapi.MountInput{Type: "transit", Description: "mediator: checkpoint signing and pseudonyms; custodians: their own wrapping keys"}},
+		{KVMount, vaultapi.MountInput{Type: "kv", Options: map[string]string{"version": "2"}, Description: "custodians: write-once shares and records, a prefix each"}},
 	}
 	for _, m := range want {
 		if existing, ok := mounts[m.path+"/"]; ok {
@@ -84,32 +82,12 @@ func Bootstrap(ctx context.Context, client *vaultapi.Client) (Credentials, error
 			return Credentials{}, fmt.Errorf("vault bootstrap: mount %s: %w", m.path, err)
 		}
 	}
-	keys := []struct {
-		name   string
-		params map[string]any
-	}{
-		{CheckpointKey, map[string]any{"type": "ed25519"}},
-		{PseudonymKey, map[string]any{"type": "aes256-gcm96", "exportable": true}},
-	}
-	for i := 1; i <= DefaultCustodians; i++ {
-		keys = append(keys, struct {
-			name   string
-			params map[string]any
-		}{CustodianKey(i), map[string]any{"type": "aes256-gcm96", "derived": true, "exportable": false}})
-	}
-	for _, k := range keys {
-		existing, err := client.Logical().ReadWithContext(ctx, TransitMount+"/keys/"+k.name)
-		if err != nil {
-			return Credentials{}, fmt.Errorf("vault bootstrap: read transit key %s: %w", k.name, err)
-		}
-		if existing != nil {
-			if t, _ := existing.Data["type"].(string); t != k.params["type"] {
-				return Credentials{}, fmt.Errorf("vault bootstrap: transit key %s exists with type %q, want %q", k.name, t, k.params["type"])
-			}
-			continue
-		}
-		if _, err := client.Logical().WriteWithContext(ctx, TransitMount+"/keys/"+k.name, k.params); err != nil {
-			return Credentials{}, fmt.Errorf("vault bootstrap: create transit key %s: %w", k.name, err)
+	for name, params := range map[string]map[string]any{
+		CheckpointKey: {"type": "ed25519"},
+		PseudonymKey:  {"type": "aes256-gcm96", "exportable": true},
+	} {
+		if err := ensureTransitKey(ctx, client, name, params); err != nil {
+			return Credentials{}, err
 		}
 	}
 	if err := client.Sys().PutPolicyWithContext(ctx, PolicyName, mediatorPolicy); err != nil {
@@ -124,29 +102,7 @@ func Bootstrap(ctx context.Context, client *vaultapi.Client) (Credentials, error
 			return Credentials{}, fmt.Errorf("vault bootstrap: enable approle: %w", err)
 		}
 	}
-	rolePath := "auth/" + AppRoleMount + "/role/" + AppRoleName
-	if _, err := client.Logical().WriteWithContext(ctx, rolePath, map[string]any{
-		"token_policies": []string{PolicyName},
-		"token_ttl":      "1h",
-		"token_max_ttl":  "24h",
-		// Tokens are renewed by the service; an unused secret id expires.
-		"secret_id_ttl": "720h",
-	}); err != nil {
-		return Credentials{}, fmt.Errorf("vault bootstrap: write approle role: %w", err)
-	}
-	roleID, err := client.Logical().ReadWithContext(ctx, rolePath+"/role-id")
-	if err != nil {
-		return Credentials{}, fmt.Errorf("vault bootstrap: read role id: %w", err)
-	}
-	secretID, err := client.Logical().WriteWithContext(ctx, rolePath+"/secret-id", nil)
-	if err != nil {
-		return Credentials{}, fmt.Errorf("vault bootstrap: new secret id: %w", err)
-	}
-	c := Credentials{RoleID: stringField(roleID, "role_id"), SecretID: stringField(secretID, "secret_id")}
-	if c.RoleID == "" || c.SecretID == "" {
-		return Credentials{}, errors.New("vault bootstrap: AppRole returned no role id or secret id")
-	}
-	return c, nil
+	return appRole(ctx, client, AppRoleName, PolicyName)
 }
 
 func stringField(s *vaultapi.Secret, key string) string {

@@ -27,27 +27,7 @@ path "mediator-transit/export/hmac-key/mediator-pseudonym/*" {
   capabilities = ["read"]
 }
 
-# Escrow: wrap, unwrap and rewrap shares with the custodian keys. The keys
-# are derived (per conversation and key id) and never exportable.
-path "mediator-transit/encrypt/custodian-*" {
-  capabilities = ["update"]
-}
-
-path "mediator-transit/decrypt/custodian-*" {
-  capabilities = ["update"]
-}
-
-path "mediator-transit/rewrap/custodian-*" {
-  capabilities = ["update"]
-}
-
-# Shares are written once: "create" without "update", so Vault itself
-# refuses a write over an existing share (and every write uses cas=0).
-path "mediator-kv/data/shares/*" {
-  capabilities = ["create", "read"]
-}
-
-# Destruction at retention end removes every version of a share.
-path "mediator-kv/metadata/shares/*" {
-  capabilities = ["delete"]
-}
+# Nothing of escrow: the mediator holds no key that wraps a share, no right
+# to read one, and no custodian's credentials. Each custodian has its own
+# policy (custodian-<name>, deploy/vault/custodian.go) for its own Transit
+# key and KV prefix.

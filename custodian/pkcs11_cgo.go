@@ -1,6 +1,6 @@
 //go:build cgo
 
-package escrow
+package custodian
 
 import (
 	"context"
@@ -29,12 +29,12 @@ type PKCS11Wrapper struct {
 // done.
 func OpenPKCS11(cfg PKCS11Config) (*PKCS11Wrapper, error) {
 	if cfg.Module == "" || cfg.TokenLabel == "" || cfg.KeyLabel == "" {
-		return nil, errors.New("escrow: pkcs11 needs a module, a token label and a key label")
+		return nil, errors.New("custodian: pkcs11 needs a module, a token label and a key label")
 	}
 	labels := append([]string{cfg.KeyLabel}, cfg.PreviousKeyLabels...)
 	for _, l := range labels {
 		if !validKeyLabel.MatchString(l) {
-			return nil, fmt.Errorf("escrow: pkcs11 key label %q: use 1–64 of A–Z a–z 0–9 . _ -", l)
+			return nil, fmt.Errorf("custodian: pkcs11 key label %q: use 1–64 of A–Z a–z 0–9 . _ -", l)
 		}
 	}
 	c, err := crypto11.Configure(&crypto11.Config{
@@ -42,7 +42,7 @@ func OpenPKCS11(cfg PKCS11Config) (*PKCS11Wrapper, error) {
 	})
 	if err != nil {
 		// crypto11's errors name the module and token, not the PIN.
-		return nil, fmt.Errorf("escrow: pkcs11 token %q: %w", cfg.TokenLabel, err)
+		return nil, fmt.Errorf("custodian: pkcs11 token %q: %w", cfg.TokenLabel, err)
 	}
 	w := &PKCS11Wrapper{ctx: c, current: cfg.KeyLabel, keys: map[string]cipher.AEAD{}}
 	for _, label := range labels {
@@ -56,7 +56,7 @@ func OpenPKCS11(cfg PKCS11Config) (*PKCS11Wrapper, error) {
 		}
 		if err != nil {
 			c.Close()
-			return nil, fmt.Errorf("escrow: pkcs11 key: %w", err)
+			return nil, fmt.Errorf("custodian: pkcs11 key: %w", err)
 		}
 		w.keys[label] = aead
 	}
@@ -72,7 +72,7 @@ func (w *PKCS11Wrapper) Wrap(_ context.Context, aad, share []byte) ([]byte, erro
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, fmt.Errorf("pkcs11 wrap: nonce: %w", err)
 	}
-	ct, err := seal(w.keys[w.current], nonce, share, aad)
+	ct, err := gcmSeal(w.keys[w.current], nonce, share, aad)
 	if err != nil {
 		return nil, err
 	}
@@ -83,8 +83,8 @@ func (w *PKCS11Wrapper) Wrap(_ context.Context, aad, share []byte) ([]byte, erro
 	return base64.StdEncoding.AppendEncode(out, append(nonce, ct...)), nil
 }
 
-// seal turns crypto11's panics (it has no error return) into errors.
-func seal(aead cipher.AEAD, nonce, share, aad []byte) (ct []byte, err error) {
+// gcmSeal turns crypto11's panics (it has no error return) into errors.
+func gcmSeal(aead cipher.AEAD, nonce, share, aad []byte) (ct []byte, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("pkcs11 wrap: %v", r)

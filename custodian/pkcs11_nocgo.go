@@ -1,6 +1,6 @@
 //go:build !cgo
 
-package escrow
+package custodian
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 type PKCS11Wrapper struct{}
 
 // errNoPKCS11 is what a build without cgo answers for PKCS#11.
-var errNoPKCS11 = errors.New("escrow: this mediator was built without cgo and cannot use PKCS#11 custodians; use the cgo build (docs/escrow.md)")
+var errNoPKCS11 = errors.New("custodian: this mediator was built without cgo and cannot use PKCS#11 custodians; use the cgo build (docs/escrow.md)")
 
 // OpenPKCS11 fails in a build without cgo.
 func OpenPKCS11(PKCS11Config) (*PKCS11Wrapper, error) { return nil, errNoPKCS11 }

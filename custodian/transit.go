@@ -1,4 +1,4 @@
-package escrow
+package custodian
 
 import (
 	"context"
@@ -12,6 +12,19 @@ import (
 
 	"github.com/mediatorhq/mediator/batch"
 )
+
+// Wrapper encrypts and decrypts under the custodian's own key: a Vault
+// Transit key or a key on an HSM. aad binds what is wrapped to its
+// context (a share to its conversation and key id, a private key to its
+// custodian): unwrapped under another context, it fails.
+type Wrapper interface {
+	Wrap(ctx context.Context, aad, plaintext []byte) ([]byte, error)
+	Unwrap(ctx context.Context, aad, wrapped []byte) ([]byte, error)
+	// Rewrap returns wrapped re-encrypted under the current key (a new
+	// Transit key version, the current HSM key label), and false (with
+	// nothing) when it already is.
+	Rewrap(ctx context.Context, aad, wrapped []byte) (fresh []byte, changed bool, err error)
+}
 
 // TransitWrapper wraps shares with a Vault Transit key of type aes256-gcm96,
 // not exportable, derived: each (conversation, key id) gets its own derived
@@ -158,87 +171,4 @@ func transitKeyVersion(ct string) string {
 		return ""
 	}
 	return ct[:first+1+second+1]
-}
-
-// KVStore keeps wrapped shares in a Vault KV v2 mount under Prefix, one
-// secret per escrow at Prefix/<escrow id>, with one field per custodian
-// that uses this store. Every secret is written once, with check-and-set 0,
-// so Vault itself refuses to overwrite it; the mediator's policy also
-// grants create but not update.
-//
-// Custodians configured with the same Vault connection, mount and prefix
-// share a store (and so one write per deposit); give each custodian a
-// prefix, or a Vault, of its own to keep their shares apart.
-type KVStore struct {
-	Client *vaultapi.Client
-	Mount  string
-	Prefix string
-}
-
-func (s KVStore) path(id string) string { return strings.Trim(s.Prefix, "/") + "/" + id }
-
-// Put implements ShareStore.
-func (s KVStore) Put(ctx context.Context, id string, shares map[string][]byte) error {
-	data := make(map[string]any, len(shares))
-	for name, w := range shares {
-		data[name] = string(w)
-	}
-	_, err := s.Client.KVv2(s.Mount).Put(ctx, s.path(id), data, vaultapi.WithCheckAndSet(0))
-	if err != nil {
-		if strings.Contains(err.Error(), "check-and-set") {
-			return ErrShareExists
-		}
-		return fmt.Errorf("kv put: %w", err)
-	}
-	return nil
-}
-
-// Get implements ShareStore.
-func (s KVStore) Get(ctx context.Context, id string) (map[string][]byte, error) {
-	sec, err := s.Client.KVv2(s.Mount).Get(ctx, s.path(id))
-	if err != nil {
-		return nil, fmt.Errorf("kv get: %w", err)
-	}
-	out := make(map[string][]byte, len(sec.Data))
-	for name, v := range sec.Data {
-		if w, ok := v.(string); ok && w != "" {
-			out[name] = []byte(w)
-		}
-	}
-	return out, nil
-}
-
-// Destroy implements ShareStore: deleting the metadata removes every
-// version and its data permanently.
-func (s KVStore) Destroy(ctx context.Context, id string) error {
-	if err := s.Client.KVv2(s.Mount).DeleteMetadata(ctx, s.path(id)); err != nil {
-		return fmt.Errorf("kv destroy: %w", err)
-	}
-	return nil
-}
-
-// Replace implements Replacer: it writes shares over the secret of escrow
-// id with check-and-set on the version read, keeping the other custodians'
-// fields. The service's own token may not do this (its policy grants
-// create, not update): rewrap runs with an operator's token.
-func (s KVStore) Replace(ctx context.Context, id string, shares map[string][]byte) error {
-	kv := s.Client.KVv2(s.Mount)
-	cur, err := kv.Get(ctx, s.path(id))
-	if err != nil {
-		return fmt.Errorf("kv replace: read: %w", err)
-	}
-	if cur.VersionMetadata == nil {
-		return errors.New("kv replace: no version metadata")
-	}
-	data := make(map[string]any, len(cur.Data)+len(shares))
-	for k, v := range cur.Data {
-		data[k] = v
-	}
-	for name, w := range shares {
-		data[name] = string(w)
-	}
-	if _, err := kv.Put(ctx, s.path(id), data, vaultapi.WithCheckAndSet(cur.VersionMetadata.Version)); err != nil {
-		return fmt.Errorf("kv replace: %w", err)
-	}
-	return nil
 }

@@ -1,4 +1,4 @@
-package escrow
+package custodian
 
 import (
 	"bytes"

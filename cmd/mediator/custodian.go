@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/mediatorhq/mediator/custodian"
+)
+
+// custodianCmd runs the custodian service: one share holder, with its own
+// credentials (docs/custodians.md).
+func custodianCmd(ctx context.Context, args []string, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "serve" {
+		fmt.Fprint(stderr, "usage: mediator custodian serve --config FILE\n")
+		return exitCode(2)
+	}
+	fs := newFlagSet("custodian serve", "mediator custodian serve --config FILE", stderr)
+	configFile := fs.String("config", env("", "MEDIATOR_CUSTODIAN_CONFIG"), "the custodian's configuration file [MEDIATOR_CUSTODIAN_CONFIG]")
+	level := fs.String("log-level", env("info", "MEDIATOR_LOG_LEVEL"), "debug, info, warn or error [MEDIATOR_LOG_LEVEL]")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if *configFile == "" {
+		return errors.New("custodian serve: --config is required")
+	}
+	b, err := os.ReadFile(*configFile)
+	if err != nil {
+		return fmt.Errorf("custodian serve: %w", err)
+	}
+	cfg, err := custodian.ParseConfig(b)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, *level, nil).With("custodian", cfg.Name)
+	return serveCustodian(ctx, cfg, log, nil)
+}
+
+// serveCustodian runs one custodian until ctx ends; ready, if not nil,
+// receives its address once it accepts requests.
+func serveCustodian(ctx context.Context, cfg custodian.Config, log *slog.Logger, ready chan<- string) error {
+	c, err := custodian.Open(ctx, cfg, log, custodian.NewMetrics())
+	if err != nil {
+		log.Error("custodian failed to start", "err", err)
+		return err
+	}
+	defer c.Close()
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("custodian: listen: %w", err)
+	}
+	srv := &http.Server{Handler: c.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 60 * time.Second,
+		WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
+	log.Info("custodian serving", "addr", ln.Addr().String(), "tls", cfg.TLSCertFile != "")
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGTERM)
+	defer signal.Stop(hup)
+	errc := make(chan error, 1)
+	go func() {
+		if cfg.TLSCertFile != "" {
+			errc <- srv.ServeTLS(ln, cfg.TLSCertFile, cfg.TLSKeyFile)
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	case <-hup:
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}

@@ -1,0 +1,172 @@
+package custodian
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/mediatorhq/mediator/shares"
+)
+
+// Config is a custodian's configuration file (`mediator custodian serve
+// --config FILE`, docs/custodians.md). It names the custodian's own
+// credentials; secrets are in the files it names, never in it.
+type Config struct {
+	// Name is the custodian's name in the custodian set, info strings and
+	// receipts.
+	Name string `json:"name"`
+	// Listen is the address the API listens on, host:port.
+	Listen string `json:"listen"`
+	// TLSCertFile and TLSKeyFile, if set, serve HTTPS.
+	TLSCertFile string `json:"tls_cert_file,omitempty"`
+	TLSKeyFile  string `json:"tls_key_file,omitempty"`
+
+	// Vault is the custodian's own Vault: its KV v2 store and, unless
+	// PKCS11 is set, its Transit key.
+	Vault   VaultLogin     `json:"vault"`
+	Transit *TransitConfig `json:"transit,omitempty"`
+	PKCS11  *PKCS11File    `json:"pkcs11,omitempty"`
+	KV      KVConfig       `json:"kv"`
+
+	// MediatorTokenFile holds the bearer token the mediator (the
+	// coordinator) calls with; OperatorTokenFile the custodian operator's
+	// (rewrap, metrics).
+	MediatorTokenFile string `json:"mediator_token_file"`
+	OperatorTokenFile string `json:"operator_token_file"`
+
+	// ApproversFile is the approvers this custodian trusts: their ids,
+	// roles and Ed25519 keys (docs/custodians.md).
+	ApproversFile string `json:"approvers_file"`
+	// PolicyDir, if set, holds the custodian's own release.rego and
+	// data.json; else the embedded ones.
+	PolicyDir string `json:"policy_dir,omitempty"`
+
+	// MinRetention is the least age at which the custodian destroys a
+	// share (default 24h): a coordinator cannot shorten retention.
+	MinRetention Duration `json:"min_retention,omitempty"`
+	// AbortWindow is how long after storing a share the coordinator may
+	// abort it because the deposit failed elsewhere (default 10m).
+	AbortWindow Duration `json:"abort_window,omitempty"`
+}
+
+// VaultLogin is how the custodian logs in to its Vault: an AppRole (role id
+// and a secret id file) or a token file.
+type VaultLogin struct {
+	Addr         string `json:"addr"`
+	RoleID       string `json:"role_id,omitempty"`
+	RoleIDFile   string `json:"role_id_file,omitempty"`
+	SecretIDFile string `json:"secret_id_file,omitempty"`
+	TokenFile    string `json:"token_file,omitempty"`
+}
+
+// TransitConfig names the custodian's Transit key (aes256-gcm96, derived,
+// not exportable).
+type TransitConfig struct {
+	Mount string `json:"mount"`
+	Key   string `json:"key"`
+}
+
+// PKCS11File names the custodian's key on a PKCS#11 token; the PIN comes
+// from PINFile or the environment variable PINEnv.
+type PKCS11File struct {
+	Module            string   `json:"module"`
+	TokenLabel        string   `json:"token_label"`
+	KeyLabel          string   `json:"key_label"`
+	PreviousKeyLabels []string `json:"previous_key_labels,omitempty"`
+	PINFile           string   `json:"pin_file,omitempty"`
+	PINEnv            string   `json:"pin_env,omitempty"`
+}
+
+// KVConfig is where the custodian keeps its identity, shares and records:
+// a KV v2 mount and a prefix of its own.
+type KVConfig struct {
+	Mount  string `json:"mount"`
+	Prefix string `json:"prefix"`
+}
+
+// Duration is a time.Duration written as "24h".
+type Duration struct{ time.Duration }
+
+// UnmarshalJSON reads a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("a duration is a string such as \"24h\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalJSON writes a Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// Defaults.
+const (
+	defaultMinRetention = 24 * time.Hour
+	defaultAbortWindow  = 10 * time.Minute
+)
+
+// ParseConfig reads a configuration file (JSON, unknown fields refused),
+// fills in defaults, and reports every problem at once.
+func ParseConfig(b []byte) (Config, error) {
+	var c Config
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("custodian: config: %w", err)
+	}
+	if c.MinRetention.Duration == 0 {
+		c.MinRetention.Duration = defaultMinRetention
+	}
+	if c.AbortWindow.Duration == 0 {
+		c.AbortWindow.Duration = defaultAbortWindow
+	}
+	var errs []string
+	if !shares.ValidID(c.Name) {
+		errs = append(errs, "name is required (1–128 printable bytes)")
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, "listen must be host:port")
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		errs = append(errs, "tls_cert_file and tls_key_file go together")
+	}
+	if c.Vault.Addr == "" {
+		errs = append(errs, "vault.addr is required")
+	}
+	if c.Vault.TokenFile == "" && (c.Vault.RoleID == "" && c.Vault.RoleIDFile == "" || c.Vault.SecretIDFile == "") {
+		errs = append(errs, "vault needs role_id (or role_id_file) and secret_id_file, or token_file")
+	}
+	switch {
+	case (c.Transit == nil) == (c.PKCS11 == nil):
+		errs = append(errs, "set exactly one of transit and pkcs11")
+	case c.Transit != nil && (c.Transit.Mount == "" || c.Transit.Key == ""):
+		errs = append(errs, "transit needs mount and key")
+	case c.PKCS11 != nil && (c.PKCS11.Module == "" || c.PKCS11.TokenLabel == "" || c.PKCS11.KeyLabel == ""):
+		errs = append(errs, "pkcs11 needs module, token_label and key_label")
+	}
+	if c.KV.Mount == "" || strings.Trim(c.KV.Prefix, "/") == "" {
+		errs = append(errs, "kv needs mount and prefix")
+	}
+	if c.MediatorTokenFile == "" || c.OperatorTokenFile == "" {
+		errs = append(errs, "mediator_token_file and operator_token_file are required")
+	}
+	if c.ApproversFile == "" {
+		errs = append(errs, "approvers_file is required")
+	}
+	if c.MinRetention.Duration < 0 || c.AbortWindow.Duration < 0 {
+		errs = append(errs, "durations must not be negative")
+	}
+	if len(errs) > 0 {
+		return c, errors.New("custodian: config: " + strings.Join(errs, "; "))
+	}
+	return c, nil
+}

@@ -1,0 +1,163 @@
+// Package custodian is the custodian service (`mediator custodian serve`):
+// one share holder of the escrow, run by its own organisation with its own
+// credentials, whose correctness never depends on the caller being honest.
+//
+// A custodian keeps its HPKE and Ed25519 private keys, and every share it
+// holds, wrapped by its own Vault Transit key or HSM, in its own Vault KV
+// store. It stores a share only when the share opens as its own share of
+// the key named (the HPKE info binds it), and signs a receipt. It releases
+// a share only when it has checked the release itself: the request parsed
+// from its canonical bytes, every approval's signature against the
+// approvers it trusts, its own copy of the release policy, its own record
+// of what it stored and when, and a write-once record that this share was
+// never released for this request before. Only then is the share re-sealed
+// to the request's recipient, never to the caller. The mediator
+// coordinates and logs; it cannot open a share.
+package custodian
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/mediatorhq/mediator/policy"
+	"github.com/mediatorhq/mediator/secretfile"
+	"github.com/mediatorhq/mediator/vaultclient"
+	"github.com/mediatorhq/mediator/wire"
+)
+
+// Custodian is one running custodian. It is safe for concurrent use.
+type Custodian struct {
+	cfg       Config
+	vault     *vaultapi.Client
+	wrapper   Wrapper
+	store     *store
+	id        *identity
+	approvers *Approvers
+	policy    *policy.Engine
+	mediator  [sha256.Size]byte // SHA-256 of the mediator's bearer token
+	operator  [sha256.Size]byte // SHA-256 of the operator's bearer token
+	log       *slog.Logger
+	metrics   *Metrics
+	now       func() time.Time
+	closers   []func() error
+}
+
+// Open connects the custodian to its Vault (and HSM), loads or makes its
+// keys, reads the approvers it trusts and loads its release policy, which
+// must pass the policy package's data checks and probes.
+func Open(ctx context.Context, cfg Config, log *slog.Logger, metrics *Metrics) (*Custodian, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Custodian{cfg: cfg, log: log, metrics: metrics, now: time.Now}
+	ok := false
+	defer func() {
+		if !ok {
+			c.Close()
+		}
+	}()
+	var err error
+	for _, t := range []struct {
+		file string
+		dst  *[sha256.Size]byte
+	}{{cfg.MediatorTokenFile, &c.mediator}, {cfg.OperatorTokenFile, &c.operator}} {
+		tok, err := secretfile.Read(t.file)
+		if err != nil {
+			return nil, fmt.Errorf("custodian: %w", err)
+		}
+		*t.dst = sha256.Sum256([]byte(tok))
+	}
+	if subtle.ConstantTimeCompare(c.mediator[:], c.operator[:]) == 1 {
+		return nil, errors.New("custodian: the mediator's token and the operator's token must differ")
+	}
+	b, err := os.ReadFile(cfg.ApproversFile)
+	if err != nil {
+		return nil, fmt.Errorf("custodian: approvers file: %w", err)
+	}
+	if c.approvers, err = ParseApprovers(b); err != nil {
+		return nil, err
+	}
+	if c.policy, err = policy.LoadRelease(ctx, cfg.PolicyDir); err != nil {
+		if metrics != nil {
+			metrics.policyRefused.Inc()
+		}
+		return nil, fmt.Errorf("custodian: release policy: %w", err)
+	}
+	var vm *vaultclient.Metrics
+	if metrics != nil {
+		vm = metrics.vault
+	}
+	c.vault, err = vaultclient.Connect(ctx, log, vaultclient.Config{Addr: cfg.Vault.Addr, RoleID: cfg.Vault.RoleID,
+		RoleIDFile: cfg.Vault.RoleIDFile, SecretIDFile: cfg.Vault.SecretIDFile, TokenFile: cfg.Vault.TokenFile, Metrics: vm})
+	if err != nil {
+		return nil, fmt.Errorf("custodian: %w", err)
+	}
+	if c.wrapper, err = c.openWrapper(); err != nil {
+		return nil, err
+	}
+	c.store = newStore(c.vault, cfg.KV.Mount, cfg.KV.Prefix)
+	if c.id, err = loadIdentity(ctx, cfg.Name, c.store, c.wrapper); err != nil {
+		return nil, err
+	}
+	ok = true
+	log.Info("custodian ready", "custodian", cfg.Name, "hpke_key", c.id.hpkePub.Fingerprint(),
+		"policy_revision", c.policy.Revision())
+	return c, nil
+}
+
+// openWrapper connects the custodian's Transit key or HSM.
+func (c *Custodian) openWrapper() (Wrapper, error) {
+	if t := c.cfg.Transit; t != nil {
+		return NewTransitWrapper(c.vault, t.Mount, t.Key), nil
+	}
+	p := c.cfg.PKCS11
+	pin := os.Getenv(p.PINEnv)
+	if p.PINFile != "" {
+		var err error
+		if pin, err = secretfile.Read(p.PINFile); err != nil {
+			return nil, fmt.Errorf("custodian: pkcs11 pin: %w", err)
+		}
+	}
+	hsm, err := OpenPKCS11(PKCS11Config{Module: p.Module, TokenLabel: p.TokenLabel, PIN: pin, KeyLabel: p.KeyLabel,
+		PreviousKeyLabels: p.PreviousKeyLabels})
+	if err != nil {
+		return nil, err
+	}
+	c.closers = append(c.closers, hsm.Close)
+	return hsm, nil
+}
+
+// Close releases the HSM session, if any.
+func (c *Custodian) Close() error {
+	var errs []error
+	for _, f := range c.closers {
+		errs = append(errs, f())
+	}
+	c.closers = nil
+	return errors.Join(errs...)
+}
+
+// Name is the custodian's name.
+func (c *Custodian) Name() string { return c.cfg.Name }
+
+// Info is the custodian's public face: its keys and policy revision.
+func (c *Custodian) Info() wire.CustodianInfo {
+	return wire.CustodianInfo{Name: c.cfg.Name, HPKEKey: c.id.hpkePub, SigningKey: c.id.publicSigningKey(),
+		PolicyRevision: c.policy.Revision()}
+}
+
+// Ready probes the custodian's Vault.
+func (c *Custodian) Ready(ctx context.Context) error { return vaultclient.Ready(ctx, c.vault) }
+
+// aad is the wrapping context of a share: conversation and key id.
+func aad(conversationID, keyID string) []byte {
+	return []byte(conversationID + "\x00" + keyID)
+}

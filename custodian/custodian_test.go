@@ -1,0 +1,399 @@
+package custodian_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/hpke"
+	"crypto/rand"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/custodian"
+	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
+	"github.com/mediatorhq/mediator/dev"
+	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/seal"
+	"github.com/mediatorhq/mediator/shares"
+	"github.com/mediatorhq/mediator/test/harness"
+	"github.com/mediatorhq/mediator/test/testcustodians"
+	"github.com/mediatorhq/mediator/wire"
+)
+
+var env *harness.Env
+
+func TestMain(m *testing.M) { harness.Main(m, &env) }
+
+// fixture is five custodians trusting two approvers, and a depositor's and
+// an officer's keys.
+type fixture struct {
+	set       *testcustodians.Set
+	remotes   []*escrow.Remote
+	approvers map[string]ed25519.PrivateKey
+	officer   hpke.PrivateKey
+	recipient seal.PublicKey
+}
+
+func newFixture(t *testing.T, opts dev.CustodianOptions) *fixture {
+	t.Helper()
+	f := &fixture{approvers: map[string]ed25519.PrivateKey{}}
+	for id, role := range map[string]string{"lena": "legal", "sam": "security"} {
+		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+		f.approvers[id] = priv
+		opts.Approvers = append(opts.Approvers, custodian.Approver{ID: id, Roles: []string{role}, Keys: []ed25519.PublicKey{pub}, Active: true})
+	}
+	f.set = testcustodians.Start(t, env, opts)
+	var err error
+	if f.remotes, err = f.set.File.Remotes(); err != nil {
+		t.Fatal(err)
+	}
+	file, pub, _ := seal.NewKey(seal.KEMMLKEM768X25519)
+	f.officer, _ = seal.ParseKey(file)
+	f.recipient = pub
+	return f
+}
+
+// deposit splits key and stores share i with custodian i, returning the
+// escrow id and each custodian's signed receipt.
+func (f *fixture) deposit(t *testing.T, convo, keyID string, key []byte) (string, []shares.SignedReceipt) {
+	t.Helper()
+	commitment, sealed, err := shares.Split(f.set.SharesSet(), convo, keyID, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.NewString()
+	var receipts []shares.SignedReceipt
+	for i, r := range f.remotes {
+		res, err := r.Store(context.Background(), wire.ShareToStore{EscrowID: id, ConversationID: convo, KeyID: keyID,
+			Index: i + 1, Commitment: commitment, Sealed: sealed[i].Sealed, Depositor: "gw"})
+		if err != nil || res.Error != nil {
+			t.Fatalf("store with %s: %v %+v", r.Name, err, res.Error)
+		}
+		if err := res.Receipt.Verify(f.set.Signer(i)); err != nil {
+			t.Fatal(err)
+		}
+		receipts = append(receipts, *res.Receipt)
+	}
+	return id, receipts
+}
+
+// request is a canonical request for convos, and approvals by the given
+// approvers.
+func (f *fixture) request(t *testing.T, convos []string, from, to time.Time, approvers ...string) ([]byte, []wire.EvidenceApproval) {
+	t.Helper()
+	now := time.Now().UTC().Truncate(time.Second)
+	r := approval.Request{ID: uuid.NewString(), Requester: "olga", CaseID: "case-1", LegalBasis: "court_order", WarrantRef: "W 1",
+		Jurisdiction: "US", Justification: "See the case file.", Scope: approval.Scope{ConversationIDs: convos, From: from, To: to},
+		Recipient: f.recipient, CreatedAt: now.Add(-time.Minute), ExpiresAt: now.Add(time.Hour)}
+	c, err := r.Canonical()
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := approval.Digest(c)
+	var as []wire.EvidenceApproval
+	for _, id := range approvers {
+		as = append(as, wire.EvidenceApproval{ApproverID: id, Decision: "approve", ApprovedAt: now,
+			Signature: ed25519.Sign(f.approvers[id], approval.Message(r.ID, digest, "approve", id))})
+	}
+	return c, as
+}
+
+func ref(id string, receipts []shares.SignedReceipt, i int) []wire.ShareRef {
+	return []wire.ShareRef{{EscrowID: id, Locator: receipts[i].Receipt.Locator}}
+}
+
+// TestStoreAndRelease: a custodian stores only a share that opens as its
+// own share of the key named, and releases it only for a request it checks
+// itself, to the request's recipient, once.
+func TestStoreAndRelease(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, dev.CustodianOptions{})
+	key := bytes.Repeat([]byte{0x42}, 32)
+	id, receipts := f.deposit(t, "conv-a", "e1", key)
+	r := receipts[0].Receipt
+	if r.Kind != shares.ReceiptDeposit || r.Custodian != "custodian-1" || r.EscrowID != id || r.Index != 1 || !strings.HasPrefix(r.Locator, "deposits/") {
+		t.Fatalf("deposit receipt: %+v", r)
+	}
+
+	// A share sealed to custodian 1 is refused by custodian 2.
+	commitment, sealed, _ := shares.Split(f.set.SharesSet(), "conv-b", "e1", key)
+	res, err := f.remotes[1].Store(ctx, wire.ShareToStore{EscrowID: uuid.NewString(), ConversationID: "conv-b", KeyID: "e1",
+		Index: 2, Commitment: commitment, Sealed: sealed[0].Sealed})
+	if err != nil || res.Error == nil || res.Error.Code != "share_invalid" || res.Receipt != nil {
+		t.Fatalf("a share sealed to another custodian: %+v %v", res, err)
+	}
+
+	now := time.Now()
+	canonical, approvals := f.request(t, []string{"conv-a"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
+	req, _ := approval.Parse(canonical)
+	ans, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)})
+	if err != nil || len(ans.Shares) != 1 || ans.Shares[0].Error != nil {
+		t.Fatalf("release: %+v %v", ans, err)
+	}
+	sh := ans.Shares[0]
+	rr := sh.Receipt.Receipt
+	if err := sh.Receipt.Verify(f.set.Signer(0)); err != nil || rr.Kind != shares.ReceiptRelease || rr.RequestID != req.ID ||
+		rr.RequestDigest != approval.Digest(canonical) || rr.RecipientKey != f.recipient.Fingerprint() || rr.SealedSHA256 != shares.SealedHash(sh.Sealed) ||
+		rr.PolicyRevision == "" {
+		t.Fatalf("release receipt: %+v %v", rr, err)
+	}
+	share, err := shares.OpenReleased(f.officer, req.ID, "conv-a", "e1", "custodian-1", 1, sh.Sealed)
+	if err != nil || len(share) != 33 {
+		t.Fatalf("the officer cannot open the released share: %v", err)
+	}
+	// Once per request and share.
+	ans, err = f.remotes[0].Release(ctx, wire.ReleaseEvidence{Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)})
+	if err != nil || ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "already_released" || ans.Shares[0].Sealed != nil {
+		t.Fatalf("second release: %+v %v", ans, err)
+	}
+
+	// Out of scope: another conversation, or a window the share was not
+	// stored in.
+	c2, a2 := f.request(t, []string{"conv-z"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
+	ans, _ = f.remotes[1].Release(ctx, wire.ReleaseEvidence{Canonical: c2, Approvals: a2, Shares: ref(id, receipts, 1)})
+	if ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "not_in_scope" {
+		t.Fatalf("another conversation: %+v", ans)
+	}
+	c3, a3 := f.request(t, []string{"conv-a"}, now.Add(-48*time.Hour), now.Add(-24*time.Hour), "lena", "sam")
+	ans, _ = f.remotes[1].Release(ctx, wire.ReleaseEvidence{Canonical: c3, Approvals: a3, Shares: ref(id, receipts, 1)})
+	if ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "not_in_scope" {
+		t.Fatalf("another window: %+v", ans)
+	}
+}
+
+// TestReleaseRefusals: the custodian refuses, with reasons, a release whose
+// approvals do not verify with keys it trusts, a request that is not in
+// canonical form, one approval alone, and a forged approval under a
+// trusted id.
+func TestReleaseRefusals(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, dev.CustodianOptions{})
+	id, receipts := f.deposit(t, "conv-a", "e1", bytes.Repeat([]byte{1}, 32))
+	now := time.Now()
+	canonical, approvals := f.request(t, []string{"conv-a"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
+	_, mallory, _ := ed25519.GenerateKey(rand.Reader)
+	req, _ := approval.Parse(canonical)
+	forged := wire.EvidenceApproval{ApproverID: "sam", Decision: "approve", ApprovedAt: now,
+		Signature: ed25519.Sign(mallory, approval.Message(req.ID, approval.Digest(canonical), "approve", "sam"))}
+	invented := wire.EvidenceApproval{ApproverID: "mallory", Decision: "approve", ApprovedAt: now,
+		Signature: ed25519.Sign(mallory, approval.Message(req.ID, approval.Digest(canonical), "approve", "mallory"))}
+	for name, ev := range map[string]wire.ReleaseEvidence{
+		"one approval":         {Canonical: canonical, Approvals: approvals[:1]},
+		"forged approval":      {Canonical: canonical, Approvals: []wire.EvidenceApproval{approvals[0], forged}},
+		"invented approver":    {Canonical: canonical, Approvals: []wire.EvidenceApproval{approvals[0], invented}},
+		"not canonical":        {Canonical: append([]byte(" "), canonical...), Approvals: approvals},
+		"approvals of another": {Canonical: bytes.Replace(canonical, []byte("case-1"), []byte("case-2"), 1), Approvals: approvals},
+	} {
+		ev.Shares = ref(id, receipts, 0)
+		_, err := f.remotes[0].Release(ctx, ev)
+		var refused *escrow.RefusedError
+		if !errors.As(err, &refused) || len(refused.Reasons) == 0 {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	// None of that released anything: the genuine release still can.
+	ans, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)})
+	if err != nil || ans.Shares[0].Error != nil {
+		t.Fatalf("genuine release after the refusals: %+v %v", ans, err)
+	}
+}
+
+// TestDestroyAbortAndHolds: a custodian destroys a share only past its own
+// minimum retention and when no hold it was told of stands; aborts only
+// within its window and before any release; a destroyed share cannot be
+// released.
+func TestDestroyAbortAndHolds(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, dev.CustodianOptions{MinRetention: time.Hour})
+	id, receipts := f.deposit(t, "conv-a", "e1", bytes.Repeat([]byte{2}, 32))
+	res, err := f.remotes[0].Destroy(ctx, ref(id, receipts, 0))
+	if err != nil || res[0].Outcome != "too_young" {
+		t.Fatalf("destroy a young share: %+v %v", res, err)
+	}
+	res, err = f.remotes[0].Abort(ctx, ref(id, receipts, 0))
+	if err != nil || res[0].Outcome != "aborted" {
+		t.Fatalf("abort a fresh share: %+v %v", res, err)
+	}
+	res, _ = f.remotes[0].Abort(ctx, ref(id, receipts, 0))
+	if res[0].Outcome != "aborted" {
+		t.Fatalf("abort again: %+v", res)
+	}
+	now := time.Now()
+	canonical, approvals := f.request(t, []string{"conv-a"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
+	ans, _ := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)})
+	if ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "not_found" {
+		t.Fatalf("release of an aborted share: %+v", ans)
+	}
+	// A released share cannot be aborted.
+	ans, _ = f.remotes[1].Release(ctx, wire.ReleaseEvidence{Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 1)})
+	if ans.Shares[0].Error != nil {
+		t.Fatalf("release: %+v", ans)
+	}
+	if res, _ := f.remotes[1].Abort(ctx, ref(id, receipts, 1)); res[0].Outcome != "released" {
+		t.Fatalf("abort a released share: %+v", res)
+	}
+
+	// With no minimum retention, a hold keeps a share until it is released.
+	g := newFixture(t, dev.CustodianOptions{MinRetention: time.Nanosecond})
+	id2, rc2 := g.deposit(t, "conv-held", "e1", bytes.Repeat([]byte{3}, 32))
+	if err := g.remotes[2].Hold(ctx, wire.Hold{HoldID: uuid.NewString(), ConversationID: "conv-held"}); err != nil {
+		t.Fatal(err)
+	}
+	hold := uuid.NewString()
+	g.remotes[3].Hold(ctx, wire.Hold{HoldID: hold, ConversationID: "conv-held"})
+	if res, _ := g.remotes[3].Destroy(ctx, ref(id2, rc2, 3)); res[0].Outcome != "held" {
+		t.Fatalf("destroy under a hold: %+v", res)
+	}
+	g.remotes[3].Hold(ctx, wire.Hold{HoldID: hold, Released: true})
+	if res, _ := g.remotes[3].Destroy(ctx, ref(id2, rc2, 3)); res[0].Outcome != "destroyed" {
+		t.Fatalf("destroy after the hold's release: %+v", res)
+	}
+	if res, _ := g.remotes[3].Destroy(ctx, ref(id2, rc2, 3)); res[0].Outcome != "destroyed" {
+		t.Fatalf("destroy again: %+v", res)
+	}
+}
+
+// TestAPIAuthentication: the coordinator's calls need the mediator's token,
+// the operator's calls the operator's; the public key document needs none;
+// neither token opens the other's calls.
+func TestAPIAuthentication(t *testing.T) {
+	f := newFixture(t, dev.CustodianOptions{})
+	c := f.set.Custodians[0]
+	call := func(method, path, token string) int {
+		req, _ := http.NewRequest(method, c.URL+path, strings.NewReader(`{}`))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, tc := range []struct {
+		method, path, token string
+		want                int
+	}{
+		{"GET", "/v1/custodian", "", 200},
+		{"POST", "/v1/releases", "", 401},
+		{"POST", "/v1/releases", c.OperatorToken, 401},
+		{"POST", "/v1/releases", "wrong", 401},
+		{"POST", "/v1/releases", c.MediatorToken, 422},
+		{"POST", "/v1/rewrap", c.MediatorToken, 401},
+		{"GET", "/metrics", "", 401},
+		{"GET", "/metrics", c.OperatorToken, 200},
+	} {
+		if got := call(tc.method, tc.path, tc.token); got != tc.want {
+			t.Errorf("%s %s with %q: %d, want %d", tc.method, tc.path, tc.token, got, tc.want)
+		}
+	}
+}
+
+// TestAppRoleConfinedToItsOwnKeyAndPrefix: custodian 1's Vault login may use
+// its own Transit key and KV prefix, and nothing of custodian 2's or of the
+// mediator's.
+func TestAppRoleConfinedToItsOwnKeyAndPrefix(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, dev.CustodianOptions{})
+	cfg := f.set.Custodians[0].Config
+	secret, _ := os.ReadFile(cfg.Vault.SecretIDFile)
+	c, err := vaultapi.NewClient(&vaultapi.Config{Address: cfg.Vault.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ClearToken()
+	login, err := c.Logical().Write("auth/approle/login", map[string]any{"role_id": cfg.Vault.RoleID, "secret_id": strings.TrimSpace(string(secret))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken(login.Auth.ClientToken)
+	ctxt := map[string]any{"plaintext": "c2hhcmU=", "context": "Yw=="}
+	if _, err := c.Logical().WriteWithContext(ctx, vaultsetup.TransitMount+"/encrypt/custodian-1", ctxt); err != nil {
+		t.Fatalf("its own key: %v", err)
+	}
+	for _, p := range []string{vaultsetup.TransitMount + "/encrypt/custodian-2", vaultsetup.TransitMount + "/decrypt/custodian-2",
+		vaultsetup.TransitMount + "/sign/" + vaultsetup.CheckpointKey} {
+		if _, err := c.Logical().WriteWithContext(ctx, p, ctxt); err == nil {
+			t.Errorf("custodian-1 may write %s", p)
+		}
+	}
+	own, other := cfg.KV.Prefix+"/identity", f.set.Custodians[1].Config.KV.Prefix+"/identity"
+	if _, err := c.KVv2(vaultsetup.KVMount).Get(ctx, other); err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Errorf("custodian-1 reading custodian-2's identity: %v", err)
+	}
+	sec, err := c.KVv2(vaultsetup.KVMount).Get(ctx, own)
+	if err != nil {
+		t.Fatalf("custodian-1 cannot read its own identity: %v", err)
+	}
+	// Its private keys are at rest only wrapped by its Transit key.
+	for k, v := range sec.Data {
+		if s, _ := v.(string); strings.HasSuffix(k, "_wrapped") && !strings.HasPrefix(s, "vault:v") {
+			t.Errorf("identity field %s is not a Transit ciphertext", k)
+		}
+	}
+}
+
+// TestTransitRewrap: after the custodian's Transit key is rotated, rewrap
+// moves its private keys and every share to the new version, and a
+// release still works.
+func TestTransitRewrap(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, dev.CustodianOptions{})
+	id, receipts := f.deposit(t, "conv-r", "e1", bytes.Repeat([]byte{4}, 32))
+	admin, _ := vaultapi.NewClient(&vaultapi.Config{Address: env.Vault.Addr})
+	admin.SetToken(env.Vault.Token)
+	if _, err := admin.Logical().Write(vaultsetup.TransitMount+"/keys/custodian-3/rotate", nil); err != nil {
+		t.Fatal(err)
+	}
+	ans, err := f.set.Running[2].Rewrap(ctx)
+	if err != nil || ans.Rewrapped < 2 || len(ans.Failed) != 0 {
+		t.Fatalf("rewrap: %+v %v", ans, err)
+	}
+	again, err := f.set.Running[2].Rewrap(ctx)
+	if err != nil || again.Rewrapped != 0 {
+		t.Fatalf("second rewrap: %+v %v", again, err)
+	}
+	// Restarted, it reads its rewrapped keys; the share still releases.
+	f.set.Stop(2)
+	f.set.Run(2)
+	now := time.Now()
+	canonical, approvals := f.request(t, []string{"conv-r"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
+	res, err := f.remotes[2].Release(ctx, wire.ReleaseEvidence{Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 2)})
+	if err != nil || res.Shares[0].Error != nil {
+		t.Fatalf("release after rewrap: %+v %v", res, err)
+	}
+}
+
+// TestPermissivePolicyNeverLoads: a custodian whose own data.json would
+// release on one approval does not start.
+func TestPermissivePolicyNeverLoads(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"release.rego", "data.json"} {
+		b, err := os.ReadFile(filepath.Join("..", "policy", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name == "data.json" {
+			b = []byte(strings.Replace(string(b), `"min_approvals": 2`, `"min_approvals": 1`, 1))
+		}
+		os.WriteFile(filepath.Join(dir, name), b, 0o644)
+	}
+	f := newFixture(t, dev.CustodianOptions{})
+	cfg := f.set.Custodians[0].Config
+	cfg.PolicyDir = dir
+	m := custodian.NewMetrics()
+	_, err := custodian.Open(context.Background(), cfg, nil, m)
+	if err == nil || !strings.Contains(err.Error(), "min_approvals must be at least 2") {
+		t.Fatalf("a permissive data.json loaded: %v", err)
+	}
+}

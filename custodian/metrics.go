@@ -1,0 +1,116 @@
+package custodian
+
+import (
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/mediatorhq/mediator/vaultclient"
+)
+
+// Metrics are a custodian's own metric families, on its own registry.
+// Labels carry outcomes and codes only, never an id. A nil *Metrics records
+// nothing.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	shares        *prometheus.CounterVec
+	releases      *prometheus.CounterVec
+	releaseTime   prometheus.Histogram
+	sharesOut     *prometheus.CounterVec
+	lifecycleOps  *prometheus.CounterVec
+	policyRefused prometheus.Counter
+	requests      *prometheus.CounterVec
+	vault         *vaultclient.Metrics
+}
+
+// NewMetrics makes a custodian's registry with its metrics, Vault call
+// metrics, and the Go and process collectors.
+func NewMetrics() *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: reg,
+		shares: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mediator_custodian_shares_total",
+			Help: "Shares offered to this custodian for storing, by outcome: stored, invalid (did not open as its share), unavailable.",
+		}, []string{"outcome"}),
+		releases: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mediator_custodian_releases_total",
+			Help: "Release calls this custodian checked, by outcome: checked (its checks passed), refused (policy or evidence), bad_request, error.",
+		}, []string{"outcome"}),
+		releaseTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "mediator_custodian_release_seconds",
+			Help:    "Time to check a release and re-seal its shares.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}),
+		sharesOut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mediator_custodian_shares_released_total",
+			Help: "Shares asked for in releases, by outcome: released, not_found, not_in_scope, already_released, unavailable.",
+		}, []string{"outcome"}),
+		lifecycleOps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mediator_custodian_lifecycle_total",
+			Help: "Destroy and abort requests per share, by operation and outcome (destroyed, aborted, held, too_young, too_old, released, not_found, failed).",
+		}, []string{"op", "outcome"}),
+		policyRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mediator_custodian_policy_refused_total",
+			Help: "Release policies this custodian refused to load (data checks or probes failed).",
+		}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mediator_custodian_http_requests_total",
+			Help: "API calls by route and status code.",
+		}, []string{"route", "code"}),
+	}
+	reg.MustRegister(m.shares, m.releases, m.releaseTime, m.sharesOut, m.lifecycleOps, m.policyRefused, m.requests,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.vault = vaultclient.NewMetrics(reg)
+	return m
+}
+
+func (m *Metrics) stored(outcome string, n int) {
+	if m == nil || n == 0 {
+		return
+	}
+	m.shares.WithLabelValues(outcome).Add(float64(n))
+}
+
+func (m *Metrics) release(err error, d time.Duration) {
+	if m == nil {
+		return
+	}
+	var refused *RefusedError
+	outcome := "checked"
+	switch {
+	case errors.As(err, &refused):
+		outcome = "refused"
+	case errors.Is(err, errBadRequest):
+		outcome = "bad_request"
+	case err != nil:
+		outcome = "error"
+	}
+	m.releases.WithLabelValues(outcome).Inc()
+	m.releaseTime.Observe(d.Seconds())
+}
+
+func (m *Metrics) shareReleased(outcome string) {
+	if m == nil {
+		return
+	}
+	m.sharesOut.WithLabelValues(outcome).Inc()
+}
+
+func (m *Metrics) lifecycle(op, outcome string) {
+	if m == nil {
+		return
+	}
+	m.lifecycleOps.WithLabelValues(op, outcome).Inc()
+}
+
+func (m *Metrics) request(route string, code int) {
+	if m == nil {
+		return
+	}
+	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+}

@@ -1,0 +1,221 @@
+package custodian
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mediatorhq/mediator/wire"
+)
+
+// maxBody bounds a request body: a release of 10,000 shares, or a store
+// call of 1,024 sealed shares, fits well within it.
+const maxBody = 16 << 20
+
+// Handler returns the custodian's HTTP API. Every route and who may call it
+// is listed here: the public key document and health are public; the
+// coordinator's calls need the mediator's token; rewrap and metrics need
+// the operator's.
+func (c *Custodian) Handler() http.Handler {
+	r := chi.NewRouter()
+	r.Use(c.accessLog)
+	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
+	})
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.Get("/readyz", c.readyz)
+	r.Get("/v1/custodian", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, c.Info()) })
+
+	m := r.With(c.bearer(&c.mediator, "the mediator's"))
+	m.Post("/v1/shares", c.storeShares)
+	m.Post("/v1/shares/abort", c.refs(c.Abort))
+	m.Post("/v1/shares/destroy", c.refs(c.Destroy))
+	m.Post("/v1/holds", c.hold)
+	m.Post("/v1/releases", c.serveRelease)
+
+	op := r.With(c.bearer(&c.operator, "the operator's"))
+	op.Post("/v1/rewrap", c.rewrap)
+	if c.metrics != nil {
+		op.Get("/metrics", promhttp.HandlerFor(c.metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP)
+	}
+	return r
+}
+
+// bearer admits a request whose bearer token hashes to *want, compared in
+// constant time.
+func (c *Custodian) bearer(want *[sha256.Size]byte, whose string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			got := sha256.Sum256([]byte(tok))
+			if !ok || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="mediator-custodian"`)
+				writeError(w, http.StatusUnauthorized, "unauthenticated", "this call needs "+whose+" bearer token")
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// statusRecorder keeps the status a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// accessLog writes one line per call (route pattern, status, time; never a
+// header or body) and counts it.
+func (c *Custodian) accessLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		route := chi.RouteContext(r.Context()).RoutePattern()
+		if route == "" {
+			route = "unmatched"
+		}
+		c.metrics.request(route, rec.status)
+		c.log.LogAttrs(r.Context(), slog.LevelInfo, "request", slog.String("custodian", c.cfg.Name), slog.String("method", r.Method),
+			slog.String("route", route), slog.Int("status", rec.status), slog.Duration("duration", time.Since(start)))
+	})
+}
+
+// decode reads a JSON body into v, refusing unknown fields, and answers
+// 400/413 when it cannot.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large")
+		} else {
+			writeError(w, http.StatusBadRequest, "bad_request", "body is not the expected JSON object")
+		}
+		return false
+	}
+	return true
+}
+
+// callError answers for an error of a whole call.
+func (c *Custodian) callError(w http.ResponseWriter, what string, err error) {
+	var refused *RefusedError
+	switch {
+	case errors.As(err, &refused):
+		writeError(w, http.StatusForbidden, "custodian_refused", c.cfg.Name+" refused the release: "+strings.Join(refused.Reasons, "; "),
+			map[string]any{"custodian": c.cfg.Name, "reasons": refused.Reasons, "policy_revision": refused.PolicyRevision})
+	case errors.Is(err, errBadRequest):
+		writeError(w, http.StatusUnprocessableEntity, "validation_failed", strings.TrimPrefix(err.Error(), errBadRequest.Error()+": "))
+	default:
+		c.log.Error(what+" failed", "custodian", c.cfg.Name, "err", err)
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "dependency_unavailable", c.cfg.Name+": "+what+" failed; nothing was changed")
+	}
+}
+
+func (c *Custodian) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := c.Ready(ctx); err != nil {
+		c.log.Warn("readiness probe failed", "custodian", c.cfg.Name, "err", err)
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "not_ready", "vault unreachable")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (c *Custodian) storeShares(w http.ResponseWriter, r *http.Request) {
+	var body wire.StoreShares
+	if !decode(w, r, &body) {
+		return
+	}
+	res, err := c.StoreShares(r.Context(), body.Shares)
+	if err != nil {
+		c.callError(w, "store", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, wire.StoreAnswer{Results: res})
+}
+
+func (c *Custodian) refs(op func(context.Context, []wire.ShareRef) ([]wire.RefResult, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var body wire.ShareRefs
+		if !decode(w, r, &body) {
+			return
+		}
+		res, err := op(r.Context(), body.Shares)
+		if err != nil {
+			c.callError(w, "destroy", err)
+			return
+		}
+		writeJSON(w, http.StatusOK, wire.RefAnswer{Results: res})
+	}
+}
+
+func (c *Custodian) hold(w http.ResponseWriter, r *http.Request) {
+	var body wire.Hold
+	if !decode(w, r, &body) {
+		return
+	}
+	if err := c.PlaceHold(r.Context(), body); err != nil {
+		c.callError(w, "hold", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+func (c *Custodian) serveRelease(w http.ResponseWriter, r *http.Request) {
+	var body wire.ReleaseEvidence
+	if !decode(w, r, &body) {
+		return
+	}
+	ans, err := c.Release(r.Context(), body)
+	if err != nil {
+		c.callError(w, "release", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ans)
+}
+
+func (c *Custodian) rewrap(w http.ResponseWriter, r *http.Request) {
+	ans, err := c.Rewrap(r.Context())
+	if err != nil {
+		c.callError(w, "rewrap", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ans)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string, details ...any) {
+	if details == nil {
+		details = []any{}
+	}
+	writeJSON(w, status, wire.Error{Error: wire.ErrorDetail{Code: code, Message: msg, Details: details}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}

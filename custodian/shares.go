@@ -1,0 +1,289 @@
+package custodian
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/mediatorhq/mediator/shares"
+	"github.com/mediatorhq/mediator/wire"
+)
+
+// Item error codes a custodian answers with.
+const (
+	codeShareInvalid    = "share_invalid"
+	codeUnavailable     = "unavailable"
+	codeNotFound        = "not_found"
+	codeNotInScope      = "not_in_scope"
+	codeAlreadyReleased = "already_released"
+)
+
+var commitmentPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+
+// maxStoreBatch bounds the shares of one store call.
+const maxStoreBatch = 1024
+
+// StoreShares stores the shares of concurrent deposits together: each must
+// open as this custodian's share of the key it names (its place, the key's
+// conversation, id and commitment are bound by the HPKE info), and is then
+// wrapped by the custodian's own key; the shares of one call are written
+// once, as one new entry. A share that does not open gets a
+// share_invalid error and is not stored; the others are.
+func (c *Custodian) StoreShares(ctx context.Context, items []wire.ShareToStore) ([]wire.StoreResult, error) {
+	if len(items) == 0 || len(items) > maxStoreBatch {
+		return nil, fmt.Errorf("%w: a store call carries 1–%d shares", errBadRequest, maxStoreBatch)
+	}
+	now := shares.FormatTime(c.now())
+	out := make([]wire.StoreResult, len(items))
+	recs := make([]record, len(items))
+	ok := make([]bool, len(items))
+	var wg sync.WaitGroup
+	for i, it := range items {
+		wg.Go(func() {
+			rec, err := c.wrapShare(ctx, it, now)
+			if err != nil {
+				out[i].Error = err
+				return
+			}
+			recs[i], ok[i] = rec, true
+		})
+	}
+	wg.Wait()
+	var keep []record
+	for i := range items {
+		if ok[i] {
+			keep = append(keep, recs[i])
+		}
+	}
+	if len(keep) == 0 {
+		c.metrics.stored("invalid", len(items))
+		return out, nil
+	}
+	locator, err := c.store.putDeposits(ctx, keep)
+	if err != nil {
+		c.metrics.stored("unavailable", len(items))
+		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
+	}
+	for i, it := range items {
+		if !ok[i] {
+			continue
+		}
+		r := shares.Receipt{Kind: shares.ReceiptDeposit, Custodian: c.cfg.Name, EscrowID: it.EscrowID,
+			ConversationID: it.ConversationID, KeyID: it.KeyID, Index: it.Index, Commitment: it.Commitment,
+			SealedSHA256: recs[i].SealedSHA256, At: now, Locator: locator}
+		signed, err := shares.Sign(c.id.sign, r)
+		if err != nil {
+			return nil, err
+		}
+		out[i].Receipt = &signed
+	}
+	c.metrics.stored("stored", len(keep))
+	c.metrics.stored("invalid", len(items)-len(keep))
+	c.log.Info("shares stored", "custodian", c.cfg.Name, "stored", len(keep), "refused", len(items)-len(keep), "locator", locator)
+	return out, nil
+}
+
+// wrapShare checks and opens one sealed share and wraps it with the
+// custodian's key.
+func (c *Custodian) wrapShare(ctx context.Context, it wire.ShareToStore, now string) (record, *wire.ItemError) {
+	if !shares.ValidID(it.EscrowID) || !shares.ValidID(it.ConversationID) || !shares.ValidID(it.KeyID) ||
+		it.Index < 1 || it.Index > 255 || !commitmentPattern.MatchString(it.Commitment) || len(it.Depositor) > shares.MaxIDLen {
+		return record{}, &wire.ItemError{Code: codeShareInvalid, Message: "the share's ids, place or commitment are malformed"}
+	}
+	share, err := shares.OpenDeposited(c.id.hpke, it.ConversationID, it.KeyID, c.cfg.Name, it.Index, it.Commitment, it.Sealed)
+	if err != nil {
+		return record{}, &wire.ItemError{Code: codeShareInvalid, Message: "the share does not open as this custodian's share of this key at this place"}
+	}
+	defer clear(share)
+	wrapped, err := c.wrapper.Wrap(ctx, aad(it.ConversationID, it.KeyID), share)
+	if err != nil {
+		c.log.Error("wrap failed", "custodian", c.cfg.Name, "escrow_id", it.EscrowID, "err", err)
+		return record{}, &wire.ItemError{Code: codeUnavailable, Message: "the custodian's key is unavailable"}
+	}
+	return record{EscrowID: it.EscrowID, ConversationID: it.ConversationID, KeyID: it.KeyID, Index: it.Index,
+		Commitment: it.Commitment, Wrapped: string(wrapped), SealedSHA256: shares.SealedHash(it.Sealed),
+		StoredAt: now, Depositor: it.Depositor}, nil
+}
+
+// Outcomes of destroy and abort.
+const (
+	outcomeDestroyed = "destroyed"
+	outcomeAborted   = "aborted"
+	outcomeHeld      = "held"
+	outcomeTooYoung  = "too_young"
+	outcomeTooOld    = "too_old"
+	outcomeNotFound  = "not_found"
+	outcomeReleased  = "released"
+	outcomeFailed    = "failed"
+)
+
+// Destroy destroys the shares named, each only if the custodian's own
+// records allow it: stored at least MinRetention ago, and its conversation
+// under no legal hold this custodian recorded. A share already destroyed
+// answers destroyed again.
+func (c *Custodian) Destroy(ctx context.Context, refs []wire.ShareRef) ([]wire.RefResult, error) {
+	holds, err := c.store.holds(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
+	}
+	return c.eachRef(ctx, refs, outcomeDestroyed, func(r record) (string, bool) {
+		stored, _ := time.Parse(shares.TimeLayout, r.StoredAt)
+		switch {
+		case holds[r.ConversationID]:
+			return outcomeHeld, false
+		case c.now().Sub(stored) < c.cfg.MinRetention.Duration:
+			return outcomeTooYoung, false
+		}
+		return outcomeDestroyed, true
+	})
+}
+
+// Abort destroys shares of deposits that failed elsewhere: only within
+// AbortWindow of storing them and before any release of them, so a
+// coordinator cannot use it to destroy escrowed keys.
+func (c *Custodian) Abort(ctx context.Context, refs []wire.ShareRef) ([]wire.RefResult, error) {
+	return c.eachRef(ctx, refs, outcomeAborted, func(r record) (string, bool) {
+		stored, _ := time.Parse(shares.TimeLayout, r.StoredAt)
+		if c.now().Sub(stored) > c.cfg.AbortWindow.Duration {
+			return outcomeTooOld, false
+		}
+		return outcomeAborted, true
+	})
+}
+
+// eachRef applies a destruction rule to each ref: allow says, from the
+// share's record, what becomes of it and whether it is destroyed. A share
+// destroyed is removed for good and a write-once tombstone records why.
+func (c *Custodian) eachRef(ctx context.Context, refs []wire.ShareRef, verb string, allow func(record) (string, bool)) ([]wire.RefResult, error) {
+	out := make([]wire.RefResult, len(refs))
+	for i, ref := range refs {
+		out[i] = wire.RefResult{EscrowID: ref.EscrowID}
+		if sec, err := c.store.get(ctx, c.store.path("destroyed", ref.EscrowID)); err == nil {
+			out[i].Outcome, _ = sec.Data["outcome"].(string)
+			continue
+		}
+		rec, sec, err := c.store.deposit(ctx, ref.Locator, ref.EscrowID)
+		if errors.Is(err, errNoRecord) {
+			out[i].Outcome = outcomeNotFound
+			continue
+		}
+		if err != nil {
+			out[i].Outcome, out[i].Message = outcomeFailed, "the custodian's store is unavailable"
+			continue
+		}
+		if verb == outcomeAborted {
+			if released, _ := c.store.list(ctx, "releases/"+ref.EscrowID); len(released) > 0 {
+				out[i].Outcome = outcomeReleased
+				continue
+			}
+		}
+		outcome, destroy := allow(rec)
+		if !destroy {
+			out[i].Outcome = outcome
+			continue
+		}
+		if err := c.store.putOnce(ctx, c.store.path("destroyed", ref.EscrowID), map[string]any{
+			"outcome": outcome, "at": shares.FormatTime(c.now()), "conversation_id": rec.ConversationID, "key_id": rec.KeyID,
+		}); err != nil && !errors.Is(err, errExists) {
+			out[i].Outcome, out[i].Message = outcomeFailed, "the custodian's store is unavailable"
+			continue
+		}
+		if err := c.store.removeDeposit(ctx, ref.Locator, ref.EscrowID, sec); err != nil {
+			c.log.Error("destroy failed", "custodian", c.cfg.Name, "escrow_id", ref.EscrowID, "err", err)
+			out[i].Outcome, out[i].Message = outcomeFailed, "the share could not be removed; retry"
+			continue
+		}
+		out[i].Outcome = outcome
+		c.log.Info("share "+outcome, "custodian", c.cfg.Name, "escrow_id", ref.EscrowID)
+	}
+	for _, r := range out {
+		c.metrics.lifecycle(verb, r.Outcome)
+	}
+	return out, nil
+}
+
+// PlaceHold records a legal hold (or its release) in the custodian's own
+// store: while it stands, Destroy keeps the conversation's shares.
+func (c *Custodian) PlaceHold(ctx context.Context, h wire.Hold) error {
+	if !shares.ValidID(h.HoldID) || (!h.Released && !shares.ValidID(h.ConversationID)) {
+		return fmt.Errorf("%w: a hold needs a hold id and a conversation id", errBadRequest)
+	}
+	p, data := c.store.path("holds", h.HoldID), map[string]any{"conversation_id": h.ConversationID, "at": shares.FormatTime(c.now())}
+	if h.Released {
+		p, data = c.store.path("hold-releases", h.HoldID), map[string]any{"at": shares.FormatTime(c.now())}
+	}
+	if err := c.store.putOnce(ctx, p, data); err != nil && !errors.Is(err, errExists) {
+		return fmt.Errorf("%w: %v", errUnavailable, err)
+	}
+	return nil
+}
+
+// Rewrap moves the custodian's private keys and every share it holds to
+// its wrapper's current key, after a rotation (a new Transit key version,
+// a new HSM key label). Transit re-wraps inside Vault: no share leaves it.
+func (c *Custodian) Rewrap(ctx context.Context) (wire.RewrapAnswer, error) {
+	var ans wire.RewrapAnswer
+	moved, err := rewrapIdentity(ctx, c.cfg.Name, c.store, c.wrapper)
+	if err != nil {
+		return ans, err
+	}
+	if moved {
+		ans.Rewrapped++
+	} else {
+		ans.Unchanged++
+	}
+	entries, err := c.store.list(ctx, "deposits")
+	if err != nil {
+		return ans, fmt.Errorf("%w: %v", errUnavailable, err)
+	}
+	for _, e := range entries {
+		n, unchanged, err := c.rewrapEntry(ctx, "deposits/"+e)
+		ans.Rewrapped += n
+		ans.Unchanged += unchanged
+		if err != nil {
+			ans.Failed = append(ans.Failed, "deposits/"+e+": "+err.Error())
+		}
+	}
+	c.log.Info("rewrap done", "custodian", c.cfg.Name, "rewrapped", ans.Rewrapped, "unchanged", ans.Unchanged, "failed", len(ans.Failed))
+	return ans, nil
+}
+
+// rewrapEntry rewraps the shares of one deposit entry.
+func (c *Custodian) rewrapEntry(ctx context.Context, locator string) (rewrapped, unchanged int, err error) {
+	sec, err := c.store.get(ctx, c.store.path(locator))
+	if err != nil {
+		return 0, 0, err
+	}
+	data := make(map[string]any, len(sec.Data))
+	for id, raw := range sec.Data {
+		data[id] = raw
+		var rec record
+		text, _ := raw.(string)
+		if err := json.Unmarshal([]byte(text), &rec); err != nil {
+			return 0, 0, fmt.Errorf("the record of %s is unreadable", id)
+		}
+		fresh, moved, err := c.wrapper.Rewrap(ctx, aad(rec.ConversationID, rec.KeyID), []byte(rec.Wrapped))
+		if err != nil {
+			return 0, 0, err
+		}
+		if !moved {
+			unchanged++
+			continue
+		}
+		rec.Wrapped = string(fresh)
+		b, err := json.Marshal(rec)
+		if err != nil {
+			return 0, 0, err
+		}
+		data[id] = string(b)
+		rewrapped++
+	}
+	if rewrapped == 0 {
+		return 0, unchanged, nil
+	}
+	return rewrapped, unchanged, c.store.replace(ctx, c.store.path(locator), sec, data)
+}

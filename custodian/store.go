@@ -1,0 +1,227 @@
+package custodian
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"path"
+	"strings"
+
+	"github.com/google/uuid"
+	vaultapi "github.com/hashicorp/vault/api"
+)
+
+// store is the custodian's record in its own Vault KV v2 mount, under its
+// own prefix, which its AppRole alone may touch:
+//
+//	<prefix>/identity                      its private keys, wrapped
+//	<prefix>/deposits/<entry>              shares stored by one call, a field per escrow id
+//	<prefix>/releases/<request>/<escrow>   one release of one share, written once
+//	<prefix>/destroyed/<escrow>            a share destroyed or aborted, written once
+//	<prefix>/holds/<hold>                  a legal hold; <prefix>/hold-releases/<hold> its release
+//
+// Every record is written with check-and-set 0, so Vault itself refuses to
+// overwrite one; a deposit entry is only ever rewritten to remove a share
+// (destruction) or to move shares to a new key version (rewrap), with
+// check-and-set on the version read, and its old versions destroyed.
+type store struct {
+	kv     *vaultapi.KVv2
+	client *vaultapi.Client
+	mount  string
+	prefix string
+}
+
+func newStore(client *vaultapi.Client, mount, prefix string) *store {
+	return &store{kv: client.KVv2(mount), client: client, mount: mount, prefix: strings.Trim(prefix, "/")}
+}
+
+func (s *store) path(parts ...string) string {
+	return path.Join(append([]string{s.prefix}, parts...)...)
+}
+
+// errExists: a write-once record is already there.
+var errExists = errors.New("custodian: the record exists")
+
+// errNoRecord: no such record.
+var errNoRecord = errors.New("custodian: no such record")
+
+// putOnce writes data at p unless something is there.
+func (s *store) putOnce(ctx context.Context, p string, data map[string]any) error {
+	_, err := s.kv.Put(ctx, p, data, vaultapi.WithCheckAndSet(0))
+	if err != nil {
+		if strings.Contains(err.Error(), "check-and-set") {
+			return errExists
+		}
+		return fmt.Errorf("kv put: %w", err)
+	}
+	return nil
+}
+
+// get reads the latest version at p.
+func (s *store) get(ctx context.Context, p string) (*vaultapi.KVSecret, error) {
+	sec, err := s.kv.Get(ctx, p)
+	if err != nil {
+		var re *vaultapi.ResponseError
+		if errors.Is(err, vaultapi.ErrSecretNotFound) || (errors.As(err, &re) && re.StatusCode == http.StatusNotFound) {
+			return nil, errNoRecord
+		}
+		return nil, fmt.Errorf("kv get: %w", err)
+	}
+	if sec == nil || sec.Data == nil {
+		return nil, errNoRecord
+	}
+	return sec, nil
+}
+
+// list returns the keys under dir ("" when there are none).
+func (s *store) list(ctx context.Context, dir string) ([]string, error) {
+	sec, err := s.client.Logical().ListWithContext(ctx, s.mount+"/metadata/"+s.path(dir))
+	if err != nil {
+		return nil, fmt.Errorf("kv list: %w", err)
+	}
+	if sec == nil {
+		return nil, nil
+	}
+	raw, _ := sec.Data["keys"].([]any)
+	out := make([]string, 0, len(raw))
+	for _, k := range raw {
+		if s, ok := k.(string); ok && !strings.HasSuffix(s, "/") {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// record is what the custodian keeps of one stored share. The share itself
+// is only in Wrapped, under the custodian's own key.
+type record struct {
+	EscrowID       string `json:"escrow_id"`
+	ConversationID string `json:"conversation_id"`
+	KeyID          string `json:"key_id"`
+	Index          int    `json:"index"`
+	Commitment     string `json:"commitment"`
+	Wrapped        string `json:"wrapped"`
+	SealedSHA256   string `json:"sealed_sha256"`
+	StoredAt       string `json:"stored_at"`
+	Depositor      string `json:"depositor"`
+}
+
+// putDeposits writes records as one new entry and returns its locator.
+func (s *store) putDeposits(ctx context.Context, recs []record) (string, error) {
+	data := make(map[string]any, len(recs))
+	for _, r := range recs {
+		b, err := json.Marshal(r)
+		if err != nil {
+			return "", err
+		}
+		data[r.EscrowID] = string(b)
+	}
+	locator := "deposits/" + uuid.NewString()
+	if err := s.putOnce(ctx, s.path(locator), data); err != nil {
+		return "", err
+	}
+	return locator, nil
+}
+
+// validLocator keeps a locator from naming anything but a deposit entry.
+func validLocator(locator string) bool {
+	id, ok := strings.CutPrefix(locator, "deposits/")
+	if !ok {
+		return false
+	}
+	_, err := uuid.Parse(id)
+	return err == nil
+}
+
+// deposit reads escrow id's record from the entry at locator, and the
+// entry's version.
+func (s *store) deposit(ctx context.Context, locator, escrowID string) (record, *vaultapi.KVSecret, error) {
+	if !validLocator(locator) {
+		return record{}, nil, errNoRecord
+	}
+	sec, err := s.get(ctx, s.path(locator))
+	if err != nil {
+		return record{}, nil, err
+	}
+	raw, ok := sec.Data[escrowID].(string)
+	if !ok {
+		return record{}, sec, errNoRecord
+	}
+	var r record
+	if err := json.Unmarshal([]byte(raw), &r); err != nil || r.EscrowID != escrowID {
+		return record{}, sec, fmt.Errorf("custodian: the record of %s is unreadable", escrowID)
+	}
+	return r, sec, nil
+}
+
+// removeDeposit removes escrow id's share from the entry at locator for
+// good: the entry is rewritten without it and every older version holding
+// it destroyed; an entry left empty has all its versions deleted.
+func (s *store) removeDeposit(ctx context.Context, locator, escrowID string, sec *vaultapi.KVSecret) error {
+	p := s.path(locator)
+	if len(sec.Data) == 1 {
+		if err := s.kv.DeleteMetadata(ctx, p); err != nil {
+			return fmt.Errorf("kv destroy: %w", err)
+		}
+		return nil
+	}
+	rest := make(map[string]any, len(sec.Data)-1)
+	for k, v := range sec.Data {
+		if k != escrowID {
+			rest[k] = v
+		}
+	}
+	return s.replace(ctx, p, sec, rest)
+}
+
+// replace writes data as the next version of p (check-and-set on the
+// version read) and destroys every older version.
+func (s *store) replace(ctx context.Context, p string, sec *vaultapi.KVSecret, data map[string]any) error {
+	if sec.VersionMetadata == nil {
+		return errors.New("kv replace: no version metadata")
+	}
+	v := sec.VersionMetadata.Version
+	if _, err := s.kv.Put(ctx, p, data, vaultapi.WithCheckAndSet(v)); err != nil {
+		return fmt.Errorf("kv replace: %w", err)
+	}
+	old := make([]int, v)
+	for i := range old {
+		old[i] = i + 1
+	}
+	if err := s.kv.Destroy(ctx, p, old); err != nil {
+		return fmt.Errorf("kv destroy old versions: %w", err)
+	}
+	return nil
+}
+
+// holds returns the conversations under an active legal hold.
+func (s *store) holds(ctx context.Context) (map[string]bool, error) {
+	ids, err := s.list(ctx, "holds")
+	if err != nil {
+		return nil, err
+	}
+	released, err := s.list(ctx, "hold-releases")
+	if err != nil {
+		return nil, err
+	}
+	gone := make(map[string]bool, len(released))
+	for _, id := range released {
+		gone[id] = true
+	}
+	out := map[string]bool{}
+	for _, id := range ids {
+		if gone[id] {
+			continue
+		}
+		sec, err := s.get(ctx, s.path("holds", id))
+		if err != nil {
+			return nil, err
+		}
+		if c, ok := sec.Data["conversation_id"].(string); ok {
+			out[c] = true
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,259 @@
+package dev
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/custodian"
+	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
+	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/wire"
+)
+
+// CustodianThreshold is K for the dev custodians (N is
+// vaultsetup.DefaultCustodians).
+const CustodianThreshold = 3
+
+// Custodian is one dev custodian, prepared: its configuration (written to
+// ConfigPath) and the bearer tokens it accepts. It runs as a listener of
+// `mediator dev` or as a process of its own (`mediator custodian serve
+// --config ConfigPath`).
+type Custodian struct {
+	Name          string
+	ConfigPath    string
+	Config        custodian.Config
+	URL           string
+	MediatorToken string
+	OperatorToken string
+	// MediatorTokenFile is the file holding MediatorToken, for the
+	// mediator's custodians file.
+	MediatorTokenFile string
+}
+
+// CustodianOptions prepare dev custodians.
+type CustodianOptions struct {
+	// Dir holds their files (configs, tokens, the approvers file), 0700.
+	Dir string
+	// Approvers are the approvers every custodian trusts.
+	Approvers []custodian.Approver
+	// PKCS11 replaces custodian i's Transit key (1-based) with a key on a
+	// PKCS#11 token.
+	PKCS11 map[int]*custodian.PKCS11File
+	// PolicyDir, if set for custodian i, is its own release policy.
+	PolicyDir map[int]string
+	// MinRetention is every custodian's minimum retention (default 24h).
+	MinRetention time.Duration
+	// Generation, if set, gives each custodian a fresh identity and store
+	// under its prefix (custodians/<name>/<generation>): tests sharing one
+	// Vault start each set anew.
+	Generation string
+}
+
+// PrepareCustodians bootstraps vaultsetup.DefaultCustodians custodians on
+// the Vault admin (a token allowed to manage it) points at: each gets its
+// own Transit key, KV prefix, policy and AppRole (deploy/vault), its own
+// tokens, and a configuration file in opts.Dir listening on a free port of
+// 127.0.0.1.
+func PrepareCustodians(ctx context.Context, admin *vaultapi.Client, opts CustodianOptions) ([]Custodian, error) {
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("dev: custodians dir: %w", err)
+	}
+	approvers := filepath.Join(opts.Dir, "approvers.json")
+	if err := writeJSONFile(approvers, map[string]any{"approvers": orEmpty(opts.Approvers)}, 0o644); err != nil {
+		return nil, err
+	}
+	var out []Custodian
+	for i := 1; i <= vaultsetup.DefaultCustodians; i++ {
+		name := vaultsetup.CustodianName(i)
+		setup, err := vaultsetup.BootstrapCustodian(ctx, admin, name)
+		if err != nil {
+			return nil, err
+		}
+		addr, err := freeLocalAddr()
+		if err != nil {
+			return nil, err
+		}
+		c := Custodian{Name: name, URL: "http://" + addr, MediatorToken: rand.Text(), OperatorToken: rand.Text()}
+		files := map[string]string{"secret-id": setup.SecretID, "mediator-token": c.MediatorToken, "operator-token": c.OperatorToken}
+		paths := map[string]string{}
+		for what, secret := range files {
+			p := filepath.Join(opts.Dir, name+"."+what)
+			if err := os.WriteFile(p, []byte(secret+"\n"), 0o600); err != nil {
+				return nil, fmt.Errorf("dev: custodian %s: %w", name, err)
+			}
+			paths[what] = p
+		}
+		c.MediatorTokenFile = paths["mediator-token"]
+		prefix := setup.KVPrefix
+		if opts.Generation != "" {
+			prefix += "/" + opts.Generation
+		}
+		cfg := custodian.Config{Name: name, Listen: addr,
+			Vault:             custodian.VaultLogin{Addr: admin.Address(), RoleID: setup.RoleID, SecretIDFile: paths["secret-id"]},
+			KV:                custodian.KVConfig{Mount: vaultsetup.KVMount, Prefix: prefix},
+			MediatorTokenFile: paths["mediator-token"], OperatorTokenFile: paths["operator-token"],
+			ApproversFile: approvers, PolicyDir: opts.PolicyDir[i]}
+		if opts.MinRetention > 0 {
+			cfg.MinRetention.Duration = opts.MinRetention
+		}
+		if p := opts.PKCS11[i]; p != nil {
+			cfg.PKCS11 = p
+		} else {
+			cfg.Transit = &custodian.TransitConfig{Mount: vaultsetup.TransitMount, Key: setup.TransitKey}
+		}
+		c.ConfigPath = filepath.Join(opts.Dir, name+".json")
+		if err := writeJSONFile(c.ConfigPath, cfg, 0o600); err != nil {
+			return nil, err
+		}
+		// Read back as the custodian will: checked, with its defaults.
+		b, err := os.ReadFile(c.ConfigPath)
+		if err != nil {
+			return nil, fmt.Errorf("dev: %w", err)
+		}
+		if c.Config, err = custodian.ParseConfig(b); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// WaitCustodians waits until every custodian answers its public key
+// document, and writes the mediator's custodians file at path: the set
+// (threshold CustodianThreshold) with the keys the custodians publish. It
+// returns the set's digest, which depositors pin.
+func WaitCustodians(ctx context.Context, cs []Custodian, path string, within time.Duration) (string, error) {
+	f := escrow.CustodianFile{Threshold: CustodianThreshold}
+	deadline := time.Now().Add(within)
+	for _, c := range cs {
+		var info wire.CustodianInfo
+		for {
+			var err error
+			if info, err = fetchInfo(ctx, c.URL); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return "", fmt.Errorf("dev: custodian %s did not answer within %s: %w", c.Name, within, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if info.Name != c.Name {
+			return "", fmt.Errorf("dev: %s answers as %q", c.URL, info.Name)
+		}
+		f.Custodians = append(f.Custodians, escrow.CustodianEntry{Name: c.Name, URL: c.URL, TokenFile: c.MediatorTokenFile,
+			HPKEKey: info.HPKEKey, SigningKey: info.SigningKey})
+	}
+	if err := writeJSONFile(path, f, 0o600); err != nil {
+		return "", err
+	}
+	return f.Set().Digest()
+}
+
+func fetchInfo(ctx context.Context, url string) (wire.CustodianInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/v1/custodian", nil)
+	if err != nil {
+		return wire.CustodianInfo{}, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return wire.CustodianInfo{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return wire.CustodianInfo{}, errors.New(resp.Status)
+	}
+	var info wire.CustodianInfo
+	return info, json.NewDecoder(resp.Body).Decode(&info)
+}
+
+// freeLocalAddr returns a 127.0.0.1 address with a port free now.
+func freeLocalAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("dev: free port: %w", err)
+	}
+	defer l.Close()
+	return "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port), nil
+}
+
+func writeJSONFile(path string, v any, mode os.FileMode) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("dev: %s: %w", path, err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), mode); err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	return nil
+}
+
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// Approver is a dev approver: an approver id (the token subject), roles and
+// a signing key kept in the state directory.
+type Approver struct {
+	ID      string
+	Roles   []string
+	KeyFile string
+	Public  ed25519.PublicKey
+}
+
+// devApprovers are the approvers `mediator dev` makes: dual control needs
+// one of each required role.
+var devApprovers = []struct {
+	id, role string
+}{{"dev-legal", "legal"}, {"dev-security", "security"}}
+
+// Approvers returns the dev approvers, making their signing keys (0600) in
+// stateDir on first use.
+func Approvers(stateDir string) ([]Approver, error) {
+	var out []Approver
+	for _, a := range devApprovers {
+		path := filepath.Join(stateDir, a.id+".key")
+		file, err := os.ReadFile(path)
+		if errors.Is(err, os.ErrNotExist) {
+			if file, _, err = approval.NewSigningKey(); err == nil {
+				err = os.WriteFile(path, file, 0o600)
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("dev: approver key %s: %w", a.id, err)
+		}
+		priv, err := approval.ParseSigningKey(file)
+		if err != nil {
+			return nil, fmt.Errorf("dev: approver key %s: %w", a.id, err)
+		}
+		out = append(out, Approver{ID: a.id, Roles: []string{a.role}, KeyFile: path, Public: priv.Public().(ed25519.PublicKey)})
+		clear(priv)
+	}
+	return out, nil
+}
+
+// Trusted is the approvers as custodians trust them.
+func Trusted(as []Approver) []custodian.Approver {
+	out := make([]custodian.Approver, len(as))
+	for i, a := range as {
+		out[i] = custodian.Approver{ID: a.ID, Roles: a.Roles, Keys: []ed25519.PublicKey{a.Public}, Active: true}
+	}
+	return out
+}

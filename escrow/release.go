@@ -1,0 +1,115 @@
+package escrow
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/mediatorhq/mediator/shares"
+	"github.com/mediatorhq/mediator/wire"
+)
+
+// ReleaseAsk is a release as the custodians are asked for it: the request
+// exactly as approvers signed it (its canonical bytes) and the approvals
+// recorded. Custodians trust neither; they check both.
+type ReleaseAsk struct {
+	Canonical     []byte
+	Approvals     []wire.EvidenceApproval
+	RequestID     string
+	RequestDigest string
+	RecipientKey  string // fingerprint of the request's recipient key
+}
+
+// CustodianAnswer is one custodian's answer to a release: the shares it
+// sealed to the recipient, each with its signed receipt, or why it gave
+// none.
+type CustodianAnswer struct {
+	Custodian string
+	// Shares holds what it released, keyed by escrow id; a share whose
+	// receipt does not match what was asked is dropped and logged.
+	Shares map[string]wire.CustodianShare
+	// Refusal is set when its own checks refused the release.
+	Refusal *RefusedError
+	// Err is set when it could not be reached or answered wrongly.
+	Err error
+	// Items lists what it said of shares it did not release.
+	Items map[string]*wire.ItemError
+}
+
+// Release asks every custodian that holds a share of escrows (and whose
+// share the caller does not already have: have[escrow][custodian]) to
+// check the release and seal its shares to the request's recipient, all
+// custodians in parallel. It checks every receipt against the custodian's
+// key in the set and against what was asked: the request, its digest, the
+// recipient key, the escrow and the custodian's place.
+func (s *Service) Release(ctx context.Context, ask ReleaseAsk, escrows []Escrow, have map[string]map[string]bool) []CustodianAnswer {
+	out := make([]CustodianAnswer, len(s.remotes))
+	var wg sync.WaitGroup
+	for i, r := range s.remotes {
+		out[i] = CustodianAnswer{Custodian: r.Name, Shares: map[string]wire.CustodianShare{}, Items: map[string]*wire.ItemError{}}
+		var refs []wire.ShareRef
+		byID := map[string]Escrow{}
+		for _, e := range escrows {
+			loc := locatorOf(e, r.Name)
+			if loc == "" || have[e.EscrowID][r.Name] {
+				continue
+			}
+			refs = append(refs, wire.ShareRef{EscrowID: e.EscrowID, Locator: loc})
+			byID[e.EscrowID] = e
+		}
+		if len(refs) == 0 {
+			continue
+		}
+		wg.Go(func() {
+			t0 := time.Now()
+			ans, err := r.Release(ctx, wire.ReleaseEvidence{Canonical: ask.Canonical, Approvals: ask.Approvals, Shares: refs})
+			s.metrics.custodian(r.Name, "release", err, time.Since(t0))
+			var refused *RefusedError
+			if errors.As(err, &refused) {
+				out[i].Refusal = refused
+				return
+			}
+			if err != nil {
+				out[i].Err = err
+				return
+			}
+			for _, sh := range ans.Shares {
+				e, asked := byID[sh.EscrowID]
+				switch {
+				case !asked:
+				case sh.Error != nil:
+					out[i].Items[sh.EscrowID] = sh.Error
+				case s.checkReleaseReceipt(sh, i, e, ask) != nil:
+					s.log.Error("a custodian's release receipt does not match what was asked; its share is dropped",
+						"custodian", r.Name, "escrow_id", sh.EscrowID, "request_id", ask.RequestID)
+					out[i].Items[sh.EscrowID] = &wire.ItemError{Code: "bad_receipt", Message: "the receipt does not match what was asked"}
+				default:
+					out[i].Shares[sh.EscrowID] = sh
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// checkReleaseReceipt checks that custodian i signed a release receipt for
+// exactly this share of this request, sealed to this recipient.
+func (s *Service) checkReleaseReceipt(sh wire.CustodianShare, i int, e Escrow, ask ReleaseAsk) error {
+	c := s.set.Custodians[i]
+	if sh.Receipt == nil {
+		return errors.New("no receipt")
+	}
+	if err := sh.Receipt.Verify(c.SigningKey); err != nil {
+		return err
+	}
+	r := sh.Receipt.Receipt
+	if r.Kind != shares.ReceiptRelease || r.Custodian != c.Name || r.EscrowID != e.EscrowID || r.Index != sh.Index ||
+		r.ConversationID != e.ConversationID || r.KeyID != e.KeyID || r.Commitment != e.KeyCommitment ||
+		r.RequestID != ask.RequestID || r.RequestDigest != ask.RequestDigest || r.RecipientKey != ask.RecipientKey ||
+		r.SealedSHA256 != shares.SealedHash(sh.Sealed) {
+		return errors.New("receipt mismatch")
+	}
+	return nil
+}

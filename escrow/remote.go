@@ -1,0 +1,192 @@
+package escrow
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/mediatorhq/mediator/batch"
+	"github.com/mediatorhq/mediator/wire"
+)
+
+// Remote is the mediator's connection to one custodian service: it calls
+// the custodian's API with the mediator's bearer token, and merges the
+// share writes of concurrent deposits into one call (and so one write in
+// the custodian's store). It can ask; it cannot open anything.
+type Remote struct {
+	Name  string
+	url   string
+	token string
+	http  *http.Client
+	store *batch.Queue[wire.ShareToStore, wire.StoreResult]
+}
+
+// storeBatchMax bounds the shares of one store call.
+const storeBatchMax = 256
+
+// remoteTimeout bounds one call to a custodian: far above a healthy answer,
+// below the mediator's own write timeout.
+const remoteTimeout = 20 * time.Second
+
+// NewRemote returns the connection to the custodian serving at url.
+// httpClient may be nil.
+func NewRemote(name, url, token string, httpClient *http.Client) *Remote {
+	if httpClient == nil {
+		httpClient = &http.Client{Timeout: remoteTimeout, Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
+	}
+	r := &Remote{Name: name, url: strings.TrimRight(url, "/"), token: token, http: httpClient}
+	r.store = &batch.Queue[wire.ShareToStore, wire.StoreResult]{Fn: r.storeBatch, Max: storeBatchMax, Timeout: remoteTimeout}
+	return r
+}
+
+// UnavailableError: the custodian could not be reached or did not answer
+// as it should.
+type UnavailableError struct {
+	Custodian string
+	Err       error
+}
+
+func (e *UnavailableError) Error() string {
+	return fmt.Sprintf("custodian %s unavailable: %v", e.Custodian, e.Err)
+}
+
+func (e *UnavailableError) Unwrap() error { return ErrUnavailable }
+
+// RefusedError: the custodian's own checks refused a release, for its
+// reasons.
+type RefusedError struct {
+	Custodian      string
+	Reasons        []string
+	PolicyRevision string
+}
+
+func (e *RefusedError) Error() string {
+	return "custodian " + e.Custodian + " refused: " + strings.Join(e.Reasons, "; ")
+}
+
+// call posts body to path and decodes a 200 answer into out.
+func (r *Remote) call(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, r.url+path, rd)
+	if err != nil {
+		return &UnavailableError{Custodian: r.Name, Err: err}
+	}
+	req.Header.Set("Authorization", "Bearer "+r.token)
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := r.http.Do(req)
+	if err != nil {
+		return &UnavailableError{Custodian: r.Name, Err: err}
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return &UnavailableError{Custodian: r.Name, Err: err}
+	}
+	if resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return &UnavailableError{Custodian: r.Name, Err: fmt.Errorf("unexpected answer: %w", err)}
+		}
+		return nil
+	}
+	var env struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+			Details []struct {
+				Reasons        []string `json:"reasons"`
+				PolicyRevision string   `json:"policy_revision"`
+			} `json:"details"`
+		} `json:"error"`
+	}
+	_ = json.Unmarshal(raw, &env)
+	if resp.StatusCode == http.StatusForbidden && env.Error.Code == "custodian_refused" {
+		refused := &RefusedError{Custodian: r.Name}
+		for _, d := range env.Error.Details {
+			refused.Reasons = append(refused.Reasons, d.Reasons...)
+			refused.PolicyRevision = d.PolicyRevision
+		}
+		if len(refused.Reasons) == 0 {
+			refused.Reasons = []string{env.Error.Message}
+		}
+		return refused
+	}
+	return &UnavailableError{Custodian: r.Name, Err: fmt.Errorf("status %d %s: %s", resp.StatusCode, env.Error.Code, env.Error.Message)}
+}
+
+// Info fetches the custodian's public keys and policy revision.
+func (r *Remote) Info(ctx context.Context) (wire.CustodianInfo, error) {
+	var out wire.CustodianInfo
+	return out, r.call(ctx, http.MethodGet, "/v1/custodian", nil, &out)
+}
+
+// Store asks the custodian to store one share, in one call with the shares
+// of concurrent deposits.
+func (r *Remote) Store(ctx context.Context, item wire.ShareToStore) (wire.StoreResult, error) {
+	return r.store.Do(ctx, item)
+}
+
+func (r *Remote) storeBatch(ctx context.Context, items []wire.ShareToStore) ([]wire.StoreResult, error) {
+	var ans wire.StoreAnswer
+	if err := r.call(ctx, http.MethodPost, "/v1/shares", wire.StoreShares{Shares: items}, &ans); err != nil {
+		return nil, err
+	}
+	if len(ans.Results) != len(items) {
+		return nil, &UnavailableError{Custodian: r.Name, Err: fmt.Errorf("%d results for %d shares", len(ans.Results), len(items))}
+	}
+	return ans.Results, nil
+}
+
+// Abort asks the custodian to drop shares of deposits that failed.
+func (r *Remote) Abort(ctx context.Context, refs []wire.ShareRef) ([]wire.RefResult, error) {
+	return r.refs(ctx, "/v1/shares/abort", refs)
+}
+
+// Destroy asks the custodian to destroy shares at retention end.
+func (r *Remote) Destroy(ctx context.Context, refs []wire.ShareRef) ([]wire.RefResult, error) {
+	return r.refs(ctx, "/v1/shares/destroy", refs)
+}
+
+func (r *Remote) refs(ctx context.Context, path string, refs []wire.ShareRef) ([]wire.RefResult, error) {
+	var ans wire.RefAnswer
+	if err := r.call(ctx, http.MethodPost, path, wire.ShareRefs{Shares: refs}, &ans); err != nil {
+		return nil, err
+	}
+	if len(ans.Results) != len(refs) {
+		return nil, &UnavailableError{Custodian: r.Name, Err: errors.New("one result per share expected")}
+	}
+	return ans.Results, nil
+}
+
+// Hold tells the custodian of a legal hold, or of its release.
+func (r *Remote) Hold(ctx context.Context, h wire.Hold) error {
+	var out wire.Hold
+	return r.call(ctx, http.MethodPost, "/v1/holds", h, &out)
+}
+
+// Release asks the custodian to check a release and re-seal its shares.
+// A refusal is a *RefusedError.
+func (r *Remote) Release(ctx context.Context, ev wire.ReleaseEvidence) (wire.ReleaseAnswer, error) {
+	var ans wire.ReleaseAnswer
+	if err := r.call(ctx, http.MethodPost, "/v1/releases", ev, &ans); err != nil {
+		return ans, err
+	}
+	if len(ans.Shares) != len(ev.Shares) {
+		return ans, &UnavailableError{Custodian: r.Name, Err: errors.New("one result per share expected")}
+	}
+	return ans, nil
+}

@@ -1,0 +1,260 @@
+// Package shares holds the escrow's share formats, which depositors,
+// custodians, the mediator and officers must read alike, so that no party
+// needs another's word for them: the key commitment; the split of a key
+// into N shares, threshold K (github.com/hashicorp/vault/shamir), and the
+// recovery that checks the commitment and names a bad share; the HPKE info
+// strings that bind a sealed share to its place, at deposit and at
+// release; the custodian set and its digest; and the receipts custodians
+// sign.
+//
+// Everything here is pure. A key exists only on the depositor's machine
+// before Split and on the officer's after Recover; in between it travels as
+// shares, each sealed to one party.
+package shares
+
+import (
+	"crypto/hpke"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/vault/shamir"
+
+	"github.com/mediatorhq/mediator/seal"
+)
+
+// Key sizes a deposit accepts.
+const (
+	MinKeyLen = 16
+	MaxKeyLen = 64
+)
+
+// MaxIDLen bounds conversation ids, key ids and custodian names, which are
+// embedded in info strings and signed receipts.
+const MaxIDLen = 128
+
+// ValidID reports whether s may be a conversation id, key id, request id or
+// custodian name: 1–128 bytes of valid UTF-8 without control characters
+// (so no newline, which separates the fields of an info string).
+func ValidID(s string) bool {
+	if s == "" || len(s) > MaxIDLen {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\uFFFD' {
+			return false
+		}
+	}
+	return true
+}
+
+// commitmentDomain separates key commitments from every other SHA-256 use.
+const commitmentDomain = "mediator-key-commitment-v1"
+
+// Commitment returns "sha256:<hex>" over a domain-separated, length-prefixed
+// encoding of conversation id, key id and key, so that a recovered key can
+// be checked before it is used and no two (conversation, key id, key)
+// triples encode alike.
+func Commitment(conversationID, keyID string, key []byte) string {
+	h := sha256.New()
+	h.Write([]byte(commitmentDomain))
+	for _, part := range [][]byte{[]byte(conversationID), []byte(keyID), key} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
+		h.Write(n[:])
+		h.Write(part)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// CheckCommitment reports in constant time whether key matches commitment.
+func CheckCommitment(conversationID, keyID string, key []byte, commitment string) bool {
+	return subtle.ConstantTimeCompare([]byte(Commitment(conversationID, keyID, key)), []byte(commitment)) == 1
+}
+
+// DepositInfo is the HPKE info under which share index (1-based) of a key is
+// sealed to its custodian at deposit:
+// "mediator-share-v1\n" + conversation_id + "\n" + key_id + "\n" + custodian + "\n" + index + "\n" + commitment.
+// A share opened under any other conversation, key id, custodian, place or
+// commitment fails.
+func DepositInfo(conversationID, keyID, custodian string, index int, commitment string) []byte {
+	return []byte("mediator-share-v1\n" + conversationID + "\n" + keyID + "\n" + custodian + "\n" + strconv.Itoa(index) + "\n" + commitment)
+}
+
+// ReleaseInfo is the HPKE info under which a custodian re-seals its share
+// to a request's recipient:
+// "mediator-share-release-v1\n" + request_id + "\n" + conversation_id + "\n" + key_id + "\n" + custodian + "\n" + index.
+func ReleaseInfo(requestID, conversationID, keyID, custodian string, index int) []byte {
+	return []byte("mediator-share-release-v1\n" + requestID + "\n" + conversationID + "\n" + keyID + "\n" + custodian + "\n" + strconv.Itoa(index))
+}
+
+// SealedShare is one custodian's share of a deposit, sealed to it.
+type SealedShare struct {
+	Custodian string
+	Index     int // 1-based place in the custodian set
+	Sealed    []byte
+}
+
+// Split splits key into one share per custodian of set, threshold
+// set.Threshold, and seals share i to custodian i under DepositInfo. It
+// returns the key's commitment and the sealed shares; the plaintext shares
+// are zeroed before it returns. The caller keeps (and zeroes) the key.
+func Split(set Set, conversationID, keyID string, key []byte) (string, []SealedShare, error) {
+	if err := set.Validate(); err != nil {
+		return "", nil, err
+	}
+	if !ValidID(conversationID) || !ValidID(keyID) {
+		return "", nil, errors.New("shares: conversation id and key id must be 1–128 printable bytes")
+	}
+	if len(key) < MinKeyLen || len(key) > MaxKeyLen {
+		return "", nil, fmt.Errorf("shares: a key must be %d–%d bytes", MinKeyLen, MaxKeyLen)
+	}
+	commitment := Commitment(conversationID, keyID, key)
+	parts, err := shamir.Split(key, len(set.Custodians), set.Threshold)
+	if err != nil {
+		return "", nil, fmt.Errorf("shares: split: %w", err)
+	}
+	defer func() {
+		for _, p := range parts {
+			clear(p)
+		}
+	}()
+	out := make([]SealedShare, len(parts))
+	for i, c := range set.Custodians {
+		ct, err := seal.Seal(c.HPKEKey, DepositInfo(conversationID, keyID, c.Name, i+1, commitment), parts[i])
+		if err != nil {
+			return "", nil, fmt.Errorf("shares: seal share %d to %s: %w", i+1, c.Name, err)
+		}
+		out[i] = SealedShare{Custodian: c.Name, Index: i + 1, Sealed: ct}
+	}
+	return commitment, out, nil
+}
+
+// OpenDeposited is the custodian's side of a deposit: it opens the share
+// sealed to it under DepositInfo. The caller must zero the share.
+func OpenDeposited(priv hpke.PrivateKey, conversationID, keyID, custodian string, index int, commitment string, sealed []byte) ([]byte, error) {
+	share, err := seal.Open(priv, DepositInfo(conversationID, keyID, custodian, index, commitment), sealed)
+	if err != nil {
+		return nil, errors.New("shares: the sealed share does not open as this custodian's share of this key")
+	}
+	return share, nil
+}
+
+// SealReleased is the custodian's side of a release: it seals its share to
+// the request's recipient under ReleaseInfo.
+func SealReleased(to seal.PublicKey, requestID, conversationID, keyID, custodian string, index int, share []byte) ([]byte, error) {
+	return seal.Seal(to, ReleaseInfo(requestID, conversationID, keyID, custodian, index), share)
+}
+
+// OpenReleased is the officer's side: it opens one custodian's released
+// share. The caller must zero the share.
+func OpenReleased(priv hpke.PrivateKey, requestID, conversationID, keyID, custodian string, index int, sealed []byte) ([]byte, error) {
+	share, err := seal.Open(priv, ReleaseInfo(requestID, conversationID, keyID, custodian, index), sealed)
+	if err != nil {
+		return nil, fmt.Errorf("shares: %s's share does not open with this key for this request", custodian)
+	}
+	return share, nil
+}
+
+// Part is one opened share and the custodian it came from.
+type Part struct {
+	Custodian string
+	Share     []byte
+}
+
+// ErrNoValidSubset: no threshold-sized subset of the shares recovers the
+// committed key.
+var ErrNoValidSubset = errors.New("shares: no set of shares recovers the committed key")
+
+// Recover combines parts into the key whose commitment is given, checking
+// it in constant time. With more than threshold parts it tries subsets
+// until one recovers the committed key, then tests every other part against
+// that subset: bad names the custodians whose shares are not on the key's
+// polynomial (corrupt or substituted). The caller must zero the key.
+//
+// Cost: at most C(len(parts), threshold) combines to find a good subset,
+// then one per remaining part.
+func Recover(conversationID, keyID, commitment string, threshold int, parts []Part) (key []byte, bad []string, err error) {
+	if threshold < 2 || len(parts) < threshold {
+		return nil, nil, fmt.Errorf("shares: %d shares cannot recover a key of threshold %d", len(parts), threshold)
+	}
+	try := func(idx []int) []byte {
+		ps := make([][]byte, len(idx))
+		for i, j := range idx {
+			ps[i] = parts[j].Share
+		}
+		k, err := shamir.Combine(ps)
+		if err != nil {
+			return nil
+		}
+		if !CheckCommitment(conversationID, keyID, k, commitment) {
+			clear(k)
+			return nil
+		}
+		return k
+	}
+	var good []int
+	for idx := range subsets(len(parts), threshold) {
+		if key = try(idx); key != nil {
+			good = idx
+			break
+		}
+	}
+	if key == nil {
+		names := make([]string, len(parts))
+		for i, p := range parts {
+			names[i] = p.Custodian
+		}
+		return nil, nil, fmt.Errorf("%w (from %s)", ErrNoValidSubset, strings.Join(names, ", "))
+	}
+	in := make(map[int]bool, len(good))
+	for _, j := range good {
+		in[j] = true
+	}
+	for j := range parts {
+		if in[j] {
+			continue
+		}
+		// K−1 shares known good plus the candidate: only a share on the
+		// same polynomial gives the committed key again.
+		probe := append(append([]int(nil), good[1:]...), j)
+		if k := try(probe); k != nil {
+			clear(k)
+		} else {
+			bad = append(bad, parts[j].Custodian)
+		}
+	}
+	return key, bad, nil
+}
+
+// subsets yields every k-element subset of {0, …, n−1} in lexicographic
+// order, first to last.
+func subsets(n, k int) func(yield func([]int) bool) {
+	return func(yield func([]int) bool) {
+		idx := make([]int, k)
+		for i := range idx {
+			idx[i] = i
+		}
+		for {
+			if !yield(append([]int(nil), idx...)) {
+				return
+			}
+			i := k - 1
+			for i >= 0 && idx[i] == n-k+i {
+				i--
+			}
+			if i < 0 {
+				return
+			}
+			idx[i]++
+			for j := i + 1; j < k; j++ {
+				idx[j] = idx[j-1] + 1
+			}
+		}
+	}
+}

@@ -1,0 +1,177 @@
+// Package testcustodians runs the five dev custodians inside a test
+// process, each its own listener with its own Vault AppRole limited to its
+// own key and prefix, on the test binary's real Vault: what package tests
+// of escrow and access deposit to and release from. End-to-end tests run
+// them as processes of their own instead.
+package testcustodians
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/mediatorhq/mediator/custodian"
+	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
+	"github.com/mediatorhq/mediator/dev"
+	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/shares"
+	"github.com/mediatorhq/mediator/test/harness"
+)
+
+// Set is five running custodians and what the mediator needs of them.
+type Set struct {
+	Custodians []dev.Custodian
+	Running    []*custodian.Custodian
+	Metrics    []*custodian.Metrics
+	File       escrow.CustodianFile
+	Digest     string
+	servers    []*http.Server
+	t          testing.TB
+}
+
+// Start bootstraps the Vault of env (mounts, then one AppRole per
+// custodian), prepares the custodians in a temporary directory with opts,
+// and runs them until the test ends.
+func Start(t testing.TB, env *harness.Env, opts dev.CustodianOptions) *Set {
+	t.Helper()
+	ctx := context.Background()
+	admin, err := vaultapi.NewClient(&vaultapi.Config{Address: env.Vault.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin.SetToken(env.Vault.Token)
+	if _, err := vaultsetup.Bootstrap(ctx, admin); err != nil {
+		t.Fatal(err)
+	}
+	if opts.Dir == "" {
+		opts.Dir = t.TempDir()
+	}
+	if opts.Generation == "" {
+		opts.Generation = strings.ToLower(rand.Text()[:10])
+	}
+	cs, err := dev.PrepareCustodians(ctx, admin, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Set{Custodians: cs, t: t, Running: make([]*custodian.Custodian, len(cs)), servers: make([]*http.Server, len(cs)),
+		Metrics: make([]*custodian.Metrics, len(cs))}
+	for i := range cs {
+		s.Run(i)
+	}
+	t.Cleanup(func() {
+		for i := range s.servers {
+			s.Stop(i)
+		}
+	})
+	path := filepath.Join(opts.Dir, "mediator-custodians.json")
+	if s.Digest, err = dev.WaitCustodians(ctx, cs, path, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if s.File, err = readFile(path); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// Run starts custodian i (again, after Stop).
+func (s *Set) Run(i int) {
+	s.t.Helper()
+	m := custodian.NewMetrics()
+	c, err := custodian.Open(context.Background(), s.Custodians[i].Config, nil, m)
+	if err != nil {
+		s.t.Fatalf("custodian %s: %v", s.Custodians[i].Name, err)
+	}
+	var ln net.Listener
+	for range 50 {
+		if ln, err = net.Listen("tcp", s.Custodians[i].Config.Listen); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // the port of a stopped custodian may linger
+	}
+	if err != nil {
+		s.t.Fatalf("custodian %s: %v", s.Custodians[i].Name, err)
+	}
+	srv := &http.Server{Handler: c.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.t.Errorf("custodian %s: %v", s.Custodians[i].Name, err)
+		}
+	}()
+	s.Running[i], s.servers[i], s.Metrics[i] = c, srv, m
+}
+
+// Counter returns the value of counter family name of custodian i (since
+// it last started) with the given label values, in label order; 0 when it
+// has none.
+func (s *Set) Counter(i int, name string, labelValues ...string) float64 {
+	fams, err := s.Metrics[i].Registry.Gather()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range f.GetMetric() {
+			if len(m.GetLabel()) != len(labelValues) {
+				continue
+			}
+			for j, l := range m.GetLabel() {
+				if l.GetValue() != labelValues[j] {
+					continue metrics
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+// Stop stops custodian i, as if its host went down.
+func (s *Set) Stop(i int) {
+	if s.servers[i] == nil {
+		return
+	}
+	_ = s.servers[i].Close()
+	_ = s.Running[i].Close()
+	s.servers[i], s.Running[i] = nil, nil
+}
+
+// Escrow returns an escrow service on these custodians.
+func (s *Set) Escrow(t testing.TB, rows escrow.Rows) *escrow.Service {
+	t.Helper()
+	remotes, err := s.File.Remotes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := escrow.New(escrow.Config{Set: s.File.Set(), Remotes: remotes, Rows: rows})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc
+}
+
+// SharesSet is the custodian set as depositors pin it.
+func (s *Set) SharesSet() shares.Set { return s.File.Set() }
+
+// Signer returns custodian i's public receipt key.
+func (s *Set) Signer(i int) ed25519.PublicKey { return s.File.Custodians[i].SigningKey }
+
+func readFile(path string) (escrow.CustodianFile, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return escrow.CustodianFile{}, err
+	}
+	return escrow.ParseCustodians(b)
+}

@@ -1,0 +1,137 @@
+package wire
+
+import (
+	"crypto/ed25519"
+	"time"
+
+	"github.com/mediatorhq/mediator/seal"
+	"github.com/mediatorhq/mediator/shares"
+)
+
+// This file holds the bodies of the custodian service's API (`mediator
+// custodian serve`), which the mediator calls as the coordinator and the
+// custodian checks for itself.
+
+// CustodianInfo is GET /v1/custodian: the custodian's public keys and the
+// revision of the release policy it enforces.
+type CustodianInfo struct {
+	Name           string            `json:"name"`
+	HPKEKey        seal.PublicKey    `json:"hpke_public_key"`
+	SigningKey     ed25519.PublicKey `json:"signing_key"`
+	PolicyRevision string            `json:"policy_revision"`
+}
+
+// ShareToStore is one deposit's share for a custodian.
+type ShareToStore struct {
+	EscrowID       string `json:"escrow_id"`
+	ConversationID string `json:"conversation_id"`
+	KeyID          string `json:"key_id"`
+	Index          int    `json:"index"`
+	Commitment     string `json:"commitment"`
+	Sealed         []byte `json:"sealed"`
+	// Depositor is the depositor's token subject, as the mediator
+	// authenticated it; the custodian records it.
+	Depositor string `json:"depositor"`
+}
+
+// StoreShares is POST /v1/shares: shares of concurrent deposits, stored
+// together.
+type StoreShares struct {
+	Shares []ShareToStore `json:"shares"`
+}
+
+// ItemError is why one item of a batch failed.
+type ItemError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// StoreResult is one share's outcome: a signed deposit receipt, or an
+// error.
+type StoreResult struct {
+	Receipt *shares.SignedReceipt `json:"receipt,omitempty"`
+	Error   *ItemError            `json:"error,omitempty"`
+}
+
+// StoreAnswer is the answer to POST /v1/shares, one result per share in
+// order.
+type StoreAnswer struct {
+	Results []StoreResult `json:"results"`
+}
+
+// ShareRef names a share a custodian keeps: the escrow and the locator its
+// deposit receipt gave.
+type ShareRef struct {
+	EscrowID string `json:"escrow_id"`
+	Locator  string `json:"locator"`
+}
+
+// ShareRefs is the body of POST /v1/shares/abort and /v1/shares/destroy.
+type ShareRefs struct {
+	Shares []ShareRef `json:"shares"`
+}
+
+// RefResult is the outcome for one ShareRef: "destroyed", "aborted",
+// "held", "too_young", "not_found" or "failed".
+type RefResult struct {
+	EscrowID string `json:"escrow_id"`
+	Outcome  string `json:"outcome"`
+	Message  string `json:"message,omitempty"`
+}
+
+// RefAnswer is the answer to a ShareRefs call, one result per share.
+type RefAnswer struct {
+	Results []RefResult `json:"results"`
+}
+
+// Hold is POST /v1/holds: a legal hold on a conversation, which the
+// custodian records and enforces itself.
+type Hold struct {
+	HoldID         string `json:"hold_id"`
+	ConversationID string `json:"conversation_id"`
+	Released       bool   `json:"released,omitempty"`
+}
+
+// EvidenceApproval is one approval as the mediator recorded it; the
+// custodian verifies the signature with the approver keys it trusts.
+type EvidenceApproval struct {
+	ApproverID string    `json:"approver_id"`
+	Decision   string    `json:"decision"`
+	Signature  []byte    `json:"signature"`
+	ApprovedAt time.Time `json:"approved_at"`
+}
+
+// ReleaseEvidence is POST /v1/releases: the request exactly as approvers
+// signed it, the approvals, and the custodian's shares the mediator asks
+// for.
+type ReleaseEvidence struct {
+	Canonical []byte             `json:"canonical"`
+	Approvals []EvidenceApproval `json:"approvals"`
+	Shares    []ShareRef         `json:"shares"`
+}
+
+// CustodianShare is one share re-sealed to the request's recipient, with the
+// custodian's signed release receipt.
+type CustodianShare struct {
+	EscrowID string                `json:"escrow_id"`
+	Index    int                   `json:"index"`
+	Sealed   []byte                `json:"sealed"`
+	Receipt  *shares.SignedReceipt `json:"receipt,omitempty"`
+	Error    *ItemError            `json:"error,omitempty"`
+}
+
+// ReleaseAnswer is the answer to POST /v1/releases when the custodian's
+// checks pass: one result per share asked for. When they do not, it answers
+// 403 custodian_refused with its reasons.
+type ReleaseAnswer struct {
+	PolicyRevision string           `json:"policy_revision"`
+	Shares         []CustodianShare `json:"shares"`
+}
+
+// RewrapAnswer is POST /v1/rewrap (the custodian's operator): what moved to
+// the current wrapping key.
+type RewrapAnswer struct {
+	Rewrapped int      `json:"rewrapped"`
+	Unchanged int      `json:"unchanged"`
+	Failed    []string `json:"failed"`
+}
