@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -522,6 +523,25 @@ func (s *Service) release(ctx context.Context, caller, requestID string) (Releas
 		case a.Err != nil:
 			unavailable = append(unavailable, a.Custodian)
 			s.log.Warn("a custodian is unavailable for a release", "access_request_id", r.ID, "custodian", a.Custodian, "err", a.Err)
+		case len(a.Items) > 0:
+			// Its checks passed, but some shares did not come: its store or
+			// key was unavailable, or its own records refused them.
+			refused := &escrow.RefusedError{Custodian: a.Custodian}
+			down := false
+			for _, id := range slices.Sorted(maps.Keys(a.Items)) {
+				item := a.Items[id]
+				if item.Code == "unavailable" {
+					down = true
+					continue
+				}
+				refused.Reasons = append(refused.Reasons, "escrow "+id+": "+item.Message)
+			}
+			if down {
+				unavailable = append(unavailable, a.Custodian)
+			}
+			if len(refused.Reasons) > 0 {
+				refusals = append(refusals, refused)
+			}
 		}
 		if len(a.Shares) == 0 {
 			continue

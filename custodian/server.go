@@ -139,7 +139,7 @@ func (c *Custodian) readyz(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "not_ready", "vault unreachable")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "checks": map[string]string{"vault": "ok"}})
 }
 
 func (c *Custodian) storeShares(w http.ResponseWriter, r *http.Request) {

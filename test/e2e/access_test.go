@@ -3,12 +3,14 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,19 +18,31 @@ import (
 	"testing"
 	"time"
 
+	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/client"
+	"github.com/mediatorhq/mediator/dev"
+	"github.com/mediatorhq/mediator/seal"
+	"github.com/mediatorhq/mediator/shares"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 )
 
-// TestLawfulAccessStory: keys are deposited for three conversations; an
-// officer files a request for two of them; one approval is not enough; the
-// officer's own approval and a forged signature are refused; a second
-// approver from the other role makes the release allowed; the opened keys
-// are exactly the deposited keys in scope; a second release is refused;
-// and the log proves every step.
+// TestLawfulAccessStory: keys are split and sealed on the gateway's side
+// and escrowed with five custodians (processes of their own); an officer
+// files a request for two conversations; approvers see every field of it
+// before they sign; one approval is not enough; the officer's own approval
+// and forged signatures are refused; a second approver from the other role
+// makes the release allowed; each custodian checks the release itself and
+// seals its shares to the officer; the officer's CLI combines them into
+// exactly the deposited keys in scope; a second release is refused; the
+// log proves every step; and no key, plaintext share or custodian private
+// key is anywhere the mediator keeps or says anything.
 func TestLawfulAccessStory(t *testing.T) {
-	in := startServe(t, serveOpts{extraEnv: []string{"MEDIATOR_LOG_LEVEL=debug"}})
+	dir := t.TempDir()
+	approverFiles, trusted := approverKeys(t, dir, map[string]string{"lena": "legal", "sam": "security", "olga": "security"})
+	cs := startCustodians(t, nil, dev.CustodianOptions{Approvers: trusted})
+	in := startServe(t, serveOpts{custodians: cs, extraEnv: []string{"MEDIATOR_LOG_LEVEL=debug"}})
 	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
 	token := func(sub string, roles ...string) string {
 		tok, err := in.issuer.Issue(sub, roles, time.Hour)
@@ -40,48 +54,61 @@ func TestLawfulAccessStory(t *testing.T) {
 	admin, gw, aud := token("ada", "admin"), token("gateway-3", "depositor"), token("aud", "auditor")
 	olga := token("olga", "officer", "approver") // the requesting officer, also an approver
 	lena, sam := token("lena", "approver"), token("sam", "approver")
-	dir := t.TempDir()
 	cli := func(tok string, args ...string) (string, string, error) {
-		return runCmd(t, []string{"MEDIATOR_URL=" + in.base, "MEDIATOR_TOKEN=" + tok}, args...)
+		return runCmd(t, []string{"MEDIATOR_URL=" + in.base, "MEDIATOR_TOKEN=" + tok, "MEDIATOR_CUSTODIAN_SET=" + cs.digest}, args...)
 	}
-	var responses strings.Builder // every API answer outside the sealed keys, for the canary
+	var responses strings.Builder // every API answer, for the canary
 	record := func(v any) { fmt.Fprintln(&responses, v) }
 
-	// Keys: approvers make signing keys, the officer a recipient key pair.
-	pubs := map[string]string{}
-	for _, who := range []string{"lena", "sam", "olga"} {
-		out, stderr, err := runCmd(t, nil, "keygen", "--approver", "--out", filepath.Join(dir, who+".key"))
-		if err != nil {
-			t.Fatalf("keygen %s: %v %s", who, err, stderr)
-		}
-		pubs[who] = strings.TrimSpace(out)
-	}
+	// The officer makes a recipient key pair; the administrator registers
+	// the approvers with the mediator (the custodians trust them already).
 	if _, stderr, err := runCmd(t, nil, "keygen", "--recipient", "--out", filepath.Join(dir, "olga-recipient.key")); err != nil {
 		t.Fatalf("keygen --recipient: %v %s", err, stderr)
 	}
-
-	// The administrator registers the approvers.
-	for who, roles := range map[string][]string{"lena": {"legal"}, "sam": {"security"}, "olga": {"security"}} {
-		b, _ := json.Marshal(map[string]any{"id": who, "roles": roles, "public_key": pubs[who]})
+	for _, a := range trusted {
+		b, _ := json.Marshal(map[string]any{"id": a.ID, "roles": a.Roles, "public_key": a.Keys[0]})
 		code, body := post(t, in.base+"/v1/approvers", "application/json", admin, b)
 		if code != 201 || body["active"] != true {
-			t.Fatalf("register %s: %d %v", who, code, body)
+			t.Fatalf("register %s: %d %v", a.ID, code, body)
 		}
 	}
 	if code, _ := post(t, in.base+"/v1/approvers", "application/json", olga, []byte(`{}`)); code != 403 {
 		t.Fatalf("an officer registered an approver: %d", code)
 	}
 
-	// A gateway escrows keys of three conversations.
+	// A gateway escrows keys of three conversations: with the CLI, and
+	// with the client package as a gateway links it. The key never leaves
+	// the gateway; the mediator sees a commitment and sealed shares.
 	deposited := map[string][]byte{}
-	for _, ck := range [][2]string{{"conv-a", "epoch-1"}, {"conv-a", "epoch-2"}, {"conv-b", "epoch-1"}, {"conv-c", "epoch-1"}} {
+	gateway, err := client.New(in.base, gw, http.DefaultClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ck := range [][2]string{{"conv-a", "epoch-1"}, {"conv-a", "epoch-2"}, {"conv-b", "epoch-1"}, {"conv-c", "epoch-1"}} {
 		key := make([]byte, 32)
 		rand.Read(key)
 		deposited[ck[0]+"/"+ck[1]] = key
-		b, _ := json.Marshal(map[string]string{"conversation_id": ck[0], "key_id": ck[1], "key": base64.StdEncoding.EncodeToString(key)})
-		if code, body := post(t, in.base+"/v1/escrow/keys", "application/json", gw, b); code != 201 {
-			t.Fatalf("deposit %v: %d %v", ck, code, body)
+		if i == 0 {
+			keyFile := filepath.Join(dir, "key")
+			os.WriteFile(keyFile, key, 0o600)
+			out, stderr, err := cli(gw, "escrow", "deposit", "--conversation", ck[0], "--key-id", ck[1], "--key-file", keyFile)
+			if err != nil || !strings.Contains(out, "escrowed conv-a/epoch-1") {
+				t.Fatalf("escrow deposit: %v %s %s", err, out, stderr)
+			}
+			os.Remove(keyFile)
+			continue
 		}
+		d, err := gateway.Deposit(context.Background(), cs.digest, ck[0], ck[1], key)
+		if err != nil || !d.Created || len(d.Receipts) != 5 {
+			t.Fatalf("deposit %v: %+v %v", ck, d, err)
+		}
+		record(d)
+	}
+	// The old body, with the plaintext key, is refused by name and kept
+	// nowhere.
+	old, _ := json.Marshal(map[string]string{"conversation_id": "conv-z", "key_id": "k", "key": base64.StdEncoding.EncodeToString(deposited["conv-c/epoch-1"])})
+	if code, body := post(t, in.base+"/v1/escrow/keys", "application/json", gw, old); code != 422 || errorCode(body) != "plaintext_key_refused" {
+		t.Fatalf("the plaintext body: %d %v", code, body)
 	}
 
 	// The officer files a request for conv-a and conv-b.
@@ -107,10 +134,20 @@ func TestLawfulAccessStory(t *testing.T) {
 		t.Fatalf("show: %d %v", code, shown)
 	}
 	record(shown)
+	pubFile, _ := os.ReadFile(filepath.Join(dir, "olga-recipient.key.pub"))
+	var recipient seal.PublicKey
+	json.Unmarshal(pubFile, &recipient)
 
-	// Legal approves; one approval is not enough.
-	if _, stderr, err := cli(lena, "request", "approve", id, "--key", filepath.Join(dir, "lena.key")); err != nil {
+	// Legal approves, seeing every field it signs; one approval is not
+	// enough.
+	_, stderr, err = cli(lena, "request", "approve", id, "--key", approverFiles["lena"])
+	if err != nil {
 		t.Fatalf("lena approves: %v\n%s", err, stderr)
+	}
+	for _, want := range []string{"conv-a, conv-b", recipient.Fingerprint(), "court_order (US)", "SDNY 26-MJ-0117", "exhibit 4", created["digest"].(string)} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("the approver was not shown %q:\n%s", want, stderr)
+		}
 	}
 	releaseOut := filepath.Join(dir, "released.ndjson")
 	_, stderr, err = cli(olga, "request", "release", id, "--key", filepath.Join(dir, "olga-recipient.key"), "--out", releaseOut)
@@ -122,14 +159,14 @@ func TestLawfulAccessStory(t *testing.T) {
 	}
 
 	// The officer approves her own request: recorded, refused.
-	_, stderr, err = cli(olga, "request", "approve", id, "--key", filepath.Join(dir, "olga.key"))
+	_, stderr, err = cli(olga, "request", "approve", id, "--key", approverFiles["olga"])
 	if err == nil || !strings.Contains(stderr, "422 self_approval") {
 		t.Fatalf("self-approval: %v\n%s", err, stderr)
 	}
 	// Forged: sam's vote signed with lena's key, and sam's key over another digest.
-	lenaKeyFile, _ := os.ReadFile(filepath.Join(dir, "lena.key"))
+	lenaKeyFile, _ := os.ReadFile(approverFiles["lena"])
 	lenaKey, _ := approval.ParseSigningKey(lenaKeyFile)
-	samKeyFile, _ := os.ReadFile(filepath.Join(dir, "sam.key"))
+	samKeyFile, _ := os.ReadFile(approverFiles["sam"])
 	samKey, _ := approval.ParseSigningKey(samKeyFile)
 	for name, sig := range map[string][]byte{
 		"another's key":  ed25519.Sign(lenaKey, approval.Message(id, created["digest"].(string), "approve", "sam")),
@@ -148,7 +185,7 @@ func TestLawfulAccessStory(t *testing.T) {
 	}
 
 	// Security approves: dual control is met, the officer releases.
-	if _, stderr, err := cli(sam, "request", "approve", id, "--key", filepath.Join(dir, "sam.key")); err != nil {
+	if _, stderr, err := cli(sam, "request", "approve", id, "--key", approverFiles["sam"]); err != nil {
 		t.Fatalf("sam approves: %v\n%s", err, stderr)
 	}
 	if code, body := post(t, in.base+"/v1/access-requests/"+id+"/release", "application/json", token("otto", "officer"), []byte(`{}`)); code != 403 || errorCode(body) != "not_requester" {
@@ -167,11 +204,7 @@ func TestLawfulAccessStory(t *testing.T) {
 	f, _ := os.Open(releaseOut)
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		var k struct {
-			ConversationID string `json:"conversation_id"`
-			KeyID          string `json:"key_id"`
-			Key            []byte `json:"key"`
-		}
+		var k client.OpenedKey
 		if err := json.Unmarshal(sc.Bytes(), &k); err != nil {
 			t.Fatal(err)
 		}
@@ -189,32 +222,58 @@ func TestLawfulAccessStory(t *testing.T) {
 		}
 	}
 
-	// Final: a second release is refused.
+	// Final: a second release is refused; the shares can be fetched again,
+	// and the plaintext shares are what the officer alone can open.
 	code, body := post(t, in.base+"/v1/access-requests/"+id+"/release", "application/json", olga, []byte(`{}`))
 	if code != 409 || errorCode(body) != "request_final" {
 		t.Fatalf("second release: %d %v", code, body)
 	}
 	record(body)
+	officer, err := client.New(in.base, olga, http.DefaultClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := officer.Released(context.Background(), id)
+	if err != nil || len(again.Keys) != 3 {
+		t.Fatalf("fetch the release again: %+v %v", again, err)
+	}
+	recipientFile, _ := os.ReadFile(filepath.Join(dir, "olga-recipient.key"))
+	priv, _ := seal.ParseKey(recipientFile)
+	var plainShares [][]byte
+	for _, k := range again.Keys {
+		for _, sh := range k.Shares {
+			p, err := shares.OpenReleased(priv, id, k.ConversationID, k.KeyID, sh.Custodian, sh.Index, sh.Sealed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			plainShares = append(plainShares, p)
+		}
+	}
 	code, listed, _ := call(t, "GET", in.base+"/v1/access-requests?status=released", aud)
 	if code != 200 || len(listed["requests"].([]any)) != 1 {
 		t.Fatalf("released list: %d %v", code, listed)
 	}
 	record(listed)
 
-	// The log holds the request, the approvals, both decisions and the
-	// release, and each entry's inclusion proof verifies against a signed
-	// checkpoint.
+	// The log holds the deposits, the request, the approvals, both
+	// decisions, each custodian's release and the release, and each
+	// entry's inclusion proof verifies against a signed checkpoint.
 	seqs := map[string][]int64{}
-	for _, kind := range []string{"access.request", "access.approval", "access.decision", "access.release"} {
+	for _, kind := range []string{"escrow.deposit", "access.request", "access.approval", "access.decision", "access.custodian_release", "access.release"} {
 		_, page, _ := call(t, "GET", in.base+"/v1/audit/entries?kind="+kind, aud)
 		records, _ := page["entries"].([]any)
 		for _, r := range records {
 			m := r.(map[string]any)
 			seqs[kind] = append(seqs[kind], int64(m["seq"].(float64)))
+			rec := m["record"].(map[string]any)
+			if kind == "access.release" && (rec["request_digest"] != created["digest"] || rec["recipient_key"] != recipient.Fingerprint()) {
+				t.Fatalf("the release entry does not name the request digest and recipient key: %v", rec)
+			}
 		}
 		record(page)
 	}
-	if len(seqs["access.request"]) != 1 || len(seqs["access.approval"]) != 3 || len(seqs["access.decision"]) != 2 || len(seqs["access.release"]) != 1 {
+	if len(seqs["escrow.deposit"]) != 4 || len(seqs["access.request"]) != 1 || len(seqs["access.approval"]) != 3 ||
+		len(seqs["access.decision"]) != 2 || len(seqs["access.custodian_release"]) != 5 || len(seqs["access.release"]) != 1 {
 		t.Fatalf("log entries by kind: %v", seqs)
 	}
 	var last int64
@@ -236,19 +295,31 @@ func TestLawfulAccessStory(t *testing.T) {
 		}
 	}
 
-	// Nothing of the keys outside the sealed answer: not in logs, the
-	// database, the metrics or any other answer.
-	dump := dumpTables(t, in.dsn)
-	metrics := rawGet(t, in.base+"/metrics")
+	// The canary: no key, plaintext share or custodian private key in the
+	// mediator's logs, database, metrics, answers or anywhere in Vault's KV.
+	secrets := map[string][]byte{}
 	for name, key := range deposited {
-		for _, form := range []string{base64.StdEncoding.EncodeToString(key), base64.RawURLEncoding.EncodeToString(key), hex.EncodeToString(key)} {
-			for where, text := range map[string]string{"logs": in.proc.Output(), "database": dump, "metrics": metrics, "answers": responses.String()} {
+		secrets["key "+name] = key
+	}
+	for i, p := range plainShares {
+		secrets[fmt.Sprintf("share %d", i)] = p
+	}
+	for i, c := range cs.cs {
+		secrets["private key of "+c.Name] = custodianPrivateKey(t, c)
+		_ = i
+	}
+	places := map[string]string{"logs": in.proc.Output(), "database": dumpTables(t, in.dsn), "metrics": rawGet(t, in.base+"/metrics"),
+		"answers": responses.String(), "vault kv": dumpKV(t, adminVault(t, env.Vault), "mediator-kv", "")}
+	for what, secret := range secrets {
+		for _, form := range []string{base64.StdEncoding.EncodeToString(secret), base64.RawURLEncoding.EncodeToString(secret), hex.EncodeToString(secret)} {
+			for where, text := range places {
 				if strings.Contains(text, form) {
-					t.Errorf("key %s found in %s", name, where)
+					t.Errorf("%s found in %s", what, where)
 				}
 			}
 		}
 	}
+	metrics := places["metrics"]
 	for _, want := range []string{
 		`mediator_access_requests_by_status{status="released"} 1`,
 		`mediator_policy_decisions_total{result="allow"} 1`,
@@ -256,7 +327,7 @@ func TestLawfulAccessStory(t *testing.T) {
 		`mediator_access_approvals_total{result="self_approval"} 1`,
 		`mediator_access_approvals_total{result="bad_signature"} 2`,
 		`mediator_access_release_seconds_count 1`,
-		`mediator_policy_decision_seconds_count 2`,
+		`mediator_escrow_custodian_seconds_count{custodian="custodian-3",op="release"} 1`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
@@ -268,6 +339,55 @@ func TestLawfulAccessStory(t *testing.T) {
 	if out, stderr, err := runCmd(t, op, "audit", "verify"); err != nil {
 		t.Fatalf("audit verify: %v %s %s", err, out, stderr)
 	}
+}
+
+// custodianPrivateKey reads custodian c's HPKE private key the only way it
+// exists at rest: wrapped by its Transit key, unwrapped here with Vault's
+// root token (as a test may), for canary scans.
+func custodianPrivateKey(t *testing.T, c dev.Custodian) []byte {
+	t.Helper()
+	admin := adminVault(t, env.Vault)
+	sec, err := admin.KVv2(c.Config.KV.Mount).Get(context.Background(), c.Config.KV.Prefix+"/identity")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := base64.StdEncoding.EncodeToString([]byte("mediator-custodian-identity-v1\n" + c.Name + "\nhpke"))
+	out, err := admin.Logical().Write(c.Config.Transit.Mount+"/decrypt/"+c.Config.Transit.Key,
+		map[string]any{"ciphertext": sec.Data["hpke_wrapped"], "context": ctx})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := base64.StdEncoding.DecodeString(out.Data["plaintext"].(string))
+	if len(raw) < 32 {
+		t.Fatalf("custodian %s: private key of %d bytes", c.Name, len(raw))
+	}
+	return raw
+}
+
+// dumpKV returns every secret under path in a KV v2 mount, read with
+// admin, as text.
+func dumpKV(t *testing.T, admin *vaultapi.Client, mount, path string) string {
+	t.Helper()
+	list, err := admin.Logical().List(mount + "/metadata/" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if list == nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, k := range list.Data["keys"].([]any) {
+		name := path + k.(string)
+		if strings.HasSuffix(name, "/") {
+			b.WriteString(dumpKV(t, admin, mount, name))
+			continue
+		}
+		sec, err := admin.KVv2(mount).Get(context.Background(), name)
+		if err == nil {
+			fmt.Fprintln(&b, name, sec.Data)
+		}
+	}
+	return b.String()
 }
 
 // signedCheckpoint waits for a checkpoint covering at least size entries,

@@ -24,8 +24,14 @@ func TestDevAllInOne(t *testing.T) {
 	p := start(t, []string{"DATABASE_URL=" + env.NewDatabase(t)}, "dev", "--addr", addr, "--state-dir", state)
 	base := "http://" + addr
 	waitStatus(t, p, base+"/readyz", 200, 3*time.Minute)
-	if out := p.Output(); !strings.Contains(out, base) || !strings.Contains(out, "dev token") || !strings.Contains(out, "curl") {
-		t.Fatalf("dev banner lacks the URL or examples:\n%s", out)
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(p.Output(), "Ctrl-C stops everything"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no dev banner:\n%s", p.Output())
+		}
+	}
+	if out := p.Output(); !strings.Contains(out, base) || !strings.Contains(out, "dev token") || !strings.Contains(out, "curl") ||
+		!strings.Contains(out, "custodian-1 … custodian-5") || !strings.Contains(out, "dev-legal") {
+		t.Fatalf("dev banner lacks the URL, examples, custodians or approvers:\n%s", out)
 	}
 
 	tok, stderr, err := runCmd(t, nil, "dev", "token", "--state-dir", state, "--sub", "dana", "--roles", "admin", "--ttl", "10m")
@@ -42,7 +48,7 @@ func TestDevAllInOne(t *testing.T) {
 		t.Fatalf("dev env: %v %s", err, stderr)
 	}
 	vars := parseExports(t, envOut)
-	for _, k := range []string{"DATABASE_URL", "VAULT_ADDR", "VAULT_TOKEN", "MEDIATOR_ADDR"} {
+	for _, k := range []string{"DATABASE_URL", "VAULT_ADDR", "VAULT_TOKEN", "MEDIATOR_ADDR", "MEDIATOR_CUSTODIAN_SET"} {
 		if vars[k] == "" {
 			t.Fatalf("dev env lacks %s:\n%s", k, envOut)
 		}
@@ -88,7 +94,8 @@ func TestDevAllInOne(t *testing.T) {
 	for k, v := range vars {
 		devEnv = append(devEnv, k+"="+v)
 	}
-	if out, stderr, err := runCmd(t, devEnv, "audit", "verify"); err != nil || !strings.Contains(out, "ok: 3000 entries") {
+	// The two dev approvers' registrations, then the events.
+	if out, stderr, err := runCmd(t, devEnv, "audit", "verify"); err != nil || !strings.Contains(out, "ok: 3002 entries") {
 		t.Fatalf("audit verify with the dev env: %v\n%s\n%s", err, out, stderr)
 	}
 

@@ -46,7 +46,7 @@ func TestAPIGuideExamples(t *testing.T) {
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("docs/api.md examples failed: %v\n%s\n--- dev output:\n%s", err, out.String(), p.Output())
 	}
-	for _, want := range []string{`"status":"ready"`, `"accepted":2`, "ok: ", "policy_denied", "released 1 keys", `"group_by":"transport"`} {
+	for _, want := range []string{`"status":"ready"`, `"accepted":2`, "ok: ", "escrowed conv-a", "policy_denied", "released 1 keys", `"group_by":"transport"`} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the examples' output lacks %q:\n%s", want, out.String())
 		}

@@ -5,19 +5,25 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/mediatorhq/mediator/client"
+	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/dev/servers"
+	"github.com/mediatorhq/mediator/wire"
 )
 
-// TestDepositStory: a gateway escrows a conversation key; the same key again
-// is idempotent, another key under the same id conflicts, the deposit is in
-// the audit log without key material, and with Vault down a deposit is
-// refused with nothing kept.
+// TestDepositStory: a gateway escrows a conversation key through the client
+// package, which seals it to the custodian set it pinned; the same key
+// again is idempotent, another key under the same id conflicts, a set it
+// did not pin is refused before anything is sealed; the deposit is in the
+// log without key material; and with the custodians' Vault down a deposit
+// is refused with nothing kept.
 func TestDepositStory(t *testing.T) {
 	ctx := context.Background()
 	vault, err := servers.StartVault(ctx, nil, servers.VaultOptions{IgnoreEnv: true})
@@ -25,85 +31,86 @@ func TestDepositStory(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer vault.Stop()
-	in := startServe(t, serveOpts{vault: vault})
+	cs := startCustodians(t, vault, dev.CustodianOptions{})
+	in := startServe(t, serveOpts{custodians: cs})
 	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
 	dep, _ := in.issuer.Issue("gateway-7", []string{"depositor"}, time.Hour)
 	aud, _ := in.issuer.Issue("auditor-1", []string{"auditor"}, time.Hour)
-	url := in.base + "/v1/escrow/keys"
+	gw, _ := client.New(in.base, dep, http.DefaultClient)
+	auditor, _ := client.New(in.base, aud, http.DefaultClient)
 
 	key := make([]byte, 32)
 	rand.Read(key)
-	keyB64 := base64.StdEncoding.EncodeToString(key)
-	body := func(convo, keyID, k string) []byte {
-		b, _ := json.Marshal(map[string]string{"conversation_id": convo, "key_id": keyID, "key": k})
-		return b
+	if _, err := auditor.Deposit(ctx, cs.digest, "c", "k", key); !client.IsCode(err, "forbidden") {
+		t.Fatalf("auditor deposit: %v", err)
 	}
-
-	if code, _ := post(t, url, "application/json", aud, body("c", "k", keyB64)); code != 403 {
-		t.Fatalf("auditor deposit: %d", code)
+	first, err := gw.Deposit(ctx, cs.digest, "conv-9", "epoch-1", key)
+	if err != nil || !first.Created || first.Threshold != 3 || first.Shares != 5 || len(first.Receipts) != 5 {
+		t.Fatalf("deposit: %+v %v", first, err)
 	}
-	code, first := post(t, url, "application/json", dep, body("conv-9", "epoch-1", keyB64))
-	if code != 201 || first["threshold"] != 3.0 || first["shares"] != 5.0 || !strings.HasPrefix(fmt.Sprint(first["key_commitment"]), "sha256:") {
-		t.Fatalf("deposit: %d %v", code, first)
-	}
-	code, again := post(t, url, "application/json", dep, body("conv-9", "epoch-1", keyB64))
-	if code != 200 || fmt.Sprint(again) != fmt.Sprint(first) {
-		t.Fatalf("same key again: %d %v", code, again)
+	again, err := gw.Deposit(ctx, cs.digest, "conv-9", "epoch-1", key)
+	if err != nil || again.Created || again.EscrowID != first.EscrowID {
+		t.Fatalf("same key again: %+v %v", again, err)
 	}
 	other := make([]byte, 32)
 	rand.Read(other)
-	if code, b := post(t, url, "application/json", dep, body("conv-9", "epoch-1", base64.StdEncoding.EncodeToString(other))); code != 409 || errorCode(b) != "conflict" {
-		t.Fatalf("other key, same id: %d %v", code, b)
+	if _, err := gw.Deposit(ctx, cs.digest, "conv-9", "epoch-1", other); !client.IsCode(err, "conflict") {
+		t.Fatalf("other key, same id: %v", err)
 	}
-	for name, b := range map[string][]byte{
-		"short key":     body("c", "k", base64.StdEncoding.EncodeToString(key[:15])),
-		"long key":      body("c", "k", base64.StdEncoding.EncodeToString(append(append(append([]byte{}, key...), key...), 1))),
-		"not base64":    body("c", "k", "%%%"),
-		"no conversion": body("", "k", keyB64),
+	if _, err := gw.Deposit(ctx, "sha256:"+strings.Repeat("ab", 32), "conv-9", "epoch-2", key); err == nil || !strings.Contains(err.Error(), "pinned") {
+		t.Fatalf("a set that is not the pinned one: %v", err)
+	}
+	if _, err := gw.Deposit(ctx, cs.digest, "conv-9", "epoch-2", key[:15]); err == nil {
+		t.Fatal("a short key was deposited")
+	}
+	keyB64 := base64.StdEncoding.EncodeToString(key)
+	for name, body := range map[string]string{
+		"plaintext key":  `{"conversation_id":"c","key_id":"k","key":"` + keyB64 + `"}`,
+		"no commitment":  `{"conversation_id":"c","key_id":"k","custodian_set":"` + cs.digest + `","threshold":3,"shares":[]}`,
+		"no shares":      `{"conversation_id":"c","key_id":"k","commitment":"sha256:` + strings.Repeat("0", 64) + `","custodian_set":"` + cs.digest + `","threshold":3,"shares":[]}`,
+		"no custody set": `{"conversation_id":"c","key_id":"k","commitment":"sha256:` + strings.Repeat("0", 64) + `","threshold":3,"shares":[]}`,
 	} {
-		if code, resp := post(t, url, "application/json", dep, b); code != 422 || strings.Contains(fmt.Sprint(resp), keyB64) {
+		code, resp := post(t, in.base+"/v1/escrow/keys", "application/json", dep, []byte(body))
+		if (code != 422 && code != 409) || strings.Contains(fmt.Sprint(resp), keyB64) {
 			t.Errorf("%s: %d %v", name, code, resp)
 		}
 	}
-	if code, _ := post(t, url, "application/json", dep, []byte(`{"conversation_id":"c","key_id":"k","key":"`+keyB64+`","extra":1}`)); code != 400 {
+	if code, _ := post(t, in.base+"/v1/escrow/keys", "application/json", dep, []byte(`{"conversation_id":"c","extra":1}`)); code != 400 {
 		t.Errorf("unknown field: %d", code)
 	}
 
-	// The deposit is in the log, with the commitment and no key.
-	_, entry, _ := call(t, "GET", fmt.Sprintf("%s/v1/audit/entries/%v", in.base, first["audit_seq"]), aud)
+	// The deposit is in the log: the commitment, the depositor, each
+	// custodian's share by hashes, and no key.
+	_, entry, _ := call(t, "GET", fmt.Sprintf("%s/v1/audit/entries/%d", in.base, first.AuditSeq), aud)
 	rec, _ := entry["record"].(map[string]any)
-	if rec["kind"] != "escrow.deposit" || rec["key_commitment"] != first["key_commitment"] || rec["escrow_id"] != first["escrow_id"] {
+	if rec["kind"] != "escrow.deposit" || rec["key_commitment"] != first.KeyCommitment || rec["escrow_id"] != first.EscrowID ||
+		rec["depositor"] != "gateway-7" || len(rec["shares"].([]any)) != 5 {
 		t.Fatalf("audit entry: %v", entry)
 	}
 
-	// Vault down: 503 with Retry-After, and no new row.
+	// The custodians' Vault down: 503 with Retry-After, and no new row.
 	vault.Stop()
-	req := body("conv-9", "epoch-2", keyB64)
-	code, down := post(t, url, "application/json", dep, req)
-	if code != 503 || errorCode(down) != "dependency_unavailable" {
-		t.Fatalf("deposit with Vault down: %d %v", code, down)
+	_, err = gw.Deposit(ctx, cs.digest, "conv-9", "epoch-2", key)
+	var apiErr *client.Error
+	if !errorsAs(err, &apiErr) || apiErr.Status != 503 || apiErr.Code != "dependency_unavailable" {
+		t.Fatalf("deposit with the custodians' Vault down: %v", err)
 	}
-	conn, err := pgx.Connect(ctx, in.dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var n int
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM escrow_keys").Scan(&n); err != nil || n != 1 {
-		t.Fatalf("escrow rows after a failed deposit: %d %v", n, err)
+	if n := countRows(t, in.dsn, "escrow_keys"); n != 1 {
+		t.Fatalf("escrow rows after a failed deposit: %d", n)
 	}
 
 	// The key never reached the database, the logs or the metrics.
 	dump := dumpTables(t, in.dsn)
 	metrics := rawGet(t, in.base+"/metrics")
-	for where, text := range map[string]string{"database": dump, "logs": in.proc.Output(), "metrics": metrics} {
+	for where, text := range map[string]string{"database": dump, "logs": in.proc.Output(), "metrics": metrics, "custodian logs": cs.output()} {
 		for _, form := range []string{keyB64, base64.RawURLEncoding.EncodeToString(key), fmt.Sprintf("%x", key)} {
 			if strings.Contains(text, form) {
 				t.Errorf("key material in %s", where)
 			}
 		}
 	}
-	for _, want := range []string{`mediator_escrow_deposits_total{outcome="created"} 1`, `mediator_escrow_deposits_total{outcome="conflict"} 1`, `mediator_escrow_deposits_total{outcome="unavailable"} 1`, "mediator_escrow_custodian_seconds_bucket"} {
+	for _, want := range []string{`mediator_escrow_deposits_total{outcome="created"} 1`, `mediator_escrow_deposits_total{outcome="conflict"} 2`,
+		`mediator_escrow_deposits_total{outcome="unavailable"} 1`, `mediator_escrow_custodian_seconds_bucket{custodian="custodian-1",op="store"`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
 		}
@@ -111,20 +118,24 @@ func TestDepositStory(t *testing.T) {
 }
 
 // TestEscrowLifecycleCLI: an operator holds one conversation and destroys
-// keys past retention; the held key survives, the other is gone.
+// keys past retention; every custodian destroys its share of the free key
+// and keeps the held one's; after a custodian's Transit key is rotated,
+// the custodian's operator rewraps its shares.
 func TestEscrowLifecycleCLI(t *testing.T) {
-	in := startServe(t, serveOpts{})
+	ctx := context.Background()
+	cs := startCustodians(t, nil, dev.CustodianOptions{MinRetention: time.Nanosecond})
+	in := startServe(t, serveOpts{custodians: cs})
 	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
-	dep, _ := in.issuer.Issue("gw", []string{"depositor"}, time.Hour)
+	tok, _ := in.issuer.Issue("gw", []string{"depositor"}, time.Hour)
+	gw, _ := client.New(in.base, tok, http.DefaultClient)
 	for _, convo := range []string{"conv-free", "conv-held"} {
 		key := make([]byte, 16)
 		rand.Read(key)
-		b, _ := json.Marshal(map[string]string{"conversation_id": convo, "key_id": "k", "key": base64.StdEncoding.EncodeToString(key)})
-		if code, body := post(t, in.base+"/v1/escrow/keys", "application/json", dep, b); code != 201 {
-			t.Fatalf("deposit %s: %d %v", convo, code, body)
+		if _, err := gw.Deposit(ctx, cs.digest, convo, "k", key); err != nil {
+			t.Fatalf("deposit %s: %v", convo, err)
 		}
 	}
-	op := []string{"DATABASE_URL=" + in.dsn, "VAULT_ADDR=" + env.Vault.Addr, "VAULT_TOKEN=" + env.Vault.Token}
+	op := []string{"DATABASE_URL=" + in.dsn, "MEDIATOR_CUSTODIANS=" + cs.file}
 	out, stderr, err := runCmd(t, op, "escrow", "hold", "--conversation", "conv-held", "--reason", "preservation order 17", "--by", "counsel")
 	if err != nil || !strings.Contains(out, "legal hold") {
 		t.Fatalf("hold: %v %s %s", err, out, stderr)
@@ -134,17 +145,31 @@ func TestEscrowLifecycleCLI(t *testing.T) {
 	if err != nil || !strings.Contains(out, "destroyed 1, kept under legal hold 1, failed 0") {
 		t.Fatalf("destroy: %v %s %s", err, out, stderr)
 	}
-	// After a custodian key rotation, the operator re-wraps; the held key's
-	// shares move to the new version.
+	if !strings.Contains(cs.output(), `"msg":"share destroyed"`) {
+		t.Fatal("no custodian logged a destruction")
+	}
+	// After custodian-4's Transit key is rotated, its operator re-wraps;
+	// the held key's share moves to the new version.
 	if _, err := adminVault(t, env.Vault).Logical().Write("mediator-transit/keys/custodian-4/rotate", nil); err != nil {
 		t.Fatal(err)
 	}
-	out, stderr, err = runCmd(t, op, "escrow", "rewrap", "--custodian", "custodian-4")
-	if err != nil || !strings.Contains(out, "rewrapped") || !strings.Contains(out, "0 failed") || strings.Contains(out, "rewrapped 0 ") {
-		t.Fatalf("rewrap: %v %s %s", err, out, stderr)
+	req, _ := http.NewRequest("POST", cs.cs[3].URL+"/v1/rewrap", nil)
+	req.Header.Set("Authorization", "Bearer "+cs.cs[3].OperatorToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ans wire.RewrapAnswer
+	json.NewDecoder(resp.Body).Decode(&ans)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || ans.Rewrapped != 2 || len(ans.Failed) != 0 { // its identity and the held key's share
+		t.Fatalf("rewrap: %d %+v", resp.StatusCode, ans)
 	}
 	// The log records it all and still verifies.
-	if out, _, err := runCmd(t, append(op, "MEDIATOR_LOG_ORIGIN=mediator/audit"), "audit", "verify"); err != nil {
+	vop := []string{"DATABASE_URL=" + in.dsn, "VAULT_ADDR=" + env.Vault.Addr, "VAULT_TOKEN=" + env.Vault.Token, "MEDIATOR_LOG_ORIGIN=mediator/audit"}
+	if out, _, err := runCmd(t, vop, "audit", "verify"); err != nil {
 		t.Fatalf("audit verify: %v %s", err, out)
 	}
 }
+
+func errorsAs(err error, target any) bool { return errors.As(err, target) }

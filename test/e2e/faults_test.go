@@ -20,6 +20,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/client"
+	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/dev/servers"
 	"github.com/mediatorhq/mediator/loadgen"
 )
@@ -268,19 +270,22 @@ func TestVaultSealedThenBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer v.Stop()
-	in := startServe(t, serveOpts{vault: v, extraEnv: []string{"MEDIATOR_PSEUDONYM_KEY_MAX_AGE=3s"}})
+	_, trusted := e2eApprovers()
+	cs := startCustodians(t, v, dev.CustodianOptions{Approvers: trusted})
+	in := startServe(t, serveOpts{vault: v, custodians: cs, extraEnv: []string{"MEDIATOR_PSEUDONYM_KEY_MAX_AGE=3s"}})
 	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
 	tok := func(sub string, roles ...string) string { s, _ := in.issuer.Issue(sub, roles, time.Hour); return s }
 	gw, dep, admin := tok("gw", "ingest"), tok("gw", "depositor"), tok("ada", "admin")
 	olga, lena, sam := tok("olga", "officer"), tok("lena", "approver"), tok("sam", "approver")
+	depositor, _ := client.New(in.base, dep, http.DefaultClient)
 
 	// A request that the policy will allow, its key escrowed.
-	depositBody := func(keyID string) []byte {
-		b, _ := json.Marshal(map[string]string{"conversation_id": "conv-v", "key_id": keyID, "key": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="})
-		return b
+	deposit := func(keyID string) error {
+		_, err := depositor.Deposit(ctx, cs.digest, "conv-v", keyID, []byte("0123456789abcdef0123456789abcdef"))
+		return err
 	}
-	if code, b := post(t, in.base+"/v1/escrow/keys", "application/json", dep, depositBody("k1")); code != 201 {
-		t.Fatalf("deposit: %d %v", code, b)
+	if err := deposit("k1"); err != nil {
+		t.Fatalf("deposit: %v", err)
 	}
 	id := readyRequest(t, in, admin, olga, map[string]string{"lena": lena, "sam": sam}, "conv-v")
 
@@ -310,12 +315,11 @@ func TestVaultSealedThenBack(t *testing.T) {
 	if code, _ := ingest(1); code != 200 {
 		t.Fatalf("ingest right after the seal: %d", code)
 	}
-	code, b := post(t, in.base+"/v1/escrow/keys", "application/json", dep, depositBody("k2"))
-	if code != 503 || errorCode(b) != "dependency_unavailable" || countRows(t, in.dsn, "escrow_keys") != rowsBefore {
-		t.Fatalf("deposit with Vault sealed: %d %v", code, b)
+	if err := deposit("k2"); !client.IsCode(err, "dependency_unavailable") || countRows(t, in.dsn, "escrow_keys") != rowsBefore {
+		t.Fatalf("deposit with Vault sealed: %v", err)
 	}
-	code, b = post(t, in.base+"/v1/access-requests/"+id+"/release", "application/json", olga, []byte(`{}`))
-	if code != 503 || b["keys"] != nil {
+	code, b := post(t, in.base+"/v1/access-requests/"+id+"/release", "application/json", olga, []byte(`{}`))
+	if code != 503 || b["keys"] != nil || errorCode(b) != "custodians_unavailable" {
 		t.Fatalf("release with Vault sealed: %d %v", code, b)
 	}
 	if _, shown, _ := call(t, "GET", in.base+"/v1/access-requests/"+id, olga); shown["status"] != "pending" {
@@ -341,19 +345,21 @@ func TestVaultSealedThenBack(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if code, b := post(t, in.base+"/v1/escrow/keys", "application/json", dep, depositBody("k2")); code != 201 {
-		t.Fatalf("deposit after the unseal: %d %v", code, b)
+	if err := deposit("k2"); err != nil {
+		t.Fatalf("deposit after the unseal: %v", err)
 	}
 	// Both keys of the conversation fall in the request's window now.
 	if code, b := post(t, in.base+"/v1/access-requests/"+id+"/release", "application/json", olga, []byte(`{}`)); code != 200 || len(b["keys"].([]any)) != 2 {
 		t.Fatalf("release after the unseal: %d, %d keys", code, len(b["keys"].([]any)))
 	}
-	// Nothing half-written: the KV holds the shares of exactly the two
-	// escrows with rows.
+	// Nothing half-written: each custodian's store holds the shares of
+	// exactly the two escrows with rows.
 	kv := adminVault(t, v)
-	list, err := kv.Logical().List("mediator-kv/metadata/shares")
-	if err != nil || list == nil || len(list.Data["keys"].([]any)) != countRows(t, in.dsn, "escrow_keys") {
-		t.Fatalf("shares in KV vs escrow rows: %v %v", list, err)
+	for _, c := range cs.cs {
+		dump := dumpKV(t, kv, c.Config.KV.Mount, c.Config.KV.Prefix+"/deposits/")
+		if n := strings.Count(dump, `"escrow_id":`); n != countRows(t, in.dsn, "escrow_keys") {
+			t.Fatalf("%s holds %d shares, the mediator %d escrows:\n%s", c.Name, n, countRows(t, in.dsn, "escrow_keys"), dump)
+		}
 	}
 }
 

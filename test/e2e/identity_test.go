@@ -22,6 +22,7 @@ import (
 
 	"github.com/mediatorhq/mediator/api"
 	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/custodian"
 	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/policy"
 	"github.com/mediatorhq/mediator/seal"
@@ -199,23 +200,56 @@ type openRequest struct {
 	keys       map[string]ed25519.PrivateKey
 }
 
+// e2eApprovers are lena (legal) and sam (security) with fixed signing
+// keys, and the same approvers as custodians trust them.
+func e2eApprovers() (map[string]ed25519.PrivateKey, []custodian.Approver) {
+	keys := map[string]ed25519.PrivateKey{}
+	var trusted []custodian.Approver
+	for who, role := range map[string]string{"lena": "legal", "sam": "security"} {
+		seed := sha256.Sum256([]byte("e2e approver " + who))
+		keys[who] = ed25519.NewKeyFromSeed(seed[:])
+		trusted = append(trusted, custodian.Approver{ID: who, Roles: []string{role}, Keys: []ed25519.PublicKey{keys[who].Public().(ed25519.PublicKey)}, Active: true})
+	}
+	return keys, trusted
+}
+
 // readyRequestUnapproved registers lena and sam (once per instance) and
-// files a request by olga for convo.
+// files a request by olga for convo, to a fresh recipient key.
 func readyRequestUnapproved(t *testing.T, in *instance, admin, olga, convo string) openRequest {
 	t.Helper()
+	return readyRequestUnapprovedTo(t, in, admin, olga, convo, "")
+}
+
+// readyRequestUnapprovedTo is readyRequestUnapproved with the recipient
+// read from a public key file written by `mediator keygen --recipient`;
+// with recipient empty, to a fresh key.
+func readyRequestUnapprovedTo(t *testing.T, in *instance, admin, olga, convo, recipient string) openRequest {
+	t.Helper()
 	r := openRequest{keys: map[string]ed25519.PrivateKey{}}
+	keys, _ := e2eApprovers()
 	for who, role := range map[string]string{"lena": "legal", "sam": "security"} {
-		seed := sha256.Sum256([]byte(in.base + who)) // the same key on every call for this instance
-		priv := ed25519.NewKeyFromSeed(seed[:])
+		priv := keys[who]
 		r.keys[who] = priv
 		b, _ := json.Marshal(map[string]any{"id": who, "roles": []string{role}, "public_key": priv.Public()})
 		if code, body := post(t, in.base+"/v1/approvers", "application/json", admin, b); code != 201 && code != 409 {
 			t.Fatalf("register %s: %d %v", who, code, body)
 		}
 	}
-	_, rk, err := seal.NewKey(seal.KEMX25519)
-	if err != nil {
-		t.Fatal(err)
+	var rk seal.PublicKey
+	if recipient == "" {
+		_, pub, err := seal.NewKey(seal.KEMX25519)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rk = pub
+	} else {
+		b, err := os.ReadFile(recipient)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &rk); err != nil {
+			t.Fatalf("recipient key %s: %v", recipient, err)
+		}
 	}
 	now := time.Now().UTC()
 	b, _ := json.Marshal(map[string]any{"case_id": "case-1", "legal_basis": "court_order", "warrant_ref": "W-1", "jurisdiction": "US",

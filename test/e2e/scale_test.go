@@ -4,9 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/mediatorhq/mediator/client"
+	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/loadgen"
 )
 
@@ -22,8 +23,9 @@ import (
 // ingesting and depositing at once, make one gapless log that verifies, and
 // concurrent deposits of one key id through both make one escrow.
 func TestTwoInstancesKeepOneLog(t *testing.T) {
-	a := startServe(t, serveOpts{})
-	b := startServe(t, serveOpts{dsn: a.dsn})
+	cs := startCustodians(t, nil, dev.CustodianOptions{})
+	a := startServe(t, serveOpts{custodians: cs})
+	b := startServe(t, serveOpts{dsn: a.dsn, custodians: cs})
 	instances := []*instance{a, b}
 	for _, in := range instances {
 		waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
@@ -52,18 +54,18 @@ func TestTwoInstancesKeepOneLog(t *testing.T) {
 	// Meanwhile, the same key id deposited through both instances at once.
 	key := make([]byte, 32)
 	rand.Read(key)
-	deposit, _ := json.Marshal(map[string]string{"conversation_id": "conv-race", "key_id": "k", "key": base64.StdEncoding.EncodeToString(key)})
 	ids := make([]string, 6)
 	for j := range ids {
 		in := instances[j%2]
 		tok, _ := in.issuer.Issue("gw-deposit", []string{"depositor"}, time.Hour)
+		gw, _ := client.New(in.base, tok, http.DefaultClient)
 		wg.Go(func() {
-			code, resp := post(t, in.base+"/v1/escrow/keys", "application/json", tok, deposit)
-			if code != 200 && code != 201 {
-				t.Errorf("deposit: %d %v", code, resp)
+			d, err := gw.Deposit(context.Background(), cs.digest, "conv-race", "k", key)
+			if err != nil {
+				t.Errorf("deposit: %v", err)
 				return
 			}
-			ids[j] = fmt.Sprint(resp["escrow_id"])
+			ids[j] = d.EscrowID
 		})
 	}
 	wg.Wait()

@@ -86,6 +86,8 @@ type serveOpts struct {
 	extraEnv []string
 	migrate  *bool  // nil: migrate first
 	dsn      string // a database to share with another instance; "" for a fresh one
+	// custodians, if set, are the custodian services deposits go to.
+	custodians *custodianProcs
 }
 
 // startServe prepares a database and Vault the way an operator would
@@ -136,6 +138,9 @@ func startServe(t *testing.T, o serveOpts) *instance {
 			t.Fatal(err)
 		}
 		environ = append(environ, "MEDIATOR_VAULT_ROLE_ID="+creds.RoleID, "MEDIATOR_VAULT_SECRET_ID="+creds.SecretID)
+	}
+	if o.custodians != nil {
+		environ = append(environ, "MEDIATOR_CUSTODIANS="+o.custodians.file)
 	}
 	environ = append(environ, o.extraEnv...)
 	p := start(t, environ, "serve")

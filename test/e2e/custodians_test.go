@@ -1,0 +1,112 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ed25519"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
+
+	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/custodian"
+	"github.com/mediatorhq/mediator/dev"
+	"github.com/mediatorhq/mediator/dev/servers"
+)
+
+// custodianProcs are the five custodians, each a `mediator custodian
+// serve` process of its own, with its own Vault AppRole limited to its own
+// Transit key (or, for custodian-5 when asked, a SoftHSM2 token) and KV
+// prefix.
+type custodianProcs struct {
+	cs     []dev.Custodian
+	procs  []*process
+	file   string // the mediator's custodians file
+	digest string // the set's digest, as depositors pin it
+	dir    string
+}
+
+// startCustodians prepares and starts five custodians on v (the shared
+// Vault when nil) trusting approvers, and writes the mediator's custodians
+// file.
+func startCustodians(t *testing.T, v *servers.Vault, opts dev.CustodianOptions) *custodianProcs {
+	t.Helper()
+	if v == nil {
+		v = env.Vault
+	}
+	admin := adminVault(t, v)
+	if _, err := vaultsetup.Bootstrap(context.Background(), admin); err != nil {
+		t.Fatal(err)
+	}
+	if opts.Dir == "" {
+		opts.Dir = t.TempDir()
+	}
+	if opts.Generation == "" {
+		opts.Generation = strings.ToLower(filepath.Base(opts.Dir))
+	}
+	cs, err := dev.PrepareCustodians(context.Background(), admin, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &custodianProcs{cs: cs, procs: make([]*process, len(cs)), dir: opts.Dir, file: filepath.Join(opts.Dir, "mediator-custodians.json")}
+	for i := range cs {
+		c.start(t, i)
+	}
+	if c.digest, err = dev.WaitCustodians(context.Background(), cs, c.file, 60*time.Second); err != nil {
+		for _, p := range c.procs {
+			t.Log(p.Output())
+		}
+		t.Fatal(err)
+	}
+	return c
+}
+
+// start runs custodian i's process.
+func (c *custodianProcs) start(t *testing.T, i int) {
+	t.Helper()
+	c.procs[i] = start(t, nil, "custodian", "serve", "--config", c.cs[i].ConfigPath)
+	waitStatus(t, c.procs[i], c.cs[i].URL+"/readyz", 200, 60*time.Second)
+}
+
+// stop stops custodian i, as its host going down.
+func (c *custodianProcs) stop(t *testing.T, i int) {
+	t.Helper()
+	_ = c.procs[i].stop(t, syscall.SIGKILL)
+}
+
+// output is every custodian's log.
+func (c *custodianProcs) output() string {
+	var b strings.Builder
+	for _, p := range c.procs {
+		b.WriteString(p.Output())
+	}
+	return b.String()
+}
+
+// approverKeys makes a signing key file per approver (id → role) with
+// `mediator keygen --approver`, as each approver would on their own
+// machine, and returns the key files and the approvers as custodians trust
+// them.
+func approverKeys(t *testing.T, dir string, roles map[string]string) (map[string]string, []custodian.Approver) {
+	t.Helper()
+	files := map[string]string{}
+	var trusted []custodian.Approver
+	for id, role := range roles {
+		path := filepath.Join(dir, id+".key")
+		if _, stderr, err := runCmd(t, nil, "keygen", "--approver", "--out", path); err != nil {
+			t.Fatalf("keygen %s: %v %s", id, err, stderr)
+		}
+		b, _ := os.ReadFile(path)
+		priv, err := approval.ParseSigningKey(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[id] = path
+		trusted = append(trusted, custodian.Approver{ID: id, Roles: []string{role}, Keys: []ed25519.PublicKey{priv.Public().(ed25519.PublicKey)}, Active: true})
+	}
+	return files, trusted
+}
