@@ -26,7 +26,7 @@ import (
 	"github.com/mediatorhq/mediator/seal"
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/test/harness"
-	"github.com/mediatorhq/mediator/test/testcustodians"
+	"github.com/mediatorhq/mediator/test/harness/custodians"
 	"github.com/mediatorhq/mediator/test/testdb"
 )
 
@@ -52,7 +52,7 @@ func (c *clock) add(d time.Duration) {
 type world struct {
 	pool       *pgxpool.Pool
 	escrow     *escrow.Service
-	custodians *testcustodians.Set
+	custodians *custodians.Set
 	svc        *Service
 	clock      *clock
 	keys       map[string]ed25519.PrivateKey // approver id → signing key
@@ -73,7 +73,7 @@ func newWorld(t *testing.T) *world {
 		keys[id] = priv
 		approvers = append(approvers, custodian.Approver{ID: id, Roles: []string{role}, Keys: []ed25519.PublicKey{pub}, Active: true})
 	}
-	cs := testcustodians.Start(t, env, dev.CustodianOptions{Approvers: approvers})
+	cs := custodians.Start(t, env, dev.CustodianOptions{Approvers: approvers})
 	logStore := audit.NewStore(pool)
 	esc := cs.Escrow(t, escrow.NewPGRows(pool, logStore))
 	engine, err := policy.NewReloader(ctx, "", nil)
@@ -471,7 +471,7 @@ func TestReleaseAcrossCustodians(t *testing.T) {
 	}
 	w := newWorld(t)
 	// Replace the world's custodians with ones where custodian-2 is strict.
-	w.custodians = testcustodians.Start(t, env, dev.CustodianOptions{Approvers: approvers, PolicyDir: map[int]string{2: strict}})
+	w.custodians = custodians.Start(t, env, dev.CustodianOptions{Approvers: approvers, PolicyDir: map[int]string{2: strict}})
 	w.keys = keys
 	w.escrow = w.custodians.Escrow(t, escrow.NewPGRows(w.pool, audit.NewStore(w.pool)))
 	engine, _ := policy.NewReloader(ctx, "", nil)

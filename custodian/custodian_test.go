@@ -25,7 +25,7 @@ import (
 	"github.com/mediatorhq/mediator/seal"
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/test/harness"
-	"github.com/mediatorhq/mediator/test/testcustodians"
+	"github.com/mediatorhq/mediator/test/harness/custodians"
 	"github.com/mediatorhq/mediator/wire"
 )
 
@@ -36,7 +36,7 @@ func TestMain(m *testing.M) { harness.Main(m, &env) }
 // fixture is five custodians trusting two approvers, and a depositor's and
 // an officer's keys.
 type fixture struct {
-	set       *testcustodians.Set
+	set       *custodians.Set
 	remotes   []*escrow.Remote
 	approvers map[string]ed25519.PrivateKey
 	officer   hpke.PrivateKey
@@ -51,7 +51,7 @@ func newFixture(t *testing.T, opts dev.CustodianOptions) *fixture {
 		f.approvers[id] = priv
 		opts.Approvers = append(opts.Approvers, custodian.Approver{ID: id, Roles: []string{role}, Keys: []ed25519.PublicKey{pub}, Active: true})
 	}
-	f.set = testcustodians.Start(t, env, opts)
+	f.set = custodians.Start(t, env, opts)
 	var err error
 	if f.remotes, err = f.set.File.Remotes(); err != nil {
 		t.Fatal(err)

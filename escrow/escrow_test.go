@@ -21,7 +21,7 @@ import (
 	"github.com/mediatorhq/mediator/escrow"
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/test/harness"
-	"github.com/mediatorhq/mediator/test/testcustodians"
+	"github.com/mediatorhq/mediator/test/harness/custodians"
 	"github.com/mediatorhq/mediator/test/testdb"
 )
 
@@ -32,7 +32,7 @@ func TestMain(m *testing.M) { harness.Main(m, &env) }
 // fixture is the escrow service on a fresh database and five custodians.
 type fixture struct {
 	pool *pgxpool.Pool
-	cs   *testcustodians.Set
+	cs   *custodians.Set
 	rows *escrow.PGRows
 	svc  *escrow.Service
 }
@@ -40,7 +40,7 @@ type fixture struct {
 func newFixture(t testing.TB, opts dev.CustodianOptions) *fixture {
 	t.Helper()
 	pool := testdb.Pool(t, env)
-	cs := testcustodians.Start(t, env, opts)
+	cs := custodians.Start(t, env, opts)
 	rows := escrow.NewPGRows(pool, audit.NewStore(pool))
 	return &fixture{pool: pool, cs: cs, rows: rows, svc: cs.Escrow(t, rows)}
 }

@@ -274,13 +274,15 @@ func TestCompromisedMediator(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// 1. A policy that allows every release but its load probes.
+	// 1. A policy that allows every release but its load probes, and a
+	// permissive data.json.
 	evil := `package mediator.release
 import rego.v1
 decision := {"allow": false, "reasons": ["probe"]} if startswith(input.request.id, "probe")
 decision := {"allow": true, "reasons": []} if not startswith(input.request.id, "probe")
 `
 	os.WriteFile(filepath.Join(policyDir, "release.rego"), []byte(evil), 0o644)
+	os.WriteFile(filepath.Join(policyDir, "data.json"), []byte(`{"release": {"min_approvals": 2, "required_roles": ["officer"], "approval_window_hours": 1000000, "max_scope_days": 1000000, "legal_bases": {"US": ["court_order", "none"]}}}`), 0o644)
 	in.proc.cmd.Process.Signal(syscall.SIGHUP)
 	waitPolicy := time.Now().Add(10 * time.Second)
 	for !strings.Contains(rawGet(t, in.base+"/metrics"), `mediator_policy_reloads_total{result="ok"}`) && time.Now().Before(waitPolicy) {

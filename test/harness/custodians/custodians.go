@@ -1,9 +1,9 @@
-// Package testcustodians runs the five dev custodians inside a test
+// Package custodians runs the five dev custodians inside a test
 // process, each its own listener with its own Vault AppRole limited to its
 // own key and prefix, on the test binary's real Vault: what package tests
 // of escrow and access deposit to and release from. End-to-end tests run
 // them as processes of their own instead.
-package testcustodians
+package custodians
 
 import (
 	"context"
