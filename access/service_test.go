@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,7 +63,7 @@ type world struct {
 // registers with the mediator those it uses.
 var trusted = map[string]string{"lena": "legal", "sam": "security", "nina": "legal", "olga": "security"}
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	t.Helper()
 	ctx := context.Background()
 	pool := testdb.Pool(t, env)
@@ -87,7 +88,7 @@ func newWorld(t *testing.T) *world {
 }
 
 // approver registers id (one the custodians trust) with the mediator.
-func (w *world) approver(t *testing.T, id string, roles ...string) {
+func (w *world) approver(t testing.TB, id string, roles ...string) {
 	t.Helper()
 	priv, ok := w.keys[id]
 	if !ok {
@@ -102,14 +103,14 @@ func (w *world) sign(r Request, decision, approverID string) []byte {
 	return ed25519.Sign(w.keys[approverID], approval.Message(r.ID, r.Digest, decision, approverID))
 }
 
-func (w *world) vote(t *testing.T, r Request, approverID, decision string) error {
+func (w *world) vote(t testing.TB, r Request, approverID, decision string) error {
 	t.Helper()
 	_, err := w.svc.Approve(context.Background(), approverID, r.ID, decision, w.sign(r, decision, approverID))
 	return err
 }
 
 // deposit escrows a fresh key as a depositor does: split and sealed here.
-func (w *world) deposit(t *testing.T, convo, keyID string) []byte {
+func (w *world) deposit(t testing.TB, convo, keyID string) []byte {
 	t.Helper()
 	key := make([]byte, 32)
 	rand.Read(key)
@@ -127,7 +128,7 @@ func (w *world) deposit(t *testing.T, convo, keyID string) []byte {
 
 // open opens and combines every key of a release, as the officer's client
 // does.
-func open(t *testing.T, priv hpke.PrivateKey, rel Release) map[string][]byte {
+func open(t testing.TB, priv hpke.PrivateKey, rel Release) map[string][]byte {
 	t.Helper()
 	got := map[string][]byte{}
 	for _, k := range rel.Keys {
@@ -148,7 +149,7 @@ func open(t *testing.T, priv hpke.PrivateKey, rel Release) map[string][]byte {
 	return got
 }
 
-func draft(t *testing.T, now time.Time, convos ...string) (Draft, hpke.PrivateKey) {
+func draft(t testing.TB, now time.Time, convos ...string) (Draft, hpke.PrivateKey) {
 	t.Helper()
 	kem := hpke.MLKEM768X25519()
 	priv, err := kem.GenerateKey()
@@ -523,5 +524,43 @@ func TestReleaseAcrossCustodians(t *testing.T) {
 	}
 	if _, err := w.svc.Released(ctx, "sam", r.ID); !errors.Is(err, ErrNotRequester) {
 		t.Fatalf("fetch by another: %v", err)
+	}
+}
+
+// BenchmarkRelease100 is an officer's release of 100 keys held by five
+// custodians (K=3): the mediator's policy decision, every custodian's own
+// checks and re-sealing, and the officer's opening and combining of the
+// shares, as the CLI does. Filing and approving each request is not timed.
+func BenchmarkRelease100(b *testing.B) {
+	w := newWorld(b)
+	ctx := context.Background()
+	const n = 100
+	convos := make([]string, n)
+	for i := range convos {
+		convos[i] = fmt.Sprintf("conv-%03d", i)
+		w.deposit(b, convos[i], "epoch-1")
+	}
+	w.approver(b, "lena", "legal")
+	w.approver(b, "sam", "security")
+	for b.Loop() {
+		b.StopTimer()
+		d, recipient := draft(b, w.clock.now(), convos...)
+		r, err := w.svc.Create(ctx, "olga", d)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, who := range []string{"lena", "sam"} {
+			if err := w.vote(b, r, who, "approve"); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		rel, err := w.svc.Release(ctx, "olga", r.ID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if got := open(b, recipient, rel); len(got) != n {
+			b.Fatalf("%d keys recovered", len(got))
+		}
 	}
 }

@@ -84,15 +84,31 @@ var ErrClosed = errors.New("batch: queue closed")
 // Add queues req and returns its Future. ctx passes its values, not its
 // cancellation, to Fn.
 func (q *Queue[Req, Res]) Add(ctx context.Context, req Req) *Future[Req, Res] {
-	f := &Future[Req, Res]{req: req, done: make(chan struct{})}
+	return q.AddAll(ctx, []Req{req})[0]
+}
+
+// AddAll queues reqs together, so that they go in the same batch as far as
+// Max allows (Add one by one, the first may leave alone), and returns
+// their Futures in order.
+func (q *Queue[Req, Res]) AddAll(ctx context.Context, reqs []Req) []*Future[Req, Res] {
+	fs := make([]*Future[Req, Res], len(reqs))
+	for i, req := range reqs {
+		fs[i] = &Future[Req, Res]{req: req, done: make(chan struct{})}
+	}
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
-		f.err = ErrClosed
-		close(f.done)
-		return f
+		for _, f := range fs {
+			f.err = ErrClosed
+			close(f.done)
+		}
+		return fs
 	}
-	q.pending = append(q.pending, f)
+	if len(fs) == 0 {
+		q.mu.Unlock()
+		return fs
+	}
+	q.pending = append(q.pending, fs...)
 	lead := !q.running
 	q.running = true
 	q.mu.Unlock()
@@ -101,7 +117,7 @@ func (q *Queue[Req, Res]) Add(ctx context.Context, req Req) *Future[Req, Res] {
 		// while there is queued work.
 		go q.flush(context.WithoutCancel(ctx))
 	}
-	return f
+	return fs
 }
 
 // Do is Add followed by Wait.

@@ -223,3 +223,41 @@ func TestCloseDrainsThenRefuses(t *testing.T) {
 		t.Fatalf("performed %d requests, want only the one queued before Close", performed.Load())
 	}
 }
+
+// AddAll's requests go together: an idle queue does not send the first
+// alone.
+func TestAddAllGoesTogether(t *testing.T) {
+	var sizes []int
+	var mu sync.Mutex
+	q := &Queue[int, int]{Max: 4, Fn: func(_ context.Context, reqs []int) ([]int, error) {
+		mu.Lock()
+		sizes = append(sizes, len(reqs))
+		mu.Unlock()
+		return reqs, nil
+	}}
+	fs := q.AddAll(context.Background(), []int{1, 2, 3, 4, 5, 6})
+	for i, f := range fs {
+		if r, err := f.Wait(); err != nil || r != i+1 {
+			t.Fatalf("request %d: %d %v", i, r, err)
+		}
+	}
+	mu.Lock()
+	got := append([]int(nil), sizes...)
+	mu.Unlock()
+	if len(got) != 2 || got[0] != 4 || got[1] != 2 {
+		t.Fatalf("batch sizes %v, want [4 2]", got)
+	}
+	// Adding nothing leaves the queue working.
+	if fs := q.AddAll(context.Background(), nil); len(fs) != 0 {
+		t.Fatal("futures for nothing")
+	}
+	if r, err := q.Do(context.Background(), 9); err != nil || r != 9 {
+		t.Fatalf("after adding nothing: %d %v", r, err)
+	}
+	if err := q.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.AddAll(context.Background(), []int{7})[0].Wait(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+}

@@ -68,13 +68,19 @@ func (c *Client) Deposit(ctx context.Context, pinned, conversationID, keyID stri
 	if err != nil {
 		return Deposited{}, err
 	}
-	return c.DepositTo(ctx, set, pinned, conversationID, keyID, key)
+	sp, err := shares.NewSplitter(set)
+	if err != nil {
+		return Deposited{}, err
+	}
+	return c.DepositTo(ctx, sp, pinned, conversationID, keyID, key)
 }
 
-// DepositTo is Deposit to a set the caller already fetched and checked
-// against pinned (a gateway depositing many keys fetches it once).
-func (c *Client) DepositTo(ctx context.Context, set shares.Set, pinned, conversationID, keyID string, key []byte) (Deposited, error) {
-	commitment, sealed, err := shares.Split(set, conversationID, keyID, key)
+// DepositTo is Deposit with a splitter for a set the caller already
+// fetched and checked against pinned: a gateway depositing many keys
+// fetches the set, and parses its keys, once.
+func (c *Client) DepositTo(ctx context.Context, sp *shares.Splitter, pinned, conversationID, keyID string, key []byte) (Deposited, error) {
+	set := sp.Set()
+	commitment, sealed, err := sp.Split(conversationID, keyID, key)
 	if err != nil {
 		return Deposited{}, err
 	}

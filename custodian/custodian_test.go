@@ -7,10 +7,12 @@ import (
 	"crypto/hpke"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -395,5 +397,88 @@ func TestPermissivePolicyNeverLoads(t *testing.T) {
 	_, err := custodian.Open(context.Background(), cfg, nil, m)
 	if err == nil || !strings.Contains(err.Error(), "min_approvals must be at least 2") {
 		t.Fatalf("a permissive data.json loaded: %v", err)
+	}
+}
+
+// TestConcurrentReleasesGiveEachShareOnce: the coordinator sends the same
+// release many times at once (a retry storm, or a mediator trying to get a
+// share twice): each share leaves the custodian once for the request.
+func TestConcurrentReleasesGiveEachShareOnce(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, dev.CustodianOptions{})
+	var refs []wire.ShareRef
+	for i := range 12 {
+		id, receipts := f.deposit(t, "conv-a", fmt.Sprint("e", i), bytes.Repeat([]byte{byte(i + 1)}, 32))
+		refs = append(refs, ref(id, receipts, 0)...)
+	}
+	now := time.Now()
+	canonical, approvals := f.request(t, []string{"conv-a"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
+	var mu sync.Mutex
+	released := map[string]int{}
+	var wg sync.WaitGroup
+	for c := range 8 {
+		wg.Go(func() {
+			// Each call asks for an overlapping half of the shares.
+			mine := append([]wire.ShareRef(nil), refs[c%2*4:c%2*4+8]...)
+			ans, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Canonical: canonical, Approvals: approvals, Shares: mine})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, s := range ans.Shares {
+				switch {
+				case s.Error == nil && s.Sealed != nil:
+					released[s.EscrowID]++
+				case s.Error == nil || s.Error.Code != "already_released" || s.Sealed != nil:
+					t.Errorf("share %s: %+v", s.EscrowID, s)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(released) != len(refs) {
+		t.Fatalf("%d of %d shares released", len(released), len(refs))
+	}
+	for id, n := range released {
+		if n != 1 {
+			t.Errorf("share %s released %d times", id, n)
+		}
+	}
+}
+
+// TestIDsNamePathsOnlyAsUUIDs: escrow, request and hold ids become paths in
+// the custodian's store, so a caller cannot use one to reach another path
+// (its identity, a hold) with "..".
+func TestIDsNamePathsOnlyAsUUIDs(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, dev.CustodianOptions{})
+	commitment, sealed, _ := shares.Split(f.set.SharesSet(), "conv-a", "e1", bytes.Repeat([]byte{7}, 32))
+	res, err := f.remotes[0].Store(ctx, wire.ShareToStore{EscrowID: "../identity", ConversationID: "conv-a", KeyID: "e1",
+		Index: 1, Commitment: commitment, Sealed: sealed[0].Sealed})
+	if err != nil || res.Error == nil || res.Error.Code != "share_invalid" {
+		t.Fatalf("an escrow id that is a path: %+v %v", res, err)
+	}
+	id, receipts := f.deposit(t, "conv-a", "e2", bytes.Repeat([]byte{8}, 32))
+	now := time.Now().UTC().Truncate(time.Second)
+	r := approval.Request{ID: "../../holds/x", Requester: "olga", CaseID: "case-1", LegalBasis: "court_order", WarrantRef: "W 1",
+		Jurisdiction: "US", Justification: "See the case file.", Scope: approval.Scope{ConversationIDs: []string{"conv-a"}, From: now.Add(-time.Hour), To: now.Add(time.Hour)},
+		Recipient: f.recipient, CreatedAt: now.Add(-time.Minute), ExpiresAt: now.Add(time.Hour)}
+	canonical, _ := r.Canonical()
+	var approvals []wire.EvidenceApproval
+	for who, priv := range f.approvers {
+		approvals = append(approvals, wire.EvidenceApproval{ApproverID: who, Decision: "approve", ApprovedAt: now,
+			Signature: ed25519.Sign(priv, approval.Message(r.ID, approval.Digest(canonical), "approve", who))})
+	}
+	var refused *escrow.RefusedError
+	if _, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)}); !errors.As(err, &refused) {
+		t.Fatalf("a request id that is a path: %v", err)
+	}
+	if err := f.remotes[0].Hold(ctx, wire.Hold{HoldID: "../identity", ConversationID: "conv-a"}); err == nil {
+		t.Fatal("a hold id that is a path was accepted")
+	}
+	if res, err := f.remotes[0].Destroy(ctx, []wire.ShareRef{{EscrowID: "../identity", Locator: receipts[0].Receipt.Locator}}); err != nil || res[0].Outcome != "not_found" {
+		t.Fatalf("destroy by a path: %+v %v", res, err)
 	}
 }

@@ -83,6 +83,25 @@ func (w *PKCS11Wrapper) Wrap(_ context.Context, aad, share []byte) ([]byte, erro
 	return base64.StdEncoding.AppendEncode(out, append(nonce, ct...)), nil
 }
 
+// WrapAll implements Wrapper, one item at a time (the token has no batch
+// call).
+func (w *PKCS11Wrapper) WrapAll(ctx context.Context, aads, plaintexts [][]byte) ([][]byte, []error) {
+	wrapped, errs := make([][]byte, len(plaintexts)), make([]error, len(plaintexts))
+	for i := range plaintexts {
+		wrapped[i], errs[i] = w.Wrap(ctx, aads[i], plaintexts[i])
+	}
+	return wrapped, errs
+}
+
+// UnwrapAll implements Wrapper, one item at a time.
+func (w *PKCS11Wrapper) UnwrapAll(ctx context.Context, aads, wrapped [][]byte) ([][]byte, []error) {
+	out, errs := make([][]byte, len(wrapped)), make([]error, len(wrapped))
+	for i := range wrapped {
+		out[i], errs[i] = w.Unwrap(ctx, aads[i], wrapped[i])
+	}
+	return out, errs
+}
+
 // gcmSeal turns crypto11's panics (it has no error return) into errors.
 func gcmSeal(aead cipher.AEAD, nonce, share, aad []byte) (ct []byte, err error) {
 	defer func() {

@@ -23,9 +23,23 @@ func (*PKCS11Wrapper) Close() error { return nil }
 // Wrap implements Wrapper; it always fails in this build.
 func (*PKCS11Wrapper) Wrap(context.Context, []byte, []byte) ([]byte, error) { return nil, errNoPKCS11 }
 
+// WrapAll implements Wrapper; it always fails in this build.
+func (*PKCS11Wrapper) WrapAll(_ context.Context, _, plaintexts [][]byte) ([][]byte, []error) {
+	errs := make([]error, len(plaintexts))
+	for i := range errs {
+		errs[i] = errNoPKCS11
+	}
+	return make([][]byte, len(plaintexts)), errs
+}
+
 // Unwrap implements Wrapper; it always fails in this build.
 func (*PKCS11Wrapper) Unwrap(context.Context, []byte, []byte) ([]byte, error) {
 	return nil, errNoPKCS11
+}
+
+// UnwrapAll implements Wrapper; it always fails in this build.
+func (w *PKCS11Wrapper) UnwrapAll(ctx context.Context, aads, wrapped [][]byte) ([][]byte, []error) {
+	return w.WrapAll(ctx, aads, wrapped)
 }
 
 // Rewrap implements Rewrapper; it always fails in this build.

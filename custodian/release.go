@@ -4,12 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
 
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/policy"
+	"github.com/mediatorhq/mediator/seal"
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/wire"
 )
@@ -64,6 +69,9 @@ func (c *Custodian) release(ctx context.Context, ev wire.ReleaseEvidence) (wire.
 	if err != nil {
 		return wire.ReleaseAnswer{}, &RefusedError{Reasons: []string{"the request is not a canonical request: " + err.Error()}, PolicyRevision: rev}
 	}
+	if !validUUID(req.ID) {
+		return wire.ReleaseAnswer{}, &RefusedError{Reasons: []string{"the request's id is not a UUID"}, PolicyRevision: rev}
+	}
 	digest := approval.Digest(ev.Canonical)
 	if err := req.Recipient.Validate(); err != nil {
 		return wire.ReleaseAnswer{}, &RefusedError{Reasons: []string{"the request's recipient key is unusable"}, PolicyRevision: rev}
@@ -96,20 +104,7 @@ func (c *Custodian) release(ctx context.Context, ev wire.ReleaseEvidence) (wire.
 	if !now.Before(req.ExpiresAt) {
 		return wire.ReleaseAnswer{}, &RefusedError{Reasons: []string{"the request has expired"}, PolicyRevision: rev}
 	}
-	out := wire.ReleaseAnswer{PolicyRevision: rev, Shares: make([]wire.CustodianShare, len(ev.Shares))}
-	sem := make(chan struct{}, releaseParallelism)
-	done := make(chan struct{})
-	for i, ref := range ev.Shares {
-		go func() {
-			sem <- struct{}{}
-			out.Shares[i] = c.releaseShare(ctx, req, digest, rev, ref)
-			<-sem
-			done <- struct{}{}
-		}()
-	}
-	for range ev.Shares {
-		<-done
-	}
+	out := wire.ReleaseAnswer{PolicyRevision: rev, Shares: c.releaseShares(ctx, req, digest, rev, ev.Shares)}
 	released := 0
 	for _, s := range out.Shares {
 		if s.Error == nil {
@@ -121,69 +116,224 @@ func (c *Custodian) release(ctx context.Context, ev wire.ReleaseEvidence) (wire.
 	return out, nil
 }
 
-// releaseParallelism bounds the shares of one release handled at once:
-// enough to keep the custodian's Vault busy, few enough to leave it room.
+// releaseParallelism bounds the Vault calls of one release in flight at
+// once: enough to keep the custodian's Vault busy, few enough to leave it
+// room.
 const releaseParallelism = 16
 
-// releaseShare checks one share against the custodian's own record and,
-// if it passes, records the release once and returns the share re-sealed.
-func (c *Custodian) releaseShare(ctx context.Context, req approval.Request, digest, rev string, ref wire.ShareRef) wire.CustodianShare {
-	out := wire.CustodianShare{EscrowID: ref.EscrowID}
-	fail := func(code, msg string) wire.CustodianShare {
-		out.Error = &wire.ItemError{Code: code, Message: msg}
+// releaseShares checks each share asked for against the custodian's own
+// record and re-seals those that pass, each released once for the
+// request. Deposit entries are read once each (shares deposited together
+// share one), the shares unwrapped in one call to the custodian's key, and
+// what the call gives out written as one release record.
+func (c *Custodian) releaseShares(ctx context.Context, req approval.Request, digest, rev string, refs []wire.ShareRef) []wire.CustodianShare {
+	out := make([]wire.CustodianShare, len(refs))
+	fail := func(i int, code, msg string) {
+		out[i] = wire.CustodianShare{EscrowID: refs[i].EscrowID, Error: &wire.ItemError{Code: code, Message: msg}}
 		c.metrics.shareReleased(code)
+	}
+	already, records, err := c.store.released(ctx, req.ID)
+	if err != nil {
+		c.log.Error("release records unreadable", "custodian", c.cfg.Name, "request_id", req.ID, "err", err)
+		for i := range refs {
+			fail(i, codeUnavailable, "the custodian's store is unavailable")
+		}
 		return out
 	}
-	if !shares.ValidID(ref.EscrowID) {
-		return fail(codeNotFound, "no such share")
+	entries := c.readEntries(ctx, refs)
+	var (
+		todo          []int // indexes into refs
+		recs          []record
+		aads, wrapped [][]byte
+		seen          = map[string]bool{}
+	)
+	for i, ref := range refs {
+		out[i].EscrowID = ref.EscrowID
+		e := entries[ref.Locator]
+		if !validUUID(ref.EscrowID) || errors.Is(e.err, errNoRecord) {
+			fail(i, codeNotFound, "this custodian holds no such share (never stored, or destroyed)")
+			continue
+		}
+		if e.err != nil {
+			fail(i, codeUnavailable, "the custodian's store is unavailable")
+			continue
+		}
+		rec, err := recordIn(e.sec, ref.EscrowID)
+		if errors.Is(err, errNoRecord) {
+			fail(i, codeNotFound, "this custodian holds no such share (never stored, or destroyed)")
+			continue
+		}
+		stored, perr := time.Parse(shares.TimeLayout, rec.StoredAt)
+		switch {
+		case err != nil || perr != nil:
+			fail(i, codeNotFound, "the share's record is unreadable")
+			continue
+		case !slices.Contains(req.Scope.ConversationIDs, rec.ConversationID):
+			fail(i, codeNotInScope, "the share's conversation is not in the request's scope")
+			continue
+		case stored.Before(req.Scope.From) || stored.After(req.Scope.To):
+			fail(i, codeNotInScope, "the share was stored outside the request's window")
+			continue
+		case already[ref.EscrowID] || seen[ref.EscrowID]:
+			fail(i, codeAlreadyReleased, "this share was already released for this request")
+			continue
+		}
+		seen[ref.EscrowID] = true
+		todo, recs = append(todo, i), append(recs, rec)
+		aads, wrapped = append(aads, aad(rec.ConversationID, rec.KeyID)), append(wrapped, []byte(rec.Wrapped))
 	}
-	rec, _, err := c.store.deposit(ctx, ref.Locator, ref.EscrowID)
-	if errors.Is(err, errNoRecord) {
-		return fail(codeNotFound, "this custodian holds no such share (never stored, or destroyed)")
+	if len(todo) == 0 {
+		return out
 	}
+
+	// Open and re-seal, each share to the recipient, with its receipt.
+	to, err := seal.NewSealer(req.Recipient)
 	if err != nil {
-		return fail(codeUnavailable, "the custodian's store is unavailable")
+		for _, i := range todo {
+			fail(i, codeUnavailable, "the share could not be sealed to the recipient")
+		}
+		return out
 	}
-	stored, err := time.Parse(shares.TimeLayout, rec.StoredAt)
-	switch {
-	case err != nil:
-		return fail(codeNotFound, "the share's record is unreadable")
-	case !slices.Contains(req.Scope.ConversationIDs, rec.ConversationID):
-		return fail(codeNotInScope, "the share's conversation is not in the request's scope")
-	case stored.Before(req.Scope.From) || stored.After(req.Scope.To):
-		return fail(codeNotInScope, "the share was stored outside the request's window")
+	plain, errs := c.wrapper.UnwrapAll(ctx, aads, wrapped)
+	at := shares.FormatTime(c.now())
+	ready := make([]bool, len(todo))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for j, i := range todo {
+		if errs[j] != nil {
+			c.log.Error("unwrap failed", "custodian", c.cfg.Name, "escrow_id", recs[j].EscrowID, "err", errs[j])
+			fail(i, codeUnavailable, "the custodian's key is unavailable")
+			continue
+		}
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			defer clear(plain[j])
+			if code, msg := c.sealShare(to, req, digest, rev, at, recs[j], plain[j], &out[i]); code != "" {
+				fail(i, code, msg)
+				return
+			}
+			ready[j] = true
+		})
 	}
-	share, err := c.wrapper.Unwrap(ctx, aad(rec.ConversationID, rec.KeyID), []byte(rec.Wrapped))
+	wg.Wait()
+
+	// The shares still within their abort window are recorded as such, so
+	// that the coordinator can no longer abort (destroy) them.
+	var fresh []string
+	for j := range todo {
+		stored, _ := time.Parse(shares.TimeLayout, recs[j].StoredAt)
+		if ready[j] && c.now().Sub(stored) <= c.cfg.AbortWindow.Duration {
+			fresh = append(fresh, recs[j].EscrowID)
+		}
+	}
+	if len(fresh) > 0 {
+		if err := c.store.putFresh(ctx, c.now(), req.ID, fresh); err != nil {
+			c.log.Error("release not recorded", "custodian", c.cfg.Name, "request_id", req.ID, "err", err)
+			for j, i := range todo {
+				if ready[j] {
+					ready[j] = false
+					fail(i, codeUnavailable, "the custodian's store is unavailable")
+				}
+			}
+			return out
+		}
+	}
+
+	// One write-once record per call makes each share's release for this
+	// request the only one: a concurrent call that wrote record n first
+	// wins its shares, and this call retries with the rest.
+	for attempt := 0; ; attempt++ {
+		rr := releaseRecord{RequestDigest: digest, RecipientKey: req.Recipient.Fingerprint(), At: at, Receipts: map[string]string{}}
+		for j, i := range todo {
+			if ready[j] {
+				rr.Receipts[recs[j].EscrowID] = out[i].Receipt.Hash()
+			}
+		}
+		if len(rr.Receipts) == 0 {
+			return out
+		}
+		err := c.store.putRelease(ctx, req.ID, records+1, rr)
+		if err == nil {
+			break
+		}
+		var taken map[string]bool
+		if errors.Is(err, errExists) && attempt < 5 {
+			taken, records, err = c.store.released(ctx, req.ID)
+		} else if err == nil {
+			err = errors.New("too many concurrent releases of one request")
+		}
+		for j, i := range todo {
+			switch {
+			case !ready[j]:
+			case err != nil:
+				ready[j] = false
+				fail(i, codeUnavailable, "the custodian's store is unavailable")
+			case taken[recs[j].EscrowID]:
+				ready[j] = false
+				fail(i, codeAlreadyReleased, "this share was already released for this request")
+			}
+		}
+		if err != nil {
+			c.log.Error("release record not written", "custodian", c.cfg.Name, "request_id", req.ID, "err", err)
+			return out
+		}
+	}
+	for j := range todo {
+		if ready[j] {
+			c.metrics.shareReleased("released")
+		}
+	}
+	return out
+}
+
+// entryRead is one deposit entry read for a release.
+type entryRead struct {
+	sec *vaultapi.KVSecret
+	err error
+}
+
+// readEntries reads each deposit entry the refs name once.
+func (c *Custodian) readEntries(ctx context.Context, refs []wire.ShareRef) map[string]entryRead {
+	out := make(map[string]entryRead)
+	seen := make(map[string]bool)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, releaseParallelism)
+	for _, ref := range refs {
+		if seen[ref.Locator] {
+			continue
+		}
+		seen[ref.Locator] = true
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			sec, err := c.store.entry(ctx, ref.Locator)
+			mu.Lock()
+			out[ref.Locator] = entryRead{sec: sec, err: err}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// sealShare re-seals one checked share to the request's recipient and
+// signs its receipt, filling in out; it returns an item error's code and
+// message if it cannot.
+func (c *Custodian) sealShare(to *seal.Sealer, req approval.Request, digest, rev, at string, rec record, share []byte, out *wire.CustodianShare) (string, string) {
+	sealed, err := shares.SealReleased(to, req.ID, rec.ConversationID, rec.KeyID, c.cfg.Name, rec.Index, share)
 	if err != nil {
-		c.log.Error("unwrap failed", "custodian", c.cfg.Name, "escrow_id", ref.EscrowID, "err", err)
-		return fail(codeUnavailable, "the custodian's key is unavailable")
-	}
-	sealed, err := shares.SealReleased(req.Recipient, req.ID, rec.ConversationID, rec.KeyID, c.cfg.Name, rec.Index, share)
-	clear(share)
-	if err != nil {
-		return fail(codeUnavailable, "the share could not be sealed to the recipient")
+		return codeUnavailable, "the share could not be sealed to the recipient"
 	}
 	r := shares.Receipt{Kind: shares.ReceiptRelease, Custodian: c.cfg.Name, EscrowID: rec.EscrowID,
 		ConversationID: rec.ConversationID, KeyID: rec.KeyID, Index: rec.Index, Commitment: rec.Commitment,
-		SealedSHA256: shares.SealedHash(sealed), At: shares.FormatTime(c.now()), RequestID: req.ID, RequestDigest: digest,
+		SealedSHA256: shares.SealedHash(sealed), At: at, RequestID: req.ID, RequestDigest: digest,
 		RecipientKey: req.Recipient.Fingerprint(), PolicyRevision: rev}
 	signed, err := shares.Sign(c.id.sign, r)
 	if err != nil {
-		return fail(codeUnavailable, "the receipt could not be signed")
-	}
-	// The write-once record makes this the only release of this share for
-	// this request: a second call, or a concurrent one, finds it there and
-	// gets nothing.
-	err = c.store.putOnce(ctx, c.store.path("releases", rec.EscrowID, req.ID), map[string]any{
-		"request_digest": digest, "recipient_key": r.RecipientKey, "receipt_sha256": signed.Hash(), "at": r.At,
-	})
-	if errors.Is(err, errExists) {
-		return fail(codeAlreadyReleased, "this share was already released for this request")
-	}
-	if err != nil {
-		return fail(codeUnavailable, "the custodian's store is unavailable")
+		return codeUnavailable, "the receipt could not be signed"
 	}
 	out.Index, out.Sealed, out.Receipt = rec.Index, sealed, &signed
-	c.metrics.shareReleased("released")
-	return out
+	return "", ""
 }

@@ -30,34 +30,58 @@ const maxStoreBatch = 1024
 // StoreShares stores the shares of concurrent deposits together: each must
 // open as this custodian's share of the key it names (its place, the key's
 // conversation, id and commitment are bound by the HPKE info), and is then
-// wrapped by the custodian's own key; the shares of one call are written
-// once, as one new entry. A share that does not open gets a
-// share_invalid error and is not stored; the others are.
+// wrapped by the custodian's own key; the shares of one call are wrapped in
+// one call to that key and written once, as one new entry. A share that
+// does not open gets a share_invalid error and is not stored; the others
+// are.
 func (c *Custodian) StoreShares(ctx context.Context, items []wire.ShareToStore) ([]wire.StoreResult, error) {
 	if len(items) == 0 || len(items) > maxStoreBatch {
 		return nil, fmt.Errorf("%w: a store call carries 1–%d shares", errBadRequest, maxStoreBatch)
 	}
 	now := shares.FormatTime(c.now())
 	out := make([]wire.StoreResult, len(items))
-	recs := make([]record, len(items))
-	ok := make([]bool, len(items))
+	opened := make([][]byte, len(items))
+	defer func() {
+		for _, s := range opened {
+			clear(s)
+		}
+	}()
 	var wg sync.WaitGroup
 	for i, it := range items {
 		wg.Go(func() {
-			rec, err := c.wrapShare(ctx, it, now)
-			if err != nil {
-				out[i].Error = err
-				return
-			}
-			recs[i], ok[i] = rec, true
+			opened[i], out[i].Error = c.openShare(it)
 		})
 	}
 	wg.Wait()
-	var keep []record
-	for i := range items {
-		if ok[i] {
-			keep = append(keep, recs[i])
+	var (
+		toWrap, keptAt   []int // indexes into items
+		keep             []record
+		aads, plaintexts [][]byte
+		seen             = make(map[string]bool, len(items))
+	)
+	for i, it := range items {
+		if out[i].Error == nil && seen[it.EscrowID] {
+			// One entry holds one share per escrow id.
+			out[i].Error = &wire.ItemError{Code: codeShareInvalid, Message: "the escrow id appears twice in one call"}
 		}
+		if out[i].Error == nil {
+			seen[it.EscrowID] = true
+			toWrap = append(toWrap, i)
+			aads, plaintexts = append(aads, aad(it.ConversationID, it.KeyID)), append(plaintexts, opened[i])
+		}
+	}
+	wrapped, errs := c.wrapper.WrapAll(ctx, aads, plaintexts)
+	for j, i := range toWrap {
+		it := items[i]
+		if errs[j] != nil {
+			c.log.Error("wrap failed", "custodian", c.cfg.Name, "escrow_id", it.EscrowID, "err", errs[j])
+			out[i].Error = &wire.ItemError{Code: codeUnavailable, Message: "the custodian's key is unavailable"}
+			continue
+		}
+		keptAt = append(keptAt, i)
+		keep = append(keep, record{EscrowID: it.EscrowID, ConversationID: it.ConversationID, KeyID: it.KeyID, Index: it.Index,
+			Commitment: it.Commitment, Wrapped: string(wrapped[j]), SealedSHA256: shares.SealedHash(it.Sealed),
+			StoredAt: now, Depositor: it.Depositor})
 	}
 	if len(keep) == 0 {
 		c.metrics.stored("invalid", len(items))
@@ -68,14 +92,13 @@ func (c *Custodian) StoreShares(ctx context.Context, items []wire.ShareToStore) 
 		c.metrics.stored("unavailable", len(items))
 		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
 	}
-	for i, it := range items {
-		if !ok[i] {
-			continue
-		}
-		r := shares.Receipt{Kind: shares.ReceiptDeposit, Custodian: c.cfg.Name, EscrowID: it.EscrowID,
+	for j, r := range keep {
+		i := keptAt[j]
+		it := items[i]
+		rc := shares.Receipt{Kind: shares.ReceiptDeposit, Custodian: c.cfg.Name, EscrowID: it.EscrowID,
 			ConversationID: it.ConversationID, KeyID: it.KeyID, Index: it.Index, Commitment: it.Commitment,
-			SealedSHA256: recs[i].SealedSHA256, At: now, Locator: locator}
-		signed, err := shares.Sign(c.id.sign, r)
+			SealedSHA256: r.SealedSHA256, At: now, Locator: locator}
+		signed, err := shares.Sign(c.id.sign, rc)
 		if err != nil {
 			return nil, err
 		}
@@ -87,26 +110,18 @@ func (c *Custodian) StoreShares(ctx context.Context, items []wire.ShareToStore) 
 	return out, nil
 }
 
-// wrapShare checks and opens one sealed share and wraps it with the
-// custodian's key.
-func (c *Custodian) wrapShare(ctx context.Context, it wire.ShareToStore, now string) (record, *wire.ItemError) {
-	if !shares.ValidID(it.EscrowID) || !shares.ValidID(it.ConversationID) || !shares.ValidID(it.KeyID) ||
+// openShare checks one sealed share's form and opens it as this
+// custodian's share of the key it names. The caller zeroes the share.
+func (c *Custodian) openShare(it wire.ShareToStore) ([]byte, *wire.ItemError) {
+	if !validUUID(it.EscrowID) || !shares.ValidID(it.ConversationID) || !shares.ValidID(it.KeyID) ||
 		it.Index < 1 || it.Index > 255 || !commitmentPattern.MatchString(it.Commitment) || len(it.Depositor) > shares.MaxIDLen {
-		return record{}, &wire.ItemError{Code: codeShareInvalid, Message: "the share's ids, place or commitment are malformed"}
+		return nil, &wire.ItemError{Code: codeShareInvalid, Message: "the share's ids, place or commitment are malformed"}
 	}
 	share, err := shares.OpenDeposited(c.id.hpke, it.ConversationID, it.KeyID, c.cfg.Name, it.Index, it.Commitment, it.Sealed)
 	if err != nil {
-		return record{}, &wire.ItemError{Code: codeShareInvalid, Message: "the share does not open as this custodian's share of this key at this place"}
+		return nil, &wire.ItemError{Code: codeShareInvalid, Message: "the share does not open as this custodian's share of this key at this place"}
 	}
-	defer clear(share)
-	wrapped, err := c.wrapper.Wrap(ctx, aad(it.ConversationID, it.KeyID), share)
-	if err != nil {
-		c.log.Error("wrap failed", "custodian", c.cfg.Name, "escrow_id", it.EscrowID, "err", err)
-		return record{}, &wire.ItemError{Code: codeUnavailable, Message: "the custodian's key is unavailable"}
-	}
-	return record{EscrowID: it.EscrowID, ConversationID: it.ConversationID, KeyID: it.KeyID, Index: it.Index,
-		Commitment: it.Commitment, Wrapped: string(wrapped), SealedSHA256: shares.SealedHash(it.Sealed),
-		StoredAt: now, Depositor: it.Depositor}, nil
+	return share, nil
 }
 
 // Outcomes of destroy and abort.
@@ -146,10 +161,19 @@ func (c *Custodian) Destroy(ctx context.Context, refs []wire.ShareRef) ([]wire.R
 // AbortWindow of storing them and before any release of them, so a
 // coordinator cannot use it to destroy escrowed keys.
 func (c *Custodian) Abort(ctx context.Context, refs []wire.ShareRef) ([]wire.RefResult, error) {
+	// A share older than the window cannot be aborted, so only releases
+	// within it matter (with a minute's slack for clocks).
+	released, err := c.store.freshReleased(ctx, c.now().Add(-c.cfg.AbortWindow.Duration-time.Minute))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
+	}
 	return c.eachRef(ctx, refs, outcomeAborted, func(r record) (string, bool) {
 		stored, _ := time.Parse(shares.TimeLayout, r.StoredAt)
-		if c.now().Sub(stored) > c.cfg.AbortWindow.Duration {
+		switch {
+		case c.now().Sub(stored) > c.cfg.AbortWindow.Duration:
 			return outcomeTooOld, false
+		case released[r.EscrowID]:
+			return outcomeReleased, false
 		}
 		return outcomeAborted, true
 	})
@@ -162,6 +186,10 @@ func (c *Custodian) eachRef(ctx context.Context, refs []wire.ShareRef, verb stri
 	out := make([]wire.RefResult, len(refs))
 	for i, ref := range refs {
 		out[i] = wire.RefResult{EscrowID: ref.EscrowID}
+		if !validUUID(ref.EscrowID) {
+			out[i].Outcome = outcomeNotFound
+			continue
+		}
 		if sec, err := c.store.get(ctx, c.store.path("destroyed", ref.EscrowID)); err == nil {
 			out[i].Outcome, _ = sec.Data["outcome"].(string)
 			continue
@@ -174,12 +202,6 @@ func (c *Custodian) eachRef(ctx context.Context, refs []wire.ShareRef, verb stri
 		if err != nil {
 			out[i].Outcome, out[i].Message = outcomeFailed, "the custodian's store is unavailable"
 			continue
-		}
-		if verb == outcomeAborted {
-			if released, _ := c.store.list(ctx, "releases/"+ref.EscrowID); len(released) > 0 {
-				out[i].Outcome = outcomeReleased
-				continue
-			}
 		}
 		outcome, destroy := allow(rec)
 		if !destroy {
@@ -209,8 +231,8 @@ func (c *Custodian) eachRef(ctx context.Context, refs []wire.ShareRef, verb stri
 // PlaceHold records a legal hold (or its release) in the custodian's own
 // store: while it stands, Destroy keeps the conversation's shares.
 func (c *Custodian) PlaceHold(ctx context.Context, h wire.Hold) error {
-	if !shares.ValidID(h.HoldID) || (!h.Released && !shares.ValidID(h.ConversationID)) {
-		return fmt.Errorf("%w: a hold needs a hold id and a conversation id", errBadRequest)
+	if !validUUID(h.HoldID) || (!h.Released && !shares.ValidID(h.ConversationID)) {
+		return fmt.Errorf("%w: a hold needs a hold id (a UUID) and a conversation id", errBadRequest)
 	}
 	p, data := c.store.path("holds", h.HoldID), map[string]any{"conversation_id": h.ConversationID, "at": shares.FormatTime(c.now())}
 	if h.Released {

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net/http"
 	"path"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	vaultapi "github.com/hashicorp/vault/api"
@@ -18,7 +20,9 @@ import (
 //
 //	<prefix>/identity                      its private keys, wrapped
 //	<prefix>/deposits/<entry>              shares stored by one call, a field per escrow id
-//	<prefix>/releases/<request>/<escrow>   one release of one share, written once
+//	<prefix>/released/<request>/<n>        the shares one release call gave out for a request: records
+//	                                       1, 2, … written once each, so a share appears in one at most
+//	<prefix>/fresh/<unix-nanos>-<uuid>     shares released within their abort window by one call, written once
 //	<prefix>/destroyed/<escrow>            a share destroyed or aborted, written once
 //	<prefix>/holds/<hold>                  a legal hold; <prefix>/hold-releases/<hold> its release
 //
@@ -125,6 +129,92 @@ func (s *store) putDeposits(ctx context.Context, recs []record) (string, error) 
 	return locator, nil
 }
 
+// validUUID reports whether s is a UUID in canonical form: the only escrow,
+// request and hold ids a custodian accepts, since they name paths in its
+// store.
+func validUUID(s string) bool {
+	u, err := uuid.Parse(s)
+	return err == nil && u.String() == s
+}
+
+// releaseRecord is what one release call gave out for a request: for each
+// escrow id, the hash of the receipt signed for it.
+type releaseRecord struct {
+	RequestDigest string            `json:"request_digest"`
+	RecipientKey  string            `json:"recipient_key"`
+	At            string            `json:"at"`
+	Receipts      map[string]string `json:"receipts"`
+}
+
+// released returns the escrow ids already released for request (a UUID),
+// and the number of release records it has.
+func (s *store) released(ctx context.Context, requestID string) (map[string]bool, int, error) {
+	names, err := s.list(ctx, path.Join("released", requestID))
+	if err != nil {
+		return nil, 0, err
+	}
+	out := map[string]bool{}
+	for _, n := range names {
+		sec, err := s.get(ctx, s.path("released", requestID, n))
+		if err != nil {
+			return nil, 0, err
+		}
+		raw, _ := sec.Data["record"].(string)
+		var r releaseRecord
+		if err := json.Unmarshal([]byte(raw), &r); err != nil {
+			return nil, 0, fmt.Errorf("custodian: release record %s/%s is unreadable", requestID, n)
+		}
+		for id := range r.Receipts {
+			out[id] = true
+		}
+	}
+	return out, len(names), nil
+}
+
+// putRelease writes release record n for request; errExists if another
+// call wrote record n first.
+func (s *store) putRelease(ctx context.Context, requestID string, n int, r releaseRecord) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return s.putOnce(ctx, s.path("released", requestID, strconv.Itoa(n)), map[string]any{"record": string(b)})
+}
+
+// putFresh records, once, that a release call at gave out ids, shares
+// still within their abort window: the record's name starts with its time,
+// so an abort reads only the records newer than the share it would destroy.
+func (s *store) putFresh(ctx context.Context, at time.Time, requestID string, ids []string) error {
+	name := fmt.Sprintf("%020d-%s", at.UnixNano(), uuid.NewString())
+	return s.putOnce(ctx, s.path("fresh", name), map[string]any{"request_id": requestID, "escrow_ids": strings.Join(ids, ",")})
+}
+
+// freshReleased returns the escrow ids that release calls since then gave
+// out while they were within their abort window.
+func (s *store) freshReleased(ctx context.Context, since time.Time) (map[string]bool, error) {
+	names, err := s.list(ctx, "fresh")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, n := range names {
+		nanos, _, ok := strings.Cut(n, "-")
+		t, err := strconv.ParseInt(nanos, 10, 64)
+		if !ok || err != nil || t < since.UnixNano() {
+			continue
+		}
+		sec, err := s.get(ctx, s.path("fresh", n))
+		if err != nil {
+			return nil, err
+		}
+		ids, _ := sec.Data["escrow_ids"].(string)
+		for id := range strings.SplitSeq(ids, ",") {
+			out[id] = true
+		}
+	}
+	return out, nil
+}
+
 // validLocator keeps a locator from naming anything but a deposit entry.
 func validLocator(locator string) bool {
 	id, ok := strings.CutPrefix(locator, "deposits/")
@@ -138,22 +228,33 @@ func validLocator(locator string) bool {
 // deposit reads escrow id's record from the entry at locator, and the
 // entry's version.
 func (s *store) deposit(ctx context.Context, locator, escrowID string) (record, *vaultapi.KVSecret, error) {
-	if !validLocator(locator) {
-		return record{}, nil, errNoRecord
-	}
-	sec, err := s.get(ctx, s.path(locator))
+	sec, err := s.entry(ctx, locator)
 	if err != nil {
 		return record{}, nil, err
 	}
+	r, err := recordIn(sec, escrowID)
+	return r, sec, err
+}
+
+// entry reads the deposit entry at locator.
+func (s *store) entry(ctx context.Context, locator string) (*vaultapi.KVSecret, error) {
+	if !validLocator(locator) {
+		return nil, errNoRecord
+	}
+	return s.get(ctx, s.path(locator))
+}
+
+// recordIn returns escrow id's record in a deposit entry.
+func recordIn(sec *vaultapi.KVSecret, escrowID string) (record, error) {
 	raw, ok := sec.Data[escrowID].(string)
 	if !ok {
-		return record{}, sec, errNoRecord
+		return record{}, errNoRecord
 	}
 	var r record
 	if err := json.Unmarshal([]byte(raw), &r); err != nil || r.EscrowID != escrowID {
-		return record{}, sec, fmt.Errorf("custodian: the record of %s is unreadable", escrowID)
+		return record{}, fmt.Errorf("custodian: the record of %s is unreadable", escrowID)
 	}
-	return r, sec, nil
+	return r, nil
 }
 
 // removeDeposit removes escrow id's share from the entry at locator for

@@ -19,7 +19,15 @@ import (
 // custodian): unwrapped under another context, it fails.
 type Wrapper interface {
 	Wrap(ctx context.Context, aad, plaintext []byte) ([]byte, error)
+	// WrapAll wraps plaintexts[i] under aads[i], in one call to the key's
+	// keeper where it can (the shares of one store call cost one Transit
+	// call); errs[i] is item i's failure.
+	WrapAll(ctx context.Context, aads, plaintexts [][]byte) (wrapped [][]byte, errs []error)
 	Unwrap(ctx context.Context, aad, wrapped []byte) ([]byte, error)
+	// UnwrapAll unwraps wrapped[i] under aads[i], in one call to the key's
+	// keeper where it can (the shares of one release cost one Transit call
+	// per 256); errs[i] is item i's failure.
+	UnwrapAll(ctx context.Context, aads, wrapped [][]byte) (plaintexts [][]byte, errs []error)
 	// Rewrap returns wrapped re-encrypted under the current key (a new
 	// Transit key version, the current HSM key label), and false (with
 	// nothing) when it already is.
@@ -80,6 +88,28 @@ func (w *TransitWrapper) Wrap(ctx context.Context, aad, share []byte) ([]byte, e
 	return []byte(r.ciphertext), nil
 }
 
+// WrapAll implements Wrapper: the items join the key's queue together, so
+// they share a batch_input call (with concurrent Wrap calls, if any).
+func (w *TransitWrapper) WrapAll(ctx context.Context, aads, plaintexts [][]byte) ([][]byte, []error) {
+	items := make([]wrapItem, len(plaintexts))
+	for i := range plaintexts {
+		items[i] = wrapItem{plaintext: base64.StdEncoding.EncodeToString(plaintexts[i]), context: base64.StdEncoding.EncodeToString(aads[i])}
+	}
+	wrapped, errs := make([][]byte, len(items)), make([]error, len(items))
+	for i, f := range w.wraps.AddAll(ctx, items) {
+		r, err := f.Wait()
+		switch {
+		case err != nil:
+			errs[i] = err
+		case r.err != nil:
+			errs[i] = r.err
+		default:
+			wrapped[i] = []byte(r.ciphertext)
+		}
+	}
+	return wrapped, errs
+}
+
 // encryptBatch encrypts items in one call. partial_failure_response_code
 // makes Vault answer 200 with per-item errors rather than fail them all.
 func (w *TransitWrapper) encryptBatch(ctx context.Context, items []wrapItem) ([]wrapResult, error) {
@@ -136,6 +166,56 @@ func (w *TransitWrapper) Unwrap(ctx context.Context, aad, wrapped []byte) ([]byt
 		return nil, errors.New("transit decrypt: no plaintext")
 	}
 	return share, nil
+}
+
+// UnwrapAll implements Wrapper with batch_input decrypt calls of at most
+// transitBatchMax items.
+func (w *TransitWrapper) UnwrapAll(ctx context.Context, aads, wrapped [][]byte) ([][]byte, []error) {
+	out, errs := make([][]byte, len(wrapped)), make([]error, len(wrapped))
+	for lo := 0; lo < len(wrapped); lo += transitBatchMax {
+		hi := min(lo+transitBatchMax, len(wrapped))
+		w.decryptBatch(ctx, aads[lo:hi], wrapped[lo:hi], out[lo:hi], errs[lo:hi])
+	}
+	return out, errs
+}
+
+// decryptBatch decrypts one batch into out and errs.
+func (w *TransitWrapper) decryptBatch(ctx context.Context, aads, wrapped, out [][]byte, errs []error) {
+	input := make([]map[string]any, len(wrapped))
+	for i := range wrapped {
+		input[i] = map[string]any{"ciphertext": string(wrapped[i]), "context": base64.StdEncoding.EncodeToString(aads[i])}
+	}
+	sec, err := w.client.Logical().WriteWithContext(ctx, w.mount+"/decrypt/"+w.key, map[string]any{
+		"batch_input":                   input,
+		"partial_failure_response_code": 200,
+	})
+	var results []any
+	if err == nil && sec != nil {
+		results, _ = sec.Data["batch_results"].([]any)
+	}
+	if err == nil && len(results) != len(wrapped) {
+		err = fmt.Errorf("%d results for %d items", len(results), len(wrapped))
+	}
+	if err != nil {
+		for i := range errs {
+			errs[i] = fmt.Errorf("transit decrypt: %w", err)
+		}
+		return
+	}
+	for i, r := range results {
+		m, _ := r.(map[string]any)
+		if msg, _ := m["error"].(string); msg != "" {
+			errs[i] = fmt.Errorf("transit decrypt: %s", msg)
+			continue
+		}
+		pt, _ := m["plaintext"].(string)
+		share, err := base64.StdEncoding.DecodeString(pt)
+		if err != nil || len(share) == 0 {
+			errs[i] = errors.New("transit decrypt: no plaintext")
+			continue
+		}
+		out[i] = share
+	}
 }
 
 // Rewrap implements Rewrapper: Transit re-encrypts wrapped under the

@@ -60,6 +60,10 @@ type CustodianOptions struct {
 	// under its prefix (custodians/<name>/<generation>): tests sharing one
 	// Vault start each set anew.
 	Generation string
+	// Addrs, if set, are the addresses custodian i (0-based) listens on,
+	// for a caller that holds the ports open itself; by default each gets a
+	// free port of 127.0.0.1.
+	Addrs []string
 }
 
 // PrepareCustodians bootstraps vaultsetup.DefaultCustodians custodians on
@@ -82,8 +86,10 @@ func PrepareCustodians(ctx context.Context, admin *vaultapi.Client, opts Custodi
 		if err != nil {
 			return nil, err
 		}
-		addr, err := freeLocalAddr()
-		if err != nil {
+		var addr string
+		if i <= len(opts.Addrs) {
+			addr = opts.Addrs[i-1]
+		} else if addr, err = freeLocalAddr(); err != nil {
 			return nil, err
 		}
 		c := Custodian{Name: name, URL: "http://" + addr, MediatorToken: rand.Text(), OperatorToken: rand.Text()}

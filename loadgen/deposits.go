@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mediatorhq/mediator/client"
+	"github.com/mediatorhq/mediator/shares"
 )
 
 // DepositConfig describes a run of key deposits (POST /v1/escrow/keys).
@@ -74,6 +75,10 @@ func Deposits(ctx context.Context, cfg DepositConfig) (DepositReport, error) {
 			return DepositReport{}, err
 		}
 	}
+	sp, err := shares.NewSplitter(set)
+	if err != nil {
+		return DepositReport{}, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
 	var (
@@ -94,7 +99,7 @@ func Deposits(ctx context.Context, cfg DepositConfig) (DepositReport, error) {
 				}
 				rand.Read(key)
 				t0 := time.Now()
-				d, err := c.DepositTo(ctx, set, digest, cfg.RunID+"-"+strconv.FormatInt(n%1000, 10), "k"+strconv.FormatInt(n, 10), key)
+				d, err := c.DepositTo(ctx, sp, digest, cfg.RunID+"-"+strconv.FormatInt(n%1000, 10), "k"+strconv.FormatInt(n, 10), key)
 				lat := time.Since(t0)
 				if err == nil && !d.Created {
 					err = errors.New("the mediator answered 200 (an existing escrow) for a new key id")

@@ -80,11 +80,33 @@ func (k PublicKey) Fingerprint() string {
 
 // Seal seals plaintext to k under info.
 func Seal(k PublicKey, info, plaintext []byte) ([]byte, error) {
+	s, err := NewSealer(k)
+	if err != nil {
+		return nil, err
+	}
+	return s.Seal(info, plaintext)
+}
+
+// Sealer seals to one public key, parsed once: a depositor sealing shares
+// of many keys to the same custodians parses each custodian's key (an
+// ML-KEM matrix expansion) once, not per share. It is safe for concurrent
+// use.
+type Sealer struct {
+	pk hpke.PublicKey
+}
+
+// NewSealer parses k, accepting only the two KEMs.
+func NewSealer(k PublicKey) (*Sealer, error) {
 	pk, err := k.hpkeKey()
 	if err != nil {
 		return nil, err
 	}
-	ct, err := hpke.Seal(pk, hpke.HKDFSHA256(), hpke.AES256GCM(), info, plaintext)
+	return &Sealer{pk: pk}, nil
+}
+
+// Seal seals plaintext under info, as the package-level Seal does.
+func (s *Sealer) Seal(info, plaintext []byte) ([]byte, error) {
+	ct, err := hpke.Seal(s.pk, hpke.HKDFSHA256(), hpke.AES256GCM(), info, plaintext)
 	if err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
 	}

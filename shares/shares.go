@@ -103,11 +103,44 @@ type SealedShare struct {
 // Split splits key into one share per custodian of set, threshold
 // set.Threshold, and seals share i to custodian i under DepositInfo. It
 // returns the key's commitment and the sealed shares; the plaintext shares
-// are zeroed before it returns. The caller keeps (and zeroes) the key.
+// are zeroed before it returns. The caller keeps (and zeroes) the key. A
+// depositor splitting many keys for one set uses a Splitter.
 func Split(set Set, conversationID, keyID string, key []byte) (string, []SealedShare, error) {
-	if err := set.Validate(); err != nil {
+	sp, err := NewSplitter(set)
+	if err != nil {
 		return "", nil, err
 	}
+	return sp.Split(conversationID, keyID, key)
+}
+
+// Splitter splits keys for one custodian set, checked and with its
+// custodians' keys parsed once. It is safe for concurrent use.
+type Splitter struct {
+	set     Set
+	sealers []*seal.Sealer
+}
+
+// NewSplitter validates set and parses its custodians' keys.
+func NewSplitter(set Set) (*Splitter, error) {
+	if err := set.Validate(); err != nil {
+		return nil, err
+	}
+	sp := &Splitter{set: set, sealers: make([]*seal.Sealer, len(set.Custodians))}
+	for i, c := range set.Custodians {
+		s, err := seal.NewSealer(c.HPKEKey)
+		if err != nil {
+			return nil, fmt.Errorf("shares: custodian %s: %w", c.Name, err)
+		}
+		sp.sealers[i] = s
+	}
+	return sp, nil
+}
+
+// Set returns the set sp splits for.
+func (sp *Splitter) Set() Set { return sp.set }
+
+// Split is the package-level Split for sp's set.
+func (sp *Splitter) Split(conversationID, keyID string, key []byte) (string, []SealedShare, error) {
 	if !ValidID(conversationID) || !ValidID(keyID) {
 		return "", nil, errors.New("shares: conversation id and key id must be 1–128 printable bytes")
 	}
@@ -115,7 +148,7 @@ func Split(set Set, conversationID, keyID string, key []byte) (string, []SealedS
 		return "", nil, fmt.Errorf("shares: a key must be %d–%d bytes", MinKeyLen, MaxKeyLen)
 	}
 	commitment := Commitment(conversationID, keyID, key)
-	parts, err := shamir.Split(key, len(set.Custodians), set.Threshold)
+	parts, err := shamir.Split(key, len(sp.set.Custodians), sp.set.Threshold)
 	if err != nil {
 		return "", nil, fmt.Errorf("shares: split: %w", err)
 	}
@@ -125,8 +158,8 @@ func Split(set Set, conversationID, keyID string, key []byte) (string, []SealedS
 		}
 	}()
 	out := make([]SealedShare, len(parts))
-	for i, c := range set.Custodians {
-		ct, err := seal.Seal(c.HPKEKey, DepositInfo(conversationID, keyID, c.Name, i+1, commitment), parts[i])
+	for i, c := range sp.set.Custodians {
+		ct, err := sp.sealers[i].Seal(DepositInfo(conversationID, keyID, c.Name, i+1, commitment), parts[i])
 		if err != nil {
 			return "", nil, fmt.Errorf("shares: seal share %d to %s: %w", i+1, c.Name, err)
 		}
@@ -146,9 +179,9 @@ func OpenDeposited(priv hpke.PrivateKey, conversationID, keyID, custodian string
 }
 
 // SealReleased is the custodian's side of a release: it seals its share to
-// the request's recipient under ReleaseInfo.
-func SealReleased(to seal.PublicKey, requestID, conversationID, keyID, custodian string, index int, share []byte) ([]byte, error) {
-	return seal.Seal(to, ReleaseInfo(requestID, conversationID, keyID, custodian, index), share)
+// the request's recipient (parsed once per release) under ReleaseInfo.
+func SealReleased(to *seal.Sealer, requestID, conversationID, keyID, custodian string, index int, share []byte) ([]byte, error) {
+	return to.Seal(ReleaseInfo(requestID, conversationID, keyID, custodian, index), share)
 }
 
 // OpenReleased is the officer's side: it opens one custodian's released

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/ed25519"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,12 +49,24 @@ func startCustodians(t *testing.T, v *servers.Vault, opts dev.CustodianOptions) 
 	if opts.Generation == "" {
 		opts.Generation = strings.ToLower(filepath.Base(opts.Dir))
 	}
+	// Hold the ports while Vault is set up; each is let go just before its
+	// process binds it.
+	held := make([]net.Listener, vaultsetup.DefaultCustodians)
+	opts.Addrs = make([]string, len(held))
+	for i := range held {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held[i], opts.Addrs[i] = l, l.Addr().String()
+	}
 	cs, err := dev.PrepareCustodians(context.Background(), admin, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &custodianProcs{cs: cs, procs: make([]*process, len(cs)), dir: opts.Dir, file: filepath.Join(opts.Dir, "mediator-custodians.json")}
 	for i := range cs {
+		held[i].Close()
 		c.start(t, i)
 	}
 	if c.digest, err = dev.WaitCustodians(context.Background(), cs, c.file, 60*time.Second); err != nil {

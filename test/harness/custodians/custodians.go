@@ -36,6 +36,7 @@ type Set struct {
 	File       escrow.CustodianFile
 	Digest     string
 	servers    []*http.Server
+	held       []net.Listener // each custodian's first listener
 	t          testing.TB
 }
 
@@ -59,12 +60,22 @@ func Start(t testing.TB, env *harness.Env, opts dev.CustodianOptions) *Set {
 	if opts.Generation == "" {
 		opts.Generation = strings.ToLower(rand.Text()[:10])
 	}
+	// Hold each custodian's port from now on, so that nothing else (another
+	// test binary's connection, say) takes it before the custodian serves.
+	held := make([]net.Listener, vaultsetup.DefaultCustodians)
+	opts.Addrs = make([]string, len(held))
+	for i := range held {
+		if held[i], err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		opts.Addrs[i] = held[i].Addr().String()
+	}
 	cs, err := dev.PrepareCustodians(ctx, admin, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &Set{Custodians: cs, t: t, Running: make([]*custodian.Custodian, len(cs)), servers: make([]*http.Server, len(cs)),
-		Metrics: make([]*custodian.Metrics, len(cs))}
+		Metrics: make([]*custodian.Metrics, len(cs)), held: held}
 	for i := range cs {
 		s.Run(i)
 	}
@@ -91,8 +102,12 @@ func (s *Set) Run(i int) {
 	if err != nil {
 		s.t.Fatalf("custodian %s: %v", s.Custodians[i].Name, err)
 	}
-	var ln net.Listener
+	ln := s.held[i]
+	s.held[i] = nil
 	for range 50 {
+		if ln != nil {
+			break
+		}
 		if ln, err = net.Listen("tcp", s.Custodians[i].Config.Listen); err == nil {
 			break
 		}
