@@ -47,10 +47,10 @@ type Config struct {
 
 	// MinRetention is the least age at which the custodian destroys a
 	// share (default 24h): a coordinator cannot shorten retention.
-	MinRetention Duration `json:"min_retention,omitempty"`
+	MinRetention Duration `json:"min_retention,omitzero"`
 	// AbortWindow is how long after storing a share the coordinator may
 	// abort it because the deposit failed elsewhere (default 10m).
-	AbortWindow Duration `json:"abort_window,omitempty"`
+	AbortWindow Duration `json:"abort_window,omitzero"`
 }
 
 // VaultLogin is how the custodian logs in to its Vault: an AppRole (role id

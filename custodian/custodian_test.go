@@ -293,6 +293,7 @@ func TestAPIAuthentication(t *testing.T) {
 		{"POST", "/v1/releases", c.MediatorToken, 422},
 		{"POST", "/v1/rewrap", c.MediatorToken, 401},
 		{"GET", "/metrics", "", 401},
+		{"GET", "/metrics", c.MediatorToken, 401},
 		{"GET", "/metrics", c.OperatorToken, 200},
 	} {
 		if got := call(tc.method, tc.path, tc.token); got != tc.want {

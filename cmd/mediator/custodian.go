@@ -40,7 +40,7 @@ func custodianCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(stderr, *level, nil).With("custodian", cfg.Name)
+	log := newLogger(stderr, *level, nil)
 	return serveCustodian(ctx, cfg, log, nil)
 }
 
@@ -49,7 +49,7 @@ func custodianCmd(ctx context.Context, args []string, stderr io.Writer) error {
 func serveCustodian(ctx context.Context, cfg custodian.Config, log *slog.Logger, ready chan<- string) error {
 	c, err := custodian.Open(ctx, cfg, log, custodian.NewMetrics())
 	if err != nil {
-		log.Error("custodian failed to start", "err", err)
+		log.Error("custodian failed to start", "custodian", cfg.Name, "err", err)
 		return err
 	}
 	defer c.Close()
@@ -59,7 +59,7 @@ func serveCustodian(ctx context.Context, cfg custodian.Config, log *slog.Logger,
 	}
 	srv := &http.Server{Handler: c.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 60 * time.Second,
 		WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
-	log.Info("custodian serving", "addr", ln.Addr().String(), "tls", cfg.TLSCertFile != "")
+	log.Info("custodian serving", "custodian", cfg.Name, "addr", ln.Addr().String(), "tls", cfg.TLSCertFile != "")
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}

@@ -176,7 +176,7 @@ func startDevCustodians(ctx context.Context, in *dev.Instance, log *slog.Logger)
 	}
 	for _, c := range cs {
 		go func() {
-			if err := serveCustodian(ctx, c.Config, log.With("custodian", c.Name), nil); err != nil && ctx.Err() == nil {
+			if err := serveCustodian(ctx, c.Config, log, nil); err != nil && ctx.Err() == nil {
 				log.Error("dev custodian stopped", "custodian", c.Name, "err", err)
 			}
 		}()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,9 +17,10 @@ import (
 // vaultBootstrapCmd prepares a Vault server with an operator's token. The
 // AppRole secret id goes to a file (0600), never to the terminal or a log.
 func vaultBootstrapCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("vault bootstrap", "mediator vault bootstrap --secret-id-file FILE [--vault-addr URL]", stderr)
+	fs := newFlagSet("vault bootstrap", "mediator vault bootstrap --secret-id-file FILE [--vault-addr URL] [--custodian NAME]", stderr)
 	addr := fs.String("vault-addr", env("", "VAULT_ADDR"), "Vault address [VAULT_ADDR]")
-	secretFile := fs.String("secret-id-file", "", "file to write the mediator's AppRole secret id to (created 0600)")
+	custodianName := fs.String("custodian", "", "prepare this Vault for custodian NAME instead (its Transit key, KV prefix, policy and AppRole only; docs/custodians.md)")
+	secretFile := fs.String("secret-id-file", "", "file to write the AppRole secret id to (created 0600)")
 	roleFile := fs.String("role-id-file", "", "also write the AppRole role id to this file (for MEDIATOR_VAULT_ROLE_ID_FILE)")
 	replace := fs.Bool("replace", false, "replace the files if they exist (a re-run of the bootstrap, as deploy/compose.yaml does on every start); without it they must not exist")
 	if err := fs.Parse(args); err != nil {
@@ -35,8 +37,14 @@ func vaultBootstrapCmd(ctx context.Context, args []string, stdout, stderr io.Wri
 	if err != nil {
 		return fmt.Errorf("vault bootstrap: %w", err)
 	}
-	creds, err := vaultsetup.Bootstrap(ctx, client)
-	if err != nil {
+	var creds vaultsetup.Credentials
+	if *custodianName != "" {
+		setup, err := vaultsetup.BootstrapCustodian(ctx, client, *custodianName)
+		if err != nil {
+			return err
+		}
+		creds = setup.Credentials
+	} else if creds, err = vaultsetup.Bootstrap(ctx, client); err != nil {
 		return err
 	}
 	write := writeNew
@@ -50,6 +58,16 @@ func vaultBootstrapCmd(ctx context.Context, args []string, stdout, stderr io.Wri
 		if err := write(*roleFile, []byte(creds.RoleID+"\n"), 0o644); err != nil {
 			return fmt.Errorf("vault bootstrap: role id file: %w", err)
 		}
+	}
+	if *custodianName != "" {
+		// The custodian's configuration file takes these (docs/custodians.md).
+		b, _ := json.MarshalIndent(map[string]any{
+			"vault":   map[string]string{"addr": *addr, "role_id": creds.RoleID, "secret_id_file": *secretFile},
+			"transit": map[string]string{"mount": vaultsetup.TransitMount, "key": *custodianName},
+			"kv":      map[string]string{"mount": vaultsetup.KVMount, "prefix": vaultsetup.CustodianPrefix(*custodianName)},
+		}, "", "  ")
+		fmt.Fprintf(stdout, "%s\n", b)
+		return nil
 	}
 	fmt.Fprintf(stdout, "export MEDIATOR_VAULT_ADDR=%s\nexport MEDIATOR_VAULT_ROLE_ID=%s\nexport MEDIATOR_VAULT_SECRET_ID_FILE=%s\n",
 		shellQuote(*addr), shellQuote(creds.RoleID), shellQuote(*secretFile))

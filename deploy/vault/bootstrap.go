@@ -60,27 +60,8 @@ type Credentials struct {
 // policies and auth methods) points at, and returns a fresh secret id for the
 // mediator's AppRole. Existing mounts and roles are kept as they are.
 func Bootstrap(ctx context.Context, client *vaultapi.Client) (Credentials, error) {
-	mounts, err := client.Sys().ListMountsWithContext(ctx)
-	if err != nil {
-		return Credentials{}, fmt.Errorf("vault bootstrap: list mounts: %w", err)
-	}
-	want := []struct {
-		path string
-		in   vaultapi.MountInput
-	}{
-		{TransitMount, vaultapi.MountInput{Type: "transit", Description: "mediator: checkpoint signing and pseudonyms; custodians: their own wrapping keys"}},
-		{KVMount, vaultapi.MountInput{Type: "kv", Options: map[string]string{"version": "2"}, Description: "custodians: write-once shares and records, a prefix each"}},
-	}
-	for _, m := range want {
-		if existing, ok := mounts[m.path+"/"]; ok {
-			if existing.Type != m.in.Type {
-				return Credentials{}, fmt.Errorf("vault bootstrap: mount %s/ exists with type %q, want %q", m.path, existing.Type, m.in.Type)
-			}
-			continue
-		}
-		if err := client.Sys().MountWithContext(ctx, m.path, &m.in); err != nil {
-			return Credentials{}, fmt.Errorf("vault bootstrap: mount %s: %w", m.path, err)
-		}
+	if err := prepare(ctx, client); err != nil {
+		return Credentials{}, err
 	}
 	for name, params := range map[string]map[string]any{
 		CheckpointKey: {"type": "ed25519"},
@@ -93,16 +74,44 @@ func Bootstrap(ctx context.Context, client *vaultapi.Client) (Credentials, error
 	if err := client.Sys().PutPolicyWithContext(ctx, PolicyName, mediatorPolicy); err != nil {
 		return Credentials{}, fmt.Errorf("vault bootstrap: put policy: %w", err)
 	}
+	return appRole(ctx, client, AppRoleName, PolicyName)
+}
+
+// prepare makes the Transit and KV mounts and enables AppRole logins,
+// keeping what exists.
+func prepare(ctx context.Context, client *vaultapi.Client) error {
+	mounts, err := client.Sys().ListMountsWithContext(ctx)
+	if err != nil {
+		return fmt.Errorf("vault bootstrap: list mounts: %w", err)
+	}
+	want := []struct {
+		path string
+		in   vaultapi.MountInput
+	}{
+		{TransitMount, vaultapi.MountInput{Type: "transit", Description: "mediator: checkpoint signing and pseudonyms; custodians: their own wrapping keys"}},
+		{KVMount, vaultapi.MountInput{Type: "kv", Options: map[string]string{"version": "2"}, Description: "custodians: write-once shares and records, a prefix each"}},
+	}
+	for _, m := range want {
+		if existing, ok := mounts[m.path+"/"]; ok {
+			if existing.Type != m.in.Type {
+				return fmt.Errorf("vault bootstrap: mount %s/ exists with type %q, want %q", m.path, existing.Type, m.in.Type)
+			}
+			continue
+		}
+		if err := client.Sys().MountWithContext(ctx, m.path, &m.in); err != nil {
+			return fmt.Errorf("vault bootstrap: mount %s: %w", m.path, err)
+		}
+	}
 	auths, err := client.Sys().ListAuthWithContext(ctx)
 	if err != nil {
-		return Credentials{}, fmt.Errorf("vault bootstrap: list auth methods: %w", err)
+		return fmt.Errorf("vault bootstrap: list auth methods: %w", err)
 	}
 	if _, ok := auths[AppRoleMount+"/"]; !ok {
 		if err := client.Sys().EnableAuthWithOptionsWithContext(ctx, AppRoleMount, &vaultapi.EnableAuthOptions{Type: "approle"}); err != nil {
-			return Credentials{}, fmt.Errorf("vault bootstrap: enable approle: %w", err)
+			return fmt.Errorf("vault bootstrap: enable approle: %w", err)
 		}
 	}
-	return appRole(ctx, client, AppRoleName, PolicyName)
+	return nil
 }
 
 func stringField(s *vaultapi.Secret, key string) string {

@@ -79,12 +79,15 @@ type CustodianSetup struct {
 }
 
 // BootstrapCustodian prepares custodian name on the Vault admin points at
-// (after Bootstrap made the mounts): its Transit key, its policy
-// "custodian-<name>" and its AppRole "custodian-<name>" with that policy
-// alone, and returns a fresh secret id. It is idempotent.
+// (the custodian's own Vault, or one it shares): the mounts, its Transit
+// key, its policy "custodian-<name>" and its AppRole "custodian-<name>"
+// with that policy alone, and returns a fresh secret id. It is idempotent.
 func BootstrapCustodian(ctx context.Context, admin *vaultapi.Client, name string) (CustodianSetup, error) {
 	if !custodianName.MatchString(name) {
 		return CustodianSetup{}, fmt.Errorf("vault bootstrap: custodian name %q: use 1–63 of a–z, 0–9 and -", name)
+	}
+	if err := prepare(ctx, admin); err != nil {
+		return CustodianSetup{}, err
 	}
 	if err := ensureTransitKey(ctx, admin, name, map[string]any{"type": "aes256-gcm96", "derived": true, "exportable": false}); err != nil {
 		return CustodianSetup{}, err

@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,39 +18,64 @@ import (
 // one shell, against a fresh `mediator dev`: the guide's examples work as
 // written.
 func TestAPIGuideExamples(t *testing.T) {
-	guide, err := os.ReadFile(filepath.Join("..", "..", "docs", "api.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	blocks := regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(string(guide), -1)
-	if len(blocks) < 10 {
-		t.Fatalf("docs/api.md has %d sh blocks; the guide lost its examples", len(blocks))
-	}
 	state := t.TempDir()
 	addr := freeAddr(t)
 	p := start(t, []string{"DATABASE_URL=" + env.NewDatabase(t)}, "dev", "--addr", addr, "--state-dir", state)
 	waitStatus(t, p, "http://"+addr+"/readyz", 200, 3*time.Minute)
+	out := runGuide(t, "api.md", 10, "MEDIATOR_DEV_STATE_DIR="+state)
+	for _, want := range []string{`"status":"ready"`, `"accepted":2`, "ok: ", "escrowed conv-a", "policy_denied", "released 1 keys", `"group_by":"transport"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the examples' output lacks %q:\n%s\n--- dev output:\n%s", want, out, p.Output())
+		}
+	}
+}
 
+// TestCustodianRunbook runs every sh block of docs/custodians.md, as a
+// custodian's operator would, against the shared real Vault: bootstrap,
+// approvers, tokens, configuration, serve, publish, metrics, rewrap.
+func TestCustodianRunbook(t *testing.T) {
+	port := freeAddr(t)
+	port = port[strings.LastIndexByte(port, ':')+1:]
+	out := runGuide(t, "custodians.md", 6, "VAULT_ADDR="+env.Vault.Addr, "VAULT_TOKEN="+env.Vault.Token,
+		"NAME=runbook-"+strings.ToLower(rand.Text()[:8]), "PORT="+port)
+	for _, want := range []string{`"status":"ready"`, `"hpke_public_key":{"kem_id":25722`, `"signing_key"`, "mediator_custodian_", `"rewrapped":`, `"role_id":`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the runbook's output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// runGuide runs every sh block of docs/<name> in order, in one bash with
+// -euo pipefail, in a fresh directory with the mediator binary on PATH and
+// environ added, and returns what it printed. At least min blocks must be
+// there, so a guide that lost its examples fails.
+func runGuide(t *testing.T, name string, min int, environ ...string) string {
+	t.Helper()
+	guide, err := os.ReadFile(filepath.Join("..", "..", "docs", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(string(guide), -1)
+	if len(blocks) < min {
+		t.Fatalf("docs/%s has %d sh blocks; the guide lost its examples", name, len(blocks))
+	}
 	var script strings.Builder
-	script.WriteString("set -euo pipefail\n")
+	// Whatever a block leaves running in the background stops with it.
+	script.WriteString("set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n")
 	for i, b := range blocks {
 		// Say which block runs, so a failure points at it.
-		script.WriteString("echo '--- docs/api.md block " + string(rune('0'+i/10)) + string(rune('0'+i%10)) + "' >&2\n")
+		fmt.Fprintf(&script, "echo '--- docs/%s block %02d' >&2\n", name, i)
 		script.WriteString(b[1])
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-c", script.String())
 	cmd.Dir = t.TempDir()
-	cmd.Env = append(cleanEnv(), "PATH="+filepath.Dir(mediator)+":"+os.Getenv("PATH"), "MEDIATOR_DEV_STATE_DIR="+state)
+	cmd.Env = append(append(cleanEnv(), "PATH="+filepath.Dir(mediator)+":"+os.Getenv("PATH")), environ...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("docs/api.md examples failed: %v\n%s\n--- dev output:\n%s", err, out.String(), p.Output())
+		t.Fatalf("docs/%s examples failed: %v\n%s", name, err, out.String())
 	}
-	for _, want := range []string{`"status":"ready"`, `"accepted":2`, "ok: ", "escrowed conv-a", "policy_denied", "released 1 keys", `"group_by":"transport"`} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("the examples' output lacks %q:\n%s", want, out.String())
-		}
-	}
+	return out.String()
 }
