@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -315,4 +316,24 @@ func BenchmarkDeposit(b *testing.B) {
 	if calls > 0 {
 		b.ReportMetric(stored/calls, "shares/call")
 	}
+}
+
+// BenchmarkDepositLatency is one deposit at a time, end to end as
+// BenchmarkDeposit: its p50 and p99.
+func BenchmarkDepositLatency(b *testing.B) {
+	f := newFixture(b, dev.CustodianOptions{})
+	ctx := context.Background()
+	var lat []time.Duration
+	i := 0
+	for b.Loop() {
+		i++
+		t0 := time.Now()
+		if _, _, err := f.svc.Deposit(ctx, f.request(b, "latency", fmt.Sprint(i), newKey(b))); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 }

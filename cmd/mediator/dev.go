@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/vaultclient"
@@ -190,8 +191,9 @@ func startDevCustodians(ctx context.Context, in *dev.Instance, log *slog.Logger)
 }
 
 // registerDevApprovers registers the dev approvers with the running
-// mediator, as its administrator would; an approver already registered is
-// left as it is.
+// mediator, as its administrator would. An approver already registered
+// (the database outlived a state directory) gets the state directory's key
+// as its current key, so the dev keys always sign.
 func registerDevApprovers(ctx context.Context, url, stateDir string, approvers []dev.Approver) error {
 	iss, err := dev.LoadIssuer(stateDir)
 	if err != nil {
@@ -207,9 +209,27 @@ func registerDevApprovers(ctx context.Context, url, stateDir string, approvers [
 	}
 	for _, a := range approvers {
 		_, err := c.RegisterApprover(ctx, wire.RegisterApprover{ID: a.ID, Roles: a.Roles, PublicKey: a.Public})
-		if err != nil && !client.IsCode(err, "conflict") {
+		if client.IsCode(err, "conflict") {
+			err = ensureApproverKey(ctx, c, a)
+		}
+		if err != nil {
 			return fmt.Errorf("dev: register approver %s: %w", a.ID, err)
 		}
 	}
 	return nil
+}
+
+// ensureApproverKey makes a's key the registered approver's current key.
+func ensureApproverKey(ctx context.Context, c *client.Client, a dev.Approver) error {
+	list, err := c.Approvers(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range list.Approvers {
+		if r.ID == a.ID && r.CurrentKeyID == approval.KeyID(a.Public) {
+			return nil
+		}
+	}
+	_, err = c.AddApproverKey(ctx, a.ID, a.Public)
+	return err
 }

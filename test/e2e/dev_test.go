@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,7 +22,8 @@ func TestDevAllInOne(t *testing.T) {
 	addr := freeAddr(t)
 	// With no VAULT_ADDR, dev starts Vault itself; the database is this
 	// test's own, so the log holds only what this test writes.
-	p := start(t, []string{"DATABASE_URL=" + env.NewDatabase(t)}, "dev", "--addr", addr, "--state-dir", state)
+	dsn := env.NewDatabase(t)
+	p := start(t, []string{"DATABASE_URL=" + dsn}, "dev", "--addr", addr, "--state-dir", state)
 	base := "http://" + addr
 	waitStatus(t, p, base+"/readyz", 200, 3*time.Minute)
 	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(p.Output(), "Ctrl-C stops everything"); time.Sleep(50 * time.Millisecond) {
@@ -119,6 +121,34 @@ func TestDevAllInOne(t *testing.T) {
 	}
 	if _, _, err := runCmd(t, nil, "dev", "env", "--state-dir", state); err == nil {
 		t.Fatal("dev env still answers after the instance stopped")
+	}
+
+	// A new state directory on the same database: the dev approvers keep
+	// their ids and get the new directory's keys, which sign.
+	state2, addr2 := t.TempDir(), freeAddr(t)
+	p2 := start(t, []string{"DATABASE_URL=" + dsn}, "dev", "--addr", addr2, "--state-dir", state2)
+	waitStatus(t, p2, "http://"+addr2+"/readyz", 200, 3*time.Minute)
+	token := func(sub, role string) string {
+		tok, stderr, err := runCmd(t, nil, "dev", "token", "--state-dir", state2, "--sub", sub, "--roles", role)
+		if err != nil {
+			t.Fatalf("dev token: %v %s", err, stderr)
+		}
+		return strings.TrimSpace(tok)
+	}
+	dir := t.TempDir()
+	runCmd(t, nil, "keygen", "--recipient", "--out", filepath.Join(dir, "olga.key"))
+	now := time.Now().UTC()
+	out, stderr, err := runCmd(t, []string{"MEDIATOR_URL=http://" + addr2, "MEDIATOR_TOKEN=" + token("olga", "officer")}, "request", "create",
+		"--case", "c-1", "--legal-basis", "court_order", "--warrant", "W-1", "--jurisdiction", "US", "--justification", "See the file.",
+		"--conversation", "conv-a", "--from", now.Add(-time.Hour).Format(time.RFC3339), "--to", now.Add(time.Hour).Format(time.RFC3339),
+		"--recipient", filepath.Join(dir, "olga.key.pub"))
+	var created struct{ ID string }
+	if err != nil || json.Unmarshal([]byte(out), &created) != nil {
+		t.Fatalf("request create: %v %s %s", err, out, stderr)
+	}
+	if _, stderr, err := runCmd(t, []string{"MEDIATOR_URL=http://" + addr2, "MEDIATOR_TOKEN=" + token("dev-legal", "approver")}, "request", "approve",
+		created.ID, "--key", filepath.Join(state2, "dev-legal.key")); err != nil {
+		t.Fatalf("the new state directory's dev-legal key does not sign: %v %s", err, stderr)
 	}
 }
 
