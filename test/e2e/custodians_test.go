@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/ed25519"
 	"net"
 	"os"
@@ -47,7 +48,9 @@ func startCustodians(t *testing.T, v *servers.Vault, opts dev.CustodianOptions) 
 		opts.Dir = t.TempDir()
 	}
 	if opts.Generation == "" {
-		opts.Generation = strings.ToLower(filepath.Base(opts.Dir))
+		// Each set of custodians gets identities and stores of its own on
+		// the shared Vault.
+		opts.Generation = strings.ToLower(rand.Text()[:10])
 	}
 	// Hold the ports while Vault is set up; each is let go just before its
 	// process binds it.
