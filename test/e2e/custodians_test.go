@@ -2,8 +2,8 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/ed25519"
+	"crypto/rand"
 	"net"
 	"os"
 	"path/filepath"
