@@ -1,7 +1,7 @@
 package audit
 
 import (
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,7 +14,8 @@ type Metrics struct {
 	checkpointTime prometheus.Gauge
 	checkpointSize prometheus.Gauge
 	inconsistent   prometheus.Counter
-	maxTreeSize    atomic.Int64 // what treeSize shows
+	mu             sync.Mutex
+	maxTreeSize    int64 // what treeSize shows; guarded by mu
 }
 
 // NewMetrics registers the log's metrics on reg; a nil reg records nothing.
@@ -56,27 +57,27 @@ func (m *Metrics) appended(out []Appended, d time.Duration) {
 		return
 	}
 	m.appendLatency.Observe(d.Seconds())
+	var size int64
 	for _, a := range out {
 		// A new entry at seq n means the tree has at least n+1 leaves; a
 		// duplicate's seq says nothing about the tree now.
 		if !a.Duplicate {
-			m.treeSizeSeen(a.Seq + 1)
+			size = max(size, a.Seq+1)
 		}
 	}
+	m.treeSizeSeen(size)
 }
 
 // treeSizeSeen raises the tree size gauge to n; it never lowers it, so
 // concurrent appends answering out of order cannot move it backwards.
 func (m *Metrics) treeSizeSeen(n int64) {
-	for {
-		cur := m.maxTreeSize.Load()
-		if n <= cur {
-			return
-		}
-		if m.maxTreeSize.CompareAndSwap(cur, n) {
-			m.treeSize.Set(float64(n))
-			return
-		}
+	// The comparison and the gauge's update happen under one lock: with a
+	// compare-and-swap alone, a smaller size could be set after a larger.
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if n > m.maxTreeSize {
+		m.maxTreeSize = n
+		m.treeSize.Set(float64(n))
 	}
 }
 
