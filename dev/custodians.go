@@ -79,6 +79,14 @@ func PrepareCustodians(ctx context.Context, admin *vaultapi.Client, opts Custodi
 	if err := writeJSONFile(approvers, map[string]any{"approvers": orEmpty(opts.Approvers)}, 0o644); err != nil {
 		return nil, err
 	}
+	addrs := opts.Addrs
+	if len(addrs) < vaultsetup.DefaultCustodians {
+		free, err := freeLocalAddrs(vaultsetup.DefaultCustodians - len(addrs))
+		if err != nil {
+			return nil, err
+		}
+		addrs = append(append([]string(nil), addrs...), free...)
+	}
 	var out []Custodian
 	for i := 1; i <= vaultsetup.DefaultCustodians; i++ {
 		name := vaultsetup.CustodianName(i)
@@ -86,12 +94,7 @@ func PrepareCustodians(ctx context.Context, admin *vaultapi.Client, opts Custodi
 		if err != nil {
 			return nil, err
 		}
-		var addr string
-		if i <= len(opts.Addrs) {
-			addr = opts.Addrs[i-1]
-		} else if addr, err = freeLocalAddr(); err != nil {
-			return nil, err
-		}
+		addr := addrs[i-1]
 		c := Custodian{Name: name, URL: "http://" + addr, MediatorToken: rand.Text(), OperatorToken: rand.Text()}
 		files := map[string]string{"secret-id": setup.SecretID, "mediator-token": c.MediatorToken, "operator-token": c.OperatorToken}
 		paths := map[string]string{}
@@ -187,14 +190,20 @@ func fetchInfo(ctx context.Context, url string) (wire.CustodianInfo, error) {
 	return info, json.NewDecoder(resp.Body).Decode(&info)
 }
 
-// freeLocalAddr returns a 127.0.0.1 address with a port free now.
-func freeLocalAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("dev: free port: %w", err)
+// freeLocalAddrs returns n distinct 127.0.0.1 addresses with ports free
+// now: all n are held open until all are chosen, so the system cannot hand
+// out one port twice.
+func freeLocalAddrs(n int) ([]string, error) {
+	out := make([]string, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("dev: free port: %w", err)
+		}
+		defer l.Close()
+		out = append(out, "127.0.0.1:"+strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
 	}
-	defer l.Close()
-	return "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port), nil
+	return out, nil
 }
 
 func writeJSONFile(path string, v any, mode os.FileMode) error {
