@@ -46,7 +46,8 @@ type Config struct {
 	PolicyDir string `json:"policy_dir,omitempty"`
 
 	// MinRetention is the least age at which the custodian destroys a
-	// share (default 24h): a coordinator cannot shorten retention.
+	// share (default 2160h, 90 days): a coordinator cannot shorten
+	// retention below it. Set it to the retention the law requires.
 	MinRetention Duration `json:"min_retention,omitzero"`
 	// AbortWindow is how long after storing a share the coordinator may
 	// abort it because the deposit failed elsewhere (default 10m).
@@ -110,7 +111,7 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()
 
 // Defaults.
 const (
-	defaultMinRetention = 24 * time.Hour
+	defaultMinRetention = 90 * 24 * time.Hour
 	defaultAbortWindow  = 10 * time.Minute
 )
 

@@ -54,7 +54,7 @@ type CustodianOptions struct {
 	PKCS11 map[int]*custodian.PKCS11File
 	// PolicyDir, if set for custodian i, is its own release policy.
 	PolicyDir map[int]string
-	// MinRetention is every custodian's minimum retention (default 24h).
+	// MinRetention is every custodian's minimum retention (default 90 days).
 	MinRetention time.Duration
 	// Generation, if set, gives each custodian a fresh identity and store
 	// under its prefix (custodians/<name>/<generation>): tests sharing one

@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,12 +10,11 @@ import (
 	"testing"
 	"time"
 
-	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
-
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/custodian"
 	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/dev/servers"
+	"github.com/mediatorhq/mediator/test/harness/custodians"
 )
 
 // custodianProcs are the five custodians, each a `mediator custodian
@@ -40,38 +37,13 @@ func startCustodians(t *testing.T, v *servers.Vault, opts dev.CustodianOptions) 
 	if v == nil {
 		v = env.Vault
 	}
-	admin := adminVault(t, v)
-	if _, err := vaultsetup.Bootstrap(context.Background(), admin); err != nil {
-		t.Fatal(err)
-	}
-	if opts.Dir == "" {
-		opts.Dir = t.TempDir()
-	}
-	if opts.Generation == "" {
-		// Each set of custodians gets identities and stores of its own on
-		// the shared Vault.
-		opts.Generation = strings.ToLower(rand.Text()[:10])
-	}
-	// Hold the ports while Vault is set up; each is let go just before its
-	// process binds it.
-	held := make([]net.Listener, vaultsetup.DefaultCustodians)
-	opts.Addrs = make([]string, len(held))
-	for i := range held {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		held[i], opts.Addrs[i] = l, l.Addr().String()
-	}
-	cs, err := dev.PrepareCustodians(context.Background(), admin, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &custodianProcs{cs: cs, procs: make([]*process, len(cs)), dir: opts.Dir, file: filepath.Join(opts.Dir, "mediator-custodians.json")}
+	cs, held, dir := custodians.Prepare(t, adminVault(t, v), opts)
+	c := &custodianProcs{cs: cs, procs: make([]*process, len(cs)), dir: dir, file: filepath.Join(dir, "mediator-custodians.json")}
 	for i := range cs {
 		held[i].Close()
 		c.start(t, i)
 	}
+	var err error
 	if c.digest, err = dev.WaitCustodians(context.Background(), cs, c.file, 60*time.Second); err != nil {
 		for _, p := range c.procs {
 			t.Log(p.Output())

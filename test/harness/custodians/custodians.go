@@ -40,9 +40,46 @@ type Set struct {
 	t          testing.TB
 }
 
-// Start bootstraps the Vault of env (mounts, then one AppRole per
-// custodian), prepares the custodians in a temporary directory with opts,
-// and runs them until the test ends.
+// Prepare makes five custodians on the Vault admin points at (a token
+// allowed to manage it): each its own Transit key, AppRole and, with a
+// fresh generation unless opts names one, identity and store; their
+// configurations in opts.Dir (a temporary directory by default). Each
+// custodian's port is held open from now on, so that nothing else takes it
+// before the custodian serves: close held[i] just before serving custodian
+// i.
+func Prepare(t testing.TB, admin *vaultapi.Client, opts dev.CustodianOptions) (cs []dev.Custodian, held []net.Listener, dir string) {
+	t.Helper()
+	if opts.Dir == "" {
+		opts.Dir = t.TempDir()
+	}
+	if opts.Generation == "" {
+		opts.Generation = strings.ToLower(rand.Text()[:10])
+	}
+	held = make([]net.Listener, vaultsetup.DefaultCustodians)
+	opts.Addrs = make([]string, len(held))
+	for i := range held {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held[i], opts.Addrs[i] = l, l.Addr().String()
+	}
+	t.Cleanup(func() {
+		for _, l := range held {
+			if l != nil { // a custodian that served took its listener
+				l.Close()
+			}
+		}
+	})
+	cs, err := dev.PrepareCustodians(context.Background(), admin, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs, held, opts.Dir
+}
+
+// Start prepares five custodians on the Vault of env and runs them in this
+// process until the test ends.
 func Start(t testing.TB, env *harness.Env, opts dev.CustodianOptions) *Set {
 	t.Helper()
 	ctx := context.Background()
@@ -51,29 +88,7 @@ func Start(t testing.TB, env *harness.Env, opts dev.CustodianOptions) *Set {
 		t.Fatal(err)
 	}
 	admin.SetToken(env.Vault.Token)
-	if _, err := vaultsetup.Bootstrap(ctx, admin); err != nil {
-		t.Fatal(err)
-	}
-	if opts.Dir == "" {
-		opts.Dir = t.TempDir()
-	}
-	if opts.Generation == "" {
-		opts.Generation = strings.ToLower(rand.Text()[:10])
-	}
-	// Hold each custodian's port from now on, so that nothing else (another
-	// test binary's connection, say) takes it before the custodian serves.
-	held := make([]net.Listener, vaultsetup.DefaultCustodians)
-	opts.Addrs = make([]string, len(held))
-	for i := range held {
-		if held[i], err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-		opts.Addrs[i] = held[i].Addr().String()
-	}
-	cs, err := dev.PrepareCustodians(ctx, admin, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cs, held, dir := Prepare(t, admin, opts)
 	s := &Set{Custodians: cs, t: t, Running: make([]*custodian.Custodian, len(cs)), servers: make([]*http.Server, len(cs)),
 		Metrics: make([]*custodian.Metrics, len(cs)), held: held}
 	for i := range cs {
@@ -84,7 +99,7 @@ func Start(t testing.TB, env *harness.Env, opts dev.CustodianOptions) *Set {
 			s.Stop(i)
 		}
 	})
-	path := filepath.Join(opts.Dir, "mediator-custodians.json")
+	path := filepath.Join(dir, "mediator-custodians.json")
 	if s.Digest, err = dev.WaitCustodians(ctx, cs, path, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
