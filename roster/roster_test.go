@@ -1,0 +1,215 @@
+package roster
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/mediatorhq/mediator/seal"
+)
+
+type person struct {
+	id    string
+	roles []string
+	priv  ed25519.PrivateKey
+}
+
+func newPerson(t *testing.T, id string, roles ...string) person {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return person{id, roles, priv}
+}
+
+func (p person) approver() Approver {
+	return Approver{ID: p.id, Roles: p.roles, PublicKey: p.priv.Public().(ed25519.PublicKey)}
+}
+
+func custodians(t *testing.T, n int) []Custodian {
+	t.Helper()
+	out := make([]Custodian, n)
+	for i := range out {
+		_, pub, err := seal.NewKey(seal.KEMX25519)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sk, _, _ := ed25519.GenerateKey(rand.Reader)
+		out[i] = Custodian{Name: string(rune('a' + i)), URL: "http://127.0.0.1:1/", HPKEKey: pub, SigningKey: sk}
+	}
+	return out
+}
+
+func sign(t *testing.T, r Roster, ps ...person) Signed {
+	t.Helper()
+	c, err := r.Canonical()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Signed{Roster: c}
+	for _, p := range ps {
+		s.Signatures = append(s.Signatures, Sign(p.priv, Digest(c), p.id))
+	}
+	return s
+}
+
+type fixture struct {
+	lena, sam, ola, kim person
+	genesis             Roster
+	genesisDigest       string
+}
+
+func newFixture(t *testing.T) fixture {
+	f := fixture{lena: newPerson(t, "lena", "legal"), sam: newPerson(t, "sam", "security"), ola: newPerson(t, "ola", "legal", "security"),
+		kim: newPerson(t, "kim", "security")}
+	f.genesis = Roster{Version: 1, Approvers: []Approver{f.lena.approver(), f.sam.approver(), f.ola.approver()},
+		Custodians: custodians(t, 3), Threshold: 2, Rule: DefaultRule()}
+	var err error
+	if f.genesisDigest, err = f.genesis.Digest(); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f fixture) next(prev Roster, edit func(*Roster)) Roster {
+	n := prev
+	n.Approvers = append([]Approver(nil), prev.Approvers...)
+	n.Version, n.Previous = prev.Version+1, mustDigest(prev)
+	edit(&n)
+	return n
+}
+
+func mustDigest(r Roster) string {
+	d, err := r.Digest()
+	if err != nil {
+		panic(err)
+	}
+	return d
+}
+
+func TestChainAdoptsOnlyWithQuorumAndPossession(t *testing.T) {
+	f := newFixture(t)
+	g := sign(t, f.genesis, f.lena, f.sam, f.ola)
+	addKim := f.next(f.genesis, func(r *Roster) { r.Approvers = append(r.Approvers, f.kim.approver()) })
+
+	if _, err := VerifyChain(f.genesisDigest, []Signed{g, sign(t, addKim, f.lena, f.sam, f.kim)}); err != nil {
+		t.Fatalf("a quorum and the new approver signed: %v", err)
+	}
+	cases := []struct {
+		name  string
+		chain []Signed
+		want  error
+		says  string
+	}{
+		{"genesis without every approver's proof of possession", []Signed{sign(t, f.genesis, f.lena, f.sam)}, ErrUnadopted, "ola's signature with their new key"},
+		{"one approver adds another", []Signed{g, sign(t, addKim, f.ola, f.kim)}, ErrUnadopted, "1 more distinct approvers"},
+		{"the same approver twice", []Signed{g, sign(t, addKim, f.lena, f.lena, f.kim)}, ErrUnadopted, "security role"},
+		{"no proof of possession", []Signed{g, sign(t, addKim, f.lena, f.sam)}, ErrUnadopted, "kim's signature with their new key"},
+		{"a quorum without the security role", []Signed{g, sign(t, f.next(f.genesis, func(r *Roster) {
+			r.Approvers = append(r.Approvers, Approver{ID: "max", Roles: []string{"legal"}, PublicKey: f.kim.approver().PublicKey})
+		}), f.lena, person{"max", nil, f.kim.priv})}, ErrUnadopted, "security role"},
+		{"a signer who is not an approver", []Signed{g, sign(t, addKim, f.lena, f.sam, f.kim, newPerson(t, "eve", "legal"))}, ErrBadSignature, "eve"},
+		{"another genesis", []Signed{sign(t, f.next(f.genesis, func(r *Roster) { r.Version, r.Previous = 1, ""; r.Threshold = 3 }), f.lena, f.sam, f.ola)}, ErrBroken, "pinned genesis"},
+		{"versions re-ordered", []Signed{sign(t, addKim, f.lena, f.sam, f.kim), g}, ErrBroken, "pinned genesis"},
+		{"a version skipped", []Signed{g, sign(t, f.next(addKim, func(*Roster) {}), f.lena, f.sam)}, ErrBroken, "does not follow"},
+	}
+	for _, c := range cases {
+		_, err := VerifyChain(f.genesisDigest, c.chain)
+		if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("%s: got %v, want %v saying %q", c.name, err, c.want, c.says)
+		}
+	}
+}
+
+func TestForgedSignatureAndEditedVersion(t *testing.T) {
+	f := newFixture(t)
+	g := sign(t, f.genesis, f.lena, f.sam, f.ola)
+	addKim := sign(t, f.next(f.genesis, func(r *Roster) { r.Approvers = append(r.Approvers, f.kim.approver()) }), f.lena, f.sam, f.kim)
+	forged := addKim
+	forged.Signatures = append([]Signature(nil), addKim.Signatures...)
+	forged.Signatures[0].Signature = append([]byte(nil), forged.Signatures[0].Signature...)
+	forged.Signatures[0].Signature[0] ^= 1
+	if _, err := VerifyChain(f.genesisDigest, []Signed{g, forged}); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("a forged signature: %v", err)
+	}
+	edited := addKim
+	edited.Roster = []byte(strings.Replace(string(addKim.Roster), `"threshold":2`, `"threshold":3`, 1))
+	if _, err := VerifyChain(f.genesisDigest, []Signed{g, edited}); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("an edited version keeps its signatures: %v", err)
+	}
+	spaced := addKim
+	spaced.Roster = append([]byte(" "), addKim.Roster...)
+	if _, err := VerifyChain(f.genesisDigest, []Signed{g, spaced}); err == nil {
+		t.Error("a version not in canonical form was accepted")
+	}
+}
+
+func TestRekeyNeedsOldQuorumAndNewKey(t *testing.T) {
+	f := newFixture(t)
+	g := sign(t, f.genesis, f.lena, f.sam, f.ola)
+	lena2 := newPerson(t, "lena", "legal")
+	rekey := f.next(f.genesis, func(r *Roster) { r.Approvers[0] = lena2.approver() })
+	if _, err := VerifyChain(f.genesisDigest, []Signed{g, sign(t, rekey, f.lena, f.sam)}); !errors.Is(err, ErrUnadopted) {
+		t.Errorf("re-keyed without the new key's signature: %v", err)
+	}
+	// Only the new key signs as lena: the quorum then lacks a legal signer
+	// of the version in force.
+	if _, err := VerifyChain(f.genesisDigest, []Signed{g, sign(t, rekey, lena2, f.sam)}); !errors.Is(err, ErrUnadopted) {
+		t.Errorf("the new key counted toward the old quorum: %v", err)
+	}
+	chain := []Signed{g, sign(t, rekey, f.lena, lena2, f.sam)}
+	rs, err := VerifyChain(f.genesisDigest, chain)
+	if err != nil {
+		t.Fatalf("re-key with both keys and a quorum: %v", err)
+	}
+	if a, _ := rs[1].Approver("lena"); a.KeyID() != lena2.approver().KeyID() {
+		t.Error("the new version does not hold the new key")
+	}
+	if !Extends(chain, 2, Digest(chain[1].Roster)) || Extends(chain[:1], 2, Digest(chain[1].Roster)) || !Extends(chain, 1, f.genesisDigest) {
+		t.Error("Extends does not tell a chain holding the version seen from one cut short")
+	}
+}
+
+func TestValidateRefusesRostersThatCannotChange(t *testing.T) {
+	f := newFixture(t)
+	cases := map[string]func(*Roster){
+		"rule of one signer":               func(r *Roster) { r.Rule.MinSigners = 1 },
+		"rule with no role":                func(r *Roster) { r.Rule.RequiredRoles = nil },
+		"a role no approver holds":         func(r *Roster) { r.Rule.RequiredRoles = []string{"legal", "audit"} },
+		"more signers than approvers":      func(r *Roster) { r.Rule.MinSigners = 4 },
+		"two approvers with one key":       func(r *Roster) { r.Approvers[1].PublicKey = r.Approvers[0].PublicKey },
+		"an approver twice":                func(r *Roster) { r.Approvers[1].ID = "lena" },
+		"a custodian url that is not http": func(r *Roster) { r.Custodians[0].URL = "file:///etc/passwd" },
+		"threshold above custodians":       func(r *Roster) { r.Threshold = 4 },
+		"genesis with a previous":          func(r *Roster) { r.Previous = f.genesisDigest },
+	}
+	for name, edit := range cases {
+		r := f.genesis
+		r.Approvers = append([]Approver(nil), f.genesis.Approvers...)
+		r.Custodians = append([]Custodian(nil), f.genesis.Custodians...)
+		edit(&r)
+		if err := r.Validate(); err == nil {
+			t.Errorf("%s: valid", name)
+		}
+	}
+	if err := f.genesis.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestChanges(t *testing.T) {
+	f := newFixture(t)
+	n := f.next(f.genesis, func(r *Roster) {
+		r.Approvers = append(r.Approvers[1:], f.kim.approver())
+		r.Threshold = 3
+	})
+	got := strings.Join(Changes(&f.genesis, n), "\n")
+	for _, want := range []string{"adds approver kim", "removes approver lena", "custodian threshold 2 → 3"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("changes %q lack %q", got, want)
+		}
+	}
+}
