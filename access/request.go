@@ -1,10 +1,11 @@
 package access
 
 import (
-	"crypto/ed25519"
+	"bytes"
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -59,6 +60,41 @@ type Request struct {
 	Final *Final
 	// DeniedReleases counts release attempts the policy denied.
 	DeniedReleases int
+
+	// Corrupt: the stored canonical bytes do not parse or do not match the
+	// stored digest. Nothing is approved or released for such a request.
+	Corrupt bool
+	// Differs names the stored columns that disagree with the canonical
+	// request. The service ignores the columns; audit verify reports them.
+	Differs []string
+}
+
+// Differs names the fields of r (as read from its columns) that differ
+// from its canonical request, or ["canonical"] if that does not parse.
+func Differs(r Request) []string {
+	signed, err := approval.Parse(r.Canonical)
+	if err != nil || approval.Digest(r.Canonical) != r.Digest || signed.ID != r.ID {
+		return []string{"canonical"}
+	}
+	var out []string
+	check := func(name string, same bool) {
+		if !same {
+			out = append(out, name)
+		}
+	}
+	check("requester", signed.Requester == r.Requester)
+	check("case_id", signed.CaseID == r.CaseID)
+	check("legal_basis", signed.LegalBasis == r.LegalBasis)
+	check("warrant_ref", signed.WarrantRef == r.WarrantRef)
+	check("jurisdiction", signed.Jurisdiction == r.Jurisdiction)
+	check("justification", signed.Justification == r.Justification)
+	check("conversation_ids", slices.Equal(signed.Scope.ConversationIDs, r.Scope.ConversationIDs))
+	check("scope_from", signed.Scope.From.Equal(r.Scope.From))
+	check("scope_to", signed.Scope.To.Equal(r.Scope.To))
+	check("recipient_public_key", signed.Recipient.KEMID == r.Recipient.KEMID && bytes.Equal(signed.Recipient.PublicKey, r.Recipient.PublicKey))
+	check("created_at", signed.CreatedAt.Equal(r.CreatedAt))
+	check("expires_at", signed.ExpiresAt.Equal(r.ExpiresAt))
+	return out
 }
 
 // Final is a request's one transition out of pending.
@@ -114,45 +150,6 @@ type Approval struct {
 	ApprovedAt  time.Time
 	AuditSeq    int64
 }
-
-// Approver is a person whose signed approvals the release policy weighs.
-type Approver struct {
-	ID    string // the sub of their bearer token
-	Roles []string
-	// Keys are their Ed25519 keys, oldest first; the last is current.
-	Keys         []ApproverKey
-	Active       bool
-	RegisteredAt time.Time
-	AuditSeq     int64
-}
-
-// ApproverKey is one registered Ed25519 public key.
-type ApproverKey struct {
-	ID        string // KeyID of PublicKey
-	PublicKey ed25519.PublicKey
-	AddedAt   time.Time
-	AuditSeq  int64
-}
-
-// CurrentKey is the key new signatures must verify with.
-func (a Approver) CurrentKey() (ApproverKey, bool) {
-	if len(a.Keys) == 0 {
-		return ApproverKey{}, false
-	}
-	return a.Keys[len(a.Keys)-1], true
-}
-
-// Key returns the key with id.
-func (a Approver) Key(id string) (ApproverKey, bool) {
-	for _, k := range a.Keys {
-		if k.ID == id {
-			return k, true
-		}
-	}
-	return ApproverKey{}, false
-}
-
-var approverRolePattern = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
 
 // validID checks an id that is embedded in signed messages and info
 // strings: 1–128 bytes of printable UTF-8, no newline.
@@ -218,16 +215,12 @@ var (
 	ErrInvalid = errors.New("access: invalid request")
 	// ErrNotFound: no such request or approver (404).
 	ErrNotFound = errors.New("access: not found")
-	// ErrApproverExists: the approver id is registered (409).
-	ErrApproverExists = errors.New("access: approver already registered")
 	// ErrNotRequester: only the requesting officer may do this (403).
 	ErrNotRequester = errors.New("access: only the requesting officer may do this")
 	// ErrFinal: the request is in a final state (409).
 	ErrFinal = errors.New("access: the request is final")
 	// ErrUnknownApprover: the caller is not a registered approver (403).
 	ErrUnknownApprover = errors.New("access: the caller is not a registered approver")
-	// ErrApproverInactive: the approver was deactivated (422).
-	ErrApproverInactive = errors.New("access: the approver is deactivated")
 	// ErrBadSignature: the signature does not verify over this request's
 	// approval message with the approver's current key (422).
 	ErrBadSignature = errors.New("access: the signature does not verify over this request's approval message with the approver's registered key")

@@ -2,7 +2,6 @@ package access
 
 import (
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,7 +15,7 @@ import (
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/escrow"
 	"github.com/mediatorhq/mediator/policy"
-	"github.com/mediatorhq/mediator/redact"
+	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/wire"
 )
@@ -50,6 +49,10 @@ type Service struct {
 	log     *slog.Logger
 	metrics *Metrics
 	now     func() time.Time
+
+	genesis  string
+	roster   rosterCache
+	notifier Notifier
 }
 
 // Config configures a Service.
@@ -60,11 +63,17 @@ type Config struct {
 	Log     *slog.Logger
 	Metrics *Metrics         // may be nil
 	Now     func() time.Time // for tests; time.Now when nil
+	// RosterGenesis is the pinned digest of the roster's first version:
+	// only a chain that verifies from it names approvers.
+	RosterGenesis string
+	// Notifier, if set, receives workflow events (webhooks).
+	Notifier Notifier
 }
 
 // New returns a Service.
 func New(cfg Config) *Service {
-	s := &Service{store: cfg.Store, decider: cfg.Decider, escrow: cfg.Escrow, log: cfg.Log, metrics: cfg.Metrics, now: cfg.Now}
+	s := &Service{store: cfg.Store, decider: cfg.Decider, escrow: cfg.Escrow, log: cfg.Log, metrics: cfg.Metrics, now: cfg.Now,
+		genesis: cfg.RosterGenesis, notifier: cfg.Notifier}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -72,76 +81,6 @@ func New(cfg Config) *Service {
 		s.now = time.Now
 	}
 	return s
-}
-
-// RegisterApprover registers approver id with roles and an Ed25519 public
-// key. by is the administrator.
-func (s *Service) RegisterApprover(ctx context.Context, by, id string, roles []string, pub []byte) (Approver, error) {
-	if err := validID("id", id); err != nil {
-		return Approver{}, err
-	}
-	if len(roles) == 0 || len(roles) > 16 {
-		return Approver{}, invalid("roles", "must list 1–16 roles")
-	}
-	for i, r := range roles {
-		if !approverRolePattern.MatchString(r) || slices.Contains(roles[:i], r) {
-			return Approver{}, invalid("roles", "must be distinct lower-case names such as legal or security")
-		}
-	}
-	if len(pub) != ed25519.PublicKeySize {
-		return Approver{}, invalid("public_key", "must be a 32-byte Ed25519 public key")
-	}
-	key := ed25519.PublicKey(slices.Clone(pub))
-	a, err := s.store.InsertApprover(ctx, Approver{ID: id, Roles: slices.Clone(roles), Keys: []ApproverKey{{ID: approval.KeyID(key), PublicKey: key}}}, by)
-	if err != nil {
-		return Approver{}, err
-	}
-	s.log.Info("approver registered", "approver_id", id, "roles", roles, "key_id", approval.KeyID(key), "by", by)
-	return a, nil
-}
-
-// Approvers lists every approver.
-func (s *Service) Approvers(ctx context.Context) ([]Approver, error) { return s.store.Approvers(ctx) }
-
-// AddApproverKey rotates approver id's key: pub becomes the key future
-// signatures must verify with. Approvals made with an earlier key stay
-// valid.
-func (s *Service) AddApproverKey(ctx context.Context, by, id string, pub []byte) (Approver, error) {
-	a, err := s.store.Approver(ctx, id)
-	if err != nil {
-		return Approver{}, err
-	}
-	if !a.Active {
-		return Approver{}, ErrApproverInactive
-	}
-	if len(pub) != ed25519.PublicKeySize {
-		return Approver{}, invalid("public_key", "must be a 32-byte Ed25519 public key")
-	}
-	if err := s.store.AddApproverKey(ctx, id, ed25519.PublicKey(slices.Clone(pub)), by); err != nil {
-		return Approver{}, err
-	}
-	s.log.Info("approver key rotated", "approver_id", id, "key_id", approval.KeyID(pub), "by", by)
-	return s.store.Approver(ctx, id)
-}
-
-// DeactivateApprover refuses approver id's future signatures. Their past
-// approvals stay in the log; the default policy no longer counts them.
-func (s *Service) DeactivateApprover(ctx context.Context, by, id, reason string) (Approver, error) {
-	if reason == "" || len(reason) > 500 || !redact.Printable(reason) {
-		return Approver{}, invalid("reason", "must be 1–500 printable characters")
-	}
-	a, err := s.store.Approver(ctx, id)
-	if err != nil {
-		return Approver{}, err
-	}
-	if !a.Active {
-		return a, nil
-	}
-	if err := s.store.DeactivateApprover(ctx, id, by, reason); err != nil {
-		return Approver{}, err
-	}
-	s.log.Info("approver deactivated", "approver_id", id, "by", by)
-	return s.store.Approver(ctx, id)
 }
 
 // Create files a request by requester (the officer's token subject). Times
@@ -175,6 +114,8 @@ func (s *Service) Create(ctx context.Context, requester string, d Draft) (Reques
 	s.metrics.transition(StatusPending)
 	s.log.Info("access request filed", "access_request_id", r.ID, "requester", requester, "case_id", r.CaseID,
 		"conversations", len(d.Scope.ConversationIDs), "audit_seq", r.AuditSeq)
+	s.notify(ctx, Event{Type: EventRequestFiled, RequestID: r.ID, Status: string(StatusPending)})
+	s.notify(ctx, Event{Type: EventNeedsApprovals, RequestID: r.ID, Status: string(StatusPending)})
 	return r, nil
 }
 
@@ -296,28 +237,37 @@ func (s *Service) approve(ctx context.Context, approverID, requestID, decision s
 	if err := s.requirePending(ctx, &r); err != nil {
 		return Approval{}, err
 	}
-	ap, err := s.store.Approver(ctx, approverID)
-	if errors.Is(err, ErrNotFound) {
-		return Approval{}, ErrUnknownApprover
+	if r.Corrupt {
+		s.log.Error("a stored request does not match what was signed; no approval is taken", "access_request_id", r.ID)
+		return Approval{}, fmt.Errorf("%w: the stored request does not match what was signed", ErrUnavailable)
 	}
+	cur, err := s.current(ctx)
 	if err != nil {
 		return Approval{}, err
 	}
-	if !ap.Active {
-		return Approval{}, ErrApproverInactive
+	if cur == nil {
+		return Approval{}, ErrUnknownApprover
 	}
-	key, ok := ap.CurrentKey()
-	if !ok || !approval.Verify(key.PublicKey, r.ID, r.Digest, decision, ap.ID, signature) {
+	ap, ok := cur.Approver(approverID)
+	if !ok {
+		return Approval{}, ErrUnknownApprover
+	}
+	if !approval.Verify(ap.PublicKey, r.ID, r.Digest, decision, ap.ID, signature) {
 		s.log.Warn("approval refused: bad signature", "access_request_id", r.ID, "approver_id", ap.ID)
 		return Approval{}, ErrBadSignature
 	}
 	a := Approval{RequestID: r.ID, ApproverID: ap.ID, Decision: decision, Signature: slices.Clone(signature),
-		KeyID: key.ID, Roles: ap.Roles, ByRequester: ap.ID == r.Requester}
+		KeyID: ap.KeyID(), Roles: ap.Roles, ByRequester: ap.ID == r.Requester}
 	if a, err = s.store.InsertApproval(ctx, a, r.Digest); err != nil {
 		return Approval{}, err
 	}
 	s.log.Info("approval recorded", "access_request_id", r.ID, "approver_id", ap.ID, "decision", decision,
 		"by_requester", a.ByRequester, "audit_seq", a.AuditSeq)
+	n := 0
+	if all, err := s.store.Approvals(ctx, r.ID); err == nil {
+		n = len(all)
+	}
+	s.notify(ctx, Event{Type: EventApproval, RequestID: r.ID, Status: decision, Approvals: n})
 	if a.ByRequester {
 		return a, ErrSelfApproval
 	}
@@ -473,7 +423,7 @@ func (s *Service) release(ctx context.Context, caller, requestID string) (Releas
 	}
 	// Work from the request as approvers signed it, never from its columns.
 	signed, err := approval.Parse(r.Canonical)
-	if err != nil || approval.Digest(r.Canonical) != r.Digest || signed.ID != r.ID {
+	if r.Corrupt || err != nil || approval.Digest(r.Canonical) != r.Digest || signed.ID != r.ID {
 		s.log.Error("a stored request does not match its canonical form; nothing is released", "access_request_id", r.ID)
 		return Release{}, fmt.Errorf("%w: the stored request does not match what was signed", ErrUnavailable)
 	}
@@ -500,6 +450,11 @@ func (s *Service) release(ctx context.Context, caller, requestID string) (Releas
 			s.metrics.transition(StatusDenied)
 			s.log.Warn("access request locked as denied", "access_request_id", r.ID, "denied_releases", maxDeniedReleases)
 		}
+		status := "denied_by_policy"
+		if locked {
+			status = string(StatusDenied)
+		}
+		s.notify(ctx, Event{Type: EventDenied, RequestID: r.ID, Status: status})
 		return Release{}, &DeniedError{DecisionID: d.ID, Reasons: d.Reasons, Locked: locked}
 	}
 	escrows, err := s.escrow.InScope(ctx, signed.Scope.ConversationIDs, signed.Scope.From, signed.Scope.To)
@@ -510,7 +465,11 @@ func (s *Service) release(ctx context.Context, caller, requestID string) (Releas
 	if err != nil {
 		return Release{}, err
 	}
-	ask := escrow.ReleaseAsk{Canonical: r.Canonical, Approvals: approvals, RequestID: r.ID, RequestDigest: r.Digest,
+	_, chain, err := s.Roster(ctx)
+	if err != nil {
+		return Release{}, err
+	}
+	ask := escrow.ReleaseAsk{Canonical: r.Canonical, Approvals: approvals, Roster: chain, RequestID: r.ID, RequestDigest: r.Digest,
 		RecipientKey: signed.Recipient.Fingerprint()}
 	byKey := groupShares(kept)
 	answers := s.escrow.Release(ctx, ask, escrows, haveShares(byKey))
@@ -578,6 +537,7 @@ func (s *Service) release(ctx context.Context, caller, requestID string) (Releas
 		return Release{}, s.finalOr(ctx, r.ID, err)
 	}
 	s.metrics.transition(StatusReleased)
+	s.notify(ctx, Event{Type: EventReleased, RequestID: r.ID, Status: string(StatusReleased)})
 	s.log.Info("keys released", "access_request_id", r.ID, "decision_id", d.ID, "keys", len(out.Keys), "audit_seq", f.AuditSeq)
 	out.AuditSeq = f.AuditSeq
 	return out, nil
@@ -674,22 +634,30 @@ func (s *Service) policyInput(ctx context.Context, r Request) (policy.ReleaseInp
 		CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt,
 	}}
 	evidence := make([]wire.EvidenceApproval, 0, len(approvals))
-	approvers := map[string]Approver{}
+	cur, err := s.current(ctx)
+	if err != nil {
+		return policy.ReleaseInput{}, nil, err
+	}
 	for _, a := range approvals {
-		ap, ok := approvers[a.ApproverID]
-		if !ok {
-			if ap, err = s.store.Approver(ctx, a.ApproverID); err != nil {
-				return policy.ReleaseInput{}, nil, err
-			}
-			approvers[a.ApproverID] = ap
+		// An approval counts only for an approver of the roster in force,
+		// with the key it lists now and the roles it gives now: a removed
+		// approver's or a rotated key's approvals no longer count.
+		var ap roster.Approver
+		active := false
+		if cur != nil {
+			ap, active = cur.Approver(a.ApproverID)
 		}
-		key, known := ap.Key(a.KeyID)
-		verified := known && approval.Verify(key.PublicKey, r.ID, r.Digest, a.Decision, a.ApproverID, a.Signature)
-		if !verified {
-			s.log.Error("a recorded approval no longer verifies; the policy will not count it", "access_request_id", r.ID, "approver_id", a.ApproverID)
+		verified := active && ap.KeyID() == a.KeyID && approval.Verify(ap.PublicKey, r.ID, r.Digest, a.Decision, a.ApproverID, a.Signature)
+		if active && !verified {
+			s.log.Warn("a recorded approval does not verify with the approver's key in the roster in force; the policy will not count it",
+				"access_request_id", r.ID, "approver_id", a.ApproverID)
 		}
-		in.Approvals = append(in.Approvals, policy.ReleaseApproval{ApproverID: a.ApproverID, Roles: a.Roles, Decision: a.Decision,
-			ApprovedAt: a.ApprovedAt.UTC(), SignatureVerified: verified, ApproverActive: ap.Active})
+		roles := ap.Roles
+		if roles == nil {
+			roles = []string{}
+		}
+		in.Approvals = append(in.Approvals, policy.ReleaseApproval{ApproverID: a.ApproverID, Roles: roles, Decision: a.Decision,
+			ApprovedAt: a.ApprovedAt.UTC(), SignatureVerified: verified, ApproverActive: active})
 		evidence = append(evidence, wire.EvidenceApproval{ApproverID: a.ApproverID, Decision: a.Decision, Signature: a.Signature,
 			ApprovedAt: a.ApprovedAt.UTC()})
 	}

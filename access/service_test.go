@@ -9,8 +9,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,10 +22,10 @@ import (
 
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/audit"
-	"github.com/mediatorhq/mediator/custodian"
 	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/escrow"
 	"github.com/mediatorhq/mediator/policy"
+	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/seal"
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/test/harness"
@@ -59,22 +61,26 @@ type world struct {
 	keys       map[string]ed25519.PrivateKey // approver id → signing key
 }
 
-// trusted are the approvers the custodians of every world trust; a test
-// registers with the mediator those it uses.
+// trusted are the approvers of every world's genesis roster, which its
+// custodians and its service pin.
 var trusted = map[string]string{"lena": "legal", "sam": "security", "nina": "legal", "olga": "security"}
 
-func newWorld(t testing.TB) *world {
+func newWorld(t testing.TB) *world { return newWorldWith(t, dev.CustodianOptions{}) }
+
+// newWorldWith is newWorld with custodian options (such as a custodian's
+// own policy).
+func newWorldWith(t testing.TB, opts dev.CustodianOptions) *world {
 	t.Helper()
 	ctx := context.Background()
 	pool := testdb.Pool(t, env)
 	keys := map[string]ed25519.PrivateKey{}
-	var approvers []custodian.Approver
-	for id, role := range trusted {
+	opts.Approvers = nil
+	for _, id := range slices.Sorted(maps.Keys(trusted)) {
 		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 		keys[id] = priv
-		approvers = append(approvers, custodian.Approver{ID: id, Roles: []string{role}, Keys: []ed25519.PublicKey{pub}, Active: true})
+		opts.Approvers = append(opts.Approvers, roster.Approver{ID: id, Roles: []string{trusted[id]}, PublicKey: pub})
 	}
-	cs := custodians.Start(t, env, dev.CustodianOptions{Approvers: approvers})
+	cs := custodians.Start(t, env, opts)
 	logStore := audit.NewStore(pool)
 	esc := cs.Escrow(t, escrow.NewPGRows(pool, logStore))
 	engine, err := policy.NewReloader(ctx, "", nil)
@@ -83,19 +89,51 @@ func newWorld(t testing.TB) *world {
 	}
 	c := &clock{t: time.Now().UTC()}
 	w := &world{pool: pool, escrow: esc, custodians: cs, clock: c, keys: keys}
-	w.svc = New(Config{Store: NewPGStore(pool, logStore), Decider: engine, Escrow: esc, Now: c.now})
+	w.svc = New(Config{Store: NewPGStore(pool, logStore), Decider: engine, Escrow: esc, Now: c.now, RosterGenesis: cs.GenesisDigest()})
+	w.adopt(t, cs.Genesis(), slices.Sorted(maps.Keys(trusted))...)
 	return w
 }
 
-// approver registers id (one the custodians trust) with the mediator.
+// adopt proposes next as an admin and has signers sign it with their keys
+// in w.keys (extra holds new keys, for proof of possession); it fails the
+// test unless next is adopted.
+func (w *world) adopt(t testing.TB, next roster.Roster, signers ...string) Proposal {
+	t.Helper()
+	return w.adoptWith(t, next, nil, signers...)
+}
+
+func (w *world) adoptWith(t testing.TB, next roster.Roster, newKeys map[string]ed25519.PrivateKey, signers ...string) Proposal {
+	t.Helper()
+	ctx := context.Background()
+	p, err := w.svc.ProposeRoster(ctx, "admin", next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range signers {
+		if p, err = w.svc.SignRoster(ctx, id, p.Digest, roster.Sign(w.keys[id], p.Digest, id).Signature); err != nil {
+			t.Fatalf("%s signs: %v", id, err)
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(newKeys)) {
+		if p, err = w.svc.SignRoster(ctx, id, p.Digest, roster.Sign(newKeys[id], p.Digest, id).Signature); err != nil {
+			t.Fatalf("%s signs with the new key: %v", id, err)
+		}
+	}
+	if !p.Adopted {
+		t.Fatalf("roster version %d not adopted: %v", p.Roster.Version, p.Progress.Missing)
+	}
+	return p
+}
+
+// approver checks that id is an approver of the roster in force with roles.
 func (w *world) approver(t testing.TB, id string, roles ...string) {
 	t.Helper()
-	priv, ok := w.keys[id]
-	if !ok {
-		t.Fatalf("approver %s is not one the custodians trust", id)
-	}
-	if _, err := w.svc.RegisterApprover(context.Background(), "admin", id, roles, priv.Public().(ed25519.PublicKey)); err != nil {
+	cur, _, err := w.svc.Roster(context.Background())
+	if err != nil {
 		t.Fatal(err)
+	}
+	if a, ok := cur.Approver(id); !ok || !slices.Equal(a.Roles, roles) {
+		t.Fatalf("approver %s is not in the roster with roles %v", id, roles)
 	}
 }
 
@@ -415,31 +453,51 @@ func TestExpiryRevocationAndRotation(t *testing.T) {
 		t.Fatalf("expiry not recorded: %q %v", status, err)
 	}
 
-	// Rotation: the old key's future signatures are refused, the new key's
-	// accepted; deactivation refuses them all.
+	// Rotation and removal are roster versions: once adopted, the old
+	// key's signatures are refused, the new key's accepted, and a removed
+	// approver's refused.
 	r3, _ := w.svc.Create(ctx, "olga", Draft(func() Draft { d, _ := draft(t, w.clock.now(), "c1"); return d }()))
 	oldKey := w.keys["lena"]
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	if _, err := w.svc.AddApproverKey(ctx, "admin", "lena", pub); err != nil {
+	if err := w.vote(t, r3, "nina", "approve"); err != nil {
 		t.Fatal(err)
 	}
+	cur, _, err := w.svc.Roster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := cur
+	next.Approvers = nil
+	for _, a := range cur.Approvers {
+		switch a.ID {
+		case "lena":
+			a.PublicKey = pub
+		case "sam", "nina":
+			continue // sam leaves; nina too, so her earlier approval stops counting
+		}
+		next.Approvers = append(next.Approvers, a)
+	}
+	next.Version, next.Previous = 0, ""
+	w.adoptWith(t, next, map[string]ed25519.PrivateKey{"lena": priv}, "lena", "olga")
 	if _, err := w.svc.Approve(ctx, "lena", r3.ID, "approve", ed25519.Sign(oldKey, approval.Message(r3.ID, r3.Digest, "approve", "lena"))); !errors.Is(err, ErrBadSignature) {
 		t.Fatalf("signature with the rotated-out key: %v", err)
 	}
 	w.keys["lena"] = priv
-	w.approver(t, "sam", "security")
-	if _, err := w.svc.DeactivateApprover(ctx, "admin", "sam", "left the company"); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.vote(t, r3, "sam", "approve"); !errors.Is(err, ErrApproverInactive) {
-		t.Fatalf("deactivated approver: %v", err)
+	if err := w.vote(t, r3, "sam", "approve"); !errors.Is(err, ErrUnknownApprover) {
+		t.Fatalf("removed approver: %v", err)
 	}
 	if err := w.vote(t, r3, "lena", "approve"); err != nil {
 		t.Fatalf("new key: %v", err)
 	}
-	as, err := w.svc.Approvers(ctx)
-	if err != nil || len(as) != 2 || len(as[0].Keys) != 2 || as[1].Active {
-		t.Fatalf("approvers: %+v %v", as, err)
+	in, _, err := w.svc.policyInput(ctx, r3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range in.Approvals {
+		counts := a.SignatureVerified && a.ApproverActive
+		if counts != (a.ApproverID == "lena") {
+			t.Errorf("approval by %s counts %t after the roster changed", a.ApproverID, counts)
+		}
 	}
 }
 
@@ -463,20 +521,8 @@ func TestReleaseAcrossCustodians(t *testing.T) {
 		}
 		os.WriteFile(filepath.Join(strict, name), b, 0o644)
 	}
-	keys := map[string]ed25519.PrivateKey{}
-	var approvers []custodian.Approver
-	for id, role := range trusted {
-		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-		keys[id] = priv
-		approvers = append(approvers, custodian.Approver{ID: id, Roles: []string{role}, Keys: []ed25519.PublicKey{pub}, Active: true})
-	}
-	w := newWorld(t)
-	// Replace the world's custodians with ones where custodian-2 is strict.
-	w.custodians = custodians.Start(t, env, dev.CustodianOptions{Approvers: approvers, PolicyDir: map[int]string{2: strict}})
-	w.keys = keys
-	w.escrow = w.custodians.Escrow(t, escrow.NewPGRows(w.pool, audit.NewStore(w.pool)))
-	engine, _ := policy.NewReloader(ctx, "", nil)
-	w.svc = New(Config{Store: NewPGStore(w.pool, audit.NewStore(w.pool)), Decider: engine, Escrow: w.escrow, Now: w.clock.now})
+	// custodian-2 is strict.
+	w := newWorldWith(t, dev.CustodianOptions{PolicyDir: map[int]string{2: strict}})
 	k1 := w.deposit(t, "conv-a", "e1")
 	w.approver(t, "lena", "legal")
 	w.approver(t, "sam", "security")

@@ -2,7 +2,6 @@ package access
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -22,12 +21,7 @@ import (
 // Store keeps the workflow's records. Every write also appends its audit
 // entry, in the same transaction, and fills in its AuditSeq.
 type Store interface {
-	InsertApprover(ctx context.Context, a Approver, by string) (Approver, error) // ErrApproverExists
-	AddApproverKey(ctx context.Context, approverID string, pub ed25519.PublicKey, by string) error
-	DeactivateApprover(ctx context.Context, approverID, by, reason string) error
-	// Approver returns the approver with every key; ErrNotFound.
-	Approver(ctx context.Context, id string) (Approver, error)
-	Approvers(ctx context.Context) ([]Approver, error)
+	RosterStore
 
 	InsertRequest(ctx context.Context, r Request) (Request, error)
 	// Request returns r with Final and DeniedReleases; ErrNotFound. Its
@@ -118,110 +112,6 @@ func dbErr(err error, conflict error) error {
 		return conflict
 	}
 	return fmt.Errorf("%w: %v", ErrUnavailable, err)
-}
-
-// InsertApprover implements Store.
-func (s *PGStore) InsertApprover(ctx context.Context, a Approver, by string) (Approver, error) {
-	key := a.Keys[0]
-	rec := map[string]any{"kind": KindApproverRegister, "approver_id": a.ID, "roles": a.Roles, "key_id": key.ID,
-		"public_key": base64.StdEncoding.EncodeToString(key.PublicKey), "registered_by": by}
-	seq, err := s.inTx(ctx, audit.Entry{Kind: KindApproverRegister, Record: rec}, func(tx pgx.Tx, seq int64) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO approvers (approver_id, roles, registered_by, audit_seq) VALUES ($1, $2, $3, $4)`,
-			a.ID, a.Roles, by, seq); err != nil {
-			return dbErr(err, ErrApproverExists)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO approver_keys (approver_id, key_id, public_key, added_by, audit_seq) VALUES ($1, $2, $3, $4, $5)`,
-			a.ID, key.ID, []byte(key.PublicKey), by, seq); err != nil {
-			return dbErr(err, ErrApproverExists)
-		}
-		return nil
-	})
-	if err != nil {
-		return Approver{}, err
-	}
-	a.AuditSeq = seq
-	return s.Approver(ctx, a.ID)
-}
-
-// AddApproverKey implements Store. Adding the current key again is a
-// conflict.
-func (s *PGStore) AddApproverKey(ctx context.Context, approverID string, pub ed25519.PublicKey, by string) error {
-	id := approval.KeyID(pub)
-	rec := map[string]any{"kind": KindApproverKey, "approver_id": approverID, "key_id": id,
-		"public_key": base64.StdEncoding.EncodeToString(pub), "added_by": by}
-	_, err := s.inTx(ctx, audit.Entry{Kind: KindApproverKey, Record: rec}, func(tx pgx.Tx, seq int64) error {
-		_, err := tx.Exec(ctx, `INSERT INTO approver_keys (approver_id, key_id, public_key, added_by, audit_seq) VALUES ($1, $2, $3, $4, $5)`,
-			approverID, id, []byte(pub), by, seq)
-		if err != nil {
-			return dbErr(err, invalid("public_key", "is already registered for "+approverID))
-		}
-		return nil
-	})
-	return err
-}
-
-// DeactivateApprover implements Store.
-func (s *PGStore) DeactivateApprover(ctx context.Context, approverID, by, reason string) error {
-	rec := map[string]any{"kind": KindApproverDeactivate, "approver_id": approverID, "deactivated_by": by, "reason": reason}
-	_, err := s.inTx(ctx, audit.Entry{Kind: KindApproverDeactivate, Record: rec}, func(tx pgx.Tx, seq int64) error {
-		_, err := tx.Exec(ctx, `INSERT INTO approver_deactivations (approver_id, deactivated_by, reason, audit_seq) VALUES ($1, $2, $3, $4)`,
-			approverID, by, reason, seq)
-		if err != nil {
-			return dbErr(err, invalid("approver", approverID+" is already deactivated"))
-		}
-		return nil
-	})
-	return err
-}
-
-const selectApprover = `SELECT a.approver_id, a.roles, a.registered_at, a.audit_seq, d.approver_id IS NULL,
-	k.key_id, k.public_key, k.added_at, k.audit_seq
-	FROM approvers a JOIN approver_keys k USING (approver_id)
-	LEFT JOIN approver_deactivations d USING (approver_id) `
-
-// Approver implements Store.
-func (s *PGStore) Approver(ctx context.Context, id string) (Approver, error) {
-	as, err := s.approvers(ctx, selectApprover+"WHERE a.approver_id = $1 ORDER BY k.added_at, k.audit_seq", id)
-	if err != nil {
-		return Approver{}, err
-	}
-	if len(as) == 0 {
-		return Approver{}, ErrNotFound
-	}
-	return as[0], nil
-}
-
-// Approvers implements Store.
-func (s *PGStore) Approvers(ctx context.Context) ([]Approver, error) {
-	return s.approvers(ctx, selectApprover+"ORDER BY a.approver_id, k.added_at, k.audit_seq")
-}
-
-func (s *PGStore) approvers(ctx context.Context, query string, args ...any) ([]Approver, error) {
-	rows, err := s.pool.Query(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("%w: approvers: %v", ErrUnavailable, err)
-	}
-	defer rows.Close()
-	var out []Approver
-	for rows.Next() {
-		var a Approver
-		var k ApproverKey
-		var pub []byte
-		if err := rows.Scan(&a.ID, &a.Roles, &a.RegisteredAt, &a.AuditSeq, &a.Active, &k.ID, &pub, &k.AddedAt, &k.AuditSeq); err != nil {
-			return nil, fmt.Errorf("%w: approvers: %v", ErrUnavailable, err)
-		}
-		k.PublicKey = ed25519.PublicKey(pub)
-		if n := len(out); n > 0 && out[n-1].ID == a.ID {
-			out[n-1].Keys = append(out[n-1].Keys, k)
-			continue
-		}
-		a.Keys = []ApproverKey{k}
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("%w: approvers: %v", ErrUnavailable, err)
-	}
-	return out, nil
 }
 
 // requestRecord is the audit record of a filed request: its id, digest and
@@ -319,6 +209,14 @@ func scanRequest(row pgx.CollectableRow) (Request, error) {
 		return r, err
 	}
 	r.Recipient = seal.PublicKey{KEMID: uint16(kem), PublicKey: recipientK}
+	r.Differs = Differs(r)
+	if signed, err := approval.Parse(r.Canonical); err == nil && approval.Digest(r.Canonical) == r.Digest && signed.ID == r.ID {
+		// The columns are an index: what the service works from is the
+		// request as approvers signed it.
+		r.Request = signed
+	} else {
+		r.Corrupt = true
+	}
 	r.DeniedReleases = int(denied)
 	if fStatus != nil {
 		r.Final = &Final{Status: Status(*fStatus), By: *fBy, AuditSeq: *fSeq, At: *fAt}

@@ -15,6 +15,7 @@ import (
 	"github.com/mediatorhq/mediator/access"
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/wire"
 )
 
@@ -23,13 +24,15 @@ const (
 	codeNotRequester      = "not_requester"
 	codeRequestFinal      = "request_final"
 	codeNotAnApprover     = "not_an_approver"
-	codeApproverInactive  = "approver_inactive"
 	codeBadSignature      = "bad_signature"
 	codeSelfApproval      = "self_approval"
 	codeDuplicateApproval = "duplicate_approval"
 	codePolicyDenied      = "policy_denied"
 	codeCustodiansRefused = "custodians_refused"
 	codeCustodiansDown    = "custodians_unavailable"
+	codeNotGenesis        = "not_genesis"
+	codeStaleProposal     = "stale_proposal"
+	codeRosterRequired    = "roster_required"
 )
 
 // decodeJSON decodes a JSON body into v, refusing other content types,
@@ -137,18 +140,27 @@ func (s *server) accessError(w http.ResponseWriter, r *http.Request, what string
 		}
 		writeError(w, http.StatusUnprocessableEntity, code, ve.Field+" "+ve.Reason, wire.FieldProblem{Field: ve.Field, Reason: ve.Reason})
 	case errors.Is(err, access.ErrNotFound):
-		writeError(w, http.StatusNotFound, codeNotFound, "no such request or approver")
-	case errors.Is(err, access.ErrApproverExists):
-		writeError(w, http.StatusConflict, codeConflict, "an approver with that id is registered")
+		writeError(w, http.StatusNotFound, codeNotFound, "no such request, roster version or proposal")
+	case errors.Is(err, access.ErrNoGenesis):
+		s.logFailure(r, what, err)
+		unavailable(w, "roster", "the service pins no roster genesis (--roster-genesis); no approver is trusted")
+	case errors.Is(err, access.ErrRosterBroken):
+		s.logFailure(r, what, err)
+		unavailable(w, "roster", "the stored roster chain does not verify from the pinned genesis; nothing that depends on approvers works until it is repaired")
+	case errors.Is(err, access.ErrNotGenesis):
+		writeError(w, http.StatusConflict, codeNotGenesis, err.Error())
+	case errors.Is(err, access.ErrStaleProposal):
+		writeError(w, http.StatusConflict, codeStaleProposal, "another roster version was adopted first; propose again on top of it")
+	case errors.Is(err, access.ErrNotSigner):
+		writeError(w, http.StatusUnprocessableEntity, codeBadSignature,
+			"the signature verifies with no key of yours in the roster in force or the proposal, over "+roster.MessageFormat)
 	case errors.Is(err, access.ErrNotRequester):
 		writeError(w, http.StatusForbidden, codeNotRequester, "only the officer who filed the request may do this")
 	case errors.Is(err, access.ErrUnknownApprover):
-		writeError(w, http.StatusForbidden, codeNotAnApprover, "your token's subject is not a registered approver")
-	case errors.Is(err, access.ErrApproverInactive):
-		writeError(w, http.StatusUnprocessableEntity, codeApproverInactive, "the approver is deactivated; their signatures are refused")
+		writeError(w, http.StatusForbidden, codeNotAnApprover, "your token's subject is not an approver of the roster in force")
 	case errors.Is(err, access.ErrBadSignature):
 		writeError(w, http.StatusUnprocessableEntity, codeBadSignature,
-			"the signature does not verify with your registered key over "+approval.MessageFormat)
+			"the signature does not verify with your key in the roster in force over "+approval.MessageFormat)
 	case errors.Is(err, access.ErrDuplicateApproval):
 		writeError(w, http.StatusConflict, codeDuplicateApproval, "you have already voted on this request")
 	case errors.Is(err, access.ErrUnavailable):
@@ -316,72 +328,4 @@ func refusalsView(rs []*escrow.RefusedError) []wire.CustodianRefusal {
 		out[i] = wire.CustodianRefusal{Custodian: r.Custodian, Reasons: r.Reasons, PolicyRevision: r.PolicyRevision}
 	}
 	return out
-}
-
-func approverView(a access.Approver) wire.Approver {
-	out := wire.Approver{ID: a.ID, Roles: a.Roles, Active: a.Active, RegisteredAt: a.RegisteredAt, AuditSeq: a.AuditSeq}
-	for _, k := range a.Keys {
-		out.Keys = append(out.Keys, wire.ApproverKey{KeyID: k.ID, PublicKey: k.PublicKey, AddedAt: k.AddedAt, AuditSeq: k.AuditSeq})
-	}
-	if k, ok := a.CurrentKey(); ok {
-		out.CurrentKeyID = k.ID
-	}
-	return out
-}
-
-// registerApprover is POST /v1/approvers (admin).
-func (s *server) registerApprover(w http.ResponseWriter, r *http.Request) {
-	var b wire.RegisterApprover
-	if !decodeJSON(w, r, &b) {
-		return
-	}
-	a, err := s.access.RegisterApprover(r.Context(), caller(r), b.ID, b.Roles, b.PublicKey)
-	if err != nil {
-		s.accessError(w, r, "approver registration", err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, approverView(a))
-}
-
-// listApprovers is GET /v1/approvers.
-func (s *server) listApprovers(w http.ResponseWriter, r *http.Request) {
-	as, err := s.access.Approvers(r.Context())
-	if err != nil {
-		s.accessError(w, r, "approver list", err)
-		return
-	}
-	out := make([]wire.Approver, 0, len(as))
-	for _, a := range as {
-		out = append(out, approverView(a))
-	}
-	writeJSON(w, http.StatusOK, wire.ApproverList{Approvers: out})
-}
-
-// rotateApproverKey is POST /v1/approvers/{id}/keys (admin): the new key
-// is the one future signatures must verify with.
-func (s *server) rotateApproverKey(w http.ResponseWriter, r *http.Request) {
-	var b wire.ApproverKeyRequest
-	if !decodeJSON(w, r, &b) {
-		return
-	}
-	a, err := s.access.AddApproverKey(r.Context(), caller(r), chi.URLParam(r, "id"), b.PublicKey)
-	if err != nil {
-		s.accessError(w, r, "approver key rotation", err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, approverView(a))
-}
-
-// deactivateApprover is POST /v1/approvers/{id}/deactivate (admin).
-func (s *server) deactivateApprover(w http.ResponseWriter, r *http.Request) {
-	var b wire.Deactivate
-	if !decodeJSON(w, r, &b) {
-		return
-	}
-	a, err := s.access.DeactivateApprover(r.Context(), caller(r), chi.URLParam(r, "id"), b.Reason)
-	if err != nil {
-		s.accessError(w, r, "approver deactivation", err)
-		return
-	}
-	writeJSON(w, http.StatusOK, approverView(a))
 }

@@ -127,14 +127,21 @@ func NewRouter(d Deps) http.Handler {
 	g.Get("/v1/escrow/custodians", s.custodianSet)
 	g.Post("/v1/escrow/keys", s.depositKey)
 
-	// Lawful access: the approver registry (admin), requests (officers),
-	// signed approvals (approvers) and releases (the requesting officer).
+	// Lawful access: the roster (proposed by admins, signed by approvers),
+	// requests (officers), signed approvals (approvers) and releases (the
+	// requesting officer).
 	// Every write is rate-limited per caller.
 	aw := g.With(s.rateLimited(newLimiters(d.Limits.Access)))
-	aw.Post("/v1/approvers", s.registerApprover)
-	g.Get("/v1/approvers", s.listApprovers)
-	aw.Post("/v1/approvers/{id}/keys", s.rotateApproverKey)
-	aw.Post("/v1/approvers/{id}/deactivate", s.deactivateApprover)
+	aw.Post("/v1/approvers", s.retiredApprovers)
+	g.Get("/v1/approvers", s.retiredApprovers)
+	aw.Post("/v1/approvers/{id}/keys", s.retiredApprovers)
+	aw.Post("/v1/approvers/{id}/deactivate", s.retiredApprovers)
+	g.Get("/v1/roster", s.rosterChain)
+	g.Get("/v1/roster/proposals", s.rosterProposals)
+	g.Get("/v1/roster/proposals/{digest}", s.rosterProposal)
+	aw.Post("/v1/roster/proposals", s.proposeRoster)
+	aw.Post("/v1/roster/proposals/{digest}/signatures", s.signRoster)
+	aw.Post("/v1/roster/checkins", s.checkin)
 	aw.Post("/v1/access-requests", s.createRequest)
 	g.Get("/v1/access-requests", s.listRequests)
 	g.Get("/v1/access-requests/{id}", s.getRequest)

@@ -170,21 +170,3 @@ func Open(priv hpke.PrivateKey, id string, rel wire.Release) ([]OpenedKey, error
 	}
 	return out, errors.Join(errs...)
 }
-
-// RegisterApprover registers an approver (admin).
-func (c *Client) RegisterApprover(ctx context.Context, a wire.RegisterApprover) (wire.Approver, error) {
-	var out wire.Approver
-	return out, c.post(ctx, "/v1/approvers", a, &out)
-}
-
-// AddApproverKey makes pub approver id's current key (admin): a rotation.
-func (c *Client) AddApproverKey(ctx context.Context, id string, pub ed25519.PublicKey) (wire.Approver, error) {
-	var out wire.Approver
-	return out, c.post(ctx, "/v1/approvers/"+url.PathEscape(id)+"/keys", wire.ApproverKeyRequest{PublicKey: pub}, &out)
-}
-
-// Approvers lists the approvers.
-func (c *Client) Approvers(ctx context.Context) (wire.ApproverList, error) {
-	var out wire.ApproverList
-	return out, c.get(ctx, "/v1/approvers", &out)
-}

@@ -75,6 +75,25 @@ func (c *Client) Deposit(ctx context.Context, pinned, conversationID, keyID stri
 	return c.DepositTo(ctx, sp, pinned, conversationID, keyID, key)
 }
 
+// DepositByRoster is Deposit to the custodians of the roster in force,
+// verified from genesis, the roster digest the depositor pins (Roster):
+// the custodian set then changes only as a quorum of approvers signs.
+func (c *Client) DepositByRoster(ctx context.Context, genesis, conversationID, keyID string, key []byte) (Deposited, error) {
+	set, err := c.RosterSet(ctx, genesis)
+	if err != nil {
+		return Deposited{}, err
+	}
+	digest, err := set.Digest()
+	if err != nil {
+		return Deposited{}, err
+	}
+	sp, err := shares.NewSplitter(set)
+	if err != nil {
+		return Deposited{}, err
+	}
+	return c.DepositTo(ctx, sp, digest, conversationID, keyID, key)
+}
+
 // DepositTo is Deposit with a splitter for a set the caller already
 // fetched and checked against pinned: a gateway depositing many keys
 // fetches the set, and parses its keys, once.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/shares"
 )
 
@@ -38,9 +39,10 @@ type Config struct {
 	MediatorTokenFile string `json:"mediator_token_file"`
 	OperatorTokenFile string `json:"operator_token_file"`
 
-	// ApproversFile is the approvers this custodian trusts: their ids,
-	// roles and Ed25519 keys (docs/custodians.md).
-	ApproversFile string `json:"approvers_file"`
+	// RosterGenesis is the digest of the roster's first version, which
+	// this custodian pins: it trusts approvers only from a chain that
+	// verifies from it (docs/access.md).
+	RosterGenesis string `json:"roster_genesis"`
 	// PolicyDir, if set, holds the custodian's own release.rego and
 	// data.json; else the embedded ones.
 	PolicyDir string `json:"policy_dir,omitempty"`
@@ -160,8 +162,8 @@ func ParseConfig(b []byte) (Config, error) {
 	if c.MediatorTokenFile == "" || c.OperatorTokenFile == "" {
 		errs = append(errs, "mediator_token_file and operator_token_file are required")
 	}
-	if c.ApproversFile == "" {
-		errs = append(errs, "approvers_file is required")
+	if c.RosterGenesis != "" && !roster.ValidDigest(c.RosterGenesis) {
+		errs = append(errs, "roster_genesis must be the sha256: digest of the roster's first version")
 	}
 	if c.MinRetention.Duration < 0 || c.AbortWindow.Duration < 0 {
 		errs = append(errs, "durations must not be negative")

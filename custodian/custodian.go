@@ -8,7 +8,7 @@
 // the key named (the HPKE info binds it), and signs a receipt. It releases
 // a share only when it has checked the release itself: the request parsed
 // from its canonical bytes, every approval's signature against the
-// approvers it trusts, its own copy of the release policy, its own record
+// approvers of a roster chain that verifies from the genesis it pins, its own copy of the release policy, its own record
 // of what it stored and when, and a write-once record that this share was
 // never released for this request before. Only then is the share re-sealed
 // to the request's recipient, never to the caller. The mediator
@@ -23,11 +23,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
 
 	"github.com/mediatorhq/mediator/policy"
+	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/secretfile"
 	"github.com/mediatorhq/mediator/vaultclient"
 	"github.com/mediatorhq/mediator/wire"
@@ -35,25 +37,45 @@ import (
 
 // Custodian is one running custodian. It is safe for concurrent use.
 type Custodian struct {
-	cfg       Config
-	vault     *vaultapi.Client
-	wrapper   Wrapper
-	store     *store
-	id        *identity
-	approvers *Approvers
-	policy    *policy.Engine
-	mediator  [sha256.Size]byte // SHA-256 of the mediator's bearer token
-	operator  [sha256.Size]byte // SHA-256 of the operator's bearer token
-	log       *slog.Logger
-	metrics   *Metrics
-	now       func() time.Time
-	closers   []func() error
+	cfg      Config
+	vault    *vaultapi.Client
+	wrapper  Wrapper
+	store    *store
+	id       *identity
+	rosterMu sync.Mutex
+	policy   *policy.Engine
+	mediator [sha256.Size]byte // SHA-256 of the mediator's bearer token
+	operator [sha256.Size]byte // SHA-256 of the operator's bearer token
+	log      *slog.Logger
+	metrics  *Metrics
+	now      func() time.Time
+	closers  []func() error
 }
 
 // Open connects the custodian to its Vault (and HSM), loads or makes its
 // keys, reads the approvers it trusts and loads its release policy, which
 // must pass the policy package's data checks and probes.
 func Open(ctx context.Context, cfg Config, log *slog.Logger, metrics *Metrics) (*Custodian, error) {
+	if !roster.ValidDigest(cfg.RosterGenesis) {
+		return nil, errors.New("custodian: roster_genesis is required to serve: the sha256: digest of the roster's first version (`mediator custodian init` prints this custodian's keys for it)")
+	}
+	return open(ctx, cfg, log, metrics, true)
+}
+
+// Init creates the custodian's identity in its store if it has none, and
+// returns its public keys: what the team founding the roster writes into
+// the genesis, before any custodian can pin it. It loads no policy and
+// serves nothing.
+func Init(ctx context.Context, cfg Config, log *slog.Logger) (wire.CustodianInfo, error) {
+	c, err := open(ctx, cfg, log, nil, false)
+	if err != nil {
+		return wire.CustodianInfo{}, err
+	}
+	defer c.Close()
+	return wire.CustodianInfo{Name: cfg.Name, HPKEKey: c.id.hpkePub, SigningKey: c.id.publicSigningKey()}, nil
+}
+
+func open(ctx context.Context, cfg Config, log *slog.Logger, metrics *Metrics, serving bool) (*Custodian, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -78,18 +100,14 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger, metrics *Metrics) (
 	if subtle.ConstantTimeCompare(c.mediator[:], c.operator[:]) == 1 {
 		return nil, errors.New("custodian: the mediator's token and the operator's token must differ")
 	}
-	b, err := os.ReadFile(cfg.ApproversFile)
-	if err != nil {
-		return nil, fmt.Errorf("custodian: approvers file: %w", err)
-	}
-	if c.approvers, err = ParseApprovers(b); err != nil {
-		return nil, err
-	}
-	if c.policy, err = policy.LoadRelease(ctx, cfg.PolicyDir); err != nil {
-		if metrics != nil {
-			metrics.policyRefused.Inc()
+	if serving {
+		if c.policy, err = policy.LoadRelease(ctx, cfg.PolicyDir); err != nil {
+			if metrics != nil {
+				metrics.policyRefused.Inc()
+			}
+			log.Error("release policy refused; the custodian does not serve", "custodian", cfg.Name, "err", err)
+			return nil, fmt.Errorf("custodian: release policy: %w", err)
 		}
-		return nil, fmt.Errorf("custodian: release policy: %w", err)
 	}
 	var vm *vaultclient.Metrics
 	if metrics != nil {
@@ -108,8 +126,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger, metrics *Metrics) (
 		return nil, err
 	}
 	ok = true
-	log.Info("custodian ready", "custodian", cfg.Name, "hpke_key", c.id.hpkePub.Fingerprint(),
-		"policy_revision", c.policy.Revision())
+	if serving {
+		log.Info("custodian ready", "custodian", cfg.Name, "hpke_key", c.id.hpkePub.Fingerprint(),
+			"policy_revision", c.policy.Revision(), "roster_genesis", cfg.RosterGenesis)
+	}
 	return c, nil
 }
 

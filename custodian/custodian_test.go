@@ -24,6 +24,7 @@ import (
 	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
 	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/seal"
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/test/harness"
@@ -43,17 +44,35 @@ type fixture struct {
 	approvers map[string]ed25519.PrivateKey
 	officer   hpke.PrivateKey
 	recipient seal.PublicKey
+	// chain is the roster chain the custodians are handed: the genesis
+	// they pin, signed by both approvers.
+	chain []roster.Signed
+}
+
+// signed is r signed by the given approvers with their keys in f.
+func (f *fixture) signed(t *testing.T, r roster.Roster, signers ...string) roster.Signed {
+	t.Helper()
+	c, err := r.Canonical()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := roster.Signed{Roster: c}
+	for _, id := range signers {
+		s.Signatures = append(s.Signatures, roster.Sign(f.approvers[id], roster.Digest(c), id))
+	}
+	return s
 }
 
 func newFixture(t *testing.T, opts dev.CustodianOptions) *fixture {
 	t.Helper()
 	f := &fixture{approvers: map[string]ed25519.PrivateKey{}}
-	for id, role := range map[string]string{"lena": "legal", "sam": "security"} {
+	for _, a := range [][2]string{{"lena", "legal"}, {"sam", "security"}} {
 		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-		f.approvers[id] = priv
-		opts.Approvers = append(opts.Approvers, custodian.Approver{ID: id, Roles: []string{role}, Keys: []ed25519.PublicKey{pub}, Active: true})
+		f.approvers[a[0]] = priv
+		opts.Approvers = append(opts.Approvers, roster.Approver{ID: a[0], Roles: []string{a[1]}, PublicKey: pub})
 	}
 	f.set = custodians.Start(t, env, opts)
+	f.chain = []roster.Signed{f.signed(t, f.set.Genesis(), "lena", "sam")}
 	var err error
 	if f.remotes, err = f.set.File.Remotes(); err != nil {
 		t.Fatal(err)
@@ -137,7 +156,7 @@ func TestStoreAndRelease(t *testing.T) {
 	now := time.Now()
 	canonical, approvals := f.request(t, []string{"conv-a"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
 	req, _ := approval.Parse(canonical)
-	ans, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)})
+	ans, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)})
 	if err != nil || len(ans.Shares) != 1 || ans.Shares[0].Error != nil {
 		t.Fatalf("release: %+v %v", ans, err)
 	}
@@ -153,7 +172,7 @@ func TestStoreAndRelease(t *testing.T) {
 		t.Fatalf("the officer cannot open the released share: %v", err)
 	}
 	// Once per request and share.
-	ans, err = f.remotes[0].Release(ctx, wire.ReleaseEvidence{Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)})
+	ans, err = f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)})
 	if err != nil || ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "already_released" || ans.Shares[0].Sealed != nil {
 		t.Fatalf("second release: %+v %v", ans, err)
 	}
@@ -161,12 +180,12 @@ func TestStoreAndRelease(t *testing.T) {
 	// Out of scope: another conversation, or a window the share was not
 	// stored in.
 	c2, a2 := f.request(t, []string{"conv-z"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
-	ans, _ = f.remotes[1].Release(ctx, wire.ReleaseEvidence{Canonical: c2, Approvals: a2, Shares: ref(id, receipts, 1)})
+	ans, _ = f.remotes[1].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: c2, Approvals: a2, Shares: ref(id, receipts, 1)})
 	if ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "not_in_scope" {
 		t.Fatalf("another conversation: %+v", ans)
 	}
 	c3, a3 := f.request(t, []string{"conv-a"}, now.Add(-48*time.Hour), now.Add(-24*time.Hour), "lena", "sam")
-	ans, _ = f.remotes[1].Release(ctx, wire.ReleaseEvidence{Canonical: c3, Approvals: a3, Shares: ref(id, receipts, 1)})
+	ans, _ = f.remotes[1].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: c3, Approvals: a3, Shares: ref(id, receipts, 1)})
 	if ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "not_in_scope" {
 		t.Fatalf("another window: %+v", ans)
 	}
@@ -189,11 +208,11 @@ func TestReleaseRefusals(t *testing.T) {
 	invented := wire.EvidenceApproval{ApproverID: "mallory", Decision: "approve", ApprovedAt: now,
 		Signature: ed25519.Sign(mallory, approval.Message(req.ID, approval.Digest(canonical), "approve", "mallory"))}
 	for name, ev := range map[string]wire.ReleaseEvidence{
-		"one approval":         {Canonical: canonical, Approvals: approvals[:1]},
-		"forged approval":      {Canonical: canonical, Approvals: []wire.EvidenceApproval{approvals[0], forged}},
-		"invented approver":    {Canonical: canonical, Approvals: []wire.EvidenceApproval{approvals[0], invented}},
-		"not canonical":        {Canonical: append([]byte(" "), canonical...), Approvals: approvals},
-		"approvals of another": {Canonical: bytes.Replace(canonical, []byte("case-1"), []byte("case-2"), 1), Approvals: approvals},
+		"one approval":         {Roster: f.chain, Canonical: canonical, Approvals: approvals[:1]},
+		"forged approval":      {Roster: f.chain, Canonical: canonical, Approvals: []wire.EvidenceApproval{approvals[0], forged}},
+		"invented approver":    {Roster: f.chain, Canonical: canonical, Approvals: []wire.EvidenceApproval{approvals[0], invented}},
+		"not canonical":        {Roster: f.chain, Canonical: append([]byte(" "), canonical...), Approvals: approvals},
+		"approvals of another": {Roster: f.chain, Canonical: bytes.Replace(canonical, []byte("case-1"), []byte("case-2"), 1), Approvals: approvals},
 	} {
 		ev.Shares = ref(id, receipts, 0)
 		_, err := f.remotes[0].Release(ctx, ev)
@@ -203,9 +222,95 @@ func TestReleaseRefusals(t *testing.T) {
 		}
 	}
 	// None of that released anything: the genuine release still can.
-	ans, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)})
+	ans, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)})
 	if err != nil || ans.Shares[0].Error != nil {
 		t.Fatalf("genuine release after the refusals: %+v %v", ans, err)
+	}
+}
+
+// TestRosterChainChecks plays a mediator that hands custodians a roster
+// of its choosing: a chain from another genesis, a next version signed by
+// one approver, one that adds an approver without their proof of
+// possession, versions re-ordered, and, once a custodian has verified a
+// version that removes an approver, the older chain that still lists
+// them. Each is refused with a reason naming the roster; the genuine
+// chain releases, and the custodian's receipt names the roster version it
+// checked the approvals against.
+func TestRosterChainChecks(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, dev.CustodianOptions{})
+	id, receipts := f.deposit(t, "conv-a", "e1", bytes.Repeat([]byte{4}, 32))
+	now := time.Now()
+	genesis := f.set.Genesis()
+	g, _ := genesis.Digest()
+
+	// Version 2 adds kim (legal); version 3 removes sam's security role
+	// holder... and adds ola (security) in sam's place.
+	kimPub, kim, _ := ed25519.GenerateKey(rand.Reader)
+	olaPub, ola, _ := ed25519.GenerateKey(rand.Reader)
+	f.approvers["kim"], f.approvers["ola"] = kim, ola
+	v2 := genesis
+	v2.Version, v2.Previous = 2, g
+	v2.Approvers = append(append([]roster.Approver(nil), genesis.Approvers...), roster.Approver{ID: "kim", Roles: []string{"legal"}, PublicKey: kimPub})
+	v2d, _ := v2.Digest()
+	v3 := v2
+	v3.Version, v3.Previous = 3, v2d
+	v3.Approvers = []roster.Approver{v2.Approvers[0], v2.Approvers[2], {ID: "ola", Roles: []string{"security"}, PublicKey: olaPub}}
+
+	genuine := []roster.Signed{f.chain[0], f.signed(t, v2, "lena", "sam", "kim")}
+	canonical, approvals := f.request(t, []string{"conv-a"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
+
+	otherGenesis := genesis
+	otherGenesis.Threshold = 2
+	cases := map[string]struct {
+		chain []roster.Signed
+		says  string
+	}{
+		"another genesis":        {[]roster.Signed{f.signed(t, otherGenesis, "lena", "sam")}, "pinned genesis"},
+		"one approver adds kim":  {[]roster.Signed{f.chain[0], f.signed(t, v2, "lena", "kim")}, "distinct approvers"},
+		"kim without possession": {[]roster.Signed{f.chain[0], f.signed(t, v2, "lena", "sam")}, "proof of possession"},
+		"versions re-ordered":    {[]roster.Signed{genuine[1], genuine[0]}, "pinned genesis"},
+		"no roster at all":       {nil, "roster"},
+	}
+	for name, c := range cases {
+		_, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: c.chain, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)})
+		var refused *escrow.RefusedError
+		if !errors.As(err, &refused) || !strings.Contains(strings.Join(refused.Reasons, ";"), c.says) {
+			t.Errorf("%s: got %v, want a refusal saying %q", name, err, c.says)
+		}
+	}
+
+	// Custodian 1 verifies version 3 (sam removed) by releasing under it
+	// with lena and ola; the older chain, where sam still counts, is
+	// then refused by it, while custodian 2, which never saw version 3,
+	// still accepts the genuine older chain.
+	v3chain := append(append([]roster.Signed(nil), genuine...), f.signed(t, v3, "lena", "sam", "ola"))
+	c3, a3 := f.request(t, []string{"conv-a"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "ola")
+	ans, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: v3chain, Canonical: c3, Approvals: a3, Shares: ref(id, receipts, 0)})
+	if err != nil || ans.Shares[0].Error != nil {
+		t.Fatalf("release under version 3: %+v %v", ans, err)
+	}
+	v3d, _ := v3.Digest()
+	if got := ans.Shares[0].Receipt.Receipt.RosterDigest; got != v3d {
+		t.Errorf("the receipt names roster %s, want version 3 %s", got, v3d)
+	}
+	_, err = f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: genuine, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)})
+	var refused *escrow.RefusedError
+	if !errors.As(err, &refused) || !strings.Contains(strings.Join(refused.Reasons, ";"), "does not hold version 3") {
+		t.Errorf("a rolled-back chain: %v", err)
+	}
+	if got := f.set.Counter(0, "mediator_custodian_roster_refused_total"); got != 1 {
+		t.Errorf("roster refusals counted %v, want 1", got)
+	}
+	// sam's approval does not count under version 3, whatever chain the
+	// request came with.
+	_, err = f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: v3chain, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)})
+	if !errors.As(err, &refused) || !strings.Contains(strings.Join(refused.Reasons, ";"), "security") {
+		t.Errorf("a removed approver's approval under version 3: %v", err)
+	}
+	ans, err = f.remotes[1].Release(ctx, wire.ReleaseEvidence{Roster: genuine, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 1)})
+	if err != nil || ans.Shares[0].Error != nil {
+		t.Fatalf("custodian 2 with the genuine chain: %+v %v", ans, err)
 	}
 }
 
@@ -231,12 +336,12 @@ func TestDestroyAbortAndHolds(t *testing.T) {
 	}
 	now := time.Now()
 	canonical, approvals := f.request(t, []string{"conv-a"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
-	ans, _ := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)})
+	ans, _ := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)})
 	if ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "not_found" {
 		t.Fatalf("release of an aborted share: %+v", ans)
 	}
 	// A released share cannot be aborted.
-	ans, _ = f.remotes[1].Release(ctx, wire.ReleaseEvidence{Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 1)})
+	ans, _ = f.remotes[1].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 1)})
 	if ans.Shares[0].Error != nil {
 		t.Fatalf("release: %+v", ans)
 	}
@@ -371,7 +476,7 @@ func TestTransitRewrap(t *testing.T) {
 	f.set.Run(2)
 	now := time.Now()
 	canonical, approvals := f.request(t, []string{"conv-r"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
-	res, err := f.remotes[2].Release(ctx, wire.ReleaseEvidence{Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 2)})
+	res, err := f.remotes[2].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 2)})
 	if err != nil || res.Shares[0].Error != nil {
 		t.Fatalf("release after rewrap: %+v %v", res, err)
 	}
@@ -421,7 +526,7 @@ func TestConcurrentReleasesGiveEachShareOnce(t *testing.T) {
 		wg.Go(func() {
 			// Each call asks for an overlapping half of the shares.
 			mine := append([]wire.ShareRef(nil), refs[c%2*4:c%2*4+8]...)
-			ans, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Canonical: canonical, Approvals: approvals, Shares: mine})
+			ans, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, Approvals: approvals, Shares: mine})
 			if err != nil {
 				t.Error(err)
 				return
@@ -473,7 +578,7 @@ func TestIDsNamePathsOnlyAsUUIDs(t *testing.T) {
 			Signature: ed25519.Sign(priv, approval.Message(r.ID, approval.Digest(canonical), "approve", who))})
 	}
 	var refused *escrow.RefusedError
-	if _, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)}); !errors.As(err, &refused) {
+	if _, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)}); !errors.As(err, &refused) {
 		t.Fatalf("a request id that is a path: %v", err)
 	}
 	if err := f.remotes[0].Hold(ctx, wire.Hold{HoldID: "../identity", ConversationID: "conv-a"}); err == nil {

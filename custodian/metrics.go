@@ -17,14 +17,16 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	shares        *prometheus.CounterVec
-	releases      *prometheus.CounterVec
-	releaseTime   prometheus.Histogram
-	sharesOut     *prometheus.CounterVec
-	lifecycleOps  *prometheus.CounterVec
-	policyRefused prometheus.Counter
-	requests      *prometheus.CounterVec
-	vault         *vaultclient.Metrics
+	shares         *prometheus.CounterVec
+	releases       *prometheus.CounterVec
+	releaseTime    prometheus.Histogram
+	sharesOut      *prometheus.CounterVec
+	lifecycleOps   *prometheus.CounterVec
+	policyRefused  prometheus.Counter
+	rosterRefusedC prometheus.Counter
+	rosterVersionG prometheus.Gauge
+	requests       *prometheus.CounterVec
+	vault          *vaultclient.Metrics
 }
 
 // NewMetrics makes a custodian's registry with its metrics, Vault call
@@ -58,12 +60,20 @@ func NewMetrics() *Metrics {
 			Name: "mediator_custodian_policy_refused_total",
 			Help: "Release policies this custodian refused to load (data checks or probes failed).",
 		}),
+		rosterRefusedC: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mediator_custodian_roster_refused_total",
+			Help: "Release calls refused because the roster chain offered did not hold the newest version this custodian had verified (a rollback).",
+		}),
+		rosterVersionG: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mediator_custodian_roster_version",
+			Help: "The newest roster version this custodian has verified from its pinned genesis.",
+		}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mediator_custodian_http_requests_total",
 			Help: "API calls by route and status code.",
 		}, []string{"route", "code"}),
 	}
-	reg.MustRegister(m.shares, m.releases, m.releaseTime, m.sharesOut, m.lifecycleOps, m.policyRefused, m.requests,
+	reg.MustRegister(m.shares, m.releases, m.releaseTime, m.sharesOut, m.lifecycleOps, m.policyRefused, m.rosterRefusedC, m.rosterVersionG, m.requests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.vault = vaultclient.NewMetrics(reg)
 	return m
@@ -113,4 +123,16 @@ func (m *Metrics) request(route string, code int) {
 		return
 	}
 	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+}
+
+func (m *Metrics) rosterRefused() {
+	if m != nil {
+		m.rosterRefusedC.Inc()
+	}
+}
+
+func (m *Metrics) rosterVersion(v uint64) {
+	if m != nil {
+		m.rosterVersionG.Set(float64(v))
+	}
 }

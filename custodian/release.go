@@ -44,8 +44,10 @@ const maxReleaseShares = 10000
 //
 //   - the request is parsed from its canonical bytes (the digest is theirs),
 //     never from fields the caller states;
-//   - each approval counts only if it verifies with a key of an approver
-//     this custodian trusts, with the roles its own file gives;
+//   - the roster chain verifies from the genesis this custodian pins and
+//     holds the newest version it has seen; each approval counts only if
+//     it verifies with an approver's key in the chain's last version,
+//     with the roles given there;
 //   - its own release policy decides, and must allow;
 //   - each share must be in its own records, of a conversation in the
 //     request's scope, stored within the scope's window, and never released
@@ -76,13 +78,21 @@ func (c *Custodian) release(ctx context.Context, ev wire.ReleaseEvidence) (wire.
 	if err := req.Recipient.Validate(); err != nil {
 		return wire.ReleaseAnswer{}, &RefusedError{Reasons: []string{"the request's recipient key is unusable"}, PolicyRevision: rev}
 	}
+	current, rosterDigest, err := c.trustRoster(ctx, ev.Roster)
+	if errors.Is(err, errUnavailable) {
+		return wire.ReleaseAnswer{}, err
+	}
+	if err != nil {
+		c.log.Warn("release refused: roster", "custodian", c.cfg.Name, "request_id", req.ID, "err", err)
+		return wire.ReleaseAnswer{}, &RefusedError{Reasons: []string{err.Error()}, PolicyRevision: rev}
+	}
 	now := c.now().UTC()
 	in := policy.ReleaseInput{Now: now, Request: policy.ReleaseRequest{ID: req.ID, Requester: req.Requester, CaseID: req.CaseID,
 		LegalBasis: req.LegalBasis, Jurisdiction: req.Jurisdiction,
 		Scope:     policy.ReleaseScope{ConversationIDs: req.Scope.ConversationIDs, From: req.Scope.From, To: req.Scope.To},
 		CreatedAt: req.CreatedAt, ExpiresAt: req.ExpiresAt}}
 	for _, a := range ev.Approvals {
-		roles, verified, active := c.approvers.Verify(a.ApproverID, req.ID, digest, a.Decision, a.Signature)
+		roles, verified, active := verifyApproval(current, a.ApproverID, req.ID, digest, a.Decision, a.Signature)
 		// The signature does not cover the time; the mediator's claim is
 		// taken, but never later than now nor earlier than the request.
 		at := a.ApprovedAt.UTC()
@@ -104,7 +114,7 @@ func (c *Custodian) release(ctx context.Context, ev wire.ReleaseEvidence) (wire.
 	if !now.Before(req.ExpiresAt) {
 		return wire.ReleaseAnswer{}, &RefusedError{Reasons: []string{"the request has expired"}, PolicyRevision: rev}
 	}
-	out := wire.ReleaseAnswer{PolicyRevision: rev, Shares: c.releaseShares(ctx, req, digest, rev, ev.Shares)}
+	out := wire.ReleaseAnswer{PolicyRevision: rev, Shares: c.releaseShares(ctx, req, digest, rev, rosterDigest, ev.Shares)}
 	released := 0
 	for _, s := range out.Shares {
 		if s.Error == nil {
@@ -126,7 +136,7 @@ const releaseParallelism = 16
 // request. Deposit entries are read once each (shares deposited together
 // share one), the shares unwrapped in one call to the custodian's key, and
 // what the call gives out written as one release record.
-func (c *Custodian) releaseShares(ctx context.Context, req approval.Request, digest, rev string, refs []wire.ShareRef) []wire.CustodianShare {
+func (c *Custodian) releaseShares(ctx context.Context, req approval.Request, digest, rev, rosterDigest string, refs []wire.ShareRef) []wire.CustodianShare {
 	out := make([]wire.CustodianShare, len(refs))
 	fail := func(i int, code, msg string) {
 		out[i] = wire.CustodianShare{EscrowID: refs[i].EscrowID, Error: &wire.ItemError{Code: code, Message: msg}}
@@ -209,7 +219,7 @@ func (c *Custodian) releaseShares(ctx context.Context, req approval.Request, dig
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			defer clear(plain[j])
-			if code, msg := c.sealShare(to, req, digest, rev, at, recs[j], plain[j], &out[i]); code != "" {
+			if code, msg := c.sealShare(to, req, digest, rev, rosterDigest, at, recs[j], plain[j], &out[i]); code != "" {
 				fail(i, code, msg)
 				return
 			}
@@ -321,7 +331,7 @@ func (c *Custodian) readEntries(ctx context.Context, refs []wire.ShareRef) map[s
 // sealShare re-seals one checked share to the request's recipient and
 // signs its receipt, filling in out; it returns an item error's code and
 // message if it cannot.
-func (c *Custodian) sealShare(to *seal.Sealer, req approval.Request, digest, rev, at string, rec record, share []byte, out *wire.CustodianShare) (string, string) {
+func (c *Custodian) sealShare(to *seal.Sealer, req approval.Request, digest, rev, rosterDigest, at string, rec record, share []byte, out *wire.CustodianShare) (string, string) {
 	sealed, err := shares.SealReleased(to, req.ID, rec.ConversationID, rec.KeyID, c.cfg.Name, rec.Index, share)
 	if err != nil {
 		return codeUnavailable, "the share could not be sealed to the recipient"
@@ -329,7 +339,7 @@ func (c *Custodian) sealShare(to *seal.Sealer, req approval.Request, digest, rev
 	r := shares.Receipt{Kind: shares.ReceiptRelease, Custodian: c.cfg.Name, EscrowID: rec.EscrowID,
 		ConversationID: rec.ConversationID, KeyID: rec.KeyID, Index: rec.Index, Commitment: rec.Commitment,
 		SealedSHA256: shares.SealedHash(sealed), At: at, RequestID: req.ID, RequestDigest: digest,
-		RecipientKey: req.Recipient.Fingerprint(), PolicyRevision: rev}
+		RecipientKey: req.Recipient.Fingerprint(), PolicyRevision: rev, RosterDigest: rosterDigest}
 	signed, err := shares.Sign(c.id.sign, r)
 	if err != nil {
 		return codeUnavailable, "the receipt could not be signed"

@@ -28,6 +28,7 @@ import (
 	"github.com/mediatorhq/mediator/audit"
 	"github.com/mediatorhq/mediator/escrow"
 	"github.com/mediatorhq/mediator/ingest"
+	"github.com/mediatorhq/mediator/notify"
 	"github.com/mediatorhq/mediator/pgmetrics"
 	"github.com/mediatorhq/mediator/policy"
 	"github.com/mediatorhq/mediator/vaultclient"
@@ -87,6 +88,12 @@ func TestAlertRulesPassPromtool(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "SUCCESS") {
 		t.Fatalf("promtool check rules: %v\n%s", err, out)
 	}
+	// The rules' own unit tests: each alert fires when it must, and not
+	// before.
+	out, err = exec.Command(promtool(t), "test", "rules", "prometheus/alerts_test.yml").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "SUCCESS") {
+		t.Fatalf("promtool test rules: %v\n%s", err, out)
+	}
 }
 
 // anchors are the heading anchors of a Markdown file, as GitHub makes them.
@@ -127,7 +134,8 @@ func TestAlertRulesCoverTheIncidents(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"MediatorCheckpointStale", "MediatorAuditVerificationFailure", "MediatorRejectionSpike",
-		"MediatorContentRefusedSpike", "MediatorReleaseDenials", "MediatorDependencyDown"} {
+		"MediatorContentRefusedSpike", "MediatorReleaseDenials", "MediatorDependencyDown",
+		"MediatorApproverQuorumNotLive", "MediatorRosterProposalWaiting", "MediatorRosterChainInvalid"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("no alert %s", want)
 		}
@@ -260,6 +268,9 @@ func exported() map[string]bool {
 	audit.NewMetrics(rec)
 	ingest.NewMetrics(rec)
 	access.NewMetrics(rec, noCounts{})
+	if _, err := notify.New(notify.Config{Registerer: rec}); err != nil {
+		panic(err)
+	}
 	policy.ReloadMetrics(rec, "sha256:test")
 	vaultclient.NewMetrics(rec)
 	pgmetrics.New(rec)

@@ -20,6 +20,7 @@ import (
 	"github.com/mediatorhq/mediator/custodian"
 	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
 	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/wire"
 )
 
@@ -41,14 +42,20 @@ type Custodian struct {
 	// MediatorTokenFile is the file holding MediatorToken, for the
 	// mediator's custodians file.
 	MediatorTokenFile string
+	// Info is the custodian's public keys, created by custodian.Init.
+	Info wire.CustodianInfo
+	// Genesis is the roster's first version, which the custodian pins
+	// (every dev custodian pins the same one).
+	Genesis roster.Roster
 }
 
 // CustodianOptions prepare dev custodians.
 type CustodianOptions struct {
-	// Dir holds their files (configs, tokens, the approvers file), 0700.
+	// Dir holds their files (configs, tokens), 0700.
 	Dir string
-	// Approvers are the approvers every custodian trusts.
-	Approvers []custodian.Approver
+	// Approvers are the approvers of the genesis roster every custodian
+	// pins.
+	Approvers []roster.Approver
 	// PKCS11 replaces custodian i's Transit key (1-based) with a key on a
 	// PKCS#11 token.
 	PKCS11 map[int]*custodian.PKCS11File
@@ -69,15 +76,15 @@ type CustodianOptions struct {
 // PrepareCustodians bootstraps vaultsetup.DefaultCustodians custodians on
 // the Vault admin (a token allowed to manage it) points at: each gets its
 // own Transit key, KV prefix, policy and AppRole (deploy/vault), its own
-// tokens, and a configuration file in opts.Dir listening on a free port of
-// 127.0.0.1.
+// tokens, its identity (custodian.Init), and a configuration file in
+// opts.Dir listening on a free port of 127.0.0.1 that pins the genesis
+// roster of opts.Approvers and these custodians (Genesis).
 func PrepareCustodians(ctx context.Context, admin *vaultapi.Client, opts CustodianOptions) ([]Custodian, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("dev: custodians dir: %w", err)
 	}
-	approvers := filepath.Join(opts.Dir, "approvers.json")
-	if err := writeJSONFile(approvers, map[string]any{"approvers": orEmpty(opts.Approvers)}, 0o644); err != nil {
-		return nil, err
+	if len(opts.Approvers) == 0 {
+		return nil, errors.New("dev: custodians need the approvers of their genesis roster")
 	}
 	addrs := opts.Addrs
 	if len(addrs) < vaultsetup.DefaultCustodians {
@@ -114,7 +121,7 @@ func PrepareCustodians(ctx context.Context, admin *vaultapi.Client, opts Custodi
 			Vault:             custodian.VaultLogin{Addr: admin.Address(), RoleID: setup.RoleID, SecretIDFile: paths["secret-id"]},
 			KV:                custodian.KVConfig{Mount: vaultsetup.KVMount, Prefix: prefix},
 			MediatorTokenFile: paths["mediator-token"], OperatorTokenFile: paths["operator-token"],
-			ApproversFile: approvers, PolicyDir: opts.PolicyDir[i]}
+			PolicyDir: opts.PolicyDir[i]}
 		if opts.MinRetention > 0 {
 			cfg.MinRetention.Duration = opts.MinRetention
 		}
@@ -124,7 +131,22 @@ func PrepareCustodians(ctx context.Context, admin *vaultapi.Client, opts Custodi
 			cfg.Transit = &custodian.TransitConfig{Mount: vaultsetup.TransitMount, Key: setup.TransitKey}
 		}
 		c.ConfigPath = filepath.Join(opts.Dir, name+".json")
-		if err := writeJSONFile(c.ConfigPath, cfg, 0o600); err != nil {
+		c.Config = cfg
+		if c.Info, err = custodian.Init(ctx, cfg, nil); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	genesis := Genesis(opts.Approvers, out)
+	digest, err := genesis.Digest()
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		c := &out[i]
+		c.Genesis = genesis
+		c.Config.RosterGenesis = digest
+		if err := writeJSONFile(c.ConfigPath, c.Config, 0o600); err != nil {
 			return nil, err
 		}
 		// Read back as the custodian will: checked, with its defaults.
@@ -135,9 +157,19 @@ func PrepareCustodians(ctx context.Context, admin *vaultapi.Client, opts Custodi
 		if c.Config, err = custodian.ParseConfig(b); err != nil {
 			return nil, err
 		}
-		out = append(out, c)
 	}
 	return out, nil
+}
+
+// Genesis is the first roster version for these approvers and custodians:
+// each custodian at its URL with the keys it created, threshold
+// CustodianThreshold, and the default roster rule.
+func Genesis(approvers []roster.Approver, cs []Custodian) roster.Roster {
+	r := roster.Roster{Version: 1, Approvers: approvers, Threshold: CustodianThreshold, Rule: roster.DefaultRule()}
+	for _, c := range cs {
+		r.Custodians = append(r.Custodians, roster.Custodian{Name: c.Name, URL: c.URL, HPKEKey: c.Info.HPKEKey, SigningKey: c.Info.SigningKey})
+	}
+	return r
 }
 
 // WaitCustodians waits until every custodian answers its public key
@@ -217,13 +249,6 @@ func writeJSONFile(path string, v any, mode os.FileMode) error {
 	return nil
 }
 
-func orEmpty[T any](s []T) []T {
-	if s == nil {
-		return []T{}
-	}
-	return s
-}
-
 // Approver is a dev approver: an approver id (the token subject), roles and
 // a signing key kept in the state directory.
 type Approver struct {
@@ -264,11 +289,11 @@ func Approvers(stateDir string) ([]Approver, error) {
 	return out, nil
 }
 
-// Trusted is the approvers as custodians trust them.
-func Trusted(as []Approver) []custodian.Approver {
-	out := make([]custodian.Approver, len(as))
+// RosterApprovers is the dev approvers as the roster lists them.
+func RosterApprovers(as []Approver) []roster.Approver {
+	out := make([]roster.Approver, len(as))
 	for i, a := range as {
-		out[i] = custodian.Approver{ID: a.ID, Roles: a.Roles, Keys: []ed25519.PublicKey{a.Public}, Active: true}
+		out[i] = roster.Approver{ID: a.ID, Roles: a.Roles, PublicKey: a.Public}
 	}
 	return out
 }

@@ -156,9 +156,11 @@ func (in *Instance) Secrets() []string {
 }
 
 // Publish records how to reach the running instance, serving at addr (an
-// http:// URL) with custodianSet the digest of its custodian set: the env file `mediator dev env` prints (0600: it holds the
-// dev Vault's root token) and the pid file. Unpublish removes both.
-func (in *Instance) Publish(addr, custodianSet string) error {
+// http:// URL) with custodianSet the digest of its custodian set and
+// rosterGenesis the digest of its genesis roster: the env file `mediator
+// dev env` prints (0600: it holds the dev Vault's root token) and the pid
+// file. Unpublish removes both.
+func (in *Instance) Publish(addr, custodianSet, rosterGenesis string) error {
 	vars := [][2]string{
 		{"DATABASE_URL", in.DatabaseURL},
 		{"VAULT_ADDR", in.Vault.Addr},
@@ -168,6 +170,8 @@ func (in *Instance) Publish(addr, custodianSet string) error {
 		{"MEDIATOR_VERIFIER_KEY", in.VerifierKey},
 		// So `mediator escrow deposit` seals to the dev custodians.
 		{"MEDIATOR_CUSTODIAN_SET", custodianSet},
+		// So depositors and approvers verify the roster chain from it.
+		{"MEDIATOR_ROSTER_GENESIS", rosterGenesis},
 	}
 	var b strings.Builder
 	for _, kv := range vars {

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/wire"
 )
@@ -14,8 +15,11 @@ import (
 // exactly as approvers signed it (its canonical bytes) and the approvals
 // recorded. Custodians trust neither; they check both.
 type ReleaseAsk struct {
-	Canonical     []byte
-	Approvals     []wire.EvidenceApproval
+	Canonical []byte
+	Approvals []wire.EvidenceApproval
+	// Roster is the roster chain, from its genesis, that names the
+	// approvers; each custodian verifies it from the genesis it pins.
+	Roster        []roster.Signed
 	RequestID     string
 	RequestDigest string
 	RecipientKey  string // fingerprint of the request's recipient key
@@ -63,7 +67,7 @@ func (s *Service) Release(ctx context.Context, ask ReleaseAsk, escrows []Escrow,
 		}
 		wg.Go(func() {
 			t0 := time.Now()
-			ans, err := r.Release(ctx, wire.ReleaseEvidence{Canonical: ask.Canonical, Approvals: ask.Approvals, Shares: refs})
+			ans, err := r.Release(ctx, wire.ReleaseEvidence{Canonical: ask.Canonical, Approvals: ask.Approvals, Roster: ask.Roster, Shares: refs})
 			s.metrics.custodian(r.Name, "release", err, time.Since(t0))
 			var refused *RefusedError
 			if errors.As(err, &refused) {

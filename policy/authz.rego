@@ -44,10 +44,21 @@ routes := {
 	# Depositors read the custodian set they seal shares to (and check it
 	# against the digest they pinned); auditors and officers may see it.
 	"GET /v1/escrow/custodians": {"depositor", "auditor", "officer"},
+	# The single-admin approver registry is retired: these answer 410 and
+	# name the roster flow.
 	"POST /v1/approvers": {"admin"},
 	"GET /v1/approvers": {"admin", "auditor"},
 	"POST /v1/approvers/{id}/keys": {"admin"},
 	"POST /v1/approvers/{id}/deactivate": {"admin"},
+	# The roster: anyone who must verify it reads the chain; an admin can
+	# only propose; approvers sign (the quorum rule is checked by whoever
+	# verifies the chain, not by this policy) and check in.
+	"GET /v1/roster": {"depositor", "officer", "approver", "auditor", "admin"},
+	"GET /v1/roster/proposals": {"approver", "auditor", "admin"},
+	"GET /v1/roster/proposals/{digest}": {"approver", "auditor", "admin"},
+	"POST /v1/roster/proposals": {"admin"},
+	"POST /v1/roster/proposals/{digest}/signatures": {"approver"},
+	"POST /v1/roster/checkins": {"approver"},
 	"POST /v1/access-requests": {"officer"},
 	"GET /v1/access-requests": request_readers,
 	"GET /v1/access-requests/{id}": request_readers,

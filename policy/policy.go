@@ -29,6 +29,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 )
@@ -71,6 +72,15 @@ type Engine struct {
 	hasAuthz bool
 	modules  map[string]string
 	revision string
+	// minApprovals and requiredRoles are data.release's approval rule.
+	minApprovals  int
+	requiredRoles []string
+}
+
+// ReleaseRule is the release policy's approval rule from its data: how
+// many distinct approvers and which roles between them.
+func (e *Engine) ReleaseRule() (minApprovals int, requiredRoles []string) {
+	return e.minApprovals, slices.Clone(e.requiredRoles)
 }
 
 // Load compiles the policies and data document from dir, or the embedded
@@ -130,6 +140,12 @@ func load(ctx context.Context, dir string, withAuthz bool) (*Engine, error) {
 		return rego.New(opts...).PrepareForEval(ctx)
 	}
 	e := &Engine{modules: modules, revision: revision(files), hasAuthz: withAuthz}
+	rel := data["release"].(map[string]any) // CheckReleaseData checked its shape
+	n, _ := rel["min_approvals"].(json.Number).Int64()
+	e.minApprovals = int(n)
+	for _, r := range rel["required_roles"].([]any) {
+		e.requiredRoles = append(e.requiredRoles, r.(string))
+	}
 	if withAuthz {
 		if e.authz, err = prepare(authzQuery); err != nil {
 			return nil, fmt.Errorf("policy: compile: %w", err)
@@ -268,8 +284,11 @@ func (e *Engine) ProbeRelease(ctx context.Context, data map[string]any) error {
 		roles = []string{"probe-role"}
 	}
 	now := time.Now().UTC().Truncate(time.Second)
-	request := ReleaseRequest{ID: "probe-request", Requester: "probe-officer", CaseID: "probe", LegalBasis: basis,
-		Jurisdiction: jurisdiction, Scope: ReleaseScope{ConversationIDs: []string{"probe"}, From: now.Add(-time.Hour), To: now},
+	// Random ids, like a real request's, so that a policy cannot tell a
+	// probe from a release by its names.
+	id := func() string { return uuid.NewString() }
+	request := ReleaseRequest{ID: id(), Requester: id(), CaseID: id(), LegalBasis: basis,
+		Jurisdiction: jurisdiction, Scope: ReleaseScope{ConversationIDs: []string{id()}, From: now.Add(-time.Hour), To: now},
 		CreatedAt: now.Add(-time.Minute), ExpiresAt: now.Add(time.Hour)}
 	approve := func(id string, rs ...string) ReleaseApproval {
 		return ReleaseApproval{ApproverID: id, Roles: rs, Decision: "approve", ApprovedAt: now.Add(-time.Minute),
@@ -277,11 +296,12 @@ func (e *Engine) ProbeRelease(ctx context.Context, data map[string]any) error {
 	}
 	// Every approver of a full approval holds every required role, so
 	// only the rule a probe breaks stands between it and a release.
-	full := []ReleaseApproval{approve("probe-a", roles...), approve("probe-b", roles...), approve("probe-c", roles...)}
+	a, b, c := id(), id(), id()
+	full := []ReleaseApproval{approve(a, roles...), approve(b, roles...), approve(c, roles...)}
 	expired := request
 	expired.CreatedAt, expired.ExpiresAt = now.Add(-2*time.Hour), now.Add(-time.Hour)
 	// Everyone without the first required role.
-	lacking := []ReleaseApproval{approve("probe-a", roles[1:]...), approve("probe-b", roles[1:]...), approve("probe-c", roles[1:]...)}
+	lacking := []ReleaseApproval{approve(a, roles[1:]...), approve(b, roles[1:]...), approve(c, roles[1:]...)}
 	probes := []struct {
 		name      string
 		request   ReleaseRequest

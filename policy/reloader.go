@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"sync"
@@ -124,7 +125,7 @@ func (r *Reloader) Watch(ctx context.Context, interval time.Duration) {
 func ReloadMetrics(reg prometheus.Registerer, serving string) func(revision string, err error) {
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mediator_policy_reloads_total",
-		Help: "Policy reload attempts by result: ok (now serving), failed (the previous policy kept serving).",
+		Help: "Policy reload attempts by result: ok (now serving), refused (its data or probes would weaken dual control), failed (it did not load); the previous policy keeps serving unless ok.",
 	}, []string{"result"})
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "mediator_policy_info",
@@ -135,6 +136,13 @@ func ReloadMetrics(reg prometheus.Registerer, serving string) func(revision stri
 	var mu sync.Mutex
 	return func(revision string, err error) {
 		if err != nil {
+			var de *DataError
+			var pe *ProbeError
+			if errors.As(err, &de) || errors.As(err, &pe) {
+				// A policy that would weaken dual control, refused.
+				reloads.WithLabelValues("refused").Inc()
+				return
+			}
 			reloads.WithLabelValues("failed").Inc()
 			return
 		}
@@ -147,4 +155,10 @@ func ReloadMetrics(reg prometheus.Registerer, serving string) func(revision stri
 			serving = revision
 		}
 	}
+}
+
+// ReleaseRule is the serving release policy's approval rule: how many
+// distinct approvers and which roles between them (from its data.json).
+func (r *Reloader) ReleaseRule() (minApprovals int, requiredRoles []string) {
+	return r.cur.Load().ReleaseRule()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // MessageFormat describes Message for people.
@@ -203,4 +204,13 @@ func Extends(chain []Signed, version uint64, digest string) bool {
 		return true
 	}
 	return version <= uint64(len(chain)) && Digest(chain[version-1].Roster) == digest
+}
+
+// CheckinMessageFormat describes CheckinMessage for people.
+const CheckinMessageFormat = `"mediator-checkin-v1\n" + approver id + "\n" + time (RFC 3339, UTC, seconds) + "\n"`
+
+// CheckinMessage is exactly what an approver signs to check in: that they
+// hold their key and can act, at this time.
+func CheckinMessage(approverID string, at time.Time) []byte {
+	return []byte("mediator-checkin-v1\n" + approverID + "\n" + at.UTC().Truncate(time.Second).Format(time.RFC3339) + "\n")
 }

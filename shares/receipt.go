@@ -41,11 +41,15 @@ type Receipt struct {
 	Locator string `json:"locator,omitempty"`
 
 	// A release's request: its id and digest, the recipient key's
-	// fingerprint, and the revision of the custodian's own policy.
+	// fingerprint, the revision of the custodian's own policy and the
+	// roster version it used.
 	RequestID      string `json:"request_id,omitempty"`
 	RequestDigest  string `json:"request_digest,omitempty"`
 	RecipientKey   string `json:"recipient_key,omitempty"`
 	PolicyRevision string `json:"policy_revision,omitempty"`
+	// RosterDigest is the roster version whose approvers the custodian
+	// checked the approvals against.
+	RosterDigest string `json:"roster_digest,omitempty"`
 }
 
 // TimeLayout is how receipts and custodian records write times.

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"time"
 
+	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/seal"
 	"github.com/mediatorhq/mediator/shares"
 )
@@ -107,7 +108,11 @@ type EvidenceApproval struct {
 type ReleaseEvidence struct {
 	Canonical []byte             `json:"canonical"`
 	Approvals []EvidenceApproval `json:"approvals"`
-	Shares    []ShareRef         `json:"shares"`
+	// Roster is the roster chain from its genesis: the custodian verifies
+	// it from the genesis it pins and takes approvers from its last
+	// version.
+	Roster []roster.Signed `json:"roster"`
+	Shares []ShareRef      `json:"shares"`
 }
 
 // CustodianShare is one share re-sealed to the request's recipient, with the

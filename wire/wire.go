@@ -10,6 +10,7 @@ package wire
 import (
 	"time"
 
+	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/seal"
 	"github.com/mediatorhq/mediator/shares"
 )
@@ -288,37 +289,67 @@ type ApproverKey struct {
 	AuditSeq  int64     `json:"audit_seq"`
 }
 
-// Approver is one registered approver.
-type Approver struct {
-	ID           string        `json:"id"`
-	Roles        []string      `json:"roles"`
-	Active       bool          `json:"active"`
-	CurrentKeyID string        `json:"current_key_id"`
-	Keys         []ApproverKey `json:"keys"`
-	RegisteredAt time.Time     `json:"registered_at"`
-	AuditSeq     int64         `json:"audit_seq"`
+// RosterDraft is POST /v1/roster/proposals (admin): the next roster
+// version's content. The service numbers it and links it to the version
+// in force.
+type RosterDraft struct {
+	Approvers  []roster.Approver  `json:"approvers"`
+	Custodians []roster.Custodian `json:"custodians"`
+	Threshold  int                `json:"threshold"`
+	Rule       roster.Rule        `json:"rule"`
 }
 
-// ApproverList is GET /v1/approvers.
-type ApproverList struct {
-	Approvers []Approver `json:"approvers"`
+// RosterProposal is a proposed version and how far its signatures are from
+// adopting it. Canonical is exactly what approvers sign the digest of.
+type RosterProposal struct {
+	Digest     string             `json:"digest"`
+	Version    uint64             `json:"version"`
+	Previous   string             `json:"previous"`
+	Canonical  []byte             `json:"canonical"`
+	Roster     roster.Roster      `json:"roster"`
+	ProposedBy string             `json:"proposed_by"`
+	ProposedAt time.Time          `json:"proposed_at"`
+	Status     string             `json:"status"` // awaiting_signatures, adopted, stale
+	Signatures []roster.Signature `json:"signatures"`
+	Signers    []string           `json:"signers"`
+	Possession []string           `json:"proof_of_possession"`
+	Missing    []string           `json:"missing"`
+	Changes    []string           `json:"changes"`
+	AuditSeq   int64              `json:"audit_seq"`
 }
 
-// RegisterApprover is POST /v1/approvers.
-type RegisterApprover struct {
-	ID        string   `json:"id"`
-	Roles     []string `json:"roles"`
-	PublicKey []byte   `json:"public_key"`
+// RosterProposalList is GET /v1/roster/proposals.
+type RosterProposalList struct {
+	Proposals []RosterProposal `json:"proposals"`
 }
 
-// ApproverKeyRequest is POST /v1/approvers/{id}/keys.
-type ApproverKeyRequest struct {
-	PublicKey []byte `json:"public_key"`
+// RosterSignature is POST /v1/roster/proposals/{digest}/signatures: the
+// caller's Ed25519 signature over roster.Message(digest, caller).
+type RosterSignature struct {
+	Signature []byte `json:"signature"`
 }
 
-// Deactivate is POST /v1/approvers/{id}/deactivate.
-type Deactivate struct {
-	Reason string `json:"reason"`
+// RosterChain is GET /v1/roster: the chain from the genesis the service
+// pins. Whoever relies on it verifies it from the genesis they pin.
+type RosterChain struct {
+	Genesis string          `json:"genesis"`
+	Version uint64          `json:"version"`
+	Digest  string          `json:"digest"`
+	Chain   []roster.Signed `json:"chain"`
+}
+
+// Checkin is POST /v1/roster/checkins: the caller's signature over
+// "mediator-checkin-v1\n" + approver id + "\n" + at + "\n".
+type Checkin struct {
+	At        time.Time `json:"at"`
+	Signature []byte    `json:"signature"`
+}
+
+// CheckinAnswer is a recorded check-in.
+type CheckinAnswer struct {
+	ApproverID string    `json:"approver_id"`
+	KeyID      string    `json:"key_id"`
+	At         time.Time `json:"at"`
 }
 
 // Empty is a body with no fields (revoke, release).

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/mediatorhq/mediator/access"
 	"github.com/mediatorhq/mediator/audit"
 	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
 	"github.com/mediatorhq/mediator/vaultclient"
@@ -68,6 +69,16 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		defer pool.Close()
 		if rep, err = audit.NewStore(pool).Verify(ctx, verifiers...); err != nil {
 			return fmt.Errorf("audit verify: %w", err)
+		}
+		// Request rows are an index of the canonical requests approvers
+		// signed: name every row whose columns say something else.
+		mismatches, err := access.NewPGStore(pool, nil).Mismatches(ctx)
+		if err != nil {
+			return fmt.Errorf("audit verify: access requests: %w", err)
+		}
+		for _, m := range mismatches {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("access request %s: stored columns differ from the signed canonical request: %s",
+				m.RequestID, strings.Join(m.Fields, ", ")))
 		}
 	}
 	for _, p := range rep.Problems {

@@ -42,6 +42,11 @@ type serveConfig struct {
 	CheckpointInterval time.Duration
 	RedactionProfile   string
 	Custodians         string
+	RosterGenesis      string
+	Webhooks           string
+	LivenessWindow     time.Duration
+	LivenessInterval   time.Duration
+	ProposalWait       time.Duration
 	EscrowRetention    time.Duration
 	StatsMinGroup      int
 	Limits             api.Limits
@@ -137,6 +142,11 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", envDuration(time.Second, "MEDIATOR_CHECKPOINT_INTERVAL"), "how often to sign a checkpoint when the log grew [MEDIATOR_CHECKPOINT_INTERVAL]")
 	fs.StringVar(&c.RedactionProfile, "redaction-profile", env("", "MEDIATOR_REDACTION_PROFILE"), "JSON minimization profile file; default: docs/redaction.md defaults [MEDIATOR_REDACTION_PROFILE]")
 	fs.StringVar(&c.Custodians, "custodians", env("", "MEDIATOR_CUSTODIANS"), "custodians file: the custodian set (names, URLs, token files, public keys) deposits are sealed to (docs/custodians.md); without it, escrow answers 503 [MEDIATOR_CUSTODIANS]")
+	fs.StringVar(&c.RosterGenesis, "roster-genesis", env("", "MEDIATOR_ROSTER_GENESIS"), "the sha256: digest of the roster's first version; only a chain that verifies from it names approvers (docs/access.md) [MEDIATOR_ROSTER_GENESIS]")
+	fs.StringVar(&c.Webhooks, "webhooks", env("", "MEDIATOR_WEBHOOKS"), "webhooks file: URLs and secret files that receive signed workflow events (docs/operations.md) [MEDIATOR_WEBHOOKS]")
+	fs.DurationVar(&c.LivenessWindow, "liveness-window", envDuration(7*24*time.Hour, "MEDIATOR_LIVENESS_WINDOW"), "an approver who checked in within this window counts as live [MEDIATOR_LIVENESS_WINDOW]")
+	fs.DurationVar(&c.LivenessInterval, "liveness-interval", envDuration(time.Minute, "MEDIATOR_LIVENESS_INTERVAL"), "how often approver liveness is computed [MEDIATOR_LIVENESS_INTERVAL]")
+	fs.DurationVar(&c.ProposalWait, "roster-proposal-wait", envDuration(72*time.Hour, "MEDIATOR_ROSTER_PROPOSAL_WAIT"), "a roster proposal waiting longer than this for signatures is notified [MEDIATOR_ROSTER_PROPOSAL_WAIT]")
 	fs.DurationVar(&c.EscrowRetention, "escrow-retention", envDuration(0, "MEDIATOR_ESCROW_RETENTION"), "destroy escrowed keys this long after deposit, hourly, except under legal hold; 0 keeps them [MEDIATOR_ESCROW_RETENTION]")
 	fs.IntVar(&c.StatsMinGroup, "stats-min-group", envInt(defaultStatsMinGroup, "MEDIATOR_STATS_MIN_GROUP"), "k: the SOC stats never report a group or count of fewer events [MEDIATOR_STATS_MIN_GROUP]")
 	fs.Float64Var(&c.Limits.Ingest.Rate, "rate-ingest", envFloat(defaultLimits.Ingest.Rate, "MEDIATOR_RATE_INGEST"), "ingest requests per second per identity; 0 for no limit [MEDIATOR_RATE_INGEST]")

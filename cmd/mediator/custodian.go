@@ -14,13 +14,17 @@ import (
 	"time"
 
 	"github.com/mediatorhq/mediator/custodian"
+	"github.com/mediatorhq/mediator/roster"
 )
 
 // custodianCmd runs the custodian service: one share holder, with its own
 // credentials (docs/custodians.md).
-func custodianCmd(ctx context.Context, args []string, stderr io.Writer) error {
+func custodianCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "init" {
+		return custodianInitCmd(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "serve" {
-		fmt.Fprint(stderr, "usage: mediator custodian serve --config FILE\n")
+		fmt.Fprint(stderr, "usage: mediator custodian init|serve --config FILE\n")
 		return exitCode(2)
 	}
 	fs := newFlagSet("custodian serve", "mediator custodian serve --config FILE", stderr)
@@ -83,4 +87,30 @@ func serveCustodian(ctx context.Context, cfg custodian.Config, log *slog.Logger,
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	return srv.Shutdown(sctx)
+}
+
+// custodianInitCmd creates the custodian's keys in its own store (if it
+// has none) and prints its public keys as the roster lists a custodian,
+// for the team founding the genesis roster. The URL is the operator's to
+// fill in.
+func custodianInitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("custodian init", "mediator custodian init --config FILE [--url URL]", stderr)
+	configFile := fs.String("config", env("", "MEDIATOR_CUSTODIAN_CONFIG"), "the custodian's configuration file; roster_genesis may still be empty [MEDIATOR_CUSTODIAN_CONFIG]")
+	url := fs.String("url", "", "the URL the mediator reaches this custodian at, for the roster entry")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(*configFile)
+	if err != nil {
+		return fmt.Errorf("custodian init: %w", err)
+	}
+	cfg, err := custodian.ParseConfig(b)
+	if err != nil {
+		return err
+	}
+	info, err := custodian.Init(ctx, cfg, newLogger(stderr, "info", nil))
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, roster.Custodian{Name: info.Name, URL: *url, HPKEKey: info.HPKEKey, SigningKey: info.SigningKey})
 }

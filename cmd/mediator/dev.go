@@ -14,8 +14,8 @@ import (
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/dev"
+	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/vaultclient"
-	"github.com/mediatorhq/mediator/wire"
 )
 
 // devCmd runs the whole service locally: package dev brings up and
@@ -39,7 +39,11 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	defer in.Stop()
 	log := newLogger(stderr, *level, in.Secrets())
-	custodiansFile, setDigest, approvers, err := startDevCustodians(ctx, in, log)
+	custodiansFile, setDigest, approvers, genesis, err := startDevCustodians(ctx, in, log)
+	if err != nil {
+		return err
+	}
+	genesisDigest, err := genesis.Digest()
 	if err != nil {
 		return err
 	}
@@ -60,6 +64,10 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		StatsMinGroup:      defaultStatsMinGroup,
 		Limits:             defaultLimits,
 		Custodians:         custodiansFile,
+		RosterGenesis:      genesisDigest,
+		LivenessWindow:     7 * 24 * time.Hour,
+		LivenessInterval:   time.Minute,
+		ProposalWait:       72 * time.Hour,
 	}
 	ready := make(chan string, 1)
 	errc := make(chan error, 1)
@@ -69,10 +77,10 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("dev: %w", err)
 	case listening := <-ready:
 		url := "http://" + listening
-		if err := registerDevApprovers(ctx, url, *stateDir, approvers); err != nil {
+		if err := adoptDevGenesis(ctx, url, *stateDir, approvers, genesis); err != nil {
 			return err
 		}
-		if err := in.Publish(url, setDigest); err != nil {
+		if err := in.Publish(url, setDigest, genesisDigest); err != nil {
 			return err
 		}
 		defer in.Unpublish()
@@ -100,7 +108,7 @@ Try:
   curl %[1]s/readyz
   TOKEN=$(%[2]s dev token%[5]s --sub alice --roles officer,auditor)
   curl -H "Authorization: Bearer $TOKEN" %[1]s/v1/whoami
-  eval "$(%[2]s dev env%[5]s)"   # DATABASE_URL, VAULT_ADDR, VAULT_TOKEN, MEDIATOR_ADDR, MEDIATOR_VERIFIER_KEY, MEDIATOR_CUSTODIAN_SET
+  eval "$(%[2]s dev env%[5]s)"   # DATABASE_URL, VAULT_ADDR, VAULT_TOKEN, MEDIATOR_ADDR, MEDIATOR_VERIFIER_KEY, MEDIATOR_ROSTER_GENESIS
   %[2]s loadgen --duration 10s    # realistic events; then: %[2]s audit verify
 
 Ctrl-C stops everything this command started.
@@ -157,23 +165,23 @@ func devEnvCmd(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// startDevCustodians prepares the five dev custodians (trusting the dev
-// approvers) and runs each as a listener of this process, and writes the
-// mediator's custodians file. It returns the file, the set's digest and
-// the dev approvers.
-func startDevCustodians(ctx context.Context, in *dev.Instance, log *slog.Logger) (string, string, []dev.Approver, error) {
+// startDevCustodians prepares the five dev custodians, each pinning the
+// genesis roster of the dev approvers and these custodians, runs each as a
+// listener of this process, and writes the mediator's custodians file. It
+// returns the file, the set's digest, the dev approvers and the genesis.
+func startDevCustodians(ctx context.Context, in *dev.Instance, log *slog.Logger) (string, string, []dev.Approver, roster.Roster, error) {
 	approvers, err := dev.Approvers(in.StateDir)
 	if err != nil {
-		return "", "", nil, err
+		return "", "", nil, roster.Roster{}, err
 	}
 	admin, err := vaultclient.Connect(ctx, log, vaultclient.Config{Addr: in.Vault.Addr, Token: in.Vault.Token})
 	if err != nil {
-		return "", "", nil, fmt.Errorf("dev: %w", err)
+		return "", "", nil, roster.Roster{}, fmt.Errorf("dev: %w", err)
 	}
 	dir := filepath.Join(in.StateDir, "custodians")
-	cs, err := dev.PrepareCustodians(ctx, admin, dev.CustodianOptions{Dir: dir, Approvers: dev.Trusted(approvers)})
+	cs, err := dev.PrepareCustodians(ctx, admin, dev.CustodianOptions{Dir: dir, Approvers: dev.RosterApprovers(approvers)})
 	if err != nil {
-		return "", "", nil, err
+		return "", "", nil, roster.Roster{}, err
 	}
 	for _, c := range cs {
 		go func() {
@@ -185,51 +193,45 @@ func startDevCustodians(ctx context.Context, in *dev.Instance, log *slog.Logger)
 	file := filepath.Join(dir, "mediator-custodians.json")
 	digest, err := dev.WaitCustodians(ctx, cs, file, time.Minute)
 	if err != nil {
-		return "", "", nil, err
+		return "", "", nil, roster.Roster{}, err
 	}
-	return file, digest, approvers, nil
+	return file, digest, approvers, cs[0].Genesis, nil
 }
 
-// registerDevApprovers registers the dev approvers with the running
-// mediator, as its administrator would. An approver already registered
-// (the database outlived a state directory) gets the state directory's key
-// as its current key, so the dev keys always sign.
-func registerDevApprovers(ctx context.Context, url, stateDir string, approvers []dev.Approver) error {
+// adoptDevGenesis has the running mediator adopt the dev genesis roster,
+// as a team founding it would: the dev admin proposes it and each dev
+// approver signs it with their key from the state directory.
+func adoptDevGenesis(ctx context.Context, url, stateDir string, approvers []dev.Approver, genesis roster.Roster) error {
 	iss, err := dev.LoadIssuer(stateDir)
 	if err != nil {
 		return err
 	}
-	tok, err := iss.Issue("dev-admin", []string{"admin"}, time.Minute)
-	if err != nil {
-		return err
-	}
-	c, err := client.New(url, tok, nil)
-	if err != nil {
-		return err
-	}
-	for _, a := range approvers {
-		_, err := c.RegisterApprover(ctx, wire.RegisterApprover{ID: a.ID, Roles: a.Roles, PublicKey: a.Public})
-		if client.IsCode(err, "conflict") {
-			err = ensureApproverKey(ctx, c, a)
-		}
+	as := func(sub, role string) (*client.Client, error) {
+		tok, err := iss.Issue(sub, []string{role}, time.Minute)
 		if err != nil {
-			return fmt.Errorf("dev: register approver %s: %w", a.ID, err)
+			return nil, err
 		}
+		return client.New(url, tok, nil)
 	}
-	return nil
-}
-
-// ensureApproverKey makes a's key the registered approver's current key.
-func ensureApproverKey(ctx context.Context, c *client.Client, a dev.Approver) error {
-	list, err := c.Approvers(ctx)
+	admin, err := as("dev-admin", "admin")
 	if err != nil {
 		return err
 	}
-	for _, r := range list.Approvers {
-		if r.ID == a.ID && r.CurrentKeyID == approval.KeyID(a.Public) {
-			return nil
+	var signers []dev.Signer
+	for _, a := range approvers {
+		file, err := os.ReadFile(a.KeyFile)
+		if err != nil {
+			return fmt.Errorf("dev: %w", err)
 		}
+		key, err := approval.ParseSigningKey(file)
+		if err != nil {
+			return err
+		}
+		c, err := as(a.ID, "approver")
+		if err != nil {
+			return err
+		}
+		signers = append(signers, dev.Signer{ID: a.ID, Key: key, Client: c})
 	}
-	_, err = c.AddApproverKey(ctx, a.ID, a.Public)
-	return err
+	return dev.AdoptGenesis(ctx, admin, genesis, signers)
 }

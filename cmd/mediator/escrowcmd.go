@@ -47,17 +47,17 @@ func escrowCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func escrowDeposit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("escrow deposit", "mediator escrow deposit --conversation C --key-id K --key-file F [--custodian-set DIGEST]", stderr)
+	fs := newFlagSet("escrow deposit", "mediator escrow deposit --conversation C --key-id K --key-file F [--roster-genesis DIGEST]", stderr)
 	connect := bindClientFlags(fs)
 	conversation := fs.String("conversation", "", "the conversation id")
 	keyID := fs.String("key-id", "", "the key's id within the conversation (an epoch, a session)")
 	keyFile := fs.String("key-file", "", "file holding the raw key bytes (16–64)")
-	pinned := fs.String("custodian-set", env("", "MEDIATOR_CUSTODIAN_SET"), "the digest of the custodian set you trust (from its custodians' operators) [MEDIATOR_CUSTODIAN_SET]")
+	genesis := fs.String("roster-genesis", env("", "MEDIATOR_ROSTER_GENESIS"), "the digest of the roster genesis you trust; the key is sealed to the custodians of the roster version in force, verified from it [MEDIATOR_ROSTER_GENESIS]")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *pinned == "" {
-		return errors.New("escrow deposit: --custodian-set (or MEDIATOR_CUSTODIAN_SET) is required: the key is sealed only to a custodian set you pinned")
+	if *genesis == "" {
+		return errors.New("escrow deposit: --roster-genesis (or MEDIATOR_ROSTER_GENESIS) is required: the key is sealed only to custodians of a roster that verifies from a genesis you pinned")
 	}
 	c, err := connect()
 	if err != nil {
@@ -68,7 +68,7 @@ func escrowDeposit(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return fmt.Errorf("escrow deposit: --key-file: %w", err)
 	}
 	defer clear(key)
-	d, err := c.Deposit(ctx, *pinned, *conversation, *keyID, key)
+	d, err := c.DepositByRoster(ctx, *genesis, *conversation, *keyID, key)
 	if err != nil {
 		return err
 	}

@@ -49,8 +49,14 @@ Usage:
                                     destroy escrowed keys past retention (legal holds respected)
   mediator escrow hold --conversation ID --reason TEXT
   mediator escrow release-hold --id HOLD
+  mediator custodian init --config FILE [--url URL]
+                                    create a custodian's keys; print its roster entry
   mediator custodian serve --config FILE
                                     run one custodian service, with its own credentials
+  mediator roster genesis|propose|show|sign|verify [flags]
+                                    the quorum-signed roster of approvers and custodians
+  mediator approver checkin --key FILE
+                                    sign a liveness check-in (approver)
   mediator request create|show|list|approve|release|revoke [flags]
                                     lawful-access requests against a running mediator
   mediator keygen --approver|--recipient --out FILE
@@ -128,11 +134,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "escrow":
 		return escrowCmd(ctx, rest, stdout, stderr)
 	case "custodian":
-		return custodianCmd(ctx, rest, stderr)
+		return custodianCmd(ctx, rest, stdout, stderr)
 	case "loadgen":
 		return loadgenCmd(ctx, rest, stdout, stderr)
 	case "request":
 		return requestCmd(ctx, rest, stdout, stderr)
+	case "roster":
+		return rosterCmd(ctx, rest, stdout, stderr)
+	case "approver":
+		if len(rest) > 0 && rest[0] == "checkin" {
+			return approverCheckinCmd(ctx, rest[1:], stdout, stderr)
+		}
+		fmt.Fprint(stderr, "usage: mediator approver checkin --key FILE\n")
+		return exitCode(2)
 	case "keygen":
 		return keygenCmd(rest, stdout, stderr)
 	case "version", "--version":

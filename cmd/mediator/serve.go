@@ -23,9 +23,11 @@ import (
 	"github.com/mediatorhq/mediator/identity"
 	"github.com/mediatorhq/mediator/ingest"
 	"github.com/mediatorhq/mediator/migrations"
+	"github.com/mediatorhq/mediator/notify"
 	"github.com/mediatorhq/mediator/pgmetrics"
 	"github.com/mediatorhq/mediator/policy"
 	"github.com/mediatorhq/mediator/redact"
+	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/secretfile"
 	"github.com/mediatorhq/mediator/stats"
 	"github.com/mediatorhq/mediator/vaultclient"
@@ -123,9 +125,26 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 	if cfg.EscrowRetention > 0 {
 		go escrowSvc.RunRetention(ctx, cfg.EscrowRetention)
 	}
+	var hooks []notify.Hook
+	if cfg.Webhooks != "" {
+		if hooks, err = notify.ParseFile(cfg.Webhooks); err != nil {
+			return err
+		}
+	}
+	notifier, err := notify.New(notify.Config{Hooks: hooks, Log: log, Registerer: metrics.Registry})
+	if err != nil {
+		return err
+	}
+	go notifier.Run(ctx)
+	if cfg.RosterGenesis == "" {
+		log.Warn("no roster genesis is pinned (--roster-genesis): no approver is trusted and no key can be released")
+	} else if !roster.ValidDigest(cfg.RosterGenesis) {
+		return fmt.Errorf("--roster-genesis must be a sha256: digest, not %q", cfg.RosterGenesis)
+	}
 	accessStore := access.NewPGStore(pool, auditLog.Store)
 	accessSvc := access.New(access.Config{Store: accessStore, Decider: engine, Escrow: escrowSvc, Log: log,
-		Metrics: access.NewMetrics(metrics.Registry, accessStore)})
+		Metrics: access.NewMetrics(metrics.Registry, accessStore), RosterGenesis: cfg.RosterGenesis, Notifier: notifier})
+	go accessSvc.WatchLiveness(ctx, cfg.LivenessInterval, cfg.LivenessWindow, cfg.ProposalWait)
 
 	router := api.NewRouter(api.Deps{
 		Logger:        log,

@@ -24,6 +24,7 @@ import (
 	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/seal"
 	"github.com/mediatorhq/mediator/shares"
+	"github.com/mediatorhq/mediator/wire"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -40,8 +41,8 @@ import (
 // key is anywhere the mediator keeps or says anything.
 func TestLawfulAccessStory(t *testing.T) {
 	dir := t.TempDir()
-	approverFiles, trusted := approverKeys(t, dir, map[string]string{"lena": "legal", "sam": "security", "olga": "security"})
-	cs := startCustodians(t, nil, dev.CustodianOptions{Approvers: trusted})
+	approverFiles, _, rosterApprovers := approverKeys(t, dir, map[string]string{"lena": "legal", "sam": "security", "olga": "security"})
+	cs := startCustodians(t, nil, dev.CustodianOptions{Approvers: rosterApprovers})
 	in := startServe(t, serveOpts{custodians: cs, extraEnv: []string{"MEDIATOR_LOG_LEVEL=debug"}})
 	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
 	token := func(sub string, roles ...string) string {
@@ -54,26 +55,43 @@ func TestLawfulAccessStory(t *testing.T) {
 	admin, gw, aud := token("ada", "admin"), token("gateway-3", "depositor"), token("aud", "auditor")
 	olga := token("olga", "officer", "approver") // the requesting officer, also an approver
 	lena, sam := token("lena", "approver"), token("sam", "approver")
+	genesisDigest, _ := in.genesis.Digest()
 	cli := func(tok string, args ...string) (string, string, error) {
-		return runCmd(t, []string{"MEDIATOR_URL=" + in.base, "MEDIATOR_TOKEN=" + tok, "MEDIATOR_CUSTODIAN_SET=" + cs.digest}, args...)
+		return runCmd(t, []string{"MEDIATOR_URL=" + in.base, "MEDIATOR_TOKEN=" + tok, "MEDIATOR_ROSTER_GENESIS=" + genesisDigest}, args...)
 	}
 	var responses strings.Builder // every API answer, for the canary
 	record := func(v any) { fmt.Fprintln(&responses, v) }
 
-	// The officer makes a recipient key pair; the administrator registers
-	// the approvers with the mediator (the custodians trust them already).
+	// The officer makes a recipient key pair. The team founds the roster:
+	// the administrator proposes the genesis every custodian pins, and
+	// each approver checks it and signs it with their own key (proof of
+	// possession); an admin alone adopts nothing, and the retired
+	// registry says where to go.
 	if _, stderr, err := runCmd(t, nil, "keygen", "--recipient", "--out", filepath.Join(dir, "olga-recipient.key")); err != nil {
 		t.Fatalf("keygen --recipient: %v %s", err, stderr)
 	}
-	for _, a := range trusted {
-		b, _ := json.Marshal(map[string]any{"id": a.ID, "roles": a.Roles, "public_key": a.Keys[0]})
-		code, body := post(t, in.base+"/v1/approvers", "application/json", admin, b)
-		if code != 201 || body["active"] != true {
-			t.Fatalf("register %s: %d %v", a.ID, code, body)
+	draft, _ := json.Marshal(wire.RosterDraft{Approvers: in.genesis.Approvers, Custodians: in.genesis.Custodians,
+		Threshold: in.genesis.Threshold, Rule: in.genesis.Rule})
+	draftFile := filepath.Join(dir, "genesis.json")
+	os.WriteFile(draftFile, draft, 0o644)
+	if out, _, err := runCmd(t, nil, "roster", "genesis", "--file", draftFile); err != nil || strings.TrimSpace(out) != genesisDigest {
+		t.Fatalf("roster genesis: %v %q, want %s", err, out, genesisDigest)
+	}
+	out, stderr, err := cli(admin, "roster", "propose", "--file", draftFile)
+	if err != nil || strings.TrimSpace(out) != genesisDigest {
+		t.Fatalf("roster propose: %v %s %s", err, out, stderr)
+	}
+	if code, body := post(t, in.base+"/v1/approvers", "application/json", admin, []byte(`{"id":"eve","roles":["legal"],"public_key":""}`)); code != 410 ||
+		errorCode(body) != "roster_required" || !strings.Contains(fmt.Sprint(body), "mediator roster propose") {
+		t.Fatalf("the retired registry: %d %v", code, body)
+	}
+	for _, who := range []string{"lena", "sam", "olga"} {
+		if out, stderr, err := cli(token(who, "approver"), "roster", "sign", genesisDigest, "--key", approverFiles[who]); err != nil {
+			t.Fatalf("roster sign by %s: %v %s %s", who, err, out, stderr)
 		}
 	}
-	if code, _ := post(t, in.base+"/v1/approvers", "application/json", olga, []byte(`{}`)); code != 403 {
-		t.Fatalf("an officer registered an approver: %d", code)
+	if out, stderr, err := cli(aud, "roster", "verify"); err != nil || !strings.Contains(out, "ok: roster version 1") {
+		t.Fatalf("roster verify: %v %s %s", err, out, stderr)
 	}
 
 	// A gateway escrows keys of three conversations: with the CLI, and
@@ -113,7 +131,7 @@ func TestLawfulAccessStory(t *testing.T) {
 
 	// The officer files a request for conv-a and conv-b.
 	now := time.Now().UTC()
-	out, stderr, err := cli(olga, "request", "create", "--case", "case-2026-117", "--legal-basis", "court_order",
+	out, stderr, err = cli(olga, "request", "create", "--case", "case-2026-117", "--legal-basis", "court_order",
 		"--warrant", "SDNY 26-MJ-0117", "--jurisdiction", "US", "--justification", "Review ordered; see the case file, exhibit 4.",
 		"--conversation", "conv-a,conv-b", "--from", now.Add(-time.Hour).Format(time.RFC3339), "--to", now.Add(time.Hour).Format(time.RFC3339),
 		"--recipient", filepath.Join(dir, "olga-recipient.key.pub"))

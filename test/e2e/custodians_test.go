@@ -2,16 +2,12 @@ package e2e
 
 import (
 	"context"
-	"crypto/ed25519"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/mediatorhq/mediator/approval"
-	"github.com/mediatorhq/mediator/custodian"
 	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/dev/servers"
 	"github.com/mediatorhq/mediator/test/harness/custodians"
@@ -73,28 +69,4 @@ func (c *custodianProcs) output() string {
 		b.WriteString(p.Output())
 	}
 	return b.String()
-}
-
-// approverKeys makes a signing key file per approver (id → role) with
-// `mediator keygen --approver`, as each approver would on their own
-// machine, and returns the key files and the approvers as custodians trust
-// them.
-func approverKeys(t *testing.T, dir string, roles map[string]string) (map[string]string, []custodian.Approver) {
-	t.Helper()
-	files := map[string]string{}
-	var trusted []custodian.Approver
-	for id, role := range roles {
-		path := filepath.Join(dir, id+".key")
-		if _, stderr, err := runCmd(t, nil, "keygen", "--approver", "--out", path); err != nil {
-			t.Fatalf("keygen %s: %v %s", id, err, stderr)
-		}
-		b, _ := os.ReadFile(path)
-		priv, err := approval.ParseSigningKey(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[id] = path
-		trusted = append(trusted, custodian.Approver{ID: id, Roles: []string{role}, Keys: []ed25519.PublicKey{priv.Public().(ed25519.PublicKey)}, Active: true})
-	}
-	return files, trusted
 }

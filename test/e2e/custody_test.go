@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/ThalesGroup/crypto11"
+	"github.com/google/uuid"
 	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5"
 
@@ -28,6 +30,7 @@ import (
 	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/dev/servers"
 	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/seal"
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/wire"
@@ -274,41 +277,98 @@ func TestCompromisedMediator(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// 1. A policy that allows every release but its load probes, and a
-	// permissive data.json.
-	evil := `package mediator.release
+	// 1. A policy that allows every release but the load probes, telling
+	// them by their names: refused at load, since probes look like any
+	// request. Then one with a backdoor no probe can find (one case id,
+	// the attacker's), which loads: the mediator's own check is then
+	// worthless, and the custodians' checks are what stand.
+	reload := func(rego, result string) {
+		t.Helper()
+		os.WriteFile(filepath.Join(policyDir, "release.rego"), []byte(rego), 0o644)
+		in.proc.cmd.Process.Signal(syscall.SIGHUP)
+		want := fmt.Sprintf(`mediator_policy_reloads_total{result=%q}`, result)
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(rawGet(t, in.base+"/metrics"), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s after the reload", want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	reload(`package mediator.release
 import rego.v1
 decision := {"allow": false, "reasons": ["probe"]} if startswith(input.request.id, "probe")
 decision := {"allow": true, "reasons": []} if not startswith(input.request.id, "probe")
-`
-	os.WriteFile(filepath.Join(policyDir, "release.rego"), []byte(evil), 0o644)
-	os.WriteFile(filepath.Join(policyDir, "data.json"), []byte(`{"release": {"min_approvals": 2, "required_roles": ["officer"], "approval_window_hours": 1000000, "max_scope_days": 1000000, "legal_bases": {"US": ["court_order", "none"]}}}`), 0o644)
-	in.proc.cmd.Process.Signal(syscall.SIGHUP)
-	waitPolicy := time.Now().Add(10 * time.Second)
-	for !strings.Contains(rawGet(t, in.base+"/metrics"), `mediator_policy_reloads_total{result="ok"}`) && time.Now().Before(waitPolicy) {
-		time.Sleep(50 * time.Millisecond)
-	}
+`, "refused")
+	reload(`package mediator.release
+import rego.v1
+default decision := {"allow": false, "reasons": ["denied"]}
+decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
+`, "ok")
 	grab := readyRequestUnapprovedTo(t, in, admin, olga, "conv-secret", filepath.Join(dir, "mallory.key.pub"))
 	code, resp := post(t, in.base+"/v1/access-requests/"+grab.id+"/release", "application/json", olga, []byte(`{}`))
 	if code != 403 || errorCode(resp) != "custodians_refused" {
 		t.Fatalf("the mediator's own policy let it through, so the custodians must refuse: %d %v", code, resp)
 	}
 
-	// 2. Invented approvers and approvals, written straight into the
-	// tables: two people, the right roles, keys the attacker made.
+	// 2. A forged roster version, written straight into the roster
+	// tables: two invented approvers with the right roles, "signed" by
+	// their own keys, and their approvals. The mediator verifies its
+	// chain from the genesis it pins and refuses to work from it (503);
+	// handed to the custodians directly, they refuse it too.
+	genuineChain, err := gw.RosterChain(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	genesisDigest, _ := in.genesis.Digest()
+	forgedV2 := in.genesis
+	forgedV2.Version, forgedV2.Previous = 2, genesisDigest
+	var forgedApprovals []wire.EvidenceApproval
+	forgedKeys := map[string]ed25519.PrivateKey{}
 	for _, who := range [][2]string{{"eve", "legal"}, {"trent", "security"}} {
 		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-		kid := approval.KeyID(pub)
-		mustExec(t, db, `INSERT INTO approvers (approver_id, roles, registered_by, audit_seq) VALUES ($1, $2, 'ada', 0)`, who[0], []string{who[1]})
-		mustExec(t, db, `INSERT INTO approver_keys (approver_id, key_id, public_key, added_by, audit_seq) VALUES ($1, $2, $3, 'ada', 0)`, who[0], kid, []byte(pub))
-		sig := ed25519.Sign(priv, approval.Message(grab.id, grab.digest, "approve", who[0]))
+		forgedKeys[who[0]] = priv
+		forgedV2.Approvers = append(forgedV2.Approvers, roster.Approver{ID: who[0], Roles: []string{who[1]}, PublicKey: pub})
+	}
+	forgedCanonical, err := forgedV2.Canonical()
+	if err != nil {
+		t.Fatal(err)
+	}
+	forgedDigest := roster.Digest(forgedCanonical)
+	forgedSigned := roster.Signed{Roster: forgedCanonical}
+	mustExec(t, db, `INSERT INTO roster_proposals (digest, version, canonical, proposed_by, audit_seq) VALUES ($1, 2, $2, 'ada', 0)`, forgedDigest, forgedCanonical)
+	for who, priv := range forgedKeys {
+		sig := roster.Sign(priv, forgedDigest, who)
+		forgedSigned.Signatures = append(forgedSigned.Signatures, sig)
+		mustExec(t, db, `INSERT INTO roster_signatures (digest, approver_id, key_id, signature, audit_seq) VALUES ($1, $2, $3, $4, 0)`, forgedDigest, who, sig.KeyID, sig.Signature)
+		asig := ed25519.Sign(priv, approval.Message(grab.id, grab.digest, "approve", who))
+		forgedApprovals = append(forgedApprovals, wire.EvidenceApproval{ApproverID: who, Decision: "approve", Signature: asig, ApprovedAt: time.Now().UTC()})
 		mustExec(t, db, `INSERT INTO access_approvals (request_id, approver_id, decision, signature, key_id, roles, by_requester, audit_seq)
-			VALUES ($1, $2, 'approve', $3, $4, $5, false, 0)`, grab.id, who[0], sig, kid, []string{who[1]})
+			VALUES ($1, $2, 'approve', $3, $4, '{}', false, 0)`, grab.id, who, asig, sig.KeyID)
 	}
+	mustExec(t, db, `INSERT INTO roster_versions (genesis, version, digest, audit_seq) VALUES ($1, 2, $2, 0)`, genesisDigest, forgedDigest)
 	code, resp = post(t, in.base+"/v1/access-requests/"+grab.id+"/release", "application/json", olga, []byte(`{}`))
-	if code != 403 || errorCode(resp) != "custodians_refused" {
-		t.Fatalf("invented approvals: %d %v", code, resp)
+	if code != 503 || !strings.Contains(fmt.Sprint(resp), "roster chain does not verify") {
+		t.Fatalf("a forged roster version in the database: %d %v", code, resp)
 	}
+	if _, err := gw.DepositByRoster(ctx, genesisDigest, "conv-z", "e1", make([]byte, 32)); err == nil {
+		t.Fatal("a depositor accepted the forged roster")
+	}
+	forgedChain := append(append([]roster.Signed(nil), genuineChain.Chain...), forgedSigned)
+	grabCanonical := []byte{}
+	db.QueryRow(ctx, "SELECT canonical FROM access_requests WHERE request_id = $1", grab.id).Scan(&grabCanonical)
+	remotes, _ := mustParse(t, cs.file).Remotes()
+	for _, r := range remotes {
+		var refused *escrow.RefusedError
+		_, err := r.Release(ctx, wire.ReleaseEvidence{Roster: forgedChain, Canonical: grabCanonical, Approvals: forgedApprovals,
+			Shares: []wire.ShareRef{{EscrowID: uuid.NewString(), Locator: "x"}}})
+		if !errors.As(err, &refused) || !strings.Contains(strings.Join(refused.Reasons, ";"), "roster chain does not verify") {
+			t.Errorf("%s: the forged roster chain: %v", r.Name, err)
+		}
+	}
+	// The attacker, a superuser, takes the forged version out again so the
+	// lawful work below goes on.
+	mustExec(t, db, `DELETE FROM roster_versions WHERE genesis = $1 AND version = 2`, genesisDigest)
 
 	// 3. The lawful request's columns edited to the secret conversation and
 	// the attacker's key; then its canonical form and digest with them.
@@ -328,10 +388,17 @@ decision := {"allow": true, "reasons": []} if not startswith(input.request.id, "
 	mustExec(t, db, `UPDATE access_requests SET canonical = $2, digest = $3, conversation_ids = '{conv-secret}' WHERE request_id = $1`,
 		third, bytes.ReplaceAll(forged, []byte(other), []byte(third)), approval.Digest(bytes.ReplaceAll(forged, []byte(other), []byte(third))))
 	tryRelease(third)
+	// audit verify names every request row whose columns differ from what
+	// was signed.
+	_, vkey := getText(t, in.base+"/v1/audit/verifier-key", tok("aud", "auditor"))
+	out, _, err := runCmd(t, []string{"DATABASE_URL=" + in.dsn}, "audit", "verify", "--key", strings.TrimSpace(vkey))
+	if err == nil || !strings.Contains(out, "access request "+other+": stored columns differ from the signed canonical request: conversation_ids, recipient_public_key") ||
+		!strings.Contains(out, "access request "+third+": stored columns differ") {
+		t.Errorf("audit verify on edited request columns: %v\n%s", err, out)
+	}
 
 	// 4. A replay of the lawful release, straight to the custodians with the
 	// mediator's token: each answers that it released that share already.
-	remotes, _ := mustParse(t, cs.file).Remotes()
 	var lawfulCanonical []byte
 	db.QueryRow(ctx, "SELECT canonical FROM access_requests WHERE request_id = $1", lawful).Scan(&lawfulCanonical)
 	var approvalsEv []wire.EvidenceApproval
@@ -358,17 +425,17 @@ decision := {"allow": true, "reasons": []} if not startswith(input.request.id, "
 	}
 	srows.Close()
 	for i, r := range remotes {
-		ans, err := r.Release(ctx, wire.ReleaseEvidence{Canonical: lawfulCanonical, Approvals: approvalsEv, Shares: []wire.ShareRef{aRefs[i]}})
+		ans, err := r.Release(ctx, wire.ReleaseEvidence{Roster: genuineChain.Chain, Canonical: lawfulCanonical, Approvals: approvalsEv, Shares: []wire.ShareRef{aRefs[i]}})
 		if err != nil || ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "already_released" {
 			t.Errorf("%s: a replayed release: %+v %v", r.Name, ans, err)
 		}
 		// The lawful evidence with the secret's share: out of scope.
-		ans, err = r.Release(ctx, wire.ReleaseEvidence{Canonical: lawfulCanonical, Approvals: approvalsEv, Shares: []wire.ShareRef{secretRefs[i]}})
+		ans, err = r.Release(ctx, wire.ReleaseEvidence{Roster: genuineChain.Chain, Canonical: lawfulCanonical, Approvals: approvalsEv, Shares: []wire.ShareRef{secretRefs[i]}})
 		if err != nil || ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "not_in_scope" {
 			t.Errorf("%s: the lawful evidence for the secret share: %+v %v", r.Name, ans, err)
 		}
 		// Forged evidence: the invented approvals on a forged request.
-		if _, err := r.Release(ctx, wire.ReleaseEvidence{Canonical: forged, Approvals: approvalsEv, Shares: []wire.ShareRef{secretRefs[i]}}); err == nil {
+		if _, err := r.Release(ctx, wire.ReleaseEvidence{Roster: genuineChain.Chain, Canonical: forged, Approvals: approvalsEv, Shares: []wire.ShareRef{secretRefs[i]}}); err == nil {
 			t.Errorf("%s released on forged evidence", r.Name)
 		}
 		// Destruction early, and rewrap, are not the mediator's to order.

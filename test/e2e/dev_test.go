@@ -50,7 +50,7 @@ func TestDevAllInOne(t *testing.T) {
 		t.Fatalf("dev env: %v %s", err, stderr)
 	}
 	vars := parseExports(t, envOut)
-	for _, k := range []string{"DATABASE_URL", "VAULT_ADDR", "VAULT_TOKEN", "MEDIATOR_ADDR", "MEDIATOR_CUSTODIAN_SET"} {
+	for _, k := range []string{"DATABASE_URL", "VAULT_ADDR", "VAULT_TOKEN", "MEDIATOR_ADDR", "MEDIATOR_CUSTODIAN_SET", "MEDIATOR_ROSTER_GENESIS"} {
 		if vars[k] == "" {
 			t.Fatalf("dev env lacks %s:\n%s", k, envOut)
 		}
@@ -96,8 +96,9 @@ func TestDevAllInOne(t *testing.T) {
 	for k, v := range vars {
 		devEnv = append(devEnv, k+"="+v)
 	}
-	// The two dev approvers' registrations, then the events.
-	if out, stderr, err := runCmd(t, devEnv, "audit", "verify"); err != nil || !strings.Contains(out, "ok: 3002 entries") {
+	// The genesis roster (its proposal, the two dev approvers'
+	// signatures, its adoption), then the events.
+	if out, stderr, err := runCmd(t, devEnv, "audit", "verify"); err != nil || !strings.Contains(out, "ok: 3004 entries") {
 		t.Fatalf("audit verify with the dev env: %v\n%s\n%s", err, out, stderr)
 	}
 
@@ -124,7 +125,8 @@ func TestDevAllInOne(t *testing.T) {
 	}
 
 	// A new state directory on the same database: the dev approvers keep
-	// their ids and get the new directory's keys, which sign.
+	// their ids with the new directory's keys, in a new genesis roster
+	// that this instance pins, and those keys sign.
 	state2, addr2 := t.TempDir(), freeAddr(t)
 	p2 := start(t, []string{"DATABASE_URL=" + dsn}, "dev", "--addr", addr2, "--state-dir", state2)
 	waitStatus(t, p2, "http://"+addr2+"/readyz", 200, 3*time.Minute)

@@ -49,8 +49,8 @@ func TestHostileInput(t *testing.T) {
 		{"content smuggled in an unknown field", "POST", "/v1/events", "application/json", gw, []byte(`{"events":[` + event(`,"client":{"platform":"ios","body":"hi"}`) + `]}`), []int{422}},
 		{"text/plain events", "POST", "/v1/events", "text/plain", gw, []byte(`{"events":[]}`), []int{415}},
 		{"no content type on a deposit", "POST", "/v1/escrow/keys", "", dep, []byte(`{}`), []int{415}},
-		{"form instead of JSON", "POST", "/v1/approvers", "application/x-www-form-urlencoded", adm, []byte(`id=x`), []int{415}},
-		{"trailing data after JSON", "POST", "/v1/approvers", "application/json", adm, []byte(`{"id":"a","roles":["legal"],"public_key":""} {"id":"b"}`), []int{400}},
+		{"form instead of JSON", "POST", "/v1/roster/proposals", "application/x-www-form-urlencoded", adm, []byte(`threshold=3`), []int{415}},
+		{"trailing data after JSON", "POST", "/v1/roster/proposals", "application/json", adm, []byte(`{"threshold":3} {"threshold":2}`), []int{400}},
 		{"SQL in conversation filter", "GET", "/v1/audit/entries?conversation_id=" + url.QueryEscape(`' OR '1'='1`) + "&kind=" + url.QueryEscape(`x'; DROP TABLE audit_entries; --`), "", aud, nil, []int{200}},
 		{"SQL in time filter", "GET", "/v1/audit/entries?from=" + url.QueryEscape(`2026-01-01' OR 1=1--`), "", aud, nil, []int{400}},
 		{"SQL in seq", "GET", "/v1/audit/entries/" + url.PathEscape(`1 OR 1=1`), "", aud, nil, []int{400}},
@@ -59,7 +59,7 @@ func TestHostileInput(t *testing.T) {
 		{"SQL in export", "GET", "/v1/audit/export?conversation_id=" + url.QueryEscape(`'; DELETE FROM escrow_keys; --`), "", aud, nil, []int{200, 404}},
 		{"SQL in status filter", "GET", "/v1/access-requests?status=" + url.QueryEscape(`pending' OR 1=1--`), "", aud, nil, []int{422}},
 		{"SQL in request id", "GET", "/v1/access-requests/" + url.PathEscape(`' OR 1=1--`), "", aud, nil, []int{404}},
-		{"SQL in approver id", "POST", "/v1/approvers/" + url.PathEscape(`x'; DROP TABLE approvers;--`) + "/deactivate", "application/json", adm, []byte(`{"reason":"r"}`), []int{404}},
+		{"SQL in a roster digest", "GET", "/v1/roster/proposals/" + url.PathEscape(`x'; DROP TABLE roster_versions;--`), "", adm, nil, []int{404}},
 		{"SQL in group_by", "GET", "/v1/stats/transport?group_by=" + url.QueryEscape(`mcc; DROP TABLE transport_counts`), "", aud, nil, []int{422}},
 		{"SQL in window", "GET", "/v1/stats/transport?window=" + url.QueryEscape(`1h' --`), "", aud, nil, []int{422}},
 		{"dot segments to a public route", "GET", "/v1/audit/../../healthz", "", "", nil, []int{404}},
@@ -127,8 +127,8 @@ func TestHostileInput(t *testing.T) {
 	if n := countRows(t, in.dsn, "audit_entries"); n != 0 {
 		t.Fatalf("hostile input left %d log entries", n)
 	}
-	if n := countRows(t, in.dsn, "approvers"); n != 0 {
-		t.Fatalf("hostile input left %d approvers", n)
+	if n := countRows(t, in.dsn, "roster_proposals"); n != 0 {
+		t.Fatalf("hostile input left %d roster proposals", n)
 	}
 	if strings.Contains(in.proc.Output(), "panic") {
 		t.Fatalf("the service panicked:\n%s", in.proc.Output())

@@ -22,10 +22,11 @@ import (
 
 	"github.com/mediatorhq/mediator/api"
 	"github.com/mediatorhq/mediator/approval"
-	"github.com/mediatorhq/mediator/custodian"
 	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/policy"
+	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/seal"
+	"github.com/mediatorhq/mediator/wire"
 )
 
 // TestEveryRouteAndRoleOverHTTP: for every route the router has and every
@@ -98,7 +99,7 @@ func decode(b []byte) map[string]any {
 // TestForgedTokensAndApprovals: tokens with alg none, HS256 keyed with the
 // public key, a wrong issuer or audience, expired, not yet valid, or an
 // unknown key are all 401; an approval signature replayed on another
-// request, and one by a deactivated approver, are refused.
+// request, and one by an approver a roster version removed, are refused.
 func TestForgedTokensAndApprovals(t *testing.T) {
 	in := startServe(t, serveOpts{})
 	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
@@ -153,13 +154,34 @@ func TestForgedTokensAndApprovals(t *testing.T) {
 	if code, body := post(t, in.base+"/v1/access-requests/"+first.id+"/approvals", "application/json", lena, b); code != 201 {
 		t.Fatalf("the signature on its own request: %d %v", code, body)
 	}
-	if code, body := post(t, in.base+"/v1/approvers/sam/deactivate", "application/json", admin, []byte(`{"reason":"left the company"}`)); code != 200 || body["active"] != false {
-		t.Fatalf("deactivate: %d %v", code, body)
+	// Removing sam is a roster version: proposed by an admin, adopted
+	// once lena and sam (a quorum of the version in force) signed it. From
+	// then on sam's approvals are refused.
+	removeSam := in.genesis
+	removeSam.Approvers = []roster.Approver{in.genesis.Approvers[0], {ID: "ola", Roles: []string{"security"}, PublicKey: first.keys["sam"].Public().(ed25519.PublicKey)}}
+	draft, _ := json.Marshal(wire.RosterDraft{Approvers: removeSam.Approvers, Custodians: removeSam.Custodians, Threshold: removeSam.Threshold, Rule: removeSam.Rule})
+	code, body := post(t, in.base+"/v1/roster/proposals", "application/json", admin, draft)
+	if code != 201 || body["status"] != "awaiting_signatures" {
+		t.Fatalf("propose: %d %v", code, body)
+	}
+	digest := body["digest"].(string)
+	for _, who := range []string{"lena", "sam", "ola"} {
+		key := first.keys[who]
+		if who == "ola" {
+			key = first.keys["sam"] // ola takes over sam's key: one key, one person per version
+		}
+		b, _ := json.Marshal(wire.RosterSignature{Signature: roster.Sign(key, digest, who).Signature})
+		if code, body = post(t, in.base+"/v1/roster/proposals/"+digest+"/signatures", "application/json", tok(who, "approver"), b); code != 200 {
+			t.Fatalf("%s signs: %d %v", who, code, body)
+		}
+	}
+	if body["status"] != "adopted" {
+		t.Fatalf("removing sam was not adopted: %v", body)
 	}
 	sig = ed25519.Sign(first.keys["sam"], approval.Message(first.id, first.digest, "approve", "sam"))
 	b, _ = json.Marshal(map[string]any{"decision": "approve", "signature": sig})
-	if code, body := post(t, in.base+"/v1/access-requests/"+first.id+"/approvals", "application/json", sam, b); code != 422 || errorCode(body) != "approver_inactive" {
-		t.Fatalf("an approval by a deactivated approver: %d %v", code, body)
+	if code, body := post(t, in.base+"/v1/access-requests/"+first.id+"/approvals", "application/json", sam, b); code != 403 || errorCode(body) != "not_an_approver" {
+		t.Fatalf("an approval by a removed approver: %d %v", code, body)
 	}
 }
 
@@ -200,20 +222,7 @@ type openRequest struct {
 	keys       map[string]ed25519.PrivateKey
 }
 
-// e2eApprovers are lena (legal) and sam (security) with fixed signing
-// keys, and the same approvers as custodians trust them.
-func e2eApprovers() (map[string]ed25519.PrivateKey, []custodian.Approver) {
-	keys := map[string]ed25519.PrivateKey{}
-	var trusted []custodian.Approver
-	for who, role := range map[string]string{"lena": "legal", "sam": "security"} {
-		seed := sha256.Sum256([]byte("e2e approver " + who))
-		keys[who] = ed25519.NewKeyFromSeed(seed[:])
-		trusted = append(trusted, custodian.Approver{ID: who, Roles: []string{role}, Keys: []ed25519.PublicKey{keys[who].Public().(ed25519.PublicKey)}, Active: true})
-	}
-	return keys, trusted
-}
-
-// readyRequestUnapproved registers lena and sam (once per instance) and
+// readyRequestUnapproved has the instance adopt its genesis roster (once) and
 // files a request by olga for convo, to a fresh recipient key.
 func readyRequestUnapproved(t *testing.T, in *instance, admin, olga, convo string) openRequest {
 	t.Helper()
@@ -227,14 +236,8 @@ func readyRequestUnapprovedTo(t *testing.T, in *instance, admin, olga, convo, re
 	t.Helper()
 	r := openRequest{keys: map[string]ed25519.PrivateKey{}}
 	keys, _ := e2eApprovers()
-	for who, role := range map[string]string{"lena": "legal", "sam": "security"} {
-		priv := keys[who]
-		r.keys[who] = priv
-		b, _ := json.Marshal(map[string]any{"id": who, "roles": []string{role}, "public_key": priv.Public()})
-		if code, body := post(t, in.base+"/v1/approvers", "application/json", admin, b); code != 201 && code != 409 {
-			t.Fatalf("register %s: %d %v", who, code, body)
-		}
-	}
+	r.keys = keys
+	ensureRoster(t, in, keys)
 	var rk seal.PublicKey
 	if recipient == "" {
 		_, pub, err := seal.NewKey(seal.KEMX25519)

@@ -23,6 +23,7 @@ import (
 	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
 	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/dev/servers"
+	"github.com/mediatorhq/mediator/roster"
 )
 
 // TestRealDependencies states, in the test output, which real servers this
@@ -68,6 +69,9 @@ type instance struct {
 	state   string
 	dsn     string
 	environ []string // what serve was started with, for restarts
+	// genesis is the roster genesis the instance pins (ensureRoster
+	// adopts it).
+	genesis roster.Roster
 }
 
 // restart starts serve again with the same configuration, after the old
@@ -86,7 +90,9 @@ type serveOpts struct {
 	extraEnv []string
 	migrate  *bool  // nil: migrate first
 	dsn      string // a database to share with another instance; "" for a fresh one
-	// custodians, if set, are the custodian services deposits go to.
+	// custodians, if set, are the custodian services deposits go to, and
+	// their genesis roster is the one the instance pins; else a genesis
+	// of e2eApprovers and custodians that do not run.
 	custodians *custodianProcs
 }
 
@@ -139,12 +145,19 @@ func startServe(t *testing.T, o serveOpts) *instance {
 		}
 		environ = append(environ, "MEDIATOR_VAULT_ROLE_ID="+creds.RoleID, "MEDIATOR_VAULT_SECRET_ID="+creds.SecretID)
 	}
+	genesis := absentCustodiansGenesis(t)
 	if o.custodians != nil {
 		environ = append(environ, "MEDIATOR_CUSTODIANS="+o.custodians.file)
+		genesis = o.custodians.cs[0].Genesis
 	}
+	digest, err := genesis.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	environ = append(environ, "MEDIATOR_ROSTER_GENESIS="+digest)
 	environ = append(environ, o.extraEnv...)
 	p := start(t, environ, "serve")
-	return &instance{proc: p, base: "http://" + addr, issuer: iss, state: state, dsn: dsn, environ: environ}
+	return &instance{proc: p, base: "http://" + addr, issuer: iss, state: state, dsn: dsn, environ: environ, genesis: genesis}
 }
 
 func TestWhoamiTokens(t *testing.T) {

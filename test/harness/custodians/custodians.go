@@ -24,6 +24,7 @@ import (
 	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
 	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/test/harness"
 )
@@ -41,7 +42,9 @@ type Set struct {
 }
 
 // Prepare makes five custodians on the Vault admin points at (a token
-// allowed to manage it): each its own Transit key, AppRole and, with a
+// allowed to manage it), pinning the genesis roster of opts.Approvers (two
+// approvers no one holds the keys of, when none are given): each its own
+// Transit key, AppRole and, with a
 // fresh generation unless opts names one, identity and store; their
 // configurations in opts.Dir (a temporary directory by default). Each
 // custodian's port is held open from now on, so that nothing else takes it
@@ -54,6 +57,17 @@ func Prepare(t testing.TB, admin *vaultapi.Client, opts dev.CustodianOptions) (c
 	}
 	if opts.Generation == "" {
 		opts.Generation = strings.ToLower(rand.Text()[:10])
+	}
+	if len(opts.Approvers) == 0 {
+		// Tests that release nothing still need a genesis to pin: two
+		// approvers whose keys no one keeps.
+		for _, a := range [][2]string{{"nobody-legal", "legal"}, {"nobody-security", "security"}} {
+			pub, _, err := ed25519.GenerateKey(rand.Reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			opts.Approvers = append(opts.Approvers, roster.Approver{ID: a[0], Roles: []string{a[1]}, PublicKey: pub})
+		}
 	}
 	held = make([]net.Listener, vaultsetup.DefaultCustodians)
 	opts.Addrs = make([]string, len(held))
@@ -204,4 +218,16 @@ func readFile(path string) (escrow.CustodianFile, error) {
 		return escrow.CustodianFile{}, err
 	}
 	return escrow.ParseCustodians(b)
+}
+
+// Genesis is the roster genesis every custodian of the set pins.
+func (s *Set) Genesis() roster.Roster { return s.Custodians[0].Genesis }
+
+// GenesisDigest is the digest of Genesis.
+func (s *Set) GenesisDigest() string {
+	d, err := s.Genesis().Digest()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return d
 }

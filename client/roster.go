@@ -1,0 +1,79 @@
+package client
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/mediatorhq/mediator/roster"
+	"github.com/mediatorhq/mediator/shares"
+	"github.com/mediatorhq/mediator/wire"
+)
+
+// Roster fetches the roster chain and verifies it from genesis, the digest
+// the caller pins: it returns the version in force and its digest only if
+// every version is adopted by its predecessor's quorum and every new key
+// proved possession. A chain that does not verify, or whose genesis is
+// another, is refused: the mediator's word counts for nothing.
+func (c *Client) Roster(ctx context.Context, genesis string) (roster.Roster, string, error) {
+	var out wire.RosterChain
+	if err := c.get(ctx, "/v1/roster", &out); err != nil {
+		return roster.Roster{}, "", err
+	}
+	r, digest, err := roster.Latest(genesis, out.Chain)
+	if err != nil {
+		return roster.Roster{}, "", fmt.Errorf("client: %w", err)
+	}
+	return r, digest, nil
+}
+
+// RosterChain fetches the chain as served, unverified.
+func (c *Client) RosterChain(ctx context.Context) (wire.RosterChain, error) {
+	var out wire.RosterChain
+	return out, c.get(ctx, "/v1/roster", &out)
+}
+
+// RosterSet returns the custodian set of the roster in force, verified
+// from genesis (Roster): what a depositor seals shares to.
+func (c *Client) RosterSet(ctx context.Context, genesis string) (shares.Set, error) {
+	r, _, err := c.Roster(ctx, genesis)
+	if err != nil {
+		return shares.Set{}, err
+	}
+	return r.Set(), nil
+}
+
+// ProposeRoster files the next roster version (admin).
+func (c *Client) ProposeRoster(ctx context.Context, d wire.RosterDraft) (wire.RosterProposal, error) {
+	var out wire.RosterProposal
+	return out, c.post(ctx, "/v1/roster/proposals", d, &out)
+}
+
+// RosterProposal fetches a proposal and its progress.
+func (c *Client) RosterProposal(ctx context.Context, digest string) (wire.RosterProposal, error) {
+	var out wire.RosterProposal
+	return out, c.get(ctx, "/v1/roster/proposals/"+url.PathEscape(digest), &out)
+}
+
+// RosterProposals lists proposals, newest first.
+func (c *Client) RosterProposals(ctx context.Context) (wire.RosterProposalList, error) {
+	var out wire.RosterProposalList
+	return out, c.get(ctx, "/v1/roster/proposals", &out)
+}
+
+// SignRoster signs the proposal with digest as approverID (the caller's
+// token subject) with priv, and posts the signature.
+func (c *Client) SignRoster(ctx context.Context, priv ed25519.PrivateKey, approverID, digest string) (wire.RosterProposal, error) {
+	sig := roster.Sign(priv, digest, approverID)
+	var out wire.RosterProposal
+	return out, c.post(ctx, "/v1/roster/proposals/"+url.PathEscape(digest)+"/signatures", wire.RosterSignature{Signature: sig.Signature}, &out)
+}
+
+// Checkin signs and posts approverID's check-in for now.
+func (c *Client) Checkin(ctx context.Context, priv ed25519.PrivateKey, approverID string) (wire.CheckinAnswer, error) {
+	at := time.Now().UTC().Truncate(time.Second)
+	var out wire.CheckinAnswer
+	return out, c.post(ctx, "/v1/roster/checkins", wire.Checkin{At: at, Signature: ed25519.Sign(priv, roster.CheckinMessage(approverID, at))}, &out)
+}

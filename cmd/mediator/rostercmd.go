@@ -1,0 +1,312 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/client"
+	"github.com/mediatorhq/mediator/roster"
+	"github.com/mediatorhq/mediator/secretfile"
+	"github.com/mediatorhq/mediator/wire"
+)
+
+const rosterUsage = `usage: mediator roster genesis|propose|show|sign|verify [--help]
+
+  genesis --file DRAFT   print the digest a draft has as the first version (what everyone pins)
+  propose --file DRAFT   propose the next version (admin); nothing changes until a quorum signs
+  show [DIGEST]          show the roster in force, verified, or a proposal and what it changes
+  sign DIGEST --key FILE check a proposal against the verified chain, show it, sign it (approver)
+  verify                 verify the served chain from the pinned genesis; exit 1 if it fails
+
+A draft is JSON: {"approvers":[{"id","roles","public_key"}],"custodians":[{"name","url",
+"hpke_public_key","signing_key"}],"threshold":3,"rule":{"min_signers":2,"required_roles":["legal","security"]}}.
+`
+
+func rosterCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, rosterUsage)
+		return exitCode(2)
+	}
+	switch args[0] {
+	case "genesis":
+		return rosterGenesis(args[1:], stdout, stderr)
+	case "propose":
+		return rosterPropose(ctx, args[1:], stdout, stderr)
+	case "show":
+		return rosterShow(ctx, args[1:], stdout, stderr)
+	case "sign":
+		return rosterSign(ctx, args[1:], stdout, stderr)
+	case "verify":
+		return rosterVerify(ctx, args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "unknown roster verb %q\n\n%s", args[0], rosterUsage)
+	return exitCode(2)
+}
+
+// readDraft reads a draft file strictly.
+func readDraft(path string) (wire.RosterDraft, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return wire.RosterDraft{}, fmt.Errorf("roster: --file: %w", err)
+	}
+	var d wire.RosterDraft
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&d); err != nil {
+		return wire.RosterDraft{}, fmt.Errorf("roster: %s: %w", path, err)
+	}
+	return d, nil
+}
+
+func genesisFlag(fs *flag.FlagSet) *string {
+	return fs.String("genesis", env("", "MEDIATOR_ROSTER_GENESIS"), "the roster genesis digest you pin [MEDIATOR_ROSTER_GENESIS]")
+}
+
+func rosterGenesis(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("roster genesis", "mediator roster genesis --file DRAFT", stderr)
+	file := fs.String("file", "", "the draft of the first version")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	d, err := readDraft(*file)
+	if err != nil {
+		return err
+	}
+	r := roster.Roster{Version: 1, Approvers: d.Approvers, Custodians: d.Custodians, Threshold: d.Threshold, Rule: d.Rule}
+	if err := r.Validate(); err != nil {
+		return err
+	}
+	digest, err := r.Digest()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, digest)
+	return nil
+}
+
+func rosterPropose(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("roster propose", "mediator roster propose --file DRAFT", stderr)
+	connect := bindClientFlags(fs)
+	file := fs.String("file", "", "the draft of the next version")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	d, err := readDraft(*file)
+	if err != nil {
+		return err
+	}
+	c, err := connect()
+	if err != nil {
+		return err
+	}
+	p, err := c.ProposeRoster(ctx, d)
+	if err != nil {
+		return err
+	}
+	showProposal(stderr, p)
+	fmt.Fprintln(stdout, p.Digest)
+	return nil
+}
+
+func showProposal(w io.Writer, p wire.RosterProposal) {
+	fmt.Fprintf(w, "roster version %d proposed by %s: %s\n  digest    %s\n  previous  %s\n", p.Version, p.ProposedBy, p.Status, p.Digest, p.Previous)
+	for _, ch := range p.Changes {
+		fmt.Fprintf(w, "  change    %s\n", ch)
+	}
+	fmt.Fprintf(w, "  signed by %s\n", strings.Join(append(p.Signers, p.Possession...), ", "))
+	for _, m := range p.Missing {
+		fmt.Fprintf(w, "  needs     %s\n", m)
+	}
+}
+
+func showRoster(w io.Writer, r roster.Roster, digest string) {
+	fmt.Fprintf(w, "roster version %d\n  digest     %s\n", r.Version, digest)
+	for _, a := range r.Approvers {
+		fmt.Fprintf(w, "  approver   %s  roles %s  key %s\n", a.ID, strings.Join(a.Roles, ","), a.KeyID())
+	}
+	for _, c := range r.Custodians {
+		fmt.Fprintf(w, "  custodian  %s  %s  hpke %s\n", c.Name, c.URL, c.HPKEKey.Fingerprint())
+	}
+	fmt.Fprintf(w, "  threshold  %d of %d custodians\n  rule       %d signers covering %s\n", r.Threshold, len(r.Custodians),
+		r.Rule.MinSigners, strings.Join(r.Rule.RequiredRoles, ","))
+}
+
+func rosterShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("roster show", "mediator roster show [DIGEST] [--genesis D]", stderr)
+	connect := bindClientFlags(fs)
+	genesis := genesisFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, err := connect()
+	if err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		p, err := c.RosterProposal(ctx, fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		showProposal(stdout, p)
+		return nil
+	}
+	if *genesis == "" {
+		return errors.New("roster show: --genesis (or MEDIATOR_ROSTER_GENESIS) is required: the roster is shown only as verified from a genesis you pin")
+	}
+	r, digest, err := c.Roster(ctx, *genesis)
+	if err != nil {
+		return err
+	}
+	showRoster(stdout, r, digest)
+	return nil
+}
+
+func rosterVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("roster verify", "mediator roster verify [--genesis D]", stderr)
+	connect := bindClientFlags(fs)
+	genesis := genesisFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *genesis == "" {
+		return errors.New("roster verify: --genesis (or MEDIATOR_ROSTER_GENESIS) is required")
+	}
+	c, err := connect()
+	if err != nil {
+		return err
+	}
+	r, digest, err := c.Roster(ctx, *genesis)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "ok: roster version %d (%s) verifies from genesis %s\n", r.Version, digest, *genesis)
+	return nil
+}
+
+func rosterSign(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("roster sign", "mediator roster sign DIGEST --key FILE [--genesis D]", stderr)
+	connect := bindClientFlags(fs)
+	genesis := genesisFlag(fs)
+	keyFile := fs.String("key", "", "your approver key file: the key in the version in force, or your new key to prove you hold it")
+	digest, err := parseWithID(fs, args)
+	if err != nil {
+		return err
+	}
+	if *genesis == "" {
+		return errors.New("roster sign: --genesis (or MEDIATOR_ROSTER_GENESIS) is required: you sign only on top of a chain you verified")
+	}
+	c, err := connect()
+	if err != nil {
+		return err
+	}
+	raw, err := secretfile.Read(*keyFile)
+	if err != nil {
+		return fmt.Errorf("roster sign: --key: %w", err)
+	}
+	priv, err := approval.ParseSigningKey([]byte(raw))
+	if err != nil {
+		return err
+	}
+	defer clear(priv)
+	me, err := c.Whoami(ctx)
+	if err != nil {
+		return err
+	}
+	p, err := c.RosterProposal(ctx, digest)
+	if err != nil {
+		return err
+	}
+	cur, err := checkProposal(ctx, c, *genesis, p)
+	if err != nil {
+		return err
+	}
+	if cur != nil {
+		showRoster(stderr, *cur, p.Previous)
+	}
+	showProposal(stderr, p)
+	if !signsFor(cur, p, me.Subject, priv.Public().(ed25519.PublicKey)) {
+		return fmt.Errorf("roster sign: your key is not %s's key in the roster in force nor in the proposal", me.Subject)
+	}
+	out, err := c.SignRoster(ctx, priv, me.Subject, digest)
+	if err != nil {
+		return err
+	}
+	showProposal(stdout, out)
+	return nil
+}
+
+// checkProposal checks that p is exactly what its digest names and
+// follows the roster in force as verified from genesis (nil when p is the
+// genesis itself).
+func checkProposal(ctx context.Context, c *client.Client, genesis string, p wire.RosterProposal) (*roster.Roster, error) {
+	r, err := roster.Parse(p.Canonical)
+	if err != nil || roster.Digest(p.Canonical) != p.Digest {
+		return nil, fmt.Errorf("roster sign: the proposal shown is not the roster its digest names: %v", err)
+	}
+	if r.Version == 1 {
+		if p.Digest != genesis {
+			return nil, fmt.Errorf("roster sign: this first version is %s, not the genesis you pin (%s)", p.Digest, genesis)
+		}
+		return nil, nil
+	}
+	cur, digest, err := c.Roster(ctx, genesis)
+	if err != nil {
+		return nil, err
+	}
+	if r.Previous != digest || r.Version != cur.Version+1 {
+		return nil, fmt.Errorf("roster sign: the proposal follows %s, but the roster in force is version %d (%s)", r.Previous, cur.Version, digest)
+	}
+	return &cur, nil
+}
+
+// signsFor reports whether pub is approverID's key in cur or in p.
+func signsFor(cur *roster.Roster, p wire.RosterProposal, approverID string, pub ed25519.PublicKey) bool {
+	if cur != nil {
+		if a, ok := cur.Approver(approverID); ok && a.PublicKey.Equal(pub) {
+			return true
+		}
+	}
+	a, ok := p.Roster.Approver(approverID)
+	return ok && a.PublicKey.Equal(pub)
+}
+
+func approverCheckinCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("approver checkin", "mediator approver checkin --key FILE", stderr)
+	connect := bindClientFlags(fs)
+	keyFile := fs.String("key", "", "your approver key file, as in the roster in force")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, err := connect()
+	if err != nil {
+		return err
+	}
+	raw, err := secretfile.Read(*keyFile)
+	if err != nil {
+		return fmt.Errorf("approver checkin: --key: %w", err)
+	}
+	priv, err := approval.ParseSigningKey([]byte(raw))
+	if err != nil {
+		return err
+	}
+	defer clear(priv)
+	me, err := c.Whoami(ctx)
+	if err != nil {
+		return err
+	}
+	out, err := c.Checkin(ctx, priv, me.Subject)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "checked in as %s (key %s) at %s\n", out.ApproverID, out.KeyID, out.At.UTC().Format("2006-01-02T15:04:05Z"))
+	return nil
+}
