@@ -3,7 +3,9 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +14,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mediatorhq/mediator/roster"
+	"github.com/mediatorhq/mediator/seal"
 )
 
 // TestAPIGuideExamples runs every sh block of docs/api.md, in order and in
@@ -23,7 +28,8 @@ func TestAPIGuideExamples(t *testing.T) {
 	p := start(t, []string{"DATABASE_URL=" + env.NewDatabase(t)}, "dev", "--addr", addr, "--state-dir", state)
 	waitStatus(t, p, "http://"+addr+"/readyz", 200, 3*time.Minute)
 	out := runGuide(t, "api.md", 10, "MEDIATOR_DEV_STATE_DIR="+state)
-	for _, want := range []string{`"status":"ready"`, `"accepted":2`, "ok: ", "escrowed conv-a", "policy_denied", "released 1 keys", `"group_by":"transport"`} {
+	for _, want := range []string{`"status":"ready"`, `"accepted":2`, "ok: ", "escrowed conv-a", "policy_denied", "released 1 keys", `"group_by":"transport"`,
+		"ok: roster version 1", "checked in as dev-legal"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the examples' output lacks %q:\n%s\n--- dev output:\n%s", want, out, p.Output())
 		}
@@ -36,9 +42,22 @@ func TestAPIGuideExamples(t *testing.T) {
 func TestCustodianRunbook(t *testing.T) {
 	port := freeAddr(t)
 	port = port[strings.LastIndexByte(port, ':')+1:]
-	out := runGuide(t, "custodians.md", 6, "VAULT_ADDR="+env.Vault.Addr, "VAULT_TOKEN="+env.Vault.Token,
-		"NAME=runbook-"+strings.ToLower(rand.Text()[:8]), "PORT="+port)
-	for _, want := range []string{`"status":"ready"`, `"hpke_public_key":{"kem_id":25722`, `"signing_key"`, "mediator_custodian_", `"rewrapped":`, `"role_id":`} {
+	// The two other custodians' roster entries, as their operators would
+	// send them.
+	var others []string
+	for _, name := range []string{"other-1", "other-2"} {
+		_, hpkeKey, err := seal.NewKey(seal.KEMMLKEM768X25519)
+		if err != nil {
+			t.Fatal(err)
+		}
+		signing, _, _ := ed25519.GenerateKey(nil)
+		b, _ := json.Marshal(roster.Custodian{Name: name, URL: "https://" + name + ".example", HPKEKey: hpkeKey, SigningKey: signing})
+		others = append(others, string(b))
+	}
+	out := runGuide(t, "custodians.md", 7, "VAULT_ADDR="+env.Vault.Addr, "VAULT_TOKEN="+env.Vault.Token,
+		"NAME=runbook-"+strings.ToLower(rand.Text()[:8]), "PORT="+port, "OTHER_CUSTODIANS="+strings.Join(others, ", "))
+	for _, want := range []string{`"status":"ready"`, `"hpke_public_key":{"kem_id":25722`, `"signing_key"`, "mediator_custodian_", `"rewrapped":`, `"role_id":`,
+		"genesis sha256:", `"roster_genesis": "sha256:`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the runbook's output lacks %q:\n%s", want, out)
 		}
