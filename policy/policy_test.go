@@ -298,6 +298,9 @@ func TestProbesCatchWeakRules(t *testing.T) {
 	for name, c := range map[string]struct{ rego, probe string }{
 		"one approval is enough": {"package mediator.release\nimport rego.v1\ndecision := {\"allow\": count(input.approvals) >= 1, \"reasons\": [r | count(input.approvals) < 1; r := \"none\"]}\n", "one approval"},
 		"requester counts":       {"package mediator.release\nimport rego.v1\ndecision := {\"allow\": count(input.approvals) >= 2, \"reasons\": [r | count(input.approvals) < 2; r := \"few\"]}\n", "the requester's own approvals"},
+		// A policy that tells a probe by its names: probes carry random
+		// ids, like real requests.
+		"probes told by name": {"package mediator.release\nimport rego.v1\ndecision := {\"allow\": false, \"reasons\": [\"probe\"]} if startswith(input.request.id, \"probe\")\ndecision := {\"allow\": true, \"reasons\": []} if not startswith(input.request.id, \"probe\")\n", "no approval"},
 	} {
 		dir := policyDir(t)
 		if err := os.WriteFile(filepath.Join(dir, "release.rego"), []byte(c.rego), 0o644); err != nil {

@@ -102,7 +102,8 @@ func printDevBanner(w io.Writer, url, stateDir, pgSource, vaultSource string) {
 mediator dev is serving on %[1]s
   PostgreSQL: %[3]s; Vault: %[4]s (dev server, in memory)
   custodians: custodian-1 … custodian-5 (threshold 3), each with its own AppRole and key
-  approvers: dev-legal, dev-security (keys in %[6]s)
+  roster: genesis of dev-legal, dev-security (keys in %[6]s) and the five custodians,
+          proposed by the dev admin and signed by both; mediator roster verify checks it
 
 Try:
   curl %[1]s/readyz

@@ -27,6 +27,13 @@ func TestAPIGuideExamples(t *testing.T) {
 	addr := freeAddr(t)
 	p := start(t, []string{"DATABASE_URL=" + env.NewDatabase(t)}, "dev", "--addr", addr, "--state-dir", state)
 	waitStatus(t, p, "http://"+addr+"/readyz", 200, 3*time.Minute)
+	// The instance is ready for the guide once it has founded its roster
+	// and published its env file, which the banner follows.
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(p.Output(), "Ctrl-C stops everything"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no dev banner:\n%s", p.Output())
+		}
+	}
 	out := runGuide(t, "api.md", 10, "MEDIATOR_DEV_STATE_DIR="+state)
 	for _, want := range []string{`"status":"ready"`, `"accepted":2`, "ok: ", "escrowed conv-a", "policy_denied", "released 1 keys", `"group_by":"transport"`,
 		"ok: roster version 1", "checked in as dev-legal"} {

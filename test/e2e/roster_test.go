@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
@@ -16,7 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/notify"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/wire"
@@ -175,6 +178,58 @@ func TestRosterGovernance(t *testing.T) {
 	}
 	rc.waitEvent(t, "roster.adopted", map[string]any{"roster_version": 2}, 10*time.Second)
 
+	// A superuser re-orders the chain in the database (version 2 first):
+	// the mediator's own check refuses to serve it (503). A mediator host
+	// serving it anyway, or with a version signed only by the keys it
+	// added, gets nothing from a depositor's client or the CLI.
+	genesisDigest, _ := in.genesis.Digest()
+	gw, _ := client.New(in.base, tok("gw", "depositor"), http.DefaultClient)
+	genuine, err := gw.RosterChain(context.Background())
+	if err != nil || len(genuine.Chain) != 2 {
+		t.Fatalf("the chain: %v %d", err, len(genuine.Chain))
+	}
+	db, err := pgx.Connect(context.Background(), in.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(context.Background())
+	mustExec(t, db, "SET session_replication_role = replica")
+	swap := func() {
+		mustExec(t, db, `UPDATE roster_versions SET version = 3 - version + 10 WHERE genesis = $1`, genesisDigest)
+		mustExec(t, db, `UPDATE roster_versions SET version = version - 10 WHERE genesis = $1`, genesisDigest)
+	}
+	swap()
+	if code, body, _ := call(t, "GET", in.base+"/v1/roster", tok("gw", "depositor")); code != 503 || !strings.Contains(fmt.Sprint(body), "does not verify") {
+		t.Fatalf("the mediator served a re-ordered chain: %d %v", code, body)
+	}
+	swap()
+	forgedV3 := next
+	forgedV3.Version, forgedV3.Previous = 3, roster.Digest(genuine.Chain[1].Roster)
+	malloryPub, mallory, _ := ed25519.GenerateKey(nil)
+	forgedV3.Approvers = append(append([]roster.Approver(nil), next.Approvers...), roster.Approver{ID: "mallory", Roles: []string{"legal", "security"}, PublicKey: malloryPub})
+	forgedCanonical, _ := forgedV3.Canonical()
+	for name, chain := range map[string][]roster.Signed{
+		"re-ordered": {genuine.Chain[1], genuine.Chain[0]},
+		"forged v3":  {genuine.Chain[0], genuine.Chain[1], {Roster: forgedCanonical, Signatures: []roster.Signature{roster.Sign(mallory, roster.Digest(forgedCanonical), "mallory")}}},
+	} {
+		fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(wire.RosterChain{Genesis: genesisDigest, Version: uint64(len(chain)), Digest: roster.Digest(chain[len(chain)-1].Roster), Chain: chain})
+		}))
+		dep, _ := client.New(fake.URL, tok("gw", "depositor"), http.DefaultClient)
+		if _, err := dep.DepositByRoster(context.Background(), genesisDigest, "conv-z", "e1", make([]byte, 32)); err == nil {
+			t.Errorf("a depositor accepted a %s chain", name)
+		}
+		if out, _, err := runCmd(t, []string{"MEDIATOR_URL=" + fake.URL, "MEDIATOR_TOKEN=x", "MEDIATOR_ROSTER_GENESIS=" + genesisDigest}, "roster", "verify"); err == nil {
+			t.Errorf("roster verify passed a %s chain: %s", name, out)
+		}
+		fake.Close()
+	}
+	if out, stderr, err := runCmd(t, []string{"MEDIATOR_URL=" + in.base, "MEDIATOR_TOKEN=" + tok("aud", "auditor"), "MEDIATOR_ROSTER_GENESIS=" + genesisDigest},
+		"roster", "verify"); err != nil || !strings.Contains(out, "ok: roster version 2") {
+		t.Fatalf("roster verify: %v %s %s", err, out, stderr)
+	}
+
 	// max is added without proving he holds his key: never adopted.
 	maxPub, _, _ := ed25519.GenerateKey(nil)
 	v3 := next
@@ -250,5 +305,10 @@ func TestRosterGovernance(t *testing.T) {
 	}
 	if got := gauge(t, in, `mediator_webhook_deliveries_total{result="delivered"}`); got == "" || got == "0" {
 		t.Errorf("no delivered webhook counted: %q", got)
+	}
+	// The webhook secret is a canary: nowhere in the service's logs or
+	// metrics.
+	if strings.Contains(in.proc.Output(), secret) || strings.Contains(rawGet(t, in.base+"/metrics"), secret) {
+		t.Error("the webhook secret leaked into the logs or metrics")
 	}
 }
