@@ -37,7 +37,7 @@ e2e: toolchain vault
 
 # fuzz runs every fuzz target briefly; FUZZTIME=5m make fuzz for a long run.
 FUZZTIME ?= 4s
-FUZZ_TARGETS := ./redact:FuzzDecodeAndMinimize ./audit:FuzzOpenCheckpoint ./audit:FuzzVerifyBundle ./audit:FuzzLeafCanonical ./redact:FuzzCanonicalRecord ./audit:FuzzBundleProofs ./approval:FuzzApprovalSignature ./approval:FuzzCanonicalRequest ./shares:FuzzRecover
+FUZZ_TARGETS := ./redact:FuzzDecodeAndMinimize ./audit:FuzzOpenCheckpoint ./audit:FuzzVerifyBundle ./audit:FuzzLeafCanonical ./redact:FuzzCanonicalRecord ./audit:FuzzBundleProofs ./approval:FuzzApprovalSignature ./approval:FuzzCanonicalRequest ./shares:FuzzRecover ./roster:FuzzVerifyChain
 fuzz: toolchain
 	@for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; name=$${t##*:}; \

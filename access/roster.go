@@ -199,6 +199,13 @@ func (s *Service) SignRoster(ctx context.Context, approverID, digest string, sig
 	if err != nil {
 		return Proposal{}, err
 	}
+	if next := nextVersion(cur); p.Roster.Version != next || (cur == nil && p.Digest != s.genesis) {
+		// Adopted already, or out of line: a signature would change nothing.
+		if p, err = s.weigh(ctx, p, cur); err != nil || p.Adopted {
+			return p, err
+		}
+		return Proposal{}, ErrStaleProposal
+	}
 	var keys []roster.Approver
 	if cur != nil {
 		if a, ok := cur.Approver(approverID); ok {
@@ -319,3 +326,12 @@ func (s *Service) RosterProposals(ctx context.Context) ([]Proposal, error) {
 
 // Genesis is the pinned digest of the roster's first version.
 func (s *Service) Genesis() string { return s.genesis }
+
+// nextVersion is the number the next version takes after cur (nil before
+// the genesis).
+func nextVersion(cur *roster.Roster) uint64 {
+	if cur == nil {
+		return 1
+	}
+	return cur.Version + 1
+}

@@ -43,6 +43,7 @@ type Custodian struct {
 	store    *store
 	id       *identity
 	rosterMu sync.Mutex
+	verified verifiedChain // under rosterMu
 	policy   *policy.Engine
 	mediator [sha256.Size]byte // SHA-256 of the mediator's bearer token
 	operator [sha256.Size]byte // SHA-256 of the operator's bearer token

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -210,6 +211,44 @@ func TestChanges(t *testing.T) {
 	for _, want := range []string{"adds approver kim", "removes approver lena", "custodian threshold 2 → 3"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("changes %q lack %q", got, want)
+		}
+	}
+}
+
+// BenchmarkVerifyChain verifies a chain of 10 versions of 20 approvers,
+// each adopted by 3 signers: what a custodian does on every release and a
+// depositor on every fetch.
+func BenchmarkVerifyChain(b *testing.B) {
+	t := &testing.T{}
+	var people []person
+	for i := range 20 {
+		role := "legal"
+		if i%2 == 1 {
+			role = "security"
+		}
+		people = append(people, newPerson(t, fmt.Sprintf("approver-%02d", i), role))
+	}
+	var approvers []Approver
+	for _, p := range people {
+		approvers = append(approvers, p.approver())
+	}
+	cur := Roster{Version: 1, Approvers: approvers, Custodians: custodians(t, 5), Threshold: 3, Rule: DefaultRule()}
+	chain := []Signed{sign(t, cur, people...)}
+	genesis := mustDigest(cur)
+	for range 9 {
+		next := cur
+		next.Version, next.Previous = cur.Version+1, mustDigest(cur)
+		next.Threshold = 5 - cur.Threshold%2 // a change each time
+		chain = append(chain, sign(t, next, people[0], people[1], people[2]))
+		cur = next
+	}
+	if _, err := VerifyChain(genesis, chain); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := VerifyChain(genesis, chain); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
