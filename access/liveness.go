@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mediatorhq/mediator/roster"
+	"github.com/mediatorhq/mediator/shares"
 )
 
 // Checkin is an approver's signed statement that they still hold their key
@@ -74,6 +75,16 @@ type Liveness struct {
 	// OldestProposal is how long the oldest proposal still waiting for
 	// signatures has waited; zero when none waits.
 	OldestProposal time.Duration
+	// CustodiansMatch: the custodian set the mediator forwards deposits
+	// to (its --custodians file) is the roster's; when it is not, deposits
+	// sealed for the roster's set are refused.
+	CustodiansMatch bool
+}
+
+// custodianSet is what the liveness watch asks of the escrow: the set it
+// forwards to (escrow.Service).
+type custodianSet interface {
+	Set() (shares.Set, string, error)
 }
 
 // QuorumLive reports whether both rules can still be met.
@@ -119,6 +130,13 @@ func (s *Service) Liveness(ctx context.Context, window time.Duration) (Liveness,
 		}
 	}
 	l.RosterLive, _ = cur.Rule.Satisfied(live)
+	l.CustodiansMatch = true
+	if es, ok := s.escrow.(custodianSet); ok {
+		if _, have, err := es.Set(); err == nil {
+			want, err := cur.Set().Digest()
+			l.CustodiansMatch = err == nil && want == have
+		}
+	}
 	l.ReleaseLive = true
 	if rr, ok := s.decider.(ReleaseRule); ok {
 		n, roles := rr.ReleaseRule()
@@ -149,6 +167,10 @@ func (s *Service) WatchLiveness(ctx context.Context, interval, window, proposalW
 			}
 			if l.RosterVersion > 0 {
 				wasLive = l.QuorumLive()
+			}
+			if !l.CustodiansMatch && l.RosterVersion > 0 {
+				s.log.Warn("the mediator's custodians file differs from the roster in force; deposits sealed for the roster's custodians are refused",
+					"roster_version", l.RosterVersion)
 			}
 			if l.OldestProposal > proposalWait && !warned {
 				s.notify(ctx, Event{Type: EventRosterProposal, RosterVersion: l.RosterVersion + 1, Status: "waiting_too_long"})

@@ -26,6 +26,7 @@ type Metrics struct {
 	releaseRuleLive prometheus.Gauge
 	rosterRuleLive  prometheus.Gauge
 	proposalWaiting prometheus.Gauge
+	custodiansMatch prometheus.Gauge
 }
 
 // StatusCounter counts requests by their state now (PGStore).
@@ -88,9 +89,14 @@ func NewMetrics(reg prometheus.Registerer, counts StatusCounter) *Metrics {
 			Name: "mediator_roster_proposal_waiting_seconds",
 			Help: "How long the oldest roster proposal still waiting for signatures has waited; 0 when none waits.",
 		}),
+		custodiansMatch: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mediator_roster_custodians_match",
+			Help: "1 when the custodian set the mediator forwards to (its --custodians file) is the roster's in force.",
+		}),
 	}
 	reg.MustRegister(m.transitions, m.approvals, m.decisions, m.decisionLatency, m.releaseLatency,
-		m.rosterVersionG, m.rosterBrokenC, m.liveApprovers, m.quorumLive, m.releaseRuleLive, m.rosterRuleLive, m.proposalWaiting)
+		m.rosterVersionG, m.rosterBrokenC, m.liveApprovers, m.quorumLive, m.releaseRuleLive, m.rosterRuleLive, m.proposalWaiting,
+		m.custodiansMatch)
 	if counts != nil {
 		reg.MustRegister(statusCollector{counts: counts, desc: prometheus.NewDesc("mediator_access_requests_by_status",
 			"Requests in each state now, read from the database at scrape time.", []string{"status"}, nil)})
@@ -176,6 +182,9 @@ func (m *Metrics) liveness(l Liveness) {
 	m.releaseRuleLive.Set(b2f(l.ReleaseLive))
 	m.rosterRuleLive.Set(b2f(l.RosterLive))
 	m.proposalWaiting.Set(l.OldestProposal.Seconds())
+	if l.RosterVersion > 0 {
+		m.custodiansMatch.Set(b2f(l.CustodiansMatch))
+	}
 }
 
 func b2f(b bool) float64 {

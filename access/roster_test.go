@@ -232,8 +232,17 @@ func TestLiveness(t *testing.T) {
 		t.Fatalf("legal and security are live: %+v", l)
 	}
 	w.clock.add(2 * time.Hour)
-	if l := live(); l.QuorumLive() || len(l.Live) != 0 {
+	if l := live(); l.QuorumLive() || len(l.Live) != 0 || !l.CustodiansMatch {
 		t.Fatalf("past the window: %+v", l)
+	}
+	// A roster version that changes the threshold: the mediator's own
+	// custodians file no longer matches the roster, and liveness says so.
+	cur, _, _ := w.svc.Roster(ctx)
+	next := cur
+	next.Version, next.Previous, next.Threshold = 0, "", cur.Threshold-1
+	w.adopt(t, next, "lena", "sam")
+	if l := live(); l.CustodiansMatch {
+		t.Fatal("a custodians file that differs from the roster in force matches")
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mediatorhq/mediator/wire"
@@ -29,6 +30,12 @@ type Client struct {
 	base  string
 	token string
 	http  *http.Client
+
+	// seen is the newest roster version this client verified, per
+	// genesis: a long-lived client (a gateway) refuses an older chain
+	// offered later.
+	seenMu sync.Mutex
+	seen   map[string]seenVersion
 }
 
 // defaultTimeout bounds one call: far above any answer of a healthy

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"net/url"
 	"time"
@@ -16,7 +17,9 @@ import (
 // the caller pins: it returns the version in force and its digest only if
 // every version is adopted by its predecessor's quorum and every new key
 // proved possession. A chain that does not verify, or whose genesis is
-// another, is refused: the mediator's word counts for nothing.
+// another, is refused: the mediator's word counts for nothing. A chain
+// that lacks the newest version this Client verified before is refused
+// with ErrRosterRollback.
 func (c *Client) Roster(ctx context.Context, genesis string) (roster.Roster, string, error) {
 	var out wire.RosterChain
 	if err := c.get(ctx, "/v1/roster", &out); err != nil {
@@ -26,7 +29,27 @@ func (c *Client) Roster(ctx context.Context, genesis string) (roster.Roster, str
 	if err != nil {
 		return roster.Roster{}, "", fmt.Errorf("client: %w", err)
 	}
+	c.seenMu.Lock()
+	defer c.seenMu.Unlock()
+	seen := c.seen[genesis]
+	if !roster.Extends(out.Chain, seen.version, seen.digest) {
+		return roster.Roster{}, "", fmt.Errorf("%w: the chain ends at version %d and does not hold version %d (%s), which this client verified before",
+			ErrRosterRollback, r.Version, seen.version, seen.digest)
+	}
+	if c.seen == nil {
+		c.seen = map[string]seenVersion{}
+	}
+	c.seen[genesis] = seenVersion{version: r.Version, digest: digest}
 	return r, digest, nil
+}
+
+// ErrRosterRollback: the mediator served a roster chain older than one
+// this client verified before, which would hide a removal or a re-key.
+var ErrRosterRollback = errors.New("client: the roster chain is older than one verified before")
+
+type seenVersion struct {
+	version uint64
+	digest  string
 }
 
 // RosterChain fetches the chain as served, unverified.

@@ -135,7 +135,8 @@ func TestAlertRulesCoverTheIncidents(t *testing.T) {
 	}
 	for _, want := range []string{"MediatorCheckpointStale", "MediatorAuditVerificationFailure", "MediatorRejectionSpike",
 		"MediatorContentRefusedSpike", "MediatorReleaseDenials", "MediatorDependencyDown",
-		"MediatorApproverQuorumNotLive", "MediatorRosterProposalWaiting", "MediatorRosterChainInvalid"} {
+		"MediatorApproverQuorumNotLive", "MediatorRosterProposalWaiting", "MediatorRosterChainInvalid",
+		"MediatorCustodiansDifferFromRoster"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("no alert %s", want)
 		}

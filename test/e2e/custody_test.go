@@ -316,13 +316,30 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 	// their own keys, and their approvals. The mediator verifies its
 	// chain from the genesis it pins and refuses to work from it (503);
 	// handed to the custodians directly, they refuse it too.
-	genuineChain, err := gw.RosterChain(ctx)
+	// First the approvers adopt a genuine version 2, so the chain has an
+	// order to get wrong.
+	genesisDigest, _ := in.genesis.Digest()
+	adminClient, _ := client.New(in.base, admin, http.DefaultClient)
+	p2, err := adminClient.ProposeRoster(ctx, wire.RosterDraft{Approvers: in.genesis.Approvers, Custodians: in.genesis.Custodians,
+		Threshold: in.genesis.Threshold, Rule: in.genesis.Rule})
 	if err != nil {
 		t.Fatal(err)
 	}
-	genesisDigest, _ := in.genesis.Digest()
+	for who, key := range keys {
+		c, _ := client.New(in.base, tok(who, "approver"), http.DefaultClient)
+		if p2, err = c.SignRoster(ctx, key, who, p2.Digest); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p2.Status != "adopted" {
+		t.Fatalf("version 2: %+v", p2)
+	}
+	genuineChain, err := gw.RosterChain(ctx)
+	if err != nil || len(genuineChain.Chain) != 2 {
+		t.Fatalf("the genuine chain: %v", err)
+	}
 	forgedV2 := in.genesis
-	forgedV2.Version, forgedV2.Previous = 2, genesisDigest
+	forgedV2.Version, forgedV2.Previous = 3, p2.Digest
 	var forgedApprovals []wire.EvidenceApproval
 	forgedKeys := map[string]ed25519.PrivateKey{}
 	for _, who := range [][2]string{{"eve", "legal"}, {"trent", "security"}} {
@@ -336,7 +353,7 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 	}
 	forgedDigest := roster.Digest(forgedCanonical)
 	forgedSigned := roster.Signed{Roster: forgedCanonical}
-	mustExec(t, db, `INSERT INTO roster_proposals (digest, version, canonical, proposed_by, audit_seq) VALUES ($1, 2, $2, 'ada', 0)`, forgedDigest, forgedCanonical)
+	mustExec(t, db, `INSERT INTO roster_proposals (digest, version, canonical, proposed_by, audit_seq) VALUES ($1, 3, $2, 'ada', 0)`, forgedDigest, forgedCanonical)
 	for who, priv := range forgedKeys {
 		sig := roster.Sign(priv, forgedDigest, who)
 		forgedSigned.Signatures = append(forgedSigned.Signatures, sig)
@@ -346,7 +363,7 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 		mustExec(t, db, `INSERT INTO access_approvals (request_id, approver_id, decision, signature, key_id, roles, by_requester, audit_seq)
 			VALUES ($1, $2, 'approve', $3, $4, '{}', false, 0)`, grab.id, who, asig, sig.KeyID)
 	}
-	mustExec(t, db, `INSERT INTO roster_versions (genesis, version, digest, audit_seq) VALUES ($1, 2, $2, 0)`, genesisDigest, forgedDigest)
+	mustExec(t, db, `INSERT INTO roster_versions (genesis, version, digest, audit_seq) VALUES ($1, 3, $2, 0)`, genesisDigest, forgedDigest)
 	code, resp = post(t, in.base+"/v1/access-requests/"+grab.id+"/release", "application/json", olga, []byte(`{}`))
 	if code != 503 || !strings.Contains(fmt.Sprint(resp), "roster chain does not verify") {
 		t.Fatalf("a forged roster version in the database: %d %v", code, resp)
@@ -358,17 +375,20 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 	grabCanonical := []byte{}
 	db.QueryRow(ctx, "SELECT canonical FROM access_requests WHERE request_id = $1", grab.id).Scan(&grabCanonical)
 	remotes, _ := mustParse(t, cs.file).Remotes()
+	reordered := []roster.Signed{genuineChain.Chain[1], genuineChain.Chain[0]}
 	for _, r := range remotes {
-		var refused *escrow.RefusedError
-		_, err := r.Release(ctx, wire.ReleaseEvidence{Roster: forgedChain, Canonical: grabCanonical, Approvals: forgedApprovals,
-			Shares: []wire.ShareRef{{EscrowID: uuid.NewString(), Locator: "x"}}})
-		if !errors.As(err, &refused) || !strings.Contains(strings.Join(refused.Reasons, ";"), "roster chain does not verify") {
-			t.Errorf("%s: the forged roster chain: %v", r.Name, err)
+		for name, chain := range map[string][]roster.Signed{"forged": forgedChain, "re-ordered": reordered} {
+			var refused *escrow.RefusedError
+			_, err := r.Release(ctx, wire.ReleaseEvidence{Roster: chain, Canonical: grabCanonical, Approvals: forgedApprovals,
+				Shares: []wire.ShareRef{{EscrowID: uuid.NewString(), Locator: "x"}}})
+			if !errors.As(err, &refused) || !strings.Contains(strings.Join(refused.Reasons, ";"), "roster chain does not verify") {
+				t.Errorf("%s: the %s roster chain: %v", r.Name, name, err)
+			}
 		}
 	}
 	// The attacker, a superuser, takes the forged version out again so the
 	// lawful work below goes on.
-	mustExec(t, db, `DELETE FROM roster_versions WHERE genesis = $1 AND version = 2`, genesisDigest)
+	mustExec(t, db, `DELETE FROM roster_versions WHERE genesis = $1 AND version = 3`, genesisDigest)
 
 	// 3. The lawful request's columns edited to the secret conversation and
 	// the attacker's key; then its canonical form and digest with them.
