@@ -50,13 +50,14 @@ func newFixture(t testing.TB) *fixture {
 	verifier, _ := note.NewVerifier(vkey)
 	store := NewStore(pool)
 	return &fixture{pool: pool, store: store, signer: signer, verifier: verifier,
-		cp: &Checkpointer{Store: store, Signer: signer, Origin: testOrigin, Interval: time.Second, Log: slog.New(slog.DiscardHandler)}}
+		cp: &Checkpointer{Store: store, Signer: signer, Verifiers: []note.Verifier{verifier}, Origin: testOrigin, Interval: time.Second, Log: slog.New(slog.DiscardHandler)}}
 }
 
 type rec struct {
 	Kind           string `json:"kind"`
 	EventID        string `json:"event_id,omitempty"`
 	ConversationID string `json:"conversation_id,omitempty"`
+	OccurredAt     string `json:"occurred_at,omitempty"`
 	Note           string `json:"note"`
 }
 
@@ -91,13 +92,125 @@ func TestCheckpointerRefusesARewrittenHistory(t *testing.T) {
 	}
 }
 
+// TestCheckpointerDistrustsItsTable plays the service's database role
+// against the checkpoint table: a row with a huge tree size, a row at the
+// next size signed by another key over a rewritten history, the
+// checkpointer's own latest row deleted, and a row planted at the very
+// size it signs next. Each is refused with its reason and counted;
+// checkpointing goes on over the genuine history and never over a
+// rewritten one.
+func TestCheckpointerDistrustsItsTable(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	refused := map[string]int{}
+	f.cp.OnRefused = func(reason string) { refused[reason]++ }
+	f.append(t, entries(0, 10, "c"))
+	if ok, err := f.cp.Once(ctx); err != nil || !ok {
+		t.Fatalf("first checkpoint: %v %v", ok, err)
+	}
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := f.pool.Exec(ctx, q, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec("ALTER TABLE audit_checkpoints DISABLE TRIGGER USER")
+	exec("ALTER TABLE audit_entries DISABLE TRIGGER USER")
+
+	// 1. A row far ahead of the tree: before, it silenced checkpointing.
+	exec(`INSERT INTO audit_checkpoints (tree_size, root_hash, note) VALUES (1000000000, $1, 'not a note')`, make([]byte, 32))
+	f.append(t, entries(10, 5, "c"))
+	if ok, err := f.cp.Once(ctx); err != nil || !ok || refused[RefusedAhead] == 0 {
+		t.Fatalf("with a row ahead of the tree: signed=%v err=%v refused=%v", ok, err, refused)
+	}
+	exec(`DELETE FROM audit_checkpoints WHERE tree_size = 1000000000`)
+
+	// 2. A rewritten history and a row at the next size over it, signed by
+	// another key: refused as unsigned, and the rewrite is caught against
+	// the genuine checkpoint below it.
+	exec("UPDATE audit_entries SET hashes = overlay(hashes placing sha256('x') from 33 for 32) WHERE seq = 13")
+	f.append(t, entries(15, 5, "c"))
+	forgedRoot, err := f.store.TreeHash(ctx, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKey, _, _ := note.GenerateKey(rand.Reader, testOrigin)
+	other, _ := note.NewSigner(otherKey)
+	forgedNote, _ := SignCheckpoint(testOrigin, 20, forgedRoot, other)
+	exec(`INSERT INTO audit_checkpoints (tree_size, root_hash, note) VALUES (20, $1, $2)`, forgedRoot[:], forgedNote)
+	f.append(t, entries(20, 1, "c"))
+	ok, err := f.cp.Once(ctx)
+	if ok || !errors.Is(err, ErrInconsistent) || refused[RefusedUnsigned] == 0 {
+		t.Fatalf("over a rewritten history with a forged row: signed=%v err=%v refused=%v", ok, err, refused)
+	}
+	exec(`DELETE FROM audit_checkpoints WHERE tree_size = 20`)
+
+	// 3 and 4 on a fresh log: its own latest row deleted (it builds on the
+	// one it remembers), then a row planted at the size it signs next.
+	g := newFixture(t)
+	g.cp.OnRefused = func(reason string) { refused[reason]++ }
+	g.append(t, entries(0, 10, "d"))
+	if ok, err := g.cp.Once(ctx); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	g.append(t, entries(10, 2, "d"))
+	if ok, err := g.cp.Once(ctx); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	if _, err := g.pool.Exec(ctx, "ALTER TABLE audit_checkpoints DISABLE TRIGGER USER"); err != nil {
+		t.Fatal(err)
+	}
+	g.pool.Exec(ctx, `DELETE FROM audit_checkpoints WHERE tree_size = 12`)
+	g.append(t, entries(12, 3, "d"))
+	if ok, err := g.cp.Once(ctx); err != nil || !ok || refused[RefusedRolledBack] == 0 {
+		t.Fatalf("after its own row was deleted: signed=%v err=%v refused=%v", ok, err, refused)
+	}
+	g.append(t, entries(15, 1, "d"))
+	planted, _ := SignCheckpoint(testOrigin, 16, tlog.Hash{1}, other)
+	g.pool.Exec(ctx, `INSERT INTO audit_checkpoints (tree_size, root_hash, note) VALUES (16, $1, $2)`, make([]byte, 32), planted)
+	// The planted row is not the log's: refused as unsigned, and the size
+	// it holds cannot take the genuine checkpoint, so that is refused too.
+	if ok, err := g.cp.Once(ctx); ok || !errors.Is(err, ErrRefusedCheckpoint) || refused[RefusedConflict] == 0 {
+		t.Fatalf("a row planted at the next size: signed=%v err=%v refused=%v", ok, err, refused)
+	}
+}
+
+// TestCheckpointerAcrossAKeyRotation: after the checkpoint key is
+// rotated, the checkpointer builds on the checkpoints the previous key
+// signed only when it is given that key; without it, it signs nothing
+// rather than start afresh over an unverified history.
+func TestCheckpointerAcrossAKeyRotation(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.append(t, entries(0, 10, "r"))
+	if ok, err := f.cp.Once(ctx); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	skey, vkey, _ := note.GenerateKey(rand.Reader, testOrigin)
+	signer, _ := note.NewSigner(skey)
+	verifier, _ := note.NewVerifier(vkey)
+	f.append(t, entries(10, 3, "r"))
+	rotated := &Checkpointer{Store: f.store, Signer: signer, Verifiers: []note.Verifier{verifier}, Origin: testOrigin, Log: slog.New(slog.DiscardHandler)}
+	if ok, err := rotated.Once(ctx); ok || !errors.Is(err, ErrRefusedCheckpoint) {
+		t.Fatalf("rotated without the previous key: signed=%v err=%v", ok, err)
+	}
+	rotated.Verifiers = append(rotated.Verifiers, f.verifier)
+	if ok, err := rotated.Once(ctx); err != nil || !ok {
+		t.Fatalf("rotated with the previous key: signed=%v err=%v", ok, err)
+	}
+	rep, err := f.store.Verify(ctx, verifier, f.verifier)
+	if err != nil || !rep.OK() || rep.Checkpoints != 2 {
+		t.Fatalf("verify with both keys: %+v %v", rep, err)
+	}
+}
+
 func entries(from, n int, convo string) []Entry {
 	out := make([]Entry, n)
 	for i := range out {
 		id := fmt.Sprintf("ev-%d", from+i)
-		out[i] = Entry{Kind: "message", EventID: id, ConversationID: convo,
-			OccurredAt: time.Date(2026, 11, 25, 10, i%60, 0, 0, time.UTC),
-			Record:     rec{Kind: "message", EventID: id, ConversationID: convo, Note: "n" + id}}
+		at := time.Date(2026, 11, 25, 10, i%60, 0, 0, time.UTC)
+		out[i] = Entry{Kind: "message", EventID: id, ConversationID: convo, OccurredAt: at,
+			Record: rec{Kind: "message", EventID: id, ConversationID: convo, OccurredAt: at.Format(time.RFC3339), Note: "n" + id}}
 	}
 	return out
 }
@@ -229,6 +342,28 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			"ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only",
 			"UPDATE audit_entries SET hashes = sha256('x') WHERE seq = 4",
 		}, 4, "stored hash 7"}, // stored hash 7 is seq 4's leaf hash
+		// The columns searches and exports filter on, edited to hide an
+		// entry from a time-bounded or per-conversation export.
+		{"occurred_at edited", []string{
+			"ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only",
+			"UPDATE audit_entries SET occurred_at = occurred_at - interval '30 days' WHERE seq = 6",
+		}, 6, "the row's occurred_at differs from its leaf"},
+		{"occurred_at cleared", []string{
+			"ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only",
+			"UPDATE audit_entries SET occurred_at = NULL WHERE seq = 7",
+		}, 7, "the row's occurred_at differs"},
+		{"ingested_at edited", []string{
+			"ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only",
+			"UPDATE audit_entries SET ingested_at = ingested_at + interval '1 hour' WHERE seq = 3",
+		}, 3, "the row's ingested_at differs"},
+		{"conversation moved", []string{
+			"ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only",
+			"UPDATE audit_entries SET conversation_id = 'elsewhere' WHERE seq = 8",
+		}, 8, "the row's conversation_id differs"},
+		{"kind changed", []string{
+			"ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only",
+			"UPDATE audit_entries SET kind = 'receipt' WHERE seq = 1",
+		}, 1, "the row's kind differs"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

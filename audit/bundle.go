@@ -31,13 +31,21 @@ type BundleLine struct {
 	Inclusion  []tlog.Hash    `json:"inclusion,omitempty"`
 }
 
-// WriteBundle writes the entries matching q that the latest checkpoint
-// covers, each with its inclusion proof. It returns the number of entries.
+// WriteBundle writes the entries matching q that the latest stored
+// checkpoint covers, each with its inclusion proof. It returns the number
+// of entries. The service uses Log.WriteBundle, which checks the
+// checkpoint first.
 func (s *Store) WriteBundle(ctx context.Context, w io.Writer, q Query) (int, error) {
 	cp, err := s.LatestCheckpoint(ctx)
 	if err != nil {
 		return 0, err
 	}
+	return s.WriteBundleAt(ctx, w, q, cp)
+}
+
+// WriteBundleAt writes the entries matching q that checkpoint cp covers,
+// each with its inclusion proof. It returns the number of entries.
+func (s *Store) WriteBundleAt(ctx context.Context, w io.Writer, q Query, cp Checkpoint) (int, error) {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(BundleLine{Type: "checkpoint", Checkpoint: cp.Note}); err != nil {

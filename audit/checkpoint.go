@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -34,6 +35,36 @@ func (s *Store) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
 	}
 	if err != nil {
 		return c, fmt.Errorf("audit: latest checkpoint: %w", err)
+	}
+	return c, nil
+}
+
+// checkpoints returns up to limit stored checkpoint rows, largest tree
+// first, as stored: checked for nothing.
+func (s *Store) checkpoints(ctx context.Context, limit int) ([]Checkpoint, error) {
+	rows, err := s.pool.Query(ctx, "SELECT tree_size, root_hash, note, created_at FROM audit_checkpoints ORDER BY tree_size DESC LIMIT $1", limit)
+	if err != nil {
+		return nil, fmt.Errorf("audit: checkpoints: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, scanCheckpoint)
+	if err != nil {
+		return nil, fmt.Errorf("audit: checkpoints: %w", err)
+	}
+	return out, nil
+}
+
+// checkpointAt returns the row at tree size size.
+func (s *Store) checkpointAt(ctx context.Context, size int64) (Checkpoint, error) {
+	rows, err := s.pool.Query(ctx, "SELECT tree_size, root_hash, note, created_at FROM audit_checkpoints WHERE tree_size = $1", size)
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("audit: checkpoint: %w", err)
+	}
+	c, err := pgx.CollectOneRow(rows, scanCheckpoint)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return c, ErrNotFound
+	}
+	if err != nil {
+		return c, fmt.Errorf("audit: checkpoint: %w", err)
 	}
 	return c, nil
 }
@@ -86,23 +117,60 @@ func OpenCheckpoint(signed []byte, origin string, verifiers ...note.Verifier) (s
 // Checkpointer signs and stores a checkpoint whenever the tree has grown,
 // checking every interval. Several processes may run one on the same
 // database: the tree size is the checkpoint's key, so they agree.
+//
+// It does not trust its table. Before it builds on the latest stored
+// checkpoint it opens that checkpoint's note with its own verifier, and it
+// remembers the last checkpoint it signed itself. It refuses, counts
+// (OnRefused) and logs each of these, and never signs over them:
+//
+//   - RefusedUnsigned: a row whose note does not verify with the log's key,
+//     or names another size or root than its columns;
+//   - RefusedAhead: a row whose size is ahead of the tree;
+//   - RefusedRolledBack: the last checkpoint it signed is gone from the
+//     table (it builds on the one it remembers);
+//   - RefusedNotExtending: the latest signed row does not extend the last
+//     root it signed itself;
+//   - RefusedConflict: the row at the size it just signed names another
+//     root.
 type Checkpointer struct {
-	Store    *Store
-	Signer   note.Signer
-	Origin   string
-	Interval time.Duration
-	Log      *slog.Logger
+	Store  *Store
+	Signer note.Signer
+	// Verifiers check the log's own signatures: Signer's, and its earlier
+	// keys' (after a rotation).
+	Verifiers []note.Verifier
+	Origin    string
+	Interval  time.Duration
+	Log       *slog.Logger
 	// OnCheckpoint, if set, is called after each stored checkpoint (metrics).
 	OnCheckpoint func(Checkpoint)
 	// OnInconsistent, if set, is called when the tree no longer extends the
 	// latest signed checkpoint (metrics, alerts).
 	OnInconsistent func(error)
+	// OnRefused, if set, is called for each stored row the checkpointer
+	// refuses to build on, with the reason (metrics, alerts).
+	OnRefused func(reason string)
+
+	mu   sync.Mutex
+	last *Checkpoint // the last checkpoint this process signed or verified as its own
 }
+
+// Reasons the checkpointer refuses a stored checkpoint row.
+const (
+	RefusedUnsigned     = "unsigned"
+	RefusedAhead        = "ahead_of_tree"
+	RefusedRolledBack   = "rolled_back"
+	RefusedNotExtending = "not_extending"
+	RefusedConflict     = "conflict"
+)
 
 // ErrInconsistent means the stored tree does not extend the latest signed
 // checkpoint: stored entries or hashes were changed after it was signed.
 // No checkpoint is signed over such a tree.
 var ErrInconsistent = errors.New("audit: the stored tree does not extend the latest signed checkpoint")
+
+// ErrRefusedCheckpoint: a stored checkpoint row the checkpointer will not
+// build on; nothing is signed this round.
+var ErrRefusedCheckpoint = errors.New("audit: a stored checkpoint is refused")
 
 // checkpointTimeout bounds one round (tree hash, signature, insert); Vault
 // signing is the slow part.
@@ -126,10 +194,88 @@ func (c *Checkpointer) Run(ctx context.Context) {
 	}
 }
 
+// maxRefusedRows bounds how many refused rows one round reads past before
+// it gives up finding a checkpoint it can build on.
+const maxRefusedRows = 64
+
+// refuse reports a refused row.
+func (c *Checkpointer) refuse(reason string, row Checkpoint, detail string) {
+	c.Log.Error("stored checkpoint refused", "reason", reason, "tree_size", row.Size, "detail", detail)
+	if c.OnRefused != nil {
+		c.OnRefused(reason)
+	}
+}
+
+// anchor returns the checkpoint the next one must extend: the latest
+// stored row that is the log's own signature over what its columns say and
+// is not ahead of the tree, refusing every row above it; and, once this
+// process has signed, no older than what it signed itself. found is false
+// when there is none (an empty table).
+func (c *Checkpointer) anchor(ctx context.Context, size int64) (cp Checkpoint, found bool, err error) {
+	rows, err := c.Store.checkpoints(ctx, maxRefusedRows)
+	if err != nil {
+		return Checkpoint{}, false, err
+	}
+	for _, row := range rows {
+		if row.Size > size {
+			c.refuse(RefusedAhead, row, fmt.Sprintf("the tree has %d entries", size))
+			continue
+		}
+		if err := c.verify(row); err != nil {
+			c.refuse(RefusedUnsigned, row, err.Error())
+			continue
+		}
+		cp, found = row, true
+		break
+	}
+	c.mu.Lock()
+	last := c.last
+	c.mu.Unlock()
+	if last == nil {
+		if !found && len(rows) > 0 {
+			// Rows exist and none is this log's: signing afresh would
+			// build on nothing. After a key rotation, the previous key
+			// must be configured.
+			return Checkpoint{}, false, fmt.Errorf("%w: none of the latest %d stored checkpoints is signed by this log's keys (after a rotation, configure the previous key)",
+				ErrRefusedCheckpoint, len(rows))
+		}
+		return cp, found, nil
+	}
+	if !found || cp.Size < last.Size {
+		c.refuse(RefusedRolledBack, *last, "the checkpoint this process signed is not in the table; building on it")
+		return *last, true, nil
+	}
+	if cp.Size > last.Size || cp.Root != last.Root {
+		proof, err := c.Store.ConsistencyProof(ctx, last.Size, cp.Size)
+		if err != nil {
+			return Checkpoint{}, false, err
+		}
+		if err := tlog.CheckTree(proof, cp.Size, cp.Root, last.Size, last.Root); err != nil {
+			c.refuse(RefusedNotExtending, cp, err.Error())
+			return Checkpoint{}, false, fmt.Errorf("%w: the checkpoint at %d does not extend the one this process signed at %d", ErrRefusedCheckpoint, cp.Size, last.Size)
+		}
+	}
+	return cp, true, nil
+}
+
+// verify checks that row's note is the log's own signature over exactly
+// the size and root in its columns.
+func (c *Checkpointer) verify(row Checkpoint) error {
+	size, root, err := OpenCheckpoint([]byte(row.Note), c.Origin, c.Verifiers...)
+	if err != nil {
+		return err
+	}
+	if size != row.Size || root != row.Root {
+		return fmt.Errorf("its note names size %d, its columns %d", size, row.Size)
+	}
+	return nil
+}
+
 // Once signs and stores a checkpoint if the tree has grown past the latest
-// one, and only if the grown tree provably extends it: a consistency proof
-// from the stored hashes must check against the latest signed root, so the
-// service never signs a rewritten history. It reports whether it stored one.
+// one it can build on (anchor), and only if the grown tree provably extends
+// it: a consistency proof from the stored hashes must check against that
+// root, so the service never signs a rewritten history. It reports whether
+// it stored one.
 func (c *Checkpointer) Once(ctx context.Context) (bool, error) {
 	size, err := c.Store.Size(ctx)
 	if err != nil {
@@ -138,18 +284,19 @@ func (c *Checkpointer) Once(ctx context.Context) (bool, error) {
 	if size == 0 {
 		return false, nil
 	}
-	latest, err := c.Store.LatestCheckpoint(ctx)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	latest, found, err := c.anchor(ctx, size)
+	if err != nil {
 		return false, err
 	}
-	if err == nil && latest.Size >= size {
+	if found && latest.Size >= size {
+		c.remember(latest)
 		return false, nil
 	}
 	root, err := c.Store.TreeHash(ctx, size)
 	if err != nil {
 		return false, err
 	}
-	if latest.Size > 0 {
+	if found {
 		proof, err := c.Store.ConsistencyProof(ctx, latest.Size, size)
 		if err != nil {
 			return false, err
@@ -171,13 +318,35 @@ func (c *Checkpointer) Once(ctx context.Context) (bool, error) {
 		`INSERT INTO audit_checkpoints (tree_size, root_hash, note) VALUES ($1, $2, $3)
 		 ON CONFLICT (tree_size) DO NOTHING RETURNING created_at`, size, root[:], signed).Scan(&created)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil // another process signed this size first
+		// Another process signed this size first, or someone wrote a row
+		// there: it must be the log's signature over this same root.
+		row, rerr := c.Store.checkpointAt(ctx, size)
+		if rerr != nil {
+			return false, rerr
+		}
+		if verr := c.verify(row); verr != nil || row.Root != root {
+			c.refuse(RefusedConflict, row, "the row at the size just signed names another root or is not signed")
+			return false, fmt.Errorf("%w: the row at %d is not this log's checkpoint of its tree", ErrRefusedCheckpoint, size)
+		}
+		c.remember(row)
+		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("audit: store checkpoint: %w", err)
 	}
+	cp := Checkpoint{Size: size, Root: root, Note: signed, CreatedAt: created}
+	c.remember(cp)
 	if c.OnCheckpoint != nil {
-		c.OnCheckpoint(Checkpoint{Size: size, Root: root, Note: signed, CreatedAt: created})
+		c.OnCheckpoint(cp)
 	}
 	return true, nil
+}
+
+// remember keeps cp as the last checkpoint this process stands behind.
+func (c *Checkpointer) remember(cp Checkpoint) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == nil || cp.Size >= c.last.Size {
+		c.last = &cp
+	}
 }

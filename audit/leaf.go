@@ -196,6 +196,8 @@ type LeafFields struct {
 	Kind           string `json:"kind"`
 	EventID        string `json:"event_id"`
 	ConversationID string `json:"conversation_id"`
+	// OccurredAt is the record's occurred_at (events only), nil without.
+	OccurredAt *string `json:"occurred_at"`
 }
 
 // ParseLeaf decodes the indexed members of a leaf, and the whole record

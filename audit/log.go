@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/mediatorhq/mediator/batch"
 )
@@ -19,9 +21,11 @@ import (
 // returns stops it. It is safe for concurrent use.
 type Log struct {
 	*Store
-	key     CheckpointKey
-	appends *batch.Queue[appendRequest, []Appended]
-	metrics *Metrics
+	key       CheckpointKey
+	verifiers []note.Verifier
+	origin    string
+	appends   *batch.Queue[appendRequest, []Appended]
+	metrics   *Metrics
 }
 
 // Config configures a Log.
@@ -30,6 +34,11 @@ type Config struct {
 	// Origin names the log in its checkpoints; Key's name must be Origin.
 	Origin string
 	Key    CheckpointKey
+	// PreviousKeys are verifier keys that signed this log's checkpoints
+	// before a rotation, besides those the key reports itself
+	// (PastVerifierKeys): the checkpointer builds on, and the service
+	// serves, only checkpoints these or the current key signed.
+	PreviousKeys []string
 	// CheckpointInterval is how often the tree is checked for growth and,
 	// if it grew, a checkpoint signed.
 	CheckpointInterval time.Duration
@@ -71,15 +80,20 @@ func Open(ctx context.Context, cfg Config) (*Log, func(context.Context) error, e
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	l := &Log{Store: NewStore(cfg.Pool), key: cfg.Key, metrics: cfg.Metrics}
+	verifiers, err := checkpointVerifiers(cfg.Key, cfg.PreviousKeys)
+	if err != nil {
+		return nil, nil, err
+	}
+	l := &Log{Store: NewStore(cfg.Pool), key: cfg.Key, verifiers: verifiers, origin: cfg.Origin, metrics: cfg.Metrics}
 	l.appends = &batch.Queue[appendRequest, []Appended]{
 		Fn:      l.commitGroup,
 		Max:     maxGroupEntries,
 		Weight:  func(r appendRequest) int { return len(r.entries) },
 		Timeout: groupCommitTimeout,
 	}
-	cp := &Checkpointer{Store: l.Store, Signer: cfg.Key, Origin: cfg.Origin, Interval: cfg.CheckpointInterval, Log: log,
-		OnCheckpoint: l.metrics.checkpointSigned, OnInconsistent: func(error) { l.metrics.checkpointInconsistent() }}
+	cp := &Checkpointer{Store: l.Store, Signer: cfg.Key, Verifiers: verifiers, Origin: cfg.Origin, Interval: cfg.CheckpointInterval, Log: log,
+		OnCheckpoint: l.metrics.checkpointSigned, OnInconsistent: func(error) { l.metrics.checkpointInconsistent() },
+		OnRefused: l.metrics.checkpointRefused}
 	cpCtx, stopCheckpoints := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { cp.Run(cpCtx) })
@@ -95,6 +109,67 @@ func Open(ctx context.Context, cfg Config) (*Log, func(context.Context) error, e
 		return err
 	}
 	return l, closeLog, nil
+}
+
+// pastKeys is a CheckpointKey that knows the verifier keys of its earlier
+// versions (vaultclient.TransitSigner).
+type pastKeys interface {
+	PastVerifierKeys() []string
+}
+
+// checkpointVerifiers returns the verifiers of the key's own signatures,
+// its earlier versions' and previous's.
+func checkpointVerifiers(key CheckpointKey, previous []string) ([]note.Verifier, error) {
+	vkeys := append([]string{key.VerifierKey()}, previous...)
+	if p, ok := key.(pastKeys); ok {
+		vkeys = append(vkeys, p.PastVerifierKeys()...)
+	}
+	var vs []note.Verifier
+	for _, vk := range vkeys {
+		v, err := note.NewVerifier(vk)
+		if err != nil {
+			return nil, fmt.Errorf("audit: open: checkpoint verifier key: %w", err)
+		}
+		if v.Name() != key.Name() {
+			return nil, fmt.Errorf("audit: open: checkpoint verifier key %q is not named by the log origin %q", vk, key.Name())
+		}
+		vs = append(vs, v)
+	}
+	return vs, nil
+}
+
+// LatestCheckpoint returns the checkpoint of the largest tree that is the
+// log's own signature over what its row says and is not ahead of the tree:
+// a row someone wrote into the table without the log's key is never
+// served. ErrNotFound when there is none.
+func (l *Log) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
+	size, err := l.Store.Size(ctx)
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	rows, err := l.Store.checkpoints(ctx, maxRefusedRows)
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	for _, row := range rows {
+		if row.Size > size {
+			continue
+		}
+		if n, root, err := OpenCheckpoint([]byte(row.Note), l.origin, l.verifiers...); err == nil && n == row.Size && root == row.Root {
+			return row, nil
+		}
+	}
+	return Checkpoint{}, ErrNotFound
+}
+
+// WriteBundle is Store.WriteBundle under the latest checkpoint the log
+// stands behind (LatestCheckpoint).
+func (l *Log) WriteBundle(ctx context.Context, w io.Writer, q Query) (int, error) {
+	cp, err := l.LatestCheckpoint(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return l.Store.WriteBundleAt(ctx, w, q, cp)
 }
 
 // VerifierKey is the note verifier key of the log's checkpoints.

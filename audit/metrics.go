@@ -14,6 +14,7 @@ type Metrics struct {
 	checkpointTime prometheus.Gauge
 	checkpointSize prometheus.Gauge
 	inconsistent   prometheus.Counter
+	refused        *prometheus.CounterVec
 	mu             sync.Mutex
 	maxTreeSize    int64 // what treeSize shows; guarded by mu
 }
@@ -45,8 +46,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "mediator_audit_consistency_failures_total",
 			Help: "Checkpoints refused because the stored tree no longer extends the latest signed one (history rewritten in the database).",
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mediator_audit_checkpoint_refused_total",
+			Help: "Stored checkpoint rows the checkpointer refused to build on, by reason: unsigned, ahead_of_tree, rolled_back, not_extending, conflict (someone wrote the checkpoint table).",
+		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.appendLatency, m.treeSize, m.checkpointTime, m.checkpointSize, m.inconsistent)
+	reg.MustRegister(m.appendLatency, m.treeSize, m.checkpointTime, m.checkpointSize, m.inconsistent, m.refused)
 	return m
 }
 
@@ -88,6 +93,13 @@ func (m *Metrics) checkpointSigned(c Checkpoint) {
 	m.checkpointSize.Set(float64(c.Size))
 	m.checkpointTime.Set(float64(c.CreatedAt.UnixNano()) / 1e9)
 	m.treeSizeSeen(c.Size)
+}
+
+func (m *Metrics) checkpointRefused(reason string) {
+	if m == nil {
+		return
+	}
+	m.refused.WithLabelValues(reason).Inc()
 }
 
 func (m *Metrics) checkpointInconsistent() {

@@ -136,7 +136,7 @@ func TestAlertRulesCoverTheIncidents(t *testing.T) {
 	for _, want := range []string{"MediatorCheckpointStale", "MediatorAuditVerificationFailure", "MediatorRejectionSpike",
 		"MediatorContentRefusedSpike", "MediatorReleaseDenials", "MediatorDependencyDown",
 		"MediatorApproverQuorumNotLive", "MediatorRosterProposalWaiting", "MediatorRosterChainInvalid",
-		"MediatorCustodiansDifferFromRoster"} {
+		"MediatorCustodiansDifferFromRoster", "MediatorCheckpointRowRefused"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("no alert %s", want)
 		}

@@ -28,6 +28,7 @@ type TransitSigner struct {
 	name     string
 	hash     uint32
 	verifier string
+	past     []string // verifier keys of earlier versions
 }
 
 // signTimeout bounds one signing call; note.Signer has no context.
@@ -65,8 +66,22 @@ func NewTransitSigner(ctx context.Context, client *vaultapi.Client, mount, key, 
 	if err != nil {
 		return nil, fmt.Errorf("vaultclient: verifier key: %w", err)
 	}
-	return &TransitSigner{client: client, path: mount + "/sign/" + key, version: version, name: name, hash: v.KeyHash(), verifier: vkey}, nil
+	var past []string
+	for ver := 1; ver < version; ver++ {
+		kv, _ := keys[strconv.Itoa(ver)].(map[string]any)
+		b64, _ := kv["public_key"].(string)
+		if old, err := base64.StdEncoding.DecodeString(b64); err == nil && len(old) == ed25519.PublicKeySize {
+			if vk, err := note.NewEd25519VerifierKey(name, ed25519.PublicKey(old)); err == nil {
+				past = append(past, vk)
+			}
+		}
+	}
+	return &TransitSigner{client: client, path: mount + "/sign/" + key, version: version, name: name, hash: v.KeyHash(), verifier: vkey, past: past}, nil
 }
+
+// PastVerifierKeys returns the verifier keys of the key's earlier versions
+// (those before a rotation), which checked the checkpoints signed before.
+func (s *TransitSigner) PastVerifierKeys() []string { return s.past }
 
 // Name implements note.Signer.
 func (s *TransitSigner) Name() string { return s.name }

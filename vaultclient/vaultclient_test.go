@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +63,19 @@ func TestTransitSignerSignsVerifiableNotes(t *testing.T) {
 	// The service may not export the signing key.
 	if _, err := c.Logical().Read(vaultsetup.TransitMount + "/export/signing-key/" + vaultsetup.CheckpointKey); err == nil {
 		t.Fatal("the service token can export the checkpoint key")
+	}
+	// After a rotation, a new signer signs with the new version and still
+	// names the old version's verifier key, so earlier checkpoints verify.
+	admin, _ := serviceClient(t)
+	if _, err := admin.Logical().Write(vaultsetup.TransitMount+"/keys/"+vaultsetup.CheckpointKey+"/rotate", nil); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := NewTransitSigner(context.Background(), c, vaultsetup.TransitMount, vaultsetup.CheckpointKey, "mediator.test/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.VerifierKey() == s.VerifierKey() || !slices.Contains(s2.PastVerifierKeys(), s.VerifierKey()) {
+		t.Fatalf("after rotation: verifier %s, past %v; the old one was %s", s2.VerifierKey(), s2.PastVerifierKeys(), s.VerifierKey())
 	}
 }
 

@@ -37,20 +37,23 @@ type serveConfig struct {
 	LogLevel        string
 	ShutdownTimeout time.Duration
 
-	LogOrigin          string
-	CheckpointKeyFile  string
-	CheckpointInterval time.Duration
-	RedactionProfile   string
-	Custodians         string
-	RosterGenesis      string
-	Webhooks           string
-	LivenessWindow     time.Duration
-	LivenessInterval   time.Duration
-	ProposalWait       time.Duration
-	EscrowRetention    time.Duration
-	StatsMinGroup      int
-	Limits             api.Limits
-	PseudonymKeyMaxAge time.Duration
+	LogOrigin         string
+	CheckpointKeyFile string
+	// CheckpointPreviousKeys are verifier keys that signed checkpoints
+	// before a rotation of a key file.
+	CheckpointPreviousKeys stringList
+	CheckpointInterval     time.Duration
+	RedactionProfile       string
+	Custodians             string
+	RosterGenesis          string
+	Webhooks               string
+	LivenessWindow         time.Duration
+	LivenessInterval       time.Duration
+	ProposalWait           time.Duration
+	EscrowRetention        time.Duration
+	StatsMinGroup          int
+	Limits                 api.Limits
+	PseudonymKeyMaxAge     time.Duration
 }
 
 // defaultStatsMinGroup is k for the SOC stats: no group or count of fewer
@@ -139,6 +142,8 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.StringVar(&c.LogLevel, "log-level", env("info", "MEDIATOR_LOG_LEVEL"), "debug, info, warn or error [MEDIATOR_LOG_LEVEL]")
 	fs.StringVar(&c.LogOrigin, "log-origin", env(defaultLogOrigin, "MEDIATOR_LOG_ORIGIN"), "the audit log's origin line in checkpoints, also the checkpoint key name [MEDIATOR_LOG_ORIGIN]")
 	fs.StringVar(&c.CheckpointKeyFile, "checkpoint-key-file", env("", "MEDIATOR_CHECKPOINT_KEY_FILE"), "note signer key file for checkpoints; default: the Vault Transit key mediator-checkpoint [MEDIATOR_CHECKPOINT_KEY_FILE]")
+	_ = c.CheckpointPreviousKeys.Set(env("", "MEDIATOR_CHECKPOINT_PREVIOUS_KEYS"))
+	fs.Var(&c.CheckpointPreviousKeys, "checkpoint-previous-keys", "comma-separated note verifier keys that signed this log's checkpoints before the key file was rotated (Transit rotations are found by themselves) [MEDIATOR_CHECKPOINT_PREVIOUS_KEYS]")
 	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", envDuration(time.Second, "MEDIATOR_CHECKPOINT_INTERVAL"), "how often to sign a checkpoint when the log grew [MEDIATOR_CHECKPOINT_INTERVAL]")
 	fs.StringVar(&c.RedactionProfile, "redaction-profile", env("", "MEDIATOR_REDACTION_PROFILE"), "JSON minimization profile file; default: docs/redaction.md defaults [MEDIATOR_REDACTION_PROFILE]")
 	fs.StringVar(&c.Custodians, "custodians", env("", "MEDIATOR_CUSTODIANS"), "custodians file: the custodian set (names, URLs, token files, public keys) deposits are sealed to (docs/custodians.md); without it, escrow answers 503 [MEDIATOR_CUSTODIANS]")

@@ -83,7 +83,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 	if err != nil {
 		return err
 	}
-	auditLog, closeLog, err := audit.Open(ctx, audit.Config{Pool: pool, Origin: cfg.LogOrigin, Key: key,
+	auditLog, closeLog, err := audit.Open(ctx, audit.Config{Pool: pool, Origin: cfg.LogOrigin, Key: key, PreviousKeys: cfg.CheckpointPreviousKeys,
 		CheckpointInterval: cfg.CheckpointInterval, Logger: log, Metrics: audit.NewMetrics(metrics.Registry)})
 	if err != nil {
 		return err
