@@ -201,8 +201,8 @@ func (s *server) export(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Content-Disposition", `attachment; filename="mediator-evidence.ndjson"`)
 	if _, err := s.auditLog.WriteBundle(r.Context(), w, q); err != nil {
-		// Headers are gone; the bundle is cut short, which VerifyBundle and
-		// any reader of the truncated NDJSON will notice.
+		// Headers are gone; the bundle ends without its trailer, which
+		// VerifyBundle refuses.
 		s.logFailure(r, "export", err)
 	}
 }

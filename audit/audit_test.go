@@ -602,6 +602,33 @@ func TestBundleVerifiesOfflineAndCatchesEdits(t *testing.T) {
 	if _, err := VerifyBundle(strings.NewReader(buf.String()), other); err == nil {
 		t.Fatal("bundle verified with another log's key")
 	}
+
+	// Incomplete bundles: each is refused and says why.
+	join := func(ls ...string) string { return strings.Join(ls, "\n") + "\n" }
+	without := func(i int) []string { return append(append([]string{}, lines[:i]...), lines[i+1:]...) }
+	otherQuery := strings.Replace(lines[0], `"conversation_id":"b"`, `"conversation_id":"a"`, 1)
+	for name, c := range map[string]struct {
+		bundle, says string
+	}{
+		"an entry line removed":      {join(without(3)...), "entries were removed or added"},
+		"cut short at a line":        {join(lines[:4]...), "no trailer"},
+		"only the header":            {join(lines[0]), "no trailer: it was cut short (0 of 6"},
+		"the trailer's count edited": {join(append(lines[:len(lines)-1:len(lines)-1], strings.Replace(lines[len(lines)-1], `"count":6`, `"count":5`, 1))...), "disagrees with the header"},
+		"entries outside the query":  {join(append([]string{otherQuery}, lines[1:]...)...), `outside the bundle's query: conversation "b", not "a"`},
+		"an entry twice":             {join(append(append([]string{}, lines[:4]...), lines[3:]...)...), "seqs must rise"},
+	} {
+		rep, err := VerifyBundle(strings.NewReader(c.bundle), f.verifier)
+		if err != nil || rep.OK() || !strings.Contains(strings.Join(rep.Problems, "\n"), c.says) {
+			t.Errorf("%s: %v %+v, want a problem saying %q", name, err, rep, c.says)
+		}
+	}
+	if _, err := VerifyBundle(strings.NewReader(join(lines[1:]...)), f.verifier); err == nil || !strings.Contains(err.Error(), "header") {
+		t.Errorf("a bundle without its header: %v", err)
+	}
+	old := join(append([]string{`{"type":"checkpoint","checkpoint":"x"}`}, lines[1:len(lines)-1]...)...)
+	if _, err := VerifyBundle(strings.NewReader(old), f.verifier); err == nil || !strings.Contains(err.Error(), "bare checkpoint") {
+		t.Errorf("an old bundle: %v", err)
+	}
 }
 
 func BenchmarkAppend4000(b *testing.B) {

@@ -3,33 +3,112 @@ package audit
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"reflect"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 )
 
-// An evidence bundle is NDJSON: first a checkpoint line, then one line per
-// entry with the entry's leaf, its record, and an inclusion proof against
-// that checkpoint. Anyone with the log's verifier key can check it offline
-// (VerifyBundle, `mediator audit verify --bundle`).
+// An evidence bundle is NDJSON: a header, one line per entry, a trailer.
 //
-//	{"type":"checkpoint","checkpoint":"<signed note>"}
-//	{"type":"entry","seq":N,"leaf":"<base64>","record":{...},"inclusion":["<base64>",...]}
+//	{"type":"header","query":{...},"checkpoint":"<signed note>","count":N,"seqs_sha256":"sha256:<hex>"}
+//	{"type":"entry","seq":S,"leaf":"<base64>","record":{...},"inclusion":["<base64>",...]}
+//	{"type":"trailer","count":N,"seqs_sha256":"sha256:<hex>"}
+//
+// The header names the query the bundle answers and the checkpoint every
+// inclusion proof is against, and commits to how many entries follow and
+// which (SeqsDigest); the trailer repeats both, so a bundle cut short, or
+// with a line removed, does not verify. Anyone with the log's verifier key
+// checks it offline (VerifyBundle, `mediator audit verify --bundle`).
 
 // BundleLine is one line of a bundle.
 type BundleLine struct {
 	Type       string         `json:"type"`
+	Query      *BundleQuery   `json:"query,omitempty"`
 	Checkpoint string         `json:"checkpoint,omitempty"`
+	Count      *int64         `json:"count,omitempty"`
+	SeqsSHA256 string         `json:"seqs_sha256,omitempty"`
 	Seq        int64          `json:"seq,omitempty"`
 	Leaf       []byte         `json:"leaf,omitempty"`
 	Record     map[string]any `json:"record,omitempty"`
 	Inclusion  []tlog.Hash    `json:"inclusion,omitempty"`
 }
+
+// BundleQuery is the query a bundle answers, as its header states it.
+type BundleQuery struct {
+	ConversationID string    `json:"conversation_id,omitempty"`
+	Kind           string    `json:"kind,omitempty"`
+	From           time.Time `json:"from,omitzero"`
+	To             time.Time `json:"to,omitzero"`
+	AfterSeq       int64     `json:"after_seq"`
+}
+
+func bundleQuery(q Query) *BundleQuery {
+	return &BundleQuery{ConversationID: q.ConversationID, Kind: q.Kind, From: q.From.UTC(), To: q.To.UTC(), AfterSeq: q.AfterSeq}
+}
+
+// outside reports why the entry with these leaf fields is outside the
+// query, or "".
+func (q BundleQuery) outside(seq int64, f LeafFields) string {
+	switch {
+	case seq <= q.AfterSeq:
+		return fmt.Sprintf("seq %d is not after %d", seq, q.AfterSeq)
+	case q.ConversationID != "" && f.ConversationID != q.ConversationID:
+		return fmt.Sprintf("conversation %q, not %q", f.ConversationID, q.ConversationID)
+	case q.Kind != "" && f.Kind != q.Kind:
+		return fmt.Sprintf("kind %q, not %q", f.Kind, q.Kind)
+	}
+	if q.From.IsZero() && q.To.IsZero() {
+		return ""
+	}
+	if f.OccurredAt == nil {
+		return "no occurred_at, and the query bounds it"
+	}
+	at, err := time.Parse(time.RFC3339Nano, *f.OccurredAt)
+	switch {
+	case err != nil:
+		return "an unreadable occurred_at"
+	case !q.From.IsZero() && at.Before(q.From):
+		return fmt.Sprintf("occurred_at %s, before %s", *f.OccurredAt, q.From.Format(time.RFC3339))
+	case !q.To.IsZero() && !at.Before(q.To):
+		return fmt.Sprintf("occurred_at %s, not before %s", *f.OccurredAt, q.To.Format(time.RFC3339))
+	}
+	return ""
+}
+
+// SeqsDigest accumulates the digest of a bundle's list of seqs: "sha256:"
+// and the hex SHA-256 of each seq as 8 bytes, big-endian, in order.
+type SeqsDigest struct {
+	h hash.Hash
+	n int64
+}
+
+// NewSeqsDigest returns an empty digest.
+func NewSeqsDigest() *SeqsDigest { return &SeqsDigest{h: sha256.New()} }
+
+// Add appends seq.
+func (d *SeqsDigest) Add(seq int64) {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(seq))
+	d.h.Write(b[:])
+	d.n++
+}
+
+// Count is how many seqs were added.
+func (d *SeqsDigest) Count() int64 { return d.n }
+
+// Sum is the digest so far.
+func (d *SeqsDigest) Sum() string { return "sha256:" + hex.EncodeToString(d.h.Sum(nil)) }
 
 // WriteBundle writes the entries matching q that the latest stored
 // checkpoint covers, each with its inclusion proof. It returns the number
@@ -43,53 +122,91 @@ func (s *Store) WriteBundle(ctx context.Context, w io.Writer, q Query) (int, err
 	return s.WriteBundleAt(ctx, w, q, cp)
 }
 
-// WriteBundleAt writes the entries matching q that checkpoint cp covers,
-// each with its inclusion proof. It returns the number of entries.
+// WriteBundleAt writes the complete bundle of the entries matching q that
+// checkpoint cp covers: a header with the count and digest of their seqs
+// (read first), each entry with its inclusion proof, and a trailer. If the
+// entries read do not match what the header promised, it stops without a
+// trailer, so the bundle does not verify. It returns the number of entries.
 func (s *Store) WriteBundleAt(ctx context.Context, w io.Writer, q Query, cp Checkpoint) (int, error) {
+	promised, err := s.bundleSeqs(ctx, q, cp.Size)
+	if err != nil {
+		return 0, err
+	}
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(BundleLine{Type: "checkpoint", Checkpoint: cp.Note}); err != nil {
+	count := promised.Count()
+	if err := enc.Encode(BundleLine{Type: "header", Query: bundleQuery(q), Checkpoint: cp.Note, Count: &count, SeqsSHA256: promised.Sum()}); err != nil {
 		return 0, fmt.Errorf("audit: write bundle: %w", err)
 	}
-	n := 0
+	written := NewSeqsDigest()
 	q.Limit = MaxSearchLimit
-	for {
+	for done := false; !done; {
 		page, err := s.Search(ctx, q)
 		if err != nil {
-			return n, err
+			return int(written.Count()), err
 		}
+		done = len(page) < q.Limit
 		for _, e := range page {
 			if e.Seq >= cp.Size {
-				return n, nil
+				done = true
+				break
 			}
 			proof, err := s.InclusionProof(ctx, e.Seq, cp.Size)
 			if err != nil {
-				return n, err
+				return int(written.Count()), err
 			}
 			_, rec, err := ParseLeaf(e.Leaf)
 			if err != nil {
-				return n, err
+				return int(written.Count()), err
 			}
 			if err := enc.Encode(BundleLine{Type: "entry", Seq: e.Seq, Leaf: e.Leaf, Record: rec, Inclusion: proof}); err != nil {
-				return n, fmt.Errorf("audit: write bundle: %w", err)
+				return int(written.Count()), fmt.Errorf("audit: write bundle: %w", err)
 			}
-			n++
+			written.Add(e.Seq)
 		}
-		if len(page) < q.Limit {
-			return n, nil
+		if len(page) > 0 {
+			q.AfterSeq = page[len(page)-1].Seq
 		}
-		q.AfterSeq = page[len(page)-1].Seq
 	}
+	if written.Count() != count || written.Sum() != promised.Sum() {
+		return int(written.Count()), fmt.Errorf("audit: write bundle: %d entries written, %d promised", written.Count(), count)
+	}
+	n := written.Count()
+	if err := enc.Encode(BundleLine{Type: "trailer", Count: &n, SeqsSHA256: written.Sum()}); err != nil {
+		return int(n), fmt.Errorf("audit: write bundle: %w", err)
+	}
+	return int(n), nil
+}
+
+// bundleSeqs reads the seqs of the entries matching q below size, in
+// order, into a digest.
+func (s *Store) bundleSeqs(ctx context.Context, q Query, size int64) (*SeqsDigest, error) {
+	sql, args := searchWhere("SELECT seq FROM audit_entries", q)
+	args = append(args, size)
+	sql += fmt.Sprintf(" AND seq < $%d ORDER BY seq", len(args))
+	rows, err := s.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("audit: bundle: %w", err)
+	}
+	d := NewSeqsDigest()
+	var seq int64
+	if _, err := pgx.ForEachRow(rows, []any{&seq}, func() error { d.Add(seq); return nil }); err != nil {
+		return nil, fmt.Errorf("audit: bundle: %w", err)
+	}
+	return d, nil
 }
 
 // maxBundleLine bounds one line of a bundle we read.
 const maxBundleLine = 16 << 20
 
-// VerifyBundle checks a bundle offline: the checkpoint's signature (by any
-// of verifiers, named by the log's origin), and for each entry that its
+// VerifyBundle checks a bundle offline. It refuses a bundle without a
+// header first and a trailer last. It checks the checkpoint's signature (by
+// any of verifiers, named by the log's origin), and for each entry that its
 // leaf is in the checkpoint's tree at its seq, that the leaf says that seq,
-// and that the record shown is exactly the leaf's. FirstBadSeq names the
-// first entry that fails.
+// that the record shown is exactly the leaf's, that the entry matches the
+// header's query, and that seqs only rise; and that the header's and the
+// trailer's count and seq digest both equal those of the entries present.
+// FirstBadSeq names the first entry that fails.
 func VerifyBundle(r io.Reader, verifiers ...note.Verifier) (*Report, error) {
 	if len(verifiers) == 0 {
 		return nil, errors.New("audit: bundle: no verifier key")
@@ -98,9 +215,13 @@ func VerifyBundle(r io.Reader, verifiers ...note.Verifier) (*Report, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), maxBundleLine)
 	var (
-		size int64
-		root tlog.Hash
-		seen bool
+		size    int64
+		root    tlog.Hash
+		header  *BundleLine
+		trailer *BundleLine
+		query   BundleQuery
+		got           = NewSeqsDigest()
+		last    int64 = -1
 	)
 	for line := 1; sc.Scan(); line++ {
 		var l BundleLine
@@ -108,24 +229,35 @@ func VerifyBundle(r io.Reader, verifiers ...note.Verifier) (*Report, error) {
 			rep.bad(-1, "line %d: not a bundle line: %v", line, err)
 			continue
 		}
+		if trailer != nil {
+			rep.bad(-1, "line %d: a line after the trailer", line)
+			continue
+		}
 		switch l.Type {
-		case "checkpoint":
-			if seen {
-				rep.bad(-1, "line %d: a second checkpoint", line)
+		case "header":
+			if line != 1 {
+				rep.bad(-1, "line %d: a header that is not the first line", line)
 				continue
 			}
+			if l.Query == nil || l.Count == nil || l.SeqsSHA256 == "" {
+				return nil, errors.New("audit: bundle header lacks its query, count or seq digest")
+			}
 			var err error
-			size, root, err = OpenCheckpoint([]byte(l.Checkpoint), verifiers[0].Name(), verifiers...)
-			if err != nil {
+			if size, root, err = OpenCheckpoint([]byte(l.Checkpoint), verifiers[0].Name(), verifiers...); err != nil {
 				return nil, fmt.Errorf("audit: bundle checkpoint: %w", err)
 			}
-			seen = true
+			header, query = &l, *l.Query
 			rep.Checkpoints = 1
 		case "entry":
-			if !seen {
-				return nil, errors.New("audit: bundle has an entry before its checkpoint")
+			if header == nil {
+				return nil, errors.New("audit: not a complete bundle: it does not begin with a header")
 			}
 			rep.Entries++
+			if l.Seq <= last {
+				rep.bad(l.Seq, "seq %d: after seq %d (seqs must rise)", l.Seq, last)
+			}
+			last = l.Seq
+			got.Add(l.Seq)
 			if err := tlog.CheckRecord(l.Inclusion, size, root, l.Seq, tlog.RecordHash(l.Leaf)); err != nil {
 				rep.bad(l.Seq, "seq %d: not included in the checkpoint's tree: %v", l.Seq, err)
 				continue
@@ -138,6 +270,19 @@ func VerifyBundle(r io.Reader, verifiers ...note.Verifier) (*Report, error) {
 			if !reflect.DeepEqual(rec, l.Record) {
 				rep.bad(l.Seq, "seq %d: record differs from the signed leaf", l.Seq)
 			}
+			if why := query.outside(l.Seq, f); why != "" {
+				rep.bad(l.Seq, "seq %d: outside the bundle's query: %s", l.Seq, why)
+			}
+		case "trailer":
+			if header == nil {
+				return nil, errors.New("audit: not a complete bundle: it does not begin with a header")
+			}
+			if l.Count == nil {
+				rep.bad(-1, "line %d: a trailer without a count", line)
+			}
+			trailer = &l
+		case "checkpoint":
+			return nil, errors.New("audit: not a complete bundle: it begins with a bare checkpoint (an old export, without header and trailer)")
 		default:
 			rep.bad(-1, "line %d: unknown type %q", line, l.Type)
 		}
@@ -145,8 +290,19 @@ func VerifyBundle(r io.Reader, verifiers ...note.Verifier) (*Report, error) {
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("audit: read bundle: %w", err)
 	}
-	if !seen {
-		return nil, errors.New("audit: bundle has no checkpoint")
+	if header == nil {
+		return nil, errors.New("audit: not a complete bundle: no header")
+	}
+	if trailer == nil {
+		rep.bad(-1, "the bundle has no trailer: it was cut short (%d of %d entries present)", got.Count(), *header.Count)
+		return rep, nil
+	}
+	if *header.Count != got.Count() || header.SeqsSHA256 != got.Sum() {
+		rep.bad(-1, "the header promises %d entries (%s); the bundle holds %d (%s): entries were removed or added",
+			*header.Count, header.SeqsSHA256, got.Count(), got.Sum())
+	}
+	if trailer.Count != nil && (*trailer.Count != *header.Count || trailer.SeqsSHA256 != header.SeqsSHA256) {
+		rep.bad(-1, "the trailer's count %d (%s) disagrees with the header's %d (%s)", *trailer.Count, trailer.SeqsSHA256, *header.Count, header.SeqsSHA256)
 	}
 	return rep, nil
 }

@@ -50,6 +50,7 @@ func FuzzVerifyBundle(f *testing.F) {
 	_, vkey, _ := note.GenerateKey(rand.Reader, testOrigin)
 	verifier, _ := note.NewVerifier(vkey)
 	f.Add([]byte(`{"type":"checkpoint","checkpoint":"x"}` + "\n" + `{"type":"entry","seq":0,"leaf":"e30=","inclusion":[]}`))
+	f.Add([]byte(`{"type":"header","query":{"after_seq":-1},"checkpoint":"x","count":1,"seqs_sha256":"sha256:00"}` + "\n" + `{"type":"entry","seq":0,"leaf":"e30=","inclusion":[]}` + "\n" + `{"type":"trailer","count":1,"seqs_sha256":"sha256:00"}`))
 	f.Add([]byte(`{"type":"entry"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _ = VerifyBundle(bytes.NewReader(b), verifier)
@@ -124,7 +125,12 @@ func FuzzBundleProofs(f *testing.F) {
 	cp, _ := SignCheckpoint(testOrigin, n, root, signer)
 	var bundle bytes.Buffer
 	enc := json.NewEncoder(&bundle)
-	enc.Encode(BundleLine{Type: "checkpoint", Checkpoint: cp})
+	seqs := NewSeqsDigest()
+	for i := range int64(n) {
+		seqs.Add(i)
+	}
+	count := seqs.Count()
+	enc.Encode(BundleLine{Type: "header", Query: &BundleQuery{AfterSeq: -1}, Checkpoint: cp, Count: &count, SeqsSHA256: seqs.Sum()})
 	for i := range int64(n) {
 		proof, err := tlog.ProveRecord(n, i, reader)
 		if err != nil {
@@ -133,6 +139,7 @@ func FuzzBundleProofs(f *testing.F) {
 		_, rec, _ := ParseLeaf(leaves[i])
 		enc.Encode(BundleLine{Type: "entry", Seq: i, Leaf: leaves[i], Record: rec, Inclusion: proof})
 	}
+	enc.Encode(BundleLine{Type: "trailer", Count: &count, SeqsSHA256: seqs.Sum()})
 	good := bundle.Bytes()
 	if rep, err := VerifyBundle(bytes.NewReader(good), verifier); err != nil || !rep.OK() || rep.Entries != n {
 		f.Fatalf("the genuine bundle does not verify: %v %+v", err, rep)
@@ -147,15 +154,21 @@ func FuzzBundleProofs(f *testing.F) {
 		if err != nil || !rep.OK() {
 			return
 		}
-		// Accepted: every entry line must hold its original leaf.
+		// Accepted: every entry line must hold its original leaf, and all
+		// of them must be there.
+		entries := 0
 		for _, line := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
 			var l BundleLine
 			if json.Unmarshal(line, &l) != nil || l.Type != "entry" {
 				continue
 			}
+			entries++
 			if l.Seq < 0 || l.Seq >= n || !bytes.Equal(l.Leaf, leaves[l.Seq]) {
 				t.Fatalf("an altered entry was accepted: seq %d leaf %q", l.Seq, l.Leaf)
 			}
+		}
+		if entries != int(n) {
+			t.Fatalf("a bundle of %d entries, not %d, was accepted", entries, n)
 		}
 	})
 }

@@ -342,15 +342,10 @@ type Query struct {
 	Limit          int
 }
 
-// MaxSearchLimit bounds one page of Search.
-const MaxSearchLimit = 1000
-
-// Search returns up to q.Limit entries matching q in seq order.
-func (s *Store) Search(ctx context.Context, q Query) ([]StoredEntry, error) {
-	if q.Limit <= 0 || q.Limit > MaxSearchLimit {
-		q.Limit = MaxSearchLimit
-	}
-	sql := "SELECT seq, leaf FROM audit_entries WHERE seq > $1"
+// searchWhere appends q's conditions to selectFrom and returns the SQL
+// and its arguments.
+func searchWhere(selectFrom string, q Query) (string, []any) {
+	sql := selectFrom + " WHERE seq > $1"
 	args := []any{q.AfterSeq}
 	add := func(cond string, v any) {
 		args = append(args, v)
@@ -368,6 +363,18 @@ func (s *Store) Search(ctx context.Context, q Query) ([]StoredEntry, error) {
 	if !q.To.IsZero() {
 		add("occurred_at <", q.To)
 	}
+	return sql, args
+}
+
+// MaxSearchLimit bounds one page of Search.
+const MaxSearchLimit = 1000
+
+// Search returns up to q.Limit entries matching q in seq order.
+func (s *Store) Search(ctx context.Context, q Query) ([]StoredEntry, error) {
+	if q.Limit <= 0 || q.Limit > MaxSearchLimit {
+		q.Limit = MaxSearchLimit
+	}
+	sql, args := searchWhere("SELECT seq, leaf FROM audit_entries", q)
 	args = append(args, q.Limit)
 	sql += fmt.Sprintf(" ORDER BY seq LIMIT $%d", len(args))
 	rows, err := s.pool.Query(ctx, sql, args...)

@@ -209,7 +209,7 @@ func TestIngestToProof(t *testing.T) {
 
 	// Export an evidence bundle and verify it offline with the CLI.
 	code, bundle := getText(t, in.base+"/v1/audit/export?conversation_id=conv-a", aud)
-	if code != 200 || strings.Count(bundle, "\n") != 4 {
+	if code != 200 || strings.Count(bundle, "\n") != 5 || !strings.HasPrefix(bundle, `{"type":"header"`) || !strings.Contains(bundle, `{"type":"trailer","count":3,`) {
 		t.Fatalf("export: %d\n%s", code, bundle)
 	}
 	dir := t.TempDir()
@@ -218,10 +218,17 @@ func TestIngestToProof(t *testing.T) {
 	if out, _, err := runCmd(t, nil, "audit", "verify", "--bundle", bundlePath, "--key", strings.TrimSpace(vkey)); err != nil || !strings.Contains(out, "ok: 3 entries") {
 		t.Fatalf("bundle verify: %v %s", err, out)
 	}
-	tampered := strings.Replace(bundle, `"conversation_id":"conv-a"`, `"conversation_id":"conv-z"`, 1)
-	os.WriteFile(bundlePath, []byte(tampered), 0o600)
-	if out, _, err := runCmd(t, nil, "audit", "verify", "--bundle", bundlePath, "--key", strings.TrimSpace(vkey)); err == nil || !strings.Contains(out, "first bad seq: 0") {
-		t.Fatalf("tampered bundle: %v %s", err, out)
+	bundleLines := strings.SplitAfter(bundle, "\n")
+	for name, c := range map[string]struct{ bundle, says string }{
+		"a record edited":       {bundleLines[0] + strings.Replace(strings.Join(bundleLines[1:], ""), `"conversation_id":"conv-a"`, `"conversation_id":"conv-z"`, 1), "first bad seq: 0"},
+		"an entry line removed": {bundleLines[0] + strings.Join(bundleLines[2:], ""), "entries were removed or added"},
+		"cut short":             {strings.Join(bundleLines[:3], ""), "no trailer"},
+		"only the header":       {bundleLines[0], "no trailer"},
+	} {
+		os.WriteFile(bundlePath, []byte(c.bundle), 0o600)
+		if out, _, err := runCmd(t, nil, "audit", "verify", "--bundle", bundlePath, "--key", strings.TrimSpace(vkey)); err == nil || !strings.Contains(out, c.says) {
+			t.Errorf("%s: %v %s", name, err, out)
+		}
 	}
 
 	// Nothing sensitive anywhere: tables, logs, metrics, bundle.
