@@ -7,7 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -723,4 +726,65 @@ func TestRedactedRecordsTakeTheFastPath(t *testing.T) {
 	if err != nil || !bytes.Equal(fast, slow) {
 		t.Fatalf("fast %s\nslow %s (%v)", fast, slow, err)
 	}
+}
+
+// eventEntries are n entries shaped like ingested events: redacted records
+// with pseudonyms, as the log holds them in production.
+func eventEntries(from, n int) []Entry {
+	out := make([]Entry, n)
+	base := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	for i := range out {
+		seq := from + i
+		at := base.Add(time.Duration(seq%1440) * time.Minute)
+		r := &redact.Record{EventID: fmt.Sprintf("gw-1:%012d", seq), Kind: "message", ConversationID: fmt.Sprintf("conv-%06d", seq%5000),
+			MessageHash: "sha256:" + strings.Repeat(fmt.Sprintf("%02x", seq%256), 32),
+			Sender:      "hmac-sha256:1:" + strings.Repeat("ab", 32), Recipients: []string{"hmac-sha256:1:" + strings.Repeat("cd", 32)},
+			Transport: "rcs-e2ee", Status: "delivered", OccurredAt: at.Format(time.RFC3339), Occurred: at,
+			Carrier: &redact.RecordCarrier{MCC: "310"}}
+		out[i] = Entry{Kind: r.Kind, EventID: r.EventID, ConversationID: r.ConversationID, OccurredAt: at, Record: r}
+	}
+	return out
+}
+
+// BenchmarkVerify verifies a log of 200,000 event-shaped entries (or
+// MEDIATOR_BENCH_VERIFY_ENTRIES) with checkpoints, and reports entries/s;
+// copy_rows/s is `COPY audit_entries TO` of the same table in the same
+// run, the rate of merely reading it.
+func BenchmarkVerify(b *testing.B) {
+	f := newFixture(b)
+	ctx := context.Background()
+	n := 200000
+	if v, err := strconv.Atoi(os.Getenv("MEDIATOR_BENCH_VERIFY_ENTRIES")); err == nil && v > 0 {
+		n = v - v%5000
+	}
+	for i := 0; i < n; i += 5000 {
+		f.append(b, eventEntries(i, 5000))
+		if (i/5000)%8 == 0 {
+			if _, err := f.cp.Once(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if _, err := f.cp.Once(ctx); err != nil {
+		b.Fatal(err)
+	}
+	conn, err := f.pool.Acquire(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	t0 := time.Now()
+	if _, err := conn.Conn().PgConn().CopyTo(ctx, io.Discard, "COPY audit_entries TO STDOUT"); err != nil {
+		b.Fatal(err)
+	}
+	copyRate := float64(n) / time.Since(t0).Seconds()
+	conn.Release()
+	b.ResetTimer()
+	for b.Loop() {
+		rep, err := f.store.Verify(ctx, f.verifier)
+		if err != nil || !rep.OK() || rep.Entries != int64(n) {
+			b.Fatalf("verify: %v %+v", err, rep)
+		}
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "entries/s")
+	b.ReportMetric(copyRate, "copy_rows/s")
 }

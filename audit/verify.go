@@ -3,6 +3,8 @@ package audit
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -34,17 +36,32 @@ func (r *Report) bad(seq int64, format string, args ...any) {
 	}
 }
 
-// verifyPage is how many rows one read of the entry and hash streams takes.
+// verifyPage is how many rows one read of the entry stream takes.
 const verifyPage = 10000
+
+// verifyRow is one entry as stored, and what the parallel stage made of it.
+type verifyRow struct {
+	seq                  int64
+	leaf, hashes         []byte
+	kind, eventID, convo string
+	occurred             *time.Time
+	ingested             time.Time
+
+	fields   LeafFields
+	parseErr error
+	leafHash tlog.Hash
+}
 
 // Verify recomputes every leaf hash and stored hash from the entries in
 // PostgreSQL and compares them with what is stored; checks that seq is
-// gapless and that each leaf's seq, kind, event id and conversation id match
-// its row; checks every stored checkpoint's signature (by any of verifiers,
-// the log's current and past keys, named by the log's origin) and root
-// against the recomputed tree; and checks
-// a consistency proof between consecutive checkpoints. It holds O(log n)
-// hashes in memory, whatever the log's size.
+// gapless and that each leaf's seq, and every column searches and exports
+// filter on (kind, event id, conversation id, occurred_at, ingested_at),
+// match its row; checks every stored checkpoint's signature (by any of
+// verifiers, the log's current and past keys, named by the log's origin)
+// and root against the recomputed tree; and checks a consistency proof
+// between consecutive checkpoints. It holds O(log n) hashes in memory,
+// whatever the log's size. Reading the next page, parsing and hashing
+// leaves (in parallel) and building the tree (in order) overlap.
 func (s *Store) Verify(ctx context.Context, verifiers ...note.Verifier) (*Report, error) {
 	if len(verifiers) == 0 {
 		return nil, fmt.Errorf("audit: verify: no verifier key")
@@ -60,49 +77,32 @@ func (s *Store) Verify(ctx context.Context, verifiers ...note.Verifier) (*Report
 		want[c.Size] = true
 	}
 
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pages := make(chan []verifyRow, 2)
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(pages)
+		readErr <- s.readVerifyPages(ctx, pages)
+	}()
+
 	edge := newEdge()
 	var expect int64
-	for {
-		rows, err := s.pool.Query(ctx,
-			"SELECT seq, leaf, hashes, kind, coalesce(event_id, ''), coalesce(conversation_id, ''), occurred_at, ingested_at FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2",
-			expect, verifyPage)
-		if err != nil {
-			return nil, fmt.Errorf("audit: verify: read entries: %w", err)
-		}
-		type row struct {
-			seq                  int64
-			leaf, hashes         []byte
-			kind, eventID, convo string
-			occurred             *time.Time
-			ingested             time.Time
-		}
-		var page []row
-		for rows.Next() {
-			var r row
-			if err := rows.Scan(&r.seq, &r.leaf, &r.hashes, &r.kind, &r.eventID, &r.convo, &r.occurred, &r.ingested); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("audit: verify: read entries: %w", err)
-			}
-			page = append(page, r)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("audit: verify: read entries: %w", err)
-		}
-		if len(page) == 0 {
-			break
-		}
-		for _, r := range page {
+	for page := range pages {
+		for i := range page {
+			r := &page[i]
 			if r.seq != expect {
 				// Entries between expect and r.seq are missing. The tree can
 				// no longer be recomputed past the gap.
 				rep.bad(expect, "seq %d: entry missing (next entry is seq %d)", expect, r.seq)
 				rep.Entries = expect
+				cancel()
+				for range pages {
+				}
 				return s.finishVerify(ctx, rep, checkpoints, roots, verifiers)
 			}
-			f, _, err := ParseLeaf(r.leaf)
-			switch {
-			case err != nil:
+			switch f := r.fields; {
+			case r.parseErr != nil:
 				rep.bad(r.seq, "seq %d: leaf is not valid JSON", r.seq)
 			case f.Seq != r.seq:
 				rep.bad(r.seq, "seq %d: leaf says seq %d", r.seq, f.Seq)
@@ -111,7 +111,7 @@ func (s *Store) Verify(ctx context.Context, verifiers ...note.Verifier) (*Report
 					rep.bad(r.seq, "seq %d: the row's %s differs from its leaf (searches and exports filter on it)", r.seq, col)
 				}
 			}
-			stored, err := tlog.StoredHashes(r.seq, r.leaf, edge)
+			stored, err := tlog.StoredHashesForRecordHash(r.seq, r.leafHash, edge)
 			if err != nil {
 				return nil, fmt.Errorf("audit: verify: hash seq %d: %w", r.seq, err)
 			}
@@ -126,7 +126,9 @@ func (s *Store) Verify(ctx context.Context, verifiers ...note.Verifier) (*Report
 				}
 			}
 			size := r.seq + 1
-			edge.trim(size)
+			if size%edgeTrimEvery == 0 {
+				edge.trim(size)
+			}
 			if want[size] {
 				root, err := tlog.TreeHash(size, edge)
 				if err != nil {
@@ -137,8 +139,73 @@ func (s *Store) Verify(ctx context.Context, verifiers ...note.Verifier) (*Report
 			expect++
 		}
 	}
+	if err := <-readErr; err != nil {
+		return nil, err
+	}
 	rep.Entries = expect
 	return s.finishVerify(ctx, rep, checkpoints, roots, verifiers)
+}
+
+// edgeTrimEvery is how often (in entries) the recomputed hashes are
+// trimmed to the tree's right edge: seldom enough to cost nothing, often
+// enough to keep memory small.
+const edgeTrimEvery = 4096
+
+// readVerifyPages sends the entries in seq order, a page at a time, each
+// page parsed and leaf-hashed in parallel, until the table ends or ctx is
+// done.
+func (s *Store) readVerifyPages(ctx context.Context, out chan<- []verifyRow) error {
+	var after int64 = -1
+	for {
+		rows, err := s.pool.Query(ctx,
+			"SELECT seq, leaf, hashes, kind, coalesce(event_id, ''), coalesce(conversation_id, ''), occurred_at, ingested_at FROM audit_entries WHERE seq > $1 ORDER BY seq LIMIT $2",
+			after, verifyPage)
+		if err != nil {
+			return fmt.Errorf("audit: verify: read entries: %w", err)
+		}
+		page := make([]verifyRow, 0, verifyPage)
+		for rows.Next() {
+			var r verifyRow
+			if err := rows.Scan(&r.seq, &r.leaf, &r.hashes, &r.kind, &r.eventID, &r.convo, &r.occurred, &r.ingested); err != nil {
+				rows.Close()
+				return fmt.Errorf("audit: verify: read entries: %w", err)
+			}
+			page = append(page, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("audit: verify: read entries: %w", err)
+		}
+		if len(page) == 0 {
+			return nil
+		}
+		parsePage(page)
+		select {
+		case out <- page:
+		case <-ctx.Done():
+			return nil
+		}
+		after = page[len(page)-1].seq
+	}
+}
+
+// parsePage parses each row's leaf fields and hashes its leaf, spread over
+// the machine's cores.
+func parsePage(page []verifyRow) {
+	workers := min(runtime.GOMAXPROCS(0), 8)
+	chunk := (len(page) + workers - 1) / workers
+	var wg sync.WaitGroup
+	for lo := 0; lo < len(page); lo += chunk {
+		part := page[lo:min(lo+chunk, len(page))]
+		wg.Go(func() {
+			for i := range part {
+				r := &part[i]
+				r.fields, r.parseErr = parseLeafFields(r.leaf)
+				r.leafHash = tlog.RecordHash(r.leaf)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // columnsDiffer names the first indexed or filtered column of an entry's
