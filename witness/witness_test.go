@@ -165,15 +165,15 @@ func TestCosignsOnlyConsistentCheckpoints(t *testing.T) {
 		body []byte
 		want int
 	}{
-		"a fork at the same size":       {forkAt15, http.StatusConflict},
-		"a fork further on":             {request(t, fork, 15, 18), http.StatusUnprocessableEntity},
-		"a rollback":                    {request(t, l, 15, 12), http.StatusBadRequest},
-		"a stale old size":              {request(t, l, 10, 17), http.StatusConflict},
-		"another log key":               {request(t, stranger, 15, 17), http.StatusForbidden},
-		"a bad proof":                   {badProof, http.StatusUnprocessableEntity},
-		"an unknown log":                {[]byte("old 0\n\nother.log\n1\n" + base64.StdEncoding.EncodeToString(make([]byte, 32)) + "\n\n— x AAAA\n"), http.StatusNotFound},
-		"no old size line":              {[]byte("15\n\n"), http.StatusBadRequest},
-		"a proof from zero":             {bytes.Replace(request(t, l, 0, 17), []byte("old 0\n"), []byte("old 0\n"+base64.StdEncoding.EncodeToString(make([]byte, 32))+"\n"), 1), http.StatusConflict},
+		"a fork at the same size": {forkAt15, http.StatusConflict},
+		"a fork further on":       {request(t, fork, 15, 18), http.StatusUnprocessableEntity},
+		"a rollback":              {request(t, l, 15, 12), http.StatusBadRequest},
+		"a stale old size":        {request(t, l, 10, 17), http.StatusConflict},
+		"another log key":         {request(t, stranger, 15, 17), http.StatusForbidden},
+		"a bad proof":             {badProof, http.StatusUnprocessableEntity},
+		"an unknown log":          {[]byte("old 0\n\nother.log\n1\n" + base64.StdEncoding.EncodeToString(make([]byte, 32)) + "\n\n— x AAAA\n"), http.StatusNotFound},
+		"no old size line":        {[]byte("15\n\n"), http.StatusBadRequest},
+		"a proof from zero":       {bytes.Replace(request(t, l, 0, 17), []byte("old 0\n"), []byte("old 0\n"+base64.StdEncoding.EncodeToString(make([]byte, 32))+"\n"), 1), http.StatusConflict},
 	} {
 		if _, err := w.AddCheckpoint(ctx, c.body); status(err) != c.want {
 			t.Errorf("%s: %v, want status %d", name, err, c.want)
