@@ -43,6 +43,9 @@ type Config struct {
 	// this custodian pins: it trusts approvers only from a chain that
 	// verifies from it (docs/access.md).
 	RosterGenesis string `json:"roster_genesis"`
+	// Witness, if set, makes the custodian a witness of the mediator's
+	// audit log (POST /add-checkpoint, C2SP tlog-witness).
+	Witness *WitnessConfig `json:"witness,omitempty"`
 	// PolicyDir, if set, holds the custodian's own release.rego and
 	// data.json; else the embedded ones.
 	PolicyDir string `json:"policy_dir,omitempty"`

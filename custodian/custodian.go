@@ -33,24 +33,27 @@ import (
 	"github.com/mediatorhq/mediator/secretfile"
 	"github.com/mediatorhq/mediator/vaultclient"
 	"github.com/mediatorhq/mediator/wire"
+	"github.com/mediatorhq/mediator/witness"
 )
 
 // Custodian is one running custodian. It is safe for concurrent use.
 type Custodian struct {
-	cfg      Config
-	vault    *vaultapi.Client
-	wrapper  Wrapper
-	store    *store
-	id       *identity
-	rosterMu sync.Mutex
-	verified verifiedChain // under rosterMu
-	policy   *policy.Engine
-	mediator [sha256.Size]byte // SHA-256 of the mediator's bearer token
-	operator [sha256.Size]byte // SHA-256 of the operator's bearer token
-	log      *slog.Logger
-	metrics  *Metrics
-	now      func() time.Time
-	closers  []func() error
+	cfg        Config
+	vault      *vaultapi.Client
+	wrapper    Wrapper
+	store      *store
+	id         *identity
+	rosterMu   sync.Mutex
+	verified   verifiedChain // under rosterMu
+	witness    *witness.Witness
+	witnessKey string
+	policy     *policy.Engine
+	mediator   [sha256.Size]byte // SHA-256 of the mediator's bearer token
+	operator   [sha256.Size]byte // SHA-256 of the operator's bearer token
+	log        *slog.Logger
+	metrics    *Metrics
+	now        func() time.Time
+	closers    []func() error
 }
 
 // Open connects the custodian to its Vault (and HSM), loads or makes its
@@ -126,6 +129,11 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, metrics *Metrics, s
 	if c.id, err = loadIdentity(ctx, cfg.Name, c.store, c.wrapper); err != nil {
 		return nil, err
 	}
+	if serving && cfg.Witness != nil {
+		if c.witness, c.witnessKey, err = c.openWitness(); err != nil {
+			return nil, err
+		}
+	}
 	ok = true
 	if serving {
 		log.Info("custodian ready", "custodian", cfg.Name, "hpke_key", c.id.hpkePub.Fingerprint(),
@@ -172,7 +180,7 @@ func (c *Custodian) Name() string { return c.cfg.Name }
 // Info is the custodian's public face: its keys and policy revision.
 func (c *Custodian) Info() wire.CustodianInfo {
 	return wire.CustodianInfo{Name: c.cfg.Name, HPKEKey: c.id.hpkePub, SigningKey: c.id.publicSigningKey(),
-		PolicyRevision: c.policy.Revision()}
+		PolicyRevision: c.policy.Revision(), WitnessKey: c.witnessKey}
 }
 
 // Ready probes the custodian's Vault.

@@ -36,6 +36,11 @@ func (c *Custodian) Handler() http.Handler {
 	})
 	r.Get("/readyz", c.readyz)
 	r.Get("/v1/custodian", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, c.Info()) })
+	// C2SP tlog-witness: public, as the protocol is; a checkpoint counts
+	// only if the log's key signed it and it extends what was cosigned.
+	if c.witness != nil {
+		r.Handle("/add-checkpoint", c.witness.Handler())
+	}
 
 	m := r.With(c.bearer(&c.mediator, "the mediator's"))
 	m.Post("/v1/shares", c.storeShares)

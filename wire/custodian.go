@@ -20,6 +20,9 @@ type CustodianInfo struct {
 	HPKEKey        seal.PublicKey    `json:"hpke_public_key"`
 	SigningKey     ed25519.PublicKey `json:"signing_key"`
 	PolicyRevision string            `json:"policy_revision"`
+	// WitnessKey is the note verifier key of the custodian's cosignatures
+	// when it witnesses the audit log.
+	WitnessKey string `json:"witness_key,omitempty"`
 }
 
 // ShareToStore is one deposit's share for a custodian.
