@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
@@ -43,6 +44,22 @@ func (s *Store) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
 // first, as stored: checked for nothing.
 func (s *Store) checkpoints(ctx context.Context, limit int) ([]Checkpoint, error) {
 	rows, err := s.pool.Query(ctx, "SELECT tree_size, root_hash, note, created_at FROM audit_checkpoints ORDER BY tree_size DESC LIMIT $1", limit)
+	if err != nil {
+		return nil, fmt.Errorf("audit: checkpoints: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, scanCheckpoint)
+	if err != nil {
+		return nil, fmt.Errorf("audit: checkpoints: %w", err)
+	}
+	return out, nil
+}
+
+// publishable returns up to limit checkpoint rows with at least quorum
+// cosignature rows, largest tree first, as stored: checked for nothing.
+func (s *Store) publishable(ctx context.Context, quorum, limit int) ([]Checkpoint, error) {
+	rows, err := s.pool.Query(ctx, `SELECT c.tree_size, c.root_hash, c.note, c.created_at FROM audit_checkpoints c
+		WHERE $1 = 0 OR (SELECT count(*) FROM audit_cosignatures s WHERE s.tree_size = c.tree_size) >= $1
+		ORDER BY c.tree_size DESC LIMIT $2`, quorum, limit)
 	if err != nil {
 		return nil, fmt.Errorf("audit: checkpoints: %w", err)
 	}
@@ -149,6 +166,18 @@ type Checkpointer struct {
 	// OnRefused, if set, is called for each stored row the checkpointer
 	// refuses to build on, with the reason (metrics, alerts).
 	OnRefused func(reason string)
+	// Witnesses, if it names any, are asked to cosign every checkpoint
+	// (C2SP tlog-witness); a checkpoint is published once Quorum of them
+	// did. Until then the latest one is asked again every round.
+	Witnesses WitnessPolicy
+	// OnWitness, if set, is called with each witness's answer: cosigned,
+	// conflict, refused, unavailable (metrics).
+	OnWitness func(witness, result string)
+	// OnPublished, if set, is called when a checkpoint reaches the quorum.
+	OnPublished func(Checkpoint)
+
+	wcOnce sync.Once
+	wc     *witnessClient
 
 	mu   sync.Mutex
 	last *Checkpoint // the last checkpoint this process signed or verified as its own
@@ -290,7 +319,7 @@ func (c *Checkpointer) Once(ctx context.Context) (bool, error) {
 	}
 	if found && latest.Size >= size {
 		c.remember(latest)
-		return false, nil
+		return false, c.witness(ctx, latest)
 	}
 	root, err := c.Store.TreeHash(ctx, size)
 	if err != nil {
@@ -329,7 +358,7 @@ func (c *Checkpointer) Once(ctx context.Context) (bool, error) {
 			return false, fmt.Errorf("%w: the row at %d is not this log's checkpoint of its tree", ErrRefusedCheckpoint, size)
 		}
 		c.remember(row)
-		return false, nil
+		return false, c.witness(ctx, row)
 	}
 	if err != nil {
 		return false, fmt.Errorf("audit: store checkpoint: %w", err)
@@ -339,7 +368,33 @@ func (c *Checkpointer) Once(ctx context.Context) (bool, error) {
 	if c.OnCheckpoint != nil {
 		c.OnCheckpoint(cp)
 	}
-	return true, nil
+	return true, c.witness(ctx, cp)
+}
+
+// ErrWitnessQuorum: the witnesses that cosigned the latest checkpoint are
+// fewer than the policy's quorum; it is not published yet.
+var ErrWitnessQuorum = errors.New("audit: the latest checkpoint lacks its witnesses' quorum")
+
+// witness has the policy's witnesses cosign cp, unless none are
+// configured, and reports ErrWitnessQuorum while it lacks the quorum.
+func (c *Checkpointer) witness(ctx context.Context, cp Checkpoint) error {
+	if len(c.Witnesses.Witnesses) == 0 {
+		return nil
+	}
+	c.wcOnce.Do(func() {
+		c.wc = &witnessClient{policy: c.Witnesses, http: &http.Client{}, store: c.Store, onResult: c.OnWitness, size: map[string]int64{}}
+	})
+	n, err := c.wc.cosign(ctx, cp)
+	if err != nil {
+		return err
+	}
+	if n < c.Witnesses.Quorum {
+		return fmt.Errorf("%w: %d of %d at size %d", ErrWitnessQuorum, n, c.Witnesses.Quorum, cp.Size)
+	}
+	if c.OnPublished != nil {
+		c.OnPublished(cp)
+	}
+	return nil
 }
 
 // remember keeps cp as the last checkpoint this process stands behind.

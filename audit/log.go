@@ -24,6 +24,7 @@ type Log struct {
 	key       CheckpointKey
 	verifiers []note.Verifier
 	origin    string
+	witnesses WitnessPolicy
 	appends   *batch.Queue[appendRequest, []Appended]
 	metrics   *Metrics
 }
@@ -34,6 +35,9 @@ type Config struct {
 	// Origin names the log in its checkpoints; Key's name must be Origin.
 	Origin string
 	Key    CheckpointKey
+	// Witnesses, if it names any, cosign every checkpoint before it is
+	// published (served and exported).
+	Witnesses WitnessPolicy
 	// PreviousKeys are verifier keys that signed this log's checkpoints
 	// before a rotation, besides those the key reports itself
 	// (PastVerifierKeys): the checkpointer builds on, and the service
@@ -84,7 +88,10 @@ func Open(ctx context.Context, cfg Config) (*Log, func(context.Context) error, e
 	if err != nil {
 		return nil, nil, err
 	}
-	l := &Log{Store: NewStore(cfg.Pool), key: cfg.Key, verifiers: verifiers, origin: cfg.Origin, metrics: cfg.Metrics}
+	if cfg.Witnesses.Quorum > len(cfg.Witnesses.Witnesses) || cfg.Witnesses.Quorum < 0 {
+		return nil, nil, ErrNoWitnesses
+	}
+	l := &Log{Store: NewStore(cfg.Pool), key: cfg.Key, verifiers: verifiers, origin: cfg.Origin, metrics: cfg.Metrics, witnesses: cfg.Witnesses}
 	l.appends = &batch.Queue[appendRequest, []Appended]{
 		Fn:      l.commitGroup,
 		Max:     maxGroupEntries,
@@ -93,7 +100,8 @@ func Open(ctx context.Context, cfg Config) (*Log, func(context.Context) error, e
 	}
 	cp := &Checkpointer{Store: l.Store, Signer: cfg.Key, Verifiers: verifiers, Origin: cfg.Origin, Interval: cfg.CheckpointInterval, Log: log,
 		OnCheckpoint: l.metrics.checkpointSigned, OnInconsistent: func(error) { l.metrics.checkpointInconsistent() },
-		OnRefused: l.metrics.checkpointRefused}
+		OnRefused: l.metrics.checkpointRefused, Witnesses: cfg.Witnesses, OnWitness: l.metrics.witnessAnswer,
+		OnPublished: l.metrics.checkpointPublished}
 	cpCtx, stopCheckpoints := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { cp.Run(cpCtx) })
@@ -138,16 +146,18 @@ func checkpointVerifiers(key CheckpointKey, previous []string) ([]note.Verifier,
 	return vs, nil
 }
 
-// LatestCheckpoint returns the checkpoint of the largest tree that is the
-// log's own signature over what its row says and is not ahead of the tree:
-// a row someone wrote into the table without the log's key is never
-// served. ErrNotFound when there is none.
+// LatestCheckpoint returns the published checkpoint of the largest tree:
+// the log's own signature over what its row says, not ahead of the tree,
+// and cosigned by the witness policy's quorum, with their cosignature
+// lines (C2SP tlog-cosignature) appended to the note. A row someone wrote
+// into the table without the log's key is never served, nor a checkpoint
+// the witnesses did not cosign. ErrNotFound when there is none.
 func (l *Log) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
 	size, err := l.Store.Size(ctx)
 	if err != nil {
 		return Checkpoint{}, err
 	}
-	rows, err := l.Store.checkpoints(ctx, maxRefusedRows)
+	rows, err := l.Store.publishable(ctx, l.witnesses.Quorum, maxRefusedRows)
 	if err != nil {
 		return Checkpoint{}, err
 	}
@@ -155,7 +165,23 @@ func (l *Log) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
 		if row.Size > size {
 			continue
 		}
-		if n, root, err := OpenCheckpoint([]byte(row.Note), l.origin, l.verifiers...); err == nil && n == row.Size && root == row.Root {
+		n, root, err := OpenCheckpoint([]byte(row.Note), l.origin, l.verifiers...)
+		if err != nil || n != row.Size || root != row.Root {
+			continue
+		}
+		if len(l.witnesses.Witnesses) == 0 {
+			return row, nil
+		}
+		lines, err := l.Store.cosignatures(ctx, row.Size)
+		if err != nil {
+			return Checkpoint{}, err
+		}
+		cosigned := row.Note
+		for _, w := range l.witnesses.Witnesses {
+			cosigned += lines[w.Name]
+		}
+		if _, ok := l.witnesses.Satisfied([]byte(cosigned)); ok {
+			row.Note = cosigned
 			return row, nil
 		}
 	}

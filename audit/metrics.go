@@ -15,6 +15,9 @@ type Metrics struct {
 	checkpointSize prometheus.Gauge
 	inconsistent   prometheus.Counter
 	refused        *prometheus.CounterVec
+	witnessAnswers *prometheus.CounterVec
+	publishedSize  prometheus.Gauge
+	publishedTime  prometheus.Gauge
 	mu             sync.Mutex
 	maxTreeSize    int64 // what treeSize shows; guarded by mu
 }
@@ -51,7 +54,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Stored checkpoint rows the checkpointer refused to build on, by reason: unsigned, ahead_of_tree, rolled_back, not_extending, conflict (someone wrote the checkpoint table).",
 		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.appendLatency, m.treeSize, m.checkpointTime, m.checkpointSize, m.inconsistent, m.refused)
+	m.witnessAnswers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mediator_audit_witness_answers_total",
+		Help: "Witnesses' answers to add-checkpoint, by witness and result: cosigned, conflict (a fork or rollback it refused), refused, unavailable.",
+	}, []string{"witness", "result"})
+	m.publishedSize = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "mediator_audit_published_tree_size",
+		Help: "Tree size of the latest checkpoint the witness quorum cosigned (published), as this process saw it.",
+	})
+	m.publishedTime = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "mediator_audit_published_timestamp_seconds",
+		Help: "When this process saw the latest checkpoint reach its witness quorum.",
+	})
+	reg.MustRegister(m.appendLatency, m.treeSize, m.checkpointTime, m.checkpointSize, m.inconsistent, m.refused,
+		m.witnessAnswers, m.publishedSize, m.publishedTime)
 	return m
 }
 
@@ -93,6 +109,19 @@ func (m *Metrics) checkpointSigned(c Checkpoint) {
 	m.checkpointSize.Set(float64(c.Size))
 	m.checkpointTime.Set(float64(c.CreatedAt.UnixNano()) / 1e9)
 	m.treeSizeSeen(c.Size)
+}
+
+func (m *Metrics) witnessAnswer(witness, result string) {
+	if m != nil {
+		m.witnessAnswers.WithLabelValues(witness, result).Inc()
+	}
+}
+
+func (m *Metrics) checkpointPublished(c Checkpoint) {
+	if m != nil {
+		m.publishedSize.Set(float64(c.Size))
+		m.publishedTime.SetToCurrentTime()
+	}
 }
 
 func (m *Metrics) checkpointRefused(reason string) {

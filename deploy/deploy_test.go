@@ -136,7 +136,8 @@ func TestAlertRulesCoverTheIncidents(t *testing.T) {
 	for _, want := range []string{"MediatorCheckpointStale", "MediatorAuditVerificationFailure", "MediatorRejectionSpike",
 		"MediatorContentRefusedSpike", "MediatorReleaseDenials", "MediatorDependencyDown",
 		"MediatorApproverQuorumNotLive", "MediatorRosterProposalWaiting", "MediatorRosterChainInvalid",
-		"MediatorCustodiansDifferFromRoster", "MediatorCheckpointRowRefused"} {
+		"MediatorCustodiansDifferFromRoster", "MediatorCheckpointRowRefused", "MediatorCheckpointUnwitnessed",
+		"MediatorWitnessRefusedCheckpoint"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("no alert %s", want)
 		}

@@ -67,6 +67,8 @@ type CustodianOptions struct {
 	// under its prefix (custodians/<name>/<generation>): tests sharing one
 	// Vault start each set anew.
 	Generation string
+	// WitnessLogs, if set, make every custodian a witness of these logs.
+	WitnessLogs []custodian.WitnessLog
 	// Addrs, if set, are the addresses custodian i (0-based) listens on,
 	// for a caller that holds the ports open itself; by default each gets a
 	// free port of 127.0.0.1.
@@ -122,6 +124,9 @@ func PrepareCustodians(ctx context.Context, admin *vaultapi.Client, opts Custodi
 			KV:                custodian.KVConfig{Mount: vaultsetup.KVMount, Prefix: prefix},
 			MediatorTokenFile: paths["mediator-token"], OperatorTokenFile: paths["operator-token"],
 			PolicyDir: opts.PolicyDir[i]}
+		if len(opts.WitnessLogs) > 0 {
+			cfg.Witness = &custodian.WitnessConfig{Logs: opts.WitnessLogs}
+		}
 		if opts.MinRetention > 0 {
 			cfg.MinRetention.Duration = opts.MinRetention
 		}
@@ -296,4 +301,26 @@ func RosterApprovers(as []Approver) []roster.Approver {
 		out[i] = roster.Approver{ID: a.ID, Roles: a.Roles, PublicKey: a.Public}
 	}
 	return out
+}
+
+// WitnessQuorum is how many dev custodians must cosign a checkpoint before
+// the dev instance publishes it.
+const WitnessQuorum = CustodianThreshold
+
+// WriteWitnesses writes the mediator's witnesses file for custodians that
+// witness its log: each custodian by its name, URL and the witness key its
+// public key document shows, with quorum WitnessQuorum.
+func WriteWitnesses(ctx context.Context, cs []Custodian, path string) error {
+	var ws []map[string]string
+	for _, c := range cs {
+		info, err := fetchInfo(ctx, c.URL)
+		if err != nil {
+			return fmt.Errorf("dev: custodian %s: %w", c.Name, err)
+		}
+		if info.WitnessKey == "" {
+			return fmt.Errorf("dev: custodian %s is not a witness", c.Name)
+		}
+		ws = append(ws, map[string]string{"name": c.Name, "url": c.URL, "verifier_key": info.WitnessKey})
+	}
+	return writeJSONFile(path, map[string]any{"quorum": WitnessQuorum, "witnesses": ws}, 0o600)
 }

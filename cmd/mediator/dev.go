@@ -13,6 +13,7 @@ import (
 
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/client"
+	"github.com/mediatorhq/mediator/custodian"
 	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/vaultclient"
@@ -65,6 +66,7 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		Limits:             defaultLimits,
 		Custodians:         custodiansFile,
 		RosterGenesis:      genesisDigest,
+		Witnesses:          filepath.Join(filepath.Dir(custodiansFile), "mediator-witnesses.json"),
 		LivenessWindow:     7 * 24 * time.Hour,
 		LivenessInterval:   time.Minute,
 		ProposalWait:       72 * time.Hour,
@@ -101,7 +103,8 @@ func printDevBanner(w io.Writer, url, stateDir, pgSource, vaultSource string) {
 	fmt.Fprintf(w, `
 mediator dev is serving on %[1]s
   PostgreSQL: %[3]s; Vault: %[4]s (dev server, in memory)
-  custodians: custodian-1 … custodian-5 (threshold 3), each with its own AppRole and key
+  custodians: custodian-1 … custodian-5 (threshold 3), each with its own AppRole and key;
+              each witnesses the log, and a checkpoint is published once 3 cosigned it
   roster: genesis of dev-legal, dev-security (keys in %[6]s) and the five custodians,
           proposed by the dev admin and signed by both; mediator roster verify checks it
 
@@ -180,7 +183,8 @@ func startDevCustodians(ctx context.Context, in *dev.Instance, log *slog.Logger)
 		return "", "", nil, roster.Roster{}, fmt.Errorf("dev: %w", err)
 	}
 	dir := filepath.Join(in.StateDir, "custodians")
-	cs, err := dev.PrepareCustodians(ctx, admin, dev.CustodianOptions{Dir: dir, Approvers: dev.RosterApprovers(approvers)})
+	cs, err := dev.PrepareCustodians(ctx, admin, dev.CustodianOptions{Dir: dir, Approvers: dev.RosterApprovers(approvers),
+		WitnessLogs: []custodian.WitnessLog{{Origin: dev.LogOrigin, VerifierKeys: []string{in.VerifierKey}}}})
 	if err != nil {
 		return "", "", nil, roster.Roster{}, err
 	}
@@ -194,6 +198,9 @@ func startDevCustodians(ctx context.Context, in *dev.Instance, log *slog.Logger)
 	file := filepath.Join(dir, "mediator-custodians.json")
 	digest, err := dev.WaitCustodians(ctx, cs, file, time.Minute)
 	if err != nil {
+		return "", "", nil, roster.Roster{}, err
+	}
+	if err := dev.WriteWitnesses(ctx, cs, filepath.Join(dir, "mediator-witnesses.json")); err != nil {
 		return "", "", nil, roster.Roster{}, err
 	}
 	return file, digest, approvers, cs[0].Genesis, nil

@@ -83,7 +83,17 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 	if err != nil {
 		return err
 	}
-	auditLog, closeLog, err := audit.Open(ctx, audit.Config{Pool: pool, Origin: cfg.LogOrigin, Key: key, PreviousKeys: cfg.CheckpointPreviousKeys,
+	var witnesses audit.WitnessPolicy
+	if cfg.Witnesses != "" {
+		b, err := os.ReadFile(cfg.Witnesses)
+		if err != nil {
+			return fmt.Errorf("--witnesses: %w", err)
+		}
+		if witnesses, err = audit.ParseWitnessPolicy(b); err != nil {
+			return err
+		}
+	}
+	auditLog, closeLog, err := audit.Open(ctx, audit.Config{Pool: pool, Origin: cfg.LogOrigin, Key: key, PreviousKeys: cfg.CheckpointPreviousKeys, Witnesses: witnesses,
 		CheckpointInterval: cfg.CheckpointInterval, Logger: log, Metrics: audit.NewMetrics(metrics.Registry)})
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/mediatorhq/mediator/witness"
+	"golang.org/x/mod/sumdb/note"
 )
 
 // TestDevAllInOne is `make run` as a developer uses it: start `mediator dev`,
@@ -87,6 +90,39 @@ func TestDevAllInOne(t *testing.T) {
 		resp.Body.Close()
 	}
 
+	checkWitnessed := func() {
+		// The checkpoint served carries the cosignatures of at least three
+		// of the five custodians, each verifying with the witness key the
+		// custodian itself shows, and the log's own signature.
+		aud, _, _ := runCmd(t, nil, "dev", "token", "--state-dir", state, "--sub", "ann", "--roles", "auditor")
+		_, cpText := getText(t, base+"/v1/audit/checkpoint", strings.TrimSpace(aud))
+		logV, err := note.NewVerifier(vars["MEDIATOR_VERIFIER_KEY"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		cosigned := 0
+		for i := 1; i <= 5; i++ {
+			var info map[string]any
+			dir := filepath.Join(state, "custodians")
+			b, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("custodian-%d.json", i)))
+			var cfg map[string]any
+			json.Unmarshal(b, &cfg)
+			_, info, _ = call(t, "GET", "http://"+fmt.Sprint(cfg["listen"])+"/v1/custodian", "")
+			wv, err := witness.NewVerifier(fmt.Sprint(info["witness_key"]))
+			if err != nil {
+				t.Fatalf("custodian-%d's witness key: %v", i, err)
+			}
+			if _, err := note.Open([]byte(cpText), note.VerifierList(logV, wv)); err == nil {
+				if n, _ := note.Open([]byte(cpText), note.VerifierList(wv)); n != nil {
+					cosigned++
+				}
+			}
+		}
+		if cosigned < 3 {
+			t.Errorf("the served checkpoint carries %d custodians' cosignatures, want at least 3:\n%s", cosigned, cpText)
+		}
+	}
+
 	// Load it, then verify the log with nothing but the dev env.
 	lg, stderr, err := runCmd(t, nil, "loadgen", "--url", base, "--state-dir", state, "--events", "3000", "--batch", "500", "--duration", "30s", "--proofs", "20")
 	if err != nil || !strings.Contains(lg, "events: 3000") || !strings.Contains(lg, "checkpoint lag") {
@@ -101,6 +137,8 @@ func TestDevAllInOne(t *testing.T) {
 	if out, stderr, err := runCmd(t, devEnv, "audit", "verify"); err != nil || !strings.Contains(out, "ok: 3004 entries") {
 		t.Fatalf("audit verify with the dev env: %v\n%s\n%s", err, out, stderr)
 	}
+
+	checkWitnessed()
 
 	// A second dev on the same state dir refuses to start.
 	if _, stderr, err := runCmd(t, nil, "dev", "--addr", freeAddr(t), "--state-dir", state); err == nil || !strings.Contains(stderr, "another dev instance") {

@@ -1,0 +1,245 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/mediatorhq/mediator/witness"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Witness is one witness the log asks to cosign its checkpoints (C2SP
+// tlog-witness): its name, the URL prefix of its add-checkpoint endpoint,
+// and the verifier of its cosignatures.
+type Witness struct {
+	Name     string
+	URL      string
+	Verifier note.Verifier
+}
+
+// WitnessPolicy is which witnesses a checkpoint needs before it is
+// published: at least Quorum of Witnesses must have cosigned it.
+type WitnessPolicy struct {
+	Quorum    int
+	Witnesses []Witness
+}
+
+// Satisfied counts the witnesses among p whose cosignature lines in
+// signed (a checkpoint note with cosignatures) verify, and reports
+// whether they reach the quorum.
+func (p WitnessPolicy) Satisfied(signed []byte) (int, bool) {
+	n := 0
+	for _, w := range p.Witnesses {
+		if _, err := note.Open(signed, note.VerifierList(w.Verifier)); err == nil {
+			n++
+		}
+	}
+	return n, n >= p.Quorum
+}
+
+// witnessClient asks witnesses to cosign, remembering the size each
+// cosigned last so that it sends the right consistency proof.
+type witnessClient struct {
+	policy WitnessPolicy
+	http   *http.Client
+	store  *Store
+	// OnResult, if set, counts each witness's answer (metrics).
+	onResult func(witness, result string)
+
+	mu   sync.Mutex
+	size map[string]int64 // witness name → size it cosigned last, as far as known
+}
+
+// cosign asks every witness of the policy that has not cosigned cp yet,
+// in parallel, and stores each cosignature that verifies. It returns how
+// many witnesses have cosigned cp in all.
+func (wc *witnessClient) cosign(ctx context.Context, cp Checkpoint) (int, error) {
+	have, err := wc.store.cosignatures(ctx, cp.Size)
+	if err != nil {
+		return 0, err
+	}
+	var wg sync.WaitGroup
+	for _, w := range wc.policy.Witnesses {
+		if _, done := have[w.Name]; done {
+			continue
+		}
+		wg.Go(func() {
+			line, result := wc.ask(ctx, w, cp)
+			if wc.onResult != nil {
+				wc.onResult(w.Name, result)
+			}
+			if line == "" {
+				return
+			}
+			if err := wc.store.insertCosignature(ctx, cp.Size, w.Name, line); err == nil {
+				wc.mu.Lock()
+				have[w.Name] = line
+				wc.mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return len(have), nil
+}
+
+// witnessTimeout bounds one call to a witness.
+const witnessTimeout = 5 * time.Second
+
+// ask sends cp to witness w, once more with the witness's own old size if
+// it answers 409, and returns the verified cosignature line and a result
+// for metrics: cosigned, conflict, refused, unavailable.
+func (wc *witnessClient) ask(ctx context.Context, w Witness, cp Checkpoint) (string, string) {
+	wc.mu.Lock()
+	old := wc.size[w.Name]
+	wc.mu.Unlock()
+	for attempt := 0; attempt < 2; attempt++ {
+		if old > cp.Size {
+			return "", "conflict" // the witness saw more than this checkpoint: a rollback or a fork
+		}
+		body, err := wc.request(ctx, old, cp)
+		if err != nil {
+			return "", "unavailable"
+		}
+		cctx, cancel := context.WithTimeout(ctx, witnessTimeout)
+		req, _ := http.NewRequestWithContext(cctx, http.MethodPost, strings.TrimSuffix(w.URL, "/")+"/add-checkpoint", bytes.NewReader(body))
+		resp, err := wc.http.Do(req)
+		if err != nil {
+			cancel()
+			return "", "unavailable"
+		}
+		answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		cancel()
+		switch resp.StatusCode {
+		case http.StatusOK:
+			// Keep only this witness's cosignature, and only if it verifies.
+			line := witnessLine(answer, w.Name)
+			if _, err := note.Open([]byte(cp.Note+line), note.VerifierList(w.Verifier)); line == "" || err != nil {
+				return "", "refused"
+			}
+			wc.mu.Lock()
+			wc.size[w.Name] = cp.Size
+			wc.mu.Unlock()
+			return line, "cosigned"
+		case http.StatusConflict:
+			n, err := strconv.ParseInt(strings.TrimSpace(string(answer)), 10, 64)
+			if err != nil || resp.Header.Get("Content-Type") != "text/x.tlog.size" || n == old {
+				return "", "conflict" // the same size and another root: a fork
+			}
+			old = n
+			wc.mu.Lock()
+			wc.size[w.Name] = n
+			wc.mu.Unlock()
+		default:
+			return "", "refused"
+		}
+	}
+	return "", "conflict"
+}
+
+// request is an add-checkpoint body: old size, a consistency proof from
+// it, an empty line and the checkpoint.
+func (wc *witnessClient) request(ctx context.Context, old int64, cp Checkpoint) ([]byte, error) {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "old %d\n", old)
+	if old > 0 && old < cp.Size {
+		proof, err := tlog.ProveTree(cp.Size, old, wc.store.HashReader(ctx))
+		if err != nil {
+			return nil, err
+		}
+		for _, h := range proof {
+			b.WriteString(base64.StdEncoding.EncodeToString(h[:]) + "\n")
+		}
+	}
+	b.WriteString("\n")
+	b.WriteString(cp.Note)
+	return b.Bytes(), nil
+}
+
+// witnessLine returns the first signature line of answer named name.
+func witnessLine(answer []byte, name string) string {
+	for _, line := range strings.SplitAfter(string(answer), "\n") {
+		if strings.HasPrefix(line, "— "+name+" ") && strings.HasSuffix(line, "\n") {
+			return line
+		}
+	}
+	return ""
+}
+
+// cosignatures returns the cosignature lines stored for the checkpoint
+// at size, by witness name.
+func (s *Store) cosignatures(ctx context.Context, size int64) (map[string]string, error) {
+	rows, err := s.pool.Query(ctx, "SELECT witness, line FROM audit_cosignatures WHERE tree_size = $1", size)
+	if err != nil {
+		return nil, fmt.Errorf("audit: cosignatures: %w", err)
+	}
+	out := map[string]string{}
+	var name, line string
+	if _, err := pgx.ForEachRow(rows, []any{&name, &line}, func() error { out[name] = line; return nil }); err != nil {
+		return nil, fmt.Errorf("audit: cosignatures: %w", err)
+	}
+	return out, nil
+}
+
+// insertCosignature stores a witness's cosignature line of the checkpoint
+// at size.
+func (s *Store) insertCosignature(ctx context.Context, size int64, witness, line string) error {
+	_, err := s.pool.Exec(ctx, `INSERT INTO audit_cosignatures (tree_size, witness, line) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, size, witness, line)
+	if err != nil {
+		return fmt.Errorf("audit: store cosignature: %w", err)
+	}
+	return nil
+}
+
+// ErrNoWitnesses: a witness policy names no witness but asks for some.
+var ErrNoWitnesses = errors.New("audit: the witness policy's quorum is larger than its witnesses")
+
+// witnessFile is the --witnesses file.
+type witnessFile struct {
+	Quorum    int `json:"quorum"`
+	Witnesses []struct {
+		Name        string `json:"name"`
+		URL         string `json:"url"`
+		VerifierKey string `json:"verifier_key"`
+	} `json:"witnesses"`
+}
+
+// ParseWitnessPolicy reads a witnesses file:
+// {"quorum":2,"witnesses":[{"name","url","verifier_key"}]}, where each
+// verifier key is the witness's cosignature/v1 note verifier key and its
+// name is the key's.
+func ParseWitnessPolicy(b []byte) (WitnessPolicy, error) {
+	var f witnessFile
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return WitnessPolicy{}, fmt.Errorf("audit: witnesses file: %w", err)
+	}
+	p := WitnessPolicy{Quorum: f.Quorum}
+	for _, w := range f.Witnesses {
+		v, err := witness.NewVerifier(w.VerifierKey)
+		if err != nil {
+			return WitnessPolicy{}, fmt.Errorf("audit: witnesses file: %w", err)
+		}
+		if v.Name() != w.Name || !strings.HasPrefix(w.URL, "http://") && !strings.HasPrefix(w.URL, "https://") {
+			return WitnessPolicy{}, fmt.Errorf("audit: witnesses file: witness %q needs its own verifier key and an http(s) url", w.Name)
+		}
+		p.Witnesses = append(p.Witnesses, Witness{Name: w.Name, URL: w.URL, Verifier: v})
+	}
+	if p.Quorum < 1 || p.Quorum > len(p.Witnesses) {
+		return WitnessPolicy{}, fmt.Errorf("audit: witnesses file: quorum %d must be 1–%d", p.Quorum, len(p.Witnesses))
+	}
+	return p, nil
+}
