@@ -51,6 +51,13 @@ type Report struct {
 	// CheckpointLag is the time from the last acknowledged batch to a signed
 	// checkpoint covering it; zero when not measured.
 	CheckpointLag time.Duration
+	// PublishP50 and PublishP99 are, over every acknowledged batch, the
+	// time from its acknowledgement until the published checkpoint (the
+	// one the service serves: cosigned by the witness quorum when
+	// witnesses are configured) covered it, polled every 25 ms; zero when
+	// not measured.
+	PublishP50, PublishP99 time.Duration
+	PublishSamples         int
 	// RSSStart and RSSEnd are the server's resident memory, if /metrics said.
 	RSSStart, RSSEnd float64
 	LastSeq          int64
@@ -68,6 +75,9 @@ func (r Report) String() string {
 	fmt.Fprintf(&b, "batch latency: p50 %s, p99 %s\n", r.P50.Round(time.Microsecond*100), r.P99.Round(time.Microsecond*100))
 	if r.CheckpointLag > 0 {
 		fmt.Fprintf(&b, "checkpoint lag: %s\n", r.CheckpointLag.Round(time.Millisecond))
+	}
+	if r.PublishSamples > 0 {
+		fmt.Fprintf(&b, "publication lag over %d batches: p50 %s, p99 %s\n", r.PublishSamples, r.PublishP50.Round(time.Millisecond), r.PublishP99.Round(time.Millisecond))
 	}
 	if r.ProofTreeSize > 0 {
 		fmt.Fprintf(&b, "inclusion proofs at tree size %d: p50 %s, p99 %s\n", r.ProofTreeSize, r.ProofP50.Round(10*time.Microsecond), r.ProofP99.Round(10*time.Microsecond))
@@ -145,6 +155,11 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 			}
 		}
 	}()
+	lags := &publishLags{}
+	if auditor != nil {
+		stopPoll := lags.poll(context.WithoutCancel(ctx), auditor)
+		defer stopPoll()
+	}
 	var wg sync.WaitGroup
 	for range cfg.Workers {
 		wg.Add(1)
@@ -194,6 +209,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 				latencies = append(latencies, lat)
 				lastAck = time.Now()
 				mu.Unlock()
+				if auditor != nil && seq >= 0 {
+					lags.acked(seq, lastAck)
+				}
 			}
 		}()
 	}
@@ -215,6 +233,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 			return rep, err
 		}
 		rep.CheckpointLag = lag
+	}
+	if auditor != nil {
+		rep.PublishSamples, rep.PublishP50, rep.PublishP99 = lags.wait(30 * time.Second)
 	}
 	if auditor != nil && cfg.Proofs > 0 {
 		if err := timeProofs(context.Background(), auditor, cfg.Proofs, &rep); err != nil {
@@ -374,4 +395,85 @@ func serverRSS(ctx context.Context, client *http.Client, url string) float64 {
 		}
 	}
 	return 0
+}
+
+// publishLags measures, for each acknowledged batch, how long until the
+// checkpoint the service serves covers it.
+type publishLags struct {
+	mu      sync.Mutex
+	pending []ackedBatch
+	lags    []time.Duration
+}
+
+type ackedBatch struct {
+	seq int64
+	at  time.Time
+}
+
+func (p *publishLags) acked(seq int64, at time.Time) {
+	p.mu.Lock()
+	p.pending = append(p.pending, ackedBatch{seq, at})
+	p.mu.Unlock()
+}
+
+// poll fetches the checkpoint every 25 ms and settles the batches it
+// covers, until the returned stop is called.
+func (p *publishLags) poll(ctx context.Context, c *client.Client) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		t := time.NewTicker(25 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			n, err := checkpointSize(ctx, c)
+			if err != nil {
+				continue
+			}
+			now := time.Now()
+			p.mu.Lock()
+			kept := p.pending[:0]
+			for _, b := range p.pending {
+				if b.seq < n {
+					p.lags = append(p.lags, now.Sub(b.at))
+				} else {
+					kept = append(kept, b)
+				}
+			}
+			p.pending = kept
+			p.mu.Unlock()
+		}
+	}()
+	return cancel
+}
+
+// wait waits up to within for every batch to be covered, and returns the
+// number of batches measured and the median and 99th percentile lag.
+func (p *publishLags) wait(within time.Duration) (int, time.Duration, time.Duration) {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		p.mu.Lock()
+		left := len(p.pending)
+		p.mu.Unlock()
+		if left == 0 {
+			break
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, b := range p.pending {
+		// Never covered: counted as the whole wait, so the figures do not
+		// hide them.
+		p.lags = append(p.lags, time.Since(b.at))
+	}
+	p.pending = nil
+	if len(p.lags) == 0 {
+		return 0, 0, 0
+	}
+	slices.Sort(p.lags)
+	return len(p.lags), p.lags[len(p.lags)/2], p.lags[min(len(p.lags)-1, len(p.lags)*99/100)]
 }
