@@ -53,6 +53,7 @@ type Service struct {
 	genesis  string
 	roster   rosterCache
 	notifier Notifier
+	logProof LogProof
 }
 
 // Config configures a Service.
@@ -68,12 +69,15 @@ type Config struct {
 	RosterGenesis string
 	// Notifier, if set, receives workflow events (webhooks).
 	Notifier Notifier
+	// LogProof, if set, proves to custodians that witness the audit log
+	// that a release's request and approvals are in it.
+	LogProof LogProof
 }
 
 // New returns a Service.
 func New(cfg Config) *Service {
 	s := &Service{store: cfg.Store, decider: cfg.Decider, escrow: cfg.Escrow, log: cfg.Log, metrics: cfg.Metrics, now: cfg.Now,
-		genesis: cfg.RosterGenesis, notifier: cfg.Notifier}
+		genesis: cfg.RosterGenesis, notifier: cfg.Notifier, logProof: cfg.LogProof}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -465,11 +469,19 @@ func (s *Service) release(ctx context.Context, caller, requestID string) (Releas
 	if err != nil {
 		return Release{}, err
 	}
-	_, chain, err := s.Roster(ctx)
+	cur, chain, err := s.Roster(ctx)
 	if err != nil {
 		return Release{}, err
 	}
-	ask := escrow.ReleaseAsk{Canonical: r.Canonical, Approvals: approvals, Roster: chain, RequestID: r.ID, RequestDigest: r.Digest,
+	var names []string
+	for _, c := range cur.Custodians {
+		names = append(names, c.Name)
+	}
+	logged, err := s.logEvidence(ctx, r, names)
+	if err != nil {
+		return Release{}, err
+	}
+	ask := escrow.ReleaseAsk{Canonical: r.Canonical, Approvals: approvals, Roster: chain, Log: logged, RequestID: r.ID, RequestDigest: r.Digest,
 		RecipientKey: signed.Recipient.Fingerprint()}
 	byKey := groupShares(kept)
 	answers := s.escrow.Release(ctx, ask, escrows, haveShares(byKey))

@@ -198,6 +198,15 @@ func (l *Log) WriteBundle(ctx context.Context, w io.Writer, q Query) (int, error
 	return l.Store.WriteBundleAt(ctx, w, q, cp)
 }
 
+// WitnessNames are the names of the witnesses of the log's policy.
+func (l *Log) WitnessNames() []string {
+	out := make([]string, len(l.witnesses.Witnesses))
+	for i, w := range l.witnesses.Witnesses {
+		out[i] = w.Name
+	}
+	return out
+}
+
 // VerifierKey is the note verifier key of the log's checkpoints.
 func (l *Log) VerifierKey() string { return l.key.VerifierKey() }
 

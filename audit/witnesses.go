@@ -243,3 +243,16 @@ func ParseWitnessPolicy(b []byte) (WitnessPolicy, error) {
 	}
 	return p, nil
 }
+
+// CosignedSize returns the size of the largest checkpoint witness
+// cosigned, or 0 when it cosigned none.
+func (s *Store) CosignedSize(ctx context.Context, witness string) (int64, error) {
+	var n *int64
+	if err := s.pool.QueryRow(ctx, "SELECT max(tree_size) FROM audit_cosignatures WHERE witness = $1", witness).Scan(&n); err != nil {
+		return 0, fmt.Errorf("audit: cosigned size: %w", err)
+	}
+	if n == nil {
+		return 0, nil
+	}
+	return *n, nil
+}

@@ -24,6 +24,7 @@ type Metrics struct {
 	lifecycleOps   *prometheus.CounterVec
 	policyRefused  prometheus.Counter
 	rosterRefusedC prometheus.Counter
+	logRefusedC    prometheus.Counter
 	rosterVersionG prometheus.Gauge
 	requests       *prometheus.CounterVec
 	vault          *vaultclient.Metrics
@@ -64,6 +65,10 @@ func NewMetrics() *Metrics {
 			Name: "mediator_custodian_roster_refused_total",
 			Help: "Release calls refused because the roster chain offered did not hold the newest version this custodian had verified (a rollback).",
 		}),
+		logRefusedC: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mediator_custodian_log_refused_total",
+			Help: "Release calls refused because the request was not proven to be in the audit log under a checkpoint this custodian cosigned.",
+		}),
 		rosterVersionG: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mediator_custodian_roster_version",
 			Help: "The newest roster version this custodian has verified from its pinned genesis.",
@@ -73,7 +78,7 @@ func NewMetrics() *Metrics {
 			Help: "API calls by route and status code.",
 		}, []string{"route", "code"}),
 	}
-	reg.MustRegister(m.shares, m.releases, m.releaseTime, m.sharesOut, m.lifecycleOps, m.policyRefused, m.rosterRefusedC, m.rosterVersionG, m.requests,
+	reg.MustRegister(m.shares, m.releases, m.releaseTime, m.sharesOut, m.lifecycleOps, m.policyRefused, m.rosterRefusedC, m.logRefusedC, m.rosterVersionG, m.requests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.vault = vaultclient.NewMetrics(reg)
 	return m
@@ -134,5 +139,11 @@ func (m *Metrics) rosterRefused() {
 func (m *Metrics) rosterVersion(v uint64) {
 	if m != nil {
 		m.rosterVersionG.Set(float64(v))
+	}
+}
+
+func (m *Metrics) logRefused() {
+	if m != nil {
+		m.logRefusedC.Inc()
 	}
 }

@@ -86,13 +86,35 @@ func (c *Custodian) release(ctx context.Context, ev wire.ReleaseEvidence) (wire.
 		c.log.Warn("release refused: roster", "custodian", c.cfg.Name, "request_id", req.ID, "err", err)
 		return wire.ReleaseAnswer{}, &RefusedError{Reasons: []string{err.Error()}, PolicyRevision: rev}
 	}
+	// A custodian that witnesses the audit log releases only what the log
+	// shows: the request and every approval that counts, proven included
+	// under a checkpoint it cosigned itself.
+	var logged []bool
+	if c.witness != nil {
+		var reason string
+		logged, reason, err = c.checkReleaseLogged(ctx, ev, req.ID, digest)
+		if err != nil {
+			return wire.ReleaseAnswer{}, err
+		}
+		if reason != "" {
+			c.log.Warn("release refused: log", "custodian", c.cfg.Name, "request_id", req.ID, "reason", reason)
+			c.metrics.logRefused()
+			return wire.ReleaseAnswer{}, &RefusedError{Reasons: []string{reason}, PolicyRevision: rev}
+		}
+	}
+	var unlogged []string
 	now := c.now().UTC()
 	in := policy.ReleaseInput{Now: now, Request: policy.ReleaseRequest{ID: req.ID, Requester: req.Requester, CaseID: req.CaseID,
 		LegalBasis: req.LegalBasis, Jurisdiction: req.Jurisdiction,
 		Scope:     policy.ReleaseScope{ConversationIDs: req.Scope.ConversationIDs, From: req.Scope.From, To: req.Scope.To},
 		CreatedAt: req.CreatedAt, ExpiresAt: req.ExpiresAt}}
-	for _, a := range ev.Approvals {
+	for i, a := range ev.Approvals {
 		roles, verified, active := verifyApproval(current, a.ApproverID, req.ID, digest, a.Decision, a.Signature)
+		if logged != nil && !logged[i] {
+			// Not in the log: it counts for nothing here.
+			verified = false
+			unlogged = append(unlogged, fmt.Sprintf("the approval by %s is not in the audit log under a checkpoint this custodian cosigned", a.ApproverID))
+		}
 		// The signature does not cover the time; the mediator's claim is
 		// taken, but never later than now nor earlier than the request.
 		at := a.ApprovedAt.UTC()
@@ -108,8 +130,9 @@ func (c *Custodian) release(ctx context.Context, ev wire.ReleaseEvidence) (wire.
 		return wire.ReleaseAnswer{}, fmt.Errorf("%w: policy: %v", errUnavailable, err)
 	}
 	if !d.Allow {
-		c.log.Warn("release refused", "custodian", c.cfg.Name, "request_id", req.ID, "reasons", d.Reasons, "policy_revision", rev)
-		return wire.ReleaseAnswer{}, &RefusedError{Reasons: d.Reasons, PolicyRevision: rev}
+		reasons := append(d.Reasons, unlogged...)
+		c.log.Warn("release refused", "custodian", c.cfg.Name, "request_id", req.ID, "reasons", reasons, "policy_revision", rev)
+		return wire.ReleaseAnswer{}, &RefusedError{Reasons: reasons, PolicyRevision: rev}
 	}
 	if !now.Before(req.ExpiresAt) {
 		return wire.ReleaseAnswer{}, &RefusedError{Reasons: []string{"the request has expired"}, PolicyRevision: rev}
@@ -346,4 +369,22 @@ func (c *Custodian) sealShare(to *seal.Sealer, req approval.Request, digest, rev
 	}
 	out.Index, out.Sealed, out.Receipt = rec.Index, sealed, &signed
 	return "", ""
+}
+
+// checkReleaseLogged checks the release's log evidence against a
+// checkpoint this custodian cosigned for the first log it witnesses.
+func (c *Custodian) checkReleaseLogged(ctx context.Context, ev wire.ReleaseEvidence, requestID, digest string) ([]bool, string, error) {
+	if ev.Log == nil {
+		return nil, "the release comes without proof that its request and approvals are in the audit log", nil
+	}
+	origin := c.cfg.Witness.Logs[0].Origin
+	root, ok, err := witnessStore{c.store}.cosignedRoot(ctx, origin, ev.Log.TreeSize)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: witness record: %v", errUnavailable, err)
+	}
+	if !ok {
+		return nil, fmt.Sprintf("the proofs are against a checkpoint of size %d that this custodian has not cosigned (or no longer remembers)", ev.Log.TreeSize), nil
+	}
+	logged, reason := checkLogged(root, ev.Log, requestID, digest, ev.Approvals)
+	return logged, reason, nil
 }

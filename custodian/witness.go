@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	vaultapi "github.com/hashicorp/vault/api"
@@ -99,7 +100,14 @@ func (w witnessStore) Put(ctx context.Context, origin string, prev *witness.Chec
 	if (sec != nil) != (prev != nil) || (sec != nil && cur != *prev) {
 		return witness.ErrChanged
 	}
-	data := map[string]any{"origin": origin, "size": next.Size, "root": base64.StdEncoding.EncodeToString(next.Root[:])}
+	// The record also keeps the last cosigned checkpoints, so that a
+	// release can prove its request and approvals against any recent one.
+	history := []any{fmt.Sprintf("%d:%s", next.Size, base64.StdEncoding.EncodeToString(next.Root[:]))}
+	if sec != nil {
+		old, _ := sec.Data["history"].([]any)
+		history = append(history, old[:min(len(old), witnessHistory-1)]...)
+	}
+	data := map[string]any{"origin": origin, "size": next.Size, "root": base64.StdEncoding.EncodeToString(next.Root[:]), "history": history}
 	if sec == nil {
 		err = w.s.putOnce(ctx, w.path(origin), data)
 	} else {
@@ -122,4 +130,30 @@ func intOf(v any) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("not a whole number: %v", v)
+}
+
+// witnessHistory is how many recent cosigned checkpoints a custodian keeps
+// per log: a release's proofs may be against any of them.
+const witnessHistory = 256
+
+// cosignedRoot returns the root of the checkpoint of size size the
+// custodian cosigned for origin, if it is among the recent ones it keeps.
+func (w witnessStore) cosignedRoot(ctx context.Context, origin string, size int64) (tlog.Hash, bool, error) {
+	_, sec, err := w.read(ctx, origin)
+	if err != nil || sec == nil {
+		return tlog.Hash{}, false, err
+	}
+	history, _ := sec.Data["history"].([]any)
+	for _, h := range history {
+		n, b64, _ := strings.Cut(fmt.Sprint(h), ":")
+		if n != strconv.FormatInt(size, 10) {
+			continue
+		}
+		root, err := base64.StdEncoding.DecodeString(b64)
+		if err != nil || len(root) != tlog.HashSize {
+			return tlog.Hash{}, false, fmt.Errorf("custodian: witness record of %q unreadable", origin)
+		}
+		return tlog.Hash(root), true, nil
+	}
+	return tlog.Hash{}, false, nil
 }

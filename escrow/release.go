@@ -19,7 +19,11 @@ type ReleaseAsk struct {
 	Approvals []wire.EvidenceApproval
 	// Roster is the roster chain, from its genesis, that names the
 	// approvers; each custodian verifies it from the genesis it pins.
-	Roster        []roster.Signed
+	Roster []roster.Signed
+	// Log is, per custodian name, the proof that the request and
+	// approvals are in the audit log under a checkpoint that custodian
+	// cosigned; a custodian without one gets none.
+	Log           map[string]*wire.LogEvidence
 	RequestID     string
 	RequestDigest string
 	RecipientKey  string // fingerprint of the request's recipient key
@@ -67,7 +71,7 @@ func (s *Service) Release(ctx context.Context, ask ReleaseAsk, escrows []Escrow,
 		}
 		wg.Go(func() {
 			t0 := time.Now()
-			ans, err := r.Release(ctx, wire.ReleaseEvidence{Canonical: ask.Canonical, Approvals: ask.Approvals, Roster: ask.Roster, Shares: refs})
+			ans, err := r.Release(ctx, wire.ReleaseEvidence{Canonical: ask.Canonical, Approvals: ask.Approvals, Roster: ask.Roster, Log: ask.Log[r.Name], Shares: refs})
 			s.metrics.custodian(r.Name, "release", err, time.Since(t0))
 			var refused *RefusedError
 			if errors.As(err, &refused) {

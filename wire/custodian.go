@@ -115,7 +115,10 @@ type ReleaseEvidence struct {
 	// it from the genesis it pins and takes approvers from its last
 	// version.
 	Roster []roster.Signed `json:"roster"`
-	Shares []ShareRef      `json:"shares"`
+	// Log, for a custodian that witnesses the audit log, proves the
+	// request and the approvals are in it (LogEvidence).
+	Log    *LogEvidence `json:"log,omitempty"`
+	Shares []ShareRef   `json:"shares"`
 }
 
 // CustodianShare is one share re-sealed to the request's recipient, with the
@@ -142,4 +145,20 @@ type RewrapAnswer struct {
 	Rewrapped int      `json:"rewrapped"`
 	Unchanged int      `json:"unchanged"`
 	Failed    []string `json:"failed"`
+}
+
+// LogEvidence proves that a release's request and approvals are in the
+// audit log: each entry's leaf and its inclusion proof in the tree of
+// TreeSize entries, a checkpoint the custodian itself cosigned as a
+// witness.
+type LogEvidence struct {
+	TreeSize int64      `json:"tree_size"`
+	Entries  []LogEntry `json:"entries"`
+}
+
+// LogEntry is one audit log entry and its inclusion proof.
+type LogEntry struct {
+	Seq   int64    `json:"seq"`
+	Leaf  []byte   `json:"leaf"`
+	Proof [][]byte `json:"proof"`
 }

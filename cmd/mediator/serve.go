@@ -153,7 +153,8 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 	}
 	accessStore := access.NewPGStore(pool, auditLog.Store)
 	accessSvc := access.New(access.Config{Store: accessStore, Decider: engine, Escrow: escrowSvc, Log: log,
-		Metrics: access.NewMetrics(metrics.Registry, accessStore), RosterGenesis: cfg.RosterGenesis, Notifier: notifier})
+		Metrics: access.NewMetrics(metrics.Registry, accessStore), RosterGenesis: cfg.RosterGenesis, Notifier: notifier,
+		LogProof: auditLog})
 	go accessSvc.WatchLiveness(ctx, cfg.LivenessInterval, cfg.LivenessWindow, cfg.ProposalWait)
 
 	router := api.NewRouter(api.Deps{

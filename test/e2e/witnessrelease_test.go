@@ -1,0 +1,133 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/client"
+	"github.com/mediatorhq/mediator/custodian"
+	"github.com/mediatorhq/mediator/dev"
+	"github.com/mediatorhq/mediator/seal"
+)
+
+// TestReleaseNeedsTheLog: five custodian processes witness the audit log
+// (a checkpoint is published once three cosigned it) and release a share
+// only for a request and approvals proven to be in the log under a
+// checkpoint they cosigned themselves. A lawful release goes through.
+// Then the mediator skips the log: approvals written into its tables with
+// genuine signatures but no log entry, and a request filed the same way.
+// Every custodian refuses, naming what the log lacks.
+func TestReleaseNeedsTheLog(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	skey, vkey, err := note.GenerateKey(rand.Reader, "mediator/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "checkpoint.key")
+	os.WriteFile(keyFile, []byte(skey), 0o600)
+	keys, listed := e2eApprovers()
+	cs := startCustodians(t, nil, dev.CustodianOptions{Approvers: listed,
+		WitnessLogs: []custodian.WitnessLog{{Origin: "mediator/audit", VerifierKeys: []string{vkey}}}})
+	witnesses := filepath.Join(dir, "witnesses.json")
+	if err := dev.WriteWitnesses(ctx, cs.cs, witnesses); err != nil {
+		t.Fatal(err)
+	}
+	in := startServe(t, serveOpts{custodians: cs, extraEnv: []string{"MEDIATOR_CHECKPOINT_KEY_FILE=" + keyFile, "MEDIATOR_WITNESSES=" + witnesses}})
+	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	tok := func(sub string, roles ...string) string { s, _ := in.issuer.Issue(sub, roles, time.Hour); return s }
+	admin, olga, aud := tok("ada", "admin"), tok("olga", "officer"), tok("aud", "auditor")
+	gw, _ := client.New(in.base, tok("gw", "depositor"), http.DefaultClient)
+	key := make([]byte, 32)
+	rand.Read(key)
+	if _, err := gw.Deposit(ctx, cs.digest, "conv-l", "e1", key); err != nil {
+		t.Fatal(err)
+	}
+
+	// The lawful release: every custodian finds the request and both
+	// approvals in the log it witnessed.
+	runCmd(t, nil, "keygen", "--recipient", "--out", filepath.Join(dir, "olga.key"))
+	lawful := approvedRequest(t, in, admin, olga, keys, "conv-l", filepath.Join(dir, "olga.key.pub"))
+	oc, _ := client.New(in.base, olga, http.DefaultClient)
+	if _, err := oc.Release(ctx, lawful); err != nil {
+		t.Fatalf("the lawful release: %v", err)
+	}
+	_, cp := getText(t, in.base+"/v1/audit/checkpoint", aud)
+	if strings.Count(cp, "\n— ") < 4 { // the log's signature and at least three cosignatures
+		t.Fatalf("the published checkpoint lacks its cosignatures:\n%s", cp)
+	}
+
+	db, err := pgx.Connect(ctx, in.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(ctx)
+	mustExec(t, db, "SET session_replication_role = replica")
+	insertApprovals := func(id, digest string, seq int64) {
+		for who, k := range keys {
+			sig := ed25519.Sign(k, approval.Message(id, digest, "approve", who))
+			mustExec(t, db, `INSERT INTO access_approvals (request_id, approver_id, decision, signature, key_id, roles, by_requester, audit_seq)
+				VALUES ($1, $2, 'approve', $3, $4, '{}', false, $5)`, id, who, sig, approval.KeyID(k.Public().(ed25519.PublicKey)), seq)
+		}
+	}
+	refusedAll := func(id, says string) {
+		t.Helper()
+		code, resp := post(t, in.base+"/v1/access-requests/"+id+"/release", "application/json", olga, []byte(`{}`))
+		if code != 403 || errorCode(resp) != "custodians_refused" {
+			t.Fatalf("%s: %d %v", says, code, resp)
+		}
+		msg := fmt.Sprint(resp)
+		for _, c := range cs.cs {
+			if !strings.Contains(msg, c.Name+": ") {
+				t.Errorf("%s did not refuse: %v", c.Name, resp)
+			}
+		}
+		if !strings.Contains(msg, says) {
+			t.Errorf("the refusals do not say %q: %v", says, resp)
+		}
+	}
+
+	// 1. The approvals never logged: the request is filed (and logged),
+	// approvals with genuine signatures go straight into the table.
+	r := readyRequestUnapprovedTo(t, in, admin, olga, "conv-l", filepath.Join(dir, "olga.key.pub"))
+	var reqSeq int64
+	db.QueryRow(ctx, "SELECT audit_seq FROM access_requests WHERE request_id = $1", r.id).Scan(&reqSeq)
+	insertApprovals(r.id, r.digest, reqSeq)
+	refusedAll(r.id, "is not in the audit log under a checkpoint this custodian cosigned")
+
+	// 2. The request never logged either: a row with its canonical form,
+	// pointing at an entry that is something else.
+	pub, _ := os.ReadFile(filepath.Join(dir, "olga.key.pub"))
+	var recipient seal.PublicKey
+	if err := json.Unmarshal(pub, &recipient); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	ghost := approval.Request{ID: uuid.NewString(), Requester: "olga", CaseID: "case-1", LegalBasis: "court_order", WarrantRef: "W-1",
+		Jurisdiction: "US", Justification: "See the case file.", Scope: approval.Scope{ConversationIDs: []string{"conv-l"}, From: now.Add(-time.Hour), To: now.Add(time.Hour)},
+		Recipient: recipient, CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour)}
+	canonical, err := ghost.Canonical()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, db, `INSERT INTO access_requests (request_id, requester, case_id, legal_basis, warrant_ref, jurisdiction, justification,
+		conversation_ids, scope_from, scope_to, recipient_kem_id, recipient_public_key, created_at, expires_at, canonical, digest, audit_seq)
+		VALUES ($1, 'olga', 'case-1', 'court_order', 'W-1', 'US', 'See the case file.', '{conv-l}', $2, $3, $4, $5, $6, $7, $8, $9, 0)`,
+		ghost.ID, ghost.Scope.From, ghost.Scope.To, int(recipient.KEMID), recipient.PublicKey, ghost.CreatedAt, ghost.ExpiresAt, canonical, approval.Digest(canonical))
+	insertApprovals(ghost.ID, approval.Digest(canonical), 0)
+	refusedAll(ghost.ID, "the request is not in the audit log")
+}
