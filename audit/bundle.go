@@ -208,6 +208,13 @@ const maxBundleLine = 16 << 20
 // trailer's count and seq digest both equal those of the entries present.
 // FirstBadSeq names the first entry that fails.
 func VerifyBundle(r io.Reader, verifiers ...note.Verifier) (*Report, error) {
+	return VerifyBundleWitnessed(r, WitnessPolicy{}, verifiers...)
+}
+
+// VerifyBundleWitnessed is VerifyBundle that also requires the bundle's
+// checkpoint to carry the cosignatures of policy's quorum (none when the
+// policy names no witness).
+func VerifyBundleWitnessed(r io.Reader, policy WitnessPolicy, verifiers ...note.Verifier) (*Report, error) {
 	if len(verifiers) == 0 {
 		return nil, errors.New("audit: bundle: no verifier key")
 	}
@@ -248,6 +255,9 @@ func VerifyBundle(r io.Reader, verifiers ...note.Verifier) (*Report, error) {
 			}
 			header, query = &l, *l.Query
 			rep.Checkpoints = 1
+			if len(policy.Witnesses) > 0 {
+				CheckBundleWitnesses(rep, []byte(l.Checkpoint), policy)
+			}
 		case "entry":
 			if header == nil {
 				return nil, errors.New("audit: not a complete bundle: it does not begin with a header")

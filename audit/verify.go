@@ -17,6 +17,9 @@ import (
 type Report struct {
 	Entries     int64
 	Checkpoints int
+	// Witnessed counts checkpoints that meet a witness policy, when one
+	// was checked.
+	Witnessed int
 	// FirstBadSeq is the lowest seq found wrong (an edited, missing or
 	// misplaced entry, or one whose stored hashes differ), or -1.
 	FirstBadSeq int64

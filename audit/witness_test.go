@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -132,6 +133,43 @@ func TestPublishedOnlyWithTheWitnessQuorum(t *testing.T) {
 	// Back: the newest checkpoint is cosigned and published.
 	down.Store(false)
 	served(15)
+
+	// audit verify with the policy: the newest checkpoint meets it, and a
+	// cosignature row someone wrote is named.
+	rep, err := f.store.Verify(ctx, logVerifier)
+	if err != nil || !rep.OK() {
+		t.Fatalf("verify: %+v %v", rep, err)
+	}
+	if err := f.store.CheckWitnesses(ctx, rep, policy, logVerifier); err != nil || !rep.OK() || rep.Witnessed < 2 {
+		t.Fatalf("witnesses: %+v %v", rep, err)
+	}
+	if _, err := f.pool.Exec(ctx, `INSERT INTO audit_cosignatures (tree_size, witness, line) VALUES (10, 'witness.test/c', '— witness.test/c AAAA
+')`); err != nil {
+		t.Fatal(err)
+	}
+	stricter := policy
+	_, extra, _ := witness.NewSigner("witness.test/c", make([]byte, 32))
+	ev, _ := witness.NewVerifier(extra)
+	stricter.Witnesses = append(append([]Witness(nil), policy.Witnesses...), Witness{Name: "witness.test/c", URL: "http://127.0.0.1:1", Verifier: ev})
+	stricter.Quorum = 3
+	rep, _ = f.store.Verify(ctx, logVerifier)
+	if err := f.store.CheckWitnesses(ctx, rep, stricter, logVerifier); err != nil || rep.OK() ||
+		!strings.Contains(strings.Join(rep.Problems, "\n"), "checkpoint 10: the stored cosignature of witness witness.test/c does not verify") ||
+		!strings.Contains(strings.Join(rep.Problems, "\n"), "the newest: cosigned by 2 of the 3") {
+		t.Fatalf("a forged cosignature and a stricter policy: %+v %v", rep, err)
+	}
+
+	// A bundle carries the cosigned checkpoint; a stricter policy refuses it.
+	var buf strings.Builder
+	if _, err := l.WriteBundle(ctx, &buf, Query{AfterSeq: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := VerifyBundleWitnessed(strings.NewReader(buf.String()), policy, logVerifier); err != nil || !rep.OK() {
+		t.Fatalf("the bundle under the policy: %+v %v", rep, err)
+	}
+	if rep, err := VerifyBundleWitnessed(strings.NewReader(buf.String()), stricter, logVerifier); err != nil || rep.OK() {
+		t.Fatalf("the bundle under a stricter policy: %+v %v", rep, err)
+	}
 }
 
 func TestParseWitnessPolicy(t *testing.T) {

@@ -256,3 +256,57 @@ func (s *Store) CosignedSize(ctx context.Context, witness string) (int64, error)
 	}
 	return *n, nil
 }
+
+// CheckWitnesses checks the stored cosignatures against policy: every
+// stored cosignature line must verify with its witness's key in policy
+// (one that does not was written by someone else), and the newest
+// checkpoint must be cosigned by the quorum (it is the one published).
+// It adds what it finds to rep and counts, in rep.Witnessed, the
+// checkpoints that meet the policy (older ones signed while witnesses
+// were down need not: they were never published).
+func (s *Store) CheckWitnesses(ctx context.Context, rep *Report, policy WitnessPolicy, verifiers ...note.Verifier) error {
+	checkpoints, err := s.allCheckpoints(ctx)
+	if err != nil {
+		return err
+	}
+	byName := map[string]Witness{}
+	for _, w := range policy.Witnesses {
+		byName[w.Name] = w
+	}
+	for i, c := range checkpoints {
+		if _, _, err := OpenCheckpoint([]byte(c.Note), verifiers[0].Name(), verifiers...); err != nil {
+			continue // reported by Verify
+		}
+		lines, err := s.cosignatures(ctx, c.Size)
+		if err != nil {
+			return err
+		}
+		cosigned := c.Note
+		for name, line := range lines {
+			w, known := byName[name]
+			if !known {
+				continue // a witness the policy does not name counts for nothing
+			}
+			if _, err := note.Open([]byte(c.Note+line), note.VerifierList(w.Verifier)); err != nil {
+				rep.bad(-1, "checkpoint %d: the stored cosignature of witness %s does not verify with its key", c.Size, name)
+				continue
+			}
+			cosigned += line
+		}
+		n, ok := policy.Satisfied([]byte(cosigned))
+		if ok {
+			rep.Witnessed++
+		} else if i == len(checkpoints)-1 {
+			rep.bad(-1, "checkpoint %d, the newest: cosigned by %d of the %d witnesses the policy requires", c.Size, n, policy.Quorum)
+		}
+	}
+	return nil
+}
+
+// CheckBundleWitnesses checks that a bundle's checkpoint carries the
+// cosignatures of policy's quorum.
+func CheckBundleWitnesses(rep *Report, checkpoint []byte, policy WitnessPolicy) {
+	if n, ok := policy.Satisfied(checkpoint); !ok {
+		rep.bad(-1, "the bundle's checkpoint is cosigned by %d of the %d witnesses the policy requires", n, policy.Quorum)
+	}
+}

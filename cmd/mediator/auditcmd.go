@@ -26,8 +26,19 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.Var(&keys, "key", "note verifier key (as GET /v1/audit/verifier-key returns it), or @FILE; repeat for the log's past keys; without it, $MEDIATOR_VERIFIER_KEY, else read from Vault Transit with VAULT_ADDR/VAULT_TOKEN")
 	origin := fs.String("log-origin", env(defaultLogOrigin, "MEDIATOR_LOG_ORIGIN"), "the log's origin, when the key is read from Vault [MEDIATOR_LOG_ORIGIN]")
 	bundle := fs.String("bundle", "", "verify this NDJSON evidence bundle offline instead of the database")
+	witnessFile := fs.String("witnesses", env("", "MEDIATOR_WITNESSES"), "a witnesses file (quorum and witness keys, as the service's --witnesses): check the checkpoints' cosignatures against it [MEDIATOR_WITNESSES]")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var policy audit.WitnessPolicy
+	if *witnessFile != "" {
+		b, err := os.ReadFile(*witnessFile)
+		if err != nil {
+			return fmt.Errorf("audit verify: --witnesses: %w", err)
+		}
+		if policy, err = audit.ParseWitnessPolicy(b); err != nil {
+			return err
+		}
 	}
 	if len(keys) == 0 && os.Getenv("MEDIATOR_VERIFIER_KEY") != "" {
 		keys = keyList{os.Getenv("MEDIATOR_VERIFIER_KEY")}
@@ -50,7 +61,7 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 			return fmt.Errorf("audit verify: %w", err)
 		}
 		defer f.Close()
-		if rep, err = audit.VerifyBundle(f, verifiers...); err != nil {
+		if rep, err = audit.VerifyBundleWitnessed(f, policy, verifiers...); err != nil {
 			fmt.Fprintln(stdout, "FAIL:", err)
 			return exitCode(1)
 		}
@@ -69,6 +80,11 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		defer pool.Close()
 		if rep, err = audit.NewStore(pool).Verify(ctx, verifiers...); err != nil {
 			return fmt.Errorf("audit verify: %w", err)
+		}
+		if len(policy.Witnesses) > 0 {
+			if err := audit.NewStore(pool).CheckWitnesses(ctx, rep, policy, verifiers...); err != nil {
+				return fmt.Errorf("audit verify: %w", err)
+			}
 		}
 		// Request rows are an index of the canonical requests approvers
 		// signed: name every row whose columns say something else.
@@ -90,6 +106,9 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		fmt.Fprintf(stdout, "verification FAILED: %d problems in %d entries and %d checkpoints\n", len(rep.Problems), rep.Entries, rep.Checkpoints)
 		return exitCode(1)
+	}
+	if len(policy.Witnesses) > 0 && *bundle == "" {
+		fmt.Fprintf(stdout, "witnesses: %d of %d checkpoints cosigned by the quorum of %d\n", rep.Witnessed, rep.Checkpoints, policy.Quorum)
 	}
 	fmt.Fprintf(stdout, "ok: %d entries and %d checkpoints verified\n", rep.Entries, rep.Checkpoints)
 	return nil
