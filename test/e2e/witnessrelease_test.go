@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -30,7 +32,9 @@ import (
 // checkpoint they cosigned themselves. A lawful release goes through.
 // Then the mediator skips the log: approvals written into its tables with
 // genuine signatures but no log entry, and a request filed the same way.
-// Every custodian refuses, naming what the log lacks.
+// Every custodian refuses, naming what the log lacks. Last, a forked and
+// a rolled-back checkpoint signed with the log's own key: every witness
+// refuses both.
 func TestReleaseNeedsTheLog(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -130,4 +134,64 @@ func TestReleaseNeedsTheLog(t *testing.T) {
 		ghost.ID, ghost.Scope.From, ghost.Scope.To, int(recipient.KEMID), recipient.PublicKey, ghost.CreatedAt, ghost.ExpiresAt, canonical, approval.Digest(canonical))
 	insertApprovals(ghost.ID, approval.Digest(canonical), 0)
 	refusedAll(ghost.ID, "the request is not in the audit log")
+
+	// 3. Whoever holds the log's key signs another history: every witness
+	// refuses a fork at the size it cosigned, and a rollback below it.
+	witnessesRefuseAFork(t, cs, skey)
+}
+
+// witnessesRefuseAFork sends every custodian witness a checkpoint of the
+// size they cosigned last with another root, signed with the log's own
+// key (a log that shows two histories), and a smaller one (a rollback):
+// each refuses both (409, or 400 for the rollback), and cosigns nothing.
+func witnessesRefuseAFork(t *testing.T, cs *custodianProcs, skey string) {
+	t.Helper()
+	signer, err := note.NewSigner(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs.cs {
+		// The witness's size: ask with old size 0 and read the 409.
+		probe := "old 0\n\n" + forkNote(t, signer, 1, 0x01)
+		resp, err := http.Post(c.URL+"/add-checkpoint", "text/plain", strings.NewReader(probe))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var size int64
+		fmt.Sscan(string(body), &size)
+		if resp.StatusCode != http.StatusConflict || size < 1 {
+			t.Fatalf("%s: probing its size: %d %q", c.Name, resp.StatusCode, body)
+		}
+		for name, req := range map[string]struct {
+			body string
+			want int
+		}{
+			"a fork at its size":  {fmt.Sprintf("old %d\n\n%s", size, forkNote(t, signer, size, 0x02)), http.StatusConflict},
+			"a rollback below it": {fmt.Sprintf("old %d\n\n%s", size, forkNote(t, signer, size-1, 0x03)), http.StatusBadRequest},
+		} {
+			resp, err := http.Post(c.URL+"/add-checkpoint", "text/plain", strings.NewReader(req.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != req.want {
+				t.Errorf("%s: %s: %d, want %d", c.Name, name, resp.StatusCode, req.want)
+			}
+		}
+	}
+}
+
+// forkNote is a checkpoint of size with a made-up root, signed by signer.
+func forkNote(t *testing.T, signer note.Signer, size int64, b byte) string {
+	t.Helper()
+	root := make([]byte, 32)
+	root[0] = b
+	text := fmt.Sprintf("mediator/audit\n%d\n%s\n", size, base64.StdEncoding.EncodeToString(root))
+	signed, err := note.Sign(&note.Note{Text: text}, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(signed)
 }
