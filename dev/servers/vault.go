@@ -223,6 +223,21 @@ func VaultCacheDir() (string, error) {
 // changed pin builds again and an unchanged one never does. Concurrent callers
 // (parallel test packages) wait for one build.
 func EnsureVaultBinary(ctx context.Context, log *slog.Logger) (string, error) {
+	return ensureTool(ctx, log, pinnedTool{name: "vault", dir: "vault", version: VaultVersion, pkg: "github.com/hashicorp/vault",
+		env: []string{"GONOSUMDB=github.com/hashicorp/vault-plugin-*"}, took: "about 10 minutes on 2 cores"})
+}
+
+// pinnedTool is a program built from a tools module of the checkout
+// (tools/<dir>) and cached as <name>-<version>-<hash of go.sum>.
+type pinnedTool struct {
+	name, dir, version, pkg string
+	env                     []string
+	took                    string // how long a first build takes, for the log
+}
+
+// ensureTool returns the cached binary of t, building it from tools/<dir>
+// when the cache holds none built from the module's current go.sum.
+func ensureTool(ctx context.Context, log *slog.Logger, t pinnedTool) (string, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -230,23 +245,23 @@ func EnsureVaultBinary(ctx context.Context, log *slog.Logger) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	toolsDir, err := findToolsDir()
+	toolsDir, err := findToolsDir(t.dir)
 	if err != nil {
 		return "", err
 	}
 	sum, err := os.ReadFile(filepath.Join(toolsDir, "go.sum"))
 	if err != nil {
-		return "", fmt.Errorf("harness: read tools/vault/go.sum: %w", err)
+		return "", fmt.Errorf("harness: read tools/%s/go.sum: %w", t.dir, err)
 	}
 	h := sha256.Sum256(sum)
-	bin := filepath.Join(cacheDir, "vault-"+VaultVersion+"-"+hex.EncodeToString(h[:6]))
+	bin := filepath.Join(cacheDir, t.name+"-"+t.version+"-"+hex.EncodeToString(h[:6]))
 	if isExecutable(bin) {
 		return bin, nil
 	}
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return "", fmt.Errorf("harness: cache dir: %w", err)
 	}
-	unlock, err := lockFile(filepath.Join(cacheDir, "vault-build.lock"))
+	unlock, err := lockFile(filepath.Join(cacheDir, t.name+"-build.lock"))
 	if err != nil {
 		return "", err
 	}
@@ -254,40 +269,40 @@ func EnsureVaultBinary(ctx context.Context, log *slog.Logger) (string, error) {
 	if isExecutable(bin) { // another process built it while we waited
 		return bin, nil
 	}
-	log.Info("vault: building the pinned Vault server from the Go module proxy; the first build takes about 10 minutes on 2 cores",
-		"version", VaultVersion, "cache", bin)
+	log.Info(t.name+": building the pinned "+t.name+" from the Go module proxy; the first build takes "+t.took,
+		"version", t.version, "cache", bin)
 	start := time.Now()
 	tmp := bin + ".tmp"
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", tmp, "github.com/hashicorp/vault")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", tmp, t.pkg)
 	cmd.Dir = toolsDir
-	cmd.Env = append(os.Environ(), "GONOSUMDB=github.com/hashicorp/vault-plugin-*")
+	cmd.Env = append(os.Environ(), t.env...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		os.Remove(tmp)
-		return "", fmt.Errorf("harness: build vault %s: %w: %s", VaultVersion, err, tail(out, 4000))
+		return "", fmt.Errorf("harness: build %s %s: %w: %s", t.name, t.version, err, tail(out, 4000))
 	}
 	if err := os.Rename(tmp, bin); err != nil {
-		return "", fmt.Errorf("harness: cache vault: %w", err)
+		return "", fmt.Errorf("harness: cache %s: %w", t.name, err)
 	}
-	log.Info("vault: built", "version", VaultVersion, "took", time.Since(start).Round(time.Second).String())
+	log.Info(t.name+": built", "version", t.version, "took", time.Since(start).Round(time.Second).String())
 	return bin, nil
 }
 
 // findToolsDir walks up from the working directory to the checkout's
-// tools/vault module.
-func findToolsDir() (string, error) {
+// tools/<name> module.
+func findToolsDir(name string) (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", fmt.Errorf("harness: %w", err)
 	}
 	for {
-		candidate := filepath.Join(dir, "tools", "vault")
+		candidate := filepath.Join(dir, "tools", name)
 		if _, err := os.Stat(filepath.Join(candidate, "go.mod")); err == nil {
 			return candidate, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			return "", errors.New("harness: no vault on PATH, VAULT_ADDR unset, and tools/vault not found above the working directory: run from the mediator checkout so the pinned Vault can be built")
+			return "", fmt.Errorf("harness: tools/%s not found above the working directory: run from the mediator checkout so the pinned %s can be built", name, name)
 		}
 		dir = parent
 	}

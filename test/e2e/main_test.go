@@ -119,8 +119,15 @@ func (p *process) Output() string {
 // process is killed when the test ends, if still running.
 func start(t *testing.T, environ []string, args ...string) *process {
 	t.Helper()
+	return startProgram(t, mediator, environ, args...)
+}
+
+// startProgram runs the program at path with args and extra environment,
+// killed when the test ends if still running.
+func startProgram(t *testing.T, path string, environ []string, args ...string) *process {
+	t.Helper()
 	p := &process{exited: make(chan struct{})}
-	p.cmd = exec.Command(mediator, args...)
+	p.cmd = exec.Command(path, args...)
 	p.cmd.Env = append(cleanEnv(), environ...)
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	if err := p.cmd.Start(); err != nil {
