@@ -32,9 +32,10 @@ import (
 // checkpoint they cosigned themselves. A lawful release goes through.
 // Then the mediator skips the log: approvals written into its tables with
 // genuine signatures but no log entry, and a request filed the same way.
-// Every custodian refuses, naming what the log lacks. Last, a forked and
-// a rolled-back checkpoint signed with the log's own key: every witness
-// refuses both.
+// Every custodian refuses, naming what the log lacks. Then a forked and a
+// rolled-back checkpoint signed with the log's own key: every witness
+// refuses both. Last, with three of the five witnesses down, nothing newer
+// is published until they are back.
 func TestReleaseNeedsTheLog(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -138,6 +139,35 @@ func TestReleaseNeedsTheLog(t *testing.T) {
 	// 3. Whoever holds the log's key signs another history: every witness
 	// refuses a fork at the size it cosigned, and a rollback below it.
 	witnessesRefuseAFork(t, cs, skey)
+
+	// 4. Three of five witnesses down: checkpoints go on being signed, but
+	// nothing newer is published; with them back, publication resumes.
+	size := func() int64 {
+		_, text := getText(t, in.base+"/v1/audit/checkpoint", aud)
+		var n int64
+		fmt.Sscan(strings.Split(text, "\n")[1], &n)
+		return n
+	}
+	before := size()
+	for _, i := range []int{0, 1, 2} {
+		cs.stop(t, i)
+	}
+	gwIngest := tok("gw", "ingest")
+	if code, body := post(t, in.base+"/v1/events", "application/json", gwIngest, batch(event("wl-1", "conv-wl", nil), event("wl-2", "conv-wl", nil))); code != 200 {
+		t.Fatalf("events: %d %v", code, body)
+	}
+	time.Sleep(3 * time.Second)
+	if got := size(); got != before {
+		t.Fatalf("published size %d with three of five witnesses down (was %d)", got, before)
+	}
+	for _, i := range []int{0, 1, 2} {
+		cs.start(t, i)
+	}
+	for deadline := time.Now().Add(20 * time.Second); size() <= before; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("publication did not resume: still %d", size())
+		}
+	}
 }
 
 // witnessesRefuseAFork sends every custodian witness a checkpoint of the
