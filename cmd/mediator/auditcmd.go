@@ -27,6 +27,7 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	origin := fs.String("log-origin", env(defaultLogOrigin, "MEDIATOR_LOG_ORIGIN"), "the log's origin, when the key is read from Vault [MEDIATOR_LOG_ORIGIN]")
 	bundle := fs.String("bundle", "", "verify this NDJSON evidence bundle offline instead of the database")
 	witnessFile := fs.String("witnesses", env("", "MEDIATOR_WITNESSES"), "a witnesses file (quorum and witness keys, as the service's --witnesses): check the checkpoints' cosignatures against it [MEDIATOR_WITNESSES]")
+	fs.StringVar(witnessFile, "witness", *witnessFile, "the same as --witnesses")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
