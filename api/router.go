@@ -102,10 +102,12 @@ func NewRouter(d Deps) http.Handler {
 	// Every route is guarded; bodies are capped after the caller is known.
 	g := r.With(s.guard, limitBody(defaultBodyLimit))
 
-	// Operations: public by policy.
+	// Operations: probes and the API description are public by policy;
+	// metrics need the metrics role (or the private listener,
+	// MetricsHandler).
 	g.Get("/healthz", s.healthz)
 	g.Get("/readyz", s.readyz)
-	g.Get("/metrics", promhttp.HandlerFor(d.Metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP)
+	g.Get("/metrics", MetricsHandler(d.Metrics).ServeHTTP)
 	g.Get("/openapi.yaml", s.openAPISpec)
 
 	// Identity.
@@ -154,6 +156,13 @@ func NewRouter(d Deps) http.Handler {
 	g.Get("/v1/stats/transport", s.transportStats)
 
 	return r
+}
+
+// MetricsHandler serves m's registry in the Prometheus text format, with
+// no authentication of its own: the router guards it, and a separate
+// listener serving it alone must be bound to a private address.
+func MetricsHandler(m *Metrics) http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
 }
 
 // Routes lists "METHOD pattern" for every route h serves, for tests that

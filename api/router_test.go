@@ -21,6 +21,7 @@ import (
 
 type fixture struct {
 	handler http.Handler
+	metrics *Metrics
 	issuer  *dev.Issuer
 	logs    *bytes.Buffer
 	pgDown  bool
@@ -48,12 +49,12 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{issuer: iss, logs: &bytes.Buffer{}}
+	f := &fixture{issuer: iss, logs: &bytes.Buffer{}, metrics: NewMetrics("test")}
 	f.handler = NewRouter(Deps{
 		Logger:  slog.New(slog.NewJSONHandler(f.logs, nil)),
 		Authn:   v,
 		Authz:   engine,
-		Metrics: NewMetrics("test"),
+		Metrics: f.metrics,
 		Ready: []Check{
 			{Name: "postgres", Probe: func(context.Context) error {
 				if f.pgDown {
@@ -251,14 +252,33 @@ func TestEveryRouteHasAPolicyRule(t *testing.T) {
 	}
 }
 
-func TestMetricsExposeHTTPFamilies(t *testing.T) {
+// TestMetricsNeedACredential: /metrics answers a token of the metrics
+// role and no one else on the service's listener (it counts lawful-access
+// activity and events, which strangers must not read); the separate
+// metrics handler serves the same without a token, for a private listener.
+func TestMetricsNeedACredential(t *testing.T) {
 	f := newFixture(t)
 	f.do(t, "GET", "/healthz", "")
+	if resp, _ := f.do(t, "GET", "/metrics", ""); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("/metrics without a token: %d", resp.StatusCode)
+	}
+	aud, _ := f.issuer.Issue("ann", []string{"auditor", "admin"}, time.Minute)
+	if resp, _ := f.do(t, "GET", "/metrics", aud); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("/metrics for an auditor and admin: %d", resp.StatusCode)
+	}
+	prom, _ := f.issuer.Issue("prometheus", []string{"metrics"}, time.Minute)
+	req := httptest.NewRequest("GET", "/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+prom)
 	rec := httptest.NewRecorder()
-	f.handler.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	f.handler.ServeHTTP(rec, req)
 	for _, want := range []string{"mediator_http_requests_total", "mediator_build_info", `route="/healthz"`, "mediator_authz_decisions_total"} {
 		if !strings.Contains(rec.Body.String(), want) {
 			t.Errorf("metrics lack %s", want)
 		}
+	}
+	rec = httptest.NewRecorder()
+	MetricsHandler(f.metrics).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "mediator_build_info") {
+		t.Fatalf("the private listener's handler: %d", rec.Code)
 	}
 }

@@ -369,7 +369,7 @@ func TestKubernetesManifestsHaveTheEssentials(t *testing.T) {
 			t.Error("a Secret is written in the manifests; secrets come from Vault")
 		}
 	}
-	for _, want := range []string{"ServiceAccount", "ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy", "CronJob"} {
+	for _, want := range []string{"ServiceAccount", "ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy", "CronJob", "Job"} {
 		if kinds[want] == nil {
 			t.Errorf("no %s", want)
 		}
@@ -411,6 +411,40 @@ func TestKubernetesManifestsHaveTheEssentials(t *testing.T) {
 		}
 	}
 	checkPod("Deployment", dig(kinds["Deployment"], "spec", "template", "spec"), true)
+	// The serving pods never hold the schema owner's URL: migrations run
+	// in a Job of their own identity, and Vault Agent renders secrets only
+	// into the serving container, from the runtime role's path.
+	deployment := kinds["Deployment"]
+	text := fmt.Sprint(deployment)
+	for _, owner := range []string{"database-owner", "migrate_url", "database-migrate"} {
+		if strings.Contains(text, owner) {
+			t.Errorf("the Deployment mentions %s: the serving pods must not reach the owner's URL", owner)
+		}
+	}
+	if ics, _ := dig(deployment, "spec", "template", "spec", "initContainers").([]any); len(ics) > 0 {
+		t.Error("the Deployment has init containers: migrations belong to the Job")
+	}
+	ann := dig(deployment, "spec", "template", "metadata", "annotations").(map[string]any)
+	if ann["vault.hashicorp.com/agent-inject-containers"] != "mediator" || ann["vault.hashicorp.com/role"] != "mediator" {
+		t.Error("Vault Agent must inject into the serving container only, with the serving role")
+	}
+	for k, v := range ann {
+		if strings.HasPrefix(k, "vault.hashicorp.com/agent-inject-secret-") && v != "mediator-config/data/database-runtime" {
+			t.Errorf("the Deployment injects %s from %v", k, v)
+		}
+	}
+	job := kinds["Job"]
+	if dig(job, "spec", "template", "spec", "serviceAccountName") == "mediator" ||
+		dig(job, "spec", "template", "metadata", "annotations", "vault.hashicorp.com/role") != "mediator-migrate" ||
+		!strings.Contains(fmt.Sprint(job), "migrate") {
+		t.Error("the migration Job must run migrate as its own service account and Vault role")
+	}
+	checkPod("Job", dig(job, "spec", "template", "spec"), false)
+	// Metrics: a private port for Prometheus, open only to monitoring.
+	if dig(kinds["ConfigMap"], "data", "MEDIATOR_METRICS_ADDR") == nil || ann["prometheus.io/port"] != "9090" {
+		t.Error("the pods must serve metrics on the private listener Prometheus scrapes")
+	}
+
 	checkPod("CronJob", dig(kinds["CronJob"], "spec", "jobTemplate", "spec", "template", "spec"), false)
 	if args := fmt.Sprint(dig(kinds["CronJob"], "spec", "jobTemplate", "spec", "template", "spec", "containers")); !strings.Contains(args, "audit verify") {
 		t.Errorf("the CronJob does not run audit verify: %s", args)

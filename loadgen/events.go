@@ -29,6 +29,7 @@ type Config struct {
 	URL          string        // the mediator, e.g. http://127.0.0.1:8080
 	IngestToken  string        // bearer token with the ingest role
 	AuditorToken string        // optional: auditor token, to measure checkpoint lag
+	MetricsToken string        // optional: metrics token, to read the server's memory
 	Batch        int           // events per request (default 1000)
 	Rate         float64       // events per second; 0 = as fast as the server answers
 	Duration     time.Duration // how long to send (default 10 s)
@@ -118,7 +119,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 		}
 	}
 	var rep Report
-	rep.RSSStart = serverRSS(ctx, hc, ingest.URL())
+	rep.RSSStart = serverRSS(ctx, hc, ingest.URL(), cfg.MetricsToken)
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
@@ -242,7 +243,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 			return rep, err
 		}
 	}
-	rep.RSSEnd = serverRSS(context.Background(), hc, ingest.URL())
+	rep.RSSEnd = serverRSS(context.Background(), hc, ingest.URL(), cfg.MetricsToken)
 	return rep, nil
 }
 
@@ -377,10 +378,13 @@ func checkpointLag(ctx context.Context, c *client.Client, size int64, lastAck ti
 }
 
 // serverRSS reads process_resident_memory_bytes from /metrics, or 0.
-func serverRSS(ctx context.Context, client *http.Client, url string) float64 {
+func serverRSS(ctx context.Context, client *http.Client, url, token string) float64 {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/metrics", nil)
 	if err != nil {
 		return 0
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := client.Do(req)
 	if err != nil {

@@ -14,16 +14,17 @@ import rego.v1
 default allow := false
 
 # public lists the operational routes anyone may call without a token:
-# orchestrators probe them, Prometheus scrapes them, clients read the API
-# description. They reveal no identifiers or secrets.
+# orchestrators probe them and clients read the API description. They
+# reveal no identifiers or secrets. /metrics is not among them: its counts
+# of lawful-access activity and events are for Prometheus, with a token of
+# the metrics role (or on the separate --metrics-addr listener).
 public := {
 	"GET /healthz",
 	"GET /readyz",
-	"GET /metrics",
 	"GET /openapi.yaml",
 }
 
-all_roles := {"ingest", "depositor", "officer", "approver", "auditor", "admin"}
+all_roles := {"ingest", "depositor", "officer", "approver", "auditor", "admin", "metrics"}
 
 audit_readers := {"auditor", "officer"}
 
@@ -32,6 +33,7 @@ request_readers := {"officer", "approver", "auditor"}
 # routes maps "METHOD pattern" to the roles allowed to call it.
 routes := {
 	"GET /v1/whoami": all_roles,
+	"GET /metrics": {"metrics"},
 	"POST /v1/events": {"ingest"},
 	"GET /v1/audit/checkpoint": audit_readers,
 	"GET /v1/audit/verifier-key": audit_readers,

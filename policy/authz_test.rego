@@ -3,16 +3,16 @@ package mediator.authz_test
 import data.mediator.authz
 import rego.v1
 
-roles := ["ingest", "depositor", "officer", "approver", "auditor", "admin"]
+roles := ["ingest", "depositor", "officer", "approver", "auditor", "admin", "metrics"]
 
 # matrix is the route × role table: for every route that exists, the roles
 # that must be allowed. Every role not listed must be denied.
 matrix := {
-	"GET /healthz": {"anonymous", "ingest", "depositor", "officer", "approver", "auditor", "admin"},
-	"GET /readyz": {"anonymous", "ingest", "depositor", "officer", "approver", "auditor", "admin"},
-	"GET /metrics": {"anonymous", "ingest", "depositor", "officer", "approver", "auditor", "admin"},
-	"GET /openapi.yaml": {"anonymous", "ingest", "depositor", "officer", "approver", "auditor", "admin"},
-	"GET /v1/whoami": {"ingest", "depositor", "officer", "approver", "auditor", "admin"},
+	"GET /healthz": {"anonymous", "ingest", "depositor", "officer", "approver", "auditor", "admin", "metrics"},
+	"GET /readyz": {"anonymous", "ingest", "depositor", "officer", "approver", "auditor", "admin", "metrics"},
+	"GET /metrics": {"metrics"},
+	"GET /openapi.yaml": {"anonymous", "ingest", "depositor", "officer", "approver", "auditor", "admin", "metrics"},
+	"GET /v1/whoami": {"ingest", "depositor", "officer", "approver", "auditor", "admin", "metrics"},
 	"POST /v1/events": {"ingest"},
 	"GET /v1/audit/checkpoint": {"auditor", "officer"},
 	"GET /v1/audit/verifier-key": {"auditor", "officer"},

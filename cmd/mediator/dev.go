@@ -122,7 +122,7 @@ Ctrl-C stops everything this command started.
 func devTokenCmd(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("dev token", "mediator dev token --sub NAME --roles r1,r2 [--ttl 1h]", stderr)
 	sub := fs.String("sub", "", "subject (the caller's id)")
-	roles := fs.String("roles", "", "comma-separated roles: ingest, depositor, officer, approver, auditor, admin")
+	roles := fs.String("roles", "", "comma-separated roles: ingest, depositor, officer, approver, auditor, admin, metrics")
 	ttl := fs.Duration("ttl", time.Hour, "lifetime, at most 24h")
 	stateDir := fs.String("state-dir", dev.DefaultStateDir(), "the dev instance's state dir [MEDIATOR_DEV_STATE_DIR]")
 	initIssuer := fs.Bool("init", false, "create the dev issuer key (and its JWKS) in --state-dir if there is none, as deploy/compose does")

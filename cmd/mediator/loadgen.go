@@ -19,6 +19,7 @@ func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&cfg.URL, "url", env("http://127.0.0.1:8080", "MEDIATOR_ADDR"), "the mediator to load (loopback only in tests) [MEDIATOR_ADDR]")
 	fs.StringVar(&cfg.IngestToken, "token", env("", "MEDIATOR_INGEST_TOKEN"), "bearer token with the ingest role; default: minted from the dev state dir [MEDIATOR_INGEST_TOKEN]")
 	fs.StringVar(&cfg.AuditorToken, "auditor-token", env("", "MEDIATOR_AUDITOR_TOKEN"), "auditor token, to measure checkpoint lag; default: minted from the dev state dir")
+	fs.StringVar(&cfg.MetricsToken, "metrics-token", env("", "MEDIATOR_METRICS_TOKEN"), "token of the metrics role, to read the server's memory from /metrics; default: minted from the dev state dir")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "events per second; 0 sends as fast as the server answers")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to send (at most 10m)")
 	fs.IntVar(&cfg.MaxEvents, "events", 0, "stop after this many events (0: only the duration limits)")
@@ -41,7 +42,7 @@ func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if cfg.Batch < 1 || cfg.Batch > 10000 {
 		return errors.New("loadgen: --batch must be 1..10000")
 	}
-	if cfg.IngestToken == "" || cfg.AuditorToken == "" {
+	if cfg.IngestToken == "" || cfg.AuditorToken == "" || cfg.MetricsToken == "" {
 		iss, err := dev.LoadIssuer(*stateDir)
 		if err != nil {
 			return fmt.Errorf("loadgen: give --token (and --auditor-token), or run `mediator dev` so tokens can be minted: %w", err)
@@ -53,6 +54,11 @@ func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		if cfg.AuditorToken == "" {
 			if cfg.AuditorToken, err = iss.Issue("loadgen-auditor", []string{"auditor"}, time.Hour); err != nil {
+				return err
+			}
+		}
+		if cfg.MetricsToken == "" {
+			if cfg.MetricsToken, err = iss.Issue("loadgen-metrics", []string{"metrics"}, time.Hour); err != nil {
 				return err
 			}
 		}

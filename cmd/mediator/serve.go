@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -178,6 +180,11 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	if cfg.MetricsAddr != "" {
+		if err := serveMetrics(ctx, cfg.MetricsAddr, metrics, log); err != nil {
+			return err
+		}
+	}
 	log.Info("mediator serving", "addr", ln.Addr().String(), "version", version,
 		"policy_revision", engine.Revision(), "jwt_issuer", cfg.JWTIssuer)
 	if ready != nil {
@@ -270,4 +277,24 @@ func setGCPercent(log *slog.Logger) {
 	}
 	debug.SetGCPercent(defaultGCPercent)
 	log.Debug("garbage collector target set", "gc_percent", defaultGCPercent)
+}
+
+// serveMetrics serves /metrics alone, without a token, on a listener of
+// its own (which the operator binds to a private address), until ctx ends.
+func serveMetrics(ctx context.Context, addr string, metrics *api.Metrics, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--metrics-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", api.MetricsHandler(metrics))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { <-ctx.Done(); srv.Close() }()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics listener stopped", "err", err)
+		}
+	}()
+	log.Info("metrics served without a token on a separate listener", "addr", ln.Addr().String())
+	return nil
 }

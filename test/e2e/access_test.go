@@ -326,7 +326,7 @@ func TestLawfulAccessStory(t *testing.T) {
 		secrets["private key of "+c.Name] = custodianPrivateKey(t, c)
 		_ = i
 	}
-	places := map[string]string{"logs": in.proc.Output(), "database": dumpTables(t, in.dsn), "metrics": rawGet(t, in.base+"/metrics"),
+	places := map[string]string{"logs": in.proc.Output(), "database": dumpTables(t, in.dsn), "metrics": rawGet(t, in.metrics),
 		"answers": responses.String(), "vault kv": dumpKV(t, adminVault(t, env.Vault), "mediator-kv", "")}
 	for what, secret := range secrets {
 		for _, form := range []string{base64.StdEncoding.EncodeToString(secret), base64.RawURLEncoding.EncodeToString(secret), hex.EncodeToString(secret)} {
@@ -454,7 +454,7 @@ func TestPolicyReloadsOnSIGHUP(t *testing.T) {
 	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
 	aud, _ := in.issuer.Issue("aud", []string{"auditor"}, time.Hour)
 	infoLine := func() string {
-		for _, l := range strings.Split(rawGet(t, in.base+"/metrics"), "\n") {
+		for _, l := range strings.Split(rawGet(t, in.metrics), "\n") {
 			if strings.HasPrefix(l, "mediator_policy_info{") {
 				return l
 			}
@@ -468,7 +468,7 @@ func TestPolicyReloadsOnSIGHUP(t *testing.T) {
 	waitMetric := func(want string) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
-		for !strings.Contains(rawGet(t, in.base+"/metrics"), want) {
+		for !strings.Contains(rawGet(t, in.metrics), want) {
 			if time.Now().After(deadline) {
 				t.Fatalf("metrics never showed %s; output:\n%s", want, in.proc.Output())
 			}

@@ -288,7 +288,7 @@ func TestCompromisedMediator(t *testing.T) {
 		in.proc.cmd.Process.Signal(syscall.SIGHUP)
 		want := fmt.Sprintf(`mediator_policy_reloads_total{result=%q}`, result)
 		deadline := time.Now().Add(10 * time.Second)
-		for !strings.Contains(rawGet(t, in.base+"/metrics"), want) {
+		for !strings.Contains(rawGet(t, in.metrics), want) {
 			if time.Now().After(deadline) {
 				t.Fatalf("no %s after the reload", want)
 			}
@@ -511,7 +511,7 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 		}
 	}
 	// And nothing the mediator keeps holds the secret in any form.
-	dump := dumpTables(t, in.dsn) + in.proc.Output() + rawGet(t, in.base+"/metrics") + dumpKV(t, adminVault(t, env.Vault), "mediator-kv", "")
+	dump := dumpTables(t, in.dsn) + in.proc.Output() + rawGet(t, in.metrics) + dumpKV(t, adminVault(t, env.Vault), "mediator-kv", "")
 	for _, form := range []string{base64.StdEncoding.EncodeToString(secret), hex.EncodeToString(secret), base64.RawURLEncoding.EncodeToString(secret)} {
 		if strings.Contains(dump, form) {
 			t.Fatal("the secret key is in the mediator's database, logs, metrics or Vault")

@@ -101,7 +101,7 @@ func TestDepositStory(t *testing.T) {
 
 	// The key never reached the database, the logs or the metrics.
 	dump := dumpTables(t, in.dsn)
-	metrics := rawGet(t, in.base+"/metrics")
+	metrics := rawGet(t, in.metrics)
 	for where, text := range map[string]string{"database": dump, "logs": in.proc.Output(), "metrics": metrics, "custodian logs": cs.output()} {
 		for _, form := range []string{keyB64, base64.RawURLEncoding.EncodeToString(key), fmt.Sprintf("%x", key)} {
 			if strings.Contains(text, form) {

@@ -232,7 +232,7 @@ func TestIngestToProof(t *testing.T) {
 	}
 
 	// Nothing sensitive anywhere: tables, logs, metrics, bundle.
-	metrics := rawGet(t, in.base+"/metrics")
+	metrics := rawGet(t, in.metrics)
 	if !strings.Contains(metrics, `mediator_events_rejected_total{reason="content_not_accepted"} 3`) ||
 		!strings.Contains(metrics, `mediator_downgrades_total{from="rcs-e2ee",to="sms"} 6`) {
 		t.Fatalf("ingest metrics missing:\n%s", grepLines(metrics, "mediator_events|mediator_downgrades"))

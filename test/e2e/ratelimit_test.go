@@ -93,7 +93,7 @@ func TestRateLimitsPerIdentity(t *testing.T) {
 	if codes[0] == 429 || codes[len(codes)-1] != 429 {
 		t.Fatalf("access writes in a burst: %v", codes)
 	}
-	if m := rawGet(t, in.base+"/metrics"); !bytes.Contains([]byte(m), []byte(`mediator_rate_limited_total{route="/v1/events"}`)) {
+	if m := rawGet(t, in.metrics); !bytes.Contains([]byte(m), []byte(`mediator_rate_limited_total{route="/v1/events"}`)) {
 		t.Fatal("rate-limited requests are not counted")
 	}
 }

@@ -84,7 +84,7 @@ func (rc *webhookReceiver) waitEvent(t *testing.T, typ string, want map[string]a
 // gauge reads one sample of the instance's /metrics.
 func gauge(t *testing.T, in *instance, sample string) string {
 	t.Helper()
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(sample) + ` (\S+)$`).FindStringSubmatch(rawGet(t, in.base+"/metrics"))
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(sample) + ` (\S+)$`).FindStringSubmatch(rawGet(t, in.metrics))
 	if m == nil {
 		return ""
 	}
@@ -308,7 +308,7 @@ func TestRosterGovernance(t *testing.T) {
 	}
 	// The webhook secret is a canary: nowhere in the service's logs or
 	// metrics.
-	if strings.Contains(in.proc.Output(), secret) || strings.Contains(rawGet(t, in.base+"/metrics"), secret) {
+	if strings.Contains(in.proc.Output(), secret) || strings.Contains(rawGet(t, in.metrics), secret) {
 		t.Error("the webhook secret leaked into the logs or metrics")
 	}
 }

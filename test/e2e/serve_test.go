@@ -69,6 +69,9 @@ type instance struct {
 	state   string
 	dsn     string
 	environ []string // what serve was started with, for restarts
+	// metrics is the URL of /metrics on the instance's private metrics
+	// listener (no token needed there).
+	metrics string
 	// genesis is the roster genesis the instance pins (ensureRoster
 	// adopts it).
 	genesis roster.Roster
@@ -126,9 +129,10 @@ func startServe(t *testing.T, o serveOpts) *instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
+	addr, metricsAddr := freeAddr(t), freeAddr(t)
 	environ := []string{
 		"MEDIATOR_ADDR=" + addr,
+		"MEDIATOR_METRICS_ADDR=" + metricsAddr,
 		"MEDIATOR_DATABASE_URL=" + dsn,
 		"MEDIATOR_VAULT_ADDR=" + v.Addr,
 		"MEDIATOR_JWT_ISSUER=" + dev.IssuerName,
@@ -157,7 +161,8 @@ func startServe(t *testing.T, o serveOpts) *instance {
 	environ = append(environ, "MEDIATOR_ROSTER_GENESIS="+digest)
 	environ = append(environ, o.extraEnv...)
 	p := start(t, environ, "serve")
-	return &instance{proc: p, base: "http://" + addr, issuer: iss, state: state, dsn: dsn, environ: environ, genesis: genesis}
+	return &instance{proc: p, base: "http://" + addr, issuer: iss, state: state, dsn: dsn, environ: environ, genesis: genesis,
+		metrics: "http://" + metricsAddr + "/metrics"}
 }
 
 func TestWhoamiTokens(t *testing.T) {
@@ -362,7 +367,9 @@ func TestNoSecretsInLogs(t *testing.T) {
 			call(t, "GET", base+"/v1/whoami", tok)
 			call(t, "GET", base+"/v1/whoami", tok+"x") // refused: logs a failure
 			call(t, "GET", base+"/v1/whoami?token="+tok, "")
-			metrics := rawGet(t, base+"/metrics")
+			promTok, _ := iss.Issue("prometheus", []string{"metrics"}, time.Hour)
+			secrets = append(secrets, promTok)
+			_, metrics := getText(t, base+"/metrics", promTok)
 			if !strings.Contains(metrics, "mediator_http_requests_total") {
 				t.Fatal("metrics not served")
 			}

@@ -63,7 +63,7 @@ func TestSoakStaysFlat(t *testing.T) {
 				return
 			case <-tick.C:
 			}
-			g, rss := scrapeGauges(in.base)
+			g, rss := scrapeGauges(in.metrics)
 			mu.Lock()
 			samples = append(samples, sample{time.Since(t0), g, rss / (1 << 20)})
 			mu.Unlock()
@@ -105,9 +105,10 @@ func TestSoakStaysFlat(t *testing.T) {
 	}
 }
 
-// scrapeGauges reads go_goroutines and process_resident_memory_bytes.
-func scrapeGauges(base string) (goroutines, rss float64) {
-	resp, err := soakClient.Get(base + "/metrics")
+// scrapeGauges reads go_goroutines and process_resident_memory_bytes from
+// a metrics URL.
+func scrapeGauges(metrics string) (goroutines, rss float64) {
+	resp, err := soakClient.Get(metrics)
 	if err != nil {
 		return 0, 0
 	}
