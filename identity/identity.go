@@ -111,6 +111,9 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
 	}
 	candidates := set.Key(kid)
 	if len(candidates) == 0 {
+		if r, ok := v.keys.(interface{ UnknownKID() }); ok {
+			r.UnknownKID() // the provider may have rotated: refetch, rate-limited, in the background
+		}
 		return Principal{}, fmt.Errorf("%w: unknown kid", ErrInvalidToken)
 	}
 	var (
@@ -196,43 +199,125 @@ func (f *FileKeys) KeySet(context.Context) (*jose.JSONWebKeySet, error) {
 	return set, nil
 }
 
-// URLKeys fetches a JWKS over HTTP(S) and caches it for a refresh interval.
+// URLKeys fetches a JWKS over HTTP(S) and keeps it fresh in the
+// background. A token check never waits on the identity provider once a
+// set is held: the last good set is served while one fetch at a time
+// (never more) refreshes it, retried with backoff while the provider
+// fails. A set older than the maximum age is not served at all (fail
+// closed), so a key the provider removed stops verifying at the latest
+// then, however long its endpoint fails. A token with an unknown kid
+// starts a refetch, at most once per minimum interval.
 type URLKeys struct {
-	url     string
-	client  *http.Client
-	refresh time.Duration
+	url    string
+	client *http.Client
+	// Refresh is how old a set may grow before it is fetched again;
+	// MaxAge how old it may grow before it is no longer used;
+	// KidRefetch the least time between refetches for unknown kids.
+	Refresh, MaxAge, KidRefetch time.Duration
+	now                         func() time.Time
 
-	mu      sync.Mutex // serialises fetches and guards the cache
-	fetched time.Time
-	set     *jose.JSONWebKeySet
+	mu          sync.Mutex // guards everything below
+	set         *jose.JSONWebKeySet
+	fetched     time.Time
+	inFlight    chan struct{} // closed when the running fetch ends; nil when none runs
+	lastErr     error
+	failures    int
+	nextAttempt time.Time
+	lastKid     time.Time
+	fetches     int // how many fetches started, for tests and metrics
 }
 
-// jwksRefresh is how long a fetched JWKS is used before it is fetched again;
-// short enough that a rotated key is picked up within minutes.
-const jwksRefresh = 5 * time.Minute
+// The defaults of URLKeys.
+const (
+	jwksRefresh    = 5 * time.Minute
+	jwksMaxAge     = time.Hour
+	jwksKidRefetch = 30 * time.Second
+	jwksTimeout    = 10 * time.Second
+	jwksMaxBackoff = time.Minute
+)
 
 // NewURLKeys returns a KeySource for the JWKS at url.
 func NewURLKeys(url string) *URLKeys {
-	return &URLKeys{url: url, client: &http.Client{Timeout: 10 * time.Second}, refresh: jwksRefresh}
+	return &URLKeys{url: url, client: &http.Client{Timeout: jwksTimeout}, Refresh: jwksRefresh, MaxAge: jwksMaxAge,
+		KidRefetch: jwksKidRefetch, now: time.Now}
 }
 
-// KeySet returns the cached keys, fetching them when stale. If a refresh
-// fails the last good set is kept.
+// ErrKeysTooOld: the last good key set is older than the maximum age and
+// the identity provider has not answered since: no token verifies.
+var ErrKeysTooOld = errors.New("identity: the JWKS is older than its maximum age and cannot be refreshed")
+
+// KeySet returns the current keys. Only the first call, before any set is
+// held, waits for a fetch (or ctx); later calls return at once, starting a
+// background refresh when the set is older than Refresh.
 func (u *URLKeys) KeySet(ctx context.Context) (*jose.JSONWebKeySet, error) {
 	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.set != nil && time.Since(u.fetched) < u.refresh {
+	if u.set == nil {
+		done := u.startLocked()
+		u.mu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		if u.set == nil {
+			return nil, u.lastErr
+		}
 		return u.set, nil
 	}
-	set, err := u.fetch(ctx)
-	if err != nil {
-		if u.set != nil {
-			return u.set, nil
-		}
-		return nil, err
+	defer u.mu.Unlock()
+	age := u.now().Sub(u.fetched)
+	if age >= u.Refresh {
+		u.startLocked()
 	}
-	u.set, u.fetched = set, time.Now()
-	return set, nil
+	if age >= u.MaxAge {
+		return nil, fmt.Errorf("%w (fetched %s ago): %v", ErrKeysTooOld, age.Round(time.Second), u.lastErr)
+	}
+	return u.set, nil
+}
+
+// UnknownKID starts a refetch for a token whose kid the set lacks, unless
+// one was started for that reason within KidRefetch.
+func (u *URLKeys) UnknownKID() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.now().Sub(u.lastKid) < u.KidRefetch {
+		return
+	}
+	u.lastKid = u.now()
+	u.startLocked()
+}
+
+// startLocked starts a fetch unless one runs or the backoff forbids, and
+// returns the channel closed when the running (or last) fetch ends.
+func (u *URLKeys) startLocked() <-chan struct{} {
+	if u.inFlight != nil {
+		return u.inFlight
+	}
+	done := make(chan struct{})
+	if u.now().Before(u.nextAttempt) {
+		close(done)
+		return done
+	}
+	u.inFlight = done
+	u.fetches++
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), jwksTimeout)
+		set, err := u.fetch(ctx)
+		cancel()
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		if err != nil {
+			u.lastErr, u.failures = err, u.failures+1
+			u.nextAttempt = u.now().Add(min(time.Duration(1<<min(u.failures, 6))*time.Second, jwksMaxBackoff))
+		} else {
+			u.set, u.fetched, u.lastErr, u.failures, u.nextAttempt = set, u.now(), nil, 0, time.Time{}
+		}
+		u.inFlight = nil
+		close(done)
+	}()
+	return done
 }
 
 func (u *URLKeys) fetch(ctx context.Context) (*jose.JSONWebKeySet, error) {

@@ -45,6 +45,7 @@ type serveConfig struct {
 	CheckpointInterval     time.Duration
 	RedactionProfile       string
 	Custodians             string
+	JWKSMaxAge             time.Duration
 	Witnesses              string
 	MetricsAddr            string
 	RosterGenesis          string
@@ -149,6 +150,7 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", envDuration(time.Second, "MEDIATOR_CHECKPOINT_INTERVAL"), "how often to sign a checkpoint when the log grew [MEDIATOR_CHECKPOINT_INTERVAL]")
 	fs.StringVar(&c.RedactionProfile, "redaction-profile", env("", "MEDIATOR_REDACTION_PROFILE"), "JSON minimization profile file; default: docs/redaction.md defaults [MEDIATOR_REDACTION_PROFILE]")
 	fs.StringVar(&c.Custodians, "custodians", env("", "MEDIATOR_CUSTODIANS"), "custodians file: the custodian set (names, URLs, token files, public keys) deposits are sealed to (docs/custodians.md); without it, escrow answers 503 [MEDIATOR_CUSTODIANS]")
+	fs.DurationVar(&c.JWKSMaxAge, "jwks-max-age", envDuration(time.Hour, "MEDIATOR_JWKS_MAX_AGE"), "with a JWKS URL: how old the last good key set may grow while the provider fails before no token verifies (fail closed); it is refreshed in the background every 5 min [MEDIATOR_JWKS_MAX_AGE]")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", env("", "MEDIATOR_METRICS_ADDR"), "a separate listener serving only /metrics without a token; bind it to a private address (otherwise /metrics needs a token of the metrics role) [MEDIATOR_METRICS_ADDR]")
 	fs.StringVar(&c.Witnesses, "witnesses", env("", "MEDIATOR_WITNESSES"), "witnesses file: the quorum and the witnesses (name, URL, cosignature verifier key) that must cosign a checkpoint before it is published (docs/audit.md) [MEDIATOR_WITNESSES]")
 	fs.StringVar(&c.RosterGenesis, "roster-genesis", env("", "MEDIATOR_ROSTER_GENESIS"), "the sha256: digest of the roster's first version; only a chain that verifies from it names approvers (docs/access.md) [MEDIATOR_ROSTER_GENESIS]")

@@ -125,6 +125,9 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 	if err != nil {
 		return err
 	}
+	if u, ok := keys.(*identity.URLKeys); ok && cfg.JWKSMaxAge > 0 {
+		u.MaxAge = cfg.JWKSMaxAge
+	}
 	verifier, err := identity.NewVerifier(cfg.JWTIssuer, cfg.JWTAudience, keys)
 	if err != nil {
 		return err
