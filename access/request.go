@@ -180,8 +180,8 @@ func validateDraft(d Draft, now time.Time) error {
 	}
 	// The request is kept and logged forever: identifiers of people belong
 	// in the case file it references, not here.
-	if redact.RedactText(d.Justification) != d.Justification {
-		return &ValidationError{Field: "justification", Reason: "contains a phone number, email address or URL; refer to the case file instead", Code: CodeIdentifierInText}
+	if redact.ContainsIdentifier(d.Justification) {
+		return &ValidationError{Field: "justification", Reason: "contains a phone number, email address or URL; refer to the case file instead", Code: CodeIdentifierInOpaqueField}
 	}
 	ids := d.Scope.ConversationIDs
 	if len(ids) == 0 || len(ids) > maxConversations {
@@ -244,9 +244,10 @@ type ValidationError struct {
 	Code   string
 }
 
-// CodeIdentifierInText: free text carries a phone number, an email address
-// or a URL.
-const CodeIdentifierInText = "identifier_in_text"
+// CodeIdentifierInOpaqueField: the justification holds a phone number, an
+// email address or a URL (after NFKC normalization, across any separators),
+// which would be kept and logged forever.
+const CodeIdentifierInOpaqueField = redact.CodeIdentifierInOpaqueField
 
 func (e *ValidationError) Error() string {
 	return "access: invalid request: " + e.Field + " " + e.Reason

@@ -254,6 +254,10 @@ func TestDraftValidation(t *testing.T) {
 		"no justification":     func(d *Draft) { d.Justification = "  " },
 		"phone in text":        func(d *Draft) { d.Justification = "Suspect uses +1 415 555 0100 daily" },
 		"email in text":        func(d *Draft) { d.Justification = "Contact was a.b@example.com" },
+		"slashes in text":      func(d *Draft) { d.Justification = "Suspect uses 415/555/0100 daily" },
+		"underscores in text":  func(d *Draft) { d.Justification = "Suspect uses 415_555_0100 daily" },
+		"wide digits in text":  func(d *Draft) { d.Justification = "Suspect uses ４１５５５５０１００ daily" },
+		"wide at in text":      func(d *Draft) { d.Justification = "Contact was a.b＠example.com" },
 		"control char in case": func(d *Draft) { d.CaseID = "case\x07" },
 	}
 	for name, mutate := range bad {
@@ -265,7 +269,7 @@ func TestDraftValidation(t *testing.T) {
 			t.Errorf("%s: %v, want a *ValidationError naming a field and a reason", name, err)
 			continue
 		}
-		if strings.Contains(name, "text") != (ve.Code == CodeIdentifierInText) {
+		if strings.Contains(name, "text") != (ve.Code == CodeIdentifierInOpaqueField) {
 			t.Errorf("%s: code %q", name, ve.Code)
 		}
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/mediatorhq/mediator/redact"
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/wire"
 )
@@ -242,6 +243,8 @@ func (s *Service) validate(req DepositRequest) error {
 	switch {
 	case !shares.ValidID(req.ConversationID):
 		return &ValidationError{Field: "conversation_id", Reason: "must be 1–128 printable bytes"}
+	case redact.LooksLikeIdentifier(req.ConversationID):
+		return &ValidationError{Field: "conversation_id", Reason: "looks like a phone number or an email address; use an opaque id", Code: redact.CodeIdentifierInOpaqueField}
 	case !shares.ValidID(req.KeyID):
 		return &ValidationError{Field: "key_id", Reason: "must be 1–128 printable bytes"}
 	case !commitmentPattern.MatchString(req.Commitment):

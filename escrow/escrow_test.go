@@ -175,6 +175,12 @@ func TestDepositIsAllOrNothing(t *testing.T) {
 	if _, _, err := f.svc.Deposit(ctx, other); !errors.Is(err, escrow.ErrSetMismatch) {
 		t.Fatalf("another set: %v", err)
 	}
+	for _, convo := range []string{"+1 415 555 0100", "415/555/0100", "４１５５５５０１００", "alice＠example.com"} {
+		named := f.request(t, convo, "k", newKey(t))
+		if _, _, err := f.svc.Deposit(ctx, named); !errors.As(err, &ve) || ve.Code != "identifier_in_opaque_field" || ve.Field != "conversation_id" {
+			t.Fatalf("a conversation id that is a phone number or an address: %v", err)
+		}
+	}
 	swapped := f.request(t, "conv-order", "k", newKey(t))
 	swapped.Shares[0], swapped.Shares[1] = swapped.Shares[1], swapped.Shares[0]
 	if _, _, err := f.svc.Deposit(ctx, swapped); !errors.As(err, &ve) {

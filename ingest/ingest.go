@@ -130,6 +130,9 @@ func (e *RefusedError) Error() string { return "ingest: " + e.Message }
 const (
 	CodeValidationFailed   = "validation_failed"
 	CodeContentNotAccepted = redact.CodeContentNotAccepted
+	// CodeIdentifierInOpaqueField: an opaque field looks like a phone
+	// number or an email address.
+	CodeIdentifierInOpaqueField = redact.CodeIdentifierInOpaqueField
 )
 
 // Errors of a dependency: nothing was acknowledged.
@@ -221,13 +224,17 @@ func (s *Service) counted(rec *redact.Record) {
 }
 
 // refused builds the refusal: content_not_accepted if any event carried
-// content, else validation_failed.
+// content, else identifier_in_opaque_field if an opaque field held a phone
+// number or an email address, else validation_failed.
 func refused(problems []redact.Problem, msg string) *RefusedError {
 	code := CodeValidationFailed
 	for _, p := range problems {
 		if p.Code == redact.CodeContentNotAccepted {
 			code = CodeContentNotAccepted
 			break
+		}
+		if p.Code == redact.CodeIdentifierInOpaqueField {
+			code = CodeIdentifierInOpaqueField
 		}
 	}
 	return &RefusedError{Code: code, Message: msg, Problems: problems}

@@ -2,6 +2,7 @@ package redact
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"hash"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -149,10 +151,12 @@ const (
 var (
 	mccPattern = regexp.MustCompile(`^[0-9]{3}$`)
 	mncPattern = regexp.MustCompile(`^[0-9]{2,3}$`)
+	// versionPattern is a release version: an optional "v", one to four
+	// numbers joined by dots, then optional pre-release and build parts of
+	// letters, digits and dots, as in semantic versioning.
+	versionPattern = regexp.MustCompile(`^v?[0-9]{1,6}(?:\.[0-9]{1,6}){0,3}(?:-[0-9A-Za-z]{1,20}(?:\.[0-9A-Za-z]{1,20}){0,3})?(?:\+[0-9A-Za-z]{1,20}(?:\.[0-9A-Za-z]{1,20}){0,3})?$`)
 	// Things in a free-text reason that could identify someone.
-	emailPattern = regexp.MustCompile(`[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}`)
-	urlPattern   = regexp.MustCompile(`(?i)\b(?:https?|ftp|sms|tel|mailto):[^\s]*|\bwww\.[^\s]+`)
-	phonePattern = regexp.MustCompile(`\+?[0-9][0-9 ()\-.]{5,}[0-9]`)
+	urlPattern = regexp.MustCompile(`(?i)\b(?:https?|ftp|sms|tel|mailto):[^\s]*|\bwww\.[^\s]+`)
 )
 
 // validHash reports whether s is "sha256:" and 64 lowercase hex digits.
@@ -198,10 +202,12 @@ func (m *Minimizer) Minimize(index int, ev *Event, now time.Time) (*Record, []Pr
 		switch {
 		case v == "" && required:
 			bad(path, CodeMissingField, "required")
-		case len(v) > maxIDLen:
-			bad(path, CodeInvalidField, fmt.Sprintf("longer than %d bytes", maxIDLen))
 		case !Printable(v):
 			bad(path, CodeInvalidField, "must be printable text without control characters")
+		case LooksLikeIdentifier(v):
+			bad(path, CodeIdentifierInOpaqueField, "looks like a phone number or an email address; use an opaque id such as a UUID")
+		case len(v) > maxIDLen:
+			bad(path, CodeInvalidField, fmt.Sprintf("longer than %d bytes", maxIDLen))
 		}
 	}
 	oneOf := func(path, v string, allowed func(string) bool) {
@@ -285,8 +291,14 @@ func (m *Minimizer) Minimize(index int, ev *Event, now time.Time) (*Record, []Pr
 	}
 	if c := ev.Client; c != nil {
 		oneOf("$.client.platform", c.Platform, isPlatform)
-		if len(c.Version) > maxVersionLen || !Printable(c.Version) {
-			bad("$.client.version", CodeInvalidField, fmt.Sprintf("must be printable and at most %d bytes", maxVersionLen))
+		switch {
+		case c.Version == "":
+		case !Printable(c.Version):
+			bad("$.client.version", CodeInvalidField, "must be printable text without control characters")
+		case LooksLikeIdentifier(c.Version):
+			bad("$.client.version", CodeIdentifierInOpaqueField, "looks like a phone number or an email address")
+		case len(c.Version) > maxVersionLen || !versionPattern.MatchString(c.Version):
+			bad("$.client.version", CodeInvalidField, "must be a version such as 5.2, 8.1.0-beta.2 or v2.24.23.78")
 		}
 		rec.Client = &Client{Platform: c.Platform, Version: c.Version}
 	}
@@ -297,8 +309,8 @@ func (m *Minimizer) Minimize(index int, ev *Event, now time.Time) (*Record, []Pr
 }
 
 // Pseudonym returns "hmac-sha256:<version>:<hex>" for an identifier: E.164
-// numbers are normalized first (so "+1 415-555-0100" and "+14155550100" map to
-// one pseudonym), anything else is used as an opaque id. The two spaces are
+// numbers are normalized first, NFKC then digits only (so "+1 415-555-0100",
+// "+14155550100" and "＋１４１５５５５０１００" map to one pseudonym), anything else is used as an opaque id. The two spaces are
 // domain-separated so a number and an id with the same text never collide.
 // ok is false for an empty, over-long or non-printable identifier.
 func Pseudonym(key PseudonymKey, id string) (string, bool) {
@@ -318,7 +330,7 @@ func (p *pseudonymizer) pseudonym(id string) (string, bool) {
 		return "", false
 	}
 	p.mac.Reset()
-	if n, ok := NormalizeE164(id); ok {
+	if n, ok := NormalizeE164(Normalize(id)); ok {
 		p.mac.Write([]byte("e164:"))
 		p.mac.Write([]byte(n))
 	} else {
@@ -355,35 +367,40 @@ func NormalizeE164(s string) (string, bool) {
 	return b.String(), true
 }
 
-// RedactText replaces phone numbers, email addresses and URLs in free text
-// with "[redacted]".
+// RedactText returns s in NFKC form (see Normalize) with phone numbers,
+// email addresses and URLs replaced by "[redacted]". Numbers are found
+// across any separators that are not letters (see identifierSpans), so
+// "415/555/0100", "415_555_0100" and full-width digits are caught too.
 func RedactText(s string) string {
 	if s == "" {
 		return s
 	}
+	s = Normalize(s)
 	// Cheap pre-checks keep the common reason ("peer offline") off the
 	// regular expressions.
 	if strings.Contains(s, ":") || strings.Contains(s, "www.") {
 		s = urlPattern.ReplaceAllString(s, redactedMark)
 	}
-	if strings.Contains(s, "@") {
-		s = emailPattern.ReplaceAllString(s, redactedMark)
-	}
-	if !strings.ContainsAny(s, "0123456789") {
+	spans := identifierSpans(s, minTextRun)
+	if len(spans) == 0 {
 		return s
 	}
-	return phonePattern.ReplaceAllStringFunc(s, func(m string) string {
-		digits := 0
-		for _, r := range m {
-			if r >= '0' && r <= '9' {
-				digits++
+	slices.SortFunc(spans, func(a, b [2]int) int { return cmp.Compare(a[0], b[0]) })
+	var b strings.Builder
+	last := 0
+	for _, sp := range spans {
+		if sp[0] < last { // overlaps the previous span
+			if sp[1] > last {
+				last = sp[1]
 			}
+			continue
 		}
-		if digits >= 7 {
-			return redactedMark
-		}
-		return m
-	})
+		b.WriteString(s[last:sp[0]])
+		b.WriteString(redactedMark)
+		last = sp[1]
+	}
+	b.WriteString(s[last:])
+	return b.String()
 }
 
 // Printable reports whether s is valid UTF-8 without control characters.
