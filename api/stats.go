@@ -10,14 +10,15 @@ import (
 )
 
 // transportStats is GET /v1/stats/transport?window=1h&group_by=mcc|platform|transport
-// (auditor): counts by transport and status, E2EE coverage and downgrades,
-// with every group and cell under k left out.
+// (auditor): counts by transport and status, E2EE coverage and downgrades
+// for the last complete aligned window, with nothing below k published.
 func (s *server) transportStats(w http.ResponseWriter, r *http.Request) {
 	q := stats.Query{Window: time.Hour, GroupBy: "transport", MinGroup: s.statsMinGroup}
 	if v := r.URL.Query().Get("window"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
-			writeError(w, http.StatusUnprocessableEntity, codeValidationFailed, "window must be a duration such as 15m, 1h or 24h")
+			writeError(w, http.StatusUnprocessableEntity, codeValidationFailed, "window must be one of 15m, 1h, 6h, 24h or 168h",
+				wire.FieldProblem{Field: "window", Reason: "must be one of 15m, 1h, 6h, 24h or 168h"})
 			return
 		}
 		q.Window = d

@@ -5,9 +5,13 @@
 //
 // It counts redacted records after their append committed and keeps only
 // the dimensions above, a minute bucket and a count: never a pseudonym, a
-// conversation id or an event id. Answers suppress every group, and every
-// cell within a group, smaller than a configured k, so that no number points
-// at a person.
+// conversation id or an event id. Answers publish nothing below a
+// configured k: groups and cells under k are left out, every count published
+// (group totals included) is rounded down to a multiple of k, ratios are
+// computed from the rounded counts, and windows are fixed sizes aligned to
+// UTC boundaries, of which only complete ones are reported. So no number,
+// and no difference of numbers from any reports, isolates fewer than k
+// events.
 package stats
 
 import (
@@ -15,6 +19,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -144,20 +150,24 @@ func groupColumn(groupBy string) (string, bool) {
 
 // Query asks for a report.
 type Query struct {
-	Window time.Duration // how far back from now
+	// Window is the window's size, one of Windows. The report covers the
+	// last complete window of that size: [end-Window, end) where end is the
+	// request's time truncated to a multiple of Window (UTC).
+	Window time.Duration
 	// GroupBy is mcc, platform or transport.
 	GroupBy string
 	// MinGroup is k: groups and cells with fewer events are not reported.
 	MinGroup int
 }
 
-// Limits of a query.
-const (
-	MinWindow = time.Minute
-	MaxWindow = 31 * 24 * time.Hour
-	// MinK is the smallest k allowed: below it suppression means nothing.
-	MinK = 2
-)
+// Windows are the window sizes a query may ask for. Fixed sizes aligned to
+// their own multiples mean two reports cover either the same window or
+// windows that do not partly overlap, so they cannot be subtracted to
+// isolate a minute.
+var Windows = []time.Duration{15 * time.Minute, time.Hour, 6 * time.Hour, 24 * time.Hour, 7 * 24 * time.Hour}
+
+// MinK is the smallest k allowed: below it suppression means nothing.
+const MinK = 2
 
 // ErrInvalid matches every *ValidationError.
 var ErrInvalid = errors.New("stats: invalid query")
@@ -185,7 +195,9 @@ type Report struct {
 	To       time.Time `json:"to"`
 	GroupBy  string    `json:"group_by"`
 	MinGroup int       `json:"min_group_size"`
-	Groups   []Group   `json:"groups"`
+	// RoundedTo is k: every count in the report is a multiple of it.
+	RoundedTo int     `json:"rounded_to"`
+	Groups    []Group `json:"groups"`
 	// SuppressedGroups is how many groups had fewer than k events.
 	SuppressedGroups int `json:"suppressed_groups"`
 }
@@ -238,17 +250,21 @@ func (s *Store) Transport(ctx context.Context, q Query, now time.Time) (Report, 
 	if !ok {
 		return Report{}, &ValidationError{Field: "group_by", Reason: "must be mcc, platform or transport"}
 	}
-	if q.Window < MinWindow || q.Window > MaxWindow {
-		return Report{}, &ValidationError{Field: "window", Reason: fmt.Sprintf("must be between %s and %s", MinWindow, MaxWindow)}
+	if !slices.Contains(Windows, q.Window) {
+		return Report{}, &ValidationError{Field: "window", Reason: "must be one of 15m, 1h, 6h, 24h or 168h"}
 	}
 	if q.MinGroup < MinK {
 		return Report{}, &ValidationError{Field: "k", Reason: fmt.Sprintf("must be at least %d", MinK)}
 	}
-	rep := Report{Window: q.Window.String(), To: now.UTC(), From: now.UTC().Add(-q.Window), GroupBy: q.GroupBy, MinGroup: q.MinGroup, Groups: []Group{}}
+	// time.Truncate works from the zero time, a UTC midnight and a Monday:
+	// windows of hours and days start on UTC hours and days, weeks on Monday.
+	end := now.UTC().Truncate(q.Window)
+	rep := Report{Window: windowName(q.Window), From: end.Add(-q.Window), To: end, GroupBy: q.GroupBy,
+		MinGroup: q.MinGroup, RoundedTo: q.MinGroup, Groups: []Group{}}
 	// col comes from the fixed map above, never from the request.
 	rows, err := s.pool.Query(ctx, `SELECT `+col+`, kind, transport, status, downgrade_from, downgrade_to, sum(events)
-		FROM transport_counts WHERE minute > $1 AND minute <= $2
-		GROUP BY 1, 2, 3, 4, 5, 6`, rep.From.Truncate(time.Minute), rep.To)
+		FROM transport_counts WHERE minute >= $1 AND minute < $2
+		GROUP BY 1, 2, 3, 4, 5, 6`, rep.From, rep.To)
 	if err != nil {
 		return Report{}, fmt.Errorf("stats: query: %w", err)
 	}
@@ -287,31 +303,33 @@ func (s *Store) Transport(ctx context.Context, q Query, now time.Time) (Report, 
 		return Report{}, fmt.Errorf("stats: query: %w", err)
 	}
 	k := int64(q.MinGroup)
+	// round publishes n as the largest multiple of k not above it.
+	round := func(n int64) int64 { return n - n%k }
 	for _, a := range groups {
 		if a.g.Messages+a.g.Downgrades < k {
 			rep.SuppressedGroups++
 			continue
 		}
-		g := a.g
-		g.Counts, g.DowngradePairs = []Cell{}, []Pair{}
+		g := Group{Key: a.g.Key, Messages: round(a.g.Messages), Downgrades: round(a.g.Downgrades), Counts: []Cell{}, DowngradePairs: []Pair{}}
 		for c, n := range a.cells {
 			if n < k {
 				g.SuppressedCells++
 				continue
 			}
-			g.Counts = append(g.Counts, Cell{Transport: c[0], Status: c[1], Events: n})
+			g.Counts = append(g.Counts, Cell{Transport: c[0], Status: c[1], Events: round(n)})
 		}
 		for p, n := range a.pairs {
 			if n < k {
 				g.SuppressedCells++
 				continue
 			}
-			g.DowngradePairs = append(g.DowngradePairs, Pair{From: p[0], To: p[1], Events: n})
+			g.DowngradePairs = append(g.DowngradePairs, Pair{From: p[0], To: p[1], Events: round(n)})
 		}
+		// Ratios of rounded counts tell no more than the counts do.
 		if g.Messages > 0 {
-			cov := float64(a.e2ee) / float64(g.Messages)
-			ratio := float64(g.Downgrades) / float64(g.Messages)
-			g.E2EECoverage, g.DowngradeRatio = &cov, &ratio
+			cov := ratio(round(a.e2ee), g.Messages)
+			dr := ratio(g.Downgrades, g.Messages)
+			g.E2EECoverage, g.DowngradeRatio = &cov, &dr
 		}
 		sort.Slice(g.Counts, func(i, j int) bool {
 			if g.Counts[i].Transport != g.Counts[j].Transport {
@@ -329,6 +347,17 @@ func (s *Store) Transport(ctx context.Context, q Query, now time.Time) (Report, 
 	}
 	sort.Slice(rep.Groups, func(i, j int) bool { return rep.Groups[i].Key < rep.Groups[j].Key })
 	return rep, nil
+}
+
+// ratio is a/b to four decimal places.
+func ratio(a, b int64) float64 { return math.Round(float64(a)/float64(b)*1e4) / 1e4 }
+
+// windowName is how a report names its window: "15m", "1h", "24h", "168h".
+func windowName(d time.Duration) string {
+	if d%time.Hour == 0 {
+		return fmt.Sprintf("%dh", d/time.Hour)
+	}
+	return fmt.Sprintf("%dm", d/time.Minute)
 }
 
 // StartTally returns a tally writing to pool every interval, and the

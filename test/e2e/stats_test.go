@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -21,9 +22,13 @@ func TestSOCStatsWithoutIdentifiers(t *testing.T) {
 	aud, _ := in.issuer.Issue("soc", []string{"auditor"}, time.Hour)
 	officer, _ := in.issuer.Issue("olga", []string{"officer"}, time.Hour)
 
+	// Reports cover complete, aligned windows only: the events happened
+	// in the last hour of yesterday (UTC), and the window asked is 24h.
+	yesterday := time.Now().UTC().Truncate(24 * time.Hour).Add(-time.Hour).Format(time.RFC3339)
 	var b bytes.Buffer
 	loadgen.WriteBatch(&b, "stats", 0, 3000)
-	if code, body := post(t, in.base+"/v1/events", "application/json", gw, b.Bytes()); code != 200 || body["accepted"] != 3000.0 {
+	batch := regexp.MustCompile(`"occurred_at":"[^"]+"`).ReplaceAll(b.Bytes(), []byte(`"occurred_at":"`+yesterday+`"`))
+	if code, body := post(t, in.base+"/v1/events", "application/json", gw, batch); code != 200 || body["accepted"] != 3000.0 {
 		t.Fatalf("ingest: %d %v", code, body)
 	}
 	// Three messages from a carrier nobody else uses: a group under k.
@@ -35,7 +40,7 @@ func TestSOCStatsWithoutIdentifiers(t *testing.T) {
 		}
 		fmt.Fprintf(&small, `{"event_id":"lonely-%d","kind":"message","conversation_id":"conv-lonely","message_hash":"sha256:%064d",
 			"sender":"+15005550100","recipients":["+15005550101"],"transport":"sms","status":"sent",
-			"occurred_at":"%s","carrier":{"mcc":"505"}}`, i, i, time.Now().UTC().Add(-time.Minute).Format(time.RFC3339))
+			"occurred_at":"%s","carrier":{"mcc":"505"}}`, i, i, yesterday)
 	}
 	small.WriteString("]}")
 	if code, body := post(t, in.base+"/v1/events", "application/json", gw, []byte(small.String())); code != 200 {
@@ -52,7 +57,7 @@ func TestSOCStatsWithoutIdentifiers(t *testing.T) {
 	var rep map[string]any
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		_, rep, _ = call(t, "GET", in.base+"/v1/stats/transport?window=1h&group_by=mcc", aud)
+		_, rep, _ = call(t, "GET", in.base+"/v1/stats/transport?window=24h&group_by=mcc", aud)
 		if groups, _ := rep["groups"].([]any); len(groups) > 0 {
 			break
 		}
@@ -61,11 +66,15 @@ func TestSOCStatsWithoutIdentifiers(t *testing.T) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	if rep["min_group_size"] != 10.0 || rep["suppressed_groups"].(float64) < 1 {
+	if code, body, _ := call(t, "GET", in.base+"/v1/stats/transport?window=61m", aud); code != 422 {
+		t.Fatalf("a window that is not one of the fixed sizes: %d %v", code, body)
+	}
+	if rep["min_group_size"] != 10.0 || rep["rounded_to"] != 10.0 || rep["suppressed_groups"].(float64) < 1 ||
+		rep["to"] != time.Now().UTC().Truncate(24*time.Hour).Format(time.RFC3339) {
 		t.Fatalf("report: %v", rep)
 	}
 	for _, by := range []string{"mcc", "platform", "transport"} {
-		code, rep, _ := call(t, "GET", in.base+"/v1/stats/transport?window=1h&group_by="+by, aud)
+		code, rep, _ := call(t, "GET", in.base+"/v1/stats/transport?window=24h&group_by="+by, aud)
 		if code != 200 {
 			t.Fatalf("%s: %d %v", by, code, rep)
 		}
@@ -84,9 +93,14 @@ func TestSOCStatsWithoutIdentifiers(t *testing.T) {
 			if g["messages"].(float64)+g["downgrades"].(float64) < 10 {
 				t.Fatalf("%s: group under k: %v", by, g)
 			}
+			for _, n := range []any{g["messages"], g["downgrades"]} {
+				if int64(n.(float64))%10 != 0 {
+					t.Fatalf("%s: a total that is not a multiple of k: %v", by, g)
+				}
+			}
 			for _, c := range g["counts"].([]any) {
-				if c.(map[string]any)["events"].(float64) < 10 {
-					t.Fatalf("%s: cell under k: %v", by, c)
+				if n := c.(map[string]any)["events"].(float64); n < 10 || int64(n)%10 != 0 {
+					t.Fatalf("%s: cell under k or not a multiple of it: %v", by, c)
 				}
 			}
 			messages += g["messages"].(float64)
