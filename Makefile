@@ -6,7 +6,7 @@
 GO  ?= go
 BIN := bin/mediator
 
-.PHONY: run test build vault toolchain vet unit e2e fuzz clean
+.PHONY: run test build vault toolchain vet lint unit e2e fuzz clean
 
 # The binary uses cgo for the PKCS#11 custodian, so it needs gcc too.
 build: toolchain
@@ -27,6 +27,11 @@ run: vault
 vet:
 	$(GO) vet ./...
 
+# lint checks api/openapi.yaml with the pinned Spectral CLI ("oas" ruleset,
+# warnings fail); Node.js and the CLI are installed once when missing.
+lint:
+	@bash scripts/lint-openapi.sh
+
 # unit runs every package but the end-to-end stories, which follow verbosely
 # so the log shows the real PostgreSQL and Vault versions in use.
 unit: toolchain vault
@@ -45,7 +50,7 @@ fuzz: toolchain
 	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	done
 
-test: vet unit e2e fuzz
+test: vet lint unit e2e fuzz
 
 clean:
 	rm -rf bin

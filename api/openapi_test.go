@@ -24,10 +24,20 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Retired routes answer 410 and are named in the description's
+	// introduction, not described as operations.
+	retired := map[string]bool{"POST /v1/approvers": true, "GET /v1/approvers": true,
+		"POST /v1/approvers/{id}/keys": true, "POST /v1/approvers/{id}/deactivate": true}
 	served := map[string]bool{}
 	for _, r := range routes {
 		served[r] = true
 		method, path, _ := strings.Cut(r, " ")
+		if retired[r] {
+			if spec.Has(method, path) || !strings.Contains(spec.Doc.Info.Description, "`"+r+"`") {
+				t.Errorf("retired route %s is described as an operation, or not named as retired", r)
+			}
+			continue
+		}
 		if !spec.Has(method, path) {
 			t.Errorf("route %s is not in api/openapi.yaml", r)
 		}
@@ -72,7 +82,7 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 			}
 		}
 	}
-	if described != len(routes) {
+	if described != len(routes)-len(retired) {
 		t.Errorf("%d operations described, %d routes served", described, len(routes))
 	}
 }
