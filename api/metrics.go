@@ -21,6 +21,9 @@ type Metrics struct {
 
 	rateLimited *prometheus.CounterVec
 
+	ingestInFlight   prometheus.Gauge
+	ingestOverloaded prometheus.Counter
+
 	collectors []prometheus.Collector
 }
 
@@ -56,6 +59,14 @@ func NewMetrics(version string) *Metrics {
 		Name: "mediator_rate_limited_total",
 		Help: "Requests refused with 429 because their identity exceeded its rate, by route pattern.",
 	}, []string{"route"})
+	m.ingestInFlight = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "mediator_ingest_inflight_bytes",
+		Help: "Bytes of ingest request bodies admitted and not yet answered (bounded by --ingest-inflight-bytes).",
+	})
+	m.ingestOverloaded = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "mediator_ingest_overloaded_total",
+		Help: "Ingest requests refused with 503 overloaded because the in-flight byte budget stayed full.",
+	})
 	goVersion, revision := "unknown", "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		goVersion = bi.GoVersion
@@ -72,6 +83,7 @@ func NewMetrics(version string) *Metrics {
 	})
 	build.Set(1)
 	m.collectors = []prometheus.Collector{m.requests, m.duration, m.inflight, m.authz, m.readiness, build, m.rateLimited,
+		m.ingestInFlight, m.ingestOverloaded,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
 	reg.MustRegister(m.collectors...)
 	return m

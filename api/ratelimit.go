@@ -21,6 +21,13 @@ type Limit struct {
 type Limits struct {
 	// Ingest is POST /v1/events, per token subject.
 	Ingest Limit
+	// IngestBytes is POST /v1/events in body bytes per second and bytes at
+	// once, per token subject. Its burst is raised to one maximal body
+	// (ingest.MaxBodyBytes) if set lower.
+	IngestBytes Limit
+	// IngestInFlightBytes is the service-wide budget of ingest body bytes
+	// being processed at once (zero: none), at least one maximal body.
+	IngestInFlightBytes int64
 	// Access is the lawful-access writes (requests, approvals, releases,
 	// revocations, approver changes), per token subject.
 	Access Limit
@@ -58,6 +65,11 @@ func newLimiters(l Limit) *limiters {
 
 // reserve takes a token for id, or says how long until one is free.
 func (ls *limiters) reserve(id string, now time.Time) (bool, time.Duration) {
+	return ls.reserveN(id, 1, now)
+}
+
+// reserveN takes n tokens for id, or says how long until they are free.
+func (ls *limiters) reserveN(id string, n int, now time.Time) (bool, time.Duration) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	if now.Sub(ls.swept) > limiterIdle {
@@ -74,7 +86,10 @@ func (ls *limiters) reserve(id string, now time.Time) (bool, time.Duration) {
 		ls.buckets[id] = b
 	}
 	b.seen = now
-	r := b.lim.ReserveN(now, 1)
+	r := b.lim.ReserveN(now, n)
+	if !r.OK() { // more than the burst: never admissible
+		return false, time.Minute
+	}
 	if d := r.DelayFrom(now); d > 0 {
 		r.CancelAt(now)
 		return false, d
@@ -94,7 +109,7 @@ func (s *server) rateLimited(ls *limiters) func(http.Handler) http.Handler {
 			ok, wait := ls.reserve(p.Subject, time.Now())
 			if !ok {
 				s.metrics.rateLimited.WithLabelValues(routeOf(r)).Inc()
-				w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+				w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
 				writeError(w, http.StatusTooManyRequests, codeRateLimited,
 					"too many requests from this identity; retry after the Retry-After seconds")
 				return
@@ -102,4 +117,9 @@ func (s *server) rateLimited(ls *limiters) func(http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 		})
 	}
+}
+
+// retryAfterSeconds is wait rounded up to whole seconds, at least one.
+func retryAfterSeconds(wait time.Duration) int {
+	return max(1, int(math.Ceil(wait.Seconds())))
 }

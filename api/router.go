@@ -114,7 +114,14 @@ func NewRouter(d Deps) http.Handler {
 	g.Get("/v1/whoami", s.whoami)
 
 	// Ingest: delivery metadata into the audit log, rate-limited per caller.
-	r.With(s.guard, s.rateLimited(newLimiters(d.Limits.Ingest)), limitBody(ingest.MaxBodyBytes)).Post("/v1/events", s.ingestEvents)
+	// Bodies are admitted by bytes too: per caller, and within the
+	// service-wide budget of bytes in flight, before they are read.
+	ingestBytes := d.Limits.IngestBytes
+	if ingestBytes.Rate > 0 {
+		ingestBytes.Burst = max(ingestBytes.Burst, ingest.MaxBodyBytes)
+	}
+	r.With(s.guard, s.rateLimited(newLimiters(d.Limits.Ingest)), limitBody(ingest.MaxBodyBytes),
+		s.ingestAdmission(newLimiters(ingestBytes), newIngestBudget(d.Limits.IngestInFlightBytes))).Post("/v1/events", s.ingestEvents)
 
 	// The audit log, for auditors and officers.
 	g.Get("/v1/audit/checkpoint", s.checkpoint)

@@ -150,6 +150,11 @@ var (
 // ErrLogUnavailable (wrapping the cause) when a dependency failed.
 func (s *Service) Ingest(ctx context.Context, body []byte, format Format, atomic bool) (Result, error) {
 	events, problems, bodyProblem := redact.DecodeBatch(body, format == NDJSON, MaxEvents)
+	if bodyProblem == nil {
+		// Refused before any pseudonym is computed: what a request makes
+		// the service hold grows with its recipients.
+		bodyProblem = redact.CountRecipients(events, s.profile.MaxRecipientsPerRequest)
+	}
 	if bodyProblem != nil {
 		s.metrics.rejected(bodyProblem.Code)
 		return Result{}, refused([]redact.Problem{*bodyProblem}, bodyProblem.Message)
@@ -225,7 +230,8 @@ func (s *Service) counted(rec *redact.Record) {
 
 // refused builds the refusal: content_not_accepted if any event carried
 // content, else identifier_in_opaque_field if an opaque field held a phone
-// number or an email address, else validation_failed.
+// number or an email address (or too_many_recipients for a request over
+// the cap), else validation_failed.
 func refused(problems []redact.Problem, msg string) *RefusedError {
 	code := CodeValidationFailed
 	for _, p := range problems {
@@ -233,8 +239,8 @@ func refused(problems []redact.Problem, msg string) *RefusedError {
 			code = CodeContentNotAccepted
 			break
 		}
-		if p.Code == redact.CodeIdentifierInOpaqueField {
-			code = CodeIdentifierInOpaqueField
+		if p.Code == redact.CodeIdentifierInOpaqueField || p.Code == redact.CodeTooManyRecipients {
+			code = p.Code
 		}
 	}
 	return &RefusedError{Code: code, Message: msg, Problems: problems}

@@ -83,6 +83,9 @@ const (
 	CodeInvalidField       = "invalid_field"
 	CodeMissingField       = "missing_field"
 	CodeTooDeep            = "too_deep"
+	// CodeTooManyRecipients: the events of one request name more
+	// recipients in all than the profile's max_recipients_per_request.
+	CodeTooManyRecipients = "too_many_recipients"
 )
 
 // isContentField reports whether a field name (compared in lower case) may
@@ -386,6 +389,22 @@ func SplitBatch(body []byte, ndjson bool, maxEvents int) ([]json.RawMessage, *Pr
 		return nil, &Problem{Index: -1, Path: "$.events", Code: CodeMissingField, Message: "events is required"}
 	}
 	return events, nil
+}
+
+// CountRecipients returns the recipients named by all of events, or a
+// body-level problem when they are more than limit.
+func CountRecipients(events []*Event, limit int) *Problem {
+	n := 0
+	for _, ev := range events {
+		if ev != nil {
+			n += len(ev.Recipients)
+		}
+	}
+	if n > limit {
+		return &Problem{Index: -1, Path: "$.events", Code: CodeTooManyRecipients,
+			Message: fmt.Sprintf("%d recipients in one request, more than %d; send fewer events per request", n, limit)}
+	}
+	return nil
 }
 
 // DecodeBatch decodes the events of a request body: events[i] is event i,

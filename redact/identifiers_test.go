@@ -137,3 +137,16 @@ func TestPseudonymOfFullWidthNumber(t *testing.T) {
 		t.Errorf("a full-width number has its own pseudonym: %s != %s", b, a)
 	}
 }
+
+func TestCountRecipients(t *testing.T) {
+	evs := []*Event{{Recipients: []string{"a", "b"}}, nil, {Recipients: []string{"c"}}}
+	if p := CountRecipients(evs, 3); p != nil {
+		t.Fatalf("3 recipients under a cap of 3: %v", p)
+	}
+	if p := CountRecipients(evs, 2); p == nil || p.Code != CodeTooManyRecipients || p.Index != -1 {
+		t.Fatalf("3 recipients over a cap of 2: %v", p)
+	}
+	if DefaultProfile().MaxRecipientsPerRequest != 50000 {
+		t.Fatal("the default cap changed without the docs")
+	}
+}

@@ -30,6 +30,11 @@ type Profile struct {
 	KeepMNC bool `json:"keep_mnc"`
 	// MaxRecipients bounds recipients per event.
 	MaxRecipients int `json:"max_recipients"`
+	// MaxRecipientsPerRequest bounds recipients over all the events of one
+	// request: each recipient costs a pseudonym and its share of a leaf, so
+	// this bounds what one request can make the service hold (default
+	// 50,000; a request over it is refused whole with too_many_recipients).
+	MaxRecipientsPerRequest int `json:"max_recipients_per_request"`
 }
 
 // Duration is a time.Duration written as "1m" in profile files.
@@ -55,9 +60,10 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()
 // DefaultProfile keeps the architecture's defaults.
 func DefaultProfile() Profile {
 	return Profile{
-		Granularity:   Duration{time.Minute},
-		MaxFutureSkew: Duration{5 * time.Minute},
-		MaxRecipients: 1024,
+		Granularity:             Duration{time.Minute},
+		MaxFutureSkew:           Duration{5 * time.Minute},
+		MaxRecipients:           1024,
+		MaxRecipientsPerRequest: 50000,
 	}
 }
 
@@ -70,8 +76,8 @@ func ParseProfile(b []byte) (Profile, error) {
 	if err := dec.Decode(&p); err != nil {
 		return p, fmt.Errorf("redact: profile: %w", err)
 	}
-	if p.Granularity.Duration <= 0 || p.MaxFutureSkew.Duration < 0 || p.MaxRecipients <= 0 {
-		return p, fmt.Errorf("redact: profile: granularity and max_recipients must be positive")
+	if p.Granularity.Duration <= 0 || p.MaxFutureSkew.Duration < 0 || p.MaxRecipients <= 0 || p.MaxRecipientsPerRequest <= 0 {
+		return p, fmt.Errorf("redact: profile: granularity, max_recipients and max_recipients_per_request must be positive")
 	}
 	return p, nil
 }

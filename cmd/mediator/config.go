@@ -103,9 +103,18 @@ func databaseURL(dsn string) (string, error) {
 // up to 10,000 events each, so 200 requests/s per gateway is far above any
 // real gateway and still stops a flood of tiny requests; people file,
 // approve and release a few times a minute.
+//
+// Ingest is also limited in bytes: per identity 64 MiB/s with bursts of
+// 128 MiB (a loaded gateway sends about 35 MB/s), and service-wide 48 MiB
+// of bodies in flight. A body costs the service several times its size
+// until it is answered (decoded events, pseudonyms, leaves, the COPY), so
+// the budget, not the number of gateways, bounds ingest memory
+// (docs/reliability.md, "Memory").
 var defaultLimits = api.Limits{
-	Ingest: api.Limit{Rate: 200, Burst: 400},
-	Access: api.Limit{Rate: 5, Burst: 20},
+	Ingest:              api.Limit{Rate: 200, Burst: 400},
+	IngestBytes:         api.Limit{Rate: 64 << 20, Burst: 128 << 20},
+	IngestInFlightBytes: 48 << 20,
+	Access:              api.Limit{Rate: 5, Burst: 20},
 }
 
 func envFloat(def float64, name string) float64 {
@@ -162,6 +171,9 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.IntVar(&c.StatsMinGroup, "stats-min-group", envInt(defaultStatsMinGroup, "MEDIATOR_STATS_MIN_GROUP"), "k: the SOC stats never report a group or count of fewer events [MEDIATOR_STATS_MIN_GROUP]")
 	fs.Float64Var(&c.Limits.Ingest.Rate, "rate-ingest", envFloat(defaultLimits.Ingest.Rate, "MEDIATOR_RATE_INGEST"), "ingest requests per second per identity; 0 for no limit [MEDIATOR_RATE_INGEST]")
 	fs.IntVar(&c.Limits.Ingest.Burst, "rate-ingest-burst", envInt(defaultLimits.Ingest.Burst, "MEDIATOR_RATE_INGEST_BURST"), "ingest requests one identity may send at once [MEDIATOR_RATE_INGEST_BURST]")
+	fs.Float64Var(&c.Limits.IngestBytes.Rate, "rate-ingest-bytes", envFloat(defaultLimits.IngestBytes.Rate, "MEDIATOR_RATE_INGEST_BYTES"), "ingest body bytes per second per identity; 0 for no limit [MEDIATOR_RATE_INGEST_BYTES]")
+	fs.IntVar(&c.Limits.IngestBytes.Burst, "rate-ingest-burst-bytes", envInt(defaultLimits.IngestBytes.Burst, "MEDIATOR_RATE_INGEST_BURST_BYTES"), "ingest body bytes one identity may send at once, at least one 8 MiB body [MEDIATOR_RATE_INGEST_BURST_BYTES]")
+	fs.Int64Var(&c.Limits.IngestInFlightBytes, "ingest-inflight-bytes", int64(envInt(int(defaultLimits.IngestInFlightBytes), "MEDIATOR_INGEST_INFLIGHT_BYTES")), "service-wide budget of ingest body bytes being processed at once; a request finding no room within 2 s gets 503 overloaded; 0 for none [MEDIATOR_INGEST_INFLIGHT_BYTES]")
 	fs.Float64Var(&c.Limits.Access.Rate, "rate-access", envFloat(defaultLimits.Access.Rate, "MEDIATOR_RATE_ACCESS"), "lawful-access writes (requests, approvals, releases, roster proposals, signatures and check-ins) per second per identity; 0 for no limit [MEDIATOR_RATE_ACCESS]")
 	fs.IntVar(&c.Limits.Access.Burst, "rate-access-burst", envInt(defaultLimits.Access.Burst, "MEDIATOR_RATE_ACCESS_BURST"), "lawful-access writes one identity may send at once [MEDIATOR_RATE_ACCESS_BURST]")
 	fs.DurationVar(&c.PseudonymKeyMaxAge, "pseudonym-key-max-age", envDuration(time.Hour, "MEDIATOR_PSEUDONYM_KEY_MAX_AGE"), "how long ingest keeps pseudonymizing with the cached key while Vault is unreachable, then refuses (503) [MEDIATOR_PSEUDONYM_KEY_MAX_AGE]")

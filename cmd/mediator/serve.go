@@ -273,8 +273,18 @@ func redactionProfile(path string) (redact.Profile, error) {
 // about 50 MiB more resident memory (docs/performance.md).
 const defaultGCPercent = 400
 
-// setGCPercent applies defaultGCPercent when GOGC is not set.
+// defaultMemoryLimit is the soft memory limit the service runs with unless
+// GOMEMLIMIT says otherwise: near it the collector runs as often as it must,
+// so the GC target above never lets garbage push the process past the
+// 512 MiB that ingest's byte budget is sized for (docs/reliability.md).
+const defaultMemoryLimit = 384 << 20
+
+// setGCPercent applies defaultGCPercent when GOGC is not set, and
+// defaultMemoryLimit when GOMEMLIMIT is not.
 func setGCPercent(log *slog.Logger) {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 	if os.Getenv("GOGC") != "" {
 		return
 	}
