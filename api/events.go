@@ -13,7 +13,7 @@ import (
 
 // Ingester takes request bodies of events into the log (ingest.Service).
 type Ingester interface {
-	Ingest(ctx context.Context, body []byte, format ingest.Format, atomic bool) (ingest.Result, error)
+	Ingest(ctx context.Context, submitter string, body []byte, format ingest.Format, atomic bool) (ingest.Result, error)
 }
 
 // ingestEvents is POST /v1/events: the body goes to ingest, which answers
@@ -28,7 +28,9 @@ func (s *server) ingestEvents(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	res, err := s.ingest.Ingest(r.Context(), body, format, r.URL.Query().Get("atomic") == "true")
+	// Event ids are namespaced by the caller: the token's subject.
+	p, _ := PrincipalFrom(r.Context())
+	res, err := s.ingest.Ingest(r.Context(), p.Subject, body, format, r.URL.Query().Get("atomic") == "true")
 	if err != nil {
 		s.ingestError(w, r, err)
 		return
@@ -55,7 +57,15 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 // ingestError answers for an ingest failure.
 func (s *server) ingestError(w http.ResponseWriter, r *http.Request, err error) {
 	var refused *ingest.RefusedError
+	var conflict *ingest.ConflictError
 	switch {
+	case errors.As(err, &conflict):
+		details := make([]any, len(conflict.Problems))
+		for i, p := range conflict.Problems {
+			details[i] = wireProblem(p)
+		}
+		writeError(w, http.StatusConflict, ingest.CodeEventIDConflict,
+			"an event_id you already sent comes with different content; nothing of this request was written", details...)
 	case errors.As(err, &refused):
 		details := make([]any, len(refused.Problems))
 		for i, p := range refused.Problems {

@@ -59,6 +59,7 @@ func newFixture(t testing.TB) *fixture {
 type rec struct {
 	Kind           string `json:"kind"`
 	EventID        string `json:"event_id,omitempty"`
+	Submitter      string `json:"submitter,omitempty"`
 	ConversationID string `json:"conversation_id,omitempty"`
 	OccurredAt     string `json:"occurred_at,omitempty"`
 	Note           string `json:"note"`
@@ -236,19 +237,66 @@ func (f *fixture) verify(t *testing.T) *Report {
 	return rep
 }
 
+// submitted returns an entry of event id sent by submitter, with note as
+// its content.
+func submitted(submitter, id, note string) Entry {
+	at := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	return Entry{Kind: "message", EventID: id, Submitter: submitter, ConversationID: "c", OccurredAt: at,
+		Record: rec{Kind: "message", EventID: id, Submitter: submitter, ConversationID: "c", OccurredAt: at.Format(time.RFC3339), Note: note}}
+}
+
+// TestEventIDsAreNamespacedBySubmitter plays the squatter: a gateway that
+// claims another's event id first gets an entry of its own, and the
+// genuine event is still logged; a resend of the same event is a duplicate,
+// and a resend with other content refuses the whole request.
+func TestEventIDsAreNamespacedBySubmitter(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	squat := f.append(t, []Entry{submitted("gw-evil", "ev-1", "forged")})
+	genuine := f.append(t, []Entry{submitted("gw-a", "ev-1", "genuine")})
+	if squat[0].Seq != 0 || genuine[0].Seq != 1 || genuine[0].Duplicate {
+		t.Fatalf("the genuine event was not logged: %+v %+v", squat, genuine)
+	}
+	if again := f.append(t, []Entry{submitted("gw-a", "ev-1", "genuine")}); again[0] != (Appended{Seq: 1, Duplicate: true}) {
+		t.Fatalf("a resend: %+v", again)
+	}
+	changed := f.append(t, []Entry{submitted("gw-a", "ev-2", "new"), submitted("gw-a", "ev-1", "changed")})
+	if !changed[0].Refused || changed[0].Conflict || !changed[1].Refused || !changed[1].Conflict {
+		t.Fatalf("a resend with other content: %+v", changed)
+	}
+	twice := f.append(t, []Entry{submitted("gw-b", "ev-9", "one"), submitted("gw-b", "ev-9", "two")})
+	if !twice[1].Conflict || !twice[0].Refused {
+		t.Fatalf("one id twice in a request with different content: %+v", twice)
+	}
+	if size, _ := f.store.Size(ctx); size != 2 {
+		t.Fatalf("size %d after refused requests, want 2", size)
+	}
+	// The submitter is in the leaf and in the column, and verify holds
+	// them to each other.
+	e, err := f.store.Entry(ctx, 1)
+	if err != nil || !bytes.Contains(e.Leaf, []byte(`"submitter":"gw-a"`)) {
+		t.Fatalf("leaf 1: %s %v", e.Leaf, err)
+	}
+	if rep := f.verify(t); !rep.OK() {
+		t.Fatalf("verify: %+v", rep)
+	}
+}
+
 func TestAppendIsGaplessIdempotentAndProvable(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	a := f.append(t, entries(0, 5, "c1"))
+	first := entries(0, 5, "c1")
+	a := f.append(t, first)
 	for i, x := range a {
 		if x.Seq != int64(i) || x.Duplicate {
 			t.Fatalf("first batch: %+v", a)
 		}
 	}
 	// A batch with two resends and an in-batch duplicate.
-	batch := append(entries(3, 4, "c1"), entries(6, 1, "c1")...)
+	batch := append([]Entry{first[3], first[4]}, entries(5, 2, "c1")...)
+	batch = append(batch, batch[3])
 	b := f.append(t, batch)
-	want := []Appended{{3, true}, {4, true}, {5, false}, {6, false}, {6, true}}
+	want := []Appended{{Seq: 3, Duplicate: true}, {Seq: 4, Duplicate: true}, {Seq: 5}, {Seq: 6}, {Seq: 6, Duplicate: true}}
 	if fmt.Sprint(b) != fmt.Sprint(want) {
 		t.Fatalf("second batch = %v, want %v", b, want)
 	}
@@ -367,6 +415,12 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			"ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only",
 			"UPDATE audit_entries SET kind = 'receipt' WHERE seq = 1",
 		}, 1, "the row's kind differs"},
+		// A superuser moving an entry into another submitter's namespace,
+		// to make that submitter's genuine event a "duplicate".
+		{"submitter changed", []string{
+			"ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only",
+			"UPDATE audit_entries SET submitter = 'gw-other' WHERE seq = 5",
+		}, 5, "the row's submitter differs"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

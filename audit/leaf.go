@@ -31,9 +31,15 @@ type Entry struct {
 	// Kind names the entry: an event kind ("message", …) or an internal
 	// action ("escrow.deposit", …).
 	Kind string
-	// EventID, when set, makes the append idempotent: an entry whose
-	// EventID is already in the log is not appended again.
+	// EventID, when set, makes the append idempotent per Submitter: an
+	// entry whose Submitter and EventID are already in the log with the
+	// same record is not appended again, and one with a different record
+	// is refused (Appended.Conflict).
 	EventID string
+	// Submitter is who sent the entry (the authenticated subject); event
+	// ids are unique per submitter. The record carries it too, so the leaf
+	// says who submitted.
+	Submitter string
 	// ConversationID and OccurredAt index the entry for searches.
 	ConversationID string
 	OccurredAt     time.Time
@@ -197,6 +203,7 @@ type LeafFields struct {
 	IngestedAt     string `json:"ingested_at"`
 	Kind           string `json:"kind"`
 	EventID        string `json:"event_id"`
+	Submitter      string `json:"submitter"`
 	ConversationID string `json:"conversation_id"`
 	// OccurredAt is the record's occurred_at (events only), nil without.
 	OccurredAt *string `json:"occurred_at"`
@@ -256,6 +263,8 @@ func parseLeafFields(leaf []byte) (LeafFields, error) {
 			err = str(&f.Kind)
 		case "event_id":
 			err = str(&f.EventID)
+		case "submitter":
+			err = str(&f.Submitter)
 		case "conversation_id":
 			err = str(&f.ConversationID)
 		case "occurred_at":

@@ -251,11 +251,13 @@ func (l *Log) commitGroup(ctx context.Context, reqs []appendRequest) ([][]Append
 	}
 	entries := make([]Entry, 0, n)
 	prepared := make([]preparedLeaf, 0, n)
+	sizes := make([]int, 0, len(reqs))
 	for _, r := range reqs {
 		entries = append(entries, r.entries...)
 		prepared = append(prepared, r.prepared...)
+		sizes = append(sizes, len(r.entries))
 	}
-	appended, err := l.Store.appendPrepared(ctx, entries, prepared)
+	appended, err := l.Store.appendPrepared(ctx, entries, prepared, sizes)
 	if err != nil {
 		return nil, err
 	}

@@ -82,7 +82,7 @@ func (m *Metrics) appended(out []Appended, d time.Duration) {
 	for _, a := range out {
 		// A new entry at seq n means the tree has at least n+1 leaves; a
 		// duplicate's seq says nothing about the tree now.
-		if !a.Duplicate {
+		if !a.Duplicate && !a.Refused {
 			size = max(size, a.Seq+1)
 		}
 	}

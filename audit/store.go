@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -29,16 +30,27 @@ func NewStore(pool *pgxpool.Pool) *Store {
 	return &Store{pool: pool, now: time.Now}
 }
 
-// Appended reports where an entry is in the log.
+// Appended reports where an entry is in the log, or why it is not.
 type Appended struct {
-	Seq       int64
-	Duplicate bool // the EventID was already in the log (or earlier in the batch)
+	Seq int64
+	// Duplicate: the Submitter and EventID were already in the log (or
+	// earlier in the batch) with the same record; Seq is the original's.
+	Duplicate bool
+	// Conflict: the Submitter and EventID were already in the log (or
+	// earlier in the batch) with a different record. Nothing of the
+	// entry's request was appended (Refused is set on all of them).
+	Conflict bool
+	// Refused: nothing was appended because an entry of the same request
+	// conflicts; Seq is -1.
+	Refused bool
 }
 
 // Append writes entries as one transaction: their leaves and every new
 // stored tree hash commit together or not at all. It returns only after the
-// commit, so an Appended seq is durable. Entries whose EventID is already
-// logged are not appended; they report the original seq.
+// commit, so an Appended seq is durable. Entries whose Submitter and EventID
+// are already logged with the same record are not appended; they report the
+// original seq. If any entry's Submitter and EventID are logged with a
+// different record, nothing is appended and every entry reports Refused.
 //
 // Cost: one lock, four reads of at most O(log n + len(entries)) rows, and
 // two COPYs.
@@ -47,7 +59,7 @@ func (s *Store) Append(ctx context.Context, entries []Entry) ([]Appended, error)
 	if err != nil {
 		return nil, err
 	}
-	return s.appendPrepared(ctx, entries, prepared)
+	return s.appendPrepared(ctx, entries, prepared, []int{len(entries)})
 }
 
 // prepare canonicalizes every record, so that the serialised section of an
@@ -64,7 +76,10 @@ func prepare(entries []Entry) ([]preparedLeaf, error) {
 	return prepared, nil
 }
 
-func (s *Store) appendPrepared(ctx context.Context, entries []Entry, prepared []preparedLeaf) ([]Appended, error) {
+// appendPrepared appends entries made of requests of the given sizes, in
+// order, in one transaction; a request with a conflicting entry is refused
+// whole while the others are appended.
+func (s *Store) appendPrepared(ctx context.Context, entries []Entry, prepared []preparedLeaf, requests []int) ([]Appended, error) {
 	if len(entries) == 0 {
 		return nil, nil
 	}
@@ -73,7 +88,7 @@ func (s *Store) appendPrepared(ctx context.Context, entries []Entry, prepared []
 		return nil, fmt.Errorf("audit: begin: %w", err)
 	}
 	defer tx.Rollback(ctx) // no-op after commit
-	out, err := s.appendInTx(ctx, tx, entries, prepared)
+	out, err := s.appendInTx(ctx, tx, entries, prepared, requests)
 	if err != nil {
 		return nil, err
 	}
@@ -92,10 +107,20 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, entries []Entry) ([]App
 	if err != nil {
 		return nil, err
 	}
-	return s.appendInTx(ctx, tx, entries, prepared)
+	return s.appendInTx(ctx, tx, entries, prepared, []int{len(entries)})
 }
 
-func (s *Store) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, prepared []preparedLeaf) ([]Appended, error) {
+// idKey is an event id in its submitter's namespace.
+type idKey struct{ submitter, eventID string }
+
+// logged is an entry already in the log, as the dedup check needs it.
+type logged struct {
+	seq        int64
+	leaf       []byte
+	ingestedAt time.Time
+}
+
+func (s *Store) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, prepared []preparedLeaf, requests []int) ([]Appended, error) {
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", sequencerLock); err != nil {
 		return nil, fmt.Errorf("audit: sequencer lock: %w", err)
 	}
@@ -116,36 +141,86 @@ func (s *Store) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, prep
 	if err != nil {
 		return nil, err
 	}
+	// batch holds the entries of this batch with an event id, by key: the
+	// index of the one that will be appended.
+	batch := map[idKey]int{}
+	pending := map[idKey]int{}
 	var entryRows [][]any
 	next := size
-	for i, e := range entries {
-		if e.EventID != "" {
-			if seq, ok := existing[e.EventID]; ok {
-				out[i] = Appended{Seq: seq, Duplicate: true}
+	start := 0
+	for _, n := range requests {
+		req := start
+		start += n
+		// First decide the whole request: duplicates and conflicts.
+		// pending holds the request's own ids, which enter batch only once
+		// the request is accepted.
+		conflict := false
+		clear(pending)
+		for i := req; i < req+n; i++ {
+			e := entries[i]
+			if e.EventID == "" {
 				continue
 			}
+			k := idKey{e.Submitter, e.EventID}
+			if old, ok := existing[k]; ok {
+				if bytes.Equal(prepared[i].leaf(old.seq, old.ingestedAt), old.leaf) {
+					out[i] = Appended{Seq: old.seq, Duplicate: true}
+				} else {
+					out[i], conflict = Appended{Seq: -1, Conflict: true}, true
+				}
+				continue
+			}
+			j, ok := batch[k]
+			if !ok {
+				j, ok = pending[k]
+			}
+			if !ok {
+				pending[k] = i
+				continue
+			}
+			if bytes.Equal(prepared[i].canon, prepared[j].canon) {
+				out[i] = Appended{Seq: -1, Duplicate: true} // its seq is j's, set below
+			} else {
+				out[i], conflict = Appended{Seq: -1, Conflict: true}, true
+			}
 		}
-		leaf := prepared[i].leaf(next, ingestedAt)
-		stored, err := tlog.StoredHashes(next, leaf, hashes)
-		if err != nil {
-			return nil, fmt.Errorf("audit: hash entry %d: %w", next, err)
+		if conflict {
+			for i := req; i < req+n; i++ {
+				out[i].Seq, out[i].Refused, out[i].Duplicate = -1, true, false
+			}
+			continue
 		}
-		base := tlog.StoredHashIndex(0, next)
-		packed := make([]byte, 0, len(stored)*tlog.HashSize)
-		for j, h := range stored {
-			hashes.put(base+int64(j), h)
-			packed = append(packed, h[:]...)
+		for i := req; i < req+n; i++ {
+			e := entries[i]
+			if out[i].Duplicate {
+				if out[i].Seq < 0 {
+					out[i].Seq = out[batch[idKey{e.Submitter, e.EventID}]].Seq
+				}
+				continue
+			}
+			leaf := prepared[i].leaf(next, ingestedAt)
+			stored, err := tlog.StoredHashes(next, leaf, hashes)
+			if err != nil {
+				return nil, fmt.Errorf("audit: hash entry %d: %w", next, err)
+			}
+			base := tlog.StoredHashIndex(0, next)
+			packed := make([]byte, 0, len(stored)*tlog.HashSize)
+			for j, h := range stored {
+				hashes.put(base+int64(j), h)
+				packed = append(packed, h[:]...)
+			}
+			entryRows = append(entryRows, []any{next, leaf, packed, e.Kind, nullable(e.EventID), nullable(e.Submitter),
+				nullable(e.ConversationID), nullableTime(e.OccurredAt), ingestedAt})
+			if e.EventID != "" {
+				batch[idKey{e.Submitter, e.EventID}] = i
+			}
+			out[i] = Appended{Seq: next}
+			next++
 		}
-		entryRows = append(entryRows, []any{next, leaf, packed, e.Kind, nullable(e.EventID), nullable(e.ConversationID), nullableTime(e.OccurredAt), ingestedAt})
-		if e.EventID != "" {
-			existing[e.EventID] = next
-		}
-		out[i] = Appended{Seq: next}
-		next++
 	}
 	if len(entryRows) > 0 {
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_entries"},
-			[]string{"seq", "leaf", "hashes", "kind", "event_id", "conversation_id", "occurred_at", "ingested_at"},
+			[]string{"seq", "leaf", "hashes", "kind", "event_id", "submitter", "conversation_id", "occurred_at", "ingested_at"},
 			pgx.CopyFromRows(entryRows)); err != nil {
 			return nil, fmt.Errorf("audit: write entries: %w", err)
 		}
@@ -153,31 +228,42 @@ func (s *Store) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, prep
 	return out, nil
 }
 
-func existingEventIDs(ctx context.Context, tx pgx.Tx, entries []Entry) (map[string]int64, error) {
+// existingEventIDs reads the logged entries that have the submitter and
+// event id of one of entries.
+func existingEventIDs(ctx context.Context, tx pgx.Tx, entries []Entry) (map[idKey]logged, error) {
 	ids := make([]string, 0, len(entries))
+	wanted := make(map[idKey]bool, len(entries))
 	for _, e := range entries {
 		if e.EventID != "" {
 			ids = append(ids, e.EventID)
+			wanted[idKey{e.Submitter, e.EventID}] = true
 		}
 	}
-	found := make(map[string]int64, len(ids))
+	found := make(map[idKey]logged, len(ids))
 	if len(ids) == 0 {
 		return found, nil
 	}
-	rows, err := tx.Query(ctx, "SELECT event_id, seq FROM audit_entries WHERE event_id = ANY($1)", ids)
+	// The unique index leads with event_id; rows of other submitters with
+	// the same ids are read and left out here.
+	rows, err := tx.Query(ctx, `SELECT coalesce(submitter, ''), event_id, seq, leaf, ingested_at
+		FROM audit_entries WHERE event_id = ANY($1)`, ids)
 	if err != nil {
 		return nil, fmt.Errorf("audit: look up event ids: %w", err)
 	}
-	type idSeq struct {
-		ID  string
-		Seq int64
+	defer rows.Close()
+	for rows.Next() {
+		var k idKey
+		var l logged
+		if err := rows.Scan(&k.submitter, &k.eventID, &l.seq, &l.leaf, &l.ingestedAt); err != nil {
+			return nil, fmt.Errorf("audit: look up event ids: %w", err)
+		}
+		if wanted[k] {
+			l.ingestedAt = l.ingestedAt.UTC()
+			found[k] = l
+		}
 	}
-	have, err := pgx.CollectRows(rows, pgx.RowToStructByPos[idSeq])
-	if err != nil {
+	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("audit: look up event ids: %w", err)
-	}
-	for _, h := range have {
-		found[h.ID] = h.Seq
 	}
 	return found, nil
 }

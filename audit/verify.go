@@ -47,6 +47,7 @@ type verifyRow struct {
 	seq                  int64
 	leaf, hashes         []byte
 	kind, eventID, convo string
+	submitter            string
 	occurred             *time.Time
 	ingested             time.Time
 
@@ -110,7 +111,7 @@ func (s *Store) Verify(ctx context.Context, verifiers ...note.Verifier) (*Report
 			case f.Seq != r.seq:
 				rep.bad(r.seq, "seq %d: leaf says seq %d", r.seq, f.Seq)
 			default:
-				if col := columnsDiffer(f, r.kind, r.eventID, r.convo, r.occurred, r.ingested); col != "" {
+				if col := columnsDiffer(f, r.kind, r.eventID, r.submitter, r.convo, r.occurred, r.ingested); col != "" {
 					rep.bad(r.seq, "seq %d: the row's %s differs from its leaf (searches and exports filter on it)", r.seq, col)
 				}
 			}
@@ -161,7 +162,7 @@ func (s *Store) readVerifyPages(ctx context.Context, out chan<- []verifyRow) err
 	var after int64 = -1
 	for {
 		rows, err := s.pool.Query(ctx,
-			"SELECT seq, leaf, hashes, kind, coalesce(event_id, ''), coalesce(conversation_id, ''), occurred_at, ingested_at FROM audit_entries WHERE seq > $1 ORDER BY seq LIMIT $2",
+			"SELECT seq, leaf, hashes, kind, coalesce(event_id, ''), coalesce(submitter, ''), coalesce(conversation_id, ''), occurred_at, ingested_at FROM audit_entries WHERE seq > $1 ORDER BY seq LIMIT $2",
 			after, verifyPage)
 		if err != nil {
 			return fmt.Errorf("audit: verify: read entries: %w", err)
@@ -169,7 +170,7 @@ func (s *Store) readVerifyPages(ctx context.Context, out chan<- []verifyRow) err
 		page := make([]verifyRow, 0, verifyPage)
 		for rows.Next() {
 			var r verifyRow
-			if err := rows.Scan(&r.seq, &r.leaf, &r.hashes, &r.kind, &r.eventID, &r.convo, &r.occurred, &r.ingested); err != nil {
+			if err := rows.Scan(&r.seq, &r.leaf, &r.hashes, &r.kind, &r.eventID, &r.submitter, &r.convo, &r.occurred, &r.ingested); err != nil {
 				rows.Close()
 				return fmt.Errorf("audit: verify: read entries: %w", err)
 			}
@@ -213,12 +214,14 @@ func parsePage(page []verifyRow) {
 
 // columnsDiffer names the first indexed or filtered column of an entry's
 // row that says something other than its leaf, or "".
-func columnsDiffer(f LeafFields, kind, eventID, convo string, occurred *time.Time, ingested time.Time) string {
+func columnsDiffer(f LeafFields, kind, eventID, submitter, convo string, occurred *time.Time, ingested time.Time) string {
 	switch {
 	case f.Kind != kind:
 		return "kind"
 	case f.EventID != eventID:
 		return "event_id"
+	case f.Submitter != submitter:
+		return "submitter"
 	case f.ConversationID != convo:
 		return "conversation_id"
 	}

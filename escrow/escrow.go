@@ -186,7 +186,7 @@ func (s *Service) deposit(ctx context.Context, req DepositRequest) (Escrow, bool
 	if err := s.validate(req); err != nil {
 		return Escrow{}, false, err
 	}
-	if existing, err := s.rows.ByKeyID(ctx, req.ConversationID, req.KeyID); err == nil {
+	if existing, err := s.rows.ByKeyID(ctx, req.Depositor, req.ConversationID, req.KeyID); err == nil {
 		return sameOrConflict(existing, req.Commitment)
 	} else if !errors.Is(err, ErrNotFound) {
 		return Escrow{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
@@ -217,7 +217,7 @@ func (s *Service) deposit(ctx context.Context, req DepositRequest) (Escrow, bool
 		s.abort(ctx, id, receipts)
 		if errors.Is(err, errDuplicateKeyID) {
 			// A concurrent deposit of the same key id won the race.
-			existing, err := s.rows.ByKeyID(ctx, req.ConversationID, req.KeyID)
+			existing, err := s.rows.ByKeyID(ctx, req.Depositor, req.ConversationID, req.KeyID)
 			if err != nil {
 				return Escrow{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 			}

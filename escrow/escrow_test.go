@@ -214,6 +214,33 @@ func TestConcurrentDepositsOfOneKeyIDMakeOneEscrow(t *testing.T) {
 	}
 }
 
+// TestKeyIDsCannotBeSquatted plays a depositor that claims another's
+// (conversation, key id) first: the genuine deposit still makes its own
+// escrow, naming its depositor; the genuine depositor's resend is the same
+// escrow, and its deposit of a different key under the id is a conflict.
+func TestKeyIDsCannotBeSquatted(t *testing.T) {
+	f := newFixture(t, dev.CustodianOptions{})
+	ctx := context.Background()
+	squat := f.request(t, "conv-s", "epoch-1", newKey(t))
+	squat.Depositor = "gw-evil"
+	forged, created, err := f.svc.Deposit(ctx, squat)
+	if err != nil || !created {
+		t.Fatalf("the squatter's deposit: %v", err)
+	}
+	key := newKey(t)
+	genuine := f.request(t, "conv-s", "epoch-1", key)
+	rec, created, err := f.svc.Deposit(ctx, genuine)
+	if err != nil || !created || rec.EscrowID == forged.EscrowID || rec.Depositor != "gateway-3" || forged.Depositor != "gw-evil" {
+		t.Fatalf("the genuine deposit after the squat: %+v created=%v %v", rec, created, err)
+	}
+	if again, created, err := f.svc.Deposit(ctx, genuine); err != nil || created || again.EscrowID != rec.EscrowID {
+		t.Fatalf("a resend: %+v created=%v %v", again, created, err)
+	}
+	if _, _, err := f.svc.Deposit(ctx, f.request(t, "conv-s", "epoch-1", newKey(t))); !errors.Is(err, escrow.ErrConflict) {
+		t.Fatalf("another key under the depositor's id: %v, want ErrConflict", err)
+	}
+}
+
 // holdDuringRun is Rows with a hook: a hold is placed on a conversation
 // right after the destruction run has read which escrows are due, as an
 // operator's hold racing a run would be.

@@ -20,10 +20,10 @@ import (
 type Rows interface {
 	// Insert records rec, its custodians' receipts and its escrow.deposit
 	// audit entry in one transaction and returns rec with AuditSeq and
-	// CreatedAt set. It returns errDuplicateKeyID if the (conversation,
-	// key id) is taken.
+	// CreatedAt set. It returns errDuplicateKeyID if the depositor's
+	// (conversation, key id) is taken.
 	Insert(ctx context.Context, rec Escrow) (Escrow, error)
-	ByKeyID(ctx context.Context, conversationID, keyID string) (Escrow, error)
+	ByKeyID(ctx context.Context, depositor, conversationID, keyID string) (Escrow, error)
 	ByID(ctx context.Context, id string) (Escrow, error)
 	// DueForDestruction returns live escrows deposited before `before`,
 	// split into those free to destroy and the ids of those whose
@@ -133,7 +133,7 @@ func (r *PGRows) insertGroup(ctx context.Context, recs []Escrow) ([]insertResult
 		rows.Queue(`INSERT INTO escrow_keys
 			(escrow_id, conversation_id, key_id, threshold, shares, custodians, key_commitment, share_hashes, depositor, custodian_set)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-			ON CONFLICT (conversation_id, key_id) DO NOTHING`,
+			ON CONFLICT ((coalesce(depositor, '')), conversation_id, key_id) DO NOTHING`,
 			rec.EscrowID, rec.ConversationID, rec.KeyID, rec.Threshold, len(rec.Custodians), rec.Custodians, rec.KeyCommitment,
 			hashes, rec.Depositor, rec.CustodianSet)
 	}
@@ -231,9 +231,9 @@ const selectEscrow = `SELECT k.escrow_id, k.conversation_id, k.key_id, k.thresho
 	FROM escrow_keys k JOIN escrow_deposit_audit a USING (escrow_id)
 	LEFT JOIN escrow_destructions d USING (escrow_id) `
 
-// ByKeyID implements Rows.
-func (r *PGRows) ByKeyID(ctx context.Context, conversationID, keyID string) (Escrow, error) {
-	return r.one(ctx, selectEscrow+"WHERE k.conversation_id = $1 AND k.key_id = $2", conversationID, keyID)
+// ByKeyID implements Rows: key ids are unique per depositor.
+func (r *PGRows) ByKeyID(ctx context.Context, depositor, conversationID, keyID string) (Escrow, error) {
+	return r.one(ctx, selectEscrow+"WHERE coalesce(k.depositor, '') = $1 AND k.conversation_id = $2 AND k.key_id = $3", depositor, conversationID, keyID)
 }
 
 // ByID implements Rows.

@@ -126,6 +126,22 @@ type RefusedError struct {
 
 func (e *RefusedError) Error() string { return "ingest: " + e.Message }
 
+// ConflictError: nothing of the request was written, because the submitter
+// already sent an event with the same event_id and a different record (or
+// the request holds one id twice with different records). Problems name
+// the events, with code event_id_conflict.
+type ConflictError struct {
+	Problems []redact.Problem
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("ingest: %d events reuse an event_id with different content; nothing was written", len(e.Problems))
+}
+
+// CodeEventIDConflict: an event id the submitter already used, with
+// different content.
+const CodeEventIDConflict = "event_id_conflict"
+
 // The refusal codes.
 const (
 	CodeValidationFailed   = "validation_failed"
@@ -148,7 +164,12 @@ var (
 // any event is invalid. It returns a *RefusedError when nothing was
 // written for a reason in the body, and ErrKeyUnavailable or
 // ErrLogUnavailable (wrapping the cause) when a dependency failed.
-func (s *Service) Ingest(ctx context.Context, body []byte, format Format, atomic bool) (Result, error) {
+//
+// Event ids are unique per submitter, the authenticated subject that sent
+// the request, which each record carries: a resend of the same event is a
+// duplicate reporting its original seq, and a resend with different content
+// is a *ConflictError, never a silent duplicate.
+func (s *Service) Ingest(ctx context.Context, submitter string, body []byte, format Format, atomic bool) (Result, error) {
 	events, problems, bodyProblem := redact.DecodeBatch(body, format == NDJSON, MaxEvents)
 	if bodyProblem == nil {
 		// Refused before any pseudonym is computed: what a request makes
@@ -167,6 +188,7 @@ func (s *Service) Ingest(ctx context.Context, body []byte, format Format, atomic
 	minimizer := redact.NewMinimizer(s.profile, key)
 	entries := make([]audit.Entry, 0, len(events))
 	records := make([]*redact.Record, 0, len(events))
+	indexes := make([]int, 0, len(events)) // entries[i] is event indexes[i]
 	refusedAt := -1 // the index whose problems were counted last
 	for _, p := range problems {
 		if p.Index != refusedAt {
@@ -184,9 +206,11 @@ func (s *Service) Ingest(ctx context.Context, body []byte, format Format, atomic
 			s.metrics.rejected(probs[0].Code)
 			continue
 		}
-		entries = append(entries, audit.Entry{Kind: rec.Kind, EventID: rec.EventID,
+		rec.Submitter = submitter
+		entries = append(entries, audit.Entry{Kind: rec.Kind, EventID: rec.EventID, Submitter: submitter,
 			ConversationID: rec.ConversationID, OccurredAt: rec.Occurred, Record: rec})
 		records = append(records, rec)
+		indexes = append(indexes, i)
 	}
 	// Problems in the order of the events, as one pass would have found them.
 	slices.SortStableFunc(problems, func(a, b redact.Problem) int { return cmp.Compare(a.Index, b.Index) })
@@ -200,6 +224,17 @@ func (s *Service) Ingest(ctx context.Context, body []byte, format Format, atomic
 	appended, err := s.log.Append(ctx, entries)
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: %v", ErrLogUnavailable, err)
+	}
+	var conflicts []redact.Problem
+	for i, a := range appended {
+		if a.Conflict {
+			conflicts = append(conflicts, redact.Problem{Index: indexes[i], Path: "$.event_id", Code: CodeEventIDConflict,
+				Message: "you already sent this event_id with different content; nothing of this request was written"})
+		}
+	}
+	if conflicts != nil {
+		s.metrics.rejected(CodeEventIDConflict)
+		return Result{}, &ConflictError{Problems: conflicts}
 	}
 	res := Result{Rejected: countEvents(problems), Problems: problems}
 	for i, a := range appended {

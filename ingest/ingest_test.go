@@ -64,34 +64,34 @@ func TestIngest(t *testing.T) {
 	s := New(Config{Log: log, Keys: fixedKey{}, Profile: redact.DefaultProfile(), Tally: count})
 	ctx := context.Background()
 	body := batch(3)
-	res, err := s.Ingest(ctx, body, JSON, false)
+	res, err := s.Ingest(ctx, "gw-test", body, JSON, false)
 	if err != nil || res.Accepted != 3 || res.Duplicates != 0 || *res.FirstSeq != 0 || *res.LastSeq != 2 || count.n != 3 {
 		t.Fatalf("first send: %+v %v (tally %d)", res, err, count.n)
 	}
-	res, err = s.Ingest(ctx, body, JSON, false)
+	res, err = s.Ingest(ctx, "gw-test", body, JSON, false)
 	if err != nil || res.Accepted != 0 || res.Duplicates != 3 || count.n != 3 {
 		t.Fatalf("resend: %+v %v (tally %d)", res, err, count.n)
 	}
 	mixed := bytes.Replace(batch(2), []byte(`"kind":"`), []byte(`"body":"secret","kind":"`), 1)
 	mixed = bytes.Replace(mixed, []byte(`"t-0"`), []byte(`"m-0"`), 1)
 	mixed = bytes.Replace(mixed, []byte(`"t-1"`), []byte(`"m-1"`), 1)
-	res, err = s.Ingest(ctx, mixed, JSON, false)
+	res, err = s.Ingest(ctx, "gw-test", mixed, JSON, false)
 	if err != nil || res.Accepted != 1 || res.Rejected != 1 || res.Problems[0].Index != 0 || res.Problems[0].Code != CodeContentNotAccepted {
 		t.Fatalf("mixed: %+v %v", res, err)
 	}
 	var refused *RefusedError
-	if _, err := s.Ingest(ctx, mixed, JSON, true); !errors.As(err, &refused) || refused.Code != CodeContentNotAccepted {
+	if _, err := s.Ingest(ctx, "gw-test", mixed, JSON, true); !errors.As(err, &refused) || refused.Code != CodeContentNotAccepted {
 		t.Fatalf("atomic mixed: %v", err)
 	}
-	if _, err := s.Ingest(ctx, []byte(`{"events":`), JSON, false); !errors.As(err, &refused) || refused.Code != CodeValidationFailed {
+	if _, err := s.Ingest(ctx, "gw-test", []byte(`{"events":`), JSON, false); !errors.As(err, &refused) || refused.Code != CodeValidationFailed {
 		t.Fatalf("malformed body: %v", err)
 	}
 	down := New(Config{Log: &memLog{fail: errors.New("db down")}, Keys: fixedKey{}, Profile: redact.DefaultProfile()})
-	if _, err := down.Ingest(ctx, batch(1), JSON, false); !errors.Is(err, ErrLogUnavailable) {
+	if _, err := down.Ingest(ctx, "gw-test", batch(1), JSON, false); !errors.Is(err, ErrLogUnavailable) {
 		t.Fatalf("log down: %v", err)
 	}
 	noKey := New(Config{Log: &memLog{}, Keys: fixedKey{err: errors.New("sealed")}, Profile: redact.DefaultProfile()})
-	if _, err := noKey.Ingest(ctx, batch(1), JSON, false); !errors.Is(err, ErrKeyUnavailable) {
+	if _, err := noKey.Ingest(ctx, "gw-test", batch(1), JSON, false); !errors.Is(err, ErrKeyUnavailable) {
 		t.Fatalf("key unavailable: %v", err)
 	}
 }
@@ -104,7 +104,7 @@ func BenchmarkIngest(b *testing.B) {
 	raw := batch(1000)
 	b.SetBytes(int64(len(raw)))
 	for b.Loop() {
-		if _, err := s.Ingest(context.Background(), raw, JSON, false); err != nil {
+		if _, err := s.Ingest(context.Background(), "gw-bench", raw, JSON, false); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -64,6 +64,10 @@ func (r *Record) AppendCanonicalJSON(b []byte) []byte {
 	b = appendString(b, r.Sender)
 	b = append(b, `,"status":`...)
 	b = appendString(b, r.Status)
+	if r.Submitter != "" {
+		b = append(b, `,"submitter":`...)
+		b = appendString(b, r.Submitter)
+	}
 	b = append(b, `,"transport":`...)
 	b = appendString(b, r.Transport)
 	return append(b, '}')

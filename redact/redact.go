@@ -103,6 +103,10 @@ type Record struct {
 	Carrier        *RecordCarrier `json:"carrier,omitempty"`
 	Downgrade      *Downgrade     `json:"downgrade,omitempty"`
 	Client         *Client        `json:"client,omitempty"`
+	// Submitter is the authenticated subject that sent the event (the
+	// ingest token's sub), set by ingest, not by the gateway: event ids are
+	// unique per submitter, so no one can claim another gateway's id.
+	Submitter string `json:"submitter,omitempty"`
 
 	// Occurred is OccurredAt as a time, for indexing; not part of the record.
 	Occurred time.Time `json:"-"`
