@@ -209,7 +209,7 @@ func (s *Store) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, prep
 				hashes.put(base+int64(j), h)
 				packed = append(packed, h[:]...)
 			}
-			entryRows = append(entryRows, []any{next, leaf, packed, e.Kind, nullable(e.EventID), nullable(e.Submitter),
+			entryRows = append(entryRows, []any{next, leaf, packed, e.Kind, nullable(e.EventID), e.Submitter,
 				nullable(e.ConversationID), nullableTime(e.OccurredAt), ingestedAt})
 			if e.EventID != "" {
 				batch[idKey{e.Submitter, e.EventID}] = i

@@ -2,13 +2,12 @@
 -- Event ids are unique per submitter (issue 15): the authenticated subject
 -- that sent an event is kept with it, in the leaf and in this column, and
 -- one gateway can no longer claim another's event id first. Entries from
--- before this migration have no submitter and stay in a namespace of their
--- own. The column is checked against the leaf by `mediator audit verify`.
-ALTER TABLE audit_entries ADD COLUMN submitter text;
+-- before this migration have the empty submitter, a namespace of their own. The column is checked against the leaf by `mediator audit verify`.
+ALTER TABLE audit_entries ADD COLUMN submitter text NOT NULL DEFAULT '';
 ALTER TABLE audit_entries DROP CONSTRAINT audit_entries_event_id_key;
 -- event_id first: an append looks its batch's ids up with event_id = ANY,
 -- as it did before, and keeps the rows of its own submitters.
-CREATE UNIQUE INDEX audit_entries_submitter_event ON audit_entries (event_id, (coalesce(submitter, '')));
+CREATE UNIQUE INDEX audit_entries_submitter_event ON audit_entries (event_id, submitter);
 
 -- Escrow ids likewise: (conversation_id, key_id) is unique per depositor,
 -- so a depositor cannot squat another's key id; each escrow names its
