@@ -27,7 +27,6 @@ const codeOverloaded = "overloaded"
 // not say) from before its body is read until it is answered.
 type ingestBudget struct {
 	sem  *semaphore.Weighted
-	size int64
 	wait time.Duration // how long a request waits for room
 }
 
@@ -38,7 +37,7 @@ func newIngestBudget(size int64) *ingestBudget {
 		return nil
 	}
 	size = max(size, ingest.MaxBodyBytes)
-	return &ingestBudget{sem: semaphore.NewWeighted(size), size: size, wait: budgetWait}
+	return &ingestBudget{sem: semaphore.NewWeighted(size), wait: budgetWait}
 }
 
 // bodyCost is what a request is counted as: its declared length, or the
