@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"bytes"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -22,5 +23,27 @@ func TestWriteBatchMakesValidEvents(t *testing.T) {
 		if _, probs := m.Minimize(i, ev, time.Now()); probs != nil {
 			t.Fatalf("event %d refused: %+v", i, probs)
 		}
+	}
+}
+
+func TestWriteMaximalBatchIsValidAndMaximal(t *testing.T) {
+	var b bytes.Buffer
+	n := WriteMaximalBatch(&b, "max-test")
+	var body struct {
+		Events []struct {
+			EventID    string   `json:"event_id"`
+			Recipients []string `json:"recipients"`
+		} `json:"events"`
+	}
+	if err := json.Unmarshal(b.Bytes(), &body); err != nil {
+		t.Fatal(err)
+	}
+	recipients := 0
+	for _, e := range body.Events {
+		recipients += len(e.Recipients)
+	}
+	t.Logf("%d events, %d bytes, %d recipients", n, b.Len(), recipients)
+	if len(body.Events) != n || n != 10000 || recipients != 50000 || b.Len() > MaxBodyBytes || b.Len() < MaxBodyBytes*95/100 || recipients > 50000 || recipients < 40000 {
+		t.Fatalf("%d events (said %d), %d bytes, %d recipients: not a maximal valid body", len(body.Events), n, b.Len(), recipients)
 	}
 }

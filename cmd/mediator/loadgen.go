@@ -14,7 +14,7 @@ import (
 // loadgenCmd sends realistic events to a running mediator and reports what
 // it measured. Without tokens it mints them from the dev instance's issuer.
 func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("loadgen", "mediator loadgen [--url URL] [--rate N] [--duration 10s] [--batch 1000] [--copy-baseline] | --deposits [--workers 32]", stderr)
+	fs := newFlagSet("loadgen", "mediator loadgen [--url URL] [--rate N] [--duration 10s] [--batch 1000] [--copy-baseline] | --deposits [--workers 32] | --maximal [--workers 32] [--requests 2]", stderr)
 	var cfg loadgen.Config
 	fs.StringVar(&cfg.URL, "url", env("http://127.0.0.1:8080", "MEDIATOR_ADDR"), "the mediator to load (loopback only in tests) [MEDIATOR_ADDR]")
 	fs.StringVar(&cfg.IngestToken, "token", env("", "MEDIATOR_INGEST_TOKEN"), "bearer token with the ingest role; default: minted from the dev state dir [MEDIATOR_INGEST_TOKEN]")
@@ -24,11 +24,13 @@ func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to send (at most 10m)")
 	fs.IntVar(&cfg.MaxEvents, "events", 0, "stop after this many events (0: only the duration limits)")
 	fs.IntVar(&cfg.Batch, "batch", 1000, "events per request (at most 10000)")
-	fs.IntVar(&cfg.Workers, "workers", 0, "concurrent requests (0: 4 for events, 32 for deposits)")
+	fs.IntVar(&cfg.Workers, "workers", 0, "concurrent requests (0: 4 for events, 32 for deposits and maximal requests)")
 	fs.IntVar(&cfg.Proofs, "proofs", 0, "afterwards, time this many inclusion proofs against the latest checkpoint")
 	stateDir := fs.String("state-dir", dev.DefaultStateDir(), "dev state dir to mint tokens from")
 	baseline := fs.Bool("copy-baseline", false, "afterwards, time a raw PostgreSQL COPY of the same rows (needs DATABASE_URL of a role that may create tables)")
 	dsn := fs.String("database-url", env("", "MEDIATOR_DATABASE_URL", "DATABASE_URL"), "PostgreSQL URL for --copy-baseline")
+	maximal := fs.Bool("maximal", false, "send maximal 8 MiB requests from --workers gateways at once, retrying on 429 and 503, and report the answers and the server's peak memory")
+	requests := fs.Int("requests", 2, "with --maximal: maximal requests per worker")
 	deposits := fs.Bool("deposits", false, "escrow random keys (POST /v1/escrow/keys) instead of sending events; --token is then a depositor token")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -66,6 +68,12 @@ func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	// The generator shares the machine with the server it measures: keep
 	// its own garbage collection cheap too.
 	setGCPercent(newLogger(io.Discard, "info", nil))
+	if *maximal {
+		rep, err := loadgen.RunMaximal(ctx, loadgen.MaximalConfig{URL: cfg.URL, IngestToken: cfg.IngestToken,
+			MetricsToken: cfg.MetricsToken, Workers: cfg.Workers, Requests: *requests})
+		fmt.Fprint(stdout, rep.String())
+		return err
+	}
 	rep, err := loadgen.Run(ctx, cfg, stderr)
 	if err != nil {
 		return err
