@@ -167,6 +167,7 @@ func TestDevAllInOne(t *testing.T) {
 	// that this instance pins, and those keys sign.
 	state2, addr2 := t.TempDir(), freeAddr(t)
 	p2 := start(t, []string{"DATABASE_URL=" + dsn}, "dev", "--addr", addr2, "--state-dir", state2)
+	defer p2.stop(t, syscall.SIGINT) // a kill would leave its Vault's directory behind
 	waitStatus(t, p2, "http://"+addr2+"/readyz", 200, 3*time.Minute)
 	token := func(sub, role string) string {
 		tok, stderr, err := runCmd(t, nil, "dev", "token", "--state-dir", state2, "--sub", sub, "--roles", role)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +27,9 @@ func TestAPIGuideExamples(t *testing.T) {
 	state := t.TempDir()
 	addr := freeAddr(t)
 	p := start(t, []string{"DATABASE_URL=" + env.NewDatabase(t)}, "dev", "--addr", addr, "--state-dir", state)
+	// Stopped as its user would (Ctrl-C), so it stops its Vault and
+	// PostgreSQL and removes their directories; a kill would leave them.
+	defer p.stop(t, syscall.SIGINT)
 	waitStatus(t, p, "http://"+addr+"/readyz", 200, 3*time.Minute)
 	// The instance is ready for the guide once it has founded its roster
 	// and published its env file, which the banner follows.
