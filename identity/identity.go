@@ -310,7 +310,8 @@ func (u *URLKeys) startLocked() <-chan struct{} {
 		defer u.mu.Unlock()
 		if err != nil {
 			u.lastErr, u.failures = err, u.failures+1
-			u.nextAttempt = u.now().Add(min(time.Duration(1<<min(u.failures, 6))*time.Second, jwksMaxBackoff))
+			// 1 s after the first failure, doubling up to jwksMaxBackoff.
+			u.nextAttempt = u.now().Add(min(time.Duration(1<<min(u.failures-1, 6))*time.Second, jwksMaxBackoff))
 		} else {
 			u.set, u.fetched, u.lastErr, u.failures, u.nextAttempt = set, u.now(), nil, 0, time.Time{}
 		}

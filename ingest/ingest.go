@@ -188,7 +188,8 @@ func (s *Service) Ingest(ctx context.Context, submitter string, body []byte, for
 	minimizer := redact.NewMinimizer(s.profile, key)
 	entries := make([]audit.Entry, 0, len(events))
 	records := make([]*redact.Record, 0, len(events))
-	indexes := make([]int, 0, len(events)) // entries[i] is event indexes[i]
+	// entries[i] is event indexes[i], for the problems of a conflict.
+	indexes := make([]int, 0, len(events))
 	refusedAt := -1 // the index whose problems were counted last
 	for _, p := range problems {
 		if p.Index != refusedAt {

@@ -223,11 +223,7 @@ func requestApprove(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	raw, err := secretfile.Read(*keyFile)
-	if err != nil {
-		return fmt.Errorf("request approve: --key: %w", err)
-	}
-	priv, err := approval.ParseSigningKey([]byte(raw))
+	priv, err := readSigningKey("request approve", *keyFile)
 	if err != nil {
 		return err
 	}

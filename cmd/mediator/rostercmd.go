@@ -208,11 +208,7 @@ func rosterSign(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	raw, err := secretfile.Read(*keyFile)
-	if err != nil {
-		return fmt.Errorf("roster sign: --key: %w", err)
-	}
-	priv, err := approval.ParseSigningKey([]byte(raw))
+	priv, err := readSigningKey("roster sign", *keyFile)
 	if err != nil {
 		return err
 	}
@@ -290,11 +286,7 @@ func approverCheckinCmd(ctx context.Context, args []string, stdout, stderr io.Wr
 	if err != nil {
 		return err
 	}
-	raw, err := secretfile.Read(*keyFile)
-	if err != nil {
-		return fmt.Errorf("approver checkin: --key: %w", err)
-	}
-	priv, err := approval.ParseSigningKey([]byte(raw))
+	priv, err := readSigningKey("approver checkin", *keyFile)
 	if err != nil {
 		return err
 	}
@@ -309,4 +301,14 @@ func approverCheckinCmd(ctx context.Context, args []string, stdout, stderr io.Wr
 	}
 	fmt.Fprintf(stdout, "checked in as %s (key %s) at %s\n", out.ApproverID, out.KeyID, out.At.UTC().Format("2006-01-02T15:04:05Z"))
 	return nil
+}
+
+// readSigningKey reads an approver's Ed25519 key file (--key) for cmd; the
+// caller clears the key when done.
+func readSigningKey(cmd, path string) (ed25519.PrivateKey, error) {
+	raw, err := secretfile.Read(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: --key: %w", cmd, err)
+	}
+	return approval.ParseSigningKey([]byte(raw))
 }
