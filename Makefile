@@ -24,7 +24,10 @@ vault: build
 run: vault
 	$(BIN) dev
 
+# vet fails on any file gofmt would change, then runs go vet.
 vet:
+	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then \
+	  echo "gofmt -l: these files need gofmt -w:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
 # lint checks api/openapi.yaml with the pinned Spectral CLI ("oas" ruleset,

@@ -1,8 +1,9 @@
 package api
 
 import (
-	"encoding/json"
 	"net/http"
+
+	"github.com/mediatorhq/mediator/wire"
 )
 
 // Error codes are part of the API contract: clients match on them, so a code
@@ -23,32 +24,11 @@ const (
 	codeRateLimited          = "rate_limited"
 )
 
-// errorBody is the one error shape every endpoint returns:
-// {"error":{"code":"...","message":"...","details":[...]}}.
-type errorBody struct {
-	Error errorDetail `json:"error"`
-}
-
-type errorDetail struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Details []any  `json:"details"`
-}
-
-// writeError writes the error envelope. message is for humans and must not
-// contain secrets or internals; details are machine-readable specifics.
+// writeError writes the error envelope (wire.Error). message is for humans
+// and must not contain secrets or internals; details are machine-readable
+// specifics.
 func writeError(w http.ResponseWriter, status int, code, message string, details ...any) {
-	if details == nil {
-		details = []any{}
-	}
-	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: message, Details: details}})
+	wire.WriteError(w, status, code, message, details...)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
-}
+func writeJSON(w http.ResponseWriter, status int, v any) { wire.WriteJSON(w, status, v) }

@@ -209,18 +209,9 @@ func (c *Custodian) rewrap(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ans)
 }
 
+// writeError writes the mediator's error envelope (wire.Error).
 func writeError(w http.ResponseWriter, status int, code, msg string, details ...any) {
-	if details == nil {
-		details = []any{}
-	}
-	writeJSON(w, status, wire.Error{Error: wire.ErrorDetail{Code: code, Message: msg, Details: details}})
+	wire.WriteError(w, status, code, msg, details...)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
-}
+func writeJSON(w http.ResponseWriter, status int, v any) { wire.WriteJSON(w, status, v) }
