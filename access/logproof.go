@@ -13,7 +13,7 @@ import (
 )
 
 // LogProof is what a release needs of the audit log for custodians that
-// witness it (audit.Store): the largest checkpoint each cosigned, entries
+// witness it (audit.Log): the largest checkpoint each cosigned, entries
 // and inclusion proofs.
 type LogProof interface {
 	// WitnessNames are the witnesses of the log's policy.

@@ -81,7 +81,7 @@ func newWorldWith(t testing.TB, opts dev.CustodianOptions) *world {
 		opts.Approvers = append(opts.Approvers, roster.Approver{ID: id, Roles: []string{trusted[id]}, PublicKey: pub})
 	}
 	cs := custodians.Start(t, env, opts)
-	logStore := audit.NewStore(pool)
+	logStore := audit.NewTxAppender()
 	esc := cs.Escrow(t, escrow.NewPGRows(pool, logStore))
 	engine, err := policy.NewReloader(ctx, "", nil)
 	if err != nil {

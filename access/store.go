@@ -57,11 +57,11 @@ type Store interface {
 // PGStore is Store in PostgreSQL.
 type PGStore struct {
 	pool  *pgxpool.Pool
-	audit *audit.Store
+	audit audit.TxAppender
 }
 
 // NewPGStore returns the workflow's store in pool, logging to log.
-func NewPGStore(pool *pgxpool.Pool, log *audit.Store) *PGStore {
+func NewPGStore(pool *pgxpool.Pool, log audit.TxAppender) *PGStore {
 	return &PGStore{pool: pool, audit: log}
 }
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gowebpki/jcs"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -36,10 +37,10 @@ const testOrigin = "mediator.test/audit"
 
 type fixture struct {
 	pool     *pgxpool.Pool
-	store    *Store
+	store    *store
 	signer   note.Signer
 	verifier note.Verifier
-	cp       *Checkpointer
+	cp       *checkpointer
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -51,9 +52,9 @@ func newFixture(t testing.TB) *fixture {
 	}
 	signer, _ := note.NewSigner(skey)
 	verifier, _ := note.NewVerifier(vkey)
-	store := NewStore(pool)
+	store := newStore(pool)
 	return &fixture{pool: pool, store: store, signer: signer, verifier: verifier,
-		cp: &Checkpointer{Store: store, Signer: signer, Verifiers: []note.Verifier{verifier}, Origin: testOrigin, Interval: time.Second, Log: slog.New(slog.DiscardHandler)}}
+		cp: &checkpointer{store: store, Signer: signer, Verifiers: []note.Verifier{verifier}, Origin: testOrigin, Interval: time.Second, Log: slog.New(slog.DiscardHandler)}}
 }
 
 type rec struct {
@@ -90,7 +91,7 @@ func TestCheckpointerRefusesARewrittenHistory(t *testing.T) {
 	if ok || !errors.Is(err, ErrInconsistent) || !errors.Is(reported, ErrInconsistent) {
 		t.Fatalf("checkpoint over a rewritten history: signed=%v err=%v reported=%v", ok, err, reported)
 	}
-	latest, _ := f.store.LatestCheckpoint(ctx)
+	latest, _ := f.store.latestStored(ctx)
 	if latest.Size != 10 {
 		t.Fatalf("latest checkpoint covers %d entries", latest.Size)
 	}
@@ -194,7 +195,7 @@ func TestCheckpointerAcrossAKeyRotation(t *testing.T) {
 	signer, _ := note.NewSigner(skey)
 	verifier, _ := note.NewVerifier(vkey)
 	f.append(t, entries(10, 3, "r"))
-	rotated := &Checkpointer{Store: f.store, Signer: signer, Verifiers: []note.Verifier{verifier}, Origin: testOrigin, Log: slog.New(slog.DiscardHandler)}
+	rotated := &checkpointer{store: f.store, Signer: signer, Verifiers: []note.Verifier{verifier}, Origin: testOrigin, Log: slog.New(slog.DiscardHandler)}
 	if ok, err := rotated.Once(ctx); ok || !errors.Is(err, ErrRefusedCheckpoint) {
 		t.Fatalf("rotated without the previous key: signed=%v err=%v", ok, err)
 	}
@@ -202,7 +203,7 @@ func TestCheckpointerAcrossAKeyRotation(t *testing.T) {
 	if ok, err := rotated.Once(ctx); err != nil || !ok {
 		t.Fatalf("rotated with the previous key: signed=%v err=%v", ok, err)
 	}
-	rep, err := f.store.Verify(ctx, verifier, f.verifier)
+	rep, err := f.store.verify(ctx, verifier, f.verifier)
 	if err != nil || !rep.OK() || rep.Checkpoints != 2 {
 		t.Fatalf("verify with both keys: %+v %v", rep, err)
 	}
@@ -221,7 +222,7 @@ func entries(from, n int, convo string) []Entry {
 
 func (f *fixture) append(t testing.TB, es []Entry) []Appended {
 	t.Helper()
-	out, err := f.store.Append(context.Background(), es)
+	out, err := f.store.appendNow(context.Background(), es)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +231,7 @@ func (f *fixture) append(t testing.TB, es []Entry) []Appended {
 
 func (f *fixture) verify(t *testing.T) *Report {
 	t.Helper()
-	rep, err := f.store.Verify(context.Background(), f.verifier)
+	rep, err := f.store.verify(context.Background(), f.verifier)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +308,7 @@ func TestAppendIsGaplessIdempotentAndProvable(t *testing.T) {
 	if ok, err := f.cp.Once(ctx); err != nil || !ok {
 		t.Fatalf("checkpoint: %v %v", ok, err)
 	}
-	cp, err := f.store.LatestCheckpoint(ctx)
+	cp, err := f.store.latestStored(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -453,7 +454,7 @@ func TestVerifyDetectsReplacedCheckpoints(t *testing.T) {
 			ctx := context.Background()
 			f.append(t, entries(0, 4, "c"))
 			f.cp.Once(ctx)
-			older, _ := f.store.LatestCheckpoint(ctx)
+			older, _ := f.store.latestStored(ctx)
 			f.append(t, entries(4, 4, "c"))
 			f.cp.Once(ctx)
 			var replacement string
@@ -534,7 +535,7 @@ func TestAppendOnlyForEveryone(t *testing.T) {
 	if _, err := rt.Exec(ctx, "SELECT count(*) FROM audit_entries"); err != nil {
 		t.Fatalf("runtime role cannot select: %v", err)
 	}
-	if _, err := NewStore(rt).Append(ctx, entries(2, 1, "c")); err != nil {
+	if _, err := newStore(rt).appendNow(ctx, entries(2, 1, "c")); err != nil {
 		t.Fatalf("runtime role cannot append: %v", err)
 	}
 	if _, err := rt.Exec(ctx, "UPDATE audit_entries SET kind = 'x'"); err == nil || !strings.Contains(err.Error(), "permission denied") {
@@ -558,12 +559,12 @@ func TestConcurrentAppendersKeepOneTree(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer pool.Close()
-		s := NewStore(pool)
+		s := newStore(pool)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for b := range 10 {
-				if _, err := s.Append(ctx, entries(w*1000+b*20, 20, "c")); err != nil {
+				if _, err := s.appendNow(ctx, entries(w*1000+b*20, 20, "c")); err != nil {
 					errs <- err
 					return
 				}
@@ -588,7 +589,7 @@ func BenchmarkAppend1000(b *testing.B) {
 	i := 0
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := f.store.Append(ctx, entries(i, 1000, "bench")); err != nil {
+		if _, err := f.store.appendNow(ctx, entries(i, 1000, "bench")); err != nil {
 			b.Fatal(err)
 		}
 		i += 1000
@@ -636,7 +637,7 @@ func TestBundleVerifiesOfflineAndCatchesEdits(t *testing.T) {
 	f.append(t, entries(6, 6, "b"))
 	f.cp.Once(ctx)
 	var buf strings.Builder
-	n, err := f.store.WriteBundle(ctx, &buf, Query{ConversationID: "b", AfterSeq: -1})
+	n, err := f.store.writeLatestBundle(ctx, &buf, Query{ConversationID: "b", AfterSeq: -1})
 	if err != nil || n != 6 {
 		t.Fatalf("bundle: %d entries, %v", n, err)
 	}
@@ -693,7 +694,7 @@ func BenchmarkAppend4000(b *testing.B) {
 	ctx := context.Background()
 	i := 0
 	for b.Loop() {
-		if _, err := f.store.Append(ctx, entries(i, 4000, "bench")); err != nil {
+		if _, err := f.store.appendNow(ctx, entries(i, 4000, "bench")); err != nil {
 			b.Fatal(err)
 		}
 		i += 4000
@@ -745,12 +746,12 @@ func TestLogGroupsConcurrentAppends(t *testing.T) {
 	if err := closeLog(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	cp, err := f.store.LatestCheckpoint(context.Background())
+	cp, err := f.store.latestStored(context.Background())
 	if err != nil || cp.Size != 400 {
 		t.Fatalf("close signed no checkpoint over the 400 entries: %+v, %v", cp, err)
 	}
 	v, _ := note.NewVerifier(key.VerifierKey())
-	if rep, err := f.store.Verify(context.Background(), v); err != nil || !rep.OK() || rep.Entries != 400 {
+	if rep, err := f.store.verify(context.Background(), v); err != nil || !rep.OK() || rep.Entries != 400 {
 		t.Fatalf("after batched appends: %v %+v", err, rep)
 	}
 	if got := testutil.ToFloat64(l.metrics.treeSize); got != 400 {
@@ -834,11 +835,39 @@ func BenchmarkVerify(b *testing.B) {
 	conn.Release()
 	b.ResetTimer()
 	for b.Loop() {
-		rep, err := f.store.Verify(ctx, f.verifier)
+		rep, err := f.store.verify(ctx, f.verifier)
 		if err != nil || !rep.OK() || rep.Entries != int64(n) {
 			b.Fatalf("verify: %v %+v", err, rep)
 		}
 	}
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "entries/s")
 	b.ReportMetric(copyRate, "copy_rows/s")
+}
+
+// latestStored returns the stored checkpoint row of the largest tree, as
+// stored: neither its signature nor its cosignatures are checked (that is
+// Log.LatestCheckpoint). ErrNotFound when there is none.
+func (s *store) latestStored(ctx context.Context) (Checkpoint, error) {
+	rows, err := s.pool.Query(ctx, "SELECT tree_size, root_hash, note, created_at FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1")
+	if err != nil {
+		return Checkpoint{}, fmt.Errorf("audit: latest checkpoint: %w", err)
+	}
+	c, err := pgx.CollectOneRow(rows, scanCheckpoint)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return c, ErrNotFound
+	}
+	if err != nil {
+		return c, fmt.Errorf("audit: latest checkpoint: %w", err)
+	}
+	return c, nil
+}
+
+// writeLatestBundle writes the bundle under the latest stored checkpoint,
+// checked for nothing (the service writes under Log.LatestCheckpoint).
+func (s *store) writeLatestBundle(ctx context.Context, w io.Writer, q Query) (int, error) {
+	cp, err := s.latestStored(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return s.writeBundleAt(ctx, w, q, cp)
 }

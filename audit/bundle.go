@@ -110,24 +110,12 @@ func (d *SeqsDigest) Count() int64 { return d.n }
 // Sum is the digest so far.
 func (d *SeqsDigest) Sum() string { return "sha256:" + hex.EncodeToString(d.h.Sum(nil)) }
 
-// WriteBundle writes the entries matching q that the latest stored
-// checkpoint covers, each with its inclusion proof. It returns the number
-// of entries. The service uses Log.WriteBundle, which checks the
-// checkpoint first.
-func (s *Store) WriteBundle(ctx context.Context, w io.Writer, q Query) (int, error) {
-	cp, err := s.LatestCheckpoint(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return s.WriteBundleAt(ctx, w, q, cp)
-}
-
-// WriteBundleAt writes the complete bundle of the entries matching q that
+// writeBundleAt writes the complete bundle of the entries matching q that
 // checkpoint cp covers: a header with the count and digest of their seqs
 // (read first), each entry with its inclusion proof, and a trailer. If the
 // entries read do not match what the header promised, it stops without a
 // trailer, so the bundle does not verify. It returns the number of entries.
-func (s *Store) WriteBundleAt(ctx context.Context, w io.Writer, q Query, cp Checkpoint) (int, error) {
+func (s *store) writeBundleAt(ctx context.Context, w io.Writer, q Query, cp Checkpoint) (int, error) {
 	promised, err := s.bundleSeqs(ctx, q, cp.Size)
 	if err != nil {
 		return 0, err
@@ -180,7 +168,7 @@ func (s *Store) WriteBundleAt(ctx context.Context, w io.Writer, q Query, cp Chec
 
 // bundleSeqs reads the seqs of the entries matching q below size, in
 // order, into a digest.
-func (s *Store) bundleSeqs(ctx context.Context, q Query, size int64) (*SeqsDigest, error) {
+func (s *store) bundleSeqs(ctx context.Context, q Query, size int64) (*SeqsDigest, error) {
 	sql, args := searchWhere("SELECT seq FROM audit_entries", q)
 	args = append(args, size)
 	sql += fmt.Sprintf(" AND seq < $%d ORDER BY seq", len(args))

@@ -23,26 +23,9 @@ type Checkpoint struct {
 	CreatedAt time.Time
 }
 
-// LatestCheckpoint returns the checkpoint of the largest tree, or
-// ErrNotFound when none has been signed yet.
-func (s *Store) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
-	rows, err := s.pool.Query(ctx, "SELECT tree_size, root_hash, note, created_at FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1")
-	if err != nil {
-		return Checkpoint{}, fmt.Errorf("audit: latest checkpoint: %w", err)
-	}
-	c, err := pgx.CollectOneRow(rows, scanCheckpoint)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return c, ErrNotFound
-	}
-	if err != nil {
-		return c, fmt.Errorf("audit: latest checkpoint: %w", err)
-	}
-	return c, nil
-}
-
 // checkpoints returns up to limit stored checkpoint rows, largest tree
 // first, as stored: checked for nothing.
-func (s *Store) checkpoints(ctx context.Context, limit int) ([]Checkpoint, error) {
+func (s *store) checkpoints(ctx context.Context, limit int) ([]Checkpoint, error) {
 	rows, err := s.pool.Query(ctx, "SELECT tree_size, root_hash, note, created_at FROM audit_checkpoints ORDER BY tree_size DESC LIMIT $1", limit)
 	if err != nil {
 		return nil, fmt.Errorf("audit: checkpoints: %w", err)
@@ -56,7 +39,7 @@ func (s *Store) checkpoints(ctx context.Context, limit int) ([]Checkpoint, error
 
 // publishable returns up to limit checkpoint rows with at least quorum
 // cosignature rows, largest tree first, as stored: checked for nothing.
-func (s *Store) publishable(ctx context.Context, quorum, limit int) ([]Checkpoint, error) {
+func (s *store) publishable(ctx context.Context, quorum, limit int) ([]Checkpoint, error) {
 	rows, err := s.pool.Query(ctx, `SELECT c.tree_size, c.root_hash, c.note, c.created_at FROM audit_checkpoints c
 		WHERE $1 = 0 OR (SELECT count(*) FROM audit_cosignatures s WHERE s.tree_size = c.tree_size) >= $1
 		ORDER BY c.tree_size DESC LIMIT $2`, quorum, limit)
@@ -71,7 +54,7 @@ func (s *Store) publishable(ctx context.Context, quorum, limit int) ([]Checkpoin
 }
 
 // checkpointAt returns the row at tree size size.
-func (s *Store) checkpointAt(ctx context.Context, size int64) (Checkpoint, error) {
+func (s *store) checkpointAt(ctx context.Context, size int64) (Checkpoint, error) {
 	rows, err := s.pool.Query(ctx, "SELECT tree_size, root_hash, note, created_at FROM audit_checkpoints WHERE tree_size = $1", size)
 	if err != nil {
 		return Checkpoint{}, fmt.Errorf("audit: checkpoint: %w", err)
@@ -131,7 +114,7 @@ func OpenCheckpoint(signed []byte, origin string, verifiers ...note.Verifier) (s
 	return int64(cp.Size), root, nil
 }
 
-// Checkpointer signs and stores a checkpoint whenever the tree has grown,
+// checkpointer signs and stores a checkpoint whenever the tree has grown,
 // checking every interval. Several processes may run one on the same
 // database: the tree size is the checkpoint's key, so they agree.
 //
@@ -149,8 +132,8 @@ func OpenCheckpoint(signed []byte, origin string, verifiers ...note.Verifier) (s
 //     root it signed itself;
 //   - RefusedConflict: the row at the size it just signed names another
 //     root.
-type Checkpointer struct {
-	Store  *Store
+type checkpointer struct {
+	store  *store
 	Signer note.Signer
 	// Verifiers check the log's own signatures: Signer's, and its earlier
 	// keys' (after a rotation).
@@ -206,7 +189,7 @@ var ErrRefusedCheckpoint = errors.New("audit: a stored checkpoint is refused")
 const checkpointTimeout = 10 * time.Second
 
 // Run checkpoints until ctx ends.
-func (c *Checkpointer) Run(ctx context.Context) {
+func (c *checkpointer) Run(ctx context.Context) {
 	t := time.NewTicker(c.Interval)
 	defer t.Stop()
 	for {
@@ -228,7 +211,7 @@ func (c *Checkpointer) Run(ctx context.Context) {
 const maxRefusedRows = 64
 
 // refuse reports a refused row.
-func (c *Checkpointer) refuse(reason string, row Checkpoint, detail string) {
+func (c *checkpointer) refuse(reason string, row Checkpoint, detail string) {
 	c.Log.Error("stored checkpoint refused", "reason", reason, "tree_size", row.Size, "detail", detail)
 	if c.OnRefused != nil {
 		c.OnRefused(reason)
@@ -240,8 +223,8 @@ func (c *Checkpointer) refuse(reason string, row Checkpoint, detail string) {
 // is not ahead of the tree, refusing every row above it; and, once this
 // process has signed, no older than what it signed itself. found is false
 // when there is none (an empty table).
-func (c *Checkpointer) anchor(ctx context.Context, size int64) (cp Checkpoint, found bool, err error) {
-	rows, err := c.Store.checkpoints(ctx, maxRefusedRows)
+func (c *checkpointer) anchor(ctx context.Context, size int64) (cp Checkpoint, found bool, err error) {
+	rows, err := c.store.checkpoints(ctx, maxRefusedRows)
 	if err != nil {
 		return Checkpoint{}, false, err
 	}
@@ -275,7 +258,7 @@ func (c *Checkpointer) anchor(ctx context.Context, size int64) (cp Checkpoint, f
 		return *last, true, nil
 	}
 	if cp.Size > last.Size || cp.Root != last.Root {
-		proof, err := c.Store.ConsistencyProof(ctx, last.Size, cp.Size)
+		proof, err := c.store.ConsistencyProof(ctx, last.Size, cp.Size)
 		if err != nil {
 			return Checkpoint{}, false, err
 		}
@@ -289,7 +272,7 @@ func (c *Checkpointer) anchor(ctx context.Context, size int64) (cp Checkpoint, f
 
 // verify checks that row's note is the log's own signature over exactly
 // the size and root in its columns.
-func (c *Checkpointer) verify(row Checkpoint) error {
+func (c *checkpointer) verify(row Checkpoint) error {
 	size, root, err := OpenCheckpoint([]byte(row.Note), c.Origin, c.Verifiers...)
 	if err != nil {
 		return err
@@ -305,8 +288,8 @@ func (c *Checkpointer) verify(row Checkpoint) error {
 // it: a consistency proof from the stored hashes must check against that
 // root, so the service never signs a rewritten history. It reports whether
 // it stored one.
-func (c *Checkpointer) Once(ctx context.Context) (bool, error) {
-	size, err := c.Store.Size(ctx)
+func (c *checkpointer) Once(ctx context.Context) (bool, error) {
+	size, err := c.store.Size(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -321,12 +304,12 @@ func (c *Checkpointer) Once(ctx context.Context) (bool, error) {
 		c.remember(latest)
 		return false, c.witness(ctx, latest)
 	}
-	root, err := c.Store.TreeHash(ctx, size)
+	root, err := c.store.TreeHash(ctx, size)
 	if err != nil {
 		return false, err
 	}
 	if found {
-		proof, err := c.Store.ConsistencyProof(ctx, latest.Size, size)
+		proof, err := c.store.ConsistencyProof(ctx, latest.Size, size)
 		if err != nil {
 			return false, err
 		}
@@ -343,13 +326,13 @@ func (c *Checkpointer) Once(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	var created time.Time
-	err = c.Store.pool.QueryRow(ctx,
+	err = c.store.pool.QueryRow(ctx,
 		`INSERT INTO audit_checkpoints (tree_size, root_hash, note) VALUES ($1, $2, $3)
 		 ON CONFLICT (tree_size) DO NOTHING RETURNING created_at`, size, root[:], signed).Scan(&created)
 	if errors.Is(err, pgx.ErrNoRows) {
 		// Another process signed this size first, or someone wrote a row
 		// there: it must be the log's signature over this same root.
-		row, rerr := c.Store.checkpointAt(ctx, size)
+		row, rerr := c.store.checkpointAt(ctx, size)
 		if rerr != nil {
 			return false, rerr
 		}
@@ -377,12 +360,12 @@ var ErrWitnessQuorum = errors.New("audit: the latest checkpoint lacks its witnes
 
 // witness has the policy's witnesses cosign cp, unless none are
 // configured, and reports ErrWitnessQuorum while it lacks the quorum.
-func (c *Checkpointer) witness(ctx context.Context, cp Checkpoint) error {
+func (c *checkpointer) witness(ctx context.Context, cp Checkpoint) error {
 	if len(c.Witnesses.Witnesses) == 0 {
 		return nil
 	}
 	c.wcOnce.Do(func() {
-		c.wc = &witnessClient{policy: c.Witnesses, http: &http.Client{}, store: c.Store, onResult: c.OnWitness, size: map[string]int64{}}
+		c.wc = &witnessClient{policy: c.Witnesses, http: &http.Client{}, store: c.store, onResult: c.OnWitness, size: map[string]int64{}}
 	})
 	n, err := c.wc.cosign(ctx, cp)
 	if err != nil {
@@ -398,7 +381,7 @@ func (c *Checkpointer) witness(ctx context.Context, cp Checkpoint) error {
 }
 
 // remember keeps cp as the last checkpoint this process stands behind.
-func (c *Checkpointer) remember(cp Checkpoint) {
+func (c *checkpointer) remember(cp Checkpoint) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.last == nil || cp.Size >= c.last.Size {

@@ -8,8 +8,16 @@
 // key.
 //
 // The tree code never knows where hashes live: it reads them through
-// tlog.HashReader. Store implements that over PostgreSQL; a bundle verifier
-// implements it over nothing at all (the proofs carry the hashes).
+// tlog.HashReader. The log's tables implement that over PostgreSQL; a
+// bundle verifier implements it over nothing at all (the proofs carry the
+// hashes).
+//
+// The log has two faces. Log is the published one: appends through a
+// group-commit queue, the latest checkpoint its witnesses cosigned, and
+// entries, proofs and evidence bundles under it. TxAppender appends inside
+// a transaction another package owns (access, escrow), so a row and its
+// entry commit together. Verify and CheckWitnesses read the tables as they
+// are, published or not, for `mediator audit verify`.
 package audit
 
 import (

@@ -11,16 +11,23 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/mediatorhq/mediator/batch"
 )
 
-// Log is the audit log as the service runs it: the PostgreSQL Store, a
-// group-commit queue in front of its appends, and the job that signs a
+// Log is the audit log as the service publishes it: appends through a
+// group-commit queue, the latest checkpoint the witnesses cosigned,
+// entries, proofs and evidence bundles under it, and the job that signs a
 // checkpoint whenever the tree grows. Open starts it; the function Open
 // returns stops it. It is safe for concurrent use.
+//
+// Log is the log's one published face. Rows written into its tables by
+// anyone but the service are never served as checkpoints; entries and
+// proofs are served as stored, for a client to check against a
+// checkpoint it trusts.
 type Log struct {
-	*Store
+	store     *store
 	key       CheckpointKey
 	verifiers []note.Verifier
 	origin    string
@@ -91,14 +98,14 @@ func Open(ctx context.Context, cfg Config) (*Log, func(context.Context) error, e
 	if cfg.Witnesses.Quorum > len(cfg.Witnesses.Witnesses) || cfg.Witnesses.Quorum < 0 {
 		return nil, nil, ErrNoWitnesses
 	}
-	l := &Log{Store: NewStore(cfg.Pool), key: cfg.Key, verifiers: verifiers, origin: cfg.Origin, metrics: cfg.Metrics, witnesses: cfg.Witnesses}
+	l := &Log{store: newStore(cfg.Pool), key: cfg.Key, verifiers: verifiers, origin: cfg.Origin, metrics: cfg.Metrics, witnesses: cfg.Witnesses}
 	l.appends = &batch.Queue[appendRequest, []Appended]{
 		Fn:      l.commitGroup,
 		Max:     maxGroupEntries,
 		Weight:  func(r appendRequest) int { return len(r.entries) },
 		Timeout: groupCommitTimeout,
 	}
-	cp := &Checkpointer{Store: l.Store, Signer: cfg.Key, Verifiers: verifiers, Origin: cfg.Origin, Interval: cfg.CheckpointInterval, Log: log,
+	cp := &checkpointer{store: l.store, Signer: cfg.Key, Verifiers: verifiers, Origin: cfg.Origin, Interval: cfg.CheckpointInterval, Log: log,
 		OnCheckpoint: l.metrics.checkpointSigned, OnInconsistent: func(error) { l.metrics.checkpointInconsistent() },
 		OnRefused: l.metrics.checkpointRefused, Witnesses: cfg.Witnesses, OnWitness: l.metrics.witnessAnswer,
 		OnPublished: l.metrics.checkpointPublished}
@@ -153,11 +160,11 @@ func checkpointVerifiers(key CheckpointKey, previous []string) ([]note.Verifier,
 // into the table without the log's key is never served, nor a checkpoint
 // the witnesses did not cosign. ErrNotFound when there is none.
 func (l *Log) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
-	size, err := l.Store.Size(ctx)
+	size, err := l.store.Size(ctx)
 	if err != nil {
 		return Checkpoint{}, err
 	}
-	rows, err := l.Store.publishable(ctx, l.witnesses.Quorum, maxRefusedRows)
+	rows, err := l.store.publishable(ctx, l.witnesses.Quorum, maxRefusedRows)
 	if err != nil {
 		return Checkpoint{}, err
 	}
@@ -172,7 +179,7 @@ func (l *Log) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
 		if len(l.witnesses.Witnesses) == 0 {
 			return row, nil
 		}
-		lines, err := l.Store.cosignatures(ctx, row.Size)
+		lines, err := l.store.cosignatures(ctx, row.Size)
 		if err != nil {
 			return Checkpoint{}, err
 		}
@@ -188,14 +195,46 @@ func (l *Log) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
 	return Checkpoint{}, ErrNotFound
 }
 
-// WriteBundle is Store.WriteBundle under the latest checkpoint the log
-// stands behind (LatestCheckpoint).
+// WriteBundle writes the evidence bundle of the entries matching q under
+// the latest published checkpoint (LatestCheckpoint): header, entries with
+// inclusion proofs against it, trailer. ErrNotFound before any checkpoint
+// is published. It returns how many entries it wrote.
 func (l *Log) WriteBundle(ctx context.Context, w io.Writer, q Query) (int, error) {
 	cp, err := l.LatestCheckpoint(ctx)
 	if err != nil {
 		return 0, err
 	}
-	return l.Store.WriteBundleAt(ctx, w, q, cp)
+	return l.store.writeBundleAt(ctx, w, q, cp)
+}
+
+// Entry returns the entry at seq as stored; ErrNotFound past the tree.
+func (l *Log) Entry(ctx context.Context, seq int64) (StoredEntry, error) {
+	return l.store.Entry(ctx, seq)
+}
+
+// Search returns the entries matching q, at most q.Limit, in seq order.
+func (l *Log) Search(ctx context.Context, q Query) ([]StoredEntry, error) {
+	return l.store.Search(ctx, q)
+}
+
+// InclusionProof proves entry seq is in the tree of size treeSize, for any
+// size the tree has reached; a client checks it against a checkpoint it
+// trusts. ErrBadRange when seq ≥ treeSize or treeSize is past the tree.
+func (l *Log) InclusionProof(ctx context.Context, seq, treeSize int64) (tlog.RecordProof, error) {
+	return l.store.InclusionProof(ctx, seq, treeSize)
+}
+
+// ConsistencyProof proves the tree of size from is a prefix of the tree of
+// size to, for sizes the tree has reached. ErrBadRange otherwise.
+func (l *Log) ConsistencyProof(ctx context.Context, from, to int64) (tlog.TreeProof, error) {
+	return l.store.ConsistencyProof(ctx, from, to)
+}
+
+// CosignedSize returns the size of the largest checkpoint witness
+// cosigned, or 0 when it cosigned none: what a release can prove to a
+// custodian that witnesses the log.
+func (l *Log) CosignedSize(ctx context.Context, witness string) (int64, error) {
+	return l.store.CosignedSize(ctx, witness)
 }
 
 // WitnessNames are the names of the witnesses of the log's policy.
@@ -217,10 +256,12 @@ type appendRequest struct {
 	prepared []preparedLeaf
 }
 
-// Append appends entries as Store.Append does, in one transaction with
-// whatever other callers' entries are queued with them (group commit): the
-// sequencer lock and the commit are paid once per group rather than once
-// per caller. It returns only after the transaction holding the entries has
+// Append appends entries in one transaction with whatever other callers'
+// entries are queued with them (group commit): the sequencer lock and the
+// commit are paid once per group rather than once per caller. Entries
+// whose Submitter and EventID are logged with the same record are not
+// appended again and report the original seq; a caller's entries holding
+// one logged with a different record are all Refused. It returns only after the transaction holding the entries has
 // committed; a failed transaction fails every caller in it, so nothing is
 // acknowledged that is not durable.
 func (l *Log) Append(ctx context.Context, entries []Entry) ([]Appended, error) {
@@ -257,7 +298,7 @@ func (l *Log) commitGroup(ctx context.Context, reqs []appendRequest) ([][]Append
 		prepared = append(prepared, r.prepared...)
 		sizes = append(sizes, len(r.entries))
 	}
-	appended, err := l.Store.appendPrepared(ctx, entries, prepared, sizes)
+	appended, err := l.store.appendPrepared(ctx, entries, prepared, sizes)
 	if err != nil {
 		return nil, err
 	}

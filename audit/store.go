@@ -17,17 +17,39 @@ import (
 // gapless and the stored tree consistent. ("mediator" in ASCII.)
 const sequencerLock int64 = 0x6d65646961746f72
 
-// Store is the log in PostgreSQL. It is safe for concurrent use; appends
-// from any number of goroutines and processes are serialised by the
-// sequencer lock.
-type Store struct {
+// store is the log's tables in PostgreSQL as they are: it reads and writes
+// rows and checks nothing a witness or the checkpointer vouches for. What
+// the service publishes goes through Log; store is the unpublished face
+// that Log, the checkpointer and the verifier build on. It is safe for
+// concurrent use; appends from any number of goroutines and processes are
+// serialised by the sequencer lock.
+type store struct {
 	pool *pgxpool.Pool
-	now  func() time.Time
+	txAppender
 }
 
-// NewStore returns a Store on pool. The schema comes from migrations.
-func NewStore(pool *pgxpool.Pool) *Store {
-	return &Store{pool: pool, now: time.Now}
+// newStore returns a store on pool. The schema comes from migrations.
+func newStore(pool *pgxpool.Pool) *store {
+	return &store{pool: pool, txAppender: txAppender{now: time.Now}}
+}
+
+// TxAppender appends entries to the log inside a transaction its caller
+// owns, so that a row elsewhere (an escrow, an access request) and its
+// audit entry commit together or not at all. It takes the sequencer lock,
+// which the transaction then holds until it ends: keep such transactions
+// short. What it appends is durable once the caller commits and is
+// published, like every entry, once a checkpoint covering it is cosigned.
+type TxAppender interface {
+	AppendTx(ctx context.Context, tx pgx.Tx, entries []Entry) ([]Appended, error)
+}
+
+// NewTxAppender returns the TxAppender of the log's tables.
+func NewTxAppender() TxAppender { return txAppender{now: time.Now} }
+
+// txAppender implements TxAppender; the store embeds it for its own
+// transactions.
+type txAppender struct {
+	now func() time.Time
 }
 
 // Appended reports where an entry is in the log, or why it is not.
@@ -45,7 +67,8 @@ type Appended struct {
 	Refused bool
 }
 
-// Append writes entries as one transaction: their leaves and every new
+// appendNow writes entries as one transaction of their own (no group
+// commit; Log.Append is the service's road): their leaves and every new
 // stored tree hash commit together or not at all. It returns only after the
 // commit, so an Appended seq is durable. Entries whose Submitter and EventID
 // are already logged with the same record are not appended; they report the
@@ -54,7 +77,7 @@ type Appended struct {
 //
 // Cost: one lock, four reads of at most O(log n + len(entries)) rows, and
 // two COPYs.
-func (s *Store) Append(ctx context.Context, entries []Entry) ([]Appended, error) {
+func (s *store) appendNow(ctx context.Context, entries []Entry) ([]Appended, error) {
 	prepared, err := prepare(entries)
 	if err != nil {
 		return nil, err
@@ -79,7 +102,7 @@ func prepare(entries []Entry) ([]preparedLeaf, error) {
 // appendPrepared appends entries made of requests of the given sizes, in
 // order, in one transaction; a request with a conflicting entry is refused
 // whole while the others are appended.
-func (s *Store) appendPrepared(ctx context.Context, entries []Entry, prepared []preparedLeaf, requests []int) ([]Appended, error) {
+func (s *store) appendPrepared(ctx context.Context, entries []Entry, prepared []preparedLeaf, requests []int) ([]Appended, error) {
 	if len(entries) == 0 {
 		return nil, nil
 	}
@@ -98,11 +121,8 @@ func (s *Store) appendPrepared(ctx context.Context, entries []Entry, prepared []
 	return out, nil
 }
 
-// AppendTx appends entries inside the caller's transaction, so that a
-// record elsewhere (an escrow row) and its audit entry commit together or
-// not at all. It takes the sequencer lock, which the transaction then holds
-// until it ends: keep such transactions short.
-func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, entries []Entry) ([]Appended, error) {
+// AppendTx implements TxAppender.
+func (s txAppender) AppendTx(ctx context.Context, tx pgx.Tx, entries []Entry) ([]Appended, error) {
 	prepared, err := prepare(entries)
 	if err != nil {
 		return nil, err
@@ -120,7 +140,12 @@ type logged struct {
 	ingestedAt time.Time
 }
 
-func (s *Store) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, prepared []preparedLeaf, requests []int) ([]Appended, error) {
+// appendInTx appends entries made of requests of the given sizes inside
+// tx, under the sequencer lock: an entry whose submitter and event id are
+// logged with the same record reports the original seq, and a request
+// holding one logged with another record is refused whole. The accepted
+// entries' leaves and stored hashes are written with one COPY.
+func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, prepared []preparedLeaf, requests []int) ([]Appended, error) {
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", sequencerLock); err != nil {
 		return nil, fmt.Errorf("audit: sequencer lock: %w", err)
 	}
@@ -128,104 +153,134 @@ func (s *Store) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, prep
 	if err := tx.QueryRow(ctx, "SELECT coalesce(max(seq) + 1, 0) FROM audit_entries").Scan(&size); err != nil {
 		return nil, fmt.Errorf("audit: tree size: %w", err)
 	}
-
-	out := make([]Appended, len(entries))
 	existing, err := existingEventIDs(ctx, tx, entries)
 	if err != nil {
 		return nil, err
 	}
-	// The batch's own timestamp: the moment the sequencer was ours.
-	ingestedAt := s.now().UTC().Truncate(time.Microsecond)
-
 	hashes, err := newBatchHashes(ctx, tx, size)
 	if err != nil {
 		return nil, err
 	}
-	// batch holds the entries of this batch with an event id, by key: the
-	// index of the one that will be appended.
-	batch := map[idKey]int{}
-	pending := map[idKey]int{}
-	var entryRows [][]any
-	next := size
+	g := &group{entries: entries, prepared: prepared, existing: existing, hashes: hashes,
+		out: make([]Appended, len(entries)), batch: map[idKey]int{}, pending: map[idKey]int{}, next: size,
+		// The batch's own timestamp: the moment the sequencer was ours.
+		ingestedAt: s.now().UTC().Truncate(time.Microsecond)}
 	start := 0
 	for _, n := range requests {
 		req := start
 		start += n
-		// First decide the whole request: duplicates and conflicts.
-		// pending holds the request's own ids, which enter batch only once
-		// the request is accepted.
-		conflict := false
-		clear(pending)
-		for i := req; i < req+n; i++ {
-			e := entries[i]
-			if e.EventID == "" {
-				continue
-			}
-			k := idKey{e.Submitter, e.EventID}
-			if old, ok := existing[k]; ok {
-				if bytes.Equal(prepared[i].leaf(old.seq, old.ingestedAt), old.leaf) {
-					out[i] = Appended{Seq: old.seq, Duplicate: true}
-				} else {
-					out[i], conflict = Appended{Seq: -1, Conflict: true}, true
-				}
-				continue
-			}
-			j, ok := batch[k]
-			if !ok {
-				j, ok = pending[k]
-			}
-			if !ok {
-				pending[k] = i
-				continue
-			}
-			if bytes.Equal(prepared[i].canon, prepared[j].canon) {
-				out[i] = Appended{Seq: -1, Duplicate: true} // its seq is j's, set below
-			} else {
-				out[i], conflict = Appended{Seq: -1, Conflict: true}, true
-			}
-		}
-		if conflict {
-			for i := req; i < req+n; i++ {
-				out[i].Seq, out[i].Refused, out[i].Duplicate = -1, true, false
-			}
+		if !g.decide(req, req+n) {
+			g.refuse(req, req+n)
 			continue
 		}
-		for i := req; i < req+n; i++ {
-			e := entries[i]
-			if out[i].Duplicate {
-				if out[i].Seq < 0 {
-					out[i].Seq = out[batch[idKey{e.Submitter, e.EventID}]].Seq
-				}
-				continue
-			}
-			leaf := prepared[i].leaf(next, ingestedAt)
-			stored, err := tlog.StoredHashes(next, leaf, hashes)
-			if err != nil {
-				return nil, fmt.Errorf("audit: hash entry %d: %w", next, err)
-			}
-			base := tlog.StoredHashIndex(0, next)
-			packed := make([]byte, 0, len(stored)*tlog.HashSize)
-			for j, h := range stored {
-				hashes.put(base+int64(j), h)
-				packed = append(packed, h[:]...)
-			}
-			entryRows = append(entryRows, []any{next, leaf, packed, e.Kind, nullable(e.EventID), e.Submitter,
-				nullable(e.ConversationID), nullableTime(e.OccurredAt), ingestedAt})
-			if e.EventID != "" {
-				batch[idKey{e.Submitter, e.EventID}] = i
-			}
-			out[i] = Appended{Seq: next}
-			next++
+		if err := g.place(req, req+n); err != nil {
+			return nil, err
 		}
 	}
-	if len(entryRows) > 0 {
+	if len(g.rows) > 0 {
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_entries"},
 			[]string{"seq", "leaf", "hashes", "kind", "event_id", "submitter", "conversation_id", "occurred_at", "ingested_at"},
-			pgx.CopyFromRows(entryRows)); err != nil {
+			pgx.CopyFromRows(g.rows)); err != nil {
 			return nil, fmt.Errorf("audit: write entries: %w", err)
 		}
 	}
-	return out, nil
+	return g.out, nil
+}
+
+// group is one transaction's append in progress: which entries are
+// duplicates, conflicts or new, and the rows and hashes of the new ones.
+type group struct {
+	entries    []Entry
+	prepared   []preparedLeaf
+	existing   map[idKey]logged
+	hashes     *batchHashes
+	ingestedAt time.Time
+
+	out []Appended
+	// batch holds the entries of this group with an event id, by key: the
+	// index of the one that is appended. pending holds the ids of the
+	// request being decided, which enter batch only once it is accepted.
+	batch, pending map[idKey]int
+	rows           [][]any
+	next           int64 // the seq the next new entry takes
+}
+
+// decide marks the duplicates among entries [from, to), one request, and
+// reports whether the request may be appended: false when one of its
+// event ids is logged, or earlier in the group, with another record.
+func (g *group) decide(from, to int) bool {
+	ok := true
+	clear(g.pending)
+	for i := from; i < to; i++ {
+		e := g.entries[i]
+		if e.EventID == "" {
+			continue
+		}
+		k := idKey{e.Submitter, e.EventID}
+		if old, found := g.existing[k]; found {
+			if bytes.Equal(g.prepared[i].leaf(old.seq, old.ingestedAt), old.leaf) {
+				g.out[i] = Appended{Seq: old.seq, Duplicate: true}
+			} else {
+				g.out[i], ok = Appended{Seq: -1, Conflict: true}, false
+			}
+			continue
+		}
+		j, found := g.batch[k]
+		if !found {
+			j, found = g.pending[k]
+		}
+		if !found {
+			g.pending[k] = i
+			continue
+		}
+		if bytes.Equal(g.prepared[i].canon, g.prepared[j].canon) {
+			g.out[i] = Appended{Seq: -1, Duplicate: true} // its seq is j's, set by place
+		} else {
+			g.out[i], ok = Appended{Seq: -1, Conflict: true}, false
+		}
+	}
+	return ok
+}
+
+// refuse marks every entry of the request [from, to) refused.
+func (g *group) refuse(from, to int) {
+	for i := from; i < to; i++ {
+		g.out[i].Seq, g.out[i].Refused, g.out[i].Duplicate = -1, true, false
+	}
+}
+
+// place gives each new entry of the accepted request [from, to) the next
+// seq, its leaf and stored hashes, and a row to write; duplicates within
+// the group take the seq of the entry they repeat.
+func (g *group) place(from, to int) error {
+	for i := from; i < to; i++ {
+		e := g.entries[i]
+		if g.out[i].Duplicate {
+			if g.out[i].Seq < 0 {
+				g.out[i].Seq = g.out[g.batch[idKey{e.Submitter, e.EventID}]].Seq
+			}
+			continue
+		}
+		leaf := g.prepared[i].leaf(g.next, g.ingestedAt)
+		stored, err := tlog.StoredHashes(g.next, leaf, g.hashes)
+		if err != nil {
+			return fmt.Errorf("audit: hash entry %d: %w", g.next, err)
+		}
+		base := tlog.StoredHashIndex(0, g.next)
+		packed := make([]byte, 0, len(stored)*tlog.HashSize)
+		for j, h := range stored {
+			g.hashes.put(base+int64(j), h)
+			packed = append(packed, h[:]...)
+		}
+		g.rows = append(g.rows, []any{g.next, leaf, packed, e.Kind, nullable(e.EventID), e.Submitter,
+			nullable(e.ConversationID), nullableTime(e.OccurredAt), g.ingestedAt})
+		if e.EventID != "" {
+			g.batch[idKey{e.Submitter, e.EventID}] = i
+		}
+		g.out[i] = Appended{Seq: g.next}
+		g.next++
+	}
+	return nil
 }
 
 // existingEventIDs reads the logged entries that have the submitter and
@@ -379,14 +434,14 @@ func readHashes(ctx context.Context, q querier, indexes []int64) ([]tlog.Hash, e
 
 // HashReader returns a tlog.HashReader over the stored hashes. Each
 // ReadHashes call is one query.
-func (s *Store) HashReader(ctx context.Context) tlog.HashReader {
+func (s *store) HashReader(ctx context.Context) tlog.HashReader {
 	return tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
 		return readHashes(ctx, s.pool, indexes)
 	})
 }
 
 // Size returns the number of entries in the log.
-func (s *Store) Size(ctx context.Context) (int64, error) {
+func (s *store) Size(ctx context.Context) (int64, error) {
 	var n int64
 	if err := s.pool.QueryRow(ctx, "SELECT coalesce(max(seq) + 1, 0) FROM audit_entries").Scan(&n); err != nil {
 		return 0, fmt.Errorf("audit: size: %w", err)
@@ -407,7 +462,7 @@ type StoredEntry struct {
 }
 
 // Entry returns the entry at seq.
-func (s *Store) Entry(ctx context.Context, seq int64) (StoredEntry, error) {
+func (s *store) Entry(ctx context.Context, seq int64) (StoredEntry, error) {
 	var e StoredEntry
 	err := s.pool.QueryRow(ctx, "SELECT seq, leaf FROM audit_entries WHERE seq = $1", seq).Scan(&e.Seq, &e.Leaf)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -456,7 +511,7 @@ func searchWhere(selectFrom string, q Query) (string, []any) {
 const MaxSearchLimit = 1000
 
 // Search returns up to q.Limit entries matching q in seq order.
-func (s *Store) Search(ctx context.Context, q Query) ([]StoredEntry, error) {
+func (s *store) Search(ctx context.Context, q Query) ([]StoredEntry, error) {
 	if q.Limit <= 0 || q.Limit > MaxSearchLimit {
 		q.Limit = MaxSearchLimit
 	}
@@ -476,7 +531,7 @@ func (s *Store) Search(ctx context.Context, q Query) ([]StoredEntry, error) {
 
 // InclusionProof proves that the entry at seq is in the tree of size
 // treeSize. It makes one query for at most log₂ treeSize hashes.
-func (s *Store) InclusionProof(ctx context.Context, seq, treeSize int64) (tlog.RecordProof, error) {
+func (s *store) InclusionProof(ctx context.Context, seq, treeSize int64) (tlog.RecordProof, error) {
 	if seq < 0 || treeSize <= seq {
 		return nil, ErrBadRange
 	}
@@ -492,7 +547,7 @@ func (s *Store) InclusionProof(ctx context.Context, seq, treeSize int64) (tlog.R
 
 // ConsistencyProof proves that the tree of size from is a prefix of the
 // tree of size to.
-func (s *Store) ConsistencyProof(ctx context.Context, from, to int64) (tlog.TreeProof, error) {
+func (s *store) ConsistencyProof(ctx context.Context, from, to int64) (tlog.TreeProof, error) {
 	if from < 1 || to < from {
 		return nil, ErrBadRange
 	}
@@ -507,7 +562,7 @@ func (s *Store) ConsistencyProof(ctx context.Context, from, to int64) (tlog.Tree
 }
 
 // TreeHash returns the root hash of the tree of size n.
-func (s *Store) TreeHash(ctx context.Context, n int64) (tlog.Hash, error) {
+func (s *store) TreeHash(ctx context.Context, n int64) (tlog.Hash, error) {
 	if err := s.checkSize(ctx, n); err != nil {
 		return tlog.Hash{}, err
 	}
@@ -518,7 +573,7 @@ func (s *Store) TreeHash(ctx context.Context, n int64) (tlog.Hash, error) {
 	return h, nil
 }
 
-func (s *Store) checkSize(ctx context.Context, n int64) error {
+func (s *store) checkSize(ctx context.Context, n int64) error {
 	size, err := s.Size(ctx)
 	if err != nil {
 		return err

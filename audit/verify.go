@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -56,7 +57,14 @@ type verifyRow struct {
 	leafHash tlog.Hash
 }
 
-// Verify recomputes every leaf hash and stored hash from the entries in
+// Verify checks the log's tables in pool as verify does: what a
+// database holds, published or not. It is how `mediator audit verify`
+// checks a deployment.
+func Verify(ctx context.Context, pool *pgxpool.Pool, verifiers ...note.Verifier) (*Report, error) {
+	return newStore(pool).verify(ctx, verifiers...)
+}
+
+// verify recomputes every leaf hash and stored hash from the entries in
 // PostgreSQL and compares them with what is stored; checks that seq is
 // gapless and that each leaf's seq, and every column searches and exports
 // filter on (kind, event id, conversation id, occurred_at, ingested_at),
@@ -66,7 +74,7 @@ type verifyRow struct {
 // between consecutive checkpoints. It holds O(log n) hashes in memory,
 // whatever the log's size. Reading the next page, parsing and hashing
 // leaves (in parallel) and building the tree (in order) overlap.
-func (s *Store) Verify(ctx context.Context, verifiers ...note.Verifier) (*Report, error) {
+func (s *store) verify(ctx context.Context, verifiers ...note.Verifier) (*Report, error) {
 	if len(verifiers) == 0 {
 		return nil, fmt.Errorf("audit: verify: no verifier key")
 	}
@@ -158,7 +166,7 @@ const edgeTrimEvery = 4096
 // readVerifyPages sends the entries in seq order, a page at a time, each
 // page parsed and leaf-hashed in parallel, until the table ends or ctx is
 // done.
-func (s *Store) readVerifyPages(ctx context.Context, out chan<- []verifyRow) error {
+func (s *store) readVerifyPages(ctx context.Context, out chan<- []verifyRow) error {
 	var after int64 = -1
 	for {
 		rows, err := s.pool.Query(ctx,
@@ -240,7 +248,7 @@ func columnsDiffer(f LeafFields, kind, eventID, submitter, convo string, occurre
 }
 
 // finishVerify checks the checkpoints against the recomputed roots.
-func (s *Store) finishVerify(ctx context.Context, rep *Report, checkpoints []Checkpoint, roots map[int64]tlog.Hash, verifiers []note.Verifier) (*Report, error) {
+func (s *store) finishVerify(ctx context.Context, rep *Report, checkpoints []Checkpoint, roots map[int64]tlog.Hash, verifiers []note.Verifier) (*Report, error) {
 	rep.Checkpoints = len(checkpoints)
 	var prev *Checkpoint
 	for i := range checkpoints {
@@ -276,7 +284,7 @@ func (s *Store) finishVerify(ctx context.Context, rep *Report, checkpoints []Che
 	return rep, nil
 }
 
-func (s *Store) allCheckpoints(ctx context.Context) ([]Checkpoint, error) {
+func (s *store) allCheckpoints(ctx context.Context) ([]Checkpoint, error) {
 	rows, err := s.pool.Query(ctx, "SELECT tree_size, root_hash, note, created_at FROM audit_checkpoints ORDER BY tree_size")
 	if err != nil {
 		return nil, fmt.Errorf("audit: read checkpoints: %w", err)

@@ -117,7 +117,7 @@ func TestPublishedOnlyWithTheWitnessQuorum(t *testing.T) {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		latest, err := f.store.LatestCheckpoint(ctx)
+		latest, err := f.store.latestStored(ctx)
 		if err == nil && latest.Size == 15 {
 			break
 		}
@@ -136,11 +136,11 @@ func TestPublishedOnlyWithTheWitnessQuorum(t *testing.T) {
 
 	// audit verify with the policy: the newest checkpoint meets it, and a
 	// cosignature row someone wrote is named.
-	rep, err := f.store.Verify(ctx, logVerifier)
+	rep, err := f.store.verify(ctx, logVerifier)
 	if err != nil || !rep.OK() {
 		t.Fatalf("verify: %+v %v", rep, err)
 	}
-	if err := f.store.CheckWitnesses(ctx, rep, policy, logVerifier); err != nil || !rep.OK() || rep.Witnessed < 2 {
+	if err := f.store.checkWitnesses(ctx, rep, policy, logVerifier); err != nil || !rep.OK() || rep.Witnessed < 2 {
 		t.Fatalf("witnesses: %+v %v", rep, err)
 	}
 	if _, err := f.pool.Exec(ctx, `INSERT INTO audit_cosignatures (tree_size, witness, line) VALUES (10, 'witness.test/c', '— witness.test/c AAAA
@@ -152,8 +152,8 @@ func TestPublishedOnlyWithTheWitnessQuorum(t *testing.T) {
 	ev, _ := witness.NewVerifier(extra)
 	stricter.Witnesses = append(append([]Witness(nil), policy.Witnesses...), Witness{Name: "witness.test/c", URL: "http://127.0.0.1:1", Verifier: ev})
 	stricter.Quorum = 3
-	rep, _ = f.store.Verify(ctx, logVerifier)
-	if err := f.store.CheckWitnesses(ctx, rep, stricter, logVerifier); err != nil || rep.OK() ||
+	rep, _ = f.store.verify(ctx, logVerifier)
+	if err := f.store.checkWitnesses(ctx, rep, stricter, logVerifier); err != nil || rep.OK() ||
 		!strings.Contains(strings.Join(rep.Problems, "\n"), "checkpoint 10: the stored cosignature of witness witness.test/c does not verify") ||
 		!strings.Contains(strings.Join(rep.Problems, "\n"), "the newest: cosigned by 2 of the 3") {
 		t.Fatalf("a forged cosignature and a stricter policy: %+v %v", rep, err)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/mediatorhq/mediator/witness"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -54,7 +55,7 @@ func (p WitnessPolicy) Satisfied(signed []byte) (int, bool) {
 type witnessClient struct {
 	policy WitnessPolicy
 	http   *http.Client
-	store  *Store
+	store  *store
 	// OnResult, if set, counts each witness's answer (metrics).
 	onResult func(witness, result string)
 
@@ -180,7 +181,7 @@ func witnessLine(answer []byte, name string) string {
 
 // cosignatures returns the cosignature lines stored for the checkpoint
 // at size, by witness name.
-func (s *Store) cosignatures(ctx context.Context, size int64) (map[string]string, error) {
+func (s *store) cosignatures(ctx context.Context, size int64) (map[string]string, error) {
 	rows, err := s.pool.Query(ctx, "SELECT witness, line FROM audit_cosignatures WHERE tree_size = $1", size)
 	if err != nil {
 		return nil, fmt.Errorf("audit: cosignatures: %w", err)
@@ -195,7 +196,7 @@ func (s *Store) cosignatures(ctx context.Context, size int64) (map[string]string
 
 // insertCosignature stores a witness's cosignature line of the checkpoint
 // at size.
-func (s *Store) insertCosignature(ctx context.Context, size int64, witness, line string) error {
+func (s *store) insertCosignature(ctx context.Context, size int64, witness, line string) error {
 	_, err := s.pool.Exec(ctx, `INSERT INTO audit_cosignatures (tree_size, witness, line) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, size, witness, line)
 	if err != nil {
 		return fmt.Errorf("audit: store cosignature: %w", err)
@@ -246,7 +247,7 @@ func ParseWitnessPolicy(b []byte) (WitnessPolicy, error) {
 
 // CosignedSize returns the size of the largest checkpoint witness
 // cosigned, or 0 when it cosigned none.
-func (s *Store) CosignedSize(ctx context.Context, witness string) (int64, error) {
+func (s *store) CosignedSize(ctx context.Context, witness string) (int64, error) {
 	var n *int64
 	if err := s.pool.QueryRow(ctx, "SELECT max(tree_size) FROM audit_cosignatures WHERE witness = $1", witness).Scan(&n); err != nil {
 		return 0, fmt.Errorf("audit: cosigned size: %w", err)
@@ -257,14 +258,21 @@ func (s *Store) CosignedSize(ctx context.Context, witness string) (int64, error)
 	return *n, nil
 }
 
-// CheckWitnesses checks the stored cosignatures against policy: every
+// CheckWitnesses checks the cosignatures stored in pool's log tables
+// against policy, as checkWitnesses does, adding what it finds to rep (a
+// Report of Verify on the same tables).
+func CheckWitnesses(ctx context.Context, pool *pgxpool.Pool, rep *Report, policy WitnessPolicy, verifiers ...note.Verifier) error {
+	return newStore(pool).checkWitnesses(ctx, rep, policy, verifiers...)
+}
+
+// checkWitnesses checks the stored cosignatures against policy: every
 // stored cosignature line must verify with its witness's key in policy
 // (one that does not was written by someone else), and the newest
 // checkpoint must be cosigned by the quorum (it is the one published).
 // It adds what it finds to rep and counts, in rep.Witnessed, the
 // checkpoints that meet the policy (older ones signed while witnesses
 // were down need not: they were never published).
-func (s *Store) CheckWitnesses(ctx context.Context, rep *Report, policy WitnessPolicy, verifiers ...note.Verifier) error {
+func (s *store) checkWitnesses(ctx context.Context, rep *Report, policy WitnessPolicy, verifiers ...note.Verifier) error {
 	checkpoints, err := s.allCheckpoints(ctx)
 	if err != nil {
 		return err

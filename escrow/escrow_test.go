@@ -43,7 +43,7 @@ func newFixture(t testing.TB, opts dev.CustodianOptions) *fixture {
 	t.Helper()
 	pool := testdb.Pool(t, env)
 	cs := custodians.Start(t, env, opts)
-	rows := escrow.NewPGRows(pool, audit.NewStore(pool))
+	rows := escrow.NewPGRows(pool, audit.NewTxAppender())
 	sp, err := shares.NewSplitter(cs.SharesSet())
 	if err != nil {
 		t.Fatal(err)

@@ -55,7 +55,7 @@ var errDuplicateKeyID = errors.New("escrow: duplicate key id")
 // once per group rather than once per deposit.
 type PGRows struct {
 	pool    *pgxpool.Pool
-	audit   *audit.Store
+	audit   audit.TxAppender
 	inserts *batch.Queue[Escrow, insertResult]
 }
 
@@ -72,7 +72,7 @@ const depositGroupMax = 256
 const depositCommitTimeout = 30 * time.Second
 
 // NewPGRows returns the escrow rows in pool, logging to store.
-func NewPGRows(pool *pgxpool.Pool, store *audit.Store) *PGRows {
+func NewPGRows(pool *pgxpool.Pool, store audit.TxAppender) *PGRows {
 	r := &PGRows{pool: pool, audit: store}
 	r.inserts = &batch.Queue[Escrow, insertResult]{Fn: r.insertGroup, Max: depositGroupMax, Timeout: depositCommitTimeout}
 	return r

@@ -79,11 +79,11 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 			return fmt.Errorf("audit verify: database: %w", err)
 		}
 		defer pool.Close()
-		if rep, err = audit.NewStore(pool).Verify(ctx, verifiers...); err != nil {
+		if rep, err = audit.Verify(ctx, pool, verifiers...); err != nil {
 			return fmt.Errorf("audit verify: %w", err)
 		}
 		if len(policy.Witnesses) > 0 {
-			if err := audit.NewStore(pool).CheckWitnesses(ctx, rep, policy, verifiers...); err != nil {
+			if err := audit.CheckWitnesses(ctx, pool, rep, policy, verifiers...); err != nil {
 				return fmt.Errorf("audit verify: %w", err)
 			}
 		}

@@ -135,7 +135,7 @@ func escrowOperator(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := migrations.CheckPool(ctx, pool, schemaCheckTimeout); err != nil {
 		return err
 	}
-	svc, err := newEscrowService(cfg, pool, audit.NewStore(pool), log, nil)
+	svc, err := newEscrowService(cfg, pool, audit.NewTxAppender(), log, nil)
 	if err != nil {
 		return err
 	}
@@ -174,7 +174,7 @@ func escrowOperator(ctx context.Context, args []string, stdout, stderr io.Writer
 
 // newEscrowService builds the escrow service on the custodians file, or
 // without custodians (deposits answer 503) when there is none.
-func newEscrowService(cfg serveConfig, pool *pgxpool.Pool, log *audit.Store, logger *slog.Logger, metrics *escrow.Metrics) (*escrow.Service, error) {
+func newEscrowService(cfg serveConfig, pool *pgxpool.Pool, log audit.TxAppender, logger *slog.Logger, metrics *escrow.Metrics) (*escrow.Service, error) {
 	c := escrow.Config{Rows: escrow.NewPGRows(pool, log), Log: logger, Metrics: metrics}
 	if cfg.Custodians != "" {
 		b, err := os.ReadFile(cfg.Custodians)

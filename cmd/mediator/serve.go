@@ -133,7 +133,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 		return err
 	}
 
-	escrowSvc, err := newEscrowService(cfg, pool, auditLog.Store, log, escrow.NewMetrics(metrics.Registry))
+	escrowSvc, err := newEscrowService(cfg, pool, audit.NewTxAppender(), log, escrow.NewMetrics(metrics.Registry))
 	if err != nil {
 		return err
 	}
@@ -156,7 +156,7 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 	} else if !roster.ValidDigest(cfg.RosterGenesis) {
 		return fmt.Errorf("--roster-genesis must be a sha256: digest, not %q", cfg.RosterGenesis)
 	}
-	accessStore := access.NewPGStore(pool, auditLog.Store)
+	accessStore := access.NewPGStore(pool, audit.NewTxAppender())
 	accessSvc := access.New(access.Config{Store: accessStore, Decider: engine, Escrow: escrowSvc, Log: log,
 		Metrics: access.NewMetrics(metrics.Registry, accessStore), RosterGenesis: cfg.RosterGenesis, Notifier: notifier,
 		LogProof: auditLog})
