@@ -341,8 +341,13 @@ func SplitBatch(body []byte, ndjson bool, maxEvents int) ([]json.RawMessage, *Pr
 	}
 	var events []json.RawMessage
 	seenEvents := false
+	duplicate := &Problem{Index: -1, Path: "$.events", Code: CodeDuplicateKey, Message: "duplicate key"}
 	for dec.PeekKind() == '"' {
 		tok, err := dec.ReadToken()
+		if errors.Is(err, jsontext.ErrDuplicateName) {
+			// Any other name was refused where it first appeared.
+			return nil, duplicate
+		}
 		if err != nil {
 			return nil, malformed
 		}
@@ -355,7 +360,7 @@ func SplitBatch(body []byte, ndjson bool, maxEvents int) ([]json.RawMessage, *Pr
 			return nil, &Problem{Index: -1, Path: "$." + pathName(key), Code: code, Message: `only "events" is allowed at the top level`}
 		}
 		if seenEvents {
-			return nil, &Problem{Index: -1, Path: "$.events", Code: CodeDuplicateKey, Message: "duplicate key"}
+			return nil, duplicate
 		}
 		seenEvents = true
 		if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '[' {
@@ -377,9 +382,6 @@ func SplitBatch(body []byte, ndjson bool, maxEvents int) ([]json.RawMessage, *Pr
 		}
 	}
 	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '}' {
-		if err != nil && strings.Contains(err.Error(), "duplicate") {
-			return nil, &Problem{Index: -1, Path: "$.events", Code: CodeDuplicateKey, Message: "duplicate key"}
-		}
 		return nil, malformed
 	}
 	if _, err := dec.ReadToken(); err != io.EOF {

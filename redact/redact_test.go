@@ -167,6 +167,13 @@ func TestSplitBatch(t *testing.T) {
 	if _, p := SplitBatch([]byte("1\n2\n3\n"), true, 2); p == nil {
 		t.Error("ndjson over the limit accepted")
 	}
+	// A repeated key of the body is named as such (jsontext's
+	// ErrDuplicateName), not as malformed JSON.
+	for _, body := range []string{`{"events":[],"events":[]}`, `{"events":[1],"events":[]}`} {
+		if _, p := SplitBatch([]byte(body), false, 2); p == nil || p.Code != CodeDuplicateKey {
+			t.Errorf("%s: %+v, want %s", body, p, CodeDuplicateKey)
+		}
+	}
 }
 
 func TestParseProfile(t *testing.T) {
