@@ -1,0 +1,54 @@
+package job
+
+import (
+	"context"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestStartOutlivesItsParentUntilStopped: canceling the context a job was
+// started from does not stop it; its stop function does, and returns only
+// once the job has returned.
+func TestStartOutlivesItsParentUntilStopped(t *testing.T) {
+	parent, cancel := context.WithCancel(context.Background())
+	var running, returned atomic.Bool
+	stop := Start(parent, func(ctx context.Context) {
+		running.Store(true)
+		<-ctx.Done()
+		time.Sleep(20 * time.Millisecond) // a job finishing its round
+		returned.Store(true)
+	})
+	cancel()
+	time.Sleep(20 * time.Millisecond)
+	if !running.Load() || returned.Load() {
+		t.Fatalf("after the parent was canceled: running %t, returned %t; want running", running.Load(), returned.Load())
+	}
+	stop()
+	if !returned.Load() {
+		t.Fatal("stop returned before the job did")
+	}
+	stop() // a second call is harmless
+}
+
+// TestStackStopsNewestFirst: jobs stop in the reverse order of their
+// start, each after the one before it returned.
+func TestStackStopsNewestFirst(t *testing.T) {
+	var s Stack
+	var order []string
+	for _, name := range []string{"pool", "log", "notifier"} {
+		s.Push(name, func() { order = append(order, name) })
+	}
+	if got := s.Names(); !slices.Equal(got, []string{"notifier", "log", "pool"}) {
+		t.Fatalf("Names() = %v", got)
+	}
+	s.Stop(nil)
+	if !slices.Equal(order, []string{"notifier", "log", "pool"}) {
+		t.Fatalf("stopped in order %v, want newest first", order)
+	}
+	s.Stop(nil)
+	if len(order) != 3 {
+		t.Fatalf("a second Stop stopped again: %v", order)
+	}
+}
