@@ -15,7 +15,6 @@ import (
 	"github.com/mediatorhq/mediator/access"
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/escrow"
-	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/wire"
 )
 
@@ -47,7 +46,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
 	if err == nil && dec.More() {
-		err = errors.New("trailing data after the JSON object")
+		err = errTrailingData
 	}
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -92,11 +91,16 @@ func jsonProblem(err error) string {
 		return fmt.Sprintf("malformed JSON at byte %d", se.Offset)
 	case errors.Is(err, io.EOF):
 		return "the body is empty"
+	case errors.Is(err, errTrailingData):
+		return errTrailingData.Error()
 	}
-	// Unknown fields, depth and trailing data: the decoder's words name
-	// only the field.
-	return strings.TrimPrefix(err.Error(), "json: ")
+	// An unknown field or a body nested too deep: the decoder's own words,
+	// which name only the field.
+	return err.Error()
 }
+
+// errTrailingData: the body goes on after its JSON object.
+var errTrailingData = errors.New("trailing data after the JSON object")
 
 // caller is the authenticated subject; guard admits no one without one.
 func caller(r *http.Request) string {
@@ -104,56 +108,28 @@ func caller(r *http.Request) string {
 	return p.Subject
 }
 
-// accessError writes the answer for a workflow error.
+// accessError writes the answer for a lawful-access error. Errors of the
+// roster a request depends on are governanceError's.
 func (s *server) accessError(w http.ResponseWriter, r *http.Request, what string, err error) {
 	var fe *access.FinalError
 	var de *access.DeniedError
-	var ve *access.ValidationError
 	var ce *access.CustodiansError
+	var se *access.SelfApprovalError
 	switch {
+	case writeInvalid(w, err):
 	case errors.As(err, &ce):
-		detail := wire.Shortfall{DecisionID: ce.DecisionID, Refusals: refusalsView(ce.Refusals), Unavailable: ce.Unavailable, KeysShort: len(ce.Short)}
-		if detail.Unavailable == nil {
-			detail.Unavailable = []string{}
-		}
-		if len(ce.Unavailable) > 0 {
-			s.logFailure(r, what, err)
-			unavailableCode(w, codeCustodiansDown, "custodian", fmt.Sprintf("%d keys lack shares: custodians unavailable: %s; the shares released so far are kept, ask again",
-				len(ce.Short), strings.Join(ce.Unavailable, ", ")), detail)
-			return
-		}
-		var reasons []string
-		for _, rf := range ce.Refusals {
-			reasons = append(reasons, rf.Custodian+": "+strings.Join(rf.Reasons, "; "))
-		}
-		writeError(w, http.StatusForbidden, codeCustodiansRefused, "the custodians refused the release: "+strings.Join(reasons, " | "), detail)
+		s.custodiansError(w, r, what, ce)
 	case errors.As(err, &de):
 		writeError(w, http.StatusForbidden, codePolicyDenied, "the release policy denied the release: "+strings.Join(de.Reasons, "; "),
 			wire.Denial{DecisionID: de.DecisionID, Reasons: de.Reasons, Locked: de.Locked})
 	case errors.As(err, &fe):
 		writeError(w, http.StatusConflict, codeRequestFinal, "the request is "+string(fe.Status)+"; it can no longer change",
 			map[string]string{"status": string(fe.Status)})
-	case errors.As(err, &ve):
-		code := ve.Code
-		if code == "" {
-			code = codeValidationFailed
-		}
-		writeError(w, http.StatusUnprocessableEntity, code, ve.Field+" "+ve.Reason, wire.FieldProblem{Field: ve.Field, Reason: ve.Reason})
+	case errors.As(err, &se):
+		writeError(w, http.StatusUnprocessableEntity, codeSelfApproval,
+			"you filed this request: your approval is recorded but counts for nothing", map[string]any{"audit_seq": se.AuditSeq})
 	case errors.Is(err, access.ErrNotFound):
 		writeError(w, http.StatusNotFound, codeNotFound, "no such request, roster version or proposal")
-	case errors.Is(err, access.ErrNoGenesis):
-		s.logFailure(r, what, err)
-		unavailable(w, "roster", "the service pins no roster genesis (--roster-genesis); no approver is trusted")
-	case errors.Is(err, access.ErrRosterBroken):
-		s.logFailure(r, what, err)
-		unavailable(w, "roster", "the stored roster chain does not verify from the pinned genesis; nothing that depends on approvers works until it is repaired")
-	case errors.Is(err, access.ErrNotGenesis):
-		writeError(w, http.StatusConflict, codeNotGenesis, err.Error())
-	case errors.Is(err, access.ErrStaleProposal):
-		writeError(w, http.StatusConflict, codeStaleProposal, "another roster version was adopted first; propose again on top of it")
-	case errors.Is(err, access.ErrNotSigner):
-		writeError(w, http.StatusUnprocessableEntity, codeBadSignature,
-			"the signature verifies with no key of yours in the roster in force or the proposal, over "+roster.MessageFormat)
 	case errors.Is(err, access.ErrNotRequester):
 		writeError(w, http.StatusForbidden, codeNotRequester, "only the officer who filed the request may do this")
 	case errors.Is(err, access.ErrUnknownApprover):
@@ -167,9 +143,28 @@ func (s *server) accessError(w http.ResponseWriter, r *http.Request, what string
 		s.logFailure(r, what, err)
 		unavailable(w, "access", "a dependency (database, policy or escrow) is unavailable; nothing was released")
 	default:
-		s.logFailure(r, what, err)
-		writeError(w, http.StatusInternalServerError, codeInternal, what+" failed; quote request id "+RequestIDFrom(r.Context()))
+		s.governanceError(w, r, what, err)
 	}
+}
+
+// custodiansError answers a release the custodians left short: 503 when
+// some could not be reached (ask again), else 403 with their refusals.
+func (s *server) custodiansError(w http.ResponseWriter, r *http.Request, what string, ce *access.CustodiansError) {
+	detail := wire.Shortfall{DecisionID: ce.DecisionID, Refusals: refusalsView(ce.Refusals), Unavailable: ce.Unavailable, KeysShort: len(ce.Short)}
+	if detail.Unavailable == nil {
+		detail.Unavailable = []string{}
+	}
+	if len(ce.Unavailable) > 0 {
+		s.logFailure(r, what, ce)
+		unavailableCode(w, codeCustodiansDown, "custodian", fmt.Sprintf("%d keys lack shares: custodians unavailable: %s; the shares released so far are kept, ask again",
+			len(ce.Short), strings.Join(ce.Unavailable, ", ")), detail)
+		return
+	}
+	var reasons []string
+	for _, rf := range ce.Refusals {
+		reasons = append(reasons, rf.Custodian+": "+strings.Join(rf.Reasons, "; "))
+	}
+	writeError(w, http.StatusForbidden, codeCustodiansRefused, "the custodians refused the release: "+strings.Join(reasons, " | "), detail)
 }
 
 // createRequest is POST /v1/access-requests (officer): 201
@@ -270,11 +265,6 @@ func (s *server) approveRequest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a, err := s.access.Approve(r.Context(), caller(r), chi.URLParam(r, "id"), b.Decision, b.Signature)
-	if errors.Is(err, access.ErrSelfApproval) {
-		writeError(w, http.StatusUnprocessableEntity, codeSelfApproval,
-			"you filed this request: your approval is recorded but counts for nothing", map[string]any{"audit_seq": a.AuditSeq})
-		return
-	}
 	if err != nil {
 		s.accessError(w, r, "approval", err)
 		return

@@ -206,101 +206,136 @@ func VerifyBundleWitnessed(r io.Reader, policy WitnessPolicy, verifiers ...note.
 	if len(verifiers) == 0 {
 		return nil, errors.New("audit: bundle: no verifier key")
 	}
-	rep := &Report{FirstBadSeq: -1}
+	b := &bundleCheck{rep: &Report{FirstBadSeq: -1}, policy: policy, verifiers: verifiers, got: NewSeqsDigest(), last: -1}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), maxBundleLine)
-	var (
-		size    int64
-		root    tlog.Hash
-		header  *BundleLine
-		trailer *BundleLine
-		query   BundleQuery
-		got           = NewSeqsDigest()
-		last    int64 = -1
-	)
 	for line := 1; sc.Scan(); line++ {
-		var l BundleLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			rep.bad(-1, "line %d: not a bundle line: %v", line, err)
-			continue
-		}
-		if trailer != nil {
-			rep.bad(-1, "line %d: a line after the trailer", line)
-			continue
-		}
-		switch l.Type {
-		case "header":
-			if line != 1 {
-				rep.bad(-1, "line %d: a header that is not the first line", line)
-				continue
-			}
-			if l.Query == nil || l.Count == nil || l.SeqsSHA256 == "" {
-				return nil, errors.New("audit: bundle header lacks its query, count or seq digest")
-			}
-			var err error
-			if size, root, err = OpenCheckpoint([]byte(l.Checkpoint), verifiers[0].Name(), verifiers...); err != nil {
-				return nil, fmt.Errorf("audit: bundle checkpoint: %w", err)
-			}
-			header, query = &l, *l.Query
-			rep.Checkpoints = 1
-			if len(policy.Witnesses) > 0 {
-				CheckBundleWitnesses(rep, []byte(l.Checkpoint), policy)
-			}
-		case "entry":
-			if header == nil {
-				return nil, errors.New("audit: not a complete bundle: it does not begin with a header")
-			}
-			rep.Entries++
-			if l.Seq <= last {
-				rep.bad(l.Seq, "seq %d: after seq %d (seqs must rise)", l.Seq, last)
-			}
-			last = l.Seq
-			got.Add(l.Seq)
-			if err := tlog.CheckRecord(l.Inclusion, size, root, l.Seq, tlog.RecordHash(l.Leaf)); err != nil {
-				rep.bad(l.Seq, "seq %d: not included in the checkpoint's tree: %v", l.Seq, err)
-				continue
-			}
-			f, rec, err := ParseLeaf(l.Leaf)
-			if err != nil || f.Seq != l.Seq {
-				rep.bad(l.Seq, "seq %d: leaf does not say seq %d", l.Seq, l.Seq)
-				continue
-			}
-			if !reflect.DeepEqual(rec, l.Record) {
-				rep.bad(l.Seq, "seq %d: record differs from the signed leaf", l.Seq)
-			}
-			if why := query.outside(l.Seq, f); why != "" {
-				rep.bad(l.Seq, "seq %d: outside the bundle's query: %s", l.Seq, why)
-			}
-		case "trailer":
-			if header == nil {
-				return nil, errors.New("audit: not a complete bundle: it does not begin with a header")
-			}
-			if l.Count == nil {
-				rep.bad(-1, "line %d: a trailer without a count", line)
-			}
-			trailer = &l
-		case "checkpoint":
-			return nil, errors.New("audit: not a complete bundle: it begins with a bare checkpoint (an old export, without header and trailer)")
-		default:
-			rep.bad(-1, "line %d: unknown type %q", line, l.Type)
+		if err := b.line(line, sc.Bytes()); err != nil {
+			return nil, err
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("audit: read bundle: %w", err)
 	}
-	if header == nil {
+	return b.finish()
+}
+
+// bundleCheck is a bundle being verified, line by line.
+type bundleCheck struct {
+	rep       *Report
+	policy    WitnessPolicy
+	verifiers []note.Verifier
+
+	size            int64
+	root            tlog.Hash
+	header, trailer *BundleLine
+	query           BundleQuery
+	got             *SeqsDigest
+	last            int64
+}
+
+// line checks one line of the bundle. A problem of the line is added to
+// the report; an error means the bundle cannot be verified at all (no
+// header, a checkpoint that does not verify, an old export).
+func (b *bundleCheck) line(n int, text []byte) error {
+	var l BundleLine
+	if err := json.Unmarshal(text, &l); err != nil {
+		b.rep.bad(-1, "line %d: not a bundle line: %v", n, err)
+		return nil
+	}
+	if b.trailer != nil {
+		b.rep.bad(-1, "line %d: a line after the trailer", n)
+		return nil
+	}
+	switch l.Type {
+	case "header":
+		return b.headerLine(n, l)
+	case "entry", "trailer":
+		if b.header == nil {
+			return errors.New("audit: not a complete bundle: it does not begin with a header")
+		}
+		if l.Type == "entry" {
+			b.entry(l)
+			return nil
+		}
+		if l.Count == nil {
+			b.rep.bad(-1, "line %d: a trailer without a count", n)
+		}
+		b.trailer = &l
+	case "checkpoint":
+		return errors.New("audit: not a complete bundle: it begins with a bare checkpoint (an old export, without header and trailer)")
+	default:
+		b.rep.bad(-1, "line %d: unknown type %q", n, l.Type)
+	}
+	return nil
+}
+
+// headerLine takes the bundle's header: its query, its promise of count
+// and seq digest, and its checkpoint, which must verify (and carry the
+// witness policy's cosignatures).
+func (b *bundleCheck) headerLine(n int, l BundleLine) error {
+	if n != 1 {
+		b.rep.bad(-1, "line %d: a header that is not the first line", n)
+		return nil
+	}
+	if l.Query == nil || l.Count == nil || l.SeqsSHA256 == "" {
+		return errors.New("audit: bundle header lacks its query, count or seq digest")
+	}
+	var err error
+	if b.size, b.root, err = OpenCheckpoint([]byte(l.Checkpoint), b.verifiers[0].Name(), b.verifiers...); err != nil {
+		return fmt.Errorf("audit: bundle checkpoint: %w", err)
+	}
+	b.header, b.query = &l, *l.Query
+	b.rep.Checkpoints = 1
+	if len(b.policy.Witnesses) > 0 {
+		CheckBundleWitnesses(b.rep, []byte(l.Checkpoint), b.policy)
+	}
+	return nil
+}
+
+// entry checks one entry: seqs rise, it is included in the checkpoint's
+// tree, its leaf says its seq and holds its record, and it answers the
+// header's query.
+func (b *bundleCheck) entry(l BundleLine) {
+	b.rep.Entries++
+	if l.Seq <= b.last {
+		b.rep.bad(l.Seq, "seq %d: after seq %d (seqs must rise)", l.Seq, b.last)
+	}
+	b.last = l.Seq
+	b.got.Add(l.Seq)
+	if err := tlog.CheckRecord(l.Inclusion, b.size, b.root, l.Seq, tlog.RecordHash(l.Leaf)); err != nil {
+		b.rep.bad(l.Seq, "seq %d: not included in the checkpoint's tree: %v", l.Seq, err)
+		return
+	}
+	f, rec, err := ParseLeaf(l.Leaf)
+	if err != nil || f.Seq != l.Seq {
+		b.rep.bad(l.Seq, "seq %d: leaf does not say seq %d", l.Seq, l.Seq)
+		return
+	}
+	if !reflect.DeepEqual(rec, l.Record) {
+		b.rep.bad(l.Seq, "seq %d: record differs from the signed leaf", l.Seq)
+	}
+	if why := b.query.outside(l.Seq, f); why != "" {
+		b.rep.bad(l.Seq, "seq %d: outside the bundle's query: %s", l.Seq, why)
+	}
+}
+
+// finish checks what the whole bundle promised: a header, a trailer, and
+// the entries present being exactly those the header counted and digested.
+func (b *bundleCheck) finish() (*Report, error) {
+	if b.header == nil {
 		return nil, errors.New("audit: not a complete bundle: no header")
 	}
-	if trailer == nil {
-		rep.bad(-1, "the bundle has no trailer: it was cut short (%d of %d entries present)", got.Count(), *header.Count)
-		return rep, nil
+	if b.trailer == nil {
+		b.rep.bad(-1, "the bundle has no trailer: it was cut short (%d of %d entries present)", b.got.Count(), *b.header.Count)
+		return b.rep, nil
 	}
-	if *header.Count != got.Count() || header.SeqsSHA256 != got.Sum() {
-		rep.bad(-1, "the header promises %d entries (%s); the bundle holds %d (%s): entries were removed or added",
-			*header.Count, header.SeqsSHA256, got.Count(), got.Sum())
+	if *b.header.Count != b.got.Count() || b.header.SeqsSHA256 != b.got.Sum() {
+		b.rep.bad(-1, "the header promises %d entries (%s); the bundle holds %d (%s): entries were removed or added",
+			*b.header.Count, b.header.SeqsSHA256, b.got.Count(), b.got.Sum())
 	}
-	if trailer.Count != nil && (*trailer.Count != *header.Count || trailer.SeqsSHA256 != header.SeqsSHA256) {
-		rep.bad(-1, "the trailer's count %d (%s) disagrees with the header's %d (%s)", *trailer.Count, trailer.SeqsSHA256, *header.Count, header.SeqsSHA256)
+	if t := b.trailer; t.Count != nil && (*t.Count != *b.header.Count || t.SeqsSHA256 != b.header.SeqsSHA256) {
+		b.rep.bad(-1, "the trailer's count %d (%s) disagrees with the header's %d (%s)", *t.Count, t.SeqsSHA256, *b.header.Count, b.header.SeqsSHA256)
 	}
-	return rep, nil
+	return b.rep, nil
 }
