@@ -37,7 +37,7 @@ func (s *Service) logEvidence(ctx context.Context, r Request, custodians []strin
 	if s.logProof == nil {
 		return nil, nil
 	}
-	approvals, err := s.store.Approvals(ctx, r.ID)
+	approvals, err := s.approvals.Approvals(ctx, r.ID)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mediatorhq/mediator/invalid"
 	"github.com/mediatorhq/mediator/policy"
 )
 
@@ -18,15 +19,6 @@ type Metrics struct {
 	decisions       *prometheus.CounterVec
 	decisionLatency prometheus.Histogram
 	releaseLatency  prometheus.Histogram
-
-	rosterVersionG  prometheus.Gauge
-	rosterBrokenC   prometheus.Counter
-	liveApprovers   *prometheus.GaugeVec
-	quorumLive      prometheus.Gauge
-	releaseRuleLive prometheus.Gauge
-	rosterRuleLive  prometheus.Gauge
-	proposalWaiting prometheus.Gauge
-	custodiansMatch prometheus.Gauge
 }
 
 // StatusCounter counts requests by their state now (PGStore).
@@ -61,42 +53,8 @@ func NewMetrics(reg prometheus.Registerer, counts StatusCounter) *Metrics {
 			Help:    "Time to answer a release call: verify approvals, decide, rebuild and seal every key in scope, record.",
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}),
-		rosterVersionG: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "mediator_roster_version",
-			Help: "The version of the roster in force, verified from the pinned genesis; 0 before the genesis is adopted.",
-		}),
-		rosterBrokenC: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "mediator_roster_chain_invalid_total",
-			Help: "Reads of the stored roster chain that did not verify from the pinned genesis: someone edited the database.",
-		}),
-		liveApprovers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "mediator_roster_live_approvers",
-			Help: "Approvers of the roster in force who checked in within the liveness window, by role.",
-		}, []string{"role"}),
-		quorumLive: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "mediator_roster_quorum_live",
-			Help: "1 when the approvers live within the window can still meet both the release rule and the roster rule.",
-		}),
-		releaseRuleLive: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "mediator_roster_release_rule_live",
-			Help: "1 when live approvers can still meet the release policy's approval rule.",
-		}),
-		rosterRuleLive: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "mediator_roster_rule_live",
-			Help: "1 when live approvers can still meet the roster's rule for adopting its next version.",
-		}),
-		proposalWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "mediator_roster_proposal_waiting_seconds",
-			Help: "How long the oldest roster proposal still waiting for signatures has waited; 0 when none waits.",
-		}),
-		custodiansMatch: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "mediator_roster_custodians_match",
-			Help: "1 when the custodian set the mediator forwards to (its --custodians file) is the roster's in force.",
-		}),
 	}
-	reg.MustRegister(m.transitions, m.approvals, m.decisions, m.decisionLatency, m.releaseLatency,
-		m.rosterVersionG, m.rosterBrokenC, m.liveApprovers, m.quorumLive, m.releaseRuleLive, m.rosterRuleLive, m.proposalWaiting,
-		m.custodiansMatch)
+	reg.MustRegister(m.transitions, m.approvals, m.decisions, m.decisionLatency, m.releaseLatency)
 	if counts != nil {
 		reg.MustRegister(statusCollector{counts: counts, desc: prometheus.NewDesc("mediator_access_requests_by_status",
 			"Requests in each state now, read from the database at scrape time.", []string{"status"}, nil)})
@@ -127,12 +85,18 @@ func (m *Metrics) approval(err error) {
 		result = "duplicate"
 	case errors.Is(err, ErrFinal):
 		result = "final"
-	case errors.Is(err, ErrInvalid), errors.Is(err, ErrNotFound):
+	case isInvalid(err), errors.Is(err, ErrNotFound):
 		result = "invalid"
 	default:
 		result = "error"
 	}
 	m.approvals.WithLabelValues(result).Inc()
+}
+
+// isInvalid reports whether err is input that breaks a rule.
+func isInvalid(err error) bool {
+	_, ok := invalid.As(err)
+	return ok
 }
 
 func (m *Metrics) decision(d policy.Decision, err error, took time.Duration) {
@@ -156,42 +120,6 @@ func (m *Metrics) release(err error, took time.Duration) {
 	if m != nil && err == nil {
 		m.releaseLatency.Observe(took.Seconds())
 	}
-}
-
-func (m *Metrics) rosterVersion(v uint64) {
-	if m != nil {
-		m.rosterVersionG.Set(float64(v))
-	}
-}
-
-func (m *Metrics) rosterBroken() {
-	if m != nil {
-		m.rosterBrokenC.Inc()
-	}
-}
-
-func (m *Metrics) liveness(l Liveness) {
-	if m == nil {
-		return
-	}
-	m.liveApprovers.Reset()
-	for role, n := range l.LivePerRole {
-		m.liveApprovers.WithLabelValues(role).Set(float64(n))
-	}
-	m.quorumLive.Set(b2f(l.QuorumLive()))
-	m.releaseRuleLive.Set(b2f(l.ReleaseLive))
-	m.rosterRuleLive.Set(b2f(l.RosterLive))
-	m.proposalWaiting.Set(l.OldestProposal.Seconds())
-	if l.RosterVersion > 0 {
-		m.custodiansMatch.Set(b2f(l.CustodiansMatch))
-	}
-}
-
-func b2f(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // statusCollector reads request counts by state at scrape time.

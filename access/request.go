@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/invalid"
 	"github.com/mediatorhq/mediator/redact"
 )
 
@@ -129,7 +130,7 @@ var (
 func Canonical(r Request) ([]byte, error) {
 	c, err := r.Request.Canonical()
 	if errors.Is(err, approval.ErrNotUTF8) {
-		return nil, &ValidationError{Field: "request", Reason: "text must be valid UTF-8"}
+		return nil, invalid.Input("request", "text must be valid UTF-8")
 	}
 	return c, err
 }
@@ -155,7 +156,7 @@ type Approval struct {
 // strings: 1–128 bytes of printable UTF-8, no newline.
 func validID(name, v string) error {
 	if v == "" || len(v) > maxIDLen || !redact.Printable(v) {
-		return invalid(name, fmt.Sprintf("must be 1–%d printable characters", maxIDLen))
+		return invalid.Input(name, fmt.Sprintf("must be 1–%d printable characters", maxIDLen))
 	}
 	return nil
 }
@@ -166,26 +167,26 @@ func validateDraft(d Draft, now time.Time) error {
 		return err
 	}
 	if !legalBasisPattern.MatchString(d.LegalBasis) {
-		return invalid("legal_basis", "must be 1–64 of a–z, 0–9 and _ (such as court_order)")
+		return invalid.Input("legal_basis", "must be 1–64 of a–z, 0–9 and _ (such as court_order)")
 	}
 	if d.WarrantRef == "" || len(d.WarrantRef) > maxWarrantRefLen || !redact.Printable(d.WarrantRef) {
-		return invalid("warrant_ref", fmt.Sprintf("must be 1–%d printable characters", maxWarrantRefLen))
+		return invalid.Input("warrant_ref", fmt.Sprintf("must be 1–%d printable characters", maxWarrantRefLen))
 	}
 	if !jurisdictionPattern.MatchString(d.Jurisdiction) {
-		return invalid("jurisdiction", "must be an upper-case code such as US, EU or GB")
+		return invalid.Input("jurisdiction", "must be an upper-case code such as US, EU or GB")
 	}
 	j := strings.TrimSpace(d.Justification)
 	if j == "" || len(d.Justification) > maxJustificationLen || !redact.Printable(strings.ReplaceAll(d.Justification, "\n", " ")) {
-		return invalid("justification", fmt.Sprintf("must be 1–%d printable characters", maxJustificationLen))
+		return invalid.Input("justification", fmt.Sprintf("must be 1–%d printable characters", maxJustificationLen))
 	}
 	// The request is kept and logged forever: identifiers of people belong
 	// in the case file it references, not here.
 	if redact.ContainsIdentifier(d.Justification) {
-		return &ValidationError{Field: "justification", Reason: "contains a phone number, email address or URL; refer to the case file instead", Code: CodeIdentifierInOpaqueField}
+		return invalid.Coded(redact.CodeIdentifierInOpaqueField, "justification", "contains a phone number, email address or URL; refer to the case file instead")
 	}
 	ids := d.Scope.ConversationIDs
 	if len(ids) == 0 || len(ids) > maxConversations {
-		return invalid("scope.conversation_ids", fmt.Sprintf("must list 1–%d conversations", maxConversations))
+		return invalid.Input("scope.conversation_ids", fmt.Sprintf("must list 1–%d conversations", maxConversations))
 	}
 	seen := make(map[string]bool, len(ids))
 	for _, id := range ids {
@@ -193,39 +194,38 @@ func validateDraft(d Draft, now time.Time) error {
 			return err
 		}
 		if seen[id] {
-			return invalid("scope.conversation_ids", fmt.Sprintf("lists %q twice", id))
+			return invalid.Input("scope.conversation_ids", fmt.Sprintf("lists %q twice", id))
 		}
 		seen[id] = true
 	}
 	if d.Scope.From.IsZero() || d.Scope.To.IsZero() || !d.Scope.From.Before(d.Scope.To) {
-		return invalid("scope.from", "must be before scope.to")
+		return invalid.Input("scope.from", "must be before scope.to")
 	}
 	if err := d.Recipient.Validate(); err != nil {
-		return invalid("recipient_public_key", err.Error())
+		return invalid.Input("recipient_public_key", err.Error())
 	}
 	if !d.ExpiresAt.After(now) || d.ExpiresAt.After(now.Add(maxRequestLifetime)) {
-		return invalid("expires_at", fmt.Sprintf("must be in the future, at most %d days ahead", int(maxRequestLifetime.Hours()/24)))
+		return invalid.Input("expires_at", fmt.Sprintf("must be in the future, at most %d days ahead", int(maxRequestLifetime.Hours()/24)))
 	}
 	return nil
 }
 
-// Errors a caller maps to answers.
+// Errors a caller maps to answers. Input that breaks a rule is an
+// *invalid.Error (422).
 var (
-	// ErrInvalid matches every *ValidationError (422).
-	ErrInvalid = errors.New("access: invalid request")
-	// ErrNotFound: no such request or approver (404).
+	// ErrNotFound: no such request (404).
 	ErrNotFound = errors.New("access: not found")
 	// ErrNotRequester: only the requesting officer may do this (403).
 	ErrNotRequester = errors.New("access: only the requesting officer may do this")
 	// ErrFinal: the request is in a final state (409).
 	ErrFinal = errors.New("access: the request is final")
-	// ErrUnknownApprover: the caller is not a registered approver (403).
+	// ErrUnknownApprover: the caller is not an approver of the roster in
+	// force (403).
 	ErrUnknownApprover = errors.New("access: the caller is not a registered approver")
 	// ErrBadSignature: the signature does not verify over this request's
 	// approval message with the approver's current key (422).
 	ErrBadSignature = errors.New("access: the signature does not verify over this request's approval message with the approver's registered key")
-	// ErrSelfApproval: the requester approved their own request; recorded,
-	// counts for nothing (422).
+	// ErrSelfApproval matches a *SelfApprovalError (422).
 	ErrSelfApproval = errors.New("access: the requester's own approval is recorded but counts for nothing")
 	// ErrDuplicateApproval: this approver already voted on the request (409).
 	ErrDuplicateApproval = errors.New("access: this approver has already voted on this request")
@@ -235,31 +235,16 @@ var (
 	ErrUnavailable = errors.New("access: a dependency is unavailable")
 )
 
-// ValidationError is a request that breaks a rule (422): the field at
-// fault, why, and a code when the rule has its own (else
-// validation_failed). It never quotes the offending value.
-type ValidationError struct {
-	Field  string
-	Reason string
-	Code   string
+// SelfApprovalError: the requester approved their own request. The vote is
+// recorded, at AuditSeq in the log, and counts for nothing.
+type SelfApprovalError struct {
+	AuditSeq int64
 }
 
-// CodeIdentifierInOpaqueField: the justification holds a phone number, an
-// email address or a URL (after NFKC normalization, across any separators),
-// which would be kept and logged forever.
-const CodeIdentifierInOpaqueField = redact.CodeIdentifierInOpaqueField
+func (e *SelfApprovalError) Error() string { return ErrSelfApproval.Error() }
 
-func (e *ValidationError) Error() string {
-	return "access: invalid request: " + e.Field + " " + e.Reason
-}
-
-// Is makes a ValidationError match ErrInvalid.
-func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
-
-// Invalid returns the field at fault and why, for a client.
-func (e *ValidationError) Invalid() (field, reason string) { return e.Field, e.Reason }
-
-func invalid(field, reason string) error { return &ValidationError{Field: field, Reason: reason} }
+// Is makes a SelfApprovalError match ErrSelfApproval.
+func (e *SelfApprovalError) Is(target error) bool { return target == ErrSelfApproval }
 
 // FinalError says which final state a request is in.
 type FinalError struct{ Status Status }

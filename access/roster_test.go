@@ -8,9 +8,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/governance"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/seal"
 )
@@ -22,7 +22,7 @@ import (
 func TestRosterOnlyAQuorumChangesIt(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
-	cur, _, err := w.svc.Roster(ctx)
+	cur, _, err := w.gov.Roster(ctx)
 	if err != nil || cur.Version != 1 {
 		t.Fatalf("genesis: %+v %v", cur.Version, err)
 	}
@@ -32,12 +32,12 @@ func TestRosterOnlyAQuorumChangesIt(t *testing.T) {
 	next.Approvers = append(slices.Clone(cur.Approvers), roster.Approver{ID: "eve", Roles: []string{"legal", "security"}, PublicKey: evePub})
 
 	// The admin proposes: nothing changes.
-	p, err := w.svc.ProposeRoster(ctx, "ada", next)
+	p, err := w.gov.ProposeRoster(ctx, "ada", next)
 	if err != nil || p.Adopted || p.Roster.Version != 2 || len(p.Progress.Missing) == 0 {
 		t.Fatalf("proposal: %+v %v", p, err)
 	}
-	sign := func(id string, key ed25519.PrivateKey) (Proposal, error) {
-		return w.svc.SignRoster(ctx, id, p.Digest, roster.Sign(key, p.Digest, id).Signature)
+	sign := func(id string, key ed25519.PrivateKey) (governance.Proposal, error) {
+		return w.gov.SignRoster(ctx, id, p.Digest, roster.Sign(key, p.Digest, id).Signature)
 	}
 	// eve alone, with her own key, and then one approver of version 1.
 	if p, err = sign("eve", eve); err != nil || p.Adopted {
@@ -49,13 +49,13 @@ func TestRosterOnlyAQuorumChangesIt(t *testing.T) {
 	// A signature by someone who is in neither version, and one over the
 	// wrong digest, are refused and stored nowhere.
 	_, mallory, _ := ed25519.GenerateKey(rand.Reader)
-	if _, err := sign("mallory", mallory); !errors.Is(err, ErrNotSigner) {
+	if _, err := sign("mallory", mallory); !errors.Is(err, governance.ErrNotSigner) {
 		t.Fatalf("mallory: %v", err)
 	}
-	if _, err := w.svc.SignRoster(ctx, "sam", p.Digest, roster.Sign(w.keys["sam"], "sha256:"+strings.Repeat("0", 64), "sam").Signature); !errors.Is(err, ErrNotSigner) {
+	if _, err := w.gov.SignRoster(ctx, "sam", p.Digest, roster.Sign(w.keys["sam"], "sha256:"+strings.Repeat("0", 64), "sam").Signature); !errors.Is(err, governance.ErrNotSigner) {
 		t.Fatalf("a signature over another digest: %v", err)
 	}
-	if cur, _, _ := w.svc.Roster(ctx); cur.Version != 1 {
+	if cur, _, _ := w.gov.Roster(ctx); cur.Version != 1 {
 		t.Fatalf("the roster changed without a quorum: version %d", cur.Version)
 	}
 	w.keys["eve"] = eve
@@ -66,23 +66,23 @@ func TestRosterOnlyAQuorumChangesIt(t *testing.T) {
 	if p, err = sign("sam", w.keys["sam"]); err != nil || !p.Adopted {
 		t.Fatalf("the quorum: %+v %v", p, err)
 	}
-	if cur, _, _ := w.svc.Roster(ctx); cur.Version != 2 {
+	if cur, _, _ := w.gov.Roster(ctx); cur.Version != 2 {
 		t.Fatalf("version %d after adoption", cur.Version)
 	}
 
 	// Version 3 adds max without his proof of possession: never adopted,
 	// however many approvers sign.
 	maxPub, _, _ := ed25519.GenerateKey(rand.Reader)
-	cur, _, _ = w.svc.Roster(ctx)
+	cur, _, _ = w.gov.Roster(ctx)
 	v3 := cur
 	v3.Version, v3.Previous = 0, ""
 	v3.Approvers = append(slices.Clone(cur.Approvers), roster.Approver{ID: "max", Roles: []string{"legal"}, PublicKey: maxPub})
-	p3, err := w.svc.ProposeRoster(ctx, "ada", v3)
+	p3, err := w.gov.ProposeRoster(ctx, "ada", v3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"lena", "sam", "olga", "eve"} {
-		if p3, err = w.svc.SignRoster(ctx, id, p3.Digest, roster.Sign(w.keys[id], p3.Digest, id).Signature); err != nil {
+		if p3, err = w.gov.SignRoster(ctx, id, p3.Digest, roster.Sign(w.keys[id], p3.Digest, id).Signature); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -94,8 +94,7 @@ func TestRosterOnlyAQuorumChangesIt(t *testing.T) {
 	bad := cur
 	bad.Version, bad.Previous = 0, ""
 	bad.Rule = roster.Rule{MinSigners: 1, RequiredRoles: []string{"legal"}}
-	var ve *ValidationError
-	if _, err := w.svc.ProposeRoster(ctx, "ada", bad); !errors.As(err, &ve) || ve.Code != "invalid_roster" {
+	if _, err := w.gov.ProposeRoster(ctx, "ada", bad); !isCoded(err, "invalid_roster") {
 		t.Fatalf("a one-signer rule: %v", err)
 	}
 }
@@ -107,8 +106,8 @@ func TestRosterOnlyAQuorumChangesIt(t *testing.T) {
 func TestRosterEditedInTheDatabase(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
-	cur, _, _ := w.svc.Roster(ctx)
-	genesis := w.svc.Genesis()
+	cur, _, _ := w.gov.Roster(ctx)
+	genesis := w.gov.Genesis()
 	forged := cur
 	forged.Version, forged.Previous = 2, genesis
 	evePub, eve, _ := ed25519.GenerateKey(rand.Reader)
@@ -128,15 +127,15 @@ func TestRosterEditedInTheDatabase(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, _, err := w.svc.Roster(ctx); !errors.Is(err, ErrRosterBroken) {
+	if _, _, err := w.gov.Roster(ctx); !errors.Is(err, governance.ErrRosterBroken) {
 		t.Fatalf("a forged version in the database: %v", err)
 	}
 	r := mustRequest(t, w)
 	w.keys["eve"] = eve
-	if err := w.vote(t, r, "eve", "approve"); !errors.Is(err, ErrRosterBroken) {
+	if err := w.vote(t, r, "eve", "approve"); !errors.Is(err, governance.ErrRosterBroken) {
 		t.Fatalf("eve's approval under the forged version: %v", err)
 	}
-	if err := w.vote(t, r, "lena", "approve"); !errors.Is(err, ErrRosterBroken) {
+	if err := w.vote(t, r, "lena", "approve"); !errors.Is(err, governance.ErrRosterBroken) {
 		t.Fatalf("approvals go on over a broken chain: %v", err)
 	}
 }
@@ -188,61 +187,6 @@ func TestColumnsAreOnlyAnIndex(t *testing.T) {
 	tx.Commit(ctx)
 	if _, err := w.svc.Approve(ctx, "lena", r.ID, "approve", ed25519.Sign(w.keys["lena"], approval.Message(r.ID, other.Digest, "approve", "lena"))); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("an approval on a row with another request's canonical bytes: %v", err)
-	}
-}
-
-// TestLiveness: approvers check in with signatures; the quorum is live
-// only while those within the window can meet both rules, and a check-in
-// signed by another key, or for another time, is refused.
-func TestLiveness(t *testing.T) {
-	w := newWorld(t)
-	ctx := context.Background()
-	window := time.Hour
-	live := func() Liveness {
-		t.Helper()
-		l, err := w.svc.Liveness(ctx, window)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return l
-	}
-	if l := live(); l.QuorumLive() || l.LivePerRole["legal"] != 0 {
-		t.Fatalf("nobody checked in: %+v", l)
-	}
-	checkin := func(id string, key ed25519.PrivateKey, at time.Time) error {
-		_, err := w.svc.Checkin(ctx, id, at, ed25519.Sign(key, roster.CheckinMessage(id, at)))
-		return err
-	}
-	if err := checkin("lena", w.keys["sam"], w.clock.now()); !errors.Is(err, ErrBadSignature) {
-		t.Fatalf("lena's check-in with sam's key: %v", err)
-	}
-	if err := checkin("lena", w.keys["lena"], w.clock.now().Add(-time.Hour)); !errors.Is(err, ErrInvalid) {
-		t.Fatalf("a check-in an hour old: %v", err)
-	}
-	if err := checkin("lena", w.keys["lena"], w.clock.now()); err != nil {
-		t.Fatal(err)
-	}
-	if l := live(); l.QuorumLive() || l.LivePerRole["legal"] != 1 || l.LivePerRole["security"] != 0 {
-		t.Fatalf("only legal is live: %+v", l)
-	}
-	if err := checkin("sam", w.keys["sam"], w.clock.now()); err != nil {
-		t.Fatal(err)
-	}
-	if l := live(); !l.QuorumLive() || !l.ReleaseLive || !l.RosterLive {
-		t.Fatalf("legal and security are live: %+v", l)
-	}
-	w.clock.add(2 * time.Hour)
-	if l := live(); l.QuorumLive() || len(l.Live) != 0 || !l.CustodiansMatch {
-		t.Fatalf("past the window: %+v", l)
-	}
-	// A roster version that changes the threshold: the mediator's own
-	// custodians file no longer matches the roster, and liveness says so.
-	cur, _, _ := w.svc.Roster(ctx)
-	next := cur
-	next.Version, next.Previous, next.Threshold = 0, "", cur.Threshold-1
-	w.adopt(t, next, "lena", "sam")
-	if l := live(); l.CustodiansMatch {
-		t.Fatal("a custodians file that differs from the roster in force matches")
 	}
 }
 

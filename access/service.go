@@ -1,3 +1,18 @@
+// Package access is the lawful-access workflow at the mediator: an officer
+// files a request (its canonical bytes and digest are what approvers sign),
+// approvers vote with Ed25519 signatures over exactly those bytes, and the
+// requester asks for the release. The release is decided by the policy
+// (the Decider), never here, and then by every custodian for itself: the
+// mediator hands them the request as signed, the approvals, the roster
+// chain and, to custodians that witness the log, proof that all of it is
+// logged, and keeps what they sealed to the request's recipient. It cannot
+// open a share.
+//
+// Requests are read from their canonical bytes only: the columns are an
+// index, and a row whose bytes do not match its digest is never approved
+// or released. Who may approve is the roster in force, verified from the
+// pinned genesis by the governance package. Every transition is a log
+// entry, committed with its row.
 package access
 
 import (
@@ -5,18 +20,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/governance"
+	"github.com/mediatorhq/mediator/invalid"
 	"github.com/mediatorhq/mediator/policy"
 	"github.com/mediatorhq/mediator/roster"
-	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/wire"
 )
 
@@ -32,6 +46,14 @@ type KeyEscrow interface {
 	Release(ctx context.Context, ask escrow.ReleaseAsk, escrows []escrow.Escrow, have map[string]map[string]bool) []escrow.CustodianAnswer
 }
 
+// Roster is the roster in force and the chain it ends, verified from the
+// pinned genesis (governance.Service): governance.ErrNotFound before the
+// genesis is adopted, governance.ErrNoGenesis and ErrRosterBroken when
+// nothing can be trusted.
+type Roster interface {
+	Roster(ctx context.Context) (roster.Roster, []roster.Signed, error)
+}
+
 // maxDeniedReleases is how many denied release attempts lock a request as
 // denied: enough for an officer to fix a missing approval, too few to
 // probe the policy at leisure.
@@ -40,33 +62,36 @@ const maxDeniedReleases = 5
 // systemActor is who a transition the mediator makes by itself is by.
 const systemActor = "mediator"
 
-// Service runs the workflow: approvers, requests, approvals, releases. It
-// decides nothing itself: the Decider says whether keys may leave.
+// Service runs the workflow: requests, approvals, releases. It decides
+// nothing itself: the Decider says whether keys may leave, and each
+// custodian again for its share.
 type Service struct {
-	store   Store
-	decider Decider
-	escrow  KeyEscrow
-	log     *slog.Logger
-	metrics *Metrics
-	now     func() time.Time
-
-	genesis  string
-	roster   rosterCache
-	notifier Notifier
-	logProof LogProof
+	requests  RequestStore
+	approvals ApprovalStore
+	releases  ReleaseStore
+	roster    Roster
+	decider   Decider
+	escrow    KeyEscrow
+	log       *slog.Logger
+	metrics   *Metrics
+	now       func() time.Time
+	notifier  Notifier
+	logProof  LogProof
 }
 
-// Config configures a Service.
+// Config configures a Service. The three stores are usually one
+// *PGStore; each is declared by what it is used for.
 type Config struct {
-	Store   Store
+	Requests  RequestStore
+	Approvals ApprovalStore
+	Releases  ReleaseStore
+	// Roster names the approvers (governance.Service).
+	Roster  Roster
 	Decider Decider
 	Escrow  KeyEscrow
 	Log     *slog.Logger
 	Metrics *Metrics         // may be nil
 	Now     func() time.Time // for tests; time.Now when nil
-	// RosterGenesis is the pinned digest of the roster's first version:
-	// only a chain that verifies from it names approvers.
-	RosterGenesis string
 	// Notifier, if set, receives workflow events (webhooks).
 	Notifier Notifier
 	// LogProof, if set, proves to custodians that witness the audit log
@@ -76,8 +101,9 @@ type Config struct {
 
 // New returns a Service.
 func New(cfg Config) *Service {
-	s := &Service{store: cfg.Store, decider: cfg.Decider, escrow: cfg.Escrow, log: cfg.Log, metrics: cfg.Metrics, now: cfg.Now,
-		genesis: cfg.RosterGenesis, notifier: cfg.Notifier, logProof: cfg.LogProof}
+	s := &Service{requests: cfg.Requests, approvals: cfg.Approvals, releases: cfg.Releases, roster: cfg.Roster,
+		decider: cfg.Decider, escrow: cfg.Escrow, log: cfg.Log, metrics: cfg.Metrics, now: cfg.Now,
+		notifier: cfg.Notifier, logProof: cfg.LogProof}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -85,6 +111,19 @@ func New(cfg Config) *Service {
 		s.now = time.Now
 	}
 	return s
+}
+
+// current returns the roster in force, or nil before the genesis is
+// adopted.
+func (s *Service) current(ctx context.Context) (*roster.Roster, error) {
+	r, _, err := s.roster.Roster(ctx)
+	if errors.Is(err, governance.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &r, nil
 }
 
 // Create files a request by requester (the officer's token subject). Times
@@ -111,15 +150,15 @@ func (s *Service) Create(ctx context.Context, requester string, d Draft) (Reques
 		return Request{}, err
 	}
 	r.Digest = approval.Digest(r.Canonical)
-	if r, err = s.store.InsertRequest(ctx, r); err != nil {
+	if r, err = s.requests.InsertRequest(ctx, r); err != nil {
 		return Request{}, err
 	}
 	r.Status = StatusPending
 	s.metrics.transition(StatusPending)
 	s.log.Info("access request filed", "access_request_id", r.ID, "requester", requester, "case_id", r.CaseID,
 		"conversations", len(d.Scope.ConversationIDs), "audit_seq", r.AuditSeq)
-	s.notify(ctx, Event{Type: EventRequestFiled, RequestID: r.ID, Status: string(StatusPending)})
-	s.notify(ctx, Event{Type: EventNeedsApprovals, RequestID: r.ID, Status: string(StatusPending)})
+	s.notify(ctx, wire.Event{Type: wire.EventRequestFiled, RequestID: r.ID, Status: string(StatusPending)})
+	s.notify(ctx, wire.Event{Type: wire.EventNeedsApprovals, RequestID: r.ID, Status: string(StatusPending)})
 	return r, nil
 }
 
@@ -128,12 +167,12 @@ func (s *Service) Get(ctx context.Context, id string) (Request, []Approval, erro
 	if _, err := uuid.Parse(id); err != nil {
 		return Request{}, nil, ErrNotFound
 	}
-	r, err := s.store.Request(ctx, id)
+	r, err := s.requests.Request(ctx, id)
 	if err != nil {
 		return Request{}, nil, err
 	}
 	s.settle(&r)
-	approvals, err := s.store.Approvals(ctx, id)
+	approvals, err := s.approvals.Approvals(ctx, id)
 	if err != nil {
 		return Request{}, nil, err
 	}
@@ -155,18 +194,18 @@ func (s *Service) List(ctx context.Context, status Status, limit int) ([]Request
 	case StatusPending, StatusExpired:
 		// Expiry is recorded when a request is next touched; until then a
 		// request without a final state may be past its expiry.
-		if rs, err = s.store.Requests(ctx, StatusPending, maxList); err != nil {
+		if rs, err = s.requests.Requests(ctx, StatusPending, maxList); err != nil {
 			return nil, err
 		}
 		if status == StatusExpired {
-			recorded, err := s.store.Requests(ctx, StatusExpired, maxList)
+			recorded, err := s.requests.Requests(ctx, StatusExpired, maxList)
 			if err != nil {
 				return nil, err
 			}
 			rs = append(rs, recorded...)
 		}
 	default:
-		if rs, err = s.store.Requests(ctx, status, limit); err != nil {
+		if rs, err = s.requests.Requests(ctx, status, limit); err != nil {
 			return nil, err
 		}
 	}
@@ -204,7 +243,7 @@ func (s *Service) requirePending(ctx context.Context, r *Request) error {
 		return nil
 	}
 	if r.Final == nil && r.Status == StatusExpired {
-		_, err := s.store.Finish(ctx, r.ID, Final{Status: StatusExpired, By: systemActor}, KindExpire,
+		_, err := s.requests.Finish(ctx, r.ID, Final{Status: StatusExpired, By: systemActor}, KindExpire,
 			map[string]any{"kind": KindExpire, "request_id": r.ID, "expires_at": approval.FormatTime(r.ExpiresAt)})
 		if err != nil && !errors.Is(err, ErrFinal) {
 			return err
@@ -217,10 +256,11 @@ func (s *Service) requirePending(ctx context.Context, r *Request) error {
 }
 
 // Approve records approverID's signed vote on request requestID. The
-// signature must verify with the approver's current key over
-// ApprovalMessage(requestID, digest, decision, approverID). The requester's
-// own approval is recorded and returned with ErrSelfApproval: it counts for
-// nothing.
+// signature must verify with the approver's key in the roster in force
+// over approval.Message(requestID, digest, decision, approverID). The
+// requester's own approval is recorded and counts for nothing: it is
+// answered with a *SelfApprovalError, which names its log entry, and no
+// Approval.
 func (s *Service) Approve(ctx context.Context, approverID, requestID, decision string, signature []byte) (Approval, error) {
 	a, err := s.approve(ctx, approverID, requestID, decision, signature)
 	s.metrics.approval(err)
@@ -229,12 +269,12 @@ func (s *Service) Approve(ctx context.Context, approverID, requestID, decision s
 
 func (s *Service) approve(ctx context.Context, approverID, requestID, decision string, signature []byte) (Approval, error) {
 	if decision != approval.Approve && decision != approval.Deny {
-		return Approval{}, invalid("decision", "must be approve or deny")
+		return Approval{}, invalid.Input("decision", "must be approve or deny")
 	}
 	if _, err := uuid.Parse(requestID); err != nil {
 		return Approval{}, ErrNotFound
 	}
-	r, err := s.store.Request(ctx, requestID)
+	r, err := s.requests.Request(ctx, requestID)
 	if err != nil {
 		return Approval{}, err
 	}
@@ -262,18 +302,18 @@ func (s *Service) approve(ctx context.Context, approverID, requestID, decision s
 	}
 	a := Approval{RequestID: r.ID, ApproverID: ap.ID, Decision: decision, Signature: slices.Clone(signature),
 		KeyID: ap.KeyID(), Roles: ap.Roles, ByRequester: ap.ID == r.Requester}
-	if a, err = s.store.InsertApproval(ctx, a, r.Digest); err != nil {
+	if a, err = s.approvals.InsertApproval(ctx, a, r.Digest); err != nil {
 		return Approval{}, err
 	}
 	s.log.Info("approval recorded", "access_request_id", r.ID, "approver_id", ap.ID, "decision", decision,
 		"by_requester", a.ByRequester, "audit_seq", a.AuditSeq)
 	n := 0
-	if all, err := s.store.Approvals(ctx, r.ID); err == nil {
+	if all, err := s.approvals.Approvals(ctx, r.ID); err == nil {
 		n = len(all)
 	}
-	s.notify(ctx, Event{Type: EventApproval, RequestID: r.ID, Status: decision, Approvals: n})
+	s.notify(ctx, wire.Event{Type: wire.EventApproval, RequestID: r.ID, Status: decision, Approvals: n})
 	if a.ByRequester {
-		return a, ErrSelfApproval
+		return Approval{}, &SelfApprovalError{AuditSeq: a.AuditSeq}
 	}
 	return a, nil
 }
@@ -283,7 +323,7 @@ func (s *Service) Revoke(ctx context.Context, caller, requestID string) (Request
 	if _, err := uuid.Parse(requestID); err != nil {
 		return Request{}, ErrNotFound
 	}
-	r, err := s.store.Request(ctx, requestID)
+	r, err := s.requests.Request(ctx, requestID)
 	if err != nil {
 		return Request{}, err
 	}
@@ -293,7 +333,7 @@ func (s *Service) Revoke(ctx context.Context, caller, requestID string) (Request
 	if err := s.requirePending(ctx, &r); err != nil {
 		return Request{}, err
 	}
-	f, err := s.store.Finish(ctx, r.ID, Final{Status: StatusRevoked, By: caller}, KindRevoke,
+	f, err := s.requests.Finish(ctx, r.ID, Final{Status: StatusRevoked, By: caller}, KindRevoke,
 		map[string]any{"kind": KindRevoke, "request_id": r.ID, "revoked_by": caller})
 	if err != nil {
 		return Request{}, s.finalOr(ctx, r.ID, err)
@@ -309,369 +349,8 @@ func (s *Service) finalOr(ctx context.Context, id string, err error) error {
 	if !errors.Is(err, ErrFinal) {
 		return err
 	}
-	if r, rerr := s.store.Request(ctx, id); rerr == nil && r.Final != nil {
+	if r, rerr := s.requests.Request(ctx, id); rerr == nil && r.Final != nil {
 		return &FinalError{Status: r.Final.Status}
 	}
 	return err
-}
-
-// Release is what a release returns: every key in scope with the shares
-// custodians sealed to the request's recipient (at least the threshold of
-// each), and what custodians that gave nothing said.
-type Release struct {
-	RequestID  string
-	DecisionID string
-	AuditSeq   int64
-	Keys       []ReleasedKey
-	Refusals   []*escrow.RefusedError
-}
-
-// ReleasedKey is one escrowed key of a release and its released shares.
-type ReleasedKey struct {
-	Escrow escrow.Escrow
-	Shares []ReleasedShare
-}
-
-// ReleasedShare is one custodian's share of a key, sealed by that custodian
-// to the request's recipient, with its signed release receipt. The mediator
-// cannot open it.
-type ReleasedShare struct {
-	EscrowID  string
-	Custodian string
-	Index     int
-	Sealed    []byte
-	Receipt   shares.SignedReceipt
-	AuditSeq  int64
-}
-
-// CustodiansError: the custodians did not release enough shares of every
-// key in scope. Refusals are the custodians whose own checks refused, with
-// their reasons; Unavailable the custodians that could not be reached;
-// Short the escrows still below their threshold. The shares that did come
-// are kept: a later release call asks only for the rest.
-type CustodiansError struct {
-	DecisionID  string
-	Refusals    []*escrow.RefusedError
-	Unavailable []string
-	Short       []string
-}
-
-func (e *CustodiansError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "access: %d keys lack shares:", len(e.Short))
-	if len(e.Unavailable) > 0 {
-		fmt.Fprintf(&b, " unavailable: %s;", strings.Join(e.Unavailable, ", "))
-	}
-	for _, r := range e.Refusals {
-		fmt.Fprintf(&b, " %s;", r.Error())
-	}
-	return b.String()
-}
-
-// releaseRecord is the audit record of a completed release: the request as
-// signed, the recipient, and for each key which custodians released which
-// share, by the hashes of their signed receipts.
-type releaseRecord struct {
-	Kind          string           `json:"kind"`
-	RequestID     string           `json:"request_id"`
-	RequestDigest string           `json:"request_digest"`
-	DecisionID    string           `json:"decision_id"`
-	ReleasedBy    string           `json:"released_by"`
-	RecipientKey  string           `json:"recipient_key"`
-	Keys          []releasedKeyLog `json:"keys"`
-}
-
-type releasedKeyLog struct {
-	EscrowID       string             `json:"escrow_id"`
-	ConversationID string             `json:"conversation_id"`
-	KeyID          string             `json:"key_id"`
-	KeyCommitment  string             `json:"key_commitment"`
-	Shares         []releasedShareLog `json:"shares"`
-}
-
-type releasedShareLog struct {
-	Custodian     string `json:"custodian"`
-	Index         int    `json:"index"`
-	ReceiptSHA256 string `json:"receipt_sha256"`
-}
-
-// Release asks the policy whether request requestID's keys may leave, with
-// every approval verified again now, and records the decision. Allowed:
-// every custodian holding a share in scope is handed the request as signed
-// and the approvals, checks them for itself, and seals its shares to the
-// request's recipient; the shares that come back are kept (each custodian's
-// answer logged), and once every key has its threshold the request becomes
-// released. Denied by the policy: a *DeniedError; the fifth denial locks
-// the request as denied. Not enough shares: a *CustodiansError. Only the
-// requester may ask.
-func (s *Service) Release(ctx context.Context, caller, requestID string) (Release, error) {
-	t0 := s.now()
-	rel, err := s.release(ctx, caller, requestID)
-	s.metrics.release(err, s.now().Sub(t0))
-	return rel, err
-}
-
-func (s *Service) release(ctx context.Context, caller, requestID string) (Release, error) {
-	if _, err := uuid.Parse(requestID); err != nil {
-		return Release{}, ErrNotFound
-	}
-	r, err := s.store.Request(ctx, requestID)
-	if err != nil {
-		return Release{}, err
-	}
-	if caller != r.Requester {
-		return Release{}, ErrNotRequester
-	}
-	if err := s.requirePending(ctx, &r); err != nil {
-		return Release{}, err
-	}
-	// Work from the request as approvers signed it, never from its columns.
-	signed, err := approval.Parse(r.Canonical)
-	if r.Corrupt || err != nil || approval.Digest(r.Canonical) != r.Digest || signed.ID != r.ID {
-		s.log.Error("a stored request does not match its canonical form; nothing is released", "access_request_id", r.ID)
-		return Release{}, fmt.Errorf("%w: the stored request does not match what was signed", ErrUnavailable)
-	}
-	in, approvals, err := s.policyInput(ctx, r)
-	if err != nil {
-		return Release{}, err
-	}
-	t0 := s.now()
-	d, err := s.decider.DecideRelease(ctx, in)
-	s.metrics.decision(d, err, s.now().Sub(t0))
-	if err != nil {
-		// Fail closed: no decision, no release.
-		s.log.Error("release decision failed", "access_request_id", r.ID, "err", err)
-		return Release{}, fmt.Errorf("%w: policy: %v", ErrUnavailable, err)
-	}
-	locked, err := s.store.RecordDecision(ctx, r.ID, d, maxDeniedReleases)
-	if err != nil {
-		return Release{}, err
-	}
-	s.log.Info("release decided", "access_request_id", r.ID, "decision_id", d.ID, "allow", d.Allow,
-		"reasons", d.Reasons, "policy_revision", d.PolicyRevision)
-	if !d.Allow {
-		if locked {
-			s.metrics.transition(StatusDenied)
-			s.log.Warn("access request locked as denied", "access_request_id", r.ID, "denied_releases", maxDeniedReleases)
-		}
-		status := "denied_by_policy"
-		if locked {
-			status = string(StatusDenied)
-		}
-		s.notify(ctx, Event{Type: EventDenied, RequestID: r.ID, Status: status})
-		return Release{}, &DeniedError{DecisionID: d.ID, Reasons: d.Reasons, Locked: locked}
-	}
-	escrows, err := s.escrow.InScope(ctx, signed.Scope.ConversationIDs, signed.Scope.From, signed.Scope.To)
-	if err != nil {
-		return Release{}, fmt.Errorf("%w: keys in scope: %v", ErrUnavailable, err)
-	}
-	kept, err := s.store.ReleaseShares(ctx, r.ID)
-	if err != nil {
-		return Release{}, err
-	}
-	cur, chain, err := s.Roster(ctx)
-	if err != nil {
-		return Release{}, err
-	}
-	var names []string
-	for _, c := range cur.Custodians {
-		names = append(names, c.Name)
-	}
-	logged, err := s.logEvidence(ctx, r, names)
-	if err != nil {
-		return Release{}, err
-	}
-	ask := escrow.ReleaseAsk{Canonical: r.Canonical, Approvals: approvals, Roster: chain, Log: logged, RequestID: r.ID, RequestDigest: r.Digest,
-		RecipientKey: signed.Recipient.Fingerprint()}
-	byKey := groupShares(kept)
-	answers := s.escrow.Release(ctx, ask, escrows, haveShares(byKey))
-	var refusals []*escrow.RefusedError
-	var unavailable []string
-	for _, a := range answers {
-		switch {
-		case a.Refusal != nil:
-			refusals = append(refusals, a.Refusal)
-		case a.Err != nil:
-			unavailable = append(unavailable, a.Custodian)
-			s.log.Warn("a custodian is unavailable for a release", "access_request_id", r.ID, "custodian", a.Custodian, "err", a.Err)
-		case len(a.Items) > 0:
-			// Its checks passed, but some shares did not come: its store or
-			// key was unavailable, or its own records refused them.
-			refused := &escrow.RefusedError{Custodian: a.Custodian}
-			down := false
-			for _, id := range slices.Sorted(maps.Keys(a.Items)) {
-				item := a.Items[id]
-				if item.Code == "unavailable" {
-					down = true
-					continue
-				}
-				refused.Reasons = append(refused.Reasons, "escrow "+id+": "+item.Message)
-			}
-			if down {
-				unavailable = append(unavailable, a.Custodian)
-			}
-			if len(refused.Reasons) > 0 {
-				refusals = append(refusals, refused)
-			}
-		}
-		if len(a.Shares) == 0 {
-			continue
-		}
-		got := make([]ReleasedShare, 0, len(a.Shares))
-		for _, sh := range a.Shares {
-			got = append(got, ReleasedShare{EscrowID: sh.EscrowID, Custodian: a.Custodian, Index: sh.Index, Sealed: sh.Sealed, Receipt: *sh.Receipt})
-		}
-		// What left a custodian is in the log before anything else happens.
-		if got, err = s.store.InsertReleaseShares(ctx, r.ID, r.Digest, ask.RecipientKey, a.Custodian, got); err != nil {
-			return Release{}, err
-		}
-		for _, sh := range got {
-			byKey[sh.EscrowID] = append(byKey[sh.EscrowID], sh)
-		}
-	}
-	out := Release{RequestID: r.ID, DecisionID: d.ID, Refusals: refusals, Keys: make([]ReleasedKey, 0, len(escrows))}
-	var short []string
-	for _, e := range escrows {
-		if len(byKey[e.EscrowID]) < e.Threshold {
-			short = append(short, e.EscrowID)
-		}
-		out.Keys = append(out.Keys, ReleasedKey{Escrow: e, Shares: byKey[e.EscrowID]})
-	}
-	if len(short) > 0 {
-		s.log.Warn("release incomplete: keys below their threshold", "access_request_id", r.ID, "keys_short", len(short),
-			"custodians_refused", len(refusals), "custodians_unavailable", unavailable)
-		return Release{}, &CustodiansError{DecisionID: d.ID, Refusals: refusals, Unavailable: unavailable, Short: short}
-	}
-	f, err := s.store.Finish(ctx, r.ID, Final{Status: StatusReleased, By: caller, DecisionID: d.ID}, KindRelease,
-		releaseLog(r, d.ID, caller, ask.RecipientKey, out.Keys))
-	if err != nil {
-		// Another release finished it meanwhile.
-		return Release{}, s.finalOr(ctx, r.ID, err)
-	}
-	s.metrics.transition(StatusReleased)
-	s.notify(ctx, Event{Type: EventReleased, RequestID: r.ID, Status: string(StatusReleased)})
-	s.log.Info("keys released", "access_request_id", r.ID, "decision_id", d.ID, "keys", len(out.Keys), "audit_seq", f.AuditSeq)
-	out.AuditSeq = f.AuditSeq
-	return out, nil
-}
-
-// releaseLog is the audit record of a completed release.
-func releaseLog(r Request, decisionID, by, recipientKey string, keys []ReleasedKey) releaseRecord {
-	rec := releaseRecord{Kind: KindRelease, RequestID: r.ID, RequestDigest: r.Digest, DecisionID: decisionID, ReleasedBy: by,
-		RecipientKey: recipientKey, Keys: make([]releasedKeyLog, 0, len(keys))}
-	for _, k := range keys {
-		kl := releasedKeyLog{EscrowID: k.Escrow.EscrowID, ConversationID: k.Escrow.ConversationID, KeyID: k.Escrow.KeyID,
-			KeyCommitment: k.Escrow.KeyCommitment}
-		for _, sh := range k.Shares {
-			kl.Shares = append(kl.Shares, releasedShareLog{Custodian: sh.Custodian, Index: sh.Index, ReceiptSHA256: sh.Receipt.Hash()})
-		}
-		rec.Keys = append(rec.Keys, kl)
-	}
-	return rec
-}
-
-// groupShares groups released shares by escrow.
-func groupShares(kept []ReleasedShare) map[string][]ReleasedShare {
-	out := map[string][]ReleasedShare{}
-	for _, sh := range kept {
-		out[sh.EscrowID] = append(out[sh.EscrowID], sh)
-	}
-	return out
-}
-
-// haveShares says which custodian's share of which escrow is already kept.
-func haveShares(byKey map[string][]ReleasedShare) map[string]map[string]bool {
-	out := make(map[string]map[string]bool, len(byKey))
-	for id, shs := range byKey {
-		out[id] = map[string]bool{}
-		for _, sh := range shs {
-			out[id][sh.Custodian] = true
-		}
-	}
-	return out
-}
-
-// Released returns a released request's keys again (its requester only):
-// the shares kept from the custodians, for an officer whose answer was
-// lost.
-func (s *Service) Released(ctx context.Context, caller, requestID string) (Release, error) {
-	if _, err := uuid.Parse(requestID); err != nil {
-		return Release{}, ErrNotFound
-	}
-	r, err := s.store.Request(ctx, requestID)
-	if err != nil {
-		return Release{}, err
-	}
-	if caller != r.Requester {
-		return Release{}, ErrNotRequester
-	}
-	s.settle(&r)
-	if r.Status != StatusReleased {
-		return Release{}, &FinalError{Status: r.Status}
-	}
-	signed, err := approval.Parse(r.Canonical)
-	if err != nil {
-		return Release{}, fmt.Errorf("%w: the stored request does not parse", ErrUnavailable)
-	}
-	kept, err := s.store.ReleaseShares(ctx, r.ID)
-	if err != nil {
-		return Release{}, err
-	}
-	byKey := groupShares(kept)
-	escrows, err := s.escrow.InScope(ctx, signed.Scope.ConversationIDs, signed.Scope.From, signed.Scope.To)
-	if err != nil {
-		return Release{}, fmt.Errorf("%w: keys in scope: %v", ErrUnavailable, err)
-	}
-	out := Release{RequestID: r.ID, DecisionID: r.Final.DecisionID, AuditSeq: r.Final.AuditSeq}
-	for _, e := range escrows {
-		if len(byKey[e.EscrowID]) > 0 {
-			out.Keys = append(out.Keys, ReleasedKey{Escrow: e, Shares: byKey[e.EscrowID]})
-		}
-	}
-	return out, nil
-}
-
-// policyInput builds the policy's input: the request and every approval,
-// each signature verified again now with the key it was made with, and
-// whether its approver is still active. It also returns the approvals as
-// custodians are handed them, to verify for themselves.
-func (s *Service) policyInput(ctx context.Context, r Request) (policy.ReleaseInput, []wire.EvidenceApproval, error) {
-	approvals, err := s.store.Approvals(ctx, r.ID)
-	if err != nil {
-		return policy.ReleaseInput{}, nil, err
-	}
-	in := policy.ReleaseInput{Now: s.now().UTC(), Request: policy.ReleaseRequest{
-		ID: r.ID, Requester: r.Requester, CaseID: r.CaseID, LegalBasis: r.LegalBasis, Jurisdiction: r.Jurisdiction,
-		Scope:     policy.ReleaseScope{ConversationIDs: r.Scope.ConversationIDs, From: r.Scope.From, To: r.Scope.To},
-		CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt,
-	}}
-	evidence := make([]wire.EvidenceApproval, 0, len(approvals))
-	cur, err := s.current(ctx)
-	if err != nil {
-		return policy.ReleaseInput{}, nil, err
-	}
-	for _, a := range approvals {
-		// An approval counts only for an approver of the roster in force,
-		// with the key it lists now and the roles it gives now: a removed
-		// approver's or a rotated key's approvals no longer count.
-		var ap roster.Approver
-		active := false
-		if cur != nil {
-			ap, active = cur.Approver(a.ApproverID)
-		}
-		verified := active && ap.KeyID() == a.KeyID && approval.Verify(ap.PublicKey, r.ID, r.Digest, a.Decision, a.ApproverID, a.Signature)
-		if active && !verified {
-			s.log.Warn("a recorded approval does not verify with the approver's key in the roster in force; the policy will not count it",
-				"access_request_id", r.ID, "approver_id", a.ApproverID)
-		}
-		roles := ap.Roles
-		if roles == nil {
-			roles = []string{}
-		}
-		in.Approvals = append(in.Approvals, policy.ReleaseApproval{ApproverID: a.ApproverID, Roles: roles, Decision: a.Decision,
-			ApprovedAt: a.ApprovedAt.UTC(), SignatureVerified: verified, ApproverActive: active})
-		evidence = append(evidence, wire.EvidenceApproval{ApproverID: a.ApproverID, Decision: a.Decision, Signature: a.Signature,
-			ApprovedAt: a.ApprovedAt.UTC()})
-	}
-	return in, evidence, nil
 }

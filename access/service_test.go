@@ -24,7 +24,10 @@ import (
 	"github.com/mediatorhq/mediator/audit"
 	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/governance"
+	"github.com/mediatorhq/mediator/invalid"
 	"github.com/mediatorhq/mediator/policy"
+	"github.com/mediatorhq/mediator/redact"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/seal"
 	"github.com/mediatorhq/mediator/shares"
@@ -57,6 +60,7 @@ type world struct {
 	escrow     *escrow.Service
 	custodians *custodians.Set
 	svc        *Service
+	gov        *governance.Service
 	clock      *clock
 	keys       map[string]ed25519.PrivateKey // approver id → signing key
 }
@@ -82,14 +86,19 @@ func newWorldWith(t testing.TB, opts dev.CustodianOptions) *world {
 	}
 	cs := custodians.Start(t, env, opts)
 	logStore := audit.NewTxAppender()
-	esc := cs.Escrow(t, escrow.NewPGRows(pool, logStore))
+	rows := escrow.NewPGRows(pool, logStore)
+	esc := cs.Escrow(t, rows, rows)
 	engine, err := policy.NewReloader(ctx, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &clock{t: time.Now().UTC()}
 	w := &world{pool: pool, escrow: esc, custodians: cs, clock: c, keys: keys}
-	w.svc = New(Config{Store: NewPGStore(pool, logStore), Decider: engine, Escrow: esc, Now: c.now, RosterGenesis: cs.GenesisDigest()})
+	gstore := governance.NewPGStore(pool, logStore)
+	w.gov = governance.New(governance.Config{Chain: gstore, Proposals: gstore, Checkins: gstore, RosterGenesis: cs.GenesisDigest(),
+		Custodians: esc, ReleaseRule: engine, Now: c.now})
+	store := NewPGStore(pool, logStore)
+	w.svc = New(Config{Requests: store, Approvals: store, Releases: store, Roster: w.gov, Decider: engine, Escrow: esc, Now: c.now})
 	w.adopt(t, cs.Genesis(), slices.Sorted(maps.Keys(trusted))...)
 	return w
 }
@@ -97,25 +106,25 @@ func newWorldWith(t testing.TB, opts dev.CustodianOptions) *world {
 // adopt proposes next as an admin and has signers sign it with their keys
 // in w.keys (extra holds new keys, for proof of possession); it fails the
 // test unless next is adopted.
-func (w *world) adopt(t testing.TB, next roster.Roster, signers ...string) Proposal {
+func (w *world) adopt(t testing.TB, next roster.Roster, signers ...string) governance.Proposal {
 	t.Helper()
 	return w.adoptWith(t, next, nil, signers...)
 }
 
-func (w *world) adoptWith(t testing.TB, next roster.Roster, newKeys map[string]ed25519.PrivateKey, signers ...string) Proposal {
+func (w *world) adoptWith(t testing.TB, next roster.Roster, newKeys map[string]ed25519.PrivateKey, signers ...string) governance.Proposal {
 	t.Helper()
 	ctx := context.Background()
-	p, err := w.svc.ProposeRoster(ctx, "admin", next)
+	p, err := w.gov.ProposeRoster(ctx, "admin", next)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range signers {
-		if p, err = w.svc.SignRoster(ctx, id, p.Digest, roster.Sign(w.keys[id], p.Digest, id).Signature); err != nil {
+		if p, err = w.gov.SignRoster(ctx, id, p.Digest, roster.Sign(w.keys[id], p.Digest, id).Signature); err != nil {
 			t.Fatalf("%s signs: %v", id, err)
 		}
 	}
 	for _, id := range slices.Sorted(maps.Keys(newKeys)) {
-		if p, err = w.svc.SignRoster(ctx, id, p.Digest, roster.Sign(newKeys[id], p.Digest, id).Signature); err != nil {
+		if p, err = w.gov.SignRoster(ctx, id, p.Digest, roster.Sign(newKeys[id], p.Digest, id).Signature); err != nil {
 			t.Fatalf("%s signs with the new key: %v", id, err)
 		}
 	}
@@ -128,13 +137,23 @@ func (w *world) adoptWith(t testing.TB, next roster.Roster, newKeys map[string]e
 // approver checks that id is an approver of the roster in force with roles.
 func (w *world) approver(t testing.TB, id string, roles ...string) {
 	t.Helper()
-	cur, _, err := w.svc.Roster(context.Background())
+	cur, _, err := w.gov.Roster(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if a, ok := cur.Approver(id); !ok || !slices.Equal(a.Roles, roles) {
 		t.Fatalf("approver %s is not in the roster with roles %v", id, roles)
 	}
+}
+
+// isCoded reports whether err is an *invalid.Error under the rule code.
+func isCoded(err error, code string) bool {
+	e, ok := invalid.As(err)
+	if !ok {
+		return false
+	}
+	_, _, c := e.Invalid()
+	return c == code
 }
 
 func (w *world) sign(r Request, decision, approverID string) []byte {
@@ -264,12 +283,12 @@ func TestDraftValidation(t *testing.T) {
 		d, _ := draft(t, now, "c1")
 		mutate(&d)
 		_, err := w.svc.Create(ctx, "olga", d)
-		var ve *ValidationError
-		if !errors.As(err, &ve) || !errors.Is(err, ErrInvalid) || ve.Field == "" || ve.Reason == "" {
-			t.Errorf("%s: %v, want a *ValidationError naming a field and a reason", name, err)
+		ve, ok := invalid.As(err)
+		if !ok || ve.Field == "" || ve.Reason == "" {
+			t.Errorf("%s: %v, want an *invalid.Error naming a field and a reason", name, err)
 			continue
 		}
-		if strings.Contains(name, "text") != (ve.Code == CodeIdentifierInOpaqueField) {
+		if strings.Contains(name, "text") != (ve.Code == redact.CodeIdentifierInOpaqueField) {
 			t.Errorf("%s: code %q", name, ve.Code)
 		}
 	}
@@ -306,12 +325,18 @@ func TestApprovalsAreVerifiedAndCountedOnce(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	if _, err := w.svc.Approve(ctx, "lena", r.ID, "maybe", w.sign(r, "maybe", "lena")); !errors.Is(err, ErrInvalid) {
+	if _, err := w.svc.Approve(ctx, "lena", r.ID, "maybe", w.sign(r, "maybe", "lena")); !isCoded(err, invalid.CodeValidationFailed) {
 		t.Fatalf("bad decision: %v", err)
 	}
-	// Self-approval: recorded, refused.
-	if err := w.vote(t, r, "olga", "approve"); !errors.Is(err, ErrSelfApproval) {
-		t.Fatalf("self approval: %v", err)
+	// The requester's own vote is recorded (its log entry is named) and
+	// comes back as an error only, never as an approval.
+	a, err := w.svc.Approve(ctx, "olga", r.ID, "approve", w.sign(r, "approve", "olga"))
+	var self *SelfApprovalError
+	if !errors.As(err, &self) || !errors.Is(err, ErrSelfApproval) || self.AuditSeq <= 0 || a.ApproverID != "" {
+		t.Fatalf("the requester's own approval: %+v %v", a, err)
+	}
+	if err := w.vote(t, r, "olga", "approve"); !errors.Is(err, ErrDuplicateApproval) {
+		t.Fatalf("the requester's vote again: %v", err)
 	}
 	if err := w.vote(t, r, "lena", "approve"); err != nil {
 		t.Fatal(err)
@@ -466,7 +491,7 @@ func TestExpiryRevocationAndRotation(t *testing.T) {
 	if err := w.vote(t, r3, "nina", "approve"); err != nil {
 		t.Fatal(err)
 	}
-	cur, _, err := w.svc.Roster(ctx)
+	cur, _, err := w.gov.Roster(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

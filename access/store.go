@@ -18,11 +18,10 @@ import (
 	"github.com/mediatorhq/mediator/seal"
 )
 
-// Store keeps the workflow's records. Every write also appends its audit
-// entry, in the same transaction, and fills in its AuditSeq.
-type Store interface {
-	RosterStore
-
+// RequestStore keeps filed requests and their one final state. Every
+// write also appends its audit entry, in the same transaction, and fills
+// in its AuditSeq.
+type RequestStore interface {
 	InsertRequest(ctx context.Context, r Request) (Request, error)
 	// Request returns r with Final and DeniedReleases; ErrNotFound. Its
 	// Status is filled in by the Service.
@@ -31,20 +30,26 @@ type Store interface {
 	// final state (a final status) or by having none (pending: the caller
 	// splits off the expired).
 	Requests(ctx context.Context, final Status, limit int) ([]Request, error)
+	// Finish moves a pending request to a final state. record is the audit
+	// record of the transition. ErrFinal if it already has one.
+	Finish(ctx context.Context, requestID string, f Final, kind string, record any) (Final, error)
+}
 
+// ApprovalStore keeps approvals, each with its audit entry.
+type ApprovalStore interface {
 	// InsertApproval records a verified approval of the request whose
 	// digest it signed; ErrDuplicateApproval.
 	InsertApproval(ctx context.Context, a Approval, digest string) (Approval, error)
 	Approvals(ctx context.Context, requestID string) ([]Approval, error)
+}
 
+// ReleaseStore keeps release decisions and the shares custodians
+// released, each with its audit entry.
+type ReleaseStore interface {
 	// RecordDecision records a release decision. If it denies and the
 	// request then has lockAfter denials, the request becomes final
-	// (denied) in the same transaction, and locked is true.
+	// (denied), and locked is true.
 	RecordDecision(ctx context.Context, requestID string, d policy.Decision, lockAfter int) (locked bool, err error)
-	// Finish moves a pending request to a final state. record is the audit
-	// record of the transition. ErrFinal if it already has one.
-	Finish(ctx context.Context, requestID string, f Final, kind string, record any) (Final, error)
-
 	// InsertReleaseShares keeps the shares one custodian released for a
 	// request, with an access.custodian_release audit entry, in one
 	// transaction, and returns them with their AuditSeq. A share already
@@ -54,61 +59,40 @@ type Store interface {
 	ReleaseShares(ctx context.Context, requestID string) ([]ReleasedShare, error)
 }
 
-// PGStore is Store in PostgreSQL.
+// PGStore keeps the workflow's records in PostgreSQL. It implements
+// RequestStore, ApprovalStore and ReleaseStore.
 type PGStore struct {
-	pool  *pgxpool.Pool
-	audit audit.TxAppender
+	pool *pgxpool.Pool
+	rec  audit.Recorder
 }
 
-// NewPGStore returns the workflow's store in pool, logging to log.
+// NewPGStore returns the workflow's store in pool, logging through log.
 func NewPGStore(pool *pgxpool.Pool, log audit.TxAppender) *PGStore {
-	return &PGStore{pool: pool, audit: log}
+	return &PGStore{pool: pool, rec: audit.Recorder{Pool: pool, Log: log, Unavailable: ErrUnavailable}}
 }
 
 // Audit entry kinds of the workflow.
 const (
-	KindApproverRegister   = "access.approver_register"
-	KindApproverKey        = "access.approver_key"
-	KindApproverDeactivate = "access.approver_deactivate"
-	KindRequest            = "access.request"
-	KindApproval           = "access.approval"
-	KindDecision           = "access.decision"
-	KindRelease            = "access.release"
-	KindRevoke             = "access.revoke"
-	KindExpire             = "access.expire"
-	KindDenied             = "access.denied"
+	KindRequest  = "access.request"
+	KindApproval = "access.approval"
+	KindDecision = "access.decision"
+	KindRelease  = "access.release"
+	KindRevoke   = "access.revoke"
+	KindExpire   = "access.expire"
+	KindDenied   = "access.denied"
 	// KindCustodianRelease records what one custodian released for a
 	// request: which shares, by the hashes of its signed receipts.
 	KindCustodianRelease = "access.custodian_release"
 )
 
-// inTx runs f in a transaction with an audit entry: f returns the entry
-// and a function that writes the rows given the entry's seq.
-func (s *PGStore) inTx(ctx context.Context, e audit.Entry, write func(tx pgx.Tx, seq int64) error) (int64, error) {
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("%w: begin: %v", ErrUnavailable, err)
-	}
-	defer tx.Rollback(ctx)
-	appended, err := s.audit.AppendTx(ctx, tx, []audit.Entry{e})
-	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	seq := appended[0].Seq
-	if err := write(tx, seq); err != nil {
-		return 0, err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return 0, fmt.Errorf("%w: commit: %v", ErrUnavailable, err)
-	}
-	return seq, nil
-}
+// uniqueViolation is PostgreSQL's SQLSTATE for a duplicate key.
+const uniqueViolation = "23505"
 
 // dbErr maps a write error: unique violations become conflict, anything
 // else a dependency failure.
 func dbErr(err error, conflict error) error {
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+	if errors.As(err, &pgErr) && pgErr.Code == uniqueViolation {
 		return conflict
 	}
 	return fmt.Errorf("%w: %v", ErrUnavailable, err)
@@ -129,7 +113,7 @@ type requestRecord struct {
 func (s *PGStore) InsertRequest(ctx context.Context, r Request) (Request, error) {
 	rec := requestRecord{Kind: KindRequest, RequestID: r.ID, Requester: r.Requester, Digest: r.Digest,
 		Canonical: base64.StdEncoding.EncodeToString(r.Canonical)}
-	seq, err := s.inTx(ctx, audit.Entry{Kind: KindRequest, Record: rec}, func(tx pgx.Tx, seq int64) error {
+	seq, err := s.rec.Record(ctx, audit.Entry{Kind: KindRequest, Record: rec}, func(tx pgx.Tx, seq int64) error {
 		_, err := tx.Exec(ctx, `INSERT INTO access_requests (request_id, requester, case_id, legal_basis, warrant_ref,
 			jurisdiction, justification, conversation_ids, scope_from, scope_to, recipient_kem_id, recipient_public_key,
 			created_at, expires_at, canonical, digest, audit_seq)
@@ -246,7 +230,7 @@ type approvalRecord struct {
 func (s *PGStore) InsertApproval(ctx context.Context, a Approval, digest string) (Approval, error) {
 	rec := approvalRecord{Kind: KindApproval, RequestID: a.RequestID, ApproverID: a.ApproverID, Decision: a.Decision,
 		Digest: digest, KeyID: a.KeyID, Signature: base64.StdEncoding.EncodeToString(a.Signature), Roles: a.Roles, ByRequester: a.ByRequester}
-	seq, err := s.inTx(ctx, audit.Entry{Kind: KindApproval, Record: rec}, func(tx pgx.Tx, seq int64) error {
+	seq, err := s.rec.Record(ctx, audit.Entry{Kind: KindApproval, Record: rec}, func(tx pgx.Tx, seq int64) error {
 		err := tx.QueryRow(ctx, `INSERT INTO access_approvals (request_id, approver_id, decision, signature, key_id, roles, by_requester, audit_seq)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING approved_at`,
 			a.RequestID, a.ApproverID, a.Decision, a.Signature, a.KeyID, a.Roles, a.ByRequester, seq).Scan(&a.ApprovedAt)
@@ -296,7 +280,7 @@ func (s *PGStore) RecordDecision(ctx context.Context, requestID string, d policy
 	rec := decisionRecord{Kind: KindDecision, DecisionID: d.ID, RequestID: requestID, Allow: d.Allow, Reasons: d.Reasons,
 		PolicyRevision: d.PolicyRevision, InputHash: d.InputHash}
 	var denials int
-	_, err := s.inTx(ctx, audit.Entry{Kind: KindDecision, Record: rec}, func(tx pgx.Tx, seq int64) error {
+	_, err := s.rec.Record(ctx, audit.Entry{Kind: KindDecision, Record: rec}, func(tx pgx.Tx, seq int64) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO access_decisions (decision_id, request_id, allow, reasons, policy_revision, input_hash, audit_seq, decided_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, d.ID, requestID, d.Allow, d.Reasons, d.PolicyRevision, d.InputHash, seq, d.DecidedAt); err != nil {
 			return dbErr(err, fmt.Errorf("%w: decision id taken", ErrUnavailable))
@@ -322,7 +306,7 @@ func (s *PGStore) RecordDecision(ctx context.Context, requestID string, d policy
 
 // Finish implements Store.
 func (s *PGStore) Finish(ctx context.Context, requestID string, f Final, kind string, record any) (Final, error) {
-	seq, err := s.inTx(ctx, audit.Entry{Kind: kind, Record: record}, func(tx pgx.Tx, seq int64) error {
+	seq, err := s.rec.Record(ctx, audit.Entry{Kind: kind, Record: record}, func(tx pgx.Tx, seq int64) error {
 		var decision *string
 		if f.DecisionID != "" {
 			decision = &f.DecisionID
@@ -390,7 +374,7 @@ func (s *PGStore) InsertReleaseShares(ctx context.Context, requestID, digest, re
 		rec.Shares = append(rec.Shares, custodianShareLog{EscrowID: sh.EscrowID, Index: sh.Index,
 			SealedSHA256: sh.Receipt.Receipt.SealedSHA256, ReceiptSHA256: sh.Receipt.Hash()})
 	}
-	seq, err := s.inTx(ctx, audit.Entry{Kind: KindCustodianRelease, Record: rec}, func(tx pgx.Tx, seq int64) error {
+	seq, err := s.rec.Record(ctx, audit.Entry{Kind: KindCustodianRelease, Record: rec}, func(tx pgx.Tx, seq int64) error {
 		b := &pgx.Batch{}
 		for _, sh := range got {
 			receipt, err := json.Marshal(sh.Receipt)
@@ -433,6 +417,29 @@ func (s *PGStore) ReleaseShares(ctx context.Context, requestID string) ([]Releas
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: released shares: %v", ErrUnavailable, err)
+	}
+	return out, nil
+}
+
+// Mismatch is a stored request whose columns disagree with the canonical
+// request approvers signed.
+type Mismatch struct {
+	RequestID string
+	Fields    []string
+}
+
+// Mismatches checks every stored request's columns against its canonical
+// form and names each row that differs (audit verify).
+func (s *PGStore) Mismatches(ctx context.Context) ([]Mismatch, error) {
+	rs, err := s.requests(ctx, selectRequest+"ORDER BY r.audit_seq")
+	if err != nil {
+		return nil, err
+	}
+	var out []Mismatch
+	for _, r := range rs {
+		if len(r.Differs) > 0 {
+			out = append(out, Mismatch{RequestID: r.ID, Fields: r.Differs})
+		}
 	}
 	return out, nil
 }

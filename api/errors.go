@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/mediatorhq/mediator/wire"
@@ -32,3 +33,22 @@ func writeError(w http.ResponseWriter, status int, code, message string, details
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) { wire.WriteJSON(w, status, v) }
+
+// invalidInput is input that breaks a rule (*invalid.Error): the field at
+// fault, why, and the rule's stable code.
+type invalidInput interface {
+	Invalid() (field, reason, code string)
+}
+
+// writeInvalid answers err 422 with its field problem if it is invalid
+// input, and reports whether it was. Every handler's error mapping asks
+// it first, so input errors are answered the same everywhere.
+func writeInvalid(w http.ResponseWriter, err error) bool {
+	var in invalidInput
+	if !errors.As(err, &in) {
+		return false
+	}
+	field, reason, code := in.Invalid()
+	writeError(w, http.StatusUnprocessableEntity, code, field+" "+reason, wire.FieldProblem{Field: field, Reason: reason})
+	return true
+}

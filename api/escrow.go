@@ -75,14 +75,8 @@ func (s *server) depositKey(w http.ResponseWriter, r *http.Request) {
 
 // escrowError answers for an escrow error.
 func (s *server) escrowError(w http.ResponseWriter, r *http.Request, err error) {
-	var ve *escrow.ValidationError
 	switch {
-	case errors.As(err, &ve):
-		code := ve.Code
-		if code == "" {
-			code = codeValidationFailed
-		}
-		writeError(w, http.StatusUnprocessableEntity, code, ve.Field+" "+ve.Reason, wire.FieldProblem{Field: ve.Field, Reason: ve.Reason})
+	case writeInvalid(w, err):
 	case errors.Is(err, escrow.ErrConflict):
 		writeError(w, http.StatusConflict, codeConflict, "this conversation and key id are escrowed with a different key")
 	case errors.Is(err, escrow.ErrDestroyed):

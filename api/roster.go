@@ -1,12 +1,14 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 
-	"github.com/mediatorhq/mediator/access"
+	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/governance"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/wire"
 )
@@ -21,12 +23,12 @@ func (s *server) retiredApprovers(w http.ResponseWriter, r *http.Request) {
 
 // rosterChain is GET /v1/roster: the chain from the pinned genesis.
 func (s *server) rosterChain(w http.ResponseWriter, r *http.Request) {
-	cur, chain, err := s.access.Roster(r.Context())
+	cur, chain, err := s.governance.Roster(r.Context())
 	if err != nil {
-		s.accessError(w, r, "roster read", err)
+		s.governanceError(w, r, "roster read", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, wire.RosterChain{Genesis: s.access.Genesis(), Version: cur.Version,
+	writeJSON(w, http.StatusOK, wire.RosterChain{Genesis: s.governance.Genesis(), Version: cur.Version,
 		Digest: roster.Digest(chain[len(chain)-1].Roster), Chain: chain})
 }
 
@@ -36,10 +38,10 @@ func (s *server) proposeRoster(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &b) {
 		return
 	}
-	p, err := s.access.ProposeRoster(r.Context(), caller(r), roster.Roster{Approvers: b.Approvers, Custodians: b.Custodians,
+	p, err := s.governance.ProposeRoster(r.Context(), caller(r), roster.Roster{Approvers: b.Approvers, Custodians: b.Custodians,
 		Threshold: b.Threshold, Rule: b.Rule})
 	if err != nil {
-		s.accessError(w, r, "roster proposal", err)
+		s.governanceError(w, r, "roster proposal", err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, proposalView(p))
@@ -47,9 +49,9 @@ func (s *server) proposeRoster(w http.ResponseWriter, r *http.Request) {
 
 // rosterProposals is GET /v1/roster/proposals.
 func (s *server) rosterProposals(w http.ResponseWriter, r *http.Request) {
-	ps, err := s.access.RosterProposals(r.Context())
+	ps, err := s.governance.RosterProposals(r.Context())
 	if err != nil {
-		s.accessError(w, r, "roster proposals", err)
+		s.governanceError(w, r, "roster proposals", err)
 		return
 	}
 	out := wire.RosterProposalList{Proposals: make([]wire.RosterProposal, 0, len(ps))}
@@ -61,9 +63,9 @@ func (s *server) rosterProposals(w http.ResponseWriter, r *http.Request) {
 
 // rosterProposal is GET /v1/roster/proposals/{digest}.
 func (s *server) rosterProposal(w http.ResponseWriter, r *http.Request) {
-	p, err := s.access.RosterProposal(r.Context(), chi.URLParam(r, "digest"))
+	p, err := s.governance.RosterProposal(r.Context(), chi.URLParam(r, "digest"))
 	if err != nil {
-		s.accessError(w, r, "roster proposal", err)
+		s.governanceError(w, r, "roster proposal", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, proposalView(p))
@@ -77,12 +79,12 @@ func (s *server) signRoster(w http.ResponseWriter, r *http.Request) {
 	}
 	digest := chi.URLParam(r, "digest")
 	if !roster.ValidDigest(digest) {
-		s.accessError(w, r, "roster signature", access.ErrNotFound)
+		s.governanceError(w, r, "roster signature", governance.ErrNotFound)
 		return
 	}
-	p, err := s.access.SignRoster(r.Context(), caller(r), digest, b.Signature)
+	p, err := s.governance.SignRoster(r.Context(), caller(r), digest, b.Signature)
 	if err != nil {
-		s.accessError(w, r, "roster signature", err)
+		s.governanceError(w, r, "roster signature", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, proposalView(p))
@@ -94,15 +96,15 @@ func (s *server) checkin(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &b) {
 		return
 	}
-	c, err := s.access.Checkin(r.Context(), caller(r), b.At, b.Signature)
+	c, err := s.governance.Checkin(r.Context(), caller(r), b.At, b.Signature)
 	if err != nil {
-		s.accessError(w, r, "check-in", err)
+		s.governanceError(w, r, "check-in", err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, wire.CheckinAnswer{ApproverID: c.ApproverID, KeyID: c.KeyID, At: c.At})
 }
 
-func proposalView(p access.Proposal) wire.RosterProposal {
+func proposalView(p governance.Proposal) wire.RosterProposal {
 	status := "awaiting_signatures"
 	switch {
 	case p.Adopted:
@@ -124,4 +126,39 @@ func proposalView(p access.Proposal) wire.RosterProposal {
 		Roster: p.Roster, ProposedBy: p.ProposedBy, ProposedAt: p.ProposedAt.UTC().Truncate(time.Microsecond), Status: status,
 		Signatures: sigs, Signers: orEmpty(p.Progress.Signers), Possession: orEmpty(p.Progress.Possession),
 		Missing: orEmpty(p.Progress.Missing), Changes: orEmpty(p.Changes), AuditSeq: p.AuditSeq}
+}
+
+// governanceError writes the answer for an error of the roster's
+// workflow, or of the roster a lawful-access call depends on.
+func (s *server) governanceError(w http.ResponseWriter, r *http.Request, what string, err error) {
+	var ng *governance.NotGenesisError
+	switch {
+	case writeInvalid(w, err):
+	case errors.As(err, &ng):
+		writeError(w, http.StatusConflict, codeNotGenesis, ng.Error())
+	case errors.Is(err, governance.ErrNotFound):
+		writeError(w, http.StatusNotFound, codeNotFound, "no such request, roster version or proposal")
+	case errors.Is(err, governance.ErrNoGenesis):
+		s.logFailure(r, what, err)
+		unavailable(w, "roster", "the service pins no roster genesis (--roster-genesis); no approver is trusted")
+	case errors.Is(err, governance.ErrRosterBroken):
+		s.logFailure(r, what, err)
+		unavailable(w, "roster", "the stored roster chain does not verify from the pinned genesis; nothing that depends on approvers works until it is repaired")
+	case errors.Is(err, governance.ErrStaleProposal):
+		writeError(w, http.StatusConflict, codeStaleProposal, "another roster version was adopted first; propose again on top of it")
+	case errors.Is(err, governance.ErrNotSigner):
+		writeError(w, http.StatusUnprocessableEntity, codeBadSignature,
+			"the signature verifies with no key of yours in the roster in force or the proposal, over "+roster.MessageFormat)
+	case errors.Is(err, governance.ErrUnknownApprover):
+		writeError(w, http.StatusForbidden, codeNotAnApprover, "your token's subject is not an approver of the roster in force")
+	case errors.Is(err, governance.ErrBadSignature):
+		writeError(w, http.StatusUnprocessableEntity, codeBadSignature,
+			"the signature does not verify with your key in the roster in force over "+approval.MessageFormat)
+	case errors.Is(err, governance.ErrUnavailable):
+		s.logFailure(r, what, err)
+		unavailable(w, "access", "a dependency (database, policy or escrow) is unavailable; nothing was released")
+	default:
+		s.logFailure(r, what, err)
+		writeError(w, http.StatusInternalServerError, codeInternal, what+" failed; quote request id "+RequestIDFrom(r.Context()))
+	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/mediatorhq/mediator/access"
 	"github.com/mediatorhq/mediator/audit"
 	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/governance"
 	"github.com/mediatorhq/mediator/identity"
 	"github.com/mediatorhq/mediator/ingest"
 	"github.com/mediatorhq/mediator/policy"
@@ -54,6 +55,8 @@ type Deps struct {
 
 	Escrow *escrow.Service
 	Access *access.Service
+	// Governance runs the roster: proposals, signatures, check-ins.
+	Governance *governance.Service
 
 	// The SOC view: counts of committed events, and the k below which
 	// nothing is reported.
@@ -74,10 +77,11 @@ type server struct {
 	metrics *Metrics
 	ready   []Check
 
-	ingest   Ingester
-	auditLog *audit.Log
-	escrow   *escrow.Service
-	access   *access.Service
+	ingest     Ingester
+	auditLog   *audit.Log
+	escrow     *escrow.Service
+	access     *access.Service
+	governance *governance.Service
 
 	stats         *stats.Store
 	statsMinGroup int
@@ -88,7 +92,7 @@ type server struct {
 // policy/authz.rego through guard.
 func NewRouter(d Deps) http.Handler {
 	s := &server{log: d.Logger, authn: d.Authn, authz: d.Authz, metrics: d.Metrics, ready: d.Ready,
-		ingest: d.Ingest, auditLog: d.Log, escrow: d.Escrow, access: d.Access,
+		ingest: d.Ingest, auditLog: d.Log, escrow: d.Escrow, access: d.Access, governance: d.Governance,
 		stats: d.Stats, statsMinGroup: d.StatsMinGroup}
 	r := chi.NewRouter()
 	r.Use(requestID, s.accessLog, s.recoverPanic)

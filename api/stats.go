@@ -1,7 +1,6 @@
 package api
 
 import (
-	"errors"
 	"net/http"
 	"time"
 
@@ -27,9 +26,7 @@ func (s *server) transportStats(w http.ResponseWriter, r *http.Request) {
 		q.GroupBy = v
 	}
 	rep, err := s.stats.Transport(r.Context(), q, time.Now())
-	var ve *stats.ValidationError
-	if errors.As(err, &ve) {
-		writeError(w, http.StatusUnprocessableEntity, codeValidationFailed, ve.Field+" "+ve.Reason, wire.FieldProblem{Field: ve.Field, Reason: ve.Reason})
+	if writeInvalid(w, err) {
 		return
 	}
 	if err != nil {

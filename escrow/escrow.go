@@ -21,15 +21,15 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/mediatorhq/mediator/invalid"
 	"github.com/mediatorhq/mediator/redact"
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/wire"
 )
 
-// Errors a caller maps to answers.
+// Errors a caller maps to answers. Input that breaks a rule is an
+// *invalid.Error (422).
 var (
-	// ErrInvalid matches every *ValidationError (422).
-	ErrInvalid = errors.New("escrow: invalid request")
 	// ErrConflict: the key id is escrowed with another key (409).
 	ErrConflict = errors.New("escrow: key id already escrowed with a different key")
 	// ErrDestroyed: the key id was escrowed and destroyed at retention
@@ -46,25 +46,6 @@ var (
 	// ErrNotFound: no such escrow.
 	ErrNotFound = errors.New("escrow: not found")
 )
-
-// ValidationError is a request that breaks a rule (422): the field at
-// fault, why, and a code when the rule has its own (else
-// validation_failed). It never quotes the offending value.
-type ValidationError struct {
-	Field  string
-	Reason string
-	Code   string
-}
-
-func (e *ValidationError) Error() string {
-	return "escrow: invalid request: " + e.Field + " " + e.Reason
-}
-
-// Is makes a ValidationError match ErrInvalid.
-func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
-
-// Invalid returns the field at fault and why, for a client.
-func (e *ValidationError) Invalid() (field, reason string) { return e.Field, e.Reason }
 
 // CodeShareInvalid: a custodian found that its share does not open as its
 // share of the key named; the depositor sealed it wrong (or for another
@@ -91,12 +72,13 @@ type Escrow struct {
 // Service coordinates deposits, releases and destruction with the
 // custodians. It is safe for concurrent use.
 type Service struct {
-	set     shares.Set
-	digest  string
-	remotes []*Remote // in set order
-	rows    Rows
-	log     *slog.Logger
-	metrics *Metrics
+	set       shares.Set
+	digest    string
+	remotes   []*Remote // in set order
+	deposits  DepositRows
+	lifecycle LifecycleRows
+	log       *slog.Logger
+	metrics   *Metrics
 }
 
 // Config configures a Service.
@@ -105,14 +87,17 @@ type Config struct {
 	// escrow is not configured.
 	Set     shares.Set
 	Remotes []*Remote
-	Rows    Rows
-	Log     *slog.Logger
-	Metrics *Metrics // may be nil
+	// Deposits keeps the escrows; Lifecycle their destruction and legal
+	// holds. Both are usually one *PGRows.
+	Deposits  DepositRows
+	Lifecycle LifecycleRows
+	Log       *slog.Logger
+	Metrics   *Metrics // may be nil
 }
 
 // New returns a Service.
 func New(cfg Config) (*Service, error) {
-	s := &Service{set: cfg.Set, remotes: cfg.Remotes, rows: cfg.Rows, log: cfg.Log, metrics: cfg.Metrics}
+	s := &Service{set: cfg.Set, remotes: cfg.Remotes, deposits: cfg.Deposits, lifecycle: cfg.Lifecycle, log: cfg.Log, metrics: cfg.Metrics}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -171,7 +156,7 @@ const maxSealedShare = 4096
 // the same commitment was already escrowed under that id). All or nothing:
 // if any custodian does not store its share, the shares stored are aborted
 // at their custodians, no row remains, and the error wraps ErrUnavailable
-// (or is a *ValidationError when a custodian found its share invalid).
+// (or is an *invalid.Error when a custodian found its share invalid).
 func (s *Service) Deposit(ctx context.Context, req DepositRequest) (Escrow, bool, error) {
 	start := time.Now()
 	rec, created, err := s.deposit(ctx, req)
@@ -186,7 +171,7 @@ func (s *Service) deposit(ctx context.Context, req DepositRequest) (Escrow, bool
 	if err := s.validate(req); err != nil {
 		return Escrow{}, false, err
 	}
-	if existing, err := s.rows.ByKeyID(ctx, req.Depositor, req.ConversationID, req.KeyID); err == nil {
+	if existing, err := s.deposits.ByKeyID(ctx, req.Depositor, req.ConversationID, req.KeyID); err == nil {
 		return sameOrConflict(existing, req.Commitment)
 	} else if !errors.Is(err, ErrNotFound) {
 		return Escrow{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
@@ -198,12 +183,12 @@ func (s *Service) deposit(ctx context.Context, req DepositRequest) (Escrow, bool
 	}
 	rec := Escrow{EscrowID: id, ConversationID: req.ConversationID, KeyID: req.KeyID, Threshold: s.set.Threshold,
 		Custodians: s.names(), KeyCommitment: req.Commitment, Depositor: req.Depositor, CustodianSet: s.digest, Shares: receipts}
-	stored, err := s.rows.Insert(ctx, rec)
+	stored, err := s.deposits.Insert(ctx, rec)
 	if err != nil && !errors.Is(err, errDuplicateKeyID) {
 		// A commit whose answer was lost may still have committed: never
 		// abort the shares of an escrow the database records.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		committed, lookErr := s.rows.ByID(cctx, id)
+		committed, lookErr := s.deposits.ByID(cctx, id)
 		cancel()
 		if lookErr == nil {
 			return committed, true, nil
@@ -217,7 +202,7 @@ func (s *Service) deposit(ctx context.Context, req DepositRequest) (Escrow, bool
 		s.abort(ctx, id, receipts)
 		if errors.Is(err, errDuplicateKeyID) {
 			// A concurrent deposit of the same key id won the race.
-			existing, err := s.rows.ByKeyID(ctx, req.Depositor, req.ConversationID, req.KeyID)
+			existing, err := s.deposits.ByKeyID(ctx, req.Depositor, req.ConversationID, req.KeyID)
 			if err != nil {
 				return Escrow{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 			}
@@ -242,26 +227,26 @@ func sameOrConflict(existing Escrow, commitment string) (Escrow, bool, error) {
 func (s *Service) validate(req DepositRequest) error {
 	switch {
 	case !shares.ValidID(req.ConversationID):
-		return &ValidationError{Field: "conversation_id", Reason: "must be 1–128 printable bytes"}
+		return invalid.Input("conversation_id", "must be 1–128 printable bytes")
 	case redact.LooksLikeIdentifier(req.ConversationID):
-		return &ValidationError{Field: "conversation_id", Reason: "looks like a phone number or an email address; use an opaque id", Code: redact.CodeIdentifierInOpaqueField}
+		return invalid.Coded(redact.CodeIdentifierInOpaqueField, "conversation_id", "looks like a phone number or an email address; use an opaque id")
 	case !shares.ValidID(req.KeyID):
-		return &ValidationError{Field: "key_id", Reason: "must be 1–128 printable bytes"}
+		return invalid.Input("key_id", "must be 1–128 printable bytes")
 	case !commitmentPattern.MatchString(req.Commitment):
-		return &ValidationError{Field: "commitment", Reason: `must be "sha256:" and 64 lowercase hex digits`}
+		return invalid.Input("commitment", `must be "sha256:" and 64 lowercase hex digits`)
 	case req.CustodianSet != s.digest:
 		return ErrSetMismatch
 	case req.Threshold != s.set.Threshold:
-		return &ValidationError{Field: "threshold", Reason: fmt.Sprintf("must be the custodian set's threshold, %d", s.set.Threshold)}
+		return invalid.Input("threshold", fmt.Sprintf("must be the custodian set's threshold, %d", s.set.Threshold))
 	case len(req.Shares) != len(s.set.Custodians):
-		return &ValidationError{Field: "shares", Reason: fmt.Sprintf("must hold one sealed share per custodian, %d", len(s.set.Custodians))}
+		return invalid.Input("shares", fmt.Sprintf("must hold one sealed share per custodian, %d", len(s.set.Custodians)))
 	}
 	for i, sh := range req.Shares {
 		if sh.Custodian != s.set.Custodians[i].Name || sh.Index != i+1 {
-			return &ValidationError{Field: "shares", Reason: "must list the custodians in the set's order, share i to custodian i"}
+			return invalid.Input("shares", "must list the custodians in the set's order, share i to custodian i")
 		}
 		if len(sh.Sealed) == 0 || len(sh.Sealed) > maxSealedShare {
-			return &ValidationError{Field: "shares", Reason: fmt.Sprintf("each sealed share is 1–%d bytes", maxSealedShare)}
+			return invalid.Input("shares", fmt.Sprintf("each sealed share is 1–%d bytes", maxSealedShare))
 		}
 	}
 	return nil
@@ -283,8 +268,8 @@ func (s *Service) forward(ctx context.Context, id string, req DepositRequest) ([
 			switch {
 			case err != nil:
 			case res.Error != nil && res.Error.Code == CodeShareInvalid:
-				err = &ValidationError{Field: "shares", Code: CodeShareInvalid,
-					Reason: "custodian " + r.Name + " found its share does not open as its share of this key: " + res.Error.Message}
+				err = invalid.Coded(CodeShareInvalid, "shares",
+					"custodian "+r.Name+" found its share does not open as its share of this key: "+res.Error.Message)
 			case res.Error != nil:
 				err = &UnavailableError{Custodian: r.Name, Err: errors.New(res.Error.Code + ": " + res.Error.Message)}
 			case res.Receipt == nil:
@@ -298,17 +283,18 @@ func (s *Service) forward(ctx context.Context, id string, req DepositRequest) ([
 		})
 	}
 	wg.Wait()
-	var invalid *ValidationError
+	var refused *invalid.Error
 	for _, err := range errs {
-		if errors.As(err, &invalid) {
+		if e, ok := invalid.As(err); ok {
+			refused = e
 			break
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		s.log.Error("escrow deposit failed; aborting the shares stored", "escrow_id", id, "err", err)
 		s.abort(ctx, id, receipts)
-		if invalid != nil {
-			return nil, invalid
+		if refused != nil {
+			return nil, refused
 		}
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
@@ -359,7 +345,7 @@ func (s *Service) abort(ctx context.Context, id string, receipts []shares.Signed
 // InScope returns the live escrows of conversationIDs deposited within
 // [from, to]: the keys a lawful-access request with that scope covers.
 func (s *Service) InScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]Escrow, error) {
-	return s.rows.InScope(ctx, conversationIDs, from, to)
+	return s.deposits.InScope(ctx, conversationIDs, from, to)
 }
 
 func (s *Service) names() []string {

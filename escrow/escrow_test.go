@@ -20,6 +20,7 @@ import (
 	"github.com/mediatorhq/mediator/audit"
 	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/invalid"
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/test/harness"
 	"github.com/mediatorhq/mediator/test/harness/custodians"
@@ -48,7 +49,7 @@ func newFixture(t testing.TB, opts dev.CustodianOptions) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{pool: pool, cs: cs, rows: rows, svc: cs.Escrow(t, rows), splitter: sp}
+	return &fixture{pool: pool, cs: cs, rows: rows, svc: cs.Escrow(t, rows, rows), splitter: sp}
 }
 
 func newKey(t testing.TB) []byte {
@@ -166,8 +167,8 @@ func TestDepositIsAllOrNothing(t *testing.T) {
 	bad := f.request(t, "conv-bad", "k", newKey(t))
 	bad.Shares[3].Sealed = bytes.Clone(bad.Shares[2].Sealed) // custodian-3's share offered to custodian-4
 	_, _, err := f.svc.Deposit(ctx, bad)
-	var ve *escrow.ValidationError
-	if !errors.As(err, &ve) || ve.Code != escrow.CodeShareInvalid || !strings.Contains(ve.Reason, "custodian-4") {
+	ve, ok := invalid.As(err)
+	if !ok || ve.Code != escrow.CodeShareInvalid || !strings.Contains(ve.Reason, "custodian-4") {
 		t.Fatalf("a share sealed wrong: %v", err)
 	}
 	other := f.request(t, "conv-set", "k", newKey(t))
@@ -177,7 +178,7 @@ func TestDepositIsAllOrNothing(t *testing.T) {
 	}
 	for _, convo := range []string{"+1 415 555 0100", "415/555/0100", "４１５５５５０１００", "alice＠example.com"} {
 		named := f.request(t, convo, "k", newKey(t))
-		if _, _, err := f.svc.Deposit(ctx, named); !errors.As(err, &ve) || ve.Code != "identifier_in_opaque_field" || ve.Field != "conversation_id" {
+		if _, _, err := f.svc.Deposit(ctx, named); !isInvalidField(err, "identifier_in_opaque_field", "conversation_id") {
 			t.Fatalf("a conversation id that is a phone number or an address: %v", err)
 		}
 	}
@@ -241,7 +242,7 @@ func TestKeyIDsCannotBeSquatted(t *testing.T) {
 	}
 }
 
-// holdDuringRun is Rows with a hook: a hold is placed on a conversation
+// holdDuringRun is LifecycleRows with a hook: a hold is placed on a conversation
 // right after the destruction run has read which escrows are due, as an
 // operator's hold racing a run would be.
 type holdDuringRun struct {
@@ -286,7 +287,7 @@ func TestDestroyAtRetentionEndRespectsLegalHolds(t *testing.T) {
 		t.Fatalf("early run: %+v %v", rep, err)
 	}
 	racing := &holdDuringRun{PGRows: f.rows, convo: "late-hold"}
-	svc := f.cs.Escrow(t, racing)
+	svc := f.cs.Escrow(t, f.rows, racing)
 	racing.svc = svc
 	rep, err := svc.Destroy(ctx, time.Now().Add(time.Minute))
 	if err != nil || len(rep.Destroyed) != 1 || rep.Destroyed[0] != a.EscrowID || len(rep.Held) != 2 || len(rep.Failed) != 0 {
@@ -369,4 +370,11 @@ func BenchmarkDepositLatency(b *testing.B) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// isInvalidField reports whether err is an *invalid.Error for field under
+// the rule code.
+func isInvalidField(err error, code, field string) bool {
+	e, ok := invalid.As(err)
+	return ok && e.Code == code && e.Field == field
 }

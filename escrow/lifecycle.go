@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mediatorhq/mediator/audit"
+	"github.com/mediatorhq/mediator/invalid"
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/wire"
 )
@@ -44,7 +45,7 @@ func (s *Service) Destroy(ctx context.Context, before time.Time) (DestroyReport,
 	if len(s.remotes) == 0 {
 		return rep, nil
 	}
-	holds, err := s.rows.ActiveHolds(ctx)
+	holds, err := s.lifecycle.ActiveHolds(ctx)
 	if err != nil {
 		return rep, err
 	}
@@ -53,13 +54,13 @@ func (s *Service) Destroy(ctx context.Context, before time.Time) (DestroyReport,
 			return rep, fmt.Errorf("%w: custodians must know every hold before anything is destroyed: %v", ErrUnavailable, err)
 		}
 	}
-	due, held, err := s.rows.DueForDestruction(ctx, before)
+	due, held, err := s.lifecycle.DueForDestruction(ctx, before)
 	if err != nil {
 		return rep, err
 	}
 	rep.Held = held
 	for _, rec := range due {
-		err := s.rows.WithConversationLock(ctx, rec.ConversationID, func(onHold bool) error {
+		err := s.lifecycle.WithConversationLock(ctx, rec.ConversationID, func(onHold bool) error {
 			if onHold {
 				rep.Held = append(rep.Held, rec.EscrowID)
 				return errHeldNow
@@ -128,10 +129,10 @@ type Hold struct {
 // destruction run (which stops if it still cannot be).
 func (s *Service) PlaceHold(ctx context.Context, conversationID, reason, by string) (string, error) {
 	if !shares.ValidID(conversationID) || reason == "" || len(reason) > 500 || by == "" {
-		return "", &ValidationError{Field: "hold", Reason: "needs a conversation id, a reason (≤ 500 chars) and who places it"}
+		return "", invalid.Input("hold", "needs a conversation id, a reason (≤ 500 chars) and who places it")
 	}
 	id := uuid.NewString()
-	if err := s.rows.PlaceHold(ctx, id, conversationID, reason, by); err != nil {
+	if err := s.lifecycle.PlaceHold(ctx, id, conversationID, reason, by); err != nil {
 		return "", err
 	}
 	if err := s.tellHold(ctx, wire.Hold{HoldID: id, ConversationID: conversationID}); err != nil {
@@ -142,7 +143,7 @@ func (s *Service) PlaceHold(ctx context.Context, conversationID, reason, by stri
 
 // ReleaseHold releases a legal hold and tells every custodian.
 func (s *Service) ReleaseHold(ctx context.Context, holdID, by string) error {
-	if err := s.rows.ReleaseHold(ctx, holdID, by); err != nil {
+	if err := s.lifecycle.ReleaseHold(ctx, holdID, by); err != nil {
 		return err
 	}
 	if err := s.tellHold(ctx, wire.Hold{HoldID: holdID, Released: true}); err != nil {
@@ -186,7 +187,7 @@ func (s *Service) RunRetention(ctx context.Context, retention time.Duration) {
 	}
 }
 
-// DueForDestruction implements Rows.
+// DueForDestruction implements LifecycleRows.
 func (r *PGRows) DueForDestruction(ctx context.Context, before time.Time) ([]Escrow, []string, error) {
 	due, err := r.escrows(ctx, selectEscrow+`WHERE a.created_at < $1 AND d.escrow_id IS NULL ORDER BY a.created_at`, before)
 	if err != nil {
@@ -212,7 +213,7 @@ func (r *PGRows) DueForDestruction(ctx context.Context, before time.Time) ([]Esc
 	return free, held, nil
 }
 
-// ActiveHolds implements Rows.
+// ActiveHolds implements LifecycleRows.
 func (r *PGRows) ActiveHolds(ctx context.Context) ([]Hold, error) {
 	rows, err := r.pool.Query(ctx, `SELECT h.hold_id::text, h.conversation_id FROM legal_holds h
 		LEFT JOIN legal_hold_releases x USING (hold_id) WHERE x.hold_id IS NULL ORDER BY h.placed_at`)
@@ -256,11 +257,8 @@ func (r *PGRows) WithConversationLock(ctx context.Context, conversationID string
 	})
 }
 
-// MarkDestroyed implements Rows.
-func (r *PGRows) MarkDestroyed(ctx context.Context, rec Escrow) error {
-	return r.inTx(ctx, func(tx pgx.Tx) error { return r.markDestroyed(ctx, tx, rec) })
-}
-
+// markDestroyed records that rec's shares are gone, with its
+// escrow.destroy audit entry, in tx.
 func (r *PGRows) markDestroyed(ctx context.Context, tx pgx.Tx, rec Escrow) error {
 	seq, err := r.auditTx(ctx, tx, audit.Entry{Kind: KindDestroy, ConversationID: rec.ConversationID,
 		Record: map[string]any{"kind": KindDestroy, "escrow_id": rec.EscrowID, "conversation_id": rec.ConversationID,

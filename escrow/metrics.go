@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mediatorhq/mediator/invalid"
 )
 
 // Metrics are the escrow metric families. Labels carry outcomes and
@@ -52,7 +54,7 @@ func (m *Metrics) deposit(err error, created bool, d time.Duration) {
 		outcome = "existing"
 	case errors.Is(err, ErrConflict), errors.Is(err, ErrDestroyed), errors.Is(err, ErrSetMismatch):
 		outcome = "conflict"
-	case errors.Is(err, ErrInvalid):
+	case isInvalid(err):
 		outcome = "invalid"
 	case errors.Is(err, ErrUnavailable):
 		outcome = "unavailable"
@@ -73,4 +75,10 @@ func (m *Metrics) custodian(name, op string, err error, d time.Duration) {
 	if err != nil {
 		m.custodianErrors.WithLabelValues(name, op).Inc()
 	}
+}
+
+// isInvalid reports whether err is input that breaks a rule.
+func isInvalid(err error) bool {
+	_, ok := invalid.As(err)
+	return ok
 }

@@ -16,8 +16,9 @@ import (
 	"github.com/mediatorhq/mediator/shares"
 )
 
-// Rows keeps escrow metadata.
-type Rows interface {
+// DepositRows keeps the record of what is escrowed: each escrow with its
+// custodians' receipts and its escrow.deposit audit entry.
+type DepositRows interface {
 	// Insert records rec, its custodians' receipts and its escrow.deposit
 	// audit entry in one transaction and returns rec with AuditSeq and
 	// CreatedAt set. It returns errDuplicateKeyID if the depositor's
@@ -25,31 +26,35 @@ type Rows interface {
 	Insert(ctx context.Context, rec Escrow) (Escrow, error)
 	ByKeyID(ctx context.Context, depositor, conversationID, keyID string) (Escrow, error)
 	ByID(ctx context.Context, id string) (Escrow, error)
+	// InScope returns the live escrows of the given conversations
+	// deposited within [from, to].
+	InScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]Escrow, error)
+}
+
+// LifecycleRows keeps what ends an escrow: destruction at retention end
+// and the legal holds that prevent it, each with its audit entry.
+type LifecycleRows interface {
 	// DueForDestruction returns live escrows deposited before `before`,
 	// split into those free to destroy and the ids of those whose
 	// conversation is under a legal hold.
 	DueForDestruction(ctx context.Context, before time.Time) ([]Escrow, []string, error)
-	// MarkDestroyed records that rec's shares are gone, with an
-	// escrow.destroy audit entry, in one transaction.
-	MarkDestroyed(ctx context.Context, rec Escrow) error
 	// WithConversationLock runs destroy under the conversation's lock,
 	// telling it whether the conversation is on hold now, and marks rec
-	// destroyed in the same transaction if destroy succeeds.
+	// destroyed, with its escrow.destroy audit entry, in the same
+	// transaction if destroy succeeds.
 	WithConversationLock(ctx context.Context, conversationID string, destroy func(onHold bool) error, rec Escrow) error
 	// PlaceHold and ReleaseHold record a legal hold and its release, with
 	// their audit entries; a hold takes the conversation's lock.
 	PlaceHold(ctx context.Context, id, conversationID, reason, by string) error
 	ReleaseHold(ctx context.Context, holdID, by string) error
-	// InScope returns the live escrows of the given conversations
-	// deposited within [from, to].
-	InScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]Escrow, error)
 	// ActiveHolds returns the legal holds not released.
 	ActiveHolds(ctx context.Context) ([]Hold, error)
 }
 
 var errDuplicateKeyID = errors.New("escrow: duplicate key id")
 
-// PGRows is Rows in PostgreSQL, with audit entries in the same transaction.
+// PGRows keeps escrows in PostgreSQL, with audit entries in the same
+// transaction. It implements DepositRows and LifecycleRows.
 // Concurrent deposits are group-committed: their rows and audit entries go
 // in one transaction, so the audit sequencer lock and the commit are paid
 // once per group rather than once per deposit.
@@ -103,7 +108,7 @@ type shareLogItem struct {
 // KindDeposit is the audit entry kind of a deposit.
 const KindDeposit = "escrow.deposit"
 
-// Insert implements Rows. It returns once the transaction holding rec has
+// Insert implements DepositRows. It returns once the transaction holding rec has
 // committed.
 func (r *PGRows) Insert(ctx context.Context, rec Escrow) (Escrow, error) {
 	res, err := r.inserts.Do(ctx, rec)
@@ -231,12 +236,12 @@ const selectEscrow = `SELECT k.escrow_id, k.conversation_id, k.key_id, k.thresho
 	FROM escrow_keys k JOIN escrow_deposit_audit a USING (escrow_id)
 	LEFT JOIN escrow_destructions d USING (escrow_id) `
 
-// ByKeyID implements Rows: key ids are unique per depositor.
+// ByKeyID implements DepositRows: key ids are unique per depositor.
 func (r *PGRows) ByKeyID(ctx context.Context, depositor, conversationID, keyID string) (Escrow, error) {
 	return r.one(ctx, selectEscrow+"WHERE coalesce(k.depositor, '') = $1 AND k.conversation_id = $2 AND k.key_id = $3", depositor, conversationID, keyID)
 }
 
-// ByID implements Rows.
+// ByID implements DepositRows.
 func (r *PGRows) ByID(ctx context.Context, id string) (Escrow, error) {
 	return r.one(ctx, selectEscrow+"WHERE k.escrow_id = $1", id)
 }
@@ -274,7 +279,7 @@ func scanEscrow(row pgx.CollectableRow) (Escrow, error) {
 	return rec, nil
 }
 
-// InScope implements Rows.
+// InScope implements DepositRows.
 func (r *PGRows) InScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]Escrow, error) {
 	return r.escrows(ctx, selectEscrow+`WHERE d.escrow_id IS NULL AND k.conversation_id = ANY($1)
 		AND a.created_at BETWEEN $2 AND $3 ORDER BY k.conversation_id, a.created_at, k.key_id`, conversationIDs, from, to)

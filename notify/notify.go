@@ -3,7 +3,7 @@
 // approvals, an approval, a release or a denial, a roster proposal waiting
 // for signatures, a quorum of approvers no longer live.
 //
-// Events carry ids, counts and states only (access.Event). Each delivery
+// Events carry ids, counts and states only (wire.Event). Each delivery
 // is an HTTP POST of the event as JSON, signed with HMAC-SHA256 under the
 // webhook's own secret (SignatureHeader, Verify). Deliveries are queued
 // per webhook and retried with exponential backoff; Notify never blocks
@@ -31,8 +31,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/mediatorhq/mediator/access"
 	"github.com/mediatorhq/mediator/secretfile"
+	"github.com/mediatorhq/mediator/wire"
 )
 
 // SignatureHeader carries a delivery's signature:
@@ -89,7 +89,7 @@ type Config struct {
 	Queue int
 }
 
-// Notifier delivers events to webhooks. It implements access.Notifier.
+// Notifier delivers events to webhooks. It implements access.Notifier and governance.Notifier.
 type Notifier struct {
 	cfg     Config
 	hooks   []*hook
@@ -159,7 +159,7 @@ func New(cfg Config) (*Notifier, error) {
 }
 
 // Notify queues e for every webhook and returns at once.
-func (n *Notifier) Notify(_ context.Context, e access.Event) {
+func (n *Notifier) Notify(_ context.Context, e wire.Event) {
 	if n == nil || len(n.hooks) == 0 {
 		return
 	}
@@ -169,7 +169,7 @@ func (n *Notifier) Notify(_ context.Context, e access.Event) {
 	}
 	body, err := json.Marshal(struct {
 		ID string `json:"id"`
-		access.Event
+		wire.Event
 	}{id.String(), e})
 	if err != nil {
 		return

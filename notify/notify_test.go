@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mediatorhq/mediator/access"
+	"github.com/mediatorhq/mediator/wire"
 )
 
 // receiver is a webhook endpoint that verifies each delivery as the docs
@@ -84,7 +84,7 @@ func TestDeliveriesAreSignedRetriedAndNeverBlock(t *testing.T) {
 	go n.Run(ctx)
 	start := time.Now()
 	for i := 0; i < 3; i++ {
-		n.Notify(ctx, access.Event{Type: access.EventRequestFiled, RequestID: "7c3f8a9e-0000-4000-8000-00000000000" + string(rune('1'+i)), Status: "pending", OccurredAt: time.Now()})
+		n.Notify(ctx, wire.Event{Type: wire.EventRequestFiled, RequestID: "7c3f8a9e-0000-4000-8000-00000000000" + string(rune('1'+i)), Status: "pending", OccurredAt: time.Now()})
 	}
 	if d := time.Since(start); d > 100*time.Millisecond {
 		t.Fatalf("Notify took %s with a receiver that hangs", d)
@@ -97,7 +97,7 @@ func TestDeliveriesAreSignedRetriedAndNeverBlock(t *testing.T) {
 	if len(got) != 3 || good.bad != 0 {
 		t.Fatalf("the good receiver got %d events, %d with bad signatures", len(got), good.bad)
 	}
-	if got[0]["type"] != access.EventRequestFiled || got[0]["id"] != got[0]["_event_id_header"] || got[0]["status"] != "pending" {
+	if got[0]["type"] != wire.EventRequestFiled || got[0]["id"] != got[0]["_event_id_header"] || got[0]["status"] != "pending" {
 		t.Fatalf("event: %v", got[0])
 	}
 }

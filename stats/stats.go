@@ -16,7 +16,6 @@ package stats
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -28,6 +27,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/mediatorhq/mediator/invalid"
 	"github.com/mediatorhq/mediator/redact"
 )
 
@@ -169,24 +169,6 @@ var Windows = []time.Duration{15 * time.Minute, time.Hour, 6 * time.Hour, 24 * t
 // MinK is the smallest k allowed: below it suppression means nothing.
 const MinK = 2
 
-// ErrInvalid matches every *ValidationError.
-var ErrInvalid = errors.New("stats: invalid query")
-
-// ValidationError is a query that breaks a rule: the parameter at fault
-// and why.
-type ValidationError struct {
-	Field  string
-	Reason string
-}
-
-func (e *ValidationError) Error() string { return "stats: invalid query: " + e.Field + " " + e.Reason }
-
-// Is makes a ValidationError match ErrInvalid.
-func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
-
-// Invalid returns the parameter at fault and why, for a client.
-func (e *ValidationError) Invalid() (field, reason string) { return e.Field, e.Reason }
-
 // Report is the answer: groups of at least k events, each with its cells
 // of at least k.
 type Report struct {
@@ -248,13 +230,13 @@ func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 func (s *Store) Transport(ctx context.Context, q Query, now time.Time) (Report, error) {
 	col, ok := groupColumn(q.GroupBy)
 	if !ok {
-		return Report{}, &ValidationError{Field: "group_by", Reason: "must be mcc, platform or transport"}
+		return Report{}, invalid.Input("group_by", "must be mcc, platform or transport")
 	}
 	if !slices.Contains(Windows, q.Window) {
-		return Report{}, &ValidationError{Field: "window", Reason: "must be one of 15m, 1h, 6h, 24h or 168h"}
+		return Report{}, invalid.Input("window", "must be one of 15m, 1h, 6h, 24h or 168h")
 	}
 	if q.MinGroup < MinK {
-		return Report{}, &ValidationError{Field: "k", Reason: fmt.Sprintf("must be at least %d", MinK)}
+		return Report{}, invalid.Input("k", fmt.Sprintf("must be at least %d", MinK))
 	}
 	// time.Truncate works from the zero time, a UTC midnight and a Monday:
 	// windows of hours and days start on UTC hours and days, weeks on Monday.

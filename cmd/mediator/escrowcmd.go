@@ -175,7 +175,8 @@ func escrowOperator(ctx context.Context, args []string, stdout, stderr io.Writer
 // newEscrowService builds the escrow service on the custodians file, or
 // without custodians (deposits answer 503) when there is none.
 func newEscrowService(cfg serveConfig, pool *pgxpool.Pool, log audit.TxAppender, logger *slog.Logger, metrics *escrow.Metrics) (*escrow.Service, error) {
-	c := escrow.Config{Rows: escrow.NewPGRows(pool, log), Log: logger, Metrics: metrics}
+	rows := escrow.NewPGRows(pool, log)
+	c := escrow.Config{Deposits: rows, Lifecycle: rows, Log: logger, Metrics: metrics}
 	if cfg.Custodians != "" {
 		b, err := os.ReadFile(cfg.Custodians)
 		if err != nil {

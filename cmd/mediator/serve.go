@@ -22,8 +22,10 @@ import (
 	"github.com/mediatorhq/mediator/audit"
 	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
 	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/governance"
 	"github.com/mediatorhq/mediator/identity"
 	"github.com/mediatorhq/mediator/ingest"
+	"github.com/mediatorhq/mediator/job"
 	"github.com/mediatorhq/mediator/migrations"
 	"github.com/mediatorhq/mediator/notify"
 	"github.com/mediatorhq/mediator/pgmetrics"
@@ -59,86 +61,175 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 
 // serve runs the service until ctx ends. If ready is not nil it receives the
 // listening address once requests are being accepted. It only wires: each
-// piece it makes owns its own work and shutdown, and the deferred closes
-// run after the HTTP server has drained, newest first.
+// piece it starts pushes its stop function onto one job.Stack, and once the
+// HTTP server has drained the stack stops them newest first
+// (docs/architecture.md, "Start-up and shutdown").
 func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- string) error {
 	addr, err := listenAddr(cfg.Addr)
 	if err != nil {
 		return err
 	}
+	var owned job.Stack
+	defer owned.Stop(log)
 	metrics := api.NewMetrics(version)
+	deps, engine, err := start(ctx, cfg, log, metrics, &owned)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if cfg.MetricsAddr != "" {
+		stop, err := serveMetrics(ctx, cfg.MetricsAddr, metrics, log)
+		if err != nil {
+			return err
+		}
+		owned.Push("metrics listener", stop)
+	}
+	log.Info("mediator serving", "addr", ln.Addr().String(), "version", version,
+		"policy_revision", engine.Revision(), "jwt_issuer", cfg.JWTIssuer)
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+	return api.Serve(ctx, api.NewServer(api.NewRouter(deps), log), ln, cfg.ShutdownTimeout, log)
+}
+
+// start connects the service's dependencies and starts its jobs, pushing
+// each one's stop onto owned, and returns what the router needs and the
+// policy engine.
+func start(ctx context.Context, cfg serveConfig, log *slog.Logger, metrics *api.Metrics, owned *job.Stack) (api.Deps, *policy.Reloader, error) {
 	pool, err := openPool(ctx, cfg.DatabaseURL, metrics)
 	if err != nil {
-		return err
+		return api.Deps{}, nil, err
 	}
-	defer pool.Close()
+	owned.Push("database pool", pool.Close)
 	if err := migrations.CheckPool(ctx, pool, schemaCheckTimeout); err != nil {
-		return fmt.Errorf("refusing to serve: %w", err)
+		return api.Deps{}, nil, fmt.Errorf("refusing to serve: %w", err)
 	}
-	vaultMetrics := vaultclient.NewMetrics(metrics.Registry)
-	vault, err := vaultclient.Connect(ctx, log, cfg.vault(vaultMetrics))
+	// The Vault token is renewed (or its file followed) until this
+	// context ends, which is the last thing but the pool to stop.
+	vaultCtx, stopVault := context.WithCancel(context.WithoutCancel(ctx))
+	owned.Push("vault token renewal", stopVault)
+	vault, err := vaultclient.Connect(vaultCtx, log, cfg.vault(vaultclient.NewMetrics(metrics.Registry)))
 	if err != nil {
-		return err
+		return api.Deps{}, nil, err
 	}
+	auditLog, tally, err := startLog(ctx, cfg, log, metrics, pool, vault, owned)
+	if err != nil {
+		return api.Deps{}, nil, err
+	}
+	ingester, err := newIngester(ctx, cfg, log, metrics, vault, auditLog, tally)
+	if err != nil {
+		return api.Deps{}, nil, err
+	}
+	engine, err := startPolicy(ctx, cfg, log, metrics, owned)
+	if err != nil {
+		return api.Deps{}, nil, err
+	}
+	verifier, err := newVerifier(cfg)
+	if err != nil {
+		return api.Deps{}, nil, err
+	}
+	d := api.Deps{Logger: log, Authn: verifier, Authz: engine, Metrics: metrics, Ingest: ingester, Log: auditLog,
+		Stats: stats.NewStore(pool), StatsMinGroup: cfg.StatsMinGroup, Limits: cfg.Limits,
+		Ready: []api.Check{
+			{Name: "postgres", Probe: pool.Ping},
+			{Name: "vault", Probe: func(ctx context.Context) error { return vaultclient.Ready(ctx, vault) }},
+		}}
+	if err := startLawfulAccess(ctx, cfg, log, metrics, pool, auditLog, engine, owned, &d); err != nil {
+		return api.Deps{}, nil, err
+	}
+	return d, engine, nil
+}
 
+// startLog opens the audit log (its group commit and checkpoint job) and
+// the SOC tally, and pushes their closes: the log's waits for every queued
+// append and signs a last checkpoint.
+func startLog(ctx context.Context, cfg serveConfig, log *slog.Logger, metrics *api.Metrics, pool *pgxpool.Pool,
+	vault *vaultapi.Client, owned *job.Stack) (*audit.Log, *stats.Tally, error) {
 	key, err := checkpointKey(ctx, cfg, vault)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	var witnesses audit.WitnessPolicy
 	if cfg.Witnesses != "" {
 		b, err := os.ReadFile(cfg.Witnesses)
 		if err != nil {
-			return fmt.Errorf("--witnesses: %w", err)
+			return nil, nil, fmt.Errorf("--witnesses: %w", err)
 		}
 		if witnesses, err = audit.ParseWitnessPolicy(b); err != nil {
-			return err
+			return nil, nil, err
 		}
 	}
 	auditLog, closeLog, err := audit.Open(ctx, audit.Config{Pool: pool, Origin: cfg.LogOrigin, Key: key, PreviousKeys: cfg.CheckpointPreviousKeys, Witnesses: witnesses,
 		CheckpointInterval: cfg.CheckpointInterval, Logger: log, Metrics: audit.NewMetrics(metrics.Registry)})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	defer closeLog(context.WithoutCancel(ctx))
+	owned.Push("audit log", func() {
+		if err := closeLog(context.WithoutCancel(ctx)); err != nil {
+			log.Error("audit log close", "err", err)
+		}
+	})
 	tally, stopTally := stats.StartTally(ctx, pool, log, statsFlushInterval)
-	defer stopTally()
+	owned.Push("SOC tally", stopTally)
+	return auditLog, tally, nil
+}
+
+// newIngester returns the road of events into the log, with the redaction
+// profile and the pseudonym key read now.
+func newIngester(ctx context.Context, cfg serveConfig, log *slog.Logger, metrics *api.Metrics, vault *vaultapi.Client,
+	auditLog *audit.Log, tally *stats.Tally) (*ingest.Service, error) {
 	profile, err := redactionProfile(cfg.RedactionProfile)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	pseudonyms := vaultclient.NewPseudonymKeys(vault, vaultsetup.TransitMount, vaultsetup.PseudonymKey).WithMaxAge(cfg.PseudonymKeyMaxAge)
 	if _, err := pseudonyms.Current(ctx); err != nil {
-		return fmt.Errorf("pseudonym key: %w", err)
+		return nil, fmt.Errorf("pseudonym key: %w", err)
 	}
-	ingester := ingest.New(ingest.Config{Log: auditLog, Keys: pseudonyms, Profile: profile, Tally: tally, Logger: log,
-		Metrics: ingest.NewMetrics(metrics.Registry)})
+	return ingest.New(ingest.Config{Log: auditLog, Keys: pseudonyms, Profile: profile, Tally: tally, Logger: log,
+		Metrics: ingest.NewMetrics(metrics.Registry)}), nil
+}
 
+// startPolicy compiles the policies and starts the jobs that reload them:
+// the directory watch and SIGHUP.
+func startPolicy(ctx context.Context, cfg serveConfig, log *slog.Logger, metrics *api.Metrics, owned *job.Stack) (*policy.Reloader, error) {
 	engine, err := policy.NewReloader(ctx, cfg.PolicyDir, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	engine.OnReload = policy.ReloadMetrics(metrics.Registry, engine.Revision())
-	go engine.Watch(ctx, policyWatchInterval)
-	go reloadOnHangup(ctx, engine)
+	owned.Push("policy watch", job.Start(ctx, func(ctx context.Context) { engine.Watch(ctx, policyWatchInterval) }))
+	owned.Push("policy reload on SIGHUP", job.Start(ctx, func(ctx context.Context) { reloadOnHangup(ctx, engine) }))
+	return engine, nil
+}
+
+// newVerifier returns the bearer token verifier on the configured JWKS.
+func newVerifier(cfg serveConfig) (*identity.Verifier, error) {
 	keys, err := identity.OpenKeySource(cfg.JWKS)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if u, ok := keys.(*identity.URLKeys); ok && cfg.JWKSMaxAge > 0 {
 		u.MaxAge = cfg.JWKSMaxAge
 	}
-	verifier, err := identity.NewVerifier(cfg.JWTIssuer, cfg.JWTAudience, keys)
-	if err != nil {
-		return err
-	}
+	return identity.NewVerifier(cfg.JWTIssuer, cfg.JWTAudience, keys)
+}
 
-	escrowSvc, err := newEscrowService(cfg, pool, audit.NewTxAppender(), log, escrow.NewMetrics(metrics.Registry))
+// startLawfulAccess wires escrow, the roster's governance and the
+// lawful-access workflow into d, and starts their jobs: escrow retention,
+// webhook delivery and the approvers' liveness watch.
+func startLawfulAccess(ctx context.Context, cfg serveConfig, log *slog.Logger, metrics *api.Metrics, pool *pgxpool.Pool,
+	auditLog *audit.Log, engine *policy.Reloader, owned *job.Stack, d *api.Deps) error {
+	inTx := audit.NewTxAppender()
+	escrowSvc, err := newEscrowService(cfg, pool, inTx, log, escrow.NewMetrics(metrics.Registry))
 	if err != nil {
 		return err
 	}
 	if cfg.EscrowRetention > 0 {
-		go escrowSvc.RunRetention(ctx, cfg.EscrowRetention)
+		owned.Push("escrow retention", job.Start(ctx, func(ctx context.Context) { escrowSvc.RunRetention(ctx, cfg.EscrowRetention) }))
 	}
 	var hooks []notify.Hook
 	if cfg.Webhooks != "" {
@@ -150,50 +241,25 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 	if err != nil {
 		return err
 	}
-	go notifier.Run(ctx)
+	owned.Push("webhook delivery", job.Start(ctx, notifier.Run))
 	if cfg.RosterGenesis == "" {
 		log.Warn("no roster genesis is pinned (--roster-genesis): no approver is trusted and no key can be released")
 	} else if !roster.ValidDigest(cfg.RosterGenesis) {
 		return fmt.Errorf("--roster-genesis must be a sha256: digest, not %q", cfg.RosterGenesis)
 	}
-	accessStore := access.NewPGStore(pool, audit.NewTxAppender())
-	accessSvc := access.New(access.Config{Store: accessStore, Decider: engine, Escrow: escrowSvc, Log: log,
-		Metrics: access.NewMetrics(metrics.Registry, accessStore), RosterGenesis: cfg.RosterGenesis, Notifier: notifier,
-		LogProof: auditLog})
-	go accessSvc.WatchLiveness(ctx, cfg.LivenessInterval, cfg.LivenessWindow, cfg.ProposalWait)
-
-	router := api.NewRouter(api.Deps{
-		Logger:        log,
-		Authn:         verifier,
-		Authz:         engine,
-		Metrics:       metrics,
-		Ingest:        ingester,
-		Log:           auditLog,
-		Escrow:        escrowSvc,
-		Access:        accessSvc,
-		Stats:         stats.NewStore(pool),
-		StatsMinGroup: cfg.StatsMinGroup,
-		Limits:        cfg.Limits,
-		Ready: []api.Check{
-			{Name: "postgres", Probe: pool.Ping},
-			{Name: "vault", Probe: func(ctx context.Context) error { return vaultclient.Ready(ctx, vault) }},
-		},
-	})
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	if cfg.MetricsAddr != "" {
-		if err := serveMetrics(ctx, cfg.MetricsAddr, metrics, log); err != nil {
-			return err
-		}
-	}
-	log.Info("mediator serving", "addr", ln.Addr().String(), "version", version,
-		"policy_revision", engine.Revision(), "jwt_issuer", cfg.JWTIssuer)
-	if ready != nil {
-		ready <- ln.Addr().String()
-	}
-	return api.Serve(ctx, api.NewServer(router, log), ln, cfg.ShutdownTimeout, log)
+	rosterStore := governance.NewPGStore(pool, inTx)
+	gov := governance.New(governance.Config{Chain: rosterStore, Proposals: rosterStore, Checkins: rosterStore,
+		RosterGenesis: cfg.RosterGenesis, Custodians: escrowSvc, ReleaseRule: engine, Log: log,
+		Metrics: governance.NewMetrics(metrics.Registry), Notifier: notifier})
+	owned.Push("approver liveness watch", job.Start(ctx, func(ctx context.Context) {
+		gov.WatchLiveness(ctx, governance.LivenessWatch{Interval: cfg.LivenessInterval, Window: cfg.LivenessWindow, ProposalWait: cfg.ProposalWait})
+	}))
+	accessStore := access.NewPGStore(pool, inTx)
+	d.Escrow, d.Governance = escrowSvc, gov
+	d.Access = access.New(access.Config{Requests: accessStore, Approvals: accessStore, Releases: accessStore, Roster: gov,
+		Decider: engine, Escrow: escrowSvc, Log: log, Metrics: access.NewMetrics(metrics.Registry, accessStore),
+		Notifier: notifier, LogProof: auditLog})
+	return nil
 }
 
 // openPool connects the pgx pool with call metrics.
@@ -293,21 +359,21 @@ func setGCPercent(log *slog.Logger) {
 }
 
 // serveMetrics serves /metrics alone, without a token, on a listener of
-// its own (which the operator binds to a private address), until ctx ends.
-func serveMetrics(ctx context.Context, addr string, metrics *api.Metrics, log *slog.Logger) error {
+// its own (which the operator binds to a private address), and returns the
+// function that closes it and waits for its server to return.
+func serveMetrics(ctx context.Context, addr string, metrics *api.Metrics, log *slog.Logger) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("--metrics-addr: %w", err)
+		return nil, fmt.Errorf("--metrics-addr: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", api.MetricsHandler(metrics))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { <-ctx.Done(); srv.Close() }()
-	go func() {
+	stopServing := job.Start(ctx, func(context.Context) {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("metrics listener stopped", "err", err)
 		}
-	}()
+	})
 	log.Info("metrics served without a token on a separate listener", "addr", ln.Addr().String())
-	return nil
+	return func() { srv.Close(); stopServing() }, nil
 }

@@ -192,14 +192,15 @@ func (s *Set) Stop(i int) {
 	s.servers[i], s.Running[i] = nil, nil
 }
 
-// Escrow returns an escrow service on these custodians.
-func (s *Set) Escrow(t testing.TB, rows escrow.Rows) *escrow.Service {
+// Escrow returns an escrow service on these custodians, keeping its
+// escrows in deposits and their destruction and holds in lifecycle.
+func (s *Set) Escrow(t testing.TB, deposits escrow.DepositRows, lifecycle escrow.LifecycleRows) *escrow.Service {
 	t.Helper()
 	remotes, err := s.File.Remotes()
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := escrow.New(escrow.Config{Set: s.File.Set(), Remotes: remotes, Rows: rows})
+	svc, err := escrow.New(escrow.Config{Set: s.File.Set(), Remotes: remotes, Deposits: deposits, Lifecycle: lifecycle})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,454 @@
+package access
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/policy"
+	"github.com/mediatorhq/mediator/roster"
+	"github.com/mediatorhq/mediator/shares"
+	"github.com/mediatorhq/mediator/wire"
+)
+
+// Release is what a release returns: every key in scope with the shares
+// custodians sealed to the request's recipient (at least the threshold of
+// each), and what custodians that gave nothing said.
+type Release struct {
+	RequestID  string
+	DecisionID string
+	AuditSeq   int64
+	Keys       []ReleasedKey
+	Refusals   []*escrow.RefusedError
+}
+
+// ReleasedKey is one escrowed key of a release and its released shares.
+type ReleasedKey struct {
+	Escrow escrow.Escrow
+	Shares []ReleasedShare
+}
+
+// ReleasedShare is one custodian's share of a key, sealed by that custodian
+// to the request's recipient, with its signed release receipt. The mediator
+// cannot open it.
+type ReleasedShare struct {
+	EscrowID  string
+	Custodian string
+	Index     int
+	Sealed    []byte
+	Receipt   shares.SignedReceipt
+	AuditSeq  int64
+}
+
+// CustodiansError: the custodians did not release enough shares of every
+// key in scope. Refusals are the custodians whose own checks refused, with
+// their reasons; Unavailable the custodians that could not be reached;
+// Short the escrows still below their threshold. The shares that did come
+// are kept: a later release call asks only for the rest.
+type CustodiansError struct {
+	DecisionID  string
+	Refusals    []*escrow.RefusedError
+	Unavailable []string
+	Short       []string
+}
+
+func (e *CustodiansError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "access: %d keys lack shares:", len(e.Short))
+	if len(e.Unavailable) > 0 {
+		fmt.Fprintf(&b, " unavailable: %s;", strings.Join(e.Unavailable, ", "))
+	}
+	for _, r := range e.Refusals {
+		fmt.Fprintf(&b, " %s;", r.Error())
+	}
+	return b.String()
+}
+
+// releaseRecord is the audit record of a completed release: the request as
+// signed, the recipient, and for each key which custodians released which
+// share, by the hashes of their signed receipts.
+type releaseRecord struct {
+	Kind          string           `json:"kind"`
+	RequestID     string           `json:"request_id"`
+	RequestDigest string           `json:"request_digest"`
+	DecisionID    string           `json:"decision_id"`
+	ReleasedBy    string           `json:"released_by"`
+	RecipientKey  string           `json:"recipient_key"`
+	Keys          []releasedKeyLog `json:"keys"`
+}
+
+type releasedKeyLog struct {
+	EscrowID       string             `json:"escrow_id"`
+	ConversationID string             `json:"conversation_id"`
+	KeyID          string             `json:"key_id"`
+	KeyCommitment  string             `json:"key_commitment"`
+	Shares         []releasedShareLog `json:"shares"`
+}
+
+type releasedShareLog struct {
+	Custodian     string `json:"custodian"`
+	Index         int    `json:"index"`
+	ReceiptSHA256 string `json:"receipt_sha256"`
+}
+
+// Release asks the policy whether request requestID's keys may leave, with
+// every approval verified again now, and records the decision. Allowed:
+// every custodian holding a share in scope is handed the request as signed
+// and the approvals, checks them for itself, and seals its shares to the
+// request's recipient; the shares that come back are kept (each custodian's
+// answer logged), and once every key has its threshold the request becomes
+// released. Denied by the policy: a *DeniedError; the fifth denial locks
+// the request as denied. Not enough shares: a *CustodiansError. Only the
+// requester may ask.
+//
+// It runs in phases, each of which either completes or stops the release:
+// load the request as signed (loadForRelease), decide (decide), find the
+// keys in scope and ask their custodians (askCustodians), and record the
+// outcome (finishRelease).
+func (s *Service) Release(ctx context.Context, caller, requestID string) (Release, error) {
+	t0 := s.now()
+	rel, err := s.release(ctx, caller, requestID)
+	s.metrics.release(err, s.now().Sub(t0))
+	return rel, err
+}
+
+func (s *Service) release(ctx context.Context, caller, requestID string) (Release, error) {
+	r, signed, err := s.loadForRelease(ctx, caller, requestID)
+	if err != nil {
+		return Release{}, err
+	}
+	d, approvals, err := s.decide(ctx, r)
+	if err != nil {
+		return Release{}, err
+	}
+	escrows, err := s.escrow.InScope(ctx, signed.Scope.ConversationIDs, signed.Scope.From, signed.Scope.To)
+	if err != nil {
+		return Release{}, fmt.Errorf("%w: keys in scope: %v", ErrUnavailable, err)
+	}
+	got, err := s.askCustodians(ctx, r, signed, approvals, escrows)
+	if err != nil {
+		return Release{}, err
+	}
+	return s.finishRelease(ctx, caller, r, d.ID, signed.Recipient.Fingerprint(), escrows, got)
+}
+
+// loadForRelease reads request requestID for a release by caller and
+// parses it from its canonical bytes. When it returns, the caller is the
+// requester, the request is pending (an expiry found on the way is
+// recorded), and signed is exactly what approvers signed: its digest is the
+// stored digest and its id the row's. A row whose bytes do not match is
+// never released from (ErrUnavailable, logged).
+func (s *Service) loadForRelease(ctx context.Context, caller, requestID string) (Request, approval.Request, error) {
+	if _, err := uuid.Parse(requestID); err != nil {
+		return Request{}, approval.Request{}, ErrNotFound
+	}
+	r, err := s.requests.Request(ctx, requestID)
+	if err != nil {
+		return Request{}, approval.Request{}, err
+	}
+	if caller != r.Requester {
+		return Request{}, approval.Request{}, ErrNotRequester
+	}
+	if err := s.requirePending(ctx, &r); err != nil {
+		return Request{}, approval.Request{}, err
+	}
+	// Work from the request as approvers signed it, never from its columns.
+	signed, err := approval.Parse(r.Canonical)
+	if r.Corrupt || err != nil || approval.Digest(r.Canonical) != r.Digest || signed.ID != r.ID {
+		s.log.Error("a stored request does not match its canonical form; nothing is released", "access_request_id", r.ID)
+		return Request{}, approval.Request{}, fmt.Errorf("%w: the stored request does not match what was signed", ErrUnavailable)
+	}
+	return r, signed, nil
+}
+
+// decide asks the Decider about r with every approval verified again now
+// (policyInput) and records the decision with its audit entry. It returns
+// an allowing decision and the approvals as custodians are handed them;
+// otherwise no decision and: ErrUnavailable when the policy could not
+// decide (fail closed, nothing recorded), or a *DeniedError, recorded,
+// whose Locked says this denial made the request final.
+func (s *Service) decide(ctx context.Context, r Request) (policy.Decision, []wire.EvidenceApproval, error) {
+	in, approvals, err := s.policyInput(ctx, r)
+	if err != nil {
+		return policy.Decision{}, nil, err
+	}
+	t0 := s.now()
+	d, err := s.decider.DecideRelease(ctx, in)
+	s.metrics.decision(d, err, s.now().Sub(t0))
+	if err != nil {
+		// Fail closed: no decision, no release.
+		s.log.Error("release decision failed", "access_request_id", r.ID, "err", err)
+		return policy.Decision{}, nil, fmt.Errorf("%w: policy: %v", ErrUnavailable, err)
+	}
+	locked, err := s.releases.RecordDecision(ctx, r.ID, d, maxDeniedReleases)
+	if err != nil {
+		return policy.Decision{}, nil, err
+	}
+	s.log.Info("release decided", "access_request_id", r.ID, "decision_id", d.ID, "allow", d.Allow,
+		"reasons", d.Reasons, "policy_revision", d.PolicyRevision)
+	if d.Allow {
+		return d, approvals, nil
+	}
+	status := "denied_by_policy"
+	if locked {
+		status = string(StatusDenied)
+		s.metrics.transition(StatusDenied)
+		s.log.Warn("access request locked as denied", "access_request_id", r.ID, "denied_releases", maxDeniedReleases)
+	}
+	s.notify(ctx, wire.Event{Type: wire.EventDenied, RequestID: r.ID, Status: status})
+	return policy.Decision{}, nil, &DeniedError{DecisionID: d.ID, Reasons: d.Reasons, Locked: locked}
+}
+
+// custodianShares is what a release holds of each key: the shares kept
+// from this call and earlier ones, by escrow id, and what the custodians
+// that gave nothing said.
+type custodianShares struct {
+	byKey       map[string][]ReleasedShare
+	refusals    []*escrow.RefusedError
+	unavailable []string
+}
+
+// askCustodians hands every custodian of the roster in force the request
+// as signed, the approvals, the roster chain and, to those that witness
+// the log, the log evidence (logEvidence), asking only for shares not
+// kept before. Every share that comes back is in the log, with its
+// custodian's answer, before anything else happens (keepAnswer). An error
+// means a dependency failed; custodians that refuse or cannot be reached
+// are reported in the result, not as an error.
+func (s *Service) askCustodians(ctx context.Context, r Request, signed approval.Request, approvals []wire.EvidenceApproval,
+	escrows []escrow.Escrow) (custodianShares, error) {
+	kept, err := s.releases.ReleaseShares(ctx, r.ID)
+	if err != nil {
+		return custodianShares{}, err
+	}
+	cur, chain, err := s.roster.Roster(ctx)
+	if err != nil {
+		return custodianShares{}, err
+	}
+	var names []string
+	for _, c := range cur.Custodians {
+		names = append(names, c.Name)
+	}
+	logged, err := s.logEvidence(ctx, r, names)
+	if err != nil {
+		return custodianShares{}, err
+	}
+	ask := escrow.ReleaseAsk{Canonical: r.Canonical, Approvals: approvals, Roster: chain, Log: logged, RequestID: r.ID,
+		RequestDigest: r.Digest, RecipientKey: signed.Recipient.Fingerprint()}
+	got := custodianShares{byKey: groupShares(kept)}
+	for _, a := range s.escrow.Release(ctx, ask, escrows, haveShares(got.byKey)) {
+		if err := s.keepAnswer(ctx, r, ask.RecipientKey, a, &got); err != nil {
+			return custodianShares{}, err
+		}
+	}
+	return got, nil
+}
+
+// keepAnswer adds one custodian's answer to got: its refusal, or that it
+// was unavailable, or which of its items it refused, and the shares it
+// released, which are kept with their access.custodian_release audit
+// entry first.
+func (s *Service) keepAnswer(ctx context.Context, r Request, recipientKey string, a escrow.CustodianAnswer, got *custodianShares) error {
+	switch {
+	case a.Refusal != nil:
+		got.refusals = append(got.refusals, a.Refusal)
+	case a.Err != nil:
+		got.unavailable = append(got.unavailable, a.Custodian)
+		s.log.Warn("a custodian is unavailable for a release", "access_request_id", r.ID, "custodian", a.Custodian, "err", a.Err)
+	case len(a.Items) > 0:
+		// Its checks passed, but some shares did not come: its store or
+		// key was unavailable, or its own records refused them.
+		refused := &escrow.RefusedError{Custodian: a.Custodian}
+		down := false
+		for _, id := range slices.Sorted(maps.Keys(a.Items)) {
+			item := a.Items[id]
+			if item.Code == "unavailable" {
+				down = true
+				continue
+			}
+			refused.Reasons = append(refused.Reasons, "escrow "+id+": "+item.Message)
+		}
+		if down {
+			got.unavailable = append(got.unavailable, a.Custodian)
+		}
+		if len(refused.Reasons) > 0 {
+			got.refusals = append(got.refusals, refused)
+		}
+	}
+	if len(a.Shares) == 0 {
+		return nil
+	}
+	released := make([]ReleasedShare, 0, len(a.Shares))
+	for _, sh := range a.Shares {
+		released = append(released, ReleasedShare{EscrowID: sh.EscrowID, Custodian: a.Custodian, Index: sh.Index, Sealed: sh.Sealed, Receipt: *sh.Receipt})
+	}
+	// What left a custodian is in the log before anything else happens.
+	released, err := s.releases.InsertReleaseShares(ctx, r.ID, r.Digest, recipientKey, a.Custodian, released)
+	if err != nil {
+		return err
+	}
+	for _, sh := range released {
+		got.byKey[sh.EscrowID] = append(got.byKey[sh.EscrowID], sh)
+	}
+	return nil
+}
+
+// finishRelease makes r released, with the access.release audit entry
+// naming every share by its receipt's hash, once every key in scope has
+// its threshold of shares. Otherwise it returns a *CustodiansError and r
+// stays pending, its shares kept for the next call; a release that another
+// call finished meanwhile is a *FinalError.
+func (s *Service) finishRelease(ctx context.Context, caller string, r Request, decisionID, recipientKey string,
+	escrows []escrow.Escrow, got custodianShares) (Release, error) {
+	out := Release{RequestID: r.ID, DecisionID: decisionID, Refusals: got.refusals, Keys: make([]ReleasedKey, 0, len(escrows))}
+	var short []string
+	for _, e := range escrows {
+		if len(got.byKey[e.EscrowID]) < e.Threshold {
+			short = append(short, e.EscrowID)
+		}
+		out.Keys = append(out.Keys, ReleasedKey{Escrow: e, Shares: got.byKey[e.EscrowID]})
+	}
+	if len(short) > 0 {
+		s.log.Warn("release incomplete: keys below their threshold", "access_request_id", r.ID, "keys_short", len(short),
+			"custodians_refused", len(got.refusals), "custodians_unavailable", got.unavailable)
+		return Release{}, &CustodiansError{DecisionID: decisionID, Refusals: got.refusals, Unavailable: got.unavailable, Short: short}
+	}
+	f, err := s.requests.Finish(ctx, r.ID, Final{Status: StatusReleased, By: caller, DecisionID: decisionID}, KindRelease,
+		releaseLog(r, decisionID, caller, recipientKey, out.Keys))
+	if err != nil {
+		// Another release finished it meanwhile.
+		return Release{}, s.finalOr(ctx, r.ID, err)
+	}
+	s.metrics.transition(StatusReleased)
+	s.notify(ctx, wire.Event{Type: wire.EventReleased, RequestID: r.ID, Status: string(StatusReleased)})
+	s.log.Info("keys released", "access_request_id", r.ID, "decision_id", decisionID, "keys", len(out.Keys), "audit_seq", f.AuditSeq)
+	out.AuditSeq = f.AuditSeq
+	return out, nil
+}
+
+// releaseLog is the audit record of a completed release.
+func releaseLog(r Request, decisionID, by, recipientKey string, keys []ReleasedKey) releaseRecord {
+	rec := releaseRecord{Kind: KindRelease, RequestID: r.ID, RequestDigest: r.Digest, DecisionID: decisionID, ReleasedBy: by,
+		RecipientKey: recipientKey, Keys: make([]releasedKeyLog, 0, len(keys))}
+	for _, k := range keys {
+		kl := releasedKeyLog{EscrowID: k.Escrow.EscrowID, ConversationID: k.Escrow.ConversationID, KeyID: k.Escrow.KeyID,
+			KeyCommitment: k.Escrow.KeyCommitment}
+		for _, sh := range k.Shares {
+			kl.Shares = append(kl.Shares, releasedShareLog{Custodian: sh.Custodian, Index: sh.Index, ReceiptSHA256: sh.Receipt.Hash()})
+		}
+		rec.Keys = append(rec.Keys, kl)
+	}
+	return rec
+}
+
+// groupShares groups released shares by escrow.
+func groupShares(kept []ReleasedShare) map[string][]ReleasedShare {
+	out := map[string][]ReleasedShare{}
+	for _, sh := range kept {
+		out[sh.EscrowID] = append(out[sh.EscrowID], sh)
+	}
+	return out
+}
+
+// haveShares says which custodian's share of which escrow is already kept.
+func haveShares(byKey map[string][]ReleasedShare) map[string]map[string]bool {
+	out := make(map[string]map[string]bool, len(byKey))
+	for id, shs := range byKey {
+		out[id] = map[string]bool{}
+		for _, sh := range shs {
+			out[id][sh.Custodian] = true
+		}
+	}
+	return out
+}
+
+// Released returns a released request's keys again (its requester only):
+// the shares kept from the custodians, for an officer whose answer was
+// lost.
+func (s *Service) Released(ctx context.Context, caller, requestID string) (Release, error) {
+	if _, err := uuid.Parse(requestID); err != nil {
+		return Release{}, ErrNotFound
+	}
+	r, err := s.requests.Request(ctx, requestID)
+	if err != nil {
+		return Release{}, err
+	}
+	if caller != r.Requester {
+		return Release{}, ErrNotRequester
+	}
+	s.settle(&r)
+	if r.Status != StatusReleased {
+		return Release{}, &FinalError{Status: r.Status}
+	}
+	signed, err := approval.Parse(r.Canonical)
+	if err != nil {
+		return Release{}, fmt.Errorf("%w: the stored request does not parse", ErrUnavailable)
+	}
+	kept, err := s.releases.ReleaseShares(ctx, r.ID)
+	if err != nil {
+		return Release{}, err
+	}
+	byKey := groupShares(kept)
+	escrows, err := s.escrow.InScope(ctx, signed.Scope.ConversationIDs, signed.Scope.From, signed.Scope.To)
+	if err != nil {
+		return Release{}, fmt.Errorf("%w: keys in scope: %v", ErrUnavailable, err)
+	}
+	out := Release{RequestID: r.ID, DecisionID: r.Final.DecisionID, AuditSeq: r.Final.AuditSeq}
+	for _, e := range escrows {
+		if len(byKey[e.EscrowID]) > 0 {
+			out.Keys = append(out.Keys, ReleasedKey{Escrow: e, Shares: byKey[e.EscrowID]})
+		}
+	}
+	return out, nil
+}
+
+// policyInput builds the policy's input: the request and every approval,
+// each signature verified again now with the key it was made with, and
+// whether its approver is still active. It also returns the approvals as
+// custodians are handed them, to verify for themselves.
+func (s *Service) policyInput(ctx context.Context, r Request) (policy.ReleaseInput, []wire.EvidenceApproval, error) {
+	approvals, err := s.approvals.Approvals(ctx, r.ID)
+	if err != nil {
+		return policy.ReleaseInput{}, nil, err
+	}
+	in := policy.ReleaseInput{Now: s.now().UTC(), Request: policy.ReleaseRequest{
+		ID: r.ID, Requester: r.Requester, CaseID: r.CaseID, LegalBasis: r.LegalBasis, Jurisdiction: r.Jurisdiction,
+		Scope:     policy.ReleaseScope{ConversationIDs: r.Scope.ConversationIDs, From: r.Scope.From, To: r.Scope.To},
+		CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt,
+	}}
+	evidence := make([]wire.EvidenceApproval, 0, len(approvals))
+	cur, err := s.current(ctx)
+	if err != nil {
+		return policy.ReleaseInput{}, nil, err
+	}
+	for _, a := range approvals {
+		// An approval counts only for an approver of the roster in force,
+		// with the key it lists now and the roles it gives now: a removed
+		// approver's or a rotated key's approvals no longer count.
+		var ap roster.Approver
+		active := false
+		if cur != nil {
+			ap, active = cur.Approver(a.ApproverID)
+		}
+		verified := active && ap.KeyID() == a.KeyID && approval.Verify(ap.PublicKey, r.ID, r.Digest, a.Decision, a.ApproverID, a.Signature)
+		if active && !verified {
+			s.log.Warn("a recorded approval does not verify with the approver's key in the roster in force; the policy will not count it",
+				"access_request_id", r.ID, "approver_id", a.ApproverID)
+		}
+		roles := ap.Roles
+		if roles == nil {
+			roles = []string{}
+		}
+		in.Approvals = append(in.Approvals, policy.ReleaseApproval{ApproverID: a.ApproverID, Roles: roles, Decision: a.Decision,
+			ApprovedAt: a.ApprovedAt.UTC(), SignatureVerified: verified, ApproverActive: active})
+		evidence = append(evidence, wire.EvidenceApproval{ApproverID: a.ApproverID, Decision: a.Decision, Signature: a.Signature,
+			ApprovedAt: a.ApprovedAt.UTC()})
+	}
+	return in, evidence, nil
+}
