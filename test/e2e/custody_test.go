@@ -96,79 +96,98 @@ func TestReleaseAcrossCustodianFailures(t *testing.T) {
 	tok := func(sub string, roles ...string) string { s, _ := in.issuer.Issue(sub, roles, time.Hour); return s }
 	dep, admin, olga := tok("gw", "depositor"), tok("ada", "admin"), tok("olga", "officer")
 	gw, _ := client.New(in.base, dep, http.DefaultClient)
-
-	k1 := make([]byte, 32)
-	rand.Read(k1)
-	if _, err := gw.Deposit(ctx, cs.digest, "conv-x", "e1", k1); err != nil {
-		t.Fatal(err)
-	}
-	// k2's share for custodian-3 is sealed properly but holds the wrong
-	// value: custodian-3 stores it, and releases it, as a bad custodian
-	// (or a corrupted store) would.
-	k2 := make([]byte, 32)
-	rand.Read(k2)
-	set, err := gw.CustodianSet(ctx, cs.digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	commitment, sealed, _ := shares.Split(set, "conv-x", "e2", k2)
-	junk := make([]byte, 33)
-	rand.Read(junk)
-	sealed[2].Sealed, _ = seal.Seal(set.Custodians[2].HPKEKey, shares.DepositInfo("conv-x", "e2", "custodian-3", 3, commitment), junk)
-	body := wire.DepositRequest{ConversationID: "conv-x", KeyID: "e2", Commitment: commitment, CustodianSet: cs.digest, Threshold: 3}
-	for _, s := range sealed {
-		body.Shares = append(body.Shares, wire.DepositShare{Custodian: s.Custodian, Index: s.Index, Sealed: s.Sealed})
-	}
-	b, _ := json.Marshal(body)
-	if code, resp := post(t, in.base+"/v1/escrow/keys", "application/json", dep, b); code != 201 {
-		t.Fatalf("deposit with a corrupt share: %d %v", code, resp)
-	}
-
 	dir := t.TempDir()
-	if _, stderr, err := runCmd(t, nil, "keygen", "--recipient", "--out", filepath.Join(dir, "olga.key")); err != nil {
-		t.Fatal(stderr)
-	}
-	id := approvedRequest(t, in, admin, olga, keys, "conv-x", filepath.Join(dir, "olga.key.pub"))
-	cli := func(out string) (string, string, error) {
+
+	// What the chapters learn and later ones use.
+	var (
+		k1, k2 []byte // the deposited keys
+		id     string // the first approved request
+	)
+	cli := func(t *testing.T, out string) (string, string, error) {
 		return runCmd(t, []string{"MEDIATOR_URL=" + in.base, "MEDIATOR_TOKEN=" + olga}, "request", "release", id,
 			"--key", filepath.Join(dir, "olga.key"), "--out", filepath.Join(dir, out))
 	}
 
-	cs.stop(t, 3)
-	cs.stop(t, 4)
-	_, stderr, err := cli("first.ndjson")
-	if err == nil || !strings.Contains(stderr, "503 custodians_unavailable") || !strings.Contains(stderr, "custodian-4, custodian-5") ||
-		!strings.Contains(stderr, "custodian-2") || !strings.Contains(stderr, "at least 3 distinct approvers") {
-		t.Fatalf("release with two custodians down: %v\n%s", err, stderr)
-	}
+	step(t, "the gateway escrows two keys, one with a corrupt share", func(t *testing.T) {
+		k1 = make([]byte, 32)
+		rand.Read(k1)
+		if _, err := gw.Deposit(ctx, cs.digest, "conv-x", "e1", k1); err != nil {
+			t.Fatal(err)
+		}
+		// k2's share for custodian-3 is sealed properly but holds the wrong
+		// value: custodian-3 stores it, and releases it, as a bad custodian
+		// (or a corrupted store) would.
+		k2 = make([]byte, 32)
+		rand.Read(k2)
+		set, err := gw.CustodianSet(ctx, cs.digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		commitment, sealed, _ := shares.Split(set, "conv-x", "e2", k2)
+		junk := make([]byte, 33)
+		rand.Read(junk)
+		sealed[2].Sealed, _ = seal.Seal(set.Custodians[2].HPKEKey, shares.DepositInfo("conv-x", "e2", "custodian-3", 3, commitment), junk)
+		body := wire.DepositRequest{ConversationID: "conv-x", KeyID: "e2", Commitment: commitment, CustodianSet: cs.digest, Threshold: 3}
+		for _, s := range sealed {
+			body.Shares = append(body.Shares, wire.DepositShare{Custodian: s.Custodian, Index: s.Index, Sealed: s.Sealed})
+		}
+		b, _ := json.Marshal(body)
+		if code, resp := post(t, in.base+"/v1/escrow/keys", "application/json", dep, b); code != 201 {
+			t.Fatalf("deposit with a corrupt share: %d %v", code, resp)
+		}
+	})
 
+	step(t, "the officer's request is approved", func(t *testing.T) {
+		if _, stderr, err := runCmd(t, nil, "keygen", "--recipient", "--out", filepath.Join(dir, "olga.key")); err != nil {
+			t.Fatal(stderr)
+		}
+		id = approvedRequest(t, in, admin, olga, keys, "conv-x", filepath.Join(dir, "olga.key.pub"))
+	})
+
+	step(t, "with two custodians down the release is short, naming them", func(t *testing.T) {
+		cs.stop(t, 3)
+		cs.stop(t, 4)
+		_, stderr, err := cli(t, "first.ndjson")
+		if err == nil || !strings.Contains(stderr, "503 custodians_unavailable") || !strings.Contains(stderr, "custodian-4, custodian-5") ||
+			!strings.Contains(stderr, "custodian-2") || !strings.Contains(stderr, "at least 3 distinct approvers") {
+			t.Fatalf("release with two custodians down: %v\n%s", err, stderr)
+		}
+	})
+
+	// The two come back. The story starts them, not a chapter: a chapter's
+	// processes end with it, and the last chapter still needs these.
 	cs.start(t, 3)
 	cs.start(t, 4)
-	out, stderr, err := cli("second.ndjson")
-	if err != nil || !strings.Contains(out, "released 2 keys") {
-		t.Fatalf("release with the custodians back: %v\n%s\n%s", err, out, stderr)
-	}
-	if !strings.Contains(stderr, "custodian custodian-2 refused") || !strings.Contains(stderr, "conv-x/e2 was recovered without the bad shares of: custodian-3") {
-		t.Fatalf("the refusal and the bad share were not named:\n%s", stderr)
-	}
-	opened := readOpened(t, filepath.Join(dir, "second.ndjson"))
-	if !bytes.Equal(opened["conv-x/e1"], k1) || !bytes.Equal(opened["conv-x/e2"], k2) {
-		t.Fatal("the recovered keys differ from the deposited ones")
-	}
+
+	step(t, "with them back the release completes without the bad share", func(t *testing.T) {
+		out, stderr, err := cli(t, "second.ndjson")
+		if err != nil || !strings.Contains(out, "released 2 keys") {
+			t.Fatalf("release with the custodians back: %v\n%s\n%s", err, out, stderr)
+		}
+		if !strings.Contains(stderr, "custodian custodian-2 refused") || !strings.Contains(stderr, "conv-x/e2 was recovered without the bad shares of: custodian-3") {
+			t.Fatalf("the refusal and the bad share were not named:\n%s", stderr)
+		}
+		opened := readOpened(t, filepath.Join(dir, "second.ndjson"))
+		if !bytes.Equal(opened["conv-x/e1"], k1) || !bytes.Equal(opened["conv-x/e2"], k2) {
+			t.Fatal("the recovered keys differ from the deposited ones")
+		}
+	})
 
 	// One custodian down (the one with the corrupt share), the strict one
 	// refusing: 1, 4 and 5 suffice.
-	cs.stop(t, 2)
-	id2 := approvedRequest(t, in, admin, olga, keys, "conv-x", filepath.Join(dir, "olga.key.pub"))
-	out, stderr, err = runCmd(t, []string{"MEDIATOR_URL=" + in.base, "MEDIATOR_TOKEN=" + olga}, "request", "release", id2,
-		"--key", filepath.Join(dir, "olga.key"), "--out", filepath.Join(dir, "third.ndjson"))
-	if err != nil || !strings.Contains(out, "released 2 keys") {
-		t.Fatalf("release with custodian-3 down: %v\n%s\n%s", err, out, stderr)
-	}
-	opened = readOpened(t, filepath.Join(dir, "third.ndjson"))
-	if !bytes.Equal(opened["conv-x/e1"], k1) || !bytes.Equal(opened["conv-x/e2"], k2) {
-		t.Fatal("the keys recovered with custodian-3 down differ")
-	}
+	step(t, "with custodian-3 down a second release still gives the keys", func(t *testing.T) {
+		cs.stop(t, 2)
+		id2 := approvedRequest(t, in, admin, olga, keys, "conv-x", filepath.Join(dir, "olga.key.pub"))
+		out, stderr, err := runCmd(t, []string{"MEDIATOR_URL=" + in.base, "MEDIATOR_TOKEN=" + olga}, "request", "release", id2,
+			"--key", filepath.Join(dir, "olga.key"), "--out", filepath.Join(dir, "third.ndjson"))
+		if err != nil || !strings.Contains(out, "released 2 keys") {
+			t.Fatalf("release with custodian-3 down: %v\n%s\n%s", err, out, stderr)
+		}
+		opened := readOpened(t, filepath.Join(dir, "third.ndjson"))
+		if !bytes.Equal(opened["conv-x/e1"], k1) || !bytes.Equal(opened["conv-x/e2"], k2) {
+			t.Fatal("the keys recovered with custodian-3 down differ")
+		}
+	})
 }
 
 // approvedRequest files a request by olga for convo to recipient (a .pub
