@@ -45,318 +45,364 @@ func TestLawfulAccessStory(t *testing.T) {
 	cs := startCustodians(t, nil, dev.CustodianOptions{Approvers: rosterApprovers})
 	in := startServe(t, serveOpts{custodians: cs, extraEnv: []string{"MEDIATOR_LOG_LEVEL=debug"}})
 	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
-	token := func(sub string, roles ...string) string {
+	token := func(t *testing.T, sub string, roles ...string) string {
 		tok, err := in.issuer.Issue(sub, roles, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return tok
 	}
-	admin, gw, aud := token("ada", "admin"), token("gateway-3", "depositor"), token("aud", "auditor")
-	olga := token("olga", "officer", "approver") // the requesting officer, also an approver
-	lena, sam := token("lena", "approver"), token("sam", "approver")
+	admin, gw, aud := token(t, "ada", "admin"), token(t, "gateway-3", "depositor"), token(t, "aud", "auditor")
+	olga := token(t, "olga", "officer", "approver") // the requesting officer, also an approver
+	lena, sam := token(t, "lena", "approver"), token(t, "sam", "approver")
 	genesisDigest, _ := in.genesis.Digest()
-	cli := func(tok string, args ...string) (string, string, error) {
+	cli := func(t *testing.T, tok string, args ...string) (string, string, error) {
 		return runCmd(t, []string{"MEDIATOR_URL=" + in.base, "MEDIATOR_TOKEN=" + tok, "MEDIATOR_ROSTER_GENESIS=" + genesisDigest}, args...)
 	}
 	var responses strings.Builder // every API answer, for the canary
 	record := func(v any) { fmt.Fprintln(&responses, v) }
 
-	// The officer makes a recipient key pair. The team founds the roster:
-	// the administrator proposes the genesis every custodian pins, and
-	// each approver checks it and signs it with their own key (proof of
-	// possession); an admin alone adopts nothing, and the retired
-	// registry says where to go.
-	if _, stderr, err := runCmd(t, nil, "keygen", "--recipient", "--out", filepath.Join(dir, "olga-recipient.key")); err != nil {
-		t.Fatalf("keygen --recipient: %v %s", err, stderr)
-	}
-	draft, _ := json.Marshal(wire.RosterDraft{Approvers: in.genesis.Approvers, Custodians: in.genesis.Custodians,
-		Threshold: in.genesis.Threshold, Rule: in.genesis.Rule})
-	draftFile := filepath.Join(dir, "genesis.json")
-	os.WriteFile(draftFile, draft, 0o644)
-	if out, _, err := runCmd(t, nil, "roster", "genesis", "--file", draftFile); err != nil || strings.TrimSpace(out) != genesisDigest {
-		t.Fatalf("roster genesis: %v %q, want %s", err, out, genesisDigest)
-	}
-	out, stderr, err := cli(admin, "roster", "propose", "--file", draftFile)
-	if err != nil || strings.TrimSpace(out) != genesisDigest {
-		t.Fatalf("roster propose: %v %s %s", err, out, stderr)
-	}
-	if code, body := post(t, in.base+"/v1/approvers", "application/json", admin, []byte(`{"id":"eve","roles":["legal"],"public_key":""}`)); code != 410 ||
-		errorCode(body) != "roster_required" || !strings.Contains(fmt.Sprint(body), "mediator roster propose") {
-		t.Fatalf("the retired registry: %d %v", code, body)
-	}
-	for _, who := range []string{"lena", "sam", "olga"} {
-		if out, stderr, err := cli(token(who, "approver"), "roster", "sign", genesisDigest, "--key", approverFiles[who]); err != nil {
-			t.Fatalf("roster sign by %s: %v %s %s", who, err, out, stderr)
+	// What the chapters learn and later ones use.
+	var (
+		deposited   = map[string][]byte{}
+		created     map[string]any // the officer's request as filed
+		id          string         // its id
+		recipient   seal.PublicKey // the officer's recipient key
+		releaseOut  = filepath.Join(dir, "released.ndjson")
+		plainShares [][]byte
+		metrics     string
+	)
+
+	// The officer makes a recipient key pair.
+	step(t, "the officer makes a recipient key pair", func(t *testing.T) {
+		if _, stderr, err := runCmd(t, nil, "keygen", "--recipient", "--out", filepath.Join(dir, "olga-recipient.key")); err != nil {
+			t.Fatalf("keygen --recipient: %v %s", err, stderr)
 		}
-	}
-	if out, stderr, err := cli(aud, "roster", "verify"); err != nil || !strings.Contains(out, "ok: roster version 1") {
-		t.Fatalf("roster verify: %v %s %s", err, out, stderr)
-	}
+	})
+
+	// The team founds the roster: the administrator proposes the genesis
+	// every custodian pins, and each approver checks it and signs it with
+	// their own key (proof of possession); an admin alone adopts nothing,
+	// and the retired registry says where to go.
+	step(t, "the team founds the roster", func(t *testing.T) {
+		draft, _ := json.Marshal(wire.RosterDraft{Approvers: in.genesis.Approvers, Custodians: in.genesis.Custodians,
+			Threshold: in.genesis.Threshold, Rule: in.genesis.Rule})
+		draftFile := filepath.Join(dir, "genesis.json")
+		os.WriteFile(draftFile, draft, 0o644)
+		if out, _, err := runCmd(t, nil, "roster", "genesis", "--file", draftFile); err != nil || strings.TrimSpace(out) != genesisDigest {
+			t.Fatalf("roster genesis: %v %q, want %s", err, out, genesisDigest)
+		}
+		out, stderr, err := cli(t, admin, "roster", "propose", "--file", draftFile)
+		if err != nil || strings.TrimSpace(out) != genesisDigest {
+			t.Fatalf("roster propose: %v %s %s", err, out, stderr)
+		}
+		if code, body := post(t, in.base+"/v1/approvers", "application/json", admin, []byte(`{"id":"eve","roles":["legal"],"public_key":""}`)); code != 410 ||
+			errorCode(body) != "roster_required" || !strings.Contains(fmt.Sprint(body), "mediator roster propose") {
+			t.Fatalf("the retired registry: %d %v", code, body)
+		}
+		for _, who := range []string{"lena", "sam", "olga"} {
+			if out, stderr, err := cli(t, token(t, who, "approver"), "roster", "sign", genesisDigest, "--key", approverFiles[who]); err != nil {
+				t.Fatalf("roster sign by %s: %v %s %s", who, err, out, stderr)
+			}
+		}
+		if out, stderr, err := cli(t, aud, "roster", "verify"); err != nil || !strings.Contains(out, "ok: roster version 1") {
+			t.Fatalf("roster verify: %v %s %s", err, out, stderr)
+		}
+	})
 
 	// A gateway escrows keys of three conversations: with the CLI, and
 	// with the client package as a gateway links it. The key never leaves
 	// the gateway; the mediator sees a commitment and sealed shares.
-	deposited := map[string][]byte{}
-	gateway, err := client.New(in.base, gw, http.DefaultClient)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, ck := range [][2]string{{"conv-a", "epoch-1"}, {"conv-a", "epoch-2"}, {"conv-b", "epoch-1"}, {"conv-c", "epoch-1"}} {
-		key := make([]byte, 32)
-		rand.Read(key)
-		deposited[ck[0]+"/"+ck[1]] = key
-		if i == 0 {
-			keyFile := filepath.Join(dir, "key")
-			os.WriteFile(keyFile, key, 0o600)
-			out, stderr, err := cli(gw, "escrow", "deposit", "--conversation", ck[0], "--key-id", ck[1], "--key-file", keyFile)
-			if err != nil || !strings.Contains(out, "escrowed conv-a/epoch-1") {
-				t.Fatalf("escrow deposit: %v %s %s", err, out, stderr)
+	step(t, "a gateway escrows keys of three conversations", func(t *testing.T) {
+		gateway, err := client.New(in.base, gw, http.DefaultClient)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, ck := range [][2]string{{"conv-a", "epoch-1"}, {"conv-a", "epoch-2"}, {"conv-b", "epoch-1"}, {"conv-c", "epoch-1"}} {
+			key := make([]byte, 32)
+			rand.Read(key)
+			deposited[ck[0]+"/"+ck[1]] = key
+			if i == 0 {
+				keyFile := filepath.Join(dir, "key")
+				os.WriteFile(keyFile, key, 0o600)
+				out, stderr, err := cli(t, gw, "escrow", "deposit", "--conversation", ck[0], "--key-id", ck[1], "--key-file", keyFile)
+				if err != nil || !strings.Contains(out, "escrowed conv-a/epoch-1") {
+					t.Fatalf("escrow deposit: %v %s %s", err, out, stderr)
+				}
+				os.Remove(keyFile)
+				continue
 			}
-			os.Remove(keyFile)
-			continue
+			d, err := gateway.Deposit(context.Background(), cs.digest, ck[0], ck[1], key)
+			if err != nil || !d.Created || len(d.Receipts) != 5 {
+				t.Fatalf("deposit %v: %+v %v", ck, d, err)
+			}
+			record(d)
 		}
-		d, err := gateway.Deposit(context.Background(), cs.digest, ck[0], ck[1], key)
-		if err != nil || !d.Created || len(d.Receipts) != 5 {
-			t.Fatalf("deposit %v: %+v %v", ck, d, err)
-		}
-		record(d)
-	}
+	})
+
 	// The old body, with the plaintext key, is refused by name and kept
 	// nowhere.
-	old, _ := json.Marshal(map[string]string{"conversation_id": "conv-z", "key_id": "k", "key": base64.StdEncoding.EncodeToString(deposited["conv-c/epoch-1"])})
-	if code, body := post(t, in.base+"/v1/escrow/keys", "application/json", gw, old); code != 422 || errorCode(body) != "plaintext_key_refused" {
-		t.Fatalf("the plaintext body: %d %v", code, body)
-	}
+	step(t, "the old body with the plaintext key is refused", func(t *testing.T) {
+		old, _ := json.Marshal(map[string]string{"conversation_id": "conv-z", "key_id": "k", "key": base64.StdEncoding.EncodeToString(deposited["conv-c/epoch-1"])})
+		if code, body := post(t, in.base+"/v1/escrow/keys", "application/json", gw, old); code != 422 || errorCode(body) != "plaintext_key_refused" {
+			t.Fatalf("the plaintext body: %d %v", code, body)
+		}
+	})
 
 	// The officer files a request for conv-a and conv-b.
-	now := time.Now().UTC()
-	out, stderr, err = cli(olga, "request", "create", "--case", "case-2026-117", "--legal-basis", "court_order",
-		"--warrant", "SDNY 26-MJ-0117", "--jurisdiction", "US", "--justification", "Review ordered; see the case file, exhibit 4.",
-		"--conversation", "conv-a,conv-b", "--from", now.Add(-time.Hour).Format(time.RFC3339), "--to", now.Add(time.Hour).Format(time.RFC3339),
-		"--recipient", filepath.Join(dir, "olga-recipient.key.pub"))
-	if err != nil {
-		t.Fatalf("request create: %v\n%s", err, stderr)
-	}
-	var created map[string]any
-	if err := json.Unmarshal([]byte(out), &created); err != nil || created["status"] != "pending" || !strings.HasPrefix(fmt.Sprint(created["digest"]), "sha256:") {
-		t.Fatalf("request create: %v %s", err, out)
-	}
-	id := created["id"].(string)
-	record(out)
+	step(t, "officer files a request", func(t *testing.T) {
+		now := time.Now().UTC()
+		out, stderr, err := cli(t, olga, "request", "create", "--case", "case-2026-117", "--legal-basis", "court_order",
+			"--warrant", "SDNY 26-MJ-0117", "--jurisdiction", "US", "--justification", "Review ordered; see the case file, exhibit 4.",
+			"--conversation", "conv-a,conv-b", "--from", now.Add(-time.Hour).Format(time.RFC3339), "--to", now.Add(time.Hour).Format(time.RFC3339),
+			"--recipient", filepath.Join(dir, "olga-recipient.key.pub"))
+		if err != nil {
+			t.Fatalf("request create: %v\n%s", err, stderr)
+		}
+		if err := json.Unmarshal([]byte(out), &created); err != nil || created["status"] != "pending" || !strings.HasPrefix(fmt.Sprint(created["digest"]), "sha256:") {
+			t.Fatalf("request create: %v %s", err, out)
+		}
+		id = created["id"].(string)
+		record(out)
+	})
 
 	// The digest is SHA-256 of the canonical request the API shows.
-	code, shown, _ := call(t, "GET", in.base+"/v1/access-requests/"+id, lena)
-	canonical, _ := base64.StdEncoding.DecodeString(fmt.Sprint(shown["canonical"]))
-	if code != 200 || approval.Digest(canonical) != created["digest"] {
-		t.Fatalf("show: %d %v", code, shown)
-	}
-	record(shown)
-	pubFile, _ := os.ReadFile(filepath.Join(dir, "olga-recipient.key.pub"))
-	var recipient seal.PublicKey
-	json.Unmarshal(pubFile, &recipient)
+	step(t, "the API shows the canonical request behind the digest", func(t *testing.T) {
+		code, shown, _ := call(t, "GET", in.base+"/v1/access-requests/"+id, lena)
+		canonical, _ := base64.StdEncoding.DecodeString(fmt.Sprint(shown["canonical"]))
+		if code != 200 || approval.Digest(canonical) != created["digest"] {
+			t.Fatalf("show: %d %v", code, shown)
+		}
+		record(shown)
+		pubFile, _ := os.ReadFile(filepath.Join(dir, "olga-recipient.key.pub"))
+		json.Unmarshal(pubFile, &recipient)
+	})
 
 	// Legal approves, seeing every field it signs; one approval is not
 	// enough.
-	_, stderr, err = cli(lena, "request", "approve", id, "--key", approverFiles["lena"])
-	if err != nil {
-		t.Fatalf("lena approves: %v\n%s", err, stderr)
-	}
-	for _, want := range []string{"conv-a, conv-b", recipient.Fingerprint(), "court_order (US)", "SDNY 26-MJ-0117", "exhibit 4", created["digest"].(string)} {
-		if !strings.Contains(stderr, want) {
-			t.Errorf("the approver was not shown %q:\n%s", want, stderr)
+	step(t, "legal approves seeing every field but one approval is not enough", func(t *testing.T) {
+		_, stderr, err := cli(t, lena, "request", "approve", id, "--key", approverFiles["lena"])
+		if err != nil {
+			t.Fatalf("lena approves: %v\n%s", err, stderr)
 		}
-	}
-	releaseOut := filepath.Join(dir, "released.ndjson")
-	_, stderr, err = cli(olga, "request", "release", id, "--key", filepath.Join(dir, "olga-recipient.key"), "--out", releaseOut)
-	if err == nil || !strings.Contains(stderr, "403 policy_denied") || !strings.Contains(stderr, "no approval from an approver with the security role") {
-		t.Fatalf("release with one approval: %v\n%s", err, stderr)
-	}
-	if _, err := os.Stat(releaseOut); !os.IsNotExist(err) {
-		t.Fatal("a denied release left its output file behind")
-	}
+		for _, want := range []string{"conv-a, conv-b", recipient.Fingerprint(), "court_order (US)", "SDNY 26-MJ-0117", "exhibit 4", created["digest"].(string)} {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("the approver was not shown %q:\n%s", want, stderr)
+			}
+		}
+		_, stderr, err = cli(t, olga, "request", "release", id, "--key", filepath.Join(dir, "olga-recipient.key"), "--out", releaseOut)
+		if err == nil || !strings.Contains(stderr, "403 policy_denied") || !strings.Contains(stderr, "no approval from an approver with the security role") {
+			t.Fatalf("release with one approval: %v\n%s", err, stderr)
+		}
+		if _, err := os.Stat(releaseOut); !os.IsNotExist(err) {
+			t.Fatal("a denied release left its output file behind")
+		}
+	})
 
 	// The officer approves her own request: recorded, refused.
-	_, stderr, err = cli(olga, "request", "approve", id, "--key", approverFiles["olga"])
-	if err == nil || !strings.Contains(stderr, "422 self_approval") {
-		t.Fatalf("self-approval: %v\n%s", err, stderr)
-	}
-	// Forged: sam's vote signed with lena's key, and sam's key over another digest.
-	lenaKeyFile, _ := os.ReadFile(approverFiles["lena"])
-	lenaKey, _ := approval.ParseSigningKey(lenaKeyFile)
-	samKeyFile, _ := os.ReadFile(approverFiles["sam"])
-	samKey, _ := approval.ParseSigningKey(samKeyFile)
-	for name, sig := range map[string][]byte{
-		"another's key":  ed25519.Sign(lenaKey, approval.Message(id, created["digest"].(string), "approve", "sam")),
-		"another digest": ed25519.Sign(samKey, approval.Message(id, approval.Digest([]byte("forged")), "approve", "sam")),
-	} {
-		b, _ := json.Marshal(map[string]any{"decision": "approve", "signature": sig})
-		code, body := post(t, in.base+"/v1/access-requests/"+id+"/approvals", "application/json", sam, b)
-		if code != 422 || errorCode(body) != "bad_signature" {
-			t.Fatalf("forged approval (%s): %d %v", name, code, body)
+	step(t, "the officer approving her own request is refused", func(t *testing.T) {
+		_, stderr, err := cli(t, olga, "request", "approve", id, "--key", approverFiles["olga"])
+		if err == nil || !strings.Contains(stderr, "422 self_approval") {
+			t.Fatalf("self-approval: %v\n%s", err, stderr)
 		}
-		record(body)
-	}
-	// The auditor may read but not approve.
-	if code, _ := post(t, in.base+"/v1/access-requests/"+id+"/approvals", "application/json", aud, []byte(`{"decision":"approve","signature":""}`)); code != 403 {
-		t.Fatalf("auditor approval: %d", code)
-	}
+	})
 
-	// Security approves: dual control is met, the officer releases.
-	if _, stderr, err := cli(sam, "request", "approve", id, "--key", approverFiles["sam"]); err != nil {
-		t.Fatalf("sam approves: %v\n%s", err, stderr)
-	}
-	if code, body := post(t, in.base+"/v1/access-requests/"+id+"/release", "application/json", token("otto", "officer"), []byte(`{}`)); code != 403 || errorCode(body) != "not_requester" {
-		t.Fatalf("release by another officer: %d %v", code, body)
-	}
-	out, stderr, err = cli(olga, "request", "release", id, "--key", filepath.Join(dir, "olga-recipient.key"), "--out", releaseOut)
-	if err != nil || !strings.Contains(out, "released 3 keys") {
-		t.Fatalf("release: %v\n%s\n%s", err, out, stderr)
-	}
-	record(out)
-	st, err := os.Stat(releaseOut)
-	if err != nil || st.Mode().Perm() != 0o600 {
-		t.Fatalf("released keys file: %v %v", st, err)
-	}
-	opened := map[string][]byte{}
-	f, _ := os.Open(releaseOut)
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var k client.OpenedKey
-		if err := json.Unmarshal(sc.Bytes(), &k); err != nil {
-			t.Fatal(err)
+	// Forged: sam's vote signed with lena's key, and sam's key over another
+	// digest.
+	step(t, "forged approvals are refused", func(t *testing.T) {
+		lenaKeyFile, _ := os.ReadFile(approverFiles["lena"])
+		lenaKey, _ := approval.ParseSigningKey(lenaKeyFile)
+		samKeyFile, _ := os.ReadFile(approverFiles["sam"])
+		samKey, _ := approval.ParseSigningKey(samKeyFile)
+		for name, sig := range map[string][]byte{
+			"another's key":  ed25519.Sign(lenaKey, approval.Message(id, created["digest"].(string), "approve", "sam")),
+			"another digest": ed25519.Sign(samKey, approval.Message(id, approval.Digest([]byte("forged")), "approve", "sam")),
+		} {
+			b, _ := json.Marshal(map[string]any{"decision": "approve", "signature": sig})
+			code, body := post(t, in.base+"/v1/access-requests/"+id+"/approvals", "application/json", sam, b)
+			if code != 422 || errorCode(body) != "bad_signature" {
+				t.Fatalf("forged approval (%s): %d %v", name, code, body)
+			}
+			record(body)
 		}
-		opened[k.ConversationID+"/"+k.KeyID] = k.Key
-	}
-	f.Close()
-	for _, want := range []string{"conv-a/epoch-1", "conv-a/epoch-2", "conv-b/epoch-1"} {
-		if !bytes.Equal(opened[want], deposited[want]) {
-			t.Errorf("opened key %s differs from the deposited one", want)
+	})
+
+	// The auditor may read but not approve.
+	step(t, "the auditor may read but not approve", func(t *testing.T) {
+		if code, _ := post(t, in.base+"/v1/access-requests/"+id+"/approvals", "application/json", aud, []byte(`{"decision":"approve","signature":""}`)); code != 403 {
+			t.Fatalf("auditor approval: %d", code)
 		}
-	}
-	for name, k := range opened {
-		if bytes.Equal(k, deposited["conv-c/epoch-1"]) || strings.HasPrefix(name, "conv-c") {
-			t.Fatal("the key of a conversation outside the scope was released")
+	})
+
+	// Security approves: dual control is met, the officer releases; each
+	// custodian checks the release and seals its shares to her, and her CLI
+	// combines them into exactly the deposited keys in scope.
+	step(t, "security approves and the officer releases the keys in scope", func(t *testing.T) {
+		if _, stderr, err := cli(t, sam, "request", "approve", id, "--key", approverFiles["sam"]); err != nil {
+			t.Fatalf("sam approves: %v\n%s", err, stderr)
 		}
-	}
+		if code, body := post(t, in.base+"/v1/access-requests/"+id+"/release", "application/json", token(t, "otto", "officer"), []byte(`{}`)); code != 403 || errorCode(body) != "not_requester" {
+			t.Fatalf("release by another officer: %d %v", code, body)
+		}
+		out, stderr, err := cli(t, olga, "request", "release", id, "--key", filepath.Join(dir, "olga-recipient.key"), "--out", releaseOut)
+		if err != nil || !strings.Contains(out, "released 3 keys") {
+			t.Fatalf("release: %v\n%s\n%s", err, out, stderr)
+		}
+		record(out)
+		st, err := os.Stat(releaseOut)
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("released keys file: %v %v", st, err)
+		}
+		opened := map[string][]byte{}
+		f, _ := os.Open(releaseOut)
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			var k client.OpenedKey
+			if err := json.Unmarshal(sc.Bytes(), &k); err != nil {
+				t.Fatal(err)
+			}
+			opened[k.ConversationID+"/"+k.KeyID] = k.Key
+		}
+		f.Close()
+		for _, want := range []string{"conv-a/epoch-1", "conv-a/epoch-2", "conv-b/epoch-1"} {
+			if !bytes.Equal(opened[want], deposited[want]) {
+				t.Errorf("opened key %s differs from the deposited one", want)
+			}
+		}
+		for name, k := range opened {
+			if bytes.Equal(k, deposited["conv-c/epoch-1"]) || strings.HasPrefix(name, "conv-c") {
+				t.Fatal("the key of a conversation outside the scope was released")
+			}
+		}
+	})
 
 	// Final: a second release is refused; the shares can be fetched again,
 	// and the plaintext shares are what the officer alone can open.
-	code, body := post(t, in.base+"/v1/access-requests/"+id+"/release", "application/json", olga, []byte(`{}`))
-	if code != 409 || errorCode(body) != "request_final" {
-		t.Fatalf("second release: %d %v", code, body)
-	}
-	record(body)
-	officer, err := client.New(in.base, olga, http.DefaultClient)
-	if err != nil {
-		t.Fatal(err)
-	}
-	again, err := officer.Released(context.Background(), id)
-	if err != nil || len(again.Keys) != 3 {
-		t.Fatalf("fetch the release again: %+v %v", again, err)
-	}
-	recipientFile, _ := os.ReadFile(filepath.Join(dir, "olga-recipient.key"))
-	priv, _ := seal.ParseKey(recipientFile)
-	var plainShares [][]byte
-	for _, k := range again.Keys {
-		for _, sh := range k.Shares {
-			p, err := shares.OpenReleased(priv, id, k.ConversationID, k.KeyID, sh.Custodian, sh.Index, sh.Sealed)
-			if err != nil {
-				t.Fatal(err)
-			}
-			plainShares = append(plainShares, p)
+	step(t, "a second release is refused", func(t *testing.T) {
+		code, body := post(t, in.base+"/v1/access-requests/"+id+"/release", "application/json", olga, []byte(`{}`))
+		if code != 409 || errorCode(body) != "request_final" {
+			t.Fatalf("second release: %d %v", code, body)
 		}
-	}
-	code, listed, _ := call(t, "GET", in.base+"/v1/access-requests?status=released", aud)
-	if code != 200 || len(listed["requests"].([]any)) != 1 {
-		t.Fatalf("released list: %d %v", code, listed)
-	}
-	record(listed)
+		record(body)
+		officer, err := client.New(in.base, olga, http.DefaultClient)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := officer.Released(context.Background(), id)
+		if err != nil || len(again.Keys) != 3 {
+			t.Fatalf("fetch the release again: %+v %v", again, err)
+		}
+		recipientFile, _ := os.ReadFile(filepath.Join(dir, "olga-recipient.key"))
+		priv, _ := seal.ParseKey(recipientFile)
+		for _, k := range again.Keys {
+			for _, sh := range k.Shares {
+				p, err := shares.OpenReleased(priv, id, k.ConversationID, k.KeyID, sh.Custodian, sh.Index, sh.Sealed)
+				if err != nil {
+					t.Fatal(err)
+				}
+				plainShares = append(plainShares, p)
+			}
+		}
+		code, listed, _ := call(t, "GET", in.base+"/v1/access-requests?status=released", aud)
+		if code != 200 || len(listed["requests"].([]any)) != 1 {
+			t.Fatalf("released list: %d %v", code, listed)
+		}
+		record(listed)
+	})
 
 	// The log holds the deposits, the request, the approvals, both
 	// decisions, each custodian's release and the release, and each
 	// entry's inclusion proof verifies against a signed checkpoint.
-	seqs := map[string][]int64{}
-	for _, kind := range []string{"escrow.deposit", "access.request", "access.approval", "access.decision", "access.custodian_release", "access.release"} {
-		_, page, _ := call(t, "GET", in.base+"/v1/audit/entries?kind="+kind, aud)
-		records, _ := page["entries"].([]any)
-		for _, r := range records {
-			m := r.(map[string]any)
-			seqs[kind] = append(seqs[kind], int64(m["seq"].(float64)))
-			rec := m["record"].(map[string]any)
-			if kind == "access.release" && (rec["request_digest"] != created["digest"] || rec["recipient_key"] != recipient.Fingerprint()) {
-				t.Fatalf("the release entry does not name the request digest and recipient key: %v", rec)
+	step(t, "the log proves every step", func(t *testing.T) {
+		seqs := map[string][]int64{}
+		for _, kind := range []string{"escrow.deposit", "access.request", "access.approval", "access.decision", "access.custodian_release", "access.release"} {
+			_, page, _ := call(t, "GET", in.base+"/v1/audit/entries?kind="+kind, aud)
+			records, _ := page["entries"].([]any)
+			for _, r := range records {
+				m := r.(map[string]any)
+				seqs[kind] = append(seqs[kind], int64(m["seq"].(float64)))
+				rec := m["record"].(map[string]any)
+				if kind == "access.release" && (rec["request_digest"] != created["digest"] || rec["recipient_key"] != recipient.Fingerprint()) {
+					t.Fatalf("the release entry does not name the request digest and recipient key: %v", rec)
+				}
+			}
+			record(page)
+		}
+		if len(seqs["escrow.deposit"]) != 4 || len(seqs["access.request"]) != 1 || len(seqs["access.approval"]) != 3 ||
+			len(seqs["access.decision"]) != 2 || len(seqs["access.custodian_release"]) != 5 || len(seqs["access.release"]) != 1 {
+			t.Fatalf("log entries by kind: %v", seqs)
+		}
+		var last int64
+		for _, ss := range seqs {
+			for _, s := range ss {
+				last = max(last, s)
 			}
 		}
-		record(page)
-	}
-	if len(seqs["escrow.deposit"]) != 4 || len(seqs["access.request"]) != 1 || len(seqs["access.approval"]) != 3 ||
-		len(seqs["access.decision"]) != 2 || len(seqs["access.custodian_release"]) != 5 || len(seqs["access.release"]) != 1 {
-		t.Fatalf("log entries by kind: %v", seqs)
-	}
-	var last int64
-	for _, ss := range seqs {
-		for _, s := range ss {
-			last = max(last, s)
-		}
-	}
-	size, root := signedCheckpoint(t, in, aud, last+1)
-	for kind, ss := range seqs {
-		for _, seq := range ss {
-			_, entry, _ := call(t, "GET", fmt.Sprintf("%s/v1/audit/entries/%d", in.base, seq), aud)
-			leaf, _ := base64.StdEncoding.DecodeString(entry["leaf"].(string))
-			_, proof, _ := call(t, "GET", fmt.Sprintf("%s/v1/audit/proof/inclusion?seq=%d&tree_size=%d", in.base, seq, size), aud)
-			if err := tlog.CheckRecord(decodeHashes(t, proof["hashes"]), size, root, seq, tlog.RecordHash(leaf)); err != nil {
-				t.Fatalf("%s at %d: inclusion proof: %v", kind, seq, err)
+		size, root := signedCheckpoint(t, in, aud, last+1)
+		for kind, ss := range seqs {
+			for _, seq := range ss {
+				_, entry, _ := call(t, "GET", fmt.Sprintf("%s/v1/audit/entries/%d", in.base, seq), aud)
+				leaf, _ := base64.StdEncoding.DecodeString(entry["leaf"].(string))
+				_, proof, _ := call(t, "GET", fmt.Sprintf("%s/v1/audit/proof/inclusion?seq=%d&tree_size=%d", in.base, seq, size), aud)
+				if err := tlog.CheckRecord(decodeHashes(t, proof["hashes"]), size, root, seq, tlog.RecordHash(leaf)); err != nil {
+					t.Fatalf("%s at %d: inclusion proof: %v", kind, seq, err)
+				}
+				record(entry)
 			}
-			record(entry)
 		}
-	}
+	})
 
 	// The canary: no key, plaintext share or custodian private key in the
 	// mediator's logs, database, metrics, answers or anywhere in Vault's KV.
-	secrets := map[string][]byte{}
-	for name, key := range deposited {
-		secrets["key "+name] = key
-	}
-	for i, p := range plainShares {
-		secrets[fmt.Sprintf("share %d", i)] = p
-	}
-	for i, c := range cs.cs {
-		secrets["private key of "+c.Name] = custodianPrivateKey(t, c)
-		_ = i
-	}
-	places := map[string]string{"logs": in.proc.Output(), "database": dumpTables(t, in.dsn), "metrics": rawGet(t, in.metrics),
-		"answers": responses.String(), "vault kv": dumpKV(t, adminVault(t, env.Vault), "mediator-kv", "")}
-	for what, secret := range secrets {
-		for _, form := range []string{base64.StdEncoding.EncodeToString(secret), base64.RawURLEncoding.EncodeToString(secret), hex.EncodeToString(secret)} {
-			for where, text := range places {
-				if strings.Contains(text, form) {
-					t.Errorf("%s found in %s", what, where)
+	step(t, "no key or share is anywhere the mediator keeps or says anything", func(t *testing.T) {
+		secrets := map[string][]byte{}
+		for name, key := range deposited {
+			secrets["key "+name] = key
+		}
+		for i, p := range plainShares {
+			secrets[fmt.Sprintf("share %d", i)] = p
+		}
+		for i, c := range cs.cs {
+			secrets["private key of "+c.Name] = custodianPrivateKey(t, c)
+			_ = i
+		}
+		places := map[string]string{"logs": in.proc.Output(), "database": dumpTables(t, in.dsn), "metrics": rawGet(t, in.metrics),
+			"answers": responses.String(), "vault kv": dumpKV(t, adminVault(t, env.Vault), "mediator-kv", "")}
+		for what, secret := range secrets {
+			for _, form := range []string{base64.StdEncoding.EncodeToString(secret), base64.RawURLEncoding.EncodeToString(secret), hex.EncodeToString(secret)} {
+				for where, text := range places {
+					if strings.Contains(text, form) {
+						t.Errorf("%s found in %s", what, where)
+					}
 				}
 			}
 		}
-	}
-	metrics := places["metrics"]
-	for _, want := range []string{
-		`mediator_access_requests_by_status{status="released"} 1`,
-		`mediator_policy_decisions_total{result="allow"} 1`,
-		`mediator_policy_decisions_total{result="deny"} 1`,
-		`mediator_access_approvals_total{result="self_approval"} 1`,
-		`mediator_access_approvals_total{result="bad_signature"} 2`,
-		`mediator_access_release_seconds_count 1`,
-		`mediator_escrow_custodian_seconds_count{custodian="custodian-3",op="release"} 1`,
-	} {
-		if !strings.Contains(metrics, want) {
-			t.Errorf("metrics lack %s", want)
+		metrics = places["metrics"]
+	})
+
+	step(t, "the metrics count every decision", func(t *testing.T) {
+		for _, want := range []string{
+			`mediator_access_requests_by_status{status="released"} 1`,
+			`mediator_policy_decisions_total{result="allow"} 1`,
+			`mediator_policy_decisions_total{result="deny"} 1`,
+			`mediator_access_approvals_total{result="self_approval"} 1`,
+			`mediator_access_approvals_total{result="bad_signature"} 2`,
+			`mediator_access_release_seconds_count 1`,
+			`mediator_escrow_custodian_seconds_count{custodian="custodian-3",op="release"} 1`,
+		} {
+			if !strings.Contains(metrics, want) {
+				t.Errorf("metrics lack %s", want)
+			}
 		}
-	}
+	})
 
 	// The whole log still verifies.
-	op := []string{"DATABASE_URL=" + in.dsn, "VAULT_ADDR=" + env.Vault.Addr, "VAULT_TOKEN=" + env.Vault.Token, "MEDIATOR_LOG_ORIGIN=mediator/audit"}
-	if out, stderr, err := runCmd(t, op, "audit", "verify"); err != nil {
-		t.Fatalf("audit verify: %v %s %s", err, out, stderr)
-	}
+	step(t, "the whole log still verifies", func(t *testing.T) {
+		op := []string{"DATABASE_URL=" + in.dsn, "VAULT_ADDR=" + env.Vault.Addr, "VAULT_TOKEN=" + env.Vault.Token, "MEDIATOR_LOG_ORIGIN=mediator/audit"}
+		if out, stderr, err := runCmd(t, op, "audit", "verify"); err != nil {
+			t.Fatalf("audit verify: %v %s %s", err, out, stderr)
+		}
+	})
 }
 
 // custodianPrivateKey reads custodian c's HPKE private key the only way it

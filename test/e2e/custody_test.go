@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/hpke"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
@@ -95,79 +96,98 @@ func TestReleaseAcrossCustodianFailures(t *testing.T) {
 	tok := func(sub string, roles ...string) string { s, _ := in.issuer.Issue(sub, roles, time.Hour); return s }
 	dep, admin, olga := tok("gw", "depositor"), tok("ada", "admin"), tok("olga", "officer")
 	gw, _ := client.New(in.base, dep, http.DefaultClient)
-
-	k1 := make([]byte, 32)
-	rand.Read(k1)
-	if _, err := gw.Deposit(ctx, cs.digest, "conv-x", "e1", k1); err != nil {
-		t.Fatal(err)
-	}
-	// k2's share for custodian-3 is sealed properly but holds the wrong
-	// value: custodian-3 stores it, and releases it, as a bad custodian
-	// (or a corrupted store) would.
-	k2 := make([]byte, 32)
-	rand.Read(k2)
-	set, err := gw.CustodianSet(ctx, cs.digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	commitment, sealed, _ := shares.Split(set, "conv-x", "e2", k2)
-	junk := make([]byte, 33)
-	rand.Read(junk)
-	sealed[2].Sealed, _ = seal.Seal(set.Custodians[2].HPKEKey, shares.DepositInfo("conv-x", "e2", "custodian-3", 3, commitment), junk)
-	body := wire.DepositRequest{ConversationID: "conv-x", KeyID: "e2", Commitment: commitment, CustodianSet: cs.digest, Threshold: 3}
-	for _, s := range sealed {
-		body.Shares = append(body.Shares, wire.DepositShare{Custodian: s.Custodian, Index: s.Index, Sealed: s.Sealed})
-	}
-	b, _ := json.Marshal(body)
-	if code, resp := post(t, in.base+"/v1/escrow/keys", "application/json", dep, b); code != 201 {
-		t.Fatalf("deposit with a corrupt share: %d %v", code, resp)
-	}
-
 	dir := t.TempDir()
-	if _, stderr, err := runCmd(t, nil, "keygen", "--recipient", "--out", filepath.Join(dir, "olga.key")); err != nil {
-		t.Fatal(stderr)
-	}
-	id := approvedRequest(t, in, admin, olga, keys, "conv-x", filepath.Join(dir, "olga.key.pub"))
-	cli := func(out string) (string, string, error) {
+
+	// What the chapters learn and later ones use.
+	var (
+		k1, k2 []byte // the deposited keys
+		id     string // the first approved request
+	)
+	cli := func(t *testing.T, out string) (string, string, error) {
 		return runCmd(t, []string{"MEDIATOR_URL=" + in.base, "MEDIATOR_TOKEN=" + olga}, "request", "release", id,
 			"--key", filepath.Join(dir, "olga.key"), "--out", filepath.Join(dir, out))
 	}
 
-	cs.stop(t, 3)
-	cs.stop(t, 4)
-	_, stderr, err := cli("first.ndjson")
-	if err == nil || !strings.Contains(stderr, "503 custodians_unavailable") || !strings.Contains(stderr, "custodian-4, custodian-5") ||
-		!strings.Contains(stderr, "custodian-2") || !strings.Contains(stderr, "at least 3 distinct approvers") {
-		t.Fatalf("release with two custodians down: %v\n%s", err, stderr)
-	}
+	step(t, "the gateway escrows two keys, one with a corrupt share", func(t *testing.T) {
+		k1 = make([]byte, 32)
+		rand.Read(k1)
+		if _, err := gw.Deposit(ctx, cs.digest, "conv-x", "e1", k1); err != nil {
+			t.Fatal(err)
+		}
+		// k2's share for custodian-3 is sealed properly but holds the wrong
+		// value: custodian-3 stores it, and releases it, as a bad custodian
+		// (or a corrupted store) would.
+		k2 = make([]byte, 32)
+		rand.Read(k2)
+		set, err := gw.CustodianSet(ctx, cs.digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		commitment, sealed, _ := shares.Split(set, "conv-x", "e2", k2)
+		junk := make([]byte, 33)
+		rand.Read(junk)
+		sealed[2].Sealed, _ = seal.Seal(set.Custodians[2].HPKEKey, shares.DepositInfo("conv-x", "e2", "custodian-3", 3, commitment), junk)
+		body := wire.DepositRequest{ConversationID: "conv-x", KeyID: "e2", Commitment: commitment, CustodianSet: cs.digest, Threshold: 3}
+		for _, s := range sealed {
+			body.Shares = append(body.Shares, wire.DepositShare{Custodian: s.Custodian, Index: s.Index, Sealed: s.Sealed})
+		}
+		b, _ := json.Marshal(body)
+		if code, resp := post(t, in.base+"/v1/escrow/keys", "application/json", dep, b); code != 201 {
+			t.Fatalf("deposit with a corrupt share: %d %v", code, resp)
+		}
+	})
 
+	step(t, "the officer's request is approved", func(t *testing.T) {
+		if _, stderr, err := runCmd(t, nil, "keygen", "--recipient", "--out", filepath.Join(dir, "olga.key")); err != nil {
+			t.Fatal(stderr)
+		}
+		id = approvedRequest(t, in, admin, olga, keys, "conv-x", filepath.Join(dir, "olga.key.pub"))
+	})
+
+	step(t, "with two custodians down the release is short, naming them", func(t *testing.T) {
+		cs.stop(t, 3)
+		cs.stop(t, 4)
+		_, stderr, err := cli(t, "first.ndjson")
+		if err == nil || !strings.Contains(stderr, "503 custodians_unavailable") || !strings.Contains(stderr, "custodian-4, custodian-5") ||
+			!strings.Contains(stderr, "custodian-2") || !strings.Contains(stderr, "at least 3 distinct approvers") {
+			t.Fatalf("release with two custodians down: %v\n%s", err, stderr)
+		}
+	})
+
+	// The two come back. The story starts them, not a chapter: a chapter's
+	// processes end with it, and the last chapter still needs these.
 	cs.start(t, 3)
 	cs.start(t, 4)
-	out, stderr, err := cli("second.ndjson")
-	if err != nil || !strings.Contains(out, "released 2 keys") {
-		t.Fatalf("release with the custodians back: %v\n%s\n%s", err, out, stderr)
-	}
-	if !strings.Contains(stderr, "custodian custodian-2 refused") || !strings.Contains(stderr, "conv-x/e2 was recovered without the bad shares of: custodian-3") {
-		t.Fatalf("the refusal and the bad share were not named:\n%s", stderr)
-	}
-	opened := readOpened(t, filepath.Join(dir, "second.ndjson"))
-	if !bytes.Equal(opened["conv-x/e1"], k1) || !bytes.Equal(opened["conv-x/e2"], k2) {
-		t.Fatal("the recovered keys differ from the deposited ones")
-	}
+
+	step(t, "with them back the release completes without the bad share", func(t *testing.T) {
+		out, stderr, err := cli(t, "second.ndjson")
+		if err != nil || !strings.Contains(out, "released 2 keys") {
+			t.Fatalf("release with the custodians back: %v\n%s\n%s", err, out, stderr)
+		}
+		if !strings.Contains(stderr, "custodian custodian-2 refused") || !strings.Contains(stderr, "conv-x/e2 was recovered without the bad shares of: custodian-3") {
+			t.Fatalf("the refusal and the bad share were not named:\n%s", stderr)
+		}
+		opened := readOpened(t, filepath.Join(dir, "second.ndjson"))
+		if !bytes.Equal(opened["conv-x/e1"], k1) || !bytes.Equal(opened["conv-x/e2"], k2) {
+			t.Fatal("the recovered keys differ from the deposited ones")
+		}
+	})
 
 	// One custodian down (the one with the corrupt share), the strict one
 	// refusing: 1, 4 and 5 suffice.
-	cs.stop(t, 2)
-	id2 := approvedRequest(t, in, admin, olga, keys, "conv-x", filepath.Join(dir, "olga.key.pub"))
-	out, stderr, err = runCmd(t, []string{"MEDIATOR_URL=" + in.base, "MEDIATOR_TOKEN=" + olga}, "request", "release", id2,
-		"--key", filepath.Join(dir, "olga.key"), "--out", filepath.Join(dir, "third.ndjson"))
-	if err != nil || !strings.Contains(out, "released 2 keys") {
-		t.Fatalf("release with custodian-3 down: %v\n%s\n%s", err, out, stderr)
-	}
-	opened = readOpened(t, filepath.Join(dir, "third.ndjson"))
-	if !bytes.Equal(opened["conv-x/e1"], k1) || !bytes.Equal(opened["conv-x/e2"], k2) {
-		t.Fatal("the keys recovered with custodian-3 down differ")
-	}
+	step(t, "with custodian-3 down a second release still gives the keys", func(t *testing.T) {
+		cs.stop(t, 2)
+		id2 := approvedRequest(t, in, admin, olga, keys, "conv-x", filepath.Join(dir, "olga.key.pub"))
+		out, stderr, err := runCmd(t, []string{"MEDIATOR_URL=" + in.base, "MEDIATOR_TOKEN=" + olga}, "request", "release", id2,
+			"--key", filepath.Join(dir, "olga.key"), "--out", filepath.Join(dir, "third.ndjson"))
+		if err != nil || !strings.Contains(out, "released 2 keys") {
+			t.Fatalf("release with custodian-3 down: %v\n%s\n%s", err, out, stderr)
+		}
+		opened := readOpened(t, filepath.Join(dir, "third.ndjson"))
+		if !bytes.Equal(opened["conv-x/e1"], k1) || !bytes.Equal(opened["conv-x/e2"], k2) {
+			t.Fatal("the keys recovered with custodian-3 down differ")
+		}
+	})
 }
 
 // approvedRequest files a request by olga for convo to recipient (a .pub
@@ -230,37 +250,60 @@ func TestCompromisedMediator(t *testing.T) {
 	tok := func(sub string, roles ...string) string { s, _ := in.issuer.Issue(sub, roles, time.Hour); return s }
 	dep, admin, olga := tok("gw", "depositor"), tok("ada", "admin"), tok("olga", "officer")
 	gw, _ := client.New(in.base, dep, http.DefaultClient)
+	dir := t.TempDir()
+
+	// What the chapters learn and later ones use.
+	var (
+		secret        []byte          // the key the attacker is after
+		mallory       hpke.PrivateKey // the attacker's recipient key
+		malloryPub    seal.PublicKey
+		lawful        string       // the lawful request's id
+		lawfulRel     wire.Release // and its release
+		grab          openRequest  // the attacker's request for the secret
+		genesisDigest string
+		p2            wire.RosterProposal // the genuine version 2
+		genuineChain  wire.RosterChain    // versions 1 and 2, adopted by the approvers
+		remotes       []*escrow.Remote    // the custodians, as the mediator calls them
+		other, third  string              // lawful requests whose rows the attacker edits
+		forged        []byte              // a canonical request forged for the secret
+		secretRefs    [5]wire.ShareRef    // where each custodian keeps its share of the secret
+	)
 
 	// What the gateway escrowed: the secret conversation the attacker is
 	// after, and conv-a, which a lawful request will release to olga.
-	secret := make([]byte, 32)
-	rand.Read(secret)
-	if _, err := gw.Deposit(ctx, cs.digest, "conv-secret", "e1", secret); err != nil {
-		t.Fatal(err)
-	}
-	keyA := make([]byte, 32)
-	rand.Read(keyA)
-	if _, err := gw.Deposit(ctx, cs.digest, "conv-a", "e1", keyA); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	runCmd(t, nil, "keygen", "--recipient", "--out", filepath.Join(dir, "olga.key"))
-	runCmd(t, nil, "keygen", "--recipient", "--out", filepath.Join(dir, "mallory.key"))
-	malloryFile, _ := os.ReadFile(filepath.Join(dir, "mallory.key"))
-	mallory, _ := seal.ParseKey(malloryFile)
-	malloryPub := seal.PublicKeyOf(mallory)
-	lawful := approvedRequest(t, in, admin, olga, keys, "conv-a", filepath.Join(dir, "olga.key.pub"))
-	lawfulRel, err := func() (wire.Release, error) {
-		c, _ := client.New(in.base, olga, http.DefaultClient)
-		return c.Release(ctx, lawful)
-	}()
-	if err != nil {
-		t.Fatalf("the lawful release: %v", err)
-	}
+	step(t, "the gateway escrows the secret conversation and conv-a", func(t *testing.T) {
+		secret = make([]byte, 32)
+		rand.Read(secret)
+		if _, err := gw.Deposit(ctx, cs.digest, "conv-secret", "e1", secret); err != nil {
+			t.Fatal(err)
+		}
+		keyA := make([]byte, 32)
+		rand.Read(keyA)
+		if _, err := gw.Deposit(ctx, cs.digest, "conv-a", "e1", keyA); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	step(t, "a lawful request releases conv-a to olga", func(t *testing.T) {
+		runCmd(t, nil, "keygen", "--recipient", "--out", filepath.Join(dir, "olga.key"))
+		runCmd(t, nil, "keygen", "--recipient", "--out", filepath.Join(dir, "mallory.key"))
+		malloryFile, _ := os.ReadFile(filepath.Join(dir, "mallory.key"))
+		mallory, _ = seal.ParseKey(malloryFile)
+		malloryPub = seal.PublicKeyOf(mallory)
+		lawful = approvedRequest(t, in, admin, olga, keys, "conv-a", filepath.Join(dir, "olga.key.pub"))
+		var err error
+		lawfulRel, err = func() (wire.Release, error) {
+			c, _ := client.New(in.base, olga, http.DefaultClient)
+			return c.Release(ctx, lawful)
+		}()
+		if err != nil {
+			t.Fatalf("the lawful release: %v", err)
+		}
+	})
 
 	// Everything that comes back to the attacker, to try at the end.
 	var loot []wire.Release
-	tryRelease := func(id string) {
+	tryRelease := func(t *testing.T, id string) {
 		t.Helper()
 		c, _ := client.New(in.base, olga, http.DefaultClient)
 		rel, err := c.Release(ctx, id)
@@ -282,7 +325,7 @@ func TestCompromisedMediator(t *testing.T) {
 	// request. Then one with a backdoor no probe can find (one case id,
 	// the attacker's), which loads: the mediator's own check is then
 	// worthless, and the custodians' checks are what stand.
-	reload := func(rego, result string) {
+	reload := func(t *testing.T, rego, result string) {
 		t.Helper()
 		os.WriteFile(filepath.Join(policyDir, "release.rego"), []byte(rego), 0o644)
 		in.proc.cmd.Process.Signal(syscall.SIGHUP)
@@ -295,21 +338,25 @@ func TestCompromisedMediator(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	reload(`package mediator.release
+	step(t, "a policy that tells the load probes by name is refused", func(t *testing.T) {
+		reload(t, `package mediator.release
 import rego.v1
 decision := {"allow": false, "reasons": ["probe"]} if startswith(input.request.id, "probe")
 decision := {"allow": true, "reasons": []} if not startswith(input.request.id, "probe")
 `, "refused")
-	reload(`package mediator.release
+	})
+	step(t, "a backdoored policy loads but the custodians refuse", func(t *testing.T) {
+		reload(t, `package mediator.release
 import rego.v1
 default decision := {"allow": false, "reasons": ["denied"]}
 decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 `, "ok")
-	grab := readyRequestUnapprovedTo(t, in, admin, olga, "conv-secret", filepath.Join(dir, "mallory.key.pub"))
-	code, resp := post(t, in.base+"/v1/access-requests/"+grab.id+"/release", "application/json", olga, []byte(`{}`))
-	if code != 403 || errorCode(resp) != "custodians_refused" {
-		t.Fatalf("the mediator's own policy let it through, so the custodians must refuse: %d %v", code, resp)
-	}
+		grab = readyRequestUnapprovedTo(t, in, admin, olga, "conv-secret", filepath.Join(dir, "mallory.key.pub"))
+		code, resp := post(t, in.base+"/v1/access-requests/"+grab.id+"/release", "application/json", olga, []byte(`{}`))
+		if code != 403 || errorCode(resp) != "custodians_refused" {
+			t.Fatalf("the mediator's own policy let it through, so the custodians must refuse: %d %v", code, resp)
+		}
+	})
 
 	// 2. A forged roster version, written straight into the roster
 	// tables: two invented approvers with the right roles, "signed" by
@@ -318,208 +365,225 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 	// handed to the custodians directly, they refuse it too.
 	// First the approvers adopt a genuine version 2, so the chain has an
 	// order to get wrong.
-	genesisDigest, _ := in.genesis.Digest()
-	adminClient, _ := client.New(in.base, admin, http.DefaultClient)
-	p2, err := adminClient.ProposeRoster(ctx, wire.RosterDraft{Approvers: in.genesis.Approvers, Custodians: in.genesis.Custodians,
-		Threshold: in.genesis.Threshold, Rule: in.genesis.Rule})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for who, key := range keys {
-		c, _ := client.New(in.base, tok(who, "approver"), http.DefaultClient)
-		if p2, err = c.SignRoster(ctx, key, who, p2.Digest); err != nil {
+	step(t, "the approvers adopt a genuine version 2", func(t *testing.T) {
+		genesisDigest, _ = in.genesis.Digest()
+		adminClient, _ := client.New(in.base, admin, http.DefaultClient)
+		var err error
+		p2, err = adminClient.ProposeRoster(ctx, wire.RosterDraft{Approvers: in.genesis.Approvers, Custodians: in.genesis.Custodians,
+			Threshold: in.genesis.Threshold, Rule: in.genesis.Rule})
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	if p2.Status != "adopted" {
-		t.Fatalf("version 2: %+v", p2)
-	}
-	genuineChain, err := gw.RosterChain(ctx)
-	if err != nil || len(genuineChain.Chain) != 2 {
-		t.Fatalf("the genuine chain: %v", err)
-	}
-	forgedV2 := in.genesis
-	forgedV2.Version, forgedV2.Previous = 3, p2.Digest
-	var forgedApprovals []wire.EvidenceApproval
-	forgedKeys := map[string]ed25519.PrivateKey{}
-	for _, who := range [][2]string{{"eve", "legal"}, {"trent", "security"}} {
-		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-		forgedKeys[who[0]] = priv
-		forgedV2.Approvers = append(forgedV2.Approvers, roster.Approver{ID: who[0], Roles: []string{who[1]}, PublicKey: pub})
-	}
-	forgedCanonical, err := forgedV2.Canonical()
-	if err != nil {
-		t.Fatal(err)
-	}
-	forgedDigest := roster.Digest(forgedCanonical)
-	forgedSigned := roster.Signed{Roster: forgedCanonical}
-	mustExec(t, db, `INSERT INTO roster_proposals (digest, version, canonical, proposed_by, audit_seq) VALUES ($1, 3, $2, 'ada', 0)`, forgedDigest, forgedCanonical)
-	for who, priv := range forgedKeys {
-		sig := roster.Sign(priv, forgedDigest, who)
-		forgedSigned.Signatures = append(forgedSigned.Signatures, sig)
-		mustExec(t, db, `INSERT INTO roster_signatures (digest, approver_id, key_id, signature, audit_seq) VALUES ($1, $2, $3, $4, 0)`, forgedDigest, who, sig.KeyID, sig.Signature)
-		asig := ed25519.Sign(priv, approval.Message(grab.id, grab.digest, "approve", who))
-		forgedApprovals = append(forgedApprovals, wire.EvidenceApproval{ApproverID: who, Decision: "approve", Signature: asig, ApprovedAt: time.Now().UTC()})
-		mustExec(t, db, `INSERT INTO access_approvals (request_id, approver_id, decision, signature, key_id, roles, by_requester, audit_seq)
-			VALUES ($1, $2, 'approve', $3, $4, '{}', false, 0)`, grab.id, who, asig, sig.KeyID)
-	}
-	mustExec(t, db, `INSERT INTO roster_versions (genesis, version, digest, audit_seq) VALUES ($1, 3, $2, 0)`, genesisDigest, forgedDigest)
-	code, resp = post(t, in.base+"/v1/access-requests/"+grab.id+"/release", "application/json", olga, []byte(`{}`))
-	if code != 503 || !strings.Contains(fmt.Sprint(resp), "roster chain does not verify") {
-		t.Fatalf("a forged roster version in the database: %d %v", code, resp)
-	}
-	if _, err := gw.DepositByRoster(ctx, genesisDigest, "conv-z", "e1", make([]byte, 32)); err == nil {
-		t.Fatal("a depositor accepted the forged roster")
-	}
-	forgedChain := append(append([]roster.Signed(nil), genuineChain.Chain...), forgedSigned)
-	grabCanonical := []byte{}
-	db.QueryRow(ctx, "SELECT canonical FROM access_requests WHERE request_id = $1", grab.id).Scan(&grabCanonical)
-	remotes, _ := mustParse(t, cs.file).Remotes()
-	reordered := []roster.Signed{genuineChain.Chain[1], genuineChain.Chain[0]}
-	for _, r := range remotes {
-		for name, chain := range map[string][]roster.Signed{"forged": forgedChain, "re-ordered": reordered} {
-			var refused *escrow.RefusedError
-			_, err := r.Release(ctx, wire.ReleaseEvidence{Roster: chain, Canonical: grabCanonical, Approvals: forgedApprovals,
-				Shares: []wire.ShareRef{{EscrowID: uuid.NewString(), Locator: "x"}}})
-			if !errors.As(err, &refused) || !strings.Contains(strings.Join(refused.Reasons, ";"), "roster chain does not verify") {
-				t.Errorf("%s: the %s roster chain: %v", r.Name, name, err)
+		for who, key := range keys {
+			c, _ := client.New(in.base, tok(who, "approver"), http.DefaultClient)
+			if p2, err = c.SignRoster(ctx, key, who, p2.Digest); err != nil {
+				t.Fatal(err)
 			}
 		}
-	}
-	// The attacker, a superuser, takes the forged version out again so the
-	// lawful work below goes on.
-	mustExec(t, db, `DELETE FROM roster_versions WHERE genesis = $1 AND version = 3`, genesisDigest)
+		if p2.Status != "adopted" {
+			t.Fatalf("version 2: %+v", p2)
+		}
+		genuineChain, err = gw.RosterChain(ctx)
+		if err != nil || len(genuineChain.Chain) != 2 {
+			t.Fatalf("the genuine chain: %v", err)
+		}
+	})
+	step(t, "a forged roster version in the tables is refused everywhere", func(t *testing.T) {
+		forgedV2 := in.genesis
+		forgedV2.Version, forgedV2.Previous = 3, p2.Digest
+		var forgedApprovals []wire.EvidenceApproval
+		forgedKeys := map[string]ed25519.PrivateKey{}
+		for _, who := range [][2]string{{"eve", "legal"}, {"trent", "security"}} {
+			pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+			forgedKeys[who[0]] = priv
+			forgedV2.Approvers = append(forgedV2.Approvers, roster.Approver{ID: who[0], Roles: []string{who[1]}, PublicKey: pub})
+		}
+		forgedCanonical, err := forgedV2.Canonical()
+		if err != nil {
+			t.Fatal(err)
+		}
+		forgedDigest := roster.Digest(forgedCanonical)
+		forgedSigned := roster.Signed{Roster: forgedCanonical}
+		mustExec(t, db, `INSERT INTO roster_proposals (digest, version, canonical, proposed_by, audit_seq) VALUES ($1, 3, $2, 'ada', 0)`, forgedDigest, forgedCanonical)
+		for who, priv := range forgedKeys {
+			sig := roster.Sign(priv, forgedDigest, who)
+			forgedSigned.Signatures = append(forgedSigned.Signatures, sig)
+			mustExec(t, db, `INSERT INTO roster_signatures (digest, approver_id, key_id, signature, audit_seq) VALUES ($1, $2, $3, $4, 0)`, forgedDigest, who, sig.KeyID, sig.Signature)
+			asig := ed25519.Sign(priv, approval.Message(grab.id, grab.digest, "approve", who))
+			forgedApprovals = append(forgedApprovals, wire.EvidenceApproval{ApproverID: who, Decision: "approve", Signature: asig, ApprovedAt: time.Now().UTC()})
+			mustExec(t, db, `INSERT INTO access_approvals (request_id, approver_id, decision, signature, key_id, roles, by_requester, audit_seq)
+			VALUES ($1, $2, 'approve', $3, $4, '{}', false, 0)`, grab.id, who, asig, sig.KeyID)
+		}
+		mustExec(t, db, `INSERT INTO roster_versions (genesis, version, digest, audit_seq) VALUES ($1, 3, $2, 0)`, genesisDigest, forgedDigest)
+		code, resp := post(t, in.base+"/v1/access-requests/"+grab.id+"/release", "application/json", olga, []byte(`{}`))
+		if code != 503 || !strings.Contains(fmt.Sprint(resp), "roster chain does not verify") {
+			t.Fatalf("a forged roster version in the database: %d %v", code, resp)
+		}
+		if _, err := gw.DepositByRoster(ctx, genesisDigest, "conv-z", "e1", make([]byte, 32)); err == nil {
+			t.Fatal("a depositor accepted the forged roster")
+		}
+		forgedChain := append(append([]roster.Signed(nil), genuineChain.Chain...), forgedSigned)
+		grabCanonical := []byte{}
+		db.QueryRow(ctx, "SELECT canonical FROM access_requests WHERE request_id = $1", grab.id).Scan(&grabCanonical)
+		remotes, _ = mustParse(t, cs.file).Remotes()
+		reordered := []roster.Signed{genuineChain.Chain[1], genuineChain.Chain[0]}
+		for _, r := range remotes {
+			for name, chain := range map[string][]roster.Signed{"forged": forgedChain, "re-ordered": reordered} {
+				var refused *escrow.RefusedError
+				_, err := r.Release(ctx, wire.ReleaseEvidence{Roster: chain, Canonical: grabCanonical, Approvals: forgedApprovals,
+					Shares: []wire.ShareRef{{EscrowID: uuid.NewString(), Locator: "x"}}})
+				if !errors.As(err, &refused) || !strings.Contains(strings.Join(refused.Reasons, ";"), "roster chain does not verify") {
+					t.Errorf("%s: the %s roster chain: %v", r.Name, name, err)
+				}
+			}
+		}
+		// The attacker, a superuser, takes the forged version out again so the
+		// lawful work below goes on.
+		mustExec(t, db, `DELETE FROM roster_versions WHERE genesis = $1 AND version = 3`, genesisDigest)
+	})
 
 	// 3. The lawful request's columns edited to the secret conversation and
 	// the attacker's key; then its canonical form and digest with them.
-	other := approvedRequest(t, in, admin, olga, keys, "conv-a", filepath.Join(dir, "olga.key.pub"))
-	mustExec(t, db, `UPDATE access_requests SET conversation_ids = '{conv-secret}', recipient_kem_id = $2, recipient_public_key = $3 WHERE request_id = $1`,
-		other, int(malloryPub.KEMID), malloryPub.PublicKey)
-	tryRelease(other)
-	var canonical []byte
-	db.QueryRow(ctx, "SELECT canonical FROM access_requests WHERE request_id = $1", other).Scan(&canonical)
-	forged := bytes.Replace(canonical, []byte(`"conv-a"`), []byte(`"conv-secret"`), 1)
-	olgaPub, _ := os.ReadFile(filepath.Join(dir, "olga.key.pub"))
-	var olgaKey seal.PublicKey
-	json.Unmarshal(olgaPub, &olgaKey)
-	forged = bytes.Replace(forged, []byte(base64.StdEncoding.EncodeToString(olgaKey.PublicKey)), []byte(base64.StdEncoding.EncodeToString(malloryPub.PublicKey)), 1)
-	forged = bytes.Replace(forged, []byte(fmt.Sprintf(`"kem_id":%d`, olgaKey.KEMID)), []byte(fmt.Sprintf(`"kem_id":%d`, malloryPub.KEMID)), 1)
-	third := approvedRequest(t, in, admin, olga, keys, "conv-a", filepath.Join(dir, "olga.key.pub"))
-	mustExec(t, db, `UPDATE access_requests SET canonical = $2, digest = $3, conversation_ids = '{conv-secret}' WHERE request_id = $1`,
-		third, bytes.ReplaceAll(forged, []byte(other), []byte(third)), approval.Digest(bytes.ReplaceAll(forged, []byte(other), []byte(third))))
-	tryRelease(third)
+	step(t, "the attacker edits request rows to the secret and its key", func(t *testing.T) {
+		other = approvedRequest(t, in, admin, olga, keys, "conv-a", filepath.Join(dir, "olga.key.pub"))
+		mustExec(t, db, `UPDATE access_requests SET conversation_ids = '{conv-secret}', recipient_kem_id = $2, recipient_public_key = $3 WHERE request_id = $1`,
+			other, int(malloryPub.KEMID), malloryPub.PublicKey)
+		tryRelease(t, other)
+		var canonical []byte
+		db.QueryRow(ctx, "SELECT canonical FROM access_requests WHERE request_id = $1", other).Scan(&canonical)
+		forged = bytes.Replace(canonical, []byte(`"conv-a"`), []byte(`"conv-secret"`), 1)
+		olgaPub, _ := os.ReadFile(filepath.Join(dir, "olga.key.pub"))
+		var olgaKey seal.PublicKey
+		json.Unmarshal(olgaPub, &olgaKey)
+		forged = bytes.Replace(forged, []byte(base64.StdEncoding.EncodeToString(olgaKey.PublicKey)), []byte(base64.StdEncoding.EncodeToString(malloryPub.PublicKey)), 1)
+		forged = bytes.Replace(forged, []byte(fmt.Sprintf(`"kem_id":%d`, olgaKey.KEMID)), []byte(fmt.Sprintf(`"kem_id":%d`, malloryPub.KEMID)), 1)
+		third = approvedRequest(t, in, admin, olga, keys, "conv-a", filepath.Join(dir, "olga.key.pub"))
+		mustExec(t, db, `UPDATE access_requests SET canonical = $2, digest = $3, conversation_ids = '{conv-secret}' WHERE request_id = $1`,
+			third, bytes.ReplaceAll(forged, []byte(other), []byte(third)), approval.Digest(bytes.ReplaceAll(forged, []byte(other), []byte(third))))
+		tryRelease(t, third)
+	})
 	// audit verify names every request row whose columns differ from what
 	// was signed.
-	_, vkey := getText(t, in.base+"/v1/audit/verifier-key", tok("aud", "auditor"))
-	out, _, err := runCmd(t, []string{"DATABASE_URL=" + in.dsn}, "audit", "verify", "--key", strings.TrimSpace(vkey))
-	if err == nil || !strings.Contains(out, "access request "+other+": stored columns differ from the signed canonical request: conversation_ids, recipient_public_key") ||
-		!strings.Contains(out, "access request "+third+": stored columns differ") {
-		t.Errorf("audit verify on edited request columns: %v\n%s", err, out)
-	}
+	step(t, "audit verify names the edited requests", func(t *testing.T) {
+		_, vkey := getText(t, in.base+"/v1/audit/verifier-key", tok("aud", "auditor"))
+		out, _, err := runCmd(t, []string{"DATABASE_URL=" + in.dsn}, "audit", "verify", "--key", strings.TrimSpace(vkey))
+		if err == nil || !strings.Contains(out, "access request "+other+": stored columns differ from the signed canonical request: conversation_ids, recipient_public_key") ||
+			!strings.Contains(out, "access request "+third+": stored columns differ") {
+			t.Errorf("audit verify on edited request columns: %v\n%s", err, out)
+		}
+	})
 
 	// 4. A replay of the lawful release, straight to the custodians with the
 	// mediator's token: each answers that it released that share already.
-	var lawfulCanonical []byte
-	db.QueryRow(ctx, "SELECT canonical FROM access_requests WHERE request_id = $1", lawful).Scan(&lawfulCanonical)
-	var approvalsEv []wire.EvidenceApproval
-	rows, _ := db.Query(ctx, "SELECT approver_id, decision, signature, approved_at FROM access_approvals WHERE request_id = $1", lawful)
-	for rows.Next() {
-		var a wire.EvidenceApproval
-		rows.Scan(&a.ApproverID, &a.Decision, &a.Signature, &a.ApprovedAt)
-		approvalsEv = append(approvalsEv, a)
-	}
-	rows.Close()
-	var secretRefs [5]wire.ShareRef
-	var aRefs [5]wire.ShareRef
-	srows, _ := db.Query(ctx, `SELECT k.conversation_id, s.share_index, s.escrow_id::text, s.locator FROM escrow_custodian_shares s
+	step(t, "the custodians refuse a replay and evidence out of scope or forged", func(t *testing.T) {
+		var lawfulCanonical []byte
+		db.QueryRow(ctx, "SELECT canonical FROM access_requests WHERE request_id = $1", lawful).Scan(&lawfulCanonical)
+		var approvalsEv []wire.EvidenceApproval
+		rows, _ := db.Query(ctx, "SELECT approver_id, decision, signature, approved_at FROM access_approvals WHERE request_id = $1", lawful)
+		for rows.Next() {
+			var a wire.EvidenceApproval
+			rows.Scan(&a.ApproverID, &a.Decision, &a.Signature, &a.ApprovedAt)
+			approvalsEv = append(approvalsEv, a)
+		}
+		rows.Close()
+		var aRefs [5]wire.ShareRef
+		srows, _ := db.Query(ctx, `SELECT k.conversation_id, s.share_index, s.escrow_id::text, s.locator FROM escrow_custodian_shares s
 		JOIN escrow_keys k USING (escrow_id)`)
-	for srows.Next() {
-		var convo, id, loc string
-		var idx int
-		srows.Scan(&convo, &idx, &id, &loc)
-		if convo == "conv-secret" {
-			secretRefs[idx-1] = wire.ShareRef{EscrowID: id, Locator: loc}
-		} else {
-			aRefs[idx-1] = wire.ShareRef{EscrowID: id, Locator: loc}
+		for srows.Next() {
+			var convo, id, loc string
+			var idx int
+			srows.Scan(&convo, &idx, &id, &loc)
+			if convo == "conv-secret" {
+				secretRefs[idx-1] = wire.ShareRef{EscrowID: id, Locator: loc}
+			} else {
+				aRefs[idx-1] = wire.ShareRef{EscrowID: id, Locator: loc}
+			}
 		}
-	}
-	srows.Close()
-	for i, r := range remotes {
-		ans, err := r.Release(ctx, wire.ReleaseEvidence{Roster: genuineChain.Chain, Canonical: lawfulCanonical, Approvals: approvalsEv, Shares: []wire.ShareRef{aRefs[i]}})
-		if err != nil || ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "already_released" {
-			t.Errorf("%s: a replayed release: %+v %v", r.Name, ans, err)
+		srows.Close()
+		for i, r := range remotes {
+			ans, err := r.Release(ctx, wire.ReleaseEvidence{Roster: genuineChain.Chain, Canonical: lawfulCanonical, Approvals: approvalsEv, Shares: []wire.ShareRef{aRefs[i]}})
+			if err != nil || ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "already_released" {
+				t.Errorf("%s: a replayed release: %+v %v", r.Name, ans, err)
+			}
+			// The lawful evidence with the secret's share: out of scope.
+			ans, err = r.Release(ctx, wire.ReleaseEvidence{Roster: genuineChain.Chain, Canonical: lawfulCanonical, Approvals: approvalsEv, Shares: []wire.ShareRef{secretRefs[i]}})
+			if err != nil || ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "not_in_scope" {
+				t.Errorf("%s: the lawful evidence for the secret share: %+v %v", r.Name, ans, err)
+			}
+			// Forged evidence: the invented approvals on a forged request.
+			if _, err := r.Release(ctx, wire.ReleaseEvidence{Roster: genuineChain.Chain, Canonical: forged, Approvals: approvalsEv, Shares: []wire.ShareRef{secretRefs[i]}}); err == nil {
+				t.Errorf("%s released on forged evidence", r.Name)
+			}
+			// Destruction early, and rewrap, are not the mediator's to order.
+			if res, err := r.Destroy(ctx, []wire.ShareRef{secretRefs[i]}); err != nil || res[0].Outcome != "too_young" {
+				t.Errorf("%s: an early destruction: %+v %v", r.Name, res, err)
+			}
+			req, _ := http.NewRequest("POST", cs.cs[i].URL+"/v1/rewrap", nil)
+			req.Header.Set("Authorization", "Bearer "+cs.cs[i].MediatorToken)
+			if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 401 {
+				t.Errorf("%s: rewrap with the mediator's token: %v %v", cs.cs[i].Name, resp, err)
+			}
 		}
-		// The lawful evidence with the secret's share: out of scope.
-		ans, err = r.Release(ctx, wire.ReleaseEvidence{Roster: genuineChain.Chain, Canonical: lawfulCanonical, Approvals: approvalsEv, Shares: []wire.ShareRef{secretRefs[i]}})
-		if err != nil || ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "not_in_scope" {
-			t.Errorf("%s: the lawful evidence for the secret share: %+v %v", r.Name, ans, err)
-		}
-		// Forged evidence: the invented approvals on a forged request.
-		if _, err := r.Release(ctx, wire.ReleaseEvidence{Roster: genuineChain.Chain, Canonical: forged, Approvals: approvalsEv, Shares: []wire.ShareRef{secretRefs[i]}}); err == nil {
-			t.Errorf("%s released on forged evidence", r.Name)
-		}
-		// Destruction early, and rewrap, are not the mediator's to order.
-		if res, err := r.Destroy(ctx, []wire.ShareRef{secretRefs[i]}); err != nil || res[0].Outcome != "too_young" {
-			t.Errorf("%s: an early destruction: %+v %v", r.Name, res, err)
-		}
-		req, _ := http.NewRequest("POST", cs.cs[i].URL+"/v1/rewrap", nil)
-		req.Header.Set("Authorization", "Bearer "+cs.cs[i].MediatorToken)
-		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 401 {
-			t.Errorf("%s: rewrap with the mediator's token: %v %v", cs.cs[i].Name, resp, err)
-		}
-	}
+	})
 
 	// 5. The mediator's own Vault login on the custodians' keys and stores.
-	vc := mediatorVault(t, in)
-	for i, c := range cs.cs {
-		if _, err := vc.Logical().Write(c.Config.Transit.Mount+"/decrypt/"+c.Config.Transit.Key, map[string]any{"ciphertext": "vault:v1:AAAA"}); err == nil || !strings.Contains(err.Error(), "permission denied") {
-			t.Errorf("the mediator's token on %s's Transit key: %v", c.Name, err)
+	step(t, "the mediator's Vault login opens no custodian key or store", func(t *testing.T) {
+		vc := mediatorVault(t, in)
+		for i, c := range cs.cs {
+			if _, err := vc.Logical().Write(c.Config.Transit.Mount+"/decrypt/"+c.Config.Transit.Key, map[string]any{"ciphertext": "vault:v1:AAAA"}); err == nil || !strings.Contains(err.Error(), "permission denied") {
+				t.Errorf("the mediator's token on %s's Transit key: %v", c.Name, err)
+			}
+			if _, err := vc.KVv2(c.Config.KV.Mount).Get(ctx, c.Config.KV.Prefix+"/"+secretRefs[i].Locator); err == nil || !strings.Contains(err.Error(), "permission denied") {
+				t.Errorf("the mediator's token on %s's store: %v", c.Name, err)
+			}
 		}
-		if _, err := vc.KVv2(c.Config.KV.Mount).Get(ctx, c.Config.KV.Prefix+"/"+secretRefs[i].Locator); err == nil || !strings.Contains(err.Error(), "permission denied") {
-			t.Errorf("the mediator's token on %s's store: %v", c.Name, err)
-		}
-	}
+	})
 
 	// Whatever came back, and whatever the database keeps, the attacker
 	// tries with its own key and combines: the secret never comes out.
-	var kept []wire.ReleasedShare
-	krows, _ := db.Query(ctx, "SELECT custodian, share_index, sealed FROM access_release_shares")
-	for krows.Next() {
-		var s wire.ReleasedShare
-		krows.Scan(&s.Custodian, &s.Index, &s.Sealed)
-		kept = append(kept, s)
-	}
-	krows.Close()
-	loot = append(loot, lawfulRel, wire.Release{RequestID: "any", Keys: []wire.ReleasedKey{{ConversationID: "conv-secret", KeyID: "e1",
-		KeyCommitment: shares.Commitment("conv-secret", "e1", secret), Threshold: 3, Shares: kept}}})
-	for _, rel := range loot {
-		for _, k := range rel.Keys {
-			var parts []shares.Part
-			for _, sh := range k.Shares {
-				for _, reqID := range []string{rel.RequestID, lawful, grab.id, other, third} {
-					if p, err := shares.OpenReleased(mallory, reqID, k.ConversationID, k.KeyID, sh.Custodian, sh.Index, sh.Sealed); err == nil {
-						parts = append(parts, shares.Part{Custodian: sh.Custodian, Share: p})
+	step(t, "the attacker opens nothing of what came back", func(t *testing.T) {
+		var kept []wire.ReleasedShare
+		krows, _ := db.Query(ctx, "SELECT custodian, share_index, sealed FROM access_release_shares")
+		for krows.Next() {
+			var s wire.ReleasedShare
+			krows.Scan(&s.Custodian, &s.Index, &s.Sealed)
+			kept = append(kept, s)
+		}
+		krows.Close()
+		loot = append(loot, lawfulRel, wire.Release{RequestID: "any", Keys: []wire.ReleasedKey{{ConversationID: "conv-secret", KeyID: "e1",
+			KeyCommitment: shares.Commitment("conv-secret", "e1", secret), Threshold: 3, Shares: kept}}})
+		for _, rel := range loot {
+			for _, k := range rel.Keys {
+				var parts []shares.Part
+				for _, sh := range k.Shares {
+					for _, reqID := range []string{rel.RequestID, lawful, grab.id, other, third} {
+						if p, err := shares.OpenReleased(mallory, reqID, k.ConversationID, k.KeyID, sh.Custodian, sh.Index, sh.Sealed); err == nil {
+							parts = append(parts, shares.Part{Custodian: sh.Custodian, Share: p})
+						}
 					}
 				}
-			}
-			if len(parts) > 0 {
-				t.Errorf("the attacker opened %d shares of %s", len(parts), k.ConversationID)
-			}
-			if key, _, err := shares.Recover("conv-secret", "e1", shares.Commitment("conv-secret", "e1", secret), 3, parts); err == nil {
-				t.Fatalf("the attacker recovered the secret key: %x", key)
+				if len(parts) > 0 {
+					t.Errorf("the attacker opened %d shares of %s", len(parts), k.ConversationID)
+				}
+				if key, _, err := shares.Recover("conv-secret", "e1", shares.Commitment("conv-secret", "e1", secret), 3, parts); err == nil {
+					t.Fatalf("the attacker recovered the secret key: %x", key)
+				}
 			}
 		}
-	}
+	})
+
 	// And nothing the mediator keeps holds the secret in any form.
-	dump := dumpTables(t, in.dsn) + in.proc.Output() + rawGet(t, in.metrics) + dumpKV(t, adminVault(t, env.Vault), "mediator-kv", "")
-	for _, form := range []string{base64.StdEncoding.EncodeToString(secret), hex.EncodeToString(secret), base64.RawURLEncoding.EncodeToString(secret)} {
-		if strings.Contains(dump, form) {
-			t.Fatal("the secret key is in the mediator's database, logs, metrics or Vault")
+	step(t, "nothing the mediator keeps holds the secret", func(t *testing.T) {
+		dump := dumpTables(t, in.dsn) + in.proc.Output() + rawGet(t, in.metrics) + dumpKV(t, adminVault(t, env.Vault), "mediator-kv", "")
+		for _, form := range []string{base64.StdEncoding.EncodeToString(secret), hex.EncodeToString(secret), base64.RawURLEncoding.EncodeToString(secret)} {
+			if strings.Contains(dump, form) {
+				t.Fatal("the secret key is in the mediator's database, logs, metrics or Vault")
+			}
 		}
-	}
-	if n := countSecretReleases(t, db); n != 0 {
-		t.Fatalf("%d shares of the secret conversation left a custodian", n)
-	}
+		if n := countSecretReleases(t, db); n != 0 {
+			t.Fatalf("%d shares of the secret conversation left a custodian", n)
+		}
+	})
 }
 
 func countSecretReleases(t *testing.T, db *pgx.Conn) int {

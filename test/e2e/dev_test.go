@@ -29,71 +29,97 @@ func TestDevAllInOne(t *testing.T) {
 	p := start(t, []string{"DATABASE_URL=" + dsn}, "dev", "--addr", addr, "--state-dir", state)
 	base := "http://" + addr
 	waitStatus(t, p, base+"/readyz", 200, 3*time.Minute)
-	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(p.Output(), "Ctrl-C stops everything"); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no dev banner:\n%s", p.Output())
-		}
-	}
-	if out := p.Output(); !strings.Contains(out, base) || !strings.Contains(out, "dev token") || !strings.Contains(out, "curl") ||
-		!strings.Contains(out, "custodian-1 … custodian-5") || !strings.Contains(out, "dev-legal") {
-		t.Fatalf("dev banner lacks the URL, examples, custodians or approvers:\n%s", out)
-	}
 
-	tok, stderr, err := runCmd(t, nil, "dev", "token", "--state-dir", state, "--sub", "dana", "--roles", "admin", "--ttl", "10m")
-	if err != nil {
-		t.Fatalf("dev token: %v %s", err, stderr)
-	}
-	code, body, _ := call(t, "GET", base+"/v1/whoami", strings.TrimSpace(tok))
-	if code != 200 || body["subject"] != "dana" {
-		t.Fatalf("whoami with dev token: %d %v", code, body)
-	}
+	var vars map[string]string // what `mediator dev env` exports
 
-	envOut, stderr, err := runCmd(t, nil, "dev", "env", "--state-dir", state)
-	if err != nil {
-		t.Fatalf("dev env: %v %s", err, stderr)
-	}
-	vars := parseExports(t, envOut)
-	for _, k := range []string{"DATABASE_URL", "VAULT_ADDR", "VAULT_TOKEN", "MEDIATOR_ADDR", "MEDIATOR_CUSTODIAN_SET", "MEDIATOR_ROSTER_GENESIS"} {
-		if vars[k] == "" {
-			t.Fatalf("dev env lacks %s:\n%s", k, envOut)
+	step(t, "dev prints a banner with the URL and examples", func(t *testing.T) {
+		for deadline := time.Now().Add(30 * time.Second); !strings.Contains(p.Output(), "Ctrl-C stops everything"); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no dev banner:\n%s", p.Output())
+			}
 		}
-	}
-	if vars["MEDIATOR_ADDR"] != base {
-		t.Fatalf("MEDIATOR_ADDR = %q, want %q", vars["MEDIATOR_ADDR"], base)
-	}
-	// The exported DATABASE_URL reaches the migrated dev database.
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, vars["DATABASE_URL"])
-	if err != nil {
-		t.Fatalf("connect with dev env DATABASE_URL: %v", err)
-	}
-	var version int64
-	err = conn.QueryRow(ctx, "SELECT max(version_id) FROM goose_db_version").Scan(&version)
-	conn.Close(ctx)
-	if err != nil || version < 1 {
-		t.Fatalf("dev database not migrated: version %d, %v", version, err)
-	}
-	// The exported Vault token works on the exported Vault.
-	req, _ := http.NewRequest("GET", vars["VAULT_ADDR"]+"/v1/auth/token/lookup-self", nil)
-	req.Header.Set("X-Vault-Token", vars["VAULT_TOKEN"])
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("dev env VAULT_TOKEN does not work: %v %v", err, resp)
-	}
-	resp.Body.Close()
-	// The dev Vault has the bootstrap's mounts.
-	req, _ = http.NewRequest("GET", vars["VAULT_ADDR"]+"/v1/sys/mounts/mediator-transit", nil)
-	req.Header.Set("X-Vault-Token", vars["VAULT_TOKEN"])
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("dev Vault lacks the transit mount: %v %v", err, resp)
-	} else {
+		if out := p.Output(); !strings.Contains(out, base) || !strings.Contains(out, "dev token") || !strings.Contains(out, "curl") ||
+			!strings.Contains(out, "custodian-1 … custodian-5") || !strings.Contains(out, "dev-legal") {
+			t.Fatalf("dev banner lacks the URL, examples, custodians or approvers:\n%s", out)
+		}
+	})
+
+	step(t, "a token from dev token calls the API", func(t *testing.T) {
+		tok, stderr, err := runCmd(t, nil, "dev", "token", "--state-dir", state, "--sub", "dana", "--roles", "admin", "--ttl", "10m")
+		if err != nil {
+			t.Fatalf("dev token: %v %s", err, stderr)
+		}
+		code, body, _ := call(t, "GET", base+"/v1/whoami", strings.TrimSpace(tok))
+		if code != 200 || body["subject"] != "dana" {
+			t.Fatalf("whoami with dev token: %d %v", code, body)
+		}
+	})
+
+	step(t, "dev env reaches the database and Vault", func(t *testing.T) {
+		envOut, stderr, err := runCmd(t, nil, "dev", "env", "--state-dir", state)
+		if err != nil {
+			t.Fatalf("dev env: %v %s", err, stderr)
+		}
+		vars = parseExports(t, envOut)
+		for _, k := range []string{"DATABASE_URL", "VAULT_ADDR", "VAULT_TOKEN", "MEDIATOR_ADDR", "MEDIATOR_CUSTODIAN_SET", "MEDIATOR_ROSTER_GENESIS"} {
+			if vars[k] == "" {
+				t.Fatalf("dev env lacks %s:\n%s", k, envOut)
+			}
+		}
+		if vars["MEDIATOR_ADDR"] != base {
+			t.Fatalf("MEDIATOR_ADDR = %q, want %q", vars["MEDIATOR_ADDR"], base)
+		}
+		// The exported DATABASE_URL reaches the migrated dev database.
+		ctx := context.Background()
+		conn, err := pgx.Connect(ctx, vars["DATABASE_URL"])
+		if err != nil {
+			t.Fatalf("connect with dev env DATABASE_URL: %v", err)
+		}
+		var version int64
+		err = conn.QueryRow(ctx, "SELECT max(version_id) FROM goose_db_version").Scan(&version)
+		conn.Close(ctx)
+		if err != nil || version < 1 {
+			t.Fatalf("dev database not migrated: version %d, %v", version, err)
+		}
+		// The exported Vault token works on the exported Vault.
+		req, _ := http.NewRequest("GET", vars["VAULT_ADDR"]+"/v1/auth/token/lookup-self", nil)
+		req.Header.Set("X-Vault-Token", vars["VAULT_TOKEN"])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("dev env VAULT_TOKEN does not work: %v %v", err, resp)
+		}
 		resp.Body.Close()
-	}
+		// The dev Vault has the bootstrap's mounts.
+		req, _ = http.NewRequest("GET", vars["VAULT_ADDR"]+"/v1/sys/mounts/mediator-transit", nil)
+		req.Header.Set("X-Vault-Token", vars["VAULT_TOKEN"])
+		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("dev Vault lacks the transit mount: %v %v", err, resp)
+		} else {
+			resp.Body.Close()
+		}
+	})
 
-	checkWitnessed := func() {
-		// The checkpoint served carries the cosignatures of at least three
-		// of the five custodians, each verifying with the witness key the
-		// custodian itself shows, and the log's own signature.
+	// Load it, then verify the log with nothing but the dev env.
+	step(t, "loadgen's events verify with nothing but dev env", func(t *testing.T) {
+		lg, stderr, err := runCmd(t, nil, "loadgen", "--url", base, "--state-dir", state, "--events", "3000", "--batch", "500", "--duration", "30s", "--proofs", "20")
+		if err != nil || !strings.Contains(lg, "events: 3000") || !strings.Contains(lg, "checkpoint lag") {
+			t.Fatalf("loadgen: %v\n%s\n%s", err, lg, stderr)
+		}
+		var devEnv []string
+		for k, v := range vars {
+			devEnv = append(devEnv, k+"="+v)
+		}
+		// The genesis roster (its proposal, the two dev approvers'
+		// signatures, its adoption), then the events.
+		if out, stderr, err := runCmd(t, devEnv, "audit", "verify"); err != nil || !strings.Contains(out, "ok: 3004 entries") {
+			t.Fatalf("audit verify with the dev env: %v\n%s\n%s", err, out, stderr)
+		}
+	})
+
+	// The checkpoint served carries the cosignatures of at least three of
+	// the five custodians, each verifying with the witness key the
+	// custodian itself shows, and the log's own signature.
+	step(t, "the custodians cosign the served checkpoint", func(t *testing.T) {
 		aud, _, _ := runCmd(t, nil, "dev", "token", "--state-dir", state, "--sub", "ann", "--roles", "auditor")
 		_, cpText := getText(t, base+"/v1/audit/checkpoint", strings.TrimSpace(aud))
 		logV, err := note.NewVerifier(vars["MEDIATOR_VERIFIER_KEY"])
@@ -121,76 +147,64 @@ func TestDevAllInOne(t *testing.T) {
 		if cosigned < 3 {
 			t.Errorf("the served checkpoint carries %d custodians' cosignatures, want at least 3:\n%s", cosigned, cpText)
 		}
-	}
+	})
 
-	// Load it, then verify the log with nothing but the dev env.
-	lg, stderr, err := runCmd(t, nil, "loadgen", "--url", base, "--state-dir", state, "--events", "3000", "--batch", "500", "--duration", "30s", "--proofs", "20")
-	if err != nil || !strings.Contains(lg, "events: 3000") || !strings.Contains(lg, "checkpoint lag") {
-		t.Fatalf("loadgen: %v\n%s\n%s", err, lg, stderr)
-	}
-	var devEnv []string
-	for k, v := range vars {
-		devEnv = append(devEnv, k+"="+v)
-	}
-	// The genesis roster (its proposal, the two dev approvers'
-	// signatures, its adoption), then the events.
-	if out, stderr, err := runCmd(t, devEnv, "audit", "verify"); err != nil || !strings.Contains(out, "ok: 3004 entries") {
-		t.Fatalf("audit verify with the dev env: %v\n%s\n%s", err, out, stderr)
-	}
+	step(t, "a second dev on the same state dir refuses to start", func(t *testing.T) {
+		if _, stderr, err := runCmd(t, nil, "dev", "--addr", freeAddr(t), "--state-dir", state); err == nil || !strings.Contains(stderr, "another dev instance") {
+			t.Fatalf("second dev instance: %v %s", err, stderr)
+		}
+	})
 
-	checkWitnessed()
-
-	// A second dev on the same state dir refuses to start.
-	if _, stderr, err := runCmd(t, nil, "dev", "--addr", freeAddr(t), "--state-dir", state); err == nil || !strings.Contains(stderr, "another dev instance") {
-		t.Fatalf("second dev instance: %v %s", err, stderr)
-	}
-
-	// Ctrl-C stops everything dev started.
-	if err := p.stop(t, syscall.SIGINT); err != nil {
-		t.Fatalf("dev exit after Ctrl-C: %v\n%s", err, p.Output())
-	}
-	if _, err := http.Get(vars["VAULT_ADDR"] + "/v1/sys/health"); err == nil {
-		t.Fatal("the dev Vault still answers after Ctrl-C")
-	}
-	if _, err := http.Get(base + "/healthz"); err == nil {
-		t.Fatal("the service still answers after Ctrl-C")
-	}
-	if pids := processesWith("-dev-listen-address=" + strings.TrimPrefix(vars["VAULT_ADDR"], "http://")); len(pids) > 0 {
-		t.Fatalf("a vault process is left running: %v", pids)
-	}
-	if _, _, err := runCmd(t, nil, "dev", "env", "--state-dir", state); err == nil {
-		t.Fatal("dev env still answers after the instance stopped")
-	}
+	step(t, "Ctrl-C stops everything dev started", func(t *testing.T) {
+		if err := p.stop(t, syscall.SIGINT); err != nil {
+			t.Fatalf("dev exit after Ctrl-C: %v\n%s", err, p.Output())
+		}
+		if _, err := http.Get(vars["VAULT_ADDR"] + "/v1/sys/health"); err == nil {
+			t.Fatal("the dev Vault still answers after Ctrl-C")
+		}
+		if _, err := http.Get(base + "/healthz"); err == nil {
+			t.Fatal("the service still answers after Ctrl-C")
+		}
+		if pids := processesWith("-dev-listen-address=" + strings.TrimPrefix(vars["VAULT_ADDR"], "http://")); len(pids) > 0 {
+			t.Fatalf("a vault process is left running: %v", pids)
+		}
+		if _, _, err := runCmd(t, nil, "dev", "env", "--state-dir", state); err == nil {
+			t.Fatal("dev env still answers after the instance stopped")
+		}
+	})
 
 	// A new state directory on the same database: the dev approvers keep
 	// their ids with the new directory's keys, in a new genesis roster
-	// that this instance pins, and those keys sign.
-	state2, addr2 := t.TempDir(), freeAddr(t)
-	p2 := start(t, []string{"DATABASE_URL=" + dsn}, "dev", "--addr", addr2, "--state-dir", state2)
-	defer p2.stop(t, syscall.SIGINT) // a kill would leave its Vault's directory behind
-	waitStatus(t, p2, "http://"+addr2+"/readyz", 200, 3*time.Minute)
-	token := func(sub, role string) string {
-		tok, stderr, err := runCmd(t, nil, "dev", "token", "--state-dir", state2, "--sub", sub, "--roles", role)
-		if err != nil {
-			t.Fatalf("dev token: %v %s", err, stderr)
+	// that this instance pins, and those keys sign. The last chapter, so
+	// the instance it starts may end with it.
+	step(t, "a new state directory keeps the approvers with new keys", func(t *testing.T) {
+		state2, addr2 := t.TempDir(), freeAddr(t)
+		p2 := start(t, []string{"DATABASE_URL=" + dsn}, "dev", "--addr", addr2, "--state-dir", state2)
+		defer p2.stop(t, syscall.SIGINT) // a kill would leave its Vault's directory behind
+		waitStatus(t, p2, "http://"+addr2+"/readyz", 200, 3*time.Minute)
+		token := func(sub, role string) string {
+			tok, stderr, err := runCmd(t, nil, "dev", "token", "--state-dir", state2, "--sub", sub, "--roles", role)
+			if err != nil {
+				t.Fatalf("dev token: %v %s", err, stderr)
+			}
+			return strings.TrimSpace(tok)
 		}
-		return strings.TrimSpace(tok)
-	}
-	dir := t.TempDir()
-	runCmd(t, nil, "keygen", "--recipient", "--out", filepath.Join(dir, "olga.key"))
-	now := time.Now().UTC()
-	out, stderr, err := runCmd(t, []string{"MEDIATOR_URL=http://" + addr2, "MEDIATOR_TOKEN=" + token("olga", "officer")}, "request", "create",
-		"--case", "c-1", "--legal-basis", "court_order", "--warrant", "W-1", "--jurisdiction", "US", "--justification", "See the file.",
-		"--conversation", "conv-a", "--from", now.Add(-time.Hour).Format(time.RFC3339), "--to", now.Add(time.Hour).Format(time.RFC3339),
-		"--recipient", filepath.Join(dir, "olga.key.pub"))
-	var created struct{ ID string }
-	if err != nil || json.Unmarshal([]byte(out), &created) != nil {
-		t.Fatalf("request create: %v %s %s", err, out, stderr)
-	}
-	if _, stderr, err := runCmd(t, []string{"MEDIATOR_URL=http://" + addr2, "MEDIATOR_TOKEN=" + token("dev-legal", "approver")}, "request", "approve",
-		created.ID, "--key", filepath.Join(state2, "dev-legal.key")); err != nil {
-		t.Fatalf("the new state directory's dev-legal key does not sign: %v %s", err, stderr)
-	}
+		dir := t.TempDir()
+		runCmd(t, nil, "keygen", "--recipient", "--out", filepath.Join(dir, "olga.key"))
+		now := time.Now().UTC()
+		out, stderr, err := runCmd(t, []string{"MEDIATOR_URL=http://" + addr2, "MEDIATOR_TOKEN=" + token("olga", "officer")}, "request", "create",
+			"--case", "c-1", "--legal-basis", "court_order", "--warrant", "W-1", "--jurisdiction", "US", "--justification", "See the file.",
+			"--conversation", "conv-a", "--from", now.Add(-time.Hour).Format(time.RFC3339), "--to", now.Add(time.Hour).Format(time.RFC3339),
+			"--recipient", filepath.Join(dir, "olga.key.pub"))
+		var created struct{ ID string }
+		if err != nil || json.Unmarshal([]byte(out), &created) != nil {
+			t.Fatalf("request create: %v %s %s", err, out, stderr)
+		}
+		if _, stderr, err := runCmd(t, []string{"MEDIATOR_URL=http://" + addr2, "MEDIATOR_TOKEN=" + token("dev-legal", "approver")}, "request", "approve",
+			created.ID, "--key", filepath.Join(state2, "dev-legal.key")); err != nil {
+			t.Fatalf("the new state directory's dev-legal key does not sign: %v %s", err, stderr)
+		}
+	})
 }
 
 func parseExports(t *testing.T, s string) map[string]string {

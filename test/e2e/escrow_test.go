@@ -41,80 +41,103 @@ func TestDepositStory(t *testing.T) {
 
 	key := make([]byte, 32)
 	rand.Read(key)
-	if _, err := auditor.Deposit(ctx, cs.digest, "c", "k", key); !client.IsCode(err, "forbidden") {
-		t.Fatalf("auditor deposit: %v", err)
-	}
-	first, err := gw.Deposit(ctx, cs.digest, "conv-9", "epoch-1", key)
-	if err != nil || !first.Created || first.Threshold != 3 || first.Shares != 5 || len(first.Receipts) != 5 {
-		t.Fatalf("deposit: %+v %v", first, err)
-	}
-	again, err := gw.Deposit(ctx, cs.digest, "conv-9", "epoch-1", key)
-	if err != nil || again.Created || again.EscrowID != first.EscrowID {
-		t.Fatalf("same key again: %+v %v", again, err)
-	}
-	other := make([]byte, 32)
-	rand.Read(other)
-	if _, err := gw.Deposit(ctx, cs.digest, "conv-9", "epoch-1", other); !client.IsCode(err, "conflict") {
-		t.Fatalf("other key, same id: %v", err)
-	}
-	if _, err := gw.Deposit(ctx, "sha256:"+strings.Repeat("ab", 32), "conv-9", "epoch-2", key); err == nil || !strings.Contains(err.Error(), "pinned") {
-		t.Fatalf("a set that is not the pinned one: %v", err)
-	}
-	if _, err := gw.Deposit(ctx, cs.digest, "conv-9", "epoch-2", key[:15]); err == nil {
-		t.Fatal("a short key was deposited")
-	}
 	keyB64 := base64.StdEncoding.EncodeToString(key)
-	for name, body := range map[string]string{
-		"plaintext key":  `{"conversation_id":"c","key_id":"k","key":"` + keyB64 + `"}`,
-		"no commitment":  `{"conversation_id":"c","key_id":"k","custodian_set":"` + cs.digest + `","threshold":3,"shares":[]}`,
-		"no shares":      `{"conversation_id":"c","key_id":"k","commitment":"sha256:` + strings.Repeat("0", 64) + `","custodian_set":"` + cs.digest + `","threshold":3,"shares":[]}`,
-		"no custody set": `{"conversation_id":"c","key_id":"k","commitment":"sha256:` + strings.Repeat("0", 64) + `","threshold":3,"shares":[]}`,
-	} {
-		code, resp := post(t, in.base+"/v1/escrow/keys", "application/json", dep, []byte(body))
-		if (code != 422 && code != 409) || strings.Contains(fmt.Sprint(resp), keyB64) {
-			t.Errorf("%s: %d %v", name, code, resp)
+	var first client.Deposited // the first deposit's answer
+
+	step(t, "an auditor may not deposit", func(t *testing.T) {
+		if _, err := auditor.Deposit(ctx, cs.digest, "c", "k", key); !client.IsCode(err, "forbidden") {
+			t.Fatalf("auditor deposit: %v", err)
 		}
-	}
-	if code, _ := post(t, in.base+"/v1/escrow/keys", "application/json", dep, []byte(`{"conversation_id":"c","extra":1}`)); code != 400 {
-		t.Errorf("unknown field: %d", code)
-	}
+	})
+
+	step(t, "a gateway escrows a key, and again is idempotent", func(t *testing.T) {
+		var err error
+		first, err = gw.Deposit(ctx, cs.digest, "conv-9", "epoch-1", key)
+		if err != nil || !first.Created || first.Threshold != 3 || first.Shares != 5 || len(first.Receipts) != 5 {
+			t.Fatalf("deposit: %+v %v", first, err)
+		}
+		again, err := gw.Deposit(ctx, cs.digest, "conv-9", "epoch-1", key)
+		if err != nil || again.Created || again.EscrowID != first.EscrowID {
+			t.Fatalf("same key again: %+v %v", again, err)
+		}
+	})
+
+	step(t, "another key under the same id conflicts", func(t *testing.T) {
+		other := make([]byte, 32)
+		rand.Read(other)
+		if _, err := gw.Deposit(ctx, cs.digest, "conv-9", "epoch-1", other); !client.IsCode(err, "conflict") {
+			t.Fatalf("other key, same id: %v", err)
+		}
+	})
+
+	step(t, "a set not pinned and a short key are refused before sealing", func(t *testing.T) {
+		if _, err := gw.Deposit(ctx, "sha256:"+strings.Repeat("ab", 32), "conv-9", "epoch-2", key); err == nil || !strings.Contains(err.Error(), "pinned") {
+			t.Fatalf("a set that is not the pinned one: %v", err)
+		}
+		if _, err := gw.Deposit(ctx, cs.digest, "conv-9", "epoch-2", key[:15]); err == nil {
+			t.Fatal("a short key was deposited")
+		}
+	})
+
+	step(t, "malformed deposits are refused without echoing the key", func(t *testing.T) {
+		for name, body := range map[string]string{
+			"plaintext key":  `{"conversation_id":"c","key_id":"k","key":"` + keyB64 + `"}`,
+			"no commitment":  `{"conversation_id":"c","key_id":"k","custodian_set":"` + cs.digest + `","threshold":3,"shares":[]}`,
+			"no shares":      `{"conversation_id":"c","key_id":"k","commitment":"sha256:` + strings.Repeat("0", 64) + `","custodian_set":"` + cs.digest + `","threshold":3,"shares":[]}`,
+			"no custody set": `{"conversation_id":"c","key_id":"k","commitment":"sha256:` + strings.Repeat("0", 64) + `","threshold":3,"shares":[]}`,
+		} {
+			code, resp := post(t, in.base+"/v1/escrow/keys", "application/json", dep, []byte(body))
+			if (code != 422 && code != 409) || strings.Contains(fmt.Sprint(resp), keyB64) {
+				t.Errorf("%s: %d %v", name, code, resp)
+			}
+		}
+		if code, _ := post(t, in.base+"/v1/escrow/keys", "application/json", dep, []byte(`{"conversation_id":"c","extra":1}`)); code != 400 {
+			t.Errorf("unknown field: %d", code)
+		}
+	})
 
 	// The deposit is in the log: the commitment, the depositor, each
 	// custodian's share by hashes, and no key.
-	_, entry, _ := call(t, "GET", fmt.Sprintf("%s/v1/audit/entries/%d", in.base, first.AuditSeq), aud)
-	rec, _ := entry["record"].(map[string]any)
-	if rec["kind"] != "escrow.deposit" || rec["key_commitment"] != first.KeyCommitment || rec["escrow_id"] != first.EscrowID ||
-		rec["depositor"] != "gateway-7" || len(rec["shares"].([]any)) != 5 {
-		t.Fatalf("audit entry: %v", entry)
-	}
+	step(t, "the deposit is in the log without the key", func(t *testing.T) {
+		_, entry, _ := call(t, "GET", fmt.Sprintf("%s/v1/audit/entries/%d", in.base, first.AuditSeq), aud)
+		rec, _ := entry["record"].(map[string]any)
+		if rec["kind"] != "escrow.deposit" || rec["key_commitment"] != first.KeyCommitment || rec["escrow_id"] != first.EscrowID ||
+			rec["depositor"] != "gateway-7" || len(rec["shares"].([]any)) != 5 {
+			t.Fatalf("audit entry: %v", entry)
+		}
+	})
 
 	// The custodians' Vault down: 503 with Retry-After, and no new row.
-	vault.Stop()
-	_, err = gw.Deposit(ctx, cs.digest, "conv-9", "epoch-2", key)
-	var apiErr *client.Error
-	if !errorsAs(err, &apiErr) || apiErr.Status != 503 || apiErr.Code != "dependency_unavailable" {
-		t.Fatalf("deposit with the custodians' Vault down: %v", err)
-	}
-	if n := countRows(t, in.dsn, "escrow_keys"); n != 1 {
-		t.Fatalf("escrow rows after a failed deposit: %d", n)
-	}
+	step(t, "with the custodians' Vault down a deposit is refused and nothing kept", func(t *testing.T) {
+		vault.Stop()
+		_, err := gw.Deposit(ctx, cs.digest, "conv-9", "epoch-2", key)
+		var apiErr *client.Error
+		if !errorsAs(err, &apiErr) || apiErr.Status != 503 || apiErr.Code != "dependency_unavailable" {
+			t.Fatalf("deposit with the custodians' Vault down: %v", err)
+		}
+		if n := countRows(t, in.dsn, "escrow_keys"); n != 1 {
+			t.Fatalf("escrow rows after a failed deposit: %d", n)
+		}
+	})
 
 	// The key never reached the database, the logs or the metrics.
-	dump := dumpTables(t, in.dsn)
-	metrics := rawGet(t, in.metrics)
-	for where, text := range map[string]string{"database": dump, "logs": in.proc.Output(), "metrics": metrics, "custodian logs": cs.output()} {
-		for _, form := range []string{keyB64, base64.RawURLEncoding.EncodeToString(key), fmt.Sprintf("%x", key)} {
-			if strings.Contains(text, form) {
-				t.Errorf("key material in %s", where)
+	step(t, "the key is kept nowhere and the metrics count each outcome", func(t *testing.T) {
+		dump := dumpTables(t, in.dsn)
+		metrics := rawGet(t, in.metrics)
+		for where, text := range map[string]string{"database": dump, "logs": in.proc.Output(), "metrics": metrics, "custodian logs": cs.output()} {
+			for _, form := range []string{keyB64, base64.RawURLEncoding.EncodeToString(key), fmt.Sprintf("%x", key)} {
+				if strings.Contains(text, form) {
+					t.Errorf("key material in %s", where)
+				}
 			}
 		}
-	}
-	for _, want := range []string{`mediator_escrow_deposits_total{outcome="created"} 1`, `mediator_escrow_deposits_total{outcome="conflict"} 2`,
-		`mediator_escrow_deposits_total{outcome="unavailable"} 1`, `mediator_escrow_custodian_seconds_bucket{custodian="custodian-1",op="store"`} {
-		if !strings.Contains(metrics, want) {
-			t.Errorf("metrics lack %s", want)
+		for _, want := range []string{`mediator_escrow_deposits_total{outcome="created"} 1`, `mediator_escrow_deposits_total{outcome="conflict"} 2`,
+			`mediator_escrow_deposits_total{outcome="unavailable"} 1`, `mediator_escrow_custodian_seconds_bucket{custodian="custodian-1",op="store"`} {
+			if !strings.Contains(metrics, want) {
+				t.Errorf("metrics lack %s", want)
+			}
 		}
-	}
+	})
 }
 
 // TestEscrowLifecycleCLI: an operator holds one conversation and destroys

@@ -57,24 +57,29 @@ func TestReleaseNeedsTheLog(t *testing.T) {
 	tok := func(sub string, roles ...string) string { s, _ := in.issuer.Issue(sub, roles, time.Hour); return s }
 	admin, olga, aud := tok("ada", "admin"), tok("olga", "officer"), tok("aud", "auditor")
 	gw, _ := client.New(in.base, tok("gw", "depositor"), http.DefaultClient)
-	key := make([]byte, 32)
-	rand.Read(key)
-	if _, err := gw.Deposit(ctx, cs.digest, "conv-l", "e1", key); err != nil {
-		t.Fatal(err)
-	}
+
+	step(t, "the gateway escrows a key", func(t *testing.T) {
+		key := make([]byte, 32)
+		rand.Read(key)
+		if _, err := gw.Deposit(ctx, cs.digest, "conv-l", "e1", key); err != nil {
+			t.Fatal(err)
+		}
+	})
 
 	// The lawful release: every custodian finds the request and both
 	// approvals in the log it witnessed.
-	runCmd(t, nil, "keygen", "--recipient", "--out", filepath.Join(dir, "olga.key"))
-	lawful := approvedRequest(t, in, admin, olga, keys, "conv-l", filepath.Join(dir, "olga.key.pub"))
-	oc, _ := client.New(in.base, olga, http.DefaultClient)
-	if _, err := oc.Release(ctx, lawful); err != nil {
-		t.Fatalf("the lawful release: %v", err)
-	}
-	_, cp := getText(t, in.base+"/v1/audit/checkpoint", aud)
-	if strings.Count(cp, "\n— ") < 4 { // the log's signature and at least three cosignatures
-		t.Fatalf("the published checkpoint lacks its cosignatures:\n%s", cp)
-	}
+	step(t, "a lawful release goes through under a cosigned checkpoint", func(t *testing.T) {
+		runCmd(t, nil, "keygen", "--recipient", "--out", filepath.Join(dir, "olga.key"))
+		lawful := approvedRequest(t, in, admin, olga, keys, "conv-l", filepath.Join(dir, "olga.key.pub"))
+		oc, _ := client.New(in.base, olga, http.DefaultClient)
+		if _, err := oc.Release(ctx, lawful); err != nil {
+			t.Fatalf("the lawful release: %v", err)
+		}
+		_, cp := getText(t, in.base+"/v1/audit/checkpoint", aud)
+		if strings.Count(cp, "\n— ") < 4 { // the log's signature and at least three cosignatures
+			t.Fatalf("the published checkpoint lacks its cosignatures:\n%s", cp)
+		}
+	})
 
 	db, err := pgx.Connect(ctx, in.dsn)
 	if err != nil {
@@ -82,14 +87,14 @@ func TestReleaseNeedsTheLog(t *testing.T) {
 	}
 	defer db.Close(ctx)
 	mustExec(t, db, "SET session_replication_role = replica")
-	insertApprovals := func(id, digest string, seq int64) {
+	insertApprovals := func(t *testing.T, id, digest string, seq int64) {
 		for who, k := range keys {
 			sig := ed25519.Sign(k, approval.Message(id, digest, "approve", who))
 			mustExec(t, db, `INSERT INTO access_approvals (request_id, approver_id, decision, signature, key_id, roles, by_requester, audit_seq)
 				VALUES ($1, $2, 'approve', $3, $4, '{}', false, $5)`, id, who, sig, approval.KeyID(k.Public().(ed25519.PublicKey)), seq)
 		}
 	}
-	refusedAll := func(id, says string) {
+	refusedAll := func(t *testing.T, id, says string) {
 		t.Helper()
 		code, resp := post(t, in.base+"/v1/access-requests/"+id+"/release", "application/json", olga, []byte(`{}`))
 		if code != 403 || errorCode(resp) != "custodians_refused" {
@@ -108,66 +113,78 @@ func TestReleaseNeedsTheLog(t *testing.T) {
 
 	// 1. The approvals never logged: the request is filed (and logged),
 	// approvals with genuine signatures go straight into the table.
-	r := readyRequestUnapprovedTo(t, in, admin, olga, "conv-l", filepath.Join(dir, "olga.key.pub"))
-	var reqSeq int64
-	db.QueryRow(ctx, "SELECT audit_seq FROM access_requests WHERE request_id = $1", r.id).Scan(&reqSeq)
-	insertApprovals(r.id, r.digest, reqSeq)
-	refusedAll(r.id, "is not in the audit log under a checkpoint this custodian cosigned")
+	step(t, "approvals the log lacks are refused by every custodian", func(t *testing.T) {
+		r := readyRequestUnapprovedTo(t, in, admin, olga, "conv-l", filepath.Join(dir, "olga.key.pub"))
+		var reqSeq int64
+		db.QueryRow(ctx, "SELECT audit_seq FROM access_requests WHERE request_id = $1", r.id).Scan(&reqSeq)
+		insertApprovals(t, r.id, r.digest, reqSeq)
+		refusedAll(t, r.id, "is not in the audit log under a checkpoint this custodian cosigned")
+	})
 
 	// 2. The request never logged either: a row with its canonical form,
 	// pointing at an entry that is something else.
-	pub, _ := os.ReadFile(filepath.Join(dir, "olga.key.pub"))
-	var recipient seal.PublicKey
-	if err := json.Unmarshal(pub, &recipient); err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now().UTC().Truncate(time.Second)
-	ghost := approval.Request{ID: uuid.NewString(), Requester: "olga", CaseID: "case-1", LegalBasis: "court_order", WarrantRef: "W-1",
-		Jurisdiction: "US", Justification: "See the case file.", Scope: approval.Scope{ConversationIDs: []string{"conv-l"}, From: now.Add(-time.Hour), To: now.Add(time.Hour)},
-		Recipient: recipient, CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour)}
-	canonical, err := ghost.Canonical()
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustExec(t, db, `INSERT INTO access_requests (request_id, requester, case_id, legal_basis, warrant_ref, jurisdiction, justification,
+	step(t, "a request the log lacks is refused by every custodian", func(t *testing.T) {
+		pub, _ := os.ReadFile(filepath.Join(dir, "olga.key.pub"))
+		var recipient seal.PublicKey
+		if err := json.Unmarshal(pub, &recipient); err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now().UTC().Truncate(time.Second)
+		ghost := approval.Request{ID: uuid.NewString(), Requester: "olga", CaseID: "case-1", LegalBasis: "court_order", WarrantRef: "W-1",
+			Jurisdiction: "US", Justification: "See the case file.", Scope: approval.Scope{ConversationIDs: []string{"conv-l"}, From: now.Add(-time.Hour), To: now.Add(time.Hour)},
+			Recipient: recipient, CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour)}
+		canonical, err := ghost.Canonical()
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustExec(t, db, `INSERT INTO access_requests (request_id, requester, case_id, legal_basis, warrant_ref, jurisdiction, justification,
 		conversation_ids, scope_from, scope_to, recipient_kem_id, recipient_public_key, created_at, expires_at, canonical, digest, audit_seq)
 		VALUES ($1, 'olga', 'case-1', 'court_order', 'W-1', 'US', 'See the case file.', '{conv-l}', $2, $3, $4, $5, $6, $7, $8, $9, 0)`,
-		ghost.ID, ghost.Scope.From, ghost.Scope.To, int(recipient.KEMID), recipient.PublicKey, ghost.CreatedAt, ghost.ExpiresAt, canonical, approval.Digest(canonical))
-	insertApprovals(ghost.ID, approval.Digest(canonical), 0)
-	refusedAll(ghost.ID, "the request is not in the audit log")
+			ghost.ID, ghost.Scope.From, ghost.Scope.To, int(recipient.KEMID), recipient.PublicKey, ghost.CreatedAt, ghost.ExpiresAt, canonical, approval.Digest(canonical))
+		insertApprovals(t, ghost.ID, approval.Digest(canonical), 0)
+		refusedAll(t, ghost.ID, "the request is not in the audit log")
+	})
 
 	// 3. Whoever holds the log's key signs another history: every witness
 	// refuses a fork at the size it cosigned, and a rollback below it.
-	witnessesRefuseAFork(t, cs, skey)
+	step(t, "every witness refuses a fork and a rollback", func(t *testing.T) {
+		witnessesRefuseAFork(t, cs, skey)
+	})
 
 	// 4. Three of five witnesses down: checkpoints go on being signed, but
 	// nothing newer is published; with them back, publication resumes.
-	size := func() int64 {
+	size := func(t *testing.T) int64 {
 		_, text := getText(t, in.base+"/v1/audit/checkpoint", aud)
 		var n int64
 		fmt.Sscan(strings.Split(text, "\n")[1], &n)
 		return n
 	}
-	before := size()
-	for _, i := range []int{0, 1, 2} {
-		cs.stop(t, i)
-	}
-	gwIngest := tok("gw", "ingest")
-	if code, body := post(t, in.base+"/v1/events", "application/json", gwIngest, batch(event("wl-1", "conv-wl", nil), event("wl-2", "conv-wl", nil))); code != 200 {
-		t.Fatalf("events: %d %v", code, body)
-	}
-	time.Sleep(3 * time.Second)
-	if got := size(); got != before {
-		t.Fatalf("published size %d with three of five witnesses down (was %d)", got, before)
-	}
-	for _, i := range []int{0, 1, 2} {
-		cs.start(t, i)
-	}
-	for deadline := time.Now().Add(20 * time.Second); size() <= before; time.Sleep(200 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("publication did not resume: still %d", size())
+	var before int64 // the size published before they went down
+	step(t, "with three witnesses down nothing newer is published", func(t *testing.T) {
+		before = size(t)
+		for _, i := range []int{0, 1, 2} {
+			cs.stop(t, i)
 		}
-	}
+		gwIngest := tok("gw", "ingest")
+		if code, body := post(t, in.base+"/v1/events", "application/json", gwIngest, batch(event("wl-1", "conv-wl", nil), event("wl-2", "conv-wl", nil))); code != 200 {
+			t.Fatalf("events: %d %v", code, body)
+		}
+		time.Sleep(3 * time.Second)
+		if got := size(t); got != before {
+			t.Fatalf("published size %d with three of five witnesses down (was %d)", got, before)
+		}
+	})
+	// The last chapter, so the custodians it starts may end with it.
+	step(t, "with the witnesses back publication resumes", func(t *testing.T) {
+		for _, i := range []int{0, 1, 2} {
+			cs.start(t, i)
+		}
+		for deadline := time.Now().Add(20 * time.Second); size(t) <= before; time.Sleep(200 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("publication did not resume: still %d", size(t))
+			}
+		}
+	})
 }
 
 // witnessesRefuseAFork sends every custodian witness a checkpoint of the
