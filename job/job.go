@@ -52,8 +52,8 @@ func (s *Stack) Push(name string, stop func()) {
 }
 
 // Stop calls every stop function, newest first, each after the previous
-// one returned, logging each at debug level with how long it took. The
-// stack is empty afterwards.
+// one returned, logging each ("stopped", with the job's name and how long
+// it took to stop). The stack is empty afterwards.
 func (s *Stack) Stop(log *slog.Logger) {
 	s.mu.Lock()
 	steps := s.steps
@@ -63,7 +63,7 @@ func (s *Stack) Stop(log *slog.Logger) {
 		t0 := time.Now()
 		steps[i].stop()
 		if log != nil {
-			log.Debug("stopped", "job", steps[i].name, "took", time.Since(t0).String())
+			log.Info("stopped", "job", steps[i].name, "took", time.Since(t0).String())
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -215,11 +216,29 @@ func TestWhoamiTokens(t *testing.T) {
 	if !strings.Contains(in.proc.Output(), "shut down cleanly") {
 		t.Fatalf("no clean shutdown in log:\n%s", in.proc.Output())
 	}
+	// After the drain, every job serve started stops in the order
+	// docs/architecture.md gives, each once it is done.
+	var stopped []string
+	drained := false
 	for _, line := range strings.Split(strings.TrimSpace(in.proc.Output()), "\n") {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(line), &m); err != nil {
 			t.Fatalf("log line is not JSON: %q", line)
 		}
+		switch m["msg"] {
+		case "shut down cleanly":
+			drained = true
+		case "stopped":
+			if !drained {
+				t.Fatalf("job %v stopped before the HTTP server drained", m["job"])
+			}
+			stopped = append(stopped, fmt.Sprint(m["job"]))
+		}
+	}
+	want := []string{"metrics listener", "approver liveness watch", "webhook delivery", "policy reload on SIGHUP", "policy watch",
+		"SOC tally", "audit log", "vault token renewal", "database pool"}
+	if !slices.Equal(stopped, want) {
+		t.Fatalf("jobs stopped in the order %q, want %q", stopped, want)
 	}
 }
 
