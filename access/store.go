@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mediatorhq/mediator/approval"
@@ -85,19 +84,6 @@ const (
 	KindCustodianRelease = "access.custodian_release"
 )
 
-// uniqueViolation is PostgreSQL's SQLSTATE for a duplicate key.
-const uniqueViolation = "23505"
-
-// dbErr maps a write error: unique violations become conflict, anything
-// else a dependency failure.
-func dbErr(err error, conflict error) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == uniqueViolation {
-		return conflict
-	}
-	return fmt.Errorf("%w: %v", ErrUnavailable, err)
-}
-
 // requestRecord is the audit record of a filed request: its id, digest and
 // canonical form, from which every field can be read and the digest
 // recomputed.
@@ -121,7 +107,7 @@ func (s *PGStore) InsertRequest(ctx context.Context, r Request) (Request, error)
 			r.ID, r.Requester, r.CaseID, r.LegalBasis, r.WarrantRef, r.Jurisdiction, r.Justification, r.Scope.ConversationIDs,
 			r.Scope.From, r.Scope.To, int(r.Recipient.KEMID), r.Recipient.PublicKey, r.CreatedAt, r.ExpiresAt, r.Canonical, r.Digest, seq)
 		if err != nil {
-			return dbErr(err, fmt.Errorf("%w: request id taken", ErrUnavailable))
+			return s.rec.Conflict(err, fmt.Errorf("%w: request id taken", ErrUnavailable))
 		}
 		return nil
 	})
@@ -235,7 +221,7 @@ func (s *PGStore) InsertApproval(ctx context.Context, a Approval, digest string)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING approved_at`,
 			a.RequestID, a.ApproverID, a.Decision, a.Signature, a.KeyID, a.Roles, a.ByRequester, seq).Scan(&a.ApprovedAt)
 		if err != nil {
-			return dbErr(err, ErrDuplicateApproval)
+			return s.rec.Conflict(err, ErrDuplicateApproval)
 		}
 		return nil
 	})
@@ -283,7 +269,7 @@ func (s *PGStore) RecordDecision(ctx context.Context, requestID string, d policy
 	_, err := s.rec.Record(ctx, audit.Entry{Kind: KindDecision, Record: rec}, func(tx pgx.Tx, seq int64) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO access_decisions (decision_id, request_id, allow, reasons, policy_revision, input_hash, audit_seq, decided_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, d.ID, requestID, d.Allow, d.Reasons, d.PolicyRevision, d.InputHash, seq, d.DecidedAt); err != nil {
-			return dbErr(err, fmt.Errorf("%w: decision id taken", ErrUnavailable))
+			return s.rec.Conflict(err, fmt.Errorf("%w: decision id taken", ErrUnavailable))
 		}
 		if d.Allow {
 			return nil
@@ -314,7 +300,7 @@ func (s *PGStore) Finish(ctx context.Context, requestID string, f Final, kind st
 		err := tx.QueryRow(ctx, `INSERT INTO access_request_finals (request_id, status, decided_by, decision_id, audit_seq)
 			VALUES ($1, $2, $3, $4, $5) RETURNING finished_at`, requestID, string(f.Status), f.By, decision, seq).Scan(&f.At)
 		if err != nil {
-			return dbErr(err, ErrFinal)
+			return s.rec.Conflict(err, ErrFinal)
 		}
 		return nil
 	})

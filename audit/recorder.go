@@ -2,9 +2,11 @@ package audit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -42,4 +44,18 @@ func (r Recorder) Record(ctx context.Context, e Entry, write func(tx pgx.Tx, seq
 		return 0, fmt.Errorf("%w: commit: %v", r.Unavailable, err)
 	}
 	return seq, nil
+}
+
+// uniqueViolation is PostgreSQL's SQLSTATE for a duplicate key.
+const uniqueViolation = "23505"
+
+// Conflict maps the error of a row's write: a duplicate key (by its
+// SQLSTATE, never its text) becomes conflict, anything else a failure
+// wrapped in Unavailable.
+func (r Recorder) Conflict(err, conflict error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == uniqueViolation {
+		return conflict
+	}
+	return fmt.Errorf("%w: %v", r.Unavailable, err)
 }

@@ -116,14 +116,7 @@ func (s *Service) ProposeRoster(ctx context.Context, by string, draft roster.Ros
 // with. Once the signatures meet the rule and every new key has signed,
 // the proposal is adopted as the next version.
 func (s *Service) SignRoster(ctx context.Context, approverID, digest string, sig []byte) (Proposal, error) {
-	if !roster.ValidDigest(digest) {
-		return Proposal{}, ErrNotFound
-	}
-	p, err := s.proposals.RosterProposal(ctx, digest)
-	if err != nil {
-		return Proposal{}, err
-	}
-	cur, err := s.Current(ctx)
+	p, cur, err := s.proposalAndCurrent(ctx, digest)
 	if err != nil {
 		return Proposal{}, err
 	}
@@ -219,18 +212,28 @@ func chainHas(chain []roster.Signed, digest string) bool {
 
 // RosterProposal returns a proposal with its progress.
 func (s *Service) RosterProposal(ctx context.Context, digest string) (Proposal, error) {
-	if !roster.ValidDigest(digest) {
-		return Proposal{}, ErrNotFound
-	}
-	p, err := s.proposals.RosterProposal(ctx, digest)
-	if err != nil {
-		return Proposal{}, err
-	}
-	cur, err := s.Current(ctx)
+	p, cur, err := s.proposalAndCurrent(ctx, digest)
 	if err != nil {
 		return Proposal{}, err
 	}
 	return s.weigh(ctx, p, cur)
+}
+
+// proposalAndCurrent reads the proposal with digest (ErrNotFound for a
+// digest of the wrong form) and the roster in force.
+func (s *Service) proposalAndCurrent(ctx context.Context, digest string) (Proposal, *roster.Roster, error) {
+	if !roster.ValidDigest(digest) {
+		return Proposal{}, nil, ErrNotFound
+	}
+	p, err := s.proposals.RosterProposal(ctx, digest)
+	if err != nil {
+		return Proposal{}, nil, err
+	}
+	cur, err := s.Current(ctx)
+	if err != nil {
+		return Proposal{}, nil, err
+	}
+	return p, cur, nil
 }
 
 // RosterProposals lists the proposals, newest first, with their progress.

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mediatorhq/mediator/audit"
@@ -31,19 +30,6 @@ func NewPGStore(pool *pgxpool.Pool, log audit.TxAppender) *PGStore {
 // errConflict: a row with that key exists.
 var errConflict = errors.New("governance: conflict")
 
-// uniqueViolation is PostgreSQL's SQLSTATE for a duplicate key.
-const uniqueViolation = "23505"
-
-// dbErr maps a write error: a unique violation becomes conflict, anything
-// else a dependency failure.
-func dbErr(err error, conflict error) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == uniqueViolation {
-		return conflict
-	}
-	return fmt.Errorf("%w: %v", ErrUnavailable, err)
-}
-
 // InsertRosterProposal implements ProposalStore.
 func (s *PGStore) InsertRosterProposal(ctx context.Context, p Proposal, record any) (Proposal, error) {
 	if existing, err := s.RosterProposal(ctx, p.Digest); err == nil {
@@ -55,7 +41,7 @@ func (s *PGStore) InsertRosterProposal(ctx context.Context, p Proposal, record a
 		_, err := tx.Exec(ctx, `INSERT INTO roster_proposals (digest, version, canonical, proposed_by, audit_seq) VALUES ($1, $2, $3, $4, $5)`,
 			p.Digest, int64(p.Roster.Version), p.Canonical, p.ProposedBy, seq)
 		if err != nil {
-			return dbErr(err, errConflict)
+			return s.rec.Conflict(err, errConflict)
 		}
 		return nil
 	})
@@ -76,7 +62,7 @@ func (s *PGStore) InsertRosterSignature(ctx context.Context, digest string, sig 
 	_, err := s.rec.Record(ctx, audit.Entry{Kind: KindRosterSignature, Record: rec}, func(tx pgx.Tx, seq int64) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO roster_signatures (digest, approver_id, key_id, signature, audit_seq) VALUES ($1, $2, $3, $4, $5)`,
 			digest, sig.ApproverID, sig.KeyID, sig.Signature, seq); err != nil {
-			return dbErr(err, errConflict)
+			return s.rec.Conflict(err, errConflict)
 		}
 		return nil
 	})
@@ -90,7 +76,7 @@ func (s *PGStore) InsertRosterSignature(ctx context.Context, digest string, sig 
 func (s *PGStore) AdoptRoster(ctx context.Context, genesis string, version uint64, digest string, record any) (int64, error) {
 	seq, err := s.rec.Record(ctx, audit.Entry{Kind: KindRosterVersion, Record: record}, func(tx pgx.Tx, seq int64) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO roster_versions (genesis, version, digest, audit_seq) VALUES ($1, $2, $3, $4)`, genesis, int64(version), digest, seq); err != nil {
-			return dbErr(err, ErrStaleProposal)
+			return s.rec.Conflict(err, ErrStaleProposal)
 		}
 		return nil
 	})
