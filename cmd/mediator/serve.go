@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -35,20 +34,15 @@ import (
 	"github.com/mediatorhq/mediator/vaultclient"
 )
 
-func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
-	var cfg serveConfig
-	fs := newFlagSet("serve", "mediator serve [flags]", stderr)
-	bindServeFlags(fs, &cfg)
-	if err := fs.Parse(args); err != nil {
+// serveCmd runs the service with the configuration of its command line
+// and environment; a malformed or missing setting stops it before it
+// connects to anything.
+func serveCmd(ctx context.Context, c *call, args []string) error {
+	cfg, err := loadServeConfig(c, args)
+	if err != nil {
 		return err
 	}
-	if err := cfg.resolve(); err != nil {
-		return err
-	}
-	if err := cfg.validate(); err != nil {
-		return fmt.Errorf("configuration:\n%w", err)
-	}
-	log := newLogger(stderr, cfg.LogLevel, cfg.secrets())
+	log := newLogger(c.stderr, cfg.LogLevel, cfg.secrets())
 	setGCPercent(log)
 	if err := serve(ctx, cfg, log, nil); err != nil {
 		log.Error("serve failed", "err", err)
