@@ -2,11 +2,8 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"net/url"
-	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -16,9 +13,10 @@ import (
 	"github.com/mediatorhq/mediator/vaultclient"
 )
 
-// serveConfig is everything `mediator serve` is configured with. Each field
-// has a flag and a MEDIATOR_* environment variable (README, "Configuration");
-// a flag wins over the variable, which wins over the default.
+// serveConfig is everything `mediator serve` is configured with. Its
+// table, serveSettings, gives each field a flag and MEDIATOR_* environment
+// variables (README, "Configuration"); a flag wins over the variables,
+// which win over the default.
 type serveConfig struct {
 	Addr            string
 	DatabaseURL     string
@@ -67,38 +65,6 @@ const defaultStatsMinGroup = 10
 // each deployment its own (e.g. "mediator.example.com/audit").
 const defaultLogOrigin = "mediator/audit"
 
-// env returns the first non-empty environment variable of names, or def.
-func env(def string, names ...string) string {
-	for _, n := range names {
-		if v := os.Getenv(n); v != "" {
-			return v
-		}
-	}
-	return def
-}
-
-func envDuration(def time.Duration, name string) time.Duration {
-	if v := os.Getenv(name); v != "" {
-		if d, err := time.ParseDuration(v); err == nil {
-			return d
-		}
-	}
-	return def
-}
-
-// databaseURL is dsn, or when it is empty the content of the file named
-// by MEDIATOR_DATABASE_URL_FILE (how Vault Agent and Kubernetes hand it
-// over): the operator commands take the URL the way serve does.
-func databaseURL(dsn string) (string, error) {
-	if dsn != "" {
-		return dsn, nil
-	}
-	if f := os.Getenv("MEDIATOR_DATABASE_URL_FILE"); f != "" {
-		return secretfile.Read(f)
-	}
-	return "", nil
-}
-
 // defaultLimits are the per-identity request rates. Ingest requests carry
 // up to 10,000 events each, so 200 requests/s per gateway is far above any
 // real gateway and still stops a flood of tiny requests; people file,
@@ -117,86 +83,202 @@ var defaultLimits = api.Limits{
 	Access:              api.Limit{Rate: 5, Burst: 20},
 }
 
-func envFloat(def float64, name string) float64 {
-	if v := os.Getenv(name); v != "" {
-		if f, err := strconv.ParseFloat(v, 64); err == nil {
-			return f
-		}
+// loadServeConfig reads serve's configuration from args and the
+// environment, completes it (resolve) and checks it (validate): a
+// configuration it returns is whole.
+func loadServeConfig(c *call, args []string) (serveConfig, error) {
+	var cfg serveConfig
+	var vaultCLIToken string
+	if err := c.newFlags(serveSettings(&cfg, &vaultCLIToken)...).Parse(args); err != nil {
+		return serveConfig{}, err
 	}
-	return def
+	if err := cfg.resolve(vaultCLIToken); err != nil {
+		return serveConfig{}, err
+	}
+	if err := cfg.validate(); err != nil {
+		return serveConfig{}, fmt.Errorf("configuration:\n%w", err)
+	}
+	return cfg, nil
 }
 
-func envInt(def int, name string) int {
-	if v := os.Getenv(name); v != "" {
-		if n, err := strconv.Atoi(v); err == nil {
-			return n
-		}
-	}
-	return def
+// serveSettings is the table of serve's settings, bound to c. The Vault
+// CLI's own VAULT_TOKEN goes to vaultCLIToken: resolve uses it only when
+// no AppRole is configured.
+func serveSettings(c *serveConfig, vaultCLIToken *string) []setting {
+	return concat(serveConnectionSettings(c, vaultCLIToken), serveLogSettings(c), serveWorkflowSettings(c), serveLimitSettings(c))
 }
 
-// bindServeFlags declares the serve flags on fs, with defaults from the
-// environment.
-func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
-	fs.StringVar(&c.Addr, "addr", env("127.0.0.1:8080", "MEDIATOR_ADDR"), "listen address, host:port (an http:// URL is accepted) [MEDIATOR_ADDR]")
-	fs.StringVar(&c.DatabaseURL, "database-url", env("", "MEDIATOR_DATABASE_URL", "DATABASE_URL"), "PostgreSQL URL [MEDIATOR_DATABASE_URL, DATABASE_URL]")
-	fs.StringVar(&c.DatabaseURLFile, "database-url-file", env("", "MEDIATOR_DATABASE_URL_FILE"), "file holding the PostgreSQL URL, instead of --database-url (a Vault Agent or Kubernetes secret file) [MEDIATOR_DATABASE_URL_FILE]")
-	fs.StringVar(&c.VaultAddr, "vault-addr", env("", "MEDIATOR_VAULT_ADDR", "VAULT_ADDR"), "Vault address [MEDIATOR_VAULT_ADDR, VAULT_ADDR]")
-	fs.StringVar(&c.VaultToken, "vault-token", "", "Vault token; prefer the environment or --vault-token-file, since flags are visible to other users [MEDIATOR_VAULT_TOKEN, VAULT_TOKEN]")
-	fs.StringVar(&c.VaultTokenFile, "vault-token-file", env("", "MEDIATOR_VAULT_TOKEN_FILE"), "file holding the Vault token [MEDIATOR_VAULT_TOKEN_FILE]")
-	fs.StringVar(&c.VaultRoleID, "vault-role-id", env("", "MEDIATOR_VAULT_ROLE_ID"), "Vault AppRole role id [MEDIATOR_VAULT_ROLE_ID]")
-	fs.StringVar(&c.VaultRoleIDFile, "vault-role-id-file", env("", "MEDIATOR_VAULT_ROLE_ID_FILE"), "file holding the AppRole role id, instead of --vault-role-id [MEDIATOR_VAULT_ROLE_ID_FILE]")
-	fs.StringVar(&c.VaultSecretFile, "vault-secret-id-file", env("", "MEDIATOR_VAULT_SECRET_ID_FILE"), "file holding the Vault AppRole secret id [MEDIATOR_VAULT_SECRET_ID_FILE; or the secret itself in MEDIATOR_VAULT_SECRET_ID]")
-	fs.StringVar(&c.JWTIssuer, "jwt-issuer", env("", "MEDIATOR_JWT_ISSUER"), "required JWT iss [MEDIATOR_JWT_ISSUER]")
-	fs.StringVar(&c.JWTAudience, "jwt-audience", env("", "MEDIATOR_JWT_AUDIENCE"), "required JWT aud [MEDIATOR_JWT_AUDIENCE]")
-	fs.StringVar(&c.JWKS, "jwt-jwks", env("", "MEDIATOR_JWT_JWKS"), "JWKS file path or https:// URL with the token signing keys [MEDIATOR_JWT_JWKS]")
-	fs.StringVar(&c.PolicyDir, "policy-dir", env("", "MEDIATOR_POLICY_DIR"), "directory of Rego policies replacing the embedded ones [MEDIATOR_POLICY_DIR]")
-	fs.StringVar(&c.LogLevel, "log-level", env("info", "MEDIATOR_LOG_LEVEL"), "debug, info, warn or error [MEDIATOR_LOG_LEVEL]")
-	fs.StringVar(&c.LogOrigin, "log-origin", env(defaultLogOrigin, "MEDIATOR_LOG_ORIGIN"), "the audit log's origin line in checkpoints, also the checkpoint key name [MEDIATOR_LOG_ORIGIN]")
-	fs.StringVar(&c.CheckpointKeyFile, "checkpoint-key-file", env("", "MEDIATOR_CHECKPOINT_KEY_FILE"), "note signer key file for checkpoints; default: the Vault Transit key mediator-checkpoint [MEDIATOR_CHECKPOINT_KEY_FILE]")
-	_ = c.CheckpointPreviousKeys.Set(env("", "MEDIATOR_CHECKPOINT_PREVIOUS_KEYS"))
-	fs.Var(&c.CheckpointPreviousKeys, "checkpoint-previous-keys", "comma-separated note verifier keys that signed this log's checkpoints before the key file was rotated (Transit rotations are found by themselves) [MEDIATOR_CHECKPOINT_PREVIOUS_KEYS]")
-	fs.DurationVar(&c.CheckpointInterval, "checkpoint-interval", envDuration(time.Second, "MEDIATOR_CHECKPOINT_INTERVAL"), "how often to sign a checkpoint when the log grew [MEDIATOR_CHECKPOINT_INTERVAL]")
-	fs.StringVar(&c.RedactionProfile, "redaction-profile", env("", "MEDIATOR_REDACTION_PROFILE"), "JSON minimization profile file; default: docs/redaction.md defaults [MEDIATOR_REDACTION_PROFILE]")
-	fs.StringVar(&c.Custodians, "custodians", env("", "MEDIATOR_CUSTODIANS"), "custodians file: the custodian set (names, URLs, token files, public keys) deposits are sealed to (docs/custodians.md); without it, escrow answers 503 [MEDIATOR_CUSTODIANS]")
-	fs.DurationVar(&c.JWKSMaxAge, "jwks-max-age", envDuration(time.Hour, "MEDIATOR_JWKS_MAX_AGE"), "with a JWKS URL: how old the last good key set may grow while the provider fails before no token verifies (fail closed); it is refreshed in the background every 5 min [MEDIATOR_JWKS_MAX_AGE]")
-	fs.StringVar(&c.MetricsAddr, "metrics-addr", env("", "MEDIATOR_METRICS_ADDR"), "a separate listener serving only /metrics without a token; bind it to a private address (otherwise /metrics needs a token of the metrics role) [MEDIATOR_METRICS_ADDR]")
-	fs.StringVar(&c.Witnesses, "witnesses", env("", "MEDIATOR_WITNESSES"), "witnesses file: the quorum and the witnesses (name, URL, cosignature verifier key) that must cosign a checkpoint before it is published (docs/audit.md) [MEDIATOR_WITNESSES]")
-	fs.StringVar(&c.RosterGenesis, "roster-genesis", env("", "MEDIATOR_ROSTER_GENESIS"), "the sha256: digest of the roster's first version; only a chain that verifies from it names approvers (docs/access.md) [MEDIATOR_ROSTER_GENESIS]")
-	fs.StringVar(&c.Webhooks, "webhooks", env("", "MEDIATOR_WEBHOOKS"), "webhooks file: URLs and secret files that receive signed workflow events (docs/operations.md) [MEDIATOR_WEBHOOKS]")
-	fs.DurationVar(&c.LivenessWindow, "liveness-window", envDuration(7*24*time.Hour, "MEDIATOR_LIVENESS_WINDOW"), "an approver who checked in within this window counts as live [MEDIATOR_LIVENESS_WINDOW]")
-	fs.DurationVar(&c.LivenessInterval, "liveness-interval", envDuration(time.Minute, "MEDIATOR_LIVENESS_INTERVAL"), "how often approver liveness is computed [MEDIATOR_LIVENESS_INTERVAL]")
-	fs.DurationVar(&c.ProposalWait, "roster-proposal-wait", envDuration(72*time.Hour, "MEDIATOR_ROSTER_PROPOSAL_WAIT"), "a roster proposal waiting longer than this for signatures is notified [MEDIATOR_ROSTER_PROPOSAL_WAIT]")
-	fs.DurationVar(&c.EscrowRetention, "escrow-retention", envDuration(0, "MEDIATOR_ESCROW_RETENTION"), "destroy escrowed keys this long after deposit, hourly, except under legal hold; 0 keeps them [MEDIATOR_ESCROW_RETENTION]")
-	fs.IntVar(&c.StatsMinGroup, "stats-min-group", envInt(defaultStatsMinGroup, "MEDIATOR_STATS_MIN_GROUP"), "k: the SOC stats never report a group or count of fewer events [MEDIATOR_STATS_MIN_GROUP]")
-	fs.Float64Var(&c.Limits.Ingest.Rate, "rate-ingest", envFloat(defaultLimits.Ingest.Rate, "MEDIATOR_RATE_INGEST"), "ingest requests per second per identity; 0 for no limit [MEDIATOR_RATE_INGEST]")
-	fs.IntVar(&c.Limits.Ingest.Burst, "rate-ingest-burst", envInt(defaultLimits.Ingest.Burst, "MEDIATOR_RATE_INGEST_BURST"), "ingest requests one identity may send at once [MEDIATOR_RATE_INGEST_BURST]")
-	fs.Float64Var(&c.Limits.IngestBytes.Rate, "rate-ingest-bytes", envFloat(defaultLimits.IngestBytes.Rate, "MEDIATOR_RATE_INGEST_BYTES"), "ingest body bytes per second per identity; 0 for no limit [MEDIATOR_RATE_INGEST_BYTES]")
-	fs.IntVar(&c.Limits.IngestBytes.Burst, "rate-ingest-burst-bytes", envInt(defaultLimits.IngestBytes.Burst, "MEDIATOR_RATE_INGEST_BURST_BYTES"), "ingest body bytes one identity may send at once, at least one 8 MiB body [MEDIATOR_RATE_INGEST_BURST_BYTES]")
-	fs.Int64Var(&c.Limits.IngestInFlightBytes, "ingest-inflight-bytes", int64(envInt(int(defaultLimits.IngestInFlightBytes), "MEDIATOR_INGEST_INFLIGHT_BYTES")), "service-wide budget of ingest body bytes being processed at once; a request finding no room within 2 s gets 503 overloaded; 0 for none [MEDIATOR_INGEST_INFLIGHT_BYTES]")
-	fs.Float64Var(&c.Limits.Access.Rate, "rate-access", envFloat(defaultLimits.Access.Rate, "MEDIATOR_RATE_ACCESS"), "lawful-access writes (requests, approvals, releases, roster proposals, signatures and check-ins) per second per identity; 0 for no limit [MEDIATOR_RATE_ACCESS]")
-	fs.IntVar(&c.Limits.Access.Burst, "rate-access-burst", envInt(defaultLimits.Access.Burst, "MEDIATOR_RATE_ACCESS_BURST"), "lawful-access writes one identity may send at once [MEDIATOR_RATE_ACCESS_BURST]")
-	fs.DurationVar(&c.PseudonymKeyMaxAge, "pseudonym-key-max-age", envDuration(time.Hour, "MEDIATOR_PSEUDONYM_KEY_MAX_AGE"), "how long ingest keeps pseudonymizing with the cached key while Vault is unreachable, then refuses (503) [MEDIATOR_PSEUDONYM_KEY_MAX_AGE]")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", envDuration(30*time.Second, "MEDIATOR_SHUTDOWN_TIMEOUT"), "how long to drain in-flight requests on SIGTERM [MEDIATOR_SHUTDOWN_TIMEOUT]")
+// serveConnectionSettings are where serve listens and what it connects
+// to: PostgreSQL, Vault, the token issuer.
+func serveConnectionSettings(c *serveConfig, vaultCLIToken *string) []setting {
+	return []setting{
+		{flag: "addr", env: vars("MEDIATOR_ADDR"), value: listenAddress(&c.Addr, "127.0.0.1:8080"),
+			usage: "listen address, host:port (an http:// URL is accepted)"},
+		databaseURLSetting(&c.DatabaseURL, "PostgreSQL URL"),
+		databaseURLFileSetting(&c.DatabaseURLFile),
+		{flag: "vault-addr", env: vars("MEDIATOR_VAULT_ADDR", "VAULT_ADDR"), value: text(&c.VaultAddr, ""), usage: "Vault address"},
+		{flag: "vault-token", env: vars("MEDIATOR_VAULT_TOKEN"), envNote: "then VAULT_TOKEN when no AppRole is configured", value: text(&c.VaultToken, ""), secret: true,
+			usage: "Vault token; prefer the environment or --vault-token-file, since flags are visible to other users"},
+		{env: vars("VAULT_TOKEN"), value: text(vaultCLIToken, ""), secret: true,
+			usage: "the Vault CLI's token: used only when no other Vault token (flag, variable or file) and no AppRole is configured"},
+		{flag: "vault-token-file", env: vars("MEDIATOR_VAULT_TOKEN_FILE"), value: text(&c.VaultTokenFile, ""), usage: "file holding the Vault token"},
+		{flag: "vault-role-id", env: vars("MEDIATOR_VAULT_ROLE_ID"), value: text(&c.VaultRoleID, ""), usage: "Vault AppRole role id"},
+		{flag: "vault-role-id-file", env: vars("MEDIATOR_VAULT_ROLE_ID_FILE"), value: text(&c.VaultRoleIDFile, ""),
+			usage: "file holding the AppRole role id, instead of --vault-role-id"},
+		{env: vars("MEDIATOR_VAULT_SECRET_ID"), value: text(&c.VaultSecretID, ""), secret: true,
+			usage: "the Vault AppRole secret id itself, instead of --vault-secret-id-file"},
+		{flag: "vault-secret-id-file", env: vars("MEDIATOR_VAULT_SECRET_ID_FILE"), envNote: "or the secret itself in MEDIATOR_VAULT_SECRET_ID",
+			value: text(&c.VaultSecretFile, ""), usage: "file holding the Vault AppRole secret id"},
+		{flag: "jwt-issuer", env: vars("MEDIATOR_JWT_ISSUER"), value: text(&c.JWTIssuer, ""), usage: "required JWT iss"},
+		{flag: "jwt-audience", env: vars("MEDIATOR_JWT_AUDIENCE"), value: text(&c.JWTAudience, ""), usage: "required JWT aud"},
+		{flag: "jwt-jwks", env: vars("MEDIATOR_JWT_JWKS"), value: text(&c.JWKS, ""), usage: "JWKS file path or https:// URL with the token signing keys"},
+		{flag: "jwks-max-age", env: vars("MEDIATOR_JWKS_MAX_AGE"), value: duration(&c.JWKSMaxAge, time.Hour),
+			usage: "with a JWKS URL: how old the last good key set may grow while the provider fails before no token verifies (fail closed); it is refreshed in the background every 5 min"},
+		{flag: "metrics-addr", env: vars("MEDIATOR_METRICS_ADDR"), value: hostPort(&c.MetricsAddr, ""),
+			usage: "a separate listener serving only /metrics without a token; bind it to a private address (otherwise /metrics needs a token of the metrics role)"},
+		{flag: "shutdown-timeout", env: vars("MEDIATOR_SHUTDOWN_TIMEOUT"), value: duration(&c.ShutdownTimeout, 30*time.Second),
+			usage: "how long to drain in-flight requests on SIGTERM"},
+	}
 }
 
-// resolve completes the configuration after flags are parsed: the
-// database URL from its file, and the Vault credentials from the
-// environment. Vault credentials in files are read by vaultclient.
-func (c *serveConfig) resolve() error {
-	if c.DatabaseURL == "" && c.DatabaseURLFile != "" {
-		u, err := secretfile.Read(c.DatabaseURLFile)
-		if err != nil {
-			return fmt.Errorf("--database-url-file: %w", err)
-		}
-		c.DatabaseURL = u
+// serveLogSettings are the service's own log and the audit log's
+// checkpoints.
+func serveLogSettings(c *serveConfig) []setting {
+	return []setting{
+		logLevelSetting(&c.LogLevel),
+		logOriginSetting(&c.LogOrigin, "the audit log's origin line in checkpoints, also the checkpoint key name"),
+		{flag: "checkpoint-key-file", env: vars("MEDIATOR_CHECKPOINT_KEY_FILE"), value: text(&c.CheckpointKeyFile, ""),
+			usage: "note signer key file for checkpoints; default: the Vault Transit key mediator-checkpoint"},
+		{flag: "checkpoint-previous-keys", env: vars("MEDIATOR_CHECKPOINT_PREVIOUS_KEYS"), value: verifierKeys(&c.CheckpointPreviousKeys),
+			usage: "comma-separated note verifier keys that signed this log's checkpoints before the key file was rotated (Transit rotations are found by themselves)"},
+		{flag: "checkpoint-interval", env: vars("MEDIATOR_CHECKPOINT_INTERVAL"), value: duration(&c.CheckpointInterval, time.Second),
+			usage: "how often to sign a checkpoint when the log grew"},
+		witnessesSetting(&c.Witnesses, "witnesses file: the quorum and the witnesses (name, URL, cosignature verifier key) that must cosign a checkpoint before it is published (docs/audit.md)"),
+		{flag: "redaction-profile", env: vars("MEDIATOR_REDACTION_PROFILE"), value: text(&c.RedactionProfile, ""),
+			usage: "JSON minimization profile file; default: docs/redaction.md defaults"},
+		{flag: "pseudonym-key-max-age", env: vars("MEDIATOR_PSEUDONYM_KEY_MAX_AGE"), value: duration(&c.PseudonymKeyMaxAge, time.Hour),
+			usage: "how long ingest keeps pseudonymizing with the cached key while Vault is unreachable, then refuses (503)"},
+		{flag: "stats-min-group", env: vars("MEDIATOR_STATS_MIN_GROUP"), value: integer(&c.StatsMinGroup, defaultStatsMinGroup),
+			usage: "k: the SOC stats never report a group or count of fewer events"},
 	}
-	if c.VaultToken == "" {
-		c.VaultToken = env("", "MEDIATOR_VAULT_TOKEN")
+}
+
+// serveWorkflowSettings are escrow, the roster, policies and the
+// workflow's timing.
+func serveWorkflowSettings(c *serveConfig) []setting {
+	return []setting{
+		{flag: "policy-dir", env: vars("MEDIATOR_POLICY_DIR"), value: text(&c.PolicyDir, ""), usage: "directory of Rego policies replacing the embedded ones"},
+		custodiansSetting(&c.Custodians),
+		{flag: "roster-genesis", env: vars("MEDIATOR_ROSTER_GENESIS"), value: rosterDigest(&c.RosterGenesis),
+			usage: "the sha256: digest of the roster's first version; only a chain that verifies from it names approvers (docs/access.md)"},
+		{flag: "webhooks", env: vars("MEDIATOR_WEBHOOKS"), value: text(&c.Webhooks, ""),
+			usage: "webhooks file: URLs and secret files that receive signed workflow events (docs/operations.md)"},
+		{flag: "liveness-window", env: vars("MEDIATOR_LIVENESS_WINDOW"), value: duration(&c.LivenessWindow, 7*24*time.Hour),
+			usage: "an approver who checked in within this window counts as live"},
+		{flag: "liveness-interval", env: vars("MEDIATOR_LIVENESS_INTERVAL"), value: duration(&c.LivenessInterval, time.Minute),
+			usage: "how often approver liveness is computed"},
+		{flag: "roster-proposal-wait", env: vars("MEDIATOR_ROSTER_PROPOSAL_WAIT"), value: duration(&c.ProposalWait, 72*time.Hour),
+			usage: "a roster proposal waiting longer than this for signatures is notified"},
+		{flag: "escrow-retention", env: vars("MEDIATOR_ESCROW_RETENTION"), value: duration(&c.EscrowRetention, 0),
+			usage: "destroy escrowed keys this long after deposit, hourly, except under legal hold; 0 keeps them"},
 	}
-	if c.VaultSecretID == "" {
-		c.VaultSecretID = env("", "MEDIATOR_VAULT_SECRET_ID")
+}
+
+// serveLimitSettings are the request rates and the ingest byte budget.
+func serveLimitSettings(c *serveConfig) []setting {
+	l, d := &c.Limits, defaultLimits
+	return []setting{
+		{flag: "rate-ingest", env: vars("MEDIATOR_RATE_INGEST"), value: number(&l.Ingest.Rate, d.Ingest.Rate),
+			usage: "ingest requests per second per identity; 0 for no limit"},
+		{flag: "rate-ingest-burst", env: vars("MEDIATOR_RATE_INGEST_BURST"), value: integer(&l.Ingest.Burst, d.Ingest.Burst),
+			usage: "ingest requests one identity may send at once"},
+		{flag: "rate-ingest-bytes", env: vars("MEDIATOR_RATE_INGEST_BYTES"), value: number(&l.IngestBytes.Rate, d.IngestBytes.Rate),
+			usage: "ingest body bytes per second per identity; 0 for no limit"},
+		{flag: "rate-ingest-burst-bytes", env: vars("MEDIATOR_RATE_INGEST_BURST_BYTES"), value: integer(&l.IngestBytes.Burst, d.IngestBytes.Burst),
+			usage: "ingest body bytes one identity may send at once, at least one 8 MiB body"},
+		{flag: "ingest-inflight-bytes", env: vars("MEDIATOR_INGEST_INFLIGHT_BYTES"), value: integer64(&l.IngestInFlightBytes, d.IngestInFlightBytes),
+			usage: "service-wide budget of ingest body bytes being processed at once; a request finding no room within 2 s gets 503 overloaded; 0 for none"},
+		{flag: "rate-access", env: vars("MEDIATOR_RATE_ACCESS"), value: number(&l.Access.Rate, d.Access.Rate),
+			usage: "lawful-access writes (requests, approvals, releases, roster proposals, signatures and check-ins) per second per identity; 0 for no limit"},
+		{flag: "rate-access-burst", env: vars("MEDIATOR_RATE_ACCESS_BURST"), value: integer(&l.Access.Burst, d.Access.Burst),
+			usage: "lawful-access writes one identity may send at once"},
 	}
+}
+
+// vars lists a setting's environment variables, in order of precedence.
+func vars(names ...string) []string { return names }
+
+// concat joins tables.
+func concat(tables ...[]setting) []setting {
+	var all []setting
+	for _, t := range tables {
+		all = append(all, t...)
+	}
+	return all
+}
+
+// The settings below are shared by several commands, each declared once.
+
+// databaseURLSetting is the PostgreSQL URL, a secret; usage says what the
+// command needs of it.
+func databaseURLSetting(dst *string, usage string) setting {
+	return setting{flag: "database-url", env: vars("MEDIATOR_DATABASE_URL", "DATABASE_URL"), value: text(dst, ""), usage: usage, secret: true}
+}
+
+// databaseURLFileSetting is a file holding the PostgreSQL URL, read when
+// no URL is given (readDatabaseURL).
+func databaseURLFileSetting(dst *string) setting {
+	return setting{flag: "database-url-file", env: vars("MEDIATOR_DATABASE_URL_FILE"), value: text(dst, ""),
+		usage: "file holding the PostgreSQL URL, instead of --database-url (a Vault Agent or Kubernetes secret file)"}
+}
+
+// logLevelSetting is the service log's level.
+func logLevelSetting(dst *string) setting {
+	return setting{flag: "log-level", env: vars("MEDIATOR_LOG_LEVEL"), value: logLevel(dst, "info"), usage: "debug, info, warn or error"}
+}
+
+// logOriginSetting is the audit log's origin; usage says what the
+// command uses it for.
+func logOriginSetting(dst *string, usage string) setting {
+	return setting{flag: "log-origin", env: vars("MEDIATOR_LOG_ORIGIN"), value: text(dst, defaultLogOrigin), usage: usage}
+}
+
+// witnessesSetting is the witnesses file; usage says what the command
+// does with it.
+func witnessesSetting(dst *string, usage string) setting {
+	return setting{flag: "witnesses", env: vars("MEDIATOR_WITNESSES"), value: text(dst, ""), usage: usage}
+}
+
+// custodiansSetting is the custodians file: the set deposits are sealed
+// to and destruction reaches.
+func custodiansSetting(dst *string) setting {
+	return setting{flag: "custodians", env: vars("MEDIATOR_CUSTODIANS"), value: text(dst, ""),
+		usage: "custodians file: the custodian set (names, URLs, token files, public keys) deposits are sealed to (docs/custodians.md); without it, escrow answers 503"}
+}
+
+// readDatabaseURL is dsn, or when it is empty the content of file (how
+// Vault Agent and Kubernetes hand it over), or "" when neither is given.
+func readDatabaseURL(dsn, file string) (string, error) {
+	if dsn != "" || file == "" {
+		return dsn, nil
+	}
+	u, err := secretfile.Read(file)
+	if err != nil {
+		return "", fmt.Errorf("--database-url-file: %w", err)
+	}
+	return u, nil
+}
+
+// resolve completes the configuration once its settings are applied: the
+// database URL from its file, the Vault credentials from theirs, and the
+// Vault CLI's token when no other token and no AppRole is configured.
+// Vault credentials in files are also read by vaultclient.
+func (c *serveConfig) resolve(vaultCLIToken string) error {
+	u, err := readDatabaseURL(c.DatabaseURL, c.DatabaseURLFile)
+	if err != nil {
+		return err
+	}
+	c.DatabaseURL = u
 	// Secrets in files are read here, so the log mask knows them; the
 	// token file is also handed on, for vaultclient to follow.
 	for _, f := range []struct {
@@ -215,7 +297,7 @@ func (c *serveConfig) resolve() error {
 	// VAULT_TOKEN is the Vault CLI's own variable: used only when no AppRole
 	// is configured, so an operator's shell token never overrides the role.
 	if c.VaultToken == "" && c.VaultRoleID == "" {
-		c.VaultToken = env("", "VAULT_TOKEN")
+		c.VaultToken = vaultCLIToken
 	}
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -17,26 +16,24 @@ import (
 	"github.com/mediatorhq/mediator/roster"
 )
 
-// custodianCmd runs the custodian service: one share holder, with its own
-// credentials (docs/custodians.md).
-func custodianCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "init" {
-		return custodianInitCmd(ctx, args[1:], stdout, stderr)
-	}
-	if len(args) == 0 || args[0] != "serve" {
-		fmt.Fprint(stderr, "usage: mediator custodian init|serve --config FILE\n")
-		return exitCode(2)
-	}
-	fs := newFlagSet("custodian serve", "mediator custodian serve --config FILE", stderr)
-	configFile := fs.String("config", env("", "MEDIATOR_CUSTODIAN_CONFIG"), "the custodian's configuration file [MEDIATOR_CUSTODIAN_CONFIG]")
-	level := fs.String("log-level", env("info", "MEDIATOR_LOG_LEVEL"), "debug, info, warn or error [MEDIATOR_LOG_LEVEL]")
-	if err := fs.Parse(args[1:]); err != nil {
+// custodianConfigSetting is the custodian's configuration file; usage
+// says what the verb needs of it.
+func custodianConfigSetting(dst *string, usage string) setting {
+	return setting{flag: "config", env: vars("MEDIATOR_CUSTODIAN_CONFIG"), value: text(dst, ""), usage: usage}
+}
+
+// custodianServeCmd runs the custodian service: one share holder, with
+// its own credentials (docs/custodians.md).
+func custodianServeCmd(ctx context.Context, c *call, args []string) error {
+	var configFile, level string
+	fs := c.newFlags(custodianConfigSetting(&configFile, "the custodian's configuration file"), logLevelSetting(&level))
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *configFile == "" {
+	if configFile == "" {
 		return errors.New("custodian serve: --config is required")
 	}
-	b, err := os.ReadFile(*configFile)
+	b, err := os.ReadFile(configFile)
 	if err != nil {
 		return fmt.Errorf("custodian serve: %w", err)
 	}
@@ -44,7 +41,7 @@ func custodianCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	log := newLogger(stderr, *level, nil)
+	log := newLogger(c.stderr, level, nil)
 	return serveCustodian(ctx, cfg, log, nil)
 }
 
@@ -93,14 +90,14 @@ func serveCustodian(ctx context.Context, cfg custodian.Config, log *slog.Logger,
 // has none) and prints its public keys as the roster lists a custodian,
 // for the team founding the genesis roster. The URL is the operator's to
 // fill in.
-func custodianInitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("custodian init", "mediator custodian init --config FILE [--url URL]", stderr)
-	configFile := fs.String("config", env("", "MEDIATOR_CUSTODIAN_CONFIG"), "the custodian's configuration file; roster_genesis may still be empty [MEDIATOR_CUSTODIAN_CONFIG]")
+func custodianInitCmd(ctx context.Context, c *call, args []string) error {
+	var configFile string
+	fs := c.newFlags(custodianConfigSetting(&configFile, "the custodian's configuration file; roster_genesis may still be empty"))
 	url := fs.String("url", "", "the URL the mediator reaches this custodian at, for the roster entry")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	b, err := os.ReadFile(*configFile)
+	b, err := os.ReadFile(configFile)
 	if err != nil {
 		return fmt.Errorf("custodian init: %w", err)
 	}
@@ -108,9 +105,9 @@ func custodianInitCmd(ctx context.Context, args []string, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	info, err := custodian.Init(ctx, cfg, newLogger(stderr, "info", nil))
+	info, err := custodian.Init(ctx, cfg, newLogger(c.stderr, "info", nil))
 	if err != nil {
 		return err
 	}
-	return printJSON(stdout, roster.Custodian{Name: info.Name, URL: *url, HPKEKey: info.HPKEKey, SigningKey: info.SigningKey})
+	return printJSON(c.stdout, roster.Custodian{Name: info.Name, URL: *url, HPKEKey: info.HPKEKey, SigningKey: info.SigningKey})
 }

@@ -22,24 +22,25 @@ import (
 // devCmd runs the whole service locally: package dev brings up and
 // prepares PostgreSQL and Vault, then this serves on them. On Ctrl-C it
 // stops everything it started.
-func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("dev", "mediator dev [--addr 127.0.0.1:8080] [--state-dir DIR]", stderr)
-	addr := fs.String("addr", "127.0.0.1:8080", "listen address")
-	stateDir := fs.String("state-dir", dev.DefaultStateDir(), "where the dev issuer key, PostgreSQL data (if started here) and env file live [MEDIATOR_DEV_STATE_DIR]")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
+func devCmd(ctx context.Context, c *call, args []string) error {
+	var addr, stateDir, level string
+	fs := c.newFlags(
+		setting{flag: "addr", value: listenAddress(&addr, "127.0.0.1:8080"), usage: "listen address"},
+		devStateDirSetting(&stateDir, "where the dev issuer key, PostgreSQL data (if started here) and env file live"),
+		setting{flag: "log-level", value: logLevel(&level, "info"), usage: "debug, info, warn or error"})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	// Secrets are known only once the dependencies are up; a second logger
 	// with them masked serves from then on.
-	boot := newLogger(stderr, *level, nil)
+	boot := newLogger(c.stderr, level, nil)
 	setGCPercent(boot)
-	in, err := dev.Start(ctx, boot, *stateDir)
+	in, err := dev.Start(ctx, boot, stateDir)
 	if err != nil {
 		return err
 	}
 	defer in.Stop()
-	log := newLogger(stderr, *level, in.Secrets())
+	log := newLogger(c.stderr, level, in.Secrets())
 	custodiansFile, setDigest, approvers, genesis, err := startDevCustodians(ctx, in, log)
 	if err != nil {
 		return err
@@ -49,7 +50,7 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	cfg := serveConfig{
-		Addr:               *addr,
+		Addr:               addr,
 		DatabaseURL:        in.DatabaseURL,
 		VaultAddr:          in.Vault.Addr,
 		VaultRoleID:        in.AppRole.RoleID,
@@ -57,7 +58,7 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		JWTIssuer:          dev.IssuerName,
 		JWTAudience:        dev.Audience,
 		JWKS:               in.JWKSPath,
-		LogLevel:           *level,
+		LogLevel:           level,
 		ShutdownTimeout:    10 * time.Second,
 		LogOrigin:          dev.LogOrigin,
 		CheckpointInterval: time.Second,
@@ -79,14 +80,14 @@ func devCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("dev: %w", err)
 	case listening := <-ready:
 		url := "http://" + listening
-		if err := adoptDevGenesis(ctx, url, *stateDir, approvers, genesis); err != nil {
+		if err := adoptDevGenesis(ctx, url, stateDir, approvers, genesis); err != nil {
 			return err
 		}
 		if err := in.Publish(url, setDigest, genesisDigest); err != nil {
 			return err
 		}
 		defer in.Unpublish()
-		printDevBanner(stdout, url, *stateDir, in.Postgres.Source, in.Vault.Source)
+		printDevBanner(c.stdout, url, stateDir, in.Postgres.Source, in.Vault.Source)
 	}
 	return <-errc
 }
@@ -119,12 +120,19 @@ Ctrl-C stops everything this command started.
 `, url, self, pgSource, vaultSource, stateFlag, stateDir)
 }
 
-func devTokenCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("dev token", "mediator dev token --sub NAME --roles r1,r2 [--ttl 1h]", stderr)
+// devStateDirSetting is the dev instance's state directory; usage says
+// what the command keeps or finds there.
+func devStateDirSetting(dst *string, usage string) setting {
+	return setting{flag: "state-dir", env: vars("MEDIATOR_DEV_STATE_DIR"), value: text(dst, dev.DefaultStateDir()), usage: usage}
+}
+
+// devTokenCmd prints a bearer token the running dev instance accepts.
+func devTokenCmd(ctx context.Context, c *call, args []string) error {
+	var stateDir string
+	fs := c.newFlags(devStateDirSetting(&stateDir, "the dev instance's state dir"))
 	sub := fs.String("sub", "", "subject (the caller's id)")
 	roles := fs.String("roles", "", "comma-separated roles: ingest, depositor, officer, approver, auditor, admin, metrics")
 	ttl := fs.Duration("ttl", time.Hour, "lifetime, at most 24h")
-	stateDir := fs.String("state-dir", dev.DefaultStateDir(), "the dev instance's state dir [MEDIATOR_DEV_STATE_DIR]")
 	initIssuer := fs.Bool("init", false, "create the dev issuer key (and its JWKS) in --state-dir if there is none, as deploy/compose does")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -136,10 +144,10 @@ func devTokenCmd(args []string, stdout, stderr io.Writer) error {
 	if *initIssuer {
 		load = dev.LoadOrCreateIssuer
 	}
-	iss, err := load(*stateDir)
+	iss, err := load(stateDir)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("dev token: no dev issuer key in %s: start `mediator dev` first", *stateDir)
+			return fmt.Errorf("dev token: no dev issuer key in %s: start `mediator dev` first", stateDir)
 		}
 		return fmt.Errorf("dev token: %w", err)
 	}
@@ -149,22 +157,22 @@ func devTokenCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("dev token: %w", err)
 	}
-	fmt.Fprintln(stdout, tok)
+	fmt.Fprintln(c.stdout, tok)
 	return nil
 }
 
-func devEnvCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("dev env", "mediator dev env [--state-dir DIR]", stderr)
-	stateDir := fs.String("state-dir", dev.DefaultStateDir(), "the dev instance's state dir [MEDIATOR_DEV_STATE_DIR]")
-	if err := fs.Parse(args); err != nil {
+// devEnvCmd prints export lines for reaching the running dev instance.
+func devEnvCmd(ctx context.Context, c *call, args []string) error {
+	var stateDir string
+	if err := c.newFlags(devStateDirSetting(&stateDir, "the dev instance's state dir")).Parse(args); err != nil {
 		return err
 	}
-	lines, err := dev.EnvLines(*stateDir)
+	lines, err := dev.EnvLines(stateDir)
 	if err != nil {
 		return err
 	}
 	for _, l := range lines {
-		fmt.Fprintln(stdout, l)
+		fmt.Fprintln(c.stdout, l)
 	}
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"time"
@@ -16,50 +15,24 @@ import (
 	"github.com/mediatorhq/mediator/migrations"
 )
 
-const escrowUsage = `usage: mediator escrow deposit|custodians|destroy|hold|release-hold [--help]
-
-  deposit     split and seal a key on this machine and escrow it (depositor token)
-  custodians  print the custodian set the mediator serves and its digest
-  destroy     destroy escrowed keys past retention (operator: database and custodians)
-  hold        put a conversation under a legal hold (operator)
-  release-hold
-              release a legal hold (operator)
-`
-
-// escrowCmd runs the escrow verbs: deposit and custodians are API clients;
-// destroy and the legal holds are operator commands on the database and
-// the custodians.
-func escrowCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, escrowUsage)
-		return exitCode(2)
-	}
-	switch args[0] {
-	case "deposit":
-		return escrowDeposit(ctx, args[1:], stdout, stderr)
-	case "custodians":
-		return escrowCustodians(ctx, args[1:], stdout, stderr)
-	case "destroy", "hold", "release-hold":
-		return escrowOperator(ctx, args, stdout, stderr)
-	}
-	fmt.Fprintf(stderr, "unknown escrow verb %q\n\n%s", args[0], escrowUsage)
-	return exitCode(2)
-}
-
-func escrowDeposit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("escrow deposit", "mediator escrow deposit --conversation C --key-id K --key-file F [--roster-genesis DIGEST]", stderr)
-	connect := bindClientFlags(fs)
+// escrowDeposit splits and seals a key on this machine, to the custodians
+// of the roster in force as verified from the pinned genesis, and escrows
+// it.
+func escrowDeposit(ctx context.Context, c *call, args []string) error {
+	var cl clientOptions
+	var genesis string
+	fs := c.newFlags(append(clientSettings(&cl), setting{flag: "roster-genesis", env: vars("MEDIATOR_ROSTER_GENESIS"), value: rosterDigest(&genesis),
+		usage: "the digest of the roster genesis you trust; the key is sealed to the custodians of the roster version in force, verified from it"})...)
 	conversation := fs.String("conversation", "", "the conversation id")
 	keyID := fs.String("key-id", "", "the key's id within the conversation (an epoch, a session)")
 	keyFile := fs.String("key-file", "", "file holding the raw key bytes (16–64)")
-	genesis := fs.String("roster-genesis", env("", "MEDIATOR_ROSTER_GENESIS"), "the digest of the roster genesis you trust; the key is sealed to the custodians of the roster version in force, verified from it [MEDIATOR_ROSTER_GENESIS]")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *genesis == "" {
+	if genesis == "" {
 		return errors.New("escrow deposit: --roster-genesis (or MEDIATOR_ROSTER_GENESIS) is required: the key is sealed only to custodians of a roster that verifies from a genesis you pinned")
 	}
-	c, err := connect()
+	cli, err := cl.connect()
 	if err != nil {
 		return err
 	}
@@ -68,7 +41,7 @@ func escrowDeposit(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return fmt.Errorf("escrow deposit: --key-file: %w", err)
 	}
 	defer clear(key)
-	d, err := c.DepositByRoster(ctx, *genesis, *conversation, *keyID, key)
+	d, err := cli.DepositByRoster(ctx, genesis, *conversation, *keyID, key)
 	if err != nil {
 		return err
 	}
@@ -76,84 +49,94 @@ func escrowDeposit(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if !d.Created {
 		verb = "already escrowed"
 	}
-	fmt.Fprintf(stdout, "%s %s/%s as escrow %s: %d of %d custodians (%v), commitment %s, audit seq %d\n",
+	fmt.Fprintf(c.stdout, "%s %s/%s as escrow %s: %d of %d custodians (%v), commitment %s, audit seq %d\n",
 		verb, *conversation, *keyID, d.EscrowID, d.Threshold, d.Shares, d.Custodians, d.KeyCommitment, d.AuditSeq)
 	return nil
 }
 
-func escrowCustodians(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("escrow custodians", "mediator escrow custodians", stderr)
-	connect := bindClientFlags(fs)
-	if err := fs.Parse(args); err != nil {
+// escrowCustodians prints the custodian set the mediator serves and its
+// digest.
+func escrowCustodians(ctx context.Context, c *call, args []string) error {
+	var cl clientOptions
+	if err := c.newFlags(clientSettings(&cl)...).Parse(args); err != nil {
 		return err
 	}
-	c, err := connect()
+	cli, err := cl.connect()
 	if err != nil {
 		return err
 	}
-	set, digest, err := c.FetchCustodianSet(ctx)
+	set, digest, err := cli.FetchCustodianSet(ctx)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "threshold %d of %d\n", set.Threshold, len(set.Custodians))
+	fmt.Fprintf(c.stdout, "threshold %d of %d\n", set.Threshold, len(set.Custodians))
 	for i, cu := range set.Custodians {
-		fmt.Fprintf(stdout, "%d %s hpke %s\n", i+1, cu.Name, cu.HPKEKey.Fingerprint())
+		fmt.Fprintf(c.stdout, "%d %s hpke %s\n", i+1, cu.Name, cu.HPKEKey.Fingerprint())
 	}
-	fmt.Fprintf(stdout, "digest %s\n", digest)
-	fmt.Fprintln(stderr, "Compare the digest with the one your custodians' operators publish before pinning it (MEDIATOR_CUSTODIAN_SET).")
+	fmt.Fprintf(c.stdout, "digest %s\n", digest)
+	fmt.Fprintln(c.stderr, "Compare the digest with the one your custodians' operators publish before pinning it (MEDIATOR_CUSTODIAN_SET).")
 	return nil
 }
 
-// escrowOperator runs destroy, hold and release-hold with the serve
-// configuration (database and custodians).
-func escrowOperator(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var cfg serveConfig
-	fs := newFlagSet("escrow "+args[0], "mediator escrow "+args[0]+" [flags] (plus the serve flags for the database and custodians)", stderr)
-	bindServeFlags(fs, &cfg)
-	var (
-		before       = fs.String("before", "", "destroy: escrows deposited before this RFC 3339 time or YYYY-MM-DD date")
-		conversation = fs.String("conversation", "", "hold: the conversation to hold")
-		reason       = fs.String("reason", "", "hold: why (case, order); kept in the audit log")
-		by           = fs.String("by", os.Getenv("USER"), "hold, release-hold: who acts")
-		holdID       = fs.String("id", "", "release-hold: the hold id")
-	)
-	if err := fs.Parse(args[1:]); err != nil {
-		return err
+// escrowOperatorSettings are what the operator verbs (destroy, hold,
+// release-hold) use of serve's configuration: the database and the
+// custodians.
+func escrowOperatorSettings(cfg *serveConfig) []setting {
+	return []setting{
+		databaseURLSetting(&cfg.DatabaseURL, "PostgreSQL URL"),
+		databaseURLFileSetting(&cfg.DatabaseURLFile),
+		custodiansSetting(&cfg.Custodians),
+		logLevelSetting(&cfg.LogLevel),
 	}
-	if err := cfg.resolve(); err != nil {
-		return err
+}
+
+// bySetting is who acts on a legal hold: by default the login name.
+func bySetting(dst *string) setting {
+	return setting{flag: "by", env: vars("USER"), value: text(dst, ""), usage: "who acts"}
+}
+
+// openEscrowOperator connects an operator verb to the database and the
+// custodians of cfg; the caller calls the returned close.
+func openEscrowOperator(ctx context.Context, c *call, cfg serveConfig) (*escrow.Service, func(), error) {
+	url, err := readDatabaseURL(cfg.DatabaseURL, cfg.DatabaseURLFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("escrow: %w", err)
 	}
-	if cfg.DatabaseURL == "" {
-		return errors.New("escrow: --database-url (or DATABASE_URL) is required")
+	if url == "" {
+		return nil, nil, errors.New("escrow: --database-url (or DATABASE_URL) is required")
 	}
-	log := newLogger(stderr, cfg.LogLevel, cfg.secrets())
+	cfg.DatabaseURL = url
+	log := newLogger(c.stderr, cfg.LogLevel, cfg.secrets())
 	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
 	if err != nil {
-		return fmt.Errorf("escrow: database: %w", err)
+		return nil, nil, fmt.Errorf("escrow: database: %w", err)
 	}
-	defer pool.Close()
 	if err := migrations.CheckPool(ctx, pool, schemaCheckTimeout); err != nil {
-		return err
+		pool.Close()
+		return nil, nil, err
 	}
 	svc, err := newEscrowService(cfg, pool, audit.NewTxAppender(), log, nil)
 	if err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return svc, pool.Close, nil
+}
+
+// escrowDestroy has every custodian destroy its shares of the keys
+// deposited before --before, except under legal hold.
+func escrowDestroy(ctx context.Context, c *call, args []string) error {
+	var cfg serveConfig
+	fs := c.newFlags(escrowOperatorSettings(&cfg)...)
+	before := fs.String("before", "", "destroy escrows deposited before this RFC 3339 time or YYYY-MM-DD date")
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	switch args[0] {
-	case "hold":
-		id, err := svc.PlaceHold(ctx, *conversation, *reason, *by)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "legal hold %s placed on conversation %q\n", id, *conversation)
-		return nil
-	case "release-hold":
-		if err := svc.ReleaseHold(ctx, *holdID, *by); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "legal hold %s released\n", *holdID)
-		return nil
+	svc, closeDB, err := openEscrowOperator(ctx, c, cfg)
+	if err != nil {
+		return err
 	}
+	defer closeDB()
 	t, err := parseDate(*before)
 	if err != nil {
 		return err
@@ -162,13 +145,58 @@ func escrowOperator(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "destroyed %d, kept under legal hold %d, failed %d\n", len(rep.Destroyed), len(rep.Held), len(rep.Failed))
+	fmt.Fprintf(c.stdout, "destroyed %d, kept under legal hold %d, failed %d\n", len(rep.Destroyed), len(rep.Held), len(rep.Failed))
 	for id, why := range rep.Failed {
-		fmt.Fprintf(stdout, "FAIL %s: %s\n", id, why)
+		fmt.Fprintf(c.stdout, "FAIL %s: %s\n", id, why)
 	}
 	if len(rep.Failed) > 0 {
 		return exitCode(1)
 	}
+	return nil
+}
+
+// escrowHold puts a conversation under a legal hold, at the mediator and
+// at every custodian.
+func escrowHold(ctx context.Context, c *call, args []string) error {
+	var cfg serveConfig
+	var by string
+	fs := c.newFlags(append(escrowOperatorSettings(&cfg), bySetting(&by))...)
+	conversation := fs.String("conversation", "", "the conversation to hold")
+	reason := fs.String("reason", "", "why (case, order); kept in the audit log")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	svc, closeDB, err := openEscrowOperator(ctx, c, cfg)
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+	id, err := svc.PlaceHold(ctx, *conversation, *reason, by)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "legal hold %s placed on conversation %q\n", id, *conversation)
+	return nil
+}
+
+// escrowReleaseHold releases a legal hold.
+func escrowReleaseHold(ctx context.Context, c *call, args []string) error {
+	var cfg serveConfig
+	var by string
+	fs := c.newFlags(append(escrowOperatorSettings(&cfg), bySetting(&by))...)
+	holdID := fs.String("id", "", "the hold id")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	svc, closeDB, err := openEscrowOperator(ctx, c, cfg)
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+	if err := svc.ReleaseHold(ctx, *holdID, by); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "legal hold %s released\n", *holdID)
 	return nil
 }
 

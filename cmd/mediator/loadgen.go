@@ -11,24 +11,35 @@ import (
 	"github.com/mediatorhq/mediator/loadgen"
 )
 
+// loadgenSettings is loadgen's table of settings: the mediator it loads,
+// its tokens, where else to mint them, and the database to compare with.
+func loadgenSettings(cfg *loadgen.Config, stateDir, dsn *string) []setting {
+	return []setting{
+		{flag: "url", env: vars("MEDIATOR_ADDR"), value: mediatorURL(&cfg.URL, "http://127.0.0.1:8080"), usage: "the mediator to load (loopback only in tests)"},
+		{flag: "token", env: vars("MEDIATOR_INGEST_TOKEN"), value: text(&cfg.IngestToken, ""), secret: true,
+			usage: "bearer token with the ingest role (with --deposits, the depositor role); default: minted from the dev state dir"},
+		{flag: "auditor-token", env: vars("MEDIATOR_AUDITOR_TOKEN"), value: text(&cfg.AuditorToken, ""), secret: true,
+			usage: "auditor token, to measure checkpoint lag; default: minted from the dev state dir"},
+		{flag: "metrics-token", env: vars("MEDIATOR_METRICS_TOKEN"), value: text(&cfg.MetricsToken, ""), secret: true,
+			usage: "token of the metrics role, to read the server's memory from /metrics; default: minted from the dev state dir"},
+		devStateDirSetting(stateDir, "dev state dir to mint tokens from"),
+		databaseURLSetting(dsn, "PostgreSQL URL for --copy-baseline"),
+	}
+}
+
 // loadgenCmd sends realistic events to a running mediator and reports what
 // it measured. Without tokens it mints them from the dev instance's issuer.
-func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("loadgen", "mediator loadgen [--url URL] [--rate N] [--duration 10s] [--batch 1000] [--copy-baseline] | --deposits [--workers 32] | --maximal [--workers 32] [--requests 2]", stderr)
+func loadgenCmd(ctx context.Context, c *call, args []string) error {
 	var cfg loadgen.Config
-	fs.StringVar(&cfg.URL, "url", env("http://127.0.0.1:8080", "MEDIATOR_ADDR"), "the mediator to load (loopback only in tests) [MEDIATOR_ADDR]")
-	fs.StringVar(&cfg.IngestToken, "token", env("", "MEDIATOR_INGEST_TOKEN"), "bearer token with the ingest role; default: minted from the dev state dir [MEDIATOR_INGEST_TOKEN]")
-	fs.StringVar(&cfg.AuditorToken, "auditor-token", env("", "MEDIATOR_AUDITOR_TOKEN"), "auditor token, to measure checkpoint lag; default: minted from the dev state dir")
-	fs.StringVar(&cfg.MetricsToken, "metrics-token", env("", "MEDIATOR_METRICS_TOKEN"), "token of the metrics role, to read the server's memory from /metrics; default: minted from the dev state dir")
+	var stateDir, dsn string
+	fs := c.newFlags(loadgenSettings(&cfg, &stateDir, &dsn)...)
 	fs.Float64Var(&cfg.Rate, "rate", 0, "events per second; 0 sends as fast as the server answers")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to send (at most 10m)")
 	fs.IntVar(&cfg.MaxEvents, "events", 0, "stop after this many events (0: only the duration limits)")
 	fs.IntVar(&cfg.Batch, "batch", 1000, "events per request (at most 10000)")
 	fs.IntVar(&cfg.Workers, "workers", 0, "concurrent requests (0: 4 for events, 32 for deposits and maximal requests)")
 	fs.IntVar(&cfg.Proofs, "proofs", 0, "afterwards, time this many inclusion proofs against the latest checkpoint")
-	stateDir := fs.String("state-dir", dev.DefaultStateDir(), "dev state dir to mint tokens from")
 	baseline := fs.Bool("copy-baseline", false, "afterwards, time a raw PostgreSQL COPY of the same rows (needs DATABASE_URL of a role that may create tables)")
-	dsn := fs.String("database-url", env("", "MEDIATOR_DATABASE_URL", "DATABASE_URL"), "PostgreSQL URL for --copy-baseline")
 	maximal := fs.Bool("maximal", false, "send maximal 8 MiB requests from --workers gateways at once, retrying on 429 and 503, and report the answers and the server's peak memory")
 	requests := fs.Int("requests", 2, "with --maximal: maximal requests per worker")
 	deposits := fs.Bool("deposits", false, "escrow random keys (POST /v1/escrow/keys) instead of sending events; --token is then a depositor token")
@@ -36,7 +47,7 @@ func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	if *deposits {
-		return depositLoad(ctx, cfg, *stateDir, stdout)
+		return depositLoad(ctx, cfg, stateDir, c.stdout)
 	}
 	if cfg.Duration > 10*time.Minute {
 		return errors.New("loadgen: --duration is at most 10m")
@@ -45,7 +56,7 @@ func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return errors.New("loadgen: --batch must be 1..10000")
 	}
 	if cfg.IngestToken == "" || cfg.AuditorToken == "" || cfg.MetricsToken == "" {
-		iss, err := dev.LoadIssuer(*stateDir)
+		iss, err := dev.LoadIssuer(stateDir)
 		if err != nil {
 			return fmt.Errorf("loadgen: give --token (and --auditor-token), or run `mediator dev` so tokens can be minted: %w", err)
 		}
@@ -71,23 +82,23 @@ func loadgenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *maximal {
 		rep, err := loadgen.RunMaximal(ctx, loadgen.MaximalConfig{URL: cfg.URL, IngestToken: cfg.IngestToken,
 			MetricsToken: cfg.MetricsToken, Workers: cfg.Workers, Requests: *requests})
-		fmt.Fprint(stdout, rep.String())
+		fmt.Fprint(c.stdout, rep.String())
 		return err
 	}
-	rep, err := loadgen.Run(ctx, cfg, stderr)
+	rep, err := loadgen.Run(ctx, cfg, c.stderr)
 	if err != nil {
 		return err
 	}
-	fmt.Fprint(stdout, rep.String())
+	fmt.Fprint(c.stdout, rep.String())
 	if *baseline {
-		if *dsn == "" {
+		if dsn == "" {
 			return errors.New("loadgen: --copy-baseline needs --database-url or DATABASE_URL")
 		}
-		rate, err := loadgen.CopyBaseline(ctx, *dsn, int(rep.Events), cfg.Batch)
+		rate, err := loadgen.CopyBaseline(ctx, dsn, int(rep.Events), cfg.Batch)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "raw COPY of the same %d rows: %.0f rows/s; mediator reached %.0f%% of it\n", rep.Events, rate, 100*rep.EventsPerSec/rate)
+		fmt.Fprintf(c.stdout, "raw COPY of the same %d rows: %.0f rows/s; mediator reached %.0f%% of it\n", rep.Events, rate, 100*rep.EventsPerSec/rate)
 	}
 	if rep.Errors > 0 {
 		return exitCode(1)

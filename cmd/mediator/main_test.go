@@ -2,9 +2,8 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
-	"flag"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -53,53 +52,76 @@ func TestListenAddr(t *testing.T) {
 	}
 }
 
+// TestServeConfigFromEnvironment: a flag wins over its variable,
+// MEDIATOR_DATABASE_URL over DATABASE_URL, the shell's VAULT_TOKEN is not
+// used when an AppRole is configured, and validate lists every missing
+// setting at once.
 func TestServeConfigFromEnvironment(t *testing.T) {
-	t.Setenv("MEDIATOR_ADDR", "127.0.0.1:9999")
-	t.Setenv("DATABASE_URL", "postgres://fallback")
-	t.Setenv("MEDIATOR_DATABASE_URL", "postgres://preferred")
-	t.Setenv("VAULT_TOKEN", "shell-token")
-	t.Setenv("MEDIATOR_VAULT_ROLE_ID", "role")
-	t.Setenv("MEDIATOR_VAULT_SECRET_ID", "secret")
-	var c serveConfig
-	fs := flag.NewFlagSet("t", flag.ContinueOnError)
-	bindServeFlags(fs, &c)
-	if err := fs.Parse([]string{"--addr", "127.0.0.1:7777"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.resolve(); err != nil {
-		t.Fatal(err)
-	}
-	if c.Addr != "127.0.0.1:7777" {
-		t.Errorf("flag should win: %q", c.Addr)
-	}
-	if c.DatabaseURL != "postgres://preferred" {
-		t.Errorf("MEDIATOR_DATABASE_URL should win: %q", c.DatabaseURL)
-	}
-	if c.VaultToken != "" || c.VaultSecretID != "secret" {
-		t.Errorf("with an AppRole configured, the shell's VAULT_TOKEN must not be used: token=%q", c.VaultToken)
-	}
-	err := c.validate()
+	c := testCall(map[string]string{
+		"MEDIATOR_ADDR":            "127.0.0.1:9999",
+		"DATABASE_URL":             "postgres://fallback",
+		"MEDIATOR_DATABASE_URL":    "postgres://preferred",
+		"VAULT_TOKEN":              "shell-token",
+		"MEDIATOR_VAULT_ROLE_ID":   "role",
+		"MEDIATOR_VAULT_SECRET_ID": "secret",
+	})
+	_, err := loadServeConfig(c, []string{"--addr", "127.0.0.1:7777"})
 	if err == nil || !strings.Contains(err.Error(), "--vault-addr") || !strings.Contains(err.Error(), "--jwt-issuer") {
 		t.Fatalf("validate should list every missing setting: %v", err)
 	}
+	var cfg serveConfig
+	var vaultCLIToken string
+	if err := c.newFlags(serveSettings(&cfg, &vaultCLIToken)...).Parse([]string{"--addr", "127.0.0.1:7777"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.resolve(vaultCLIToken); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Addr != "127.0.0.1:7777" {
+		t.Errorf("flag should win: %q", cfg.Addr)
+	}
+	if cfg.DatabaseURL != "postgres://preferred" {
+		t.Errorf("MEDIATOR_DATABASE_URL should win: %q", cfg.DatabaseURL)
+	}
+	if cfg.VaultToken != "" || cfg.VaultSecretID != "secret" {
+		t.Errorf("with an AppRole configured, the shell's VAULT_TOKEN must not be used: token=%q", cfg.VaultToken)
+	}
 }
 
-func TestHelpOnEveryCommand(t *testing.T) {
-	for _, args := range [][]string{
-		{"serve", "--help"}, {"migrate", "--help"}, {"dev", "--help"}, {"dev", "token", "--help"},
-		{"dev", "env", "--help"}, {"vault", "bootstrap", "--help"}, {"vault", "build", "--help"},
-		{"audit", "verify", "--help"}, {"escrow", "destroy", "--help"}, {"escrow", "hold", "--help"},
+// TestVaultCLITokenWithoutAppRole: without an AppRole, the shell's
+// VAULT_TOKEN is used, after MEDIATOR_VAULT_TOKEN and the token file.
+func TestVaultCLITokenWithoutAppRole(t *testing.T) {
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("file-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"VAULT_TOKEN": "shell-token"}, "shell-token"},
+		{map[string]string{"VAULT_TOKEN": "shell-token", "MEDIATOR_VAULT_TOKEN_FILE": tokenFile}, "file-token"},
+		{map[string]string{"VAULT_TOKEN": "shell-token", "MEDIATOR_VAULT_TOKEN_FILE": tokenFile, "MEDIATOR_VAULT_TOKEN": "own-token"}, "own-token"},
 	} {
-		var stdout, stderr bytes.Buffer
-		err := run(context.Background(), args, &stdout, &stderr)
-		if !errors.Is(err, flag.ErrHelp) || !strings.Contains(stderr.String(), "Usage: mediator") {
-			t.Errorf("%v: err=%v output=%q", args, err, stderr.String())
+		var cfg serveConfig
+		var vaultCLIToken string
+		if err := testCall(tc.env).newFlags(serveSettings(&cfg, &vaultCLIToken)...).Parse(nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.resolve(vaultCLIToken); err != nil {
+			t.Fatal(err)
+		}
+		if cfg.VaultToken != tc.want {
+			t.Errorf("%v: token %q, want %q", tc.env, cfg.VaultToken, tc.want)
 		}
 	}
-	var stdout, stderr bytes.Buffer
-	if err := run(context.Background(), []string{"bogus"}, &stdout, &stderr); err == nil || !strings.Contains(stderr.String(), "unknown command") {
-		t.Errorf("unknown command: %v %q", err, stderr.String())
-	}
+}
+
+// testCall is a call of a command named test, reading env as its
+// environment, its output discarded.
+func testCall(env map[string]string) *call {
+	return &call{stdout: io.Discard, stderr: io.Discard, getenv: func(k string) string { return env[k] },
+		path: []*command{{name: "test"}}}
 }
 
 // TestReplaceFileKeepsSecretsPrivate: a re-run bootstrap replaces its

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -19,21 +18,26 @@ import (
 	"github.com/mediatorhq/mediator/wire"
 )
 
-// bindClientFlags adds --url and --token. The token is read from
-// MEDIATOR_TOKEN by default: a flag value would show in ps.
-func bindClientFlags(fs *flag.FlagSet) func() (*client.Client, error) {
-	u := fs.String("url", env("http://127.0.0.1:8080", "MEDIATOR_URL", "MEDIATOR_ADDR"), "the mediator [MEDIATOR_URL, MEDIATOR_ADDR]")
-	tok := fs.String("token", "", "bearer token (default: MEDIATOR_TOKEN; prefer the environment, flags show in ps)")
-	return func() (*client.Client, error) {
-		t := *tok
-		if t == "" {
-			t = os.Getenv("MEDIATOR_TOKEN")
-		}
-		if t == "" {
-			return nil, errors.New("no token: set MEDIATOR_TOKEN (for the dev instance: export MEDIATOR_TOKEN=$(mediator dev token --sub NAME --roles officer))")
-		}
-		return client.New(*u, t, nil)
+// clientOptions is where a client verb reaches the mediator, and as whom.
+type clientOptions struct{ url, token string }
+
+// clientSettings are the client verbs' settings, bound to o. The token is
+// best given in MEDIATOR_TOKEN: a flag's value shows in ps.
+func clientSettings(o *clientOptions) []setting {
+	return []setting{
+		{flag: "url", env: vars("MEDIATOR_URL", "MEDIATOR_ADDR"), value: mediatorURL(&o.url, "http://127.0.0.1:8080"), usage: "the mediator"},
+		{flag: "token", env: vars("MEDIATOR_TOKEN"), value: text(&o.token, ""), secret: true,
+			usage: "bearer token (prefer the environment, flags show in ps)"},
 	}
+}
+
+// connect returns a client of the mediator, or an error saying how to
+// get a token.
+func (o clientOptions) connect() (*client.Client, error) {
+	if o.token == "" {
+		return nil, errors.New("no token: set MEDIATOR_TOKEN (for the dev instance: export MEDIATOR_TOKEN=$(mediator dev token --sub NAME --roles officer))")
+	}
+	return client.New(o.url, o.token, nil)
 }
 
 // printJSON writes v indented.
@@ -44,46 +48,9 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-const requestUsage = `usage: mediator request create|show|list|approve|release|revoke [--help]
-
-  create   file a lawful-access request (officer)
-  show ID  show a request, its digest and approvals
-  list     list requests [--status S]
-  approve ID --key FILE [--deny]
-           check the request, show what you sign, sign and submit your vote (approver)
-  release ID --key FILE --out FILE
-           release the keys (the requesting officer) and open them locally
-  revoke ID
-           withdraw your request
-
-The mediator is --url (MEDIATOR_URL, MEDIATOR_ADDR); the bearer token is MEDIATOR_TOKEN.
-`
-
-// requestCmd runs the officer and approver verbs against a running mediator.
-func requestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, requestUsage)
-		return exitCode(2)
-	}
-	verb, args := args[0], args[1:]
-	switch verb {
-	case "create":
-		return requestCreate(ctx, args, stdout, stderr)
-	case "show", "revoke":
-		return requestShow(ctx, verb, args, stdout, stderr)
-	case "list":
-		return requestList(ctx, args, stdout, stderr)
-	case "approve":
-		return requestApprove(ctx, args, stdout, stderr)
-	case "release":
-		return requestRelease(ctx, args, stdout, stderr)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, requestUsage)
-		return nil
-	}
-	fmt.Fprintf(stderr, "unknown request verb %q\n\n%s", verb, requestUsage)
-	return exitCode(2)
-}
+// clientAbout says, in the help of the client verbs' groups, where they
+// find the mediator and their token.
+const clientAbout = "The mediator is --url (MEDIATOR_URL, MEDIATOR_ADDR); the bearer token is MEDIATOR_TOKEN.\n"
 
 // stringList is a repeatable flag that also splits on commas.
 type stringList []string
@@ -98,9 +65,10 @@ func (l *stringList) Set(v string) error {
 	return nil
 }
 
-func requestCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("request create", "mediator request create --case ID --legal-basis B --warrant REF --jurisdiction J --justification TEXT --conversation C [--conversation C2] --from T --to T --recipient FILE.pub [--expires 72h]", stderr)
-	connect := bindClientFlags(fs)
+// requestCreate files a lawful-access request.
+func requestCreate(ctx context.Context, c *call, args []string) error {
+	var cl clientOptions
+	fs := c.newFlags(clientSettings(&cl)...)
 	var convos stringList
 	caseID := fs.String("case", "", "case id")
 	basis := fs.String("legal-basis", "", "legal basis, such as court_order (the policy lists what each jurisdiction allows)")
@@ -115,7 +83,7 @@ func requestCreate(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c, err := connect()
+	cli, err := cl.connect()
 	if err != nil {
 		return err
 	}
@@ -138,68 +106,68 @@ func requestCreate(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := json.Unmarshal(pubFile, &rk); err != nil || len(rk.PublicKey) == 0 {
 		return fmt.Errorf("request create: %s is not a recipient public key file", *recipient)
 	}
-	out, err := c.CreateRequest(ctx, wire.CreateRequest{CaseID: *caseID, LegalBasis: *basis, WarrantRef: *warrant,
+	out, err := cli.CreateRequest(ctx, wire.CreateRequest{CaseID: *caseID, LegalBasis: *basis, WarrantRef: *warrant,
 		Jurisdiction: *jurisdiction, Justification: *justification, Recipient: rk,
 		Scope:     wire.Scope{ConversationIDs: convos, From: f, To: t},
 		ExpiresAt: time.Now().Add(*expires).UTC().Truncate(time.Second)})
 	if err != nil {
 		return err
 	}
-	return printJSON(stdout, out)
+	return printJSON(c.stdout, out)
 }
 
 // requestShow runs show and revoke: one call on one request, printed.
-func requestShow(ctx context.Context, verb string, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("request "+verb, "mediator request "+verb+" ID", stderr)
-	connect := bindClientFlags(fs)
-	id, err := parseWithID(fs, args)
+func requestShow(ctx context.Context, c *call, args []string) error {
+	var cl clientOptions
+	id, err := parseWithID(c.newFlags(clientSettings(&cl)...), args)
 	if err != nil {
 		return err
 	}
-	c, err := connect()
+	cli, err := cl.connect()
 	if err != nil {
 		return err
 	}
 	var out wire.Request
-	if verb == "show" {
-		out, err = c.Request(ctx, id)
+	if c.command().name == "show" {
+		out, err = cli.Request(ctx, id)
 	} else {
-		out, err = c.Revoke(ctx, id)
+		out, err = cli.Revoke(ctx, id)
 	}
 	if err != nil {
 		return err
 	}
-	return printJSON(stdout, out)
+	return printJSON(c.stdout, out)
 }
 
-func requestList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("request list", "mediator request list [--status S]", stderr)
-	connect := bindClientFlags(fs)
+// requestList lists requests.
+func requestList(ctx context.Context, c *call, args []string) error {
+	var cl clientOptions
+	fs := c.newFlags(clientSettings(&cl)...)
 	status := fs.String("status", "", "only requests in this state (pending, released, denied, expired, revoked)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c, err := connect()
+	cli, err := cl.connect()
 	if err != nil {
 		return err
 	}
-	out, err := c.Requests(ctx, *status)
+	out, err := cli.Requests(ctx, *status)
 	if err != nil {
 		return err
 	}
-	return printJSON(stdout, out)
+	return printJSON(c.stdout, out)
 }
 
 // parseWithID parses flags that may come before or after one positional
-// request id, which is required.
-func parseWithID(fs *flag.FlagSet, args []string) (string, error) {
-	if err := fs.Parse(args); err != nil {
+// id, which is required, and then applies the settings.
+func parseWithID(fs *flagSet, args []string) (string, error) {
+	if err := fs.parseFlags(args); err != nil {
 		return "", err
 	}
 	id := ""
 	if fs.NArg() > 0 {
 		id = fs.Arg(0)
-		if err := fs.Parse(fs.Args()[1:]); err != nil {
+		if err := fs.parseFlags(fs.Args()[1:]); err != nil {
 			return "", err
 		}
 	}
@@ -207,19 +175,21 @@ func parseWithID(fs *flag.FlagSet, args []string) (string, error) {
 		fs.Usage()
 		return "", exitCode(2)
 	}
-	return id, nil
+	return id, fs.apply()
 }
 
-func requestApprove(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("request approve", "mediator request approve ID --key FILE [--deny]", stderr)
-	connect := bindClientFlags(fs)
+// requestApprove checks a request, shows what the approver signs, and
+// signs and submits the vote.
+func requestApprove(ctx context.Context, c *call, args []string) error {
+	var cl clientOptions
+	fs := c.newFlags(clientSettings(&cl)...)
 	keyFile := fs.String("key", "", "your approver key file (from mediator keygen --approver)")
 	deny := fs.Bool("deny", false, "vote to deny instead of approve")
 	id, err := parseWithID(fs, args)
 	if err != nil {
 		return err
 	}
-	c, err := connect()
+	cli, err := cl.connect()
 	if err != nil {
 		return err
 	}
@@ -228,7 +198,7 @@ func requestApprove(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	defer clear(priv)
-	review, err := c.Review(ctx, id)
+	review, err := cli.Review(ctx, id)
 	if err != nil {
 		return fmt.Errorf("request approve: %w", err)
 	}
@@ -236,12 +206,12 @@ func requestApprove(ctx context.Context, args []string, stdout, stderr io.Writer
 	if *deny {
 		decision = approval.Deny
 	}
-	showReview(stderr, review, decision)
-	out, err := c.Sign(ctx, review, decision, priv)
+	showReview(c.stderr, review, decision)
+	out, err := cli.Sign(ctx, review, decision, priv)
 	if err != nil {
 		return err
 	}
-	return printJSON(stdout, out)
+	return printJSON(c.stdout, out)
 }
 
 // showReview prints every field of the canonical request an approver is
@@ -259,9 +229,11 @@ func showReview(w io.Writer, r client.Review, decision string) {
 	fmt.Fprintf(w, "  digest         %s\n", r.Digest)
 }
 
-func requestRelease(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("request release", "mediator request release ID --key FILE --out FILE", stderr)
-	connect := bindClientFlags(fs)
+// requestRelease has the mediator release a request's keys to the
+// requesting officer, and opens them locally with the recipient key.
+func requestRelease(ctx context.Context, c *call, args []string) error {
+	var cl clientOptions
+	fs := c.newFlags(clientSettings(&cl)...)
 	keyFile := fs.String("key", "", "your recipient key file (from mediator keygen --recipient)")
 	outFile := fs.String("out", "", "where to write the opened keys, one JSON object a line; created 0600, never overwritten")
 	id, err := parseWithID(fs, args)
@@ -271,7 +243,7 @@ func requestRelease(ctx context.Context, args []string, stdout, stderr io.Writer
 	if *outFile == "" {
 		return errors.New("request release: --out is required")
 	}
-	c, err := connect()
+	cli, err := cl.connect()
 	if err != nil {
 		return err
 	}
@@ -289,7 +261,7 @@ func requestRelease(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return fmt.Errorf("request release: --out: %w (it must not exist yet)", err)
 	}
-	rel, err := c.Release(ctx, id)
+	rel, err := cli.Release(ctx, id)
 	if err != nil {
 		out.Close()
 		os.Remove(*outFile)
@@ -311,7 +283,7 @@ func requestRelease(ctx context.Context, args []string, stdout, stderr io.Writer
 		err = errors.Join(err, enc.Encode(k))
 		clear(k.Key)
 		if len(k.BadShares) > 0 {
-			fmt.Fprintf(stderr, "warning: the key of %s/%s was recovered without the bad shares of: %s\n",
+			fmt.Fprintf(c.stderr, "warning: the key of %s/%s was recovered without the bad shares of: %s\n",
 				k.ConversationID, k.KeyID, strings.Join(k.BadShares, ", "))
 		}
 	}
@@ -319,9 +291,9 @@ func requestRelease(ctx context.Context, args []string, stdout, stderr io.Writer
 		return fmt.Errorf("request release: write %s: %w", *outFile, err)
 	}
 	for _, r := range rel.Refusals {
-		fmt.Fprintf(stderr, "custodian %s refused: %s\n", r.Custodian, strings.Join(r.Reasons, "; "))
+		fmt.Fprintf(c.stderr, "custodian %s refused: %s\n", r.Custodian, strings.Join(r.Reasons, "; "))
 	}
-	fmt.Fprintf(stdout, "released %d keys of request %s into %s (decision %s, audit seq %d)\n",
+	fmt.Fprintf(c.stdout, "released %d keys of request %s into %s (decision %s, audit seq %d)\n",
 		len(keys), id, *outFile, rel.DecisionID, rel.AuditSeq)
 	if openErr != nil {
 		return fmt.Errorf("request release: %w", openErr)
@@ -331,8 +303,8 @@ func requestRelease(ctx context.Context, args []string, stdout, stderr io.Writer
 
 // keygenCmd makes an approver signing key or a recipient HPKE key pair:
 // FILE (private, 0600, never overwritten) and FILE.pub (public).
-func keygenCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("keygen", "mediator keygen --approver|--recipient [--kem mlkem768-x25519|x25519] --out FILE", stderr)
+func keygenCmd(ctx context.Context, c *call, args []string) error {
+	fs := c.newFlags()
 	approver := fs.Bool("approver", false, "an Ed25519 key to sign approvals with; prints the public key to register")
 	recipient := fs.Bool("recipient", false, "an HPKE key pair to receive released keys; FILE.pub goes in requests")
 	kemName := fs.String("kem", "mlkem768-x25519", "recipient KEM: mlkem768-x25519 (post-quantum hybrid) or x25519")
@@ -382,8 +354,8 @@ func keygenCmd(args []string, stdout, stderr io.Writer) error {
 	if err := writeNew(*outFile+".pub", pub, 0o644); err != nil {
 		return fmt.Errorf("keygen: %w", err)
 	}
-	fmt.Fprintf(stderr, "wrote %s (private, 0600) and %s.pub\n", *outFile, *outFile)
-	fmt.Fprintln(stdout, shown)
+	fmt.Fprintf(c.stderr, "wrote %s (private, 0600) and %s.pub\n", *outFile, *outFile)
+	fmt.Fprintln(c.stdout, shown)
 	return nil
 }
 

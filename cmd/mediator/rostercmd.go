@@ -6,7 +6,6 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -19,38 +18,10 @@ import (
 	"github.com/mediatorhq/mediator/wire"
 )
 
-const rosterUsage = `usage: mediator roster genesis|propose|show|sign|verify [--help]
-
-  genesis --file DRAFT   print the digest a draft has as the first version (what everyone pins)
-  propose --file DRAFT   propose the next version (admin); nothing changes until a quorum signs
-  show [DIGEST]          show the roster in force, verified, or a proposal and what it changes
-  sign DIGEST --key FILE check a proposal against the verified chain, show it, sign it (approver)
-  verify                 verify the served chain from the pinned genesis; exit 1 if it fails
-
-A draft is JSON: {"approvers":[{"id","roles","public_key"}],"custodians":[{"name","url",
+// rosterDraftFormat says, in the roster group's help, what a draft is.
+const rosterDraftFormat = `A draft is JSON: {"approvers":[{"id","roles","public_key"}],"custodians":[{"name","url",
 "hpke_public_key","signing_key"}],"threshold":3,"rule":{"min_signers":2,"required_roles":["legal","security"]}}.
-`
-
-func rosterCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, rosterUsage)
-		return exitCode(2)
-	}
-	switch args[0] {
-	case "genesis":
-		return rosterGenesis(args[1:], stdout, stderr)
-	case "propose":
-		return rosterPropose(ctx, args[1:], stdout, stderr)
-	case "show":
-		return rosterShow(ctx, args[1:], stdout, stderr)
-	case "sign":
-		return rosterSign(ctx, args[1:], stdout, stderr)
-	case "verify":
-		return rosterVerify(ctx, args[1:], stdout, stderr)
-	}
-	fmt.Fprintf(stderr, "unknown roster verb %q\n\n%s", args[0], rosterUsage)
-	return exitCode(2)
-}
+` + clientAbout
 
 // readDraft reads a draft file strictly.
 func readDraft(path string) (wire.RosterDraft, error) {
@@ -67,12 +38,21 @@ func readDraft(path string) (wire.RosterDraft, error) {
 	return d, nil
 }
 
-func genesisFlag(fs *flag.FlagSet) *string {
-	return fs.String("genesis", env("", "MEDIATOR_ROSTER_GENESIS"), "the roster genesis digest you pin [MEDIATOR_ROSTER_GENESIS]")
+// pinnedGenesisSetting is the roster genesis a reader verifies the chain
+// from.
+func pinnedGenesisSetting(dst *string) setting {
+	return setting{flag: "genesis", env: vars("MEDIATOR_ROSTER_GENESIS"), value: rosterDigest(dst), usage: "the roster genesis digest you pin"}
 }
 
-func rosterGenesis(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("roster genesis", "mediator roster genesis --file DRAFT", stderr)
+// rosterClientSettings are a roster verb's settings: the client's, and
+// the genesis it verifies from.
+func rosterClientSettings(cl *clientOptions, genesis *string) []setting {
+	return append(clientSettings(cl), pinnedGenesisSetting(genesis))
+}
+
+// rosterGenesis prints the digest a draft has as the first version.
+func rosterGenesis(ctx context.Context, c *call, args []string) error {
+	fs := c.newFlags()
 	file := fs.String("file", "", "the draft of the first version")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -89,13 +69,14 @@ func rosterGenesis(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, digest)
+	fmt.Fprintln(c.stdout, digest)
 	return nil
 }
 
-func rosterPropose(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("roster propose", "mediator roster propose --file DRAFT", stderr)
-	connect := bindClientFlags(fs)
+// rosterPropose proposes the next roster version.
+func rosterPropose(ctx context.Context, c *call, args []string) error {
+	var cl clientOptions
+	fs := c.newFlags(clientSettings(&cl)...)
 	file := fs.String("file", "", "the draft of the next version")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -104,16 +85,16 @@ func rosterPropose(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	c, err := connect()
+	cli, err := cl.connect()
 	if err != nil {
 		return err
 	}
-	p, err := c.ProposeRoster(ctx, d)
+	p, err := cli.ProposeRoster(ctx, d)
 	if err != nil {
 		return err
 	}
-	showProposal(stderr, p)
-	fmt.Fprintln(stdout, p.Digest)
+	showProposal(c.stderr, p)
+	fmt.Fprintln(c.stdout, p.Digest)
 	return nil
 }
 
@@ -140,71 +121,75 @@ func showRoster(w io.Writer, r roster.Roster, digest string) {
 		r.Rule.MinSigners, strings.Join(r.Rule.RequiredRoles, ","))
 }
 
-func rosterShow(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("roster show", "mediator roster show [DIGEST] [--genesis D]", stderr)
-	connect := bindClientFlags(fs)
-	genesis := genesisFlag(fs)
+// rosterShow shows the roster in force, verified from the pinned
+// genesis, or a proposal and what it changes.
+func rosterShow(ctx context.Context, c *call, args []string) error {
+	var cl clientOptions
+	var genesis string
+	fs := c.newFlags(rosterClientSettings(&cl, &genesis)...)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c, err := connect()
+	cli, err := cl.connect()
 	if err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		p, err := c.RosterProposal(ctx, fs.Arg(0))
+		p, err := cli.RosterProposal(ctx, fs.Arg(0))
 		if err != nil {
 			return err
 		}
-		showProposal(stdout, p)
+		showProposal(c.stdout, p)
 		return nil
 	}
-	if *genesis == "" {
+	if genesis == "" {
 		return errors.New("roster show: --genesis (or MEDIATOR_ROSTER_GENESIS) is required: the roster is shown only as verified from a genesis you pin")
 	}
-	r, digest, err := c.Roster(ctx, *genesis)
+	r, digest, err := cli.Roster(ctx, genesis)
 	if err != nil {
 		return err
 	}
-	showRoster(stdout, r, digest)
+	showRoster(c.stdout, r, digest)
 	return nil
 }
 
-func rosterVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("roster verify", "mediator roster verify [--genesis D]", stderr)
-	connect := bindClientFlags(fs)
-	genesis := genesisFlag(fs)
-	if err := fs.Parse(args); err != nil {
+// rosterVerify verifies the served chain from the pinned genesis.
+func rosterVerify(ctx context.Context, c *call, args []string) error {
+	var cl clientOptions
+	var genesis string
+	if err := c.newFlags(rosterClientSettings(&cl, &genesis)...).Parse(args); err != nil {
 		return err
 	}
-	if *genesis == "" {
+	if genesis == "" {
 		return errors.New("roster verify: --genesis (or MEDIATOR_ROSTER_GENESIS) is required")
 	}
-	c, err := connect()
+	cli, err := cl.connect()
 	if err != nil {
 		return err
 	}
-	r, digest, err := c.Roster(ctx, *genesis)
+	r, digest, err := cli.Roster(ctx, genesis)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "ok: roster version %d (%s) verifies from genesis %s\n", r.Version, digest, *genesis)
+	fmt.Fprintf(c.stdout, "ok: roster version %d (%s) verifies from genesis %s\n", r.Version, digest, genesis)
 	return nil
 }
 
-func rosterSign(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("roster sign", "mediator roster sign DIGEST --key FILE [--genesis D]", stderr)
-	connect := bindClientFlags(fs)
-	genesis := genesisFlag(fs)
+// rosterSign checks a proposal against the verified chain, shows it and
+// signs it.
+func rosterSign(ctx context.Context, c *call, args []string) error {
+	var cl clientOptions
+	var genesis string
+	fs := c.newFlags(rosterClientSettings(&cl, &genesis)...)
 	keyFile := fs.String("key", "", "your approver key file: the key in the version in force, or your new key to prove you hold it")
 	digest, err := parseWithID(fs, args)
 	if err != nil {
 		return err
 	}
-	if *genesis == "" {
+	if genesis == "" {
 		return errors.New("roster sign: --genesis (or MEDIATOR_ROSTER_GENESIS) is required: you sign only on top of a chain you verified")
 	}
-	c, err := connect()
+	cli, err := cl.connect()
 	if err != nil {
 		return err
 	}
@@ -213,30 +198,30 @@ func rosterSign(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer clear(priv)
-	me, err := c.Whoami(ctx)
+	me, err := cli.Whoami(ctx)
 	if err != nil {
 		return err
 	}
-	p, err := c.RosterProposal(ctx, digest)
+	p, err := cli.RosterProposal(ctx, digest)
 	if err != nil {
 		return err
 	}
-	cur, err := checkProposal(ctx, c, *genesis, p)
+	cur, err := checkProposal(ctx, cli, genesis, p)
 	if err != nil {
 		return err
 	}
 	if cur != nil {
-		showRoster(stderr, *cur, p.Previous)
+		showRoster(c.stderr, *cur, p.Previous)
 	}
-	showProposal(stderr, p)
+	showProposal(c.stderr, p)
 	if !signsFor(cur, p, me.Subject, priv.Public().(ed25519.PublicKey)) {
 		return fmt.Errorf("roster sign: your key is not %s's key in the roster in force nor in the proposal", me.Subject)
 	}
-	out, err := c.SignRoster(ctx, priv, me.Subject, digest)
+	out, err := cli.SignRoster(ctx, priv, me.Subject, digest)
 	if err != nil {
 		return err
 	}
-	showProposal(stdout, out)
+	showProposal(c.stdout, out)
 	return nil
 }
 
@@ -275,14 +260,15 @@ func signsFor(cur *roster.Roster, p wire.RosterProposal, approverID string, pub 
 	return ok && a.PublicKey.Equal(pub)
 }
 
-func approverCheckinCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("approver checkin", "mediator approver checkin --key FILE", stderr)
-	connect := bindClientFlags(fs)
+// approverCheckinCmd signs and submits an approver's liveness check-in.
+func approverCheckinCmd(ctx context.Context, c *call, args []string) error {
+	var cl clientOptions
+	fs := c.newFlags(clientSettings(&cl)...)
 	keyFile := fs.String("key", "", "your approver key file, as in the roster in force")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c, err := connect()
+	cli, err := cl.connect()
 	if err != nil {
 		return err
 	}
@@ -291,15 +277,15 @@ func approverCheckinCmd(ctx context.Context, args []string, stdout, stderr io.Wr
 		return err
 	}
 	defer clear(priv)
-	me, err := c.Whoami(ctx)
+	me, err := cli.Whoami(ctx)
 	if err != nil {
 		return err
 	}
-	out, err := c.Checkin(ctx, priv, me.Subject)
+	out, err := cli.Checkin(ctx, priv, me.Subject)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "checked in as %s (key %s) at %s\n", out.ApproverID, out.KeyID, out.At.UTC().Format("2006-01-02T15:04:05Z"))
+	fmt.Fprintf(c.stdout, "checked in as %s (key %s) at %s\n", out.ApproverID, out.KeyID, out.At.UTC().Format("2006-01-02T15:04:05Z"))
 	return nil
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -31,26 +30,20 @@ import (
 	"github.com/mediatorhq/mediator/pgmetrics"
 	"github.com/mediatorhq/mediator/policy"
 	"github.com/mediatorhq/mediator/redact"
-	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/secretfile"
 	"github.com/mediatorhq/mediator/stats"
 	"github.com/mediatorhq/mediator/vaultclient"
 )
 
-func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
-	var cfg serveConfig
-	fs := newFlagSet("serve", "mediator serve [flags]", stderr)
-	bindServeFlags(fs, &cfg)
-	if err := fs.Parse(args); err != nil {
+// serveCmd runs the service with the configuration of its command line
+// and environment; a malformed or missing setting stops it before it
+// connects to anything.
+func serveCmd(ctx context.Context, c *call, args []string) error {
+	cfg, err := loadServeConfig(c, args)
+	if err != nil {
 		return err
 	}
-	if err := cfg.resolve(); err != nil {
-		return err
-	}
-	if err := cfg.validate(); err != nil {
-		return fmt.Errorf("configuration:\n%w", err)
-	}
-	log := newLogger(stderr, cfg.LogLevel, cfg.secrets())
+	log := newLogger(c.stderr, cfg.LogLevel, cfg.secrets())
 	setGCPercent(log)
 	if err := serve(ctx, cfg, log, nil); err != nil {
 		log.Error("serve failed", "err", err)
@@ -242,10 +235,8 @@ func startLawfulAccess(ctx context.Context, cfg serveConfig, log *slog.Logger, m
 		return err
 	}
 	owned.Push("webhook delivery", job.Start(ctx, notifier.Run))
-	if cfg.RosterGenesis == "" {
+	if cfg.RosterGenesis == "" { // its form was checked with the rest of the configuration
 		log.Warn("no roster genesis is pinned (--roster-genesis): no approver is trusted and no key can be released")
-	} else if !roster.ValidDigest(cfg.RosterGenesis) {
-		return fmt.Errorf("--roster-genesis must be a sha256: digest, not %q", cfg.RosterGenesis)
 	}
 	rosterStore := governance.NewPGStore(pool, inTx)
 	gov := governance.New(governance.Config{Chain: rosterStore, Proposals: rosterStore, Checkins: rosterStore,

@@ -16,9 +16,11 @@ import (
 
 // vaultBootstrapCmd prepares a Vault server with an operator's token. The
 // AppRole secret id goes to a file (0600), never to the terminal or a log.
-func vaultBootstrapCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("vault bootstrap", "mediator vault bootstrap --secret-id-file FILE [--vault-addr URL] [--custodian NAME]", stderr)
-	addr := fs.String("vault-addr", env("", "VAULT_ADDR"), "Vault address [VAULT_ADDR]")
+func vaultBootstrapCmd(ctx context.Context, c *call, args []string) error {
+	var addr, token string
+	fs := c.newFlags(
+		setting{flag: "vault-addr", env: vars("VAULT_ADDR"), value: text(&addr, ""), usage: "Vault address"},
+		setting{env: vars("VAULT_TOKEN"), value: text(&token, ""), secret: true, usage: "a Vault token allowed to manage mounts, policies and auth methods"})
 	custodianName := fs.String("custodian", "", "prepare this Vault for custodian NAME instead (its Transit key, KV prefix, policy and AppRole only; docs/custodians.md)")
 	secretFile := fs.String("secret-id-file", "", "file to write the AppRole secret id to (created 0600)")
 	roleFile := fs.String("role-id-file", "", "also write the AppRole role id to this file (for MEDIATOR_VAULT_ROLE_ID_FILE)")
@@ -26,14 +28,13 @@ func vaultBootstrapCmd(ctx context.Context, args []string, stdout, stderr io.Wri
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	token := os.Getenv("VAULT_TOKEN")
-	if *addr == "" || token == "" {
+	if addr == "" || token == "" {
 		return errors.New("vault bootstrap: set VAULT_ADDR and VAULT_TOKEN (a token allowed to manage mounts, policies and auth methods)")
 	}
 	if *secretFile == "" {
 		return errors.New("vault bootstrap: --secret-id-file is required")
 	}
-	client, err := vaultclient.Connect(ctx, newLogger(io.Discard, "info", nil), vaultclient.Config{Addr: *addr, Token: token})
+	client, err := vaultclient.Connect(ctx, newLogger(io.Discard, "info", nil), vaultclient.Config{Addr: addr, Token: token})
 	if err != nil {
 		return fmt.Errorf("vault bootstrap: %w", err)
 	}
@@ -62,31 +63,30 @@ func vaultBootstrapCmd(ctx context.Context, args []string, stdout, stderr io.Wri
 	if *custodianName != "" {
 		// The custodian's configuration file takes these (docs/custodians.md).
 		b, _ := json.MarshalIndent(map[string]any{
-			"vault":   map[string]string{"addr": *addr, "role_id": creds.RoleID, "secret_id_file": *secretFile},
+			"vault":   map[string]string{"addr": addr, "role_id": creds.RoleID, "secret_id_file": *secretFile},
 			"transit": map[string]string{"mount": vaultsetup.TransitMount, "key": *custodianName},
 			"kv":      map[string]string{"mount": vaultsetup.KVMount, "prefix": vaultsetup.CustodianPrefix(*custodianName)},
 		}, "", "  ")
-		fmt.Fprintf(stdout, "%s\n", b)
+		fmt.Fprintf(c.stdout, "%s\n", b)
 		return nil
 	}
-	fmt.Fprintf(stdout, "export MEDIATOR_VAULT_ADDR=%s\nexport MEDIATOR_VAULT_ROLE_ID=%s\nexport MEDIATOR_VAULT_SECRET_ID_FILE=%s\n",
-		shellQuote(*addr), shellQuote(creds.RoleID), shellQuote(*secretFile))
+	fmt.Fprintf(c.stdout, "export MEDIATOR_VAULT_ADDR=%s\nexport MEDIATOR_VAULT_ROLE_ID=%s\nexport MEDIATOR_VAULT_SECRET_ID_FILE=%s\n",
+		shellQuote(addr), shellQuote(creds.RoleID), shellQuote(*secretFile))
 	return nil
 }
 
 // vaultBuildCmd prints the path of the pinned Vault binary, building it
 // first if the cache lacks it. `make test` runs it before the tests so the
 // one slow build never happens inside a test's timeout.
-func vaultBuildCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("vault build", "mediator vault build", stderr)
-	if err := fs.Parse(args); err != nil {
+func vaultBuildCmd(ctx context.Context, c *call, args []string) error {
+	if err := c.newFlags().Parse(args); err != nil {
 		return err
 	}
-	bin, err := servers.EnsureVaultBinary(ctx, newLogger(stderr, "info", nil))
+	bin, err := servers.EnsureVaultBinary(ctx, newLogger(c.stderr, "info", nil))
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, bin)
+	fmt.Fprintln(c.stdout, bin)
 	return nil
 }
 

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"fmt"
+)
+
+// commands is the tree of every command and verb: what dispatches them,
+// and what their usage texts and the package documentation list.
+func commands() *command {
+	return &command{name: "mediator", verbs: []*command{
+		{name: "serve", forms: []form{{"[flags]", "run the service"}}, run: serveCmd},
+		{name: "migrate", forms: []form{{"[flags]", "apply the embedded SQL migrations"}}, run: migrateCmd},
+		{name: "dev", forms: []form{{"[flags]", "run PostgreSQL, Vault, custodians and the service locally"}}, run: devCmd, verbs: []*command{
+			{name: "token", forms: []form{{"--sub NAME --roles r1,r2 [--ttl 1h]", "print a bearer token the running dev instance accepts"}}, run: devTokenCmd},
+			{name: "env", forms: []form{{"[--state-dir DIR]", "print export lines for the running dev instance"}}, run: devEnvCmd},
+		}},
+		{name: "audit", verbs: []*command{
+			{name: "verify", run: auditVerifyCmd, forms: []form{
+				{"[flags]", "recompute and check the whole log in the database"},
+				{"--bundle FILE --key VKEY", "check an evidence bundle offline"}}},
+		}},
+		escrowCommands(),
+		{name: "custodian", verbs: []*command{
+			{name: "init", forms: []form{{"--config FILE [--url URL]", "create a custodian's keys; print its roster entry"}}, run: custodianInitCmd},
+			{name: "serve", forms: []form{{"--config FILE", "run one custodian service, with its own credentials"}}, run: custodianServeCmd},
+		}},
+		rosterCommands(),
+		{name: "approver", verbs: []*command{
+			{name: "checkin", forms: []form{{"--key FILE", "sign a liveness check-in (approver)"}}, run: approverCheckinCmd},
+		}},
+		requestCommands(),
+		{name: "keygen", run: keygenCmd, forms: []form{
+			{"--approver|--recipient --out FILE", "make an approver signing key or a recipient key pair"}}},
+		{name: "loadgen", run: loadgenCmd, forms: []form{
+			{"[--rate N] [--duration 10s] [--copy-baseline]", "send realistic events to a running mediator and report"},
+			{"--deposits [--workers 32]", "escrow random keys as fast as a running mediator answers"},
+			{"--maximal [--workers 32] [--requests 2]", "send maximal ingest requests at once; report answers and peak memory"}}},
+		{name: "vault", verbs: []*command{
+			{name: "bootstrap", forms: []form{{"--secret-id-file FILE [flags]", "prepare a Vault server (mounts, keys, policy, AppRole)"}}, run: vaultBootstrapCmd},
+			{name: "build", forms: []form{{"", "build or find the pinned Vault server; print its path"}}, run: vaultBuildCmd},
+		}},
+		{name: "version", forms: []form{{"", "print the version"}}, run: versionCmd},
+	}}
+}
+
+// escrowCommands are the escrow verbs: deposit and custodians are API
+// clients; destroy and the legal holds work on the database and the
+// custodians.
+func escrowCommands() *command {
+	return &command{name: "escrow", verbs: []*command{
+		{name: "deposit", forms: []form{{"--conversation C --key-id K --key-file F", "split and seal a key here and escrow it (depositor)"}}, run: escrowDeposit},
+		{name: "custodians", forms: []form{{"", "print the custodian set and the digest depositors pin"}}, run: escrowCustodians},
+		{name: "destroy", forms: []form{{"--before DATE", "destroy escrowed keys past retention (legal holds respected)"}}, run: escrowDestroy},
+		{name: "hold", forms: []form{{"--conversation ID --reason TEXT", "put a conversation under a legal hold (operator)"}}, run: escrowHold},
+		{name: "release-hold", forms: []form{{"--id HOLD", "release a legal hold (operator)"}}, run: escrowReleaseHold},
+	}}
+}
+
+// rosterCommands are the roster verbs, API clients but for genesis.
+func rosterCommands() *command {
+	return &command{name: "roster", about: rosterDraftFormat, verbs: []*command{
+		{name: "genesis", forms: []form{{"--file DRAFT", "print the digest a draft has as the first version (what everyone pins)"}}, run: rosterGenesis},
+		{name: "propose", forms: []form{{"--file DRAFT", "propose the next version (admin); nothing changes until a quorum signs"}}, run: rosterPropose},
+		{name: "show", forms: []form{{"[DIGEST]", "show the roster in force, verified, or a proposal and what it changes"}}, run: rosterShow},
+		{name: "sign", forms: []form{{"DIGEST --key FILE", "check a proposal against the verified chain, show it, sign it (approver)"}}, run: rosterSign},
+		{name: "verify", forms: []form{{"", "verify the served chain from the pinned genesis; exit 1 if it fails"}}, run: rosterVerify},
+	}}
+}
+
+// requestCommands are the lawful-access verbs, API clients.
+func requestCommands() *command {
+	return &command{name: "request", about: clientAbout, verbs: []*command{
+		{name: "create", forms: []form{{"--case ID --conversation C --from T --to T --recipient FILE.pub [flags]", "file a lawful-access request (officer)"}}, run: requestCreate},
+		{name: "show", forms: []form{{"ID", "show a request, its digest and approvals"}}, run: requestShow},
+		{name: "list", forms: []form{{"[--status S]", "list requests"}}, run: requestList},
+		{name: "approve", forms: []form{{"ID --key FILE [--deny]", "check the request, show what you sign, sign and submit your vote (approver)"}}, run: requestApprove},
+		{name: "release", forms: []form{{"ID --key FILE --out FILE", "release the keys (the requesting officer) and open them locally"}}, run: requestRelease},
+		{name: "revoke", forms: []form{{"ID", "withdraw your request"}}, run: requestShow},
+	}}
+}
+
+// versionCmd prints the version.
+func versionCmd(ctx context.Context, c *call, args []string) error {
+	if err := c.newFlags().Parse(args); err != nil {
+		return err
+	}
+	fmt.Fprintln(c.stdout, "mediator", version)
+	return nil
+}
