@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,23 +16,6 @@ import (
 	"github.com/mediatorhq/mediator/seal"
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/wire"
-)
-
-// RefusedError is a release the custodian's own checks refuse, with its
-// reasons (the policy's, or what the evidence lacks).
-type RefusedError struct {
-	Reasons        []string
-	PolicyRevision string
-}
-
-func (e *RefusedError) Error() string {
-	return "custodian: release refused: " + strings.Join(e.Reasons, "; ")
-}
-
-// Errors of a call as a whole.
-var (
-	errBadRequest  = errors.New("custodian: bad request")
-	errUnavailable = errors.New("custodian: a dependency is unavailable")
 )
 
 // maxReleaseShares bounds the shares one release call asks for.
@@ -65,7 +47,7 @@ func (c *Custodian) Release(ctx context.Context, ev wire.ReleaseEvidence) (wire.
 func (c *Custodian) release(ctx context.Context, ev wire.ReleaseEvidence) (wire.ReleaseAnswer, error) {
 	rev := c.policy.Revision()
 	if len(ev.Shares) == 0 || len(ev.Shares) > maxReleaseShares {
-		return wire.ReleaseAnswer{}, fmt.Errorf("%w: a release asks for 1–%d shares", errBadRequest, maxReleaseShares)
+		return wire.ReleaseAnswer{}, badRequest("a release asks for 1–%d shares", maxReleaseShares)
 	}
 	req, err := approval.Parse(ev.Canonical)
 	if err != nil {
