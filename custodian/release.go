@@ -137,8 +137,9 @@ func (c *Custodian) checkLogEvidence(ctx context.Context, ev wire.ReleaseEvidenc
 }
 
 // checkReleaseLogged checks the release's log evidence against a
-// checkpoint this custodian cosigned for the first log it witnesses. A
-// non-empty reason refuses the release; logged means nothing then.
+// checkpoint this custodian cosigned for the first log it witnesses: it
+// returns which approvals are logged, or a reason that refuses the
+// release, or an error.
 func (c *Custodian) checkReleaseLogged(ctx context.Context, ev wire.ReleaseEvidence, requestID, digest string) ([]bool, string, error) {
 	if ev.Log == nil {
 		return nil, "the release comes without proof that its request and approvals are in the audit log", nil
@@ -152,7 +153,10 @@ func (c *Custodian) checkReleaseLogged(ctx context.Context, ev wire.ReleaseEvide
 		return nil, fmt.Sprintf("the proofs are against a checkpoint of size %d that this custodian has not cosigned (or no longer remembers)", ev.Log.TreeSize), nil
 	}
 	logged, reason := checkLogged(root, ev.Log, requestID, digest, ev.Approvals)
-	return logged, reason, nil
+	if reason != "" {
+		return nil, reason, nil
+	}
+	return logged, "", nil
 }
 
 // decide asks this custodian's own release policy. When it returns

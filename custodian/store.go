@@ -261,7 +261,10 @@ func (s *store) deposit(ctx context.Context, locator, escrowID string) (record, 
 		return record{}, nil, err
 	}
 	r, err := recordIn(sec, escrowID)
-	return r, sec, err
+	if err != nil {
+		return record{}, nil, err
+	}
+	return r, sec, nil
 }
 
 // entry reads the deposit entry at locator.
