@@ -108,7 +108,8 @@ func openIdentity(ctx context.Context, name string, data map[string]any, w Wrapp
 	return &identity{hpke: priv, hpkePub: seal.PublicKeyOf(priv), sign: ed25519.NewKeyFromSeed(seed)}, nil
 }
 
-// rewrapIdentity moves the wrapped keys to the wrapper's current key.
+// rewrapIdentity moves the wrapped keys to the wrapper's current key and
+// reports whether they moved; on an error, nothing is reported moved.
 func rewrapIdentity(ctx context.Context, name string, st *store, w Wrapper) (bool, error) {
 	sec, err := st.get(ctx, st.path("identity"))
 	if err != nil {
@@ -133,7 +134,10 @@ func rewrapIdentity(ctx context.Context, name string, st *store, w Wrapper) (boo
 	if !changed {
 		return false, nil
 	}
-	return true, st.replace(ctx, st.path("identity"), sec, data)
+	if err := st.replace(ctx, st.path("identity"), sec, data); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // publicSigningKey is the base64 text of the receipt-signing public key.

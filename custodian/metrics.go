@@ -95,12 +95,15 @@ func (m *Metrics) release(err error, d time.Duration) {
 	if m == nil {
 		return
 	}
-	var refused *RefusedError
+	var (
+		refused *RefusedError
+		bad     *badRequestError
+	)
 	outcome := "checked"
 	switch {
 	case errors.As(err, &refused):
 		outcome = "refused"
-	case errors.Is(err, errBadRequest):
+	case errors.As(err, &bad):
 		outcome = "bad_request"
 	case err != nil:
 		outcome = "error"

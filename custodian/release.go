@@ -4,36 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
-	"slices"
-	"strings"
-	"sync"
 	"time"
-
-	vaultapi "github.com/hashicorp/vault/api"
 
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/policy"
-	"github.com/mediatorhq/mediator/seal"
-	"github.com/mediatorhq/mediator/shares"
+	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/wire"
-)
-
-// RefusedError is a release the custodian's own checks refuse, with its
-// reasons (the policy's, or what the evidence lacks).
-type RefusedError struct {
-	Reasons        []string
-	PolicyRevision string
-}
-
-func (e *RefusedError) Error() string {
-	return "custodian: release refused: " + strings.Join(e.Reasons, "; ")
-}
-
-// Errors of a call as a whole.
-var (
-	errBadRequest  = errors.New("custodian: bad request")
-	errUnavailable = errors.New("custodian: a dependency is unavailable")
 )
 
 // maxReleaseShares bounds the shares one release call asks for.
@@ -62,317 +38,108 @@ func (c *Custodian) Release(ctx context.Context, ev wire.ReleaseEvidence) (wire.
 	return ans, err
 }
 
+// release runs the phases of a release in order, each of which may refuse
+// it as a whole: verify the request and roster, check the log evidence,
+// decide; only then are the shares checked and given out, one by one.
 func (c *Custodian) release(ctx context.Context, ev wire.ReleaseEvidence) (wire.ReleaseAnswer, error) {
 	rev := c.policy.Revision()
 	if len(ev.Shares) == 0 || len(ev.Shares) > maxReleaseShares {
-		return wire.ReleaseAnswer{}, fmt.Errorf("%w: a release asks for 1–%d shares", errBadRequest, maxReleaseShares)
+		return wire.ReleaseAnswer{}, badRequest("a release asks for 1–%d shares", maxReleaseShares)
 	}
-	req, err := approval.Parse(ev.Canonical)
+	cr, err := c.verifyRequest(ctx, ev, rev)
 	if err != nil {
-		return wire.ReleaseAnswer{}, &RefusedError{Reasons: []string{"the request is not a canonical request: " + err.Error()}, PolicyRevision: rev}
-	}
-	if !validUUID(req.ID) {
-		return wire.ReleaseAnswer{}, &RefusedError{Reasons: []string{"the request's id is not a UUID"}, PolicyRevision: rev}
-	}
-	digest := approval.Digest(ev.Canonical)
-	if err := req.Recipient.Validate(); err != nil {
-		return wire.ReleaseAnswer{}, &RefusedError{Reasons: []string{"the request's recipient key is unusable"}, PolicyRevision: rev}
-	}
-	current, rosterDigest, err := c.trustRoster(ctx, ev.Roster)
-	if errors.Is(err, errUnavailable) {
 		return wire.ReleaseAnswer{}, err
 	}
+	logged, err := c.checkLogEvidence(ctx, ev, cr)
 	if err != nil {
-		c.log.Warn("release refused: roster", "custodian", c.cfg.Name, "request_id", req.ID, "err", err)
-		return wire.ReleaseAnswer{}, &RefusedError{Reasons: []string{err.Error()}, PolicyRevision: rev}
+		return wire.ReleaseAnswer{}, err
 	}
-	// A custodian that witnesses the audit log releases only what the log
-	// shows: the request and every approval that counts, proven included
-	// under a checkpoint it cosigned itself.
-	var logged []bool
-	if c.witness != nil {
-		var reason string
-		logged, reason, err = c.checkReleaseLogged(ctx, ev, req.ID, digest)
-		if err != nil {
-			return wire.ReleaseAnswer{}, err
-		}
-		if reason != "" {
-			c.log.Warn("release refused: log", "custodian", c.cfg.Name, "request_id", req.ID, "reason", reason)
-			c.metrics.logRefused()
-			return wire.ReleaseAnswer{}, &RefusedError{Reasons: []string{reason}, PolicyRevision: rev}
-		}
-	}
-	var unlogged []string
-	now := c.now().UTC()
-	in := policy.ReleaseInput{Now: now, Request: policy.ReleaseRequest{ID: req.ID, Requester: req.Requester, CaseID: req.CaseID,
-		LegalBasis: req.LegalBasis, Jurisdiction: req.Jurisdiction,
-		Scope:     policy.ReleaseScope{ConversationIDs: req.Scope.ConversationIDs, From: req.Scope.From, To: req.Scope.To},
-		CreatedAt: req.CreatedAt, ExpiresAt: req.ExpiresAt}}
-	for i, a := range ev.Approvals {
-		roles, verified, active := verifyApproval(current, a.ApproverID, req.ID, digest, a.Decision, a.Signature)
-		if logged != nil && !logged[i] {
-			// Not in the log: it counts for nothing here.
-			verified = false
-			unlogged = append(unlogged, fmt.Sprintf("the approval by %s is not in the audit log under a checkpoint this custodian cosigned", a.ApproverID))
-		}
-		// The signature does not cover the time; the mediator's claim is
-		// taken, but never later than now nor earlier than the request.
-		at := a.ApprovedAt.UTC()
-		if at.After(now) || at.Before(req.CreatedAt) {
-			at = now
-		}
-		in.Approvals = append(in.Approvals, policy.ReleaseApproval{ApproverID: a.ApproverID, Roles: roles,
-			Decision: a.Decision, ApprovedAt: at, SignatureVerified: verified, ApproverActive: active})
-	}
-	d, err := c.policy.DecideRelease(ctx, in)
+	d, err := c.decide(ctx, ev, cr, logged)
 	if err != nil {
-		// Fail closed: no decision, no share.
-		return wire.ReleaseAnswer{}, fmt.Errorf("%w: policy: %v", errUnavailable, err)
+		return wire.ReleaseAnswer{}, err
 	}
-	if !d.Allow {
-		reasons := append(d.Reasons, unlogged...)
-		c.log.Warn("release refused", "custodian", c.cfg.Name, "request_id", req.ID, "reasons", reasons, "policy_revision", rev)
-		return wire.ReleaseAnswer{}, &RefusedError{Reasons: reasons, PolicyRevision: rev}
-	}
-	if !now.Before(req.ExpiresAt) {
-		return wire.ReleaseAnswer{}, &RefusedError{Reasons: []string{"the request has expired"}, PolicyRevision: rev}
-	}
-	out := wire.ReleaseAnswer{PolicyRevision: rev, Shares: c.releaseShares(ctx, req, digest, rev, rosterDigest, ev.Shares)}
+	out := wire.ReleaseAnswer{PolicyRevision: rev, Shares: c.releaseShares(ctx, cr, ev.Shares)}
 	released := 0
 	for _, s := range out.Shares {
 		if s.Error == nil {
 			released++
 		}
 	}
-	c.log.Info("release checked", "custodian", c.cfg.Name, "request_id", req.ID, "digest", digest, "decision_id", d.ID,
+	c.log.Info("release checked", "custodian", c.cfg.Name, "request_id", cr.req.ID, "digest", cr.digest, "decision_id", d.ID,
 		"shares_released", released, "shares_refused", len(ev.Shares)-released, "policy_revision", rev)
 	return out, nil
 }
 
-// releaseParallelism bounds the Vault calls of one release in flight at
-// once: enough to keep the custodian's Vault busy, few enough to leave it
-// room.
-const releaseParallelism = 16
-
-// releaseShares checks each share asked for against the custodian's own
-// record and re-seals those that pass, each released once for the
-// request. Deposit entries are read once each (shares deposited together
-// share one), the shares unwrapped in one call to the custodian's key, and
-// what the call gives out written as one release record.
-func (c *Custodian) releaseShares(ctx context.Context, req approval.Request, digest, rev, rosterDigest string, refs []wire.ShareRef) []wire.CustodianShare {
-	out := make([]wire.CustodianShare, len(refs))
-	fail := func(i int, code, msg string) {
-		out[i] = wire.CustodianShare{EscrowID: refs[i].EscrowID, Error: &wire.ItemError{Code: code, Message: msg}}
-		c.metrics.shareReleased(code)
-	}
-	already, records, err := c.store.released(ctx, req.ID)
-	if err != nil {
-		c.log.Error("release records unreadable", "custodian", c.cfg.Name, "request_id", req.ID, "err", err)
-		for i := range refs {
-			fail(i, codeUnavailable, "the custodian's store is unavailable")
-		}
-		return out
-	}
-	entries := c.readEntries(ctx, refs)
-	var (
-		todo          []int // indexes into refs
-		recs          []record
-		aads, wrapped [][]byte
-		seen          = map[string]bool{}
-	)
-	for i, ref := range refs {
-		out[i].EscrowID = ref.EscrowID
-		e := entries[ref.Locator]
-		if !validUUID(ref.EscrowID) || errors.Is(e.err, errNoRecord) {
-			fail(i, codeNotFound, "this custodian holds no such share (never stored, or destroyed)")
-			continue
-		}
-		if e.err != nil {
-			fail(i, codeUnavailable, "the custodian's store is unavailable")
-			continue
-		}
-		rec, err := recordIn(e.sec, ref.EscrowID)
-		if errors.Is(err, errNoRecord) {
-			fail(i, codeNotFound, "this custodian holds no such share (never stored, or destroyed)")
-			continue
-		}
-		stored, perr := time.Parse(shares.TimeLayout, rec.StoredAt)
-		switch {
-		case err != nil || perr != nil:
-			fail(i, codeNotFound, "the share's record is unreadable")
-			continue
-		case !slices.Contains(req.Scope.ConversationIDs, rec.ConversationID):
-			fail(i, codeNotInScope, "the share's conversation is not in the request's scope")
-			continue
-		case stored.Before(req.Scope.From) || stored.After(req.Scope.To):
-			fail(i, codeNotInScope, "the share was stored outside the request's window")
-			continue
-		case already[ref.EscrowID] || seen[ref.EscrowID]:
-			fail(i, codeAlreadyReleased, "this share was already released for this request")
-			continue
-		}
-		seen[ref.EscrowID] = true
-		todo, recs = append(todo, i), append(recs, rec)
-		aads, wrapped = append(aads, aad(rec.ConversationID, rec.KeyID)), append(wrapped, []byte(rec.Wrapped))
-	}
-	if len(todo) == 0 {
-		return out
-	}
-
-	// Open and re-seal, each share to the recipient, with its receipt.
-	to, err := seal.NewSealer(req.Recipient)
-	if err != nil {
-		for _, i := range todo {
-			fail(i, codeUnavailable, "the share could not be sealed to the recipient")
-		}
-		return out
-	}
-	plain, errs := c.wrapper.UnwrapAll(ctx, aads, wrapped)
-	at := shares.FormatTime(c.now())
-	ready := make([]bool, len(todo))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
-	for j, i := range todo {
-		if errs[j] != nil {
-			c.log.Error("unwrap failed", "custodian", c.cfg.Name, "escrow_id", recs[j].EscrowID, "err", errs[j])
-			fail(i, codeUnavailable, "the custodian's key is unavailable")
-			continue
-		}
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			defer clear(plain[j])
-			if code, msg := c.sealShare(to, req, digest, rev, rosterDigest, at, recs[j], plain[j], &out[i]); code != "" {
-				fail(i, code, msg)
-				return
-			}
-			ready[j] = true
-		})
-	}
-	wg.Wait()
-
-	// The shares still within their abort window are recorded as such, so
-	// that the coordinator can no longer abort (destroy) them.
-	var fresh []string
-	for j := range todo {
-		stored, _ := time.Parse(shares.TimeLayout, recs[j].StoredAt)
-		if ready[j] && c.now().Sub(stored) <= c.cfg.AbortWindow.Duration {
-			fresh = append(fresh, recs[j].EscrowID)
-		}
-	}
-	if len(fresh) > 0 {
-		if err := c.store.putFresh(ctx, c.now(), req.ID, fresh); err != nil {
-			c.log.Error("release not recorded", "custodian", c.cfg.Name, "request_id", req.ID, "err", err)
-			for j, i := range todo {
-				if ready[j] {
-					ready[j] = false
-					fail(i, codeUnavailable, "the custodian's store is unavailable")
-				}
-			}
-			return out
-		}
-	}
-
-	// One write-once record per call makes each share's release for this
-	// request the only one: a concurrent call that wrote record n first
-	// wins its shares, and this call retries with the rest.
-	for attempt := 0; ; attempt++ {
-		rr := releaseRecord{RequestDigest: digest, RecipientKey: req.Recipient.Fingerprint(), At: at, Receipts: map[string]string{}}
-		for j, i := range todo {
-			if ready[j] {
-				rr.Receipts[recs[j].EscrowID] = out[i].Receipt.Hash()
-			}
-		}
-		if len(rr.Receipts) == 0 {
-			return out
-		}
-		err := c.store.putRelease(ctx, req.ID, records+1, rr)
-		if err == nil {
-			break
-		}
-		var taken map[string]bool
-		if errors.Is(err, errExists) && attempt < 5 {
-			taken, records, err = c.store.released(ctx, req.ID)
-		} else if err == nil {
-			err = errors.New("too many concurrent releases of one request")
-		}
-		for j, i := range todo {
-			switch {
-			case !ready[j]:
-			case err != nil:
-				ready[j] = false
-				fail(i, codeUnavailable, "the custodian's store is unavailable")
-			case taken[recs[j].EscrowID]:
-				ready[j] = false
-				fail(i, codeAlreadyReleased, "this share was already released for this request")
-			}
-		}
-		if err != nil {
-			c.log.Error("release record not written", "custodian", c.cfg.Name, "request_id", req.ID, "err", err)
-			return out
-		}
-	}
-	for j := range todo {
-		if ready[j] {
-			c.metrics.shareReleased("released")
-		}
-	}
-	return out
+// checkedRequest is a release's request as this custodian verified it:
+// nothing in it is the caller's word.
+type checkedRequest struct {
+	req          approval.Request // parsed from the canonical bytes
+	digest       string           // of the canonical bytes
+	roster       roster.Roster    // the version in force, verified from the pinned genesis
+	rosterDigest string           // its digest
+	rev          string           // the revision of the policy that decides
 }
 
-// entryRead is one deposit entry read for a release.
-type entryRead struct {
-	sec *vaultapi.KVSecret
-	err error
+// verifyRequest parses and verifies a release's request and roster chain.
+// When it returns without error, the request was parsed from its
+// canonical bytes, its id is a UUID (it names paths in the store), its
+// recipient key is usable, and the roster chain verifies from the genesis
+// this custodian pins and holds the newest version it has seen, which it
+// has recorded if newer. Anything else is a *RefusedError; a roster record
+// it cannot read or write is errUnavailable.
+func (c *Custodian) verifyRequest(ctx context.Context, ev wire.ReleaseEvidence, rev string) (checkedRequest, error) {
+	refuse := func(reason string) (checkedRequest, error) {
+		return checkedRequest{}, &RefusedError{Reasons: []string{reason}, PolicyRevision: rev}
+	}
+	req, err := approval.Parse(ev.Canonical)
+	if err != nil {
+		return refuse("the request is not a canonical request: " + err.Error())
+	}
+	if !validUUID(req.ID) {
+		return refuse("the request's id is not a UUID")
+	}
+	digest := approval.Digest(ev.Canonical)
+	if err := req.Recipient.Validate(); err != nil {
+		return refuse("the request's recipient key is unusable")
+	}
+	current, rosterDigest, err := c.trustRoster(ctx, ev.Roster)
+	if errors.Is(err, errUnavailable) {
+		return checkedRequest{}, err
+	}
+	if err != nil {
+		c.log.Warn("release refused: roster", "custodian", c.cfg.Name, "request_id", req.ID, "err", err)
+		return refuse(err.Error())
+	}
+	return checkedRequest{req: req, digest: digest, roster: current, rosterDigest: rosterDigest, rev: rev}, nil
 }
 
-// readEntries reads each deposit entry the refs name once.
-func (c *Custodian) readEntries(ctx context.Context, refs []wire.ShareRef) map[string]entryRead {
-	out := make(map[string]entryRead)
-	seen := make(map[string]bool)
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, releaseParallelism)
-	for _, ref := range refs {
-		if seen[ref.Locator] {
-			continue
-		}
-		seen[ref.Locator] = true
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			sec, err := c.store.entry(ctx, ref.Locator)
-			mu.Lock()
-			out[ref.Locator] = entryRead{sec: sec, err: err}
-			mu.Unlock()
-		})
+// checkLogEvidence holds a custodian that witnesses the audit log to
+// release only what the log shows. There, when it returns without error,
+// the request is proven included under a checkpoint this custodian
+// cosigned itself, and logged[i] tells whether approval i is too; a
+// release without that proof is refused (and counted), and a witness
+// record it cannot read is errUnavailable. A custodian that witnesses no
+// log checks nothing here and returns nil logged: no approval is held back.
+func (c *Custodian) checkLogEvidence(ctx context.Context, ev wire.ReleaseEvidence, cr checkedRequest) ([]bool, error) {
+	if c.witness == nil {
+		return nil, nil
 	}
-	wg.Wait()
-	return out
-}
-
-// sealShare re-seals one checked share to the request's recipient and
-// signs its receipt, filling in out; it returns an item error's code and
-// message if it cannot.
-func (c *Custodian) sealShare(to *seal.Sealer, req approval.Request, digest, rev, rosterDigest, at string, rec record, share []byte, out *wire.CustodianShare) (string, string) {
-	sealed, err := shares.SealReleased(to, req.ID, rec.ConversationID, rec.KeyID, c.cfg.Name, rec.Index, share)
+	logged, reason, err := c.checkReleaseLogged(ctx, ev, cr.req.ID, cr.digest)
 	if err != nil {
-		return codeUnavailable, "the share could not be sealed to the recipient"
+		return nil, err
 	}
-	r := shares.Receipt{Kind: shares.ReceiptRelease, Custodian: c.cfg.Name, EscrowID: rec.EscrowID,
-		ConversationID: rec.ConversationID, KeyID: rec.KeyID, Index: rec.Index, Commitment: rec.Commitment,
-		SealedSHA256: shares.SealedHash(sealed), At: at, RequestID: req.ID, RequestDigest: digest,
-		RecipientKey: req.Recipient.Fingerprint(), PolicyRevision: rev, RosterDigest: rosterDigest}
-	signed, err := shares.Sign(c.id.sign, r)
-	if err != nil {
-		return codeUnavailable, "the receipt could not be signed"
+	if reason != "" {
+		c.log.Warn("release refused: log", "custodian", c.cfg.Name, "request_id", cr.req.ID, "reason", reason)
+		c.metrics.logRefused()
+		return nil, &RefusedError{Reasons: []string{reason}, PolicyRevision: cr.rev}
 	}
-	out.Index, out.Sealed, out.Receipt = rec.Index, sealed, &signed
-	return "", ""
+	return logged, nil
 }
 
 // checkReleaseLogged checks the release's log evidence against a
-// checkpoint this custodian cosigned for the first log it witnesses.
+// checkpoint this custodian cosigned for the first log it witnesses: it
+// returns which approvals are logged, or a reason that refuses the
+// release, or an error.
 func (c *Custodian) checkReleaseLogged(ctx context.Context, ev wire.ReleaseEvidence, requestID, digest string) ([]bool, string, error) {
 	if ev.Log == nil {
 		return nil, "the release comes without proof that its request and approvals are in the audit log", nil
@@ -386,5 +153,61 @@ func (c *Custodian) checkReleaseLogged(ctx context.Context, ev wire.ReleaseEvide
 		return nil, fmt.Sprintf("the proofs are against a checkpoint of size %d that this custodian has not cosigned (or no longer remembers)", ev.Log.TreeSize), nil
 	}
 	logged, reason := checkLogged(root, ev.Log, requestID, digest, ev.Approvals)
-	return logged, reason, nil
+	if reason != "" {
+		return nil, reason, nil
+	}
+	return logged, "", nil
+}
+
+// decide asks this custodian's own release policy. When it returns
+// without error, the policy allowed the release and the request has not
+// expired. A policy that cannot decide is errUnavailable (fail closed: no
+// decision, no share); a denial is a *RefusedError with the policy's
+// reasons and the approvals that did not count for want of the log, and
+// so is an expired request.
+func (c *Custodian) decide(ctx context.Context, ev wire.ReleaseEvidence, cr checkedRequest, logged []bool) (policy.Decision, error) {
+	now := c.now().UTC()
+	in, unlogged := policyInput(ev.Approvals, cr, logged, now)
+	d, err := c.policy.DecideRelease(ctx, in)
+	if err != nil {
+		return policy.Decision{}, fmt.Errorf("%w: policy: %v", errUnavailable, err)
+	}
+	if !d.Allow {
+		reasons := append(d.Reasons, unlogged...)
+		c.log.Warn("release refused", "custodian", c.cfg.Name, "request_id", cr.req.ID, "reasons", reasons, "policy_revision", cr.rev)
+		return policy.Decision{}, &RefusedError{Reasons: reasons, PolicyRevision: cr.rev}
+	}
+	if !now.Before(cr.req.ExpiresAt) {
+		return policy.Decision{}, &RefusedError{Reasons: []string{"the request has expired"}, PolicyRevision: cr.rev}
+	}
+	return d, nil
+}
+
+// policyInput is what the policy sees of a release at now: the request as
+// parsed from its canonical bytes, and each approval as verified against
+// the roster in force, with the roles given there. An approval whose log
+// entry is missing (logged non-nil and logged[i] false) counts as
+// unverified, and unlogged says so, for the reasons of a denial.
+func policyInput(approvals []wire.EvidenceApproval, cr checkedRequest, logged []bool, now time.Time) (in policy.ReleaseInput, unlogged []string) {
+	req := cr.req
+	in = policy.ReleaseInput{Now: now, Request: policy.ReleaseRequest{ID: req.ID, Requester: req.Requester, CaseID: req.CaseID,
+		LegalBasis: req.LegalBasis, Jurisdiction: req.Jurisdiction,
+		Scope:     policy.ReleaseScope{ConversationIDs: req.Scope.ConversationIDs, From: req.Scope.From, To: req.Scope.To},
+		CreatedAt: req.CreatedAt, ExpiresAt: req.ExpiresAt}}
+	for i, a := range approvals {
+		roles, verified, active := verifyApproval(cr.roster, a.ApproverID, req.ID, cr.digest, a.Decision, a.Signature)
+		if logged != nil && !logged[i] {
+			verified = false
+			unlogged = append(unlogged, fmt.Sprintf("the approval by %s is not in the audit log under a checkpoint this custodian cosigned", a.ApproverID))
+		}
+		// The signature does not cover the time; the mediator's claim is
+		// taken, but never later than now nor earlier than the request.
+		at := a.ApprovedAt.UTC()
+		if at.After(now) || at.Before(req.CreatedAt) {
+			at = now
+		}
+		in.Approvals = append(in.Approvals, policy.ReleaseApproval{ApproverID: a.ApproverID, Roles: roles,
+			Decision: a.Decision, ApprovedAt: at, SignatureVerified: verified, ApproverActive: active})
+	}
+	return in, unlogged
 }

@@ -28,14 +28,24 @@ const maxBody = 16 << 20
 func (c *Custodian) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(c.accessLog)
+	// Every error answer is the one envelope, chi's own included.
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
+		wire.WriteError(w, http.StatusNotFound, "not_found", "no such endpoint")
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, req *http.Request) {
+		// A custom handler loses chi's Allow header, which a 405 must carry.
+		for _, m := range []string{http.MethodGet, http.MethodPost} {
+			if r.Match(chi.NewRouteContext(), m, req.URL.Path) {
+				w.Header().Add("Allow", m)
+			}
+		}
+		wire.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this endpoint")
 	})
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		wire.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	r.Get("/readyz", c.readyz)
-	r.Get("/v1/custodian", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, c.Info()) })
+	r.Get("/v1/custodian", func(w http.ResponseWriter, _ *http.Request) { wire.WriteJSON(w, http.StatusOK, c.Info()) })
 	// C2SP tlog-witness: public, as the protocol is; a checkpoint counts
 	// only if the log's key signed it and it extends what was cosigned.
 	if c.witness != nil {
@@ -66,7 +76,7 @@ func (c *Custodian) bearer(want *[sha256.Size]byte, whose string) func(http.Hand
 			got := sha256.Sum256([]byte(tok))
 			if !ok || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="mediator-custodian"`)
-				writeError(w, http.StatusUnauthorized, "unauthenticated", "this call needs "+whose+" bearer token")
+				wire.WriteError(w, http.StatusUnauthorized, "unauthenticated", "this call needs "+whose+" bearer token")
 				return
 			}
 			next.ServeHTTP(w, r)
@@ -110,9 +120,9 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large")
+			wire.WriteError(w, http.StatusRequestEntityTooLarge, "body_too_large", "request body too large")
 		} else {
-			writeError(w, http.StatusBadRequest, "bad_request", "body is not the expected JSON object")
+			wire.WriteError(w, http.StatusBadRequest, "bad_request", "body is not the expected JSON object")
 		}
 		return false
 	}
@@ -121,17 +131,20 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 
 // callError answers for an error of a whole call.
 func (c *Custodian) callError(w http.ResponseWriter, what string, err error) {
-	var refused *RefusedError
+	var (
+		refused *RefusedError
+		bad     *badRequestError
+	)
 	switch {
 	case errors.As(err, &refused):
-		writeError(w, http.StatusForbidden, "custodian_refused", c.cfg.Name+" refused the release: "+strings.Join(refused.Reasons, "; "),
+		wire.WriteError(w, http.StatusForbidden, "custodian_refused", c.cfg.Name+" refused the release: "+strings.Join(refused.Reasons, "; "),
 			map[string]any{"custodian": c.cfg.Name, "reasons": refused.Reasons, "policy_revision": refused.PolicyRevision})
-	case errors.Is(err, errBadRequest):
-		writeError(w, http.StatusUnprocessableEntity, "validation_failed", strings.TrimPrefix(err.Error(), errBadRequest.Error()+": "))
+	case errors.As(err, &bad):
+		wire.WriteError(w, http.StatusUnprocessableEntity, "validation_failed", bad.reason)
 	default:
 		c.log.Error(what+" failed", "custodian", c.cfg.Name, "err", err)
 		w.Header().Set("Retry-After", "5")
-		writeError(w, http.StatusServiceUnavailable, "dependency_unavailable", c.cfg.Name+": "+what+" failed; nothing was changed")
+		wire.WriteError(w, http.StatusServiceUnavailable, "dependency_unavailable", c.cfg.Name+": "+what+" failed; nothing was changed")
 	}
 }
 
@@ -141,10 +154,10 @@ func (c *Custodian) readyz(w http.ResponseWriter, r *http.Request) {
 	if err := c.Ready(ctx); err != nil {
 		c.log.Warn("readiness probe failed", "custodian", c.cfg.Name, "err", err)
 		w.Header().Set("Retry-After", "5")
-		writeError(w, http.StatusServiceUnavailable, "not_ready", "vault unreachable")
+		wire.WriteError(w, http.StatusServiceUnavailable, "not_ready", "vault unreachable")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "checks": map[string]string{"vault": "ok"}})
+	wire.WriteJSON(w, http.StatusOK, map[string]any{"status": "ready", "checks": map[string]string{"vault": "ok"}})
 }
 
 func (c *Custodian) storeShares(w http.ResponseWriter, r *http.Request) {
@@ -157,7 +170,7 @@ func (c *Custodian) storeShares(w http.ResponseWriter, r *http.Request) {
 		c.callError(w, "store", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, wire.StoreAnswer{Results: res})
+	wire.WriteJSON(w, http.StatusOK, wire.StoreAnswer{Results: res})
 }
 
 func (c *Custodian) refs(op func(context.Context, []wire.ShareRef) ([]wire.RefResult, error)) http.HandlerFunc {
@@ -171,7 +184,7 @@ func (c *Custodian) refs(op func(context.Context, []wire.ShareRef) ([]wire.RefRe
 			c.callError(w, "destroy", err)
 			return
 		}
-		writeJSON(w, http.StatusOK, wire.RefAnswer{Results: res})
+		wire.WriteJSON(w, http.StatusOK, wire.RefAnswer{Results: res})
 	}
 }
 
@@ -184,7 +197,7 @@ func (c *Custodian) hold(w http.ResponseWriter, r *http.Request) {
 		c.callError(w, "hold", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, body)
+	wire.WriteJSON(w, http.StatusOK, body)
 }
 
 func (c *Custodian) serveRelease(w http.ResponseWriter, r *http.Request) {
@@ -197,7 +210,7 @@ func (c *Custodian) serveRelease(w http.ResponseWriter, r *http.Request) {
 		c.callError(w, "release", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, ans)
+	wire.WriteJSON(w, http.StatusOK, ans)
 }
 
 func (c *Custodian) rewrap(w http.ResponseWriter, r *http.Request) {
@@ -206,12 +219,5 @@ func (c *Custodian) rewrap(w http.ResponseWriter, r *http.Request) {
 		c.callError(w, "rewrap", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, ans)
+	wire.WriteJSON(w, http.StatusOK, ans)
 }
-
-// writeError writes the mediator's error envelope (wire.Error).
-func writeError(w http.ResponseWriter, status int, code, msg string, details ...any) {
-	wire.WriteError(w, status, code, msg, details...)
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) { wire.WriteJSON(w, status, v) }

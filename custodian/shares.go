@@ -36,7 +36,7 @@ const maxStoreBatch = 1024
 // are.
 func (c *Custodian) StoreShares(ctx context.Context, items []wire.ShareToStore) ([]wire.StoreResult, error) {
 	if len(items) == 0 || len(items) > maxStoreBatch {
-		return nil, fmt.Errorf("%w: a store call carries 1–%d shares", errBadRequest, maxStoreBatch)
+		return nil, badRequest("a store call carries 1–%d shares", maxStoreBatch)
 	}
 	now := shares.FormatTime(c.now())
 	out := make([]wire.StoreResult, len(items))
@@ -232,7 +232,7 @@ func (c *Custodian) eachRef(ctx context.Context, refs []wire.ShareRef, verb stri
 // store: while it stands, Destroy keeps the conversation's shares.
 func (c *Custodian) PlaceHold(ctx context.Context, h wire.Hold) error {
 	if !validUUID(h.HoldID) || (!h.Released && !shares.ValidID(h.ConversationID)) {
-		return fmt.Errorf("%w: a hold needs a hold id (a UUID) and a conversation id", errBadRequest)
+		return badRequest("a hold needs a hold id (a UUID) and a conversation id")
 	}
 	p, data := c.store.path("holds", h.HoldID), map[string]any{"conversation_id": h.ConversationID, "at": shares.FormatTime(c.now())}
 	if h.Released {
@@ -247,11 +247,14 @@ func (c *Custodian) PlaceHold(ctx context.Context, h wire.Hold) error {
 // Rewrap moves the custodian's private keys and every share it holds to
 // its wrapper's current key, after a rotation (a new Transit key version,
 // a new HSM key label). Transit re-wraps inside Vault: no share leaves it.
+// A deposit entry that fails is named in Failed, its shares counted
+// nowhere else, and the others go on; if the keys cannot be moved or the
+// entries listed, it returns only the error.
 func (c *Custodian) Rewrap(ctx context.Context) (wire.RewrapAnswer, error) {
 	var ans wire.RewrapAnswer
 	moved, err := rewrapIdentity(ctx, c.cfg.Name, c.store, c.wrapper)
 	if err != nil {
-		return ans, err
+		return wire.RewrapAnswer{}, err
 	}
 	if moved {
 		ans.Rewrapped++
@@ -260,21 +263,24 @@ func (c *Custodian) Rewrap(ctx context.Context) (wire.RewrapAnswer, error) {
 	}
 	entries, err := c.store.list(ctx, "deposits")
 	if err != nil {
-		return ans, fmt.Errorf("%w: %v", errUnavailable, err)
+		return wire.RewrapAnswer{}, fmt.Errorf("%w: %v", errUnavailable, err)
 	}
 	for _, e := range entries {
 		n, unchanged, err := c.rewrapEntry(ctx, "deposits/"+e)
-		ans.Rewrapped += n
-		ans.Unchanged += unchanged
 		if err != nil {
 			ans.Failed = append(ans.Failed, "deposits/"+e+": "+err.Error())
+			continue
 		}
+		ans.Rewrapped += n
+		ans.Unchanged += unchanged
 	}
 	c.log.Info("rewrap done", "custodian", c.cfg.Name, "rewrapped", ans.Rewrapped, "unchanged", ans.Unchanged, "failed", len(ans.Failed))
 	return ans, nil
 }
 
-// rewrapEntry rewraps the shares of one deposit entry.
+// rewrapEntry rewraps the shares of one deposit entry, all or none: it
+// returns how many moved and how many were already under the current key,
+// or an error and nothing.
 func (c *Custodian) rewrapEntry(ctx context.Context, locator string) (rewrapped, unchanged int, err error) {
 	sec, err := c.store.get(ctx, c.store.path(locator))
 	if err != nil {
@@ -307,5 +313,8 @@ func (c *Custodian) rewrapEntry(ctx context.Context, locator string) (rewrapped,
 	if rewrapped == 0 {
 		return 0, unchanged, nil
 	}
-	return rewrapped, unchanged, c.store.replace(ctx, c.store.path(locator), sec, data)
+	if err := c.store.replace(ctx, c.store.path(locator), sec, data); err != nil {
+		return 0, 0, err
+	}
+	return rewrapped, unchanged, nil
 }

@@ -48,19 +48,47 @@ func (s *store) path(parts ...string) string {
 // errExists: a write-once record is already there.
 var errExists = errors.New("custodian: the record exists")
 
+// errChanged: a record was rewritten since the version read.
+var errChanged = errors.New("custodian: the record changed since it was read")
+
 // errNoRecord: no such record.
 var errNoRecord = errors.New("custodian: no such record")
 
-// putOnce writes data at p unless something is there.
+// putOnce writes data at p unless something is there: errExists if it is.
 func (s *store) putOnce(ctx context.Context, p string, data map[string]any) error {
 	_, err := s.kv.Put(ctx, p, data, vaultapi.WithCheckAndSet(0))
-	if err != nil {
-		if strings.Contains(err.Error(), "check-and-set") {
-			return errExists
-		}
-		return fmt.Errorf("kv put: %w", err)
+	if err == nil {
+		return nil
 	}
-	return nil
+	if s.casRefused(ctx, p, 0, err) {
+		return errExists
+	}
+	return fmt.Errorf("kv put: %w", err)
+}
+
+// casRefused reports whether err, from a write to p with check-and-set
+// cas, is Vault refusing the check-and-set. Vault allows such a write only
+// while p's current version is cas (0: p has none), and refuses it with
+// HTTP 400, as it does any request it finds invalid; only its message tells
+// them apart. So p's state decides: the 400 is the refusal if p's current
+// version, read again, is not cas. If the state cannot be read, err stays a
+// failure, never a refusal, since a caller takes a refusal to mean that
+// another call wrote p.
+func (s *store) casRefused(ctx context.Context, p string, cas int, err error) bool {
+	var re *vaultapi.ResponseError
+	if !errors.As(err, &re) || re.StatusCode != http.StatusBadRequest {
+		return false
+	}
+	current := 0
+	md, err := s.kv.GetMetadata(ctx, p)
+	switch {
+	case errors.Is(err, vaultapi.ErrSecretNotFound):
+	case err != nil:
+		return false
+	default:
+		current = md.CurrentVersion
+	}
+	return current != cas
 }
 
 // get reads the latest version at p.
@@ -233,7 +261,10 @@ func (s *store) deposit(ctx context.Context, locator, escrowID string) (record, 
 		return record{}, nil, err
 	}
 	r, err := recordIn(sec, escrowID)
-	return r, sec, err
+	if err != nil {
+		return record{}, nil, err
+	}
+	return r, sec, nil
 }
 
 // entry reads the deposit entry at locator.
@@ -278,13 +309,17 @@ func (s *store) removeDeposit(ctx context.Context, locator, escrowID string, sec
 }
 
 // replace writes data as the next version of p (check-and-set on the
-// version read) and destroys every older version.
+// version read) and destroys every older version; errChanged if p moved
+// past the version read.
 func (s *store) replace(ctx context.Context, p string, sec *vaultapi.KVSecret, data map[string]any) error {
 	if sec.VersionMetadata == nil {
 		return errors.New("kv replace: no version metadata")
 	}
 	v := sec.VersionMetadata.Version
 	if _, err := s.kv.Put(ctx, p, data, vaultapi.WithCheckAndSet(v)); err != nil {
+		if s.casRefused(ctx, p, v, err) {
+			return errChanged
+		}
 		return fmt.Errorf("kv replace: %w", err)
 	}
 	old := make([]int, v)

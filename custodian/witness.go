@@ -113,7 +113,7 @@ func (w witnessStore) Put(ctx context.Context, origin string, prev *witness.Chec
 	} else {
 		err = w.s.replace(ctx, w.path(origin), sec, data)
 	}
-	if errors.Is(err, errExists) || (err != nil && strings.Contains(err.Error(), "check-and-set")) {
+	if errors.Is(err, errExists) || errors.Is(err, errChanged) {
 		return witness.ErrChanged
 	}
 	return err
