@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/mediatorhq/mediator/vaultclient"
+
+	"github.com/mediatorhq/mediator/invalid"
 )
 
 // Metrics are a custodian's own metric families, on its own registry.
@@ -95,15 +97,13 @@ func (m *Metrics) release(err error, d time.Duration) {
 	if m == nil {
 		return
 	}
-	var (
-		refused *RefusedError
-		bad     *badRequestError
-	)
+	var refused *RefusedError
+	_, bad := invalid.As(err)
 	outcome := "checked"
 	switch {
 	case errors.As(err, &refused):
 		outcome = "refused"
-	case errors.As(err, &bad):
+	case bad:
 		outcome = "bad_request"
 	case err != nil:
 		outcome = "error"

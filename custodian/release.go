@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/invalid"
 	"github.com/mediatorhq/mediator/policy"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/wire"
@@ -44,7 +45,7 @@ func (c *Custodian) Release(ctx context.Context, ev wire.ReleaseEvidence) (wire.
 func (c *Custodian) release(ctx context.Context, ev wire.ReleaseEvidence) (wire.ReleaseAnswer, error) {
 	rev := c.policy.Revision()
 	if len(ev.Shares) == 0 || len(ev.Shares) > maxReleaseShares {
-		return wire.ReleaseAnswer{}, badRequest("a release asks for 1–%d shares", maxReleaseShares)
+		return wire.ReleaseAnswer{}, invalid.Input("shares", fmt.Sprintf("a release asks for 1–%d shares", maxReleaseShares))
 	}
 	cr, err := c.verifyRequest(ctx, ev, rev)
 	if err != nil {

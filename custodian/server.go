@@ -14,6 +14,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mediatorhq/mediator/invalid"
 	"github.com/mediatorhq/mediator/wire"
 )
 
@@ -131,16 +132,15 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 
 // callError answers for an error of a whole call.
 func (c *Custodian) callError(w http.ResponseWriter, what string, err error) {
-	var (
-		refused *RefusedError
-		bad     *badRequestError
-	)
+	var refused *RefusedError
+	bad, malformed := invalid.As(err)
 	switch {
 	case errors.As(err, &refused):
 		wire.WriteError(w, http.StatusForbidden, "custodian_refused", c.cfg.Name+" refused the release: "+strings.Join(refused.Reasons, "; "),
 			map[string]any{"custodian": c.cfg.Name, "reasons": refused.Reasons, "policy_revision": refused.PolicyRevision})
-	case errors.As(err, &bad):
-		wire.WriteError(w, http.StatusUnprocessableEntity, "validation_failed", bad.reason)
+	case malformed:
+		_, reason, code := bad.Invalid()
+		wire.WriteError(w, http.StatusUnprocessableEntity, code, reason)
 	default:
 		c.log.Error(what+" failed", "custodian", c.cfg.Name, "err", err)
 		w.Header().Set("Retry-After", "5")

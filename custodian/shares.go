@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mediatorhq/mediator/invalid"
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/wire"
 )
@@ -36,7 +37,7 @@ const maxStoreBatch = 1024
 // are.
 func (c *Custodian) StoreShares(ctx context.Context, items []wire.ShareToStore) ([]wire.StoreResult, error) {
 	if len(items) == 0 || len(items) > maxStoreBatch {
-		return nil, badRequest("a store call carries 1–%d shares", maxStoreBatch)
+		return nil, invalid.Input("shares", fmt.Sprintf("a store call carries 1–%d shares", maxStoreBatch))
 	}
 	now := shares.FormatTime(c.now())
 	out := make([]wire.StoreResult, len(items))
@@ -232,7 +233,7 @@ func (c *Custodian) eachRef(ctx context.Context, refs []wire.ShareRef, verb stri
 // store: while it stands, Destroy keeps the conversation's shares.
 func (c *Custodian) PlaceHold(ctx context.Context, h wire.Hold) error {
 	if !validUUID(h.HoldID) || (!h.Released && !shares.ValidID(h.ConversationID)) {
-		return badRequest("a hold needs a hold id (a UUID) and a conversation id")
+		return invalid.Input("hold", "a hold needs a hold id (a UUID) and a conversation id")
 	}
 	p, data := c.store.path("holds", h.HoldID), map[string]any{"conversation_id": h.ConversationID, "at": shares.FormatTime(c.now())}
 	if h.Released {
