@@ -27,6 +27,7 @@ import (
 	"github.com/mediatorhq/mediator/api"
 	"github.com/mediatorhq/mediator/audit"
 	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/governance"
 	"github.com/mediatorhq/mediator/ingest"
 	"github.com/mediatorhq/mediator/notify"
 	"github.com/mediatorhq/mediator/pgmetrics"
@@ -270,6 +271,7 @@ func exported() map[string]bool {
 	audit.NewMetrics(rec)
 	ingest.NewMetrics(rec)
 	access.NewMetrics(rec, noCounts{})
+	governance.NewMetrics(rec)
 	if _, err := notify.New(notify.Config{Registerer: rec}); err != nil {
 		panic(err)
 	}
