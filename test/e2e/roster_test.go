@@ -17,7 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/notify"
@@ -334,9 +336,19 @@ func TestRosterGovernance(t *testing.T) {
 			t.Errorf("%d deliveries did not verify", rc.bad)
 		}
 		for _, body := range rc.bodies {
-			for _, name := range []string{"olga", "lena", "sam", "eve", "ada", "case-1", "conv-1", "max"} {
-				if strings.Contains(body, `"`+name) {
-					t.Errorf("a webhook event names %q: %s", name, body)
+			var event map[string]any
+			if err := json.Unmarshal([]byte(body), &event); err != nil {
+				t.Fatalf("a webhook body is not JSON: %s", body)
+			}
+			for key, v := range event {
+				value, ok := v.(string)
+				if _, err := uuid.Parse(value); !ok || err == nil || strings.HasPrefix(value, "sha256:") {
+					continue // numbers, random ids and digests (whose hex may spell "ada")
+				}
+				for _, name := range []string{"olga", "lena", "sam", "eve", "ada", "case-1", "conv-1", "max"} {
+					if strings.Contains(key, name) || strings.Contains(value, name) {
+						t.Errorf("a webhook event names %q: %s", name, body)
+					}
 				}
 			}
 		}
