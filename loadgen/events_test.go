@@ -12,8 +12,24 @@ import (
 // TestWriteBatchMakesValidEvents: every generated event passes the real
 // decoder and minimization, so load runs measure accepted events.
 func TestWriteBatchMakesValidEvents(t *testing.T) {
+	for _, c := range []struct {
+		runID string
+		first int64
+	}{
+		{"run", 100},
+		// A random run id may end in digits, and a long run reaches
+		// numbers of seven digits: together they must not read as a
+		// phone number.
+		{"load-3k9a12", 1_234_500},
+	} {
+		writeBatchIsValid(t, c.runID, c.first)
+	}
+}
+
+func writeBatchIsValid(t *testing.T, runID string, first int64) {
+	t.Helper()
 	var b bytes.Buffer
-	WriteBatch(&b, "run", 100, 200)
+	WriteBatch(&b, runID, first, 200)
 	events, probs, p := redact.DecodeBatch(b.Bytes(), false, 1000)
 	if p != nil || probs != nil || len(events) != 200 {
 		t.Fatalf("decode: %d events, %+v %+v", len(events), probs, p)

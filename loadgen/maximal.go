@@ -134,7 +134,7 @@ func RunMaximal(ctx context.Context, cfg MaximalConfig) (MaximalReport, error) {
 		wg.Go(func() {
 			for r := range cfg.Requests {
 				var body bytes.Buffer
-				n := WriteMaximalBatch(&body, fmt.Sprintf("%s-%d-%d", cfg.RunID, w, r))
+				n := WriteMaximalBatch(&body, fmt.Sprintf("%s-w%d-r%d", cfg.RunID, w, r))
 				deadline := time.Now().Add(time.Minute)
 				for {
 					code, retry, err := postBody(ctx, hc, cfg.URL+"/v1/events", cfg.IngestToken, body.Bytes())
