@@ -73,8 +73,7 @@ func TestIngest(t *testing.T) {
 		t.Fatalf("resend: %+v %v (tally %d)", res, err, count.n)
 	}
 	mixed := bytes.Replace(batch(2), []byte(`"kind":"`), []byte(`"body":"secret","kind":"`), 1)
-	mixed = bytes.Replace(mixed, []byte(`"t-0"`), []byte(`"m-0"`), 1)
-	mixed = bytes.Replace(mixed, []byte(`"t-1"`), []byte(`"m-1"`), 1)
+	mixed = bytes.ReplaceAll(mixed, []byte(`"event_id":"t-`), []byte(`"event_id":"m-`)) // new ids
 	res, err = s.Ingest(ctx, "gw-test", mixed, JSON, false)
 	if err != nil || res.Accepted != 1 || res.Rejected != 1 || res.Problems[0].Index != 0 || res.Problems[0].Code != CodeContentNotAccepted {
 		t.Fatalf("mixed: %+v %v", res, err)
