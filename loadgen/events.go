@@ -291,6 +291,19 @@ var (
 	mccs       = []string{"310", "311", "234", "262", "208"}
 )
 
+// EventID is the id WriteBatch gives event n of run runID.
+func EventID(runID string, n int64) string { return string(AppendEventID(nil, runID, n)) }
+
+// AppendEventID appends EventID(runID, n) to b: the run id, "-e" and the
+// number. The letter matters: digits at the end of a run id joined to the
+// number across a "-" would read as a phone number, and every event would
+// be refused.
+func AppendEventID(b []byte, runID string, n int64) []byte {
+	b = append(b, runID...)
+	b = append(b, "-e"...)
+	return strconv.AppendInt(b, n, 10)
+}
+
 // WriteBatch appends {"events":[...]} with n realistic events numbered from
 // first. It builds JSON by hand, with appends rather than fmt, because the
 // generator shares the machine with the server under test and must stay
@@ -307,12 +320,7 @@ func WriteBatch(b *bytes.Buffer, runID string, first int64, n int) {
 		r := rand.Uint64()
 		kind := kinds[r%uint64(len(kinds))]
 		out = append(out, `{"event_id":"`...)
-		out = append(out, runID...)
-		// A letter between the run id and the number: digits at the end
-		// of a run id joined to the number across a "-" would read as a
-		// phone number, and every event would be refused.
-		out = append(out, "-e"...)
-		out = strconv.AppendInt(out, id, 10)
+		out = AppendEventID(out, runID, id)
 		out = append(out, `","kind":"`...)
 		out = append(out, kind...)
 		out = append(out, `","conversation_id":"conv-`...)

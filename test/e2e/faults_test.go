@@ -90,7 +90,7 @@ func (c *ackingClient) send(ctx context.Context, payload []byte, first int64) bo
 			return true
 		}
 		for i := range c.batch {
-			c.acked[fmt.Sprintf("%s-%d", c.runID, first+int64(i))] = true
+			c.acked[loadgen.EventID(c.runID, first+int64(i))] = true
 		}
 		return true
 	case resp.StatusCode == 503:
