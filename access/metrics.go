@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mediatorhq/mediator/governance"
 	"github.com/mediatorhq/mediator/invalid"
 	"github.com/mediatorhq/mediator/policy"
 )
@@ -79,7 +80,7 @@ func (m *Metrics) approval(err error) {
 		result = "self_approval"
 	case errors.Is(err, ErrBadSignature):
 		result = "bad_signature"
-	case errors.Is(err, ErrUnknownApprover):
+	case errors.Is(err, governance.ErrUnknownApprover):
 		result = "unknown_approver"
 	case errors.Is(err, ErrDuplicateApproval):
 		result = "duplicate"

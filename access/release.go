@@ -423,7 +423,7 @@ func (s *Service) policyInput(ctx context.Context, r Request) (policy.ReleaseInp
 		CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt,
 	}}
 	evidence := make([]wire.EvidenceApproval, 0, len(approvals))
-	cur, err := s.current(ctx)
+	cur, err := s.roster.Current(ctx)
 	if err != nil {
 		return policy.ReleaseInput{}, nil, err
 	}

@@ -219,9 +219,6 @@ var (
 	ErrNotRequester = errors.New("access: only the requesting officer may do this")
 	// ErrFinal: the request is in a final state (409).
 	ErrFinal = errors.New("access: the request is final")
-	// ErrUnknownApprover: the caller is not an approver of the roster in
-	// force (403).
-	ErrUnknownApprover = errors.New("access: the caller is not a registered approver")
 	// ErrBadSignature: the signature does not verify over this request's
 	// approval message with the approver's current key (422).
 	ErrBadSignature = errors.New("access: the signature does not verify over this request's approval message with the approver's registered key")

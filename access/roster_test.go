@@ -59,7 +59,7 @@ func TestRosterOnlyAQuorumChangesIt(t *testing.T) {
 		t.Fatalf("the roster changed without a quorum: version %d", cur.Version)
 	}
 	w.keys["eve"] = eve
-	if err := w.vote(t, mustRequest(t, w), "eve", "approve"); !errors.Is(err, ErrUnknownApprover) {
+	if err := w.vote(t, mustRequest(t, w), "eve", "approve"); !errors.Is(err, governance.ErrUnknownApprover) {
 		t.Fatalf("eve approved before her version was adopted: %v", err)
 	}
 	// sam (security) completes the quorum: adopted.

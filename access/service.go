@@ -46,12 +46,14 @@ type KeyEscrow interface {
 	Release(ctx context.Context, ask escrow.ReleaseAsk, escrows []escrow.Escrow, have map[string]map[string]bool) []escrow.CustodianAnswer
 }
 
-// Roster is the roster in force and the chain it ends, verified from the
-// pinned genesis (governance.Service): governance.ErrNotFound before the
-// genesis is adopted, governance.ErrNoGenesis and ErrRosterBroken when
-// nothing can be trusted.
+// Roster is the roster in force, verified from the pinned genesis
+// (governance.Service): Current is nil before the genesis is adopted;
+// Roster also returns the chain it ends, and governance.ErrNotFound
+// before the genesis. Both fail with governance.ErrNoGenesis or
+// ErrRosterBroken when nothing can be trusted.
 type Roster interface {
 	Roster(ctx context.Context) (roster.Roster, []roster.Signed, error)
+	Current(ctx context.Context) (*roster.Roster, error)
 }
 
 // maxDeniedReleases is how many denied release attempts lock a request as
@@ -111,19 +113,6 @@ func New(cfg Config) *Service {
 		s.now = time.Now
 	}
 	return s
-}
-
-// current returns the roster in force, or nil before the genesis is
-// adopted.
-func (s *Service) current(ctx context.Context) (*roster.Roster, error) {
-	r, _, err := s.roster.Roster(ctx)
-	if errors.Is(err, governance.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &r, nil
 }
 
 // Create files a request by requester (the officer's token subject). Times
@@ -285,16 +274,16 @@ func (s *Service) approve(ctx context.Context, approverID, requestID, decision s
 		s.log.Error("a stored request does not match what was signed; no approval is taken", "access_request_id", r.ID)
 		return Approval{}, fmt.Errorf("%w: the stored request does not match what was signed", ErrUnavailable)
 	}
-	cur, err := s.current(ctx)
+	cur, err := s.roster.Current(ctx)
 	if err != nil {
 		return Approval{}, err
 	}
 	if cur == nil {
-		return Approval{}, ErrUnknownApprover
+		return Approval{}, governance.ErrUnknownApprover
 	}
 	ap, ok := cur.Approver(approverID)
 	if !ok {
-		return Approval{}, ErrUnknownApprover
+		return Approval{}, governance.ErrUnknownApprover
 	}
 	if !approval.Verify(ap.PublicKey, r.ID, r.Digest, decision, ap.ID, signature) {
 		s.log.Warn("approval refused: bad signature", "access_request_id", r.ID, "approver_id", ap.ID)

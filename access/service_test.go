@@ -312,7 +312,7 @@ func TestApprovalsAreVerifiedAndCountedOnce(t *testing.T) {
 		t.Fatalf("created: %+v", r)
 	}
 	// Not registered.
-	if _, err := w.svc.Approve(ctx, "mallory", r.ID, "approve", make([]byte, 64)); !errors.Is(err, ErrUnknownApprover) {
+	if _, err := w.svc.Approve(ctx, "mallory", r.ID, "approve", make([]byte, 64)); !errors.Is(err, governance.ErrUnknownApprover) {
 		t.Fatalf("unknown approver: %v", err)
 	}
 	// A signature over another digest, another decision, by another key.
@@ -512,7 +512,7 @@ func TestExpiryRevocationAndRotation(t *testing.T) {
 		t.Fatalf("signature with the rotated-out key: %v", err)
 	}
 	w.keys["lena"] = priv
-	if err := w.vote(t, r3, "sam", "approve"); !errors.Is(err, ErrUnknownApprover) {
+	if err := w.vote(t, r3, "sam", "approve"); !errors.Is(err, governance.ErrUnknownApprover) {
 		t.Fatalf("removed approver: %v", err)
 	}
 	if err := w.vote(t, r3, "lena", "approve"); err != nil {

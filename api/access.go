@@ -132,8 +132,6 @@ func (s *server) accessError(w http.ResponseWriter, r *http.Request, what string
 		writeError(w, http.StatusNotFound, codeNotFound, "no such request, roster version or proposal")
 	case errors.Is(err, access.ErrNotRequester):
 		writeError(w, http.StatusForbidden, codeNotRequester, "only the officer who filed the request may do this")
-	case errors.Is(err, access.ErrUnknownApprover):
-		writeError(w, http.StatusForbidden, codeNotAnApprover, "your token's subject is not an approver of the roster in force")
 	case errors.Is(err, access.ErrBadSignature):
 		writeError(w, http.StatusUnprocessableEntity, codeBadSignature,
 			"the signature does not verify with your key in the roster in force over "+approval.MessageFormat)

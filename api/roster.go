@@ -7,7 +7,6 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
-	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/governance"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/wire"
@@ -77,12 +76,7 @@ func (s *server) signRoster(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &b) {
 		return
 	}
-	digest := chi.URLParam(r, "digest")
-	if !roster.ValidDigest(digest) {
-		s.governanceError(w, r, "roster signature", governance.ErrNotFound)
-		return
-	}
-	p, err := s.governance.SignRoster(r.Context(), caller(r), digest, b.Signature)
+	p, err := s.governance.SignRoster(r.Context(), caller(r), chi.URLParam(r, "digest"), b.Signature)
 	if err != nil {
 		s.governanceError(w, r, "roster signature", err)
 		return
@@ -153,7 +147,7 @@ func (s *server) governanceError(w http.ResponseWriter, r *http.Request, what st
 		writeError(w, http.StatusForbidden, codeNotAnApprover, "your token's subject is not an approver of the roster in force")
 	case errors.Is(err, governance.ErrBadSignature):
 		writeError(w, http.StatusUnprocessableEntity, codeBadSignature,
-			"the signature does not verify with your key in the roster in force over "+approval.MessageFormat)
+			"the check-in signature does not verify with your key in the roster in force over "+roster.CheckinMessageFormat)
 	case errors.Is(err, governance.ErrUnavailable):
 		s.logFailure(r, what, err)
 		unavailable(w, "access", "a dependency (database, policy or escrow) is unavailable; nothing was released")

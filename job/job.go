@@ -67,14 +67,3 @@ func (s *Stack) Stop(log *slog.Logger) {
 		}
 	}
 }
-
-// Names lists the stop functions' names in the order Stop calls them.
-func (s *Stack) Names() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]string, 0, len(s.steps))
-	for i := len(s.steps) - 1; i >= 0; i-- {
-		out = append(out, s.steps[i].name)
-	}
-	return out
-}

@@ -123,12 +123,14 @@ func openEscrowOperator(ctx context.Context, c *call, cfg serveConfig) (*escrow.
 	return svc, pool.Close, nil
 }
 
-// escrowDestroy has every custodian destroy its shares of the keys
-// deposited before --before, except under legal hold.
-func escrowDestroy(ctx context.Context, c *call, args []string) error {
+// escrowOperator parses an operator verb's flags (settings and the plain
+// flags declare adds), connects it to the database and the custodians,
+// and runs it with the escrow service.
+func escrowOperator(ctx context.Context, c *call, args []string, settings []setting, declare func(fs *flagSet),
+	run func(svc *escrow.Service) error) error {
 	var cfg serveConfig
-	fs := c.newFlags(escrowOperatorSettings(&cfg)...)
-	before := fs.String("before", "", "destroy escrows deposited before this RFC 3339 time or YYYY-MM-DD date")
+	fs := c.newFlags(append(escrowOperatorSettings(&cfg), settings...)...)
+	declare(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -137,67 +139,67 @@ func escrowDestroy(ctx context.Context, c *call, args []string) error {
 		return err
 	}
 	defer closeDB()
-	t, err := parseDate(*before)
-	if err != nil {
-		return err
+	return run(svc)
+}
+
+// escrowDestroy has every custodian destroy its shares of the keys
+// deposited before --before, except under legal hold.
+func escrowDestroy(ctx context.Context, c *call, args []string) error {
+	var before *string
+	declare := func(fs *flagSet) {
+		before = fs.String("before", "", "destroy escrows deposited before this RFC 3339 time or YYYY-MM-DD date")
 	}
-	rep, err := svc.Destroy(ctx, t)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(c.stdout, "destroyed %d, kept under legal hold %d, failed %d\n", len(rep.Destroyed), len(rep.Held), len(rep.Failed))
-	for id, why := range rep.Failed {
-		fmt.Fprintf(c.stdout, "FAIL %s: %s\n", id, why)
-	}
-	if len(rep.Failed) > 0 {
-		return exitCode(1)
-	}
-	return nil
+	return escrowOperator(ctx, c, args, nil, declare, func(svc *escrow.Service) error {
+		t, err := parseDate(*before)
+		if err != nil {
+			return err
+		}
+		rep, err := svc.Destroy(ctx, t)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "destroyed %d, kept under legal hold %d, failed %d\n", len(rep.Destroyed), len(rep.Held), len(rep.Failed))
+		for id, why := range rep.Failed {
+			fmt.Fprintf(c.stdout, "FAIL %s: %s\n", id, why)
+		}
+		if len(rep.Failed) > 0 {
+			return exitCode(1)
+		}
+		return nil
+	})
 }
 
 // escrowHold puts a conversation under a legal hold, at the mediator and
 // at every custodian.
 func escrowHold(ctx context.Context, c *call, args []string) error {
-	var cfg serveConfig
 	var by string
-	fs := c.newFlags(append(escrowOperatorSettings(&cfg), bySetting(&by))...)
-	conversation := fs.String("conversation", "", "the conversation to hold")
-	reason := fs.String("reason", "", "why (case, order); kept in the audit log")
-	if err := fs.Parse(args); err != nil {
-		return err
+	var conversation, reason *string
+	declare := func(fs *flagSet) {
+		conversation = fs.String("conversation", "", "the conversation to hold")
+		reason = fs.String("reason", "", "why (case, order); kept in the audit log")
 	}
-	svc, closeDB, err := openEscrowOperator(ctx, c, cfg)
-	if err != nil {
-		return err
-	}
-	defer closeDB()
-	id, err := svc.PlaceHold(ctx, *conversation, *reason, by)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(c.stdout, "legal hold %s placed on conversation %q\n", id, *conversation)
-	return nil
+	return escrowOperator(ctx, c, args, []setting{bySetting(&by)}, declare, func(svc *escrow.Service) error {
+		id, err := svc.PlaceHold(ctx, *conversation, *reason, by)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "legal hold %s placed on conversation %q\n", id, *conversation)
+		return nil
+	})
 }
 
 // escrowReleaseHold releases a legal hold.
 func escrowReleaseHold(ctx context.Context, c *call, args []string) error {
-	var cfg serveConfig
 	var by string
-	fs := c.newFlags(append(escrowOperatorSettings(&cfg), bySetting(&by))...)
-	holdID := fs.String("id", "", "the hold id")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	svc, closeDB, err := openEscrowOperator(ctx, c, cfg)
-	if err != nil {
-		return err
-	}
-	defer closeDB()
-	if err := svc.ReleaseHold(ctx, *holdID, by); err != nil {
-		return err
-	}
-	fmt.Fprintf(c.stdout, "legal hold %s released\n", *holdID)
-	return nil
+	var holdID *string
+	declare := func(fs *flagSet) { holdID = fs.String("id", "", "the hold id") }
+	return escrowOperator(ctx, c, args, []setting{bySetting(&by)}, declare, func(svc *escrow.Service) error {
+		if err := svc.ReleaseHold(ctx, *holdID, by); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "legal hold %s released\n", *holdID)
+		return nil
+	})
 }
 
 // newEscrowService builds the escrow service on the custodians file, or

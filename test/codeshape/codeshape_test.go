@@ -5,6 +5,7 @@
 package codeshape
 
 import (
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -117,7 +118,6 @@ func TestEveryPackageSaysWhatItIs(t *testing.T) {
 // Index, nor compares it with ==: errors are told apart with errors.Is and
 // errors.As (and, for PostgreSQL and Vault, by their codes).
 func TestNoErrorIsToldApartByItsText(t *testing.T) {
-	inspect := map[string]bool{"Contains": true, "HasPrefix": true, "HasSuffix": true, "TrimPrefix": true, "TrimSuffix": true, "Index": true}
 	fset := token.NewFileSet()
 	for dir := range packages(t) {
 		paths, _ := filepath.Glob(filepath.Join(root, dir, "*.go"))
@@ -129,25 +129,36 @@ func TestNoErrorIsToldApartByItsText(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ast.Inspect(f, func(n ast.Node) bool {
-				switch n := n.(type) {
-				case *ast.CallExpr:
-					if sel, ok := n.Fun.(*ast.SelectorExpr); ok && inspect[sel.Sel.Name] && isPkg(sel.X, "strings") {
-						for _, a := range n.Args {
-							if isErrorText(a) {
-								t.Errorf("%s: strings.%s on an error's text", fset.Position(n.Pos()), sel.Sel.Name)
-							}
-						}
-					}
-				case *ast.BinaryExpr:
-					if (n.Op == token.EQL || n.Op == token.NEQ) && (isErrorText(n.X) || isErrorText(n.Y)) {
-						t.Errorf("%s: an error's text compared with %s", fset.Position(n.Pos()), n.Op)
-					}
-				}
-				return true
-			})
+			for _, where := range errorTextInspections(fset, f) {
+				t.Error(where)
+			}
 		}
 	}
+}
+
+// errorTextInspections lists the places in f that inspect an error's
+// text.
+func errorTextInspections(fset *token.FileSet, f *ast.File) []string {
+	inspect := map[string]bool{"Contains": true, "HasPrefix": true, "HasSuffix": true, "TrimPrefix": true, "TrimSuffix": true, "Index": true}
+	var out []string
+	ast.Inspect(f, func(n ast.Node) bool {
+		switch n := n.(type) {
+		case *ast.CallExpr:
+			if sel, ok := n.Fun.(*ast.SelectorExpr); ok && inspect[sel.Sel.Name] && isPkg(sel.X, "strings") {
+				for _, a := range n.Args {
+					if isErrorText(a) {
+						out = append(out, fmt.Sprintf("%s: strings.%s on an error's text", fset.Position(n.Pos()), sel.Sel.Name))
+					}
+				}
+			}
+		case *ast.BinaryExpr:
+			if (n.Op == token.EQL || n.Op == token.NEQ) && (isErrorText(n.X) || isErrorText(n.Y)) {
+				out = append(out, fmt.Sprintf("%s: an error's text compared with %s", fset.Position(n.Pos()), n.Op))
+			}
+		}
+		return true
+	})
+	return out
 }
 
 func isPkg(x ast.Expr, name string) bool {
@@ -166,32 +177,22 @@ func isErrorText(e ast.Expr) bool {
 	return ok && sel.Sel.Name == "Error"
 }
 
-// TestTheCheckSeesWhatItLooksFor: the checks above find what they look
-// for, so that a pass means something.
+// TestTheCheckSeesWhatItLooksFor: the error-text check finds the shapes
+// it looks for, and only those, so that a pass means something.
 func TestTheCheckSeesWhatItLooksFor(t *testing.T) {
 	src := `package p
-import "strings"
-func f(err error) bool { return strings.Contains(err.Error(), "check-and-set") || err.Error() == "x" }`
-	f, err := parser.ParseFile(token.NewFileSet(), "p.go", src, 0)
+import ("errors"; "strings")
+var errX = errors.New("x")
+func f(err error) bool { return strings.Contains(err.Error(), "check-and-set") || err.Error() == "x" }
+func g(err error) string { return strings.TrimPrefix(err.Error(), "json: ") }
+func h(err error) bool { return errors.Is(err, errX) || strings.Contains("abc", "b") }`
+	fset := token.NewFileSet()
+	f, err := parser.ParseFile(fset, "p.go", src, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	found := 0
-	ast.Inspect(f, func(n ast.Node) bool {
-		switch n := n.(type) {
-		case *ast.CallExpr:
-			if sel, ok := n.Fun.(*ast.SelectorExpr); ok && sel.Sel.Name == "Contains" && isPkg(sel.X, "strings") && isErrorText(n.Args[0]) {
-				found++
-			}
-		case *ast.BinaryExpr:
-			if isErrorText(n.X) {
-				found++
-			}
-		}
-		return true
-	})
-	if found != 2 {
-		t.Fatalf("found %d of 2 error-text inspections", found)
+	if got := errorTextInspections(fset, f); len(got) != 3 {
+		t.Fatalf("found %d of 3 error-text inspections: %q", len(got), got)
 	}
 	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
 		t.Fatalf("root %s is not the module root: %v", root, err)
