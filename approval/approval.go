@@ -31,7 +31,7 @@ const Version = "mediator-access-request-v1"
 // to the second, in UTC.
 type Request struct {
 	ID            string
-	Requester     string // the filing officer's token subject
+	Requester     string // the filing officer's roster id (their token subject)
 	CaseID        string
 	LegalBasis    string
 	WarrantRef    string
@@ -183,6 +183,33 @@ func Verify(pub ed25519.PublicKey, requestID, digest, decision, approverID strin
 		return false
 	}
 	return ed25519.Verify(pub, Message(requestID, digest, decision, approverID), sig)
+}
+
+// RequestMessageFormat describes RequestMessage for people.
+const RequestMessageFormat = `"mediator-request-signature-v1\n" + digest + "\n"`
+
+// RequestMessage is exactly what the filing officer signs with Ed25519
+// (RequestMessageFormat). The digest covers the whole canonical request:
+// its id, its requester (the officer's roster id), its scope and its
+// recipient key, so that no one but the officer can choose whom the keys
+// are sealed to.
+func RequestMessage(digest string) []byte {
+	return []byte("mediator-request-signature-v1\n" + digest + "\n")
+}
+
+// SignRequest is the officer's signature over RequestMessage(digest).
+func SignRequest(priv ed25519.PrivateKey, digest string) []byte {
+	return ed25519.Sign(priv, RequestMessage(digest))
+}
+
+// VerifyRequest reports whether sig is pub's signature over
+// RequestMessage(digest). Malformed keys and signatures are simply not
+// valid.
+func VerifyRequest(pub ed25519.PublicKey, digest string, sig []byte) bool {
+	if len(pub) != ed25519.PublicKeySize || len(sig) != ed25519.SignatureSize {
+		return false
+	}
+	return ed25519.Verify(pub, RequestMessage(digest), sig)
 }
 
 // KeyID names an Ed25519 public key: "ed25519:" and the first 16 bytes of

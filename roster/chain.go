@@ -93,17 +93,18 @@ func Check(prev *Roster, next Roster, sigs []Signature) (Progress, error) {
 	for _, s := range sigs {
 		counted := false
 		if prev != nil {
-			if a, ok := prev.Approver(s.ApproverID); ok && a.KeyID() == s.KeyID {
+			if a, ok := prev.Member(s.ApproverID); ok && a.KeyID() == s.KeyID {
 				if !ed25519.Verify(a.PublicKey, Message(digest, a.ID), s.Signature) {
 					return Progress{}, fmt.Errorf("%w: %s's signature does not verify with their key in version %d", ErrBadSignature, a.ID, prev.Version)
 				}
-				if !slices.ContainsFunc(signers, func(x Approver) bool { return x.ID == a.ID }) {
+				// An officer's signature verifies but never counts.
+				if !a.IsOfficer() && !slices.ContainsFunc(signers, func(x Approver) bool { return x.ID == a.ID }) {
 					signers = append(signers, a)
 				}
 				counted = true
 			}
 		}
-		if a, ok := next.Approver(s.ApproverID); ok && a.KeyID() == s.KeyID {
+		if a, ok := next.Member(s.ApproverID); ok && a.KeyID() == s.KeyID {
 			if !ed25519.Verify(a.PublicKey, Message(digest, a.ID), s.Signature) {
 				return Progress{}, fmt.Errorf("%w: %s's signature does not verify with their key in version %d", ErrBadSignature, a.ID, next.Version)
 			}
@@ -111,7 +112,7 @@ func Check(prev *Roster, next Roster, sigs []Signature) (Progress, error) {
 			counted = true
 		}
 		if !counted {
-			return Progress{}, fmt.Errorf("%w: %s with key %s is not an approver of either version", ErrBadSignature, s.ApproverID, s.KeyID)
+			return Progress{}, fmt.Errorf("%w: %s with key %s is in neither version", ErrBadSignature, s.ApproverID, s.KeyID)
 		}
 	}
 	var p Progress
@@ -128,7 +129,7 @@ func Check(prev *Roster, next Roster, sigs []Signature) (Progress, error) {
 	}
 	for _, a := range next.Approvers {
 		if prev != nil {
-			if old, ok := prev.Approver(a.ID); ok && old.KeyID() == a.KeyID() {
+			if old, ok := prev.Member(a.ID); ok && old.KeyID() == a.KeyID() {
 				continue // neither added nor re-keyed
 			}
 		}

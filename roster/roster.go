@@ -67,9 +67,18 @@ type Roster struct {
 	Rule      Rule `json:"rule"`
 }
 
-// Approver is one person who may approve: their id (the sub of their
-// bearer token), roles and one Ed25519 public key. Rotating a key is a new
-// version with another key.
+// RoleOfficer is the role of an officer: a person who files lawful-access
+// requests and signs each with their key. An officer holds no other role:
+// whoever asks for keys is never among those who approve, here or in a
+// quorum that changes the roster.
+const RoleOfficer = "officer"
+
+// Approver is one person in the roster: their id (the sub of their bearer
+// token), roles and one Ed25519 public key. An entry with the role
+// officer (RoleOfficer) is an officer, who files requests; every other
+// entry is an approver. Both are added and re-keyed under the same quorum
+// and proof of possession. Rotating a key is a new version with another
+// key.
 type Approver struct {
 	ID        string            `json:"id"`
 	Roles     []string          `json:"roles"`
@@ -78,6 +87,21 @@ type Approver struct {
 
 // KeyID names the approver's key (approval.KeyID).
 func (a Approver) KeyID() string { return approval.KeyID(a.PublicKey) }
+
+// Fingerprint is the full hex SHA-256 of the entry's public key, for
+// people who compare keys out of band.
+func (a Approver) Fingerprint() string { return KeyFingerprint(a.PublicKey) }
+
+// KeyFingerprint is "ed25519:" and the full hex SHA-256 of an Ed25519
+// public key.
+func KeyFingerprint(pub ed25519.PublicKey) string {
+	sum := sha256.Sum256(pub)
+	return "ed25519:" + hex.EncodeToString(sum[:])
+}
+
+// IsOfficer reports whether the entry is an officer rather than an
+// approver.
+func (a Approver) IsOfficer() bool { return slices.Contains(a.Roles, RoleOfficer) }
 
 // Custodian is one share holder: its name, where the mediator reaches it,
 // the HPKE key shares are sealed to and the Ed25519 key of its receipts.
@@ -105,6 +129,9 @@ func (r Rule) Satisfied(approvers []Approver) (ok bool, missing []string) {
 	ids := map[string]bool{}
 	roles := map[string]bool{}
 	for _, a := range approvers {
+		if a.IsOfficer() {
+			continue // officers never count toward a quorum
+		}
 		ids[a.ID] = true
 		for _, role := range a.Roles {
 			roles[role] = true
@@ -130,8 +157,27 @@ func (r Roster) Set() shares.Set {
 	return s
 }
 
-// Approver returns approver id of this version.
+// Approver returns approver id of this version; an officer is not an
+// approver.
 func (r Roster) Approver(id string) (Approver, bool) {
+	a, ok := r.Member(id)
+	if !ok || a.IsOfficer() {
+		return Approver{}, false
+	}
+	return a, true
+}
+
+// Officer returns officer id of this version.
+func (r Roster) Officer(id string) (Approver, bool) {
+	a, ok := r.Member(id)
+	if !ok || !a.IsOfficer() {
+		return Approver{}, false
+	}
+	return a, true
+}
+
+// Member returns the entry id of this version, approver or officer.
+func (r Roster) Member(id string) (Approver, bool) {
 	for _, a := range r.Approvers {
 		if a.ID == id {
 			return a, true
@@ -188,6 +234,9 @@ func (r Roster) Validate() error {
 				break
 			}
 		}
+		if a.IsOfficer() && len(a.Roles) > 1 {
+			probs = append(probs, fmt.Sprintf("%s: an officer holds no other role (who asks for keys never approves)", a.ID))
+		}
 		if len(a.PublicKey) != ed25519.PublicKeySize {
 			probs = append(probs, fmt.Sprintf("approver %s: public_key must be a 32-byte Ed25519 public key", a.ID))
 			continue
@@ -213,6 +262,10 @@ func (r Roster) Validate() error {
 		probs = append(probs, "rule.required_roles must name at least one role")
 	}
 	for i, role := range r.Rule.RequiredRoles {
+		if role == RoleOfficer {
+			probs = append(probs, "rule.required_roles cannot name officer: officers never sign roster versions into force")
+			break
+		}
 		if !ValidRole(role) || slices.Contains(r.Rule.RequiredRoles[:i], role) {
 			probs = append(probs, "rule.required_roles must be distinct role names")
 			break
@@ -298,3 +351,29 @@ func Parse(b []byte) (Roster, error) {
 
 // ValidDigest reports whether s looks like a roster digest.
 func ValidDigest(s string) bool { return digestMatcher.MatchString(s) }
+
+// Errors of a request's signature (VerifyRequest).
+var (
+	// ErrNotOfficer: the request's requester is not an officer of this
+	// version.
+	ErrNotOfficer = errors.New("roster: the requester is not an officer of the roster in force")
+	// ErrBadRequestSignature: the officer's signature does not verify over
+	// the request's digest with their key in this version.
+	ErrBadRequestSignature = errors.New("roster: the officer's signature does not verify over the request with their key in the roster in force")
+)
+
+// VerifyRequest checks that the request with this digest, filed by
+// requester, carries requester's signature (approval.RequestMessage) and
+// that requester is an officer of this version. It returns the officer.
+// The mediator, each approver's tool and each custodian call it alike, so
+// that no request is approved or released that its officer did not sign.
+func (r Roster) VerifyRequest(requester, digest string, sig []byte) (Approver, error) {
+	o, ok := r.Officer(requester)
+	if !ok {
+		return Approver{}, ErrNotOfficer
+	}
+	if !approval.VerifyRequest(o.PublicKey, digest, sig) {
+		return Approver{}, ErrBadRequestSignature
+	}
+	return o, nil
+}

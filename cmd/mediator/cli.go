@@ -38,6 +38,10 @@ func (cmd *command) verb(name string) *command {
 type call struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	// stdin is where confirm reads a person's answer; terminal says
+	// whether a person is there (stdin and stderr are a terminal).
+	stdin    io.Reader
+	terminal bool
 	path           []*command // the root, then each command matched on the way
 	flags          *flagSet   // the running command's flags, once it declared them
 }

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"go/parser"
 	"go/token"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -202,5 +203,38 @@ func TestHelpShowsNoSecret(t *testing.T) {
 		if strings.Contains(stdout+stderr, canary) {
 			t.Errorf("%v --help shows a secret from the environment", n.path)
 		}
+	}
+}
+
+func TestConfirmAsksAPersonOrRefuses(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		terminal bool
+		yes      bool
+		answer   string
+		ok       bool
+	}{
+		{"no terminal, no --yes", false, false, "y\n", false},
+		{"no terminal, --yes", false, true, "", true},
+		{"terminal, y", true, false, "y\n", true},
+		{"terminal, YES", true, false, "YES\n", true},
+		{"terminal, enter", true, false, "\n", false},
+		{"terminal, n", true, false, "n\n", false},
+		{"terminal, closed", true, false, "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var errOut strings.Builder
+			c := &call{stdout: io.Discard, stderr: &errOut, stdin: strings.NewReader(tc.answer), terminal: tc.terminal}
+			err := c.confirm("sign?", tc.yes)
+			if (err == nil) != tc.ok {
+				t.Fatalf("confirm = %v, want ok=%v", err, tc.ok)
+			}
+			if !tc.ok && !errors.Is(err, errNotConfirmed) {
+				t.Fatalf("a refusal is %v, want errNotConfirmed", err)
+			}
+			if tc.terminal && !tc.yes && !strings.Contains(errOut.String(), "sign? [y/N]") {
+				t.Fatalf("the question was not asked: %q", errOut.String())
+			}
+		})
 	}
 }

@@ -111,7 +111,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "--version" {
 		args = append([]string{"version"}, args[1:]...)
 	}
-	c := &call{stdout: stdout, stderr: stderr, getenv: os.Getenv}
+	c := &call{stdout: stdout, stderr: stderr, getenv: os.Getenv, stdin: os.Stdin, terminal: isTerminal(os.Stdin) && isTerminal(os.Stderr)}
 	err := c.dispatch(ctx, commands(), args)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
