@@ -164,6 +164,9 @@ func (s *Service) loadForRelease(ctx context.Context, caller, requestID string) 
 		s.log.Error("a stored request does not match its canonical form; nothing is released", "access_request_id", r.ID)
 		return Request{}, approval.Request{}, fmt.Errorf("%w: the stored request does not match what was signed", ErrUnavailable)
 	}
+	if err := s.checkOfficer(ctx, r); err != nil {
+		return Request{}, approval.Request{}, err
+	}
 	return r, signed, nil
 }
 
@@ -239,7 +242,7 @@ func (s *Service) askCustodians(ctx context.Context, r Request, signed approval.
 	if err != nil {
 		return custodianShares{}, err
 	}
-	ask := escrow.ReleaseAsk{Canonical: r.Canonical, Approvals: approvals, Roster: chain, Log: logged, RequestID: r.ID,
+	ask := escrow.ReleaseAsk{Canonical: r.Canonical, OfficerSignature: r.OfficerSignature, Approvals: approvals, Roster: chain, Log: logged, RequestID: r.ID,
 		RequestDigest: r.Digest, RecipientKey: signed.Recipient.Fingerprint()}
 	got := custodianShares{byKey: groupShares(kept)}
 	for _, a := range s.escrow.Release(ctx, ask, escrows, haveShares(got.byKey)) {

@@ -36,8 +36,9 @@ func ParseStatus(s string) (Status, bool) {
 	return "", false
 }
 
-// Draft is a request as an officer files it: Create fills in its ID,
-// Requester and CreatedAt.
+// Draft is a request as an officer's client built and signed it: every
+// field, its ID and CreatedAt included; Create sets Requester to the
+// caller.
 type Draft = approval.Request
 
 // Scope is what a request covers: the escrowed keys of these conversations
@@ -52,7 +53,12 @@ type Request struct {
 	// is "sha256:" + hex SHA-256 of it, what approvers sign.
 	Canonical []byte
 	Digest    string
-	AuditSeq  int64
+	// OfficerSignature is the filing officer's Ed25519 signature over
+	// approval.RequestMessage(Digest): only a request it verifies for,
+	// with the officer's key in the roster in force, is approved or
+	// released.
+	OfficerSignature []byte
+	AuditSeq         int64
 
 	// Status is the request's state now: its final state if it has one,
 	// expired once ExpiresAt has passed, else pending.
@@ -224,6 +230,13 @@ var (
 	ErrBadSignature = errors.New("access: the signature does not verify over this request's approval message with the approver's registered key")
 	// ErrSelfApproval matches a *SelfApprovalError (422).
 	ErrSelfApproval = errors.New("access: the requester's own approval is recorded but counts for nothing")
+	// ErrNotOfficer: the requester is not an officer of the roster in
+	// force (403).
+	ErrNotOfficer = errors.New("access: the requester is not an officer of the roster in force")
+	// ErrBadOfficerSignature: the request does not carry its officer's
+	// signature over its digest, with their key in the roster in force
+	// (422).
+	ErrBadOfficerSignature = errors.New("access: the request is not signed by its officer with their key in the roster in force")
 	// ErrDuplicateApproval: this approver already voted on the request (409).
 	ErrDuplicateApproval = errors.New("access: this approver has already voted on this request")
 	// ErrDenied: the policy denied the release (403); see DeniedError.

@@ -193,7 +193,7 @@ func TestColumnsAreOnlyAnIndex(t *testing.T) {
 func mustRequest(t *testing.T, w *world) Request {
 	t.Helper()
 	d, _ := draft(t, w.clock.now(), "c1")
-	r, err := w.svc.Create(context.Background(), "olga", d)
+	r, err := w.file(context.Background(), "olga", d)
 	if err != nil {
 		t.Fatal(err)
 	}

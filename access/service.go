@@ -115,40 +115,89 @@ func New(cfg Config) *Service {
 	return s
 }
 
-// Create files a request by requester (the officer's token subject). Times
-// are kept to the second, in UTC.
-func (s *Service) Create(ctx context.Context, requester string, d Draft) (Request, error) {
+// maxFilingSkew bounds how far the created_at an officer's client signed
+// may lie from the mediator's clock.
+const maxFilingSkew = 5 * time.Minute
+
+// Create files a request that requester (the officer's token subject)
+// built and signed: d is the whole request as the officer's client made
+// it, its ID a fresh UUID and its CreatedAt the officer's clock to the
+// second, and sig the officer's signature over its digest
+// (approval.RequestMessage). The mediator chooses nothing in it. It is
+// filed only if requester is an officer of the roster in force and sig
+// verifies with their key; the signature is kept and logged with it.
+func (s *Service) Create(ctx context.Context, requester string, d Draft, sig []byte) (Request, error) {
 	if err := validID("requester", requester); err != nil {
 		return Request{}, err
 	}
 	now := s.now().UTC().Truncate(time.Second)
-	d.Scope.ConversationIDs = slices.Clone(d.Scope.ConversationIDs)
-	d.Scope.From = d.Scope.From.UTC().Truncate(time.Second)
-	d.Scope.To = d.Scope.To.UTC().Truncate(time.Second)
-	d.ExpiresAt = d.ExpiresAt.UTC().Truncate(time.Second)
-	if err := validateDraft(d, now); err != nil {
+	d.Requester = requester
+	r := Request{Request: normalize(d), OfficerSignature: slices.Clone(sig)}
+	if err := validateDraft(r.Request, now); err != nil {
 		return Request{}, err
 	}
-	id, err := uuid.NewRandom()
-	if err != nil {
-		return Request{}, fmt.Errorf("access: request id: %w", err)
+	if id, err := uuid.Parse(d.ID); err != nil || id.String() != d.ID {
+		return Request{}, invalid.Input("id", "must be a fresh UUID in lower-case hex, chosen by the officer's client")
 	}
-	d.ID, d.Requester, d.CreatedAt = id.String(), requester, now
-	r := Request{Request: d}
+	if !r.CreatedAt.Equal(d.CreatedAt) || r.CreatedAt.Before(now.Add(-maxFilingSkew)) || r.CreatedAt.After(now.Add(maxFilingSkew)) {
+		return Request{}, invalid.Input("created_at", fmt.Sprintf("must be now, to the second, within %s of the mediator's clock", maxFilingSkew))
+	}
+	if !r.Scope.From.Equal(d.Scope.From) || !r.Scope.To.Equal(d.Scope.To) || !r.ExpiresAt.Equal(d.ExpiresAt) {
+		return Request{}, invalid.Input("scope", "times must be whole seconds: the officer signed them so")
+	}
+	var err error
 	if r.Canonical, err = Canonical(r); err != nil {
 		return Request{}, err
 	}
 	r.Digest = approval.Digest(r.Canonical)
+	if err := s.checkOfficer(ctx, r); err != nil {
+		return Request{}, err
+	}
 	if r, err = s.requests.InsertRequest(ctx, r); err != nil {
 		return Request{}, err
 	}
 	r.Status = StatusPending
 	s.metrics.transition(StatusPending)
 	s.log.Info("access request filed", "access_request_id", r.ID, "requester", requester, "case_id", r.CaseID,
-		"conversations", len(d.Scope.ConversationIDs), "audit_seq", r.AuditSeq)
+		"conversations", len(r.Scope.ConversationIDs), "audit_seq", r.AuditSeq)
 	s.notify(ctx, wire.Event{Type: wire.EventRequestFiled, RequestID: r.ID, Status: string(StatusPending)})
 	s.notify(ctx, wire.Event{Type: wire.EventNeedsApprovals, RequestID: r.ID, Status: string(StatusPending)})
 	return r, nil
+}
+
+// normalize returns d with its times in UTC to the second and its slices
+// its own.
+func normalize(d Draft) Draft {
+	d.Scope.ConversationIDs = slices.Clone(d.Scope.ConversationIDs)
+	d.Scope.From = d.Scope.From.UTC().Truncate(time.Second)
+	d.Scope.To = d.Scope.To.UTC().Truncate(time.Second)
+	d.CreatedAt = d.CreatedAt.UTC().Truncate(time.Second)
+	d.ExpiresAt = d.ExpiresAt.UTC().Truncate(time.Second)
+	return d
+}
+
+// checkOfficer verifies that r carries its requester's signature over its
+// digest and that the requester is an officer of the roster in force:
+// ErrNotOfficer or ErrBadOfficerSignature otherwise. The check is made
+// when a request is filed, approved and released, so that a request
+// written into the tables by anyone else goes nowhere.
+func (s *Service) checkOfficer(ctx context.Context, r Request) error {
+	cur, err := s.roster.Current(ctx)
+	if err != nil {
+		return err
+	}
+	if cur == nil {
+		return ErrNotOfficer
+	}
+	switch _, err := cur.VerifyRequest(r.Requester, r.Digest, r.OfficerSignature); {
+	case errors.Is(err, roster.ErrNotOfficer):
+		s.log.Warn("request refused: the requester is not an officer of the roster in force", "access_request_id", r.ID, "requester", r.Requester)
+		return ErrNotOfficer
+	case err != nil:
+		s.log.Warn("request refused: the officer's signature does not verify", "access_request_id", r.ID, "requester", r.Requester)
+		return ErrBadOfficerSignature
+	}
+	return nil
 }
 
 // Get returns request id and its approvals.
@@ -280,6 +329,9 @@ func (s *Service) approve(ctx context.Context, approverID, requestID, decision s
 	}
 	if cur == nil {
 		return Approval{}, governance.ErrUnknownApprover
+	}
+	if err := s.checkOfficer(ctx, r); err != nil {
+		return Approval{}, err
 	}
 	ap, ok := cur.Approver(approverID)
 	if !ok {

@@ -20,6 +20,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/google/uuid"
+
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/audit"
 	"github.com/mediatorhq/mediator/dev"
@@ -67,7 +69,8 @@ type world struct {
 
 // trusted are the approvers of every world's genesis roster, which its
 // custodians and its service pin.
-var trusted = map[string]string{"lena": "legal", "sam": "security", "nina": "legal", "olga": "security"}
+// olga is the officer who files requests; she approves nothing.
+var trusted = map[string]string{"lena": "legal", "sam": "security", "nina": "legal", "tom": "security", "olga": roster.RoleOfficer}
 
 func newWorld(t testing.TB) *world { return newWorldWith(t, dev.CustodianOptions{}) }
 
@@ -154,6 +157,22 @@ func isCoded(err error, code string) bool {
 	}
 	_, _, c := e.Invalid()
 	return c == code
+}
+
+// file files d as requester, as the officer's client does: a fresh id,
+// the clock's time, and the officer's signature (with their key in
+// w.keys, or a key no roster lists).
+func (w *world) file(ctx context.Context, requester string, d Draft) (Request, error) {
+	d.ID, d.Requester, d.CreatedAt = uuid.NewString(), requester, w.clock.now().UTC().Truncate(time.Second)
+	c, err := d.Canonical()
+	if err != nil {
+		return w.svc.Create(ctx, requester, d, nil)
+	}
+	key, ok := w.keys[requester]
+	if !ok {
+		_, key, _ = ed25519.GenerateKey(rand.Reader)
+	}
+	return w.svc.Create(ctx, requester, d, approval.SignRequest(key, approval.Digest(c)))
 }
 
 func (w *world) sign(r Request, decision, approverID string) []byte {
@@ -282,7 +301,7 @@ func TestDraftValidation(t *testing.T) {
 	for name, mutate := range bad {
 		d, _ := draft(t, now, "c1")
 		mutate(&d)
-		_, err := w.svc.Create(ctx, "olga", d)
+		_, err := w.file(ctx, "olga", d)
 		ve, ok := invalid.As(err)
 		if !ok || ve.Field == "" || ve.Reason == "" {
 			t.Errorf("%s: %v, want an *invalid.Error naming a field and a reason", name, err)
@@ -302,9 +321,8 @@ func TestApprovalsAreVerifiedAndCountedOnce(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
 	w.approver(t, "lena", "legal")
-	w.approver(t, "olga", "security") // the requester is an approver too
 	d, _ := draft(t, w.clock.now(), "c1")
-	r, err := w.svc.Create(ctx, "olga", d)
+	r, err := w.file(ctx, "olga", d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,15 +346,10 @@ func TestApprovalsAreVerifiedAndCountedOnce(t *testing.T) {
 	if _, err := w.svc.Approve(ctx, "lena", r.ID, "maybe", w.sign(r, "maybe", "lena")); !isCoded(err, invalid.CodeValidationFailed) {
 		t.Fatalf("bad decision: %v", err)
 	}
-	// The requester's own vote is recorded (its log entry is named) and
-	// comes back as an error only, never as an approval.
-	a, err := w.svc.Approve(ctx, "olga", r.ID, "approve", w.sign(r, "approve", "olga"))
-	var self *SelfApprovalError
-	if !errors.As(err, &self) || !errors.Is(err, ErrSelfApproval) || self.AuditSeq <= 0 || a.ApproverID != "" {
-		t.Fatalf("the requester's own approval: %+v %v", a, err)
-	}
-	if err := w.vote(t, r, "olga", "approve"); !errors.Is(err, ErrDuplicateApproval) {
-		t.Fatalf("the requester's vote again: %v", err)
+	// The requester is an officer, never an approver: her vote is
+	// refused and nothing is recorded.
+	if _, err := w.svc.Approve(ctx, "olga", r.ID, "approve", w.sign(r, "approve", "olga")); !errors.Is(err, governance.ErrUnknownApprover) {
+		t.Fatalf("the requesting officer's own approval: %v", err)
 	}
 	if err := w.vote(t, r, "lena", "approve"); err != nil {
 		t.Fatal(err)
@@ -345,11 +358,10 @@ func TestApprovalsAreVerifiedAndCountedOnce(t *testing.T) {
 		t.Fatalf("same approver twice: %v", err)
 	}
 	_, approvals, err := w.svc.Get(ctx, r.ID)
-	if err != nil || len(approvals) != 2 || !approvals[0].ByRequester || approvals[1].ByRequester {
+	if err != nil || len(approvals) != 1 || approvals[0].ApproverID != "lena" {
 		t.Fatalf("approvals recorded: %+v %v", approvals, err)
 	}
-	// The self-approval counted for nothing: the release is denied for
-	// want of a security approver.
+	// The release is denied for want of a security approver.
 	_, err = w.svc.Release(ctx, "olga", r.ID)
 	var denied *DeniedError
 	if !errors.As(err, &denied) || !strings.Contains(strings.Join(denied.Reasons, ";"), "security role") || denied.DecisionID == "" {
@@ -365,7 +377,7 @@ func TestReleaseSealsOnlyTheKeysInScope(t *testing.T) {
 	w.approver(t, "lena", "legal")
 	w.approver(t, "sam", "security")
 	d, recipient := draft(t, w.clock.now(), "conv-a", "conv-b")
-	r, err := w.svc.Create(ctx, "olga", d)
+	r, err := w.file(ctx, "olga", d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,7 +437,7 @@ func TestDenyVoteAndTheDenialLock(t *testing.T) {
 	w.approver(t, "sam", "security")
 	w.approver(t, "nina", "legal")
 	d, _ := draft(t, w.clock.now(), "c1")
-	r, _ := w.svc.Create(ctx, "olga", d)
+	r, _ := w.file(ctx, "olga", d)
 	for _, v := range [][2]string{{"lena", "approve"}, {"sam", "approve"}, {"nina", "deny"}} {
 		if err := w.vote(t, r, v[0], v[1]); err != nil {
 			t.Fatal(err)
@@ -456,7 +468,7 @@ func TestExpiryRevocationAndRotation(t *testing.T) {
 	ctx := context.Background()
 	w.approver(t, "lena", "legal")
 	d, _ := draft(t, w.clock.now(), "c1")
-	r, _ := w.svc.Create(ctx, "olga", d)
+	r, _ := w.file(ctx, "olga", d)
 	if _, err := w.svc.Revoke(ctx, "sam", r.ID); !errors.Is(err, ErrNotRequester) {
 		t.Fatalf("revoke by another: %v", err)
 	}
@@ -468,7 +480,7 @@ func TestExpiryRevocationAndRotation(t *testing.T) {
 	}
 
 	// Expiry is recorded when the request is next touched.
-	r2, _ := w.svc.Create(ctx, "olga", d)
+	r2, _ := w.file(ctx, "olga", d)
 	w.clock.add(73 * time.Hour)
 	if list, _ := w.svc.List(ctx, StatusExpired, 10); len(list) != 1 || list[0].ID != r2.ID {
 		t.Fatalf("expired list: %+v", list)
@@ -485,7 +497,7 @@ func TestExpiryRevocationAndRotation(t *testing.T) {
 	// Rotation and removal are roster versions: once adopted, the old
 	// key's signatures are refused, the new key's accepted, and a removed
 	// approver's refused.
-	r3, _ := w.svc.Create(ctx, "olga", Draft(func() Draft { d, _ := draft(t, w.clock.now(), "c1"); return d }()))
+	r3, _ := w.file(ctx, "olga", Draft(func() Draft { d, _ := draft(t, w.clock.now(), "c1"); return d }()))
 	oldKey := w.keys["lena"]
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	if err := w.vote(t, r3, "nina", "approve"); err != nil {
@@ -507,7 +519,7 @@ func TestExpiryRevocationAndRotation(t *testing.T) {
 		next.Approvers = append(next.Approvers, a)
 	}
 	next.Version, next.Previous = 0, ""
-	w.adoptWith(t, next, map[string]ed25519.PrivateKey{"lena": priv}, "lena", "olga")
+	w.adoptWith(t, next, map[string]ed25519.PrivateKey{"lena": priv}, "lena", "tom")
 	if _, err := w.svc.Approve(ctx, "lena", r3.ID, "approve", ed25519.Sign(oldKey, approval.Message(r3.ID, r3.Digest, "approve", "lena"))); !errors.Is(err, ErrBadSignature) {
 		t.Fatalf("signature with the rotated-out key: %v", err)
 	}
@@ -556,7 +568,7 @@ func TestReleaseAcrossCustodians(t *testing.T) {
 	w.approver(t, "lena", "legal")
 	w.approver(t, "sam", "security")
 	d, recipient := draft(t, w.clock.now(), "conv-a")
-	r, _ := w.svc.Create(ctx, "olga", d)
+	r, _ := w.file(ctx, "olga", d)
 	w.vote(t, r, "lena", "approve")
 	w.vote(t, r, "sam", "approve")
 
@@ -620,7 +632,7 @@ func BenchmarkRelease100(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		d, recipient := draft(b, w.clock.now(), convos...)
-		r, err := w.svc.Create(ctx, "olga", d)
+		r, err := w.file(ctx, "olga", d)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -637,5 +649,76 @@ func BenchmarkRelease100(b *testing.B) {
 		if got := open(b, recipient, rel); len(got) != n {
 			b.Fatalf("%d keys recovered", len(got))
 		}
+	}
+}
+
+// TestRequestsAreSignedByAnOfficer plays a host holding an officer's
+// bearer token but not their signing key, and a superuser who edits a
+// stored request: nothing is filed that the requester did not sign as an
+// officer of the roster in force, and a stored request whose signature no
+// longer verifies is neither approved nor released.
+func TestRequestsAreSignedByAnOfficer(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	d, _ := draft(t, w.clock.now(), "c1")
+	sign := func(d Draft, key ed25519.PrivateKey) []byte {
+		c, err := d.Canonical()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return approval.SignRequest(key, approval.Digest(c))
+	}
+	d.ID, d.Requester, d.CreatedAt = uuid.NewString(), "olga", w.clock.now().UTC().Truncate(time.Second)
+	_, hostKey, _ := ed25519.GenerateKey(rand.Reader)
+	swapped := d
+	_, swapped.Recipient, _ = seal.NewKey(seal.KEMX25519)
+	stale := d
+	stale.CreatedAt = d.CreatedAt.Add(-time.Hour)
+	for _, tc := range []struct {
+		name      string
+		requester string
+		d         Draft
+		sig       []byte
+		want      error
+	}{
+		{"no signature", "olga", d, nil, ErrBadOfficerSignature},
+		{"signed by the host's key", "olga", d, sign(d, hostKey), ErrBadOfficerSignature},
+		{"recipient swapped after signing", "olga", swapped, sign(d, w.keys["olga"]), ErrBadOfficerSignature},
+		{"filed by an approver", "sam", func() Draft { x := d; x.Requester = "sam"; return x }(), nil, ErrNotOfficer},
+		{"filed by someone in no roster", "mallory", func() Draft { x := d; x.Requester = "mallory"; return x }(), nil, ErrNotOfficer},
+	} {
+		if tc.sig == nil && tc.requester != "olga" {
+			tc.sig = sign(tc.d, w.keys[tc.requester])
+		}
+		if _, err := w.svc.Create(ctx, tc.requester, tc.d, tc.sig); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	if _, err := w.svc.Create(ctx, "olga", stale, sign(stale, w.keys["olga"])); !isCoded(err, invalid.CodeValidationFailed) {
+		t.Errorf("a filing time an hour off: %v", err)
+	}
+	var n int
+	if err := w.pool.QueryRow(ctx, "SELECT count(*) FROM access_requests").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("refused requests left %d rows (%v)", n, err)
+	}
+	r, err := w.svc.Create(ctx, "olga", d, sign(d, w.keys["olga"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := w.svc.Get(ctx, r.ID); err != nil || !approval.VerifyRequest(w.keys["olga"].Public().(ed25519.PublicKey), got.Digest, got.OfficerSignature) {
+		t.Fatalf("the officer's signature is not kept with the request: %v", err)
+	}
+	// A superuser strips the signature: no approval, no release.
+	tx, _ := w.pool.Begin(ctx)
+	tx.Exec(ctx, "SET LOCAL session_replication_role = replica")
+	if _, err := tx.Exec(ctx, `UPDATE access_requests SET officer_signature = NULL WHERE request_id = $1`, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	tx.Commit(ctx)
+	if err := w.vote(t, r, "lena", "approve"); !errors.Is(err, ErrBadOfficerSignature) {
+		t.Fatalf("an approval of an unsigned request: %v", err)
+	}
+	if _, err := w.svc.Release(ctx, "olga", r.ID); !errors.Is(err, ErrBadOfficerSignature) {
+		t.Fatalf("a release of an unsigned request: %v", err)
 	}
 }

@@ -93,19 +93,23 @@ type requestRecord struct {
 	Requester string `json:"requester"`
 	Digest    string `json:"digest"`
 	Canonical string `json:"canonical"` // base64 of the canonical JSON
+	// OfficerSignature is base64 of the officer's signature over the
+	// digest (approval.RequestMessage).
+	OfficerSignature string `json:"officer_signature"`
 }
 
 // InsertRequest implements Store.
 func (s *PGStore) InsertRequest(ctx context.Context, r Request) (Request, error) {
 	rec := requestRecord{Kind: KindRequest, RequestID: r.ID, Requester: r.Requester, Digest: r.Digest,
-		Canonical: base64.StdEncoding.EncodeToString(r.Canonical)}
+		Canonical: base64.StdEncoding.EncodeToString(r.Canonical), OfficerSignature: base64.StdEncoding.EncodeToString(r.OfficerSignature)}
 	seq, err := s.rec.Record(ctx, audit.Entry{Kind: KindRequest, Record: rec}, func(tx pgx.Tx, seq int64) error {
 		_, err := tx.Exec(ctx, `INSERT INTO access_requests (request_id, requester, case_id, legal_basis, warrant_ref,
 			jurisdiction, justification, conversation_ids, scope_from, scope_to, recipient_kem_id, recipient_public_key,
-			created_at, expires_at, canonical, digest, audit_seq)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
+			created_at, expires_at, canonical, digest, audit_seq, officer_signature)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
 			r.ID, r.Requester, r.CaseID, r.LegalBasis, r.WarrantRef, r.Jurisdiction, r.Justification, r.Scope.ConversationIDs,
-			r.Scope.From, r.Scope.To, int(r.Recipient.KEMID), r.Recipient.PublicKey, r.CreatedAt, r.ExpiresAt, r.Canonical, r.Digest, seq)
+			r.Scope.From, r.Scope.To, int(r.Recipient.KEMID), r.Recipient.PublicKey, r.CreatedAt, r.ExpiresAt, r.Canonical, r.Digest, seq,
+			r.OfficerSignature)
 		if err != nil {
 			return s.rec.Conflict(err, fmt.Errorf("%w: request id taken", ErrUnavailable))
 		}
@@ -120,7 +124,7 @@ func (s *PGStore) InsertRequest(ctx context.Context, r Request) (Request, error)
 
 const selectRequest = `SELECT r.request_id, r.requester, r.case_id, r.legal_basis, r.warrant_ref, r.jurisdiction,
 	r.justification, r.conversation_ids, r.scope_from, r.scope_to, r.recipient_kem_id, r.recipient_public_key,
-	r.created_at, r.expires_at, r.canonical, r.digest, r.audit_seq,
+	r.created_at, r.expires_at, r.canonical, r.digest, r.audit_seq, r.officer_signature,
 	f.status, f.decided_by, f.decision_id, f.audit_seq, f.finished_at,
 	(SELECT count(*) FROM access_decisions d WHERE d.request_id = r.request_id AND NOT d.allow)
 	FROM access_requests r LEFT JOIN access_request_finals f USING (request_id) `
@@ -175,7 +179,7 @@ func scanRequest(row pgx.CollectableRow) (Request, error) {
 	)
 	if err := row.Scan(&r.ID, &r.Requester, &r.CaseID, &r.LegalBasis, &r.WarrantRef, &r.Jurisdiction, &r.Justification,
 		&r.Scope.ConversationIDs, &r.Scope.From, &r.Scope.To, &kem, &recipientK, &r.CreatedAt, &r.ExpiresAt,
-		&r.Canonical, &r.Digest, &r.AuditSeq, &fStatus, &fBy, &fDecision, &fSeq, &fAt, &denied); err != nil {
+		&r.Canonical, &r.Digest, &r.AuditSeq, &r.OfficerSignature, &fStatus, &fBy, &fDecision, &fSeq, &fAt, &denied); err != nil {
 		return r, err
 	}
 	r.Recipient = seal.PublicKey{KEMID: uint16(kem), PublicKey: recipientK}

@@ -23,6 +23,8 @@ const (
 	codeNotRequester      = "not_requester"
 	codeRequestFinal      = "request_final"
 	codeNotAnApprover     = "not_an_approver"
+	codeNotAnOfficer      = "not_an_officer"
+	codeBadOfficerSig     = "bad_officer_signature"
 	codeBadSignature      = "bad_signature"
 	codeSelfApproval      = "self_approval"
 	codeDuplicateApproval = "duplicate_approval"
@@ -132,6 +134,11 @@ func (s *server) accessError(w http.ResponseWriter, r *http.Request, what string
 		writeError(w, http.StatusNotFound, codeNotFound, "no such request, roster version or proposal")
 	case errors.Is(err, access.ErrNotRequester):
 		writeError(w, http.StatusForbidden, codeNotRequester, "only the officer who filed the request may do this")
+	case errors.Is(err, access.ErrNotOfficer):
+		writeError(w, http.StatusForbidden, codeNotAnOfficer, "the requester is not an officer of the roster in force")
+	case errors.Is(err, access.ErrBadOfficerSignature):
+		writeError(w, http.StatusUnprocessableEntity, codeBadOfficerSig,
+			"the request does not carry its officer's signature with their key in the roster in force over "+approval.RequestMessageFormat)
 	case errors.Is(err, access.ErrBadSignature):
 		writeError(w, http.StatusUnprocessableEntity, codeBadSignature,
 			"the signature does not verify with your key in the roster in force over "+approval.MessageFormat)
@@ -173,10 +180,10 @@ func (s *server) createRequest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req, err := s.access.Create(r.Context(), caller(r), access.Draft{
-		CaseID: b.CaseID, LegalBasis: b.LegalBasis, WarrantRef: b.WarrantRef, Jurisdiction: b.Jurisdiction,
+		ID: b.ID, CreatedAt: b.CreatedAt, CaseID: b.CaseID, LegalBasis: b.LegalBasis, WarrantRef: b.WarrantRef, Jurisdiction: b.Jurisdiction,
 		Justification: b.Justification, Recipient: b.Recipient, ExpiresAt: b.ExpiresAt,
 		Scope: access.Scope{ConversationIDs: b.Scope.ConversationIDs, From: b.Scope.From, To: b.Scope.To},
-	})
+	}, b.OfficerSignature)
 	if err != nil {
 		s.accessError(w, r, "access request", err)
 		return
@@ -189,7 +196,7 @@ func requestView(q access.Request, approvals []access.Approval) wire.Request {
 		WarrantRef: q.WarrantRef, Jurisdiction: q.Jurisdiction, Justification: q.Justification,
 		Scope:     wire.Scope{ConversationIDs: q.Scope.ConversationIDs, From: q.Scope.From, To: q.Scope.To},
 		Recipient: q.Recipient, CreatedAt: q.CreatedAt, ExpiresAt: q.ExpiresAt, Digest: q.Digest, Canonical: q.Canonical,
-		AuditSeq: q.AuditSeq, DeniedReleases: q.DeniedReleases}
+		OfficerSignature: q.OfficerSignature, AuditSeq: q.AuditSeq, DeniedReleases: q.DeniedReleases}
 	if f := q.Final; f != nil {
 		out.Final = &wire.Final{Status: string(f.Status), By: f.By, DecisionID: f.DecisionID, At: f.At, AuditSeq: f.AuditSeq}
 	}

@@ -227,7 +227,8 @@ type signingKeyFile struct {
 	PrivateKey []byte `json:"private_key"` // the 32-byte Ed25519 seed
 }
 
-// NewSigningKey returns a fresh approver signing key: its key file and its
+// NewSigningKey returns a fresh signing key, an approver's or an
+// officer's: its key file and its
 // public key.
 func NewSigningKey() (file []byte, pub ed25519.PublicKey, err error) {
 	pub, priv, err := ed25519.GenerateKey(nil)
@@ -243,7 +244,7 @@ func NewSigningKey() (file []byte, pub ed25519.PublicKey, err error) {
 func ParseSigningKey(file []byte) (ed25519.PrivateKey, error) {
 	var f signingKeyFile
 	if err := json.Unmarshal(file, &f); err != nil || f.Type != signingKeyType || len(f.PrivateKey) != ed25519.SeedSize {
-		return nil, errors.New("approval: not an approver key file (make one with mediator keygen --approver)")
+		return nil, errors.New("approval: not a signing key file (make one with mediator keygen --approver or --officer)")
 	}
 	priv := ed25519.NewKeyFromSeed(f.PrivateKey)
 	clear(f.PrivateKey)

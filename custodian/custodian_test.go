@@ -66,13 +66,13 @@ func (f *fixture) signed(t *testing.T, r roster.Roster, signers ...string) roste
 func newFixture(t *testing.T, opts dev.CustodianOptions) *fixture {
 	t.Helper()
 	f := &fixture{approvers: map[string]ed25519.PrivateKey{}}
-	for _, a := range [][2]string{{"lena", "legal"}, {"sam", "security"}} {
+	for _, a := range [][2]string{{"lena", "legal"}, {"sam", "security"}, {"olga", roster.RoleOfficer}} {
 		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 		f.approvers[a[0]] = priv
 		opts.Approvers = append(opts.Approvers, roster.Approver{ID: a[0], Roles: []string{a[1]}, PublicKey: pub})
 	}
 	f.set = custodians.Start(t, env, opts)
-	f.chain = []roster.Signed{f.signed(t, f.set.Genesis(), "lena", "sam")}
+	f.chain = []roster.Signed{f.signed(t, f.set.Genesis(), "lena", "sam", "olga")}
 	var err error
 	if f.remotes, err = f.set.File.Remotes(); err != nil {
 		t.Fatal(err)
@@ -107,8 +107,24 @@ func (f *fixture) deposit(t *testing.T, convo, keyID string, key []byte) (string
 	return id, receipts
 }
 
-// request is a canonical request for convos, and approvals by the given
-// approvers.
+// approve is approvals of canonical by the given approvers.
+func (f *fixture) approve(canonical []byte, approvers ...string) []wire.EvidenceApproval {
+	req, _ := approval.Parse(canonical)
+	var as []wire.EvidenceApproval
+	for _, id := range approvers {
+		as = append(as, wire.EvidenceApproval{ApproverID: id, Decision: "approve", ApprovedAt: time.Now(),
+			Signature: ed25519.Sign(f.approvers[id], approval.Message(req.ID, approval.Digest(canonical), "approve", id))})
+	}
+	return as
+}
+
+// sig is the officer olga's signature over a request's canonical bytes.
+func (f *fixture) sig(canonical []byte) []byte {
+	return approval.SignRequest(f.approvers["olga"], approval.Digest(canonical))
+}
+
+// request is a canonical request olga files for convos (sig signs it),
+// and approvals by the given approvers.
 func (f *fixture) request(t *testing.T, convos []string, from, to time.Time, approvers ...string) ([]byte, []wire.EvidenceApproval) {
 	t.Helper()
 	now := time.Now().UTC().Truncate(time.Second)
@@ -156,7 +172,7 @@ func TestStoreAndRelease(t *testing.T) {
 	now := time.Now()
 	canonical, approvals := f.request(t, []string{"conv-a"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
 	req, _ := approval.Parse(canonical)
-	ans, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)})
+	ans, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: approvals, Shares: ref(id, receipts, 0)})
 	if err != nil || len(ans.Shares) != 1 || ans.Shares[0].Error != nil {
 		t.Fatalf("release: %+v %v", ans, err)
 	}
@@ -172,7 +188,7 @@ func TestStoreAndRelease(t *testing.T) {
 		t.Fatalf("the officer cannot open the released share: %v", err)
 	}
 	// Once per request and share.
-	ans, err = f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)})
+	ans, err = f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: approvals, Shares: ref(id, receipts, 0)})
 	if err != nil || ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "already_released" || ans.Shares[0].Sealed != nil {
 		t.Fatalf("second release: %+v %v", ans, err)
 	}
@@ -180,12 +196,12 @@ func TestStoreAndRelease(t *testing.T) {
 	// Out of scope: another conversation, or a window the share was not
 	// stored in.
 	c2, a2 := f.request(t, []string{"conv-z"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
-	ans, _ = f.remotes[1].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: c2, Approvals: a2, Shares: ref(id, receipts, 1)})
+	ans, _ = f.remotes[1].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: c2, OfficerSignature: f.sig(c2), Approvals: a2, Shares: ref(id, receipts, 1)})
 	if ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "not_in_scope" {
 		t.Fatalf("another conversation: %+v", ans)
 	}
 	c3, a3 := f.request(t, []string{"conv-a"}, now.Add(-48*time.Hour), now.Add(-24*time.Hour), "lena", "sam")
-	ans, _ = f.remotes[1].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: c3, Approvals: a3, Shares: ref(id, receipts, 1)})
+	ans, _ = f.remotes[1].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: c3, OfficerSignature: f.sig(c3), Approvals: a3, Shares: ref(id, receipts, 1)})
 	if ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "not_in_scope" {
 		t.Fatalf("another window: %+v", ans)
 	}
@@ -205,24 +221,44 @@ func TestReleaseRefusals(t *testing.T) {
 	req, _ := approval.Parse(canonical)
 	forged := wire.EvidenceApproval{ApproverID: "sam", Decision: "approve", ApprovedAt: now,
 		Signature: ed25519.Sign(mallory, approval.Message(req.ID, approval.Digest(canonical), "approve", "sam"))}
+	other := bytes.Replace(canonical, []byte("case-1"), []byte("case-2"), 1)
+	_, hostKey, _ := seal.NewKey(seal.KEMMLKEM768X25519)
+	swappedReq := req
+	swappedReq.Recipient = hostKey
+	swapped, _ := swappedReq.Canonical()
+	lenaReq := req
+	lenaReq.Requester = "lena"
+	byLena, _ := lenaReq.Canonical()
 	invented := wire.EvidenceApproval{ApproverID: "mallory", Decision: "approve", ApprovedAt: now,
 		Signature: ed25519.Sign(mallory, approval.Message(req.ID, approval.Digest(canonical), "approve", "mallory"))}
 	for name, ev := range map[string]wire.ReleaseEvidence{
-		"one approval":         {Roster: f.chain, Canonical: canonical, Approvals: approvals[:1]},
-		"forged approval":      {Roster: f.chain, Canonical: canonical, Approvals: []wire.EvidenceApproval{approvals[0], forged}},
-		"invented approver":    {Roster: f.chain, Canonical: canonical, Approvals: []wire.EvidenceApproval{approvals[0], invented}},
+		"one approval":         {Roster: f.chain, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: approvals[:1]},
+		"forged approval":      {Roster: f.chain, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: []wire.EvidenceApproval{approvals[0], forged}},
+		"invented approver":    {Roster: f.chain, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: []wire.EvidenceApproval{approvals[0], invented}},
 		"not canonical":        {Roster: f.chain, Canonical: append([]byte(" "), canonical...), Approvals: approvals},
-		"approvals of another": {Roster: f.chain, Canonical: bytes.Replace(canonical, []byte("case-1"), []byte("case-2"), 1), Approvals: approvals},
+		"approvals of another": {Roster: f.chain, Canonical: other, OfficerSignature: f.sig(other), Approvals: approvals},
+		// The host swaps the recipient key of olga's request; the
+		// approvers, fooled, sign the swapped request.
+		"recipient swapped":  {Roster: f.chain, Canonical: swapped, OfficerSignature: f.sig(canonical), Approvals: f.approve(swapped, "lena", "sam")},
+		"unsigned":           {Roster: f.chain, Canonical: canonical, Approvals: approvals},
+		"signed by the host": {Roster: f.chain, Canonical: swapped, OfficerSignature: approval.SignRequest(mallory, approval.Digest(swapped)), Approvals: f.approve(swapped, "lena", "sam")},
+		"filed by an approver": {Roster: f.chain, Canonical: byLena, OfficerSignature: approval.SignRequest(f.approvers["lena"], approval.Digest(byLena)),
+			Approvals: f.approve(byLena, "lena", "sam")},
 	} {
 		ev.Shares = ref(id, receipts, 0)
 		_, err := f.remotes[0].Release(ctx, ev)
 		var refused *escrow.RefusedError
 		if !errors.As(err, &refused) || len(refused.Reasons) == 0 {
 			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		officerCase := name == "recipient swapped" || name == "unsigned" || name == "signed by the host" || name == "filed by an approver"
+		if officerCase && !strings.Contains(strings.Join(refused.Reasons, ";"), "not signed by an officer") {
+			t.Errorf("%s: refused for %v, not for the officer's signature", name, refused.Reasons)
 		}
 	}
 	// None of that released anything: the genuine release still can.
-	ans, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)})
+	ans, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: approvals, Shares: ref(id, receipts, 0)})
 	if err != nil || ans.Shares[0].Error != nil {
 		t.Fatalf("genuine release after the refusals: %+v %v", ans, err)
 	}
@@ -255,7 +291,7 @@ func TestRosterChainChecks(t *testing.T) {
 	v2d, _ := v2.Digest()
 	v3 := v2
 	v3.Version, v3.Previous = 3, v2d
-	v3.Approvers = []roster.Approver{v2.Approvers[0], v2.Approvers[2], {ID: "ola", Roles: []string{"security"}, PublicKey: olaPub}}
+	v3.Approvers = []roster.Approver{v2.Approvers[0], v2.Approvers[2], v2.Approvers[3], {ID: "ola", Roles: []string{"security"}, PublicKey: olaPub}}
 
 	genuine := []roster.Signed{f.chain[0], f.signed(t, v2, "lena", "sam", "kim")}
 	canonical, approvals := f.request(t, []string{"conv-a"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
@@ -273,7 +309,7 @@ func TestRosterChainChecks(t *testing.T) {
 		"no roster at all":       {nil, "roster"},
 	}
 	for name, c := range cases {
-		_, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: c.chain, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)})
+		_, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: c.chain, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: approvals, Shares: ref(id, receipts, 0)})
 		var refused *escrow.RefusedError
 		if !errors.As(err, &refused) || !strings.Contains(strings.Join(refused.Reasons, ";"), c.says) {
 			t.Errorf("%s: got %v, want a refusal saying %q", name, err, c.says)
@@ -286,7 +322,7 @@ func TestRosterChainChecks(t *testing.T) {
 	// still accepts the genuine older chain.
 	v3chain := append(append([]roster.Signed(nil), genuine...), f.signed(t, v3, "lena", "sam", "ola"))
 	c3, a3 := f.request(t, []string{"conv-a"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "ola")
-	ans, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: v3chain, Canonical: c3, Approvals: a3, Shares: ref(id, receipts, 0)})
+	ans, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: v3chain, Canonical: c3, OfficerSignature: f.sig(c3), Approvals: a3, Shares: ref(id, receipts, 0)})
 	if err != nil || ans.Shares[0].Error != nil {
 		t.Fatalf("release under version 3: %+v %v", ans, err)
 	}
@@ -294,7 +330,7 @@ func TestRosterChainChecks(t *testing.T) {
 	if got := ans.Shares[0].Receipt.Receipt.RosterDigest; got != v3d {
 		t.Errorf("the receipt names roster %s, want version 3 %s", got, v3d)
 	}
-	_, err = f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: genuine, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)})
+	_, err = f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: genuine, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: approvals, Shares: ref(id, receipts, 0)})
 	var refused *escrow.RefusedError
 	if !errors.As(err, &refused) || !strings.Contains(strings.Join(refused.Reasons, ";"), "does not hold version 3") {
 		t.Errorf("a rolled-back chain: %v", err)
@@ -304,11 +340,11 @@ func TestRosterChainChecks(t *testing.T) {
 	}
 	// sam's approval does not count under version 3, whatever chain the
 	// request came with.
-	_, err = f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: v3chain, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)})
+	_, err = f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: v3chain, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: approvals, Shares: ref(id, receipts, 0)})
 	if !errors.As(err, &refused) || !strings.Contains(strings.Join(refused.Reasons, ";"), "security") {
 		t.Errorf("a removed approver's approval under version 3: %v", err)
 	}
-	ans, err = f.remotes[1].Release(ctx, wire.ReleaseEvidence{Roster: genuine, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 1)})
+	ans, err = f.remotes[1].Release(ctx, wire.ReleaseEvidence{Roster: genuine, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: approvals, Shares: ref(id, receipts, 1)})
 	if err != nil || ans.Shares[0].Error != nil {
 		t.Fatalf("custodian 2 with the genuine chain: %+v %v", ans, err)
 	}
@@ -336,12 +372,12 @@ func TestDestroyAbortAndHolds(t *testing.T) {
 	}
 	now := time.Now()
 	canonical, approvals := f.request(t, []string{"conv-a"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
-	ans, _ := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)})
+	ans, _ := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: approvals, Shares: ref(id, receipts, 0)})
 	if ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "not_found" {
 		t.Fatalf("release of an aborted share: %+v", ans)
 	}
 	// A released share cannot be aborted.
-	ans, _ = f.remotes[1].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 1)})
+	ans, _ = f.remotes[1].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: approvals, Shares: ref(id, receipts, 1)})
 	if ans.Shares[0].Error != nil {
 		t.Fatalf("release: %+v", ans)
 	}
@@ -476,7 +512,7 @@ func TestTransitRewrap(t *testing.T) {
 	f.set.Run(2)
 	now := time.Now()
 	canonical, approvals := f.request(t, []string{"conv-r"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
-	res, err := f.remotes[2].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 2)})
+	res, err := f.remotes[2].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: approvals, Shares: ref(id, receipts, 2)})
 	if err != nil || res.Shares[0].Error != nil {
 		t.Fatalf("release after rewrap: %+v %v", res, err)
 	}
@@ -526,7 +562,7 @@ func TestConcurrentReleasesGiveEachShareOnce(t *testing.T) {
 		wg.Go(func() {
 			// Each call asks for an overlapping half of the shares.
 			mine := append([]wire.ShareRef(nil), refs[c%2*4:c%2*4+8]...)
-			ans, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, Approvals: approvals, Shares: mine})
+			ans, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: approvals, Shares: mine})
 			if err != nil {
 				t.Error(err)
 				return
@@ -578,7 +614,7 @@ func TestIDsNamePathsOnlyAsUUIDs(t *testing.T) {
 			Signature: ed25519.Sign(priv, approval.Message(r.ID, approval.Digest(canonical), "approve", who))})
 	}
 	var refused *escrow.RefusedError
-	if _, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 0)}); !errors.As(err, &refused) {
+	if _, err := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: approvals, Shares: ref(id, receipts, 0)}); !errors.As(err, &refused) {
 		t.Fatalf("a request id that is a path: %v", err)
 	}
 	if err := f.remotes[0].Hold(ctx, wire.Hold{HoldID: "../identity", ConversationID: "conv-a"}); err == nil {

@@ -27,6 +27,7 @@ type Metrics struct {
 	policyRefused  prometheus.Counter
 	rosterRefusedC prometheus.Counter
 	logRefusedC    prometheus.Counter
+	officerRefC    prometheus.Counter
 	rosterVersionG prometheus.Gauge
 	requests       *prometheus.CounterVec
 	vault          *vaultclient.Metrics
@@ -71,6 +72,10 @@ func NewMetrics() *Metrics {
 			Name: "mediator_custodian_log_refused_total",
 			Help: "Release calls refused because the request was not proven to be in the audit log under a checkpoint this custodian cosigned.",
 		}),
+		officerRefC: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mediator_custodian_officer_refused_total",
+			Help: "Release calls refused because the request was not signed by an officer of the roster in force (a recipient key or scope the officer did not choose).",
+		}),
 		rosterVersionG: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mediator_custodian_roster_version",
 			Help: "The newest roster version this custodian has verified from its pinned genesis.",
@@ -80,7 +85,7 @@ func NewMetrics() *Metrics {
 			Help: "API calls by route and status code.",
 		}, []string{"route", "code"}),
 	}
-	reg.MustRegister(m.shares, m.releases, m.releaseTime, m.sharesOut, m.lifecycleOps, m.policyRefused, m.rosterRefusedC, m.logRefusedC, m.rosterVersionG, m.requests,
+	reg.MustRegister(m.shares, m.releases, m.releaseTime, m.sharesOut, m.lifecycleOps, m.policyRefused, m.rosterRefusedC, m.logRefusedC, m.officerRefC, m.rosterVersionG, m.requests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.vault = vaultclient.NewMetrics(reg)
 	return m
@@ -148,5 +153,11 @@ func (m *Metrics) rosterVersion(v uint64) {
 func (m *Metrics) logRefused() {
 	if m != nil {
 		m.logRefusedC.Inc()
+	}
+}
+
+func (m *Metrics) officerRefused() {
+	if m != nil {
+		m.officerRefC.Inc()
 	}
 }

@@ -63,7 +63,7 @@ func TestPKCS11Custodian(t *testing.T) {
 		t.Helper()
 		now := time.Now()
 		canonical, approvals := f.request(t, []string{"conv-hsm"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
-		ans, err := f.remotes[4].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, Approvals: approvals, Shares: ref(id, receipts, 4)})
+		ans, err := f.remotes[4].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: approvals, Shares: ref(id, receipts, 4)})
 		if err != nil {
 			t.Fatal(err)
 		}

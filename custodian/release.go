@@ -84,9 +84,11 @@ type checkedRequest struct {
 // verifyRequest parses and verifies a release's request and roster chain.
 // When it returns without error, the request was parsed from its
 // canonical bytes, its id is a UUID (it names paths in the store), its
-// recipient key is usable, and the roster chain verifies from the genesis
+// recipient key is usable, the roster chain verifies from the genesis
 // this custodian pins and holds the newest version it has seen, which it
-// has recorded if newer. Anything else is a *RefusedError; a roster record
+// has recorded if newer, and the request's requester is an officer of
+// that version who signed exactly these bytes: no one else chose its
+// recipient key or scope. Anything else is a *RefusedError; a roster record
 // it cannot read or write is errUnavailable.
 func (c *Custodian) verifyRequest(ctx context.Context, ev wire.ReleaseEvidence, rev string) (checkedRequest, error) {
 	refuse := func(reason string) (checkedRequest, error) {
@@ -110,6 +112,11 @@ func (c *Custodian) verifyRequest(ctx context.Context, ev wire.ReleaseEvidence, 
 	if err != nil {
 		c.log.Warn("release refused: roster", "custodian", c.cfg.Name, "request_id", req.ID, "err", err)
 		return refuse(err.Error())
+	}
+	if _, err := current.VerifyRequest(req.Requester, digest, ev.OfficerSignature); err != nil {
+		c.log.Warn("release refused: officer", "custodian", c.cfg.Name, "request_id", req.ID, "requester", req.Requester, "err", err)
+		c.metrics.officerRefused()
+		return refuse(fmt.Sprintf("the request is not signed by an officer of roster version %d: %v", current.Version, err))
 	}
 	return checkedRequest{req: req, digest: digest, roster: current, rosterDigest: rosterDigest, rev: rev}, nil
 }

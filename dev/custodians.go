@@ -263,11 +263,12 @@ type Approver struct {
 	Public  ed25519.PublicKey
 }
 
-// devApprovers are the approvers `mediator dev` makes: dual control needs
-// one of each required role.
+// devApprovers are the roster entries `mediator dev` makes: dual control
+// needs an approver of each required role, and requests an officer who
+// signs them.
 var devApprovers = []struct {
 	id, role string
-}{{"dev-legal", "legal"}, {"dev-security", "security"}}
+}{{"dev-legal", "legal"}, {"dev-security", "security"}, {"dev-officer", roster.RoleOfficer}}
 
 // Approvers returns the dev approvers, making their signing keys (0600) in
 // stateDir on first use.

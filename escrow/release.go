@@ -16,6 +16,9 @@ import (
 // recorded. Custodians trust neither; they check both.
 type ReleaseAsk struct {
 	Canonical []byte
+	// OfficerSignature is the filing officer's signature over the
+	// request's digest; each custodian checks it against the roster.
+	OfficerSignature []byte
 	Approvals []wire.EvidenceApproval
 	// Roster is the roster chain, from its genesis, that names the
 	// approvers; each custodian verifies it from the genesis it pins.
@@ -71,7 +74,7 @@ func (s *Service) Release(ctx context.Context, ask ReleaseAsk, escrows []Escrow,
 		}
 		wg.Go(func() {
 			t0 := time.Now()
-			ans, err := r.Release(ctx, wire.ReleaseEvidence{Canonical: ask.Canonical, Approvals: ask.Approvals, Roster: ask.Roster, Log: ask.Log[r.Name], Shares: refs})
+			ans, err := r.Release(ctx, wire.ReleaseEvidence{Canonical: ask.Canonical, OfficerSignature: ask.OfficerSignature, Approvals: ask.Approvals, Roster: ask.Roster, Log: ask.Log[r.Name], Shares: refs})
 			s.metrics.custodian(r.Name, "release", err, time.Since(t0))
 			var refused *RefusedError
 			if errors.As(err, &refused) {

@@ -129,11 +129,11 @@ func (s *Service) SignRoster(ctx context.Context, approverID, digest string, sig
 	}
 	var keys []roster.Approver
 	if cur != nil {
-		if a, ok := cur.Approver(approverID); ok {
+		if a, ok := cur.Member(approverID); ok {
 			keys = append(keys, a)
 		}
 	}
-	if a, ok := p.Roster.Approver(approverID); ok {
+	if a, ok := p.Roster.Member(approverID); ok {
 		keys = append(keys, a)
 	}
 	msg := roster.Message(digest, approverID)

@@ -59,7 +59,7 @@ routes := {
 	"GET /v1/roster/proposals": {"approver", "auditor", "admin"},
 	"GET /v1/roster/proposals/{digest}": {"approver", "auditor", "admin"},
 	"POST /v1/roster/proposals": {"admin"},
-	"POST /v1/roster/proposals/{digest}/signatures": {"approver"},
+	"POST /v1/roster/proposals/{digest}/signatures": {"approver", "officer"},
 	"POST /v1/roster/checkins": {"approver"},
 	"POST /v1/access-requests": {"officer"},
 	"GET /v1/access-requests": request_readers,

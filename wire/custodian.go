@@ -109,8 +109,12 @@ type EvidenceApproval struct {
 // signed it, the approvals, and the custodian's shares the mediator asks
 // for.
 type ReleaseEvidence struct {
-	Canonical []byte             `json:"canonical"`
-	Approvals []EvidenceApproval `json:"approvals"`
+	Canonical []byte `json:"canonical"`
+	// OfficerSignature is the filing officer's Ed25519 signature over
+	// approval.RequestMessage(digest of Canonical); the custodian checks
+	// it with the officer's key in the roster it verified.
+	OfficerSignature []byte             `json:"officer_signature"`
+	Approvals        []EvidenceApproval `json:"approvals"`
 	// Roster is the roster chain from its genesis: the custodian verifies
 	// it from the genesis it pins and takes approvers from its last
 	// version.

@@ -137,8 +137,12 @@ type Scope struct {
 	To              time.Time `json:"to"`
 }
 
-// CreateRequest is POST /v1/access-requests.
+// CreateRequest is POST /v1/access-requests: the whole request as the
+// officer's client built it (its id and created_at included; the
+// requester is the caller) and the officer's signature over its digest.
 type CreateRequest struct {
+	// ID is a fresh UUID the officer's client chose.
+	ID            string         `json:"id"`
 	CaseID        string         `json:"case_id"`
 	LegalBasis    string         `json:"legal_basis"`
 	WarrantRef    string         `json:"warrant_ref"`
@@ -146,7 +150,13 @@ type CreateRequest struct {
 	Justification string         `json:"justification"`
 	Scope         Scope          `json:"scope"`
 	Recipient     seal.PublicKey `json:"recipient_public_key"`
-	ExpiresAt     time.Time      `json:"expires_at"`
+	// CreatedAt is the officer's clock, to the second.
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	// OfficerSignature is the officer's Ed25519 signature over
+	// "mediator-request-signature-v1\n" + digest + "\n", where digest is
+	// that of the canonical request these fields make.
+	OfficerSignature []byte `json:"officer_signature"`
 }
 
 // Created is POST /v1/access-requests: 201.
@@ -182,24 +192,27 @@ type Approval struct {
 // (base64 of exactly the bytes the digest covers, so an approver can check
 // what they sign) and its approvals.
 type Request struct {
-	ID             string         `json:"id"`
-	Status         string         `json:"status"`
-	Requester      string         `json:"requester"`
-	CaseID         string         `json:"case_id"`
-	LegalBasis     string         `json:"legal_basis"`
-	WarrantRef     string         `json:"warrant_ref"`
-	Jurisdiction   string         `json:"jurisdiction"`
-	Justification  string         `json:"justification"`
-	Scope          Scope          `json:"scope"`
-	Recipient      seal.PublicKey `json:"recipient_public_key"`
-	CreatedAt      time.Time      `json:"created_at"`
-	ExpiresAt      time.Time      `json:"expires_at"`
-	Digest         string         `json:"digest"`
-	Canonical      []byte         `json:"canonical"`
-	AuditSeq       int64          `json:"audit_seq"`
-	DeniedReleases int            `json:"denied_releases"`
-	Final          *Final         `json:"final,omitempty"`
-	Approvals      []Approval     `json:"approvals,omitempty"`
+	ID            string         `json:"id"`
+	Status        string         `json:"status"`
+	Requester     string         `json:"requester"`
+	CaseID        string         `json:"case_id"`
+	LegalBasis    string         `json:"legal_basis"`
+	WarrantRef    string         `json:"warrant_ref"`
+	Jurisdiction  string         `json:"jurisdiction"`
+	Justification string         `json:"justification"`
+	Scope         Scope          `json:"scope"`
+	Recipient     seal.PublicKey `json:"recipient_public_key"`
+	CreatedAt     time.Time      `json:"created_at"`
+	ExpiresAt     time.Time      `json:"expires_at"`
+	Digest        string         `json:"digest"`
+	Canonical     []byte         `json:"canonical"`
+	// OfficerSignature is the filing officer's signature over the digest,
+	// which a person's tool verifies against the roster it verified.
+	OfficerSignature []byte     `json:"officer_signature"`
+	AuditSeq         int64      `json:"audit_seq"`
+	DeniedReleases   int        `json:"denied_releases"`
+	Final            *Final     `json:"final,omitempty"`
+	Approvals        []Approval `json:"approvals,omitempty"`
 }
 
 // RequestList is GET /v1/access-requests.

@@ -31,7 +31,7 @@ func commands() *command {
 		}},
 		requestCommands(),
 		{name: "keygen", run: keygenCmd, forms: []form{
-			{"--approver|--recipient --out FILE", "make an approver signing key or a recipient key pair"}}},
+			{"--approver|--officer|--recipient --out FILE", "make an approver or officer signing key, or a recipient key pair"}}},
 		{name: "loadgen", run: loadgenCmd, forms: []form{
 			{"[--rate N] [--duration 10s] [--copy-baseline]", "send realistic events to a running mediator and report"},
 			{"--deposits [--workers 32]", "escrow random keys as fast as a running mediator answers"},
@@ -71,12 +71,12 @@ func rosterCommands() *command {
 // requestCommands are the lawful-access verbs, API clients.
 func requestCommands() *command {
 	return &command{name: "request", about: clientAbout, verbs: []*command{
-		{name: "create", forms: []form{{"--case ID --conversation C --from T --to T --recipient FILE.pub [flags]", "file a lawful-access request (officer)"}}, run: requestCreate},
-		{name: "show", forms: []form{{"ID", "show a request, its digest and approvals"}}, run: requestShow},
-		{name: "list", forms: []form{{"[--status S]", "list requests"}}, run: requestList},
-		{name: "approve", forms: []form{{"ID --key FILE [--deny]", "check the request, show what you sign, sign and submit your vote (approver)"}}, run: requestApprove},
+		{name: "create", forms: []form{{"--case ID --conversation C --from T --to T --recipient FILE.pub --key FILE [flags]", "build, sign and file a lawful-access request (officer), and check what was stored"}}, run: requestCreate},
+		{name: "show", forms: []form{{"ID", "show a request as verified here: its bytes, its officer's signature, its votes (needs --genesis)"}}, run: requestShow},
+		{name: "list", forms: []form{{"[--status S]", "list requests, each verified against the roster (needs --genesis)"}}, run: requestList},
+		{name: "approve", forms: []form{{"ID --key FILE [--deny] [--expect-digest D] [--yes]", "verify the request, show what you sign, ask, then sign and submit your vote (approver)"}}, run: requestApprove},
 		{name: "release", forms: []form{{"ID --key FILE --out FILE", "release the keys (the requesting officer) and open them locally"}}, run: requestRelease},
-		{name: "revoke", forms: []form{{"ID", "withdraw your request"}}, run: requestShow},
+		{name: "revoke", forms: []form{{"ID", "withdraw your request"}}, run: requestRevoke},
 	}}
 }
 

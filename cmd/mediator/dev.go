@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -106,8 +107,9 @@ mediator dev is serving on %[1]s
   PostgreSQL: %[3]s; Vault: %[4]s (dev server, in memory)
   custodians: custodian-1 … custodian-5 (threshold 3), each with its own AppRole and key;
               each witnesses the log, and a checkpoint is published once 3 cosigned it
-  roster: genesis of dev-legal, dev-security (keys in %[6]s) and the five custodians,
-          proposed by the dev admin and signed by both; mediator roster verify checks it
+  roster: genesis of the approvers dev-legal and dev-security, the officer dev-officer
+          (keys in %[6]s) and the five custodians, proposed by the dev admin and
+          signed by all three; mediator roster verify checks it
 
 Try:
   curl %[1]s/readyz
@@ -243,7 +245,11 @@ func adoptDevGenesis(ctx context.Context, url, stateDir string, approvers []dev.
 		if err != nil {
 			return err
 		}
-		c, err := as(a.ID, "approver")
+		role := "approver"
+		if slices.Contains(a.Roles, roster.RoleOfficer) {
+			role = roster.RoleOfficer
+		}
+		c, err := as(a.ID, role)
 		if err != nil {
 			return err
 		}

@@ -35,18 +35,18 @@
 //	mediator roster verify            verify the served chain from the pinned genesis; exit 1 if it fails
 //	mediator approver checkin --key FILE
 //	                                  sign a liveness check-in (approver)
-//	mediator request create --case ID --conversation C --from T --to T --recipient FILE.pub [flags]
-//	                                  file a lawful-access request (officer)
-//	mediator request show ID          show a request, its digest and approvals
+//	mediator request create --case ID --conversation C --from T --to T --recipient FILE.pub --key FILE [flags]
+//	                                  build, sign and file a lawful-access request (officer), and check what was stored
+//	mediator request show ID          show a request as verified here: its bytes, its officer's signature, its votes (needs --genesis)
 //	mediator request list [--status S]
-//	                                  list requests
-//	mediator request approve ID --key FILE [--deny]
-//	                                  check the request, show what you sign, sign and submit your vote (approver)
+//	                                  list requests, each verified against the roster (needs --genesis)
+//	mediator request approve ID --key FILE [--deny] [--expect-digest D] [--yes]
+//	                                  verify the request, show what you sign, ask, then sign and submit your vote (approver)
 //	mediator request release ID --key FILE --out FILE
 //	                                  release the keys (the requesting officer) and open them locally
 //	mediator request revoke ID        withdraw your request
-//	mediator keygen --approver|--recipient --out FILE
-//	                                  make an approver signing key or a recipient key pair
+//	mediator keygen --approver|--officer|--recipient --out FILE
+//	                                  make an approver or officer signing key, or a recipient key pair
 //	mediator loadgen [--rate N] [--duration 10s] [--copy-baseline]
 //	                                  send realistic events to a running mediator and report
 //	mediator loadgen --deposits [--workers 32]

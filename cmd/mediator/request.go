@@ -9,13 +9,14 @@ import (
 	"io"
 	"os"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/client"
+	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/seal"
 	"github.com/mediatorhq/mediator/secretfile"
-	"github.com/mediatorhq/mediator/wire"
 )
 
 // clientOptions is where a client verb reaches the mediator, and as whom.
@@ -65,7 +66,9 @@ func (l *stringList) Set(v string) error {
 	return nil
 }
 
-// requestCreate files a lawful-access request.
+// requestCreate builds a lawful-access request on the officer's machine,
+// signs it with the officer's roster key, files it, and checks that the
+// mediator stored exactly what was signed.
 func requestCreate(ctx context.Context, c *call, args []string) error {
 	var cl clientOptions
 	fs := c.newFlags(clientSettings(&cl)...)
@@ -80,11 +83,8 @@ func requestCreate(ctx context.Context, c *call, args []string) error {
 	to := fs.String("to", "", "scope end, RFC 3339")
 	recipient := fs.String("recipient", "", "recipient public key file (FILE.pub from mediator keygen --recipient)")
 	expires := fs.Duration("expires", 72*time.Hour, "how long the request stays open")
+	keyFile := fs.String("key", "", "your officer signing key file (from mediator keygen --officer; its public key is in the roster)")
 	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cli, err := cl.connect()
-	if err != nil {
 		return err
 	}
 	f, err := time.Parse(time.RFC3339, *from)
@@ -98,6 +98,9 @@ func requestCreate(ctx context.Context, c *call, args []string) error {
 	if *recipient == "" {
 		return errors.New("request create: --recipient is required (make a key pair with mediator keygen --recipient)")
 	}
+	if *keyFile == "" {
+		return errors.New("request create: --key is required: you sign the request, recipient key and scope included, with your officer key")
+	}
 	pubFile, err := os.ReadFile(*recipient)
 	if err != nil {
 		return fmt.Errorf("request create: %w", err)
@@ -106,18 +109,72 @@ func requestCreate(ctx context.Context, c *call, args []string) error {
 	if err := json.Unmarshal(pubFile, &rk); err != nil || len(rk.PublicKey) == 0 {
 		return fmt.Errorf("request create: %s is not a recipient public key file", *recipient)
 	}
-	out, err := cli.CreateRequest(ctx, wire.CreateRequest{CaseID: *caseID, LegalBasis: *basis, WarrantRef: *warrant,
-		Jurisdiction: *jurisdiction, Justification: *justification, Recipient: rk,
-		Scope:     wire.Scope{ConversationIDs: convos, From: f, To: t},
-		ExpiresAt: time.Now().Add(*expires).UTC().Truncate(time.Second)})
+	priv, err := readSigningKey("request create", *keyFile)
 	if err != nil {
 		return err
 	}
-	return printJSON(c.stdout, out)
+	defer clear(priv)
+	cli, err := cl.connect()
+	if err != nil {
+		return err
+	}
+	filed, err := cli.FileRequest(ctx, priv, approval.Request{CaseID: *caseID, LegalBasis: *basis, WarrantRef: *warrant,
+		Jurisdiction: *jurisdiction, Justification: *justification, Recipient: rk,
+		Scope:     approval.Scope{ConversationIDs: convos, From: f, To: t},
+		ExpiresAt: time.Now().Add(*expires)})
+	if errors.Is(err, client.ErrStoredMismatch) {
+		return fmt.Errorf("request create: %w; do not use request %s, tell your security team", err, filed.Request.ID)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stderr, "filed and signed request %s as officer %s; the mediator stored exactly what you signed\n  recipient key  %s\n  digest         %s\n",
+		filed.ID, filed.Request.Requester, filed.Request.Recipient.Fingerprint(), filed.Digest)
+	return printJSON(c.stdout, filed.Created)
 }
 
-// requestShow runs show and revoke: one call on one request, printed.
+// reviewSettings are the settings of a verb that shows requests: the
+// client's, and the genesis the roster is verified from.
+func reviewSettings(cl *clientOptions, genesis *string) []setting {
+	return rosterClientSettings(cl, genesis)
+}
+
+// needGenesis refuses a verb that shows a request without a pinned
+// genesis: a request is shown only as verified against a roster.
+func needGenesis(verb, genesis string) error {
+	if genesis == "" {
+		return fmt.Errorf("%s: --genesis (or MEDIATOR_ROSTER_GENESIS) is required: a request is shown only as verified against the roster you verify from the genesis you pin", verb)
+	}
+	return nil
+}
+
+// requestShow shows a request as verified on this machine: every field
+// from the canonical bytes, its officer's signature checked against the
+// roster verified from the pinned genesis, and each approval checked.
 func requestShow(ctx context.Context, c *call, args []string) error {
+	var cl clientOptions
+	var genesis string
+	id, err := parseWithID(c.newFlags(reviewSettings(&cl, &genesis)...), args)
+	if err != nil {
+		return err
+	}
+	if err := needGenesis("request show", genesis); err != nil {
+		return err
+	}
+	cli, err := cl.connect()
+	if err != nil {
+		return err
+	}
+	review, err := cli.Review(ctx, genesis, id)
+	if err != nil {
+		return fmt.Errorf("request show: %w", err)
+	}
+	showReview(c.stdout, review)
+	return nil
+}
+
+// requestRevoke withdraws the caller's own pending request.
+func requestRevoke(ctx context.Context, c *call, args []string) error {
 	var cl clientOptions
 	id, err := parseWithID(c.newFlags(clientSettings(&cl)...), args)
 	if err != nil {
@@ -127,35 +184,74 @@ func requestShow(ctx context.Context, c *call, args []string) error {
 	if err != nil {
 		return err
 	}
-	var out wire.Request
-	if c.command().name == "show" {
-		out, err = cli.Request(ctx, id)
-	} else {
-		out, err = cli.Revoke(ctx, id)
-	}
+	out, err := cli.Revoke(ctx, id)
 	if err != nil {
 		return err
 	}
-	return printJSON(c.stdout, out)
+	fmt.Fprintf(c.stdout, "request %s is %s\n", out.ID, out.Status)
+	return nil
 }
 
-// requestList lists requests.
+// requestList lists requests as a short table, each row read from the
+// request's canonical bytes and checked against the roster in force;
+// a request that does not verify is shown as such, with the reason.
 func requestList(ctx context.Context, c *call, args []string) error {
 	var cl clientOptions
-	fs := c.newFlags(clientSettings(&cl)...)
+	var genesis string
+	fs := c.newFlags(reviewSettings(&cl, &genesis)...)
 	status := fs.String("status", "", "only requests in this state (pending, released, denied, expired, revoked)")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := needGenesis("request list", genesis); err != nil {
 		return err
 	}
 	cli, err := cl.connect()
 	if err != nil {
 		return err
 	}
-	out, err := cli.Requests(ctx, *status)
+	cur, _, err := cli.Roster(ctx, genesis)
 	if err != nil {
 		return err
 	}
-	return printJSON(c.stdout, out)
+	list, err := cli.Requests(ctx, *status)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tCASE\tOFFICER\tSTATUS\tAPPROVALS\tEXPIRES")
+	for _, q := range list.Requests {
+		shown, err := cli.Request(ctx, q.ID)
+		if err != nil {
+			return err
+		}
+		r, err := client.CheckRequest(shown, q.ID, cur)
+		if err != nil {
+			fmt.Fprintf(tw, "%s\tUNVERIFIED\t-\t%s\t-\t-\t(%v)\n", q.ID, shown.Status, err)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Request.ID, r.Request.CaseID, r.Request.Requester, r.Status,
+			approvalCount(r.Approvals), approval.FormatTime(r.Request.ExpiresAt))
+	}
+	return tw.Flush()
+}
+
+// approvalCount says how many approvals verified, and how many shown did
+// not.
+func approvalCount(as []client.ReviewedApproval) string {
+	ok, bad := 0, 0
+	for _, a := range as {
+		switch {
+		case !a.Verified:
+			bad++
+		case a.Decision == approval.Approve:
+			ok++
+		}
+	}
+	if bad > 0 {
+		return fmt.Sprintf("%d (+%d unverified)", ok, bad)
+	}
+	return fmt.Sprint(ok)
 }
 
 // parseWithID parses flags that may come before or after one positional
@@ -178,16 +274,26 @@ func parseWithID(fs *flagSet, args []string) (string, error) {
 	return id, fs.apply()
 }
 
-// requestApprove checks a request, shows what the approver signs, and
-// signs and submits the vote.
+// requestApprove verifies a request on this machine (its bytes, digest,
+// officer's signature and the roster from the pinned genesis), shows
+// every field it signs, asks, and only then signs and submits the vote.
 func requestApprove(ctx context.Context, c *call, args []string) error {
 	var cl clientOptions
-	fs := c.newFlags(clientSettings(&cl)...)
+	var genesis string
+	fs := c.newFlags(reviewSettings(&cl, &genesis)...)
 	keyFile := fs.String("key", "", "your approver key file (from mediator keygen --approver)")
 	deny := fs.Bool("deny", false, "vote to deny instead of approve")
+	yes := fs.Bool("yes", false, "sign without asking (for scripts that checked the request); without a terminal and without --yes nothing is signed")
+	expect := fs.String("expect-digest", "", "refuse unless the request's digest is this sha256:… (given to you out of band)")
 	id, err := parseWithID(fs, args)
 	if err != nil {
 		return err
+	}
+	if err := needGenesis("request approve", genesis); err != nil {
+		return err
+	}
+	if *expect != "" && !roster.ValidDigest(*expect) {
+		return errors.New("request approve: --expect-digest must be sha256: and 64 hex digits")
 	}
 	cli, err := cl.connect()
 	if err != nil {
@@ -198,35 +304,63 @@ func requestApprove(ctx context.Context, c *call, args []string) error {
 		return err
 	}
 	defer clear(priv)
-	review, err := cli.Review(ctx, id)
+	me, err := cli.Whoami(ctx)
+	if err != nil {
+		return err
+	}
+	review, err := cli.Review(ctx, genesis, id)
 	if err != nil {
 		return fmt.Errorf("request approve: %w", err)
+	}
+	if *expect != "" && review.Digest != *expect {
+		return fmt.Errorf("request approve: the request's digest is %s, not the %s you expect; not signing", review.Digest, *expect)
+	}
+	self, ok := review.Roster.Approver(me.Subject)
+	if !ok || !self.PublicKey.Equal(priv.Public()) {
+		return fmt.Errorf("request approve: you (%s) are not an approver with this key in roster version %d; not signing", me.Subject, review.Roster.Version)
+	}
+	if me.Subject == review.Request.Requester {
+		return errors.New("request approve: you filed this request; your approval would count for nothing")
 	}
 	decision := approval.Approve
 	if *deny {
 		decision = approval.Deny
 	}
-	showReview(c.stderr, review, decision)
-	out, err := cli.Sign(ctx, review, decision, priv)
+	showReview(c.stderr, review)
+	fmt.Fprintf(c.stderr, "you, %s (%s, key %s), sign: %s\n", self.ID, strings.Join(self.Roles, ","), self.Fingerprint(), strings.ToUpper(decision))
+	if err := c.confirm("sign?", *yes); err != nil {
+		return fmt.Errorf("request approve: %w", err)
+	}
+	out, err := cli.Sign(ctx, review, decision, me.Subject, priv)
 	if err != nil {
 		return err
 	}
 	return printJSON(c.stdout, out)
 }
 
-// showReview prints every field of the canonical request an approver is
-// about to sign, as parsed from the signed bytes.
-func showReview(w io.Writer, r client.Review, decision string) {
+// showReview prints a request as verified on this machine: every field
+// from the canonical bytes it parsed, who filed and signed it as the
+// verified roster lists them, and each vote as checked here. Only the
+// status is the mediator's word, and says so.
+func showReview(w io.Writer, r client.Review) {
 	q := r.Request
-	fmt.Fprintf(w, "signing %s of request %s as %s\n", decision, q.ID, r.Approver)
-	fmt.Fprintf(w, "  requester      %s\n  case           %s\n  legal basis    %s (%s)\n  warrant        %s\n",
-		q.Requester, q.CaseID, q.LegalBasis, q.Jurisdiction, q.WarrantRef)
+	fmt.Fprintf(w, "request %s, verified on this machine against roster version %d (%s)\n", q.ID, r.Roster.Version, r.RosterDigest)
+	fmt.Fprintf(w, "  filed and signed by officer %s (%s), key %s\n", r.Officer.ID, strings.Join(r.Officer.Roles, ","), r.Officer.Fingerprint())
+	fmt.Fprintf(w, "  case           %s\n  legal basis    %s (%s)\n  warrant        %s\n", q.CaseID, q.LegalBasis, q.Jurisdiction, q.WarrantRef)
 	fmt.Fprintf(w, "  justification  %s\n", q.Justification)
 	fmt.Fprintf(w, "  conversations  %s\n", strings.Join(q.Scope.ConversationIDs, ", "))
 	fmt.Fprintf(w, "  window         %s to %s\n", approval.FormatTime(q.Scope.From), approval.FormatTime(q.Scope.To))
-	fmt.Fprintf(w, "  recipient key  %s (KEM %#04x)\n", q.Recipient.Fingerprint(), q.Recipient.KEMID)
+	fmt.Fprintf(w, "  recipient key  %s (KEM %#04x), chosen and signed by the officer\n", q.Recipient.Fingerprint(), q.Recipient.KEMID)
 	fmt.Fprintf(w, "  filed          %s, expires %s\n", approval.FormatTime(q.CreatedAt), approval.FormatTime(q.ExpiresAt))
 	fmt.Fprintf(w, "  digest         %s\n", r.Digest)
+	for _, a := range r.Approvals {
+		check := "signature verified"
+		if !a.Verified {
+			check = "NOT VERIFIED: counts for nothing"
+		}
+		fmt.Fprintf(w, "  vote           %s by %s (%s), %s\n", a.Decision, a.ApproverID, strings.Join(a.Roles, ","), check)
+	}
+	fmt.Fprintf(w, "  status         %s (the mediator's word)\n", r.Status)
 }
 
 // requestRelease has the mediator release a request's keys to the
@@ -305,20 +439,22 @@ func requestRelease(ctx context.Context, c *call, args []string) error {
 // FILE (private, 0600, never overwritten) and FILE.pub (public).
 func keygenCmd(ctx context.Context, c *call, args []string) error {
 	fs := c.newFlags()
-	approver := fs.Bool("approver", false, "an Ed25519 key to sign approvals with; prints the public key to register")
+	approver := fs.Bool("approver", false, "an Ed25519 key to sign approvals and roster versions with; prints the public key for the roster")
+	officer := fs.Bool("officer", false, "an Ed25519 key to sign the requests you file with; prints the public key for the roster (role officer)")
 	recipient := fs.Bool("recipient", false, "an HPKE key pair to receive released keys; FILE.pub goes in requests")
 	kemName := fs.String("kem", "mlkem768-x25519", "recipient KEM: mlkem768-x25519 (post-quantum hybrid) or x25519")
 	outFile := fs.String("out", "", "private key file to create (the public key goes to FILE.pub)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *approver == *recipient || *outFile == "" {
+	signing := *approver || *officer
+	if (*approver && *officer) || signing == *recipient || *outFile == "" {
 		fs.Usage()
 		return exitCode(2)
 	}
 	var priv, pub []byte
 	var shown string
-	if *approver {
+	if signing {
 		file, pk, err := approval.NewSigningKey()
 		if err != nil {
 			return err

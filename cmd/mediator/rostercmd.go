@@ -252,11 +252,11 @@ func checkProposal(ctx context.Context, c *client.Client, genesis string, p wire
 // signsFor reports whether pub is approverID's key in cur or in p.
 func signsFor(cur *roster.Roster, p wire.RosterProposal, approverID string, pub ed25519.PublicKey) bool {
 	if cur != nil {
-		if a, ok := cur.Approver(approverID); ok && a.PublicKey.Equal(pub) {
+		if a, ok := cur.Member(approverID); ok && a.PublicKey.Equal(pub) {
 			return true
 		}
 	}
-	a, ok := p.Roster.Approver(approverID)
+	a, ok := p.Roster.Member(approverID)
 	return ok && a.PublicKey.Equal(pub)
 }
 

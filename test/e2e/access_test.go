@@ -22,6 +22,7 @@ import (
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/dev"
+	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/seal"
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/wire"
@@ -41,7 +42,7 @@ import (
 // key is anywhere the mediator keeps or says anything.
 func TestLawfulAccessStory(t *testing.T) {
 	dir := t.TempDir()
-	approverFiles, _, rosterApprovers := approverKeys(t, dir, map[string]string{"lena": "legal", "sam": "security", "olga": "security"})
+	approverFiles, _, rosterApprovers := approverKeys(t, dir, map[string]string{"lena": "legal", "sam": "security", "olga": roster.RoleOfficer})
 	cs := startCustodians(t, nil, dev.CustodianOptions{Approvers: rosterApprovers})
 	in := startServe(t, serveOpts{custodians: cs, extraEnv: []string{"MEDIATOR_LOG_LEVEL=debug"}})
 	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
@@ -53,7 +54,7 @@ func TestLawfulAccessStory(t *testing.T) {
 		return tok
 	}
 	admin, gw, aud := token(t, "ada", "admin"), token(t, "gateway-3", "depositor"), token(t, "aud", "auditor")
-	olga := token(t, "olga", "officer", "approver") // the requesting officer, also an approver
+	olga := token(t, "olga", "officer") // the requesting officer, in the roster with her signing key
 	lena, sam := token(t, "lena", "approver"), token(t, "sam", "approver")
 	genesisDigest, _ := in.genesis.Digest()
 	cli := func(t *testing.T, tok string, args ...string) (string, string, error) {
@@ -155,8 +156,8 @@ func TestLawfulAccessStory(t *testing.T) {
 		out, stderr, err := cli(t, olga, "request", "create", "--case", "case-2026-117", "--legal-basis", "court_order",
 			"--warrant", "SDNY 26-MJ-0117", "--jurisdiction", "US", "--justification", "Review ordered; see the case file, exhibit 4.",
 			"--conversation", "conv-a,conv-b", "--from", now.Add(-time.Hour).Format(time.RFC3339), "--to", now.Add(time.Hour).Format(time.RFC3339),
-			"--recipient", filepath.Join(dir, "olga-recipient.key.pub"))
-		if err != nil {
+			"--recipient", filepath.Join(dir, "olga-recipient.key.pub"), "--key", approverFiles["olga"])
+		if err != nil || !strings.Contains(stderr, "the mediator stored exactly what you signed") {
 			t.Fatalf("request create: %v\n%s", err, stderr)
 		}
 		if err := json.Unmarshal([]byte(out), &created); err != nil || created["status"] != "pending" || !strings.HasPrefix(fmt.Sprint(created["digest"]), "sha256:") {
@@ -181,11 +182,21 @@ func TestLawfulAccessStory(t *testing.T) {
 	// Legal approves, seeing every field it signs; one approval is not
 	// enough.
 	step(t, "legal approves seeing every field but one approval is not enough", func(t *testing.T) {
+		// Without a terminal and without --yes nothing is signed.
 		_, stderr, err := cli(t, lena, "request", "approve", id, "--key", approverFiles["lena"])
+		if err == nil || !strings.Contains(stderr, "not confirmed") {
+			t.Fatalf("an approval nobody confirmed: %v\n%s", err, stderr)
+		}
+		if _, stderr, err := cli(t, lena, "request", "approve", id, "--key", approverFiles["lena"], "--yes", "--expect-digest", approval.Digest([]byte("another"))); err == nil ||
+			!strings.Contains(stderr, "not the sha256:") {
+			t.Fatalf("an approval expecting another digest: %v\n%s", err, stderr)
+		}
+		_, stderr, err = cli(t, lena, "request", "approve", id, "--key", approverFiles["lena"], "--yes", "--expect-digest", created["digest"].(string))
 		if err != nil {
 			t.Fatalf("lena approves: %v\n%s", err, stderr)
 		}
-		for _, want := range []string{"conv-a, conv-b", recipient.Fingerprint(), "court_order (US)", "SDNY 26-MJ-0117", "exhibit 4", created["digest"].(string)} {
+		for _, want := range []string{"conv-a, conv-b", recipient.Fingerprint(), "court_order (US)", "SDNY 26-MJ-0117", "exhibit 4", created["digest"].(string),
+			"filed and signed by officer olga (officer)"} {
 			if !strings.Contains(stderr, want) {
 				t.Errorf("the approver was not shown %q:\n%s", want, stderr)
 			}
@@ -199,11 +210,18 @@ func TestLawfulAccessStory(t *testing.T) {
 		}
 	})
 
-	// The officer approves her own request: recorded, refused.
+	// The officer approves her own request: she is no approver, so her
+	// tool refuses to sign, and so does the mediator.
 	step(t, "the officer approving her own request is refused", func(t *testing.T) {
-		_, stderr, err := cli(t, olga, "request", "approve", id, "--key", approverFiles["olga"])
-		if err == nil || !strings.Contains(stderr, "422 self_approval") {
+		_, stderr, err := cli(t, token(t, "olga", "approver"), "request", "approve", id, "--key", approverFiles["olga"], "--yes")
+		if err == nil || !strings.Contains(stderr, "not an approver") {
 			t.Fatalf("self-approval: %v\n%s", err, stderr)
+		}
+		olgaKeyFile, _ := os.ReadFile(approverFiles["olga"])
+		olgaKey, _ := approval.ParseSigningKey(olgaKeyFile)
+		b, _ := json.Marshal(map[string]any{"decision": "approve", "signature": ed25519.Sign(olgaKey, approval.Message(id, created["digest"].(string), "approve", "olga"))})
+		if code, body := post(t, in.base+"/v1/access-requests/"+id+"/approvals", "application/json", token(t, "olga", "approver"), b); code != 403 || errorCode(body) != "not_an_approver" {
+			t.Fatalf("the officer's own approval: %d %v", code, body)
 		}
 	})
 
@@ -238,7 +256,7 @@ func TestLawfulAccessStory(t *testing.T) {
 	// custodian checks the release and seals its shares to her, and her CLI
 	// combines them into exactly the deposited keys in scope.
 	step(t, "security approves and the officer releases the keys in scope", func(t *testing.T) {
-		if _, stderr, err := cli(t, sam, "request", "approve", id, "--key", approverFiles["sam"]); err != nil {
+		if _, stderr, err := cli(t, sam, "request", "approve", id, "--key", approverFiles["sam"], "--yes"); err != nil {
 			t.Fatalf("sam approves: %v\n%s", err, stderr)
 		}
 		if code, body := post(t, in.base+"/v1/access-requests/"+id+"/release", "application/json", token(t, "otto", "officer"), []byte(`{}`)); code != 403 || errorCode(body) != "not_requester" {

@@ -192,16 +192,21 @@ func TestDevAllInOne(t *testing.T) {
 		dir := t.TempDir()
 		runCmd(t, nil, "keygen", "--recipient", "--out", filepath.Join(dir, "olga.key"))
 		now := time.Now().UTC()
-		out, stderr, err := runCmd(t, []string{"MEDIATOR_URL=http://" + addr2, "MEDIATOR_TOKEN=" + token("olga", "officer")}, "request", "create",
+		envOut, stderr, err := runCmd(t, nil, "dev", "env", "--state-dir", state2)
+		if err != nil {
+			t.Fatalf("dev env: %v %s", err, stderr)
+		}
+		genesis := parseExports(t, envOut)["MEDIATOR_ROSTER_GENESIS"]
+		out, stderr, err := runCmd(t, []string{"MEDIATOR_URL=http://" + addr2, "MEDIATOR_TOKEN=" + token("dev-officer", "officer")}, "request", "create",
 			"--case", "c-1", "--legal-basis", "court_order", "--warrant", "W-1", "--jurisdiction", "US", "--justification", "See the file.",
 			"--conversation", "conv-a", "--from", now.Add(-time.Hour).Format(time.RFC3339), "--to", now.Add(time.Hour).Format(time.RFC3339),
-			"--recipient", filepath.Join(dir, "olga.key.pub"))
+			"--recipient", filepath.Join(dir, "olga.key.pub"), "--key", filepath.Join(state2, "dev-officer.key"))
 		var created struct{ ID string }
 		if err != nil || json.Unmarshal([]byte(out), &created) != nil {
 			t.Fatalf("request create: %v %s %s", err, out, stderr)
 		}
-		if _, stderr, err := runCmd(t, []string{"MEDIATOR_URL=http://" + addr2, "MEDIATOR_TOKEN=" + token("dev-legal", "approver")}, "request", "approve",
-			created.ID, "--key", filepath.Join(state2, "dev-legal.key")); err != nil {
+		if _, stderr, err := runCmd(t, []string{"MEDIATOR_URL=http://" + addr2, "MEDIATOR_TOKEN=" + token("dev-legal", "approver"), "MEDIATOR_ROSTER_GENESIS=" + genesis},
+			"request", "approve", created.ID, "--key", filepath.Join(state2, "dev-legal.key"), "--yes"); err != nil {
 			t.Fatalf("the new state directory's dev-legal key does not sign: %v %s", err, stderr)
 		}
 	})

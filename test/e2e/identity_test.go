@@ -19,6 +19,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/google/uuid"
 
 	"github.com/mediatorhq/mediator/api"
 	"github.com/mediatorhq/mediator/approval"
@@ -254,14 +255,30 @@ func readyRequestUnapprovedTo(t *testing.T, in *instance, admin, olga, convo, re
 			t.Fatalf("recipient key %s: %v", recipient, err)
 		}
 	}
-	now := time.Now().UTC()
-	b, _ := json.Marshal(map[string]any{"case_id": "case-1", "legal_basis": "court_order", "warrant_ref": "W-1", "jurisdiction": "US",
-		"justification": "See the case file.", "recipient_public_key": rk, "expires_at": now.Add(24 * time.Hour),
-		"scope": map[string]any{"conversation_ids": []string{convo}, "from": now.Add(-time.Hour), "to": now.Add(time.Hour)}})
-	code, created := post(t, in.base+"/v1/access-requests", "application/json", olga, b)
+	code, created := post(t, in.base+"/v1/access-requests", "application/json", olga, signedRequestBody(t, convo, rk))
 	if code != 201 {
 		t.Fatalf("request: %d %v", code, created)
 	}
 	r.id, r.digest = fmt.Sprint(created["id"]), fmt.Sprint(created["digest"])
 	return r
+}
+
+// signedRequestBody is the body of POST /v1/access-requests for a
+// request by the officer olga for convo to recipient, signed with her
+// key as `mediator request create --key` signs it.
+func signedRequestBody(t *testing.T, convo string, recipient seal.PublicKey) []byte {
+	t.Helper()
+	now := time.Now().UTC().Truncate(time.Second)
+	r := approval.Request{ID: uuid.NewString(), Requester: "olga", CaseID: "case-1", LegalBasis: "court_order", WarrantRef: "W-1",
+		Jurisdiction: "US", Justification: "See the case file.", Recipient: recipient, CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour),
+		Scope: approval.Scope{ConversationIDs: []string{convo}, From: now.Add(-time.Hour), To: now.Add(time.Hour)}}
+	c, err := r.Canonical()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(wire.CreateRequest{ID: r.ID, CaseID: r.CaseID, LegalBasis: r.LegalBasis, WarrantRef: r.WarrantRef,
+		Jurisdiction: r.Jurisdiction, Justification: r.Justification, Recipient: recipient, CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt,
+		Scope:            wire.Scope{ConversationIDs: r.Scope.ConversationIDs, From: r.Scope.From, To: r.Scope.To},
+		OfficerSignature: approval.SignRequest(e2eOfficerKey(), approval.Digest(c))})
+	return b
 }

@@ -19,7 +19,8 @@ import (
 )
 
 // e2eApprovers are lena (legal) and sam (security) with fixed signing
-// keys, and the same approvers as the genesis roster lists them.
+// keys, and the genesis roster's entries: the same approvers and the
+// officer olga (e2eOfficerKey).
 func e2eApprovers() (map[string]ed25519.PrivateKey, []roster.Approver) {
 	keys := map[string]ed25519.PrivateKey{}
 	var listed []roster.Approver
@@ -28,7 +29,14 @@ func e2eApprovers() (map[string]ed25519.PrivateKey, []roster.Approver) {
 		keys[a[0]] = ed25519.NewKeyFromSeed(seed[:])
 		listed = append(listed, roster.Approver{ID: a[0], Roles: []string{a[1]}, PublicKey: keys[a[0]].Public().(ed25519.PublicKey)})
 	}
+	listed = append(listed, roster.Approver{ID: "olga", Roles: []string{roster.RoleOfficer}, PublicKey: e2eOfficerKey().Public().(ed25519.PublicKey)})
 	return keys, listed
+}
+
+// e2eOfficerKey is the officer olga's fixed signing key.
+func e2eOfficerKey() ed25519.PrivateKey {
+	seed := sha256.Sum256([]byte("e2e officer olga"))
+	return ed25519.NewKeyFromSeed(seed[:])
 }
 
 // absentCustodiansGenesis is a genesis of e2eApprovers and three
@@ -74,6 +82,9 @@ func ensureRoster(t *testing.T, in *instance, keys map[string]ed25519.PrivateKey
 		if _, listed := in.genesis.Approver(id); listed {
 			signers = append(signers, dev.Signer{ID: id, Key: keys[id], Client: as(id, "approver")})
 		}
+	}
+	if o, listed := in.genesis.Officer("olga"); listed && o.PublicKey.Equal(e2eOfficerKey().Public()) {
+		signers = append(signers, dev.Signer{ID: "olga", Key: e2eOfficerKey(), Client: as("olga", "officer")})
 	}
 	if err := dev.AdoptGenesis(context.Background(), as("ada", "admin"), in.genesis, signers); err != nil {
 		t.Fatal(err)
