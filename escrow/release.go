@@ -19,7 +19,7 @@ type ReleaseAsk struct {
 	// OfficerSignature is the filing officer's signature over the
 	// request's digest; each custodian checks it against the roster.
 	OfficerSignature []byte
-	Approvals []wire.EvidenceApproval
+	Approvals        []wire.EvidenceApproval
 	// Roster is the roster chain, from its genesis, that names the
 	// approvers; each custodian verifies it from the genesis it pins.
 	Roster []roster.Signed
