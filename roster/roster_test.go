@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/seal"
 )
 
@@ -250,5 +251,71 @@ func BenchmarkVerifyChain(b *testing.B) {
 		if _, err := VerifyChain(genesis, chain); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestOfficers: an officer is listed with the sole role officer, proves
+// possession of their key like anyone added, never counts toward a
+// quorum nor as an approver, and a request counts as theirs only with
+// their signature over its digest.
+func TestOfficers(t *testing.T) {
+	lena, sam, olga := newPerson(t, "lena", "legal"), newPerson(t, "sam", "security"), newPerson(t, "olga", RoleOfficer)
+	g := Roster{Version: 1, Approvers: []Approver{lena.approver(), sam.approver(), olga.approver()}, Custodians: custodians(t, 3),
+		Threshold: 2, Rule: DefaultRule()}
+	if err := g.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := g.Approver("olga"); ok {
+		t.Fatal("an officer is an approver")
+	}
+	if _, ok := g.Officer("olga"); !ok {
+		t.Fatal("olga is not an officer")
+	}
+	if _, ok := g.Officer("lena"); ok {
+		t.Fatal("an approver is an officer")
+	}
+	// The genesis needs olga's proof of possession too.
+	gs := sign(t, g, lena, sam)
+	if p, err := Check(nil, g, gs.Signatures); err != nil || p.Complete() || !strings.Contains(strings.Join(p.Missing, ";"), "olga") {
+		t.Fatalf("a genesis without the officer's proof of possession: %+v %v", p, err)
+	}
+	gs = sign(t, g, lena, sam, olga)
+	if _, err := VerifyChain(Digest(gs.Roster), []Signed{gs}); err != nil {
+		t.Fatal(err)
+	}
+	// An officer's signature never counts toward the quorum.
+	// (Under a rule lena meets alone but for the count of signers.)
+	loose := g
+	loose.Rule = Rule{MinSigners: 2, RequiredRoles: []string{"legal"}}
+	ld, _ := loose.Digest()
+	next := loose
+	next.Version, next.Previous = 2, ld
+	next.Threshold = 3
+	if p, err := Check(&loose, next, sign(t, next, lena, olga).Signatures); err != nil || p.Complete() {
+		t.Fatalf("lena and the officer adopted a version: %+v %v", p, err)
+	}
+	if p, err := Check(&loose, next, sign(t, next, lena, sam).Signatures); err != nil || !p.Complete() {
+		t.Fatalf("lena and sam did not adopt it: %+v %v", p, err)
+	}
+	// An officer holds no other role, and no rule can require officers.
+	bad := g
+	bad.Approvers = []Approver{lena.approver(), sam.approver(), {ID: "olga", Roles: []string{RoleOfficer, "legal"}, PublicKey: olga.approver().PublicKey}}
+	if err := bad.Validate(); err == nil {
+		t.Fatal("an officer who also approves was accepted")
+	}
+	bad = g
+	bad.Rule = Rule{MinSigners: 2, RequiredRoles: []string{"legal", RoleOfficer}}
+	if err := bad.Validate(); err == nil {
+		t.Fatal("a rule requiring an officer was accepted")
+	}
+	digest := "sha256:" + strings.Repeat("ab", 32)
+	if _, err := g.VerifyRequest("olga", digest, approval.SignRequest(olga.priv, digest)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.VerifyRequest("olga", digest, approval.SignRequest(lena.priv, digest)); !errors.Is(err, ErrBadRequestSignature) {
+		t.Fatalf("signed with another key: %v", err)
+	}
+	if _, err := g.VerifyRequest("lena", digest, approval.SignRequest(lena.priv, digest)); !errors.Is(err, ErrNotOfficer) {
+		t.Fatalf("filed by an approver: %v", err)
 	}
 }
