@@ -351,6 +351,8 @@ import rego.v1
 default decision := {"allow": false, "reasons": ["denied"]}
 decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 `, "ok")
+		// The officer herself is the attacker here: she signs a request
+		// for the secret to her own second key, and no one approves it.
 		grab = readyRequestUnapprovedTo(t, in, admin, olga, "conv-secret", filepath.Join(dir, "mallory.key.pub"))
 		code, resp := post(t, in.base+"/v1/access-requests/"+grab.id+"/release", "application/json", olga, []byte(`{}`))
 		if code != 403 || errorCode(resp) != "custodians_refused" {
@@ -476,8 +478,8 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 	// 4. A replay of the lawful release, straight to the custodians with the
 	// mediator's token: each answers that it released that share already.
 	step(t, "the custodians refuse a replay and evidence out of scope or forged", func(t *testing.T) {
-		var lawfulCanonical []byte
-		db.QueryRow(ctx, "SELECT canonical FROM access_requests WHERE request_id = $1", lawful).Scan(&lawfulCanonical)
+		var lawfulCanonical, lawfulSig []byte
+		db.QueryRow(ctx, "SELECT canonical, officer_signature FROM access_requests WHERE request_id = $1", lawful).Scan(&lawfulCanonical, &lawfulSig)
 		var approvalsEv []wire.EvidenceApproval
 		rows, _ := db.Query(ctx, "SELECT approver_id, decision, signature, approved_at FROM access_approvals WHERE request_id = $1", lawful)
 		for rows.Next() {
@@ -501,12 +503,14 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 		}
 		srows.Close()
 		for i, r := range remotes {
-			ans, err := r.Release(ctx, wire.ReleaseEvidence{Roster: genuineChain.Chain, Canonical: lawfulCanonical, Approvals: approvalsEv, Shares: []wire.ShareRef{aRefs[i]}})
+			ans, err := r.Release(ctx, wire.ReleaseEvidence{Roster: genuineChain.Chain, Canonical: lawfulCanonical, OfficerSignature: lawfulSig,
+				Approvals: approvalsEv, Shares: []wire.ShareRef{aRefs[i]}})
 			if err != nil || ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "already_released" {
 				t.Errorf("%s: a replayed release: %+v %v", r.Name, ans, err)
 			}
 			// The lawful evidence with the secret's share: out of scope.
-			ans, err = r.Release(ctx, wire.ReleaseEvidence{Roster: genuineChain.Chain, Canonical: lawfulCanonical, Approvals: approvalsEv, Shares: []wire.ShareRef{secretRefs[i]}})
+			ans, err = r.Release(ctx, wire.ReleaseEvidence{Roster: genuineChain.Chain, Canonical: lawfulCanonical, OfficerSignature: lawfulSig,
+				Approvals: approvalsEv, Shares: []wire.ShareRef{secretRefs[i]}})
 			if err != nil || ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "not_in_scope" {
 				t.Errorf("%s: the lawful evidence for the secret share: %+v %v", r.Name, ans, err)
 			}
@@ -526,7 +530,20 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 		}
 	})
 
-	// 5. The mediator's own Vault login on the custodians' keys and stores.
+	// 5. The host lies about an officer's request: it swaps the recipient
+	// key of one she filed, and files one in her name without her key.
+	lies := func() officerLies {
+		olgaPub, _ := os.ReadFile(filepath.Join(dir, "olga.key.pub"))
+		var olgaKey seal.PublicKey
+		json.Unmarshal(olgaPub, &olgaKey)
+		return officerLies{in: in, db: db, remotes: remotes, chain: genuineChain.Chain, secretRefs: secretRefs, approvers: keys,
+			olgaPub: olgaKey, malloryPub: malloryPub, genesis: genesisDigest, dir: dir, olgaToken: olga,
+			approverTok: func(id string) string { return tok(id, "approver") }}
+	}
+	step(t, "the host swaps the recipient key of an officer's request", func(t *testing.T) { chapterSwappedRecipient(t, lies()) })
+	step(t, "the host files in an officer's name without her key", func(t *testing.T) { chapterFiledWithoutTheKey(t, lies()) })
+
+	// 6. The mediator's own Vault login on the custodians' keys and stores.
 	step(t, "the mediator's Vault login opens no custodian key or store", func(t *testing.T) {
 		vc := mediatorVault(t, in)
 		for i, c := range cs.cs {
