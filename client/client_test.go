@@ -18,7 +18,7 @@ import (
 
 // testRoster is a roster version with approvers lena and sam and the
 // officer olga, and olga's signing key.
-func testRoster(t *testing.T) (roster.Roster, ed25519.PrivateKey) {
+func testRoster(t testing.TB) (roster.Roster, ed25519.PrivateKey) {
 	t.Helper()
 	r := roster.Roster{Version: 1, Threshold: 2, Rule: roster.DefaultRule()}
 	var olga ed25519.PrivateKey
@@ -34,7 +34,7 @@ func testRoster(t *testing.T) (roster.Roster, ed25519.PrivateKey) {
 
 // shownRequest is a request olga filed and signed, as the mediator shows
 // it, and the request itself.
-func shownRequest(t *testing.T, olga ed25519.PrivateKey) (wire.Request, approval.Request) {
+func shownRequest(t testing.TB, olga ed25519.PrivateKey) (wire.Request, approval.Request) {
 	t.Helper()
 	at := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
 	_, pub, err := seal.NewKey(seal.KEMX25519)
