@@ -183,7 +183,7 @@ func TestOnlyAQuorumAdoptsAVersion(t *testing.T) {
 	next := cur
 	next.Approvers = append(slices.Clone(cur.Approvers), roster.Approver{ID: "eve", Roles: []string{"legal", "security"}, PublicKey: evePub})
 	p := w.propose(t, next)
-	if p.Adopted || p.Roster.Version != 2 || p.Roster.Previous != w.svc.Genesis() || !slices.ContainsFunc(p.Changes, func(c string) bool { return strings.HasPrefix(c, "adds approver eve ") }) {
+	if p.Adopted || p.Roster.Version != 2 || p.Roster.Previous != w.svc.Genesis() || !slices.ContainsFunc(p.Changes, func(c string) bool { return strings.HasPrefix(c, "adds approver eve: ") }) {
 		t.Fatalf("the proposal: version %d, previous %s, changes %v", p.Roster.Version, p.Roster.Previous, p.Changes)
 	}
 	var err error

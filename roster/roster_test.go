@@ -202,20 +202,6 @@ func TestValidateRefusesRostersThatCannotChange(t *testing.T) {
 	}
 }
 
-func TestChanges(t *testing.T) {
-	f := newFixture(t)
-	n := f.next(f.genesis, func(r *Roster) {
-		r.Approvers = append(r.Approvers[1:], f.kim.approver())
-		r.Threshold = 3
-	})
-	got := strings.Join(Changes(&f.genesis, n), "\n")
-	for _, want := range []string{"adds approver kim", "removes approver lena", "custodian threshold 2 → 3"} {
-		if !strings.Contains(got, want) {
-			t.Errorf("changes %q lack %q", got, want)
-		}
-	}
-}
-
 // BenchmarkVerifyChain verifies a chain of 10 versions of 20 approvers,
 // each adopted by 3 signers: what a custodian does on every release and a
 // depositor on every fetch.

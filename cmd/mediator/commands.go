@@ -59,11 +59,11 @@ func escrowCommands() *command {
 
 // rosterCommands are the roster verbs, API clients but for genesis.
 func rosterCommands() *command {
-	return &command{name: "roster", about: rosterDraftFormat, verbs: []*command{
+	return &command{name: "roster", about: rosterAbout, verbs: []*command{
 		{name: "genesis", forms: []form{{"--file DRAFT", "print the digest a draft has as the first version (what everyone pins)"}}, run: rosterGenesis},
 		{name: "propose", forms: []form{{"--file DRAFT", "propose the next version (admin); nothing changes until a quorum signs"}}, run: rosterPropose},
-		{name: "show", forms: []form{{"[DIGEST]", "show the roster in force, verified, or a proposal and what it changes"}}, run: rosterShow},
-		{name: "sign", forms: []form{{"DIGEST --key FILE", "check a proposal against the verified chain, show it, sign it (approver)"}}, run: rosterSign},
+		{name: "show", forms: []form{{"[DIGEST]", "show the roster in force, verified, or what a proposal's signed bytes change"}}, run: rosterShow},
+		{name: "sign", forms: []form{{"DIGEST --key FILE [--yes]", "show what a proposal's signed bytes change, ask, sign (approver)"}}, run: rosterSign},
 		{name: "verify", forms: []form{{"", "verify the served chain from the pinned genesis; exit 1 if it fails"}}, run: rosterVerify},
 	}}
 }

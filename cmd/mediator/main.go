@@ -29,9 +29,9 @@
 //	                                  print the digest a draft has as the first version (what everyone pins)
 //	mediator roster propose --file DRAFT
 //	                                  propose the next version (admin); nothing changes until a quorum signs
-//	mediator roster show [DIGEST]     show the roster in force, verified, or a proposal and what it changes
-//	mediator roster sign DIGEST --key FILE
-//	                                  check a proposal against the verified chain, show it, sign it (approver)
+//	mediator roster show [DIGEST]     show the roster in force, verified, or what a proposal's signed bytes change
+//	mediator roster sign DIGEST --key FILE [--yes]
+//	                                  show what a proposal's signed bytes change, ask, sign (approver)
 //	mediator roster verify            verify the served chain from the pinned genesis; exit 1 if it fails
 //	mediator approver checkin --key FILE
 //	                                  sign a liveness check-in (approver)

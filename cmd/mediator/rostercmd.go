@@ -12,15 +12,19 @@ import (
 	"strings"
 
 	"github.com/mediatorhq/mediator/approval"
-	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/secretfile"
 	"github.com/mediatorhq/mediator/wire"
 )
 
-// rosterDraftFormat says, in the roster group's help, what a draft is.
-const rosterDraftFormat = `A draft is JSON: {"approvers":[{"id","roles","public_key"}],"custodians":[{"name","url",
+// rosterAbout is the roster group's help: what a draft is, and how show
+// and sign check a proposal before anyone signs it.
+const rosterAbout = `A draft is JSON: {"approvers":[{"id","roles","public_key"}],"custodians":[{"name","url",
 "hpke_public_key","signing_key"}],"threshold":3,"rule":{"min_signers":2,"required_roles":["legal","security"]}}.
+show and sign verify the chain from the genesis you pin (--genesis, MEDIATOR_ROSTER_GENESIS) and work out
+what a proposal changes from its signed bytes, never from the mediator's description, which they compare
+and flag with a WARNING where it differs. sign asks "sign? [y/N]" on a terminal; --yes signs without
+asking; without a terminal and without --yes it signs nothing.
 ` + clientAbout
 
 // readDraft reads a draft file strictly.
@@ -98,52 +102,75 @@ func rosterPropose(ctx context.Context, c *call, args []string) error {
 	return nil
 }
 
+// showProposal writes the mediator's answer to a proposal, labelled as
+// its word: only roster show DIGEST checks it.
 func showProposal(w io.Writer, p wire.RosterProposal) {
-	fmt.Fprintf(w, "roster version %d proposed by %s: %s\n  digest    %s\n  previous  %s\n", p.Version, p.ProposedBy, p.Status, p.Digest, p.Previous)
+	fmt.Fprintf(w, "roster version %d proposed by %s: %s, as the mediator answers (check it: mediator roster show %s)\n  digest    %s\n  previous  %s\n",
+		p.Version, p.ProposedBy, p.Status, p.Digest, p.Digest, p.Previous)
 	for _, ch := range p.Changes {
 		fmt.Fprintf(w, "  change    %s\n", ch)
 	}
-	fmt.Fprintf(w, "  signed by %s\n", strings.Join(append(p.Signers, p.Possession...), ", "))
-	for _, m := range p.Missing {
-		fmt.Fprintf(w, "  needs     %s\n", m)
-	}
 }
 
+// showRoster writes a verified version, each key by its full
+// fingerprint.
 func showRoster(w io.Writer, r roster.Roster, digest string) {
 	fmt.Fprintf(w, "roster version %d\n  digest     %s\n", r.Version, digest)
 	for _, a := range r.Approvers {
-		fmt.Fprintf(w, "  approver   %s  roles %s  key %s\n", a.ID, strings.Join(a.Roles, ","), a.KeyID())
+		kind := "approver"
+		if a.IsOfficer() {
+			kind = "officer"
+		}
+		fmt.Fprintf(w, "  %-9s  %s  roles %s  key %s\n", kind, a.ID, strings.Join(a.Roles, ","), a.Fingerprint())
 	}
-	for _, c := range r.Custodians {
-		fmt.Fprintf(w, "  custodian  %s  %s  hpke %s\n", c.Name, c.URL, c.HPKEKey.Fingerprint())
+	for i, c := range r.Custodians {
+		fmt.Fprintf(w, "  custodian  %d %s  %s  hpke %s  signing %s\n", i+1, c.Name, c.URL, c.HPKEKey.Fingerprint(), roster.KeyFingerprint(c.SigningKey))
 	}
 	fmt.Fprintf(w, "  threshold  %d of %d custodians\n  rule       %d signers covering %s\n", r.Threshold, len(r.Custodians),
 		r.Rule.MinSigners, strings.Join(r.Rule.RequiredRoles, ","))
 }
 
 // rosterShow shows the roster in force, verified from the pinned
-// genesis, or a proposal and what it changes.
+// genesis, or a proposal as checked against it: its changes worked out
+// from its signed bytes, never the mediator's description, which is
+// compared and, where it differs, shown as a WARNING (exit 1).
 func rosterShow(ctx context.Context, c *call, args []string) error {
 	var cl clientOptions
 	var genesis string
 	fs := c.newFlags(rosterClientSettings(&cl, &genesis)...)
-	if err := fs.Parse(args); err != nil {
+	if err := fs.parseFlags(args); err != nil {
 		return err
+	}
+	digest := ""
+	if fs.NArg() > 0 {
+		digest = fs.Arg(0)
+		if err := fs.parseFlags(fs.Args()[1:]); err != nil {
+			return err
+		}
+		if fs.NArg() > 0 {
+			fs.Usage()
+			return exitCode(2)
+		}
+	}
+	if err := fs.apply(); err != nil {
+		return err
+	}
+	if genesis == "" {
+		return errors.New("roster show: --genesis (or MEDIATOR_ROSTER_GENESIS) is required: the roster and its proposals are shown only as checked against the chain verified from a genesis you pin")
 	}
 	cli, err := cl.connect()
 	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		p, err := cli.RosterProposal(ctx, fs.Arg(0))
+	if digest != "" {
+		cp, err := checkProposal(ctx, cli, genesis, digest)
 		if err != nil {
-			return err
+			return fmt.Errorf("roster show: %w", err)
 		}
-		showProposal(c.stdout, p)
+		if cp.write(c.stdout, genesis) {
+			return fmt.Errorf("roster show: %w", errMediatorDisagrees)
+		}
 		return nil
-	}
-	if genesis == "" {
-		return errors.New("roster show: --genesis (or MEDIATOR_ROSTER_GENESIS) is required: the roster is shown only as verified from a genesis you pin")
 	}
 	r, digest, err := cli.Roster(ctx, genesis)
 	if err != nil {
@@ -175,13 +202,15 @@ func rosterVerify(ctx context.Context, c *call, args []string) error {
 	return nil
 }
 
-// rosterSign checks a proposal against the verified chain, shows it and
-// signs it.
+// rosterSign works a proposal out from its signed bytes and the chain
+// verified from the pinned genesis, shows what it changes (and where the
+// mediator says otherwise), asks, and signs it.
 func rosterSign(ctx context.Context, c *call, args []string) error {
 	var cl clientOptions
 	var genesis string
 	fs := c.newFlags(rosterClientSettings(&cl, &genesis)...)
 	keyFile := fs.String("key", "", "your approver key file: the key in the version in force, or your new key to prove you hold it")
+	yes := fs.Bool("yes", false, "sign without asking, once you have checked what is shown (without a terminal, nothing is signed without it)")
 	digest, err := parseWithID(fs, args)
 	if err != nil {
 		return err
@@ -202,62 +231,39 @@ func rosterSign(ctx context.Context, c *call, args []string) error {
 	if err != nil {
 		return err
 	}
-	p, err := cli.RosterProposal(ctx, digest)
+	cp, err := checkProposal(ctx, cli, genesis, digest)
 	if err != nil {
-		return err
+		return fmt.Errorf("roster sign: %w", err)
 	}
-	cur, err := checkProposal(ctx, cli, genesis, p)
-	if err != nil {
-		return err
+	disagrees := cp.write(c.stderr, genesis)
+	switch {
+	case cp.adopted:
+		return fmt.Errorf("roster sign: version %d (%s) is adopted already: a signature would change nothing", cp.next.Version, digest)
+	case cp.takenBy != "":
+		return fmt.Errorf("roster sign: the proposal is stale: version %d of the chain verified from your genesis is %s; sign a proposal on top of it",
+			cp.next.Version, cp.takenBy)
 	}
-	if cur != nil {
-		showRoster(c.stderr, *cur, p.Previous)
-	}
-	showProposal(c.stderr, p)
-	if !signsFor(cur, p, me.Subject, priv.Public().(ed25519.PublicKey)) {
+	as := cp.signsAs(me.Subject, priv.Public().(ed25519.PublicKey))
+	if as == "" {
 		return fmt.Errorf("roster sign: your key is not %s's key in the roster in force nor in the proposal", me.Subject)
+	}
+	question := fmt.Sprintf("sign roster version %d (%s) as %s, %s?", cp.next.Version, digest, me.Subject, as)
+	if disagrees {
+		question = fmt.Sprintf("the mediator's account is false (see the WARNING); sign roster version %d as its signed bytes say, listed above, as %s?",
+			cp.next.Version, me.Subject)
+		if *yes {
+			fmt.Fprintln(c.stderr, "signing despite the WARNING: --yes was given")
+		}
+	}
+	if err := c.confirm(question, *yes); err != nil {
+		return fmt.Errorf("roster sign: %w", err)
 	}
 	out, err := cli.SignRoster(ctx, priv, me.Subject, digest)
 	if err != nil {
 		return err
 	}
-	showProposal(c.stdout, out)
+	cp.writeSigned(c.stdout, out, me.Subject)
 	return nil
-}
-
-// checkProposal checks that p is exactly what its digest names and
-// follows the roster in force as verified from genesis (nil when p is the
-// genesis itself).
-func checkProposal(ctx context.Context, c *client.Client, genesis string, p wire.RosterProposal) (*roster.Roster, error) {
-	r, err := roster.Parse(p.Canonical)
-	if err != nil || roster.Digest(p.Canonical) != p.Digest {
-		return nil, fmt.Errorf("roster sign: the proposal shown is not the roster its digest names: %v", err)
-	}
-	if r.Version == 1 {
-		if p.Digest != genesis {
-			return nil, fmt.Errorf("roster sign: this first version is %s, not the genesis you pin (%s)", p.Digest, genesis)
-		}
-		return nil, nil
-	}
-	cur, digest, err := c.Roster(ctx, genesis)
-	if err != nil {
-		return nil, err
-	}
-	if r.Previous != digest || r.Version != cur.Version+1 {
-		return nil, fmt.Errorf("roster sign: the proposal follows %s, but the roster in force is version %d (%s)", r.Previous, cur.Version, digest)
-	}
-	return &cur, nil
-}
-
-// signsFor reports whether pub is approverID's key in cur or in p.
-func signsFor(cur *roster.Roster, p wire.RosterProposal, approverID string, pub ed25519.PublicKey) bool {
-	if cur != nil {
-		if a, ok := cur.Member(approverID); ok && a.PublicKey.Equal(pub) {
-			return true
-		}
-	}
-	a, ok := p.Roster.Member(approverID)
-	return ok && a.PublicKey.Equal(pub)
 }
 
 // approverCheckinCmd signs and submits an approver's liveness check-in.

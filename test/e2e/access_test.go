@@ -102,7 +102,7 @@ func TestLawfulAccessStory(t *testing.T) {
 			t.Fatalf("the retired registry: %d %v", code, body)
 		}
 		for _, who := range []string{"lena", "sam", "olga"} {
-			if out, stderr, err := cli(t, token(t, who, "approver"), "roster", "sign", genesisDigest, "--key", approverFiles[who]); err != nil {
+			if out, stderr, err := cli(t, token(t, who, "approver"), "roster", "sign", genesisDigest, "--key", approverFiles[who], "--yes"); err != nil {
 				t.Fatalf("roster sign by %s: %v %s %s", who, err, out, stderr)
 			}
 		}

@@ -390,6 +390,9 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 			t.Fatalf("the genuine chain: %v", err)
 		}
 	})
+	// The host describes a real proposal falsely to an approver: her tool
+	// works the changes out from the signed bytes and signs nothing.
+	step(t, "the host lies about a roster proposal and lena signs nothing", hostLiesAboutARosterProposal(in, genesisDigest, keys["lena"]))
 	step(t, "a forged roster version in the tables is refused everywhere", func(t *testing.T) {
 		forgedV2 := in.genesis
 		forgedV2.Version, forgedV2.Previous = 3, p2.Digest

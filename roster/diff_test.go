@@ -1,0 +1,169 @@
+package roster
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/mediatorhq/mediator/seal"
+)
+
+// fullFingerprint is a key fingerprint as people compare them: the whole
+// SHA-256, never a prefix.
+var fullFingerprint = regexp.MustCompile(`^(ed25519|sha256):[0-9a-f]{64}$`)
+
+// wantChanges checks that Changes(prev, next) is exactly want, line for
+// line.
+func wantChanges(t *testing.T, prev *Roster, next Roster, want ...string) {
+	t.Helper()
+	got := Changes(prev, next)
+	if !slices.Equal(got, want) {
+		t.Errorf("changes:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
+// withCustodians is next with its own copy of the custodians, to edit.
+func withCustodians(f fixture, edit func(*Roster)) Roster {
+	return f.next(f.genesis, func(r *Roster) {
+		r.Custodians = append([]Custodian(nil), r.Custodians...)
+		edit(r)
+	})
+}
+
+func TestChangesOfApprovers(t *testing.T) {
+	f := newFixture(t)
+	n := f.next(f.genesis, func(r *Roster) {
+		r.Approvers = append(r.Approvers[1:], f.kim.approver())
+		r.Threshold = 3
+	})
+	wantChanges(t, &f.genesis, n,
+		"adds approver kim: roles security, key "+f.kim.approver().Fingerprint(),
+		"removes approver lena (roles legal, key "+f.lena.approver().Fingerprint()+")",
+		"threshold: 2 of 3 custodians → 3 of 3 custodians",
+		"rule: 2 signers covering legal,security, unchanged")
+
+	rekeyed := newPerson(t, "sam", "legal", "security")
+	n = f.next(f.genesis, func(r *Roster) { r.Approvers[1] = rekeyed.approver() })
+	wantChanges(t, &f.genesis, n,
+		"changes approver sam's roles: security → legal,security",
+		"re-keys approver sam: "+f.sam.approver().Fingerprint()+" → "+rekeyed.approver().Fingerprint(),
+		"threshold: 2 of 3 custodians, unchanged",
+		"rule: 2 signers covering legal,security, unchanged")
+
+	n = f.next(f.genesis, func(r *Roster) { r.Approvers[0], r.Approvers[2] = r.Approvers[2], r.Approvers[0] })
+	wantChanges(t, &f.genesis, n,
+		"lists the approvers and officers in another order: lena, sam, ola → ola, sam, lena (the order decides nothing)",
+		"threshold: 2 of 3 custodians, unchanged",
+		"rule: 2 signers covering legal,security, unchanged")
+}
+
+// TestChangesOfOfficers: officers are named officers, whether added,
+// re-keyed, removed or made from an approver.
+func TestChangesOfOfficers(t *testing.T) {
+	f := newFixture(t)
+	olga := newPerson(t, "olga", RoleOfficer)
+	withOlga := f.next(f.genesis, func(r *Roster) { r.Approvers = append(r.Approvers, olga.approver()) })
+	wantChanges(t, &f.genesis, withOlga,
+		"adds officer olga: roles officer, key "+olga.approver().Fingerprint(),
+		"threshold: 2 of 3 custodians, unchanged",
+		"rule: 2 signers covering legal,security, unchanged")
+
+	olga2 := newPerson(t, "olga", RoleOfficer)
+	n := f.next(withOlga, func(r *Roster) { r.Approvers[3] = olga2.approver() })
+	wantChanges(t, &withOlga, n,
+		"re-keys officer olga: "+olga.approver().Fingerprint()+" → "+olga2.approver().Fingerprint(),
+		"threshold: 2 of 3 custodians, unchanged",
+		"rule: 2 signers covering legal,security, unchanged")
+
+	n = f.next(withOlga, func(r *Roster) { r.Approvers = r.Approvers[:3] })
+	wantChanges(t, &withOlga, n,
+		"removes officer olga (roles officer, key "+olga.approver().Fingerprint()+")",
+		"threshold: 2 of 3 custodians, unchanged",
+		"rule: 2 signers covering legal,security, unchanged")
+
+	n = f.next(withOlga, func(r *Roster) { r.Approvers[0].Roles = []string{RoleOfficer} })
+	wantChanges(t, &withOlga, n,
+		"changes approver lena's roles: legal → officer (the approver becomes an officer)",
+		"threshold: 2 of 3 custodians, unchanged",
+		"rule: 2 signers covering legal,security, unchanged")
+}
+
+// TestChangesOfCustodians: a custodian's keys, URL and place (share i
+// goes to custodian i) are each named, keys by full fingerprints.
+func TestChangesOfCustodians(t *testing.T) {
+	f := newFixture(t)
+	old := f.genesis.Custodians[1]
+	_, hpkeKey, err := seal.NewKey(seal.KEMX25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signingKey, _, _ := ed25519.GenerateKey(rand.Reader)
+	swapped := withCustodians(f, func(r *Roster) { r.Custodians[1].HPKEKey, r.Custodians[1].SigningKey = hpkeKey, signingKey })
+	wantChanges(t, &f.genesis, swapped,
+		"changes custodian b's hpke key: "+old.HPKEKey.Fingerprint()+" → "+hpkeKey.Fingerprint(),
+		"changes custodian b's signing key: "+KeyFingerprint(old.SigningKey)+" → "+KeyFingerprint(signingKey),
+		"threshold: 2 of 3 custodians, unchanged",
+		"rule: 2 signers covering legal,security, unchanged")
+	for _, fp := range []string{old.HPKEKey.Fingerprint(), hpkeKey.Fingerprint(), KeyFingerprint(signingKey), f.kim.approver().Fingerprint()} {
+		if !fullFingerprint.MatchString(fp) {
+			t.Errorf("fingerprint %q is not a full SHA-256", fp)
+		}
+	}
+
+	moved := withCustodians(f, func(r *Roster) { r.Custodians[1].URL = "https://b.example/" })
+	wantChanges(t, &f.genesis, moved,
+		"changes custodian b's url: http://127.0.0.1:1/ → https://b.example/",
+		"threshold: 2 of 3 custodians, unchanged",
+		"rule: 2 signers covering legal,security, unchanged")
+
+	reordered := withCustodians(f, func(r *Roster) { r.Custodians[0], r.Custodians[1] = r.Custodians[1], r.Custodians[0] })
+	wantChanges(t, &f.genesis, reordered,
+		"moves custodian b from share 2 to share 1",
+		"moves custodian a from share 1 to share 2",
+		"threshold: 2 of 3 custodians, unchanged",
+		"rule: 2 signers covering legal,security, unchanged")
+
+	// Removing the first custodian moves the others up a share.
+	a := f.genesis.Custodians[0]
+	removed := withCustodians(f, func(r *Roster) { r.Custodians = r.Custodians[1:] })
+	wantChanges(t, &f.genesis, removed,
+		"moves custodian b from share 2 to share 1",
+		"moves custodian c from share 3 to share 2",
+		"removes custodian a (share 1, url http://127.0.0.1:1/, hpke key "+a.HPKEKey.Fingerprint()+", signing key "+KeyFingerprint(a.SigningKey)+")",
+		"threshold: 2 of 3 custodians → 2 of 2 custodians",
+		"rule: 2 signers covering legal,security, unchanged")
+
+	d := custodians(t, 4)[3]
+	added := withCustodians(f, func(r *Roster) { r.Custodians = append(r.Custodians, d) })
+	wantChanges(t, &f.genesis, added,
+		"adds custodian d as share 4: url http://127.0.0.1:1/, hpke key "+d.HPKEKey.Fingerprint()+", signing key "+KeyFingerprint(d.SigningKey),
+		"threshold: 2 of 3 custodians → 2 of 4 custodians",
+		"rule: 2 signers covering legal,security, unchanged")
+}
+
+// TestChangesOfThresholdAndRule: both are always named, changed or not.
+func TestChangesOfThresholdAndRule(t *testing.T) {
+	f := newFixture(t)
+	wantChanges(t, &f.genesis, f.next(f.genesis, func(*Roster) {}),
+		"threshold: 2 of 3 custodians, unchanged",
+		"rule: 2 signers covering legal,security, unchanged")
+	n := f.next(f.genesis, func(r *Roster) {
+		r.Threshold = 3
+		r.Rule = Rule{MinSigners: 3, RequiredRoles: []string{"legal"}}
+	})
+	wantChanges(t, &f.genesis, n,
+		"threshold: 2 of 3 custodians → 3 of 3 custodians",
+		"rule: 2 signers covering legal,security → 3 signers covering legal")
+
+	got := Changes(nil, f.genesis)
+	want := []string{"genesis: the first version",
+		"adds approver lena: roles legal, key " + f.lena.approver().Fingerprint(),
+		"adds approver sam: roles security, key " + f.sam.approver().Fingerprint(),
+		"adds approver ola: roles legal,security, key " + f.ola.approver().Fingerprint()}
+	if !slices.Equal(got[:4], want) || got[len(got)-2] != "threshold: 2 of 3 custodians" || got[len(got)-1] != "rule: 2 signers covering legal,security" {
+		t.Errorf("the genesis's changes: %q", got)
+	}
+}
