@@ -106,6 +106,7 @@ func TestRosterOnlyAQuorumChangesIt(t *testing.T) {
 func TestRosterEditedInTheDatabase(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
+	r := mustRequest(t, w) // filed while the chain verified
 	cur, _, _ := w.gov.Roster(ctx)
 	genesis := w.gov.Genesis()
 	forged := cur
@@ -130,7 +131,6 @@ func TestRosterEditedInTheDatabase(t *testing.T) {
 	if _, _, err := w.gov.Roster(ctx); !errors.Is(err, governance.ErrRosterBroken) {
 		t.Fatalf("a forged version in the database: %v", err)
 	}
-	r := mustRequest(t, w)
 	w.keys["eve"] = eve
 	if err := w.vote(t, r, "eve", "approve"); !errors.Is(err, governance.ErrRosterBroken) {
 		t.Fatalf("eve's approval under the forged version: %v", err)

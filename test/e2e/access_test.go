@@ -346,7 +346,7 @@ func TestLawfulAccessStory(t *testing.T) {
 			}
 			record(page)
 		}
-		if len(seqs["escrow.deposit"]) != 4 || len(seqs["access.request"]) != 1 || len(seqs["access.approval"]) != 3 ||
+		if len(seqs["escrow.deposit"]) != 4 || len(seqs["access.request"]) != 1 || len(seqs["access.approval"]) != 2 ||
 			len(seqs["access.decision"]) != 2 || len(seqs["access.custodian_release"]) != 5 || len(seqs["access.release"]) != 1 {
 			t.Fatalf("log entries by kind: %v", seqs)
 		}
