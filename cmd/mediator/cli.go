@@ -42,8 +42,8 @@ type call struct {
 	// whether a person is there (stdin and stderr are a terminal).
 	stdin    io.Reader
 	terminal bool
-	path           []*command // the root, then each command matched on the way
-	flags          *flagSet   // the running command's flags, once it declared them
+	path     []*command // the root, then each command matched on the way
+	flags    *flagSet   // the running command's flags, once it declared them
 }
 
 // command is the command reached.
