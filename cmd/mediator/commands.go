@@ -75,7 +75,7 @@ func requestCommands() *command {
 		{name: "show", forms: []form{{"ID", "show a request, its digest and approvals"}}, run: requestShow},
 		{name: "list", forms: []form{{"[--status S]", "list requests"}}, run: requestList},
 		{name: "approve", forms: []form{{"ID --key FILE [--deny]", "check the request, show what you sign, sign and submit your vote (approver)"}}, run: requestApprove},
-		{name: "release", forms: []form{{"ID --key FILE --out FILE", "release the keys (the requesting officer) and open them locally"}}, run: requestRelease},
+		{name: "release", forms: []form{{"ID --key FILE --out FILE", "release the keys (the requesting officer), verify the custodians' receipts, open them locally"}}, run: requestRelease},
 		{name: "revoke", forms: []form{{"ID", "withdraw your request"}}, run: requestShow},
 	}}
 }
