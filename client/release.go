@@ -187,8 +187,9 @@ func (e *KeyError) Unwrap() error { return e.Err }
 // The caller must clear the keys.
 //
 // Cost per key: one Ed25519 verification per receipt, one HPKE open per
-// receipted share, and shares.Recover's combines (threshold + n − k with
-// honest shares).
+// receipted share, and shares.Recover's combines (1 + n − k of n honest
+// shares). 100 keys of 5 custodians, K=3, take about 0.2 s
+// (BenchmarkOpenRelease100, docs/performance.md).
 func Open(priv hpke.PrivateKey, chk ReleaseCheck, rel wire.Release) ([]OpenedKey, error) {
 	if err := chk.CheckRecipient(priv); err != nil {
 		return nil, err
