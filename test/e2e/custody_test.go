@@ -444,21 +444,6 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 		mustExec(t, db, `DELETE FROM roster_versions WHERE genesis = $1 AND version = 3`, genesisDigest)
 	})
 
-	// The host lies to the people's tools (issue 20): a deposit's receipts
-	// dropped, a release's receipts forged, a key of its own handed to
-	// the officer, a release's answer lost. The tools verify the
-	// custodians' receipts themselves (liesreceipts_test.go).
-	var liesKeys map[string][]byte
-	step(t, "the host drops a deposit's receipts and the depositor is told", func(t *testing.T) {
-		liesKeys = chapterDepositWithoutReceipts(t, in, dep, cs.digest, genesisDigest)
-	})
-	step(t, "the host forges release receipts or a key of its own and the officer opens nothing", func(t *testing.T) {
-		chapterForgedRelease(t, in, admin, olga, keys, genesisDigest, dir, liesKeys)
-	})
-	step(t, "a release answer the host drops is fetched again and verified", func(t *testing.T) {
-		chapterLostReleaseAnswer(t, in, admin, olga, keys, genesisDigest, dir, liesKeys)
-	})
-
 	// 3. The lawful request's columns edited to the secret conversation and
 	// the attacker's key; then its canonical form and digest with them.
 	step(t, "the attacker edits request rows to the secret and its key", func(t *testing.T) {
@@ -554,6 +539,21 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 				t.Errorf("the mediator's token on %s's store: %v", c.Name, err)
 			}
 		}
+	})
+
+	// The host lies to the people's tools (issue 20): a deposit's receipts
+	// dropped, a release's receipts forged, a key of its own handed to
+	// the officer, a release's answer lost. The tools verify the
+	// custodians' receipts themselves (liesreceipts_test.go).
+	var liesKeys map[string][]byte
+	step(t, "the host drops a deposit's receipts and the depositor is told", func(t *testing.T) {
+		liesKeys = chapterDepositWithoutReceipts(t, in, dep, cs.digest, genesisDigest)
+	})
+	step(t, "the host forges release receipts or a key of its own and the officer opens nothing", func(t *testing.T) {
+		chapterForgedRelease(t, in, admin, olga, keys, genesisDigest, dir, liesKeys)
+	})
+	step(t, "a release answer the host drops is fetched again and verified", func(t *testing.T) {
+		chapterLostReleaseAnswer(t, in, admin, olga, keys, genesisDigest, dir, liesKeys)
 	})
 
 	// Whatever came back, and whatever the database keeps, the attacker
