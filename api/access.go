@@ -15,6 +15,7 @@ import (
 	"github.com/mediatorhq/mediator/access"
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/wire"
 )
 
@@ -308,7 +309,11 @@ func releaseView(rel access.Release) wire.Release {
 	for i, k := range rel.Keys {
 		e := k.Escrow
 		rk := wire.ReleasedKey{EscrowID: e.EscrowID, ConversationID: e.ConversationID, KeyID: e.KeyID,
-			KeyCommitment: e.KeyCommitment, Threshold: e.Threshold, Shares: make([]wire.ReleasedShare, len(k.Shares))}
+			KeyCommitment: e.KeyCommitment, Threshold: e.Threshold, Shares: make([]wire.ReleasedShare, len(k.Shares)),
+			DepositReceipts: e.Shares}
+		if rk.DepositReceipts == nil {
+			rk.DepositReceipts = []shares.SignedReceipt{}
+		}
 		for j, sh := range k.Shares {
 			rk.Shares[j] = wire.ReleasedShare{Custodian: sh.Custodian, Index: sh.Index, Sealed: sh.Sealed, Receipt: sh.Receipt}
 		}

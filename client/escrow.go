@@ -53,9 +53,11 @@ type Deposited struct {
 	Created bool
 }
 
-// ErrReceipt: the mediator answered with a receipt that the custodian's key
-// in the pinned set does not verify, or that is not for the share sent.
-var ErrReceipt = errors.New("client: a custodian's deposit receipt does not match")
+// ErrReceipt: the mediator's answer to a deposit lacks a custodian's
+// receipt, or holds one that the custodian's key in the set sealed to
+// does not verify, or that is not for this deposit: the deposit is not
+// proven stored.
+var ErrReceipt = errors.New("client: the deposit is not proven stored: a custodian's deposit receipt is missing or does not match")
 
 // Deposit escrows key under (conversationID, keyID) without it ever leaving
 // this machine: it fetches the custodian set and checks it against the
@@ -97,6 +99,13 @@ func (c *Client) DepositByRoster(ctx context.Context, genesis, conversationID, k
 // DepositTo is Deposit with a splitter for a set the caller already
 // fetched and checked against pinned: a gateway depositing many keys
 // fetches the set, and parses its keys, once.
+//
+// It returns success only when every custodian of the set signed a
+// deposit receipt for this deposit (CheckDepositReceipts): for a new
+// escrow (201) a receipt for exactly the sealed share it was sent; for a
+// key escrowed before (200) the receipts of the stored shares. Anything
+// less is an error wrapping ErrReceipt, with the mediator's answer: the
+// mediator could otherwise drop a deposit and claim it kept it.
 func (c *Client) DepositTo(ctx context.Context, sp *shares.Splitter, pinned, conversationID, keyID string, key []byte) (Deposited, error) {
 	set := sp.Set()
 	commitment, sealed, err := sp.Split(conversationID, keyID, key)
@@ -115,27 +124,46 @@ func (c *Client) DepositTo(ctx context.Context, sp *shares.Splitter, pinned, con
 	}
 	out.Created = status == http.StatusCreated
 	if out.KeyCommitment != commitment {
-		return out, fmt.Errorf("client: the mediator recorded another commitment for %s/%s", conversationID, keyID)
+		return out, fmt.Errorf("%w: the mediator recorded another commitment for %s/%s", ErrReceipt, conversationID, keyID)
 	}
-	if !out.Created {
-		// The same key was escrowed before: its receipts are for the
-		// shares sent then.
-		return out, nil
+	// A key escrowed before was sealed with other randomness: its receipts
+	// are for the shares sent then, whose hashes this call cannot know.
+	var sent []shares.SealedShare
+	if out.Created {
+		sent = sealed
 	}
-	if len(out.Receipts) != len(set.Custodians) {
-		return out, fmt.Errorf("%w: %d receipts for %d custodians", ErrReceipt, len(out.Receipts), len(set.Custodians))
-	}
-	for i, r := range out.Receipts {
-		cu := set.Custodians[i]
-		if err := r.Verify(cu.SigningKey); err != nil {
-			return out, fmt.Errorf("%w: %s: %v", ErrReceipt, cu.Name, err)
-		}
-		rc := r.Receipt
-		if rc.Kind != shares.ReceiptDeposit || rc.Custodian != cu.Name || rc.EscrowID != out.EscrowID || rc.Index != i+1 ||
-			rc.ConversationID != conversationID || rc.KeyID != keyID || rc.Commitment != commitment ||
-			rc.SealedSHA256 != shares.SealedHash(sealed[i].Sealed) {
-			return out, fmt.Errorf("%w: %s's receipt is not for the share sent", ErrReceipt, cu.Name)
-		}
+	if err := CheckDepositReceipts(set, out.DepositResponse, conversationID, keyID, commitment, sent); err != nil {
+		return out, fmt.Errorf("%s/%s: %w", conversationID, keyID, err)
 	}
 	return out, nil
+}
+
+// CheckDepositReceipts checks that ans holds, in set order, one deposit
+// receipt from every custodian of set, each signed with that custodian's
+// signing key in set and naming its kind (deposit), the custodian, its
+// 1-based index, ans's escrow id, the conversation, the key id and the
+// commitment. With sealed (a fresh deposit) each receipt must also name
+// the SHA-256 of the share sent to that custodian. Any failure wraps
+// ErrReceipt and names the custodian.
+//
+// Cost: one Ed25519 verification per custodian.
+func CheckDepositReceipts(set shares.Set, ans wire.DepositResponse, conversationID, keyID, commitment string, sealed []shares.SealedShare) error {
+	if len(ans.Receipts) != len(set.Custodians) {
+		return fmt.Errorf("%w: %d receipts for %d custodians", ErrReceipt, len(ans.Receipts), len(set.Custodians))
+	}
+	for i, r := range ans.Receipts {
+		cu := set.Custodians[i]
+		if err := r.Verify(cu.SigningKey); err != nil {
+			return fmt.Errorf("%w: %s's receipt: %v", ErrReceipt, cu.Name, err)
+		}
+		rc := r.Receipt
+		if rc.Kind != shares.ReceiptDeposit || rc.Custodian != cu.Name || rc.EscrowID != ans.EscrowID || rc.Index != i+1 ||
+			rc.ConversationID != conversationID || rc.KeyID != keyID || rc.Commitment != commitment {
+			return fmt.Errorf("%w: %s's receipt is not for this deposit", ErrReceipt, cu.Name)
+		}
+		if sealed != nil && rc.SealedSHA256 != shares.SealedHash(sealed[i].Sealed) {
+			return fmt.Errorf("%w: %s's receipt is not for the share sent", ErrReceipt, cu.Name)
+		}
+	}
+	return nil
 }

@@ -21,26 +21,41 @@ import (
 // that lacks the newest version this Client verified before is refused
 // with ErrRosterRollback.
 func (c *Client) Roster(ctx context.Context, genesis string) (roster.Roster, string, error) {
-	var out wire.RosterChain
-	if err := c.get(ctx, "/v1/roster", &out); err != nil {
+	versions, digest, err := c.RosterVersions(ctx, genesis)
+	if err != nil {
 		return roster.Roster{}, "", err
 	}
-	r, digest, err := roster.Latest(genesis, out.Chain)
-	if err != nil {
-		return roster.Roster{}, "", fmt.Errorf("client: %w", err)
+	return versions[len(versions)-1], digest, nil
+}
+
+// RosterVersions is Roster returning every version of the verified chain,
+// genesis first, and the digest of the last, the version in force. A
+// party that checks what custodians signed under earlier versions (their
+// deposit receipts) needs them all. It refuses what Roster refuses.
+//
+// Cost: one GET, and one roster.Check per version.
+func (c *Client) RosterVersions(ctx context.Context, genesis string) ([]roster.Roster, string, error) {
+	var out wire.RosterChain
+	if err := c.get(ctx, "/v1/roster", &out); err != nil {
+		return nil, "", err
 	}
+	versions, err := roster.VerifyChain(genesis, out.Chain)
+	if err != nil {
+		return nil, "", fmt.Errorf("client: %w", err)
+	}
+	r, digest := versions[len(versions)-1], roster.Digest(out.Chain[len(out.Chain)-1].Roster)
 	c.seenMu.Lock()
 	defer c.seenMu.Unlock()
 	seen := c.seen[genesis]
 	if !roster.Extends(out.Chain, seen.version, seen.digest) {
-		return roster.Roster{}, "", fmt.Errorf("%w: the chain ends at version %d and does not hold version %d (%s), which this client verified before",
+		return nil, "", fmt.Errorf("%w: the chain ends at version %d and does not hold version %d (%s), which this client verified before",
 			ErrRosterRollback, r.Version, seen.version, seen.digest)
 	}
 	if c.seen == nil {
 		c.seen = map[string]seenVersion{}
 	}
 	c.seen[genesis] = seenVersion{version: r.Version, digest: digest}
-	return r, digest, nil
+	return versions, digest, nil
 }
 
 // ErrRosterRollback: the mediator served a roster chain older than one

@@ -118,6 +118,17 @@ func TestDepositForwardsSealedSharesOnly(t *testing.T) {
 	if err != nil || created || again.EscrowID != rec.EscrowID {
 		t.Fatalf("resend: %+v %v %v", again, created, err)
 	}
+	// The resend's answer carries the stored receipts, which the
+	// depositor checks: without them it could not tell a kept deposit
+	// from a dropped one.
+	if len(again.Shares) != len(rec.Shares) {
+		t.Fatalf("the resend's answer carries %d receipts, want %d", len(again.Shares), len(rec.Shares))
+	}
+	for i, r := range again.Shares {
+		if r.Hash() != rec.Shares[i].Hash() || r.Verify(f.cs.Signer(i)) != nil {
+			t.Fatalf("the resend's receipt %d is not the stored one", i)
+		}
+	}
 	if _, _, err := f.svc.Deposit(ctx, f.request(t, "conv-1", "epoch-1", newKey(t))); !errors.Is(err, escrow.ErrConflict) {
 		t.Fatalf("another key: %v", err)
 	}
@@ -203,6 +214,10 @@ func TestConcurrentDepositsOfOneKeyIDMakeOneEscrow(t *testing.T) {
 			rec, _, err := f.svc.Deposit(context.Background(), f.request(t, "race", "k", key))
 			if err != nil {
 				t.Error(err)
+			}
+			// Winner or not, each answer carries the escrow's receipts.
+			if len(rec.Shares) != 5 {
+				t.Errorf("a deposit of the race answered %d receipts", len(rec.Shares))
 			}
 			ids[i] = rec.EscrowID
 		})

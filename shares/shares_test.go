@@ -8,7 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/shamir"
 
 	"github.com/mediatorhq/mediator/seal"
 )
@@ -129,6 +133,36 @@ func TestRecoverNamesTheBadShare(t *testing.T) {
 	ps[0] = Part{Custodian: "custodian-1", Share: bytes.Repeat([]byte{1}, 33)}
 	if _, _, err := Recover("c", "k", commitment, 3, ps); !errors.Is(err, ErrNoValidSubset) {
 		t.Fatalf("three shares, one bad: %v", err)
+	}
+}
+
+// TestRecoverSearchIsBounded: with 26 bad shares among 30, threshold 4,
+// the one good subset comes last of C(30, 4) = 27,405; Recover gives up
+// after MaxSubsets tries rather than combine them all. With the good
+// shares first it recovers the key at once and names every bad one.
+func TestRecoverSearchIsBounded(t *testing.T) {
+	key := bytes.Repeat([]byte{0x22}, 32)
+	commitment := Commitment("c", "k", key)
+	split, err := shamir.Split(key, 30, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := make([]Part, 30)
+	for i, sh := range split {
+		if i < 26 {
+			rand.Read(sh[:len(sh)-1]) // off the polynomial, its x coordinate (the last byte) kept
+		}
+		parts[i] = Part{Custodian: fmt.Sprintf("custodian-%d", i+1), Share: sh}
+	}
+	start := time.Now()
+	if _, _, err := Recover("c", "k", commitment, 4, parts); !errors.Is(err, ErrSearchBound) || !strings.Contains(err.Error(), "4096 subsets of 30 shares") {
+		t.Fatalf("26 bad shares first: %v", err)
+	}
+	t.Logf("%d subsets tried in %v", MaxSubsets, time.Since(start))
+	good := append(slices.Clone(parts[26:]), parts[:26]...)
+	got, bad, err := Recover("c", "k", commitment, 4, good)
+	if err != nil || !bytes.Equal(got, key) || len(bad) != 26 {
+		t.Fatalf("good shares first: %d bad, %v", len(bad), err)
 	}
 }
 

@@ -247,14 +247,18 @@ type ReleasedShare struct {
 }
 
 // ReleasedKey is one escrowed key of a release: what to check it with, and
-// at least Threshold shares.
+// at least Threshold shares. DepositReceipts are the custodians' signed
+// receipts of the deposit, in custodian order: the officer's client takes
+// the key's commitment from them, not from KeyCommitment, which is the
+// mediator's word.
 type ReleasedKey struct {
-	EscrowID       string          `json:"escrow_id"`
-	ConversationID string          `json:"conversation_id"`
-	KeyID          string          `json:"key_id"`
-	KeyCommitment  string          `json:"key_commitment"`
-	Threshold      int             `json:"threshold"`
-	Shares         []ReleasedShare `json:"shares"`
+	EscrowID        string                 `json:"escrow_id"`
+	ConversationID  string                 `json:"conversation_id"`
+	KeyID           string                 `json:"key_id"`
+	KeyCommitment   string                 `json:"key_commitment"`
+	Threshold       int                    `json:"threshold"`
+	Shares          []ReleasedShare        `json:"shares"`
+	DepositReceipts []shares.SignedReceipt `json:"deposit_receipts"`
 }
 
 // CustodianRefusal is a custodian whose own checks refused a release.

@@ -75,7 +75,7 @@ func requestCommands() *command {
 		{name: "show", forms: []form{{"ID", "show a request as verified here: its bytes, its officer's signature, its votes (needs --genesis)"}}, run: requestShow},
 		{name: "list", forms: []form{{"[--status S]", "list requests, each verified against the roster (needs --genesis)"}}, run: requestList},
 		{name: "approve", forms: []form{{"ID --key FILE [--deny] [--expect-digest D] [--yes]", "verify the request, show what you sign, ask, then sign and submit your vote (approver)"}}, run: requestApprove},
-		{name: "release", forms: []form{{"ID --key FILE --out FILE", "release the keys (the requesting officer) and open them locally"}}, run: requestRelease},
+		{name: "release", forms: []form{{"ID --key FILE --out FILE", "release the keys (the requesting officer), verify the custodians' receipts, open them locally"}}, run: requestRelease},
 		{name: "revoke", forms: []form{{"ID", "withdraw your request"}}, run: requestRevoke},
 	}}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mediatorhq/mediator/audit"
+	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/escrow"
 	"github.com/mediatorhq/mediator/migrations"
 )
@@ -42,6 +43,9 @@ func escrowDeposit(ctx context.Context, c *call, args []string) error {
 	}
 	defer clear(key)
 	d, err := cli.DepositByRoster(ctx, genesis, *conversation, *keyID, key)
+	if errors.Is(err, client.ErrReceipt) {
+		return fmt.Errorf("escrow deposit: %w; do not count %s/%s as escrowed", err, *conversation, *keyID)
+	}
 	if err != nil {
 		return err
 	}

@@ -43,7 +43,7 @@
 //	mediator request approve ID --key FILE [--deny] [--expect-digest D] [--yes]
 //	                                  verify the request, show what you sign, ask, then sign and submit your vote (approver)
 //	mediator request release ID --key FILE --out FILE
-//	                                  release the keys (the requesting officer) and open them locally
+//	                                  release the keys (the requesting officer), verify the custodians' receipts, open them locally
 //	mediator request revoke ID        withdraw your request
 //	mediator keygen --approver|--officer|--recipient --out FILE
 //	                                  make an approver or officer signing key, or a recipient key pair

@@ -16,7 +16,6 @@ import (
 	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/seal"
-	"github.com/mediatorhq/mediator/secretfile"
 )
 
 // clientOptions is where a client verb reaches the mediator, and as whom.
@@ -361,78 +360,6 @@ func showReview(w io.Writer, r client.Review) {
 		fmt.Fprintf(w, "  vote           %s by %s (%s), %s\n", a.Decision, a.ApproverID, strings.Join(a.Roles, ","), check)
 	}
 	fmt.Fprintf(w, "  status         %s (the mediator's word)\n", r.Status)
-}
-
-// requestRelease has the mediator release a request's keys to the
-// requesting officer, and opens them locally with the recipient key.
-func requestRelease(ctx context.Context, c *call, args []string) error {
-	var cl clientOptions
-	fs := c.newFlags(clientSettings(&cl)...)
-	keyFile := fs.String("key", "", "your recipient key file (from mediator keygen --recipient)")
-	outFile := fs.String("out", "", "where to write the opened keys, one JSON object a line; created 0600, never overwritten")
-	id, err := parseWithID(fs, args)
-	if err != nil {
-		return err
-	}
-	if *outFile == "" {
-		return errors.New("request release: --out is required")
-	}
-	cli, err := cl.connect()
-	if err != nil {
-		return err
-	}
-	raw, err := secretfile.Read(*keyFile)
-	if err != nil {
-		return fmt.Errorf("request release: --key: %w", err)
-	}
-	priv, err := seal.ParseKey([]byte(raw))
-	if err != nil {
-		return err
-	}
-	// Create the output first: a release is final, and its keys must have
-	// somewhere to go.
-	out, err := os.OpenFile(*outFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("request release: --out: %w (it must not exist yet)", err)
-	}
-	rel, err := cli.Release(ctx, id)
-	if err != nil {
-		out.Close()
-		os.Remove(*outFile)
-		return err
-	}
-	keys, openErr := client.Open(priv, id, rel)
-	if openErr != nil {
-		// The request is released now: keep the sealed shares rather than
-		// lose them to a wrong --key or a bad share.
-		sealed, _ := json.Marshal(rel)
-		if werr := writeNew(*outFile+".sealed", sealed, 0o600); werr != nil {
-			openErr = fmt.Errorf("%w (and saving the sealed shares failed: %v)", openErr, werr)
-		} else {
-			openErr = fmt.Errorf("%w; the sealed shares are saved in %s.sealed", openErr, *outFile)
-		}
-	}
-	enc := json.NewEncoder(out)
-	for _, k := range keys {
-		err = errors.Join(err, enc.Encode(k))
-		clear(k.Key)
-		if len(k.BadShares) > 0 {
-			fmt.Fprintf(c.stderr, "warning: the key of %s/%s was recovered without the bad shares of: %s\n",
-				k.ConversationID, k.KeyID, strings.Join(k.BadShares, ", "))
-		}
-	}
-	if err = errors.Join(err, out.Close()); err != nil {
-		return fmt.Errorf("request release: write %s: %w", *outFile, err)
-	}
-	for _, r := range rel.Refusals {
-		fmt.Fprintf(c.stderr, "custodian %s refused: %s\n", r.Custodian, strings.Join(r.Reasons, "; "))
-	}
-	fmt.Fprintf(c.stdout, "released %d keys of request %s into %s (decision %s, audit seq %d)\n",
-		len(keys), id, *outFile, rel.DecisionID, rel.AuditSeq)
-	if openErr != nil {
-		return fmt.Errorf("request release: %w", openErr)
-	}
-	return nil
 }
 
 // keygenCmd makes an approver signing key or a recipient HPKE key pair:

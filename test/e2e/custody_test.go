@@ -103,8 +103,10 @@ func TestReleaseAcrossCustodianFailures(t *testing.T) {
 		k1, k2 []byte // the deposited keys
 		id     string // the first approved request
 	)
+	genesis, _ := in.genesis.Digest()
+	officer := []string{"MEDIATOR_URL=" + in.base, "MEDIATOR_TOKEN=" + olga, "MEDIATOR_ROSTER_GENESIS=" + genesis}
 	cli := func(t *testing.T, out string) (string, string, error) {
-		return runCmd(t, []string{"MEDIATOR_URL=" + in.base, "MEDIATOR_TOKEN=" + olga}, "request", "release", id,
+		return runCmd(t, officer, "request", "release", id,
 			"--key", filepath.Join(dir, "olga.key"), "--out", filepath.Join(dir, out))
 	}
 
@@ -178,7 +180,7 @@ func TestReleaseAcrossCustodianFailures(t *testing.T) {
 	step(t, "with custodian-3 down a second release still gives the keys", func(t *testing.T) {
 		cs.stop(t, 2)
 		id2 := approvedRequest(t, in, admin, olga, keys, "conv-x", filepath.Join(dir, "olga.key.pub"))
-		out, stderr, err := runCmd(t, []string{"MEDIATOR_URL=" + in.base, "MEDIATOR_TOKEN=" + olga}, "request", "release", id2,
+		out, stderr, err := runCmd(t, officer, "request", "release", id2,
 			"--key", filepath.Join(dir, "olga.key"), "--out", filepath.Join(dir, "third.ndjson"))
 		if err != nil || !strings.Contains(out, "released 2 keys") {
 			t.Fatalf("release with custodian-3 down: %v\n%s\n%s", err, out, stderr)
@@ -557,6 +559,21 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 				t.Errorf("the mediator's token on %s's store: %v", c.Name, err)
 			}
 		}
+	})
+
+	// The host lies to the people's tools (issue 20): a deposit's receipts
+	// dropped, a release's receipts forged, a key of its own handed to
+	// the officer, a release's answer lost. The tools verify the
+	// custodians' receipts themselves (liesreceipts_test.go).
+	var liesKeys map[string][]byte
+	step(t, "the host drops a deposit's receipts and the depositor is told", func(t *testing.T) {
+		liesKeys = chapterDepositWithoutReceipts(t, in, dep, cs.digest, genesisDigest)
+	})
+	step(t, "the host forges release receipts or a key of its own and the officer opens nothing", func(t *testing.T) {
+		chapterForgedRelease(t, in, admin, olga, keys, genesisDigest, dir, liesKeys)
+	})
+	step(t, "a release answer the host drops is fetched again and verified", func(t *testing.T) {
+		chapterLostReleaseAnswer(t, in, admin, olga, keys, genesisDigest, dir, liesKeys)
 	})
 
 	// Whatever came back, and whatever the database keeps, the attacker

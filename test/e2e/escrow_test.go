@@ -57,7 +57,8 @@ func TestDepositStory(t *testing.T) {
 			t.Fatalf("deposit: %+v %v", first, err)
 		}
 		again, err := gw.Deposit(ctx, cs.digest, "conv-9", "epoch-1", key)
-		if err != nil || again.Created || again.EscrowID != first.EscrowID {
+		// The client took the 200 only with every custodian's stored receipt.
+		if err != nil || again.Created || again.EscrowID != first.EscrowID || len(again.Receipts) != 5 {
 			t.Fatalf("same key again: %+v %v", again, err)
 		}
 	})
