@@ -188,6 +188,34 @@ func TestColumnsAreOnlyAnIndex(t *testing.T) {
 	if _, err := w.svc.Approve(ctx, "lena", r.ID, "approve", ed25519.Sign(w.keys["lena"], approval.Message(r.ID, other.Digest, "approve", "lena"))); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("an approval on a row with another request's canonical bytes: %v", err)
 	}
+
+	// A request's bytes swapped for a consistent one to the attacker's
+	// key, columns and digest to match: no column differs from the bytes,
+	// but the log holds what was filed, and Mismatches names the row.
+	third := mustRequest(t, w)
+	swapped := third.Request
+	swapped.Recipient = attacker
+	c, _ := swapped.Canonical()
+	tx, _ = w.pool.Begin(ctx)
+	tx.Exec(ctx, "SET LOCAL session_replication_role = replica")
+	if _, err := tx.Exec(ctx, `UPDATE access_requests SET canonical = $2, digest = $3, recipient_kem_id = $4, recipient_public_key = $5 WHERE request_id = $1`,
+		third.ID, c, approval.Digest(c), int(attacker.KEMID), attacker.PublicKey); err != nil {
+		t.Fatal(err)
+	}
+	tx.Commit(ctx)
+	ms, err = NewPGStore(w.pool, nil).Mismatches(ctx)
+	var named []string
+	for _, m := range ms {
+		if m.RequestID == third.ID {
+			named = m.Fields
+		}
+	}
+	if err != nil || !slices.Equal(named, []string{"canonical (the log holds other bytes)", "digest (the log holds another)"}) {
+		t.Fatalf("a consistent swap of a request's bytes: %+v %v", ms, err)
+	}
+	if err := w.vote(t, Request{Request: swapped, Digest: approval.Digest(c)}, "lena", "approve"); !errors.Is(err, ErrBadOfficerSignature) {
+		t.Fatalf("an approval of the swapped request: %v", err)
+	}
 }
 
 func mustRequest(t *testing.T, w *world) Request {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -412,24 +413,75 @@ func (s *PGStore) ReleaseShares(ctx context.Context, requestID string) ([]Releas
 }
 
 // Mismatch is a stored request whose columns disagree with the canonical
-// request approvers signed.
+// request approvers signed, or whose signed bytes disagree with its
+// entry in the audit log.
 type Mismatch struct {
 	RequestID string
 	Fields    []string
 }
 
 // Mismatches checks every stored request's columns against its canonical
-// form and names each row that differs (audit verify).
+// form, and its canonical form, digest and officer's signature against
+// its access.request entry in the log, and names each row that differs
+// (audit verify). The log's entries are themselves verified against the
+// tree, so a request whose bytes were swapped in the table after it was
+// filed is named here even when its columns were swapped to match.
 func (s *PGStore) Mismatches(ctx context.Context) ([]Mismatch, error) {
 	rs, err := s.requests(ctx, selectRequest+"ORDER BY r.audit_seq")
 	if err != nil {
 		return nil, err
 	}
+	leaves, err := s.requestLeaves(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var out []Mismatch
 	for _, r := range rs {
-		if len(r.Differs) > 0 {
-			out = append(out, Mismatch{RequestID: r.ID, Fields: r.Differs})
+		fields := append(slices.Clone(r.Differs), differsFromLog(r, leaves[r.ID])...)
+		if len(fields) > 0 {
+			out = append(out, Mismatch{RequestID: r.ID, Fields: fields})
 		}
 	}
 	return out, nil
+}
+
+// requestLeaves returns, by request id, the leaf of the log entry each
+// stored request names as its own (nil when there is none).
+func (s *PGStore) requestLeaves(ctx context.Context) (map[string][]byte, error) {
+	rows, err := s.pool.Query(ctx, `SELECT r.request_id::text, e.leaf FROM access_requests r LEFT JOIN audit_entries e ON e.seq = r.audit_seq`)
+	if err != nil {
+		return nil, fmt.Errorf("%w: request entries: %v", ErrUnavailable, err)
+	}
+	defer rows.Close()
+	out := map[string][]byte{}
+	for rows.Next() {
+		var id string
+		var leaf []byte
+		if err := rows.Scan(&id, &leaf); err != nil {
+			return nil, fmt.Errorf("%w: request entries: %v", ErrUnavailable, err)
+		}
+		out[id] = leaf
+	}
+	return out, rows.Err()
+}
+
+// differsFromLog names what of r's signed form differs from its log
+// entry: ["log entry"] when there is no access.request entry of r at its
+// audit_seq.
+func differsFromLog(r Request, leaf []byte) []string {
+	var rec requestRecord
+	if leaf == nil || json.Unmarshal(leaf, &rec) != nil || rec.Kind != KindRequest || rec.RequestID != r.ID {
+		return []string{"log entry"}
+	}
+	var out []string
+	if rec.Canonical != base64.StdEncoding.EncodeToString(r.Canonical) {
+		out = append(out, "canonical (the log holds other bytes)")
+	}
+	if rec.Digest != r.Digest {
+		out = append(out, "digest (the log holds another)")
+	}
+	if rec.OfficerSignature != base64.StdEncoding.EncodeToString(r.OfficerSignature) {
+		out = append(out, "officer_signature (the log holds another)")
+	}
+	return out
 }

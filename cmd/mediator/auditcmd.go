@@ -121,13 +121,14 @@ func verifyDatabase(ctx context.Context, o auditVerifyOptions, policy audit.Witn
 		}
 	}
 	// Request rows are an index of the canonical requests approvers
-	// signed: name every row whose columns say something else.
+	// signed, which the log holds as filed: name every row whose columns
+	// or bytes say something else.
 	mismatches, err := access.NewPGStore(pool, nil).Mismatches(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("audit verify: access requests: %w", err)
 	}
 	for _, m := range mismatches {
-		rep.Problems = append(rep.Problems, fmt.Sprintf("access request %s: stored columns differ from the signed canonical request: %s",
+		rep.Problems = append(rep.Problems, fmt.Sprintf("access request %s: the stored request differs from what was signed and logged: %s",
 			m.RequestID, strings.Join(m.Fields, ", ")))
 	}
 	return rep, nil

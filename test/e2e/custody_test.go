@@ -474,8 +474,9 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 	step(t, "audit verify names the edited requests", func(t *testing.T) {
 		_, vkey := getText(t, in.base+"/v1/audit/verifier-key", tok("aud", "auditor"))
 		out, _, err := runCmd(t, []string{"DATABASE_URL=" + in.dsn}, "audit", "verify", "--key", strings.TrimSpace(vkey))
-		if err == nil || !strings.Contains(out, "access request "+other+": stored columns differ from the signed canonical request: conversation_ids, recipient_public_key") ||
-			!strings.Contains(out, "access request "+third+": stored columns differ") {
+		if err == nil || !strings.Contains(out, "access request "+other+": the stored request differs from what was signed and logged: conversation_ids, recipient_public_key") ||
+			!strings.Contains(out, "access request "+third+": the stored request differs from what was signed and logged: ") ||
+			!strings.Contains(out, "recipient_public_key, canonical (the log holds other bytes), digest (the log holds another)") {
 			t.Errorf("audit verify on edited request columns: %v\n%s", err, out)
 		}
 	})

@@ -121,6 +121,14 @@ func chapterSwappedRecipient(t *testing.T, o officerLies) {
 		t.Errorf("an approval of the swapped request: %d %v", code, body)
 	}
 	o.custodiansRefuse(t, "the swapped request with genuine approvals", swapped, sig, o.approvalsOver(swapped))
+	// The log holds the request as olga filed it: audit verify names the
+	// swap, though the row's columns agree with its swapped bytes.
+	aud, _ := o.in.issuer.Issue("aud", []string{"auditor"}, time.Hour)
+	_, vkey := getText(t, o.in.base+"/v1/audit/verifier-key", aud)
+	out, _, err = runCmd(t, []string{"DATABASE_URL=" + o.in.dsn}, "audit", "verify", "--key", strings.TrimSpace(vkey))
+	if err == nil || !strings.Contains(out, "access request "+id+": the stored request differs from what was signed and logged: canonical (the log holds other bytes)") {
+		t.Errorf("audit verify on a request swapped with its columns: %v\n%s", err, out)
+	}
 }
 
 // chapterFiledWithoutTheKey: the host holds olga's bearer token (it saw
