@@ -38,7 +38,7 @@ func NewMetrics(reg prometheus.Registerer, counts StatusCounter) *Metrics {
 		}, []string{"status"}),
 		approvals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mediator_access_approvals_total",
-			Help: "Approval submissions by result: recorded, self_approval, bad_signature, unknown_approver, duplicate, final, invalid, error.",
+			Help: "Approval submissions by result: recorded, self_approval, bad_signature, unknown_approver, unsigned_request, duplicate, final, invalid, error.",
 		}, []string{"result"}),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mediator_policy_decisions_total",
@@ -82,6 +82,8 @@ func (m *Metrics) approval(err error) {
 		result = "bad_signature"
 	case errors.Is(err, governance.ErrUnknownApprover):
 		result = "unknown_approver"
+	case errors.Is(err, ErrBadOfficerSignature), errors.Is(err, ErrNotOfficer):
+		result = "unsigned_request"
 	case errors.Is(err, ErrDuplicateApproval):
 		result = "duplicate"
 	case errors.Is(err, ErrFinal):

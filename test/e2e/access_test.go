@@ -403,7 +403,7 @@ func TestLawfulAccessStory(t *testing.T) {
 			`mediator_access_requests_by_status{status="released"} 1`,
 			`mediator_policy_decisions_total{result="allow"} 1`,
 			`mediator_policy_decisions_total{result="deny"} 1`,
-			`mediator_access_approvals_total{result="self_approval"} 1`,
+			`mediator_access_approvals_total{result="unknown_approver"} 1`,
 			`mediator_access_approvals_total{result="bad_signature"} 2`,
 			`mediator_access_release_seconds_count 1`,
 			`mediator_escrow_custodian_seconds_count{custodian="custodian-3",op="release"} 1`,

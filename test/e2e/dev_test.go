@@ -109,9 +109,9 @@ func TestDevAllInOne(t *testing.T) {
 		for k, v := range vars {
 			devEnv = append(devEnv, k+"="+v)
 		}
-		// The genesis roster (its proposal, the two dev approvers'
-		// signatures, its adoption), then the events.
-		if out, stderr, err := runCmd(t, devEnv, "audit", "verify"); err != nil || !strings.Contains(out, "ok: 3004 entries") {
+		// The genesis roster (its proposal, the signatures of the two dev
+		// approvers and the dev officer, its adoption), then the events.
+		if out, stderr, err := runCmd(t, devEnv, "audit", "verify"); err != nil || !strings.Contains(out, "ok: 3005 entries") {
 			t.Fatalf("audit verify with the dev env: %v\n%s\n%s", err, out, stderr)
 		}
 	})

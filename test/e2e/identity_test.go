@@ -159,7 +159,8 @@ func TestForgedTokensAndApprovals(t *testing.T) {
 	// once lena and sam (a quorum of the version in force) signed it. From
 	// then on sam's approvals are refused.
 	removeSam := in.genesis
-	removeSam.Approvers = []roster.Approver{in.genesis.Approvers[0], {ID: "ola", Roles: []string{"security"}, PublicKey: first.keys["sam"].Public().(ed25519.PublicKey)}}
+	olgaEntry, _ := in.genesis.Officer("olga")
+	removeSam.Approvers = []roster.Approver{in.genesis.Approvers[0], {ID: "ola", Roles: []string{"security"}, PublicKey: first.keys["sam"].Public().(ed25519.PublicKey)}, olgaEntry}
 	draft, _ := json.Marshal(wire.RosterDraft{Approvers: removeSam.Approvers, Custodians: removeSam.Custodians, Threshold: removeSam.Threshold, Rule: removeSam.Rule})
 	code, body := post(t, in.base+"/v1/roster/proposals", "application/json", admin, draft)
 	if code != 201 || body["status"] != "awaiting_signatures" {
