@@ -137,10 +137,14 @@ func TestReleaseNeedsTheLog(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Signed by olga (the officer colludes, or signed a request the
+		// mediator then kept out of the log): only the log check stands.
 		mustExec(t, db, `INSERT INTO access_requests (request_id, requester, case_id, legal_basis, warrant_ref, jurisdiction, justification,
-		conversation_ids, scope_from, scope_to, recipient_kem_id, recipient_public_key, created_at, expires_at, canonical, digest, audit_seq)
-		VALUES ($1, 'olga', 'case-1', 'court_order', 'W-1', 'US', 'See the case file.', '{conv-l}', $2, $3, $4, $5, $6, $7, $8, $9, 0)`,
-			ghost.ID, ghost.Scope.From, ghost.Scope.To, int(recipient.KEMID), recipient.PublicKey, ghost.CreatedAt, ghost.ExpiresAt, canonical, approval.Digest(canonical))
+		conversation_ids, scope_from, scope_to, recipient_kem_id, recipient_public_key, created_at, expires_at, canonical, digest, audit_seq,
+		officer_signature)
+		VALUES ($1, 'olga', 'case-1', 'court_order', 'W-1', 'US', 'See the case file.', '{conv-l}', $2, $3, $4, $5, $6, $7, $8, $9, 0, $10)`,
+			ghost.ID, ghost.Scope.From, ghost.Scope.To, int(recipient.KEMID), recipient.PublicKey, ghost.CreatedAt, ghost.ExpiresAt, canonical, approval.Digest(canonical),
+			approval.SignRequest(e2eOfficerKey(), approval.Digest(canonical)))
 		insertApprovals(t, ghost.ID, approval.Digest(canonical), 0)
 		refusedAll(t, ghost.ID, "the request is not in the audit log")
 	})
