@@ -28,6 +28,32 @@ type Release struct {
 	Refusals   []*escrow.RefusedError
 }
 
+// Answer is the release as its officer is answered it: each key with its
+// custodians' deposit receipts (the commitment the officer's client
+// trusts comes from them) and each share with its custodian's release
+// receipt, which the officer's client checks before it counts the share.
+func (rel Release) Answer() wire.Release {
+	out := wire.Release{RequestID: rel.RequestID, DecisionID: rel.DecisionID, AuditSeq: rel.AuditSeq,
+		Keys: make([]wire.ReleasedKey, len(rel.Keys)), Refusals: make([]wire.CustodianRefusal, len(rel.Refusals))}
+	for i, k := range rel.Keys {
+		e := k.Escrow
+		rk := wire.ReleasedKey{EscrowID: e.EscrowID, ConversationID: e.ConversationID, KeyID: e.KeyID,
+			KeyCommitment: e.KeyCommitment, Threshold: e.Threshold, Shares: make([]wire.ReleasedShare, len(k.Shares)),
+			DepositReceipts: e.Shares}
+		if rk.DepositReceipts == nil {
+			rk.DepositReceipts = []shares.SignedReceipt{}
+		}
+		for j, sh := range k.Shares {
+			rk.Shares[j] = wire.ReleasedShare{Custodian: sh.Custodian, Index: sh.Index, Sealed: sh.Sealed, Receipt: sh.Receipt}
+		}
+		out.Keys[i] = rk
+	}
+	for i, r := range rel.Refusals {
+		out.Refusals[i] = wire.CustodianRefusal{Custodian: r.Custodian, Reasons: r.Reasons, PolicyRevision: r.PolicyRevision}
+	}
+	return out
+}
+
 // ReleasedKey is one escrowed key of a release and its released shares.
 type ReleasedKey struct {
 	Escrow escrow.Escrow

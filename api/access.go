@@ -15,7 +15,6 @@ import (
 	"github.com/mediatorhq/mediator/access"
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/escrow"
-	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/wire"
 )
 
@@ -303,24 +302,8 @@ func (s *server) releasedAgain(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, releaseView(rel))
 }
 
-func releaseView(rel access.Release) wire.Release {
-	out := wire.Release{RequestID: rel.RequestID, DecisionID: rel.DecisionID, AuditSeq: rel.AuditSeq,
-		Keys: make([]wire.ReleasedKey, len(rel.Keys)), Refusals: refusalsView(rel.Refusals)}
-	for i, k := range rel.Keys {
-		e := k.Escrow
-		rk := wire.ReleasedKey{EscrowID: e.EscrowID, ConversationID: e.ConversationID, KeyID: e.KeyID,
-			KeyCommitment: e.KeyCommitment, Threshold: e.Threshold, Shares: make([]wire.ReleasedShare, len(k.Shares)),
-			DepositReceipts: e.Shares}
-		if rk.DepositReceipts == nil {
-			rk.DepositReceipts = []shares.SignedReceipt{}
-		}
-		for j, sh := range k.Shares {
-			rk.Shares[j] = wire.ReleasedShare{Custodian: sh.Custodian, Index: sh.Index, Sealed: sh.Sealed, Receipt: sh.Receipt}
-		}
-		out.Keys[i] = rk
-	}
-	return out
-}
+// releaseView is a release as the requesting officer is answered it.
+func releaseView(rel access.Release) wire.Release { return rel.Answer() }
 
 func refusalsView(rs []*escrow.RefusedError) []wire.CustodianRefusal {
 	out := make([]wire.CustodianRefusal, len(rs))
