@@ -23,8 +23,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/mediatorhq/mediator/approval"
-	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/audit"
+	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/escrow"
 	"github.com/mediatorhq/mediator/governance"
