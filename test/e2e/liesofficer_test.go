@@ -178,8 +178,31 @@ func chapterFiledWithoutTheKey(t *testing.T, o officerLies) {
 	if n := o.toAttacker(t); n != before {
 		t.Errorf("%d requests to the attacker's key were filed", n-before)
 	}
+	// (The API filed none; below the host writes one into the table.)
 	o.custodiansRefuse(t, "a request signed with the host's key", canonical, hostSig, o.approvalsOver(canonical))
 	o.custodiansRefuse(t, "an unsigned request", canonical, nil, o.approvalsOver(canonical))
+
+	// The host, a superuser, writes its request into the table itself:
+	// the approvers' tools show it as unverified and refuse to sign it.
+	mustExec(t, o.db, `INSERT INTO access_requests (request_id, requester, case_id, legal_basis, warrant_ref, jurisdiction, justification,
+		conversation_ids, scope_from, scope_to, recipient_kem_id, recipient_public_key, created_at, expires_at, canonical, digest, audit_seq,
+		officer_signature)
+		VALUES ($1, 'olga', 'case-1', 'court_order', 'W-1', 'US', 'See the case file.', '{conv-secret}', $2, $3, $4, $5, $6, $7, $8, $9, 0, $10)`,
+		req.ID, req.Scope.From, req.Scope.To, int(o.malloryPub.KEMID), o.malloryPub.PublicKey, req.CreatedAt, req.ExpiresAt, canonical,
+		approval.Digest(canonical), hostSig)
+	env = []string{"MEDIATOR_URL=" + o.in.base, "MEDIATOR_TOKEN=" + o.approverTok("sam"), "MEDIATOR_ROSTER_GENESIS=" + o.genesis}
+	samKey := o.keyFile(t, "sam-signing", o.approvers["sam"])
+	if out, stderr, err := runCmd(t, env, "request", "approve", req.ID, "--key", samKey, "--yes"); err == nil || !strings.Contains(stderr, "not signed by an officer") {
+		t.Errorf("sam's tool on the host's own row: %v\n%s%s", err, out, stderr)
+	}
+	out, stderr, err := runCmd(t, env, "request", "list")
+	if err != nil || !strings.Contains(out, req.ID+"  UNVERIFIED") || !strings.Contains(out, "OFFICER") {
+		t.Errorf("request list with the host's row: %v\n%s%s", err, out, stderr)
+	}
+	b, _ := json.Marshal(map[string]any{"decision": "approve", "signature": o.approvalsOver(canonical)[1].Signature})
+	if code, body := post(t, o.in.base+"/v1/access-requests/"+req.ID+"/approvals", "application/json", o.approverTok("sam"), b); code != 422 || errorCode(body) != "bad_officer_signature" {
+		t.Errorf("an approval of the host's own row: %d %v", code, body)
+	}
 }
 
 // toAttacker counts the stored requests whose recipient is the
