@@ -3,10 +3,14 @@ package escrow
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"net/url"
+	"net/http"
+	"os"
 
+	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/seal"
 	"github.com/mediatorhq/mediator/secretfile"
 	"github.com/mediatorhq/mediator/shares"
@@ -20,6 +24,10 @@ import (
 type CustodianFile struct {
 	Threshold  int              `json:"threshold"`
 	Custodians []CustodianEntry `json:"custodians"`
+	// CAFile, if set, is a PEM bundle of the certificate authorities that
+	// sign the custodians' TLS certificates, trusted instead of the
+	// system's roots for calls to custodians.
+	CAFile string `json:"ca_file,omitempty"`
 }
 
 // CustodianEntry is one custodian of a CustodianFile. TokenFile holds the
@@ -45,8 +53,8 @@ func ParseCustodians(b []byte) (CustodianFile, error) {
 		return f, fmt.Errorf("escrow: custodians file: %w", err)
 	}
 	for _, c := range f.Custodians {
-		if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return f, fmt.Errorf("escrow: custodians file: custodian %s: url must be http(s)://host:port", c.Name)
+		if err := roster.CheckCustodianURL(c.URL); err != nil {
+			return f, fmt.Errorf("escrow: custodians file: custodian %s: %w", c.Name, err)
 		}
 		if c.TokenFile == "" {
 			return f, fmt.Errorf("escrow: custodians file: custodian %s: token_file is required", c.Name)
@@ -66,13 +74,36 @@ func (f CustodianFile) Set() shares.Set {
 
 // Remotes connects to each custodian of the file, reading its token file.
 func (f CustodianFile) Remotes() ([]*Remote, error) {
+	hc, err := f.httpClient()
+	if err != nil {
+		return nil, err
+	}
 	out := make([]*Remote, len(f.Custodians))
 	for i, c := range f.Custodians {
 		tok, err := secretfile.Read(c.TokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("escrow: custodian %s: %w", c.Name, err)
 		}
-		out[i] = NewRemote(c.Name, c.URL, tok, nil)
+		out[i] = NewRemote(c.Name, c.URL, tok, hc)
 	}
 	return out, nil
+}
+
+// httpClient is the client the mediator calls custodians with: nil (the
+// default) unless the file names a CA bundle, which is then the only one
+// its TLS trusts.
+func (f CustodianFile) httpClient() (*http.Client, error) {
+	if f.CAFile == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(f.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("escrow: custodians file: ca_file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("escrow: custodians file: ca_file %s holds no PEM certificate", f.CAFile)
+	}
+	return &http.Client{Timeout: remoteTimeout, Transport: &http.Transport{MaxIdleConnsPerHost: 32,
+		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}, nil
 }

@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"regexp"
 	"slices"
@@ -250,9 +251,8 @@ func (r Roster) Validate() error {
 		probs = append(probs, err.Error())
 	}
 	for _, c := range r.Custodians {
-		u, err := url.Parse(c.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(c.URL) > maxURLLen {
-			probs = append(probs, fmt.Sprintf("custodian %s: url must be an http(s) URL", c.Name))
+		if err := CheckCustodianURL(c.URL); err != nil {
+			probs = append(probs, fmt.Sprintf("custodian %s: %v", c.Name, err))
 		}
 	}
 	if r.Rule.MinSigners < 2 {
@@ -376,4 +376,26 @@ func (r Roster) VerifyRequest(requester, digest string, sig []byte) (Approver, e
 		return Approver{}, ErrBadRequestSignature
 	}
 	return o, nil
+}
+
+// CheckCustodianURL checks where a custodian is reached: an https URL, or
+// http only to a loopback address (127.0.0.0/8, ::1, localhost), where
+// nothing on the network can read the mediator's custodian token or the
+// evidence it carries.
+func CheckCustodianURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || len(s) > maxURLLen {
+		return errors.New("url must be an https URL")
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		host := u.Hostname()
+		if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+			return nil
+		}
+		return fmt.Errorf("url %s: plain http is allowed only to a loopback address; use https", s)
+	}
+	return errors.New("url must be an https URL")
 }

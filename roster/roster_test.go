@@ -305,3 +305,31 @@ func TestOfficers(t *testing.T) {
 		t.Fatalf("filed by an approver: %v", err)
 	}
 }
+
+// TestCustodianURLs: a custodian is reached over https, or over plain
+// http only on a loopback address, where no network carries the
+// mediator's token or the evidence.
+func TestCustodianURLs(t *testing.T) {
+	for url, ok := range map[string]bool{
+		"https://custodian-1.example:8443": true,
+		"http://127.0.0.1:9101":            true,
+		"http://127.8.0.1:9101":            true,
+		"http://[::1]:9101":                true,
+		"http://localhost:9101/":           true,
+		"http://custodian-1.example:8443":  false,
+		"http://10.0.0.7:9101":             false,
+		"http://127.0.0.1.nip.io:9101":     false,
+		"ftp://127.0.0.1/":                 false,
+		"https://":                         false,
+	} {
+		if err := CheckCustodianURL(url); (err == nil) != ok {
+			t.Errorf("%s: %v, want ok=%v", url, err, ok)
+		}
+	}
+	g := Roster{Version: 1, Approvers: []Approver{newPerson(t, "lena", "legal").approver(), newPerson(t, "sam", "security").approver()},
+		Custodians: custodians(t, 3), Threshold: 2, Rule: DefaultRule()}
+	g.Custodians[1].URL = "http://custodian-2.example:8443"
+	if err := g.Validate(); err == nil || !strings.Contains(err.Error(), "loopback") {
+		t.Fatalf("a roster with a plain-http custodian off loopback: %v", err)
+	}
+}
