@@ -31,6 +31,9 @@ type Limits struct {
 	// Access is the lawful-access writes (requests, approvals, releases,
 	// revocations, approver changes), per token subject.
 	Access Limit
+	// Deposit is POST /v1/escrow/keys, per token subject: one depositor
+	// cannot pile up keys under a conversation faster than this.
+	Deposit Limit
 }
 
 // limiters hands out one token bucket per identity, so a flood from one

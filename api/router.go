@@ -138,7 +138,7 @@ func NewRouter(d Deps) http.Handler {
 
 	// Key escrow.
 	g.Get("/v1/escrow/custodians", s.custodianSet)
-	g.Post("/v1/escrow/keys", s.depositKey)
+	g.With(s.rateLimited(newLimiters(d.Limits.Deposit))).Post("/v1/escrow/keys", s.depositKey)
 
 	// Lawful access: the roster (proposed by admins, signed by approvers),
 	// requests (officers), signed approvals (approvers) and releases (the

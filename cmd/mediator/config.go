@@ -81,6 +81,7 @@ var defaultLimits = api.Limits{
 	IngestBytes:         api.Limit{Rate: 64 << 20, Burst: 128 << 20},
 	IngestInFlightBytes: 48 << 20,
 	Access:              api.Limit{Rate: 5, Burst: 20},
+	Deposit:             api.Limit{Rate: 50, Burst: 500},
 }
 
 // loadServeConfig reads serve's configuration from args and the
@@ -202,6 +203,10 @@ func serveLimitSettings(c *serveConfig) []setting {
 			usage: "lawful-access writes (requests, approvals, releases, roster proposals, signatures and check-ins) per second per identity; 0 for no limit"},
 		{flag: "rate-access-burst", env: vars("MEDIATOR_RATE_ACCESS_BURST"), value: integer(&l.Access.Burst, d.Access.Burst),
 			usage: "lawful-access writes one identity may send at once"},
+		{flag: "rate-deposit", env: vars("MEDIATOR_RATE_DEPOSIT"), value: number(&l.Deposit.Rate, d.Deposit.Rate),
+			usage: "key deposits per second per depositor; 0 for no limit"},
+		{flag: "rate-deposit-burst", env: vars("MEDIATOR_RATE_DEPOSIT_BURST"), value: integer(&l.Deposit.Burst, d.Deposit.Burst),
+			usage: "key deposits one depositor may send at once"},
 	}
 }
 

@@ -20,6 +20,7 @@ func TestRateLimitsPerIdentity(t *testing.T) {
 	in := startServe(t, serveOpts{extraEnv: []string{
 		"MEDIATOR_RATE_INGEST=20", "MEDIATOR_RATE_INGEST_BURST=10",
 		"MEDIATOR_RATE_ACCESS=1", "MEDIATOR_RATE_ACCESS_BURST=3",
+		"MEDIATOR_RATE_DEPOSIT=1", "MEDIATOR_RATE_DEPOSIT_BURST=3",
 	}})
 	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
 	flooder, _ := in.issuer.Issue("gw-flood", []string{"ingest"}, time.Hour)
@@ -92,6 +93,17 @@ func TestRateLimitsPerIdentity(t *testing.T) {
 	}
 	if codes[0] == 429 || codes[len(codes)-1] != 429 {
 		t.Fatalf("access writes in a burst: %v", codes)
+	}
+	// One depositor piling up deposits is limited the same way (issue 21:
+	// 10,001 keys under one conversation in 32 s).
+	gw, _ := in.issuer.Issue("gw-dep", []string{"depositor"}, time.Hour)
+	codes = nil
+	for range 6 {
+		code, _ := post(t, in.base+"/v1/escrow/keys", "application/json", gw, []byte(`{}`))
+		codes = append(codes, code)
+	}
+	if codes[0] == 429 || codes[len(codes)-1] != 429 {
+		t.Fatalf("deposits in a burst: %v", codes)
 	}
 	if m := rawGet(t, in.metrics); !bytes.Contains([]byte(m), []byte(`mediator_rate_limited_total{route="/v1/events"}`)) {
 		t.Fatal("rate-limited requests are not counted")
