@@ -404,3 +404,21 @@ func TestProbesAreNearMisses(t *testing.T) {
 		}
 	}
 }
+
+// TestProbesBoundedByAbsurdData: data that no release can meet, or whose
+// window and scope bind nothing, still loads with the shipped policy: the
+// probes are built to bounded sizes (not min_approvals² approvals) and
+// never overflow a time.Duration.
+func TestProbesBoundedByAbsurdData(t *testing.T) {
+	orig, _ := embedded.ReadFile("data.json")
+	text := strings.NewReplacer(`"min_approvals": 2`, `"min_approvals": 1000000`,
+		`"approval_window_hours": 72`, `"approval_window_hours": 1000000000000`,
+		`"max_scope_days": 90`, `"max_scope_days": 1000000000000000000`).Replace(string(orig))
+	dir := policyDir(t)
+	if err := os.WriteFile(filepath.Join(dir, "data.json"), []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadRelease(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -63,7 +63,8 @@ func (e *ProbeError) Error() string {
 // so a policy that checks every condition but one is caught by that one's
 // probe. Probes carry random ids and times as a real request does, so a
 // policy cannot tell a probe from a release. It makes one evaluation per
-// probe: at most 8 + len(required_roles) + 3 × min_approvals.
+// probe: at most 8 + len(required_roles) + 3 × min_approvals, with
+// min_approvals taken as at most 64 (maxProbeApprovers).
 func (e *Engine) ProbeRelease(ctx context.Context, data map[string]any) error {
 	var through []string
 	for _, p := range releaseProbes(data, time.Now().UTC()).probes {
@@ -104,15 +105,27 @@ const (
 	probeStale     = "an approval older than the approval window"
 )
 
+// Bounds on the data the probes are built from. Data past them is data no
+// release can meet or a bound that binds nothing; probes built to them
+// would only cost memory (min_approvals² approvals) or overflow a
+// time.Duration.
+const (
+	// maxProbeApprovers bounds the approvers of a probe.
+	maxProbeApprovers = 64
+	// maxProbeHours bounds the approval window and the scope a probe
+	// steps past: a century, beyond which neither limits anything.
+	maxProbeHours = 100 * 365 * 24
+)
+
 // releaseProbes builds, from the release data in data (as CheckReleaseData
 // accepts it; missing settings fall back to the least the checks allow),
 // a release at now that the data allows and the probes derived from it
 // (see ProbeRelease).
 func releaseProbes(data map[string]any, now time.Time) probeSet {
 	rel, _ := data["release"].(map[string]any)
-	minApprovals := max(int(whole(rel, "min_approvals", 2)), 2)
-	window := time.Duration(max(whole(rel, "approval_window_hours", 1), 1)) * time.Hour
-	maxScope := time.Duration(max(whole(rel, "max_scope_days", 1), 1)) * 24 * time.Hour
+	minApprovals := int(min(max(whole(rel, "min_approvals", 2), 2), maxProbeApprovers))
+	windowHours := max(whole(rel, "approval_window_hours", 1), 1)
+	scopeDays := max(whole(rel, "max_scope_days", 1), 1)
 	var roles []string
 	list, _ := rel["required_roles"].([]any)
 	for _, r := range list {
@@ -228,22 +241,27 @@ func releaseProbes(data map[string]any, now time.Time) probeSet {
 	veto := approve(uuid.NewString(), held[0])
 	veto.Decision = "deny"
 	add(probeVeto, request, append(valid(), veto))
-	// A stale approval needs a request older than the window.
-	old := request
-	old.CreatedAt = now.Add(-window - between(time.Hour, 2*time.Hour)).Truncate(time.Second)
-	old.Scope.To = old.CreatedAt
-	old.Scope.From = old.CreatedAt.Add(-between(time.Hour, 23*time.Hour)).Truncate(time.Second)
-	for i := range minApprovals {
-		stale := valid()
-		stale[i].ApprovedAt = now.Add(-window - between(time.Minute, time.Hour)).Truncate(time.Microsecond)
-		add(probeStale, old, stale)
+	if windowHours <= maxProbeHours {
+		// A stale approval needs a request older than the window.
+		window := time.Duration(windowHours) * time.Hour
+		old := request
+		old.CreatedAt = now.Add(-window - between(time.Hour, 2*time.Hour)).Truncate(time.Second)
+		old.Scope.To = old.CreatedAt
+		old.Scope.From = old.CreatedAt.Add(-between(time.Hour, 23*time.Hour)).Truncate(time.Second)
+		for i := range minApprovals {
+			stale := valid()
+			stale[i].ApprovedAt = now.Add(-window - between(time.Minute, time.Hour)).Truncate(time.Microsecond)
+			add(probeStale, old, stale)
+		}
 	}
 	expired := request
 	expired.ExpiresAt = now.Truncate(time.Second).Add(-time.Duration(rand.IntN(59)+1) * time.Second)
 	add("an expired request", expired, valid())
-	wide := request
-	wide.Scope.From = wide.Scope.To.Add(-maxScope - between(time.Hour, 23*time.Hour)).Truncate(time.Second)
-	add("a scope longer than max_scope_days", wide, valid())
+	if scopeDays <= maxProbeHours/24 {
+		wide := request
+		wide.Scope.From = wide.Scope.To.Add(-time.Duration(scopeDays)*24*time.Hour - between(time.Hour, 23*time.Hour)).Truncate(time.Second)
+		add("a scope longer than max_scope_days", wide, valid())
+	}
 	if foreign != "" {
 		unlisted := request
 		unlisted.LegalBasis = foreign
