@@ -519,26 +519,37 @@ func TestTransitRewrap(t *testing.T) {
 }
 
 // TestPermissivePolicyNeverLoads: a custodian whose own data.json would
-// release on one approval does not start.
+// release on one approval, or whose own release.rego counts approvals
+// whose signatures did not verify, does not start.
 func TestPermissivePolicyNeverLoads(t *testing.T) {
-	dir := t.TempDir()
-	for _, name := range []string{"release.rego", "data.json"} {
-		b, err := os.ReadFile(filepath.Join("..", "policy", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if name == "data.json" {
-			b = []byte(strings.Replace(string(b), `"min_approvals": 2`, `"min_approvals": 1`, 1))
-		}
-		os.WriteFile(filepath.Join(dir, name), b, 0o644)
-	}
 	f := newFixture(t, dev.CustodianOptions{})
-	cfg := f.set.Custodians[0].Config
-	cfg.PolicyDir = dir
-	m := custodian.NewMetrics()
-	_, err := custodian.Open(context.Background(), cfg, nil, m)
-	if err == nil || !strings.Contains(err.Error(), "min_approvals must be at least 2") {
-		t.Fatalf("a permissive data.json loaded: %v", err)
+	for name, c := range map[string]struct{ file, old, new, want string }{
+		"one approval":        {"data.json", `"min_approvals": 2`, `"min_approvals": 1`, "min_approvals must be at least 2"},
+		"unverified approval": {"release.rego", "\ta.signature_verified == true\n\ta.approver_active", "\ta.approver_active", "an approval whose signature did not verify"},
+	} {
+		dir := t.TempDir()
+		for _, file := range []string{"release.rego", "data.json"} {
+			b, err := os.ReadFile(filepath.Join("..", "policy", file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if file == c.file {
+				edited := strings.Replace(string(b), c.old, c.new, 1)
+				if edited == string(b) {
+					t.Fatalf("%s: the edit did not apply", name)
+				}
+				b = []byte(edited)
+			}
+			if err := os.WriteFile(filepath.Join(dir, file), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cfg := f.set.Custodians[0].Config
+		cfg.PolicyDir = dir
+		_, err := custodian.Open(context.Background(), cfg, nil, custodian.NewMetrics())
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: a permissive policy loaded: %v, want an error saying %q", name, err, c.want)
+		}
 	}
 }
 

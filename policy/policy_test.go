@@ -2,9 +2,11 @@ package policy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -297,7 +299,7 @@ func TestProbesCatchWeakRules(t *testing.T) {
 	ctx := context.Background()
 	for name, c := range map[string]struct{ rego, probe string }{
 		"one approval is enough": {"package mediator.release\nimport rego.v1\ndecision := {\"allow\": count(input.approvals) >= 1, \"reasons\": [r | count(input.approvals) < 1; r := \"none\"]}\n", "one approval"},
-		"requester counts":       {"package mediator.release\nimport rego.v1\ndecision := {\"allow\": count(input.approvals) >= 2, \"reasons\": [r | count(input.approvals) < 2; r := \"few\"]}\n", "the requester's own approvals"},
+		"requester counts":       {"package mediator.release\nimport rego.v1\ndecision := {\"allow\": count(input.approvals) >= 2, \"reasons\": [r | count(input.approvals) < 2; r := \"few\"]}\n", probeRequester},
 		// A policy that tells a probe by its names: probes carry random
 		// ids, like real requests.
 		"probes told by name": {"package mediator.release\nimport rego.v1\ndecision := {\"allow\": false, \"reasons\": [\"probe\"]} if startswith(input.request.id, \"probe\")\ndecision := {\"allow\": true, \"reasons\": []} if not startswith(input.request.id, \"probe\")\n", "no approval"},
@@ -321,5 +323,102 @@ func TestProbesCatchWeakRules(t *testing.T) {
 	}
 	if d, err := e.DecideRelease(ctx, releaseInput("lena", "sam")); err != nil || !d.Allow {
 		t.Fatalf("a release-only engine: %+v %v", d, err)
+	}
+}
+
+// TestProbesCatchPolicyIgnoringOneCondition: the shipped release.rego with
+// one condition of dual control dropped (a forged signature, a deactivated
+// approver, a deny vote, the requester, distinct approvers, the approval
+// window) compiles and loads valid data, yet the mediator and a custodian
+// both refuse it, naming exactly the probe it let through: each probe is a
+// near-miss of an allowed release.
+func TestProbesCatchPolicyIgnoringOneCondition(t *testing.T) {
+	ctx := context.Background()
+	orig, _ := embedded.ReadFile("release.rego")
+	for name, c := range map[string]struct{ old, new, probe string }{
+		"ignores signature_verified": {"\ta.signature_verified == true\n\ta.approver_active", "\ta.approver_active", probeForged},
+		"ignores approver_active":    {"\ta.approver_active == true\n", "", probeInactive},
+		"ignores deny votes":         {`a.decision == "deny"`, `a.decision == "deny"; false`, probeVeto},
+		"counts the requester":       {"\ta.approver_id != input.request.requester\n", "", probeRequester},
+		"counts approvals":           {"count(counted_approvers) < cfg.min_approvals", "count(counted) < cfg.min_approvals", probeTwice},
+		"no approval window":         {"> cfg.approval_window_hours * hour_ns", "> 100000 * hour_ns", probeStale},
+	} {
+		text := strings.Replace(string(orig), c.old, c.new, 1)
+		if text == string(orig) {
+			t.Fatalf("%s: the edit did not apply", name)
+		}
+		for loader, load := range map[string]func(context.Context, string) (*Engine, error){"Load": Load, "LoadRelease": LoadRelease} {
+			dir := policyDir(t)
+			if err := os.WriteFile(filepath.Join(dir, "release.rego"), []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := load(ctx, dir)
+			var pe *ProbeError
+			if !errors.As(err, &pe) || !slices.Equal(pe.Probes, []string{c.probe}) {
+				t.Errorf("%s, %s: %v, want a ProbeError naming only %q", name, loader, err, c.probe)
+			}
+		}
+	}
+}
+
+// TestProbesAreNearMisses: for the shipped data and for stricter data (more
+// approvers than roles, more roles than approvers, one role), the shipped
+// policy allows the release the probes are built from and denies every
+// probe with a reason; so a probe is refused for the one condition it breaks.
+func TestProbesAreNearMisses(t *testing.T) {
+	ctx := context.Background()
+	orig, _ := embedded.ReadFile("data.json")
+	for name, edit := range map[string]func(string) string{
+		"shipped":          func(s string) string { return s },
+		"three approvers":  func(s string) string { return strings.Replace(s, `"min_approvals": 2`, `"min_approvals": 3`, 1) },
+		"three roles":      func(s string) string { return strings.Replace(s, `"security"]`, `"security", "oversight"]`, 1) },
+		"one role":         func(s string) string { return strings.Replace(s, `["legal", "security"]`, `["legal"]`, 1) },
+		"one jurisdiction": func(s string) string { return strings.Replace(s, `"EU": [`, `"XX": [`, 1) },
+	} {
+		dir := policyDir(t)
+		text := edit(string(orig))
+		if err := os.WriteFile(filepath.Join(dir, "data.json"), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e, err := LoadRelease(ctx, dir)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var data map[string]any
+		dec := json.NewDecoder(strings.NewReader(text))
+		dec.UseNumber()
+		if err := dec.Decode(&data); err != nil {
+			t.Fatal(err)
+		}
+		// Random choices differ between runs; a few runs cover them.
+		for range 5 {
+			set := releaseProbes(data, time.Now().UTC())
+			if d, err := e.DecideRelease(ctx, set.allowed); err != nil || !d.Allow {
+				t.Fatalf("%s: the release the probes are built from is denied: %+v %v", name, d, err)
+			}
+			for _, p := range set.probes {
+				if d, err := e.DecideRelease(ctx, p.in); err != nil || d.Allow || len(d.Reasons) == 0 {
+					t.Errorf("%s: probe %q: %+v %v", name, p.name, d, err)
+				}
+			}
+		}
+	}
+}
+
+// TestProbesBoundedByAbsurdData: data that no release can meet, or whose
+// window and scope bind nothing, still loads with the shipped policy: the
+// probes are built to bounded sizes (not min_approvals² approvals) and
+// never overflow a time.Duration.
+func TestProbesBoundedByAbsurdData(t *testing.T) {
+	orig, _ := embedded.ReadFile("data.json")
+	text := strings.NewReplacer(`"min_approvals": 2`, `"min_approvals": 1000000`,
+		`"approval_window_hours": 72`, `"approval_window_hours": 1000000000000`,
+		`"max_scope_days": 90`, `"max_scope_days": 1000000000000000000`).Replace(string(orig))
+	dir := policyDir(t)
+	if err := os.WriteFile(filepath.Join(dir, "data.json"), []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadRelease(context.Background(), dir); err != nil {
+		t.Fatal(err)
 	}
 }
