@@ -204,7 +204,8 @@ func rosterVerify(ctx context.Context, c *call, args []string) error {
 
 // rosterSign works a proposal out from its signed bytes and the chain
 // verified from the pinned genesis, shows what it changes (and where the
-// mediator says otherwise), asks, and signs it.
+// mediator says otherwise), asks, and signs it. When its signature adopts
+// the version, it pushes the chain to the custodians (pushAdopted).
 func rosterSign(ctx context.Context, c *call, args []string) error {
 	var cl clientOptions
 	var genesis string
@@ -263,6 +264,7 @@ func rosterSign(ctx context.Context, c *call, args []string) error {
 		return err
 	}
 	cp.writeSigned(c.stdout, out, me.Subject)
+	pushAdopted(ctx, c, cli, genesis, cp, out)
 	return nil
 }
 
