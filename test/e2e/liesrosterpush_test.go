@@ -28,9 +28,9 @@ type withheldRemoval struct {
 	db           *pgx.Conn
 	genesis      string
 	keys         map[string]ed25519.PrivateKey // lena's and sam's
-	remotes      []*escrow.Remote               // the custodians, as the mediator calls them
-	genuineChain []roster.Signed                // versions 1 and 2, in force
-	grab         openRequest                    // the attacker's request for the secret
+	remotes      []*escrow.Remote              // the custodians, as the mediator calls them
+	genuineChain []roster.Signed               // versions 1 and 2, in force
+	grab         openRequest                   // the attacker's request for the secret
 	secretRefs   [5]wire.ShareRef
 }
 
