@@ -142,6 +142,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, metrics *Metrics, s
 	}
 	ok = true
 	if serving {
+		c.showRosterVersion(ctx)
 		log.Info("custodian ready", "custodian", cfg.Name, "hpke_key", c.id.hpkePub.Fingerprint(),
 			"policy_revision", c.policy.Revision(), "roster_genesis", cfg.RosterGenesis)
 	}

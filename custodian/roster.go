@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"slices"
 
+	vaultapi "github.com/hashicorp/vault/api"
+
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/roster"
 )
@@ -29,49 +31,89 @@ type verifiedChain struct {
 	latest  roster.Roster
 }
 
-// trustRoster verifies chain from the genesis this custodian pins, checks
-// that it holds the newest version this custodian has seen, records a
-// newer one as seen, and returns the version in force and its digest.
-// Each failure is a reason for a refusal.
+// Codes of a roster chain this custodian does not accept.
+const (
+	// rosterMissing: no chain at all.
+	rosterMissing = "roster_missing"
+	// rosterUnverified: the chain does not verify from the pinned genesis.
+	rosterUnverified = "roster_unverified"
+	// rosterRollback: the chain verifies but does not hold the newest
+	// version this custodian has verified (older, or another branch).
+	rosterRollback = "roster_rollback"
+)
+
+// RosterError is a roster chain this custodian does not accept. Code is
+// stable and machine-readable: "roster_missing" (no chain),
+// "roster_unverified" (it does not verify from the pinned genesis) or
+// "roster_rollback" (it verifies but does not hold the newest version
+// this custodian has verified). Reason is for people; a release refusal
+// carries it as it is.
+type RosterError struct {
+	Code   string
+	Reason string
+}
+
+func (e *RosterError) Error() string { return e.Reason }
+
+// trustRoster is acceptRoster on a release's path: a rollback is counted
+// as a refused release.
 func (c *Custodian) trustRoster(ctx context.Context, chain []roster.Signed) (roster.Roster, string, error) {
+	latest, digest, err := c.acceptRoster(ctx, chain)
+	var re *RosterError
+	if errors.As(err, &re) && re.Code == rosterRollback {
+		c.metrics.rosterRefused()
+	}
+	return latest, digest, err
+}
+
+// acceptRoster verifies chain from the genesis this custodian pins, checks
+// that it holds the newest version this custodian has seen, records a
+// newer one as seen (store, log line, metric), and returns the version in
+// force and its digest. Every road a version takes to this custodian (a
+// release's evidence, a push from anyone) goes through here. A chain it
+// does not accept is a *RosterError; a roster record it cannot read or
+// write is errUnavailable.
+//
+// Cost: one roster.Check per version unless the chain is the one verified
+// last; one store read, and one write when the version is new.
+func (c *Custodian) acceptRoster(ctx context.Context, chain []roster.Signed) (roster.Roster, string, error) {
 	if len(chain) == 0 {
-		return roster.Roster{}, "", errors.New("the release came with no roster chain to verify from this custodian's pinned genesis")
+		return roster.Roster{}, "", &RosterError{rosterMissing, "the release came with no roster chain to verify from this custodian's pinned genesis"}
 	}
 	digests := make([]string, len(chain))
 	for i, s := range chain {
 		digests[i] = roster.Digest(s.Roster)
 	}
-	c.rosterMu.Lock()
-	defer c.rosterMu.Unlock()
 	// A chain of exactly the versions verified last time needs no second
 	// verification: each version's digest names its content, and that
-	// content was adopted.
-	latest, digest := c.verified.latest, ""
-	if !slices.Equal(digests, c.verified.digests) {
+	// content was adopted. The verification itself runs outside the lock,
+	// so that a large chain pushed by anyone holds up no release.
+	c.rosterMu.Lock()
+	cached := slices.Equal(digests, c.verified.digests)
+	latest := c.verified.latest
+	c.rosterMu.Unlock()
+	if !cached {
 		var err error
-		if latest, digest, err = roster.Latest(c.cfg.RosterGenesis, chain); err != nil {
-			return roster.Roster{}, "", fmt.Errorf("the roster chain does not verify from this custodian's pinned genesis: %v", err)
+		if latest, _, err = roster.Latest(c.cfg.RosterGenesis, chain); err != nil {
+			return roster.Roster{}, "", &RosterError{rosterUnverified, fmt.Sprintf("the roster chain does not verify from this custodian's pinned genesis: %v", err)}
 		}
+	}
+	// The record is read and written under the lock: one version recorded
+	// at a time (the store's check-and-set guards other processes).
+	c.rosterMu.Lock()
+	defer c.rosterMu.Unlock()
+	if !cached {
 		c.verified.digests, c.verified.latest = digests, latest
 	}
-	digest = digests[len(digests)-1]
+	digest := digests[len(digests)-1]
 	for attempt := 0; attempt < 3; attempt++ {
-		sec, err := c.store.get(ctx, c.store.path(rosterPath))
-		var seen seenRoster
-		switch {
-		case errors.Is(err, errNoRecord):
-		case err != nil:
-			return roster.Roster{}, "", fmt.Errorf("%w: roster record: %v", errUnavailable, err)
-		default:
-			raw, _ := json.Marshal(sec.Data)
-			if err := json.Unmarshal(raw, &seen); err != nil {
-				return roster.Roster{}, "", fmt.Errorf("%w: roster record unreadable", errUnavailable)
-			}
+		seen, sec, err := c.seenRoster(ctx)
+		if err != nil {
+			return roster.Roster{}, "", err
 		}
 		if !roster.Extends(chain, seen.Version, seen.Digest) {
-			c.metrics.rosterRefused()
-			return roster.Roster{}, "", fmt.Errorf("the roster chain offered ends at version %d and does not hold version %d (%s), which this custodian has already verified",
-				latest.Version, seen.Version, seen.Digest)
+			return roster.Roster{}, "", &RosterError{rosterRollback, fmt.Sprintf("the roster chain offered ends at version %d and does not hold version %d (%s), which this custodian has already verified",
+				latest.Version, seen.Version, seen.Digest)}
 		}
 		if latest.Version == seen.Version {
 			return latest, digest, nil
@@ -87,9 +129,28 @@ func (c *Custodian) trustRoster(ctx context.Context, chain []roster.Signed) (ros
 			c.metrics.rosterVersion(latest.Version)
 			return latest, digest, nil
 		}
-		// Another release recorded a version meanwhile: look again.
+		// Another call recorded a version meanwhile: look again.
 	}
 	return roster.Roster{}, "", fmt.Errorf("%w: roster record kept changing", errUnavailable)
+}
+
+// seenRoster reads the newest version this custodian has verified, and
+// the record that holds it (nil, and version 0, when it has verified
+// none). A record it cannot read is errUnavailable.
+func (c *Custodian) seenRoster(ctx context.Context) (seenRoster, *vaultapi.KVSecret, error) {
+	sec, err := c.store.get(ctx, c.store.path(rosterPath))
+	var seen seenRoster
+	switch {
+	case errors.Is(err, errNoRecord):
+		return seen, nil, nil
+	case err != nil:
+		return seen, nil, fmt.Errorf("%w: roster record: %v", errUnavailable, err)
+	}
+	raw, _ := json.Marshal(sec.Data)
+	if err := json.Unmarshal(raw, &seen); err != nil {
+		return seen, nil, fmt.Errorf("%w: roster record unreadable", errUnavailable)
+	}
+	return seen, sec, nil
 }
 
 // verifyApproval checks one approval against the roster in force: the

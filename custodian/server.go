@@ -25,7 +25,8 @@ const maxBody = 16 << 20
 // Handler returns the custodian's HTTP API. Every route and who may call it
 // is listed here: the public key document and health are public; the
 // coordinator's calls need the mediator's token; rewrap and metrics need
-// the operator's.
+// the operator's. The roster routes are public: a pushed chain verifies
+// from the pinned genesis or is refused.
 func (c *Custodian) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(c.accessLog)
@@ -47,6 +48,10 @@ func (c *Custodian) Handler() http.Handler {
 	})
 	r.Get("/readyz", c.readyz)
 	r.Get("/v1/custodian", func(w http.ResponseWriter, _ *http.Request) { wire.WriteJSON(w, http.StatusOK, c.Info()) })
+	// The roster: public, as a chain authenticates itself; anyone may
+	// push a newer version, which is verified from the pinned genesis.
+	r.Post("/v1/roster", c.pushRoster)
+	r.Get("/v1/roster/status", c.rosterStatus)
 	// C2SP tlog-witness: public, as the protocol is; a checkpoint counts
 	// only if the log's key signed it and it extends what was cosigned.
 	if c.witness != nil {
@@ -113,10 +118,15 @@ func (c *Custodian) accessLog(next http.Handler) http.Handler {
 	})
 }
 
-// decode reads a JSON body into v, refusing unknown fields, and answers
-// 400/413 when it cannot.
+// decode reads a JSON body of at most maxBody bytes into v, refusing
+// unknown fields, and answers 400/413 when it cannot.
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	return decodeLimited(w, r, v, maxBody)
+}
+
+// decodeLimited is decode with a body of at most limit bytes.
+func decodeLimited(w http.ResponseWriter, r *http.Request, v any, limit int64) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError

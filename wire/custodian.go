@@ -166,3 +166,23 @@ type LogEntry struct {
 	Leaf  []byte   `json:"leaf"`
 	Proof [][]byte `json:"proof"`
 }
+
+// RosterPush is POST /v1/roster on a custodian: a roster chain from its
+// genesis, from anyone. The chain authenticates itself: the custodian
+// verifies it from the genesis it pins and records its last version if
+// that is newer than the newest it has verified.
+type RosterPush struct {
+	Chain []roster.Signed `json:"chain"`
+}
+
+// CustodianRoster is the newest roster version a custodian has verified
+// from the genesis it pins (version 0 and no digest when it has verified
+// none): the answer to POST /v1/roster and GET /v1/roster/status on a
+// custodian. Approvals count there only as this version or a later one
+// says.
+type CustodianRoster struct {
+	Custodian string `json:"custodian"`
+	Genesis   string `json:"genesis"`
+	Version   uint64 `json:"version"`
+	Digest    string `json:"digest"`
+}

@@ -63,8 +63,9 @@ func rosterCommands() *command {
 		{name: "genesis", forms: []form{{"--file DRAFT", "print the digest a draft has as the first version (what everyone pins)"}}, run: rosterGenesis},
 		{name: "propose", forms: []form{{"--file DRAFT", "propose the next version (admin); nothing changes until a quorum signs"}}, run: rosterPropose},
 		{name: "show", forms: []form{{"[DIGEST]", "show the roster in force, verified, or what a proposal's signed bytes change"}}, run: rosterShow},
-		{name: "sign", forms: []form{{"DIGEST --key FILE [--yes]", "show what a proposal's signed bytes change, ask, sign (approver)"}}, run: rosterSign},
+		{name: "sign", forms: []form{{"DIGEST --key FILE [--yes]", "show what a proposal's signed bytes change, ask, sign (approver); push it once adopted"}}, run: rosterSign},
 		{name: "verify", forms: []form{{"", "verify the served chain from the pinned genesis; exit 1 if it fails"}}, run: rosterVerify},
+		{name: "push", forms: []form{{"", "push the chain in force, verified, to every custodian it lists; report what each holds"}}, run: rosterPush},
 	}}
 }
 

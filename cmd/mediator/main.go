@@ -31,8 +31,9 @@
 //	                                  propose the next version (admin); nothing changes until a quorum signs
 //	mediator roster show [DIGEST]     show the roster in force, verified, or what a proposal's signed bytes change
 //	mediator roster sign DIGEST --key FILE [--yes]
-//	                                  show what a proposal's signed bytes change, ask, sign (approver)
+//	                                  show what a proposal's signed bytes change, ask, sign (approver); push it once adopted
 //	mediator roster verify            verify the served chain from the pinned genesis; exit 1 if it fails
+//	mediator roster push              push the chain in force, verified, to every custodian it lists; report what each holds
 //	mediator approver checkin --key FILE
 //	                                  sign a liveness check-in (approver)
 //	mediator request create --case ID --conversation C --from T --to T --recipient FILE.pub --key FILE [flags]

@@ -24,7 +24,10 @@ const rosterAbout = `A draft is JSON: {"approvers":[{"id","roles","public_key"}]
 show and sign verify the chain from the genesis you pin (--genesis, MEDIATOR_ROSTER_GENESIS) and work out
 what a proposal changes from its signed bytes, never from the mediator's description, which they compare
 and flag with a WARNING where it differs. sign asks "sign? [y/N]" on a terminal; --yes signs without
-asking; without a terminal and without --yes it signs nothing.
+asking; without a terminal and without --yes it signs nothing. When a signature adopts a version, sign
+pushes the chain to every custodian the old and the new version list (POST /v1/roster, URLs from the
+verified roster); push does so for the chain in force. A custodian that refuses or is unreachable is a
+WARNING, not a failure.
 ` + clientAbout
 
 // readDraft reads a draft file strictly.
@@ -204,7 +207,8 @@ func rosterVerify(ctx context.Context, c *call, args []string) error {
 
 // rosterSign works a proposal out from its signed bytes and the chain
 // verified from the pinned genesis, shows what it changes (and where the
-// mediator says otherwise), asks, and signs it.
+// mediator says otherwise), asks, and signs it. When its signature adopts
+// the version, it pushes the chain to the custodians (pushAdopted).
 func rosterSign(ctx context.Context, c *call, args []string) error {
 	var cl clientOptions
 	var genesis string
@@ -263,6 +267,7 @@ func rosterSign(ctx context.Context, c *call, args []string) error {
 		return err
 	}
 	cp.writeSigned(c.stdout, out, me.Subject)
+	pushAdopted(ctx, c, cli, genesis, cp, out)
 	return nil
 }
 

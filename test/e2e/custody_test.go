@@ -622,6 +622,13 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 			t.Fatalf("%d shares of the secret conversation left a custodian", n)
 		}
 	})
+
+	// Last, as it changes the roster in force: a removal the mediator
+	// withholds (liesrosterpush_test.go).
+	step(t, "the mediator withholds a removal: once pushed by roster sign, the removed key no longer counts at any custodian", func(t *testing.T) {
+		chapterWithheldRemoval(t, withheldRemoval{in: in, db: db, genesis: genesisDigest, keys: keys, remotes: remotes,
+			genuineChain: genuineChain.Chain, grab: grab, secretRefs: secretRefs})
+	})
 }
 
 func countSecretReleases(t *testing.T, db *pgx.Conn) int {

@@ -1,0 +1,75 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/mediatorhq/mediator/roster"
+	"github.com/mediatorhq/mediator/wire"
+)
+
+// PushRoster posts chain to the custodian serving at custodianURL (its
+// POST /v1/roster, which needs no credential: the chain authenticates
+// itself) and returns the version the custodian holds afterwards, as it
+// answers. A custodian that does not accept the chain answers an *Error:
+// code roster_rollback (it has verified a version the chain does not
+// hold), roster_unverified (the chain does not verify from the genesis it
+// pins) or roster_missing. httpClient may be nil.
+//
+// Cost: one POST carrying the whole chain.
+func PushRoster(ctx context.Context, httpClient *http.Client, custodianURL string, chain []roster.Signed) (wire.CustodianRoster, error) {
+	body, err := json.Marshal(wire.RosterPush{Chain: chain})
+	if err != nil {
+		return wire.CustodianRoster{}, fmt.Errorf("client: encode the roster chain: %w", err)
+	}
+	var out wire.CustodianRoster
+	return out, custodianCall(ctx, httpClient, http.MethodPost, custodianURL, "/v1/roster", body, &out)
+}
+
+// CustodianRosterStatus returns the newest roster version the custodian
+// serving at custodianURL says it has verified (its GET
+// /v1/roster/status). httpClient may be nil.
+func CustodianRosterStatus(ctx context.Context, httpClient *http.Client, custodianURL string) (wire.CustodianRoster, error) {
+	var out wire.CustodianRoster
+	return out, custodianCall(ctx, httpClient, http.MethodGet, custodianURL, "/v1/roster/status", nil, &out)
+}
+
+// custodianCall calls one of a custodian's public routes and decodes a
+// 200 answer into out; any other answer is an *Error.
+func custodianCall(ctx context.Context, httpClient *http.Client, method, base, path string, body []byte, out any) error {
+	if httpClient == nil {
+		httpClient = &http.Client{Timeout: defaultTimeout}
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(base, "/")+path, rd)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("client: cannot reach the custodian at %s: %w", base, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	if err != nil {
+		return fmt.Errorf("client: read the custodian's answer to %s %s: %w", method, path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return decodeError(resp.StatusCode, raw)
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("client: the custodian's answer to %s %s: %w", method, path, err)
+	}
+	return nil
+}
