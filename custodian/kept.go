@@ -18,8 +18,8 @@ import (
 // keptEntryBytes bounds the encoded answers of one kept entry: well under
 // the 512 KiB a Consul backend and the 1 MiB integrated storage (Raft)
 // allow one Vault entry by default, and far under Vault's 32 MiB request
-// limit. With ML-KEM a share's answer is about 2.7 KB, so an entry holds
-// about 95 and a release of 10,000 shares takes about 105 entries.
+// limit. With ML-KEM a share's answer is about 2.5 KB, so an entry holds
+// about 100 and a release of 10,000 shares takes about 100 entries.
 const keptEntryBytes = 256 << 10
 
 // keptEntry names one kept entry of a release record and the first escrow
