@@ -9,11 +9,12 @@
 // a share only when it has checked the release itself: the request parsed
 // from its canonical bytes, every approval's signature against the
 // approvers of a roster chain that verifies from the genesis it pins, its
-// own copy of the release policy, its own record of what it stored and
-// when, and a write-once record that this share was never released for
-// this request before. Only then is the share re-sealed to the request's
-// recipient, never to the caller. The mediator coordinates and logs; it
-// cannot open a share.
+// own copy of the release policy, and its own record of what it stored and
+// when. Only then is the share re-sealed to the request's recipient, never
+// to the caller, once per request: a write-once record keeps what was
+// given, and the same release asked again (its answer lost) gets the same
+// sealed bytes and receipt. The mediator coordinates and logs; it cannot
+// open a share.
 //
 // A release runs in phases (release.go, releaseshares.go), each stating
 // what holds when it returns: verify the request and roster, check the log

@@ -187,9 +187,9 @@ func TestStoreAndRelease(t *testing.T) {
 	if err != nil || len(share) != 33 {
 		t.Fatalf("the officer cannot open the released share: %v", err)
 	}
-	// Once per request and share.
+	// Once per request and share: asked again, the same answer.
 	ans, err = f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: approvals, Shares: ref(id, receipts, 0)})
-	if err != nil || ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "already_released" || ans.Shares[0].Sealed != nil {
+	if err != nil || ans.Shares[0].Error != nil || !bytes.Equal(ans.Shares[0].Sealed, sh.Sealed) || ans.Shares[0].Receipt.Hash() != sh.Receipt.Hash() {
 		t.Fatalf("second release: %+v %v", ans, err)
 	}
 
@@ -204,6 +204,99 @@ func TestStoreAndRelease(t *testing.T) {
 	ans, _ = f.remotes[1].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: c3, OfficerSignature: f.sig(c3), Approvals: a3, Shares: ref(id, receipts, 1)})
 	if ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "not_in_scope" {
 		t.Fatalf("another window: %+v", ans)
+	}
+}
+
+// TestLostAnswerIsAnsweredAgain: a release answer lost on its way to the
+// mediator is given again when the same release is asked again, after
+// every check has run again: the same sealed bytes and the same signed
+// receipt, never a new sealing, whatever else the call asks for. Another
+// request for the same shares is governed by its own checks and gets its
+// own sealing.
+func TestLostAnswerIsAnsweredAgain(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, dev.CustodianOptions{})
+	var refs []wire.ShareRef
+	for i := range 3 {
+		id, receipts := f.deposit(t, "conv-a", fmt.Sprint("e", i), bytes.Repeat([]byte{byte(i + 1)}, 32))
+		refs = append(refs, ref(id, receipts, 0)...)
+	}
+	now := time.Now()
+	canonical, approvals := f.request(t, []string{"conv-a"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
+	ev := func(canonical []byte, approvals []wire.EvidenceApproval, refs ...wire.ShareRef) wire.ReleaseEvidence {
+		return wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: approvals, Shares: refs}
+	}
+	release := func(t *testing.T, ev wire.ReleaseEvidence) map[string]wire.CustodianShare {
+		t.Helper()
+		ans, err := f.remotes[0].Release(ctx, ev)
+		if err != nil || len(ans.Shares) != len(ev.Shares) {
+			t.Fatalf("release: %+v %v", ans, err)
+		}
+		out := map[string]wire.CustodianShare{}
+		for _, sh := range ans.Shares {
+			if sh.Error != nil {
+				t.Fatalf("share %s: %+v", sh.EscrowID, *sh.Error)
+			}
+			out[sh.EscrowID] = sh
+		}
+		return out
+	}
+	same := func(t *testing.T, got, want map[string]wire.CustodianShare) {
+		t.Helper()
+		for id, w := range want {
+			g, ok := got[id]
+			if !ok || g.Index != w.Index || !bytes.Equal(g.Sealed, w.Sealed) || g.Receipt.Hash() != w.Receipt.Hash() ||
+				g.Receipt.Receipt.At != w.Receipt.Receipt.At || !bytes.Equal(g.Receipt.Signature, w.Receipt.Signature) {
+				t.Errorf("share %s answered again with another answer (found %v; receipt %+v, want %+v)", id, ok, g.Receipt, w.Receipt)
+			}
+		}
+	}
+
+	first := release(t, ev(canonical, approvals, refs...)) // and the answer is lost
+	time.Sleep(10 * time.Millisecond)                      // a new sealing would state a later time
+	same(t, release(t, ev(canonical, approvals, refs...)), first)
+	// In any order, in part, and beside a share never released before.
+	id4, receipts4 := f.deposit(t, "conv-a", "e4", bytes.Repeat([]byte{4}, 32))
+	mixed := release(t, ev(canonical, approvals, ref(id4, receipts4, 0)[0], refs[2], refs[0]))
+	same(t, mixed, map[string]wire.CustodianShare{refs[2].EscrowID: first[refs[2].EscrowID], refs[0].EscrowID: first[refs[0].EscrowID]})
+	if m := mixed[id4].Receipt.Receipt; m.RequestID != first[refs[0].EscrowID].Receipt.Receipt.RequestID || m.At == first[refs[0].EscrowID].Receipt.Receipt.At {
+		t.Errorf("the new share's receipt: %+v", m)
+	}
+	same(t, release(t, ev(canonical, approvals, append(refs, ref(id4, receipts4, 0)...)...)), mixed)
+	// Asked twice in one call, it is given once.
+	ans, err := f.remotes[0].Release(ctx, ev(canonical, approvals, refs[1], refs[1]))
+	if err != nil || ans.Shares[0].Error != nil || ans.Shares[1].Error == nil || ans.Shares[1].Error.Code != "already_released" {
+		t.Fatalf("a share asked twice in a call: %+v %v", ans, err)
+	}
+	same(t, map[string]wire.CustodianShare{refs[1].EscrowID: ans.Shares[0]}, map[string]wire.CustodianShare{refs[1].EscrowID: first[refs[1].EscrowID]})
+
+	// Every check runs again: one approval, or no officer's signature, and
+	// nothing comes back.
+	var refused *escrow.RefusedError
+	if _, err := f.remotes[0].Release(ctx, ev(canonical, approvals[:1], refs...)); !errors.As(err, &refused) {
+		t.Fatalf("asked again with one approval: %v", err)
+	}
+	unsigned := ev(canonical, approvals, refs...)
+	unsigned.OfficerSignature = nil
+	if _, err := f.remotes[0].Release(ctx, unsigned); !errors.As(err, &refused) {
+		t.Fatalf("asked again without the officer's signature: %v", err)
+	}
+
+	// Another request for the same shares gets its own sealing, by its own
+	// checks: out of its scope, nothing.
+	c2, a2 := f.request(t, []string{"conv-a"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
+	second := release(t, ev(c2, a2, refs...))
+	r2, _ := approval.Parse(c2)
+	for id, sh := range second {
+		if bytes.Equal(sh.Sealed, first[id].Sealed) || sh.Receipt.Receipt.RequestID != r2.ID {
+			t.Errorf("share %s for another request: %+v", id, sh.Receipt.Receipt)
+		}
+	}
+	same(t, release(t, ev(c2, a2, refs...)), second)
+	c3, a3 := f.request(t, []string{"conv-b"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
+	ans, err = f.remotes[0].Release(ctx, ev(c3, a3, refs[0]))
+	if err != nil || ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "not_in_scope" || ans.Shares[0].Sealed != nil {
+		t.Fatalf("a request of another conversation: %+v %v", ans, err)
 	}
 }
 
@@ -555,7 +648,8 @@ func TestPermissivePolicyNeverLoads(t *testing.T) {
 
 // TestConcurrentReleasesGiveEachShareOnce: the coordinator sends the same
 // release many times at once (a retry storm, or a mediator trying to get a
-// share twice): each share leaves the custodian once for the request.
+// share twice): each share is sealed once for the request, and every call
+// that gets it gets those same bytes and receipt.
 func TestConcurrentReleasesGiveEachShareOnce(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, dev.CustodianOptions{})
@@ -567,7 +661,7 @@ func TestConcurrentReleasesGiveEachShareOnce(t *testing.T) {
 	now := time.Now()
 	canonical, approvals := f.request(t, []string{"conv-a"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
 	var mu sync.Mutex
-	released := map[string]int{}
+	released := map[string]map[string]int{} // escrow id to receipt hash to the calls it was given to
 	var wg sync.WaitGroup
 	for c := range 8 {
 		wg.Go(func() {
@@ -582,9 +676,14 @@ func TestConcurrentReleasesGiveEachShareOnce(t *testing.T) {
 			defer mu.Unlock()
 			for _, s := range ans.Shares {
 				switch {
-				case s.Error == nil && s.Sealed != nil:
-					released[s.EscrowID]++
-				case s.Error == nil || s.Error.Code != "already_released" || s.Sealed != nil:
+				case s.Error == nil && s.Sealed != nil && s.Receipt != nil && s.Receipt.Receipt.SealedSHA256 == shares.SealedHash(s.Sealed):
+					if released[s.EscrowID] == nil {
+						released[s.EscrowID] = map[string]int{}
+					}
+					released[s.EscrowID][s.Receipt.Hash()]++
+				// A call that lost every race for a record number
+				// releaseRetries times gives up on the share.
+				case s.Error == nil || (s.Error.Code != "already_released" && s.Error.Code != "unavailable") || s.Sealed != nil:
 					t.Errorf("share %s: %+v", s.EscrowID, s)
 				}
 			}
@@ -594,11 +693,20 @@ func TestConcurrentReleasesGiveEachShareOnce(t *testing.T) {
 	if len(released) != len(refs) {
 		t.Fatalf("%d of %d shares released", len(released), len(refs))
 	}
-	for id, n := range released {
-		if n != 1 {
-			t.Errorf("share %s released %d times", id, n)
+	again := 0
+	for id, sealings := range released {
+		if len(sealings) != 1 {
+			t.Errorf("share %s released with %d different sealings", id, len(sealings))
+		}
+		for _, calls := range sealings {
+			again += calls - 1
 		}
 	}
+	// Each share is asked for by 4 calls: some are answered again.
+	if again == 0 {
+		t.Error("no call was answered with a share another call released")
+	}
+	t.Logf("%d answers given again", again)
 }
 
 // TestIDsNamePathsOnlyAsUUIDs: escrow, request and hold ids become paths in

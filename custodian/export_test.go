@@ -4,6 +4,8 @@ import (
 	"context"
 
 	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/mediatorhq/mediator/wire"
 )
 
 // Exported for custodian_test, whose fixtures run custodians on the real
@@ -34,4 +36,34 @@ func (t TestStore) Get(ctx context.Context, p string) (*vaultapi.KVSecret, error
 // Replace is replace at p under the custodian's prefix.
 func (t TestStore) Replace(ctx context.Context, p string, sec *vaultapi.KVSecret, data map[string]any) error {
 	return t.s.replace(ctx, t.s.path(p), sec, data)
+}
+
+// ErrNoRecord is the store's error for no such record.
+var ErrNoRecord = errNoRecord
+
+// KeptEntryBytes bounds the answers of one kept entry.
+const KeptEntryBytes = keptEntryBytes
+
+// Keep is keep: it returns the name and first escrow id of each entry.
+func (t TestStore) Keep(ctx context.Context, requestID string, answers []wire.CustodianShare) ([][2]string, error) {
+	es, err := t.s.keep(ctx, requestID, answers)
+	out := make([][2]string, len(es))
+	for i, e := range es {
+		out[i] = [2]string{e.Name, e.First}
+	}
+	return out, err
+}
+
+// Kept is kept.
+func (t TestStore) Kept(ctx context.Context, requestID, name string) (map[string]wire.CustodianShare, error) {
+	return t.s.kept(ctx, requestID, name)
+}
+
+// Drop is drop of the entries named.
+func (t TestStore) Drop(ctx context.Context, requestID string, names ...string) {
+	es := make(keptEntries, len(names))
+	for i, n := range names {
+		es[i].Name = n
+	}
+	t.s.drop(ctx, requestID, es)
 }

@@ -27,8 +27,10 @@ const maxReleaseShares = 10000
 //     with the roles given there;
 //   - its own release policy decides, and must allow;
 //   - each share must be in its own records, of a conversation in the
-//     request's scope, stored within the scope's window, and never released
-//     for this request before (a write-once record per request and escrow).
+//     request's scope, stored within the scope's window; it is sealed at
+//     most once per request (a write-once record per request and escrow),
+//     and a share released for this request before is answered again with
+//     the same sealed bytes and receipt, kept beside that record.
 //
 // A refusal of the whole release is a *RefusedError with reasons; a share
 // that fails its own checks gets an item error and the others go on.

@@ -69,14 +69,17 @@ type pendingShare struct {
 
 // releaseShares gives out each share asked for that passes this
 // custodian's own records, re-sealed to the request's recipient, at most
-// once per request. A share that fails gets an item error (counted) and
-// the others go on. When it returns, each share answered without error is
-// in a write-once release record of this request that this call wrote,
-// and, if still within its abort window, in a fresh record; a share that
-// could not be recorded is answered with an error instead.
+// once per request: a share an earlier call released for this request is
+// answered again with that call's kept answer, the same sealed bytes and
+// signed receipt, and never sealed anew. A share that fails gets an item
+// error (counted) and the others go on. When it returns, each share
+// answered without error is in a write-once release record of this
+// request, with its answer kept beside it, and, if still within its abort
+// window, in a fresh record; a share that could not be recorded is
+// answered with an error instead.
 func (c *Custodian) releaseShares(ctx context.Context, cr checkedRequest, refs []wire.ShareRef) []wire.CustodianShare {
 	ans := newShareAnswers(refs, c.metrics)
-	already, records, err := c.store.released(ctx, cr.req.ID)
+	prior, err := c.store.released(ctx, cr.req.ID)
 	if err != nil {
 		c.log.Error("release records unreadable", "custodian", c.cfg.Name, "request_id", cr.req.ID, "err", err)
 		for i := range refs {
@@ -84,13 +87,14 @@ func (c *Custodian) releaseShares(ctx context.Context, cr checkedRequest, refs [
 		}
 		return ans.out
 	}
-	pending := checkShares(cr.req, refs, c.readEntries(ctx, refs), already, ans)
+	pending, again := checkShares(cr.req, refs, c.readEntries(ctx, refs), prior.shares, ans)
+	c.answerAgain(ctx, c.store, cr, prior.shares, again, ans)
 	if len(pending) == 0 {
 		return ans.out
 	}
 	at := c.sealShares(ctx, cr, pending, ans)
 	if c.recordFresh(ctx, cr.req.ID, pending, ans) {
-		c.recordRelease(ctx, c.store, cr, at, records, pending, ans)
+		c.recordRelease(ctx, c.store, cr, at, prior.records, pending, ans)
 	}
 	for _, p := range pending {
 		if p.ready {
@@ -134,14 +138,16 @@ func (c *Custodian) readEntries(ctx context.Context, refs []wire.ShareRef) map[s
 
 // checkShares checks each share asked for against this custodian's own
 // record of it, in entries (each ref's deposit entry, read), and returns
-// those that pass, in the order asked. A share passes only if it is in
-// the custodian's records (not_found otherwise, or if its record is
+// those that pass, in the order asked: pending, to be sealed, and again,
+// those in already (released for this request before), to be answered
+// with what was given then. A share passes only if it is in the
+// custodian's records (not_found otherwise, or if its record is
 // unreadable), of a conversation in the request's scope and stored within
-// its window (not_in_scope), and neither in already (the shares released
-// for this request) nor asked for earlier in this call (already_released).
-// Each share that fails is answered in ans; nothing is written.
-func checkShares(req approval.Request, refs []wire.ShareRef, entries map[string]entryRead, already map[string]bool, ans shareAnswers) []pendingShare {
-	var pending []pendingShare
+// its window (not_in_scope), and not asked for earlier in this call
+// (already_released). Each share that fails is answered in ans; nothing
+// is written.
+func checkShares(req approval.Request, refs []wire.ShareRef, entries map[string]entryRead, already map[string]releasedShare,
+	ans shareAnswers) (pending, again []pendingShare) {
 	seen := map[string]bool{}
 	for i, ref := range refs {
 		e := entries[ref.Locator]
@@ -169,14 +175,82 @@ func checkShares(req approval.Request, refs []wire.ShareRef, entries map[string]
 		case stored.Before(req.Scope.From) || stored.After(req.Scope.To):
 			ans.fail(i, codeNotInScope, "the share was stored outside the request's window")
 			continue
-		case already[ref.EscrowID] || seen[ref.EscrowID]:
+		case seen[ref.EscrowID]:
 			ans.fail(i, codeAlreadyReleased, msgAlreadyReleased)
 			continue
 		}
 		seen[ref.EscrowID] = true
-		pending = append(pending, pendingShare{i: i, rec: rec, stored: stored})
+		p := pendingShare{i: i, rec: rec, stored: stored}
+		if _, ok := already[ref.EscrowID]; ok {
+			again = append(again, p)
+			continue
+		}
+		pending = append(pending, p)
 	}
-	return pending
+	return pending, again
+}
+
+// answerAgain answers each share of again, released for this request
+// before (prior says by which record), with the answer given then, read
+// from where its record keeps it: the same sealed bytes and signed
+// receipt, nothing sealed or signed anew. The kept answer must be the one
+// the record names (its receipt's hash) and name this custodian, the
+// share and this request by its digest; a share whose record kept no
+// answer (it was written before answers were kept) or was of another
+// request under this id, or whose kept answer is missing or differs, is
+// answered already_released, and one whose kept entry cannot be read
+// unavailable. Each kept entry is read once, at most releaseParallelism
+// at a time.
+func (c *Custodian) answerAgain(ctx context.Context, ledger releaseLedger, cr checkedRequest, prior map[string]releasedShare,
+	again []pendingShare, ans shareAnswers) {
+	byEntry := map[string][]pendingShare{}
+	for _, p := range again {
+		rs := prior[p.rec.EscrowID]
+		if rs.kept == "" || rs.digest != cr.digest {
+			ans.fail(p.i, codeAlreadyReleased, msgAlreadyReleased)
+			continue
+		}
+		byEntry[rs.kept] = append(byEntry[rs.kept], p)
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, releaseParallelism)
+	for name, ps := range byEntry {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			kept, err := ledger.kept(ctx, cr.req.ID, name)
+			if err != nil && !errors.Is(err, errNoRecord) {
+				c.log.Error("kept release answers unreadable", "custodian", c.cfg.Name, "request_id", cr.req.ID, "err", err)
+			}
+			for _, p := range ps {
+				a, ok := kept[p.rec.EscrowID]
+				switch {
+				case err != nil && !errors.Is(err, errNoRecord):
+					ans.fail(p.i, codeUnavailable, msgStoreDown)
+				case !ok || !c.keptFor(a, cr, p.rec, prior[p.rec.EscrowID]):
+					c.log.Error("a kept release answer is missing or differs from its record", "custodian", c.cfg.Name,
+						"request_id", cr.req.ID, "escrow_id", p.rec.EscrowID)
+					ans.fail(p.i, codeAlreadyReleased, msgAlreadyReleased)
+				default:
+					ans.out[p.i] = a
+					c.metrics.shareReleased("released_again")
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// keptFor reports whether a kept answer is the one rs records for share
+// rec of request cr, sealed and signed by this custodian.
+func (c *Custodian) keptFor(a wire.CustodianShare, cr checkedRequest, rec record, rs releasedShare) bool {
+	if a.Error != nil || a.Receipt == nil || a.Receipt.Hash() != rs.receipt {
+		return false
+	}
+	r := a.Receipt.Receipt
+	return r.Kind == shares.ReceiptRelease && r.Custodian == c.cfg.Name && r.EscrowID == rec.EscrowID && a.EscrowID == rec.EscrowID &&
+		r.Index == rec.Index && a.Index == rec.Index && r.RequestID == cr.req.ID && r.RequestDigest == cr.digest &&
+		r.SealedSHA256 == shares.SealedHash(a.Sealed)
 }
 
 // sealShares unwraps the pending shares with this custodian's key (one
@@ -262,7 +336,7 @@ func (c *Custodian) recordFresh(ctx context.Context, requestID string, pending [
 	}
 	if err := c.store.putFresh(ctx, c.now(), requestID, fresh); err != nil {
 		c.log.Error("release not recorded", "custodian", c.cfg.Name, "request_id", requestID, "err", err)
-		withhold(pending, ans, nil, err)
+		withhold(pending, ans)
 		return false
 	}
 	return true
@@ -270,61 +344,84 @@ func (c *Custodian) recordFresh(ctx context.Context, requestID string, pending [
 
 // releaseLedger is what recording a release needs of the store: the
 // shares already released for a request and how many release records
-// hold them, and a write-once release record n.
+// hold them; kept entries for a record's answers, written before it and
+// dropped if it is not written; a write-once release record n; and the
+// answers of a kept entry.
 type releaseLedger interface {
-	released(ctx context.Context, requestID string) (map[string]bool, int, error)
+	released(ctx context.Context, requestID string) (releases, error)
+	keep(ctx context.Context, requestID string, answers []wire.CustodianShare) (keptEntries, error)
+	drop(ctx context.Context, requestID string, entries keptEntries)
 	putRelease(ctx context.Context, requestID string, n int, r releaseRecord) error
+	kept(ctx context.Context, requestID, name string) (map[string]wire.CustodianShare, error)
 }
 
-// recordRelease writes the call's ready shares, each with its receipt's
-// hash, as one write-once release record of the request, numbered after
-// the records read before the shares were checked. The record number
-// makes each share's release for the request the only one: if a
-// concurrent call wrote that number first, the shares it gave out are
-// answered already_released here and the rest retried under the next
-// number, with at most releaseRetries re-reads. When it returns, each
-// share still ready is in a record this call wrote; any other error
-// answers every ready share unavailable.
+// recordRelease keeps the call's ready answers (kept entries, written
+// once) and then writes their shares, each with its receipt's hash and
+// its kept entry, as one write-once release record of the request,
+// numbered after the records read before the shares were checked. The
+// record number makes each share's release for the request the only one:
+// if a concurrent call wrote that number first, this call's kept entries
+// are dropped, the shares the other call gave out are answered with its
+// kept answers instead of this call's sealing (answerAgain), and the rest
+// retried under the next number, with at most releaseRetries re-reads.
+// When it returns, each share still ready is in a record this call wrote,
+// its answer kept; any other error answers every ready share unavailable.
 func (c *Custodian) recordRelease(ctx context.Context, ledger releaseLedger, cr checkedRequest, at string, records int, pending []pendingShare, ans shareAnswers) {
 	for attempt := 0; ; attempt++ {
 		rr := releaseRecord{RequestDigest: cr.digest, RecipientKey: cr.req.Recipient.Fingerprint(), At: at, Receipts: map[string]string{}}
+		var answers []wire.CustodianShare
 		for _, p := range pending {
 			if p.ready {
 				rr.Receipts[p.rec.EscrowID] = ans.out[p.i].Receipt.Hash()
+				answers = append(answers, ans.out[p.i])
 			}
 		}
-		if len(rr.Receipts) == 0 {
+		if len(answers) == 0 {
 			return
 		}
-		err := ledger.putRelease(ctx, cr.req.ID, records+1, rr)
+		kept, err := ledger.keep(ctx, cr.req.ID, answers)
 		if err == nil {
-			return
+			rr.Kept = kept
+			if err = ledger.putRelease(ctx, cr.req.ID, records+1, rr); err == nil {
+				return
+			}
+			ledger.drop(ctx, cr.req.ID, kept)
 		}
-		var taken map[string]bool
+		var prior releases
 		if errors.Is(err, errExists) && attempt < releaseRetries {
-			taken, records, err = ledger.released(ctx, cr.req.ID)
+			prior, err = ledger.released(ctx, cr.req.ID)
+			records = prior.records
 		}
-		withhold(pending, ans, taken, err)
 		if err != nil {
 			c.log.Error("release record not written", "custodian", c.cfg.Name, "request_id", cr.req.ID, "err", err)
+			withhold(pending, ans)
 			return
+		}
+		c.answerAgain(ctx, ledger, cr, prior.shares, taken(pending, prior.shares), ans)
+	}
+}
+
+// withhold answers every ready share unavailable instead.
+func withhold(pending []pendingShare, ans shareAnswers) {
+	for j := range pending {
+		if p := &pending[j]; p.ready {
+			p.ready = false
+			ans.fail(p.i, codeUnavailable, msgStoreDown)
 		}
 	}
 }
 
-// withhold answers ready shares with an error instead: every one
-// unavailable if err is not nil, else those in taken already released.
-func withhold(pending []pendingShare, ans shareAnswers, taken map[string]bool, err error) {
+// taken returns the ready shares that another call released, as prior
+// says, and makes them not ready: this call's sealing of them must not
+// leave.
+func taken(pending []pendingShare, prior map[string]releasedShare) []pendingShare {
+	var out []pendingShare
 	for j := range pending {
 		p := &pending[j]
-		switch {
-		case !p.ready:
-		case err != nil:
+		if _, ok := prior[p.rec.EscrowID]; ok && p.ready {
 			p.ready = false
-			ans.fail(p.i, codeUnavailable, msgStoreDown)
-		case taken[p.rec.EscrowID]:
-			p.ready = false
-			ans.fail(p.i, codeAlreadyReleased, msgAlreadyReleased)
+			out = append(out, *p)
 		}
 	}
+	return out
 }

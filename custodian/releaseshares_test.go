@@ -1,12 +1,15 @@
 package custodian
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,10 +33,11 @@ func recordJSON(t *testing.T, rec record) string {
 
 // TestCheckShares: each share asked for passes only if it is in the
 // custodian's own records, readable, of a conversation in the request's
-// scope, stored within its window, and not released for the request
-// before nor asked for twice in the call; each check answers its own code
-// and message, in that order, and the shares that fail do not hold back
-// the others.
+// scope, stored within its window, and not asked for twice in the call;
+// each check answers its own code and message, in that order, and the
+// shares that fail do not hold back the others. A share released for the
+// request before passes the same checks, and only then goes to be
+// answered again rather than sealed.
 func TestCheckShares(t *testing.T) {
 	from := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	to := from.Add(24 * time.Hour)
@@ -60,7 +64,7 @@ func TestCheckShares(t *testing.T) {
 		gone:    {err: errNoRecord},
 		down:    {err: errors.New("vault: connection refused")},
 	}
-	already := map[string]bool{released: true, outAndReleased: true}
+	already := map[string]releasedShare{released: {kept: "k"}, outAndReleased: {kept: "k"}}
 	notFound := wire.ItemError{Code: codeNotFound, Message: msgNoSuchShare}
 	unreadable := wire.ItemError{Code: codeNotFound, Message: "the share's record is unreadable"}
 	window := wire.ItemError{Code: codeNotInScope, Message: "the share was stored outside the request's window"}
@@ -80,7 +84,7 @@ func TestCheckShares(t *testing.T) {
 		{wire.ShareRef{EscrowID: early, Locator: deposit}, &window},
 		{wire.ShareRef{EscrowID: late, Locator: deposit}, &window},
 		{wire.ShareRef{EscrowID: outAndReleased, Locator: deposit}, &wire.ItemError{Code: codeNotInScope, Message: "the share's conversation is not in the request's scope"}},
-		{wire.ShareRef{EscrowID: released, Locator: deposit}, &wire.ItemError{Code: codeAlreadyReleased, Message: msgAlreadyReleased}},
+		{wire.ShareRef{EscrowID: released, Locator: deposit}, nil},
 		{wire.ShareRef{EscrowID: ok, Locator: deposit}, &wire.ItemError{Code: codeAlreadyReleased, Message: msgAlreadyReleased}},
 		{wire.ShareRef{EscrowID: ok2, Locator: deposit}, nil},
 	}
@@ -89,7 +93,7 @@ func TestCheckShares(t *testing.T) {
 		refs[i] = c.ref
 	}
 	ans := newShareAnswers(refs, nil)
-	pending := checkShares(req, refs, entries, already, ans)
+	pending, again := checkShares(req, refs, entries, already, ans)
 
 	var passed []int
 	for i, c := range cases {
@@ -117,27 +121,64 @@ func TestCheckShares(t *testing.T) {
 			t.Errorf("pending %+v", p)
 		}
 	}
-	if !slices.Equal(got, passed) || !slices.Equal(got, []int{0, 14}) {
-		t.Errorf("pending shares %v, want %v", got, passed)
+	for _, p := range again {
+		got = append(got, p.i)
+		if p.rec.EscrowID != released || p.ready {
+			t.Errorf("again %+v", p)
+		}
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, passed) || !slices.Equal(got, []int{0, 12, 14}) || len(again) != 1 {
+		t.Errorf("pending shares and again %v (%d again), want %v", got, len(again), passed)
 	}
 }
 
 // fakeLedger plays a request's release records, with concurrent calls
 // that write record numbers first.
 type fakeLedger struct {
-	records  int             // the records written so far
-	racers   int             // the puts a concurrent call wins first
-	taken    map[string]bool // what the concurrent calls gave out
-	readErr  error
-	putErr   error
-	puts     []int // the record numbers tried
-	reads    int
-	recorded releaseRecord // the record written
+	records int                            // the records written so far
+	racers  int                            // the puts a concurrent call wins first
+	taken   map[string]releasedShare       // what the concurrent calls gave out
+	theirs  map[string]wire.CustodianShare // and their answers, kept in entry "theirs"
+	readErr error
+	keepErr error
+	putErr  error
+	puts    []int // the record numbers tried
+	reads   int
+	mine    map[string][]wire.CustodianShare // the entries this call kept, by name
+	dropped []string                         // and dropped
+	// recorded is the record written.
+	recorded releaseRecord
 }
 
-func (l *fakeLedger) released(context.Context, string) (map[string]bool, int, error) {
+func (l *fakeLedger) released(context.Context, string) (releases, error) {
 	l.reads++
-	return l.taken, l.records, l.readErr
+	return releases{records: l.records, shares: l.taken}, l.readErr
+}
+
+func (l *fakeLedger) keep(_ context.Context, _ string, answers []wire.CustodianShare) (keptEntries, error) {
+	if l.keepErr != nil {
+		return nil, l.keepErr
+	}
+	name := fmt.Sprint("mine-", len(l.mine))
+	if l.mine == nil {
+		l.mine = map[string][]wire.CustodianShare{}
+	}
+	l.mine[name] = answers
+	return keptEntries{{Name: name, First: answers[0].EscrowID}}, nil
+}
+
+func (l *fakeLedger) drop(_ context.Context, _ string, entries keptEntries) {
+	for _, e := range entries {
+		l.dropped = append(l.dropped, e.Name)
+	}
+}
+
+func (l *fakeLedger) kept(_ context.Context, _ string, name string) (map[string]wire.CustodianShare, error) {
+	if name != "theirs" {
+		return nil, errNoRecord
+	}
+	return l.theirs, nil
 }
 
 func (l *fakeLedger) putRelease(_ context.Context, _ string, n int, r releaseRecord) error {
@@ -156,76 +197,113 @@ func (l *fakeLedger) putRelease(_ context.Context, _ string, n int, r releaseRec
 	return nil
 }
 
-// TestRecordRelease: the release record is write-once per number; when a
-// concurrent call wins a number, the shares it gave out are answered
-// already_released and the rest recorded under the next number; after
-// releaseRetries re-reads, or any other failure, every ready share is
-// withheld as unavailable.
+// TestRecordRelease: the answers are kept before the release record names
+// them, and the record is write-once per number; when a concurrent call
+// wins a number, this call's kept entry is dropped, the shares the other
+// call gave out are answered with its kept answers (never this call's
+// sealing), and the rest recorded under the next number; a share the
+// other call released under another request digest is answered
+// already_released; after releaseRetries re-reads, or any other failure,
+// every ready share is withheld as unavailable.
 func TestRecordRelease(t *testing.T) {
 	ids := []string{uuid.NewString(), uuid.NewString(), uuid.NewString(), uuid.NewString()}
 	storeDown := errors.New("vault: connection refused")
+	cr := checkedRequest{req: approval.Request{ID: uuid.NewString()}, digest: "sha256:d"}
+	// What a concurrent call gave out, as its record and kept entry say.
+	theirs := map[string]wire.CustodianShare{}
+	taken := map[string]releasedShare{}
+	for _, id := range ids {
+		sealed := []byte("their sealing of " + id)
+		r := &shares.SignedReceipt{Receipt: shares.Receipt{Kind: shares.ReceiptRelease, Custodian: "custodian-1", EscrowID: id,
+			RequestID: cr.req.ID, RequestDigest: cr.digest, SealedSHA256: shares.SealedHash(sealed)}, Signature: []byte("theirs")}
+		theirs[id] = wire.CustodianShare{EscrowID: id, Sealed: sealed, Receipt: r}
+		taken[id] = releasedShare{digest: cr.digest, receipt: r.Hash(), kept: "theirs"}
+	}
+	only := func(m map[string]releasedShare, keep ...string) map[string]releasedShare {
+		out := map[string]releasedShare{}
+		for _, id := range keep {
+			out[id] = m[id]
+		}
+		return out
+	}
+	otherRequest := only(taken, ids[0], ids[1], ids[2])
+	otherRequest[ids[1]] = releasedShare{digest: "sha256:other", receipt: taken[ids[1]].receipt, kept: "theirs"}
+	const mine, theirsOut = "", "theirs"
 	for _, tc := range []struct {
 		name        string
 		ledger      fakeLedger
-		notReady    int // pending[notReady] failed before recording
 		wantPuts    []int
 		wantReads   int
-		wantOut     map[string]string // escrow id to item error code, "" released
+		wantDropped []string
+		wantOut     map[string]string // escrow id to item error code, mine, or theirsOut
 		wantWritten []string
 	}{
-		{name: "alone", ledger: fakeLedger{records: 2}, notReady: 3, wantPuts: []int{3},
-			wantOut:     map[string]string{ids[0]: "", ids[1]: "", ids[2]: ""},
+		{name: "alone", ledger: fakeLedger{records: 2}, wantPuts: []int{3},
+			wantOut:     map[string]string{ids[0]: mine, ids[1]: mine, ids[2]: mine},
 			wantWritten: []string{ids[0], ids[1], ids[2]}},
-		{name: "a concurrent call took one", ledger: fakeLedger{records: 1, racers: 1, taken: map[string]bool{ids[1]: true, ids[3]: true}},
-			notReady: 3, wantPuts: []int{2, 3}, wantReads: 1,
-			wantOut:     map[string]string{ids[0]: "", ids[1]: codeAlreadyReleased, ids[2]: ""},
+		{name: "a concurrent call took one", ledger: fakeLedger{records: 1, racers: 1, taken: only(taken, ids[1], ids[3]), theirs: theirs},
+			wantPuts: []int{2, 3}, wantReads: 1, wantDropped: []string{"mine-0"},
+			wantOut:     map[string]string{ids[0]: mine, ids[1]: theirsOut, ids[2]: mine},
 			wantWritten: []string{ids[0], ids[2]}},
-		{name: "concurrent calls took all", ledger: fakeLedger{racers: 1, taken: map[string]bool{ids[0]: true, ids[1]: true, ids[2]: true}},
-			notReady: 3, wantPuts: []int{1}, wantReads: 1,
+		{name: "concurrent calls took all", ledger: fakeLedger{racers: 1, taken: only(taken, ids[0], ids[1], ids[2]), theirs: theirs},
+			wantPuts: []int{1}, wantReads: 1, wantDropped: []string{"mine-0"},
+			wantOut: map[string]string{ids[0]: theirsOut, ids[1]: theirsOut, ids[2]: theirsOut}},
+		{name: "a concurrent call of another request under the id", ledger: fakeLedger{racers: 1, taken: otherRequest, theirs: theirs},
+			wantPuts: []int{1}, wantReads: 1, wantDropped: []string{"mine-0"},
+			wantOut: map[string]string{ids[0]: theirsOut, ids[1]: codeAlreadyReleased, ids[2]: theirsOut}},
+		{name: "their answers not kept", ledger: fakeLedger{racers: 1, taken: only(taken, ids[0], ids[1], ids[2])},
+			wantPuts: []int{1}, wantReads: 1, wantDropped: []string{"mine-0"},
 			wantOut: map[string]string{ids[0]: codeAlreadyReleased, ids[1]: codeAlreadyReleased, ids[2]: codeAlreadyReleased}},
-		{name: "too many concurrent calls", ledger: fakeLedger{racers: 100}, notReady: 3,
+		{name: "too many concurrent calls", ledger: fakeLedger{racers: 100},
 			wantPuts: []int{1, 2, 3, 4, 5, 6}, wantReads: releaseRetries,
+			wantDropped: []string{"mine-0", "mine-1", "mine-2", "mine-3", "mine-4", "mine-5"},
+			wantOut:     map[string]string{ids[0]: codeUnavailable, ids[1]: codeUnavailable, ids[2]: codeUnavailable}},
+		{name: "records unreadable", ledger: fakeLedger{racers: 1, readErr: storeDown}, wantPuts: []int{1}, wantReads: 1,
+			wantDropped: []string{"mine-0"},
+			wantOut:     map[string]string{ids[0]: codeUnavailable, ids[1]: codeUnavailable, ids[2]: codeUnavailable}},
+		{name: "store down", ledger: fakeLedger{putErr: storeDown}, wantPuts: []int{1}, wantDropped: []string{"mine-0"},
 			wantOut: map[string]string{ids[0]: codeUnavailable, ids[1]: codeUnavailable, ids[2]: codeUnavailable}},
-		{name: "records unreadable", ledger: fakeLedger{racers: 1, readErr: storeDown}, notReady: 3, wantPuts: []int{1}, wantReads: 1,
-			wantOut: map[string]string{ids[0]: codeUnavailable, ids[1]: codeUnavailable, ids[2]: codeUnavailable}},
-		{name: "store down", ledger: fakeLedger{putErr: storeDown}, notReady: 3, wantPuts: []int{1},
+		{name: "answers not kept", ledger: fakeLedger{keepErr: storeDown},
 			wantOut: map[string]string{ids[0]: codeUnavailable, ids[1]: codeUnavailable, ids[2]: codeUnavailable}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := &Custodian{log: slog.New(slog.DiscardHandler)}
+			c := &Custodian{cfg: Config{Name: "custodian-1"}, log: slog.New(slog.DiscardHandler)}
 			refs := make([]wire.ShareRef, len(ids))
 			pending := make([]pendingShare, len(ids))
+			const notReady = 3 // pending[notReady] failed before recording
 			for i, id := range ids {
 				refs[i] = wire.ShareRef{EscrowID: id}
-				pending[i] = pendingShare{i: i, rec: record{EscrowID: id}, ready: i != tc.notReady}
+				pending[i] = pendingShare{i: i, rec: record{EscrowID: id}, ready: i != notReady}
 			}
 			ans := newShareAnswers(refs, nil)
 			hashes := map[string]string{}
 			for i, p := range pending {
 				if p.ready {
-					r := &shares.SignedReceipt{Receipt: shares.Receipt{Kind: shares.ReceiptRelease, EscrowID: p.rec.EscrowID}, Signature: []byte{byte(i)}}
-					ans.out[i].Sealed, ans.out[i].Receipt = []byte("sealed"), r
+					r := &shares.SignedReceipt{Receipt: shares.Receipt{Kind: shares.ReceiptRelease, Custodian: "custodian-1", EscrowID: p.rec.EscrowID,
+						RequestID: cr.req.ID, RequestDigest: cr.digest}, Signature: []byte{byte(i)}}
+					ans.out[i].Sealed, ans.out[i].Receipt = []byte("my sealing"), r
 					hashes[p.rec.EscrowID] = r.Hash()
 				} else {
 					ans.fail(i, codeUnavailable, "the custodian's key is unavailable")
 				}
 			}
-			before := tc.ledger.records
 			l := tc.ledger
-			cr := checkedRequest{req: approval.Request{ID: uuid.NewString()}, digest: "sha256:d"}
-			c.recordRelease(context.Background(), &l, cr, "2030-01-01T00:00:00.000000Z", before, pending, ans)
+			c.recordRelease(context.Background(), &l, cr, "2030-01-01T00:00:00.000000Z", l.records, pending, ans)
 
-			if !slices.Equal(l.puts, tc.wantPuts) || l.reads != tc.wantReads {
-				t.Errorf("puts %v and %d reads, want %v and %d", l.puts, l.reads, tc.wantPuts, tc.wantReads)
+			if !slices.Equal(l.puts, tc.wantPuts) || l.reads != tc.wantReads || !slices.Equal(l.dropped, tc.wantDropped) {
+				t.Errorf("puts %v, %d reads and dropped %v, want %v, %d and %v", l.puts, l.reads, l.dropped, tc.wantPuts, tc.wantReads, tc.wantDropped)
 			}
 			for i, p := range pending {
 				got := ans.out[i]
 				want, asked := tc.wantOut[p.rec.EscrowID]
 				switch {
 				case !asked:
-				case want == "" && (got.Error != nil || got.Receipt == nil || !p.ready):
+				case want == mine && (got.Error != nil || string(got.Sealed) != "my sealing" || got.Receipt.Hash() != hashes[p.rec.EscrowID] || !p.ready):
 					t.Errorf("%s: %+v (ready %v), want it released", p.rec.EscrowID, got, p.ready)
-				case want != "" && (got.Error == nil || got.Error.Code != want || got.Sealed != nil || p.ready):
+				case want == theirsOut && (got.Error != nil || !bytes.Equal(got.Sealed, theirs[p.rec.EscrowID].Sealed) ||
+					got.Receipt.Hash() != taken[p.rec.EscrowID].receipt || p.ready):
+					t.Errorf("%s: %+v (ready %v), want the concurrent call's answer", p.rec.EscrowID, got, p.ready)
+				case want != mine && want != theirsOut && (got.Error == nil || got.Error.Code != want || got.Sealed != nil || p.ready):
 					t.Errorf("%s: %+v (ready %v), want %s", p.rec.EscrowID, got, p.ready, want)
 				}
 			}
@@ -238,9 +316,66 @@ func TestRecordRelease(t *testing.T) {
 					t.Errorf("%s recorded with receipt hash %q, want %q", id, h, hashes[id])
 				}
 			}
-			if len(written) > 0 && (l.recorded.RequestDigest != cr.digest || l.recorded.At == "") {
-				t.Errorf("record %+v", l.recorded)
+			if len(written) == 0 {
+				return
+			}
+			if l.recorded.RequestDigest != cr.digest || l.recorded.At == "" || len(l.recorded.Kept) != 1 {
+				t.Fatalf("record %+v", l.recorded)
+			}
+			var kept []string
+			for _, a := range l.mine[l.recorded.Kept[0].Name] {
+				kept = append(kept, a.EscrowID)
+				if a.Receipt.Hash() != l.recorded.Receipts[a.EscrowID] {
+					t.Errorf("%s kept with another receipt than recorded", a.EscrowID)
+				}
+			}
+			if !slices.Equal(slices.Sorted(slices.Values(kept)), written) {
+				t.Errorf("kept %v, recorded %v", kept, written)
 			}
 		})
+	}
+}
+
+// TestSplitKept: kept answers are cut, in order, into entries of at most
+// the bound, an answer larger than it alone in its own; and each escrow id
+// is found in the entry that holds it.
+func TestSplitKept(t *testing.T) {
+	var fields []keptField
+	for i := range 10 {
+		fields = append(fields, keptField{id: fmt.Sprintf("id-%02d", i), json: strings.Repeat("x", 10+i*5)})
+	}
+	fields[6].json = strings.Repeat("x", 200)
+	parts := splitKept(fields, 100)
+	var sizes [][]int
+	entries := keptEntries{}
+	for k, part := range parts {
+		var n []int
+		total := 0
+		for _, f := range part {
+			n = append(n, len(f.json))
+			total += len(f.json)
+		}
+		if total > 100 && len(part) > 1 {
+			t.Errorf("entry %d holds %d bytes", k, total)
+		}
+		sizes = append(sizes, n)
+		entries = append(entries, keptEntry{Name: fmt.Sprint("entry-", k), First: part[0].id})
+	}
+	want := [][]int{{10, 15, 20, 25, 30}, {35}, {200}, {45, 50}, {55}}
+	if fmt.Sprint(sizes) != fmt.Sprint(want) {
+		t.Fatalf("entries %v, want %v", sizes, want)
+	}
+	for k, part := range parts {
+		for _, f := range part {
+			if got := entries.holding(f.id); got != entries[k].Name {
+				t.Errorf("%s found in %q, want %q", f.id, got, entries[k].Name)
+			}
+		}
+	}
+	if got := entries.holding("id-"); got != "" {
+		t.Errorf("an id before every entry found in %q", got)
+	}
+	if splitKept(nil, 100) != nil {
+		t.Error("no answers made entries")
 	}
 }

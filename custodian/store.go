@@ -22,6 +22,8 @@ import (
 //	<prefix>/deposits/<entry>              shares stored by one call, a field per escrow id
 //	<prefix>/released/<request>/<n>        the shares one release call gave out for a request: records
 //	                                       1, 2, … written once each, so a share appears in one at most
+//	<prefix>/released/<request>/kept/<k>   the answers (sealed shares, signed receipts) a record names,
+//	                                       in entries of at most keptEntryBytes, written once before it
 //	<prefix>/fresh/<unix-nanos>-<uuid>     shares released within their abort window by one call, written once
 //	<prefix>/destroyed/<escrow>            a share destroyed or aborted, written once
 //	<prefix>/holds/<hold>                  a legal hold; <prefix>/hold-releases/<hold> its release
@@ -166,37 +168,56 @@ func validUUID(s string) bool {
 }
 
 // releaseRecord is what one release call gave out for a request: for each
-// escrow id, the hash of the receipt signed for it.
+// escrow id, the hash of the receipt signed for it, and where the answer
+// given for it is kept.
 type releaseRecord struct {
 	RequestDigest string            `json:"request_digest"`
 	RecipientKey  string            `json:"recipient_key"`
 	At            string            `json:"at"`
 	Receipts      map[string]string `json:"receipts"`
+	// Kept lists the kept entries holding the answer given for each
+	// escrow id of Receipts, by the first escrow id each holds, in order
+	// (keptEntries). A record written before answers were kept has none.
+	Kept keptEntries `json:"kept,omitempty"`
+}
+
+// releases is what a request's release records say.
+type releases struct {
+	records int                      // how many there are
+	shares  map[string]releasedShare // each escrow id released for the request
+}
+
+// releasedShare is what a release record says of one share it gave out.
+type releasedShare struct {
+	digest  string // the digest of the request it was released for
+	receipt string // the hash of the receipt it was released with
+	kept    string // the kept entry holding the answer given; "" if none was kept
 }
 
 // released returns the escrow ids already released for request (a UUID),
-// and the number of release records it has.
-func (s *store) released(ctx context.Context, requestID string) (map[string]bool, int, error) {
+// each with where its answer is kept, and the number of release records
+// it has. It reads every record of the request, not the kept answers.
+func (s *store) released(ctx context.Context, requestID string) (releases, error) {
 	names, err := s.list(ctx, path.Join("released", requestID))
 	if err != nil {
-		return nil, 0, err
+		return releases{}, err
 	}
-	out := map[string]bool{}
+	out := releases{records: len(names), shares: map[string]releasedShare{}}
 	for _, n := range names {
 		sec, err := s.get(ctx, s.path("released", requestID, n))
 		if err != nil {
-			return nil, 0, err
+			return releases{}, err
 		}
 		raw, _ := sec.Data["record"].(string)
 		var r releaseRecord
 		if err := json.Unmarshal([]byte(raw), &r); err != nil {
-			return nil, 0, fmt.Errorf("custodian: release record %s/%s is unreadable", requestID, n)
+			return releases{}, fmt.Errorf("custodian: release record %s/%s is unreadable", requestID, n)
 		}
-		for id := range r.Receipts {
-			out[id] = true
+		for id, h := range r.Receipts {
+			out.shares[id] = releasedShare{digest: r.RequestDigest, receipt: h, kept: r.Kept.holding(id)}
 		}
 	}
-	return out, len(names), nil
+	return out, nil
 }
 
 // putRelease writes release record n for request; errExists if another

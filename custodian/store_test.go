@@ -1,7 +1,9 @@
 package custodian_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"testing"
 
@@ -9,6 +11,8 @@ import (
 
 	"github.com/mediatorhq/mediator/custodian"
 	"github.com/mediatorhq/mediator/dev"
+	"github.com/mediatorhq/mediator/shares"
+	"github.com/mediatorhq/mediator/wire"
 )
 
 // TestCheckAndSetByState: a custodian's write-once and check-and-set
@@ -40,5 +44,59 @@ func TestCheckAndSetByState(t *testing.T) {
 	}
 	if sec, err := st.Get(ctx, p); err != nil || sec.Data["n"] != "3" {
 		t.Fatalf("after the refused replace: %+v %v", sec, err)
+	}
+}
+
+// TestKeptAnswersInEntries: a release's answers are kept, written once, in
+// entries of at most KeptEntryBytes each, and read back byte for byte;
+// entries dropped are gone.
+func TestKeptAnswersInEntries(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, dev.CustodianOptions{})
+	st := f.set.Running[0].StoreForTest()
+	requestID := uuid.NewString()
+	answers := make([]wire.CustodianShare, 300)
+	for i := range answers {
+		sealed := make([]byte, 1200) // an ML-KEM sealed share's size
+		rand.Read(sealed)
+		id := uuid.NewString()
+		answers[i] = wire.CustodianShare{EscrowID: id, Index: i%5 + 1, Sealed: sealed, Receipt: &shares.SignedReceipt{
+			Receipt:   shares.Receipt{Kind: shares.ReceiptRelease, Custodian: "custodian-1", EscrowID: id, RequestID: requestID, SealedSHA256: shares.SealedHash(sealed)},
+			Signature: bytes.Repeat([]byte{byte(i)}, 64)}}
+	}
+	entries, err := st.Keep(ctx, requestID, answers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) < 2 {
+		t.Fatalf("%d entries for 300 answers of %d bytes at most each", len(entries), custodian.KeptEntryBytes)
+	}
+	got := map[string]wire.CustodianShare{}
+	var names []string
+	for k, e := range entries {
+		if k > 0 && e[1] <= entries[k-1][1] {
+			t.Errorf("entries out of order: %v", entries)
+		}
+		kept, err := st.Kept(ctx, requestID, e[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for id, a := range kept {
+			if id < e[1] || (k+1 < len(entries) && id >= entries[k+1][1]) {
+				t.Errorf("entry %d holds %s, outside its range", k, id)
+			}
+			got[id] = a
+		}
+		names = append(names, e[0])
+	}
+	for _, want := range answers {
+		a, ok := got[want.EscrowID]
+		if !ok || a.Index != want.Index || !bytes.Equal(a.Sealed, want.Sealed) || a.Receipt.Hash() != want.Receipt.Hash() {
+			t.Fatalf("%s kept as %+v", want.EscrowID, a)
+		}
+	}
+	st.Drop(ctx, requestID, names...)
+	if _, err := st.Kept(ctx, requestID, names[0]); !errors.Is(err, custodian.ErrNoRecord) {
+		t.Fatalf("a dropped entry: %v", err)
 	}
 }

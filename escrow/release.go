@@ -106,7 +106,10 @@ func (s *Service) Release(ctx context.Context, ask ReleaseAsk, escrows []Escrow,
 }
 
 // checkReleaseReceipt checks that custodian i signed a release receipt for
-// exactly this share of this request, sealed to this recipient.
+// exactly this share of this request, sealed to this recipient. It does
+// not check when the receipt was signed, nor under which policy revision
+// or roster: a custodian asked again for a share whose answer was lost
+// answers with the receipt it signed then.
 func (s *Service) checkReleaseReceipt(sh wire.CustodianShare, i int, e Escrow, ask ReleaseAsk) error {
 	c := s.set.Custodians[i]
 	if sh.Receipt == nil {
