@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -153,7 +154,14 @@ func (s *Service) release(ctx context.Context, caller, requestID string) (Releas
 	if err != nil {
 		return Release{}, err
 	}
-	escrows, err := s.escrow.InScope(ctx, signed.Scope.ConversationIDs, signed.Scope.From, signed.Scope.To)
+	// What existed when the request was approved: custodians refuse a
+	// share stored later, so it is not asked for. (A decision that counted
+	// no approval at all is the policy's fault: the custodians judge it.)
+	to := signed.Scope.To
+	if !d.approvedBy.IsZero() && d.approvedBy.Before(to) {
+		to = d.approvedBy
+	}
+	escrows, err := s.escrow.InScope(ctx, signed.Scope.ConversationIDs, signed.Scope.From, to)
 	if err != nil {
 		return Release{}, fmt.Errorf("%w: keys in scope: %v", ErrUnavailable, err)
 	}
@@ -196,16 +204,24 @@ func (s *Service) loadForRelease(ctx context.Context, caller, requestID string) 
 	return r, signed, nil
 }
 
+// allowed is an allowing release decision, and when the last approval
+// that counted was made: the request releases only escrows deposited by
+// then, as every custodian checks for itself.
+type allowed struct {
+	policy.Decision
+	approvedBy time.Time
+}
+
 // decide asks the Decider about r with every approval verified again now
 // (policyInput) and records the decision with its audit entry. It returns
 // an allowing decision and the approvals as custodians are handed them;
 // otherwise no decision and: ErrUnavailable when the policy could not
 // decide (fail closed, nothing recorded), or a *DeniedError, recorded,
 // whose Locked says this denial made the request final.
-func (s *Service) decide(ctx context.Context, r Request) (policy.Decision, []wire.EvidenceApproval, error) {
+func (s *Service) decide(ctx context.Context, r Request) (allowed, []wire.EvidenceApproval, error) {
 	in, approvals, err := s.policyInput(ctx, r)
 	if err != nil {
-		return policy.Decision{}, nil, err
+		return allowed{}, nil, err
 	}
 	t0 := s.now()
 	d, err := s.decider.DecideRelease(ctx, in)
@@ -213,16 +229,16 @@ func (s *Service) decide(ctx context.Context, r Request) (policy.Decision, []wir
 	if err != nil {
 		// Fail closed: no decision, no release.
 		s.log.Error("release decision failed", "access_request_id", r.ID, "err", err)
-		return policy.Decision{}, nil, fmt.Errorf("%w: policy: %v", ErrUnavailable, err)
+		return allowed{}, nil, fmt.Errorf("%w: policy: %v", ErrUnavailable, err)
 	}
 	locked, err := s.releases.RecordDecision(ctx, r.ID, d, maxDeniedReleases)
 	if err != nil {
-		return policy.Decision{}, nil, err
+		return allowed{}, nil, err
 	}
 	s.log.Info("release decided", "access_request_id", r.ID, "decision_id", d.ID, "allow", d.Allow,
 		"reasons", d.Reasons, "policy_revision", d.PolicyRevision)
 	if d.Allow {
-		return d, approvals, nil
+		return allowed{Decision: d, approvedBy: in.LastApproval()}, approvals, nil
 	}
 	status := "denied_by_policy"
 	if locked {
@@ -231,7 +247,7 @@ func (s *Service) decide(ctx context.Context, r Request) (policy.Decision, []wir
 		s.log.Warn("access request locked as denied", "access_request_id", r.ID, "denied_releases", maxDeniedReleases)
 	}
 	s.notify(ctx, wire.Event{Type: wire.EventDenied, RequestID: r.ID, Status: status})
-	return policy.Decision{}, nil, &DeniedError{DecisionID: d.ID, Reasons: d.Reasons, Locked: locked}
+	return allowed{}, nil, &DeniedError{DecisionID: d.ID, Reasons: d.Reasons, Locked: locked}
 }
 
 // custodianShares is what a release holds of each key: the shares kept

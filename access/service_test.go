@@ -752,3 +752,35 @@ func TestRequestsAreSignedByAnOfficer(t *testing.T) {
 		t.Fatalf("a release of an unsigned request: %v", err)
 	}
 }
+
+// TestReleaseTakesWhatExistedWhenApproved: a key deposited inside the
+// request's window after its approvals is not released, and does not
+// stand in the way of the keys that existed then: the mediator does not
+// ask for it, and every custodian would refuse it.
+func TestReleaseTakesWhatExistedWhenApproved(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	w.clock.add(-time.Minute) // the request is filed a minute before now
+	before := w.deposit(t, "c1", "e1")
+	d, recipient := draft(t, w.clock.now(), "c1")
+	d.Scope.To = w.clock.now().Add(time.Hour)
+	r, err := w.file(ctx, "olga", d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, who := range []string{"lena", "sam"} {
+		if err := w.vote(t, r, who, "approve"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(5 * time.Millisecond)
+	w.deposit(t, "c1", "e2")
+	rel, err := w.svc.Release(ctx, "olga", r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := open(t, recipient, rel)
+	if len(rel.Keys) != 1 || rel.Keys[0].Escrow.KeyID != "e1" || !bytes.Equal(got["c1"], before) {
+		t.Fatalf("released %d keys: %+v", len(rel.Keys), rel.Keys)
+	}
+}

@@ -138,7 +138,7 @@ func (f *fixture) request(t *testing.T, convos []string, from, to time.Time, app
 	digest := approval.Digest(c)
 	var as []wire.EvidenceApproval
 	for _, id := range approvers {
-		as = append(as, wire.EvidenceApproval{ApproverID: id, Decision: "approve", ApprovedAt: now,
+		as = append(as, wire.EvidenceApproval{ApproverID: id, Decision: "approve", ApprovedAt: time.Now().UTC(),
 			Signature: ed25519.Sign(f.approvers[id], approval.Message(r.ID, digest, "approve", id))})
 	}
 	return c, as
@@ -221,6 +221,9 @@ func TestLostAnswerIsAnsweredAgain(t *testing.T) {
 		id, receipts := f.deposit(t, "conv-a", fmt.Sprint("e", i), bytes.Repeat([]byte{byte(i + 1)}, 32))
 		refs = append(refs, ref(id, receipts, 0)...)
 	}
+	// A share the first call does not ask for (stored before the
+	// approvals, as every share a request releases must be).
+	id4, receipts4 := f.deposit(t, "conv-a", "e4", bytes.Repeat([]byte{4}, 32))
 	now := time.Now()
 	canonical, approvals := f.request(t, []string{"conv-a"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
 	ev := func(canonical []byte, approvals []wire.EvidenceApproval, refs ...wire.ShareRef) wire.ReleaseEvidence {
@@ -256,7 +259,6 @@ func TestLostAnswerIsAnsweredAgain(t *testing.T) {
 	time.Sleep(10 * time.Millisecond)                      // a new sealing would state a later time
 	same(t, release(t, ev(canonical, approvals, refs...)), first)
 	// In any order, in part, and beside a share never released before.
-	id4, receipts4 := f.deposit(t, "conv-a", "e4", bytes.Repeat([]byte{4}, 32))
 	mixed := release(t, ev(canonical, approvals, ref(id4, receipts4, 0)[0], refs[2], refs[0]))
 	same(t, mixed, map[string]wire.CustodianShare{refs[2].EscrowID: first[refs[2].EscrowID], refs[0].EscrowID: first[refs[0].EscrowID]})
 	if m := mixed[id4].Receipt.Receipt; m.RequestID != first[refs[0].EscrowID].Receipt.Receipt.RequestID || m.At == first[refs[0].EscrowID].Receipt.Receipt.At {
@@ -741,5 +743,41 @@ func TestIDsNamePathsOnlyAsUUIDs(t *testing.T) {
 	}
 	if res, err := f.remotes[0].Destroy(ctx, []wire.ShareRef{{EscrowID: "../identity", Locator: receipts[0].Receipt.Locator}}); err != nil || res[0].Outcome != "not_found" {
 		t.Fatalf("destroy by a path: %+v %v", res, err)
+	}
+}
+
+// TestReleaseOnlyWhatExistedWhenApproved: a request releases the escrows
+// that existed when it was approved. A key deposited later inside its
+// window, even before the request's first release, is refused; one
+// deposited after the first release is refused however the approval
+// times are stated.
+func TestReleaseOnlyWhatExistedWhenApproved(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, dev.CustodianOptions{})
+	before, beforeReceipts := f.deposit(t, "conv-a", "e1", bytes.Repeat([]byte{1}, 32))
+	now := time.Now()
+	canonical, approvals := f.request(t, []string{"conv-a"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
+	time.Sleep(2 * time.Millisecond)
+	later, laterReceipts := f.deposit(t, "conv-a", "e2", bytes.Repeat([]byte{2}, 32))
+	ev := wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: approvals,
+		Shares: append(ref(before, beforeReceipts, 0), ref(later, laterReceipts, 0)...)}
+	ans, err := f.remotes[0].Release(ctx, ev)
+	if err != nil || ans.Shares[0].Error != nil {
+		t.Fatalf("the share stored before the approvals: %+v %v", ans, err)
+	}
+	if e := ans.Shares[1].Error; e == nil || e.Code != "not_in_scope" || !strings.Contains(e.Message, "after the request was approved") {
+		t.Fatalf("a share stored after the approvals: %+v", ans.Shares[1])
+	}
+	// The mediator restates the approvals as made now: still nothing
+	// stored after the request's first release.
+	time.Sleep(2 * time.Millisecond)
+	third, thirdReceipts := f.deposit(t, "conv-a", "e3", bytes.Repeat([]byte{3}, 32))
+	for i := range ev.Approvals {
+		ev.Approvals[i].ApprovedAt = time.Now()
+	}
+	ev.Shares = ref(third, thirdReceipts, 0)
+	ans, err = f.remotes[0].Release(ctx, ev)
+	if err != nil || ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "not_in_scope" {
+		t.Fatalf("a share stored after the first release: %+v %v", ans, err)
 	}
 }

@@ -57,10 +57,11 @@ func (c *Custodian) release(ctx context.Context, ev wire.ReleaseEvidence) (wire.
 	if err != nil {
 		return wire.ReleaseAnswer{}, err
 	}
-	d, err := c.decide(ctx, ev, cr, logged)
+	d, approvedBy, err := c.decide(ctx, ev, cr, logged)
 	if err != nil {
 		return wire.ReleaseAnswer{}, err
 	}
+	cr.approvedBy = approvedBy
 	out := wire.ReleaseAnswer{PolicyRevision: rev, Shares: c.releaseShares(ctx, cr, ev.Shares)}
 	released := 0
 	for _, s := range out.Shares {
@@ -81,6 +82,9 @@ type checkedRequest struct {
 	roster       roster.Roster    // the version in force, verified from the pinned genesis
 	rosterDigest string           // its digest
 	rev          string           // the revision of the policy that decides
+	// approvedBy is when the last approval that counted was made, as the
+	// policy saw it: no share stored later is released (set by decide).
+	approvedBy time.Time
 }
 
 // verifyRequest parses and verifies a release's request and roster chain.
@@ -174,23 +178,25 @@ func (c *Custodian) checkReleaseLogged(ctx context.Context, ev wire.ReleaseEvide
 // expired. A policy that cannot decide is errUnavailable (fail closed: no
 // decision, no share); a denial is a *RefusedError with the policy's
 // reasons and the approvals that did not count for want of the log, and
-// so is an expired request.
-func (c *Custodian) decide(ctx context.Context, ev wire.ReleaseEvidence, cr checkedRequest, logged []bool) (policy.Decision, error) {
+// so is an expired request. It also returns when the last approval that
+// counted was made (policy.ReleaseInput.LastApproval), bounded by
+// policyInput to between the request's filing and now.
+func (c *Custodian) decide(ctx context.Context, ev wire.ReleaseEvidence, cr checkedRequest, logged []bool) (policy.Decision, time.Time, error) {
 	now := c.now().UTC()
 	in, unlogged := policyInput(ev.Approvals, cr, logged, now)
 	d, err := c.policy.DecideRelease(ctx, in)
 	if err != nil {
-		return policy.Decision{}, fmt.Errorf("%w: policy: %v", errUnavailable, err)
+		return policy.Decision{}, time.Time{}, fmt.Errorf("%w: policy: %v", errUnavailable, err)
 	}
 	if !d.Allow {
 		reasons := append(d.Reasons, unlogged...)
 		c.log.Warn("release refused", "custodian", c.cfg.Name, "request_id", cr.req.ID, "reasons", reasons, "policy_revision", cr.rev)
-		return policy.Decision{}, &RefusedError{Reasons: reasons, PolicyRevision: cr.rev}
+		return policy.Decision{}, time.Time{}, &RefusedError{Reasons: reasons, PolicyRevision: cr.rev}
 	}
 	if !now.Before(cr.req.ExpiresAt) {
-		return policy.Decision{}, &RefusedError{Reasons: []string{"the request has expired"}, PolicyRevision: cr.rev}
+		return policy.Decision{}, time.Time{}, &RefusedError{Reasons: []string{"the request has expired"}, PolicyRevision: cr.rev}
 	}
-	return d, nil
+	return d, in.LastApproval(), nil
 }
 
 // policyInput is what the policy sees of a release at now: the request as

@@ -21,6 +21,7 @@ const (
 	msgNoSuchShare     = "this custodian holds no such share (never stored, or destroyed)"
 	msgStoreDown       = "the custodian's store is unavailable"
 	msgAlreadyReleased = "this share was already released for this request"
+	msgStoredLater     = "the share was stored after the request was approved, or after its first release"
 	msgNotSealed       = "the share could not be sealed to the recipient"
 )
 
@@ -87,7 +88,7 @@ func (c *Custodian) releaseShares(ctx context.Context, cr checkedRequest, refs [
 		}
 		return ans.out
 	}
-	pending, again := checkShares(cr.req, refs, c.readEntries(ctx, refs), prior.shares, ans)
+	pending, again := checkShares(cr.req, refs, c.readEntries(ctx, refs), prior.shares, releaseCutoff(cr, prior), ans)
 	c.answerAgain(ctx, c.store, cr, prior.shares, again, ans)
 	if len(pending) == 0 {
 		return ans.out
@@ -102,6 +103,19 @@ func (c *Custodian) releaseShares(ctx context.Context, cr checkedRequest, refs [
 		}
 	}
 	return ans.out
+}
+
+// releaseCutoff is the latest time a share not yet released for this
+// request may have been stored: when its last counted approval was made,
+// or, if earlier, when this custodian first recorded a release of it. A
+// request approved for what existed then cannot release an escrow stored
+// since, however long it stays open.
+func releaseCutoff(cr checkedRequest, prior releases) time.Time {
+	cutoff := cr.approvedBy
+	if prior.records > 0 && prior.first.Before(cutoff) {
+		cutoff = prior.first
+	}
+	return cutoff
 }
 
 // entryRead is one deposit entry read for a release.
@@ -144,10 +158,12 @@ func (c *Custodian) readEntries(ctx context.Context, refs []wire.ShareRef) map[s
 // custodian's records (not_found otherwise, or if its record is
 // unreadable), of a conversation in the request's scope and stored within
 // its window (not_in_scope), and not asked for earlier in this call
-// (already_released). Each share that fails is answered in ans; nothing
-// is written.
+// (already_released); and a share not released before must have been
+// stored no later than cutoff (not_in_scope), so that a request releases
+// what existed when it was approved, never an escrow stored since. Each
+// share that fails is answered in ans; nothing is written.
 func checkShares(req approval.Request, refs []wire.ShareRef, entries map[string]entryRead, already map[string]releasedShare,
-	ans shareAnswers) (pending, again []pendingShare) {
+	cutoff time.Time, ans shareAnswers) (pending, again []pendingShare) {
 	seen := map[string]bool{}
 	for i, ref := range refs {
 		e := entries[ref.Locator]
@@ -183,6 +199,10 @@ func checkShares(req approval.Request, refs []wire.ShareRef, entries map[string]
 		p := pendingShare{i: i, rec: rec, stored: stored}
 		if _, ok := already[ref.EscrowID]; ok {
 			again = append(again, p)
+			continue
+		}
+		if stored.After(cutoff) {
+			ans.fail(i, codeNotInScope, msgStoredLater)
 			continue
 		}
 		pending = append(pending, p)

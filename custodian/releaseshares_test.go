@@ -45,9 +45,16 @@ func TestCheckShares(t *testing.T) {
 	in, out := shares.FormatTime(from.Add(time.Hour)), shares.FormatTime(to.Add(time.Second))
 	id := func() string { return uuid.NewString() }
 	ok, ok2, released, missing, garbled, badTime, otherConv, early, late, outAndReleased := id(), id(), id(), id(), id(), id(), id(), id(), id(), id()
+	// The request was approved (or first released) at noon: shares stored
+	// since are not its to release, unless it released them already.
+	cutoff := from.Add(12 * time.Hour)
+	since, sinceAndReleased := id(), id()
 	entry := map[string]any{
-		ok:             recordJSON(t, record{EscrowID: ok, ConversationID: "conv-a", KeyID: "e1", StoredAt: in}),
-		ok2:            recordJSON(t, record{EscrowID: ok2, ConversationID: "conv-b", KeyID: "e1", StoredAt: shares.FormatTime(to)}),
+		ok:    recordJSON(t, record{EscrowID: ok, ConversationID: "conv-a", KeyID: "e1", StoredAt: in}),
+		ok2:   recordJSON(t, record{EscrowID: ok2, ConversationID: "conv-b", KeyID: "e1", StoredAt: shares.FormatTime(cutoff)}),
+		since: recordJSON(t, record{EscrowID: since, ConversationID: "conv-b", KeyID: "e2", StoredAt: shares.FormatTime(cutoff.Add(time.Microsecond))}),
+		sinceAndReleased: recordJSON(t, record{EscrowID: sinceAndReleased, ConversationID: "conv-b", KeyID: "e3",
+			StoredAt: shares.FormatTime(cutoff.Add(time.Hour))}),
 		released:       recordJSON(t, record{EscrowID: released, ConversationID: "conv-a", StoredAt: in}),
 		garbled:        "{",
 		badTime:        recordJSON(t, record{EscrowID: badTime, ConversationID: "conv-a", StoredAt: "yesterday"}),
@@ -64,7 +71,7 @@ func TestCheckShares(t *testing.T) {
 		gone:    {err: errNoRecord},
 		down:    {err: errors.New("vault: connection refused")},
 	}
-	already := map[string]releasedShare{released: {kept: "k"}, outAndReleased: {kept: "k"}}
+	already := map[string]releasedShare{released: {kept: "k"}, outAndReleased: {kept: "k"}, sinceAndReleased: {kept: "k"}}
 	notFound := wire.ItemError{Code: codeNotFound, Message: msgNoSuchShare}
 	unreadable := wire.ItemError{Code: codeNotFound, Message: "the share's record is unreadable"}
 	window := wire.ItemError{Code: codeNotInScope, Message: "the share was stored outside the request's window"}
@@ -87,13 +94,15 @@ func TestCheckShares(t *testing.T) {
 		{wire.ShareRef{EscrowID: released, Locator: deposit}, nil},
 		{wire.ShareRef{EscrowID: ok, Locator: deposit}, &wire.ItemError{Code: codeAlreadyReleased, Message: msgAlreadyReleased}},
 		{wire.ShareRef{EscrowID: ok2, Locator: deposit}, nil},
+		{wire.ShareRef{EscrowID: since, Locator: deposit}, &wire.ItemError{Code: codeNotInScope, Message: msgStoredLater}},
+		{wire.ShareRef{EscrowID: sinceAndReleased, Locator: deposit}, nil},
 	}
 	refs := make([]wire.ShareRef, len(cases))
 	for i, c := range cases {
 		refs[i] = c.ref
 	}
 	ans := newShareAnswers(refs, nil)
-	pending, again := checkShares(req, refs, entries, already, ans)
+	pending, again := checkShares(req, refs, entries, already, cutoff, ans)
 
 	var passed []int
 	for i, c := range cases {
@@ -115,7 +124,7 @@ func TestCheckShares(t *testing.T) {
 		got = append(got, p.i)
 		want, _ := time.Parse(shares.TimeLayout, in)
 		if p.i == 14 {
-			want = to
+			want = cutoff
 		}
 		if p.rec.EscrowID != refs[p.i].EscrowID || !p.stored.Equal(want) || p.ready {
 			t.Errorf("pending %+v", p)
@@ -123,12 +132,12 @@ func TestCheckShares(t *testing.T) {
 	}
 	for _, p := range again {
 		got = append(got, p.i)
-		if p.rec.EscrowID != released || p.ready {
+		if (p.rec.EscrowID != released && p.rec.EscrowID != sinceAndReleased) || p.ready {
 			t.Errorf("again %+v", p)
 		}
 	}
 	slices.Sort(got)
-	if !slices.Equal(got, passed) || !slices.Equal(got, []int{0, 12, 14}) || len(again) != 1 {
+	if !slices.Equal(got, passed) || !slices.Equal(got, []int{0, 12, 14, 16}) || len(again) != 2 {
 		t.Errorf("pending shares and again %v (%d again), want %v", got, len(again), passed)
 	}
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/google/uuid"
 	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/mediatorhq/mediator/shares"
 )
 
 // store is the custodian's record in its own Vault KV v2 mount, under its
@@ -184,6 +186,7 @@ type releaseRecord struct {
 // releases is what a request's release records say.
 type releases struct {
 	records int                      // how many there are
+	first   time.Time                // the earliest record's time, when there is one
 	shares  map[string]releasedShare // each escrow id released for the request
 }
 
@@ -215,6 +218,9 @@ func (s *store) released(ctx context.Context, requestID string) (releases, error
 		}
 		for id, h := range r.Receipts {
 			out.shares[id] = releasedShare{digest: r.RequestDigest, receipt: h, kept: r.Kept.holding(id)}
+		}
+		if at, err := time.Parse(shares.TimeLayout, r.At); err == nil && (out.first.IsZero() || at.Before(out.first)) {
+			out.first = at
 		}
 	}
 	return out, nil

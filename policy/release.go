@@ -23,6 +23,21 @@ type ReleaseInput struct {
 	Approvals []ReleaseApproval `json:"approvals"`
 }
 
+// LastApproval is when the last approval that can count was made: one
+// whose signature verified, by an approver active in the roster in force,
+// to approve (zero without one). A request releases only the escrows
+// stored by then: what existed when it was approved. Approval times are
+// the mediator's record; the signature does not cover them.
+func (in ReleaseInput) LastApproval() time.Time {
+	var last time.Time
+	for _, a := range in.Approvals {
+		if a.SignatureVerified && a.ApproverActive && a.Decision == "approve" && a.ApprovedAt.After(last) {
+			last = a.ApprovedAt
+		}
+	}
+	return last
+}
+
 // ReleaseRequest is what the policy sees of a request.
 type ReleaseRequest struct {
 	ID           string       `json:"id"`
