@@ -73,3 +73,23 @@ func custodianCall(ctx context.Context, httpClient *http.Client, method, base, p
 	}
 	return nil
 }
+
+// SendVeto delivers an approver's signed deny vote to the custodian
+// serving at custodianURL (its POST /v1/vetoes, which needs no
+// credential: the vote authenticates itself with the approver's key in
+// the roster chain it carries) and returns the record the custodian
+// holds. A custodian that does not record it answers an *Error: code
+// veto_bad_signature, veto_not_approver, veto_not_canonical,
+// veto_not_deny, veto_conflict, or a roster chain's code
+// (roster_rollback, roster_unverified, roster_missing). httpClient may be
+// nil.
+//
+// Cost: one POST carrying the chain and the canonical request.
+func SendVeto(ctx context.Context, httpClient *http.Client, custodianURL string, veto wire.Veto) (wire.VetoRecorded, error) {
+	body, err := json.Marshal(veto)
+	if err != nil {
+		return wire.VetoRecorded{}, fmt.Errorf("client: encode the veto: %w", err)
+	}
+	var out wire.VetoRecorded
+	return out, custodianCall(ctx, httpClient, http.MethodPost, custodianURL, "/v1/vetoes", body, &out)
+}

@@ -28,6 +28,8 @@ type Metrics struct {
 	rosterRefusedC prometheus.Counter
 	logRefusedC    prometheus.Counter
 	officerRefC    prometheus.Counter
+	vetoes         *prometheus.CounterVec
+	vetoWithheldC  prometheus.Counter
 	rosterVersionG prometheus.Gauge
 	requests       *prometheus.CounterVec
 	vault          *vaultclient.Metrics
@@ -76,6 +78,14 @@ func NewMetrics() *Metrics {
 			Name: "mediator_custodian_officer_refused_total",
 			Help: "Release calls refused because the request was not signed by an officer of the roster in force (a recipient key or scope the officer did not choose).",
 		}),
+		vetoes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mediator_custodian_vetoes_total",
+			Help: "Deny votes delivered directly (POST /v1/vetoes), by outcome: recorded, already_recorded, refused (bad signature, not an approver, not a canonical request, roster refused), error.",
+		}, []string{"outcome"}),
+		vetoWithheldC: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mediator_custodian_veto_withheld_total",
+			Help: "Release calls refused while a deny vote delivered to this custodian directly was not in the evidence: a mediator withholding a veto, or one that never heard of it.",
+		}),
 		rosterVersionG: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mediator_custodian_roster_version",
 			Help: "The newest roster version this custodian has verified from its pinned genesis.",
@@ -85,7 +95,7 @@ func NewMetrics() *Metrics {
 			Help: "API calls by route and status code.",
 		}, []string{"route", "code"}),
 	}
-	reg.MustRegister(m.shares, m.releases, m.releaseTime, m.sharesOut, m.lifecycleOps, m.policyRefused, m.rosterRefusedC, m.logRefusedC, m.officerRefC, m.rosterVersionG, m.requests,
+	reg.MustRegister(m.shares, m.releases, m.releaseTime, m.sharesOut, m.lifecycleOps, m.policyRefused, m.rosterRefusedC, m.logRefusedC, m.officerRefC, m.vetoes, m.vetoWithheldC, m.rosterVersionG, m.requests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.vault = vaultclient.NewMetrics(reg)
 	return m
@@ -159,5 +169,28 @@ func (m *Metrics) logRefused() {
 func (m *Metrics) officerRefused() {
 	if m != nil {
 		m.officerRefC.Inc()
+	}
+}
+
+// veto counts a delivered veto by its outcome: status when recorded, else
+// refused (the caller's fault) or error.
+func (m *Metrics) veto(status string, err error) {
+	if m == nil {
+		return
+	}
+	var re *RosterError
+	_, bad := invalid.As(err)
+	switch {
+	case errors.As(err, &re) || bad:
+		status = "refused"
+	case err != nil:
+		status = "error"
+	}
+	m.vetoes.WithLabelValues(status).Inc()
+}
+
+func (m *Metrics) vetoWithheld() {
+	if m != nil {
+		m.vetoWithheldC.Inc()
 	}
 }

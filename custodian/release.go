@@ -25,7 +25,9 @@ const maxReleaseShares = 10000
 //     holds the newest version it has seen; each approval counts only if
 //     it verifies with an approver's key in the chain's last version,
 //     with the roles given there;
-//   - its own release policy decides, and must allow;
+//   - its own release policy decides, and must allow; it sees every deny
+//     vote an approver delivered to this custodian directly (RecordVeto),
+//     whether or not the evidence carries it;
 //   - each share must be in its own records, of a conversation in the
 //     request's scope, stored within the scope's window; it is sealed at
 //     most once per request (a write-once record per request and escrow),
@@ -175,7 +177,9 @@ func (c *Custodian) checkReleaseLogged(ctx context.Context, ev wire.ReleaseEvide
 
 // decide asks this custodian's own release policy. When it returns
 // without error, the policy allowed the release and the request has not
-// expired. A policy that cannot decide is errUnavailable (fail closed: no
+// expired; the policy saw, besides the evidence's approvals, every deny
+// vote delivered to this custodian directly for the request (addVetoes),
+// so a veto the evidence withholds refuses the release all the same. A policy that cannot decide is errUnavailable (fail closed: no
 // decision, no share); a denial is a *RefusedError with the policy's
 // reasons and the approvals that did not count for want of the log, and
 // so is an expired request. It also returns when the last approval that
@@ -183,13 +187,22 @@ func (c *Custodian) checkReleaseLogged(ctx context.Context, ev wire.ReleaseEvide
 // policyInput to between the request's filing and now.
 func (c *Custodian) decide(ctx context.Context, ev wire.ReleaseEvidence, cr checkedRequest, logged []bool) (policy.Decision, time.Time, error) {
 	now := c.now().UTC()
+	vetoes, err := c.recordedVetoes(ctx, cr.req.ID)
+	if err != nil {
+		return policy.Decision{}, time.Time{}, err
+	}
 	in, unlogged := policyInput(ev.Approvals, cr, logged, now)
+	withheld := addVetoes(&in, vetoes, cr, ev.Approvals)
 	d, err := c.policy.DecideRelease(ctx, in)
 	if err != nil {
 		return policy.Decision{}, time.Time{}, fmt.Errorf("%w: policy: %v", errUnavailable, err)
 	}
 	if !d.Allow {
-		reasons := append(d.Reasons, unlogged...)
+		if len(withheld) > 0 {
+			c.log.Warn("release refused: a veto on record is not in the evidence", "custodian", c.cfg.Name, "request_id", cr.req.ID, "withheld", withheld)
+			c.metrics.vetoWithheld()
+		}
+		reasons := append(append(d.Reasons, unlogged...), withheld...)
 		c.log.Warn("release refused", "custodian", c.cfg.Name, "request_id", cr.req.ID, "reasons", reasons, "policy_revision", cr.rev)
 		return policy.Decision{}, time.Time{}, &RefusedError{Reasons: reasons, PolicyRevision: cr.rev}
 	}

@@ -25,8 +25,9 @@ const maxBody = 16 << 20
 // Handler returns the custodian's HTTP API. Every route and who may call it
 // is listed here: the public key document and health are public; the
 // coordinator's calls need the mediator's token; rewrap and metrics need
-// the operator's. The roster routes are public: a pushed chain verifies
-// from the pinned genesis or is refused.
+// the operator's. The roster and veto routes are public: a pushed chain
+// verifies from the pinned genesis, and a deny vote with the approver's
+// key in it, or they are refused.
 func (c *Custodian) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(c.accessLog)
@@ -52,6 +53,9 @@ func (c *Custodian) Handler() http.Handler {
 	// push a newer version, which is verified from the pinned genesis.
 	r.Post("/v1/roster", c.pushRoster)
 	r.Get("/v1/roster/status", c.rosterStatus)
+	// Deny votes: public, as a vote authenticates itself; an approver's
+	// tool delivers it here so that the mediator cannot withhold it.
+	r.Post("/v1/vetoes", c.postVeto)
 	// C2SP tlog-witness: public, as the protocol is; a checkpoint counts
 	// only if the log's key signed it and it extends what was cosigned.
 	if c.witness != nil {

@@ -29,6 +29,8 @@ import (
 //	<prefix>/fresh/<unix-nanos>-<uuid>     shares released within their abort window by one call, written once
 //	<prefix>/destroyed/<escrow>            a share destroyed or aborted, written once
 //	<prefix>/holds/<hold>                  a legal hold; <prefix>/hold-releases/<hold> its release
+//	<prefix>/vetoes/<request>/<approver>   an approver's deny vote delivered directly, written once
+//	                                       (the approver's id in unpadded base64url)
 //
 // Every record is written with check-and-set 0, so Vault itself refuses to
 // overwrite one; a deposit entry is only ever rewritten to remove a share

@@ -186,3 +186,33 @@ type CustodianRoster struct {
 	Version   uint64 `json:"version"`
 	Digest    string `json:"digest"`
 }
+
+// Veto is POST /v1/vetoes on a custodian: an approver's deny vote on a
+// request, delivered by the approver's own tool rather than through the
+// mediator, so that a mediator that withholds it cannot hide it. It
+// authenticates itself: the custodian parses the request's id and digest
+// from Canonical, verifies Roster from the genesis it pins (as a pushed
+// chain), and the Signature over approval.Message(id, digest, "deny",
+// ApproverID) with ApproverID's key in the version it then holds.
+type Veto struct {
+	Roster     []roster.Signed `json:"roster"`
+	Canonical  []byte          `json:"canonical"`
+	ApproverID string          `json:"approver_id"`
+	Decision   string          `json:"decision"`
+	Signature  []byte          `json:"signature"`
+}
+
+// VetoRecorded is a custodian's answer to a Veto it holds on record:
+// Status "recorded" when this call wrote it, "already_recorded" when an
+// earlier one did (the record is written once). From then on the
+// custodian refuses every release of RequestID while ApproverID's key in
+// the roster in force verifies the vote.
+type VetoRecorded struct {
+	Custodian     string    `json:"custodian"`
+	Status        string    `json:"status"`
+	RequestID     string    `json:"request_id"`
+	Digest        string    `json:"digest"`
+	ApproverID    string    `json:"approver_id"`
+	RecordedAt    time.Time `json:"recorded_at"`
+	RosterVersion uint64    `json:"roster_version"`
+}
