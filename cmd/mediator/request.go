@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -275,13 +276,14 @@ func parseWithID(fs *flagSet, args []string) (string, error) {
 
 // requestApprove verifies a request on this machine (its bytes, digest,
 // officer's signature and the roster from the pinned genesis), shows
-// every field it signs, asks, and only then signs and submits the vote.
+// every field it signs, asks, and only then signs and submits the vote;
+// a deny it also delivers to every custodian itself (denyAtCustodians).
 func requestApprove(ctx context.Context, c *call, args []string) error {
 	var cl clientOptions
 	var genesis string
 	fs := c.newFlags(reviewSettings(&cl, &genesis)...)
 	keyFile := fs.String("key", "", "your approver key file (from mediator keygen --approver)")
-	deny := fs.Bool("deny", false, "vote to deny instead of approve")
+	deny := fs.Bool("deny", false, "vote to deny instead of approve; the deny is also delivered to every custodian of the verified roster directly")
 	yes := fs.Bool("yes", false, "sign without asking (for scripts that checked the request); without a terminal and without --yes nothing is signed")
 	expect := fs.String("expect-digest", "", "refuse unless the request's digest is this sha256:… (given to you out of band)")
 	id, err := parseWithID(fs, args)
@@ -331,10 +333,38 @@ func requestApprove(ctx context.Context, c *call, args []string) error {
 		return fmt.Errorf("request approve: %w", err)
 	}
 	out, err := cli.Sign(ctx, review, decision, me.Subject, priv)
+	if decision == approval.Deny {
+		if vetoed := denyAtCustodians(ctx, c, cli, genesis, review, me.Subject, priv, err); vetoed && err != nil {
+			return nil
+		}
+	}
 	if err != nil {
 		return err
 	}
 	return printJSON(c.stdout, out)
+}
+
+// denyAtCustodians delivers a deny vote to every custodian directly
+// (deliverVeto), whatever the mediator answered (signErr): a mediator that
+// refuses or withholds the vote cannot keep it from them. It reports on
+// stderr, and returns whether any custodian holds the vote. The command
+// exits 0 when the mediator or at least one custodian recorded the deny:
+// that custodian refuses its share from then on, and a run again
+// delivers it to the others; it fails only when no one recorded it.
+func denyAtCustodians(ctx context.Context, c *call, cli *client.Client, genesis string, review client.Review, approverID string, priv ed25519.PrivateKey, signErr error) bool {
+	fmt.Fprintln(c.stderr, "delivering your deny to every custodian directly, so that the mediator cannot withhold it:")
+	n, total, err := deliverVeto(ctx, c.stderr, cli, genesis, review, approverID, priv)
+	if err != nil {
+		fmt.Fprintf(c.stderr, "WARNING: your deny was not delivered to the custodians: %v\n", err)
+	}
+	if n < total {
+		fmt.Fprintf(c.stderr, "WARNING: your deny is on record at %d of %d custodians; one without it gives its share if a mediator withholds your deny: run mediator request approve %s --deny again\n",
+			n, total, review.Request.ID)
+	}
+	if signErr != nil && n > 0 {
+		fmt.Fprintf(c.stderr, "WARNING: the mediator did not record your deny (%v); the %d custodians that hold it refuse the release\n", signErr, n)
+	}
+	return n > 0
 }
 
 // showReview prints a request as verified on this machine: every field

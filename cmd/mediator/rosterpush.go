@@ -59,20 +59,9 @@ func pushTargets(versions ...*roster.Roster) []pushTarget {
 func pushChain(ctx context.Context, stdout, stderr io.Writer, chain []roster.Signed, targets []pushTarget) int {
 	want := uint64(len(chain))
 	digest := roster.Digest(chain[len(chain)-1].Roster)
-	hc := &http.Client{Timeout: pushTimeout}
-	type result struct {
-		ans wire.CustodianRoster
-		err error
-	}
-	results := make([]result, len(targets))
-	var wg sync.WaitGroup
-	for i, t := range targets {
-		wg.Go(func() {
-			ans, err := client.PushRoster(ctx, hc, t.url, chain)
-			results[i] = result{ans, err}
-		})
-	}
-	wg.Wait()
+	results := callCustodians(ctx, targets, func(ctx context.Context, hc *http.Client, url string) (wire.CustodianRoster, error) {
+		return client.PushRoster(ctx, hc, url, chain)
+	})
 	failed := 0
 	for i, t := range targets {
 		r := results[i]
@@ -98,6 +87,30 @@ func pushChain(ctx context.Context, stdout, stderr io.Writer, chain []roster.Sig
 			failed, len(targets), want)
 	}
 	return failed
+}
+
+// custodianResult is one custodian's answer to a call, or the error.
+type custodianResult[T any] struct {
+	ans T
+	err error
+}
+
+// callCustodians calls call for every target at once, each call bounded
+// by pushTimeout, and returns the results in the order of targets. It
+// waits for every call: a custodian that does not answer holds up the
+// others by pushTimeout at most.
+func callCustodians[T any](ctx context.Context, targets []pushTarget, call func(ctx context.Context, hc *http.Client, url string) (T, error)) []custodianResult[T] {
+	hc := &http.Client{Timeout: pushTimeout}
+	results := make([]custodianResult[T], len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Go(func() {
+			ans, err := call(ctx, hc, t.url)
+			results[i] = custodianResult[T]{ans, err}
+		})
+	}
+	wg.Wait()
+	return results
 }
 
 // adoptedChain is the chain that holds the version cp names, adopted by
