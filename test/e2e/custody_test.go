@@ -642,6 +642,9 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 		chapterWithheldRemoval(t, withheldRemoval{in: in, db: db, genesis: genesisDigest, keys: keys, remotes: remotes,
 			genuineChain: genuineChain.Chain, grab: grab, secretRefs: secretRefs})
 	})
+	step(t, "the mediator withholds a deny vote: every custodian refuses the release", func(t *testing.T) {
+		chapterWithheldVeto(t, withheldVeto{in: in, db: db, genesis: genesisDigest, remotes: remotes, secretRefs: secretRefs})
+	})
 }
 
 func countSecretReleases(t *testing.T, db *pgx.Conn) int {

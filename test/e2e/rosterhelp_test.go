@@ -25,12 +25,19 @@ func e2eApprovers() (map[string]ed25519.PrivateKey, []roster.Approver) {
 	keys := map[string]ed25519.PrivateKey{}
 	var listed []roster.Approver
 	for _, a := range [][2]string{{"lena", "legal"}, {"sam", "security"}} {
-		seed := sha256.Sum256([]byte("e2e approver " + a[0]))
-		keys[a[0]] = ed25519.NewKeyFromSeed(seed[:])
+		keys[a[0]] = e2eApproverKey(a[0])
 		listed = append(listed, roster.Approver{ID: a[0], Roles: []string{a[1]}, PublicKey: keys[a[0]].Public().(ed25519.PublicKey)})
 	}
 	listed = append(listed, roster.Approver{ID: "olga", Roles: []string{roster.RoleOfficer}, PublicKey: e2eOfficerKey().Public().(ed25519.PublicKey)})
 	return keys, listed
+}
+
+// e2eApproverKey is approver id's fixed signing key: a chapter that adds
+// an approver to the roster and a later one that has them sign derive
+// the same key.
+func e2eApproverKey(id string) ed25519.PrivateKey {
+	seed := sha256.Sum256([]byte("e2e approver " + id))
+	return ed25519.NewKeyFromSeed(seed[:])
 }
 
 // e2eOfficerKey is the officer olga's fixed signing key.
