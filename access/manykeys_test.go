@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
@@ -76,7 +77,7 @@ func (w *world) depositMany(tb testing.TB, convo string, n int) map[string][]byt
 // number of keys. Escrowing, filing and approving are not timed; run it
 // with -benchtime 1x. It reports release-s (the mediator's release: every
 // custodian's checks and sealing, the shares kept and logged) and open-s
-// (the client) apart.
+// (the client) apart, and answer-MB, the size of the officer's answer.
 func BenchmarkRelease10001(b *testing.B) {
 	n := 10001
 	if v := os.Getenv("MEDIATOR_BENCH_RELEASE_KEYS"); v != "" {
@@ -91,6 +92,7 @@ func BenchmarkRelease10001(b *testing.B) {
 	w.depositMany(b, "conv-many", n)
 	b.Logf("%d keys escrowed in %v", n, time.Since(t0).Round(time.Millisecond))
 	var releaseTime, openTime time.Duration
+	var answerBytes int // the officer's answer, as JSON
 	for b.Loop() {
 		b.StopTimer()
 		d, recipient := draft(b, w.clock.now(), "conv-many")
@@ -115,7 +117,15 @@ func BenchmarkRelease10001(b *testing.B) {
 		}
 		releaseTime += t1.Sub(t0)
 		openTime += time.Since(t1)
+		b.StopTimer()
+		answer, err := json.Marshal(rel.Answer())
+		if err != nil {
+			b.Fatal(err)
+		}
+		answerBytes = len(answer)
+		b.StartTimer()
 	}
 	b.ReportMetric(releaseTime.Seconds()/float64(b.N), "release-s")
 	b.ReportMetric(openTime.Seconds()/float64(b.N), "open-s")
+	b.ReportMetric(float64(answerBytes)/1e6, "answer-MB")
 }
