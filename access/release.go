@@ -313,7 +313,9 @@ func (s *Service) keepAnswer(ctx context.Context, r Request, recipientKey string
 		down := false
 		for _, id := range slices.Sorted(maps.Keys(a.Items)) {
 			item := a.Items[id]
-			if item.Code == "unavailable" {
+			// Unavailable, or left for another call: asked for again by
+			// the next release call, not refused.
+			if item.Code == "unavailable" || item.Code == "too_many_in_call" {
 				down = true
 				continue
 			}

@@ -79,6 +79,13 @@ func newWorld(t testing.TB) *world { return newWorldWith(t, dev.CustodianOptions
 // own policy).
 func newWorldWith(t testing.TB, opts dev.CustodianOptions) *world {
 	t.Helper()
+	return newWorldOf(t, opts, escrow.Config{})
+}
+
+// newWorldOf is newWorldWith with the escrow service configured as
+// escCfg (such as a small release chunk); its rows are the world's.
+func newWorldOf(t testing.TB, opts dev.CustodianOptions, escCfg escrow.Config) *world {
+	t.Helper()
 	ctx := context.Background()
 	pool := testdb.Pool(t, env)
 	keys := map[string]ed25519.PrivateKey{}
@@ -91,7 +98,8 @@ func newWorldWith(t testing.TB, opts dev.CustodianOptions) *world {
 	cs := custodians.Start(t, env, opts)
 	logStore := audit.NewTxAppender()
 	rows := escrow.NewPGRows(pool, logStore)
-	esc := cs.Escrow(t, rows, rows)
+	escCfg.Deposits, escCfg.Lifecycle = rows, rows
+	esc := cs.EscrowWith(t, escCfg)
 	engine, err := policy.NewReloader(ctx, "", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -19,7 +19,8 @@ import (
 // the 512 KiB a Consul backend and the 1 MiB integrated storage (Raft)
 // allow one Vault entry by default, and far under Vault's 32 MiB request
 // limit. With ML-KEM a share's answer is about 2.5 KB, so an entry holds
-// about 100 and a release of 10,000 shares takes about 100 entries.
+// about 100 and a release call of 1,000 shares (the mediator's chunk)
+// about 10 entries, one of 10,000 (the most a call answers) about 100.
 const keptEntryBytes = 256 << 10
 
 // keptEntry names one kept entry of a release record and the first escrow

@@ -56,7 +56,7 @@ func NewMetrics() *Metrics {
 		}),
 		sharesOut: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mediator_custodian_shares_released_total",
-			Help: "Shares asked for in releases, by outcome: released, released_again (the kept answer of an earlier call), not_found, not_in_scope, already_released, unavailable.",
+			Help: "Shares asked for in releases, by outcome: released, released_again (the kept answer of an earlier call), not_found, not_in_scope, already_released, unavailable, too_many_in_call (past the most one call answers).",
 		}, []string{"outcome"}),
 		lifecycleOps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mediator_custodian_lifecycle_total",

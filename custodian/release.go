@@ -13,7 +13,12 @@ import (
 	"github.com/mediatorhq/mediator/wire"
 )
 
-// maxReleaseShares bounds the shares one release call asks for.
+// maxReleaseShares bounds the shares one release call answers, and so
+// what one call holds in memory and writes (with ML-KEM about 25 MB of
+// answers): a call asking for more is not refused, its first
+// maxReleaseShares are answered and each of the rest gets the item error
+// too_many_in_call, to be asked for again in another call. The mediator
+// asks in chunks well under it (escrow.DefaultReleaseChunk).
 const maxReleaseShares = 10000
 
 // Release checks a release for itself and re-seals each share asked for to
@@ -35,7 +40,10 @@ const maxReleaseShares = 10000
 //     the same sealed bytes and receipt, kept beside that record.
 //
 // A refusal of the whole release is a *RefusedError with reasons; a share
-// that fails its own checks gets an item error and the others go on.
+// that fails its own checks gets an item error and the others go on. A
+// call never fails for the number of shares it asks for (beyond none):
+// those past the first maxReleaseShares are answered too_many_in_call, so
+// that no number of escrows under one conversation can block its release.
 func (c *Custodian) Release(ctx context.Context, ev wire.ReleaseEvidence) (wire.ReleaseAnswer, error) {
 	start := c.now()
 	ans, err := c.release(ctx, ev)
@@ -48,8 +56,12 @@ func (c *Custodian) Release(ctx context.Context, ev wire.ReleaseEvidence) (wire.
 // decide; only then are the shares checked and given out, one by one.
 func (c *Custodian) release(ctx context.Context, ev wire.ReleaseEvidence) (wire.ReleaseAnswer, error) {
 	rev := c.policy.Revision()
-	if len(ev.Shares) == 0 || len(ev.Shares) > maxReleaseShares {
-		return wire.ReleaseAnswer{}, invalid.Input("shares", fmt.Sprintf("a release asks for 1–%d shares", maxReleaseShares))
+	if len(ev.Shares) == 0 {
+		return wire.ReleaseAnswer{}, invalid.Input("shares", "a release asks for at least one share")
+	}
+	asked, over := ev.Shares, []wire.ShareRef(nil)
+	if len(asked) > maxReleaseShares {
+		asked, over = asked[:maxReleaseShares], asked[maxReleaseShares:]
 	}
 	cr, err := c.verifyRequest(ctx, ev, rev)
 	if err != nil {
@@ -64,7 +76,7 @@ func (c *Custodian) release(ctx context.Context, ev wire.ReleaseEvidence) (wire.
 		return wire.ReleaseAnswer{}, err
 	}
 	cr.approvedBy = approvedBy
-	out := wire.ReleaseAnswer{PolicyRevision: rev, Shares: c.releaseShares(ctx, cr, ev.Shares)}
+	out := wire.ReleaseAnswer{PolicyRevision: rev, Shares: append(c.releaseShares(ctx, cr, asked), c.tooManyInCall(over)...)}
 	released := 0
 	for _, s := range out.Shares {
 		if s.Error == nil {
@@ -72,8 +84,21 @@ func (c *Custodian) release(ctx context.Context, ev wire.ReleaseEvidence) (wire.
 		}
 	}
 	c.log.Info("release checked", "custodian", c.cfg.Name, "request_id", cr.req.ID, "digest", cr.digest, "decision_id", d.ID,
-		"shares_released", released, "shares_refused", len(ev.Shares)-released, "policy_revision", rev)
+		"shares_released", released, "shares_refused", len(asked)-released, "shares_not_answered", len(over), "policy_revision", rev)
 	return out, nil
+}
+
+// tooManyInCall answers each share past a call's first maxReleaseShares
+// with too_many_in_call, counted: nothing about it was checked, read or
+// written, and the caller may ask for it again in another call.
+func (c *Custodian) tooManyInCall(over []wire.ShareRef) []wire.CustodianShare {
+	out := make([]wire.CustodianShare, len(over))
+	for i, ref := range over {
+		out[i] = wire.CustodianShare{EscrowID: ref.EscrowID, Error: &wire.ItemError{Code: codeTooManyInCall,
+			Message: fmt.Sprintf("a release call is answered for its first %d shares; ask for this one in another call", maxReleaseShares)}}
+		c.metrics.shareReleased(codeTooManyInCall)
+	}
+	return out
 }
 
 // checkedRequest is a release's request as this custodian verified it:

@@ -18,8 +18,10 @@ import (
 	"github.com/mediatorhq/mediator/wire"
 )
 
-// maxBody bounds a request body: a release of 10,000 shares, or a store
-// call of 1,024 sealed shares, fits well within it.
+// maxBody bounds a request body: a store call of 1,024 sealed shares, or
+// a release call of 10,000 shares (the most it answers, maxReleaseShares),
+// fits well within it; a release call of more than about 150,000 shares
+// (some 100 bytes each) does not and is refused 413 as a whole.
 const maxBody = 16 << 20
 
 // Handler returns the custodian's HTTP API. Every route and who may call it

@@ -22,7 +22,7 @@ func TestErrorAnswersAreTheEnvelope(t *testing.T) {
 		code, message      string
 		allow              string
 	}{
-		{"POST", "/v1/releases", `{}`, 422, "validation_failed", "a release asks for 1–10000 shares", ""},
+		{"POST", "/v1/releases", `{}`, 422, "validation_failed", "a release asks for at least one share", ""},
 		{"POST", "/v1/shares", `{"shares":[]}`, 422, "validation_failed", "a store call carries 1–1024 shares", ""},
 		{"POST", "/v1/holds", `{"hold_id":"../x"}`, 422, "validation_failed", "a hold needs a hold id (a UUID) and a conversation id", ""},
 		{"POST", "/v1/releases", `{"nope":1}`, 400, "bad_request", "body is not the expected JSON object", ""},

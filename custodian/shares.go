@@ -21,6 +21,10 @@ const (
 	codeNotFound        = "not_found"
 	codeNotInScope      = "not_in_scope"
 	codeAlreadyReleased = "already_released"
+	// codeTooManyInCall: the share was past the most one release call
+	// answers (maxReleaseShares); asked for again in another call, it is
+	// answered.
+	codeTooManyInCall = "too_many_in_call"
 )
 
 var commitmentPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)

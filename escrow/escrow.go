@@ -79,7 +79,15 @@ type Service struct {
 	lifecycle LifecycleRows
 	log       *slog.Logger
 	metrics   *Metrics
+	chunk     int // share refs per release call to one custodian
 }
+
+// DefaultReleaseChunk is how many shares a release asks one custodian for
+// in one call: a tenth of the most a custodian answers in one call (10,000),
+// so that an answer (with ML-KEM about 2.5 KB a share, some 2.5 MB) and
+// the release record the custodian writes for it (about 115 KB) stay
+// small, whatever the number of keys in scope.
+const DefaultReleaseChunk = 1000
 
 // Config configures a Service.
 type Config struct {
@@ -93,11 +101,21 @@ type Config struct {
 	Lifecycle LifecycleRows
 	Log       *slog.Logger
 	Metrics   *Metrics // may be nil
+	// ReleaseChunk is how many shares a release asks one custodian for
+	// in one call; 0 means DefaultReleaseChunk.
+	ReleaseChunk int
 }
 
 // New returns a Service.
 func New(cfg Config) (*Service, error) {
-	s := &Service{set: cfg.Set, remotes: cfg.Remotes, deposits: cfg.Deposits, lifecycle: cfg.Lifecycle, log: cfg.Log, metrics: cfg.Metrics}
+	s := &Service{set: cfg.Set, remotes: cfg.Remotes, deposits: cfg.Deposits, lifecycle: cfg.Lifecycle, log: cfg.Log, metrics: cfg.Metrics,
+		chunk: cfg.ReleaseChunk}
+	if s.chunk < 0 {
+		return nil, errors.New("escrow: ReleaseChunk must not be negative")
+	}
+	if s.chunk == 0 {
+		s.chunk = DefaultReleaseChunk
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

@@ -48,12 +48,27 @@ type CustodianAnswer struct {
 	Items map[string]*wire.ItemError
 }
 
+// itemTooManyInCall is the item error of a share a custodian did not
+// answer because its call asked for more than the custodian answers in
+// one call; it is asked for again in the next.
+const itemTooManyInCall = "too_many_in_call"
+
 // Release asks every custodian that holds a share of escrows (and whose
 // share the caller does not already have: have[escrow][custodian]) to
 // check the release and seal its shares to the request's recipient, all
 // custodians in parallel. It checks every receipt against the custodian's
 // key in the set and against what was asked: the request, its digest, the
 // recipient key, the escrow and the custodian's place.
+//
+// Each custodian is asked in calls of at most the service's release chunk
+// (DefaultReleaseChunk) shares, one call after another, and its answers
+// merged into one CustodianAnswer: however many keys are in scope, no
+// call is larger than a chunk. A custodian that refuses the release, or
+// cannot be reached, is asked no further; the shares it gave before are
+// in its answer beside its Refusal or Err. Shares a custodian leaves
+// unanswered as too many for one call are asked for again, in calls no
+// larger than what it did answer. It makes ⌈n/chunk⌉ calls to a custodian
+// holding n of the shares asked for, when each is answered in full.
 func (s *Service) Release(ctx context.Context, ask ReleaseAsk, escrows []Escrow, have map[string]map[string]bool) []CustodianAnswer {
 	out := make([]CustodianAnswer, len(s.remotes))
 	var wg sync.WaitGroup
@@ -72,37 +87,64 @@ func (s *Service) Release(ctx context.Context, ask ReleaseAsk, escrows []Escrow,
 		if len(refs) == 0 {
 			continue
 		}
-		wg.Go(func() {
-			t0 := time.Now()
-			ans, err := r.Release(ctx, wire.ReleaseEvidence{Canonical: ask.Canonical, OfficerSignature: ask.OfficerSignature, Approvals: ask.Approvals, Roster: ask.Roster, Log: ask.Log[r.Name], Shares: refs})
-			s.metrics.custodian(r.Name, "release", err, time.Since(t0))
-			var refused *RefusedError
-			if errors.As(err, &refused) {
-				out[i].Refusal = refused
-				return
-			}
-			if err != nil {
-				out[i].Err = err
-				return
-			}
-			for _, sh := range ans.Shares {
-				e, asked := byID[sh.EscrowID]
-				switch {
-				case !asked:
-				case sh.Error != nil:
-					out[i].Items[sh.EscrowID] = sh.Error
-				case s.checkReleaseReceipt(sh, i, e, ask) != nil:
-					s.log.Error("a custodian's release receipt does not match what was asked; its share is dropped",
-						"custodian", r.Name, "escrow_id", sh.EscrowID, "request_id", ask.RequestID)
-					out[i].Items[sh.EscrowID] = &wire.ItemError{Code: "bad_receipt", Message: "the receipt does not match what was asked"}
-				default:
-					out[i].Shares[sh.EscrowID] = sh
-				}
-			}
-		})
+		wg.Go(func() { s.releaseFrom(ctx, i, ask, refs, byID, &out[i]) })
 	}
 	wg.Wait()
 	return out
+}
+
+// releaseFrom asks custodian i for the shares refs name, in chunks, one
+// call after another, and merges each answer into out (see Release).
+func (s *Service) releaseFrom(ctx context.Context, i int, ask ReleaseAsk, refs []wire.ShareRef, byID map[string]Escrow, out *CustodianAnswer) {
+	r := s.remotes[i]
+	size := s.chunk
+	for len(refs) > 0 {
+		chunk := refs[:min(size, len(refs))]
+		t0 := time.Now()
+		ans, err := r.Release(ctx, wire.ReleaseEvidence{Canonical: ask.Canonical, OfficerSignature: ask.OfficerSignature, Approvals: ask.Approvals,
+			Roster: ask.Roster, Log: ask.Log[r.Name], Shares: chunk})
+		s.metrics.custodian(r.Name, "release", err, time.Since(t0))
+		var refused *RefusedError
+		if errors.As(err, &refused) {
+			out.Refusal = refused
+			return
+		}
+		if err != nil {
+			out.Err = err
+			return
+		}
+		var again []wire.ShareRef
+		for j, sh := range ans.Shares {
+			e, asked := byID[sh.EscrowID]
+			switch {
+			case !asked || sh.EscrowID != chunk[j].EscrowID:
+				// Remote.Release checked one answer per share; one out of
+				// place is not counted.
+			case sh.Error != nil && sh.Error.Code == itemTooManyInCall:
+				again = append(again, chunk[j])
+			case sh.Error != nil:
+				out.Items[sh.EscrowID] = sh.Error
+			case s.checkReleaseReceipt(sh, i, e, ask) != nil:
+				s.log.Error("a custodian's release receipt does not match what was asked; its share is dropped",
+					"custodian", r.Name, "escrow_id", sh.EscrowID, "request_id", ask.RequestID)
+				out.Items[sh.EscrowID] = &wire.ItemError{Code: "bad_receipt", Message: "the receipt does not match what was asked"}
+			default:
+				out.Shares[sh.EscrowID] = sh
+			}
+		}
+		answered := len(chunk) - len(again)
+		if answered == 0 {
+			// It answered none of them: asking again would not end.
+			for _, ref := range again {
+				out.Items[ref.EscrowID] = &wire.ItemError{Code: itemTooManyInCall, Message: "the custodian answered none of the shares of a call"}
+			}
+			return
+		}
+		if len(again) > 0 {
+			size = answered
+		}
+		refs = append(again, refs[len(chunk):]...)
+	}
 }
 
 // checkReleaseReceipt checks that custodian i signed a release receipt for

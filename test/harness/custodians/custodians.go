@@ -196,11 +196,19 @@ func (s *Set) Stop(i int) {
 // escrows in deposits and their destruction and holds in lifecycle.
 func (s *Set) Escrow(t testing.TB, deposits escrow.DepositRows, lifecycle escrow.LifecycleRows) *escrow.Service {
 	t.Helper()
+	return s.EscrowWith(t, escrow.Config{Deposits: deposits, Lifecycle: lifecycle})
+}
+
+// EscrowWith returns an escrow service configured as cfg, on these
+// custodians (its Set and Remotes are theirs).
+func (s *Set) EscrowWith(t testing.TB, cfg escrow.Config) *escrow.Service {
+	t.Helper()
 	remotes, err := s.File.Remotes()
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := escrow.New(escrow.Config{Set: s.File.Set(), Remotes: remotes, Deposits: deposits, Lifecycle: lifecycle})
+	cfg.Set, cfg.Remotes = s.File.Set(), remotes
+	svc, err := escrow.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,87 @@
+package access
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mediatorhq/mediator/dev"
+	"github.com/mediatorhq/mediator/escrow"
+)
+
+// strictPolicy is a copy of the embedded release policy that asks for
+// three approvals: a custodian running it refuses a release two approved.
+func strictPolicy(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, name := range []string{"release.rego", "data.json"} {
+		b, err := os.ReadFile(filepath.Join("..", "policy", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name == "data.json" {
+			b = []byte(strings.Replace(string(b), `"min_approvals": 2`, `"min_approvals": 3`, 1))
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// TestReleaseInChunks: a release of more keys than the mediator asks one
+// custodian for in one call (here 2, DefaultReleaseChunk in production)
+// asks each custodian in several calls, one after another, and completes
+// with every key; a custodian that refuses the release is asked once, not
+// once per chunk (issue 21: a conversation with many keys still releases).
+func TestReleaseInChunks(t *testing.T) {
+	ctx := context.Background()
+	// custodian-2 is strict: it refuses the release.
+	w := newWorldOf(t, dev.CustodianOptions{PolicyDir: map[int]string{2: strictPolicy(t)}}, escrow.Config{ReleaseChunk: 2})
+	const n = 5
+	keys := map[string][]byte{}
+	for i := range n {
+		keys[fmt.Sprintf("e%d", i)] = w.deposit(t, "conv-a", fmt.Sprintf("e%d", i))
+	}
+	d, recipient := draft(t, w.clock.now(), "conv-a")
+	r, err := w.file(ctx, "olga", d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, who := range []string{"lena", "sam"} {
+		if err := w.vote(t, r, who, "approve"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rel, err := w.svc.Release(ctx, "olga", r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rel.Keys) != n || len(rel.Refusals) != 1 || rel.Refusals[0].Custodian != "custodian-2" {
+		t.Fatalf("release: %d keys, refusals %+v", len(rel.Keys), rel.Refusals)
+	}
+	got := w.openVerified(t, recipient, r, rel)
+	if len(got) != n {
+		t.Fatalf("%d keys opened, want %d", len(got), n)
+	}
+	for _, k := range got {
+		if !bytes.Equal(k.Key, keys[k.KeyID]) {
+			t.Fatalf("key %s differs from the one deposited", k.KeyID)
+		}
+	}
+	for i := range 5 {
+		checked := w.custodians.Counter(i, "mediator_custodian_releases_total", "checked")
+		refused := w.custodians.Counter(i, "mediator_custodian_releases_total", "refused")
+		want := [2]float64{3, 0} // ⌈5/2⌉ calls
+		if i == 1 {
+			want = [2]float64{0, 1}
+		}
+		if checked != want[0] || refused != want[1] {
+			t.Errorf("custodian-%d: %v release calls checked, %v refused; want %v", i+1, checked, refused, want)
+		}
+	}
+}

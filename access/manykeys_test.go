@@ -1,0 +1,131 @@
+package access
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/shares"
+)
+
+// depositMany escrows n fresh keys under convo, concurrently as many
+// depositors' gateways would, and returns them by key id.
+func (w *world) depositMany(tb testing.TB, convo string, n int) map[string][]byte {
+	tb.Helper()
+	const depositors = 16
+	set := w.custodians.SharesSet()
+	keys := make(map[string][]byte, n)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var first error
+	errs := make(chan error, depositors)
+	next := make(chan int)
+	for range depositors {
+		wg.Go(func() {
+			for i := range next {
+				keyID := fmt.Sprintf("key-%06d", i)
+				key := make([]byte, 32)
+				rand.Read(key)
+				commitment, sealed, err := shares.Split(set, convo, keyID, key)
+				if err == nil {
+					_, _, err = w.escrow.Deposit(context.Background(), escrow.DepositRequest{ConversationID: convo, KeyID: keyID,
+						Commitment: commitment, CustodianSet: w.custodians.Digest, Threshold: set.Threshold, Shares: sealed, Depositor: "gw"})
+				}
+				if err != nil {
+					mu.Lock()
+					first = cmp.Or(first, fmt.Errorf("deposit %s: %w", keyID, err))
+					mu.Unlock()
+					errs <- err
+					return
+				}
+				mu.Lock()
+				keys[keyID] = key
+				mu.Unlock()
+			}
+		})
+	}
+	go func() {
+		defer close(next)
+		for i := range n {
+			select {
+			case next <- i:
+			case <-errs:
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	if len(keys) != n {
+		tb.Fatalf("%d of %d keys escrowed: %v", len(keys), n, first)
+	}
+	return keys
+}
+
+// BenchmarkRelease10001 is the release of issue 21: one conversation
+// under which one depositor escrowed 10,001 keys, more than a custodian
+// answers in one call, released in chunks of escrow.DefaultReleaseChunk
+// by five custodians (K=3), then checked, opened and combined by the
+// officer's client (client.Open). MEDIATOR_BENCH_RELEASE_KEYS sets another
+// number of keys. Escrowing, filing and approving are not timed; run it
+// with -benchtime 1x. It reports release-s (the mediator's release: every
+// custodian's checks and sealing, the shares kept and logged) and open-s
+// (the client) apart, and answer-MB, the size of the officer's answer.
+func BenchmarkRelease10001(b *testing.B) {
+	n := 10001
+	if v := os.Getenv("MEDIATOR_BENCH_RELEASE_KEYS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 {
+			b.Fatalf("MEDIATOR_BENCH_RELEASE_KEYS=%q: want a positive number", v)
+		}
+	}
+	w := newWorld(b)
+	ctx := context.Background()
+	t0 := time.Now()
+	w.depositMany(b, "conv-many", n)
+	b.Logf("%d keys escrowed in %v", n, time.Since(t0).Round(time.Millisecond))
+	var releaseTime, openTime time.Duration
+	var answerBytes int // the officer's answer, as JSON
+	for b.Loop() {
+		b.StopTimer()
+		d, recipient := draft(b, w.clock.now(), "conv-many")
+		r, err := w.file(ctx, "olga", d)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, who := range []string{"lena", "sam"} {
+			if err := w.vote(b, r, who, "approve"); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		t0 := time.Now()
+		rel, err := w.svc.Release(ctx, "olga", r.ID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if got := w.openVerified(b, recipient, r, rel); len(got) != n {
+			b.Fatalf("%d keys recovered, want %d", len(got), n)
+		}
+		releaseTime += t1.Sub(t0)
+		openTime += time.Since(t1)
+		b.StopTimer()
+		answer, err := json.Marshal(rel.Answer())
+		if err != nil {
+			b.Fatal(err)
+		}
+		answerBytes = len(answer)
+		b.StartTimer()
+	}
+	b.ReportMetric(releaseTime.Seconds()/float64(b.N), "release-s")
+	b.ReportMetric(openTime.Seconds()/float64(b.N), "open-s")
+	b.ReportMetric(float64(answerBytes)/1e6, "answer-MB")
+}
