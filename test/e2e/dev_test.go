@@ -192,7 +192,15 @@ func TestDevAllInOne(t *testing.T) {
 		dir := t.TempDir()
 		runCmd(t, nil, "keygen", "--recipient", "--out", filepath.Join(dir, "olga.key"))
 		now := time.Now().UTC()
-		envOut, stderr, err := runCmd(t, nil, "dev", "env", "--state-dir", state2)
+		// The instance writes its env file once it has founded the
+		// roster, which may be just after it answers ready.
+		var envOut, stderr string
+		var err error
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			if envOut, stderr, err = runCmd(t, nil, "dev", "env", "--state-dir", state2); err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
 		if err != nil {
 			t.Fatalf("dev env: %v %s", err, stderr)
 		}
