@@ -93,3 +93,24 @@ func SendVeto(ctx context.Context, httpClient *http.Client, custodianURL string,
 	var out wire.VetoRecorded
 	return out, custodianCall(ctx, httpClient, http.MethodPost, custodianURL, "/v1/vetoes", body, &out)
 }
+
+// SendSignedHold delivers a legal hold statement signed by roster members
+// to the custodian serving at custodianURL (its POST /v1/holds/signed,
+// which needs no credential: the statement authenticates itself with the
+// signers' keys in the roster chain it carries) and returns the record
+// the custodian holds. A placement takes one officer's or approver's
+// signature; a lift, approvers who meet the roster's rule. A custodian
+// that does not record it answers an *Error: code hold_not_valid,
+// hold_not_member, hold_not_approver, hold_bad_signature, hold_unknown,
+// hold_conflict, hold_lift_rule_unmet, or a roster chain's code.
+// httpClient may be nil.
+//
+// Cost: one POST carrying the chain and the signatures.
+func SendSignedHold(ctx context.Context, httpClient *http.Client, custodianURL string, hold wire.SignedHold) (wire.HoldRecorded, error) {
+	body, err := json.Marshal(hold)
+	if err != nil {
+		return wire.HoldRecorded{}, fmt.Errorf("client: encode the hold: %w", err)
+	}
+	var out wire.HoldRecorded
+	return out, custodianCall(ctx, httpClient, http.MethodPost, custodianURL, "/v1/holds/signed", body, &out)
+}

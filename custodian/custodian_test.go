@@ -20,6 +20,7 @@ import (
 	vaultapi "github.com/hashicorp/vault/api"
 
 	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/custodian"
 	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
 	"github.com/mediatorhq/mediator/dev"
@@ -491,7 +492,17 @@ func TestDestroyAbortAndHolds(t *testing.T) {
 	if res, _ := g.remotes[3].Destroy(ctx, ref(id2, rc2, 3)); res[0].Outcome != "held" {
 		t.Fatalf("destroy under a hold: %+v", res)
 	}
-	g.remotes[3].Hold(ctx, wire.Hold{HoldID: hold, Released: true})
+	// The mediator's token alone cannot lift it (TestSignedHolds); lena
+	// and sam, legal and security, can.
+	if err := g.remotes[3].Hold(ctx, wire.Hold{HoldID: hold, Released: true}); err == nil || !strings.Contains(err.Error(), "hold_lift_needs_signatures") {
+		t.Fatalf("a lift with the mediator's token: %v", err)
+	}
+	if res, _ := g.remotes[3].Destroy(ctx, ref(id2, rc2, 3)); res[0].Outcome != "held" {
+		t.Fatalf("destroy after a refused lift: %+v", res)
+	}
+	if _, err := client.SendSignedHold(ctx, nil, g.set.Custodians[3].URL, g.holdStatement(hold, "conv-held", approval.HoldLift, "lena", "sam")); err != nil {
+		t.Fatal(err)
+	}
 	if res, _ := g.remotes[3].Destroy(ctx, ref(id2, rc2, 3)); res[0].Outcome != "destroyed" {
 		t.Fatalf("destroy after the hold's release: %+v", res)
 	}

@@ -27,9 +27,9 @@ const maxBody = 16 << 20
 // Handler returns the custodian's HTTP API. Every route and who may call it
 // is listed here: the public key document and health are public; the
 // coordinator's calls need the mediator's token; rewrap and metrics need
-// the operator's. The roster and veto routes are public: a pushed chain
-// verifies from the pinned genesis, and a deny vote with the approver's
-// key in it, or they are refused.
+// the operator's. The roster, veto and signed hold routes are public: a
+// pushed chain verifies from the pinned genesis, and a deny vote or a hold
+// statement with its signers' keys in it, or they are refused.
 func (c *Custodian) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(c.accessLog)
@@ -58,6 +58,9 @@ func (c *Custodian) Handler() http.Handler {
 	// Deny votes: public, as a vote authenticates itself; an approver's
 	// tool delivers it here so that the mediator cannot withhold it.
 	r.Post("/v1/vetoes", c.postVeto)
+	// Legal holds signed by roster members: public, as the signatures
+	// authenticate; the only road that lifts a hold.
+	r.Post("/v1/holds/signed", c.postSignedHold)
 	// C2SP tlog-witness: public, as the protocol is; a checkpoint counts
 	// only if the log's key signed it and it extends what was cosigned.
 	if c.witness != nil {
@@ -68,7 +71,7 @@ func (c *Custodian) Handler() http.Handler {
 	m.Post("/v1/shares", c.storeShares)
 	m.Post("/v1/shares/abort", c.refs(c.Abort))
 	m.Post("/v1/shares/destroy", c.refs(c.Destroy))
-	m.Post("/v1/holds", c.hold)
+	m.Post("/v1/holds", c.hold) // places only; a lift is refused
 	m.Post("/v1/releases", c.serveRelease)
 
 	op := r.With(c.bearer(&c.operator, "the operator's"))
@@ -202,18 +205,6 @@ func (c *Custodian) refs(op func(context.Context, []wire.ShareRef) ([]wire.RefRe
 		}
 		wire.WriteJSON(w, http.StatusOK, wire.RefAnswer{Results: res})
 	}
-}
-
-func (c *Custodian) hold(w http.ResponseWriter, r *http.Request) {
-	var body wire.Hold
-	if !decode(w, r, &body) {
-		return
-	}
-	if err := c.PlaceHold(r.Context(), body); err != nil {
-		c.callError(w, "hold", err)
-		return
-	}
-	wire.WriteJSON(w, http.StatusOK, body)
 }
 
 func (c *Custodian) serveRelease(w http.ResponseWriter, r *http.Request) {

@@ -233,22 +233,6 @@ func (c *Custodian) eachRef(ctx context.Context, refs []wire.ShareRef, verb stri
 	return out, nil
 }
 
-// PlaceHold records a legal hold (or its release) in the custodian's own
-// store: while it stands, Destroy keeps the conversation's shares.
-func (c *Custodian) PlaceHold(ctx context.Context, h wire.Hold) error {
-	if !validUUID(h.HoldID) || (!h.Released && !shares.ValidID(h.ConversationID)) {
-		return invalid.Input("hold", "a hold needs a hold id (a UUID) and a conversation id")
-	}
-	p, data := c.store.path("holds", h.HoldID), map[string]any{"conversation_id": h.ConversationID, "at": shares.FormatTime(c.now())}
-	if h.Released {
-		p, data = c.store.path("hold-releases", h.HoldID), map[string]any{"at": shares.FormatTime(c.now())}
-	}
-	if err := c.store.putOnce(ctx, p, data); err != nil && !errors.Is(err, errExists) {
-		return fmt.Errorf("%w: %v", errUnavailable, err)
-	}
-	return nil
-}
-
 // Rewrap moves the custodian's private keys and every share it holds to
 // its wrapper's current key, after a rotation (a new Transit key version,
 // a new HSM key label). Transit re-wraps inside Vault: no share leaves it.

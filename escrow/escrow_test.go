@@ -3,6 +3,7 @@ package escrow_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
@@ -17,14 +18,18 @@ import (
 	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/audit"
+	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/escrow"
 	"github.com/mediatorhq/mediator/invalid"
+	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/test/harness"
 	"github.com/mediatorhq/mediator/test/harness/custodians"
 	"github.com/mediatorhq/mediator/test/testdb"
+	"github.com/mediatorhq/mediator/wire"
 )
 
 var env *harness.Env
@@ -277,10 +282,19 @@ func (h *holdDuringRun) DueForDestruction(ctx context.Context, before time.Time)
 // TestDestroyAtRetentionEndRespectsLegalHolds: destroyed means every
 // custodian destroyed its share and the escrow is marked with its audit
 // entry; a held conversation's key survives until the hold is released —
-// also when the hold is placed while a run is going; a key id destroyed
-// cannot be deposited again.
+// also when the hold is placed while a run is going, and when only the
+// mediator released it: custodians destroy once approvers who meet the
+// roster's rule sign the lift; a key id destroyed cannot be deposited
+// again.
 func TestDestroyAtRetentionEndRespectsLegalHolds(t *testing.T) {
-	f := newFixture(t, dev.CustodianOptions{MinRetention: time.Nanosecond})
+	keys := map[string]ed25519.PrivateKey{}
+	var approvers []roster.Approver
+	for _, a := range [][2]string{{"lena", "legal"}, {"sam", "security"}} {
+		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+		keys[a[0]] = priv
+		approvers = append(approvers, roster.Approver{ID: a[0], Roles: []string{a[1]}, PublicKey: pub})
+	}
+	f := newFixture(t, dev.CustodianOptions{MinRetention: time.Nanosecond, Approvers: approvers})
 	ctx := context.Background()
 	a, _, err := f.svc.Deposit(ctx, f.request(t, "free", "k", newKey(t)))
 	if err != nil {
@@ -322,6 +336,24 @@ func TestDestroyAtRetentionEndRespectsLegalHolds(t *testing.T) {
 	}
 	if err := f.svc.ReleaseHold(ctx, hold, "counsel@example"); !errors.Is(err, escrow.ErrNotFound) {
 		t.Fatalf("second release: %v", err)
+	}
+	// Released at the mediator only: every custodian keeps the hold.
+	rep, err = f.svc.Destroy(ctx, time.Now().Add(time.Minute))
+	if err != nil || len(rep.Destroyed) != 0 || !strings.Contains(rep.Failed[b.EscrowID], "held") {
+		t.Fatalf("after the mediator's release alone: %+v %v", rep, err)
+	}
+	// lena and sam sign the lift and deliver it to each custodian.
+	canonical, _ := f.cs.Genesis().Canonical()
+	chain := []roster.Signed{{Roster: canonical, Signatures: []roster.Signature{
+		roster.Sign(keys["lena"], roster.Digest(canonical), "lena"), roster.Sign(keys["sam"], roster.Digest(canonical), "sam")}}}
+	lift := wire.SignedHold{Roster: chain, HoldID: hold, ConversationID: "held", Action: approval.HoldLift}
+	for _, id := range []string{"lena", "sam"} {
+		lift.Signatures = append(lift.Signatures, wire.HoldSignature{SignerID: id, Signature: approval.SignHold(keys[id], hold, "held", approval.HoldLift, id)})
+	}
+	for _, c := range f.cs.Custodians {
+		if _, err := client.SendSignedHold(ctx, nil, c.URL, lift); err != nil {
+			t.Fatalf("the signed lift at %s: %v", c.URL, err)
+		}
 	}
 	rep, err = f.svc.Destroy(ctx, time.Now().Add(time.Minute))
 	if err != nil || len(rep.Destroyed) != 1 || rep.Destroyed[0] != b.EscrowID {

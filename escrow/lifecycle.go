@@ -141,18 +141,20 @@ func (s *Service) PlaceHold(ctx context.Context, conversationID, reason, by stri
 	return id, nil
 }
 
-// ReleaseHold releases a legal hold and tells every custodian.
+// ReleaseHold records a legal hold's release at the mediator, with its
+// audit entry, so that the mediator's own destruction run no longer skips
+// the conversation. It tells no custodian: each keeps the hold, and
+// refuses to destroy the conversation's shares, until approvers who meet
+// the roster's rule sign its lift and deliver it to the custodian
+// themselves (POST /v1/holds/signed; mediator escrow hold-lift). A
+// custodian refuses a lift with the mediator's token alone, so a
+// compromised mediator cannot lift a hold.
 func (s *Service) ReleaseHold(ctx context.Context, holdID, by string) error {
-	if err := s.lifecycle.ReleaseHold(ctx, holdID, by); err != nil {
-		return err
-	}
-	if err := s.tellHold(ctx, wire.Hold{HoldID: holdID, Released: true}); err != nil {
-		s.log.Warn("legal hold released but not yet at every custodian", "hold_id", holdID, "err", err)
-	}
-	return nil
+	return s.lifecycle.ReleaseHold(ctx, holdID, by)
 }
 
-// tellHold sends a hold to every custodian.
+// tellHold sends a hold to every custodian: a placement, which the
+// mediator's token may make; custodians refuse a lift by it.
 func (s *Service) tellHold(ctx context.Context, h wire.Hold) error {
 	errs := make([]error, len(s.remotes))
 	var wg sync.WaitGroup

@@ -93,7 +93,48 @@ type RefAnswer struct {
 type Hold struct {
 	HoldID         string `json:"hold_id"`
 	ConversationID string `json:"conversation_id"`
-	Released       bool   `json:"released,omitempty"`
+	// Released asks to lift the hold. A custodian refuses it on this
+	// route (403 hold_lift_needs_signatures): lifting takes approvers'
+	// signatures (SignedHold).
+	Released bool `json:"released,omitempty"`
+}
+
+// SignedHold is POST /v1/holds/signed on a custodian: a legal hold placed
+// or lifted by roster members' own signatures, delivered with no
+// credential, so that neither placing nor lifting depends on the
+// mediator. The custodian verifies Roster from the genesis it pins (as a
+// pushed chain) and each signature over approval.HoldMessage(HoldID,
+// ConversationID, Action, SignerID) with the signer's key in the version
+// it then holds. Action "place" needs one officer's or approver's
+// signature; "lift" needs approvers (not officers) who meet the roster's
+// rule.
+type SignedHold struct {
+	Roster         []roster.Signed `json:"roster"`
+	HoldID         string          `json:"hold_id"`
+	ConversationID string          `json:"conversation_id"`
+	Action         string          `json:"action"`
+	Signatures     []HoldSignature `json:"signatures"`
+}
+
+// HoldSignature is one roster member's signature over a hold statement.
+type HoldSignature struct {
+	SignerID  string `json:"signer_id"`
+	Signature []byte `json:"signature"`
+}
+
+// HoldRecorded is a custodian's answer to a SignedHold it holds on
+// record: Status "recorded" when this call wrote it, "already_recorded"
+// when an earlier call did (a hold and its lift are each written once).
+// Signers are the members whose signatures this call verified.
+type HoldRecorded struct {
+	Custodian      string    `json:"custodian"`
+	Status         string    `json:"status"`
+	HoldID         string    `json:"hold_id"`
+	ConversationID string    `json:"conversation_id"`
+	Action         string    `json:"action"`
+	Signers        []string  `json:"signers"`
+	RecordedAt     time.Time `json:"recorded_at"`
+	RosterVersion  uint64    `json:"roster_version"`
 }
 
 // EvidenceApproval is one approval as the mediator recorded it; the

@@ -53,7 +53,9 @@ func escrowCommands() *command {
 		{name: "custodians", forms: []form{{"", "print the custodian set and the digest depositors pin"}}, run: escrowCustodians},
 		{name: "destroy", forms: []form{{"--before DATE", "destroy escrowed keys past retention (legal holds respected)"}}, run: escrowDestroy},
 		{name: "hold", forms: []form{{"--conversation ID --reason TEXT", "put a conversation under a legal hold (operator)"}}, run: escrowHold},
-		{name: "release-hold", forms: []form{{"--id HOLD", "release a legal hold (operator)"}}, run: escrowReleaseHold},
+		{name: "release-hold", forms: []form{{"--id HOLD", "record a hold's release at the mediator only (operator); custodians keep it until a signed lift"}}, run: escrowReleaseHold},
+		{name: "hold-sign", forms: []form{{"--hold-id ID --conversation C --action place|lift --key FILE --as ID", "print your signature line over a hold statement (officer, approver)"}}, run: escrowHoldSign},
+		{name: "hold-deliver", forms: []form{{"--hold-id ID --conversation C --action place|lift --signatures FILE --genesis G", "post the signed statement to every custodian of the verified roster"}}, run: escrowHoldDeliver},
 	}}
 }
 

@@ -192,7 +192,10 @@ func escrowHold(ctx context.Context, c *call, args []string) error {
 	})
 }
 
-// escrowReleaseHold releases a legal hold.
+// escrowReleaseHold records a legal hold's release at the mediator. The
+// custodians keep the hold, and refuse to destroy the conversation's
+// shares, until approvers who meet the roster's rule deliver a signed
+// lift (escrow hold-sign, escrow hold-deliver).
 func escrowReleaseHold(ctx context.Context, c *call, args []string) error {
 	var by string
 	var holdID *string
@@ -201,7 +204,11 @@ func escrowReleaseHold(ctx context.Context, c *call, args []string) error {
 		if err := svc.ReleaseHold(ctx, *holdID, by); err != nil {
 			return err
 		}
-		fmt.Fprintf(c.stdout, "legal hold %s released\n", *holdID)
+		fmt.Fprintf(c.stdout, "legal hold %s released at the mediator only\n", *holdID)
+		fmt.Fprintf(c.stderr, "NOTE: the custodians keep hold %s and destroy nothing of its conversation until approvers who meet the roster's rule sign its lift:\n"+
+			"  each runs: mediator escrow hold-sign --hold-id %s --conversation C --action lift --key FILE --as ID >> lift.sigs\n"+
+			"  then:      mediator escrow hold-deliver --hold-id %s --conversation C --action lift --signatures lift.sigs --genesis G\n",
+			*holdID, *holdID, *holdID)
 		return nil
 	})
 }

@@ -20,7 +20,11 @@
 //	mediator escrow hold --conversation ID --reason TEXT
 //	                                  put a conversation under a legal hold (operator)
 //	mediator escrow release-hold --id HOLD
-//	                                  release a legal hold (operator)
+//	                                  record a hold's release at the mediator only (operator); custodians keep it until a signed lift
+//	mediator escrow hold-sign --hold-id ID --conversation C --action place|lift --key FILE --as ID
+//	                                  print your signature line over a hold statement (officer, approver)
+//	mediator escrow hold-deliver --hold-id ID --conversation C --action place|lift --signatures FILE --genesis G
+//	                                  post the signed statement to every custodian of the verified roster
 //	mediator custodian init --config FILE [--url URL]
 //	                                  create a custodian's keys; print its roster entry
 //	mediator custodian serve --config FILE

@@ -649,6 +649,9 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 	step(t, "the mediator withholds a deny vote: every custodian refuses the release", func(t *testing.T) {
 		chapterWithheldVeto(t, withheldVeto{in: in, db: db, genesis: genesisDigest, remotes: remotes, secretRefs: secretRefs})
 	})
+	step(t, "the mediator lifts a hold with its token alone: refused by 5 of 5", func(t *testing.T) {
+		chapterLiftedHold(t, liftedHold{in: in, genesis: genesisDigest, remotes: remotes, secretRefs: secretRefs})
+	})
 }
 
 func countSecretReleases(t *testing.T, db *pgx.Conn) int {
