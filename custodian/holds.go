@@ -271,11 +271,7 @@ func (c *Custodian) postSignedHold(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.As(err, &re):
 		c.log.Warn("signed hold refused", "custodian", c.cfg.Name, "code", re.Code, "err", err)
-		status := http.StatusUnprocessableEntity
-		if re.Code == rosterRollback {
-			status = http.StatusConflict
-		}
-		wire.WriteError(w, status, re.Code, c.cfg.Name+": "+re.Reason)
+		c.writeRosterError(w, r, re)
 	case errors.As(err, &hre):
 		c.log.Warn("signed hold refused", "custodian", c.cfg.Name, "code", hre.Code, "hold_id", body.HoldID)
 		wire.WriteError(w, http.StatusForbidden, hre.Code, c.cfg.Name+": "+hre.Reason)

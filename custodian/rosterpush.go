@@ -83,17 +83,24 @@ func (c *Custodian) pushRoster(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.As(err, &re):
 		c.log.Warn("roster push refused", "custodian", c.cfg.Name, "code", re.Code, "err", err)
-		status := http.StatusUnprocessableEntity
-		if re.Code == rosterRollback {
-			status = http.StatusConflict
-		}
-		held, _ := c.RosterStatus(r.Context())
-		wire.WriteError(w, status, re.Code, c.cfg.Name+": "+re.Reason, held)
+		c.writeRosterError(w, r, re)
 	case err != nil:
 		c.callError(w, "roster push", err)
 	default:
 		wire.WriteJSON(w, http.StatusOK, ans)
 	}
+}
+
+// writeRosterError answers a call whose roster chain this custodian did
+// not accept (a push, a veto, a signed hold): 409 for a rollback, 422
+// otherwise, with the version it holds in the details.
+func (c *Custodian) writeRosterError(w http.ResponseWriter, r *http.Request, re *RosterError) {
+	status := http.StatusUnprocessableEntity
+	if re.Code == rosterRollback {
+		status = http.StatusConflict
+	}
+	held, _ := c.RosterStatus(r.Context())
+	wire.WriteError(w, status, re.Code, c.cfg.Name+": "+re.Reason, held)
 }
 
 // rosterStatus is GET /v1/roster/status.

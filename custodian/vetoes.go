@@ -150,11 +150,7 @@ func (c *Custodian) postVeto(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.As(err, &re):
 		c.log.Warn("veto refused", "custodian", c.cfg.Name, "code", re.Code, "err", err)
-		status := http.StatusUnprocessableEntity
-		if re.Code == rosterRollback {
-			status = http.StatusConflict
-		}
-		wire.WriteError(w, status, re.Code, c.cfg.Name+": "+re.Reason)
+		c.writeRosterError(w, r, re)
 	case malformed:
 		_, reason, code := bad.Invalid()
 		c.log.Warn("veto refused", "custodian", c.cfg.Name, "code", code, "approver_id", body.ApproverID)
