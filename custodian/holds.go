@@ -155,6 +155,12 @@ func (c *Custodian) heldConversation(ctx context.Context, holdID string) (string
 // Cost: what acceptRoster costs, one Ed25519 verification per signature
 // (at most maxHoldSignatures), one or two store reads, one write.
 func (c *Custodian) RecordSignedHold(ctx context.Context, h wire.SignedHold) (wire.HoldRecorded, error) {
+	ans, err := c.recordSignedHold(ctx, h)
+	c.metrics.signedHold(h.Action, ans.Status, err)
+	return ans, err
+}
+
+func (c *Custodian) recordSignedHold(ctx context.Context, h wire.SignedHold) (wire.HoldRecorded, error) {
 	if !validUUID(h.HoldID) || !shares.ValidID(h.ConversationID) || (h.Action != approval.HoldPlace && h.Action != approval.HoldLift) ||
 		len(h.Signatures) == 0 || len(h.Signatures) > maxHoldSignatures {
 		return wire.HoldRecorded{}, invalid.Coded(holdNotValid, "hold",

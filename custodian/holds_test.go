@@ -140,4 +140,14 @@ func TestSignedHolds(t *testing.T) {
 	if res, _ := f.remotes[1].Destroy(ctx, ref(id, receipts, 1)); res[0].Outcome != "destroyed" {
 		t.Fatalf("destroy after the lift: %+v", res)
 	}
+	// What custodian-2's operator sees: each statement counted by action
+	// and outcome.
+	for _, want := range []struct {
+		action, outcome string
+		atLeast         float64
+	}{{"lift", "recorded", 1}, {"lift", "already_recorded", 1}, {"lift", "refused", 1}} {
+		if got := f.set.Counter(1, "mediator_custodian_signed_holds_total", want.action, want.outcome); got < want.atLeast {
+			t.Errorf("mediator_custodian_signed_holds_total{action=%q,outcome=%q} = %v", want.action, want.outcome, got)
+		}
+	}
 }

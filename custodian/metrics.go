@@ -8,9 +8,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/mediatorhq/mediator/vaultclient"
-
+	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/invalid"
+	"github.com/mediatorhq/mediator/vaultclient"
 )
 
 // Metrics are a custodian's own metric families, on its own registry.
@@ -29,6 +29,7 @@ type Metrics struct {
 	logRefusedC    prometheus.Counter
 	officerRefC    prometheus.Counter
 	vetoes         *prometheus.CounterVec
+	signedHolds    *prometheus.CounterVec
 	vetoWithheldC  prometheus.Counter
 	rosterVersionG prometheus.Gauge
 	requests       *prometheus.CounterVec
@@ -78,6 +79,10 @@ func NewMetrics() *Metrics {
 			Name: "mediator_custodian_officer_refused_total",
 			Help: "Release calls refused because the request was not signed by an officer of the roster in force (a recipient key or scope the officer did not choose).",
 		}),
+		signedHolds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mediator_custodian_signed_holds_total",
+			Help: "Signed hold statements delivered directly (POST /v1/holds/signed), by action (place, lift, other) and outcome: recorded, already_recorded, refused (not valid, not a member or approver, bad signature, a lift short of the roster rule, roster refused), error.",
+		}, []string{"action", "outcome"}),
 		vetoes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mediator_custodian_vetoes_total",
 			Help: "Deny votes delivered directly (POST /v1/vetoes), by outcome: recorded, already_recorded, refused (bad signature, not an approver, not a canonical request, roster refused), error.",
@@ -95,7 +100,7 @@ func NewMetrics() *Metrics {
 			Help: "API calls by route and status code.",
 		}, []string{"route", "code"}),
 	}
-	reg.MustRegister(m.shares, m.releases, m.releaseTime, m.sharesOut, m.lifecycleOps, m.policyRefused, m.rosterRefusedC, m.logRefusedC, m.officerRefC, m.vetoes, m.vetoWithheldC, m.rosterVersionG, m.requests,
+	reg.MustRegister(m.shares, m.releases, m.releaseTime, m.sharesOut, m.lifecycleOps, m.policyRefused, m.rosterRefusedC, m.logRefusedC, m.officerRefC, m.vetoes, m.signedHolds, m.vetoWithheldC, m.rosterVersionG, m.requests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.vault = vaultclient.NewMetrics(reg)
 	return m
@@ -193,4 +198,26 @@ func (m *Metrics) vetoWithheld() {
 	if m != nil {
 		m.vetoWithheldC.Inc()
 	}
+}
+
+// signedHold counts a delivered signed hold statement by its action and
+// outcome: status when recorded, else refused (the caller's fault) or
+// error.
+func (m *Metrics) signedHold(action, status string, err error) {
+	if m == nil {
+		return
+	}
+	if action != approval.HoldPlace && action != approval.HoldLift {
+		action = "other"
+	}
+	var re *RosterError
+	var hre *HoldRefusedError
+	_, bad := invalid.As(err)
+	switch {
+	case errors.As(err, &re) || errors.As(err, &hre) || bad:
+		status = "refused"
+	case err != nil:
+		status = "error"
+	}
+	m.signedHolds.WithLabelValues(action, status).Inc()
 }
