@@ -35,27 +35,42 @@ func (c *Client) Roster(ctx context.Context, genesis string) (roster.Roster, str
 //
 // Cost: one GET, and one roster.Check per version.
 func (c *Client) RosterVersions(ctx context.Context, genesis string) ([]roster.Roster, string, error) {
+	chain, versions, err := c.VerifiedChain(ctx, genesis)
+	if err != nil {
+		return nil, "", err
+	}
+	return versions, roster.Digest(chain[len(chain)-1].Roster), nil
+}
+
+// VerifiedChain fetches the roster chain and returns it as signed, with
+// every version parsed, only if it verifies from genesis and holds the
+// newest version this Client verified before (ErrRosterRollback
+// otherwise): what a tool hands custodians directly, and the versions it
+// takes their URLs from.
+//
+// Cost: one GET, and one roster.Check per version.
+func (c *Client) VerifiedChain(ctx context.Context, genesis string) ([]roster.Signed, []roster.Roster, error) {
 	var out wire.RosterChain
 	if err := c.get(ctx, "/v1/roster", &out); err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	versions, err := roster.VerifyChain(genesis, out.Chain)
 	if err != nil {
-		return nil, "", fmt.Errorf("client: %w", err)
+		return nil, nil, fmt.Errorf("client: the roster chain served does not verify from the pinned genesis: %w", err)
 	}
 	r, digest := versions[len(versions)-1], roster.Digest(out.Chain[len(out.Chain)-1].Roster)
 	c.seenMu.Lock()
 	defer c.seenMu.Unlock()
 	seen := c.seen[genesis]
 	if !roster.Extends(out.Chain, seen.version, seen.digest) {
-		return nil, "", fmt.Errorf("%w: the chain ends at version %d and does not hold version %d (%s), which this client verified before",
+		return nil, nil, fmt.Errorf("%w: the chain ends at version %d and does not hold version %d (%s), which this client verified before",
 			ErrRosterRollback, r.Version, seen.version, seen.digest)
 	}
 	if c.seen == nil {
 		c.seen = map[string]seenVersion{}
 	}
 	c.seen[genesis] = seenVersion{version: r.Version, digest: digest}
-	return versions, digest, nil
+	return out.Chain, versions, nil
 }
 
 // ErrRosterRollback: the mediator served a roster chain older than one

@@ -154,15 +154,11 @@ func escrowHoldDeliver(ctx context.Context, c *call, args []string) error {
 	if err != nil {
 		return err
 	}
-	served, err := cli.RosterChain(ctx)
+	chain, versions, err := cli.VerifiedChain(ctx, genesis)
 	if err != nil {
-		return err
+		return fmt.Errorf("escrow hold-deliver: %w", err)
 	}
-	versions, err := roster.VerifyChain(genesis, served.Chain)
-	if err != nil {
-		return fmt.Errorf("escrow hold-deliver: the roster chain the mediator serves does not verify from the genesis you pin: %w", err)
-	}
-	h := wire.SignedHold{Roster: served.Chain, HoldID: *st.holdID, ConversationID: *st.conversation, Action: *st.action, Signatures: sigs}
+	h := wire.SignedHold{Roster: chain, HoldID: *st.holdID, ConversationID: *st.conversation, Action: *st.action, Signatures: sigs}
 	recorded, targets := deliverSignedHold(ctx, c.stdout, c.stderr, versions, h)
 	fmt.Fprintf(c.stdout, "%d of %d custodians hold the %s of hold %s on record\n", recorded, targets, h.Action, h.HoldID)
 	if recorded < targets {

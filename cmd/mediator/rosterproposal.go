@@ -89,25 +89,21 @@ func checkProposal(ctx context.Context, cli *client.Client, genesis, digest stri
 // serves, verified from genesis, and whether cp.next is in line, adopted
 // or stale.
 func (cp *checkedProposal) place(ctx context.Context, cli *client.Client, genesis string) error {
-	served, err := cli.RosterChain(ctx)
+	chain, versions, err := cli.VerifiedChain(ctx, genesis)
 	if err != nil {
 		return err
-	}
-	versions, err := roster.VerifyChain(genesis, served.Chain)
-	if err != nil {
-		return fmt.Errorf("the roster chain the mediator serves does not verify from the genesis you pin: %w", err)
 	}
 	if cp.next.Version-1 > uint64(len(versions)) {
 		return fmt.Errorf("the proposal is version %d, but the chain verified from your genesis ends at version %d", cp.next.Version, len(versions))
 	}
 	i := int(cp.next.Version) - 2 // prev's index in the chain
-	cp.prev, cp.prevDigest = &versions[i], roster.Digest(served.Chain[i].Roster)
+	cp.prev, cp.prevDigest = &versions[i], roster.Digest(chain[i].Roster)
 	if cp.next.Previous != cp.prevDigest {
 		return fmt.Errorf("the proposal follows %s, but version %d of the chain verified from your genesis is %s", cp.next.Previous, cp.prev.Version, cp.prevDigest)
 	}
 	cp.inForce = i == len(versions)-1
 	if !cp.inForce {
-		if taken := roster.Digest(served.Chain[i+1].Roster); taken == cp.digest {
+		if taken := roster.Digest(chain[i+1].Roster); taken == cp.digest {
 			cp.adopted = true
 		} else {
 			cp.takenBy = taken

@@ -127,21 +127,18 @@ func adoptedChain(ctx context.Context, cli *client.Client, genesis string, cp ch
 		}
 		return []roster.Signed{mine}, nil
 	}
-	served, err := cli.RosterChain(ctx)
+	served, _, err := cli.VerifiedChain(ctx, genesis)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := roster.VerifyChain(genesis, served.Chain); err != nil {
-		return nil, fmt.Errorf("the roster chain the mediator serves does not verify from the genesis you pin: %w", err)
-	}
 	n := int(cp.next.Version)
-	if len(served.Chain) >= n && roster.Digest(served.Chain[n-1].Roster) == cp.digest {
-		return served.Chain, nil
+	if len(served) >= n && roster.Digest(served[n-1].Roster) == cp.digest {
+		return served, nil
 	}
-	if len(served.Chain) < n-1 || roster.Digest(served.Chain[n-2].Roster) != cp.prevDigest {
+	if len(served) < n-1 || roster.Digest(served[n-2].Roster) != cp.prevDigest {
 		return nil, fmt.Errorf("the chain the mediator serves holds neither version %d (%s) nor the version it follows", n, cp.digest)
 	}
-	chain := append(append([]roster.Signed(nil), served.Chain[:n-1]...), mine)
+	chain := append(append([]roster.Signed(nil), served[:n-1]...), mine)
 	if _, err := roster.VerifyChain(genesis, chain); err != nil {
 		return nil, err
 	}
@@ -190,13 +187,9 @@ func rosterPush(ctx context.Context, c *call, args []string) error {
 	if err != nil {
 		return err
 	}
-	served, err := cli.RosterChain(ctx)
+	chain, versions, err := cli.VerifiedChain(ctx, genesis)
 	if err != nil {
-		return err
-	}
-	versions, err := roster.VerifyChain(genesis, served.Chain)
-	if err != nil {
-		return fmt.Errorf("roster push: the roster chain the mediator serves does not verify from the genesis you pin: %w", err)
+		return fmt.Errorf("roster push: %w", err)
 	}
 	next := &versions[len(versions)-1]
 	var prev *roster.Roster
@@ -204,7 +197,7 @@ func rosterPush(ctx context.Context, c *call, args []string) error {
 		prev = &versions[len(versions)-2]
 	}
 	fmt.Fprintf(c.stdout, "pushing roster version %d (%s), verified from genesis %s, to the custodians of versions %s\n",
-		next.Version, roster.Digest(served.Chain[len(served.Chain)-1].Roster), genesis, versionsLabel(prev, next))
-	pushChain(ctx, c.stdout, c.stderr, served.Chain, pushTargets(prev, next))
+		next.Version, roster.Digest(chain[len(chain)-1].Roster), genesis, versionsLabel(prev, next))
+	pushChain(ctx, c.stdout, c.stderr, chain, pushTargets(prev, next))
 	return nil
 }

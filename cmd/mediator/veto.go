@@ -29,20 +29,16 @@ import (
 // custodian it cannot reach or that refuses is never an error here, and
 // the vote may be delivered again (a custodian answers already_recorded).
 func deliverVeto(ctx context.Context, w io.Writer, cli *client.Client, genesis string, r client.Review, approverID string, key ed25519.PrivateKey) (recorded, targets int, err error) {
-	served, err := cli.RosterChain(ctx)
+	chain, versions, err := cli.VerifiedChain(ctx, genesis)
 	if err != nil {
 		return 0, 0, err
-	}
-	versions, err := roster.VerifyChain(genesis, served.Chain)
-	if err != nil {
-		return 0, 0, fmt.Errorf("the roster chain the mediator serves does not verify from the genesis you pin: %w", err)
 	}
 	all := make([]*roster.Roster, len(versions))
 	for i := range versions {
 		all[i] = &versions[i]
 	}
 	ts := pushTargets(all...)
-	veto := wire.Veto{Roster: served.Chain, Canonical: r.Canonical, ApproverID: approverID, Decision: approval.Deny,
+	veto := wire.Veto{Roster: chain, Canonical: r.Canonical, ApproverID: approverID, Decision: approval.Deny,
 		Signature: ed25519.Sign(key, approval.Message(r.Request.ID, r.Digest, approval.Deny, approverID))}
 	results := callCustodians(ctx, ts, func(ctx context.Context, hc *http.Client, url string) (wire.VetoRecorded, error) {
 		return client.SendVeto(ctx, hc, url, veto)
