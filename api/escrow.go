@@ -56,7 +56,8 @@ func (s *server) depositKey(w http.ResponseWriter, r *http.Request) {
 	}
 	d := b.DepositRequest
 	req := escrow.DepositRequest{ConversationID: d.ConversationID, KeyID: d.KeyID, Commitment: d.Commitment,
-		CustodianSet: d.CustodianSet, Threshold: d.Threshold, Depositor: caller(r)}
+		CustodianSet: d.CustodianSet, Threshold: d.Threshold, Depositor: caller(r),
+		Binding: shares.Binding{EscrowID: d.EscrowID, DepositedAt: d.DepositedAt}}
 	for _, sh := range d.Shares {
 		req.Shares = append(req.Shares, shares.SealedShare{Custodian: sh.Custodian, Index: sh.Index, Sealed: sh.Sealed})
 	}

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/wire"
@@ -100,6 +103,10 @@ func (c *Client) DepositByRoster(ctx context.Context, genesis, conversationID, k
 // fetched and checked against pinned: a gateway depositing many keys
 // fetches the set, and parses its keys, once.
 //
+// The shares are sealed for a v2 deposit (shares.Binding): under an
+// escrow id this call chooses and this machine's clock, so that the
+// sealed bytes open as no other escrow and at no later time.
+//
 // It returns success only when every custodian of the set signed a
 // deposit receipt for this deposit (CheckDepositReceipts): for a new
 // escrow (201) a receipt for exactly the sealed share it was sent; for a
@@ -108,12 +115,14 @@ func (c *Client) DepositByRoster(ctx context.Context, genesis, conversationID, k
 // mediator could otherwise drop a deposit and claim it kept it.
 func (c *Client) DepositTo(ctx context.Context, sp *shares.Splitter, pinned, conversationID, keyID string, key []byte) (Deposited, error) {
 	set := sp.Set()
-	commitment, sealed, err := sp.Split(conversationID, keyID, key)
+	b := shares.Binding{EscrowID: uuid.NewString(), DepositedAt: shares.FormatTime(time.Now())}
+	commitment, sealed, err := sp.SplitBound(conversationID, keyID, b, key)
 	if err != nil {
 		return Deposited{}, err
 	}
 	body := wire.DepositRequest{ConversationID: conversationID, KeyID: keyID, Commitment: commitment,
-		CustodianSet: pinned, Threshold: set.Threshold, Shares: make([]wire.DepositShare, len(sealed))}
+		CustodianSet: pinned, Threshold: set.Threshold, Shares: make([]wire.DepositShare, len(sealed)),
+		EscrowID: b.EscrowID, DepositedAt: b.DepositedAt}
 	for i, s := range sealed {
 		body.Shares[i] = wire.DepositShare{Custodian: s.Custodian, Index: s.Index, Sealed: s.Sealed}
 	}
@@ -123,6 +132,9 @@ func (c *Client) DepositTo(ctx context.Context, sp *shares.Splitter, pinned, con
 		return Deposited{}, err
 	}
 	out.Created = status == http.StatusCreated
+	if out.Created && out.EscrowID != b.EscrowID {
+		return out, fmt.Errorf("%w: the mediator created escrow %s, not the %s the shares were sealed for", ErrReceipt, out.EscrowID, b.EscrowID)
+	}
 	if out.KeyCommitment != commitment {
 		return out, fmt.Errorf("%w: the mediator recorded another commitment for %s/%s", ErrReceipt, conversationID, keyID)
 	}
@@ -139,7 +151,8 @@ func (c *Client) DepositTo(ctx context.Context, sp *shares.Splitter, pinned, con
 }
 
 // CheckDepositReceipts checks that ans holds, in set order, one deposit
-// receipt from every custodian of set, each signed with that custodian's
+// receipt from every custodian of set (a custodian signs one only once it
+// has committed the share, and refuses to abort it from then on), each signed with that custodian's
 // signing key in set and naming its kind (deposit), the custodian, its
 // 1-based index, ans's escrow id, the conversation, the key id and the
 // commitment. With sealed (a fresh deposit) each receipt must also name

@@ -63,7 +63,9 @@ func (tc testCustodians) depositReceipts(t testing.TB, escrowID string, req wire
 // for a new one (201).
 func TestDepositNeedsEveryReceipt(t *testing.T) {
 	tc := newTestCustodians(t, 3, 2)
-	const escrowID = "0b0e1f3c-0000-4000-8000-000000000001"
+	// escrowID is the id the first deposit chose and sealed its shares
+	// for, which the honest mediator keeps.
+	var escrowID string
 	// answer turns the deposit received into the mediator's answer; the
 	// honest mediator keeps the first deposit's receipts and shows them
 	// again for the same key.
@@ -104,6 +106,10 @@ func TestDepositNeedsEveryReceipt(t *testing.T) {
 		if stored != nil {
 			return http.StatusOK, response(req, stored)
 		}
+		if req.EscrowID == "" || req.DepositedAt == "" {
+			t.Errorf("a v2 deposit without its binding: %q %q", req.EscrowID, req.DepositedAt)
+		}
+		escrowID = req.EscrowID
 		stored = tc.depositReceipts(t, escrowID, req)
 		return http.StatusCreated, response(req, stored)
 	}
@@ -150,8 +156,15 @@ func TestDepositNeedsEveryReceipt(t *testing.T) {
 		"201 with receipts for other shares": func(req wire.DepositRequest) (int, wire.DepositResponse) {
 			return http.StatusCreated, response(req, stored)
 		},
+		"201 under another escrow id than the shares were sealed for": func(req wire.DepositRequest) (int, wire.DepositResponse) {
+			other := "0b0e1f3c-0000-4000-8000-000000000003"
+			ans := response(req, tc.depositReceipts(t, other, req))
+			ans.EscrowID = other
+			return http.StatusCreated, ans
+		},
 		"201 with another commitment recorded": func(req wire.DepositRequest) (int, wire.DepositResponse) {
-			ans := response(req, tc.depositReceipts(t, escrowID, req))
+			ans := response(req, tc.depositReceipts(t, req.EscrowID, req))
+			ans.EscrowID = req.EscrowID
 			ans.KeyCommitment = shares.Commitment("conv-a", "e1", otherKey)
 			return http.StatusCreated, ans
 		},

@@ -91,7 +91,7 @@ func (f *releaseFixture) deposit(t testing.TB, convo, keyID string, key []byte) 
 		dr := shares.Receipt{Kind: shares.ReceiptDeposit, Custodian: s.Custodian, EscrowID: k.EscrowID, ConversationID: convo, KeyID: keyID,
 			Index: s.Index, Commitment: commitment, SealedSHA256: shares.SealedHash(s.Sealed), At: f.at, Locator: "loc-" + keyID}
 		k.DepositReceipts = append(k.DepositReceipts, f.sign(t, i, dr))
-		share, err := shares.OpenDeposited(f.privs[i], convo, keyID, s.Custodian, s.Index, commitment, s.Sealed)
+		share, err := shares.OpenDeposited(f.privs[i], convo, keyID, s.Custodian, s.Index, commitment, shares.Binding{}, s.Sealed)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -203,7 +203,7 @@ func TestOpenRefusesTheMediatorsShares(t *testing.T) {
 	ownShares := make([]wire.ReleasedShare, 5)
 	k := f.rel.Keys[0]
 	for i, s := range ownSealed {
-		share, _ := shares.OpenDeposited(f.privs[i], "conv-a", "e0", s.Custodian, s.Index, ownCommitment, s.Sealed)
+		share, _ := shares.OpenDeposited(f.privs[i], "conv-a", "e0", s.Custodian, s.Index, ownCommitment, shares.Binding{}, s.Sealed)
 		ownShares[i] = f.releaseShare(t, i, k, share) // sealed to the officer; receipts replaced below
 	}
 

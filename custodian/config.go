@@ -120,6 +120,16 @@ const (
 	defaultAbortWindow  = 10 * time.Minute
 )
 
+// fillDefaults sets the durations left zero to their defaults.
+func (c *Config) fillDefaults() {
+	if c.MinRetention.Duration == 0 {
+		c.MinRetention.Duration = defaultMinRetention
+	}
+	if c.AbortWindow.Duration == 0 {
+		c.AbortWindow.Duration = defaultAbortWindow
+	}
+}
+
 // ParseConfig reads a configuration file (JSON, unknown fields refused),
 // fills in defaults, and reports every problem at once.
 func ParseConfig(b []byte) (Config, error) {
@@ -129,12 +139,7 @@ func ParseConfig(b []byte) (Config, error) {
 	if err := dec.Decode(&c); err != nil {
 		return c, fmt.Errorf("custodian: config: %w", err)
 	}
-	if c.MinRetention.Duration == 0 {
-		c.MinRetention.Duration = defaultMinRetention
-	}
-	if c.AbortWindow.Duration == 0 {
-		c.AbortWindow.Duration = defaultAbortWindow
-	}
+	c.fillDefaults()
 	var errs []string
 	if !shares.ValidID(c.Name) {
 		errs = append(errs, "name is required (1–128 printable bytes)")

@@ -52,6 +52,8 @@ type Custodian struct {
 	id         *identity
 	rosterMu   sync.Mutex
 	verified   verifiedChain // under rosterMu
+	index      *depositIndex // nil until serving
+	commitMu   sync.Mutex    // orders commits and aborts
 	witness    *witness.Witness
 	witnessKey string
 	policy     *policy.Engine
@@ -90,6 +92,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, metrics *Metrics, s
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	cfg.fillDefaults()
 	c := &Custodian{cfg: cfg, log: log, metrics: metrics, now: time.Now}
 	ok := false
 	defer func() {
@@ -136,6 +139,11 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, metrics *Metrics, s
 	if c.id, err = loadIdentity(ctx, cfg.Name, c.store, c.wrapper); err != nil {
 		return nil, err
 	}
+	if serving {
+		if c.index, err = loadIndex(ctx, c.store, c.now().Add(-cfg.AbortWindow.Duration-time.Minute)); err != nil {
+			return nil, err
+		}
+	}
 	if serving && cfg.Witness != nil {
 		if c.witness, c.witnessKey, err = c.openWitness(); err != nil {
 			return nil, err
@@ -145,7 +153,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, metrics *Metrics, s
 	if serving {
 		c.showRosterVersion(ctx)
 		log.Info("custodian ready", "custodian", cfg.Name, "hpke_key", c.id.hpkePub.Fingerprint(),
-			"policy_revision", c.policy.Revision(), "roster_genesis", cfg.RosterGenesis)
+			"policy_revision", c.policy.Revision(), "roster_genesis", cfg.RosterGenesis, "escrows_known", c.index.size())
 	}
 	return c, nil
 }

@@ -84,28 +84,58 @@ func newFixture(t *testing.T, opts dev.CustodianOptions) *fixture {
 	return f
 }
 
-// deposit splits key and stores share i with custodian i, returning the
-// escrow id and each custodian's signed receipt.
+// deposit splits key for a v2 deposit, stores share i with custodian i
+// and commits it, returning the escrow id and each custodian's signed
+// receipt.
 func (f *fixture) deposit(t *testing.T, convo, keyID string, key []byte) (string, []shares.SignedReceipt) {
 	t.Helper()
-	commitment, sealed, err := shares.Split(f.set.SharesSet(), convo, keyID, key)
+	d := f.depositBody(t, convo, keyID, key, true)
+	return d.id, d.receipts
+}
+
+// deposited is a deposit made by depositBody.
+type deposited struct {
+	id       string
+	bodies   []wire.ShareToStore // what the mediator forwarded: what a host that saw it can replay
+	refs     [][]wire.ShareRef   // custodian i's share
+	receipts []shares.SignedReceipt
+}
+
+// depositBody is deposit, committing the shares only if commit is set.
+func (f *fixture) depositBody(t *testing.T, convo, keyID string, key []byte, commit bool) deposited {
+	t.Helper()
+	sp, err := shares.NewSplitter(f.set.SharesSet())
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := uuid.NewString()
-	var receipts []shares.SignedReceipt
+	b := shares.Binding{EscrowID: uuid.NewString(), DepositedAt: shares.FormatTime(time.Now())}
+	commitment, sealed, err := sp.SplitBound(convo, keyID, b, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := deposited{id: b.EscrowID}
 	for i, r := range f.remotes {
-		res, err := r.Store(context.Background(), wire.ShareToStore{EscrowID: id, ConversationID: convo, KeyID: keyID,
-			Index: i + 1, Commitment: commitment, Sealed: sealed[i].Sealed, Depositor: "gw"})
-		if err != nil || res.Error != nil {
+		it := wire.ShareToStore{EscrowID: b.EscrowID, ConversationID: convo, KeyID: keyID,
+			Index: i + 1, Commitment: commitment, Sealed: sealed[i].Sealed, Depositor: "gw", DepositedAt: b.DepositedAt}
+		d.bodies = append(d.bodies, it)
+		res, err := r.Store(context.Background(), it)
+		if err != nil || res.Error != nil || res.Stored == nil {
 			t.Fatalf("store with %s: %v %+v", r.Name, err, res.Error)
 		}
-		if err := res.Receipt.Verify(f.set.Signer(i)); err != nil {
+		d.refs = append(d.refs, []wire.ShareRef{{EscrowID: b.EscrowID, Locator: res.Stored.Locator}})
+		if !commit {
+			continue
+		}
+		com, err := r.Commit(context.Background(), d.refs[i][0])
+		if err != nil || com.Error != nil || com.Receipt == nil {
+			t.Fatalf("commit with %s: %v %+v", r.Name, err, com.Error)
+		}
+		if err := com.Receipt.Verify(f.set.Signer(i)); err != nil {
 			t.Fatal(err)
 		}
-		receipts = append(receipts, *res.Receipt)
+		d.receipts = append(d.receipts, *com.Receipt)
 	}
-	return id, receipts
+	return d
 }
 
 // approve is approvals of canonical by the given approvers.
@@ -166,7 +196,7 @@ func TestStoreAndRelease(t *testing.T) {
 	commitment, sealed, _ := shares.Split(f.set.SharesSet(), "conv-b", "e1", key)
 	res, err := f.remotes[1].Store(ctx, wire.ShareToStore{EscrowID: uuid.NewString(), ConversationID: "conv-b", KeyID: "e1",
 		Index: 2, Commitment: commitment, Sealed: sealed[0].Sealed})
-	if err != nil || res.Error == nil || res.Error.Code != "share_invalid" || res.Receipt != nil {
+	if err != nil || res.Error == nil || res.Error.Code != "share_invalid" || res.Stored != nil {
 		t.Fatalf("a share sealed to another custodian: %+v %v", res, err)
 	}
 
@@ -453,32 +483,45 @@ func TestRosterChainChecks(t *testing.T) {
 func TestDestroyAbortAndHolds(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, dev.CustodianOptions{MinRetention: time.Hour})
-	id, receipts := f.deposit(t, "conv-a", "e1", bytes.Repeat([]byte{2}, 32))
-	res, err := f.remotes[0].Destroy(ctx, ref(id, receipts, 0))
+	// Stored, not committed: the mediator may still abort it.
+	d := f.depositBody(t, "conv-a", "e1", bytes.Repeat([]byte{2}, 32), false)
+	res, err := f.remotes[0].Destroy(ctx, d.refs[0])
 	if err != nil || res[0].Outcome != "too_young" {
 		t.Fatalf("destroy a young share: %+v %v", res, err)
 	}
-	res, err = f.remotes[0].Abort(ctx, ref(id, receipts, 0))
+	res, err = f.remotes[0].Abort(ctx, d.refs[0])
 	if err != nil || res[0].Outcome != "aborted" {
 		t.Fatalf("abort a fresh share: %+v %v", res, err)
 	}
-	res, _ = f.remotes[0].Abort(ctx, ref(id, receipts, 0))
+	res, _ = f.remotes[0].Abort(ctx, d.refs[0])
 	if res[0].Outcome != "aborted" {
 		t.Fatalf("abort again: %+v", res)
 	}
+	// An aborted share is never committed.
+	if com, err := f.remotes[0].Commit(ctx, d.refs[0][0]); err != nil || com.Error == nil || com.Error.Code != "not_found" || com.Receipt != nil {
+		t.Fatalf("commit of an aborted share: %+v %v", com, err)
+	}
 	now := time.Now()
 	canonical, approvals := f.request(t, []string{"conv-a"}, now.Add(-time.Hour), now.Add(time.Hour), "lena", "sam")
-	ans, _ := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: approvals, Shares: ref(id, receipts, 0)})
+	ans, _ := f.remotes[0].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: approvals, Shares: d.refs[0]})
 	if ans.Shares[0].Error == nil || ans.Shares[0].Error.Code != "not_found" {
 		t.Fatalf("release of an aborted share: %+v", ans)
 	}
 	// A released share cannot be aborted.
-	ans, _ = f.remotes[1].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: approvals, Shares: ref(id, receipts, 1)})
+	ans, _ = f.remotes[1].Release(ctx, wire.ReleaseEvidence{Roster: f.chain, Canonical: canonical, OfficerSignature: f.sig(canonical), Approvals: approvals, Shares: d.refs[1]})
 	if ans.Shares[0].Error != nil {
 		t.Fatalf("release: %+v", ans)
 	}
-	if res, _ := f.remotes[1].Abort(ctx, ref(id, receipts, 1)); res[0].Outcome != "released" {
+	if res, _ := f.remotes[1].Abort(ctx, d.refs[1]); res[0].Outcome != "released" {
 		t.Fatalf("abort a released share: %+v", res)
+	}
+	// A committed share cannot be aborted: its depositor may hold every
+	// receipt.
+	id, receipts := f.deposit(t, "conv-a", "e2", bytes.Repeat([]byte{4}, 32))
+	for i, r := range f.remotes {
+		if res, err := r.Abort(ctx, ref(id, receipts, i)); err != nil || res[0].Outcome != "committed" {
+			t.Fatalf("abort a committed share at %s: %+v %v", r.Name, res, err)
+		}
 	}
 
 	// With no minimum retention, a hold keeps a share until it is released.

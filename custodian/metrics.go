@@ -44,7 +44,7 @@ func NewMetrics() *Metrics {
 		Registry: reg,
 		shares: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mediator_custodian_shares_total",
-			Help: "Shares offered to this custodian for storing, by outcome: stored, invalid (did not open as its share), unavailable.",
+			Help: "Shares offered to this custodian for storing, by outcome: stored, invalid (did not open as its share), replayed (stored here before, or kept under another escrow id), destroyed (destroyed here before), stale (a v2 deposit time far from this custodian's clock), unavailable.",
 		}, []string{"outcome"}),
 		releases: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mediator_custodian_releases_total",
@@ -61,7 +61,7 @@ func NewMetrics() *Metrics {
 		}, []string{"outcome"}),
 		lifecycleOps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mediator_custodian_lifecycle_total",
-			Help: "Destroy and abort requests per share, by operation and outcome (destroyed, aborted, held, too_young, too_old, released, not_found, failed).",
+			Help: "Commit, destroy and abort requests per share, by operation and outcome (committed, destroyed, aborted, held, too_young, too_old, released, committed (an abort refused), not_found, failed).",
 		}, []string{"op", "outcome"}),
 		policyRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mediator_custodian_policy_refused_total",
@@ -144,6 +144,13 @@ func (m *Metrics) lifecycle(op, outcome string) {
 		return
 	}
 	m.lifecycleOps.WithLabelValues(op, outcome).Inc()
+}
+
+func (m *Metrics) lifecycleN(op, outcome string, n int) {
+	if m == nil || n == 0 {
+		return
+	}
+	m.lifecycleOps.WithLabelValues(op, outcome).Add(float64(n))
 }
 
 func (m *Metrics) request(route string, code int) {

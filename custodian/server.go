@@ -61,6 +61,11 @@ func (c *Custodian) Handler() http.Handler {
 	// Legal holds signed by roster members: public, as the signatures
 	// authenticate; the only road that lifts a hold.
 	r.Post("/v1/holds/signed", c.postSignedHold)
+	// What the custodian keeps, signed: public, as depositors, officers
+	// and auditors ask it directly (`mediator escrow check`, `escrow
+	// reconcile`); the answers name no conversation but the one asked.
+	r.Post("/v1/shares/status", c.postStatus)
+	r.Post("/v1/shares/inventory", c.postInventory)
 	// C2SP tlog-witness: public, as the protocol is; a checkpoint counts
 	// only if the log's key signed it and it extends what was cosigned.
 	if c.witness != nil {
@@ -69,6 +74,7 @@ func (c *Custodian) Handler() http.Handler {
 
 	m := r.With(c.bearer(&c.mediator, "the mediator's"))
 	m.Post("/v1/shares", c.storeShares)
+	m.Post("/v1/shares/commit", c.commitShares)
 	m.Post("/v1/shares/abort", c.refs(c.Abort))
 	m.Post("/v1/shares/destroy", c.refs(c.Destroy))
 	m.Post("/v1/holds", c.hold) // places only; a lift is refused
@@ -177,6 +183,19 @@ func (c *Custodian) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	wire.WriteJSON(w, http.StatusOK, map[string]any{"status": "ready", "checks": map[string]string{"vault": "ok"}})
+}
+
+func (c *Custodian) commitShares(w http.ResponseWriter, r *http.Request) {
+	var body wire.ShareRefs
+	if !decode(w, r, &body) {
+		return
+	}
+	res, err := c.CommitShares(r.Context(), body.Shares)
+	if err != nil {
+		c.callError(w, "commit", err)
+		return
+	}
+	wire.WriteJSON(w, http.StatusOK, wire.CommitAnswer{Results: res})
 }
 
 func (c *Custodian) storeShares(w http.ResponseWriter, r *http.Request) {

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"sync"
 	"time"
+
+	vaultapi "github.com/hashicorp/vault/api"
 
 	"github.com/mediatorhq/mediator/invalid"
 	"github.com/mediatorhq/mediator/shares"
@@ -32,18 +35,24 @@ var commitmentPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 // maxStoreBatch bounds the shares of one store call.
 const maxStoreBatch = 1024
 
-// StoreShares stores the shares of concurrent deposits together: each must
+// StoreShares stores the shares of concurrent deposits together. Each must
 // open as this custodian's share of the key it names (its place, the key's
-// conversation, id and commitment are bound by the HPKE info), and is then
-// wrapped by the custodian's own key; the shares of one call are wrapped in
-// one call to that key and written once, as one new entry. A share that
-// does not open gets a share_invalid error and is not stored; the others
-// are.
+// conversation, id and commitment, and for v2 its escrow id and deposit
+// time, are bound by the HPKE info), a v2 share's deposit time must be
+// near the custodian's clock, and the custodian's index must show it new
+// (never stored here, not destroyed, not kept under another escrow id).
+// It is then wrapped by the custodian's own key; the shares of one call
+// are wrapped in one call to that key and written once, as one new entry.
+// A share refused gets an item error and is not stored; the others are.
+//
+// A stored share is answered with where it is kept, unsigned: it may
+// still be aborted until CommitShares signs its deposit receipt.
 func (c *Custodian) StoreShares(ctx context.Context, items []wire.ShareToStore) ([]wire.StoreResult, error) {
 	if len(items) == 0 || len(items) > maxStoreBatch {
 		return nil, invalid.Input("shares", fmt.Sprintf("a store call carries 1–%d shares", maxStoreBatch))
 	}
-	now := shares.FormatTime(c.now())
+	at := c.now()
+	now := shares.FormatTime(at)
 	out := make([]wire.StoreResult, len(items))
 	opened := make([][]byte, len(items))
 	defer func() {
@@ -60,6 +69,7 @@ func (c *Custodian) StoreShares(ctx context.Context, items []wire.ShareToStore) 
 	wg.Wait()
 	var (
 		toWrap, keptAt   []int // indexes into items
+		reserved         []wire.ShareToStore
 		keep             []record
 		aads, plaintexts [][]byte
 		seen             = make(map[string]bool, len(items))
@@ -70,49 +80,65 @@ func (c *Custodian) StoreShares(ctx context.Context, items []wire.ShareToStore) 
 			out[i].Error = &wire.ItemError{Code: codeShareInvalid, Message: "the escrow id appears twice in one call"}
 		}
 		if out[i].Error == nil {
+			out[i].Error = c.index.reserve(it)
+		}
+		if out[i].Error == nil {
 			seen[it.EscrowID] = true
+			reserved = append(reserved, it)
 			toWrap = append(toWrap, i)
 			aads, plaintexts = append(aads, aad(it.ConversationID, it.KeyID)), append(plaintexts, opened[i])
 		}
 	}
 	wrapped, errs := c.wrapper.WrapAll(ctx, aads, plaintexts)
+	var unwrapped []wire.ShareToStore
 	for j, i := range toWrap {
 		it := items[i]
 		if errs[j] != nil {
 			c.log.Error("wrap failed", "custodian", c.cfg.Name, "escrow_id", it.EscrowID, "err", errs[j])
 			out[i].Error = &wire.ItemError{Code: codeUnavailable, Message: "the custodian's key is unavailable"}
+			unwrapped = append(unwrapped, it)
 			continue
 		}
 		keptAt = append(keptAt, i)
 		keep = append(keep, record{EscrowID: it.EscrowID, ConversationID: it.ConversationID, KeyID: it.KeyID, Index: it.Index,
 			Commitment: it.Commitment, Wrapped: string(wrapped[j]), SealedSHA256: shares.SealedHash(it.Sealed),
-			StoredAt: now, Depositor: it.Depositor})
+			StoredAt: now, Depositor: it.Depositor, DepositedAt: it.DepositedAt})
 	}
+	c.index.settle(unwrapped, false, at)
+	c.countRefused(out)
 	if len(keep) == 0 {
-		c.metrics.stored("invalid", len(items))
 		return out, nil
 	}
 	locator, err := c.store.putDeposits(ctx, keep)
 	if err != nil {
-		c.metrics.stored("unavailable", len(items))
+		c.index.settle(reserved, false, at)
+		c.metrics.stored("unavailable", len(keep))
 		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
 	}
+	c.index.settle(reserved, true, at)
 	for j, r := range keep {
-		i := keptAt[j]
-		it := items[i]
-		rc := shares.Receipt{Kind: shares.ReceiptDeposit, Custodian: c.cfg.Name, EscrowID: it.EscrowID,
-			ConversationID: it.ConversationID, KeyID: it.KeyID, Index: it.Index, Commitment: it.Commitment,
-			SealedSHA256: r.SealedSHA256, At: now, Locator: locator}
-		signed, err := shares.Sign(c.id.sign, rc)
-		if err != nil {
-			return nil, err
-		}
-		out[i].Receipt = &signed
+		out[keptAt[j]].Stored = &wire.StoredShare{Locator: locator, SealedSHA256: r.SealedSHA256, StoredAt: now}
 	}
 	c.metrics.stored("stored", len(keep))
-	c.metrics.stored("invalid", len(items)-len(keep))
 	c.log.Info("shares stored", "custodian", c.cfg.Name, "stored", len(keep), "refused", len(items)-len(keep), "locator", locator)
 	return out, nil
+}
+
+// countRefused counts the store results that are refusals, by code.
+func (c *Custodian) countRefused(out []wire.StoreResult) {
+	for _, r := range out {
+		if r.Error == nil {
+			continue
+		}
+		switch r.Error.Code {
+		case codeReplayed, codeDestroyed, codeStale:
+			c.metrics.stored(r.Error.Code, 1)
+		case codeUnavailable:
+			c.metrics.stored("unavailable", 1)
+		default:
+			c.metrics.stored("invalid", 1)
+		}
+	}
 }
 
 // openShare checks one sealed share's form and opens it as this
@@ -122,7 +148,14 @@ func (c *Custodian) openShare(it wire.ShareToStore) ([]byte, *wire.ItemError) {
 		it.Index < 1 || it.Index > 255 || !commitmentPattern.MatchString(it.Commitment) || len(it.Depositor) > shares.MaxIDLen {
 		return nil, &wire.ItemError{Code: codeShareInvalid, Message: "the share's ids, place or commitment are malformed"}
 	}
-	share, err := shares.OpenDeposited(c.id.hpke, it.ConversationID, it.KeyID, c.cfg.Name, it.Index, it.Commitment, it.Sealed)
+	var b shares.Binding
+	if it.DepositedAt != "" {
+		if e := c.checkDepositTime(it.DepositedAt); e != nil {
+			return nil, e
+		}
+		b = shares.Binding{EscrowID: it.EscrowID, DepositedAt: it.DepositedAt}
+	}
+	share, err := shares.OpenDeposited(c.id.hpke, it.ConversationID, it.KeyID, c.cfg.Name, it.Index, it.Commitment, b, it.Sealed)
 	if err != nil {
 		return nil, &wire.ItemError{Code: codeShareInvalid, Message: "the share does not open as this custodian's share of this key at this place"}
 	}
@@ -138,6 +171,7 @@ const (
 	outcomeTooOld    = "too_old"
 	outcomeNotFound  = "not_found"
 	outcomeReleased  = "released"
+	outcomeCommitted = "committed"
 	outcomeFailed    = "failed"
 )
 
@@ -163,12 +197,20 @@ func (c *Custodian) Destroy(ctx context.Context, refs []wire.ShareRef) ([]wire.R
 }
 
 // Abort destroys shares of deposits that failed elsewhere: only within
-// AbortWindow of storing them and before any release of them, so a
-// coordinator cannot use it to destroy escrowed keys.
+// AbortWindow of storing them, before any release of them, and before
+// their commit (CommitShares), so a coordinator cannot use it to destroy
+// escrowed keys, nor a deposit its depositor saw receipts for.
 func (c *Custodian) Abort(ctx context.Context, refs []wire.ShareRef) ([]wire.RefResult, error) {
+	c.commitMu.Lock()
+	defer c.commitMu.Unlock()
 	// A share older than the window cannot be aborted, so only releases
-	// within it matter (with a minute's slack for clocks).
-	released, err := c.store.freshReleased(ctx, c.now().Add(-c.cfg.AbortWindow.Duration-time.Minute))
+	// and commits within it matter (with a minute's slack for clocks).
+	since := c.now().Add(-c.cfg.AbortWindow.Duration - time.Minute)
+	released, err := c.store.freshReleased(ctx, since)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
+	}
+	committed, err := c.store.committedSince(ctx, since)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
 	}
@@ -179,9 +221,72 @@ func (c *Custodian) Abort(ctx context.Context, refs []wire.ShareRef) ([]wire.Ref
 			return outcomeTooOld, false
 		case released[r.EscrowID]:
 			return outcomeReleased, false
+		case committed[r.EscrowID]:
+			return outcomeCommitted, false
 		}
 		return outcomeAborted, true
 	})
+}
+
+// CommitShares commits shares stored by StoreShares, and signs each one's
+// deposit receipt: from then on the custodian refuses to abort it, so a
+// depositor holding every custodian's receipt knows that no one party can
+// have it dropped before MinRetention. The coordinator commits only once
+// every custodian stored its share. The receipt is the same however often
+// a share is committed (its time is the store's).
+func (c *Custodian) CommitShares(ctx context.Context, refs []wire.ShareRef) ([]wire.CommitResult, error) {
+	if len(refs) == 0 || len(refs) > maxStoreBatch {
+		return nil, invalid.Input("shares", fmt.Sprintf("a commit call carries 1–%d shares", maxStoreBatch))
+	}
+	out := make([]wire.CommitResult, len(refs))
+	recs := make([]record, len(refs))
+	entries := map[string]*vaultapi.KVSecret{}
+	var ids []string
+	c.commitMu.Lock()
+	defer c.commitMu.Unlock()
+	for i, ref := range refs {
+		sec, ok := entries[ref.Locator]
+		if !ok {
+			var err error
+			if sec, err = c.store.entry(ctx, ref.Locator); err != nil && !errors.Is(err, errNoRecord) {
+				return nil, fmt.Errorf("%w: %v", errUnavailable, err)
+			}
+			entries[ref.Locator] = sec
+		}
+		if sec == nil || !validUUID(ref.EscrowID) {
+			out[i].Error = &wire.ItemError{Code: codeNotFound, Message: "no share is kept under this escrow id and locator"}
+			continue
+		}
+		r, err := recordIn(sec, ref.EscrowID)
+		if err != nil {
+			out[i].Error = &wire.ItemError{Code: codeNotFound, Message: "no share is kept under this escrow id and locator"}
+			continue
+		}
+		recs[i] = r
+		ids = append(ids, r.EscrowID)
+	}
+	if len(ids) > 0 {
+		if err := c.store.putCommitted(ctx, c.now(), ids); err != nil {
+			return nil, fmt.Errorf("%w: %v", errUnavailable, err)
+		}
+		c.index.commit(ids)
+	}
+	for i, r := range recs {
+		if out[i].Error != nil {
+			continue
+		}
+		rc := shares.Receipt{Kind: shares.ReceiptDeposit, Custodian: c.cfg.Name, EscrowID: r.EscrowID,
+			ConversationID: r.ConversationID, KeyID: r.KeyID, Index: r.Index, Commitment: r.Commitment,
+			SealedSHA256: r.SealedSHA256, At: r.StoredAt, Locator: refs[i].Locator}
+		signed, err := shares.Sign(c.id.sign, rc)
+		if err != nil {
+			return nil, err
+		}
+		out[i].Receipt = &signed
+	}
+	c.metrics.lifecycleN("commit", "committed", len(ids))
+	c.metrics.lifecycleN("commit", outcomeNotFound, len(refs)-len(ids))
+	return out, nil
 }
 
 // eachRef applies a destruction rule to each ref: allow says, from the
@@ -213,8 +318,12 @@ func (c *Custodian) eachRef(ctx context.Context, refs []wire.ShareRef, verb stri
 			out[i].Outcome = outcome
 			continue
 		}
+		// The tombstone carries what the index knows the share by, so
+		// that it is never stored again once destroyed.
 		if err := c.store.putOnce(ctx, c.store.path("destroyed", ref.EscrowID), map[string]any{
 			"outcome": outcome, "at": shares.FormatTime(c.now()), "conversation_id": rec.ConversationID, "key_id": rec.KeyID,
+			"depositor": rec.Depositor, "commitment": rec.Commitment, "sealed_sha256": rec.SealedSHA256,
+			"stored_at": rec.StoredAt, "index": strconv.Itoa(rec.Index),
 		}); err != nil && !errors.Is(err, errExists) {
 			out[i].Outcome, out[i].Message = outcomeFailed, "the custodian's store is unavailable"
 			continue
@@ -224,6 +333,7 @@ func (c *Custodian) eachRef(ctx context.Context, refs []wire.ShareRef, verb stri
 			out[i].Outcome, out[i].Message = outcomeFailed, "the share could not be removed; retry"
 			continue
 		}
+		c.index.ended(ref.EscrowID, outcome)
 		out[i].Outcome = outcome
 		c.log.Info("share "+outcome, "custodian", c.cfg.Name, "escrow_id", ref.EscrowID)
 	}

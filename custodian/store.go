@@ -27,7 +27,9 @@ import (
 //	<prefix>/released/<request>/kept/<k>   the answers (sealed shares, signed receipts) a record names,
 //	                                       in entries of at most keptEntryBytes, written once before it
 //	<prefix>/fresh/<unix-nanos>-<uuid>     shares released within their abort window by one call, written once
-//	<prefix>/destroyed/<escrow>            a share destroyed or aborted, written once
+//	<prefix>/committed/<unix-nanos>-<uuid> shares one commit call committed (never aborted since), written once
+//	<prefix>/destroyed/<escrow>            a share destroyed or aborted, written once, with what the
+//	                                       deposit index knows it by
 //	<prefix>/holds/<hold>                  a legal hold; <prefix>/hold-releases/<hold> its release
 //	<prefix>/vetoes/<request>/<approver>   an approver's deny vote delivered directly, written once
 //	                                       (the approver's id in unpadded base64url)
@@ -144,6 +146,8 @@ type record struct {
 	SealedSHA256   string `json:"sealed_sha256"`
 	StoredAt       string `json:"stored_at"`
 	Depositor      string `json:"depositor"`
+	// DepositedAt is a v2 share's deposit time, bound by its HPKE info.
+	DepositedAt string `json:"deposited_at,omitempty"`
 }
 
 // putDeposits writes records as one new entry and returns its locator.
@@ -249,7 +253,13 @@ func (s *store) putFresh(ctx context.Context, at time.Time, requestID string, id
 // freshReleased returns the escrow ids that release calls since then gave
 // out while they were within their abort window.
 func (s *store) freshReleased(ctx context.Context, since time.Time) (map[string]bool, error) {
-	names, err := s.list(ctx, "fresh")
+	return s.idsSince(ctx, "fresh", since)
+}
+
+// idsSince returns the escrow ids of the time-named records under dir
+// written since then.
+func (s *store) idsSince(ctx context.Context, dir string, since time.Time) (map[string]bool, error) {
+	names, err := s.list(ctx, dir)
 	if err != nil {
 		return nil, err
 	}
@@ -260,7 +270,7 @@ func (s *store) freshReleased(ctx context.Context, since time.Time) (map[string]
 		if !ok || err != nil || t < since.UnixNano() {
 			continue
 		}
-		sec, err := s.get(ctx, s.path("fresh", n))
+		sec, err := s.get(ctx, s.path(dir, n))
 		if err != nil {
 			return nil, err
 		}
@@ -270,6 +280,19 @@ func (s *store) freshReleased(ctx context.Context, since time.Time) (map[string]
 		}
 	}
 	return out, nil
+}
+
+// putCommitted records, once, that a commit call at committed ids: the
+// name starts with its time, as putFresh's does, so an abort reads only
+// the records within its window.
+func (s *store) putCommitted(ctx context.Context, at time.Time, ids []string) error {
+	name := fmt.Sprintf("%020d-%s", at.UnixNano(), uuid.NewString())
+	return s.putOnce(ctx, s.path("committed", name), map[string]any{"escrow_ids": strings.Join(ids, ",")})
+}
+
+// committedSince returns the escrow ids committed since then.
+func (s *store) committedSince(ctx context.Context, since time.Time) (map[string]bool, error) {
+	return s.idsSince(ctx, "committed", since)
 }
 
 // validLocator keeps a locator from naming anything but a deposit entry.

@@ -47,10 +47,23 @@ var (
 	ErrNotFound = errors.New("escrow: not found")
 )
 
-// CodeShareInvalid: a custodian found that its share does not open as its
-// share of the key named; the depositor sealed it wrong (or for another
-// custodian set).
-const CodeShareInvalid = "share_invalid"
+// Codes of a deposit refused for its shares (422).
+const (
+	// CodeShareInvalid: a custodian found that its share does not open
+	// as its share of the key named; the depositor sealed it wrong (or
+	// for another custodian set).
+	CodeShareInvalid = "share_invalid"
+	// CodeReplayed: a custodian stored the escrow id or the sealed bytes
+	// before, or keeps the same deposit under another escrow id: the
+	// body was replayed.
+	CodeReplayed = "replayed"
+	// CodeDestroyedShare: a custodian destroyed this deposit; it never
+	// stores it again.
+	CodeDestroyedShare = "destroyed"
+	// CodeStaleDeposit: a v2 deposit's time is too far from the clock of
+	// the mediator or of a custodian.
+	CodeStaleDeposit = "stale"
+)
 
 // Escrow describes an escrowed key. It holds no key material.
 type Escrow struct {
@@ -80,6 +93,45 @@ type Service struct {
 	log       *slog.Logger
 	metrics   *Metrics
 	chunk     int // share refs per release call to one custodian
+	keys      keyLocks
+}
+
+// keyLocks serializes the deposits of one (depositor, conversation, key
+// id) in this process: a custodian keeps one deposit of a key once, so a
+// second deposit of it must find the first's row, not race it to the
+// custodians.
+type keyLocks struct {
+	mu sync.Mutex
+	m  map[string]*keyLock
+}
+
+type keyLock struct {
+	sync.Mutex
+	waiters int
+}
+
+// lock locks key and returns its unlock.
+func (k *keyLocks) lock(key string) func() {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = map[string]*keyLock{}
+	}
+	l := k.m[key]
+	if l == nil {
+		l = &keyLock{}
+		k.m[key] = l
+	}
+	l.waiters++
+	k.mu.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		k.mu.Lock()
+		if l.waiters--; l.waiters == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
 }
 
 // DefaultReleaseChunk is how many shares a release asks one custodian for
@@ -158,9 +210,18 @@ type DepositRequest struct {
 	CustodianSet   string
 	Threshold      int
 	Shares         []shares.SealedShare
+	// Binding is the v2 escrow id and deposit time the shares were
+	// sealed under; zero for a v1 deposit, whose escrow id the mediator
+	// chooses.
+	Binding shares.Binding
 	// Depositor is the authenticated caller.
 	Depositor string
 }
+
+// MaxDepositSkew is how far a v2 deposit's time may be from the
+// mediator's clock. Custodians hold it to their own abort window
+// (default 10 minutes).
+const MaxDepositSkew = 5 * time.Minute
 
 var commitmentPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 
@@ -189,13 +250,21 @@ func (s *Service) deposit(ctx context.Context, req DepositRequest) (Escrow, bool
 	if err := s.validate(req); err != nil {
 		return Escrow{}, false, err
 	}
+	defer s.keys.lock(req.Depositor + "\x00" + req.ConversationID + "\x00" + req.KeyID)()
 	if existing, err := s.deposits.ByKeyID(ctx, req.Depositor, req.ConversationID, req.KeyID); err == nil {
 		return sameOrConflict(existing, req.Commitment)
 	} else if !errors.Is(err, ErrNotFound) {
 		return Escrow{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	id := uuid.NewString()
-	receipts, err := s.forward(ctx, id, req)
+	id := req.Binding.EscrowID
+	if id == "" {
+		id = uuid.NewString()
+	}
+	locators, err := s.forward(ctx, id, req)
+	if err != nil {
+		return Escrow{}, false, err
+	}
+	receipts, err := s.commit(ctx, id, req, locators)
 	if err != nil {
 		return Escrow{}, false, err
 	}
@@ -208,8 +277,12 @@ func (s *Service) deposit(ctx context.Context, req DepositRequest) (Escrow, bool
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		committed, lookErr := s.deposits.ByID(cctx, id)
 		cancel()
-		if lookErr == nil {
+		if lookErr == nil && committed.Depositor == req.Depositor && committed.ConversationID == req.ConversationID &&
+			committed.KeyID == req.KeyID && committed.KeyCommitment == req.Commitment {
 			return committed, true, nil
+		}
+		if lookErr == nil {
+			lookErr = ErrNotFound // another escrow's id: this deposit was not committed
 		}
 		if !errors.Is(lookErr, ErrNotFound) {
 			s.log.Error("escrow deposit outcome unknown; keeping the custodians' shares", "escrow_id", id, "err", err, "lookup_err", lookErr)
@@ -217,7 +290,7 @@ func (s *Service) deposit(ctx context.Context, req DepositRequest) (Escrow, bool
 		}
 	}
 	if err != nil {
-		s.abort(ctx, id, receipts)
+		s.abort(ctx, id, locators)
 		if errors.Is(err, errDuplicateKeyID) {
 			// A concurrent deposit of the same key id won the race.
 			existing, err := s.deposits.ByKeyID(ctx, req.Depositor, req.ConversationID, req.KeyID)
@@ -259,6 +332,9 @@ func (s *Service) validate(req DepositRequest) error {
 	case len(req.Shares) != len(s.set.Custodians):
 		return invalid.Input("shares", fmt.Sprintf("must hold one sealed share per custodian, %d", len(s.set.Custodians)))
 	}
+	if err := s.validateBinding(req.Binding); err != nil {
+		return err
+	}
 	for i, sh := range req.Shares {
 		if sh.Custodian != s.set.Custodians[i].Name || sh.Index != i+1 {
 			return invalid.Input("shares", "must list the custodians in the set's order, share i to custodian i")
@@ -270,11 +346,34 @@ func (s *Service) validate(req DepositRequest) error {
 	return nil
 }
 
-// forward has every custodian store its share, in parallel, and checks each
-// signed receipt against the custodian's key in the set. On any failure it
-// aborts the shares stored and returns the error.
-func (s *Service) forward(ctx context.Context, id string, req DepositRequest) ([]shares.SignedReceipt, error) {
-	receipts := make([]shares.SignedReceipt, len(s.remotes))
+// validateBinding checks a v2 deposit's escrow id and time: both or
+// neither, a canonical UUID, and a time in the receipts' layout within
+// MaxDepositSkew of the mediator's clock.
+func (s *Service) validateBinding(b shares.Binding) error {
+	switch {
+	case b.IsZero():
+		return nil
+	case b.EscrowID == "" || b.DepositedAt == "":
+		return invalid.Input("escrow_id", "escrow_id and deposited_at go together")
+	}
+	if u, err := uuid.Parse(b.EscrowID); err != nil || u.String() != b.EscrowID {
+		return invalid.Input("escrow_id", "must be a UUID in canonical form")
+	}
+	at, err := time.Parse(shares.TimeLayout, b.DepositedAt)
+	if err != nil || shares.FormatTime(at) != b.DepositedAt {
+		return invalid.Input("deposited_at", "must be RFC 3339 UTC with microseconds, as 2026-12-03T10:00:00.000000Z")
+	}
+	if d := time.Since(at); d > MaxDepositSkew || -d > MaxDepositSkew {
+		return invalid.Coded(CodeStaleDeposit, "deposited_at", fmt.Sprintf("is more than %s from the mediator's clock", MaxDepositSkew))
+	}
+	return nil
+}
+
+// forward has every custodian store its share, in parallel, and checks
+// that each stored the share it was given; it returns where each keeps
+// it. On any failure it aborts the shares stored and returns the error.
+func (s *Service) forward(ctx context.Context, id string, req DepositRequest) ([]string, error) {
+	locators := make([]string, len(s.remotes))
 	errs := make([]error, len(s.remotes))
 	var wg sync.WaitGroup
 	for i, r := range s.remotes {
@@ -282,19 +381,18 @@ func (s *Service) forward(ctx context.Context, id string, req DepositRequest) ([
 			t0 := time.Now()
 			sh := req.Shares[i]
 			res, err := r.Store(ctx, wire.ShareToStore{EscrowID: id, ConversationID: req.ConversationID, KeyID: req.KeyID,
-				Index: sh.Index, Commitment: req.Commitment, Sealed: sh.Sealed, Depositor: req.Depositor})
+				Index: sh.Index, Commitment: req.Commitment, Sealed: sh.Sealed, Depositor: req.Depositor,
+				DepositedAt: req.Binding.DepositedAt})
 			switch {
 			case err != nil:
-			case res.Error != nil && res.Error.Code == CodeShareInvalid:
-				err = invalid.Coded(CodeShareInvalid, "shares",
-					"custodian "+r.Name+" found its share does not open as its share of this key: "+res.Error.Message)
+			case res.Error != nil && refusedShare[res.Error.Code]:
+				err = invalid.Coded(res.Error.Code, "shares", "custodian "+r.Name+" refused its share: "+res.Error.Message)
 			case res.Error != nil:
 				err = &UnavailableError{Custodian: r.Name, Err: errors.New(res.Error.Code + ": " + res.Error.Message)}
-			case res.Receipt == nil:
-				err = &UnavailableError{Custodian: r.Name, Err: errors.New("no receipt")}
+			case res.Stored == nil || res.Stored.Locator == "" || res.Stored.SealedSHA256 != shares.SealedHash(sh.Sealed):
+				err = &UnavailableError{Custodian: r.Name, Err: errors.New("the custodian did not say it stored the share it was given")}
 			default:
-				err = s.checkDepositReceipt(*res.Receipt, i, id, req)
-				receipts[i] = *res.Receipt
+				locators[i] = res.Stored.Locator
 			}
 			s.metrics.custodian(r.Name, "store", err, time.Since(t0))
 			errs[i] = err
@@ -310,18 +408,61 @@ func (s *Service) forward(ctx context.Context, id string, req DepositRequest) ([
 	}
 	if err := errors.Join(errs...); err != nil {
 		s.log.Error("escrow deposit failed; aborting the shares stored", "escrow_id", id, "err", err)
-		s.abort(ctx, id, receipts)
+		s.abort(ctx, id, locators)
 		if refused != nil {
 			return nil, refused
 		}
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return locators, nil
+}
+
+// refusedShare are the item codes with which a custodian refuses a share
+// for what the depositor (or whoever replays its bytes) sent: the deposit
+// answers 422 with the code, not 503.
+var refusedShare = map[string]bool{CodeShareInvalid: true, CodeReplayed: true, CodeDestroyedShare: true, CodeStaleDeposit: true}
+
+// commit has every custodian commit its stored share, in parallel, once
+// all stored theirs, and checks each signed deposit receipt against the
+// custodian's key in the set. A committed share is never aborted, so a
+// depositor holding all the receipts knows no one party can undo the
+// deposit. On any failure it asks for aborts, which the custodians that
+// committed refuse (the shares they keep are orphans, which
+// reconciliation reports), and returns the error.
+func (s *Service) commit(ctx context.Context, id string, req DepositRequest, locators []string) ([]shares.SignedReceipt, error) {
+	receipts := make([]shares.SignedReceipt, len(s.remotes))
+	errs := make([]error, len(s.remotes))
+	var wg sync.WaitGroup
+	for i, r := range s.remotes {
+		wg.Go(func() {
+			t0 := time.Now()
+			res, err := r.Commit(ctx, wire.ShareRef{EscrowID: id, Locator: locators[i]})
+			switch {
+			case err != nil:
+			case res.Error != nil:
+				err = &UnavailableError{Custodian: r.Name, Err: errors.New(res.Error.Code + ": " + res.Error.Message)}
+			case res.Receipt == nil:
+				err = &UnavailableError{Custodian: r.Name, Err: errors.New("no receipt")}
+			default:
+				err = s.checkDepositReceipt(*res.Receipt, i, id, req, locators[i])
+				receipts[i] = *res.Receipt
+			}
+			s.metrics.custodian(r.Name, "commit", err, time.Since(t0))
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		s.log.Error("escrow deposit failed at commit; aborting the shares not committed", "escrow_id", id, "err", err)
+		s.abort(ctx, id, locators)
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return receipts, nil
 }
 
 // checkDepositReceipt checks that custodian i signed a receipt for exactly
-// the share it was given.
-func (s *Service) checkDepositReceipt(sr shares.SignedReceipt, i int, id string, req DepositRequest) error {
+// the share it was given, kept at locator.
+func (s *Service) checkDepositReceipt(sr shares.SignedReceipt, i int, id string, req DepositRequest, locator string) error {
 	c := s.set.Custodians[i]
 	r := sr.Receipt
 	if err := sr.Verify(c.SigningKey); err != nil {
@@ -329,7 +470,7 @@ func (s *Service) checkDepositReceipt(sr shares.SignedReceipt, i int, id string,
 	}
 	if r.Kind != shares.ReceiptDeposit || r.Custodian != c.Name || r.EscrowID != id || r.Index != i+1 ||
 		r.ConversationID != req.ConversationID || r.KeyID != req.KeyID || r.Commitment != req.Commitment ||
-		r.SealedSHA256 != shares.SealedHash(req.Shares[i].Sealed) || r.Locator == "" {
+		r.SealedSHA256 != shares.SealedHash(req.Shares[i].Sealed) || r.Locator != locator {
 		return &UnavailableError{Custodian: c.Name, Err: errors.New("the receipt is not for the share it was given")}
 	}
 	return nil
@@ -338,12 +479,12 @@ func (s *Service) checkDepositReceipt(sr shares.SignedReceipt, i int, id string,
 // abort asks the custodians that stored a share of escrow id to drop it,
 // best effort and with a context of its own: cleanup must run even if the
 // request's context has ended.
-func (s *Service) abort(ctx context.Context, id string, receipts []shares.SignedReceipt) {
+func (s *Service) abort(ctx context.Context, id string, locators []string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
 	for i, r := range s.remotes {
-		loc := receipts[i].Receipt.Locator
+		loc := locators[i]
 		if loc == "" {
 			continue
 		}

@@ -20,11 +20,12 @@ import (
 // share writes of concurrent deposits into one call (and so one write in
 // the custodian's store). It can ask; it cannot open anything.
 type Remote struct {
-	Name  string
-	url   string
-	token string
-	http  *http.Client
-	store *batch.Queue[wire.ShareToStore, wire.StoreResult]
+	Name   string
+	url    string
+	token  string
+	http   *http.Client
+	store  *batch.Queue[wire.ShareToStore, wire.StoreResult]
+	commit *batch.Queue[wire.ShareRef, wire.CommitResult]
 }
 
 // storeBatchMax bounds the shares of one store call.
@@ -42,6 +43,7 @@ func NewRemote(name, url, token string, httpClient *http.Client) *Remote {
 	}
 	r := &Remote{Name: name, url: strings.TrimRight(url, "/"), token: token, http: httpClient}
 	r.store = &batch.Queue[wire.ShareToStore, wire.StoreResult]{Fn: r.storeBatch, Max: storeBatchMax, Timeout: remoteTimeout}
+	r.commit = &batch.Queue[wire.ShareRef, wire.CommitResult]{Fn: r.commitBatch, Max: storeBatchMax, Timeout: remoteTimeout}
 	return r
 }
 
@@ -147,6 +149,24 @@ func (r *Remote) storeBatch(ctx context.Context, items []wire.ShareToStore) ([]w
 	}
 	if len(ans.Results) != len(items) {
 		return nil, &UnavailableError{Custodian: r.Name, Err: fmt.Errorf("%d results for %d shares", len(ans.Results), len(items))}
+	}
+	return ans.Results, nil
+}
+
+// Commit asks the custodian to commit one stored share and sign its
+// deposit receipt, in one call with the commits of concurrent deposits.
+// A committed share is never aborted.
+func (r *Remote) Commit(ctx context.Context, ref wire.ShareRef) (wire.CommitResult, error) {
+	return r.commit.Do(ctx, ref)
+}
+
+func (r *Remote) commitBatch(ctx context.Context, refs []wire.ShareRef) ([]wire.CommitResult, error) {
+	var ans wire.CommitAnswer
+	if err := r.call(ctx, http.MethodPost, "/v1/shares/commit", wire.ShareRefs{Shares: refs}, &ans); err != nil {
+		return nil, err
+	}
+	if len(ans.Results) != len(refs) {
+		return nil, &UnavailableError{Custodian: r.Name, Err: fmt.Errorf("%d results for %d shares", len(ans.Results), len(refs))}
 	}
 	return ans.Results, nil
 }

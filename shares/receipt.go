@@ -69,16 +69,19 @@ func SealedHash(sealed []byte) string {
 const receiptContext = "mediator-custodian-receipt-v1\n"
 
 // canonical is the RFC 8785 JSON of r.
-func (r Receipt) canonical() ([]byte, error) {
-	raw, err := json.Marshal(r)
+func (r Receipt) canonical() ([]byte, error) { return canonicalJSON(r) }
+
+// canonicalJSON is the RFC 8785 JSON of v.
+func canonicalJSON(v any) ([]byte, error) {
+	raw, err := json.Marshal(v)
 	if err != nil {
-		return nil, fmt.Errorf("shares: receipt: %w", err)
+		return nil, fmt.Errorf("shares: %T: %w", v, err)
 	}
-	v := jsontext.Value(raw)
-	if err := v.Canonicalize(); err != nil {
-		return nil, fmt.Errorf("shares: receipt: %w", err)
+	j := jsontext.Value(raw)
+	if err := j.Canonicalize(); err != nil {
+		return nil, fmt.Errorf("shares: %T: %w", v, err)
 	}
-	return v, nil
+	return j, nil
 }
 
 // SignedReceipt is a receipt and the custodian's Ed25519 signature over

@@ -86,6 +86,36 @@ func DepositInfo(conversationID, keyID, custodian string, index int, commitment 
 	return []byte("mediator-share-v1\n" + conversationID + "\n" + keyID + "\n" + custodian + "\n" + strconv.Itoa(index) + "\n" + commitment)
 }
 
+// Binding is what a v2 deposit binds a sealed share to beyond v1's
+// fields: the escrow id the depositor chose (a canonical UUID) and the
+// time it deposited, in TimeLayout. A custodian refuses a v2 share whose
+// time is far from its own clock and an escrow id it has seen before, so
+// that the sealed bytes, replayed by whoever saw them, open nowhere else
+// and never again. The zero Binding is v1, which binds neither.
+type Binding struct {
+	EscrowID    string
+	DepositedAt string
+}
+
+// IsZero reports whether b is v1's empty binding.
+func (b Binding) IsZero() bool { return b == Binding{} }
+
+// DepositInfoV2 is the HPKE info of a v2 deposit: v1's fields, then the
+// binding:
+// "mediator-share-v2\n" + conversation_id + "\n" + key_id + "\n" + custodian + "\n" + index + "\n" + commitment + "\n" + escrow_id + "\n" + deposited_at.
+func DepositInfoV2(conversationID, keyID, custodian string, index int, commitment string, b Binding) []byte {
+	return []byte("mediator-share-v2\n" + conversationID + "\n" + keyID + "\n" + custodian + "\n" + strconv.Itoa(index) + "\n" +
+		commitment + "\n" + b.EscrowID + "\n" + b.DepositedAt)
+}
+
+// depositInfo is the info for b's version: v1 for the zero Binding.
+func depositInfo(conversationID, keyID, custodian string, index int, commitment string, b Binding) []byte {
+	if b.IsZero() {
+		return DepositInfo(conversationID, keyID, custodian, index, commitment)
+	}
+	return DepositInfoV2(conversationID, keyID, custodian, index, commitment, b)
+}
+
 // ReleaseInfo is the HPKE info under which a custodian re-seals its share
 // to a request's recipient:
 // "mediator-share-release-v1\n" + request_id + "\n" + conversation_id + "\n" + key_id + "\n" + custodian + "\n" + index.
@@ -139,8 +169,16 @@ func NewSplitter(set Set) (*Splitter, error) {
 // Set returns the set sp splits for.
 func (sp *Splitter) Set() Set { return sp.set }
 
-// Split is the package-level Split for sp's set.
+// Split is the package-level Split for sp's set: a v1 deposit, bound to
+// no escrow id or time. New deposits use SplitBound.
 func (sp *Splitter) Split(conversationID, keyID string, key []byte) (string, []SealedShare, error) {
+	return sp.SplitBound(conversationID, keyID, Binding{}, key)
+}
+
+// SplitBound is Split for a v2 deposit: each share is sealed under
+// DepositInfoV2 with b, so it opens only as this escrow id's share,
+// deposited at b's time.
+func (sp *Splitter) SplitBound(conversationID, keyID string, b Binding, key []byte) (string, []SealedShare, error) {
 	if !ValidID(conversationID) || !ValidID(keyID) {
 		return "", nil, errors.New("shares: conversation id and key id must be 1–128 printable bytes")
 	}
@@ -159,7 +197,7 @@ func (sp *Splitter) Split(conversationID, keyID string, key []byte) (string, []S
 	}()
 	out := make([]SealedShare, len(parts))
 	for i, c := range sp.set.Custodians {
-		ct, err := sp.sealers[i].Seal(DepositInfo(conversationID, keyID, c.Name, i+1, commitment), parts[i])
+		ct, err := sp.sealers[i].Seal(depositInfo(conversationID, keyID, c.Name, i+1, commitment, b), parts[i])
 		if err != nil {
 			return "", nil, fmt.Errorf("shares: seal share %d to %s: %w", i+1, c.Name, err)
 		}
@@ -169,9 +207,10 @@ func (sp *Splitter) Split(conversationID, keyID string, key []byte) (string, []S
 }
 
 // OpenDeposited is the custodian's side of a deposit: it opens the share
-// sealed to it under DepositInfo. The caller must zero the share.
-func OpenDeposited(priv hpke.PrivateKey, conversationID, keyID, custodian string, index int, commitment string, sealed []byte) ([]byte, error) {
-	share, err := seal.Open(priv, DepositInfo(conversationID, keyID, custodian, index, commitment), sealed)
+// sealed to it under DepositInfo (the zero Binding) or DepositInfoV2. The
+// caller must zero the share.
+func OpenDeposited(priv hpke.PrivateKey, conversationID, keyID, custodian string, index int, commitment string, b Binding, sealed []byte) ([]byte, error) {
+	share, err := seal.Open(priv, depositInfo(conversationID, keyID, custodian, index, commitment, b), sealed)
 	if err != nil {
 		return nil, errors.New("shares: the sealed share does not open as this custodian's share of this key")
 	}

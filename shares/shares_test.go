@@ -57,7 +57,7 @@ func TestDepositAndReleaseRoundTrip(t *testing.T) {
 		if bytes.Contains(s.Sealed, key) || s.Index != i+1 || s.Custodian != set.Custodians[i].Name {
 			t.Fatalf("share %d: %+v", i, s)
 		}
-		share, err := OpenDeposited(privs[i], "conv-a", "epoch-1", s.Custodian, s.Index, commitment, s.Sealed)
+		share, err := OpenDeposited(privs[i], "conv-a", "epoch-1", s.Custodian, s.Index, commitment, Binding{}, s.Sealed)
 		if err != nil {
 			t.Fatalf("custodian %d cannot open its share: %v", i+1, err)
 		}
@@ -66,16 +66,16 @@ func TestDepositAndReleaseRoundTrip(t *testing.T) {
 		other := (i + 1) % 5
 		for name, open := range map[string]func() ([]byte, error){
 			"other custodian's key": func() ([]byte, error) {
-				return OpenDeposited(privs[other], "conv-a", "epoch-1", s.Custodian, s.Index, commitment, s.Sealed)
+				return OpenDeposited(privs[other], "conv-a", "epoch-1", s.Custodian, s.Index, commitment, Binding{}, s.Sealed)
 			},
 			"other place": func() ([]byte, error) {
-				return OpenDeposited(privs[i], "conv-a", "epoch-1", s.Custodian, other+1, commitment, s.Sealed)
+				return OpenDeposited(privs[i], "conv-a", "epoch-1", s.Custodian, other+1, commitment, Binding{}, s.Sealed)
 			},
 			"other conversation": func() ([]byte, error) {
-				return OpenDeposited(privs[i], "conv-b", "epoch-1", s.Custodian, s.Index, commitment, s.Sealed)
+				return OpenDeposited(privs[i], "conv-b", "epoch-1", s.Custodian, s.Index, commitment, Binding{}, s.Sealed)
 			},
 			"other commitment": func() ([]byte, error) {
-				return OpenDeposited(privs[i], "conv-a", "epoch-1", s.Custodian, s.Index, Commitment("conv-a", "epoch-1", []byte("x")), s.Sealed)
+				return OpenDeposited(privs[i], "conv-a", "epoch-1", s.Custodian, s.Index, Commitment("conv-a", "epoch-1", []byte("x")), Binding{}, s.Sealed)
 			},
 		} {
 			if _, err := open(); err == nil {
@@ -117,7 +117,7 @@ func TestRecoverNamesTheBadShare(t *testing.T) {
 	commitment, sealed, _ := Split(set, "c", "k", key)
 	parts := make([]Part, 5)
 	for i, s := range sealed {
-		share, _ := OpenDeposited(privs[i], "c", "k", s.Custodian, s.Index, commitment, s.Sealed)
+		share, _ := OpenDeposited(privs[i], "c", "k", s.Custodian, s.Index, commitment, Binding{}, s.Sealed)
 		parts[i] = Part{Custodian: s.Custodian, Share: share}
 	}
 	for corrupt := range 5 {
@@ -275,8 +275,54 @@ func BenchmarkOpenDeposited(b *testing.B) {
 	set, privs, _ := testSet(b, 5, 3)
 	commitment, sealed, _ := Split(set, "c", "k", bytes.Repeat([]byte{1}, 32))
 	for b.Loop() {
-		if _, err := OpenDeposited(privs[0], "c", "k", "custodian-1", 1, commitment, sealed[0].Sealed); err != nil {
+		if _, err := OpenDeposited(privs[0], "c", "k", "custodian-1", 1, commitment, Binding{}, sealed[0].Sealed); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestBoundShareOpensOnlyUnderItsBinding: a v2 share opens only under the
+// escrow id and deposit time it was sealed with, never as v1, and a v1
+// share never as v2: replayed under a new escrow id, the sealed bytes
+// open nowhere.
+func TestBoundShareOpensOnlyUnderItsBinding(t *testing.T) {
+	set, privs, _ := testSet(t, 3, 2)
+	key := bytes.Repeat([]byte{0x5C}, 32)
+	sp, err := NewSplitter(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := Binding{EscrowID: "6f1c1d0e-4a55-4d8e-9a44-2f4f3f0f9a10", DepositedAt: "2026-12-03T10:00:00.000000Z"}
+	commitment, sealed, err := sp.SplitBound("conv-a", "k1", b, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sealed[0]
+	open := func(b Binding, sealed []byte) error {
+		share, err := OpenDeposited(privs[0], "conv-a", "k1", s.Custodian, s.Index, commitment, b, sealed)
+		clear(share)
+		return err
+	}
+	if err := open(b, s.Sealed); err != nil {
+		t.Fatalf("the bound share does not open under its binding: %v", err)
+	}
+	for name, other := range map[string]Binding{
+		"another escrow id": {EscrowID: "0b8e4f57-7b8c-4f7e-8a43-1d51d3c5e2aa", DepositedAt: b.DepositedAt},
+		"another time":      {EscrowID: b.EscrowID, DepositedAt: "2026-12-03T10:00:00.000001Z"},
+		"v1":                {},
+	} {
+		if err := open(other, s.Sealed); err == nil {
+			t.Errorf("the bound share opened under %s", name)
+		}
+	}
+	_, v1, err := sp.Split("conv-a", "k1", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := open(Binding{}, v1[0].Sealed); err != nil {
+		t.Fatalf("a v1 share does not open: %v", err)
+	}
+	if err := open(b, v1[0].Sealed); err == nil {
+		t.Error("a v1 share opened as v2")
 	}
 }

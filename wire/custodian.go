@@ -36,6 +36,9 @@ type ShareToStore struct {
 	// Depositor is the depositor's token subject, as the mediator
 	// authenticated it; the custodian records it.
 	Depositor string `json:"depositor"`
+	// DepositedAt, when set, makes this a v2 share: sealed under
+	// shares.DepositInfoV2 with EscrowID and DepositedAt.
+	DepositedAt string `json:"deposited_at,omitempty"`
 }
 
 // StoreShares is POST /v1/shares: shares of concurrent deposits, stored
@@ -50,11 +53,34 @@ type ItemError struct {
 	Message string `json:"message"`
 }
 
-// StoreResult is one share's outcome: a signed deposit receipt, or an
-// error.
+// StoredShare is a custodian's answer for a share it stored but has not
+// yet committed: where it keeps it, the hex SHA-256 of the sealed share it
+// received, and when. It is not signed: a deposit receipt is signed only
+// at commit (POST /v1/shares/commit), after which the custodian refuses to
+// abort the share.
+type StoredShare struct {
+	Locator      string `json:"locator"`
+	SealedSHA256 string `json:"sealed_sha256"`
+	StoredAt     string `json:"stored_at"`
+}
+
+// StoreResult is one share's outcome: stored, or an error.
 type StoreResult struct {
+	Stored *StoredShare `json:"stored,omitempty"`
+	Error  *ItemError   `json:"error,omitempty"`
+}
+
+// CommitResult is one share's outcome at commit: the custodian's signed
+// deposit receipt, or an error.
+type CommitResult struct {
 	Receipt *shares.SignedReceipt `json:"receipt,omitempty"`
 	Error   *ItemError            `json:"error,omitempty"`
+}
+
+// CommitAnswer is the answer to POST /v1/shares/commit (a ShareRefs), one
+// result per share in order.
+type CommitAnswer struct {
+	Results []CommitResult `json:"results"`
 }
 
 // StoreAnswer is the answer to POST /v1/shares, one result per share in
@@ -70,7 +96,8 @@ type ShareRef struct {
 	Locator  string `json:"locator"`
 }
 
-// ShareRefs is the body of POST /v1/shares/abort and /v1/shares/destroy.
+// ShareRefs is the body of POST /v1/shares/commit, /v1/shares/abort and
+// /v1/shares/destroy.
 type ShareRefs struct {
 	Shares []ShareRef `json:"shares"`
 }
@@ -256,4 +283,19 @@ type VetoRecorded struct {
 	ApproverID    string    `json:"approver_id"`
 	RecordedAt    time.Time `json:"recorded_at"`
 	RosterVersion uint64    `json:"roster_version"`
+}
+
+// StatusQuery is POST /v1/shares/status: which shares of this key does
+// the custodian keep? The answer is a shares.SignedInventory.
+type StatusQuery struct {
+	ConversationID string `json:"conversation_id"`
+	KeyID          string `json:"key_id"`
+}
+
+// InventoryQuery is POST /v1/shares/inventory: which shares did the
+// custodian store in [Since, Until)? The answer is a
+// shares.SignedInventory.
+type InventoryQuery struct {
+	Since time.Time `json:"since"`
+	Until time.Time `json:"until"`
 }

@@ -99,7 +99,7 @@ type CustodianSet struct {
 }
 
 // DepositShare is one custodian's share of a deposit, sealed to it under
-// shares.DepositInfo.
+// shares.DepositInfoV2 (or, from an older depositor, shares.DepositInfo).
 type DepositShare struct {
 	Custodian string `json:"custodian"`
 	Index     int    `json:"index"`
@@ -115,6 +115,12 @@ type DepositRequest struct {
 	CustodianSet   string         `json:"custodian_set"`
 	Threshold      int            `json:"threshold"`
 	Shares         []DepositShare `json:"shares"`
+	// EscrowID and DepositedAt are the v2 binding (shares.Binding) the
+	// shares were sealed under: an escrow id the depositor chose (a
+	// canonical UUID) and its clock at deposit (RFC 3339 UTC with
+	// microseconds). Both or neither; neither is a v1 deposit.
+	EscrowID    string `json:"escrow_id,omitempty"`
+	DepositedAt string `json:"deposited_at,omitempty"`
 }
 
 // DepositResponse is POST /v1/escrow/keys: 201 for a new escrow, 200 for
