@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mediatorhq/mediator/invalid"
+	"github.com/mediatorhq/mediator/reconcile"
 )
 
 // Metrics are the escrow metric families. Labels carry outcomes and
@@ -16,6 +17,8 @@ type Metrics struct {
 	depositLatency  prometheus.Histogram
 	custodianCalls  *prometheus.HistogramVec
 	custodianErrors *prometheus.CounterVec
+	findings        *prometheus.GaugeVec
+	reconcileRuns   *prometheus.CounterVec
 }
 
 // NewMetrics registers the escrow metrics on reg.
@@ -40,7 +43,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Custodian failures by custodian and operation.",
 		}, []string{"custodian", "op"}),
 	}
-	reg.MustRegister(m.deposits, m.depositLatency, m.custodianCalls, m.custodianErrors)
+	m.findings = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "mediator_escrow_reconcile_findings",
+		Help: "Shares the last reconciliation found a custodian disagreeing with the escrows recorded, by custodian and kind: orphan (kept, no escrow), missing (aborted at the custodian, recorded here), mismatch (other sealed bytes).",
+	}, []string{"custodian", "kind"})
+	m.reconcileRuns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mediator_escrow_reconcile_runs_total",
+		Help: "Reconciliation runs, by outcome: complete, or partial (a custodian's inventory missing or unverified).",
+	}, []string{"outcome"})
+	reg.MustRegister(m.deposits, m.depositLatency, m.custodianCalls, m.custodianErrors, m.findings, m.reconcileRuns)
 	return m
 }
 
@@ -75,6 +86,28 @@ func (m *Metrics) custodian(name, op string, err error, d time.Duration) {
 	if err != nil {
 		m.custodianErrors.WithLabelValues(name, op).Inc()
 	}
+}
+
+// reconciled sets the findings gauge from one run, a zero for every
+// custodian and kind it found nothing of.
+func (m *Metrics) reconciled(custodians []string, findings []reconcile.Finding, failed int) {
+	if m == nil {
+		return
+	}
+	n := map[[2]string]int{}
+	for _, f := range findings {
+		n[[2]string{f.Custodian, f.Kind}]++
+	}
+	for _, c := range custodians {
+		for _, k := range []string{reconcile.KindOrphan, reconcile.KindMissing, reconcile.KindMismatch} {
+			m.findings.WithLabelValues(c, k).Set(float64(n[[2]string{c, k}]))
+		}
+	}
+	outcome := "complete"
+	if failed > 0 {
+		outcome = "partial"
+	}
+	m.reconcileRuns.WithLabelValues(outcome).Inc()
 }
 
 // isInvalid reports whether err is input that breaks a rule.

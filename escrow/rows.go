@@ -26,6 +26,8 @@ type DepositRows interface {
 	Insert(ctx context.Context, rec Escrow) (Escrow, error)
 	ByKeyID(ctx context.Context, depositor, conversationID, keyID string) (Escrow, error)
 	ByID(ctx context.Context, id string) (Escrow, error)
+	// ByIDs returns the escrows of ids that exist, destroyed or not.
+	ByIDs(ctx context.Context, ids []string) ([]Escrow, error)
 	// InScope returns the live escrows of the given conversations
 	// deposited within [from, to].
 	InScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]Escrow, error)
@@ -244,6 +246,22 @@ func (r *PGRows) ByKeyID(ctx context.Context, depositor, conversationID, keyID s
 // ByID implements DepositRows.
 func (r *PGRows) ByID(ctx context.Context, id string) (Escrow, error) {
 	return r.one(ctx, selectEscrow+"WHERE k.escrow_id = $1", id)
+}
+
+// ByIDs implements DepositRows, by primary key.
+func (r *PGRows) ByIDs(ctx context.Context, ids []string) ([]Escrow, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	rows, err := r.pool.Query(ctx, selectEscrow+"WHERE k.escrow_id = ANY($1::uuid[])", ids)
+	if err != nil {
+		return nil, fmt.Errorf("escrow: read: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, scanEscrow)
+	if err != nil {
+		return nil, fmt.Errorf("escrow: read: %w", err)
+	}
+	return out, nil
 }
 
 func (r *PGRows) one(ctx context.Context, query string, args ...any) (Escrow, error) {

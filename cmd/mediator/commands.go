@@ -56,6 +56,8 @@ func escrowCommands() *command {
 		{name: "release-hold", forms: []form{{"--id HOLD", "record a hold's release at the mediator only (operator); custodians keep it until a signed lift"}}, run: escrowReleaseHold},
 		{name: "hold-sign", forms: []form{{"--hold-id ID --conversation C --action place|lift --key FILE --as ID", "print your signature line over a hold statement (officer, approver)"}}, run: escrowHoldSign},
 		{name: "hold-deliver", forms: []form{{"--hold-id ID --conversation C --action place|lift --signatures FILE --genesis G", "post the signed statement to every custodian of the verified roster"}}, run: escrowHoldDeliver},
+		{name: "check", forms: []form{{"--conversation C --key-id K --genesis G", "ask every custodian directly for its signed status of one key's shares"}}, run: escrowCheck},
+		{name: "reconcile", forms: []form{{"--genesis G --key LOGKEY [--since 24h]", "compare each custodian's signed inventory with the log's deposits: orphans, silent aborts"}}, run: escrowReconcile},
 	}}
 }
 

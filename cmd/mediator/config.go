@@ -52,6 +52,7 @@ type serveConfig struct {
 	LivenessInterval       time.Duration
 	ProposalWait           time.Duration
 	EscrowRetention        time.Duration
+	EscrowReconcile        time.Duration
 	StatsMinGroup          int
 	Limits                 api.Limits
 	PseudonymKeyMaxAge     time.Duration
@@ -180,6 +181,8 @@ func serveWorkflowSettings(c *serveConfig) []setting {
 			usage: "how often approver liveness is computed"},
 		{flag: "roster-proposal-wait", env: vars("MEDIATOR_ROSTER_PROPOSAL_WAIT"), value: duration(&c.ProposalWait, 72*time.Hour),
 			usage: "a roster proposal waiting longer than this for signatures is notified"},
+		{flag: "escrow-reconcile", env: vars("MEDIATOR_ESCROW_RECONCILE"), value: duration(&c.EscrowReconcile, 15*time.Minute),
+			usage: "how often to compare each custodian's signed inventory of the last 24h with the escrows recorded (orphans, silent aborts; 0 turns it off)"},
 		{flag: "escrow-retention", env: vars("MEDIATOR_ESCROW_RETENTION"), value: duration(&c.EscrowRetention, 0),
 			usage: "destroy escrowed keys this long after deposit, hourly, except under legal hold; 0 keeps them"},
 	}

@@ -25,6 +25,10 @@
 //	                                  print your signature line over a hold statement (officer, approver)
 //	mediator escrow hold-deliver --hold-id ID --conversation C --action place|lift --signatures FILE --genesis G
 //	                                  post the signed statement to every custodian of the verified roster
+//	mediator escrow check --conversation C --key-id K --genesis G
+//	                                  ask every custodian directly for its signed status of one key's shares
+//	mediator escrow reconcile --genesis G --key LOGKEY [--since 24h]
+//	                                  compare each custodian's signed inventory with the log's deposits: orphans, silent aborts
 //	mediator custodian init --config FILE [--url URL]
 //	                                  create a custodian's keys; print its roster entry
 //	mediator custodian serve --config FILE

@@ -221,6 +221,11 @@ func startLawfulAccess(ctx context.Context, cfg serveConfig, log *slog.Logger, m
 	if err != nil {
 		return err
 	}
+	if cfg.EscrowReconcile > 0 && cfg.Custodians != "" {
+		owned.Push("escrow reconcile", job.Start(ctx, func(ctx context.Context) {
+			escrowSvc.RunReconcile(ctx, cfg.EscrowReconcile, 24*time.Hour, escrow.CustodianAbortWindow)
+		}))
+	}
 	if cfg.EscrowRetention > 0 {
 		owned.Push("escrow retention", job.Start(ctx, func(ctx context.Context) { escrowSvc.RunRetention(ctx, cfg.EscrowRetention) }))
 	}
