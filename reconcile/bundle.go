@@ -34,22 +34,28 @@ func FromBundle(bundle []byte, verifiers ...note.Verifier) ([]Logged, error) {
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	for sc.Scan() {
 		var line struct {
-			Type   string `json:"type"`
-			Record struct {
-				Kind       string `json:"kind"`
-				EscrowID   string `json:"escrow_id"`
-				IngestedAt string `json:"ingested_at"`
-				Shares     []struct {
-					Custodian    string `json:"custodian"`
-					SealedSHA256 string `json:"sealed_sha256"`
-				} `json:"shares"`
-			} `json:"record"`
+			Type string `json:"type"`
+			Leaf []byte `json:"leaf"` // what the inclusion proof covers
 		}
 		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
 			return nil, fmt.Errorf("reconcile: the log's bundle: %w", err)
 		}
-		r := line.Record
-		if line.Type != "entry" || r.Kind != kindDeposit {
+		if line.Type != "entry" {
+			continue
+		}
+		var r struct {
+			Kind       string `json:"kind"`
+			EscrowID   string `json:"escrow_id"`
+			IngestedAt string `json:"ingested_at"`
+			Shares     []struct {
+				Custodian    string `json:"custodian"`
+				SealedSHA256 string `json:"sealed_sha256"`
+			} `json:"shares"`
+		}
+		if err := json.Unmarshal(line.Leaf, &r); err != nil {
+			return nil, fmt.Errorf("reconcile: the log's bundle: a leaf: %w", err)
+		}
+		if r.Kind != kindDeposit {
 			continue
 		}
 		at, err := time.Parse(time.RFC3339Nano, r.IngestedAt)

@@ -145,7 +145,7 @@ func escrowReconcile(ctx context.Context, c *call, args []string) error {
 		return err
 	}
 	now := time.Now().UTC()
-	w := reconcile.Window{Since: now.Add(-since), Until: now, Cutoff: now.Add(-abortWindow - time.Minute), Slack: time.Minute}
+	w := reconcile.Window{Since: now.Add(-since), Until: now, Cutoff: now.Add(-abortWindow), Slack: time.Minute}
 	var bundle bytes.Buffer
 	if err := cli.Export(ctx, client.Query{Kind: "escrow.deposit"}, &bundle); err != nil {
 		return fmt.Errorf("escrow reconcile: the log's escrow.deposit entries: %w", err)
