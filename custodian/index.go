@@ -58,6 +58,16 @@ type depositIndex struct {
 	byKey    map[[32]byte][]string  // (conversation, key id) → escrow ids, for status
 	sealed   map[[32]byte]struct{}  // SHA-256 of sealed shares
 	pending  map[string]reservation // escrow id → what its reservation added
+	// fresh are the records of shares stored and not yet committed,
+	// without the wrapped share, so that a commit needs no read of its
+	// entry; dropped at commit, at abort and past the abort window.
+	fresh map[string]freshShare
+}
+
+// freshShare is a stored share's record and where it is kept.
+type freshShare struct {
+	rec     record
+	locator string
 }
 
 // indexed is what the index keeps of one share: about 150 bytes.
@@ -78,7 +88,44 @@ type reservation struct {
 
 func newDepositIndex() *depositIndex {
 	return &depositIndex{escrows: map[string]*indexed{}, deposits: map[[32]byte]string{}, byKey: map[[32]byte][]string{},
-		sealed: map[[32]byte]struct{}{}, pending: map[string]reservation{}}
+		sealed: map[[32]byte]struct{}{}, pending: map[string]reservation{}, fresh: map[string]freshShare{}}
+}
+
+// remember keeps recs, just written at locator, until their commit.
+func (x *depositIndex) remember(recs []record, locator string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, r := range recs {
+		r.Wrapped = ""
+		x.fresh[r.EscrowID] = freshShare{rec: r, locator: locator}
+	}
+}
+
+// freshRecord returns escrow id's record if it was stored at locator, not
+// yet committed, and is still kept.
+func (x *depositIndex) freshRecord(escrowID, locator string) (record, bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	f, ok := x.fresh[escrowID]
+	if !ok || f.locator != locator || x.escrows[escrowID].state != indexStored {
+		return record{}, false
+	}
+	return f.rec, true
+}
+
+// forget drops the fresh records of ids, and of every share stored
+// before cutoff.
+func (x *depositIndex) forget(ids []string, cutoff string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, id := range ids {
+		delete(x.fresh, id)
+	}
+	for id, f := range x.fresh {
+		if f.rec.StoredAt < cutoff {
+			delete(x.fresh, id)
+		}
+	}
 }
 
 // conversationKey names a (conversation, key id) pair in byKey.
@@ -170,6 +217,7 @@ func (x *depositIndex) ended(escrowID, outcome string) {
 	if e, ok := x.escrows[escrowID]; ok {
 		e.state = outcome
 	}
+	delete(x.fresh, escrowID)
 }
 
 // committed records that ids were committed.

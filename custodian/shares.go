@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
@@ -60,10 +62,17 @@ func (c *Custodian) StoreShares(ctx context.Context, items []wire.ShareToStore) 
 			clear(s)
 		}
 	}()
-	var wg sync.WaitGroup
-	for i, it := range items {
+	// One worker per CPU opens the shares: an HPKE open's stack grows
+	// once per worker, not once per share.
+	var (
+		wg   sync.WaitGroup
+		next atomic.Int64
+	)
+	for range min(len(items), runtime.GOMAXPROCS(0)) {
 		wg.Go(func() {
-			opened[i], out[i].Error = c.openShare(it)
+			for i := int(next.Add(1)) - 1; i < len(items); i = int(next.Add(1)) - 1 {
+				opened[i], out[i].Error = c.openShare(items[i])
+			}
 		})
 	}
 	wg.Wait()
@@ -116,6 +125,7 @@ func (c *Custodian) StoreShares(ctx context.Context, items []wire.ShareToStore) 
 		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
 	}
 	c.index.settle(reserved, true, at)
+	c.index.remember(keep, locator)
 	for j, r := range keep {
 		out[keptAt[j]].Stored = &wire.StoredShare{Locator: locator, SealedSHA256: r.SealedSHA256, StoredAt: now}
 	}
@@ -245,6 +255,11 @@ func (c *Custodian) CommitShares(ctx context.Context, refs []wire.ShareRef) ([]w
 	c.commitMu.Lock()
 	defer c.commitMu.Unlock()
 	for i, ref := range refs {
+		if r, ok := c.index.freshRecord(ref.EscrowID, ref.Locator); ok {
+			recs[i] = r
+			ids = append(ids, r.EscrowID)
+			continue
+		}
 		sec, ok := entries[ref.Locator]
 		if !ok {
 			var err error
@@ -270,6 +285,7 @@ func (c *Custodian) CommitShares(ctx context.Context, refs []wire.ShareRef) ([]w
 			return nil, fmt.Errorf("%w: %v", errUnavailable, err)
 		}
 		c.index.commit(ids)
+		c.index.forget(ids, shares.FormatTime(c.now().Add(-c.cfg.AbortWindow.Duration)))
 	}
 	for i, r := range recs {
 		if out[i].Error != nil {
