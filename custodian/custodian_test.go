@@ -535,6 +535,21 @@ func TestDestroyAbortAndHolds(t *testing.T) {
 	if res, _ := g.remotes[3].Destroy(ctx, ref(id2, rc2, 3)); res[0].Outcome != "held" {
 		t.Fatalf("destroy under a hold: %+v", res)
 	}
+	// Asked directly, each custodian names the holds it has on record:
+	// a hold the mediator withheld from one shows as missing there.
+	status := func(i int) []string {
+		inv, err := client.CustodianStatus(ctx, nil, g.set.Custodians[i].URL, g.set.Custodians[i].Name, g.set.Signer(i), "conv-held", "e1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return inv.Holds
+	}
+	if got := status(3); len(got) != 1 || got[0] != hold {
+		t.Fatalf("custodian 4's status names holds %v, want [%s]", got, hold)
+	}
+	if got := status(0); len(got) != 0 {
+		t.Fatalf("custodian 1, told of no hold, names %v", got)
+	}
 	// The mediator's token alone cannot lift it (TestSignedHolds); lena
 	// and sam, legal and security, can.
 	if err := g.remotes[3].Hold(ctx, wire.Hold{HoldID: hold, Released: true}); err == nil || !strings.Contains(err.Error(), "hold_lift_needs_signatures") {

@@ -1,6 +1,7 @@
 package custodian
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -39,14 +40,19 @@ func (c *Custodian) share(id string, e *indexed) shares.ShareState {
 }
 
 // Status is the custodian's signed word on every share it keeps or kept
-// of one conversation's key id, from its own index: what `mediator escrow
+// of one conversation's key id, from its own index, and on the legal
+// holds it has on record for the conversation: what `mediator escrow
 // check` asks each custodian directly, so that no one relays it.
-func (c *Custodian) Status(conversationID, keyID string) (shares.SignedInventory, error) {
+func (c *Custodian) Status(ctx context.Context, conversationID, keyID string) (shares.SignedInventory, error) {
 	if !shares.ValidID(conversationID) || !shares.ValidID(keyID) {
 		return shares.SignedInventory{}, invalid.Input("conversation_id", "conversation_id and key_id must be 1–128 printable bytes")
 	}
+	holds, err := c.store.holdsOf(ctx, conversationID)
+	if err != nil {
+		return shares.SignedInventory{}, fmt.Errorf("%w: %v", errUnavailable, err)
+	}
 	inv := shares.Inventory{Custodian: c.cfg.Name, At: shares.FormatTime(c.now()), ConversationID: conversationID, KeyID: keyID,
-		Shares: []shares.ShareState{}}
+		Shares: []shares.ShareState{}, Holds: holds}
 	x := c.index
 	x.mu.Lock()
 	for _, id := range x.byKey[conversationKey(conversationID, keyID)] {
@@ -104,7 +110,7 @@ func (c *Custodian) postStatus(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &q) {
 		return
 	}
-	inv, err := c.Status(q.ConversationID, q.KeyID)
+	inv, err := c.Status(r.Context(), q.ConversationID, q.KeyID)
 	if err != nil {
 		c.callError(w, "status", err)
 		return

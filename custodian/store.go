@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -384,8 +385,39 @@ func (s *store) replace(ctx context.Context, p string, sec *vaultapi.KVSecret, d
 	return nil
 }
 
+// holdsOf returns the ids of the active legal holds on conversationID,
+// sorted.
+func (s *store) holdsOf(ctx context.Context, conversationID string) ([]string, error) {
+	active, err := s.activeHolds(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for id, conv := range active {
+		if conv == conversationID {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 // holds returns the conversations under an active legal hold.
 func (s *store) holds(ctx context.Context) (map[string]bool, error) {
+	active, err := s.activeHolds(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, conv := range active {
+		out[conv] = true
+	}
+	return out, nil
+}
+
+// activeHolds returns each legal hold on record and not lifted: hold id →
+// conversation.
+func (s *store) activeHolds(ctx context.Context) (map[string]string, error) {
 	ids, err := s.list(ctx, "holds")
 	if err != nil {
 		return nil, err
@@ -398,7 +430,7 @@ func (s *store) holds(ctx context.Context) (map[string]bool, error) {
 	for _, id := range released {
 		gone[id] = true
 	}
-	out := map[string]bool{}
+	out := map[string]string{}
 	for _, id := range ids {
 		if gone[id] {
 			continue
@@ -408,7 +440,7 @@ func (s *store) holds(ctx context.Context) (map[string]bool, error) {
 			return nil, err
 		}
 		if c, ok := sec.Data["conversation_id"].(string); ok {
-			out[c] = true
+			out[id] = c
 		}
 	}
 	return out, nil

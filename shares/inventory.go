@@ -42,6 +42,10 @@ type Inventory struct {
 	Since          string       `json:"since,omitempty"`
 	Until          string       `json:"until,omitempty"`
 	Shares         []ShareState `json:"shares"`
+	// Holds, in a status answer, are the ids of the legal holds on the
+	// conversation the custodian has on record and not lifted: a hold it
+	// lacks is one the mediator withheld from it.
+	Holds []string `json:"holds,omitempty"`
 }
 
 // inventoryContext separates inventory signatures from every other

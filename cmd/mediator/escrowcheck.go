@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -91,21 +92,12 @@ func escrowCheck(ctx context.Context, c *call, args []string) error {
 	keeping := 0
 	for i, t := range targets {
 		r := results[i]
-		switch {
-		case r.err != nil:
+		if r.err != nil {
 			fmt.Fprintf(c.stderr, "WARNING: custodian %s (%s): no verified answer: %v\n", t.name, t.url, r.err)
-		case len(r.ans.Shares) == 0:
-			fmt.Fprintf(c.stdout, "  %-14s keeps no share of %s/%s (signed at %s)\n", t.name, *conversation, *keyID, r.ans.At)
-		default:
-			kept := false
-			for _, s := range r.ans.Shares {
-				fmt.Fprintf(c.stdout, "  %-14s %-11s escrow %s share %d stored %s sealed sha256:%s (signed at %s)\n",
-					t.name, s.State, s.EscrowID, s.Index, s.StoredAt, s.SealedSHA256, r.ans.At)
-				kept = kept || s.State == shares.StateKept || s.State == shares.StateUncommitted
-			}
-			if kept {
-				keeping++
-			}
+			continue
+		}
+		if printStatus(c.stdout, t.name, *conversation, *keyID, r.ans) {
+			keeping++
 		}
 	}
 	fmt.Fprintf(c.stdout, "%d of %d custodians keep a share of %s/%s, each answer signed with its key in the roster verified from %s\n",
@@ -114,6 +106,27 @@ func escrowCheck(ctx context.Context, c *call, args []string) error {
 		return exitCode(1)
 	}
 	return nil
+}
+
+// printStatus writes one custodian's verified status of a key's shares
+// and of the holds on its conversation, and reports whether it keeps a
+// share.
+func printStatus(w io.Writer, name, conversation, keyID string, inv shares.Inventory) bool {
+	if len(inv.Shares) == 0 {
+		fmt.Fprintf(w, "  %-14s keeps no share of %s/%s (signed at %s)\n", name, conversation, keyID, inv.At)
+	}
+	kept := false
+	for _, s := range inv.Shares {
+		fmt.Fprintf(w, "  %-14s %-11s escrow %s share %d stored %s sealed sha256:%s (signed at %s)\n",
+			name, s.State, s.EscrowID, s.Index, s.StoredAt, s.SealedSHA256, inv.At)
+		kept = kept || s.State == shares.StateKept || s.State == shares.StateUncommitted
+	}
+	holds := "none"
+	if len(inv.Holds) > 0 {
+		holds = strings.Join(inv.Holds, ", ")
+	}
+	fmt.Fprintf(w, "  %-14s legal holds on %s on record: %s\n", name, conversation, holds)
+	return kept
 }
 
 // escrowReconcile compares each custodian's signed inventory of a window
