@@ -25,6 +25,12 @@ type Config struct {
 	// TLSCertFile and TLSKeyFile, if set, serve HTTPS.
 	TLSCertFile string `json:"tls_cert_file,omitempty"`
 	TLSKeyFile  string `json:"tls_key_file,omitempty"`
+	// ClientCAFile, if set (with TLS), is a PEM bundle of the authorities
+	// whose client certificates the custodian accepts: every call that
+	// needs the mediator's or the operator's token then also needs a
+	// client certificate one of them signed (mutual TLS). Public routes
+	// take none.
+	ClientCAFile string `json:"client_ca_file,omitempty"`
 
 	// Vault is the custodian's own Vault: its KV v2 store and, unless
 	// PKCS11 is set, its Transit key.
@@ -149,6 +155,9 @@ func ParseConfig(b []byte) (Config, error) {
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		errs = append(errs, "tls_cert_file and tls_key_file go together")
+	}
+	if c.ClientCAFile != "" && (c.TLSCertFile == "" || c.TLSKeyFile == "") {
+		errs = append(errs, "client_ca_file needs tls_cert_file and tls_key_file: client certificates are asked for only over TLS")
 	}
 	if c.Vault.Addr == "" {
 		errs = append(errs, "vault.addr is required")

@@ -26,6 +26,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -59,6 +60,7 @@ type Custodian struct {
 	policy     *policy.Engine
 	mediator   [sha256.Size]byte // SHA-256 of the mediator's bearer token
 	operator   [sha256.Size]byte // SHA-256 of the operator's bearer token
+	clientCAs  *x509.CertPool    // client_ca_file: who may call with a token; nil for any caller
 	log        *slog.Logger
 	metrics    *Metrics
 	now        func() time.Time
@@ -113,6 +115,11 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, metrics *Metrics, s
 	}
 	if subtle.ConstantTimeCompare(c.mediator[:], c.operator[:]) == 1 {
 		return nil, errors.New("custodian: the mediator's token and the operator's token must differ")
+	}
+	if serving && cfg.ClientCAFile != "" {
+		if c.clientCAs, err = loadClientCAs(cfg.ClientCAFile); err != nil {
+			return nil, err
+		}
 	}
 	if serving {
 		if c.policy, err = policy.LoadRelease(ctx, cfg.PolicyDir); err != nil {

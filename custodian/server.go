@@ -27,9 +27,11 @@ const maxBody = 16 << 20
 // Handler returns the custodian's HTTP API. Every route and who may call it
 // is listed here: the public key document and health are public; the
 // coordinator's calls need the mediator's token; rewrap and metrics need
-// the operator's. The roster, veto and signed hold routes are public: a
-// pushed chain verifies from the pinned genesis, and a deny vote or a hold
-// statement with its signers' keys in it, or they are refused.
+// the operator's; with client_ca_file, a call that needs a token also
+// needs a client certificate the bundle verifies. The roster, veto and
+// signed hold routes are public: a pushed chain verifies from the pinned
+// genesis, and a deny vote or a hold statement with its signers' keys in
+// it, or they are refused.
 func (c *Custodian) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(c.accessLog)
@@ -89,10 +91,17 @@ func (c *Custodian) Handler() http.Handler {
 }
 
 // bearer admits a request whose bearer token hashes to *want, compared in
-// constant time.
+// constant time, and, with client_ca_file, that came with a client
+// certificate the bundle verified (clientCertified).
 func (c *Custodian) bearer(want *[sha256.Size]byte, whose string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !c.clientCertified(r) {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="mediator-custodian"`)
+				wire.WriteError(w, http.StatusUnauthorized, "client_certificate_required",
+					"this call needs a TLS client certificate signed by an authority of the custodian's client_ca_file, and "+whose+" bearer token")
+				return
+			}
 			tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			got := sha256.Sum256([]byte(tok))
 			if !ok || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {

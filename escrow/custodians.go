@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -28,6 +29,12 @@ type CustodianFile struct {
 	// sign the custodians' TLS certificates, trusted instead of the
 	// system's roots for calls to custodians.
 	CAFile string `json:"ca_file,omitempty"`
+	// ClientCertFile and ClientKeyFile, if set (both or neither), are the
+	// client certificate (PEM, with any intermediates) and its key that
+	// the mediator presents to custodians whose client_ca_file asks for
+	// one (mutual TLS). Read at start.
+	ClientCertFile string `json:"client_cert_file,omitempty"`
+	ClientKeyFile  string `json:"client_key_file,omitempty"`
 }
 
 // CustodianEntry is one custodian of a CustodianFile. TokenFile holds the
@@ -51,6 +58,9 @@ func ParseCustodians(b []byte) (CustodianFile, error) {
 	}
 	if err := f.Set().Validate(); err != nil {
 		return f, fmt.Errorf("escrow: custodians file: %w", err)
+	}
+	if (f.ClientCertFile == "") != (f.ClientKeyFile == "") {
+		return f, errors.New("escrow: custodians file: client_cert_file and client_key_file go together")
 	}
 	for _, c := range f.Custodians {
 		if err := roster.CheckCustodianURL(c.URL); err != nil {
@@ -91,19 +101,29 @@ func (f CustodianFile) Remotes() ([]*Remote, error) {
 
 // httpClient is the client the mediator calls custodians with: nil (the
 // default) unless the file names a CA bundle, which is then the only one
-// its TLS trusts.
+// its TLS trusts, or a client certificate, which it presents to a
+// custodian that asks for one.
 func (f CustodianFile) httpClient() (*http.Client, error) {
-	if f.CAFile == "" {
+	if f.CAFile == "" && f.ClientCertFile == "" {
 		return nil, nil
 	}
-	pem, err := os.ReadFile(f.CAFile)
-	if err != nil {
-		return nil, fmt.Errorf("escrow: custodians file: ca_file: %w", err)
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if f.CAFile != "" {
+		pem, err := os.ReadFile(f.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("escrow: custodians file: ca_file: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("escrow: custodians file: ca_file %s holds no PEM certificate", f.CAFile)
+		}
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("escrow: custodians file: ca_file %s holds no PEM certificate", f.CAFile)
+	if f.ClientCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(f.ClientCertFile, f.ClientKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("escrow: custodians file: client_cert_file, client_key_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
 	}
-	return &http.Client{Timeout: remoteTimeout, Transport: &http.Transport{MaxIdleConnsPerHost: 32,
-		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}, nil
+	return &http.Client{Timeout: remoteTimeout, Transport: &http.Transport{MaxIdleConnsPerHost: 32, TLSClientConfig: tc}}, nil
 }

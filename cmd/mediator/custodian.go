@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -58,9 +57,9 @@ func serveCustodian(ctx context.Context, cfg custodian.Config, log *slog.Logger,
 	if err != nil {
 		return fmt.Errorf("custodian: listen: %w", err)
 	}
-	srv := &http.Server{Handler: c.Handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 60 * time.Second,
-		WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
-	log.Info("custodian serving", "custodian", cfg.Name, "addr", ln.Addr().String(), "tls", cfg.TLSCertFile != "")
+	srv := c.Server()
+	log.Info("custodian serving", "custodian", cfg.Name, "addr", ln.Addr().String(), "tls", cfg.TLSCertFile != "",
+		"client_certificates", cfg.ClientCAFile != "")
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
@@ -68,13 +67,7 @@ func serveCustodian(ctx context.Context, cfg custodian.Config, log *slog.Logger,
 	signal.Notify(hup, syscall.SIGTERM)
 	defer signal.Stop(hup)
 	errc := make(chan error, 1)
-	go func() {
-		if cfg.TLSCertFile != "" {
-			errc <- srv.ServeTLS(ln, cfg.TLSCertFile, cfg.TLSKeyFile)
-		} else {
-			errc <- srv.Serve(ln)
-		}
-	}()
+	go func() { errc <- c.Serve(srv, ln) }()
 	select {
 	case err := <-errc:
 		return err
