@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,6 +29,9 @@ import (
 // receipt: 5 of 5 refuse, and `mediator escrow check` finds the share at
 // each. Killed between the custodians' commits and its own, it leaves an
 // orphan, which `mediator escrow reconcile` reports at every custodian.
+// An approver's hold, delivered directly and never through the mediator,
+// keeps a key's shares past the custodians' minimum retention under the
+// mediator's destroy order.
 func TestDepositsCannotBeReplayedOrUndone(t *testing.T) {
 	ctx := context.Background()
 	keys, trusted := e2eApprovers()
@@ -174,6 +179,48 @@ func TestDepositsCannotBeReplayedOrUndone(t *testing.T) {
 		}
 	})
 
+	step(t, "an approver places a hold directly while the mediator withholds it: the shares outlive a destroy order", func(t *testing.T) {
+		held, err := gw.Deposit(ctx, cs.digest, "conv-held", "k1", key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hold := uuid.NewString()
+		dir := t.TempDir()
+		keyFile := filepath.Join(dir, "lena.key")
+		kb, _ := json.Marshal(map[string]any{"type": "mediator-approver-key-v1", "private_key": keys["lena"].Seed()})
+		if err := os.WriteFile(keyFile, kb, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		sig, stderr, err := runCmd(t, nil, "escrow", "hold-sign", "--action", "place", "--hold-id", hold, "--conversation", "conv-held",
+			"--key", keyFile, "--as", "lena")
+		if err != nil {
+			t.Fatalf("lena signs the hold: %v\n%s", err, stderr)
+		}
+		sigFile := filepath.Join(dir, "hold.sigs")
+		if err := os.WriteFile(sigFile, []byte(sig), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		env := []string{"MEDIATOR_URL=" + in.base, "MEDIATOR_TOKEN=" + tok("lena", "approver"), "MEDIATOR_ROSTER_GENESIS=" + genesis}
+		stdout, stderr, err := runCmd(t, env, "escrow", "hold-deliver", "--action", "place", "--hold-id", hold, "--conversation", "conv-held",
+			"--signatures", sigFile)
+		if err != nil || !strings.Contains(stdout, "5 of 5 custodians hold the place") {
+			t.Fatalf("lena delivers the hold: %v\n%s\n%s", err, stdout, stderr)
+		}
+		// The mediator never heard of the hold. Past the custodians'
+		// minimum retention, it orders the shares destroyed.
+		time.Sleep(2500 * time.Millisecond)
+		for i, r := range remotes {
+			res, err := r.Destroy(ctx, []wire.ShareRef{{EscrowID: held.EscrowID, Locator: held.Receipts[i].Receipt.Locator}})
+			if err != nil || res[0].Outcome != "held" {
+				t.Fatalf("a destroy order at %s: %+v %v", r.Name, res, err)
+			}
+		}
+		stdout, _, err = runCmd(t, env, "escrow", "check", "--conversation", "conv-held", "--key-id", "k1")
+		if err != nil || strings.Count(stdout, "on record: "+hold) != 5 || !strings.Contains(stdout, "5 of 5 custodians keep a share") {
+			t.Fatalf("escrow check of the held key: %v\n%s", err, stdout)
+		}
+	})
+
 	step(t, "the mediator killed mid-deposit leaves an orphan that reconciliation reports", func(t *testing.T) {
 		auditorTok := tok("sue", "auditor")
 		auditor, _ := client.New(in.base, auditorTok, http.DefaultClient)
@@ -191,11 +238,11 @@ func TestDepositsCannotBeReplayedOrUndone(t *testing.T) {
 		// which follows an append by about a second.
 		var stdout, stderr string
 		for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
-			if stdout, stderr, err = runCmd(t, env, "escrow", "reconcile", "--key", logKey, "--abort-window", "0s"); strings.Contains(stdout, "with 2 deposits") {
+			if stdout, stderr, err = runCmd(t, env, "escrow", "reconcile", "--key", logKey, "--abort-window", "0s"); strings.Contains(stdout, "with 3 deposits") {
 				break
 			}
 		}
-		if err != nil || !strings.Contains(stdout, "0 findings") || !strings.Contains(stdout, "with 2 deposits the log holds") {
+		if err != nil || !strings.Contains(stdout, "0 findings") || !strings.Contains(stdout, "with 3 deposits the log holds") {
 			t.Fatalf("reconcile before: %v\n%s\n%s", err, stdout, stderr)
 		}
 		// The host holds the rows' table so that the mediator's commit
@@ -235,7 +282,7 @@ func TestDepositsCannotBeReplayedOrUndone(t *testing.T) {
 		}
 		tx.Rollback(ctx)
 		in.restart(t)
-		if n := countRows(t, in.dsn, "escrow_keys"); n != 2 {
+		if n := countRows(t, in.dsn, "escrow_keys"); n != 3 {
 			t.Fatalf("%d escrow rows: the killed deposit committed", n)
 		}
 		stdout, stderr, err = runCmd(t, env, "escrow", "reconcile", "--key", logKey, "--abort-window", "0s")
