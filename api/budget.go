@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/mediatorhq/mediator/ingest"
+	"github.com/mediatorhq/mediator/ratelimit"
 )
 
 // budgetWait is how long an ingest request waits for room in the in-flight
@@ -53,15 +54,15 @@ func bodyCost(r *http.Request) int64 {
 // is read, the caller's byte rate (429 rate_limited with Retry-After) and
 // then the service-wide in-flight budget (503 overloaded with Retry-After
 // when no room came within budgetWait).
-func (s *server) ingestAdmission(perIdentity *limiters, budget *ingestBudget) func(http.Handler) http.Handler {
+func (s *server) ingestAdmission(perIdentity *ratelimit.Buckets, budget *ingestBudget) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			n := bodyCost(r)
 			if perIdentity != nil {
 				p, _ := PrincipalFrom(r.Context())
-				if ok, wait := perIdentity.reserveN(p.Subject, int(n), time.Now()); !ok {
+				if ok, wait := perIdentity.ReserveN(p.Subject, int(n), time.Now()); !ok {
 					s.metrics.rateLimited.WithLabelValues(routeOf(r)).Inc()
-					w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
+					w.Header().Set("Retry-After", strconv.Itoa(ratelimit.RetryAfterSeconds(wait)))
 					writeError(w, http.StatusTooManyRequests, codeRateLimited,
 						"this identity sent more bytes than its rate allows; retry after the Retry-After seconds")
 					return

@@ -10,12 +10,13 @@ import (
 
 	"github.com/mediatorhq/mediator/identity"
 	"github.com/mediatorhq/mediator/ingest"
+	"github.com/mediatorhq/mediator/ratelimit"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // admissionServer serves h behind ingestAdmission, with the caller's
 // subject taken from the X-Sub header.
-func admissionServer(perIdentity *limiters, budget *ingestBudget, h http.Handler) (*server, http.Handler) {
+func admissionServer(perIdentity *ratelimit.Buckets, budget *ingestBudget, h http.Handler) (*server, http.Handler) {
 	s := &server{metrics: NewMetrics("test")}
 	inner := s.ingestAdmission(perIdentity, budget)(h)
 	return s, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -69,7 +70,7 @@ func TestIngestBudgetBoundsBytesInFlight(t *testing.T) {
 // so a few maximal bodies exhaust it (429 with Retry-After) while many
 // small ones would not, and other identities keep theirs.
 func TestIngestBurstIsInBytes(t *testing.T) {
-	ls := newLimiters(Limit{Rate: 1 << 20, Burst: 2 * ingest.MaxBodyBytes})
+	ls := ratelimit.New(Limit{Rate: 1 << 20, Burst: 2 * ingest.MaxBodyBytes})
 	_, h := admissionServer(ls, nil, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	for i := range 2 {
 		rec := httptest.NewRecorder()

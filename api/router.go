@@ -21,6 +21,7 @@ import (
 	"github.com/mediatorhq/mediator/identity"
 	"github.com/mediatorhq/mediator/ingest"
 	"github.com/mediatorhq/mediator/policy"
+	"github.com/mediatorhq/mediator/ratelimit"
 	"github.com/mediatorhq/mediator/stats"
 )
 
@@ -124,8 +125,8 @@ func NewRouter(d Deps) http.Handler {
 	if ingestBytes.Rate > 0 {
 		ingestBytes.Burst = max(ingestBytes.Burst, ingest.MaxBodyBytes)
 	}
-	r.With(s.guard, s.rateLimited(newLimiters(d.Limits.Ingest)), limitBody(ingest.MaxBodyBytes),
-		s.ingestAdmission(newLimiters(ingestBytes), newIngestBudget(d.Limits.IngestInFlightBytes))).Post("/v1/events", s.ingestEvents)
+	r.With(s.guard, s.rateLimited(ratelimit.New(d.Limits.Ingest)), limitBody(ingest.MaxBodyBytes),
+		s.ingestAdmission(ratelimit.New(ingestBytes), newIngestBudget(d.Limits.IngestInFlightBytes))).Post("/v1/events", s.ingestEvents)
 
 	// The audit log, for auditors and officers.
 	g.Get("/v1/audit/checkpoint", s.checkpoint)
@@ -138,13 +139,13 @@ func NewRouter(d Deps) http.Handler {
 
 	// Key escrow.
 	g.Get("/v1/escrow/custodians", s.custodianSet)
-	g.With(s.rateLimited(newLimiters(d.Limits.Deposit))).Post("/v1/escrow/keys", s.depositKey)
+	g.With(s.rateLimited(ratelimit.New(d.Limits.Deposit))).Post("/v1/escrow/keys", s.depositKey)
 
 	// Lawful access: the roster (proposed by admins, signed by approvers),
 	// requests (officers), signed approvals (approvers) and releases (the
 	// requesting officer).
 	// Every write is rate-limited per caller.
-	aw := g.With(s.rateLimited(newLimiters(d.Limits.Access)))
+	aw := g.With(s.rateLimited(ratelimit.New(d.Limits.Access)))
 	aw.Post("/v1/approvers", s.retiredApprovers)
 	g.Get("/v1/approvers", s.retiredApprovers)
 	aw.Post("/v1/approvers/{id}/keys", s.retiredApprovers)

@@ -63,6 +63,12 @@ type Config struct {
 	// AbortWindow is how long after storing a share the coordinator may
 	// abort it because the deposit failed elsewhere (default 10m).
 	AbortWindow Duration `json:"abort_window,omitzero"`
+	// PublicRate is how many calls per second each caller address may
+	// make to the routes that need no credential and make the custodian
+	// work (roster pushes, deny votes, signed holds, status, inventory),
+	// with bursts of twice as many; default 10. Behind a proxy every
+	// caller shares the proxy's address.
+	PublicRate float64 `json:"public_rate,omitzero"`
 }
 
 // VaultLogin is how the custodian logs in to its Vault: an AppRole (role id
@@ -124,6 +130,7 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()
 const (
 	defaultMinRetention = 90 * 24 * time.Hour
 	defaultAbortWindow  = 10 * time.Minute
+	defaultPublicRate   = 10
 )
 
 // fillDefaults sets the durations left zero to their defaults.
@@ -133,6 +140,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.AbortWindow.Duration == 0 {
 		c.AbortWindow.Duration = defaultAbortWindow
+	}
+	if c.PublicRate == 0 {
+		c.PublicRate = defaultPublicRate
 	}
 }
 

@@ -30,6 +30,7 @@ type Metrics struct {
 	officerRefC    prometheus.Counter
 	vetoes         *prometheus.CounterVec
 	signedHolds    *prometheus.CounterVec
+	rateLimitedC   prometheus.Counter
 	vetoWithheldC  prometheus.Counter
 	rosterVersionG prometheus.Gauge
 	requests       *prometheus.CounterVec
@@ -59,6 +60,10 @@ func NewMetrics() *Metrics {
 			Name: "mediator_custodian_shares_released_total",
 			Help: "Shares asked for in releases, by outcome: released, released_again (the kept answer of an earlier call), not_found, not_in_scope, already_released, unavailable, too_many_in_call (past the most one call answers).",
 		}, []string{"outcome"}),
+		rateLimitedC: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mediator_custodian_rate_limited_total",
+			Help: "Calls to the routes that need no credential refused because their address called too often (public_rate).",
+		}),
 		lifecycleOps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mediator_custodian_lifecycle_total",
 			Help: "Commit, destroy and abort requests per share, by operation and outcome (committed, destroyed, aborted, held, too_young, too_old, released, committed (an abort refused), not_found, failed).",
@@ -100,7 +105,7 @@ func NewMetrics() *Metrics {
 			Help: "API calls by route and status code.",
 		}, []string{"route", "code"}),
 	}
-	reg.MustRegister(m.shares, m.releases, m.releaseTime, m.sharesOut, m.lifecycleOps, m.policyRefused, m.rosterRefusedC, m.logRefusedC, m.officerRefC, m.vetoes, m.signedHolds, m.vetoWithheldC, m.rosterVersionG, m.requests,
+	reg.MustRegister(m.shares, m.releases, m.releaseTime, m.sharesOut, m.lifecycleOps, m.policyRefused, m.rosterRefusedC, m.logRefusedC, m.officerRefC, m.vetoes, m.signedHolds, m.rateLimitedC, m.vetoWithheldC, m.rosterVersionG, m.requests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.vault = vaultclient.NewMetrics(reg)
 	return m
@@ -144,6 +149,13 @@ func (m *Metrics) lifecycle(op, outcome string) {
 		return
 	}
 	m.lifecycleOps.WithLabelValues(op, outcome).Inc()
+}
+
+func (m *Metrics) rateLimited() {
+	if m == nil {
+		return
+	}
+	m.rateLimitedC.Inc()
 }
 
 func (m *Metrics) lifecycleN(op, outcome string, n int) {

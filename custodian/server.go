@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mediatorhq/mediator/invalid"
+	"github.com/mediatorhq/mediator/ratelimit"
 	"github.com/mediatorhq/mediator/wire"
 )
 
@@ -53,21 +56,24 @@ func (c *Custodian) Handler() http.Handler {
 	})
 	r.Get("/readyz", c.readyz)
 	r.Get("/v1/custodian", func(w http.ResponseWriter, _ *http.Request) { wire.WriteJSON(w, http.StatusOK, c.Info()) })
+	r.Get("/v1/roster/status", c.rosterStatus)
+	// The public calls that make the custodian work are limited per
+	// caller address (public_rate).
+	pub := r.With(c.perAddress(ratelimit.New(ratelimit.Limit{Rate: c.cfg.PublicRate, Burst: int(2 * c.cfg.PublicRate)})))
 	// The roster: public, as a chain authenticates itself; anyone may
 	// push a newer version, which is verified from the pinned genesis.
-	r.Post("/v1/roster", c.pushRoster)
-	r.Get("/v1/roster/status", c.rosterStatus)
+	pub.Post("/v1/roster", c.pushRoster)
 	// Deny votes: public, as a vote authenticates itself; an approver's
 	// tool delivers it here so that the mediator cannot withhold it.
-	r.Post("/v1/vetoes", c.postVeto)
+	pub.Post("/v1/vetoes", c.postVeto)
 	// Legal holds signed by roster members: public, as the signatures
 	// authenticate; the only road that lifts a hold.
-	r.Post("/v1/holds/signed", c.postSignedHold)
+	pub.Post("/v1/holds/signed", c.postSignedHold)
 	// What the custodian keeps, signed: public, as depositors, officers
 	// and auditors ask it directly (`mediator escrow check`, `escrow
 	// reconcile`); the answers name no conversation but the one asked.
-	r.Post("/v1/shares/status", c.postStatus)
-	r.Post("/v1/shares/inventory", c.postInventory)
+	pub.Post("/v1/shares/status", c.postStatus)
+	pub.Post("/v1/shares/inventory", c.postInventory)
 	// C2SP tlog-witness: public, as the protocol is; a checkpoint counts
 	// only if the log's key signed it and it extends what was cosigned.
 	if c.witness != nil {
@@ -88,6 +94,29 @@ func (c *Custodian) Handler() http.Handler {
 		op.Get("/metrics", promhttp.HandlerFor(c.metrics.Registry, promhttp.HandlerOpts{}).ServeHTTP)
 	}
 	return r
+}
+
+// perAddress admits a request while its caller's address has tokens in
+// ls; else 429 rate_limited with Retry-After.
+func (c *Custodian) perAddress(ls *ratelimit.Buckets) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		if ls == nil {
+			return next
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			host, _, err := net.SplitHostPort(r.RemoteAddr)
+			if err != nil {
+				host = r.RemoteAddr
+			}
+			if ok, wait := ls.Reserve(host, time.Now()); !ok {
+				c.metrics.rateLimited()
+				w.Header().Set("Retry-After", strconv.Itoa(ratelimit.RetryAfterSeconds(wait)))
+				wire.WriteError(w, http.StatusTooManyRequests, "rate_limited", "too many calls from this address; retry after the Retry-After seconds")
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
 }
 
 // bearer admits a request whose bearer token hashes to *want, compared in
