@@ -94,6 +94,26 @@ func SendVeto(ctx context.Context, httpClient *http.Client, custodianURL string,
 	return out, custodianCall(ctx, httpClient, http.MethodPost, custodianURL, "/v1/vetoes", body, &out)
 }
 
+// SendRevocation delivers an officer's signed withdrawal of their request
+// to the custodian serving at custodianURL (its POST /v1/revocations,
+// which needs no credential: the revocation authenticates itself with the
+// officer's key in the roster chain it carries) and returns the record
+// the custodian holds. A custodian that does not record it answers an
+// *Error: code revocation_bad_signature, revocation_not_requester,
+// revocation_not_officer, revocation_not_canonical, revocation_conflict,
+// or a roster chain's code (roster_rollback, roster_unverified,
+// roster_missing). httpClient may be nil.
+//
+// Cost: one POST carrying the chain and the canonical request.
+func SendRevocation(ctx context.Context, httpClient *http.Client, custodianURL string, revocation wire.Revocation) (wire.RevocationRecorded, error) {
+	body, err := json.Marshal(revocation)
+	if err != nil {
+		return wire.RevocationRecorded{}, fmt.Errorf("client: encode the revocation: %w", err)
+	}
+	var out wire.RevocationRecorded
+	return out, custodianCall(ctx, httpClient, http.MethodPost, custodianURL, "/v1/revocations", body, &out)
+}
+
 // SendSignedHold delivers a legal hold statement signed by roster members
 // to the custodian serving at custodianURL (its POST /v1/holds/signed,
 // which needs no credential: the statement authenticates itself with the

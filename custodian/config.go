@@ -65,9 +65,9 @@ type Config struct {
 	AbortWindow Duration `json:"abort_window,omitzero"`
 	// PublicRate is how many calls per second each caller address may
 	// make to the routes that need no credential and make the custodian
-	// work (roster pushes, deny votes, signed holds, status, inventory),
-	// with bursts of twice as many; default 10. Behind a proxy every
-	// caller shares the proxy's address.
+	// work (roster pushes, deny votes, revocations, signed holds, status,
+	// inventory), with bursts of twice as many; default 10. Behind a
+	// proxy every caller shares the proxy's address.
 	PublicRate float64 `json:"public_rate,omitzero"`
 }
 

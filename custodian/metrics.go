@@ -32,6 +32,8 @@ type Metrics struct {
 	signedHolds    *prometheus.CounterVec
 	rateLimitedC   prometheus.Counter
 	vetoWithheldC  prometheus.Counter
+	revocations    *prometheus.CounterVec
+	revokedRefC    prometheus.Counter
 	rosterVersionG prometheus.Gauge
 	requests       *prometheus.CounterVec
 	vault          *vaultclient.Metrics
@@ -96,6 +98,14 @@ func NewMetrics() *Metrics {
 			Name: "mediator_custodian_veto_withheld_total",
 			Help: "Release calls refused while a deny vote delivered to this custodian directly was not in the evidence: a mediator withholding a veto, or one that never heard of it.",
 		}),
+		revocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mediator_custodian_revocations_total",
+			Help: "Officers' revocations of their requests delivered directly (POST /v1/revocations), by outcome: recorded, already_recorded, refused (bad signature, not the requester, not an officer, not a canonical request, another digest on record, roster refused), error.",
+		}, []string{"outcome"}),
+		revokedRefC: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mediator_custodian_revoked_refused_total",
+			Help: "Release calls refused because the request's officer revoked it at this custodian: a mediator asking for a request its officer withdrew.",
+		}),
 		rosterVersionG: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mediator_custodian_roster_version",
 			Help: "The newest roster version this custodian has verified from its pinned genesis.",
@@ -105,7 +115,8 @@ func NewMetrics() *Metrics {
 			Help: "API calls by route and status code.",
 		}, []string{"route", "code"}),
 	}
-	reg.MustRegister(m.shares, m.releases, m.releaseTime, m.sharesOut, m.lifecycleOps, m.policyRefused, m.rosterRefusedC, m.logRefusedC, m.officerRefC, m.vetoes, m.signedHolds, m.rateLimitedC, m.vetoWithheldC, m.rosterVersionG, m.requests,
+	reg.MustRegister(m.shares, m.releases, m.releaseTime, m.sharesOut, m.lifecycleOps, m.policyRefused, m.rosterRefusedC, m.logRefusedC, m.officerRefC, m.vetoes, m.signedHolds, m.rateLimitedC, m.vetoWithheldC,
+		m.revocations, m.revokedRefC, m.rosterVersionG, m.requests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.vault = vaultclient.NewMetrics(reg)
 	return m
@@ -216,6 +227,29 @@ func (m *Metrics) veto(status string, err error) {
 func (m *Metrics) vetoWithheld() {
 	if m != nil {
 		m.vetoWithheldC.Inc()
+	}
+}
+
+// revocation counts a delivered revocation by its outcome: status when
+// recorded, else refused (the caller's fault) or error.
+func (m *Metrics) revocation(status string, err error) {
+	if m == nil {
+		return
+	}
+	var re *RosterError
+	_, bad := invalid.As(err)
+	switch {
+	case errors.As(err, &re) || bad:
+		status = "refused"
+	case err != nil:
+		status = "error"
+	}
+	m.revocations.WithLabelValues(status).Inc()
+}
+
+func (m *Metrics) revokedRefused() {
+	if m != nil {
+		m.revokedRefC.Inc()
 	}
 }
 

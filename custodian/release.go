@@ -30,6 +30,8 @@ const maxReleaseShares = 10000
 //     holds the newest version it has seen; each approval counts only if
 //     it verifies with an approver's key in the chain's last version,
 //     with the roles given there;
+//   - a request its officer revoked at this custodian (RecordRevocation)
+//     is refused, whatever the evidence carries;
 //   - its own release policy decides, and must allow; it sees every deny
 //     vote an approver delivered to this custodian directly (RecordVeto),
 //     whether or not the evidence carries it;
@@ -52,8 +54,9 @@ func (c *Custodian) Release(ctx context.Context, ev wire.ReleaseEvidence) (wire.
 }
 
 // release runs the phases of a release in order, each of which may refuse
-// it as a whole: verify the request and roster, check the log evidence,
-// decide; only then are the shares checked and given out, one by one.
+// it as a whole: verify the request and roster, refuse a request its
+// officer revoked here, check the log evidence, decide; only then are the
+// shares checked and given out, one by one.
 func (c *Custodian) release(ctx context.Context, ev wire.ReleaseEvidence) (wire.ReleaseAnswer, error) {
 	rev := c.policy.Revision()
 	if len(ev.Shares) == 0 {
@@ -65,6 +68,9 @@ func (c *Custodian) release(ctx context.Context, ev wire.ReleaseEvidence) (wire.
 	}
 	cr, err := c.verifyRequest(ctx, ev, rev)
 	if err != nil {
+		return wire.ReleaseAnswer{}, err
+	}
+	if err := c.checkRevoked(ctx, cr); err != nil {
 		return wire.ReleaseAnswer{}, err
 	}
 	logged, err := c.checkLogEvidence(ctx, ev, cr)

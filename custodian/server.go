@@ -31,10 +31,10 @@ const maxBody = 16 << 20
 // is listed here: the public key document and health are public; the
 // coordinator's calls need the mediator's token; rewrap and metrics need
 // the operator's; with client_ca_file, a call that needs a token also
-// needs a client certificate the bundle verifies. The roster, veto and
-// signed hold routes are public: a pushed chain verifies from the pinned
-// genesis, and a deny vote or a hold statement with its signers' keys in
-// it, or they are refused.
+// needs a client certificate the bundle verifies. The roster, veto,
+// revocation and signed hold routes are public: a pushed chain verifies
+// from the pinned genesis, and a deny vote, a revocation or a hold
+// statement with its signers' keys in it, or they are refused.
 func (c *Custodian) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(c.accessLog)
@@ -66,6 +66,10 @@ func (c *Custodian) Handler() http.Handler {
 	// Deny votes: public, as a vote authenticates itself; an approver's
 	// tool delivers it here so that the mediator cannot withhold it.
 	pub.Post("/v1/vetoes", c.postVeto)
+	// Revocations: public, as a revocation authenticates itself; the
+	// filing officer's tool delivers it here so that a mediator that
+	// ignores it cannot still have the request released.
+	pub.Post("/v1/revocations", c.postRevocation)
 	// Legal holds signed by roster members: public, as the signatures
 	// authenticate; the only road that lifts a hold.
 	pub.Post("/v1/holds/signed", c.postSignedHold)

@@ -34,6 +34,8 @@ import (
 //	<prefix>/holds/<hold>                  a legal hold; <prefix>/hold-releases/<hold> its release
 //	<prefix>/vetoes/<request>/<approver>   an approver's deny vote delivered directly, written once
 //	                                       (the approver's id in unpadded base64url)
+//	<prefix>/revoked/<request>             the officer's revocation of a request delivered directly,
+//	                                       written once
 //
 // Every record is written with check-and-set 0, so Vault itself refuses to
 // overwrite one; a deposit entry is only ever rewritten to remove a share

@@ -285,6 +285,37 @@ type VetoRecorded struct {
 	RosterVersion uint64    `json:"roster_version"`
 }
 
+// Revocation is POST /v1/revocations on a custodian: the filing
+// officer's withdrawal of their request, delivered by the officer's own
+// tool rather than through the mediator, so that a mediator that ignores
+// it cannot still have the request released. It authenticates itself:
+// the custodian parses the request's id, digest and requester from
+// Canonical, verifies Roster from the genesis it pins (as a pushed
+// chain), and the Signature over approval.RevocationMessage(id, digest)
+// with the key of OfficerID, who must be the request's requester and an
+// officer of the version it then holds.
+type Revocation struct {
+	Roster    []roster.Signed `json:"roster"`
+	Canonical []byte          `json:"canonical"`
+	OfficerID string          `json:"officer_id"`
+	Signature []byte          `json:"signature"`
+}
+
+// RevocationRecorded is a custodian's answer to a Revocation it holds on
+// record: Status "recorded" when this call wrote it, "already_recorded"
+// when an earlier one did (the record is written once). From then on the
+// custodian refuses every release of the request RequestID with digest
+// Digest.
+type RevocationRecorded struct {
+	Custodian     string    `json:"custodian"`
+	Status        string    `json:"status"`
+	RequestID     string    `json:"request_id"`
+	Digest        string    `json:"digest"`
+	OfficerID     string    `json:"officer_id"`
+	RecordedAt    time.Time `json:"recorded_at"`
+	RosterVersion uint64    `json:"roster_version"`
+}
+
 // StatusQuery is POST /v1/shares/status: which shares of this key does
 // the custodian keep? The answer is a shares.SignedInventory.
 type StatusQuery struct {
