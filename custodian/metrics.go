@@ -34,6 +34,8 @@ type Metrics struct {
 	vetoWithheldC  prometheus.Counter
 	revocations    *prometheus.CounterVec
 	revokedRefC    prometheus.Counter
+	denialsC       prometheus.Counter
+	lockedRefC     prometheus.Counter
 	rosterVersionG prometheus.Gauge
 	requests       *prometheus.CounterVec
 	vault          *vaultclient.Metrics
@@ -106,6 +108,14 @@ func NewMetrics() *Metrics {
 			Name: "mediator_custodian_revoked_refused_total",
 			Help: "Release calls refused because the request's officer revoked it at this custodian: a mediator asking for a request its officer withdrew.",
 		}),
+		denialsC: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mediator_custodian_denials_total",
+			Help: "Refusals of a release by this custodian's own policy, each recorded toward the request's lock (5 lock it).",
+		}),
+		lockedRefC: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mediator_custodian_locked_refused_total",
+			Help: "Release calls refused because this custodian's policy refused the request's release 5 times before: someone probing the policy, or a mediator that does not lock.",
+		}),
 		rosterVersionG: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mediator_custodian_roster_version",
 			Help: "The newest roster version this custodian has verified from its pinned genesis.",
@@ -116,7 +126,7 @@ func NewMetrics() *Metrics {
 		}, []string{"route", "code"}),
 	}
 	reg.MustRegister(m.shares, m.releases, m.releaseTime, m.sharesOut, m.lifecycleOps, m.policyRefused, m.rosterRefusedC, m.logRefusedC, m.officerRefC, m.vetoes, m.signedHolds, m.rateLimitedC, m.vetoWithheldC,
-		m.revocations, m.revokedRefC, m.rosterVersionG, m.requests,
+		m.revocations, m.revokedRefC, m.denialsC, m.lockedRefC, m.rosterVersionG, m.requests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.vault = vaultclient.NewMetrics(reg)
 	return m
@@ -250,6 +260,18 @@ func (m *Metrics) revocation(status string, err error) {
 func (m *Metrics) revokedRefused() {
 	if m != nil {
 		m.revokedRefC.Inc()
+	}
+}
+
+func (m *Metrics) denialRecorded() {
+	if m != nil {
+		m.denialsC.Inc()
+	}
+}
+
+func (m *Metrics) lockedRefused() {
+	if m != nil {
+		m.lockedRefC.Inc()
 	}
 }
 

@@ -34,7 +34,9 @@ const maxReleaseShares = 10000
 //     is refused, whatever the evidence carries;
 //   - its own release policy decides, and must allow; it sees every deny
 //     vote an approver delivered to this custodian directly (RecordVeto),
-//     whether or not the evidence carries it;
+//     whether or not the evidence carries it; each refusal is recorded,
+//     and a request with maxDeniedReleases refusals on record is refused
+//     for good without asking the policy again;
 //   - each share must be in its own records, of a conversation in the
 //     request's scope, stored within the scope's window; it is sealed at
 //     most once per request (a write-once record per request and escrow),
@@ -55,8 +57,9 @@ func (c *Custodian) Release(ctx context.Context, ev wire.ReleaseEvidence) (wire.
 
 // release runs the phases of a release in order, each of which may refuse
 // it as a whole: verify the request and roster, refuse a request its
-// officer revoked here, check the log evidence, decide; only then are the
-// shares checked and given out, one by one.
+// officer revoked here, check the log evidence, decide (refusing a
+// request locked by its denials here); only then are the shares checked
+// and given out, one by one.
 func (c *Custodian) release(ctx context.Context, ev wire.ReleaseEvidence) (wire.ReleaseAnswer, error) {
 	rev := c.policy.Revision()
 	if len(ev.Shares) == 0 {
@@ -207,17 +210,30 @@ func (c *Custodian) checkReleaseLogged(ctx context.Context, ev wire.ReleaseEvide
 }
 
 // decide asks this custodian's own release policy. When it returns
-// without error, the policy allowed the release and the request has not
-// expired; the policy saw, besides the evidence's approvals, every deny
-// vote delivered to this custodian directly for the request (addVetoes),
-// so a veto the evidence withholds refuses the release all the same. A policy that cannot decide is errUnavailable (fail closed: no
-// decision, no share); a denial is a *RefusedError with the policy's
-// reasons and the approvals that did not count for want of the log, and
-// so is an expired request. It also returns when the last approval that
-// counted was made (policy.ReleaseInput.LastApproval), bounded by
-// policyInput to between the request's filing and now.
+// without error, the request is not locked by its denials here, the
+// policy allowed the release and the request has not expired; the policy
+// saw, besides the evidence's approvals, every deny vote delivered to
+// this custodian directly for the request (addVetoes), so a veto the
+// evidence withholds refuses the release all the same. A policy that
+// cannot decide is errUnavailable (fail closed: no decision, no share); a
+// denial is recorded (recordDenial) and is a *RefusedError with the
+// policy's reasons and the approvals that did not count for want of the
+// log, and so is a locked request (checkLocked) or an expired one. It
+// also returns when the last approval that counted was made
+// (policy.ReleaseInput.LastApproval), bounded by policyInput to between
+// the request's filing and now.
+//
+// Cost: one store list for the denials, one list and one read per veto,
+// the policy, and one store write when the policy refuses.
 func (c *Custodian) decide(ctx context.Context, ev wire.ReleaseEvidence, cr checkedRequest, logged []bool) (policy.Decision, time.Time, error) {
 	now := c.now().UTC()
+	prior, err := c.denials(ctx, cr.req.ID)
+	if err != nil {
+		return policy.Decision{}, time.Time{}, err
+	}
+	if err := c.checkLocked(cr, prior); err != nil {
+		return policy.Decision{}, time.Time{}, err
+	}
 	vetoes, err := c.recordedVetoes(ctx, cr.req.ID)
 	if err != nil {
 		return policy.Decision{}, time.Time{}, err
@@ -233,7 +249,14 @@ func (c *Custodian) decide(ctx context.Context, ev wire.ReleaseEvidence, cr chec
 			c.log.Warn("release refused: a veto on record is not in the evidence", "custodian", c.cfg.Name, "request_id", cr.req.ID, "withheld", withheld)
 			c.metrics.vetoWithheld()
 		}
+		locked, err := c.recordDenial(ctx, cr, d, prior)
+		if err != nil {
+			return policy.Decision{}, time.Time{}, err
+		}
 		reasons := append(append(d.Reasons, unlogged...), withheld...)
+		if locked {
+			reasons = append(reasons, fmt.Sprintf("%s by this custodian's policy: no later release of this request is checked", lockedReason))
+		}
 		c.log.Warn("release refused", "custodian", c.cfg.Name, "request_id", cr.req.ID, "reasons", reasons, "policy_revision", cr.rev)
 		return policy.Decision{}, time.Time{}, &RefusedError{Reasons: reasons, PolicyRevision: cr.rev}
 	}

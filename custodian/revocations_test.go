@@ -158,6 +158,9 @@ func TestRevocationDeliveredDirectly(t *testing.T) {
 	if got := f.set.Counter(0, "mediator_custodian_releases_total", "refused"); got != 1 {
 		t.Errorf("refused releases counted %v, want 1", got)
 	}
+	if got := f.set.Counter(0, "mediator_custodian_denials_total"); got != 0 {
+		t.Errorf("a revoked request's refusal counted as a policy denial: %v", got)
+	}
 
 	// Custodian 2 never received the revocation: the same evidence
 	// releases there. That is why the tool delivers it to every custodian.

@@ -36,6 +36,8 @@ import (
 //	                                       (the approver's id in unpadded base64url)
 //	<prefix>/revoked/<request>             the officer's revocation of a request delivered directly,
 //	                                       written once
+//	<prefix>/denied/<request>/<n>          the refusals of a request's release by this custodian's
+//	                                       policy: records 1, 2, … written once each; 5 lock it
 //
 // Every record is written with check-and-set 0, so Vault itself refuses to
 // overwrite one; a deposit entry is only ever rewritten to remove a share
