@@ -81,7 +81,7 @@ func requestCommands() *command {
 		{name: "list", forms: []form{{"[--status S]", "list requests, each verified against the roster (needs --genesis)"}}, run: requestList},
 		{name: "approve", forms: []form{{"ID --key FILE [--deny] [--expect-digest D] [--yes]", "verify the request, show what you sign, ask, then sign and submit your vote (approver)"}}, run: requestApprove},
 		{name: "release", forms: []form{{"ID --key FILE --out FILE", "release the keys (the requesting officer), verify the custodians' receipts, open them locally"}}, run: requestRelease},
-		{name: "revoke", forms: []form{{"ID", "withdraw your request"}}, run: requestRevoke},
+		{name: "revoke", forms: []form{{"ID [--key FILE]", "withdraw your request; with your officer key, also deliver it signed to every custodian (needs --genesis)"}}, run: requestRevoke},
 	}}
 }
 

@@ -53,7 +53,8 @@
 //	                                  verify the request, show what you sign, ask, then sign and submit your vote (approver)
 //	mediator request release ID --key FILE --out FILE
 //	                                  release the keys (the requesting officer), verify the custodians' receipts, open them locally
-//	mediator request revoke ID        withdraw your request
+//	mediator request revoke ID [--key FILE]
+//	                                  withdraw your request; with your officer key, also deliver it signed to every custodian (needs --genesis)
 //	mediator keygen --approver|--officer|--recipient --out FILE
 //	                                  make an approver or officer signing key, or a recipient key pair
 //	mediator loadgen [--rate N] [--duration 10s] [--copy-baseline]

@@ -173,25 +173,6 @@ func requestShow(ctx context.Context, c *call, args []string) error {
 	return nil
 }
 
-// requestRevoke withdraws the caller's own pending request.
-func requestRevoke(ctx context.Context, c *call, args []string) error {
-	var cl clientOptions
-	id, err := parseWithID(c.newFlags(clientSettings(&cl)...), args)
-	if err != nil {
-		return err
-	}
-	cli, err := cl.connect()
-	if err != nil {
-		return err
-	}
-	out, err := cli.Revoke(ctx, id)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(c.stdout, "request %s is %s\n", out.ID, out.Status)
-	return nil
-}
-
 // requestList lists requests as a short table, each row read from the
 // request's canonical bytes and checked against the roster in force;
 // a request that does not verify is shown as such, with the reason.
