@@ -50,15 +50,10 @@ func loadIdentity(ctx context.Context, name string, st *store, w Wrapper) (*iden
 // newIdentity makes fresh key pairs and returns them wrapped.
 func newIdentity(ctx context.Context, name string, w Wrapper) (map[string]any, error) {
 	kem := hpke.MLKEM768X25519()
-	priv, err := kem.GenerateKey()
+	_, wrappedHPKE, err := newWrappedHPKE(ctx, name, w)
 	if err != nil {
-		return nil, fmt.Errorf("custodian: hpke key: %w", err)
+		return nil, err
 	}
-	raw, err := priv.Bytes()
-	if err != nil {
-		return nil, fmt.Errorf("custodian: hpke key: %w", err)
-	}
-	defer clear(raw)
 	_, signKey, err := ed25519.GenerateKey(nil)
 	if err != nil {
 		return nil, fmt.Errorf("custodian: signing key: %w", err)
@@ -66,10 +61,6 @@ func newIdentity(ctx context.Context, name string, w Wrapper) (map[string]any, e
 	seed := signKey.Seed()
 	defer clear(seed)
 	defer clear(signKey)
-	wrappedHPKE, err := w.Wrap(ctx, identityContext(name, "hpke"), raw)
-	if err != nil {
-		return nil, fmt.Errorf("custodian: wrap hpke key: %w", err)
-	}
 	wrappedSign, err := w.Wrap(ctx, identityContext(name, "ed25519"), seed)
 	if err != nil {
 		return nil, fmt.Errorf("custodian: wrap signing key: %w", err)
@@ -88,14 +79,9 @@ func openIdentity(ctx context.Context, name string, data map[string]any, w Wrapp
 	if wrappedHPKE == "" || wrappedSign == "" {
 		return nil, errors.New("custodian: the stored identity is incomplete")
 	}
-	raw, err := w.Unwrap(ctx, identityContext(name, "hpke"), []byte(wrappedHPKE))
+	priv, err := unwrapHPKE(ctx, name, w, wrappedHPKE)
 	if err != nil {
-		return nil, fmt.Errorf("custodian: unwrap hpke key: %w", err)
-	}
-	defer clear(raw)
-	priv, err := hpke.MLKEM768X25519().NewPrivateKey(raw)
-	if err != nil {
-		return nil, fmt.Errorf("custodian: hpke key: %w", err)
+		return nil, err
 	}
 	seed, err := w.Unwrap(ctx, identityContext(name, "ed25519"), []byte(wrappedSign))
 	if err != nil {
@@ -138,6 +124,41 @@ func rewrapIdentity(ctx context.Context, name string, st *store, w Wrapper) (boo
 		return false, err
 	}
 	return true, nil
+}
+
+// newWrappedHPKE makes a fresh HPKE key pair (ML-KEM-768+X25519) and
+// returns it, and its private key wrapped under identityContext(name,
+// "hpke"): every HPKE private key of a custodian, its first (in identity)
+// and those rotate-hpke makes (hpke-keys/), is wrapped the same way.
+func newWrappedHPKE(ctx context.Context, name string, w Wrapper) (hpke.PrivateKey, []byte, error) {
+	priv, err := hpke.MLKEM768X25519().GenerateKey()
+	if err != nil {
+		return nil, nil, fmt.Errorf("custodian: hpke key: %w", err)
+	}
+	raw, err := priv.Bytes()
+	if err != nil {
+		return nil, nil, fmt.Errorf("custodian: hpke key: %w", err)
+	}
+	defer clear(raw)
+	wrapped, err := w.Wrap(ctx, identityContext(name, "hpke"), raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("custodian: wrap hpke key: %w", err)
+	}
+	return priv, wrapped, nil
+}
+
+// unwrapHPKE unwraps an HPKE private key wrapped by newWrappedHPKE.
+func unwrapHPKE(ctx context.Context, name string, w Wrapper, wrapped string) (hpke.PrivateKey, error) {
+	raw, err := w.Unwrap(ctx, identityContext(name, "hpke"), []byte(wrapped))
+	if err != nil {
+		return nil, fmt.Errorf("custodian: unwrap hpke key: %w", err)
+	}
+	defer clear(raw)
+	priv, err := hpke.MLKEM768X25519().NewPrivateKey(raw)
+	if err != nil {
+		return nil, fmt.Errorf("custodian: hpke key: %w", err)
+	}
+	return priv, nil
 }
 
 // publicSigningKey is the base64 text of the receipt-signing public key.
