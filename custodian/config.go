@@ -57,6 +57,10 @@ type Config struct {
 	// AbortWindow is how long after storing a share the coordinator may
 	// abort it because the deposit failed elsewhere (default 10m).
 	AbortWindow Duration `json:"abort_window,omitzero"`
+	// HPKEGrace is how long an HPKE key of this custodian's that a roster
+	// version replaced still opens deposits, from when the custodian
+	// first saw that version (default 168h, docs/custodians.md).
+	HPKEGrace Duration `json:"hpke_grace,omitzero"`
 }
 
 // VaultLogin is how the custodian logs in to its Vault: an AppRole (role id
@@ -118,6 +122,7 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()
 const (
 	defaultMinRetention = 90 * 24 * time.Hour
 	defaultAbortWindow  = 10 * time.Minute
+	defaultHPKEGrace    = 7 * 24 * time.Hour
 )
 
 // fillDefaults sets the durations left zero to their defaults.
@@ -127,6 +132,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.AbortWindow.Duration == 0 {
 		c.AbortWindow.Duration = defaultAbortWindow
+	}
+	if c.HPKEGrace.Duration == 0 {
+		c.HPKEGrace.Duration = defaultHPKEGrace
 	}
 }
 
@@ -173,7 +181,7 @@ func ParseConfig(b []byte) (Config, error) {
 	if c.RosterGenesis != "" && !roster.ValidDigest(c.RosterGenesis) {
 		errs = append(errs, "roster_genesis must be the sha256: digest of the roster's first version")
 	}
-	if c.MinRetention.Duration < 0 || c.AbortWindow.Duration < 0 {
+	if c.MinRetention.Duration < 0 || c.AbortWindow.Duration < 0 || c.HPKEGrace.Duration < 0 {
 		errs = append(errs, "durations must not be negative")
 	}
 	if len(errs) > 0 {
