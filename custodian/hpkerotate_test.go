@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	vaultapi "github.com/hashicorp/vault/api"
 
 	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/custodian"
+	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
 	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/seal"
@@ -30,6 +32,8 @@ import (
 // With its clock past the grace period the old key's shares are refused
 // as retired_key and counted, also after a restart and a push of the same
 // version again (the moment the key was replaced is kept in the store).
+// Rewrap moves the new key to a new Transit key version, and it still
+// opens after a restart.
 func TestHPKEKeyRotation(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, dev.CustodianOptions{})
@@ -173,6 +177,28 @@ func TestHPKEKeyRotation(t *testing.T) {
 		}
 		c.Close()
 	}
+
+	// Rewrap moves the new key too (and the identity and the shares); it
+	// opens after a restart.
+	f.set.Run(0)
+	admin, _ := vaultapi.NewClient(&vaultapi.Config{Address: env.Vault.Addr})
+	admin.SetToken(env.Vault.Token)
+	if _, err := admin.Logical().Write(vaultsetup.TransitMount+"/keys/custodian-1/rotate", nil); err != nil {
+		t.Fatal(err)
+	}
+	st = f.set.Running[0].StoreForTest()
+	ans, err := f.set.Running[0].Rewrap(ctx)
+	if err != nil || ans.Rewrapped < 3 || len(ans.Failed) != 0 {
+		t.Fatalf("rewrap: %+v %v", ans, err)
+	}
+	entry, err = st.Get(ctx, "hpke-keys/"+names[0])
+	if w, _ := entry.Data["hpke_wrapped"].(string); err != nil || !strings.HasPrefix(w, "vault:v2:") {
+		t.Fatalf("the new hpke key after rewrap: %v %v", entry.Data["hpke_wrapped"], err)
+	}
+	f.set.Stop(0)
+	f.set.Run(0)
+	expectStore(t, "after rewrap and a restart, the new key", remote, shareFor(t, newSet, 0, time.Now()), "")
+	expectStore(t, "after rewrap and a restart, the old key within grace", remote, shareFor(t, oldSet, 0, time.Now()), "")
 }
 
 // TestHPKEKeyVersionsSkipped: a custodian that sees a chain replacing its

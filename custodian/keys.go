@@ -94,10 +94,41 @@ func openIdentity(ctx context.Context, name string, data map[string]any, w Wrapp
 	return &identity{hpke: priv, hpkePub: seal.PublicKeyOf(priv), sign: ed25519.NewKeyFromSeed(seed)}, nil
 }
 
-// rewrapIdentity moves the wrapped keys to the wrapper's current key and
-// reports whether they moved; on an error, nothing is reported moved.
-func rewrapIdentity(ctx context.Context, name string, st *store, w Wrapper) (bool, error) {
-	sec, err := st.get(ctx, st.path("identity"))
+// rewrapIdentity moves the wrapped private keys, those in identity and
+// every HPKE key under hpke-keys/, to the wrapper's current key, and
+// reports how many records moved and how many were already under it; on
+// an error it reports nothing (records moved before it stay moved).
+func rewrapIdentity(ctx context.Context, name string, st *store, w Wrapper) (moved, unchanged int, err error) {
+	type wrappedKeys struct {
+		path   string
+		fields map[string]string // field to its use
+	}
+	records := []wrappedKeys{{"identity", map[string]string{"hpke_wrapped": "hpke", "ed25519_wrapped": "ed25519"}}}
+	names, err := st.list(ctx, hpkeKeysDir)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, n := range names {
+		records = append(records, wrappedKeys{hpkeKeysDir + "/" + n, map[string]string{"hpke_wrapped": "hpke"}})
+	}
+	for _, r := range records {
+		ok, err := rewrapRecord(ctx, name, st, w, r.path, r.fields)
+		if err != nil {
+			return 0, 0, fmt.Errorf("custodian: rewrap %s: %w", r.path, err)
+		}
+		if ok {
+			moved++
+		} else {
+			unchanged++
+		}
+	}
+	return moved, unchanged, nil
+}
+
+// rewrapRecord moves the wrapped keys of the record at p (each field to
+// its use) to the wrapper's current key, and reports whether they moved.
+func rewrapRecord(ctx context.Context, name string, st *store, w Wrapper, p string, fields map[string]string) (bool, error) {
+	sec, err := st.get(ctx, st.path(p))
 	if err != nil {
 		return false, err
 	}
@@ -106,11 +137,11 @@ func rewrapIdentity(ctx context.Context, name string, st *store, w Wrapper) (boo
 	for k, v := range sec.Data {
 		data[k] = v
 	}
-	for field, use := range map[string]string{"hpke_wrapped": "hpke", "ed25519_wrapped": "ed25519"} {
+	for field, use := range fields {
 		old, _ := sec.Data[field].(string)
 		fresh, moved, err := w.Rewrap(ctx, identityContext(name, use), []byte(old))
 		if err != nil {
-			return false, fmt.Errorf("custodian: rewrap %s: %w", field, err)
+			return false, fmt.Errorf("%s: %w", field, err)
 		}
 		if moved {
 			data[field] = string(fresh)
@@ -120,7 +151,7 @@ func rewrapIdentity(ctx context.Context, name string, st *store, w Wrapper) (boo
 	if !changed {
 		return false, nil
 	}
-	if err := st.replace(ctx, st.path("identity"), sec, data); err != nil {
+	if err := st.replace(ctx, st.path(p), sec, data); err != nil {
 		return false, err
 	}
 	return true, nil

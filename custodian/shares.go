@@ -373,23 +373,22 @@ func (c *Custodian) eachRef(ctx context.Context, refs []wire.ShareRef, verb stri
 	return out, nil
 }
 
-// Rewrap moves the custodian's private keys and every share it holds to
-// its wrapper's current key, after a rotation (a new Transit key version,
-// a new HSM key label). Transit re-wraps inside Vault: no share leaves it.
+// Rewrap moves the custodian's private keys (its identity and every HPKE
+// key it made since: in force, within grace or retired) and every share it
+// holds to its wrapper's current key, after a rotation (a new Transit key
+// version, a new HSM key label). Transit re-wraps inside Vault: no share
+// leaves it. Kept shares never depend on an HPKE key, so a rotation of
+// HPKE keys (RotateHPKE) needs no re-wrapping of them.
 // A deposit entry that fails is named in Failed, its shares counted
 // nowhere else, and the others go on; if the keys cannot be moved or the
 // entries listed, it returns only the error.
 func (c *Custodian) Rewrap(ctx context.Context) (wire.RewrapAnswer, error) {
 	var ans wire.RewrapAnswer
-	moved, err := rewrapIdentity(ctx, c.cfg.Name, c.store, c.wrapper)
+	moved, unchanged, err := rewrapIdentity(ctx, c.cfg.Name, c.store, c.wrapper)
 	if err != nil {
 		return wire.RewrapAnswer{}, err
 	}
-	if moved {
-		ans.Rewrapped++
-	} else {
-		ans.Unchanged++
-	}
+	ans.Rewrapped, ans.Unchanged = moved, unchanged
 	entries, err := c.store.list(ctx, "deposits")
 	if err != nil {
 		return wire.RewrapAnswer{}, fmt.Errorf("%w: %v", errUnavailable, err)
