@@ -69,6 +69,10 @@ type Config struct {
 	// inventory), with bursts of twice as many; default 10. Behind a
 	// proxy every caller shares the proxy's address.
 	PublicRate float64 `json:"public_rate,omitzero"`
+	// HPKEGrace is how long an HPKE key of this custodian's that a roster
+	// version replaced still opens deposits, from when the custodian
+	// first saw that version (default 168h, docs/custodians.md).
+	HPKEGrace Duration `json:"hpke_grace,omitzero"`
 }
 
 // VaultLogin is how the custodian logs in to its Vault: an AppRole (role id
@@ -131,6 +135,7 @@ const (
 	defaultMinRetention = 90 * 24 * time.Hour
 	defaultAbortWindow  = 10 * time.Minute
 	defaultPublicRate   = 10
+	defaultHPKEGrace    = 7 * 24 * time.Hour
 )
 
 // fillDefaults sets the durations left zero to their defaults.
@@ -143,6 +148,9 @@ func (c *Config) fillDefaults() {
 	}
 	if c.PublicRate == 0 {
 		c.PublicRate = defaultPublicRate
+	}
+	if c.HPKEGrace.Duration == 0 {
+		c.HPKEGrace.Duration = defaultHPKEGrace
 	}
 }
 
@@ -192,7 +200,7 @@ func ParseConfig(b []byte) (Config, error) {
 	if c.RosterGenesis != "" && !roster.ValidDigest(c.RosterGenesis) {
 		errs = append(errs, "roster_genesis must be the sha256: digest of the roster's first version")
 	}
-	if c.MinRetention.Duration < 0 || c.AbortWindow.Duration < 0 {
+	if c.MinRetention.Duration < 0 || c.AbortWindow.Duration < 0 || c.HPKEGrace.Duration < 0 {
 		errs = append(errs, "durations must not be negative")
 	}
 	if len(errs) > 0 {

@@ -51,6 +51,7 @@ type Custodian struct {
 	wrapper    Wrapper
 	store      *store
 	id         *identity
+	keys       *keyring // the HPKE keys that open deposits (hpkekeys.go)
 	rosterMu   sync.Mutex
 	verified   verifiedChain // under rosterMu
 	index      *depositIndex // nil until serving
@@ -80,7 +81,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger, metrics *Metrics) (
 // Init creates the custodian's identity in its store if it has none, and
 // returns its public keys: what the team founding the roster writes into
 // the genesis, before any custodian can pin it. It loads no policy and
-// serves nothing.
+// serves nothing. The HPKE key it returns is always the first, made with
+// the identity, even after rotations (RotateHPKE returns each new one;
+// Info the one in force).
 func Init(ctx context.Context, cfg Config, log *slog.Logger) (wire.CustodianInfo, error) {
 	c, err := open(ctx, cfg, log, nil, false)
 	if err != nil {
@@ -146,6 +149,9 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, metrics *Metrics, s
 	if c.id, err = loadIdentity(ctx, cfg.Name, c.store, c.wrapper); err != nil {
 		return nil, err
 	}
+	if c.keys, err = c.loadKeyring(ctx); err != nil {
+		return nil, err
+	}
 	if serving {
 		if c.index, err = loadIndex(ctx, c.store, c.now().Add(-cfg.AbortWindow.Duration-time.Minute)); err != nil {
 			return nil, err
@@ -158,9 +164,9 @@ func open(ctx context.Context, cfg Config, log *slog.Logger, metrics *Metrics, s
 	}
 	ok = true
 	if serving {
-		c.showRosterVersion(ctx)
-		log.Info("custodian ready", "custodian", cfg.Name, "hpke_key", c.id.hpkePub.Fingerprint(),
-			"policy_revision", c.policy.Revision(), "roster_genesis", cfg.RosterGenesis, "escrows_known", c.index.size())
+		version := c.showRosterVersion(ctx)
+		c.logKeyInForce("custodian ready", version, "policy_revision", c.policy.Revision(), "roster_genesis", cfg.RosterGenesis,
+			"escrows_known", c.index.size())
 	}
 	return c, nil
 }
@@ -200,9 +206,13 @@ func (c *Custodian) Close() error {
 // Name is the custodian's name.
 func (c *Custodian) Name() string { return c.cfg.Name }
 
-// Info is the custodian's public face: its keys and policy revision.
+// Info is the custodian's public face: its keys and policy revision. Its
+// HPKE key is the key in force, the one the newest roster version it
+// verified lists for it; none (a zero key) when that version lists no key
+// it holds.
 func (c *Custodian) Info() wire.CustodianInfo {
-	return wire.CustodianInfo{Name: c.cfg.Name, HPKEKey: c.id.hpkePub, SigningKey: c.id.publicSigningKey(),
+	pub, _ := c.keys.inForceKey()
+	return wire.CustodianInfo{Name: c.cfg.Name, HPKEKey: pub, SigningKey: c.id.publicSigningKey(),
 		PolicyRevision: c.policy.Revision(), WitnessKey: c.witnessKey}
 }
 

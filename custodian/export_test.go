@@ -2,6 +2,7 @@ package custodian
 
 import (
 	"context"
+	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
 
@@ -67,3 +68,11 @@ func (t TestStore) Drop(ctx context.Context, requestID string, names ...string) 
 	}
 	t.s.drop(ctx, requestID, es)
 }
+
+// List is list of dir under the custodian's prefix.
+func (t TestStore) List(ctx context.Context, dir string) ([]string, error) { return t.s.list(ctx, dir) }
+
+// SetClockForTest sets the custodian's clock. Call it before the custodian
+// is used (serving, or called from other goroutines): the clock is not
+// guarded.
+func (c *Custodian) SetClockForTest(now func() time.Time) { c.now = now }

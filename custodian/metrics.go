@@ -49,7 +49,7 @@ func NewMetrics() *Metrics {
 		Registry: reg,
 		shares: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mediator_custodian_shares_total",
-			Help: "Shares offered to this custodian for storing, by outcome: stored, invalid (did not open as its share), replayed (stored here before, or kept under another escrow id), destroyed (destroyed here before), stale (a v2 deposit time far from this custodian's clock), unavailable.",
+			Help: "Shares offered to this custodian for storing, by outcome: stored, invalid (did not open as its share), replayed (stored here before, or kept under another escrow id), destroyed (destroyed here before), stale (a v2 deposit time far from this custodian's clock), retired_key (sealed to an HPKE key the roster replaced more than hpke_grace ago), unavailable.",
 		}, []string{"outcome"}),
 		releases: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mediator_custodian_releases_total",

@@ -20,10 +20,10 @@ func (movingWrapper) Rewrap(_ context.Context, _, wrapped []byte) ([]byte, bool,
 	return append([]byte("v2:"), wrapped...), true, nil
 }
 
-// rewrapVault is a custodian's KV store holding its identity and the
-// deposit entries given (each escrow id to a record), where writing an
-// entry named in fail answers 500, and listing the entries answers
-// listStatus.
+// rewrapVault is a custodian's KV store holding its identity, one HPKE
+// key made since (hpke-keys/1) and the deposit entries given (each escrow
+// id to a record), where writing an entry named in fail answers 500, and
+// listing the entries answers listStatus.
 func rewrapVault(t *testing.T, entries map[string][]string, fail map[string]bool, listStatus int) *store {
 	t.Helper()
 	const data, meta = "/v1/kv/data/custodian-1/", "/v1/kv/metadata/custodian-1/"
@@ -38,11 +38,16 @@ func rewrapVault(t *testing.T, entries map[string][]string, fail map[string]bool
 				keys = append(keys, e)
 			}
 			json.NewEncoder(w).Encode(map[string]any{"data": map[string]any{"keys": keys}})
+		case r.URL.Path == meta+"hpke-keys" && (r.Method == "LIST" || r.URL.Query().Get("list") == "true"):
+			json.NewEncoder(w).Encode(map[string]any{"data": map[string]any{"keys": []string{"1"}}})
 		case strings.HasPrefix(r.URL.Path, "/v1/kv/destroy/"):
 			w.WriteHeader(http.StatusNoContent)
 		case isData && r.Method == http.MethodGet:
 			fields := map[string]any{"hpke_wrapped": "w1", "ed25519_wrapped": "w2"}
-			if ids, ok := entries[strings.TrimPrefix(name, "deposits/")]; ok && name != "identity" {
+			if name == "hpke-keys/1" {
+				fields = map[string]any{"hpke_wrapped": "w3"}
+			}
+			if ids, ok := entries[strings.TrimPrefix(name, "deposits/")]; ok && name != "identity" && name != "hpke-keys/1" {
 				fields = map[string]any{}
 				for _, id := range ids {
 					b, _ := json.Marshal(record{EscrowID: id, ConversationID: "conv-a", KeyID: "e1", Wrapped: "w"})
@@ -80,8 +85,9 @@ func TestRewrapAnswersOneOrTheOther(t *testing.T) {
 	c := &Custodian{cfg: Config{Name: "custodian-1"}, log: slog.New(slog.DiscardHandler), wrapper: movingWrapper{},
 		store: rewrapVault(t, entries, map[string]bool{"a": true}, http.StatusOK)}
 	ans, err := c.Rewrap(ctx)
-	// The identity and entry b's share moved; entry a's two did not.
-	if err != nil || ans.Rewrapped != 2 || ans.Unchanged != 0 || len(ans.Failed) != 1 || !strings.HasPrefix(ans.Failed[0], "deposits/a: ") {
+	// The identity, the HPKE key made since and entry b's share moved;
+	// entry a's two did not.
+	if err != nil || ans.Rewrapped != 3 || ans.Unchanged != 0 || len(ans.Failed) != 1 || !strings.HasPrefix(ans.Failed[0], "deposits/a: ") {
 		t.Errorf("rewrap with entry a failing: %+v %v", ans, err)
 	}
 

@@ -1,6 +1,7 @@
 package custodian
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,15 +21,21 @@ import (
 type seenRoster struct {
 	Version uint64 `json:"version"`
 	Digest  string `json:"digest"`
+	// HPKEKey is the fingerprint of the HPKE key the version lists for
+	// this custodian, the key in force ("none" if it lists none; absent
+	// in a record written before keys rotated: the first key).
+	HPKEKey string `json:"hpke_key,omitempty"`
 }
 
 const rosterPath = "roster"
 
 // verifiedChain is the chain a custodian verified last: its versions'
-// digests and the last version.
+// digests, the last version, and the HPKE key each version lists for
+// this custodian (listedKeys).
 type verifiedChain struct {
 	digests []string
 	latest  roster.Roster
+	keys    []string
 }
 
 // Codes of a roster chain this custodian does not accept.
@@ -74,8 +81,13 @@ func (c *Custodian) trustRoster(ctx context.Context, chain []roster.Signed) (ros
 // does not accept is a *RosterError; a roster record it cannot read or
 // write is errUnavailable.
 //
+// A version that lists another HPKE key for this custodian than the key in
+// force makes it the key in force (hpkekeys.go): the keys it replaces are
+// recorded replaced, once each, before the version is recorded.
+//
 // Cost: one roster.Check per version unless the chain is the one verified
-// last; one store read, and one write when the version is new.
+// last; one store read, and one write when the version is new (and one
+// per key replaced, when the key in force changes).
 func (c *Custodian) acceptRoster(ctx context.Context, chain []roster.Signed) (roster.Roster, string, error) {
 	if len(chain) == 0 {
 		return roster.Roster{}, "", &RosterError{rosterMissing, "the release came with no roster chain to verify from this custodian's pinned genesis"}
@@ -90,20 +102,21 @@ func (c *Custodian) acceptRoster(ctx context.Context, chain []roster.Signed) (ro
 	// so that a large chain pushed by anyone holds up no release.
 	c.rosterMu.Lock()
 	cached := slices.Equal(digests, c.verified.digests)
-	latest := c.verified.latest
+	latest, keys := c.verified.latest, c.verified.keys
 	c.rosterMu.Unlock()
 	if !cached {
-		var err error
-		if latest, _, err = roster.Latest(c.cfg.RosterGenesis, chain); err != nil {
+		versions, err := roster.VerifyChain(c.cfg.RosterGenesis, chain)
+		if err != nil {
 			return roster.Roster{}, "", &RosterError{rosterUnverified, fmt.Sprintf("the roster chain does not verify from this custodian's pinned genesis: %v", err)}
 		}
+		latest, keys = versions[len(versions)-1], c.listedKeys(versions)
 	}
 	// The record is read and written under the lock: one version recorded
 	// at a time (the store's check-and-set guards other processes).
 	c.rosterMu.Lock()
 	defer c.rosterMu.Unlock()
 	if !cached {
-		c.verified.digests, c.verified.latest = digests, latest
+		c.verified.digests, c.verified.latest, c.verified.keys = digests, latest, keys
 	}
 	digest := digests[len(digests)-1]
 	for attempt := 0; attempt < 3; attempt++ {
@@ -115,10 +128,17 @@ func (c *Custodian) acceptRoster(ctx context.Context, chain []roster.Signed) (ro
 			return roster.Roster{}, "", &RosterError{rosterRollback, fmt.Sprintf("the roster chain offered ends at version %d and does not hold version %d (%s), which this custodian has already verified",
 				latest.Version, seen.Version, seen.Digest)}
 		}
+		// A version that changes this custodian's HPKE key: the keys it
+		// replaces are recorded replaced before the version is.
+		change, err := c.recordReplacedKeys(ctx, keys, latest.Version, digest)
+		if err != nil {
+			return roster.Roster{}, "", err
+		}
 		if latest.Version == seen.Version {
+			c.adoptKeys(change, latest.Version)
 			return latest, digest, nil
 		}
-		data := map[string]any{"version": latest.Version, "digest": digest}
+		data := map[string]any{"version": latest.Version, "digest": digest, "hpke_key": cmp.Or(keys[len(keys)-1], notListed)}
 		if sec == nil {
 			err = c.store.putOnce(ctx, c.store.path(rosterPath), data)
 		} else {
@@ -127,6 +147,7 @@ func (c *Custodian) acceptRoster(ctx context.Context, chain []roster.Signed) (ro
 		if err == nil {
 			c.log.Info("roster version verified", "custodian", c.cfg.Name, "roster_version", latest.Version, "roster_digest", digest)
 			c.metrics.rosterVersion(latest.Version)
+			c.adoptKeys(change, latest.Version)
 			return latest, digest, nil
 		}
 		// Another call recorded a version meanwhile: look again.

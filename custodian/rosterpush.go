@@ -61,14 +61,16 @@ func (c *Custodian) rosterAnswer(version uint64, digest string) wire.CustodianRo
 // record at start, so that a restarted custodian reports the version it
 // holds before any release or push, and the disagreement alert does not
 // fire for it. A record it cannot read is logged: the gauge stays 0 until
-// the next version is verified.
-func (c *Custodian) showRosterVersion(ctx context.Context) {
+// the next version is verified. It returns the version (0 if none, or
+// unreadable).
+func (c *Custodian) showRosterVersion(ctx context.Context) uint64 {
 	seen, _, err := c.seenRoster(ctx)
 	if err != nil {
 		c.log.Warn("roster record unreadable at start", "custodian", c.cfg.Name, "err", err)
-		return
+		return 0
 	}
 	c.metrics.rosterVersion(seen.Version)
+	return seen.Version
 }
 
 // pushRoster is POST /v1/roster: 200 with the version held, 409

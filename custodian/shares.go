@@ -40,7 +40,8 @@ const maxStoreBatch = 1024
 // StoreShares stores the shares of concurrent deposits together. Each must
 // open as this custodian's share of the key it names (its place, the key's
 // conversation, id and commitment, and for v2 its escrow id and deposit
-// time, are bound by the HPKE info), a v2 share's deposit time must be
+// time, are bound by the HPKE info) with its HPKE key in force or one
+// within grace (hpkekeys.go), a v2 share's deposit time must be
 // near the custodian's clock, and the custodian's index must show it new
 // (never stored here, not destroyed, not kept under another escrow id).
 // It is then wrapped by the custodian's own key; the shares of one call
@@ -68,10 +69,11 @@ func (c *Custodian) StoreShares(ctx context.Context, items []wire.ShareToStore) 
 		wg   sync.WaitGroup
 		next atomic.Int64
 	)
+	keys, live := c.keys.opening(at, c.cfg.HPKEGrace.Duration)
 	for range min(len(items), runtime.GOMAXPROCS(0)) {
 		wg.Go(func() {
 			for i := int(next.Add(1)) - 1; i < len(items); i = int(next.Add(1)) - 1 {
-				opened[i], out[i].Error = c.openShare(items[i])
+				opened[i], out[i].Error = c.openShare(items[i], keys, live)
 			}
 		})
 	}
@@ -141,7 +143,7 @@ func (c *Custodian) countRefused(out []wire.StoreResult) {
 			continue
 		}
 		switch r.Error.Code {
-		case codeReplayed, codeDestroyed, codeStale:
+		case codeReplayed, codeDestroyed, codeStale, codeRetiredKey:
 			c.metrics.stored(r.Error.Code, 1)
 		case codeUnavailable:
 			c.metrics.stored("unavailable", 1)
@@ -152,8 +154,11 @@ func (c *Custodian) countRefused(out []wire.StoreResult) {
 }
 
 // openShare checks one sealed share's form and opens it as this
-// custodian's share of the key it names. The caller zeroes the share.
-func (c *Custodian) openShare(it wire.ShareToStore) ([]byte, *wire.ItemError) {
+// custodian's share of the key it names, with keys in order (the HPKE
+// encapsulation does not name its key): the first live ones open it; one
+// after them, past its grace period, only tells retired_key from
+// share_invalid. The caller zeroes the share.
+func (c *Custodian) openShare(it wire.ShareToStore, keys []*hpkeKey, live int) ([]byte, *wire.ItemError) {
 	if !validUUID(it.EscrowID) || !shares.ValidID(it.ConversationID) || !shares.ValidID(it.KeyID) ||
 		it.Index < 1 || it.Index > 255 || !commitmentPattern.MatchString(it.Commitment) || len(it.Depositor) > shares.MaxIDLen {
 		return nil, &wire.ItemError{Code: codeShareInvalid, Message: "the share's ids, place or commitment are malformed"}
@@ -165,11 +170,20 @@ func (c *Custodian) openShare(it wire.ShareToStore) ([]byte, *wire.ItemError) {
 		}
 		b = shares.Binding{EscrowID: it.EscrowID, DepositedAt: it.DepositedAt}
 	}
-	share, err := shares.OpenDeposited(c.id.hpke, it.ConversationID, it.KeyID, c.cfg.Name, it.Index, it.Commitment, b, it.Sealed)
-	if err != nil {
-		return nil, &wire.ItemError{Code: codeShareInvalid, Message: "the share does not open as this custodian's share of this key at this place"}
+	for i, k := range keys {
+		share, err := shares.OpenDeposited(k.priv, it.ConversationID, it.KeyID, c.cfg.Name, it.Index, it.Commitment, b, it.Sealed)
+		switch {
+		case err != nil:
+		case i < live:
+			return share, nil
+		default:
+			clear(share)
+			return nil, &wire.ItemError{Code: codeRetiredKey, Message: fmt.Sprintf(
+				"the share is sealed to an HPKE key of this custodian's that the roster replaced more than %s ago: seal to the key the roster in force lists",
+				c.cfg.HPKEGrace.Duration)}
+		}
 	}
-	return share, nil
+	return nil, &wire.ItemError{Code: codeShareInvalid, Message: "the share does not open as this custodian's share of this key at this place"}
 }
 
 // Outcomes of destroy and abort.
@@ -359,23 +373,22 @@ func (c *Custodian) eachRef(ctx context.Context, refs []wire.ShareRef, verb stri
 	return out, nil
 }
 
-// Rewrap moves the custodian's private keys and every share it holds to
-// its wrapper's current key, after a rotation (a new Transit key version,
-// a new HSM key label). Transit re-wraps inside Vault: no share leaves it.
+// Rewrap moves the custodian's private keys (its identity and every HPKE
+// key it made since: in force, within grace or retired) and every share it
+// holds to its wrapper's current key, after a rotation (a new Transit key
+// version, a new HSM key label). Transit re-wraps inside Vault: no share
+// leaves it. Kept shares never depend on an HPKE key, so a rotation of
+// HPKE keys (RotateHPKE) needs no re-wrapping of them.
 // A deposit entry that fails is named in Failed, its shares counted
 // nowhere else, and the others go on; if the keys cannot be moved or the
 // entries listed, it returns only the error.
 func (c *Custodian) Rewrap(ctx context.Context) (wire.RewrapAnswer, error) {
 	var ans wire.RewrapAnswer
-	moved, err := rewrapIdentity(ctx, c.cfg.Name, c.store, c.wrapper)
+	moved, unchanged, err := rewrapIdentity(ctx, c.cfg.Name, c.store, c.wrapper)
 	if err != nil {
 		return wire.RewrapAnswer{}, err
 	}
-	if moved {
-		ans.Rewrapped++
-	} else {
-		ans.Unchanged++
-	}
+	ans.Rewrapped, ans.Unchanged = moved, unchanged
 	entries, err := c.store.list(ctx, "deposits")
 	if err != nil {
 		return wire.RewrapAnswer{}, fmt.Errorf("%w: %v", errUnavailable, err)

@@ -22,6 +22,9 @@ import (
 // own prefix, which its AppRole alone may touch:
 //
 //	<prefix>/identity                      its private keys, wrapped
+//	<prefix>/hpke-keys/<unix-nanos>        an HPKE private key made since (rotate-hpke), wrapped, written once
+//	<prefix>/hpke-retired/<fingerprint>    when it first saw a roster version replace one of its HPKE
+//	                                       keys (the hex of the sha256: fingerprint), written once
 //	<prefix>/deposits/<entry>              shares stored by one call, a field per escrow id
 //	<prefix>/released/<request>/<n>        the shares one release call gave out for a request: records
 //	                                       1, 2, … written once each, so a share appears in one at most
@@ -40,9 +43,11 @@ import (
 //	                                       policy: records 1, 2, … written once each; 5 lock it
 //
 // Every record is written with check-and-set 0, so Vault itself refuses to
-// overwrite one; a deposit entry is only ever rewritten to remove a share
-// (destruction) or to move shares to a new key version (rewrap), with
-// check-and-set on the version read, and its old versions destroyed.
+// overwrite one. The roster record is rewritten for each newer version;
+// the identity and HPKE keys only to move them to a new key version
+// (rewrap); a deposit entry only to remove a share (destruction) or to
+// move shares to a new key version (rewrap); each with check-and-set on
+// the version read, and its old versions destroyed.
 type store struct {
 	kv     *vaultapi.KVv2
 	client *vaultapi.Client

@@ -63,6 +63,10 @@ const (
 	// CodeStaleDeposit: a v2 deposit's time is too far from the clock of
 	// the mediator or of a custodian.
 	CodeStaleDeposit = "stale"
+	// CodeRetiredKey: a custodian's share is sealed to an HPKE key of
+	// its that the roster replaced more than its grace period ago: the
+	// depositor sealed to an old custodian set.
+	CodeRetiredKey = "retired_key"
 )
 
 // Escrow describes an escrowed key. It holds no key material.
@@ -451,7 +455,8 @@ func (s *Service) forward(ctx context.Context, id string, req DepositRequest) ([
 // refusedShare are the item codes with which a custodian refuses a share
 // for what the depositor (or whoever replays its bytes) sent: the deposit
 // answers 422 with the code, not 503.
-var refusedShare = map[string]bool{CodeShareInvalid: true, CodeReplayed: true, CodeDestroyedShare: true, CodeStaleDeposit: true}
+var refusedShare = map[string]bool{CodeShareInvalid: true, CodeReplayed: true, CodeDestroyedShare: true, CodeStaleDeposit: true,
+	CodeRetiredKey: true}
 
 // commit has every custodian commit its stored share, in parallel, once
 // all stored theirs, and checks each signed deposit receipt against the

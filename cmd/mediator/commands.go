@@ -24,6 +24,7 @@ func commands() *command {
 		{name: "custodian", verbs: []*command{
 			{name: "init", forms: []form{{"--config FILE [--url URL]", "create a custodian's keys; print its roster entry"}}, run: custodianInitCmd},
 			{name: "serve", forms: []form{{"--config FILE", "run one custodian service, with its own credentials"}}, run: custodianServeCmd},
+			{name: "rotate-hpke", forms: []form{{"--config FILE [--url URL]", "make a new HPKE key; print its roster entry (in force once a roster version lists it)"}}, run: custodianRotateHPKECmd},
 		}},
 		rosterCommands(),
 		{name: "approver", verbs: []*command{

@@ -104,3 +104,35 @@ func custodianInitCmd(ctx context.Context, c *call, args []string) error {
 	}
 	return printJSON(c.stdout, roster.Custodian{Name: info.Name, URL: *url, HPKEKey: info.HPKEKey, SigningKey: info.SigningKey})
 }
+
+// custodianRotateHPKECmd makes a new HPKE key pair in the custodian's own
+// store and prints its roster entry with the new key, for the admins'
+// proposal. Nothing changes in service until a roster version listing the
+// key is adopted and reaches the custodian (docs/custodians.md, "Rotating
+// your HPKE key").
+func custodianRotateHPKECmd(ctx context.Context, c *call, args []string) error {
+	var configFile string
+	fs := c.newFlags(custodianConfigSetting(&configFile, "the custodian's configuration file"))
+	url := fs.String("url", "", "the URL the mediator reaches this custodian at, for the roster entry")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if configFile == "" {
+		return errors.New("custodian rotate-hpke: --config is required")
+	}
+	b, err := os.ReadFile(configFile)
+	if err != nil {
+		return fmt.Errorf("custodian rotate-hpke: %w", err)
+	}
+	cfg, err := custodian.ParseConfig(b)
+	if err != nil {
+		return err
+	}
+	info, err := custodian.RotateHPKE(ctx, cfg, newLogger(c.stderr, "info", nil))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stderr, "new hpke key %s stored; deposits still open with the key in force until a roster version lists this one "+
+		"and reaches the custodian (docs/custodians.md, \"Rotating your HPKE key\")\n", info.HPKEKey.Fingerprint())
+	return printJSON(c.stdout, roster.Custodian{Name: info.Name, URL: *url, HPKEKey: info.HPKEKey, SigningKey: info.SigningKey})
+}

@@ -33,6 +33,8 @@
 //	                                  create a custodian's keys; print its roster entry
 //	mediator custodian serve --config FILE
 //	                                  run one custodian service, with its own credentials
+//	mediator custodian rotate-hpke --config FILE [--url URL]
+//	                                  make a new HPKE key; print its roster entry (in force once a roster version lists it)
 //	mediator roster genesis --file DRAFT
 //	                                  print the digest a draft has as the first version (what everyone pins)
 //	mediator roster propose --file DRAFT
