@@ -152,10 +152,12 @@ func depositKey(depositor, conversationID, keyID, commitment string) [32]byte {
 // reserve checks that it is new to this custodian and, if so, reserves its
 // escrow id, deposit and sealed bytes until settle. A share is new when
 // its escrow id and its sealed bytes were never stored here, and its
-// deposit is neither destroyed nor kept under another escrow id (one
-// aborted may be deposited again, under a new escrow id and new sealed
-// bytes).
-func (x *depositIndex) reserve(it wire.ShareToStore) *wire.ItemError {
+// deposit is neither destroyed nor kept under another escrow id. A
+// deposit aborted, or stored after openFrom and never committed (a
+// deposit that failed elsewhere and whose abort did not arrive), may be
+// deposited again under a new escrow id and new sealed bytes: the new
+// escrow supersedes the old, which is never committed (current).
+func (x *depositIndex) reserve(it wire.ShareToStore, openFrom time.Time) *wire.ItemError {
 	dk := depositKey(it.Depositor, it.ConversationID, it.KeyID, it.Commitment)
 	sk := sha256.Sum256(it.Sealed)
 	x.mu.Lock()
@@ -167,10 +169,12 @@ func (x *depositIndex) reserve(it wire.ShareToStore) *wire.ItemError {
 		return &wire.ItemError{Code: codeReplayed, Message: "this custodian has stored these sealed bytes before"}
 	}
 	if prev, ok := x.deposits[dk]; ok {
-		switch x.escrows[prev].state {
-		case indexDestroyed:
+		e := x.escrows[prev]
+		switch {
+		case e.state == indexDestroyed:
 			return &wire.ItemError{Code: codeDestroyed, Message: "this custodian destroyed this deposit; it is never stored again"}
-		case indexAborted:
+		case e.state == indexAborted:
+		case e.state == indexStored && !e.committed && !e.storedAt.Before(openFrom):
 		default:
 			return &wire.ItemError{Code: codeReplayed, Message: "this custodian keeps this deposit under another escrow id"}
 		}
@@ -220,6 +224,14 @@ func (x *depositIndex) ended(escrowID, outcome string) {
 	delete(x.fresh, escrowID)
 }
 
+// current reports whether r's escrow is the one its deposit is kept
+// under: false once a later deposit of the same key superseded it.
+func (x *depositIndex) current(r record) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.deposits[depositKey(r.Depositor, r.ConversationID, r.KeyID, r.Commitment)] == r.EscrowID
+}
+
 // committed records that ids were committed.
 func (x *depositIndex) commit(ids []string) {
 	x.mu.Lock()
@@ -244,7 +256,12 @@ func (x *depositIndex) add(state string, r record) {
 	}
 	x.escrows[r.EscrowID] = e
 	if r.Commitment != "" {
-		x.deposits[depositKey(r.Depositor, r.ConversationID, r.KeyID, r.Commitment)] = r.EscrowID
+		// A deposit stored twice (the first superseded) is kept under the
+		// later escrow; a destroyed one stays destroyed.
+		dk := depositKey(r.Depositor, r.ConversationID, r.KeyID, r.Commitment)
+		if prev, ok := x.deposits[dk]; !ok || state == indexDestroyed || x.escrows[prev].storedAt.Before(e.storedAt) {
+			x.deposits[dk] = r.EscrowID
+		}
 	}
 	if r.ConversationID != "" {
 		ck := conversationKey(r.ConversationID, r.KeyID)

@@ -129,3 +129,52 @@ func (f *fixture) sealed(t *testing.T, convo, keyID string, key []byte, at time.
 	}
 	return out
 }
+
+// TestFailedDepositCanBeRetried: a deposit stored at a custodian but never
+// committed nor aborted there (its abort was lost) does not block the
+// depositor's retry under a new escrow id; the retry supersedes it, the
+// old escrow is never committed, and a restart keeps the retry current.
+// Past the abort window, a stored share is kept for good and blocks a
+// second deposit of the key as before.
+func TestFailedDepositCanBeRetried(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, dev.CustodianOptions{})
+	key := bytes.Repeat([]byte{0x3C}, 32)
+	first := f.depositBody(t, "conv-f", "k1", key, false) // stored everywhere, never committed
+	retry := f.depositBody(t, "conv-f", "k1", key, true)  // the depositor's retry: stored and committed
+	for i, r := range f.remotes {
+		com, err := r.Commit(ctx, first.refs[i][0])
+		if err != nil || com.Error == nil || com.Error.Code != "superseded" || com.Receipt != nil {
+			t.Fatalf("commit of the superseded escrow at %s: %+v %v", r.Name, com, err)
+		}
+	}
+	for i := range f.remotes {
+		f.set.Stop(i)
+		f.set.Run(i)
+	}
+	for i, r := range f.remotes {
+		if com, err := r.Commit(ctx, first.refs[i][0]); err != nil || com.Error == nil || com.Error.Code != "superseded" {
+			t.Fatalf("after a restart, commit of the superseded escrow at %s: %+v %v", r.Name, com, err)
+		}
+		if com, err := r.Commit(ctx, retry.refs[i][0]); err != nil || com.Receipt == nil {
+			t.Fatalf("after a restart, commit of the retry at %s: %+v %v", r.Name, com, err)
+		}
+	}
+	// A committed deposit is not superseded.
+	again := f.sealed(t, "conv-f", "k1", key, time.Now())
+	res, err := f.remotes[0].Store(ctx, again[0])
+	if err != nil || res.Error == nil || res.Error.Code != "replayed" {
+		t.Fatalf("a third deposit of a committed key: %+v %v", res, err)
+	}
+	// Nor is one stored and left uncommitted past the abort window.
+	f.depositBody(t, "conv-f", "k2", key, false)
+	later := time.Now().Add(11 * time.Minute)
+	f.set.Stop(0)
+	f.set.Run(0)
+	f.set.Running[0].SetClockForTest(func() time.Time { return later })
+	late := f.sealed(t, "conv-f", "k2", key, later)
+	res, err = f.remotes[0].Store(ctx, late[0])
+	if err != nil || res.Error == nil || res.Error.Code != "replayed" {
+		t.Fatalf("a second deposit past the first's abort window: %+v %v", res, err)
+	}
+}

@@ -30,6 +30,9 @@ const (
 	// answers (maxReleaseShares); asked for again in another call, it is
 	// answered.
 	codeTooManyInCall = "too_many_in_call"
+	// codeSuperseded: a commit of a share whose deposit a later store of
+	// the same key, under another escrow id, superseded.
+	codeSuperseded = "superseded"
 )
 
 var commitmentPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
@@ -91,7 +94,7 @@ func (c *Custodian) StoreShares(ctx context.Context, items []wire.ShareToStore) 
 			out[i].Error = &wire.ItemError{Code: codeShareInvalid, Message: "the escrow id appears twice in one call"}
 		}
 		if out[i].Error == nil {
-			out[i].Error = c.index.reserve(it)
+			out[i].Error = c.index.reserve(it, at.Add(-c.cfg.AbortWindow.Duration))
 		}
 		if out[i].Error == nil {
 			seen[it.EscrowID] = true
@@ -294,6 +297,20 @@ func (c *Custodian) CommitShares(ctx context.Context, refs []wire.ShareRef) ([]w
 		recs[i] = r
 		ids = append(ids, r.EscrowID)
 	}
+	// A deposit stored again under a new escrow id, after this one failed
+	// elsewhere, supersedes it: only one escrow of a key is committed.
+	kept := ids[:0]
+	for i, r := range recs {
+		if out[i].Error != nil || r.EscrowID == "" {
+			continue
+		}
+		if !c.index.current(r) {
+			out[i].Error = &wire.ItemError{Code: codeSuperseded, Message: "a later deposit of this key under another escrow id supersedes this one"}
+			continue
+		}
+		kept = append(kept, r.EscrowID)
+	}
+	ids = kept
 	if len(ids) > 0 {
 		if err := c.store.putCommitted(ctx, c.now(), ids); err != nil {
 			return nil, fmt.Errorf("%w: %v", errUnavailable, err)
