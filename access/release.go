@@ -97,6 +97,20 @@ func (e *CustodiansError) Error() string {
 	return b.String()
 }
 
+// InProgressError: the release call's time (Config.ReleaseBudget) ran
+// out before every custodian was asked for every share; nothing was
+// refused or unavailable. What came back is kept: the next call asks only
+// for the rest. KeysReady of KeysTotal keys have their threshold.
+type InProgressError struct {
+	DecisionID string
+	KeysTotal  int
+	KeysReady  int
+}
+
+func (e *InProgressError) Error() string {
+	return fmt.Sprintf("access: release in progress: %d of %d keys have their shares; ask again", e.KeysReady, e.KeysTotal)
+}
+
 // releaseRecord is the audit record of a completed release: the request as
 // signed, the recipient, and for each key which custodians released which
 // share, by the hashes of their signed receipts.
@@ -257,6 +271,7 @@ type custodianShares struct {
 	byKey       map[string][]ReleasedShare
 	refusals    []*escrow.RefusedError
 	unavailable []string
+	deferred    int // shares not asked for yet: the call's time ran out
 }
 
 // askCustodians hands every custodian of the roster in force the request
@@ -286,6 +301,9 @@ func (s *Service) askCustodians(ctx context.Context, r Request, signed approval.
 	}
 	ask := escrow.ReleaseAsk{Canonical: r.Canonical, OfficerSignature: r.OfficerSignature, Approvals: approvals, Roster: chain, Log: logged, RequestID: r.ID,
 		RequestDigest: r.Digest, RecipientKey: signed.Recipient.Fingerprint()}
+	if s.budget > 0 {
+		ask.Until = s.now().Add(s.budget)
+	}
 	got := custodianShares{byKey: groupShares(kept)}
 	for _, a := range s.escrow.Release(ctx, ask, escrows, haveShares(got.byKey)) {
 		if err := s.keepAnswer(ctx, r, ask.RecipientKey, a, &got); err != nil {
@@ -317,6 +335,11 @@ func (s *Service) keepAnswer(ctx context.Context, r Request, recipientKey string
 			// the next release call, not refused.
 			if item.Code == "unavailable" || item.Code == "too_many_in_call" {
 				down = true
+				continue
+			}
+			// Not asked for yet: the next call asks.
+			if item.Code == escrow.ItemDeferred {
+				got.deferred++
 				continue
 			}
 			refused.Reasons = append(refused.Reasons, "escrow "+id+": "+item.Message)
@@ -360,6 +383,10 @@ func (s *Service) finishRelease(ctx context.Context, caller string, r Request, d
 			short = append(short, e.EscrowID)
 		}
 		out.Keys = append(out.Keys, ReleasedKey{Escrow: e, Shares: got.byKey[e.EscrowID]})
+	}
+	if len(short) > 0 && got.deferred > 0 && len(got.refusals) == 0 && len(got.unavailable) == 0 {
+		s.log.Info("release in progress", "access_request_id", r.ID, "keys", len(escrows), "keys_short", len(short), "shares_deferred", got.deferred)
+		return Release{}, &InProgressError{DecisionID: decisionID, KeysTotal: len(escrows), KeysReady: len(escrows) - len(short)}
 	}
 	if len(short) > 0 {
 		s.log.Warn("release incomplete: keys below their threshold", "access_request_id", r.ID, "keys_short", len(short),

@@ -79,7 +79,14 @@ type Service struct {
 	now       func() time.Time
 	notifier  Notifier
 	logProof  LogProof
+	budget    time.Duration // how long one release call asks custodians
 }
+
+// DefaultReleaseBudget is how long one release call goes on asking
+// custodians for more chunks: well inside the API's 60 s write timeout,
+// so a release of many keys answers "in progress" and goes on in the
+// next call instead of being cut off.
+const DefaultReleaseBudget = 30 * time.Second
 
 // Config configures a Service. The three stores are usually one
 // *PGStore; each is declared by what it is used for.
@@ -99,13 +106,20 @@ type Config struct {
 	// LogProof, if set, proves to custodians that witness the audit log
 	// that a release's request and approvals are in it.
 	LogProof LogProof
+	// ReleaseBudget is how long one release call asks custodians for
+	// more chunks before it answers that the release is in progress; 0
+	// means DefaultReleaseBudget, a negative value no limit.
+	ReleaseBudget time.Duration
 }
 
 // New returns a Service.
 func New(cfg Config) *Service {
 	s := &Service{requests: cfg.Requests, approvals: cfg.Approvals, releases: cfg.Releases, roster: cfg.Roster,
 		decider: cfg.Decider, escrow: cfg.Escrow, log: cfg.Log, metrics: cfg.Metrics, now: cfg.Now,
-		notifier: cfg.Notifier, logProof: cfg.LogProof}
+		notifier: cfg.Notifier, logProof: cfg.LogProof, budget: cfg.ReleaseBudget}
+	if s.budget == 0 {
+		s.budget = DefaultReleaseBudget
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

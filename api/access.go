@@ -280,10 +280,20 @@ func (s *server) approveRequest(w http.ResponseWriter, r *http.Request) {
 
 // releaseRequest is POST /v1/access-requests/{id}/release (the requester):
 // 200 with every key in scope as shares its custodians sealed to the
-// request's recipient key; 403 policy_denied or custodians_refused; 503
-// custodians_unavailable.
+// request's recipient key; 202 with the progress when the call's time ran
+// out before every share was asked for (post again); 403 policy_denied or
+// custodians_refused; 503 custodians_unavailable.
 func (s *server) releaseRequest(w http.ResponseWriter, r *http.Request) {
 	rel, err := s.access.Release(r.Context(), caller(r), chi.URLParam(r, "id"))
+	var ip *access.InProgressError
+	if errors.As(err, &ip) {
+		// The call's time ran out with nothing refused: what came back is
+		// kept, and the next call asks only for the rest.
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusAccepted, wire.ReleaseProgress{RequestID: chi.URLParam(r, "id"), Status: "releasing",
+			DecisionID: ip.DecisionID, KeysTotal: ip.KeysTotal, KeysReady: ip.KeysReady})
+		return
+	}
 	if err != nil {
 		s.accessError(w, r, "release", err)
 		return

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/roster"
@@ -22,10 +23,43 @@ import (
 // Release asks for the keys of the caller's own request. The answer holds
 // them sealed to the request's recipient key, with the mediator's account
 // of them: Open verifies it against a ReleaseCheck before it opens
-// anything.
+// anything. A release of many keys answers 202 while it goes on; Release
+// asks again, once a second, until it completes or fails.
 func (c *Client) Release(ctx context.Context, id string) (wire.Release, error) {
-	var out wire.Release
-	return out, c.post(ctx, "/v1/access-requests/"+url.PathEscape(id)+"/release", wire.Empty{}, &out)
+	return c.ReleaseWithProgress(ctx, id, nil)
+}
+
+// ReleaseWithProgress is Release, calling progress (if not nil) with each
+// 202 answer: how many of the request's keys have their shares so far.
+func (c *Client) ReleaseWithProgress(ctx context.Context, id string, progress func(wire.ReleaseProgress)) (wire.Release, error) {
+	path := "/v1/access-requests/" + url.PathEscape(id) + "/release"
+	for {
+		var raw json.RawMessage
+		status, err := c.do(ctx, http.MethodPost, path, "", wire.Empty{}, &raw)
+		if err != nil {
+			return wire.Release{}, err
+		}
+		if status == http.StatusAccepted {
+			var p wire.ReleaseProgress
+			if err := json.Unmarshal(raw, &p); err != nil {
+				return wire.Release{}, fmt.Errorf("client: unexpected answer to POST %s: %w", path, err)
+			}
+			if progress != nil {
+				progress(p)
+			}
+			select {
+			case <-ctx.Done():
+				return wire.Release{}, fmt.Errorf("client: release of %s: %w (the shares released so far are kept; ask again)", id, ctx.Err())
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		var out wire.Release
+		if err := json.Unmarshal(raw, &out); err != nil {
+			return wire.Release{}, fmt.Errorf("client: unexpected answer to POST %s: %w", path, err)
+		}
+		return out, nil
+	}
 }
 
 // Released fetches a completed release again (its requester only): the

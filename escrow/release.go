@@ -30,6 +30,11 @@ type ReleaseAsk struct {
 	RequestID     string
 	RequestDigest string
 	RecipientKey  string // fingerprint of the request's recipient key
+	// Until, if set, is when to stop asking: no custodian is asked for
+	// another chunk after it, and the shares not asked for get the item
+	// code deferred (ItemDeferred). A release of many keys then returns
+	// in time and goes on in the next call, which asks only for the rest.
+	Until time.Time
 }
 
 // CustodianAnswer is one custodian's answer to a release: the shares it
@@ -47,6 +52,10 @@ type CustodianAnswer struct {
 	// Items lists what it said of shares it did not release.
 	Items map[string]*wire.ItemError
 }
+
+// ItemDeferred is the item code of a share not asked for because the
+// release's time (ReleaseAsk.Until) ran out first.
+const ItemDeferred = "deferred"
 
 // itemTooManyInCall is the item error of a share a custodian did not
 // answer because its call asked for more than the custodian answers in
@@ -98,7 +107,13 @@ func (s *Service) Release(ctx context.Context, ask ReleaseAsk, escrows []Escrow,
 func (s *Service) releaseFrom(ctx context.Context, i int, ask ReleaseAsk, refs []wire.ShareRef, byID map[string]Escrow, out *CustodianAnswer) {
 	r := s.remotes[i]
 	size := s.chunk
-	for len(refs) > 0 {
+	for asked := false; len(refs) > 0; asked = true {
+		if asked && !ask.Until.IsZero() && !time.Now().Before(ask.Until) {
+			for _, ref := range refs {
+				out.Items[ref.EscrowID] = &wire.ItemError{Code: ItemDeferred, Message: "not asked for yet: the release's time ran out; ask again"}
+			}
+			return
+		}
 		chunk := refs[:min(size, len(refs))]
 		t0 := time.Now()
 		ans, err := r.Release(ctx, wire.ReleaseEvidence{Canonical: ask.Canonical, OfficerSignature: ask.OfficerSignature, Approvals: ask.Approvals,

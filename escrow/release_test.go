@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -149,5 +150,42 @@ func TestReleaseAsksInChunks(t *testing.T) {
 	answers = svc.Release(context.Background(), ask, escrows, have)
 	if fmt.Sprint(refuser.callSizes) != "[2]" || len(answers[1].Shares) != 2 || answers[1].Refusal != nil {
 		t.Errorf("asked again: calls %v, %d shares, refusal %v", refuser.callSizes, len(answers[1].Shares), answers[1].Refusal)
+	}
+}
+
+// TestReleaseStopsWhenItsTimeRunsOut: with ReleaseAsk.Until passed, each
+// custodian is asked for its first chunk only; the rest are deferred, not
+// refused nor unavailable, and asked for by the next call.
+func TestReleaseStopsWhenItsTimeRunsOut(t *testing.T) {
+	a := &chunkedCustodian{name: "a", limit: 100}
+	b := &chunkedCustodian{name: "b", limit: 100}
+	svc, ask, escrows := chunkWorld(t, 12, 5, a, b)
+	ask.Until = time.Now().Add(-time.Second)
+	answers := svc.Release(context.Background(), ask, escrows, nil)
+	for i, c := range []*chunkedCustodian{a, b} {
+		if fmt.Sprint(c.callSizes) != "[5]" {
+			t.Errorf("custodian %s asked in calls %v, want one of 5", c.name, c.callSizes)
+		}
+		ans := answers[i]
+		deferred := 0
+		for _, it := range ans.Items {
+			if it.Code == escrow.ItemDeferred {
+				deferred++
+			}
+		}
+		if len(ans.Shares) != 5 || deferred != 7 || len(ans.Items) != 7 || ans.Refusal != nil || ans.Err != nil {
+			t.Errorf("custodian %s: %d shares, %d deferred of %d items, refusal %v, err %v", c.name, len(ans.Shares), deferred, len(ans.Items), ans.Refusal, ans.Err)
+		}
+	}
+	// With time, the rest.
+	have := map[string]map[string]bool{}
+	for id := range answers[0].Shares {
+		have[id] = map[string]bool{"a": true, "b": true}
+	}
+	a.callSizes, b.callSizes = nil, nil
+	ask.Until = time.Time{}
+	answers = svc.Release(context.Background(), ask, escrows, have)
+	if fmt.Sprint(a.callSizes) != "[5 2]" || len(answers[0].Shares) != 7 || len(answers[0].Items) != 0 {
+		t.Errorf("asked again: calls %v, %d shares, items %v", a.callSizes, len(answers[0].Shares), answers[0].Items)
 	}
 }

@@ -274,6 +274,18 @@ type CustodianRefusal struct {
 	PolicyRevision string   `json:"policy_revision,omitempty"`
 }
 
+// ReleaseProgress is the 202 answer to POST
+// /v1/access-requests/{id}/release when a release of many keys goes on:
+// the shares released so far are kept, and the same POST, sent again
+// (after Retry-After), asks only for the rest.
+type ReleaseProgress struct {
+	RequestID  string `json:"request_id"`
+	Status     string `json:"status"` // "releasing"
+	DecisionID string `json:"decision_id"`
+	KeysTotal  int    `json:"keys_total"`
+	KeysReady  int    `json:"keys_ready"`
+}
+
 // Release is POST /v1/access-requests/{id}/release, and GET of the same
 // path to fetch a completed release again: every key in scope with its
 // released shares, never a key. Refusals lists custodians that refused

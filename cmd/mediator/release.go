@@ -112,7 +112,9 @@ func requestRelease(ctx context.Context, c *call, args []string) error {
 // answers that the request was released already, an earlier answer was
 // lost: it fetches the shares the mediator kept instead, and says so.
 func fetchRelease(ctx context.Context, stderr io.Writer, cli *client.Client, id string) (wire.Release, error) {
-	rel, err := cli.Release(ctx, id)
+	rel, err := cli.ReleaseWithProgress(ctx, id, func(p wire.ReleaseProgress) {
+		fmt.Fprintf(stderr, "releasing: %d of %d keys have their shares; asking the custodians for the rest\n", p.KeysReady, p.KeysTotal)
+	})
 	if !client.ReleasedBefore(err) {
 		return rel, err
 	}
