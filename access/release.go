@@ -2,6 +2,9 @@ package access
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -121,7 +124,13 @@ type releaseRecord struct {
 	DecisionID    string           `json:"decision_id"`
 	ReleasedBy    string           `json:"released_by"`
 	RecipientKey  string           `json:"recipient_key"`
-	Keys          []releasedKeyLog `json:"keys"`
+	Keys          []releasedKeyLog `json:"keys,omitzero"`
+	// A release of more than MaxLoggedKeys keys: the SHA-256 of the JSON
+	// of the keys list it would have carried, its length, and the seqs
+	// of the access.custodian_release entries naming every share.
+	KeysSHA256           string  `json:"keys_sha256,omitempty"`
+	KeysCount            int     `json:"keys_count,omitempty"`
+	CustodianReleaseSeqs []int64 `json:"custodian_release_seqs,omitempty"`
 }
 
 type releasedKeyLog struct {
@@ -406,18 +415,38 @@ func (s *Service) finishRelease(ctx context.Context, caller string, r Request, d
 	return out, nil
 }
 
+// MaxLoggedKeys is the most keys an access.release entry lists one by
+// one. A release of more names them by KeysSHA256 over the list it would
+// have carried, and by the access.custodian_release entries that hold
+// every share's receipt hash: one entry of 100,000 keys would be about
+// 85 MB, far past what an evidence bundle carries on a line (16 MiB, with
+// the leaf and the record both on it).
+const MaxLoggedKeys = 2000
+
 // releaseLog is the audit record of a completed release.
 func releaseLog(r Request, decisionID, by, recipientKey string, keys []ReleasedKey) releaseRecord {
 	rec := releaseRecord{Kind: KindRelease, RequestID: r.ID, RequestDigest: r.Digest, DecisionID: decisionID, ReleasedBy: by,
 		RecipientKey: recipientKey, Keys: make([]releasedKeyLog, 0, len(keys))}
+	seqs := map[int64]bool{}
 	for _, k := range keys {
 		kl := releasedKeyLog{EscrowID: k.Escrow.EscrowID, ConversationID: k.Escrow.ConversationID, KeyID: k.Escrow.KeyID,
 			KeyCommitment: k.Escrow.KeyCommitment}
 		for _, sh := range k.Shares {
 			kl.Shares = append(kl.Shares, releasedShareLog{Custodian: sh.Custodian, Index: sh.Index, ReceiptSHA256: sh.Receipt.Hash()})
+			seqs[sh.AuditSeq] = true
 		}
 		rec.Keys = append(rec.Keys, kl)
 	}
+	if len(rec.Keys) <= MaxLoggedKeys {
+		return rec
+	}
+	list, err := json.Marshal(rec.Keys)
+	if err != nil { // plain structs of strings and ints: cannot fail
+		panic(err)
+	}
+	sum := sha256.Sum256(list)
+	rec.KeysSHA256, rec.KeysCount, rec.Keys = "sha256:"+hex.EncodeToString(sum[:]), len(rec.Keys), nil
+	rec.CustodianReleaseSeqs = slices.Sorted(maps.Keys(seqs))
 	return rec
 }
 
