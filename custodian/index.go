@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -54,7 +55,7 @@ const (
 type depositIndex struct {
 	mu       sync.Mutex
 	escrows  map[string]*indexed    // escrow id → what the custodian knows of its share
-	deposits map[[32]byte]string    // deposit key → escrow id
+	deposits map[[32]byte][]string  // deposit key → every escrow id it was stored under
 	byKey    map[[32]byte][]string  // (conversation, key id) → escrow ids, for status
 	sealed   map[[32]byte]struct{}  // SHA-256 of sealed shares
 	pending  map[string]reservation // escrow id → what its reservation added
@@ -87,7 +88,7 @@ type reservation struct {
 }
 
 func newDepositIndex() *depositIndex {
-	return &depositIndex{escrows: map[string]*indexed{}, deposits: map[[32]byte]string{}, byKey: map[[32]byte][]string{},
+	return &depositIndex{escrows: map[string]*indexed{}, deposits: map[[32]byte][]string{}, byKey: map[[32]byte][]string{},
 		sealed: map[[32]byte]struct{}{}, pending: map[string]reservation{}, fresh: map[string]freshShare{}}
 }
 
@@ -151,13 +152,15 @@ func depositKey(depositor, conversationID, keyID, commitment string) [32]byte {
 
 // reserve checks that it is new to this custodian and, if so, reserves its
 // escrow id, deposit and sealed bytes until settle. A share is new when
-// its escrow id and its sealed bytes were never stored here, and its
-// deposit is neither destroyed nor kept under another escrow id. A
-// deposit aborted, or stored after openFrom and never committed (a
-// deposit that failed elsewhere and whose abort did not arrive), may be
-// deposited again under a new escrow id and new sealed bytes: the new
-// escrow supersedes the old, which is never committed (current).
-func (x *depositIndex) reserve(it wire.ShareToStore, openFrom time.Time) *wire.ItemError {
+// its escrow id and its sealed bytes were never stored here (the deposit
+// body was never seen: a replay of it, under any escrow id or depositor
+// name, is refused), and its deposit (depositor, conversation, key id,
+// commitment) was never destroyed here. A depositor may deposit the same
+// key again, sealed afresh under a new escrow id: two coordinators racing
+// with one key do, and a retry after a failure does; the mediator keeps
+// one escrow of a key, and a custodian lets it abort a duplicate
+// (duplicateKept).
+func (x *depositIndex) reserve(it wire.ShareToStore) *wire.ItemError {
 	dk := depositKey(it.Depositor, it.ConversationID, it.KeyID, it.Commitment)
 	sk := sha256.Sum256(it.Sealed)
 	x.mu.Lock()
@@ -168,27 +171,20 @@ func (x *depositIndex) reserve(it wire.ShareToStore, openFrom time.Time) *wire.I
 	if _, ok := x.sealed[sk]; ok {
 		return &wire.ItemError{Code: codeReplayed, Message: "this custodian has stored these sealed bytes before"}
 	}
-	if prev, ok := x.deposits[dk]; ok {
-		e := x.escrows[prev]
-		switch {
-		case e.state == indexDestroyed:
+	for _, prev := range x.deposits[dk] {
+		if x.escrows[prev].state == indexDestroyed {
 			return &wire.ItemError{Code: codeDestroyed, Message: "this custodian destroyed this deposit; it is never stored again"}
-		case e.state == indexAborted:
-		case e.state == indexStored && !e.committed && !e.storedAt.Before(openFrom):
-		default:
-			return &wire.ItemError{Code: codeReplayed, Message: "this custodian keeps this deposit under another escrow id"}
 		}
 	}
 	x.escrows[it.EscrowID] = &indexed{state: indexPending, index: it.Index, sealed: sk}
-	x.deposits[dk] = it.EscrowID
+	x.deposits[dk] = append(x.deposits[dk], it.EscrowID)
 	x.sealed[sk] = struct{}{}
 	x.pending[it.EscrowID] = reservation{deposit: dk, sealed: sk}
 	return nil
 }
 
 // settle ends the reservations of items: kept as stored at when written,
-// else taken back (a deposit key that pointed to an aborted escrow before
-// points to nothing now, which reserve treats alike).
+// else taken back.
 func (x *depositIndex) settle(items []wire.ShareToStore, written bool, at time.Time) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -208,7 +204,8 @@ func (x *depositIndex) settle(items []wire.ShareToStore, written bool, at time.T
 		}
 		delete(x.escrows, id)
 		delete(x.sealed, r.sealed)
-		if x.deposits[r.deposit] == id {
+		x.deposits[r.deposit] = slices.DeleteFunc(x.deposits[r.deposit], func(e string) bool { return e == id })
+		if len(x.deposits[r.deposit]) == 0 {
 			delete(x.deposits, r.deposit)
 		}
 	}
@@ -224,12 +221,18 @@ func (x *depositIndex) ended(escrowID, outcome string) {
 	delete(x.fresh, escrowID)
 }
 
-// current reports whether r's escrow is the one its deposit is kept
-// under: false once a later deposit of the same key superseded it.
-func (x *depositIndex) current(r record) bool {
+// duplicateKept reports whether r's deposit is kept here, committed,
+// under another escrow id too: then dropping r's share loses nothing,
+// and an abort of it is allowed even though it was committed.
+func (x *depositIndex) duplicateKept(r record) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return x.deposits[depositKey(r.Depositor, r.ConversationID, r.KeyID, r.Commitment)] == r.EscrowID
+	for _, id := range x.deposits[depositKey(r.Depositor, r.ConversationID, r.KeyID, r.Commitment)] {
+		if e := x.escrows[id]; id != r.EscrowID && e.state == indexStored && e.committed {
+			return true
+		}
+	}
+	return false
 }
 
 // committed records that ids were committed.
@@ -256,12 +259,8 @@ func (x *depositIndex) add(state string, r record) {
 	}
 	x.escrows[r.EscrowID] = e
 	if r.Commitment != "" {
-		// A deposit stored twice (the first superseded) is kept under the
-		// later escrow; a destroyed one stays destroyed.
 		dk := depositKey(r.Depositor, r.ConversationID, r.KeyID, r.Commitment)
-		if prev, ok := x.deposits[dk]; !ok || state == indexDestroyed || x.escrows[prev].storedAt.Before(e.storedAt) {
-			x.deposits[dk] = r.EscrowID
-		}
+		x.deposits[dk] = append(x.deposits[dk], r.EscrowID)
 	}
 	if r.ConversationID != "" {
 		ck := conversationKey(r.ConversationID, r.KeyID)

@@ -66,9 +66,18 @@ func TestDepositReplayRefused(t *testing.T) {
 		it.EscrowID, it.Depositor = uuid.NewString(), "someone-else"
 	})
 
-	// The same deposit, sealed afresh, is kept once.
+	// The same key sealed afresh is a new deposit (a depositor's retry):
+	// stored, and, not committed, aborted.
 	again := f.sealed(t, "conv-r", "k1", key, time.Now())
-	expect("the same deposit under another escrow id", "replayed", again, nil)
+	for i, r := range f.remotes {
+		res, err := r.Store(ctx, again[i])
+		if err != nil || res.Stored == nil {
+			t.Fatalf("the key sealed afresh at %s: %+v %v", r.Name, res.Error, err)
+		}
+		if ab, err := r.Abort(ctx, []wire.ShareRef{{EscrowID: again[i].EscrowID, Locator: res.Stored.Locator}}); err != nil || ab[0].Outcome != "aborted" {
+			t.Fatalf("abort of it at %s: %+v %v", r.Name, ab, err)
+		}
+	}
 
 	// A deposit time far from the custodian's clock.
 	old := f.sealed(t, "conv-r", "k-old", key, time.Now().Add(-time.Hour))
@@ -113,11 +122,17 @@ func TestDepositReplayRefused(t *testing.T) {
 // send it, not stored.
 func (f *fixture) sealed(t *testing.T, convo, keyID string, key []byte, at time.Time) []wire.ShareToStore {
 	t.Helper()
+	return f.sealedAs(t, uuid.NewString(), convo, keyID, key, at)
+}
+
+// sealedAs is sealed under escrow id.
+func (f *fixture) sealedAs(t *testing.T, id, convo, keyID string, key []byte, at time.Time) []wire.ShareToStore {
+	t.Helper()
 	sp, err := shares.NewSplitter(f.set.SharesSet())
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := shares.Binding{EscrowID: uuid.NewString(), DepositedAt: shares.FormatTime(at)}
+	b := shares.Binding{EscrowID: id, DepositedAt: shares.FormatTime(at)}
 	commitment, sealed, err := sp.SplitBound(convo, keyID, b, key)
 	if err != nil {
 		t.Fatal(err)
@@ -130,51 +145,36 @@ func (f *fixture) sealed(t *testing.T, convo, keyID string, key []byte, at time.
 	return out
 }
 
-// TestFailedDepositCanBeRetried: a deposit stored at a custodian but never
-// committed nor aborted there (its abort was lost) does not block the
-// depositor's retry under a new escrow id; the retry supersedes it, the
-// old escrow is never committed, and a restart keeps the retry current.
-// Past the abort window, a stored share is kept for good and blocks a
-// second deposit of the key as before.
-func TestFailedDepositCanBeRetried(t *testing.T) {
+// TestDuplicateDepositOfAKey: two coordinators racing with one key (or a
+// retry after a failure) leave it committed under two escrow ids at a
+// custodian; the one whose row never commits may be aborted then, though
+// committed, since the key stays kept under the other. The last committed
+// copy of a deposit is never aborted.
+func TestDuplicateDepositOfAKey(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, dev.CustodianOptions{})
 	key := bytes.Repeat([]byte{0x3C}, 32)
-	first := f.depositBody(t, "conv-f", "k1", key, false) // stored everywhere, never committed
-	retry := f.depositBody(t, "conv-f", "k1", key, true)  // the depositor's retry: stored and committed
+	first := f.depositBody(t, "conv-f", "k1", key, true)
+	if res, err := f.remotes[0].Abort(ctx, first.refs[0]); err != nil || res[0].Outcome != "committed" {
+		t.Fatalf("abort of the only committed copy: %+v %v", res, err)
+	}
+	second := f.depositBody(t, "conv-f", "k1", key, true)
 	for i, r := range f.remotes {
-		com, err := r.Commit(ctx, first.refs[i][0])
-		if err != nil || com.Error == nil || com.Error.Code != "superseded" || com.Receipt != nil {
-			t.Fatalf("commit of the superseded escrow at %s: %+v %v", r.Name, com, err)
+		if res, err := r.Abort(ctx, second.refs[i]); err != nil || res[0].Outcome != "aborted" {
+			t.Fatalf("abort of a duplicate at %s: %+v %v", r.Name, res, err)
+		}
+		if res, err := r.Abort(ctx, first.refs[i]); err != nil || res[0].Outcome != "committed" {
+			t.Fatalf("abort of the copy left at %s: %+v %v", r.Name, res, err)
 		}
 	}
-	for i := range f.remotes {
-		f.set.Stop(i)
-		f.set.Run(i)
-	}
-	for i, r := range f.remotes {
-		if com, err := r.Commit(ctx, first.refs[i][0]); err != nil || com.Error == nil || com.Error.Code != "superseded" {
-			t.Fatalf("after a restart, commit of the superseded escrow at %s: %+v %v", r.Name, com, err)
-		}
-		if com, err := r.Commit(ctx, retry.refs[i][0]); err != nil || com.Receipt == nil {
-			t.Fatalf("after a restart, commit of the retry at %s: %+v %v", r.Name, com, err)
-		}
-	}
-	// A committed deposit is not superseded.
-	again := f.sealed(t, "conv-f", "k1", key, time.Now())
-	res, err := f.remotes[0].Store(ctx, again[0])
-	if err != nil || res.Error == nil || res.Error.Code != "replayed" {
-		t.Fatalf("a third deposit of a committed key: %+v %v", res, err)
-	}
-	// Nor is one stored and left uncommitted past the abort window.
-	f.depositBody(t, "conv-f", "k2", key, false)
-	later := time.Now().Add(11 * time.Minute)
+	// A restart keeps what was committed within the abort window.
+	third := f.depositBody(t, "conv-f", "k1", key, true)
 	f.set.Stop(0)
 	f.set.Run(0)
-	f.set.Running[0].SetClockForTest(func() time.Time { return later })
-	late := f.sealed(t, "conv-f", "k2", key, later)
-	res, err = f.remotes[0].Store(ctx, late[0])
-	if err != nil || res.Error == nil || res.Error.Code != "replayed" {
-		t.Fatalf("a second deposit past the first's abort window: %+v %v", res, err)
+	if res, err := f.remotes[0].Abort(ctx, third.refs[0]); err != nil || res[0].Outcome != "aborted" {
+		t.Fatalf("after a restart, abort of a duplicate: %+v %v", res, err)
+	}
+	if res, err := f.remotes[0].Abort(ctx, first.refs[0]); err != nil || res[0].Outcome != "committed" {
+		t.Fatalf("after a restart, abort of the copy left: %+v %v", res, err)
 	}
 }

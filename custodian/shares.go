@@ -30,9 +30,6 @@ const (
 	// answers (maxReleaseShares); asked for again in another call, it is
 	// answered.
 	codeTooManyInCall = "too_many_in_call"
-	// codeSuperseded: a commit of a share whose deposit a later store of
-	// the same key, under another escrow id, superseded.
-	codeSuperseded = "superseded"
 )
 
 var commitmentPattern = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
@@ -94,7 +91,7 @@ func (c *Custodian) StoreShares(ctx context.Context, items []wire.ShareToStore) 
 			out[i].Error = &wire.ItemError{Code: codeShareInvalid, Message: "the escrow id appears twice in one call"}
 		}
 		if out[i].Error == nil {
-			out[i].Error = c.index.reserve(it, at.Add(-c.cfg.AbortWindow.Duration))
+			out[i].Error = c.index.reserve(it)
 		}
 		if out[i].Error == nil {
 			seen[it.EscrowID] = true
@@ -226,7 +223,10 @@ func (c *Custodian) Destroy(ctx context.Context, refs []wire.ShareRef) ([]wire.R
 // Abort destroys shares of deposits that failed elsewhere: only within
 // AbortWindow of storing them, before any release of them, and before
 // their commit (CommitShares), so a coordinator cannot use it to destroy
-// escrowed keys, nor a deposit its depositor saw receipts for.
+// escrowed keys, nor a deposit its depositor saw receipts for. A committed
+// share may be aborted only while the same deposit is kept here,
+// committed, under another escrow id: the duplicate a race of two
+// coordinators leaves, whose loser's row never commits.
 func (c *Custodian) Abort(ctx context.Context, refs []wire.ShareRef) ([]wire.RefResult, error) {
 	c.commitMu.Lock()
 	defer c.commitMu.Unlock()
@@ -248,7 +248,7 @@ func (c *Custodian) Abort(ctx context.Context, refs []wire.ShareRef) ([]wire.Ref
 			return outcomeTooOld, false
 		case released[r.EscrowID]:
 			return outcomeReleased, false
-		case committed[r.EscrowID]:
+		case committed[r.EscrowID] && !c.index.duplicateKept(r):
 			return outcomeCommitted, false
 		}
 		return outcomeAborted, true
@@ -297,20 +297,6 @@ func (c *Custodian) CommitShares(ctx context.Context, refs []wire.ShareRef) ([]w
 		recs[i] = r
 		ids = append(ids, r.EscrowID)
 	}
-	// A deposit stored again under a new escrow id, after this one failed
-	// elsewhere, supersedes it: only one escrow of a key is committed.
-	kept := ids[:0]
-	for i, r := range recs {
-		if out[i].Error != nil || r.EscrowID == "" {
-			continue
-		}
-		if !c.index.current(r) {
-			out[i].Error = &wire.ItemError{Code: codeSuperseded, Message: "a later deposit of this key under another escrow id supersedes this one"}
-			continue
-		}
-		kept = append(kept, r.EscrowID)
-	}
-	ids = kept
 	if len(ids) > 0 {
 		if err := c.store.putCommitted(ctx, c.now(), ids); err != nil {
 			return nil, fmt.Errorf("%w: %v", errUnavailable, err)

@@ -265,16 +265,6 @@ func (s *Service) deposit(ctx context.Context, req DepositRequest) (Escrow, bool
 		id = uuid.NewString()
 	}
 	locators, err := s.forward(ctx, id, req)
-	if e, ok := invalid.As(err); ok {
-		if _, _, code := e.Invalid(); code == CodeReplayed {
-			// Another mediator instance may be depositing the same key
-			// id right now: the custodians keep its deposit, and its row
-			// is about to commit.
-			if existing, found := s.awaitConcurrent(ctx, req); found {
-				return sameOrConflict(existing, req.Commitment)
-			}
-		}
-	}
 	if err != nil {
 		return Escrow{}, false, err
 	}
@@ -316,27 +306,6 @@ func (s *Service) deposit(ctx context.Context, req DepositRequest) (Escrow, bool
 		return Escrow{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return stored, true, nil
-}
-
-// awaitConcurrent waits, up to remoteTimeout, for the row of a deposit of
-// req's key id that another instance is committing.
-func (s *Service) awaitConcurrent(ctx context.Context, req DepositRequest) (Escrow, bool) {
-	deadline := time.Now().Add(remoteTimeout)
-	for time.Now().Before(deadline) {
-		existing, err := s.deposits.ByKeyID(ctx, req.Depositor, req.ConversationID, req.KeyID)
-		if err == nil {
-			return existing, true
-		}
-		if !errors.Is(err, ErrNotFound) {
-			return Escrow{}, false
-		}
-		select {
-		case <-ctx.Done():
-			return Escrow{}, false
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return Escrow{}, false
 }
 
 func sameOrConflict(existing Escrow, commitment string) (Escrow, bool, error) {
