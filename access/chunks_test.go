@@ -134,3 +134,55 @@ func TestReleaseInSteps(t *testing.T) {
 		t.Fatalf("%d keys opened, want %d", len(got), n)
 	}
 }
+
+// TestReleaseAnswersInPages: a release of more keys than one answer page
+// (here 2) answers the first page and where the next starts; the pages
+// fetched again from there hold every key once, in escrow id order, each
+// with its sealed shares, and the last says nothing follows.
+func TestReleaseAnswersInPages(t *testing.T) {
+	ctx := context.Background()
+	w := newWorldOf(t, dev.CustodianOptions{}, escrow.Config{})
+	w.svc.pageSize = 2
+	const n = 5
+	for i := range n {
+		w.deposit(t, "conv-a", fmt.Sprintf("e%d", i))
+	}
+	d, recipient := draft(t, w.clock.now(), "conv-a")
+	r, err := w.file(ctx, "olga", d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, who := range []string{"lena", "sam"} {
+		if err := w.vote(t, r, who, "approve"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rel, err := w.svc.Release(ctx, "olga", r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	var sizes []int
+	last := ""
+	for page := rel; ; {
+		sizes = append(sizes, len(page.Keys))
+		for _, k := range page.Keys {
+			if k.Escrow.EscrowID <= last || seen[k.Escrow.EscrowID] || len(k.Shares) != 5 || len(k.Shares[0].Sealed) == 0 {
+				t.Fatalf("key %s out of order, twice, or without its sealed shares", k.Escrow.EscrowID)
+			}
+			seen[k.Escrow.EscrowID], last = true, k.Escrow.EscrowID
+		}
+		if got := w.openVerified(t, recipient, r, page); len(got) != len(page.Keys) {
+			t.Fatalf("%d keys of a page of %d opened", len(got), len(page.Keys))
+		}
+		if page.NextAfter == "" {
+			break
+		}
+		if page, err = w.svc.Released(ctx, "olga", r.ID, page.NextAfter, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fmt.Sprint(sizes) != "[2 2 1]" || len(seen) != n {
+		t.Fatalf("pages of %v keys, %d keys in all; want [2 2 1] and %d", sizes, len(seen), n)
+	}
+}

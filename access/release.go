@@ -30,14 +30,24 @@ type Release struct {
 	AuditSeq   int64
 	Keys       []ReleasedKey
 	Refusals   []*escrow.RefusedError
+	// NextAfter, when set, is the escrow id after which the answer's
+	// next page starts: Keys holds at most one page (AnswerPage), in
+	// escrow id order.
+	NextAfter string
 }
+
+// AnswerPage is the most keys one answer carries: a key's sealed shares
+// and receipts are about 15.5 KB of JSON, so a page is about 16 MB, and
+// a release of 100,000 keys is answered in 100 pages, never one answer
+// of 1.5 GB held in the mediator's memory.
+const AnswerPage = 1000
 
 // Answer is the release as its officer is answered it: each key with its
 // custodians' deposit receipts (the commitment the officer's client
 // trusts comes from them) and each share with its custodian's release
 // receipt, which the officer's client checks before it counts the share.
 func (rel Release) Answer() wire.Release {
-	out := wire.Release{RequestID: rel.RequestID, DecisionID: rel.DecisionID, AuditSeq: rel.AuditSeq,
+	out := wire.Release{RequestID: rel.RequestID, DecisionID: rel.DecisionID, AuditSeq: rel.AuditSeq, NextAfter: rel.NextAfter,
 		Keys: make([]wire.ReleasedKey, len(rel.Keys)), Refusals: make([]wire.CustodianRefusal, len(rel.Refusals))}
 	for i, k := range rel.Keys {
 		e := k.Escrow
@@ -373,6 +383,7 @@ func (s *Service) keepAnswer(ctx context.Context, r Request, recipientKey string
 		return err
 	}
 	for _, sh := range released {
+		sh.Sealed = nil // kept in the database; an answer page reads it back
 		got.byKey[sh.EscrowID] = append(got.byKey[sh.EscrowID], sh)
 	}
 	return nil
@@ -412,7 +423,42 @@ func (s *Service) finishRelease(ctx context.Context, caller string, r Request, d
 	s.notify(ctx, wire.Event{Type: wire.EventReleased, RequestID: r.ID, Status: string(StatusReleased)})
 	s.log.Info("keys released", "access_request_id", r.ID, "decision_id", decisionID, "keys", len(out.Keys), "audit_seq", f.AuditSeq)
 	out.AuditSeq = f.AuditSeq
+	if out.Keys, out.NextAfter, err = s.page(ctx, r.ID, out.Keys, "", s.pageSize); err != nil {
+		return Release{}, err
+	}
 	return out, nil
+}
+
+// page returns the keys after the escrow id after, in escrow id order, at
+// most limit, each with its kept shares' sealed bytes, and the escrow id
+// the next page starts after ("" when none is left).
+func (s *Service) page(ctx context.Context, requestID string, keys []ReleasedKey, after string, limit int) ([]ReleasedKey, string, error) {
+	slices.SortFunc(keys, func(a, b ReleasedKey) int { return strings.Compare(a.Escrow.EscrowID, b.Escrow.EscrowID) })
+	from, _ := slices.BinarySearchFunc(keys, after, func(k ReleasedKey, id string) int {
+		if k.Escrow.EscrowID <= id {
+			return -1
+		}
+		return 1
+	})
+	to := min(from+limit, len(keys))
+	ids := make([]string, 0, to-from)
+	for _, k := range keys[from:to] {
+		ids = append(ids, k.Escrow.EscrowID)
+	}
+	kept, err := s.releases.ReleaseSharesOf(ctx, requestID, ids)
+	if err != nil {
+		return nil, "", err
+	}
+	byKey := groupShares(kept)
+	out := make([]ReleasedKey, 0, to-from)
+	for _, k := range keys[from:to] {
+		out = append(out, ReleasedKey{Escrow: k.Escrow, Shares: byKey[k.Escrow.EscrowID]})
+	}
+	next := ""
+	if to < len(keys) {
+		next = keys[to-1].Escrow.EscrowID
+	}
+	return out, next, nil
 }
 
 // MaxLoggedKeys is the most keys an access.release entry lists one by
@@ -473,8 +519,12 @@ func haveShares(byKey map[string][]ReleasedShare) map[string]map[string]bool {
 
 // Released returns a released request's keys again (its requester only):
 // the shares kept from the custodians, for an officer whose answer was
-// lost.
-func (s *Service) Released(ctx context.Context, caller, requestID string) (Release, error) {
+// lost, one page (at most limit keys, up to AnswerPage) of the keys after
+// escrow id after ("" for the first page).
+func (s *Service) Released(ctx context.Context, caller, requestID, after string, limit int) (Release, error) {
+	if limit < 1 || limit > s.pageSize {
+		limit = s.pageSize
+	}
 	if _, err := uuid.Parse(requestID); err != nil {
 		return Release{}, ErrNotFound
 	}
@@ -503,10 +553,14 @@ func (s *Service) Released(ctx context.Context, caller, requestID string) (Relea
 		return Release{}, fmt.Errorf("%w: keys in scope: %v", ErrUnavailable, err)
 	}
 	out := Release{RequestID: r.ID, DecisionID: r.Final.DecisionID, AuditSeq: r.Final.AuditSeq}
+	var keys []ReleasedKey
 	for _, e := range escrows {
 		if len(byKey[e.EscrowID]) > 0 {
-			out.Keys = append(out.Keys, ReleasedKey{Escrow: e, Shares: byKey[e.EscrowID]})
+			keys = append(keys, ReleasedKey{Escrow: e})
 		}
+	}
+	if out.Keys, out.NextAfter, err = s.page(ctx, r.ID, keys, after, limit); err != nil {
+		return Release{}, err
 	}
 	return out, nil
 }

@@ -80,6 +80,7 @@ type Service struct {
 	notifier  Notifier
 	logProof  LogProof
 	budget    time.Duration // how long one release call asks custodians
+	pageSize  int           // keys per answer page: AnswerPage but in tests
 }
 
 // DefaultReleaseBudget is how long one release call goes on asking
@@ -116,7 +117,7 @@ type Config struct {
 func New(cfg Config) *Service {
 	s := &Service{requests: cfg.Requests, approvals: cfg.Approvals, releases: cfg.Releases, roster: cfg.Roster,
 		decider: cfg.Decider, escrow: cfg.Escrow, log: cfg.Log, metrics: cfg.Metrics, now: cfg.Now,
-		notifier: cfg.Notifier, logProof: cfg.LogProof, budget: cfg.ReleaseBudget}
+		notifier: cfg.Notifier, logProof: cfg.LogProof, budget: cfg.ReleaseBudget, pageSize: AnswerPage}
 	if s.budget == 0 {
 		s.budget = DefaultReleaseBudget
 	}

@@ -615,11 +615,11 @@ func TestReleaseAcrossCustodians(t *testing.T) {
 	if releases != 3 {
 		t.Fatalf("%d custodian releases logged, want 3", releases)
 	}
-	again, err := w.svc.Released(ctx, "olga", r.ID)
+	again, err := w.svc.Released(ctx, "olga", r.ID, "", 0)
 	if err != nil || len(again.Keys) != 1 || len(again.Keys[0].Shares) != 3 {
 		t.Fatalf("fetch again: %+v %v", again, err)
 	}
-	if _, err := w.svc.Released(ctx, "sam", r.ID); !errors.Is(err, ErrNotRequester) {
+	if _, err := w.svc.Released(ctx, "sam", r.ID, "", 0); !errors.Is(err, ErrNotRequester) {
 		t.Fatalf("fetch by another: %v", err)
 	}
 }

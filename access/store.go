@@ -55,8 +55,12 @@ type ReleaseStore interface {
 	// transaction, and returns them with their AuditSeq. A share already
 	// kept is not kept twice.
 	InsertReleaseShares(ctx context.Context, requestID, digest, recipientKey, custodian string, shares []ReleasedShare) ([]ReleasedShare, error)
-	// ReleaseShares returns every share kept for a request.
+	// ReleaseShares returns every share kept for a request, without its
+	// sealed bytes: what a release counts and logs.
 	ReleaseShares(ctx context.Context, requestID string) ([]ReleasedShare, error)
+	// ReleaseSharesOf returns the shares kept for a request of the
+	// escrows named, with their sealed bytes: one page of an answer.
+	ReleaseSharesOf(ctx context.Context, requestID string, escrowIDs []string) ([]ReleasedShare, error)
 }
 
 // PGStore keeps the workflow's records in PostgreSQL. It implements
@@ -393,8 +397,21 @@ func (s *PGStore) InsertReleaseShares(ctx context.Context, requestID, digest, re
 
 // ReleaseShares implements Store.
 func (s *PGStore) ReleaseShares(ctx context.Context, requestID string) ([]ReleasedShare, error) {
-	rows, err := s.pool.Query(ctx, `SELECT escrow_id::text, custodian, share_index, sealed, receipt, audit_seq
+	return s.releaseShares(ctx, `SELECT escrow_id::text, custodian, share_index, ''::bytea, receipt, audit_seq
 		FROM access_release_shares WHERE request_id = $1 ORDER BY escrow_id, share_index`, requestID)
+}
+
+// ReleaseSharesOf implements Store.
+func (s *PGStore) ReleaseSharesOf(ctx context.Context, requestID string, escrowIDs []string) ([]ReleasedShare, error) {
+	if len(escrowIDs) == 0 {
+		return nil, nil
+	}
+	return s.releaseShares(ctx, `SELECT escrow_id::text, custodian, share_index, sealed, receipt, audit_seq
+		FROM access_release_shares WHERE request_id = $1 AND escrow_id = ANY($2::uuid[]) ORDER BY escrow_id, share_index`, requestID, escrowIDs)
+}
+
+func (s *PGStore) releaseShares(ctx context.Context, query string, args ...any) ([]ReleasedShare, error) {
+	rows, err := s.pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: released shares: %v", ErrUnavailable, err)
 	}
@@ -403,6 +420,9 @@ func (s *PGStore) ReleaseShares(ctx context.Context, requestID string) ([]Releas
 		var receipt []byte
 		if err := row.Scan(&sh.EscrowID, &sh.Custodian, &sh.Index, &sh.Sealed, &receipt, &sh.AuditSeq); err != nil {
 			return sh, err
+		}
+		if len(sh.Sealed) == 0 {
+			sh.Sealed = nil
 		}
 		return sh, json.Unmarshal(receipt, &sh.Receipt)
 	})

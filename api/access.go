@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
 
 	"github.com/mediatorhq/mediator/access"
 	"github.com/mediatorhq/mediator/approval"
@@ -301,10 +302,26 @@ func (s *server) releaseRequest(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, releaseView(rel))
 }
 
-// releasedAgain is GET /v1/access-requests/{id}/release (the requester):
-// a completed release's shares again, for an officer whose answer was lost.
+// releasedAgain is GET /v1/access-requests/{id}/release?after=&limit=
+// (the requester): a completed release's shares again, a page at a time,
+// for an officer whose answer was lost or held only its first page.
 func (s *server) releasedAgain(w http.ResponseWriter, r *http.Request) {
-	rel, err := s.access.Released(r.Context(), caller(r), chi.URLParam(r, "id"))
+	after, limit := r.URL.Query().Get("after"), 0
+	if after != "" {
+		if u, err := uuid.Parse(after); err != nil || u.String() != after {
+			writeError(w, http.StatusUnprocessableEntity, codeValidationFailed, "after must be an escrow id (a UUID) from next_after")
+			return
+		}
+	}
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > access.AnswerPage {
+			writeError(w, http.StatusUnprocessableEntity, codeValidationFailed, fmt.Sprintf("limit must be 1–%d", access.AnswerPage))
+			return
+		}
+		limit = n
+	}
+	rel, err := s.access.Released(r.Context(), caller(r), chi.URLParam(r, "id"), after, limit)
 	if err != nil {
 		s.accessError(w, r, "release", err)
 		return

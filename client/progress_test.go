@@ -3,6 +3,8 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -35,5 +37,41 @@ func TestReleaseAsksAgainWhileInProgress(t *testing.T) {
 	rel, err := c.ReleaseWithProgress(context.Background(), "r1", func(p wire.ReleaseProgress) { seen = append(seen, p.KeysReady) })
 	if err != nil || calls != 3 || len(rel.Keys) != 3 || len(seen) != 2 || seen[0] != 1 || seen[1] != 2 {
 		t.Fatalf("release after two answers in progress: %d calls, %d keys, progress %v, %v", calls, len(rel.Keys), seen, err)
+	}
+}
+
+// TestReleasedFollowsPages: a release answered in pages is fetched whole,
+// page after page; a page that is of another release or does not move
+// on is refused rather than looped on.
+func TestReleasedFollowsPages(t *testing.T) {
+	pages := map[string]wire.Release{
+		"":  {RequestID: "r1", Keys: []wire.ReleasedKey{{EscrowID: "a"}, {EscrowID: "b"}}, NextAfter: "b"},
+		"b": {RequestID: "r1", Keys: []wire.ReleasedKey{{EscrowID: "c"}, {EscrowID: "d"}}, NextAfter: "d"},
+		"d": {RequestID: "r1", Keys: []wire.ReleasedKey{{EscrowID: "e"}}},
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(pages[r.URL.Query().Get("after")])
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, "token", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := c.Released(context.Background(), "r1")
+	var ids []string
+	for _, k := range rel.Keys {
+		ids = append(ids, k.EscrowID)
+	}
+	if err != nil || fmt.Sprint(ids) != "[a b c d e]" || rel.NextAfter != "" {
+		t.Fatalf("pages: %v next %q %v", ids, rel.NextAfter, err)
+	}
+	pages["d"] = wire.Release{RequestID: "r1", Keys: []wire.ReleasedKey{{EscrowID: "e"}}, NextAfter: "b"}
+	if _, err := c.Released(context.Background(), "r1"); !errors.Is(err, ErrUnverifiedRelease) {
+		t.Fatalf("a page that goes back: %v", err)
+	}
+	pages["d"] = wire.Release{RequestID: "r2", Keys: []wire.ReleasedKey{{EscrowID: "e"}}}
+	if _, err := c.Released(context.Background(), "r1"); !errors.Is(err, ErrUnverifiedRelease) {
+		t.Fatalf("a page of another release: %v", err)
 	}
 }

@@ -58,16 +58,39 @@ func (c *Client) ReleaseWithProgress(ctx context.Context, id string, progress fu
 		if err := json.Unmarshal(raw, &out); err != nil {
 			return wire.Release{}, fmt.Errorf("client: unexpected answer to POST %s: %w", path, err)
 		}
-		return out, nil
+		return c.restOf(ctx, id, out)
 	}
 }
 
 // Released fetches a completed release again (its requester only): the
 // shares the mediator kept, for an officer whose answer to Release was
-// lost (ReleasedBefore). Open verifies them as it verifies a Release.
+// lost (ReleasedBefore), every page of it. Open verifies them as it
+// verifies a Release.
 func (c *Client) Released(ctx context.Context, id string) (wire.Release, error) {
 	var out wire.Release
-	return out, c.get(ctx, "/v1/access-requests/"+url.PathEscape(id)+"/release", &out)
+	if err := c.get(ctx, "/v1/access-requests/"+url.PathEscape(id)+"/release", &out); err != nil {
+		return wire.Release{}, err
+	}
+	return c.restOf(ctx, id, out)
+}
+
+// restOf fetches the pages of a release after rel, its first, and returns
+// rel with every key. A page that is not of the same release, or that
+// does not move on, is an error.
+func (c *Client) restOf(ctx context.Context, id string, rel wire.Release) (wire.Release, error) {
+	for next := rel.NextAfter; next != ""; {
+		var page wire.Release
+		if err := c.get(ctx, "/v1/access-requests/"+url.PathEscape(id)+"/release?after="+url.QueryEscape(next), &page); err != nil {
+			return wire.Release{}, fmt.Errorf("client: the release's page after %s: %w", next, err)
+		}
+		if page.RequestID != rel.RequestID || (page.NextAfter != "" && page.NextAfter <= next) || (len(page.Keys) == 0 && page.NextAfter != "") {
+			return wire.Release{}, fmt.Errorf("%w: the page after %s is not the next page of this release", ErrUnverifiedRelease, next)
+		}
+		rel.Keys = append(rel.Keys, page.Keys...)
+		next = page.NextAfter
+	}
+	rel.NextAfter = ""
+	return rel, nil
 }
 
 // ReleasedBefore reports whether err is the mediator's answer to Release

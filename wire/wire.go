@@ -296,6 +296,10 @@ type Release struct {
 	AuditSeq   int64              `json:"audit_seq"`
 	Keys       []ReleasedKey      `json:"keys"`
 	Refusals   []CustodianRefusal `json:"refusals"`
+	// NextAfter, when set, says the answer holds one page of keys (at
+	// most 1,000, in escrow id order): GET the same path with
+	// ?after=NextAfter for the next.
+	NextAfter string `json:"next_after,omitempty"`
 }
 
 // Shortfall is the detail of a release that custodians did not complete
