@@ -25,6 +25,10 @@ type DepositConfig struct {
 	Max      int           // stop after this many deposits; 0 = only Duration limits
 	Workers  int           // concurrent depositors (default 32)
 	RunID    string        // prefix of conversation ids; random when empty
+	// Conversations is how many conversations the keys are spread over
+	// (default 1000): 1 puts every key under RunID-0, as a depositor
+	// flooding one conversation does.
+	Conversations int
 	// CustodianSet is the digest of the custodian set to seal to; empty
 	// takes the set the mediator serves (the generator trusts the server
 	// it measures).
@@ -62,6 +66,11 @@ func Deposits(ctx context.Context, cfg DepositConfig) (DepositReport, error) {
 	if cfg.RunID == "" {
 		cfg.RunID = "deposit-" + strings.ToLower(rand.Text()[:10])
 	}
+	if cfg.Conversations <= 0 {
+		cfg.Conversations = 1000
+	}
+	// Key ids are new in every run, so that runs under one RunID add keys.
+	nonce := strings.ToLower(rand.Text()[:6])
 	c, err := client.New(cfg.URL, cfg.Token, &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Workers}})
 	if err != nil {
 		return DepositReport{}, err
@@ -99,7 +108,8 @@ func Deposits(ctx context.Context, cfg DepositConfig) (DepositReport, error) {
 				}
 				rand.Read(key)
 				t0 := time.Now()
-				d, err := c.DepositTo(ctx, sp, digest, cfg.RunID+"-"+strconv.FormatInt(n%1000, 10), "k"+strconv.FormatInt(n, 10), key)
+				d, err := c.DepositTo(ctx, sp, digest, cfg.RunID+"-"+strconv.FormatInt(n%int64(cfg.Conversations), 10),
+					"k"+strconv.FormatInt(n, 10)+"-"+nonce, key)
 				lat := time.Since(t0)
 				if err == nil && !d.Created {
 					err = errors.New("the mediator answered 200 (an existing escrow) for a new key id")

@@ -43,11 +43,13 @@ func loadgenCmd(ctx context.Context, c *call, args []string) error {
 	maximal := fs.Bool("maximal", false, "send maximal 8 MiB requests from --workers gateways at once, retrying on 429 and 503, and report the answers and the server's peak memory")
 	requests := fs.Int("requests", 2, "with --maximal: maximal requests per worker")
 	deposits := fs.Bool("deposits", false, "escrow random keys (POST /v1/escrow/keys) instead of sending events; --token is then a depositor token")
+	conversations := fs.Int("conversations", 1000, "with --deposits: how many conversations the keys are spread over (1: all under RUN-0)")
+	runID := fs.String("run-id", "", "with --deposits: the prefix of the conversation ids (RUN-0, RUN-1, …); random when empty")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *deposits {
-		return depositLoad(ctx, cfg, stateDir, c.stdout)
+		return depositLoad(ctx, loadgen.DepositConfig{Conversations: *conversations, RunID: *runID}, cfg, stateDir, c.stdout)
 	}
 	if cfg.Duration > 10*time.Minute {
 		return errors.New("loadgen: --duration is at most 10m")
@@ -108,12 +110,11 @@ func loadgenCmd(ctx context.Context, c *call, args []string) error {
 
 // depositLoad runs `mediator loadgen --deposits`: key deposits as fast as
 // the server answers, with cfg.Workers depositors (default 32).
-func depositLoad(ctx context.Context, cfg loadgen.Config, stateDir string, stdout io.Writer) error {
+func depositLoad(ctx context.Context, dc loadgen.DepositConfig, cfg loadgen.Config, stateDir string, stdout io.Writer) error {
 	if cfg.Duration > 10*time.Minute {
 		return errors.New("loadgen: --duration is at most 10m")
 	}
-	dc := loadgen.DepositConfig{URL: cfg.URL, Token: cfg.IngestToken, Duration: cfg.Duration,
-		Max: cfg.MaxEvents, Workers: cfg.Workers}
+	dc.URL, dc.Token, dc.Duration, dc.Max, dc.Workers = cfg.URL, cfg.IngestToken, cfg.Duration, cfg.MaxEvents, cfg.Workers
 	if dc.Token == "" {
 		iss, err := dev.LoadIssuer(stateDir)
 		if err != nil {
