@@ -25,10 +25,12 @@ import (
 // stops everything it started.
 func devCmd(ctx context.Context, c *call, args []string) error {
 	var addr, stateDir, level string
-	fs := c.newFlags(
-		setting{flag: "addr", value: listenAddress(&addr, "127.0.0.1:8080"), usage: "listen address"},
+	var limits serveConfig // the per-identity rates, as serve takes them
+	fs := c.newFlags(append([]setting{
+		{flag: "addr", value: listenAddress(&addr, "127.0.0.1:8080"), usage: "listen address"},
 		devStateDirSetting(&stateDir, "where the dev issuer key, PostgreSQL data (if started here) and env file live"),
-		setting{flag: "log-level", value: logLevel(&level, "info"), usage: "debug, info, warn or error"})
+		{flag: "log-level", value: logLevel(&level, "info"), usage: "debug, info, warn or error"},
+	}, serveLimitSettings(&limits)...)...)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -65,7 +67,7 @@ func devCmd(ctx context.Context, c *call, args []string) error {
 		CheckpointInterval: time.Second,
 		CheckpointKeyFile:  in.CheckpointKeyFile,
 		StatsMinGroup:      defaultStatsMinGroup,
-		Limits:             defaultLimits,
+		Limits:             limits.Limits,
 		Custodians:         custodiansFile,
 		RosterGenesis:      genesisDigest,
 		Witnesses:          filepath.Join(filepath.Dir(custodiansFile), "mediator-witnesses.json"),
