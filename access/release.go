@@ -179,6 +179,13 @@ func (s *Service) Release(ctx context.Context, caller, requestID string) (Releas
 }
 
 func (s *Service) release(ctx context.Context, caller, requestID string) (Release, error) {
+	// The call's time counts from its start: what comes before and after
+	// the asking grows with the keys kept, and the whole call must answer
+	// within the API's write timeout.
+	var until time.Time
+	if s.budget > 0 {
+		until = s.now().Add(s.budget)
+	}
 	r, signed, err := s.loadForRelease(ctx, caller, requestID)
 	if err != nil {
 		return Release{}, err
@@ -198,7 +205,7 @@ func (s *Service) release(ctx context.Context, caller, requestID string) (Releas
 	if err != nil {
 		return Release{}, fmt.Errorf("%w: keys in scope: %v", ErrUnavailable, err)
 	}
-	got, err := s.askCustodians(ctx, r, signed, approvals, escrows)
+	got, err := s.askCustodians(ctx, r, signed, approvals, escrows, until)
 	if err != nil {
 		return Release{}, err
 	}
@@ -301,7 +308,7 @@ type custodianShares struct {
 // means a dependency failed; custodians that refuse or cannot be reached
 // are reported in the result, not as an error.
 func (s *Service) askCustodians(ctx context.Context, r Request, signed approval.Request, approvals []wire.EvidenceApproval,
-	escrows []escrow.Escrow) (custodianShares, error) {
+	escrows []escrow.Escrow, until time.Time) (custodianShares, error) {
 	kept, err := s.releases.ReleaseShares(ctx, r.ID)
 	if err != nil {
 		return custodianShares{}, err
@@ -320,9 +327,7 @@ func (s *Service) askCustodians(ctx context.Context, r Request, signed approval.
 	}
 	ask := escrow.ReleaseAsk{Canonical: r.Canonical, OfficerSignature: r.OfficerSignature, Approvals: approvals, Roster: chain, Log: logged, RequestID: r.ID,
 		RequestDigest: r.Digest, RecipientKey: signed.Recipient.Fingerprint()}
-	if s.budget > 0 {
-		ask.Until = s.now().Add(s.budget)
-	}
+	ask.Until = until
 	got := custodianShares{byKey: groupShares(kept)}
 	for _, a := range s.escrow.Release(ctx, ask, escrows, haveShares(got.byKey)) {
 		if err := s.keepAnswer(ctx, r, ask.RecipientKey, a, &got); err != nil {
@@ -412,6 +417,16 @@ func (s *Service) finishRelease(ctx context.Context, caller string, r Request, d
 		s.log.Warn("release incomplete: keys below their threshold", "access_request_id", r.ID, "keys_short", len(short),
 			"custodians_refused", len(got.refusals), "custodians_unavailable", got.unavailable)
 		return Release{}, &CustodiansError{DecisionID: decisionID, Refusals: got.refusals, Unavailable: got.unavailable, Short: short}
+	}
+	// Complete: the log names every share by its receipt, read back now
+	// (a call that is not the last counts shares without them).
+	kept, err := s.releases.ReleaseReceipts(ctx, r.ID)
+	if err != nil {
+		return Release{}, err
+	}
+	withReceipts := groupShares(kept)
+	for i, k := range out.Keys {
+		out.Keys[i].Shares = withReceipts[k.Escrow.EscrowID]
 	}
 	f, err := s.requests.Finish(ctx, r.ID, Final{Status: StatusReleased, By: caller, DecisionID: decisionID}, KindRelease,
 		releaseLog(r, decisionID, caller, recipientKey, out.Keys))

@@ -83,11 +83,12 @@ type Service struct {
 	pageSize  int           // keys per answer page: AnswerPage but in tests
 }
 
-// DefaultReleaseBudget is how long one release call goes on asking
-// custodians for more chunks: well inside the API's 60 s write timeout,
-// so a release of many keys answers "in progress" and goes on in the
-// next call instead of being cut off.
-const DefaultReleaseBudget = 30 * time.Second
+// DefaultReleaseBudget is how long into a release call the mediator stops
+// asking custodians for more chunks: with what comes after (keeping the
+// answers, counting a release of 100,000 keys), well inside the API's
+// 60 s write timeout, so a release of many keys answers "in progress"
+// and goes on in the next call instead of being cut off.
+const DefaultReleaseBudget = 20 * time.Second
 
 // Config configures a Service. The three stores are usually one
 // *PGStore; each is declared by what it is used for.

@@ -56,8 +56,11 @@ type ReleaseStore interface {
 	// kept is not kept twice.
 	InsertReleaseShares(ctx context.Context, requestID, digest, recipientKey, custodian string, shares []ReleasedShare) ([]ReleasedShare, error)
 	// ReleaseShares returns every share kept for a request, without its
-	// sealed bytes: what a release counts and logs.
+	// sealed bytes or receipt: what a release counts.
 	ReleaseShares(ctx context.Context, requestID string) ([]ReleasedShare, error)
+	// ReleaseReceipts returns every share kept for a request with its
+	// receipt, without its sealed bytes: what a completed release logs.
+	ReleaseReceipts(ctx context.Context, requestID string) ([]ReleasedShare, error)
 	// ReleaseSharesOf returns the shares kept for a request of the
 	// escrows named, with their sealed bytes: one page of an answer.
 	ReleaseSharesOf(ctx context.Context, requestID string, escrowIDs []string) ([]ReleasedShare, error)
@@ -397,6 +400,12 @@ func (s *PGStore) InsertReleaseShares(ctx context.Context, requestID, digest, re
 
 // ReleaseShares implements Store.
 func (s *PGStore) ReleaseShares(ctx context.Context, requestID string) ([]ReleasedShare, error) {
+	return s.releaseShares(ctx, `SELECT escrow_id::text, custodian, share_index, ''::bytea, 'null'::jsonb, audit_seq
+		FROM access_release_shares WHERE request_id = $1 ORDER BY escrow_id, share_index`, requestID)
+}
+
+// ReleaseReceipts implements Store.
+func (s *PGStore) ReleaseReceipts(ctx context.Context, requestID string) ([]ReleasedShare, error) {
 	return s.releaseShares(ctx, `SELECT escrow_id::text, custodian, share_index, ''::bytea, receipt, audit_seq
 		FROM access_release_shares WHERE request_id = $1 ORDER BY escrow_id, share_index`, requestID)
 }

@@ -75,3 +75,29 @@ func TestReleasedFollowsPages(t *testing.T) {
 		t.Fatalf("a page of another release: %v", err)
 	}
 }
+
+// TestReleaseAsksAgainWhenAnAnswerIsLost: a release whose answer is lost
+// on the way (the connection dropped) is asked for again, since asking
+// again only continues it; an answer with an error is not.
+func TestReleaseAsksAgainWhenAnAnswerIsLost(t *testing.T) {
+	calls := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		if calls == 1 {
+			hj, _ := w.(http.Hijacker)
+			conn, _, _ := hj.Hijack()
+			conn.Close() // the answer is lost
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(wire.Release{RequestID: "r1", Keys: []wire.ReleasedKey{{EscrowID: "e1"}}})
+	}))
+	defer srv.Close()
+	c, err := New(srv.URL, "token", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel, err := c.Release(context.Background(), "r1"); err != nil || calls != 2 || len(rel.Keys) != 1 {
+		t.Fatalf("after a lost answer: %d calls, %+v, %v", calls, rel, err)
+	}
+}

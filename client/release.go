@@ -29,16 +29,34 @@ func (c *Client) Release(ctx context.Context, id string) (wire.Release, error) {
 	return c.ReleaseWithProgress(ctx, id, nil)
 }
 
+// maxLostReleaseAnswers is how many release answers in a row may be lost
+// before Release gives up.
+const maxLostReleaseAnswers = 5
+
 // ReleaseWithProgress is Release, calling progress (if not nil) with each
 // 202 answer: how many of the request's keys have their shares so far.
 func (c *Client) ReleaseWithProgress(ctx context.Context, id string, progress func(wire.ReleaseProgress)) (wire.Release, error) {
 	path := "/v1/access-requests/" + url.PathEscape(id) + "/release"
+	lost := 0 // answers lost in a row
 	for {
 		var raw json.RawMessage
 		status, err := c.do(ctx, http.MethodPost, path, "", wire.Empty{}, &raw)
+		var answered *Error
+		if err != nil && !errors.As(err, &answered) && ctx.Err() == nil && lost < maxLostReleaseAnswers {
+			// The answer was lost (a dropped connection, a call that
+			// outlasted a timeout): asking again is safe, since what was
+			// released is kept and each custodian answers the same.
+			lost++
+			select {
+			case <-ctx.Done():
+			case <-time.After(2 * time.Second):
+			}
+			continue
+		}
 		if err != nil {
 			return wire.Release{}, err
 		}
+		lost = 0
 		if status == http.StatusAccepted {
 			var p wire.ReleaseProgress
 			if err := json.Unmarshal(raw, &p); err != nil {
