@@ -43,6 +43,13 @@ func DefaultStateDir() string {
 	if d := os.Getenv("MEDIATOR_DEV_STATE_DIR"); d != "" {
 		return d
 	}
+	return homeStateDir()
+}
+
+// homeStateDir is the state dir of the user's own dev instance, under
+// XDG_STATE_HOME or the home directory, whatever MEDIATOR_DEV_STATE_DIR
+// says.
+func homeStateDir() string {
 	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
 		return filepath.Join(d, "mediator", "dev")
 	}
@@ -249,11 +256,12 @@ func checkpointKey(dir string) (path, vkey string, err error) {
 	return path, key.VerifierKey(), nil
 }
 
-// databaseFor names the dev database: mediator_dev for the default state
-// dir, and one per other state dir, since each state dir has its own
-// checkpoint key and the log in a database must match it.
+// databaseFor names the dev database: mediator_dev for the user's own
+// state dir, and one per other state dir (MEDIATOR_DEV_STATE_DIR or
+// --state-dir), since each state dir has its own checkpoint key and the
+// log in a database must match it.
 func databaseFor(stateDir string) string {
-	if stateDir == DefaultStateDir() {
+	if stateDir == homeStateDir() {
 		return databaseName
 	}
 	sum := sha256.Sum256([]byte(stateDir))
