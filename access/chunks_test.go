@@ -89,49 +89,62 @@ func TestReleaseInChunks(t *testing.T) {
 }
 
 // TestReleaseInSteps: a release whose call runs out of time (here at
-// once: one chunk of 2 per custodian per call) answers that it is in
-// progress, with how many keys are ready, keeps what came, and completes
-// in later calls that ask only for the rest: a release of many keys is
-// never cut off by the API's write timeout.
+// once) answers that it is in progress, with how many keys are ready,
+// keeps what came, and completes in later calls that ask only for the
+// rest: a release of many keys is never cut off by the API's write
+// timeout. A call stops after its first chunk to each custodian (here 2
+// shares), or after its first page of keys read in full (here 1 key).
 func TestReleaseInSteps(t *testing.T) {
-	ctx := context.Background()
-	w := newWorldOf(t, dev.CustodianOptions{}, escrow.Config{ReleaseChunk: 2})
-	w.svc.budget = time.Nanosecond
-	const n = 5
-	for i := range n {
-		w.deposit(t, "conv-a", fmt.Sprintf("e%d", i))
-	}
-	d, recipient := draft(t, w.clock.now(), "conv-a")
-	r, err := w.file(ctx, "olga", d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, who := range []string{"lena", "sam"} {
-		if err := w.vote(t, r, who, "approve"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var ready []int
-	var rel Release
-	for range 10 {
-		rel, err = w.svc.Release(ctx, "olga", r.ID)
-		var ip *InProgressError
-		if !errors.As(err, &ip) {
-			break
-		}
-		if ip.KeysTotal != n {
-			t.Fatalf("in progress: %d keys in all, want %d", ip.KeysTotal, n)
-		}
-		ready = append(ready, ip.KeysReady)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fmt.Sprint(ready) != "[2 4]" {
-		t.Fatalf("keys ready after each call in progress: %v, want [2 4]", ready)
-	}
-	if got := w.openVerified(t, recipient, r, rel); len(got) != n {
-		t.Fatalf("%d keys opened, want %d", len(got), n)
+	for _, tc := range []struct {
+		name      string
+		chunk     int
+		askPage   int
+		wantReady string
+	}{
+		{"chunks of 2", 2, AskPage, "[2 4]"},
+		{"pages of 1 key", 0, 1, "[1 2 3 4]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			w := newWorldOf(t, dev.CustodianOptions{}, escrow.Config{ReleaseChunk: tc.chunk})
+			w.svc.budget, w.svc.askPage = time.Nanosecond, tc.askPage
+			const n = 5
+			for i := range n {
+				w.deposit(t, "conv-a", fmt.Sprintf("e%d", i))
+			}
+			d, recipient := draft(t, w.clock.now(), "conv-a")
+			r, err := w.file(ctx, "olga", d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, who := range []string{"lena", "sam"} {
+				if err := w.vote(t, r, who, "approve"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var ready []int
+			var rel Release
+			for range 10 {
+				rel, err = w.svc.Release(ctx, "olga", r.ID)
+				var ip *InProgressError
+				if !errors.As(err, &ip) {
+					break
+				}
+				if ip.KeysTotal != n {
+					t.Fatalf("in progress: %d keys in all, want %d", ip.KeysTotal, n)
+				}
+				ready = append(ready, ip.KeysReady)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(ready) != tc.wantReady {
+				t.Fatalf("keys ready after each call in progress: %v, want %s", ready, tc.wantReady)
+			}
+			if got := w.openVerified(t, recipient, r, rel); len(got) != n {
+				t.Fatalf("%d keys opened, want %d", len(got), n)
+			}
+		})
 	}
 }
 

@@ -179,12 +179,12 @@ func (s *Service) Release(ctx context.Context, caller, requestID string) (Releas
 }
 
 func (s *Service) release(ctx context.Context, caller, requestID string) (Release, error) {
-	// The call's time counts from its start: what comes before and after
-	// the asking grows with the keys kept, and the whole call must answer
+	// The call's time counts from its start, on the wall clock (not the
+	// service's clock, which tests may set): the whole call must answer
 	// within the API's write timeout.
 	var until time.Time
 	if s.budget > 0 {
-		until = s.now().Add(s.budget)
+		until = time.Now().Add(s.budget)
 	}
 	r, signed, err := s.loadForRelease(ctx, caller, requestID)
 	if err != nil {
@@ -201,15 +201,15 @@ func (s *Service) release(ctx context.Context, caller, requestID string) (Releas
 	if !d.approvedBy.IsZero() && d.approvedBy.Before(to) {
 		to = d.approvedBy
 	}
-	escrows, err := s.escrow.InScope(ctx, signed.Scope.ConversationIDs, signed.Scope.From, to)
+	keys, err := s.escrow.KeysInScope(ctx, signed.Scope.ConversationIDs, signed.Scope.From, to)
 	if err != nil {
 		return Release{}, fmt.Errorf("%w: keys in scope: %v", ErrUnavailable, err)
 	}
-	got, err := s.askCustodians(ctx, r, signed, approvals, escrows, until)
+	got, err := s.askCustodians(ctx, r, signed, approvals, keys, until)
 	if err != nil {
 		return Release{}, err
 	}
-	return s.finishRelease(ctx, caller, r, d.ID, signed.Recipient.Fingerprint(), escrows, got)
+	return s.finishRelease(ctx, caller, r, d.ID, signed.Recipient.Fingerprint(), keys, got)
 }
 
 // loadForRelease reads request requestID for a release by caller and
@@ -290,14 +290,43 @@ func (s *Service) decide(ctx context.Context, r Request) (allowed, []wire.Eviden
 	return allowed{}, nil, &DeniedError{DecisionID: d.ID, Reasons: d.Reasons, Locked: locked}
 }
 
-// custodianShares is what a release holds of each key: the shares kept
-// from this call and earlier ones, by escrow id, and what the custodians
-// that gave nothing said.
+// custodianShares is what a release holds of each key: whose shares are
+// kept from this call and earlier ones, by escrow id, and what the
+// custodians that gave nothing said.
 type custodianShares struct {
-	byKey       map[string][]ReleasedShare
+	have        map[string]map[string]bool // escrow id to the custodians whose shares are kept
 	refusals    []*escrow.RefusedError
 	unavailable []string
 	deferred    int // shares not asked for yet: the call's time ran out
+}
+
+// AskPage is how many keys a release call reads in full (with their
+// deposit receipts) and asks custodians for at a time: five of a
+// custodian's release chunks (escrow.DefaultReleaseChunk). A call reads
+// only the keys it asks for, never every key in scope.
+const AskPage = 5 * escrow.DefaultReleaseChunk
+
+// lacking returns the keys some of whose custodians' shares are not kept,
+// and how many shares they lack in all.
+func lacking(keys []escrow.ScopeKey, have map[string]map[string]bool) ([]escrow.ScopeKey, int) {
+	var out []escrow.ScopeKey
+	n := 0
+	for _, k := range keys {
+		if missing := len(k.Custodians) - len(have[k.EscrowID]); missing > 0 {
+			out = append(out, k)
+			n += missing
+		}
+	}
+	return out, n
+}
+
+// escrowIDs returns the escrow ids of keys.
+func escrowIDs(keys []escrow.ScopeKey) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k.EscrowID
+	}
+	return out
 }
 
 // askCustodians hands every custodian of the roster in force the request
@@ -307,9 +336,14 @@ type custodianShares struct {
 // custodian's answer, before anything else happens (keepAnswer). An error
 // means a dependency failed; custodians that refuse or cannot be reached
 // are reported in the result, not as an error.
+//
+// It asks a page of keys (AskPage) at a time, reading each page's escrows
+// in full only then; once until has passed it asks no further page, and
+// the shares of the rest are counted deferred. What a call reads of
+// earlier calls is only which custodians' shares are kept.
 func (s *Service) askCustodians(ctx context.Context, r Request, signed approval.Request, approvals []wire.EvidenceApproval,
-	escrows []escrow.Escrow, until time.Time) (custodianShares, error) {
-	kept, err := s.releases.ReleaseShares(ctx, r.ID)
+	keys []escrow.ScopeKey, until time.Time) (custodianShares, error) {
+	have, err := s.releases.KeptCustodians(ctx, r.ID)
 	if err != nil {
 		return custodianShares{}, err
 	}
@@ -328,10 +362,21 @@ func (s *Service) askCustodians(ctx context.Context, r Request, signed approval.
 	ask := escrow.ReleaseAsk{Canonical: r.Canonical, OfficerSignature: r.OfficerSignature, Approvals: approvals, Roster: chain, Log: logged, RequestID: r.ID,
 		RequestDigest: r.Digest, RecipientKey: signed.Recipient.Fingerprint()}
 	ask.Until = until
-	got := custodianShares{byKey: groupShares(kept)}
-	for _, a := range s.escrow.Release(ctx, ask, escrows, haveShares(got.byKey)) {
-		if err := s.keepAnswer(ctx, r, ask.RecipientKey, a, &got); err != nil {
-			return custodianShares{}, err
+	got := custodianShares{have: have}
+	todo, _ := lacking(keys, have)
+	for start := 0; start < len(todo); start += s.askPage {
+		if start > 0 && !until.IsZero() && !time.Now().Before(until) {
+			_, got.deferred = lacking(todo[start:], have)
+			break
+		}
+		escrows, err := s.escrow.ByIDs(ctx, escrowIDs(todo[start:min(start+s.askPage, len(todo))]))
+		if err != nil {
+			return custodianShares{}, fmt.Errorf("%w: keys in scope: %v", ErrUnavailable, err)
+		}
+		for _, a := range s.escrow.Release(ctx, ask, escrows, have) {
+			if err := s.keepAnswer(ctx, r, ask.RecipientKey, a, &got); err != nil {
+				return custodianShares{}, err
+			}
 		}
 	}
 	return got, nil
@@ -388,8 +433,10 @@ func (s *Service) keepAnswer(ctx context.Context, r Request, recipientKey string
 		return err
 	}
 	for _, sh := range released {
-		sh.Sealed = nil // kept in the database; an answer page reads it back
-		got.byKey[sh.EscrowID] = append(got.byKey[sh.EscrowID], sh)
+		if got.have[sh.EscrowID] == nil {
+			got.have[sh.EscrowID] = map[string]bool{}
+		}
+		got.have[sh.EscrowID][sh.Custodian] = true
 	}
 	return nil
 }
@@ -400,18 +447,16 @@ func (s *Service) keepAnswer(ctx context.Context, r Request, recipientKey string
 // stays pending, its shares kept for the next call; a release that another
 // call finished meanwhile is a *FinalError.
 func (s *Service) finishRelease(ctx context.Context, caller string, r Request, decisionID, recipientKey string,
-	escrows []escrow.Escrow, got custodianShares) (Release, error) {
-	out := Release{RequestID: r.ID, DecisionID: decisionID, Refusals: got.refusals, Keys: make([]ReleasedKey, 0, len(escrows))}
+	keys []escrow.ScopeKey, got custodianShares) (Release, error) {
 	var short []string
-	for _, e := range escrows {
-		if len(got.byKey[e.EscrowID]) < e.Threshold {
-			short = append(short, e.EscrowID)
+	for _, k := range keys {
+		if len(got.have[k.EscrowID]) < k.Threshold {
+			short = append(short, k.EscrowID)
 		}
-		out.Keys = append(out.Keys, ReleasedKey{Escrow: e, Shares: got.byKey[e.EscrowID]})
 	}
 	if len(short) > 0 && got.deferred > 0 && len(got.refusals) == 0 && len(got.unavailable) == 0 {
-		s.log.Info("release in progress", "access_request_id", r.ID, "keys", len(escrows), "keys_short", len(short), "shares_deferred", got.deferred)
-		return Release{}, &InProgressError{DecisionID: decisionID, KeysTotal: len(escrows), KeysReady: len(escrows) - len(short)}
+		s.log.Info("release in progress", "access_request_id", r.ID, "keys", len(keys), "keys_short", len(short), "shares_deferred", got.deferred)
+		return Release{}, &InProgressError{DecisionID: decisionID, KeysTotal: len(keys), KeysReady: len(keys) - len(short)}
 	}
 	if len(short) > 0 {
 		s.log.Warn("release incomplete: keys below their threshold", "access_request_id", r.ID, "keys_short", len(short),
@@ -419,59 +464,66 @@ func (s *Service) finishRelease(ctx context.Context, caller string, r Request, d
 		return Release{}, &CustodiansError{DecisionID: decisionID, Refusals: got.refusals, Unavailable: got.unavailable, Short: short}
 	}
 	// Complete: the log names every share by its receipt, read back now
-	// (a call that is not the last counts shares without them).
+	// with every key in full (a call that is not the last reads neither).
+	ids := escrowIDs(keys)
+	escrows, err := s.escrow.ByIDs(ctx, ids)
+	if err != nil {
+		return Release{}, fmt.Errorf("%w: keys in scope: %v", ErrUnavailable, err)
+	}
 	kept, err := s.releases.ReleaseReceipts(ctx, r.ID)
 	if err != nil {
 		return Release{}, err
 	}
 	withReceipts := groupShares(kept)
-	for i, k := range out.Keys {
-		out.Keys[i].Shares = withReceipts[k.Escrow.EscrowID]
+	slices.SortFunc(escrows, func(a, b escrow.Escrow) int { return strings.Compare(a.EscrowID, b.EscrowID) })
+	logged := make([]ReleasedKey, 0, len(escrows))
+	for _, e := range escrows {
+		logged = append(logged, ReleasedKey{Escrow: e, Shares: withReceipts[e.EscrowID]})
 	}
 	f, err := s.requests.Finish(ctx, r.ID, Final{Status: StatusReleased, By: caller, DecisionID: decisionID}, KindRelease,
-		releaseLog(r, decisionID, caller, recipientKey, out.Keys))
+		releaseLog(r, decisionID, caller, recipientKey, logged))
 	if err != nil {
 		// Another release finished it meanwhile.
 		return Release{}, s.finalOr(ctx, r.ID, err)
 	}
 	s.metrics.transition(StatusReleased)
 	s.notify(ctx, wire.Event{Type: wire.EventReleased, RequestID: r.ID, Status: string(StatusReleased)})
-	s.log.Info("keys released", "access_request_id", r.ID, "decision_id", decisionID, "keys", len(out.Keys), "audit_seq", f.AuditSeq)
-	out.AuditSeq = f.AuditSeq
-	if out.Keys, out.NextAfter, err = s.page(ctx, r.ID, out.Keys, "", s.pageSize); err != nil {
+	s.log.Info("keys released", "access_request_id", r.ID, "decision_id", decisionID, "keys", len(logged), "audit_seq", f.AuditSeq)
+	out := Release{RequestID: r.ID, DecisionID: decisionID, Refusals: got.refusals, AuditSeq: f.AuditSeq}
+	if out.Keys, out.NextAfter, err = s.page(ctx, r.ID, ids, "", s.pageSize); err != nil {
 		return Release{}, err
 	}
 	return out, nil
 }
 
-// page returns the keys after the escrow id after, in escrow id order, at
-// most limit, each with its kept shares' sealed bytes, and the escrow id
-// the next page starts after ("" when none is left).
-func (s *Service) page(ctx context.Context, requestID string, keys []ReleasedKey, after string, limit int) ([]ReleasedKey, string, error) {
-	slices.SortFunc(keys, func(a, b ReleasedKey) int { return strings.Compare(a.Escrow.EscrowID, b.Escrow.EscrowID) })
-	from, _ := slices.BinarySearchFunc(keys, after, func(k ReleasedKey, id string) int {
-		if k.Escrow.EscrowID <= id {
-			return -1
-		}
-		return 1
-	})
-	to := min(from+limit, len(keys))
-	ids := make([]string, 0, to-from)
-	for _, k := range keys[from:to] {
-		ids = append(ids, k.Escrow.EscrowID)
+// page returns the keys of ids (escrow ids, each with kept shares) after
+// the escrow id after, in escrow id order, at most limit, each read in
+// full with its kept shares' sealed bytes, and the escrow id the next page
+// starts after ("" when none is left).
+func (s *Service) page(ctx context.Context, requestID string, ids []string, after string, limit int) ([]ReleasedKey, string, error) {
+	slices.Sort(ids)
+	from, found := slices.BinarySearch(ids, after)
+	if found {
+		from++
 	}
-	kept, err := s.releases.ReleaseSharesOf(ctx, requestID, ids)
+	to := min(from+limit, len(ids))
+	escrows, err := s.escrow.ByIDs(ctx, ids[from:to])
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: keys in scope: %v", ErrUnavailable, err)
+	}
+	kept, err := s.releases.ReleaseSharesOf(ctx, requestID, ids[from:to])
 	if err != nil {
 		return nil, "", err
 	}
 	byKey := groupShares(kept)
-	out := make([]ReleasedKey, 0, to-from)
-	for _, k := range keys[from:to] {
-		out = append(out, ReleasedKey{Escrow: k.Escrow, Shares: byKey[k.Escrow.EscrowID]})
+	slices.SortFunc(escrows, func(a, b escrow.Escrow) int { return strings.Compare(a.EscrowID, b.EscrowID) })
+	out := make([]ReleasedKey, 0, len(escrows))
+	for _, e := range escrows {
+		out = append(out, ReleasedKey{Escrow: e, Shares: byKey[e.EscrowID]})
 	}
 	next := ""
-	if to < len(keys) {
-		next = keys[to-1].Escrow.EscrowID
+	if to < len(ids) {
+		next = ids[to-1]
 	}
 	return out, next, nil
 }
@@ -520,18 +572,6 @@ func groupShares(kept []ReleasedShare) map[string][]ReleasedShare {
 	return out
 }
 
-// haveShares says which custodian's share of which escrow is already kept.
-func haveShares(byKey map[string][]ReleasedShare) map[string]map[string]bool {
-	out := make(map[string]map[string]bool, len(byKey))
-	for id, shs := range byKey {
-		out[id] = map[string]bool{}
-		for _, sh := range shs {
-			out[id][sh.Custodian] = true
-		}
-	}
-	return out
-}
-
 // Released returns a released request's keys again (its requester only):
 // the shares kept from the custodians, for an officer whose answer was
 // lost, one page (at most limit keys, up to AnswerPage) of the keys after
@@ -558,23 +598,22 @@ func (s *Service) Released(ctx context.Context, caller, requestID, after string,
 	if err != nil {
 		return Release{}, fmt.Errorf("%w: the stored request does not parse", ErrUnavailable)
 	}
-	kept, err := s.releases.ReleaseShares(ctx, r.ID)
+	have, err := s.releases.KeptCustodians(ctx, r.ID)
 	if err != nil {
 		return Release{}, err
 	}
-	byKey := groupShares(kept)
-	escrows, err := s.escrow.InScope(ctx, signed.Scope.ConversationIDs, signed.Scope.From, signed.Scope.To)
+	keys, err := s.escrow.KeysInScope(ctx, signed.Scope.ConversationIDs, signed.Scope.From, signed.Scope.To)
 	if err != nil {
 		return Release{}, fmt.Errorf("%w: keys in scope: %v", ErrUnavailable, err)
 	}
 	out := Release{RequestID: r.ID, DecisionID: r.Final.DecisionID, AuditSeq: r.Final.AuditSeq}
-	var keys []ReleasedKey
-	for _, e := range escrows {
-		if len(byKey[e.EscrowID]) > 0 {
-			keys = append(keys, ReleasedKey{Escrow: e})
+	var ids []string
+	for _, k := range keys {
+		if len(have[k.EscrowID]) > 0 {
+			ids = append(ids, k.EscrowID)
 		}
 	}
-	if out.Keys, out.NextAfter, err = s.page(ctx, r.ID, keys, after, limit); err != nil {
+	if out.Keys, out.NextAfter, err = s.page(ctx, r.ID, ids, after, limit); err != nil {
 		return Release{}, err
 	}
 	return out, nil

@@ -40,9 +40,11 @@ type Decider interface {
 }
 
 // KeyEscrow is what a release needs of the escrow (escrow.Service): the
-// escrowed keys in a scope, and the custodians' answers to a release.
+// escrowed keys in a scope, as a release counts them, those it asks for
+// in full, and the custodians' answers to a release.
 type KeyEscrow interface {
-	InScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]escrow.Escrow, error)
+	KeysInScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]escrow.ScopeKey, error)
+	ByIDs(ctx context.Context, ids []string) ([]escrow.Escrow, error)
 	Release(ctx context.Context, ask escrow.ReleaseAsk, escrows []escrow.Escrow, have map[string]map[string]bool) []escrow.CustodianAnswer
 }
 
@@ -81,6 +83,7 @@ type Service struct {
 	logProof  LogProof
 	budget    time.Duration // how long one release call asks custodians
 	pageSize  int           // keys per answer page: AnswerPage but in tests
+	askPage   int           // keys read in full and asked for at a time: AskPage but in tests
 }
 
 // DefaultReleaseBudget is how long into a release call the mediator stops
@@ -118,7 +121,7 @@ type Config struct {
 func New(cfg Config) *Service {
 	s := &Service{requests: cfg.Requests, approvals: cfg.Approvals, releases: cfg.Releases, roster: cfg.Roster,
 		decider: cfg.Decider, escrow: cfg.Escrow, log: cfg.Log, metrics: cfg.Metrics, now: cfg.Now,
-		notifier: cfg.Notifier, logProof: cfg.LogProof, budget: cfg.ReleaseBudget, pageSize: AnswerPage}
+		notifier: cfg.Notifier, logProof: cfg.LogProof, budget: cfg.ReleaseBudget, pageSize: AnswerPage, askPage: AskPage}
 	if s.budget == 0 {
 		s.budget = DefaultReleaseBudget
 	}

@@ -55,9 +55,10 @@ type ReleaseStore interface {
 	// transaction, and returns them with their AuditSeq. A share already
 	// kept is not kept twice.
 	InsertReleaseShares(ctx context.Context, requestID, digest, recipientKey, custodian string, shares []ReleasedShare) ([]ReleasedShare, error)
-	// ReleaseShares returns every share kept for a request, without its
-	// sealed bytes or receipt: what a release counts.
-	ReleaseShares(ctx context.Context, requestID string) ([]ReleasedShare, error)
+	// KeptCustodians returns, for each escrow with a share kept for a
+	// request, the custodians whose shares are kept: what a release
+	// counts, and all it reads of what was released before.
+	KeptCustodians(ctx context.Context, requestID string) (map[string]map[string]bool, error)
 	// ReleaseReceipts returns every share kept for a request with its
 	// receipt, without its sealed bytes: what a completed release logs.
 	ReleaseReceipts(ctx context.Context, requestID string) ([]ReleasedShare, error)
@@ -398,10 +399,29 @@ func (s *PGStore) InsertReleaseShares(ctx context.Context, requestID, digest, re
 	return out, nil
 }
 
-// ReleaseShares implements Store.
-func (s *PGStore) ReleaseShares(ctx context.Context, requestID string) ([]ReleasedShare, error) {
-	return s.releaseShares(ctx, `SELECT escrow_id::text, custodian, share_index, ''::bytea, 'null'::jsonb, audit_seq
-		FROM access_release_shares WHERE request_id = $1 ORDER BY escrow_id, share_index`, requestID)
+// KeptCustodians implements Store: one row per escrow, its custodians
+// aggregated by the database.
+func (s *PGStore) KeptCustodians(ctx context.Context, requestID string) (map[string]map[string]bool, error) {
+	rows, err := s.pool.Query(ctx, `SELECT escrow_id::text, array_agg(custodian)
+		FROM access_release_shares WHERE request_id = $1 GROUP BY escrow_id`, requestID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: released shares: %v", ErrUnavailable, err)
+	}
+	out := map[string]map[string]bool{}
+	var id string
+	var custodians []string
+	_, err = pgx.ForEachRow(rows, []any{&id, &custodians}, func() error {
+		kept := make(map[string]bool, len(custodians))
+		for _, c := range custodians {
+			kept[c] = true
+		}
+		out[id] = kept
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: released shares: %v", ErrUnavailable, err)
+	}
+	return out, nil
 }
 
 // ReleaseReceipts implements Store.

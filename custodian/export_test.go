@@ -76,3 +76,28 @@ func (t TestStore) List(ctx context.Context, dir string) ([]string, error) { ret
 // is used (serving, or called from other goroutines): the clock is not
 // guarded.
 func (c *Custodian) SetClockForTest(now func() time.Time) { c.now = now }
+
+// Fresh is a new store on the same Vault path, remembering nothing.
+func (t TestStore) Fresh() TestStore {
+	return TestStore{newStore(t.s.client, t.s.mount, t.s.prefix)}
+}
+
+// PutRelease writes release record n of request: receipts maps escrow
+// ids to receipt hashes.
+func (t TestStore) PutRelease(ctx context.Context, requestID string, n int, at string, receipts map[string]string) error {
+	return t.s.putRelease(ctx, requestID, n, releaseRecord{RequestDigest: "d", RecipientKey: "k", At: at, Receipts: receipts})
+}
+
+// Released is released: the number of records, the earliest record's
+// time, and the receipt hash of each of ids released.
+func (t TestStore) Released(ctx context.Context, requestID string, ids ...string) (int, time.Time, map[string]string, error) {
+	r, err := t.s.released(ctx, requestID, ids)
+	out := map[string]string{}
+	for id, sh := range r.shares {
+		out[id] = sh.receipt
+	}
+	return r.records, r.first, out, err
+}
+
+// ReleaseCacheRequests is how many requests a store remembers.
+const ReleaseCacheRequests = releaseCacheRequests

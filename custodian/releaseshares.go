@@ -80,7 +80,11 @@ type pendingShare struct {
 // answered with an error instead.
 func (c *Custodian) releaseShares(ctx context.Context, cr checkedRequest, refs []wire.ShareRef) []wire.CustodianShare {
 	ans := newShareAnswers(refs, c.metrics)
-	prior, err := c.store.released(ctx, cr.req.ID)
+	ids := make([]string, len(refs))
+	for i, r := range refs {
+		ids[i] = r.EscrowID
+	}
+	prior, err := c.store.released(ctx, cr.req.ID, ids)
 	if err != nil {
 		c.log.Error("release records unreadable", "custodian", c.cfg.Name, "request_id", cr.req.ID, "err", err)
 		for i := range refs {
@@ -362,13 +366,13 @@ func (c *Custodian) recordFresh(ctx context.Context, requestID string, pending [
 	return true
 }
 
-// releaseLedger is what recording a release needs of the store: the
-// shares already released for a request and how many release records
-// hold them; kept entries for a record's answers, written before it and
+// releaseLedger is what recording a release needs of the store: which of
+// some shares were already released for a request and how many release
+// records it has; kept entries for a record's answers, written before it and
 // dropped if it is not written; a write-once release record n; and the
 // answers of a kept entry.
 type releaseLedger interface {
-	released(ctx context.Context, requestID string) (releases, error)
+	released(ctx context.Context, requestID string, ids []string) (releases, error)
 	keep(ctx context.Context, requestID string, answers []wire.CustodianShare) (keptEntries, error)
 	drop(ctx context.Context, requestID string, entries keptEntries)
 	putRelease(ctx context.Context, requestID string, n int, r releaseRecord) error
@@ -409,7 +413,7 @@ func (c *Custodian) recordRelease(ctx context.Context, ledger releaseLedger, cr 
 		}
 		var prior releases
 		if errors.Is(err, errExists) && attempt < releaseRetries {
-			prior, err = ledger.released(ctx, cr.req.ID)
+			prior, err = ledger.released(ctx, cr.req.ID, escrowIDs(pending))
 			records = prior.records
 		}
 		if err != nil {
@@ -419,6 +423,15 @@ func (c *Custodian) recordRelease(ctx context.Context, ledger releaseLedger, cr 
 		}
 		c.answerAgain(ctx, ledger, cr, prior.shares, taken(pending, prior.shares), ans)
 	}
+}
+
+// escrowIDs returns the escrow ids of pending.
+func escrowIDs(pending []pendingShare) []string {
+	out := make([]string, len(pending))
+	for i, p := range pending {
+		out[i] = p.rec.EscrowID
+	}
+	return out
 }
 
 // withhold answers every ready share unavailable instead.

@@ -160,7 +160,7 @@ type fakeLedger struct {
 	recorded releaseRecord
 }
 
-func (l *fakeLedger) released(context.Context, string) (releases, error) {
+func (l *fakeLedger) released(context.Context, string, []string) (releases, error) {
 	l.reads++
 	return releases{records: l.records, shares: l.taken}, l.readErr
 }

@@ -14,8 +14,6 @@ import (
 
 	"github.com/google/uuid"
 	vaultapi "github.com/hashicorp/vault/api"
-
-	"github.com/mediatorhq/mediator/shares"
 )
 
 // store is the custodian's record in its own Vault KV v2 mount, under its
@@ -53,10 +51,12 @@ type store struct {
 	client *vaultapi.Client
 	mount  string
 	prefix string
+	// releases remembers the release records read, per request.
+	releases *releaseCache
 }
 
 func newStore(client *vaultapi.Client, mount, prefix string) *store {
-	return &store{kv: client.KVv2(mount), client: client, mount: mount, prefix: strings.Trim(prefix, "/")}
+	return &store{kv: client.KVv2(mount), client: client, mount: mount, prefix: strings.Trim(prefix, "/"), releases: newReleaseCache()}
 }
 
 func (s *store) path(parts ...string) string {
@@ -211,35 +211,6 @@ type releasedShare struct {
 	digest  string // the digest of the request it was released for
 	receipt string // the hash of the receipt it was released with
 	kept    string // the kept entry holding the answer given; "" if none was kept
-}
-
-// released returns the escrow ids already released for request (a UUID),
-// each with where its answer is kept, and the number of release records
-// it has. It reads every record of the request, not the kept answers.
-func (s *store) released(ctx context.Context, requestID string) (releases, error) {
-	names, err := s.list(ctx, path.Join("released", requestID))
-	if err != nil {
-		return releases{}, err
-	}
-	out := releases{records: len(names), shares: map[string]releasedShare{}}
-	for _, n := range names {
-		sec, err := s.get(ctx, s.path("released", requestID, n))
-		if err != nil {
-			return releases{}, err
-		}
-		raw, _ := sec.Data["record"].(string)
-		var r releaseRecord
-		if err := json.Unmarshal([]byte(raw), &r); err != nil {
-			return releases{}, fmt.Errorf("custodian: release record %s/%s is unreadable", requestID, n)
-		}
-		for id, h := range r.Receipts {
-			out.shares[id] = releasedShare{digest: r.RequestDigest, receipt: h, kept: r.Kept.holding(id)}
-		}
-		if at, err := time.Parse(shares.TimeLayout, r.At); err == nil && (out.first.IsZero() || at.Before(out.first)) {
-			out.first = at
-		}
-	}
-	return out, nil
 }
 
 // putRelease writes release record n for request; errExists if another

@@ -512,6 +512,27 @@ func (s *Service) InScope(ctx context.Context, conversationIDs []string, from, t
 	return s.deposits.InScope(ctx, conversationIDs, from, to)
 }
 
+// ScopeKey is an escrow as a release call counts it: its id, how many
+// shares open it, and the custodians that hold one.
+type ScopeKey struct {
+	EscrowID   string
+	Threshold  int
+	Custodians []string
+}
+
+// KeysInScope returns the live escrows of the given conversations
+// deposited within [from, to], as InScope does, but only as a release
+// counts them, in escrow id order: cheap for a scope of many keys.
+func (s *Service) KeysInScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]ScopeKey, error) {
+	return s.deposits.KeysInScope(ctx, conversationIDs, from, to)
+}
+
+// ByIDs returns the escrows of ids that exist, in any order, each with its
+// custodians' deposit receipts.
+func (s *Service) ByIDs(ctx context.Context, ids []string) ([]Escrow, error) {
+	return s.deposits.ByIDs(ctx, ids)
+}
+
 func (s *Service) names() []string {
 	out := make([]string, len(s.set.Custodians))
 	for i, c := range s.set.Custodians {

@@ -31,6 +31,9 @@ type DepositRows interface {
 	// InScope returns the live escrows of the given conversations
 	// deposited within [from, to].
 	InScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]Escrow, error)
+	// KeysInScope returns the same escrows as InScope, as a release
+	// counts them (ScopeKey), in escrow id order.
+	KeysInScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]ScopeKey, error)
 }
 
 // LifecycleRows keeps what ends an escrow: destruction at retention end
@@ -301,6 +304,27 @@ func scanEscrow(row pgx.CollectableRow) (Escrow, error) {
 func (r *PGRows) InScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]Escrow, error) {
 	return r.escrows(ctx, selectEscrow+`WHERE d.escrow_id IS NULL AND k.conversation_id = ANY($1)
 		AND a.created_at BETWEEN $2 AND $3 ORDER BY k.conversation_id, a.created_at, k.key_id`, conversationIDs, from, to)
+}
+
+// KeysInScope implements DepositRows. It reads no receipt: a release call
+// counts every key in scope but reads in full only those it asks for.
+func (r *PGRows) KeysInScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]ScopeKey, error) {
+	rows, err := r.pool.Query(ctx, `SELECT k.escrow_id::text, k.threshold, k.custodians
+		FROM escrow_keys k JOIN escrow_deposit_audit a USING (escrow_id) LEFT JOIN escrow_destructions d USING (escrow_id)
+		WHERE d.escrow_id IS NULL AND k.conversation_id = ANY($1) AND a.created_at BETWEEN $2 AND $3
+		ORDER BY k.escrow_id`, conversationIDs, from, to)
+	if err != nil {
+		return nil, fmt.Errorf("escrow: list keys in scope: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (ScopeKey, error) {
+		var k ScopeKey
+		err := row.Scan(&k.EscrowID, &k.Threshold, &k.Custodians)
+		return k, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("escrow: list keys in scope: %w", err)
+	}
+	return out, nil
 }
 
 func (r *PGRows) escrows(ctx context.Context, query string, args ...any) ([]Escrow, error) {
