@@ -49,16 +49,7 @@ func TestReleaseInChunks(t *testing.T) {
 	for i := range n {
 		keys[fmt.Sprintf("e%d", i)] = w.deposit(t, "conv-a", fmt.Sprintf("e%d", i))
 	}
-	d, recipient := draft(t, w.clock.now(), "conv-a")
-	r, err := w.file(ctx, "olga", d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, who := range []string{"lena", "sam"} {
-		if err := w.vote(t, r, who, "approve"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	r, recipient := w.approved(t, "conv-a")
 	rel, err := w.svc.Release(ctx, "olga", r.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -112,18 +103,10 @@ func TestReleaseInSteps(t *testing.T) {
 			for i := range n {
 				w.deposit(t, "conv-a", fmt.Sprintf("e%d", i))
 			}
-			d, recipient := draft(t, w.clock.now(), "conv-a")
-			r, err := w.file(ctx, "olga", d)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, who := range []string{"lena", "sam"} {
-				if err := w.vote(t, r, who, "approve"); err != nil {
-					t.Fatal(err)
-				}
-			}
+			r, recipient := w.approved(t, "conv-a")
 			var ready []int
 			var rel Release
+			var err error
 			for range 10 {
 				rel, err = w.svc.Release(ctx, "olga", r.ID)
 				var ip *InProgressError
@@ -160,16 +143,7 @@ func TestReleaseAnswersInPages(t *testing.T) {
 	for i := range n {
 		w.deposit(t, "conv-a", fmt.Sprintf("e%d", i))
 	}
-	d, recipient := draft(t, w.clock.now(), "conv-a")
-	r, err := w.file(ctx, "olga", d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, who := range []string{"lena", "sam"} {
-		if err := w.vote(t, r, who, "approve"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	r, recipient := w.approved(t, "conv-a")
 	rel, err := w.svc.Release(ctx, "olga", r.ID)
 	if err != nil {
 		t.Fatal(err)

@@ -195,6 +195,23 @@ func (w *world) vote(t testing.TB, r Request, approverID, decision string) error
 	return err
 }
 
+// approved files a request by olga for convos and approves it as lena
+// and sam, returning it and its recipient's private key.
+func (w *world) approved(tb testing.TB, convos ...string) (Request, hpke.PrivateKey) {
+	tb.Helper()
+	d, recipient := draft(tb, w.clock.now(), convos...)
+	r, err := w.file(context.Background(), "olga", d)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, who := range []string{"lena", "sam"} {
+		if err := w.vote(tb, r, who, "approve"); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return r, recipient
+}
+
 // deposit escrows a fresh key as a depositor does: split and sealed here.
 func (w *world) deposit(t testing.TB, convo, keyID string) []byte {
 	t.Helper()
@@ -643,16 +660,7 @@ func BenchmarkRelease100(b *testing.B) {
 	w.approver(b, "sam", "security")
 	for b.Loop() {
 		b.StopTimer()
-		d, recipient := draft(b, w.clock.now(), convos...)
-		r, err := w.file(ctx, "olga", d)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, who := range []string{"lena", "sam"} {
-			if err := w.vote(b, r, who, "approve"); err != nil {
-				b.Fatal(err)
-			}
-		}
+		r, recipient := w.approved(b, convos...)
 		b.StartTimer()
 		rel, err := w.svc.Release(ctx, "olga", r.ID)
 		if err != nil {

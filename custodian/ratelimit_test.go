@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/mediatorhq/mediator/dev"
 )
@@ -15,8 +16,12 @@ import (
 func TestPublicRoutesRateLimited(t *testing.T) {
 	f := newFixture(t, dev.CustodianOptions{})
 	url := f.set.Custodians[0].URL
-	limited := 0
-	for range 40 {
+	// Call until 15 calls were limited, at most 200: however slow the
+	// machine, no more calls may pass than the burst and the rate allow
+	// in the time taken.
+	ok, limited := 0, 0
+	start := time.Now()
+	for range 200 {
 		resp, err := http.Post(url+"/v1/shares/status", "application/json",
 			bytes.NewReader([]byte(`{"conversation_id":"conv-a","key_id":"e1"}`)))
 		if err != nil {
@@ -25,6 +30,7 @@ func TestPublicRoutesRateLimited(t *testing.T) {
 		resp.Body.Close()
 		switch resp.StatusCode {
 		case http.StatusOK:
+			ok++
 		case http.StatusTooManyRequests:
 			if resp.Header.Get("Retry-After") == "" {
 				t.Fatal("a 429 without Retry-After")
@@ -33,9 +39,15 @@ func TestPublicRoutesRateLimited(t *testing.T) {
 		default:
 			t.Fatalf("status: %d", resp.StatusCode)
 		}
+		if allowed := 20 + 10*time.Since(start).Seconds() + 1; float64(ok) > allowed {
+			t.Fatalf("%d calls passed in %v: more than a burst of 20 and 10/s allow", ok, time.Since(start))
+		}
+		if limited == 15 {
+			break
+		}
 	}
 	if limited < 15 {
-		t.Fatalf("%d of 40 rapid calls limited, want at least 15 past a burst of 20", limited)
+		t.Fatalf("%d of %d rapid calls limited, want 15 past a burst of 20", limited, ok+limited)
 	}
 	if got := f.set.Counter(0, "mediator_custodian_rate_limited_total"); got != float64(limited) {
 		t.Fatalf("mediator_custodian_rate_limited_total = %v, want %d", got, limited)
