@@ -84,7 +84,9 @@ func TestReleaseInChunks(t *testing.T) {
 // keeps what came, and completes in later calls that ask only for the
 // rest: a release of many keys is never cut off by the API's write
 // timeout. A call stops after its first chunk to each custodian (here 2
-// shares), or after its first page of keys read in full (here 1 key).
+// shares), or after its first page of keys read in full (here 1 key);
+// the call that gets the last shares past its time leaves recording the
+// release to the next (every key ready), which asks nothing.
 func TestReleaseInSteps(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -92,8 +94,8 @@ func TestReleaseInSteps(t *testing.T) {
 		askPage   int
 		wantReady string
 	}{
-		{"chunks of 2", 2, AskPage, "[2 4]"},
-		{"pages of 1 key", 0, 1, "[1 2 3 4]"},
+		{"chunks of 2", 2, AskPage, "[2 4 5]"},
+		{"pages of 1 key", 0, 1, "[1 2 3 4 5]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -171,5 +173,50 @@ func TestReleaseAnswersInPages(t *testing.T) {
 	}
 	if fmt.Sprint(sizes) != "[2 2 1]" || len(seen) != n {
 		t.Fatalf("pages of %v keys, %d keys in all; want [2 2 1] and %d", sizes, len(seen), n)
+	}
+}
+
+// TestReceiptHashesKeptAndComputed: each kept release share carries its
+// receipt's hash, which the completed release's log names; a share kept
+// before hashes were (migration 00013, the column empty) has its receipt
+// hashed when read.
+func TestReceiptHashesKeptAndComputed(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	w.deposit(t, "conv-a", "e0")
+	r, _ := w.approved(t, "conv-a")
+	if _, err := w.svc.Release(ctx, "olga", r.ID); err != nil {
+		t.Fatal(err)
+	}
+	store := w.svc.releases.(*PGStore)
+	// An old row: a copy of a kept share under another custodian's name,
+	// without the hash.
+	if _, err := w.pool.Exec(ctx, `INSERT INTO access_release_shares (request_id, escrow_id, custodian, share_index, sealed, receipt, audit_seq)
+		SELECT request_id, escrow_id, 'custodian-old', share_index, sealed, receipt, audit_seq FROM access_release_shares
+		WHERE request_id = $1 AND custodian = 'custodian-1'`, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	hashes, err := store.ReleaseReceiptHashes(ctx, r.ID)
+	if err != nil || len(hashes) != 6 {
+		t.Fatalf("%d shares with hashes, want 6: %v", len(hashes), err)
+	}
+	want := map[string]string{}
+	var rows []ReleasedShare
+	if rows, err = store.releaseShares(ctx, `SELECT escrow_id::text, custodian, share_index, ''::bytea, receipt, audit_seq
+		FROM access_release_shares WHERE request_id = $1`, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, sh := range rows {
+		want[sh.Custodian] = sh.Receipt.Hash()
+	}
+	for _, sh := range hashes {
+		if sh.ReceiptSHA256 == "" || sh.ReceiptSHA256 != want[sh.Custodian] {
+			t.Fatalf("%s: receipt hash %q, want %q", sh.Custodian, sh.ReceiptSHA256, want[sh.Custodian])
+		}
+	}
+	var stored int
+	if err := w.pool.QueryRow(ctx, `SELECT count(*) FROM access_release_shares WHERE request_id = $1 AND receipt_sha256 IS NOT NULL`,
+		r.ID).Scan(&stored); err != nil || stored != 5 {
+		t.Fatalf("%d rows keep their receipt's hash, want the 5 the release kept: %v", stored, err)
 	}
 }

@@ -84,6 +84,16 @@ type ReleasedShare struct {
 	Sealed    []byte
 	Receipt   shares.SignedReceipt
 	AuditSeq  int64
+	// ReceiptSHA256 is Receipt's hash, when read without the receipt.
+	ReceiptSHA256 string
+}
+
+// receiptHash is the hash of the share's release receipt.
+func (sh ReleasedShare) receiptHash() string {
+	if sh.ReceiptSHA256 != "" {
+		return sh.ReceiptSHA256
+	}
+	return sh.Receipt.Hash()
 }
 
 // CustodiansError: the custodians did not release enough shares of every
@@ -297,7 +307,9 @@ type custodianShares struct {
 	have        map[string]map[string]bool // escrow id to the custodians whose shares are kept
 	refusals    []*escrow.RefusedError
 	unavailable []string
-	deferred    int // shares not asked for yet: the call's time ran out
+	deferred    int  // shares not asked for yet: the call's time ran out
+	keptNow     int  // shares this call kept
+	late        bool // this call kept shares and ran past its time
 }
 
 // AskPage is how many keys a release call reads in full (with their
@@ -379,6 +391,10 @@ func (s *Service) askCustodians(ctx context.Context, r Request, signed approval.
 			}
 		}
 	}
+	// A call that made progress past its time leaves the recording to
+	// the next; one that made none (a custodian that refuses or is down)
+	// records now, or never would.
+	got.late = got.keptNow > 0 && !until.IsZero() && !time.Now().Before(until)
 	return got, nil
 }
 
@@ -432,6 +448,7 @@ func (s *Service) keepAnswer(ctx context.Context, r Request, recipientKey string
 	if err != nil {
 		return err
 	}
+	got.keptNow += len(released)
 	for _, sh := range released {
 		if got.have[sh.EscrowID] == nil {
 			got.have[sh.EscrowID] = map[string]bool{}
@@ -463,22 +480,26 @@ func (s *Service) finishRelease(ctx context.Context, caller string, r Request, d
 			"custodians_refused", len(got.refusals), "custodians_unavailable", got.unavailable)
 		return Release{}, &CustodiansError{DecisionID: decisionID, Refusals: got.refusals, Unavailable: got.unavailable, Short: short}
 	}
-	// Complete: the log names every share by its receipt, read back now
-	// with every key in full (a call that is not the last reads neither).
-	ids := escrowIDs(keys)
-	escrows, err := s.escrow.ByIDs(ctx, ids)
-	if err != nil {
-		return Release{}, fmt.Errorf("%w: keys in scope: %v", ErrUnavailable, err)
+	if got.late {
+		// This call asked custodians until its time ran out: recording
+		// the release, which reads a receipt hash per share, is left to
+		// the next call, so that this one answers within the API's write
+		// timeout.
+		s.log.Info("release in progress: every key has its shares; the next call records it", "access_request_id", r.ID, "keys", len(keys))
+		return Release{}, &InProgressError{DecisionID: decisionID, KeysTotal: len(keys), KeysReady: len(keys)}
 	}
-	kept, err := s.releases.ReleaseReceipts(ctx, r.ID)
+	// Complete: the log names every key as counted (KeysInScope, in
+	// escrow id order) and every share by its receipt's hash, read back
+	// now (a call that is not the last reads neither).
+	hashes, err := s.releases.ReleaseReceiptHashes(ctx, r.ID)
 	if err != nil {
 		return Release{}, err
 	}
-	withReceipts := groupShares(kept)
-	slices.SortFunc(escrows, func(a, b escrow.Escrow) int { return strings.Compare(a.EscrowID, b.EscrowID) })
-	logged := make([]ReleasedKey, 0, len(escrows))
-	for _, e := range escrows {
-		logged = append(logged, ReleasedKey{Escrow: e, Shares: withReceipts[e.EscrowID]})
+	byKey := groupShares(hashes)
+	logged := make([]ReleasedKey, 0, len(keys))
+	for _, k := range keys {
+		e := escrow.Escrow{EscrowID: k.EscrowID, ConversationID: k.ConversationID, KeyID: k.KeyID, KeyCommitment: k.KeyCommitment}
+		logged = append(logged, ReleasedKey{Escrow: e, Shares: byKey[k.EscrowID]})
 	}
 	f, err := s.requests.Finish(ctx, r.ID, Final{Status: StatusReleased, By: caller, DecisionID: decisionID}, KindRelease,
 		releaseLog(r, decisionID, caller, recipientKey, logged))
@@ -490,7 +511,7 @@ func (s *Service) finishRelease(ctx context.Context, caller string, r Request, d
 	s.notify(ctx, wire.Event{Type: wire.EventReleased, RequestID: r.ID, Status: string(StatusReleased)})
 	s.log.Info("keys released", "access_request_id", r.ID, "decision_id", decisionID, "keys", len(logged), "audit_seq", f.AuditSeq)
 	out := Release{RequestID: r.ID, DecisionID: decisionID, Refusals: got.refusals, AuditSeq: f.AuditSeq}
-	if out.Keys, out.NextAfter, err = s.page(ctx, r.ID, ids, "", s.pageSize); err != nil {
+	if out.Keys, out.NextAfter, err = s.page(ctx, r.ID, escrowIDs(keys), "", s.pageSize); err != nil {
 		return Release{}, err
 	}
 	return out, nil
@@ -545,7 +566,7 @@ func releaseLog(r Request, decisionID, by, recipientKey string, keys []ReleasedK
 		kl := releasedKeyLog{EscrowID: k.Escrow.EscrowID, ConversationID: k.Escrow.ConversationID, KeyID: k.Escrow.KeyID,
 			KeyCommitment: k.Escrow.KeyCommitment}
 		for _, sh := range k.Shares {
-			kl.Shares = append(kl.Shares, releasedShareLog{Custodian: sh.Custodian, Index: sh.Index, ReceiptSHA256: sh.Receipt.Hash()})
+			kl.Shares = append(kl.Shares, releasedShareLog{Custodian: sh.Custodian, Index: sh.Index, ReceiptSHA256: sh.receiptHash()})
 			seqs[sh.AuditSeq] = true
 		}
 		rec.Keys = append(rec.Keys, kl)

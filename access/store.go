@@ -16,6 +16,7 @@ import (
 	"github.com/mediatorhq/mediator/audit"
 	"github.com/mediatorhq/mediator/policy"
 	"github.com/mediatorhq/mediator/seal"
+	"github.com/mediatorhq/mediator/shares"
 )
 
 // RequestStore keeps filed requests and their one final state. Every
@@ -59,9 +60,10 @@ type ReleaseStore interface {
 	// request, the custodians whose shares are kept: what a release
 	// counts, and all it reads of what was released before.
 	KeptCustodians(ctx context.Context, requestID string) (map[string]map[string]bool, error)
-	// ReleaseReceipts returns every share kept for a request with its
-	// receipt, without its sealed bytes: what a completed release logs.
-	ReleaseReceipts(ctx context.Context, requestID string) ([]ReleasedShare, error)
+	// ReleaseReceiptHashes returns every share kept for a request with
+	// its receipt's hash (ReceiptSHA256), without its receipt or sealed
+	// bytes: what a completed release logs.
+	ReleaseReceiptHashes(ctx context.Context, requestID string) ([]ReleasedShare, error)
 	// ReleaseSharesOf returns the shares kept for a request of the
 	// escrows named, with their sealed bytes: one page of an answer.
 	ReleaseSharesOf(ctx context.Context, requestID string, escrowIDs []string) ([]ReleasedShare, error)
@@ -380,8 +382,9 @@ func (s *PGStore) InsertReleaseShares(ctx context.Context, requestID, digest, re
 			if err != nil {
 				return err
 			}
-			b.Queue(`INSERT INTO access_release_shares (request_id, escrow_id, custodian, share_index, sealed, receipt, audit_seq)
-				VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING`, requestID, sh.EscrowID, custodian, sh.Index, sh.Sealed, receipt, seq)
+			b.Queue(`INSERT INTO access_release_shares (request_id, escrow_id, custodian, share_index, sealed, receipt, receipt_sha256, audit_seq)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`, requestID, sh.EscrowID, custodian, sh.Index, sh.Sealed, receipt,
+				sh.Receipt.Hash(), seq)
 		}
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return fmt.Errorf("%w: keep released shares: %v", ErrUnavailable, err)
@@ -424,10 +427,34 @@ func (s *PGStore) KeptCustodians(ctx context.Context, requestID string) (map[str
 	return out, nil
 }
 
-// ReleaseReceipts implements Store.
-func (s *PGStore) ReleaseReceipts(ctx context.Context, requestID string) ([]ReleasedShare, error) {
-	return s.releaseShares(ctx, `SELECT escrow_id::text, custodian, share_index, ''::bytea, receipt, audit_seq
+// ReleaseReceiptHashes implements Store. A share kept before receipts'
+// hashes were (migration 00013) is read with its receipt, and hashed here.
+func (s *PGStore) ReleaseReceiptHashes(ctx context.Context, requestID string) ([]ReleasedShare, error) {
+	rows, err := s.pool.Query(ctx, `SELECT escrow_id::text, custodian, share_index, audit_seq, coalesce(receipt_sha256, ''),
+		CASE WHEN receipt_sha256 IS NULL THEN receipt END
 		FROM access_release_shares WHERE request_id = $1 ORDER BY escrow_id, share_index`, requestID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: released shares: %v", ErrUnavailable, err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (ReleasedShare, error) {
+		var sh ReleasedShare
+		var receipt []byte
+		if err := row.Scan(&sh.EscrowID, &sh.Custodian, &sh.Index, &sh.AuditSeq, &sh.ReceiptSHA256, &receipt); err != nil {
+			return sh, err
+		}
+		if sh.ReceiptSHA256 == "" {
+			var r shares.SignedReceipt
+			if err := json.Unmarshal(receipt, &r); err != nil {
+				return sh, err
+			}
+			sh.ReceiptSHA256 = r.Hash()
+		}
+		return sh, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: released shares: %v", ErrUnavailable, err)
+	}
+	return out, nil
 }
 
 // ReleaseSharesOf implements Store.

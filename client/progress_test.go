@@ -41,8 +41,9 @@ func TestReleaseAsksAgainWhileInProgress(t *testing.T) {
 }
 
 // TestReleasedFollowsPages: a release answered in pages is fetched whole,
-// page after page; a page that is of another release or does not move
-// on is refused rather than looped on.
+// page after page, or handed over a page at a time; a page that is of
+// another release, repeats a key, or does not move on is refused rather
+// than looped on.
 func TestReleasedFollowsPages(t *testing.T) {
 	pages := map[string]wire.Release{
 		"":  {RequestID: "r1", Keys: []wire.ReleasedKey{{EscrowID: "a"}, {EscrowID: "b"}}, NextAfter: "b"},
@@ -65,6 +66,18 @@ func TestReleasedFollowsPages(t *testing.T) {
 	}
 	if err != nil || fmt.Sprint(ids) != "[a b c d e]" || rel.NextAfter != "" {
 		t.Fatalf("pages: %v next %q %v", ids, rel.NextAfter, err)
+	}
+	// Page by page: never more than one page held.
+	var sizes []int
+	if err := c.ReleasedPages(context.Background(), "r1", func(p wire.Release) error {
+		sizes = append(sizes, len(p.Keys))
+		return nil
+	}); err != nil || fmt.Sprint(sizes) != "[2 2 1]" {
+		t.Fatalf("pages handed over: %v, %v; want [2 2 1]", sizes, err)
+	}
+	pages["d"] = wire.Release{RequestID: "r1", Keys: []wire.ReleasedKey{{EscrowID: "c"}, {EscrowID: "e"}}}
+	if _, err := c.Released(context.Background(), "r1"); !errors.Is(err, ErrUnverifiedRelease) {
+		t.Fatalf("a page that repeats a key of an earlier page: %v", err)
 	}
 	pages["d"] = wire.Release{RequestID: "r1", Keys: []wire.ReleasedKey{{EscrowID: "e"}}, NextAfter: "b"}
 	if _, err := c.Released(context.Background(), "r1"); !errors.Is(err, ErrUnverifiedRelease) {

@@ -35,7 +35,18 @@ const maxLostReleaseAnswers = 5
 
 // ReleaseWithProgress is Release, calling progress (if not nil) with each
 // 202 answer: how many of the request's keys have their shares so far.
+// It gathers every page of the answer in memory; ReleasePages does not.
 func (c *Client) ReleaseWithProgress(ctx context.Context, id string, progress func(wire.ReleaseProgress)) (wire.Release, error) {
+	return gather(func(page func(wire.Release) error) error { return c.ReleasePages(ctx, id, progress, page) })
+}
+
+// ReleasePages is ReleaseWithProgress, handing each page of the answer
+// (at most 1,000 keys, in escrow id order) to page as it arrives, so that
+// the officer's client opens and writes a release of any size a page at
+// a time. The first page carries the release's decision, audit seq and
+// refusals. An error from page stops it and is returned; a page that is
+// not the next page of this release is ErrUnverifiedRelease.
+func (c *Client) ReleasePages(ctx context.Context, id string, progress func(wire.ReleaseProgress), page func(wire.Release) error) error {
 	path := "/v1/access-requests/" + url.PathEscape(id) + "/release"
 	lost := 0 // answers lost in a row
 	for {
@@ -54,29 +65,29 @@ func (c *Client) ReleaseWithProgress(ctx context.Context, id string, progress fu
 			continue
 		}
 		if err != nil {
-			return wire.Release{}, err
+			return err
 		}
 		lost = 0
 		if status == http.StatusAccepted {
 			var p wire.ReleaseProgress
 			if err := json.Unmarshal(raw, &p); err != nil {
-				return wire.Release{}, fmt.Errorf("client: unexpected answer to POST %s: %w", path, err)
+				return fmt.Errorf("client: unexpected answer to POST %s: %w", path, err)
 			}
 			if progress != nil {
 				progress(p)
 			}
 			select {
 			case <-ctx.Done():
-				return wire.Release{}, fmt.Errorf("client: release of %s: %w (the shares released so far are kept; ask again)", id, ctx.Err())
+				return fmt.Errorf("client: release of %s: %w (the shares released so far are kept; ask again)", id, ctx.Err())
 			case <-time.After(time.Second):
 			}
 			continue
 		}
-		var out wire.Release
-		if err := json.Unmarshal(raw, &out); err != nil {
-			return wire.Release{}, fmt.Errorf("client: unexpected answer to POST %s: %w", path, err)
+		var first wire.Release
+		if err := json.Unmarshal(raw, &first); err != nil {
+			return fmt.Errorf("client: unexpected answer to POST %s: %w", path, err)
 		}
-		return c.restOf(ctx, id, out)
+		return c.pages(ctx, id, first, page)
 	}
 }
 
@@ -85,30 +96,82 @@ func (c *Client) ReleaseWithProgress(ctx context.Context, id string, progress fu
 // lost (ReleasedBefore), every page of it. Open verifies them as it
 // verifies a Release.
 func (c *Client) Released(ctx context.Context, id string) (wire.Release, error) {
-	var out wire.Release
-	if err := c.get(ctx, "/v1/access-requests/"+url.PathEscape(id)+"/release", &out); err != nil {
-		return wire.Release{}, err
-	}
-	return c.restOf(ctx, id, out)
+	return gather(func(page func(wire.Release) error) error { return c.ReleasedPages(ctx, id, page) })
 }
 
-// restOf fetches the pages of a release after rel, its first, and returns
-// rel with every key. A page that is not of the same release, or that
-// does not move on, is an error.
-func (c *Client) restOf(ctx context.Context, id string, rel wire.Release) (wire.Release, error) {
-	for next := rel.NextAfter; next != ""; {
-		var page wire.Release
-		if err := c.get(ctx, "/v1/access-requests/"+url.PathEscape(id)+"/release?after="+url.QueryEscape(next), &page); err != nil {
-			return wire.Release{}, fmt.Errorf("client: the release's page after %s: %w", next, err)
-		}
-		if page.RequestID != rel.RequestID || (page.NextAfter != "" && page.NextAfter <= next) || (len(page.Keys) == 0 && page.NextAfter != "") {
-			return wire.Release{}, fmt.Errorf("%w: the page after %s is not the next page of this release", ErrUnverifiedRelease, next)
-		}
-		rel.Keys = append(rel.Keys, page.Keys...)
-		next = page.NextAfter
+// ReleasedPages is Released, handing each page to page as ReleasePages
+// does.
+func (c *Client) ReleasedPages(ctx context.Context, id string, page func(wire.Release) error) error {
+	var first wire.Release
+	if err := c.get(ctx, "/v1/access-requests/"+url.PathEscape(id)+"/release", &first); err != nil {
+		return err
 	}
-	rel.NextAfter = ""
-	return rel, nil
+	return c.pages(ctx, id, first, page)
+}
+
+// pages hands first, a release's first page, and every page after it to
+// page. A page that is not of the same release, holds a key outside its
+// place in escrow id order, or does not move on, is an error.
+func (c *Client) pages(ctx context.Context, id string, first wire.Release, page func(wire.Release) error) error {
+	if err := checkPage(first, first.RequestID, ""); err != nil {
+		return err
+	}
+	if err := page(first); err != nil {
+		return err
+	}
+	for next := first.NextAfter; next != ""; {
+		var p wire.Release
+		if err := c.get(ctx, "/v1/access-requests/"+url.PathEscape(id)+"/release?after="+url.QueryEscape(next), &p); err != nil {
+			return fmt.Errorf("client: the release's page after %s: %w", next, err)
+		}
+		if err := checkPage(p, first.RequestID, next); err != nil {
+			return err
+		}
+		if err := page(p); err != nil {
+			return err
+		}
+		next = p.NextAfter
+	}
+	return nil
+}
+
+// checkPage checks that p is a page of release requestID that follows the
+// escrow id after: its keys lie after it, in order, up to p.NextAfter
+// when set, and a page that names a next one holds keys.
+func checkPage(p wire.Release, requestID, after string) error {
+	bad := p.RequestID != requestID || (p.NextAfter != "" && (p.NextAfter <= after || len(p.Keys) == 0))
+	last := after
+	for _, k := range p.Keys {
+		if k.EscrowID <= last || (p.NextAfter != "" && k.EscrowID > p.NextAfter) {
+			bad = true
+		}
+		last = k.EscrowID
+	}
+	if bad {
+		return fmt.Errorf("%w: the page after %q is not the next page of this release", ErrUnverifiedRelease, after)
+	}
+	return nil
+}
+
+// gather runs a paged release and returns its first page with the keys
+// of every page.
+func gather(run func(page func(wire.Release) error) error) (wire.Release, error) {
+	var out wire.Release
+	pages := 0
+	err := run(func(p wire.Release) error {
+		if pages == 0 {
+			out = p
+		} else {
+			out.Keys = append(out.Keys, p.Keys...)
+		}
+		pages++
+		return nil
+	})
+	if err != nil {
+		return wire.Release{}, err
+	}
+	out.NextAfter = ""
+	return out, nil
 }
 
 // ReleasedBefore reports whether err is the mediator's answer to Release

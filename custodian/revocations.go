@@ -118,20 +118,16 @@ func (c *Custodian) recordRevocation(ctx context.Context, r wire.Revocation) (wi
 	}
 	rec := revocationRecord{RequestID: req.ID, RequestDigest: digest, OfficerID: o.ID, Signature: r.Signature,
 		RecordedAt: c.now().UTC().Format(shares.TimeLayout), RosterVersion: current.Version, RosterDigest: rosterDigest}
-	status := "recorded"
-	switch err := c.store.putRevocation(ctx, rec); {
-	case errors.Is(err, errExists):
-		if rec, err = c.store.revocation(ctx, req.ID); err != nil {
-			return wire.RevocationRecorded{}, fmt.Errorf("%w: revocation record: %v", errUnavailable, err)
-		}
-		if rec.RequestDigest != digest {
-			return wire.RevocationRecorded{}, invalid.Coded(revocationConflict, "canonical",
-				fmt.Sprintf("a revocation is on record for this request id over another digest (%s)", rec.RequestDigest))
-		}
-		status = "already_recorded"
-	case err != nil:
-		return wire.RevocationRecorded{}, fmt.Errorf("%w: revocation record: %v", errUnavailable, err)
-	default:
+	status, err := recordOnce(func() error { return c.store.putRevocation(ctx, rec) },
+		func() (string, error) {
+			var err error
+			rec, err = c.store.revocation(ctx, req.ID)
+			return rec.RequestDigest, err
+		}, digest, "revocation", revocationConflict, "a revocation is")
+	if err != nil {
+		return wire.RevocationRecorded{}, err
+	}
+	if status == "recorded" {
 		c.log.Info("revocation recorded", "custodian", c.cfg.Name, "request_id", req.ID, "digest", digest, "officer_id", o.ID,
 			"roster_version", current.Version)
 	}
@@ -148,25 +144,7 @@ func (c *Custodian) postRevocation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ans, err := c.RecordRevocation(r.Context(), body)
-	var re *RosterError
-	bad, malformed := invalid.As(err)
-	switch {
-	case errors.As(err, &re):
-		c.log.Warn("revocation refused", "custodian", c.cfg.Name, "code", re.Code, "err", err)
-		c.writeRosterError(w, r, re)
-	case malformed:
-		_, reason, code := bad.Invalid()
-		c.log.Warn("revocation refused", "custodian", c.cfg.Name, "code", code, "officer_id", body.OfficerID)
-		status := http.StatusUnprocessableEntity
-		if code == revocationConflict {
-			status = http.StatusConflict
-		}
-		wire.WriteError(w, status, code, c.cfg.Name+": "+bad.Field+" "+reason)
-	case err != nil:
-		c.callError(w, "revocation", err)
-	default:
-		wire.WriteJSON(w, http.StatusOK, ans)
-	}
+	c.writeStatement(w, r, "revocation", revocationConflict, ans, err, "officer_id", body.OfficerID)
 }
 
 // putRevocation writes rec once; errExists if a revocation of the

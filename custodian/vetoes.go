@@ -115,20 +115,16 @@ func (c *Custodian) recordVeto(ctx context.Context, v wire.Veto) (wire.VetoRecor
 	}
 	rec := vetoRecord{RequestID: req.ID, RequestDigest: digest, ApproverID: ap.ID, Signature: v.Signature,
 		RecordedAt: c.now().UTC().Format(shares.TimeLayout), RosterVersion: current.Version, RosterDigest: rosterDigest}
-	status := "recorded"
-	switch err := c.store.putVeto(ctx, rec); {
-	case errors.Is(err, errExists):
-		if rec, err = c.store.veto(ctx, req.ID, ap.ID); err != nil {
-			return wire.VetoRecorded{}, fmt.Errorf("%w: veto record: %v", errUnavailable, err)
-		}
-		if rec.RequestDigest != digest {
-			return wire.VetoRecorded{}, invalid.Coded(vetoConflict, "canonical",
-				fmt.Sprintf("a deny vote by this approver is on record for this request id over another digest (%s)", rec.RequestDigest))
-		}
-		status = "already_recorded"
-	case err != nil:
-		return wire.VetoRecorded{}, fmt.Errorf("%w: veto record: %v", errUnavailable, err)
-	default:
+	status, err := recordOnce(func() error { return c.store.putVeto(ctx, rec) },
+		func() (string, error) {
+			var err error
+			rec, err = c.store.veto(ctx, req.ID, ap.ID)
+			return rec.RequestDigest, err
+		}, digest, "veto", vetoConflict, "a deny vote by this approver is")
+	if err != nil {
+		return wire.VetoRecorded{}, err
+	}
+	if status == "recorded" {
 		c.log.Info("veto recorded", "custodian", c.cfg.Name, "request_id", req.ID, "digest", digest, "approver_id", ap.ID,
 			"roster_version", current.Version)
 	}
@@ -145,25 +141,7 @@ func (c *Custodian) postVeto(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ans, err := c.RecordVeto(r.Context(), body)
-	var re *RosterError
-	bad, malformed := invalid.As(err)
-	switch {
-	case errors.As(err, &re):
-		c.log.Warn("veto refused", "custodian", c.cfg.Name, "code", re.Code, "err", err)
-		c.writeRosterError(w, r, re)
-	case malformed:
-		_, reason, code := bad.Invalid()
-		c.log.Warn("veto refused", "custodian", c.cfg.Name, "code", code, "approver_id", body.ApproverID)
-		status := http.StatusUnprocessableEntity
-		if code == vetoConflict {
-			status = http.StatusConflict
-		}
-		wire.WriteError(w, status, code, c.cfg.Name+": "+bad.Field+" "+reason)
-	case err != nil:
-		c.callError(w, "veto", err)
-	default:
-		wire.WriteJSON(w, http.StatusOK, ans)
-	}
+	c.writeStatement(w, r, "veto", vetoConflict, ans, err, "approver_id", body.ApproverID)
 }
 
 // vetoName is the record name of approverID's veto.

@@ -515,9 +515,12 @@ func (s *Service) InScope(ctx context.Context, conversationIDs []string, from, t
 // ScopeKey is an escrow as a release call counts it: its id, how many
 // shares open it, and the custodians that hold one.
 type ScopeKey struct {
-	EscrowID   string
-	Threshold  int
-	Custodians []string
+	EscrowID       string
+	ConversationID string
+	KeyID          string
+	KeyCommitment  string
+	Threshold      int
+	Custodians     []string
 }
 
 // KeysInScope returns the live escrows of the given conversations

@@ -309,7 +309,7 @@ func (r *PGRows) InScope(ctx context.Context, conversationIDs []string, from, to
 // KeysInScope implements DepositRows. It reads no receipt: a release call
 // counts every key in scope but reads in full only those it asks for.
 func (r *PGRows) KeysInScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]ScopeKey, error) {
-	rows, err := r.pool.Query(ctx, `SELECT k.escrow_id::text, k.threshold, k.custodians
+	rows, err := r.pool.Query(ctx, `SELECT k.escrow_id::text, k.conversation_id, k.key_id, k.key_commitment, k.threshold, k.custodians
 		FROM escrow_keys k JOIN escrow_deposit_audit a USING (escrow_id) LEFT JOIN escrow_destructions d USING (escrow_id)
 		WHERE d.escrow_id IS NULL AND k.conversation_id = ANY($1) AND a.created_at BETWEEN $2 AND $3
 		ORDER BY k.escrow_id`, conversationIDs, from, to)
@@ -318,7 +318,7 @@ func (r *PGRows) KeysInScope(ctx context.Context, conversationIDs []string, from
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (ScopeKey, error) {
 		var k ScopeKey
-		err := row.Scan(&k.EscrowID, &k.Threshold, &k.Custodians)
+		err := row.Scan(&k.EscrowID, &k.ConversationID, &k.KeyID, &k.KeyCommitment, &k.Threshold, &k.Custodians)
 		return k, err
 	})
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/hpke"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,61 +66,121 @@ func requestRelease(ctx context.Context, c *call, args []string) error {
 	if err != nil {
 		return fmt.Errorf("request release: --out: %w (it must not exist yet)", err)
 	}
-	rel, err := fetchRelease(ctx, c.stderr, cli, id)
-	if err != nil {
-		out.Close()
-		os.Remove(*outFile)
-		return err
-	}
-	keys, openErr := client.Open(priv, chk, rel)
-	if openErr != nil {
-		// The request is released now: keep the sealed shares rather than
-		// lose them to a wrong --key, a bad share or a lying mediator.
-		sealed, _ := json.Marshal(rel)
-		if werr := writeNew(*outFile+".sealed", sealed, 0o600); werr != nil {
-			openErr = fmt.Errorf("%w (and saving the sealed shares failed: %v)", openErr, werr)
-		} else {
-			openErr = fmt.Errorf("%w; the sealed shares are saved in %s.sealed", openErr, *outFile)
+	w := &releaseWriter{priv: priv, chk: chk, out: json.NewEncoder(out), sealedFile: *outFile + ".sealed", stderr: c.stderr}
+	err = fetchRelease(ctx, c.stderr, cli, id, w.page)
+	if err = errors.Join(err, out.Close(), w.close()); err != nil {
+		if w.opened == 0 {
+			os.Remove(*outFile)
+			return err
 		}
+		return fmt.Errorf("request release: %w (%d keys written to %s before it stopped)", err, w.opened, *outFile)
 	}
-	enc := json.NewEncoder(out)
-	for _, k := range keys {
-		err = errors.Join(err, enc.Encode(k))
-		clear(k.Key)
-		showOpened(c.stderr, k)
-	}
-	if err = errors.Join(err, out.Close()); err != nil {
-		return fmt.Errorf("request release: write %s: %w", *outFile, err)
-	}
-	for _, r := range rel.Refusals {
+	for _, r := range w.first.Refusals {
 		fmt.Fprintf(c.stderr, "custodian %s refused: %s\n", r.Custodian, strings.Join(r.Reasons, "; "))
 	}
-	if len(keys) == 0 && openErr != nil {
+	if w.opened == 0 && w.openErr != nil {
 		os.Remove(*outFile)
-		return fmt.Errorf("request release: no key was recovered: %w", openErr)
+		return fmt.Errorf("request release: no key was recovered: %w", w.openErr)
 	}
 	fmt.Fprintf(c.stderr, "every key was checked against its custodians' receipts, verified with roster version %d from genesis %s\n",
 		chk.Roster.Version, genesis)
 	fmt.Fprintf(c.stdout, "released %d keys of request %s into %s (decision %s, audit seq %d)\n",
-		len(keys), id, *outFile, rel.DecisionID, rel.AuditSeq)
-	if openErr != nil {
-		return fmt.Errorf("request release: %w", openErr)
+		w.opened, id, *outFile, w.first.DecisionID, w.first.AuditSeq)
+	if w.openErr != nil {
+		return fmt.Errorf("request release: %w", w.openErr)
 	}
 	return nil
 }
 
-// fetchRelease asks for the release of request id. When the mediator
-// answers that the request was released already, an earlier answer was
-// lost: it fetches the shares the mediator kept instead, and says so.
-func fetchRelease(ctx context.Context, stderr io.Writer, cli *client.Client, id string) (wire.Release, error) {
-	rel, err := cli.ReleaseWithProgress(ctx, id, func(p wire.ReleaseProgress) {
+// releaseWriter opens a release a page at a time and writes each key it
+// recovers as it goes: the officer's machine holds one page (at most
+// 1,000 keys) of sealed shares at once, however large the release.
+type releaseWriter struct {
+	priv       hpke.PrivateKey
+	chk        client.ReleaseCheck
+	out        *json.Encoder
+	sealedFile string // where the pages that do not open are kept
+	stderr     io.Writer
+
+	first   wire.Release // the first page: decision, audit seq, refusals
+	pages   int
+	opened  int   // keys written
+	openErr error // the first page's error that did not open in full
+	sealed  *os.File
+}
+
+// page opens one page and writes its keys. A page that does not open in
+// full is kept, sealed, as one JSON line of the .sealed file beside the
+// output: the request is released now, and its shares must not be lost
+// to a wrong key, a bad share or a lying mediator. Only a write that
+// fails stops the release.
+func (w *releaseWriter) page(p wire.Release) error {
+	if w.pages == 0 {
+		w.first = p
+	}
+	w.pages++
+	keys, openErr := client.Open(w.priv, w.chk, p)
+	if openErr != nil {
+		if err := w.keepSealed(p); err != nil {
+			return fmt.Errorf("%w (and saving its sealed shares failed: %v)", openErr, err)
+		}
+		if w.openErr == nil {
+			w.openErr = fmt.Errorf("%w; the sealed shares of the pages that did not open are saved in %s", openErr, w.sealedFile)
+		}
+	}
+	var err error
+	for _, k := range keys {
+		err = errors.Join(err, w.out.Encode(k))
+		clear(k.Key)
+		showOpened(w.stderr, k)
+	}
+	w.opened += len(keys)
+	return err
+}
+
+// close closes the .sealed file, if a page needed it.
+func (w *releaseWriter) close() error {
+	if w.sealed == nil {
+		return nil
+	}
+	return w.sealed.Close()
+}
+
+// keepSealed appends page p to the .sealed file, created 0600 and never
+// overwritten.
+func (w *releaseWriter) keepSealed(p wire.Release) error {
+	if w.sealed == nil {
+		f, err := os.OpenFile(w.sealedFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
+		}
+		w.sealed = f
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	_, err = w.sealed.Write(append(b, '\n'))
+	return err
+}
+
+// fetchRelease asks for the release of request id and hands each page of
+// the answer to page. When the mediator answers that the request was
+// released already, an earlier answer was lost: it fetches the shares the
+// mediator kept instead, and says so.
+func fetchRelease(ctx context.Context, stderr io.Writer, cli *client.Client, id string, page func(wire.Release) error) error {
+	err := cli.ReleasePages(ctx, id, func(p wire.ReleaseProgress) {
+		if p.KeysReady == p.KeysTotal {
+			fmt.Fprintf(stderr, "releasing: all %d keys have their shares; the mediator records the release\n", p.KeysTotal)
+			return
+		}
 		fmt.Fprintf(stderr, "releasing: %d of %d keys have their shares; asking the custodians for the rest\n", p.KeysReady, p.KeysTotal)
-	})
+	}, page)
 	if !client.ReleasedBefore(err) {
-		return rel, err
+		return err
 	}
 	fmt.Fprintf(stderr, "request %s was released before and its answer did not reach you: fetching the kept release (GET /v1/access-requests/%s/release)\n", id, id)
-	return cli.Released(ctx, id)
+	return cli.ReleasedPages(ctx, id, page)
 }
 
 // showOpened warns of what the checks of one opened key found.

@@ -126,41 +126,13 @@ func revokeAtCustodians(ctx context.Context, c *call, cli *client.Client, genesi
 }
 
 // deliverRevocation signs the officer's revocation of the request r
-// shows and posts it to the custodians of every version of the roster
-// chain the mediator serves, verified here from genesis (a custodian that
-// held shares under an older version may hold them still). It writes one
-// line per custodian to w: recorded, or a WARNING with the reason. It
-// returns how many custodians hold it on record and how many it was
-// delivered to; a custodian it cannot reach or that refuses is never an
-// error here, and the revocation may be delivered again (a custodian
-// answers already_recorded).
+// shows and delivers it to every custodian (deliverStatement).
 func deliverRevocation(ctx context.Context, w io.Writer, cli *client.Client, genesis string, r client.Review, key ed25519.PrivateKey) (recorded, targets int, err error) {
-	chain, versions, err := cli.VerifiedChain(ctx, genesis)
-	if err != nil {
-		return 0, 0, err
-	}
-	all := make([]*roster.Roster, len(versions))
-	for i := range versions {
-		all[i] = &versions[i]
-	}
-	ts := pushTargets(all...)
-	rev := wire.Revocation{Roster: chain, Canonical: r.Canonical, OfficerID: r.Request.Requester,
-		Signature: approval.SignRevocation(key, r.Request.ID, r.Digest)}
-	results := callCustodians(ctx, ts, func(ctx context.Context, hc *http.Client, url string) (wire.RevocationRecorded, error) {
-		return client.SendRevocation(ctx, hc, url, rev)
-	})
-	for i, t := range ts {
-		res := results[i]
-		switch {
-		case res.err != nil:
-			fmt.Fprintf(w, "WARNING: custodian %s (%s) did not record your revocation: %v\n", t.name, t.url, res.err)
-		case res.ans.RequestID != r.Request.ID || res.ans.Digest != r.Digest || res.ans.OfficerID != r.Request.Requester:
-			fmt.Fprintf(w, "WARNING: custodian %s (%s) answers with a record of another revocation (%s on %s by %s)\n",
-				t.name, t.url, res.ans.RequestID, res.ans.Digest, res.ans.OfficerID)
-		default:
-			recorded++
-			fmt.Fprintf(w, "  %-16s custodian %s (%s) holds your revocation of request %s\n", res.ans.Status, t.name, t.url, r.Request.ID)
-		}
-	}
-	return recorded, len(ts), nil
+	sig := approval.SignRevocation(key, r.Request.ID, r.Digest)
+	return deliverStatement(ctx, w, cli, genesis, r, "revocation", r.Request.Requester,
+		func(ctx context.Context, hc *http.Client, url string, chain []roster.Signed) (recordedStatement, error) {
+			ans, err := client.SendRevocation(ctx, hc, url, wire.Revocation{Roster: chain, Canonical: r.Canonical,
+				OfficerID: r.Request.Requester, Signature: sig})
+			return recordedStatement{ans.Status, ans.RequestID, ans.Digest, ans.OfficerID}, err
+		})
 }
