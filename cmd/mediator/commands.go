@@ -26,6 +26,10 @@ func commands() *command {
 			{name: "serve", forms: []form{{"--config FILE", "run one custodian service, with its own credentials"}}, run: custodianServeCmd},
 			{name: "rotate-hpke", forms: []form{{"--config FILE [--url URL]", "make a new HPKE key; print its roster entry (in force once a roster version lists it)"}}, run: custodianRotateHPKECmd},
 		}},
+		{name: "pseudonym", verbs: []*command{
+			{name: "keygen", forms: []form{{"--out FILE", "make the pseudonym service's VOPRF key; print its public key for the roster"}}, run: pseudonymKeygenCmd},
+			{name: "serve", forms: []form{{"--config FILE", "run the pseudonym service (an organisation other than the mediator's operator)"}}, run: pseudonymServeCmd},
+		}},
 		rosterCommands(),
 		{name: "approver", verbs: []*command{
 			{name: "checkin", forms: []form{{"--key FILE", "sign a liveness check-in (approver)"}}, run: approverCheckinCmd},

@@ -35,6 +35,10 @@
 //	                                  run one custodian service, with its own credentials
 //	mediator custodian rotate-hpke --config FILE [--url URL]
 //	                                  make a new HPKE key; print its roster entry (in force once a roster version lists it)
+//	mediator pseudonym keygen --out FILE
+//	                                  make the pseudonym service's VOPRF key; print its public key for the roster
+//	mediator pseudonym serve --config FILE
+//	                                  run the pseudonym service (an organisation other than the mediator's operator)
 //	mediator roster genesis --file DRAFT
 //	                                  print the digest a draft has as the first version (what everyone pins)
 //	mediator roster propose --file DRAFT

@@ -1,0 +1,107 @@
+package pseudonym
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/mediatorhq/mediator/ratelimit"
+)
+
+// TestServiceOverHTTP: a caller with its token gets verified pseudonyms
+// over HTTP; no token, or another's, gets 401; a caller past its rate
+// gets 429 with Retry-After while another caller is still answered; the
+// log names callers and counts, never an element or identifier, and the
+// metric counts each caller's elements.
+func TestServiceOverHTTP(t *testing.T) {
+	ctx := context.Background()
+	key := newKey(t)
+	var logs bytes.Buffer
+	svc, err := NewService(ServiceConfig{Key: key, Limit: ratelimit.Limit{Rate: 1, Burst: 5}, MetricsToken: []byte("the-monitoring-token"),
+		Log:     slog.New(slog.NewJSONHandler(&logs, nil)),
+		Callers: []Caller{{Name: "gw-1", Token: []byte("token-of-gateway-one")}, {Name: "officers", Token: []byte("token-of-the-officers")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(svc.Handler())
+	defer srv.Close()
+
+	gw := NewClient(key.Public(), HTTPEvaluate(srv.URL, "token-of-gateway-one", nil), -1)
+	const canary = "+14155550123"
+	ps, err := gw.Pseudonyms(ctx, KindPhone, []string{canary, "+14155550124"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, _ := NewClient(key.Public(), Local(NewEvaluator(key)), -1).Pseudonyms(ctx, KindPhone, []string{canary})
+	if ps[0] != local[0] {
+		t.Fatal("the pseudonym over HTTP differs from the one in process")
+	}
+
+	for name, token := range map[string]string{"no token": "", "a wrong token": "token-of-gateway-two"} {
+		_, err := NewClient(key.Public(), HTTPEvaluate(srv.URL, token, nil), -1).Pseudonyms(ctx, KindPhone, []string{"+1"})
+		if err == nil || !strings.Contains(err.Error(), "401") {
+			t.Errorf("%s: %v, want 401", name, err)
+		}
+	}
+
+	// gw-1 used 2 of its burst of 5: 4 more are refused, all of them.
+	_, err = gw.Pseudonyms(ctx, KindPhone, []string{"+15", "+16", "+17", "+18"})
+	if err == nil || !strings.Contains(err.Error(), "429") {
+		t.Fatalf("past the rate: %v, want 429", err)
+	}
+	if _, err := NewClient(key.Public(), HTTPEvaluate(srv.URL, "token-of-the-officers", nil), -1).Pseudonyms(ctx, KindConversation, []string{"c"}); err != nil {
+		t.Fatalf("another caller: %v", err)
+	}
+	if got := testutil.ToFloat64(svc.elements.WithLabelValues("gw-1")); got != 2 {
+		t.Errorf("gw-1's elements: %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(svc.refused.WithLabelValues("gw-1", "rate_limited")); got != 1 {
+		t.Errorf("gw-1 rate limited: %v, want 1", got)
+	}
+
+	get := func(path, token string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/metrics", "the-monitoring-token"); code != 200 || !strings.Contains(body, `mediator_pseudonym_elements_total{caller="gw-1"} 2`) {
+		t.Errorf("metrics: %d %s", code, body)
+	}
+	if code, _ := get("/metrics", "token-of-gateway-one"); code != http.StatusUnauthorized {
+		t.Errorf("metrics with a caller's token: %d", code)
+	}
+	req := httptest.NewRequest(http.MethodGet, "/v1/public-key", nil)
+	rec := httptest.NewRecorder()
+	svc.Handler().ServeHTTP(rec, req)
+	if !strings.Contains(rec.Body.String(), key.Public().ID()) {
+		t.Errorf("public key answer: %s", rec.Body)
+	}
+
+	out := logs.String()
+	if !strings.Contains(out, `"caller":"gw-1"`) || !strings.Contains(out, `"elements":2`) {
+		t.Errorf("the log does not count gw-1's elements: %s", out)
+	}
+	for _, secret := range []string{canary, "4155550123", "token-of-gateway-one", ps[0][len(Prefix):]} {
+		if strings.Contains(out, secret) {
+			t.Errorf("the log holds %q", secret)
+		}
+	}
+	// No element reaches the log: the first bytes of any 32-byte element
+	// in base64 would be there.
+	if strings.Contains(out, "elements\":[") {
+		t.Error("the log holds elements")
+	}
+}
