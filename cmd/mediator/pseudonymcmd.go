@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mediatorhq/mediator/pseudonym"
+	"github.com/mediatorhq/mediator/pseudonymservice"
 )
 
 // The pseudonym service evaluates the VOPRF that turns identifiers into
@@ -66,7 +67,7 @@ func pseudonymServeCmd(ctx context.Context, c *call, args []string) error {
 	if err != nil {
 		return fmt.Errorf("pseudonym serve: %w", err)
 	}
-	f, err := pseudonym.ParseFile(b)
+	f, err := pseudonymservice.ParseFile(b)
 	if err != nil {
 		return err
 	}
@@ -76,7 +77,7 @@ func pseudonymServeCmd(ctx context.Context, c *call, args []string) error {
 	}
 	log := newLogger(c.stderr, level, nil)
 	cfg.Log = log
-	svc, err := pseudonym.NewService(cfg)
+	svc, err := pseudonymservice.NewService(cfg)
 	if err != nil {
 		return err
 	}

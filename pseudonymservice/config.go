@@ -1,4 +1,4 @@
-package pseudonym
+package pseudonymservice
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/mediatorhq/mediator/pseudonym"
 	"github.com/mediatorhq/mediator/ratelimit"
 	"github.com/mediatorhq/mediator/secretfile"
 )
@@ -76,7 +77,7 @@ func (f File) Load() (ServiceConfig, error) {
 	if err != nil {
 		return ServiceConfig{}, fmt.Errorf("pseudonym: key_file: %w", err)
 	}
-	key, err := ParseKey([]byte(text))
+	key, err := pseudonym.ParseKey([]byte(text))
 	if err != nil {
 		return ServiceConfig{}, err
 	}

@@ -1,4 +1,4 @@
-package pseudonym
+package pseudonymservice
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/mediatorhq/mediator/pseudonym"
 	"github.com/mediatorhq/mediator/ratelimit"
 )
 
@@ -22,7 +23,10 @@ import (
 // metric counts each caller's elements.
 func TestServiceOverHTTP(t *testing.T) {
 	ctx := context.Background()
-	key := newKey(t)
+	key, err := pseudonym.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var logs bytes.Buffer
 	svc, err := NewService(ServiceConfig{Key: key, Limit: ratelimit.Limit{Rate: 1, Burst: 5}, MetricsToken: []byte("the-monitoring-token"),
 		Log:     slog.New(slog.NewJSONHandler(&logs, nil)),
@@ -33,30 +37,30 @@ func TestServiceOverHTTP(t *testing.T) {
 	srv := httptest.NewServer(svc.Handler())
 	defer srv.Close()
 
-	gw := NewClient(key.Public(), HTTPEvaluate(srv.URL, "token-of-gateway-one", nil), -1)
+	gw := pseudonym.NewClient(key.Public(), pseudonym.HTTPEvaluate(srv.URL, "token-of-gateway-one", nil), -1)
 	const canary = "+14155550123"
-	ps, err := gw.Pseudonyms(ctx, KindPhone, []string{canary, "+14155550124"})
+	ps, err := gw.Pseudonyms(ctx, pseudonym.KindPhone, []string{canary, "+14155550124"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	local, _ := NewClient(key.Public(), Local(NewEvaluator(key)), -1).Pseudonyms(ctx, KindPhone, []string{canary})
+	local, _ := pseudonym.NewClient(key.Public(), pseudonym.Local(pseudonym.NewEvaluator(key)), -1).Pseudonyms(ctx, pseudonym.KindPhone, []string{canary})
 	if ps[0] != local[0] {
 		t.Fatal("the pseudonym over HTTP differs from the one in process")
 	}
 
 	for name, token := range map[string]string{"no token": "", "a wrong token": "token-of-gateway-two"} {
-		_, err := NewClient(key.Public(), HTTPEvaluate(srv.URL, token, nil), -1).Pseudonyms(ctx, KindPhone, []string{"+1"})
+		_, err := pseudonym.NewClient(key.Public(), pseudonym.HTTPEvaluate(srv.URL, token, nil), -1).Pseudonyms(ctx, pseudonym.KindPhone, []string{"+1"})
 		if err == nil || !strings.Contains(err.Error(), "401") {
 			t.Errorf("%s: %v, want 401", name, err)
 		}
 	}
 
 	// gw-1 used 2 of its burst of 5: 4 more are refused, all of them.
-	_, err = gw.Pseudonyms(ctx, KindPhone, []string{"+15", "+16", "+17", "+18"})
+	_, err = gw.Pseudonyms(ctx, pseudonym.KindPhone, []string{"+15", "+16", "+17", "+18"})
 	if err == nil || !strings.Contains(err.Error(), "429") {
 		t.Fatalf("past the rate: %v, want 429", err)
 	}
-	if _, err := NewClient(key.Public(), HTTPEvaluate(srv.URL, "token-of-the-officers", nil), -1).Pseudonyms(ctx, KindConversation, []string{"c"}); err != nil {
+	if _, err := pseudonym.NewClient(key.Public(), pseudonym.HTTPEvaluate(srv.URL, "token-of-the-officers", nil), -1).Pseudonyms(ctx, pseudonym.KindConversation, []string{"c"}); err != nil {
 		t.Fatalf("another caller: %v", err)
 	}
 	if got := testutil.ToFloat64(svc.elements.WithLabelValues("gw-1")); got != 2 {
@@ -94,7 +98,7 @@ func TestServiceOverHTTP(t *testing.T) {
 	if !strings.Contains(out, `"caller":"gw-1"`) || !strings.Contains(out, `"elements":2`) {
 		t.Errorf("the log does not count gw-1's elements: %s", out)
 	}
-	for _, secret := range []string{canary, "4155550123", "token-of-gateway-one", ps[0][len(Prefix):]} {
+	for _, secret := range []string{canary, "4155550123", "token-of-gateway-one", ps[0][len(pseudonym.Prefix):]} {
 		if strings.Contains(out, secret) {
 			t.Errorf("the log holds %q", secret)
 		}

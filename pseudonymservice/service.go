@@ -1,8 +1,11 @@
-package pseudonym
+// Package pseudonymservice is the pseudonym service's HTTP API: the
+// VOPRF evaluation of package pseudonym, for the callers it knows by
+// token, each within its rate, counted and logged without identifiers.
+// It is run by an organisation other than the mediator's operator
+// (docs/pseudonyms.md).
+package pseudonymservice
 
 import (
-	"bytes"
-	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -17,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mediatorhq/mediator/pseudonym"
 	"github.com/mediatorhq/mediator/ratelimit"
 	"github.com/mediatorhq/mediator/wire"
 )
@@ -31,7 +35,7 @@ type Caller struct {
 
 // ServiceConfig configures the service's HTTP API.
 type ServiceConfig struct {
-	Key     *Key
+	Key     *pseudonym.Key
 	Callers []Caller
 	// Limit bounds the elements each caller may have evaluated: Rate per
 	// second, Burst at once (DefaultLimit when zero).
@@ -48,13 +52,13 @@ type ServiceConfig struct {
 // enumerating phone numbers would need (10^10 of them take 58 days).
 var DefaultLimit = ratelimit.Limit{Rate: 2000, Burst: 20_000}
 
-// maxEvaluateBody bounds an evaluation request: MaxBatch elements of 32
+// maxEvaluateBody bounds an evaluation request: pseudonym.MaxBatch elements of 32
 // bytes in base64, with room to spare.
 const maxEvaluateBody = 128 << 10
 
 // Service is the pseudonym service's HTTP API:
 //
-//	POST /v1/evaluate     a caller's blinded elements → Evaluation (bearer token)
+//	POST /v1/evaluate     a caller's blinded elements → pseudonym.Evaluation (bearer token)
 //	GET  /v1/public-key   {"public_key","key_id"} (public)
 //	GET  /healthz         200
 //	GET  /metrics         Prometheus metrics (the metrics token, when configured)
@@ -64,8 +68,8 @@ const maxEvaluateBody = 128 << 10
 // (mediator_pseudonym_elements_total) so that an alert can see a rate
 // like enumeration.
 type Service struct {
-	eval    *Evaluator
-	pub     PublicKey
+	eval    *pseudonym.Evaluator
+	pub     pseudonym.PublicKey
 	callers []hashedCaller
 	limit   *ratelimit.Buckets
 	log     *slog.Logger
@@ -90,7 +94,7 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	if len(cfg.Callers) == 0 {
 		return nil, errors.New("pseudonym: the service needs at least one caller")
 	}
-	s := &Service{eval: NewEvaluator(cfg.Key), pub: cfg.Key.Public(), log: cfg.Log, now: cfg.Now,
+	s := &Service{eval: pseudonym.NewEvaluator(cfg.Key), pub: cfg.Key.Public(), log: cfg.Log, now: cfg.Now,
 		elements: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mediator_pseudonym_elements_total",
 			Help: "Blinded elements evaluated, per caller."}, []string{"caller"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mediator_pseudonym_refused_total",
@@ -179,7 +183,7 @@ func (s *Service) postEvaluate(w http.ResponseWriter, r *http.Request) {
 		wire.WriteError(w, http.StatusUnauthorized, "unauthenticated", "a caller's bearer token is required")
 		return
 	}
-	var req EvaluateRequest
+	var req pseudonym.EvaluateRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxEvaluateBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
@@ -187,7 +191,7 @@ func (s *Service) postEvaluate(w http.ResponseWriter, r *http.Request) {
 		wire.WriteError(w, http.StatusBadRequest, "bad_request", "the body must be {\"elements\": [base64, …]} of at most "+strconv.Itoa(maxEvaluateBody)+" bytes")
 		return
 	}
-	if n := len(req.Elements); n > 0 && n <= MaxBatch {
+	if n := len(req.Elements); n > 0 && n <= pseudonym.MaxBatch {
 		if ok, wait := s.limit.ReserveN(name, n, s.now()); !ok {
 			s.refused.WithLabelValues(name, "rate_limited").Inc()
 			s.log.Warn("evaluation rate limited", "caller", name, "elements", n)
@@ -197,7 +201,7 @@ func (s *Service) postEvaluate(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	ev, err := s.eval.Evaluate(req)
-	if errors.Is(err, ErrBadRequest) {
+	if errors.Is(err, pseudonym.ErrBadRequest) {
 		s.refused.WithLabelValues(name, "bad_request").Inc()
 		wire.WriteError(w, http.StatusUnprocessableEntity, "bad_elements", err.Error())
 		return
@@ -210,40 +214,4 @@ func (s *Service) postEvaluate(w http.ResponseWriter, r *http.Request) {
 	s.elements.WithLabelValues(name).Add(float64(len(req.Elements)))
 	s.log.Info("evaluated", "caller", name, "elements", len(req.Elements))
 	wire.WriteJSON(w, http.StatusOK, ev)
-}
-
-// HTTPEvaluate is an Evaluate that calls the service at baseURL with
-// token, through hc (http.DefaultClient when nil).
-func HTTPEvaluate(baseURL, token string, hc *http.Client) Evaluate {
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	url := strings.TrimSuffix(baseURL, "/") + "/v1/evaluate"
-	return func(ctx context.Context, req EvaluateRequest) (Evaluation, error) {
-		body, err := json.Marshal(req)
-		if err != nil {
-			return Evaluation{}, err
-		}
-		hr, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-		if err != nil {
-			return Evaluation{}, err
-		}
-		hr.Header.Set("Content-Type", "application/json")
-		hr.Header.Set("Authorization", "Bearer "+token)
-		resp, err := hc.Do(hr)
-		if err != nil {
-			return Evaluation{}, fmt.Errorf("the pseudonym service: %w", err)
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			var e wire.Error
-			_ = json.NewDecoder(resp.Body).Decode(&e)
-			return Evaluation{}, fmt.Errorf("the pseudonym service answered %d %s: %s", resp.StatusCode, e.Error.Code, e.Error.Message)
-		}
-		var ev Evaluation
-		if err := json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 1<<20)).Decode(&ev); err != nil {
-			return Evaluation{}, fmt.Errorf("the pseudonym service's answer: %w", err)
-		}
-		return ev, nil
-	}
 }
