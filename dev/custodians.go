@@ -73,6 +73,8 @@ type CustodianOptions struct {
 	// for a caller that holds the ports open itself; by default each gets a
 	// free port of 127.0.0.1.
 	Addrs []string
+	// Pseudonym, if set, is the pseudonym service the genesis names.
+	Pseudonym *roster.PseudonymService
 }
 
 // PrepareCustodians bootstraps vaultsetup.DefaultCustodians custodians on
@@ -143,6 +145,7 @@ func PrepareCustodians(ctx context.Context, admin *vaultapi.Client, opts Custodi
 		out = append(out, c)
 	}
 	genesis := Genesis(opts.Approvers, out)
+	genesis.Pseudonym = opts.Pseudonym
 	digest, err := genesis.Digest()
 	if err != nil {
 		return nil, err

@@ -80,6 +80,11 @@ type Instance struct {
 	// kept beside the database.
 	CheckpointKeyFile string
 	VerifierKey       string
+	// PseudonymURL and PseudonymTokenFile, once the caller started the
+	// dev pseudonym service (PseudonymService), reach it as its dev
+	// gateway; Publish exports them.
+	PseudonymURL       string
+	PseudonymTokenFile string
 }
 
 // ErrRunning is returned by Start when another dev instance uses the state
@@ -169,6 +174,9 @@ func (in *Instance) Secrets() []string {
 // file. Unpublish removes both.
 func (in *Instance) Publish(addr, custodianSet, rosterGenesis string) error {
 	vars := [][2]string{
+		// So clients reach the dev pseudonym service as its dev gateway.
+		{"MEDIATOR_PSEUDONYM_URL", in.PseudonymURL},
+		{"MEDIATOR_PSEUDONYM_TOKEN_FILE", in.PseudonymTokenFile},
 		{"DATABASE_URL", in.DatabaseURL},
 		{"VAULT_ADDR", in.Vault.Addr},
 		{"VAULT_TOKEN", in.Vault.Token},
@@ -182,6 +190,9 @@ func (in *Instance) Publish(addr, custodianSet, rosterGenesis string) error {
 	}
 	var b strings.Builder
 	for _, kv := range vars {
+		if kv[1] == "" {
+			continue
+		}
 		fmt.Fprintf(&b, "export %s=%s\n", kv[0], shellQuote(kv[1]))
 	}
 	if err := os.WriteFile(filepath.Join(in.StateDir, envFile), []byte(b.String()), 0o600); err != nil {

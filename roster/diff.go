@@ -16,6 +16,8 @@ import (
 //     another HPKE key (seal.PublicKey.Fingerprint) or signing key
 //     (KeyFingerprint), or put at another place in the list: share i is
 //     sealed to custodian i, so a custodian's place is part of the set;
+//   - the pseudonym service added or removed, moved to another URL, or
+//     given other public keys (each in full);
 //   - always the threshold and the rule, old → new or unchanged.
 //
 // The lines are a pure function of the two versions, in a fixed order:
@@ -33,7 +35,29 @@ func Changes(prev *Roster, next Roster) []string {
 	}
 	out = append(out, memberChanges(before.Approvers, next.Approvers)...)
 	out = append(out, custodianChanges(before.Custodians, next.Custodians)...)
+	out = append(out, pseudonymChanges(before.Pseudonym, next.Pseudonym)...)
 	return append(out, thresholdChange(prev, next), ruleChange(prev, next))
+}
+
+// pseudonymChanges lists what changes of the pseudonym service.
+func pseudonymChanges(before, after *PseudonymService) []string {
+	keys := func(p *PseudonymService) string { return strings.Join(p.PublicKeys, ", ") }
+	switch {
+	case before == nil && after == nil:
+		return nil
+	case before == nil:
+		return []string{fmt.Sprintf("adds the pseudonym service: url %s, keys %s", after.URL, keys(after))}
+	case after == nil:
+		return []string{fmt.Sprintf("removes the pseudonym service (url %s, keys %s)", before.URL, keys(before))}
+	}
+	var out []string
+	if before.URL != after.URL {
+		out = append(out, fmt.Sprintf("changes the pseudonym service's url: %s → %s", before.URL, after.URL))
+	}
+	if !slices.Equal(before.PublicKeys, after.PublicKeys) {
+		out = append(out, fmt.Sprintf("changes the pseudonym service's keys: %s → %s", keys(before), keys(after)))
+	}
+	return out
 }
 
 // kind is what an entry is called: officer or approver.

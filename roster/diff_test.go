@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mediatorhq/mediator/pseudonym"
 	"github.com/mediatorhq/mediator/seal"
 )
 
@@ -165,5 +166,58 @@ func TestChangesOfThresholdAndRule(t *testing.T) {
 		"adds approver ola: roles legal,security, key " + f.ola.approver().Fingerprint()}
 	if !slices.Equal(got[:4], want) || got[len(got)-2] != "threshold: 2 of 3 custodians" || got[len(got)-1] != "rule: 2 signers covering legal,security" {
 		t.Errorf("the genesis's changes: %q", got)
+	}
+}
+
+// TestPseudonymService: a version may name the pseudonym service, with
+// the key in force and at most the one it replaces, at an https URL (or
+// loopback http); its changes are listed with every key in full; a
+// version without it keeps the digest it had before the field existed.
+func TestPseudonymService(t *testing.T) {
+	f := newFixture(t)
+	key := func() string {
+		k, err := pseudonym.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k.Public().String()
+	}
+	k1, k2 := key(), key()
+	c, err := f.genesis.Canonical()
+	if err != nil || strings.Contains(string(c), "pseudonym") {
+		t.Fatalf("a version without the service names it: %s %v", c, err)
+	}
+	with := f.next(f.genesis, func(r *Roster) {
+		r.Pseudonym = &PseudonymService{URL: "https://pseudonyms.custodian-1.example", PublicKeys: []string{k1}}
+	})
+	if err := with.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	wantChanges(t, &f.genesis, with,
+		"adds the pseudonym service: url https://pseudonyms.custodian-1.example, keys "+k1,
+		"threshold: 2 of 3 custodians, unchanged",
+		"rule: 2 signers covering legal,security, unchanged")
+	rotated := f.next(with, func(r *Roster) {
+		r.Pseudonym = &PseudonymService{URL: r.Pseudonym.URL, PublicKeys: []string{k2, k1}}
+	})
+	wantChanges(t, &with, rotated,
+		"changes the pseudonym service's keys: "+k1+" → "+k2+", "+k1,
+		"threshold: 2 of 3 custodians, unchanged",
+		"rule: 2 signers covering legal,security, unchanged")
+	keys, err := rotated.Pseudonym.Keys()
+	if err != nil || len(keys) != 2 || keys[0].String() != k2 {
+		t.Fatalf("keys: %v %v", keys, err)
+	}
+	for name, p := range map[string]PseudonymService{
+		"plain http off loopback": {URL: "http://pseudonyms.example", PublicKeys: []string{k1}},
+		"no key":                  {URL: "https://p.example"},
+		"three keys":              {URL: "https://p.example", PublicKeys: []string{k1, k2, key()}},
+		"one key twice":           {URL: "https://p.example", PublicKeys: []string{k1, k1}},
+		"not a key":               {URL: "https://p.example", PublicKeys: []string{"voprf-ristretto255-sha512:AAAA"}},
+	} {
+		bad := f.next(f.genesis, func(r *Roster) { r.Pseudonym = &p })
+		if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "pseudonym service") {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/pseudonym"
 	"github.com/mediatorhq/mediator/seal"
 	"github.com/mediatorhq/mediator/shares"
 )
@@ -66,6 +67,53 @@ type Roster struct {
 	// Threshold is how many custodians' shares recover a key.
 	Threshold int  `json:"threshold"`
 	Rule      Rule `json:"rule"`
+	// Pseudonym, if set, is the pseudonym service clients turn
+	// identifiers into pseudonyms through. A version without it has the
+	// same digest as before the field existed.
+	Pseudonym *PseudonymService `json:"pseudonym,omitempty"`
+}
+
+// PseudonymService is the pseudonym service (docs/pseudonyms.md): where
+// clients reach it, and the VOPRF public keys whose evaluations they
+// accept, in pseudonym.PublicKey's text form. The first key is the one in
+// force; a second, when listed, is the one it replaces, accepted while
+// the service serves both during a rotation's overlap. Only a quorum
+// changes them, as any roster field.
+type PseudonymService struct {
+	URL        string   `json:"url"`
+	PublicKeys []string `json:"public_keys"`
+}
+
+// Keys parses the service's public keys, the one in force first.
+func (p PseudonymService) Keys() ([]pseudonym.PublicKey, error) {
+	out := make([]pseudonym.PublicKey, 0, len(p.PublicKeys))
+	for _, s := range p.PublicKeys {
+		k, err := pseudonym.ParsePublicKey(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, nil
+}
+
+// validate lists what is wrong with the service's entry.
+func (p PseudonymService) validate() []string {
+	var probs []string
+	if err := CheckCustodianURL(p.URL); err != nil {
+		probs = append(probs, "pseudonym service: "+err.Error())
+	}
+	if len(p.PublicKeys) == 0 || len(p.PublicKeys) > 2 {
+		probs = append(probs, "pseudonym service: public_keys must list the key in force and at most the one it replaces")
+	}
+	keys, err := p.Keys()
+	switch {
+	case err != nil:
+		probs = append(probs, "pseudonym service: "+err.Error())
+	case len(keys) == 2 && keys[0].ID() == keys[1].ID():
+		probs = append(probs, "pseudonym service: public_keys lists the same key twice")
+	}
+	return probs
 }
 
 // RoleOfficer is the role of an officer: a person who files lawful-access
@@ -270,6 +318,9 @@ func (r Roster) Validate() error {
 			probs = append(probs, "rule.required_roles must be distinct role names")
 			break
 		}
+	}
+	if r.Pseudonym != nil {
+		probs = append(probs, r.Pseudonym.validate()...)
 	}
 	if len(probs) == 0 {
 		if ok, missing := r.Rule.Satisfied(r.Approvers); !ok {

@@ -336,6 +336,8 @@ type RosterDraft struct {
 	Custodians []roster.Custodian `json:"custodians"`
 	Threshold  int                `json:"threshold"`
 	Rule       roster.Rule        `json:"rule"`
+	// Pseudonym, if set, names the pseudonym service and its keys.
+	Pseudonym *roster.PseudonymService `json:"pseudonym,omitempty"`
 }
 
 // RosterProposal is a proposed version and how far its signatures are from

@@ -16,6 +16,7 @@ import (
 	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/custodian"
 	"github.com/mediatorhq/mediator/dev"
+	"github.com/mediatorhq/mediator/pseudonymservice"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/vaultclient"
 )
@@ -44,7 +45,11 @@ func devCmd(ctx context.Context, c *call, args []string) error {
 	}
 	defer in.Stop()
 	log := newLogger(c.stderr, level, in.Secrets())
-	custodiansFile, setDigest, approvers, genesis, err := startDevCustodians(ctx, in, log)
+	pseudonymEntry, err := startDevPseudonym(ctx, in, log)
+	if err != nil {
+		return err
+	}
+	custodiansFile, setDigest, approvers, genesis, err := startDevCustodians(ctx, in, pseudonymEntry, log)
 	if err != nil {
 		return err
 	}
@@ -109,6 +114,8 @@ mediator dev is serving on %[1]s
   PostgreSQL: %[3]s; Vault: %[4]s (dev server, in memory)
   custodians: custodian-1 … custodian-5 (threshold 3), each with its own AppRole and key;
               each witnesses the log, and a checkpoint is published once 3 cosigned it
+  pseudonyms: a VOPRF pseudonym service on loopback, as another organisation would run it,
+              named in the genesis roster (the mediator does not use it yet: docs/pseudonyms.md)
   roster: genesis of the approvers dev-legal and dev-security, the officer dev-officer
           (keys in %[6]s) and the five custodians, proposed by the dev admin and
           signed by all three; mediator roster verify checks it
@@ -181,11 +188,40 @@ func devEnvCmd(ctx context.Context, c *call, args []string) error {
 	return nil
 }
 
+// startDevPseudonym runs the dev pseudonym service in this process on a
+// free loopback port, as a custodian's organisation would run it, with
+// its key kept in the state dir (dev.PseudonymService), and returns its
+// roster entry. It records the URL and the dev gateway's token file in
+// in, for `mediator dev env`.
+func startDevPseudonym(ctx context.Context, in *dev.Instance, log *slog.Logger) (*roster.PseudonymService, error) {
+	cfg, tokenFile, err := dev.PseudonymService(in.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	ready := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- servePseudonym(ctx, pseudonymservice.File{Listen: "127.0.0.1:0"}, cfg, log, ready)
+	}()
+	select {
+	case err := <-errc:
+		return nil, fmt.Errorf("dev: pseudonym service: %w", err)
+	case addr := <-ready:
+		in.PseudonymURL, in.PseudonymTokenFile = "http://"+addr, tokenFile
+	}
+	go func() {
+		if err := <-errc; err != nil && ctx.Err() == nil {
+			log.Error("dev pseudonym service stopped", "err", err)
+		}
+	}()
+	return &roster.PseudonymService{URL: in.PseudonymURL, PublicKeys: []string{cfg.Key.Public().String()}}, nil
+}
+
 // startDevCustodians prepares the five dev custodians, each pinning the
 // genesis roster of the dev approvers and these custodians, runs each as a
 // listener of this process, and writes the mediator's custodians file. It
 // returns the file, the set's digest, the dev approvers and the genesis.
-func startDevCustodians(ctx context.Context, in *dev.Instance, log *slog.Logger) (string, string, []dev.Approver, roster.Roster, error) {
+func startDevCustodians(ctx context.Context, in *dev.Instance, pseudonymEntry *roster.PseudonymService, log *slog.Logger) (string, string, []dev.Approver, roster.Roster, error) {
 	approvers, err := dev.Approvers(in.StateDir)
 	if err != nil {
 		return "", "", nil, roster.Roster{}, err
@@ -196,7 +232,7 @@ func startDevCustodians(ctx context.Context, in *dev.Instance, log *slog.Logger)
 	}
 	dir := filepath.Join(in.StateDir, "custodians")
 	cs, err := dev.PrepareCustodians(ctx, admin, dev.CustodianOptions{Dir: dir, Approvers: dev.RosterApprovers(approvers),
-		WitnessLogs: []custodian.WitnessLog{{Origin: dev.LogOrigin, VerifierKeys: []string{in.VerifierKey}}}})
+		WitnessLogs: []custodian.WitnessLog{{Origin: dev.LogOrigin, VerifierKeys: []string{in.VerifierKey}}}, Pseudonym: pseudonymEntry})
 	if err != nil {
 		return "", "", nil, roster.Roster{}, err
 	}

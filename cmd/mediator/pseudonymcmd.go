@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -75,7 +76,13 @@ func pseudonymServeCmd(ctx context.Context, c *call, args []string) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(c.stderr, level, nil)
+	return servePseudonym(ctx, f, cfg, newLogger(c.stderr, level, nil), nil)
+}
+
+// servePseudonym runs the pseudonym service of f and cfg until ctx ends
+// or SIGTERM; ready, if not nil, receives its address once it accepts
+// calls.
+func servePseudonym(ctx context.Context, f pseudonymservice.File, cfg pseudonymservice.ServiceConfig, log *slog.Logger, ready chan<- string) error {
 	cfg.Log = log
 	svc, err := pseudonymservice.NewService(cfg)
 	if err != nil {
@@ -90,6 +97,9 @@ func pseudonymServeCmd(ctx context.Context, c *call, args []string) error {
 	pub := cfg.Key.Public()
 	log.Info("pseudonym service serving", "addr", ln.Addr().String(), "key_id", pub.ID(), "callers", len(cfg.Callers),
 		"tls", f.TLSCertFile != "")
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM)
 	defer signal.Stop(stop)

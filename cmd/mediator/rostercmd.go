@@ -68,7 +68,7 @@ func rosterGenesis(ctx context.Context, c *call, args []string) error {
 	if err != nil {
 		return err
 	}
-	r := roster.Roster{Version: 1, Approvers: d.Approvers, Custodians: d.Custodians, Threshold: d.Threshold, Rule: d.Rule}
+	r := roster.Roster{Version: 1, Approvers: d.Approvers, Custodians: d.Custodians, Threshold: d.Threshold, Rule: d.Rule, Pseudonym: d.Pseudonym}
 	if err := r.Validate(); err != nil {
 		return err
 	}
@@ -128,6 +128,9 @@ func showRoster(w io.Writer, r roster.Roster, digest string) {
 	}
 	for i, c := range r.Custodians {
 		fmt.Fprintf(w, "  custodian  %d %s  %s  hpke %s  signing %s\n", i+1, c.Name, c.URL, c.HPKEKey.Fingerprint(), roster.KeyFingerprint(c.SigningKey))
+	}
+	if p := r.Pseudonym; p != nil {
+		fmt.Fprintf(w, "  pseudonym  %s  keys %s\n", p.URL, strings.Join(p.PublicKeys, ", "))
 	}
 	fmt.Fprintf(w, "  threshold  %d of %d custodians\n  rule       %d signers covering %s\n", r.Threshold, len(r.Custodians),
 		r.Rule.MinSigners, strings.Join(r.Rule.RequiredRoles, ","))

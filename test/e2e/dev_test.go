@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/mediatorhq/mediator/client"
+	"github.com/mediatorhq/mediator/pseudonym"
 	"github.com/mediatorhq/mediator/witness"
 	"golang.org/x/mod/sumdb/note"
 )
@@ -96,6 +98,39 @@ func TestDevAllInOne(t *testing.T) {
 			t.Fatalf("dev Vault lacks the transit mount: %v %v", err, resp)
 		} else {
 			resp.Body.Close()
+		}
+	})
+
+	step(t, "the genesis names the dev pseudonym service, which answers the dev gateway", func(t *testing.T) {
+		ctx := context.Background()
+		tok, _, err := runCmd(t, nil, "dev", "token", "--state-dir", state, "--sub", "gw", "--roles", "depositor", "--ttl", "10m")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cli, err := client.New(base, strings.TrimSpace(tok), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, versions, err := cli.VerifiedChain(ctx, vars["MEDIATOR_ROSTER_GENESIS"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		entry := versions[len(versions)-1].Pseudonym
+		if entry == nil || entry.URL != vars["MEDIATOR_PSEUDONYM_URL"] {
+			t.Fatalf("the roster's pseudonym service %+v, dev env's %q", entry, vars["MEDIATOR_PSEUDONYM_URL"])
+		}
+		keys, err := entry.Keys()
+		if err != nil {
+			t.Fatal(err)
+		}
+		gwToken, err := os.ReadFile(vars["MEDIATOR_PSEUDONYM_TOKEN_FILE"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc := pseudonym.NewClient(keys[0], pseudonym.HTTPEvaluate(entry.URL, strings.TrimSpace(string(gwToken)), nil), -1)
+		ps, err := pc.Pseudonyms(ctx, pseudonym.KindConversation, []string{"14155550100@s.whatsapp.net"})
+		if err != nil || !pseudonym.Valid(ps[0]) {
+			t.Fatalf("a pseudonym through the dev service, verified with the roster's key: %v %v", ps, err)
 		}
 	})
 
