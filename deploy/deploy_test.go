@@ -33,6 +33,7 @@ import (
 	"github.com/mediatorhq/mediator/notify"
 	"github.com/mediatorhq/mediator/pgmetrics"
 	"github.com/mediatorhq/mediator/policy"
+	"github.com/mediatorhq/mediator/pseudonymservice"
 	"github.com/mediatorhq/mediator/vaultclient"
 )
 
@@ -277,6 +278,8 @@ func exported() map[string]bool {
 		panic(err)
 	}
 	policy.ReloadMetrics(rec, "sha256:test")
+	// The pseudonym service runs apart too, with its own registry.
+	rec.MustRegister(pseudonymservice.NewMetrics().Collectors()...)
 	vaultclient.NewMetrics(rec)
 	pgmetrics.New(rec)
 	rec.MustRegister(pgmetrics.NewPoolCollector(nil))

@@ -77,8 +77,28 @@ type Service struct {
 
 	metricsToken [32]byte // SHA-256 of the metrics token; zero: no /metrics
 	registry     *prometheus.Registry
-	elements     *prometheus.CounterVec
-	refused      *prometheus.CounterVec
+	*Metrics
+}
+
+// Metrics are the service's metrics, in a registry of its own.
+type Metrics struct {
+	elements *prometheus.CounterVec
+	refused  *prometheus.CounterVec
+}
+
+// NewMetrics returns the service's metrics, registered nowhere yet.
+func NewMetrics() *Metrics {
+	return &Metrics{
+		elements: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mediator_pseudonym_elements_total",
+			Help: "Blinded elements evaluated, per caller."}, []string{"caller"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mediator_pseudonym_refused_total",
+			Help: "Evaluation calls refused, per caller and reason (unauthenticated, rate_limited, bad_request)."}, []string{"caller", "reason"}),
+	}
+}
+
+// Collectors are the metrics' collectors, to register.
+func (m *Metrics) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.elements, m.refused}
 }
 
 type hashedCaller struct {
@@ -94,12 +114,7 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	if len(cfg.Callers) == 0 {
 		return nil, errors.New("pseudonym: the service needs at least one caller")
 	}
-	s := &Service{eval: pseudonym.NewEvaluator(cfg.Key), pub: cfg.Key.Public(), log: cfg.Log, now: cfg.Now,
-		elements: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mediator_pseudonym_elements_total",
-			Help: "Blinded elements evaluated, per caller."}, []string{"caller"}),
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mediator_pseudonym_refused_total",
-			Help: "Evaluation calls refused, per caller and reason (unauthenticated, rate_limited, bad_request)."}, []string{"caller", "reason"}),
-	}
+	s := &Service{eval: pseudonym.NewEvaluator(cfg.Key), pub: cfg.Key.Public(), log: cfg.Log, now: cfg.Now, Metrics: NewMetrics()}
 	for _, c := range cfg.Callers {
 		if c.Name == "" || len(c.Token) < 16 {
 			return nil, fmt.Errorf("pseudonym: caller %q needs a name and a token of at least 16 bytes", c.Name)
@@ -118,7 +133,7 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 		s.now = time.Now
 	}
 	s.registry = prometheus.NewRegistry()
-	s.registry.MustRegister(s.elements, s.refused)
+	s.registry.MustRegister(s.Collectors()...)
 	if len(cfg.MetricsToken) > 0 {
 		if len(cfg.MetricsToken) < 16 {
 			return nil, errors.New("pseudonym: the metrics token needs at least 16 bytes")

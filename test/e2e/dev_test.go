@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -119,18 +120,26 @@ func TestDevAllInOne(t *testing.T) {
 		if entry == nil || entry.URL != vars["MEDIATOR_PSEUDONYM_URL"] {
 			t.Fatalf("the roster's pseudonym service %+v, dev env's %q", entry, vars["MEDIATOR_PSEUDONYM_URL"])
 		}
-		keys, err := entry.Keys()
-		if err != nil {
-			t.Fatal(err)
-		}
 		gwToken, err := os.ReadFile(vars["MEDIATOR_PSEUDONYM_TOKEN_FILE"])
 		if err != nil {
 			t.Fatal(err)
 		}
-		pc := pseudonym.NewClient(keys[0], pseudonym.HTTPEvaluate(entry.URL, strings.TrimSpace(string(gwToken)), nil), -1)
+		pc, err := cli.PseudonymClient(ctx, vars["MEDIATOR_ROSTER_GENESIS"], strings.TrimSpace(string(gwToken)), -1)
+		if err != nil {
+			t.Fatal(err)
+		}
 		ps, err := pc.Pseudonyms(ctx, pseudonym.KindConversation, []string{"14155550100@s.whatsapp.net"})
 		if err != nil || !pseudonym.Valid(ps[0]) {
 			t.Fatalf("a pseudonym through the dev service, verified with the roster's key: %v %v", ps, err)
+		}
+		// A service answering under any other key is refused.
+		rogue, err := pseudonym.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pseudonym.NewClient(rogue.Public(), pseudonym.HTTPEvaluate(entry.URL, strings.TrimSpace(string(gwToken)), nil), -1).
+			Pseudonyms(ctx, pseudonym.KindConversation, []string{"x"}); !errors.Is(err, pseudonym.ErrUnverified) {
+			t.Fatalf("a client trusting another key: %v, want ErrUnverified", err)
 		}
 	})
 
