@@ -101,7 +101,7 @@ func (c *Client) evaluateBatch(ctx context.Context, inputs [][]byte) ([][]byte, 
 	if err != nil {
 		return nil, fmt.Errorf("pseudonym: blind: %w", err)
 	}
-	wireReq := EvaluateRequest{Elements: make([][]byte, len(req.Elements))}
+	wireReq := EvaluateRequest{Elements: make([][]byte, len(req.Elements)), KeyID: c.pub.ID()}
 	for i, el := range req.Elements {
 		if wireReq.Elements[i], err = el.MarshalBinaryCompress(); err != nil {
 			return nil, fmt.Errorf("pseudonym: encode: %w", err)

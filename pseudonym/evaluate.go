@@ -19,6 +19,9 @@ const MaxBatch = 1000
 // of the identifiers behind them.
 type EvaluateRequest struct {
 	Elements [][]byte `json:"elements"`
+	// KeyID, if set, is the key the client trusts: a service that holds
+	// two keys during a rotation's overlap evaluates with that one.
+	KeyID string `json:"key_id,omitempty"`
 }
 
 // Evaluation is the service's answer: the evaluated elements, in order,
@@ -41,6 +44,9 @@ type Evaluator struct {
 	server oprf.VerifiableServer
 	keyID  string
 }
+
+// KeyID is the id of the key e evaluates with.
+func (e *Evaluator) KeyID() string { return e.keyID }
 
 // NewEvaluator returns an Evaluator for key.
 func NewEvaluator(key *Key) *Evaluator {

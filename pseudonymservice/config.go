@@ -23,6 +23,9 @@ type File struct {
 	TLSKeyFile  string `json:"tls_key_file,omitempty"`
 	// KeyFile holds the VOPRF key (`mediator pseudonym keygen`), 0600.
 	KeyFile string `json:"key_file"`
+	// PreviousKeyFile, if set, holds the key KeyFile's replaces, still
+	// evaluated during a rotation's overlap.
+	PreviousKeyFile string `json:"previous_key_file,omitempty"`
 	// Callers are the clients answered, each with the file holding its
 	// bearer token.
 	Callers []CallerFile `json:"callers"`
@@ -82,6 +85,15 @@ func (f File) Load() (ServiceConfig, error) {
 		return ServiceConfig{}, err
 	}
 	cfg := ServiceConfig{Key: key, Limit: ratelimit.Limit{Rate: f.Rate, Burst: f.Burst}}
+	if f.PreviousKeyFile != "" {
+		text, err := secretfile.Read(f.PreviousKeyFile)
+		if err != nil {
+			return ServiceConfig{}, fmt.Errorf("pseudonym: previous_key_file: %w", err)
+		}
+		if cfg.PreviousKey, err = pseudonym.ParseKey([]byte(text)); err != nil {
+			return ServiceConfig{}, fmt.Errorf("pseudonym: previous_key_file: %w", err)
+		}
+	}
 	for _, c := range f.Callers {
 		tok, err := secretfile.Read(c.TokenFile)
 		if err != nil {

@@ -35,8 +35,12 @@ type Caller struct {
 
 // ServiceConfig configures the service's HTTP API.
 type ServiceConfig struct {
-	Key     *pseudonym.Key
-	Callers []Caller
+	Key *pseudonym.Key
+	// PreviousKey, if set, is the key Key replaces: during a rotation's
+	// overlap the service also evaluates with it for a client that asks
+	// for it by id (the roster lists both, the new one first).
+	PreviousKey *pseudonym.Key
+	Callers     []Caller
 	// Limit bounds the elements each caller may have evaluated: Rate per
 	// second, Burst at once (DefaultLimit when zero).
 	Limit ratelimit.Limit
@@ -68,12 +72,14 @@ const maxEvaluateBody = 128 << 10
 // (mediator_pseudonym_elements_total) so that an alert can see a rate
 // like enumeration.
 type Service struct {
-	eval    *pseudonym.Evaluator
-	pub     pseudonym.PublicKey
-	callers []hashedCaller
-	limit   *ratelimit.Buckets
-	log     *slog.Logger
-	now     func() time.Time
+	previous *pseudonym.PublicKey            // the key replaced, during an overlap
+	eval     *pseudonym.Evaluator            // with the key in force
+	byKeyID  map[string]*pseudonym.Evaluator // every key it holds
+	pub      pseudonym.PublicKey
+	callers  []hashedCaller
+	limit    *ratelimit.Buckets
+	log      *slog.Logger
+	now      func() time.Time
 
 	metricsToken [32]byte // SHA-256 of the metrics token; zero: no /metrics
 	registry     *prometheus.Registry
@@ -92,7 +98,7 @@ func NewMetrics() *Metrics {
 		elements: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mediator_pseudonym_elements_total",
 			Help: "Blinded elements evaluated, per caller."}, []string{"caller"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mediator_pseudonym_refused_total",
-			Help: "Evaluation calls refused, per caller and reason (unauthenticated, rate_limited, bad_request)."}, []string{"caller", "reason"}),
+			Help: "Evaluation calls refused, per caller and reason (unauthenticated, rate_limited, bad_request, unknown_key)."}, []string{"caller", "reason"}),
 	}
 }
 
@@ -115,6 +121,15 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 		return nil, errors.New("pseudonym: the service needs at least one caller")
 	}
 	s := &Service{eval: pseudonym.NewEvaluator(cfg.Key), pub: cfg.Key.Public(), log: cfg.Log, now: cfg.Now, Metrics: NewMetrics()}
+	s.byKeyID = map[string]*pseudonym.Evaluator{s.eval.KeyID(): s.eval}
+	if cfg.PreviousKey != nil {
+		prev := cfg.PreviousKey.Public()
+		if prev.ID() == s.pub.ID() {
+			return nil, errors.New("pseudonym: the previous key is the key in force")
+		}
+		s.previous = &prev
+		s.byKeyID[prev.ID()] = pseudonym.NewEvaluator(cfg.PreviousKey)
+	}
 	for _, c := range cfg.Callers {
 		if c.Name == "" || len(c.Token) < 16 {
 			return nil, fmt.Errorf("pseudonym: caller %q needs a name and a token of at least 16 bytes", c.Name)
@@ -148,7 +163,11 @@ func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/evaluate", s.postEvaluate)
 	mux.HandleFunc("GET /v1/public-key", func(w http.ResponseWriter, _ *http.Request) {
-		wire.WriteJSON(w, http.StatusOK, PublicKeyAnswer{PublicKey: s.pub.String(), KeyID: s.pub.ID()})
+		ans := PublicKeyAnswer{PublicKey: s.pub.String(), KeyID: s.pub.ID()}
+		if s.previous != nil {
+			ans.PreviousPublicKey, ans.PreviousKeyID = s.previous.String(), s.previous.ID()
+		}
+		wire.WriteJSON(w, http.StatusOK, ans)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	if s.metricsToken != [32]byte{} {
@@ -166,11 +185,15 @@ func (s *Service) Handler() http.Handler {
 	return mux
 }
 
-// PublicKeyAnswer is GET /v1/public-key: the service's word on its key,
+// PublicKeyAnswer is GET /v1/public-key: the service's word on its keys,
 // which no client trusts for itself (the roster names the key).
 type PublicKeyAnswer struct {
 	PublicKey string `json:"public_key"`
-	KeyID     string `json:"key_id"`
+	// PreviousPublicKey and PreviousKeyID name the key replaced, while
+	// the service still evaluates with it.
+	PreviousPublicKey string `json:"previous_public_key,omitempty"`
+	PreviousKeyID     string `json:"previous_key_id,omitempty"`
+	KeyID             string `json:"key_id"`
 }
 
 // caller returns the name of the caller whose token r carries.
@@ -215,7 +238,16 @@ func (s *Service) postEvaluate(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ev, err := s.eval.Evaluate(req)
+	eval := s.eval
+	if req.KeyID != "" {
+		if eval = s.byKeyID[req.KeyID]; eval == nil {
+			s.refused.WithLabelValues(name, "unknown_key").Inc()
+			wire.WriteError(w, http.StatusUnprocessableEntity, "unknown_key",
+				"this service evaluates with "+s.pub.ID()+" (and the key it replaces, during a rotation); the roster may be newer or older than the client's")
+			return
+		}
+	}
+	ev, err := eval.Evaluate(req)
 	if errors.Is(err, pseudonym.ErrBadRequest) {
 		s.refused.WithLabelValues(name, "bad_request").Inc()
 		wire.WriteError(w, http.StatusUnprocessableEntity, "bad_elements", err.Error())

@@ -109,3 +109,51 @@ func TestServiceOverHTTP(t *testing.T) {
 		t.Error("the log holds elements")
 	}
 }
+
+// TestRotationOverlap: a service holding a new key and the one it
+// replaces answers a client that still trusts the old key with the old
+// key's pseudonyms (the same as before the rotation) and a client of the
+// new roster with the new key's; a client trusting a key the service
+// does not hold gets 422 unknown_key, not an evaluation under another
+// key.
+func TestRotationOverlap(t *testing.T) {
+	ctx := context.Background()
+	gen := func() *pseudonym.Key {
+		k, err := pseudonym.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	oldKey, newKey, stranger := gen(), gen(), gen()
+	const id = "chat:887766554433"
+	before, err := pseudonym.NewClient(oldKey.Public(), pseudonym.Local(pseudonym.NewEvaluator(oldKey)), -1).
+		Pseudonyms(ctx, pseudonym.KindConversation, []string{id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := NewService(ServiceConfig{Key: newKey, PreviousKey: oldKey, Callers: []Caller{{Name: "gw", Token: []byte("a-token-of-sixteen-bytes")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(svc.Handler())
+	defer srv.Close()
+	ask := func(k *pseudonym.Key) ([]string, error) {
+		return pseudonym.NewClient(k.Public(), pseudonym.HTTPEvaluate(srv.URL, "a-token-of-sixteen-bytes", nil), -1).
+			Pseudonyms(ctx, pseudonym.KindConversation, []string{id})
+	}
+	old, err := ask(oldKey)
+	if err != nil || old[0] != before[0] {
+		t.Fatalf("a client of the old key during the overlap: %v %v (before: %v)", old, err, before)
+	}
+	fresh, err := ask(newKey)
+	if err != nil || fresh[0] == old[0] {
+		t.Fatalf("a client of the new key: %v %v", fresh, err)
+	}
+	if _, err := ask(stranger); err == nil || !strings.Contains(err.Error(), "422 unknown_key") {
+		t.Fatalf("a client of a key the service does not hold: %v", err)
+	}
+	if _, err := NewService(ServiceConfig{Key: newKey, PreviousKey: newKey, Callers: []Caller{{Name: "gw", Token: []byte("a-token-of-sixteen-bytes")}}}); err == nil {
+		t.Fatal("a service whose previous key is its key in force started")
+	}
+}
