@@ -1,6 +1,7 @@
 package dev
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -53,7 +54,7 @@ func PseudonymService(stateDir string) (pseudonymservice.ServiceConfig, string, 
 	}
 	f := pseudonymservice.File{Listen: "127.0.0.1:0", KeyFile: keyPath,
 		Callers: []pseudonymservice.CallerFile{{Name: PseudonymCaller, TokenFile: tokenPath}}}
-	cfg, err := f.Load()
+	cfg, err := f.Load(context.Background(), nil)
 	if err != nil {
 		return pseudonymservice.ServiceConfig{}, "", fmt.Errorf("dev: %w", err)
 	}

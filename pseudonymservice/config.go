@@ -2,10 +2,14 @@ package pseudonymservice
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+
+	vaultapi "github.com/hashicorp/vault/api"
 
 	"github.com/mediatorhq/mediator/pseudonym"
 	"github.com/mediatorhq/mediator/ratelimit"
@@ -21,8 +25,12 @@ type File struct {
 	// TLSCertFile and TLSKeyFile, if set, serve HTTPS.
 	TLSCertFile string `json:"tls_cert_file,omitempty"`
 	TLSKeyFile  string `json:"tls_key_file,omitempty"`
-	// KeyFile holds the VOPRF key (`mediator pseudonym keygen`), 0600.
+	// KeyFile holds the VOPRF key (`mediator pseudonym keygen`), 0600:
+	// its text form, or, when Transit is set, its Transit ciphertext.
 	KeyFile string `json:"key_file"`
+	// Transit, if set, is the Vault Transit key the key files are
+	// encrypted under.
+	Transit *TransitFile `json:"transit,omitempty"`
 	// PreviousKeyFile, if set, holds the key KeyFile's replaces, still
 	// evaluated during a rotation's overlap.
 	PreviousKeyFile string `json:"previous_key_file,omitempty"`
@@ -68,30 +76,51 @@ func ParseFile(b []byte) (File, error) {
 		}
 		seen[c.Name] = true
 	}
+	if f.Transit != nil {
+		if err := f.Transit.check(); err != nil {
+			return File{}, fmt.Errorf("pseudonym: config: %w", err)
+		}
+	}
 	if f.Rate < 0 || f.Burst < 0 {
 		return File{}, errors.New("pseudonym: config: rate and burst must not be negative")
 	}
 	return f, nil
 }
 
-// Load reads the key and the callers' tokens the file names.
-func (f File) Load() (ServiceConfig, error) {
-	text, err := secretfile.Read(f.KeyFile)
-	if err != nil {
-		return ServiceConfig{}, fmt.Errorf("pseudonym: key_file: %w", err)
+// Load reads the keys and the callers' tokens the file names; with
+// Transit, it logs in to the service's Vault and decrypts the keys there.
+func (f File) Load(ctx context.Context, log *slog.Logger) (ServiceConfig, error) {
+	var vault *vaultapi.Client
+	if f.Transit != nil {
+		var err error
+		if vault, err = f.Transit.Connect(ctx, log); err != nil {
+			return ServiceConfig{}, err
+		}
 	}
-	key, err := pseudonym.ParseKey([]byte(text))
+	readKey := func(field, path string) (*pseudonym.Key, error) {
+		text, err := secretfile.Read(path)
+		if err != nil {
+			return nil, fmt.Errorf("pseudonym: %s: %w", field, err)
+		}
+		var k *pseudonym.Key
+		if vault != nil {
+			k, err = unwrapKey(ctx, vault, *f.Transit, text)
+		} else {
+			k, err = pseudonym.ParseKey([]byte(text))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("pseudonym: %s: %w", field, err)
+		}
+		return k, nil
+	}
+	key, err := readKey("key_file", f.KeyFile)
 	if err != nil {
 		return ServiceConfig{}, err
 	}
 	cfg := ServiceConfig{Key: key, Limit: ratelimit.Limit{Rate: f.Rate, Burst: f.Burst}}
 	if f.PreviousKeyFile != "" {
-		text, err := secretfile.Read(f.PreviousKeyFile)
-		if err != nil {
-			return ServiceConfig{}, fmt.Errorf("pseudonym: previous_key_file: %w", err)
-		}
-		if cfg.PreviousKey, err = pseudonym.ParseKey([]byte(text)); err != nil {
-			return ServiceConfig{}, fmt.Errorf("pseudonym: previous_key_file: %w", err)
+		if cfg.PreviousKey, err = readKey("previous_key_file", f.PreviousKeyFile); err != nil {
+			return ServiceConfig{}, err
 		}
 	}
 	for _, c := range f.Callers {

@@ -27,7 +27,7 @@ func commands() *command {
 			{name: "rotate-hpke", forms: []form{{"--config FILE [--url URL]", "make a new HPKE key; print its roster entry (in force once a roster version lists it)"}}, run: custodianRotateHPKECmd},
 		}},
 		{name: "pseudonym", verbs: []*command{
-			{name: "keygen", forms: []form{{"--out FILE", "make the pseudonym service's VOPRF key; print its public key for the roster"}}, run: pseudonymKeygenCmd},
+			{name: "keygen", forms: []form{{"--out FILE [--config FILE]", "make the pseudonym service's VOPRF key (under its Transit key, if configured); print its public key for the roster"}}, run: pseudonymKeygenCmd},
 			{name: "serve", forms: []form{{"--config FILE", "run the pseudonym service (an organisation other than the mediator's operator)"}}, run: pseudonymServeCmd},
 		}},
 		rosterCommands(),

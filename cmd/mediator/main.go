@@ -35,8 +35,8 @@
 //	                                  run one custodian service, with its own credentials
 //	mediator custodian rotate-hpke --config FILE [--url URL]
 //	                                  make a new HPKE key; print its roster entry (in force once a roster version lists it)
-//	mediator pseudonym keygen --out FILE
-//	                                  make the pseudonym service's VOPRF key; print its public key for the roster
+//	mediator pseudonym keygen --out FILE [--config FILE]
+//	                                  make the pseudonym service's VOPRF key (under its Transit key, if configured); print its public key for the roster
 //	mediator pseudonym serve --config FILE
 //	                                  run the pseudonym service (an organisation other than the mediator's operator)
 //	mediator roster genesis --file DRAFT

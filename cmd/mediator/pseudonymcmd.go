@@ -23,10 +23,12 @@ import (
 // stores (docs/pseudonyms.md).
 
 // pseudonymKeygenCmd makes the service's key file and prints its public
-// key, for the roster.
+// key, for the roster. With --config naming a transit section, the file
+// holds the key encrypted under the service's Transit key, never the key.
 func pseudonymKeygenCmd(ctx context.Context, c *call, args []string) error {
 	fs := c.newFlags()
 	outFile := fs.String("out", "", "the key file to create (0600, never overwritten)")
+	configFile := fs.String("config", "", "the service's configuration file: with a transit section, the key is written encrypted under that Transit key")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -41,6 +43,28 @@ func pseudonymKeygenCmd(ctx context.Context, c *call, args []string) error {
 	text, err := key.MarshalText()
 	if err != nil {
 		return err
+	}
+	if *configFile != "" {
+		b, err := os.ReadFile(*configFile)
+		if err != nil {
+			return fmt.Errorf("pseudonym keygen: %w", err)
+		}
+		f, err := pseudonymservice.ParseFile(b)
+		if err != nil {
+			return err
+		}
+		if f.Transit != nil {
+			vault, err := f.Transit.Connect(ctx, newLogger(c.stderr, "warn", nil))
+			if err != nil {
+				return err
+			}
+			ct, err := pseudonymservice.WrapKey(ctx, vault, *f.Transit, key)
+			if err != nil {
+				return err
+			}
+			clear(text)
+			text = []byte(ct)
+		}
 	}
 	if err := writeNew(*outFile, append(text, '\n'), 0o600); err != nil {
 		return fmt.Errorf("pseudonym keygen: %w", err)
@@ -72,11 +96,12 @@ func pseudonymServeCmd(ctx context.Context, c *call, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := f.Load()
+	log := newLogger(c.stderr, level, nil)
+	cfg, err := f.Load(ctx, log)
 	if err != nil {
 		return err
 	}
-	return servePseudonym(ctx, f, cfg, newLogger(c.stderr, level, nil), nil)
+	return servePseudonym(ctx, f, cfg, log, nil)
 }
 
 // servePseudonym runs the pseudonym service of f and cfg until ctx ends
