@@ -132,14 +132,24 @@ func TestDevAllInOne(t *testing.T) {
 		if err != nil || !pseudonym.Valid(ps[0]) {
 			t.Fatalf("a pseudonym through the dev service, verified with the roster's key: %v %v", ps, err)
 		}
-		// A service answering under any other key is refused.
+		// Asked for a key it does not hold, the service refuses; and an
+		// evaluation under a key other than the one the client trusts (a
+		// service that ignores the key asked for) is refused by the client.
 		rogue, err := pseudonym.GenerateKey()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := pseudonym.NewClient(rogue.Public(), pseudonym.HTTPEvaluate(entry.URL, strings.TrimSpace(string(gwToken)), nil), -1).
-			Pseudonyms(ctx, pseudonym.KindConversation, []string{"x"}); !errors.Is(err, pseudonym.ErrUnverified) {
-			t.Fatalf("a client trusting another key: %v, want ErrUnverified", err)
+		viaHTTP := pseudonym.HTTPEvaluate(entry.URL, strings.TrimSpace(string(gwToken)), nil)
+		if _, err := pseudonym.NewClient(rogue.Public(), viaHTTP, -1).Pseudonyms(ctx, pseudonym.KindConversation, []string{"x"}); err == nil ||
+			!strings.Contains(err.Error(), "422 unknown_key") {
+			t.Fatalf("asking the service for a key it does not hold: %v, want 422 unknown_key", err)
+		}
+		ignoring := func(ctx context.Context, req pseudonym.EvaluateRequest) (pseudonym.Evaluation, error) {
+			req.KeyID = ""
+			return viaHTTP(ctx, req)
+		}
+		if _, err := pseudonym.NewClient(rogue.Public(), ignoring, -1).Pseudonyms(ctx, pseudonym.KindConversation, []string{"x"}); !errors.Is(err, pseudonym.ErrUnverified) {
+			t.Fatalf("an evaluation under the service's key, for a client trusting another: %v, want ErrUnverified", err)
 		}
 	})
 
