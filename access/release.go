@@ -378,7 +378,8 @@ func (s *Service) askCustodians(ctx context.Context, r Request, signed approval.
 	todo, _ := lacking(keys, have)
 	for start := 0; start < len(todo); start += s.askPage {
 		if start > 0 && !until.IsZero() && !time.Now().Before(until) {
-			_, got.deferred = lacking(todo[start:], have)
+			_, rest := lacking(todo[start:], have)
+			got.deferred += rest
 			break
 		}
 		escrows, err := s.escrow.ByIDs(ctx, escrowIDs(todo[start:min(start+s.askPage, len(todo))]))
