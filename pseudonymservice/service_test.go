@@ -7,8 +7,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -156,4 +159,36 @@ func TestRotationOverlap(t *testing.T) {
 	if _, err := NewService(ServiceConfig{Key: newKey, PreviousKey: newKey, Callers: []Caller{{Name: "gw", Token: []byte("a-token-of-sixteen-bytes")}}}); err == nil {
 		t.Fatal("a service whose previous key is its key in force started")
 	}
+}
+
+// BenchmarkFirstSeenHTTP is a client's latency for one identifier it has
+// not seen, through the service over loopback HTTP (blind, POST, evaluate
+// and prove, verify, unblind), with its p50 and p99.
+func BenchmarkFirstSeenHTTP(b *testing.B) {
+	ctx := context.Background()
+	key, err := pseudonym.GenerateKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc, err := NewService(ServiceConfig{Key: key, Limit: ratelimit.Limit{Rate: 1e9, Burst: 1e9},
+		Callers: []Caller{{Name: "gw", Token: []byte("a-token-of-sixteen-bytes")}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(svc.Handler())
+	defer srv.Close()
+	c := pseudonym.NewClient(key.Public(), pseudonym.HTTPEvaluate(srv.URL, "a-token-of-sixteen-bytes", nil), -1)
+	var took []time.Duration
+	i := 0
+	for b.Loop() {
+		i++
+		t0 := time.Now()
+		if _, err := c.Pseudonyms(ctx, pseudonym.KindPhone, []string{"+1415" + strconv.Itoa(i)}); err != nil {
+			b.Fatal(err)
+		}
+		took = append(took, time.Since(t0))
+	}
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(took[len(took)*99/100].Microseconds()), "p99-µs")
 }
