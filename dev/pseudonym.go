@@ -3,7 +3,6 @@ package dev
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -46,9 +45,7 @@ func PseudonymService(stateDir string) (pseudonymservice.ServiceConfig, string, 
 	}
 	tokenPath := filepath.Join(stateDir, pseudonymTokenFile)
 	if _, err := os.Stat(tokenPath); errors.Is(err, os.ErrNotExist) {
-		b := make([]byte, 32)
-		rand.Read(b)
-		if err := os.WriteFile(tokenPath, []byte(hex.EncodeToString(b)+"\n"), 0o600); err != nil {
+		if err := os.WriteFile(tokenPath, []byte(rand.Text()+"\n"), 0o600); err != nil {
 			return pseudonymservice.ServiceConfig{}, "", fmt.Errorf("dev: pseudonym token: %w", err)
 		}
 	}
