@@ -21,6 +21,7 @@ import (
 // depositors' gateways would, and returns them by key id.
 func (w *world) depositMany(tb testing.TB, convo string, n int) map[string][]byte {
 	tb.Helper()
+	convo = ps(convo)
 	const depositors = 16
 	set := w.custodians.SharesSet()
 	keys := make(map[string][]byte, n)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/invalid"
+	"github.com/mediatorhq/mediator/pseudonym"
 	"github.com/mediatorhq/mediator/redact"
 )
 
@@ -198,6 +199,12 @@ func validateDraft(d Draft, now time.Time) error {
 	for _, id := range ids {
 		if err := validID("each scope.conversation_ids entry", id); err != nil {
 			return err
+		}
+		// A conversation is named by its pseudonym. The ids deposits
+		// carried before pseudonyms (stored as sent, never shaped like a
+		// number or an address) still name their conversations.
+		if !pseudonym.Valid(id) && redact.LooksLikeIdentifier(id) {
+			return invalid.Coded(redact.CodeNotAPseudonym, "scope.conversation_ids", "must be conversation pseudonyms (ps1_…): the CLI computes them from the real ids")
 		}
 		if seen[id] {
 			return invalid.Input("scope.conversation_ids", fmt.Sprintf("lists %q twice", id))

@@ -167,7 +167,7 @@ func TestColumnsAreOnlyAnIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(got.Scope.ConversationIDs, []string{"c1"}) || got.Recipient.Fingerprint() != r.Recipient.Fingerprint() || got.Justification != r.Justification {
+	if !slices.Equal(got.Scope.ConversationIDs, []string{ps("c1")}) || got.Recipient.Fingerprint() != r.Recipient.Fingerprint() || got.Justification != r.Justification {
 		t.Fatalf("the service read the edited columns: %+v", got.Request)
 	}
 	ms, err := NewPGStore(w.pool, nil).Mismatches(ctx)

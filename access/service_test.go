@@ -30,6 +30,7 @@ import (
 	"github.com/mediatorhq/mediator/governance"
 	"github.com/mediatorhq/mediator/invalid"
 	"github.com/mediatorhq/mediator/policy"
+	"github.com/mediatorhq/mediator/pseudonym"
 	"github.com/mediatorhq/mediator/redact"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/seal"
@@ -212,9 +213,30 @@ func (w *world) approved(tb testing.TB, convos ...string) (Request, hpke.Private
 	return r, recipient
 }
 
-// deposit escrows a fresh key as a depositor does: split and sealed here.
+// names maps the pseudonyms ps gave back to the tests' conversation names.
+var names sync.Map
+
+// ps is the pseudonym the tests give conversation name, as a depositor's
+// client would send it.
+func ps(name string) string {
+	p := pseudonym.Synthetic(name)
+	names.Store(p, name)
+	return p
+}
+
+// nameOf is the conversation name ps made p of.
+func nameOf(p string) string {
+	if n, ok := names.Load(p); ok {
+		return n.(string)
+	}
+	return p
+}
+
+// deposit escrows a fresh key as a depositor does: split and sealed here,
+// under the conversation's pseudonym.
 func (w *world) deposit(t testing.TB, convo, keyID string) []byte {
 	t.Helper()
+	convo = ps(convo)
 	key := make([]byte, 32)
 	rand.Read(key)
 	set := w.custodians.SharesSet()
@@ -247,7 +269,7 @@ func open(t testing.TB, priv hpke.PrivateKey, rel Release) map[string][]byte {
 		if err != nil || bad != nil {
 			t.Fatalf("recover %s: %v %v", k.Escrow.ConversationID, bad, err)
 		}
-		got[k.Escrow.ConversationID] = key
+		got[nameOf(k.Escrow.ConversationID)] = key
 	}
 	return got
 }
@@ -258,6 +280,10 @@ func draft(t testing.TB, now time.Time, convos ...string) (Draft, hpke.PrivateKe
 	priv, err := kem.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
+	}
+	convos = slices.Clone(convos)
+	for i, c := range convos {
+		convos[i] = ps(c)
 	}
 	return Draft{
 		CaseID: "case-2026-117", LegalBasis: "court_order", WarrantRef: "SDNY 26-MJ-0117", Jurisdiction: "US",
@@ -324,6 +350,7 @@ func TestDraftValidation(t *testing.T) {
 		"wide digits in text":  func(d *Draft) { d.Justification = "Suspect uses ４１５５５５０１００ daily" },
 		"wide at in text":      func(d *Draft) { d.Justification = "Contact was a.b＠example.com" },
 		"control char in case": func(d *Draft) { d.CaseID = "case\x07" },
+		"number as convo":      func(d *Draft) { d.Scope.ConversationIDs = []string{"14155550100@s.whatsapp.net"} },
 	}
 	for name, mutate := range bad {
 		d, _ := draft(t, now, "c1")
@@ -335,6 +362,9 @@ func TestDraftValidation(t *testing.T) {
 			continue
 		}
 		if strings.Contains(name, "text") != (ve.Code == redact.CodeIdentifierInOpaqueField) {
+			t.Errorf("%s: code %q", name, ve.Code)
+		}
+		if strings.Contains(name, "number as") != (ve.Code == redact.CodeNotAPseudonym) {
 			t.Errorf("%s: code %q", name, ve.Code)
 		}
 	}

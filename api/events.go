@@ -72,9 +72,6 @@ func (s *server) ingestError(w http.ResponseWriter, r *http.Request, err error) 
 			details[i] = wireProblem(p)
 		}
 		writeError(w, http.StatusUnprocessableEntity, refused.Code, refused.Message, details...)
-	case errors.Is(err, ingest.ErrKeyUnavailable):
-		s.logFailure(r, "ingest", err)
-		unavailable(w, "vault", "the pseudonymization key is unavailable; nothing was written")
 	default:
 		s.logFailure(r, "ingest", err)
 		unavailable(w, "postgres", "the audit log is unavailable; nothing was acknowledged")

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -36,6 +37,10 @@ type Client struct {
 	// offered later.
 	seenMu sync.Mutex
 	seen   map[string]seenVersion
+
+	// pseudonyms, if set, pseudonymises identifiers before they leave
+	// (UsePseudonyms).
+	pseudonyms Pseudonymizer
 }
 
 // defaultTimeout bounds one call: far above any answer of a healthy
@@ -63,6 +68,29 @@ func New(baseURL, token string, httpClient *http.Client) (*Client, error) {
 		httpClient = &http.Client{Timeout: defaultTimeout}
 	}
 	return &Client{base: base, token: token, http: httpClient}, nil
+}
+
+// NewLocal returns a client of a local agent at baseURL ("http://host:port"
+// on loopback, or "unix:///path/to/socket"), which takes no token from
+// local callers: the client sends none.
+func NewLocal(baseURL string, httpClient *http.Client) (*Client, error) {
+	if path, ok := strings.CutPrefix(baseURL, "unix://"); ok {
+		if httpClient == nil {
+			httpClient = &http.Client{Timeout: defaultTimeout}
+		}
+		hc := *httpClient
+		hc.Transport = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}}
+		return &Client{base: "http://agent", http: &hc}, nil
+	}
+	c, err := New(baseURL, "-", httpClient)
+	if err != nil {
+		return nil, err
+	}
+	c.token = ""
+	return c, nil
 }
 
 // URL is the mediator the client talks to.
@@ -121,7 +149,9 @@ func (c *Client) do(ctx context.Context, method, path, contentType string, body,
 	if err != nil {
 		return 0, fmt.Errorf("client: %w", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	if rd != nil {
 		req.Header.Set("Content-Type", contentType)
 	}

@@ -54,6 +54,9 @@ func (c *Client) FetchCustodianSet(ctx context.Context) (shares.Set, string, err
 type Deposited struct {
 	wire.DepositResponse
 	Created bool
+	// Conversation is the conversation's pseudonym: what the mediator and
+	// the custodians were given, and the shares are bound to.
+	Conversation string
 }
 
 // ErrReceipt: the mediator's answer to a deposit lacks a custodian's
@@ -114,6 +117,10 @@ func (c *Client) DepositByRoster(ctx context.Context, genesis, conversationID, k
 // less is an error wrapping ErrReceipt, with the mediator's answer: the
 // mediator could otherwise drop a deposit and claim it kept it.
 func (c *Client) DepositTo(ctx context.Context, sp *shares.Splitter, pinned, conversationID, keyID string, key []byte) (Deposited, error) {
+	conversationID, err := c.conversationPseudonym(ctx, conversationID)
+	if err != nil {
+		return Deposited{}, err
+	}
 	set := sp.Set()
 	b := shares.Binding{EscrowID: uuid.NewString(), DepositedAt: shares.FormatTime(time.Now())}
 	commitment, sealed, err := sp.SplitBound(conversationID, keyID, b, key)
@@ -126,7 +133,7 @@ func (c *Client) DepositTo(ctx context.Context, sp *shares.Splitter, pinned, con
 	for i, s := range sealed {
 		body.Shares[i] = wire.DepositShare{Custodian: s.Custodian, Index: s.Index, Sealed: s.Sealed}
 	}
-	var out Deposited
+	out := Deposited{Conversation: conversationID}
 	status, err := c.do(ctx, http.MethodPost, "/v1/escrow/keys", "", body, &out.DepositResponse)
 	if err != nil {
 		return Deposited{}, err

@@ -86,6 +86,7 @@ func TestDepositNeedsEveryReceipt(t *testing.T) {
 	}))
 	defer srv.Close()
 	c, err := New(srv.URL, "token", nil)
+	c.UsePseudonyms(localPseudonyms())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,7 @@ func TestReleaseAsksAgainWhileInProgress(t *testing.T) {
 	}))
 	defer srv.Close()
 	c, err := New(srv.URL, "token", nil)
+	c.UsePseudonyms(localPseudonyms())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,6 +57,7 @@ func TestReleasedFollowsPages(t *testing.T) {
 	}))
 	defer srv.Close()
 	c, err := New(srv.URL, "token", nil)
+	c.UsePseudonyms(localPseudonyms())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,6 +109,7 @@ func TestReleaseAsksAgainWhenAnAnswerIsLost(t *testing.T) {
 	}))
 	defer srv.Close()
 	c, err := New(srv.URL, "token", nil)
+	c.UsePseudonyms(localPseudonyms())
 	if err != nil {
 		t.Fatal(err)
 	}

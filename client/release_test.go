@@ -421,6 +421,7 @@ func TestCheckRelease(t *testing.T) {
 	}))
 	defer srv.Close()
 	c, _ := New(srv.URL, "token", nil)
+	c.UsePseudonyms(localPseudonyms())
 	chk, err := c.CheckRelease(context.Background(), want.ID, genesis)
 	if err != nil || chk.Digest != shown.Digest || chk.Request.Recipient.Fingerprint() != want.Recipient.Fingerprint() || len(chk.Chain) != 1 {
 		t.Fatalf("%+v %v", chk, err)

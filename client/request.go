@@ -44,6 +44,11 @@ func (c *Client) FileRequest(ctx context.Context, key ed25519.PrivateKey, d appr
 	if err != nil {
 		return Filed{}, fmt.Errorf("client: request id: %w", err)
 	}
+	// The scope names conversations by pseudonym, computed here: the
+	// officer's signature then covers the mapping from the real ids.
+	if d.Scope.ConversationIDs, err = c.ConversationPseudonyms(ctx, d.Scope.ConversationIDs); err != nil {
+		return Filed{}, err
+	}
 	d.ID, d.Requester, d.CreatedAt = id.String(), me.Subject, time.Now().UTC().Truncate(time.Second)
 	d.Scope.From = d.Scope.From.UTC().Truncate(time.Second)
 	d.Scope.To = d.Scope.To.UTC().Truncate(time.Second)

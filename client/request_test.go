@@ -100,6 +100,7 @@ func newApprovalWorld(tb testing.TB, versions, approvers int) approvalWorld {
 func TestReviewVerifiesTheChainAndTheOfficer(t *testing.T) {
 	w := newApprovalWorld(t, 3, 4)
 	c, _ := New(w.srv.URL, "tok", nil)
+	c.UsePseudonyms(localPseudonyms())
 	r, err := c.Review(context.Background(), w.genesis, w.id)
 	if err != nil {
 		t.Fatal(err)
@@ -123,6 +124,7 @@ func BenchmarkApprove(b *testing.B) {
 	ctx := context.Background()
 	for b.Loop() {
 		c, _ := New(w.srv.URL, "tok", nil)
+		c.UsePseudonyms(localPseudonyms())
 		r, err := c.Review(ctx, w.genesis, w.id)
 		if err != nil {
 			b.Fatal(err)

@@ -82,6 +82,32 @@ type seenVersion struct {
 	digest  string
 }
 
+// RosterMemory is the newest roster version this client verified for
+// genesis, and its digest: what a long-lived caller keeps across restarts
+// (RememberRoster) so that no restart lets an older chain through. ok is
+// false before any verification.
+func (c *Client) RosterMemory(genesis string) (version uint64, digest string, ok bool) {
+	c.seenMu.Lock()
+	defer c.seenMu.Unlock()
+	s, ok := c.seen[genesis]
+	return s.version, s.digest, ok
+}
+
+// RememberRoster makes the client refuse, for genesis, any chain that does
+// not extend version with digest: a memory RosterMemory gave before. It
+// keeps a newer memory it already has.
+func (c *Client) RememberRoster(genesis string, version uint64, digest string) {
+	c.seenMu.Lock()
+	defer c.seenMu.Unlock()
+	if c.seen == nil {
+		c.seen = map[string]seenVersion{}
+	}
+	if cur, ok := c.seen[genesis]; ok && cur.version >= version {
+		return
+	}
+	c.seen[genesis] = seenVersion{version: version, digest: digest}
+}
+
 // RosterChain fetches the chain as served, unverified.
 func (c *Client) RosterChain(ctx context.Context) (wire.RosterChain, error) {
 	var out wire.RosterChain

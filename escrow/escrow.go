@@ -22,6 +22,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/mediatorhq/mediator/invalid"
+	"github.com/mediatorhq/mediator/pseudonym"
 	"github.com/mediatorhq/mediator/redact"
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/wire"
@@ -321,10 +322,8 @@ func sameOrConflict(existing Escrow, commitment string) (Escrow, bool, error) {
 // validate checks a deposit against the custodian set.
 func (s *Service) validate(req DepositRequest) error {
 	switch {
-	case !shares.ValidID(req.ConversationID):
-		return invalid.Input("conversation_id", "must be 1–128 printable bytes")
-	case redact.LooksLikeIdentifier(req.ConversationID):
-		return invalid.Coded(redact.CodeIdentifierInOpaqueField, "conversation_id", "looks like a phone number or an email address; use an opaque id")
+	case !pseudonym.Valid(req.ConversationID):
+		return invalid.Coded(redact.CodeNotAPseudonym, "conversation_id", "must be the conversation's pseudonym (ps1_…), computed by the depositor through the pseudonym service")
 	case !shares.ValidID(req.KeyID):
 		return invalid.Input("key_id", "must be 1–128 printable bytes")
 	case !commitmentPattern.MatchString(req.Commitment):

@@ -24,6 +24,7 @@ import (
 	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/escrow"
 	"github.com/mediatorhq/mediator/invalid"
+	"github.com/mediatorhq/mediator/pseudonym"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/test/harness"
@@ -64,8 +65,18 @@ func newKey(t testing.TB) []byte {
 	return k
 }
 
-// request is a deposit of key as a depositor seals it.
+// ps is the pseudonym the tests give conversation name.
+func ps(name string) string { return pseudonym.Synthetic(name) }
+
+// request is a deposit of key as a depositor seals it, under the
+// conversation's pseudonym.
 func (f *fixture) request(t testing.TB, convo, keyID string, key []byte) escrow.DepositRequest {
+	t.Helper()
+	return f.rawRequest(t, ps(convo), keyID, key)
+}
+
+// rawRequest is request with the conversation id as given.
+func (f *fixture) rawRequest(t testing.TB, convo, keyID string, key []byte) escrow.DepositRequest {
 	t.Helper()
 	commitment, sealed, err := f.splitter.Split(convo, keyID, key)
 	if err != nil {
@@ -107,7 +118,7 @@ func TestDepositForwardsSealedSharesOnly(t *testing.T) {
 	if err != nil || !created {
 		t.Fatal(err)
 	}
-	if len(rec.Shares) != 5 || rec.Threshold != 3 || rec.KeyCommitment != shares.Commitment("conv-1", "epoch-1", key) ||
+	if len(rec.Shares) != 5 || rec.Threshold != 3 || rec.KeyCommitment != shares.Commitment(ps("conv-1"), "epoch-1", key) ||
 		rec.Depositor != "gateway-3" || rec.CustodianSet != f.cs.Digest || rec.AuditSeq < 0 {
 		t.Fatalf("escrow: %+v", rec)
 	}
@@ -192,10 +203,10 @@ func TestDepositIsAllOrNothing(t *testing.T) {
 	if _, _, err := f.svc.Deposit(ctx, other); !errors.Is(err, escrow.ErrSetMismatch) {
 		t.Fatalf("another set: %v", err)
 	}
-	for _, convo := range []string{"+1 415 555 0100", "415/555/0100", "４１５５５５０１００", "alice＠example.com"} {
-		named := f.request(t, convo, "k", newKey(t))
-		if _, _, err := f.svc.Deposit(ctx, named); !isInvalidField(err, "identifier_in_opaque_field", "conversation_id") {
-			t.Fatalf("a conversation id that is a phone number or an address: %v", err)
+	for _, convo := range []string{"+1 415 555 0100", "grp_2026_11_30", "conv-1", pseudonym.Synthetic("x")[:46]} {
+		named := f.rawRequest(t, convo, "k", newKey(t))
+		if _, _, err := f.svc.Deposit(ctx, named); !isInvalidField(err, "not_a_pseudonym", "conversation_id") {
+			t.Fatalf("a conversation id that is not a pseudonym: %v", err)
 		}
 	}
 	swapped := f.request(t, "conv-order", "k", newKey(t))
@@ -308,14 +319,14 @@ func TestDestroyAtRetentionEndRespectsLegalHolds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hold, err := f.svc.PlaceHold(ctx, "held", "case 2026-117 preservation order", "counsel@example")
+	hold, err := f.svc.PlaceHold(ctx, ps("held"), "case 2026-117 preservation order", "counsel@example")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rep, err := f.svc.Destroy(ctx, a.CreatedAt.Add(-time.Hour)); err != nil || len(rep.Destroyed)+len(rep.Held) != 0 {
 		t.Fatalf("early run: %+v %v", rep, err)
 	}
-	racing := &holdDuringRun{PGRows: f.rows, convo: "late-hold"}
+	racing := &holdDuringRun{PGRows: f.rows, convo: ps("late-hold")}
 	svc := f.cs.Escrow(t, f.rows, racing)
 	racing.svc = svc
 	rep, err := svc.Destroy(ctx, time.Now().Add(time.Minute))
@@ -346,9 +357,9 @@ func TestDestroyAtRetentionEndRespectsLegalHolds(t *testing.T) {
 	canonical, _ := f.cs.Genesis().Canonical()
 	chain := []roster.Signed{{Roster: canonical, Signatures: []roster.Signature{
 		roster.Sign(keys["lena"], roster.Digest(canonical), "lena"), roster.Sign(keys["sam"], roster.Digest(canonical), "sam")}}}
-	lift := wire.SignedHold{Roster: chain, HoldID: hold, ConversationID: "held", Action: approval.HoldLift}
+	lift := wire.SignedHold{Roster: chain, HoldID: hold, ConversationID: ps("held"), Action: approval.HoldLift}
 	for _, id := range []string{"lena", "sam"} {
-		lift.Signatures = append(lift.Signatures, wire.HoldSignature{SignerID: id, Signature: approval.SignHold(keys[id], hold, "held", approval.HoldLift, id)})
+		lift.Signatures = append(lift.Signatures, wire.HoldSignature{SignerID: id, Signature: approval.SignHold(keys[id], hold, ps("held"), approval.HoldLift, id)})
 	}
 	for _, c := range f.cs.Custodians {
 		if _, err := client.SendSignedHold(ctx, nil, c.URL, lift); err != nil {

@@ -1,6 +1,7 @@
 // Package ingest takes delivery metadata into the audit log. A request body
-// is decoded strictly and minimized with the current pseudonym key
-// (redact), the valid events are appended in one group-committed
+// is decoded strictly and minimized (redact): identifiers arrive as
+// pseudonyms the gateway's side computed, and the service holds no key
+// that makes or reverses one; the valid events are appended in one group-committed
 // transaction (audit), and once committed they are counted for the SOC view
 // and the metrics. Ingest answers only after the commit, so an event it
 // reports accepted is durable. Nothing here knows HTTP.
@@ -59,11 +60,6 @@ type Appender interface {
 	Append(ctx context.Context, entries []audit.Entry) ([]audit.Appended, error)
 }
 
-// KeySource supplies the current pseudonymization key.
-type KeySource interface {
-	Current(ctx context.Context) (redact.PseudonymKey, error)
-}
-
 // Counter counts committed records for the SOC view (stats.Tally).
 type Counter interface {
 	Count(r *redact.Record)
@@ -72,7 +68,6 @@ type Counter interface {
 // Config configures a Service.
 type Config struct {
 	Log     Appender
-	Keys    KeySource
 	Profile redact.Profile
 	// Tally, if set, counts every committed record.
 	Tally  Counter
@@ -84,7 +79,6 @@ type Config struct {
 // Service ingests request bodies. It is safe for concurrent use.
 type Service struct {
 	log     Appender
-	keys    KeySource
 	profile redact.Profile
 	tally   Counter
 	logger  *slog.Logger
@@ -94,7 +88,7 @@ type Service struct {
 
 // New returns a Service.
 func New(cfg Config) *Service {
-	s := &Service{log: cfg.Log, keys: cfg.Keys, profile: cfg.Profile, tally: cfg.Tally, logger: cfg.Logger,
+	s := &Service{log: cfg.Log, profile: cfg.Profile, tally: cfg.Tally, logger: cfg.Logger,
 		metrics: cfg.Metrics, now: time.Now}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
@@ -146,24 +140,21 @@ const CodeEventIDConflict = "event_id_conflict"
 const (
 	CodeValidationFailed   = "validation_failed"
 	CodeContentNotAccepted = redact.CodeContentNotAccepted
-	// CodeIdentifierInOpaqueField: an opaque field looks like a phone
+	// CodeIdentifierInOpaqueField: client.version looks like a phone
 	// number or an email address.
 	CodeIdentifierInOpaqueField = redact.CodeIdentifierInOpaqueField
+	// CodeNotAPseudonym: an identifier field is not a pseudonym.
+	CodeNotAPseudonym = redact.CodeNotAPseudonym
 )
 
-// Errors of a dependency: nothing was acknowledged.
-var (
-	// ErrKeyUnavailable: the pseudonymization key cannot be had.
-	ErrKeyUnavailable = errors.New("ingest: the pseudonymization key is unavailable; nothing was written")
-	// ErrLogUnavailable: the append failed.
-	ErrLogUnavailable = errors.New("ingest: the audit log is unavailable; nothing was acknowledged")
-)
+// ErrLogUnavailable: the append failed; nothing was acknowledged.
+var ErrLogUnavailable = errors.New("ingest: the audit log is unavailable; nothing was acknowledged")
 
 // Ingest decodes body, minimizes its valid events and appends them in one
 // transaction, returning after the commit. atomic refuses the whole body if
 // any event is invalid. It returns a *RefusedError when nothing was
-// written for a reason in the body, and ErrKeyUnavailable or
-// ErrLogUnavailable (wrapping the cause) when a dependency failed.
+// written for a reason in the body, and ErrLogUnavailable (wrapping the
+// cause) when the log failed.
 //
 // Event ids are unique per submitter, the authenticated subject that sent
 // the request, which each record carries: a resend of the same event is a
@@ -180,12 +171,8 @@ func (s *Service) Ingest(ctx context.Context, submitter string, body []byte, for
 		s.metrics.rejected(bodyProblem.Code)
 		return Result{}, refused([]redact.Problem{*bodyProblem}, bodyProblem.Message)
 	}
-	key, err := s.keys.Current(ctx)
-	if err != nil {
-		return Result{}, fmt.Errorf("%w: %v", ErrKeyUnavailable, err)
-	}
 	now := s.now()
-	minimizer := redact.NewMinimizer(s.profile, key)
+	minimizer := redact.NewMinimizer(s.profile, submitter)
 	entries := make([]audit.Entry, 0, len(events))
 	records := make([]*redact.Record, 0, len(events))
 	// entries[i] is event indexes[i], for the problems of a conflict.
@@ -207,7 +194,6 @@ func (s *Service) Ingest(ctx context.Context, submitter string, body []byte, for
 			s.metrics.rejected(probs[0].Code)
 			continue
 		}
-		rec.Submitter = submitter
 		entries = append(entries, audit.Entry{Kind: rec.Kind, EventID: rec.EventID, Submitter: submitter,
 			ConversationID: rec.ConversationID, OccurredAt: rec.Occurred, Record: rec})
 		records = append(records, rec)
@@ -265,9 +251,10 @@ func (s *Service) counted(rec *redact.Record) {
 }
 
 // refused builds the refusal: content_not_accepted if any event carried
-// content, else identifier_in_opaque_field if an opaque field held a phone
-// number or an email address (or too_many_recipients for a request over
-// the cap), else validation_failed.
+// content, else not_a_pseudonym if an identifier field held anything but
+// a pseudonym, identifier_in_opaque_field if client.version held a phone
+// number or an email address, or too_many_recipients for a request over
+// the cap, else validation_failed.
 func refused(problems []redact.Problem, msg string) *RefusedError {
 	code := CodeValidationFailed
 	for _, p := range problems {
@@ -275,8 +262,13 @@ func refused(problems []redact.Problem, msg string) *RefusedError {
 			code = CodeContentNotAccepted
 			break
 		}
-		if p.Code == redact.CodeIdentifierInOpaqueField || p.Code == redact.CodeTooManyRecipients {
+		switch p.Code {
+		case redact.CodeNotAPseudonym:
 			code = p.Code
+		case redact.CodeIdentifierInOpaqueField, redact.CodeTooManyRecipients:
+			if code != redact.CodeNotAPseudonym {
+				code = p.Code
+			}
 		}
 	}
 	return &RefusedError{Code: code, Message: msg, Problems: problems}

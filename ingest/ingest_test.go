@@ -39,12 +39,6 @@ func (m *memLog) Append(_ context.Context, es []audit.Entry) ([]audit.Appended, 
 	return out, nil
 }
 
-type fixedKey struct{ err error }
-
-func (k fixedKey) Current(context.Context) (redact.PseudonymKey, error) {
-	return redact.PseudonymKey{Version: 1, Key: bytes.Repeat([]byte{7}, 32)}, k.err
-}
-
 type tally struct{ n int }
 
 func (t *tally) Count(*redact.Record) { t.n++ }
@@ -61,7 +55,7 @@ func batch(n int) []byte {
 // a failed dependency acknowledges nothing.
 func TestIngest(t *testing.T) {
 	log, count := &memLog{}, &tally{}
-	s := New(Config{Log: log, Keys: fixedKey{}, Profile: redact.DefaultProfile(), Tally: count})
+	s := New(Config{Log: log, Profile: redact.DefaultProfile(), Tally: count})
 	ctx := context.Background()
 	body := batch(3)
 	res, err := s.Ingest(ctx, "gw-test", body, JSON, false)
@@ -85,13 +79,9 @@ func TestIngest(t *testing.T) {
 	if _, err := s.Ingest(ctx, "gw-test", []byte(`{"events":`), JSON, false); !errors.As(err, &refused) || refused.Code != CodeValidationFailed {
 		t.Fatalf("malformed body: %v", err)
 	}
-	down := New(Config{Log: &memLog{fail: errors.New("db down")}, Keys: fixedKey{}, Profile: redact.DefaultProfile()})
+	down := New(Config{Log: &memLog{fail: errors.New("db down")}, Profile: redact.DefaultProfile()})
 	if _, err := down.Ingest(ctx, "gw-test", batch(1), JSON, false); !errors.Is(err, ErrLogUnavailable) {
 		t.Fatalf("log down: %v", err)
-	}
-	noKey := New(Config{Log: &memLog{}, Keys: fixedKey{err: errors.New("sealed")}, Profile: redact.DefaultProfile()})
-	if _, err := noKey.Ingest(ctx, "gw-test", batch(1), JSON, false); !errors.Is(err, ErrKeyUnavailable) {
-		t.Fatalf("key unavailable: %v", err)
 	}
 }
 
@@ -99,7 +89,7 @@ func TestIngest(t *testing.T) {
 // realistic events: decoding, redaction and the answer, with the database
 // replaced by an in-memory log.
 func BenchmarkIngest(b *testing.B) {
-	s := New(Config{Log: &discardLog{}, Keys: fixedKey{}, Profile: redact.DefaultProfile()})
+	s := New(Config{Log: &discardLog{}, Profile: redact.DefaultProfile()})
 	raw := batch(1000)
 	b.SetBytes(int64(len(raw)))
 	for b.Loop() {

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/mediatorhq/mediator/client"
+	"github.com/mediatorhq/mediator/pseudonym"
 )
 
 // Config describes one run.
@@ -36,6 +37,11 @@ type Config struct {
 	MaxEvents    int           // stop after this many events; 0 = no limit besides Duration
 	Workers      int           // concurrent requests (default 4)
 	RunID        string        // prefix of event ids; random when empty
+	// Raw sends identifiers as a gateway has them (phone numbers,
+	// conversation ids), to an agent at URL, which pseudonymises them and
+	// takes no token; otherwise events carry pseudonyms, as the client
+	// package sends them with a warm cache.
+	Raw bool
 	// Proofs is how many inclusion proofs to time after the run (needs
 	// AuditorToken); 0 skips it.
 	Proofs int
@@ -92,7 +98,7 @@ func (r Report) String() string {
 // Run sends load until Duration or MaxEvents is reached, writing a
 // progress line to progress every second.
 func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
-	if cfg.URL == "" || cfg.IngestToken == "" {
+	if cfg.URL == "" || (cfg.IngestToken == "" && !cfg.Raw) {
 		return Report{}, errors.New("loadgen: URL and ingest token are required")
 	}
 	if cfg.Batch <= 0 {
@@ -108,7 +114,13 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 		cfg.RunID = "load-" + strconv.FormatUint(rand.Uint64(), 36)
 	}
 	hc := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Workers}}
-	ingest, err := client.New(cfg.URL, cfg.IngestToken, hc)
+	var ingest *client.Client
+	var err error
+	if cfg.Raw {
+		ingest, err = client.NewLocal(cfg.URL, hc)
+	} else {
+		ingest, err = client.New(cfg.URL, cfg.IngestToken, hc)
+	}
 	if err != nil {
 		return Report{}, err
 	}
@@ -184,7 +196,11 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 					n = int64(cfg.MaxEvents) - first
 				}
 				body.Reset()
-				WriteBatch(&body, cfg.RunID, first, int(n))
+				if cfg.Raw {
+					WriteRawBatch(&body, cfg.RunID, first, int(n))
+				} else {
+					WriteBatch(&body, cfg.RunID, first, int(n))
+				}
 				t0 := time.Now()
 				res, err := ingest.SendEvents(ctx, body.Bytes(), false, false)
 				var seq int64 = -1
@@ -304,11 +320,57 @@ func AppendEventID(b []byte, runID string, n int64) []byte {
 	return strconv.AppendInt(b, n, 10)
 }
 
+// The identifiers of generated events: conversations, senders and
+// recipients drawn from fixed pools, as a gateway's traffic repeats them,
+// each with its synthetic pseudonym (pseudonym.Synthetic).
+const (
+	poolConversations = 5000
+	poolSenders       = 10000
+	poolRecipients    = 10000
+)
+
+type identifiers struct {
+	raw, pseudonyms []string
+}
+
+var pools = sync.OnceValue(func() (p [3]identifiers) {
+	pool := func(n int, name func(i int) string) identifiers {
+		ids := identifiers{raw: make([]string, n), pseudonyms: make([]string, n)}
+		for i := range n {
+			ids.raw[i] = name(i)
+			ids.pseudonyms[i] = pseudonym.Synthetic(ids.raw[i])
+		}
+		return ids
+	}
+	p[0] = pool(poolConversations, func(i int) string { return "conv-" + strconv.Itoa(i) })
+	p[1] = pool(poolSenders, func(i int) string { return fmt.Sprintf("+1415555%04d", i) })
+	p[2] = pool(poolRecipients, func(i int) string { return fmt.Sprintf("+4420790%05d", i) })
+	return p
+})
+
 // WriteBatch appends {"events":[...]} with n realistic events numbered from
-// first. It builds JSON by hand, with appends rather than fmt, because the
-// generator shares the machine with the server under test and must stay
-// cheap.
+// first, their identifiers already pseudonyms. It builds JSON by hand, with
+// appends rather than fmt, because the generator shares the machine with
+// the server under test and must stay cheap.
 func WriteBatch(b *bytes.Buffer, runID string, first int64, n int) {
+	writeBatch(b, runID, first, n, false)
+}
+
+// WriteRawBatch is WriteBatch with identifiers as a gateway has them, for
+// an agent.
+func WriteRawBatch(b *bytes.Buffer, runID string, first int64, n int) {
+	writeBatch(b, runID, first, n, true)
+}
+
+func writeBatch(b *bytes.Buffer, runID string, first int64, n int, raw bool) {
+	p := pools()
+	pick := func(ids identifiers, r uint64) string {
+		i := r % uint64(len(ids.raw))
+		if raw {
+			return ids.raw[i]
+		}
+		return ids.pseudonyms[i]
+	}
 	now := time.Now().UTC().Add(-30 * time.Second).Format(time.RFC3339Nano)
 	out := b.AvailableBuffer()
 	out = append(out, `{"events":[`...)
@@ -323,16 +385,16 @@ func WriteBatch(b *bytes.Buffer, runID string, first int64, n int) {
 		out = AppendEventID(out, runID, id)
 		out = append(out, `","kind":"`...)
 		out = append(out, kind...)
-		out = append(out, `","conversation_id":"conv-`...)
-		out = strconv.AppendUint(out, (r>>16)%5000, 10)
+		out = append(out, `","conversation_id":"`...)
+		out = append(out, pick(p[0], r>>16)...)
 		out = append(out, `","message_hash":"sha256:`...)
 		for _, w := range [4]uint64{r, rand.Uint64(), rand.Uint64(), rand.Uint64()} {
 			out = appendHex16(out, w)
 		}
-		out = append(out, `","sender":"+1415`...)
-		out = appendPadded(out, (r>>20)%10000000, 7)
-		out = append(out, `","recipients":["+4420`...)
-		out = appendPadded(out, (r>>28)%100000000, 8)
+		out = append(out, `","sender":"`...)
+		out = append(out, pick(p[1], r>>20)...)
+		out = append(out, `","recipients":["`...)
+		out = append(out, pick(p[2], r>>28)...)
 		out = append(out, `"],"transport":"`...)
 		out = append(out, transports[(r>>8)%uint64(len(transports))]...)
 		out = append(out, `","status":"`...)

@@ -34,7 +34,7 @@ func writeBatchIsValid(t *testing.T, runID string, first int64) {
 	if p != nil || probs != nil || len(events) != 200 {
 		t.Fatalf("decode: %d events, %+v %+v", len(events), probs, p)
 	}
-	m := redact.NewMinimizer(redact.DefaultProfile(), redact.PseudonymKey{Version: 1, Key: make([]byte, 32)})
+	m := redact.NewMinimizer(redact.DefaultProfile(), "gw-test")
 	for i, ev := range events {
 		if _, probs := m.Minimize(i, ev, time.Now()); probs != nil {
 			t.Fatalf("event %d refused: %+v", i, probs)

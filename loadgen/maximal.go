@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mediatorhq/mediator/pseudonym"
 )
 
 // MaxBodyBytes is the largest ingest body the service takes.
@@ -20,14 +22,13 @@ const MaxBodyBytes = 8 << 20
 
 // WriteMaximalBatch appends to b a valid ingest body as large as the
 // service takes on every count: 10,000 events (the most a request may
-// carry) with 70-byte ids and conversation ids, 200-character downgrade
-// reasons and five recipients each (50,000, the per-request cap), just
-// under 8 MiB. Event ids are prefix-… and unique per prefix. It returns the
+// carry) with five recipients each (50,000, the per-request cap), every
+// identifier a pseudonym (47 bytes) and downgrade reasons long enough to
+// bring the body just under 8 MiB. Event ids are prefix-… and unique per prefix. It returns the
 // number of events.
 func WriteMaximalBatch(b *bytes.Buffer, prefix string) int {
 	now := time.Now().UTC().Add(-time.Minute).Format(time.RFC3339)
-	reason := strings.Repeat("peer unreachable over RCS ", 8)[:200]
-	pad := strings.Repeat("x", 60)
+	reason := strings.Repeat("peer unreachable over RCS ", 8)[:170]
 	start := b.Len()
 	b.WriteString(`{"events":[`)
 	n := 0
@@ -35,15 +36,16 @@ func WriteMaximalBatch(b *bytes.Buffer, prefix string) int {
 		if n > 0 {
 			b.WriteByte(',')
 		}
-		fmt.Fprintf(b, `{"event_id":"%s-%s-%d","kind":"downgrade","conversation_id":"conv-%s-%d","message_hash":"sha256:%064x",`+
-			`"sender":"user-%s-%d","transport":"sms","status":"sent","occurred_at":"%s",`+
-			`"downgrade":{"from":"rcs-e2ee","to":"sms","reason":"%s"},"client":{"platform":"android","version":"5.2.1"},"recipients":[`,
-			prefix, pad, n, pad, n%97, n, pad, n, now, reason)
+		fmt.Fprintf(b, `{"event_id":"%s-%d","kind":"downgrade","conversation_id":"%s","message_hash":"sha256:%064x",`+
+			`"sender":"%s","transport":"sms","status":"sent","occurred_at":"%s",`+
+			`"downgrade":{"from":"rcs-e2ee","to":"sms","reason":"%s"},"recipients":[`,
+			prefix, n, pseudonym.Synthetic(fmt.Sprintf("conv-%d", n%97)), n,
+			pseudonym.Synthetic(fmt.Sprintf("user-%d", n)), now, reason)
 		for r := range 5 {
 			if r > 0 {
 				b.WriteByte(',')
 			}
-			fmt.Fprintf(b, `"+1%010d"`, 3000000000+n*5+r)
+			fmt.Fprintf(b, `"%s"`, pseudonym.Synthetic(fmt.Sprintf("+1%010d", 3000000000+n*5+r)))
 		}
 		b.WriteString(`]}`)
 	}

@@ -1,6 +1,9 @@
 package redact
 
-import "unicode/utf8"
+import (
+	"strconv"
+	"unicode/utf8"
+)
 
 // AppendCanonicalJSON appends the RFC 8785 (JCS) canonical JSON of r: the
 // bytes that canonicalizing json.Marshal(r) would give, written directly
@@ -70,6 +73,10 @@ func (r *Record) AppendCanonicalJSON(b []byte) []byte {
 	}
 	b = append(b, `,"transport":`...)
 	b = appendString(b, r.Transport)
+	if r.V != 0 {
+		b = append(b, `,"v":`...)
+		b = strconv.AppendInt(b, int64(r.V), 10)
+	}
 	return append(b, '}')
 }
 

@@ -24,7 +24,7 @@ func TestCanonicalMatchesJCS(t *testing.T) {
 		CEKHash: "sha256:cd", Sender: "hmac-sha256:1:aa", Recipients: []string{"x", "y\t"}, Transport: "sms",
 		Status: "read", OccurredAt: "2026-01-01T00:00:00Z", Carrier: &RecordCarrier{MCC: "310", MNC: "26"},
 		Downgrade: &Downgrade{From: "rcs", To: "sms", Reason: "x\ny\u007f"}, Client: &Client{Platform: "ios", Version: "1"},
-		Submitter: "gw-\"1\u2028"}
+		Submitter: "gw-\"1\u2028", V: RecordVersion}
 	minimal := &Record{EventID: "e", Kind: "k", ConversationID: "c", MessageHash: "h", Sender: "s",
 		Recipients: []string{}, Transport: "t", Status: "s", OccurredAt: "o",
 		Carrier: &RecordCarrier{MCC: "1"}, Downgrade: &Downgrade{From: "a", To: "b"}, Client: &Client{Platform: "web"}}
@@ -47,6 +47,7 @@ func FuzzCanonicalRecord(f *testing.F) {
 			r.Downgrade = &Downgrade{From: id, To: convo, Reason: reason}
 			r.Client = &Client{Platform: mcc, Version: version}
 			r.Submitter = reason
+			r.V = len(reason)
 		}
 		if ours, want := canonicalOf(t, r); ours != want {
 			t.Fatalf("not canonical:\nours %q\njcs  %q", ours, want)

@@ -83,6 +83,9 @@ const (
 	CodeInvalidField       = "invalid_field"
 	CodeMissingField       = "missing_field"
 	CodeTooDeep            = "too_deep"
+	// CodeNotAPseudonym: an identifier field (conversation_id, sender,
+	// recipients) holds something other than a well-formed pseudonym.
+	CodeNotAPseudonym = "not_a_pseudonym"
 	// CodeTooManyRecipients: the events of one request name more
 	// recipients in all than the profile's max_recipients_per_request.
 	CodeTooManyRecipients = "too_many_recipients"

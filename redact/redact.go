@@ -3,7 +3,6 @@ package redact
 import (
 	"bytes"
 	"cmp"
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -16,6 +15,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/mediatorhq/mediator/pseudonym"
 )
 
 // Profile is the minimization profile: how much of each event is kept. The
@@ -82,14 +83,21 @@ func ParseProfile(b []byte) (Profile, error) {
 	return p, nil
 }
 
-// PseudonymKey is a versioned HMAC-SHA-256 key. Key is secret: never log it.
-type PseudonymKey struct {
-	Version int
-	Key     []byte
-}
+// RecordVersion is the version of the event records Minimize makes,
+// written as the record's "v". Version 2 records hold identifiers only as
+// VOPRF pseudonyms the gateway's side computed ("ps1_…") and the event id
+// only as EventIDDigest. Records without "v" are of the HMAC era: senders
+// and recipients as "hmac-sha256:<key version>:<hex>" under a key the
+// mediator held, conversation and event ids as sent. The two kinds of
+// pseudonym are unrelated: nothing maps one to the other.
+const RecordVersion = 2
 
 // Record is what the log keeps of an event: no raw identifier, coarse time.
 type Record struct {
+	// V is RecordVersion.
+	V int `json:"v,omitempty"`
+	// EventID is EventIDDigest of the submitter and the event id it sent,
+	// never the id itself.
 	EventID        string         `json:"event_id"`
 	Kind           string         `json:"kind"`
 	ConversationID string         `json:"conversation_id"`
@@ -183,41 +191,80 @@ func validHash(s string) bool {
 	return true
 }
 
-// Minimizer minimizes many events with one profile and key, reusing its
-// HMAC state. It is not safe for concurrent use: make one per request.
+// Minimizer minimizes the events of one submitter with one profile.
 type Minimizer struct {
-	profile Profile
-	ps      pseudonymizer
+	profile   Profile
+	submitter string
+	digest    hash.Hash
+	buf       []byte
 }
 
-// NewMinimizer returns a Minimizer for p and key.
-func NewMinimizer(p Profile, key PseudonymKey) *Minimizer {
-	return &Minimizer{profile: p, ps: pseudonymizer{key: key, mac: hmac.New(sha256.New, key.Key)}}
+// NewMinimizer returns a Minimizer for p and the authenticated subject
+// that sent the events (the token's sub), whose event ids it binds. It is
+// not safe for concurrent use: make one per request.
+func NewMinimizer(p Profile, submitter string) *Minimizer {
+	return &Minimizer{profile: p, submitter: submitter, digest: sha256.New()}
 }
 
 // Minimize validates ev and returns the record to keep, or the problems
 // that refuse it. now is the ingest time (for the future-skew bound).
-func Minimize(index int, ev *Event, p Profile, key PseudonymKey, now time.Time) (*Record, []Problem) {
-	return NewMinimizer(p, key).Minimize(index, ev, now)
+func Minimize(index int, ev *Event, p Profile, submitter string, now time.Time) (*Record, []Problem) {
+	return NewMinimizer(p, submitter).Minimize(index, ev, now)
 }
 
-// Minimize is the package-level Minimize with m's profile and key.
+// EventIDDigest is what the log keeps of an event id: "eid1:" and the hex
+// SHA-256 of "mediator-event-id-v1\n" + submitter + "\n" + eventID. It is
+// bound to the submitter, as event ids are unique per submitter, and it
+// keeps an id of any shape out of storage in readable form. (An id that
+// can be guessed can be tested against it: ids are for idempotency, not
+// for people.)
+func EventIDDigest(submitter, eventID string) string {
+	sum := sha256.Sum256([]byte(eventIDLabel + "\n" + submitter + "\n" + eventID))
+	return eventIDPrefix + hex.EncodeToString(sum[:])
+}
+
+const (
+	eventIDLabel  = "mediator-event-id-v1"
+	eventIDPrefix = "eid1:"
+)
+
+func (m *Minimizer) eventIDDigest(eventID string) string {
+	m.digest.Reset()
+	m.digest.Write([]byte(eventIDLabel + "\n"))
+	m.digest.Write([]byte(m.submitter))
+	m.digest.Write([]byte{'\n'})
+	m.digest.Write([]byte(eventID))
+	m.buf = m.digest.Sum(m.buf[:0])
+	return eventIDPrefix + hex.EncodeToString(m.buf)
+}
+
+// Minimize is the package-level Minimize with m's profile and submitter.
 func (m *Minimizer) Minimize(index int, ev *Event, now time.Time) (*Record, []Problem) {
 	p := m.profile
 	var probs []Problem
 	bad := func(path, code, msg string) {
 		probs = append(probs, Problem{Index: index, Path: path, Code: code, Message: msg})
 	}
-	opaque := func(path, v string, required bool) {
+	// An opaque id may hold anything printable: it is stored only as a
+	// digest, so its shape is no one's business.
+	opaque := func(path, v string) {
 		switch {
-		case v == "" && required:
+		case v == "":
 			bad(path, CodeMissingField, "required")
 		case !Printable(v):
 			bad(path, CodeInvalidField, "must be printable text without control characters")
-		case LooksLikeIdentifier(v):
-			bad(path, CodeIdentifierInOpaqueField, "looks like a phone number or an email address; use an opaque id such as a UUID")
 		case len(v) > maxIDLen:
 			bad(path, CodeInvalidField, fmt.Sprintf("longer than %d bytes", maxIDLen))
+		}
+	}
+	// An identifier must arrive as a pseudonym: the mediator cannot make
+	// one, as it does not hold the pseudonym service's key.
+	pseudonymous := func(path, v string) {
+		switch {
+		case v == "":
+			bad(path, CodeMissingField, "required")
+		case !pseudonym.Valid(v):
+			bad(path, CodeNotAPseudonym, "must be a pseudonym (ps1_…) computed through the pseudonym service; send events through the client package or the agent, which compute it")
 		}
 	}
 	oneOf := func(path, v string, allowed func(string) bool) {
@@ -227,8 +274,8 @@ func (m *Minimizer) Minimize(index int, ev *Event, now time.Time) (*Record, []Pr
 			bad(path, CodeInvalidField, "not an allowed value")
 		}
 	}
-	opaque("$.event_id", ev.EventID, true)
-	opaque("$.conversation_id", ev.ConversationID, true)
+	opaque("$.event_id", ev.EventID)
+	pseudonymous("$.conversation_id", ev.ConversationID)
 	oneOf("$.kind", ev.Kind, isKind)
 	oneOf("$.transport", ev.Transport, isTransport)
 	oneOf("$.status", ev.Status, isStatus)
@@ -242,27 +289,23 @@ func (m *Minimizer) Minimize(index int, ev *Event, now time.Time) (*Record, []Pr
 	}
 
 	rec := &Record{
-		EventID: ev.EventID, Kind: ev.Kind, ConversationID: ev.ConversationID,
+		V: RecordVersion, Submitter: m.submitter, EventID: m.eventIDDigest(ev.EventID), Kind: ev.Kind, ConversationID: ev.ConversationID,
 		MessageHash: ev.MessageHash, CEKHash: ev.CEKHash,
 		Transport: ev.Transport, Status: ev.Status,
 		Recipients: make([]string, 0, len(ev.Recipients)),
 	}
-	if ev.Sender == "" {
-		bad("$.sender", CodeMissingField, "required")
-	} else if ps, ok := m.ps.pseudonym(ev.Sender); ok {
-		rec.Sender = ps
-	} else {
-		bad("$.sender", CodeInvalidField, "must be an E.164 number or an opaque id of at most 128 printable bytes")
-	}
+	pseudonymous("$.sender", ev.Sender)
+	rec.Sender = ev.Sender
 	if len(ev.Recipients) > p.MaxRecipients {
 		bad("$.recipients", CodeInvalidField, fmt.Sprintf("more than %d recipients", p.MaxRecipients))
 	} else {
 		for i, r := range ev.Recipients {
-			if ps, ok := m.ps.pseudonym(r); ok {
-				rec.Recipients = append(rec.Recipients, ps)
-			} else {
-				bad("$.recipients["+strconv.Itoa(i)+"]", CodeInvalidField, "must be an E.164 number or an opaque id of at most 128 printable bytes")
+			if r == "" {
+				bad("$.recipients["+strconv.Itoa(i)+"]", CodeMissingField, "empty")
+				continue
 			}
+			pseudonymous("$.recipients["+strconv.Itoa(i)+"]", r)
+			rec.Recipients = append(rec.Recipients, r)
 		}
 	}
 
@@ -316,39 +359,6 @@ func (m *Minimizer) Minimize(index int, ev *Event, now time.Time) (*Record, []Pr
 		return nil, probs
 	}
 	return rec, nil
-}
-
-// Pseudonym returns "hmac-sha256:<version>:<hex>" for an identifier: E.164
-// numbers are normalized first, NFKC then digits only (so "+1 415-555-0100",
-// "+14155550100" and "＋１４１５５５５０１００" map to one pseudonym), anything else is used as an opaque id. The two spaces are
-// domain-separated so a number and an id with the same text never collide.
-// ok is false for an empty, over-long or non-printable identifier.
-func Pseudonym(key PseudonymKey, id string) (string, bool) {
-	ps := pseudonymizer{key: key, mac: hmac.New(sha256.New, key.Key)}
-	return ps.pseudonym(id)
-}
-
-// pseudonymizer computes pseudonyms with one reusable HMAC.
-type pseudonymizer struct {
-	key PseudonymKey
-	mac hash.Hash
-	buf []byte
-}
-
-func (p *pseudonymizer) pseudonym(id string) (string, bool) {
-	if id == "" || len(id) > maxIDLen || !Printable(id) {
-		return "", false
-	}
-	p.mac.Reset()
-	if n, ok := NormalizeE164(Normalize(id)); ok {
-		p.mac.Write([]byte("e164:"))
-		p.mac.Write([]byte(n))
-	} else {
-		p.mac.Write([]byte("id:"))
-		p.mac.Write([]byte(id))
-	}
-	p.buf = p.mac.Sum(p.buf[:0])
-	return "hmac-sha256:" + strconv.Itoa(p.key.Version) + ":" + hex.EncodeToString(p.buf), true
 }
 
 // NormalizeE164 returns "+" and the digits of s when s is written as an

@@ -7,10 +7,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mediatorhq/mediator/pseudonym"
 )
 
 var (
-	testKey = PseudonymKey{Version: 3, Key: []byte("0123456789abcdef0123456789abcdef")}
+	testSubmitter = "gw-test"
 	testNow = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	hashA   = "sha256:" + strings.Repeat("ab", 32)
 )
@@ -19,10 +21,10 @@ func validEvent() map[string]any {
 	return map[string]any{
 		"event_id":        "ev-1",
 		"kind":            "message",
-		"conversation_id": "conv-1",
+		"conversation_id": pseudonym.Synthetic("conv-1"),
 		"message_hash":    hashA,
-		"sender":          "+1 415-555-0100",
-		"recipients":      []any{"+14155550101", "user-opaque-7"},
+		"sender":          pseudonym.Synthetic("+14155550100"),
+		"recipients":      []any{pseudonym.Synthetic("+14155550101"), pseudonym.Synthetic("user-opaque-7")},
 		"transport":       "rcs-e2ee",
 		"status":          "delivered",
 		"occurred_at":     "2026-11-25T11:58:42.123Z",
@@ -38,7 +40,7 @@ func process(t *testing.T, raw string) (*Record, []Problem) {
 	if probs != nil {
 		return nil, probs
 	}
-	return Minimize(0, ev, DefaultProfile(), testKey, testNow)
+	return Minimize(0, ev, DefaultProfile(), testSubmitter, testNow)
 }
 
 func mustJSON(v any) string {
@@ -57,35 +59,48 @@ func TestMinimizeValidEvent(t *testing.T) {
 	if rec.Carrier.MCC != "310" || rec.Carrier.MNC != "" {
 		t.Errorf("carrier = %+v, want MNC dropped", rec.Carrier)
 	}
-	if !strings.HasPrefix(rec.Sender, "hmac-sha256:3:") || len(rec.Sender) != len("hmac-sha256:3:")+64 {
-		t.Errorf("sender = %q", rec.Sender)
+	if rec.Sender != pseudonym.Synthetic("+14155550100") || rec.V != RecordVersion || rec.Submitter != testSubmitter {
+		t.Errorf("sender, version or submitter = %q %d %q", rec.Sender, rec.V, rec.Submitter)
+	}
+	if rec.EventID != EventIDDigest(testSubmitter, "ev-1") || !strings.HasPrefix(rec.EventID, "eid1:") {
+		t.Errorf("event_id = %q, want its digest bound to the submitter", rec.EventID)
+	}
+	if EventIDDigest("gw-other", "ev-1") == rec.EventID {
+		t.Error("the event id digest is not bound to the submitter")
 	}
 	want := "peer [redacted] offline, mail [redacted] or see [redacted]"
 	if rec.Downgrade.Reason != want {
 		t.Errorf("reason = %q, want %q", rec.Downgrade.Reason, want)
 	}
 	out := mustJSON(rec)
-	for _, raw := range []string{"415", "0100", "bob@", "example.com", "user-opaque-7", "11:58:42"} {
+	for _, raw := range []string{"415", "0100", "bob@", "example.com", "user-opaque-7", "11:58:42", `"ev-1"`} {
 		if strings.Contains(out, raw) {
 			t.Errorf("record keeps %q: %s", raw, out)
 		}
 	}
 }
 
-func TestPseudonymNormalizesE164(t *testing.T) {
-	a, _ := Pseudonym(testKey, "+1 415-555-0100")
-	b, _ := Pseudonym(testKey, "+14155550100")
-	c, _ := Pseudonym(testKey, "+1 (415) 555.0100")
-	if a != b || b != c {
-		t.Fatalf("one number, several pseudonyms: %s %s %s", a, b, c)
-	}
-	d, _ := Pseudonym(testKey, "14155550100") // not E.164: an opaque id
-	if d == a {
-		t.Fatal("an opaque id collides with the number's pseudonym")
-	}
-	other, _ := Pseudonym(PseudonymKey{Version: 4, Key: []byte("another key of thirty-two bytes!")}, "+14155550100")
-	if other == a || !strings.HasPrefix(other, "hmac-sha256:4:") {
-		t.Fatalf("rotated key gives %s", other)
+// TestOpaqueIDsOfAnyShape: an event id is never refused for its shape,
+// and is kept only as its digest; identifier fields take pseudonyms and
+// nothing else, whatever the raw value looks like.
+func TestOpaqueIDsOfAnyShape(t *testing.T) {
+	for _, id := range []string{"grp_2026_11_30", "chat:887766554433", "14155550100@s.whatsapp.net", "gw-conv-1764460800", "+1 415 555 0100"} {
+		m := validEvent()
+		m["event_id"] = id
+		rec, probs := process(t, mustJSON(m))
+		if probs != nil {
+			t.Fatalf("event id %q refused: %+v", id, probs)
+		}
+		if strings.Contains(mustJSON(rec), id) {
+			t.Fatalf("event id %q kept readable", id)
+		}
+		for _, field := range []string{"conversation_id", "sender"} {
+			m := validEvent()
+			m[field] = id
+			if _, probs := process(t, mustJSON(m)); len(probs) != 1 || probs[0].Code != CodeNotAPseudonym || probs[0].Path != "$."+field {
+				t.Fatalf("raw %s %q: %+v, want %s", field, id, probs, CodeNotAPseudonym)
+			}
+		}
 	}
 }
 
@@ -112,9 +127,12 @@ func TestDecodeRefuses(t *testing.T) {
 		{"not rfc3339", with(func(m map[string]any) { m["occurred_at"] = "yesterday" }), CodeInvalidField, "$.occurred_at"},
 		{"wrong type", with(func(m map[string]any) { m["recipients"] = "x" }), CodeInvalidField, "$.recipients"},
 		{"long reason", with(func(m map[string]any) { m["downgrade"].(map[string]any)["reason"] = strings.Repeat("x", 201) }), CodeInvalidField, "$.downgrade.reason"},
-		{"control char id", with(func(m map[string]any) { m["conversation_id"] = "a\u0000b" }), CodeInvalidField, "$.conversation_id"},
+		{"control char id", with(func(m map[string]any) { m["event_id"] = "a\u0000b" }), CodeInvalidField, "$.event_id"},
+		{"raw conversation", with(func(m map[string]any) { m["conversation_id"] = "conv-1" }), CodeNotAPseudonym, "$.conversation_id"},
+		{"pseudonym too short", with(func(m map[string]any) { m["sender"] = pseudonym.Synthetic("a")[:40] }), CodeNotAPseudonym, "$.sender"},
 		{"long id", with(func(m map[string]any) { m["event_id"] = strings.Repeat("e", 129) }), CodeInvalidField, "$.event_id"},
-		{"bad recipient", with(func(m map[string]any) { m["recipients"] = []any{"ok", ""} }), CodeInvalidField, "$.recipients[1]"},
+		{"bad recipient", with(func(m map[string]any) { m["recipients"] = []any{pseudonym.Synthetic("ok"), "+14155550100"} }), CodeNotAPseudonym, "$.recipients[1]"},
+		{"empty recipient", with(func(m map[string]any) { m["recipients"] = []any{pseudonym.Synthetic("ok"), ""} }), CodeMissingField, "$.recipients[1]"},
 		{"not an object", `[1,2]`, CodeMalformed, "$"},
 		{"trailing", mustJSON(validEvent()) + "{}", CodeMalformed, "$"},
 		{"deep", strings.Repeat(`{"a":`, 20) + "1" + strings.Repeat("}", 20), CodeTooDeep, ""},
@@ -188,7 +206,7 @@ func TestParseProfile(t *testing.T) {
 		t.Fatal("zero granularity accepted")
 	}
 	ev, _ := DecodeEvent(0, []byte(mustJSON(validEvent())))
-	rec, _ := Minimize(0, ev, Profile{Granularity: Duration{time.Hour}, MaxFutureSkew: Duration{time.Minute}, KeepMNC: true, MaxRecipients: 5}, testKey, testNow)
+	rec, _ := Minimize(0, ev, Profile{Granularity: Duration{time.Hour}, MaxFutureSkew: Duration{time.Minute}, KeepMNC: true, MaxRecipients: 5}, testSubmitter, testNow)
 	if rec.OccurredAt != "2026-11-25T11:00:00Z" || rec.Carrier.MNC != "260" {
 		t.Fatalf("profile not applied: %+v", rec)
 	}
@@ -208,17 +226,22 @@ func FuzzDecodeAndMinimize(f *testing.F) {
 		if ev == nil {
 			return
 		}
-		rec, probs := Minimize(0, ev, DefaultProfile(), testKey, testNow)
+		rec, probs := Minimize(0, ev, DefaultProfile(), testSubmitter, testNow)
 		if rec == nil {
 			if len(probs) == 0 {
 				t.Fatal("refused without a problem")
 			}
 			return
 		}
-		// An accepted record never keeps a raw sender or recipient.
-		out := mustJSON(rec)
-		if strings.Contains(out, `"sender":"`+ev.Sender+`"`) {
-			t.Fatalf("raw sender kept: %s", out)
+		// An accepted record holds only pseudonyms in identifier fields
+		// and never the event id as sent.
+		for _, id := range append([]string{rec.Sender, rec.ConversationID}, rec.Recipients...) {
+			if !pseudonym.Valid(id) {
+				t.Fatalf("identifier %q kept", id)
+			}
+		}
+		if rec.EventID != EventIDDigest(testSubmitter, ev.EventID) {
+			t.Fatalf("event id %q kept", rec.EventID)
 		}
 		if strings.Contains(raw, `"body"`) {
 			t.Fatalf("an event with a body field was accepted: %q", raw)
@@ -235,7 +258,7 @@ func BenchmarkDecodeAndMinimize(b *testing.B) {
 		if probs != nil {
 			b.Fatal(probs)
 		}
-		if _, probs := Minimize(0, ev, DefaultProfile(), testKey, testNow); probs != nil {
+		if _, probs := Minimize(0, ev, DefaultProfile(), testSubmitter, testNow); probs != nil {
 			b.Fatal(fmt.Sprint(probs))
 		}
 	}

@@ -55,7 +55,6 @@ type serveConfig struct {
 	EscrowReconcile        time.Duration
 	StatsMinGroup          int
 	Limits                 api.Limits
-	PseudonymKeyMaxAge     time.Duration
 }
 
 // defaultStatsMinGroup is k for the SOC stats: no group or count of fewer
@@ -158,8 +157,6 @@ func serveLogSettings(c *serveConfig) []setting {
 		witnessesSetting(&c.Witnesses, "witnesses file: the quorum and the witnesses (name, URL, cosignature verifier key) that must cosign a checkpoint before it is published (docs/audit.md)"),
 		{flag: "redaction-profile", env: vars("MEDIATOR_REDACTION_PROFILE"), value: text(&c.RedactionProfile, ""),
 			usage: "JSON minimization profile file; default: docs/redaction.md defaults"},
-		{flag: "pseudonym-key-max-age", env: vars("MEDIATOR_PSEUDONYM_KEY_MAX_AGE"), value: duration(&c.PseudonymKeyMaxAge, time.Hour),
-			usage: "how long ingest keeps pseudonymizing with the cached key while Vault is unreachable, then refuses (503)"},
 		{flag: "stats-min-group", env: vars("MEDIATOR_STATS_MIN_GROUP"), value: integer(&c.StatsMinGroup, defaultStatsMinGroup),
 			usage: "k: the SOC stats never report a group or count of fewer events"},
 	}

@@ -112,7 +112,7 @@ func start(ctx context.Context, cfg serveConfig, log *slog.Logger, metrics *api.
 	if err != nil {
 		return api.Deps{}, nil, err
 	}
-	ingester, err := newIngester(ctx, cfg, log, metrics, vault, auditLog, tally)
+	ingester, err := newIngester(cfg, log, metrics, auditLog, tally)
 	if err != nil {
 		return api.Deps{}, nil, err
 	}
@@ -171,18 +171,14 @@ func startLog(ctx context.Context, cfg serveConfig, log *slog.Logger, metrics *a
 }
 
 // newIngester returns the road of events into the log, with the redaction
-// profile and the pseudonym key read now.
-func newIngester(ctx context.Context, cfg serveConfig, log *slog.Logger, metrics *api.Metrics, vault *vaultapi.Client,
+// profile. It holds no pseudonym key: identifiers arrive as pseudonyms.
+func newIngester(cfg serveConfig, log *slog.Logger, metrics *api.Metrics,
 	auditLog *audit.Log, tally *stats.Tally) (*ingest.Service, error) {
 	profile, err := redactionProfile(cfg.RedactionProfile)
 	if err != nil {
 		return nil, err
 	}
-	pseudonyms := vaultclient.NewPseudonymKeys(vault, vaultsetup.TransitMount, vaultsetup.PseudonymKey).WithMaxAge(cfg.PseudonymKeyMaxAge)
-	if _, err := pseudonyms.Current(ctx); err != nil {
-		return nil, fmt.Errorf("pseudonym key: %w", err)
-	}
-	return ingest.New(ingest.Config{Log: auditLog, Keys: pseudonyms, Profile: profile, Tally: tally, Logger: log,
+	return ingest.New(ingest.Config{Log: auditLog, Profile: profile, Tally: tally, Logger: log,
 		Metrics: ingest.NewMetrics(metrics.Registry)}), nil
 }
 

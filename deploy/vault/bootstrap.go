@@ -30,10 +30,6 @@ const (
 	// CheckpointKey is the Transit ed25519 key that signs audit checkpoints;
 	// its private half never leaves Vault.
 	CheckpointKey = "mediator-checkpoint"
-	// PseudonymKey is the exportable Transit key whose HMAC key makes the
-	// keyed pseudonyms of phone numbers and ids. Rotate it with
-	// `vault write -f mediator-transit/keys/mediator-pseudonym/rotate`.
-	PseudonymKey = "mediator-pseudonym"
 
 	// DefaultCustodians is how many custodians `mediator dev` and the
 	// tests run: custodian-1 … custodian-5, threshold 3.
@@ -65,7 +61,6 @@ func Bootstrap(ctx context.Context, client *vaultapi.Client) (Credentials, error
 	}
 	for name, params := range map[string]map[string]any{
 		CheckpointKey: {"type": "ed25519"},
-		PseudonymKey:  {"type": "aes256-gcm96", "exportable": true},
 	} {
 		if err := ensureTransitKey(ctx, client, name, params); err != nil {
 			return Credentials{}, err
@@ -88,7 +83,7 @@ func prepare(ctx context.Context, client *vaultapi.Client) error {
 		path string
 		in   vaultapi.MountInput
 	}{
-		{TransitMount, vaultapi.MountInput{Type: "transit", Description: "mediator: checkpoint signing and pseudonyms; custodians: their own wrapping keys"}},
+		{TransitMount, vaultapi.MountInput{Type: "transit", Description: "mediator: checkpoint signing; custodians: their own wrapping keys"}},
 		{KVMount, vaultapi.MountInput{Type: "kv", Options: map[string]string{"version": "2"}, Description: "custodians: write-once shares and records, a prefix each"}},
 	}
 	for _, m := range want {

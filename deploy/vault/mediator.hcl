@@ -21,11 +21,9 @@ path "mediator-transit/keys/mediator-checkpoint" {
   capabilities = ["read"]
 }
 
-# Load the pseudonymization HMAC key (cached in memory, never stored or
-# logged). Rotation is an operator's action, not the service's.
-path "mediator-transit/export/hmac-key/mediator-pseudonym/*" {
-  capabilities = ["read"]
-}
+# No pseudonymization key: identifiers arrive as pseudonyms from a service
+# another organisation runs (docs/pseudonyms.md). The HMAC-era Transit key
+# "mediator-pseudonym", if a deployment still has it, is not readable here.
 
 # Nothing of escrow: the mediator holds no key that wraps a share, no right
 # to read one, and no custodian's credentials. Each custodian has its own
