@@ -81,10 +81,16 @@ type Instance struct {
 	CheckpointKeyFile string
 	VerifierKey       string
 	// PseudonymURL and PseudonymTokenFile, once the caller started the
-	// dev pseudonym service (PseudonymService), reach it as its dev
-	// gateway; Publish exports them.
-	PseudonymURL       string
-	PseudonymTokenFile string
+	// dev pseudonym service (PseudonymService), reach it as the dev
+	// officer, whose CLI names conversations by their real ids; Publish
+	// exports them. PseudonymGatewayTokenFile is the dev gateway's, for
+	// its agent.
+	PseudonymURL              string
+	PseudonymTokenFile        string
+	PseudonymGatewayTokenFile string
+	// AgentURL, once the caller started the dev agent, is its loopback
+	// URL; Publish exports it.
+	AgentURL string
 }
 
 // ErrRunning is returned by Start when another dev instance uses the state
@@ -174,9 +180,11 @@ func (in *Instance) Secrets() []string {
 // file. Unpublish removes both.
 func (in *Instance) Publish(addr, custodianSet, rosterGenesis string) error {
 	vars := [][2]string{
-		// So clients reach the dev pseudonym service as its dev gateway.
+		// So the CLI reaches the dev pseudonym service as the dev officer.
 		{"MEDIATOR_PSEUDONYM_URL", in.PseudonymURL},
 		{"MEDIATOR_PSEUDONYM_TOKEN_FILE", in.PseudonymTokenFile},
+		// So gateways (and the README's curl examples) go through the agent.
+		{"MEDIATOR_AGENT_URL", in.AgentURL},
 		{"DATABASE_URL", in.DatabaseURL},
 		{"VAULT_ADDR", in.Vault.Addr},
 		{"VAULT_TOKEN", in.Vault.Token},

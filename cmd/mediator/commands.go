@@ -19,6 +19,8 @@ func commands() *command {
 			{name: "verify", run: auditVerifyCmd, forms: []form{
 				{"[flags]", "recompute and check the whole log in the database"},
 				{"--bundle FILE --key VKEY", "check an evidence bundle offline"}}},
+			{name: "export", run: auditExportCmd, forms: []form{
+				{"--conversation C --out FILE [--from T] [--to T]", "write a conversation's evidence bundle, named by its real id (sent as its pseudonym)"}}},
 		}},
 		escrowCommands(),
 		{name: "custodian", verbs: []*command{

@@ -194,7 +194,7 @@ func devEnvCmd(ctx context.Context, c *call, args []string) error {
 // roster entry. It records the URL and the dev gateway's token file in
 // in, for `mediator dev env`.
 func startDevPseudonym(ctx context.Context, in *dev.Instance, log *slog.Logger) (*roster.PseudonymService, error) {
-	cfg, tokenFile, err := dev.PseudonymService(in.StateDir)
+	cfg, tokens, err := dev.PseudonymService(in.StateDir)
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +207,7 @@ func startDevPseudonym(ctx context.Context, in *dev.Instance, log *slog.Logger) 
 	case err := <-errc:
 		return nil, fmt.Errorf("dev: pseudonym service: %w", err)
 	case addr := <-ready:
-		in.PseudonymURL, in.PseudonymTokenFile = "http://"+addr, tokenFile
+		in.PseudonymURL, in.PseudonymTokenFile, in.PseudonymGatewayTokenFile = "http://"+addr, tokens.Officer, tokens.Gateway
 	}
 	go func() {
 		if err := <-errc; err != nil && ctx.Err() == nil {

@@ -71,9 +71,9 @@ func verifiedTargets(ctx context.Context, cl clientOptions, genesis, cmd string)
 // key's shares, and exits 1 unless each keeps one.
 func escrowCheck(ctx context.Context, c *call, args []string) error {
 	var cl clientOptions
-	var genesis string
-	fs := c.newFlags(rosterClientSettings(&cl, &genesis)...)
-	conversation := fs.String("conversation", "", "the conversation id")
+	var genesis, pseudonymToken string
+	fs := c.newFlags(append(rosterClientSettings(&cl, &genesis), pseudonymTokenSetting(&pseudonymToken))...)
+	conversation := fs.String("conversation", "", "the conversation id, as the platform gives it, or its pseudonym")
 	keyID := fs.String("key-id", "", "the key's id within the conversation")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -81,10 +81,18 @@ func escrowCheck(ctx context.Context, c *call, args []string) error {
 	if !shares.ValidID(*conversation) || !shares.ValidID(*keyID) {
 		return errors.New("escrow check: --conversation and --key-id are required (1–128 printable bytes)")
 	}
-	_, targets, err := verifiedTargets(ctx, cl, genesis, "escrow check")
+	cli, targets, err := verifiedTargets(ctx, cl, genesis, "escrow check")
 	if err != nil {
 		return err
 	}
+	if err := usePseudonyms(ctx, "escrow check", cli, genesis, pseudonymToken, *conversation); err != nil {
+		return err
+	}
+	ps, err := cli.ConversationPseudonyms(ctx, []string{*conversation})
+	if err != nil {
+		return fmt.Errorf("escrow check: %w", err)
+	}
+	*conversation = ps[0]
 	results := callCustodians(ctx, toPush(targets), func(ctx context.Context, hc *http.Client, url string) (shares.Inventory, error) {
 		t := targets[indexOfURL(targets, url)]
 		return client.CustodianStatus(ctx, hc, url, t.name, t.key, *conversation, *keyID)

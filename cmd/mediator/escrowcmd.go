@@ -21,10 +21,11 @@ import (
 // it.
 func escrowDeposit(ctx context.Context, c *call, args []string) error {
 	var cl clientOptions
-	var genesis string
+	var genesis, pseudonymToken string
 	fs := c.newFlags(append(clientSettings(&cl), setting{flag: "roster-genesis", env: vars("MEDIATOR_ROSTER_GENESIS"), value: rosterDigest(&genesis),
-		usage: "the digest of the roster genesis you trust; the key is sealed to the custodians of the roster version in force, verified from it"})...)
-	conversation := fs.String("conversation", "", "the conversation id")
+		usage: "the digest of the roster genesis you trust; the key is sealed to the custodians of the roster version in force, verified from it"},
+		pseudonymTokenSetting(&pseudonymToken))...)
+	conversation := fs.String("conversation", "", "the conversation id, as the platform gives it (sent as its pseudonym, computed here)")
 	keyID := fs.String("key-id", "", "the key's id within the conversation (an epoch, a session)")
 	keyFile := fs.String("key-file", "", "file holding the raw key bytes (16–64)")
 	if err := fs.Parse(args); err != nil {
@@ -35,6 +36,9 @@ func escrowDeposit(ctx context.Context, c *call, args []string) error {
 	}
 	cli, err := cl.connect()
 	if err != nil {
+		return err
+	}
+	if err := usePseudonyms(ctx, "escrow deposit", cli, genesis, pseudonymToken, *conversation); err != nil {
 		return err
 	}
 	key, err := os.ReadFile(*keyFile)
@@ -53,8 +57,8 @@ func escrowDeposit(ctx context.Context, c *call, args []string) error {
 	if !d.Created {
 		verb = "already escrowed"
 	}
-	fmt.Fprintf(c.stdout, "%s %s/%s as escrow %s: %d of %d custodians (%v), commitment %s, audit seq %d\n",
-		verb, *conversation, *keyID, d.EscrowID, d.Threshold, d.Shares, d.Custodians, d.KeyCommitment, d.AuditSeq)
+	fmt.Fprintf(c.stdout, "%s %s/%s as escrow %s: %d of %d custodians (%v), commitment %s, audit seq %d; the conversation's pseudonym is %s\n",
+		verb, *conversation, *keyID, d.EscrowID, d.Threshold, d.Shares, d.Custodians, d.KeyCommitment, d.AuditSeq, d.Conversation)
 	return nil
 }
 

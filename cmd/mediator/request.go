@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/client"
+	"github.com/mediatorhq/mediator/pseudonym"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/seal"
 )
@@ -71,14 +73,15 @@ func (l *stringList) Set(v string) error {
 // mediator stored exactly what was signed.
 func requestCreate(ctx context.Context, c *call, args []string) error {
 	var cl clientOptions
-	fs := c.newFlags(clientSettings(&cl)...)
+	var genesis, pseudonymToken string
+	fs := c.newFlags(append(rosterClientSettings(&cl, &genesis), pseudonymTokenSetting(&pseudonymToken))...)
 	var convos stringList
 	caseID := fs.String("case", "", "case id")
 	basis := fs.String("legal-basis", "", "legal basis, such as court_order (the policy lists what each jurisdiction allows)")
 	warrant := fs.String("warrant", "", "warrant or order reference")
 	jurisdiction := fs.String("jurisdiction", "", "jurisdiction code, such as US")
 	justification := fs.String("justification", "", "why; refer to the case file (no phone numbers, emails or URLs)")
-	fs.Var(&convos, "conversation", "conversation id in scope (repeat, or separate with commas)")
+	fs.Var(&convos, "conversation", "conversation id in scope, as the platform gives it (repeat, or separate with commas); it is sent as its pseudonym, computed here")
 	from := fs.String("from", "", "scope start, RFC 3339")
 	to := fs.String("to", "", "scope end, RFC 3339")
 	recipient := fs.String("recipient", "", "recipient public key file (FILE.pub from mediator keygen --recipient)")
@@ -118,6 +121,9 @@ func requestCreate(ctx context.Context, c *call, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := usePseudonyms(ctx, "request create", cli, genesis, pseudonymToken, convos...); err != nil {
+		return err
+	}
 	filed, err := cli.FileRequest(ctx, priv, approval.Request{CaseID: *caseID, LegalBasis: *basis, WarrantRef: *warrant,
 		Jurisdiction: *jurisdiction, Justification: *justification, Recipient: rk,
 		Scope:     approval.Scope{ConversationIDs: convos, From: f, To: t},
@@ -130,6 +136,11 @@ func requestCreate(ctx context.Context, c *call, args []string) error {
 	}
 	fmt.Fprintf(c.stderr, "filed and signed request %s as officer %s; the mediator stored exactly what you signed\n  recipient key  %s\n  digest         %s\n",
 		filed.ID, filed.Request.Requester, filed.Request.Recipient.Fingerprint(), filed.Digest)
+	for i, id := range convos {
+		if ps := filed.Request.Scope.ConversationIDs[i]; ps != id {
+			fmt.Fprintf(c.stderr, "  conversation   %s is %s (your signature covers this mapping; keep it in the case file)\n", id, ps)
+		}
+	}
 	return printJSON(c.stdout, filed.Created)
 }
 
@@ -359,6 +370,9 @@ func showReview(w io.Writer, r client.Review) {
 	fmt.Fprintf(w, "  case           %s\n  legal basis    %s (%s)\n  warrant        %s\n", q.CaseID, q.LegalBasis, q.Jurisdiction, q.WarrantRef)
 	fmt.Fprintf(w, "  justification  %s\n", q.Justification)
 	fmt.Fprintf(w, "  conversations  %s\n", strings.Join(q.Scope.ConversationIDs, ", "))
+	if slices.ContainsFunc(q.Scope.ConversationIDs, pseudonym.Valid) {
+		fmt.Fprintf(w, "                 (pseudonyms: the officer computed them from the real ids on their machine, and their signature covers that mapping; the case file holds the real ids)\n")
+	}
 	fmt.Fprintf(w, "  window         %s to %s\n", approval.FormatTime(q.Scope.From), approval.FormatTime(q.Scope.To))
 	fmt.Fprintf(w, "  recipient key  %s (KEM %#04x), chosen and signed by the officer\n", q.Recipient.Fingerprint(), q.Recipient.KEMID)
 	fmt.Fprintf(w, "  filed          %s, expires %s\n", approval.FormatTime(q.CreatedAt), approval.FormatTime(q.ExpiresAt))

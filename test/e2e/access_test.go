@@ -115,11 +115,11 @@ func TestLawfulAccessStory(t *testing.T) {
 	// with the client package as a gateway links it. The key never leaves
 	// the gateway; the mediator sees a commitment and sealed shares.
 	step(t, "a gateway escrows keys of three conversations", func(t *testing.T) {
-		gateway, err := client.New(in.base, gw, http.DefaultClient)
+		gateway, err := newClient(in.base, gw, http.DefaultClient)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i, ck := range [][2]string{{"conv-a", "epoch-1"}, {"conv-a", "epoch-2"}, {"conv-b", "epoch-1"}, {"conv-c", "epoch-1"}} {
+		for i, ck := range [][2]string{{conv("conv-a"), "epoch-1"}, {conv("conv-a"), "epoch-2"}, {conv("conv-b"), "epoch-1"}, {conv("conv-c"), "epoch-1"}} {
 			key := make([]byte, 32)
 			rand.Read(key)
 			deposited[ck[0]+"/"+ck[1]] = key
@@ -144,7 +144,7 @@ func TestLawfulAccessStory(t *testing.T) {
 	// The old body, with the plaintext key, is refused by name and kept
 	// nowhere.
 	step(t, "the old body with the plaintext key is refused", func(t *testing.T) {
-		old, _ := json.Marshal(map[string]string{"conversation_id": "conv-z", "key_id": "k", "key": base64.StdEncoding.EncodeToString(deposited["conv-c/epoch-1"])})
+		old, _ := json.Marshal(map[string]string{"conversation_id": conv("conv-z"), "key_id": "k", "key": base64.StdEncoding.EncodeToString(deposited[conv("conv-c")+"/epoch-1"])})
 		if code, body := post(t, in.base+"/v1/escrow/keys", "application/json", gw, old); code != 422 || errorCode(body) != "plaintext_key_refused" {
 			t.Fatalf("the plaintext body: %d %v", code, body)
 		}
@@ -282,13 +282,13 @@ func TestLawfulAccessStory(t *testing.T) {
 			opened[k.ConversationID+"/"+k.KeyID] = k.Key
 		}
 		f.Close()
-		for _, want := range []string{"conv-a/epoch-1", "conv-a/epoch-2", "conv-b/epoch-1"} {
+		for _, want := range []string{conv("conv-a") + "/epoch-1", conv("conv-a") + "/epoch-2", conv("conv-b") + "/epoch-1"} {
 			if !bytes.Equal(opened[want], deposited[want]) {
 				t.Errorf("opened key %s differs from the deposited one", want)
 			}
 		}
 		for name, k := range opened {
-			if bytes.Equal(k, deposited["conv-c/epoch-1"]) || strings.HasPrefix(name, "conv-c") {
+			if bytes.Equal(k, deposited[conv("conv-c")+"/epoch-1"]) || strings.HasPrefix(name, conv("conv-c")) {
 				t.Fatal("the key of a conversation outside the scope was released")
 			}
 		}
@@ -302,7 +302,7 @@ func TestLawfulAccessStory(t *testing.T) {
 			t.Fatalf("second release: %d %v", code, body)
 		}
 		record(body)
-		officer, err := client.New(in.base, olga, http.DefaultClient)
+		officer, err := newClient(in.base, olga, http.DefaultClient)
 		if err != nil {
 			t.Fatal(err)
 		}

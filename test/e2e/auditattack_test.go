@@ -29,7 +29,7 @@ func TestCheckpointTableAndColumnsAttacks(t *testing.T) {
 		t.Helper()
 		var evs []map[string]any
 		for i := from; i < from+n; i++ {
-			evs = append(evs, event(fmt.Sprintf("att-%d", i), "conv-att", nil))
+			evs = append(evs, event(fmt.Sprintf("att-%d", i), conv("conv-att"), nil))
 		}
 		if code, body := post(t, in.base+"/v1/events", "application/json", gw, batch(evs...)); code != 200 {
 			t.Fatalf("events: %d %v", code, body)
@@ -74,7 +74,7 @@ func TestCheckpointTableAndColumnsAttacks(t *testing.T) {
 	// of the last day, and audit verify names it.
 	mustExec(t, db, `UPDATE audit_entries SET occurred_at = occurred_at - interval '30 days' WHERE seq = 4`)
 	from := time.Now().Add(-24 * time.Hour).UTC().Format(time.RFC3339)
-	_, bundle := getText(t, in.base+"/v1/audit/export?conversation_id=conv-att&from="+from, aud)
+	_, bundle := getText(t, in.base+"/v1/audit/export?conversation_id="+conv("conv-att")+"&from="+from, aud)
 	if strings.Contains(bundle, `"seq":4,`) {
 		t.Fatal("the moved entry is still in the export; the attack did not take")
 	}

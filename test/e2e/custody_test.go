@@ -95,7 +95,7 @@ func TestReleaseAcrossCustodianFailures(t *testing.T) {
 	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
 	tok := func(sub string, roles ...string) string { s, _ := in.issuer.Issue(sub, roles, time.Hour); return s }
 	dep, admin, olga := tok("gw", "depositor"), tok("ada", "admin"), tok("olga", "officer")
-	gw, _ := client.New(in.base, dep, http.DefaultClient)
+	gw, _ := newClient(in.base, dep, http.DefaultClient)
 	dir := t.TempDir()
 
 	// What the chapters learn and later ones use.
@@ -113,7 +113,7 @@ func TestReleaseAcrossCustodianFailures(t *testing.T) {
 	step(t, "the gateway escrows two keys, one with a corrupt share", func(t *testing.T) {
 		k1 = make([]byte, 32)
 		rand.Read(k1)
-		if _, err := gw.Deposit(ctx, cs.digest, "conv-x", "e1", k1); err != nil {
+		if _, err := gw.Deposit(ctx, cs.digest, conv("conv-x"), "e1", k1); err != nil {
 			t.Fatal(err)
 		}
 		// k2's share for custodian-3 is sealed properly but holds the wrong
@@ -125,11 +125,11 @@ func TestReleaseAcrossCustodianFailures(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		commitment, sealed, _ := shares.Split(set, "conv-x", "e2", k2)
+		commitment, sealed, _ := shares.Split(set, conv("conv-x"), "e2", k2)
 		junk := make([]byte, 33)
 		rand.Read(junk)
-		sealed[2].Sealed, _ = seal.Seal(set.Custodians[2].HPKEKey, shares.DepositInfo("conv-x", "e2", "custodian-3", 3, commitment), junk)
-		body := wire.DepositRequest{ConversationID: "conv-x", KeyID: "e2", Commitment: commitment, CustodianSet: cs.digest, Threshold: 3}
+		sealed[2].Sealed, _ = seal.Seal(set.Custodians[2].HPKEKey, shares.DepositInfo(conv("conv-x"), "e2", "custodian-3", 3, commitment), junk)
+		body := wire.DepositRequest{ConversationID: conv("conv-x"), KeyID: "e2", Commitment: commitment, CustodianSet: cs.digest, Threshold: 3}
 		for _, s := range sealed {
 			body.Shares = append(body.Shares, wire.DepositShare{Custodian: s.Custodian, Index: s.Index, Sealed: s.Sealed})
 		}
@@ -143,7 +143,7 @@ func TestReleaseAcrossCustodianFailures(t *testing.T) {
 		if _, stderr, err := runCmd(t, nil, "keygen", "--recipient", "--out", filepath.Join(dir, "olga.key")); err != nil {
 			t.Fatal(stderr)
 		}
-		id = approvedRequest(t, in, admin, olga, keys, "conv-x", filepath.Join(dir, "olga.key.pub"))
+		id = approvedRequest(t, in, admin, olga, keys, conv("conv-x"), filepath.Join(dir, "olga.key.pub"))
 	})
 
 	step(t, "with two custodians down the release is short, naming them", func(t *testing.T) {
@@ -170,7 +170,7 @@ func TestReleaseAcrossCustodianFailures(t *testing.T) {
 			t.Fatalf("the refusal and the bad share were not named:\n%s", stderr)
 		}
 		opened := readOpened(t, filepath.Join(dir, "second.ndjson"))
-		if !bytes.Equal(opened["conv-x/e1"], k1) || !bytes.Equal(opened["conv-x/e2"], k2) {
+		if !bytes.Equal(opened[conv("conv-x")+"/e1"], k1) || !bytes.Equal(opened[conv("conv-x")+"/e2"], k2) {
 			t.Fatal("the recovered keys differ from the deposited ones")
 		}
 	})
@@ -179,14 +179,14 @@ func TestReleaseAcrossCustodianFailures(t *testing.T) {
 	// refusing: 1, 4 and 5 suffice.
 	step(t, "with custodian-3 down a second release still gives the keys", func(t *testing.T) {
 		cs.stop(t, 2)
-		id2 := approvedRequest(t, in, admin, olga, keys, "conv-x", filepath.Join(dir, "olga.key.pub"))
+		id2 := approvedRequest(t, in, admin, olga, keys, conv("conv-x"), filepath.Join(dir, "olga.key.pub"))
 		out, stderr, err := runCmd(t, officer, "request", "release", id2,
 			"--key", filepath.Join(dir, "olga.key"), "--out", filepath.Join(dir, "third.ndjson"))
 		if err != nil || !strings.Contains(out, "released 2 keys") {
 			t.Fatalf("release with custodian-3 down: %v\n%s\n%s", err, out, stderr)
 		}
 		opened := readOpened(t, filepath.Join(dir, "third.ndjson"))
-		if !bytes.Equal(opened["conv-x/e1"], k1) || !bytes.Equal(opened["conv-x/e2"], k2) {
+		if !bytes.Equal(opened[conv("conv-x")+"/e1"], k1) || !bytes.Equal(opened[conv("conv-x")+"/e2"], k2) {
 			t.Fatal("the keys recovered with custodian-3 down differ")
 		}
 	})
@@ -251,7 +251,7 @@ func TestCompromisedMediator(t *testing.T) {
 	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
 	tok := func(sub string, roles ...string) string { s, _ := in.issuer.Issue(sub, roles, time.Hour); return s }
 	dep, admin, olga := tok("gw", "depositor"), tok("ada", "admin"), tok("olga", "officer")
-	gw, _ := client.New(in.base, dep, http.DefaultClient)
+	gw, _ := newClient(in.base, dep, http.DefaultClient)
 	dir := t.TempDir()
 
 	// What the chapters learn and later ones use.
@@ -276,12 +276,12 @@ func TestCompromisedMediator(t *testing.T) {
 	step(t, "the gateway escrows the secret conversation and conv-a", func(t *testing.T) {
 		secret = make([]byte, 32)
 		rand.Read(secret)
-		if _, err := gw.Deposit(ctx, cs.digest, "conv-secret", "e1", secret); err != nil {
+		if _, err := gw.Deposit(ctx, cs.digest, conv("conv-secret"), "e1", secret); err != nil {
 			t.Fatal(err)
 		}
 		keyA := make([]byte, 32)
 		rand.Read(keyA)
-		if _, err := gw.Deposit(ctx, cs.digest, "conv-a", "e1", keyA); err != nil {
+		if _, err := gw.Deposit(ctx, cs.digest, conv("conv-a"), "e1", keyA); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -292,10 +292,10 @@ func TestCompromisedMediator(t *testing.T) {
 		malloryFile, _ := os.ReadFile(filepath.Join(dir, "mallory.key"))
 		mallory, _ = seal.ParseKey(malloryFile)
 		malloryPub = seal.PublicKeyOf(mallory)
-		lawful = approvedRequest(t, in, admin, olga, keys, "conv-a", filepath.Join(dir, "olga.key.pub"))
+		lawful = approvedRequest(t, in, admin, olga, keys, conv("conv-a"), filepath.Join(dir, "olga.key.pub"))
 		var err error
 		lawfulRel, err = func() (wire.Release, error) {
-			c, _ := client.New(in.base, olga, http.DefaultClient)
+			c, _ := newClient(in.base, olga, http.DefaultClient)
 			return c.Release(ctx, lawful)
 		}()
 		if err != nil {
@@ -307,7 +307,7 @@ func TestCompromisedMediator(t *testing.T) {
 	var loot []wire.Release
 	tryRelease := func(t *testing.T, id string) {
 		t.Helper()
-		c, _ := client.New(in.base, olga, http.DefaultClient)
+		c, _ := newClient(in.base, olga, http.DefaultClient)
 		rel, err := c.Release(ctx, id)
 		if err == nil {
 			loot = append(loot, rel)
@@ -355,7 +355,7 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 `, "ok")
 		// The officer herself is the attacker here: she signs a request
 		// for the secret to her own second key, and no one approves it.
-		grab = readyRequestUnapprovedTo(t, in, admin, olga, "conv-secret", filepath.Join(dir, "mallory.key.pub"))
+		grab = readyRequestUnapprovedTo(t, in, admin, olga, conv("conv-secret"), filepath.Join(dir, "mallory.key.pub"))
 		code, resp := post(t, in.base+"/v1/access-requests/"+grab.id+"/release", "application/json", olga, []byte(`{}`))
 		if code != 403 || errorCode(resp) != "custodians_refused" {
 			t.Fatalf("the mediator's own policy let it through, so the custodians must refuse: %d %v", code, resp)
@@ -371,7 +371,7 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 	// order to get wrong.
 	step(t, "the approvers adopt a genuine version 2", func(t *testing.T) {
 		genesisDigest, _ = in.genesis.Digest()
-		adminClient, _ := client.New(in.base, admin, http.DefaultClient)
+		adminClient, _ := newClient(in.base, admin, http.DefaultClient)
 		var err error
 		p2, err = adminClient.ProposeRoster(ctx, wire.RosterDraft{Approvers: in.genesis.Approvers, Custodians: in.genesis.Custodians,
 			Threshold: in.genesis.Threshold, Rule: in.genesis.Rule})
@@ -379,7 +379,7 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 			t.Fatal(err)
 		}
 		for who, key := range keys {
-			c, _ := client.New(in.base, tok(who, "approver"), http.DefaultClient)
+			c, _ := newClient(in.base, tok(who, "approver"), http.DefaultClient)
 			if p2, err = c.SignRoster(ctx, key, who, p2.Digest); err != nil {
 				t.Fatal(err)
 			}
@@ -426,7 +426,7 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 		if code != 503 || !strings.Contains(fmt.Sprint(resp), "roster chain does not verify") {
 			t.Fatalf("a forged roster version in the database: %d %v", code, resp)
 		}
-		if _, err := gw.DepositByRoster(ctx, genesisDigest, "conv-z", "e1", make([]byte, 32)); err == nil {
+		if _, err := gw.DepositByRoster(ctx, genesisDigest, conv("conv-z"), "e1", make([]byte, 32)); err == nil {
 			t.Fatal("a depositor accepted the forged roster")
 		}
 		forgedChain := append(append([]roster.Signed(nil), genuineChain.Chain...), forgedSigned)
@@ -452,7 +452,7 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 	// 3. The lawful request's columns edited to the secret conversation and
 	// the attacker's key; then its canonical form and digest with them.
 	step(t, "the attacker edits request rows to the secret and its key", func(t *testing.T) {
-		other = approvedRequest(t, in, admin, olga, keys, "conv-a", filepath.Join(dir, "olga.key.pub"))
+		other = approvedRequest(t, in, admin, olga, keys, conv("conv-a"), filepath.Join(dir, "olga.key.pub"))
 		mustExec(t, db, `UPDATE access_requests SET conversation_ids = '{conv-secret}', recipient_kem_id = $2, recipient_public_key = $3 WHERE request_id = $1`,
 			other, int(malloryPub.KEMID), malloryPub.PublicKey)
 		tryRelease(t, other)
@@ -464,7 +464,7 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 		json.Unmarshal(olgaPub, &olgaKey)
 		forged = bytes.Replace(forged, []byte(base64.StdEncoding.EncodeToString(olgaKey.PublicKey)), []byte(base64.StdEncoding.EncodeToString(malloryPub.PublicKey)), 1)
 		forged = bytes.Replace(forged, []byte(fmt.Sprintf(`"kem_id":%d`, olgaKey.KEMID)), []byte(fmt.Sprintf(`"kem_id":%d`, malloryPub.KEMID)), 1)
-		third = approvedRequest(t, in, admin, olga, keys, "conv-a", filepath.Join(dir, "olga.key.pub"))
+		third = approvedRequest(t, in, admin, olga, keys, conv("conv-a"), filepath.Join(dir, "olga.key.pub"))
 		mustExec(t, db, `UPDATE access_requests SET canonical = $2, digest = $3, conversation_ids = '{conv-secret}' WHERE request_id = $1`,
 			third, bytes.ReplaceAll(forged, []byte(other), []byte(third)), approval.Digest(bytes.ReplaceAll(forged, []byte(other), []byte(third))))
 		tryRelease(t, third)
@@ -506,7 +506,7 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 			var convo, id, loc string
 			var idx int
 			srows.Scan(&convo, &idx, &id, &loc)
-			if convo == "conv-secret" {
+			if convo == conv("conv-secret") {
 				secretRefs[idx-1] = wire.ShareRef{EscrowID: id, Locator: loc}
 			} else {
 				aRefs[idx-1] = wire.ShareRef{EscrowID: id, Locator: loc}
@@ -605,8 +605,8 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 			kept = append(kept, s)
 		}
 		krows.Close()
-		loot = append(loot, lawfulRel, wire.Release{RequestID: "any", Keys: []wire.ReleasedKey{{ConversationID: "conv-secret", KeyID: "e1",
-			KeyCommitment: shares.Commitment("conv-secret", "e1", secret), Threshold: 3, Shares: kept}}})
+		loot = append(loot, lawfulRel, wire.Release{RequestID: "any", Keys: []wire.ReleasedKey{{ConversationID: conv("conv-secret"), KeyID: "e1",
+			KeyCommitment: shares.Commitment(conv("conv-secret"), "e1", secret), Threshold: 3, Shares: kept}}})
 		for _, rel := range loot {
 			for _, k := range rel.Keys {
 				var parts []shares.Part
@@ -620,7 +620,7 @@ decision := {"allow": true, "reasons": []} if input.request.case_id == "case-1"
 				if len(parts) > 0 {
 					t.Errorf("the attacker opened %d shares of %s", len(parts), k.ConversationID)
 				}
-				if key, _, err := shares.Recover("conv-secret", "e1", shares.Commitment("conv-secret", "e1", secret), 3, parts); err == nil {
+				if key, _, err := shares.Recover(conv("conv-secret"), "e1", shares.Commitment(conv("conv-secret"), "e1", secret), 3, parts); err == nil {
 					t.Fatalf("the attacker recovered the secret key: %x", key)
 				}
 			}

@@ -42,7 +42,7 @@ func TestDepositsCannotBeReplayedOrUndone(t *testing.T) {
 	genesis, _ := in.genesis.Digest()
 	tok := func(sub string, roles ...string) string { s, _ := in.issuer.Issue(sub, roles, time.Hour); return s }
 	dep := tok("gw", "depositor")
-	gw, _ := client.New(in.base, dep, http.DefaultClient)
+	gw, _ := newClient(in.base, dep, http.DefaultClient)
 	remotes, err := mustParse(t, cs.file).Remotes() // the mediator's token: the host has it
 	if err != nil {
 		t.Fatal(err)
@@ -61,11 +61,11 @@ func TestDepositsCannotBeReplayedOrUndone(t *testing.T) {
 	// the host sees.
 	body := func(keyID string) wire.DepositRequest {
 		b := shares.Binding{EscrowID: uuid.NewString(), DepositedAt: shares.FormatTime(time.Now())}
-		commitment, sealed, err := sp.SplitBound("conv-d", keyID, b, key)
+		commitment, sealed, err := sp.SplitBound(conv("conv-d"), keyID, b, key)
 		if err != nil {
 			t.Fatal(err)
 		}
-		req := wire.DepositRequest{ConversationID: "conv-d", KeyID: keyID, Commitment: commitment, CustodianSet: cs.digest,
+		req := wire.DepositRequest{ConversationID: conv("conv-d"), KeyID: keyID, Commitment: commitment, CustodianSet: cs.digest,
 			Threshold: set.Threshold, EscrowID: b.EscrowID, DepositedAt: b.DepositedAt}
 		for _, s := range sealed {
 			req.Shares = append(req.Shares, wire.DepositShare{Custodian: s.Custodian, Index: s.Index, Sealed: s.Sealed})
@@ -119,7 +119,7 @@ func TestDepositsCannotBeReplayedOrUndone(t *testing.T) {
 		if ans.EscrowID != first.EscrowID {
 			t.Fatalf("escrow %s, not the %s the shares were sealed for", ans.EscrowID, first.EscrowID)
 		}
-		if err := client.CheckDepositReceipts(set, ans, "conv-d", "k1", first.Commitment, nil); err != nil {
+		if err := client.CheckDepositReceipts(set, ans, conv("conv-d"), "k1", first.Commitment, nil); err != nil {
 			t.Fatal(err)
 		}
 		for _, r := range ans.Receipts {
@@ -151,7 +151,7 @@ func TestDepositsCannotBeReplayedOrUndone(t *testing.T) {
 			}
 		}
 		env := []string{"MEDIATOR_URL=" + in.base, "MEDIATOR_TOKEN=" + dep, "MEDIATOR_ROSTER_GENESIS=" + genesis}
-		stdout, stderr, err := runCmd(t, env, "escrow", "check", "--conversation", "conv-d", "--key-id", "k1")
+		stdout, stderr, err := runCmd(t, env, "escrow", "check", "--conversation", conv("conv-d"), "--key-id", "k1")
 		if err != nil || !strings.Contains(stdout, "5 of 5 custodians keep a share of conv-d/k1") || strings.Count(stdout, " kept ") != 5 {
 			t.Fatalf("escrow check: %v\n%s\n%s", err, stdout, stderr)
 		}
@@ -173,14 +173,14 @@ func TestDepositsCannotBeReplayedOrUndone(t *testing.T) {
 			t.Fatalf("the destroyed key sealed afresh: %d stored, codes %v", n, codes)
 		}
 		env := []string{"MEDIATOR_URL=" + in.base, "MEDIATOR_TOKEN=" + dep, "MEDIATOR_ROSTER_GENESIS=" + genesis}
-		stdout, _, err := runCmd(t, env, "escrow", "check", "--conversation", "conv-d", "--key-id", "k1")
+		stdout, _, err := runCmd(t, env, "escrow", "check", "--conversation", conv("conv-d"), "--key-id", "k1")
 		if err == nil || strings.Count(stdout, " destroyed ") != 5 || !strings.Contains(stdout, "0 of 5 custodians keep") {
 			t.Fatalf("escrow check after destruction: %v\n%s", err, stdout)
 		}
 	})
 
 	step(t, "an approver places a hold directly while the mediator withholds it: the shares outlive a destroy order", func(t *testing.T) {
-		held, err := gw.Deposit(ctx, cs.digest, "conv-held", "k1", key)
+		held, err := gw.Deposit(ctx, cs.digest, conv("conv-held"), "k1", key)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -191,7 +191,7 @@ func TestDepositsCannotBeReplayedOrUndone(t *testing.T) {
 		if err := os.WriteFile(keyFile, kb, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		sig, stderr, err := runCmd(t, nil, "escrow", "hold-sign", "--action", "place", "--hold-id", hold, "--conversation", "conv-held",
+		sig, stderr, err := runCmd(t, nil, "escrow", "hold-sign", "--action", "place", "--hold-id", hold, "--conversation", conv("conv-held"),
 			"--key", keyFile, "--as", "lena")
 		if err != nil {
 			t.Fatalf("lena signs the hold: %v\n%s", err, stderr)
@@ -201,7 +201,7 @@ func TestDepositsCannotBeReplayedOrUndone(t *testing.T) {
 			t.Fatal(err)
 		}
 		env := []string{"MEDIATOR_URL=" + in.base, "MEDIATOR_TOKEN=" + tok("lena", "approver"), "MEDIATOR_ROSTER_GENESIS=" + genesis}
-		stdout, stderr, err := runCmd(t, env, "escrow", "hold-deliver", "--action", "place", "--hold-id", hold, "--conversation", "conv-held",
+		stdout, stderr, err := runCmd(t, env, "escrow", "hold-deliver", "--action", "place", "--hold-id", hold, "--conversation", conv("conv-held"),
 			"--signatures", sigFile)
 		if err != nil || !strings.Contains(stdout, "5 of 5 custodians hold the place") {
 			t.Fatalf("lena delivers the hold: %v\n%s\n%s", err, stdout, stderr)
@@ -215,7 +215,7 @@ func TestDepositsCannotBeReplayedOrUndone(t *testing.T) {
 				t.Fatalf("a destroy order at %s: %+v %v", r.Name, res, err)
 			}
 		}
-		stdout, _, err = runCmd(t, env, "escrow", "check", "--conversation", "conv-held", "--key-id", "k1")
+		stdout, _, err = runCmd(t, env, "escrow", "check", "--conversation", conv("conv-held"), "--key-id", "k1")
 		if err != nil || strings.Count(stdout, "on record: "+hold) != 5 || !strings.Contains(stdout, "5 of 5 custodians keep a share") {
 			t.Fatalf("escrow check of the held key: %v\n%s", err, stdout)
 		}
@@ -223,14 +223,14 @@ func TestDepositsCannotBeReplayedOrUndone(t *testing.T) {
 
 	step(t, "the mediator killed mid-deposit leaves an orphan that reconciliation reports", func(t *testing.T) {
 		auditorTok := tok("sue", "auditor")
-		auditor, _ := client.New(in.base, auditorTok, http.DefaultClient)
+		auditor, _ := newClient(in.base, auditorTok, http.DefaultClient)
 		logKey, err := auditor.VerifierKey(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		// A live deposit, which only the log's entry keeps from being an
 		// orphan.
-		if _, err := gw.Deposit(ctx, cs.digest, "conv-d", "k2", key); err != nil {
+		if _, err := gw.Deposit(ctx, cs.digest, conv("conv-d"), "k2", key); err != nil {
 			t.Fatal(err)
 		}
 		env := []string{"MEDIATOR_URL=" + in.base, "MEDIATOR_TOKEN=" + auditorTok, "MEDIATOR_ROSTER_GENESIS=" + genesis}
@@ -259,11 +259,11 @@ func TestDepositsCannotBeReplayedOrUndone(t *testing.T) {
 		if _, err := tx.Exec(ctx, "LOCK TABLE escrow_keys IN EXCLUSIVE MODE"); err != nil {
 			t.Fatal(err)
 		}
-		go gw.Deposit(ctx, cs.digest, "conv-d", "k-orphan", key)
+		go gw.Deposit(ctx, cs.digest, conv("conv-d"), "k-orphan", key)
 		kept := func() int {
 			n := 0
 			for i, c := range set.Custodians {
-				inv, err := client.CustodianStatus(ctx, nil, cs.cs[i].URL, c.Name, c.SigningKey, "conv-d", "k-orphan")
+				inv, err := client.CustodianStatus(ctx, nil, cs.cs[i].URL, c.Name, c.SigningKey, conv("conv-d"), "k-orphan")
 				if err == nil && len(inv.Shares) == 1 && inv.Shares[0].State == shares.StateKept {
 					n++
 				}

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/mediatorhq/mediator/client"
+
 	"github.com/mediatorhq/mediator/pseudonym"
 	"github.com/mediatorhq/mediator/witness"
 	"golang.org/x/mod/sumdb/note"
@@ -108,7 +108,7 @@ func TestDevAllInOne(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cli, err := client.New(base, strings.TrimSpace(tok), nil)
+		cli, err := newClient(base, strings.TrimSpace(tok), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -258,14 +258,21 @@ func TestDevAllInOne(t *testing.T) {
 		if err != nil {
 			t.Fatalf("dev env: %v %s", err, stderr)
 		}
-		genesis := parseExports(t, envOut)["MEDIATOR_ROSTER_GENESIS"]
-		out, stderr, err := runCmd(t, []string{"MEDIATOR_URL=http://" + addr2, "MEDIATOR_TOKEN=" + token("dev-officer", "officer")}, "request", "create",
+		exports := parseExports(t, envOut)
+		genesis := exports["MEDIATOR_ROSTER_GENESIS"]
+		// The officer names the conversation by its real id; the CLI
+		// sends its pseudonym, computed through the dev pseudonym service.
+		out, stderr, err := runCmd(t, []string{"MEDIATOR_URL=http://" + addr2, "MEDIATOR_TOKEN=" + token("dev-officer", "officer"),
+			"MEDIATOR_ROSTER_GENESIS=" + genesis, "MEDIATOR_PSEUDONYM_TOKEN_FILE=" + exports["MEDIATOR_PSEUDONYM_TOKEN_FILE"]}, "request", "create",
 			"--case", "c-1", "--legal-basis", "court_order", "--warrant", "W-1", "--jurisdiction", "US", "--justification", "See the file.",
 			"--conversation", "conv-a", "--from", now.Add(-time.Hour).Format(time.RFC3339), "--to", now.Add(time.Hour).Format(time.RFC3339),
 			"--recipient", filepath.Join(dir, "olga.key.pub"), "--key", filepath.Join(state2, "dev-officer.key"))
 		var created struct{ ID string }
 		if err != nil || json.Unmarshal([]byte(out), &created) != nil {
 			t.Fatalf("request create: %v %s %s", err, out, stderr)
+		}
+		if !strings.Contains(stderr, "conversation   conv-a is ps1_") {
+			t.Fatalf("request create does not show the officer the pseudonym it signed: %s", stderr)
 		}
 		if _, stderr, err := runCmd(t, []string{"MEDIATOR_URL=http://" + addr2, "MEDIATOR_TOKEN=" + token("dev-legal", "approver"), "MEDIATOR_ROSTER_GENESIS=" + genesis},
 			"request", "approve", created.ID, "--key", filepath.Join(state2, "dev-legal.key"), "--yes"); err != nil {

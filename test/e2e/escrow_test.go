@@ -36,8 +36,8 @@ func TestDepositStory(t *testing.T) {
 	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
 	dep, _ := in.issuer.Issue("gateway-7", []string{"depositor"}, time.Hour)
 	aud, _ := in.issuer.Issue("auditor-1", []string{"auditor"}, time.Hour)
-	gw, _ := client.New(in.base, dep, http.DefaultClient)
-	auditor, _ := client.New(in.base, aud, http.DefaultClient)
+	gw, _ := newClient(in.base, dep, http.DefaultClient)
+	auditor, _ := newClient(in.base, aud, http.DefaultClient)
 
 	key := make([]byte, 32)
 	rand.Read(key)
@@ -52,11 +52,11 @@ func TestDepositStory(t *testing.T) {
 
 	step(t, "a gateway escrows a key, and again is idempotent", func(t *testing.T) {
 		var err error
-		first, err = gw.Deposit(ctx, cs.digest, "conv-9", "epoch-1", key)
+		first, err = gw.Deposit(ctx, cs.digest, conv("conv-9"), "epoch-1", key)
 		if err != nil || !first.Created || first.Threshold != 3 || first.Shares != 5 || len(first.Receipts) != 5 {
 			t.Fatalf("deposit: %+v %v", first, err)
 		}
-		again, err := gw.Deposit(ctx, cs.digest, "conv-9", "epoch-1", key)
+		again, err := gw.Deposit(ctx, cs.digest, conv("conv-9"), "epoch-1", key)
 		// The client took the 200 only with every custodian's stored receipt.
 		if err != nil || again.Created || again.EscrowID != first.EscrowID || len(again.Receipts) != 5 {
 			t.Fatalf("same key again: %+v %v", again, err)
@@ -66,16 +66,16 @@ func TestDepositStory(t *testing.T) {
 	step(t, "another key under the same id conflicts", func(t *testing.T) {
 		other := make([]byte, 32)
 		rand.Read(other)
-		if _, err := gw.Deposit(ctx, cs.digest, "conv-9", "epoch-1", other); !client.IsCode(err, "conflict") {
+		if _, err := gw.Deposit(ctx, cs.digest, conv("conv-9"), "epoch-1", other); !client.IsCode(err, "conflict") {
 			t.Fatalf("other key, same id: %v", err)
 		}
 	})
 
 	step(t, "a set not pinned and a short key are refused before sealing", func(t *testing.T) {
-		if _, err := gw.Deposit(ctx, "sha256:"+strings.Repeat("ab", 32), "conv-9", "epoch-2", key); err == nil || !strings.Contains(err.Error(), "pinned") {
+		if _, err := gw.Deposit(ctx, "sha256:"+strings.Repeat("ab", 32), conv("conv-9"), "epoch-2", key); err == nil || !strings.Contains(err.Error(), "pinned") {
 			t.Fatalf("a set that is not the pinned one: %v", err)
 		}
-		if _, err := gw.Deposit(ctx, cs.digest, "conv-9", "epoch-2", key[:15]); err == nil {
+		if _, err := gw.Deposit(ctx, cs.digest, conv("conv-9"), "epoch-2", key[:15]); err == nil {
 			t.Fatal("a short key was deposited")
 		}
 	})
@@ -111,7 +111,7 @@ func TestDepositStory(t *testing.T) {
 	// The custodians' Vault down: 503 with Retry-After, and no new row.
 	step(t, "with the custodians' Vault down a deposit is refused and nothing kept", func(t *testing.T) {
 		vault.Stop()
-		_, err := gw.Deposit(ctx, cs.digest, "conv-9", "epoch-2", key)
+		_, err := gw.Deposit(ctx, cs.digest, conv("conv-9"), "epoch-2", key)
 		var apiErr *client.Error
 		if !errorsAs(err, &apiErr) || apiErr.Status != 503 || apiErr.Code != "dependency_unavailable" {
 			t.Fatalf("deposit with the custodians' Vault down: %v", err)
@@ -151,8 +151,8 @@ func TestEscrowLifecycleCLI(t *testing.T) {
 	in := startServe(t, serveOpts{custodians: cs})
 	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
 	tok, _ := in.issuer.Issue("gw", []string{"depositor"}, time.Hour)
-	gw, _ := client.New(in.base, tok, http.DefaultClient)
-	for _, convo := range []string{"conv-free", "conv-held"} {
+	gw, _ := newClient(in.base, tok, http.DefaultClient)
+	for _, convo := range []string{conv("conv-free"), conv("conv-held")} {
 		key := make([]byte, 16)
 		rand.Read(key)
 		if _, err := gw.Deposit(ctx, cs.digest, convo, "k", key); err != nil {
@@ -160,7 +160,7 @@ func TestEscrowLifecycleCLI(t *testing.T) {
 		}
 	}
 	op := []string{"DATABASE_URL=" + in.dsn, "MEDIATOR_CUSTODIANS=" + cs.file}
-	out, stderr, err := runCmd(t, op, "escrow", "hold", "--conversation", "conv-held", "--reason", "preservation order 17", "--by", "counsel")
+	out, stderr, err := runCmd(t, op, "escrow", "hold", "--conversation", conv("conv-held"), "--reason", "preservation order 17", "--by", "counsel")
 	if err != nil || !strings.Contains(out, "legal hold") {
 		t.Fatalf("hold: %v %s %s", err, out, stderr)
 	}

@@ -277,17 +277,17 @@ func TestVaultSealedThenBack(t *testing.T) {
 	tok := func(sub string, roles ...string) string { s, _ := in.issuer.Issue(sub, roles, time.Hour); return s }
 	gw, dep, admin := tok("gw", "ingest"), tok("gw", "depositor"), tok("ada", "admin")
 	olga, lena, sam := tok("olga", "officer"), tok("lena", "approver"), tok("sam", "approver")
-	depositor, _ := client.New(in.base, dep, http.DefaultClient)
+	depositor, _ := newClient(in.base, dep, http.DefaultClient)
 
 	// A request that the policy will allow, its key escrowed.
 	deposit := func(keyID string) error {
-		_, err := depositor.Deposit(ctx, cs.digest, "conv-v", keyID, []byte("0123456789abcdef0123456789abcdef"))
+		_, err := depositor.Deposit(ctx, cs.digest, conv("conv-v"), keyID, []byte("0123456789abcdef0123456789abcdef"))
 		return err
 	}
 	if err := deposit("k1"); err != nil {
 		t.Fatalf("deposit: %v", err)
 	}
-	id := readyRequest(t, in, admin, olga, map[string]string{"lena": lena, "sam": sam}, "conv-v")
+	id := readyRequest(t, in, admin, olga, map[string]string{"lena": lena, "sam": sam}, conv("conv-v"))
 
 	ingest := func(i int) (int, http.Header) {
 		var b bytes.Buffer

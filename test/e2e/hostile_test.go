@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mediatorhq/mediator/pseudonym"
 )
 
 // TestHostileInput sends what an attacker or a broken client would: huge
@@ -26,8 +28,8 @@ func TestHostileInput(t *testing.T) {
 	gw, dep, aud, off, adm := tok("ingest"), tok("depositor"), tok("auditor"), tok("officer"), tok("admin")
 
 	event := func(extra string) string {
-		return `{"event_id":"h-1","kind":"message","conversation_id":"c","message_hash":"sha256:` + strings.Repeat("0", 64) +
-			`","sender":"+14155550100","recipients":["+14155550101"],"transport":"sms","status":"sent","occurred_at":"2026-11-27T00:00:00Z"` + extra + `}`
+		return `{"event_id":"h-1","kind":"message","conversation_id":"` + conv("c") + `","message_hash":"sha256:` + strings.Repeat("0", 64) +
+			`","sender":"` + pseudonym.Synthetic("+14155550100") + `","recipients":["` + pseudonym.Synthetic("+14155550101") + `"],"transport":"sms","status":"sent","occurred_at":"2026-11-27T00:00:00Z"` + extra + `}`
 	}
 	deep := strings.Repeat(`{"a":`, 100000) + "1" + strings.Repeat("}", 100000)
 	type tcase struct {
@@ -40,7 +42,7 @@ func TestHostileInput(t *testing.T) {
 		{"deposit body over 1 MiB", "POST", "/v1/escrow/keys", "application/json", dep, bytes.Repeat([]byte(" "), 2<<20), []int{413}},
 		{"deeply nested event", "POST", "/v1/events", "application/json", gw, []byte(`{"events":[` + deep + `]}`), []int{400, 422}},
 		{"deeply nested request", "POST", "/v1/access-requests", "application/json", off, []byte(deep), []int{400}},
-		{"invalid UTF-8 in an id", "POST", "/v1/events", "application/json", gw, []byte(`{"events":[` + strings.Replace(event(""), `"c"`, "\"c\xff\xfe\"", 1) + `]}`), []int{422}},
+		{"invalid UTF-8 in an id", "POST", "/v1/events", "application/json", gw, []byte(`{"events":[` + strings.Replace(event(""), `"h-1"`, "\"h\xff\xfe\"", 1) + `]}`), []int{422}},
 		{"NUL byte in an id", "POST", "/v1/events", "application/json", gw, []byte(`{"events":[` + strings.Replace(event(""), `"h-1"`, `"h\u00001"`, 1) + `]}`), []int{422}},
 		{"NUL byte in a deposit", "POST", "/v1/escrow/keys", "application/json", dep, []byte(`{"conversation_id":"c\u0000","key_id":"k","key":"MDEyMzQ1Njc4OWFiY2RlZg=="}`), []int{422}},
 		{"huge number for a time", "POST", "/v1/events", "application/json", gw, []byte(`{"events":[` + strings.Replace(event(""), `"2026-11-27T00:00:00Z"`, "1e400", 1) + `]}`), []int{422}},

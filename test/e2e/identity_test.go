@@ -145,8 +145,8 @@ func TestForgedTokensAndApprovals(t *testing.T) {
 	tok := func(sub string, roles ...string) string { s, _ := in.issuer.Issue(sub, roles, time.Hour); return s }
 	admin, olga := tok("ada", "admin"), tok("olga", "officer")
 	lena, sam := tok("lena", "approver"), tok("sam", "approver")
-	first := readyRequestUnapproved(t, in, admin, olga, "conv-1")
-	second := readyRequestUnapproved(t, in, admin, olga, "conv-2")
+	first := readyRequestUnapproved(t, in, admin, olga, conv("conv-1"))
+	second := readyRequestUnapproved(t, in, admin, olga, conv("conv-2"))
 	sig := ed25519.Sign(first.keys["lena"], approval.Message(first.id, first.digest, "approve", "lena"))
 	b, _ := json.Marshal(map[string]any{"decision": "approve", "signature": sig})
 	if code, body := post(t, in.base+"/v1/access-requests/"+second.id+"/approvals", "application/json", lena, b); code != 422 || errorCode(body) != "bad_signature" {

@@ -17,6 +17,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/mediatorhq/mediator/pseudonym"
 )
 
 // Canary values: none of them may ever be stored, logged or exported.
@@ -27,14 +29,26 @@ const (
 	canaryBody   = "CANARY-BODY-meet me at the docks"
 )
 
+// conv is the pseudonym the tests' gateways send for conversation name
+// (pseudonym.Synthetic): the mediator checks only a pseudonym's form.
+func conv(name string) string {
+	if pseudonym.Valid(name) {
+		return name
+	}
+	return pseudonym.Synthetic(name)
+}
+
+// event is an event as a gateway's client sends it to the mediator: its
+// identifiers (the canary sender and recipients, the conversation) are
+// pseudonyms, as the client makes them before anything leaves.
 func event(id, convo string, extra map[string]any) map[string]any {
 	e := map[string]any{
 		"event_id":        id,
 		"kind":            "message",
-		"conversation_id": convo,
+		"conversation_id": conv(convo),
 		"message_hash":    "sha256:" + strings.Repeat("0a", 32),
-		"sender":          canaryPhone,
-		"recipients":      []string{"+44 20 7946 0958", canaryEmail},
+		"sender":          pseudonym.Synthetic(canaryPhone),
+		"recipients":      []string{pseudonym.Synthetic("+44 20 7946 0958"), pseudonym.Synthetic(canaryEmail)},
 		"transport":       "rcs-e2ee",
 		"status":          "delivered",
 		"occurred_at":     time.Now().Add(-time.Minute).UTC().Format(time.RFC3339Nano),
@@ -119,7 +133,7 @@ func TestIngestToProof(t *testing.T) {
 
 	// Three good events.
 	step(t, "the gateway sends three events", func(t *testing.T) {
-		code, body := post(t, events, "application/json", gw, batch(event("e1", "conv-a", nil), event("e2", "conv-a", nil), event("e3", "conv-b", nil)))
+		code, body := post(t, events, "application/json", gw, batch(event("e1", conv("conv-a"), nil), event("e2", conv("conv-a"), nil), event("e3", conv("conv-b"), nil)))
 		if code != 200 || body["accepted"] != 3.0 || body["duplicates"] != 0.0 || body["first_seq"] != 0.0 || body["last_seq"] != 2.0 {
 			t.Fatalf("first batch: %d %v", code, body)
 		}
@@ -127,7 +141,7 @@ func TestIngestToProof(t *testing.T) {
 
 	// A resend is not appended twice and returns the original seqs.
 	step(t, "a resend is not appended twice", func(t *testing.T) {
-		code, body := post(t, events, "application/json", gw, batch(event("e2", "conv-a", nil), event("e3", "conv-b", nil)))
+		code, body := post(t, events, "application/json", gw, batch(event("e2", conv("conv-a"), nil), event("e3", conv("conv-b"), nil)))
 		if code != 200 || body["accepted"] != 0.0 || body["duplicates"] != 2.0 || body["first_seq"] != 1.0 || body["last_seq"] != 2.0 {
 			t.Fatalf("resend: %d %v", code, body)
 		}
@@ -135,17 +149,17 @@ func TestIngestToProof(t *testing.T) {
 
 	step(t, "content is refused and never stored", func(t *testing.T) {
 		// Content is refused with a reason, index and path, and never stored.
-		code, body := post(t, events, "application/json", gw, batch(event("bad1", "conv-a", map[string]any{"body": canaryBody})))
+		code, body := post(t, events, "application/json", gw, batch(event("bad1", conv("conv-a"), map[string]any{"body": canaryBody})))
 		if code != 422 || errorCode(body) != "content_not_accepted" || !strings.Contains(fmt.Sprint(body), "$.body") {
 			t.Fatalf("content: %d %v", code, body)
 		}
 		// Atomic: one bad event refuses the whole request.
-		code, body = post(t, events+"?atomic=true", "application/json", gw, batch(event("e4", "conv-a", nil), event("bad2", "conv-a", map[string]any{"text": canaryBody})))
+		code, body = post(t, events+"?atomic=true", "application/json", gw, batch(event("e4", conv("conv-a"), nil), event("bad2", conv("conv-a"), map[string]any{"text": canaryBody})))
 		if code != 422 || errorCode(body) != "content_not_accepted" {
 			t.Fatalf("atomic: %d %v", code, body)
 		}
 		// Not atomic: the good one is kept, the bad one reported by index.
-		code, body = post(t, events, "application/json", gw, batch(event("e4", "conv-a", nil), event("bad3", "conv-a", map[string]any{"attachment_url": "https://x/" + canaryBody})))
+		code, body = post(t, events, "application/json", gw, batch(event("e4", conv("conv-a"), nil), event("bad3", conv("conv-a"), map[string]any{"attachment_url": "https://x/" + canaryBody})))
 		if code != 200 || body["accepted"] != 1.0 || body["rejected"] != 1.0 || body["first_seq"] != 3.0 {
 			t.Fatalf("mixed: %d %v", code, body)
 		}
@@ -154,7 +168,7 @@ func TestIngestToProof(t *testing.T) {
 	step(t, "the gateway sends NDJSON", func(t *testing.T) {
 		var nd bytes.Buffer
 		for _, id := range []string{"e5", "e6"} {
-			b, _ := json.Marshal(event(id, "conv-c", nil))
+			b, _ := json.Marshal(event(id, conv("conv-c"), nil))
 			nd.Write(b)
 			nd.WriteByte('\n')
 		}
@@ -206,8 +220,8 @@ func TestIngestToProof(t *testing.T) {
 				t.Fatalf("inclusion of %d: %v (%v)", seq, err, proofBody)
 			}
 			rec := entryBody["record"].(map[string]any)
-			if !strings.HasPrefix(rec["sender"].(string), "hmac-sha256:") {
-				t.Fatalf("sender not pseudonymized: %v", rec)
+			if !pseudonym.Valid(rec["sender"].(string)) || rec["v"] != float64(2) || !strings.HasPrefix(rec["event_id"].(string), "eid1:") {
+				t.Fatalf("a record of the pseudonym era: %v", rec)
 			}
 		}
 		_, p3, _ := call(t, "GET", in.base+"/v1/audit/proof/consistency?from=3&to=6", aud)
@@ -221,11 +235,11 @@ func TestIngestToProof(t *testing.T) {
 
 	// Search by conversation, paged.
 	step(t, "an auditor searches by conversation, paged", func(t *testing.T) {
-		_, page, _ := call(t, "GET", in.base+"/v1/audit/entries?conversation_id=conv-a&limit=2", aud)
+		_, page, _ := call(t, "GET", in.base+"/v1/audit/entries?conversation_id="+conv("conv-a")+"&limit=2", aud)
 		if got := page["entries"].([]any); len(got) != 2 || page["next_after_seq"] != 1.0 {
 			t.Fatalf("page 1: %v", page)
 		}
-		_, page, _ = call(t, "GET", in.base+"/v1/audit/entries?conversation_id=conv-a&limit=2&after_seq=1", aud)
+		_, page, _ = call(t, "GET", in.base+"/v1/audit/entries?conversation_id="+conv("conv-a")+"&limit=2&after_seq=1", aud)
 		if got := page["entries"].([]any); len(got) != 1 || got[0].(map[string]any)["seq"] != 3.0 {
 			t.Fatalf("page 2: %v", page)
 		}
@@ -234,7 +248,7 @@ func TestIngestToProof(t *testing.T) {
 	// Export an evidence bundle and verify it offline with the CLI.
 	step(t, "an exported bundle verifies offline and an edited one does not", func(t *testing.T) {
 		var code int
-		code, bundle = getText(t, in.base+"/v1/audit/export?conversation_id=conv-a", aud)
+		code, bundle = getText(t, in.base+"/v1/audit/export?conversation_id="+conv("conv-a"), aud)
 		if code != 200 || strings.Count(bundle, "\n") != 5 || !strings.HasPrefix(bundle, `{"type":"header"`) || !strings.Contains(bundle, `{"type":"trailer","count":3,`) {
 			t.Fatalf("export: %d\n%s", code, bundle)
 		}
@@ -246,7 +260,7 @@ func TestIngestToProof(t *testing.T) {
 		}
 		bundleLines := strings.SplitAfter(bundle, "\n")
 		for name, c := range map[string]struct{ bundle, says string }{
-			"a record edited":       {bundleLines[0] + strings.Replace(strings.Join(bundleLines[1:], ""), `"conversation_id":"conv-a"`, `"conversation_id":"conv-z"`, 1), "first bad seq: 0"},
+			"a record edited":       {bundleLines[0] + strings.Replace(strings.Join(bundleLines[1:], ""), `"conversation_id":"`+conv("conv-a")+`"`, `"conversation_id":"`+conv("conv-z")+`"`, 1), "first bad seq: 0"},
 			"an entry line removed": {bundleLines[0] + strings.Join(bundleLines[2:], ""), "entries were removed or added"},
 			"cut short":             {strings.Join(bundleLines[:3], ""), "no trailer"},
 			"only the header":       {bundleLines[0], "no trailer"},

@@ -38,13 +38,13 @@ func chapterLiftedHold(t *testing.T, s liftedHold) {
 	tok := func(sub string, roles ...string) string { v, _ := s.in.issuer.Issue(sub, roles, time.Hour); return v }
 	hold := uuid.NewString()
 	for i, r := range s.remotes {
-		if err := r.Hold(ctx, wire.Hold{HoldID: hold, ConversationID: "conv-secret"}); err != nil {
+		if err := r.Hold(ctx, wire.Hold{HoldID: hold, ConversationID: conv("conv-secret")}); err != nil {
 			t.Fatalf("the mediator places the hold at custodian %d: %v", i+1, err)
 		}
 	}
 	refused := 0
 	for i, r := range s.remotes {
-		err := r.Hold(ctx, wire.Hold{HoldID: hold, ConversationID: "conv-secret", Released: true})
+		err := r.Hold(ctx, wire.Hold{HoldID: hold, ConversationID: conv("conv-secret"), Released: true})
 		if err != nil && strings.Contains(err.Error(), "hold_lift_needs_signatures") {
 			refused++
 		} else {
@@ -73,7 +73,7 @@ func chapterLiftedHold(t *testing.T, s liftedHold) {
 		if err := os.WriteFile(keyFile, kb, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		stdout, stderr, err := runCmd(t, nil, "escrow", "hold-sign", "--action", "lift", "--hold-id", hold, "--conversation", "conv-secret",
+		stdout, stderr, err := runCmd(t, nil, "escrow", "hold-sign", "--action", "lift", "--hold-id", hold, "--conversation", conv("conv-secret"),
 			"--key", keyFile, "--as", who)
 		if err != nil {
 			t.Fatalf("%s signs the lift: %v\n%s\n%s", who, err, stdout, stderr)
@@ -87,7 +87,7 @@ func chapterLiftedHold(t *testing.T, s liftedHold) {
 			t.Fatal(err)
 		}
 		env := []string{"MEDIATOR_URL=" + s.in.base, "MEDIATOR_TOKEN=" + tok("kim", "approver"), "MEDIATOR_ROSTER_GENESIS=" + s.genesis}
-		return runCmd(t, env, "escrow", "hold-deliver", "--action", "lift", "--hold-id", hold, "--conversation", "conv-secret", "--signatures", f)
+		return runCmd(t, env, "escrow", "hold-deliver", "--action", "lift", "--hold-id", hold, "--conversation", conv("conv-secret"), "--signatures", f)
 	}
 	kim := sign("kim")
 	stdout, stderr, err := deliver(kim)

@@ -87,7 +87,7 @@ func (o officerLies) custodiansRefuse(t *testing.T, what string, canonical, sig 
 // refuses the approval, and every custodian refuses the swapped request
 // even with genuine approvals of it.
 func chapterSwappedRecipient(t *testing.T, o officerLies) {
-	code, created := post(t, o.in.base+"/v1/access-requests", "application/json", o.olgaToken, signedRequestBody(t, "conv-secret", o.olgaPub))
+	code, created := post(t, o.in.base+"/v1/access-requests", "application/json", o.olgaToken, signedRequestBody(t, conv("conv-secret"), o.olgaPub))
 	if code != 201 {
 		t.Fatalf("olga files her request: %d %v", code, created)
 	}
@@ -141,7 +141,7 @@ func chapterFiledWithoutTheKey(t *testing.T, o officerLies) {
 	before := o.toAttacker(t)
 	_, hostKey, _ := ed25519.GenerateKey(nil)
 	var body map[string]any
-	json.Unmarshal(signedRequestBody(t, "conv-secret", o.malloryPub), &body)
+	json.Unmarshal(signedRequestBody(t, conv("conv-secret"), o.malloryPub), &body)
 	delete(body, "officer_signature")
 	unsigned, _ := json.Marshal(body)
 	if code, resp := post(t, o.in.base+"/v1/access-requests", "application/json", o.olgaToken, unsigned); code != 422 || errorCode(resp) != "bad_officer_signature" {
@@ -151,7 +151,7 @@ func chapterFiledWithoutTheKey(t *testing.T, o officerLies) {
 	now := time.Now().UTC().Truncate(time.Second)
 	req := approval.Request{ID: "2f0c1e0a-5b7d-4c1e-9a3b-0d6e8f1a2b3c", Requester: "olga", CaseID: "case-1", LegalBasis: "court_order",
 		WarrantRef: "W-1", Jurisdiction: "US", Justification: "See the case file.", Recipient: o.malloryPub, CreatedAt: now,
-		ExpiresAt: now.Add(24 * time.Hour), Scope: approval.Scope{ConversationIDs: []string{"conv-secret"}, From: now.Add(-48 * time.Hour), To: now.Add(time.Hour)}}
+		ExpiresAt: now.Add(24 * time.Hour), Scope: approval.Scope{ConversationIDs: []string{conv("conv-secret")}, From: now.Add(-48 * time.Hour), To: now.Add(time.Hour)}}
 	canonical, _ := req.Canonical()
 	hostSig := approval.SignRequest(hostKey, approval.Digest(canonical))
 	hostBody, _ := json.Marshal(wire.CreateRequest{ID: req.ID, CaseID: req.CaseID, LegalBasis: req.LegalBasis, WarrantRef: req.WarrantRef,
@@ -169,7 +169,7 @@ func chapterFiledWithoutTheKey(t *testing.T, o officerLies) {
 	now = time.Now().UTC()
 	env := []string{"MEDIATOR_URL=" + o.in.base, "MEDIATOR_TOKEN=" + o.olgaToken}
 	_, stderr, err := runCmd(t, env, "request", "create", "--case", "case-1", "--legal-basis", "court_order", "--warrant", "W-1",
-		"--jurisdiction", "US", "--justification", "See the case file.", "--conversation", "conv-secret",
+		"--jurisdiction", "US", "--justification", "See the case file.", "--conversation", conv("conv-secret"),
 		"--from", now.Add(-48*time.Hour).Format(time.RFC3339), "--to", now.Add(time.Hour).Format(time.RFC3339),
 		"--recipient", filepath.Join(o.dir, "mallory.key.pub"), "--key", o.keyFile(t, "host-signing", hostKey))
 	if err == nil || !strings.Contains(stderr, "bad_officer_signature") {

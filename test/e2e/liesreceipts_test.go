@@ -27,14 +27,14 @@ import (
 // TestCompromisedMediator tells them.
 
 // liesConvo is the conversation these chapters escrow and release.
-const liesConvo = "conv-lies"
+var liesConvo = conv("conv-lies")
 
 // liarClient is a client of the liar. Its answers are lies, which the
 // description of the API (checked on http.DefaultClient) rightly does
 // not describe: it has a transport of its own.
 func liarClient(t *testing.T, l *liar, token string) *client.Client {
 	t.Helper()
-	c, err := client.New(l.URL, token, &http.Client{})
+	c, err := newClient(l.URL, token, &http.Client{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func chapterDepositWithoutReceipts(t *testing.T, in *instance, depositor, pinned
 	}
 
 	// The mediator itself answers with the receipts it stored.
-	gw, err := client.New(in.base, depositor, http.DefaultClient)
+	gw, err := newClient(in.base, depositor, http.DefaultClient)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/seal"
 	"github.com/mediatorhq/mediator/wire"
@@ -32,7 +31,7 @@ func hostLiesAboutARosterProposal(in *instance, genesisDigest string, lenaKey ed
 	return func(t *testing.T) {
 		ctx := context.Background()
 		tok := func(sub string, roles ...string) string { s, _ := in.issuer.Issue(sub, roles, time.Hour); return s }
-		adminClient, _ := client.New(in.base, tok("ada", "admin"), http.DefaultClient)
+		adminClient, _ := newClient(in.base, tok("ada", "admin"), http.DefaultClient)
 		cur := in.genesis // version 2 lists what the genesis lists
 
 		kimKey, _, _ := ed25519.GenerateKey(nil)

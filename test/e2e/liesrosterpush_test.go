@@ -69,7 +69,7 @@ func chapterWithheldRemoval(t *testing.T, s withheldRemoval) {
 		}
 	}
 	draft.Approvers = append(draft.Approvers, roster.Approver{ID: "kim", Roles: []string{"legal"}, PublicKey: kim.Public().(ed25519.PublicKey)})
-	adminClient, _ := client.New(s.in.base, tok("ada", "admin"), nil)
+	adminClient, _ := newClient(s.in.base, tok("ada", "admin"), nil)
 	p, err := adminClient.ProposeRoster(ctx, draft)
 	if err != nil || p.Version != 3 {
 		t.Fatalf("the proposal that removes lena: version %d, %v", p.Version, err)

@@ -16,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mediatorhq/mediator/approval"
-	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/escrow"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/wire"
@@ -48,7 +47,7 @@ func chapterWithheldVeto(t *testing.T, s withheldVeto) {
 	keys := map[string]ed25519.PrivateKey{"kim": e2eApproverKey("kim"), "sam": e2eApproverKey("sam"), "vic": e2eApproverKey("vic")}
 
 	// Version 4 adds vic; kim and sam, the quorum of version 3, adopt it.
-	adminClient, _ := client.New(s.in.base, tok("ada", "admin"), nil)
+	adminClient, _ := newClient(s.in.base, tok("ada", "admin"), nil)
 	served, err := adminClient.RosterChain(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +64,7 @@ func chapterWithheldVeto(t *testing.T, s withheldVeto) {
 		t.Fatalf("the proposal that adds vic: version %d, %v", p.Version, err)
 	}
 	for _, who := range []string{"vic", "kim", "sam"} {
-		c, _ := client.New(s.in.base, tok(who, "approver"), nil)
+		c, _ := newClient(s.in.base, tok(who, "approver"), nil)
 		if p, err = c.SignRoster(ctx, keys[who], who, p.Digest); err != nil {
 			t.Fatalf("%s signs version 4: %v", who, err)
 		}
@@ -75,7 +74,7 @@ func chapterWithheldVeto(t *testing.T, s withheldVeto) {
 	}
 
 	// The officer files for the secret; kim and sam approve.
-	grab := readyRequestUnapprovedTo(t, s.in, tok("ada", "admin"), tok("olga", "officer"), "conv-secret", "")
+	grab := readyRequestUnapprovedTo(t, s.in, tok("ada", "admin"), tok("olga", "officer"), conv("conv-secret"), "")
 	for _, who := range []string{"kim", "sam"} {
 		sig := ed25519.Sign(keys[who], approval.Message(grab.id, grab.digest, approval.Approve, who))
 		b, _ := json.Marshal(map[string]any{"decision": approval.Approve, "signature": sig})

@@ -11,7 +11,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/escrow"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/wire"
@@ -92,7 +91,7 @@ func chapterLostCustodianAnswer(t *testing.T, l lostCustodianAnswer) {
 
 	// The officer releases through the mediator, which kept nothing of
 	// custodian-1's and asks it again.
-	officer, _ := client.New(l.in.base, l.olga, http.DefaultClient)
+	officer, _ := newClient(l.in.base, l.olga, http.DefaultClient)
 	rel, err := officer.Release(ctx, id)
 	if err != nil || len(rel.Keys) != len(l.want) {
 		t.Fatalf("the officer's release after the lost answer: %+v %v", rel, err)

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mediatorhq/mediator/loadgen"
+	"github.com/mediatorhq/mediator/pseudonym"
 )
 
 // maxResidentMiB is the bound of issue 15: with 32 concurrent maximal
@@ -117,14 +118,14 @@ func amplifyingBody(t *testing.T) []byte {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		fmt.Fprintf(&b, `{"event_id":"amp-%d","kind":"message","conversation_id":"conv-amp","message_hash":"sha256:%064x",`+
-			`"sender":"+14155550100","transport":"rcs-e2ee","status":"delivered","occurred_at":"%s","recipients":[`,
-			i, i, time.Now().UTC().Add(-time.Minute).Format(time.RFC3339))
+		fmt.Fprintf(&b, `{"event_id":"amp-%d","kind":"message","conversation_id":"%s","message_hash":"sha256:%064x",`+
+			`"sender":"%s","transport":"rcs-e2ee","status":"delivered","occurred_at":"%s","recipients":[`,
+			i, conv("conv-amp"), i, pseudonym.Synthetic("+14155550100"), time.Now().UTC().Add(-time.Minute).Format(time.RFC3339))
 		for r := range 1024 {
 			if r > 0 {
 				b.WriteByte(',')
 			}
-			fmt.Fprintf(&b, `"+1%010d"`, 2000000000+i*1024+r)
+			fmt.Fprintf(&b, `"%s"`, pseudonym.Synthetic(fmt.Sprintf("+1%010d", 2000000000+i*1024+r)))
 		}
 		b.WriteString(`]}`)
 	}

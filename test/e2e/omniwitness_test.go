@@ -72,7 +72,7 @@ func TestIndependentWitness(t *testing.T) {
 	for round := 0; round < 2; round++ {
 		var evs []map[string]any
 		for i := range 5 {
-			evs = append(evs, event(fmt.Sprintf("ow-%d-%d", round, i), "conv-ow", nil))
+			evs = append(evs, event(fmt.Sprintf("ow-%d-%d", round, i), conv("conv-ow"), nil))
 		}
 		if code, body := post(t, in.base+"/v1/events", "application/json", gw, batch(evs...)); code != 200 {
 			t.Fatalf("events: %d %v", code, body)

@@ -21,7 +21,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mediatorhq/mediator/approval"
-	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/notify"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/wire"
@@ -207,7 +206,7 @@ func TestRosterGovernance(t *testing.T) {
 	// added, gets nothing from a depositor's client or the CLI.
 	step(t, "the mediator refuses to serve a re-ordered chain", func(t *testing.T) {
 		genesisDigest, _ = in.genesis.Digest()
-		gw, _ := client.New(in.base, tok("gw", "depositor"), http.DefaultClient)
+		gw, _ := newClient(in.base, tok("gw", "depositor"), http.DefaultClient)
 		var err error
 		genuine, err = gw.RosterChain(context.Background())
 		if err != nil || len(genuine.Chain) != 2 {
@@ -244,8 +243,8 @@ func TestRosterGovernance(t *testing.T) {
 				w.Header().Set("Content-Type", "application/json")
 				json.NewEncoder(w).Encode(wire.RosterChain{Genesis: genesisDigest, Version: uint64(len(chain)), Digest: roster.Digest(chain[len(chain)-1].Roster), Chain: chain})
 			}))
-			dep, _ := client.New(fake.URL, tok("gw", "depositor"), http.DefaultClient)
-			if _, err := dep.DepositByRoster(context.Background(), genesisDigest, "conv-z", "e1", make([]byte, 32)); err == nil {
+			dep, _ := newClient(fake.URL, tok("gw", "depositor"), http.DefaultClient)
+			if _, err := dep.DepositByRoster(context.Background(), genesisDigest, conv("conv-z"), "e1", make([]byte, 32)); err == nil {
 				t.Errorf("a depositor accepted a %s chain", name)
 			}
 			if out, _, err := runCmd(t, []string{"MEDIATOR_URL=" + fake.URL, "MEDIATOR_TOKEN=x", "MEDIATOR_ROSTER_GENESIS=" + genesisDigest}, "roster", "verify"); err == nil {
@@ -309,7 +308,7 @@ func TestRosterGovernance(t *testing.T) {
 	// call is not delayed by it.
 	step(t, "a hanging webhook receiver delays no request", func(t *testing.T) {
 		start := time.Now()
-		r := readyRequestUnapproved(t, in, admin, olga, "conv-1")
+		r := readyRequestUnapproved(t, in, admin, olga, conv("conv-1"))
 		if d := time.Since(start); d > 3*time.Second {
 			t.Fatalf("filing a request took %s with a hanging webhook receiver", d)
 		}
@@ -345,7 +344,7 @@ func TestRosterGovernance(t *testing.T) {
 				if _, err := uuid.Parse(value); !ok || err == nil || strings.HasPrefix(value, "sha256:") {
 					continue // numbers, random ids and digests (whose hex may spell "ada")
 				}
-				for _, name := range []string{"olga", "lena", "sam", "eve", "ada", "case-1", "conv-1", "max"} {
+				for _, name := range []string{"olga", "lena", "sam", "eve", "ada", "case-1", conv("conv-1"), "max"} {
 					if strings.Contains(key, name) || strings.Contains(value, name) {
 						t.Errorf("a webhook event names %q: %s", name, body)
 					}

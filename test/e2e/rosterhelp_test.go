@@ -73,7 +73,7 @@ func ensureRoster(t *testing.T, in *instance, keys map[string]ed25519.PrivateKey
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := client.New(in.base, tok, http.DefaultClient)
+		c, err := newClient(in.base, tok, http.DefaultClient)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/loadgen"
 )
@@ -58,9 +57,9 @@ func TestTwoInstancesKeepOneLog(t *testing.T) {
 	for j := range ids {
 		in := instances[j%2]
 		tok, _ := in.issuer.Issue("gw-deposit", []string{"depositor"}, time.Hour)
-		gw, _ := client.New(in.base, tok, http.DefaultClient)
+		gw, _ := newClient(in.base, tok, http.DefaultClient)
 		wg.Go(func() {
-			d, err := gw.Deposit(context.Background(), cs.digest, "conv-race", "k", key)
+			d, err := gw.Deposit(context.Background(), cs.digest, conv("conv-race"), "k", key)
 			if err != nil {
 				t.Errorf("deposit: %v", err)
 				return

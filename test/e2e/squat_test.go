@@ -20,11 +20,11 @@ func TestEventIDsCannotBeSquatted(t *testing.T) {
 	aud, _ := in.issuer.Issue("auditor-1", []string{"auditor"}, time.Hour)
 	events := in.base + "/v1/events"
 
-	forged := batch(event("ev-shared", "conv-forged", nil))
+	forged := batch(event("ev-shared", conv("conv-forged"), nil))
 	if code, body := post(t, events, "application/json", evil, forged); code != 200 || body["accepted"] != 1.0 {
 		t.Fatalf("the squatter: %d %v", code, body)
 	}
-	genuineBody := batch(event("ev-shared", "conv-real", nil))
+	genuineBody := batch(event("ev-shared", conv("conv-real"), nil))
 	code, body := post(t, events, "application/json", genuine, genuineBody)
 	if code != 200 || body["accepted"] != 1.0 || body["duplicates"] != 0.0 || body["first_seq"] != 1.0 {
 		t.Fatalf("the genuine event after the squat: %d %v, want accepted as seq 1", code, body)
@@ -32,7 +32,7 @@ func TestEventIDsCannotBeSquatted(t *testing.T) {
 	if code, body := post(t, events, "application/json", genuine, genuineBody); code != 200 || body["duplicates"] != 1.0 || body["first_seq"] != 1.0 {
 		t.Fatalf("a resend: %d %v, want a duplicate of seq 1", code, body)
 	}
-	changed := batch(event("ev-new", "conv-real", nil), event("ev-shared", "conv-changed", nil))
+	changed := batch(event("ev-new", conv("conv-real"), nil), event("ev-shared", conv("conv-changed"), nil))
 	code, body = post(t, events, "application/json", genuine, changed)
 	e, _ := body["error"].(map[string]any)
 	if code != 409 || e["code"] != "event_id_conflict" {

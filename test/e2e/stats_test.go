@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mediatorhq/mediator/loadgen"
+	"github.com/mediatorhq/mediator/pseudonym"
 )
 
 // TestSOCStatsWithoutIdentifiers: a SOC dashboard asks for transport
@@ -38,9 +39,9 @@ func TestSOCStatsWithoutIdentifiers(t *testing.T) {
 		if i > 0 {
 			small.WriteString(",")
 		}
-		fmt.Fprintf(&small, `{"event_id":"lonely-%d","kind":"message","conversation_id":"conv-lonely","message_hash":"sha256:%064d",
-			"sender":"+15005550100","recipients":["+15005550101"],"transport":"sms","status":"sent",
-			"occurred_at":"%s","carrier":{"mcc":"505"}}`, i, i, yesterday)
+		fmt.Fprintf(&small, `{"event_id":"lonely-%d","kind":"message","conversation_id":"%s","message_hash":"sha256:%064d",
+			"sender":"%s","recipients":["%s"],"transport":"sms","status":"sent",
+			"occurred_at":"%s","carrier":{"mcc":"505"}}`, i, conv("conv-lonely"), i, pseudonym.Synthetic("+15005550100"), pseudonym.Synthetic("+15005550101"), yesterday)
 	}
 	small.WriteString("]}")
 	if code, body := post(t, in.base+"/v1/events", "application/json", gw, []byte(small.String())); code != 200 {

@@ -20,7 +20,6 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/mediatorhq/mediator/approval"
-	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/custodian"
 	"github.com/mediatorhq/mediator/dev"
 	"github.com/mediatorhq/mediator/seal"
@@ -56,12 +55,12 @@ func TestReleaseNeedsTheLog(t *testing.T) {
 	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
 	tok := func(sub string, roles ...string) string { s, _ := in.issuer.Issue(sub, roles, time.Hour); return s }
 	admin, olga, aud := tok("ada", "admin"), tok("olga", "officer"), tok("aud", "auditor")
-	gw, _ := client.New(in.base, tok("gw", "depositor"), http.DefaultClient)
+	gw, _ := newClient(in.base, tok("gw", "depositor"), http.DefaultClient)
 
 	step(t, "the gateway escrows a key", func(t *testing.T) {
 		key := make([]byte, 32)
 		rand.Read(key)
-		if _, err := gw.Deposit(ctx, cs.digest, "conv-l", "e1", key); err != nil {
+		if _, err := gw.Deposit(ctx, cs.digest, conv("conv-l"), "e1", key); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -70,8 +69,8 @@ func TestReleaseNeedsTheLog(t *testing.T) {
 	// approvals in the log it witnessed.
 	step(t, "a lawful release goes through under a cosigned checkpoint", func(t *testing.T) {
 		runCmd(t, nil, "keygen", "--recipient", "--out", filepath.Join(dir, "olga.key"))
-		lawful := approvedRequest(t, in, admin, olga, keys, "conv-l", filepath.Join(dir, "olga.key.pub"))
-		oc, _ := client.New(in.base, olga, http.DefaultClient)
+		lawful := approvedRequest(t, in, admin, olga, keys, conv("conv-l"), filepath.Join(dir, "olga.key.pub"))
+		oc, _ := newClient(in.base, olga, http.DefaultClient)
 		if _, err := oc.Release(ctx, lawful); err != nil {
 			t.Fatalf("the lawful release: %v", err)
 		}
@@ -114,7 +113,7 @@ func TestReleaseNeedsTheLog(t *testing.T) {
 	// 1. The approvals never logged: the request is filed (and logged),
 	// approvals with genuine signatures go straight into the table.
 	step(t, "approvals the log lacks are refused by every custodian", func(t *testing.T) {
-		r := readyRequestUnapprovedTo(t, in, admin, olga, "conv-l", filepath.Join(dir, "olga.key.pub"))
+		r := readyRequestUnapprovedTo(t, in, admin, olga, conv("conv-l"), filepath.Join(dir, "olga.key.pub"))
 		var reqSeq int64
 		db.QueryRow(ctx, "SELECT audit_seq FROM access_requests WHERE request_id = $1", r.id).Scan(&reqSeq)
 		insertApprovals(t, r.id, r.digest, reqSeq)
@@ -131,7 +130,7 @@ func TestReleaseNeedsTheLog(t *testing.T) {
 		}
 		now := time.Now().UTC().Truncate(time.Second)
 		ghost := approval.Request{ID: uuid.NewString(), Requester: "olga", CaseID: "case-1", LegalBasis: "court_order", WarrantRef: "W-1",
-			Jurisdiction: "US", Justification: "See the case file.", Scope: approval.Scope{ConversationIDs: []string{"conv-l"}, From: now.Add(-time.Hour), To: now.Add(time.Hour)},
+			Jurisdiction: "US", Justification: "See the case file.", Scope: approval.Scope{ConversationIDs: []string{conv("conv-l")}, From: now.Add(-time.Hour), To: now.Add(time.Hour)},
 			Recipient: recipient, CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour)}
 		canonical, err := ghost.Canonical()
 		if err != nil {
@@ -170,7 +169,7 @@ func TestReleaseNeedsTheLog(t *testing.T) {
 			cs.stop(t, i)
 		}
 		gwIngest := tok("gw", "ingest")
-		if code, body := post(t, in.base+"/v1/events", "application/json", gwIngest, batch(event("wl-1", "conv-wl", nil), event("wl-2", "conv-wl", nil))); code != 200 {
+		if code, body := post(t, in.base+"/v1/events", "application/json", gwIngest, batch(event("wl-1", conv("conv-wl"), nil), event("wl-2", conv("conv-wl"), nil))); code != 200 {
 			t.Fatalf("events: %d %v", code, body)
 		}
 		time.Sleep(3 * time.Second)
