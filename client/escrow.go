@@ -187,3 +187,26 @@ func CheckDepositReceipts(set shares.Set, ans wire.DepositResponse, conversation
 	}
 	return nil
 }
+
+// DepositRawKey escrows key through a gateway agent (`mediator agent`, a
+// client from NewLocal): the agent pseudonymises the conversation id,
+// splits and seals the key against the roster it verified, and checks
+// every custodian's receipt before it answers. The key crosses only the
+// local socket. The answer is the mediator's, with the conversation's
+// pseudonym.
+func (c *Client) DepositRawKey(ctx context.Context, conversationID, keyID string, key []byte) (Deposited, error) {
+	body := struct {
+		ConversationID string `json:"conversation_id"`
+		KeyID          string `json:"key_id"`
+		Key            []byte `json:"key"`
+	}{conversationID, keyID, key}
+	var out struct {
+		wire.DepositResponse
+		Conversation string `json:"conversation"`
+	}
+	status, err := c.do(ctx, http.MethodPost, "/v1/escrow/keys", "", body, &out)
+	if err != nil {
+		return Deposited{}, err
+	}
+	return Deposited{DepositResponse: out.DepositResponse, Created: status == http.StatusCreated, Conversation: out.Conversation}, nil
+}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mediatorhq/mediator/client"
+	"github.com/mediatorhq/mediator/pseudonym"
 	"github.com/mediatorhq/mediator/shares"
 )
 
@@ -29,6 +30,11 @@ type DepositConfig struct {
 	// (default 1000): 1 puts every key under RunID-0, as a depositor
 	// flooding one conversation does.
 	Conversations int
+	// AgentURL, if set, is a gateway agent the raw keys go to
+	// (`{"conversation_id","key_id","key"}`, no token), which splits,
+	// seals and pseudonymises them itself; Token and CustodianSet are then
+	// unused.
+	AgentURL string
 	// CustodianSet is the digest of the custodian set to seal to; empty
 	// takes the set the mediator serves (the generator trusts the server
 	// it measures).
@@ -54,7 +60,7 @@ func (r DepositReport) String() string {
 // and sealed to the custodians here (client.DepositTo), and every
 // custodian's receipt checked. Only 201 answers count as deposits.
 func Deposits(ctx context.Context, cfg DepositConfig) (DepositReport, error) {
-	if cfg.URL == "" || cfg.Token == "" {
+	if cfg.AgentURL == "" && (cfg.URL == "" || cfg.Token == "") {
 		return DepositReport{}, errors.New("loadgen: URL and depositor token are required")
 	}
 	if cfg.Duration <= 0 {
@@ -71,22 +77,48 @@ func Deposits(ctx context.Context, cfg DepositConfig) (DepositReport, error) {
 	}
 	// Key ids are new in every run, so that runs under one RunID add keys.
 	nonce := strings.ToLower(rand.Text()[:6])
-	c, err := client.New(cfg.URL, cfg.Token, &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Workers}})
-	if err != nil {
-		return DepositReport{}, err
-	}
-	set, digest, err := c.FetchCustodianSet(ctx)
-	if err != nil {
-		return DepositReport{}, err
-	}
-	if cfg.CustodianSet != "" {
-		if err := set.CheckPinned(cfg.CustodianSet); err != nil {
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Workers}}
+	var deposit func(ctx context.Context, conversation, keyID string, key []byte) error
+	if cfg.AgentURL != "" {
+		agent, err := client.NewLocal(cfg.AgentURL, hc)
+		if err != nil {
 			return DepositReport{}, err
 		}
-	}
-	sp, err := shares.NewSplitter(set)
-	if err != nil {
-		return DepositReport{}, err
+		deposit = func(ctx context.Context, conversation, keyID string, key []byte) error {
+			d, err := agent.DepositRawKey(ctx, conversation, keyID, key)
+			if err == nil && !d.Created {
+				err = errors.New("the agent answered 200 (an existing escrow) for a new key id")
+			}
+			return err
+		}
+	} else {
+		c, err := client.New(cfg.URL, cfg.Token, hc)
+		if err != nil {
+			return DepositReport{}, err
+		}
+		// Conversation ids go as pseudonyms, as a client with a warm cache
+		// sends them.
+		c.UsePseudonyms(syntheticPseudonyms{})
+		set, digest, err := c.FetchCustodianSet(ctx)
+		if err != nil {
+			return DepositReport{}, err
+		}
+		if cfg.CustodianSet != "" {
+			if err := set.CheckPinned(cfg.CustodianSet); err != nil {
+				return DepositReport{}, err
+			}
+		}
+		sp, err := shares.NewSplitter(set)
+		if err != nil {
+			return DepositReport{}, err
+		}
+		deposit = func(ctx context.Context, conversation, keyID string, key []byte) error {
+			d, err := c.DepositTo(ctx, sp, digest, conversation, keyID, key)
+			if err == nil && !d.Created {
+				err = errors.New("the mediator answered 200 (an existing escrow) for a new key id")
+			}
+			return err
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
@@ -108,12 +140,9 @@ func Deposits(ctx context.Context, cfg DepositConfig) (DepositReport, error) {
 				}
 				rand.Read(key)
 				t0 := time.Now()
-				d, err := c.DepositTo(ctx, sp, digest, cfg.RunID+"-"+strconv.FormatInt(n%int64(cfg.Conversations), 10),
+				err := deposit(ctx, cfg.RunID+"-"+strconv.FormatInt(n%int64(cfg.Conversations), 10),
 					"k"+strconv.FormatInt(n, 10)+"-"+nonce, key)
 				lat := time.Since(t0)
-				if err == nil && !d.Created {
-					err = errors.New("the mediator answered 200 (an existing escrow) for a new key id")
-				}
 				if err != nil {
 					if ctx.Err() == nil {
 						errs.Add(1)
@@ -142,4 +171,17 @@ func Deposits(ctx context.Context, cfg DepositConfig) (DepositReport, error) {
 		return rep, fmt.Errorf("loadgen: %d deposits failed; last: %w", rep.Errors, lastErr)
 	}
 	return rep, nil
+}
+
+// syntheticPseudonyms pseudonymises as pseudonym.Synthetic: what a
+// gateway's client sends once its cache is warm, without a pseudonym
+// service in the measurement.
+type syntheticPseudonyms struct{}
+
+func (syntheticPseudonyms) Pseudonyms(_ context.Context, k pseudonym.Kind, values []string) ([]string, error) {
+	out := make([]string, len(values))
+	for i, v := range values {
+		out[i] = pseudonym.Synthetic(string(k) + "\n" + v)
+	}
+	return out, nil
 }

@@ -37,11 +37,13 @@ type Config struct {
 	MaxEvents    int           // stop after this many events; 0 = no limit besides Duration
 	Workers      int           // concurrent requests (default 4)
 	RunID        string        // prefix of event ids; random when empty
-	// Raw sends identifiers as a gateway has them (phone numbers,
-	// conversation ids), to an agent at URL, which pseudonymises them and
-	// takes no token; otherwise events carry pseudonyms, as the client
-	// package sends them with a warm cache.
-	Raw bool
+	// AgentURL, if set, is a gateway agent (`mediator agent`) the events
+	// go to, with identifiers as a gateway has them (phone numbers,
+	// conversation ids) and no token: the agent pseudonymises them and
+	// forwards them to the mediator at URL, which the auditor's and
+	// metrics' calls still reach. Otherwise events go to URL carrying
+	// pseudonyms, as the client package sends them with a warm cache.
+	AgentURL string
 	// Proofs is how many inclusion proofs to time after the run (needs
 	// AuditorToken); 0 skips it.
 	Proofs int
@@ -98,7 +100,7 @@ func (r Report) String() string {
 // Run sends load until Duration or MaxEvents is reached, writing a
 // progress line to progress every second.
 func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
-	if cfg.URL == "" || (cfg.IngestToken == "" && !cfg.Raw) {
+	if cfg.URL == "" || (cfg.IngestToken == "" && cfg.AgentURL == "") {
 		return Report{}, errors.New("loadgen: URL and ingest token are required")
 	}
 	if cfg.Batch <= 0 {
@@ -116,8 +118,8 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 	hc := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Workers}}
 	var ingest *client.Client
 	var err error
-	if cfg.Raw {
-		ingest, err = client.NewLocal(cfg.URL, hc)
+	if cfg.AgentURL != "" {
+		ingest, err = client.NewLocal(cfg.AgentURL, hc)
 	} else {
 		ingest, err = client.New(cfg.URL, cfg.IngestToken, hc)
 	}
@@ -131,7 +133,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 		}
 	}
 	var rep Report
-	rep.RSSStart = serverRSS(ctx, hc, ingest.URL(), cfg.MetricsToken)
+	rep.RSSStart = serverRSS(ctx, hc, strings.TrimRight(cfg.URL, "/"), cfg.MetricsToken)
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
@@ -196,7 +198,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 					n = int64(cfg.MaxEvents) - first
 				}
 				body.Reset()
-				if cfg.Raw {
+				if cfg.AgentURL != "" {
 					WriteRawBatch(&body, cfg.RunID, first, int(n))
 				} else {
 					WriteBatch(&body, cfg.RunID, first, int(n))
@@ -259,7 +261,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 			return rep, err
 		}
 	}
-	rep.RSSEnd = serverRSS(context.Background(), hc, ingest.URL(), cfg.MetricsToken)
+	rep.RSSEnd = serverRSS(context.Background(), hc, strings.TrimRight(cfg.URL, "/"), cfg.MetricsToken)
 	return rep, nil
 }
 

@@ -16,6 +16,8 @@ import (
 func loadgenSettings(cfg *loadgen.Config, stateDir, dsn *string) []setting {
 	return []setting{
 		{flag: "url", env: vars("MEDIATOR_ADDR"), value: mediatorURL(&cfg.URL, "http://127.0.0.1:8080"), usage: "the mediator to load (loopback only in tests)"},
+		{flag: "agent", value: text(&cfg.AgentURL, ""),
+			usage: "send through this gateway agent instead (http://127.0.0.1:PORT or unix:///path): raw identifiers and raw keys, no token; --url still names the mediator, for the checkpoint, proofs and memory"},
 		{flag: "token", env: vars("MEDIATOR_INGEST_TOKEN"), value: text(&cfg.IngestToken, ""), secret: true,
 			usage: "bearer token with the ingest role (with --deposits, the depositor role); default: minted from the dev state dir"},
 		{flag: "auditor-token", env: vars("MEDIATOR_AUDITOR_TOKEN"), value: text(&cfg.AuditorToken, ""), secret: true,
@@ -49,7 +51,7 @@ func loadgenCmd(ctx context.Context, c *call, args []string) error {
 		return err
 	}
 	if *deposits {
-		return depositLoad(ctx, loadgen.DepositConfig{Conversations: *conversations, RunID: *runID}, cfg, stateDir, c.stdout)
+		return depositLoad(ctx, loadgen.DepositConfig{Conversations: *conversations, RunID: *runID, AgentURL: cfg.AgentURL}, cfg, stateDir, c.stdout)
 	}
 	if cfg.Duration > 10*time.Minute {
 		return errors.New("loadgen: --duration is at most 10m")
@@ -115,7 +117,7 @@ func depositLoad(ctx context.Context, dc loadgen.DepositConfig, cfg loadgen.Conf
 		return errors.New("loadgen: --duration is at most 10m")
 	}
 	dc.URL, dc.Token, dc.Duration, dc.Max, dc.Workers = cfg.URL, cfg.IngestToken, cfg.Duration, cfg.MaxEvents, cfg.Workers
-	if dc.Token == "" {
+	if dc.Token == "" && dc.AgentURL == "" {
 		iss, err := dev.LoadIssuer(stateDir)
 		if err != nil {
 			return fmt.Errorf("loadgen: give --token, or run `mediator dev` so tokens can be minted: %w", err)

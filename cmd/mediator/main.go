@@ -12,6 +12,8 @@
 //	mediator audit verify [flags]     recompute and check the whole log in the database
 //	mediator audit verify --bundle FILE --key VKEY
 //	                                  check an evidence bundle offline
+//	mediator audit export --conversation C --out FILE [--from T] [--to T]
+//	                                  write a conversation's evidence bundle, named by its real id (sent as its pseudonym)
 //	mediator escrow deposit --conversation C --key-id K --key-file F
 //	                                  split and seal a key here and escrow it (depositor)
 //	mediator escrow custodians        print the custodian set and the digest depositors pin

@@ -127,7 +127,7 @@ func TestLawfulAccessStory(t *testing.T) {
 				keyFile := filepath.Join(dir, "key")
 				os.WriteFile(keyFile, key, 0o600)
 				out, stderr, err := cli(t, gw, "escrow", "deposit", "--conversation", ck[0], "--key-id", ck[1], "--key-file", keyFile)
-				if err != nil || !strings.Contains(out, "escrowed conv-a/epoch-1") {
+				if err != nil || !strings.Contains(out, "escrowed "+conv("conv-a")+"/epoch-1") {
 					t.Fatalf("escrow deposit: %v %s %s", err, out, stderr)
 				}
 				os.Remove(keyFile)

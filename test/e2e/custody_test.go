@@ -166,7 +166,7 @@ func TestReleaseAcrossCustodianFailures(t *testing.T) {
 		if err != nil || !strings.Contains(out, "released 2 keys") {
 			t.Fatalf("release with the custodians back: %v\n%s\n%s", err, out, stderr)
 		}
-		if !strings.Contains(stderr, "custodian custodian-2 refused") || !strings.Contains(stderr, "conv-x/e2 was recovered without the bad shares of: custodian-3") {
+		if !strings.Contains(stderr, "custodian custodian-2 refused") || !strings.Contains(stderr, conv("conv-x")+"/e2 was recovered without the bad shares of: custodian-3") {
 			t.Fatalf("the refusal and the bad share were not named:\n%s", stderr)
 		}
 		opened := readOpened(t, filepath.Join(dir, "second.ndjson"))

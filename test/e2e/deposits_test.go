@@ -152,7 +152,7 @@ func TestDepositsCannotBeReplayedOrUndone(t *testing.T) {
 		}
 		env := []string{"MEDIATOR_URL=" + in.base, "MEDIATOR_TOKEN=" + dep, "MEDIATOR_ROSTER_GENESIS=" + genesis}
 		stdout, stderr, err := runCmd(t, env, "escrow", "check", "--conversation", conv("conv-d"), "--key-id", "k1")
-		if err != nil || !strings.Contains(stdout, "5 of 5 custodians keep a share of conv-d/k1") || strings.Count(stdout, " kept ") != 5 {
+		if err != nil || !strings.Contains(stdout, "5 of 5 custodians keep a share of "+conv("conv-d")+"/k1") || strings.Count(stdout, " kept ") != 5 {
 			t.Fatalf("escrow check: %v\n%s\n%s", err, stdout, stderr)
 		}
 	})

@@ -82,10 +82,10 @@ func TestDepositStory(t *testing.T) {
 
 	step(t, "malformed deposits are refused without echoing the key", func(t *testing.T) {
 		for name, body := range map[string]string{
-			"plaintext key":  `{"conversation_id":"c","key_id":"k","key":"` + keyB64 + `"}`,
-			"no commitment":  `{"conversation_id":"c","key_id":"k","custodian_set":"` + cs.digest + `","threshold":3,"shares":[]}`,
-			"no shares":      `{"conversation_id":"c","key_id":"k","commitment":"sha256:` + strings.Repeat("0", 64) + `","custodian_set":"` + cs.digest + `","threshold":3,"shares":[]}`,
-			"no custody set": `{"conversation_id":"c","key_id":"k","commitment":"sha256:` + strings.Repeat("0", 64) + `","threshold":3,"shares":[]}`,
+			"plaintext key":  `{"conversation_id":"` + conv("c") + `","key_id":"k","key":"` + keyB64 + `"}`,
+			"no commitment":  `{"conversation_id":"` + conv("c") + `","key_id":"k","custodian_set":"` + cs.digest + `","threshold":3,"shares":[]}`,
+			"no shares":      `{"conversation_id":"` + conv("c") + `","key_id":"k","commitment":"sha256:` + strings.Repeat("0", 64) + `","custodian_set":"` + cs.digest + `","threshold":3,"shares":[]}`,
+			"no custody set": `{"conversation_id":"` + conv("c") + `","key_id":"k","commitment":"sha256:` + strings.Repeat("0", 64) + `","threshold":3,"shares":[]}`,
 		} {
 			code, resp := post(t, in.base+"/v1/escrow/keys", "application/json", dep, []byte(body))
 			if (code != 422 && code != 409) || strings.Contains(fmt.Sprint(resp), keyB64) {

@@ -289,7 +289,7 @@ func TestIngestToProof(t *testing.T) {
 				}
 			}
 		}
-		if !strings.Contains(dump, "hmac-sha256:") {
+		if !strings.Contains(dump, "ps1_") {
 			t.Fatal("the dump holds no records; the canary check proved nothing")
 		}
 	})
