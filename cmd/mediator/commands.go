@@ -32,6 +32,7 @@ func commands() *command {
 			{name: "keygen", forms: []form{{"--out FILE [--config FILE]", "make the pseudonym service's VOPRF key (under its Transit key, if configured); print its public key for the roster"}}, run: pseudonymKeygenCmd},
 			{name: "serve", forms: []form{{"--config FILE", "run the pseudonym service (an organisation other than the mediator's operator)"}}, run: pseudonymServeCmd},
 		}},
+		{name: "agent", forms: []form{{"--config FILE", "run the gateway agent: raw events and keys in over a local socket, pseudonymised and sealed here"}}, run: agentCmd},
 		rosterCommands(),
 		{name: "approver", verbs: []*command{
 			{name: "checkin", forms: []form{{"--key FILE", "sign a liveness check-in (approver)"}}, run: approverCheckinCmd},
