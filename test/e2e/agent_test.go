@@ -250,13 +250,16 @@ func TestAgent(t *testing.T) {
 			return nil
 		})
 		perDeposit := (agentCPU(t, ag) - cpu) / total
-		t.Logf("%d deposits from 32 callers: %.0f/s from the Go client, %.0f/s through the agent; the agent's CPU time per deposit %s (%.0f/s per core)",
+		t.Logf("%d deposits from 32 callers: %.0f/s from the Go client, %.0f/s through the agent; the agent's CPU time per deposit %s (%.0f/s per core of the agent's)",
 			total, directRate, viaRate, perDeposit.Round(time.Microsecond), float64(time.Second)/float64(perDeposit))
 		if viaRate < 0.75*directRate {
 			t.Errorf("%.0f deposits/s through the agent, %.0f/s from the Go client: the agent is the bottleneck", viaRate, directRate)
 		}
-		if perDeposit > time.Second/300 {
-			t.Errorf("the agent spends %s of CPU per deposit: one core would not sustain 300 a second", perDeposit)
+		// The target: 300 a second through an agent on a 2-core machine.
+		// Splitting and sealing to five custodians (ML-KEM-768 with
+		// X25519) and checking their receipts cost about 1.5 ms of it.
+		if perDeposit > 2*time.Second/300 {
+			t.Errorf("the agent spends %s of CPU per deposit: two cores would not sustain 300 a second", perDeposit)
 		}
 	})
 
