@@ -41,6 +41,7 @@
 //	                                  make the pseudonym service's VOPRF key (under its Transit key, if configured); print its public key for the roster
 //	mediator pseudonym serve --config FILE
 //	                                  run the pseudonym service (an organisation other than the mediator's operator)
+//	mediator agent --config FILE      run the gateway agent: raw events and keys in over a local socket, pseudonymised and sealed here
 //	mediator roster genesis --file DRAFT
 //	                                  print the digest a draft has as the first version (what everyone pins)
 //	mediator roster propose --file DRAFT
