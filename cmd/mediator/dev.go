@@ -91,16 +91,19 @@ func devCmd(ctx context.Context, c *call, args []string) error {
 		if err := adoptDevGenesis(ctx, url, stateDir, approvers, genesis); err != nil {
 			return err
 		}
+		if err := startDevAgent(ctx, in, url, genesisDigest, log); err != nil {
+			return err
+		}
 		if err := in.Publish(url, setDigest, genesisDigest); err != nil {
 			return err
 		}
 		defer in.Unpublish()
-		printDevBanner(c.stdout, url, stateDir, in.Postgres.Source, in.Vault.Source)
+		printDevBanner(c.stdout, url, in.AgentURL, stateDir, in.Postgres.Source, in.Vault.Source)
 	}
 	return <-errc
 }
 
-func printDevBanner(w io.Writer, url, stateDir, pgSource, vaultSource string) {
+func printDevBanner(w io.Writer, url, agentURL, stateDir, pgSource, vaultSource string) {
 	self := "mediator"
 	if len(os.Args) > 0 && strings.Contains(os.Args[0], "/") && !strings.Contains(os.Args[0], "go-build") {
 		self = os.Args[0]
@@ -115,7 +118,9 @@ mediator dev is serving on %[1]s
   custodians: custodian-1 … custodian-5 (threshold 3), each with its own AppRole and key;
               each witnesses the log, and a checkpoint is published once 3 cosigned it
   pseudonyms: a VOPRF pseudonym service on loopback, as another organisation would run it,
-              named in the genesis roster (the mediator does not use it yet: docs/pseudonyms.md)
+              named in the genesis roster; the mediator sees only pseudonyms (docs/pseudonyms.md)
+  agent:      %[7]s, a gateway agent on loopback: raw events and keys in, no token,
+              pseudonymised, split and sealed there (MEDIATOR_AGENT_URL)
   roster: genesis of the approvers dev-legal and dev-security, the officer dev-officer
           (keys in %[6]s) and the five custodians, proposed by the dev admin and
           signed by all three; mediator roster verify checks it
@@ -124,11 +129,11 @@ Try:
   curl %[1]s/readyz
   TOKEN=$(%[2]s dev token%[5]s --sub alice --roles officer,auditor)
   curl -H "Authorization: Bearer $TOKEN" %[1]s/v1/whoami
-  eval "$(%[2]s dev env%[5]s)"   # DATABASE_URL, VAULT_ADDR, VAULT_TOKEN, MEDIATOR_ADDR, MEDIATOR_VERIFIER_KEY, MEDIATOR_ROSTER_GENESIS
+  eval "$(%[2]s dev env%[5]s)"   # DATABASE_URL, VAULT_ADDR, VAULT_TOKEN, MEDIATOR_ADDR, MEDIATOR_AGENT_URL, MEDIATOR_ROSTER_GENESIS, …
   %[2]s loadgen --duration 10s    # realistic events; then: %[2]s audit verify
 
 Ctrl-C stops everything this command started.
-`, url, self, pgSource, vaultSource, stateFlag, stateDir)
+`, url, self, pgSource, vaultSource, stateFlag, stateDir, agentURL)
 }
 
 // devStateDirSetting is the dev instance's state directory; usage says

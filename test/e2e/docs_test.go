@@ -39,7 +39,8 @@ func TestAPIGuideExamples(t *testing.T) {
 		}
 	}
 	out := runGuide(t, "api.md", 10, "MEDIATOR_DEV_STATE_DIR="+state)
-	for _, want := range []string{`"status":"ready"`, `"accepted":2`, "ok: ", "escrowed conv-a", "policy_denied", "released 1 keys", `"group_by":"transport"`,
+	for _, want := range []string{`"status":"ready"`, `"accepted":2`, "ok: ", `"conversation":"ps1_`, "escrowed 14155550100@s.whatsapp.net/epoch-2-",
+		"not_a_pseudonym", "(pseudonym ps1_", "policy_denied", "released 2 keys", `"group_by":"transport"`,
 		"ok: roster version 1", "checked in as dev-legal"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the examples' output lacks %q:\n%s\n--- dev output:\n%s", want, out, p.Output())
