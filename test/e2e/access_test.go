@@ -155,7 +155,7 @@ func TestLawfulAccessStory(t *testing.T) {
 		now := time.Now().UTC()
 		out, stderr, err := cli(t, olga, "request", "create", "--case", "case-2026-117", "--legal-basis", "court_order",
 			"--warrant", "SDNY 26-MJ-0117", "--jurisdiction", "US", "--justification", "Review ordered; see the case file, exhibit 4.",
-			"--conversation", "conv-a,conv-b", "--from", now.Add(-time.Hour).Format(time.RFC3339), "--to", now.Add(time.Hour).Format(time.RFC3339),
+			"--conversation", conv("conv-a")+","+conv("conv-b"), "--from", now.Add(-time.Hour).Format(time.RFC3339), "--to", now.Add(time.Hour).Format(time.RFC3339),
 			"--recipient", filepath.Join(dir, "olga-recipient.key.pub"), "--key", approverFiles["olga"])
 		if err != nil || !strings.Contains(stderr, "the mediator stored exactly what you signed") {
 			t.Fatalf("request create: %v\n%s", err, stderr)
@@ -195,7 +195,7 @@ func TestLawfulAccessStory(t *testing.T) {
 		if err != nil {
 			t.Fatalf("lena approves: %v\n%s", err, stderr)
 		}
-		for _, want := range []string{"conv-a, conv-b", recipient.Fingerprint(), "court_order (US)", "SDNY 26-MJ-0117", "exhibit 4", created["digest"].(string),
+		for _, want := range []string{conv("conv-a") + ", " + conv("conv-b"), "the officer computed them from the real ids", recipient.Fingerprint(), "court_order (US)", "SDNY 26-MJ-0117", "exhibit 4", created["digest"].(string),
 			"filed and signed by officer olga (officer)"} {
 			if !strings.Contains(stderr, want) {
 				t.Errorf("the approver was not shown %q:\n%s", want, stderr)

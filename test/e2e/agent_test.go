@@ -21,7 +21,10 @@ import (
 	"testing"
 	"time"
 
+	vaultapi "github.com/hashicorp/vault/api"
+
 	"github.com/mediatorhq/mediator/client"
+	vaultsetup "github.com/mediatorhq/mediator/deploy/vault"
 	"github.com/mediatorhq/mediator/pseudonym"
 	"github.com/mediatorhq/mediator/shares"
 )
@@ -271,6 +274,58 @@ func TestAgent(t *testing.T) {
 		for _, s := range append(append([]string{base64.StdEncoding.EncodeToString(key), escrowID, string(gwToken)}, agentCanaries...), agentConversations...) {
 			if s != "" && strings.Contains(out, strings.TrimSpace(s)) {
 				t.Fatalf("the agent's log holds %q", s)
+			}
+		}
+	})
+
+	step(t, "through the Go client too, and no identifier is anywhere: database, logs, metrics, custodians", func(t *testing.T) {
+		// A gateway in Go: the client package pseudonymises through the
+		// service the roster names, with the key that roster lists.
+		gw, _ := client.New(base, token("gw-go", "ingest,depositor"), nil)
+		pc, err := gw.PseudonymClient(ctx, vars["MEDIATOR_ROSTER_GENESIS"], strings.TrimSpace(string(gwToken)), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gw.UsePseudonyms(pc)
+		var evs []map[string]any
+		for i, c := range agentConversations {
+			evs = append(evs, agentEvent(fmt.Sprintf("go-ev-%d", i), c, agentSenders[i], agentSenders[(i+2)%3], "+14155550199"))
+		}
+		body, _ := json.Marshal(map[string]any{"events": evs})
+		if res, err := gw.SendRawEvents(ctx, body, false, true); err != nil || res.Accepted != 3 {
+			t.Fatalf("three events through the Go client: %+v %v", res, err)
+		}
+		for i, c := range agentConversations {
+			k := make([]byte, 32)
+			rand.Read(k)
+			d, err := gw.DepositByRoster(ctx, vars["MEDIATOR_ROSTER_GENESIS"], c, fmt.Sprintf("go-k%d", i), k)
+			if err != nil || d.Conversation != pseudonymOf(t, pseudonym.KindConversation, c) {
+				t.Fatalf("a deposit through the Go client: %+v %v", d, err)
+			}
+		}
+
+		dump := dumpTables(t, dsn)
+		metricsTok := token("prom", "metrics")
+		_, metrics := getText(t, base+"/metrics", metricsTok)
+		admin, err := vaultapi.NewClient(&vaultapi.Config{Address: vars["VAULT_ADDR"]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin.SetToken(vars["VAULT_TOKEN"])
+		kv := dumpKV(t, admin, vaultsetup.KVMount, "")
+		conversation := pseudonymOf(t, pseudonym.KindConversation, agentConversations[0])
+		if !strings.Contains(dump, conversation) || !strings.Contains(kv, conversation) || !strings.Contains(metrics, "mediator_events_accepted_total") {
+			t.Fatalf("the scan would prove nothing: the conversation's pseudonym in the database %v, at the custodians %v; metrics %d bytes",
+				strings.Contains(dump, conversation), strings.Contains(kv, conversation), len(metrics))
+		}
+		for _, where := range []struct{ name, text string }{
+			{"database", dump}, {"mediator, custodian, pseudonym service and dev agent logs", dev.Output()},
+			{"metrics", metrics}, {"custodians' Vault storage", kv}, {"agent log", ag.Output()},
+		} {
+			for _, c := range append(append([]string{}, agentCanaries...), agentConversations...) {
+				if strings.Contains(where.text, c) {
+					t.Errorf("%q found in the %s", c, where.name)
+				}
 			}
 		}
 	})
