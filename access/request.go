@@ -11,7 +11,6 @@ import (
 
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/invalid"
-	"github.com/mediatorhq/mediator/pseudonym"
 	"github.com/mediatorhq/mediator/redact"
 )
 
@@ -203,7 +202,7 @@ func validateDraft(d Draft, now time.Time) error {
 		// A conversation is named by its pseudonym. The ids deposits
 		// carried before pseudonyms (stored as sent, never shaped like a
 		// number or an address) still name their conversations.
-		if !pseudonym.Valid(id) && redact.LooksLikeIdentifier(id) {
+		if !redact.NamesConversation(id) {
 			return invalid.Coded(redact.CodeNotAPseudonym, "scope.conversation_ids", "must be conversation pseudonyms (ps1_…): the CLI computes them from the real ids")
 		}
 		if seen[id] {

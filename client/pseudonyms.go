@@ -193,6 +193,12 @@ func PseudonymizeEvents(ctx context.Context, p Pseudonymizer, events []*redact.E
 // mediator's kind of refusal (422).
 func (c *Client) SendRawEvents(ctx context.Context, body []byte, ndjson, atomic bool) (wire.IngestResponse, error) {
 	events, problems, bodyProblem := redact.DecodeBatch(body, ndjson, maxEvents)
+	if bodyProblem == nil {
+		// Refused before any pseudonym is evaluated: each recipient costs
+		// an evaluation at the pseudonym service, and the mediator refuses
+		// a request over its cap (by default this one) anyway.
+		bodyProblem = redact.CountRecipients(events, redact.DefaultProfile().MaxRecipientsPerRequest)
+	}
 	if bodyProblem != nil {
 		return wire.IngestResponse{}, refusal([]redact.Problem{*bodyProblem}, bodyProblem.Message)
 	}

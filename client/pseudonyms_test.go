@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -60,5 +61,48 @@ func TestPseudonymizeEvents(t *testing.T) {
 	}
 	if ev.Recipients[1] == want(pseudonym.KindConversation, "user-7") {
 		t.Fatal("kinds share a namespace")
+	}
+}
+
+// counting is a Pseudonymizer that counts what it is asked.
+type counting struct{ n int }
+
+func (c *counting) Pseudonyms(_ context.Context, k pseudonym.Kind, values []string) ([]string, error) {
+	c.n += len(values)
+	out := make([]string, len(values))
+	for i, v := range values {
+		out[i] = pseudonym.Synthetic(string(k) + v)
+	}
+	return out, nil
+}
+
+// TestSendRawEventsCapsRecipientsFirst: a body over the recipient cap is
+// refused before a single identifier is sent to the pseudonym service.
+func TestSendRawEventsCapsRecipientsFirst(t *testing.T) {
+	c, err := New("http://127.0.0.1:1", "token", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &counting{}
+	c.UsePseudonyms(p)
+	var b strings.Builder
+	b.WriteString(`{"events":[`)
+	for i := range 51 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"event_id":"e%d","kind":"message","conversation_id":"c","message_hash":"sha256:%064d","sender":"s","recipients":[`, i, i)
+		for r := range 1000 {
+			if r > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `"+1415%07d"`, i*1000+r)
+		}
+		b.WriteString(`],"transport":"sms","status":"sent","occurred_at":"2026-12-01T00:00:00Z"}`)
+	}
+	b.WriteString(`]}`)
+	_, err = c.SendRawEvents(context.Background(), []byte(b.String()), false, false)
+	if !IsCode(err, redact.CodeTooManyRecipients) || p.n != 0 {
+		t.Fatalf("51,000 recipients: %v after %d evaluations", err, p.n)
 	}
 }

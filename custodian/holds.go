@@ -11,6 +11,7 @@ import (
 
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/invalid"
+	"github.com/mediatorhq/mediator/redact"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/wire"
@@ -90,6 +91,9 @@ func (c *Custodian) PlaceHold(ctx context.Context, h wire.Hold) error {
 	if !validUUID(h.HoldID) || !shares.ValidID(h.ConversationID) {
 		return invalid.Input("hold", "a hold needs a hold id (a UUID) and a conversation id")
 	}
+	if !redact.NamesConversation(h.ConversationID) {
+		return invalid.Coded(redact.CodeNotAPseudonym, "conversation_id", "must be the conversation's pseudonym (ps1_…)")
+	}
 	_, _, err := c.recordHold(ctx, h.HoldID, h.ConversationID, placedByMediator, 0)
 	return err
 }
@@ -161,7 +165,7 @@ func (c *Custodian) RecordSignedHold(ctx context.Context, h wire.SignedHold) (wi
 }
 
 func (c *Custodian) recordSignedHold(ctx context.Context, h wire.SignedHold) (wire.HoldRecorded, error) {
-	if !validUUID(h.HoldID) || !shares.ValidID(h.ConversationID) || (h.Action != approval.HoldPlace && h.Action != approval.HoldLift) ||
+	if !validUUID(h.HoldID) || !redact.NamesConversation(h.ConversationID) || (h.Action != approval.HoldPlace && h.Action != approval.HoldLift) ||
 		len(h.Signatures) == 0 || len(h.Signatures) > maxHoldSignatures {
 		return wire.HoldRecorded{}, invalid.Coded(holdNotValid, "hold",
 			fmt.Sprintf("needs a hold id (a UUID), a conversation id, an action (place or lift) and 1 to %d signatures", maxHoldSignatures))

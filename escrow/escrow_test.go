@@ -319,6 +319,9 @@ func TestDestroyAtRetentionEndRespectsLegalHolds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := f.svc.PlaceHold(ctx, "14155550100@s.whatsapp.net", "case 2026-117", "counsel@example"); !isInvalidField(err, "not_a_pseudonym", "conversation_id") {
+		t.Fatalf("a hold naming a raw conversation id: %v", err)
+	}
 	hold, err := f.svc.PlaceHold(ctx, ps("held"), "case 2026-117 preservation order", "counsel@example")
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mediatorhq/mediator/audit"
 	"github.com/mediatorhq/mediator/invalid"
+	"github.com/mediatorhq/mediator/redact"
 	"github.com/mediatorhq/mediator/shares"
 	"github.com/mediatorhq/mediator/wire"
 )
@@ -130,6 +131,9 @@ type Hold struct {
 func (s *Service) PlaceHold(ctx context.Context, conversationID, reason, by string) (string, error) {
 	if !shares.ValidID(conversationID) || reason == "" || len(reason) > 500 || by == "" {
 		return "", invalid.Input("hold", "needs a conversation id, a reason (≤ 500 chars) and who places it")
+	}
+	if !redact.NamesConversation(conversationID) {
+		return "", invalid.Coded(redact.CodeNotAPseudonym, "conversation_id", "must be the conversation's pseudonym (ps1_…), as deposits and requests name it")
 	}
 	id := uuid.NewString()
 	if err := s.lifecycle.PlaceHold(ctx, id, conversationID, reason, by); err != nil {

@@ -163,7 +163,7 @@ var ErrLogUnavailable = errors.New("ingest: the audit log is unavailable; nothin
 func (s *Service) Ingest(ctx context.Context, submitter string, body []byte, format Format, atomic bool) (Result, error) {
 	events, problems, bodyProblem := redact.DecodeBatch(body, format == NDJSON, MaxEvents)
 	if bodyProblem == nil {
-		// Refused before any pseudonym is computed: what a request makes
+		// Refused before any event is minimized: what a request makes
 		// the service hold grows with its recipients.
 		bodyProblem = redact.CountRecipients(events, s.profile.MaxRecipientsPerRequest)
 	}

@@ -7,6 +7,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
+
+	"github.com/mediatorhq/mediator/pseudonym"
 )
 
 // CodeIdentifierInOpaqueField is the problem code for an opaque field
@@ -298,4 +300,17 @@ func breaksNumbers(sep string) bool {
 		}
 	}
 	return false
+}
+
+// NamesConversation reports whether s may name a conversation in a
+// request scope or a legal hold: a pseudonym, or an id of the HMAC era,
+// when deposits carried conversation ids as sent (printable, at most 128
+// bytes, and never shaped like a phone number or an email address, which
+// deposits refused then). Anything else would bring an identifier into
+// storage.
+func NamesConversation(s string) bool {
+	if pseudonym.Valid(s) {
+		return true
+	}
+	return s != "" && len(s) <= maxIDLen && Printable(s) && !LooksLikeIdentifier(s)
 }

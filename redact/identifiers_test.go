@@ -3,6 +3,8 @@ package redact
 import (
 	"strings"
 	"testing"
+
+	"github.com/mediatorhq/mediator/pseudonym"
 )
 
 // The shapes the adversarial review got through, and the ids gateways
@@ -142,5 +144,20 @@ func TestCountRecipients(t *testing.T) {
 	}
 	if DefaultProfile().MaxRecipientsPerRequest != 50000 {
 		t.Fatal("the default cap changed without the docs")
+	}
+}
+
+// TestNamesConversation: a scope or a hold names a conversation by its
+// pseudonym, or by an HMAC-era id that never looked like a person.
+func TestNamesConversation(t *testing.T) {
+	for _, ok := range []string{pseudonym.Synthetic("c"), "conv-a", "chat-room-7"} {
+		if !NamesConversation(ok) {
+			t.Errorf("%q refused", ok)
+		}
+	}
+	for _, bad := range []string{"", "14155550100@s.whatsapp.net", "+1 415 555 0100", "alice@example.com", "a\x00b", strings.Repeat("x", 129)} {
+		if NamesConversation(bad) {
+			t.Errorf("%q accepted", bad)
+		}
 	}
 }

@@ -13,8 +13,8 @@ import (
 
 var (
 	testSubmitter = "gw-test"
-	testNow = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-	hashA   = "sha256:" + strings.Repeat("ab", 32)
+	testNow       = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	hashA         = "sha256:" + strings.Repeat("ab", 32)
 )
 
 func validEvent() map[string]any {

@@ -1,5 +1,5 @@
 // Package vault bootstraps a HashiCorp Vault server the way production does
-// it: for the mediator, a Transit mount for signing and pseudonyms, the
+// it: for the mediator, a Transit mount for signing checkpoints, the
 // "mediator" policy from mediator.hcl and an AppRole whose tokens carry only
 // that policy; for each custodian that keeps its shares on this Vault, its
 // own Transit key, its own KV v2 prefix, a policy naming only those, and an
