@@ -31,9 +31,10 @@ eval "$("$BIN" dev env)"
 export MEDIATOR_URL=http://$ADDR MEDIATOR_ADDR=$ADDR
 
 run=many$$
-DEP=$("$BIN" dev token --sub gw --roles depositor --ttl 4h)
+# Through the dev agent, so that the conversation's pseudonym is the one
+# the officer's CLI computes from "$run-0" through the pseudonym service.
 echo "escrowing $KEYS keys under conversation $run-0"
-"$BIN" loadgen --deposits --token "$DEP" --conversations 1 --run-id "$run" --events "$KEYS" \
+"$BIN" loadgen --deposits --agent "$MEDIATOR_AGENT_URL" --conversations 1 --run-id "$run" --events "$KEYS" \
   --duration 10m --workers 64 | tee "$OUT/deposits.txt"
 
 "$BIN" keygen --recipient --out "$OUT/officer.key" >/dev/null
