@@ -24,6 +24,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/mediatorhq/mediator/pseudonym"
 	"github.com/mediatorhq/mediator/redact"
 	"github.com/mediatorhq/mediator/test/harness"
 	"github.com/mediatorhq/mediator/test/testdb"
@@ -870,4 +871,40 @@ func (s *store) writeLatestBundle(ctx context.Context, w io.Writer, q Query) (in
 		return 0, err
 	}
 	return s.writeBundleAt(ctx, w, q, cp)
+}
+
+// TestBothErasVerify: a log whose first entries are of the HMAC era (no
+// "v", senders as hmac-sha256 pseudonyms, ids as sent) and whose later
+// ones are of version 2 (ps1_ pseudonyms, event ids as digests) verifies
+// as one tree, in the database and as an offline bundle of each era's
+// conversation: leaves are hashed as stored, whatever their version.
+func TestBothErasVerify(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	at := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	old := &redact.Record{EventID: "gw-evt-1", Kind: "message", ConversationID: "conv-old", MessageHash: "sha256:" + strings.Repeat("ab", 32),
+		Sender: "hmac-sha256:1:" + strings.Repeat("ab", 32), Recipients: []string{"hmac-sha256:1:" + strings.Repeat("cd", 32)},
+		Transport: "sms", Status: "sent", OccurredAt: at.Format(time.RFC3339), Submitter: "gw-1"}
+	conv := pseudonym.Synthetic("conv-new")
+	current := &redact.Record{V: redact.RecordVersion, EventID: redact.EventIDDigest("gw-1", "gw-evt-1"), Kind: "message",
+		ConversationID: conv, MessageHash: "sha256:" + strings.Repeat("ab", 32), Sender: pseudonym.Synthetic("s"),
+		Recipients: []string{pseudonym.Synthetic("r")}, Transport: "sms", Status: "sent", OccurredAt: at.Format(time.RFC3339), Submitter: "gw-1"}
+	for _, r := range []*redact.Record{old, current} {
+		f.append(t, []Entry{{Kind: r.Kind, EventID: r.EventID, Submitter: r.Submitter, ConversationID: r.ConversationID, OccurredAt: at, Record: r}})
+	}
+	if _, err := f.cp.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rep := f.verify(t); !rep.OK() || rep.Entries != 2 {
+		t.Fatalf("verify over both eras: %+v", rep)
+	}
+	for _, c := range []string{"conv-old", conv} {
+		var buf strings.Builder
+		if n, err := f.store.writeLatestBundle(ctx, &buf, Query{ConversationID: c, AfterSeq: -1}); err != nil || n != 1 {
+			t.Fatalf("bundle of %s: %d %v", c, n, err)
+		}
+		if rep, err := VerifyBundle(strings.NewReader(buf.String()), f.verifier); err != nil || !rep.OK() {
+			t.Fatalf("bundle of %s: %+v %v", c, rep, err)
+		}
+	}
 }
