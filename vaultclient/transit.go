@@ -13,7 +13,6 @@ import (
 
 	vaultapi "github.com/hashicorp/vault/api"
 	"golang.org/x/mod/sumdb/note"
-
 )
 
 // TransitSigner is a note.Signer whose Ed25519 private key never leaves
