@@ -37,7 +37,7 @@ func BenchmarkSendRawEvents(b *testing.B) {
 	loadgen.WriteRawBatch(&body, "bench", 0, 1000)
 	ctx := context.Background()
 	// Every identifier the generator uses, so that the loop reads the cache.
-	for i := range 30 {
+	for i := range 100 {
 		body.Reset()
 		loadgen.WriteRawBatch(&body, "warm", int64(i)*1000, 1000)
 		if _, err := c.SendRawEvents(ctx, body.Bytes(), false, false); err != nil {

@@ -19,6 +19,7 @@ DURATION=${DURATION:-30s}
 WORKERS=${WORKERS:-4}
 BATCH=${BATCH:-1000}
 DEPOSIT_WORKERS=${DEPOSIT_WORKERS:-32}
+ONLY=${ONLY:-}   # "deposits" skips the events
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 ADDR=127.0.0.1:8091
@@ -38,10 +39,12 @@ phase() {
   eval "$("$BIN" dev env)"
   export MEDIATOR_ADDR=http://$ADDR
   if [ "$how" = agent ]; then via=(--agent "$MEDIATOR_AGENT_URL"); fi
+  if [ "$ONLY" != deposits ]; then
   echo "== $how: 100,000 events first"
   "$BIN" loadgen --url "$MEDIATOR_ADDR" "${via[@]}" --events 100000 --duration 2m | tee "$OUT/warm-$how.txt"
   echo "== $how: events for $DURATION"
   "$BIN" loadgen --url "$MEDIATOR_ADDR" "${via[@]}" --workers "$WORKERS" --batch "$BATCH" --duration "$DURATION" | tee "$OUT/events-$how.txt"
+  fi
   echo "== $how: deposits for $DURATION"
   "$BIN" loadgen --url "$MEDIATOR_ADDR" "${via[@]}" --deposits --workers "$DEPOSIT_WORKERS" --duration "$DURATION" | tee "$OUT/deposits-$how.txt"
   kill -INT -- -$DEV 2>/dev/null || kill -INT $DEV
@@ -50,6 +53,7 @@ phase() {
 }
 (phase agent)
 (phase direct)
+[ "$ONLY" = deposits ] && exit 0
 a=$(sed -n 's/^throughput: \([0-9]*\) events.*/\1/p' "$OUT/events-agent.txt")
 d=$(sed -n 's/^throughput: \([0-9]*\) events.*/\1/p' "$OUT/events-direct.txt")
 echo "events through the agent / straight: $a / $d = $(python3 -c "print(round($a/$d, 2))")"
