@@ -30,8 +30,9 @@ const devAgentSubject = "dev-gateway"
 // as a gateway's host would run one beside it: it reaches the dev
 // mediator at mediatorURL as the dev gateway and the dev pseudonym service
 // with the gateway's credential there, and trusts the roster verified
-// from genesis. It sets in.AgentURL.
-func startDevAgent(ctx context.Context, in *dev.Instance, mediatorURL, genesis string, log *slog.Logger) error {
+// from genesis. It logs through newLog, given the agent's own tokens to
+// mask with the instance's. It sets in.AgentURL.
+func startDevAgent(ctx context.Context, in *dev.Instance, mediatorURL, genesis string, newLog func(secrets []string) *slog.Logger) error {
 	iss, err := dev.LoadIssuer(in.StateDir)
 	if err != nil {
 		return fmt.Errorf("dev: agent: %w", err)
@@ -63,6 +64,7 @@ func startDevAgent(ctx context.Context, in *dev.Instance, mediatorURL, genesis s
 	if err != nil {
 		return fmt.Errorf("dev: %w", err)
 	}
+	log := newLog(cfg.Secrets())
 	a, err := agent.New(ctx, cfg, log)
 	if err != nil {
 		return fmt.Errorf("dev: %w", err)
