@@ -11,6 +11,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/pseudonym"
+	"github.com/mediatorhq/mediator/redact"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/wire"
 )
@@ -36,6 +38,25 @@ var ErrStoredMismatch = errors.New("client: the mediator stored another request 
 // request back and returns ErrStoredMismatch unless the mediator keeps
 // exactly the bytes and signature it was sent.
 func (c *Client) FileRequest(ctx context.Context, key ed25519.PrivateKey, d approval.Request) (Filed, error) {
+	return c.FileRequestWithLegacy(ctx, key, d, nil)
+}
+
+// ErrNotLegacy: an id given as a conversation of the HMAC era is a
+// pseudonym, or could not have named a conversation then (it looks like a
+// phone number or an address, which deposits refused).
+var ErrNotLegacy = errors.New("client: not a conversation id of the HMAC era")
+
+// FileRequestWithLegacy is FileRequest with legacy added to the scope as
+// they are: conversation ids of the HMAC era, when deposits stored them as
+// sent, so that only those ids name their keys. Each must be one such an
+// id could be (redact.NamesConversation, and not a pseudonym), else
+// ErrNotLegacy and nothing is sent.
+func (c *Client) FileRequestWithLegacy(ctx context.Context, key ed25519.PrivateKey, d approval.Request, legacy []string) (Filed, error) {
+	for _, id := range legacy {
+		if pseudonym.Valid(id) || !redact.NamesConversation(id) {
+			return Filed{}, ErrNotLegacy
+		}
+	}
 	me, err := c.Whoami(ctx)
 	if err != nil {
 		return Filed{}, err
@@ -49,6 +70,7 @@ func (c *Client) FileRequest(ctx context.Context, key ed25519.PrivateKey, d appr
 	if d.Scope.ConversationIDs, err = c.ConversationPseudonyms(ctx, d.Scope.ConversationIDs); err != nil {
 		return Filed{}, err
 	}
+	d.Scope.ConversationIDs = append(d.Scope.ConversationIDs, legacy...)
 	d.ID, d.Requester, d.CreatedAt = id.String(), me.Subject, time.Now().UTC().Truncate(time.Second)
 	d.Scope.From = d.Scope.From.UTC().Truncate(time.Second)
 	d.Scope.To = d.Scope.To.UTC().Truncate(time.Second)

@@ -4,12 +4,18 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/pseudonym"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/seal"
 	"github.com/mediatorhq/mediator/wire"
@@ -132,5 +138,51 @@ func BenchmarkApprove(b *testing.B) {
 		if _, err := c.Sign(ctx, r, approval.Approve, "approver-000", w.lena); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestFileRequestScopes: the scope names conversations given by their
+// real ids by their pseudonyms, computed here, and HMAC-era ids as they
+// are; an id that could not be of the HMAC era is refused before
+// anything is sent.
+func TestFileRequestScopes(t *testing.T) {
+	var posted []byte
+	var calls int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		switch r.URL.Path {
+		case "/v1/whoami":
+			io.WriteString(w, `{"subject":"olga","roles":["officer"]}`)
+		case "/v1/access-requests":
+			posted, _ = io.ReadAll(r.Body)
+			w.WriteHeader(http.StatusCreated)
+			io.WriteString(w, `{"id":"x","status":"pending","digest":"sha256:00"}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	c, _ := New(srv.URL, "tok", nil)
+	p := localPseudonyms()
+	c.UsePseudonyms(p)
+	_, priv, _ := ed25519.GenerateKey(nil)
+	d := approval.Request{CaseID: "c-1", LegalBasis: "court_order", WarrantRef: "W-1", Jurisdiction: "US", Justification: "See the file.",
+		Scope:     approval.Scope{ConversationIDs: []string{"14155550100@s.whatsapp.net"}, From: time.Now().Add(-time.Hour), To: time.Now()},
+		ExpiresAt: time.Now().Add(time.Hour)}
+	if _, err := c.FileRequestWithLegacy(context.Background(), priv, d, []string{"+1 415 555 0100"}); !errors.Is(err, ErrNotLegacy) || calls != 0 {
+		t.Fatalf("a phone number as a legacy id: %v after %d calls", err, calls)
+	}
+	if _, err := c.FileRequestWithLegacy(context.Background(), priv, d, []string{"conv-2025-legacy"}); !errors.Is(err, ErrStoredMismatch) {
+		t.Fatalf("filing: %v", err)
+	}
+	want, _ := p.Pseudonyms(context.Background(), pseudonym.KindConversation, []string{"14155550100@s.whatsapp.net"})
+	var body struct {
+		Scope struct {
+			ConversationIDs []string `json:"conversation_ids"`
+		} `json:"scope"`
+	}
+	if err := json.Unmarshal(posted, &body); err != nil || !slices.Equal(body.Scope.ConversationIDs, []string{want[0], "conv-2025-legacy"}) ||
+		strings.Contains(string(posted), "14155550100") {
+		t.Fatalf("the scope sent: %s (%v)", posted, err)
 	}
 }

@@ -75,13 +75,14 @@ func requestCreate(ctx context.Context, c *call, args []string) error {
 	var cl clientOptions
 	var genesis, pseudonymToken string
 	fs := c.newFlags(append(rosterClientSettings(&cl, &genesis), pseudonymTokenSetting(&pseudonymToken))...)
-	var convos stringList
+	var convos, legacy stringList
 	caseID := fs.String("case", "", "case id")
 	basis := fs.String("legal-basis", "", "legal basis, such as court_order (the policy lists what each jurisdiction allows)")
 	warrant := fs.String("warrant", "", "warrant or order reference")
 	jurisdiction := fs.String("jurisdiction", "", "jurisdiction code, such as US")
 	justification := fs.String("justification", "", "why; refer to the case file (no phone numbers, emails or URLs)")
 	fs.Var(&convos, "conversation", "conversation id in scope, as the platform gives it (repeat, or separate with commas); it is sent as its pseudonym, computed here")
+	fs.Var(&legacy, "legacy-conversation", "conversation id of the HMAC era, sent as it is: deposits made before pseudonyms stored it so (repeat, or separate with commas)")
 	from := fs.String("from", "", "scope start, RFC 3339")
 	to := fs.String("to", "", "scope end, RFC 3339")
 	recipient := fs.String("recipient", "", "recipient public key file (FILE.pub from mediator keygen --recipient)")
@@ -124,10 +125,13 @@ func requestCreate(ctx context.Context, c *call, args []string) error {
 	if err := usePseudonyms(ctx, "request create", cli, genesis, pseudonymToken, convos...); err != nil {
 		return err
 	}
-	filed, err := cli.FileRequest(ctx, priv, approval.Request{CaseID: *caseID, LegalBasis: *basis, WarrantRef: *warrant,
+	filed, err := cli.FileRequestWithLegacy(ctx, priv, approval.Request{CaseID: *caseID, LegalBasis: *basis, WarrantRef: *warrant,
 		Jurisdiction: *jurisdiction, Justification: *justification, Recipient: rk,
 		Scope:     approval.Scope{ConversationIDs: convos, From: f, To: t},
-		ExpiresAt: time.Now().Add(*expires)})
+		ExpiresAt: time.Now().Add(*expires)}, legacy)
+	if errors.Is(err, client.ErrNotLegacy) {
+		return errors.New("request create: --legacy-conversation takes only ids of the HMAC era: not pseudonyms, and never shaped like a phone number or an address; name other conversations with --conversation")
+	}
 	if errors.Is(err, client.ErrStoredMismatch) {
 		return fmt.Errorf("request create: %w; do not use request %s, tell your security team", err, filed.Request.ID)
 	}
