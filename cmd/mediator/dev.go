@@ -91,7 +91,9 @@ func devCmd(ctx context.Context, c *call, args []string) error {
 		if err := adoptDevGenesis(ctx, url, stateDir, approvers, genesis); err != nil {
 			return err
 		}
-		agentLog := func(secrets []string) *slog.Logger { return newLogger(c.stderr, level, append(in.Secrets(), secrets...)) }
+		agentLog := func(secrets []string) *slog.Logger {
+			return newLogger(c.stderr, level, append(in.Secrets(), secrets...))
+		}
 		if err := startDevAgent(ctx, in, url, genesisDigest, agentLog); err != nil {
 			return err
 		}
