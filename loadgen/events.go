@@ -44,6 +44,11 @@ type Config struct {
 	// metrics' calls still reach. Otherwise events go to URL carrying
 	// pseudonyms, as the client package sends them with a warm cache.
 	AgentURL string
+	// Cover makes event n take identifier n of each pool (modulo its
+	// size) rather than one at random, so that the first PoolCover
+	// events name every identifier the generator uses once: a warm-up
+	// for an agent's cache that logs no more rows than it must.
+	Cover bool
 	// Proofs is how many inclusion proofs to time after the run (needs
 	// AuditorToken); 0 skips it.
 	Proofs int
@@ -198,11 +203,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 					n = int64(cfg.MaxEvents) - first
 				}
 				body.Reset()
-				if cfg.AgentURL != "" {
-					WriteRawBatch(&body, cfg.RunID, first, int(n))
-				} else {
-					WriteBatch(&body, cfg.RunID, first, int(n))
-				}
+				writeBatch(&body, cfg.RunID, first, int(n), cfg.AgentURL != "", cfg.Cover)
 				t0 := time.Now()
 				res, err := ingest.SendEvents(ctx, body.Bytes(), false, false)
 				var seq int64 = -1
@@ -331,6 +332,10 @@ const (
 	poolRecipients    = 10000
 )
 
+// PoolCover is how many events with Config.Cover name every identifier
+// of the pools at least once.
+const PoolCover = max(poolConversations, poolSenders, poolRecipients)
+
 type identifiers struct {
 	raw, pseudonyms []string
 }
@@ -355,18 +360,22 @@ var pools = sync.OnceValue(func() (p [3]identifiers) {
 // appends rather than fmt, because the generator shares the machine with
 // the server under test and must stay cheap.
 func WriteBatch(b *bytes.Buffer, runID string, first int64, n int) {
-	writeBatch(b, runID, first, n, false)
+	writeBatch(b, runID, first, n, false, false)
 }
 
 // WriteRawBatch is WriteBatch with identifiers as a gateway has them, for
 // an agent.
 func WriteRawBatch(b *bytes.Buffer, runID string, first int64, n int) {
-	writeBatch(b, runID, first, n, true)
+	writeBatch(b, runID, first, n, true, false)
 }
 
-func writeBatch(b *bytes.Buffer, runID string, first int64, n int, raw bool) {
+func writeBatch(b *bytes.Buffer, runID string, first int64, n int, raw, cover bool) {
 	p := pools()
+	var id int64
 	pick := func(ids identifiers, r uint64) string {
+		if cover {
+			r = uint64(id)
+		}
 		i := r % uint64(len(ids.raw))
 		if raw {
 			return ids.raw[i]
@@ -380,7 +389,7 @@ func writeBatch(b *bytes.Buffer, runID string, first int64, n int, raw bool) {
 		if i > 0 {
 			out = append(out, ',')
 		}
-		id := first + int64(i)
+		id = first + int64(i)
 		r := rand.Uint64()
 		kind := kinds[r%uint64(len(kinds))]
 		out = append(out, `{"event_id":"`...)

@@ -63,3 +63,25 @@ func TestWriteMaximalBatchIsValidAndMaximal(t *testing.T) {
 		t.Fatalf("%d events (said %d), %d bytes, %d recipients: not a maximal valid body", len(body.Events), n, b.Len(), recipients)
 	}
 }
+
+// TestCoverNamesEveryIdentifier: with Cover, the first PoolCover events
+// name every identifier of the pools, so they warm an agent's cache.
+func TestCoverNamesEveryIdentifier(t *testing.T) {
+	var b bytes.Buffer
+	writeBatch(&b, "cover", 0, PoolCover, true, true)
+	events, probs, p := redact.DecodeBatch(b.Bytes(), false, PoolCover)
+	if p != nil || probs != nil {
+		t.Fatalf("decode: %+v %+v", probs, p)
+	}
+	convs, people := map[string]bool{}, map[string]bool{}
+	for _, ev := range events {
+		convs[ev.ConversationID] = true
+		people[ev.Sender] = true
+		for _, r := range ev.Recipients {
+			people[r] = true
+		}
+	}
+	if len(convs) != poolConversations || len(people) != poolSenders+poolRecipients {
+		t.Fatalf("%d conversations and %d people named, want %d and %d", len(convs), len(people), poolConversations, poolSenders+poolRecipients)
+	}
+}

@@ -40,6 +40,7 @@ func loadgenCmd(ctx context.Context, c *call, args []string) error {
 	fs.IntVar(&cfg.MaxEvents, "events", 0, "stop after this many events (0: only the duration limits)")
 	fs.IntVar(&cfg.Batch, "batch", 1000, "events per request (at most 10000)")
 	fs.IntVar(&cfg.Workers, "workers", 0, "concurrent requests (0: 4 for events, 32 for deposits and maximal requests)")
+	fs.BoolVar(&cfg.Cover, "cover", false, "event n names identifier n of each pool rather than one at random: the first 10,000 events name every identifier the generator uses, which warms an agent's cache")
 	fs.IntVar(&cfg.Proofs, "proofs", 0, "afterwards, time this many inclusion proofs against the latest checkpoint")
 	baseline := fs.Bool("copy-baseline", false, "afterwards, time a raw PostgreSQL COPY of the same rows (needs DATABASE_URL of a role that may create tables)")
 	maximal := fs.Bool("maximal", false, "send maximal 8 MiB requests from --workers gateways at once, retrying on 429 and 503, and report the answers and the server's peak memory")
