@@ -258,39 +258,16 @@ func (c *Client) SendRawEvents(ctx context.Context, body []byte, ndjson, atomic 
 		res.Problems = append(res.Problems, wire.Problem{Index: p.Index, Path: p.Path, Code: p.Code, Message: p.Message})
 	}
 	slices.SortStableFunc(res.Problems, func(a, b wire.Problem) int { return cmp.Compare(a.Index, b.Index) })
-	res.Rejected += countEvents(problems)
+	res.Rejected += redact.CountEvents(problems)
 	return res, nil
 }
 
-// refusal is the mediator's 422 for problems (ingest's refusal codes).
+// refusal is the mediator's 422 for problems (redact.RefusalCode).
 func refusal(problems []redact.Problem, msg string) *Error {
-	code := "validation_failed"
-	for _, p := range problems {
-		if p.Code == redact.CodeContentNotAccepted {
-			code = p.Code
-			break
-		}
-		if p.Code == redact.CodeTooManyRecipients || p.Code == redact.CodeIdentifierInOpaqueField {
-			code = p.Code
-		}
-	}
-	e := &Error{Status: http.StatusUnprocessableEntity, Code: code, Message: msg}
+	e := &Error{Status: http.StatusUnprocessableEntity, Code: redact.RefusalCode(problems), Message: msg}
 	for _, p := range problems {
 		raw, _ := json.Marshal(wire.Problem{Index: p.Index, Path: p.Path, Code: p.Code, Message: p.Message})
 		e.Details = append(e.Details, raw)
 	}
 	return e
-}
-
-// countEvents counts the distinct events problems (sorted by index) are
-// about.
-func countEvents(ps []redact.Problem) int {
-	n, last := 0, -2
-	for _, p := range ps {
-		if p.Index != last {
-			n++
-			last = p.Index
-		}
-	}
-	return n
 }

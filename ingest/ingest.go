@@ -223,7 +223,7 @@ func (s *Service) Ingest(ctx context.Context, submitter string, body []byte, for
 		s.metrics.rejected(CodeEventIDConflict)
 		return Result{}, &ConflictError{Problems: conflicts}
 	}
-	res := Result{Rejected: countEvents(problems), Problems: problems}
+	res := Result{Rejected: redact.CountEvents(problems), Problems: problems}
 	for i, a := range appended {
 		if a.Duplicate {
 			res.Duplicates++
@@ -250,38 +250,7 @@ func (s *Service) counted(rec *redact.Record) {
 	}
 }
 
-// refused builds the refusal: content_not_accepted if any event carried
-// content, else not_a_pseudonym if an identifier field held anything but
-// a pseudonym, identifier_in_opaque_field if client.version held a phone
-// number or an email address, or too_many_recipients for a request over
-// the cap, else validation_failed.
+// refused builds the refusal, its code as redact.RefusalCode says.
 func refused(problems []redact.Problem, msg string) *RefusedError {
-	code := CodeValidationFailed
-	for _, p := range problems {
-		if p.Code == redact.CodeContentNotAccepted {
-			code = CodeContentNotAccepted
-			break
-		}
-		switch p.Code {
-		case redact.CodeNotAPseudonym:
-			code = p.Code
-		case redact.CodeIdentifierInOpaqueField, redact.CodeTooManyRecipients:
-			if code != redact.CodeNotAPseudonym {
-				code = p.Code
-			}
-		}
-	}
-	return &RefusedError{Code: code, Message: msg, Problems: problems}
-}
-
-// countEvents counts the distinct events problems are about.
-func countEvents(ps []redact.Problem) int {
-	n, last := 0, -2
-	for _, p := range ps {
-		if p.Index != last {
-			n++
-			last = p.Index
-		}
-	}
-	return n
+	return &RefusedError{Code: redact.RefusalCode(problems), Message: msg, Problems: problems}
 }

@@ -447,3 +447,39 @@ func DecodeBatch(body []byte, ndjson bool, maxEvents int) ([]*Event, []Problem, 
 	}
 	return out, problems, nil
 }
+
+// RefusalCode is the code of a request refused for problems, as ingest
+// answers it and a client that refuses on its behalf must too:
+// content_not_accepted if any event carried content, else
+// not_a_pseudonym if an identifier field held anything but a pseudonym,
+// else identifier_in_opaque_field (client.version) or
+// too_many_recipients, else validation_failed.
+func RefusalCode(problems []Problem) string {
+	code := "validation_failed"
+	for _, p := range problems {
+		switch p.Code {
+		case CodeContentNotAccepted:
+			return p.Code
+		case CodeNotAPseudonym:
+			code = p.Code
+		case CodeIdentifierInOpaqueField, CodeTooManyRecipients:
+			if code != CodeNotAPseudonym {
+				code = p.Code
+			}
+		}
+	}
+	return code
+}
+
+// CountEvents counts the distinct events problems, sorted by index, are
+// about.
+func CountEvents(problems []Problem) int {
+	n, last := 0, -2
+	for _, p := range problems {
+		if p.Index != last {
+			n++
+			last = p.Index
+		}
+	}
+	return n
+}

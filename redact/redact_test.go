@@ -289,3 +289,28 @@ func TestDecodeBatch(t *testing.T) {
 		t.Fatalf("ndjson with content: %v %+v %v", evs, probs, bp)
 	}
 }
+
+// TestRefusalCode: content wins, then a raw identifier, then the rest;
+// the mediator and a client refusing for it answer alike.
+func TestRefusalCode(t *testing.T) {
+	p := func(codes ...string) []Problem {
+		var out []Problem
+		for i, c := range codes {
+			out = append(out, Problem{Index: i, Code: c})
+		}
+		return out
+	}
+	for want, probs := range map[string][]Problem{
+		CodeContentNotAccepted:      p(CodeNotAPseudonym, CodeContentNotAccepted),
+		CodeNotAPseudonym:           p(CodeIdentifierInOpaqueField, CodeNotAPseudonym, CodeTooManyRecipients),
+		CodeIdentifierInOpaqueField: p(CodeInvalidField, CodeIdentifierInOpaqueField),
+		"validation_failed":         p(CodeInvalidField, CodeMissingField),
+	} {
+		if got := RefusalCode(probs); got != want {
+			t.Errorf("%v: %s, want %s", probs, got, want)
+		}
+	}
+	if n := CountEvents([]Problem{{Index: 0}, {Index: 0}, {Index: 3}}); n != 2 {
+		t.Errorf("CountEvents = %d, want 2", n)
+	}
+}
