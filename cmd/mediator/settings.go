@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -225,10 +226,28 @@ func validLogLevel(s string) bool {
 }
 
 // rosterDigest takes a roster digest, or nothing: no roster is pinned.
+//
+// @FILE stands for the digest held in FILE (surrounding space ignored),
+// so that a deployment whose ceremony writes the digest to a file, and
+// whose image has no shell, can point at it.
 func rosterDigest(dst *string) value {
-	return checked(kind{name: "digest", shape: "a roster digest (sha256: and 64 hex digits)",
+	return scalar[string]{k: kind{name: "digest", shape: "a roster digest (sha256: and 64 hex digits), or @FILE holding one",
 		examples: []string{"sha256:" + strings.Repeat("0f", 32), "sha256:" + strings.Repeat("a1", 32)}, malformed: "sha256:abc"},
-		dst, "", func(s string) bool { return s == "" || roster.ValidDigest(s) })
+		dst: dst, format: asIs, parse: func(s string) (string, error) {
+			if file, ok := strings.CutPrefix(s, "@"); ok {
+				b, err := os.ReadFile(file)
+				if err != nil {
+					return "", errShape
+				}
+				if s = strings.TrimSpace(string(b)); s == "" {
+					return "", errShape
+				}
+			}
+			if s != "" && !roster.ValidDigest(s) {
+				return "", errShape
+			}
+			return s, nil
+		}}
 }
 
 // exampleVerifierKeys are well-formed note verifier keys, for errors and tests.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -179,6 +180,29 @@ func TestReadmeListsServeSettings(t *testing.T) {
 			if !strings.Contains(string(readme), "`"+v+"`") {
 				t.Errorf("README lacks `%s`", v)
 			}
+		}
+	}
+}
+
+// TestRosterDigestFromFile: @FILE stands for the digest it holds, so a
+// shell-less image can pin a genesis its ceremony wrote; a file that
+// holds anything else, nothing, or is missing is refused like a bad
+// digest.
+func TestRosterDigestFromFile(t *testing.T) {
+	dir := t.TempDir()
+	digest := "sha256:" + strings.Repeat("ab", 32)
+	good, empty, bad := filepath.Join(dir, "genesis"), filepath.Join(dir, "empty"), filepath.Join(dir, "bad")
+	os.WriteFile(good, []byte(digest+"\n"), 0o600)
+	os.WriteFile(empty, nil, 0o600)
+	os.WriteFile(bad, []byte("sha256:abc\n"), 0o600)
+	var got string
+	v := rosterDigest(&got)
+	if err := v.set("@" + good); err != nil || got != digest {
+		t.Fatalf("@FILE: %q, %v; want %q", got, err, digest)
+	}
+	for _, text := range []string{"@" + empty, "@" + bad, "@" + filepath.Join(dir, "missing")} {
+		if err := v.set(text); err == nil {
+			t.Errorf("%s accepted", text)
 		}
 	}
 }
