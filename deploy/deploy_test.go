@@ -379,6 +379,9 @@ func TestKubernetesManifestsHaveTheEssentials(t *testing.T) {
 	kinds := map[string]map[string]any{}
 	for _, d := range docs {
 		kind, _ := d["kind"].(string)
+		if kind == "ConfigMap" && dig(d, "metadata", "name") != "mediator" {
+			continue // the files ConfigMap: checked by TestKubernetesReachesWhatItNeeds
+		}
 		kinds[kind] = d
 		if kind == "Secret" {
 			t.Error("a Secret is written in the manifests; secrets come from Vault")
@@ -443,8 +446,11 @@ func TestKubernetesManifestsHaveTheEssentials(t *testing.T) {
 	if ann["vault.hashicorp.com/agent-inject-containers"] != "mediator" || ann["vault.hashicorp.com/role"] != "mediator" {
 		t.Error("Vault Agent must inject into the serving container only, with the serving role")
 	}
+	// What the serving container may be given: the runtime URL, the
+	// custodians' tokens for the mediator and the webhook secret.
+	injectable := []any{"mediator-config/data/database-runtime", "mediator-config/data/custodian-tokens", "mediator-config/data/webhook-secret"}
 	for k, v := range ann {
-		if strings.HasPrefix(k, "vault.hashicorp.com/agent-inject-secret-") && v != "mediator-config/data/database-runtime" {
+		if strings.HasPrefix(k, "vault.hashicorp.com/agent-inject-secret-") && !slices.Contains(injectable, v) {
 			t.Errorf("the Deployment injects %s from %v", k, v)
 		}
 	}
@@ -477,7 +483,7 @@ func TestKubernetesManifestsHaveTheEssentials(t *testing.T) {
 func TestComposeHasNoSecretsAndRunsNonRoot(t *testing.T) {
 	docs := documents(t, "compose.yaml")
 	services, _ := dig(docs[0], "services").(map[string]any)
-	for _, want := range []string{"postgres", "vault", "bootstrap", "migrate", "mediator"} {
+	for _, want := range []string{"postgres", "vault-mediator", "setup-mediator", "migrate", "mediator", "genesis", "ceremony", "pseudonym", "agent"} {
 		if services[want] == nil {
 			t.Errorf("no service %s", want)
 		}
@@ -487,7 +493,9 @@ func TestComposeHasNoSecretsAndRunsNonRoot(t *testing.T) {
 		env, _ := dig(svc, "environment").(map[string]any)
 		for k, v := range env {
 			s := fmt.Sprint(v)
-			if (secretName.MatchString(k) || strings.Contains(s, "@")) && literal.MatchString(s) && !strings.Contains(s, "${") && !strings.HasPrefix(s, "/") {
+			// A value of a path, or @path (a file the setting reads), is no
+			// secret.
+			if (secretName.MatchString(k) || strings.Contains(s, "@")) && literal.MatchString(s) && !strings.Contains(s, "${") && !strings.HasPrefix(s, "/") && !strings.HasPrefix(s, "@/") {
 				t.Errorf("%s: %s has a literal secret value", name, k)
 			}
 		}
@@ -535,8 +543,11 @@ func TestDockerfileIsStaticNonRootWithoutShell(t *testing.T) {
 	}
 }
 
-func TestSystemdUnitIsHardened(t *testing.T) {
-	b, err := os.ReadFile("systemd/mediator.service")
+// unitSettings reads a systemd unit's key=value lines (the last of each
+// key wins).
+func unitSettings(t *testing.T, path string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -546,13 +557,54 @@ func TestSystemdUnitIsHardened(t *testing.T) {
 			settings[strings.TrimSpace(k)] = strings.TrimSpace(v)
 		}
 	}
-	for k, want := range map[string]string{"User": "mediator", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
-		"PrivateTmp": "yes", "ExecReload": "/bin/kill -HUP $MAINPID", "LimitCORE": "0", "CapabilityBoundingSet": ""} {
-		if got, ok := settings[k]; !ok || got != want {
-			t.Errorf("%s = %q, want %q", k, got, want)
+	return settings
+}
+
+func TestSystemdUnitsAreHardened(t *testing.T) {
+	units, _ := filepath.Glob("systemd/*.service")
+	for _, want := range []string{"mediator.service", "mediator-migrate.service", "mediator-custodian@.service",
+		"mediator-pseudonym.service", "mediator-agent.service", "mediator-audit-verify.service"} {
+		if !slices.Contains(units, filepath.Join("systemd", want)) {
+			t.Errorf("no unit %s", want)
 		}
 	}
-	if _, ok := settings["Environment"]; ok {
-		t.Error("Environment= in the unit: configuration belongs in the EnvironmentFile")
+	for _, u := range units {
+		settings := unitSettings(t, u)
+		for k, want := range map[string]string{"NoNewPrivileges": "yes", "ProtectSystem": "strict",
+			"PrivateTmp": "yes", "LimitCORE": "0", "CapabilityBoundingSet": ""} {
+			if got, ok := settings[k]; !ok || got != want {
+				t.Errorf("%s: %s = %q, want %q", u, k, got, want)
+			}
+		}
+		if user := settings["User"]; user == "" || user == "root" {
+			t.Errorf("%s: runs as %q", u, user)
+		}
+		if _, ok := settings["Environment"]; ok {
+			t.Errorf("%s: Environment= in the unit: configuration belongs in the EnvironmentFile", u)
+		}
+	}
+	serve := unitSettings(t, "systemd/mediator.service")
+	if serve["ExecReload"] != "/bin/kill -HUP $MAINPID" {
+		t.Errorf("mediator.service: ExecReload = %q", serve["ExecReload"])
+	}
+	// The serving process never holds the owner's URL: migrations are a
+	// unit of their own, as another user, with another environment file.
+	migrate := unitSettings(t, "systemd/mediator-migrate.service")
+	b, _ := os.ReadFile("systemd/mediator.service")
+	if strings.Contains(string(b), "ExecStartPre") || !strings.Contains(serve["Wants"], "mediator-migrate.service") ||
+		!strings.Contains(serve["After"], "mediator-migrate.service") {
+		t.Error("mediator.service must leave migrations to mediator-migrate.service, started before it")
+	}
+	if migrate["ExecStart"] != "/usr/local/bin/mediator migrate" || migrate["User"] == serve["User"] ||
+		migrate["EnvironmentFile"] == serve["EnvironmentFile"] || migrate["Type"] != "oneshot" {
+		t.Errorf("mediator-migrate.service must migrate as its own user with its own environment file: %v", migrate)
+	}
+	if c := unitSettings(t, "systemd/mediator-custodian@.service"); !strings.Contains(c["ExecStart"], "custodian serve --config /etc/mediator-custodian/%i.json") {
+		t.Errorf("mediator-custodian@.service runs %q", c["ExecStart"])
+	}
+	verify := unitSettings(t, "systemd/mediator-audit-verify.service")
+	timer := unitSettings(t, "systemd/mediator-audit-verify.timer")
+	if !strings.HasSuffix(verify["ExecStart"], "mediator audit verify") || verify["EnvironmentFile"] != serve["EnvironmentFile"] || timer["OnCalendar"] == "" {
+		t.Error("the audit verify timer must run audit verify daily with the service's configuration (its witnesses and origin)")
 	}
 }
