@@ -30,7 +30,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -176,16 +175,11 @@ func (c *Custodian) openWrapper() (Wrapper, error) {
 	if t := c.cfg.Transit; t != nil {
 		return NewTransitWrapper(c.vault, t.Mount, t.Key), nil
 	}
-	p := c.cfg.PKCS11
-	pin := os.Getenv(p.PINEnv)
-	if p.PINFile != "" {
-		var err error
-		if pin, err = secretfile.Read(p.PINFile); err != nil {
-			return nil, fmt.Errorf("custodian: pkcs11 pin: %w", err)
-		}
+	settings, err := c.cfg.PKCS11.settings()
+	if err != nil {
+		return nil, err
 	}
-	hsm, err := OpenPKCS11(PKCS11Config{Module: p.Module, TokenLabel: p.TokenLabel, PIN: pin, KeyLabel: p.KeyLabel,
-		PreviousKeyLabels: p.PreviousKeyLabels})
+	hsm, err := OpenPKCS11(settings)
 	if err != nil {
 		return nil, err
 	}

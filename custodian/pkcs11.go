@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"encoding/base64"
 	"errors"
+	"fmt"
+	"os"
 	"regexp"
+
+	"github.com/mediatorhq/mediator/secretfile"
 )
 
 // PKCS11Config names non-extractable AES keys on a PKCS#11 token.
@@ -26,6 +30,34 @@ const (
 
 // validKeyLabel keeps labels unambiguous inside a wrapped share.
 var validKeyLabel = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// settings reads the PIN f names (pin_file, else the variable pin_env) and
+// returns the token's settings.
+func (f *PKCS11File) settings() (PKCS11Config, error) {
+	pin := os.Getenv(f.PINEnv)
+	if f.PINFile != "" {
+		var err error
+		if pin, err = secretfile.Read(f.PINFile); err != nil {
+			return PKCS11Config{}, fmt.Errorf("custodian: pkcs11 pin: %w", err)
+		}
+	}
+	return PKCS11Config{Module: f.Module, TokenLabel: f.TokenLabel, PIN: pin, KeyLabel: f.KeyLabel,
+		PreviousKeyLabels: f.PreviousKeyLabels}, nil
+}
+
+// InitPKCS11Key makes cfg's pkcs11 key_label on its token unless the token
+// has it (EnsurePKCS11Key), for `mediator custodian init`, and returns
+// whether it made it. cfg must have a pkcs11 section.
+func InitPKCS11Key(cfg Config) (created bool, err error) {
+	if cfg.PKCS11 == nil {
+		return false, errors.New("custodian: the configuration has no pkcs11 section")
+	}
+	settings, err := cfg.PKCS11.settings()
+	if err != nil {
+		return false, err
+	}
+	return EnsurePKCS11Key(settings)
+}
 
 // parsePKCS11Share splits a wrapped share into its key label and the nonce
 // and ciphertext.

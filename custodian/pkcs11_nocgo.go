@@ -17,6 +17,9 @@ var errNoPKCS11 = errors.New("custodian: this mediator was built without cgo and
 // OpenPKCS11 fails in a build without cgo.
 func OpenPKCS11(PKCS11Config) (*PKCS11Wrapper, error) { return nil, errNoPKCS11 }
 
+// EnsurePKCS11Key fails in a build without cgo.
+func EnsurePKCS11Key(PKCS11Config) (bool, error) { return false, errNoPKCS11 }
+
 // Close implements io.Closer.
 func (*PKCS11Wrapper) Close() error { return nil }
 

@@ -42,14 +42,27 @@ CREATE TRIGGER audit_checkpoints_no_truncate BEFORE TRUNCATE ON audit_checkpoint
     FOR EACH STATEMENT EXECUTE FUNCTION mediator_refuse_change();
 
 -- mediator_runtime is the group role the service's login role joins. Roles
--- are cluster-wide, so creating it tolerates another database (or a
--- concurrent migration) having made it first.
+-- are cluster-wide: it is created only when pg_roles lacks it, so a schema
+-- owner without CREATEROLE migrates once a superuser has made it
+-- (docs/operations.md, "Database roles"), and another database (or a
+-- concurrent migration) having made it first is no error. An owner who
+-- may not create it is told the SQL that does. This block was changed
+-- after release; goose keeps no checksums, and every database it already
+-- ran on has the role.
 -- +goose StatementBegin
 DO $$
 BEGIN
-    CREATE ROLE mediator_runtime NOLOGIN;
-EXCEPTION WHEN duplicate_object OR unique_violation THEN
-    NULL;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'mediator_runtime') THEN
+        BEGIN
+            CREATE ROLE mediator_runtime NOLOGIN;
+        EXCEPTION
+            WHEN duplicate_object OR unique_violation THEN
+                NULL;
+            WHEN insufficient_privilege THEN
+                RAISE EXCEPTION 'mediator: role mediator_runtime does not exist and role % may not create it (no CREATEROLE); as a superuser run: CREATE ROLE mediator_runtime NOLOGIN; then migrate again (docs/operations.md, "Database roles")', current_user
+                    USING ERRCODE = 'insufficient_privilege';
+        END;
+    END IF;
 END
 $$;
 -- +goose StatementEnd

@@ -1,6 +1,9 @@
 // Package migrations holds the mediator's SQL schema as numbered goose
 // migrations, embedded in the binary and applied by `mediator migrate`.
-// Released migrations are never edited; changes are new files.
+// Released migrations are not edited; changes are new files. The one
+// exception, 00002's creation of mediator_runtime (made conditional so an
+// owner without CREATEROLE migrates), changes nothing for a database it
+// already ran on: goose records versions, not checksums.
 package migrations
 
 import (

@@ -82,7 +82,9 @@ func serveCustodian(ctx context.Context, cfg custodian.Config, log *slog.Logger,
 // custodianInitCmd creates the custodian's keys in its own store (if it
 // has none) and prints its public keys as the roster lists a custodian,
 // for the team founding the genesis roster. The URL is the operator's to
-// fill in.
+// fill in. With a pkcs11 section it first makes the wrapping key on the
+// token, unless the token has one with key_label, and says which on
+// stderr.
 func custodianInitCmd(ctx context.Context, c *call, args []string) error {
 	var configFile string
 	fs := c.newFlags(custodianConfigSetting(&configFile, "the custodian's configuration file; roster_genesis may still be empty"))
@@ -97,6 +99,17 @@ func custodianInitCmd(ctx context.Context, c *call, args []string) error {
 	cfg, err := custodian.ParseConfig(b)
 	if err != nil {
 		return err
+	}
+	if p := cfg.PKCS11; p != nil {
+		created, err := custodian.InitPKCS11Key(cfg)
+		if err != nil {
+			return err
+		}
+		did := "using the existing key"
+		if created {
+			did = "created the key"
+		}
+		fmt.Fprintf(c.stderr, "custodian init: pkcs11: %s %q on token %q (AES-256, sensitive, not extractable)\n", did, p.KeyLabel, p.TokenLabel)
 	}
 	info, err := custodian.Init(ctx, cfg, newLogger(c.stderr, "info", nil))
 	if err != nil {

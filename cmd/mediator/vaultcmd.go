@@ -22,6 +22,7 @@ func vaultBootstrapCmd(ctx context.Context, c *call, args []string) error {
 		setting{flag: "vault-addr", env: vars("VAULT_ADDR"), value: text(&addr, ""), usage: "Vault address"},
 		setting{env: vars("VAULT_TOKEN"), value: text(&token, ""), secret: true, usage: "a Vault token allowed to manage mounts, policies and auth methods"})
 	custodianName := fs.String("custodian", "", "prepare this Vault for custodian NAME instead (its Transit key, KV prefix, policy and AppRole only; docs/custodians.md)")
+	hsm := fs.Bool("hsm", false, "with --custodian: its wrapping key is on a PKCS#11 HSM (`mediator custodian init` makes it), so no Transit key and no Transit path in its policy")
 	secretFile := fs.String("secret-id-file", "", "file to write the AppRole secret id to (created 0600)")
 	roleFile := fs.String("role-id-file", "", "also write the AppRole role id to this file (for MEDIATOR_VAULT_ROLE_ID_FILE)")
 	replace := fs.Bool("replace", false, "replace the files if they exist (a re-run of the bootstrap, as deploy/compose.yaml does on every start); without it they must not exist")
@@ -34,13 +35,20 @@ func vaultBootstrapCmd(ctx context.Context, c *call, args []string) error {
 	if *secretFile == "" {
 		return errors.New("vault bootstrap: --secret-id-file is required")
 	}
+	if *hsm && *custodianName == "" {
+		return errors.New("vault bootstrap: --hsm needs --custodian NAME")
+	}
 	client, err := vaultclient.Connect(ctx, newLogger(io.Discard, "info", nil), vaultclient.Config{Addr: addr, Token: token})
 	if err != nil {
 		return fmt.Errorf("vault bootstrap: %w", err)
 	}
 	var creds vaultsetup.Credentials
 	if *custodianName != "" {
-		setup, err := vaultsetup.BootstrapCustodian(ctx, client, *custodianName)
+		bootstrap := vaultsetup.BootstrapCustodian
+		if *hsm {
+			bootstrap = vaultsetup.BootstrapHSMCustodian
+		}
+		setup, err := bootstrap(ctx, client, *custodianName)
 		if err != nil {
 			return err
 		}
@@ -61,12 +69,17 @@ func vaultBootstrapCmd(ctx context.Context, c *call, args []string) error {
 		}
 	}
 	if *custodianName != "" {
-		// The custodian's configuration file takes these (docs/custodians.md).
-		b, _ := json.MarshalIndent(map[string]any{
+		// The custodian's configuration file takes these (docs/custodians.md);
+		// an HSM custodian writes its own pkcs11 section instead of transit.
+		parts := map[string]any{
 			"vault":   map[string]string{"addr": addr, "role_id": creds.RoleID, "secret_id_file": *secretFile},
 			"transit": map[string]string{"mount": vaultsetup.TransitMount, "key": *custodianName},
 			"kv":      map[string]string{"mount": vaultsetup.KVMount, "prefix": vaultsetup.CustodianPrefix(*custodianName)},
-		}, "", "  ")
+		}
+		if *hsm {
+			delete(parts, "transit")
+		}
+		b, _ := json.MarshalIndent(parts, "", "  ")
 		fmt.Fprintf(c.stdout, "%s\n", b)
 		return nil
 	}

@@ -2,8 +2,9 @@
 // it: for the mediator, a Transit mount for signing checkpoints, the
 // "mediator" policy from mediator.hcl and an AppRole whose tokens carry only
 // that policy; for each custodian that keeps its shares on this Vault, its
-// own Transit key, its own KV v2 prefix, a policy naming only those, and an
-// AppRole of its own (BootstrapCustodian).
+// own Transit key (none for one whose key is on an HSM), its own KV v2
+// prefix, a policy naming only those, and an AppRole of its own
+// (BootstrapCustodian, BootstrapHSMCustodian).
 //
 // Bootstrap is idempotent and is the one code path used by `mediator dev`,
 // the tests, and operators (`mediator vault bootstrap`).
@@ -13,6 +14,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"slices"
 	"strings"
 
 	vaultapi "github.com/hashicorp/vault/api"
@@ -56,7 +58,7 @@ type Credentials struct {
 // policies and auth methods) points at, and returns a fresh secret id for the
 // mediator's AppRole. Existing mounts and roles are kept as they are.
 func Bootstrap(ctx context.Context, client *vaultapi.Client) (Credentials, error) {
-	if err := prepare(ctx, client); err != nil {
+	if err := prepare(ctx, client, TransitMount, KVMount); err != nil {
 		return Credentials{}, err
 	}
 	for name, params := range map[string]map[string]any{
@@ -72,9 +74,9 @@ func Bootstrap(ctx context.Context, client *vaultapi.Client) (Credentials, error
 	return appRole(ctx, client, AppRoleName, PolicyName)
 }
 
-// prepare makes the Transit and KV mounts and enables AppRole logins,
-// keeping what exists.
-func prepare(ctx context.Context, client *vaultapi.Client) error {
+// prepare makes the named mounts of TransitMount and KVMount and enables
+// AppRole logins, keeping what exists.
+func prepare(ctx context.Context, client *vaultapi.Client, paths ...string) error {
 	mounts, err := client.Sys().ListMountsWithContext(ctx)
 	if err != nil {
 		return fmt.Errorf("vault bootstrap: list mounts: %w", err)
@@ -87,6 +89,9 @@ func prepare(ctx context.Context, client *vaultapi.Client) error {
 		{KVMount, vaultapi.MountInput{Type: "kv", Options: map[string]string{"version": "2"}, Description: "custodians: write-once shares and records, a prefix each"}},
 	}
 	for _, m := range want {
+		if !slices.Contains(paths, m.path) {
+			continue
+		}
 		if existing, ok := mounts[m.path+"/"]; ok {
 			if existing.Type != m.in.Type {
 				return fmt.Errorf("vault bootstrap: mount %s/ exists with type %q, want %q", m.path, existing.Type, m.in.Type)

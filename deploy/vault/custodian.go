@@ -20,19 +20,17 @@ var custodianName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 // CustodianPolicy returns the HCL of custodian name's own policy: its own
 // Transit key (named name, on TransitMount) and its own KV prefix, and
 // nothing of any other custodian's or of the mediator's.
-func CustodianPolicy(name string) string {
-	return fmt.Sprintf(`# Policy "custodian-%[1]s": what custodian %[1]s's own token may do, and
-# nothing more. No other custodian's key or records, nothing of the mediator's.
+func CustodianPolicy(name string) string { return custodianPolicy(name, true) }
 
-path "auth/token/lookup-self" {
-  capabilities = ["read"]
-}
+// CustodianHSMPolicy is CustodianPolicy for a custodian whose wrapping key
+// is on a PKCS#11 HSM: its own KV prefix, and no Transit path at all.
+func CustodianHSMPolicy(name string) string { return custodianPolicy(name, false) }
 
-path "auth/token/renew-self" {
-  capabilities = ["update"]
-}
-
-# Wrap, unwrap and rewrap with its own Transit key (derived, never
+func custodianPolicy(name string, transit bool) string {
+	wrapping := `# Its wrapping key is on its HSM: no Transit path.
+`
+	if transit {
+		wrapping = fmt.Sprintf(`# Wrap, unwrap and rewrap with its own Transit key (derived, never
 # exportable), and read the key's versions.
 path "%[2]s/encrypt/%[1]s" {
   capabilities = ["update"]
@@ -49,7 +47,20 @@ path "%[2]s/rewrap/%[1]s" {
 path "%[2]s/keys/%[1]s" {
   capabilities = ["read"]
 }
+`, name, TransitMount)
+	}
+	return fmt.Sprintf(`# Policy "custodian-%[1]s": what custodian %[1]s's own token may do, and
+# nothing more. No other custodian's key or records, nothing of the mediator's.
 
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}
+
+%[2]s
 # Its own records: written once (create, and update only for check-and-set
 # rewrites that destroy the old versions), read, listed and destroyed.
 path "%[3]s/data/%[4]s/*" {
@@ -67,11 +78,12 @@ path "%[3]s/metadata/%[4]s" {
 path "%[3]s/destroy/%[4]s/*" {
   capabilities = ["update"]
 }
-`, name, TransitMount, KVMount, CustodianPrefix(name))
+`, name, wrapping, KVMount, CustodianPrefix(name))
 }
 
 // CustodianSetup is what BootstrapCustodian made: the custodian's Transit
-// key and KV prefix, and its AppRole login. SecretID is a secret.
+// key (none for an HSM custodian) and KV prefix, and its AppRole login.
+// SecretID is a secret.
 type CustodianSetup struct {
 	TransitKey string
 	KVPrefix   string
@@ -83,24 +95,44 @@ type CustodianSetup struct {
 // key, its policy "custodian-<name>" and its AppRole "custodian-<name>"
 // with that policy alone, and returns a fresh secret id. It is idempotent.
 func BootstrapCustodian(ctx context.Context, admin *vaultapi.Client, name string) (CustodianSetup, error) {
+	return bootstrapCustodian(ctx, admin, name, true)
+}
+
+// BootstrapHSMCustodian is BootstrapCustodian for a custodian whose
+// wrapping key is on a PKCS#11 HSM (`mediator custodian init` makes it):
+// the KV mount, its policy (CustodianHSMPolicy) and its AppRole, and no
+// Transit mount, key or policy path. It is idempotent.
+func BootstrapHSMCustodian(ctx context.Context, admin *vaultapi.Client, name string) (CustodianSetup, error) {
+	return bootstrapCustodian(ctx, admin, name, false)
+}
+
+func bootstrapCustodian(ctx context.Context, admin *vaultapi.Client, name string, transit bool) (CustodianSetup, error) {
 	if !custodianName.MatchString(name) {
 		return CustodianSetup{}, fmt.Errorf("vault bootstrap: custodian name %q: use 1–63 of a–z, 0–9 and -", name)
 	}
-	if err := prepare(ctx, admin); err != nil {
+	mounts := []string{KVMount}
+	if transit {
+		mounts = append(mounts, TransitMount)
+	}
+	if err := prepare(ctx, admin, mounts...); err != nil {
 		return CustodianSetup{}, err
 	}
-	if err := ensureTransitKey(ctx, admin, name, map[string]any{"type": "aes256-gcm96", "derived": true, "exportable": false}); err != nil {
-		return CustodianSetup{}, err
+	setup := CustodianSetup{KVPrefix: CustodianPrefix(name)}
+	if transit {
+		if err := ensureTransitKey(ctx, admin, name, map[string]any{"type": "aes256-gcm96", "derived": true, "exportable": false}); err != nil {
+			return CustodianSetup{}, err
+		}
+		setup.TransitKey = name
 	}
 	policy := "custodian-" + name
-	if err := admin.Sys().PutPolicyWithContext(ctx, policy, CustodianPolicy(name)); err != nil {
+	if err := admin.Sys().PutPolicyWithContext(ctx, policy, custodianPolicy(name, transit)); err != nil {
 		return CustodianSetup{}, fmt.Errorf("vault bootstrap: put policy %s: %w", policy, err)
 	}
-	creds, err := appRole(ctx, admin, policy, policy)
-	if err != nil {
+	var err error
+	if setup.Credentials, err = appRole(ctx, admin, policy, policy); err != nil {
 		return CustodianSetup{}, err
 	}
-	return CustodianSetup{TransitKey: name, KVPrefix: CustodianPrefix(name), Credentials: creds}, nil
+	return setup, nil
 }
 
 // ensureTransitKey creates Transit key name with params unless it exists
