@@ -82,6 +82,12 @@ func TestCustodianRunbook(t *testing.T) {
 // there, so a guide that lost its examples fails.
 func runGuide(t *testing.T, name string, min int, environ ...string) string {
 	t.Helper()
+	return runGuideWithin(t, name, min, 3*time.Minute, environ...)
+}
+
+// runGuideWithin is runGuide with a time limit of its own.
+func runGuideWithin(t *testing.T, name string, min int, limit time.Duration, environ ...string) string {
+	t.Helper()
 	guide, err := os.ReadFile(filepath.Join("..", "..", "docs", name))
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +104,7 @@ func runGuide(t *testing.T, name string, min int, environ ...string) string {
 		fmt.Fprintf(&script, "echo '--- docs/%s block %02d' >&2\n", name, i)
 		script.WriteString(b[1])
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-c", script.String())
 	cmd.Dir = t.TempDir()
