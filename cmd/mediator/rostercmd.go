@@ -20,7 +20,8 @@ import (
 // rosterAbout is the roster group's help: what a draft is, and how show
 // and sign check a proposal before anyone signs it.
 const rosterAbout = `A draft is JSON: {"approvers":[{"id","roles","public_key"}],"custodians":[{"name","url",
-"hpke_public_key","signing_key"}],"threshold":3,"rule":{"min_signers":2,"required_roles":["legal","security"]}}.
+"hpke_public_key","signing_key"}],"threshold":3,"rule":{"min_signers":2,"required_roles":["legal","security"]}},
+optionally with "pseudonym":{"url","public_keys"} and "log":{"origin","verifier_keys"} (docs/access.md).
 show and sign verify the chain from the genesis you pin (--genesis, MEDIATOR_ROSTER_GENESIS) and work out
 what a proposal changes from its signed bytes, never from the mediator's description, which they compare
 and flag with a WARNING where it differs. sign asks "sign? [y/N]" on a terminal; --yes signs without
@@ -43,6 +44,12 @@ func readDraft(path string) (wire.RosterDraft, error) {
 		return wire.RosterDraft{}, fmt.Errorf("roster: %s: %w", path, err)
 	}
 	return d, nil
+}
+
+// draftGenesis is the first version a draft describes, not yet checked.
+func draftGenesis(d wire.RosterDraft) roster.Roster {
+	return roster.Roster{Version: 1, Approvers: d.Approvers, Custodians: d.Custodians, Threshold: d.Threshold, Rule: d.Rule,
+		Pseudonym: d.Pseudonym, Log: d.Log}
 }
 
 // pinnedGenesisSetting is the roster genesis a reader verifies the chain
@@ -68,7 +75,7 @@ func rosterGenesis(ctx context.Context, c *call, args []string) error {
 	if err != nil {
 		return err
 	}
-	r := roster.Roster{Version: 1, Approvers: d.Approvers, Custodians: d.Custodians, Threshold: d.Threshold, Rule: d.Rule, Pseudonym: d.Pseudonym}
+	r := draftGenesis(d)
 	if err := r.Validate(); err != nil {
 		return err
 	}
@@ -131,6 +138,9 @@ func showRoster(w io.Writer, r roster.Roster, digest string) {
 	}
 	if p := r.Pseudonym; p != nil {
 		fmt.Fprintf(w, "  pseudonym  %s  keys %s\n", p.URL, strings.Join(p.PublicKeys, ", "))
+	}
+	if l := r.Log; l != nil {
+		fmt.Fprintf(w, "  log        %s  verifier keys %s\n", l.Origin, strings.Join(l.VerifierKeys, ", "))
 	}
 	fmt.Fprintf(w, "  threshold  %d of %d custodians\n  rule       %d signers covering %s\n", r.Threshold, len(r.Custodians),
 		r.Rule.MinSigners, strings.Join(r.Rule.RequiredRoles, ","))
