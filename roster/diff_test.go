@@ -263,8 +263,11 @@ func TestAuditLog(t *testing.T) {
 		"changes the audit log's verifier keys: "+k1+" → "+k2+", "+k1,
 		"threshold: 2 of 3 custodians, unchanged",
 		"rule: 2 signers covering legal,security, unchanged")
-	if fp := VerifierKeyFingerprint(k1); !fullFingerprint.MatchString(fp) {
-		t.Errorf("fingerprint %q", fp)
+	// Half of all keys have a + in their base64: each is read whole.
+	for range 32 {
+		if k := key("mediator/audit"); !fullFingerprint.MatchString(VerifierKeyFingerprint(k)) {
+			t.Fatalf("fingerprint of %s: %q", k, VerifierKeyFingerprint(k))
+		}
 	}
 	for name, l := range map[string]AuditLog{
 		"no key":            {Origin: "mediator/audit"},

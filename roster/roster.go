@@ -121,7 +121,7 @@ func (l AuditLog) validate() []string {
 // Ed25519 public key inside a note verifier key (name+hash+base64), as
 // KeyFingerprint; empty if vkey is not an Ed25519 note verifier key.
 func VerifierKeyFingerprint(vkey string) string {
-	parts := strings.Split(vkey, "+")
+	parts := strings.SplitN(vkey, "+", 3)
 	if len(parts) != 3 {
 		return ""
 	}
