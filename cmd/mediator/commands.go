@@ -21,6 +21,8 @@ func commands() *command {
 				{"--bundle FILE --key VKEY", "check an evidence bundle offline"}}},
 			{name: "export", run: auditExportCmd, forms: []form{
 				{"--conversation C --out FILE [--from T] [--to T]", "write a conversation's evidence bundle, named by its real id (sent as its pseudonym)"}}},
+			{name: "verifier-key", run: auditVerifierKeyCmd, forms: []form{
+				{"[--checkpoint-key-file F] [--log-origin O] [--entry]", "print the checkpoints' verifier key from the key file or Vault, as serve finds it; no mediator needed"}}},
 		}},
 		escrowCommands(),
 		{name: "custodian", verbs: []*command{

@@ -14,6 +14,8 @@
 //	                                  check an evidence bundle offline
 //	mediator audit export --conversation C --out FILE [--from T] [--to T]
 //	                                  write a conversation's evidence bundle, named by its real id (sent as its pseudonym)
+//	mediator audit verifier-key [--checkpoint-key-file F] [--log-origin O] [--entry]
+//	                                  print the checkpoints' verifier key from the key file or Vault, as serve finds it; no mediator needed
 //	mediator escrow deposit --conversation C --key-id K --key-file F
 //	                                  split and seal a key here and escrow it (depositor)
 //	mediator escrow custodians        print the custodian set and the digest depositors pin
