@@ -80,6 +80,11 @@ func rosterCommands() *command {
 		{name: "sign", forms: []form{{"DIGEST --key FILE [--yes]", "show what a proposal's signed bytes change, ask, sign (approver); push it once adopted"}}, run: rosterSign},
 		{name: "verify", forms: []form{{"", "verify the served chain from the pinned genesis; exit 1 if it fails"}}, run: rosterVerify},
 		{name: "push", forms: []form{{"", "push the chain in force, verified, to every custodian it lists; report what each holds"}}, run: rosterPush},
+		{name: "custodians-file", forms: []form{{"--tokens DIR [--file DRAFT] [--out FILE] [--ca-file F] [--client-cert-file F --client-key-file F]",
+			"write the mediator's --custodians file from the verified roster (or a genesis draft); tokens DIR/<name>-token"}}, run: rosterCustodiansFile},
+		{name: "witnesses-file", forms: []form{{"[--quorum N] [--file DRAFT] [--out FILE]",
+			"write the mediator's --witnesses file from the roster: each custodian's witness key from its signing key; quorum: the threshold"}}, run: rosterWitnessesFile},
+		{name: "witness-config", forms: []form{{"[--file DRAFT]", "print a custodian's witness section from the roster's log entry"}}, run: rosterWitnessConfig},
 	}}
 }
 

@@ -53,6 +53,12 @@
 //	                                  show what a proposal's signed bytes change, ask, sign (approver); push it once adopted
 //	mediator roster verify            verify the served chain from the pinned genesis; exit 1 if it fails
 //	mediator roster push              push the chain in force, verified, to every custodian it lists; report what each holds
+//	mediator roster custodians-file --tokens DIR [--file DRAFT] [--out FILE] [--ca-file F] [--client-cert-file F --client-key-file F]
+//	                                  write the mediator's --custodians file from the verified roster (or a genesis draft); tokens DIR/<name>-token
+//	mediator roster witnesses-file [--quorum N] [--file DRAFT] [--out FILE]
+//	                                  write the mediator's --witnesses file from the roster: each custodian's witness key from its signing key; quorum: the threshold
+//	mediator roster witness-config [--file DRAFT]
+//	                                  print a custodian's witness section from the roster's log entry
 //	mediator approver checkin --key FILE
 //	                                  sign a liveness check-in (approver)
 //	mediator request create --case ID --conversation C --from T --to T --recipient FILE.pub --key FILE [flags]
