@@ -74,7 +74,7 @@ func escrowCommands() *command {
 // rosterCommands are the roster verbs, API clients but for genesis.
 func rosterCommands() *command {
 	return &command{name: "roster", about: rosterAbout, verbs: []*command{
-		{name: "genesis", forms: []form{{"--file DRAFT", "print the digest a draft has as the first version (what everyone pins)"}}, run: rosterGenesis},
+		{name: "genesis", forms: []form{{"--file DRAFT", "print the digest a draft has as the first version (what everyone pins); to stderr, a short form to read aloud"}}, run: rosterGenesis},
 		{name: "propose", forms: []form{{"--file DRAFT", "propose the next version (admin); nothing changes until a quorum signs"}}, run: rosterPropose},
 		{name: "show", forms: []form{{"[DIGEST]", "show the roster in force, verified, or what a proposal's signed bytes change"}}, run: rosterShow},
 		{name: "sign", forms: []form{{"DIGEST --key FILE [--yes]", "show what a proposal's signed bytes change, ask, sign (approver); push it once adopted"}}, run: rosterSign},

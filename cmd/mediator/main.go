@@ -45,7 +45,7 @@
 //	                                  run the pseudonym service (an organisation other than the mediator's operator)
 //	mediator agent --config FILE      run the gateway agent: raw events and keys in over a local socket, pseudonymised and sealed here
 //	mediator roster genesis --file DRAFT
-//	                                  print the digest a draft has as the first version (what everyone pins)
+//	                                  print the digest a draft has as the first version (what everyone pins); to stderr, a short form to read aloud
 //	mediator roster propose --file DRAFT
 //	                                  propose the next version (admin); nothing changes until a quorum signs
 //	mediator roster show [DIGEST]     show the roster in force, verified, or what a proposal's signed bytes change

@@ -83,8 +83,55 @@ func rosterGenesis(ctx context.Context, c *call, args []string) error {
 	if err != nil {
 		return err
 	}
+	readAloud(c.stderr, r)
 	fmt.Fprintln(c.stdout, digest)
 	return nil
+}
+
+// shortFingerprint is a full key fingerprint (alg:hex) cut to its first
+// 16 hex digits, in groups of four, to read aloud.
+func shortFingerprint(fp string) string {
+	alg, hex, ok := strings.Cut(fp, ":")
+	if !ok || len(hex) < 16 {
+		return fp
+	}
+	return fmt.Sprintf("%s:%s %s %s %s", alg, hex[0:4], hex[4:8], hex[8:12], hex[12:16])
+}
+
+// readAloud writes a version in a short form people compare out loud
+// while founding the roster: every entry with its keys' short
+// fingerprints, the threshold, the rule, the log and the pseudonym
+// service. The digest is what everyone pins; this says what it names.
+func readAloud(w io.Writer, r roster.Roster) {
+	fmt.Fprintln(w, "read aloud and compare (keys by the first 16 hex digits of their fingerprints; roster show prints them in full):")
+	for _, a := range r.Approvers {
+		if a.IsOfficer() {
+			fmt.Fprintf(w, "  officer    %s  key %s\n", a.ID, shortFingerprint(a.Fingerprint()))
+		} else {
+			fmt.Fprintf(w, "  approver   %s  roles %s  key %s\n", a.ID, strings.Join(a.Roles, ","), shortFingerprint(a.Fingerprint()))
+		}
+	}
+	for i, c := range r.Custodians {
+		fmt.Fprintf(w, "  custodian  %d %s  %s  hpke %s  signing %s\n", i+1, c.Name, c.URL,
+			shortFingerprint(c.HPKEKey.Fingerprint()), shortFingerprint(roster.KeyFingerprint(c.SigningKey)))
+	}
+	fmt.Fprintf(w, "  threshold  %d of %d custodians\n  rule       %d signers covering %s\n", r.Threshold, len(r.Custodians),
+		r.Rule.MinSigners, strings.Join(r.Rule.RequiredRoles, ","))
+	if l := r.Log; l != nil {
+		for _, k := range l.VerifierKeys {
+			fmt.Fprintf(w, "  log        %s  key %s\n", l.Origin, shortFingerprint(roster.VerifierKeyFingerprint(k)))
+		}
+	} else {
+		fmt.Fprintln(w, "  log        none named")
+	}
+	if p := r.Pseudonym; p != nil {
+		keys, _ := p.Keys() // Validate parsed them
+		for _, k := range keys {
+			fmt.Fprintf(w, "  pseudonym  %s  key %s\n", p.URL, shortFingerprint(k.ID()))
+		}
+	} else {
+		fmt.Fprintln(w, "  pseudonym  none named")
+	}
 }
 
 // rosterPropose proposes the next roster version.
