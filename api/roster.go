@@ -38,7 +38,7 @@ func (s *server) proposeRoster(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p, err := s.governance.ProposeRoster(r.Context(), caller(r), roster.Roster{Approvers: b.Approvers, Custodians: b.Custodians,
-		Threshold: b.Threshold, Rule: b.Rule, Pseudonym: b.Pseudonym})
+		Threshold: b.Threshold, Rule: b.Rule, Pseudonym: b.Pseudonym, Log: b.Log})
 	if err != nil {
 		s.governanceError(w, r, "roster proposal", err)
 		return

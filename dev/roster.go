@@ -33,7 +33,7 @@ func AdoptGenesis(ctx context.Context, admin *client.Client, genesis roster.Rost
 		return nil
 	}
 	p, err := admin.ProposeRoster(ctx, wire.RosterDraft{Approvers: genesis.Approvers, Custodians: genesis.Custodians,
-		Threshold: genesis.Threshold, Rule: genesis.Rule, Pseudonym: genesis.Pseudonym})
+		Threshold: genesis.Threshold, Rule: genesis.Rule, Pseudonym: genesis.Pseudonym, Log: genesis.Log})
 	if err != nil {
 		return fmt.Errorf("dev: propose the genesis roster: %w", err)
 	}

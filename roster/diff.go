@@ -18,6 +18,8 @@ import (
 //     sealed to custodian i, so a custodian's place is part of the set;
 //   - the pseudonym service added or removed, moved to another URL, or
 //     given other public keys (each in full);
+//   - the audit log added or removed, given another origin, or other
+//     verifier keys (each in full);
 //   - always the threshold and the rule, old → new or unchanged.
 //
 // The lines are a pure function of the two versions, in a fixed order:
@@ -36,6 +38,7 @@ func Changes(prev *Roster, next Roster) []string {
 	out = append(out, memberChanges(before.Approvers, next.Approvers)...)
 	out = append(out, custodianChanges(before.Custodians, next.Custodians)...)
 	out = append(out, pseudonymChanges(before.Pseudonym, next.Pseudonym)...)
+	out = append(out, logChanges(before.Log, next.Log)...)
 	return append(out, thresholdChange(prev, next), ruleChange(prev, next))
 }
 
@@ -56,6 +59,27 @@ func pseudonymChanges(before, after *PseudonymService) []string {
 	}
 	if !slices.Equal(before.PublicKeys, after.PublicKeys) {
 		out = append(out, fmt.Sprintf("changes the pseudonym service's keys: %s → %s", keys(before), keys(after)))
+	}
+	return out
+}
+
+// logChanges lists what changes of the audit log.
+func logChanges(before, after *AuditLog) []string {
+	keys := func(l *AuditLog) string { return strings.Join(l.VerifierKeys, ", ") }
+	switch {
+	case before == nil && after == nil:
+		return nil
+	case before == nil:
+		return []string{fmt.Sprintf("adds the audit log: origin %s, verifier keys %s", after.Origin, keys(after))}
+	case after == nil:
+		return []string{fmt.Sprintf("removes the audit log (origin %s, verifier keys %s)", before.Origin, keys(before))}
+	}
+	var out []string
+	if before.Origin != after.Origin {
+		out = append(out, fmt.Sprintf("changes the audit log's origin: %s → %s", before.Origin, after.Origin))
+	}
+	if !slices.Equal(before.VerifierKeys, after.VerifierKeys) {
+		out = append(out, fmt.Sprintf("changes the audit log's verifier keys: %s → %s", keys(before), keys(after)))
 	}
 	return out
 }

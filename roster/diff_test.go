@@ -8,8 +8,11 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/mediatorhq/mediator/pseudonym"
 	"github.com/mediatorhq/mediator/seal"
+	"github.com/mediatorhq/mediator/witness"
 )
 
 // fullFingerprint is a key fingerprint as people compare them: the whole
@@ -220,4 +223,85 @@ func TestPseudonymService(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
+}
+
+// TestAuditLog: a version may name the audit log, by its origin and its
+// checkpoints' note verifier keys, each named by the origin; its changes
+// are listed with every key in full; a version without it keeps the
+// digest it had before the field existed, and parses after a round trip.
+func TestAuditLog(t *testing.T) {
+	f := newFixture(t)
+	key := func(name string) string {
+		_, vkey, err := note.GenerateKey(rand.Reader, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return vkey
+	}
+	k1, k2 := key("mediator/audit"), key("mediator/audit")
+	c, err := f.genesis.Canonical()
+	if err != nil || strings.Contains(string(c), `"log"`) {
+		t.Fatalf("a version without the log names it: %s %v", c, err)
+	}
+	with := f.next(f.genesis, func(r *Roster) { r.Log = &AuditLog{Origin: "mediator/audit", VerifierKeys: []string{k1}} })
+	if err := with.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	canonical, err := with.Canonical()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back, err := Parse(canonical); err != nil || back.Log == nil || back.Log.VerifierKeys[0] != k1 {
+		t.Fatalf("parse: %+v %v", back.Log, err)
+	}
+	wantChanges(t, &f.genesis, with,
+		"adds the audit log: origin mediator/audit, verifier keys "+k1,
+		"threshold: 2 of 3 custodians, unchanged",
+		"rule: 2 signers covering legal,security, unchanged")
+	rotated := f.next(with, func(r *Roster) { r.Log = &AuditLog{Origin: "mediator/audit", VerifierKeys: []string{k2, k1}} })
+	wantChanges(t, &with, rotated,
+		"changes the audit log's verifier keys: "+k1+" → "+k2+", "+k1,
+		"threshold: 2 of 3 custodians, unchanged",
+		"rule: 2 signers covering legal,security, unchanged")
+	// Half of all keys have a + in their base64: each is read whole.
+	for range 32 {
+		if k := key("mediator/audit"); !fullFingerprint.MatchString(VerifierKeyFingerprint(k)) {
+			t.Fatalf("fingerprint of %s: %q", k, VerifierKeyFingerprint(k))
+		}
+	}
+	for name, l := range map[string]AuditLog{
+		"no key":            {Origin: "mediator/audit"},
+		"another name":      {Origin: "mediator/audit", VerifierKeys: []string{key("other/audit")}},
+		"one key twice":     {Origin: "mediator/audit", VerifierKeys: []string{k1, k1}},
+		"not a key":         {Origin: "mediator/audit", VerifierKeys: []string{"mediator/audit+0000"}},
+		"no origin":         {VerifierKeys: []string{k1}},
+		"a cosignature key": {Origin: "custodian-1", VerifierKeys: []string{cosignatureKey(t, "custodian-1")}},
+		"more than MaxLogKeys": {Origin: "mediator/audit", VerifierKeys: func() []string {
+			var ks []string
+			for range MaxLogKeys + 1 {
+				ks = append(ks, key("mediator/audit"))
+			}
+			return ks
+		}()},
+	} {
+		bad := f.next(f.genesis, func(r *Roster) { r.Log = &l })
+		if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "log:") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// cosignatureKey is a witness's cosignature/v1 verifier key, which is no
+// checkpoint key.
+func cosignatureKey(t *testing.T, name string) string {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vkey, err := witness.VerifierKey(name, pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vkey
 }

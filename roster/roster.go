@@ -16,6 +16,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -27,6 +28,7 @@ import (
 	"strings"
 
 	"github.com/go-json-experiment/json/jsontext"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/pseudonym"
@@ -71,6 +73,63 @@ type Roster struct {
 	// identifiers into pseudonyms through. A version without it has the
 	// same digest as before the field existed.
 	Pseudonym *PseudonymService `json:"pseudonym,omitempty"`
+	// Log, if set, is the mediator's audit log the custodians witness:
+	// its origin and the note verifier keys of its checkpoints, so that a
+	// custodian's witness section and the mediator's witnesses file come
+	// from the roster, not from a running mediator. A version without it
+	// has the same digest as before the field existed.
+	Log *AuditLog `json:"log,omitempty"`
+}
+
+// MaxLogKeys is how many verifier keys a roster's audit log may list: the
+// key in force and those that signed its earlier checkpoints.
+const MaxLogKeys = 16
+
+// AuditLog is the mediator's audit log as the roster names it: its
+// origin (the first line of its checkpoints, the mediator's --log-origin)
+// and the note verifier keys of its checkpoints (GET
+// /v1/audit/verifier-key, `mediator audit verifier-key`), each named by
+// the origin. List every key that signed checkpoints still to be
+// verified, the one in force first.
+type AuditLog struct {
+	Origin       string   `json:"origin"`
+	VerifierKeys []string `json:"verifier_keys"`
+}
+
+// validate lists what is wrong with the log's entry.
+func (l AuditLog) validate() []string {
+	var probs []string
+	if l.Origin == "" || strings.ContainsAny(l.Origin, "\n+ ") || len(l.Origin) > maxURLLen {
+		probs = append(probs, "log: origin must be the log's origin line, such as mediator/audit")
+	}
+	if len(l.VerifierKeys) == 0 || len(l.VerifierKeys) > MaxLogKeys {
+		probs = append(probs, fmt.Sprintf("log: verifier_keys must list 1–%d note verifier keys", MaxLogKeys))
+	}
+	for i, k := range l.VerifierKeys {
+		v, err := note.NewVerifier(k)
+		switch {
+		case err != nil || v.Name() != l.Origin:
+			probs = append(probs, fmt.Sprintf("log: verifier key %q is not a note verifier key named by the origin %q", k, l.Origin))
+		case slices.Contains(l.VerifierKeys[:i], k):
+			probs = append(probs, "log: verifier_keys lists the same key twice")
+		}
+	}
+	return probs
+}
+
+// VerifierKeyFingerprint is "ed25519:" and the full hex SHA-256 of the
+// Ed25519 public key inside a note verifier key (name+hash+base64), as
+// KeyFingerprint; empty if vkey is not an Ed25519 note verifier key.
+func VerifierKeyFingerprint(vkey string) string {
+	parts := strings.SplitN(vkey, "+", 3)
+	if len(parts) != 3 {
+		return ""
+	}
+	key, err := base64.StdEncoding.DecodeString(parts[2])
+	if err != nil || len(key) != 1+ed25519.PublicKeySize || key[0] != 1 {
+		return ""
+	}
+	return KeyFingerprint(key[1:])
 }
 
 // PseudonymService is the pseudonym service (docs/pseudonyms.md): where
@@ -321,6 +380,9 @@ func (r Roster) Validate() error {
 	}
 	if r.Pseudonym != nil {
 		probs = append(probs, r.Pseudonym.validate()...)
+	}
+	if r.Log != nil {
+		probs = append(probs, r.Log.validate()...)
 	}
 	if len(probs) == 0 {
 		if ok, missing := r.Rule.Satisfied(r.Approvers); !ok {

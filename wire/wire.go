@@ -338,6 +338,9 @@ type RosterDraft struct {
 	Rule       roster.Rule        `json:"rule"`
 	// Pseudonym, if set, names the pseudonym service and its keys.
 	Pseudonym *roster.PseudonymService `json:"pseudonym,omitempty"`
+	// Log, if set, names the audit log the custodians witness and its
+	// checkpoints' verifier keys.
+	Log *roster.AuditLog `json:"log,omitempty"`
 }
 
 // RosterProposal is a proposed version and how far its signatures are from

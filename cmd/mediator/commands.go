@@ -21,6 +21,8 @@ func commands() *command {
 				{"--bundle FILE --key VKEY", "check an evidence bundle offline"}}},
 			{name: "export", run: auditExportCmd, forms: []form{
 				{"--conversation C --out FILE [--from T] [--to T]", "write a conversation's evidence bundle, named by its real id (sent as its pseudonym)"}}},
+			{name: "verifier-key", run: auditVerifierKeyCmd, forms: []form{
+				{"[--checkpoint-key-file F] [--log-origin O] [--entry]", "print the checkpoints' verifier key from the key file or Vault, as serve finds it; no mediator needed"}}},
 		}},
 		escrowCommands(),
 		{name: "custodian", verbs: []*command{
@@ -72,12 +74,17 @@ func escrowCommands() *command {
 // rosterCommands are the roster verbs, API clients but for genesis.
 func rosterCommands() *command {
 	return &command{name: "roster", about: rosterAbout, verbs: []*command{
-		{name: "genesis", forms: []form{{"--file DRAFT", "print the digest a draft has as the first version (what everyone pins)"}}, run: rosterGenesis},
+		{name: "genesis", forms: []form{{"--file DRAFT", "print the digest a draft has as the first version (what everyone pins); to stderr, a short form to read aloud"}}, run: rosterGenesis},
 		{name: "propose", forms: []form{{"--file DRAFT", "propose the next version (admin); nothing changes until a quorum signs"}}, run: rosterPropose},
 		{name: "show", forms: []form{{"[DIGEST]", "show the roster in force, verified, or what a proposal's signed bytes change"}}, run: rosterShow},
 		{name: "sign", forms: []form{{"DIGEST --key FILE [--yes]", "show what a proposal's signed bytes change, ask, sign (approver); push it once adopted"}}, run: rosterSign},
 		{name: "verify", forms: []form{{"", "verify the served chain from the pinned genesis; exit 1 if it fails"}}, run: rosterVerify},
 		{name: "push", forms: []form{{"", "push the chain in force, verified, to every custodian it lists; report what each holds"}}, run: rosterPush},
+		{name: "custodians-file", forms: []form{{"--tokens DIR [--file DRAFT] [--out FILE] [--ca-file F] [--client-cert-file F --client-key-file F]",
+			"write the mediator's --custodians file from the verified roster (or a genesis draft); tokens DIR/<name>-token"}}, run: rosterCustodiansFile},
+		{name: "witnesses-file", forms: []form{{"[--quorum N] [--file DRAFT] [--out FILE]",
+			"write the mediator's --witnesses file from the roster: each custodian's witness key from its signing key; quorum: the threshold"}}, run: rosterWitnessesFile},
+		{name: "witness-config", forms: []form{{"[--file DRAFT]", "print a custodian's witness section from the roster's log entry"}}, run: rosterWitnessConfig},
 	}}
 }
 

@@ -14,6 +14,8 @@
 //	                                  check an evidence bundle offline
 //	mediator audit export --conversation C --out FILE [--from T] [--to T]
 //	                                  write a conversation's evidence bundle, named by its real id (sent as its pseudonym)
+//	mediator audit verifier-key [--checkpoint-key-file F] [--log-origin O] [--entry]
+//	                                  print the checkpoints' verifier key from the key file or Vault, as serve finds it; no mediator needed
 //	mediator escrow deposit --conversation C --key-id K --key-file F
 //	                                  split and seal a key here and escrow it (depositor)
 //	mediator escrow custodians        print the custodian set and the digest depositors pin
@@ -43,7 +45,7 @@
 //	                                  run the pseudonym service (an organisation other than the mediator's operator)
 //	mediator agent --config FILE      run the gateway agent: raw events and keys in over a local socket, pseudonymised and sealed here
 //	mediator roster genesis --file DRAFT
-//	                                  print the digest a draft has as the first version (what everyone pins)
+//	                                  print the digest a draft has as the first version (what everyone pins); to stderr, a short form to read aloud
 //	mediator roster propose --file DRAFT
 //	                                  propose the next version (admin); nothing changes until a quorum signs
 //	mediator roster show [DIGEST]     show the roster in force, verified, or what a proposal's signed bytes change
@@ -51,6 +53,12 @@
 //	                                  show what a proposal's signed bytes change, ask, sign (approver); push it once adopted
 //	mediator roster verify            verify the served chain from the pinned genesis; exit 1 if it fails
 //	mediator roster push              push the chain in force, verified, to every custodian it lists; report what each holds
+//	mediator roster custodians-file --tokens DIR [--file DRAFT] [--out FILE] [--ca-file F] [--client-cert-file F --client-key-file F]
+//	                                  write the mediator's --custodians file from the verified roster (or a genesis draft); tokens DIR/<name>-token
+//	mediator roster witnesses-file [--quorum N] [--file DRAFT] [--out FILE]
+//	                                  write the mediator's --witnesses file from the roster: each custodian's witness key from its signing key; quorum: the threshold
+//	mediator roster witness-config [--file DRAFT]
+//	                                  print a custodian's witness section from the roster's log entry
 //	mediator approver checkin --key FILE
 //	                                  sign a liveness check-in (approver)
 //	mediator request create --case ID --conversation C --from T --to T --recipient FILE.pub --key FILE [flags]

@@ -20,7 +20,8 @@ import (
 // rosterAbout is the roster group's help: what a draft is, and how show
 // and sign check a proposal before anyone signs it.
 const rosterAbout = `A draft is JSON: {"approvers":[{"id","roles","public_key"}],"custodians":[{"name","url",
-"hpke_public_key","signing_key"}],"threshold":3,"rule":{"min_signers":2,"required_roles":["legal","security"]}}.
+"hpke_public_key","signing_key"}],"threshold":3,"rule":{"min_signers":2,"required_roles":["legal","security"]}},
+optionally with "pseudonym":{"url","public_keys"} and "log":{"origin","verifier_keys"} (docs/access.md).
 show and sign verify the chain from the genesis you pin (--genesis, MEDIATOR_ROSTER_GENESIS) and work out
 what a proposal changes from its signed bytes, never from the mediator's description, which they compare
 and flag with a WARNING where it differs. sign asks "sign? [y/N]" on a terminal; --yes signs without
@@ -43,6 +44,12 @@ func readDraft(path string) (wire.RosterDraft, error) {
 		return wire.RosterDraft{}, fmt.Errorf("roster: %s: %w", path, err)
 	}
 	return d, nil
+}
+
+// draftGenesis is the first version a draft describes, not yet checked.
+func draftGenesis(d wire.RosterDraft) roster.Roster {
+	return roster.Roster{Version: 1, Approvers: d.Approvers, Custodians: d.Custodians, Threshold: d.Threshold, Rule: d.Rule,
+		Pseudonym: d.Pseudonym, Log: d.Log}
 }
 
 // pinnedGenesisSetting is the roster genesis a reader verifies the chain
@@ -68,7 +75,7 @@ func rosterGenesis(ctx context.Context, c *call, args []string) error {
 	if err != nil {
 		return err
 	}
-	r := roster.Roster{Version: 1, Approvers: d.Approvers, Custodians: d.Custodians, Threshold: d.Threshold, Rule: d.Rule, Pseudonym: d.Pseudonym}
+	r := draftGenesis(d)
 	if err := r.Validate(); err != nil {
 		return err
 	}
@@ -76,8 +83,55 @@ func rosterGenesis(ctx context.Context, c *call, args []string) error {
 	if err != nil {
 		return err
 	}
+	readAloud(c.stderr, r)
 	fmt.Fprintln(c.stdout, digest)
 	return nil
+}
+
+// shortFingerprint is a full key fingerprint (alg:hex) cut to its first
+// 16 hex digits, in groups of four, to read aloud.
+func shortFingerprint(fp string) string {
+	alg, hex, ok := strings.Cut(fp, ":")
+	if !ok || len(hex) < 16 {
+		return fp
+	}
+	return fmt.Sprintf("%s:%s %s %s %s", alg, hex[0:4], hex[4:8], hex[8:12], hex[12:16])
+}
+
+// readAloud writes a version in a short form people compare out loud
+// while founding the roster: every entry with its keys' short
+// fingerprints, the threshold, the rule, the log and the pseudonym
+// service. The digest is what everyone pins; this says what it names.
+func readAloud(w io.Writer, r roster.Roster) {
+	fmt.Fprintln(w, "read aloud and compare (keys by the first 16 hex digits of their fingerprints; roster show prints them in full):")
+	for _, a := range r.Approvers {
+		if a.IsOfficer() {
+			fmt.Fprintf(w, "  officer    %s  key %s\n", a.ID, shortFingerprint(a.Fingerprint()))
+		} else {
+			fmt.Fprintf(w, "  approver   %s  roles %s  key %s\n", a.ID, strings.Join(a.Roles, ","), shortFingerprint(a.Fingerprint()))
+		}
+	}
+	for i, c := range r.Custodians {
+		fmt.Fprintf(w, "  custodian  %d %s  %s  hpke %s  signing %s\n", i+1, c.Name, c.URL,
+			shortFingerprint(c.HPKEKey.Fingerprint()), shortFingerprint(roster.KeyFingerprint(c.SigningKey)))
+	}
+	fmt.Fprintf(w, "  threshold  %d of %d custodians\n  rule       %d signers covering %s\n", r.Threshold, len(r.Custodians),
+		r.Rule.MinSigners, strings.Join(r.Rule.RequiredRoles, ","))
+	if l := r.Log; l != nil {
+		for _, k := range l.VerifierKeys {
+			fmt.Fprintf(w, "  log        %s  key %s\n", l.Origin, shortFingerprint(roster.VerifierKeyFingerprint(k)))
+		}
+	} else {
+		fmt.Fprintln(w, "  log        none named")
+	}
+	if p := r.Pseudonym; p != nil {
+		keys, _ := p.Keys() // Validate parsed them
+		for _, k := range keys {
+			fmt.Fprintf(w, "  pseudonym  %s  key %s\n", p.URL, shortFingerprint(k.ID()))
+		}
+	} else {
+		fmt.Fprintln(w, "  pseudonym  none named")
+	}
 }
 
 // rosterPropose proposes the next roster version.
@@ -131,6 +185,9 @@ func showRoster(w io.Writer, r roster.Roster, digest string) {
 	}
 	if p := r.Pseudonym; p != nil {
 		fmt.Fprintf(w, "  pseudonym  %s  keys %s\n", p.URL, strings.Join(p.PublicKeys, ", "))
+	}
+	if l := r.Log; l != nil {
+		fmt.Fprintf(w, "  log        %s  verifier keys %s\n", l.Origin, strings.Join(l.VerifierKeys, ", "))
 	}
 	fmt.Fprintf(w, "  threshold  %d of %d custodians\n  rule       %d signers covering %s\n", r.Threshold, len(r.Custodians),
 		r.Rule.MinSigners, strings.Join(r.Rule.RequiredRoles, ","))

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/seal"
 )
@@ -66,10 +68,17 @@ func TestCustodianRunbook(t *testing.T) {
 		b, _ := json.Marshal(roster.Custodian{Name: name, URL: "https://" + name + ".example", HPKEKey: hpkeKey, SigningKey: signing})
 		others = append(others, string(b))
 	}
+	// The log's checkpoint key, as the mediator's operator would send it
+	// (mediator audit verifier-key --entry).
+	_, logKey, err := note.GenerateKey(rand.Reader, "mediator/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
 	out := runGuide(t, "custodians.md", 7, "VAULT_ADDR="+env.Vault.Addr, "VAULT_TOKEN="+env.Vault.Token,
-		"NAME=runbook-"+strings.ToLower(rand.Text()[:8]), "PORT="+port, "OTHER_CUSTODIANS="+strings.Join(others, ", "))
+		"NAME=runbook-"+strings.ToLower(rand.Text()[:8]), "PORT="+port, "OTHER_CUSTODIANS="+strings.Join(others, ", "), "LOG_VERIFIER_KEY="+logKey)
 	for _, want := range []string{`"status":"ready"`, `"hpke_public_key":{"kem_id":25722`, `"signing_key"`, "mediator_custodian_", `"rewrapped":`, `"role_id":`,
-		"genesis sha256:", `"roster_genesis": "sha256:`} {
+		"genesis sha256:", `"roster_genesis": "sha256:`, "approver   lena  roles legal  key ed25519:", "log        mediator/audit  key ed25519:",
+		`"witness": {"logs":[{"origin":"mediator/audit","verifier_keys":["` + logKey + `"]}]}`, `"witness_key":"runbook-`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the runbook's output lacks %q:\n%s", want, out)
 		}
