@@ -162,10 +162,14 @@ func (r *verifyResult) writeText(w io.Writer) {
 	}
 	if m := r.OriginMismatch; m != nil {
 		found := strings.Join(m.Found, ", ")
-		if m.In == "the --key" {
+		switch m.In {
+		case "the --key":
 			fmt.Fprintf(w, "origin %s expected, %s found (in %s): a configuration error: give the key of the log %s, or set --log-origin or MEDIATOR_LOG_ORIGIN to the origin of the log the key signs\n",
 				m.Expected, found, m.In, m.Expected)
-		} else {
+		case "the bundle's checkpoint":
+			fmt.Fprintf(w, "origin %s expected, %s found (in %s): a configuration error: the bundle is of the log %s, the --key of the log %s; give the key of the bundle's log\n",
+				m.Expected, found, m.In, found, m.Expected)
+		default:
 			fmt.Fprintf(w, "origin %s expected, %s found (in %s): a configuration error: set --log-origin or MEDIATOR_LOG_ORIGIN to the service's origin (its --log-origin); if the service's origin is %s, see docs/operations.md, \"Audit verification failure\"\n",
 				m.Expected, found, m.In, m.Expected)
 		}
