@@ -284,7 +284,7 @@ func (b *bundleCheck) headerLine(n int, l BundleLine) error {
 	}
 	origin := b.verifiers[0].Name()
 	b.rep.Origin = origin
-	if o := noteOrigin(l.Checkpoint); o != origin {
+	if o, ok := noteOrigin(l.Checkpoint); ok && o != origin {
 		return &OriginMismatch{Expected: origin, Found: []string{o}}
 	}
 	var err error

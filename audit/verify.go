@@ -42,10 +42,11 @@ type Report struct {
 	// CheckpointSize is the size of the largest checkpoint whose
 	// signature and root verified, or 0 when none did.
 	CheckpointSize int64
-	// OriginMismatch is set when the checkpoints name another origin
-	// than Origin, every one of them: the verifier was configured for
-	// another log (its origin or key), and no checkpoint was checked.
-	// It is not by itself evidence of tampering, and OK is false.
+	// OriginMismatch is set when no checkpoint names Origin and some
+	// name another (rows that are no note at all aside): the verifier
+	// was configured for another log (its origin or key), and no
+	// checkpoint was checked. It is not by itself evidence of
+	// tampering, and OK is false.
 	OriginMismatch *OriginMismatch
 }
 
@@ -79,10 +80,11 @@ func (m *OriginMismatch) Error() string {
 	return fmt.Sprintf("origin %s expected, %s found", m.Expected, strings.Join(m.Found, ", "))
 }
 
-// noteOrigin is a checkpoint note's first line, its origin.
-func noteOrigin(signed string) string {
-	origin, _, _ := strings.Cut(signed, "\n")
-	return origin
+// noteOrigin is a checkpoint note's first line, its origin, and whether
+// there is one: a text without a line is no note at all.
+func noteOrigin(signed string) (string, bool) {
+	origin, _, ok := strings.Cut(signed, "\n")
+	return origin, ok
 }
 
 // VerifyOptions configure VerifyWith.
@@ -359,21 +361,22 @@ func (s *store) finishVerify(ctx context.Context, rep *Report, checkpoints []Che
 	var found []string
 	ours := 0
 	for _, c := range checkpoints {
-		switch o := noteOrigin(c.Note); {
+		switch o, ok := noteOrigin(c.Note); {
+		case !ok: // malformed: a problem whatever the origin, reported below
 		case o == rep.Origin:
 			ours++
 		case !slices.Contains(found, o):
 			found = append(found, o)
 		}
 	}
-	if len(checkpoints) > 0 && ours == 0 {
+	if len(found) > 0 && ours == 0 {
 		rep.OriginMismatch = &OriginMismatch{Expected: rep.Origin, Found: found}
 		return rep, nil
 	}
 	var prev *Checkpoint
 	for i := range checkpoints {
 		c := &checkpoints[i]
-		if o := noteOrigin(c.Note); o != rep.Origin {
+		if o, ok := noteOrigin(c.Note); ok && o != rep.Origin {
 			rep.bad(-1, "checkpoint %d: names origin %q, not the log's %q: it is not this log's checkpoint", c.Size, o, rep.Origin)
 			continue
 		}
