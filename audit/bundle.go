@@ -194,7 +194,8 @@ const maxBundleLine = 16 << 20
 // that the record shown is exactly the leaf's, that the entry matches the
 // header's query, and that seqs only rise; and that the header's and the
 // trailer's count and seq digest both equal those of the entries present.
-// FirstBadSeq names the first entry that fails.
+// FirstBadSeq names the first entry that fails. A checkpoint naming
+// another origin than the verifiers' name is an *OriginMismatch error.
 func VerifyBundle(r io.Reader, verifiers ...note.Verifier) (*Report, error) {
 	return VerifyBundleWitnessed(r, WitnessPolicy{}, verifiers...)
 }
@@ -281,12 +282,18 @@ func (b *bundleCheck) headerLine(n int, l BundleLine) error {
 	if l.Query == nil || l.Count == nil || l.SeqsSHA256 == "" {
 		return errors.New("audit: bundle header lacks its query, count or seq digest")
 	}
+	origin := b.verifiers[0].Name()
+	b.rep.Origin = origin
+	if o, ok := noteOrigin(l.Checkpoint); ok && o != origin {
+		return &OriginMismatch{Expected: origin, Found: []string{o}}
+	}
 	var err error
-	if b.size, b.root, err = OpenCheckpoint([]byte(l.Checkpoint), b.verifiers[0].Name(), b.verifiers...); err != nil {
+	if b.size, b.root, err = OpenCheckpoint([]byte(l.Checkpoint), origin, b.verifiers...); err != nil {
 		return fmt.Errorf("audit: bundle checkpoint: %w", err)
 	}
 	b.header, b.query = &l, *l.Query
 	b.rep.Checkpoints = 1
+	b.rep.TreeSize, b.rep.Root, b.rep.CheckpointSize = b.size, b.root, b.size
 	if len(b.policy.Witnesses) > 0 {
 		CheckBundleWitnesses(b.rep, []byte(l.Checkpoint), b.policy)
 	}

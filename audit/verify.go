@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +18,8 @@ import (
 // Report is the outcome of a verification. OK is true only when nothing at
 // all was wrong.
 type Report struct {
+	// Entries counts the entries checked: in a database, those read in
+	// seq order up to the first gap; in a bundle, its entries.
 	Entries     int64
 	Checkpoints int
 	// Witnessed counts checkpoints that meet a witness policy, when one
@@ -24,21 +28,80 @@ type Report struct {
 	// FirstBadSeq is the lowest seq found wrong (an edited, missing or
 	// misplaced entry, or one whose stored hashes differ), or -1.
 	FirstBadSeq int64
-	Problems    []string
+	// FirstBadProblem is the problem found at FirstBadSeq, or "".
+	FirstBadProblem string
+	Problems        []string
+
+	// Origin is the origin the checkpoints were checked against.
+	Origin string
+	// TreeSize and Root are the tree the entries make: in a database,
+	// the tree recomputed from its Entries; in a bundle, its checkpoint's.
+	// Root is zero for an empty tree.
+	TreeSize int64
+	Root     tlog.Hash
+	// CheckpointSize is the size of the largest checkpoint whose
+	// signature and root verified, or 0 when none did.
+	CheckpointSize int64
+	// OriginMismatch is set when no checkpoint names Origin and some
+	// name another (rows that are no note at all aside): the verifier
+	// was configured for another log (its origin or key), and no
+	// checkpoint was checked. It is not by itself evidence of
+	// tampering, and OK is false.
+	OriginMismatch *OriginMismatch
 }
 
-// OK reports whether verification found nothing wrong.
-func (r *Report) OK() bool { return len(r.Problems) == 0 }
+// OK reports whether verification found nothing wrong, with the origin
+// expected.
+func (r *Report) OK() bool { return len(r.Problems) == 0 && r.OriginMismatch == nil }
 
 func (r *Report) bad(seq int64, format string, args ...any) {
+	text := fmt.Sprintf(format, args...)
 	if seq >= 0 && (r.FirstBadSeq < 0 || seq < r.FirstBadSeq) {
 		r.FirstBadSeq = seq
+		r.FirstBadProblem = text
 	}
 	const maxProblems = 100
 	if len(r.Problems) < maxProblems {
-		r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
+		r.Problems = append(r.Problems, text)
 	}
 }
+
+// OriginMismatch is a configuration error, not a finding about the log:
+// the checkpoints (or a bundle's checkpoint) name another origin than the
+// one the verification was given, so they are another log's, or the
+// verifier's --log-origin or key is not the service's.
+type OriginMismatch struct {
+	Expected string   // the origin given
+	Found    []string // the origins the checkpoints name, in order of first appearance
+}
+
+// Error says "origin X expected, Y found".
+func (m *OriginMismatch) Error() string {
+	return fmt.Sprintf("origin %s expected, %s found", m.Expected, strings.Join(m.Found, ", "))
+}
+
+// noteOrigin is a checkpoint note's first line, its origin, and whether
+// there is one: a text without a line is no note at all.
+func noteOrigin(signed string) (string, bool) {
+	origin, _, ok := strings.Cut(signed, "\n")
+	return origin, ok
+}
+
+// VerifyOptions configure VerifyWith.
+type VerifyOptions struct {
+	// Origin is the log's origin: every checkpoint must name it. ""
+	// means the first verifier's name.
+	Origin string
+	// Progress, when set, is told how far the entries are verified.
+	Progress Progress
+}
+
+// Progress is told how many entries are verified so far (done), of the
+// entries the log held when verification began (total; the log may grow
+// meanwhile, so done can pass it). VerifyWith calls it from the goroutine
+// that called it, after each page of entries and once when the entries
+// are done; it must return quickly, for verification waits for it.
+type Progress func(done, total int64)
 
 // verifyPage is how many rows one read of the entry stream takes.
 const verifyPage = 10000
@@ -64,24 +127,47 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, verifiers ...note.Verifier)
 	return newStore(pool).verify(ctx, verifiers...)
 }
 
+// VerifyWith is Verify against the origin opts names, telling
+// opts.Progress how far it has come.
+func VerifyWith(ctx context.Context, pool *pgxpool.Pool, opts VerifyOptions, verifiers ...note.Verifier) (*Report, error) {
+	return newStore(pool).verifyWith(ctx, opts, verifiers...)
+}
+
+// verify is verifyWith under the first verifier's name, without progress.
+func (s *store) verify(ctx context.Context, verifiers ...note.Verifier) (*Report, error) {
+	return s.verifyWith(ctx, VerifyOptions{}, verifiers...)
+}
+
 // verify recomputes every leaf hash and stored hash from the entries in
 // PostgreSQL and compares them with what is stored; checks that seq is
 // gapless and that each leaf's seq, and every column searches and exports
 // filter on (kind, event id, conversation id, occurred_at, ingested_at),
-// match its row; checks every stored checkpoint's signature (by any of
-// verifiers, the log's current and past keys, named by the log's origin)
-// and root against the recomputed tree; and checks a consistency proof
-// between consecutive checkpoints. It holds O(log n) hashes in memory,
-// whatever the log's size. Reading the next page, parsing and hashing
-// leaves (in parallel) and building the tree (in order) overlap.
-func (s *store) verify(ctx context.Context, verifiers ...note.Verifier) (*Report, error) {
+// match its row; checks every stored checkpoint's origin (opts.Origin),
+// signature (by any of verifiers, the log's current and past keys, named
+// by the log's origin) and root against the recomputed tree; and checks a
+// consistency proof between consecutive checkpoints. It holds O(log n)
+// hashes in memory, whatever the log's size. Reading the next page,
+// parsing and hashing leaves (in parallel) and building the tree (in
+// order) overlap.
+func (s *store) verifyWith(ctx context.Context, opts VerifyOptions, verifiers ...note.Verifier) (*Report, error) {
 	if len(verifiers) == 0 {
 		return nil, fmt.Errorf("audit: verify: no verifier key")
 	}
-	rep := &Report{FirstBadSeq: -1}
+	rep := &Report{FirstBadSeq: -1, Origin: opts.Origin}
+	if rep.Origin == "" {
+		rep.Origin = verifiers[0].Name()
+	}
 	checkpoints, err := s.allCheckpoints(ctx)
 	if err != nil {
 		return nil, err
+	}
+	progress := opts.Progress
+	var total int64
+	if progress != nil {
+		if err := s.pool.QueryRow(ctx, "SELECT coalesce(max(seq) + 1, 0) FROM audit_entries").Scan(&total); err != nil {
+			return nil, fmt.Errorf("audit: verify: count entries: %w", err)
+		}
+		progress(0, total)
 	}
 	roots := make(map[int64]tlog.Hash) // recomputed roots at checkpoint sizes
 	want := make(map[int64]bool, len(checkpoints))
@@ -107,10 +193,10 @@ func (s *store) verify(ctx context.Context, verifiers ...note.Verifier) (*Report
 				// Entries between expect and r.seq are missing. The tree can
 				// no longer be recomputed past the gap.
 				rep.bad(expect, "seq %d: entry missing (next entry is seq %d)", expect, r.seq)
-				rep.Entries = expect
 				cancel()
 				for range pages {
 				}
+				s.treeDone(rep, expect, edge, progress, total)
 				return s.finishVerify(ctx, rep, checkpoints, roots, verifiers)
 			}
 			switch f := r.fields; {
@@ -150,12 +236,29 @@ func (s *store) verify(ctx context.Context, verifiers ...note.Verifier) (*Report
 			}
 			expect++
 		}
+		if progress != nil {
+			progress(expect, total)
+		}
 	}
 	if err := <-readErr; err != nil {
 		return nil, err
 	}
-	rep.Entries = expect
+	s.treeDone(rep, expect, edge, progress, total)
 	return s.finishVerify(ctx, rep, checkpoints, roots, verifiers)
+}
+
+// treeDone records that the entries up to size were read: their count,
+// the tree they make and its root, and tells progress.
+func (s *store) treeDone(rep *Report, size int64, edge *edge, progress Progress, total int64) {
+	rep.Entries, rep.TreeSize = size, size
+	if size > 0 {
+		if root, err := tlog.TreeHash(size, edge); err == nil {
+			rep.Root = root
+		}
+	}
+	if progress != nil {
+		progress(size, total)
+	}
 }
 
 // edgeTrimEvery is how often (in entries) the recomputed hashes are
@@ -247,13 +350,37 @@ func columnsDiffer(f LeafFields, kind, eventID, submitter, convo string, occurre
 	return ""
 }
 
-// finishVerify checks the checkpoints against the recomputed roots.
+// finishVerify checks the checkpoints against the recomputed roots. When
+// no checkpoint names rep.Origin and some name another, it sets
+// rep.OriginMismatch instead and checks none of them: that is how a
+// verifier configured for another log (or with the default origin) sees
+// this one, not a sign of tampering. A checkpoint naming another origin
+// among checkpoints naming the log's is a problem.
 func (s *store) finishVerify(ctx context.Context, rep *Report, checkpoints []Checkpoint, roots map[int64]tlog.Hash, verifiers []note.Verifier) (*Report, error) {
 	rep.Checkpoints = len(checkpoints)
+	var found []string
+	ours := 0
+	for _, c := range checkpoints {
+		switch o, ok := noteOrigin(c.Note); {
+		case !ok: // malformed: a problem whatever the origin, reported below
+		case o == rep.Origin:
+			ours++
+		case !slices.Contains(found, o):
+			found = append(found, o)
+		}
+	}
+	if len(found) > 0 && ours == 0 {
+		rep.OriginMismatch = &OriginMismatch{Expected: rep.Origin, Found: found}
+		return rep, nil
+	}
 	var prev *Checkpoint
 	for i := range checkpoints {
 		c := &checkpoints[i]
-		size, root, err := OpenCheckpoint([]byte(c.Note), verifiers[0].Name(), verifiers...)
+		if o, ok := noteOrigin(c.Note); ok && o != rep.Origin {
+			rep.bad(-1, "checkpoint %d: names origin %q, not the log's %q: it is not this log's checkpoint", c.Size, o, rep.Origin)
+			continue
+		}
+		size, root, err := OpenCheckpoint([]byte(c.Note), rep.Origin, verifiers...)
 		switch {
 		case err != nil:
 			rep.bad(-1, "checkpoint %d: %v", c.Size, err)
@@ -280,6 +407,7 @@ func (s *store) finishVerify(ctx context.Context, rep *Report, checkpoints []Che
 			}
 		}
 		prev = c
+		rep.CheckpointSize = c.Size
 	}
 	return rep, nil
 }

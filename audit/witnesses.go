@@ -260,7 +260,8 @@ func (s *store) CosignedSize(ctx context.Context, witness string) (int64, error)
 
 // CheckWitnesses checks the cosignatures stored in pool's log tables
 // against policy, as checkWitnesses does, adding what it finds to rep (a
-// Report of Verify on the same tables).
+// Report of Verify or VerifyWith on the same tables, whose Origin it
+// uses). It checks nothing when rep.OriginMismatch is set.
 func CheckWitnesses(ctx context.Context, pool *pgxpool.Pool, rep *Report, policy WitnessPolicy, verifiers ...note.Verifier) error {
 	return newStore(pool).checkWitnesses(ctx, rep, policy, verifiers...)
 }
@@ -273,6 +274,13 @@ func CheckWitnesses(ctx context.Context, pool *pgxpool.Pool, rep *Report, policy
 // checkpoints that meet the policy (older ones signed while witnesses
 // were down need not: they were never published).
 func (s *store) checkWitnesses(ctx context.Context, rep *Report, policy WitnessPolicy, verifiers ...note.Verifier) error {
+	if rep.OriginMismatch != nil {
+		return nil
+	}
+	origin := rep.Origin
+	if origin == "" {
+		origin = verifiers[0].Name()
+	}
 	checkpoints, err := s.allCheckpoints(ctx)
 	if err != nil {
 		return err
@@ -282,7 +290,7 @@ func (s *store) checkWitnesses(ctx context.Context, rep *Report, policy WitnessP
 		byName[w.Name] = w
 	}
 	for i, c := range checkpoints {
-		if _, _, err := OpenCheckpoint([]byte(c.Note), verifiers[0].Name(), verifiers...); err != nil {
+		if _, _, err := OpenCheckpoint([]byte(c.Note), origin, verifiers...); err != nil {
 			continue // reported by Verify
 		}
 		lines, err := s.cosignatures(ctx, c.Size)
@@ -312,9 +320,11 @@ func (s *store) checkWitnesses(ctx context.Context, rep *Report, policy WitnessP
 }
 
 // CheckBundleWitnesses checks that a bundle's checkpoint carries the
-// cosignatures of policy's quorum.
+// cosignatures of policy's quorum, counting it in rep.Witnessed if so.
 func CheckBundleWitnesses(rep *Report, checkpoint []byte, policy WitnessPolicy) {
 	if n, ok := policy.Satisfied(checkpoint); !ok {
 		rep.bad(-1, "the bundle's checkpoint is cosigned by %d of the %d witnesses the policy requires", n, policy.Quorum)
+	} else {
+		rep.Witnessed++
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -21,18 +22,23 @@ import (
 type auditVerifyOptions struct {
 	databaseURL, databaseURLFile string
 	keys                         []string
-	origin, witnesses            string
-	vault                        vaultclient.Config // Addr, Token and TokenFile only: to read the key from Transit
+	// origin is the log's origin as configured (--log-origin,
+	// MEDIATOR_LOG_ORIGIN), or "" when it is not: then the keys' name,
+	// or for a key from Vault defaultLogOrigin.
+	origin, witnesses string
+	vault             vaultclient.Config // Addr, Token and TokenFile only: to read the key from Transit
 }
 
 // auditVerifySettings is audit verify's table of settings, bound to o.
 func auditVerifySettings(o *auditVerifyOptions) []setting {
+	origin := logOriginSetting(&o.origin, "the log's origin (the service's --log-origin): every checkpoint must name it, and the key read from Vault is named by it; default: the --key's name, else "+defaultLogOrigin)
+	origin.value = text(&o.origin, "")
 	return []setting{
 		databaseURLSetting(&o.databaseURL, "PostgreSQL URL"),
 		databaseURLFileSetting(&o.databaseURLFile),
 		{flag: "key", env: vars("MEDIATOR_VERIFIER_KEY"), value: verifierKeyOrFile(&o.keys),
-			usage: "note verifier key (as GET /v1/audit/verifier-key returns it), or @FILE; repeat for the log's past keys; without it, read from Vault Transit with VAULT_ADDR/VAULT_TOKEN"},
-		logOriginSetting(&o.origin, "the log's origin, when the key is read from Vault"),
+			usage: "note verifier key (as GET /v1/audit/verifier-key returns it), or @FILE; repeat for the log's past keys; without it, read from Vault Transit with VAULT_ADDR/VAULT_TOKEN (every version of the key)"},
+		origin,
 		witnessesSetting(&o.witnesses, "a witnesses file (quorum and witness keys, as the service's --witnesses): check the checkpoints' cosignatures against it"),
 		{env: vars("VAULT_ADDR", "MEDIATOR_VAULT_ADDR"), value: text(&o.vault.Addr, ""), usage: "Vault address, to read the verifier key from Transit without --key"},
 		{env: vars("VAULT_TOKEN", "MEDIATOR_VAULT_TOKEN"), value: text(&o.vault.Token, ""), secret: true, usage: "Vault token, to read the verifier key from Transit"},
@@ -40,15 +46,44 @@ func auditVerifySettings(o *auditVerifyOptions) []setting {
 	}
 }
 
+// auditVerifyAbout is audit verify's help after its forms.
+const auditVerifyAbout = `It prints what it checked, a "not checked:" line for each thing it did not (witness cosignatures
+without a witness policy, entries no verified checkpoint covers, ...) and "ok", or each problem and
+"verification FAILED"; --output json prints one JSON object instead (docs/audit.md). On a terminal it
+shows its progress on stderr. Exit status: 0 ok; 1 something is wrong (or it could not run: the
+reason is on stderr); 2 bad flags; 3 the checkpoints or the key name another origin than the one
+configured ("origin X expected, Y found"), a configuration error.
+`
+
+// Exit statuses of audit verify besides 0 (ok) and 2 (bad flags).
+const (
+	// exitVerifyFailed: the log, a checkpoint or the bundle is wrong
+	// (treat as tampering), or verification could not run (then the
+	// reason is on stderr and nothing on stdout).
+	exitVerifyFailed exitCode = 1
+	// exitVerifyMisconfigured: the configured origin or key is not the
+	// log's (origin X expected, Y found); nothing was found wrong with
+	// the log.
+	exitVerifyMisconfigured exitCode = 3
+)
+
 // auditVerifyCmd checks the log in the database, or an evidence bundle
-// offline. It exits 1 on any mismatch, naming the first bad seq.
+// offline, and prints what it checked and what it did not, as text or
+// (--output json) one JSON object. It exits 1 on any mismatch, naming the
+// first bad seq, and 3 when its configuration names another origin than
+// the log's.
 func auditVerifyCmd(ctx context.Context, c *call, args []string) error {
 	var o auditVerifyOptions
 	fs := c.newFlags(auditVerifySettings(&o)...)
 	bundle := fs.String("bundle", "", "verify this NDJSON evidence bundle offline instead of the database")
+	output := fs.String("output", "text", "text, or json: one JSON object with the result (docs/audit.md)")
 	fs.Var(fs.Lookup("witnesses").Value, "witness", "the same as --witnesses")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *output != "text" && *output != "json" {
+		fmt.Fprintf(c.stderr, "audit verify: --output %q: want text or json\n", *output)
+		return exitCode(2)
 	}
 	var policy audit.WitnessPolicy
 	if o.witnesses != "" {
@@ -60,10 +95,20 @@ func auditVerifyCmd(ctx context.Context, c *call, args []string) error {
 			return err
 		}
 	}
-	verifiers, err := loadVerifiers(ctx, o, *bundle != "")
+	res := &verifyResult{Source: "database", WitnessesChecked: len(policy.Witnesses) > 0, Quorum: policy.Quorum}
+	if *bundle != "" {
+		res.Source = "bundle"
+	}
+	keys, err := loadVerifierKeys(ctx, o, *bundle != "")
+	var mismatch *audit.OriginMismatch
+	if errors.As(err, &mismatch) {
+		res.configured(mismatch, keys, "the --key")
+		return res.write(c, *output)
+	}
 	if err != nil {
 		return err
 	}
+	res.Origin, res.Keys, res.KeysFrom = keys.origin, len(keys.verifiers), keys.from
 	var rep *audit.Report
 	if *bundle != "" {
 		f, err := os.Open(*bundle)
@@ -71,34 +116,29 @@ func auditVerifyCmd(ctx context.Context, c *call, args []string) error {
 			return fmt.Errorf("audit verify: %w", err)
 		}
 		defer f.Close()
-		if rep, err = audit.VerifyBundleWitnessed(f, policy, verifiers...); err != nil {
-			fmt.Fprintln(c.stdout, "FAIL:", err)
-			return exitCode(1)
+		if rep, err = audit.VerifyBundleWitnessed(f, policy, keys.verifiers...); errors.As(err, &mismatch) {
+			res.configured(mismatch, keys, "the bundle's checkpoint")
+			return res.write(c, *output)
+		} else if err != nil {
+			rep = &audit.Report{FirstBadSeq: -1, Origin: keys.origin, Problems: []string{err.Error()}}
 		}
-	} else if rep, err = verifyDatabase(ctx, o, policy, verifiers); err != nil {
-		return err
-	}
-	for _, p := range rep.Problems {
-		fmt.Fprintln(c.stdout, "FAIL:", p)
-	}
-	if !rep.OK() {
-		if rep.FirstBadSeq >= 0 {
-			fmt.Fprintf(c.stdout, "first bad seq: %d\n", rep.FirstBadSeq)
+	} else {
+		meter := c.progressMeter()
+		rep, err = verifyDatabase(ctx, o, policy, keys, meter.progress())
+		meter.finish()
+		if err != nil {
+			return err
 		}
-		fmt.Fprintf(c.stdout, "verification FAILED: %d problems in %d entries and %d checkpoints\n", len(rep.Problems), rep.Entries, rep.Checkpoints)
-		return exitCode(1)
 	}
-	if len(policy.Witnesses) > 0 && *bundle == "" {
-		fmt.Fprintf(c.stdout, "witnesses: %d of %d checkpoints cosigned by the quorum of %d\n", rep.Witnessed, rep.Checkpoints, policy.Quorum)
-	}
-	fmt.Fprintf(c.stdout, "ok: %d entries and %d checkpoints verified\n", rep.Entries, rep.Checkpoints)
-	return nil
+	res.fill(rep)
+	return res.write(c, *output)
 }
 
-// verifyDatabase checks the log in the database, the witnesses'
-// cosignatures when policy names witnesses, and the access request rows
-// against what was signed.
-func verifyDatabase(ctx context.Context, o auditVerifyOptions, policy audit.WitnessPolicy, verifiers []note.Verifier) (*audit.Report, error) {
+// verifyDatabase checks the log in the database against keys, the
+// witnesses' cosignatures when policy names witnesses, and the access
+// request rows against what was signed, telling progress (if not nil)
+// how far it has come.
+func verifyDatabase(ctx context.Context, o auditVerifyOptions, policy audit.WitnessPolicy, keys logKeys, progress audit.Progress) (*audit.Report, error) {
 	url, err := readDatabaseURL(o.databaseURL, o.databaseURLFile)
 	if err != nil {
 		return nil, fmt.Errorf("audit verify: %w", err)
@@ -111,12 +151,12 @@ func verifyDatabase(ctx context.Context, o auditVerifyOptions, policy audit.Witn
 		return nil, fmt.Errorf("audit verify: database: %w", err)
 	}
 	defer pool.Close()
-	rep, err := audit.Verify(ctx, pool, verifiers...)
+	rep, err := audit.VerifyWith(ctx, pool, audit.VerifyOptions{Origin: keys.origin, Progress: progress}, keys.verifiers...)
 	if err != nil {
 		return nil, fmt.Errorf("audit verify: %w", err)
 	}
 	if len(policy.Witnesses) > 0 {
-		if err := audit.CheckWitnesses(ctx, pool, rep, policy, verifiers...); err != nil {
+		if err := audit.CheckWitnesses(ctx, pool, rep, policy, keys.verifiers...); err != nil {
 			return nil, fmt.Errorf("audit verify: %w", err)
 		}
 	}
@@ -134,26 +174,86 @@ func verifyDatabase(ctx context.Context, o auditVerifyOptions, policy audit.Witn
 	return rep, nil
 }
 
-// loadVerifiers reads the verifier keys given, or without any the key
-// in Vault Transit (never for a bundle checked offline).
-func loadVerifiers(ctx context.Context, o auditVerifyOptions, offline bool) ([]note.Verifier, error) {
-	keys := o.keys
-	if len(keys) == 0 {
-		keys = []string{""}
-	}
-	var verifiers []note.Verifier
-	for _, k := range keys {
-		v, err := loadVerifier(ctx, k, o, offline)
-		if err != nil {
-			return nil, err
-		}
-		verifiers = append(verifiers, v)
-	}
-	return verifiers, nil
+// logKeys are the keys checkpoints are verified with and the origin they
+// are named by, which every checkpoint must name.
+type logKeys struct {
+	origin    string
+	verifiers []note.Verifier
+	from      string // where they came from, for a person: "--key", or the Transit key and its versions
 }
 
-// loadVerifier reads a verifier key from the flag, a file, or Vault.
-func loadVerifier(ctx context.Context, key string, o auditVerifyOptions, offline bool) (note.Verifier, error) {
+// loadVerifierKeys reads the verifier keys given, or without any every
+// version of the checkpoint key in Vault Transit (never for a bundle
+// checked offline), named by the configured origin. Keys named otherwise
+// than the configured origin, or than one another, are an
+// *audit.OriginMismatch: nothing can verify with them.
+func loadVerifierKeys(ctx context.Context, o auditVerifyOptions, offline bool) (logKeys, error) {
+	given := slices.DeleteFunc(slices.Clone(o.keys), func(k string) bool { return strings.TrimSpace(k) == "" })
+	if len(given) == 0 {
+		return vaultVerifierKeys(ctx, o, offline)
+	}
+	keys := logKeys{origin: o.origin, from: "--key"}
+	var named []string
+	for _, k := range given {
+		v, err := parseVerifierKey(k)
+		if err != nil {
+			return logKeys{}, err
+		}
+		keys.verifiers = append(keys.verifiers, v)
+		if keys.origin == "" {
+			keys.origin = v.Name()
+		}
+		if v.Name() != keys.origin && !slices.Contains(named, v.Name()) {
+			named = append(named, v.Name())
+		}
+	}
+	if len(named) > 0 {
+		return keys, &audit.OriginMismatch{Expected: keys.origin, Found: named}
+	}
+	return keys, nil
+}
+
+// vaultVerifierKeys reads every version of the Transit checkpoint key,
+// named by the configured origin (the default when none is).
+func vaultVerifierKeys(ctx context.Context, o auditVerifyOptions, offline bool) (logKeys, error) {
+	if offline {
+		return logKeys{}, errors.New("audit verify: --key is required with --bundle: offline verification trusts only the key you give it")
+	}
+	vc := o.vault
+	if vc.Addr == "" || (vc.Token == "" && vc.TokenFile == "") {
+		return logKeys{}, errors.New("audit verify: give --key, or set VAULT_ADDR and VAULT_TOKEN (or MEDIATOR_VAULT_ADDR and MEDIATOR_VAULT_TOKEN_FILE) to read it from Vault")
+	}
+	if vc.Token != "" {
+		vc.TokenFile = ""
+	}
+	client, err := vaultclient.Connect(ctx, newLogger(io.Discard, "info", nil), vc)
+	if err != nil {
+		return logKeys{}, fmt.Errorf("audit verify: %w", err)
+	}
+	keys := logKeys{origin: o.origin}
+	if keys.origin == "" {
+		keys.origin = defaultLogOrigin
+	}
+	s, err := vaultclient.NewTransitSigner(ctx, client, vaultsetup.TransitMount, vaultsetup.CheckpointKey, keys.origin)
+	if err != nil {
+		return logKeys{}, fmt.Errorf("audit verify: %w", err)
+	}
+	// The key's earlier versions signed the checkpoints before a
+	// rotation, as the service itself trusts them.
+	texts := append([]string{s.VerifierKey()}, s.PastVerifierKeys()...)
+	for _, k := range texts {
+		v, err := parseVerifierKey(k)
+		if err != nil {
+			return logKeys{}, err
+		}
+		keys.verifiers = append(keys.verifiers, v)
+	}
+	keys.from = fmt.Sprintf("Vault Transit key %s/%s, %d version(s)", vaultsetup.TransitMount, vaultsetup.CheckpointKey, len(texts))
+	return keys, nil
+}
+
+// parseVerifierKey reads a verifier key given as text or as @FILE.
+func parseVerifierKey(key string) (note.Verifier, error) {
 	if strings.HasPrefix(key, "@") {
 		b, err := os.ReadFile(key[1:])
 		if err != nil {
@@ -161,29 +261,7 @@ func loadVerifier(ctx context.Context, key string, o auditVerifyOptions, offline
 		}
 		key = string(b)
 	}
-	key = strings.TrimSpace(key)
-	if key == "" {
-		if offline {
-			return nil, errors.New("audit verify: --key is required with --bundle: offline verification trusts only the key you give it")
-		}
-		vc := o.vault
-		if vc.Addr == "" || (vc.Token == "" && vc.TokenFile == "") {
-			return nil, errors.New("audit verify: give --key, or set VAULT_ADDR and VAULT_TOKEN (or MEDIATOR_VAULT_ADDR and MEDIATOR_VAULT_TOKEN_FILE) to read it from Vault")
-		}
-		if vc.Token != "" {
-			vc.TokenFile = ""
-		}
-		client, err := vaultclient.Connect(ctx, newLogger(io.Discard, "info", nil), vc)
-		if err != nil {
-			return nil, fmt.Errorf("audit verify: %w", err)
-		}
-		s, err := vaultclient.NewTransitSigner(ctx, client, vaultsetup.TransitMount, vaultsetup.CheckpointKey, o.origin)
-		if err != nil {
-			return nil, fmt.Errorf("audit verify: %w", err)
-		}
-		key = s.VerifierKey()
-	}
-	v, err := note.NewVerifier(key)
+	v, err := note.NewVerifier(strings.TrimSpace(key))
 	if err != nil {
 		return nil, fmt.Errorf("audit verify: bad verifier key: %w", err)
 	}

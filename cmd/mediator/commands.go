@@ -16,7 +16,7 @@ func commands() *command {
 			{name: "env", forms: []form{{"[--state-dir DIR]", "print export lines for the running dev instance"}}, run: devEnvCmd},
 		}},
 		{name: "audit", verbs: []*command{
-			{name: "verify", run: auditVerifyCmd, forms: []form{
+			{name: "verify", run: auditVerifyCmd, about: auditVerifyAbout, forms: []form{
 				{"[flags]", "recompute and check the whole log in the database"},
 				{"--bundle FILE --key VKEY", "check an evidence bundle offline"}}},
 			{name: "export", run: auditExportCmd, forms: []form{
