@@ -54,10 +54,12 @@ routes := {
 	"POST /v1/approvers/{id}/deactivate": {"admin"},
 	# The roster: anyone who must verify it reads the chain; an admin can
 	# only propose; approvers sign (the quorum rule is checked by whoever
-	# verifies the chain, not by this policy) and check in.
+	# verifies the chain, not by this policy) and check in. Officers sign
+	# a version that adds or re-keys them (proof of possession), so they
+	# read proposals too: their tool shows what they sign.
 	"GET /v1/roster": {"depositor", "officer", "approver", "auditor", "admin"},
-	"GET /v1/roster/proposals": {"approver", "auditor", "admin"},
-	"GET /v1/roster/proposals/{digest}": {"approver", "auditor", "admin"},
+	"GET /v1/roster/proposals": {"officer", "approver", "auditor", "admin"},
+	"GET /v1/roster/proposals/{digest}": {"officer", "approver", "auditor", "admin"},
 	"POST /v1/roster/proposals": {"admin"},
 	"POST /v1/roster/proposals/{digest}/signatures": {"approver", "officer"},
 	"POST /v1/roster/checkins": {"approver"},

@@ -61,7 +61,8 @@ func TestDeployRunbook(t *testing.T) {
 		"ok: roster version 1",
 		`"escrow_id":`,
 		"the released key is the deposited key",
-		"ok",
+		"cosigned by the quorum of 2",
+		"checkpoints verified",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the runbook's output lacks %q:\n%s", want, out)
