@@ -391,9 +391,10 @@ func (s *Service) forward(ctx context.Context, id string, req DepositRequest) ([
 			case res.Error != nil && refusedShare[res.Error.Code]:
 				err = invalid.Coded(res.Error.Code, "shares", "custodian "+r.Name+" refused its share: "+res.Error.Message)
 			case res.Error != nil:
-				err = &UnavailableError{Custodian: r.Name, Err: errors.New(res.Error.Code + ": " + res.Error.Message)}
+				err = itemFailure(r.Name, "store", res.Error)
 			case res.Stored == nil || res.Stored.Locator == "" || res.Stored.SealedSHA256 != shares.SealedHash(sh.Sealed):
-				err = &UnavailableError{Custodian: r.Name, Err: errors.New("the custodian did not say it stored the share it was given")}
+				err = &UnavailableError{Custodian: r.Name, Err: errors.New("the custodian did not say it stored the share it was given"),
+					Reason: "did not say it stored the share it was given"}
 			default:
 				locators[i] = res.Stored.Locator
 			}
@@ -410,14 +411,43 @@ func (s *Service) forward(ctx context.Context, id string, req DepositRequest) ([
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		s.log.Error("escrow deposit failed; aborting the shares stored", "escrow_id", id, "err", err)
+		s.log.Error("escrow deposit failed; aborting the shares stored", append([]any{"escrow_id", id}, failureAttrs(err)...)...)
 		s.abort(ctx, id, locators)
 		if refused != nil {
 			return nil, refused
 		}
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return locators, nil
+}
+
+// itemUnavailable is the item code with which a custodian says it could
+// not do what it was asked for one share (its key or store is down),
+// rather than refusing it.
+const itemUnavailable = "unavailable"
+
+// itemFailure is custodian's error for one share it did not store or
+// commit (what): it failed to, or refused to, as its code says.
+func itemFailure(custodian, what string, e *wire.ItemError) *UnavailableError {
+	said := e.Code + ": " + e.Message
+	if e.Code == itemUnavailable {
+		return &UnavailableError{Custodian: custodian, Err: errors.New(said), Reason: answered("failed to "+what+" its share", said)}
+	}
+	return &UnavailableError{Custodian: custodian, Err: errors.New(said), Reason: answered("refused to "+what+" its share", said), Refused: true}
+}
+
+// failureAttrs are the log attributes of err: the custodians that failed,
+// the first by name with its reason, and the error itself.
+func failureAttrs(err error) []any {
+	failed := FailedCustodians(err)
+	if len(failed) == 0 {
+		return []any{"err", err}
+	}
+	names := make([]string, len(failed))
+	for i, f := range failed {
+		names[i] = f.Custodian
+	}
+	return []any{"custodian", failed[0].Custodian, "reason", failed[0].Reason, "custodians", names, "err", err}
 }
 
 // refusedShare are the item codes with which a custodian refuses a share
@@ -444,9 +474,9 @@ func (s *Service) commit(ctx context.Context, id string, req DepositRequest, loc
 			switch {
 			case err != nil:
 			case res.Error != nil:
-				err = &UnavailableError{Custodian: r.Name, Err: errors.New(res.Error.Code + ": " + res.Error.Message)}
+				err = itemFailure(r.Name, "commit", res.Error)
 			case res.Receipt == nil:
-				err = &UnavailableError{Custodian: r.Name, Err: errors.New("no receipt")}
+				err = &UnavailableError{Custodian: r.Name, Err: errors.New("no receipt"), Reason: "committed its share without a receipt"}
 			default:
 				err = s.checkDepositReceipt(*res.Receipt, i, id, req, locators[i])
 				receipts[i] = *res.Receipt
@@ -457,9 +487,9 @@ func (s *Service) commit(ctx context.Context, id string, req DepositRequest, loc
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		s.log.Error("escrow deposit failed at commit; aborting the shares not committed", "escrow_id", id, "err", err)
+		s.log.Error("escrow deposit failed at commit; aborting the shares not committed", append([]any{"escrow_id", id}, failureAttrs(err)...)...)
 		s.abort(ctx, id, locators)
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return receipts, nil
 }
@@ -470,12 +500,13 @@ func (s *Service) checkDepositReceipt(sr shares.SignedReceipt, i int, id string,
 	c := s.set.Custodians[i]
 	r := sr.Receipt
 	if err := sr.Verify(c.SigningKey); err != nil {
-		return &UnavailableError{Custodian: c.Name, Err: err}
+		return &UnavailableError{Custodian: c.Name, Err: err, Reason: "signed a deposit receipt that does not verify with its key in the set"}
 	}
 	if r.Kind != shares.ReceiptDeposit || r.Custodian != c.Name || r.EscrowID != id || r.Index != i+1 ||
 		r.ConversationID != req.ConversationID || r.KeyID != req.KeyID || r.Commitment != req.Commitment ||
 		r.SealedSHA256 != shares.SealedHash(req.Shares[i].Sealed) || r.Locator != locator {
-		return &UnavailableError{Custodian: c.Name, Err: errors.New("the receipt is not for the share it was given")}
+		return &UnavailableError{Custodian: c.Name, Err: errors.New("the receipt is not for the share it was given"),
+			Reason: "signed a deposit receipt that is not for the share it was given"}
 	}
 	return nil
 }

@@ -52,7 +52,7 @@ func (s *Service) Destroy(ctx context.Context, before time.Time) (DestroyReport,
 	}
 	for _, h := range holds {
 		if err := s.tellHold(ctx, wire.Hold{HoldID: h.ID, ConversationID: h.ConversationID}); err != nil {
-			return rep, fmt.Errorf("%w: custodians must know every hold before anything is destroyed: %v", ErrUnavailable, err)
+			return rep, fmt.Errorf("%w: custodians must know every hold before anything is destroyed: %w", ErrUnavailable, err)
 		}
 	}
 	due, held, err := s.lifecycle.DueForDestruction(ctx, before)
@@ -140,7 +140,8 @@ func (s *Service) PlaceHold(ctx context.Context, conversationID, reason, by stri
 		return "", err
 	}
 	if err := s.tellHold(ctx, wire.Hold{HoldID: id, ConversationID: conversationID}); err != nil {
-		s.log.Warn("legal hold recorded but not yet at every custodian; it is sent again before the next destruction run", "hold_id", id, "err", err)
+		s.log.Warn("legal hold recorded but not yet at every custodian; it is sent again before the next destruction run",
+			append([]any{"hold_id", id}, failureAttrs(err)...)...)
 	}
 	return id, nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -47,11 +48,19 @@ func NewRemote(name, url, token string, httpClient *http.Client) *Remote {
 	return r
 }
 
-// UnavailableError: the custodian could not be reached or did not answer
-// as it should.
+// UnavailableError: the custodian could not be reached, refused the
+// call, or did not answer as it should.
 type UnavailableError struct {
 	Custodian string
 	Err       error
+	// Reason says why in words a caller may be shown: what the custodian
+	// answered (its status, code and message), or that it could not be
+	// reached or answered unexpectedly. It never holds a transport
+	// error's detail (an address), a token, a share or a key; Err, for
+	// the mediator's own log, may hold more.
+	Reason string
+	// Refused: the custodian answered, and said no.
+	Refused bool
 }
 
 func (e *UnavailableError) Error() string {
@@ -59,6 +68,81 @@ func (e *UnavailableError) Error() string {
 }
 
 func (e *UnavailableError) Unwrap() error { return ErrUnavailable }
+
+// Public is the failure as a caller may be shown it: "custodian NAME"
+// and its reason.
+func (e *UnavailableError) Public() string {
+	reason := e.Reason
+	if reason == "" {
+		reason = "did not answer as it should"
+	}
+	return "custodian " + e.Custodian + " " + reason
+}
+
+// FailedCustodians returns the custodians err holds failures of (each
+// *UnavailableError in its tree, as errors.Join and fmt.Errorf with %w
+// keep them), once per custodian, in the order found: for a deposit, the
+// order of the set.
+func FailedCustodians(err error) []*UnavailableError {
+	var out []*UnavailableError
+	seen := map[string]bool{}
+	var walk func(error)
+	walk = func(err error) {
+		switch e := err.(type) {
+		case nil:
+			return
+		case *UnavailableError:
+			if !seen[e.Custodian] {
+				seen[e.Custodian] = true
+				out = append(out, e)
+			}
+			return
+		case interface{ Unwrap() []error }:
+			for _, x := range e.Unwrap() {
+				walk(x)
+			}
+		case interface{ Unwrap() error }:
+			walk(e.Unwrap())
+		}
+	}
+	walk(err)
+	return out
+}
+
+// maxReason bounds what of a custodian's own message a reason repeats.
+const maxReason = 200
+
+// answered is the reason of a custodian that answered with an error:
+// verb, then what it said, printable and cut short.
+func answered(verb, said string) string {
+	said = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, strings.TrimSpace(said))
+	if len(said) > maxReason {
+		said = strings.ToValidUTF8(said[:maxReason], "") + "…"
+	}
+	return verb + ": " + said
+}
+
+// unreachable is the error of a call that got no answer: the reason says
+// so without the transport error's detail.
+func (r *Remote) unreachable(err error) *UnavailableError {
+	reason := "could not be reached"
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		reason = "did not answer in time"
+	}
+	return &UnavailableError{Custodian: r.Name, Err: err, Reason: reason}
+}
+
+// unexpected is the error of an answer that is not what the call asks
+// for.
+func (r *Remote) unexpected(err error) *UnavailableError {
+	return &UnavailableError{Custodian: r.Name, Err: err, Reason: "answered unexpectedly"}
+}
 
 // RefusedError: the custodian's own checks refused a release, for its
 // reasons.
@@ -84,7 +168,7 @@ func (r *Remote) call(ctx context.Context, method, path string, body, out any) e
 	}
 	req, err := http.NewRequestWithContext(ctx, method, r.url+path, rd)
 	if err != nil {
-		return &UnavailableError{Custodian: r.Name, Err: err}
+		return r.unreachable(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+r.token)
 	if rd != nil {
@@ -92,16 +176,16 @@ func (r *Remote) call(ctx context.Context, method, path string, body, out any) e
 	}
 	resp, err := r.http.Do(req)
 	if err != nil {
-		return &UnavailableError{Custodian: r.Name, Err: err}
+		return r.unreachable(err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return &UnavailableError{Custodian: r.Name, Err: err}
+		return r.unreachable(err)
 	}
 	if resp.StatusCode == http.StatusOK {
 		if err := json.Unmarshal(raw, out); err != nil {
-			return &UnavailableError{Custodian: r.Name, Err: fmt.Errorf("unexpected answer: %w", err)}
+			return r.unexpected(fmt.Errorf("unexpected answer: %w", err))
 		}
 		return nil
 	}
@@ -127,7 +211,18 @@ func (r *Remote) call(ctx context.Context, method, path string, body, out any) e
 		}
 		return refused
 	}
-	return &UnavailableError{Custodian: r.Name, Err: fmt.Errorf("status %d %s: %s", resp.StatusCode, env.Error.Code, env.Error.Message)}
+	code := env.Error.Code
+	if code == "" {
+		code = "unexpected_answer"
+	}
+	// A custodian that says no (4xx) refused; one that failed (5xx) did
+	// not decide.
+	verb, refusedCall := "refused", resp.StatusCode < 500
+	if !refusedCall {
+		verb = "failed"
+	}
+	return &UnavailableError{Custodian: r.Name, Err: fmt.Errorf("status %d %s: %s", resp.StatusCode, env.Error.Code, env.Error.Message),
+		Reason: answered(verb, fmt.Sprintf("%d %s: %s", resp.StatusCode, code, env.Error.Message)), Refused: refusedCall}
 }
 
 // Info fetches the custodian's public keys and policy revision.
@@ -148,7 +243,7 @@ func (r *Remote) storeBatch(ctx context.Context, items []wire.ShareToStore) ([]w
 		return nil, err
 	}
 	if len(ans.Results) != len(items) {
-		return nil, &UnavailableError{Custodian: r.Name, Err: fmt.Errorf("%d results for %d shares", len(ans.Results), len(items))}
+		return nil, r.unexpected(fmt.Errorf("%d results for %d shares", len(ans.Results), len(items)))
 	}
 	return ans.Results, nil
 }
@@ -166,7 +261,7 @@ func (r *Remote) commitBatch(ctx context.Context, refs []wire.ShareRef) ([]wire.
 		return nil, err
 	}
 	if len(ans.Results) != len(refs) {
-		return nil, &UnavailableError{Custodian: r.Name, Err: fmt.Errorf("%d results for %d shares", len(ans.Results), len(refs))}
+		return nil, r.unexpected(fmt.Errorf("%d results for %d shares", len(ans.Results), len(refs)))
 	}
 	return ans.Results, nil
 }
@@ -187,7 +282,7 @@ func (r *Remote) refs(ctx context.Context, path string, refs []wire.ShareRef) ([
 		return nil, err
 	}
 	if len(ans.Results) != len(refs) {
-		return nil, &UnavailableError{Custodian: r.Name, Err: errors.New("one result per share expected")}
+		return nil, r.unexpected(errors.New("one result per share expected"))
 	}
 	return ans.Results, nil
 }
@@ -206,7 +301,7 @@ func (r *Remote) Release(ctx context.Context, ev wire.ReleaseEvidence) (wire.Rel
 		return ans, err
 	}
 	if len(ans.Shares) != len(ev.Shares) {
-		return ans, &UnavailableError{Custodian: r.Name, Err: errors.New("one result per share expected")}
+		return ans, r.unexpected(errors.New("one result per share expected"))
 	}
 	return ans, nil
 }
