@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/mediatorhq/mediator/escrow"
 	"github.com/mediatorhq/mediator/shares"
@@ -87,10 +88,44 @@ func (s *server) escrowError(w http.ResponseWriter, r *http.Request, err error) 
 	case errors.Is(err, escrow.ErrNotConfigured):
 		unavailableCode(w, codeNotConfigured, "custodian", "this mediator has no custodians configured (--custodians); nothing was kept")
 	case errors.Is(err, escrow.ErrUnavailable):
-		s.logFailure(r, "escrow deposit", err)
-		unavailable(w, "custodian", "a custodian or the database is unavailable; nothing was kept")
+		failed := escrow.FailedCustodians(err)
+		if len(failed) == 0 {
+			s.logFailure(r, "escrow deposit", err)
+			unavailable(w, "custodian", "a custodian or the database is unavailable; nothing was kept")
+			return
+		}
+		s.custodianFailure(w, r, "escrow deposit", failed, err)
 	default:
 		s.logFailure(r, "escrow deposit", err)
 		writeError(w, http.StatusInternalServerError, codeInternal, "deposit failed; nothing was kept; quote request id "+RequestIDFrom(r.Context()))
 	}
+}
+
+// custodianFailure is a dependency detail that names the custodian that
+// failed: the first of custodians (all that failed, in set order) and its
+// reason, which says what it answered or that it could not be reached,
+// never an address, a token or a share.
+type custodianFailure struct {
+	Dependency string   `json:"dependency"`
+	Custodian  string   `json:"custodian"`
+	Reason     string   `json:"reason"`
+	Custodians []string `json:"custodians"`
+}
+
+// custodianFailure answers 503 for what failed at the custodians named,
+// and logs it with their names.
+func (s *server) custodianFailure(w http.ResponseWriter, r *http.Request, what string, failed []*escrow.UnavailableError, err error) {
+	d := custodianFailure{Dependency: "custodian", Custodian: failed[0].Custodian, Reason: failed[0].Reason}
+	said := make([]string, len(failed))
+	for i, f := range failed {
+		d.Custodians = append(d.Custodians, f.Custodian)
+		said[i] = f.Public()
+	}
+	if d.Reason == "" {
+		d.Reason = "did not answer as it should"
+	}
+	s.log.Error(what+" failed", "request_id", RequestIDFrom(r.Context()), "custodian", d.Custodian, "reason", d.Reason,
+		"custodians", d.Custodians, "err", err)
+	w.Header().Set("Retry-After", "5")
+	writeError(w, http.StatusServiceUnavailable, codeUnavailable, strings.Join(said, "; ")+"; nothing was kept", d)
 }

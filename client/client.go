@@ -103,6 +103,11 @@ type Error struct {
 	Code    string
 	Message string
 	Details []json.RawMessage
+	// Custodian names the custodian whose failure the answer is, when the
+	// mediator names one (a deposit 503: details
+	// {"dependency":"custodian","custodian","reason"}); Reason is what it
+	// says of it.
+	Custodian, Reason string
 }
 
 func (e *Error) Error() string {
@@ -191,7 +196,19 @@ func decodeError(status int, raw []byte) error {
 	if json.Unmarshal(raw, &env) != nil || env.Error.Code == "" {
 		return &Error{Status: status, Code: "unexpected_answer", Message: http.StatusText(status)}
 	}
-	return &Error{Status: status, Code: env.Error.Code, Message: env.Error.Message, Details: env.Error.Details}
+	e := &Error{Status: status, Code: env.Error.Code, Message: env.Error.Message, Details: env.Error.Details}
+	for _, d := range e.Details {
+		var dep struct {
+			Dependency string `json:"dependency"`
+			Custodian  string `json:"custodian"`
+			Reason     string `json:"reason"`
+		}
+		if json.Unmarshal(d, &dep) == nil && dep.Dependency == "custodian" && dep.Custodian != "" {
+			e.Custodian, e.Reason = dep.Custodian, dep.Reason
+			break
+		}
+	}
+	return e
 }
 
 func (c *Client) get(ctx context.Context, path string, out any) error {

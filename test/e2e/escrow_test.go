@@ -108,12 +108,14 @@ func TestDepositStory(t *testing.T) {
 		}
 	})
 
-	// The custodians' Vault down: 503 with Retry-After, and no new row.
+	// The custodians' Vault down: 503 with Retry-After naming a
+	// custodian that failed, and no new row.
 	step(t, "with the custodians' Vault down a deposit is refused and nothing kept", func(t *testing.T) {
 		vault.Stop()
 		_, err := gw.Deposit(ctx, cs.digest, conv("conv-9"), "epoch-2", key)
 		var apiErr *client.Error
-		if !errorsAs(err, &apiErr) || apiErr.Status != 503 || apiErr.Code != "dependency_unavailable" {
+		if !errorsAs(err, &apiErr) || apiErr.Status != 503 || apiErr.Code != "dependency_unavailable" ||
+			!strings.HasPrefix(apiErr.Custodian, "custodian-") || !strings.Contains(apiErr.Message, "custodian "+apiErr.Custodian+" failed") {
 			t.Fatalf("deposit with the custodians' Vault down: %v", err)
 		}
 		if n := countRows(t, in.dsn, "escrow_keys"); n != 1 {
