@@ -80,6 +80,61 @@ func (s *Service) Destroy(ctx context.Context, before time.Time) (DestroyReport,
 	return rep, nil
 }
 
+// DestroyPlan is what a destruction run before a time would do, as the
+// database says now: read only, it changes nothing and asks no custodian.
+type DestroyPlan struct {
+	Before time.Time
+	// Due counts the live escrows (one key each) deposited before Before
+	// whose conversation is under no active legal hold: what the run
+	// asks the custodians to destroy. Conversations counts their
+	// conversations; Oldest and Newest are their deposit times (zero
+	// when Due is 0).
+	Due, Conversations int
+	Oldest, Newest     time.Time
+	// Held counts the live escrows deposited before Before that an
+	// active legal hold keeps, of HeldConversations conversations.
+	Held, HeldConversations int
+	// Custodians are those asked to destroy their shares, in set order;
+	// none when this mediator has no custodians (a run destroys nothing).
+	Custodians []string
+}
+
+// PlanDestroy says what Destroy(ctx, before) would do now, without doing
+// any of it. Each custodian still checks its own minimum retention and
+// the holds it holds when asked.
+func (s *Service) PlanDestroy(ctx context.Context, before time.Time) (DestroyPlan, error) {
+	p, err := s.lifecycle.PlanDestruction(ctx, before)
+	if err != nil {
+		return DestroyPlan{}, err
+	}
+	p.Before = before
+	if len(s.remotes) > 0 {
+		p.Custodians = s.names()
+	}
+	return p, nil
+}
+
+// HoldRecord is a legal hold as the mediator records it.
+type HoldRecord struct {
+	ID, ConversationID, Reason, PlacedBy string
+	PlacedAt                             time.Time
+	// ReleasedBy and ReleasedAt are set once the mediator recorded the
+	// hold's release.
+	ReleasedBy string
+	ReleasedAt time.Time
+	// OtherActive counts the other active holds on the conversation,
+	// which keep it held whatever becomes of this one.
+	OtherActive int
+}
+
+// Released reports whether the mediator recorded the hold's release.
+func (h HoldRecord) Released() bool { return !h.ReleasedAt.IsZero() }
+
+// HoldRecord returns the hold with id; ErrNotFound if there is none.
+func (s *Service) HoldRecord(ctx context.Context, id string) (HoldRecord, error) {
+	return s.lifecycle.HoldRecord(ctx, id)
+}
+
 // errHeldNow: a hold was placed after the run read the due escrows.
 var errHeldNow = errors.New("escrow: held")
 
@@ -218,6 +273,56 @@ func (r *PGRows) DueForDestruction(ctx context.Context, before time.Time) ([]Esc
 		}
 	}
 	return free, held, nil
+}
+
+// PlanDestruction implements LifecycleRows, in one read-only
+// transaction.
+func (r *PGRows) PlanDestruction(ctx context.Context, before time.Time) (DestroyPlan, error) {
+	var p DestroyPlan
+	var oldest, newest *time.Time
+	err := pgx.BeginTxFunc(ctx, r.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `WITH due AS (
+			SELECT k.conversation_id, a.created_at, EXISTS (SELECT 1 FROM legal_holds h LEFT JOIN legal_hold_releases x USING (hold_id)
+				WHERE h.conversation_id = k.conversation_id AND x.hold_id IS NULL) AS held
+			FROM escrow_keys k JOIN escrow_deposit_audit a USING (escrow_id) LEFT JOIN escrow_destructions d USING (escrow_id)
+			WHERE a.created_at < $1 AND d.escrow_id IS NULL)
+			SELECT count(*) FILTER (WHERE NOT held), count(DISTINCT conversation_id) FILTER (WHERE NOT held),
+				min(created_at) FILTER (WHERE NOT held), max(created_at) FILTER (WHERE NOT held),
+				count(*) FILTER (WHERE held), count(DISTINCT conversation_id) FILTER (WHERE held)
+			FROM due`, before).Scan(&p.Due, &p.Conversations, &oldest, &newest, &p.Held, &p.HeldConversations)
+	})
+	if err != nil {
+		return DestroyPlan{}, fmt.Errorf("escrow: plan destruction: %w", err)
+	}
+	if oldest != nil && newest != nil {
+		p.Oldest, p.Newest = *oldest, *newest
+	}
+	return p, nil
+}
+
+// HoldRecord implements LifecycleRows.
+func (r *PGRows) HoldRecord(ctx context.Context, id string) (HoldRecord, error) {
+	if _, err := uuid.Parse(id); err != nil {
+		return HoldRecord{}, fmt.Errorf("%w: no hold %s", ErrNotFound, id)
+	}
+	var h HoldRecord
+	var releasedBy *string
+	var releasedAt *time.Time
+	err := r.pool.QueryRow(ctx, `SELECT h.hold_id::text, h.conversation_id, h.reason, h.placed_by, h.placed_at, x.released_by, x.released_at,
+		(SELECT count(*) FROM legal_holds o LEFT JOIN legal_hold_releases ox USING (hold_id)
+			WHERE o.conversation_id = h.conversation_id AND o.hold_id <> h.hold_id AND ox.hold_id IS NULL)
+		FROM legal_holds h LEFT JOIN legal_hold_releases x USING (hold_id) WHERE h.hold_id = $1`, id).
+		Scan(&h.ID, &h.ConversationID, &h.Reason, &h.PlacedBy, &h.PlacedAt, &releasedBy, &releasedAt, &h.OtherActive)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return HoldRecord{}, fmt.Errorf("%w: no hold %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return HoldRecord{}, fmt.Errorf("escrow: legal hold: %w", err)
+	}
+	if releasedBy != nil && releasedAt != nil {
+		h.ReleasedBy, h.ReleasedAt = *releasedBy, *releasedAt
+	}
+	return h, nil
 }
 
 // ActiveHolds implements LifecycleRows.

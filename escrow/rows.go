@@ -54,6 +54,12 @@ type LifecycleRows interface {
 	ReleaseHold(ctx context.Context, holdID, by string) error
 	// ActiveHolds returns the legal holds not released.
 	ActiveHolds(ctx context.Context) ([]Hold, error)
+	// PlanDestruction counts what DueForDestruction(before) would return,
+	// reading only (DestroyPlan, without its custodians).
+	PlanDestruction(ctx context.Context, before time.Time) (DestroyPlan, error)
+	// HoldRecord returns a legal hold, released or not; ErrNotFound if
+	// there is none.
+	HoldRecord(ctx context.Context, id string) (HoldRecord, error)
 }
 
 var errDuplicateKeyID = errors.New("escrow: duplicate key id")
