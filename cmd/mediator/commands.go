@@ -61,11 +61,11 @@ func escrowCommands() *command {
 	return &command{name: "escrow", verbs: []*command{
 		{name: "deposit", forms: []form{{"--conversation C --key-id K --key-file F", "split and seal a key here and escrow it (depositor)"}}, run: escrowDeposit},
 		{name: "custodians", forms: []form{{"", "print the custodian set and the digest depositors pin"}}, run: escrowCustodians},
-		{name: "destroy", forms: []form{{"--before DATE", "destroy escrowed keys past retention (legal holds respected)"}}, run: escrowDestroy},
+		{name: "destroy", forms: []form{{"--before DATE [--dry-run] [--yes]", "show the escrowed keys past retention, ask, destroy them (legal holds respected)"}}, run: escrowDestroy},
 		{name: "hold", forms: []form{{"--conversation ID --reason TEXT", "put a conversation under a legal hold (operator)"}}, run: escrowHold},
-		{name: "release-hold", forms: []form{{"--id HOLD", "record a hold's release at the mediator only (operator); custodians keep it until a signed lift"}}, run: escrowReleaseHold},
+		{name: "release-hold", forms: []form{{"--id HOLD [--dry-run] [--yes]", "show a hold, ask, record its release at the mediator only (operator); custodians keep it until a signed lift"}}, run: escrowReleaseHold},
 		{name: "hold-sign", forms: []form{{"--hold-id ID --conversation C --action place|lift --key FILE --as ID", "print your signature line over a hold statement (officer, approver)"}}, run: escrowHoldSign},
-		{name: "hold-deliver", forms: []form{{"--hold-id ID --conversation C --action place|lift --signatures FILE --genesis G", "post the signed statement to every custodian of the verified roster"}}, run: escrowHoldDeliver},
+		{name: "hold-deliver", forms: []form{{"--hold-id ID --conversation C --action place|lift --signatures FILE --genesis G [--dry-run] [--yes]", "post the signed statement to every custodian of the verified roster (asks before a lift)"}}, run: escrowHoldDeliver},
 		{name: "check", forms: []form{{"--conversation C --key-id K --genesis G", "ask every custodian directly for its signed status of one key's shares"}}, run: escrowCheck},
 		{name: "reconcile", forms: []form{{"--genesis G --key LOGKEY [--since 24h]", "compare each custodian's signed inventory with the log's deposits: orphans, silent aborts"}}, run: escrowReconcile},
 	}}
@@ -75,7 +75,7 @@ func escrowCommands() *command {
 func rosterCommands() *command {
 	return &command{name: "roster", about: rosterAbout, verbs: []*command{
 		{name: "genesis", forms: []form{{"--file DRAFT", "print the digest a draft has as the first version (what everyone pins); to stderr, a short form to read aloud"}}, run: rosterGenesis},
-		{name: "propose", forms: []form{{"--file DRAFT", "propose the next version (admin); nothing changes until a quorum signs"}}, run: rosterPropose},
+		{name: "propose", forms: []form{{"--file DRAFT [--dry-run] [--yes]", "show the draft's digest and changes, ask, propose it as the next version (admin); nothing changes until a quorum signs"}}, run: rosterPropose},
 		{name: "show", forms: []form{{"[DIGEST]", "show the roster in force, verified, or what a proposal's signed bytes change"}}, run: rosterShow},
 		{name: "sign", forms: []form{{"DIGEST --key FILE [--yes]", "show what a proposal's signed bytes change, ask, sign (approver); push it once adopted"}}, run: rosterSign},
 		{name: "verify", forms: []form{{"", "verify the served chain from the pinned genesis; exit 1 if it fails"}}, run: rosterVerify},
@@ -96,7 +96,7 @@ func requestCommands() *command {
 		{name: "list", forms: []form{{"[--status S]", "list requests, each verified against the roster (needs --genesis)"}}, run: requestList},
 		{name: "approve", forms: []form{{"ID --key FILE [--deny] [--expect-digest D] [--yes]", "verify the request, show what you sign, ask, then sign and submit your vote (approver)"}}, run: requestApprove},
 		{name: "release", forms: []form{{"ID --key FILE --out FILE", "release the keys (the requesting officer), verify the custodians' receipts, open them locally"}}, run: requestRelease},
-		{name: "revoke", forms: []form{{"ID [--key FILE]", "withdraw your request; with your officer key, also deliver it signed to every custodian (needs --genesis)"}}, run: requestRevoke},
+		{name: "revoke", forms: []form{{"ID [--key FILE] [--dry-run] [--yes]", "show the request, ask, withdraw it; with your officer key, also deliver it signed to every custodian (needs --genesis)"}}, run: requestRevoke},
 	}}
 }
 

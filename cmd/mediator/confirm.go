@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 )
@@ -41,4 +42,41 @@ func (c *call) confirm(question string, yes bool) error {
 		return nil
 	}
 	return errNotConfirmed
+}
+
+// A guard is the --yes and --dry-run flags of a command whose effect
+// cannot be undone: it first shows what it will do, worked out without
+// changing anything, then asks (confirm).
+type guard struct{ yes, dryRun *bool }
+
+// declareGuard declares a guard's flags on fs.
+func declareGuard(fs *flagSet) guard {
+	return guard{
+		yes:    fs.Bool("yes", false, "act without asking, once you have checked what is shown (without a terminal, nothing is done without it)"),
+		dryRun: fs.Bool("dry-run", false, "only show what would be done, change nothing, and exit 0"),
+	}
+}
+
+// out is where the command shows what it will do: stdout for a dry run,
+// whose output that is; else stderr, beside the question, so that stdout
+// keeps what was done.
+func (g guard) out(c *call) io.Writer {
+	if *g.dryRun {
+		return c.stdout
+	}
+	return c.stderr
+}
+
+// proceed is asked once what cmd will do is shown: false with a dry run
+// (nothing changed, no error), an error wrapping errNotConfirmed unless
+// confirm gets a yes to question, else true.
+func (c *call) proceed(g guard, cmd, question string) (bool, error) {
+	if *g.dryRun {
+		fmt.Fprintf(c.stderr, "%s: dry run: nothing was changed\n", cmd)
+		return false, nil
+	}
+	if err := c.confirm(question, *g.yes); err != nil {
+		return false, fmt.Errorf("%s: %w", cmd, err)
+	}
+	return true, nil
 }

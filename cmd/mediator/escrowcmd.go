@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -151,15 +153,39 @@ func escrowOperator(ctx context.Context, c *call, args []string, settings []sett
 }
 
 // escrowDestroy has every custodian destroy its shares of the keys
-// deposited before --before, except under legal hold.
+// deposited before --before, except under legal hold. It first shows what
+// is due, read from the database without changing anything, and asks
+// (--yes, --dry-run).
 func escrowDestroy(ctx context.Context, c *call, args []string) error {
 	var before *string
+	var g guard
 	declare := func(fs *flagSet) {
-		before = fs.String("before", "", "destroy escrows deposited before this RFC 3339 time or YYYY-MM-DD date")
+		before = fs.String("before", "", "destroy escrows deposited before this RFC 3339 time or YYYY-MM-DD date (at most now)")
+		g = declareGuard(fs)
 	}
 	return escrowOperator(ctx, c, args, nil, declare, func(svc *escrow.Service) error {
 		t, err := parseDate(*before)
 		if err != nil {
+			return err
+		}
+		out := g.out(c)
+		// Only what is shown is destroyed: a cutoff in the future would
+		// also take keys deposited after the question was answered.
+		if now := time.Now(); t.After(now) {
+			fmt.Fprintf(out, "WARNING: --before %s is in the future: every key deposited until now (%s) is due\n", fmtTime(t), fmtTime(now))
+			t = now
+		}
+		plan, err := svc.PlanDestroy(ctx, t)
+		if err != nil {
+			return err
+		}
+		writeDestroyPlan(out, plan)
+		if plan.Due == 0 || len(plan.Custodians) == 0 {
+			fmt.Fprintln(c.stdout, "nothing to destroy")
+			return nil
+		}
+		question := fmt.Sprintf("destroy %s at every custodian? This cannot be undone.", plural(plan.Due, "escrowed key"))
+		if ok, err := c.proceed(g, "escrow destroy", question); !ok {
 			return err
 		}
 		rep, err := svc.Destroy(ctx, t)
@@ -176,6 +202,39 @@ func escrowDestroy(ctx context.Context, c *call, args []string) error {
 		return nil
 	})
 }
+
+// writeDestroyPlan writes what a destruction run will do.
+func writeDestroyPlan(w io.Writer, p escrow.DestroyPlan) {
+	fmt.Fprintf(w, "escrow destroy: keys deposited before %s, as the database holds them now\n", fmtTime(p.Before))
+	if p.Due == 0 {
+		fmt.Fprintf(w, "  due        none\n")
+	} else {
+		fmt.Fprintf(w, "  due        %s of %s, deposited %s to %s\n", plural(p.Due, "escrowed key"), plural(p.Conversations, "conversation"),
+			fmtTime(p.Oldest), fmtTime(p.Newest))
+	}
+	if p.Held > 0 {
+		fmt.Fprintf(w, "  held back  %s of %s under a legal hold: kept\n", plural(p.Held, "escrowed key"), plural(p.HeldConversations, "conversation"))
+	} else {
+		fmt.Fprintf(w, "  held back  none (no legal hold covers a key past the cutoff)\n")
+	}
+	if len(p.Custodians) == 0 {
+		fmt.Fprintf(w, "  custodians none configured (--custodians): nothing can be destroyed\n")
+		return
+	}
+	fmt.Fprintf(w, "  custodians %s: each destroys its share, unless its own minimum retention or a hold it holds keeps it\n",
+		strings.Join(p.Custodians, ", "))
+}
+
+// plural is n and noun, with an s unless n is 1.
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// fmtTime is t in UTC to the second.
+func fmtTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 // escrowHold puts a conversation under a legal hold, at the mediator and
 // at every custodian.
@@ -199,20 +258,45 @@ func escrowHold(ctx context.Context, c *call, args []string) error {
 // escrowReleaseHold records a legal hold's release at the mediator. The
 // custodians keep the hold, and refuse to destroy the conversation's
 // shares, until approvers who meet the roster's rule deliver a signed
-// lift (escrow hold-sign, escrow hold-deliver).
+// lift (escrow hold-sign, escrow hold-deliver). It first shows the hold
+// and asks (--yes, --dry-run).
 func escrowReleaseHold(ctx context.Context, c *call, args []string) error {
 	var by string
 	var holdID *string
-	declare := func(fs *flagSet) { holdID = fs.String("id", "", "the hold id") }
+	var g guard
+	declare := func(fs *flagSet) {
+		holdID = fs.String("id", "", "the hold id")
+		g = declareGuard(fs)
+	}
 	return escrowOperator(ctx, c, args, []setting{bySetting(&by)}, declare, func(svc *escrow.Service) error {
-		if err := svc.ReleaseHold(ctx, *holdID, by); err != nil {
+		h, err := svc.HoldRecord(ctx, *holdID)
+		if err != nil {
+			return fmt.Errorf("escrow release-hold: %w", err)
+		}
+		if h.Released() {
+			return fmt.Errorf("escrow release-hold: hold %s was released at the mediator already, by %s at %s", h.ID, h.ReleasedBy, fmtTime(h.ReleasedAt))
+		}
+		out := g.out(c)
+		fmt.Fprintf(out, "legal hold %s\n  conversation %s\n  reason       %s\n  placed       by %s at %s\n",
+			h.ID, h.ConversationID, h.Reason, h.PlacedBy, fmtTime(h.PlacedAt))
+		if h.OtherActive > 0 {
+			fmt.Fprintf(out, "  others       %s on the conversation still keep it held at the mediator\n", plural(h.OtherActive, "other active hold"))
+		} else {
+			fmt.Fprintf(out, "  others       none: once released, the mediator's destruction runs no longer skip the conversation\n")
+		}
+		fmt.Fprintf(out, "  custodians   keep the hold until approvers who meet the roster's rule sign its lift\n")
+		question := fmt.Sprintf("release legal hold %s on conversation %s at the mediator, as %s?", h.ID, h.ConversationID, by)
+		if ok, err := c.proceed(g, "escrow release-hold", question); !ok {
 			return err
 		}
-		fmt.Fprintf(c.stdout, "legal hold %s released at the mediator only\n", *holdID)
+		if err := svc.ReleaseHold(ctx, h.ID, by); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "legal hold %s released at the mediator only\n", h.ID)
 		fmt.Fprintf(c.stderr, "NOTE: the custodians keep hold %s and destroy nothing of its conversation until approvers who meet the roster's rule sign its lift:\n"+
-			"  each runs: mediator escrow hold-sign --hold-id %s --conversation C --action lift --key FILE --as ID >> lift.sigs\n"+
-			"  then:      mediator escrow hold-deliver --hold-id %s --conversation C --action lift --signatures lift.sigs --genesis G\n",
-			*holdID, *holdID, *holdID)
+			"  each runs: mediator escrow hold-sign --hold-id %s --conversation %s --action lift --key FILE --as ID >> lift.sigs\n"+
+			"  then:      mediator escrow hold-deliver --hold-id %s --conversation %s --action lift --signatures lift.sigs --genesis G\n",
+			h.ID, h.ID, h.ConversationID, h.ID, h.ConversationID)
 		return nil
 	})
 }

@@ -133,6 +133,7 @@ func escrowHoldDeliver(ctx context.Context, c *call, args []string) error {
 	fs := c.newFlags(rosterClientSettings(&cl, &genesis)...)
 	st := declareHoldStatement(fs)
 	sigFile := fs.String("signatures", "", "the file of signature lines mediator escrow hold-sign printed")
+	g := declareGuard(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -159,12 +160,44 @@ func escrowHoldDeliver(ctx context.Context, c *call, args []string) error {
 		return fmt.Errorf("escrow hold-deliver: %w", err)
 	}
 	h := wire.SignedHold{Roster: chain, HoldID: *st.holdID, ConversationID: *st.conversation, Action: *st.action, Signatures: sigs}
+	if ok, err := confirmHoldDelivery(c, g, versions, h); !ok {
+		return err
+	}
 	recorded, targets := deliverSignedHold(ctx, c.stdout, c.stderr, versions, h)
 	fmt.Fprintf(c.stdout, "%d of %d custodians hold the %s of hold %s on record\n", recorded, targets, h.Action, h.HoldID)
 	if recorded < targets {
 		return exitCode(1)
 	}
 	return nil
+}
+
+// confirmHoldDelivery shows what delivering h does and, for a lift,
+// asks: a lift each custodian records lets it destroy the conversation's
+// shares past retention, and only a new placement undoes it. A placement
+// only protects, and is delivered without asking (unless --dry-run).
+func confirmHoldDelivery(c *call, g guard, versions []roster.Roster, h wire.SignedHold) (bool, error) {
+	all := make([]*roster.Roster, len(versions))
+	for i := range versions {
+		all[i] = &versions[i]
+	}
+	signers := make([]string, len(h.Signatures))
+	for i, s := range h.Signatures {
+		signers[i] = s.SignerID
+	}
+	out := g.out(c)
+	fmt.Fprintf(out, "the %s of legal hold %s on conversation %s, signed by %s\n", h.Action, h.HoldID, h.ConversationID, strings.Join(signers, ", "))
+	var names []string
+	for _, t := range pushTargets(all...) {
+		names = append(names, t.name)
+	}
+	fmt.Fprintf(out, "  to custodians %s (every version of the roster verified from your genesis)\n", strings.Join(names, ", "))
+	if h.Action == approval.HoldLift {
+		fmt.Fprintf(out, "  each custodian that records the lift may destroy the conversation's shares once past retention; only a new placement stops that\n")
+	}
+	if h.Action != approval.HoldLift && !*g.dryRun {
+		return true, nil
+	}
+	return c.proceed(g, "escrow hold-deliver", fmt.Sprintf("deliver the lift of hold %s on conversation %s to every custodian?", h.HoldID, h.ConversationID))
 }
 
 // deliverSignedHold posts h to the custodians of every version (a

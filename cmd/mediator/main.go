@@ -19,16 +19,16 @@
 //	mediator escrow deposit --conversation C --key-id K --key-file F
 //	                                  split and seal a key here and escrow it (depositor)
 //	mediator escrow custodians        print the custodian set and the digest depositors pin
-//	mediator escrow destroy --before DATE
-//	                                  destroy escrowed keys past retention (legal holds respected)
+//	mediator escrow destroy --before DATE [--dry-run] [--yes]
+//	                                  show the escrowed keys past retention, ask, destroy them (legal holds respected)
 //	mediator escrow hold --conversation ID --reason TEXT
 //	                                  put a conversation under a legal hold (operator)
-//	mediator escrow release-hold --id HOLD
-//	                                  record a hold's release at the mediator only (operator); custodians keep it until a signed lift
+//	mediator escrow release-hold --id HOLD [--dry-run] [--yes]
+//	                                  show a hold, ask, record its release at the mediator only (operator); custodians keep it until a signed lift
 //	mediator escrow hold-sign --hold-id ID --conversation C --action place|lift --key FILE --as ID
 //	                                  print your signature line over a hold statement (officer, approver)
-//	mediator escrow hold-deliver --hold-id ID --conversation C --action place|lift --signatures FILE --genesis G
-//	                                  post the signed statement to every custodian of the verified roster
+//	mediator escrow hold-deliver --hold-id ID --conversation C --action place|lift --signatures FILE --genesis G [--dry-run] [--yes]
+//	                                  post the signed statement to every custodian of the verified roster (asks before a lift)
 //	mediator escrow check --conversation C --key-id K --genesis G
 //	                                  ask every custodian directly for its signed status of one key's shares
 //	mediator escrow reconcile --genesis G --key LOGKEY [--since 24h]
@@ -46,8 +46,8 @@
 //	mediator agent --config FILE      run the gateway agent: raw events and keys in over a local socket, pseudonymised and sealed here
 //	mediator roster genesis --file DRAFT
 //	                                  print the digest a draft has as the first version (what everyone pins); to stderr, a short form to read aloud
-//	mediator roster propose --file DRAFT
-//	                                  propose the next version (admin); nothing changes until a quorum signs
+//	mediator roster propose --file DRAFT [--dry-run] [--yes]
+//	                                  show the draft's digest and changes, ask, propose it as the next version (admin); nothing changes until a quorum signs
 //	mediator roster show [DIGEST]     show the roster in force, verified, or what a proposal's signed bytes change
 //	mediator roster sign DIGEST --key FILE [--yes]
 //	                                  show what a proposal's signed bytes change, ask, sign (approver); push it once adopted
@@ -70,8 +70,8 @@
 //	                                  verify the request, show what you sign, ask, then sign and submit your vote (approver)
 //	mediator request release ID --key FILE --out FILE
 //	                                  release the keys (the requesting officer), verify the custodians' receipts, open them locally
-//	mediator request revoke ID [--key FILE]
-//	                                  withdraw your request; with your officer key, also deliver it signed to every custodian (needs --genesis)
+//	mediator request revoke ID [--key FILE] [--dry-run] [--yes]
+//	                                  show the request, ask, withdraw it; with your officer key, also deliver it signed to every custodian (needs --genesis)
 //	mediator keygen --approver|--officer|--recipient --out FILE
 //	                                  make an approver or officer signing key, or a recipient key pair
 //	mediator loadgen [--rate N] [--duration 10s] [--copy-baseline]

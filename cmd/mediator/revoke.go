@@ -35,12 +35,13 @@ func requestRevoke(ctx context.Context, c *call, args []string) error {
 	var genesis string
 	fs := c.newFlags(reviewSettings(&cl, &genesis)...)
 	keyFile := fs.String("key", "", "your officer signing key file (as for request create): also sign the revocation and deliver it to every custodian of the verified roster directly (needs --genesis)")
+	g := declareGuard(fs)
 	id, err := parseWithID(fs, args)
 	if err != nil {
 		return err
 	}
 	if *keyFile == "" {
-		return revokeAtMediator(ctx, c, cl, id)
+		return revokeAtMediator(ctx, c, cl, g, id)
 	}
 	if err := needGenesis("request revoke", genesis); err != nil {
 		return err
@@ -62,8 +63,14 @@ func requestRevoke(ctx context.Context, c *call, args []string) error {
 		return fmt.Errorf("request revoke: request %s was filed by officer %s, whose key in roster version %d is %s, not this key; only the officer who filed a request revokes it",
 			id, review.Officer.ID, review.Roster.Version, review.Officer.Fingerprint())
 	}
-	fmt.Fprintf(c.stderr, "revoking request %s (case %s, digest %s), filed and signed by you, officer %s, verified against roster version %d\n",
-		id, review.Request.CaseID, review.Digest, review.Officer.ID, review.Roster.Version)
+	out := g.out(c)
+	fmt.Fprintf(out, "request %s (case %s, digest %s), filed and signed by you, officer %s, verified against roster version %d; status %s\n",
+		id, review.Request.CaseID, review.Digest, review.Officer.ID, review.Roster.Version, review.Status)
+	fmt.Fprintf(out, "  revoking it is final: the mediator never releases it, and every custodian that records your signed revocation refuses its release\n")
+	if ok, err := c.proceed(g, "request revoke", fmt.Sprintf("revoke request %s (case %s) at the mediator and at every custodian?", id, review.Request.CaseID)); !ok {
+		return err
+	}
+	fmt.Fprintf(c.stderr, "revoking request %s\n", id)
 	mediatorErr := revokedAtMediator(ctx, c, cli, review)
 	if !revokeAtCustodians(ctx, c, cli, genesis, review, priv) || mediatorErr != nil {
 		return exitCode(1)
@@ -73,9 +80,20 @@ func requestRevoke(ctx context.Context, c *call, args []string) error {
 
 // revokeAtMediator is the revocation at the mediator alone, without a
 // key: the custodians are not told.
-func revokeAtMediator(ctx context.Context, c *call, cl clientOptions, id string) error {
+func revokeAtMediator(ctx context.Context, c *call, cl clientOptions, g guard, id string) error {
 	cli, err := cl.connect()
 	if err != nil {
+		return err
+	}
+	r, err := cli.Request(ctx, id)
+	if err != nil {
+		return fmt.Errorf("request revoke: %w", err)
+	}
+	w := g.out(c)
+	fmt.Fprintf(w, "request %s (case %s, filed by %s; status %s), as the mediator says (unverified: --key and --genesis verify it)\n",
+		r.ID, r.CaseID, r.Requester, r.Status)
+	fmt.Fprintf(w, "  revoking it is final: the mediator never releases it; the custodians are not told without --key\n")
+	if ok, err := c.proceed(g, "request revoke", fmt.Sprintf("revoke request %s (case %s) at the mediator?", r.ID, r.CaseID)); !ok {
 		return err
 	}
 	out, err := cli.Revoke(ctx, id)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -188,7 +189,9 @@ func (w *revokeWorld) run(env map[string]string, args ...string) (stdout, stderr
 // it is already_recorded where it was and recorded at the rest, the
 // mediator's earlier revocation is no error, and it exits 0. Another
 // key, or no pinned genesis, is refused before anything is revoked;
-// without a key only the mediator is told, and the tool says so.
+// without a key only the mediator is told, and the tool says so. It
+// shows the request first and revokes nothing without a terminal and
+// without --yes, nor with --dry-run.
 func TestRevokeDeliversToCustodians(t *testing.T) {
 	w := newRevokeWorld(t)
 	id := w.req.ID
@@ -201,11 +204,23 @@ func TestRevokeDeliversToCustodians(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "only the officer who filed a request revokes it") {
 		t.Errorf("lena's key: %v", err)
 	}
+	// Shown, not confirmed: without a terminal and without --yes, or
+	// with --dry-run, nothing is revoked anywhere.
+	stdout, stderr, err := w.run(nil, "request", "revoke", id, "--key", w.olgaFile)
+	if !errors.Is(err, errNotConfirmed) || !strings.Contains(stderr, "request "+id+" (case case-17, digest "+w.digest+"), filed and signed by you") {
+		t.Errorf("no terminal, no --yes: %v\n%s", err, stderr)
+	}
+	if stdout, _, err = w.run(nil, "request", "revoke", id, "--key", w.olgaFile, "--dry-run"); err != nil || !strings.Contains(stdout, "revoking it is final") {
+		t.Errorf("--dry-run: %v %q", err, stdout)
+	}
+	if _, _, err = w.run(nil, "request", "revoke", id, "--dry-run"); err != nil {
+		t.Errorf("--dry-run without a key: %v", err)
+	}
 	if posted, recorded := w.counts(); posted != 0 || recorded != 0 {
 		t.Fatalf("a refused run revoked %d times at the mediator, at %d custodians", posted, recorded)
 	}
 
-	stdout, stderr, err := w.run(nil, "request", "revoke", id, "--key", w.olgaFile)
+	stdout, stderr, err = w.run(nil, "request", "revoke", id, "--key", w.olgaFile, "--yes")
 	if exitStatus(err) != 1 {
 		t.Errorf("3 of 5 custodians: exit %d (%v), want 1", exitStatus(err), err)
 	}
@@ -233,7 +248,7 @@ func TestRevokeDeliversToCustodians(t *testing.T) {
 	w.mu.Lock()
 	w.modes = []string{"ok", "ok", "ok", "ok", "ok"}
 	w.mu.Unlock()
-	stdout, stderr, err = w.run(nil, "request", "revoke", id, "--key", w.olgaFile)
+	stdout, stderr, err = w.run(nil, "request", "revoke", id, "--key", w.olgaFile, "--yes")
 	if err != nil || strings.Contains(stderr, "WARNING") {
 		t.Errorf("the run again: %v\n%s", err, stderr)
 	}
@@ -248,7 +263,10 @@ func TestRevokeDeliversToCustodians(t *testing.T) {
 	w.mu.Lock()
 	w.revoked = false
 	w.mu.Unlock()
-	stdout, stderr, err = w.run(nil, "request", "revoke", id)
+	if _, _, err = w.run(nil, "request", "revoke", id); !errors.Is(err, errNotConfirmed) {
+		t.Errorf("without a key, no terminal, no --yes: %v", err)
+	}
+	stdout, stderr, err = w.run(nil, "request", "revoke", id, "--yes")
 	if err != nil || stdout != "request "+id+" is revoked\n" || !strings.Contains(stderr, "the custodians were not told") {
 		t.Errorf("without a key: %v %q %q", err, stdout, stderr)
 	}

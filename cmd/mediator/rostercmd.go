@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/mediatorhq/mediator/approval"
+	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/secretfile"
 	"github.com/mediatorhq/mediator/wire"
@@ -25,7 +26,9 @@ optionally with "pseudonym":{"url","public_keys"} and "log":{"origin","verifier_
 show and sign verify the chain from the genesis you pin (--genesis, MEDIATOR_ROSTER_GENESIS) and work out
 what a proposal changes from its signed bytes, never from the mediator's description, which they compare
 and flag with a WARNING where it differs. sign asks "sign? [y/N]" on a terminal; --yes signs without
-asking; without a terminal and without --yes it signs nothing. When a signature adopts a version, sign
+asking; without a terminal and without --yes it signs nothing. propose likewise works the draft out
+here as the next version (verified from the genesis when one is pinned), shows its digest and what it
+changes, and asks (--yes; --dry-run only shows). When a signature adopts a version, sign
 pushes the chain to every custodian the old and the new version list (POST /v1/roster, URLs from the
 verified roster); push does so for the chain in force. A custodian that refuses or is unreachable is a
 WARNING, not a failure.
@@ -134,11 +137,16 @@ func readAloud(w io.Writer, r roster.Roster) {
 	}
 }
 
-// rosterPropose proposes the next roster version.
+// rosterPropose proposes the next roster version. It first works out
+// here what the draft would be as the next version, on the chain the
+// mediator serves (verified from --genesis when one is pinned): its digest
+// and what it changes, shows that and asks (--yes, --dry-run).
 func rosterPropose(ctx context.Context, c *call, args []string) error {
 	var cl clientOptions
-	fs := c.newFlags(clientSettings(&cl)...)
+	var genesis string
+	fs := c.newFlags(rosterClientSettings(&cl, &genesis)...)
 	file := fs.String("file", "", "the draft of the next version")
+	g := declareGuard(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -150,13 +158,83 @@ func rosterPropose(ctx context.Context, c *call, args []string) error {
 	if err != nil {
 		return err
 	}
+	next, digest, err := draftAsNext(ctx, cli, g.out(c), genesis, d)
+	if err != nil {
+		return fmt.Errorf("roster propose: %w", err)
+	}
+	question := fmt.Sprintf("propose roster version %d (%s)?", next.Version, digest)
+	if ok, err := c.proceed(g, "roster propose", question); !ok {
+		return err
+	}
 	p, err := cli.ProposeRoster(ctx, d)
 	if err != nil {
 		return err
 	}
 	showProposal(c.stderr, p)
+	if p.Digest != digest {
+		fmt.Fprintf(c.stderr, "WARNING: the mediator filed the draft as %s, not %s as worked out here: the chain moved meanwhile, or the mediator "+
+			"changed the draft; check it: mediator roster show %s\n", p.Digest, digest, p.Digest)
+	}
 	fmt.Fprintln(c.stdout, p.Digest)
 	return nil
+}
+
+// draftAsNext works out the draft d as the version that follows the chain
+// the mediator serves, verified from genesis when one is pinned (else as
+// served, and said so), writes its digest and what it changes to w, and
+// returns it and its digest. The mediator builds its proposal the same
+// way (governance.ProposeRoster), so an honest one files this digest.
+func draftAsNext(ctx context.Context, cli *client.Client, w io.Writer, genesis string, d wire.RosterDraft) (roster.Roster, string, error) {
+	served, err := cli.RosterChain(ctx)
+	if err != nil {
+		return roster.Roster{}, "", err
+	}
+	var prev *roster.Roster
+	var prevDigest, source string
+	switch {
+	case len(served.Chain) == 0:
+		source = "the mediator serves no version yet: this is the genesis"
+	case genesis != "":
+		versions, err := roster.VerifyChain(genesis, served.Chain)
+		if err != nil {
+			return roster.Roster{}, "", fmt.Errorf("the roster chain served does not verify from the pinned genesis: %w", err)
+		}
+		prev = &versions[len(versions)-1]
+		source = "verified from your genesis " + genesis
+	default:
+		r, err := roster.Parse(served.Chain[len(served.Chain)-1].Roster)
+		if err != nil {
+			return roster.Roster{}, "", fmt.Errorf("the roster in force as served: %w", err)
+		}
+		prev = &r
+		source = "as the mediator serves it, unverified (pin --genesis to verify it)"
+	}
+	next := draftGenesis(d)
+	if prev != nil {
+		next.Version, prevDigest = prev.Version+1, roster.Digest(served.Chain[len(served.Chain)-1].Roster)
+		next.Previous = prevDigest
+	}
+	if err := next.Validate(); err != nil {
+		return roster.Roster{}, "", err
+	}
+	digest, err := next.Digest()
+	if err != nil {
+		return roster.Roster{}, "", err
+	}
+	if prev == nil && genesis != "" && digest != genesis {
+		return roster.Roster{}, "", fmt.Errorf("as the first version the draft is %s, not the genesis you pin (%s)", digest, genesis)
+	}
+	fmt.Fprintf(w, "roster version %d, proposal %s\n", next.Version, digest)
+	if prev != nil {
+		fmt.Fprintf(w, "  follows    version %d (%s), %s\n", prev.Version, prevDigest, source)
+	} else {
+		fmt.Fprintf(w, "  follows    nothing: %s\n", source)
+	}
+	for _, ch := range roster.Changes(prev, next) {
+		fmt.Fprintf(w, "  change     %s\n", ch)
+	}
+	fmt.Fprintf(w, "  then       nothing changes until approvers who meet the rule of the version in force sign it\n")
+	return next, digest, nil
 }
 
 // showProposal writes the mediator's answer to a proposal, labelled as

@@ -93,7 +93,7 @@ func TestLawfulAccessStory(t *testing.T) {
 		if out, _, err := runCmd(t, nil, "roster", "genesis", "--file", draftFile); err != nil || strings.TrimSpace(out) != genesisDigest {
 			t.Fatalf("roster genesis: %v %q, want %s", err, out, genesisDigest)
 		}
-		out, stderr, err := cli(t, admin, "roster", "propose", "--file", draftFile)
+		out, stderr, err := cli(t, admin, "roster", "propose", "--file", draftFile, "--yes")
 		if err != nil || strings.TrimSpace(out) != genesisDigest {
 			t.Fatalf("roster propose: %v %s %s", err, out, stderr)
 		}

@@ -167,7 +167,20 @@ func TestEscrowLifecycleCLI(t *testing.T) {
 		t.Fatalf("hold: %v %s %s", err, out, stderr)
 	}
 	tomorrow := time.Now().Add(24 * time.Hour).Format("2006-01-02")
+	// Without a terminal and without --yes, it shows what is due and
+	// destroys nothing; --dry-run only shows.
 	out, stderr, err = runCmd(t, op, "escrow", "destroy", "--before", tomorrow)
+	if err == nil || !strings.Contains(stderr, "due        1 escrowed key of 1 conversation") || !strings.Contains(stderr, "pass --yes") {
+		t.Fatalf("destroy without --yes: %v %s %s", err, out, stderr)
+	}
+	out, stderr, err = runCmd(t, op, "escrow", "destroy", "--before", tomorrow, "--dry-run")
+	if err != nil || !strings.Contains(out, "held back  1 escrowed key of 1 conversation under a legal hold") {
+		t.Fatalf("destroy --dry-run: %v %s %s", err, out, stderr)
+	}
+	if n := countRows(t, in.dsn, "escrow_destructions"); n != 0 {
+		t.Fatalf("%d escrows destroyed without --yes", n)
+	}
+	out, stderr, err = runCmd(t, op, "escrow", "destroy", "--before", tomorrow, "--yes")
 	if err != nil || !strings.Contains(out, "destroyed 1, kept under legal hold 1, failed 0") {
 		t.Fatalf("destroy: %v %s %s", err, out, stderr)
 	}

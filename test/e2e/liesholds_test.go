@@ -87,7 +87,7 @@ func chapterLiftedHold(t *testing.T, s liftedHold) {
 			t.Fatal(err)
 		}
 		env := []string{"MEDIATOR_URL=" + s.in.base, "MEDIATOR_TOKEN=" + tok("kim", "approver"), "MEDIATOR_ROSTER_GENESIS=" + s.genesis}
-		return runCmd(t, env, "escrow", "hold-deliver", "--action", "lift", "--hold-id", hold, "--conversation", conv("conv-secret"), "--signatures", f)
+		return runCmd(t, env, "escrow", "hold-deliver", "--action", "lift", "--hold-id", hold, "--conversation", conv("conv-secret"), "--signatures", f, "--yes")
 	}
 	kim := sign("kim")
 	stdout, stderr, err := deliver(kim)
