@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/uuid"
@@ -270,7 +271,12 @@ func TestRosterProposeAsksFirst(t *testing.T) {
 	f := newFakeMediator(t, func(c []string) []string { return c })
 	var mu sync.Mutex
 	proposed := 0
+	var founding atomic.Bool // no version adopted yet: GET /v1/roster answers 404
 	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if founding.Load() && r.URL.Path == "/v1/roster" {
+			answerError(rw, 404, "not_found")
+			return
+		}
 		if r.Method == "POST" && r.URL.Path == "/v1/roster/proposals" {
 			mu.Lock()
 			proposed++
@@ -310,6 +316,25 @@ func TestRosterProposeAsksFirst(t *testing.T) {
 	stdout, stderr, err = f.run(false, "", "roster", "propose", "--file", file, "--yes")
 	if err != nil || filed() != 1 || stdout != f.digest+"\n" || strings.Contains(stderr, "WARNING") {
 		t.Fatalf("--yes: %v, %d filed, %q\n%s", err, filed(), stdout, stderr)
+	}
+
+	// Before any version is adopted the draft is the genesis: its digest
+	// must be the one pinned.
+	founding.Store(true)
+	genesis, _ := json.Marshal(wire.RosterDraft{Approvers: f.genesis.Approvers, Custodians: f.genesis.Custodians, Threshold: f.genesis.Threshold,
+		Rule: f.genesis.Rule})
+	if err := os.WriteFile(file, genesis, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout, _, err = f.run(false, "", "roster", "propose", "--file", file, "--dry-run")
+	if err != nil || !strings.Contains(stdout, "roster version 1, proposal "+f.gDigest) || !strings.Contains(stdout, "change     genesis: the first version") {
+		t.Errorf("the genesis, --dry-run: %v\n%s", err, stdout)
+	}
+	if err := os.WriteFile(file, draft, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err = f.run(false, "", "roster", "propose", "--file", file, "--yes"); err == nil || !strings.Contains(err.Error(), "not the genesis you pin") || filed() != 1 {
+		t.Errorf("another first version than the pinned genesis: %v, %d filed", err, filed())
 	}
 }
 

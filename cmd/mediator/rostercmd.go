@@ -186,6 +186,10 @@ func rosterPropose(ctx context.Context, c *call, args []string) error {
 // way (governance.ProposeRoster), so an honest one files this digest.
 func draftAsNext(ctx context.Context, cli *client.Client, w io.Writer, genesis string, d wire.RosterDraft) (roster.Roster, string, error) {
 	served, err := cli.RosterChain(ctx)
+	if client.IsCode(err, "not_found") {
+		// No version is adopted yet: the draft is the genesis.
+		served, err = wire.RosterChain{}, nil
+	}
 	if err != nil {
 		return roster.Roster{}, "", err
 	}
