@@ -352,8 +352,8 @@ func TestDeployFilesUseOnlyWhatTheBinaryHas(t *testing.T) {
 	}
 	shell := func(where, text string) {
 		for _, line := range strings.Split(text, "\n") {
-			if strings.HasPrefix(strings.TrimSpace(line), "#") {
-				continue
+			if l := strings.TrimSpace(line); strings.HasPrefix(l, "#") || strings.HasPrefix(l, "--") {
+				continue // a shell or an SQL comment
 			}
 			for _, m := range regexp.MustCompile(`(?:^|[\s(])mediator\s+(.*)`).FindAllStringSubmatch(line, -1) {
 				words, flags := parse(strings.Fields(strings.TrimSuffix(m[1], "\\")))
