@@ -91,6 +91,9 @@ type Instance struct {
 	// AgentURL, once the caller started the dev agent, is its loopback
 	// URL; Publish exports it.
 	AgentURL string
+	// WitnessesFile, once the caller wrote it, is the service's witness
+	// policy (the dev custodians, quorum 3); Publish exports it.
+	WitnessesFile string
 }
 
 // ErrRunning is returned by Start when another dev instance uses the state
@@ -195,6 +198,13 @@ func (in *Instance) Publish(addr, custodianSet, rosterGenesis string) error {
 		{"MEDIATOR_CUSTODIAN_SET", custodianSet},
 		// So depositors and approvers verify the roster chain from it.
 		{"MEDIATOR_ROSTER_GENESIS", rosterGenesis},
+		// So `mediator audit verify` checks the cosignatures too.
+		{"MEDIATOR_WITNESSES", absPath(in.WitnessesFile)},
+	}
+	// So the dev approvers and officer sign with --key "$MEDIATOR_DEV_LEGAL_KEY"
+	// and the like, whatever the state directory.
+	for _, a := range devApprovers {
+		vars = append(vars, [2]string{KeyVar(a.id), absPath(filepath.Join(in.StateDir, a.id+".key"))})
 	}
 	var b strings.Builder
 	for _, kv := range vars {
@@ -210,6 +220,25 @@ func (in *Instance) Publish(addr, custodianSet, rosterGenesis string) error {
 		return fmt.Errorf("dev: write pid file: %w", err)
 	}
 	return nil
+}
+
+// KeyVar is the variable `mediator dev env` exports with the path of the
+// signing key of dev approver (or officer) id: MEDIATOR_DEV_LEGAL_KEY for
+// dev-legal.
+func KeyVar(id string) string {
+	return "MEDIATOR_" + strings.ToUpper(strings.ReplaceAll(id, "-", "_")) + "_KEY"
+}
+
+// absPath is path made absolute, so an exported path holds from any
+// directory; "" stays "".
+func absPath(path string) string {
+	if path == "" {
+		return ""
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
 }
 
 // Unpublish removes what Publish wrote.

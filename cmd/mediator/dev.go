@@ -75,7 +75,7 @@ func devCmd(ctx context.Context, c *call, args []string) error {
 		Limits:             limits.Limits,
 		Custodians:         custodiansFile,
 		RosterGenesis:      genesisDigest,
-		Witnesses:          filepath.Join(filepath.Dir(custodiansFile), "mediator-witnesses.json"),
+		Witnesses:          in.WitnessesFile,
 		LivenessWindow:     7 * 24 * time.Hour,
 		LivenessInterval:   time.Minute,
 		ProposalWait:       72 * time.Hour,
@@ -132,7 +132,8 @@ Try:
   curl %[1]s/readyz
   TOKEN=$(%[2]s dev token%[5]s --sub alice --roles officer,auditor)
   curl -H "Authorization: Bearer $TOKEN" %[1]s/v1/whoami
-  eval "$(%[2]s dev env%[5]s)"   # DATABASE_URL, VAULT_ADDR, VAULT_TOKEN, MEDIATOR_ADDR, MEDIATOR_AGENT_URL, MEDIATOR_ROSTER_GENESIS, …
+  eval "$(%[2]s dev env%[5]s)"   # DATABASE_URL, VAULT_ADDR, VAULT_TOKEN, MEDIATOR_ADDR, MEDIATOR_AGENT_URL, MEDIATOR_ROSTER_GENESIS,
+                                 # MEDIATOR_DEV_LEGAL_KEY (and _SECURITY_, _OFFICER_), MEDIATOR_WITNESSES, …
   %[2]s loadgen --duration 10s    # realistic events; then: %[2]s audit verify
 
 Ctrl-C stops everything this command started.
@@ -256,7 +257,8 @@ func startDevCustodians(ctx context.Context, in *dev.Instance, pseudonymEntry *r
 	if err != nil {
 		return "", "", nil, roster.Roster{}, err
 	}
-	if err := dev.WriteWitnesses(ctx, cs, filepath.Join(dir, "mediator-witnesses.json")); err != nil {
+	in.WitnessesFile = filepath.Join(dir, "mediator-witnesses.json")
+	if err := dev.WriteWitnesses(ctx, cs, in.WitnessesFile); err != nil {
 		return "", "", nil, roster.Roster{}, err
 	}
 	return file, digest, approvers, cs[0].Genesis, nil
