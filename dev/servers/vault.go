@@ -297,7 +297,7 @@ func ensureTool(ctx context.Context, log *slog.Logger, t pinnedTool) (string, er
 	if err := os.Rename(tmp, bin); err != nil {
 		return "", fmt.Errorf("harness: cache %s: %w", t.name, err)
 	}
-	log.Info(t.name+": built", "version", t.version, "took", time.Since(start).Round(time.Second).String())
+	log.Info(t.name+": built", "version", t.version, "duration_ms", float64(time.Since(start).Microseconds())/1000)
 	return bin, nil
 }
 
