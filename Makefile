@@ -21,7 +21,7 @@ toolchain:
 vault: build
 	@echo "vault: $$($(BIN) vault build)"
 
-# ARGS go to `mediator dev`: make run ARGS="--addr 127.0.0.1:9090".
+# ARGS go to `mediator dev`: make run ARGS="--addr 127.0.0.1:9090 --keep".
 ARGS ?=
 run: vault
 	$(BIN) dev $(ARGS)
