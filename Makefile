@@ -21,8 +21,10 @@ toolchain:
 vault: build
 	@echo "vault: $$($(BIN) vault build)"
 
+# ARGS go to `mediator dev`: make run ARGS="--addr 127.0.0.1:9090 --keep".
+ARGS ?=
 run: vault
-	$(BIN) dev
+	$(BIN) dev $(ARGS)
 
 # vet fails on any file gofmt would change, then runs go vet.
 vet:

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"strings"
 	"sync"
@@ -16,9 +17,13 @@ func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// ErrNotConfigured, returned by a readiness probe, says its dependency is
+// not configured at all (a missing flag) rather than not answering.
+var ErrNotConfigured = errors.New("not configured")
+
 // readyz probes every dependency in parallel. 200 when all answer; otherwise
-// 503 naming the ones that do not, with Retry-After. The reasons go to the
-// log, not the response.
+// 503 naming the ones that do not, or are not configured, with Retry-After.
+// The reasons go to the log, not the response.
 func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 	type result struct {
 		name string
@@ -37,25 +42,34 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	wg.Wait()
 	checks := make(map[string]string, len(results))
-	var down []string
+	var down, unconfigured []string
+	var details []any
 	for _, res := range results {
-		if res.err != nil {
-			checks[res.name] = "down"
-			down = append(down, res.name)
-			s.metrics.readiness.WithLabelValues(res.name).Set(0)
-			s.log.Warn("readiness probe failed", "dependency", res.name, "err", res.err)
-		} else {
+		switch {
+		case res.err == nil:
 			checks[res.name] = "ok"
 			s.metrics.readiness.WithLabelValues(res.name).Set(1)
+			continue
+		case errors.Is(res.err, ErrNotConfigured):
+			unconfigured = append(unconfigured, res.name)
+			details = append(details, map[string]string{"dependency": res.name, "status": "not_configured"})
+		default:
+			down = append(down, res.name)
+			details = append(details, map[string]string{"dependency": res.name, "status": "down"})
 		}
+		s.metrics.readiness.WithLabelValues(res.name).Set(0)
+		s.log.Warn("readiness probe failed", "dependency", res.name, "err", res.err)
 	}
-	if len(down) > 0 {
-		w.Header().Set("Retry-After", "5")
-		details := make([]any, 0, len(down))
-		for _, d := range down {
-			details = append(details, map[string]string{"dependency": d, "status": "down"})
+	if len(details) > 0 {
+		var msg []string
+		if len(down) > 0 {
+			msg = append(msg, strings.Join(down, ", ")+" unreachable")
 		}
-		writeError(w, http.StatusServiceUnavailable, codeNotReady, strings.Join(down, ", ")+" unreachable", details...)
+		if len(unconfigured) > 0 {
+			msg = append(msg, strings.Join(unconfigured, ", ")+" not configured")
+		}
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, codeNotReady, strings.Join(msg, "; "), details...)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "checks": checks})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -25,6 +26,8 @@ type fixture struct {
 	issuer  *dev.Issuer
 	logs    *bytes.Buffer
 	pgDown  bool
+	// noCustodians makes the custodians probe say it is not configured.
+	noCustodians bool
 }
 
 // newFixture wires the router with the real OPA engine and the real JWT
@@ -63,6 +66,12 @@ func newFixture(t *testing.T) *fixture {
 				return nil
 			}},
 			{Name: "vault", Probe: func(context.Context) error { return nil }},
+			{Name: "custodians", Probe: func(context.Context) error {
+				if f.noCustodians {
+					return fmt.Errorf("%w: --custodians", ErrNotConfigured)
+				}
+				return nil
+			}},
 		},
 	})
 	return f
@@ -150,12 +159,53 @@ func TestReadyz(t *testing.T) {
 		t.Fatalf("readyz with postgres down = %d %v", resp.StatusCode, body)
 	}
 	msg := body["error"].(map[string]any)["message"].(string)
-	if !strings.Contains(msg, "postgres") || strings.Contains(msg, "vault") {
+	if !strings.Contains(msg, "postgres") || strings.Contains(msg, "vault") || strings.Contains(msg, "custodians") {
 		t.Fatalf("readyz message %q should name postgres only", msg)
 	}
 	if strings.Contains(msg, "connection refused") {
 		t.Fatal("readyz leaks the dependency's error text")
 	}
+	if got := readyDetails(body); len(got) != 1 || got["postgres"] != "down" {
+		t.Fatalf("readyz details = %v, want postgres down", got)
+	}
+}
+
+// TestReadyzNamesWhatIsNotConfigured: a dependency with no configuration
+// at all is named apart from one that does not answer.
+func TestReadyzNamesWhatIsNotConfigured(t *testing.T) {
+	f := newFixture(t)
+	f.noCustodians = true
+	resp, body := f.do(t, "GET", "/readyz", "")
+	msg, _ := body["error"].(map[string]any)["message"].(string)
+	if resp.StatusCode != 503 || errorCode(body) != "not_ready" || msg != "custodians not configured" {
+		t.Fatalf("readyz without custodians = %d %v", resp.StatusCode, body)
+	}
+	if got := readyDetails(body); len(got) != 1 || got["custodians"] != "not_configured" {
+		t.Fatalf("readyz details = %v, want custodians not_configured", got)
+	}
+	f.pgDown = true
+	resp, body = f.do(t, "GET", "/readyz", "")
+	msg, _ = body["error"].(map[string]any)["message"].(string)
+	if resp.StatusCode != 503 || msg != "postgres unreachable; custodians not configured" {
+		t.Fatalf("readyz with postgres down and no custodians = %d %v", resp.StatusCode, body)
+	}
+	if got := readyDetails(body); len(got) != 2 || got["postgres"] != "down" || got["custodians"] != "not_configured" {
+		t.Fatalf("readyz details = %v", got)
+	}
+}
+
+// readyDetails maps each dependency a 503 from /readyz names to its status.
+func readyDetails(body map[string]any) map[string]string {
+	out := map[string]string{}
+	e, _ := body["error"].(map[string]any)
+	ds, _ := e["details"].([]any)
+	for _, d := range ds {
+		m, _ := d.(map[string]any)
+		dep, _ := m["dependency"].(string)
+		st, _ := m["status"].(string)
+		out[dep] = st
+	}
+	return out
 }
 
 func TestUnknownRouteAndMethod(t *testing.T) {

@@ -162,8 +162,16 @@ type checkpointer struct {
 	wcOnce sync.Once
 	wc     *witnessClient
 
-	mu   sync.Mutex
-	last *Checkpoint // the last checkpoint this process signed or verified as its own
+	mu    sync.Mutex
+	last  *Checkpoint  // the last checkpoint this process signed or verified as its own
+	round witnessRound // what the latest round of asking the witnesses found
+}
+
+// witnessRound is what one round of asking the witnesses found.
+type witnessRound struct {
+	asked    bool  // a round has asked them (none does while the log is empty)
+	size     int64 // the size of the checkpoint it offered them
+	cosigned int   // how many of the policy's witnesses have cosigned it
 }
 
 // Reasons the checkpointer refuses a stored checkpoint row.
@@ -371,6 +379,9 @@ func (c *checkpointer) witness(ctx context.Context, cp Checkpoint) error {
 	if err != nil {
 		return err
 	}
+	c.mu.Lock()
+	c.round = witnessRound{asked: true, size: cp.Size, cosigned: n}
+	c.mu.Unlock()
 	if n < c.Witnesses.Quorum {
 		return fmt.Errorf("%w: %d of %d at size %d", ErrWitnessQuorum, n, c.Witnesses.Quorum, cp.Size)
 	}
@@ -378,6 +389,20 @@ func (c *checkpointer) witness(ctx context.Context, cp Checkpoint) error {
 		c.OnPublished(cp)
 	}
 	return nil
+}
+
+// witnessQuorum reports what the latest round found, asking no witness:
+// ErrWitnessQuorum when fewer than the quorum had cosigned the checkpoint
+// it offered them; nil when the quorum had, when no witness is configured,
+// and before any round asked them (the log is empty).
+func (c *checkpointer) witnessQuorum() error {
+	c.mu.Lock()
+	r := c.round
+	c.mu.Unlock()
+	if len(c.Witnesses.Witnesses) == 0 || !r.asked || r.cosigned >= c.Witnesses.Quorum {
+		return nil
+	}
+	return fmt.Errorf("%w: %d of %d in the latest round, at size %d", ErrWitnessQuorum, r.cosigned, c.Witnesses.Quorum, r.size)
 }
 
 // remember keeps cp as the last checkpoint this process stands behind.

@@ -34,6 +34,8 @@ type Log struct {
 	witnesses WitnessPolicy
 	appends   *batch.Queue[appendRequest, []Appended]
 	metrics   *Metrics
+	// checkpoints is the checkpoint job, which asks the witnesses.
+	checkpoints *checkpointer
 }
 
 // Config configures a Log.
@@ -109,6 +111,7 @@ func Open(ctx context.Context, cfg Config) (*Log, func(context.Context) error, e
 		OnCheckpoint: l.metrics.checkpointSigned, OnInconsistent: func(error) { l.metrics.checkpointInconsistent() },
 		OnRefused: l.metrics.checkpointRefused, Witnesses: cfg.Witnesses, OnWitness: l.metrics.witnessAnswer,
 		OnPublished: l.metrics.checkpointPublished}
+	l.checkpoints = cp
 	cpCtx, stopCheckpoints := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { cp.Run(cpCtx) })
@@ -151,6 +154,17 @@ func checkpointVerifiers(key CheckpointKey, previous []string) ([]note.Verifier,
 		vs = append(vs, v)
 	}
 	return vs, nil
+}
+
+// WitnessQuorum reports, from the checkpoint job's latest round of asking
+// the witnesses (it asks none itself), whether the witness policy's
+// quorum has cosigned the checkpoint that round offered them:
+// ErrWitnessQuorum when fewer have. It is nil when no witness is
+// configured, and before the first round (while the log is empty). A round
+// asks only the witnesses that have not cosigned its checkpoint yet, so
+// while the log does not grow the answer stands as it was.
+func (l *Log) WitnessQuorum(context.Context) error {
+	return l.checkpoints.witnessQuorum()
 }
 
 // LatestCheckpoint returns the published checkpoint of the largest tree:

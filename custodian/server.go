@@ -158,8 +158,9 @@ func (s *statusRecorder) WriteHeader(code int) {
 	s.ResponseWriter.WriteHeader(code)
 }
 
-// accessLog writes one line per call (route pattern, status, time; never a
-// header or body) and counts it.
+// accessLog writes one line per call (route pattern, status, time as
+// duration_ms, the field every component logs; never a header or body)
+// and counts it.
 func (c *Custodian) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -171,7 +172,8 @@ func (c *Custodian) accessLog(next http.Handler) http.Handler {
 		}
 		c.metrics.request(route, rec.status)
 		c.log.LogAttrs(r.Context(), slog.LevelInfo, "request", slog.String("custodian", c.cfg.Name), slog.String("method", r.Method),
-			slog.String("route", route), slog.Int("status", rec.status), slog.Duration("duration", time.Since(start)))
+			slog.String("route", route), slog.Int("status", rec.status),
+			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000))
 	})
 }
 

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -34,6 +35,7 @@ const (
 	envFile           = "dev.env"            // export lines for `mediator dev env`, 0600
 	pidFile           = "dev.pid"            // the running dev instance's pid
 	checkpointKeyFile = "dev-checkpoint.key" // the dev log's signing key, 0600
+	databaseMarker    = "dev-database"       // the server and name of the database dev created
 	databaseName      = "mediator_dev"
 )
 
@@ -91,6 +93,21 @@ type Instance struct {
 	// AgentURL, once the caller started the dev agent, is its loopback
 	// URL; Publish exports it.
 	AgentURL string
+	// WitnessesFile, once the caller wrote it, is the service's witness
+	// policy (the dev custodians, quorum 3); Publish exports it.
+	WitnessesFile string
+
+	keep        bool         // Options.Keep
+	ownDatabase string       // the database dev created, which Stop drops unless keep
+	log         *slog.Logger // for what Stop does
+}
+
+// Options tune Start.
+type Options struct {
+	// Keep leaves the dev database in place when the instance stops. By
+	// default Stop drops the database dev created, on whatever server it
+	// found (never one named by DATABASE_URL, nor one it did not create).
+	Keep bool
 }
 
 // ErrRunning is returned by Start when another dev instance uses the state
@@ -100,15 +117,16 @@ var ErrRunning = errors.New("dev: another dev instance is running with this stat
 // Start finds or starts PostgreSQL (its data, if started here, in the state
 // directory) and Vault, creates and migrates the dev database, bootstraps
 // Vault, and makes the token issuer and checkpoint key if missing. Stop
-// stops what it started.
-func Start(ctx context.Context, log *slog.Logger, stateDir string) (*Instance, error) {
+// stops what it started and, unless opts.Keep, drops the database it
+// created.
+func Start(ctx context.Context, log *slog.Logger, stateDir string, opts Options) (*Instance, error) {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("dev: state dir: %w", err)
 	}
 	if pid, alive := Running(stateDir); alive {
 		return nil, fmt.Errorf("%w (pid %d, %s); stop it first", ErrRunning, pid, stateDir)
 	}
-	in := &Instance{StateDir: stateDir, JWKSPath: JWKSPath(stateDir)}
+	in := &Instance{StateDir: stateDir, JWKSPath: JWKSPath(stateDir), keep: opts.Keep, log: log}
 	ok := false
 	defer func() {
 		if !ok {
@@ -119,11 +137,8 @@ func Start(ctx context.Context, log *slog.Logger, stateDir string) (*Instance, e
 	if in.Postgres, err = servers.StartPostgres(ctx, log, servers.PostgresOptions{DataDir: filepath.Join(stateDir, "postgres")}); err != nil {
 		return nil, fmt.Errorf("dev: postgres: %w", err)
 	}
-	in.DatabaseURL = in.Postgres.AdminURL
-	if in.Postgres.Source != "DATABASE_URL" {
-		if in.DatabaseURL, err = in.Postgres.CreateDatabase(ctx, databaseFor(stateDir)); err != nil {
-			return nil, fmt.Errorf("dev: %w", err)
-		}
+	if err := in.openDatabase(ctx); err != nil {
+		return nil, err
 	}
 	if in.Vault, err = servers.StartVault(ctx, log, servers.VaultOptions{}); err != nil {
 		return nil, fmt.Errorf("dev: vault: %w", err)
@@ -148,14 +163,81 @@ func Start(ctx context.Context, log *slog.Logger, stateDir string) (*Instance, e
 	return in, nil
 }
 
-// Stop stops what Start started.
+// Stop stops what Start started, dropping first the database dev
+// created unless Options.Keep.
 func (in *Instance) Stop() {
 	if in.Vault != nil {
 		in.Vault.Stop()
 	}
 	if in.Postgres != nil {
+		in.dropDatabase()
 		in.Postgres.Stop()
 	}
+}
+
+// openDatabase sets DatabaseURL: DATABASE_URL's database as it is, else
+// the state dir's database on the server found, created if absent. A
+// database it creates, or one the state dir's marker says dev created
+// there before (kept, or left by a dev that did not stop cleanly), is dev's
+// own, for Stop to drop.
+func (in *Instance) openDatabase(ctx context.Context) error {
+	in.DatabaseURL = in.Postgres.AdminURL
+	if in.Postgres.Source == "DATABASE_URL" {
+		return nil
+	}
+	name := databaseFor(in.StateDir)
+	dsn, created, err := in.Postgres.EnsureDatabase(ctx, name)
+	if err != nil {
+		return fmt.Errorf("dev: %w", err)
+	}
+	in.DatabaseURL = dsn
+	mark := databaseMark(in.Postgres.AdminURL, name)
+	marker := filepath.Join(in.StateDir, databaseMarker)
+	if created {
+		if err := os.WriteFile(marker, []byte(mark+"\n"), 0o600); err != nil {
+			return fmt.Errorf("dev: %w", err)
+		}
+	}
+	if b, err := os.ReadFile(marker); err == nil && strings.TrimSpace(string(b)) == mark {
+		in.ownDatabase = name
+	}
+	return nil
+}
+
+// dropDatabase drops the database dev created, unless keep, and forgets
+// it. A failure is logged: the database is left for the next dev to drop.
+func (in *Instance) dropDatabase() {
+	name := in.ownDatabase
+	if name == "" || in.keep {
+		return
+	}
+	in.ownDatabase = ""
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := in.Postgres.DropDatabase(ctx, name); err != nil {
+		in.logger().Warn("dev: the dev database is left behind", "database", name, "err", err)
+		return
+	}
+	os.Remove(filepath.Join(in.StateDir, databaseMarker))
+	in.logger().Info("dev: dropped the dev database (--keep keeps it)", "database", name)
+}
+
+func (in *Instance) logger() *slog.Logger {
+	if in.log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return in.log
+}
+
+// databaseMark names database name on the server adminURL reaches
+// (host:port/name) in the state dir's marker: a database of that name on
+// another server is not the one dev created.
+func databaseMark(adminURL, name string) string {
+	host := adminURL
+	if u, err := url.Parse(adminURL); err == nil {
+		host = u.Host
+	}
+	return host + "/" + name
 }
 
 // Secrets lists the instance's secret values, for a log mask: the Vault
@@ -195,6 +277,13 @@ func (in *Instance) Publish(addr, custodianSet, rosterGenesis string) error {
 		{"MEDIATOR_CUSTODIAN_SET", custodianSet},
 		// So depositors and approvers verify the roster chain from it.
 		{"MEDIATOR_ROSTER_GENESIS", rosterGenesis},
+		// So `mediator audit verify` checks the cosignatures too.
+		{"MEDIATOR_WITNESSES", absPath(in.WitnessesFile)},
+	}
+	// So the dev approvers and officer sign with --key "$MEDIATOR_DEV_LEGAL_KEY"
+	// and the like, whatever the state directory.
+	for _, a := range devApprovers {
+		vars = append(vars, [2]string{KeyVar(a.id), absPath(filepath.Join(in.StateDir, a.id+".key"))})
 	}
 	var b strings.Builder
 	for _, kv := range vars {
@@ -210,6 +299,25 @@ func (in *Instance) Publish(addr, custodianSet, rosterGenesis string) error {
 		return fmt.Errorf("dev: write pid file: %w", err)
 	}
 	return nil
+}
+
+// KeyVar is the variable `mediator dev env` exports with the path of the
+// signing key of dev approver (or officer) id: MEDIATOR_DEV_LEGAL_KEY for
+// dev-legal.
+func KeyVar(id string) string {
+	return "MEDIATOR_" + strings.ToUpper(strings.ReplaceAll(id, "-", "_")) + "_KEY"
+}
+
+// absPath is path made absolute, so an exported path holds from any
+// directory; "" stays "".
+func absPath(path string) string {
+	if path == "" {
+		return ""
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
 }
 
 // Unpublish removes what Publish wrote.

@@ -156,6 +156,16 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
 	return Principal{Subject: reg.Subject, Roles: roles}, nil
 }
 
+// KeysReady reports whether the verifier holds a key set it may use: nil
+// when it does, else why no token can verify (for a URL, no set fetched
+// yet, or the last good one older than its maximum age: ErrKeysTooOld).
+// It is what a token check would meet, and starts no fetch a token check
+// would not start.
+func (v *Verifier) KeysReady(ctx context.Context) error {
+	_, err := v.keys.KeySet(ctx)
+	return err
+}
+
 // FileKeys reads a JWKS from a file and reads it again when its modification
 // time changes, so keys can be rotated without a restart.
 type FileKeys struct {

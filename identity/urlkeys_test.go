@@ -147,3 +147,62 @@ func TestURLKeysNeverSerializeOnTheProvider(t *testing.T) {
 		t.Errorf("unknown kids started %d refetches within the interval, want 1", n)
 	}
 }
+
+// TestKeysReadyFollowsTheKeySet: readiness says what a token check would
+// meet. A provider that never answered, or whose last good set is past its
+// maximum age, is not ready; a set within its age is, whether or not the
+// provider answers now.
+func TestKeysReadyFollowsTheKeySet(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := dev.LoadOrCreateIssuer(dir); err != nil {
+		t.Fatal(err)
+	}
+	jwks, _ := os.ReadFile(dev.JWKSPath(dir))
+	srv := &jwksServer{jwks: jwks, unhang: make(chan struct{})}
+	srv.fail.Store(true)
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	c := &clock{t: time.Now()}
+	keys := NewURLKeys(ts.URL)
+	keys.now = c.now
+	v, err := NewVerifier(dev.IssuerName, dev.Audience, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := v.KeysReady(ctx); err == nil {
+		t.Fatal("ready with a provider that never answered")
+	}
+
+	srv.fail.Store(false)
+	c.add(2 * jwksMaxBackoff) // past the first failure's backoff
+	if err := v.KeysReady(ctx); err != nil {
+		t.Fatalf("not ready once the provider answered: %v", err)
+	}
+
+	// The provider fails: ready while the set is younger than MaxAge.
+	srv.fail.Store(true)
+	c.add(keys.MaxAge - time.Minute)
+	if err := v.KeysReady(ctx); err != nil {
+		t.Fatalf("not ready with a set within its maximum age: %v", err)
+	}
+	time.Sleep(50 * time.Millisecond) // the refresh it started fails
+	c.add(time.Minute)
+	if err := v.KeysReady(ctx); !errors.Is(err, ErrKeysTooOld) {
+		t.Fatalf("past the maximum age with no refresh: %v, want ErrKeysTooOld", err)
+	}
+
+	// A JWKS file: ready while it is there, not once it is gone.
+	fileKeys, err := NewFileKeys(dev.JWKSPath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fv, _ := NewVerifier(dev.IssuerName, dev.Audience, fileKeys)
+	if err := fv.KeysReady(ctx); err != nil {
+		t.Fatalf("a JWKS file: %v", err)
+	}
+	os.Remove(dev.JWKSPath(dir))
+	if err := fv.KeysReady(ctx); err == nil {
+		t.Fatal("ready with the JWKS file gone")
+	}
+}

@@ -53,7 +53,7 @@ func (s *Stack) Push(name string, stop func()) {
 
 // Stop calls every stop function, newest first, each after the previous
 // one returned, logging each ("stopped", with the job's name and how long
-// it took to stop). The stack is empty afterwards.
+// it took to stop, as duration_ms). The stack is empty afterwards.
 func (s *Stack) Stop(log *slog.Logger) {
 	s.mu.Lock()
 	steps := s.steps
@@ -63,7 +63,7 @@ func (s *Stack) Stop(log *slog.Logger) {
 		t0 := time.Now()
 		steps[i].stop()
 		if log != nil {
-			log.Info("stopped", "job", steps[i].name, "took", time.Since(t0).String())
+			log.Info("stopped", "job", steps[i].name, "duration_ms", float64(time.Since(t0).Microseconds())/1000)
 		}
 	}
 }

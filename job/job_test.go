@@ -1,7 +1,10 @@
 package job
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"log/slog"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -47,5 +50,21 @@ func TestStackStopsNewestFirst(t *testing.T) {
 	s.Stop(nil)
 	if len(order) != 3 {
 		t.Fatalf("a second Stop stopped again: %v", order)
+	}
+}
+
+// TestStackLogsDurationInMilliseconds: each stop is logged with its time
+// as duration_ms, the field every component logs durations under.
+func TestStackLogsDurationInMilliseconds(t *testing.T) {
+	var logs bytes.Buffer
+	var s Stack
+	s.Push("pool", func() { time.Sleep(5 * time.Millisecond) })
+	s.Stop(slog.New(slog.NewJSONHandler(&logs, nil)))
+	var line map[string]any
+	if err := json.Unmarshal(logs.Bytes(), &line); err != nil {
+		t.Fatalf("log line %q: %v", logs.String(), err)
+	}
+	if ms, ok := line["duration_ms"].(float64); line["msg"] != "stopped" || line["job"] != "pool" || !ok || ms < 5 {
+		t.Fatalf("stop log line = %v, want duration_ms of at least 5", line)
 	}
 }

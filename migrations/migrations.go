@@ -69,7 +69,7 @@ func Up(ctx context.Context, db *sql.DB, log *slog.Logger) ([]int64, error) {
 	applied := make([]int64, 0, len(results))
 	for _, r := range results {
 		applied = append(applied, r.Source.Version)
-		log.Info("migration applied", "version", r.Source.Version, "file", r.Source.Path, "took", r.Duration.String())
+		log.Info("migration applied", "version", r.Source.Version, "file", r.Source.Path, "duration_ms", float64(r.Duration.Microseconds())/1000)
 	}
 	return applied, nil
 }

@@ -32,6 +32,7 @@ func devCmd(ctx context.Context, c *call, args []string) error {
 		devStateDirSetting(&stateDir, "where the dev issuer key, PostgreSQL data (if started here) and env file live"),
 		{flag: "log-level", value: logLevel(&level, "info"), usage: "debug, info, warn or error"},
 	}, serveLimitSettings(&limits)...)...)
+	keep := fs.Bool("keep", false, "keep the dev database when dev exits; by default the database dev created is dropped on exit (one named by DATABASE_URL is never dropped)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -39,7 +40,7 @@ func devCmd(ctx context.Context, c *call, args []string) error {
 	// with them masked serves from then on.
 	boot := newLogger(c.stderr, level, nil)
 	setGCPercent(boot)
-	in, err := dev.Start(ctx, boot, stateDir)
+	in, err := dev.Start(ctx, boot, stateDir, dev.Options{Keep: *keep})
 	if err != nil {
 		return err
 	}
@@ -75,7 +76,7 @@ func devCmd(ctx context.Context, c *call, args []string) error {
 		Limits:             limits.Limits,
 		Custodians:         custodiansFile,
 		RosterGenesis:      genesisDigest,
-		Witnesses:          filepath.Join(filepath.Dir(custodiansFile), "mediator-witnesses.json"),
+		Witnesses:          in.WitnessesFile,
 		LivenessWindow:     7 * 24 * time.Hour,
 		LivenessInterval:   time.Minute,
 		ProposalWait:       72 * time.Hour,
@@ -101,12 +102,12 @@ func devCmd(ctx context.Context, c *call, args []string) error {
 			return err
 		}
 		defer in.Unpublish()
-		printDevBanner(c.stdout, url, in.AgentURL, stateDir, in.Postgres.Source, in.Vault.Source)
+		printDevBanner(c.stdout, url, in.AgentURL, stateDir, in.Postgres.Source, in.Vault.Source, *keep)
 	}
 	return <-errc
 }
 
-func printDevBanner(w io.Writer, url, agentURL, stateDir, pgSource, vaultSource string) {
+func printDevBanner(w io.Writer, url, agentURL, stateDir, pgSource, vaultSource string, keep bool) {
 	self := "mediator"
 	if len(os.Args) > 0 && strings.Contains(os.Args[0], "/") && !strings.Contains(os.Args[0], "go-build") {
 		self = os.Args[0]
@@ -114,6 +115,10 @@ func printDevBanner(w io.Writer, url, agentURL, stateDir, pgSource, vaultSource 
 	stateFlag := ""
 	if stateDir != dev.DefaultStateDir() {
 		stateFlag = " --state-dir " + stateDir
+	}
+	exit := "Ctrl-C stops everything this command started, and drops the database it created (--keep keeps it)."
+	if keep {
+		exit = "Ctrl-C stops everything this command started; the database is kept (--keep)."
 	}
 	fmt.Fprintf(w, `
 mediator dev is serving on %[1]s
@@ -132,11 +137,12 @@ Try:
   curl %[1]s/readyz
   TOKEN=$(%[2]s dev token%[5]s --sub alice --roles officer,auditor)
   curl -H "Authorization: Bearer $TOKEN" %[1]s/v1/whoami
-  eval "$(%[2]s dev env%[5]s)"   # DATABASE_URL, VAULT_ADDR, VAULT_TOKEN, MEDIATOR_ADDR, MEDIATOR_AGENT_URL, MEDIATOR_ROSTER_GENESIS, …
+  eval "$(%[2]s dev env%[5]s)"   # DATABASE_URL, VAULT_ADDR, VAULT_TOKEN, MEDIATOR_ADDR, MEDIATOR_AGENT_URL, MEDIATOR_ROSTER_GENESIS,
+                                 # MEDIATOR_DEV_LEGAL_KEY (and _SECURITY_, _OFFICER_), MEDIATOR_WITNESSES, …
   %[2]s loadgen --duration 10s    # realistic events; then: %[2]s audit verify
 
-Ctrl-C stops everything this command started.
-`, url, self, pgSource, vaultSource, stateFlag, stateDir, agentURL)
+%[8]s
+`, url, self, pgSource, vaultSource, stateFlag, stateDir, agentURL, exit)
 }
 
 // devStateDirSetting is the dev instance's state directory; usage says
@@ -256,7 +262,8 @@ func startDevCustodians(ctx context.Context, in *dev.Instance, pseudonymEntry *r
 	if err != nil {
 		return "", "", nil, roster.Roster{}, err
 	}
-	if err := dev.WriteWitnesses(ctx, cs, filepath.Join(dir, "mediator-witnesses.json")); err != nil {
+	in.WitnessesFile = filepath.Join(dir, "mediator-witnesses.json")
+	if err := dev.WriteWitnesses(ctx, cs, in.WitnessesFile); err != nil {
 		return "", "", nil, roster.Roster{}, err
 	}
 	return file, digest, approvers, cs[0].Genesis, nil

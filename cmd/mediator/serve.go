@@ -126,14 +126,40 @@ func start(ctx context.Context, cfg serveConfig, log *slog.Logger, metrics *api.
 	}
 	d := api.Deps{Logger: log, Authn: verifier, Authz: engine, Metrics: metrics, Ingest: ingester, Log: auditLog,
 		Stats: stats.NewStore(pool), StatsMinGroup: cfg.StatsMinGroup, Limits: cfg.Limits,
-		Ready: []api.Check{
-			{Name: "postgres", Probe: pool.Ping},
-			{Name: "vault", Probe: func(ctx context.Context) error { return vaultclient.Ready(ctx, vault) }},
-		}}
+		Ready: readiness(cfg, verifier, pool.Ping, func(ctx context.Context) error { return vaultclient.Ready(ctx, vault) }, auditLog.WitnessQuorum)}
 	if err := startLawfulAccess(ctx, cfg, log, metrics, pool, auditLog, engine, owned, &d); err != nil {
 		return api.Deps{}, nil, err
 	}
 	return d, engine, nil
+}
+
+// readiness is what /readyz checks (docs/operations.md): that PostgreSQL
+// and Vault answer; that the token verifier holds a key set it may use
+// (else every token is refused); that custodians and a roster genesis are
+// configured (else no key can be deposited or released); and that the
+// witness quorum cosigned in the checkpoint job's latest round (else no
+// checkpoint is published). The witnesses are not asked here: the check
+// reads what the checkpoint job found (audit.Log.WitnessQuorum).
+func readiness(cfg serveConfig, verifier *identity.Verifier, postgres, vault, witnesses func(context.Context) error) []api.Check {
+	return []api.Check{
+		{Name: "postgres", Probe: postgres},
+		{Name: "vault", Probe: vault},
+		{Name: "jwks", Probe: verifier.KeysReady},
+		{Name: "custodians", Probe: configured(cfg.Custodians, "--custodians")},
+		{Name: "roster", Probe: configured(cfg.RosterGenesis, "--roster-genesis")},
+		{Name: "witnesses", Probe: witnesses},
+	}
+}
+
+// configured is a readiness probe that fails with api.ErrNotConfigured
+// while the setting flag is empty.
+func configured(value, flag string) func(context.Context) error {
+	return func(context.Context) error {
+		if value == "" {
+			return fmt.Errorf("%w: %s is not set", api.ErrNotConfigured, flag)
+		}
+		return nil
+	}
 }
 
 // startLog opens the audit log (its group commit and checkpoint job) and

@@ -312,21 +312,29 @@ func (p *Postgres) Stop() {
 // CreateDatabase creates database name (if absent) and returns a URL for it
 // with the same credentials as AdminURL.
 func (p *Postgres) CreateDatabase(ctx context.Context, name string) (string, error) {
+	url, _, err := p.EnsureDatabase(ctx, name)
+	return url, err
+}
+
+// EnsureDatabase is CreateDatabase, and reports whether this call created
+// the database (false when it was there already).
+func (p *Postgres) EnsureDatabase(ctx context.Context, name string) (url string, created bool, err error) {
 	conn, err := pgx.Connect(ctx, p.AdminURL)
 	if err != nil {
-		return "", fmt.Errorf("harness: connect: %w", err)
+		return "", false, fmt.Errorf("harness: connect: %w", err)
 	}
 	defer conn.Close(ctx)
 	var exists bool
 	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
-		return "", fmt.Errorf("harness: look up database: %w", err)
+		return "", false, fmt.Errorf("harness: look up database: %w", err)
 	}
 	if !exists {
 		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-			return "", fmt.Errorf("harness: create database %s: %w", name, err)
+			return "", false, fmt.Errorf("harness: create database %s: %w", name, err)
 		}
 	}
-	return p.DatabaseURL(name)
+	url, err = p.DatabaseURL(name)
+	return url, !exists, err
 }
 
 // DropDatabase drops database name, disconnecting anyone still on it.

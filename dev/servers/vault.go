@@ -26,6 +26,11 @@ import (
 // v1.21.0 does. See docs/vault.md.
 const VaultVersion = "v1.21.0"
 
+// vaultGoSum is the first 12 hex digits of the SHA-256 of tools/vault/go.sum
+// as this binary was built: the cache key of the pinned Vault outside the
+// checkout. TestPinnedToolSums keeps it in step with the file.
+const vaultGoSum = "31d09482f9bf"
+
 // Vault is a reachable Vault server and a token with root-level rights on it
 // (the dev server's root token, or the VAULT_TOKEN given to us).
 type Vault struct {
@@ -223,7 +228,7 @@ func VaultCacheDir() (string, error) {
 // changed pin builds again and an unchanged one never does. Concurrent callers
 // (parallel test packages) wait for one build.
 func EnsureVaultBinary(ctx context.Context, log *slog.Logger) (string, error) {
-	return ensureTool(ctx, log, pinnedTool{name: "vault", dir: "vault", version: VaultVersion, pkg: "github.com/hashicorp/vault",
+	return ensureTool(ctx, log, pinnedTool{name: "vault", dir: "vault", version: VaultVersion, sum: vaultGoSum, pkg: "github.com/hashicorp/vault",
 		env: []string{"GONOSUMDB=github.com/hashicorp/vault-plugin-*"}, took: "about 10 minutes on 2 cores"})
 }
 
@@ -231,12 +236,17 @@ func EnsureVaultBinary(ctx context.Context, log *slog.Logger) (string, error) {
 // (tools/<dir>) and cached as <name>-<version>-<hash of go.sum>.
 type pinnedTool struct {
 	name, dir, version, pkg string
-	env                     []string
-	took                    string // how long a first build takes, for the log
+	// sum is the cache key's hash of tools/<dir>/go.sum as this binary
+	// was built, for finding the cached tool outside the checkout.
+	sum  string
+	env  []string
+	took string // how long a first build takes, for the log
 }
 
 // ensureTool returns the cached binary of t, building it from tools/<dir>
-// when the cache holds none built from the module's current go.sum.
+// when the cache holds none built from the module's current go.sum. Run
+// outside the checkout, it finds the binary built from the pin this
+// binary was built with (t.sum), and needs the checkout only to build.
 func ensureTool(ctx context.Context, log *slog.Logger, t pinnedTool) (string, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -245,18 +255,21 @@ func ensureTool(ctx context.Context, log *slog.Logger, t pinnedTool) (string, er
 	if err != nil {
 		return "", err
 	}
-	toolsDir, err := findToolsDir(t.dir)
-	if err != nil {
-		return "", err
+	toolsDir, findErr := findToolsDir(t.dir)
+	key := t.sum
+	if findErr == nil {
+		sum, err := os.ReadFile(filepath.Join(toolsDir, "go.sum"))
+		if err != nil {
+			return "", fmt.Errorf("harness: read tools/%s/go.sum: %w", t.dir, err)
+		}
+		key = goSumKey(sum)
 	}
-	sum, err := os.ReadFile(filepath.Join(toolsDir, "go.sum"))
-	if err != nil {
-		return "", fmt.Errorf("harness: read tools/%s/go.sum: %w", t.dir, err)
-	}
-	h := sha256.Sum256(sum)
-	bin := filepath.Join(cacheDir, t.name+"-"+t.version+"-"+hex.EncodeToString(h[:6]))
+	bin := filepath.Join(cacheDir, t.name+"-"+t.version+"-"+key)
 	if isExecutable(bin) {
 		return bin, nil
+	}
+	if findErr != nil {
+		return "", fmt.Errorf("harness: the cache holds no pinned %s (%s), and building it needs the mediator checkout: %w", t.name, bin, findErr)
 	}
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return "", fmt.Errorf("harness: cache dir: %w", err)
@@ -284,8 +297,15 @@ func ensureTool(ctx context.Context, log *slog.Logger, t pinnedTool) (string, er
 	if err := os.Rename(tmp, bin); err != nil {
 		return "", fmt.Errorf("harness: cache %s: %w", t.name, err)
 	}
-	log.Info(t.name+": built", "version", t.version, "took", time.Since(start).Round(time.Second).String())
+	log.Info(t.name+": built", "version", t.version, "duration_ms", float64(time.Since(start).Microseconds())/1000)
 	return bin, nil
+}
+
+// goSumKey is the cache key of a tools module's go.sum: the first 12 hex
+// digits of its SHA-256.
+func goSumKey(sum []byte) string {
+	h := sha256.Sum256(sum)
+	return hex.EncodeToString(h[:6])
 }
 
 // findToolsDir walks up from the working directory to the checkout's

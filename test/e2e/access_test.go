@@ -45,7 +45,7 @@ func TestLawfulAccessStory(t *testing.T) {
 	approverFiles, _, rosterApprovers := approverKeys(t, dir, map[string]string{"lena": "legal", "sam": "security", "olga": roster.RoleOfficer})
 	cs := startCustodians(t, nil, dev.CustodianOptions{Approvers: rosterApprovers})
 	in := startServe(t, serveOpts{custodians: cs, extraEnv: []string{"MEDIATOR_LOG_LEVEL=debug"}})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	token := func(t *testing.T, sub string, roles ...string) string {
 		tok, err := in.issuer.Issue(sub, roles, time.Hour)
 		if err != nil {
@@ -515,7 +515,7 @@ func TestPolicyReloadsOnSIGHUP(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, name), b, 0o644)
 	}
 	in := startServe(t, serveOpts{extraEnv: []string{"MEDIATOR_POLICY_DIR=" + dir}})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	aud, _ := in.issuer.Issue("aud", []string{"auditor"}, time.Hour)
 	infoLine := func() string {
 		for _, l := range strings.Split(rawGet(t, in.metrics), "\n") {

@@ -22,7 +22,7 @@ import (
 //     hidden from the time-bounded export, and audit verify names it.
 func TestCheckpointTableAndColumnsAttacks(t *testing.T) {
 	in := startServe(t, serveOpts{})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	gw, _ := in.issuer.Issue("gateway-1", []string{"ingest"}, time.Hour)
 	aud, _ := in.issuer.Issue("auditor-1", []string{"auditor"}, time.Hour)
 	send := func(from, n int) {

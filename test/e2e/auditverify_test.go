@@ -48,7 +48,7 @@ func exitStatus(t *testing.T, err error) int {
 func TestAuditVerifyNonDefaultOrigin(t *testing.T) {
 	const origin = "verify.e2e.example/audit"
 	in := startServe(t, serveOpts{extraEnv: []string{"MEDIATOR_LOG_ORIGIN=" + origin}})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	gw, _ := in.issuer.Issue("gateway-1", []string{"ingest"}, time.Hour)
 	aud, _ := in.issuer.Issue("auditor-1", []string{"auditor"}, time.Hour)
 	var evs []map[string]any

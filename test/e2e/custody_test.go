@@ -92,7 +92,7 @@ func TestReleaseAcrossCustodianFailures(t *testing.T) {
 	cs := startCustodians(t, nil, dev.CustodianOptions{Approvers: trusted, PolicyDir: map[int]string{2: strictPolicy(t)},
 		PKCS11: map[int]*custodian.PKCS11File{5: hsm}})
 	in := startServe(t, serveOpts{custodians: cs})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	tok := func(sub string, roles ...string) string { s, _ := in.issuer.Issue(sub, roles, time.Hour); return s }
 	dep, admin, olga := tok("gw", "depositor"), tok("ada", "admin"), tok("olga", "officer")
 	gw, _ := newClient(in.base, dep, http.DefaultClient)
@@ -248,7 +248,7 @@ func TestCompromisedMediator(t *testing.T) {
 		os.WriteFile(filepath.Join(policyDir, name), b, 0o644)
 	}
 	in := startServe(t, serveOpts{custodians: cs, extraEnv: []string{"MEDIATOR_POLICY_DIR=" + policyDir}})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	tok := func(sub string, roles ...string) string { s, _ := in.issuer.Issue(sub, roles, time.Hour); return s }
 	dep, admin, olga := tok("gw", "depositor"), tok("ada", "admin"), tok("olga", "officer")
 	gw, _ := newClient(in.base, dep, http.DefaultClient)

@@ -37,7 +37,7 @@ func TestDepositsCannotBeReplayedOrUndone(t *testing.T) {
 	keys, trusted := e2eApprovers()
 	cs := startCustodians(t, nil, dev.CustodianOptions{Approvers: trusted, MinRetention: 2 * time.Second})
 	in := startServe(t, serveOpts{custodians: cs})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	ensureRoster(t, in, keys)
 	genesis, _ := in.genesis.Digest()
 	tok := func(sub string, roles ...string) string { s, _ := in.issuer.Issue(sub, roles, time.Hour); return s }

@@ -64,9 +64,16 @@ func TestDevAllInOne(t *testing.T) {
 			t.Fatalf("dev env: %v %s", err, stderr)
 		}
 		vars = parseExports(t, envOut)
-		for _, k := range []string{"DATABASE_URL", "VAULT_ADDR", "VAULT_TOKEN", "MEDIATOR_ADDR", "MEDIATOR_CUSTODIAN_SET", "MEDIATOR_ROSTER_GENESIS"} {
+		for _, k := range []string{"DATABASE_URL", "VAULT_ADDR", "VAULT_TOKEN", "MEDIATOR_ADDR", "MEDIATOR_CUSTODIAN_SET", "MEDIATOR_ROSTER_GENESIS",
+			"MEDIATOR_WITNESSES", "MEDIATOR_DEV_LEGAL_KEY", "MEDIATOR_DEV_SECURITY_KEY", "MEDIATOR_DEV_OFFICER_KEY"} {
 			if vars[k] == "" {
 				t.Fatalf("dev env lacks %s:\n%s", k, envOut)
+			}
+		}
+		// The key paths and the witness policy are files in --state-dir.
+		for _, k := range []string{"MEDIATOR_WITNESSES", "MEDIATOR_DEV_LEGAL_KEY", "MEDIATOR_DEV_SECURITY_KEY", "MEDIATOR_DEV_OFFICER_KEY"} {
+			if _, err := os.Stat(vars[k]); err != nil || !strings.HasPrefix(vars[k], state+"/") {
+				t.Fatalf("dev env %s=%q is not a file in the state dir %s: %v", k, vars[k], state, err)
 			}
 		}
 		if vars["MEDIATOR_ADDR"] != base {
@@ -266,7 +273,7 @@ func TestDevAllInOne(t *testing.T) {
 			"MEDIATOR_ROSTER_GENESIS=" + genesis, "MEDIATOR_PSEUDONYM_TOKEN_FILE=" + exports["MEDIATOR_PSEUDONYM_TOKEN_FILE"]}, "request", "create",
 			"--case", "c-1", "--legal-basis", "court_order", "--warrant", "W-1", "--jurisdiction", "US", "--justification", "See the file.",
 			"--conversation", "conv-a", "--from", now.Add(-time.Hour).Format(time.RFC3339), "--to", now.Add(time.Hour).Format(time.RFC3339),
-			"--recipient", filepath.Join(dir, "olga.key.pub"), "--key", filepath.Join(state2, "dev-officer.key"))
+			"--recipient", filepath.Join(dir, "olga.key.pub"), "--key", exports["MEDIATOR_DEV_OFFICER_KEY"])
 		var created struct{ ID string }
 		if err != nil || json.Unmarshal([]byte(out), &created) != nil {
 			t.Fatalf("request create: %v %s %s", err, out, stderr)
@@ -275,7 +282,7 @@ func TestDevAllInOne(t *testing.T) {
 			t.Fatalf("request create does not show the officer the pseudonym it signed: %s", stderr)
 		}
 		if _, stderr, err := runCmd(t, []string{"MEDIATOR_URL=http://" + addr2, "MEDIATOR_TOKEN=" + token("dev-legal", "approver"), "MEDIATOR_ROSTER_GENESIS=" + genesis},
-			"request", "approve", created.ID, "--key", filepath.Join(state2, "dev-legal.key"), "--yes"); err != nil {
+			"request", "approve", created.ID, "--key", exports["MEDIATOR_DEV_LEGAL_KEY"], "--yes"); err != nil {
 			t.Fatalf("the new state directory's dev-legal key does not sign: %v %s", err, stderr)
 		}
 	})

@@ -33,7 +33,7 @@ func TestDepositStory(t *testing.T) {
 	defer vault.Stop()
 	cs := startCustodians(t, vault, dev.CustodianOptions{})
 	in := startServe(t, serveOpts{custodians: cs})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	dep, _ := in.issuer.Issue("gateway-7", []string{"depositor"}, time.Hour)
 	aud, _ := in.issuer.Issue("auditor-1", []string{"auditor"}, time.Hour)
 	gw, _ := newClient(in.base, dep, http.DefaultClient)
@@ -151,7 +151,7 @@ func TestEscrowLifecycleCLI(t *testing.T) {
 	ctx := context.Background()
 	cs := startCustodians(t, nil, dev.CustodianOptions{MinRetention: time.Nanosecond})
 	in := startServe(t, serveOpts{custodians: cs})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	tok, _ := in.issuer.Issue("gw", []string{"depositor"}, time.Hour)
 	gw, _ := newClient(in.base, tok, http.DefaultClient)
 	for _, convo := range []string{conv("conv-free"), conv("conv-held")} {

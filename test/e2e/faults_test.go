@@ -168,7 +168,7 @@ func TestCrashRestartLosesNothingAcknowledged(t *testing.T) {
 		kills = n
 	}
 	in := startServe(t, serveOpts{})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	tok, _ := in.issuer.Issue("gw-crash", []string{"ingest"}, time.Hour)
 	c := newAckingClient(in.base, tok, "gw-crash", "crash", 100)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -209,7 +209,7 @@ func TestDatabaseFaultsUnderLoad(t *testing.T) {
 	}
 	defer pg.Stop()
 	in := startServe(t, serveOpts{pg: pg})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	tok, _ := in.issuer.Issue("gw-db", []string{"ingest"}, time.Hour)
 	c := newAckingClient(in.base, tok, "gw-db", "dbfault", 100)
 	lctx, cancel := context.WithCancel(ctx)
@@ -275,7 +275,7 @@ func TestVaultSealedThenBack(t *testing.T) {
 	_, trusted := e2eApprovers()
 	cs := startCustodians(t, v, dev.CustodianOptions{Approvers: trusted})
 	in := startServe(t, serveOpts{vault: v, custodians: cs})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	tok := func(sub string, roles ...string) string { s, _ := in.issuer.Issue(sub, roles, time.Hour); return s }
 	gw, dep, admin := tok("gw", "ingest"), tok("gw", "depositor"), tok("ada", "admin")
 	olga, lena, sam := tok("olga", "officer"), tok("lena", "approver"), tok("sam", "approver")

@@ -23,7 +23,7 @@ import (
 // is stored, and the service stays healthy with a log that verifies.
 func TestHostileInput(t *testing.T) {
 	in := startServe(t, serveOpts{})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	tok := func(roles ...string) string { s, _ := in.issuer.Issue("hostile", roles, time.Hour); return s }
 	gw, dep, aud, off, adm := tok("ingest"), tok("depositor"), tok("auditor"), tok("officer"), tok("admin")
 
@@ -125,7 +125,7 @@ func TestHostileInput(t *testing.T) {
 	}
 
 	// Nothing of it got in, and the service is well.
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 10*time.Second)
+	in.waitReady(t, 10*time.Second)
 	if n := countRows(t, in.dsn, "audit_entries"); n != 0 {
 		t.Fatalf("hostile input left %d log entries", n)
 	}

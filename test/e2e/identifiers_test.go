@@ -40,7 +40,7 @@ var identifierCanaryFragments = []string{"555-0177", "5550177", "555/0177", "555
 // database, the logs or the metrics.
 func TestIdentifiersInOpaqueFields(t *testing.T) {
 	in := startServe(t, serveOpts{})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	gw, _ := in.issuer.Issue("gateway-1", []string{"ingest"}, time.Hour)
 	olga, _ := in.issuer.Issue("olga", []string{"officer"}, time.Hour)
 	events := in.base + "/v1/events"

@@ -38,7 +38,7 @@ import (
 func TestEveryRouteAndRoleOverHTTP(t *testing.T) {
 	ctx := context.Background()
 	in := startServe(t, serveOpts{})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	routes, err := api.Routes(api.NewRouter(api.Deps{Metrics: api.NewMetrics("test")}))
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +103,7 @@ func decode(b []byte) map[string]any {
 // request, and one by an approver a roster version removed, are refused.
 func TestForgedTokensAndApprovals(t *testing.T) {
 	in := startServe(t, serveOpts{})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	raw, err := os.ReadFile(filepath.Join(in.state, "dev-issuer.jwk"))
 	if err != nil {
 		t.Fatal(err)

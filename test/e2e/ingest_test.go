@@ -106,7 +106,7 @@ func getText(t *testing.T, url, token string) (int, string) {
 // superuser edits a row, then names it.
 func TestIngestToProof(t *testing.T) {
 	in := startServe(t, serveOpts{extraEnv: []string{"MEDIATOR_LOG_LEVEL=debug"}})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	gw, _ := in.issuer.Issue("gateway-1", []string{"ingest"}, time.Hour)
 	aud, _ := in.issuer.Issue("auditor-1", []string{"auditor"}, time.Hour)
 	events := in.base + "/v1/events"

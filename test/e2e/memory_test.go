@@ -33,7 +33,7 @@ const maxResidentMiB = 512
 // the log.
 func TestIngestMemoryIsBounded(t *testing.T) {
 	in := startServe(t, serveOpts{})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	const workers = 32
 
 	amplifier := amplifyingBody(t)

@@ -66,7 +66,7 @@ func TestIndependentWitness(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "witnesses.json"), policy, 0o600)
 
 	in := startServe(t, serveOpts{extraEnv: []string{"MEDIATOR_CHECKPOINT_KEY_FILE=" + keyFile, "MEDIATOR_WITNESSES=" + filepath.Join(dir, "witnesses.json")}})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	gw, _ := in.issuer.Issue("gw", []string{"ingest"}, time.Hour)
 	aud, _ := in.issuer.Issue("aud", []string{"auditor"}, time.Hour)
 	for round := 0; round < 2; round++ {

@@ -82,7 +82,7 @@ func candidates() []string {
 func TestNeitherSideAloneLinks(t *testing.T) {
 	ctx := context.Background()
 	in := startServe(t, serveOpts{})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 
 	key, err := pseudonym.GenerateKey()
 	if err != nil {

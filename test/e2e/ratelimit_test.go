@@ -22,7 +22,7 @@ func TestRateLimitsPerIdentity(t *testing.T) {
 		"MEDIATOR_RATE_ACCESS=1", "MEDIATOR_RATE_ACCESS_BURST=3",
 		"MEDIATOR_RATE_DEPOSIT=1", "MEDIATOR_RATE_DEPOSIT_BURST=3",
 	}})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	flooder, _ := in.issuer.Issue("gw-flood", []string{"ingest"}, time.Hour)
 	steady, _ := in.issuer.Issue("gw-steady", []string{"ingest"}, time.Hour)
 	send := func(tok, run string, n int) (int, string) {

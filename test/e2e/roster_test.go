@@ -132,7 +132,7 @@ func TestRosterGovernance(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "hooks.json"), hooks, 0o600)
 	in := startServe(t, serveOpts{extraEnv: []string{"MEDIATOR_WEBHOOKS=" + filepath.Join(dir, "hooks.json"),
 		"MEDIATOR_LIVENESS_INTERVAL=200ms", "MEDIATOR_LIVENESS_WINDOW=4s", "MEDIATOR_ROSTER_PROPOSAL_WAIT=1s"}})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	tok := func(sub string, roles ...string) string { s, _ := in.issuer.Issue(sub, roles, time.Hour); return s }
 	admin, olga := tok("ada", "admin"), tok("olga", "officer")
 	keys, _ := e2eApprovers()

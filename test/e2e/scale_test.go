@@ -27,7 +27,7 @@ func TestTwoInstancesKeepOneLog(t *testing.T) {
 	b := startServe(t, serveOpts{dsn: a.dsn, custodians: cs})
 	instances := []*instance{a, b}
 	for _, in := range instances {
-		waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+		in.waitReady(t, 60*time.Second)
 	}
 	var accepted atomic.Int64
 	var wg sync.WaitGroup

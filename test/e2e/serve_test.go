@@ -7,11 +7,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -76,6 +79,49 @@ type instance struct {
 	// genesis is the roster genesis the instance pins (ensureRoster
 	// adopts it).
 	genesis roster.Roster
+	// custodians says whether the instance was given custodians
+	// (--custodians); without them it is never ready (waitReady).
+	custodians bool
+}
+
+// waitReady waits until the instance is as ready as it can be: /readyz
+// 200 with custodians; without them, 503 naming custodians as not
+// configured and nothing else (every other dependency is fine).
+func (in *instance) waitReady(t *testing.T, within time.Duration) {
+	t.Helper()
+	if in.custodians {
+		waitStatus(t, in.proc, in.base+"/readyz", 200, within)
+		return
+	}
+	waitNotReady(t, in.proc, in.base, within, "custodians")
+}
+
+// waitNotReady polls base's /readyz until it answers 503 naming exactly
+// notConfigured as not configured and no dependency down.
+func waitNotReady(t *testing.T, p *process, base string, within time.Duration, notConfigured ...string) {
+	t.Helper()
+	want := strings.Join(notConfigured, ", ") + " not configured"
+	var last string
+	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		select {
+		case <-p.exited:
+			t.Fatalf("process exited (%v) before it was ready but for %s; output:\n%s", p.err, want, p.Output())
+		default:
+		}
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			last = err.Error()
+			continue
+		}
+		var body struct{ Error struct{ Message string } }
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode == 503 && body.Error.Message == want {
+			return
+		}
+		last = fmt.Sprintf("%d %q", resp.StatusCode, body.Error.Message)
+	}
+	t.Fatalf("%s/readyz did not answer 503 %q within %s (last: %s); output:\n%s", base, want, within, last, p.Output())
 }
 
 // restart starts serve again with the same configuration, after the old
@@ -83,7 +129,7 @@ type instance struct {
 func (in *instance) restart(t *testing.T) {
 	t.Helper()
 	in.proc = start(t, in.environ, "serve")
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 }
 
 // serveOpts say how to start an instance.
@@ -163,12 +209,12 @@ func startServe(t *testing.T, o serveOpts) *instance {
 	environ = append(environ, o.extraEnv...)
 	p := start(t, environ, "serve")
 	return &instance{proc: p, base: "http://" + addr, issuer: iss, state: state, dsn: dsn, environ: environ, genesis: genesis,
-		metrics: "http://" + metricsAddr + "/metrics"}
+		metrics: "http://" + metricsAddr + "/metrics", custodians: o.custodians != nil}
 }
 
 func TestWhoamiTokens(t *testing.T) {
 	in := startServe(t, serveOpts{})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 
 	code, body, hdr := call(t, "GET", in.base+"/v1/whoami", "")
 	if code != 401 || errorCode(body) != "unauthenticated" || hdr.Get("WWW-Authenticate") == "" {
@@ -293,7 +339,7 @@ func TestReadyzNamesTheDependencyThatIsDown(t *testing.T) {
 	defer vault.Stop()
 
 	in := startServe(t, serveOpts{pg: pg, vault: vault})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 
 	// While both are up, ingest works.
 	gw, _ := in.issuer.Issue("gw", []string{"ingest"}, time.Hour)
@@ -322,6 +368,65 @@ func TestReadyzNamesTheDependencyThatIsDown(t *testing.T) {
 	if code, _, _ := call(t, "GET", in.base+"/healthz", ""); code != 200 {
 		t.Fatalf("healthz = %d", code)
 	}
+}
+
+// TestReadyzNamesABlockedIdentityProvider: while the identity provider's
+// JWKS URL answers nothing but refusals, every token is refused and
+// /readyz says why (jwks); once it answers, the mediator is ready but for
+// what it was not given (custodians) and the token works.
+func TestReadyzNamesABlockedIdentityProvider(t *testing.T) {
+	state := t.TempDir()
+	iss, err := dev.LoadOrCreateIssuer(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks, err := os.ReadFile(dev.JWKSPath(state))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blocked atomic.Bool
+	blocked.Store(true)
+	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if blocked.Load() {
+			http.Error(w, "blocked by the egress proxy", http.StatusForbidden)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(jwks)
+	}))
+	defer idp.Close()
+	in := startServe(t, serveOpts{extraEnv: []string{"MEDIATOR_JWT_JWKS=" + idp.URL}})
+	in.issuer = iss
+	waitStatus(t, in.proc, in.base+"/healthz", 200, 60*time.Second)
+	tok, _ := iss.Issue("alice", []string{"auditor"}, time.Hour)
+	if code, body, _ := call(t, "GET", in.base+"/v1/whoami", tok); code != 401 {
+		t.Fatalf("whoami with the JWKS blocked: %d %v", code, body)
+	}
+	// Ready but for the key set (and the custodians it was not given).
+	waitNotReadyDown(t, in, "jwks")
+
+	blocked.Store(false)
+	in.waitReady(t, 90*time.Second) // the refetch backs off 1 s, 2 s, 4 s… while blocked
+	if code, body, _ := call(t, "GET", in.base+"/v1/whoami", tok); code != 200 {
+		t.Fatalf("whoami once the JWKS is fetched: %d %v", code, body)
+	}
+}
+
+// waitNotReadyDown polls /readyz until it names down as down and
+// custodians as not configured, and nothing else.
+func waitNotReadyDown(t *testing.T, in *instance, down string) {
+	t.Helper()
+	want := down + " unreachable; custodians not configured"
+	var last string
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		code, body, _ := call(t, "GET", in.base+"/readyz", "")
+		e, _ := body["error"].(map[string]any)
+		if code == 503 && e["message"] == want {
+			return
+		}
+		last = fmt.Sprintf("%d %v", code, body)
+	}
+	t.Fatalf("/readyz did not answer 503 %q (last: %s); output:\n%s", want, last, in.proc.Output())
 }
 
 // TestServeRefusesABehindSchema: a database that was never migrated is not
@@ -380,7 +485,8 @@ func TestNoSecretsInLogs(t *testing.T) {
 			}
 			p := start(t, environ, "serve")
 			base := "http://" + addr
-			waitStatus(t, p, base+"/readyz", 200, 60*time.Second)
+			// Ready but for what it was not given.
+			waitNotReady(t, p, base, 60*time.Second, "custodians", "roster")
 			tok, _ := iss.Issue("alice", []string{"auditor"}, time.Hour)
 			secrets = append(secrets, tok)
 			call(t, "GET", base+"/v1/whoami", tok)

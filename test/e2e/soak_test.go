@@ -39,7 +39,7 @@ func TestSoakStaysFlat(t *testing.T) {
 		rate = r
 	}
 	in := startServe(t, serveOpts{})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	gw, _ := in.issuer.Issue("gw-soak", []string{"ingest"}, time.Hour)
 
 	type sample struct {

@@ -14,7 +14,7 @@ import (
 // writes nothing.
 func TestEventIDsCannotBeSquatted(t *testing.T) {
 	in := startServe(t, serveOpts{})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	evil, _ := in.issuer.Issue("gw-evil", []string{"ingest"}, time.Hour)
 	genuine, _ := in.issuer.Issue("gw-genuine", []string{"ingest"}, time.Hour)
 	aud, _ := in.issuer.Issue("auditor-1", []string{"auditor"}, time.Hour)

@@ -18,7 +18,7 @@ import (
 // pseudonym or a conversation id.
 func TestSOCStatsWithoutIdentifiers(t *testing.T) {
 	in := startServe(t, serveOpts{})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	gw, _ := in.issuer.Issue("gateway-1", []string{"ingest"}, time.Hour)
 	aud, _ := in.issuer.Issue("soc", []string{"auditor"}, time.Hour)
 	officer, _ := in.issuer.Issue("olga", []string{"officer"}, time.Hour)

@@ -16,7 +16,7 @@ import (
 // key first, which a genesis draft takes as its "log".
 func TestAuditVerifierKeyAsServeFindsIt(t *testing.T) {
 	in := startServe(t, serveOpts{})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	aud, _ := in.issuer.Issue("auditor-1", []string{"auditor"}, time.Hour)
 	_, served := getText(t, in.base+"/v1/audit/verifier-key", aud)
 	served = strings.TrimSpace(served)

@@ -52,7 +52,7 @@ func TestReleaseNeedsTheLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := startServe(t, serveOpts{custodians: cs, extraEnv: []string{"MEDIATOR_CHECKPOINT_KEY_FILE=" + keyFile, "MEDIATOR_WITNESSES=" + witnesses}})
-	waitStatus(t, in.proc, in.base+"/readyz", 200, 60*time.Second)
+	in.waitReady(t, 60*time.Second)
 	tok := func(sub string, roles ...string) string { s, _ := in.issuer.Issue(sub, roles, time.Hour); return s }
 	admin, olga, aud := tok("ada", "admin"), tok("olga", "officer"), tok("aud", "auditor")
 	gw, _ := newClient(in.base, tok("gw", "depositor"), http.DefaultClient)
@@ -176,6 +176,11 @@ func TestReleaseNeedsTheLog(t *testing.T) {
 		if got := size(t); got != before {
 			t.Fatalf("published size %d with three of five witnesses down (was %d)", got, before)
 		}
+		// Readiness says so, naming the witnesses and nothing else.
+		code, body, _ := call(t, "GET", in.base+"/readyz", "")
+		if e, _ := body["error"].(map[string]any); code != 503 || e["message"] != "witnesses unreachable" {
+			t.Fatalf("readyz with three of five witnesses down: %d %v", code, body)
+		}
 	})
 	// The last chapter, so the custodians it starts may end with it.
 	step(t, "with the witnesses back publication resumes", func(t *testing.T) {
@@ -187,6 +192,7 @@ func TestReleaseNeedsTheLog(t *testing.T) {
 				t.Fatalf("publication did not resume: still %d", size(t))
 			}
 		}
+		waitStatus(t, in.proc, in.base+"/readyz", 200, 20*time.Second)
 	})
 }
 
