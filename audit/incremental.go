@@ -103,9 +103,18 @@ func (s *store) proveFrom(ctx context.Context, rep *Report, from *VerifiedTree, 
 		rep.bad(-1, "no consistency proof from tree size %d: the newest checkpoint %d does not verify", from.Size, c.Size)
 		return nil
 	}
+	// The proof is made of the stored hashes; so is the newest tree's
+	// root, which must be the signed one (for equal sizes the proof is
+	// empty, and this is the whole check).
 	p, err := tlog.ProveTree(c.Size, from.Size, s.HashReader(ctx))
 	if err == nil {
 		err = tlog.CheckTree(p, c.Size, root, from.Size, from.Root)
+	}
+	if err == nil {
+		var stored tlog.Hash
+		if stored, err = tlog.TreeHash(c.Size, s.HashReader(ctx)); err == nil && stored != root {
+			err = errors.New("the stored hashes make another root")
+		}
 	}
 	if err != nil {
 		rep.bad(-1, "consistency proof from the tree verified before (size %d, root %s) to checkpoint %d fails (%v): entries below %d were rewritten since they were verified, or the log forked",

@@ -196,7 +196,7 @@ func (s *store) verifyRange(ctx context.Context, opts VerifyOptions, from *Verif
 		if ok, err := s.startEdge(ctx, rep, from, edge, verifiers); err != nil {
 			return nil, err
 		} else if !ok {
-			rep.Entries, rep.TreeSize = 0, from.Size
+			rep.Entries, rep.TreeSize, rep.Root = 0, from.Size, from.Root
 			return rep, nil
 		}
 	}
