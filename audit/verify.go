@@ -3,13 +3,12 @@ package audit
 import (
 	"context"
 	"fmt"
+	"math"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -48,6 +47,21 @@ type Report struct {
 	// checkpoint was checked. It is not by itself evidence of
 	// tampering, and OK is false.
 	OriginMismatch *OriginMismatch
+
+	// FromSize is, for an incremental verification (VerifyFrom), the
+	// size of the tree verified before: Entries counts only the entries
+	// after it, and Checkpoints only the checkpoints above it. It is 0
+	// for a full verification.
+	FromSize int64
+	// Consistency is, for an incremental verification, "ok" when a
+	// consistency proof from the tree verified before to the newest
+	// checkpoint (CheckpointSize) checked, "failed" when it did not or
+	// could not be made; "" for a full verification.
+	Consistency string
+
+	// checkpointsUpTo is the newest checkpoint's size when verification
+	// began: those signed later are left for the next run.
+	checkpointsUpTo int64
 }
 
 // OK reports whether verification found nothing wrong, with the origin
@@ -138,18 +152,27 @@ func (s *store) verify(ctx context.Context, verifiers ...note.Verifier) (*Report
 	return s.verifyWith(ctx, VerifyOptions{}, verifiers...)
 }
 
-// verify recomputes every leaf hash and stored hash from the entries in
-// PostgreSQL and compares them with what is stored; checks that seq is
+// verifyWith recomputes every leaf hash and stored hash from the entries
+// in PostgreSQL and compares them with what is stored; checks that seq is
 // gapless and that each leaf's seq, and every column searches and exports
 // filter on (kind, event id, conversation id, occurred_at, ingested_at),
 // match its row; checks every stored checkpoint's origin (opts.Origin),
 // signature (by any of verifiers, the log's current and past keys, named
 // by the log's origin) and root against the recomputed tree; and checks a
 // consistency proof between consecutive checkpoints. It holds O(log n)
-// hashes in memory, whatever the log's size. Reading the next page,
-// parsing and hashing leaves (in parallel) and building the tree (in
-// order) overlap.
+// hashes and at most checkpointPage checkpoints in memory, whatever the
+// log's size. Reading the next page, parsing and hashing leaves (in
+// parallel) and building the tree (in order) overlap.
 func (s *store) verifyWith(ctx context.Context, opts VerifyOptions, verifiers ...note.Verifier) (*Report, error) {
+	return s.verifyRange(ctx, opts, nil, verifiers...)
+}
+
+// verifyRange is verifyWith over the entries from from.Size on, on top of
+// the tree from names (verified before), or over every entry when from is
+// nil. From a tree, it checks only the checkpoints above from.Size, and
+// first that the stored hashes still make from.Root at from.Size (its
+// right edge, which the new entries' hashes build on).
+func (s *store) verifyRange(ctx context.Context, opts VerifyOptions, from *VerifiedTree, verifiers ...note.Verifier) (*Report, error) {
 	if len(verifiers) == 0 {
 		return nil, fmt.Errorf("audit: verify: no verifier key")
 	}
@@ -157,8 +180,28 @@ func (s *store) verifyWith(ctx context.Context, opts VerifyOptions, verifiers ..
 	if rep.Origin == "" {
 		rep.Origin = verifiers[0].Name()
 	}
-	checkpoints, err := s.allCheckpoints(ctx)
+	// Checkpoints signed while this runs are left for the next run: the
+	// entries they cover may come after the entries read.
+	upTo, err := s.newestCheckpointSize(ctx)
 	if err != nil {
+		return nil, err
+	}
+	rep.checkpointsUpTo = upTo
+	var start int64
+	after := int64(math.MinInt64)
+	edge := newEdge()
+	if from != nil {
+		start, after = from.Size, from.Size
+		rep.FromSize = from.Size
+		if ok, err := s.startEdge(ctx, rep, from, edge, verifiers); err != nil {
+			return nil, err
+		} else if !ok {
+			rep.Entries, rep.TreeSize, rep.Root = 0, from.Size, from.Root
+			return rep, nil
+		}
+	}
+	cps := &checkpointCheck{s: s, rep: rep, verifiers: verifiers, stream: s.streamCheckpoints(ctx, after, upTo)}
+	if err := cps.advance(); err != nil {
 		return nil, err
 	}
 	progress := opts.Progress
@@ -167,12 +210,8 @@ func (s *store) verifyWith(ctx context.Context, opts VerifyOptions, verifiers ..
 		if err := s.pool.QueryRow(ctx, "SELECT coalesce(max(seq) + 1, 0) FROM audit_entries").Scan(&total); err != nil {
 			return nil, fmt.Errorf("audit: verify: count entries: %w", err)
 		}
+		total = max(total-start, 0)
 		progress(0, total)
-	}
-	roots := make(map[int64]tlog.Hash) // recomputed roots at checkpoint sizes
-	want := make(map[int64]bool, len(checkpoints))
-	for _, c := range checkpoints {
-		want[c.Size] = true
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -181,11 +220,10 @@ func (s *store) verifyWith(ctx context.Context, opts VerifyOptions, verifiers ..
 	readErr := make(chan error, 1)
 	go func() {
 		defer close(pages)
-		readErr <- s.readVerifyPages(ctx, pages)
+		readErr <- s.readVerifyPages(ctx, start-1, pages)
 	}()
 
-	edge := newEdge()
-	var expect int64
+	expect := start
 	for page := range pages {
 		for i := range page {
 			r := &page[i]
@@ -196,8 +234,8 @@ func (s *store) verifyWith(ctx context.Context, opts VerifyOptions, verifiers ..
 				cancel()
 				for range pages {
 				}
-				s.treeDone(rep, expect, edge, progress, total)
-				return s.finishVerify(ctx, rep, checkpoints, roots, verifiers)
+				s.treeDone(rep, start, expect, edge, progress, total)
+				return s.finishRange(ctx, cps, from)
 			}
 			switch f := r.fields; {
 			case r.parseErr != nil:
@@ -227,37 +265,35 @@ func (s *store) verifyWith(ctx context.Context, opts VerifyOptions, verifiers ..
 			if size%edgeTrimEvery == 0 {
 				edge.trim(size)
 			}
-			if want[size] {
-				root, err := tlog.TreeHash(size, edge)
-				if err != nil {
-					return nil, fmt.Errorf("audit: verify: root at %d: %w", size, err)
+			for cps.has && cps.cur.Size <= size {
+				if err := cps.checkAt(ctx, size, edge); err != nil {
+					return nil, err
 				}
-				roots[size] = root
 			}
 			expect++
 		}
 		if progress != nil {
-			progress(expect, total)
+			progress(expect-start, total)
 		}
 	}
 	if err := <-readErr; err != nil {
 		return nil, err
 	}
-	s.treeDone(rep, expect, edge, progress, total)
-	return s.finishVerify(ctx, rep, checkpoints, roots, verifiers)
+	s.treeDone(rep, start, expect, edge, progress, total)
+	return s.finishRange(ctx, cps, from)
 }
 
-// treeDone records that the entries up to size were read: their count,
+// treeDone records that the entries from start up to size were read: their count,
 // the tree they make and its root, and tells progress.
-func (s *store) treeDone(rep *Report, size int64, edge *edge, progress Progress, total int64) {
-	rep.Entries, rep.TreeSize = size, size
+func (s *store) treeDone(rep *Report, start, size int64, edge *edge, progress Progress, total int64) {
+	rep.Entries, rep.TreeSize = size-start, size
 	if size > 0 {
 		if root, err := tlog.TreeHash(size, edge); err == nil {
 			rep.Root = root
 		}
 	}
 	if progress != nil {
-		progress(size, total)
+		progress(size-start, total)
 	}
 }
 
@@ -266,11 +302,10 @@ func (s *store) treeDone(rep *Report, size int64, edge *edge, progress Progress,
 // enough to keep memory small.
 const edgeTrimEvery = 4096
 
-// readVerifyPages sends the entries in seq order, a page at a time, each
+// readVerifyPages sends the entries above seq after in seq order, a page at a time, each
 // page parsed and leaf-hashed in parallel, until the table ends or ctx is
 // done.
-func (s *store) readVerifyPages(ctx context.Context, out chan<- []verifyRow) error {
-	var after int64 = -1
+func (s *store) readVerifyPages(ctx context.Context, after int64, out chan<- []verifyRow) error {
 	for {
 		rows, err := s.pool.Query(ctx,
 			"SELECT seq, leaf, hashes, kind, coalesce(event_id, ''), coalesce(submitter, ''), coalesce(conversation_id, ''), occurred_at, ingested_at FROM audit_entries WHERE seq > $1 ORDER BY seq LIMIT $2",
@@ -348,80 +383,6 @@ func columnsDiffer(f LeafFields, kind, eventID, submitter, convo string, occurre
 		}
 	}
 	return ""
-}
-
-// finishVerify checks the checkpoints against the recomputed roots. When
-// no checkpoint names rep.Origin and some name another, it sets
-// rep.OriginMismatch instead and checks none of them: that is how a
-// verifier configured for another log (or with the default origin) sees
-// this one, not a sign of tampering. A checkpoint naming another origin
-// among checkpoints naming the log's is a problem.
-func (s *store) finishVerify(ctx context.Context, rep *Report, checkpoints []Checkpoint, roots map[int64]tlog.Hash, verifiers []note.Verifier) (*Report, error) {
-	rep.Checkpoints = len(checkpoints)
-	var found []string
-	ours := 0
-	for _, c := range checkpoints {
-		switch o, ok := noteOrigin(c.Note); {
-		case !ok: // malformed: a problem whatever the origin, reported below
-		case o == rep.Origin:
-			ours++
-		case !slices.Contains(found, o):
-			found = append(found, o)
-		}
-	}
-	if len(found) > 0 && ours == 0 {
-		rep.OriginMismatch = &OriginMismatch{Expected: rep.Origin, Found: found}
-		return rep, nil
-	}
-	var prev *Checkpoint
-	for i := range checkpoints {
-		c := &checkpoints[i]
-		if o, ok := noteOrigin(c.Note); ok && o != rep.Origin {
-			rep.bad(-1, "checkpoint %d: names origin %q, not the log's %q: it is not this log's checkpoint", c.Size, o, rep.Origin)
-			continue
-		}
-		size, root, err := OpenCheckpoint([]byte(c.Note), rep.Origin, verifiers...)
-		switch {
-		case err != nil:
-			rep.bad(-1, "checkpoint %d: %v", c.Size, err)
-			continue
-		case size != c.Size || root != c.Root:
-			rep.bad(-1, "checkpoint %d: its signed note is for tree size %d with another root (replaced)", c.Size, size)
-			continue
-		}
-		rec, ok := roots[c.Size]
-		if !ok {
-			rep.bad(-1, "checkpoint %d: the log has only %d entries", c.Size, rep.Entries)
-			continue
-		}
-		if rec != root {
-			rep.bad(-1, "checkpoint %d: signed root differs from the recomputed tree (forked or tampered)", c.Size)
-			continue
-		}
-		if prev != nil {
-			p, err := tlog.ProveTree(c.Size, prev.Size, s.HashReader(ctx))
-			if err != nil {
-				rep.bad(-1, "checkpoints %d→%d: no consistency proof: %v", prev.Size, c.Size, err)
-			} else if err := tlog.CheckTree(p, c.Size, root, prev.Size, prev.Root); err != nil {
-				rep.bad(-1, "checkpoints %d→%d: not consistent: %v", prev.Size, c.Size, err)
-			}
-		}
-		prev = c
-		rep.CheckpointSize = c.Size
-	}
-	return rep, nil
-}
-
-func (s *store) allCheckpoints(ctx context.Context) ([]Checkpoint, error) {
-	rows, err := s.pool.Query(ctx, "SELECT tree_size, root_hash, note, created_at FROM audit_checkpoints ORDER BY tree_size")
-	if err != nil {
-		return nil, fmt.Errorf("audit: read checkpoints: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, scanCheckpoint)
-	if err != nil {
-		return nil, fmt.Errorf("audit: read checkpoints: %w", err)
-	}
-	return out, nil
 }
 
 // edge holds recomputed stored hashes, trimmed to the right edge of the tree

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -281,15 +282,34 @@ func (s *store) checkWitnesses(ctx context.Context, rep *Report, policy WitnessP
 	if origin == "" {
 		origin = verifiers[0].Name()
 	}
-	checkpoints, err := s.allCheckpoints(ctx)
-	if err != nil {
-		return err
-	}
 	byName := map[string]Witness{}
 	for _, w := range policy.Witnesses {
 		byName[w.Name] = w
 	}
-	for i, c := range checkpoints {
+	// The checkpoints rep's verification checked: above its verified
+	// tree, up to the newest when it began; streamed, a page at a time.
+	after, upTo := int64(math.MinInt64), int64(math.MaxInt64)
+	if rep.FromSize > 0 {
+		after = rep.FromSize
+	}
+	if rep.checkpointsUpTo != 0 {
+		upTo = rep.checkpointsUpTo
+	}
+	stream := s.streamCheckpoints(ctx, after, upTo)
+	var newest struct {
+		size     int64
+		n        int
+		ok, seen bool
+	}
+	for {
+		c, more, err := stream.next()
+		if err != nil {
+			return err
+		}
+		if !more {
+			break
+		}
+		newest.seen = false
 		if _, _, err := OpenCheckpoint([]byte(c.Note), origin, verifiers...); err != nil {
 			continue // reported by Verify
 		}
@@ -312,9 +332,11 @@ func (s *store) checkWitnesses(ctx context.Context, rep *Report, policy WitnessP
 		n, ok := policy.Satisfied([]byte(cosigned))
 		if ok {
 			rep.Witnessed++
-		} else if i == len(checkpoints)-1 {
-			rep.bad(-1, "checkpoint %d, the newest: cosigned by %d of the %d witnesses the policy requires", c.Size, n, policy.Quorum)
 		}
+		newest.size, newest.n, newest.ok, newest.seen = c.Size, n, ok, true
+	}
+	if newest.seen && !newest.ok {
+		rep.bad(-1, "checkpoint %d, the newest: cosigned by %d of the %d witnesses the policy requires", newest.size, newest.n, policy.Quorum)
 	}
 	return nil
 }

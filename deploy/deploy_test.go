@@ -604,7 +604,10 @@ func TestSystemdUnitsAreHardened(t *testing.T) {
 	}
 	verify := unitSettings(t, "systemd/mediator-audit-verify.service")
 	timer := unitSettings(t, "systemd/mediator-audit-verify.timer")
-	if !strings.HasSuffix(verify["ExecStart"], "mediator audit verify") || verify["EnvironmentFile"] != serve["EnvironmentFile"] || timer["OnCalendar"] == "" {
-		t.Error("the audit verify timer must run audit verify daily with the service's configuration (its witnesses and origin)")
+	if !strings.HasSuffix(verify["ExecStart"], "mediator audit verify --state /var/lib/mediator-audit-verify/state.json") || verify["EnvironmentFile"] != serve["EnvironmentFile"] || timer["OnCalendar"] == "" {
+		t.Error("the audit verify timer must run audit verify daily, incrementally, with the service's configuration (its witnesses and origin)")
+	}
+	if verify["StateDirectory"] != "mediator-audit-verify" {
+		t.Error("mediator-audit-verify.service must keep its --state in its StateDirectory, writable under ProtectSystem=strict")
 	}
 }

@@ -250,6 +250,11 @@ func TestKubernetesReachesWhatItNeeds(t *testing.T) {
 	if !strings.Contains(args, "--witnesses /etc/mediator/witnesses.json") || !strings.Contains(args, "mountPath:/etc/mediator") {
 		t.Errorf("the CronJob does not verify with the witnesses file: %s", args)
 	}
+	// Its root filesystem is read-only: its --state lives on a claim.
+	if !strings.Contains(args, "--state /var/lib/mediator-audit-verify/state.json") || !strings.Contains(args, "mountPath:/var/lib/mediator-audit-verify") ||
+		byName["PersistentVolumeClaim/mediator-audit-verify-state"] == nil {
+		t.Errorf("the CronJob does not keep its --state on the mediator-audit-verify-state claim: %s", args)
+	}
 
 	// Each custodian's own manifest: it serves its configuration, pins a
 	// genesis, witnesses the mediator's log, and admits the mediator.

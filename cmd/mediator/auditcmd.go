@@ -26,7 +26,10 @@ type auditVerifyOptions struct {
 	// MEDIATOR_LOG_ORIGIN), or "" when it is not: then the keys' name,
 	// or for a key from Vault defaultLogOrigin.
 	origin, witnesses string
-	vault             vaultclient.Config // Addr, Token and TokenFile only: to read the key from Transit
+	// state is the --state file: the last verified checkpoint, to
+	// verify from (incremental verification); "" for a full run.
+	state string
+	vault vaultclient.Config // Addr, Token and TokenFile only: to read the key from Transit
 }
 
 // auditVerifySettings is audit verify's table of settings, bound to o.
@@ -40,6 +43,8 @@ func auditVerifySettings(o *auditVerifyOptions) []setting {
 			usage: "note verifier key (as GET /v1/audit/verifier-key returns it), or @FILE; repeat for the log's past keys; without it, read from Vault Transit with VAULT_ADDR/VAULT_TOKEN (every version of the key)"},
 		origin,
 		witnessesSetting(&o.witnesses, "a witnesses file (quorum and witness keys, as the service's --witnesses): check the checkpoints' cosignatures against it"),
+		{flag: "state", env: vars("MEDIATOR_AUDIT_VERIFY_STATE"), value: text(&o.state, ""),
+			usage: "a state file: verify only the entries after the checkpoint it holds, with a consistency proof from it to the newest checkpoint, and save the new one there when all passed; missing, a full run that writes it (docs/audit.md)"},
 		{env: vars("VAULT_ADDR", "MEDIATOR_VAULT_ADDR"), value: text(&o.vault.Addr, ""), usage: "Vault address, to read the verifier key from Transit without --key"},
 		{env: vars("VAULT_TOKEN", "MEDIATOR_VAULT_TOKEN"), value: text(&o.vault.Token, ""), secret: true, usage: "Vault token, to read the verifier key from Transit"},
 		{env: vars("MEDIATOR_VAULT_TOKEN_FILE"), value: text(&o.vault.TokenFile, ""), usage: "file holding the Vault token, when no token is set"},
@@ -95,9 +100,13 @@ func auditVerifyCmd(ctx context.Context, c *call, args []string) error {
 			return err
 		}
 	}
-	res := &verifyResult{Source: "database", WitnessesChecked: len(policy.Witnesses) > 0, Quorum: policy.Quorum}
+	res := &verifyResult{Source: "database", WitnessesChecked: len(policy.Witnesses) > 0, Quorum: policy.Quorum, StateFile: o.state}
 	if *bundle != "" {
 		res.Source = "bundle"
+		if o.state != "" {
+			fmt.Fprintln(c.stderr, "audit verify: --state verifies the database incrementally; it does not go with --bundle")
+			return exitCode(2)
+		}
 	}
 	keys, err := loadVerifierKeys(ctx, o, *bundle != "")
 	var mismatch *audit.OriginMismatch
@@ -123,41 +132,84 @@ func auditVerifyCmd(ctx context.Context, c *call, args []string) error {
 			rep = &audit.Report{FirstBadSeq: -1, Origin: keys.origin, Problems: []string{err.Error()}}
 		}
 	} else {
+		var from *audit.VerifiedTree
+		if o.state != "" {
+			st, err := audit.ReadVerifyState(o.state)
+			switch {
+			case errors.Is(err, os.ErrNotExist):
+				res.StateMissing = true // the first run: a full one, which writes it
+			case err != nil:
+				return fmt.Errorf("audit verify: --state: %w (remove it to verify in full and start again)", err)
+			default:
+				tree, err := st.Tree(keys.origin, keys.verifiers...)
+				if errors.As(err, &mismatch) {
+					res.configured(mismatch, keys, "the state file")
+					return res.write(c, *output)
+				} else if err != nil {
+					return fmt.Errorf("audit verify: --state %s: %w; if it is another log's, give this log's (or remove it to verify in full)", o.state, err)
+				}
+				from = &tree
+			}
+		}
 		meter := c.progressMeter()
-		rep, err = verifyDatabase(ctx, o, policy, keys, meter.progress())
+		var pool *pgxpool.Pool
+		rep, pool, err = verifyDatabase(ctx, o, policy, keys, from, meter.progress())
 		meter.finish()
 		if err != nil {
 			return err
+		}
+		defer pool.Close()
+		if o.state != "" && rep.OK() {
+			st, err := audit.NewVerifyState(ctx, pool, rep, policy, keys.verifiers...)
+			if err != nil {
+				return fmt.Errorf("audit verify: --state: %w", err)
+			}
+			if st != nil {
+				if err := st.Write(o.state); err != nil {
+					return fmt.Errorf("audit verify: --state: %w", err)
+				}
+				res.StateSaved = true
+			}
 		}
 	}
 	res.fill(rep)
 	return res.write(c, *output)
 }
 
-// verifyDatabase checks the log in the database against keys, the
-// witnesses' cosignatures when policy names witnesses, and the access
-// request rows against what was signed, telling progress (if not nil)
-// how far it has come.
-func verifyDatabase(ctx context.Context, o auditVerifyOptions, policy audit.WitnessPolicy, keys logKeys, progress audit.Progress) (*audit.Report, error) {
+// verifyDatabase checks the log in the database against keys (from the
+// tree from on when it is not nil, else in full), the witnesses'
+// cosignatures when policy names witnesses, and the access request rows
+// against what was signed, telling progress (if not nil) how far it has
+// come. It returns the pool it opened, for the caller to close.
+func verifyDatabase(ctx context.Context, o auditVerifyOptions, policy audit.WitnessPolicy, keys logKeys, from *audit.VerifiedTree, progress audit.Progress) (rep *audit.Report, pool *pgxpool.Pool, err error) {
 	url, err := readDatabaseURL(o.databaseURL, o.databaseURLFile)
 	if err != nil {
-		return nil, fmt.Errorf("audit verify: %w", err)
+		return nil, nil, fmt.Errorf("audit verify: %w", err)
 	}
 	if url == "" {
-		return nil, errors.New("audit verify: --database-url (or DATABASE_URL, MEDIATOR_DATABASE_URL_FILE) is required without --bundle")
+		return nil, nil, errors.New("audit verify: --database-url (or DATABASE_URL, MEDIATOR_DATABASE_URL_FILE) is required without --bundle")
 	}
-	pool, err := pgxpool.New(ctx, url)
+	pool, err = pgxpool.New(ctx, url)
 	if err != nil {
-		return nil, fmt.Errorf("audit verify: database: %w", err)
+		return nil, nil, fmt.Errorf("audit verify: database: %w", err)
 	}
-	defer pool.Close()
-	rep, err := audit.VerifyWith(ctx, pool, audit.VerifyOptions{Origin: keys.origin, Progress: progress}, keys.verifiers...)
+	defer func() {
+		if err != nil {
+			pool.Close()
+		}
+	}()
+	opts := audit.VerifyOptions{Origin: keys.origin, Progress: progress}
+	if from != nil {
+		rep, err = audit.VerifyFrom(ctx, pool, opts, *from, keys.verifiers...)
+	} else {
+		rep, err = audit.VerifyWith(ctx, pool, opts, keys.verifiers...)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("audit verify: %w", err)
+		return nil, nil, fmt.Errorf("audit verify: %w", err)
 	}
 	if len(policy.Witnesses) > 0 {
 		if err := audit.CheckWitnesses(ctx, pool, rep, policy, keys.verifiers...); err != nil {
-			return nil, fmt.Errorf("audit verify: %w", err)
+			return nil, nil, fmt.Errorf("audit verify: %w", err)
 		}
 	}
 	// Request rows are an index of the canonical requests approvers
@@ -165,13 +217,13 @@ func verifyDatabase(ctx context.Context, o auditVerifyOptions, policy audit.Witn
 	// or bytes say something else.
 	mismatches, err := access.NewPGStore(pool, nil).Mismatches(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("audit verify: access requests: %w", err)
+		return nil, nil, fmt.Errorf("audit verify: access requests: %w", err)
 	}
 	for _, m := range mismatches {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("access request %s: the stored request differs from what was signed and logged: %s",
 			m.RequestID, strings.Join(m.Fields, ", ")))
 	}
-	return rep, nil
+	return rep, pool, nil
 }
 
 // logKeys are the keys checkpoints are verified with and the origin they

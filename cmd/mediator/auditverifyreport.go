@@ -39,6 +39,19 @@ type verifyResult struct {
 	FirstFailure     *verifyFailure  `json:"first_failure"`
 	OriginMismatch   *originMismatch `json:"origin_mismatch"`
 
+	// StateFile is the --state file, "" without one. FromSize is the
+	// tree size it held (0: a full run); ToSize the checkpoint verified
+	// up to; ConsistencyProof "ok" or "failed" for an incremental run, ""
+	// for a full one; StateSaved whether the state now holds ToSize.
+	StateFile        string `json:"state_file"`
+	FromSize         int64  `json:"from_size"`
+	ToSize           int64  `json:"to_size"`
+	ConsistencyProof string `json:"consistency_proof"`
+	StateSaved       bool   `json:"state_saved"`
+	// StateMissing: the state file did not exist, so this was a full
+	// run (the first), which writes it when it passes.
+	StateMissing bool `json:"state_missing"`
+
 	ran bool // the verification ran (fill), rather than stopping at the configuration
 }
 
@@ -79,6 +92,7 @@ func (r *verifyResult) fill(rep *audit.Report) {
 		r.Root = base64.StdEncoding.EncodeToString(rep.Root[:])
 	}
 	r.Checkpoints, r.CheckpointSize, r.Witnessed = rep.Checkpoints, rep.CheckpointSize, rep.Witnessed
+	r.FromSize, r.ToSize, r.ConsistencyProof = rep.FromSize, rep.CheckpointSize, rep.Consistency
 	r.Problems = append([]string{}, rep.Problems...)
 	switch {
 	case rep.FirstBadSeq >= 0:
@@ -108,6 +122,10 @@ func (r *verifyResult) notChecked() []string {
 	if r.OriginMismatch == nil {
 		out = append(out, fmt.Sprintf("signatures by keys other than the %d given (%s): a checkpoint that none of them signed fails, so give every key the log has used", r.Keys, r.KeysFrom))
 	}
+	if r.FromSize > 0 {
+		out = append(out, fmt.Sprintf("entries 0–%d's leaves and columns against their stored hashes: an earlier run verified them (--state); a rewrite of leaves and hashes together fails the consistency proof, a leaf changed alone fails any inclusion proof of it; run without --state now and then to read every row again",
+			r.FromSize-1))
+	}
 	if r.Source == "bundle" {
 		return append(out,
 			"that no other entry matches the bundle's query: the service chose its entries (audit verify against the database checks the rows)",
@@ -115,7 +133,7 @@ func (r *verifyResult) notChecked() []string {
 	}
 	if r.OriginMismatch == nil {
 		switch {
-		case r.Checkpoints == 0 && r.TreeSize > 0:
+		case r.Checkpoints == 0 && r.TreeSize > 0 && r.FromSize == 0:
 			out = append(out, fmt.Sprintf("entries 0–%d against a signature: no checkpoint is stored (their hashes and columns were checked)", r.TreeSize-1))
 		case r.TreeSize > r.CheckpointSize:
 			out = append(out, fmt.Sprintf("entries %d–%d against a signature: no checkpoint that verified covers them (their hashes and columns were checked)", r.CheckpointSize, r.TreeSize-1))
@@ -169,6 +187,9 @@ func (r *verifyResult) writeText(w io.Writer) {
 		case "the bundle's checkpoint":
 			fmt.Fprintf(w, "origin %s expected, %s found (in %s): a configuration error: the bundle is of the log %s, the --key of the log %s; give the key of the bundle's log\n",
 				m.Expected, found, m.In, found, m.Expected)
+		case "the state file":
+			fmt.Fprintf(w, "origin %s expected, %s found (in %s): a configuration error: %s is the state of the log %s, not of this one; give this log's state file (--state, MEDIATOR_AUDIT_VERIFY_STATE), or remove it to verify in full\n",
+				m.Expected, found, m.In, r.StateFile, found)
 		default:
 			fmt.Fprintf(w, "origin %s expected, %s found (in %s): a configuration error: set --log-origin or MEDIATOR_LOG_ORIGIN to the service's origin (its --log-origin); if the service's origin is %s, see docs/operations.md, \"Audit verification failure\"\n",
 				m.Expected, found, m.In, m.Expected)
@@ -182,6 +203,18 @@ func (r *verifyResult) writeText(w io.Writer) {
 	default:
 		fmt.Fprintf(w, "checked: %d entries (tree size %d, root %s) and %d checkpoints of origin %s, with %d keys (%s)\n",
 			r.Entries, r.TreeSize, orNone(r.Root), r.Checkpoints, r.Origin, r.Keys, r.KeysFrom)
+	}
+	switch {
+	case !r.ran || r.StateFile == "":
+	case r.StateMissing:
+		fmt.Fprintf(w, "state: %s does not exist: a full verification (the first run); it is written when verification passes\n", r.StateFile)
+	case r.FromSize > 0:
+		checked := "no new entries"
+		if r.TreeSize > r.FromSize {
+			checked = fmt.Sprintf("entries %d–%d checked", r.FromSize, r.TreeSize-1)
+		}
+		fmt.Fprintf(w, "incremental: %s; the %d before them were verified by an earlier run (state %s); consistency proof from tree size %d to checkpoint %d: %s\n",
+			checked, r.FromSize, r.StateFile, r.FromSize, r.ToSize, r.ConsistencyProof)
 	}
 	if r.WitnessesChecked {
 		fmt.Fprintf(w, "witnesses: %d of %d checkpoints cosigned by the quorum of %d\n", r.Witnessed, r.Checkpoints, r.Quorum)
@@ -199,6 +232,15 @@ func (r *verifyResult) writeText(w io.Writer) {
 		fmt.Fprintf(w, "not verified: configuration error, origin %s expected, %s found\n", r.OriginMismatch.Expected, strings.Join(r.OriginMismatch.Found, ", "))
 	default:
 		fmt.Fprintf(w, "ok: %d entries and %d checkpoints verified\n", r.Entries, r.Checkpoints)
+	}
+	switch {
+	case r.StateFile == "" || !r.ran:
+	case r.StateSaved:
+		fmt.Fprintf(w, "state: saved checkpoint %d to %s\n", r.ToSize, r.StateFile)
+	case r.OK:
+		fmt.Fprintf(w, "state: not saved: no checkpoint verified; %s is unchanged\n", r.StateFile)
+	default:
+		fmt.Fprintf(w, "state: not saved: verification did not pass; %s is unchanged\n", r.StateFile)
 	}
 }
 
