@@ -130,6 +130,22 @@ func (s txAppender) AppendTx(ctx context.Context, tx pgx.Tx, entries []Entry) ([
 	return s.appendInTx(ctx, tx, entries, prepared, []int{len(entries)})
 }
 
+// The hot queries on audit_entries, named so that the plan test
+// (plans_test.go) explains the very text the store runs.
+const (
+	// sqlTreeSize is the log's size: max(seq) + 1, read from the primary
+	// key's last entry.
+	sqlTreeSize = "SELECT coalesce(max(seq) + 1, 0) FROM audit_entries"
+	// sqlLoggedEventIDs is the duplicate check of an append.
+	sqlLoggedEventIDs = `SELECT coalesce(submitter, ''), event_id, seq, leaf, ingested_at
+		FROM audit_entries WHERE event_id = ANY($1)`
+	// sqlReadHashes reads the entries holding stored hashes: the right
+	// edge an append preloads, and the hashes of every proof.
+	sqlReadHashes = "SELECT seq, hashes FROM audit_entries WHERE seq = ANY($1)"
+	// sqlEntry reads one entry by seq.
+	sqlEntry = "SELECT seq, leaf FROM audit_entries WHERE seq = $1"
+)
+
 // idKey is an event id in its submitter's namespace.
 type idKey struct{ submitter, eventID string }
 
@@ -150,7 +166,7 @@ func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, 
 		return nil, fmt.Errorf("audit: sequencer lock: %w", err)
 	}
 	var size int64
-	if err := tx.QueryRow(ctx, "SELECT coalesce(max(seq) + 1, 0) FROM audit_entries").Scan(&size); err != nil {
+	if err := tx.QueryRow(ctx, sqlTreeSize).Scan(&size); err != nil {
 		return nil, fmt.Errorf("audit: tree size: %w", err)
 	}
 	existing, err := existingEventIDs(ctx, tx, entries)
@@ -300,8 +316,7 @@ func existingEventIDs(ctx context.Context, tx pgx.Tx, entries []Entry) (map[idKe
 	}
 	// The unique index leads with event_id; rows of other submitters with
 	// the same ids are read and left out here.
-	rows, err := tx.Query(ctx, `SELECT coalesce(submitter, ''), event_id, seq, leaf, ingested_at
-		FROM audit_entries WHERE event_id = ANY($1)`, ids)
+	rows, err := tx.Query(ctx, sqlLoggedEventIDs, loggedEventIDsArgs(ids, nil)...)
 	if err != nil {
 		return nil, fmt.Errorf("audit: look up event ids: %w", err)
 	}
@@ -322,6 +337,9 @@ func existingEventIDs(ctx context.Context, tx pgx.Tx, entries []Entry) (map[idKe
 	}
 	return found, nil
 }
+
+// loggedEventIDsArgs are sqlLoggedEventIDs' arguments.
+func loggedEventIDsArgs(ids, submitters []string) []any { return []any{ids} }
 
 // batchHashes is the HashReader an append uses: hashes written earlier in
 // this batch, the right edge of the tree preloaded in one query, and, should
@@ -404,7 +422,7 @@ func readHashes(ctx context.Context, q querier, indexes []int64) ([]tlog.Hash, e
 	for i, idx := range indexes {
 		seqs[i], _ = hashOwner(idx)
 	}
-	rows, err := q.Query(ctx, "SELECT seq, hashes FROM audit_entries WHERE seq = ANY($1)", seqs)
+	rows, err := q.Query(ctx, sqlReadHashes, seqs)
 	if err != nil {
 		return nil, fmt.Errorf("audit: read hashes: %w", err)
 	}
@@ -443,7 +461,7 @@ func (s *store) HashReader(ctx context.Context) tlog.HashReader {
 // Size returns the number of entries in the log.
 func (s *store) Size(ctx context.Context) (int64, error) {
 	var n int64
-	if err := s.pool.QueryRow(ctx, "SELECT coalesce(max(seq) + 1, 0) FROM audit_entries").Scan(&n); err != nil {
+	if err := s.pool.QueryRow(ctx, sqlTreeSize).Scan(&n); err != nil {
 		return 0, fmt.Errorf("audit: size: %w", err)
 	}
 	return n, nil
@@ -464,7 +482,7 @@ type StoredEntry struct {
 // Entry returns the entry at seq.
 func (s *store) Entry(ctx context.Context, seq int64) (StoredEntry, error) {
 	var e StoredEntry
-	err := s.pool.QueryRow(ctx, "SELECT seq, leaf FROM audit_entries WHERE seq = $1", seq).Scan(&e.Seq, &e.Leaf)
+	err := s.pool.QueryRow(ctx, sqlEntry, seq).Scan(&e.Seq, &e.Leaf)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return e, ErrNotFound
 	}

@@ -247,6 +247,23 @@ const selectEscrow = `SELECT k.escrow_id, k.conversation_id, k.key_id, k.thresho
 	FROM escrow_keys k JOIN escrow_deposit_audit a USING (escrow_id)
 	LEFT JOIN escrow_destructions d USING (escrow_id) `
 
+// The reads a release makes of the escrow tables, named so that the plan
+// test (plans_test.go) explains the very text the rows run.
+const (
+	// sqlByIDs reads escrows by id.
+	sqlByIDs = selectEscrow + "WHERE k.escrow_id = ANY($1::uuid[])"
+	// sqlInScope reads the live escrows of conversations $1 deposited
+	// within [$2, $3].
+	sqlInScope = selectEscrow + `WHERE d.escrow_id IS NULL AND k.conversation_id = ANY($1)
+		AND a.created_at BETWEEN $2 AND $3 ORDER BY k.conversation_id, a.created_at, k.key_id`
+	// sqlKeysInScope is the scope query of a release: sqlInScope's
+	// escrows as ScopeKeys, in escrow id order.
+	sqlKeysInScope = `SELECT k.escrow_id::text, k.conversation_id, k.key_id, k.key_commitment, k.threshold, k.custodians
+		FROM escrow_keys k JOIN escrow_deposit_audit a USING (escrow_id) LEFT JOIN escrow_destructions d USING (escrow_id)
+		WHERE d.escrow_id IS NULL AND k.conversation_id = ANY($1) AND a.created_at BETWEEN $2 AND $3
+		ORDER BY k.escrow_id`
+)
+
 // ByKeyID implements DepositRows: key ids are unique per depositor.
 func (r *PGRows) ByKeyID(ctx context.Context, depositor, conversationID, keyID string) (Escrow, error) {
 	return r.one(ctx, selectEscrow+"WHERE coalesce(k.depositor, '') = $1 AND k.conversation_id = $2 AND k.key_id = $3", depositor, conversationID, keyID)
@@ -262,7 +279,7 @@ func (r *PGRows) ByIDs(ctx context.Context, ids []string) ([]Escrow, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	rows, err := r.pool.Query(ctx, selectEscrow+"WHERE k.escrow_id = ANY($1::uuid[])", ids)
+	rows, err := r.pool.Query(ctx, sqlByIDs, ids)
 	if err != nil {
 		return nil, fmt.Errorf("escrow: read: %w", err)
 	}
@@ -308,17 +325,13 @@ func scanEscrow(row pgx.CollectableRow) (Escrow, error) {
 
 // InScope implements DepositRows.
 func (r *PGRows) InScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]Escrow, error) {
-	return r.escrows(ctx, selectEscrow+`WHERE d.escrow_id IS NULL AND k.conversation_id = ANY($1)
-		AND a.created_at BETWEEN $2 AND $3 ORDER BY k.conversation_id, a.created_at, k.key_id`, conversationIDs, from, to)
+	return r.escrows(ctx, sqlInScope, conversationIDs, from, to)
 }
 
 // KeysInScope implements DepositRows. It reads no receipt: a release call
 // counts every key in scope but reads in full only those it asks for.
 func (r *PGRows) KeysInScope(ctx context.Context, conversationIDs []string, from, to time.Time) ([]ScopeKey, error) {
-	rows, err := r.pool.Query(ctx, `SELECT k.escrow_id::text, k.conversation_id, k.key_id, k.key_commitment, k.threshold, k.custodians
-		FROM escrow_keys k JOIN escrow_deposit_audit a USING (escrow_id) LEFT JOIN escrow_destructions d USING (escrow_id)
-		WHERE d.escrow_id IS NULL AND k.conversation_id = ANY($1) AND a.created_at BETWEEN $2 AND $3
-		ORDER BY k.escrow_id`, conversationIDs, from, to)
+	rows, err := r.pool.Query(ctx, sqlKeysInScope, conversationIDs, from, to)
 	if err != nil {
 		return nil, fmt.Errorf("escrow: list keys in scope: %w", err)
 	}
