@@ -136,9 +136,16 @@ const (
 	// sqlTreeSize is the log's size: max(seq) + 1, read from the primary
 	// key's last entry.
 	sqlTreeSize = "SELECT coalesce(max(seq) + 1, 0) FROM audit_entries"
-	// sqlLoggedEventIDs is the duplicate check of an append.
-	sqlLoggedEventIDs = `SELECT coalesce(submitter, ''), event_id, seq, leaf, ingested_at
-		FROM audit_entries WHERE event_id = ANY($1)`
+	// sqlLoggedEventIDs is the duplicate check of an append: the entries
+	// logged with each (event id $1[i], submitter $2[i]). One probe of the
+	// unique index per pair: a LATERAL subquery with a LIMIT is never
+	// flattened into a join, so the planner cannot trade the probes for a
+	// scan, whatever it believes of the table's size (docs/decisions.md,
+	// "Hot queries do not depend on planner statistics").
+	sqlLoggedEventIDs = `SELECT q.submitter, q.event_id, e.seq, e.leaf, e.ingested_at
+		FROM unnest($1::text[], $2::text[]) AS q(event_id, submitter)
+		CROSS JOIN LATERAL (SELECT seq, leaf, ingested_at FROM audit_entries
+			WHERE event_id = q.event_id AND submitter = q.submitter LIMIT 1) e`
 	// sqlReadHashes reads the entries holding stored hashes: the right
 	// edge an append preloads, and the hashes of every proof.
 	sqlReadHashes = "SELECT seq, hashes FROM audit_entries WHERE seq = ANY($1)"
@@ -303,20 +310,21 @@ func (g *group) place(from, to int) error {
 // event id of one of entries.
 func existingEventIDs(ctx context.Context, tx pgx.Tx, entries []Entry) (map[idKey]logged, error) {
 	ids := make([]string, 0, len(entries))
+	submitters := make([]string, 0, len(entries))
 	wanted := make(map[idKey]bool, len(entries))
 	for _, e := range entries {
-		if e.EventID != "" {
+		k := idKey{e.Submitter, e.EventID}
+		if e.EventID != "" && !wanted[k] {
 			ids = append(ids, e.EventID)
-			wanted[idKey{e.Submitter, e.EventID}] = true
+			submitters = append(submitters, e.Submitter)
+			wanted[k] = true
 		}
 	}
 	found := make(map[idKey]logged, len(ids))
 	if len(ids) == 0 {
 		return found, nil
 	}
-	// The unique index leads with event_id; rows of other submitters with
-	// the same ids are read and left out here.
-	rows, err := tx.Query(ctx, sqlLoggedEventIDs, loggedEventIDsArgs(ids, nil)...)
+	rows, err := tx.Query(ctx, sqlLoggedEventIDs, loggedEventIDsArgs(ids, submitters)...)
 	if err != nil {
 		return nil, fmt.Errorf("audit: look up event ids: %w", err)
 	}
@@ -338,8 +346,9 @@ func existingEventIDs(ctx context.Context, tx pgx.Tx, entries []Entry) (map[idKe
 	return found, nil
 }
 
-// loggedEventIDsArgs are sqlLoggedEventIDs' arguments.
-func loggedEventIDsArgs(ids, submitters []string) []any { return []any{ids} }
+// loggedEventIDsArgs are sqlLoggedEventIDs' arguments: event ids and
+// their submitters, pairwise.
+func loggedEventIDsArgs(ids, submitters []string) []any { return []any{ids, submitters} }
 
 // batchHashes is the HashReader an append uses: hashes written earlier in
 // this batch, the right edge of the tree preloaded in one query, and, should
