@@ -402,11 +402,28 @@ func (s *PGStore) InsertReleaseShares(ctx context.Context, requestID, digest, re
 	return out, nil
 }
 
+// The reads a release makes of access_release_shares, named so that the
+// plan test (plans_test.go) explains the very text the store runs.
+const (
+	// sqlKeptCustodians lists, per escrow, the custodians whose shares
+	// are kept for request $1.
+	sqlKeptCustodians = `SELECT escrow_id::text, array_agg(custodian)
+		FROM access_release_shares WHERE request_id = $1 GROUP BY escrow_id`
+	// sqlReleaseReceiptHashes lists the shares kept for request $1 by
+	// their receipts' hashes.
+	sqlReleaseReceiptHashes = `SELECT escrow_id::text, custodian, share_index, audit_seq, coalesce(receipt_sha256, ''),
+		CASE WHEN receipt_sha256 IS NULL THEN receipt END
+		FROM access_release_shares WHERE request_id = $1 ORDER BY escrow_id, share_index`
+	// sqlReleaseSharesOf reads the shares kept for request $1 of the
+	// escrows $2.
+	sqlReleaseSharesOf = `SELECT escrow_id::text, custodian, share_index, sealed, receipt, audit_seq
+		FROM access_release_shares WHERE request_id = $1 AND escrow_id = ANY($2::uuid[]) ORDER BY escrow_id, share_index`
+)
+
 // KeptCustodians implements Store: one row per escrow, its custodians
 // aggregated by the database.
 func (s *PGStore) KeptCustodians(ctx context.Context, requestID string) (map[string]map[string]bool, error) {
-	rows, err := s.pool.Query(ctx, `SELECT escrow_id::text, array_agg(custodian)
-		FROM access_release_shares WHERE request_id = $1 GROUP BY escrow_id`, requestID)
+	rows, err := s.pool.Query(ctx, sqlKeptCustodians, requestID)
 	if err != nil {
 		return nil, fmt.Errorf("%w: released shares: %v", ErrUnavailable, err)
 	}
@@ -430,9 +447,7 @@ func (s *PGStore) KeptCustodians(ctx context.Context, requestID string) (map[str
 // ReleaseReceiptHashes implements Store. A share kept before receipts'
 // hashes were (migration 00013) is read with its receipt, and hashed here.
 func (s *PGStore) ReleaseReceiptHashes(ctx context.Context, requestID string) ([]ReleasedShare, error) {
-	rows, err := s.pool.Query(ctx, `SELECT escrow_id::text, custodian, share_index, audit_seq, coalesce(receipt_sha256, ''),
-		CASE WHEN receipt_sha256 IS NULL THEN receipt END
-		FROM access_release_shares WHERE request_id = $1 ORDER BY escrow_id, share_index`, requestID)
+	rows, err := s.pool.Query(ctx, sqlReleaseReceiptHashes, requestID)
 	if err != nil {
 		return nil, fmt.Errorf("%w: released shares: %v", ErrUnavailable, err)
 	}
@@ -462,8 +477,7 @@ func (s *PGStore) ReleaseSharesOf(ctx context.Context, requestID string, escrowI
 	if len(escrowIDs) == 0 {
 		return nil, nil
 	}
-	return s.releaseShares(ctx, `SELECT escrow_id::text, custodian, share_index, sealed, receipt, audit_seq
-		FROM access_release_shares WHERE request_id = $1 AND escrow_id = ANY($2::uuid[]) ORDER BY escrow_id, share_index`, requestID, escrowIDs)
+	return s.releaseShares(ctx, sqlReleaseSharesOf, requestID, escrowIDs)
 }
 
 func (s *PGStore) releaseShares(ctx context.Context, query string, args ...any) ([]ReleasedShare, error) {

@@ -130,6 +130,29 @@ func (s txAppender) AppendTx(ctx context.Context, tx pgx.Tx, entries []Entry) ([
 	return s.appendInTx(ctx, tx, entries, prepared, []int{len(entries)})
 }
 
+// The hot queries on audit_entries, named so that the plan test
+// (plans_test.go) explains the very text the store runs.
+const (
+	// sqlTreeSize is the log's size: max(seq) + 1, read from the primary
+	// key's last entry.
+	sqlTreeSize = "SELECT coalesce(max(seq) + 1, 0) FROM audit_entries"
+	// sqlLoggedEventIDs is the duplicate check of an append: the entries
+	// logged with each (event id $1[i], submitter $2[i]). One probe of the
+	// unique index per pair: a LATERAL subquery with a LIMIT is never
+	// flattened into a join, so the planner cannot trade the probes for a
+	// scan, whatever it believes of the table's size (docs/decisions.md,
+	// "Hot queries do not depend on planner statistics").
+	sqlLoggedEventIDs = `SELECT q.submitter, q.event_id, e.seq, e.leaf, e.ingested_at
+		FROM unnest($1::text[], $2::text[]) AS q(event_id, submitter)
+		CROSS JOIN LATERAL (SELECT seq, leaf, ingested_at FROM audit_entries
+			WHERE event_id = q.event_id AND submitter = q.submitter LIMIT 1) e`
+	// sqlReadHashes reads the entries holding stored hashes: the right
+	// edge an append preloads, and the hashes of every proof.
+	sqlReadHashes = "SELECT seq, hashes FROM audit_entries WHERE seq = ANY($1)"
+	// sqlEntry reads one entry by seq.
+	sqlEntry = "SELECT seq, leaf FROM audit_entries WHERE seq = $1"
+)
+
 // idKey is an event id in its submitter's namespace.
 type idKey struct{ submitter, eventID string }
 
@@ -150,7 +173,7 @@ func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, 
 		return nil, fmt.Errorf("audit: sequencer lock: %w", err)
 	}
 	var size int64
-	if err := tx.QueryRow(ctx, "SELECT coalesce(max(seq) + 1, 0) FROM audit_entries").Scan(&size); err != nil {
+	if err := tx.QueryRow(ctx, sqlTreeSize).Scan(&size); err != nil {
 		return nil, fmt.Errorf("audit: tree size: %w", err)
 	}
 	existing, err := existingEventIDs(ctx, tx, entries)
@@ -287,21 +310,21 @@ func (g *group) place(from, to int) error {
 // event id of one of entries.
 func existingEventIDs(ctx context.Context, tx pgx.Tx, entries []Entry) (map[idKey]logged, error) {
 	ids := make([]string, 0, len(entries))
+	submitters := make([]string, 0, len(entries))
 	wanted := make(map[idKey]bool, len(entries))
 	for _, e := range entries {
-		if e.EventID != "" {
+		k := idKey{e.Submitter, e.EventID}
+		if e.EventID != "" && !wanted[k] {
 			ids = append(ids, e.EventID)
-			wanted[idKey{e.Submitter, e.EventID}] = true
+			submitters = append(submitters, e.Submitter)
+			wanted[k] = true
 		}
 	}
 	found := make(map[idKey]logged, len(ids))
 	if len(ids) == 0 {
 		return found, nil
 	}
-	// The unique index leads with event_id; rows of other submitters with
-	// the same ids are read and left out here.
-	rows, err := tx.Query(ctx, `SELECT coalesce(submitter, ''), event_id, seq, leaf, ingested_at
-		FROM audit_entries WHERE event_id = ANY($1)`, ids)
+	rows, err := tx.Query(ctx, sqlLoggedEventIDs, loggedEventIDsArgs(ids, submitters)...)
 	if err != nil {
 		return nil, fmt.Errorf("audit: look up event ids: %w", err)
 	}
@@ -322,6 +345,10 @@ func existingEventIDs(ctx context.Context, tx pgx.Tx, entries []Entry) (map[idKe
 	}
 	return found, nil
 }
+
+// loggedEventIDsArgs are sqlLoggedEventIDs' arguments: event ids and
+// their submitters, pairwise.
+func loggedEventIDsArgs(ids, submitters []string) []any { return []any{ids, submitters} }
 
 // batchHashes is the HashReader an append uses: hashes written earlier in
 // this batch, the right edge of the tree preloaded in one query, and, should
@@ -404,7 +431,7 @@ func readHashes(ctx context.Context, q querier, indexes []int64) ([]tlog.Hash, e
 	for i, idx := range indexes {
 		seqs[i], _ = hashOwner(idx)
 	}
-	rows, err := q.Query(ctx, "SELECT seq, hashes FROM audit_entries WHERE seq = ANY($1)", seqs)
+	rows, err := q.Query(ctx, sqlReadHashes, seqs)
 	if err != nil {
 		return nil, fmt.Errorf("audit: read hashes: %w", err)
 	}
@@ -443,7 +470,7 @@ func (s *store) HashReader(ctx context.Context) tlog.HashReader {
 // Size returns the number of entries in the log.
 func (s *store) Size(ctx context.Context) (int64, error) {
 	var n int64
-	if err := s.pool.QueryRow(ctx, "SELECT coalesce(max(seq) + 1, 0) FROM audit_entries").Scan(&n); err != nil {
+	if err := s.pool.QueryRow(ctx, sqlTreeSize).Scan(&n); err != nil {
 		return 0, fmt.Errorf("audit: size: %w", err)
 	}
 	return n, nil
@@ -464,7 +491,7 @@ type StoredEntry struct {
 // Entry returns the entry at seq.
 func (s *store) Entry(ctx context.Context, seq int64) (StoredEntry, error) {
 	var e StoredEntry
-	err := s.pool.QueryRow(ctx, "SELECT seq, leaf FROM audit_entries WHERE seq = $1", seq).Scan(&e.Seq, &e.Leaf)
+	err := s.pool.QueryRow(ctx, sqlEntry, seq).Scan(&e.Seq, &e.Leaf)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return e, ErrNotFound
 	}

@@ -1,0 +1,77 @@
+package audit
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/mediatorhq/mediator/test/testdb"
+)
+
+// planRows is how many entries the plan tests write: enough that a
+// sequential scan is a plan the planner weighs, few enough to stay quick.
+const planRows = 100_000
+
+// TestHotQueriesUseIndexesWithoutStatistics checks that the queries of an
+// append (tree size, duplicate check, right-edge preload) and of proofs use
+// audit_entries' indexes whatever pg_statistic and pg_class say: analysed,
+// never analysed (autovacuum off after a bulk load, issue 24), or lying.
+// Each query is explained as the store runs it, with values and as a
+// generic plan.
+func TestHotQueriesUseIndexesWithoutStatistics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills a table")
+	}
+	f := newFixture(t)
+	ctx := context.Background()
+	if _, err := f.pool.Exec(ctx, `INSERT INTO audit_entries
+		(seq, leaf, hashes, kind, event_id, submitter, conversation_id, occurred_at, ingested_at)
+		SELECT g, convert_to(repeat('x', 200) || g, 'UTF8'), decode(repeat('00', 32), 'hex'), 'test.event',
+			'event-' || g, 'gateway-' || (g % 4), 'conversation-' || (g % 5000),
+			now() - make_interval(secs => $1 - g), now()
+		FROM generate_series(0, $1::bigint - 1) g`, planRows); err != nil {
+		t.Fatal(err)
+	}
+	// A batch of 1,000 event ids, most of them logged, as ingest sends.
+	ids := make([]string, 1000)
+	submitters := make([]string, len(ids))
+	for i := range ids {
+		ids[i] = fmt.Sprintf("event-%d", planRows-500+i)
+		submitters[i] = fmt.Sprintf("gateway-%d", (planRows-500+i)%4)
+	}
+	// The right edge of the tree, and the hashes of an inclusion proof.
+	var edge []int64
+	for l := 0; planRows>>l > 0; l++ {
+		if (planRows>>l)&1 == 1 {
+			s, _ := hashOwner(tlog.StoredHashIndex(l, (planRows>>l)-1))
+			edge = append(edge, s)
+		}
+	}
+	proof := []int64{12345, 12344, 12347, 12351, 12335, 12319, 12287, 12543, 12799, 13311, 14335, 16383, 8191, 32767, 65535, 98303}
+
+	queries := []struct {
+		name  string
+		sql   string
+		args  []any
+		index string
+	}{
+		{"tree size", sqlTreeSize, nil, "audit_entries_pkey"},
+		{"duplicate check", sqlLoggedEventIDs, loggedEventIDsArgs(ids, submitters), "audit_entries_submitter_event"},
+		{"right-edge preload", sqlReadHashes, []any{edge}, "audit_entries_pkey"},
+		{"proof hashes", sqlReadHashes, []any{proof}, "audit_entries_pkey"},
+		{"entry", sqlEntry, []any{int64(4242)}, "audit_entries_pkey"},
+	}
+	for _, st := range testdb.StatisticsStates {
+		testdb.SetStatistics(t, f.pool, st, "audit_entries")
+		for _, q := range queries {
+			for _, generic := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%s/%s/generic=%v", st.Name, q.name, generic), func(t *testing.T) {
+					plan := testdb.Explain(t, f.pool, generic, q.sql, q.args...)
+					testdb.CheckIndexed(t, plan, []string{"audit_entries"}, q.index)
+				})
+			}
+		}
+	}
+}
