@@ -22,10 +22,10 @@ import (
 // built, in order, from the batches before. A batch's rows point into its
 // own buffer, and batches are reused, so reading an entry allocates
 // nothing.
-const (
-	copyPage    = 1 << 17
-	verifyBatch = 512
-)
+const verifyBatch = 512
+
+// copyPage is a variable for tests that cross pages.
+var copyPage = 1 << 17
 
 // verifyRow is one entry as stored (its fields point into its batch's
 // buffer), and what a hasher made of it.
