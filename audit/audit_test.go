@@ -804,8 +804,9 @@ func eventEntries(from, n int) []Entry {
 
 // BenchmarkVerify verifies a log of 200,000 event-shaped entries (or
 // MEDIATOR_BENCH_VERIFY_ENTRIES) with checkpoints, and reports entries/s;
-// copy_rows/s is `COPY audit_entries TO` of the same table in the same
-// run, the rate of merely reading it.
+// copy_rows/s is a binary `COPY (SELECT * FROM audit_entries) TO STDOUT`
+// of the same table in the same run, the rate of merely reading it, and
+// ratio is entries/s over copy_rows/s (issue 24 asks for ≥ 0.5).
 func BenchmarkVerify(b *testing.B) {
 	f := newFixture(b)
 	ctx := context.Background()
@@ -828,11 +829,16 @@ func BenchmarkVerify(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	t0 := time.Now()
-	if _, err := conn.Conn().PgConn().CopyTo(ctx, io.Discard, "COPY audit_entries TO STDOUT"); err != nil {
-		b.Fatal(err)
+	// The best of three reads, so a warm cache favours the baseline, not
+	// verify.
+	var copyRate float64
+	for range 3 {
+		t0 := time.Now()
+		if _, err := conn.Conn().PgConn().CopyTo(ctx, io.Discard, "COPY (SELECT * FROM audit_entries) TO STDOUT (FORMAT binary)"); err != nil {
+			b.Fatal(err)
+		}
+		copyRate = max(copyRate, float64(n)/time.Since(t0).Seconds())
 	}
-	copyRate := float64(n) / time.Since(t0).Seconds()
 	conn.Release()
 	b.ResetTimer()
 	for b.Loop() {
@@ -841,8 +847,10 @@ func BenchmarkVerify(b *testing.B) {
 			b.Fatalf("verify: %v %+v", err, rep)
 		}
 	}
-	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "entries/s")
+	rate := float64(n) * float64(b.N) / b.Elapsed().Seconds()
+	b.ReportMetric(rate, "entries/s")
 	b.ReportMetric(copyRate, "copy_rows/s")
+	b.ReportMetric(rate/copyRate, "ratio")
 }
 
 // latestStored returns the stored checkpoint row of the largest tree, as

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"runtime"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -117,22 +115,9 @@ type VerifyOptions struct {
 // are done; it must return quickly, for verification waits for it.
 type Progress func(done, total int64)
 
-// verifyPage is how many rows one read of the entry stream takes.
+// verifyPage is how many entries verification checks between two calls
+// of its Progress.
 const verifyPage = 10000
-
-// verifyRow is one entry as stored, and what the parallel stage made of it.
-type verifyRow struct {
-	seq                  int64
-	leaf, hashes         []byte
-	kind, eventID, convo string
-	submitter            string
-	occurred             *time.Time
-	ingested             time.Time
-
-	fields   LeafFields
-	parseErr error
-	leafHash tlog.Hash
-}
 
 // Verify checks the log's tables in pool as verify does: what a
 // database holds, published or not. It is how `mediator audit verify`
@@ -214,52 +199,40 @@ func (s *store) verifyRange(ctx context.Context, opts VerifyOptions, from *Verif
 		progress(0, total)
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	pages := make(chan []verifyRow, 2)
-	readErr := make(chan error, 1)
-	go func() {
-		defer close(pages)
-		readErr <- s.readVerifyPages(ctx, start-1, pages)
+	// The pipeline's own context stops its reading early; the checkpoint
+	// checks go on under ctx.
+	pctx, cancel := context.WithCancel(ctx)
+	pipe := s.startVerifyPipeline(pctx, start-1)
+	defer func() {
+		cancel()
+		pipe.stop()
 	}()
 
 	expect := start
-	for page := range pages {
-		for i := range page {
-			r := &page[i]
+	nextProgress := start + verifyPage
+	for batch := range pipe.ordered {
+		batch.done.Wait()
+		for i := range batch.rows {
+			r := &batch.rows[i]
 			if r.seq != expect {
 				// Entries between expect and r.seq are missing. The tree can
 				// no longer be recomputed past the gap.
 				rep.bad(expect, "seq %d: entry missing (next entry is seq %d)", expect, r.seq)
 				cancel()
-				for range pages {
-				}
+				pipe.stop()
 				s.treeDone(rep, start, expect, edge, progress, total)
 				return s.finishRange(ctx, cps, from)
 			}
-			switch f := r.fields; {
-			case r.parseErr != nil:
+			switch r.problem {
+			case problemJSON:
 				rep.bad(r.seq, "seq %d: leaf is not valid JSON", r.seq)
-			case f.Seq != r.seq:
-				rep.bad(r.seq, "seq %d: leaf says seq %d", r.seq, f.Seq)
-			default:
-				if col := columnsDiffer(f, r.kind, r.eventID, r.submitter, r.convo, r.occurred, r.ingested); col != "" {
-					rep.bad(r.seq, "seq %d: the row's %s differs from its leaf (searches and exports filter on it)", r.seq, col)
-				}
+			case problemSeq:
+				rep.bad(r.seq, "seq %d: leaf says seq %d", r.seq, r.leafSeq)
+			case problemColumn:
+				rep.bad(r.seq, "seq %d: the row's %s differs from its leaf (searches and exports filter on it)", r.seq, r.column)
 			}
-			stored, err := tlog.StoredHashesForRecordHash(r.seq, r.leafHash, edge)
-			if err != nil {
-				return nil, fmt.Errorf("audit: verify: hash seq %d: %w", r.seq, err)
-			}
-			base := tlog.StoredHashIndex(0, r.seq)
-			if len(r.hashes) != len(stored)*tlog.HashSize {
-				rep.bad(r.seq, "seq %d: holds %d bytes of stored hashes, want %d", r.seq, len(r.hashes), len(stored)*tlog.HashSize)
-			}
-			for j, h := range stored {
-				edge.m[base+int64(j)] = h
-				if len(r.hashes) >= (j+1)*tlog.HashSize && tlog.Hash(r.hashes[j*tlog.HashSize:]) != h {
-					rep.bad(r.seq, "seq %d: stored hash %d differs from the recomputed one", r.seq, base+int64(j))
-				}
+			if err := edge.add(rep, r); err != nil {
+				return nil, err
 			}
 			size := r.seq + 1
 			if size%edgeTrimEvery == 0 {
@@ -272,11 +245,13 @@ func (s *store) verifyRange(ctx context.Context, opts VerifyOptions, from *Verif
 			}
 			expect++
 		}
-		if progress != nil {
+		pipe.release(batch)
+		if progress != nil && expect >= nextProgress {
 			progress(expect-start, total)
+			nextProgress = expect + verifyPage
 		}
 	}
-	if err := <-readErr; err != nil {
+	if err := <-pipe.readErr; err != nil {
 		return nil, err
 	}
 	s.treeDone(rep, start, expect, edge, progress, total)
@@ -301,62 +276,6 @@ func (s *store) treeDone(rep *Report, start, size int64, edge *edge, progress Pr
 // trimmed to the tree's right edge: seldom enough to cost nothing, often
 // enough to keep memory small.
 const edgeTrimEvery = 4096
-
-// readVerifyPages sends the entries above seq after in seq order, a page at a time, each
-// page parsed and leaf-hashed in parallel, until the table ends or ctx is
-// done.
-func (s *store) readVerifyPages(ctx context.Context, after int64, out chan<- []verifyRow) error {
-	for {
-		rows, err := s.pool.Query(ctx,
-			"SELECT seq, leaf, hashes, kind, coalesce(event_id, ''), coalesce(submitter, ''), coalesce(conversation_id, ''), occurred_at, ingested_at FROM audit_entries WHERE seq > $1 ORDER BY seq LIMIT $2",
-			after, verifyPage)
-		if err != nil {
-			return fmt.Errorf("audit: verify: read entries: %w", err)
-		}
-		page := make([]verifyRow, 0, verifyPage)
-		for rows.Next() {
-			var r verifyRow
-			if err := rows.Scan(&r.seq, &r.leaf, &r.hashes, &r.kind, &r.eventID, &r.submitter, &r.convo, &r.occurred, &r.ingested); err != nil {
-				rows.Close()
-				return fmt.Errorf("audit: verify: read entries: %w", err)
-			}
-			page = append(page, r)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("audit: verify: read entries: %w", err)
-		}
-		if len(page) == 0 {
-			return nil
-		}
-		parsePage(page)
-		select {
-		case out <- page:
-		case <-ctx.Done():
-			return nil
-		}
-		after = page[len(page)-1].seq
-	}
-}
-
-// parsePage parses each row's leaf fields and hashes its leaf, spread over
-// the machine's cores.
-func parsePage(page []verifyRow) {
-	workers := min(runtime.GOMAXPROCS(0), 8)
-	chunk := (len(page) + workers - 1) / workers
-	var wg sync.WaitGroup
-	for lo := 0; lo < len(page); lo += chunk {
-		part := page[lo:min(lo+chunk, len(page))]
-		wg.Go(func() {
-			for i := range part {
-				r := &part[i]
-				r.fields, r.parseErr = parseLeafFields(r.leaf)
-				r.leafHash = tlog.RecordHash(r.leaf)
-			}
-		})
-	}
-	wg.Wait()
-}
 
 // columnsDiffer names the first indexed or filtered column of an entry's
 // row that says something other than its leaf, or "".
@@ -404,6 +323,26 @@ func (e *edge) trim(n int64) {
 			delete(e.m, k)
 		}
 	}
+}
+
+// add recomputes the stored hashes of entry r (its leaf hash made) on top
+// of the edge, adds them to it, and compares them with the row's.
+func (e *edge) add(rep *Report, r *verifyRow) error {
+	stored, err := tlog.StoredHashesForRecordHash(r.seq, r.leafHash, e)
+	if err != nil {
+		return fmt.Errorf("audit: verify: hash seq %d: %w", r.seq, err)
+	}
+	base := tlog.StoredHashIndex(0, r.seq)
+	if len(r.hashes) != len(stored)*tlog.HashSize {
+		rep.bad(r.seq, "seq %d: holds %d bytes of stored hashes, want %d", r.seq, len(r.hashes), len(stored)*tlog.HashSize)
+	}
+	for j, h := range stored {
+		e.m[base+int64(j)] = h
+		if len(r.hashes) >= (j+1)*tlog.HashSize && tlog.Hash(r.hashes[j*tlog.HashSize:]) != h {
+			rep.bad(r.seq, "seq %d: stored hash %d differs from the recomputed one", r.seq, base+int64(j))
+		}
+	}
+	return nil
 }
 
 // ReadHashes implements tlog.HashReader over the recomputed edge.
