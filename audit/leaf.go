@@ -21,11 +21,9 @@
 package audit
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"time"
 
@@ -231,67 +229,4 @@ func ParseLeaf(leaf []byte) (LeafFields, map[string]any, error) {
 	delete(rec, "seq")
 	delete(rec, "ingested_at")
 	return f, rec, nil
-}
-
-// parseLeafFields reads only the indexed members of a leaf, checking that
-// the whole leaf is one valid JSON object: what verification needs, at a
-// fraction of ParseLeaf's cost.
-func parseLeafFields(leaf []byte) (LeafFields, error) {
-	var f LeafFields
-	dec := jsontext.NewDecoder(bytes.NewReader(leaf))
-	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
-		return f, errors.New("audit: parse leaf: not a JSON object")
-	}
-	for dec.PeekKind() != '}' {
-		name, err := dec.ReadToken()
-		if err != nil {
-			return f, fmt.Errorf("audit: parse leaf: %w", err)
-		}
-		str := func(dst *string) error {
-			tok, err := dec.ReadToken()
-			if err != nil {
-				return err
-			}
-			if tok.Kind() != '"' {
-				return fmt.Errorf("member %s is not a string", name.String())
-			}
-			*dst = tok.String()
-			return nil
-		}
-		switch name.String() {
-		case "seq":
-			tok, rerr := dec.ReadToken()
-			if rerr == nil {
-				f.Seq, rerr = tok.Int()
-			}
-			err = rerr
-		case "ingested_at":
-			err = str(&f.IngestedAt)
-		case "kind":
-			err = str(&f.Kind)
-		case "event_id":
-			err = str(&f.EventID)
-		case "submitter":
-			err = str(&f.Submitter)
-		case "conversation_id":
-			err = str(&f.ConversationID)
-		case "occurred_at":
-			var at string
-			if err = str(&at); err == nil {
-				f.OccurredAt = &at
-			}
-		default:
-			err = dec.SkipValue()
-		}
-		if err != nil {
-			return f, fmt.Errorf("audit: parse leaf: %w", err)
-		}
-	}
-	if _, err := dec.ReadToken(); err != nil {
-		return f, fmt.Errorf("audit: parse leaf: %w", err)
-	}
-	if _, err := dec.ReadToken(); err != io.EOF {
-		return f, errors.New("audit: parse leaf: data after the object")
-	}
-	return f, nil
 }

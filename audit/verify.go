@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/mod/sumdb/note"
@@ -276,33 +275,6 @@ func (s *store) treeDone(rep *Report, start, size int64, edge *edge, progress Pr
 // trimmed to the tree's right edge: seldom enough to cost nothing, often
 // enough to keep memory small.
 const edgeTrimEvery = 4096
-
-// columnsDiffer names the first indexed or filtered column of an entry's
-// row that says something other than its leaf, or "".
-func columnsDiffer(f LeafFields, kind, eventID, submitter, convo string, occurred *time.Time, ingested time.Time) string {
-	switch {
-	case f.Kind != kind:
-		return "kind"
-	case f.EventID != eventID:
-		return "event_id"
-	case f.Submitter != submitter:
-		return "submitter"
-	case f.ConversationID != convo:
-		return "conversation_id"
-	}
-	if at, err := time.Parse(ingestedAtLayout, f.IngestedAt); err != nil || !at.Equal(ingested) {
-		return "ingested_at"
-	}
-	switch {
-	case f.OccurredAt == nil && occurred != nil, f.OccurredAt != nil && occurred == nil:
-		return "occurred_at"
-	case f.OccurredAt != nil:
-		if at, err := time.Parse(time.RFC3339Nano, *f.OccurredAt); err != nil || !at.Equal(*occurred) {
-			return "occurred_at"
-		}
-	}
-	return ""
-}
 
 // edge holds recomputed stored hashes, trimmed to the right edge of the tree
 // so memory stays O(log n).

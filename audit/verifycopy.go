@@ -356,7 +356,7 @@ type leafScanner struct {
 }
 
 // check hashes r's leaf, parses its indexed members (checking that it is
-// one valid JSON object, as parseLeafFields does) and compares them with
+// one valid JSON object) and compares them with
 // the row, recording the first problem.
 func (sc *leafScanner) check(r *verifyRow) {
 	r.leafHash = tlog.RecordHash(r.leaf)
@@ -407,7 +407,7 @@ func (sc *leafScanner) columnsDiffer(r *verifyRow) string {
 	return ""
 }
 
-// scan reads a leaf's indexed members as parseLeafFields does, into the
+// scan reads a leaf's indexed members into the
 // scanner's buffers.
 func (sc *leafScanner) scan(leaf []byte) error {
 	sc.seq, sc.hasOccurred = 0, false
@@ -431,6 +431,9 @@ func (sc *leafScanner) scan(leaf []byte) error {
 		switch string(sc.name) {
 		case "seq":
 			tok, err := dec.ReadToken()
+			if err == nil && tok.Kind() != '0' {
+				err = errors.New("member seq is not a number")
+			}
 			if err == nil {
 				sc.seq, err = tok.Int()
 			}
