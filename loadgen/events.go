@@ -52,6 +52,10 @@ type Config struct {
 	// Proofs is how many inclusion proofs to time after the run (needs
 	// AuditorToken); 0 skips it.
 	Proofs int
+	// Segment, if positive, is the size of the segments whose rates the
+	// report lists: with a million, whether the rate over the last
+	// million held against the first.
+	Segment int64
 }
 
 // Report is what a run measured.
@@ -79,6 +83,14 @@ type Report struct {
 	// ProofP50 and ProofP99 their latency, request to response read.
 	ProofTreeSize      int64
 	ProofP50, ProofP99 time.Duration
+	// SegmentSize and SegmentRates are the rate, in events per second, of
+	// each whole segment of acknowledged events, in order.
+	SegmentSize  int64
+	SegmentRates []float64
+	// CPU is where the machine's cores went while events were sent, by
+	// process name (Linux only); CoreSeconds is what they held.
+	CPU         []CPUShare
+	CoreSeconds float64
 }
 
 // String formats r as the final report.
@@ -95,6 +107,23 @@ func (r Report) String() string {
 	}
 	if r.ProofTreeSize > 0 {
 		fmt.Fprintf(&b, "inclusion proofs at tree size %d: p50 %s, p99 %s\n", r.ProofTreeSize, r.ProofP50.Round(10*time.Microsecond), r.ProofP99.Round(10*time.Microsecond))
+	}
+	if n := len(r.SegmentRates); n > 0 {
+		fmt.Fprintf(&b, "events/s by segment of %d:", r.SegmentSize)
+		for _, v := range r.SegmentRates {
+			fmt.Fprintf(&b, " %.0f", v)
+		}
+		fmt.Fprintf(&b, "\nlast segment against the first: %.0f / %.0f = %.2f\n", r.SegmentRates[n-1], r.SegmentRates[0], r.SegmentRates[n-1]/r.SegmentRates[0])
+	}
+	if len(r.CPU) > 0 {
+		fmt.Fprintf(&b, "CPU while sending (%.0f core-seconds):", r.CoreSeconds)
+		for i, c := range r.CPU {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, " %s %.1fs (%.0f%%)", c.Name, c.Seconds, 100*c.Seconds/r.CoreSeconds)
+		}
+		b.WriteByte('\n')
 	}
 	if r.RSSStart > 0 {
 		fmt.Fprintf(&b, "server RSS: %.0f MiB at start, %.0f MiB at end\n", r.RSSStart/(1<<20), r.RSSEnd/(1<<20))
@@ -160,7 +189,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 		defer t.Stop()
 		pace = t.C
 	}
+	cpu := readCPU()
 	start := time.Now()
+	segs := newSegments(cfg.Segment, start)
 	done := make(chan struct{})
 	go func() {
 		t := time.NewTicker(time.Second)
@@ -217,7 +248,8 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 					}
 					continue
 				}
-				events.Add(n)
+				total := events.Add(n)
+				segs.add(total-n, total, time.Now())
 				batches.Add(1)
 				for {
 					cur := lastSeq.Load()
@@ -239,6 +271,8 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 	close(done)
 	fmt.Fprintln(progress)
 	rep.Elapsed = time.Since(start)
+	rep.CPU, rep.CoreSeconds = cpuSince(cpu)
+	rep.SegmentSize, rep.SegmentRates = cfg.Segment, segs.rates()
 	rep.Events, rep.Batches, rep.Errors = events.Load(), batches.Load(), errs.Load()
 	rep.EventsPerSec = float64(rep.Events) / rep.Elapsed.Seconds()
 	rep.LastSeq = lastSeq.Load()

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -33,8 +34,16 @@ func devCmd(ctx context.Context, c *call, args []string) error {
 		{flag: "log-level", value: logLevel(&level, "info"), usage: "debug, info, warn or error"},
 	}, serveLimitSettings(&limits)...)...)
 	keep := fs.Bool("keep", false, "keep the dev database when dev exits; by default the database dev created is dropped on exit (one named by DATABASE_URL is never dropped)")
+	cpuProfile := fs.String("cpu-profile", "", "write a Go CPU profile of this process (the mediator, the dev custodians and pseudonym service) to this file until dev stops (read it with go tool pprof); it holds code addresses and sample counts, never data")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	// Secrets are known only once the dependencies are up; a second logger
 	// with them masked serves from then on.
@@ -105,6 +114,23 @@ func devCmd(ctx context.Context, c *call, args []string) error {
 		printDevBanner(c.stdout, url, in.AgentURL, stateDir, in.Postgres.Source, in.Vault.Source, *keep)
 	}
 	return <-errc
+}
+
+// startCPUProfile profiles this process into path until the returned
+// function is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("dev: cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("dev: cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 func printDevBanner(w io.Writer, url, agentURL, stateDir, pgSource, vaultSource string, keep bool) {

@@ -36,7 +36,8 @@ func loadgenCmd(ctx context.Context, c *call, args []string) error {
 	var stateDir, dsn string
 	fs := c.newFlags(loadgenSettings(&cfg, &stateDir, &dsn)...)
 	fs.Float64Var(&cfg.Rate, "rate", 0, "events per second; 0 sends as fast as the server answers")
-	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to send (at most 10m)")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to send (at most 1h)")
+	fs.Int64Var(&cfg.Segment, "segment", 0, "report the rate of every segment of this many acknowledged events, and the last against the first (e.g. 1000000)")
 	fs.IntVar(&cfg.MaxEvents, "events", 0, "stop after this many events (0: only the duration limits)")
 	fs.IntVar(&cfg.Batch, "batch", 1000, "events per request (at most 10000)")
 	fs.IntVar(&cfg.Workers, "workers", 0, "concurrent requests (0: 4 for events, 32 for deposits and maximal requests)")
@@ -54,8 +55,8 @@ func loadgenCmd(ctx context.Context, c *call, args []string) error {
 	if *deposits {
 		return depositLoad(ctx, loadgen.DepositConfig{Conversations: *conversations, RunID: *runID, AgentURL: cfg.AgentURL}, cfg, stateDir, c.stdout)
 	}
-	if cfg.Duration > 10*time.Minute {
-		return errors.New("loadgen: --duration is at most 10m")
+	if cfg.Duration > time.Hour {
+		return errors.New("loadgen: --duration is at most 1h")
 	}
 	if cfg.Batch < 1 || cfg.Batch > 10000 {
 		return errors.New("loadgen: --batch must be 1..10000")
