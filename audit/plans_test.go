@@ -58,7 +58,7 @@ func TestHotQueriesUseIndexesWithoutStatistics(t *testing.T) {
 		index string
 	}{
 		{"tree size", sqlTreeSize, nil, "audit_entries_pkey"},
-		{"duplicate check", sqlLoggedEventIDs, loggedEventIDsArgs(ids, submitters), "audit_entries_submitter_event"},
+		{"duplicate check", sqlLoggedEventIDs, loggedEventIDsArgs(ids, submitters), "audit_entries_event_hash"},
 		{"right-edge preload", sqlReadHashes, []any{edge}, "audit_entries_pkey"},
 		{"proof hashes", sqlReadHashes, []any{proof}, "audit_entries_pkey"},
 		{"entry", sqlEntry, []any{int64(4242)}, "audit_entries_pkey"},

@@ -138,14 +138,18 @@ const (
 	sqlTreeSize = "SELECT coalesce(max(seq) + 1, 0) FROM audit_entries"
 	// sqlLoggedEventIDs is the duplicate check of an append: the entries
 	// logged with each (event id $1[i], submitter $2[i]). One probe of the
-	// unique index per pair: a LATERAL subquery with a LIMIT is never
+	// event id hash index (migration 00015) per pair, the row's id and
+	// submitter rechecked: a LATERAL subquery with a LIMIT is never
 	// flattened into a join, so the planner cannot trade the probes for a
 	// scan, whatever it believes of the table's size (docs/decisions.md,
-	// "Hot queries do not depend on planner statistics").
+	// "Hot queries do not depend on planner statistics"). The index is
+	// not unique; the sequencer lock, held around this check and the
+	// write, keeps (event id, submitter) unique.
 	sqlLoggedEventIDs = `SELECT q.submitter, q.event_id, e.seq, e.leaf, e.ingested_at
 		FROM unnest($1::text[], $2::text[]) AS q(event_id, submitter)
 		CROSS JOIN LATERAL (SELECT seq, leaf, ingested_at FROM audit_entries
-			WHERE event_id = q.event_id AND submitter = q.submitter LIMIT 1) e`
+			WHERE hashtextextended(event_id, 0) = hashtextextended(q.event_id, 0)
+				AND event_id = q.event_id AND submitter = q.submitter LIMIT 1) e`
 	// sqlReadHashes reads the entries holding stored hashes: the right
 	// edge an append preloads, and the hashes of every proof.
 	sqlReadHashes = "SELECT seq, hashes FROM audit_entries WHERE seq = ANY($1)"
