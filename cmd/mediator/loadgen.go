@@ -43,7 +43,7 @@ func loadgenCmd(ctx context.Context, c *call, args []string) error {
 	fs.IntVar(&cfg.Workers, "workers", 0, "concurrent requests (0: 4 for events, 32 for deposits and maximal requests)")
 	fs.BoolVar(&cfg.Cover, "cover", false, "event n names identifier n of each pool rather than one at random: the first 10,000 events name every identifier the generator uses, which warms an agent's cache")
 	fs.IntVar(&cfg.Proofs, "proofs", 0, "afterwards, time this many inclusion proofs against the latest checkpoint")
-	baseline := fs.Bool("copy-baseline", false, "afterwards, time a raw PostgreSQL COPY of the same rows (needs DATABASE_URL of a role that may create tables)")
+	baseline := fs.Bool("copy-baseline", false, "afterwards, time a single raw PostgreSQL COPY of the same rows (needs DATABASE_URL of a role that may create tables)")
 	maximal := fs.Bool("maximal", false, "send maximal 8 MiB requests from --workers gateways at once, retrying on 429 and 503, and report the answers and the server's peak memory")
 	requests := fs.Int("requests", 2, "with --maximal: maximal requests per worker")
 	deposits := fs.Bool("deposits", false, "escrow random keys (POST /v1/escrow/keys) instead of sending events; --token is then a depositor token")
@@ -100,11 +100,11 @@ func loadgenCmd(ctx context.Context, c *call, args []string) error {
 		if dsn == "" {
 			return errors.New("loadgen: --copy-baseline needs --database-url or DATABASE_URL")
 		}
-		rate, err := loadgen.CopyBaseline(ctx, dsn, int(rep.Events), cfg.Batch)
+		rate, err := loadgen.CopyBaseline(ctx, dsn, int(rep.Events))
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(c.stdout, "raw COPY of the same %d rows: %.0f rows/s; mediator reached %.0f%% of it\n", rep.Events, rate, 100*rep.EventsPerSec/rate)
+		fmt.Fprintf(c.stdout, "a single raw COPY of the same %d rows: %.0f rows/s; ingest reached %.2f of it\n", rep.Events, rate, rep.EventsPerSec/rate)
 	}
 	if rep.Errors > 0 {
 		return exitCode(1)

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# log-at-scale.sh: the 10 M entry run of issue 24 (docs/performance.md,
+# "The log at 10 million entries"). On a fresh `mediator dev` (PostgreSQL,
+# Vault, the witnessing dev custodians, all on this machine) it
+#
+#   1. sends FIRST events (9 M) with loadgen, reporting the rate of every
+#      million and the CPU by process;
+#   2. runs `audit verify --state` over them: a full verification that
+#      leaves its state file behind;
+#   3. sends LAST events (1 M) more, timing inclusion proofs at the end;
+#   4. runs `audit verify --state` again: only the last million, plus a
+#      consistency proof from the state's root;
+#   5. prints the statistics PostgreSQL holds on audit_entries, so the
+#      figures say whether the planner had any.
+#
+# AUTOVACUUM=on turns the server's autovacuum on for the run (ALTER SYSTEM,
+# then RESET on exit: needs the server's superuser in ADMIN_URL); the
+# default leaves the server as it is (on the project machine: off).
+# Needs bin/mediator (make build) and psql.
+#
+#   FIRST=9000000 LAST=1000000 AUTOVACUUM=off scripts/log-at-scale.sh
+set -euo pipefail
+FIRST=${FIRST:-9000000}
+LAST=${LAST:-1000000}
+SEGMENT=${SEGMENT:-1000000}
+WORKERS=${WORKERS:-4}
+BATCH=${BATCH:-1000}
+AUTOVACUUM=${AUTOVACUUM:-}
+ADMIN_URL=${ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
+ADDR=127.0.0.1:8092
+BIN=${BIN:-bin/mediator}
+
+DEV=
+cleanup() {
+  if [ -n "$DEV" ]; then kill -INT -- -"$DEV" 2>/dev/null || kill -INT "$DEV" 2>/dev/null || true; wait "$DEV" || true; fi
+  if [ -n "$AUTOVACUUM" ]; then
+    psql -X -q "$ADMIN_URL" -c "ALTER SYSTEM RESET autovacuum" -c "SELECT pg_reload_conf()" >/dev/null
+  fi
+}
+trap cleanup EXIT
+if [ -n "$AUTOVACUUM" ]; then
+  psql -X -q "$ADMIN_URL" -c "ALTER SYSTEM SET autovacuum = $AUTOVACUUM" -c "SELECT pg_reload_conf()" >/dev/null
+  sleep 1
+fi
+echo "autovacuum: $(psql -X -Atq "$ADMIN_URL" -c 'SHOW autovacuum')" | tee "$OUT/settings.txt"
+
+export MEDIATOR_DEV_STATE_DIR=$OUT/dev
+MEDIATOR_RATE_INGEST=0 setsid "$BIN" dev --addr "$ADDR" ${CPU_PROFILE:+--cpu-profile "$CPU_PROFILE"} >"$OUT/dev.log" 2>&1 &
+DEV=$!
+for _ in $(seq 180); do
+  curl -sf "http://$ADDR/readyz" >/dev/null && "$BIN" dev env >/dev/null 2>&1 && break
+  sleep 1
+done
+eval "$("$BIN" dev env)"
+export MEDIATOR_ADDR=http://$ADDR
+
+echo "== $FIRST events"
+"$BIN" loadgen --url "$MEDIATOR_ADDR" --workers "$WORKERS" --batch "$BATCH" --events "$FIRST" \
+  --duration 1h --segment "$SEGMENT" | tee "$OUT/first.txt"
+echo "== audit verify --state (full, $FIRST entries)"
+/usr/bin/time -f "verify: %e s, max RSS %M KiB" "$BIN" audit verify --state "$OUT/verify-state.json" 2>&1 | tee "$OUT/verify-full.txt"
+echo "== $LAST events more"
+"$BIN" loadgen --url "$MEDIATOR_ADDR" --workers "$WORKERS" --batch "$BATCH" --events "$LAST" \
+  --duration 1h --segment "$SEGMENT" --proofs 1000 | tee "$OUT/last.txt"
+echo "== audit verify --state (incremental)"
+/usr/bin/time -f "verify: %e s, max RSS %M KiB" "$BIN" audit verify --state "$OUT/verify-state.json" 2>&1 | tee "$OUT/verify-incremental.txt"
+echo "== what the planner knew of audit_entries"
+psql -X "$DATABASE_URL" -c "SELECT reltuples, (SELECT count(*) FROM pg_statistic WHERE starelid = 'audit_entries'::regclass) AS statistics_rows,
+  (SELECT last_autovacuum FROM pg_stat_user_tables WHERE relname = 'audit_entries') AS last_autovacuum,
+  (SELECT last_autoanalyze FROM pg_stat_user_tables WHERE relname = 'audit_entries') AS last_autoanalyze
+  FROM pg_class WHERE relname = 'audit_entries'" | tee "$OUT/statistics.txt"
+
+first=$(sed -n 's/^events\/s by segment of [0-9]*: \([0-9]*\).*/\1/p' "$OUT/first.txt")
+last=$(sed -n 's/^events\/s by segment of [0-9]*:.* \([0-9]*\)$/\1/p' "$OUT/last.txt")
+echo "last million against the first: $last / $first = $(python3 -c "print(round($last/$first, 2))")" | tee "$OUT/ratio.txt"
+echo "everything is in $OUT"
