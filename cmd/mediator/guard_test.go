@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/mediatorhq/mediator/api"
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/audit"
 	"github.com/mediatorhq/mediator/escrow"
@@ -370,6 +371,31 @@ func TestHoldDeliverAsksBeforeALift(t *testing.T) {
 			if !strings.Contains(shown, want) {
 				t.Errorf("%s: the output lacks %q:\n%s", tc.action, want, shown)
 			}
+		}
+	}
+}
+
+// TestPoolTurnsJITOff: the service's pool runs with JIT off, so a probe
+// the planner costs high for want of statistics is not compiled first,
+// unless the URL asks for JIT.
+func TestPoolTurnsJITOff(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgEnv.NewDatabase(t)
+	for _, c := range []struct{ dsn, want string }{
+		{dsn, "off"},
+		{dsn + map[bool]string{true: "&", false: "?"}[strings.Contains(dsn, "?")] + "jit=on", "on"},
+	} {
+		pool, err := openPool(ctx, c.dsn, api.NewMetrics("test"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var jit string
+		if err := pool.QueryRow(ctx, "SHOW jit").Scan(&jit); err != nil {
+			t.Fatal(err)
+		}
+		pool.Close()
+		if jit != c.want {
+			t.Errorf("jit = %s through the service's pool, want %s", jit, c.want)
 		}
 	}
 }

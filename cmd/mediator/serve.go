@@ -288,6 +288,13 @@ func openPool(ctx context.Context, dsn string, metrics *api.Metrics) (*pgxpool.P
 		return nil, fmt.Errorf("database url: cannot be parsed")
 	}
 	poolCfg.ConnConfig.Tracer = pgmetrics.New(metrics.Registry)
+	// The service's queries are probes by key. Where the planner has no
+	// statistics it can cost one at millions of rows, and PostgreSQL then
+	// compiles it with LLVM first: 0.3 s per duplicate check at 3 M
+	// entries (docs/decisions.md). A URL may still turn JIT on.
+	if _, set := poolCfg.ConnConfig.RuntimeParams["jit"]; !set {
+		poolCfg.ConnConfig.RuntimeParams["jit"] = "off"
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
