@@ -547,6 +547,52 @@ func TestAppendOnlyForEveryone(t *testing.T) {
 	}
 }
 
+// TestConcurrentResendsLogAnEventOnce: the event id index is not unique
+// (migration 00015), so several stores (as several mediator processes)
+// resending the same events at once must still log each (event id,
+// submitter) once, the sequencer lock deciding; the others are
+// duplicates reporting its seq.
+func TestConcurrentResendsLogAnEventOnce(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	results := make(chan []Appended, 40)
+	for range 4 {
+		pool, err := pgxpool.New(ctx, f.pool.Config().ConnString())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pool.Close()
+		s := newStore(pool)
+		wg.Go(func() {
+			for range 10 {
+				out, err := s.appendNow(ctx, entries(0, 20, "c"))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				results <- out
+			}
+		})
+	}
+	wg.Wait()
+	close(results)
+	var n, dup int
+	if err := f.pool.QueryRow(ctx, `SELECT count(*), count(*) - count(DISTINCT (event_id, submitter)) FROM audit_entries`).Scan(&n, &dup); err != nil {
+		t.Fatal(err)
+	}
+	if n != 20 || dup != 0 {
+		t.Fatalf("%d rows, %d of them repeated ids; want 20 and none", n, dup)
+	}
+	for out := range results {
+		for i, a := range out {
+			if a.Seq != int64(i) {
+				t.Fatalf("event %d reported seq %d, want %d", i, a.Seq, i)
+			}
+		}
+	}
+}
+
 // TestConcurrentAppendersKeepOneTree runs several stores (as several
 // mediator processes would) on one database at once.
 func TestConcurrentAppendersKeepOneTree(t *testing.T) {

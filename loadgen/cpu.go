@@ -76,11 +76,11 @@ func procStat(pid int) (string, float64, bool) {
 	}
 	// pid (comm) state … utime stime: comm may hold spaces, so split
 	// after its closing parenthesis; utime and stime are fields 14 and 15.
-	open, close := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
-	if open < 0 || close < open {
+	open, end := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+	if open < 0 || end < open {
 		return "", 0, false
 	}
-	f := strings.Fields(string(b[close+1:]))
+	f := strings.Fields(string(b[end+1:]))
 	if len(f) < 13 {
 		return "", 0, false
 	}
@@ -89,7 +89,7 @@ func procStat(pid int) (string, float64, bool) {
 	if err1 != nil || err2 != nil {
 		return "", 0, false
 	}
-	return string(b[open+1 : close]), (utime + stime) / clockTicks, true
+	return string(b[open+1 : end]), (utime + stime) / clockTicks, true
 }
 
 // cpuSince returns the CPU seconds used since before, summed by process
