@@ -524,7 +524,12 @@ func searchWhere(selectFrom string, q Query) (string, []any) {
 		sql += fmt.Sprintf(" AND %s $%d", cond, len(args))
 	}
 	if q.ConversationID != "" {
-		add("conversation_id =", q.ConversationID)
+		// The conversation index is keyed by the pseudonym's hash
+		// (migration 00016); the row's own id is compared too, since two
+		// pseudonyms may share a hash.
+		args = append(args, q.ConversationID)
+		n := len(args)
+		sql += fmt.Sprintf(" AND hashtextextended(conversation_id, 0) = hashtextextended($%d, 0) AND conversation_id = $%d", n, n)
 	}
 	if q.Kind != "" {
 		add("kind =", q.Kind)
@@ -538,6 +543,14 @@ func searchWhere(selectFrom string, q Query) (string, []any) {
 	return sql, args
 }
 
+// searchPage is the query of one page of Search: q's entries after
+// q.AfterSeq, in seq order, at most q.Limit.
+func searchPage(q Query) (string, []any) {
+	sql, args := searchWhere("SELECT seq, leaf FROM audit_entries", q)
+	args = append(args, q.Limit)
+	return sql + fmt.Sprintf(" ORDER BY seq LIMIT $%d", len(args)), args
+}
+
 // MaxSearchLimit bounds one page of Search.
 const MaxSearchLimit = 1000
 
@@ -546,9 +559,7 @@ func (s *store) Search(ctx context.Context, q Query) ([]StoredEntry, error) {
 	if q.Limit <= 0 || q.Limit > MaxSearchLimit {
 		q.Limit = MaxSearchLimit
 	}
-	sql, args := searchWhere("SELECT seq, leaf FROM audit_entries", q)
-	args = append(args, q.Limit)
-	sql += fmt.Sprintf(" ORDER BY seq LIMIT $%d", len(args))
+	sql, args := searchPage(q)
 	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("audit: search: %w", err)
