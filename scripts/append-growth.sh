@@ -35,15 +35,19 @@ DECLARE
     w0 pg_lsn := pg_current_wal_lsn();
     ids text[];
     found int;
+    t1 timestamptz;
+    probe interval := '0';
 BEGIN
     WHILE base < millions::bigint * 1000000 LOOP
         PERFORM pg_advisory_xact_lock(7242);
         SELECT array_agg('eid1:' || encode(sha256(int8send(g)), 'hex')) INTO ids
             FROM generate_series(base, base + 999) g;
+        t1 := clock_timestamp();
         SELECT count(*) INTO found FROM unnest(ids) AS q(event_id)
             CROSS JOIN LATERAL (SELECT seq FROM append_growth
                 WHERE hashtextextended(event_id, 0) = hashtextextended(q.event_id, 0)
                     AND event_id = q.event_id AND submitter = 'gateway' LIMIT 1) e;
+        probe := probe + (clock_timestamp() - t1);
         INSERT INTO append_growth
             SELECT g, convert_to(repeat(md5(g::text), 8), 'UTF8'),
                 sha256(int8send(g)) || sha256(int8send(-g)), 'message.delivered',
@@ -53,10 +57,12 @@ BEGIN
         base := base + 1000;
         COMMIT;
         IF base % 1000000 = 0 THEN
-            RAISE NOTICE 'million %: % rows/s, % MB of WAL', base / 1000000,
+            RAISE NOTICE 'million %: % rows/s, % s of it in the duplicate probes, % MB of WAL', base / 1000000,
                 round(1000000 / extract(epoch FROM clock_timestamp() - t0)),
+                round(extract(epoch FROM probe)::numeric, 1),
                 round((pg_current_wal_lsn() - w0) / 1048576);
             t0 := clock_timestamp();
+            probe := '0';
             w0 := pg_current_wal_lsn();
         END IF;
     END LOOP;
@@ -73,7 +79,7 @@ event-id)
   "${P[@]}" -c "CREATE INDEX ON append_growth (hashtextextended(event_id, 0)) WHERE event_id IS NOT NULL" ;;
 *) echo "append-growth: INDEXES must be current, text-conversation or event-id" >&2; exit 2 ;;
 esac
-echo "settings: $("${P[@]}" -Atc "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ' ' ORDER BY name) FROM pg_settings
+echo "settings: $("${P[@]}" -Atc "SELECT string_agg(name || '=' || current_setting(name), ' ' ORDER BY name) FROM pg_settings
   WHERE name IN ('shared_buffers', 'max_wal_size', 'wal_compression', 'checkpoint_timeout', 'synchronous_commit')"), indexes: $INDEXES"
 "${P[@]}" -c "SET jit = off" -c "CALL append_growth_load($MILLIONS)" 2>&1 | sed 's/^NOTICE:  //'
 "${P[@]}" -c "SELECT c.relname, pg_size_pretty(pg_relation_size(c.oid)) AS size FROM pg_class c
