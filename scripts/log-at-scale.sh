@@ -32,9 +32,9 @@ mkdir -p "$OUT"
 ADDR=127.0.0.1:8092
 BIN=${BIN:-bin/mediator}
 
-DEV=
+. "$(dirname "$0")/dev-lib.sh"
 cleanup() {
-  if [ -n "$DEV" ]; then kill -INT -- -"$DEV" 2>/dev/null || kill -INT "$DEV" 2>/dev/null || true; wait "$DEV" || true; fi
+  stop_dev
   if [ -n "$AUTOVACUUM" ]; then
     psql -X -q "$ADMIN_URL" -c "ALTER SYSTEM RESET autovacuum" -c "SELECT pg_reload_conf()" >/dev/null
   fi
@@ -47,14 +47,7 @@ fi
 echo "autovacuum: $(psql -X -Atq "$ADMIN_URL" -c 'SHOW autovacuum')" | tee "$OUT/settings.txt"
 
 export MEDIATOR_DEV_STATE_DIR=$OUT/dev
-MEDIATOR_RATE_INGEST=0 setsid "$BIN" dev --addr "$ADDR" ${CPU_PROFILE:+--cpu-profile "$CPU_PROFILE"} >"$OUT/dev.log" 2>&1 &
-DEV=$!
-for _ in $(seq 180); do
-  curl -sf "http://$ADDR/readyz" >/dev/null && "$BIN" dev env >/dev/null 2>&1 && break
-  sleep 1
-done
-eval "$("$BIN" dev env)"
-export MEDIATOR_ADDR=http://$ADDR
+start_dev "$ADDR" "$OUT/dev.log" ${CPU_PROFILE:+--cpu-profile "$CPU_PROFILE"}
 
 echo "== $FIRST events"
 "$BIN" loadgen --url "$MEDIATOR_ADDR" --workers "$WORKERS" --batch "$BATCH" --events "$FIRST" \
