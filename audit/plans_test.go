@@ -15,10 +15,10 @@ import (
 const planRows = 100_000
 
 // TestHotQueriesUseIndexesWithoutStatistics checks that the queries of an
-// append (tree size, duplicate check, right-edge preload), of proofs and of
-// a search by conversation use audit_entries' indexes whatever
-// pg_statistic and pg_class say: analysed, never analysed (autovacuum off
-// after a bulk load, issue 24), or lying.
+// append (tree size, duplicate check, right-edge preload), of proofs, of
+// entry bundles and of a search by conversation use audit_entries'
+// indexes whatever pg_statistic and pg_class say: analysed, never analysed
+// (autovacuum off after a bulk load, issue 24), or lying.
 // Each query is explained as the store runs it, with values and as a
 // generic plan.
 func TestHotQueriesUseIndexesWithoutStatistics(t *testing.T) {
@@ -69,6 +69,7 @@ func TestHotQueriesUseIndexesWithoutStatistics(t *testing.T) {
 		{"right-edge preload", sqlReadHashes, []any{edge}, "audit_entries_pkey", true},
 		{"proof hashes", sqlReadHashes, []any{proof}, "audit_entries_pkey", true},
 		{"entry", sqlEntry, []any{int64(4242)}, "audit_entries_pkey", true},
+		{"entry bundle", sqlEntryRange, []any{int64(256 * 10), int64(256 * 11)}, "audit_entries_pkey", true},
 		// A search is an officer's read, not an append. When pg_class
 		// claims the table holds one row, the planner walks the primary
 		// key from after_seq instead (every shape tried did): a lie an

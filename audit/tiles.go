@@ -1,0 +1,103 @@
+package audit
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// The C2SP tlog-tiles layout: tiles are TileHeight levels of the tree
+// high and up to TileWidth hashes wide; an entry bundle holds the leaves
+// of up to TileWidth entries.
+const (
+	TileHeight = 8
+	TileWidth  = 1 << TileHeight
+)
+
+// sqlEntryRange reads the leaves of the entries in [$1, $2), in seq order:
+// an entry bundle, a range of the primary key.
+const sqlEntryRange = "SELECT leaf FROM audit_entries WHERE seq >= $1 AND seq < $2 ORDER BY seq"
+
+// tileInTree reports whether the tile at level, index and width (hashes,
+// or entries at level -1) lies within the tree of size treeSize.
+func tileInTree(level int, index int64, width int, treeSize int64) bool {
+	if index < 0 || width < 1 || width > TileWidth || treeSize < 0 || index > math.MaxInt64/TileWidth {
+		return false
+	}
+	available := treeSize // entries, or level-0 hashes
+	if level > 0 {
+		if level*TileHeight >= 63 {
+			return false
+		}
+		available = treeSize >> (level * TileHeight)
+	}
+	return index*TileWidth+int64(width) <= available
+}
+
+// HashTile returns the C2SP tlog-tiles hash tile at level and index, width
+// hashes wide (TileWidth for a full tile), as the tree of size treeSize
+// holds it: the width hashes of tree level level·TileHeight it covers,
+// concatenated, read from the stored hashes in one query. A tile that
+// reaches beyond treeSize is ErrBadRange: a full tile is then the same
+// bytes for every larger tree, and a partial one is a prefix of its full
+// tile.
+func (s *store) HashTile(ctx context.Context, level int, index int64, width int, treeSize int64) ([]byte, error) {
+	if level < 0 || !tileInTree(level, index, width, treeSize) {
+		return nil, ErrBadRange
+	}
+	if err := s.checkSize(ctx, treeSize); err != nil {
+		return nil, err
+	}
+	data, err := tlog.ReadTileData(tlog.Tile{H: TileHeight, L: level, N: index, W: width}, s.HashReader(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("audit: hash tile %d/%d.%d: %w", level, index, width, err)
+	}
+	return data, nil
+}
+
+// ErrEntryTooLarge is returned for an entry bundle holding a leaf longer
+// than an entry bundle can frame (65,535 bytes).
+var ErrEntryTooLarge = fmt.Errorf("audit: a leaf longer than %d bytes does not fit an entry bundle", math.MaxUint16)
+
+// EntryBundle returns the C2SP tlog-tiles entry bundle at index, width
+// entries wide (TileWidth for a full bundle), of the tree of size
+// treeSize: each entry's exact leaf bytes, the bytes the tree hashes,
+// after its length as a big-endian uint16.
+func (s *store) EntryBundle(ctx context.Context, index int64, width int, treeSize int64) ([]byte, error) {
+	if !tileInTree(0, index, width, treeSize) {
+		return nil, ErrBadRange
+	}
+	if err := s.checkSize(ctx, treeSize); err != nil {
+		return nil, err
+	}
+	first := index * TileWidth
+	rows, err := s.pool.Query(ctx, sqlEntryRange, first, first+int64(width))
+	if err != nil {
+		return nil, fmt.Errorf("audit: entry bundle %d.%d: %w", index, width, err)
+	}
+	defer rows.Close()
+	var out []byte
+	n := 0
+	for rows.Next() {
+		var leaf []byte
+		if err := rows.Scan(&leaf); err != nil {
+			return nil, fmt.Errorf("audit: entry bundle %d.%d: %w", index, width, err)
+		}
+		if len(leaf) > math.MaxUint16 {
+			return nil, fmt.Errorf("%w: entry %d", ErrEntryTooLarge, first+int64(n))
+		}
+		out = binary.BigEndian.AppendUint16(out, uint16(len(leaf)))
+		out = append(out, leaf...)
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("audit: entry bundle %d.%d: %w", index, width, err)
+	}
+	if n != width {
+		return nil, fmt.Errorf("audit: entry bundle %d.%d: %d entries stored, the log is missing entries", index, width, n)
+	}
+	return out, nil
+}

@@ -1,0 +1,151 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/transparency-dev/tessera/api"
+	"github.com/transparency-dev/tessera/client"
+)
+
+// TestTilesAgainstTesseraClient reads the log's C2SP tiles and entry
+// bundles with Tessera's client, code we did not write: its inclusion and
+// consistency proofs, built from our hash tiles alone, must be byte-equal
+// to the store's own, and its parse of our entry bundles must give back
+// the stored leaves.
+func TestTilesAgainstTesseraClient(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	const size = 70_000 // a full level-1 tile (65,536 entries) and partial tiles at levels 0, 1 and 2
+	for from := 0; from < size; from += 5000 {
+		f.append(t, entries(from, 5000, "c"))
+	}
+	tiles := func(ctx context.Context, level, index uint64, p uint8) ([]byte, error) {
+		width := int(p)
+		if width == 0 {
+			width = TileWidth
+		}
+		return f.store.HashTile(ctx, int(level), int64(index), width, size)
+	}
+	pb, err := client.NewProofBuilder(ctx, size, tiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(24, 25))
+	for range 200 {
+		seq := rng.Int64N(size)
+		theirs, err := pb.InclusionProof(ctx, uint64(seq))
+		if err != nil {
+			t.Fatalf("tessera inclusion proof of %d: %v", seq, err)
+		}
+		ours, err := f.store.InclusionProof(ctx, seq, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(theirs) != len(ours) {
+			t.Fatalf("inclusion proof of %d: tessera %d hashes, ours %d", seq, len(theirs), len(ours))
+		}
+		for i := range ours {
+			if !bytes.Equal(theirs[i], ours[i][:]) {
+				t.Fatalf("inclusion proof of %d differs at hash %d", seq, i)
+			}
+		}
+		small := 1 + rng.Int64N(size-1)
+		theirs, err = pb.ConsistencyProof(ctx, uint64(small), size)
+		if err != nil {
+			t.Fatalf("tessera consistency proof %d → %d: %v", small, size, err)
+		}
+		cons, err := f.store.ConsistencyProof(ctx, small, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(theirs) != len(cons) {
+			t.Fatalf("consistency proof %d: tessera %d hashes, ours %d", small, len(theirs), len(cons))
+		}
+		for i := range cons {
+			if !bytes.Equal(theirs[i], cons[i][:]) {
+				t.Fatalf("consistency proof %d differs at hash %d", small, i)
+			}
+		}
+	}
+
+	bundles := func(ctx context.Context, index uint64, p uint8) ([]byte, error) {
+		width := int(p)
+		if width == 0 {
+			width = TileWidth
+		}
+		return f.store.EntryBundle(ctx, int64(index), width, size)
+	}
+	for _, seq := range []int64{0, 255, 256, 4242, size - 1} {
+		b, err := client.GetEntryBundle(ctx, bundles, uint64(seq/TileWidth), size)
+		if err != nil {
+			t.Fatalf("entry bundle of %d: %v", seq, err)
+		}
+		e, err := f.store.Entry(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := b.Entries[seq%TileWidth]; !bytes.Equal(got, e.Leaf) {
+			t.Fatalf("entry %d in its bundle: %q, stored %q", seq, got, e.Leaf)
+		}
+	}
+	var last api.EntryBundle
+	raw, err := f.store.EntryBundle(ctx, size/TileWidth, size%TileWidth, size)
+	if err != nil || last.UnmarshalText(raw) != nil || len(last.Entries) != size%TileWidth {
+		t.Fatalf("the partial bundle: %d entries, %v", len(last.Entries), err)
+	}
+}
+
+// TestTilesStayInsideTheTree refuses tiles and bundles beyond the tree
+// they are asked of, and beyond the log.
+func TestTilesStayInsideTheTree(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.append(t, entries(0, 300, "c"))
+	full, err := f.store.HashTile(ctx, 0, 0, TileWidth, 300)
+	if err != nil || len(full) != TileWidth*32 {
+		t.Fatalf("full tile 0/0: %d bytes, %v", len(full), err)
+	}
+	// A full tile is the same bytes in every larger tree; a partial one
+	// is a prefix of it.
+	if part, err := f.store.HashTile(ctx, 0, 0, 100, 100); err != nil || !bytes.Equal(part, full[:100*32]) {
+		t.Fatalf("partial tile 0/0.p/100 is not a prefix of the full tile: %v", err)
+	}
+	for _, c := range []struct {
+		level       int
+		index       int64
+		width       int
+		size        int64
+		wantErr     error
+		description string
+	}{
+		{0, 1, 44, 300, nil, "the partial tile of a tree of 300"},
+		{0, 1, 45, 300, ErrBadRange, "wider than the tree"},
+		{0, 1, TileWidth, 300, ErrBadRange, "a full tile the tree lacks"},
+		{1, 0, 1, 300, nil, "the one hash of level 8"},
+		{1, 0, 2, 300, ErrBadRange, "two hashes of level 8"},
+		{0, 0, 0, 300, ErrBadRange, "width 0"},
+		{0, 0, TileWidth + 1, 300, ErrBadRange, "width 257"},
+		{0, -1, 1, 300, ErrBadRange, "a negative index"},
+		{-1, 0, 1, 300, ErrBadRange, "a negative level"},
+		{8, 0, 1, 300, ErrBadRange, "a level beyond 64 bits"},
+		{0, 1, 90, 346, ErrNotFound, "a tree larger than the log"},
+	} {
+		_, err := f.store.HashTile(ctx, c.level, c.index, c.width, c.size)
+		if !errors.Is(err, c.wantErr) && (c.wantErr != nil || err != nil) {
+			t.Errorf("%s: %v, want %v", c.description, err, c.wantErr)
+		}
+	}
+	if _, err := f.store.EntryBundle(ctx, 1, 44, 300); err != nil {
+		t.Errorf("the partial bundle of a tree of 300: %v", err)
+	}
+	if _, err := f.store.EntryBundle(ctx, 1, 45, 300); !errors.Is(err, ErrBadRange) {
+		t.Errorf("a bundle wider than the tree: %v", err)
+	}
+	if _, err := f.store.EntryBundle(ctx, 1, 90, 346); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a bundle of a tree larger than the log: %v", err)
+	}
+}
