@@ -136,6 +136,10 @@ func NewRouter(d Deps) http.Handler {
 	g.Get("/v1/audit/proof/inclusion", s.inclusionProof)
 	g.Get("/v1/audit/proof/consistency", s.consistencyProof)
 	g.Get("/v1/audit/export", s.export)
+	// The same log as C2SP tlog-tiles, for auditors' own tools.
+	g.Get("/v1/audit/tlog/checkpoint", s.checkpoint)
+	g.Get("/v1/audit/tlog/tile/entries/*", s.tlogEntries)
+	g.Get("/v1/audit/tlog/tile/{level}/*", s.tlogTile)
 
 	// Key escrow.
 	g.Get("/v1/escrow/custodians", s.custodianSet)

@@ -324,3 +324,35 @@ func (l *Log) commitGroup(ctx context.Context, reqs []appendRequest) ([][]Append
 	}
 	return out, nil
 }
+
+// HashTile returns the C2SP tlog-tiles hash tile at level and index, width
+// hashes wide (TileWidth for a full tile), of the tree of the latest
+// published checkpoint (LatestCheckpoint): nothing the witnesses have not
+// cosigned is served. ErrNotFound before any checkpoint is published and
+// for a tile beyond the published tree.
+func (l *Log) HashTile(ctx context.Context, level int, index int64, width int) ([]byte, error) {
+	cp, err := l.LatestCheckpoint(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b, err := l.store.HashTile(ctx, level, index, width, cp.Size)
+	if errors.Is(err, ErrBadRange) {
+		return nil, fmt.Errorf("%w: the tile is not in the published tree of %d entries", ErrNotFound, cp.Size)
+	}
+	return b, err
+}
+
+// EntryBundle returns the C2SP tlog-tiles entry bundle at index, width
+// entries wide (TileWidth for a full bundle), of the tree of the latest
+// published checkpoint; ErrNotFound as for HashTile.
+func (l *Log) EntryBundle(ctx context.Context, index int64, width int) ([]byte, error) {
+	cp, err := l.LatestCheckpoint(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b, err := l.store.EntryBundle(ctx, index, width, cp.Size)
+	if errors.Is(err, ErrBadRange) {
+		return nil, fmt.Errorf("%w: the bundle is not in the published tree of %d entries", ErrNotFound, cp.Size)
+	}
+	return b, err
+}

@@ -42,6 +42,11 @@ routes := {
 	"GET /v1/audit/proof/inclusion": audit_readers,
 	"GET /v1/audit/proof/consistency": audit_readers,
 	"GET /v1/audit/export": audit_readers,
+	# The same log as C2SP tlog-tiles (a regulator's tools read these with
+	# an auditor token).
+	"GET /v1/audit/tlog/checkpoint": audit_readers,
+	"GET /v1/audit/tlog/tile/entries/*": audit_readers,
+	"GET /v1/audit/tlog/tile/{level}/*": audit_readers,
 	"POST /v1/escrow/keys": {"depositor"},
 	# Depositors read the custodian set they seal shares to (and check it
 	# against the digest they pinned); auditors and officers may see it.

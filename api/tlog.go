@@ -1,0 +1,72 @@
+package api
+
+import (
+	"errors"
+	"math"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/transparency-dev/tessera/api/layout"
+
+	"github.com/mediatorhq/mediator/audit"
+)
+
+// tileCacheControl is the caching of tiles and entry bundles: a tile's
+// path names its content for good (C2SP tlog-tiles: "immutable, so its
+// caching headers SHOULD be long-lived"), and only callers with a token
+// may read it, so shared caches must not keep it.
+const tileCacheControl = "private, max-age=31536000, immutable"
+
+// tlogTile is GET /v1/audit/tlog/tile/{level}/*: a C2SP tlog-tiles hash
+// tile, <L>/<N>[.p/<W>], of the latest published checkpoint's tree.
+func (s *server) tlogTile(w http.ResponseWriter, r *http.Request) {
+	level := chi.URLParam(r, "level")
+	l, n, p, err := layout.ParseTileLevelIndexPartial(level, chi.URLParam(r, "*"))
+	if err != nil || (len(level) > 1 && level[0] == '0') || n > math.MaxInt64/audit.TileWidth {
+		writeError(w, http.StatusBadRequest, codeBadRequest, "not a tlog-tiles tile path: tile/<L>/<N>[.p/<W>], N in 3-digit groups (x001/x234/067)")
+		return
+	}
+	data, err := s.auditLog.HashTile(r.Context(), int(l), int64(n), tileWidth(p))
+	s.writeTile(w, r, data, err)
+}
+
+// tlogEntries is GET /v1/audit/tlog/tile/entries/*: a C2SP tlog-tiles
+// entry bundle, <N>[.p/<W>], of the latest published checkpoint's tree.
+func (s *server) tlogEntries(w http.ResponseWriter, r *http.Request) {
+	n, p, err := layout.ParseTileIndexPartial(chi.URLParam(r, "*"))
+	if err != nil || n > math.MaxInt64/audit.TileWidth {
+		writeError(w, http.StatusBadRequest, codeBadRequest, "not a tlog-tiles entry bundle path: tile/entries/<N>[.p/<W>], N in 3-digit groups (x001/x234/067)")
+		return
+	}
+	data, err := s.auditLog.EntryBundle(r.Context(), int64(n), tileWidth(p))
+	s.writeTile(w, r, data, err)
+}
+
+// tileWidth is the width a tile path names: W of a partial tile, else a
+// full tile's.
+func tileWidth(p uint8) int {
+	if p == 0 {
+		return audit.TileWidth
+	}
+	return int(p)
+}
+
+// writeTile answers a tile or entry bundle read.
+func (s *server) writeTile(w http.ResponseWriter, r *http.Request, data []byte, err error) {
+	switch {
+	case errors.Is(err, audit.ErrNotFound):
+		writeError(w, http.StatusNotFound, codeNotFound, "no such tile in the latest published checkpoint's tree (or no checkpoint is published yet)")
+		return
+	case errors.Is(err, audit.ErrEntryTooLarge):
+		s.logFailure(r, "read entry bundle", err)
+		writeError(w, http.StatusInternalServerError, codeInternal, "an entry of this bundle is longer than an entry bundle can frame")
+		return
+	case err != nil:
+		s.logFailure(r, "read tile", err)
+		unavailable(w, "postgres", "the audit log is unavailable")
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Cache-Control", tileCacheControl)
+	_, _ = w.Write(data)
+}

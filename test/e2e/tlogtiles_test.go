@@ -1,0 +1,200 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/transparency-dev/tessera/api/layout"
+	"github.com/transparency-dev/tessera/client"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/mediatorhq/mediator/loadgen"
+)
+
+// TestTlogTilesWithTesseraClient reads the log as C2SP tlog-tiles with
+// Tessera's client (v1.0.4), code we did not write, over HTTP with an
+// auditor's token: it verifies our checkpoint, builds inclusion and
+// consistency proofs from our tiles alone, byte-equal to
+// /v1/audit/proof/*, and reads entry bundles whose leaves are the entries'.
+func TestTlogTilesWithTesseraClient(t *testing.T) {
+	ctx := context.Background()
+	in := startServe(t, serveOpts{})
+	in.waitReady(t, 60*time.Second)
+	gw, _ := in.issuer.Issue("gateway-tiles", []string{"ingest"}, time.Hour)
+	aud, _ := in.issuer.Issue("regulator", []string{"auditor"}, time.Hour)
+	const size = 70_000 // full and partial tiles at levels 0 and 1, a partial one at level 2
+	var body bytes.Buffer
+	for n := int64(0); n < size; n += 1000 {
+		body.Reset()
+		loadgen.WriteBatch(&body, "tiles", n, 1000)
+		if code, resp := post(t, in.base+"/v1/events", "application/json", gw, body.Bytes()); code != 200 {
+			t.Fatalf("ingest: %d %v", code, resp)
+		}
+	}
+
+	get := func(ctx context.Context, path, token string) (int, []byte, http.Header, error) {
+		req, err := http.NewRequestWithContext(ctx, "GET", in.base+"/v1/audit/tlog/"+path, nil)
+		if err != nil {
+			return 0, nil, nil, err
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, nil, nil, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, b, resp.Header, err
+	}
+	fetch := func(ctx context.Context, path string) ([]byte, error) {
+		code, b, _, err := get(ctx, path, aud)
+		if err == nil && code != 200 {
+			err = fmt.Errorf("GET %s: %d %s", path, code, b)
+		}
+		return b, err
+	}
+	// The published checkpoint reaches the whole log within seconds.
+	var raw []byte
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, b, h, err := get(ctx, "checkpoint", aud)
+		if err == nil && code == 200 && strings.Split(string(b), "\n")[1] == strconv.Itoa(size) {
+			if h.Get("Cache-Control") != "no-store" {
+				t.Fatalf("checkpoint Cache-Control %q", h.Get("Cache-Control"))
+			}
+			raw = b
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no published checkpoint of %d entries: %d %s %v", size, code, b, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	vkey := verifierKeyText(t, in, aud)
+	verifier, err := note.NewVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin := strings.Split(string(raw), "\n")[0]
+	cp, _, _, err := client.FetchCheckpoint(ctx, func(ctx context.Context) ([]byte, error) { return fetch(ctx, "checkpoint") }, verifier, origin)
+	if err != nil || cp.Size != size {
+		t.Fatalf("tessera reads our checkpoint: %v %+v", err, cp)
+	}
+	var root tlog.Hash
+	copy(root[:], cp.Hash)
+
+	tiles := func(ctx context.Context, level, index uint64, p uint8) ([]byte, error) {
+		return fetch(ctx, layout.TilePath(level, index, p))
+	}
+	pb, err := client.NewProofBuilder(ctx, cp.Size, tiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(25, 1))
+	for range 100 {
+		seq := rng.Int64N(size)
+		theirs, err := pb.InclusionProof(ctx, uint64(seq))
+		if err != nil {
+			t.Fatalf("tessera inclusion proof of %d: %v", seq, err)
+		}
+		_, ours, _ := call(t, "GET", fmt.Sprintf("%s/v1/audit/proof/inclusion?seq=%d&tree_size=%d", in.base, seq, size), aud)
+		sameHashes(t, fmt.Sprintf("inclusion of %d", seq), theirs, decodeHashes(t, ours["hashes"]))
+		small := 1 + rng.Int64N(size-1)
+		theirs, err = pb.ConsistencyProof(ctx, uint64(small), size)
+		if err != nil {
+			t.Fatalf("tessera consistency proof %d → %d: %v", small, size, err)
+		}
+		_, ours, _ = call(t, "GET", fmt.Sprintf("%s/v1/audit/proof/consistency?from=%d&to=%d", in.base, small, size), aud)
+		sameHashes(t, fmt.Sprintf("consistency from %d", small), theirs, decodeHashes(t, ours["hashes"]))
+	}
+
+	// Entry bundles hold the leaves the tree hashes: each proves against
+	// the checkpoint's root with Tessera's proof.
+	bundles := func(ctx context.Context, index uint64, p uint8) ([]byte, error) {
+		return fetch(ctx, layout.EntriesPath(index, p))
+	}
+	for _, seq := range []int64{0, 4242, size - 1} {
+		b, err := client.GetEntryBundle(ctx, bundles, uint64(seq/256), size)
+		if err != nil {
+			t.Fatalf("entry bundle of %d: %v", seq, err)
+		}
+		proof, err := pb.InclusionProof(ctx, uint64(seq))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hashes := make(tlog.RecordProof, len(proof))
+		for i := range proof {
+			copy(hashes[i][:], proof[i])
+		}
+		if err := tlog.CheckRecord(hashes, size, root, seq, tlog.RecordHash(b.Entries[seq%256])); err != nil {
+			t.Fatalf("entry %d of its bundle does not prove against the checkpoint: %v", seq, err)
+		}
+	}
+
+	// Caching, and who may read.
+	for _, path := range []string{"tile/0/000", "tile/0/273.p/112", "tile/1/000", "tile/2/000.p/1", "tile/entries/273.p/112"} {
+		code, _, h, err := get(ctx, path, aud)
+		if err != nil || code != 200 || h.Get("Cache-Control") != "private, max-age=31536000, immutable" || h.Get("Content-Type") != "application/octet-stream" {
+			t.Fatalf("%s: %d %q %q %v", path, code, h.Get("Cache-Control"), h.Get("Content-Type"), err)
+		}
+	}
+	for _, c := range []struct {
+		path, token string
+		want        int
+	}{
+		{"tile/0/000", "", 401},
+		{"tile/0/000", gw, 403},
+		{"tile/0/274", aud, 404},       // beyond the published tree
+		{"tile/0/273.p/113", aud, 404}, // wider than the published tree
+		{"tile/2/000", aud, 404},
+		{"tile/entries/274", aud, 404},
+		{"tile/0/1", aud, 400},
+		{"tile/00/000", aud, 400},
+		{"tile/0/x000", aud, 400},
+		{"tile/0/000.p/0", aud, 400},
+		{"tile/64/000", aud, 400},
+	} {
+		if code, b, _, err := get(ctx, c.path, c.token); err != nil || code != c.want {
+			t.Errorf("%s: %d %s, want %d (%v)", c.path, code, b, c.want, err)
+		}
+	}
+}
+
+// sameHashes fails t unless a proof from Tessera's client equals ours,
+// hash for hash.
+func sameHashes(t *testing.T, what string, theirs [][]byte, ours []tlog.Hash) {
+	t.Helper()
+	if len(theirs) != len(ours) {
+		t.Fatalf("%s: tessera %d hashes, ours %d", what, len(theirs), len(ours))
+	}
+	for i := range ours {
+		if !bytes.Equal(theirs[i], ours[i][:]) {
+			t.Fatalf("%s: hash %d differs", what, i)
+		}
+	}
+}
+
+// verifierKeyText reads the log's note verifier key.
+func verifierKeyText(t *testing.T, in *instance, token string) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", in.base+"/v1/audit/verifier-key", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return strings.TrimSpace(string(b))
+}
