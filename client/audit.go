@@ -20,6 +20,15 @@ func (c *Client) Checkpoint(ctx context.Context) (string, error) {
 	return note, c.get(ctx, "/v1/audit/checkpoint", &note)
 }
 
+// Tile returns a resource of the log's C2SP tlog-tiles view, by its path
+// under /v1/audit/tlog/ ("checkpoint", "tile/0/x001/234", "tile/entries/
+// 007.p/12"), as served: check tiles against a verified checkpoint.
+func (c *Client) Tile(ctx context.Context, path string) ([]byte, error) {
+	var raw string
+	err := c.get(ctx, "/v1/audit/tlog/"+path, &raw)
+	return []byte(raw), err
+}
+
 // VerifierKey returns the note verifier key the mediator says signs its
 // checkpoints. A verifier that trusts only what it was given out of band
 // does not ask the mediator.

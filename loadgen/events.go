@@ -21,6 +21,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/transparency-dev/tessera/api/layout"
+
 	"github.com/mediatorhq/mediator/client"
 	"github.com/mediatorhq/mediator/pseudonym"
 )
@@ -52,6 +54,9 @@ type Config struct {
 	// Proofs is how many inclusion proofs to time after the run (needs
 	// AuditorToken); 0 skips it.
 	Proofs int
+	// Tiles is how many full level-0 C2SP tiles to time after the run,
+	// from /v1/audit/tlog/ (needs AuditorToken); 0 skips it.
+	Tiles int
 	// Segment, if positive, is the size of the segments whose rates the
 	// report lists: with a million, whether the rate over the last
 	// million held against the first.
@@ -83,6 +88,12 @@ type Report struct {
 	// ProofP50 and ProofP99 their latency, request to response read.
 	ProofTreeSize      int64
 	ProofP50, ProofP99 time.Duration
+	// TileTreeSize is the checkpoint size full tiles were timed at;
+	// TileP50 and TileP99 their latency, TileBytesPerSec what one reader
+	// fetching them one after another received.
+	TileTreeSize     int64
+	TileP50, TileP99 time.Duration
+	TileBytesPerSec  float64
 	// SegmentSize and SegmentRates are the rate, in events per second, of
 	// each whole segment of acknowledged events, in order.
 	SegmentSize  int64
@@ -107,6 +118,9 @@ func (r Report) String() string {
 	}
 	if r.ProofTreeSize > 0 {
 		fmt.Fprintf(&b, "inclusion proofs at tree size %d: p50 %s, p99 %s\n", r.ProofTreeSize, r.ProofP50.Round(10*time.Microsecond), r.ProofP99.Round(10*time.Microsecond))
+	}
+	if r.TileTreeSize > 0 {
+		fmt.Fprintf(&b, "full level-0 tiles at tree size %d: p50 %s, p99 %s, %.1f MB/s to one reader\n", r.TileTreeSize, r.TileP50.Round(10*time.Microsecond), r.TileP99.Round(10*time.Microsecond), r.TileBytesPerSec/1e6)
 	}
 	if n := len(r.SegmentRates); n > 0 {
 		fmt.Fprintf(&b, "events/s by segment of %d:", r.SegmentSize)
@@ -296,6 +310,11 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 			return rep, err
 		}
 	}
+	if auditor != nil && cfg.Tiles > 0 {
+		if err := timeTiles(context.Background(), auditor, cfg.Tiles, &rep); err != nil {
+			return rep, err
+		}
+	}
 	rep.RSSEnd = serverRSS(context.Background(), hc, strings.TrimRight(cfg.URL, "/"), cfg.MetricsToken)
 	return rep, nil
 }
@@ -319,6 +338,41 @@ func timeProofs(ctx context.Context, c *client.Client, n int, rep *Report) error
 	rep.ProofTreeSize = size
 	rep.ProofP50 = lat[len(lat)/2]
 	rep.ProofP99 = lat[min(len(lat)-1, len(lat)*99/100)]
+	return nil
+}
+
+// timeTiles fetches n random full level-0 tiles of the latest
+// checkpoint's tree from /v1/audit/tlog/, one at a time, and records their
+// latency and the bytes per second received.
+func timeTiles(ctx context.Context, c *client.Client, n int, rep *Report) error {
+	size, err := checkpointSize(ctx, c)
+	if err != nil {
+		return err
+	}
+	full := size / 256
+	if full == 0 {
+		return errors.New("loadgen: tiles: the log has no full tile yet")
+	}
+	lat := make([]time.Duration, 0, n)
+	var received int
+	start := time.Now()
+	for range n {
+		t0 := time.Now()
+		b, err := c.Tile(ctx, layout.TilePath(0, uint64(rand.Int64N(full)), 0))
+		if err != nil {
+			return fmt.Errorf("loadgen: tile: %w", err)
+		}
+		if len(b) != 256*32 {
+			return fmt.Errorf("loadgen: tile: %d bytes, want %d", len(b), 256*32)
+		}
+		lat = append(lat, time.Since(t0))
+		received += len(b)
+	}
+	rep.TileBytesPerSec = float64(received) / time.Since(start).Seconds()
+	slices.Sort(lat)
+	rep.TileTreeSize = size
+	rep.TileP50 = lat[len(lat)/2]
+	rep.TileP99 = lat[min(len(lat)-1, len(lat)*99/100)]
 	return nil
 }
 

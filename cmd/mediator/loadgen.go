@@ -43,6 +43,7 @@ func loadgenCmd(ctx context.Context, c *call, args []string) error {
 	fs.IntVar(&cfg.Workers, "workers", 0, "concurrent requests (0: 4 for events, 32 for deposits and maximal requests)")
 	fs.BoolVar(&cfg.Cover, "cover", false, "event n names identifier n of each pool rather than one at random: the first 10,000 events name every identifier the generator uses, which warms an agent's cache")
 	fs.IntVar(&cfg.Proofs, "proofs", 0, "afterwards, time this many inclusion proofs against the latest checkpoint")
+	fs.IntVar(&cfg.Tiles, "tiles", 0, "afterwards, time this many random full C2SP tiles (level 0) from /v1/audit/tlog/")
 	baseline := fs.Bool("copy-baseline", false, "afterwards, time a single raw PostgreSQL COPY of the same rows (needs DATABASE_URL of a role that may create tables)")
 	maximal := fs.Bool("maximal", false, "send maximal 8 MiB requests from --workers gateways at once, retrying on 429 and 503, and report the answers and the server's peak memory")
 	requests := fs.Int("requests", 2, "with --maximal: maximal requests per worker")

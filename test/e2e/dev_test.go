@@ -162,8 +162,8 @@ func TestDevAllInOne(t *testing.T) {
 
 	// Load it, then verify the log with nothing but the dev env.
 	step(t, "loadgen's events verify with nothing but dev env", func(t *testing.T) {
-		lg, stderr, err := runCmd(t, nil, "loadgen", "--url", base, "--state-dir", state, "--events", "3000", "--batch", "500", "--duration", "30s", "--proofs", "20")
-		if err != nil || !strings.Contains(lg, "events: 3000") || !strings.Contains(lg, "checkpoint lag") {
+		lg, stderr, err := runCmd(t, nil, "loadgen", "--url", base, "--state-dir", state, "--events", "3000", "--batch", "500", "--duration", "30s", "--proofs", "20", "--tiles", "5")
+		if err != nil || !strings.Contains(lg, "events: 3000") || !strings.Contains(lg, "checkpoint lag") || !strings.Contains(lg, "full level-0 tiles at tree size 300") {
 			t.Fatalf("loadgen: %v\n%s\n%s", err, lg, stderr)
 		}
 		var devEnv []string
