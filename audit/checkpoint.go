@@ -172,6 +172,7 @@ type witnessRound struct {
 	asked    bool  // a round has asked them (none does while the log is empty)
 	size     int64 // the size of the checkpoint it offered them
 	cosigned int   // how many of the policy's witnesses have cosigned it
+	met      bool  // whether they make the policy's quorum
 }
 
 // Reasons the checkpointer refuses a stored checkpoint row.
@@ -375,15 +376,16 @@ func (c *checkpointer) witness(ctx context.Context, cp Checkpoint) error {
 	c.wcOnce.Do(func() {
 		c.wc = &witnessClient{policy: c.Witnesses, http: &http.Client{}, store: c.store, onResult: c.OnWitness, size: map[string]int64{}}
 	})
-	n, err := c.wc.cosign(ctx, cp)
+	have, err := c.wc.cosign(ctx, cp)
 	if err != nil {
 		return err
 	}
+	met := c.Witnesses.Met(have)
 	c.mu.Lock()
-	c.round = witnessRound{asked: true, size: cp.Size, cosigned: n}
+	c.round = witnessRound{asked: true, size: cp.Size, cosigned: len(have), met: met}
 	c.mu.Unlock()
-	if n < c.Witnesses.Quorum {
-		return fmt.Errorf("%w: %d of %d at size %d", ErrWitnessQuorum, n, c.Witnesses.Quorum, cp.Size)
+	if !met {
+		return fmt.Errorf("%w: %d cosigned at size %d; the quorum is %s", ErrWitnessQuorum, len(have), cp.Size, c.Witnesses.Describe())
 	}
 	if c.OnPublished != nil {
 		c.OnPublished(cp)
@@ -399,10 +401,10 @@ func (c *checkpointer) witnessQuorum() error {
 	c.mu.Lock()
 	r := c.round
 	c.mu.Unlock()
-	if len(c.Witnesses.Witnesses) == 0 || !r.asked || r.cosigned >= c.Witnesses.Quorum {
+	if len(c.Witnesses.Witnesses) == 0 || !r.asked || r.met {
 		return nil
 	}
-	return fmt.Errorf("%w: %d of %d in the latest round, at size %d", ErrWitnessQuorum, r.cosigned, c.Witnesses.Quorum, r.size)
+	return fmt.Errorf("%w: %d cosigned in the latest round, at size %d; the quorum is %s", ErrWitnessQuorum, r.cosigned, r.size, c.Witnesses.Describe())
 }
 
 // remember keeps cp as the last checkpoint this process stands behind.

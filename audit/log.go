@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -36,6 +37,11 @@ type Log struct {
 	metrics   *Metrics
 	// checkpoints is the checkpoint job, which asks the witnesses.
 	checkpoints *checkpointer
+	// publishedSize is the size of the largest checkpoint LatestCheckpoint
+	// has returned. A published checkpoint stays published (its
+	// cosignatures are not withdrawn), so a tile within its tree is served
+	// without looking the checkpoint up again.
+	publishedSize atomic.Int64
 }
 
 // Config configures a Log.
@@ -99,6 +105,9 @@ func Open(ctx context.Context, cfg Config) (*Log, func(context.Context) error, e
 	}
 	if cfg.Witnesses.Quorum > len(cfg.Witnesses.Witnesses) || cfg.Witnesses.Quorum < 0 {
 		return nil, nil, ErrNoWitnesses
+	}
+	if err := cfg.Witnesses.checkForLog(cfg.Key.VerifierKey()); err != nil {
+		return nil, nil, fmt.Errorf("audit: open: %w", err)
 	}
 	l := &Log{store: newStore(cfg.Pool), key: cfg.Key, verifiers: verifiers, origin: cfg.Origin, metrics: cfg.Metrics, witnesses: cfg.Witnesses}
 	l.appends = &batch.Queue[appendRequest, []Appended]{
@@ -191,6 +200,7 @@ func (l *Log) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
 			continue
 		}
 		if len(l.witnesses.Witnesses) == 0 {
+			l.notePublished(row.Size)
 			return row, nil
 		}
 		lines, err := l.store.cosignatures(ctx, row.Size)
@@ -203,10 +213,36 @@ func (l *Log) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
 		}
 		if _, ok := l.witnesses.Satisfied([]byte(cosigned)); ok {
 			row.Note = cosigned
+			l.notePublished(row.Size)
 			return row, nil
 		}
 	}
 	return Checkpoint{}, ErrNotFound
+}
+
+// notePublished records that the checkpoint of size n is published.
+func (l *Log) notePublished(n int64) {
+	for {
+		old := l.publishedSize.Load()
+		if n <= old || l.publishedSize.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
+// publishedTreeFor returns the size of a published tree that holds the
+// tile at level, index and width (level -1 for an entry bundle): the
+// remembered published size when it does, else the latest published
+// checkpoint's.
+func (l *Log) publishedTreeFor(ctx context.Context, level int, index int64, width int) (int64, error) {
+	if n := l.publishedSize.Load(); tileInTree(max(level, 0), index, width, n) {
+		return n, nil
+	}
+	cp, err := l.LatestCheckpoint(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return cp.Size, nil
 }
 
 // WriteBundle writes the evidence bundle of the entries matching q under
@@ -329,15 +365,17 @@ func (l *Log) commitGroup(ctx context.Context, reqs []appendRequest) ([][]Append
 // hashes wide (TileWidth for a full tile), of the tree of the latest
 // published checkpoint (LatestCheckpoint): nothing the witnesses have not
 // cosigned is served. ErrNotFound before any checkpoint is published and
-// for a tile beyond the published tree.
+// for a tile beyond the published tree. A tile within a tree already
+// published is the same bytes in every larger tree, so it is read without
+// looking the checkpoint up again.
 func (l *Log) HashTile(ctx context.Context, level int, index int64, width int) ([]byte, error) {
-	cp, err := l.LatestCheckpoint(ctx)
+	size, err := l.publishedTreeFor(ctx, level, index, width)
 	if err != nil {
 		return nil, err
 	}
-	b, err := l.store.HashTile(ctx, level, index, width, cp.Size)
+	b, err := l.store.HashTile(ctx, level, index, width, size)
 	if errors.Is(err, ErrBadRange) {
-		return nil, fmt.Errorf("%w: the tile is not in the published tree of %d entries", ErrNotFound, cp.Size)
+		return nil, fmt.Errorf("%w: the tile is not in the published tree of %d entries", ErrNotFound, size)
 	}
 	return b, err
 }
@@ -346,13 +384,13 @@ func (l *Log) HashTile(ctx context.Context, level int, index int64, width int) (
 // entries wide (TileWidth for a full bundle), of the tree of the latest
 // published checkpoint; ErrNotFound as for HashTile.
 func (l *Log) EntryBundle(ctx context.Context, index int64, width int) ([]byte, error) {
-	cp, err := l.LatestCheckpoint(ctx)
+	size, err := l.publishedTreeFor(ctx, -1, index, width)
 	if err != nil {
 		return nil, err
 	}
-	b, err := l.store.EntryBundle(ctx, index, width, cp.Size)
+	b, err := l.store.EntryBundle(ctx, index, width, size)
 	if errors.Is(err, ErrBadRange) {
-		return nil, fmt.Errorf("%w: the bundle is not in the published tree of %d entries", ErrNotFound, cp.Size)
+		return nil, fmt.Errorf("%w: the bundle is not in the published tree of %d entries", ErrNotFound, size)
 	}
 	return b, err
 }

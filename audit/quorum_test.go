@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -98,5 +99,99 @@ func TestWitnessQuorumFollowsTheLatestRound(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if err := bare.WitnessQuorum(ctx); err != nil {
 		t.Fatalf("no witnesses configured: %v", err)
+	}
+}
+
+// TestPublicationFollowsNestedGroups: a C2SP tlog-policy quorum of
+// groups, "any of the custodians and all of external", decides
+// publication: with both custodians cosigning but the external witness
+// down nothing is published, though two cosignatures exceed the fewest
+// the policy can be met with; with one custodian and the external witness
+// it is. A policy that lists logs but not this one's key is refused.
+func TestPublicationFollowsNestedGroups(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	skey, vkey, _ := note.GenerateKey(rand.Reader, testOrigin)
+	key, err := ParseCheckpointKey(skey, testOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logVerifier, _ := note.NewVerifier(vkey)
+	down := map[string]*atomic.Bool{}
+	text := "log " + vkey + "\n"
+	for _, name := range []string{"custodian.a", "custodian.b", "external.c"} {
+		seed := make([]byte, 32)
+		rand.Read(seed)
+		signer, wvkey, err := witness.NewSigner(name, seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inner := witness.New(signer, &memWitnessStore{m: map[string]witness.Checkpoint{}}, witness.Log{Origin: testOrigin, Verifiers: []note.Verifier{logVerifier}}).Handler()
+		down[name] = &atomic.Bool{}
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if down[name].Load() {
+				http.Error(w, "down", http.StatusServiceUnavailable)
+				return
+			}
+			inner.ServeHTTP(w, r)
+		}))
+		t.Cleanup(srv.Close)
+		text += "witness " + strings.ToUpper(name[len(name)-1:]) + " " + wvkey + " " + srv.URL + "\n"
+	}
+	text += "group custodians any A B\ngroup external all C\ngroup both all custodians external\nquorum both\n"
+	policy, err := ParseWitnessPolicy([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if policy.Quorum != 2 {
+		t.Fatalf("the fewest cosigners: %d, want 2", policy.Quorum)
+	}
+	l, closeLog, err := Open(ctx, Config{Pool: f.pool, Origin: testOrigin, Key: key, CheckpointInterval: 50 * time.Millisecond, Witnesses: policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeLog(ctx)
+	down["external.c"].Store(true)
+	if _, err := l.Append(ctx, entries(0, 10, "g")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := l.WitnessQuorum(ctx)
+		if errors.Is(err, ErrWitnessQuorum) && strings.Contains(err.Error(), "2 cosigned") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("both custodians, no external: WitnessQuorum = %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := l.LatestCheckpoint(ctx); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("published without the external group: %v", err)
+	}
+	down["external.c"].Store(false)
+	down["custodian.a"].Store(true)
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		cp, err := l.LatestCheckpoint(ctx)
+		if err == nil && cp.Size == 10 {
+			if _, ok := policy.Satisfied([]byte(cp.Note)); !ok {
+				t.Fatal("the published note does not satisfy the policy")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not published with the external witness back: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	_, otherKey, _ := note.GenerateKey(rand.Reader, testOrigin)
+	wrong, err := ParseWitnessPolicy([]byte(strings.Replace(text, "log "+vkey, "log "+otherKey, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Open(ctx, Config{Pool: f.pool, Origin: testOrigin, Key: key, CheckpointInterval: time.Second, Witnesses: wrong}); err == nil || !strings.Contains(err.Error(), "not this log's key") {
+		t.Fatalf("a policy for another log: %v", err)
 	}
 }

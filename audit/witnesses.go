@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/mediatorhq/mediator/tlogpolicy"
 	"github.com/mediatorhq/mediator/witness"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -32,23 +33,80 @@ type Witness struct {
 }
 
 // WitnessPolicy is which witnesses a checkpoint needs before it is
-// published: at least Quorum of Witnesses must have cosigned it.
+// published: the quorum of Rule (a C2SP tlog-policy, with its nested
+// groups) or, without a Rule, at least Quorum of Witnesses.
 type WitnessPolicy struct {
+	// Quorum is, without a Rule, how many of Witnesses must cosign; with
+	// one, the fewest cosignatures that can make its quorum.
 	Quorum    int
 	Witnesses []Witness
+	// Rule, if set, is the policy the witnesses were read from; its
+	// witnesses are Witnesses, in order, and a Witness's Name is its key's
+	// name (the policy may call it otherwise).
+	Rule *tlogpolicy.Policy
+}
+
+// quorumMet reports whether the witnesses named in cosigned (by their
+// key names) make the policy's quorum.
+func quorumMet[V any](p WitnessPolicy, cosigned map[string]V) bool {
+	if p.Rule == nil {
+		n := 0
+		for _, w := range p.Witnesses {
+			if _, ok := cosigned[w.Name]; ok {
+				n++
+			}
+		}
+		return n >= p.Quorum
+	}
+	return p.Rule.Met(func(w tlogpolicy.Witness) bool {
+		_, ok := cosigned[w.Verifier.Name()]
+		return ok
+	})
+}
+
+// Met reports whether the witnesses named in cosigned (by their key
+// names) make the policy's quorum.
+func (p WitnessPolicy) Met(cosigned map[string]string) bool { return quorumMet(p, cosigned) }
+
+// checkForLog checks that the log with verifier key vkey can follow the
+// policy: every witness has an http(s) URL to ask, and a policy that
+// lists logs lists this one's key.
+func (p WitnessPolicy) checkForLog(vkey string) error {
+	for _, w := range p.Witnesses {
+		if !strings.HasPrefix(w.URL, "http://") && !strings.HasPrefix(w.URL, "https://") {
+			return fmt.Errorf("witness %s has no http(s) URL to send checkpoints to", w.Name)
+		}
+	}
+	if p.Rule == nil || len(p.Rule.Logs) == 0 {
+		return nil
+	}
+	for _, l := range p.Rule.Logs {
+		if l.Key == vkey {
+			return nil
+		}
+	}
+	return fmt.Errorf("the witness policy lists logs, but not this log's key %s", vkey)
+}
+
+// Describe is the quorum in words, for messages.
+func (p WitnessPolicy) Describe() string {
+	if p.Rule != nil {
+		return p.Rule.Describe()
+	}
+	return fmt.Sprintf("%d of %d", p.Quorum, len(p.Witnesses))
 }
 
 // Satisfied counts the witnesses among p whose cosignature lines in
 // signed (a checkpoint note with cosignatures) verify, and reports
-// whether they reach the quorum.
+// whether they make the quorum.
 func (p WitnessPolicy) Satisfied(signed []byte) (int, bool) {
-	n := 0
+	cosigned := map[string]bool{}
 	for _, w := range p.Witnesses {
 		if _, err := note.Open(signed, note.VerifierList(w.Verifier)); err == nil {
-			n++
+			cosigned[w.Name] = true
 		}
 	}
-	return n, n >= p.Quorum
+	return len(cosigned), quorumMet(p, cosigned)
 }
 
 // witnessClient asks witnesses to cosign, remembering the size each
@@ -65,12 +123,12 @@ type witnessClient struct {
 }
 
 // cosign asks every witness of the policy that has not cosigned cp yet,
-// in parallel, and stores each cosignature that verifies. It returns how
-// many witnesses have cosigned cp in all.
-func (wc *witnessClient) cosign(ctx context.Context, cp Checkpoint) (int, error) {
+// in parallel, and stores each cosignature that verifies. It returns the
+// cosignature lines of cp stored in all, by witness name.
+func (wc *witnessClient) cosign(ctx context.Context, cp Checkpoint) (map[string]string, error) {
 	have, err := wc.store.cosignatures(ctx, cp.Size)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	var wg sync.WaitGroup
 	for _, w := range wc.policy.Witnesses {
@@ -93,7 +151,7 @@ func (wc *witnessClient) cosign(ctx context.Context, cp Checkpoint) (int, error)
 		})
 	}
 	wg.Wait()
-	return len(have), nil
+	return have, nil
 }
 
 // witnessTimeout bounds one call to a witness.
@@ -218,18 +276,54 @@ type witnessFile struct {
 	} `json:"witnesses"`
 }
 
-// ParseWitnessPolicy reads a witnesses file:
-// {"quorum":2,"witnesses":[{"name","url","verifier_key"}]}, where each
-// verifier key is the witness's cosignature/v1 note verifier key and its
-// name is the key's.
+// ParseWitnessPolicy reads a witnesses file in either of its formats:
+//
+//   - a C2SP tlog-policy file (c2sp.org/tlog-policy): witness lines with
+//     cosignature/v1 verifier keys and the URL prefix of their
+//     add-checkpoint endpoint, groups, a quorum, and optionally the log
+//     lines of the keys the log's checkpoints may be signed with;
+//   - the earlier JSON, {"quorum":2,"witnesses":[{"name","url",
+//     "verifier_key"}]}, where each name is its key's name: read as the
+//     tlog-policy of a group named "witnesses", quorum of them.
+//
+// Both become the same Rule. Witnesses' key names must differ (the
+// cosignatures are stored by them). URLs are checked where witnesses are
+// asked (Open), not here, so that a verifier's policy needs none.
 func ParseWitnessPolicy(b []byte) (WitnessPolicy, error) {
+	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) > 0 && t[0] == '{' {
+		return parseWitnessJSON(b)
+	}
+	rule, err := tlogpolicy.Parse(b)
+	if err != nil {
+		return WitnessPolicy{}, fmt.Errorf("audit: witnesses file: %w", err)
+	}
+	return policyOf(rule)
+}
+
+// policyOf is the WitnessPolicy of a parsed tlog-policy.
+func policyOf(rule *tlogpolicy.Policy) (WitnessPolicy, error) {
+	p := WitnessPolicy{Rule: rule, Quorum: rule.MinCosigners()}
+	names := map[string]string{}
+	for _, w := range rule.Witnesses {
+		key := w.Verifier.Name()
+		if other, dup := names[key]; dup {
+			return WitnessPolicy{}, fmt.Errorf("audit: witnesses file: witnesses %s and %s have keys of the same name %q; the log tells cosignatures apart by it", other, w.Name, key)
+		}
+		names[key] = w.Name
+		p.Witnesses = append(p.Witnesses, Witness{Name: key, URL: w.URL, Verifier: w.Verifier})
+	}
+	return p, nil
+}
+
+// parseWitnessJSON reads the earlier JSON witnesses file.
+func parseWitnessJSON(b []byte) (WitnessPolicy, error) {
 	var f witnessFile
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
 		return WitnessPolicy{}, fmt.Errorf("audit: witnesses file: %w", err)
 	}
-	p := WitnessPolicy{Quorum: f.Quorum}
+	var ws []tlogpolicy.Witness
 	for _, w := range f.Witnesses {
 		v, err := witness.NewVerifier(w.VerifierKey)
 		if err != nil {
@@ -238,12 +332,16 @@ func ParseWitnessPolicy(b []byte) (WitnessPolicy, error) {
 		if v.Name() != w.Name || !strings.HasPrefix(w.URL, "http://") && !strings.HasPrefix(w.URL, "https://") {
 			return WitnessPolicy{}, fmt.Errorf("audit: witnesses file: witness %q needs its own verifier key and an http(s) url", w.Name)
 		}
-		p.Witnesses = append(p.Witnesses, Witness{Name: w.Name, URL: w.URL, Verifier: v})
+		ws = append(ws, tlogpolicy.Witness{Name: w.Name, Key: w.VerifierKey, Verifier: v, URL: w.URL})
 	}
-	if p.Quorum < 1 || p.Quorum > len(p.Witnesses) {
-		return WitnessPolicy{}, fmt.Errorf("audit: witnesses file: quorum %d must be 1–%d", p.Quorum, len(p.Witnesses))
+	if f.Quorum < 1 || f.Quorum > len(ws) {
+		return WitnessPolicy{}, fmt.Errorf("audit: witnesses file: quorum %d must be 1–%d", f.Quorum, len(ws))
 	}
-	return p, nil
+	rule, err := tlogpolicy.Threshold("witnesses", f.Quorum, nil, ws)
+	if err != nil {
+		return WitnessPolicy{}, fmt.Errorf("audit: witnesses file: %w", err)
+	}
+	return policyOf(rule)
 }
 
 // CosignedSize returns the size of the largest checkpoint witness
@@ -336,7 +434,7 @@ func (s *store) checkWitnesses(ctx context.Context, rep *Report, policy WitnessP
 		newest.size, newest.n, newest.ok, newest.seen = c.Size, n, ok, true
 	}
 	if newest.seen && !newest.ok {
-		rep.bad(-1, "checkpoint %d, the newest: cosigned by %d of the %d witnesses the policy requires", newest.size, newest.n, policy.Quorum)
+		rep.bad(-1, "checkpoint %d, the newest: cosigned by %d witnesses, short of the policy's quorum %s", newest.size, newest.n, policy.Describe())
 	}
 	return nil
 }
@@ -345,7 +443,7 @@ func (s *store) checkWitnesses(ctx context.Context, rep *Report, policy WitnessP
 // cosignatures of policy's quorum, counting it in rep.Witnessed if so.
 func CheckBundleWitnesses(rep *Report, checkpoint []byte, policy WitnessPolicy) {
 	if n, ok := policy.Satisfied(checkpoint); !ok {
-		rep.bad(-1, "the bundle's checkpoint is cosigned by %d of the %d witnesses the policy requires", n, policy.Quorum)
+		rep.bad(-1, "the bundle's checkpoint is cosigned by %d witnesses, short of the policy's quorum %s", n, policy.Describe())
 	} else {
 		rep.Witnessed++
 	}

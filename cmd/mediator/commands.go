@@ -82,8 +82,8 @@ func rosterCommands() *command {
 		{name: "push", forms: []form{{"", "push the chain in force, verified, to every custodian it lists; report what each holds"}}, run: rosterPush},
 		{name: "custodians-file", forms: []form{{"--tokens DIR [--file DRAFT] [--out FILE] [--ca-file F] [--client-cert-file F --client-key-file F]",
 			"write the mediator's --custodians file from the verified roster (or a genesis draft); tokens DIR/<name>-token"}}, run: rosterCustodiansFile},
-		{name: "witnesses-file", forms: []form{{"[--quorum N] [--file DRAFT] [--out FILE]",
-			"write the mediator's --witnesses file from the roster: each custodian's witness key from its signing key; quorum: the threshold"}}, run: rosterWitnessesFile},
+		{name: "witnesses-file", forms: []form{{"[--quorum N] [--file DRAFT] [--out FILE] [--format json|tlog-policy [--log-key VKEY]]",
+			"write the mediator's --witnesses file from the roster: each custodian's witness key from its signing key; quorum: the threshold; tlog-policy: a C2SP tlog-policy with a group custodians"}}, run: rosterWitnessesFile},
 		{name: "witness-config", forms: []form{{"[--file DRAFT]", "print a custodian's witness section from the roster's log entry"}}, run: rosterWitnessConfig},
 	}}
 }

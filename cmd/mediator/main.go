@@ -55,7 +55,7 @@
 //	mediator roster push              push the chain in force, verified, to every custodian it lists; report what each holds
 //	mediator roster custodians-file --tokens DIR [--file DRAFT] [--out FILE] [--ca-file F] [--client-cert-file F --client-key-file F]
 //	                                  write the mediator's --custodians file from the verified roster (or a genesis draft); tokens DIR/<name>-token
-//	mediator roster witnesses-file [--quorum N] [--file DRAFT] [--out FILE]
+//	mediator roster witnesses-file [--quorum N] [--file DRAFT] [--out FILE] [--format json|tlog-policy [--log-key VKEY]]
 //	                                  write the mediator's --witnesses file from the roster: each custodian's witness key from its signing key; quorum: the threshold
 //	mediator roster witness-config [--file DRAFT]
 //	                                  print a custodian's witness section from the roster's log entry

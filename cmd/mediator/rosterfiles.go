@@ -8,11 +8,14 @@ import (
 	"os"
 	"path/filepath"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/mediatorhq/mediator/audit"
 	"github.com/mediatorhq/mediator/custodian"
 	"github.com/mediatorhq/mediator/escrow"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/secretfile"
+	"github.com/mediatorhq/mediator/tlogpolicy"
 	"github.com/mediatorhq/mediator/witness"
 )
 
@@ -226,6 +229,34 @@ func rosterWitnesses(r roster.Roster, quorum int) (witnessesFile, error) {
 	return f, nil
 }
 
+// tlogPolicy writes f as a C2SP tlog-policy file: the witnesses, a group
+// "custodians" of them with f's quorum as its threshold, and the log's
+// key when logKey is set.
+func (f witnessesFile) tlogPolicy(from, logKey string) ([]byte, error) {
+	var logs []tlogpolicy.Log
+	if logKey != "" {
+		v, err := note.NewVerifier(logKey)
+		if err != nil {
+			return nil, fmt.Errorf("--log-key: %w", err)
+		}
+		logs = append(logs, tlogpolicy.Log{Key: logKey, Verifier: v})
+	}
+	var ws []tlogpolicy.Witness
+	for _, w := range f.Witnesses {
+		v, err := witness.NewVerifier(w.VerifierKey)
+		if err != nil {
+			return nil, err
+		}
+		ws = append(ws, tlogpolicy.Witness{Name: w.Name, Key: w.VerifierKey, Verifier: v, URL: w.URL})
+	}
+	p, err := tlogpolicy.Threshold("custodians", f.Quorum, logs, ws)
+	if err != nil {
+		return nil, err
+	}
+	head := fmt.Sprintf("# C2SP tlog-policy (c2sp.org/tlog-policy), written by mediator roster witnesses-file\n# from %s: the custodians witness the audit log.\n", from)
+	return append([]byte(head), p.Marshal()...), nil
+}
+
 // rosterWitnessesFile writes the mediator's --witnesses file from the
 // roster, checked by the mediator's own parser before it is written.
 func rosterWitnessesFile(ctx context.Context, c *call, args []string) error {
@@ -233,8 +264,16 @@ func rosterWitnessesFile(ctx context.Context, c *call, args []string) error {
 	fs := src.flags(c)
 	quorum := fs.Int("quorum", 0, "how many witnesses must cosign a checkpoint before it is published (default: the roster's custodian threshold)")
 	out := fs.String("out", "", "write the file here (replacing it) instead of to stdout")
+	format := fs.String("format", "json", "json, or tlog-policy: a C2SP tlog-policy file with the custodians as a group, which may then be edited to add groups")
+	logKey := fs.String("log-key", "", "with --format tlog-policy: the log's checkpoint verifier key, written as its log line")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *format != "json" && *format != "tlog-policy" {
+		return fmt.Errorf("roster witnesses-file: --format %q: want json or tlog-policy", *format)
+	}
+	if *logKey != "" && *format != "tlog-policy" {
+		return errors.New("roster witnesses-file: --log-key needs --format tlog-policy")
 	}
 	r, from, err := src.load(ctx, "roster witnesses-file")
 	if err != nil {
@@ -247,9 +286,14 @@ func rosterWitnessesFile(ctx context.Context, c *call, args []string) error {
 	if err != nil {
 		return fmt.Errorf("roster witnesses-file: %w", err)
 	}
-	b, err := marshalFile(f)
+	var b []byte
+	if *format == "tlog-policy" {
+		b, err = f.tlogPolicy(from, *logKey)
+	} else {
+		b, err = marshalFile(f)
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("roster witnesses-file: %w", err)
 	}
 	if _, err := audit.ParseWitnessPolicy(b); err != nil {
 		return fmt.Errorf("roster witnesses-file: the file would not parse: %w", err)

@@ -226,6 +226,40 @@ func TestWitnessesFileFromRoster(t *testing.T) {
 	}
 }
 
+// TestWitnessesFileAsTlogPolicy: --format tlog-policy writes the same
+// witnesses as a C2SP tlog-policy file, a group "custodians" with the
+// quorum as its threshold and the log's key when given; it parses to the
+// same witnesses and quorum as the JSON.
+func TestWitnessesFileAsTlogPolicy(t *testing.T) {
+	dir := t.TempDir()
+	fd := newFoundingDraft(t, dir, false)
+	_, js, _, err := runArgs([]string{"roster", "witnesses-file", "--file", fd.path}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, logVkey, _ := note.GenerateKey(rand.Reader, "mediator.test/log")
+	_, text, stderr, err := runArgs([]string{"roster", "witnesses-file", "--file", fd.path, "--format", "tlog-policy", "--log-key", logVkey}, nil)
+	if err != nil {
+		t.Fatalf("%v %s", err, stderr)
+	}
+	if !strings.Contains(text, "\nlog "+logVkey+"\n") || !strings.Contains(text, "\ngroup custodians 2 ") || !strings.HasSuffix(text, "\nquorum custodians\n") {
+		t.Fatalf("tlog-policy:\n%s", text)
+	}
+	fromJSON, err1 := audit.ParseWitnessPolicy([]byte(js))
+	fromText, err2 := audit.ParseWitnessPolicy([]byte(text))
+	if err1 != nil || err2 != nil || fromText.Quorum != 2 || len(fromText.Witnesses) != 3 || len(fromText.Rule.Logs) != 1 {
+		t.Fatalf("%v %v %+v", err1, err2, fromText)
+	}
+	for i, w := range fromJSON.Witnesses {
+		if v := fromText.Witnesses[i]; v.Name != w.Name || v.URL != w.URL || v.Verifier.KeyHash() != w.Verifier.KeyHash() {
+			t.Errorf("witness %d: %+v, the JSON's %+v", i, v, w)
+		}
+	}
+	if _, _, _, err := runArgs([]string{"roster", "witnesses-file", "--file", fd.path, "--format", "yaml"}, nil); err == nil {
+		t.Fatal("--format yaml accepted")
+	}
+}
+
 // TestWitnessConfigFromDraft: roster witness-config prints the witness
 // section a custodian's configuration takes, from the draft's log entry;
 // a custodian configuration with it parses, and its log's keys are the
