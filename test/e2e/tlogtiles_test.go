@@ -169,6 +169,43 @@ func TestTlogTilesWithTesseraClient(t *testing.T) {
 			t.Errorf("%s: %d %s, want %d (%v)", c.path, code, b, c.want, err)
 		}
 	}
+
+	// The tree grows: tiles of the new published tree are served (the
+	// remembered published size does not hold them back), and the old
+	// partial tile is a prefix of its full tile.
+	partial, err := fetch(ctx, "tile/0/273.p/112")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const grown = size + 1000
+	body.Reset()
+	loadgen.WriteBatch(&body, "tiles", size, 1000)
+	if code, resp := post(t, in.base+"/v1/events", "application/json", gw, body.Bytes()); code != 200 {
+		t.Fatalf("ingest: %d %v", code, resp)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		code, b, _, err := get(ctx, "checkpoint", aud)
+		if err == nil && code == 200 && strings.Split(string(b), "\n")[1] == strconv.Itoa(grown) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no published checkpoint of %d entries: %d %s %v", grown, code, b, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	full, err := fetch(ctx, "tile/0/273")
+	if err != nil || len(full) != 256*32 || !bytes.Equal(full[:len(partial)], partial) {
+		t.Fatalf("tile/0/273 after growth: %d bytes, %v; the partial tile is its prefix: %v", len(full), err, err == nil && len(full) >= len(partial) && bytes.Equal(full[:len(partial)], partial))
+	}
+	for _, path := range []string{"tile/0/274", "tile/0/277.p/88", "tile/entries/277.p/88", "tile/1/001.p/21"} {
+		if _, err := fetch(ctx, path); err != nil {
+			t.Errorf("after growth: %v", err)
+		}
+	}
+	if code, _, _, _ := get(ctx, "tile/0/277.p/89", aud); code != 404 {
+		t.Errorf("tile/0/277.p/89 beyond the grown tree: %d, want 404", code)
+	}
 }
 
 // sameHashes fails t unless a proof from Tessera's client equals ours,
