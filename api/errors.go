@@ -23,6 +23,7 @@ const (
 	codeUnavailable          = "dependency_unavailable"
 	codeConflict             = "conflict"
 	codeRateLimited          = "rate_limited"
+	codeNotPublished         = "not_published"
 )
 
 // writeError writes the error envelope (wire.Error). message is for humans

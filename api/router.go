@@ -133,6 +133,7 @@ func NewRouter(d Deps) http.Handler {
 	g.Get("/v1/audit/verifier-key", s.verifierKey)
 	g.Get("/v1/audit/entries", s.entries)
 	g.Get("/v1/audit/entries/{seq}", s.entry)
+	g.Get("/v1/audit/entries/{seq}/tlog-proof", s.tlogProof)
 	g.Get("/v1/audit/proof/inclusion", s.inclusionProof)
 	g.Get("/v1/audit/proof/consistency", s.consistencyProof)
 	g.Get("/v1/audit/export", s.export)

@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 
@@ -40,6 +41,34 @@ func (s *server) tlogEntries(w http.ResponseWriter, r *http.Request) {
 	}
 	data, err := s.auditLog.EntryBundle(r.Context(), int64(n), tileWidth(p))
 	s.writeTile(w, r, data, err)
+}
+
+// tlogProof is GET /v1/audit/entries/{seq}/tlog-proof: a C2SP tlog-proof
+// of the entry under the latest published checkpoint, its leaf as the
+// proof's extra data.
+func (s *server) tlogProof(w http.ResponseWriter, r *http.Request) {
+	seq, ok := nonNegative(w, "seq", chi.URLParam(r, "seq"))
+	if !ok {
+		return
+	}
+	b, err := s.auditLog.TlogProof(r.Context(), seq)
+	switch {
+	case errors.Is(err, audit.ErrNotPublished):
+		w.Header().Set("Retry-After", "2")
+		writeError(w, http.StatusNotFound, codeNotPublished, "the entry is not in a published checkpoint's tree yet; retry after the next publication")
+		return
+	case errors.Is(err, audit.ErrNotFound):
+		writeError(w, http.StatusNotFound, codeNotFound, "no entry with that seq")
+		return
+	case err != nil:
+		s.logFailure(r, "tlog-proof", err)
+		unavailable(w, "postgres", "the audit log is unavailable")
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=\"%d.tlog-proof\"", seq))
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(b)
 }
 
 // tileWidth is the width a tile path names: W of a partial tile, else a

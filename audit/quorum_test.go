@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -116,28 +117,8 @@ func TestPublicationFollowsNestedGroups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logVerifier, _ := note.NewVerifier(vkey)
-	down := map[string]*atomic.Bool{}
-	text := "log " + vkey + "\n"
-	for _, name := range []string{"custodian.a", "custodian.b", "external.c"} {
-		seed := make([]byte, 32)
-		rand.Read(seed)
-		signer, wvkey, err := witness.NewSigner(name, seed)
-		if err != nil {
-			t.Fatal(err)
-		}
-		inner := witness.New(signer, &memWitnessStore{m: map[string]witness.Checkpoint{}}, witness.Log{Origin: testOrigin, Verifiers: []note.Verifier{logVerifier}}).Handler()
-		down[name] = &atomic.Bool{}
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if down[name].Load() {
-				http.Error(w, "down", http.StatusServiceUnavailable)
-				return
-			}
-			inner.ServeHTTP(w, r)
-		}))
-		t.Cleanup(srv.Close)
-		text += "witness " + strings.ToUpper(name[len(name)-1:]) + " " + wvkey + " " + srv.URL + "\n"
-	}
+	text, down := startWitnesses(t, vkey, "custodian.a", "custodian.b", "external.c")
+	text = "log " + vkey + "\n" + text
 	text += "group custodians any A B\ngroup external all C\ngroup both all custodians external\nquorum both\n"
 	policy, err := ParseWitnessPolicy([]byte(text))
 	if err != nil {
@@ -194,4 +175,38 @@ func TestPublicationFollowsNestedGroups(t *testing.T) {
 	if _, _, err := Open(ctx, Config{Pool: f.pool, Origin: testOrigin, Key: key, CheckpointInterval: time.Second, Witnesses: wrong}); err == nil || !strings.Contains(err.Error(), "not this log's key") {
 		t.Fatalf("a policy for another log: %v", err)
 	}
+}
+
+// startWitnesses starts a witness of the log with verifier key vkey for
+// each name, each answering 503 while its flag is set, and returns their
+// tlog-policy witness lines (named A, B, C… by position) and the flags.
+func startWitnesses(t *testing.T, vkey string, names ...string) (string, map[string]*atomic.Bool) {
+	t.Helper()
+	logVerifier, err := note.NewVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := map[string]*atomic.Bool{}
+	text := ""
+	for i, name := range names {
+		seed := make([]byte, 32)
+		rand.Read(seed)
+		signer, wvkey, err := witness.NewSigner(name, seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inner := witness.New(signer, &memWitnessStore{m: map[string]witness.Checkpoint{}}, witness.Log{Origin: testOrigin, Verifiers: []note.Verifier{logVerifier}}).Handler()
+		flag := &atomic.Bool{}
+		down[name] = flag
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if flag.Load() {
+				http.Error(w, "down", http.StatusServiceUnavailable)
+				return
+			}
+			inner.ServeHTTP(w, r)
+		}))
+		t.Cleanup(srv.Close)
+		text += fmt.Sprintf("witness %c %s %s\n", 'A'+i, wvkey, srv.URL)
+	}
+	return text, down
 }

@@ -29,6 +29,15 @@ func (c *Client) Tile(ctx context.Context, path string) ([]byte, error) {
 	return []byte(raw), err
 }
 
+// TlogProof returns the C2SP tlog-proof of the entry at seq under the
+// latest published checkpoint, as served: check it with
+// audit.VerifyTlogProof against a policy you hold.
+func (c *Client) TlogProof(ctx context.Context, seq int64) ([]byte, error) {
+	var raw string
+	err := c.get(ctx, "/v1/audit/entries/"+strconv.FormatInt(seq, 10)+"/tlog-proof", &raw)
+	return []byte(raw), err
+}
+
 // VerifierKey returns the note verifier key the mediator says signs its
 // checkpoints. A verifier that trusts only what it was given out of band
 // does not ask the mediator.

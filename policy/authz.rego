@@ -39,6 +39,7 @@ routes := {
 	"GET /v1/audit/verifier-key": audit_readers,
 	"GET /v1/audit/entries": audit_readers,
 	"GET /v1/audit/entries/{seq}": audit_readers,
+	"GET /v1/audit/entries/{seq}/tlog-proof": audit_readers,
 	"GET /v1/audit/proof/inclusion": audit_readers,
 	"GET /v1/audit/proof/consistency": audit_readers,
 	"GET /v1/audit/export": audit_readers,

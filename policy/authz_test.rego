@@ -18,6 +18,7 @@ matrix := {
 	"GET /v1/audit/verifier-key": {"auditor", "officer"},
 	"GET /v1/audit/entries": {"auditor", "officer"},
 	"GET /v1/audit/entries/{seq}": {"auditor", "officer"},
+	"GET /v1/audit/entries/{seq}/tlog-proof": {"auditor", "officer"},
 	"GET /v1/audit/proof/inclusion": {"auditor", "officer"},
 	"GET /v1/audit/proof/consistency": {"auditor", "officer"},
 	"GET /v1/audit/export": {"auditor", "officer"},

@@ -81,6 +81,8 @@ func auditVerifyCmd(ctx context.Context, c *call, args []string) error {
 	var o auditVerifyOptions
 	fs := c.newFlags(auditVerifySettings(&o)...)
 	bundle := fs.String("bundle", "", "verify this NDJSON evidence bundle offline instead of the database")
+	tlogProof := fs.String("tlog-proof", "", "verify this C2SP tlog-proof file offline, against --policy")
+	policyFile := fs.String("policy", "", "with --tlog-proof: the C2SP tlog-policy file (logs, witnesses, quorum) to check it against")
 	output := fs.String("output", "text", "text, or json: one JSON object with the result (docs/audit.md)")
 	fs.Var(fs.Lookup("witnesses").Value, "witness", "the same as --witnesses")
 	if err := fs.Parse(args); err != nil {
@@ -89,6 +91,9 @@ func auditVerifyCmd(ctx context.Context, c *call, args []string) error {
 	if *output != "text" && *output != "json" {
 		fmt.Fprintf(c.stderr, "audit verify: --output %q: want text or json\n", *output)
 		return exitCode(2)
+	}
+	if *tlogProof != "" {
+		return verifyTlogProofFile(c, *tlogProof, *policyFile, *output)
 	}
 	var policy audit.WitnessPolicy
 	if o.witnesses != "" {

@@ -120,7 +120,7 @@ func TestAuditVerifyWitnessesFromTheEnvironment(t *testing.T) {
 
 	bare, vkey := testBundle(t, "mediator.test/audit", 0)
 	_, out, _, err := runArgs([]string{"audit", "verify", "--bundle", bare, "--key", vkey}, env)
-	if exitOf(err) != 1 || !strings.Contains(out, "cosigned by 0 of the 1 witnesses") || !strings.Contains(out, "verification FAILED") {
+	if exitOf(err) != 1 || !strings.Contains(out, "cosigned by 0 witnesses, short of the policy's quorum witnesses: 1 of (witness.test)") || !strings.Contains(out, "verification FAILED") {
 		t.Fatalf("uncosigned, MEDIATOR_WITNESSES set: %v\n%s", err, out)
 	}
 	cosigned, vkey := testBundle(t, "mediator.test/audit", 0, w)

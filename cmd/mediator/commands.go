@@ -18,7 +18,10 @@ func commands() *command {
 		{name: "audit", verbs: []*command{
 			{name: "verify", run: auditVerifyCmd, about: auditVerifyAbout, forms: []form{
 				{"[flags]", "recompute and check the whole log in the database"},
-				{"--bundle FILE --key VKEY", "check an evidence bundle offline"}}},
+				{"--bundle FILE --key VKEY", "check an evidence bundle offline"},
+				{"--tlog-proof FILE --policy POLICY", "check a C2SP tlog-proof offline against a C2SP tlog-policy"}}},
+			{name: "proof", run: auditProofCmd, forms: []form{
+				{"--seq N --out FILE [--policy POLICY]", "write the C2SP tlog-proof of entry N (checked against POLICY first, if given)"}}},
 			{name: "export", run: auditExportCmd, forms: []form{
 				{"--conversation C --out FILE [--from T] [--to T]", "write a conversation's evidence bundle, named by its real id (sent as its pseudonym)"}}},
 			{name: "verifier-key", run: auditVerifierKeyCmd, forms: []form{

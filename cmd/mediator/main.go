@@ -12,6 +12,10 @@
 //	mediator audit verify [flags]     recompute and check the whole log in the database
 //	mediator audit verify --bundle FILE --key VKEY
 //	                                  check an evidence bundle offline
+//	mediator audit verify --tlog-proof FILE --policy POLICY
+//	                                  check a C2SP tlog-proof offline against a C2SP tlog-policy
+//	mediator audit proof --seq N --out FILE [--policy POLICY]
+//	                                  write the C2SP tlog-proof of entry N (checked against POLICY first, if given)
 //	mediator audit export --conversation C --out FILE [--from T] [--to T]
 //	                                  write a conversation's evidence bundle, named by its real id (sent as its pseudonym)
 //	mediator audit verifier-key [--checkpoint-key-file F] [--log-origin O] [--entry]
@@ -56,7 +60,7 @@
 //	mediator roster custodians-file --tokens DIR [--file DRAFT] [--out FILE] [--ca-file F] [--client-cert-file F --client-key-file F]
 //	                                  write the mediator's --custodians file from the verified roster (or a genesis draft); tokens DIR/<name>-token
 //	mediator roster witnesses-file [--quorum N] [--file DRAFT] [--out FILE] [--format json|tlog-policy [--log-key VKEY]]
-//	                                  write the mediator's --witnesses file from the roster: each custodian's witness key from its signing key; quorum: the threshold
+//	                                  write the mediator's --witnesses file from the roster: each custodian's witness key from its signing key; quorum: the threshold; tlog-policy: a C2SP tlog-policy with a group custodians
 //	mediator roster witness-config [--file DRAFT]
 //	                                  print a custodian's witness section from the roster's log entry
 //	mediator approver checkin --key FILE

@@ -144,7 +144,7 @@ func TestAuditVerifyNonDefaultOrigin(t *testing.T) {
 			t.Fatal(err)
 		}
 		out, stderr, err := runCmd(t, append([]string{"MEDIATOR_WITNESSES=" + policy}, op...), "audit", "verify")
-		if exitStatus(t, err) != 1 || !strings.Contains(out, "cosigned by 0 of the 1 witnesses the policy requires") || strings.Contains(out, "not checked: witness") {
+		if exitStatus(t, err) != 1 || !strings.Contains(out, "cosigned by 0 witnesses, short of the policy's quorum witnesses: 1 of (witness.e2e.example)") || strings.Contains(out, "not checked: witness") {
 			t.Fatalf("audit verify with a witness policy no witness met: %v\n%s\n%s", err, out, stderr)
 		}
 	})

@@ -3,10 +3,13 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -168,6 +171,40 @@ func TestTlogTilesWithTesseraClient(t *testing.T) {
 		if code, b, _, err := get(ctx, c.path, c.token); err != nil || code != c.want {
 			t.Errorf("%s: %d %s, want %d (%v)", c.path, code, b, c.want, err)
 		}
+	}
+
+	// A C2SP tlog-proof of one entry, written by the CLI after it checked
+	// it against the auditor's own policy (the log's key; this instance
+	// has no witnesses), verifies offline and shows the entry; the same
+	// file with its extra data swapped for another entry's leaf fails.
+	dir := t.TempDir()
+	policyFile, proofFile := filepath.Join(dir, "policy"), filepath.Join(dir, "4242.tlog-proof")
+	if err := os.WriteFile(policyFile, []byte("log "+vkey+"\nquorum none\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	auditor := []string{"MEDIATOR_URL=" + in.base, "MEDIATOR_TOKEN=" + aud}
+	if _, stderr, err := runCmd(t, auditor, "audit", "proof", "--seq", "4242", "--out", proofFile, "--policy", policyFile); err != nil || !strings.Contains(stderr, "checked against") {
+		t.Fatalf("audit proof: %v %s", err, stderr)
+	}
+	out, stderr, err := runCmd(t, nil, "audit", "verify", "--tlog-proof", proofFile, "--policy", policyFile)
+	if err != nil || !strings.Contains(out, ": OK\n") || !strings.Contains(out, `"seq":4242`) || !strings.Contains(out, fmt.Sprintf("checkpoint of %d entries", size)) {
+		t.Fatalf("audit verify --tlog-proof: %v\n%s%s", err, out, stderr)
+	}
+	proof, _ := os.ReadFile(proofFile)
+	b, err := client.GetEntryBundle(ctx, bundles, 0, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(proof), "\n")
+	lines[1] = "extra " + base64.StdEncoding.EncodeToString(b.Entries[42])
+	if err := os.WriteFile(proofFile, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, _, err := runCmd(t, nil, "audit", "verify", "--tlog-proof", proofFile, "--policy", policyFile); exitStatus(t, err) != 1 || !strings.Contains(out, "FAILED") {
+		t.Fatalf("a swapped leaf: %v\n%s", err, out)
+	}
+	if code, resp, _ := call(t, "GET", in.base+"/v1/audit/entries/4242/tlog-proof", gw); code != 403 {
+		t.Fatalf("tlog-proof as the gateway: %d %v", code, resp)
 	}
 
 	// The tree grows: tiles of the new published tree are served (the
