@@ -6,7 +6,7 @@
 GO  ?= go
 BIN := bin/mediator
 
-.PHONY: run test build vault toolchain vet lint unit e2e fuzz clean
+.PHONY: run test build vault toolchain vet lint unit e2e interop fuzz clean
 
 # The binary uses cgo for the PKCS#11 custodian, so it needs gcc too.
 build: toolchain
@@ -45,6 +45,14 @@ unit: toolchain vault
 e2e: toolchain vault
 	$(GO) test -race -count=1 -timeout 20m -v ./test/e2e
 
+# interop checks the log's C2SP tlog-proof and tlog-policy files with code
+# we did not write, filippo.io/torchwood v0.10.0. It needs Go 1.27, so it is
+# a module of its own under tools/torchwood, run with GOTOOLCHAIN=go1.27.3
+# (the go command fetches that toolchain from the module proxy once, about
+# 76 MB); the main module stays on the machine's Go.
+interop: toolchain
+	cd tools/torchwood && GOTOOLCHAIN=go1.27.3 $(GO) vet ./... && GOTOOLCHAIN=go1.27.3 $(GO) test -count=1 ./...
+
 # fuzz runs every fuzz target briefly: a count of executions, not a duration,
 # because a duration's deadline can fail a target that found nothing (a race
 # in Go 1.26's fuzz coordinator, golang/go#75804, fixed in Go 1.27). For a
@@ -58,7 +66,7 @@ fuzz: toolchain
 	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	done
 
-test: vet lint unit e2e fuzz
+test: vet lint unit e2e interop fuzz
 
 clean:
 	rm -rf bin
