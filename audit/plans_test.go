@@ -70,6 +70,7 @@ func TestHotQueriesUseIndexesWithoutStatistics(t *testing.T) {
 		{"proof hashes", sqlReadHashes, []any{proof}, "audit_entries_pkey", true},
 		{"entry", sqlEntry, []any{int64(4242)}, "audit_entries_pkey", true},
 		{"entry bundle", sqlEntryRange, []any{int64(256 * 10), int64(256 * 11)}, "audit_entries_pkey", true},
+		{"level-0 tile", sqlLeafHashRange, []any{int64(256 * 10), int64(256 * 11)}, "audit_entries_pkey", true},
 		// A search is an officer's read, not an append. When pg_class
 		// claims the table holds one row, the planner walks the primary
 		// key from after_seq instead (every shape tried did): a lie an

@@ -21,6 +21,11 @@ const (
 // an entry bundle, a range of the primary key.
 const sqlEntryRange = "SELECT leaf FROM audit_entries WHERE seq >= $1 AND seq < $2 ORDER BY seq"
 
+// sqlLeafHashRange reads the leaf hashes of the entries in [$1, $2), in
+// seq order: a level-0 hash tile, a range of the primary key. Each row's
+// stored hashes begin with its leaf hash (hashOwner: level 0, position 0).
+const sqlLeafHashRange = "SELECT substring(hashes FROM 1 FOR 32) FROM audit_entries WHERE seq >= $1 AND seq < $2 ORDER BY seq"
+
 // tileInTree reports whether the tile at level, index and width (hashes,
 // or entries at level -1) lies within the tree of size treeSize.
 func tileInTree(level int, index int64, width int, treeSize int64) bool {
@@ -51,11 +56,44 @@ func (s *store) HashTile(ctx context.Context, level int, index int64, width int,
 	if err := s.checkSize(ctx, treeSize); err != nil {
 		return nil, err
 	}
+	if level == 0 {
+		return s.leafHashTile(ctx, index, width)
+	}
 	data, err := tlog.ReadTileData(tlog.Tile{H: TileHeight, L: level, N: index, W: width}, s.HashReader(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("audit: hash tile %d/%d.%d: %w", level, index, width, err)
 	}
 	return data, nil
+}
+
+// leafHashTile reads a level-0 tile, the leaf hashes of entries
+// TileWidth·index up to width more, with one range of the primary key
+// rather than width lookups.
+func (s *store) leafHashTile(ctx context.Context, index int64, width int) ([]byte, error) {
+	first := index * TileWidth
+	rows, err := s.pool.Query(ctx, sqlLeafHashRange, first, first+int64(width))
+	if err != nil {
+		return nil, fmt.Errorf("audit: hash tile 0/%d.%d: %w", index, width, err)
+	}
+	defer rows.Close()
+	out := make([]byte, 0, width*tlog.HashSize)
+	for rows.Next() {
+		var h []byte
+		if err := rows.Scan(&h); err != nil {
+			return nil, fmt.Errorf("audit: hash tile 0/%d.%d: %w", index, width, err)
+		}
+		if len(h) != tlog.HashSize {
+			return nil, fmt.Errorf("audit: hash tile 0/%d.%d: entry %d has no stored leaf hash", index, width, first+int64(len(out)/tlog.HashSize))
+		}
+		out = append(out, h...)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("audit: hash tile 0/%d.%d: %w", index, width, err)
+	}
+	if len(out) != width*tlog.HashSize {
+		return nil, fmt.Errorf("audit: hash tile 0/%d.%d: %d entries stored, the log is missing entries", index, width, len(out)/tlog.HashSize)
+	}
+	return out, nil
 }
 
 // ErrEntryTooLarge is returned for an entry bundle holding a leaf longer

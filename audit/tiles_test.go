@@ -9,6 +9,7 @@ import (
 
 	"github.com/transparency-dev/tessera/api"
 	"github.com/transparency-dev/tessera/client"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // TestTilesAgainstTesseraClient reads the log's C2SP tiles and entry
@@ -29,6 +30,18 @@ func TestTilesAgainstTesseraClient(t *testing.T) {
 			width = TileWidth
 		}
 		return f.store.HashTile(ctx, int(level), int64(index), width, size)
+	}
+	// Level-0 tiles are read as a range of leaf hashes: the same bytes
+	// golang.org/x/mod's tlog.ReadTileData gives from the stored hashes.
+	for _, tl := range []tlog.Tile{{H: TileHeight, L: 0, N: 0, W: 256}, {H: TileHeight, L: 0, N: 17, W: 256}, {H: TileHeight, L: 0, N: 273, W: 112}, {H: TileHeight, L: 0, N: 273, W: 1}} {
+		want, err := tlog.ReadTileData(tl, f.store.HashReader(ctx))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := f.store.HashTile(ctx, 0, tl.N, tl.W, size)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("level-0 tile %d.%d: %v, differs from tlog.ReadTileData: %v", tl.N, tl.W, err, !bytes.Equal(got, want))
+		}
 	}
 	pb, err := client.NewProofBuilder(ctx, size, tiles)
 	if err != nil {
