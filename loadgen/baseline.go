@@ -63,3 +63,23 @@ func CopyBaseline(ctx context.Context, dsn string, n int) (float64, error) {
 	}
 	return float64(rows) / time.Since(start).Seconds(), nil
 }
+
+// HashCopyBaseline measures what PostgreSQL delivers of the hashes tiles
+// are made of: it times one binary COPY TO, discarded, of the leaf hashes
+// of the first n entries in seq order (the bytes of n/256 level-0 tiles)
+// and returns hash bytes per second, the side of the ratio tile serving
+// is measured against (issue 25).
+func HashCopyBaseline(ctx context.Context, dsn string, n int64) (float64, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return 0, fmt.Errorf("load: hash baseline: %w", err)
+	}
+	defer conn.Close(ctx)
+	start := time.Now()
+	tag, err := conn.PgConn().CopyTo(ctx, io.Discard, "COPY (SELECT substring(hashes FROM 1 FOR 32) FROM audit_entries WHERE seq < "+
+		strconv.FormatInt(n, 10)+" ORDER BY seq) TO STDOUT (FORMAT binary)")
+	if err != nil {
+		return 0, fmt.Errorf("load: hash baseline: %w", err)
+	}
+	return float64(tag.RowsAffected()*32) / time.Since(start).Seconds(), nil
+}

@@ -8,6 +8,7 @@ package loadgen
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -57,6 +58,11 @@ type Config struct {
 	// Tiles is how many full level-0 C2SP tiles to time after the run,
 	// from /v1/audit/tlog/ (needs AuditorToken); 0 skips it.
 	Tiles int
+	// TileReaders, if positive, is how many readers fetch random full
+	// level-0 tiles of the published tree, as fast as they are answered,
+	// for the whole run (needs AuditorToken): what serving tiles costs
+	// ingest. The timing of Tiles after the run uses as many readers.
+	TileReaders int
 	// Segment, if positive, is the size of the segments whose rates the
 	// report lists: with a million, whether the rate over the last
 	// million held against the first.
@@ -94,10 +100,15 @@ type Report struct {
 	TileTreeSize     int64
 	TileP50, TileP99 time.Duration
 	TileBytesPerSec  float64
+	// ReaderTiles and ReaderBytesPerSec are what the TileReaders fetched
+	// while events were sent.
+	ReaderTiles       int64
+	ReaderBytesPerSec float64
 	// SegmentSize and SegmentRates are the rate, in events per second, of
 	// each whole segment of acknowledged events, in order.
 	SegmentSize  int64
 	SegmentRates []float64
+	tileReaders  int
 	// CPU is where the machine's cores went while events were sent, by
 	// process name (Linux only); CoreSeconds is what they held.
 	CPU         []CPUShare
@@ -120,7 +131,10 @@ func (r Report) String() string {
 		fmt.Fprintf(&b, "inclusion proofs at tree size %d: p50 %s, p99 %s\n", r.ProofTreeSize, r.ProofP50.Round(10*time.Microsecond), r.ProofP99.Round(10*time.Microsecond))
 	}
 	if r.TileTreeSize > 0 {
-		fmt.Fprintf(&b, "full level-0 tiles at tree size %d: p50 %s, p99 %s, %.1f MB/s to one reader\n", r.TileTreeSize, r.TileP50.Round(10*time.Microsecond), r.TileP99.Round(10*time.Microsecond), r.TileBytesPerSec/1e6)
+		fmt.Fprintf(&b, "full level-0 tiles at tree size %d: p50 %s, p99 %s, %.1f MB/s to %d reader(s)\n", r.TileTreeSize, r.TileP50.Round(10*time.Microsecond), r.TileP99.Round(10*time.Microsecond), r.TileBytesPerSec/1e6, r.tileReaders)
+	}
+	if r.ReaderTiles > 0 {
+		fmt.Fprintf(&b, "tile readers during the run: %d full tiles, %.1f MB/s\n", r.ReaderTiles, r.ReaderBytesPerSec/1e6)
 	}
 	if n := len(r.SegmentRates); n > 0 {
 		fmt.Fprintf(&b, "events/s by segment of %d:", r.SegmentSize)
@@ -225,6 +239,10 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 		stopPoll := lags.poll(context.WithoutCancel(ctx), auditor)
 		defer stopPoll()
 	}
+	var readers *tileReaders
+	if auditor != nil && cfg.TileReaders > 0 {
+		readers = startTileReaders(ctx, auditor, cfg.TileReaders)
+	}
 	var wg sync.WaitGroup
 	for range cfg.Workers {
 		wg.Add(1)
@@ -285,6 +303,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 	close(done)
 	fmt.Fprintln(progress)
 	rep.Elapsed = time.Since(start)
+	if readers != nil {
+		rep.ReaderTiles, rep.ReaderBytesPerSec = readers.stop()
+	}
 	rep.CPU, rep.CoreSeconds = cpuSince(cpu)
 	rep.SegmentSize, rep.SegmentRates = cfg.Segment, segs.rates()
 	rep.Events, rep.Batches, rep.Errors = events.Load(), batches.Load(), errs.Load()
@@ -311,7 +332,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 		}
 	}
 	if auditor != nil && cfg.Tiles > 0 {
-		if err := timeTiles(context.Background(), auditor, cfg.Tiles, &rep); err != nil {
+		if err := timeTiles(context.Background(), auditor, cfg.Tiles, max(1, cfg.TileReaders), &rep); err != nil {
 			return rep, err
 		}
 	}
@@ -342,9 +363,9 @@ func timeProofs(ctx context.Context, c *client.Client, n int, rep *Report) error
 }
 
 // timeTiles fetches n random full level-0 tiles of the latest
-// checkpoint's tree from /v1/audit/tlog/, one at a time, and records their
-// latency and the bytes per second received.
-func timeTiles(ctx context.Context, c *client.Client, n int, rep *Report) error {
+// checkpoint's tree from /v1/audit/tlog/, readers at a time, and records
+// their latency and the bytes per second received in all.
+func timeTiles(ctx context.Context, c *client.Client, n, readers int, rep *Report) error {
 	size, err := checkpointSize(ctx, c)
 	if err != nil {
 		return err
@@ -353,27 +374,101 @@ func timeTiles(ctx context.Context, c *client.Client, n int, rep *Report) error 
 	if full == 0 {
 		return errors.New("loadgen: tiles: the log has no full tile yet")
 	}
-	lat := make([]time.Duration, 0, n)
-	var received int
+	var (
+		mu       sync.Mutex
+		lat      = make([]time.Duration, 0, n)
+		received int
+		next     atomic.Int64
+		firstErr error
+		wg       sync.WaitGroup
+	)
 	start := time.Now()
-	for range n {
-		t0 := time.Now()
-		b, err := c.Tile(ctx, layout.TilePath(0, uint64(rand.Int64N(full)), 0))
-		if err != nil {
-			return fmt.Errorf("loadgen: tile: %w", err)
-		}
-		if len(b) != 256*32 {
-			return fmt.Errorf("loadgen: tile: %d bytes, want %d", len(b), 256*32)
-		}
-		lat = append(lat, time.Since(t0))
-		received += len(b)
+	for range readers {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) {
+				t0 := time.Now()
+				b, err := fetchTile(ctx, c, full)
+				mu.Lock()
+				if err != nil {
+					firstErr = cmp.Or(firstErr, err)
+					mu.Unlock()
+					return
+				}
+				lat = append(lat, time.Since(t0))
+				received += len(b)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
 	}
 	rep.TileBytesPerSec = float64(received) / time.Since(start).Seconds()
 	slices.Sort(lat)
-	rep.TileTreeSize = size
+	rep.TileTreeSize, rep.tileReaders = size, readers
 	rep.TileP50 = lat[len(lat)/2]
 	rep.TileP99 = lat[min(len(lat)-1, len(lat)*99/100)]
 	return nil
+}
+
+// fetchTile fetches a random one of the first full full level-0 tiles
+// and checks its length.
+func fetchTile(ctx context.Context, c *client.Client, full int64) ([]byte, error) {
+	b, err := c.Tile(ctx, layout.TilePath(0, uint64(rand.Int64N(full)), 0))
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: tile: %w", err)
+	}
+	if len(b) != 256*32 {
+		return nil, fmt.Errorf("loadgen: tile: %d bytes, want %d", len(b), 256*32)
+	}
+	return b, nil
+}
+
+// tileReaders fetch random full tiles of the published tree until
+// stopped.
+type tileReaders struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	start  time.Time
+	tiles  atomic.Int64
+	bytes  atomic.Int64
+}
+
+// startTileReaders starts n readers; each rereads the published size
+// every 100 tiles, and waits while no full tile is published.
+func startTileReaders(ctx context.Context, c *client.Client, n int) *tileReaders {
+	ctx, cancel := context.WithCancel(ctx)
+	r := &tileReaders{cancel: cancel, start: time.Now()}
+	for range n {
+		r.wg.Go(func() {
+			var full int64
+			for i := 0; ctx.Err() == nil; i++ {
+				if i%100 == 0 || full == 0 {
+					if size, err := checkpointSize(ctx, c); err == nil {
+						full = size / 256
+					}
+				}
+				if full == 0 {
+					time.Sleep(100 * time.Millisecond)
+					continue
+				}
+				if b, err := fetchTile(ctx, c, full); err == nil {
+					r.tiles.Add(1)
+					r.bytes.Add(int64(len(b)))
+				}
+			}
+		})
+	}
+	return r
+}
+
+// stop stops the readers and returns how many tiles they fetched and at
+// how many bytes per second.
+func (r *tileReaders) stop() (int64, float64) {
+	r.cancel()
+	r.wg.Wait()
+	return r.tiles.Load(), float64(r.bytes.Load()) / time.Since(r.start).Seconds()
 }
 
 // checkpointSize reads the tree size of the latest checkpoint (unverified:

@@ -43,7 +43,8 @@ func loadgenCmd(ctx context.Context, c *call, args []string) error {
 	fs.IntVar(&cfg.Workers, "workers", 0, "concurrent requests (0: 4 for events, 32 for deposits and maximal requests)")
 	fs.BoolVar(&cfg.Cover, "cover", false, "event n names identifier n of each pool rather than one at random: the first 10,000 events name every identifier the generator uses, which warms an agent's cache")
 	fs.IntVar(&cfg.Proofs, "proofs", 0, "afterwards, time this many inclusion proofs against the latest checkpoint")
-	fs.IntVar(&cfg.Tiles, "tiles", 0, "afterwards, time this many random full C2SP tiles (level 0) from /v1/audit/tlog/")
+	fs.IntVar(&cfg.Tiles, "tiles", 0, "afterwards, time this many random full C2SP tiles (level 0) from /v1/audit/tlog/; with --copy-baseline, against a COPY TO of the same hashes")
+	fs.IntVar(&cfg.TileReaders, "tile-readers", 0, "readers fetching random full tiles throughout the run (what serving tiles costs ingest), and for --tiles afterwards")
 	baseline := fs.Bool("copy-baseline", false, "afterwards, time a single raw PostgreSQL COPY of the same rows (needs DATABASE_URL of a role that may create tables)")
 	maximal := fs.Bool("maximal", false, "send maximal 8 MiB requests from --workers gateways at once, retrying on 429 and 503, and report the answers and the server's peak memory")
 	requests := fs.Int("requests", 2, "with --maximal: maximal requests per worker")
@@ -106,6 +107,13 @@ func loadgenCmd(ctx context.Context, c *call, args []string) error {
 			return err
 		}
 		fmt.Fprintf(c.stdout, "a single raw COPY of the same %d rows: %.0f rows/s; ingest reached %.2f of it\n", rep.Events, rate, rep.EventsPerSec/rate)
+		if rep.TileTreeSize > 0 {
+			hashRate, err := loadgen.HashCopyBaseline(ctx, dsn, rep.TileTreeSize)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "a binary COPY TO of the leaf hashes of %d entries: %.1f MB/s; tiles reached %.2f of it\n", rep.TileTreeSize, hashRate/1e6, rep.TileBytesPerSec/hashRate)
+		}
 	}
 	if rep.Errors > 0 {
 		return exitCode(1)
