@@ -155,7 +155,7 @@ func TestPublishedOnlyWithTheWitnessQuorum(t *testing.T) {
 	rep, _ = f.store.verify(ctx, logVerifier)
 	if err := f.store.checkWitnesses(ctx, rep, stricter, logVerifier); err != nil || rep.OK() ||
 		!strings.Contains(strings.Join(rep.Problems, "\n"), "checkpoint 10: the stored cosignature of witness witness.test/c does not verify") ||
-		!strings.Contains(strings.Join(rep.Problems, "\n"), "the newest: cosigned by 2 of the 3") {
+		!strings.Contains(strings.Join(rep.Problems, "\n"), "the newest: cosigned by 2 witnesses, short of the policy's quorum 3 of 3") {
 		t.Fatalf("a forged cosignature and a stricter policy: %+v %v", rep, err)
 	}
 
