@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -271,4 +272,109 @@ func verifierKeyText(t *testing.T, in *instance, token string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return strings.TrimSpace(string(b))
+}
+
+// TestTlogTilesAtAMillion is issue 25's acceptance: at more than a
+// million entries (1,060,921: full tiles at levels 0 and 1, partial ones
+// at levels 0, 1 and 2), Tessera's client, over HTTP with the auditor's
+// token, builds inclusion and consistency proofs for 1,000 random
+// indexes from our tiles alone, each byte-equal to /v1/audit/proof/*.
+func TestTlogTilesAtAMillion(t *testing.T) {
+	ctx := context.Background()
+	in := startServe(t, serveOpts{})
+	in.waitReady(t, 60*time.Second)
+	gw, _ := in.issuer.Issue("gateway-million", []string{"ingest"}, time.Hour)
+	aud, _ := in.issuer.Issue("regulator", []string{"auditor"}, time.Hour)
+	const size = 1<<20 + 12_345
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for w := range 4 {
+		wg.Go(func() {
+			var body bytes.Buffer
+			for n := int64(w) * 1000; n < size; n += 4000 {
+				batch := min(1000, size-n)
+				body.Reset()
+				loadgen.WriteBatch(&body, "million", n, int(batch))
+				req, _ := http.NewRequestWithContext(ctx, "POST", in.base+"/v1/events", bytes.NewReader(body.Bytes()))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Authorization", "Bearer "+gw)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					errs <- fmt.Errorf("ingest at %d: %d", n, resp.StatusCode)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ingested %d events in %v", size, time.Since(start).Round(time.Millisecond))
+
+	fetch := func(ctx context.Context, path string) ([]byte, error) {
+		req, err := http.NewRequestWithContext(ctx, "GET", in.base+"/v1/audit/tlog/"+path, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", "Bearer "+aud)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err == nil && resp.StatusCode != 200 {
+			err = fmt.Errorf("GET %s: %d %s", path, resp.StatusCode, b)
+		}
+		return b, err
+	}
+	verifier, err := note.NewVerifier(verifierKeyText(t, in, aud))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cpSize uint64
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		c, _, _, err := client.FetchCheckpoint(ctx, func(ctx context.Context) ([]byte, error) { return fetch(ctx, "checkpoint") }, verifier, verifier.Name())
+		if err == nil && c.Size == size {
+			cpSize = c.Size
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no published checkpoint of %d entries: %v %+v", size, err, c)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	pb, err := client.NewProofBuilder(ctx, cpSize, func(ctx context.Context, level, index uint64, p uint8) ([]byte, error) {
+		return fetch(ctx, layout.TilePath(level, index, p))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(25, 1_000_000))
+	for range 1000 {
+		seq := rng.Int64N(size)
+		theirs, err := pb.InclusionProof(ctx, uint64(seq))
+		if err != nil {
+			t.Fatalf("tessera inclusion proof of %d: %v", seq, err)
+		}
+		_, ours, _ := call(t, "GET", fmt.Sprintf("%s/v1/audit/proof/inclusion?seq=%d&tree_size=%d", in.base, seq, size), aud)
+		sameHashes(t, fmt.Sprintf("inclusion of %d", seq), theirs, decodeHashes(t, ours["hashes"]))
+		small := 1 + rng.Int64N(size-1)
+		theirs, err = pb.ConsistencyProof(ctx, uint64(small), size)
+		if err != nil {
+			t.Fatalf("tessera consistency proof %d → %d: %v", small, size, err)
+		}
+		_, ours, _ = call(t, "GET", fmt.Sprintf("%s/v1/audit/proof/consistency?from=%d&to=%d", in.base, small, size), aud)
+		sameHashes(t, fmt.Sprintf("consistency from %d", small), theirs, decodeHashes(t, ours["hashes"]))
+	}
 }
