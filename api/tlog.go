@@ -1,10 +1,13 @@
 package api
 
 import (
+	"bytes"
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"math"
 	"net/http"
+	"strings"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/transparency-dev/tessera/api/layout"
@@ -40,7 +43,33 @@ func (s *server) tlogEntries(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	data, err := s.auditLog.EntryBundle(r.Context(), int64(n), tileWidth(p))
+	if err == nil && acceptsGzip(r) {
+		// C2SP tlog-tiles: entry bundles compress well (JSON leaves) and
+		// should be compressed at the HTTP layer.
+		var buf bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+		_, _ = zw.Write(data)
+		if zw.Close() == nil {
+			w.Header().Set("Content-Encoding", "gzip")
+			data = buf.Bytes()
+		}
+	}
+	w.Header().Set("Vary", "Accept-Encoding")
 	s.writeTile(w, r, data, err)
+}
+
+// acceptsGzip reports whether r's Accept-Encoding names gzip with a
+// nonzero weight.
+func acceptsGzip(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept-Encoding") {
+		for _, part := range strings.Split(v, ",") {
+			coding, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+			if strings.EqualFold(strings.TrimSpace(coding), "gzip") && strings.ReplaceAll(strings.TrimSpace(params), " ", "") != "q=0" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // tlogProof is GET /v1/audit/entries/{seq}/tlog-proof: a C2SP tlog-proof

@@ -172,3 +172,20 @@ func FuzzBundleProofs(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseTlogProof: ParseTlogProof never panics, and what it accepts,
+// written back with Marshal, parses to the same proof.
+func FuzzParseTlogProof(f *testing.F) {
+	f.Add([]byte("c2sp.org/tlog-proof@v1\nextra AAEC\nindex 3\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\nexample.com/log\n4\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n— example.com/log AAAA\n"))
+	f.Add([]byte("c2sp.org/tlog-proof@v1\nindex 0\n\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := ParseTlogProof(b)
+		if err != nil {
+			return
+		}
+		q, err := ParseTlogProof(p.Marshal())
+		if err != nil || q.Index != p.Index || !bytes.Equal(q.Extra, p.Extra) || len(q.Proof) != len(p.Proof) || !bytes.Equal(q.Checkpoint, p.Checkpoint) {
+			t.Fatalf("Marshal of %+v reads back as %+v, %v", p, q, err)
+		}
+	})
+}

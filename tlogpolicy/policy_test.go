@@ -17,7 +17,7 @@ type testWitness struct {
 	vkey   string
 }
 
-func newWitness(t *testing.T, name string) testWitness {
+func newWitness(t testing.TB, name string) testWitness {
 	t.Helper()
 	seed := make([]byte, 32)
 	rand.Read(seed)
@@ -30,7 +30,7 @@ func newWitness(t *testing.T, name string) testWitness {
 
 // specPolicy is the specification's example, with real keys: two
 // organizations' witnesses, 2 of X and any of Y.
-func specPolicy(t *testing.T) (string, note.Signer, map[string]testWitness) {
+func specPolicy(t testing.TB) (string, note.Signer, map[string]testWitness) {
 	t.Helper()
 	skey, vkey, _ := note.GenerateKey(rand.Reader, "example.com/log")
 	logSigner, _ := note.NewSigner(skey)

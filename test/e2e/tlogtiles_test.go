@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -144,6 +145,29 @@ func TestTlogTilesWithTesseraClient(t *testing.T) {
 		if err := tlog.CheckRecord(hashes, size, root, seq, tlog.RecordHash(b.Entries[seq%256])); err != nil {
 			t.Fatalf("entry %d of its bundle does not prove against the checkpoint: %v", seq, err)
 		}
+	}
+
+	// Entry bundles are gzip-compressed for a client that accepts it (Go's
+	// transport asks, and undoes it, unless the caller asks itself).
+	plain, err := fetch(ctx, "tile/entries/017")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequestWithContext(ctx, "GET", in.base+"/v1/audit/tlog/tile/entries/017", nil)
+	req.Header.Set("Authorization", "Bearer "+aud)
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(resp.Body)
+	if err != nil || resp.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("entry bundle with Accept-Encoding: gzip: %q %v", resp.Header.Get("Content-Encoding"), err)
+	}
+	unzipped, err := io.ReadAll(zr)
+	resp.Body.Close()
+	if err != nil || !bytes.Equal(unzipped, plain) {
+		t.Fatalf("the gzipped bundle is not the bundle: %v", err)
 	}
 
 	// Caching, and who may read.
