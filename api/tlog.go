@@ -115,6 +115,10 @@ func (s *server) writeTile(w http.ResponseWriter, r *http.Request, data []byte, 
 	case errors.Is(err, audit.ErrNotFound):
 		writeError(w, http.StatusNotFound, codeNotFound, "no such tile in the latest published checkpoint's tree (or no checkpoint is published yet)")
 		return
+	case errors.Is(err, audit.ErrMissingEntries):
+		s.logFailure(r, "read tile", err)
+		writeError(w, http.StatusInternalServerError, codeInternal, "the log is missing entries of its published tree; run `mediator audit verify`")
+		return
 	case errors.Is(err, audit.ErrEntryTooLarge):
 		s.logFailure(r, "read entry bundle", err)
 		writeError(w, http.StatusInternalServerError, codeInternal, "an entry of this bundle is longer than an entry bundle can frame")

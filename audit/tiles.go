@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 
@@ -53,18 +54,22 @@ func (s *store) HashTile(ctx context.Context, level int, index int64, width int,
 	if level < 0 || !tileInTree(level, index, width, treeSize) {
 		return nil, ErrBadRange
 	}
-	if err := s.checkSize(ctx, treeSize); err != nil {
-		return nil, err
-	}
 	if level == 0 {
 		return s.leafHashTile(ctx, index, width)
 	}
 	data, err := tlog.ReadTileData(tlog.Tile{H: TileHeight, L: level, N: index, W: width}, s.HashReader(ctx))
 	if err != nil {
-		return nil, fmt.Errorf("audit: hash tile %d/%d.%d: %w", level, index, width, err)
+		return nil, fmt.Errorf("%w: hash tile %d/%d.%d: %w", ErrMissingEntries, level, index, width, err)
 	}
 	return data, nil
 }
+
+// ErrMissingEntries: a tile or bundle of a tree the log had reaches
+// entries or hashes that are not stored (rows deleted behind the
+// service's back, or a tree larger than the log). The tree size comes
+// from a published checkpoint, so the read itself is the check: no
+// separate query of the log's size.
+var ErrMissingEntries = errors.New("audit: the log is missing entries of the tree")
 
 // leafHashTile reads a level-0 tile, the leaf hashes of entries
 // TileWidth·index up to width more, with one range of the primary key
@@ -83,7 +88,7 @@ func (s *store) leafHashTile(ctx context.Context, index int64, width int) ([]byt
 			return nil, fmt.Errorf("audit: hash tile 0/%d.%d: %w", index, width, err)
 		}
 		if len(h) != tlog.HashSize {
-			return nil, fmt.Errorf("audit: hash tile 0/%d.%d: entry %d has no stored leaf hash", index, width, first+int64(len(out)/tlog.HashSize))
+			return nil, fmt.Errorf("%w: hash tile 0/%d.%d: entry %d has no stored leaf hash", ErrMissingEntries, index, width, first+int64(len(out)/tlog.HashSize))
 		}
 		out = append(out, h...)
 	}
@@ -91,7 +96,7 @@ func (s *store) leafHashTile(ctx context.Context, index int64, width int) ([]byt
 		return nil, fmt.Errorf("audit: hash tile 0/%d.%d: %w", index, width, err)
 	}
 	if len(out) != width*tlog.HashSize {
-		return nil, fmt.Errorf("audit: hash tile 0/%d.%d: %d entries stored, the log is missing entries", index, width, len(out)/tlog.HashSize)
+		return nil, fmt.Errorf("%w: hash tile 0/%d.%d: %d of its entries stored", ErrMissingEntries, index, width, len(out)/tlog.HashSize)
 	}
 	return out, nil
 }
@@ -107,9 +112,6 @@ var ErrEntryTooLarge = fmt.Errorf("audit: a leaf longer than %d bytes does not f
 func (s *store) EntryBundle(ctx context.Context, index int64, width int, treeSize int64) ([]byte, error) {
 	if !tileInTree(0, index, width, treeSize) {
 		return nil, ErrBadRange
-	}
-	if err := s.checkSize(ctx, treeSize); err != nil {
-		return nil, err
 	}
 	first := index * TileWidth
 	rows, err := s.pool.Query(ctx, sqlEntryRange, first, first+int64(width))
@@ -135,7 +137,7 @@ func (s *store) EntryBundle(ctx context.Context, index int64, width int, treeSiz
 		return nil, fmt.Errorf("audit: entry bundle %d.%d: %w", index, width, err)
 	}
 	if n != width {
-		return nil, fmt.Errorf("audit: entry bundle %d.%d: %d entries stored, the log is missing entries", index, width, n)
+		return nil, fmt.Errorf("%w: entry bundle %d.%d: %d of its entries stored", ErrMissingEntries, index, width, n)
 	}
 	return out, nil
 }

@@ -145,7 +145,8 @@ func TestTilesStayInsideTheTree(t *testing.T) {
 		{0, -1, 1, 300, ErrBadRange, "a negative index"},
 		{-1, 0, 1, 300, ErrBadRange, "a negative level"},
 		{8, 0, 1, 300, ErrBadRange, "a level beyond 64 bits"},
-		{0, 1, 90, 346, ErrNotFound, "a tree larger than the log"},
+		{0, 1, 90, 346, ErrMissingEntries, "a tree larger than the log"},
+		{1, 0, 2, 65536, ErrMissingEntries, "a level-1 tile of a tree larger than the log"},
 	} {
 		_, err := f.store.HashTile(ctx, c.level, c.index, c.width, c.size)
 		if !errors.Is(err, c.wantErr) && (c.wantErr != nil || err != nil) {
@@ -158,7 +159,7 @@ func TestTilesStayInsideTheTree(t *testing.T) {
 	if _, err := f.store.EntryBundle(ctx, 1, 45, 300); !errors.Is(err, ErrBadRange) {
 		t.Errorf("a bundle wider than the tree: %v", err)
 	}
-	if _, err := f.store.EntryBundle(ctx, 1, 90, 346); !errors.Is(err, ErrNotFound) {
+	if _, err := f.store.EntryBundle(ctx, 1, 90, 346); !errors.Is(err, ErrMissingEntries) {
 		t.Errorf("a bundle of a tree larger than the log: %v", err)
 	}
 }
