@@ -124,6 +124,7 @@ func Open(ctx context.Context, cfg Config) (*Log, func(context.Context) error, e
 	cpCtx, stopCheckpoints := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { cp.Run(cpCtx) })
+	wg.Go(func() { l.storeTiles(cpCtx, cfg.CheckpointInterval, log) })
 	closeLog := func(ctx context.Context) error {
 		err := l.appends.Close(ctx)
 		stopCheckpoints()
@@ -136,6 +137,38 @@ func Open(ctx context.Context, cfg Config) (*Log, func(context.Context) error, e
 		return err
 	}
 	return l, closeLog, nil
+}
+
+// storeTiles writes the full hash tiles of the latest published tree into
+// audit_tiles every interval until ctx ends, a bounded number at a time,
+// so that serving a tile reads one row. It catches up after a restart, or
+// on a log that grew before the table existed, at maxTilesPerCall tiles a
+// round.
+func (l *Log) storeTiles(ctx context.Context, interval time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var stored int64 // the tree size whose tiles are all stored
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cp, err := l.LatestCheckpoint(ctx)
+		if err != nil || cp.Size>>TileHeight == stored>>TileHeight {
+			continue
+		}
+		n, err := l.store.storeTiles(ctx, cp.Size)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("storing full tiles failed; they are served from the entries meanwhile", "err", err)
+			}
+			continue
+		}
+		if n < maxTilesPerCall {
+			stored = cp.Size
+		}
+	}
 }
 
 // pastKeys is a CheckpointKey that knows the verifier keys of its earlier

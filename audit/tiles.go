@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/jackc/pgx/v5"
 	"golang.org/x/mod/sumdb/tlog"
 )
 
@@ -54,6 +55,22 @@ func (s *store) HashTile(ctx context.Context, level int, index int64, width int,
 	if level < 0 || !tileInTree(level, index, width, treeSize) {
 		return nil, ErrBadRange
 	}
+	if width == TileWidth {
+		var data []byte
+		err := s.pool.QueryRow(ctx, sqlStoredTile, level, index).Scan(&data)
+		if err == nil && len(data) == TileWidth*tlog.HashSize {
+			return data, nil
+		}
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("audit: hash tile %d/%d: %w", level, index, err)
+		}
+	}
+	return s.computeTile(ctx, level, index, width)
+}
+
+// computeTile reads a tile from the stored hashes: a level-0 tile as a
+// range of leaf hashes, a higher one hash by hash.
+func (s *store) computeTile(ctx context.Context, level int, index int64, width int) ([]byte, error) {
 	if level == 0 {
 		return s.leafHashTile(ctx, index, width)
 	}
@@ -62,6 +79,45 @@ func (s *store) HashTile(ctx context.Context, level int, index int64, width int,
 		return nil, fmt.Errorf("%w: hash tile %d/%d.%d: %w", ErrMissingEntries, level, index, width, err)
 	}
 	return data, nil
+}
+
+// Stored full tiles (migration 00017): read one, write one.
+const (
+	sqlStoredTile   = "SELECT data FROM audit_tiles WHERE level = $1 AND idx = $2"
+	sqlInsertTile   = "INSERT INTO audit_tiles (level, idx, data) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+	sqlStoredTiles  = "SELECT coalesce(max(idx) + 1, 0) FROM audit_tiles WHERE level = $1"
+	maxTilesPerCall = 256
+)
+
+// storeTiles writes the full hash tiles of the tree of size treeSize that
+// are not stored yet, at every level, at most maxTilesPerCall of them, in
+// order; it returns how many it wrote. Each tile is computed from the
+// stored hashes as HashTile would serve it. Full tiles of a tree are the
+// same in every larger tree, so a tile once stored is never wrong for a
+// later checkpoint.
+func (s *store) storeTiles(ctx context.Context, treeSize int64) (int, error) {
+	written := 0
+	for level := 0; level < 8 && written < maxTilesPerCall; level++ {
+		full := treeSize >> ((level + 1) * TileHeight)
+		if full == 0 {
+			break
+		}
+		var next int64
+		if err := s.pool.QueryRow(ctx, sqlStoredTiles, level).Scan(&next); err != nil {
+			return written, fmt.Errorf("audit: store tiles: %w", err)
+		}
+		for ; next < full && written < maxTilesPerCall; next++ {
+			data, err := s.computeTile(ctx, level, next, TileWidth)
+			if err != nil {
+				return written, fmt.Errorf("audit: store tiles: %w", err)
+			}
+			if _, err := s.pool.Exec(ctx, sqlInsertTile, level, next, data); err != nil {
+				return written, fmt.Errorf("audit: store tile %d/%d: %w", level, next, err)
+			}
+			written++
+		}
+	}
+	return written, nil
 }
 
 // ErrMissingEntries: a tile or bundle of a tree the log had reaches

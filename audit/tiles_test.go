@@ -3,12 +3,16 @@ package audit
 import (
 	"bytes"
 	"context"
+	crand "crypto/rand"
 	"errors"
 	"math/rand/v2"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/transparency-dev/tessera/api"
 	"github.com/transparency-dev/tessera/client"
+	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 )
 
@@ -161,5 +165,72 @@ func TestTilesStayInsideTheTree(t *testing.T) {
 	}
 	if _, err := f.store.EntryBundle(ctx, 1, 90, 346); !errors.Is(err, ErrMissingEntries) {
 		t.Errorf("a bundle of a tree larger than the log: %v", err)
+	}
+}
+
+// TestFullTilesAreStored: the log writes every full hash tile of its
+// published tree into audit_tiles (273 at level 0 and one at level 1 for
+// 70,000 entries, over more than one round), each the bytes computed from
+// the stored hashes, and serves full tiles from there.
+func TestFullTilesAreStored(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	skey, _, _ := note.GenerateKey(crand.Reader, testOrigin)
+	key, err := ParseCheckpointKey(skey, testOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, closeLog, err := Open(ctx, Config{Pool: f.pool, Origin: testOrigin, Key: key, CheckpointInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeLog(ctx)
+	const size = 70_000
+	for from := 0; from < size; from += 5000 {
+		if _, err := l.Append(ctx, entries(from, 5000, "s")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var n int
+		if err := f.pool.QueryRow(ctx, "SELECT count(*) FROM audit_tiles").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 274 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d tiles stored, want 274", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rows, err := f.pool.Query(ctx, "SELECT level, idx, data FROM audit_tiles ORDER BY level, idx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type stored struct {
+		Level int
+		Idx   int64
+		Data  []byte
+	}
+	tiles, err := pgx.CollectRows(rows, pgx.RowToStructByPos[stored])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, st := range tiles {
+		if want := (stored{Level: min(i/273, 1), Idx: int64(i % 273)}); st.Level != want.Level || st.Idx != want.Idx {
+			t.Fatalf("stored tile %d is %d/%d", i, st.Level, st.Idx)
+		}
+		computed, err := f.store.computeTile(ctx, st.Level, st.Idx, TileWidth)
+		if err != nil || !bytes.Equal(computed, st.Data) {
+			t.Fatalf("stored tile %d/%d differs from the stored hashes' (%v)", st.Level, st.Idx, err)
+		}
+		if i%50 == 0 {
+			served, err := l.HashTile(ctx, st.Level, st.Idx, TileWidth)
+			if err != nil || !bytes.Equal(served, st.Data) {
+				t.Fatalf("served tile %d/%d: %v", st.Level, st.Idx, err)
+			}
+		}
 	}
 }
