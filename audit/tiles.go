@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -196,4 +197,100 @@ func (s *store) EntryBundle(ctx context.Context, index int64, width int, treeSiz
 		return nil, fmt.Errorf("%w: entry bundle %d.%d: %d of its entries stored", ErrMissingEntries, index, width, n)
 	}
 	return out, nil
+}
+
+// tileCheck compares the stored full tiles (audit_tiles) with the hashes
+// verification recomputes, in seq order: each tile as its last hash is
+// made. A tile not stored is not a problem (the job may not have reached
+// it); a stored tile that differs is, since clients would be served it.
+// It holds one tile per level being assembled and a window of stored
+// level-0 tiles: memory is bounded by a constant.
+type tileCheck struct {
+	store *store
+	rep   *Report
+	cur   [8]struct {
+		idx  int64
+		data []byte
+		ok   bool
+	}
+	window      map[int64][]byte // stored level-0 tiles from windowStart
+	windowStart int64
+	windowEnd   int64
+}
+
+// tileWindow is how many stored level-0 tiles one query reads (2 MiB).
+const tileWindow = 256
+
+// add takes the recomputed stored hashes of entry seq (stored[j] the node
+// of level j it completed) and checks every tile it completes.
+func (tc *tileCheck) add(ctx context.Context, seq int64, stored []tlog.Hash) error {
+	for level := 0; level < len(tc.cur) && level*TileHeight < len(stored); level++ {
+		k := (seq+1)>>(level*TileHeight) - 1 // the node's index at tree level 8·level
+		n, pos := k/TileWidth, k%TileWidth
+		c := &tc.cur[level]
+		if pos == 0 {
+			c.idx, c.data, c.ok = n, c.data[:0], true
+		}
+		if !c.ok || c.idx != n {
+			continue // verification began inside this tile
+		}
+		c.data = append(c.data, stored[level*TileHeight][:]...)
+		if pos == TileWidth-1 {
+			c.ok = false
+			if err := tc.compare(ctx, level, n, c.data); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// compare checks the stored tile at level and index, if there is one,
+// against data.
+func (tc *tileCheck) compare(ctx context.Context, level int, index int64, data []byte) error {
+	var stored []byte
+	if level == 0 {
+		if index < tc.windowStart || index >= tc.windowEnd {
+			if err := tc.readWindow(ctx, index); err != nil {
+				return err
+			}
+		}
+		stored = tc.window[index]
+	} else {
+		err := tc.store.pool.QueryRow(ctx, sqlStoredTile, level, index).Scan(&stored)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("audit: verify: stored tile %d/%d: %w", level, index, err)
+		}
+	}
+	if stored == nil {
+		return nil
+	}
+	tc.rep.Tiles++
+	if !bytes.Equal(stored, data) {
+		tc.rep.bad(-1, "stored tile %d/%d (audit_tiles) differs from the recomputed hashes: clients are served a tile their proofs fail with", level, index)
+	}
+	return nil
+}
+
+// readWindow reads the stored level-0 tiles from index on.
+func (tc *tileCheck) readWindow(ctx context.Context, index int64) error {
+	rows, err := tc.store.pool.Query(ctx, "SELECT idx, data FROM audit_tiles WHERE level = 0 AND idx >= $1 AND idx < $2", index, index+tileWindow)
+	if err != nil {
+		return fmt.Errorf("audit: verify: stored tiles: %w", err)
+	}
+	defer rows.Close()
+	tc.window = make(map[int64][]byte, tileWindow)
+	for rows.Next() {
+		var idx int64
+		var data []byte
+		if err := rows.Scan(&idx, &data); err != nil {
+			return fmt.Errorf("audit: verify: stored tiles: %w", err)
+		}
+		tc.window[idx] = data
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("audit: verify: stored tiles: %w", err)
+	}
+	tc.windowStart, tc.windowEnd = index, index+tileWindow
+	return nil
 }

@@ -56,6 +56,10 @@ type Report struct {
 	// could not be made; "" for a full verification.
 	Consistency string
 
+	// Tiles counts the stored full tiles (audit_tiles) compared with the
+	// recomputed hashes.
+	Tiles int
+
 	// checkpointsUpTo is the newest checkpoint's size when verification
 	// began: those signed later are left for the next run.
 	checkpointsUpTo int64
@@ -207,6 +211,7 @@ func (s *store) verifyRange(ctx context.Context, opts VerifyOptions, from *Verif
 		pipe.stop()
 	}()
 
+	tiles := &tileCheck{store: s, rep: rep}
 	expect := start
 	nextProgress := start + verifyPage
 	for batch := range pipe.ordered {
@@ -230,7 +235,11 @@ func (s *store) verifyRange(ctx context.Context, opts VerifyOptions, from *Verif
 			case problemColumn:
 				rep.bad(r.seq, "seq %d: the row's %s differs from its leaf (searches and exports filter on it)", r.seq, r.column)
 			}
-			if err := edge.add(rep, r); err != nil {
+			hashes, err := edge.add(rep, r)
+			if err != nil {
+				return nil, err
+			}
+			if err := tiles.add(ctx, r.seq, hashes); err != nil {
 				return nil, err
 			}
 			size := r.seq + 1
@@ -298,11 +307,12 @@ func (e *edge) trim(n int64) {
 }
 
 // add recomputes the stored hashes of entry r (its leaf hash made) on top
-// of the edge, adds them to it, and compares them with the row's.
-func (e *edge) add(rep *Report, r *verifyRow) error {
+// of the edge, adds them to it, compares them with the row's, and returns
+// them.
+func (e *edge) add(rep *Report, r *verifyRow) ([]tlog.Hash, error) {
 	stored, err := tlog.StoredHashesForRecordHash(r.seq, r.leafHash, e)
 	if err != nil {
-		return fmt.Errorf("audit: verify: hash seq %d: %w", r.seq, err)
+		return nil, fmt.Errorf("audit: verify: hash seq %d: %w", r.seq, err)
 	}
 	base := tlog.StoredHashIndex(0, r.seq)
 	if len(r.hashes) != len(stored)*tlog.HashSize {
@@ -314,7 +324,7 @@ func (e *edge) add(rep *Report, r *verifyRow) error {
 			rep.bad(r.seq, "seq %d: stored hash %d differs from the recomputed one", r.seq, base+int64(j))
 		}
 	}
-	return nil
+	return stored, nil
 }
 
 // ReadHashes implements tlog.HashReader over the recomputed edge.

@@ -7,7 +7,8 @@
 -- from a few TOAST pages. Full tiles never change. A row is derived data:
 -- the service reads it back only as a tile clients check against a
 -- cosigned checkpoint, so a forged row can make their proofs fail but
--- never pass. (audit verify does not read this table yet.)
+-- never pass; audit verify compares every stored tile with the hashes it
+-- recomputes.
 CREATE TABLE audit_tiles (
     level smallint NOT NULL CHECK (level BETWEEN 0 AND 7),
     idx   bigint   NOT NULL CHECK (idx >= 0),

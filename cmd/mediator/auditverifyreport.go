@@ -31,13 +31,16 @@ type verifyResult struct {
 	KeysFrom       string `json:"keys_from"`
 	// WitnessesChecked: a witness policy was configured and applied;
 	// Witnessed checkpoints met its Quorum.
-	WitnessesChecked bool            `json:"witnesses_checked"`
-	Quorum           int             `json:"quorum"`
-	Witnessed        int             `json:"witnessed"`
-	NotChecked       []string        `json:"not_checked"`
-	Problems         []string        `json:"problems"`
-	FirstFailure     *verifyFailure  `json:"first_failure"`
-	OriginMismatch   *originMismatch `json:"origin_mismatch"`
+	WitnessesChecked bool `json:"witnesses_checked"`
+	Quorum           int  `json:"quorum"`
+	Witnessed        int  `json:"witnessed"`
+	// Tiles were stored full tiles (audit_tiles) compared with the
+	// recomputed hashes.
+	Tiles          int             `json:"tiles"`
+	NotChecked     []string        `json:"not_checked"`
+	Problems       []string        `json:"problems"`
+	FirstFailure   *verifyFailure  `json:"first_failure"`
+	OriginMismatch *originMismatch `json:"origin_mismatch"`
 
 	// StateFile is the --state file, "" without one. FromSize is the
 	// tree size it held (0: a full run); ToSize the checkpoint verified
@@ -91,7 +94,7 @@ func (r *verifyResult) fill(rep *audit.Report) {
 	if rep.TreeSize > 0 {
 		r.Root = base64.StdEncoding.EncodeToString(rep.Root[:])
 	}
-	r.Checkpoints, r.CheckpointSize, r.Witnessed = rep.Checkpoints, rep.CheckpointSize, rep.Witnessed
+	r.Checkpoints, r.CheckpointSize, r.Witnessed, r.Tiles = rep.Checkpoints, rep.CheckpointSize, rep.Witnessed, rep.Tiles
 	r.FromSize, r.ToSize, r.ConsistencyProof = rep.FromSize, rep.CheckpointSize, rep.Consistency
 	r.Problems = append([]string{}, rep.Problems...)
 	switch {
@@ -218,6 +221,9 @@ func (r *verifyResult) writeText(w io.Writer) {
 	}
 	if r.WitnessesChecked {
 		fmt.Fprintf(w, "witnesses: %d of %d checkpoints cosigned by the quorum of %d\n", r.Witnessed, r.Checkpoints, r.Quorum)
+	}
+	if r.Source == "database" && r.ran {
+		fmt.Fprintf(w, "stored tiles: %d compared with the recomputed hashes\n", r.Tiles)
 	}
 	for _, n := range r.NotChecked {
 		fmt.Fprintln(w, "not checked:", n)
