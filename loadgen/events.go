@@ -63,6 +63,10 @@ type Config struct {
 	// for the whole run (needs AuditorToken): what serving tiles costs
 	// ingest. The timing of Tiles after the run uses as many readers.
 	TileReaders int
+	// TileRate, if positive, paces each of the TileReaders during the run
+	// to this many tiles a second: a monitor or mirror that reads
+	// politely, rather than as fast as it is answered.
+	TileRate float64
 	// Segment, if positive, is the size of the segments whose rates the
 	// report lists: with a million, whether the rate over the last
 	// million held against the first.
@@ -241,7 +245,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 	}
 	var readers *tileReaders
 	if auditor != nil && cfg.TileReaders > 0 {
-		readers = startTileReaders(ctx, auditor, cfg.TileReaders)
+		readers = startTileReaders(ctx, auditor, cfg.TileReaders, cfg.TileRate)
 	}
 	var wg sync.WaitGroup
 	for range cfg.Workers {
@@ -435,15 +439,29 @@ type tileReaders struct {
 	bytes  atomic.Int64
 }
 
-// startTileReaders starts n readers; each rereads the published size
-// every 100 tiles, and waits while no full tile is published.
-func startTileReaders(ctx context.Context, c *client.Client, n int) *tileReaders {
+// startTileReaders starts n readers, each reading rate tiles a second
+// (0: as fast as it is answered); each rereads the published size every
+// 100 tiles, and waits while no full tile is published.
+func startTileReaders(ctx context.Context, c *client.Client, n int, rate float64) *tileReaders {
 	ctx, cancel := context.WithCancel(ctx)
 	r := &tileReaders{cancel: cancel, start: time.Now()}
 	for range n {
 		r.wg.Go(func() {
+			var pace <-chan time.Time
+			if rate > 0 {
+				t := time.NewTicker(time.Duration(float64(time.Second) / rate))
+				defer t.Stop()
+				pace = t.C
+			}
 			var full int64
 			for i := 0; ctx.Err() == nil; i++ {
+				if pace != nil {
+					select {
+					case <-ctx.Done():
+						return
+					case <-pace:
+					}
+				}
 				if i%100 == 0 || full == 0 {
 					if size, err := checkpointSize(ctx, c); err == nil {
 						full = size / 256

@@ -2,7 +2,8 @@
 # tiles-at-scale.sh: issue 25's tile figures (docs/performance.md, "Tiles
 # at 10 million entries"). On a fresh `mediator dev` it sends SEGMENTS
 # segments of SEGMENT events, alternately without and with READERS tile
-# readers fetching random full level-0 tiles for the whole segment, so that
+# readers fetching random full level-0 tiles for the whole segment (as fast
+# as they are answered, or READER_RATE tiles a second each), so that
 # each segment with readers sits between two without (the ingest rate falls
 # slowly as the log grows, and neighbours see the same size). Then, at the
 # final size, it times full-tile GETs with one reader (latency) and with
@@ -15,6 +16,7 @@ set -euo pipefail
 SEGMENTS=${SEGMENTS:-10}
 SEGMENT=${SEGMENT:-1000000}
 READERS=${READERS:-4}
+READER_RATE=${READER_RATE:-0}    # tiles a second per reader during ingest; 0: as fast as answered
 TILES=${TILES:-5000}
 WORKERS=${WORKERS:-4}
 BATCH=${BATCH:-1000}
@@ -33,7 +35,7 @@ for i in $(seq 1 "$SEGMENTS"); do
   [ $((i % 2)) -eq 0 ] && readers=$READERS
   echo "== segment $i: $SEGMENT events, $readers tile readers"
   "$BIN" loadgen --url "$MEDIATOR_ADDR" --workers "$WORKERS" --batch "$BATCH" --events "$SEGMENT" \
-    --duration 1h --tile-readers "$readers" | tee "$OUT/segment-$i.txt"
+    --duration 1h --tile-readers "$readers" --tile-rate "$READER_RATE" | tee "$OUT/segment-$i.txt"
 done
 echo "== full tiles at the final size: one reader"
 "$BIN" loadgen --url "$MEDIATOR_ADDR" --events "$BATCH" --tiles "$TILES" | tee "$OUT/tiles-1.txt"
