@@ -375,27 +375,29 @@ func TestHoldDeliverAsksBeforeALift(t *testing.T) {
 	}
 }
 
-// TestPoolTurnsJITOff: the service's pool runs with JIT off, so a probe
-// the planner costs high for want of statistics is not compiled first,
-// unless the URL asks for JIT.
+// TestPoolTurnsJITOff: the service's pool runs with JIT and parallel
+// plans off, so a probe the planner costs high for want of statistics is
+// neither compiled first nor handed to worker processes, unless the URL
+// asks for them.
 func TestPoolTurnsJITOff(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgEnv.NewDatabase(t)
-	for _, c := range []struct{ dsn, want string }{
-		{dsn, "off"},
-		{dsn + map[bool]string{true: "&", false: "?"}[strings.Contains(dsn, "?")] + "jit=on", "on"},
+	sep := map[bool]string{true: "&", false: "?"}[strings.Contains(dsn, "?")]
+	for _, c := range []struct{ dsn, jit, workers string }{
+		{dsn, "off", "0"},
+		{dsn + sep + "jit=on&max_parallel_workers_per_gather=2", "on", "2"},
 	} {
 		pool, err := openPool(ctx, c.dsn, api.NewMetrics("test"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		var jit string
-		if err := pool.QueryRow(ctx, "SHOW jit").Scan(&jit); err != nil {
+		var jit, workers string
+		if err := pool.QueryRow(ctx, "SELECT current_setting('jit'), current_setting('max_parallel_workers_per_gather')").Scan(&jit, &workers); err != nil {
 			t.Fatal(err)
 		}
 		pool.Close()
-		if jit != c.want {
-			t.Errorf("jit = %s through the service's pool, want %s", jit, c.want)
+		if jit != c.jit || workers != c.workers {
+			t.Errorf("jit = %s, max_parallel_workers_per_gather = %s through the service's pool, want %s and %s", jit, workers, c.jit, c.workers)
 		}
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/mediatorhq/mediator/migrations"
 	"github.com/mediatorhq/mediator/notify"
 	"github.com/mediatorhq/mediator/pgmetrics"
+	"github.com/mediatorhq/mediator/pgsession"
 	"github.com/mediatorhq/mediator/policy"
 	"github.com/mediatorhq/mediator/redact"
 	"github.com/mediatorhq/mediator/secretfile"
@@ -288,13 +289,9 @@ func openPool(ctx context.Context, dsn string, metrics *api.Metrics) (*pgxpool.P
 		return nil, fmt.Errorf("database url: cannot be parsed")
 	}
 	poolCfg.ConnConfig.Tracer = pgmetrics.New(metrics.Registry)
-	// The service's queries are probes by key. Where the planner has no
-	// statistics it can cost one at millions of rows, and PostgreSQL then
-	// compiles it with LLVM first: 0.3 s per duplicate check at 3 M
-	// entries (docs/decisions.md). A URL may still turn JIT on.
-	if _, set := poolCfg.ConnConfig.RuntimeParams["jit"]; !set {
-		poolCfg.ConnConfig.RuntimeParams["jit"] = "off"
-	}
+	// No JIT, no parallel plans for the service's probes
+	// (docs/decisions.md); a URL may still set either.
+	pgsession.Configure(poolCfg.ConnConfig)
 	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mediatorhq/mediator/migrations"
+	"github.com/mediatorhq/mediator/pgsession"
 	"github.com/mediatorhq/mediator/test/harness"
 )
 
@@ -29,7 +30,12 @@ func Pool(t testing.TB, env *harness.Env) *pgxpool.Pool {
 	if _, err := migrations.Up(ctx, db, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatalf("migrate test database: %v", err)
 	}
-	pool, err := pgxpool.New(ctx, dsn)
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgsession.Configure(cfg.ConnConfig) // plan as the service does
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
