@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/go-chi/chi/v5"
@@ -130,5 +131,6 @@ func (s *server) writeTile(w http.ResponseWriter, r *http.Request, data []byte, 
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Cache-Control", tileCacheControl)
+	w.Header().Set("Content-Length", strconv.Itoa(len(data))) // not chunked: 8 KiB is past net/http's buffer
 	_, _ = w.Write(data)
 }

@@ -211,7 +211,7 @@ func (s *store) verifyRange(ctx context.Context, opts VerifyOptions, from *Verif
 		pipe.stop()
 	}()
 
-	tiles := &tileCheck{store: s, rep: rep}
+	rows := &rowCheck{rep: rep, edge: edge, tiles: &tileCheck{store: s, rep: rep}, cps: cps}
 	expect := start
 	nextProgress := start + verifyPage
 	for batch := range pipe.ordered {
@@ -227,29 +227,8 @@ func (s *store) verifyRange(ctx context.Context, opts VerifyOptions, from *Verif
 				s.treeDone(rep, start, expect, edge, progress, total)
 				return s.finishRange(ctx, cps, from)
 			}
-			switch r.problem {
-			case problemJSON:
-				rep.bad(r.seq, "seq %d: leaf is not valid JSON", r.seq)
-			case problemSeq:
-				rep.bad(r.seq, "seq %d: leaf says seq %d", r.seq, r.leafSeq)
-			case problemColumn:
-				rep.bad(r.seq, "seq %d: the row's %s differs from its leaf (searches and exports filter on it)", r.seq, r.column)
-			}
-			hashes, err := edge.add(rep, r)
-			if err != nil {
+			if err := rows.check(ctx, r); err != nil {
 				return nil, err
-			}
-			if err := tiles.add(ctx, r.seq, hashes); err != nil {
-				return nil, err
-			}
-			size := r.seq + 1
-			if size%edgeTrimEvery == 0 {
-				edge.trim(size)
-			}
-			for cps.has && cps.cur.Size <= size {
-				if err := cps.checkAt(ctx, size, edge); err != nil {
-					return nil, err
-				}
 			}
 			expect++
 		}
@@ -264,6 +243,45 @@ func (s *store) verifyRange(ctx context.Context, opts VerifyOptions, from *Verif
 	}
 	s.treeDone(rep, start, expect, edge, progress, total)
 	return s.finishRange(ctx, cps, from)
+}
+
+// rowCheck checks each entry verification reads, in seq order.
+type rowCheck struct {
+	rep   *Report
+	edge  *edge
+	tiles *tileCheck
+	cps   *checkpointCheck
+}
+
+// check records what the hashers found wrong with r, recomputes its
+// stored hashes on the edge, compares the stored tiles it completes, and
+// checks every checkpoint its tree size reaches.
+func (rc *rowCheck) check(ctx context.Context, r *verifyRow) error {
+	switch r.problem {
+	case problemJSON:
+		rc.rep.bad(r.seq, "seq %d: leaf is not valid JSON", r.seq)
+	case problemSeq:
+		rc.rep.bad(r.seq, "seq %d: leaf says seq %d", r.seq, r.leafSeq)
+	case problemColumn:
+		rc.rep.bad(r.seq, "seq %d: the row's %s differs from its leaf (searches and exports filter on it)", r.seq, r.column)
+	}
+	hashes, err := rc.edge.add(rc.rep, r)
+	if err != nil {
+		return err
+	}
+	if err := rc.tiles.add(ctx, r.seq, hashes); err != nil {
+		return err
+	}
+	size := r.seq + 1
+	if size%edgeTrimEvery == 0 {
+		rc.edge.trim(size)
+	}
+	for rc.cps.has && rc.cps.cur.Size <= size {
+		if err := rc.cps.checkAt(ctx, size, rc.edge); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // treeDone records that the entries from start up to size were read: their count,
