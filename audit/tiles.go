@@ -218,6 +218,38 @@ type tileCheck struct {
 	windowEnd   int64
 }
 
+// prefill starts the tiles that a verification from tree size start
+// enters midway with their nodes below start, read from the stored
+// hashes (which the run that verified the tree checked), so that an
+// incremental run compares every tile it completes, those spanning two
+// runs included.
+func (tc *tileCheck) prefill(ctx context.Context, start int64) error {
+	for level := 0; level < len(tc.cur); level++ {
+		done := start >> (level * TileHeight) // complete nodes of tree level 8·level
+		n, pos := done/TileWidth, done%TileWidth
+		if done == 0 {
+			break
+		}
+		if pos == 0 {
+			continue
+		}
+		indexes := make([]int64, pos)
+		for i := range indexes {
+			indexes[i] = tlog.StoredHashIndex(level*TileHeight, n*TileWidth+int64(i))
+		}
+		hashes, err := tc.store.HashReader(ctx).ReadHashes(indexes)
+		if err != nil {
+			return fmt.Errorf("audit: verify: the stored hashes of tile %d/%d below tree size %d: %w", level, n, start, err)
+		}
+		c := &tc.cur[level]
+		c.idx, c.data, c.ok = n, c.data[:0], true
+		for _, h := range hashes {
+			c.data = append(c.data, h[:]...)
+		}
+	}
+	return nil
+}
+
 // tileWindow is how many stored level-0 tiles one query reads (2 MiB).
 const tileWindow = 256
 

@@ -273,15 +273,19 @@ func TestVerifyChecksStoredTiles(t *testing.T) {
 	if err != nil || rep.OK() || !strings.Contains(problems, "stored tile 0/200 (audit_tiles) differs") || !strings.Contains(problems, "stored tile 1/0 (audit_tiles) differs") {
 		t.Fatalf("rewritten tiles: %v %v", rep.Problems, err)
 	}
-	// Incremental, from 51,200 (tile 200's first entry): tile 200 is in
-	// its range, the level-1 tile is not.
-	from := VerifiedTree{Size: 51_200}
-	from.Root, err = f.store.TreeHash(ctx, 51_200)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err = f.store.verifyRange(ctx, VerifyOptions{}, &from, f.verifier)
-	if err != nil || rep.Tiles != 73 || !strings.Contains(strings.Join(rep.Problems, "\n"), "stored tile 0/200") {
-		t.Fatalf("incremental: %d tiles, %v %v", rep.Tiles, rep.Problems, err)
+	// Incremental runs compare the tiles they complete, those begun
+	// below their start included: from 51,200 (tile 200's first entry)
+	// and from 51,300 (inside it), tiles 200–272 and the level-1 tile.
+	for _, start := range []int64{51_200, 51_300} {
+		from := VerifiedTree{Size: start}
+		from.Root, err = f.store.TreeHash(ctx, start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err = f.store.verifyRange(ctx, VerifyOptions{}, &from, f.verifier)
+		problems := strings.Join(rep.Problems, "\n")
+		if err != nil || rep.Tiles != 74 || !strings.Contains(problems, "stored tile 0/200") || !strings.Contains(problems, "stored tile 1/0") {
+			t.Fatalf("incremental from %d: %d tiles, %v %v", start, rep.Tiles, rep.Problems, err)
+		}
 	}
 }

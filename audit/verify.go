@@ -212,6 +212,9 @@ func (s *store) verifyRange(ctx context.Context, opts VerifyOptions, from *Verif
 	}()
 
 	rows := &rowCheck{rep: rep, edge: edge, tiles: &tileCheck{store: s, rep: rep}, cps: cps}
+	if err := rows.tiles.prefill(ctx, start); err != nil {
+		return nil, err
+	}
 	expect := start
 	nextProgress := start + verifyPage
 	for batch := range pipe.ordered {
