@@ -380,7 +380,7 @@ func (c *checkpointer) witness(ctx context.Context, cp Checkpoint) error {
 	if err != nil {
 		return err
 	}
-	met := c.Witnesses.Met(have)
+	met := c.Witnesses.met(func(name string) bool { _, ok := have[name]; return ok })
 	c.mu.Lock()
 	c.round = witnessRound{asked: true, size: cp.Size, cosigned: len(have), met: met}
 	c.mu.Unlock()

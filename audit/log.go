@@ -103,7 +103,7 @@ func Open(ctx context.Context, cfg Config) (*Log, func(context.Context) error, e
 	if err != nil {
 		return nil, nil, err
 	}
-	if cfg.Witnesses.Quorum > len(cfg.Witnesses.Witnesses) || cfg.Witnesses.Quorum < 0 {
+	if q := cfg.Witnesses.MinCosigners(); q > len(cfg.Witnesses.Witnesses) || q < 0 {
 		return nil, nil, ErrNoWitnesses
 	}
 	if err := cfg.Witnesses.checkForLog(cfg.Key.VerifierKey()); err != nil {
@@ -220,7 +220,7 @@ func (l *Log) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
 	if err != nil {
 		return Checkpoint{}, err
 	}
-	rows, err := l.store.publishable(ctx, l.witnesses.Quorum, maxRefusedRows)
+	rows, err := l.store.publishable(ctx, l.witnesses.MinCosigners(), maxRefusedRows)
 	if err != nil {
 		return Checkpoint{}, err
 	}

@@ -24,11 +24,7 @@ import (
 func TestWitnessQuorumFollowsTheLatestRound(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	skey, vkey, _ := note.GenerateKey(rand.Reader, testOrigin)
-	key, err := ParseCheckpointKey(skey, testOrigin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, vkey := newLogKey(t)
 	logVerifier, _ := note.NewVerifier(vkey)
 	var down atomic.Bool
 	policy := WitnessPolicy{Quorum: 2}
@@ -112,11 +108,7 @@ func TestWitnessQuorumFollowsTheLatestRound(t *testing.T) {
 func TestPublicationFollowsNestedGroups(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	skey, vkey, _ := note.GenerateKey(rand.Reader, testOrigin)
-	key, err := ParseCheckpointKey(skey, testOrigin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, vkey := newLogKey(t)
 	text, down := startWitnesses(t, vkey, "custodian.a", "custodian.b", "external.c")
 	text = "log " + vkey + "\n" + text
 	text += "group custodians any A B\ngroup external all C\ngroup both all custodians external\nquorum both\n"
@@ -124,8 +116,8 @@ func TestPublicationFollowsNestedGroups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if policy.Quorum != 2 {
-		t.Fatalf("the fewest cosigners: %d, want 2", policy.Quorum)
+	if policy.MinCosigners() != 2 {
+		t.Fatalf("the fewest cosigners: %d, want 2", policy.MinCosigners())
 	}
 	l, closeLog, err := Open(ctx, Config{Pool: f.pool, Origin: testOrigin, Key: key, CheckpointInterval: 50 * time.Millisecond, Witnesses: policy})
 	if err != nil {
@@ -209,4 +201,19 @@ func startWitnesses(t *testing.T, vkey string, names ...string) (string, map[str
 		text += fmt.Sprintf("witness %c %s %s\n", 'A'+i, wvkey, srv.URL)
 	}
 	return text, down
+}
+
+// newLogKey returns a fresh checkpoint key of the test log and its
+// verifier key.
+func newLogKey(t testing.TB) (CheckpointKey, string) {
+	t.Helper()
+	skey, vkey, err := note.GenerateKey(rand.Reader, testOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ParseCheckpointKey(skey, testOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, vkey
 }

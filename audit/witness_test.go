@@ -179,7 +179,7 @@ func TestParseWitnessPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := `{"quorum":1,"witnesses":[{"name":"custodian-1","url":"http://127.0.0.1:1","verifier_key":"` + vkey + `"}]}`
-	if p, err := ParseWitnessPolicy([]byte(good)); err != nil || p.Quorum != 1 || len(p.Witnesses) != 1 {
+	if p, err := ParseWitnessPolicy([]byte(good)); err != nil || p.MinCosigners() != 1 || len(p.Witnesses) != 1 {
 		t.Fatalf("%+v %v", p, err)
 	}
 	for name, bad := range map[string]string{

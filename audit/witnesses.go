@@ -37,7 +37,7 @@ type Witness struct {
 // groups) or, without a Rule, at least Quorum of Witnesses.
 type WitnessPolicy struct {
 	// Quorum is, without a Rule, how many of Witnesses must cosign; with
-	// one, the fewest cosignatures that can make its quorum.
+	// a Rule it is not used (see MinCosigners).
 	Quorum    int
 	Witnesses []Witness
 	// Rule, if set, is the policy the witnesses were read from; its
@@ -46,27 +46,30 @@ type WitnessPolicy struct {
 	Rule *tlogpolicy.Policy
 }
 
-// quorumMet reports whether the witnesses named in cosigned (by their
-// key names) make the policy's quorum.
-func quorumMet[V any](p WitnessPolicy, cosigned map[string]V) bool {
-	if p.Rule == nil {
-		n := 0
-		for _, w := range p.Witnesses {
-			if _, ok := cosigned[w.Name]; ok {
-				n++
-			}
-		}
-		return n >= p.Quorum
+// met reports whether the witnesses for which cosigned (given a key
+// name) is true make the policy's quorum.
+func (p WitnessPolicy) met(cosigned func(name string) bool) bool {
+	if p.Rule != nil {
+		return p.Rule.Met(func(w tlogpolicy.Witness) bool { return cosigned(w.Verifier.Name()) })
 	}
-	return p.Rule.Met(func(w tlogpolicy.Witness) bool {
-		_, ok := cosigned[w.Verifier.Name()]
-		return ok
-	})
+	n := 0
+	for _, w := range p.Witnesses {
+		if cosigned(w.Name) {
+			n++
+		}
+	}
+	return n >= p.Quorum
 }
 
-// Met reports whether the witnesses named in cosigned (by their key
-// names) make the policy's quorum.
-func (p WitnessPolicy) Met(cosigned map[string]string) bool { return quorumMet(p, cosigned) }
+// MinCosigners is the fewest cosignatures that can make the quorum: the
+// SQL prefilter of publishable checkpoints, and what reports call the
+// quorum's size.
+func (p WitnessPolicy) MinCosigners() int {
+	if p.Rule != nil {
+		return p.Rule.MinCosigners()
+	}
+	return p.Quorum
+}
 
 // checkForLog checks that the log with verifier key vkey can follow the
 // policy: every witness has an http(s) URL to ask, and a policy that
@@ -106,7 +109,7 @@ func (p WitnessPolicy) Satisfied(signed []byte) (int, bool) {
 			cosigned[w.Name] = true
 		}
 	}
-	return len(cosigned), quorumMet(p, cosigned)
+	return len(cosigned), p.met(func(name string) bool { return cosigned[name] })
 }
 
 // witnessClient asks witnesses to cosign, remembering the size each
@@ -302,7 +305,7 @@ func ParseWitnessPolicy(b []byte) (WitnessPolicy, error) {
 
 // policyOf is the WitnessPolicy of a parsed tlog-policy.
 func policyOf(rule *tlogpolicy.Policy) (WitnessPolicy, error) {
-	p := WitnessPolicy{Rule: rule, Quorum: rule.MinCosigners()}
+	p := WitnessPolicy{Rule: rule}
 	names := map[string]string{}
 	for _, w := range rule.Witnesses {
 		key := w.Verifier.Name()

@@ -105,7 +105,7 @@ func auditVerifyCmd(ctx context.Context, c *call, args []string) error {
 			return err
 		}
 	}
-	res := &verifyResult{Source: "database", WitnessesChecked: len(policy.Witnesses) > 0, Quorum: policy.Quorum, StateFile: o.state}
+	res := &verifyResult{Source: "database", WitnessesChecked: len(policy.Witnesses) > 0, Quorum: policy.MinCosigners(), StateFile: o.state}
 	if *bundle != "" {
 		res.Source = "bundle"
 		if o.state != "" {

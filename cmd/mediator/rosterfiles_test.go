@@ -201,8 +201,8 @@ func TestWitnessesFileFromRoster(t *testing.T) {
 	}
 	var file witnessesFile
 	json.Unmarshal([]byte(stdout), &file)
-	if p.Quorum != 2 || len(p.Witnesses) != 3 || len(file.Witnesses) != 3 {
-		t.Fatalf("quorum %d, witnesses %d", p.Quorum, len(p.Witnesses))
+	if p.MinCosigners() != 2 || len(p.Witnesses) != 3 || len(file.Witnesses) != 3 {
+		t.Fatalf("quorum %d, witnesses %d", p.MinCosigners(), len(p.Witnesses))
 	}
 	for i, c := range fd.draft.Custodians {
 		_, vkey, err := witness.NewSigner(c.Name, fd.seeds[c.Name])
@@ -218,7 +218,7 @@ func TestWitnessesFileFromRoster(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(out)
-	if p, err := audit.ParseWitnessPolicy(b); err != nil || p.Quorum != 3 {
+	if p, err := audit.ParseWitnessPolicy(b); err != nil || p.MinCosigners() != 3 {
 		t.Fatalf("--quorum 3: %v %+v", err, p)
 	}
 	if _, _, _, err := runArgs([]string{"roster", "witnesses-file", "--file", fd.path, "--quorum", "4"}, nil); err == nil {
@@ -247,7 +247,7 @@ func TestWitnessesFileAsTlogPolicy(t *testing.T) {
 	}
 	fromJSON, err1 := audit.ParseWitnessPolicy([]byte(js))
 	fromText, err2 := audit.ParseWitnessPolicy([]byte(text))
-	if err1 != nil || err2 != nil || fromText.Quorum != 2 || len(fromText.Witnesses) != 3 || len(fromText.Rule.Logs) != 1 {
+	if err1 != nil || err2 != nil || fromText.MinCosigners() != 2 || len(fromText.Witnesses) != 3 || len(fromText.Rule.Logs) != 1 {
 		t.Fatalf("%v %v %+v", err1, err2, fromText)
 	}
 	for i, w := range fromJSON.Witnesses {
