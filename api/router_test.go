@@ -332,3 +332,20 @@ func TestMetricsNeedACredential(t *testing.T) {
 		t.Fatalf("the private listener's handler: %d", rec.Code)
 	}
 }
+
+// TestAcceptsGzip: entry bundles are compressed only for a client whose
+// Accept-Encoding gives gzip a nonzero weight.
+func TestAcceptsGzip(t *testing.T) {
+	for v, want := range map[string]bool{
+		"": false, "gzip": true, "deflate, GZIP": true, "gzip;q=0.5": true, "gzip; q=1": true,
+		"gzip;q=0": false, "gzip;q=0.000": false, "identity": false, "gzip;q=x": false,
+	} {
+		r, _ := http.NewRequest("GET", "/", nil)
+		if v != "" {
+			r.Header.Set("Accept-Encoding", v)
+		}
+		if got := acceptsGzip(r); got != want {
+			t.Errorf("Accept-Encoding %q: %v, want %v", v, got, want)
+		}
+	}
+}

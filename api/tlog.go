@@ -60,14 +60,20 @@ func (s *server) tlogEntries(w http.ResponseWriter, r *http.Request) {
 }
 
 // acceptsGzip reports whether r's Accept-Encoding names gzip with a
-// nonzero weight.
+// nonzero weight (RFC 9110: "gzip", "gzip;q=0.5"; not "gzip;q=0.000").
 func acceptsGzip(r *http.Request) bool {
 	for _, v := range r.Header.Values("Accept-Encoding") {
 		for _, part := range strings.Split(v, ",") {
 			coding, params, _ := strings.Cut(strings.TrimSpace(part), ";")
-			if strings.EqualFold(strings.TrimSpace(coding), "gzip") && strings.ReplaceAll(strings.TrimSpace(params), " ", "") != "q=0" {
+			if !strings.EqualFold(strings.TrimSpace(coding), "gzip") {
+				continue
+			}
+			name, weight, ok := strings.Cut(strings.ReplaceAll(params, " ", ""), "=")
+			if !ok || !strings.EqualFold(name, "q") {
 				return true
 			}
+			q, err := strconv.ParseFloat(weight, 64)
+			return err == nil && q > 0
 		}
 	}
 	return false
