@@ -3,7 +3,6 @@ package audit
 import (
 	"bytes"
 	"context"
-	crand "crypto/rand"
 	"errors"
 	"math/rand/v2"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/transparency-dev/tessera/api"
 	"github.com/transparency-dev/tessera/client"
-	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 )
 
@@ -176,11 +174,7 @@ func TestTilesStayInsideTheTree(t *testing.T) {
 func TestFullTilesAreStored(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	skey, _, _ := note.GenerateKey(crand.Reader, testOrigin)
-	key, err := ParseCheckpointKey(skey, testOrigin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, _ := newLogKey(t)
 	l, closeLog, err := Open(ctx, Config{Pool: f.pool, Origin: testOrigin, Key: key, CheckpointInterval: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

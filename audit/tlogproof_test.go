@@ -25,11 +25,7 @@ import (
 func TestTlogProofOffline(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	skey, vkey, _ := note.GenerateKey(rand.Reader, testOrigin)
-	key, err := ParseCheckpointKey(skey, testOrigin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, vkey := newLogKey(t)
 	witnesses, down := startWitnesses(t, vkey, "w.test/a", "w.test/b", "w.test/c")
 	text := "log " + vkey + "\n" + witnesses + "group all-three 2 A B C\nquorum all-three\n"
 	wp, err := ParseWitnessPolicy([]byte(text))

@@ -106,23 +106,7 @@ func TestTlogTilesWithTesseraClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rng := rand.New(rand.NewPCG(25, 1))
-	for range 100 {
-		seq := rng.Int64N(size)
-		theirs, err := pb.InclusionProof(ctx, uint64(seq))
-		if err != nil {
-			t.Fatalf("tessera inclusion proof of %d: %v", seq, err)
-		}
-		_, ours, _ := call(t, "GET", fmt.Sprintf("%s/v1/audit/proof/inclusion?seq=%d&tree_size=%d", in.base, seq, size), aud)
-		sameHashes(t, fmt.Sprintf("inclusion of %d", seq), theirs, decodeHashes(t, ours["hashes"]))
-		small := 1 + rng.Int64N(size-1)
-		theirs, err = pb.ConsistencyProof(ctx, uint64(small), size)
-		if err != nil {
-			t.Fatalf("tessera consistency proof %d → %d: %v", small, size, err)
-		}
-		_, ours, _ = call(t, "GET", fmt.Sprintf("%s/v1/audit/proof/consistency?from=%d&to=%d", in.base, small, size), aud)
-		sameHashes(t, fmt.Sprintf("consistency from %d", small), theirs, decodeHashes(t, ours["hashes"]))
-	}
+	sameProofs(t, in, aud, pb, size, 100, rand.New(rand.NewPCG(25, 1)))
 
 	// Entry bundles hold the leaves the tree hashes: each proves against
 	// the checkpoint's root with Tessera's proof.
@@ -270,6 +254,30 @@ func TestTlogTilesWithTesseraClient(t *testing.T) {
 	}
 }
 
+// sameProofs has Tessera's proof builder pb (over our tiles of the tree
+// of size entries) make n inclusion and n consistency proofs for random
+// indexes, and fails t unless each is byte-equal to /v1/audit/proof/*.
+func sameProofs(t *testing.T, in *instance, token string, pb *client.ProofBuilder, size int64, n int, rng *rand.Rand) {
+	t.Helper()
+	ctx := context.Background()
+	for range n {
+		seq := rng.Int64N(size)
+		theirs, err := pb.InclusionProof(ctx, uint64(seq))
+		if err != nil {
+			t.Fatalf("tessera inclusion proof of %d: %v", seq, err)
+		}
+		_, ours, _ := call(t, "GET", fmt.Sprintf("%s/v1/audit/proof/inclusion?seq=%d&tree_size=%d", in.base, seq, size), token)
+		sameHashes(t, fmt.Sprintf("inclusion of %d", seq), theirs, decodeHashes(t, ours["hashes"]))
+		small := 1 + rng.Int64N(size-1)
+		theirs, err = pb.ConsistencyProof(ctx, uint64(small), uint64(size))
+		if err != nil {
+			t.Fatalf("tessera consistency proof %d → %d: %v", small, size, err)
+		}
+		_, ours, _ = call(t, "GET", fmt.Sprintf("%s/v1/audit/proof/consistency?from=%d&to=%d", in.base, small, size), token)
+		sameHashes(t, fmt.Sprintf("consistency from %d", small), theirs, decodeHashes(t, ours["hashes"]))
+	}
+}
+
 // sameHashes fails t unless a proof from Tessera's client equals ours,
 // hash for hash.
 func sameHashes(t *testing.T, what string, theirs [][]byte, ours []tlog.Hash) {
@@ -384,21 +392,5 @@ func TestTlogTilesAtAMillion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rng := rand.New(rand.NewPCG(25, 1_000_000))
-	for range 1000 {
-		seq := rng.Int64N(size)
-		theirs, err := pb.InclusionProof(ctx, uint64(seq))
-		if err != nil {
-			t.Fatalf("tessera inclusion proof of %d: %v", seq, err)
-		}
-		_, ours, _ := call(t, "GET", fmt.Sprintf("%s/v1/audit/proof/inclusion?seq=%d&tree_size=%d", in.base, seq, size), aud)
-		sameHashes(t, fmt.Sprintf("inclusion of %d", seq), theirs, decodeHashes(t, ours["hashes"]))
-		small := 1 + rng.Int64N(size-1)
-		theirs, err = pb.ConsistencyProof(ctx, uint64(small), size)
-		if err != nil {
-			t.Fatalf("tessera consistency proof %d → %d: %v", small, size, err)
-		}
-		_, ours, _ = call(t, "GET", fmt.Sprintf("%s/v1/audit/proof/consistency?from=%d&to=%d", in.base, small, size), aud)
-		sameHashes(t, fmt.Sprintf("consistency from %d", small), theirs, decodeHashes(t, ours["hashes"]))
-	}
+	sameProofs(t, in, aud, pb, size, 1000, rand.New(rand.NewPCG(25, 1_000_000)))
 }
