@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"testing"
 
-	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/mediatorhq/mediator/packedhash"
 	"github.com/mediatorhq/mediator/test/testdb"
 )
 
@@ -44,11 +44,9 @@ func TestHotQueriesUseIndexesWithoutStatistics(t *testing.T) {
 	}
 	// The right edge of the tree, and the hashes of an inclusion proof.
 	var edge []int64
-	for l := 0; planRows>>l > 0; l++ {
-		if (planRows>>l)&1 == 1 {
-			s, _ := hashOwner(tlog.StoredHashIndex(l, (planRows>>l)-1))
-			edge = append(edge, s)
-		}
+	for _, idx := range packedhash.RightEdge(planRows) {
+		s, _ := packedhash.Owner(idx)
+		edge = append(edge, s)
 	}
 	proof := []int64{12345, 12344, 12347, 12351, 12335, 12319, 12287, 12543, 12799, 13311, 14335, 16383, 8191, 32767, 65535, 98303}
 

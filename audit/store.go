@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/mediatorhq/mediator/packedhash"
 )
 
 // sequencerLock is the PostgreSQL advisory lock key that serialises appends
@@ -184,7 +186,7 @@ func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, 
 	if err != nil {
 		return nil, err
 	}
-	hashes, err := newBatchHashes(ctx, tx, size)
+	hashes, err := packedhash.NewBatch(ctx, tx, entryHashes, size)
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +222,7 @@ type group struct {
 	entries    []Entry
 	prepared   []preparedLeaf
 	existing   map[idKey]logged
-	hashes     *batchHashes
+	hashes     *packedhash.Batch
 	ingestedAt time.Time
 
 	out []Appended
@@ -289,15 +291,9 @@ func (g *group) place(from, to int) error {
 			continue
 		}
 		leaf := g.prepared[i].leaf(g.next, g.ingestedAt)
-		stored, err := tlog.StoredHashes(g.next, leaf, g.hashes)
+		packed, _, err := g.hashes.Append(g.next, leaf)
 		if err != nil {
 			return fmt.Errorf("audit: hash entry %d: %w", g.next, err)
-		}
-		base := tlog.StoredHashIndex(0, g.next)
-		packed := make([]byte, 0, len(stored)*tlog.HashSize)
-		for j, h := range stored {
-			g.hashes.put(base+int64(j), h)
-			packed = append(packed, h[:]...)
 		}
 		g.rows = append(g.rows, []any{g.next, leaf, packed, e.Kind, nullable(e.EventID), e.Submitter,
 			nullable(e.ConversationID), nullableTime(e.OccurredAt), g.ingestedAt})
@@ -354,121 +350,18 @@ func existingEventIDs(ctx context.Context, tx pgx.Tx, entries []Entry) (map[idKe
 // their submitters, pairwise.
 func loggedEventIDsArgs(ids, submitters []string) []any { return []any{ids, submitters} }
 
-// batchHashes is the HashReader an append uses: hashes written earlier in
-// this batch, the right edge of the tree preloaded in one query, and, should
-// the tree code ever ask for anything else, a read from the database.
-type batchHashes struct {
-	ctx context.Context
-	q   querier
-	m   map[int64]tlog.Hash
-}
-
-type querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-}
-
-// newBatchHashes preloads the roots of the complete subtrees of a tree of
-// size n: exactly the hashes that appending records n, n+1, … reads from
-// before the batch's own.
-func newBatchHashes(ctx context.Context, q querier, n int64) (*batchHashes, error) {
-	b := &batchHashes{ctx: ctx, q: q, m: make(map[int64]tlog.Hash)}
-	var edge []int64
-	for l := 0; n>>l > 0; l++ {
-		if (n>>l)&1 == 1 {
-			edge = append(edge, tlog.StoredHashIndex(l, (n>>l)-1))
-		}
-	}
-	if len(edge) == 0 {
-		return b, nil
-	}
-	hs, err := readHashes(ctx, q, edge)
-	if err != nil {
-		return nil, err
-	}
-	for i, idx := range edge {
-		b.m[idx] = hs[i]
-	}
-	return b, nil
-}
-
-func (b *batchHashes) put(idx int64, h tlog.Hash) { b.m[idx] = h }
-
-// ReadHashes implements tlog.HashReader.
-func (b *batchHashes) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
-	out := make([]tlog.Hash, len(indexes))
-	var missing []int64
-	for i, idx := range indexes {
-		if h, ok := b.m[idx]; ok {
-			out[i] = h
-		} else {
-			missing = append(missing, idx)
-		}
-	}
-	if len(missing) == 0 {
-		return out, nil
-	}
-	hs, err := readHashes(b.ctx, b.q, missing)
-	if err != nil {
-		return nil, err
-	}
-	for i, idx := range missing {
-		b.m[idx] = hs[i]
-	}
-	for i, idx := range indexes {
-		out[i] = b.m[idx]
-	}
-	return out, nil
-}
-
-// hashOwner returns the seq of the entry whose hashes column holds stored
-// hash idx, and its position there. Appending record s stores the hashes
-// of levels 0…k at consecutive indexes from StoredHashIndex(0, s), and the
-// level-l node n is completed by record ((n+1)<<l) - 1.
-func hashOwner(idx int64) (seq int64, pos int) {
-	level, n := tlog.SplitStoredHashIndex(idx)
-	return ((n + 1) << level) - 1, level
-}
+// entryHashes is the log's table of packed hashes (package packedhash).
+var entryHashes = packedhash.Table{ReadSQL: sqlReadHashes, What: "audit"}
 
 // readHashes reads stored hashes by index in one query, in the order asked.
-func readHashes(ctx context.Context, q querier, indexes []int64) ([]tlog.Hash, error) {
-	seqs := make([]int64, len(indexes))
-	for i, idx := range indexes {
-		seqs[i], _ = hashOwner(idx)
-	}
-	rows, err := q.Query(ctx, sqlReadHashes, seqs)
-	if err != nil {
-		return nil, fmt.Errorf("audit: read hashes: %w", err)
-	}
-	type seqHashes struct {
-		Seq    int64
-		Hashes []byte
-	}
-	stored, err := pgx.CollectRows(rows, pgx.RowToStructByPos[seqHashes])
-	if err != nil {
-		return nil, fmt.Errorf("audit: read hashes: %w", err)
-	}
-	packed := make(map[int64][]byte, len(stored))
-	for _, e := range stored {
-		packed[e.Seq] = e.Hashes
-	}
-	out := make([]tlog.Hash, len(indexes))
-	for i, idx := range indexes {
-		seq, pos := hashOwner(idx)
-		b := packed[seq]
-		if len(b) < (pos+1)*tlog.HashSize {
-			return nil, fmt.Errorf("audit: stored hash %d (entry %d) is missing", idx, seq)
-		}
-		copy(out[i][:], b[pos*tlog.HashSize:])
-	}
-	return out, nil
+func readHashes(ctx context.Context, q packedhash.Querier, indexes []int64) ([]tlog.Hash, error) {
+	return entryHashes.Read(ctx, q, indexes)
 }
 
 // HashReader returns a tlog.HashReader over the stored hashes. Each
 // ReadHashes call is one query.
 func (s *store) HashReader(ctx context.Context) tlog.HashReader {
-	return tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
-		return readHashes(ctx, s.pool, indexes)
-	})
+	return entryHashes.Reader(ctx, s.pool)
 }
 
 // Size returns the number of entries in the log.

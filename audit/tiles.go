@@ -26,7 +26,7 @@ const sqlEntryRange = "SELECT leaf FROM audit_entries WHERE seq >= $1 AND seq < 
 
 // sqlLeafHashRange reads the leaf hashes of the entries in [$1, $2), in
 // seq order: a level-0 hash tile, a range of the primary key. Each row's
-// stored hashes begin with its leaf hash (hashOwner: level 0, position 0).
+// stored hashes begin with its leaf hash (packedhash.Owner: level 0, position 0).
 const sqlLeafHashRange = "SELECT substring(hashes FROM 1 FOR 32) FROM audit_entries WHERE seq >= $1 AND seq < $2 ORDER BY seq"
 
 // tileInTree reports whether the tile at level, index and width (hashes,
