@@ -32,6 +32,9 @@ import (
 type Checkpoint struct {
 	Size int64
 	Root tlog.Hash
+	// Note is the checkpoint as the log signed it, given to Put (a mirror
+	// keeps it, C2SP tlog-mirror); Latest need not return it.
+	Note string
 }
 
 // Store keeps the latest cosigned checkpoint per log origin, durably. Put
@@ -53,6 +56,8 @@ type Log struct {
 }
 
 // Witness cosigns checkpoints of its logs. It is safe for concurrent use.
+// Without a signer (NewRecorder) it checks and stores them the same way
+// but cosigns nothing.
 type Witness struct {
 	signer note.Signer
 	logs   map[string]Log
@@ -68,6 +73,14 @@ func New(signer note.Signer, store Store, logs ...Log) *Witness {
 		w.logs[l.Origin] = l
 	}
 	return w
+}
+
+// NewRecorder returns a witness that checks every checkpoint as New's
+// does and stores it, with the log's signature, but signs nothing: its
+// add-checkpoint answers an empty body. It is a mirror's pending
+// checkpoint (C2SP tlog-mirror, add-checkpoint).
+func NewRecorder(store Store, logs ...Log) *Witness {
+	return New(nil, store, logs...)
 }
 
 // Error is a refusal with the HTTP status C2SP tlog-witness gives it.
@@ -169,11 +182,14 @@ func (w *Witness) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 	if found {
 		prev = &latest
 	}
-	if err := w.store.Put(ctx, origin, prev, Checkpoint{Size: size, Root: root}); err != nil {
+	if err := w.store.Put(ctx, origin, prev, Checkpoint{Size: size, Root: root, Note: logSigned(n)}); err != nil {
 		if errors.Is(err, ErrChanged) {
 			return nil, refuse(http.StatusConflict, "another request moved the log meanwhile; try again")
 		}
 		return nil, refuse(http.StatusServiceUnavailable, "its store is unavailable")
+	}
+	if w.signer == nil {
+		return []byte{}, nil
 	}
 	cosigned, err := note.Sign(&note.Note{Text: n.Text}, w.signer)
 	if err != nil {
@@ -181,6 +197,18 @@ func (w *Witness) AddCheckpoint(ctx context.Context, body []byte) ([]byte, error
 	}
 	_, sigs, _ := bytes.Cut(cosigned, []byte("\n\n"))
 	return sigs, nil
+}
+
+// logSigned is the checkpoint n with only the signatures that verified:
+// the log's. A cosignature some other party added is not passed on.
+func logSigned(n *note.Note) string {
+	var b bytes.Buffer
+	b.WriteString(n.Text)
+	b.WriteString("\n")
+	for _, s := range n.Sigs {
+		fmt.Fprintf(&b, "— %s %s\n", s.Name, s.Base64)
+	}
+	return b.String()
 }
 
 // Handler serves POST /add-checkpoint.

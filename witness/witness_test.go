@@ -212,3 +212,32 @@ func TestHandlerSpeaksTheProtocol(t *testing.T) {
 		t.Fatalf("409 body %q", b.String())
 	}
 }
+
+// TestRecorderSignsNothing: a recorder (a mirror's pending checkpoint)
+// checks as a witness does, answers no cosignature, and stores the
+// checkpoint with the log's signature alone, even when the request
+// carried another line.
+func TestRecorderSignsNothing(t *testing.T) {
+	ctx := context.Background()
+	skey, vkey, _ := note.GenerateKey(rand.Reader, origin)
+	logSigner, _ := note.NewSigner(skey)
+	logVerifier, _ := note.NewVerifier(vkey)
+	l := &testLog{hashes: map[int64]tlog.Hash{}, signer: logSigner}
+	store := &memStore{m: map[string]Checkpoint{}}
+	r := NewRecorder(store, Log{Origin: origin, Verifiers: []note.Verifier{logVerifier}})
+	l.grow(t, 10, "a")
+	body := append(request(t, l, 0, 10), "— someone.else AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==\n"...)
+	sigs, err := r.AddCheckpoint(ctx, body)
+	if err != nil || len(sigs) != 0 {
+		t.Fatalf("AddCheckpoint = %q, %v; want no cosignature", sigs, err)
+	}
+	got := store.m[origin]
+	if got.Size != 10 || got.Note != string(l.checkpoint(t, 10)) {
+		t.Fatalf("stored %d and note\n%s\nwant 10 and only the log's signature", got.Size, got.Note)
+	}
+	fork := &testLog{hashes: map[int64]tlog.Hash{}, signer: logSigner}
+	fork.grow(t, 10, "b")
+	if _, err := r.AddCheckpoint(ctx, request(t, fork, 10, 10)); err == nil {
+		t.Fatal("the recorder took a fork")
+	}
+}
