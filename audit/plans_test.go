@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"testing"
 
-
 	"github.com/mediatorhq/mediator/packedhash"
 	"github.com/mediatorhq/mediator/test/testdb"
 )
