@@ -374,7 +374,7 @@ func (c *checkpointer) witness(ctx context.Context, cp Checkpoint) error {
 		return nil
 	}
 	c.wcOnce.Do(func() {
-		c.wc = &witnessClient{policy: c.Witnesses, http: &http.Client{}, store: c.store, onResult: c.OnWitness, size: map[string]int64{}}
+		c.wc = &witnessClient{policy: c.Witnesses, http: &http.Client{}, store: c.store, onResult: c.OnWitness, size: map[string]int64{}, next: map[string]int64{}}
 	})
 	have, err := c.wc.cosign(ctx, cp)
 	if err != nil {

@@ -56,7 +56,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	m.witnessAnswers = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mediator_audit_witness_answers_total",
-		Help: "Witnesses' answers to add-checkpoint, by witness and result: cosigned, conflict (a fork or rollback it refused), refused, unavailable.",
+		Help: "Witnesses' answers to add-checkpoint, by witness and result: cosigned, conflict (a fork or rollback it refused), refused, unavailable, mirror_behind (a mirror still receiving entries).",
 	}, []string{"witness", "result"})
 	m.publishedSize = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "mediator_audit_published_tree_size",

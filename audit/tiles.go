@@ -158,6 +158,20 @@ func (s *store) leafHashTile(ctx context.Context, index int64, width int) ([]byt
 	return out, nil
 }
 
+// Leaves returns the leaves of entries [start, end), in order: what a
+// mirror upload sends (mirror.Source).
+func (s *store) Leaves(ctx context.Context, start, end int64) ([][]byte, error) {
+	rows, err := s.pool.Query(ctx, sqlEntryRange, start, end)
+	if err != nil {
+		return nil, fmt.Errorf("audit: read leaves: %w", err)
+	}
+	leaves, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+	if err != nil {
+		return nil, fmt.Errorf("audit: read leaves: %w", err)
+	}
+	return leaves, nil
+}
+
 // ErrEntryTooLarge is returned for an entry bundle holding a leaf longer
 // than an entry bundle can frame (65,535 bytes).
 var ErrEntryTooLarge = fmt.Errorf("audit: a leaf longer than %d bytes does not fit an entry bundle", math.MaxUint16)

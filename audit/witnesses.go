@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/mediatorhq/mediator/mirror"
 	"github.com/mediatorhq/mediator/tlogpolicy"
 	"github.com/mediatorhq/mediator/witness"
 	"golang.org/x/mod/sumdb/note"
@@ -123,6 +124,7 @@ type witnessClient struct {
 
 	mu   sync.Mutex
 	size map[string]int64 // witness name → size it cosigned last, as far as known
+	next map[string]int64 // mirror name → its next entry, as it last said
 }
 
 // cosign asks every witness of the policy that has not cosigned cp yet,
@@ -162,7 +164,7 @@ const witnessTimeout = 5 * time.Second
 
 // ask sends cp to witness w, once more with the witness's own old size if
 // it answers 409, and returns the verified cosignature line and a result
-// for metrics: cosigned, conflict, refused, unavailable.
+// for metrics: cosigned, conflict, refused, unavailable, mirror_behind.
 func (wc *witnessClient) ask(ctx context.Context, w Witness, cp Checkpoint) (string, string) {
 	wc.mu.Lock()
 	old := wc.size[w.Name]
@@ -187,15 +189,19 @@ func (wc *witnessClient) ask(ctx context.Context, w Witness, cp Checkpoint) (str
 		cancel()
 		switch resp.StatusCode {
 		case http.StatusOK:
-			// Keep only this witness's cosignature, and only if it verifies.
-			line := witnessLine(answer, w.Name)
-			if _, err := note.Open([]byte(cp.Note+line), note.VerifierList(w.Verifier)); line == "" || err != nil {
-				return "", "refused"
+			if len(bytes.TrimSpace(answer)) == 0 {
+				// A mirror (C2SP tlog-mirror): it keeps cp as pending and
+				// cosigns once it holds every entry of it.
+				wc.mu.Lock()
+				wc.size[w.Name] = cp.Size
+				wc.mu.Unlock()
+				mirrored, result := wc.mirror(ctx, w, cp)
+				if result != "" {
+					return "", result
+				}
+				answer = mirrored
 			}
-			wc.mu.Lock()
-			wc.size[w.Name] = cp.Size
-			wc.mu.Unlock()
-			return line, "cosigned"
+			return wc.verified(w, cp, answer)
 		case http.StatusConflict:
 			n, err := strconv.ParseInt(strings.TrimSpace(string(answer)), 10, 64)
 			if err != nil || resp.Header.Get("Content-Type") != "text/x.tlog.size" || n == old {
@@ -210,6 +216,45 @@ func (wc *witnessClient) ask(ctx context.Context, w Witness, cp Checkpoint) (str
 		}
 	}
 	return "", "conflict"
+}
+
+// verified returns w's cosignature line of cp in answer if it verifies,
+// and the result for metrics.
+func (wc *witnessClient) verified(w Witness, cp Checkpoint, answer []byte) (string, string) {
+	// Keep only this witness's cosignature, and only if it verifies.
+	line := witnessLine(answer, w.Name)
+	if _, err := note.Open([]byte(cp.Note+line), note.VerifierList(w.Verifier)); line == "" || err != nil {
+		return "", "refused"
+	}
+	wc.mu.Lock()
+	wc.size[w.Name] = cp.Size
+	wc.mu.Unlock()
+	return line, "cosigned"
+}
+
+// mirror uploads to the mirror w the entries of cp it lacks (C2SP
+// tlog-mirror add-entries) and returns its answer, or a result for
+// metrics if it did not cosign: mirror_behind while it is still catching
+// up, unavailable, refused.
+func (wc *witnessClient) mirror(ctx context.Context, w Witness, cp Checkpoint) ([]byte, string) {
+	wc.mu.Lock()
+	next := wc.next[w.Name]
+	wc.mu.Unlock()
+	origin, _, _ := strings.Cut(cp.Note, "\n")
+	answer, next, err := mirror.Upload(ctx, wc.http, w.URL, origin, cp.Size, next, wc.store)
+	wc.mu.Lock()
+	wc.next[w.Name] = next
+	wc.mu.Unlock()
+	switch {
+	case err == nil:
+		return answer, ""
+	case ctx.Err() != nil:
+		return nil, "mirror_behind"
+	case errors.Is(err, mirror.ErrNotPending):
+		return nil, "conflict"
+	default:
+		return nil, "unavailable"
+	}
 }
 
 // request is an add-checkpoint body: old size, a consistency proof from
