@@ -212,6 +212,9 @@ func (wc *witnessClient) ask(ctx context.Context, w Witness, cp Checkpoint) (str
 			wc.size[w.Name] = n
 			wc.mu.Unlock()
 		default:
+			if resp.StatusCode >= 500 {
+				return "", "unavailable" // down or overloaded, not a refusal
+			}
 			return "", "refused"
 		}
 	}
@@ -251,7 +254,7 @@ func (wc *witnessClient) mirror(ctx context.Context, w Witness, cp Checkpoint) (
 	case ctx.Err() != nil:
 		return nil, "mirror_behind"
 	case errors.Is(err, mirror.ErrNotPending):
-		return nil, "conflict"
+		return nil, "refused" // it holds another pending or newer checkpoint
 	default:
 		return nil, "unavailable"
 	}
