@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
+	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/mediatorhq/mediator/test/harness"
 )
@@ -91,5 +95,60 @@ func TestConcurrentUpAppliesOnce(t *testing.T) {
 	var n int
 	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM goose_db_version WHERE version_id = 1").Scan(&n); err != nil || n != 1 {
 		t.Fatalf("migration 1 recorded %d times (%v)", n, err)
+	}
+}
+
+// TestRecreatedAuditEntriesMatch: the audit_entries that
+// RecreateAuditEntries makes after the table was dropped has the columns,
+// constraints, indexes, triggers and grants the migrations give it, and
+// latestVersion is the newest migration.
+func TestRecreatedAuditEntriesMatch(t *testing.T) {
+	ctx := context.Background()
+	shape := func(dsn string, recreate bool) string {
+		db, err := Open(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if _, err := Up(ctx, db, slog.New(slog.DiscardHandler)); err != nil {
+			t.Fatal(err)
+		}
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		if recreate {
+			if _, err := conn.Exec(ctx, "DROP TABLE audit_entries"); err != nil {
+				t.Fatal(err)
+			}
+			err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return RecreateAuditEntries(ctx, tx) })
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		var out string
+		err = conn.QueryRow(ctx, `SELECT concat_ws(E'\n',
+			(SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod) || ' ' || attnotnull || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), ''), E'\n' ORDER BY attnum)
+			   FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+			  WHERE attrelid = 'audit_entries'::regclass AND attnum > 0 AND NOT attisdropped),
+			(SELECT string_agg(conname || ' ' || pg_get_constraintdef(oid), E'\n' ORDER BY conname) FROM pg_constraint WHERE conrelid = 'audit_entries'::regclass),
+			(SELECT string_agg(indexdef, E'\n' ORDER BY indexname) FROM pg_indexes WHERE tablename = 'audit_entries'),
+			(SELECT string_agg(pg_get_triggerdef(oid), E'\n' ORDER BY tgname) FROM pg_trigger WHERE tgrelid = 'audit_entries'::regclass),
+			(SELECT string_agg(grantee || ' ' || privilege_type, E'\n' ORDER BY grantee, privilege_type) FROM information_schema.role_table_grants WHERE table_name = 'audit_entries'),
+			(SELECT relacl::text || ' ' || coalesce(reloptions::text, '') FROM pg_class WHERE oid = 'audit_entries'::regclass),
+			(SELECT max(version_id)::text FROM goose_db_version))`).Scan(&out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	migrated := shape(env.NewDatabase(t), false)
+	recreated := shape(env.NewDatabase(t), true)
+	if migrated != recreated {
+		t.Fatalf("the recreated audit_entries differs from the migrated one:\nmigrated:\n%s\n\nrecreated:\n%s", migrated, recreated)
+	}
+	if !strings.HasSuffix(migrated, "\n"+strconv.Itoa(latestVersion)) {
+		t.Fatalf("latestVersion %d is not the newest migration:\n%s", latestVersion, migrated)
 	}
 }

@@ -23,17 +23,20 @@ import (
 // Handler serves the mirror: the submission endpoints at its root
 // (POST /add-checkpoint, POST /add-entries) and the copy, as C2SP
 // tlog-tiles, under /<origin hash>/ (checkpoint, tile/<L>/<N>[.p/<W>],
-// tile/entries/<N>[.p/<W>]). GET /healthz answers once the database does.
+// tile/entries/<N>[.p/<W>]). GET /healthz answers {"status":"ok"} while
+// its database does, 503 otherwise.
 func (m *Mirror) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST /add-checkpoint", m.pending.Handler())
 	mux.HandleFunc("POST /add-entries", m.addEntries)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
 		if err := m.pool.Ping(r.Context()); err != nil {
-			http.Error(w, "the mirror's database is unavailable", http.StatusServiceUnavailable)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, `{"status":"unavailable"}`)
 			return
 		}
-		fmt.Fprintln(w, "ok")
+		fmt.Fprintln(w, `{"status":"ok"}`)
 	})
 	mux.HandleFunc("GET /"+m.prefix+"/checkpoint", m.reader(m.serveCheckpoint))
 	mux.HandleFunc("GET /"+m.prefix+"/tile/entries/{path...}", m.reader(m.serveBundle))

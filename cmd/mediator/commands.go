@@ -38,6 +38,11 @@ func commands() *command {
 			{name: "serve", forms: []form{{"--config FILE", "run the pseudonym service (an organisation other than the mediator's operator)"}}, run: pseudonymServeCmd},
 		}},
 		{name: "agent", forms: []form{{"--config FILE", "run the gateway agent: raw events and keys in over a local socket, pseudonymised and sealed here"}}, run: agentCmd},
+		{name: "mirror", verbs: []*command{
+			{name: "init", forms: []form{{"--config FILE --url URL", "make a mirror's cosigning key; print its line for the log's witness policy"}}, run: mirrorInitCmd},
+			{name: "serve", forms: []form{{"--config FILE", "run a C2SP tlog-mirror of the log on its own database (a regulator, or another third party)"}}, run: mirrorServeCmd},
+			{name: "restore", forms: []form{{"--from URL --log-key VKEY --mirror-key VKEY [--token-file F] [--dry-run] [--yes]", "rebuild the log's lost entries table from a mirror's cosigned copy (asks first)"}}, run: mirrorRestoreCmd},
+		}},
 		rosterCommands(),
 		{name: "approver", verbs: []*command{
 			{name: "checkin", forms: []form{{"--key FILE", "sign a liveness check-in (approver)"}}, run: approverCheckinCmd},

@@ -48,6 +48,12 @@
 //	mediator pseudonym serve --config FILE
 //	                                  run the pseudonym service (an organisation other than the mediator's operator)
 //	mediator agent --config FILE      run the gateway agent: raw events and keys in over a local socket, pseudonymised and sealed here
+//	mediator mirror init --config FILE --url URL
+//	                                  make a mirror's cosigning key; print its line for the log's witness policy
+//	mediator mirror serve --config FILE
+//	                                  run a C2SP tlog-mirror of the log on its own database (a regulator, or another third party)
+//	mediator mirror restore --from URL --log-key VKEY --mirror-key VKEY [--token-file F] [--dry-run] [--yes]
+//	                                  rebuild the log's lost entries table from a mirror's cosigned copy (asks first)
 //	mediator roster genesis --file DRAFT
 //	                                  print the digest a draft has as the first version (what everyone pins); to stderr, a short form to read aloud
 //	mediator roster propose --file DRAFT [--dry-run] [--yes]
