@@ -45,7 +45,8 @@ unit: toolchain vault
 e2e: toolchain vault
 	$(GO) test -race -count=1 -timeout 20m -v ./test/e2e
 
-# interop checks the log's C2SP tlog-proof and tlog-policy files with code
+# interop checks the log's C2SP tlog-proof and tlog-policy files, and the
+# subtree consistency proofs of its mirror uploads, with code
 # we did not write, filippo.io/torchwood v0.10.0. It needs Go 1.27, so it is
 # a module of its own under tools/torchwood, run with GOTOOLCHAIN=go1.27.3
 # (the go command fetches that toolchain from the module proxy once, about
