@@ -59,7 +59,7 @@ interop: toolchain
 # in Go 1.26's fuzz coordinator, golang/go#75804, fixed in Go 1.27). For a
 # long run: FUZZTIME=2000000x make fuzz (or FUZZTIME=5m, with that risk).
 FUZZTIME ?= 20000x
-FUZZ_TARGETS := ./redact:FuzzDecodeAndMinimize ./audit:FuzzOpenCheckpoint ./audit:FuzzVerifyBundle ./audit:FuzzLeafCanonical ./redact:FuzzCanonicalRecord ./audit:FuzzBundleProofs ./approval:FuzzApprovalSignature ./approval:FuzzCanonicalRequest ./shares:FuzzRecover ./roster:FuzzVerifyChain ./tlogpolicy:FuzzParse ./audit:FuzzParseTlogProof
+FUZZ_TARGETS := ./redact:FuzzDecodeAndMinimize ./audit:FuzzOpenCheckpoint ./audit:FuzzVerifyBundle ./audit:FuzzLeafCanonical ./redact:FuzzCanonicalRecord ./audit:FuzzBundleProofs ./approval:FuzzApprovalSignature ./approval:FuzzCanonicalRequest ./shares:FuzzRecover ./roster:FuzzVerifyChain ./tlogpolicy:FuzzParse ./audit:FuzzParseTlogProof ./subtree:FuzzCheck
 fuzz: toolchain
 	@for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; name=$${t##*:}; \
