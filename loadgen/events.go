@@ -25,6 +25,7 @@ import (
 	"github.com/transparency-dev/tessera/api/layout"
 
 	"github.com/mediatorhq/mediator/client"
+	"github.com/mediatorhq/mediator/mirror"
 	"github.com/mediatorhq/mediator/pseudonym"
 )
 
@@ -55,6 +56,10 @@ type Config struct {
 	// Proofs is how many inclusion proofs to time after the run (needs
 	// AuditorToken); 0 skips it.
 	Proofs int
+	// MirrorURL, if set, is a mirror's copy of the log (C2SP tlog-mirror,
+	// <prefix>/<origin hash>, readable without a token) whose checkpoint
+	// is polled to measure mirror lag.
+	MirrorURL string
 	// Tiles is how many full level-0 C2SP tiles to time after the run,
 	// from /v1/audit/tlog/ (needs AuditorToken); 0 skips it.
 	Tiles int
@@ -91,6 +96,10 @@ type Report struct {
 	// not measured.
 	PublishP50, PublishP99 time.Duration
 	PublishSamples         int
+	// MirrorP50 and MirrorP99 are the same for the mirror's cosigned
+	// checkpoint (Config.MirrorURL); zero when not measured.
+	MirrorP50, MirrorP99 time.Duration
+	MirrorSamples        int
 	// RSSStart and RSSEnd are the server's resident memory, if /metrics said.
 	RSSStart, RSSEnd float64
 	LastSeq          int64
@@ -130,6 +139,9 @@ func (r Report) String() string {
 	}
 	if r.PublishSamples > 0 {
 		fmt.Fprintf(&b, "publication lag over %d batches: p50 %s, p99 %s\n", r.PublishSamples, r.PublishP50.Round(time.Millisecond), r.PublishP99.Round(time.Millisecond))
+	}
+	if r.MirrorSamples > 0 {
+		fmt.Fprintf(&b, "mirror lag over %d batches: p50 %s, p99 %s\n", r.MirrorSamples, r.MirrorP50.Round(time.Millisecond), r.MirrorP99.Round(time.Millisecond))
 	}
 	if r.ProofTreeSize > 0 {
 		fmt.Fprintf(&b, "inclusion proofs at tree size %d: p50 %s, p99 %s\n", r.ProofTreeSize, r.ProofP50.Round(10*time.Microsecond), r.ProofP99.Round(10*time.Microsecond))
@@ -238,9 +250,13 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 			}
 		}
 	}()
-	lags := &publishLags{}
+	lags, mirrorLags := &publishLags{}, &publishLags{}
 	if auditor != nil {
-		stopPoll := lags.poll(context.WithoutCancel(ctx), auditor)
+		stopPoll := lags.poll(context.WithoutCancel(ctx), func(ctx context.Context) (int64, error) { return checkpointSize(ctx, auditor) })
+		defer stopPoll()
+	}
+	if cfg.MirrorURL != "" {
+		stopPoll := mirrorLags.poll(context.WithoutCancel(ctx), func(ctx context.Context) (int64, error) { return mirrorSize(ctx, cfg.MirrorURL) })
 		defer stopPoll()
 	}
 	var readers *tileReaders
@@ -329,6 +345,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 	}
 	if auditor != nil {
 		rep.PublishSamples, rep.PublishP50, rep.PublishP99 = lags.wait(30 * time.Second)
+	}
+	if cfg.MirrorURL != "" {
+		rep.MirrorSamples, rep.MirrorP50, rep.MirrorP99 = mirrorLags.wait(30 * time.Second)
 	}
 	if auditor != nil && cfg.Proofs > 0 {
 		if err := timeProofs(context.Background(), auditor, cfg.Proofs, &rep); err != nil {
@@ -499,6 +518,19 @@ func checkpointSize(ctx context.Context, c *client.Client) (int64, error) {
 	lines := strings.SplitN(note, "\n", 3)
 	if len(lines) < 3 {
 		return 0, errors.New("loadgen: checkpoint: not a checkpoint note")
+	}
+	return strconv.ParseInt(lines[1], 10, 64)
+}
+
+// mirrorSize is the size of the checkpoint a mirror's copy serves.
+func mirrorSize(ctx context.Context, copyURL string) (int64, error) {
+	signed, err := mirror.Copy{URL: copyURL}.Checkpoint(ctx)
+	if err != nil {
+		return 0, err
+	}
+	lines := strings.SplitN(string(signed), "\n", 3)
+	if len(lines) < 3 {
+		return 0, errors.New("loadgen: mirror checkpoint: not a checkpoint note")
 	}
 	return strconv.ParseInt(lines[1], 10, 64)
 }
@@ -686,8 +718,8 @@ func serverRSS(ctx context.Context, client *http.Client, url, token string) floa
 	return 0
 }
 
-// publishLags measures, for each acknowledged batch, how long until the
-// checkpoint the service serves covers it.
+// publishLags measures, for each acknowledged batch, how long until a
+// checkpoint covers it: the one the service serves, or a mirror's.
 type publishLags struct {
 	mu      sync.Mutex
 	pending []ackedBatch
@@ -707,7 +739,7 @@ func (p *publishLags) acked(seq int64, at time.Time) {
 
 // poll fetches the checkpoint every 25 ms and settles the batches it
 // covers, until the returned stop is called.
-func (p *publishLags) poll(ctx context.Context, c *client.Client) (stop func()) {
+func (p *publishLags) poll(ctx context.Context, size func(context.Context) (int64, error)) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	go func() {
 		t := time.NewTicker(25 * time.Millisecond)
@@ -718,7 +750,7 @@ func (p *publishLags) poll(ctx context.Context, c *client.Client) (stop func()) 
 				return
 			case <-t.C:
 			}
-			n, err := checkpointSize(ctx, c)
+			n, err := size(ctx)
 			if err != nil {
 				continue
 			}

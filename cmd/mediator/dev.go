@@ -34,6 +34,7 @@ func devCmd(ctx context.Context, c *call, args []string) error {
 		{flag: "log-level", value: logLevel(&level, "info"), usage: "debug, info, warn or error"},
 	}, serveLimitSettings(&limits)...)...)
 	keep := fs.Bool("keep", false, "keep the dev database when dev exits; by default the database dev created is dropped on exit (one named by DATABASE_URL is never dropped)")
+	withMirror := fs.Bool("mirror", false, "also run a regulator's mirror (C2SP tlog-mirror) of the log on a database of its own, and require its cosignature, beside the custodians', before a checkpoint is published")
 	cpuProfile := fs.String("cpu-profile", "", "write a Go CPU profile of this process (the mediator, the dev custodians and pseudonym service) to this file until dev stops (read it with go tool pprof); it holds code addresses and sample counts, never data")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -66,6 +67,11 @@ func devCmd(ctx context.Context, c *call, args []string) error {
 	genesisDigest, err := genesis.Digest()
 	if err != nil {
 		return err
+	}
+	if *withMirror {
+		if _, err := startDevMirror(ctx, in, *keep, log); err != nil {
+			return err
+		}
 	}
 	cfg := serveConfig{
 		Addr:               addr,
