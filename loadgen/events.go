@@ -313,6 +313,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 				latencies = append(latencies, lat)
 				lastAck = time.Now()
 				mu.Unlock()
+				if cfg.MirrorURL != "" && seq >= 0 {
+					mirrorLags.acked(seq, lastAck)
+				}
 				if auditor != nil && seq >= 0 {
 					lags.acked(seq, lastAck)
 				}

@@ -94,7 +94,10 @@ func uploadBody(ctx context.Context, origin string, start, end, size int64, src 
 		if int64(len(leaves)) != end-start {
 			return nil, fmt.Errorf("mirror: read %d leaves of [%d, %d)", len(leaves), start, end)
 		}
-		hashes := src.HashReader(ctx)
+		hashes, err := prefetch(src.HashReader(ctx), start, end, size)
+		if err != nil {
+			return nil, err
+		}
 		for lo := start &^ (PackageSize - 1); lo < end; lo += PackageSize {
 			s, e := max(start, lo), min(end, lo+PackageSize)
 			for _, leaf := range leaves[s-start : e-start] {
@@ -121,6 +124,37 @@ func uploadBody(ctx context.Context, origin string, start, end, size int64, src 
 		return nil, err
 	}
 	return z.Bytes(), nil
+}
+
+// prefetch reads, in one call of r, every hash the proofs of the packages
+// of [start, end) in a tree of size need, and returns a reader of them.
+func prefetch(r tlog.HashReader, start, end, size int64) (tlog.HashReader, error) {
+	var indexes []int64
+	for lo := start &^ (PackageSize - 1); lo < end; lo += PackageSize {
+		indexes = append(indexes, subtree.ProofIndexes(size, lo, min(end, lo+PackageSize))...)
+	}
+	read, err := r.ReadHashes(indexes)
+	if err != nil {
+		return nil, fmt.Errorf("mirror: read proof hashes: %w", err)
+	}
+	if len(read) != len(indexes) {
+		return nil, fmt.Errorf("mirror: read %d proof hashes of %d", len(read), len(indexes))
+	}
+	m := make(map[int64]tlog.Hash, len(indexes))
+	for i, idx := range indexes {
+		m[idx] = read[i]
+	}
+	return tlog.HashReaderFunc(func(want []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(want))
+		for i, idx := range want {
+			h, ok := m[idx]
+			if !ok {
+				return nil, fmt.Errorf("mirror: proof hash %d was not read", idx)
+			}
+			out[i] = h
+		}
+		return out, nil
+	}), nil
 }
 
 // post sends one gzip-compressed add-entries body.

@@ -103,22 +103,41 @@ func readPackage(r *bufio.Reader, n int64) (entryPackage, error) {
 	return p, nil
 }
 
-// commitPackage authenticates the package of entries [s, e) in the
-// package span starting at lo, against the pending checkpoint cp, and
-// stores those the mirror lacks. It returns the mirror's next entry.
-func (m *Mirror) commitPackage(ctx context.Context, cp checkpoint, lo, s, e int64, p entryPackage) (int64, error) {
+// verified is an authenticated package: entries [s, e) and their leaves.
+type verified struct {
+	s, e   int64
+	leaves [][]byte
+}
+
+// verifyPackage authenticates the package of entries [s, e), in the
+// package span starting at lo, against the pending checkpoint cp: the
+// subtree [lo, e), hashed from the entries below s the mirror holds and
+// the package's, must prove into cp.
+func (m *Mirror) verifyPackage(ctx context.Context, cp checkpoint, lo, s, e int64, p entryPackage) (verified, error) {
 	known, err := m.leafHashes(ctx, lo, s)
 	if err != nil {
-		return 0, err
+		return verified{}, err
 	}
 	for _, leaf := range p.leaves {
 		known = append(known, tlog.RecordHash(leaf))
 	}
 	if err := subtree.Check(p.proof, cp.size, cp.root, lo, e, subtree.Root(known)); err != nil {
-		return 0, fmt.Errorf("%w: [%d, %d) in %d", ErrProof, lo, e, cp.size)
+		return verified{}, fmt.Errorf("%w: [%d, %d) in %d", ErrProof, lo, e, cp.size)
 	}
+	return verified{s: s, e: e, leaves: p.leaves}, nil
+}
+
+// commit stores, in one transaction, the entries of the authenticated
+// packages (consecutive, in order) that the mirror lacks, and returns its
+// next entry. Entries another request stored first are skipped: they were
+// proven into a checkpoint of the same log, so they are the same.
+func (m *Mirror) commit(ctx context.Context, packages []verified) (int64, error) {
+	if len(packages) == 0 {
+		return m.next(ctx, m.pool)
+	}
+	first, last := packages[0].s, packages[len(packages)-1].e
 	next := int64(0)
-	err = pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", commitLock); err != nil {
 			return err
 		}
@@ -126,31 +145,33 @@ func (m *Mirror) commitPackage(ctx context.Context, cp checkpoint, lo, s, e int6
 		if err != nil {
 			return err
 		}
-		next = max(n, e)
-		if n < s {
-			return fmt.Errorf("mirror: entries from %d are missing below a package at %d", n, s)
+		next = max(n, last)
+		if n < first {
+			return fmt.Errorf("mirror: entries from %d are missing below a package at %d", n, first)
 		}
-		if n >= e {
-			return nil // another request stored them first: the same entries
+		if n >= last {
+			return nil // another request stored them first
 		}
 		batch, err := packedhash.NewBatch(ctx, tx, entryTable, n)
 		if err != nil {
 			return err
 		}
-		rows := make([][]any, 0, e-n)
-		for i := n; i < e; i++ {
-			leaf := p.leaves[i-s]
-			packed, _, err := batch.Append(i, leaf)
-			if err != nil {
-				return err
+		rows := make([][]any, 0, last-n)
+		for _, p := range packages {
+			for i := max(n, p.s); i < p.e; i++ {
+				leaf := p.leaves[i-p.s]
+				packed, _, err := batch.Append(i, leaf)
+				if err != nil {
+					return err
+				}
+				rows = append(rows, []any{i, leaf, packed})
 			}
-			rows = append(rows, []any{i, leaf, packed})
 		}
 		_, err = tx.CopyFrom(ctx, pgx.Identifier{"mirror_entries"}, []string{"idx", "leaf", "hashes"}, pgx.CopyFromRows(rows))
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("mirror: store entries [%d, %d): %w", s, e, err)
+		return 0, fmt.Errorf("mirror: store entries [%d, %d): %w", first, last, err)
 	}
 	m.opts.Metrics.stored(next)
 	return next, nil

@@ -72,6 +72,9 @@ func (m *Mirror) addEntries(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(answer)
 }
 
+// commitEvery is how many authenticated packages one transaction commits.
+const commitEvery = 32
+
 // mirrorInfo is the body of a 409 or 202 answer: a valid pending size, the
 // next entry, and the ticket (always empty: every pending checkpoint is
 // kept, so none needs recovering).
@@ -111,26 +114,53 @@ func (m *Mirror) upload(ctx context.Context, r *bufio.Reader) (int, []byte) {
 	if u.start > u.end || u.start > next || u.start < next-maxBehind*PackageSize {
 		return http.StatusConflict, mirrorInfo(u.end, next)
 	}
-	saved := 0
-	for lo := u.start &^ (PackageSize - 1); lo < u.end; lo += PackageSize {
+	// Packages are authenticated one by one as they arrive and committed
+	// together, up to commitEvery at a time: one transaction, not one a
+	// package (the specification lets a mirror defer commits).
+	var pending []verified
+	saved, status := 0, 0
+	var answer []byte
+	flush := func() bool {
+		n, err := m.commit(ctx, pending)
+		if err != nil {
+			status, answer = m.unavailable(err)
+			return false
+		}
+		saved += len(pending)
+		next, pending = n, pending[:0]
+		return true
+	}
+	for lo := u.start &^ (PackageSize - 1); lo < u.end && status == 0; lo += PackageSize {
 		s, e := max(u.start, lo), min(u.end, lo+PackageSize)
 		p, err := readPackage(r, e-s)
 		if err != nil {
-			if saved == 0 {
-				return http.StatusBadRequest, []byte("the body ends or breaks before its first whole entry package\n")
-			}
-			return http.StatusAccepted, mirrorInfo(u.end, next)
+			status = http.StatusAccepted // the body ended or broke: what was authenticated is kept
+			break
 		}
-		n, err := m.commitPackage(ctx, cp, lo, s, e, p)
-		if errors.Is(err, ErrProof) {
+		v, err := m.verifyPackage(ctx, cp, lo, s, e, p)
+		switch {
+		case errors.Is(err, ErrProof):
 			m.opts.Log.Warn("mirror: refused an entry package", "from", lo, "to", e, "checkpoint", cp.size)
-			return http.StatusUnprocessableEntity, []byte(err.Error() + "\n")
+			status, answer = http.StatusUnprocessableEntity, []byte(err.Error()+"\n")
+		case err != nil:
+			status, answer = m.unavailable(err)
+		default:
+			pending = append(pending, v)
+			if len(pending) == commitEvery && !flush() {
+				return status, answer
+			}
 		}
-		if err != nil {
-			return m.unavailable(err)
-		}
-		next = n
-		saved++
+	}
+	if len(pending) > 0 && !flush() {
+		return status, answer
+	}
+	switch {
+	case status == http.StatusAccepted && saved == 0:
+		return http.StatusBadRequest, []byte("the body ends or breaks before its first whole entry package\n")
+	case status == http.StatusAccepted:
+		return http.StatusAccepted, mirrorInfo(u.end, next)
+	case status != 0:
+		return status, answer
 	}
 	lines, err := m.cosign(ctx, cp)
 	if errors.Is(err, ErrBehind) {

@@ -63,10 +63,7 @@ func Prove(n, start, end int64, r tlog.HashReader) ([]tlog.Hash, error) {
 		return []tlog.Hash{}, nil
 	}
 	spans := proofSpans(0, n, start, end, true, nil)
-	var indexes []int64
-	for _, s := range spans {
-		indexes = s.indexes(indexes)
-	}
+	indexes := spanIndexes(spans)
 	hashes, err := r.ReadHashes(indexes)
 	if err != nil {
 		return nil, fmt.Errorf("subtree: read hashes: %w", err)
@@ -79,6 +76,24 @@ func Prove(n, start, end int64, r tlog.HashReader) ([]tlog.Hash, error) {
 		proof[i], hashes = s.hash(hashes)
 	}
 	return proof, nil
+}
+
+// ProofIndexes returns the stored hash indexes Prove reads for the same
+// arguments, so that a caller proving many subtrees can read them all at
+// once. It returns nil when there is no such proof.
+func ProofIndexes(n, start, end int64) []int64 {
+	if n < 0 || n > maxSize || end > n || !Valid(start, end) || start == end {
+		return nil
+	}
+	return spanIndexes(proofSpans(0, n, start, end, true, nil))
+}
+
+func spanIndexes(spans []span) []int64 {
+	var indexes []int64
+	for _, s := range spans {
+		indexes = s.indexes(indexes)
+	}
+	return indexes
 }
 
 // Check verifies that proof shows the tree of size n and root hash root
