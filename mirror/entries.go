@@ -107,6 +107,7 @@ func readPackage(r *bufio.Reader, n int64) (entryPackage, error) {
 type verified struct {
 	s, e   int64
 	leaves [][]byte
+	hashes []tlog.Hash // the leaves' record hashes
 }
 
 // verifyPackage authenticates the package of entries [s, e), in the
@@ -118,13 +119,14 @@ func (m *Mirror) verifyPackage(ctx context.Context, cp checkpoint, lo, s, e int6
 	if err != nil {
 		return verified{}, err
 	}
+	own := len(known)
 	for _, leaf := range p.leaves {
 		known = append(known, tlog.RecordHash(leaf))
 	}
 	if err := subtree.Check(p.proof, cp.size, cp.root, lo, e, subtree.Root(known)); err != nil {
 		return verified{}, fmt.Errorf("%w: [%d, %d) in %d", ErrProof, lo, e, cp.size)
 	}
-	return verified{s: s, e: e, leaves: p.leaves}, nil
+	return verified{s: s, e: e, leaves: p.leaves, hashes: known[own:]}, nil
 }
 
 // commit stores, in one transaction, the entries of the authenticated
@@ -159,12 +161,11 @@ func (m *Mirror) commit(ctx context.Context, packages []verified) (int64, error)
 		rows := make([][]any, 0, last-n)
 		for _, p := range packages {
 			for i := max(n, p.s); i < p.e; i++ {
-				leaf := p.leaves[i-p.s]
-				packed, _, err := batch.Append(i, leaf)
+				packed, _, err := batch.AppendHash(i, p.hashes[i-p.s])
 				if err != nil {
 					return err
 				}
-				rows = append(rows, []any{i, leaf, packed})
+				rows = append(rows, []any{i, p.leaves[i-p.s], packed})
 			}
 		}
 		_, err = tx.CopyFrom(ctx, pgx.Identifier{"mirror_entries"}, []string{"idx", "leaf", "hashes"}, pgx.CopyFromRows(rows))

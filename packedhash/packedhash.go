@@ -125,7 +125,12 @@ func (b *Batch) Put(idx int64, h tlog.Hash) { b.m[idx] = h }
 // Append computes the stored hashes of entry n with data, remembers them
 // and returns them packed, as the entry's row holds them.
 func (b *Batch) Append(n int64, data []byte) ([]byte, tlog.Hash, error) {
-	hs, err := tlog.StoredHashes(n, data, b)
+	return b.AppendHash(n, tlog.RecordHash(data))
+}
+
+// AppendHash is Append for an entry whose record hash h is known.
+func (b *Batch) AppendHash(n int64, h tlog.Hash) ([]byte, tlog.Hash, error) {
+	hs, err := tlog.StoredHashesForRecordHash(n, h, b)
 	if err != nil {
 		return nil, tlog.Hash{}, err
 	}
