@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -118,13 +119,22 @@ func uploadBody(ctx context.Context, origin string, start, end, size int64, src 
 		}
 	}
 	var z bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&z, gzip.BestSpeed)
+	zw := gzipWriters.Get().(*gzip.Writer)
+	defer gzipWriters.Put(zw)
+	zw.Reset(&z)
 	_, _ = zw.Write(raw.Bytes())
 	if err := zw.Close(); err != nil {
 		return nil, err
 	}
 	return z.Bytes(), nil
 }
+
+// gzipWriters are reused: a new one allocates and clears some 800 KB of
+// state, which at 25,000 entries a second cost more than the compression.
+var gzipWriters = sync.Pool{New: func() any {
+	zw, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed)
+	return zw
+}}
 
 // prefetch reads, in one call of r, every hash the proofs of the packages
 // of [start, end) in a tree of size need, and returns a reader of them.

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/transparency-dev/tessera/api/layout"
@@ -49,12 +50,18 @@ func (m *Mirror) addEntries(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Accept-Encoding", "gzip")
 	body := io.Reader(r.Body)
 	if r.Header.Get("Content-Encoding") == "gzip" {
-		zr, err := gzip.NewReader(r.Body)
+		zr, _ := gzipReaders.Get().(*gzip.Reader)
+		var err error
+		if zr == nil {
+			zr, err = gzip.NewReader(r.Body)
+		} else {
+			err = zr.Reset(r.Body)
+		}
 		if err != nil {
 			http.Error(w, "the body is not gzip", http.StatusBadRequest)
 			return
 		}
-		defer zr.Close()
+		defer gzipReaders.Put(zr)
 		body = zr
 	}
 	status, answer := m.upload(r.Context(), bufio.NewReaderSize(body, 64<<10))
@@ -71,6 +78,9 @@ func (m *Mirror) addEntries(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(status)
 	_, _ = w.Write(answer)
 }
+
+// gzipReaders are reused across add-entries requests.
+var gzipReaders sync.Pool
 
 // commitEvery is how many authenticated packages one transaction commits.
 const commitEvery = 32
