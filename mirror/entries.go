@@ -130,13 +130,10 @@ func (m *Mirror) verifyPackage(ctx context.Context, cp checkpoint, lo, s, e int6
 }
 
 // commit stores, in one transaction, the entries of the authenticated
-// packages (consecutive, in order) that the mirror lacks, and returns its
+// packages (at least one, consecutive, in order) that the mirror lacks, and returns its
 // next entry. Entries another request stored first are skipped: they were
 // proven into a checkpoint of the same log, so they are the same.
 func (m *Mirror) commit(ctx context.Context, packages []verified) (int64, error) {
-	if len(packages) == 0 {
-		return m.next(ctx, m.pool)
-	}
 	first, last := packages[0].s, packages[len(packages)-1].e
 	next := int64(0)
 	err := pgx.BeginFunc(ctx, m.pool, func(tx pgx.Tx) error {
@@ -183,7 +180,7 @@ func (m *Mirror) leafHashes(ctx context.Context, lo, hi int64) ([]tlog.Hash, err
 	if lo >= hi {
 		return make([]tlog.Hash, 0, PackageSize), nil
 	}
-	rows, err := m.pool.Query(ctx, "SELECT substring(hashes FROM 1 FOR 32) FROM mirror_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx", lo, hi)
+	rows, err := m.pool.Query(ctx, sqlLeafHashRange, lo, hi)
 	if err != nil {
 		return nil, fmt.Errorf("mirror: read leaf hashes: %w", err)
 	}

@@ -119,9 +119,6 @@ func NewBatch(ctx context.Context, q Querier, t Table, n int64) (*Batch, error) 
 	return b, nil
 }
 
-// Put remembers a hash the batch stored.
-func (b *Batch) Put(idx int64, h tlog.Hash) { b.m[idx] = h }
-
 // Append computes the stored hashes of entry n with data, remembers them
 // and returns them packed, as the entry's row holds them.
 func (b *Batch) Append(n int64, data []byte) ([]byte, tlog.Hash, error) {

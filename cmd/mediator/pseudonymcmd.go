@@ -8,8 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/mediatorhq/mediator/pseudonym"
@@ -125,24 +123,5 @@ func servePseudonym(ctx context.Context, f pseudonymservice.File, cfg pseudonyms
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGTERM)
-	defer signal.Stop(stop)
-	errc := make(chan error, 1)
-	go func() {
-		if f.TLSCertFile != "" {
-			errc <- srv.ServeTLS(ln, f.TLSCertFile, f.TLSKeyFile)
-			return
-		}
-		errc <- srv.Serve(ln)
-	}()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	case <-stop:
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	return srv.Shutdown(sctx)
+	return serveUntilStopped(ctx, srv, ln, f.TLSCertFile, f.TLSKeyFile)
 }
