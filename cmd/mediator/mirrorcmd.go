@@ -8,8 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -127,26 +125,7 @@ func serveMirror(ctx context.Context, f mirror.File, l mirror.Loaded, log *slog.
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGTERM)
-	defer signal.Stop(stop)
-	errc := make(chan error, 1)
-	go func() {
-		if f.TLSCertFile != "" {
-			errc <- srv.ServeTLS(ln, f.TLSCertFile, f.TLSKeyFile)
-			return
-		}
-		errc <- srv.Serve(ln)
-	}()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	case <-stop:
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return srv.Shutdown(sctx)
+	return serveUntilStopped(ctx, srv, ln, f.TLSCertFile, f.TLSKeyFile)
 }
 
 // mirrorRestoreCmd rebuilds the log's entries table from a mirror's copy.
@@ -201,16 +180,22 @@ func mirrorRestoreCmd(ctx context.Context, c *call, args []string) error {
 	}
 	defer conn.Close(ctx)
 	var exists bool
-	var signedSize int64
-	if err := conn.QueryRow(ctx, "SELECT to_regclass('audit_entries') IS NOT NULL, COALESCE((SELECT max(tree_size) FROM audit_checkpoints), 0)").Scan(&exists, &signedSize); err != nil {
+	var newest string
+	if err := conn.QueryRow(ctx, "SELECT to_regclass('audit_entries') IS NOT NULL, COALESCE((SELECT note FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1), '')").Scan(&exists, &newest); err != nil {
 		return fmt.Errorf("mirror restore: read the log's tables: %w", err)
 	}
+	// The newest stored checkpoint counts only if the log's key signed it:
+	// a row is the database's word.
+	signedSize, _, newestErr := audit.OpenCheckpoint([]byte(newest), logV.Name(), logV)
 	out := g.out(c)
 	fmt.Fprintf(out, "mirror restore: the mirror holds %d entries of %s, cosigned by %s (root %x)\n", size, logV.Name(), mirrorV.Name(), root[:8])
 	if !exists {
 		fmt.Fprintln(out, "mirror restore: audit_entries is gone: it will be recreated as the migrations leave it")
 	}
-	if signedSize > size {
+	if newest != "" && newestErr != nil {
+		fmt.Fprintf(out, "mirror restore: WARNING: the newest row of audit_checkpoints is not a checkpoint the log's key signed (%v); audit verify will name it\n", newestErr)
+	}
+	if newestErr == nil && signedSize > size {
 		fmt.Fprintf(out, "mirror restore: WARNING: the log signed a checkpoint of %d entries; entries %d to %d are not in the mirror and will be missing (audit verify will say so)\n", signedSize, size, signedSize-1)
 	}
 	if ok, err := c.proceed(g, "mirror restore", fmt.Sprintf("Write %d entries into the log's audit_entries?", size)); !ok {
