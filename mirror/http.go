@@ -261,7 +261,7 @@ func (m *Mirror) serveBundle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	lo := int64(n) * PackageSize
-	rows, err := m.pool.Query(r.Context(), "SELECT leaf FROM mirror_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx", lo, lo+int64(tile.W))
+	rows, err := m.pool.Query(r.Context(), sqlEntryRange, lo, lo+int64(tile.W))
 	var leaves [][]byte
 	if err == nil {
 		leaves, err = pgx.CollectRows(rows, pgx.RowTo[[]byte])

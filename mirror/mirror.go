@@ -46,8 +46,20 @@ const schemaLock int64 = 0x6d6972726f727363
 // commitLock serialises commits of entries and checkpoints ("mirrorcm").
 const commitLock int64 = 0x6d6972726f72636d
 
+// The mirror's queries, each by primary key whatever the planner's
+// statistics hold (TestPlansUseIndexes).
+const (
+	sqlNext          = "SELECT COALESCE((SELECT idx FROM mirror_entries ORDER BY idx DESC LIMIT 1) + 1, 0)"
+	sqlLeafHashRange = "SELECT substring(hashes FROM 1 FOR 32) FROM mirror_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx"
+	sqlEntryRange    = "SELECT leaf FROM mirror_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx"
+	sqlReadHashes    = "SELECT idx, hashes FROM mirror_entries WHERE idx = ANY($1)"
+	sqlPendingAt     = "SELECT root_hash, note FROM mirror_pending WHERE tree_size = $1"
+	sqlLatestPending = "SELECT tree_size, root_hash, note FROM mirror_pending ORDER BY tree_size DESC LIMIT 1"
+	sqlMirrored      = "SELECT tree_size, note FROM mirror_checkpoints ORDER BY tree_size DESC LIMIT 1"
+)
+
 // entryTable is the mirror's table of packed hashes.
-var entryTable = packedhash.Table{ReadSQL: "SELECT idx, hashes FROM mirror_entries WHERE idx = ANY($1)", What: "mirror"}
+var entryTable = packedhash.Table{ReadSQL: sqlReadHashes, What: "mirror"}
 
 // Options configure a Mirror.
 type Options struct {

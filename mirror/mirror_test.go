@@ -21,13 +21,10 @@ import (
 
 	"github.com/mediatorhq/mediator/mirror"
 	"github.com/mediatorhq/mediator/subtree"
-	"github.com/mediatorhq/mediator/test/harness"
 	"github.com/mediatorhq/mediator/witness"
 )
 
-var env *harness.Env
-
-func TestMain(m *testing.M) { harness.MainPostgres(m, &env) }
+var env = mirror.SharedEnv
 
 const origin = "mediator.test/mirror-log"
 
@@ -106,7 +103,7 @@ func setup(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	mv, _ := witness.NewVerifier(mvkey)
-	pool, err := pgxpool.New(ctx, env.NewDatabase(t))
+	pool, err := pgxpool.New(ctx, env().NewDatabase(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,7 +58,7 @@ type checkpoint struct {
 func (m *Mirror) latestPending(ctx context.Context) (checkpoint, error) {
 	var cp checkpoint
 	var root []byte
-	err := m.pool.QueryRow(ctx, "SELECT tree_size, root_hash, note FROM mirror_pending ORDER BY tree_size DESC LIMIT 1").Scan(&cp.size, &root, &cp.note)
+	err := m.pool.QueryRow(ctx, sqlLatestPending).Scan(&cp.size, &root, &cp.note)
 	copy(cp.root[:], root)
 	return cp, err
 }
@@ -67,7 +67,7 @@ func (m *Mirror) latestPending(ctx context.Context) (checkpoint, error) {
 func (m *Mirror) pendingAt(ctx context.Context, n int64) (checkpoint, error) {
 	cp := checkpoint{size: n}
 	var root []byte
-	err := m.pool.QueryRow(ctx, "SELECT root_hash, note FROM mirror_pending WHERE tree_size = $1", n).Scan(&root, &cp.note)
+	err := m.pool.QueryRow(ctx, sqlPendingAt, n).Scan(&root, &cp.note)
 	copy(cp.root[:], root)
 	return cp, err
 }
@@ -77,7 +77,7 @@ func (m *Mirror) pendingAt(ctx context.Context, n int64) (checkpoint, error) {
 func (m *Mirror) mirrored(ctx context.Context, q querier) (int64, string, error) {
 	var size int64
 	var signed string
-	err := q.QueryRow(ctx, "SELECT tree_size, note FROM mirror_checkpoints ORDER BY tree_size DESC LIMIT 1").Scan(&size, &signed)
+	err := q.QueryRow(ctx, sqlMirrored).Scan(&size, &signed)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, "", nil
 	}
@@ -91,7 +91,7 @@ func (m *Mirror) mirrored(ctx context.Context, q querier) (int64, string, error)
 // Entries are committed in order, so it is one past the largest.
 func (m *Mirror) next(ctx context.Context, q querier) (int64, error) {
 	var n int64
-	err := q.QueryRow(ctx, "SELECT COALESCE((SELECT idx FROM mirror_entries ORDER BY idx DESC LIMIT 1) + 1, 0)").Scan(&n)
+	err := q.QueryRow(ctx, sqlNext).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("mirror: read its next entry: %w", err)
 	}
