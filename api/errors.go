@@ -24,6 +24,7 @@ const (
 	codeConflict             = "conflict"
 	codeRateLimited          = "rate_limited"
 	codeNotPublished         = "not_published"
+	codeLogHalted            = "log_halted"
 )
 
 // writeError writes the error envelope (wire.Error). message is for humans

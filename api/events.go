@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/mediatorhq/mediator/audit"
 	"github.com/mediatorhq/mediator/ingest"
 	"github.com/mediatorhq/mediator/redact"
 	"github.com/mediatorhq/mediator/wire"
@@ -72,6 +73,10 @@ func (s *server) ingestError(w http.ResponseWriter, r *http.Request, err error) 
 			details[i] = wireProblem(p)
 		}
 		writeError(w, http.StatusUnprocessableEntity, refused.Code, refused.Message, details...)
+	case errors.Is(err, audit.ErrHalted):
+		s.logFailure(r, "ingest", err)
+		unavailableCode(w, codeLogHalted, "postgres",
+			"the audit log is halted: its database lost entries that were signed, and an operator must recover them; nothing was acknowledged")
 	default:
 		s.logFailure(r, "ingest", err)
 		unavailable(w, "postgres", "the audit log is unavailable; nothing was acknowledged")

@@ -132,6 +132,14 @@ func OpenCheckpoint(signed []byte, origin string, verifiers ...note.Verifier) (s
 //     root it signed itself;
 //   - RefusedConflict: the row at the size it just signed names another
 //     root.
+//
+// Nor does it sign over a database that lost its tail: one holding fewer
+// entries than a checkpoint it signed, or than a checkpoint a witness has
+// cosigned (after a failover to a standby that had not received them).
+// Before it signs for the first time in a run, it offers the latest stored
+// checkpoint to the witnesses, which answer with their own size when they
+// have cosigned more. On a lost tail it halts the log (audit_halt, see
+// ErrHalted): no append, no signature, until an operator acts.
 type checkpointer struct {
 	store  *store
 	Signer note.Signer
@@ -158,6 +166,9 @@ type checkpointer struct {
 	OnWitness func(witness, result string)
 	// OnPublished, if set, is called when a checkpoint reaches the quorum.
 	OnPublished func(Checkpoint)
+	// OnHalt, if set, is called each round with whether the log is halted
+	// (metrics, alerts).
+	OnHalt func(halted bool)
 
 	wcOnce sync.Once
 	wc     *witnessClient
@@ -165,6 +176,9 @@ type checkpointer struct {
 	mu    sync.Mutex
 	last  *Checkpoint  // the last checkpoint this process signed or verified as its own
 	round witnessRound // what the latest round of asking the witnesses found
+	// probed is whether, in this run, the witnesses confirmed that none of
+	// them has cosigned more than the database holds.
+	probed bool
 }
 
 // witnessRound is what one round of asking the witnesses found.
@@ -197,8 +211,17 @@ var ErrRefusedCheckpoint = errors.New("audit: a stored checkpoint is refused")
 // signing is the slow part.
 const checkpointTimeout = 10 * time.Second
 
-// Run checkpoints until ctx ends.
+// ErrTailLost means the database holds less of the log than was signed:
+// the checkpointer halted the log (ErrHalted) rather than sign a fork.
+var ErrTailLost = errors.New("audit: the database lost entries of the log that were signed")
+
+// Run checkpoints until ctx ends. Each run starts by asking the witnesses
+// again what they have cosigned (a run starts when this process takes the
+// checkpointer's lock, which after a failover is on the new primary).
 func (c *checkpointer) Run(ctx context.Context) {
+	c.mu.Lock()
+	c.probed = false
+	c.mu.Unlock()
 	t := time.NewTicker(c.Interval)
 	defer t.Stop()
 	for {
@@ -230,12 +253,14 @@ func (c *checkpointer) refuse(reason string, row Checkpoint, detail string) {
 // anchor returns the checkpoint the next one must extend: the latest
 // stored row that is the log's own signature over what its columns say and
 // is not ahead of the tree, refusing every row above it; and, once this
-// process has signed, no older than what it signed itself. found is false
-// when there is none (an empty table).
-func (c *checkpointer) anchor(ctx context.Context, size int64) (cp Checkpoint, found bool, err error) {
+// process has signed, no older than what it signed itself (remembered is
+// then true if its row is gone from the table). found is false when there
+// is none (an empty table). A tree smaller than what this process signed
+// has lost its tail: the log is halted.
+func (c *checkpointer) anchor(ctx context.Context, size int64) (cp Checkpoint, found, remembered bool, err error) {
 	rows, err := c.store.checkpoints(ctx, maxRefusedRows)
 	if err != nil {
-		return Checkpoint{}, false, err
+		return Checkpoint{}, false, false, err
 	}
 	for _, row := range rows {
 		if row.Size > size {
@@ -257,26 +282,73 @@ func (c *checkpointer) anchor(ctx context.Context, size int64) (cp Checkpoint, f
 			// Rows exist and none is this log's: signing afresh would
 			// build on nothing. After a key rotation, the previous key
 			// must be configured.
-			return Checkpoint{}, false, fmt.Errorf("%w: none of the latest %d stored checkpoints is signed by this log's keys (after a rotation, configure the previous key)",
+			return Checkpoint{}, false, false, fmt.Errorf("%w: none of the latest %d stored checkpoints is signed by this log's keys (after a rotation, configure the previous key)",
 				ErrRefusedCheckpoint, len(rows))
 		}
-		return cp, found, nil
+		return cp, found, false, nil
+	}
+	if size < last.Size {
+		return Checkpoint{}, false, false, c.tailLost(ctx, size, last.Size,
+			fmt.Sprintf("this process signed a checkpoint of %d entries; the database holds %d", last.Size, size))
 	}
 	if !found || cp.Size < last.Size {
 		c.refuse(RefusedRolledBack, *last, "the checkpoint this process signed is not in the table; building on it")
-		return *last, true, nil
+		return *last, true, true, nil
 	}
 	if cp.Size > last.Size || cp.Root != last.Root {
 		proof, err := c.store.ConsistencyProof(ctx, last.Size, cp.Size)
 		if err != nil {
-			return Checkpoint{}, false, err
+			return Checkpoint{}, false, false, err
 		}
 		if err := tlog.CheckTree(proof, cp.Size, cp.Root, last.Size, last.Root); err != nil {
 			c.refuse(RefusedNotExtending, cp, err.Error())
-			return Checkpoint{}, false, fmt.Errorf("%w: the checkpoint at %d does not extend the one this process signed at %d", ErrRefusedCheckpoint, cp.Size, last.Size)
+			return Checkpoint{}, false, false, fmt.Errorf("%w: the checkpoint at %d does not extend the one this process signed at %d", ErrRefusedCheckpoint, cp.Size, last.Size)
 		}
 	}
-	return cp, true, nil
+	return cp, true, false, nil
+}
+
+// tailLost halts the log: the database holds treeSize entries, and a
+// checkpoint of signedSize was signed.
+func (c *checkpointer) tailLost(ctx context.Context, treeSize, signedSize int64, reason string) error {
+	c.Log.Error("the database lost the log's tail; halting the log", "tree_size", treeSize, "signed_size", signedSize, "reason", reason)
+	err := c.store.recordHalt(ctx, reason, treeSize, signedSize)
+	if c.OnHalt != nil {
+		c.OnHalt(true)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrTailLost, reason, err)
+}
+
+// probe offers the latest stored checkpoint to the witnesses once per run,
+// before this run signs anything: a witness that has cosigned a larger
+// tree answers with its size (C2SP tlog-witness, 409), and the log is
+// halted. Until the policy's quorum has answered that it holds nothing
+// newer, nothing is signed.
+func (c *checkpointer) probe(ctx context.Context, anchor Checkpoint, found bool, size int64) error {
+	c.mu.Lock()
+	probed := c.probed
+	c.mu.Unlock()
+	if probed || len(c.Witnesses.Witnesses) == 0 {
+		return nil
+	}
+	if found {
+		wc := c.witnessClient()
+		cosigned := wc.probe(ctx, anchor)
+		if name, ahead := wc.ahead(anchor.Size); ahead > 0 {
+			return c.tailLost(ctx, size, ahead, fmt.Sprintf("witness %s has cosigned a checkpoint of %d entries; the database's newest has %d", name, ahead, anchor.Size))
+		}
+		if !c.Witnesses.met(func(name string) bool { return cosigned[name] }) {
+			return fmt.Errorf("%w: not signing until the witnesses confirm they hold nothing newer than the database's %d entries (%d of them did; the quorum is %s)",
+				ErrWitnessQuorum, anchor.Size, len(cosigned), c.Witnesses.Describe())
+		}
+	}
+	// With no checkpoint stored there is nothing to offer: a database that
+	// lost every checkpoint is caught by the witnesses, which refuse the
+	// next one (docs/operations.md).
+	c.mu.Lock()
+	c.probed = true
+	c.mu.Unlock()
+	return nil
 }
 
 // verify checks that row's note is the log's own signature over exactly
@@ -298,6 +370,15 @@ func (c *checkpointer) verify(row Checkpoint) error {
 // root, so the service never signs a rewritten history. It reports whether
 // it stored one.
 func (c *checkpointer) Once(ctx context.Context) (bool, error) {
+	if err := checkHalt(ctx, c.store.pool); err != nil {
+		if c.OnHalt != nil && errors.Is(err, ErrHalted) {
+			c.OnHalt(true)
+		}
+		return false, err
+	}
+	if c.OnHalt != nil {
+		c.OnHalt(false)
+	}
 	size, err := c.store.Size(ctx)
 	if err != nil {
 		return false, err
@@ -305,13 +386,16 @@ func (c *checkpointer) Once(ctx context.Context) (bool, error) {
 	if size == 0 {
 		return false, nil
 	}
-	latest, found, err := c.anchor(ctx, size)
+	latest, found, remembered, err := c.anchor(ctx, size)
 	if err != nil {
 		return false, err
 	}
 	if found && latest.Size >= size {
 		c.remember(latest)
 		return false, c.witness(ctx, latest)
+	}
+	if err := c.probe(ctx, latest, found, size); err != nil {
+		return false, err
 	}
 	root, err := c.store.TreeHash(ctx, size)
 	if err != nil {
@@ -323,6 +407,12 @@ func (c *checkpointer) Once(ctx context.Context) (bool, error) {
 			return false, err
 		}
 		if err := tlog.CheckTree(proof, size, root, latest.Size, latest.Root); err != nil {
+			if remembered {
+				// The checkpoint this process signed is gone with the
+				// entries under it, and others took their places.
+				return false, c.tailLost(ctx, size, latest.Size,
+					fmt.Sprintf("the checkpoint of %d entries this process signed is not in the database, and its tree does not extend it", latest.Size))
+			}
 			err = fmt.Errorf("%w (from %d to %d entries): %v", ErrInconsistent, latest.Size, size, err)
 			if c.OnInconsistent != nil {
 				c.OnInconsistent(err)
@@ -373,12 +463,12 @@ func (c *checkpointer) witness(ctx context.Context, cp Checkpoint) error {
 	if len(c.Witnesses.Witnesses) == 0 {
 		return nil
 	}
-	c.wcOnce.Do(func() {
-		c.wc = &witnessClient{policy: c.Witnesses, http: &http.Client{}, store: c.store, onResult: c.OnWitness, size: map[string]int64{}, next: map[string]int64{}}
-	})
-	have, err := c.wc.cosign(ctx, cp)
+	have, err := c.witnessClient().cosign(ctx, cp)
 	if err != nil {
 		return err
+	}
+	if name, ahead := c.wc.ahead(cp.Size); ahead > 0 {
+		return c.tailLost(ctx, cp.Size, ahead, fmt.Sprintf("witness %s has cosigned a checkpoint of %d entries; the database's newest has %d", name, ahead, cp.Size))
 	}
 	met := c.Witnesses.met(func(name string) bool { _, ok := have[name]; return ok })
 	c.mu.Lock()
@@ -391,6 +481,14 @@ func (c *checkpointer) witness(ctx context.Context, cp Checkpoint) error {
 		c.OnPublished(cp)
 	}
 	return nil
+}
+
+// witnessClient returns the client that asks the witnesses, made once.
+func (c *checkpointer) witnessClient() *witnessClient {
+	c.wcOnce.Do(func() {
+		c.wc = &witnessClient{policy: c.Witnesses, http: &http.Client{}, store: c.store, onResult: c.OnWitness, size: map[string]int64{}, next: map[string]int64{}}
+	})
+	return c.wc
 }
 
 // witnessQuorum reports what the latest round found, asking no witness:

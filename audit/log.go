@@ -15,6 +15,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/mediatorhq/mediator/batch"
+	"github.com/mediatorhq/mediator/leader"
 )
 
 // Log is the audit log as the service publishes it: appends through a
@@ -61,7 +62,11 @@ type Config struct {
 	// CheckpointInterval is how often the tree is checked for growth and,
 	// if it grew, a checkpoint signed.
 	CheckpointInterval time.Duration
-	Logger             *slog.Logger
+	// LeaderInterval is how often a process that does not run the
+	// checkpointer tries to take it over (default one second): several
+	// processes on one database run it one at a time (package leader).
+	LeaderInterval time.Duration
+	Logger         *slog.Logger
 	// Metrics, if set, records the log's appends and checkpoints.
 	Metrics *Metrics
 }
@@ -119,16 +124,37 @@ func Open(ctx context.Context, cfg Config) (*Log, func(context.Context) error, e
 	cp := &checkpointer{store: l.store, Signer: cfg.Key, Verifiers: verifiers, Origin: cfg.Origin, Interval: cfg.CheckpointInterval, Log: log,
 		OnCheckpoint: l.metrics.checkpointSigned, OnInconsistent: func(error) { l.metrics.checkpointInconsistent() },
 		OnRefused: l.metrics.checkpointRefused, Witnesses: cfg.Witnesses, OnWitness: l.metrics.witnessAnswer,
-		OnPublished: l.metrics.checkpointPublished}
+		OnPublished: l.metrics.checkpointPublished, OnHalt: l.metrics.halted}
 	l.checkpoints = cp
 	cpCtx, stopCheckpoints := context.WithCancel(context.WithoutCancel(ctx))
+	leaderInterval := cfg.LeaderInterval
+	if leaderInterval <= 0 {
+		leaderInterval = time.Second
+	}
+	var leading atomic.Bool
 	var wg sync.WaitGroup
-	wg.Go(func() { cp.Run(cpCtx) })
-	wg.Go(func() { l.storeTiles(cpCtx, cfg.CheckpointInterval, log) })
+	// One process at a time signs checkpoints, asks the witnesses and
+	// stores tiles: the holder of the checkpointer's lock. Appends from
+	// every process are sequenced by the sequencer lock, one transaction
+	// at a time.
+	wg.Go(func() {
+		leader.Run(cpCtx, leader.Config{Conn: cfg.Pool.Config().ConnConfig, Key: checkpointerLock, Name: "checkpointer",
+			Interval: leaderInterval, Logger: log, OnChange: func(held bool) { leading.Store(held); l.metrics.leading(held) }},
+			func(ctx context.Context) {
+				var jobs sync.WaitGroup
+				jobs.Go(func() { cp.Run(ctx) })
+				jobs.Go(func() { l.storeTiles(ctx, cfg.CheckpointInterval, log) })
+				jobs.Wait()
+			})
+	})
 	closeLog := func(ctx context.Context) error {
 		err := l.appends.Close(ctx)
+		wasLeading := leading.Load()
 		stopCheckpoints()
 		wg.Wait()
+		if !wasLeading {
+			return err // the process that leads signs over these entries
+		}
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalCheckpointTimeout)
 		defer cancel()
 		if _, cerr := cp.Once(fctx); cerr != nil {

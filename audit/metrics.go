@@ -18,6 +18,8 @@ type Metrics struct {
 	witnessAnswers *prometheus.CounterVec
 	publishedSize  prometheus.Gauge
 	publishedTime  prometheus.Gauge
+	owner          prometheus.Gauge
+	halt           prometheus.Gauge
 	mu             sync.Mutex
 	maxTreeSize    int64 // what treeSize shows; guarded by mu
 }
@@ -66,8 +68,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "mediator_audit_published_timestamp_seconds",
 		Help: "When this process saw the latest checkpoint reach its witness quorum.",
 	})
+	m.owner = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "mediator_audit_sequencer_owner",
+		Help: "1 while this process holds the checkpointer's lock: it signs checkpoints, asks the witnesses and stores tiles. Across the processes on one database, the sum should be 1.",
+	})
+	m.halt = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "mediator_audit_halted",
+		Help: "1 while the log is halted because the database lost entries that were signed (a lost tail): nothing is appended or signed until an operator acts.",
+	})
 	reg.MustRegister(m.appendLatency, m.treeSize, m.checkpointTime, m.checkpointSize, m.inconsistent, m.refused,
-		m.witnessAnswers, m.publishedSize, m.publishedTime)
+		m.witnessAnswers, m.publishedSize, m.publishedTime, m.owner, m.halt)
 	return m
 }
 
@@ -136,4 +146,23 @@ func (m *Metrics) checkpointInconsistent() {
 		return
 	}
 	m.inconsistent.Inc()
+}
+
+func (m *Metrics) leading(held bool) {
+	if m != nil {
+		m.owner.Set(b2f(held))
+	}
+}
+
+func (m *Metrics) halted(h bool) {
+	if m != nil {
+		m.halt.Set(b2f(h))
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -19,6 +19,10 @@ import (
 // gapless and the stored tree consistent. ("mediator" in ASCII.)
 const sequencerLock int64 = 0x6d65646961746f72
 
+// checkpointerLock is the session advisory lock key held by the one
+// process that runs the checkpointer (package leader). ("mediatoc".)
+const checkpointerLock int64 = 0x6d65646961746f63
+
 // store is the log's tables in PostgreSQL as they are: it reads and writes
 // rows and checks nothing a witness or the checkpointer vouches for. What
 // the service publishes goes through Log; store is the unpublished face
@@ -177,6 +181,9 @@ type logged struct {
 func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, prepared []preparedLeaf, requests []int) ([]Appended, error) {
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", sequencerLock); err != nil {
 		return nil, fmt.Errorf("audit: sequencer lock: %w", err)
+	}
+	if err := checkHalt(ctx, tx); err != nil {
+		return nil, err
 	}
 	var size int64
 	if err := tx.QueryRow(ctx, sqlTreeSize).Scan(&size); err != nil {

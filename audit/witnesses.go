@@ -159,6 +159,33 @@ func (wc *witnessClient) cosign(ctx context.Context, cp Checkpoint) (map[string]
 	return have, nil
 }
 
+// probe asks every witness of the policy to cosign cp, even those whose
+// cosignature is stored: what the database says it holds is what is being
+// checked. It returns the names of those that cosigned cp; a witness that
+// has cosigned a larger tree answers with its size, which ahead reports.
+func (wc *witnessClient) probe(ctx context.Context, cp Checkpoint) map[string]bool {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	cosigned := map[string]bool{}
+	for _, w := range wc.policy.Witnesses {
+		wg.Go(func() {
+			line, result := wc.ask(ctx, w, cp)
+			if wc.onResult != nil {
+				wc.onResult(w.Name, result)
+			}
+			if line == "" {
+				return
+			}
+			mu.Lock()
+			cosigned[w.Name] = true
+			mu.Unlock()
+			_ = wc.store.insertCosignature(ctx, cp.Size, w.Name, line)
+		})
+	}
+	wg.Wait()
+	return cosigned
+}
+
 // witnessTimeout bounds one call to a witness.
 const witnessTimeout = 5 * time.Second
 
@@ -258,6 +285,19 @@ func (wc *witnessClient) mirror(ctx context.Context, w Witness, cp Checkpoint) (
 	default:
 		return nil, "unavailable"
 	}
+}
+
+// ahead returns a witness that has cosigned a larger tree than size, as
+// its answers said, and that size; 0 if none has.
+func (wc *witnessClient) ahead(size int64) (string, int64) {
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	for _, w := range wc.policy.Witnesses {
+		if n := wc.size[w.Name]; n > size {
+			return w.Name, n
+		}
+	}
+	return "", 0
 }
 
 // request is an add-checkpoint body: old size, a consistency proof from

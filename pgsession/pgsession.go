@@ -14,9 +14,17 @@ package pgsession
 import "github.com/jackc/pgx/v5"
 
 // settings are the session settings Configure applies.
+//
+// synchronous_commit = on is the durability half of the high-availability
+// topology (docs/operations.md): with the primary's
+// synchronous_standby_names naming the standby, a commit returns only once
+// the standby has flushed its WAL, so an acknowledged event is on two
+// machines. It is set here so that a server default of off or local
+// cannot weaken it unnoticed.
 var settings = map[string]string{
 	"jit":                             "off",
 	"max_parallel_workers_per_gather": "0",
+	"synchronous_commit":              "on",
 }
 
 // Configure sets the service's session settings on cfg, leaving any the

@@ -387,3 +387,87 @@ func tail(b []byte, n int) string {
 	}
 	return strings.TrimSpace(string(b))
 }
+
+// StartStandby makes a streaming standby of a private cluster primary
+// (pg_basebackup with its replication settings written) and starts it on a
+// free loopback port. It replicates asynchronously: nothing names it in
+// the primary's synchronous_standby_names. Tests use it to lose a tail.
+func StartStandby(ctx context.Context, log *slog.Logger, primary *Postgres) (*Postgres, error) {
+	if primary.cmd == nil {
+		return nil, errors.New("harness: a standby needs a primary this harness started")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	d, err := os.MkdirTemp("", "mediator-pg-standby-")
+	if err != nil {
+		return nil, fmt.Errorf("harness: standby temp dir: %w", err)
+	}
+	dataDir := filepath.Join(d, "data")
+	cred, err := postgresCredential()
+	if err != nil {
+		return nil, err
+	}
+	if cred != nil {
+		if err := os.Chown(d, int(cred.Uid), int(cred.Gid)); err != nil {
+			return nil, fmt.Errorf("harness: chown %s: %w", d, err)
+		}
+		if err := makeTraversable(d); err != nil {
+			return nil, err
+		}
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(primary.bin, "pg_basebackup"), "-D", dataDir, "-R", "-X", "stream", "--checkpoint=fast",
+		"-d", fmt.Sprintf("host=127.0.0.1 port=%d user=postgres application_name=standby", primary.port))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("harness: pg_basebackup: %w: %s", err, tail(out, 2000))
+	}
+	_ = os.Remove(filepath.Join(dataDir, "postmaster.log")) // the primary's
+	s, err := startCluster(ctx, log, primary.bin, dataDir, 0)
+	if err != nil {
+		return nil, err
+	}
+	s.ownData = true
+	return s, nil
+}
+
+// Port is the loopback port of a cluster this harness started.
+func (p *Postgres) Port() int { return p.port }
+
+// Kill loses the cluster at once: SIGKILL to its postmaster and every
+// backend, as a power cut would. Its files stay; Up starts it again.
+func (p *Postgres) Kill() {
+	if p.cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.exited
+}
+
+// Down stops the cluster (fast shutdown), keeping its files; Up starts it
+// again on the same port.
+func (p *Postgres) Down() { p.shutdown() }
+
+// Up starts a cluster stopped by Down or Kill again.
+func (p *Postgres) Up(ctx context.Context) error {
+	fresh, err := startCluster(ctx, p.log, p.bin, p.dataDir, p.port)
+	if err != nil {
+		return err
+	}
+	p.cmd, p.exited = fresh.cmd, fresh.exited
+	return nil
+}
+
+// Promote makes a standby a primary and waits until it accepts writes.
+func (p *Postgres) Promote(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, p.AdminURL)
+	if err != nil {
+		return fmt.Errorf("harness: promote: %w", err)
+	}
+	defer conn.Close(ctx)
+	var ok bool
+	if err := conn.QueryRow(ctx, "SELECT pg_promote(true, 30)").Scan(&ok); err != nil || !ok {
+		return fmt.Errorf("harness: promote: %v (promoted: %v)", err, ok)
+	}
+	return nil
+}
