@@ -140,7 +140,8 @@ func TestAlertRulesCoverTheIncidents(t *testing.T) {
 		"MediatorContentRefusedSpike", "MediatorReleaseDenials", "MediatorDependencyDown",
 		"MediatorApproverQuorumNotLive", "MediatorRosterProposalWaiting", "MediatorRosterChainInvalid",
 		"MediatorCustodiansDifferFromRoster", "MediatorCheckpointRowRefused", "MediatorCheckpointUnwitnessed",
-		"MediatorWitnessRefusedCheckpoint", "MediatorCustodiansDisagreeOnRoster"} {
+		"MediatorWitnessRefusedCheckpoint", "MediatorCustodiansDisagreeOnRoster", "MediatorAuditHalted",
+		"MediatorNoSequencerOwner", "MediatorDatabaseNotSynchronous", "MediatorReplicationLag"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("no alert %s", want)
 		}
@@ -282,7 +283,7 @@ func exported() map[string]bool {
 	rec.MustRegister(pseudonymservice.NewMetrics().Collectors()...)
 	vaultclient.NewMetrics(rec)
 	pgmetrics.New(rec)
-	rec.MustRegister(pgmetrics.NewPoolCollector(nil))
+	rec.MustRegister(pgmetrics.NewPoolCollector(nil), pgmetrics.NewReplicationCollector(nil))
 	// A custodian's registry is its own (each runs apart); its plain
 	// counters and gauges, such as the roster version, gather at zero.
 	fams, err := custodian.NewMetrics().Registry.Gather()

@@ -296,7 +296,7 @@ func openPool(ctx context.Context, dsn string, metrics *api.Metrics) (*pgxpool.P
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
-	metrics.Registry.MustRegister(pgmetrics.NewPoolCollector(pool))
+	metrics.Registry.MustRegister(pgmetrics.NewPoolCollector(pool), pgmetrics.NewReplicationCollector(pool))
 	return pool, nil
 }
 

@@ -103,6 +103,10 @@ func TestFailoverLosesNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The topology is synchronous: a commit waits for the standby.
+		if v := gaugeValue(t, a.metrics, "mediator_postgres_synchronous_commit_waits"); v != 1 {
+			t.Fatalf("mediator_postgres_synchronous_commit_waits is %v before the failover, want 1", v)
+		}
 		before := ld.count()
 		killed := time.Now()
 		primary.Kill()
