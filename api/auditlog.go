@@ -177,6 +177,8 @@ func (s *server) proofError(w http.ResponseWriter, r *http.Request, err error) b
 	switch {
 	case err == nil:
 		return true
+	case errors.Is(err, audit.ErrNotReplicated):
+		notReplicated(w)
 	case errors.Is(err, audit.ErrBadRange):
 		writeError(w, http.StatusBadRequest, codeBadRequest, "no proof exists for those sizes: need 0 ≤ seq < tree_size, or 1 ≤ from ≤ to")
 	case errors.Is(err, audit.ErrNotFound):
@@ -226,4 +228,12 @@ func nonNegative(w http.ResponseWriter, name, s string) (int64, bool) {
 
 func (s *server) logFailure(r *http.Request, what string, err error) {
 	s.log.Error(what+" failed", "request_id", RequestIDFrom(r.Context()), "err", err)
+}
+
+// notReplicated answers 503 not_replicated with Retry-After: this
+// instance reads the log from a standby that has not replayed that far.
+func notReplicated(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "1")
+	writeError(w, http.StatusServiceUnavailable, codeNotReplicated,
+		"this instance reads the log from a standby that has not replayed that far yet; retry", map[string]string{"dependency": "postgres"})
 }

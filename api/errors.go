@@ -25,6 +25,7 @@ const (
 	codeRateLimited          = "rate_limited"
 	codeNotPublished         = "not_published"
 	codeLogHalted            = "log_halted"
+	codeNotReplicated        = "not_replicated"
 )
 
 // writeError writes the error envelope (wire.Error). message is for humans

@@ -89,6 +89,9 @@ func (s *server) tlogProof(w http.ResponseWriter, r *http.Request) {
 	}
 	b, err := s.auditLog.TlogProof(r.Context(), seq)
 	switch {
+	case errors.Is(err, audit.ErrNotReplicated):
+		notReplicated(w)
+		return
 	case errors.Is(err, audit.ErrNotPublished):
 		w.Header().Set("Retry-After", "2")
 		writeError(w, http.StatusNotFound, codeNotPublished, "the entry is not in a published checkpoint's tree yet; retry after the next publication")
@@ -119,6 +122,9 @@ func tileWidth(p uint8) int {
 // writeTile answers a tile or entry bundle read.
 func (s *server) writeTile(w http.ResponseWriter, r *http.Request, data []byte, err error) {
 	switch {
+	case errors.Is(err, audit.ErrNotReplicated):
+		notReplicated(w)
+		return
 	case errors.Is(err, audit.ErrNotFound):
 		writeError(w, http.StatusNotFound, codeNotFound, "no such tile in the latest published checkpoint's tree (or no checkpoint is published yet)")
 		return

@@ -29,7 +29,11 @@ import (
 // proofs are served as stored, for a client to check against a
 // checkpoint it trusts.
 type Log struct {
-	store     *store
+	store *store
+	// reader is where reads that may lag go (Config.ReadPool): store
+	// itself, or a standby's.
+	reader    *store
+	standby   bool // reader is not store
 	key       CheckpointKey
 	verifiers []note.Verifier
 	origin    string
@@ -48,6 +52,13 @@ type Log struct {
 // Config configures a Log.
 type Config struct {
 	Pool *pgxpool.Pool
+	// ReadPool, if set, serves the reads that may lag behind the primary:
+	// the published checkpoint, entries, searches, proofs, bundles, tiles
+	// and tlog-proofs. A standby's pool (target_session_attrs=
+	// prefer-standby): it serves the log as far as it has replayed it,
+	// and ErrNotReplicated beyond. Appends, the checkpointer and the
+	// witnesses use Pool only.
+	ReadPool *pgxpool.Pool
 	// Origin names the log in its checkpoints; Key's name must be Origin.
 	Origin string
 	Key    CheckpointKey
@@ -115,6 +126,10 @@ func Open(ctx context.Context, cfg Config) (*Log, func(context.Context) error, e
 		return nil, nil, fmt.Errorf("audit: open: %w", err)
 	}
 	l := &Log{store: newStore(cfg.Pool), key: cfg.Key, verifiers: verifiers, origin: cfg.Origin, metrics: cfg.Metrics, witnesses: cfg.Witnesses}
+	l.reader = l.store
+	if cfg.ReadPool != nil && cfg.ReadPool != cfg.Pool {
+		l.reader, l.standby = newStore(cfg.ReadPool), true
+	}
 	l.appends = &batch.Queue[appendRequest, []Appended]{
 		Fn:      l.commitGroup,
 		Max:     maxGroupEntries,
@@ -242,11 +257,11 @@ func (l *Log) WitnessQuorum(context.Context) error {
 // into the table without the log's key is never served, nor a checkpoint
 // the witnesses did not cosign. ErrNotFound when there is none.
 func (l *Log) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
-	size, err := l.store.Size(ctx)
+	size, err := l.reader.Size(ctx)
 	if err != nil {
 		return Checkpoint{}, err
 	}
-	rows, err := l.store.publishable(ctx, l.witnesses.MinCosigners(), maxRefusedRows)
+	rows, err := l.reader.publishable(ctx, l.witnesses.MinCosigners(), maxRefusedRows)
 	if err != nil {
 		return Checkpoint{}, err
 	}
@@ -262,7 +277,7 @@ func (l *Log) LatestCheckpoint(ctx context.Context) (Checkpoint, error) {
 			l.notePublished(row.Size)
 			return row, nil
 		}
-		lines, err := l.store.cosignatures(ctx, row.Size)
+		lines, err := l.reader.cosignatures(ctx, row.Size)
 		if err != nil {
 			return Checkpoint{}, err
 		}
@@ -313,30 +328,55 @@ func (l *Log) WriteBundle(ctx context.Context, w io.Writer, q Query) (int, error
 	if err != nil {
 		return 0, err
 	}
-	return l.store.writeBundleAt(ctx, w, q, cp)
+	return l.reader.writeBundleAt(ctx, w, q, cp)
 }
 
-// Entry returns the entry at seq as stored; ErrNotFound past the tree.
+// ErrNotReplicated: the log is read from a standby (Config.ReadPool) that
+// has not replayed the entries or tree size asked for yet. A retry
+// succeeds once it has; nothing wrong is ever served instead.
+var ErrNotReplicated = errors.New("audit: the standby serving reads has not replayed that far yet")
+
+// Entry returns the entry at seq as stored; ErrNotFound past the tree. An
+// entry the standby has not replayed yet is read from the primary.
 func (l *Log) Entry(ctx context.Context, seq int64) (StoredEntry, error) {
-	return l.store.Entry(ctx, seq)
+	e, err := l.reader.Entry(ctx, seq)
+	if l.standby && errors.Is(err, ErrNotFound) {
+		return l.store.Entry(ctx, seq)
+	}
+	return e, err
 }
 
-// Search returns the entries matching q, at most q.Limit, in seq order.
+// Search returns the entries matching q, at most q.Limit, in seq order:
+// with a standby, as far as it has replayed.
 func (l *Log) Search(ctx context.Context, q Query) ([]StoredEntry, error) {
-	return l.store.Search(ctx, q)
+	return l.reader.Search(ctx, q)
 }
 
 // InclusionProof proves entry seq is in the tree of size treeSize, for any
 // size the tree has reached; a client checks it against a checkpoint it
-// trusts. ErrBadRange when seq ≥ treeSize or treeSize is past the tree.
+// trusts. ErrBadRange when seq ≥ treeSize or treeSize is past the tree;
+// ErrNotReplicated when a standby serves reads and has not replayed
+// treeSize entries yet.
 func (l *Log) InclusionProof(ctx context.Context, seq, treeSize int64) (tlog.RecordProof, error) {
-	return l.store.InclusionProof(ctx, seq, treeSize)
+	p, err := l.reader.InclusionProof(ctx, seq, treeSize)
+	return p, l.replicated(err)
 }
 
 // ConsistencyProof proves the tree of size from is a prefix of the tree of
-// size to, for sizes the tree has reached. ErrBadRange otherwise.
+// size to, for sizes the tree has reached. ErrBadRange otherwise;
+// ErrNotReplicated as for InclusionProof.
 func (l *Log) ConsistencyProof(ctx context.Context, from, to int64) (tlog.TreeProof, error) {
-	return l.store.ConsistencyProof(ctx, from, to)
+	p, err := l.reader.ConsistencyProof(ctx, from, to)
+	return p, l.replicated(err)
+}
+
+// replicated turns a standby's "not that large" into ErrNotReplicated:
+// the primary may well be that large.
+func (l *Log) replicated(err error) error {
+	if l.standby && (errors.Is(err, ErrNotFound) || errors.Is(err, ErrMissingEntries)) {
+		return fmt.Errorf("%w: %w", ErrNotReplicated, err)
+	}
+	return err
 }
 
 // CosignedSize returns the size of the largest checkpoint witness
@@ -432,9 +472,13 @@ func (l *Log) HashTile(ctx context.Context, level int, index int64, width int) (
 	if err != nil {
 		return nil, err
 	}
-	b, err := l.store.HashTile(ctx, level, index, width, size)
+	b, err := l.reader.HashTile(ctx, level, index, width, size)
 	if errors.Is(err, ErrBadRange) {
-		return nil, fmt.Errorf("%w: the tile is not in the published tree of %d entries", ErrNotFound, size)
+		return nil, l.beyond(ctx, level, index, width, fmt.Errorf("%w: the tile is not in the published tree of %d entries", ErrNotFound, size))
+	}
+	if err != nil && l.standby {
+		// A tile of a tree another standby published, not this one yet.
+		return nil, l.notReplayed(ctx, err, size)
 	}
 	return b, err
 }
@@ -447,9 +491,34 @@ func (l *Log) EntryBundle(ctx context.Context, index int64, width int) ([]byte, 
 	if err != nil {
 		return nil, err
 	}
-	b, err := l.store.EntryBundle(ctx, index, width, size)
+	b, err := l.reader.EntryBundle(ctx, index, width, size)
 	if errors.Is(err, ErrBadRange) {
-		return nil, fmt.Errorf("%w: the bundle is not in the published tree of %d entries", ErrNotFound, size)
+		return nil, l.beyond(ctx, 0, index, width, fmt.Errorf("%w: the bundle is not in the published tree of %d entries", ErrNotFound, size))
+	}
+	if err != nil && l.standby {
+		return nil, l.notReplayed(ctx, err, size)
 	}
 	return b, err
+}
+
+// notReplayed returns ErrNotReplicated for err when the standby holds
+// fewer than size entries, else err.
+func (l *Log) notReplayed(ctx context.Context, err error, size int64) error {
+	if n, serr := l.reader.Size(ctx); serr == nil && n < size {
+		return fmt.Errorf("%w: it holds %d of the %d entries: %w", ErrNotReplicated, n, size, err)
+	}
+	return err
+}
+
+// beyond is notFound for a tile beyond the tree the reader published,
+// unless a standby serves reads and the primary's tree holds the tile:
+// then the standby has not caught up, and a retry will do.
+func (l *Log) beyond(ctx context.Context, level int, index int64, width int, notFound error) error {
+	if !l.standby {
+		return notFound
+	}
+	if n, err := l.store.Size(ctx); err == nil && tileInTree(level, index, width, n) {
+		return fmt.Errorf("%w: the primary holds the tile's entries", ErrNotReplicated)
+	}
+	return notFound
 }

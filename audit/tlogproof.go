@@ -156,8 +156,8 @@ func VerifyTlogProof(b []byte, policy *tlogpolicy.Policy) (VerifiedTlogProof, er
 // with the entry's leaf as its extra data. ErrNotFound when no published
 // checkpoint covers seq yet (ErrNotPublished) or there is no such entry.
 func (l *Log) TlogProof(ctx context.Context, seq int64) ([]byte, error) {
-	e, err := l.store.Entry(ctx, seq)
-	if err != nil {
+	e, err := l.reader.Entry(ctx, seq)
+	if err != nil && !(l.standby && errors.Is(err, ErrNotFound)) {
 		return nil, err
 	}
 	cp, err := l.LatestCheckpoint(ctx)
@@ -167,7 +167,11 @@ func (l *Log) TlogProof(ctx context.Context, seq int64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	proof, err := l.store.InclusionProof(ctx, seq, cp.Size)
+	if e.Leaf == nil {
+		// The standby lacks the entry but published its tree: it cannot.
+		return nil, fmt.Errorf("%w: entry %d", ErrNotReplicated, seq)
+	}
+	proof, err := l.reader.InclusionProof(ctx, seq, cp.Size)
 	if err != nil {
 		return nil, err
 	}

@@ -21,6 +21,9 @@ type serveConfig struct {
 	Addr            string
 	DatabaseURL     string
 	DatabaseURLFile string
+	// DatabaseReadURL, if set, serves the log's reads that may lag (a
+	// standby); DatabaseURL serves everything else.
+	DatabaseReadURL string
 	VaultAddr       string
 	VaultToken      string
 	VaultTokenFile  string
@@ -117,6 +120,8 @@ func serveConnectionSettings(c *serveConfig, vaultCLIToken *string) []setting {
 			usage: "listen address, host:port (an http:// URL is accepted)"},
 		databaseURLSetting(&c.DatabaseURL, "PostgreSQL URL"),
 		databaseURLFileSetting(&c.DatabaseURLFile),
+		{flag: "database-read-url", env: vars("MEDIATOR_DATABASE_READ_URL"), value: text(&c.DatabaseReadURL, ""), secret: true,
+			usage: "PostgreSQL URL for the log's reads that may lag: the published checkpoint, entries, searches, proofs, bundles, tiles, statistics (a standby: target_session_attrs=prefer-standby); empty: the database URL"},
 		{flag: "vault-addr", env: vars("MEDIATOR_VAULT_ADDR", "VAULT_ADDR"), value: text(&c.VaultAddr, ""), usage: "Vault address"},
 		{flag: "vault-token", env: vars("MEDIATOR_VAULT_TOKEN"), envNote: "then VAULT_TOKEN when no AppRole is configured", value: text(&c.VaultToken, ""), secret: true,
 			usage: "Vault token; prefer the environment or --vault-token-file, since flags are visible to other users"},
@@ -342,7 +347,7 @@ func (c *serveConfig) validate() error {
 
 // secrets lists the configured secret values, for the log mask.
 func (c *serveConfig) secrets() []string {
-	return append([]string{c.VaultToken, c.VaultSecretID}, dsnSecrets(c.DatabaseURL)...)
+	return append(append([]string{c.VaultToken, c.VaultSecretID}, dsnSecrets(c.DatabaseURL)...), dsnSecrets(c.DatabaseReadURL)...)
 }
 
 // listenAddr accepts host:port or an http:// URL (the form `mediator dev env`

@@ -22,6 +22,7 @@ import (
 	"github.com/mediatorhq/mediator/approval"
 	"github.com/mediatorhq/mediator/audit"
 	"github.com/mediatorhq/mediator/escrow"
+	"github.com/mediatorhq/mediator/pgmetrics"
 	"github.com/mediatorhq/mediator/pseudonym"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/shares"
@@ -387,7 +388,7 @@ func TestPoolTurnsJITOff(t *testing.T) {
 		{dsn, "off", "0"},
 		{dsn + sep + "jit=on&max_parallel_workers_per_gather=2", "on", "2"},
 	} {
-		pool, err := openPool(ctx, c.dsn, api.NewMetrics("test"))
+		pool, err := openPool(ctx, c.dsn, pgmetrics.New(api.NewMetrics("test").Registry))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -93,11 +93,20 @@ func serve(ctx context.Context, cfg serveConfig, log *slog.Logger, ready chan<- 
 // each one's stop onto owned, and returns what the router needs and the
 // policy engine.
 func start(ctx context.Context, cfg serveConfig, log *slog.Logger, metrics *api.Metrics, owned *job.Stack) (api.Deps, *policy.Reloader, error) {
-	pool, err := openPool(ctx, cfg.DatabaseURL, metrics)
+	tracer := pgmetrics.New(metrics.Registry)
+	pool, err := openPool(ctx, cfg.DatabaseURL, tracer)
 	if err != nil {
 		return api.Deps{}, nil, err
 	}
 	owned.Push("database pool", pool.Close)
+	metrics.Registry.MustRegister(pgmetrics.NewPoolCollector(pool), pgmetrics.NewReplicationCollector(pool))
+	readPool := pool
+	if cfg.DatabaseReadURL != "" {
+		if readPool, err = openPool(ctx, cfg.DatabaseReadURL, tracer); err != nil {
+			return api.Deps{}, nil, fmt.Errorf("read %w", err)
+		}
+		owned.Push("database read pool", readPool.Close)
+	}
 	if err := migrations.CheckPool(ctx, pool, schemaCheckTimeout); err != nil {
 		return api.Deps{}, nil, fmt.Errorf("refusing to serve: %w", err)
 	}
@@ -109,7 +118,7 @@ func start(ctx context.Context, cfg serveConfig, log *slog.Logger, metrics *api.
 	if err != nil {
 		return api.Deps{}, nil, err
 	}
-	auditLog, tally, err := startLog(ctx, cfg, log, metrics, pool, vault, owned)
+	auditLog, tally, err := startLog(ctx, cfg, log, metrics, pool, readPool, vault, owned)
 	if err != nil {
 		return api.Deps{}, nil, err
 	}
@@ -126,7 +135,7 @@ func start(ctx context.Context, cfg serveConfig, log *slog.Logger, metrics *api.
 		return api.Deps{}, nil, err
 	}
 	d := api.Deps{Logger: log, Authn: verifier, Authz: engine, Metrics: metrics, Ingest: ingester, Log: auditLog,
-		Stats: stats.NewStore(pool), StatsMinGroup: cfg.StatsMinGroup, Limits: cfg.Limits,
+		Stats: stats.NewStore(readPool), StatsMinGroup: cfg.StatsMinGroup, Limits: cfg.Limits,
 		Ready: readiness(cfg, verifier, pool.Ping, func(ctx context.Context) error { return vaultclient.Ready(ctx, vault) }, auditLog.WitnessQuorum)}
 	if err := startLawfulAccess(ctx, cfg, log, metrics, pool, auditLog, engine, owned, &d); err != nil {
 		return api.Deps{}, nil, err
@@ -166,7 +175,7 @@ func configured(value, flag string) func(context.Context) error {
 // startLog opens the audit log (its group commit and checkpoint job) and
 // the SOC tally, and pushes their closes: the log's waits for every queued
 // append and signs a last checkpoint.
-func startLog(ctx context.Context, cfg serveConfig, log *slog.Logger, metrics *api.Metrics, pool *pgxpool.Pool,
+func startLog(ctx context.Context, cfg serveConfig, log *slog.Logger, metrics *api.Metrics, pool, readPool *pgxpool.Pool,
 	vault *vaultapi.Client, owned *job.Stack) (*audit.Log, *stats.Tally, error) {
 	key, err := checkpointKey(ctx, cfg, vault)
 	if err != nil {
@@ -182,7 +191,7 @@ func startLog(ctx context.Context, cfg serveConfig, log *slog.Logger, metrics *a
 			return nil, nil, err
 		}
 	}
-	auditLog, closeLog, err := audit.Open(ctx, audit.Config{Pool: pool, Origin: cfg.LogOrigin, Key: key, PreviousKeys: cfg.CheckpointPreviousKeys, Witnesses: witnesses,
+	auditLog, closeLog, err := audit.Open(ctx, audit.Config{Pool: pool, ReadPool: readPool, Origin: cfg.LogOrigin, Key: key, PreviousKeys: cfg.CheckpointPreviousKeys, Witnesses: witnesses,
 		CheckpointInterval: cfg.CheckpointInterval, Logger: log, Metrics: audit.NewMetrics(metrics.Registry)})
 	if err != nil {
 		return nil, nil, err
@@ -281,14 +290,14 @@ func startLawfulAccess(ctx context.Context, cfg serveConfig, log *slog.Logger, m
 	return nil
 }
 
-// openPool connects the pgx pool with call metrics.
-func openPool(ctx context.Context, dsn string, metrics *api.Metrics) (*pgxpool.Pool, error) {
+// openPool connects a pgx pool whose calls tracer measures.
+func openPool(ctx context.Context, dsn string, tracer *pgmetrics.Tracer) (*pgxpool.Pool, error) {
 	poolCfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		// pgx's parse errors can quote the URL; say only what is wrong.
 		return nil, fmt.Errorf("database url: cannot be parsed")
 	}
-	poolCfg.ConnConfig.Tracer = pgmetrics.New(metrics.Registry)
+	poolCfg.ConnConfig.Tracer = tracer
 	// No JIT, no parallel plans for the service's probes
 	// (docs/decisions.md); a URL may still set either.
 	pgsession.Configure(poolCfg.ConnConfig)
@@ -296,7 +305,6 @@ func openPool(ctx context.Context, dsn string, metrics *api.Metrics) (*pgxpool.P
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
-	metrics.Registry.MustRegister(pgmetrics.NewPoolCollector(pool), pgmetrics.NewReplicationCollector(pool))
 	return pool, nil
 }
 
