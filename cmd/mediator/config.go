@@ -23,20 +23,21 @@ type serveConfig struct {
 	DatabaseURLFile string
 	// DatabaseReadURL, if set, serves the log's reads that may lag (a
 	// standby); DatabaseURL serves everything else.
-	DatabaseReadURL string
-	VaultAddr       string
-	VaultToken      string
-	VaultTokenFile  string
-	VaultRoleID     string
-	VaultRoleIDFile string
-	VaultSecretID   string
-	VaultSecretFile string
-	JWTIssuer       string
-	JWTAudience     string
-	JWKS            string
-	PolicyDir       string
-	LogLevel        string
-	ShutdownTimeout time.Duration
+	DatabaseReadURL     string
+	DatabaseReadURLFile string
+	VaultAddr           string
+	VaultToken          string
+	VaultTokenFile      string
+	VaultRoleID         string
+	VaultRoleIDFile     string
+	VaultSecretID       string
+	VaultSecretFile     string
+	JWTIssuer           string
+	JWTAudience         string
+	JWKS                string
+	PolicyDir           string
+	LogLevel            string
+	ShutdownTimeout     time.Duration
 
 	LogOrigin         string
 	CheckpointKeyFile string
@@ -122,6 +123,8 @@ func serveConnectionSettings(c *serveConfig, vaultCLIToken *string) []setting {
 		databaseURLFileSetting(&c.DatabaseURLFile),
 		{flag: "database-read-url", env: vars("MEDIATOR_DATABASE_READ_URL"), value: text(&c.DatabaseReadURL, ""), secret: true,
 			usage: "PostgreSQL URL for the log's reads that may lag: the published checkpoint, entries, searches, proofs, bundles, tiles, statistics (a standby: target_session_attrs=prefer-standby); empty: the database URL"},
+		{flag: "database-read-url-file", env: vars("MEDIATOR_DATABASE_READ_URL_FILE"), value: text(&c.DatabaseReadURLFile, ""),
+			usage: "file holding the read URL, instead of --database-read-url"},
 		{flag: "vault-addr", env: vars("MEDIATOR_VAULT_ADDR", "VAULT_ADDR"), value: text(&c.VaultAddr, ""), usage: "Vault address"},
 		{flag: "vault-token", env: vars("MEDIATOR_VAULT_TOKEN"), envNote: "then VAULT_TOKEN when no AppRole is configured", value: text(&c.VaultToken, ""), secret: true,
 			usage: "Vault token; prefer the environment or --vault-token-file, since flags are visible to other users"},
@@ -289,6 +292,11 @@ func (c *serveConfig) resolve(vaultCLIToken string) error {
 		return err
 	}
 	c.DatabaseURL = u
+	if c.DatabaseReadURL == "" && c.DatabaseReadURLFile != "" {
+		if c.DatabaseReadURL, err = secretfile.Read(c.DatabaseReadURLFile); err != nil {
+			return fmt.Errorf("--database-read-url-file: %w", err)
+		}
+	}
 	// Secrets in files are read here, so the log mask knows them; the
 	// token file is also handed on, for vaultclient to follow.
 	for _, f := range []struct {
