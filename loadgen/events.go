@@ -122,6 +122,10 @@ type Report struct {
 	SegmentSize  int64
 	SegmentRates []float64
 	tileReaders  int
+	// AckGaps are the times, in order, during which no batch was
+	// acknowledged for longer than a second (a database failover, say):
+	// from one acknowledgement to the next.
+	AckGaps []time.Duration
 	// CPU is where the machine's cores went while events were sent, by
 	// process name (Linux only); CoreSeconds is what they held.
 	CPU         []CPUShare
@@ -166,6 +170,13 @@ func (r Report) String() string {
 				b.WriteByte(',')
 			}
 			fmt.Fprintf(&b, " %s %.1fs (%.0f%%)", c.Name, c.Seconds, 100*c.Seconds/r.CoreSeconds)
+		}
+		b.WriteByte('\n')
+	}
+	if len(r.AckGaps) > 0 {
+		fmt.Fprintf(&b, "no acknowledgement for over 1s, %d times:", len(r.AckGaps))
+		for _, g := range r.AckGaps {
+			fmt.Fprintf(&b, " %s", g.Round(time.Millisecond))
 		}
 		b.WriteByte('\n')
 	}
@@ -224,6 +235,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 		mu        sync.Mutex // guards latencies and lastAck
 		latencies []time.Duration
 		lastAck   time.Time
+		gaps      []time.Duration
 	)
 	lastSeq.Store(-1)
 	// A shared ticker paces batches when a rate is set.
@@ -297,6 +309,11 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 				if err != nil {
 					if ctx.Err() == nil {
 						errs.Add(1)
+						// Down, or failing over: do not spin.
+						select {
+						case <-ctx.Done():
+						case <-time.After(100 * time.Millisecond):
+						}
 					}
 					continue
 				}
@@ -311,7 +328,11 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 				}
 				mu.Lock()
 				latencies = append(latencies, lat)
-				lastAck = time.Now()
+				now := time.Now()
+				if !lastAck.IsZero() && now.Sub(lastAck) > time.Second {
+					gaps = append(gaps, now.Sub(lastAck))
+				}
+				lastAck = now
 				mu.Unlock()
 				if cfg.MirrorURL != "" && seq >= 0 {
 					mirrorLags.acked(seq, lastAck)
@@ -332,6 +353,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 	rep.CPU, rep.CoreSeconds = cpuSince(cpu)
 	rep.SegmentSize, rep.SegmentRates = cfg.Segment, segs.rates()
 	rep.Events, rep.Batches, rep.Errors = events.Load(), batches.Load(), errs.Load()
+	rep.AckGaps = gaps
 	rep.EventsPerSec = float64(rep.Events) / rep.Elapsed.Seconds()
 	rep.LastSeq = lastSeq.Load()
 	if len(latencies) > 0 {
