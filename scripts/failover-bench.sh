@@ -9,6 +9,8 @@
 #                                        # the acknowledgement gaps, and the
 #                                        # publication lag around them
 #   scripts/failover-bench.sh steady     # publication lag, HA, no failover
+#   scripts/failover-bench.sh proofs     # EVENTS (10 M) entries, then inclusion
+#                                        # proofs served from the standby
 #
 # Every run is a fresh `mediator dev` (with --ha: a pg_auto_failover
 # monitor, primary and synchronous standby on loopback ports, the mediator
@@ -35,6 +37,8 @@ trap stop_dev EXIT
 run() { # name, dev flags...
   local name=$1
   shift
+  # What the previous run's `mediator dev env` exported names its servers.
+  unset DATABASE_URL VAULT_ADDR VAULT_TOKEN
   export MEDIATOR_DEV_STATE_DIR=$OUT/$name/dev
   mkdir -p "$OUT/$name"
   start_dev "$ADDR" "$OUT/$name/dev.log" "$@"
@@ -71,6 +75,13 @@ failovers)
   cat "$OUT/failovers/loadgen.txt"
   grep -o '"msg":"dev: failover[^"]*"[^}]*' "$OUT/failovers/dev.log" || true
   ;;
+proofs)
+  EVENTS=${EVENTS:-10000000}
+  run proofs --ha
+  echo "== $EVENTS events at full speed, then 2000 inclusion proofs served from the standby"
+  "$BIN" loadgen --url "$MEDIATOR_ADDR" --events "$EVENTS" --duration 1h --workers "$WORKERS" \
+    --batch "$BATCH" --proofs 2000 | tee "$OUT/proofs/loadgen.txt"
+  ;;
 steady)
   run steady --ha
   echo "== publication lag, $DURATION at ${RATE} events/s, HA"
@@ -78,7 +89,7 @@ steady)
     --batch "$BATCH" | tee "$OUT/steady/loadgen.txt"
   ;;
 *)
-  echo "usage: $0 ratio|failovers|steady" >&2
+  echo "usage: $0 ratio|failovers|steady|proofs" >&2
   exit 2
   ;;
 esac

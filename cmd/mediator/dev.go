@@ -35,7 +35,7 @@ func devCmd(ctx context.Context, c *call, args []string) error {
 	}, serveLimitSettings(&limits)...)...)
 	keep := fs.Bool("keep", false, "keep the dev database when dev exits; by default the database dev created is dropped on exit (one named by DATABASE_URL is never dropped)")
 	withMirror := fs.Bool("mirror", false, "also run a regulator's mirror (C2SP tlog-mirror) of the log on a database of its own, and require its cosignature, beside the custodians', before a checkpoint is published")
-	withHA := fs.Bool("ha", false, "run the mediator's database as a pg_auto_failover formation (a monitor, a primary and its synchronous standby; docs/operations.md), writing to the primary and reading from the standby; kill -USR1 dev for a failover")
+	withHA := fs.Bool("ha", false, "run the mediator's database as a pg_auto_failover formation (a monitor, a primary and its synchronous standby; docs/operations.md), writing to the primary and reading from the standby; kill -USR1 dev for a failover. The formation lives in a temporary directory, even with --keep")
 	cpuProfile := fs.String("cpu-profile", "", "write a Go CPU profile of this process (the mediator, the dev custodians and pseudonym service) to this file until dev stops (read it with go tool pprof); it holds code addresses and sample counts, never data")
 	if err := fs.Parse(args); err != nil {
 		return err
