@@ -319,6 +319,24 @@ func (c *checkpointer) tailLost(ctx context.Context, treeSize, signedSize int64,
 	return fmt.Errorf("%w: %s: %w", ErrTailLost, reason, err)
 }
 
+// witnessAhead handles a witness that answered a checkpoint of offered
+// entries with its own larger size, ahead. Another process
+// may have stored and had that one cosigned since this one read the table
+// (two checkpointers for a moment): only if the table still holds no
+// checkpoint of the log's at that size or beyond is the tail lost.
+func (c *checkpointer) witnessAhead(ctx context.Context, treeSize int64, name string, ahead, offered int64) error {
+	rows, err := c.store.checkpoints(ctx, maxRefusedRows)
+	if err != nil {
+		return err
+	}
+	for _, row := range rows {
+		if row.Size >= ahead && c.verify(row) == nil {
+			return fmt.Errorf("audit: witness %s is at %d entries, past the %d offered, and the table has caught up; next round", name, ahead, offered)
+		}
+	}
+	return c.tailLost(ctx, treeSize, ahead, fmt.Sprintf("witness %s has cosigned a checkpoint of %d entries; the database's newest has %d", name, ahead, offered))
+}
+
 // probe offers the latest stored checkpoint to the witnesses once per run,
 // before this run signs anything: a witness that has cosigned a larger
 // tree answers with its size (C2SP tlog-witness, 409), and the log is
@@ -335,7 +353,7 @@ func (c *checkpointer) probe(ctx context.Context, anchor Checkpoint, found bool,
 		wc := c.witnessClient()
 		cosigned := wc.probe(ctx, anchor)
 		if name, ahead := wc.ahead(anchor.Size); ahead > 0 {
-			return c.tailLost(ctx, size, ahead, fmt.Sprintf("witness %s has cosigned a checkpoint of %d entries; the database's newest has %d", name, ahead, anchor.Size))
+			return c.witnessAhead(ctx, size, name, ahead, anchor.Size)
 		}
 		if !c.Witnesses.met(func(name string) bool { return cosigned[name] }) {
 			return fmt.Errorf("%w: not signing until the witnesses confirm they hold nothing newer than the database's %d entries (%d of them did; the quorum is %s)",
@@ -468,7 +486,7 @@ func (c *checkpointer) witness(ctx context.Context, cp Checkpoint) error {
 		return err
 	}
 	if name, ahead := c.wc.ahead(cp.Size); ahead > 0 {
-		return c.tailLost(ctx, cp.Size, ahead, fmt.Sprintf("witness %s has cosigned a checkpoint of %d entries; the database's newest has %d", name, ahead, cp.Size))
+		return c.witnessAhead(ctx, cp.Size, name, ahead, cp.Size)
 	}
 	met := c.Witnesses.met(func(name string) bool { _, ok := have[name]; return ok })
 	c.mu.Lock()
