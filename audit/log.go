@@ -522,3 +522,29 @@ func (l *Log) beyond(ctx context.Context, level int, index int64, width int, not
 	}
 	return notFound
 }
+
+// Primary is the log read from the primary only, whatever Config.ReadPool
+// says: for a caller that must see what it has just appended, such as a
+// release proving its own request to the custodians.
+type Primary struct{ l *Log }
+
+// Primary returns the log's primary-only reads.
+func (l *Log) Primary() Primary { return Primary{l} }
+
+// WitnessNames are the names of the witnesses of the log's policy.
+func (p Primary) WitnessNames() []string { return p.l.WitnessNames() }
+
+// CosignedSize is Log.CosignedSize.
+func (p Primary) CosignedSize(ctx context.Context, witness string) (int64, error) {
+	return p.l.store.CosignedSize(ctx, witness)
+}
+
+// Entry returns the entry at seq as the primary stores it.
+func (p Primary) Entry(ctx context.Context, seq int64) (StoredEntry, error) {
+	return p.l.store.Entry(ctx, seq)
+}
+
+// InclusionProof is Log.InclusionProof, from the primary.
+func (p Primary) InclusionProof(ctx context.Context, seq, treeSize int64) (tlog.RecordProof, error) {
+	return p.l.store.InclusionProof(ctx, seq, treeSize)
+}

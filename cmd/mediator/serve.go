@@ -286,7 +286,7 @@ func startLawfulAccess(ctx context.Context, cfg serveConfig, log *slog.Logger, m
 	d.Escrow, d.Governance = escrowSvc, gov
 	d.Access = access.New(access.Config{Requests: accessStore, Approvals: accessStore, Releases: accessStore, Roster: gov,
 		Decider: engine, Escrow: escrowSvc, Log: log, Metrics: access.NewMetrics(metrics.Registry, accessStore),
-		Notifier: notifier, LogProof: auditLog})
+		Notifier: notifier, LogProof: auditLog.Primary()})
 	return nil
 }
 

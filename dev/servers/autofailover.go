@@ -222,6 +222,20 @@ func (n *FormationNode) Kill() {
 	n.cmd = nil
 }
 
+// KillPostgres SIGKILLs the node's postmaster alone (a PostgreSQL crash):
+// its keeper stays and starts PostgreSQL again.
+func (n *FormationNode) KillPostgres() error {
+	b, err := os.ReadFile(filepath.Join(n.pgdata, "postmaster.pid"))
+	if err != nil {
+		return fmt.Errorf("formation: %s: %w", n.Name, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	if err != nil {
+		return fmt.Errorf("formation: %s: postmaster.pid: %w", n.Name, err)
+	}
+	return syscall.Kill(pid, syscall.SIGKILL)
+}
+
 // stop shuts the node down cleanly: the keeper stops its postmaster.
 func (n *FormationNode) stop() {
 	if n.cmd == nil {

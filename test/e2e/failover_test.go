@@ -32,6 +32,8 @@ import (
 // synchronous standby, and two `mediator serve` processes on a multi-host
 // URL (and the standby's for reads), with a witness required for
 // publication. Under load through both:
+//   - the primary's postmaster is SIGKILLed: its keeper restarts it, and
+//     ingest resumes;
 //   - the primary's node is killed (keeper, postmaster and backends at
 //     once); the standby is promoted; ingest answers 503 with Retry-After
 //     meanwhile and resumes;
@@ -100,6 +102,21 @@ func TestFailoverLosesNothing(t *testing.T) {
 		wg.Wait()
 	}()
 	ld.waitAcks(t, 2000, 30*time.Second)
+
+	step(t, "the primary's postmaster crashes; its keeper restarts it and ingest resumes", func(t *testing.T) {
+		primary, err := f.WaitSettled(ctx, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := ld.count()
+		if err := primary.KillPostgres(); err != nil {
+			t.Fatal(err)
+		}
+		ld.waitAcks(t, before+2000, 60*time.Second)
+		if _, err := f.WaitSettled(ctx, 60*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
 
 	step(t, "the primary's node is lost; the standby is promoted and ingest resumes", func(t *testing.T) {
 		primary, err := f.WaitSettled(ctx, 30*time.Second)
