@@ -10,12 +10,14 @@ package identity
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -74,6 +76,51 @@ type Verifier struct {
 	audience string
 	keys     KeySource
 	now      func() time.Time
+	verified verifiedTokens
+}
+
+// verifiedTokens remembers tokens that verified, so that a caller's next
+// request with the same token skips the signature check (about 0.13 ms of
+// a tile read's 0.35 ms): by the token's SHA-256, with the key set object
+// it verified against and the time it stops being valid. A remembered
+// token counts only while the key source returns that same set (a refetch
+// or an edited file is a new set, and every token is checked again) and
+// before its expiry.
+type verifiedTokens struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]verifiedToken
+}
+
+type verifiedToken struct {
+	p        Principal
+	set      *jose.JSONWebKeySet
+	notAfter time.Time
+}
+
+// Bounds of the remembered tokens: how many (the map is emptied when
+// full) and for how long at most.
+const (
+	maxVerifiedTokens = 10000
+	verifiedTokenTTL  = 5 * time.Minute
+)
+
+func (c *verifiedTokens) get(sum [sha256.Size]byte, set *jose.JSONWebKeySet, now time.Time) (Principal, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[sum]
+	if !ok || e.set != set || !now.Before(e.notAfter) {
+		return Principal{}, false
+	}
+	return Principal{Subject: e.p.Subject, Roles: slices.Clone(e.p.Roles)}, true
+}
+
+func (c *verifiedTokens) put(sum [sha256.Size]byte, e verifiedToken) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxVerifiedTokens {
+		c.m = make(map[[sha256.Size]byte]verifiedToken)
+	}
+	c.m[sum] = e
 }
 
 // NewVerifier returns a Verifier for tokens from issuer intended for
@@ -109,6 +156,11 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
 	if err != nil {
 		return Principal{}, fmt.Errorf("identity: load keys: %w", err)
 	}
+	now := v.now()
+	sum := sha256.Sum256([]byte(raw))
+	if p, ok := v.verified.get(sum, set, now); ok {
+		return p, nil
+	}
 	candidates := set.Key(kid)
 	if len(candidates) == 0 {
 		if r, ok := v.keys.(interface{ UnknownKID() }); ok {
@@ -139,7 +191,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
 	if err := reg.ValidateWithLeeway(jwt.Expected{
 		Issuer:      v.issuer,
 		AnyAudience: jwt.Audience{v.audience},
-		Time:        v.now(),
+		Time:        now,
 	}, clockSkew); err != nil {
 		return Principal{}, fmt.Errorf("%w: %v", ErrInvalidToken, err)
 	}
@@ -153,7 +205,15 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Principal, error) {
 	if roles == nil {
 		roles = []string{}
 	}
-	return Principal{Subject: reg.Subject, Roles: roles}, nil
+	p := Principal{Subject: reg.Subject, Roles: roles}
+	// Remembered until it expires (as the check above allows: with the
+	// clock skew), for at most verifiedTokenTTL.
+	notAfter := now.Add(verifiedTokenTTL)
+	if exp := reg.Expiry.Time().Add(clockSkew); exp.Before(notAfter) {
+		notAfter = exp
+	}
+	v.verified.put(sum, verifiedToken{p: Principal{Subject: p.Subject, Roles: slices.Clone(roles)}, set: set, notAfter: notAfter})
+	return p, nil
 }
 
 // KeysReady reports whether the verifier holds a key set it may use: nil

@@ -151,3 +151,74 @@ func hmacToken(t *testing.T, kid string, secret []byte, c jwt.Claims) string {
 	m.Write([]byte(signing))
 	return signing + "." + enc(m.Sum(nil))
 }
+
+// swapKeys is a KeySource whose set a test replaces.
+type swapKeys struct{ set *jose.JSONWebKeySet }
+
+func (s *swapKeys) KeySet(context.Context) (*jose.JSONWebKeySet, error) { return s.set, nil }
+
+// TestRememberedTokensFollowTheKeysAndTheClock: a token that verified is
+// remembered, but only while the key source returns the same set and
+// until the token expires; a remembered token says nothing of another
+// one, even one that differs from it in its signature alone.
+func TestRememberedTokensFollowTheKeysAndTheClock(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	jwk := jose.JSONWebKey{Key: pub, KeyID: "k1", Algorithm: string(jose.EdDSA), Use: "sig"}
+	keys := &swapKeys{set: &jose.JSONWebKeySet{Keys: []jose.JSONWebKey{jwk}}}
+	v, err := NewVerifier(dev.IssuerName, dev.Audience, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	v.now = func() time.Time { return now }
+	exp := now.Add(time.Hour)
+	tok := sign(t, priv, "k1", jose.EdDSA, jwt.Claims{Issuer: dev.IssuerName, Audience: jwt.Audience{dev.Audience}, Subject: "alice",
+		Expiry: jwt.NewNumericDate(exp)}, []string{"auditor"})
+	check := func(what string, tok string, want bool) {
+		t.Helper()
+		p, err := v.Verify(context.Background(), tok)
+		if got := err == nil && p.Subject == "alice" && p.HasRole("auditor"); got != want {
+			t.Fatalf("%s: accepted %v (%+v, %v), want %v", what, got, p, err, want)
+		}
+	}
+	check("first use", tok, true)
+	check("remembered", tok, true)
+	// One character inside the signature changed: another token (not the
+	// last, whose low bits are padding a lenient decoder ignores).
+	i := len(tok) - 10
+	other := tok[:i] + string("AB"[btoi(tok[i] == 'A')]) + tok[i+1:]
+	check("a token differing in its signature", other, false)
+
+	now = exp.Add(clockSkew + time.Second)
+	check("past its expiry", tok, false)
+	now = exp.Add(-time.Minute)
+
+	keys.set = &jose.JSONWebKeySet{} // the key was rotated out
+	check("after its key left the set", tok, false)
+	keys.set = &jose.JSONWebKeySet{Keys: []jose.JSONWebKey{jwk}}
+	check("with the key back, checked again", tok, true)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// BenchmarkVerifyRepeatedToken is one caller's token on every request, as
+// a tile reader or a gateway sends it.
+func BenchmarkVerifyRepeatedToken(b *testing.B) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	keys := &swapKeys{set: &jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: pub, KeyID: "k1", Algorithm: string(jose.EdDSA), Use: "sig"}}}}
+	v, _ := NewVerifier(dev.IssuerName, dev.Audience, keys)
+	s, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: jose.JSONWebKey{Key: priv, KeyID: "k1"}}, (&jose.SignerOptions{}).WithType("JWT"))
+	tok, _ := jwt.Signed(s).Claims(jwt.Claims{Issuer: dev.IssuerName, Audience: jwt.Audience{dev.Audience}, Subject: "reader",
+		Expiry: jwt.NewNumericDate(time.Now().Add(time.Hour))}).Claims(claims{Roles: []string{"auditor"}}).Serialize()
+	ctx := context.Background()
+	for b.Loop() {
+		if _, err := v.Verify(ctx, tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
