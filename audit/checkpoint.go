@@ -170,8 +170,9 @@ type checkpointer struct {
 	// (metrics, alerts).
 	OnHalt func(halted bool)
 
-	wcOnce sync.Once
-	wc     *witnessClient
+	wcOnce      sync.Once
+	wc          *witnessClient
+	stopUploads context.CancelFunc
 
 	mu    sync.Mutex
 	last  *Checkpoint  // the last checkpoint this process signed or verified as its own
@@ -510,9 +511,22 @@ func (c *checkpointer) witness(ctx context.Context, cp Checkpoint) error {
 // witnessClient returns the client that asks the witnesses, made once.
 func (c *checkpointer) witnessClient() *witnessClient {
 	c.wcOnce.Do(func() {
-		c.wc = &witnessClient{policy: c.Witnesses, http: &http.Client{}, store: c.store, onResult: c.OnWitness, size: map[string]int64{}, next: map[string]int64{}}
+		stop, cancel := context.WithCancel(context.Background())
+		c.wc = &witnessClient{policy: c.Witnesses, http: &http.Client{}, store: c.store, onResult: c.OnWitness,
+			size: map[string]int64{}, next: map[string]int64{}, stop: stop}
+		c.stopUploads = cancel
 	})
 	return c.wc
+}
+
+// Close ends the mirrors' uploads running in the background and waits
+// for them.
+func (c *checkpointer) Close() {
+	c.wcOnce.Do(func() {}) // none made after this
+	if c.wc != nil {
+		c.stopUploads()
+		c.wc.uploading.Wait()
+	}
 }
 
 // witnessQuorum reports what the latest round found, asking no witness:

@@ -167,6 +167,7 @@ func Open(ctx context.Context, cfg Config) (*Log, func(context.Context) error, e
 		wasLeading := leading.Load()
 		stopCheckpoints()
 		wg.Wait()
+		defer cp.Close()
 		if !wasLeading {
 			return err // the process that leads signs over these entries
 		}

@@ -125,7 +125,31 @@ type witnessClient struct {
 	mu   sync.Mutex
 	size map[string]int64 // witness name → size it cosigned last, as far as known
 	next map[string]int64 // mirror name → its next entry, as it last said
+	// uploads are the mirrors' uploads running in the background, by
+	// mirror name: at most one each, never cut short by a round's end.
+	uploads map[string]*mirrorUpload
+	// uploading counts the running uploads, so Close can wait for them;
+	// stop ends them.
+	uploading sync.WaitGroup
+	stop      context.Context
 }
+
+// mirrorUpload is one upload of a checkpoint's entries to a mirror.
+type mirrorUpload struct {
+	size int64
+	done chan struct{} // closed when it ended
+	// Once done: the mirror's verified cosignature line (also stored), or
+	// why there is none, for metrics.
+	line, result string
+}
+
+// mirrorWait is how long a round waits for a mirror's upload before it
+// goes on without the mirror's cosignature; the upload goes on, and a
+// later round publishes with it.
+const mirrorWait = 2 * time.Second
+
+// mirrorUploadTimeout bounds one upload in the background.
+const mirrorUploadTimeout = 10 * time.Minute
 
 // cosign asks every witness of the policy that has not cosigned cp yet,
 // in parallel, and stores each cosignature that verifies. It returns the
@@ -142,7 +166,7 @@ func (wc *witnessClient) cosign(ctx context.Context, cp Checkpoint) (map[string]
 		}
 		wg.Go(func() {
 			line, result := wc.ask(ctx, w, cp)
-			if wc.onResult != nil {
+			if wc.onResult != nil && result != "" {
 				wc.onResult(w.Name, result)
 			}
 			if line == "" {
@@ -170,7 +194,7 @@ func (wc *witnessClient) probe(ctx context.Context, cp Checkpoint) map[string]bo
 	for _, w := range wc.policy.Witnesses {
 		wg.Go(func() {
 			line, result := wc.ask(ctx, w, cp)
-			if wc.onResult != nil {
+			if wc.onResult != nil && result != "" {
 				wc.onResult(w.Name, result)
 			}
 			if line == "" {
@@ -191,11 +215,30 @@ const witnessTimeout = 5 * time.Second
 
 // ask sends cp to witness w, once more with the witness's own old size if
 // it answers 409, and returns the verified cosignature line and a result
-// for metrics: cosigned, conflict, refused, unavailable, mirror_behind.
+// for metrics: cosigned, conflict, refused, unavailable, mirror_behind
+// (or "" for an answer the background upload already counted).
+//
+// A mirror's upload runs in the background (mirrorUpload). While it runs,
+// the mirror is not offered a newer checkpoint, which would replace the
+// one it is receiving entries for; once it ended, its cosignature (stored
+// already) is this round's answer if it is of cp, and a newer checkpoint
+// is offered otherwise.
 func (wc *witnessClient) ask(ctx context.Context, w Witness, cp Checkpoint) (string, string) {
 	wc.mu.Lock()
 	old := wc.size[w.Name]
+	u := wc.uploads[w.Name]
 	wc.mu.Unlock()
+	if u != nil {
+		select {
+		case <-u.done:
+			wc.endUpload(w.Name, u)
+			if u.size == cp.Size && u.line != "" {
+				return u.line, ""
+			}
+		default:
+			return "", "mirror_behind"
+		}
+	}
 	for attempt := 0; attempt < 2; attempt++ {
 		if old > cp.Size {
 			return "", "conflict" // the witness saw more than this checkpoint: a rollback or a fork
@@ -222,11 +265,18 @@ func (wc *witnessClient) ask(ctx context.Context, w Witness, cp Checkpoint) (str
 				wc.mu.Lock()
 				wc.size[w.Name] = cp.Size
 				wc.mu.Unlock()
-				mirrored, result := wc.mirror(ctx, w, cp)
-				if result != "" {
-					return "", result
+				u := wc.startUpload(w, cp)
+				select {
+				case <-u.done:
+					wc.endUpload(w.Name, u)
+					if u.line != "" {
+						return u.line, ""
+					}
+					return "", u.result
+				case <-time.After(mirrorWait):
+				case <-ctx.Done():
 				}
-				answer = mirrored
+				return "", "mirror_behind"
 			}
 			return wc.verified(w, cp, answer)
 		case http.StatusConflict:
@@ -260,6 +310,51 @@ func (wc *witnessClient) verified(w Witness, cp Checkpoint, answer []byte) (stri
 	wc.size[w.Name] = cp.Size
 	wc.mu.Unlock()
 	return line, "cosigned"
+}
+
+// startUpload starts uploading the entries of cp to the mirror w in the
+// background: when the mirror cosigns, its line is verified and stored,
+// and counted as cosigned.
+func (wc *witnessClient) startUpload(w Witness, cp Checkpoint) *mirrorUpload {
+	u := &mirrorUpload{size: cp.Size, done: make(chan struct{})}
+	wc.mu.Lock()
+	if wc.uploads == nil {
+		wc.uploads = map[string]*mirrorUpload{}
+	}
+	wc.uploads[w.Name] = u
+	wc.mu.Unlock()
+	wc.uploading.Add(1)
+	go func() {
+		defer wc.uploading.Done()
+		defer close(u.done)
+		ctx, cancel := context.WithTimeout(wc.stop, mirrorUploadTimeout)
+		defer cancel()
+		answer, result := wc.mirror(ctx, w, cp)
+		if result == "" {
+			var line string
+			if line, result = wc.verified(w, cp, answer); line != "" {
+				if err := wc.store.insertCosignature(ctx, cp.Size, w.Name, line); err != nil {
+					result = "unavailable"
+				} else {
+					u.line = line
+				}
+			}
+		}
+		u.result = result
+		if wc.onResult != nil {
+			wc.onResult(w.Name, result)
+		}
+	}()
+	return u
+}
+
+// endUpload forgets u, an ended upload to the mirror name.
+func (wc *witnessClient) endUpload(name string, u *mirrorUpload) {
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	if wc.uploads[name] == u {
+		delete(wc.uploads, name)
+	}
 }
 
 // mirror uploads to the mirror w the entries of cp it lacks (C2SP
