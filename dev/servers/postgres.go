@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -371,14 +372,32 @@ func ping(ctx context.Context, dsn string) error {
 	return conn.Ping(ctx)
 }
 
-// freePort asks the kernel for a free loopback port.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("harness: free port: %w", err)
+// freePort is FreeLoopbackPort.
+func freePort() (int, error) { return FreeLoopbackPort() }
+
+// Ports FreeLoopbackPort picks from: below Linux's ephemeral range
+// (32768–60999 by default), from which the kernel takes the local port of
+// every outgoing connection.
+const (
+	freePortLow  = 20000
+	freePortHigh = 32768
+)
+
+// FreeLoopbackPort returns a loopback port nothing listens on, for a
+// server started afterwards. A port the kernel picks for ":0" comes from
+// the ephemeral range, where any outgoing connection (a test's clients,
+// a database pool) may take it before the server binds it; one below
+// that range can only be taken by another server.
+func FreeLoopbackPort() (int, error) {
+	for range 200 {
+		port := freePortLow + rand.IntN(freePortHigh-freePortLow)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			l.Close()
+			return port, nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, fmt.Errorf("harness: no free loopback port in [%d, %d) after 200 tries", freePortLow, freePortHigh)
 }
 
 func tail(b []byte, n int) string {

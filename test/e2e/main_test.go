@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mediatorhq/mediator/dev/servers"
 	"github.com/mediatorhq/mediator/test/apispec"
 	"github.com/mediatorhq/mediator/test/harness"
 )
@@ -183,14 +183,15 @@ func cleanEnv() []string {
 	return out
 }
 
+// freeAddr is a loopback address for a server the test starts next, on a
+// port no outgoing connection can take meanwhile (servers.FreeLoopbackPort).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := servers.FreeLoopbackPort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return "127.0.0.1:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	return "127.0.0.1:" + strconv.Itoa(port)
 }
 
 // waitStatus polls url until it answers want or the deadline passes.
