@@ -29,6 +29,10 @@ type Limits struct {
 	// Deposit is POST /v1/escrow/keys, per token subject: one depositor
 	// cannot pile up keys under a conversation faster than this.
 	Deposit Limit
+	// Tiles is the C2SP tlog tiles and entry bundles, per token subject:
+	// what one reader (a regulator's monitor, a mirror client) may take
+	// of the service while it ingests.
+	Tiles Limit
 }
 
 // rateLimited limits each authenticated caller to ls; it runs after guard,

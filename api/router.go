@@ -139,8 +139,9 @@ func NewRouter(d Deps) http.Handler {
 	g.Get("/v1/audit/export", s.export)
 	// The same log as C2SP tlog-tiles, for auditors' own tools.
 	g.Get("/v1/audit/tlog/checkpoint", s.checkpoint)
-	g.Get("/v1/audit/tlog/tile/entries/*", s.tlogEntries)
-	g.Get("/v1/audit/tlog/tile/{level}/*", s.tlogTile)
+	tiles := g.With(s.rateLimited(ratelimit.New(d.Limits.Tiles)))
+	tiles.Get("/v1/audit/tlog/tile/entries/*", s.tlogEntries)
+	tiles.Get("/v1/audit/tlog/tile/{level}/*", s.tlogTile)
 
 	// Key escrow.
 	g.Get("/v1/escrow/custodians", s.custodianSet)

@@ -117,6 +117,8 @@ type Report struct {
 	// while events were sent.
 	ReaderTiles       int64
 	ReaderBytesPerSec float64
+	// ReaderLimited is how many of their requests were answered 429.
+	ReaderLimited int64
 	// SegmentSize and SegmentRates are the rate, in events per second, of
 	// each whole segment of acknowledged events, in order.
 	SegmentSize  int64
@@ -154,7 +156,7 @@ func (r Report) String() string {
 		fmt.Fprintf(&b, "full level-0 tiles at tree size %d: p50 %s, p99 %s, %.1f MB/s to %d reader(s)\n", r.TileTreeSize, r.TileP50.Round(10*time.Microsecond), r.TileP99.Round(10*time.Microsecond), r.TileBytesPerSec/1e6, r.tileReaders)
 	}
 	if r.ReaderTiles > 0 {
-		fmt.Fprintf(&b, "tile readers during the run: %d full tiles, %.1f MB/s\n", r.ReaderTiles, r.ReaderBytesPerSec/1e6)
+		fmt.Fprintf(&b, "tile readers during the run: %d full tiles, %.1f MB/s, %d answers 429\n", r.ReaderTiles, r.ReaderBytesPerSec/1e6, r.ReaderLimited)
 	}
 	if n := len(r.SegmentRates); n > 0 {
 		fmt.Fprintf(&b, "events/s by segment of %d:", r.SegmentSize)
@@ -349,6 +351,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 	rep.Elapsed = time.Since(start)
 	if readers != nil {
 		rep.ReaderTiles, rep.ReaderBytesPerSec = readers.stop()
+		rep.ReaderLimited = readers.limited.Load()
 	}
 	rep.CPU, rep.CoreSeconds = cpuSince(cpu)
 	rep.SegmentSize, rep.SegmentRates = cfg.Segment, segs.rates()
@@ -481,6 +484,8 @@ type tileReaders struct {
 	start  time.Time
 	tiles  atomic.Int64
 	bytes  atomic.Int64
+	// limited counts the answers 429 (the service's --rate-tiles).
+	limited atomic.Int64
 }
 
 // startTileReaders starts n readers, each reading rate tiles a second
@@ -515,9 +520,19 @@ func startTileReaders(ctx context.Context, c *client.Client, n int, rate float64
 					time.Sleep(100 * time.Millisecond)
 					continue
 				}
-				if b, err := fetchTile(ctx, c, full); err == nil {
+				b, err := fetchTile(ctx, c, full)
+				if err == nil {
 					r.tiles.Add(1)
 					r.bytes.Add(int64(len(b)))
+					continue
+				}
+				var apiErr *client.Error
+				if errors.As(err, &apiErr) && apiErr.Status == http.StatusTooManyRequests {
+					r.limited.Add(1)
+					select { // Retry-After is a second at least
+					case <-ctx.Done():
+					case <-time.After(time.Second):
+					}
 				}
 			}
 		})

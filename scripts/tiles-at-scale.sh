@@ -12,6 +12,7 @@
 # Needs bin/mediator (make build) and psql.
 #
 #   SEGMENTS=10 SEGMENT=1000000 READERS=4 scripts/tiles-at-scale.sh
+#   SEGMENTS=5 SEGMENT=1000000 READERS=4 DEV_FLAGS="--rate-tiles 50" TILES=2000 scripts/tiles-at-scale.sh
 set -euo pipefail
 SEGMENTS=${SEGMENTS:-10}
 SEGMENT=${SEGMENT:-1000000}
@@ -28,7 +29,10 @@ BIN=${BIN:-bin/mediator}
 . "$(dirname "$0")/dev-lib.sh"
 trap stop_dev EXIT
 export MEDIATOR_DEV_STATE_DIR=$OUT/dev
-start_dev "$ADDR" "$OUT/dev.log"
+# DEV_FLAGS go to `mediator dev`, e.g. DEV_FLAGS="--rate-tiles 50" (the
+# service's per-reader limit instead of readers that pace themselves).
+# shellcheck disable=SC2086
+start_dev "$ADDR" "$OUT/dev.log" ${DEV_FLAGS:-}
 
 for i in $(seq 1 "$SEGMENTS"); do
   readers=0

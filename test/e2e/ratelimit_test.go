@@ -21,6 +21,7 @@ func TestRateLimitsPerIdentity(t *testing.T) {
 		"MEDIATOR_RATE_INGEST=20", "MEDIATOR_RATE_INGEST_BURST=10",
 		"MEDIATOR_RATE_ACCESS=1", "MEDIATOR_RATE_ACCESS_BURST=3",
 		"MEDIATOR_RATE_DEPOSIT=1", "MEDIATOR_RATE_DEPOSIT_BURST=3",
+		"MEDIATOR_RATE_TILES=1", "MEDIATOR_RATE_TILES_BURST=3",
 	}})
 	in.waitReady(t, 60*time.Second)
 	flooder, _ := in.issuer.Issue("gw-flood", []string{"ingest"}, time.Hour)
@@ -104,6 +105,25 @@ func TestRateLimitsPerIdentity(t *testing.T) {
 	}
 	if codes[0] == 429 || codes[len(codes)-1] != 429 {
 		t.Fatalf("deposits in a burst: %v", codes)
+	}
+	// A tile reader taking more than its share is limited the same way,
+	// tiles and entry bundles together (issue 25: what readers may take of
+	// ingest).
+	reader, _ := in.issuer.Issue("regulator-monitor", []string{"auditor"}, time.Hour)
+	codes = nil
+	for i := range 6 {
+		path := "/v1/audit/tlog/tile/0/000"
+		if i%2 == 1 {
+			path = "/v1/audit/tlog/tile/entries/000"
+		}
+		code, _, hdr := call(t, "GET", in.base+path, reader)
+		if code == 429 && hdr.Get("Retry-After") == "" {
+			t.Fatal("a tile 429 without Retry-After")
+		}
+		codes = append(codes, code)
+	}
+	if codes[0] == 429 || codes[len(codes)-1] != 429 {
+		t.Fatalf("tile reads in a burst: %v", codes)
 	}
 	if m := rawGet(t, in.metrics); !bytes.Contains([]byte(m), []byte(`mediator_rate_limited_total{route="/v1/events"}`)) {
 		t.Fatal("rate-limited requests are not counted")
