@@ -439,6 +439,14 @@ func timeTiles(ctx context.Context, c *client.Client, n, readers int, rep *Repor
 			for next.Add(1) <= int64(n) {
 				t0 := time.Now()
 				b, err := fetchTile(ctx, c, full)
+				var apiErr *client.Error
+				for errors.As(err, &apiErr) && apiErr.Status == http.StatusTooManyRequests && ctx.Err() == nil {
+					// The service limits tiles (--rate-tiles): wait as told,
+					// and time the answer that came.
+					time.Sleep(time.Second)
+					t0 = time.Now()
+					b, err = fetchTile(ctx, c, full)
+				}
 				mu.Lock()
 				if err != nil {
 					firstErr = cmp.Or(firstErr, err)

@@ -216,7 +216,7 @@ func serveLimitSettings(c *serveConfig) []setting {
 		{flag: "rate-deposit-burst", env: vars("MEDIATOR_RATE_DEPOSIT_BURST"), value: integer(&l.Deposit.Burst, d.Deposit.Burst),
 			usage: "key deposits one depositor may send at once"},
 		{flag: "rate-tiles", env: vars("MEDIATOR_RATE_TILES"), value: number(&l.Tiles.Rate, d.Tiles.Rate),
-			usage: "tlog tiles and entry bundles per second per identity; 0 for no limit (docs/performance.md: 50 per reader keeps four readers' cost to ingest under 10 % on 2 cores)"},
+			usage: "tlog tiles and entry bundles per second per identity; 0 for no limit (docs/performance.md: 50 a reader kept four readers' cost to ingest at 4–5 % on 2 cores)"},
 		{flag: "rate-tiles-burst", env: vars("MEDIATOR_RATE_TILES_BURST"), value: integer(&l.Tiles.Burst, d.Tiles.Burst),
 			usage: "tlog tiles and entry bundles one identity may fetch at once"},
 	}
