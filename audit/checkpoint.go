@@ -134,8 +134,9 @@ func OpenCheckpoint(signed []byte, origin string, verifiers ...note.Verifier) (s
 //     root.
 //
 // Nor does it sign over a database that lost its tail: one holding fewer
-// entries than a checkpoint it signed, or than a checkpoint a witness has
-// cosigned (after a failover to a standby that had not received them).
+// entries than a checkpoint it signed, or than a checkpoint witnesses
+// making the policy's quorum have cosigned (after a failover to a standby
+// that had not received them); one witness alone is not believed.
 // Before it signs for the first time in a run, it offers the latest stored
 // checkpoint to the witnesses, which answer with their own size when they
 // have cosigned more. On a lost tail it halts the log (audit_halt, see
@@ -326,28 +327,40 @@ func (c *checkpointer) tailLost(ctx context.Context, treeSize, signedSize int64,
 	return fmt.Errorf("%w: %s: %w", ErrTailLost, reason, err)
 }
 
-// witnessAhead handles a witness that answered a checkpoint of offered
-// entries with its own larger size, ahead. Another process
-// may have stored and had that one cosigned since this one read the table
-// (two checkpointers for a moment): only if the table still holds no
-// checkpoint of the log's at that size or beyond is the tail lost.
-func (c *checkpointer) witnessAhead(ctx context.Context, treeSize int64, name string, ahead, offered int64) error {
+// witnessesAhead checks what the witnesses answered a checkpoint of
+// offered entries. The log is halted only when witnesses that make the
+// policy's quorum have cosigned a larger tree: a published checkpoint the
+// database no longer holds. One witness, or any set short of the quorum,
+// that says so is not believed: it cannot halt the log on its word (a
+// witness's 409 carries a size and no proof), and if it did see a
+// checkpoint that never reached the quorum, it refuses what the log signs
+// next, which MediatorWitnessRefusedCheckpoint reports. Another process
+// may have stored and had that tree cosigned since this one read the
+// table (two checkpointers for a moment): the tail is lost only if the
+// table still holds no checkpoint of the log's at that size or beyond.
+func (c *checkpointer) witnessesAhead(ctx context.Context, treeSize, offered int64) error {
+	names, ahead := c.witnessClient().ahead(offered)
+	if len(names) == 0 || !c.Witnesses.met(func(name string) bool { return names[name] }) {
+		return nil
+	}
 	rows, err := c.store.checkpoints(ctx, maxRefusedRows)
 	if err != nil {
 		return err
 	}
 	for _, row := range rows {
 		if row.Size >= ahead && c.verify(row) == nil {
-			return fmt.Errorf("audit: witness %s is at %d entries, past the %d offered, and the table has caught up; next round", name, ahead, offered)
+			return fmt.Errorf("audit: the witnesses are at %d entries, past the %d offered, and the table has caught up; next round", ahead, offered)
 		}
 	}
-	return c.tailLost(ctx, treeSize, ahead, fmt.Sprintf("witness %s has cosigned a checkpoint of %d entries; the database's newest has %d", name, ahead, offered))
+	return c.tailLost(ctx, treeSize, ahead, fmt.Sprintf("witnesses making the quorum (%s) have cosigned a checkpoint of %d entries; the database's newest has %d",
+		c.Witnesses.Describe(), ahead, offered))
 }
 
 // probe offers the latest stored checkpoint to the witnesses once per run,
 // before this run signs anything: a witness that has cosigned a larger
-// tree answers with its size (C2SP tlog-witness, 409), and the log is
-// halted. Until the policy's quorum has answered that it holds nothing
+// tree answers with its size (C2SP tlog-witness, 409), and when witnesses
+// making the quorum do, the log is halted (witnessesAhead). Until the
+// policy's quorum has cosigned the stored checkpoint, so holds nothing
 // newer, nothing is signed.
 func (c *checkpointer) probe(ctx context.Context, anchor Checkpoint, found bool, size int64) error {
 	c.mu.Lock()
@@ -357,12 +370,13 @@ func (c *checkpointer) probe(ctx context.Context, anchor Checkpoint, found bool,
 		return nil
 	}
 	if found {
-		wc := c.witnessClient()
-		cosigned := wc.probe(ctx, anchor)
-		if name, ahead := wc.ahead(anchor.Size); ahead > 0 {
-			return c.witnessAhead(ctx, size, name, ahead, anchor.Size)
+		// Every witness is asked, even those whose cosignature is
+		// stored: what the database says it holds is what is checked.
+		cosigned := c.witnessClient().askAll(ctx, anchor, nil)
+		if err := c.witnessesAhead(ctx, size, anchor.Size); err != nil {
+			return err
 		}
-		if !c.Witnesses.met(func(name string) bool { return cosigned[name] }) {
+		if !c.Witnesses.met(func(name string) bool { _, ok := cosigned[name]; return ok }) {
 			return fmt.Errorf("%w: not signing until the witnesses confirm they hold nothing newer than the database's %d entries (%d of them did; the quorum is %s)",
 				ErrWitnessQuorum, anchor.Size, len(cosigned), c.Witnesses.Describe())
 		}
@@ -492,8 +506,8 @@ func (c *checkpointer) witness(ctx context.Context, cp Checkpoint) error {
 	if err != nil {
 		return err
 	}
-	if name, ahead := c.wc.ahead(cp.Size); ahead > 0 {
-		return c.witnessAhead(ctx, cp.Size, name, ahead, cp.Size)
+	if err := c.witnessesAhead(ctx, cp.Size, cp.Size); err != nil {
+		return err
 	}
 	met := c.Witnesses.met(func(name string) bool { _, ok := have[name]; return ok })
 	c.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/mediatorhq/mediator/dev/servers"
 	"github.com/mediatorhq/mediator/migrations"
 	"github.com/mediatorhq/mediator/pgsession"
+	"github.com/mediatorhq/mediator/test/harness"
 	"github.com/mediatorhq/mediator/witness"
 )
 
@@ -29,29 +31,7 @@ import (
 // fork of what the witness cosigned is ever signed.
 func TestALostTailHaltsTheLog(t *testing.T) {
 	ctx := context.Background()
-	log := slog.New(slog.DiscardHandler)
-	primary, err := servers.StartPostgres(ctx, log, servers.PostgresOptions{NoLocal: true, IgnoreEnv: true})
-	if err != nil {
-		t.Fatalf("a private primary: %v", err)
-	}
-	t.Cleanup(primary.Stop)
-	dsn, err := primary.CreateDatabase(ctx, "lost_tail")
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := migrations.Open(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := migrations.Up(ctx, db, log); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	standby, err := servers.StartStandby(ctx, log, primary)
-	if err != nil {
-		t.Fatalf("an asynchronous standby: %v", err)
-	}
-	t.Cleanup(standby.Stop)
+	primary, standby, _ := startPrimaryAndStandby(t, "lost_tail")
 	multi := fmt.Sprintf("postgres://postgres@127.0.0.1:%d,127.0.0.1:%d/lost_tail?sslmode=disable&connect_timeout=2&target_session_attrs=read-write",
 		primary.Port(), standby.Port())
 
@@ -62,7 +42,7 @@ func TestALostTailHaltsTheLog(t *testing.T) {
 	rand.Read(seed)
 	wsigner, wvkey, _ := witness.NewSigner("witness.test/a", seed)
 	wv, _ := witness.NewVerifier(wvkey)
-	wstore := &memWitnessStore{m: map[string]witness.Checkpoint{}}
+	wstore := harness.NewWitnessStore()
 	srv := httptest.NewServer(witness.New(wsigner, wstore, witness.Log{Origin: testOrigin, Verifiers: []note.Verifier{logVerifier}}).Handler())
 	t.Cleanup(srv.Close)
 	policy := WitnessPolicy{Quorum: 1, Witnesses: []Witness{{Name: "witness.test/a", URL: srv.URL, Verifier: wv}}}
@@ -161,6 +141,103 @@ func TestALostTailHaltsTheLog(t *testing.T) {
 	if _, err := pool2.Exec(ctx, "SET ROLE mediator_runtime; DELETE FROM audit_halt"); err == nil {
 		t.Fatal("the runtime role deleted the halt")
 	}
+	// A superuser who deletes it lifts nothing: the next round asks the
+	// witness again and halts again.
+	if _, err := pool2.Exec(ctx, "RESET ROLE; DELETE FROM audit_halt"); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var n int
+		if err := pool2.QueryRow(ctx, "SELECT count(*) FROM audit_halt").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the halt a superuser deleted did not come back")
+		}
+	}
+	if err := pool2.QueryRow(ctx, "SELECT coalesce(max(tree_size), 0) FROM audit_checkpoints").Scan(&signed); err != nil || signed != 10 {
+		t.Fatalf("signed after the halt was deleted: %d %v", signed, err)
+	}
+}
+
+// TestOneWitnessCannotHaltTheLog plays one custodian whose witness lies:
+// it answers every checkpoint with a size far beyond the log (a 409 with
+// no proof). With a policy of 2 of 3 witnesses, the log is not halted, and
+// goes on publishing with the two honest ones.
+func TestOneWitnessCannotHaltTheLog(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	key, vkey := newLogKey(t)
+	honest, _ := startWitnesses(t, vkey, "custodian.a", "custodian.b")
+	seed := make([]byte, 32)
+	rand.Read(seed)
+	_, liarKey, _ := witness.NewSigner("custodian.liar", seed)
+	liar := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/x.tlog.size")
+		w.WriteHeader(http.StatusConflict)
+		fmt.Fprintln(w, 1_000_000_000)
+	}))
+	t.Cleanup(liar.Close)
+	policy, err := ParseWitnessPolicy([]byte("log " + vkey + "\n" + honest + "witness L " + liarKey + " " + liar.URL + "\n" +
+		"group two 2 A B L\nquorum two\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	l, closeLog, err := Open(ctx, Config{Pool: f.pool, Origin: testOrigin, Key: key, CheckpointInterval: 50 * time.Millisecond,
+		Witnesses: policy, Metrics: NewMetrics(reg)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeLog(ctx)
+	for i, want := range []int64{10, 20} {
+		if _, err := l.Append(ctx, entries(i*10, 10, "liar")); err != nil {
+			t.Fatalf("append with a lying witness: %v", err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if cp, err := l.LatestCheckpoint(ctx); err == nil && cp.Size == want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("not published at %d with the two honest witnesses", want)
+			}
+		}
+	}
+	var n int
+	if err := f.pool.QueryRow(ctx, "SELECT count(*) FROM audit_halt").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("one lying witness halted the log: %d rows, %v", n, err)
+	}
+	if gauge(t, reg, "mediator_audit_halted") != 0 {
+		t.Fatal("halted gauge set by one lying witness")
+	}
+}
+
+// startPrimaryAndStandby starts a private PostgreSQL primary with database
+// name migrated, and an asynchronous streaming standby of it; it returns
+// both and the database's URL on the primary.
+func startPrimaryAndStandby(t *testing.T, name string) (primary, standby *servers.Postgres, dsn string) {
+	t.Helper()
+	ctx := context.Background()
+	log := slog.New(slog.DiscardHandler)
+	primary, err := servers.StartPostgres(ctx, log, servers.PostgresOptions{NoLocal: true, IgnoreEnv: true})
+	if err != nil {
+		t.Fatalf("a private primary: %v", err)
+	}
+	t.Cleanup(primary.Stop)
+	if dsn, err = primary.CreateDatabase(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if err := migrations.Apply(ctx, dsn, log); err != nil {
+		t.Fatal(err)
+	}
+	if standby, err = servers.StartStandby(ctx, log, primary); err != nil {
+		t.Fatalf("an asynchronous standby: %v", err)
+	}
+	t.Cleanup(standby.Stop)
+	return primary, standby, dsn
 }
 
 // waitReplayed waits until standby has replayed everything primary wrote.

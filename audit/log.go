@@ -33,7 +33,6 @@ type Log struct {
 	// reader is where reads that may lag go (Config.ReadPool): store
 	// itself, or a standby's.
 	reader    *store
-	standby   bool // reader is not store
 	key       CheckpointKey
 	verifiers []note.Verifier
 	origin    string
@@ -128,7 +127,7 @@ func Open(ctx context.Context, cfg Config) (*Log, func(context.Context) error, e
 	l := &Log{store: newStore(cfg.Pool), key: cfg.Key, verifiers: verifiers, origin: cfg.Origin, metrics: cfg.Metrics, witnesses: cfg.Witnesses}
 	l.reader = l.store
 	if cfg.ReadPool != nil && cfg.ReadPool != cfg.Pool {
-		l.reader, l.standby = newStore(cfg.ReadPool), true
+		l.reader = newStore(cfg.ReadPool)
 	}
 	l.appends = &batch.Queue[appendRequest, []Appended]{
 		Fn:      l.commitGroup,
@@ -341,7 +340,7 @@ var ErrNotReplicated = errors.New("audit: the standby serving reads has not repl
 // entry the standby has not replayed yet is read from the primary.
 func (l *Log) Entry(ctx context.Context, seq int64) (StoredEntry, error) {
 	e, err := l.reader.Entry(ctx, seq)
-	if l.standby && errors.Is(err, ErrNotFound) {
+	if l.standby() && errors.Is(err, ErrNotFound) {
 		return l.store.Entry(ctx, seq)
 	}
 	return e, err
@@ -374,7 +373,7 @@ func (l *Log) ConsistencyProof(ctx context.Context, from, to int64) (tlog.TreePr
 // replicated turns a standby's "not that large" into ErrNotReplicated:
 // the primary may well be that large.
 func (l *Log) replicated(err error) error {
-	if l.standby && (errors.Is(err, ErrNotFound) || errors.Is(err, ErrMissingEntries)) {
+	if l.standby() && (errors.Is(err, ErrNotFound) || errors.Is(err, ErrMissingEntries)) {
 		return fmt.Errorf("%w: %w", ErrNotReplicated, err)
 	}
 	return err
@@ -477,7 +476,7 @@ func (l *Log) HashTile(ctx context.Context, level int, index int64, width int) (
 	if errors.Is(err, ErrBadRange) {
 		return nil, l.beyond(ctx, level, index, width, fmt.Errorf("%w: the tile is not in the published tree of %d entries", ErrNotFound, size))
 	}
-	if err != nil && l.standby {
+	if err != nil && l.standby() {
 		// A tile of a tree another standby published, not this one yet.
 		return nil, l.notReplayed(ctx, err, size)
 	}
@@ -496,11 +495,14 @@ func (l *Log) EntryBundle(ctx context.Context, index int64, width int) ([]byte, 
 	if errors.Is(err, ErrBadRange) {
 		return nil, l.beyond(ctx, 0, index, width, fmt.Errorf("%w: the bundle is not in the published tree of %d entries", ErrNotFound, size))
 	}
-	if err != nil && l.standby {
+	if err != nil && l.standby() {
 		return nil, l.notReplayed(ctx, err, size)
 	}
 	return b, err
 }
+
+// standby reports whether reads go to a standby (Config.ReadPool).
+func (l *Log) standby() bool { return l.reader != l.store }
 
 // notReplayed returns ErrNotReplicated for err when the standby holds
 // fewer than size entries, else err.
@@ -515,7 +517,7 @@ func (l *Log) notReplayed(ctx context.Context, err error, size int64) error {
 // unless a standby serves reads and the primary's tree holds the tile:
 // then the standby has not caught up, and a retry will do.
 func (l *Log) beyond(ctx context.Context, level int, index int64, width int, notFound error) error {
-	if !l.standby {
+	if !l.standby() {
 		return notFound
 	}
 	if n, err := l.store.Size(ctx); err == nil && tileInTree(level, index, width, n) {

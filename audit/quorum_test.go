@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/mediatorhq/mediator/test/harness"
 	"github.com/mediatorhq/mediator/witness"
 )
 
@@ -36,7 +37,7 @@ func TestWitnessQuorumFollowsTheLatestRound(t *testing.T) {
 			t.Fatal(err)
 		}
 		wv, _ := witness.NewVerifier(wvkey)
-		inner := witness.New(signer, &memWitnessStore{m: map[string]witness.Checkpoint{}}, witness.Log{Origin: testOrigin, Verifiers: []note.Verifier{logVerifier}}).Handler()
+		inner := witness.New(signer, harness.NewWitnessStore(), witness.Log{Origin: testOrigin, Verifiers: []note.Verifier{logVerifier}}).Handler()
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if down.Load() && name == "witness.test/b" {
 				http.Error(w, "down", http.StatusServiceUnavailable)
@@ -187,7 +188,7 @@ func startWitnesses(t *testing.T, vkey string, names ...string) (string, map[str
 		if err != nil {
 			t.Fatal(err)
 		}
-		inner := witness.New(signer, &memWitnessStore{m: map[string]witness.Checkpoint{}}, witness.Log{Origin: testOrigin, Verifiers: []note.Verifier{logVerifier}}).Handler()
+		inner := witness.New(signer, harness.NewWitnessStore(), witness.Log{Origin: testOrigin, Verifiers: []note.Verifier{logVerifier}}).Handler()
 		flag := &atomic.Bool{}
 		down[name] = flag
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -5,16 +5,12 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/mod/sumdb/note"
-
-	"github.com/mediatorhq/mediator/dev/servers"
-	"github.com/mediatorhq/mediator/migrations"
 )
 
 // TestReadsFromAStandbyNeverServeWrong: a Log whose reads go to a
@@ -25,29 +21,7 @@ import (
 // the primary once it has caught up.
 func TestReadsFromAStandbyNeverServeWrong(t *testing.T) {
 	ctx := context.Background()
-	log := slog.New(slog.DiscardHandler)
-	primary, err := servers.StartPostgres(ctx, log, servers.PostgresOptions{NoLocal: true, IgnoreEnv: true})
-	if err != nil {
-		t.Fatalf("a private primary: %v", err)
-	}
-	t.Cleanup(primary.Stop)
-	dsn, err := primary.CreateDatabase(ctx, "reads")
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := migrations.Open(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := migrations.Up(ctx, db, log); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	standby, err := servers.StartStandby(ctx, log, primary)
-	if err != nil {
-		t.Fatalf("a standby: %v", err)
-	}
-	t.Cleanup(standby.Stop)
+	primary, standby, dsn := startPrimaryAndStandby(t, "reads")
 	pool, err := pgxpool.New(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)

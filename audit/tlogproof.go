@@ -157,7 +157,7 @@ func VerifyTlogProof(b []byte, policy *tlogpolicy.Policy) (VerifiedTlogProof, er
 // checkpoint covers seq yet (ErrNotPublished) or there is no such entry.
 func (l *Log) TlogProof(ctx context.Context, seq int64) ([]byte, error) {
 	e, err := l.reader.Entry(ctx, seq)
-	if err != nil && !(l.standby && errors.Is(err, ErrNotFound)) {
+	if err != nil && !(l.standby() && errors.Is(err, ErrNotFound)) {
 		return nil, err
 	}
 	cp, err := l.LatestCheckpoint(ctx)

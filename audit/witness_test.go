@@ -6,39 +6,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/mediatorhq/mediator/test/harness"
 	"github.com/mediatorhq/mediator/witness"
 )
-
-// memWitnessStore is a witness.Store in memory.
-type memWitnessStore struct {
-	mu sync.Mutex
-	m  map[string]witness.Checkpoint
-}
-
-func (s *memWitnessStore) Latest(_ context.Context, origin string) (witness.Checkpoint, bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, ok := s.m[origin]
-	return c, ok, nil
-}
-
-func (s *memWitnessStore) Put(_ context.Context, origin string, prev *witness.Checkpoint, next witness.Checkpoint) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, ok := s.m[origin]
-	if ok != (prev != nil) || (ok && c != *prev) {
-		return witness.ErrChanged
-	}
-	s.m[origin] = next
-	return nil
-}
 
 // TestPublishedOnlyWithTheWitnessQuorum: with two witnesses and a quorum
 // of two, the log serves a checkpoint only once both cosigned it, with
@@ -67,7 +43,7 @@ func TestPublishedOnlyWithTheWitnessQuorum(t *testing.T) {
 		}
 		wv, _ := witness.NewVerifier(wvkey)
 		verifiers = append(verifiers, wv)
-		h := witness.New(signer, &memWitnessStore{m: map[string]witness.Checkpoint{}}, witness.Log{Origin: testOrigin, Verifiers: []note.Verifier{logVerifier}}).Handler()
+		h := witness.New(signer, harness.NewWitnessStore(), witness.Log{Origin: testOrigin, Verifiers: []note.Verifier{logVerifier}}).Handler()
 		if i == 1 {
 			inner := h
 			h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

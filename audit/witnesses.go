@@ -159,9 +159,21 @@ func (wc *witnessClient) cosign(ctx context.Context, cp Checkpoint) (map[string]
 	if err != nil {
 		return nil, err
 	}
+	for name, line := range wc.askAll(ctx, cp, have) {
+		have[name] = line
+	}
+	return have, nil
+}
+
+// askAll asks every witness of the policy but those in skip to cosign cp,
+// in parallel, stores each cosignature that verifies, and returns them
+// by witness name.
+func (wc *witnessClient) askAll(ctx context.Context, cp Checkpoint, skip map[string]string) map[string]string {
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	got := map[string]string{}
 	for _, w := range wc.policy.Witnesses {
-		if _, done := have[w.Name]; done {
+		if _, done := skip[w.Name]; done {
 			continue
 		}
 		wg.Go(func() {
@@ -169,45 +181,16 @@ func (wc *witnessClient) cosign(ctx context.Context, cp Checkpoint) (map[string]
 			if wc.onResult != nil && result != "" {
 				wc.onResult(w.Name, result)
 			}
-			if line == "" {
-				return
-			}
-			if err := wc.store.insertCosignature(ctx, cp.Size, w.Name, line); err == nil {
-				wc.mu.Lock()
-				have[w.Name] = line
-				wc.mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return have, nil
-}
-
-// probe asks every witness of the policy to cosign cp, even those whose
-// cosignature is stored: what the database says it holds is what is being
-// checked. It returns the names of those that cosigned cp; a witness that
-// has cosigned a larger tree answers with its size, which ahead reports.
-func (wc *witnessClient) probe(ctx context.Context, cp Checkpoint) map[string]bool {
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	cosigned := map[string]bool{}
-	for _, w := range wc.policy.Witnesses {
-		wg.Go(func() {
-			line, result := wc.ask(ctx, w, cp)
-			if wc.onResult != nil && result != "" {
-				wc.onResult(w.Name, result)
-			}
-			if line == "" {
+			if line == "" || wc.store.insertCosignature(ctx, cp.Size, w.Name, line) != nil {
 				return
 			}
 			mu.Lock()
-			cosigned[w.Name] = true
+			got[w.Name] = line
 			mu.Unlock()
-			_ = wc.store.insertCosignature(ctx, cp.Size, w.Name, line)
 		})
 	}
 	wg.Wait()
-	return cosigned
+	return got
 }
 
 // witnessTimeout bounds one call to a witness.
@@ -382,17 +365,22 @@ func (wc *witnessClient) mirror(ctx context.Context, w Witness, cp Checkpoint) (
 	}
 }
 
-// ahead returns a witness that has cosigned a larger tree than size, as
-// its answers said, and that size; 0 if none has.
-func (wc *witnessClient) ahead(size int64) (string, int64) {
+// ahead returns the witnesses that, as their answers said, have cosigned
+// a larger tree than size, and the smallest such tree among them (the
+// size they all vouch for).
+func (wc *witnessClient) ahead(size int64) (map[string]bool, int64) {
 	wc.mu.Lock()
 	defer wc.mu.Unlock()
+	names, least := map[string]bool{}, int64(0)
 	for _, w := range wc.policy.Witnesses {
 		if n := wc.size[w.Name]; n > size {
-			return w.Name, n
+			names[w.Name] = true
+			if least == 0 || n < least {
+				least = n
+			}
 		}
 	}
-	return "", 0
+	return names, least
 }
 
 // request is an add-checkpoint body: old size, a consistency proof from

@@ -24,6 +24,7 @@ import (
 	"github.com/mediatorhq/mediator/dev/servers"
 	"github.com/mediatorhq/mediator/loadgen"
 	"github.com/mediatorhq/mediator/redact"
+	"github.com/mediatorhq/mediator/test/harness"
 	"github.com/mediatorhq/mediator/witness"
 )
 
@@ -64,7 +65,7 @@ func TestFailoverLosesNothing(t *testing.T) {
 	rand.Read(seed)
 	const witnessName = "witness.e2e.example/failover"
 	wsigner, wvkey, _ := witness.NewSigner(witnessName, seed)
-	wstore := &witnessMemStore{m: map[string]witness.Checkpoint{}}
+	wstore := harness.NewWitnessStore()
 	wsrv := httptest.NewServer(witness.New(wsigner, wstore, witness.Log{Origin: "mediator/audit", Verifiers: []note.Verifier{logVerifier}}).Handler())
 	t.Cleanup(wsrv.Close)
 	policy := filepath.Join(dir, "witnesses.policy")
@@ -368,28 +369,4 @@ func gaugeValue(t *testing.T, url, name string) float64 {
 		}
 	}
 	return -1
-}
-
-// witnessMemStore is a witness.Store in memory: the test's own witness.
-type witnessMemStore struct {
-	mu sync.Mutex
-	m  map[string]witness.Checkpoint
-}
-
-func (s *witnessMemStore) Latest(_ context.Context, origin string) (witness.Checkpoint, bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, ok := s.m[origin]
-	return c, ok, nil
-}
-
-func (s *witnessMemStore) Put(_ context.Context, origin string, prev *witness.Checkpoint, next witness.Checkpoint) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, ok := s.m[origin]
-	if ok != (prev != nil) || (ok && c != *prev) {
-		return witness.ErrChanged
-	}
-	s.m[origin] = next
-	return nil
 }
