@@ -49,17 +49,24 @@ func Run(ctx context.Context, cfg Config, job func(ctx context.Context)) {
 	}
 	t := time.NewTicker(cfg.Interval)
 	defer t.Stop()
+	var conn *pgx.Conn // a follower's session, kept between its tries
+	defer func() {
+		if conn != nil {
+			_ = conn.Close(context.WithoutCancel(ctx))
+		}
+	}()
 	for {
-		conn, err := acquire(ctx, cfg)
+		held, err := tryLock(ctx, cfg, &conn)
 		if err != nil && ctx.Err() == nil {
 			log.Debug("leader: lock not taken", "job", cfg.Name, "err", err)
 		}
-		if conn != nil {
+		if held {
 			log.Info("leader: this process leads", "job", cfg.Name)
 			if cfg.OnChange != nil {
 				cfg.OnChange(true)
 			}
-			lead(ctx, cfg, log, conn, job)
+			lead(ctx, cfg, log, conn, job) // closes conn
+			conn = nil
 			if cfg.OnChange != nil {
 				cfg.OnChange(false)
 			}
@@ -73,24 +80,26 @@ func Run(ctx context.Context, cfg Config, job func(ctx context.Context)) {
 	}
 }
 
-// acquire opens a session and takes the lock without waiting; it returns
-// nil, nil when another session holds it.
-func acquire(ctx context.Context, cfg Config) (*pgx.Conn, error) {
+// tryLock takes the lock without waiting on *conn's session, opening one
+// when there is none; a session that failed is closed and dropped, to be
+// opened again on the next try (after a failover, on the new primary).
+func tryLock(ctx context.Context, cfg Config, conn **pgx.Conn) (bool, error) {
 	cctx, cancel := context.WithTimeout(ctx, cfg.Interval+5*time.Second)
 	defer cancel()
-	conn, err := pgx.ConnectConfig(cctx, cfg.Conn.Copy())
-	if err != nil {
-		return nil, fmt.Errorf("leader: connect: %w", err)
+	if *conn == nil {
+		c, err := pgx.ConnectConfig(cctx, cfg.Conn.Copy())
+		if err != nil {
+			return false, fmt.Errorf("leader: connect: %w", err)
+		}
+		*conn = c
 	}
 	var held bool
-	if err := conn.QueryRow(cctx, "SELECT pg_try_advisory_lock($1)", cfg.Key).Scan(&held); err != nil || !held {
-		_ = conn.Close(context.WithoutCancel(ctx))
-		if err != nil {
-			return nil, fmt.Errorf("leader: try lock: %w", err)
-		}
-		return nil, nil
+	if err := (*conn).QueryRow(cctx, "SELECT pg_try_advisory_lock($1)", cfg.Key).Scan(&held); err != nil {
+		_ = (*conn).Close(context.WithoutCancel(ctx))
+		*conn = nil
+		return false, fmt.Errorf("leader: try lock: %w", err)
 	}
-	return conn, nil
+	return held, nil
 }
 
 // lead runs job while conn's session answers, then closes conn (which
