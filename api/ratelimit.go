@@ -33,23 +33,41 @@ type Limits struct {
 	// what one reader (a regulator's monitor, a mirror client) may take
 	// of the service while it ingests.
 	Tiles Limit
+	// TilesService is the same routes service-wide: what all readers
+	// together may take, however many identities they hold. A reader is
+	// charged its own bucket first, so one flooding reader cannot empty
+	// this one.
+	TilesService Limit
 }
 
 // rateLimited limits each authenticated caller to ls; it runs after guard,
 // so the caller is known. Refused: 429 rate_limited with Retry-After.
 func (s *server) rateLimited(ls *ratelimit.Buckets) func(http.Handler) http.Handler {
+	return s.limited(ls, func(r *http.Request) string {
+		p, _ := PrincipalFrom(r.Context())
+		return p.Subject
+	}, "too many requests from this identity; retry after the Retry-After seconds")
+}
+
+// serviceLimited limits all callers of a route class together to ls.
+// Refused: 429 rate_limited with Retry-After, as for one identity.
+func (s *server) serviceLimited(ls *ratelimit.Buckets) func(http.Handler) http.Handler {
+	return s.limited(ls, func(*http.Request) string { return "" },
+		"the service is answering as many of these requests as it allows at once; retry after the Retry-After seconds")
+}
+
+// limited takes a token of ls for the bucket key(r) names, or answers 429.
+func (s *server) limited(ls *ratelimit.Buckets, key func(*http.Request) string, refusal string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		if ls == nil {
 			return next
 		}
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			p, _ := PrincipalFrom(r.Context())
-			ok, wait := ls.Reserve(p.Subject, time.Now())
+			ok, wait := ls.Reserve(key(r), time.Now())
 			if !ok {
 				s.metrics.rateLimited.WithLabelValues(routeOf(r)).Inc()
 				w.Header().Set("Retry-After", strconv.Itoa(ratelimit.RetryAfterSeconds(wait)))
-				writeError(w, http.StatusTooManyRequests, codeRateLimited,
-					"too many requests from this identity; retry after the Retry-After seconds")
+				writeError(w, http.StatusTooManyRequests, codeRateLimited, refusal)
 				return
 			}
 			next.ServeHTTP(w, r)

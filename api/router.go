@@ -139,7 +139,8 @@ func NewRouter(d Deps) http.Handler {
 	g.Get("/v1/audit/export", s.export)
 	// The same log as C2SP tlog-tiles, for auditors' own tools.
 	g.Get("/v1/audit/tlog/checkpoint", s.checkpoint)
-	tiles := g.With(s.rateLimited(ratelimit.New(d.Limits.Tiles)))
+	tiles := g.With(s.rateLimited(ratelimit.New(d.Limits.Tiles)),
+		s.serviceLimited(ratelimit.New(d.Limits.TilesService)))
 	tiles.Get("/v1/audit/tlog/tile/entries/*", s.tlogEntries)
 	tiles.Get("/v1/audit/tlog/tile/{level}/*", s.tlogTile)
 

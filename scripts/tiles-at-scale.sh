@@ -9,10 +9,12 @@
 # final size, it times full-tile GETs with one reader (latency) and with
 # READERS readers (bytes/s), against a binary COPY TO of the same leaf
 # hashes in the same run.
-# Needs bin/mediator (make build) and psql.
+# Needs bin/mediator (make build) and psql. The service limits tile readers
+# by default (--rate-tiles 100 per identity, --rate-tiles-service 200 for
+# all); the readers share one token and wait as told on 429.
 #
-#   SEGMENTS=10 SEGMENT=1000000 READERS=4 scripts/tiles-at-scale.sh
-#   SEGMENTS=5 SEGMENT=1000000 READERS=4 DEV_FLAGS="--rate-tiles 50" TILES=2000 scripts/tiles-at-scale.sh
+#   SEGMENTS=5 SEGMENT=1000000 READERS=4 TILES=2000 scripts/tiles-at-scale.sh       # the default limits
+#   SEGMENTS=10 SEGMENT=1000000 READERS=4 DEV_FLAGS="--rate-tiles 0 --rate-tiles-service 0" scripts/tiles-at-scale.sh
 set -euo pipefail
 SEGMENTS=${SEGMENTS:-10}
 SEGMENT=${SEGMENT:-1000000}
@@ -29,8 +31,9 @@ BIN=${BIN:-bin/mediator}
 . "$(dirname "$0")/dev-lib.sh"
 trap stop_dev EXIT
 export MEDIATOR_DEV_STATE_DIR=$OUT/dev
-# DEV_FLAGS go to `mediator dev`, e.g. DEV_FLAGS="--rate-tiles 50" (the
-# service's per-reader limit instead of readers that pace themselves).
+# DEV_FLAGS go to `mediator dev`, e.g. DEV_FLAGS="--rate-tiles 0
+# --rate-tiles-service 0" (readers as fast as they are answered; the final
+# latency and bytes/s figures need it).
 # shellcheck disable=SC2086
 start_dev "$ADDR" "$OUT/dev.log" ${DEV_FLAGS:-}
 

@@ -22,6 +22,7 @@ func TestRateLimitsPerIdentity(t *testing.T) {
 		"MEDIATOR_RATE_ACCESS=1", "MEDIATOR_RATE_ACCESS_BURST=3",
 		"MEDIATOR_RATE_DEPOSIT=1", "MEDIATOR_RATE_DEPOSIT_BURST=3",
 		"MEDIATOR_RATE_TILES=1", "MEDIATOR_RATE_TILES_BURST=3",
+		"MEDIATOR_RATE_TILES_SERVICE=1", "MEDIATOR_RATE_TILES_SERVICE_BURST=5",
 	}})
 	in.waitReady(t, 60*time.Second)
 	flooder, _ := in.issuer.Issue("gw-flood", []string{"ingest"}, time.Hour)
@@ -124,6 +125,21 @@ func TestRateLimitsPerIdentity(t *testing.T) {
 	}
 	if codes[0] == 429 || codes[len(codes)-1] != 429 {
 		t.Fatalf("tile reads in a burst: %v", codes)
+	}
+	// Readers together are limited too, however many identities they
+	// hold: the first reader took 3 of the service's 5; a second one,
+	// within its own burst of 3, gets 2 and is then refused.
+	second, _ := in.issuer.Issue("regulator-second", []string{"auditor"}, time.Hour)
+	codes = nil
+	for range 3 {
+		code, _, hdr := call(t, "GET", in.base+"/v1/audit/tlog/tile/0/000", second)
+		if code == 429 && hdr.Get("Retry-After") == "" {
+			t.Fatal("a service-wide tile 429 without Retry-After")
+		}
+		codes = append(codes, code)
+	}
+	if codes[0] == 429 || codes[1] == 429 || codes[2] != 429 {
+		t.Fatalf("a second reader within its own burst, over the service's: %v", codes)
 	}
 	if m := rawGet(t, in.metrics); !bytes.Contains([]byte(m), []byte(`mediator_rate_limited_total{route="/v1/events"}`)) {
 		t.Fatal("rate-limited requests are not counted")

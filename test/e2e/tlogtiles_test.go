@@ -32,7 +32,9 @@ import (
 // /v1/audit/proof/*, and reads entry bundles whose leaves are the entries'.
 func TestTlogTilesWithTesseraClient(t *testing.T) {
 	ctx := context.Background()
-	in := startServe(t, serveOpts{})
+	// Tessera's client asks for tiles as fast as it is answered; the
+	// default per-reader limit would only slow the test.
+	in := startServe(t, serveOpts{extraEnv: []string{"MEDIATOR_RATE_TILES=0", "MEDIATOR_RATE_TILES_SERVICE=0"}})
 	in.waitReady(t, 60*time.Second)
 	gw, _ := in.issuer.Issue("gateway-tiles", []string{"ingest"}, time.Hour)
 	aud, _ := in.issuer.Issue("regulator", []string{"auditor"}, time.Hour)
@@ -313,7 +315,9 @@ func verifierKeyText(t *testing.T, in *instance, token string) string {
 // indexes from our tiles alone, each byte-equal to /v1/audit/proof/*.
 func TestTlogTilesAtAMillion(t *testing.T) {
 	ctx := context.Background()
-	in := startServe(t, serveOpts{})
+	// Tessera's client asks for tiles as fast as it is answered; the
+	// default per-reader limit would only slow the test.
+	in := startServe(t, serveOpts{extraEnv: []string{"MEDIATOR_RATE_TILES=0", "MEDIATOR_RATE_TILES_SERVICE=0"}})
 	in.waitReady(t, 60*time.Second)
 	gw, _ := in.issuer.Issue("gateway-million", []string{"ingest"}, time.Hour)
 	aud, _ := in.issuer.Issue("regulator", []string{"auditor"}, time.Hour)
