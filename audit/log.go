@@ -158,6 +158,7 @@ func Open(ctx context.Context, cfg Config) (*Log, func(context.Context) error, e
 				var jobs sync.WaitGroup
 				jobs.Go(func() { cp.Run(ctx) })
 				jobs.Go(func() { l.storeTiles(ctx, cfg.CheckpointInterval, log) })
+				jobs.Go(func() { l.storeFilters(ctx, cfg.CheckpointInterval, log) })
 				jobs.Wait()
 			})
 	})
@@ -179,6 +180,10 @@ func Open(ctx context.Context, cfg Config) (*Log, func(context.Context) error, e
 	}
 	return l, closeLog, nil
 }
+
+// TxAppender returns a TxAppender that shares the log's own appends'
+// event-id filters, for rows elsewhere that commit with their entries.
+func (l *Log) TxAppender() TxAppender { return l.store.txAppender }
 
 // storeTiles writes the full hash tiles of the latest published tree into
 // audit_tiles every interval until ctx ends, a bounded number at a time,

@@ -41,6 +41,12 @@ func TestHotQueriesUseIndexesWithoutStatistics(t *testing.T) {
 		ids[i] = fmt.Sprintf("event-%d", planRows-500+i)
 		submitters[i] = fmt.Sprintf("gateway-%d", (planRows-500+i)%4)
 	}
+	// Each id is looked up in the current generation and, for some, in a
+	// closed one whose filter could not rule it out.
+	generations := make([]int64, len(ids))
+	for i := range generations {
+		generations[i] = int64(i % 2)
+	}
 	// The right edge of the tree, and the hashes of an inclusion proof.
 	var edge []int64
 	for _, idx := range packedhash.RightEdge(planRows) {
@@ -62,7 +68,12 @@ func TestHotQueriesUseIndexesWithoutStatistics(t *testing.T) {
 		believesTiny bool
 	}{
 		{"tree size", sqlTreeSize, nil, "audit_entries_pkey", true},
-		{"duplicate check", sqlLoggedEventIDs, loggedEventIDsArgs(ids, submitters), "audit_entries_event_hash", true},
+		{"duplicate check", sqlLoggedEventIDs, loggedEventIDsArgs(ids, submitters, generations), "audit_entries_event_generation", true},
+		// The filter job's read of a generation's ids (here a tenth of
+		// the table), and the sequencer's read of the stored filters,
+		// checked against the generations' last entries.
+		{"generation's event ids", sqlGenerationIDs, []any{int64(40_000), int64(50_000)}, "audit_entries_pkey", true},
+		{"event-id filters", sqlReadFilters, []any{[]int64{0, 1, 2}}, "audit_entries_pkey", true},
 		{"right-edge preload", sqlReadHashes, []any{edge}, "audit_entries_pkey", true},
 		{"proof hashes", sqlReadHashes, []any{proof}, "audit_entries_pkey", true},
 		{"entry", sqlEntry, []any{int64(4242)}, "audit_entries_pkey", true},

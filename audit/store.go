@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/mediatorhq/mediator/idfilter"
 	"github.com/mediatorhq/mediator/packedhash"
 )
 
@@ -36,7 +37,7 @@ type store struct {
 
 // newStore returns a store on pool. The schema comes from migrations.
 func newStore(pool *pgxpool.Pool) *store {
-	return &store{pool: pool, txAppender: txAppender{now: time.Now}}
+	return &store{pool: pool, txAppender: newTxAppender()}
 }
 
 // TxAppender appends entries to the log inside a transaction its caller
@@ -50,12 +51,20 @@ type TxAppender interface {
 }
 
 // NewTxAppender returns the TxAppender of the log's tables.
-func NewTxAppender() TxAppender { return txAppender{now: time.Now} }
+// Each keeps its own copy of the closed generations' event-id filters; a
+// process that appends through the Log too shares the Log's with
+// Log.TxAppender.
+func NewTxAppender() TxAppender { return newTxAppender() }
+
+func newTxAppender() txAppender {
+	return txAppender{now: time.Now, filters: &generationFilters{}}
+}
 
 // txAppender implements TxAppender; the store embeds it for its own
 // transactions.
 type txAppender struct {
-	now func() time.Time
+	now     func() time.Time
+	filters *generationFilters
 }
 
 // Appended reports where an entry is in the log, or why it is not.
@@ -143,18 +152,19 @@ const (
 	// key's last entry.
 	sqlTreeSize = "SELECT coalesce(max(seq) + 1, 0) FROM audit_entries"
 	// sqlLoggedEventIDs is the duplicate check of an append: the entries
-	// logged with each (event id $1[i], submitter $2[i]). One probe of the
-	// event id hash index (migration 00015) per pair, the row's id and
-	// submitter rechecked: a LATERAL subquery with a LIMIT is never
-	// flattened into a join, so the planner cannot trade the probes for a
-	// scan, whatever it believes of the table's size (docs/decisions.md,
-	// "Hot queries do not depend on planner statistics"). The index is
-	// not unique; the sequencer lock, held around this check and the
-	// write, keeps (event id, submitter) unique.
+	// logged with each (event id $1[i], submitter $2[i]) in generation
+	// $3[i]. One probe of the event-id index (generation, event id hash;
+	// migration 00019) per triple, the row's id and submitter rechecked: a
+	// LATERAL subquery with a LIMIT is never flattened into a join, so the
+	// planner cannot trade the probes for a scan, whatever it believes of
+	// the table's size (docs/decisions.md, "Hot queries do not depend on
+	// planner statistics"). The index is not unique; the sequencer lock,
+	// held around this check and the write, keeps (event id, submitter)
+	// unique.
 	sqlLoggedEventIDs = `SELECT q.submitter, q.event_id, e.seq, e.leaf, e.ingested_at
-		FROM unnest($1::text[], $2::text[]) AS q(event_id, submitter)
+		FROM unnest($1::text[], $2::text[], $3::bigint[]) AS q(event_id, submitter, generation)
 		CROSS JOIN LATERAL (SELECT seq, leaf, ingested_at FROM audit_entries
-			WHERE hashtextextended(event_id, 0) = hashtextextended(q.event_id, 0)
+			WHERE seq >> 20 = q.generation AND hashtextextended(event_id, 0) = hashtextextended(q.event_id, 0)
 				AND event_id = q.event_id AND submitter = q.submitter LIMIT 1) e`
 	// sqlReadHashes reads the entries holding stored hashes: the right
 	// edge an append preloads, and the hashes of every proof.
@@ -189,7 +199,11 @@ func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, 
 	if err := tx.QueryRow(ctx, sqlTreeSize).Scan(&size); err != nil {
 		return nil, fmt.Errorf("audit: tree size: %w", err)
 	}
-	existing, err := existingEventIDs(ctx, tx, entries)
+	closed, err := s.filters.closed(ctx, tx, size, s.now())
+	if err != nil {
+		return nil, err
+	}
+	existing, err := s.filters.existingEventIDs(ctx, tx, entries, generationOf(size), closed)
 	if err != nil {
 		return nil, err
 	}
@@ -314,24 +328,23 @@ func (g *group) place(from, to int) error {
 }
 
 // existingEventIDs reads the logged entries that have the submitter and
-// event id of one of entries.
-func existingEventIDs(ctx context.Context, tx pgx.Tx, entries []Entry) (map[idKey]logged, error) {
-	ids := make([]string, 0, len(entries))
-	submitters := make([]string, 0, len(entries))
+// event id of one of entries: in the current generation for every id, and
+// in the closed generations whose filters do not rule it out.
+func (f *generationFilters) existingEventIDs(ctx context.Context, tx pgx.Tx, entries []Entry, current int64, closed []*idfilter.Filter) (map[idKey]logged, error) {
+	keys := make([]idKey, 0, len(entries))
 	wanted := make(map[idKey]bool, len(entries))
 	for _, e := range entries {
 		k := idKey{e.Submitter, e.EventID}
 		if e.EventID != "" && !wanted[k] {
-			ids = append(ids, e.EventID)
-			submitters = append(submitters, e.Submitter)
+			keys = append(keys, k)
 			wanted[k] = true
 		}
 	}
-	found := make(map[idKey]logged, len(ids))
-	if len(ids) == 0 {
+	found := make(map[idKey]logged, len(keys))
+	if len(keys) == 0 {
 		return found, nil
 	}
-	rows, err := tx.Query(ctx, sqlLoggedEventIDs, loggedEventIDsArgs(ids, submitters)...)
+	rows, err := tx.Query(ctx, sqlLoggedEventIDs, loggedEventIDsArgs(f.probes(keys, current, closed))...)
 	if err != nil {
 		return nil, fmt.Errorf("audit: look up event ids: %w", err)
 	}
@@ -342,7 +355,7 @@ func existingEventIDs(ctx context.Context, tx pgx.Tx, entries []Entry) (map[idKe
 		if err := rows.Scan(&k.submitter, &k.eventID, &l.seq, &l.leaf, &l.ingestedAt); err != nil {
 			return nil, fmt.Errorf("audit: look up event ids: %w", err)
 		}
-		if wanted[k] {
+		if old, seen := found[k]; wanted[k] && (!seen || l.seq < old.seq) {
 			l.ingestedAt = l.ingestedAt.UTC()
 			found[k] = l
 		}
@@ -353,9 +366,11 @@ func existingEventIDs(ctx context.Context, tx pgx.Tx, entries []Entry) (map[idKe
 	return found, nil
 }
 
-// loggedEventIDsArgs are sqlLoggedEventIDs' arguments: event ids and
-// their submitters, pairwise.
-func loggedEventIDsArgs(ids, submitters []string) []any { return []any{ids, submitters} }
+// loggedEventIDsArgs are sqlLoggedEventIDs' arguments: event ids, their
+// submitters and the generations to look in, by position.
+func loggedEventIDsArgs(ids, submitters []string, generations []int64) []any {
+	return []any{ids, submitters, generations}
+}
 
 // entryHashes is the log's table of packed hashes (package packedhash).
 var entryHashes = packedhash.Table{ReadSQL: sqlReadHashes, What: "audit"}

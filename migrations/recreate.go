@@ -8,7 +8,7 @@ import (
 )
 
 // auditEntriesDDL creates audit_entries exactly as migrations 00002 to
-// 00017 leave it: columns in the same order, the same constraints,
+// 00019 leave it: columns in the same order, the same constraints,
 // indexes, triggers and grants (TestRecreatedAuditEntriesMatch compares
 // the catalogs). A migration that changes audit_entries changes this too.
 const auditEntriesDDL = `
@@ -24,7 +24,7 @@ CREATE TABLE audit_entries (
     submitter       text        NOT NULL DEFAULT ''
 );
 CREATE INDEX audit_entries_occurred ON audit_entries USING brin (occurred_at);
-CREATE INDEX audit_entries_event_hash ON audit_entries (hashtextextended(event_id, 0)) WHERE event_id IS NOT NULL;
+CREATE INDEX audit_entries_event_generation ON audit_entries ((seq >> 20), hashtextextended(event_id, 0)) WHERE event_id IS NOT NULL;
 CREATE INDEX audit_entries_conversation_hash ON audit_entries (hashtextextended(conversation_id, 0), seq) WHERE conversation_id IS NOT NULL;
 CREATE TRIGGER audit_entries_append_only BEFORE UPDATE OR DELETE ON audit_entries
     FOR EACH ROW EXECUTE FUNCTION mediator_refuse_change();
@@ -53,4 +53,4 @@ func RecreateAuditEntries(ctx context.Context, tx pgx.Tx) error {
 }
 
 // latestVersion is the newest migration's number.
-const latestVersion = 18
+const latestVersion = 19

@@ -13,6 +13,11 @@
 #   current            the event-id hash and (conversation hash, seq): 00015, 00016
 #   text-conversation  the event-id hash and (conversation_id, seq): 00015 alone
 #   event-id           the event-id hash alone
+#   generation         the event-id hash behind the generation seq >> 20, probed
+#                      in the current generation only (what the sequencer's
+#                      filter of closed generations leaves), and (conversation
+#                      hash, seq)
+#   none               neither: the primary key and BRIN alone
 #
 #   DATABASE_URL=postgres://postgres@127.0.0.1:5432/test INDEXES=current MILLIONS=10 scripts/append-growth.sh
 set -euo pipefail
@@ -28,7 +33,7 @@ CREATE TABLE append_growth (
     seq bigint PRIMARY KEY, leaf bytea NOT NULL, hashes bytea NOT NULL, kind text NOT NULL,
     event_id text, submitter text, conversation_id text, occurred_at timestamptz, ingested_at timestamptz NOT NULL);
 CREATE INDEX append_growth_occurred ON append_growth USING brin (occurred_at);
-CREATE OR REPLACE PROCEDURE append_growth_load(millions int) LANGUAGE plpgsql AS $$
+CREATE OR REPLACE PROCEDURE append_growth_load(millions int, generations bool) LANGUAGE plpgsql AS $$
 DECLARE
     base bigint := 0;
     t0 timestamptz := clock_timestamp();
@@ -43,10 +48,18 @@ BEGIN
         SELECT array_agg('eid1:' || encode(sha256(int8send(g)), 'hex')) INTO ids
             FROM generate_series(base, base + 999) g;
         t1 := clock_timestamp();
-        SELECT count(*) INTO found FROM unnest(ids) AS q(event_id)
-            CROSS JOIN LATERAL (SELECT seq FROM append_growth
-                WHERE hashtextextended(event_id, 0) = hashtextextended(q.event_id, 0)
-                    AND event_id = q.event_id AND submitter = 'gateway' LIMIT 1) e;
+        IF generations THEN
+            SELECT count(*) INTO found FROM unnest(ids) AS q(event_id)
+                CROSS JOIN LATERAL (SELECT seq FROM append_growth
+                    WHERE seq >> 20 = base >> 20
+                        AND hashtextextended(event_id, 0) = hashtextextended(q.event_id, 0)
+                        AND event_id = q.event_id AND submitter = 'gateway' LIMIT 1) e;
+        ELSE
+            SELECT count(*) INTO found FROM unnest(ids) AS q(event_id)
+                CROSS JOIN LATERAL (SELECT seq FROM append_growth
+                    WHERE hashtextextended(event_id, 0) = hashtextextended(q.event_id, 0)
+                        AND event_id = q.event_id AND submitter = 'gateway' LIMIT 1) e;
+        END IF;
         probe := probe + (clock_timestamp() - t1);
         INSERT INTO append_growth
             SELECT g, convert_to(repeat(md5(g::text), 8), 'UTF8'),
@@ -77,10 +90,14 @@ text-conversation)
     -c "CREATE INDEX ON append_growth (conversation_id, seq)" ;;
 event-id)
   "${P[@]}" -c "CREATE INDEX ON append_growth (hashtextextended(event_id, 0)) WHERE event_id IS NOT NULL" ;;
-*) echo "append-growth: INDEXES must be current, text-conversation or event-id" >&2; exit 2 ;;
+generation)
+  "${P[@]}" -c "CREATE INDEX ON append_growth ((seq >> 20), hashtextextended(event_id, 0)) WHERE event_id IS NOT NULL" \
+    -c "CREATE INDEX ON append_growth (hashtextextended(conversation_id, 0), seq) WHERE conversation_id IS NOT NULL" ;;
+none) ;;
+*) echo "append-growth: INDEXES must be current, text-conversation, event-id, generation or none" >&2; exit 2 ;;
 esac
 echo "settings: $("${P[@]}" -Atc "SELECT string_agg(name || '=' || current_setting(name), ' ' ORDER BY name) FROM pg_settings
   WHERE name IN ('shared_buffers', 'max_wal_size', 'wal_compression', 'checkpoint_timeout', 'synchronous_commit')"), indexes: $INDEXES"
-"${P[@]}" -c "SET jit = off" -c "CALL append_growth_load($MILLIONS)" 2>&1 | sed 's/^NOTICE:  //'
+"${P[@]}" -c "SET jit = off" -c "CALL append_growth_load($MILLIONS, $([ "$INDEXES" = generation ] && echo true || echo false))" 2>&1 | sed 's/^NOTICE:  //'
 "${P[@]}" -c "SELECT c.relname, pg_size_pretty(pg_relation_size(c.oid)) AS size FROM pg_class c
   WHERE c.relname LIKE 'append_growth%' AND c.relkind IN ('r', 'i') ORDER BY 1"

@@ -248,7 +248,7 @@ func newVerifier(cfg serveConfig) (*identity.Verifier, error) {
 // webhook delivery and the approvers' liveness watch.
 func startLawfulAccess(ctx context.Context, cfg serveConfig, log *slog.Logger, metrics *api.Metrics, pool *pgxpool.Pool,
 	auditLog *audit.Log, engine *policy.Reloader, owned *job.Stack, d *api.Deps) error {
-	inTx := audit.NewTxAppender()
+	inTx := auditLog.TxAppender()
 	escrowSvc, err := newEscrowService(cfg, pool, inTx, log, escrow.NewMetrics(metrics.Registry))
 	if err != nil {
 		return err
