@@ -59,6 +59,8 @@ type generationFilters struct {
 	// Probes counts the event ids looked up in the database: in the
 	// current generation, and in closed ones (no filter yet, or a maybe).
 	currentProbes, closedProbes atomic.Int64
+	// onProbes, if set, is told the same of every append.
+	onProbes func(current, closed int64)
 }
 
 // filterLookInterval is how often a closed generation without a filter
@@ -137,6 +139,9 @@ func (f *generationFilters) probes(ids []idKey, current int64, closed []*idfilte
 	}
 	f.currentProbes.Add(int64(n))
 	f.closedProbes.Add(inClosed)
+	if f.onProbes != nil {
+		f.onProbes(int64(n), inClosed)
+	}
 	return eventIDs, submitters, generations
 }
 

@@ -125,6 +125,7 @@ func Open(ctx context.Context, cfg Config) (*Log, func(context.Context) error, e
 		return nil, nil, fmt.Errorf("audit: open: %w", err)
 	}
 	l := &Log{store: newStore(cfg.Pool), key: cfg.Key, verifiers: verifiers, origin: cfg.Origin, metrics: cfg.Metrics, witnesses: cfg.Witnesses}
+	l.store.filters.onProbes = l.metrics.duplicateProbes
 	l.reader = l.store
 	if cfg.ReadPool != nil && cfg.ReadPool != cfg.Pool {
 		l.reader = newStore(cfg.ReadPool)

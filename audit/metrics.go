@@ -20,6 +20,7 @@ type Metrics struct {
 	publishedTime  prometheus.Gauge
 	owner          prometheus.Gauge
 	halt           prometheus.Gauge
+	probes         *prometheus.CounterVec
 	mu             sync.Mutex
 	maxTreeSize    int64 // what treeSize shows; guarded by mu
 }
@@ -76,9 +77,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "mediator_audit_halted",
 		Help: "1 while the log is halted because the database lost entries that were signed (a lost tail): nothing is appended or signed until an operator acts.",
 	})
+	m.probes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mediator_audit_duplicate_probes_total",
+		Help: "Event ids the duplicate check looked up in the database, by generation: current (every id) and closed (an id a closed generation's filter could not rule out, or a generation whose filter is not stored yet).",
+	}, []string{"generation"})
 	reg.MustRegister(m.appendLatency, m.treeSize, m.checkpointTime, m.checkpointSize, m.inconsistent, m.refused,
-		m.witnessAnswers, m.publishedSize, m.publishedTime, m.owner, m.halt)
+		m.witnessAnswers, m.publishedSize, m.publishedTime, m.owner, m.halt, m.probes)
 	return m
+}
+
+// duplicateProbes records the event ids one append looked up in the
+// database: in the current generation, and in closed ones.
+func (m *Metrics) duplicateProbes(current, closed int64) {
+	if m == nil {
+		return
+	}
+	m.probes.WithLabelValues("current").Add(float64(current))
+	m.probes.WithLabelValues("closed").Add(float64(closed))
 }
 
 // appended records one caller's append: its latency and the tree size its
