@@ -17,6 +17,7 @@
 #                      in the current generation only (what the sequencer's
 #                      filter of closed generations leaves), and (conversation
 #                      hash, seq)
+#   generation-alone   the same without the conversation index
 #   none               neither: the primary key and BRIN alone
 #
 #   DATABASE_URL=postgres://postgres@127.0.0.1:5432/test INDEXES=current MILLIONS=10 scripts/append-growth.sh
@@ -93,11 +94,13 @@ event-id)
 generation)
   "${P[@]}" -c "CREATE INDEX ON append_growth ((seq >> 20), hashtextextended(event_id, 0)) WHERE event_id IS NOT NULL" \
     -c "CREATE INDEX ON append_growth (hashtextextended(conversation_id, 0), seq) WHERE conversation_id IS NOT NULL" ;;
+generation-alone)
+  "${P[@]}" -c "CREATE INDEX ON append_growth ((seq >> 20), hashtextextended(event_id, 0)) WHERE event_id IS NOT NULL" ;;
 none) ;;
-*) echo "append-growth: INDEXES must be current, text-conversation, event-id, generation or none" >&2; exit 2 ;;
+*) echo "append-growth: INDEXES must be current, text-conversation, event-id, generation, generation-alone or none" >&2; exit 2 ;;
 esac
 echo "settings: $("${P[@]}" -Atc "SELECT string_agg(name || '=' || current_setting(name), ' ' ORDER BY name) FROM pg_settings
   WHERE name IN ('shared_buffers', 'max_wal_size', 'wal_compression', 'checkpoint_timeout', 'synchronous_commit')"), indexes: $INDEXES"
-"${P[@]}" -c "SET jit = off" -c "CALL append_growth_load($MILLIONS, $([ "$INDEXES" = generation ] && echo true || echo false))" 2>&1 | sed 's/^NOTICE:  //'
+"${P[@]}" -c "SET jit = off" -c "CALL append_growth_load($MILLIONS, $(case $INDEXES in generation*) echo true ;; *) echo false ;; esac))" 2>&1 | sed 's/^NOTICE:  //'
 "${P[@]}" -c "SELECT c.relname, pg_size_pretty(pg_relation_size(c.oid)) AS size FROM pg_class c
   WHERE c.relname LIKE 'append_growth%' AND c.relkind IN ('r', 'i') ORDER BY 1"
