@@ -962,3 +962,28 @@ func TestBothErasVerify(t *testing.T) {
 		}
 	}
 }
+
+// TestLatestCheckpointReadsPastRefusedRows: LatestCheckpoint reads the
+// newest few rows first, and reads further when none of them is
+// published: six newer rows nobody signed with the log's key do not hide
+// the checkpoint the log did sign.
+func TestLatestCheckpointReadsPastRefusedRows(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	l := &Log{store: f.store, reader: f.store, origin: testOrigin, verifiers: []note.Verifier{f.verifier}}
+	f.append(t, entries(0, 10, "c"))
+	if ok, err := f.cp.Once(ctx); err != nil || !ok {
+		t.Fatalf("checkpoint: %v %v", ok, err)
+	}
+	f.append(t, entries(10, 10, "c"))
+	for size := 11; size <= 16; size++ {
+		f.exec(t, "INSERT INTO audit_checkpoints (tree_size, root_hash, note) VALUES ($1, sha256('forged'), 'not a signed note')", size)
+	}
+	if n := latestFirstRows; n >= 6 {
+		t.Fatalf("latestFirstRows %d: the test needs more forged rows than that", n)
+	}
+	cp, err := l.LatestCheckpoint(ctx)
+	if err != nil || cp.Size != 10 {
+		t.Fatalf("LatestCheckpoint = %d %v, want the signed checkpoint of 10 entries", cp.Size, err)
+	}
+}
