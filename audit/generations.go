@@ -182,6 +182,19 @@ func (s *store) storeFilters(ctx context.Context, size int64, max int) (int, err
 // cannot rule out. It catches up, a few generations a round, on a log
 // that grew before the table existed.
 func (l *Log) storeFilters(ctx context.Context, interval time.Duration, log *slog.Logger) {
+	every(ctx, interval, func() {
+		var size int64
+		if err := l.store.pool.QueryRow(ctx, sqlTreeSize).Scan(&size); err != nil {
+			return
+		}
+		if _, err := l.store.storeFilters(ctx, size, 4); err != nil && ctx.Err() == nil {
+			log.Warn("storing an event-id filter failed; the duplicate check probes the generation meanwhile", "err", err)
+		}
+	})
+}
+
+// every calls do every interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, do func()) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -190,12 +203,6 @@ func (l *Log) storeFilters(ctx context.Context, interval time.Duration, log *slo
 			return
 		case <-t.C:
 		}
-		var size int64
-		if err := l.store.pool.QueryRow(ctx, sqlTreeSize).Scan(&size); err != nil {
-			continue
-		}
-		if _, err := l.store.storeFilters(ctx, size, 4); err != nil && ctx.Err() == nil {
-			log.Warn("storing an event-id filter failed; the duplicate check probes the generation meanwhile", "err", err)
-		}
+		do()
 	}
 }

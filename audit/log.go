@@ -192,30 +192,23 @@ func (l *Log) TxAppender() TxAppender { return l.store.txAppender }
 // on a log that grew before the table existed, at maxTilesPerCall tiles a
 // round.
 func (l *Log) storeTiles(ctx context.Context, interval time.Duration, log *slog.Logger) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
 	var stored int64 // the tree size whose tiles are all stored
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, interval, func() {
 		cp, err := l.LatestCheckpoint(ctx)
 		if err != nil || cp.Size>>TileHeight == stored>>TileHeight {
-			continue
+			return
 		}
 		n, err := l.store.storeTiles(ctx, cp.Size)
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Warn("storing full tiles failed; they are served from the entries meanwhile", "err", err)
 			}
-			continue
+			return
 		}
 		if n < maxTilesPerCall {
 			stored = cp.Size
 		}
-	}
+	})
 }
 
 // pastKeys is a CheckpointKey that knows the verifier keys of its earlier
