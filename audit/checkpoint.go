@@ -234,16 +234,7 @@ func (c *checkpointer) Run(ctx context.Context) {
 	// The first round at once: after a failover, the sooner the witnesses
 	// are asked, the fewer entries a lost tail lets in before the halt.
 	round()
-	t := time.NewTicker(c.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			round()
-		}
-	}
+	every(ctx, c.Interval, round)
 }
 
 // maxRefusedRows bounds how many refused rows one round reads past before

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -56,10 +55,9 @@ type generationFilters struct {
 	filters map[int64]*idfilter.Filter
 	looked  time.Time // when the table was last read for missing filters
 
-	// Probes counts the event ids looked up in the database: in the
-	// current generation, and in closed ones (no filter yet, or a maybe).
-	currentProbes, closedProbes atomic.Int64
-	// onProbes, if set, is told the same of every append.
+	// onProbes, if set, is told how many event ids each append looked up
+	// in the database: in the current generation, and in closed ones (no
+	// filter yet, or a maybe). The log counts them in its metrics.
 	onProbes func(current, closed int64)
 }
 
@@ -137,8 +135,6 @@ func (f *generationFilters) probes(ids []idKey, current int64, closed []*idfilte
 			}
 		}
 	}
-	f.currentProbes.Add(int64(n))
-	f.closedProbes.Add(inClosed)
 	if f.onProbes != nil {
 		f.onProbes(int64(n), inClosed)
 	}
@@ -191,18 +187,4 @@ func (l *Log) storeFilters(ctx context.Context, interval time.Duration, log *slo
 			log.Warn("storing an event-id filter failed; the duplicate check probes the generation meanwhile", "err", err)
 		}
 	})
-}
-
-// every calls do every interval until ctx ends.
-func every(ctx context.Context, interval time.Duration, do func()) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		do()
-	}
 }

@@ -211,6 +211,20 @@ func (l *Log) storeTiles(ctx context.Context, interval time.Duration, log *slog.
 	})
 }
 
+// every calls do every interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, do func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		do()
+	}
+}
+
 // pastKeys is a CheckpointKey that knows the verifier keys of its earlier
 // versions (vaultclient.TransitSigner).
 type pastKeys interface {

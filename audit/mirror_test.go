@@ -144,7 +144,9 @@ func TestASlowMirrorHoldsBackNoOne(t *testing.T) {
 		if err := f.pool.QueryRow(ctx, "SELECT count(*) FROM audit_cosignatures WHERE witness = 'regulator.test/mirror' AND tree_size = 300").Scan(&cosigned); err != nil {
 			t.Fatal(err)
 		}
-		if n == 300 && cosigned == 1 {
+		// The upload counts its answer just after it stores the line.
+		counted := testutil.ToFloat64(metrics.witnessAnswers.WithLabelValues("regulator.test/mirror", "cosigned"))
+		if n == 300 && cosigned == 1 && counted >= 1 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -154,9 +156,6 @@ func TestASlowMirrorHoldsBackNoOne(t *testing.T) {
 			}
 			t.Fatalf("after the hold: the mirror holds %d entries, its cosignature of 300 stored %d times; answers %v", n, cosigned, results)
 		}
-	}
-	if c := testutil.ToFloat64(metrics.witnessAnswers.WithLabelValues("regulator.test/mirror", "cosigned")); c < 1 {
-		t.Fatalf("the mirror's cosignature was not counted: %v", c)
 	}
 }
 
