@@ -46,14 +46,28 @@ const (
 )
 
 // generationFilters are the filters of the log's closed generations that
-// this process has read from audit_event_filters. A closed generation
-// whose filter is not stored yet is probed in the database for every
-// event id. Safe for concurrent use; the sequencer lock orders its
-// callers anyway.
+// this process has read from audit_event_filters, and, in a process that
+// appends through a Log, a filter of the current generation that it keeps
+// itself. A closed generation whose filter is not stored yet is probed in
+// the database for every event id, as is the current generation while its
+// filter is behind the log. Safe for concurrent use; the sequencer lock
+// orders its callers anyway.
 type generationFilters struct {
 	mu      sync.Mutex
 	filters map[int64]*idfilter.Filter
 	looked  time.Time // when the table was last read for missing filters
+
+	// keepCurrent: this process keeps the current generation's filter,
+	// cur. cur holds the event ids of every entry of generation curGen
+	// below seq curUpTo, and perhaps others: ids of appends that did not
+	// commit, or were not known to, are only false maybes. curUpTo moves
+	// on only over entries known to be committed: the ones read from the
+	// table under the sequencer lock, and the ones of this process's own
+	// transactions once they committed (committed).
+	keepCurrent bool
+	cur         *idfilter.Filter
+	curGen      int64
+	curUpTo     int64
 
 	// onProbes, if set, is told how many event ids each append looked up
 	// in the database: in the current generation, and in closed ones (no
@@ -114,29 +128,112 @@ func (f *generationFilters) closed(ctx context.Context, tx pgx.Tx, size int64, n
 	return out, nil
 }
 
-// probes returns the (event id, submitter, generation) triples the
-// duplicate check looks up for the distinct keys ids: each in the current
-// generation, and in every closed generation whose filter is missing or
-// answers maybe.
-func (f *generationFilters) probes(ids []idKey, current int64, closed []*idfilter.Filter) (eventIDs, submitters []string, generations []int64) {
-	n := len(ids)
-	eventIDs, submitters, generations = make([]string, 0, n), make([]string, 0, n), make([]int64, 0, n)
-	var inClosed int64
-	for _, k := range ids {
-		eventIDs, submitters, generations = append(eventIDs, k.eventID), append(submitters, k.submitter), append(generations, current)
-		if len(closed) == 0 {
-			continue
+// maxCatchUp is how many entries of the current generation one append
+// reads into this process's filter of it, at most: a process that starts
+// in the middle of a generation, or rarely appends beside another, catches
+// up over several appends, and probes the database for every id until it
+// has.
+const maxCatchUp = 1 << 16
+
+// current returns the filter of the current generation of a log of size
+// entries, or nil when this process keeps none or it is behind the log
+// (the database is then probed for every id). Called under the sequencer
+// lock: it reads in tx the entries appended since the filter was last
+// brought up to date, at most maxCatchUp of them. When the log has moved
+// on to a new generation, the filter of the one it closed becomes that
+// generation's until the stored one is read: it holds the same ids.
+func (f *generationFilters) current(ctx context.Context, tx pgx.Tx, size int64) (*idfilter.Filter, error) {
+	if !f.keepCurrent {
+		return nil, nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	gen := generationOf(size)
+	if f.cur != nil && f.curGen != gen {
+		if f.curGen < gen && f.curUpTo >= (f.curGen+1)<<generationBits && f.filters[f.curGen] == nil {
+			if f.filters == nil {
+				f.filters = map[int64]*idfilter.Filter{}
+			}
+			f.filters[f.curGen] = f.cur
 		}
-		key := idfilter.KeyOf(k.submitter, k.eventID)
+		f.cur = nil
+	}
+	if f.cur != nil && size < f.curUpTo {
+		f.cur = nil // the log is shorter than the filter knew: start again
+	}
+	if f.cur == nil {
+		f.cur, f.curGen, f.curUpTo = idfilter.New(1<<generationBits), gen, gen<<generationBits
+	}
+	if f.curUpTo < size {
+		to := min(size, f.curUpTo+maxCatchUp)
+		rows, err := tx.Query(ctx, sqlGenerationIDs, f.curUpTo, to)
+		if err != nil {
+			return nil, fmt.Errorf("audit: read the current generation's event ids: %w", err)
+		}
+		var submitter, eventID string
+		if _, err := pgx.ForEachRow(rows, []any{&submitter, &eventID}, func() error {
+			f.cur.Add(idfilter.KeyOf(submitter, eventID))
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("audit: read the current generation's event ids: %w", err)
+		}
+		f.curUpTo = to
+	}
+	if f.curUpTo < size {
+		return nil, nil
+	}
+	return f.cur, nil
+}
+
+// appending adds keys, about to be appended in generation gen's filter
+// if this process keeps it, before the transaction commits: should it
+// not, they are only false maybes.
+func (f *generationFilters) appending(gen int64, keys []idfilter.Key) {
+	if !f.keepCurrent {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cur == nil || f.curGen != gen {
+		return
+	}
+	for _, k := range keys {
+		f.cur.Add(k)
+	}
+}
+
+// committed records that entries [from, to), whose keys appending added,
+// are committed: the current generation's filter now holds every id below
+// to, if it held every id below from.
+func (f *generationFilters) committed(from, to int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cur != nil && f.curGen == generationOf(from) && f.curUpTo == from {
+		f.curUpTo = to
+	}
+}
+
+// probes returns the (event id, submitter, generation) triples the
+// duplicate check looks up for the distinct ids, whose filter keys are
+// keys: each in the current generation unless its filter cur rules it
+// out, and in every closed generation whose filter is missing or answers
+// maybe. A nil cur rules nothing out.
+func (f *generationFilters) probes(ids []idKey, keys []idfilter.Key, current int64, cur *idfilter.Filter, closed []*idfilter.Filter) (eventIDs, submitters []string, generations []int64) {
+	var inCurrent, inClosed int64
+	for i, k := range ids {
+		if cur == nil || cur.MayContain(keys[i]) {
+			eventIDs, submitters, generations = append(eventIDs, k.eventID), append(submitters, k.submitter), append(generations, current)
+			inCurrent++
+		}
 		for g, fl := range closed {
-			if fl == nil || fl.MayContain(key) {
+			if fl == nil || fl.MayContain(keys[i]) {
 				eventIDs, submitters, generations = append(eventIDs, k.eventID), append(submitters, k.submitter), append(generations, int64(g))
 				inClosed++
 			}
 		}
 	}
 	if f.onProbes != nil {
-		f.onProbes(int64(n), inClosed)
+		f.onProbes(inCurrent, inClosed)
 	}
 	return eventIDs, submitters, generations
 }

@@ -133,3 +133,129 @@ func TestDuplicatesAcrossGenerations(t *testing.T) {
 	}
 	again("with a stale filter", third)
 }
+
+// countProbes counts, from now on, the event ids s's appends look up in
+// the database: in the current generation and in closed ones.
+func countProbes(s *store) (current, closed *atomic.Int64) {
+	current, closed = new(atomic.Int64), new(atomic.Int64)
+	s.filters.onProbes = func(cur, cl int64) { current.Add(cur); closed.Add(cl) }
+	return current, closed
+}
+
+// wantDuplicates fails unless every entry of out is a duplicate of the
+// entry at seq from+i.
+func wantDuplicates(t *testing.T, name string, out []Appended, from int64) {
+	t.Helper()
+	for i, a := range out {
+		if !a.Duplicate || a.Seq != from+int64(i) {
+			t.Fatalf("%s: entry %d came back as %+v, want a duplicate of seq %d", name, i, a, from+int64(i))
+		}
+	}
+}
+
+// TestCurrentGenerationFilter: a process that appends through the log
+// asks the database about the current generation only for the ids its own
+// filter of it cannot rule out, and still finds every id logged there:
+// by itself, by another process, and at seqs where an append of its own
+// rolled back and another process's committed.
+func TestCurrentGenerationFilter(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	current, _ := countProbes(f.store)
+
+	f.append(t, entries(0, 100, "c"))
+	probes := current.Load()
+	wantDuplicates(t, "the same ids again", f.append(t, entries(0, 100, "c")), 0)
+	if n := current.Load() - probes; n != 100 {
+		t.Fatalf("100 logged ids sent %d probes to the current generation, want 100 (all maybes)", n)
+	}
+
+	probes = current.Load()
+	for i, a := range f.append(t, entries(1000, 1000, "c")) {
+		if a.Duplicate || a.Seq != 100+int64(i) {
+			t.Fatalf("new entry %d: %+v, want seq %d", i, a, 100+i)
+		}
+	}
+	if n := current.Load() - probes; n > 10 {
+		t.Fatalf("1,000 new ids sent %d probes to the current generation, want its filter to rule out nearly all", n)
+	}
+
+	// Another process appends; this one reads its entries before it
+	// trusts its filter again.
+	second := newStore(f.pool)
+	if _, err := second.appendNow(ctx, entries(5000, 100, "c")); err != nil {
+		t.Fatal(err)
+	}
+	wantDuplicates(t, "another process's ids", f.append(t, entries(5000, 100, "c")), 1100)
+
+	// This process's append rolls back after its ids went into the
+	// filter; another process's commits at the same seqs. The filter
+	// must not take the seqs as its own.
+	tx, err := f.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := f.store.AppendTx(ctx, tx, entries(8000, 50, "c")); err != nil || out[0].Seq != 1200 {
+		t.Fatalf("AppendTx: %+v %v, want seq 1200", out, err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := second.appendNow(ctx, entries(9000, 50, "c")); err != nil {
+		t.Fatal(err)
+	}
+	wantDuplicates(t, "ids logged where an append rolled back", f.append(t, entries(9000, 50, "c")), 1200)
+	if out := f.append(t, entries(8000, 50, "c")); out[0].Duplicate || out[0].Seq != 1250 {
+		t.Fatalf("ids of the rolled-back append: %+v, want new at seq 1250", out[0])
+	}
+}
+
+// TestClosedGenerationKeepsItsFilter: when the log moves on to a new
+// generation, the filter this process kept of the closed one serves
+// until the stored one is read: the closed generation is asked about new
+// ids almost never, and its ids are found.
+func TestClosedGenerationKeepsItsFilter(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills a generation of the log")
+	}
+	f := newFixture(t)
+	ctx := context.Background()
+	const end = 1 << generationBits
+	f.append(t, entries(0, 10, "c"))
+	f.fillGeneration(t, 10, end-50)
+	// The filter catches up, maxCatchUp entries an append; meanwhile the
+	// current generation is probed for every id.
+	current, closed := countProbes(f.store)
+	for i := 0; ; i++ {
+		before := current.Load()
+		f.append(t, entries(100+i, 1, "c"))
+		if current.Load() == before {
+			break // the filter ruled the id out: it is caught up
+		}
+		if i > end/maxCatchUp+1 {
+			t.Fatalf("the filter did not catch up in %d appends", i)
+		}
+	}
+	size, err := f.store.Size(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crossing := entries(20000, 100, "c") // across the generations' border
+	for i, a := range f.append(t, crossing) {
+		if a.Seq != size+int64(i) {
+			t.Fatalf("entry %d: %+v, want seq %d", i, a, size+int64(i))
+		}
+	}
+	if size+100 <= end {
+		t.Fatalf("the log's size %d did not cross into generation 1", size+100)
+	}
+
+	closedBefore := closed.Load()
+	f.append(t, entries(30000, 2000, "c"))
+	if n := closed.Load() - closedBefore; n > 20 {
+		t.Fatalf("2,000 new ids sent %d probes to generation 0 with no filter stored, want the kept filter to rule out nearly all", n)
+	}
+	wantDuplicates(t, "ids logged at the end of generation 0", f.append(t, crossing[:40]), size)
+	wantDuplicates(t, "ids logged at the start of generation 1", f.append(t, crossing[60:]), size+60)
+	wantDuplicates(t, "ids logged early in generation 0", f.append(t, entries(0, 10, "c")), 0)
+}

@@ -37,7 +37,9 @@ type store struct {
 
 // newStore returns a store on pool. The schema comes from migrations.
 func newStore(pool *pgxpool.Pool) *store {
-	return &store{pool: pool, txAppender: newTxAppender()}
+	a := newTxAppender()
+	a.filters.keepCurrent = true // its appends commit here, so it knows when they did
+	return &store{pool: pool, txAppender: a}
 }
 
 // TxAppender appends entries to the log inside a transaction its caller
@@ -51,9 +53,10 @@ type TxAppender interface {
 }
 
 // NewTxAppender returns the TxAppender of the log's tables.
-// Each keeps its own copy of the closed generations' event-id filters; a
-// process that appends through the Log too shares the Log's with
-// Log.TxAppender.
+// Each keeps its own copy of the closed generations' event-id filters and
+// probes the current generation in the database for every id; a process
+// that appends through the Log too shares the Log's filters, the current
+// generation's included, with Log.TxAppender.
 func NewTxAppender() TxAppender { return newTxAppender() }
 
 func newTxAppender() txAppender {
@@ -126,13 +129,14 @@ func (s *store) appendPrepared(ctx context.Context, entries []Entry, prepared []
 		return nil, fmt.Errorf("audit: begin: %w", err)
 	}
 	defer tx.Rollback(ctx) // no-op after commit
-	out, err := s.appendInTx(ctx, tx, entries, prepared, requests)
+	out, from, to, err := s.appendInTx(ctx, tx, entries, prepared, requests)
 	if err != nil {
 		return nil, err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("audit: commit: %w", err)
 	}
+	s.filters.committed(from, to)
 	return out, nil
 }
 
@@ -142,7 +146,11 @@ func (s txAppender) AppendTx(ctx context.Context, tx pgx.Tx, entries []Entry) ([
 	if err != nil {
 		return nil, err
 	}
-	return s.appendInTx(ctx, tx, entries, prepared, []int{len(entries)})
+	// Whether tx commits is its caller's to know: the entries' ids are
+	// in this process's filter of the current generation, but the filter
+	// reads them back from the table before it relies on them.
+	out, _, _, err := s.appendInTx(ctx, tx, entries, prepared, []int{len(entries)})
+	return out, err
 }
 
 // The hot queries on audit_entries, named so that the plan test
@@ -187,29 +195,37 @@ type logged struct {
 // tx, under the sequencer lock: an entry whose submitter and event id are
 // logged with the same record reports the original seq, and a request
 // holding one logged with another record is refused whole. The accepted
-// entries' leaves and stored hashes are written with one COPY.
-func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, prepared []preparedLeaf, requests []int) ([]Appended, error) {
+// entries' leaves and stored hashes are written with one COPY, as entries
+// [from, to).
+func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, prepared []preparedLeaf, requests []int) (out []Appended, from, to int64, err error) {
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", sequencerLock); err != nil {
-		return nil, fmt.Errorf("audit: sequencer lock: %w", err)
+		return nil, 0, 0, fmt.Errorf("audit: sequencer lock: %w", err)
 	}
 	if err := checkHalt(ctx, tx); err != nil {
-		return nil, err
+		return nil, 0, 0, err
 	}
 	var size int64
 	if err := tx.QueryRow(ctx, sqlTreeSize).Scan(&size); err != nil {
-		return nil, fmt.Errorf("audit: tree size: %w", err)
+		return nil, 0, 0, fmt.Errorf("audit: tree size: %w", err)
+	}
+	// The current generation's filter first: when the log has just moved
+	// on, it becomes the closed generation's.
+	cur, err := s.filters.current(ctx, tx, size)
+	if err != nil {
+		return nil, 0, 0, err
 	}
 	closed, err := s.filters.closed(ctx, tx, size, s.now())
 	if err != nil {
-		return nil, err
+		return nil, 0, 0, err
 	}
-	existing, err := s.filters.existingEventIDs(ctx, tx, entries, generationOf(size), closed)
+	existing, keys, err := s.filters.existingEventIDs(ctx, tx, entries, generationOf(size), cur, closed)
 	if err != nil {
-		return nil, err
+		return nil, 0, 0, err
 	}
+	s.filters.appending(generationOf(size), keys)
 	hashes, err := packedhash.NewBatch(ctx, tx, entryHashes, size)
 	if err != nil {
-		return nil, err
+		return nil, 0, 0, err
 	}
 	g := &group{entries: entries, prepared: prepared, existing: existing, hashes: hashes,
 		out: make([]Appended, len(entries)), batch: map[idKey]int{}, pending: map[idKey]int{}, next: size,
@@ -224,17 +240,17 @@ func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, 
 			continue
 		}
 		if err := g.place(req, req+n); err != nil {
-			return nil, err
+			return nil, 0, 0, err
 		}
 	}
 	if len(g.rows) > 0 {
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_entries"},
 			[]string{"seq", "leaf", "hashes", "kind", "event_id", "submitter", "conversation_id", "occurred_at", "ingested_at"},
 			pgx.CopyFromRows(g.rows)); err != nil {
-			return nil, fmt.Errorf("audit: write entries: %w", err)
+			return nil, 0, 0, fmt.Errorf("audit: write entries: %w", err)
 		}
 	}
-	return g.out, nil
+	return g.out, size, g.next, nil
 }
 
 // group is one transaction's append in progress: which entries are
@@ -328,32 +344,39 @@ func (g *group) place(from, to int) error {
 }
 
 // existingEventIDs reads the logged entries that have the submitter and
-// event id of one of entries: in the current generation for every id, and
-// in the closed generations whose filters do not rule it out.
-func (f *generationFilters) existingEventIDs(ctx context.Context, tx pgx.Tx, entries []Entry, current int64, closed []*idfilter.Filter) (map[idKey]logged, error) {
-	keys := make([]idKey, 0, len(entries))
+// event id of one of entries, in the generations whose filters do not
+// rule it out: the current one (cur, nil when this process keeps none or
+// it is behind) and the closed ones. It returns them with the filter keys
+// of the distinct ids it looked for.
+func (f *generationFilters) existingEventIDs(ctx context.Context, tx pgx.Tx, entries []Entry, current int64, cur *idfilter.Filter, closed []*idfilter.Filter) (map[idKey]logged, []idfilter.Key, error) {
+	ids := make([]idKey, 0, len(entries))
 	wanted := make(map[idKey]bool, len(entries))
 	for _, e := range entries {
 		k := idKey{e.Submitter, e.EventID}
 		if e.EventID != "" && !wanted[k] {
-			keys = append(keys, k)
+			ids = append(ids, k)
 			wanted[k] = true
 		}
 	}
-	found := make(map[idKey]logged, len(keys))
-	if len(keys) == 0 {
-		return found, nil
+	keys := make([]idfilter.Key, len(ids))
+	for i, k := range ids {
+		keys[i] = idfilter.KeyOf(k.submitter, k.eventID)
 	}
-	rows, err := tx.Query(ctx, sqlLoggedEventIDs, loggedEventIDsArgs(f.probes(keys, current, closed))...)
+	found := make(map[idKey]logged, len(ids))
+	eventIDs, submitters, generations := f.probes(ids, keys, current, cur, closed)
+	if len(eventIDs) == 0 {
+		return found, keys, nil
+	}
+	rows, err := tx.Query(ctx, sqlLoggedEventIDs, loggedEventIDsArgs(eventIDs, submitters, generations)...)
 	if err != nil {
-		return nil, fmt.Errorf("audit: look up event ids: %w", err)
+		return nil, nil, fmt.Errorf("audit: look up event ids: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var k idKey
 		var l logged
 		if err := rows.Scan(&k.submitter, &k.eventID, &l.seq, &l.leaf, &l.ingestedAt); err != nil {
-			return nil, fmt.Errorf("audit: look up event ids: %w", err)
+			return nil, nil, fmt.Errorf("audit: look up event ids: %w", err)
 		}
 		if old, seen := found[k]; wanted[k] && (!seen || l.seq < old.seq) {
 			l.ingestedAt = l.ingestedAt.UTC()
@@ -361,9 +384,9 @@ func (f *generationFilters) existingEventIDs(ctx context.Context, tx pgx.Tx, ent
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("audit: look up event ids: %w", err)
+		return nil, nil, fmt.Errorf("audit: look up event ids: %w", err)
 	}
-	return found, nil
+	return found, keys, nil
 }
 
 // loggedEventIDsArgs are sqlLoggedEventIDs' arguments: event ids, their
