@@ -68,6 +68,9 @@ type generationFilters struct {
 	cur         *idfilter.Filter
 	curGen      int64
 	curUpTo     int64
+	// kept marks the closed generations whose filter in filters is the
+	// one this process kept while they were current, not one it read.
+	kept map[int64]bool
 
 	// onProbes, if set, is told how many event ids each append looked up
 	// in the database: in the current generation, and in closed ones (no
@@ -116,7 +119,7 @@ func (f *generationFilters) closed(ctx context.Context, tx pgx.Tx, size int64, n
 				return nil, fmt.Errorf("audit: event-id filter of generation %d: %w", s.Generation, err)
 			}
 			if f.filters == nil {
-				f.filters = map[int64]*idfilter.Filter{}
+				f.filters, f.kept = map[int64]*idfilter.Filter{}, map[int64]bool{}
 			}
 			f.filters[s.Generation] = fl
 		}
@@ -152,9 +155,10 @@ func (f *generationFilters) current(ctx context.Context, tx pgx.Tx, size int64) 
 	if f.cur != nil && f.curGen != gen {
 		if f.curGen < gen && f.curUpTo >= (f.curGen+1)<<generationBits && f.filters[f.curGen] == nil {
 			if f.filters == nil {
-				f.filters = map[int64]*idfilter.Filter{}
+				f.filters, f.kept = map[int64]*idfilter.Filter{}, map[int64]bool{}
 			}
 			f.filters[f.curGen] = f.cur
+			f.kept[f.curGen] = true
 		}
 		f.cur = nil
 	}
@@ -183,6 +187,18 @@ func (f *generationFilters) current(ctx context.Context, tx pgx.Tx, size int64) 
 		return nil, nil
 	}
 	return f.cur, nil
+}
+
+// keptFilter returns the filter this process kept of closed generation g
+// while it was current, or nil. It holds every id of g's entries, and
+// perhaps others, and no longer changes.
+func (f *generationFilters) keptFilter(g int64) *idfilter.Filter {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.kept[g] {
+		return nil
+	}
+	return f.filters[g]
 }
 
 // appending adds keys, about to be appended in generation gen's filter
@@ -238,9 +254,10 @@ func (f *generationFilters) probes(ids []idKey, keys []idfilter.Key, current int
 	return eventIDs, submitters, generations
 }
 
-// storeFilters builds and stores the filters of the closed generations of
-// a log of size entries that have none, in order, at most max of them.
-// It returns how many it stored.
+// storeFilters stores the filters of the closed generations of a log of
+// size entries that have none, in order, at most max of them: the one
+// this process kept of a generation while it was current, else one built
+// from the generation's entries. It returns how many it stored.
 func (s *store) storeFilters(ctx context.Context, size int64, max int) (int, error) {
 	var next int64
 	if err := s.pool.QueryRow(ctx, sqlNextFilter).Scan(&next); err != nil {
@@ -248,17 +265,20 @@ func (s *store) storeFilters(ctx context.Context, size int64, max int) (int, err
 	}
 	stored := 0
 	for g := next; g < generationOf(size) && stored < max; g++ {
-		f := idfilter.New(1 << generationBits)
-		rows, err := s.pool.Query(ctx, sqlGenerationIDs, g<<generationBits, (g+1)<<generationBits)
-		if err != nil {
-			return stored, fmt.Errorf("audit: read generation %d's event ids: %w", g, err)
-		}
-		var submitter, eventID string
-		if _, err := pgx.ForEachRow(rows, []any{&submitter, &eventID}, func() error {
-			f.Add(idfilter.KeyOf(submitter, eventID))
-			return nil
-		}); err != nil {
-			return stored, fmt.Errorf("audit: read generation %d's event ids: %w", g, err)
+		f := s.filters.keptFilter(g)
+		if f == nil {
+			f = idfilter.New(1 << generationBits)
+			rows, err := s.pool.Query(ctx, sqlGenerationIDs, g<<generationBits, (g+1)<<generationBits)
+			if err != nil {
+				return stored, fmt.Errorf("audit: read generation %d's event ids: %w", g, err)
+			}
+			var submitter, eventID string
+			if _, err := pgx.ForEachRow(rows, []any{&submitter, &eventID}, func() error {
+				f.Add(idfilter.KeyOf(submitter, eventID))
+				return nil
+			}); err != nil {
+				return stored, fmt.Errorf("audit: read generation %d's event ids: %w", g, err)
+			}
 		}
 		b, _ := f.MarshalBinary()
 		if _, err := s.pool.Exec(ctx, sqlStoreFilter, g, b, (g+1)<<generationBits-1); err != nil {

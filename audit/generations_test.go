@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mediatorhq/mediator/idfilter"
 )
 
 // countClosedProbes counts, from now on, the event ids s's appends look up
@@ -236,6 +238,19 @@ func TestClosedGenerationKeepsItsFilter(t *testing.T) {
 			t.Fatalf("the filter did not catch up in %d appends", i)
 		}
 	}
+	// An append that rolls back leaves its id in the kept filter, as a
+	// false maybe: what marks the stored filter below as the kept one.
+	tx, err := f.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rolledBack := entries(40000, 1, "c")
+	if _, err := f.store.AppendTx(ctx, tx, rolledBack); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
 	size, err := f.store.Size(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -258,4 +273,31 @@ func TestClosedGenerationKeepsItsFilter(t *testing.T) {
 	wantDuplicates(t, "ids logged at the end of generation 0", f.append(t, crossing[:40]), size)
 	wantDuplicates(t, "ids logged at the start of generation 1", f.append(t, crossing[60:]), size+60)
 	wantDuplicates(t, "ids logged early in generation 0", f.append(t, entries(0, 10, "c")), 0)
+
+	// The filter job stores the kept filter rather than reading the
+	// generation again; another process uses it.
+	if n, err := f.store.storeFilters(ctx, end+3000, 4); err != nil || n != 1 {
+		t.Fatalf("storeFilters: %d %v, want 1 filter", n, err)
+	}
+	var b []byte
+	if err := f.pool.QueryRow(ctx, "SELECT filter FROM audit_event_filters WHERE generation = 0").Scan(&b); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := idfilter.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !stored.MayContain(idfilter.KeyOf("", rolledBack[0].EventID)) {
+		t.Fatal("the stored filter of generation 0 was built again from its entries, not kept")
+	}
+	second := newStore(f.pool)
+	_, secondClosed := countProbes(second)
+	out, err := second.appendNow(ctx, crossing[:40])
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDuplicates(t, "a second process with the stored filter", out, size)
+	if n := secondClosed.Load(); n != 40 {
+		t.Fatalf("a second process sent %d probes to generation 0 for 40 ids logged there, want 40 (the filter's maybes)", n)
+	}
 }
