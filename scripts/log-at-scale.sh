@@ -16,6 +16,9 @@
 # AUTOVACUUM=on turns the server's autovacuum on for the run (ALTER SYSTEM,
 # then RESET on exit: needs the server's superuser in ADMIN_URL); the
 # default leaves the server as it is (on the project machine: off).
+# SAMPLE=1 samples every process's CPU and run-queue wait once a second
+# while the FIRST events are sent (scripts/cpu-sample.py) and prints them
+# per entry appended, by 30-second window (scripts/cpu-per-entry.py).
 # Needs bin/mediator (make build) and psql.
 #
 #   FIRST=9000000 LAST=1000000 AUTOVACUUM=off scripts/log-at-scale.sh
@@ -50,8 +53,18 @@ export MEDIATOR_DEV_STATE_DIR=$OUT/dev
 start_dev "$ADDR" "$OUT/dev.log" ${CPU_PROFILE:+--cpu-profile "$CPU_PROFILE"}
 
 echo "== $FIRST events"
+SAMPLER=
+if [ -n "${SAMPLE:-}" ]; then
+  python3 "$(dirname "$0")/cpu-sample.py" "$OUT/cpu.txt" &
+  SAMPLER=$!
+fi
 "$BIN" loadgen --url "$MEDIATOR_ADDR" --workers "$WORKERS" --batch "$BATCH" --events "$FIRST" \
-  --duration 1h --segment "$SEGMENT" | tee "$OUT/first.txt"
+  --duration 1h --segment "$SEGMENT" 2>&1 | tee "$OUT/first.txt"
+if [ -n "$SAMPLER" ]; then
+  kill "$SAMPLER"
+  echo "== CPU per entry appended, by 30-second window"
+  python3 "$(dirname "$0")/cpu-per-entry.py" "$OUT" | tee "$OUT/cpu-per-entry.txt"
+fi
 echo "== audit verify --state (full, $FIRST entries)"
 /usr/bin/time -f "verify: %e s, max RSS %M KiB" "$BIN" audit verify --state "$OUT/verify-state.json" 2>&1 | tee "$OUT/verify-full.txt"
 echo "== $LAST events more"
