@@ -1,15 +1,14 @@
 // Package idfilter is a blocked Bloom filter of the event ids logged in
-// one closed generation of the audit log. It answers "not in the
-// generation" or "maybe in it": a key that was added is always a maybe,
-// and a key that was not is a maybe about once in a thousand. The
-// sequencer asks the database only about the maybes, so that the part of
-// the event-id index it probes for the rest, the current generation's,
-// does not grow with the log (docs/decisions.md, "The duplicate check
-// probes one generation").
+// one generation of the audit log. It answers "not in the generation" or
+// "maybe in it": a key that was added is always a maybe, and a key that
+// was not is a maybe about once in a thousand. The sequencer asks the
+// database only about the maybes, so that the event-id index it probes
+// does not grow with the log, and is rarely probed at all
+// (docs/decisions.md, "The duplicate check probes one generation").
 //
-// A filter is derived data: it is built from the entries of a generation
-// that can no longer change, and a wrong one can only let a duplicate
-// through as a new entry, never refuse or hide one.
+// A filter is derived data: it is built from the entries of a generation,
+// a closed one's once it can no longer change, and a wrong one can only
+// let a duplicate through as a new entry, never refuse or hide one.
 package idfilter
 
 import (
