@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/mediatorhq/mediator/client"
+	"github.com/mediatorhq/mediator/job"
 	"github.com/mediatorhq/mediator/pseudonym"
 	"github.com/mediatorhq/mediator/roster"
 	"github.com/mediatorhq/mediator/shares"
@@ -179,19 +180,11 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 // failure keeps the set verified before and is logged; a rollback is
 // logged as an error, as it is the mediator's lie or its operator's.
 func (a *Agent) keepRosterFresh(ctx context.Context) {
-	t := time.NewTicker(a.refreshEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	job.Every(ctx, a.refreshEvery, func() {
 		before := a.RosterVersion()
 		cu, err := a.refresh(ctx, nil)
 		switch {
 		case ctx.Err() != nil:
-			return
 		case errors.Is(err, client.ErrRosterRollback):
 			a.log.Error("agent: the mediator serves a roster chain older than one verified before; deposits stay sealed for the version verified",
 				"version", before, "err", err)
@@ -200,7 +193,7 @@ func (a *Agent) keepRosterFresh(ctx context.Context) {
 		case cu.version != before:
 			a.log.Info("agent: roster version in force changed", "from", before, "to", cu.version)
 		}
-	}
+	})
 }
 
 // refresh verifies the roster chain from the genesis, follows the

@@ -13,6 +13,8 @@ import (
 	tlogfmt "github.com/transparency-dev/formats/log"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/mediatorhq/mediator/job"
 )
 
 // Checkpoint is a signed checkpoint as stored.
@@ -234,7 +236,7 @@ func (c *checkpointer) Run(ctx context.Context) {
 	// The first round at once: after a failover, the sooner the witnesses
 	// are asked, the fewer entries a lost tail lets in before the halt.
 	round()
-	every(ctx, c.Interval, round)
+	job.Every(ctx, c.Interval, round)
 }
 
 // maxRefusedRows bounds how many refused rows one round reads past before

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mediatorhq/mediator/idfilter"
+	"github.com/mediatorhq/mediator/job"
 )
 
 // generationBits sizes the log's generations: generation g holds the
@@ -295,7 +296,7 @@ func (s *store) storeFilters(ctx context.Context, size int64, max int) (int, err
 // cannot rule out. It catches up, a few generations a round, on a log
 // that grew before the table existed.
 func (l *Log) storeFilters(ctx context.Context, interval time.Duration, log *slog.Logger) {
-	every(ctx, interval, func() {
+	job.Every(ctx, interval, func() {
 		var size int64
 		if err := l.store.pool.QueryRow(ctx, sqlTreeSize).Scan(&size); err != nil {
 			return

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/mediatorhq/mediator/batch"
+	"github.com/mediatorhq/mediator/job"
 	"github.com/mediatorhq/mediator/leader"
 )
 
@@ -193,7 +194,7 @@ func (l *Log) TxAppender() TxAppender { return l.store.txAppender }
 // round.
 func (l *Log) storeTiles(ctx context.Context, interval time.Duration, log *slog.Logger) {
 	var stored int64 // the tree size whose tiles are all stored
-	every(ctx, interval, func() {
+	job.Every(ctx, interval, func() {
 		cp, err := l.LatestCheckpoint(ctx)
 		if err != nil || cp.Size>>TileHeight == stored>>TileHeight {
 			return
@@ -209,20 +210,6 @@ func (l *Log) storeTiles(ctx context.Context, interval time.Duration, log *slog.
 			stored = cp.Size
 		}
 	})
-}
-
-// every calls do every interval until ctx ends.
-func every(ctx context.Context, interval time.Duration, do func()) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		do()
-	}
 }
 
 // pastKeys is a CheckpointKey that knows the verifier keys of its earlier

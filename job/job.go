@@ -31,6 +31,22 @@ func Start(ctx context.Context, run func(ctx context.Context)) (stop func()) {
 	}
 }
 
+// Every calls do every interval, the first time one interval after it is
+// called, until ctx ends; it returns then. A round that outlasts the
+// interval delays the next rather than running beside it.
+func Every(ctx context.Context, interval time.Duration, do func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		do()
+	}
+}
+
 // Stack holds stop functions and stops them newest first: whatever was
 // started later may depend on what was started earlier, never the
 // reverse. The zero value is empty and ready to use.

@@ -68,3 +68,30 @@ func TestStackLogsDurationInMilliseconds(t *testing.T) {
 		t.Fatalf("stop log line = %v, want duration_ms of at least 5", line)
 	}
 }
+
+// TestEveryRunsUntilItsContextEnds: Every calls do once an interval, not
+// at once, and returns when its context ends, calling do no more.
+func TestEveryRunsUntilItsContextEnds(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var calls atomic.Int64
+	returned := make(chan struct{})
+	go func() {
+		defer close(returned)
+		Every(ctx, 10*time.Millisecond, func() {
+			if calls.Add(1) == 3 {
+				cancel()
+			}
+		})
+	}()
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("do was called %d times at once, want after the first interval", n)
+	}
+	select {
+	case <-returned:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Every did not return after its context ended")
+	}
+	if n := calls.Load(); n != 3 {
+		t.Fatalf("do was called %d times, want 3: none after the context ended", n)
+	}
+}

@@ -25,6 +25,7 @@ import (
 	"github.com/transparency-dev/tessera/api/layout"
 
 	"github.com/mediatorhq/mediator/client"
+	"github.com/mediatorhq/mediator/job"
 	"github.com/mediatorhq/mediator/mirror"
 	"github.com/mediatorhq/mediator/pseudonym"
 )
@@ -789,33 +790,24 @@ func (p *publishLags) acked(seq int64, at time.Time) {
 // covers, until the returned stop is called.
 func (p *publishLags) poll(ctx context.Context, size func(context.Context) (int64, error)) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
-	go func() {
-		t := time.NewTicker(25 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			n, err := size(ctx)
-			if err != nil {
-				continue
-			}
-			now := time.Now()
-			p.mu.Lock()
-			kept := p.pending[:0]
-			for _, b := range p.pending {
-				if b.seq < n {
-					p.lags = append(p.lags, now.Sub(b.at))
-				} else {
-					kept = append(kept, b)
-				}
-			}
-			p.pending = kept
-			p.mu.Unlock()
+	go job.Every(ctx, 25*time.Millisecond, func() {
+		n, err := size(ctx)
+		if err != nil {
+			return
 		}
-	}()
+		now := time.Now()
+		p.mu.Lock()
+		kept := p.pending[:0]
+		for _, b := range p.pending {
+			if b.seq < n {
+				p.lags = append(p.lags, now.Sub(b.at))
+			} else {
+				kept = append(kept, b)
+			}
+		}
+		p.pending = kept
+		p.mu.Unlock()
+	})
 	return cancel
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
+	"github.com/mediatorhq/mediator/job"
 	"github.com/mediatorhq/mediator/secretfile"
 )
 
@@ -183,18 +184,11 @@ const tokenFileInterval = 10 * time.Second
 // followTokenFile switches client to the token in path whenever it
 // changes, until ctx ends. A missing or empty file keeps the current token.
 func followTokenFile(ctx context.Context, log *slog.Logger, client *vaultapi.Client, path, current string, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	job.Every(ctx, every, func() {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			log.Warn("vault: token file unreadable; keeping the current token", "path", path, "err", err)
-			continue
+			return
 		}
 		tok := strings.TrimSpace(string(b))
 		if tok != "" && tok != current {
@@ -202,7 +196,7 @@ func followTokenFile(ctx context.Context, log *slog.Logger, client *vaultapi.Cli
 			current = tok
 			log.Info("vault: token file changed; using the new token", "path", path)
 		}
-	}
+	})
 }
 
 // Ready reports nil when Vault is initialized, unsealed and answering.
