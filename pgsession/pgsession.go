@@ -9,6 +9,16 @@
 // it as a parallel scan that starts worker processes on every execution
 // (a 256-row tile read at 10 M entries: four tile readers halved ingest).
 // Neither pays for itself on a query that reads a few pages.
+//
+// And a plan made once must not outlive the table it was made for.
+// PostgreSQL caches a prepared statement's generic plan after five runs
+// and keeps it for the connection's life, until something invalidates it
+// (an ANALYZE, which with autovacuum off never comes). pgx prepares every
+// statement, so a connection that ran the right-edge preload five times
+// while a fresh log held a few dozen entries kept a sequential scan for
+// it: at 800,000 entries every append read the whole table. Planned for
+// each run (force_custom_plan), a query costs its planning, some tens of
+// microseconds, and is planned for the table as it is.
 package pgsession
 
 import "github.com/jackc/pgx/v5"
@@ -24,6 +34,7 @@ import "github.com/jackc/pgx/v5"
 var settings = map[string]string{
 	"jit":                             "off",
 	"max_parallel_workers_per_gather": "0",
+	"plan_cache_mode":                 "force_custom_plan",
 	"synchronous_commit":              "on",
 }
 

@@ -378,27 +378,28 @@ func TestHoldDeliverAsksBeforeALift(t *testing.T) {
 
 // TestPoolTurnsJITOff: the service's pool runs with JIT and parallel
 // plans off, so a probe the planner costs high for want of statistics is
-// neither compiled first nor handed to worker processes, unless the URL
-// asks for them.
+// neither compiled first nor handed to worker processes, and plans every
+// run of a statement for the table as it is (no generic plan cached while
+// the table was small), unless the URL asks otherwise.
 func TestPoolTurnsJITOff(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgEnv.NewDatabase(t)
 	sep := map[bool]string{true: "&", false: "?"}[strings.Contains(dsn, "?")]
-	for _, c := range []struct{ dsn, jit, workers string }{
-		{dsn, "off", "0"},
-		{dsn + sep + "jit=on&max_parallel_workers_per_gather=2", "on", "2"},
+	for _, c := range []struct{ dsn, jit, workers, plans string }{
+		{dsn, "off", "0", "force_custom_plan"},
+		{dsn + sep + "jit=on&max_parallel_workers_per_gather=2&plan_cache_mode=auto", "on", "2", "auto"},
 	} {
 		pool, err := openPool(ctx, c.dsn, pgmetrics.New(api.NewMetrics("test").Registry))
 		if err != nil {
 			t.Fatal(err)
 		}
-		var jit, workers string
-		if err := pool.QueryRow(ctx, "SELECT current_setting('jit'), current_setting('max_parallel_workers_per_gather')").Scan(&jit, &workers); err != nil {
+		var jit, workers, plans string
+		if err := pool.QueryRow(ctx, "SELECT current_setting('jit'), current_setting('max_parallel_workers_per_gather'), current_setting('plan_cache_mode')").Scan(&jit, &workers, &plans); err != nil {
 			t.Fatal(err)
 		}
 		pool.Close()
-		if jit != c.jit || workers != c.workers {
-			t.Errorf("jit = %s, max_parallel_workers_per_gather = %s through the service's pool, want %s and %s", jit, workers, c.jit, c.workers)
+		if jit != c.jit || workers != c.workers || plans != c.plans {
+			t.Errorf("jit = %s, max_parallel_workers_per_gather = %s, plan_cache_mode = %s through the service's pool, want %s, %s and %s", jit, workers, plans, c.jit, c.workers, c.plans)
 		}
 	}
 }

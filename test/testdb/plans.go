@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -110,8 +111,7 @@ func (n PlanNode) String() string {
 
 // Explain returns the plan PostgreSQL makes for query with args:
 // EXPLAIN (FORMAT JSON) of the text itself, planned for these values
-// (custom) or, if generic, as a prepared statement's generic plan, which is
-// what a statement pgx has prepared and run a few times may get.
+// (custom) or, if generic, as a prepared statement's generic plan.
 func Explain(t testing.TB, pool *pgxpool.Pool, generic bool, query string, args ...any) PlanNode {
 	t.Helper()
 	ctx := context.Background()
@@ -120,47 +120,65 @@ func Explain(t testing.TB, pool *pgxpool.Pool, generic bool, query string, args 
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	var raw []byte
 	if !generic {
 		if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = force_custom_plan"); err != nil {
 			t.Fatal(err)
 		}
-		err = tx.QueryRow(ctx, "EXPLAIN (FORMAT JSON) "+query, args...).Scan(&raw)
-	} else {
-		const name = "testdb_plan_probe"
-		sd, perr := tx.Conn().Prepare(ctx, name, query)
-		if perr != nil {
-			t.Fatalf("prepare %q: %v", query, perr)
+		var raw []byte
+		if err := tx.QueryRow(ctx, "EXPLAIN (FORMAT JSON) "+query, args...).Scan(&raw); err != nil {
+			t.Fatalf("explain %q: %v", query, err)
 		}
-		defer tx.Conn().Deallocate(ctx, name)
-		if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = force_generic_plan"); err != nil {
+		return parsePlan(t, query, raw)
+	}
+	const name = "testdb_plan_probe"
+	sd, err := tx.Conn().Prepare(ctx, name, query)
+	if err != nil {
+		t.Fatalf("prepare %q: %v", query, err)
+	}
+	defer tx.Conn().Deallocate(ctx, name)
+	if _, err := tx.Exec(ctx, "SET LOCAL plan_cache_mode = force_generic_plan"); err != nil {
+		t.Fatal(err)
+	}
+	return ExplainPrepared(t, tx.Conn(), sd, args...)
+}
+
+// ExplainPrepared returns the plan of the statement sd, which conn
+// prepared, run with args under the session's own settings: after a few
+// runs that may be a generic plan PostgreSQL cached, however long ago and
+// for however small a table.
+func ExplainPrepared(t testing.TB, conn *pgx.Conn, sd *pgconn.StatementDescription, args ...any) PlanNode {
+	t.Helper()
+	ctx := context.Background()
+	name := sd.Name
+	if len(args) != len(sd.ParamOIDs) {
+		t.Fatalf("explain %s: %d arguments for %d parameters", name, len(args), len(sd.ParamOIDs))
+	}
+	// EXECUTE's arguments are not statement parameters: each value goes
+	// in as a literal of its parameter's type.
+	params := make([]string, len(sd.ParamOIDs))
+	for i, oid := range sd.ParamOIDs {
+		var typ, lit string
+		if err := conn.QueryRow(ctx, "SELECT format_type($1, NULL)", oid).Scan(&typ); err != nil {
 			t.Fatal(err)
 		}
-		if len(args) != len(sd.ParamOIDs) {
-			t.Fatalf("explain %q: %d arguments for %d parameters", query, len(args), len(sd.ParamOIDs))
+		if err := conn.QueryRow(ctx, "SELECT quote_nullable(($1::"+typ+")::text)", args[i]).Scan(&lit); err != nil {
+			t.Fatalf("explain %s: argument %d: %v", name, i+1, err)
 		}
-		// EXECUTE's arguments are not statement parameters: each value
-		// goes in as a literal of its parameter's type.
-		params := make([]string, len(sd.ParamOIDs))
-		for i, oid := range sd.ParamOIDs {
-			var typ, lit string
-			if err := tx.QueryRow(ctx, "SELECT format_type($1, NULL)", oid).Scan(&typ); err != nil {
-				t.Fatal(err)
-			}
-			if err := tx.QueryRow(ctx, "SELECT quote_nullable(($1::"+typ+")::text)", args[i]).Scan(&lit); err != nil {
-				t.Fatalf("explain %q: argument %d: %v", query, i+1, err)
-			}
-			params[i] = lit + "::" + typ
-		}
-		execute := "EXECUTE " + name
-		if len(params) > 0 {
-			execute += "(" + strings.Join(params, ", ") + ")"
-		}
-		err = tx.QueryRow(ctx, "EXPLAIN (FORMAT JSON) "+execute).Scan(&raw)
+		params[i] = lit + "::" + typ
 	}
-	if err != nil {
-		t.Fatalf("explain %q: %v", query, err)
+	execute := "EXECUTE " + name
+	if len(params) > 0 {
+		execute += "(" + strings.Join(params, ", ") + ")"
 	}
+	var raw []byte
+	if err := conn.QueryRow(ctx, "EXPLAIN (FORMAT JSON) "+execute).Scan(&raw); err != nil {
+		t.Fatalf("explain %s: %v", name, err)
+	}
+	return parsePlan(t, name, raw)
+}
+
+func parsePlan(t testing.TB, query string, raw []byte) PlanNode {
+	t.Helper()
 	var plans []struct{ Plan PlanNode }
 	if err := json.Unmarshal(raw, &plans); err != nil || len(plans) != 1 {
 		t.Fatalf("explain %q: unreadable plan (%v): %s", query, err, raw)
