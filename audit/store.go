@@ -510,7 +510,7 @@ func (s *store) Search(ctx context.Context, q Query) ([]StoredEntry, error) {
 }
 
 // InclusionProof proves that the entry at seq is in the tree of size
-// treeSize. It makes one query for at most log₂ treeSize hashes.
+// treeSize, from the stored tiles and hashes (proofHashes).
 func (s *store) InclusionProof(ctx context.Context, seq, treeSize int64) (tlog.RecordProof, error) {
 	if seq < 0 || treeSize <= seq {
 		return nil, ErrBadRange
@@ -518,7 +518,7 @@ func (s *store) InclusionProof(ctx context.Context, seq, treeSize int64) (tlog.R
 	if err := s.checkSize(ctx, treeSize); err != nil {
 		return nil, err
 	}
-	p, err := tlog.ProveRecord(treeSize, seq, s.HashReader(ctx))
+	p, err := tlog.ProveRecord(treeSize, seq, s.proofHashes(ctx, treeSize))
 	if err != nil {
 		return nil, fmt.Errorf("audit: inclusion proof: %w", err)
 	}
@@ -534,7 +534,7 @@ func (s *store) ConsistencyProof(ctx context.Context, from, to int64) (tlog.Tree
 	if err := s.checkSize(ctx, to); err != nil {
 		return nil, err
 	}
-	p, err := tlog.ProveTree(to, from, s.HashReader(ctx))
+	p, err := tlog.ProveTree(to, from, s.proofHashes(ctx, to))
 	if err != nil {
 		return nil, fmt.Errorf("audit: consistency proof: %w", err)
 	}

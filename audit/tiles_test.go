@@ -283,3 +283,92 @@ func TestVerifyChecksStoredTiles(t *testing.T) {
 		}
 	}
 }
+
+// TestProofsReadStoredTiles: inclusion and consistency proofs are the
+// same with the stored tiles as without them, for entries and sizes at
+// every tile boundary, and they do read the tiles: a database superuser's
+// rewrite of a level-0 tile makes the proofs that use the rewritten hash
+// fail the client's check, never pass, and leaves the others good.
+func TestProofsReadStoredTiles(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	const size = 70_000
+	for from := 0; from < size; from += 5000 {
+		f.append(t, entries(from, 5000, "p"))
+	}
+	rows := f.store.HashReader(ctx) // the stored hashes only
+	root := func(n int64) tlog.Hash {
+		h, err := tlog.TreeHash(n, rows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	leafHash := func(seq int64) tlog.Hash {
+		hs, err := rows.ReadHashes([]int64{tlog.StoredHashIndex(0, seq)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hs[0]
+	}
+	sizes := []int64{1, 255, 256, 257, 65_535, 65_536, 65_537, 65_792, size}
+	seqs := []int64{0, 1, 255, 256, 25_700, 65_535, 65_536, 65_791, size - 1}
+	check := func(what string) {
+		t.Helper()
+		for _, n := range sizes {
+			r := root(n)
+			for _, seq := range seqs {
+				if seq >= n {
+					continue
+				}
+				p, err := f.store.InclusionProof(ctx, seq, n)
+				if err != nil {
+					t.Fatalf("%s: inclusion proof of %d in %d: %v", what, seq, n, err)
+				}
+				if err := tlog.CheckRecord(p, n, r, seq, leafHash(seq)); err != nil {
+					t.Fatalf("%s: inclusion proof of %d in %d: %v", what, seq, n, err)
+				}
+			}
+			for _, m := range sizes {
+				if m > n {
+					continue
+				}
+				p, err := f.store.ConsistencyProof(ctx, m, n)
+				if err != nil {
+					t.Fatalf("%s: consistency proof %d → %d: %v", what, m, n, err)
+				}
+				if err := tlog.CheckTree(p, n, r, m, root(m)); err != nil {
+					t.Fatalf("%s: consistency proof %d → %d: %v", what, m, n, err)
+				}
+			}
+		}
+	}
+	check("no tiles stored")
+	for {
+		n, err := f.store.storeTiles(ctx, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	check("tiles stored")
+
+	f.exec(t, `ALTER TABLE audit_tiles DISABLE TRIGGER audit_tiles_append_only;
+		UPDATE audit_tiles SET data = overlay(data PLACING '\xff'::bytea FROM 100) WHERE (level, idx) = (0, 100);
+		ALTER TABLE audit_tiles ENABLE TRIGGER audit_tiles_append_only`)
+	// Byte 100 is in the fourth hash, entry 25,603's leaf hash: every
+	// other entry of the tile has it in its proof; 25,603 and the
+	// entries outside the tile (which take node 100 of level 8 from tile
+	// 1/0) do not.
+	for seq, want := range map[int64]bool{25_600: false, 25_700: false, 25_603: true, 60_000: true} {
+		p, err := f.store.InclusionProof(ctx, seq, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tlog.CheckRecord(p, size, root(size), seq, leafHash(seq)); (err == nil) != want {
+			t.Errorf("entry %d under a rewritten tile 0/100: check %v, want it to pass: %v", seq, err, want)
+		}
+	}
+}
