@@ -510,15 +510,20 @@ func (s *store) Search(ctx context.Context, q Query) ([]StoredEntry, error) {
 }
 
 // InclusionProof proves that the entry at seq is in the tree of size
-// treeSize, from the stored tiles and hashes (proofHashes).
+// treeSize, from the stored tiles and hashes (proofReader): in one round
+// trip, unless a tile it needs is not stored yet.
 func (s *store) InclusionProof(ctx context.Context, seq, treeSize int64) (tlog.RecordProof, error) {
 	if seq < 0 || treeSize <= seq {
 		return nil, ErrBadRange
 	}
-	if err := s.checkSize(ctx, treeSize); err != nil {
+	r := &proofReader{ctx: ctx, s: s, treeSize: treeSize}
+	p, err := tlog.ProveRecord(treeSize, seq, r)
+	if err == nil {
+		err = r.checkSize()
+	}
+	if errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
-	p, err := tlog.ProveRecord(treeSize, seq, s.proofHashes(ctx, treeSize))
 	if err != nil {
 		return nil, fmt.Errorf("audit: inclusion proof: %w", err)
 	}
@@ -531,10 +536,14 @@ func (s *store) ConsistencyProof(ctx context.Context, from, to int64) (tlog.Tree
 	if from < 1 || to < from {
 		return nil, ErrBadRange
 	}
-	if err := s.checkSize(ctx, to); err != nil {
+	r := &proofReader{ctx: ctx, s: s, treeSize: to}
+	p, err := tlog.ProveTree(to, from, r)
+	if err == nil {
+		err = r.checkSize()
+	}
+	if errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
-	p, err := tlog.ProveTree(to, from, s.proofHashes(ctx, to))
 	if err != nil {
 		return nil, fmt.Errorf("audit: consistency proof: %w", err)
 	}

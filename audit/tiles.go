@@ -342,94 +342,110 @@ func (tc *tileCheck) readWindow(ctx context.Context, index int64) error {
 	return nil
 }
 
-// proofHashes returns a tlog.HashReader for proofs in the tree of size
-// treeSize that takes each hash from the stored full tile covering it,
+// proofReader is the tlog.HashReader of a proof in the tree of size
+// treeSize. It takes each hash from the stored full tile covering it,
 // where the tree holds that tile whole, and the rest from the entries'
 // stored hashes. An inclusion proof at 10 M entries then reads the two
 // tiles above its entry (the 256 leaf hashes around it, and the 256
 // level-8 nodes around those), two rows of a few contiguous pages each,
-// and only the hashes above level 16 and along the right edge from rows
-// scattered over the table: some 10 rows instead of 30. Each ReadHashes
-// call is at most two round trips: the tiles, in one batch, then the
-// rows. A tile the job has not stored yet is read as rows. A forged tile
-// makes the proof fail the client's check against a cosigned
-// checkpoint, as a forged stored hash does; it never makes one pass.
-func (s *store) proofHashes(ctx context.Context, treeSize int64) tlog.HashReader {
-	return tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
-		out := make([]tlog.Hash, len(indexes))
-		var tiles []tlog.Tile
-		tileOf := make([]int, len(indexes)) // into tiles, or -1
-		for i, idx := range indexes {
-			t := tlog.TileForIndex(TileHeight, idx)
-			t.W = TileWidth
-			tileOf[i] = -1
-			if !tileInTree(t.L, t.N, t.W, treeSize) {
-				continue
-			}
-			tileOf[i] = slices.Index(tiles, t)
-			if tileOf[i] < 0 {
-				tileOf[i] = len(tiles)
-				tiles = append(tiles, t)
-			}
-		}
-		data, err := s.storedTiles(ctx, tiles)
-		if err != nil {
-			return nil, err
-		}
-		var rest []int64
-		for i, idx := range indexes {
-			if k := tileOf[i]; k >= 0 && data[k] != nil {
-				if out[i], err = tlog.HashFromTile(tiles[k], data[k], idx); err != nil {
-					return nil, fmt.Errorf("audit: hash %d from tile %d/%d: %w", idx, tiles[k].L, tiles[k].N, err)
-				}
-				continue
-			}
-			rest = append(rest, idx)
-		}
-		if len(rest) == 0 {
-			return out, nil
-		}
-		hashes, err := readHashes(ctx, s.pool, rest)
-		if err != nil {
-			return nil, err
-		}
-		for i, j := range tileOf {
-			if j < 0 || data[j] == nil {
-				out[i], hashes = hashes[0], hashes[1:]
-			}
-		}
-		return out, nil
-	})
+// and only the hashes above level 16 and along the right edge, which
+// every proof shares, from rows scattered over the table: some 15 rows
+// instead of 30. The log's size, the tiles and the rows are one batch,
+// one round trip; a tile the job has not stored yet costs a second read,
+// of its hashes as rows. A forged tile makes the proof fail the client's
+// check against a cosigned checkpoint, as a forged stored hash does; it
+// never makes one pass.
+type proofReader struct {
+	ctx      context.Context
+	s        *store
+	treeSize int64
+	checked  bool // the log's size was read and holds treeSize
 }
 
-// storedTiles reads the stored full tiles in one round trip, each a
-// primary-key lookup; a tile not stored, or not a whole tile, is nil.
-func (s *store) storedTiles(ctx context.Context, tiles []tlog.Tile) ([][]byte, error) {
-	out := make([][]byte, len(tiles))
-	if len(tiles) == 0 {
-		return out, nil
-	}
-	b := &pgx.Batch{}
-	for _, t := range tiles {
-		b.Queue(sqlStoredTile, t.L, t.N)
-	}
-	br := s.pool.SendBatch(ctx, b)
-	defer br.Close()
-	for i, t := range tiles {
-		var data []byte
-		err := br.QueryRow().Scan(&data)
-		if errors.Is(err, pgx.ErrNoRows) {
+// ReadHashes implements tlog.HashReader.
+func (r *proofReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	var tiles []tlog.Tile
+	tileOf := make([]int, len(indexes)) // into tiles, or -1
+	var rows []int64                    // hashes no full tile of the tree covers
+	for i, idx := range indexes {
+		t := tlog.TileForIndex(TileHeight, idx)
+		t.W = TileWidth
+		tileOf[i] = -1
+		if !tileInTree(t.L, t.N, t.W, r.treeSize) {
+			rows = append(rows, idx)
 			continue
 		}
-		if err != nil {
-			return nil, fmt.Errorf("audit: stored tile %d/%d: %w", t.L, t.N, err)
-		}
-		if len(data) == TileWidth*tlog.HashSize {
-			out[i] = data
+		tileOf[i] = slices.Index(tiles, t)
+		if tileOf[i] < 0 {
+			tileOf[i] = len(tiles)
+			tiles = append(tiles, t)
 		}
 	}
-	if err := br.Close(); err != nil {
-		return nil, fmt.Errorf("audit: stored tiles: %w", err)
+	b := &pgx.Batch{}
+	size := int64(-1)
+	b.Queue(sqlTreeSize).QueryRow(func(row pgx.Row) error { return row.Scan(&size) })
+	data := make([][]byte, len(tiles))
+	for k, t := range tiles {
+		b.Queue(sqlStoredTile, t.L, t.N).QueryRow(func(row pgx.Row) error {
+			var d []byte
+			if err := row.Scan(&d); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+			if len(d) == TileWidth*tlog.HashSize {
+				data[k] = d
+			}
+			return nil
+		})
+	}
+	var fromRows []tlog.Hash
+	if len(rows) > 0 {
+		entryHashes.Queue(b, rows, &fromRows)
+	}
+	err := r.s.pool.SendBatch(r.ctx, b).Close()
+	// The size first: a log shorter than the tree (a standby behind) also
+	// lacks the rows.
+	if size >= 0 && r.treeSize > size {
+		return nil, fmt.Errorf("%w: tree size %d is beyond the log's %d entries", ErrNotFound, r.treeSize, size)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit: proof hashes: %w", err)
+	}
+	r.checked = true
+	var missing []int64 // in tiles not stored yet
+	for i, idx := range indexes {
+		if k := tileOf[i]; k >= 0 && data[k] == nil {
+			missing = append(missing, idx)
+		}
+	}
+	var fromMissing []tlog.Hash
+	if len(missing) > 0 {
+		if fromMissing, err = readHashes(r.ctx, r.s.pool, missing); err != nil {
+			return nil, err
+		}
+	}
+	for i, idx := range indexes {
+		switch k := tileOf[i]; {
+		case k < 0:
+			out[i], fromRows = fromRows[0], fromRows[1:]
+		case data[k] == nil:
+			out[i], fromMissing = fromMissing[0], fromMissing[1:]
+		default:
+			h, err := tlog.HashFromTile(tiles[k], data[k], idx)
+			if err != nil {
+				return nil, fmt.Errorf("audit: hash %d from tile %d/%d: %w", idx, tiles[k].L, tiles[k].N, err)
+			}
+			out[i] = h
+		}
 	}
 	return out, nil
+}
+
+// checkSize fails unless the log holds treeSize entries: a proof that read
+// no hashes did not check.
+func (r *proofReader) checkSize() error {
+	if r.checked {
+		return nil
+	}
+	return r.s.checkSize(r.ctx, r.treeSize)
 }

@@ -38,14 +38,35 @@ type Table struct {
 
 // Read reads stored hashes by index in one query, in the order asked.
 func (t Table) Read(ctx context.Context, q Querier, indexes []int64) ([]tlog.Hash, error) {
+	rows, err := q.Query(ctx, t.ReadSQL, entriesOf(indexes))
+	if err != nil {
+		return nil, fmt.Errorf("%s: read hashes: %w", t.What, err)
+	}
+	return t.collect(rows, indexes)
+}
+
+// Queue queues on b the one query Read would send; once b's results are
+// read, *out holds the hashes, in the order asked, or the read's error is
+// b's.
+func (t Table) Queue(b *pgx.Batch, indexes []int64, out *[]tlog.Hash) {
+	b.Queue(t.ReadSQL, entriesOf(indexes)).Query(func(rows pgx.Rows) error {
+		hs, err := t.collect(rows, indexes)
+		*out = hs
+		return err
+	})
+}
+
+// entriesOf returns the entries whose rows hold the stored hashes.
+func entriesOf(indexes []int64) []int64 {
 	entries := make([]int64, len(indexes))
 	for i, idx := range indexes {
 		entries[i], _ = Owner(idx)
 	}
-	rows, err := q.Query(ctx, t.ReadSQL, entries)
-	if err != nil {
-		return nil, fmt.Errorf("%s: read hashes: %w", t.What, err)
-	}
+	return entries
+}
+
+// collect takes the stored hashes from rows of (entry, packed hashes).
+func (t Table) collect(rows pgx.Rows, indexes []int64) ([]tlog.Hash, error) {
 	type entryHashes struct {
 		Entry  int64
 		Hashes []byte
