@@ -7,10 +7,14 @@ CPU time and the run-queue wait (µs) of PostgreSQL, of `mediator dev`
 CPU of everything else, and the share of time some task waited for CPU
 or I/O (PSI). A cost that grows with the log shows as a column that
 grows down the table at a steady rate; a machine that slows down shows
-as every column growing together.
+as every column growing together, and as the last columns: the median
+CPU time of the same fixed work in that window (hash, page faults,
+syscalls, µs; scripts/machine-speed.py), the page cache, and what DAMON
+had paged out by then (GiB).
 """
 import bisect
 import re
+import statistics
 import sys
 
 out_dir = sys.argv[1]
@@ -35,13 +39,20 @@ def entries_at(t):
     return counts[i - 1] + (counts[i] - counts[i - 1]) * (t - times[i - 1]) / (times[i] - times[i - 1])
 
 
-def ns(kv, name, i):
+def raw(kv, name, i):
     v = kv.get(name, '')
     return int(v.split(',')[i]) if ',' in v else 0
 
 
+def ns(kv, name, i):
+    if name == 'postgres':  # all of PostgreSQL's processes
+        return sum(raw(kv, k, i) for k in kv if k == 'postgres' or k.startswith('postgres-'))
+    return raw(kv, name, i)
+
+
 named = ('postgres', 'mediator-dev', 'mediator-loadgen')
-print('entries   events/s  postgres cpu/wait  dev cpu/wait  loadgen cpu  other cpu  (µs an entry)  PSI cpu  io')
+print('entries   events/s  postgres cpu/wait  dev cpu/wait  loadgen cpu  other cpu  (µs an entry)  PSI cpu  io'
+      '   probe hash fault syscall (µs)  cache  paged out (GiB)')
 first_row = next(i for i, (t, _) in enumerate(rows) if t >= start)
 for i in range(first_row, len(rows) - step, step):
     (ta, a), (tb, b) = rows[i], rows[i + step]
@@ -49,8 +60,29 @@ for i in range(first_row, len(rows) - step, step):
         break
     n = entries_at(tb) - entries_at(ta)
     per = lambda name, j: (ns(b, name, j) - ns(a, name, j)) / 1e3 / n
-    other = sum(ns(b, k, 0) - ns(a, k, 0) for k in b if ',' in b[k] and k not in named) / 1e3 / n
+    other = sum(raw(b, k, 0) - raw(a, k, 0) for k in b if ',' in b[k] and k not in named and not k.startswith('postgres')) / 1e3 / n
     psi = lambda k: (int(b[k]) - int(a[k])) / (tb - ta) / 1e4
+    probe = lambda k: statistics.median(int(kv.get(f'probe_{k}', 0)) for _, kv in rows[i:i + step]) / 1e3
+    gib = lambda v: int(v) / 2**30
     print(f"{entries_at(tb) / 1e6:6.2f} M  {n / (tb - ta):8.0f}  {per('postgres', 0):8.1f} /{per('postgres', 1):5.1f}"
           f"  {per('mediator-dev', 0):6.1f} /{per('mediator-dev', 1):5.1f}  {per('mediator-loadgen', 0):10.1f}"
-          f"  {other:9.1f}  {psi('psi_cpu'):20.0f}%  {psi('psi_io'):3.0f}%")
+          f"  {other:9.1f}  {psi('psi_cpu'):20.0f}%  {psi('psi_io'):3.0f}%"
+          f"  {probe('hash'):10.0f} {probe('fault'):5.0f} {probe('syscall'):7.0f}"
+          f"  {gib(b.get('cached', 0)) * 1024:6.1f} {gib(b.get('damon_out', 0)):6.1f}")
+
+# Every process's CPU per entry in the first and the last full window: which
+# one grows.
+windows = [i for i in range(first_row, len(rows) - step, step) if rows[i + step][0] <= times[-1]]
+if len(windows) >= 2:
+    print()
+    print('CPU per entry appended (µs), by process, first window against last:')
+    per_window = []
+    for i in (windows[0], windows[-1]):
+        (ta, a), (tb, b) = rows[i], rows[i + step]
+        n = entries_at(tb) - entries_at(ta)
+        per_window.append({k: (raw(b, k, 0) - raw(a, k, 0)) / 1e3 / n for k in b if ',' in b[k]})
+    names = sorted(set(per_window[0]) | set(per_window[1]), key=lambda k: -per_window[1].get(k, 0))
+    for k in names:
+        x, y = per_window[0].get(k, 0), per_window[1].get(k, 0)
+        if max(x, y) >= 0.1:
+            print(f'  {k:32s} {x:6.2f} → {y:6.2f}  ({y - x:+.2f})')

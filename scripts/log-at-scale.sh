@@ -75,7 +75,9 @@ echo "== audit verify --state (incremental)"
 echo "== what the planner knew of audit_entries"
 psql -X "$DATABASE_URL" -c "SELECT reltuples, (SELECT count(*) FROM pg_statistic WHERE starelid = 'audit_entries'::regclass) AS statistics_rows,
   (SELECT last_autovacuum FROM pg_stat_user_tables WHERE relname = 'audit_entries') AS last_autovacuum,
-  (SELECT last_autoanalyze FROM pg_stat_user_tables WHERE relname = 'audit_entries') AS last_autoanalyze
+  (SELECT autovacuum_count FROM pg_stat_user_tables WHERE relname = 'audit_entries') AS autovacuums,
+  (SELECT last_autoanalyze FROM pg_stat_user_tables WHERE relname = 'audit_entries') AS last_autoanalyze,
+  (SELECT autoanalyze_count FROM pg_stat_user_tables WHERE relname = 'audit_entries') AS autoanalyzes
   FROM pg_class WHERE relname = 'audit_entries'" | tee "$OUT/statistics.txt"
 
 first=$(sed -n 's/^events\/s by segment of [0-9]*: \([0-9]*\).*/\1/p' "$OUT/first.txt")
