@@ -9,7 +9,9 @@
 #      leaves its state file behind;
 #   3. sends LAST events (1 M) more, timing inclusion proofs at the end;
 #   4. runs `audit verify --state` again: only the last million, plus a
-#      consistency proof from the state's root;
+#      consistency proof from the state's root, then times 1,000 inclusion
+#      proofs again on the settled log (step 3's run right after ingest,
+#      while the service still stores tiles and checkpoints);
 #   5. prints the statistics PostgreSQL holds on audit_entries, so the
 #      figures say whether the planner had any.
 #
@@ -72,6 +74,9 @@ echo "== $LAST events more"
   --duration 1h --segment "$SEGMENT" --proofs 1000 | tee "$OUT/last.txt"
 echo "== audit verify --state (incremental)"
 /usr/bin/time -f "verify: %e s, max RSS %M KiB" "$BIN" audit verify --state "$OUT/verify-state.json" 2>&1 | tee "$OUT/verify-incremental.txt"
+echo "== inclusion proofs on the settled log (one batch more, then 1,000 proofs)"
+"$BIN" loadgen --url "$MEDIATOR_ADDR" --workers 1 --batch "$BATCH" --events "$BATCH" \
+  --duration 1m --proofs 1000 | grep -a "inclusion proofs" | tee "$OUT/proofs-settled.txt"
 echo "== what the planner knew of audit_entries"
 psql -X "$DATABASE_URL" -c "SELECT reltuples, (SELECT count(*) FROM pg_statistic WHERE starelid = 'audit_entries'::regclass) AS statistics_rows,
   (SELECT last_autovacuum FROM pg_stat_user_tables WHERE relname = 'audit_entries') AS last_autovacuum,
