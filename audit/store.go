@@ -33,6 +33,7 @@ const checkpointerLock int64 = 0x6d65646961746f63
 type store struct {
 	pool *pgxpool.Pool
 	txAppender
+	leaves recentLeaves // of this process's committed appends, for the tile job
 }
 
 // newStore returns a store on pool. The schema comes from migrations.
@@ -129,14 +130,15 @@ func (s *store) appendPrepared(ctx context.Context, entries []Entry, prepared []
 		return nil, fmt.Errorf("audit: begin: %w", err)
 	}
 	defer tx.Rollback(ctx) // no-op after commit
-	out, from, to, err := s.appendInTx(ctx, tx, entries, prepared, requests)
+	out, from, leaves, err := s.appendInTx(ctx, tx, entries, prepared, requests)
 	if err != nil {
 		return nil, err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("audit: commit: %w", err)
 	}
-	s.filters.committed(from, to)
+	s.filters.committed(from, from+int64(len(leaves)))
+	s.leaves.committed(from, leaves)
 	return out, nil
 }
 
@@ -196,36 +198,36 @@ type logged struct {
 // logged with the same record reports the original seq, and a request
 // holding one logged with another record is refused whole. The accepted
 // entries' leaves and stored hashes are written with one COPY, as entries
-// [from, to).
-func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, prepared []preparedLeaf, requests []int) (out []Appended, from, to int64, err error) {
+// [from, from+len(leaves)), leaves being their leaf hashes.
+func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, prepared []preparedLeaf, requests []int) (out []Appended, from int64, leaves []tlog.Hash, err error) {
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", sequencerLock); err != nil {
-		return nil, 0, 0, fmt.Errorf("audit: sequencer lock: %w", err)
+		return nil, 0, nil, fmt.Errorf("audit: sequencer lock: %w", err)
 	}
 	if err := checkHalt(ctx, tx); err != nil {
-		return nil, 0, 0, err
+		return nil, 0, nil, err
 	}
 	var size int64
 	if err := tx.QueryRow(ctx, sqlTreeSize).Scan(&size); err != nil {
-		return nil, 0, 0, fmt.Errorf("audit: tree size: %w", err)
+		return nil, 0, nil, fmt.Errorf("audit: tree size: %w", err)
 	}
 	// The current generation's filter first: when the log has just moved
 	// on, it becomes the closed generation's.
 	cur, err := s.filters.current(ctx, tx, size)
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, 0, nil, err
 	}
 	closed, err := s.filters.closed(ctx, tx, size, s.now())
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, 0, nil, err
 	}
 	existing, keys, err := s.filters.existingEventIDs(ctx, tx, entries, generationOf(size), cur, closed)
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, 0, nil, err
 	}
 	s.filters.appending(generationOf(size), keys)
 	hashes, err := packedhash.NewBatch(ctx, tx, entryHashes, size)
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, 0, nil, err
 	}
 	g := &group{entries: entries, prepared: prepared, existing: existing, hashes: hashes,
 		out: make([]Appended, len(entries)), batch: map[idKey]int{}, pending: map[idKey]int{}, next: size,
@@ -240,17 +242,17 @@ func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, 
 			continue
 		}
 		if err := g.place(req, req+n); err != nil {
-			return nil, 0, 0, err
+			return nil, 0, nil, err
 		}
 	}
 	if len(g.rows) > 0 {
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_entries"},
 			[]string{"seq", "leaf", "hashes", "kind", "event_id", "submitter", "conversation_id", "occurred_at", "ingested_at"},
 			pgx.CopyFromRows(g.rows)); err != nil {
-			return nil, 0, 0, fmt.Errorf("audit: write entries: %w", err)
+			return nil, 0, nil, fmt.Errorf("audit: write entries: %w", err)
 		}
 	}
-	return g.out, size, g.next, nil
+	return g.out, size, g.leafHashes, nil
 }
 
 // group is one transaction's append in progress: which entries are
@@ -268,7 +270,8 @@ type group struct {
 	// request being decided, which enter batch only once it is accepted.
 	batch, pending map[idKey]int
 	rows           [][]any
-	next           int64 // the seq the next new entry takes
+	leafHashes     []tlog.Hash // of the rows, in order
+	next           int64       // the seq the next new entry takes
 }
 
 // decide marks the duplicates among entries [from, to), one request, and
@@ -328,12 +331,13 @@ func (g *group) place(from, to int) error {
 			continue
 		}
 		leaf := g.prepared[i].leaf(g.next, g.ingestedAt)
-		packed, _, err := g.hashes.Append(g.next, leaf)
+		packed, leafHash, err := g.hashes.Append(g.next, leaf)
 		if err != nil {
 			return fmt.Errorf("audit: hash entry %d: %w", g.next, err)
 		}
 		g.rows = append(g.rows, []any{g.next, leaf, packed, e.Kind, nullable(e.EventID), e.Submitter,
 			nullable(e.ConversationID), nullableTime(e.OccurredAt), g.ingestedAt})
+		g.leafHashes = append(g.leafHashes, leafHash)
 		if e.EventID != "" {
 			g.batch[idKey{e.Submitter, e.EventID}] = i
 		}

@@ -70,9 +70,20 @@ func (s *store) HashTile(ctx context.Context, level int, index int64, width int,
 	return s.computeTile(ctx, level, index, width)
 }
 
-// computeTile reads a tile from the stored hashes: a level-0 tile as a
+// computeTile reads a tile from the stored hashes: a full level-0 tile
+// from the leaf hashes this process kept of its appends, if it kept them
+// and the table holds their root (leafTile), else a level-0 tile as a
 // range of leaf hashes, a higher one hash by hash.
 func (s *store) computeTile(ctx context.Context, level int, index int64, width int) ([]byte, error) {
+	if level == 0 && width == TileWidth {
+		data, err := s.leafTile(ctx, index)
+		if err != nil {
+			return nil, fmt.Errorf("audit: hash tile 0/%d: %w", index, err)
+		}
+		if data != nil {
+			return data, nil
+		}
+	}
 	if level == 0 {
 		return s.leafHashTile(ctx, index, width)
 	}

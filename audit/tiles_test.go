@@ -369,3 +369,48 @@ func (f *fixture) storeAllTiles(t *testing.T, n int64) {
 		}
 	}
 }
+
+// TestTilesFromKeptLeaves: the tile job makes a full level-0 tile from the
+// leaf hashes the process kept of its committed appends, not from the
+// rows, and only while their root is the level-8 hash the table stores:
+// kept hashes that no longer match the table are never a tile.
+func TestTilesFromKeptLeaves(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.append(t, entries(0, 3000, "k"))
+	f.append(t, entries(3000, 2000, "k"))
+	for index := range int64(5000 / TileWidth) {
+		kept, err := f.store.computeTile(ctx, 0, index, TileWidth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := f.store.leafHashTile(ctx, index, TileWidth)
+		if err != nil || !bytes.Equal(kept, rows) {
+			t.Fatalf("tile 0/%d from the kept leaves differs from the rows' (%v)", index, err)
+		}
+	}
+	// A superuser rewrites entry 300's leaf hash, and only it: the level-8
+	// hash of tile 1 is unchanged, so the tile still comes from the kept
+	// leaves, which proves they are read, and is the true tile.
+	want, _ := f.store.leafHashTile(ctx, 1, TileWidth)
+	f.exec(t, `ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only;
+		UPDATE audit_entries SET hashes = overlay(hashes PLACING '\xff'::bytea FROM 1) WHERE seq = 300;
+		ALTER TABLE audit_entries ENABLE TRIGGER audit_entries_append_only`)
+	if got, err := f.store.computeTile(ctx, 0, 1, TileWidth); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("tile 0/1 with entry 300 rewritten: not the kept leaves' tile (%v)", err)
+	}
+	// Kept leaves that the table's roots contradict (a lost tail, another
+	// process's entries) give way to the rows.
+	f.store.leaves.mu.Lock()
+	f.store.leaves.hashes[2*TileWidth+7][0] ^= 1
+	f.store.leaves.mu.Unlock()
+	rows, _ := f.store.leafHashTile(ctx, 2, TileWidth)
+	if got, err := f.store.computeTile(ctx, 0, 2, TileWidth); err != nil || !bytes.Equal(got, rows) {
+		t.Fatalf("tile 0/2 with a kept leaf the table contradicts: not the rows' tile (%v)", err)
+	}
+	// A run that does not continue the kept one replaces it.
+	f.store.leaves.committed(9000, make([]tlog.Hash, 10))
+	if f.store.leaves.tile(0) != nil {
+		t.Fatal("tile 0 still kept after a run from entry 9,000")
+	}
+}
