@@ -804,6 +804,12 @@ func TestLogGroupsConcurrentAppends(t *testing.T) {
 	if got := testutil.ToFloat64(l.metrics.treeSize); got != 400 {
 		t.Fatalf("mediator_audit_tree_size = %v, want 400", got)
 	}
+	// Every committed group's steps were timed, the commit's included.
+	for i, c := range l.metrics.steps {
+		if got := testutil.ToFloat64(c); got <= 0 {
+			t.Errorf("mediator_audit_sequencer_seconds_total{step=%q} = %v after 400 appends", appendStepNames[i], got)
+		}
+	}
 	if _, err := l.Append(context.Background(), entries(1000, 1, "g")); !errors.Is(err, ErrClosed) {
 		t.Fatalf("append after close: %v", err)
 	}

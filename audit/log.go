@@ -127,6 +127,7 @@ func Open(ctx context.Context, cfg Config) (*Log, func(context.Context) error, e
 	}
 	l := &Log{store: newStore(cfg.Pool), key: cfg.Key, verifiers: verifiers, origin: cfg.Origin, metrics: cfg.Metrics, witnesses: cfg.Witnesses}
 	l.store.filters.onProbes = l.metrics.duplicateProbes
+	l.store.onSteps = l.metrics.sequencerSteps
 	l.reader = l.store
 	if cfg.ReadPool != nil && cfg.ReadPool != cfg.Pool {
 		l.reader = newStore(cfg.ReadPool)

@@ -21,6 +21,7 @@ type Metrics struct {
 	owner          prometheus.Gauge
 	halt           prometheus.Gauge
 	probes         *prometheus.CounterVec
+	steps          [numAppendSteps]prometheus.Counter
 	mu             sync.Mutex
 	maxTreeSize    int64 // what treeSize shows; guarded by mu
 }
@@ -81,6 +82,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "mediator_audit_duplicate_probes_total",
 		Help: "Event ids the duplicate check looked up in the database, by generation: current (every id) and closed (an id a closed generation's filter could not rule out, or a generation whose filter is not stored yet).",
 	}, []string{"generation"})
+	steps := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "mediator_audit_sequencer_seconds_total",
+		Help: "Time this process's committed append transactions spent in each step, summed: begin (begin, sequencer lock, halt check, tree size), dedup (event-id filters and the duplicate check), preload (the right edge's stored hashes), place (leaves and tree hashes), write (COPY), commit. Divide by the entries appended to see which step grows with the log.",
+	}, []string{"step"})
+	for i, name := range appendStepNames {
+		m.steps[i] = steps.WithLabelValues(name)
+	}
+	reg.MustRegister(steps)
 	reg.MustRegister(m.appendLatency, m.treeSize, m.checkpointTime, m.checkpointSize, m.inconsistent, m.refused,
 		m.witnessAnswers, m.publishedSize, m.publishedTime, m.owner, m.halt, m.probes)
 	return m
@@ -94,6 +103,17 @@ func (m *Metrics) duplicateProbes(current, closed int64) {
 	}
 	m.probes.WithLabelValues("current").Add(float64(current))
 	m.probes.WithLabelValues("closed").Add(float64(closed))
+}
+
+// sequencerSteps records how long each step of one committed append
+// transaction took.
+func (m *Metrics) sequencerSteps(spent [numAppendSteps]time.Duration) {
+	if m == nil {
+		return
+	}
+	for i, d := range spent {
+		m.steps[i].Add(d.Seconds())
+	}
 }
 
 // appended records one caller's append: its latency and the tree size its

@@ -34,6 +34,9 @@ type store struct {
 	pool *pgxpool.Pool
 	txAppender
 	leaves recentLeaves // of this process's committed appends, for the tile job
+	// onSteps, if set, is told how long each step of every committed
+	// append took (Metrics.sequencerSteps).
+	onSteps func([numAppendSteps]time.Duration)
 }
 
 // newStore returns a store on pool. The schema comes from migrations.
@@ -125,17 +128,22 @@ func (s *store) appendPrepared(ctx context.Context, entries []Entry, prepared []
 	if len(entries) == 0 {
 		return nil, nil
 	}
+	w := newStopwatch()
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("audit: begin: %w", err)
 	}
 	defer tx.Rollback(ctx) // no-op after commit
-	out, from, leaves, err := s.appendInTx(ctx, tx, entries, prepared, requests)
+	out, from, leaves, err := s.appendInTx(ctx, tx, entries, prepared, requests, w)
 	if err != nil {
 		return nil, err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("audit: commit: %w", err)
+	}
+	w.lap(stepCommit)
+	if s.onSteps != nil {
+		s.onSteps(w.spent)
 	}
 	s.filters.committed(from, from+int64(len(leaves)))
 	s.leaves.committed(from, leaves)
@@ -151,7 +159,7 @@ func (s txAppender) AppendTx(ctx context.Context, tx pgx.Tx, entries []Entry) ([
 	// Whether tx commits is its caller's to know: the entries' ids are
 	// in this process's filter of the current generation, but the filter
 	// reads them back from the table before it relies on them.
-	out, _, _, err := s.appendInTx(ctx, tx, entries, prepared, []int{len(entries)})
+	out, _, _, err := s.appendInTx(ctx, tx, entries, prepared, []int{len(entries)}, nil)
 	return out, err
 }
 
@@ -198,8 +206,9 @@ type logged struct {
 // logged with the same record reports the original seq, and a request
 // holding one logged with another record is refused whole. The accepted
 // entries' leaves and stored hashes are written with one COPY, as entries
-// [from, from+len(leaves)), leaves being their leaf hashes.
-func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, prepared []preparedLeaf, requests []int) (out []Appended, from int64, leaves []tlog.Hash, err error) {
+// [from, from+len(leaves)), leaves being their leaf hashes. Each step's
+// time goes to w, which may be nil.
+func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, prepared []preparedLeaf, requests []int, w *stopwatch) (out []Appended, from int64, leaves []tlog.Hash, err error) {
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", sequencerLock); err != nil {
 		return nil, 0, nil, fmt.Errorf("audit: sequencer lock: %w", err)
 	}
@@ -210,6 +219,7 @@ func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, 
 	if err := tx.QueryRow(ctx, sqlTreeSize).Scan(&size); err != nil {
 		return nil, 0, nil, fmt.Errorf("audit: tree size: %w", err)
 	}
+	w.lap(stepBegin)
 	// The current generation's filter first: when the log has just moved
 	// on, it becomes the closed generation's.
 	cur, err := s.filters.current(ctx, tx, size)
@@ -225,10 +235,12 @@ func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, 
 		return nil, 0, nil, err
 	}
 	s.filters.appending(generationOf(size), keys)
+	w.lap(stepDedup)
 	hashes, err := packedhash.NewBatch(ctx, tx, entryHashes, size)
 	if err != nil {
 		return nil, 0, nil, err
 	}
+	w.lap(stepPreload)
 	g := &group{entries: entries, prepared: prepared, existing: existing, hashes: hashes,
 		out: make([]Appended, len(entries)), batch: map[idKey]int{}, pending: map[idKey]int{}, next: size,
 		// The batch's own timestamp: the moment the sequencer was ours.
@@ -245,6 +257,7 @@ func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, 
 			return nil, 0, nil, err
 		}
 	}
+	w.lap(stepPlace)
 	if len(g.rows) > 0 {
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_entries"},
 			[]string{"seq", "leaf", "hashes", "kind", "event_id", "submitter", "conversation_id", "occurred_at", "ingested_at"},
@@ -252,6 +265,7 @@ func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, 
 			return nil, 0, nil, fmt.Errorf("audit: write entries: %w", err)
 		}
 	}
+	w.lap(stepWrite)
 	return g.out, size, g.leafHashes, nil
 }
 

@@ -11,6 +11,14 @@ as every column growing together, and as the last columns: the median
 CPU time of the same fixed work in that window (hash, page faults,
 syscalls, µs; scripts/machine-speed.py), the page cache, and what DAMON
 had paged out by then (GiB).
+
+When the samples hold them (cpu-sample.py with METRICS_URL and
+DATABASE_URL), two more tables follow, by the same windows: the
+sequencer's time per entry in each step of its transactions (µs), and
+PostgreSQL's work per 1,000 entries: WAL bytes (kB) and full-page images,
+buffers written by the checkpointer, the background writer and the
+backends, blocks read, and blocks read of audit_entries' heap and each
+index.
 """
 import bisect
 import re
@@ -86,3 +94,29 @@ if len(windows) >= 2:
         x, y = per_window[0].get(k, 0), per_window[1].get(k, 0)
         if max(x, y) >= 0.1:
             print(f'  {k:32s} {x:6.2f} → {y:6.2f}  ({y - x:+.2f})')
+
+
+def counter_table(title, prefix, scale, fmt):
+    """One row per window: each counter named prefix… in the samples, its
+    growth over the window per entry appended, times scale."""
+    names = sorted({k for _, kv in rows for k in kv if k.startswith(prefix)})
+    if not names or not windows:
+        return
+    print()
+    print(title)
+    print('entries   ' + ' '.join(f'{k[len(prefix):][:14]:>14s}' for k in names))
+    for i in windows:
+        (ta, a), (tb, b) = rows[i], rows[i + step]
+        n = entries_at(tb) - entries_at(ta)
+        cells = []
+        for k in names:
+            if k in a and k in b:
+                cells.append(f'{(float(b[k]) - float(a[k])) * scale / n:14{fmt}}')
+            else:
+                cells.append(f'{"":>14s}')
+        print(f'{entries_at(tb) / 1e6:6.2f} M  ' + ' '.join(cells))
+
+
+counter_table('Sequencer time per entry appended, by step (µs):', 'seq_', 1e6, '.2f')
+counter_table('PostgreSQL per 1,000 entries appended (WAL in bytes; buffers and blocks in 8 kB pages):', 'pg_', 1e3, '.0f')
+counter_table("Blocks read of audit_entries' indexes per 1,000 entries appended:", 'pgidx_', 1e3, '.1f')

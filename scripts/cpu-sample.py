@@ -11,12 +11,24 @@ that moment: the CPU time of the same fixed work (probe_hash, probe_fault,
 probe_syscall, ns; scripts/machine-speed.py), the page cache and free
 memory (kB), the kernel's page-fault and file-refault counts, and what
 DAMON has paged out (bytes), where the kernel runs it.
+
+With METRICS_URL and METRICS_TOKEN set, each line also holds the
+service's time in each step of its append transactions
+(seq_begin=… seq_commit=…, seconds, from
+mediator_audit_sequencer_seconds_total). With DATABASE_URL set, it holds
+PostgreSQL's counters at that moment (pg_…: WAL records, full-page images
+and bytes, checkpoints, buffers written by the checkpointer, the
+background writer and the backends, blocks read and hit, and blocks read
+of audit_entries' heap and of each of its indexes), read over one psql
+connection.
 scripts/cpu-per-entry.py reads the file.
 """
 import glob
 import os
+import subprocess
 import sys
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 machine_speed = __import__('machine-speed')
@@ -83,14 +95,63 @@ def damon_paged_out():
     return sum(int(open(f).read()) for f in glob.glob('/sys/kernel/mm/damon/admin/kdamonds/*/contexts/*/schemes/*/stats/sz_applied'))
 
 
+def sequencer_steps(url, token):
+    """seq_STEP=seconds for each step of mediator_audit_sequencer_seconds_total."""
+    req = urllib.request.Request(url.rstrip('/') + '/metrics', headers={'Authorization': 'Bearer ' + token})
+    try:
+        body = urllib.request.urlopen(req, timeout=2).read().decode()
+    except OSError:
+        return ''
+    out = []
+    for line in body.splitlines():
+        if line.startswith('mediator_audit_sequencer_seconds_total{step="'):
+            step = line.split('"')[1]
+            out.append(f'seq_{step}={float(line.split()[-1]):.6f}')
+    return ' '.join(out)
+
+
+# One line of k=v fields: PostgreSQL's cumulative counters.
+PG_QUERY = """SELECT concat_ws(' ',
+  'pg_wal_records=' || w.wal_records, 'pg_wal_fpi=' || w.wal_fpi, 'pg_wal_bytes=' || w.wal_bytes,
+  'pg_checkpoints=' || (b.checkpoints_timed + b.checkpoints_req), 'pg_buf_checkpoint=' || b.buffers_checkpoint,
+  'pg_buf_clean=' || b.buffers_clean, 'pg_buf_backend=' || b.buffers_backend, 'pg_buf_alloc=' || b.buffers_alloc,
+  'pg_blks_read=' || d.blks_read, 'pg_blks_hit=' || d.blks_hit,
+  (SELECT 'pg_heap_read=' || heap_blks_read FROM pg_statio_user_tables WHERE relname = 'audit_entries'),
+  (SELECT string_agg('pgidx_' || indexrelname || '=' || idx_blks_read, ' ' ORDER BY indexrelname)
+     FROM pg_statio_user_indexes WHERE relname = 'audit_entries'))
+FROM pg_stat_wal w, pg_stat_bgwriter b, pg_stat_database d WHERE d.datname = current_database();
+"""
+
+
+class Postgres:
+    """A psql process kept open, asked PG_QUERY once a line."""
+
+    def __init__(self, url):
+        self.p = subprocess.Popen(['psql', '-X', '-q', '-At', url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True, bufsize=1)
+
+    def counters(self):
+        if self.p.poll() is not None:
+            return ''
+        self.p.stdin.write(PG_QUERY)
+        self.p.stdin.flush()
+        return self.p.stdout.readline().strip()
+
+
 def main():
     out = open(sys.argv[1], 'a')
+    metrics_url, metrics_token = os.environ.get('METRICS_URL'), os.environ.get('METRICS_TOKEN')
+    pg = Postgres(os.environ['DATABASE_URL']) if os.environ.get('DATABASE_URL') else None
     while True:
         t = time.time()
         mem = {l.split(':')[0]: l.split()[1] for l in open('/proc/meminfo') if l.startswith(('Dirty:', 'Writeback:', 'Cached:', 'MemFree:'))}
         speed = ' '.join(f'probe_{k}={v}' for k, v in machine_speed.probe().items())
         vm = ' '.join(f'{k}={v}' for k, v in vmstat().items())
         procs = ' '.join(f'{k}={v[0]},{v[1]}' for k, v in processes().items() if v[0] > 10**8)
+        if metrics_url and metrics_token:
+            procs += ' ' + sequencer_steps(metrics_url, metrics_token)
+        if pg:
+            procs += ' ' + pg.counters()
         out.write(f"{t:.1f} psi_cpu={pressure('cpu')} psi_io={pressure('io')} dirty={mem['Dirty']} wb={mem['Writeback']}"
                   f" cached={mem['Cached']} free={mem['MemFree']} {vm} damon_out={damon_paged_out()} {speed} {procs}\n")
         out.flush()

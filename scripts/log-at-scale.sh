@@ -20,7 +20,8 @@
 # default leaves the server as it is (on the project machine: off).
 # SAMPLE=1 samples every process's CPU and run-queue wait once a second
 # while the FIRST events are sent (scripts/cpu-sample.py) and prints them
-# per entry appended, by 30-second window (scripts/cpu-per-entry.py).
+# per entry appended, by 30-second window (scripts/cpu-per-entry.py), with
+# the sequencer's time by step and PostgreSQL's WAL, buffers and reads.
 # Needs bin/mediator (make build) and psql.
 #
 #   FIRST=9000000 LAST=1000000 AUTOVACUUM=off scripts/log-at-scale.sh
@@ -57,7 +58,8 @@ start_dev "$ADDR" "$OUT/dev.log" ${CPU_PROFILE:+--cpu-profile "$CPU_PROFILE"}
 echo "== $FIRST events"
 SAMPLER=
 if [ -n "${SAMPLE:-}" ]; then
-  python3 "$(dirname "$0")/cpu-sample.py" "$OUT/cpu.txt" &
+  METRICS_URL=$MEDIATOR_ADDR METRICS_TOKEN=$("$BIN" dev token --sub sampler --roles metrics) \
+    python3 "$(dirname "$0")/cpu-sample.py" "$OUT/cpu.txt" &
   SAMPLER=$!
 fi
 "$BIN" loadgen --url "$MEDIATOR_ADDR" --workers "$WORKERS" --batch "$BATCH" --events "$FIRST" \
