@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/mediatorhq/mediator/packedhash"
 	"github.com/mediatorhq/mediator/pseudonym"
 	"github.com/mediatorhq/mediator/redact"
 	"github.com/mediatorhq/mediator/test/harness"
@@ -991,5 +993,53 @@ func TestLatestCheckpointReadsPastRefusedRows(t *testing.T) {
 	cp, err := l.LatestCheckpoint(ctx)
 	if err != nil || cp.Size != 10 {
 		t.Fatalf("LatestCheckpoint = %d %v, want the signed checkpoint of 10 entries", cp.Size, err)
+	}
+}
+
+// TestLockedSizeReadsTheGuessedEdge: the round trip that takes the
+// sequencer lock also reads the right edge of the size the process
+// expects, and the edge is used only when the log has that size: a log
+// that grew elsewhere, or holds fewer entries than guessed, gets its edge
+// read for the size it has, and appends on it still verify.
+func TestLockedSizeReadsTheGuessedEdge(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.append(t, entries(0, 11, "c"))
+	if got := f.store.end.Load(); got != 11 {
+		t.Fatalf("after appending 11 entries the process expects size %d", got)
+	}
+	want, err := readHashes(ctx, f.pool, packedhash.RightEdge(11))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		guess    int64
+		wantEdge bool
+	}{{11, true}, {7, false}, {20, false}, {0, false}} {
+		tx, err := f.pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		size, edge, err := lockedSize(ctx, tx, c.guess)
+		tx.Rollback(ctx)
+		if err != nil || size != 11 {
+			t.Fatalf("guess %d: size %d, %v; want 11", c.guess, size, err)
+		}
+		if c.wantEdge && !slices.Equal(edge, want) || !c.wantEdge && edge != nil {
+			t.Fatalf("guess %d: edge %x, want %x (used: %v)", c.guess, edge, want, c.wantEdge)
+		}
+	}
+
+	// Another process appends: this one's guess is now wrong, and its
+	// next append reads the edge it needs.
+	other := newStore(f.pool)
+	if _, err := other.appendNow(ctx, entries(100, 5, "c")); err != nil {
+		t.Fatal(err)
+	}
+	if out := f.append(t, entries(200, 3, "c")); out[0].Seq != 16 {
+		t.Fatalf("after another process's append: %+v, want seq 16", out[0])
+	}
+	if rep := f.verify(t); !rep.OK() || rep.Entries != 19 {
+		t.Fatalf("the tree after a wrong guess does not verify: %+v", rep)
 	}
 }

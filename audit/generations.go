@@ -190,6 +190,19 @@ func (f *generationFilters) current(ctx context.Context, tx pgx.Tx, size int64) 
 	return f.cur, nil
 }
 
+// closedFilters returns the filters of closed generations this process
+// holds, by generation: read from the table or kept while current. They
+// no longer change, so they may be asked outside the sequencer lock.
+func (f *generationFilters) closedFilters() map[int64]*idfilter.Filter {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[int64]*idfilter.Filter, len(f.filters))
+	for g, fl := range f.filters {
+		out[g] = fl
+	}
+	return out
+}
+
 // keptFilter returns the filter this process kept of closed generation g
 // while it was current, or nil. It holds every id of g's entries, and
 // perhaps others, and no longer changes.
@@ -233,9 +246,10 @@ func (f *generationFilters) committed(from, to int64) {
 // probes returns the (event id, submitter, generation) triples the
 // duplicate check looks up for the distinct ids, whose filter keys are
 // keys: each in the current generation unless its filter cur rules it
-// out, and in every closed generation whose filter is missing or answers
-// maybe. A nil cur rules nothing out.
-func (f *generationFilters) probes(ids []idKey, keys []idfilter.Key, current int64, cur *idfilter.Filter, closed []*idfilter.Filter) (eventIDs, submitters []string, generations []int64) {
+// out, and in every closed generation that the id's precheck, pre[i],
+// did not cover and whose filter is missing or answers maybe. A nil cur
+// rules nothing out.
+func (f *generationFilters) probes(ids []idKey, keys []idfilter.Key, pre []*precheck, current int64, cur *idfilter.Filter, closed []*idfilter.Filter) (eventIDs, submitters []string, generations []int64) {
 	var inCurrent, inClosed int64
 	for i, k := range ids {
 		if cur == nil || cur.MayContain(keys[i]) {
@@ -243,6 +257,9 @@ func (f *generationFilters) probes(ids []idKey, keys []idfilter.Key, current int
 			inCurrent++
 		}
 		for g, fl := range closed {
+			if pre[i].checked(int64(g)) {
+				continue
+			}
 			if fl == nil || fl.MayContain(keys[i]) {
 				eventIDs, submitters, generations = append(eventIDs, k.eventID), append(submitters, k.submitter), append(generations, int64(g))
 				inClosed++

@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -299,5 +300,76 @@ func TestClosedGenerationKeepsItsFilter(t *testing.T) {
 	wantDuplicates(t, "a second process with the stored filter", out, size)
 	if n := secondClosed.Load(); n != 40 {
 		t.Fatalf("a second process sent %d probes to generation 0 for 40 ids logged there, want 40 (the filter's maybes)", n)
+	}
+}
+
+// TestPrecheckTakesClosedGenerationsOffTheLock: the ids of an append are
+// looked up in the closed generations whose filters the process holds
+// before the append queues for the sequencer lock, and the transaction
+// then asks no generation the precheck covered, so the work under the
+// lock does not grow with the number of generations. A generation the
+// precheck did not cover (closed since, or without a filter then) is
+// still asked under the lock.
+func TestPrecheckTakesClosedGenerationsOffTheLock(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills a generation of the log")
+	}
+	f := newFixture(t)
+	ctx := context.Background()
+	clock := time.Now()
+	f.store.now = func() time.Time { return clock }
+	f.append(t, entries(0, 100, "c"))
+	const size = 1<<generationBits + 10
+	f.fillGeneration(t, 100, size)
+
+	// Before the process holds generation 0's filter, the precheck
+	// covers nothing and the transaction asks generation 0 for every id.
+	pre, err := f.store.precheck(ctx, entries(0, 100, "c"))
+	if err != nil || len(pre.covered) != 0 || len(pre.found) != 0 {
+		t.Fatalf("precheck without filters: %+v, %v; want nothing covered or found", pre, err)
+	}
+	if _, err := f.store.storeFilters(ctx, size, 4); err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(2 * filterLookInterval)
+	wantDuplicates(t, "the transaction's own check", f.append(t, entries(0, 100, "c")), 0)
+
+	// Now it holds the filter: the precheck finds the 100 ids in
+	// generation 0, outside any transaction.
+	pre, err = f.store.precheck(ctx, entries(0, 100, "c"))
+	if err != nil || !pre.checked(0) || len(pre.found) != 100 {
+		t.Fatalf("precheck with generation 0's filter: %d found, covered %v, %v; want all 100 in generation 0", len(pre.found), pre.covered, err)
+	}
+	for i := range 100 {
+		if l := pre.found[idKey{"", fmt.Sprintf("ev-%d", i)}]; l.seq != int64(i) {
+			t.Fatalf("precheck found ev-%d at seq %d, want %d", i, l.seq, i)
+		}
+	}
+
+	// Under the lock, the covered generation is not asked again; without
+	// the precheck, it would be, for each of the filter's maybes.
+	ids := make([]idKey, 100)
+	pres := make([]*precheck, 100)
+	for i := range ids {
+		ids[i], pres[i] = idKey{"", fmt.Sprintf("ev-%d", i)}, pre
+	}
+	closed := []*idfilter.Filter{f.store.filters.closedFilters()[0]}
+	if _, _, gens := f.store.filters.probes(ids, pre.keys, pres, 1, nil, closed); slices.Contains(gens, 0) {
+		t.Fatalf("the transaction asks generation 0 again after the precheck covered it: %v", gens)
+	}
+	if _, _, gens := f.store.filters.probes(ids, pre.keys, make([]*precheck, 100), 1, nil, closed); len(gens) != 200 {
+		t.Fatalf("without a precheck the transaction asks %d (id, generation) pairs, want 200", len(gens))
+	}
+
+	// Through the precheck, duplicates and a conflict in generation 0
+	// are still recognised, and new ids appended.
+	wantDuplicates(t, "through the precheck", f.append(t, entries(0, 100, "c")), 0)
+	conflicting := entries(7, 1, "c")
+	conflicting[0].Record = rec{Kind: "message", EventID: "ev-7", Note: "another record"}
+	if out := f.append(t, conflicting); !out[0].Conflict {
+		t.Fatalf("another record under ev-7: %+v, want a conflict", out[0])
+	}
+	if out := f.append(t, entries(5000, 10, "c")); out[0].Duplicate || out[0].Seq != size {
+		t.Fatalf("a new id: %+v, want seq %d", out[0], size)
 	}
 }

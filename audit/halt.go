@@ -45,6 +45,12 @@ type querier interface {
 // is not halted.
 func checkHalt(ctx context.Context, q querier) error {
 	rows, err := q.Query(ctx, sqlHalt)
+	return haltFrom(rows, err)
+}
+
+// haltFrom returns the halt that rows of sqlHalt (or the error of their
+// query) hold, as checkHalt does.
+func haltFrom(rows pgx.Rows, err error) error {
 	if err != nil {
 		return fmt.Errorf("audit: read the halt: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/mediatorhq/mediator/batch"
+	"github.com/mediatorhq/mediator/idfilter"
 	"github.com/mediatorhq/mediator/job"
 	"github.com/mediatorhq/mediator/leader"
 )
@@ -428,6 +429,7 @@ func (l *Log) VerifierKey() string { return l.key.VerifierKey() }
 type appendRequest struct {
 	entries  []Entry
 	prepared []preparedLeaf
+	pre      *precheck
 }
 
 // Append appends entries in one transaction with whatever other callers'
@@ -447,7 +449,11 @@ func (l *Log) Append(ctx context.Context, entries []Entry) ([]Appended, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, err := l.appends.Do(ctx, appendRequest{entries: entries, prepared: prepared})
+	pre, err := l.store.precheck(ctx, entries)
+	if err != nil {
+		return nil, err
+	}
+	out, err := l.appends.Do(ctx, appendRequest{entries: entries, prepared: prepared, pre: pre})
 	if errors.Is(err, batch.ErrClosed) {
 		return nil, ErrClosed
 	}
@@ -466,13 +472,19 @@ func (l *Log) commitGroup(ctx context.Context, reqs []appendRequest) ([][]Append
 	}
 	entries := make([]Entry, 0, n)
 	prepared := make([]preparedLeaf, 0, n)
+	keys := make([]idfilter.Key, 0, n)
+	pre := make([]*precheck, 0, n)
 	sizes := make([]int, 0, len(reqs))
 	for _, r := range reqs {
 		entries = append(entries, r.entries...)
 		prepared = append(prepared, r.prepared...)
+		keys = append(keys, r.pre.keys...)
+		for range r.entries {
+			pre = append(pre, r.pre)
+		}
 		sizes = append(sizes, len(r.entries))
 	}
-	appended, err := l.store.appendPrepared(ctx, entries, prepared, sizes)
+	appended, err := l.store.appendPrepared(ctx, entries, prepared, keys, pre, sizes)
 	if err != nil {
 		return nil, err
 	}

@@ -84,7 +84,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}, []string{"generation"})
 	steps := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "mediator_audit_sequencer_seconds_total",
-		Help: "Time this process's committed append transactions spent in each step, summed: begin (begin, sequencer lock, halt check, tree size), dedup (event-id filters and the duplicate check), preload (the right edge's stored hashes), place (leaves and tree hashes), write (COPY), commit. Divide by the entries appended to see which step grows with the log.",
+		Help: "Time this process's committed append transactions spent in each step, summed: begin (begin, sequencer lock, halt check, tree size), filters (the event-id filters kept up to date and asked), dedup (the duplicate check's reads of the ids they did not rule out), preload (the right edge's stored hashes), place (leaves and tree hashes), write (COPY), commit. Divide by the entries appended to see which step grows with the log.",
 	}, []string{"step"})
 	for i, name := range appendStepNames {
 		m.steps[i] = steps.WithLabelValues(name)

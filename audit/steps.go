@@ -9,7 +9,8 @@ type appendStep int
 
 const (
 	stepBegin   appendStep = iota // begin, the sequencer lock, the halt check, the tree size
-	stepDedup                     // event-id filters and the duplicate check's reads
+	stepFilters                   // the event-id filters: kept up to date, then asked
+	stepDedup                     // the duplicate check's reads of the ids filters did not rule out
 	stepPreload                   // the right edge's stored hashes
 	stepPlace                     // leaves, tree hashes and rows, in the process
 	stepWrite                     // the COPY of the new rows
@@ -18,7 +19,7 @@ const (
 )
 
 // appendStepNames label the steps in mediator_audit_sequencer_seconds_total.
-var appendStepNames = [numAppendSteps]string{"begin", "dedup", "preload", "place", "write", "commit"}
+var appendStepNames = [numAppendSteps]string{"begin", "filters", "dedup", "preload", "place", "write", "commit"}
 
 // stopwatch adds the time since its last lap to a step. A nil *stopwatch
 // times nothing: the appends of a TxAppender, whose commit is its

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -64,7 +65,7 @@ type TxAppender interface {
 func NewTxAppender() TxAppender { return newTxAppender() }
 
 func newTxAppender() txAppender {
-	return txAppender{now: time.Now, filters: &generationFilters{}}
+	return txAppender{now: time.Now, filters: &generationFilters{}, end: new(atomic.Int64)}
 }
 
 // txAppender implements TxAppender; the store embeds it for its own
@@ -72,6 +73,9 @@ func newTxAppender() txAppender {
 type txAppender struct {
 	now     func() time.Time
 	filters *generationFilters
+	// end is where this process's last committed append ended (0 before
+	// one): the size the next append most likely finds.
+	end *atomic.Int64
 }
 
 // Appended reports where an entry is in the log, or why it is not.
@@ -104,7 +108,15 @@ func (s *store) appendNow(ctx context.Context, entries []Entry) ([]Appended, err
 	if err != nil {
 		return nil, err
 	}
-	return s.appendPrepared(ctx, entries, prepared, []int{len(entries)})
+	pre, err := s.precheck(ctx, entries)
+	if err != nil {
+		return nil, err
+	}
+	perEntry := make([]*precheck, len(entries))
+	for i := range perEntry {
+		perEntry[i] = pre
+	}
+	return s.appendPrepared(ctx, entries, prepared, pre.keys, perEntry, []int{len(entries)})
 }
 
 // prepare canonicalizes every record, so that the serialised section of an
@@ -124,7 +136,7 @@ func prepare(entries []Entry) ([]preparedLeaf, error) {
 // appendPrepared appends entries made of requests of the given sizes, in
 // order, in one transaction; a request with a conflicting entry is refused
 // whole while the others are appended.
-func (s *store) appendPrepared(ctx context.Context, entries []Entry, prepared []preparedLeaf, requests []int) ([]Appended, error) {
+func (s *store) appendPrepared(ctx context.Context, entries []Entry, prepared []preparedLeaf, keys []idfilter.Key, pre []*precheck, requests []int) ([]Appended, error) {
 	if len(entries) == 0 {
 		return nil, nil
 	}
@@ -134,7 +146,7 @@ func (s *store) appendPrepared(ctx context.Context, entries []Entry, prepared []
 		return nil, fmt.Errorf("audit: begin: %w", err)
 	}
 	defer tx.Rollback(ctx) // no-op after commit
-	out, from, leaves, err := s.appendInTx(ctx, tx, entries, prepared, requests, w)
+	out, from, leaves, err := s.appendInTx(ctx, tx, entries, prepared, keys, pre, requests, w)
 	if err != nil {
 		return nil, err
 	}
@@ -146,6 +158,7 @@ func (s *store) appendPrepared(ctx context.Context, entries []Entry, prepared []
 		s.onSteps(w.spent)
 	}
 	s.filters.committed(from, from+int64(len(leaves)))
+	s.end.Store(from + int64(len(leaves)))
 	s.leaves.committed(from, leaves)
 	return out, nil
 }
@@ -159,7 +172,7 @@ func (s txAppender) AppendTx(ctx context.Context, tx pgx.Tx, entries []Entry) ([
 	// Whether tx commits is its caller's to know: the entries' ids are
 	// in this process's filter of the current generation, but the filter
 	// reads them back from the table before it relies on them.
-	out, _, _, err := s.appendInTx(ctx, tx, entries, prepared, []int{len(entries)}, nil)
+	out, _, _, err := s.appendInTx(ctx, tx, entries, prepared, filterKeys(entries), nil, []int{len(entries)}, nil)
 	return out, err
 }
 
@@ -194,6 +207,40 @@ const (
 // idKey is an event id in its submitter's namespace.
 type idKey struct{ submitter, eventID string }
 
+// lockedSize takes the sequencer lock in tx, checks that the log is not
+// halted, and reads the log's size, and, when guess is positive, the
+// right edge of a tree of guess entries: four statements in one round
+// trip, each run once the one before it has, the lock first. edge holds
+// the hashes of packedhash.RightEdge(size) when size is guess, and is nil
+// otherwise.
+func lockedSize(ctx context.Context, tx pgx.Tx, guess int64) (size int64, edge []tlog.Hash, err error) {
+	b := &pgx.Batch{}
+	b.Queue("SELECT pg_advisory_xact_lock($1)", sequencerLock)
+	b.Queue(sqlHalt)
+	b.Queue(sqlTreeSize)
+	if guess > 0 {
+		entryHashes.QueueGuess(b, packedhash.RightEdge(guess), &edge)
+	}
+	br := tx.SendBatch(ctx, b)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return 0, nil, fmt.Errorf("audit: sequencer lock: %w", err)
+	}
+	if err := haltFrom(br.Query()); err != nil {
+		return 0, nil, err
+	}
+	if err := br.QueryRow().Scan(&size); err != nil {
+		return 0, nil, fmt.Errorf("audit: tree size: %w", err)
+	}
+	if err := br.Close(); err != nil {
+		return 0, nil, err
+	}
+	if size != guess {
+		edge = nil
+	}
+	return size, edge, nil
+}
+
 // logged is an entry already in the log, as the dedup check needs it.
 type logged struct {
 	seq        int64
@@ -206,18 +253,16 @@ type logged struct {
 // logged with the same record reports the original seq, and a request
 // holding one logged with another record is refused whole. The accepted
 // entries' leaves and stored hashes are written with one COPY, as entries
-// [from, from+len(leaves)), leaves being their leaf hashes. Each step's
+// [from, from+len(leaves)), leaves being their leaf hashes. keys are the
+// entries' filter keys, and pre[i] entry i's precheck (nil, or a short
+// pre, for none). Each step's
 // time goes to w, which may be nil.
-func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, prepared []preparedLeaf, requests []int, w *stopwatch) (out []Appended, from int64, leaves []tlog.Hash, err error) {
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", sequencerLock); err != nil {
-		return nil, 0, nil, fmt.Errorf("audit: sequencer lock: %w", err)
-	}
-	if err := checkHalt(ctx, tx); err != nil {
+func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, prepared []preparedLeaf, keys []idfilter.Key, pre []*precheck, requests []int, w *stopwatch) (out []Appended, from int64, leaves []tlog.Hash, err error) {
+	// The log's size is most likely where this process's last append
+	// ended: its right edge comes in the same round trip as the size.
+	size, edge, err := lockedSize(ctx, tx, s.end.Load())
+	if err != nil {
 		return nil, 0, nil, err
-	}
-	var size int64
-	if err := tx.QueryRow(ctx, sqlTreeSize).Scan(&size); err != nil {
-		return nil, 0, nil, fmt.Errorf("audit: tree size: %w", err)
 	}
 	w.lap(stepBegin)
 	// The current generation's filter first: when the log has just moved
@@ -230,14 +275,16 @@ func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, 
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	existing, keys, err := s.filters.existingEventIDs(ctx, tx, entries, generationOf(size), cur, closed)
+	existing, keys, err := s.filters.existingEventIDs(ctx, tx, entries, keys, pre, generationOf(size), cur, closed, w)
 	if err != nil {
 		return nil, 0, nil, err
 	}
 	s.filters.appending(generationOf(size), keys)
 	w.lap(stepDedup)
-	hashes, err := packedhash.NewBatch(ctx, tx, entryHashes, size)
-	if err != nil {
+	var hashes *packedhash.Batch
+	if edge != nil {
+		hashes = packedhash.NewBatchWithEdge(ctx, tx, entryHashes, size, edge)
+	} else if hashes, err = packedhash.NewBatch(ctx, tx, entryHashes, size); err != nil {
 		return nil, 0, nil, err
 	}
 	w.lap(stepPreload)
@@ -362,49 +409,52 @@ func (g *group) place(from, to int) error {
 }
 
 // existingEventIDs reads the logged entries that have the submitter and
-// event id of one of entries, in the generations whose filters do not
-// rule it out: the current one (cur, nil when this process keeps none or
-// it is behind) and the closed ones. It returns them with the filter keys
-// of the distinct ids it looked for.
-func (f *generationFilters) existingEventIDs(ctx context.Context, tx pgx.Tx, entries []Entry, current int64, cur *idfilter.Filter, closed []*idfilter.Filter) (map[idKey]logged, []idfilter.Key, error) {
+// event id of one of entries, whose filter keys are keys, in the
+// generations whose filters do not rule it out: the current one (cur, nil
+// when this process keeps none or it is behind) and the closed ones that
+// the precheck of the entry's request, pre[i] (nil for none), did not
+// cover; what the prechecks found is in the result too. It returns them
+// with the filter keys of the distinct ids it looked for. The time until
+// the filters have answered goes to w's filters step.
+func (f *generationFilters) existingEventIDs(ctx context.Context, tx pgx.Tx, entries []Entry, keys []idfilter.Key, pre []*precheck, current int64, cur *idfilter.Filter, closed []*idfilter.Filter, w *stopwatch) (map[idKey]logged, []idfilter.Key, error) {
 	ids := make([]idKey, 0, len(entries))
+	distinct := make([]idfilter.Key, 0, len(entries))
+	checked := make([]*precheck, 0, len(entries))
 	wanted := make(map[idKey]bool, len(entries))
-	for _, e := range entries {
+	found := make(map[idKey]logged, len(entries))
+	var last *precheck
+	for i, e := range entries {
+		var p *precheck
+		if i < len(pre) {
+			p = pre[i]
+		}
+		if p != nil && p != last {
+			for k, l := range p.found {
+				if old, seen := found[k]; !seen || l.seq < old.seq {
+					found[k] = l
+				}
+			}
+			last = p
+		}
 		k := idKey{e.Submitter, e.EventID}
 		if e.EventID != "" && !wanted[k] {
-			ids = append(ids, k)
+			ids, distinct, checked = append(ids, k), append(distinct, keys[i]), append(checked, p)
 			wanted[k] = true
 		}
 	}
-	keys := make([]idfilter.Key, len(ids))
-	for i, k := range ids {
-		keys[i] = idfilter.KeyOf(k.submitter, k.eventID)
-	}
-	found := make(map[idKey]logged, len(ids))
-	eventIDs, submitters, generations := f.probes(ids, keys, current, cur, closed)
+	eventIDs, submitters, generations := f.probes(ids, distinct, checked, current, cur, closed)
+	w.lap(stepFilters)
 	if len(eventIDs) == 0 {
-		return found, keys, nil
+		return found, distinct, nil
 	}
 	rows, err := tx.Query(ctx, sqlLoggedEventIDs, loggedEventIDsArgs(eventIDs, submitters, generations)...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("audit: look up event ids: %w", err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var k idKey
-		var l logged
-		if err := rows.Scan(&k.submitter, &k.eventID, &l.seq, &l.leaf, &l.ingestedAt); err != nil {
-			return nil, nil, fmt.Errorf("audit: look up event ids: %w", err)
-		}
-		if old, seen := found[k]; wanted[k] && (!seen || l.seq < old.seq) {
-			l.ingestedAt = l.ingestedAt.UTC()
-			found[k] = l
-		}
+	if err := collectLogged(rows, found); err != nil {
+		return nil, nil, err
 	}
-	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("audit: look up event ids: %w", err)
-	}
-	return found, keys, nil
+	return found, distinct, nil
 }
 
 // loggedEventIDsArgs are sqlLoggedEventIDs' arguments: event ids, their

@@ -8,6 +8,7 @@ package packedhash
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -56,6 +57,23 @@ func (t Table) Queue(b *pgx.Batch, indexes []int64, out *[]tlog.Hash) {
 	})
 }
 
+// QueueGuess is Queue for a read that may ask for more than the table
+// holds, such as the right edge of a size the caller only expects: if the
+// rows lack a hash asked for, *out stays nil and b does not fail.
+func (t Table) QueueGuess(b *pgx.Batch, indexes []int64, out *[]tlog.Hash) {
+	b.Queue(t.ReadSQL, entriesOf(indexes)).Query(func(rows pgx.Rows) error {
+		hs, err := t.collect(rows, indexes)
+		if errors.Is(err, errMissing) {
+			return nil
+		}
+		*out = hs
+		return err
+	})
+}
+
+// errMissing is collect's error for a stored hash the rows lack.
+var errMissing = errors.New("missing")
+
 // entriesOf returns the entries whose rows hold the stored hashes.
 func entriesOf(indexes []int64) []int64 {
 	entries := make([]int64, len(indexes))
@@ -84,7 +102,7 @@ func (t Table) collect(rows pgx.Rows, indexes []int64) ([]tlog.Hash, error) {
 		entry, pos := Owner(idx)
 		b := packed[entry]
 		if len(b) < (pos+1)*tlog.HashSize {
-			return nil, fmt.Errorf("%s: stored hash %d (entry %d) is missing", t.What, idx, entry)
+			return nil, fmt.Errorf("%s: stored hash %d (entry %d) is %w", t.What, idx, entry, errMissing)
 		}
 		copy(out[i][:], b[pos*tlog.HashSize:])
 	}
@@ -120,6 +138,17 @@ func RightEdge(n int64) []int64 {
 		}
 	}
 	return edge
+}
+
+// NewBatchWithEdge returns a Batch for appending to a tree of size n in
+// t whose right edge, the hashes of RightEdge(n) in order, the caller
+// read already.
+func NewBatchWithEdge(ctx context.Context, q Querier, t Table, n int64, edge []tlog.Hash) *Batch {
+	b := &Batch{ctx: ctx, q: q, table: t, m: make(map[int64]tlog.Hash)}
+	for i, idx := range RightEdge(n) {
+		b.m[idx] = edge[i]
+	}
+	return b
 }
 
 // NewBatch returns a Batch for appending to a tree of size n in t, with

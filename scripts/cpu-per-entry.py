@@ -14,7 +14,8 @@ had paged out by then (GiB).
 
 When the samples hold them (cpu-sample.py with METRICS_URL and
 DATABASE_URL), two more tables follow, by the same windows: the
-sequencer's time per entry in each step of its transactions (µs), and
+sequencer's time per entry in each step of its transactions (µs), the
+event ids the duplicate check looked up per 1,000 entries, and
 PostgreSQL's work per 1,000 entries: WAL bytes (kB) and full-page images,
 buffers written by the checkpointer, the background writer and the
 backends, blocks read, and blocks read of audit_entries' heap and each
@@ -118,5 +119,6 @@ def counter_table(title, prefix, scale, fmt):
 
 
 counter_table('Sequencer time per entry appended, by step (µs):', 'seq_', 1e6, '.2f')
+counter_table('Event ids looked up in the database per 1,000 entries appended, by generation:', 'probes_', 1e3, '.2f')
 counter_table('PostgreSQL per 1,000 entries appended (WAL in bytes; buffers and blocks in 8 kB pages):', 'pg_', 1e3, '.0f')
 counter_table("Blocks read of audit_entries' indexes per 1,000 entries appended:", 'pgidx_', 1e3, '.1f')

@@ -15,7 +15,8 @@ DAMON has paged out (bytes), where the kernel runs it.
 With METRICS_URL and METRICS_TOKEN set, each line also holds the
 service's time in each step of its append transactions
 (seq_begin=… seq_commit=…, seconds, from
-mediator_audit_sequencer_seconds_total). With DATABASE_URL set, it holds
+mediator_audit_sequencer_seconds_total) and the event ids the duplicate
+check looked up (probes_current=…, probes_closed=…). With DATABASE_URL set, it holds
 PostgreSQL's counters at that moment (pg_…: WAL records, full-page images
 and bytes, checkpoints, buffers written by the checkpointer, the
 background writer and the backends, blocks read and hit, and blocks read
@@ -107,6 +108,8 @@ def sequencer_steps(url, token):
         if line.startswith('mediator_audit_sequencer_seconds_total{step="'):
             step = line.split('"')[1]
             out.append(f'seq_{step}={float(line.split()[-1]):.6f}')
+        elif line.startswith('mediator_audit_duplicate_probes_total{generation="'):
+            out.append(f'probes_{line.split(chr(34))[1]}={line.split()[-1]}')
     return ' '.join(out)
 
 
