@@ -101,8 +101,10 @@ type Appended struct {
 // original seq. If any entry's Submitter and EventID are logged with a
 // different record, nothing is appended and every entry reports Refused.
 //
-// Cost: one lock, four reads of at most O(log n + len(entries)) rows, and
-// two COPYs.
+// Cost: the precheck (a read only for its filters' maybes), then in one
+// transaction a round trip for the lock, the halt, the size and the
+// right edge, a read only for the current generation's maybes, one COPY
+// and the commit.
 func (s *store) appendNow(ctx context.Context, entries []Entry) ([]Appended, error) {
 	prepared, err := prepare(entries)
 	if err != nil {
