@@ -256,9 +256,9 @@ type logged struct {
 // holding one logged with another record is refused whole. The accepted
 // entries' leaves and stored hashes are written with one COPY, as entries
 // [from, from+len(leaves)), leaves being their leaf hashes. keys are the
-// entries' filter keys, and pre[i] entry i's precheck (nil, or a short
-// pre, for none). Each step's
-// time goes to w, which may be nil.
+// entries' filter keys, and pre[i] is entry i's precheck (nil, or pre
+// shorter than entries, for none). Each step's time goes to w, which may
+// be nil.
 func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, prepared []preparedLeaf, keys []idfilter.Key, pre []*precheck, requests []int, w *stopwatch) (out []Appended, from int64, leaves []tlog.Hash, err error) {
 	// The log's size is most likely where this process's last append
 	// ended: its right edge comes in the same round trip as the size.
@@ -277,11 +277,11 @@ func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, 
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	existing, keys, err := s.filters.existingEventIDs(ctx, tx, entries, keys, pre, generationOf(size), cur, closed, w)
+	existing, distinct, err := s.filters.existingEventIDs(ctx, tx, entries, keys, pre, generationOf(size), cur, closed, w)
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	s.filters.appending(generationOf(size), keys)
+	s.filters.appending(generationOf(size), distinct)
 	w.lap(stepDedup)
 	var hashes *packedhash.Batch
 	if edge != nil {
