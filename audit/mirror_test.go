@@ -144,9 +144,11 @@ func TestASlowMirrorHoldsBackNoOne(t *testing.T) {
 		if err := f.pool.QueryRow(ctx, "SELECT count(*) FROM audit_cosignatures WHERE witness = 'regulator.test/mirror' AND tree_size = 300").Scan(&cosigned); err != nil {
 			t.Fatal(err)
 		}
-		// The upload counts its answer just after it stores the line.
+		// The upload counts its answer just after it stores the line. A
+		// round after the held one may already have sent the mirror the
+		// next 200 entries.
 		counted := testutil.ToFloat64(metrics.witnessAnswers.WithLabelValues("regulator.test/mirror", "cosigned"))
-		if n == 300 && cosigned == 1 && counted >= 1 {
+		if n >= 300 && cosigned == 1 && counted >= 1 {
 			break
 		}
 		if time.Now().After(deadline) {
