@@ -71,6 +71,11 @@ func Run(ctx context.Context, cfg Config, job func(ctx context.Context)) {
 				cfg.OnChange(false)
 			}
 			log.Info("leader: this process no longer leads", "job", cfg.Name)
+			// It tries again a whole interval from now, so that a
+			// follower, which tries every interval on a session it
+			// kept, takes over first: the process whose session just
+			// failed is the one most likely to fail again.
+			t.Reset(cfg.Interval)
 		}
 		select {
 		case <-ctx.Done():
