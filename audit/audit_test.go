@@ -1005,7 +1005,7 @@ func TestLockedSizeReadsTheGuessedEdge(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	f.append(t, entries(0, 11, "c"))
-	if got := f.store.end.Load(); got != 11 {
+	if got := f.store.leaves.end(); got != 11 {
 		t.Fatalf("after appending 11 entries the process expects size %d", got)
 	}
 	want, err := readHashes(ctx, f.pool, packedhash.RightEdge(11))

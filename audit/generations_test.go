@@ -33,6 +33,24 @@ func (f *fixture) fillGeneration(t *testing.T, from, to int64) {
 		FROM generate_series($1::bigint, $2::bigint - 1) g`, from, to)
 }
 
+// closedGenerationSize is the log's size in closedGeneration's fixture.
+const closedGenerationSize = 1<<generationBits + 10
+
+// closedGeneration returns a fixture whose log holds entries ev-0…ev-99
+// of conversation "c" at seqs 0–99 and filler up to closedGenerationSize,
+// so that generation 0 is closed, and a function that moves the store's
+// clock past filterLookInterval, so that its next append reads the stored
+// filters again.
+func closedGeneration(t *testing.T) (*fixture, func()) {
+	t.Helper()
+	f := newFixture(t)
+	clock := time.Now()
+	f.store.now = func() time.Time { return clock }
+	f.append(t, entries(0, 100, "c"))
+	f.fillGeneration(t, 100, closedGenerationSize)
+	return f, func() { clock = clock.Add(2 * filterLookInterval) }
+}
+
 // TestDuplicatesAcrossGenerations: an event id logged in a closed
 // generation is found again whether or not that generation's filter is
 // stored, a conflicting record under it is refused, new ids touch closed
@@ -49,17 +67,13 @@ func TestDuplicatesAcrossGenerations(t *testing.T) {
 			t.Fatalf("query does not use generations of 2^%d entries: %s", generationBits, q)
 		}
 	}
-	f := newFixture(t)
+	f, later := closedGeneration(t)
 	ctx := context.Background()
-	clock := time.Now()
-	f.store.now = func() time.Time { return clock }
-	f.append(t, entries(0, 100, "c"))
-	const size = 1<<generationBits + 10
-	f.fillGeneration(t, 100, size)
+	const size = closedGenerationSize
 
 	again := func(name string, s *store) {
 		t.Helper()
-		clock = clock.Add(2 * filterLookInterval)
+		later()
 		out, err := s.appendNow(ctx, entries(0, 100, "c"))
 		if err != nil {
 			t.Fatal(err)
@@ -90,7 +104,7 @@ func TestDuplicatesAcrossGenerations(t *testing.T) {
 
 	// New ids: appended, and generation 0 is asked about almost none.
 	before := probed.Load()
-	clock = clock.Add(2 * filterLookInterval)
+	later()
 	out := f.append(t, entries(5000, 2000, "c"))
 	for i, a := range out {
 		if a.Duplicate || a.Conflict || a.Seq != size+int64(i) {
@@ -104,7 +118,7 @@ func TestDuplicatesAcrossGenerations(t *testing.T) {
 	// Another record under an id logged in generation 0 is a conflict.
 	conflicting := entries(7, 1, "c")
 	conflicting[0].Record = rec{Kind: "message", EventID: "ev-7", Note: "another record"}
-	clock = clock.Add(2 * filterLookInterval)
+	later()
 	if out := f.append(t, conflicting); !out[0].Conflict {
 		t.Fatalf("another record under ev-7: %+v, want a conflict", out[0])
 	}
@@ -127,7 +141,7 @@ func TestDuplicatesAcrossGenerations(t *testing.T) {
 	third := newStore(f.pool)
 	third.now = f.store.now
 	thirdProbed := countClosedProbes(third)
-	clock = clock.Add(2 * filterLookInterval)
+	later()
 	if _, err := third.appendNow(ctx, entries(9000, 100, "c")); err != nil {
 		t.Fatal(err)
 	}
@@ -314,13 +328,9 @@ func TestPrecheckTakesClosedGenerationsOffTheLock(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fills a generation of the log")
 	}
-	f := newFixture(t)
+	f, later := closedGeneration(t)
 	ctx := context.Background()
-	clock := time.Now()
-	f.store.now = func() time.Time { return clock }
-	f.append(t, entries(0, 100, "c"))
-	const size = 1<<generationBits + 10
-	f.fillGeneration(t, 100, size)
+	const size = closedGenerationSize
 
 	// Before the process holds generation 0's filter, the precheck
 	// covers nothing and the transaction asks generation 0 for every id.
@@ -331,7 +341,7 @@ func TestPrecheckTakesClosedGenerationsOffTheLock(t *testing.T) {
 	if _, err := f.store.storeFilters(ctx, size, 4); err != nil {
 		t.Fatal(err)
 	}
-	clock = clock.Add(2 * filterLookInterval)
+	later()
 	wantDuplicates(t, "the transaction's own check", f.append(t, entries(0, 100, "c")), 0)
 
 	// Now it holds the filter: the precheck finds the 100 ids in

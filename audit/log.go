@@ -15,7 +15,6 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/mediatorhq/mediator/batch"
-	"github.com/mediatorhq/mediator/idfilter"
 	"github.com/mediatorhq/mediator/job"
 	"github.com/mediatorhq/mediator/leader"
 )
@@ -472,19 +471,15 @@ func (l *Log) commitGroup(ctx context.Context, reqs []appendRequest) ([][]Append
 	}
 	entries := make([]Entry, 0, n)
 	prepared := make([]preparedLeaf, 0, n)
-	keys := make([]idfilter.Key, 0, n)
-	pre := make([]*precheck, 0, n)
+	pre := make([]*precheck, 0, len(reqs))
 	sizes := make([]int, 0, len(reqs))
 	for _, r := range reqs {
 		entries = append(entries, r.entries...)
 		prepared = append(prepared, r.prepared...)
-		keys = append(keys, r.pre.keys...)
-		for range r.entries {
-			pre = append(pre, r.pre)
-		}
+		pre = append(pre, r.pre)
 		sizes = append(sizes, len(r.entries))
 	}
-	appended, err := l.store.appendPrepared(ctx, entries, prepared, keys, pre, sizes)
+	appended, err := l.store.appendPrepared(ctx, entries, prepared, pre, sizes)
 	if err != nil {
 		return nil, err
 	}

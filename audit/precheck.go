@@ -72,6 +72,33 @@ func (s *store) precheck(ctx context.Context, entries []Entry) (*precheck, error
 	return p, nil
 }
 
+// byEntry returns the filter keys of entries, made of requests of the
+// given sizes, and the precheck of each entry's request: pre holds one
+// precheck a request, or is nil when none was made (the keys are then
+// computed here, and no entry has a precheck).
+func byEntry(entries []Entry, requests []int, pre []*precheck) ([]idfilter.Key, []*precheck) {
+	if pre == nil {
+		return filterKeys(entries), nil
+	}
+	keys := make([]idfilter.Key, 0, len(entries))
+	of := make([]*precheck, 0, len(entries))
+	for i, n := range requests {
+		keys = append(keys, pre[i].keys...)
+		for range n {
+			of = append(of, pre[i])
+		}
+	}
+	return keys, of
+}
+
+// keepEarliest records l as k's entry in found unless found holds an
+// earlier one.
+func keepEarliest(found map[idKey]logged, k idKey, l logged) {
+	if old, seen := found[k]; !seen || l.seq < old.seq {
+		found[k] = l
+	}
+}
+
 // filterKeys returns the filter key of each entry's event id in its
 // submitter's namespace, zero for an entry without one.
 func filterKeys(entries []Entry) []idfilter.Key {
@@ -94,10 +121,8 @@ func collectLogged(rows pgx.Rows, found map[idKey]logged) error {
 		if err := rows.Scan(&k.submitter, &k.eventID, &l.seq, &l.leaf, &l.ingestedAt); err != nil {
 			return fmt.Errorf("audit: look up event ids: %w", err)
 		}
-		if old, seen := found[k]; !seen || l.seq < old.seq {
-			l.ingestedAt = l.ingestedAt.UTC()
-			found[k] = l
-		}
+		l.ingestedAt = l.ingestedAt.UTC()
+		keepEarliest(found, k, l)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("audit: look up event ids: %w", err)

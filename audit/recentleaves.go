@@ -46,6 +46,14 @@ func (r *recentLeaves) committed(from int64, leaves []tlog.Hash) {
 	}
 }
 
+// end is the seq after the kept run: where this process's last committed
+// append ended, 0 before its first.
+func (r *recentLeaves) end() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.start + int64(len(r.hashes))
+}
+
 // tile returns level-0 tile index, full, from the kept hashes, or nil if
 // they do not cover it.
 func (r *recentLeaves) tile(index int64) []byte {

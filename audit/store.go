@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -65,7 +64,7 @@ type TxAppender interface {
 func NewTxAppender() TxAppender { return newTxAppender() }
 
 func newTxAppender() txAppender {
-	return txAppender{now: time.Now, filters: &generationFilters{}, end: new(atomic.Int64)}
+	return txAppender{now: time.Now, filters: &generationFilters{}}
 }
 
 // txAppender implements TxAppender; the store embeds it for its own
@@ -73,9 +72,6 @@ func newTxAppender() txAppender {
 type txAppender struct {
 	now     func() time.Time
 	filters *generationFilters
-	// end is where this process's last committed append ended (0 before
-	// one): the size the next append most likely finds.
-	end *atomic.Int64
 }
 
 // Appended reports where an entry is in the log, or why it is not.
@@ -114,11 +110,7 @@ func (s *store) appendNow(ctx context.Context, entries []Entry) ([]Appended, err
 	if err != nil {
 		return nil, err
 	}
-	perEntry := make([]*precheck, len(entries))
-	for i := range perEntry {
-		perEntry[i] = pre
-	}
-	return s.appendPrepared(ctx, entries, prepared, pre.keys, perEntry, []int{len(entries)})
+	return s.appendPrepared(ctx, entries, prepared, []*precheck{pre}, []int{len(entries)})
 }
 
 // prepare canonicalizes every record, so that the serialised section of an
@@ -137,8 +129,8 @@ func prepare(entries []Entry) ([]preparedLeaf, error) {
 
 // appendPrepared appends entries made of requests of the given sizes, in
 // order, in one transaction; a request with a conflicting entry is refused
-// whole while the others are appended.
-func (s *store) appendPrepared(ctx context.Context, entries []Entry, prepared []preparedLeaf, keys []idfilter.Key, pre []*precheck, requests []int) ([]Appended, error) {
+// whole while the others are appended; pre holds each request's precheck.
+func (s *store) appendPrepared(ctx context.Context, entries []Entry, prepared []preparedLeaf, pre []*precheck, requests []int) ([]Appended, error) {
 	if len(entries) == 0 {
 		return nil, nil
 	}
@@ -148,7 +140,9 @@ func (s *store) appendPrepared(ctx context.Context, entries []Entry, prepared []
 		return nil, fmt.Errorf("audit: begin: %w", err)
 	}
 	defer tx.Rollback(ctx) // no-op after commit
-	out, from, leaves, err := s.appendInTx(ctx, tx, entries, prepared, keys, pre, requests, w)
+	// The log's size is most likely where this process's last append
+	// ended: its right edge comes in the same round trip as the size.
+	out, from, leaves, err := s.appendInTx(ctx, tx, entries, prepared, pre, requests, s.leaves.end(), w)
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +154,6 @@ func (s *store) appendPrepared(ctx context.Context, entries []Entry, prepared []
 		s.onSteps(w.spent)
 	}
 	s.filters.committed(from, from+int64(len(leaves)))
-	s.end.Store(from + int64(len(leaves)))
 	s.leaves.committed(from, leaves)
 	return out, nil
 }
@@ -174,7 +167,7 @@ func (s txAppender) AppendTx(ctx context.Context, tx pgx.Tx, entries []Entry) ([
 	// Whether tx commits is its caller's to know: the entries' ids are
 	// in this process's filter of the current generation, but the filter
 	// reads them back from the table before it relies on them.
-	out, _, _, err := s.appendInTx(ctx, tx, entries, prepared, filterKeys(entries), nil, []int{len(entries)}, nil)
+	out, _, _, err := s.appendInTx(ctx, tx, entries, prepared, nil, []int{len(entries)}, 0, nil)
 	return out, err
 }
 
@@ -255,14 +248,13 @@ type logged struct {
 // logged with the same record reports the original seq, and a request
 // holding one logged with another record is refused whole. The accepted
 // entries' leaves and stored hashes are written with one COPY, as entries
-// [from, from+len(leaves)), leaves being their leaf hashes. keys are the
-// entries' filter keys, and pre[i] is entry i's precheck (nil, or pre
-// shorter than entries, for none). Each step's time goes to w, which may
-// be nil.
-func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, prepared []preparedLeaf, keys []idfilter.Key, pre []*precheck, requests []int, w *stopwatch) (out []Appended, from int64, leaves []tlog.Hash, err error) {
-	// The log's size is most likely where this process's last append
-	// ended: its right edge comes in the same round trip as the size.
-	size, edge, err := lockedSize(ctx, tx, s.end.Load())
+// [from, from+len(leaves)), leaves being their leaf hashes. pre holds
+// each request's precheck (nil for none); guess is the size the log most
+// likely has (0 for no guess). Each step's time goes to w, which may be
+// nil.
+func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, prepared []preparedLeaf, pre []*precheck, requests []int, guess int64, w *stopwatch) (out []Appended, from int64, leaves []tlog.Hash, err error) {
+	keys, preOf := byEntry(entries, requests, pre)
+	size, edge, err := lockedSize(ctx, tx, guess)
 	if err != nil {
 		return nil, 0, nil, err
 	}
@@ -277,7 +269,7 @@ func (s txAppender) appendInTx(ctx context.Context, tx pgx.Tx, entries []Entry, 
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	existing, distinct, err := s.filters.existingEventIDs(ctx, tx, entries, keys, pre, generationOf(size), cur, closed, w)
+	existing, distinct, err := s.filters.existingEventIDs(ctx, tx, entries, keys, preOf, generationOf(size), cur, closed, w)
 	if err != nil {
 		return nil, 0, nil, err
 	}
@@ -414,10 +406,10 @@ func (g *group) place(from, to int) error {
 // event id of one of entries, whose filter keys are keys, in the
 // generations whose filters do not rule it out: the current one (cur, nil
 // when this process keeps none or it is behind) and the closed ones that
-// the precheck of the entry's request, pre[i] (nil for none), did not
-// cover; what the prechecks found is in the result too. It returns them
-// with the filter keys of the distinct ids it looked for. The time until
-// the filters have answered goes to w's filters step.
+// the precheck of the entry's request, pre[i], did not cover (pre, or
+// pre[i], nil for none); what the prechecks found is in the result too.
+// It returns them with the filter keys of the distinct ids it looked for.
+// The time until the filters have answered goes to w's filters step.
 func (f *generationFilters) existingEventIDs(ctx context.Context, tx pgx.Tx, entries []Entry, keys []idfilter.Key, pre []*precheck, current int64, cur *idfilter.Filter, closed []*idfilter.Filter, w *stopwatch) (map[idKey]logged, []idfilter.Key, error) {
 	ids := make([]idKey, 0, len(entries))
 	distinct := make([]idfilter.Key, 0, len(entries))
@@ -432,9 +424,7 @@ func (f *generationFilters) existingEventIDs(ctx context.Context, tx pgx.Tx, ent
 		}
 		if p != nil && p != last {
 			for k, l := range p.found {
-				if old, seen := found[k]; !seen || l.seq < old.seq {
-					found[k] = l
-				}
+				keepEarliest(found, k, l)
 			}
 			last = p
 		}
