@@ -8,6 +8,11 @@
 #   2. runs `audit verify --state` over them: a full verification that
 #      leaves its state file behind;
 #   3. sends LAST events (1 M) more, timing inclusion proofs at the end;
+#      before it, as before step 1, the server is settled (a CHECKPOINT
+#      and a sync, timed): step 2 is the table's first reader, and sets
+#      the hint bits of every row it reads, so PostgreSQL writes the whole
+#      table out again after it (docs/performance.md, "Seventh pass");
+#      the two rates compared start from the same quiet server;
 #   4. runs `audit verify --state` again: only the last million, plus a
 #      consistency proof from the state's root, then times 1,000 inclusion
 #      proofs again on the settled log (step 3's run right after ingest,
@@ -22,9 +27,13 @@
 # while the FIRST events are sent (scripts/cpu-sample.py) and prints them
 # per entry appended, by 30-second window (scripts/cpu-per-entry.py), with
 # the sequencer's time by step and PostgreSQL's WAL, buffers and reads.
+# MEMORY=5G holds the machine's PostgreSQL server, while the run lasts, to
+# that much memory, page cache included, as a database container with a
+# memory limit is held (scripts/memory-lib.sh: needs root and a memory
+# cgroup controller); the default leaves memory unbounded.
 # Needs bin/mediator (make build) and psql.
 #
-#   FIRST=9000000 LAST=1000000 AUTOVACUUM=off scripts/log-at-scale.sh
+#   FIRST=9000000 LAST=1000000 AUTOVACUUM=off MEMORY=5G scripts/log-at-scale.sh
 set -euo pipefail
 FIRST=${FIRST:-9000000}
 LAST=${LAST:-1000000}
@@ -32,6 +41,7 @@ SEGMENT=${SEGMENT:-1000000}
 WORKERS=${WORKERS:-4}
 BATCH=${BATCH:-1000}
 AUTOVACUUM=${AUTOVACUUM:-}
+MEMORY=${MEMORY:-}
 ADMIN_URL=${ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
@@ -39,8 +49,10 @@ ADDR=127.0.0.1:8092
 BIN=${BIN:-bin/mediator}
 
 . "$(dirname "$0")/dev-lib.sh"
+. "$(dirname "$0")/memory-lib.sh"
 cleanup() {
   stop_dev
+  unbound_memory
   if [ -n "$AUTOVACUUM" ]; then
     psql -X -q "$ADMIN_URL" -c "ALTER SYSTEM RESET autovacuum" -c "SELECT pg_reload_conf()" >/dev/null
   fi
@@ -52,9 +64,25 @@ if [ -n "$AUTOVACUUM" ]; then
 fi
 echo "autovacuum: $(psql -X -Atq "$ADMIN_URL" -c 'SHOW autovacuum')" | tee "$OUT/settings.txt"
 
+if [ -n "$MEMORY" ]; then
+  bound_memory "$MEMORY" "$ADMIN_URL" >"$OUT/memory.txt"
+  tee -a "$OUT/settings.txt" <"$OUT/memory.txt"
+fi
+
 export MEDIATOR_DEV_STATE_DIR=$OUT/dev
 start_dev "$ADDR" "$OUT/dev.log" ${CPU_PROFILE:+--cpu-profile "$CPU_PROFILE"}
 
+# settle writes out what PostgreSQL and the kernel hold dirty, and says
+# how long that took.
+settle() {
+  local start=$SECONDS dirty
+  dirty=$(awk '/^Dirty:/ {print int($2 / 1024)}' /proc/meminfo)
+  psql -X -q "$ADMIN_URL" -c CHECKPOINT
+  sync
+  echo "settled: $dirty MiB dirty, CHECKPOINT and sync in $((SECONDS - start)) s" | tee -a "$OUT/settle.txt"
+}
+
+settle
 echo "== $FIRST events"
 SAMPLER=
 if [ -n "${SAMPLE:-}" ]; then
@@ -71,6 +99,7 @@ if [ -n "$SAMPLER" ]; then
 fi
 echo "== audit verify --state (full, $FIRST entries)"
 /usr/bin/time -f "verify: %e s, max RSS %M KiB" "$BIN" audit verify --state "$OUT/verify-state.json" 2>&1 | tee "$OUT/verify-full.txt"
+settle
 echo "== $LAST events more"
 "$BIN" loadgen --url "$MEDIATOR_ADDR" --workers "$WORKERS" --batch "$BATCH" --events "$LAST" \
   --duration 1h --segment "$SEGMENT" --proofs 1000 | tee "$OUT/last.txt"
@@ -90,4 +119,7 @@ psql -X "$DATABASE_URL" -c "SELECT reltuples, (SELECT count(*) FROM pg_statistic
 first=$(sed -n 's/^events\/s by segment of [0-9]*: \([0-9]*\).*/\1/p' "$OUT/first.txt")
 last=$(sed -n 's/^events\/s by segment of [0-9]*:.* \([0-9]*\)$/\1/p' "$OUT/last.txt")
 echo "last million against the first: $last / $first = $(python3 -c "print(round($last/$first, 2))")" | tee "$OUT/ratio.txt"
+if [ -n "$MEMORY" ]; then
+  echo "memory: peak $(memory_peak) bytes of $MEMORY" | tee -a "$OUT/settings.txt"
+fi
 echo "everything is in $OUT"
