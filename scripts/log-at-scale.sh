@@ -26,7 +26,8 @@
 # SAMPLE=1 samples every process's CPU and run-queue wait once a second
 # while the FIRST events are sent (scripts/cpu-sample.py) and prints them
 # per entry appended, by 30-second window (scripts/cpu-per-entry.py), with
-# the sequencer's time by step and PostgreSQL's WAL, buffers and reads.
+# the sequencer's time by step and PostgreSQL's WAL, buffers and reads;
+# and again while the LAST events are sent, by 5-second window.
 # MEMORY=5G holds the machine's PostgreSQL server, while the run lasts, to
 # that much memory, page cache included, as a database container with a
 # memory limit is held (scripts/memory-lib.sh: needs root and a memory
@@ -101,8 +102,18 @@ echo "== audit verify --state (full, $FIRST entries)"
 /usr/bin/time -f "verify: %e s, max RSS %M KiB" "$BIN" audit verify --state "$OUT/verify-state.json" 2>&1 | tee "$OUT/verify-full.txt"
 settle
 echo "== $LAST events more"
+if [ -n "${SAMPLE:-}" ]; then
+  METRICS_URL=$MEDIATOR_ADDR METRICS_TOKEN=$("$BIN" dev token --sub sampler --roles metrics) \
+    python3 "$(dirname "$0")/cpu-sample.py" "$OUT/cpu-last.txt" &
+  SAMPLER=$!
+fi
 "$BIN" loadgen --url "$MEDIATOR_ADDR" --workers "$WORKERS" --batch "$BATCH" --events "$LAST" \
   --duration 1h --segment "$SEGMENT" --proofs 1000 | tee "$OUT/last.txt"
+if [ -n "$SAMPLER" ]; then
+  kill "$SAMPLER"
+  echo "== CPU per entry appended, by 5-second window, the last $LAST"
+  python3 "$(dirname "$0")/cpu-per-entry.py" "$OUT" 5 last | tee "$OUT/cpu-per-entry-last.txt"
+fi
 echo "== audit verify --state (incremental)"
 /usr/bin/time -f "verify: %e s, max RSS %M KiB" "$BIN" audit verify --state "$OUT/verify-state.json" 2>&1 | tee "$OUT/verify-incremental.txt"
 echo "== inclusion proofs on the settled log (one batch more, then 1,000 proofs)"
