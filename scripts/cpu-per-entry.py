@@ -33,6 +33,8 @@ run = sys.argv[3] if len(sys.argv) > 3 else 'first'
 samples = {'first': 'cpu.txt', 'last': 'cpu-last.txt'}[run]
 loadgen = open(f'{out_dir}/{run}.txt', errors='ignore').read()
 progress = [(int(s), int(n)) for s, n in re.findall(r'\s(\d+)s\s+(\d+) events', loadgen)]
+if not progress:
+    sys.exit(f'cpu-per-entry: no progress lines in {out_dir}/{run}.txt (loadgen prints them on stderr)')
 rows = []
 for line in open(f'{out_dir}/{samples}'):
     fields = line.split()

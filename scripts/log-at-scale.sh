@@ -108,7 +108,7 @@ if [ -n "${SAMPLE:-}" ]; then
   SAMPLER=$!
 fi
 "$BIN" loadgen --url "$MEDIATOR_ADDR" --workers "$WORKERS" --batch "$BATCH" --events "$LAST" \
-  --duration 1h --segment "$SEGMENT" --proofs 1000 | tee "$OUT/last.txt"
+  --duration 1h --segment "$SEGMENT" --proofs 1000 2>&1 | tee "$OUT/last.txt"
 if [ -n "$SAMPLER" ]; then
   kill "$SAMPLER"
   echo "== CPU per entry appended, by 5-second window, the last $LAST"
