@@ -49,6 +49,9 @@ bound_memory() {
   datadir=$(psql -X -Atq "$admin_url" -c 'SHOW data_directory') || return 1
   postmaster=$(head -1 "$datadir/postmaster.pid") || return 1
   MEMORY_CGROUP=$root/mediator-scale-$$
+  if [ "$root" = /sys/fs/cgroup ] && ! grep -qw memory "$root/cgroup.subtree_control"; then
+    echo +memory >"$root/cgroup.subtree_control"
+  fi
   mkdir "$MEMORY_CGROUP"
   if [ "$root" = /sys/fs/cgroup ]; then
     echo "$limit" >"$MEMORY_CGROUP/memory.max"
