@@ -83,37 +83,39 @@ settle() {
   echo "settled: $dirty MiB dirty, CHECKPOINT and sync in $((SECONDS - start)) s" | tee -a "$OUT/settle.txt"
 }
 
+# start_sampler FILE samples into OUT/FILE while a loadgen runs (SAMPLE=1).
+SAMPLER=
+start_sampler() {
+  [ -n "${SAMPLE:-}" ] || return 0
+  METRICS_URL=$MEDIATOR_ADDR METRICS_TOKEN=$("$BIN" dev token --sub sampler --roles metrics) \
+    python3 "$(dirname "$0")/cpu-sample.py" "$OUT/$1" &
+  SAMPLER=$!
+}
+
+# stop_sampler SECONDS RUN FILE stops it and prints RUN's samples per entry
+# appended, by window of SECONDS, into OUT/FILE.
+stop_sampler() {
+  [ -n "$SAMPLER" ] || return 0
+  kill "$SAMPLER"
+  SAMPLER=
+  echo "== CPU per entry appended, by $1-second window, the $2 run"
+  python3 "$(dirname "$0")/cpu-per-entry.py" "$OUT" "$1" "$2" | tee "$OUT/$3"
+}
+
 settle
 echo "== $FIRST events"
-SAMPLER=
-if [ -n "${SAMPLE:-}" ]; then
-  METRICS_URL=$MEDIATOR_ADDR METRICS_TOKEN=$("$BIN" dev token --sub sampler --roles metrics) \
-    python3 "$(dirname "$0")/cpu-sample.py" "$OUT/cpu.txt" &
-  SAMPLER=$!
-fi
+start_sampler cpu.txt
 "$BIN" loadgen --url "$MEDIATOR_ADDR" --workers "$WORKERS" --batch "$BATCH" --events "$FIRST" \
   --duration 1h --segment "$SEGMENT" 2>&1 | tee "$OUT/first.txt"
-if [ -n "$SAMPLER" ]; then
-  kill "$SAMPLER"
-  echo "== CPU per entry appended, by 30-second window"
-  python3 "$(dirname "$0")/cpu-per-entry.py" "$OUT" | tee "$OUT/cpu-per-entry.txt"
-fi
+stop_sampler 30 first cpu-per-entry.txt
 echo "== audit verify --state (full, $FIRST entries)"
 /usr/bin/time -f "verify: %e s, max RSS %M KiB" "$BIN" audit verify --state "$OUT/verify-state.json" 2>&1 | tee "$OUT/verify-full.txt"
 settle
 echo "== $LAST events more"
-if [ -n "${SAMPLE:-}" ]; then
-  METRICS_URL=$MEDIATOR_ADDR METRICS_TOKEN=$("$BIN" dev token --sub sampler --roles metrics) \
-    python3 "$(dirname "$0")/cpu-sample.py" "$OUT/cpu-last.txt" &
-  SAMPLER=$!
-fi
+start_sampler cpu-last.txt
 "$BIN" loadgen --url "$MEDIATOR_ADDR" --workers "$WORKERS" --batch "$BATCH" --events "$LAST" \
   --duration 1h --segment "$SEGMENT" --proofs 1000 2>&1 | tee "$OUT/last.txt"
-if [ -n "$SAMPLER" ]; then
-  kill "$SAMPLER"
-  echo "== CPU per entry appended, by 5-second window, the last $LAST"
-  python3 "$(dirname "$0")/cpu-per-entry.py" "$OUT" 5 last | tee "$OUT/cpu-per-entry-last.txt"
-fi
+stop_sampler 5 last cpu-per-entry-last.txt
 echo "== audit verify --state (incremental)"
 /usr/bin/time -f "verify: %e s, max RSS %M KiB" "$BIN" audit verify --state "$OUT/verify-state.json" 2>&1 | tee "$OUT/verify-incremental.txt"
 echo "== inclusion proofs on the settled log (one batch more, then 1,000 proofs)"

@@ -12,12 +12,13 @@
 # costs about three times as much to fill as memory it keeps reusing
 # (docs/performance.md, "Seventh pass"). A server whose page cache grows
 # without bound pays that more and more the longer a run lasts, which says
-# nothing of the log. Needs root, cgroup v1's memory controller or cgroup v2
+# nothing of the log. (Held to 5 GiB there, the runs did not get flatter:
+# reclaim and a full verify's reads cost as much; see that section.) Needs root, cgroup v1's memory controller or cgroup v2
 # with memory enabled, and the server's superuser in ADMIN_URL (to find its
 # data directory).
 
 MEMORY_CGROUP=
-MEMORY_MOVED=()
+MEMORY_HOME= # the server's own memory cgroup, where unbound_memory puts it back
 
 # memory_cgroup_root prints the hierarchy that holds the memory controller.
 memory_cgroup_root() {
@@ -44,7 +45,7 @@ memory_cgroup_of() {
 }
 
 bound_memory() {
-  local limit=$1 admin_url=$2 root datadir postmaster pid
+  local limit=$1 admin_url=$2 root datadir postmaster pid moved=0
   root=$(memory_cgroup_root) || return 1
   datadir=$(psql -X -Atq "$admin_url" -c 'SHOW data_directory') || return 1
   postmaster=$(head -1 "$datadir/postmaster.pid") || return 1
@@ -58,24 +59,21 @@ bound_memory() {
   else
     echo "$limit" >"$MEMORY_CGROUP/memory.limit_in_bytes"
   fi
+  MEMORY_HOME=$(memory_cgroup_of "$postmaster")
   for pid in "$postmaster" $(pgrep -P "$postmaster"); do
-    MEMORY_MOVED+=("$pid:$(memory_cgroup_of "$pid")")
     echo "$pid" >"$MEMORY_CGROUP/cgroup.procs"
+    moved=$((moved + 1))
   done
-  echo "memory: PostgreSQL held to $limit (postmaster $postmaster and the $((${#MEMORY_MOVED[@]} - 1)) processes it had started)"
+  echo "memory: PostgreSQL held to $limit (postmaster $postmaster and the $((moved - 1)) processes it had started)"
 }
 
 unbound_memory() {
   [ -n "$MEMORY_CGROUP" ] || return 0
-  local root entry pid pids
-  root=$(dirname "$MEMORY_CGROUP")
-  for entry in "${MEMORY_MOVED[@]}"; do
-    echo "${entry%%:*}" >"$root${entry#*:}/cgroup.procs" 2>/dev/null || true
-  done
-  # Backends the server started while bounded go back to the server's own group.
-  pids=$(cat "$MEMORY_CGROUP/cgroup.procs")
-  for pid in $pids; do
-    echo "$pid" >"$root${MEMORY_MOVED[0]#*:}/cgroup.procs" 2>/dev/null || true
+  local pid
+  # Every process in the group is the server's: the ones moved, and the
+  # backends it started since.
+  for pid in $(cat "$MEMORY_CGROUP/cgroup.procs"); do
+    echo "$pid" >"$(dirname "$MEMORY_CGROUP")$MEMORY_HOME/cgroup.procs" 2>/dev/null || true
   done
   rmdir "$MEMORY_CGROUP" 2>/dev/null || echo "memory-lib: could not remove $MEMORY_CGROUP" >&2
   MEMORY_CGROUP=
