@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -57,6 +59,14 @@ type generationFilters struct {
 	mu      sync.Mutex
 	filters map[int64]*idfilter.Filter
 	looked  time.Time // when the table was last read for missing filters
+
+	// stack holds the filters of the generations in stacked side by
+	// side (docs/decisions.md, "The duplicate check probes one
+	// generation"), and filters holds the stack's own filters of those
+	// generations. It is made again when filters holds one it lacks:
+	// once a generation.
+	stack   *idfilter.Stack
+	stacked []int64
 
 	// keepCurrent: this process keeps the current generation's filter,
 	// cur. cur holds the event ids of every entry of generation curGen
@@ -118,6 +128,9 @@ func (f *generationFilters) closed(ctx context.Context, tx pgx.Tx, size int64, n
 			fl, err := idfilter.Parse(s.Filter)
 			if err != nil {
 				return nil, fmt.Errorf("audit: event-id filter of generation %d: %w", s.Generation, err)
+			}
+			if fl.Size() != idfilter.SizeFor(1<<generationBits) {
+				return nil, fmt.Errorf("audit: event-id filter of generation %d: %d bytes, want %d", s.Generation, fl.Size(), idfilter.SizeFor(1<<generationBits))
 			}
 			if f.filters == nil {
 				f.filters, f.kept = map[int64]*idfilter.Filter{}, map[int64]bool{}
@@ -190,17 +203,36 @@ func (f *generationFilters) current(ctx context.Context, tx pgx.Tx, size int64) 
 	return f.cur, nil
 }
 
+// closedStack is the filters of closed generations a process holds, as
+// one stack: the stack's filter i is generation gens[i]'s, in ascending
+// order of generation.
+type closedStack struct {
+	stack *idfilter.Stack
+	gens  []int64
+}
+
 // closedFilters returns the filters of closed generations this process
-// holds, by generation: read from the table or kept while current. They
-// no longer change, so they may be asked outside the sequencer lock.
-func (f *generationFilters) closedFilters() map[int64]*idfilter.Filter {
+// holds, read from the table or kept while current, stacked. They no
+// longer change, so they may be asked outside the sequencer lock.
+func (f *generationFilters) closedFilters() (closedStack, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make(map[int64]*idfilter.Filter, len(f.filters))
-	for g, fl := range f.filters {
-		out[g] = fl
+	if f.stack == nil || len(f.stacked) != len(f.filters) {
+		gens := slices.Sorted(maps.Keys(f.filters))
+		fs := make([]*idfilter.Filter, len(gens))
+		for i, g := range gens {
+			fs[i] = f.filters[g]
+		}
+		stack, err := idfilter.NewStack(fs)
+		if err != nil {
+			return closedStack{}, fmt.Errorf("audit: stack the event-id filters: %w", err)
+		}
+		for i, g := range gens {
+			f.filters[g] = stack.Filter(i) // one copy in memory, the stack's
+		}
+		f.stack, f.stacked = stack, gens
 	}
-	return out
+	return closedStack{f.stack, f.stacked}, nil
 }
 
 // keptFilter returns the filter this process kept of closed generation g

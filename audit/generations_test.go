@@ -149,6 +149,28 @@ func TestDuplicatesAcrossGenerations(t *testing.T) {
 		t.Fatalf("with a stale filter, %d probes of generation 0 for 100 new ids, want 100", n)
 	}
 	again("with a stale filter", third)
+
+	// A filter of another size, written by someone who can write the
+	// table, would answer for other blocks and let duplicates through:
+	// an append refuses to use it, and appends nothing.
+	f.exec(t, "ALTER TABLE audit_event_filters DISABLE TRIGGER audit_event_filters_append_only")
+	f.exec(t, `UPDATE audit_event_filters SET filter = substr(filter, 1, 1 + 64*16),
+		last_leaf = (SELECT sha256(leaf) FROM audit_entries WHERE seq = (1 << 20) - 1) WHERE generation = 0`)
+	f.exec(t, "ALTER TABLE audit_event_filters ENABLE TRIGGER audit_event_filters_append_only")
+	var entriesBefore int64
+	if err := f.pool.QueryRow(ctx, "SELECT count(*) FROM audit_entries").Scan(&entriesBefore); err != nil {
+		t.Fatal(err)
+	}
+	fourth := newStore(f.pool)
+	fourth.now = f.store.now
+	later()
+	if _, err := fourth.appendNow(ctx, entries(9100, 10, "c")); err == nil || !strings.Contains(err.Error(), "event-id filter of generation 0: 1024 bytes, want") {
+		t.Fatalf("append with a filter of another size: %v, want it refused", err)
+	}
+	var after int64
+	if err := f.pool.QueryRow(ctx, "SELECT count(*) FROM audit_entries").Scan(&after); err != nil || after != entriesBefore {
+		t.Fatalf("%d entries after the refused append, %d before (%v)", after, entriesBefore, err)
+	}
 }
 
 // countProbes counts, from now on, the event ids s's appends look up in
@@ -317,6 +339,56 @@ func TestClosedGenerationKeepsItsFilter(t *testing.T) {
 	}
 }
 
+// TestClosedFiltersStacked: the closed generations' filters a process
+// holds, with gaps between them, come back as one stack that names each
+// filter's generation, is made again when another generation's filter
+// arrives, and whose maybes name the generations that hold an id, and the
+// ones the filters cannot rule out, no others.
+func TestClosedFiltersStacked(t *testing.T) {
+	const n = 1 << generationBits
+	filled := func(g int64) *idfilter.Filter {
+		fl := idfilter.New(n)
+		for i := range 1000 {
+			fl.Add(idfilter.KeyOf("", fmt.Sprintf("g%d-%d", g, i)))
+		}
+		return fl
+	}
+	f := &generationFilters{filters: map[int64]*idfilter.Filter{5: filled(5), 0: filled(0), 2: filled(2)}}
+	closed, err := f.closedFilters()
+	if err != nil || !slices.Equal(closed.gens, []int64{0, 2, 5}) {
+		t.Fatalf("stacked generations %v, %v; want 0, 2, 5", closed.gens, err)
+	}
+	f.filters[3] = filled(3)
+	closed, err = f.closedFilters()
+	if err != nil || !slices.Equal(closed.gens, []int64{0, 2, 3, 5}) || closed.stack.Len() != 4 {
+		t.Fatalf("after generation 3's filter arrived: %v, %v; want 0, 2, 3, 5", closed.gens, err)
+	}
+	if got := closed.covered(); !slices.Equal(got, []bool{true, false, true, true, false, true}) {
+		t.Fatalf("covered %v, want generations 0, 2, 3 and 5", got)
+	}
+	var es []Entry
+	for _, g := range []int64{0, 2, 3, 5, 9} { // 9: none holds them
+		for i := range 1000 {
+			es = append(es, Entry{EventID: fmt.Sprintf("g%d-%d", g, i), Record: rec{Kind: "message"}})
+		}
+	}
+	es = append(es, es[0]) // an id twice in one append is asked once
+	eventIDs, _, gens := closed.maybes(es, filterKeys(es))
+	found := map[string]int64{}
+	for i, id := range eventIDs {
+		var g int64
+		fmt.Sscanf(id, "g%d-", &g)
+		if g == gens[i] {
+			found[id] = g
+		} else if !f.filters[gens[i]].MayContain(idfilter.KeyOf("", id)) {
+			t.Fatalf("%s asked of generation %d, whose filter rules it out", id, gens[i])
+		}
+	}
+	if len(found) != 4000 || len(eventIDs) > 4000+50 {
+		t.Fatalf("%d ids asked of the generation that holds them, want 4,000; %d asked in all", len(found), len(eventIDs))
+	}
+}
+
 // TestPrecheckTakesClosedGenerationsOffTheLock: the ids of an append are
 // looked up in the closed generations whose filters the process holds
 // before the append queues for the sequencer lock, and the transaction
@@ -363,7 +435,11 @@ func TestPrecheckTakesClosedGenerationsOffTheLock(t *testing.T) {
 	for i := range ids {
 		ids[i], pres[i] = idKey{"", fmt.Sprintf("ev-%d", i)}, pre
 	}
-	closed := []*idfilter.Filter{f.store.filters.closedFilters()[0]}
+	stacked, err := f.store.filters.closedFilters()
+	if err != nil || !slices.Equal(stacked.gens, []int64{0}) {
+		t.Fatalf("closed filters of generations %v, %v; want generation 0's", stacked.gens, err)
+	}
+	closed := []*idfilter.Filter{stacked.stack.Filter(0)}
 	if _, _, gens := f.store.filters.probes(ids, pre.keys, pres, 1, nil, closed); slices.Contains(gens, 0) {
 		t.Fatalf("the transaction asks generation 0 again after the precheck covered it: %v", gens)
 	}

@@ -23,39 +23,29 @@ type precheck struct {
 	// keys are the entries' filter keys, by entry; zero for an entry
 	// without an event id.
 	keys []idfilter.Key
-	// covered are the closed generations checked.
-	covered map[int64]bool
+	// covered are the closed generations checked: generation g if
+	// covered[g].
+	covered []bool
 	// found are the entries logged in them with one of the ids.
 	found map[idKey]logged
 }
 
 // checked reports whether the precheck looked for the ids in generation g.
-func (p *precheck) checked(g int64) bool { return p != nil && p.covered[g] }
+func (p *precheck) checked(g int64) bool {
+	return p != nil && g < int64(len(p.covered)) && p.covered[g]
+}
 
 // precheck returns entries' precheck, asking the database only about the
 // ids a closed generation's filter cannot rule out, in one query on the
 // pool, outside any transaction.
 func (s *store) precheck(ctx context.Context, entries []Entry) (*precheck, error) {
-	p := &precheck{keys: filterKeys(entries), covered: map[int64]bool{}, found: map[idKey]logged{}}
-	filters := s.filters.closedFilters()
-	var eventIDs, submitters []string
-	var generations []int64
-	seen := make(map[idKey]bool, len(entries))
-	for i, e := range entries {
-		k := idKey{e.Submitter, e.EventID}
-		if e.EventID == "" || seen[k] {
-			continue
-		}
-		seen[k] = true
-		for g, f := range filters {
-			if f.MayContain(p.keys[i]) {
-				eventIDs, submitters, generations = append(eventIDs, e.EventID), append(submitters, e.Submitter), append(generations, g)
-			}
-		}
+	p := &precheck{keys: filterKeys(entries), found: map[idKey]logged{}}
+	closed, err := s.filters.closedFilters()
+	if err != nil {
+		return nil, err
 	}
-	for g := range filters {
-		p.covered[g] = true
-	}
+	eventIDs, submitters, generations := closed.maybes(entries, p.keys)
+	p.covered = closed.covered()
 	if s.filters.onProbes != nil {
 		s.filters.onProbes(0, int64(len(eventIDs)))
 	}
@@ -70,6 +60,38 @@ func (s *store) precheck(ctx context.Context, entries []Entry) (*precheck, error
 		return nil, err
 	}
 	return p, nil
+}
+
+// maybes returns the (event id, submitter, generation) triples of the
+// distinct ids of entries, whose filter keys are keys, that a closed
+// generation's filter in c cannot rule out.
+func (c closedStack) maybes(entries []Entry, keys []idfilter.Key) (eventIDs, submitters []string, generations []int64) {
+	var in []int
+	seen := make(map[idKey]bool, len(entries))
+	for i, e := range entries {
+		k := idKey{e.Submitter, e.EventID}
+		if e.EventID == "" || seen[k] {
+			continue
+		}
+		seen[k] = true
+		in = c.stack.AppendMaybes(in[:0], keys[i])
+		for _, j := range in {
+			eventIDs, submitters, generations = append(eventIDs, e.EventID), append(submitters, e.Submitter), append(generations, c.gens[j])
+		}
+	}
+	return eventIDs, submitters, generations
+}
+
+// covered returns the generations c holds a filter of, as precheck.covered.
+func (c closedStack) covered() []bool {
+	if len(c.gens) == 0 {
+		return nil
+	}
+	out := make([]bool, c.gens[len(c.gens)-1]+1)
+	for _, g := range c.gens {
+		out[g] = true
+	}
+	return out
 }
 
 // byEntry returns the filter keys of entries, made of requests of the

@@ -46,18 +46,29 @@ func KeyOf(submitter, eventID string) Key {
 // never "no" for one it holds. It is not safe for concurrent Add; Test
 // may run concurrently once the filter is built.
 type Filter struct {
-	words []uint64
+	// words holds the filter's blocks, and, in a Stack, those of the
+	// stack's other filters: block i of this filter is the one at place
+	// i·stride + offset.
+	words  []uint64
+	stride int
+	offset int
 }
 
 // New returns an empty filter sized for n keys.
 func New(n int) *Filter {
+	return &Filter{words: make([]uint64, SizeFor(n)/8), stride: 1}
+}
+
+// SizeFor is the size in bytes of a filter New(n) returns.
+func SizeFor(n int) int {
 	blocks := max(1, (n*BitsPerKey+blockBits-1)/blockBits)
-	return &Filter{words: make([]uint64, blocks*wordsPerBlock)}
+	return 8 * wordsPerBlock * blocks
 }
 
 // Add puts k in the filter.
 func (f *Filter) Add(k Key) {
-	block, bits := f.locate(k)
+	i, bits := locate(k, f.blocks())
+	block := f.block(i)
 	for _, b := range bits {
 		block[b/64] |= 1 << (b % 64)
 	}
@@ -66,18 +77,22 @@ func (f *Filter) Add(k Key) {
 // MayContain reports whether k may be in the filter: false means it is
 // not.
 func (f *Filter) MayContain(k Key) bool {
-	block, bits := f.locate(k)
-	for _, b := range bits {
-		if block[b/64]&(1<<(b%64)) == 0 {
-			return false
-		}
-	}
-	return true
+	i, bits := locate(k, f.blocks())
+	return holds(f.block(i), bits)
 }
 
-// locate returns k's block and the bits of it that k sets.
-func (f *Filter) locate(k Key) ([]uint64, [probes]uint16) {
-	blocks := uint64(len(f.words) / wordsPerBlock)
+// blocks is the number of blocks in the filter.
+func (f *Filter) blocks() uint64 { return uint64(len(f.words) / (wordsPerBlock * f.stride)) }
+
+// block returns the filter's block i.
+func (f *Filter) block(i uint64) []uint64 {
+	at := (int(i)*f.stride + f.offset) * wordsPerBlock
+	return f.words[at : at+wordsPerBlock]
+}
+
+// locate returns the block, of blocks, that k falls in, and the bits of
+// it that k sets.
+func locate(k Key, blocks uint64) (uint64, [probes]uint16) {
 	i := binary.LittleEndian.Uint64(k[0:8]) % blocks
 	var bits [probes]uint16
 	a, b := binary.LittleEndian.Uint64(k[8:16]), binary.LittleEndian.Uint64(k[16:24])
@@ -88,16 +103,29 @@ func (f *Filter) locate(k Key) ([]uint64, [probes]uint16) {
 			bits[j], b = uint16(b%blockBits), b/blockBits
 		}
 	}
-	return f.words[i*wordsPerBlock : (i+1)*wordsPerBlock], bits
+	return i, bits
+}
+
+// holds reports whether every one of bits is set in block.
+func holds(block []uint64, bits [probes]uint16) bool {
+	for _, b := range bits {
+		if block[b/64]&(1<<(b%64)) == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // MarshalBinary encodes the filter: a version byte, then its words in
 // little-endian order.
 func (f *Filter) MarshalBinary() ([]byte, error) {
-	b := make([]byte, 1, 1+8*len(f.words))
+	blocks := f.blocks()
+	b := make([]byte, 1, 1+8*wordsPerBlock*int(blocks))
 	b[0] = version
-	for _, w := range f.words {
-		b = binary.LittleEndian.AppendUint64(b, w)
+	for i := range blocks {
+		for _, w := range f.block(i) {
+			b = binary.LittleEndian.AppendUint64(b, w)
+		}
 	}
 	return b, nil
 }
@@ -114,7 +142,7 @@ func Parse(b []byte) (*Filter, error) {
 	if len(b) == 0 || len(b)%(8*wordsPerBlock) != 0 {
 		return nil, fmt.Errorf("%w: %d bytes is not a whole number of blocks", ErrMalformed, len(b))
 	}
-	f := &Filter{words: make([]uint64, len(b)/8)}
+	f := &Filter{words: make([]uint64, len(b)/8), stride: 1}
 	for i := range f.words {
 		f.words[i] = binary.LittleEndian.Uint64(b[8*i:])
 	}
@@ -122,4 +150,61 @@ func Parse(b []byte) (*Filter, error) {
 }
 
 // Size is the filter's size in bytes of memory.
-func (f *Filter) Size() int { return 8 * len(f.words) }
+func (f *Filter) Size() int { return 8 * wordsPerBlock * int(f.blocks()) }
+
+// Stack is a set of filters of the same size laid out side by side: the
+// blocks a key falls in, one in each filter, are adjacent in memory, so
+// asking all of them about a key costs about one trip to memory, where
+// asking them one by one costs one each (docs/performance.md, "Closed
+// generations' filters side by side"). It answers exactly as its
+// filters would, and never changes; it is safe for concurrent use.
+type Stack struct {
+	n     int
+	words []uint64
+}
+
+// NewStack returns a stack holding copies of fs, in that order. The
+// filters must all have the same size.
+func NewStack(fs []*Filter) (*Stack, error) {
+	s := &Stack{n: len(fs)}
+	if len(fs) == 0 {
+		return s, nil
+	}
+	blocks := fs[0].blocks()
+	for i, f := range fs {
+		if f.blocks() != blocks {
+			return nil, fmt.Errorf("idfilter: stack of filters of different sizes: filter %d has %d bytes, filter 0 %d", i, f.Size(), fs[0].Size())
+		}
+	}
+	s.words = make([]uint64, len(fs)*int(blocks)*wordsPerBlock)
+	for j := range blocks {
+		for i, f := range fs {
+			copy(s.words[(int(j)*s.n+i)*wordsPerBlock:], f.block(j))
+		}
+	}
+	return s, nil
+}
+
+// Len is the number of filters in the stack.
+func (s *Stack) Len() int { return s.n }
+
+// Filter returns the stack's filter i, sharing the stack's memory.
+func (s *Stack) Filter(i int) *Filter {
+	return &Filter{words: s.words, stride: s.n, offset: i}
+}
+
+// AppendMaybes appends to dst the index of every filter of the stack that
+// may contain k, in order, and returns the extended slice.
+func (s *Stack) AppendMaybes(dst []int, k Key) []int {
+	if s.n == 0 {
+		return dst
+	}
+	i, bits := locate(k, uint64(len(s.words)/(wordsPerBlock*s.n)))
+	row := s.words[int(i)*s.n*wordsPerBlock : (int(i)+1)*s.n*wordsPerBlock]
+	for j := range s.n {
+		if holds(row[j*wordsPerBlock:(j+1)*wordsPerBlock], bits) {
+			dst = append(dst, j)
+		}
+	}
+	return dst
+}
