@@ -155,9 +155,9 @@ func (f *Filter) Size() int { return 8 * wordsPerBlock * int(f.blocks()) }
 // Stack is a set of filters of the same size laid out side by side: the
 // blocks a key falls in, one in each filter, are adjacent in memory, so
 // asking all of them about a key costs about one trip to memory, where
-// asking them one by one costs one each (docs/performance.md, "Closed
-// generations' filters side by side"). It answers exactly as its
-// filters would, and never changes; it is safe for concurrent use.
+// asking them one by one costs one each (docs/performance.md, "Eighth
+// pass"). It answers exactly as its filters would, and never changes; it
+// is safe for concurrent use.
 type Stack struct {
 	n     int
 	words []uint64
