@@ -35,17 +35,23 @@ const (
 	sqlReadFilters = `SELECT f.generation, f.filter FROM audit_event_filters f
 		WHERE f.generation = ANY($1) AND f.last_leaf = (SELECT sha256(e.leaf) FROM audit_entries e
 			WHERE e.seq = ((f.generation + 1) << 20) - 1)`
-	// sqlNextFilter is the first generation without a stored filter:
-	// filters are built in order.
-	sqlNextFilter = "SELECT coalesce(max(generation) + 1, 0) FROM audit_event_filters"
+	// sqlFiltersToStore is, in order, at most $3 of the generations from
+	// $1 to $2 − 1 without a stored filter built with their last leaf:
+	// none stored yet, or only one built before a restore brought back
+	// other entries (migration 00020).
+	sqlFiltersToStore = `SELECT g FROM generate_series($1::bigint, $2::bigint - 1) AS g
+		WHERE NOT EXISTS (SELECT 1 FROM audit_event_filters f
+			WHERE f.generation = g AND f.last_leaf = (SELECT sha256(e.leaf) FROM audit_entries e
+				WHERE e.seq = ((g + 1) << 20) - 1))
+		ORDER BY g LIMIT $3`
 	// sqlGenerationIDs reads the event ids of a generation's entries, a
 	// range of the primary key.
 	sqlGenerationIDs = "SELECT submitter, event_id FROM audit_entries WHERE seq >= $1 AND seq < $2 AND event_id IS NOT NULL"
-	// sqlStoreFilter stores generation $1's filter $2 once, with the hash
+	// sqlStoreFilter stores generation $1's filter $2 once for the hash
 	// of its last leaf, entry $3.
 	sqlStoreFilter = `INSERT INTO audit_event_filters (generation, filter, last_leaf)
 		SELECT $1, $2, sha256(leaf) FROM audit_entries WHERE seq = $3
-		ON CONFLICT (generation) DO NOTHING`
+		ON CONFLICT (generation, last_leaf) DO NOTHING`
 )
 
 // generationFilters are the filters of the log's closed generations that
@@ -305,16 +311,24 @@ func (f *generationFilters) probes(ids []idKey, keys []idfilter.Key, pre []*prec
 }
 
 // storeFilters stores the filters of the closed generations of a log of
-// size entries that have none, in order, at most max of them: the one
-// this process kept of a generation while it was current, else one built
-// from the generation's entries. It returns how many it stored.
+// size entries that have none built with their last leaf, in order, at
+// most max of them: the one this process kept of a generation while it
+// was current, else one built from the generation's entries. It returns
+// how many it stored. The generations it found with a filter are not
+// looked at again by this process: their entries cannot change while it
+// runs (a restore stops every process first).
 func (s *store) storeFilters(ctx context.Context, size int64, max int) (int, error) {
-	var next int64
-	if err := s.pool.QueryRow(ctx, sqlNextFilter).Scan(&next); err != nil {
-		return 0, fmt.Errorf("audit: next event-id filter: %w", err)
+	from := s.filtersStoredBelow.Load()
+	rows, err := s.pool.Query(ctx, sqlFiltersToStore, from, generationOf(size), max)
+	if err != nil {
+		return 0, fmt.Errorf("audit: generations without an event-id filter: %w", err)
+	}
+	missing, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return 0, fmt.Errorf("audit: generations without an event-id filter: %w", err)
 	}
 	stored := 0
-	for g := next; g < generationOf(size) && stored < max; g++ {
+	for _, g := range missing {
 		f := s.filters.keptFilter(g)
 		if f == nil {
 			f = idfilter.New(1 << generationBits)
@@ -336,6 +350,13 @@ func (s *store) storeFilters(ctx context.Context, size int64, max int) (int, err
 		}
 		stored++
 	}
+	// Every generation below the last one stored, or below the log's
+	// current one if fewer than max were missing, now has its filter.
+	below := generationOf(size)
+	if len(missing) == max && max > 0 {
+		below = missing[len(missing)-1] + 1
+	}
+	s.filtersStoredBelow.CompareAndSwap(from, below)
 	return stored, nil
 }
 

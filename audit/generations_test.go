@@ -62,7 +62,7 @@ func TestDuplicatesAcrossGenerations(t *testing.T) {
 	}
 	// The SQL names the generation as the migration's index does; it
 	// cannot name the Go constant.
-	for _, q := range []string{sqlLoggedEventIDs, sqlReadFilters} {
+	for _, q := range []string{sqlLoggedEventIDs, sqlReadFilters, sqlFiltersToStore} {
 		if !strings.Contains(q, fmt.Sprintf(">> %d", generationBits)) && !strings.Contains(q, fmt.Sprintf("<< %d", generationBits)) {
 			t.Fatalf("query does not use generations of 2^%d entries: %s", generationBits, q)
 		}
@@ -150,21 +150,46 @@ func TestDuplicatesAcrossGenerations(t *testing.T) {
 	}
 	again("with a stale filter", third)
 
+	// The job of a process that starts after the restore stores a new
+	// filter, beside the stale one, and the one after it asks generation
+	// 0 only about its maybes again.
+	if n, err := third.storeFilters(ctx, size, 4); err != nil || n != 1 {
+		t.Fatalf("storeFilters after the restore: %d %v, want 1 filter built again", n, err)
+	}
+	if n, err := third.storeFilters(ctx, size, 4); err != nil || n != 0 {
+		t.Fatalf("storeFilters again after the restore: %d %v, want none", n, err)
+	}
+	var rows int
+	if err := f.pool.QueryRow(ctx, "SELECT count(*) FROM audit_event_filters WHERE generation = 0").Scan(&rows); err != nil || rows != 2 {
+		t.Fatalf("generation 0 has %d stored filters (%v), want the stale one and the new one", rows, err)
+	}
+	fourth := newStore(f.pool)
+	fourth.now = f.store.now
+	fourthProbed := countClosedProbes(fourth)
+	later()
+	if _, err := fourth.appendNow(ctx, entries(9100, 2000, "c")); err != nil {
+		t.Fatal(err)
+	}
+	if n := fourthProbed.Load(); n > 20 {
+		t.Fatalf("with the filter built again, 2,000 new ids sent %d probes to generation 0, want its filter to rule out nearly all", n)
+	}
+	again("with the filter built again", fourth)
+
 	// A filter of another size, written by someone who can write the
 	// table, would answer for other blocks and let duplicates through:
 	// an append refuses to use it, and appends nothing.
 	f.exec(t, "ALTER TABLE audit_event_filters DISABLE TRIGGER audit_event_filters_append_only")
-	f.exec(t, `UPDATE audit_event_filters SET filter = substr(filter, 1, 1 + 64*16),
-		last_leaf = (SELECT sha256(leaf) FROM audit_entries WHERE seq = (1 << 20) - 1) WHERE generation = 0`)
+	f.exec(t, `UPDATE audit_event_filters SET filter = substr(filter, 1, 1 + 64*16)
+		WHERE generation = 0 AND last_leaf = (SELECT sha256(leaf) FROM audit_entries WHERE seq = (1 << 20) - 1)`)
 	f.exec(t, "ALTER TABLE audit_event_filters ENABLE TRIGGER audit_event_filters_append_only")
 	var entriesBefore int64
 	if err := f.pool.QueryRow(ctx, "SELECT count(*) FROM audit_entries").Scan(&entriesBefore); err != nil {
 		t.Fatal(err)
 	}
-	fourth := newStore(f.pool)
-	fourth.now = f.store.now
+	fifth := newStore(f.pool)
+	fifth.now = f.store.now
 	later()
-	if _, err := fourth.appendNow(ctx, entries(9100, 10, "c")); err == nil || !strings.Contains(err.Error(), "event-id filter of generation 0: 1024 bytes, want") {
+	if _, err := fifth.appendNow(ctx, entries(12000, 10, "c")); err == nil || !strings.Contains(err.Error(), "event-id filter of generation 0: 1024 bytes, want") {
 		t.Fatalf("append with a filter of another size: %v, want it refused", err)
 	}
 	var after int64
