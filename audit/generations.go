@@ -69,10 +69,12 @@ type generationFilters struct {
 	// stack holds the filters of the generations in stacked side by
 	// side (docs/decisions.md, "The duplicate check probes one
 	// generation"), and filters holds the stack's own filters of those
-	// generations. It is made again when filters holds one it lacks:
-	// once a generation.
-	stack   *idfilter.Stack
-	stacked []int64
+	// generations. It is made again when filters holds one it lacks,
+	// once a generation, by one caller at a time (stacking), outside
+	// the lock.
+	stack    *idfilter.Stack
+	stacked  []int64
+	stacking bool
 
 	// keepCurrent: this process keeps the current generation's filter,
 	// cur. cur holds the event ids of every entry of generation curGen
@@ -219,26 +221,38 @@ type closedStack struct {
 
 // closedFilters returns the filters of closed generations this process
 // holds, read from the table or kept while current, stacked. They no
-// longer change, so they may be asked outside the sequencer lock.
+// longer change, so they may be asked outside the sequencer lock. While
+// another caller stacks a generation's filter that just arrived, it
+// returns the stack without it: that generation is then left to the
+// transaction, as one that closed after the precheck is.
 func (f *generationFilters) closedFilters() (closedStack, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.stack == nil || len(f.stacked) != len(f.filters) {
-		gens := slices.Sorted(maps.Keys(f.filters))
-		fs := make([]*idfilter.Filter, len(gens))
-		for i, g := range gens {
-			fs[i] = f.filters[g]
-		}
-		stack, err := idfilter.NewStack(fs)
-		if err != nil {
-			return closedStack{}, fmt.Errorf("audit: stack the event-id filters: %w", err)
-		}
-		for i, g := range gens {
-			f.filters[g] = stack.Filter(i) // one copy in memory, the stack's
-		}
-		f.stack, f.stacked = stack, gens
+	old := closedStack{f.stack, f.stacked}
+	if f.stacking || len(f.stacked) == len(f.filters) {
+		f.mu.Unlock()
+		return old, nil
 	}
-	return closedStack{f.stack, f.stacked}, nil
+	f.stacking = true
+	gens := slices.Sorted(maps.Keys(f.filters))
+	fs := make([]*idfilter.Filter, len(gens))
+	for i, g := range gens {
+		fs[i] = f.filters[g]
+	}
+	f.mu.Unlock()
+
+	stack, err := idfilter.NewStack(fs) // a copy: a few ms a generation
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.stacking = false
+	if err != nil {
+		return closedStack{}, fmt.Errorf("audit: stack the event-id filters: %w", err)
+	}
+	for i, g := range gens {
+		f.filters[g] = stack.Filter(i) // one copy in memory, the stack's
+	}
+	f.stack, f.stacked = stack, gens
+	return closedStack{stack, gens}, nil
 }
 
 // keptFilter returns the filter this process kept of closed generation g

@@ -378,6 +378,13 @@ func TestClosedFiltersStacked(t *testing.T) {
 		}
 		return fl
 	}
+	none, err := (&generationFilters{}).closedFilters()
+	if err != nil || none.stack.Len() != 0 || none.covered() != nil {
+		t.Fatalf("a process without filters: %+v, %v; want nothing", none, err)
+	}
+	if eventIDs, _, _ := none.maybes(entries(0, 10, "c"), filterKeys(entries(0, 10, "c"))); len(eventIDs) != 0 {
+		t.Fatalf("a process without filters asks %d ids of closed generations", len(eventIDs))
+	}
 	f := &generationFilters{filters: map[int64]*idfilter.Filter{5: filled(5), 0: filled(0), 2: filled(2)}}
 	closed, err := f.closedFilters()
 	if err != nil || !slices.Equal(closed.gens, []int64{0, 2, 5}) {
@@ -391,6 +398,18 @@ func TestClosedFiltersStacked(t *testing.T) {
 	if got := closed.covered(); !slices.Equal(got, []bool{true, false, true, true, false, true}) {
 		t.Fatalf("covered %v, want generations 0, 2, 3 and 5", got)
 	}
+	// While another caller stacks a filter that just arrived, the stack
+	// without it comes back at once, and its generation is not covered.
+	f.filters[7] = filled(7)
+	f.stacking = true
+	if during, err := f.closedFilters(); err != nil || !slices.Equal(during.gens, []int64{0, 2, 3, 5}) || during.stack != closed.stack {
+		t.Fatalf("while another caller stacks: %v, %v; want the stack of 0, 2, 3, 5", during.gens, err)
+	}
+	f.stacking = false
+	if with7, err := f.closedFilters(); err != nil || !slices.Equal(with7.gens, []int64{0, 2, 3, 5, 7}) {
+		t.Fatalf("once stacked: %v, %v; want 0, 2, 3, 5, 7", with7.gens, err)
+	}
+	delete(f.filters, 7) // the maybes below are of the stack of 0, 2, 3, 5
 	var es []Entry
 	for _, g := range []int64{0, 2, 3, 5, 9} { // 9: none holds them
 		for i := range 1000 {

@@ -186,7 +186,12 @@ func NewStack(fs []*Filter) (*Stack, error) {
 }
 
 // Len is the number of filters in the stack.
-func (s *Stack) Len() int { return s.n }
+func (s *Stack) Len() int {
+	if s == nil {
+		return 0
+	}
+	return s.n
+}
 
 // Filter returns the stack's filter i, sharing the stack's memory.
 func (s *Stack) Filter(i int) *Filter {
@@ -194,9 +199,10 @@ func (s *Stack) Filter(i int) *Filter {
 }
 
 // AppendMaybes appends to dst the index of every filter of the stack that
-// may contain k, in order, and returns the extended slice.
+// may contain k, in order, and returns the extended slice. A nil stack
+// holds no filters.
 func (s *Stack) AppendMaybes(dst []int, k Key) []int {
-	if s.n == 0 {
+	if s == nil || s.n == 0 {
 		return dst
 	}
 	i, bits := locate(k, uint64(len(s.words)/(wordsPerBlock*s.n)))
