@@ -35,15 +35,15 @@ const (
 	sqlReadFilters = `SELECT f.generation, f.filter FROM audit_event_filters f
 		WHERE f.generation = ANY($1) AND f.last_leaf = (SELECT sha256(e.leaf) FROM audit_entries e
 			WHERE e.seq = ((f.generation + 1) << 20) - 1)`
-	// sqlFiltersToStore is, in order, at most $3 of the generations from
-	// $1 to $2 − 1 without a stored filter built with their last leaf:
-	// none stored yet, or only one built before a restore brought back
-	// other entries (migration 00020).
-	sqlFiltersToStore = `SELECT g FROM generate_series($1::bigint, $2::bigint - 1) AS g
+	// sqlFiltersToStore is, in order, at most $2 of the closed
+	// generations below $1 without a stored filter built with their last
+	// leaf: none stored yet, or only one built before a restore brought
+	// back other entries, or one removed (migration 00020).
+	sqlFiltersToStore = `SELECT g FROM generate_series(0, $1::bigint - 1) AS g
 		WHERE NOT EXISTS (SELECT 1 FROM audit_event_filters f
 			WHERE f.generation = g AND f.last_leaf = (SELECT sha256(e.leaf) FROM audit_entries e
 				WHERE e.seq = ((g + 1) << 20) - 1))
-		ORDER BY g LIMIT $3`
+		ORDER BY g LIMIT $2`
 	// sqlGenerationIDs reads the event ids of a generation's entries, a
 	// range of the primary key.
 	sqlGenerationIDs = "SELECT submitter, event_id FROM audit_entries WHERE seq >= $1 AND seq < $2 AND event_id IS NOT NULL"
@@ -328,12 +328,10 @@ func (f *generationFilters) probes(ids []idKey, keys []idfilter.Key, pre []*prec
 // size entries that have none built with their last leaf, in order, at
 // most max of them: the one this process kept of a generation while it
 // was current, else one built from the generation's entries. It returns
-// how many it stored. The generations it found with a filter are not
-// looked at again by this process: their entries cannot change while it
-// runs (a restore stops every process first).
+// how many it stored. Finding them costs two primary-key reads a closed
+// generation (its last leaf, and a filter built with it).
 func (s *store) storeFilters(ctx context.Context, size int64, max int) (int, error) {
-	from := s.filtersStoredBelow.Load()
-	rows, err := s.pool.Query(ctx, sqlFiltersToStore, from, generationOf(size), max)
+	rows, err := s.pool.Query(ctx, sqlFiltersToStore, generationOf(size), max)
 	if err != nil {
 		return 0, fmt.Errorf("audit: generations without an event-id filter: %w", err)
 	}
@@ -364,13 +362,6 @@ func (s *store) storeFilters(ctx context.Context, size int64, max int) (int, err
 		}
 		stored++
 	}
-	// Every generation below the last one stored, or below the log's
-	// current one if fewer than max were missing, now has its filter.
-	below := generationOf(size)
-	if len(missing) == max && max > 0 {
-		below = missing[len(missing)-1] + 1
-	}
-	s.filtersStoredBelow.CompareAndSwap(from, below)
 	return stored, nil
 }
 

@@ -180,7 +180,7 @@ func hotQueries() []hotQuery {
 		// checked against the generations' last entries.
 		{"generation's event ids", sqlGenerationIDs, []any{int64(40_000), int64(50_000)}, "audit_entries_pkey", true},
 		{"event-id filters", sqlReadFilters, []any{[]int64{0, 1, 2}}, "audit_entries_pkey", true},
-		{"generations without a filter", sqlFiltersToStore, []any{int64(0), int64(3), 4}, "audit_entries_pkey", true},
+		{"generations without a filter", sqlFiltersToStore, []any{int64(3), 4}, "audit_entries_pkey", true},
 		{"right-edge preload", sqlReadHashes, []any{edge}, "audit_entries_pkey", true},
 		{"proof hashes", sqlReadHashes, []any{proof}, "audit_entries_pkey", true},
 		{"entry", sqlEntry, []any{int64(4242)}, "audit_entries_pkey", true},

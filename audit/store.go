@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -38,9 +37,6 @@ type store struct {
 	// onSteps, if set, is told how long each step of every committed
 	// append took (Metrics.sequencerSteps).
 	onSteps func([numAppendSteps]time.Duration)
-	// filtersStoredBelow: every closed generation below it has a stored
-	// event-id filter built with its last leaf (storeFilters).
-	filtersStoredBelow atomic.Int64
 }
 
 // newStore returns a store on pool. The schema comes from migrations.
