@@ -72,6 +72,33 @@ func TestHotQueriesUseIndexesWithoutStatistics(t *testing.T) {
 			}
 		}
 	}
+	// Stored partial tiles: every proof's read of the widest one the tree
+	// holds, and verify's of one width, over the rows of 64 level-2 tiles
+	// (a log of 1 G entries holds 15,000), each stored at every width.
+	if _, err := f.pool.Exec(ctx, `INSERT INTO audit_partial_tiles (level, idx, width, data)
+		SELECT 2, i, w, decode(repeat('00', 32 * w), 'hex') FROM generate_series(0, 63) i, generate_series(1, 255) w`); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range testdb.StatisticsStates {
+		if st.RelTuples == 1 {
+			continue
+		}
+		testdb.SetStatistics(t, f.pool, st, "audit_partial_tiles")
+		for _, q := range []struct {
+			name, sql string
+			args      []any
+		}{
+			{"partial tile", sqlPartialTile, []any{2, int64(63), 152}},
+			{"partial tile of a width", sqlPartialTileOfWidth, []any{2, int64(17), 152}},
+		} {
+			for _, generic := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%s/%s/generic=%v", st.Name, q.name, generic), func(t *testing.T) {
+					plan := testdb.Explain(t, f.pool, generic, q.sql, q.args...)
+					testdb.CheckIndexed(t, plan, []string{"audit_partial_tiles"}, "audit_partial_tiles_pkey")
+				})
+			}
+		}
+	}
 }
 
 // TestPlansOutliveATinyLog plays a fresh deployment: the service's

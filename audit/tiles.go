@@ -49,7 +49,8 @@ func tileInTree(level int, index int64, width int, treeSize int64) bool {
 // HashTile returns the C2SP tlog-tiles hash tile at level and index, width
 // hashes wide (TileWidth for a full tile), as the tree of size treeSize
 // holds it: the width hashes of tree level level·TileHeight it covers,
-// concatenated, read from the stored hashes in one query. A tile that
+// concatenated, read from the stored tile where there is one (full, or
+// partial of that width), else from the stored hashes in one query. A tile that
 // reaches beyond treeSize is ErrBadRange: a full tile is then the same
 // bytes for every larger tree, and a partial one is a prefix of its full
 // tile.
@@ -65,6 +66,15 @@ func (s *store) HashTile(ctx context.Context, level int, index int64, width int,
 		}
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return nil, fmt.Errorf("audit: hash tile %d/%d: %w", level, index, err)
+		}
+	} else if level >= partialTileLevel {
+		var data []byte
+		err := s.pool.QueryRow(ctx, sqlPartialTileOfWidth, level, index, width).Scan(&data)
+		if err == nil && len(data) == width*tlog.HashSize {
+			return data, nil
+		}
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("audit: hash tile %d/%d.%d: %w", level, index, width, err)
 		}
 	}
 	return s.computeTile(ctx, level, index, width)
@@ -104,7 +114,8 @@ const (
 
 // storeTiles writes the full hash tiles of the tree of size treeSize that
 // are not stored yet, at every level, at most maxTilesPerCall of them, in
-// order; it returns how many it wrote. Each tile is computed from the
+// order, then its partial tiles (storePartialTiles); it returns how many
+// it wrote. Each tile is computed from the
 // stored hashes as HashTile would serve it. Full tiles of a tree are the
 // same in every larger tree, so a tile once stored is never wrong for a
 // later checkpoint.
@@ -129,6 +140,69 @@ func (s *store) storeTiles(ctx context.Context, treeSize int64) (int, error) {
 			}
 			written++
 		}
+	}
+	if written < maxTilesPerCall {
+		n, err := s.storePartialTiles(ctx, treeSize)
+		written += n
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
+}
+
+// Stored partial tiles (migration 00021): the rightmost tile of each level
+// from partialTileLevel up, once for each width it reaches. Below that
+// level a partial tile's hashes are recent rows, and it would take a new
+// row every 256 entries at level 1; from it up, a row every 65,536.
+const (
+	partialTileLevel     = 2
+	sqlPartialTile       = "SELECT width, data FROM audit_partial_tiles WHERE level = $1 AND idx = $2 AND width <= $3 ORDER BY width DESC LIMIT 1"
+	sqlInsertPartialTile = "INSERT INTO audit_partial_tiles (level, idx, width, data) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
+)
+
+// storePartialTiles writes the partial tiles of the tree of size treeSize,
+// from level partialTileLevel up, that are not stored yet, and returns how
+// many it wrote. Each is the widest stored partial tile of the same index
+// with the hashes after it read from their rows: one row for each width
+// the tile grows by. A partial tile of width w is the first w hashes of
+// its full tile, the same in every tree that holds them.
+func (s *store) storePartialTiles(ctx context.Context, treeSize int64) (int, error) {
+	written := 0
+	for level := partialTileLevel; level*TileHeight < 63 && treeSize>>(level*TileHeight) > 0; level++ {
+		nodes := treeSize >> (level * TileHeight)
+		index, width := nodes/TileWidth, int(nodes%TileWidth)
+		if width == 0 {
+			continue
+		}
+		var have int
+		var data []byte
+		err := s.pool.QueryRow(ctx, sqlPartialTile, level, index, width).Scan(&have, &data)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return written, fmt.Errorf("audit: store partial tile %d/%d.%d: %w", level, index, width, err)
+		}
+		if have == width {
+			continue
+		}
+		if len(data) != have*tlog.HashSize {
+			have, data = 0, nil
+		}
+		indexes := make([]int64, 0, width-have)
+		for i := have; i < width; i++ {
+			indexes = append(indexes, tlog.StoredHashIndex(level*TileHeight, index*TileWidth+int64(i)))
+		}
+		hashes, err := readHashes(ctx, s.pool, indexes)
+		if err != nil {
+			return written, fmt.Errorf("audit: store partial tile %d/%d.%d: %w", level, index, width, err)
+		}
+		data = slices.Clip(data)
+		for _, h := range hashes {
+			data = append(data, h[:]...)
+		}
+		if _, err := s.pool.Exec(ctx, sqlInsertPartialTile, level, index, width, data); err != nil {
+			return written, fmt.Errorf("audit: store partial tile %d/%d.%d: %w", level, index, width, err)
+		}
+		written++
 	}
 	return written, nil
 }
@@ -225,9 +299,10 @@ func (s *store) EntryBundle(ctx context.Context, index int64, width int, treeSiz
 	return out, nil
 }
 
-// tileCheck compares the stored full tiles (audit_tiles) with the hashes
-// verification recomputes, in seq order: each tile as its last hash is
-// made. A tile not stored is not a problem (the job may not have reached
+// tileCheck compares the stored full tiles (audit_tiles) and partial tiles
+// (audit_partial_tiles) with the hashes verification recomputes, in seq
+// order: each tile as its last hash is made, each partial tile as the
+// hash that ends its width is. A tile not stored is not a problem (the job may not have reached
 // it); a stored tile that differs is, since clients would be served it.
 // It holds one tile per level being assembled and a window of stored
 // level-0 tiles: memory is bounded by a constant.
@@ -298,6 +373,10 @@ func (tc *tileCheck) add(ctx context.Context, seq int64, stored []tlog.Hash) err
 			if err := tc.compare(ctx, level, n, c.data); err != nil {
 				return err
 			}
+		} else if level >= partialTileLevel {
+			if err := tc.comparePartial(ctx, level, n, c.data); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -330,6 +409,29 @@ func (tc *tileCheck) compare(ctx context.Context, level int, index int64, data [
 	return nil
 }
 
+// sqlPartialTileOfWidth reads the stored partial tile of exactly one width.
+const sqlPartialTileOfWidth = "SELECT data FROM audit_partial_tiles WHERE level = $1 AND idx = $2 AND width = $3"
+
+// comparePartial checks the stored partial tile at level and index as wide
+// as data, if there is one, against data: one query for every 65,536
+// entries at level 2.
+func (tc *tileCheck) comparePartial(ctx context.Context, level int, index int64, data []byte) error {
+	width := len(data) / tlog.HashSize
+	var stored []byte
+	err := tc.store.pool.QueryRow(ctx, sqlPartialTileOfWidth, level, index, width).Scan(&stored)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("audit: verify: stored partial tile %d/%d.%d: %w", level, index, width, err)
+	}
+	tc.rep.Tiles++
+	if !bytes.Equal(stored, data) {
+		tc.rep.bad(-1, "stored partial tile %d/%d.%d (audit_partial_tiles) differs from the recomputed hashes: clients are served proofs that fail", level, index, width)
+	}
+	return nil
+}
+
 // readWindow reads the stored level-0 tiles from index on.
 func (tc *tileCheck) readWindow(ctx context.Context, index int64) error {
 	rows, err := tc.store.pool.Query(ctx, "SELECT idx, data FROM audit_tiles WHERE level = 0 AND idx >= $1 AND idx < $2", index, index+tileWindow)
@@ -354,18 +456,18 @@ func (tc *tileCheck) readWindow(ctx context.Context, index int64) error {
 }
 
 // proofReader is the tlog.HashReader of a proof in the tree of size
-// treeSize. It takes each hash from the stored full tile covering it,
-// where the tree holds that tile whole, and the rest from the entries'
-// stored hashes. An inclusion proof at 10 M entries then reads the two
-// tiles above its entry (the 256 leaf hashes around it, and the 256
-// level-8 nodes around those), two rows of a few contiguous pages each,
-// and only the hashes above level 16 and along the right edge, which
-// every proof shares, from rows scattered over the table: some 15 rows
-// instead of 30. The log's size, the tiles and the rows are one batch,
-// one round trip; a tile the job has not stored yet costs a second read,
-// of its hashes as rows. A forged tile makes the proof fail the client's
-// check against a cosigned checkpoint, as a forged stored hash does; it
-// never makes one pass.
+// treeSize. It takes each hash from the stored tile covering it: the full
+// tile, where the tree holds that tile whole, else, from level
+// partialTileLevel up, the widest stored partial tile the tree holds; the
+// rest from the entries' stored hashes. An inclusion proof at 10 M entries
+// then reads three tiles: the 256 leaf hashes around its entry, the 256
+// level-8 nodes around those, and the partial tile of level-16 nodes that
+// every proof shares. Only the hashes along the tree's right edge below
+// level 16, which every proof shares too, come from rows. The log's size,
+// the tiles and the rows are one batch, one round trip; a tile the job
+// has not stored yet costs a second read, of its hashes as rows. A forged
+// tile makes the proof fail the client's check against a cosigned
+// checkpoint, as a forged stored hash does; it never makes one pass.
 type proofReader struct {
 	ctx      context.Context
 	s        *store
@@ -373,38 +475,58 @@ type proofReader struct {
 	checked  bool // the log's size was read and holds treeSize
 }
 
+// proofTile is a stored tile a proof asks for: full, or the widest
+// partial one of at most W hashes (W < TileWidth).
+type proofTile struct {
+	t    tlog.Tile
+	data []byte // nil until read, and if none is stored
+}
+
 // ReadHashes implements tlog.HashReader.
 func (r *proofReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 	out := make([]tlog.Hash, len(indexes))
-	var tiles []tlog.Tile
+	var tiles []proofTile
 	tileOf := make([]int, len(indexes)) // into tiles, or -1
-	var rows []int64                    // hashes no full tile of the tree covers
+	var rows []int64                    // hashes no stored tile of the tree covers
 	for i, idx := range indexes {
-		t := tlog.TileForIndex(TileHeight, idx)
-		t.W = TileWidth
+		t, ok := storedTileFor(idx, r.treeSize)
 		tileOf[i] = -1
-		if !tileInTree(t.L, t.N, t.W, r.treeSize) {
+		if !ok {
 			rows = append(rows, idx)
 			continue
 		}
-		tileOf[i] = slices.Index(tiles, t)
+		tileOf[i] = slices.IndexFunc(tiles, func(pt proofTile) bool { return pt.t == t })
 		if tileOf[i] < 0 {
 			tileOf[i] = len(tiles)
-			tiles = append(tiles, t)
+			tiles = append(tiles, proofTile{t: t})
 		}
 	}
 	b := &pgx.Batch{}
 	size := int64(-1)
 	b.Queue(sqlTreeSize).QueryRow(func(row pgx.Row) error { return row.Scan(&size) })
-	data := make([][]byte, len(tiles))
-	for k, t := range tiles {
-		b.Queue(sqlStoredTile, t.L, t.N).QueryRow(func(row pgx.Row) error {
+	for k := range tiles {
+		pt := &tiles[k]
+		if pt.t.W == TileWidth {
+			b.Queue(sqlStoredTile, pt.t.L, pt.t.N).QueryRow(func(row pgx.Row) error {
+				var d []byte
+				if err := row.Scan(&d); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+					return err
+				}
+				if len(d) == TileWidth*tlog.HashSize {
+					pt.data = d
+				}
+				return nil
+			})
+			continue
+		}
+		b.Queue(sqlPartialTile, pt.t.L, pt.t.N, pt.t.W).QueryRow(func(row pgx.Row) error {
+			var w int
 			var d []byte
-			if err := row.Scan(&d); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			if err := row.Scan(&w, &d); err != nil && !errors.Is(err, pgx.ErrNoRows) {
 				return err
 			}
-			if len(d) == TileWidth*tlog.HashSize {
-				data[k] = d
+			if w >= 1 && w <= pt.t.W && len(d) == w*tlog.HashSize {
+				pt.t.W, pt.data = w, d
 			}
 			return nil
 		})
@@ -423,9 +545,14 @@ func (r *proofReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 		return nil, fmt.Errorf("audit: proof hashes: %w", err)
 	}
 	r.checked = true
-	var missing []int64 // in tiles not stored yet
+	var missing []int64 // in tiles not stored yet, or beyond the widest stored
 	for i, idx := range indexes {
-		if k := tileOf[i]; k >= 0 && data[k] == nil {
+		if k := tileOf[i]; k >= 0 {
+			if h, ok := hashFromTile(tiles[k], idx); ok {
+				out[i] = h
+				continue
+			}
+			tileOf[i] = -2
 			missing = append(missing, idx)
 		}
 	}
@@ -435,21 +562,48 @@ func (r *proofReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 			return nil, err
 		}
 	}
-	for i, idx := range indexes {
-		switch k := tileOf[i]; {
-		case k < 0:
+	for i := range indexes {
+		switch tileOf[i] {
+		case -1:
 			out[i], fromRows = fromRows[0], fromRows[1:]
-		case data[k] == nil:
+		case -2:
 			out[i], fromMissing = fromMissing[0], fromMissing[1:]
-		default:
-			h, err := tlog.HashFromTile(tiles[k], data[k], idx)
-			if err != nil {
-				return nil, fmt.Errorf("audit: hash %d from tile %d/%d: %w", idx, tiles[k].L, tiles[k].N, err)
-			}
-			out[i] = h
 		}
 	}
 	return out, nil
+}
+
+// storedTileFor returns the stored tile a proof in the tree of size
+// treeSize may take the hash at stored index idx from: the full tile
+// covering it, if the tree holds that tile whole; else, from level
+// partialTileLevel up, the tile as wide as the tree holds it (the widest
+// stored partial tile up to that width may hold the hash). Below that
+// level, the hashes of partial tiles come from rows.
+func storedTileFor(idx, treeSize int64) (tlog.Tile, bool) {
+	t := tlog.TileForIndex(TileHeight, idx)
+	t.W = TileWidth
+	if tileInTree(t.L, t.N, t.W, treeSize) {
+		return t, true
+	}
+	if t.L < partialTileLevel || t.L*TileHeight >= 63 {
+		return tlog.Tile{}, false
+	}
+	w := (treeSize >> (t.L * TileHeight)) - t.N*TileWidth
+	if w < 1 || w >= TileWidth {
+		return tlog.Tile{}, false
+	}
+	t.W = int(w)
+	return t, true
+}
+
+// hashFromTile returns the hash at stored index idx from the tile read,
+// if it holds it.
+func hashFromTile(pt proofTile, idx int64) (tlog.Hash, bool) {
+	if pt.data == nil {
+		return tlog.Hash{}, false
+	}
+	h, err := tlog.HashFromTile(pt.t, pt.data, idx)
+	return h, err == nil
 }
 
 // checkSize fails unless the log holds treeSize entries: a proof that read

@@ -246,8 +246,8 @@ func TestVerifyChecksStoredTiles(t *testing.T) {
 		t.Fatalf("checkpoint: %v %v", ok, err)
 	}
 	rep, err := f.store.verify(ctx, f.verifier)
-	if err != nil || !rep.OK() || rep.Tiles != 274 {
-		t.Fatalf("clean: %d tiles checked, %v %v", rep.Tiles, rep.Problems, err)
+	if err != nil || !rep.OK() || rep.Tiles != 274+1 {
+		t.Fatalf("clean: %d tiles checked, want 275 (and the partial tile 2/0.1): %v %v", rep.Tiles, rep.Problems, err)
 	}
 	if _, err := f.pool.Exec(ctx, `ALTER TABLE audit_tiles DISABLE TRIGGER audit_tiles_append_only;
 		UPDATE audit_tiles SET data = overlay(data PLACING '\xff'::bytea FROM 100) WHERE (level, idx) IN ((0, 200), (1, 0));
@@ -261,7 +261,8 @@ func TestVerifyChecksStoredTiles(t *testing.T) {
 	}
 	// Incremental runs compare the tiles they complete, those begun
 	// below their start included: from 51,200 (tile 200's first entry)
-	// and from 51,300 (inside it), tiles 200–272 and the level-1 tile.
+	// and from 51,300 (inside it), tiles 200–272, the level-1 tile and
+	// the partial level-2 tile its last hash completes.
 	for _, start := range []int64{51_200, 51_300} {
 		from := VerifiedTree{Size: start}
 		from.Root, err = f.store.TreeHash(ctx, start)
@@ -270,7 +271,7 @@ func TestVerifyChecksStoredTiles(t *testing.T) {
 		}
 		rep, err = f.store.verifyRange(ctx, VerifyOptions{}, &from, f.verifier)
 		problems := strings.Join(rep.Problems, "\n")
-		if err != nil || rep.Tiles != 74 || !strings.Contains(problems, "stored tile 0/200") || !strings.Contains(problems, "stored tile 1/0") {
+		if err != nil || rep.Tiles != 74+1 || !strings.Contains(problems, "stored tile 0/200") || !strings.Contains(problems, "stored tile 1/0") {
 			t.Fatalf("incremental from %d: %d tiles, %v %v", start, rep.Tiles, rep.Problems, err)
 		}
 	}
@@ -352,6 +353,132 @@ func TestProofsReadStoredTiles(t *testing.T) {
 		if err := tlog.CheckRecord(p, size, root(size), seq, leafHash(seq)); (err == nil) != want {
 			t.Errorf("entry %d under a rewritten tile 0/100: check %v, want it to pass: %v", seq, err, want)
 		}
+	}
+}
+
+// TestPartialTilesAboveTheFullOnes: as the log grows past each multiple of
+// 65,536 entries, the tile job stores the rightmost level-2 tile as wide
+// as the tree then holds it, once; proofs in every tree size take their
+// level-16 nodes from the widest stored one the tree holds, and give the
+// same proofs as without it; HashTile serves it; and a database
+// superuser's rewrite of one makes the proofs that use the rewritten
+// hash fail the client's check, never pass, and audit verify name it.
+func TestPartialTilesAboveTheFullOnes(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	const size = 140_000 // level-16 nodes 0 and 1: partial level-2 tiles of widths 1 and 2
+	rows := f.store.HashReader(ctx)
+	root := func(n int64) tlog.Hash {
+		h, err := tlog.TreeHash(n, rows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	leafHash := func(seq int64) tlog.Hash {
+		hs, err := rows.ReadHashes([]int64{tlog.StoredHashIndex(0, seq)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return hs[0]
+	}
+	sizes := []int64{65_536, 65_537, 131_071, 131_072, 131_073, size}
+	seqs := []int64{0, 1_000, 65_535, 65_536, 70_000, 131_071, 131_072, 135_000, size - 1}
+	check := func(what string) {
+		t.Helper()
+		for _, n := range sizes {
+			r := root(n)
+			for _, seq := range seqs {
+				if seq < n {
+					p, err := f.store.InclusionProof(ctx, seq, n)
+					if err == nil {
+						err = tlog.CheckRecord(p, n, r, seq, leafHash(seq))
+					}
+					if err != nil {
+						t.Fatalf("%s: inclusion proof of %d in %d: %v", what, seq, n, err)
+					}
+				}
+			}
+			for _, m := range sizes {
+				if m <= n {
+					p, err := f.store.ConsistencyProof(ctx, m, n)
+					if err == nil {
+						err = tlog.CheckTree(p, n, r, m, root(m))
+					}
+					if err != nil {
+						t.Fatalf("%s: consistency proof %d → %d: %v", what, m, n, err)
+					}
+				}
+			}
+		}
+	}
+	for from := 0; from < size; from += 5000 {
+		f.append(t, entries(from, 5000, "w"))
+	}
+	check("no tiles stored")
+	// The job stores the tiles of each published tree it sees: two rows,
+	// each width once, whatever its runs in between.
+	for _, n := range []int64{70_000, 75_000, 131_072, size} {
+		f.storeAllTiles(t, n)
+	}
+	type partial struct {
+		Level, Idx, Width int64
+		Data              []byte
+	}
+	q, err := f.pool.Query(ctx, "SELECT level, idx, width, data FROM audit_partial_tiles ORDER BY level, idx, width")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(q, pgx.RowToStructByPos[partial])
+	if err != nil || len(got) != 2 {
+		t.Fatalf("stored partial tiles: %d, %v; want widths 1 and 2 of tile 2/0", len(got), err)
+	}
+	for i, p := range got {
+		tl := tlog.Tile{H: TileHeight, L: 2, N: 0, W: i + 1}
+		want, err := tlog.ReadTileData(tl, rows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Level != 2 || p.Idx != 0 || p.Width != int64(i+1) || !bytes.Equal(p.Data, want) {
+			t.Fatalf("stored partial tile %d/%d.%d differs from tlog.ReadTileData's %s", p.Level, p.Idx, p.Width, tl.Path())
+		}
+		served, err := f.store.HashTile(ctx, 2, 0, i+1, size)
+		if err != nil || !bytes.Equal(served, want) {
+			t.Fatalf("served tile 2/0.%d: %v", i+1, err)
+		}
+	}
+	check("partial tiles stored")
+	if ok, err := f.cp.Once(ctx); err != nil || !ok {
+		t.Fatalf("checkpoint: %v %v", ok, err)
+	}
+	rep, err := f.store.verify(ctx, f.verifier)
+	if err != nil || !rep.OK() || rep.Tiles != 546+2+2 {
+		t.Fatalf("clean: %d tiles checked, want 550: %v %v", rep.Tiles, rep.Problems, err)
+	}
+
+	// Byte 40 is in level-16 node 1, the sibling of every entry below
+	// 65,536 and, hashed with node 0, the left half of the tree of every
+	// entry from 131,072 on: their proofs in the tree of size 140,000 fail;
+	// those in 65,536–131,071 take node 0 and pass, and so do all proofs
+	// in trees narrower than 131,072, which read the row of width 1.
+	f.exec(t, `ALTER TABLE audit_partial_tiles DISABLE TRIGGER audit_partial_tiles_append_only;
+		UPDATE audit_partial_tiles SET data = overlay(data PLACING '\xff'::bytea FROM 40) WHERE (level, idx, width) = (2, 0, 2);
+		ALTER TABLE audit_partial_tiles ENABLE TRIGGER audit_partial_tiles_append_only`)
+	for _, c := range []struct {
+		seq, size int64
+		pass      bool
+	}{{1_000, size, false}, {70_000, size, true}, {135_000, size, false}, {1_000, 131_071, true}, {70_000, 131_071, true}} {
+		p, err := f.store.InclusionProof(ctx, c.seq, c.size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tlog.CheckRecord(p, c.size, root(c.size), c.seq, leafHash(c.seq)); (err == nil) != c.pass {
+			t.Errorf("entry %d in %d under a rewritten partial tile 2/0.2: check %v, want it to pass: %v", c.seq, c.size, err, c.pass)
+		}
+	}
+	rep, err = f.store.verify(ctx, f.verifier)
+	if err != nil || rep.OK() || !strings.Contains(strings.Join(rep.Problems, "\n"), "stored partial tile 2/0.2 (audit_partial_tiles) differs") {
+		t.Fatalf("rewritten partial tile: %v %v", rep.Problems, err)
 	}
 }
 

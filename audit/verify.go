@@ -56,8 +56,8 @@ type Report struct {
 	// could not be made; "" for a full verification.
 	Consistency string
 
-	// Tiles counts the stored full tiles (audit_tiles) compared with the
-	// recomputed hashes.
+	// Tiles counts the stored full tiles (audit_tiles) and partial tiles
+	// (audit_partial_tiles) compared with the recomputed hashes.
 	Tiles int
 
 	// checkpointsUpTo is the newest checkpoint's size when verification

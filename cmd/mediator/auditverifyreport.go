@@ -34,8 +34,8 @@ type verifyResult struct {
 	WitnessesChecked bool `json:"witnesses_checked"`
 	Quorum           int  `json:"quorum"`
 	Witnessed        int  `json:"witnessed"`
-	// Tiles were stored full tiles (audit_tiles) compared with the
-	// recomputed hashes.
+	// Tiles were stored full and partial tiles (audit_tiles,
+	// audit_partial_tiles) compared with the recomputed hashes.
 	Tiles          int             `json:"tiles"`
 	NotChecked     []string        `json:"not_checked"`
 	Problems       []string        `json:"problems"`
