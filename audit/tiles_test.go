@@ -289,54 +289,12 @@ func TestProofsReadStoredTiles(t *testing.T) {
 	for from := 0; from < size; from += 5000 {
 		f.append(t, entries(from, 5000, "p"))
 	}
-	rows := f.store.HashReader(ctx) // the stored hashes only
-	root := func(n int64) tlog.Hash {
-		h, err := tlog.TreeHash(n, rows)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return h
-	}
-	leafHash := func(seq int64) tlog.Hash {
-		hs, err := rows.ReadHashes([]int64{tlog.StoredHashIndex(0, seq)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return hs[0]
-	}
+	pc := newProofCheck(t, f)
 	sizes := []int64{1, 255, 256, 257, 65_535, 65_536, 65_537, 65_792, size}
 	seqs := []int64{0, 1, 255, 256, 25_700, 65_535, 65_536, 65_791, size - 1}
-	check := func(what string) {
-		t.Helper()
-		for _, n := range sizes {
-			r := root(n)
-			for _, seq := range seqs {
-				if seq < n {
-					p, err := f.store.InclusionProof(ctx, seq, n)
-					if err == nil {
-						err = tlog.CheckRecord(p, n, r, seq, leafHash(seq))
-					}
-					if err != nil {
-						t.Fatalf("%s: inclusion proof of %d in %d: %v", what, seq, n, err)
-					}
-				}
-			}
-			for _, m := range sizes {
-				if m <= n {
-					p, err := f.store.ConsistencyProof(ctx, m, n)
-					if err == nil {
-						err = tlog.CheckTree(p, n, r, m, root(m))
-					}
-					if err != nil {
-						t.Fatalf("%s: consistency proof %d → %d: %v", what, m, n, err)
-					}
-				}
-			}
-		}
-	}
-	check("no tiles stored")
+	pc.all("no tiles stored", sizes, seqs)
 	f.storeAllTiles(t, size)
-	check("tiles stored")
+	pc.all("tiles stored", sizes, seqs)
 
 	f.exec(t, `ALTER TABLE audit_tiles DISABLE TRIGGER audit_tiles_append_only;
 		UPDATE audit_tiles SET data = overlay(data PLACING '\xff'::bytea FROM 100) WHERE (level, idx) = (0, 100);
@@ -350,7 +308,7 @@ func TestProofsReadStoredTiles(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := tlog.CheckRecord(p, size, root(size), seq, leafHash(seq)); (err == nil) != want {
+		if err := tlog.CheckRecord(p, size, pc.root(size), seq, pc.leafHash(seq)); (err == nil) != want {
 			t.Errorf("entry %d under a rewritten tile 0/100: check %v, want it to pass: %v", seq, err, want)
 		}
 	}
@@ -367,55 +325,13 @@ func TestPartialTilesAboveTheFullOnes(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	const size = 140_000 // level-16 nodes 0 and 1: partial level-2 tiles of widths 1 and 2
-	rows := f.store.HashReader(ctx)
-	root := func(n int64) tlog.Hash {
-		h, err := tlog.TreeHash(n, rows)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return h
-	}
-	leafHash := func(seq int64) tlog.Hash {
-		hs, err := rows.ReadHashes([]int64{tlog.StoredHashIndex(0, seq)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return hs[0]
-	}
-	sizes := []int64{65_536, 65_537, 131_071, 131_072, 131_073, size}
-	seqs := []int64{0, 1_000, 65_535, 65_536, 70_000, 131_071, 131_072, 135_000, size - 1}
-	check := func(what string) {
-		t.Helper()
-		for _, n := range sizes {
-			r := root(n)
-			for _, seq := range seqs {
-				if seq < n {
-					p, err := f.store.InclusionProof(ctx, seq, n)
-					if err == nil {
-						err = tlog.CheckRecord(p, n, r, seq, leafHash(seq))
-					}
-					if err != nil {
-						t.Fatalf("%s: inclusion proof of %d in %d: %v", what, seq, n, err)
-					}
-				}
-			}
-			for _, m := range sizes {
-				if m <= n {
-					p, err := f.store.ConsistencyProof(ctx, m, n)
-					if err == nil {
-						err = tlog.CheckTree(p, n, r, m, root(m))
-					}
-					if err != nil {
-						t.Fatalf("%s: consistency proof %d → %d: %v", what, m, n, err)
-					}
-				}
-			}
-		}
-	}
 	for from := 0; from < size; from += 5000 {
 		f.append(t, entries(from, 5000, "w"))
 	}
-	check("no tiles stored")
+	pc := newProofCheck(t, f)
+	sizes := []int64{65_536, 65_537, 131_071, 131_072, 131_073, size}
+	seqs := []int64{0, 1_000, 65_535, 65_536, 70_000, 131_071, 131_072, 135_000, size - 1}
+	pc.all("no tiles stored", sizes, seqs)
 	// The job stores the tiles of each published tree it sees: two rows,
 	// each width once, whatever its runs in between.
 	for _, n := range []int64{70_000, 75_000, 131_072, size} {
@@ -435,7 +351,7 @@ func TestPartialTilesAboveTheFullOnes(t *testing.T) {
 	}
 	for i, p := range got {
 		tl := tlog.Tile{H: TileHeight, L: 2, N: 0, W: i + 1}
-		want, err := tlog.ReadTileData(tl, rows)
+		want, err := tlog.ReadTileData(tl, pc.rows)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -447,7 +363,7 @@ func TestPartialTilesAboveTheFullOnes(t *testing.T) {
 			t.Fatalf("served tile 2/0.%d: %v", i+1, err)
 		}
 	}
-	check("partial tiles stored")
+	pc.all("partial tiles stored", sizes, seqs)
 	if ok, err := f.cp.Once(ctx); err != nil || !ok {
 		t.Fatalf("checkpoint: %v %v", ok, err)
 	}
@@ -472,13 +388,75 @@ func TestPartialTilesAboveTheFullOnes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := tlog.CheckRecord(p, c.size, root(c.size), c.seq, leafHash(c.seq)); (err == nil) != c.pass {
+		if err := tlog.CheckRecord(p, c.size, pc.root(c.size), c.seq, pc.leafHash(c.seq)); (err == nil) != c.pass {
 			t.Errorf("entry %d in %d under a rewritten partial tile 2/0.2: check %v, want it to pass: %v", c.seq, c.size, err, c.pass)
 		}
 	}
 	rep, err = f.store.verify(ctx, f.verifier)
 	if err != nil || rep.OK() || !strings.Contains(strings.Join(rep.Problems, "\n"), "stored partial tile 2/0.2 (audit_partial_tiles) differs") {
 		t.Fatalf("rewritten partial tile: %v %v", rep.Problems, err)
+	}
+}
+
+// proofCheck checks the store's proofs against the roots and leaf hashes
+// of the stored hashes alone.
+type proofCheck struct {
+	t    *testing.T
+	f    *fixture
+	rows tlog.HashReader
+}
+
+func newProofCheck(t *testing.T, f *fixture) *proofCheck {
+	return &proofCheck{t: t, f: f, rows: f.store.HashReader(context.Background())}
+}
+
+func (pc *proofCheck) root(n int64) tlog.Hash {
+	pc.t.Helper()
+	h, err := tlog.TreeHash(n, pc.rows)
+	if err != nil {
+		pc.t.Fatal(err)
+	}
+	return h
+}
+
+func (pc *proofCheck) leafHash(seq int64) tlog.Hash {
+	pc.t.Helper()
+	hs, err := pc.rows.ReadHashes([]int64{tlog.StoredHashIndex(0, seq)})
+	if err != nil {
+		pc.t.Fatal(err)
+	}
+	return hs[0]
+}
+
+// all checks the inclusion proof of every entry of seqs in every tree of
+// sizes that holds it, and the consistency proof between every two sizes.
+func (pc *proofCheck) all(what string, sizes, seqs []int64) {
+	pc.t.Helper()
+	ctx := context.Background()
+	for _, n := range sizes {
+		r := pc.root(n)
+		for _, seq := range seqs {
+			if seq < n {
+				p, err := pc.f.store.InclusionProof(ctx, seq, n)
+				if err == nil {
+					err = tlog.CheckRecord(p, n, r, seq, pc.leafHash(seq))
+				}
+				if err != nil {
+					pc.t.Fatalf("%s: inclusion proof of %d in %d: %v", what, seq, n, err)
+				}
+			}
+		}
+		for _, m := range sizes {
+			if m <= n {
+				p, err := pc.f.store.ConsistencyProof(ctx, m, n)
+				if err == nil {
+					err = tlog.CheckTree(p, n, r, m, pc.root(m))
+				}
+				if err != nil {
+					pc.t.Fatalf("%s: consistency proof %d → %d: %v", what, m, n, err)
+				}
+			}
+		}
 	}
 }
 
