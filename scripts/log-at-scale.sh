@@ -16,7 +16,8 @@
 #   4. runs `audit verify --state` again: only the last million, plus a
 #      consistency proof from the state's root, then times 1,000 inclusion
 #      proofs again on the settled log (step 3's run right after ingest,
-#      while the service still stores tiles and checkpoints);
+#      while the service still stores tiles and checkpoints), and prints
+#      the blocks each proof read from outside shared buffers, by table;
 #   5. prints the statistics PostgreSQL holds on audit_entries, so the
 #      figures say whether the planner had any.
 #
@@ -102,6 +103,15 @@ stop_sampler() {
   python3 "$(dirname "$0")/cpu-per-entry.py" "$OUT" "$1" "$2" | tee "$OUT/$3"
 }
 
+# statio prints the blocks audit_entries and the tile tables have read
+# from outside shared buffers so far (heap, indexes, TOAST and its index),
+# a line a table, sorted for join.
+statio() {
+  psql -X -Atq -F ' ' "$DATABASE_URL" -c "SELECT relname, heap_blks_read, coalesce(idx_blks_read, 0),
+    coalesce(toast_blks_read, 0) + coalesce(tidx_blks_read, 0) FROM pg_statio_user_tables
+    WHERE relname IN ('audit_entries', 'audit_tiles', 'audit_partial_tiles') ORDER BY relname COLLATE \"C\""
+}
+
 settle
 echo "== $FIRST events"
 start_sampler cpu.txt
@@ -119,8 +129,13 @@ stop_sampler 5 last cpu-per-entry-last.txt
 echo "== audit verify --state (incremental)"
 /usr/bin/time -f "verify: %e s, max RSS %M KiB" "$BIN" audit verify --state "$OUT/verify-state.json" 2>&1 | tee "$OUT/verify-incremental.txt"
 echo "== inclusion proofs on the settled log (one batch more, then 1,000 proofs)"
+statio >"$OUT/statio-before.txt"
 "$BIN" loadgen --url "$MEDIATOR_ADDR" --workers 1 --batch "$BATCH" --events "$BATCH" \
   --duration 1m --proofs 1000 | grep -a "inclusion proofs" | tee "$OUT/proofs-settled.txt"
+sleep 11 # PostgreSQL's backends report their block counts when idle 10 s
+statio >"$OUT/statio-after.txt"
+echo "blocks read from outside shared buffers per proof (the batch's $BATCH entries included):" | tee -a "$OUT/proofs-settled.txt"
+LC_ALL=C join "$OUT/statio-before.txt" "$OUT/statio-after.txt" | awk '{printf "  %-20s heap %.2f, indexes %.2f, TOAST %.2f\n", $1, ($5-$2)/1000, ($6-$3)/1000, ($7-$4)/1000}' | tee -a "$OUT/proofs-settled.txt"
 echo "== what the planner knew of audit_entries"
 psql -X "$DATABASE_URL" -c "SELECT reltuples, (SELECT count(*) FROM pg_statistic WHERE starelid = 'audit_entries'::regclass) AS statistics_rows,
   (SELECT last_autovacuum FROM pg_stat_user_tables WHERE relname = 'audit_entries') AS last_autovacuum,
