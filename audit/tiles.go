@@ -50,10 +50,10 @@ func tileInTree(level int, index int64, width int, treeSize int64) bool {
 // hashes wide (TileWidth for a full tile), as the tree of size treeSize
 // holds it: the width hashes of tree level level·TileHeight it covers,
 // concatenated, read from the stored tile where there is one (full, or
-// partial of that width), else from the stored hashes in one query. A tile that
-// reaches beyond treeSize is ErrBadRange: a full tile is then the same
-// bytes for every larger tree, and a partial one is a prefix of its full
-// tile.
+// partial of that width), else from the stored hashes in one query. A
+// tile that reaches beyond treeSize is ErrBadRange: a full tile is then
+// the same bytes for every larger tree, and a partial one is a prefix of
+// its full tile.
 func (s *store) HashTile(ctx context.Context, level int, index int64, width int, treeSize int64) ([]byte, error) {
 	if level < 0 || !tileInTree(level, index, width, treeSize) {
 		return nil, ErrBadRange
@@ -115,10 +115,9 @@ const (
 // storeTiles writes the full hash tiles of the tree of size treeSize that
 // are not stored yet, at every level, at most maxTilesPerCall of them, in
 // order, then its partial tiles (storePartialTiles); it returns how many
-// it wrote. Each tile is computed from the
-// stored hashes as HashTile would serve it. Full tiles of a tree are the
-// same in every larger tree, so a tile once stored is never wrong for a
-// later checkpoint.
+// it wrote. Each tile is computed from the stored hashes as HashTile
+// would serve it. Full tiles of a tree are the same in every larger tree,
+// so a tile once stored is never wrong for a later checkpoint.
 func (s *store) storeTiles(ctx context.Context, treeSize int64) (int, error) {
 	written := 0
 	for level := 0; level < 8 && written < maxTilesPerCall; level++ {
@@ -302,8 +301,9 @@ func (s *store) EntryBundle(ctx context.Context, index int64, width int, treeSiz
 // tileCheck compares the stored full tiles (audit_tiles) and partial tiles
 // (audit_partial_tiles) with the hashes verification recomputes, in seq
 // order: each tile as its last hash is made, each partial tile as the
-// hash that ends its width is. A tile not stored is not a problem (the job may not have reached
-// it); a stored tile that differs is, since clients would be served it.
+// hash that ends its width is. A tile not stored is not a problem (the
+// job may not have reached it); a stored tile that differs is, since
+// clients would be served it.
 // It holds one tile per level being assembled and a window of stored
 // level-0 tiles: memory is bounded by a constant.
 type tileCheck struct {
