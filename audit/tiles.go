@@ -155,17 +155,19 @@ func (s *store) storeTiles(ctx context.Context, treeSize int64) (int, error) {
 // level a partial tile's hashes are recent rows, and it would take a new
 // row every 256 entries at level 1; from it up, a row every 65,536.
 const (
-	partialTileLevel     = 2
-	sqlPartialTile       = "SELECT width, data FROM audit_partial_tiles WHERE level = $1 AND idx = $2 AND width <= $3 ORDER BY width DESC LIMIT 1"
-	sqlInsertPartialTile = "INSERT INTO audit_partial_tiles (level, idx, width, data) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
+	partialTileLevel      = 2
+	sqlPartialTile        = "SELECT width, data FROM audit_partial_tiles WHERE level = $1 AND idx = $2 AND width <= $3 ORDER BY width DESC LIMIT 1"
+	sqlPartialTileOfWidth = "SELECT data FROM audit_partial_tiles WHERE level = $1 AND idx = $2 AND width = $3"
+	sqlInsertPartialTile  = "INSERT INTO audit_partial_tiles (level, idx, width, data) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
 )
 
 // storePartialTiles writes the partial tiles of the tree of size treeSize,
 // from level partialTileLevel up, that are not stored yet, and returns how
-// many it wrote. Each is the widest stored partial tile of the same index
-// with the hashes after it read from their rows: one row for each width
-// the tile grows by. A partial tile of width w is the first w hashes of
-// its full tile, the same in every tree that holds them.
+// many it wrote. Each is computed from the stored hashes as HashTile
+// would serve it, never from a narrower stored row, so that a forged row
+// is not copied into the wider ones: at level 2, one query of up to 255
+// rows for every 65,536 entries. A partial tile of width w is the first w
+// hashes of its full tile, the same in every tree that holds them.
 func (s *store) storePartialTiles(ctx context.Context, treeSize int64) (int, error) {
 	written := 0
 	for level := partialTileLevel; level*TileHeight < 63 && treeSize>>(level*TileHeight) > 0; level++ {
@@ -174,29 +176,17 @@ func (s *store) storePartialTiles(ctx context.Context, treeSize int64) (int, err
 		if width == 0 {
 			continue
 		}
-		var have int
-		var data []byte
-		err := s.pool.QueryRow(ctx, sqlPartialTile, level, index, width).Scan(&have, &data)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return written, fmt.Errorf("audit: store partial tile %d/%d.%d: %w", level, index, width, err)
-		}
-		if have == width {
+		var stored []byte
+		err := s.pool.QueryRow(ctx, sqlPartialTileOfWidth, level, index, width).Scan(&stored)
+		if err == nil {
 			continue
 		}
-		if len(data) != have*tlog.HashSize {
-			have, data = 0, nil
-		}
-		indexes := make([]int64, 0, width-have)
-		for i := have; i < width; i++ {
-			indexes = append(indexes, tlog.StoredHashIndex(level*TileHeight, index*TileWidth+int64(i)))
-		}
-		hashes, err := readHashes(ctx, s.pool, indexes)
-		if err != nil {
+		if !errors.Is(err, pgx.ErrNoRows) {
 			return written, fmt.Errorf("audit: store partial tile %d/%d.%d: %w", level, index, width, err)
 		}
-		data = slices.Clip(data)
-		for _, h := range hashes {
-			data = append(data, h[:]...)
+		data, err := s.computeTile(ctx, level, index, width)
+		if err != nil {
+			return written, fmt.Errorf("audit: store partial tile %d/%d.%d: %w", level, index, width, err)
 		}
 		if _, err := s.pool.Exec(ctx, sqlInsertPartialTile, level, index, width, data); err != nil {
 			return written, fmt.Errorf("audit: store partial tile %d/%d.%d: %w", level, index, width, err)
@@ -409,9 +399,6 @@ func (tc *tileCheck) compare(ctx context.Context, level int, index int64, data [
 	return nil
 }
 
-// sqlPartialTileOfWidth reads the stored partial tile of exactly one width.
-const sqlPartialTileOfWidth = "SELECT data FROM audit_partial_tiles WHERE level = $1 AND idx = $2 AND width = $3"
-
 // comparePartial checks the stored partial tile at level and index as wide
 // as data, if there is one, against data: one query for every 65,536
 // entries at level 2.
@@ -475,6 +462,12 @@ type proofReader struct {
 	checked  bool // the log's size was read and holds treeSize
 }
 
+// Where a proof's hash comes from when no stored tile gives it.
+const (
+	fromRows    = -1 // an entry row: no stored tile of the tree covers it
+	fromMissing = -2 // an entry row read after the tiles: its tile is not stored, or not that wide
+)
+
 // proofTile is a stored tile a proof asks for: full, or the widest
 // partial one of at most W hashes (W < TileWidth).
 type proofTile struct {
@@ -486,11 +479,11 @@ type proofTile struct {
 func (r *proofReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 	out := make([]tlog.Hash, len(indexes))
 	var tiles []proofTile
-	tileOf := make([]int, len(indexes)) // into tiles, or -1
+	tileOf := make([]int, len(indexes)) // into tiles, or fromRows or fromMissing
 	var rows []int64                    // hashes no stored tile of the tree covers
 	for i, idx := range indexes {
 		t, ok := storedTileFor(idx, r.treeSize)
-		tileOf[i] = -1
+		tileOf[i] = fromRows
 		if !ok {
 			rows = append(rows, idx)
 			continue
@@ -531,9 +524,9 @@ func (r *proofReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 			return nil
 		})
 	}
-	var fromRows []tlog.Hash
+	var rowHashes []tlog.Hash
 	if len(rows) > 0 {
-		entryHashes.Queue(b, rows, &fromRows)
+		entryHashes.Queue(b, rows, &rowHashes)
 	}
 	err := r.s.pool.SendBatch(r.ctx, b).Close()
 	// The size first: a log shorter than the tree (a standby behind) also
@@ -552,22 +545,22 @@ func (r *proofReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 				out[i] = h
 				continue
 			}
-			tileOf[i] = -2
+			tileOf[i] = fromMissing
 			missing = append(missing, idx)
 		}
 	}
-	var fromMissing []tlog.Hash
+	var missingHashes []tlog.Hash
 	if len(missing) > 0 {
-		if fromMissing, err = readHashes(r.ctx, r.s.pool, missing); err != nil {
+		if missingHashes, err = readHashes(r.ctx, r.s.pool, missing); err != nil {
 			return nil, err
 		}
 	}
 	for i := range indexes {
 		switch tileOf[i] {
-		case -1:
-			out[i], fromRows = fromRows[0], fromRows[1:]
-		case -2:
-			out[i], fromMissing = fromMissing[0], fromMissing[1:]
+		case fromRows:
+			out[i], rowHashes = rowHashes[0], rowHashes[1:]
+		case fromMissing:
+			out[i], missingHashes = missingHashes[0], missingHashes[1:]
 		}
 	}
 	return out, nil

@@ -316,11 +316,12 @@ func TestProofsReadStoredTiles(t *testing.T) {
 
 // TestPartialTilesAboveTheFullOnes: as the log grows past each multiple of
 // 65,536 entries, the tile job stores the rightmost level-2 tile as wide
-// as the tree then holds it, once; proofs in every tree size take their
-// level-16 nodes from the widest stored one the tree holds, and give the
-// same proofs as without it; HashTile serves it; and a database
-// superuser's rewrite of one makes the proofs that use the rewritten
-// hash fail the client's check, never pass, and audit verify name it.
+// as the tree then holds it, once, computed from the stored hashes;
+// proofs in every tree size take their level-16 nodes from the widest
+// stored one the tree holds; HashTile serves it. A forged row, inserted
+// by the runtime role ahead of the job or rewritten by a database
+// superuser, makes the proofs that use it fail the client's check, never
+// pass, is not copied into the wider rows, and audit verify names it.
 func TestPartialTilesAboveTheFullOnes(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -329,67 +330,79 @@ func TestPartialTilesAboveTheFullOnes(t *testing.T) {
 		f.append(t, entries(from, 5000, "w"))
 	}
 	pc := newProofCheck(t, f)
-	sizes := []int64{65_536, 65_537, 131_071, 131_072, 131_073, size}
 	seqs := []int64{0, 1_000, 65_535, 65_536, 70_000, 131_071, 131_072, 135_000, size - 1}
-	pc.all("no tiles stored", sizes, seqs)
-	// The job stores the tiles of each published tree it sees: two rows,
-	// each width once, whatever its runs in between.
+	pc.all("no tiles stored", []int64{65_536, 65_537, 131_071, 131_072, 131_073, size}, seqs)
+
+	// The runtime role (INSERT and SELECT) stores a forged width 1 before
+	// the job does; the job then stores the tiles of each published tree
+	// it sees: each width once, whatever its runs in between.
+	f.exec(t, `SET ROLE mediator_runtime;
+		INSERT INTO audit_partial_tiles (level, idx, width, data) VALUES (2, 0, 1, decode(repeat('ff', 32), 'hex'));
+		RESET ROLE`)
 	for _, n := range []int64{70_000, 75_000, 131_072, size} {
 		f.storeAllTiles(t, n)
 	}
-	type partial struct {
-		Level, Idx, Width int64
-		Data              []byte
-	}
-	q, err := f.pool.Query(ctx, "SELECT level, idx, width, data FROM audit_partial_tiles ORDER BY level, idx, width")
+	q, err := f.pool.Query(ctx, "SELECT data FROM audit_partial_tiles WHERE (level, idx) = (2, 0) ORDER BY width")
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := pgx.CollectRows(q, pgx.RowToStructByPos[partial])
+	got, err := pgx.CollectRows(q, pgx.RowTo[[]byte])
 	if err != nil || len(got) != 2 {
 		t.Fatalf("stored partial tiles: %d, %v; want widths 1 and 2 of tile 2/0", len(got), err)
 	}
-	for i, p := range got {
-		tl := tlog.Tile{H: TileHeight, L: 2, N: 0, W: i + 1}
-		want, err := tlog.ReadTileData(tl, pc.rows)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if p.Level != 2 || p.Idx != 0 || p.Width != int64(i+1) || !bytes.Equal(p.Data, want) {
-			t.Fatalf("stored partial tile %d/%d.%d differs from tlog.ReadTileData's %s", p.Level, p.Idx, p.Width, tl.Path())
-		}
-		served, err := f.store.HashTile(ctx, 2, 0, i+1, size)
-		if err != nil || !bytes.Equal(served, want) {
-			t.Fatalf("served tile 2/0.%d: %v", i+1, err)
-		}
+	want, err := tlog.ReadTileData(tlog.Tile{H: TileHeight, L: 2, N: 0, W: 2}, pc.rows)
+	if err != nil {
+		t.Fatal(err)
 	}
-	pc.all("partial tiles stored", sizes, seqs)
-	if ok, err := f.cp.Once(ctx); err != nil || !ok {
-		t.Fatalf("checkpoint: %v %v", ok, err)
+	if !bytes.Equal(got[1], want) || bytes.Equal(got[0], want[:tlog.HashSize]) {
+		t.Fatalf("stored partial tiles 2/0.1 and 2/0.2: want the forged one kept and the wider one computed from the rows")
 	}
-	rep, err := f.store.verify(ctx, f.verifier)
-	if err != nil || !rep.OK() || rep.Tiles != 546+2+2 {
-		t.Fatalf("clean: %d tiles checked, want 550: %v %v", rep.Tiles, rep.Problems, err)
+	if served, err := f.store.HashTile(ctx, 2, 0, 2, size); err != nil || !bytes.Equal(served, want) {
+		t.Fatalf("served tile 2/0.2: %v", err)
 	}
-
-	// Byte 40 is in level-16 node 1, the sibling of every entry below
-	// 65,536 and, hashed with node 0, the left half of the tree of every
-	// entry from 131,072 on: their proofs in the tree of size 140,000 fail;
-	// those in 65,536–131,071 take node 0 and pass, and so do all proofs
-	// in trees narrower than 131,072, which read the row of width 1.
-	f.exec(t, `ALTER TABLE audit_partial_tiles DISABLE TRIGGER audit_partial_tiles_append_only;
-		UPDATE audit_partial_tiles SET data = overlay(data PLACING '\xff'::bytea FROM 40) WHERE (level, idx, width) = (2, 0, 2);
-		ALTER TABLE audit_partial_tiles ENABLE TRIGGER audit_partial_tiles_append_only`)
+	// Trees of 131,072 entries and more read width 2, built from the rows.
+	pc.all("partial tiles stored", []int64{131_072, 131_073, size}, seqs)
+	// Narrower trees read the forged width 1: entries from 65,536 on,
+	// whose sibling is level-16 node 0, fail; those below, which take
+	// their right side from rows, pass.
 	for _, c := range []struct {
 		seq, size int64
 		pass      bool
-	}{{1_000, size, false}, {70_000, size, true}, {135_000, size, false}, {1_000, 131_071, true}, {70_000, 131_071, true}} {
+	}{{70_000, 131_071, false}, {1_000, 131_071, true}, {1_000, 65_537, true}} {
 		p, err := f.store.InclusionProof(ctx, c.seq, c.size)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if err := tlog.CheckRecord(p, c.size, pc.root(c.size), c.seq, pc.leafHash(c.seq)); (err == nil) != c.pass {
-			t.Errorf("entry %d in %d under a rewritten partial tile 2/0.2: check %v, want it to pass: %v", c.seq, c.size, err, c.pass)
+			t.Errorf("entry %d in %d under a forged partial tile 2/0.1: check %v, want it to pass: %v", c.seq, c.size, err, c.pass)
+		}
+	}
+	if ok, err := f.cp.Once(ctx); err != nil || !ok {
+		t.Fatalf("checkpoint: %v %v", ok, err)
+	}
+	rep, err := f.store.verify(ctx, f.verifier)
+	if err != nil || rep.Tiles != 546+2+2 || len(rep.Problems) != 1 || !strings.Contains(rep.Problems[0], "stored partial tile 2/0.1 (audit_partial_tiles) differs") {
+		t.Fatalf("forged width 1: %d tiles checked, want 550: %v %v", rep.Tiles, rep.Problems, err)
+	}
+
+	// A superuser rewrites width 2. Byte 40 is in level-16 node 1, the
+	// sibling of every entry below 65,536 and, hashed with node 0, the
+	// left half of the tree of every entry from 131,072 on: their proofs
+	// in the tree of size 140,000 fail; those in 65,536–131,071 take node
+	// 0 and pass.
+	f.exec(t, `ALTER TABLE audit_partial_tiles DISABLE TRIGGER audit_partial_tiles_append_only;
+		UPDATE audit_partial_tiles SET data = overlay(data PLACING '\xff'::bytea FROM 40) WHERE (level, idx, width) = (2, 0, 2);
+		ALTER TABLE audit_partial_tiles ENABLE TRIGGER audit_partial_tiles_append_only`)
+	for _, c := range []struct {
+		seq  int64
+		pass bool
+	}{{1_000, false}, {70_000, true}, {135_000, false}} {
+		p, err := f.store.InclusionProof(ctx, c.seq, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tlog.CheckRecord(p, size, pc.root(size), c.seq, pc.leafHash(c.seq)); (err == nil) != c.pass {
+			t.Errorf("entry %d under a rewritten partial tile 2/0.2: check %v, want it to pass: %v", c.seq, err, c.pass)
 		}
 	}
 	rep, err = f.store.verify(ctx, f.verifier)
