@@ -265,14 +265,18 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 			}
 		}
 	}()
+	// The pollers stop once the lags are in (below), before proofs and
+	// tiles are timed: those time the service, not the service beside
+	// loadgen's own polling every 25 ms.
 	lags, mirrorLags := &publishLags{}, &publishLags{}
+	stopLags, stopMirrorLags := func() {}, func() {}
 	if auditor != nil {
-		stopPoll := lags.poll(context.WithoutCancel(ctx), func(ctx context.Context) (int64, error) { return checkpointSize(ctx, auditor) })
-		defer stopPoll()
+		stopLags = lags.poll(context.WithoutCancel(ctx), func(ctx context.Context) (int64, error) { return checkpointSize(ctx, auditor) })
+		defer stopLags()
 	}
 	if cfg.MirrorURL != "" {
-		stopPoll := mirrorLags.poll(context.WithoutCancel(ctx), func(ctx context.Context) (int64, error) { return mirrorSize(ctx, cfg.MirrorURL) })
-		defer stopPoll()
+		stopMirrorLags = mirrorLags.poll(context.WithoutCancel(ctx), func(ctx context.Context) (int64, error) { return mirrorSize(ctx, cfg.MirrorURL) })
+		defer stopMirrorLags()
 	}
 	var readers *tileReaders
 	if auditor != nil && cfg.TileReaders > 0 {
@@ -378,6 +382,8 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 	if cfg.MirrorURL != "" {
 		rep.MirrorSamples, rep.MirrorP50, rep.MirrorP99 = mirrorLags.wait(30 * time.Second)
 	}
+	stopLags()
+	stopMirrorLags()
 	if auditor != nil && cfg.Proofs > 0 {
 		if err := timeProofs(context.Background(), auditor, cfg.Proofs, &rep); err != nil {
 			return rep, err
@@ -787,28 +793,39 @@ func (p *publishLags) acked(seq int64, at time.Time) {
 }
 
 // poll fetches the checkpoint every 25 ms and settles the batches it
-// covers, until the returned stop is called.
+// covers, until the returned stop is called; stop returns once the poller
+// has, its last request included, and may be called again.
 func (p *publishLags) poll(ctx context.Context, size func(context.Context) (int64, error)) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
-	go job.Every(ctx, 25*time.Millisecond, func() {
-		n, err := size(ctx)
-		if err != nil {
-			return
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		job.Every(ctx, 25*time.Millisecond, func() { p.settle(ctx, size) })
+	}()
+	return func() {
+		cancel()
+		<-stopped
+	}
+}
+
+// settle fetches the checkpoint once and settles the batches it covers.
+func (p *publishLags) settle(ctx context.Context, size func(context.Context) (int64, error)) {
+	n, err := size(ctx)
+	if err != nil {
+		return
+	}
+	now := time.Now()
+	p.mu.Lock()
+	kept := p.pending[:0]
+	for _, b := range p.pending {
+		if b.seq < n {
+			p.lags = append(p.lags, now.Sub(b.at))
+		} else {
+			kept = append(kept, b)
 		}
-		now := time.Now()
-		p.mu.Lock()
-		kept := p.pending[:0]
-		for _, b := range p.pending {
-			if b.seq < n {
-				p.lags = append(p.lags, now.Sub(b.at))
-			} else {
-				kept = append(kept, b)
-			}
-		}
-		p.pending = kept
-		p.mu.Unlock()
-	})
-	return cancel
+	}
+	p.pending = kept
+	p.mu.Unlock()
 }
 
 // wait waits up to within for every batch to be covered, and returns the
