@@ -22,6 +22,11 @@ and bytes, checkpoints, buffers written by the checkpointer, the
 background writer and the backends, blocks read and hit, and blocks read
 of audit_entries' heap and of each of its indexes), read over one psql
 connection.
+With STOP_AFTER_ENTRIES=N as well, it writes its last line and exits once
+the log's tree (mediator_audit_tree_size) has grown by N entries since its
+first line: what is timed after an ingest (inclusion proofs) then runs
+without it, as the probes, the /metrics scrape and the walk of /proc take
+the CPU for some milliseconds every second.
 scripts/cpu-per-entry.py reads the file.
 """
 import glob
@@ -97,20 +102,24 @@ def damon_paged_out():
 
 
 def sequencer_steps(url, token):
-    """seq_STEP=seconds for each step of mediator_audit_sequencer_seconds_total."""
+    """seq_STEP=seconds for each step of mediator_audit_sequencer_seconds_total,
+    and the tree's size (None if the service did not answer)."""
     req = urllib.request.Request(url.rstrip('/') + '/metrics', headers={'Authorization': 'Bearer ' + token})
     try:
         body = urllib.request.urlopen(req, timeout=2).read().decode()
     except OSError:
-        return ''
+        return '', None
     out = []
+    size = None
     for line in body.splitlines():
-        if line.startswith('mediator_audit_sequencer_seconds_total{step="'):
+        if line.startswith('mediator_audit_tree_size '):
+            size = int(float(line.split()[-1]))
+        elif line.startswith('mediator_audit_sequencer_seconds_total{step="'):
             step = line.split('"')[1]
             out.append(f'seq_{step}={float(line.split()[-1]):.6f}')
         elif line.startswith('mediator_audit_duplicate_probes_total{generation="'):
             out.append(f'probes_{line.split(chr(34))[1]}={line.split()[-1]}')
-    return ' '.join(out)
+    return ' '.join(out), size
 
 
 # One line of k=v fields: PostgreSQL's cumulative counters.
@@ -145,19 +154,27 @@ def main():
     out = open(sys.argv[1], 'a')
     metrics_url, metrics_token = os.environ.get('METRICS_URL'), os.environ.get('METRICS_TOKEN')
     pg = Postgres(os.environ['DATABASE_URL']) if os.environ.get('DATABASE_URL') else None
+    stop_after = int(os.environ.get('STOP_AFTER_ENTRIES') or 0)
+    first_size = None
     while True:
         t = time.time()
         mem = {l.split(':')[0]: l.split()[1] for l in open('/proc/meminfo') if l.startswith(('Dirty:', 'Writeback:', 'Cached:', 'MemFree:'))}
         speed = ' '.join(f'probe_{k}={v}' for k, v in machine_speed.probe().items())
         vm = ' '.join(f'{k}={v}' for k, v in vmstat().items())
         procs = ' '.join(f'{k}={v[0]},{v[1]}' for k, v in processes().items() if v[0] > 10**8)
+        size = None
         if metrics_url and metrics_token:
-            procs += ' ' + sequencer_steps(metrics_url, metrics_token)
+            steps, size = sequencer_steps(metrics_url, metrics_token)
+            procs += ' ' + steps
         if pg:
             procs += ' ' + pg.counters()
         out.write(f"{t:.1f} psi_cpu={pressure('cpu')} psi_io={pressure('io')} dirty={mem['Dirty']} wb={mem['Writeback']}"
                   f" cached={mem['Cached']} free={mem['MemFree']} {vm} damon_out={damon_paged_out()} {speed} {procs}\n")
         out.flush()
+        if first_size is None:
+            first_size = size
+        if stop_after and size is not None and first_size is not None and size - first_size >= stop_after:
+            return
         time.sleep(max(0.0, 1 - (time.time() - t)))
 
 

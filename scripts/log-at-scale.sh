@@ -28,7 +28,9 @@
 # while the FIRST events are sent (scripts/cpu-sample.py) and prints them
 # per entry appended, by 30-second window (scripts/cpu-per-entry.py), with
 # the sequencer's time by step and PostgreSQL's WAL, buffers and reads;
-# and again while the LAST events are sent, by 5-second window.
+# and again while the LAST events are sent, by 5-second window. Each time
+# the sampler stops by itself once those events are in the log, so that
+# the proofs timed right after them do not share the machine with it.
 # MEMORY=5G holds the machine's PostgreSQL server, while the run lasts, to
 # that much memory, page cache included, as a database container with a
 # memory limit is held (scripts/memory-lib.sh: needs root and a memory
@@ -84,11 +86,13 @@ settle() {
   echo "settled: $dirty MiB dirty, CHECKPOINT and sync in $((SECONDS - start)) s" | tee -a "$OUT/settle.txt"
 }
 
-# start_sampler FILE samples into OUT/FILE while a loadgen runs (SAMPLE=1).
+# start_sampler FILE ENTRIES samples into OUT/FILE while a loadgen runs
+# (SAMPLE=1), and stops by itself once ENTRIES more are in the log: the
+# proofs timed right after the last ingest then run without it.
 SAMPLER=
 start_sampler() {
   [ -n "${SAMPLE:-}" ] || return 0
-  METRICS_URL=$MEDIATOR_ADDR METRICS_TOKEN=$("$BIN" dev token --sub sampler --roles metrics) \
+  STOP_AFTER_ENTRIES=$2 METRICS_URL=$MEDIATOR_ADDR METRICS_TOKEN=$("$BIN" dev token --sub sampler --roles metrics) \
     python3 "$(dirname "$0")/cpu-sample.py" "$OUT/$1" &
   SAMPLER=$!
 }
@@ -97,7 +101,8 @@ start_sampler() {
 # appended, by window of SECONDS, into OUT/FILE.
 stop_sampler() {
   [ -n "$SAMPLER" ] || return 0
-  kill "$SAMPLER"
+  kill "$SAMPLER" 2>/dev/null || true # it may have stopped by itself
+  wait "$SAMPLER" 2>/dev/null || true
   SAMPLER=
   echo "== CPU per entry appended, by $1-second window, the $2 run"
   python3 "$(dirname "$0")/cpu-per-entry.py" "$OUT" "$1" "$2" | tee "$OUT/$3"
@@ -114,7 +119,7 @@ statio() {
 
 settle
 echo "== $FIRST events"
-start_sampler cpu.txt
+start_sampler cpu.txt "$FIRST"
 "$BIN" loadgen --url "$MEDIATOR_ADDR" --workers "$WORKERS" --batch "$BATCH" --events "$FIRST" \
   --duration 1h --segment "$SEGMENT" 2>&1 | tee "$OUT/first.txt"
 stop_sampler 30 first cpu-per-entry.txt
@@ -122,7 +127,7 @@ echo "== audit verify --state (full, $FIRST entries)"
 /usr/bin/time -f "verify: %e s, max RSS %M KiB" "$BIN" audit verify --state "$OUT/verify-state.json" 2>&1 | tee "$OUT/verify-full.txt"
 settle
 echo "== $LAST events more"
-start_sampler cpu-last.txt
+start_sampler cpu-last.txt "$LAST"
 "$BIN" loadgen --url "$MEDIATOR_ADDR" --workers "$WORKERS" --batch "$BATCH" --events "$LAST" \
   --duration 1h --segment "$SEGMENT" --proofs 1000 2>&1 | tee "$OUT/last.txt"
 stop_sampler 5 last cpu-per-entry-last.txt
