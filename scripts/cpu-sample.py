@@ -22,11 +22,11 @@ and bytes, checkpoints, buffers written by the checkpointer, the
 background writer and the backends, blocks read and hit, and blocks read
 of audit_entries' heap and of each of its indexes), read over one psql
 connection.
-With STOP_AFTER_ENTRIES=N as well, it writes its last line and exits once
-the log's tree (mediator_audit_tree_size) has grown by N entries since its
-first line: what is timed after an ingest (inclusion proofs) then runs
-without it, as the probes, the /metrics scrape and the walk of /proc take
-the CPU for some milliseconds every second.
+With STOP_AT_SIZE=N as well, it exits at the first second the log holds
+N entries (mediator_audit_tree_size), before that second's probes: what is
+timed after an ingest (inclusion proofs) then runs without it, as the
+probes, the /metrics scrape and the walk of /proc take the CPU for some
+milliseconds every second.
 scripts/cpu-per-entry.py reads the file.
 """
 import glob
@@ -154,27 +154,27 @@ def main():
     out = open(sys.argv[1], 'a')
     metrics_url, metrics_token = os.environ.get('METRICS_URL'), os.environ.get('METRICS_TOKEN')
     pg = Postgres(os.environ['DATABASE_URL']) if os.environ.get('DATABASE_URL') else None
-    stop_after = int(os.environ.get('STOP_AFTER_ENTRIES') or 0)
-    first_size = None
+    stop_at = int(os.environ.get('STOP_AT_SIZE') or 0)
     while True:
         t = time.time()
+        # The service first: once the log holds stop_at entries, stop
+        # before the probes and the walk of /proc.
+        steps, size = '', None
+        if metrics_url and metrics_token:
+            steps, size = sequencer_steps(metrics_url, metrics_token)
+        if stop_at and size is not None and size >= stop_at:
+            return
         mem = {l.split(':')[0]: l.split()[1] for l in open('/proc/meminfo') if l.startswith(('Dirty:', 'Writeback:', 'Cached:', 'MemFree:'))}
         speed = ' '.join(f'probe_{k}={v}' for k, v in machine_speed.probe().items())
         vm = ' '.join(f'{k}={v}' for k, v in vmstat().items())
         procs = ' '.join(f'{k}={v[0]},{v[1]}' for k, v in processes().items() if v[0] > 10**8)
-        size = None
-        if metrics_url and metrics_token:
-            steps, size = sequencer_steps(metrics_url, metrics_token)
+        if steps:
             procs += ' ' + steps
         if pg:
             procs += ' ' + pg.counters()
         out.write(f"{t:.1f} psi_cpu={pressure('cpu')} psi_io={pressure('io')} dirty={mem['Dirty']} wb={mem['Writeback']}"
                   f" cached={mem['Cached']} free={mem['MemFree']} {vm} damon_out={damon_paged_out()} {speed} {procs}\n")
         out.flush()
-        if first_size is None:
-            first_size = size
-        if stop_after and size is not None and first_size is not None and size - first_size >= stop_after:
-            return
         time.sleep(max(0.0, 1 - (time.time() - t)))
 
 

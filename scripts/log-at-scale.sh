@@ -86,13 +86,15 @@ settle() {
   echo "settled: $dirty MiB dirty, CHECKPOINT and sync in $((SECONDS - start)) s" | tee -a "$OUT/settle.txt"
 }
 
-# start_sampler FILE ENTRIES samples into OUT/FILE while a loadgen runs
-# (SAMPLE=1), and stops by itself once ENTRIES more are in the log: the
+# start_sampler FILE EVENTS samples into OUT/FILE while a loadgen sends
+# EVENTS (SAMPLE=1), and stops by itself once they are in the log: the
 # proofs timed right after the last ingest then run without it.
 SAMPLER=
 start_sampler() {
   [ -n "${SAMPLE:-}" ] || return 0
-  STOP_AFTER_ENTRIES=$2 METRICS_URL=$MEDIATOR_ADDR METRICS_TOKEN=$("$BIN" dev token --sub sampler --roles metrics) \
+  local size
+  size=$(psql -X -Atq "$DATABASE_URL" -c "SELECT coalesce(max(seq) + 1, 0) FROM audit_entries")
+  STOP_AT_SIZE=$((size + $2)) METRICS_URL=$MEDIATOR_ADDR METRICS_TOKEN=$("$BIN" dev token --sub sampler --roles metrics) \
     python3 "$(dirname "$0")/cpu-sample.py" "$OUT/$1" &
   SAMPLER=$!
 }
