@@ -54,8 +54,9 @@ type Config struct {
 	// events name every identifier the generator uses once: a warm-up
 	// for an agent's cache that logs no more rows than it must.
 	Cover bool
-	// Proofs is how many inclusion proofs to time after the run (needs
-	// AuditorToken); 0 skips it.
+	// Proofs is how many inclusion proofs to time after the run, one at a
+	// time, once the lag pollers have stopped (needs AuditorToken); 0
+	// skips it.
 	Proofs int
 	// MirrorURL, if set, is a mirror's copy of the log (C2SP tlog-mirror,
 	// <prefix>/<origin hash>, readable without a token) whose checkpoint

@@ -42,7 +42,7 @@ func loadgenCmd(ctx context.Context, c *call, args []string) error {
 	fs.IntVar(&cfg.Batch, "batch", 1000, "events per request (at most 10000)")
 	fs.IntVar(&cfg.Workers, "workers", 0, "concurrent requests (0: 4 for events, 32 for deposits and maximal requests)")
 	fs.BoolVar(&cfg.Cover, "cover", false, "event n names identifier n of each pool rather than one at random: the first 10,000 events name every identifier the generator uses, which warms an agent's cache")
-	fs.IntVar(&cfg.Proofs, "proofs", 0, "afterwards, time this many inclusion proofs against the latest checkpoint")
+	fs.IntVar(&cfg.Proofs, "proofs", 0, "afterwards, time this many inclusion proofs against the latest checkpoint, one at a time, with nothing else of loadgen running")
 	fs.StringVar(&cfg.MirrorURL, "mirror", "", "a mirror's copy of the log, <mirror URL>/<origin hash> (public reads, as `mediator dev --mirror` runs it): also measure mirror lag, acknowledgement to the mirror's cosigned checkpoint")
 	fs.IntVar(&cfg.Tiles, "tiles", 0, "afterwards, time this many random full C2SP tiles (level 0) from /v1/audit/tlog/; with --copy-baseline, against a COPY TO of the same hashes")
 	fs.Float64Var(&cfg.TileRate, "tile-rate", 0, "with --tile-readers: tiles a second each reader fetches during the run (0: as fast as answered)")
