@@ -343,10 +343,10 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Report, error) {
 				lastAck = now
 				mu.Unlock()
 				if cfg.MirrorURL != "" && seq >= 0 {
-					mirrorLags.acked(seq, lastAck)
+					mirrorLags.acked(seq, now)
 				}
 				if auditor != nil && seq >= 0 {
-					lags.acked(seq, lastAck)
+					lags.acked(seq, now)
 				}
 			}
 		}()
