@@ -53,6 +53,20 @@ func TestHotQueriesUseIndexesWithoutStatistics(t *testing.T) {
 		{"stored tile", sqlStoredTile, []any{0, int64(17)}},
 		{"stored tiles", sqlStoredTiles, []any{0}},
 	})
+	// Parts of stored level-0 tiles: every proof's read of one part, a
+	// tile served from its parts, and the job's "where was I", over eight
+	// parts a tile of a log as long as the plan tests' (312,000 rows, 45,000
+	// pages, at 10 M entries).
+	if _, err := f.pool.Exec(ctx, `INSERT INTO audit_leaf_tile_parts (idx, part, siblings, hashes)
+		SELECT g, p, decode(repeat('00', 96), 'hex'), decode(repeat('00', 1024), 'hex')
+		FROM generate_series(0, $1::bigint / 256 - 1) g, generate_series(0, 7) p`, planRows); err != nil {
+		t.Fatal(err)
+	}
+	checkSmallTablePlans(t, f, "audit_leaf_tile_parts", []smallTableQuery{
+		{"leaf tile part", sqlLeafTilePart, []any{int64(17), 3}},
+		{"leaf tile parts", sqlLeafTilePartsOf, []any{int64(17)}},
+		{"stored leaf tiles", sqlStoredLeafTiles, nil},
+	})
 	// Stored partial tiles: every proof's read of the widest one the tree
 	// holds, and verify's of one width, over the rows of 64 level-2 tiles
 	// (a log of 1 G entries holds 15,000), each stored at every width.

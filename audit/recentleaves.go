@@ -79,21 +79,28 @@ func (s *store) leafTile(ctx context.Context, index int64) ([]byte, error) {
 	if data == nil {
 		return nil, nil
 	}
+	ok, err := s.leafTileHasStoredRoot(ctx, index, data)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return data, nil
+}
+
+// leafTileHasStoredRoot reports whether data, the 256 leaf hashes of full
+// level-0 tile index, hash to the level-8 node the table stores for it.
+func (s *store) leafTileHasStoredRoot(ctx context.Context, index int64, data []byte) (bool, error) {
 	t := tlog.Tile{H: TileHeight, L: 0, N: index, W: TileWidth}
 	left, err := tlog.HashFromTile(t, data, tlog.StoredHashIndex(TileHeight-1, 2*index))
 	if err != nil {
-		return nil, err
+		return false, err
 	}
 	right, err := tlog.HashFromTile(t, data, tlog.StoredHashIndex(TileHeight-1, 2*index+1))
 	if err != nil {
-		return nil, err
+		return false, err
 	}
 	stored, err := readHashes(ctx, s.pool, []int64{tlog.StoredHashIndex(TileHeight, index)})
 	if err != nil {
-		return nil, err
+		return false, err
 	}
-	if tlog.NodeHash(left, right) != stored[0] {
-		return nil, nil
-	}
-	return data, nil
+	return tlog.NodeHash(left, right) == stored[0], nil
 }

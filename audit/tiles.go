@@ -49,14 +49,21 @@ func tileInTree(level int, index int64, width int, treeSize int64) bool {
 // HashTile returns the C2SP tlog-tiles hash tile at level and index, width
 // hashes wide (TileWidth for a full tile), as the tree of size treeSize
 // holds it: the width hashes of tree level level·TileHeight it covers,
-// concatenated, read from the stored tile where there is one (full, or
-// partial of that width), else from the stored hashes in one query. A
+// concatenated, read from the stored tile where there is one (a full
+// level-0 tile from its eight parts, a full tile above from audit_tiles, a
+// partial one of that width), else from the stored hashes in one query. A
 // tile that reaches beyond treeSize is ErrBadRange: a full tile is then
 // the same bytes for every larger tree, and a partial one is a prefix of
 // its full tile.
 func (s *store) HashTile(ctx context.Context, level int, index int64, width int, treeSize int64) ([]byte, error) {
 	if level < 0 || !tileInTree(level, index, width, treeSize) {
 		return nil, ErrBadRange
+	}
+	if level == 0 && width == TileWidth {
+		data, err := s.storedLeafTile(ctx, index)
+		if err != nil || data != nil {
+			return data, err
+		}
 	}
 	if width == TileWidth {
 		var data []byte
@@ -115,12 +122,17 @@ const (
 // storeTiles writes the full hash tiles of the tree of size treeSize that
 // are not stored yet, at every level, at most maxTilesPerCall of them, in
 // order, then its partial tiles (storePartialTiles); it returns how many
-// it wrote. Each tile is computed from the stored hashes as HashTile
-// would serve it. Full tiles of a tree are the same in every larger tree,
-// so a tile once stored is never wrong for a later checkpoint.
+// it wrote. Level-0 tiles go into audit_leaf_tile_parts, in parts
+// (storeLeafTiles), the others into audit_tiles. Each tile is computed
+// from the stored hashes as HashTile would serve it. Full tiles of a tree
+// are the same in every larger tree, so a tile once stored is never wrong
+// for a later checkpoint.
 func (s *store) storeTiles(ctx context.Context, treeSize int64) (int, error) {
-	written := 0
-	for level := 0; level < 8 && written < maxTilesPerCall; level++ {
+	written, err := s.storeLeafTiles(ctx, treeSize, maxTilesPerCall)
+	if err != nil {
+		return written, err
+	}
+	for level := 1; level < 8 && written < maxTilesPerCall; level++ {
 		full := treeSize >> ((level + 1) * TileHeight)
 		if full == 0 {
 			break
@@ -288,7 +300,8 @@ func (s *store) EntryBundle(ctx context.Context, index int64, width int, treeSiz
 	return out, nil
 }
 
-// tileCheck compares the stored full tiles (audit_tiles) and partial tiles
+// tileCheck compares the stored full tiles (audit_tiles, and the parts of
+// level-0 ones in audit_leaf_tile_parts) and partial tiles
 // (audit_partial_tiles) with the hashes verification recomputes, in seq
 // order: each tile as its last hash is made, each partial tile as the
 // hash that ends its width is. A tile not stored is not a problem (the
@@ -304,7 +317,8 @@ type tileCheck struct {
 		data []byte
 		ok   bool
 	}
-	window      map[int64][]byte // stored level-0 tiles from windowStart
+	window      map[int64][]byte     // stored level-0 tiles (audit_tiles) from windowStart
+	partsWindow map[int64][]leafPart // stored level-0 tiles' parts from windowStart
 	windowStart int64
 	windowEnd   int64
 }
@@ -341,7 +355,8 @@ func (tc *tileCheck) prefill(ctx context.Context, start int64) error {
 	return nil
 }
 
-// tileWindow is how many stored level-0 tiles one query reads (2 MiB).
+// tileWindow is how many stored level-0 tiles one query reads (2 MiB, and
+// 2.2 MiB of their parts).
 const tileWindow = 256
 
 // add takes the recomputed stored hashes of entry seq (stored[j] the node
@@ -389,12 +404,39 @@ func (tc *tileCheck) compare(ctx context.Context, level int, index int64, data [
 			return fmt.Errorf("audit: verify: stored tile %d/%d: %w", level, index, err)
 		}
 	}
+	if level == 0 {
+		if err := tc.compareLeafParts(index, data); err != nil {
+			return err
+		}
+	}
 	if stored == nil {
 		return nil
 	}
 	tc.rep.Tiles++
 	if !bytes.Equal(stored, data) {
 		tc.rep.bad(-1, "stored tile %d/%d (audit_tiles) differs from the recomputed hashes: clients are served a tile their proofs fail with", level, index)
+	}
+	return nil
+}
+
+// compareLeafParts checks the stored parts of full level-0 tile index, if
+// there are any, against data, its recomputed leaf hashes: each part's
+// hashes and the roots beside it. A tile with parts counts as one tile.
+func (tc *tileCheck) compareLeafParts(index int64, data []byte) error {
+	stored := tc.partsWindow[index]
+	if len(stored) == 0 {
+		return nil
+	}
+	want, err := splitLeafTile(index, data)
+	if err != nil {
+		return fmt.Errorf("audit: verify: %w", err)
+	}
+	tc.rep.Tiles++
+	for _, lp := range stored {
+		w := want[lp.part]
+		if !bytes.Equal(lp.hashes, w.hashes) || !bytes.Equal(lp.siblings, w.siblings) {
+			tc.rep.bad(-1, "stored part %d of tile 0/%d (audit_leaf_tile_parts) differs from the recomputed hashes: clients are served proofs and a tile that fail", lp.part, index)
+		}
 	}
 	return nil
 }
@@ -438,6 +480,23 @@ func (tc *tileCheck) readWindow(ctx context.Context, index int64) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("audit: verify: stored tiles: %w", err)
 	}
+	rows.Close()
+	rows, err = tc.store.pool.Query(ctx, sqlLeafPartsWindow, index, index+tileWindow)
+	if err != nil {
+		return fmt.Errorf("audit: verify: stored tile parts: %w", err)
+	}
+	defer rows.Close()
+	tc.partsWindow = make(map[int64][]leafPart, tileWindow)
+	for rows.Next() {
+		var lp leafPart
+		if err := rows.Scan(&lp.tile, &lp.part, &lp.siblings, &lp.hashes); err != nil {
+			return fmt.Errorf("audit: verify: stored tile parts: %w", err)
+		}
+		tc.partsWindow[lp.tile] = append(tc.partsWindow[lp.tile], lp)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("audit: verify: stored tile parts: %w", err)
+	}
 	tc.windowStart, tc.windowEnd = index, index+tileWindow
 	return nil
 }
@@ -446,10 +505,11 @@ func (tc *tileCheck) readWindow(ctx context.Context, index int64) error {
 // treeSize. It takes each hash from the stored tile covering it: the full
 // tile, where the tree holds that tile whole, else, from level
 // partialTileLevel up, the widest stored partial tile the tree holds; the
-// rest from the entries' stored hashes. An inclusion proof at 10 M entries
-// then reads three tiles: the 256 leaf hashes around its entry, the 256
-// level-8 nodes around those, and the partial tile of level-16 nodes that
-// every proof shares. Only the hashes along the tree's right edge below
+// rest from the entries' stored hashes. A full level-0 tile is read in
+// parts (chooseLeafParts). An inclusion proof at 10 M entries then reads
+// three rows: the part of its level-0 tile that holds its entry (32 leaf
+// hashes and the three roots beside them), the 256 level-8 nodes around
+// those, and the partial tile of level-16 nodes that every proof shares. Only the hashes along the tree's right edge below
 // level 16, which every proof shares too, come from rows. The log's size,
 // the tiles and the rows are one batch, one round trip; a tile the job
 // has not stored yet costs a second read, of its hashes as rows. A forged
@@ -462,10 +522,12 @@ type proofReader struct {
 	checked  bool // the log's size was read and holds treeSize
 }
 
-// Where a proof's hash comes from when no stored tile gives it.
+// Where a proof's hash comes from when it is not one of tiles.
 const (
-	fromRows    = -1 // an entry row: no stored tile of the tree covers it
-	fromMissing = -2 // an entry row read after the tiles: its tile is not stored, or not that wide
+	fromRows     = -1 // an entry row: no stored tile of the tree covers it
+	fromMissing  = -2 // an entry row read after the tiles: its tile is not stored, or not that wide
+	fromLeafPart = -3 // a part of a full level-0 tile, until it is read
+	fromPart     = -4 // a part of a full level-0 tile, read
 )
 
 // proofTile is a stored tile a proof asks for: full, or the widest
@@ -479,13 +541,20 @@ type proofTile struct {
 func (r *proofReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 	out := make([]tlog.Hash, len(indexes))
 	var tiles []proofTile
-	tileOf := make([]int, len(indexes)) // into tiles, or fromRows or fromMissing
+	tileOf := make([]int, len(indexes)) // into tiles, or fromRows, fromMissing or fromLeafPart
 	var rows []int64                    // hashes no stored tile of the tree covers
+	var leafNodes []int64               // hashes in full level-0 tiles
+	var leafAt []int                    // their positions in indexes
 	for i, idx := range indexes {
 		t, ok := storedTileFor(idx, r.treeSize)
 		tileOf[i] = fromRows
 		if !ok {
 			rows = append(rows, idx)
+			continue
+		}
+		if t.L == 0 && t.W == TileWidth {
+			tileOf[i] = fromLeafPart
+			leafNodes, leafAt = append(leafNodes, idx), append(leafAt, i)
 			continue
 		}
 		tileOf[i] = slices.IndexFunc(tiles, func(pt proofTile) bool { return pt.t == t })
@@ -524,6 +593,10 @@ func (r *proofReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 			return nil
 		})
 	}
+	parts, partOf := chooseLeafParts(leafNodes)
+	for k := range parts {
+		queueLeafPart(b, &parts[k])
+	}
 	var rowHashes []tlog.Hash
 	if len(rows) > 0 {
 		entryHashes.Queue(b, rows, &rowHashes)
@@ -539,7 +612,18 @@ func (r *proofReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 	}
 	r.checked = true
 	var missing []int64 // in tiles not stored yet, or beyond the widest stored
+	for j, i := range leafAt {
+		level, n := tlog.SplitStoredHashIndex(leafNodes[j])
+		if h, ok := parts[partOf[j]].hash(level, n); ok {
+			out[i], tileOf[i] = h, fromPart
+		} else {
+			tileOf[i] = fromMissing
+		}
+	}
 	for i, idx := range indexes {
+		if tileOf[i] == fromMissing {
+			missing = append(missing, idx)
+		}
 		if k := tileOf[i]; k >= 0 {
 			if h, ok := hashFromTile(tiles[k], idx); ok {
 				out[i] = h

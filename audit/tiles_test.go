@@ -168,9 +168,11 @@ func TestTilesStayInsideTheTree(t *testing.T) {
 }
 
 // TestFullTilesAreStored: the log writes every full hash tile of its
-// published tree into audit_tiles (273 at level 0 and one at level 1 for
-// 70,000 entries, over more than one round), each the bytes computed from
-// the stored hashes, and serves full tiles from there.
+// published tree, over more than one round: for 70,000 entries, the 273
+// level-0 tiles in eight parts each into audit_leaf_tile_parts and the one
+// level-1 tile into audit_tiles, each the bytes computed from the stored
+// hashes, each part with the roots beside it; and serves full tiles from
+// there.
 func TestFullTilesAreStored(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -188,43 +190,62 @@ func TestFullTilesAreStored(t *testing.T) {
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		var n int
-		if err := f.pool.QueryRow(ctx, "SELECT count(*) FROM audit_tiles").Scan(&n); err != nil {
+		var tiles, parts int
+		if err := f.pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM audit_tiles), (SELECT count(*) FROM audit_leaf_tile_parts)").Scan(&tiles, &parts); err != nil {
 			t.Fatal(err)
 		}
-		if n == 274 {
+		if tiles == 1 && parts == 273*leafTileParts {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d tiles stored, want 274", n)
+			t.Fatalf("%d tiles and %d parts stored, want 1 and %d", tiles, parts, 273*leafTileParts)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	rows, err := f.pool.Query(ctx, "SELECT level, idx, data FROM audit_tiles ORDER BY level, idx")
+	var level, idx int
+	var data []byte
+	if err := f.pool.QueryRow(ctx, "SELECT level, idx, data FROM audit_tiles").Scan(&level, &idx, &data); err != nil || level != 1 || idx != 0 {
+		t.Fatalf("audit_tiles holds tile %d/%d, want 1/0 (%v)", level, idx, err)
+	}
+	if computed, err := f.store.computeTile(ctx, 1, 0, TileWidth); err != nil || !bytes.Equal(computed, data) {
+		t.Fatalf("stored tile 1/0 differs from the stored hashes' (%v)", err)
+	}
+	rows, err := f.pool.Query(ctx, "SELECT idx, part, siblings, hashes FROM audit_leaf_tile_parts ORDER BY idx, part")
 	if err != nil {
 		t.Fatal(err)
 	}
-	type stored struct {
-		Level int
-		Idx   int64
-		Data  []byte
+	var stored []leafPart
+	for rows.Next() {
+		var lp leafPart
+		if err := rows.Scan(&lp.tile, &lp.part, &lp.siblings, &lp.hashes); err != nil {
+			t.Fatal(err)
+		}
+		stored = append(stored, lp)
 	}
-	tiles, err := pgx.CollectRows(rows, pgx.RowToStructByPos[stored])
-	if err != nil {
+	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	for i, st := range tiles {
-		if want := (stored{Level: min(i/273, 1), Idx: int64(i % 273)}); st.Level != want.Level || st.Idx != want.Idx {
-			t.Fatalf("stored tile %d is %d/%d", i, st.Level, st.Idx)
+	for index := range int64(273) {
+		computed, err := f.store.leafHashTile(ctx, index, TileWidth)
+		if err != nil {
+			t.Fatal(err)
 		}
-		computed, err := f.store.computeTile(ctx, st.Level, st.Idx, TileWidth)
-		if err != nil || !bytes.Equal(computed, st.Data) {
-			t.Fatalf("stored tile %d/%d differs from the stored hashes' (%v)", st.Level, st.Idx, err)
+		tl := tlog.Tile{H: TileHeight, L: 0, N: index, W: TileWidth}
+		for p, lp := range stored[index*leafTileParts : (index+1)*leafTileParts] {
+			if lp.tile != index || lp.part != p || !bytes.Equal(lp.hashes, computed[p*leafPartWidth*32:(p+1)*leafPartWidth*32]) {
+				t.Fatalf("stored part %d/%d is not the leaf hashes of part %d of tile 0/%d", lp.tile, lp.part, p, index)
+			}
+			for k := range leafPartSiblings {
+				want, _ := tlog.HashFromTile(tl, computed, tlog.StoredHashIndex(leafPartHeight+k, (index*leafTileParts+int64(p))>>k^1))
+				if !bytes.Equal(lp.siblings[32*k:32*(k+1)], want[:]) {
+					t.Fatalf("part %d of tile 0/%d: the root beside it at level %d differs from the tile's", p, index, leafPartHeight+k)
+				}
+			}
 		}
-		if i%50 == 0 {
-			served, err := l.HashTile(ctx, st.Level, st.Idx, TileWidth)
-			if err != nil || !bytes.Equal(served, st.Data) {
-				t.Fatalf("served tile %d/%d: %v", st.Level, st.Idx, err)
+		if index%50 == 0 {
+			served, err := l.HashTile(ctx, 0, index, TileWidth)
+			if err != nil || !bytes.Equal(served, computed) {
+				t.Fatalf("served tile 0/%d: %v", index, err)
 			}
 		}
 	}
@@ -232,7 +253,8 @@ func TestFullTilesAreStored(t *testing.T) {
 
 // TestVerifyChecksStoredTiles: audit verify compares every stored full
 // tile with the hashes it recomputes, and names one a database superuser
-// rewrote, at level 0 and at level 1; a full verification checks all of
+// rewrote, in a level-0 tile's parts (a leaf hash, a root beside a part)
+// and at level 1; a full verification checks all of
 // them, an incremental one those that begin inside its range.
 func TestVerifyChecksStoredTiles(t *testing.T) {
 	f := newFixture(t)
@@ -249,14 +271,21 @@ func TestVerifyChecksStoredTiles(t *testing.T) {
 	if err != nil || !rep.OK() || rep.Tiles != 274+1 {
 		t.Fatalf("clean: %d tiles checked, want 275 (and the partial tile 2/0.1): %v %v", rep.Tiles, rep.Problems, err)
 	}
+	// A superuser rewrites a leaf hash of part 3 of tile 0/200, a root
+	// beside part 6 of the same tile, and the level-1 tile.
 	if _, err := f.pool.Exec(ctx, `ALTER TABLE audit_tiles DISABLE TRIGGER audit_tiles_append_only;
-		UPDATE audit_tiles SET data = overlay(data PLACING '\xff'::bytea FROM 100) WHERE (level, idx) IN ((0, 200), (1, 0));
-		ALTER TABLE audit_tiles ENABLE TRIGGER audit_tiles_append_only`); err != nil {
+		UPDATE audit_tiles SET data = overlay(data PLACING '\xff'::bytea FROM 100) WHERE (level, idx) = (1, 0);
+		ALTER TABLE audit_tiles ENABLE TRIGGER audit_tiles_append_only;
+		ALTER TABLE audit_leaf_tile_parts DISABLE TRIGGER audit_leaf_tile_parts_append_only;
+		UPDATE audit_leaf_tile_parts SET hashes = overlay(hashes PLACING '\xff'::bytea FROM 100) WHERE (idx, part) = (200, 3);
+		UPDATE audit_leaf_tile_parts SET siblings = overlay(siblings PLACING '\xff'::bytea FROM 40) WHERE (idx, part) = (200, 6);
+		ALTER TABLE audit_leaf_tile_parts ENABLE TRIGGER audit_leaf_tile_parts_append_only`); err != nil {
 		t.Fatal(err)
 	}
 	rep, err = f.store.verify(ctx, f.verifier)
 	problems := strings.Join(rep.Problems, "\n")
-	if err != nil || rep.OK() || !strings.Contains(problems, "stored tile 0/200 (audit_tiles) differs") || !strings.Contains(problems, "stored tile 1/0 (audit_tiles) differs") {
+	if err != nil || rep.OK() || !strings.Contains(problems, "stored part 3 of tile 0/200 (audit_leaf_tile_parts) differs") ||
+		!strings.Contains(problems, "stored part 6 of tile 0/200 (audit_leaf_tile_parts) differs") || !strings.Contains(problems, "stored tile 1/0 (audit_tiles) differs") || len(rep.Problems) != 3 {
 		t.Fatalf("rewritten tiles: %v %v", rep.Problems, err)
 	}
 	// Incremental runs compare the tiles they complete, those begun
@@ -271,7 +300,7 @@ func TestVerifyChecksStoredTiles(t *testing.T) {
 		}
 		rep, err = f.store.verifyRange(ctx, VerifyOptions{}, &from, f.verifier)
 		problems := strings.Join(rep.Problems, "\n")
-		if err != nil || rep.Tiles != 74+1 || !strings.Contains(problems, "stored tile 0/200") || !strings.Contains(problems, "stored tile 1/0") {
+		if err != nil || rep.Tiles != 74+1 || !strings.Contains(problems, "stored part 3 of tile 0/200") || !strings.Contains(problems, "stored tile 1/0") {
 			t.Fatalf("incremental from %d: %d tiles, %v %v", start, rep.Tiles, rep.Problems, err)
 		}
 	}
@@ -280,8 +309,10 @@ func TestVerifyChecksStoredTiles(t *testing.T) {
 // TestProofsReadStoredTiles: inclusion and consistency proofs are the
 // same with the stored tiles as without them, for entries and sizes at
 // every tile boundary, and they do read the tiles: a database superuser's
-// rewrite of a level-0 tile makes the proofs that use the rewritten hash
-// fail the client's check, never pass, and leaves the others good.
+// rewrite of a level-0 tile's part, a leaf hash or a root beside it,
+// makes the proofs that use the rewritten hash fail the client's check,
+// never pass, and leaves the others good; with parts deleted, proofs take
+// those hashes from the rows.
 func TestProofsReadStoredTiles(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -296,21 +327,30 @@ func TestProofsReadStoredTiles(t *testing.T) {
 	f.storeAllTiles(t, size)
 	pc.all("tiles stored", sizes, seqs)
 
-	f.exec(t, `ALTER TABLE audit_tiles DISABLE TRIGGER audit_tiles_append_only;
-		UPDATE audit_tiles SET data = overlay(data PLACING '\xff'::bytea FROM 100) WHERE (level, idx) = (0, 100);
-		ALTER TABLE audit_tiles ENABLE TRIGGER audit_tiles_append_only`)
-	// Byte 100 is in the fourth hash, entry 25,603's leaf hash: every
-	// other entry of the tile has it in its proof; 25,603 and the
-	// entries outside the tile (which take node 100 of level 8 from tile
-	// 1/0) do not.
-	for seq, want := range map[int64]bool{25_600: false, 25_700: false, 25_603: true, 60_000: true} {
-		p, err := f.store.InclusionProof(ctx, seq, size)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := tlog.CheckRecord(p, size, pc.root(size), seq, pc.leafHash(seq)); (err == nil) != want {
-			t.Errorf("entry %d under a rewritten tile 0/100: check %v, want it to pass: %v", seq, err, want)
-		}
+	f.exec(t, `ALTER TABLE audit_leaf_tile_parts DISABLE TRIGGER audit_leaf_tile_parts_append_only;
+		UPDATE audit_leaf_tile_parts SET hashes = overlay(hashes PLACING '\xff'::bytea FROM 100) WHERE (idx, part) = (100, 0);
+		ALTER TABLE audit_leaf_tile_parts ENABLE TRIGGER audit_leaf_tile_parts_append_only`)
+	// Byte 100 of part 0 is in its fourth hash, entry 25,603's leaf hash:
+	// the other entries of the part (25,600–25,631) have it in their
+	// proofs; 25,603 does not, the other parts of the tile take the root
+	// of part 0 from their own rows, and entries outside the tile take
+	// node 100 of level 8 from tile 1/0.
+	pc.passes("a rewritten part 0/100.0", size, map[int64]bool{25_600: false, 25_631: false, 25_603: true, 25_632: true, 25_700: true, 60_000: true})
+	// A rewritten root beside part 3 at level 6 (the node over parts 0
+	// and 1) fails the proofs of parts 3's entries only.
+	f.exec(t, `ALTER TABLE audit_leaf_tile_parts DISABLE TRIGGER audit_leaf_tile_parts_append_only;
+		UPDATE audit_leaf_tile_parts SET siblings = overlay(siblings PLACING '\xff'::bytea FROM 40) WHERE (idx, part) = (100, 3);
+		ALTER TABLE audit_leaf_tile_parts ENABLE TRIGGER audit_leaf_tile_parts_append_only`)
+	pc.passes("a rewritten root beside part 0/100.3", size, map[int64]bool{25_696: false, 25_700: false, 25_727: false, 25_664: true, 25_728: true})
+	// A tile with a part missing (deleted by a superuser) takes that part's
+	// hashes from the rows: every proof passes again.
+	f.exec(t, `ALTER TABLE audit_leaf_tile_parts DISABLE TRIGGER audit_leaf_tile_parts_append_only;
+		DELETE FROM audit_leaf_tile_parts WHERE idx = 100 AND part IN (0, 3);
+		ALTER TABLE audit_leaf_tile_parts ENABLE TRIGGER audit_leaf_tile_parts_append_only`)
+	pc.passes("parts 0/100.0 and .3 missing", size, map[int64]bool{25_600: true, 25_631: true, 25_700: true})
+	pc.all("parts 0/100.0 and .3 missing", sizes, seqs)
+	if served, err := f.store.HashTile(ctx, 0, 100, TileWidth, size); err != nil || !bytes.Equal(served, pc.tile(100)) {
+		t.Fatalf("tile 0/100 with parts missing: %v", err)
 	}
 }
 
@@ -439,6 +479,31 @@ func (pc *proofCheck) leafHash(seq int64) tlog.Hash {
 		pc.t.Fatal(err)
 	}
 	return hs[0]
+}
+
+// passes checks that the inclusion proof of each entry of want in the tree
+// of size n passes the client's check exactly when want says so.
+func (pc *proofCheck) passes(what string, n int64, want map[int64]bool) {
+	pc.t.Helper()
+	for seq, pass := range want {
+		p, err := pc.f.store.InclusionProof(context.Background(), seq, n)
+		if err != nil {
+			pc.t.Fatal(err)
+		}
+		if err := tlog.CheckRecord(p, n, pc.root(n), seq, pc.leafHash(seq)); (err == nil) != pass {
+			pc.t.Errorf("%s: entry %d: check %v, want it to pass: %v", what, seq, err, pass)
+		}
+	}
+}
+
+// tile returns full level-0 tile index from the stored hashes alone.
+func (pc *proofCheck) tile(index int64) []byte {
+	pc.t.Helper()
+	data, err := tlog.ReadTileData(tlog.Tile{H: TileHeight, L: 0, N: index, W: TileWidth}, pc.rows)
+	if err != nil {
+		pc.t.Fatal(err)
+	}
+	return data
 }
 
 // all checks the inclusion proof of every entry of seqs in every tree of

@@ -116,7 +116,7 @@ stop_sampler() {
 statio() {
   psql -X -Atq -F ' ' "$DATABASE_URL" -c "SELECT relname, heap_blks_read, coalesce(idx_blks_read, 0),
     coalesce(toast_blks_read, 0) + coalesce(tidx_blks_read, 0) FROM pg_statio_user_tables
-    WHERE relname IN ('audit_entries', 'audit_tiles', 'audit_partial_tiles') ORDER BY relname COLLATE \"C\""
+    WHERE relname IN ('audit_entries', 'audit_leaf_tile_parts', 'audit_partial_tiles', 'audit_tiles') ORDER BY relname COLLATE \"C\""
 }
 
 settle
