@@ -24,7 +24,11 @@ const (
 	sqlLeafTilePart    = "SELECT siblings, hashes FROM audit_leaf_tile_parts WHERE idx = $1 AND part = $2"
 	sqlLeafTilePartsOf = "SELECT part, hashes FROM audit_leaf_tile_parts WHERE idx = $1 ORDER BY part"
 	sqlStoredLeafTiles = "SELECT coalesce(max(idx) + 1, 0) FROM audit_leaf_tile_parts"
-	sqlInsertLeafPart  = "INSERT INTO audit_leaf_tile_parts (idx, part, siblings, hashes) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
+	// A tile's parts in one statement: the job stores a hundred tiles a
+	// second at full ingest.
+	sqlInsertLeafParts = `INSERT INTO audit_leaf_tile_parts (idx, part, siblings, hashes)
+		SELECT $1, part, siblings, hashes FROM unnest($2::smallint[], $3::bytea[], $4::bytea[]) AS p(part, siblings, hashes)
+		ON CONFLICT DO NOTHING`
 	sqlLeafPartsWindow = "SELECT idx, part, siblings, hashes FROM audit_leaf_tile_parts WHERE idx >= $1 AND idx < $2 ORDER BY idx, part"
 )
 
@@ -179,7 +183,7 @@ func (s *store) storedLeafTile(ctx context.Context, index int64) ([]byte, error)
 
 // storeLeafTiles writes the parts of the full level-0 tiles of the tree of
 // size treeSize that are not stored yet, in order, at most max tiles, each
-// tile's parts in one transaction, and returns how many tiles it wrote.
+// tile's parts in one statement, and returns how many tiles it wrote.
 // A tile comes from the leaf hashes the process kept, else from an
 // audit_tiles row whose root is the stored level-8 hash (a log older than
 // the parts), else from the rows.
@@ -199,12 +203,13 @@ func (s *store) storeLeafTiles(ctx context.Context, treeSize int64, max int) (in
 		if err != nil {
 			return written, fmt.Errorf("audit: store tiles: %w", err)
 		}
-		b := &pgx.Batch{}
-		for _, lp := range parts {
-			b.Queue(sqlInsertLeafPart, lp.tile, lp.part, lp.siblings, lp.hashes)
+		var numbers [leafTileParts]int16
+		var siblings, hashes [leafTileParts][]byte
+		for p, lp := range parts {
+			numbers[p], siblings[p], hashes[p] = int16(lp.part), lp.siblings, lp.hashes
 		}
-		// One batch, one implicit transaction: all eight parts or none.
-		if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		// One statement: all eight parts or none.
+		if _, err := s.pool.Exec(ctx, sqlInsertLeafParts, next, numbers[:], siblings[:], hashes[:]); err != nil {
 			return written, fmt.Errorf("audit: store tile 0/%d: %w", next, err)
 		}
 		written++
