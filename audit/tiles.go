@@ -509,8 +509,9 @@ func (tc *tileCheck) readWindow(ctx context.Context, index int64) error {
 // parts (chooseLeafParts). An inclusion proof at 10 M entries then reads
 // three rows: the part of its level-0 tile that holds its entry (32 leaf
 // hashes and the three roots beside them), the 256 level-8 nodes around
-// those, and the partial tile of level-16 nodes that every proof shares. Only the hashes along the tree's right edge below
-// level 16, which every proof shares too, come from rows. The log's size,
+// those, and the partial tile of level-16 nodes that every proof shares.
+// Only the hashes along the tree's right edge below level 16, which every
+// proof shares too, come from rows. The log's size,
 // the tiles and the rows are one batch, one round trip; a tile the job
 // has not stored yet costs a second read, of its hashes as rows. A forged
 // tile makes the proof fail the client's check against a cosigned
@@ -537,95 +538,131 @@ type proofTile struct {
 	data []byte // nil until read, and if none is stored
 }
 
+// proofSources is where each hash of one ReadHashes call comes from.
+type proofSources struct {
+	tiles     []proofTile
+	tileOf    []int      // per index: into tiles, or fromRows, fromMissing or fromLeafPart
+	rows      []int64    // hashes no stored tile of the tree covers
+	leafNodes []int64    // hashes in full level-0 tiles
+	leafAt    []int      // their positions in indexes
+	parts     []leafPart // the parts of level-0 tiles leafNodes are read from
+	partOf    []int      // per leafNodes: into parts
+	rowHashes []tlog.Hash
+}
+
 // ReadHashes implements tlog.HashReader.
 func (r *proofReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
-	out := make([]tlog.Hash, len(indexes))
-	var tiles []proofTile
-	tileOf := make([]int, len(indexes)) // into tiles, or fromRows, fromMissing or fromLeafPart
-	var rows []int64                    // hashes no stored tile of the tree covers
-	var leafNodes []int64               // hashes in full level-0 tiles
-	var leafAt []int                    // their positions in indexes
+	src := r.sources(indexes)
+	if err := r.read(src); err != nil {
+		return nil, err
+	}
+	return r.assemble(indexes, src)
+}
+
+// sources decides where each hash of indexes comes from.
+func (r *proofReader) sources(indexes []int64) *proofSources {
+	src := &proofSources{tileOf: make([]int, len(indexes))}
 	for i, idx := range indexes {
 		t, ok := storedTileFor(idx, r.treeSize)
-		tileOf[i] = fromRows
+		src.tileOf[i] = fromRows
 		if !ok {
-			rows = append(rows, idx)
+			src.rows = append(src.rows, idx)
 			continue
 		}
 		if t.L == 0 && t.W == TileWidth {
-			tileOf[i] = fromLeafPart
-			leafNodes, leafAt = append(leafNodes, idx), append(leafAt, i)
+			src.tileOf[i] = fromLeafPart
+			src.leafNodes, src.leafAt = append(src.leafNodes, idx), append(src.leafAt, i)
 			continue
 		}
-		tileOf[i] = slices.IndexFunc(tiles, func(pt proofTile) bool { return pt.t == t })
-		if tileOf[i] < 0 {
-			tileOf[i] = len(tiles)
-			tiles = append(tiles, proofTile{t: t})
+		src.tileOf[i] = slices.IndexFunc(src.tiles, func(pt proofTile) bool { return pt.t == t })
+		if src.tileOf[i] < 0 {
+			src.tileOf[i] = len(src.tiles)
+			src.tiles = append(src.tiles, proofTile{t: t})
 		}
 	}
+	src.parts, src.partOf = chooseLeafParts(src.leafNodes)
+	return src
+}
+
+// read reads the log's size, the tiles, the parts and the rows of src in
+// one batch, and checks that the log holds the tree.
+func (r *proofReader) read(src *proofSources) error {
 	b := &pgx.Batch{}
 	size := int64(-1)
 	b.Queue(sqlTreeSize).QueryRow(func(row pgx.Row) error { return row.Scan(&size) })
-	for k := range tiles {
-		pt := &tiles[k]
-		if pt.t.W == TileWidth {
-			b.Queue(sqlStoredTile, pt.t.L, pt.t.N).QueryRow(func(row pgx.Row) error {
-				var d []byte
-				if err := row.Scan(&d); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-					return err
-				}
-				if len(d) == TileWidth*tlog.HashSize {
-					pt.data = d
-				}
-				return nil
-			})
-			continue
-		}
-		b.Queue(sqlPartialTile, pt.t.L, pt.t.N, pt.t.W).QueryRow(func(row pgx.Row) error {
-			var w int
-			var d []byte
-			if err := row.Scan(&w, &d); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-				return err
-			}
-			if w >= 1 && w <= pt.t.W && len(d) == w*tlog.HashSize {
-				pt.t.W, pt.data = w, d
-			}
-			return nil
-		})
+	for k := range src.tiles {
+		queueProofTile(b, &src.tiles[k])
 	}
-	parts, partOf := chooseLeafParts(leafNodes)
-	for k := range parts {
-		queueLeafPart(b, &parts[k])
+	for k := range src.parts {
+		queueLeafPart(b, &src.parts[k])
 	}
-	var rowHashes []tlog.Hash
-	if len(rows) > 0 {
-		entryHashes.Queue(b, rows, &rowHashes)
+	if len(src.rows) > 0 {
+		entryHashes.Queue(b, src.rows, &src.rowHashes)
 	}
 	err := r.s.pool.SendBatch(r.ctx, b).Close()
 	// The size first: a log shorter than the tree (a standby behind) also
 	// lacks the rows.
 	if size >= 0 && r.treeSize > size {
-		return nil, fmt.Errorf("%w: tree size %d is beyond the log's %d entries", ErrNotFound, r.treeSize, size)
+		return fmt.Errorf("%w: tree size %d is beyond the log's %d entries", ErrNotFound, r.treeSize, size)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("audit: proof hashes: %w", err)
+		return fmt.Errorf("audit: proof hashes: %w", err)
 	}
 	r.checked = true
-	var missing []int64 // in tiles not stored yet, or beyond the widest stored
-	for j, i := range leafAt {
-		level, n := tlog.SplitStoredHashIndex(leafNodes[j])
-		if h, ok := parts[partOf[j]].hash(level, n); ok {
+	return nil
+}
+
+// queueProofTile adds the read of pt to b: a full tile, or the widest
+// stored partial one of at most its width. pt.data stays nil if none is
+// stored.
+func queueProofTile(b *pgx.Batch, pt *proofTile) {
+	if pt.t.W == TileWidth {
+		b.Queue(sqlStoredTile, pt.t.L, pt.t.N).QueryRow(func(row pgx.Row) error {
+			var d []byte
+			if err := row.Scan(&d); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+			if len(d) == TileWidth*tlog.HashSize {
+				pt.data = d
+			}
+			return nil
+		})
+		return
+	}
+	b.Queue(sqlPartialTile, pt.t.L, pt.t.N, pt.t.W).QueryRow(func(row pgx.Row) error {
+		var w int
+		var d []byte
+		if err := row.Scan(&w, &d); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		if w >= 1 && w <= pt.t.W && len(d) == w*tlog.HashSize {
+			pt.t.W, pt.data = w, d
+		}
+		return nil
+	})
+}
+
+// assemble takes each hash of indexes from what read found, and reads the
+// hashes of tiles and parts not stored (or not that wide) from the rows,
+// in a second query.
+func (r *proofReader) assemble(indexes []int64, src *proofSources) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	tileOf := src.tileOf
+	for j, i := range src.leafAt {
+		level, n := tlog.SplitStoredHashIndex(src.leafNodes[j])
+		if h, ok := src.parts[src.partOf[j]].hash(level, n); ok {
 			out[i], tileOf[i] = h, fromPart
 		} else {
 			tileOf[i] = fromMissing
 		}
 	}
+	var missing []int64 // in tiles not stored yet, or beyond the widest stored
 	for i, idx := range indexes {
 		if tileOf[i] == fromMissing {
 			missing = append(missing, idx)
 		}
 		if k := tileOf[i]; k >= 0 {
-			if h, ok := hashFromTile(tiles[k], idx); ok {
+			if h, ok := hashFromTile(src.tiles[k], idx); ok {
 				out[i] = h
 				continue
 			}
@@ -635,10 +672,12 @@ func (r *proofReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 	}
 	var missingHashes []tlog.Hash
 	if len(missing) > 0 {
+		var err error
 		if missingHashes, err = readHashes(r.ctx, r.s.pool, missing); err != nil {
 			return nil, err
 		}
 	}
+	rowHashes := src.rowHashes
 	for i := range indexes {
 		switch tileOf[i] {
 		case fromRows:
