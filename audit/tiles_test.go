@@ -304,6 +304,14 @@ func TestVerifyChecksStoredTiles(t *testing.T) {
 			t.Fatalf("incremental from %d: %d tiles, %v %v", start, rep.Tiles, rep.Problems, err)
 		}
 	}
+	// A superuser drops the table's check and stores a ninth part: verify
+	// names it rather than failing on it.
+	f.exec(t, `ALTER TABLE audit_leaf_tile_parts DROP CONSTRAINT audit_leaf_tile_parts_part_check;
+		INSERT INTO audit_leaf_tile_parts (idx, part, siblings, hashes) VALUES (5, 9, decode(repeat('00', 96), 'hex'), decode(repeat('00', 1024), 'hex'))`)
+	rep, err = f.store.verify(ctx, f.verifier)
+	if err != nil || !strings.Contains(strings.Join(rep.Problems, "\n"), "stored part 9 of tile 0/5 (audit_leaf_tile_parts) is not a part of a tile") {
+		t.Fatalf("a ninth part: %v %v", rep.Problems, err)
+	}
 }
 
 // TestProofsReadStoredTiles: inclusion and consistency proofs are the
