@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"strings"
 	"testing"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -133,4 +134,35 @@ func TestLeafPartsFromAnOlderLog(t *testing.T) {
 		}
 	}
 	pc.all("parts from an older log", []int64{size}, []int64{0, 3*TileWidth + 1, size - 1})
+}
+
+// TestForgedLeafPartAheadOfTheJob: the runtime role (INSERT and SELECT)
+// stores a forged part before the tile job reaches its tile. The job
+// stores the tiles after it and never copies the forged hashes; the
+// proofs that read the forged part fail the client's check, every other
+// proof passes (its hashes come from the rows or from true parts), and
+// audit verify names the part.
+func TestForgedLeafPartAheadOfTheJob(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	const size = 4 * TileWidth
+	f.append(t, entries(0, size, "a"))
+	f.exec(t, `SET ROLE mediator_runtime;
+		INSERT INTO audit_leaf_tile_parts (idx, part, siblings, hashes) VALUES (1, 2, decode(repeat('00', 96), 'hex'), decode(repeat('ff', 1024), 'hex'));
+		RESET ROLE`)
+	f.storeAllTiles(t, size)
+	pc := newProofCheck(t, f)
+	if got, err := f.store.storedLeafTile(ctx, 3); err != nil || !bytes.Equal(got, pc.tile(3)) {
+		t.Fatalf("tile 0/3, stored after the forged part: %v", err)
+	}
+	// Part 2 of tile 1 holds entries 320-351.
+	pc.passes("a forged part 0/1.2", size, map[int64]bool{320: false, 351: false, 319: true, 352: true, 10: true, 900: true})
+	pc.all("a forged part 0/1.2", []int64{300, size}, []int64{0, 255, 256, 600, size - 1})
+	if ok, err := f.cp.Once(ctx); err != nil || !ok {
+		t.Fatalf("checkpoint: %v %v", ok, err)
+	}
+	rep, err := f.store.verify(ctx, f.verifier)
+	if err != nil || !strings.Contains(strings.Join(rep.Problems, "\n"), "stored part 2 of tile 0/1 (audit_leaf_tile_parts) differs") {
+		t.Fatalf("verify: %v %v", rep.Problems, err)
+	}
 }
