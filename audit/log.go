@@ -189,9 +189,10 @@ func Open(ctx context.Context, cfg Config) (*Log, func(context.Context) error, e
 func (l *Log) TxAppender() TxAppender { return l.store.txAppender }
 
 // storeTiles writes the full hash tiles of the latest published tree into
-// audit_tiles, and its partial tiles from level 2 up into
+// audit_leaf_tile_parts (level 0, in eight parts) and audit_tiles (levels
+// 1 and up), and its partial tiles from level 2 up into
 // audit_partial_tiles, every interval until ctx ends, a bounded number at
-// a time, so that serving a tile reads one row. It catches up after a
+// a time, so that a proof or a tile reads a row or a few. It catches up after a
 // restart, or on a log that grew before the tables existed, at
 // maxTilesPerCall tiles a round.
 func (l *Log) storeTiles(ctx context.Context, interval time.Duration, log *slog.Logger) {

@@ -56,7 +56,8 @@ type Report struct {
 	// could not be made; "" for a full verification.
 	Consistency string
 
-	// Tiles counts the stored full tiles (audit_tiles) and partial tiles
+	// Tiles counts the stored full tiles (audit_tiles; a level-0 tile's
+	// parts in audit_leaf_tile_parts count as one) and partial tiles
 	// (audit_partial_tiles) compared with the recomputed hashes.
 	Tiles int
 

@@ -34,8 +34,9 @@ type verifyResult struct {
 	WitnessesChecked bool `json:"witnesses_checked"`
 	Quorum           int  `json:"quorum"`
 	Witnessed        int  `json:"witnessed"`
-	// Tiles were stored full and partial tiles (audit_tiles,
-	// audit_partial_tiles) compared with the recomputed hashes.
+	// Tiles were stored full and partial tiles (audit_tiles, the parts
+	// of level-0 tiles in audit_leaf_tile_parts, audit_partial_tiles)
+	// compared with the recomputed hashes.
 	Tiles          int             `json:"tiles"`
 	NotChecked     []string        `json:"not_checked"`
 	Problems       []string        `json:"problems"`
