@@ -73,15 +73,26 @@ func (lp leafPart) hash(level int, n int64) (tlog.Hash, bool) {
 	if len(lp.hashes) != leafPartWidth*tlog.HashSize || len(lp.siblings) != leafPartSiblings*tlog.HashSize {
 		return tlog.Hash{}, false
 	}
-	first := lp.tile*leafTileParts + int64(lp.part) // the part's node at level 5
 	if level < leafPartHeight {
-		h, err := tlog.HashFromTile(tlog.Tile{H: leafPartHeight, L: 0, N: first, W: leafPartWidth}, lp.hashes, tlog.StoredHashIndex(level, n))
+		t := tlog.Tile{H: leafPartHeight, L: 0, N: lp.node(), W: leafPartWidth}
+		h, err := tlog.HashFromTile(t, lp.hashes, tlog.StoredHashIndex(level, n))
 		return h, err == nil
 	}
-	if k := level - leafPartHeight; k < leafPartSiblings && n == (first>>k)^1 {
+	if lp.besides(level, n) {
+		k := level - leafPartHeight
 		return tlog.Hash(lp.siblings[k*tlog.HashSize : (k+1)*tlog.HashSize]), true
 	}
 	return tlog.Hash{}, false
+}
+
+// node is the part's own node at tree level 5.
+func (lp leafPart) node() int64 { return lp.tile*leafTileParts + int64(lp.part) }
+
+// besides reports whether tree node (level, n) is one of the roots the
+// part stores: the node beside its ancestor at level 5, 6 or 7.
+func (lp leafPart) besides(level int, n int64) bool {
+	k := level - leafPartHeight
+	return k >= 0 && k < leafPartSiblings && n == (lp.node()>>k)^1
 }
 
 // leafPartFor returns the part of the level-0 tile holding tree node
@@ -125,10 +136,7 @@ func chooseLeafParts(indexes []int64) ([]leafPart, []int) {
 		if level < leafPartHeight {
 			continue
 		}
-		of[i] = slices.IndexFunc(parts, func(lp leafPart) bool {
-			base := lp.tile*leafTileParts + int64(lp.part)
-			return n == (base>>(level-leafPartHeight))^1
-		})
+		of[i] = slices.IndexFunc(parts, func(lp leafPart) bool { return lp.besides(level, n) })
 		if of[i] < 0 {
 			of[i] = add(leafPartFor(level, n))
 		}

@@ -104,8 +104,9 @@ func TestLeafPartsGiveTheTilesNodes(t *testing.T) {
 // existed: its level-0 tiles are audit_tiles rows, one of them rewritten
 // by a database superuser. Tiles are served from those rows meanwhile;
 // the tile job then stores the parts of every tile, copied from a row
-// whose root is the stored level-8 hash and computed from the entries for
-// the rewritten one, so no forged hash reaches the parts.
+// whose root is the stored level-8 hash (not read back from its 256
+// entries) and computed from the entries for the rewritten one, so no
+// forged hash reaches the parts.
 func TestLeafPartsFromAnOlderLog(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -121,6 +122,14 @@ func TestLeafPartsFromAnOlderLog(t *testing.T) {
 	if served, err := f.store.HashTile(ctx, 0, 1, TileWidth, size); err != nil || !bytes.Equal(served, pc.tile(1)) {
 		t.Fatalf("tile 0/1 before its parts: %v", err)
 	}
+	// A superuser also rewrites entry 517's leaf hash, and only it: the
+	// level-8 hash of tile 2 is unchanged, so its audit_tiles row still
+	// passes the root check and its parts are copied from that row, which
+	// proves the row is read, and hold the true tile.
+	tile2 := pc.tile(2)
+	f.exec(t, `ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only;
+		UPDATE audit_entries SET hashes = overlay(hashes PLACING '\xff'::bytea FROM 1) WHERE seq = 517;
+		ALTER TABLE audit_entries ENABLE TRIGGER audit_entries_append_only`)
 	f.store.leaves.committed(1<<40, nil) // no kept leaf hashes: the job reads the tables
 	f.storeAllTiles(t, size)
 	var parts int
@@ -128,9 +137,13 @@ func TestLeafPartsFromAnOlderLog(t *testing.T) {
 		t.Fatalf("%d parts stored, want %d (%v)", parts, 5*leafTileParts, err)
 	}
 	for index := range int64(size / TileWidth) {
+		want := pc.tile(index)
+		if index == 2 {
+			want = tile2
+		}
 		data, err := f.store.storedLeafTile(ctx, index)
-		if err != nil || !bytes.Equal(data, pc.tile(index)) {
-			t.Fatalf("tile 0/%d from its parts differs from the stored hashes' (%v)", index, err)
+		if err != nil || !bytes.Equal(data, want) {
+			t.Fatalf("tile 0/%d from its parts is not the true tile (%v)", index, err)
 		}
 	}
 	pc.all("parts from an older log", []int64{size}, []int64{0, 3*TileWidth + 1, size - 1})

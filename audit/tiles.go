@@ -531,8 +531,7 @@ type proofReader struct {
 const (
 	fromRows     = -1 // an entry row: no stored tile of the tree covers it
 	fromMissing  = -2 // an entry row read after the tiles: its tile is not stored, or not that wide
-	fromLeafPart = -3 // a part of a full level-0 tile, until it is read
-	fromPart     = -4 // a part of a full level-0 tile, read
+	fromLeafPart = -3 // a part of a full level-0 tile
 )
 
 // proofTile is a stored tile a proof asks for: full, or the widest
@@ -655,7 +654,7 @@ func (r *proofReader) assemble(indexes []int64, src *proofSources) ([]tlog.Hash,
 	for j, i := range src.leafAt {
 		level, n := tlog.SplitStoredHashIndex(src.leafNodes[j])
 		if h, ok := src.parts[src.partOf[j]].hash(level, n); ok {
-			out[i], tileOf[i] = h, fromPart
+			out[i] = h
 		} else {
 			tileOf[i] = fromMissing
 		}
