@@ -19,7 +19,12 @@
 #      while the service still stores tiles and checkpoints), and prints
 #      the blocks each proof read from outside shared buffers, by table;
 #   5. prints the statistics PostgreSQL holds on audit_entries, so the
-#      figures say whether the planner had any.
+#      figures say whether the planner had any;
+#   6. with CONTROL=1, sends LAST events into a fresh log on the same
+#      server, beside the big one, as a control of the machine's drift.
+#
+# Inclusion proofs are timed at the client (loadgen) and, from the access
+# log, in the service (scripts/proofs-in-service.py).
 #
 # AUTOVACUUM=on turns the server's autovacuum on for the run (ALTER SYSTEM,
 # then RESET on exit: needs the server's superuser in ADMIN_URL); the
@@ -37,7 +42,7 @@
 # cgroup controller); the default leaves memory unbounded.
 # Needs bin/mediator (make build) and psql.
 #
-#   FIRST=9000000 LAST=1000000 AUTOVACUUM=off MEMORY=5G scripts/log-at-scale.sh
+#   FIRST=9000000 LAST=1000000 AUTOVACUUM=off MEMORY=5G CONTROL=1 scripts/log-at-scale.sh
 set -euo pipefail
 FIRST=${FIRST:-9000000}
 LAST=${LAST:-1000000}
@@ -56,6 +61,11 @@ BIN=${BIN:-bin/mediator}
 . "$(dirname "$0")/memory-lib.sh"
 cleanup() {
   stop_dev
+  if [ -n "${main_pid:-}" ]; then # stopped during the control: stop the big log's instance too
+    DEV_PID=$main_pid
+    main_pid=
+    stop_dev
+  fi
   unbound_memory
   if [ -n "$AUTOVACUUM" ]; then
     psql -X -q "$ADMIN_URL" -c "ALTER SYSTEM RESET autovacuum" -c "SELECT pg_reload_conf()" >/dev/null
@@ -132,6 +142,7 @@ echo "== $LAST events more"
 start_sampler cpu-last.txt "$LAST"
 "$BIN" loadgen --url "$MEDIATOR_ADDR" --workers "$WORKERS" --batch "$BATCH" --events "$LAST" \
   --duration 1h --segment "$SEGMENT" --proofs 1000 2>&1 | tee "$OUT/last.txt"
+python3 "$(dirname "$0")/proofs-in-service.py" "$OUT/dev.log" 1000 | tee -a "$OUT/last.txt"
 stop_sampler 5 last cpu-per-entry-last.txt
 echo "== audit verify --state (incremental)"
 /usr/bin/time -f "verify: %e s, max RSS %M KiB" "$BIN" audit verify --state "$OUT/verify-state.json" 2>&1 | tee "$OUT/verify-incremental.txt"
@@ -139,6 +150,7 @@ echo "== inclusion proofs on the settled log (one batch more, then 1,000 proofs)
 statio >"$OUT/statio-before.txt"
 "$BIN" loadgen --url "$MEDIATOR_ADDR" --workers 1 --batch "$BATCH" --events "$BATCH" \
   --duration 1m --proofs 1000 | grep -a "inclusion proofs" | tee "$OUT/proofs-settled.txt"
+python3 "$(dirname "$0")/proofs-in-service.py" "$OUT/dev.log" 1000 | tee -a "$OUT/proofs-settled.txt"
 sleep 11 # PostgreSQL's backends report their block counts when idle 10 s
 statio >"$OUT/statio-after.txt"
 echo "blocks read from outside shared buffers per proof (the batch's $BATCH entries included):" | tee -a "$OUT/proofs-settled.txt"
@@ -154,6 +166,32 @@ psql -X "$DATABASE_URL" -c "SELECT reltuples, (SELECT count(*) FROM pg_statistic
 first=$(sed -n 's/^events\/s by segment of [0-9]*: \([0-9]*\).*/\1/p' "$OUT/first.txt")
 last=$(sed -n 's/^events\/s by segment of [0-9]*:.* \([0-9]*\)$/\1/p' "$OUT/last.txt")
 echo "last million against the first: $last / $first = $(python3 -c "print(round($last/$first, 2))")" | tee "$OUT/ratio.txt"
+
+# CONTROL=1 then sends LAST events into a fresh log: a second `mediator
+# dev` with a database of its own on the same server, started while the
+# big log's instance still runs and its files still fill the page cache,
+# after the same settling. Its rate is what a log's first million costs
+# on the machine as it is now, so the last million against it is what the
+# log's size costs, and the two first millions say how far the machine
+# itself moved during the run (docs/performance.md, "Twelfth pass").
+if [ -n "${CONTROL:-}" ]; then
+  echo "== control: $LAST events into a fresh log on the same server"
+  main_pid=$DEV_PID
+  # Forget how to reach the big log (DATABASE_URL above all: dev appends
+  # to a database it names, and never drops it).
+  for v in $("$BIN" dev env | sed -n 's/^export \([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p'); do unset "$v"; done
+  export MEDIATOR_DEV_STATE_DIR=$OUT/dev-control
+  start_dev 127.0.0.1:8093 "$OUT/dev-control.log"
+  settle
+  "$BIN" loadgen --url "$MEDIATOR_ADDR" --workers "$WORKERS" --batch "$BATCH" --events "$LAST" \
+    --duration 1h --segment "$SEGMENT" 2>&1 | tee "$OUT/control.txt"
+  stop_dev # drops the control's database
+  DEV_PID=$main_pid
+  main_pid=
+  control=$(sed -n 's/^events\/s by segment of [0-9]*: \([0-9]*\).*/\1/p' "$OUT/control.txt")
+  echo "a fresh log's first million now against the run's first: $control / $first = $(python3 -c "print(round($control/$first, 2))")" | tee -a "$OUT/ratio.txt"
+  echo "last million against a fresh log's first million now: $last / $control = $(python3 -c "print(round($last/$control, 2))")" | tee -a "$OUT/ratio.txt"
+fi
 if [ -n "$MEMORY" ]; then
   echo "memory: peak $(memory_peak) bytes of $MEMORY" | tee -a "$OUT/settings.txt"
 fi
