@@ -197,12 +197,13 @@ func (l *Log) TxAppender() TxAppender { return l.store.txAppender }
 // maxTilesPerCall tiles a round.
 func (l *Log) storeTiles(ctx context.Context, interval time.Duration, log *slog.Logger) {
 	var stored int64 // the tree size whose tiles are all stored
+	var edges partialTileEdges
 	job.Every(ctx, interval, func() {
 		cp, err := l.LatestCheckpoint(ctx)
 		if err != nil || cp.Size>>TileHeight == stored>>TileHeight {
 			return
 		}
-		n, err := l.store.storeTiles(ctx, cp.Size)
+		n, err := l.store.storeTiles(ctx, cp.Size, &edges)
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Warn("storing full tiles failed; they are served from the entries meanwhile", "err", err)

@@ -126,8 +126,9 @@ const (
 // (storeLeafTiles), the others into audit_tiles. Each tile is computed
 // from the stored hashes as HashTile would serve it. Full tiles of a tree
 // are the same in every larger tree, so a tile once stored is never wrong
-// for a later checkpoint.
-func (s *store) storeTiles(ctx context.Context, treeSize int64) (int, error) {
+// for a later checkpoint. edges is what the caller's earlier rounds
+// computed of the partial tiles; storeTiles adds to it.
+func (s *store) storeTiles(ctx context.Context, treeSize int64, edges *partialTileEdges) (int, error) {
 	written, err := s.storeLeafTiles(ctx, treeSize, maxTilesPerCall)
 	if err != nil {
 		return written, err
@@ -150,10 +151,13 @@ func (s *store) storeTiles(ctx context.Context, treeSize int64) (int, error) {
 				return written, fmt.Errorf("audit: store tile %d/%d: %w", level, next, err)
 			}
 			written++
+			if err := edges.addRootOf(level, next, data); err != nil {
+				return written, fmt.Errorf("audit: store tiles: %w", err)
+			}
 		}
 	}
 	if written < maxTilesPerCall {
-		n, err := s.storePartialTiles(ctx, treeSize)
+		n, err := s.storePartialTiles(ctx, treeSize, edges)
 		written += n
 		if err != nil {
 			return written, err
@@ -173,14 +177,93 @@ const (
 	sqlInsertPartialTile  = "INSERT INTO audit_partial_tiles (level, idx, width, data) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
 )
 
+// partialTileEdges is what the tile job has computed, between its rounds,
+// of the rightmost partial tile at each level from partialTileLevel up:
+// its first hashes, in order. Tree level L·TileHeight's node n is the root
+// of full tile n at level L-1, which the job computes as it stores that
+// tile (addRootOf), so each wider partial tile is what the job holds plus
+// the roots of the full tiles it stored since, and costs no read: without
+// it, every 65,536 entries a level-2 tile read up to 255 entry rows
+// scattered over the table. What it does not hold (after a restart, or
+// past a tile it did not store itself) is computed from the stored hashes
+// and remembered. The zero value holds nothing; a nil one is never used.
+type partialTileEdges struct {
+	levels [8]partialTileEdge // by tile level; below partialTileLevel unused
+}
+
+// partialTileEdge is the start of the tile at index of its level: the
+// first len(data)/tlog.HashSize hashes.
+type partialTileEdge struct {
+	index int64
+	data  []byte
+}
+
+// tile returns the partial tile at level and index, width hashes wide, if
+// e holds it, else nil.
+func (e *partialTileEdges) tile(level int, index int64, width int) []byte {
+	if e == nil || level < partialTileLevel || level >= len(e.levels) {
+		return nil
+	}
+	edge := &e.levels[level]
+	if edge.index != index || len(edge.data) < width*tlog.HashSize {
+		return nil
+	}
+	return edge.data[: width*tlog.HashSize : width*tlog.HashSize]
+}
+
+// remember records data, the first hashes of the tile at level and index,
+// unless e already holds as many of them.
+func (e *partialTileEdges) remember(level int, index int64, data []byte) {
+	if e == nil || level < partialTileLevel || level >= len(e.levels) {
+		return
+	}
+	edge := &e.levels[level]
+	if edge.index == index && len(edge.data) >= len(data) {
+		return
+	}
+	*edge = partialTileEdge{index: index, data: slices.Clone(data)}
+}
+
+// addRootOf adds the root of the full tile at level and index, whose
+// hashes are data, to the partial tile above it, if it is the next hash
+// that tile lacks or its first.
+func (e *partialTileEdges) addRootOf(level int, index int64, data []byte) error {
+	above := level + 1
+	if e == nil || above < partialTileLevel || above >= len(e.levels) {
+		return nil
+	}
+	edge := &e.levels[above]
+	next := index / TileWidth
+	at := int(index % TileWidth)
+	switch {
+	case at == 0:
+		edge.index, edge.data = next, nil
+	case edge.index != next || len(edge.data) != at*tlog.HashSize:
+		return nil // a gap: the next partial tile is computed from the rows
+	}
+	// The tile holds its levels up to the two halves of its root.
+	t := tlog.Tile{H: TileHeight, L: level, N: index, W: TileWidth}
+	var halves [2]tlog.Hash
+	for i := range halves {
+		h, err := tlog.HashFromTile(t, data, tlog.StoredHashIndex(above*TileHeight-1, 2*index+int64(i)))
+		if err != nil {
+			return fmt.Errorf("root of tile %d/%d: %w", level, index, err)
+		}
+		halves[i] = h
+	}
+	root := tlog.NodeHash(halves[0], halves[1])
+	edge.data = append(edge.data, root[:]...)
+	return nil
+}
+
 // storePartialTiles writes the partial tiles of the tree of size treeSize,
 // from level partialTileLevel up, that are not stored yet, and returns how
-// many it wrote. Each is computed from the stored hashes as HashTile
-// would serve it, never from a narrower stored row, so that a forged row
-// is not copied into the wider ones: at level 2, one query of up to 255
-// rows for every 65,536 entries. A partial tile of width w is the first w
-// hashes of its full tile, the same in every tree that holds them.
-func (s *store) storePartialTiles(ctx context.Context, treeSize int64) (int, error) {
+// many it wrote. Each is what edges holds of it, else computed from the
+// stored hashes as HashTile would serve it (at level 2, one query of up to
+// 255 rows), and never copied from a narrower stored row, so that a forged
+// row is not copied into the wider ones. A partial tile of width w is the
+// first w hashes of its full tile, the same in every tree that holds them.
+func (s *store) storePartialTiles(ctx context.Context, treeSize int64, edges *partialTileEdges) (int, error) {
 	written := 0
 	for level := partialTileLevel; level*TileHeight < 63 && treeSize>>(level*TileHeight) > 0; level++ {
 		nodes := treeSize >> (level * TileHeight)
@@ -196,9 +279,13 @@ func (s *store) storePartialTiles(ctx context.Context, treeSize int64) (int, err
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return written, fmt.Errorf("audit: store partial tile %d/%d.%d: %w", level, index, width, err)
 		}
-		data, err := s.computeTile(ctx, level, index, width)
-		if err != nil {
-			return written, fmt.Errorf("audit: store partial tile %d/%d.%d: %w", level, index, width, err)
+		data := edges.tile(level, index, width)
+		if data == nil {
+			data, err = s.computeTile(ctx, level, index, width)
+			if err != nil {
+				return written, fmt.Errorf("audit: store partial tile %d/%d.%d: %w", level, index, width, err)
+			}
+			edges.remember(level, index, data)
 		}
 		if _, err := s.pool.Exec(ctx, sqlInsertPartialTile, level, index, width, data); err != nil {
 			return written, fmt.Errorf("audit: store partial tile %d/%d.%d: %w", level, index, width, err)

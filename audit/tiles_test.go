@@ -459,6 +459,43 @@ func TestPartialTilesAboveTheFullOnes(t *testing.T) {
 	}
 }
 
+// TestPartialTilesFromTheJobsMemory: a tile job that has run since a
+// level-2 tile began makes each wider partial tile from the roots of the
+// level-1 tiles it stored, and reads no entry row for it. A superuser
+// rewrites the level-16 hash in entry 131,071's row (its 17th stored
+// hash; the level-8 hash the level-1 tile reads is left alone): the rows
+// would now give another width 2, and the job stores the true one.
+func TestPartialTilesFromTheJobsMemory(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	const size = 140_000
+	for from := 0; from < size; from += 5000 {
+		f.append(t, entries(from, 5000, "m"))
+	}
+	pc := newProofCheck(t, f)
+	want, err := tlog.ReadTileData(tlog.Tile{H: TileHeight, L: 2, N: 0, W: 2}, pc.rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var edges partialTileEdges
+	f.storeTilesRemembering(t, 70_000, &edges)
+	f.exec(t, `ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only;
+		UPDATE audit_entries SET hashes = overlay(hashes PLACING '\xff'::bytea FROM 16 * 32 + 1) WHERE seq = 131071;
+		ALTER TABLE audit_entries ENABLE TRIGGER audit_entries_append_only`)
+	if rows, err := f.store.computeTile(ctx, 2, 0, 2); err != nil || bytes.Equal(rows, want) {
+		t.Fatalf("tile 2/0.2 from the rows after the rewrite: still the true tile (%v)", err)
+	}
+	f.storeTilesRemembering(t, size, &edges)
+	q, err := f.pool.Query(ctx, "SELECT data FROM audit_partial_tiles WHERE (level, idx) = (2, 0) ORDER BY width")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(q, pgx.RowTo[[]byte])
+	if err != nil || len(got) != 2 || !bytes.Equal(got[0], want[:tlog.HashSize]) || !bytes.Equal(got[1], want) {
+		t.Fatalf("stored partial tiles of 2/0: %d, %v; want widths 1 and 2 as the level-1 tiles' roots", len(got), err)
+	}
+}
+
 // proofCheck checks the store's proofs against the roots and leaf hashes
 // of the stored hashes alone.
 type proofCheck struct {
@@ -547,11 +584,19 @@ func (pc *proofCheck) all(what string, sizes, seqs []int64) {
 }
 
 // storeAllTiles stores every full tile of the tree of size n, as the
-// tile job does over time.
+// tile job does over time, but as a job that has just started: it
+// remembers nothing of the partial tiles from earlier calls.
 func (f *fixture) storeAllTiles(t *testing.T, n int64) {
 	t.Helper()
+	f.storeTilesRemembering(t, n, &partialTileEdges{})
+}
+
+// storeTilesRemembering is storeAllTiles for a job that has run since
+// edges was new.
+func (f *fixture) storeTilesRemembering(t *testing.T, n int64, edges *partialTileEdges) {
+	t.Helper()
 	for {
-		stored, err := f.store.storeTiles(context.Background(), n)
+		stored, err := f.store.storeTiles(context.Background(), n, edges)
 		if err != nil {
 			t.Fatal(err)
 		}
