@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """cpu-per-entry.py OUT [SECONDS [RUN]]: from a log-at-scale.sh run made
 with SAMPLE=1, print for every window of SECONDS (default 30) of a loadgen
-run (RUN: first, the default, from first.txt and cpu.txt; or last, from
-last.txt and cpu-last.txt) the entries appended, the rate, and per entry appended the
+run (RUN: first, the default, from first.txt and cpu.txt; last, from
+last.txt and cpu-last.txt; or control, from control.txt and
+cpu-control.txt) the entries appended, the rate, and per entry appended the
 CPU time and the run-queue wait (µs) of PostgreSQL, of `mediator dev`
 (the service, its custodians and pseudonym service) and of loadgen, the
 CPU of everything else, and the share of time some task waited for CPU
@@ -30,7 +31,7 @@ import sys
 out_dir = sys.argv[1]
 step = int(sys.argv[2]) if len(sys.argv) > 2 else 30
 run = sys.argv[3] if len(sys.argv) > 3 else 'first'
-samples = {'first': 'cpu.txt', 'last': 'cpu-last.txt'}[run]
+samples = {'first': 'cpu.txt', 'last': 'cpu-last.txt', 'control': 'cpu-control.txt'}[run]
 loadgen = open(f'{out_dir}/{run}.txt', errors='ignore').read()
 progress = [(int(s), int(n)) for s, n in re.findall(r'\s(\d+)s\s+(\d+) events', loadgen)]
 if not progress:

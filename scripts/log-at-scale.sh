@@ -122,11 +122,16 @@ stop_sampler() {
 
 # statio prints the blocks audit_entries and the tile tables have read
 # from outside shared buffers so far (heap, indexes, TOAST and its index),
-# a line a table, sorted for join.
+# then their sizes in blocks (the same three), a line a table, sorted for
+# join. PostgreSQL counts a block a table grows by as a block read, so
+# the growth is subtracted from the reads below: what is left is read.
 statio() {
-  psql -X -Atq -F ' ' "$DATABASE_URL" -c "SELECT relname, heap_blks_read, coalesce(idx_blks_read, 0),
-    coalesce(toast_blks_read, 0) + coalesce(tidx_blks_read, 0) FROM pg_statio_user_tables
-    WHERE relname IN ('audit_entries', 'audit_leaf_tile_parts', 'audit_partial_tiles', 'audit_tiles') ORDER BY relname COLLATE \"C\""
+  psql -X -Atq -F ' ' "$DATABASE_URL" -c "SELECT s.relname, s.heap_blks_read, coalesce(s.idx_blks_read, 0),
+    coalesce(s.toast_blks_read, 0) + coalesce(s.tidx_blks_read, 0),
+    pg_relation_size(s.relid) / 8192, pg_indexes_size(s.relid) / 8192,
+    CASE c.reltoastrelid WHEN 0 THEN 0 ELSE (pg_relation_size(c.reltoastrelid) + pg_indexes_size(c.reltoastrelid)) / 8192 END
+    FROM pg_statio_user_tables s JOIN pg_class c ON c.oid = s.relid
+    WHERE s.relname IN ('audit_entries', 'audit_leaf_tile_parts', 'audit_partial_tiles', 'audit_tiles') ORDER BY s.relname COLLATE \"C\""
 }
 
 settle
@@ -153,8 +158,10 @@ statio >"$OUT/statio-before.txt"
 python3 "$(dirname "$0")/proofs-in-service.py" "$OUT/dev.log" 1000 | tee -a "$OUT/proofs-settled.txt"
 sleep 11 # PostgreSQL's backends report their block counts when idle 10 s
 statio >"$OUT/statio-after.txt"
-echo "blocks read from outside shared buffers per proof (the batch's $BATCH entries included):" | tee -a "$OUT/proofs-settled.txt"
-LC_ALL=C join "$OUT/statio-before.txt" "$OUT/statio-after.txt" | awk '{printf "  %-20s heap %.2f, indexes %.2f, TOAST %.2f\n", $1, ($5-$2)/1000, ($6-$3)/1000, ($7-$4)/1000}' | tee -a "$OUT/proofs-settled.txt"
+echo "blocks read from outside shared buffers per proof (the batch's $BATCH entries included; blocks the tables grew by are not reads):" | tee -a "$OUT/proofs-settled.txt"
+LC_ALL=C join "$OUT/statio-before.txt" "$OUT/statio-after.txt" | awk '{
+  printf "  %-20s heap %.2f, indexes %.2f, TOAST %.2f (grew by %d, %d and %d blocks)\n", $1,
+    (($8-$2)-($11-$5))/1000, (($9-$3)-($12-$6))/1000, (($10-$4)-($13-$7))/1000, $11-$5, $12-$6, $13-$7}' | tee -a "$OUT/proofs-settled.txt"
 echo "== what the planner knew of audit_entries"
 psql -X "$DATABASE_URL" -c "SELECT reltuples, (SELECT count(*) FROM pg_statistic WHERE starelid = 'audit_entries'::regclass) AS statistics_rows,
   (SELECT last_autovacuum FROM pg_stat_user_tables WHERE relname = 'audit_entries') AS last_autovacuum,
@@ -183,8 +190,10 @@ if [ -n "${CONTROL:-}" ]; then
   export MEDIATOR_DEV_STATE_DIR=$OUT/dev-control
   start_dev 127.0.0.1:8093 "$OUT/dev-control.log"
   settle
+  start_sampler cpu-control.txt "$LAST"
   "$BIN" loadgen --url "$MEDIATOR_ADDR" --workers "$WORKERS" --batch "$BATCH" --events "$LAST" \
     --duration 1h --segment "$SEGMENT" 2>&1 | tee "$OUT/control.txt"
+  stop_sampler 5 control cpu-per-entry-control.txt
   stop_dev # drops the control's database
   DEV_PID=$main_pid
   main_pid=
