@@ -39,6 +39,28 @@ func (t TestStore) Replace(ctx context.Context, p string, sec *vaultapi.KVSecret
 	return t.s.replace(ctx, t.s.path(p), sec, data)
 }
 
+// PutVersion writes data as the version after cas at p under the
+// custodian's prefix, and destroys nothing: a replace whose destroy
+// failed.
+func (t TestStore) PutVersion(ctx context.Context, p string, data map[string]any, cas int) error {
+	_, err := t.s.kv.Put(ctx, t.s.path(p), data, vaultapi.WithCheckAndSet(cas))
+	return err
+}
+
+// Versions returns the versions Vault keeps of p under the custodian's
+// prefix, each with whether it is destroyed.
+func (t TestStore) Versions(ctx context.Context, p string) (map[int]bool, error) {
+	meta, err := t.s.kv.GetMetadata(ctx, t.s.path(p))
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[int]bool, len(meta.Versions))
+	for _, v := range meta.Versions {
+		out[v.Version] = v.Destroyed
+	}
+	return out, nil
+}
+
 // ErrNoRecord is the store's error for no such record.
 var ErrNoRecord = errNoRecord
 

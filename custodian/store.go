@@ -342,8 +342,14 @@ func (s *store) removeDeposit(ctx context.Context, locator, escrowID string, sec
 }
 
 // replace writes data as the next version of p (check-and-set on the
-// version read) and destroys every older version; errChanged if p moved
-// past the version read.
+// version read) and destroys every older version Vault still keeps, as
+// p's metadata lists them; errChanged if p moved past the version read.
+// Each replace destroys the version before it, so the list holds one
+// version, or a few after a destroy that failed: a replace costs the same
+// however often p was written. (Naming every version from 1 on made each
+// write of a witness's record, rewritten at every cosignature, cost Vault
+// a delete per version ever written: 2.9 ms a write rising to 10.6 ms
+// within 400 versions, docs/performance.md.)
 func (s *store) replace(ctx context.Context, p string, sec *vaultapi.KVSecret, data map[string]any) error {
 	if sec.VersionMetadata == nil {
 		return errors.New("kv replace: no version metadata")
@@ -355,10 +361,20 @@ func (s *store) replace(ctx context.Context, p string, sec *vaultapi.KVSecret, d
 		}
 		return fmt.Errorf("kv replace: %w", err)
 	}
-	old := make([]int, v)
-	for i := range old {
-		old[i] = i + 1
+	meta, err := s.kv.GetMetadata(ctx, p)
+	if err != nil {
+		return fmt.Errorf("kv destroy old versions: %w", err)
 	}
+	var old []int
+	for _, kept := range meta.Versions {
+		if kept.Version <= v && !kept.Destroyed {
+			old = append(old, kept.Version)
+		}
+	}
+	if len(old) == 0 {
+		return nil
+	}
+	slices.Sort(old)
 	if err := s.kv.Destroy(ctx, p, old); err != nil {
 		return fmt.Errorf("kv destroy old versions: %w", err)
 	}

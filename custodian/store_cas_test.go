@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -83,5 +84,51 @@ func check(t *testing.T, what string, err, want error) {
 		t.Errorf("%s: %v, want %v", what, err, want)
 	case want == nil && (errors.Is(err, errExists) || errors.Is(err, errChanged)):
 		t.Errorf("%s: %v, want a failure", what, err)
+	}
+}
+
+// TestReplaceDestroysWhatIsLeft: a replace asks Vault to destroy only the
+// older versions p's metadata lists as not destroyed yet, never every
+// version from 1 on: what a rewrite costs does not grow with the record's
+// age (a witness rewrites its record at every cosignature).
+func TestReplaceDestroysWhatIsLeft(t *testing.T) {
+	var destroyed []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/v1/kv/data/") && (r.Method == http.MethodPut || r.Method == http.MethodPost):
+			fmt.Fprint(w, `{"data":{"version":901}}`)
+		case strings.HasPrefix(r.URL.Path, "/v1/kv/metadata/") && r.Method == http.MethodGet:
+			// Vault keeps the newest ten: 892–899 destroyed by the
+			// replaces before, 900 the one replaced, 901 the new one.
+			versions := make([]string, 0, 10)
+			for v := 892; v <= 901; v++ {
+				versions = append(versions, fmt.Sprintf(`"%d":{"destroyed":%v}`, v, v < 900))
+			}
+			fmt.Fprintf(w, `{"data":{"current_version":901,"versions":{%s}}}`, strings.Join(versions, ","))
+		case strings.HasPrefix(r.URL.Path, "/v1/kv/destroy/"):
+			body, _ := io.ReadAll(r.Body)
+			destroyed = append(destroyed, string(body))
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			t.Errorf("unexpected %s %s", r.Method, r.URL.Path)
+			w.WriteHeader(http.StatusTeapot)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	cfg := vaultapi.DefaultConfig()
+	cfg.Address, cfg.MaxRetries = srv.URL, 0
+	c, err := vaultapi.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetToken("t")
+	s := newStore(c, "kv", "custodian-1")
+	sec := &vaultapi.KVSecret{VersionMetadata: &vaultapi.KVVersionMetadata{Version: 900}}
+	if err := s.replace(context.Background(), s.path("witness/x"), sec, map[string]any{"a": "b"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(destroyed) != 1 || strings.ReplaceAll(destroyed[0], " ", "") != `{"versions":[900]}` {
+		t.Fatalf("destroy requests %q, want one of version 900", destroyed)
 	}
 }

@@ -47,6 +47,56 @@ func TestCheckAndSetByState(t *testing.T) {
 	}
 }
 
+// TestReplaceDestroysOlderVersions: after a replace, Vault holds the data
+// of the new version only, also when an earlier replace left its older
+// version behind (its destroy failed): what a custodian rewrote without,
+// a share above all, does not survive in an older version.
+func TestReplaceDestroysOlderVersions(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, dev.CustodianOptions{})
+	st := f.set.Running[0].StoreForTest()
+	p := "test/" + uuid.NewString()
+	if err := st.PutOnce(ctx, p, map[string]any{"n": "1"}); err != nil {
+		t.Fatal(err)
+	}
+	replace := func(n string) {
+		t.Helper()
+		sec, err := st.Get(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Replace(ctx, p, sec, map[string]any{"n": n}); err != nil {
+			t.Fatalf("replace with %s: %v", n, err)
+		}
+	}
+	want := func(current int) {
+		t.Helper()
+		versions, err := st.Versions(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for v := 1; v <= current; v++ {
+			destroyed, kept := versions[v]
+			if !kept || destroyed != (v < current) {
+				t.Errorf("version %d of %d: listed %v, destroyed %v", v, current, kept, destroyed)
+			}
+		}
+	}
+	replace("2")
+	want(2)
+	// Versions 3 and 4 written as by replaces whose destroys failed.
+	for cas := 2; cas <= 3; cas++ {
+		if err := st.PutVersion(ctx, p, map[string]any{"n": "x"}, cas); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replace("5")
+	want(5)
+	if sec, err := st.Get(ctx, p); err != nil || sec.Data["n"] != "5" {
+		t.Fatalf("after the replaces: %+v %v", sec, err)
+	}
+}
+
 // TestKeptAnswersInEntries: a release's answers are kept, written once, in
 // entries of at most KeptEntryBytes each, and read back byte for byte;
 // entries dropped are gone.
