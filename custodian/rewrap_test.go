@@ -42,6 +42,9 @@ func rewrapVault(t *testing.T, entries map[string][]string, fail map[string]bool
 			json.NewEncoder(w).Encode(map[string]any{"data": map[string]any{"keys": []string{"1"}}})
 		case strings.HasPrefix(r.URL.Path, "/v1/kv/destroy/"):
 			w.WriteHeader(http.StatusNoContent)
+		case strings.HasPrefix(r.URL.Path, meta) && r.Method == http.MethodGet:
+			// A rewritten record's versions: the one read, and the new one.
+			fmt.Fprint(w, `{"data":{"current_version":2,"versions":{"1":{"destroyed":false},"2":{"destroyed":false}}}}`)
 		case isData && r.Method == http.MethodGet:
 			fields := map[string]any{"hpke_wrapped": "w1", "ed25519_wrapped": "w2"}
 			if name == "hpke-keys/1" {
