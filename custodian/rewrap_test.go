@@ -9,8 +9,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-
-	vaultapi "github.com/hashicorp/vault/api"
 )
 
 // movingWrapper is a Wrapper after a rotation: everything it rewraps moves.
@@ -68,15 +66,7 @@ func rewrapVault(t *testing.T, entries map[string][]string, fail map[string]bool
 			w.WriteHeader(http.StatusTeapot)
 		}
 	}))
-	t.Cleanup(srv.Close)
-	cfg := vaultapi.DefaultConfig()
-	cfg.Address, cfg.MaxRetries = srv.URL, 0
-	c, err := vaultapi.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetToken("t")
-	return newStore(c, "kv", "custodian-1")
+	return storeAt(t, srv)
 }
 
 // TestRewrapAnswersOneOrTheOther: an entry whose rewrite fails is named

@@ -35,6 +35,13 @@ func fakeKV(t *testing.T, write, meta, current int) *store {
 			w.WriteHeader(http.StatusTeapot)
 		}
 	}))
+	return storeAt(t, srv)
+}
+
+// storeAt is custodian-1's store on the fake Vault srv, which it closes
+// when the test ends.
+func storeAt(t *testing.T, srv *httptest.Server) *store {
+	t.Helper()
 	t.Cleanup(srv.Close)
 	cfg := vaultapi.DefaultConfig()
 	cfg.Address, cfg.MaxRetries = srv.URL, 0
@@ -115,15 +122,7 @@ func TestReplaceDestroysWhatIsLeft(t *testing.T) {
 			w.WriteHeader(http.StatusTeapot)
 		}
 	}))
-	t.Cleanup(srv.Close)
-	cfg := vaultapi.DefaultConfig()
-	cfg.Address, cfg.MaxRetries = srv.URL, 0
-	c, err := vaultapi.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.SetToken("t")
-	s := newStore(c, "kv", "custodian-1")
+	s := storeAt(t, srv)
 	sec := &vaultapi.KVSecret{VersionMetadata: &vaultapi.KVVersionMetadata{Version: 900}}
 	if err := s.replace(context.Background(), s.path("witness/x"), sec, map[string]any{"a": "b"}); err != nil {
 		t.Fatal(err)
