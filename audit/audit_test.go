@@ -232,6 +232,14 @@ func (f *fixture) append(t testing.TB, es []Entry) []Appended {
 	return out
 }
 
+// appendMany appends entries 0 to n-1 named by prefix, 5,000 at a time.
+func (f *fixture) appendMany(t testing.TB, n int, prefix string) {
+	t.Helper()
+	for from := 0; from < n; from += 5000 {
+		f.append(t, entries(from, min(5000, n-from), prefix))
+	}
+}
+
 func (f *fixture) verify(t *testing.T) *Report {
 	t.Helper()
 	rep, err := f.store.verify(context.Background(), f.verifier)

@@ -24,9 +24,7 @@ func TestTilesAgainstTesseraClient(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	const size = 70_000 // a full level-1 tile (65,536 entries) and partial tiles at levels 0, 1 and 2
-	for from := 0; from < size; from += 5000 {
-		f.append(t, entries(from, 5000, "c"))
-	}
+	f.appendMany(t, size, "c")
 	tiles := func(ctx context.Context, level, index uint64, p uint8) ([]byte, error) {
 		width := int(p)
 		if width == 0 {
@@ -260,9 +258,7 @@ func TestVerifyChecksStoredTiles(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	const size = 70_000
-	for from := 0; from < size; from += 5000 {
-		f.append(t, entries(from, 5000, "v"))
-	}
+	f.appendMany(t, size, "v")
 	f.storeAllTiles(t, size)
 	if ok, err := f.cp.Once(ctx); err != nil || !ok {
 		t.Fatalf("checkpoint: %v %v", ok, err)
@@ -325,9 +321,7 @@ func TestProofsReadStoredTiles(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	const size = 70_000
-	for from := 0; from < size; from += 5000 {
-		f.append(t, entries(from, 5000, "p"))
-	}
+	f.appendMany(t, size, "p")
 	pc := newProofCheck(t, f)
 	sizes := []int64{1, 255, 256, 257, 65_535, 65_536, 65_537, 65_792, size}
 	seqs := []int64{0, 1, 255, 256, 25_700, 65_535, 65_536, 65_791, size - 1}
@@ -374,9 +368,7 @@ func TestPartialTilesAboveTheFullOnes(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	const size = 140_000 // level-16 nodes 0 and 1: partial level-2 tiles of widths 1 and 2
-	for from := 0; from < size; from += 5000 {
-		f.append(t, entries(from, 5000, "w"))
-	}
+	f.appendMany(t, size, "w")
 	pc := newProofCheck(t, f)
 	seqs := []int64{0, 1_000, 65_535, 65_536, 70_000, 131_071, 131_072, 135_000, size - 1}
 	pc.all("no tiles stored", []int64{65_536, 65_537, 131_071, 131_072, 131_073, size}, seqs)
@@ -469,9 +461,7 @@ func TestPartialTilesFromTheJobsMemory(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	const size = 140_000
-	for from := 0; from < size; from += 5000 {
-		f.append(t, entries(from, 5000, "m"))
-	}
+	f.appendMany(t, size, "m")
 	pc := newProofCheck(t, f)
 	want, err := tlog.ReadTileData(tlog.Tile{H: TileHeight, L: 2, N: 0, W: 2}, pc.rows)
 	if err != nil {

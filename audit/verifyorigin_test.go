@@ -102,9 +102,7 @@ func TestVerifyTellsProgress(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	const n = 2*verifyPage + 500
-	for from := 0; from < n; from += 5000 {
-		f.append(t, entries(from, min(5000, n-from), "c"))
-	}
+	f.appendMany(t, n, "c")
 	type call struct{ done, total int64 }
 	var calls []call
 	rep, err := VerifyWith(ctx, f.pool, VerifyOptions{Progress: func(done, total int64) { calls = append(calls, call{done, total}) }}, f.verifier)
