@@ -21,7 +21,9 @@ event ids the duplicate check looked up per 1,000 entries, and
 PostgreSQL's work per 1,000 entries: WAL bytes (kB) and full-page images,
 buffers written by the checkpointer, the background writer and the
 backends, blocks read, and blocks read of audit_entries' heap and each
-index.
+index; each PostgreSQL process's disk reads and writes; and what
+autovacuum did: its vacuums and analyzes of audit_entries, and the blocks
+each vacuum and analyze scanned, by table.
 """
 import bisect
 import re
@@ -55,8 +57,8 @@ def entries_at(t):
 
 
 def raw(kv, name, i):
-    v = kv.get(name, '')
-    return int(v.split(',')[i]) if ',' in v else 0
+    v = kv.get(name, '').split(',')
+    return int(v[i]) if len(v) > i else 0
 
 
 def ns(kv, name, i):
@@ -124,7 +126,21 @@ def counter_table(title, prefix, scale, fmt):
         print(f'{entries_at(tb) / 1e6:6.2f} M  ' + ' '.join(cells))
 
 
+# Each PostgreSQL process's reads from and writes to the disk: what the
+# server's own processes (autovacuum above all) add beside the backends.
+if windows:
+    roles = sorted({k for _, kv in rows for k in kv if k.startswith('postgres') and len(kv[k].split(',')) == 4})
+    print()
+    print("Disk reads / writes per 1,000 entries appended (kB), by PostgreSQL process:")
+    print('entries   ' + ' '.join(f'{k[len("postgres-"):][:18]:>18s}' for k in roles))
+    for i in windows:
+        (ta, a), (tb, b) = rows[i], rows[i + step]
+        n = entries_at(tb) - entries_at(ta)
+        cells = [f'{(raw(b, k, 2) - raw(a, k, 2)) / n:8.0f} /{(raw(b, k, 3) - raw(a, k, 3)) / n:8.0f}' for k in roles]
+        print(f'{entries_at(tb) / 1e6:6.2f} M  ' + ' '.join(cells))
+
 counter_table('Sequencer time per entry appended, by step (µs):', 'seq_', 1e6, '.2f')
 counter_table('Event ids looked up in the database per 1,000 entries appended, by generation:', 'probes_', 1e3, '.2f')
 counter_table('PostgreSQL per 1,000 entries appended (WAL in bytes; buffers and blocks in 8 kB pages):', 'pg_', 1e3, '.0f')
 counter_table("Blocks read of audit_entries' indexes per 1,000 entries appended:", 'pgidx_', 1e3, '.1f')
+counter_table('Autovacuum: vacuums and analyzes of audit_entries begun, and blocks scanned per 1,000 entries appended by the vacuums (avvac_) and analyzes (avana_) running, by table:', 'av', 1e3, '.1f')

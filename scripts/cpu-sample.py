@@ -19,9 +19,11 @@ mediator_audit_sequencer_seconds_total) and the event ids the duplicate
 check looked up (probes_current=…, probes_closed=…). With DATABASE_URL set, it holds
 PostgreSQL's counters at that moment (pg_…: WAL records, full-page images
 and bytes, checkpoints, buffers written by the checkpointer, the
-background writer and the backends, blocks read and hit, and blocks read
-of audit_entries' heap and of each of its indexes), read over one psql
-connection.
+background writer and the backends, blocks read and hit, blocks read
+of audit_entries' heap and of each of its indexes, how many times
+autovacuum has vacuumed and analysed audit_entries, and the blocks each
+vacuum and analyze running now has scanned, by table), read over one
+psql connection.
 With STOP_AT_SIZE=N as well, it exits at the first second the log holds
 N entries (mediator_audit_tree_size), before that second's probes: what is
 timed after an ingest (inclusion proofs) then runs without it, as the
@@ -52,6 +54,7 @@ def processes():
                 fields = open(f'/proc/{pid}/task/{tid}/schedstat').read().split()
                 cpu += int(fields[0])
                 wait += int(fields[1])
+            io = dict(l.split(': ') for l in open(f'/proc/{pid}/io').read().splitlines())
             if comm == 'mediator':
                 argv = open(f'/proc/{pid}/cmdline').read().split('\0')
                 comm = 'mediator-' + (argv[1] if len(argv) > 1 else '')
@@ -61,9 +64,11 @@ def processes():
             continue
         if comm.startswith('kworker'):
             comm = 'kworker'
-        a = agg.setdefault(comm, [0, 0])
+        a = agg.setdefault(comm, [0, 0, 0, 0])
         a[0] += cpu
         a[1] += wait
+        a[2] += int(io['read_bytes'])
+        a[3] += int(io['write_bytes'])
     return agg
 
 
@@ -130,7 +135,13 @@ PG_QUERY = """SELECT concat_ws(' ',
   'pg_blks_read=' || d.blks_read, 'pg_blks_hit=' || d.blks_hit,
   (SELECT 'pg_heap_read=' || heap_blks_read FROM pg_statio_user_tables WHERE relname = 'audit_entries'),
   (SELECT string_agg('pgidx_' || indexrelname || '=' || idx_blks_read, ' ' ORDER BY indexrelname)
-     FROM pg_statio_user_indexes WHERE relname = 'audit_entries'))
+     FROM pg_statio_user_indexes WHERE relname = 'audit_entries'),
+  (SELECT 'av_vacuums=' || autovacuum_count || ' av_analyzes=' || autoanalyze_count
+     FROM pg_stat_user_tables WHERE relname = 'audit_entries'),
+  (SELECT string_agg('avvac_' || c.relname || '=' || p.heap_blks_scanned, ' ')
+     FROM pg_stat_progress_vacuum p JOIN pg_class c ON c.oid = p.relid),
+  (SELECT string_agg('avana_' || c.relname || '=' || p.sample_blks_scanned, ' ')
+     FROM pg_stat_progress_analyze p JOIN pg_class c ON c.oid = p.relid))
 FROM pg_stat_wal w, pg_stat_bgwriter b, pg_stat_database d WHERE d.datname = current_database();
 """
 
@@ -167,7 +178,7 @@ def main():
         mem = {l.split(':')[0]: l.split()[1] for l in open('/proc/meminfo') if l.startswith(('Dirty:', 'Writeback:', 'Cached:', 'MemFree:'))}
         speed = ' '.join(f'probe_{k}={v}' for k, v in machine_speed.probe().items())
         vm = ' '.join(f'{k}={v}' for k, v in vmstat().items())
-        procs = ' '.join(f'{k}={v[0]},{v[1]}' for k, v in processes().items() if v[0] > 10**8)
+        procs = ' '.join(f'{k}={v[0]},{v[1]},{v[2]},{v[3]}' for k, v in processes().items() if v[0] > 10**8)
         if steps:
             procs += ' ' + steps
         if pg:
