@@ -150,10 +150,10 @@ func Open(ctx context.Context, cfg Config) (*Log, func(context.Context) error, e
 	}
 	var leading atomic.Bool
 	var wg sync.WaitGroup
-	// One process at a time signs checkpoints, asks the witnesses and
-	// stores tiles: the holder of the checkpointer's lock. Appends from
-	// every process are sequenced by the sequencer lock, one transaction
-	// at a time.
+	// One process at a time signs checkpoints, asks the witnesses,
+	// stores tiles and filters, and summarises the time index: the
+	// holder of the checkpointer's lock. Appends from every process are
+	// sequenced by the sequencer lock, one transaction at a time.
 	wg.Go(func() {
 		leader.Run(cpCtx, leader.Config{Conn: cfg.Pool.Config().ConnConfig, Key: checkpointerLock, Name: "checkpointer",
 			Interval: leaderInterval, Logger: log, OnChange: func(held bool) { leading.Store(held); l.metrics.leading(held) }},
@@ -162,6 +162,7 @@ func Open(ctx context.Context, cfg Config) (*Log, func(context.Context) error, e
 				jobs.Go(func() { cp.Run(ctx) })
 				jobs.Go(func() { l.storeTiles(ctx, cfg.CheckpointInterval, log) })
 				jobs.Go(func() { l.storeFilters(ctx, cfg.CheckpointInterval, log) })
+				jobs.Go(func() { l.summarizeTimes(ctx, cfg.CheckpointInterval, log) })
 				jobs.Wait()
 			})
 	})

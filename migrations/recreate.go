@@ -53,4 +53,4 @@ func RecreateAuditEntries(ctx context.Context, tx pgx.Tx) error {
 }
 
 // latestVersion is the newest migration's number.
-const latestVersion = 22
+const latestVersion = 23

@@ -185,6 +185,16 @@ func TestOwnerWithoutCreateRole(t *testing.T) {
 	if err := rows.Err(); err != nil || tables < 10 {
 		t.Fatalf("%d tables, %v", tables, err)
 	}
+	// The leader summarises the time index as the runtime login, through
+	// the owner's function only (migration 00023).
+	var next int64
+	if err := rt.QueryRow(ctx, "SELECT mediator_summarize_audit_times(0, 64)").Scan(&next); err != nil || next != 0 {
+		t.Errorf("runtime login: summarise the time index: next %d, %v; want 0 (no full range yet)", next, err)
+	}
+	_, err = rt.Exec(ctx, "SELECT brin_summarize_new_values('audit_entries_occurred')")
+	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+		t.Errorf("runtime login: brin_summarize_new_values: %v, want insufficient_privilege", err)
+	}
 
 	// Another instance's runtime login, also in mediator_runtime, cannot
 	// connect to this database.

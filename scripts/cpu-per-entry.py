@@ -58,7 +58,7 @@ def entries_at(t):
 
 def raw(kv, name, i):
     v = kv.get(name, '').split(',')
-    return int(v[i]) if len(v) > i else 0
+    return int(v[i]) if len(v) > i and v[i] else 0
 
 
 def ns(kv, name, i):

@@ -1,0 +1,55 @@
+-- +goose Up
+-- The time index is summarised by the service, as the table fills
+-- (issue 24). audit_entries_occurred is a BRIN index (00002): a summary of
+-- occurred_at for every range of 128 heap pages. PostgreSQL writes a
+-- range's summary only when asked: by VACUUM, or by brin_summarize_*. So
+--   - with autovacuum off, no range was ever summarised, and a search by
+--     time read the whole table (an unsummarised range may hold anything);
+--   - with autovacuum on, each vacuum of the table read every range
+--     filled since the last one a second time to summarise it, at 10 M
+--     entries some 200,000 pages a minute after they were written, most
+--     of them already out of memory, in one burst beside the appends.
+-- The checkpointer's leader now calls this function every checkpoint
+-- interval: it summarises the full ranges from from_range on, at most
+-- max_ranges of them, while their pages are still in memory, and returns
+-- the first range it left for the next call. A partial range stays
+-- unsummarised (a summarised range has its summary rewritten by every
+-- insert into it); searches read it whole, as before.
+--
+-- It runs as the owner: brin_summarize_range needs the index's owner,
+-- and the runtime role may only call this, which summarises and nothing
+-- else. The search path is the one this migration ran with. It takes
+-- the table's SHARE UPDATE EXCLUSIVE lock without waiting, so that it
+-- never makes a running VACUUM or ANALYZE cancel itself, nor waits behind
+-- one: it then does nothing this time (a vacuum summarises too). 128 is
+-- the index's pages_per_range (the default); a range summarised already
+-- costs a look at the index's range map.
+-- +goose StatementBegin
+CREATE FUNCTION mediator_summarize_audit_times(from_range bigint, max_ranges integer) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+    full_ranges bigint := pg_relation_size('audit_entries') / current_setting('block_size')::bigint / 128;
+    upto bigint;
+BEGIN
+    from_range := greatest(from_range, 0);
+    upto := least(full_ranges, from_range + greatest(max_ranges, 0));
+    IF from_range >= upto THEN
+        RETURN from_range;
+    END IF;
+    BEGIN
+        LOCK TABLE audit_entries IN SHARE UPDATE EXCLUSIVE MODE NOWAIT;
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN from_range;
+    END;
+    FOR r IN from_range .. upto - 1 LOOP
+        PERFORM brin_summarize_range('audit_entries_occurred', r * 128);
+    END LOOP;
+    RETURN upto;
+END
+$$;
+-- +goose StatementEnd
+REVOKE ALL ON FUNCTION mediator_summarize_audit_times(bigint, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mediator_summarize_audit_times(bigint, integer) TO mediator_runtime;
+
+-- +goose Down
+DROP FUNCTION mediator_summarize_audit_times(bigint, integer);
