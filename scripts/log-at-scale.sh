@@ -9,10 +9,12 @@
 #      leaves its state file behind;
 #   3. sends LAST events (1 M) more, timing inclusion proofs at the end;
 #      before it, as before step 1, the server is settled (a CHECKPOINT
-#      and a sync, timed): step 2 is the table's first reader, and sets
-#      the hint bits of every row it reads, so PostgreSQL writes the whole
-#      table out again after it (docs/performance.md, "Seventh pass");
-#      the two rates compared start from the same quiet server;
+#      and a sync, timed): step 2 is the first reader of any row the
+#      service's leader did not read as it came (before migration 00023,
+#      every row), and sets its hint bits, so PostgreSQL writes those
+#      pages out again after it (docs/performance.md, "Seventh pass" and
+#      "Thirteenth pass"); the two rates compared start from the same
+#      quiet server;
 #   4. runs `audit verify --state` again: only the last million, plus a
 #      consistency proof from the state's root, then times 1,000 inclusion
 #      proofs again on the settled log (step 3's run right after ingest,
