@@ -232,6 +232,20 @@ func (f *fixture) append(t testing.TB, es []Entry) []Appended {
 	return out
 }
 
+// newCheckpointKey returns a fresh checkpoint key named by testOrigin.
+func newCheckpointKey(t testing.TB) CheckpointKey {
+	t.Helper()
+	skey, _, err := note.GenerateKey(rand.Reader, testOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ParseCheckpointKey(skey, testOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
 // appendMany appends entries 0 to n-1 named by prefix, 5,000 at a time.
 func (f *fixture) appendMany(t testing.TB, n int, prefix string) {
 	t.Helper()
@@ -765,14 +779,7 @@ func BenchmarkAppend4000(b *testing.B) {
 // after close are refused.
 func TestLogGroupsConcurrentAppends(t *testing.T) {
 	f := newFixture(t)
-	skey, _, err := note.GenerateKey(rand.Reader, testOrigin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ParseCheckpointKey(skey, testOrigin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := newCheckpointKey(t)
 	reg := prometheus.NewRegistry()
 	l, closeLog, err := Open(context.Background(), Config{Pool: f.pool, Origin: testOrigin, Key: key,
 		CheckpointInterval: time.Hour, Metrics: NewMetrics(reg)})

@@ -2,13 +2,10 @@ package audit
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
-
-	"golang.org/x/mod/sumdb/note"
 )
 
 // timedEntries returns n entries, from on, that occurred one second apart
@@ -158,15 +155,7 @@ func TestTimeSummariesGiveWayToVacuum(t *testing.T) {
 func TestLeaderSummarizesTheTimeIndex(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	skey, _, err := note.GenerateKey(rand.Reader, testOrigin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := ParseCheckpointKey(skey, testOrigin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, closeLog, err := Open(ctx, Config{Pool: f.pool, Origin: testOrigin, Key: key, CheckpointInterval: 50 * time.Millisecond})
+	l, closeLog, err := Open(ctx, Config{Pool: f.pool, Origin: testOrigin, Key: newCheckpointKey(t), CheckpointInterval: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
