@@ -18,35 +18,48 @@
 --
 -- It runs as the owner: brin_summarize_range needs the index's owner,
 -- and the runtime role may only call this, which summarises and nothing
--- else. The search path is the one this migration ran with. It takes
+-- else. Its search path is pg_catalog, then the schema this migration ran
+-- in, then the caller's temporary tables: a temporary table or index a
+-- caller made under these names (the documented roles may make none) is
+-- never the one it locks or summarises,
+-- and every function it calls is named with its schema, so that no
+-- overload in a schema a caller may write to is chosen instead. It takes
 -- the table's SHARE UPDATE EXCLUSIVE lock without waiting, so that it
 -- never makes a running VACUUM or ANALYZE cancel itself, nor waits behind
 -- one: it then does nothing this time (a vacuum summarises too). 128 is
 -- the index's pages_per_range (the default); a range summarised already
 -- costs a look at the index's range map.
 -- +goose StatementBegin
+DO $migration$
+BEGIN
+    EXECUTE pg_catalog.format($create$
 CREATE FUNCTION mediator_summarize_audit_times(from_range bigint, max_ranges integer) RETURNS bigint
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, %I, pg_temp AS $body$
 DECLARE
-    full_ranges bigint := pg_relation_size('audit_entries') / current_setting('block_size')::bigint / 128;
+    full_ranges bigint := pg_catalog.pg_relation_size('audit_entries'::pg_catalog.regclass)
+        / pg_catalog.current_setting('block_size'::pg_catalog.text)::pg_catalog.int8 / 128;
+    r bigint := greatest(from_range, 0);
     upto bigint;
 BEGIN
-    from_range := greatest(from_range, 0);
-    upto := least(full_ranges, from_range + greatest(max_ranges, 0));
-    IF from_range >= upto THEN
-        RETURN from_range;
+    upto := least(full_ranges, r + greatest(max_ranges, 0));
+    IF r >= upto THEN
+        RETURN r;
     END IF;
     BEGIN
         LOCK TABLE audit_entries IN SHARE UPDATE EXCLUSIVE MODE NOWAIT;
     EXCEPTION WHEN lock_not_available THEN
-        RETURN from_range;
+        RETURN r;
     END;
-    FOR r IN from_range .. upto - 1 LOOP
-        PERFORM brin_summarize_range('audit_entries_occurred', r * 128);
+    WHILE r < upto LOOP
+        PERFORM pg_catalog.brin_summarize_range('audit_entries_occurred'::pg_catalog.regclass, r * 128);
+        r := r + 1;
     END LOOP;
     RETURN upto;
 END
-$$;
+$body$
+$create$, current_schema());
+END
+$migration$;
 -- +goose StatementEnd
 REVOKE ALL ON FUNCTION mediator_summarize_audit_times(bigint, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mediator_summarize_audit_times(bigint, integer) TO mediator_runtime;
