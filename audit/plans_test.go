@@ -213,6 +213,8 @@ func hotQueries() []hotQuery {
 		// the table), and the sequencer's read of the stored filters,
 		// checked against the generations' last entries.
 		{"generation's event ids", sqlGenerationIDs, []any{int64(40_000), int64(50_000)}, "audit_entries_pkey", true},
+		// And on a log of two generations, half the table.
+		{"generation's event ids, half the table", sqlGenerationIDs, []any{int64(0), int64(planRows / 2)}, "audit_entries_pkey", true},
 		// The leader's read of the rows appended since its last round.
 		{"fresh entries", sqlReadFresh, []any{int64(40_000), int64(41_000)}, "audit_entries_pkey", true},
 		{"event-id filters", sqlReadFilters, []any{[]int64{0, 1, 2}}, "audit_entries_pkey", true},
