@@ -232,18 +232,18 @@ func (f *fixture) append(t testing.TB, es []Entry) []Appended {
 	return out
 }
 
-// newCheckpointKey returns a fresh checkpoint key named by testOrigin.
-func newCheckpointKey(t testing.TB) CheckpointKey {
+// openLog opens a Log on the fixture's pool with a fresh key and a
+// checkpoint every 50 ms, its leader's jobs as often, and closes it when
+// the test ends.
+func (f *fixture) openLog(t testing.TB) *Log {
 	t.Helper()
-	skey, _, err := note.GenerateKey(rand.Reader, testOrigin)
+	key, _ := newLogKey(t)
+	l, closeLog, err := Open(context.Background(), Config{Pool: f.pool, Origin: testOrigin, Key: key, CheckpointInterval: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := ParseCheckpointKey(skey, testOrigin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key
+	t.Cleanup(func() { closeLog(context.Background()) })
+	return l
 }
 
 // appendMany appends entries 0 to n-1 named by prefix, 5,000 at a time.
@@ -779,7 +779,7 @@ func BenchmarkAppend4000(b *testing.B) {
 // after close are refused.
 func TestLogGroupsConcurrentAppends(t *testing.T) {
 	f := newFixture(t)
-	key := newCheckpointKey(t)
+	key, _ := newLogKey(t)
 	reg := prometheus.NewRegistry()
 	l, closeLog, err := Open(context.Background(), Config{Pool: f.pool, Origin: testOrigin, Key: key,
 		CheckpointInterval: time.Hour, Metrics: NewMetrics(reg)})

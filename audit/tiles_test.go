@@ -174,12 +174,7 @@ func TestTilesStayInsideTheTree(t *testing.T) {
 func TestFullTilesAreStored(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	key, _ := newLogKey(t)
-	l, closeLog, err := Open(ctx, Config{Pool: f.pool, Origin: testOrigin, Key: key, CheckpointInterval: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeLog(ctx)
+	l := f.openLog(t)
 	const size = 70_000
 	for from := 0; from < size; from += 5000 {
 		if _, err := l.Append(ctx, entries(from, 5000, "s")); err != nil {

@@ -5,10 +5,13 @@
 -- range's summary only when asked: by VACUUM, or by brin_summarize_*. So
 --   - with autovacuum off, no range was ever summarised, and a search by
 --     time read the whole table (an unsummarised range may hold anything);
---   - with autovacuum on, each vacuum of the table read every range
---     filled since the last one a second time to summarise it, at 10 M
---     entries some 200,000 pages a minute after they were written, most
---     of them already out of memory, in one burst beside the appends.
+--   - with autovacuum on, each vacuum of the table ended by summarising
+--     every range filled since the last one, those appended during its
+--     own minute-long pass included: as their rows' first reader it
+--     dirtied pages already written out, and wrote 2.2 GB in 9 seconds
+--     beside the appends (at 5.8 M entries, docs/performance.md,
+--     "Thirteenth pass"). The leader also reads new rows while their
+--     pages are still dirty (audit/timesummaries.go).
 -- The checkpointer's leader now calls this function every checkpoint
 -- interval: it summarises the full ranges from from_range on, at most
 -- max_ranges of them, while their pages are still in memory, and returns
@@ -21,9 +24,9 @@
 -- else. Its search path is pg_catalog, then the schema this migration ran
 -- in, then the caller's temporary tables: a temporary table or index a
 -- caller made under these names (the documented roles may make none) is
--- never the one it locks or summarises,
--- and every function it calls is named with its schema, so that no
--- overload in a schema a caller may write to is chosen instead. It takes
+-- never the one it locks or summarises, and every function it calls is
+-- named with its schema, so that no overload in a schema a caller may
+-- write to is chosen instead. It takes
 -- the table's SHARE UPDATE EXCLUSIVE lock without waiting, so that it
 -- never makes a running VACUUM or ANALYZE cancel itself, nor waits behind
 -- one: it then does nothing this time (a vacuum summarises too). 128 is
