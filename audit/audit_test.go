@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -256,7 +257,9 @@ func (f *fixture) appendMany(t testing.TB, n int, prefix string) {
 
 func (f *fixture) verify(t *testing.T) *Report {
 	t.Helper()
-	rep, err := f.store.verify(context.Background(), f.verifier)
+	// It keeps an event-id index, as audit verify --state does, so that
+	// a state made from the report can be verified from.
+	rep, err := f.store.verifyWith(context.Background(), VerifyOptions{EventIDIndex: filepath.Join(t.TempDir(), "state.json.ids")}, f.verifier)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,11 @@ import (
 type VerifiedTree struct {
 	Size int64
 	Root tlog.Hash
+	// EventIDs is the event-id index of the tree's entries that the
+	// verification which found it sound wrote. VerifyFrom refuses a
+	// tree without one: its new entries' event ids could not be checked
+	// against the tree's.
+	EventIDs *IDIndex
 }
 
 // VerifyFrom is VerifyWith from a tree verified before (from, as a
@@ -30,6 +35,9 @@ type VerifiedTree struct {
 func VerifyFrom(ctx context.Context, pool *pgxpool.Pool, opts VerifyOptions, from VerifiedTree, verifiers ...note.Verifier) (*Report, error) {
 	if from.Size < 1 {
 		return nil, errors.New("audit: verify: a verified tree has at least one entry")
+	}
+	if from.EventIDs == nil || from.EventIDs.Size != from.Size || from.EventIDs.path == "" {
+		return nil, ErrNoIDIndex
 	}
 	return newStore(pool).verifyRange(ctx, opts, &from, verifiers...)
 }

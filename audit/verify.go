@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"path/filepath"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -55,6 +56,16 @@ type Report struct {
 	// checkpoint (CheckpointSize) checked, "failed" when it did not or
 	// could not be made; "" for a full verification.
 	Consistency string
+
+	// EventIDs counts the entries read that have an event id: each was
+	// checked against every other entry of the tree, read now or, for an
+	// incremental verification, in the index of the tree verified
+	// before. DuplicateEventIDs counts the entries found to log an
+	// event id their submitter logged at a lower seq (each is also a
+	// problem). EventIDIndex is the index written (VerifyOptions).
+	EventIDs          int64
+	DuplicateEventIDs int
+	EventIDIndex      *IDIndex
 
 	// Tiles counts the stored full tiles (audit_tiles; a level-0 tile's
 	// parts in audit_leaf_tile_parts count as one) and partial tiles
@@ -110,6 +121,16 @@ type VerifyOptions struct {
 	Origin string
 	// Progress, when set, is told how far the entries are verified.
 	Progress Progress
+	// EventIDIndex, when not "", is where the verification writes the
+	// event-id index of the entries below the checkpoint it verified up
+	// to, when it passes: the file EventIDIndex.<hash> (Report's
+	// EventIDIndex names it). The next verification from that
+	// checkpoint reads it (VerifiedTree.EventIDs) to check its new
+	// entries' event ids against every earlier entry's. The files of
+	// sorted ids a verification of more than a million entries needs
+	// meanwhile go in the same directory; without EventIDIndex, in the
+	// system's temporary directory.
+	EventIDIndex string
 }
 
 // Progress is told how many entries are verified so far (done), of the
@@ -212,7 +233,24 @@ func (s *store) verifyRange(ctx context.Context, opts VerifyOptions, from *Verif
 		pipe.stop()
 	}()
 
-	rows := &rowCheck{rep: rep, edge: edge, tiles: &tileCheck{store: s, rep: rep}, cps: cps}
+	var idDir string
+	if opts.EventIDIndex != "" {
+		idDir = filepath.Dir(opts.EventIDIndex)
+	}
+	ids := newIDCollector(idDir)
+	defer ids.close()
+	var prevIDs *IDIndex
+	if from != nil {
+		prevIDs = from.EventIDs
+	}
+	finish := func() (*Report, error) {
+		rep, err := s.finishRange(ctx, cps, from)
+		if err != nil || rep.OriginMismatch != nil {
+			return rep, err
+		}
+		return rep, s.checkEventIDs(ctx, rep, ids, prevIDs, start, opts.EventIDIndex)
+	}
+	rows := &rowCheck{rep: rep, edge: edge, tiles: &tileCheck{store: s, rep: rep}, cps: cps, ids: ids}
 	if err := rows.tiles.prefill(ctx, start); err != nil {
 		return nil, err
 	}
@@ -229,7 +267,7 @@ func (s *store) verifyRange(ctx context.Context, opts VerifyOptions, from *Verif
 				cancel()
 				pipe.stop()
 				s.treeDone(rep, start, expect, edge, progress, total)
-				return s.finishRange(ctx, cps, from)
+				return finish()
 			}
 			if err := rows.check(ctx, r); err != nil {
 				return nil, err
@@ -246,7 +284,7 @@ func (s *store) verifyRange(ctx context.Context, opts VerifyOptions, from *Verif
 		return nil, err
 	}
 	s.treeDone(rep, start, expect, edge, progress, total)
-	return s.finishRange(ctx, cps, from)
+	return finish()
 }
 
 // rowCheck checks each entry verification reads, in seq order.
@@ -255,6 +293,7 @@ type rowCheck struct {
 	edge  *edge
 	tiles *tileCheck
 	cps   *checkpointCheck
+	ids   *idCollector
 }
 
 // check records what the hashers found wrong with r, recomputes its
@@ -268,6 +307,11 @@ func (rc *rowCheck) check(ctx context.Context, r *verifyRow) error {
 		rc.rep.bad(r.seq, "seq %d: leaf says seq %d", r.seq, r.leafSeq)
 	case problemColumn:
 		rc.rep.bad(r.seq, "seq %d: the row's %s differs from its leaf (searches and exports filter on it)", r.seq, r.column)
+	}
+	if r.hasID {
+		if err := rc.ids.add(r.idKey, r.seq); err != nil {
+			return err
+		}
 	}
 	hashes, err := rc.edge.add(rc.rep, r)
 	if err != nil {

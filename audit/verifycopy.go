@@ -42,6 +42,9 @@ type verifyRow struct {
 	problem  rowProblem
 	leafSeq  int64  // the leaf's seq, for problemSeq
 	column   string // the column that differs, for problemColumn
+	// hasID: the leaf names an event id; idKey is its key (idKeyOf).
+	hasID bool
+	idKey uint64
 }
 
 type rowProblem uint8
@@ -353,6 +356,7 @@ type leafScanner struct {
 	hasOccurred                               bool
 	seq                                       int64
 	timeBuf                                   [64]byte
+	keyBuf                                    []byte
 }
 
 // check hashes r's leaf, parses its indexed members (checking that it is
@@ -360,10 +364,13 @@ type leafScanner struct {
 // the row, recording the first problem.
 func (sc *leafScanner) check(r *verifyRow) {
 	r.leafHash = tlog.RecordHash(r.leaf)
-	r.problem, r.column = problemNone, ""
+	r.problem, r.column, r.hasID = problemNone, "", false
 	if err := sc.scan(r.leaf); err != nil {
 		r.problem = problemJSON
 		return
+	}
+	if len(sc.eventID) > 0 {
+		r.hasID, r.idKey = true, idKeyOf(&sc.keyBuf, sc.submitter, sc.eventID)
 	}
 	if sc.seq != r.seq {
 		r.problem, r.leafSeq = problemSeq, sc.seq

@@ -38,6 +38,11 @@ type VerifyState struct {
 	Witnesses []string `json:"witnesses"`
 	// VerifiedAt is when the verification that saved it ended.
 	VerifiedAt time.Time `json:"verified_at"`
+	// EventIDs is the event-id index of the entries below Size, a file
+	// beside the state file, which the next verification checks its new
+	// entries' event ids against. A state written before it existed has
+	// none, and the next verification is a full one.
+	EventIDs *IDIndex `json:"event_ids,omitempty"`
 }
 
 // ReadVerifyState reads a state file strictly: unknown fields, another
@@ -59,6 +64,12 @@ func ReadVerifyState(path string) (*VerifyState, error) {
 	}
 	if st.Version != VerifyStateVersion {
 		return nil, fmt.Errorf("audit: state file %s: version %d, want %d", path, st.Version, VerifyStateVersion)
+	}
+	if x := st.EventIDs; x != nil {
+		if x.File == "" || filepath.Base(x.File) != x.File || x.File == "." || x.File == ".." || x.Size != st.Size || x.Count < 0 {
+			return nil, fmt.Errorf("audit: state file %s: its event-id index is not a file beside it for the state's %d entries", path, st.Size)
+		}
+		x.path = filepath.Join(filepath.Dir(path), x.File)
 	}
 	return &st, nil
 }
@@ -114,13 +125,13 @@ func (st *VerifyState) Tree(origin string, verifiers ...note.Verifier) (Verified
 	if size != st.Size || b64(root) != st.Root || size < 1 {
 		return VerifiedTree{}, fmt.Errorf("the state's size %d and root %s are not its checkpoint's (%d, %s)", st.Size, st.Root, size, b64(root))
 	}
-	return VerifiedTree{Size: size, Root: root}, nil
+	return VerifiedTree{Size: size, Root: root, EventIDs: st.EventIDs}, nil
 }
 
 // NewVerifyState is the state to save after rep, a verification of
 // pool's log that passed: the checkpoint at rep.CheckpointSize, with the
-// cosignatures of policy's witnesses that verify. It returns nil when no
-// checkpoint verified.
+// cosignatures of policy's witnesses that verify, and the event-id index
+// rep wrote. It returns nil when no checkpoint verified.
 func NewVerifyState(ctx context.Context, pool *pgxpool.Pool, rep *Report, policy WitnessPolicy, verifiers ...note.Verifier) (*VerifyState, error) {
 	if rep.CheckpointSize < 1 {
 		return nil, nil
@@ -136,6 +147,9 @@ func NewVerifyState(ctx context.Context, pool *pgxpool.Pool, rep *Report, policy
 	}
 	st := &VerifyState{Version: VerifyStateVersion, Origin: rep.Origin, Size: size, Root: b64(root), Checkpoint: c.Note,
 		Witnesses: []string{}, VerifiedAt: time.Now().UTC()}
+	if x := rep.EventIDIndex; x != nil && x.Size == size {
+		st.EventIDs = x
+	}
 	lines, err := s.cosignatures(ctx, c.Size)
 	if err != nil {
 		return nil, err

@@ -138,6 +138,7 @@ func auditVerifyCmd(ctx context.Context, c *call, args []string) error {
 		}
 	} else {
 		var from *audit.VerifiedTree
+		var previous *audit.IDIndex // the state's event-id index
 		if o.state != "" {
 			st, err := audit.ReadVerifyState(o.state)
 			switch {
@@ -153,7 +154,11 @@ func auditVerifyCmd(ctx context.Context, c *call, args []string) error {
 				} else if err != nil {
 					return fmt.Errorf("audit verify: --state %s: %w; if it is another log's, give this log's (or remove it to verify in full)", o.state, err)
 				}
-				from = &tree
+				if tree.EventIDs == nil {
+					res.StateWithoutIndex = true // written before the index: a full run, once
+				} else {
+					from, previous = &tree, tree.EventIDs
+				}
 			}
 		}
 		meter := c.progressMeter()
@@ -164,21 +169,46 @@ func auditVerifyCmd(ctx context.Context, c *call, args []string) error {
 			return err
 		}
 		defer pool.Close()
-		if o.state != "" && rep.OK() {
-			st, err := audit.NewVerifyState(ctx, pool, rep, policy, keys.verifiers...)
-			if err != nil {
-				return fmt.Errorf("audit verify: --state: %w", err)
-			}
-			if st != nil {
-				if err := st.Write(o.state); err != nil {
-					return fmt.Errorf("audit verify: --state: %w", err)
-				}
-				res.StateSaved = true
-			}
+		if err := saveVerifyState(ctx, o.state, pool, rep, policy, keys, previous); err != nil {
+			return err
 		}
+		res.StateSaved = o.state != "" && rep.OK() && rep.CheckpointSize > 0
 	}
 	res.fill(rep)
 	return res.write(c, *output)
+}
+
+// saveVerifyState saves, when rep passed and state is not "", the
+// checkpoint it verified up to and the event-id index it wrote to
+// state, then removes the index of the state before (previous), which
+// the new one includes. An index written for a state not saved is
+// removed.
+func saveVerifyState(ctx context.Context, state string, pool *pgxpool.Pool, rep *audit.Report, policy audit.WitnessPolicy, keys logKeys, previous *audit.IDIndex) error {
+	written := rep.EventIDIndex
+	saved := false
+	defer func() {
+		if written != nil && !saved {
+			os.Remove(written.Path())
+		}
+	}()
+	if state == "" || !rep.OK() {
+		return nil
+	}
+	st, err := audit.NewVerifyState(ctx, pool, rep, policy, keys.verifiers...)
+	if err != nil {
+		return fmt.Errorf("audit verify: --state: %w", err)
+	}
+	if st == nil {
+		return nil
+	}
+	if err := st.Write(state); err != nil {
+		return fmt.Errorf("audit verify: --state: %w", err)
+	}
+	saved = true
+	if previous != nil && previous.Path() != "" && (written == nil || previous.Path() != written.Path()) {
+		os.Remove(previous.Path())
+	}
+	return nil
 }
 
 // verifyDatabase checks the log in the database against keys (from the
@@ -204,6 +234,9 @@ func verifyDatabase(ctx context.Context, o auditVerifyOptions, policy audit.Witn
 		}
 	}()
 	opts := audit.VerifyOptions{Origin: keys.origin, Progress: progress}
+	if o.state != "" {
+		opts.EventIDIndex = o.state + ".ids"
+	}
 	if from != nil {
 		rep, err = audit.VerifyFrom(ctx, pool, opts, *from, keys.verifiers...)
 	} else {

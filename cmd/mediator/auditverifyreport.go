@@ -55,6 +55,15 @@ type verifyResult struct {
 	// StateMissing: the state file did not exist, so this was a full
 	// run (the first), which writes it when it passes.
 	StateMissing bool `json:"state_missing"`
+	// StateWithoutIndex: the state file held no event-id index (it was
+	// written before there was one), so this was a full run, which
+	// writes both when it passes.
+	StateWithoutIndex bool `json:"state_without_index"`
+	// EventIDs entries with an event id were checked against every
+	// other entry of the tree; DuplicateEventIDs of them log an event id
+	// their submitter had logged before.
+	EventIDs          int64 `json:"event_ids"`
+	DuplicateEventIDs int   `json:"duplicate_event_ids"`
 
 	ran bool // the verification ran (fill), rather than stopping at the configuration
 }
@@ -97,6 +106,7 @@ func (r *verifyResult) fill(rep *audit.Report) {
 	}
 	r.Checkpoints, r.CheckpointSize, r.Witnessed, r.Tiles = rep.Checkpoints, rep.CheckpointSize, rep.Witnessed, rep.Tiles
 	r.FromSize, r.ToSize, r.ConsistencyProof = rep.FromSize, rep.CheckpointSize, rep.Consistency
+	r.EventIDs, r.DuplicateEventIDs = rep.EventIDs, rep.DuplicateEventIDs
 	r.Problems = append([]string{}, rep.Problems...)
 	switch {
 	case rep.FirstBadSeq >= 0:
@@ -212,6 +222,8 @@ func (r *verifyResult) writeText(w io.Writer) {
 	case !r.ran || r.StateFile == "":
 	case r.StateMissing:
 		fmt.Fprintf(w, "state: %s does not exist: a full verification (the first run); it is written when verification passes\n", r.StateFile)
+	case r.StateWithoutIndex:
+		fmt.Fprintf(w, "state: %s has no event-id index (written by an older mediator): a full verification, once; the state and its index are written when verification passes\n", r.StateFile)
 	case r.FromSize > 0:
 		checked := "no new entries"
 		if r.TreeSize > r.FromSize {
@@ -225,6 +237,7 @@ func (r *verifyResult) writeText(w io.Writer) {
 	}
 	if r.Source == "database" && r.ran {
 		fmt.Fprintf(w, "stored tiles: %d compared with the recomputed hashes\n", r.Tiles)
+		fmt.Fprintf(w, "event ids: %d checked against every other entry's in the tree; %d logged twice\n", r.EventIDs, r.DuplicateEventIDs)
 	}
 	for _, n := range r.NotChecked {
 		fmt.Fprintln(w, "not checked:", n)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -44,7 +45,8 @@ func TestAuditVerifyState(t *testing.T) {
 		t.Helper()
 		var es []audit.Entry
 		for i := from; i < from+n; i++ {
-			es = append(es, audit.Entry{Kind: "note", Record: map[string]any{"kind": "note", "n": i}})
+			id := "ev-" + strconv.Itoa(i)
+			es = append(es, audit.Entry{Kind: "note", EventID: id, Record: map[string]any{"kind": "note", "n": i, "event_id": id}})
 		}
 		if _, err := log.Append(ctx, es); err != nil {
 			t.Fatal(err)
@@ -86,19 +88,43 @@ func TestAuditVerifyState(t *testing.T) {
 	out, err = verify("--output", "json")
 	var r map[string]any
 	if err != nil || json.Unmarshal([]byte(out), &r) != nil || r["ok"] != true || r["entries"] != 7.0 || r["from_size"] != 10.0 || r["to_size"] != 17.0 ||
-		r["consistency_proof"] != "ok" || r["state_file"] != state || r["state_saved"] != true {
+		r["consistency_proof"] != "ok" || r["state_file"] != state || r["state_saved"] != true || r["event_ids"] != 7.0 || r["duplicate_event_ids"] != 0.0 {
 		t.Fatalf("second run: %v\n%s", err, out)
+	}
+	// The state names its event-id index, a file beside it holding the
+	// 17 entries' ids; the index of the state before was removed.
+	indexes := func() []string {
+		m, _ := filepath.Glob(state + ".ids*")
+		return m
+	}
+	if st, err := audit.ReadVerifyState(state); err != nil || st.EventIDs == nil || st.EventIDs.Count != 17 || st.EventIDs.Size != 17 ||
+		len(indexes()) != 1 || indexes()[0] != st.EventIDs.Path() {
+		t.Fatalf("the event-id index after the second run: %+v %v; files %v", st, err, indexes())
 	}
 	out, err = verify()
 	if err != nil || !strings.Contains(out, "incremental: no new entries; the 17 before them were verified by an earlier run") ||
 		!strings.Contains(out, "consistency proof from tree size 17 to checkpoint 17: ok") || strings.Contains(out, "no checkpoint is stored") {
 		t.Fatalf("third run: %v\n%s", err, out)
 	}
+	// A state written before the index existed: one full run, which
+	// writes both.
+	st, _ := audit.ReadVerifyState(state)
+	os.Remove(st.EventIDs.Path())
+	st.EventIDs = nil
+	st.Write(state)
+	out, err = verify()
+	if err != nil || !strings.Contains(out, "has no event-id index (written by an older mediator): a full verification, once") ||
+		!strings.Contains(out, "ok: 17 entries") || !strings.Contains(out, "event ids: 17 checked") {
+		t.Fatalf("a state without an index: %v\n%s", err, out)
+	}
+	if st, err := audit.ReadVerifyState(state); err != nil || st.EventIDs == nil || len(indexes()) != 1 {
+		t.Fatalf("the state after a full run for its index: %+v %v", st, err)
+	}
 	saved, _ := os.ReadFile(state)
 
 	// Another log's state: a configuration error, the state untouched.
 	other := filepath.Join(t.TempDir(), "other.json")
-	st, _ := audit.ReadVerifyState(state)
+	st, _ = audit.ReadVerifyState(state)
 	st.Origin = "mediator.example/audit"
 	st.Write(other)
 	out, err = verify("--state", other)
@@ -121,5 +147,8 @@ func TestAuditVerifyState(t *testing.T) {
 	}
 	if now, _ := os.ReadFile(state); string(now) != string(saved) {
 		t.Fatal("a failed run changed the state")
+	}
+	if st, _ := audit.ReadVerifyState(state); len(indexes()) != 1 || indexes()[0] != st.EventIDs.Path() {
+		t.Fatalf("a failed run left event-id indexes %v", indexes())
 	}
 }
