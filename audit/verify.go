@@ -239,21 +239,30 @@ func (s *store) verifyRange(ctx context.Context, opts VerifyOptions, from *Verif
 	}
 	ids := newIDCollector(idDir)
 	defer ids.close()
-	var prevIDs *IDIndex
-	if from != nil {
-		prevIDs = from.EventIDs
-	}
-	finish := func() (*Report, error) {
-		rep, err := s.finishRange(ctx, cps, from)
-		if err != nil || rep.OriginMismatch != nil {
-			return rep, err
-		}
-		return rep, s.checkEventIDs(ctx, rep, ids, prevIDs, start, opts.EventIDIndex)
-	}
 	rows := &rowCheck{rep: rep, edge: edge, tiles: &tileCheck{store: s, rep: rep}, cps: cps, ids: ids}
 	if err := rows.tiles.prefill(ctx, start); err != nil {
 		return nil, err
 	}
+	end, err := rows.readAll(ctx, pipe, cancel, start, progress, total)
+	if err != nil {
+		return nil, err
+	}
+	s.treeDone(rep, start, end, edge, progress, total)
+	if rep, err = s.finishRange(ctx, cps, from); err != nil || rep.OriginMismatch != nil {
+		return rep, err
+	}
+	var prevIDs *IDIndex
+	if from != nil {
+		prevIDs = from.EventIDs
+	}
+	return rep, s.checkEventIDs(ctx, rep, ids, prevIDs, start, opts.EventIDIndex)
+}
+
+// readAll checks every entry pipe reads, from start on, in seq order, and
+// returns the size of the tree they make: where the table ends, or the
+// first missing entry, which it reports, stopping the pipeline (cancel).
+// It tells progress after each page of entries.
+func (rc *rowCheck) readAll(ctx context.Context, pipe *verifyPipeline, cancel context.CancelFunc, start int64, progress Progress, total int64) (int64, error) {
 	expect := start
 	nextProgress := start + verifyPage
 	for batch := range pipe.ordered {
@@ -263,14 +272,13 @@ func (s *store) verifyRange(ctx context.Context, opts VerifyOptions, from *Verif
 			if r.seq != expect {
 				// Entries between expect and r.seq are missing. The tree can
 				// no longer be recomputed past the gap.
-				rep.bad(expect, "seq %d: entry missing (next entry is seq %d)", expect, r.seq)
+				rc.rep.bad(expect, "seq %d: entry missing (next entry is seq %d)", expect, r.seq)
 				cancel()
 				pipe.stop()
-				s.treeDone(rep, start, expect, edge, progress, total)
-				return finish()
+				return expect, nil
 			}
-			if err := rows.check(ctx, r); err != nil {
-				return nil, err
+			if err := rc.check(ctx, r); err != nil {
+				return 0, err
 			}
 			expect++
 		}
@@ -281,10 +289,9 @@ func (s *store) verifyRange(ctx context.Context, opts VerifyOptions, from *Verif
 		}
 	}
 	if err := <-pipe.readErr; err != nil {
-		return nil, err
+		return 0, err
 	}
-	s.treeDone(rep, start, expect, edge, progress, total)
-	return finish()
+	return expect, nil
 }
 
 // rowCheck checks each entry verification reads, in seq order.
