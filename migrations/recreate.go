@@ -8,7 +8,7 @@ import (
 )
 
 // auditEntriesDDL creates audit_entries exactly as migrations 00002 to
-// 00019 leave it: columns in the same order, the same constraints,
+// 00024 leave it: columns in the same order, the same constraints,
 // indexes, triggers and grants (TestRecreatedAuditEntriesMatch compares
 // the catalogs). A migration that changes audit_entries changes this too.
 const auditEntriesDDL = `
@@ -22,7 +22,7 @@ CREATE TABLE audit_entries (
     occurred_at     timestamptz,
     ingested_at     timestamptz NOT NULL,
     submitter       text        NOT NULL DEFAULT ''
-);
+) WITH (autovacuum_vacuum_insert_threshold = -1);
 CREATE INDEX audit_entries_occurred ON audit_entries USING brin (occurred_at);
 CREATE INDEX audit_entries_event_generation ON audit_entries ((seq >> 20), hashtextextended(event_id, 0)) WHERE event_id IS NOT NULL;
 CREATE INDEX audit_entries_conversation_hash ON audit_entries (hashtextextended(conversation_id, 0), seq) WHERE conversation_id IS NOT NULL;
@@ -53,4 +53,4 @@ func RecreateAuditEntries(ctx context.Context, tx pgx.Tx) error {
 }
 
 // latestVersion is the newest migration's number.
-const latestVersion = 23
+const latestVersion = 24
