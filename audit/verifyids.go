@@ -216,6 +216,9 @@ type idFile struct {
 
 func openIDFile(name string, index *IDIndex) (*idFile, error) {
 	f, err := os.Open(name)
+	if err != nil && index != nil {
+		return nil, fmt.Errorf("audit: verify: the state's event-id index: %w; remove the state to verify in full", err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("audit: verify: the event-id index: %w", err)
 	}

@@ -115,8 +115,8 @@ func TestVerifyFindsAnEventLoggedTwice(t *testing.T) {
 
 // TestIDIndexEditedIsRefused: an event-id index that is not the one the
 // state recorded (a pair removed, which would hide an id, or one byte
-// changed) stops an incremental verification, rather than check against
-// it.
+// changed), or is gone, stops an incremental verification, rather than
+// check against it.
 func TestIDIndexEditedIsRefused(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -142,6 +142,11 @@ func TestIDIndexEditedIsRefused(t *testing.T) {
 		if _, err := VerifyFrom(ctx, f.pool, VerifyOptions{}, state, f.verifier); err == nil || !strings.Contains(err.Error(), "is not the one the state file recorded") {
 			t.Fatalf("%s: %v, want the index refused", name, err)
 		}
+	}
+	// A missing index names the way out.
+	os.Remove(path)
+	if _, err := VerifyFrom(ctx, f.pool, VerifyOptions{}, state, f.verifier); err == nil || !strings.Contains(err.Error(), "remove the state to verify in full") {
+		t.Fatalf("a missing index: %v", err)
 	}
 	// A tree without an index is refused too: its new entries could not
 	// be checked against it.
