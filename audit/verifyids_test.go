@@ -3,12 +3,14 @@ package audit
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/mod/sumdb/tlog"
 
@@ -227,5 +229,97 @@ func TestIDKeyIsTheFilterKey(t *testing.T) {
 		if got := idKeyOf(&buf, []byte(c[0]), []byte(c[1])); got != want {
 			t.Fatalf("%q: %x, want %x", c, got, want)
 		}
+	}
+}
+
+// fillSound appends entries from to to (exclusive) as sound filler: JSON
+// leaves without an event id and the stored hashes that make a tree with
+// the entries before them, written with one COPY, faster than the
+// sequencer would.
+func (f *fixture) fillSound(t *testing.T, from, to int64) {
+	t.Helper()
+	ctx := context.Background()
+	hashes := make([]tlog.Hash, tlog.StoredHashCount(to))
+	old, err := readHashes(ctx, f.pool, seqRange(0, tlog.StoredHashCount(from)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(hashes, old)
+	reader := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(idx))
+		for i, x := range idx {
+			out[i] = hashes[x]
+		}
+		return out, nil
+	})
+	at := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	rows := make([][]any, 0, to-from)
+	for seq := from; seq < to; seq++ {
+		leaf, err := EncodeLeaf(rec{Kind: "filler", Note: "f"}, seq, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored, err := tlog.StoredHashes(seq, leaf, reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var packed []byte
+		for j, h := range stored {
+			hashes[tlog.StoredHashIndex(0, seq)+int64(j)] = h
+			packed = append(packed, h[:]...)
+		}
+		rows = append(rows, []any{seq, leaf, packed, "filler", at})
+	}
+	if _, err := f.pool.CopyFrom(ctx, pgx.Identifier{"audit_entries"}, []string{"seq", "leaf", "hashes", "kind", "ingested_at"}, pgx.CopyFromRows(rows)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// seqRange is the numbers from to to (exclusive).
+func seqRange(from, to int64) []int64 {
+	out := make([]int64, 0, to-from)
+	for i := from; i < to; i++ {
+		out = append(out, i)
+	}
+	return out
+}
+
+// TestVerifyFindsARepeatAForgedFilterLetIn plays the runtime role against
+// a closed generation whose filter the service has not stored yet: it
+// stores, as the service's job would, a filter of the generation's size
+// and last leaf that holds no id, so that the duplicate check of a
+// process that reads it rules out every id of that generation, and a
+// gateway's resend of an event logged there is logged again as a new
+// entry. The next checkpoint signs it; verification names it.
+func TestVerifyFindsARepeatAForgedFilterLetIn(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.append(t, entries(0, 100, "c"))
+	f.fillSound(t, 100, closedGenerationSize)
+
+	rt := f.runtimeLogin(t)
+	empty, err := idfilter.New(1 << generationBits).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.Exec(ctx, sqlStoreFilter, 0, empty, int64(1<<generationBits)-1); err != nil {
+		t.Fatalf("the runtime role stores a filter: %v", err)
+	}
+	// A process started now reads the stored filters.
+	s := newStore(f.pool)
+	out, err := s.appendNow(ctx, entries(5, 1, "c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out[0].Duplicate || out[0].Seq != closedGenerationSize {
+		t.Fatalf("the resend of ev-5: %+v; want it logged again at %d, past the forged filter", out[0], closedGenerationSize)
+	}
+	if _, err := f.cp.Once(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep := f.verify(t)
+	want := fmt.Sprintf("seq %d: logs again the event id its submitter logged at seq 5", closedGenerationSize)
+	if rep.OK() || rep.DuplicateEventIDs != 1 || len(rep.Problems) != 1 || !strings.Contains(rep.Problems[0], want) {
+		t.Fatalf("%d duplicates, problems %q; want only %q", rep.DuplicateEventIDs, rep.Problems, want)
 	}
 }
