@@ -182,12 +182,13 @@ func auditVerifyCmd(ctx context.Context, c *call, args []string) error {
 // checkpoint it verified up to and the event-id index it wrote to
 // state, then removes the index of the state before (previous), which
 // the new one includes. An index written for a state not saved is
-// removed.
+// removed, unless it is the state before's (the same ids, the same
+// name).
 func saveVerifyState(ctx context.Context, state string, pool *pgxpool.Pool, rep *audit.Report, policy audit.WitnessPolicy, keys logKeys, previous *audit.IDIndex) error {
 	written := rep.EventIDIndex
 	saved := false
 	defer func() {
-		if written != nil && !saved {
+		if written != nil && !saved && (previous == nil || previous.Path() != written.Path()) {
 			os.Remove(written.Path())
 		}
 	}()

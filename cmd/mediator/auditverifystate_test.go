@@ -152,3 +152,45 @@ func TestAuditVerifyState(t *testing.T) {
 		t.Fatalf("a failed run left event-id indexes %v", indexes())
 	}
 }
+
+// TestFailedVerifyKeepsTheStatesIndex: a run that wrote its event-id
+// index and then failed (a witness check, say) removes the file it wrote,
+// but not when that file is the state's own (no new ids: the same
+// content, the same name), which the state still needs.
+func TestFailedVerifyKeepsTheStatesIndex(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state.json")
+	index := state + ".ids.0123456789abcdef"
+	if err := os.WriteFile(index, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st := &audit.VerifyState{Version: audit.VerifyStateVersion, Origin: "o", Size: 1, Root: "r", Checkpoint: "c", Witnesses: []string{},
+		EventIDs: &audit.IDIndex{File: filepath.Base(index), Size: 1, SHA256: "e3b0"}}
+	if err := st.Write(state); err != nil {
+		t.Fatal(err)
+	}
+	read, err := audit.ReadVerifyState(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := &audit.Report{FirstBadSeq: -1, Problems: []string{"a witness check failed"}, EventIDIndex: read.EventIDs}
+	if err := saveVerifyState(context.Background(), state, nil, failed, audit.WitnessPolicy{}, logKeys{}, read.EventIDs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(index); err != nil {
+		t.Fatalf("the state's index was removed by a failed run: %v", err)
+	}
+	// Another file written by the failed run goes.
+	other := state + ".ids.fedcba9876543210"
+	os.WriteFile(other, nil, 0o600)
+	st.EventIDs.File = filepath.Base(other)
+	st.Write(filepath.Join(dir, "other.json"))
+	written, _ := audit.ReadVerifyState(filepath.Join(dir, "other.json"))
+	failed.EventIDIndex = written.EventIDs
+	if err := saveVerifyState(context.Background(), state, nil, failed, audit.WitnessPolicy{}, logKeys{}, read.EventIDs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(other); !os.IsNotExist(err) || func() bool { _, err := os.Stat(index); return err != nil }() {
+		t.Fatalf("after a failed run: its own index %v, the state's kept", err)
+	}
+}
