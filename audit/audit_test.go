@@ -233,6 +233,24 @@ func (f *fixture) append(t testing.TB, es []Entry) []Appended {
 	return out
 }
 
+// runtimeLogin returns a pool that logs in as a new role with exactly the
+// runtime role's rights (INSERT and SELECT on the log's tables).
+func (f *fixture) runtimeLogin(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	ctx := context.Background()
+	login := "mediator_rt_" + strings.ToLower(rand.Text()[:8])
+	f.exec(t, "CREATE ROLE "+login+" LOGIN IN ROLE mediator_runtime")
+	t.Cleanup(func() { f.pool.Exec(context.Background(), "DROP OWNED BY "+login+"; DROP ROLE "+login) })
+	cfg := f.pool.Config().Copy()
+	cfg.ConnConfig.User = login
+	rt, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rt.Close)
+	return rt
+}
+
 // openLog opens a Log on the fixture's pool with a fresh key and a
 // checkpoint every 50 ms, its leader's jobs as often, and closes it when
 // the test ends.
@@ -536,30 +554,8 @@ func TestAppendOnlyForEveryone(t *testing.T) {
 	}
 	// The runtime role may insert and select, nothing more, even with the
 	// triggers gone.
-	login := "mediator_rt_" + strings.ToLower(rand.Text()[:8])
-	for _, q := range []string{
-		"CREATE ROLE " + login + " LOGIN IN ROLE mediator_runtime",
-		"ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only",
-	} {
-		if _, err := f.pool.Exec(ctx, q); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() { f.pool.Exec(context.Background(), "DROP OWNED BY "+login+"; DROP ROLE "+login) })
-	cfg := f.pool.Config().ConnConfig.Copy()
-	cfg.User = login
-	conn, err := pgxpool.New(ctx, cfg.ConnString())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	rcfg := f.pool.Config().Copy()
-	rcfg.ConnConfig.User = login
-	rt, err := pgxpool.NewWithConfig(ctx, rcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
+	rt := f.runtimeLogin(t)
+	f.exec(t, "ALTER TABLE audit_entries DISABLE TRIGGER audit_entries_append_only")
 	if _, err := rt.Exec(ctx, "SELECT count(*) FROM audit_entries"); err != nil {
 		t.Fatalf("runtime role cannot select: %v", err)
 	}

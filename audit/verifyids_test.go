@@ -2,7 +2,6 @@ package audit
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"os"
 	"slices"
@@ -16,24 +15,6 @@ import (
 
 	"github.com/mediatorhq/mediator/idfilter"
 )
-
-// runtimeLogin returns a pool that logs in as a new role with exactly the
-// runtime role's rights (INSERT and SELECT on the log's tables).
-func (f *fixture) runtimeLogin(t *testing.T) *pgxpool.Pool {
-	t.Helper()
-	ctx := context.Background()
-	login := "mediator_rt_" + strings.ToLower(rand.Text()[:8])
-	f.exec(t, "CREATE ROLE "+login+" LOGIN IN ROLE mediator_runtime")
-	t.Cleanup(func() { f.pool.Exec(context.Background(), "DROP OWNED BY "+login+"; DROP ROLE "+login) })
-	cfg := f.pool.Config().Copy()
-	cfg.ConnConfig.User = login
-	rt, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(rt.Close)
-	return rt
-}
 
 // logAround appends e as the runtime role can, with INSERT and SELECT
 // alone and around the sequencer and its duplicate check: a leaf at the
